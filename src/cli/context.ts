@@ -1,0 +1,77 @@
+/**
+ * Everything a command needs from the global options: config, the runner (local, ssh,
+ * sudo, dry-run), progress, and the one way results are printed.
+ */
+import type { Command } from 'commander';
+import { loadConfig, type Config } from '../core/config.js';
+import { validateHostName } from '../core/validate.js';
+import { createRunner, DryRunRunner, shellJoin, usageError, type Runner, type SudoPolicy } from '../exec/index.js';
+import { createProgress } from './progress.js';
+
+export interface GlobalOptions {
+  host?: string;
+  sudo: SudoPolicy;
+  dryRun: boolean;
+  json: boolean;
+  quiet: boolean;
+  verbose: boolean;
+  config?: string;
+}
+
+export interface Context {
+  opts: GlobalOptions;
+  config: Config;
+  runner: Runner;
+  progress: ReturnType<typeof createProgress>;
+  /** Print the command's result: one JSON document, or human text (plus the dry-run commands). */
+  finish(result: unknown, human: (r: any) => string): Promise<void>;
+}
+
+export function globalOptions(cmd: Command): GlobalOptions {
+  const o = cmd.optsWithGlobals() as Record<string, unknown>;
+  const sudo = (o.sudo as string | undefined) ?? 'auto';
+  if (!['auto', 'always', 'never'].includes(sudo)) throw usageError(`--sudo must be auto, always or never, got "${sudo}"`);
+  return {
+    host: o.host ? validateHostName(String(o.host)) : undefined,
+    sudo: sudo as SudoPolicy,
+    dryRun: Boolean(o.dryRun),
+    json: Boolean(o.json),
+    quiet: Boolean(o.quiet),
+    verbose: Boolean(o.verbose),
+    config: o.config as string | undefined,
+  };
+}
+
+export function createContext(cmd: Command): Context {
+  const opts = globalOptions(cmd);
+  const { config } = loadConfig(opts.config);
+  const progress = createProgress({ quiet: opts.quiet || (opts.json && !opts.verbose), verbose: opts.verbose });
+  const runner = createRunner({
+    host: opts.host,
+    sudo: cmd.optsWithGlobals().sudo ? opts.sudo : config.sudo,
+    dryRun: opts.dryRun,
+    sshConfig: config.ssh.config,
+    hooks: { onCommand: (host, argv, kind) => progress.command(host, argv, kind) },
+  });
+  return {
+    opts,
+    config,
+    runner,
+    progress,
+    async finish(result, human) {
+      const planned = runner instanceof DryRunRunner ? runner.planned : undefined;
+      if (opts.json) {
+        process.stdout.write(`${JSON.stringify({ ok: true, host: runner.target, ...(planned ? { dryRun: planned } : {}), result }, null, 2)}\n`);
+      } else {
+        if (planned) {
+          process.stdout.write(planned.length ? `dry run: these commands would run${runner.target === 'local' ? '' : ` on ${runner.target}`}:\n` : 'dry run: nothing to change\n');
+          for (const p of planned) process.stdout.write(`  ${p.root ? '(root) ' : ''}${shellJoin(p.argv)}\n`);
+        }
+        const text = human(result);
+        if (text && !(planned && opts.quiet)) process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
+      }
+      // The ssh control master is left to ControlPersist on purpose: the next cowstack
+      // call to the same host (a TM script runs several) reuses it instead of a new handshake.
+    },
+  };
+}

@@ -1,0 +1,25 @@
+/** The one place errors become output and exit codes. Commands throw; nothing calls process.exit. */
+import { CommanderError } from 'commander';
+import { CowstackError, EXIT } from '../exec/errors.js';
+import { colorEnabled } from './progress.js';
+import { Chalk } from 'chalk';
+
+export function reportError(error: unknown, json: boolean): number {
+  if (error instanceof CommanderError) {
+    // commander already printed usage problems; --help/--version exit 0.
+    return error.exitCode === 0 ? EXIT.OK : EXIT.USAGE;
+  }
+  const err =
+    error instanceof CowstackError
+      ? error
+      : new CowstackError(EXIT.FAILED, (error as Error)?.message ?? String(error), { hint: 'this is unexpected: run again with --verbose and report it' });
+  if (json) {
+    process.stdout.write(`${JSON.stringify({ ok: false, ...err.toJSON() }, null, 2)}\n`);
+  } else {
+    const c = new Chalk({ level: colorEnabled() ? 1 : 0 });
+    process.stderr.write(`${c.red('cowstack: error:')} ${err.message}\n`);
+    if (err.hint) process.stderr.write(`  ${c.yellow('what to do:')} ${err.hint}\n`);
+    if (process.env.COWSTACK_DEBUG && (error as Error)?.stack) process.stderr.write(`${(error as Error).stack}\n`);
+  }
+  return err.exitCode;
+}

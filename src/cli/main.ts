@@ -1,0 +1,47 @@
+/**
+ * The cowstack program: global options, one error boundary, command groups registered
+ * from their own modules. Exit codes: see README "Exit codes" (src/exec/errors.ts).
+ */
+import { Command, Option } from 'commander';
+import { reportError } from './errorBoundary.js';
+import { register as registerActivate } from './commands/activate.js';
+import { register as registerCluster } from './commands/cluster.js';
+import { register as registerDoctor } from './commands/doctor.js';
+import { register as registerInitiator } from './commands/initiator.js';
+import { EXIT_NAMES } from '../exec/errors.js';
+import { VERSION } from './version.js';
+
+export function buildProgram(): Command {
+  const program = new Command('cowstack')
+    .description('copy-on-write image store for hypervisors sharing one iSCSI LUN (LVM + lvmlockd + device-mapper)')
+    .version(VERSION)
+    .option('--host <name>', 'run the steps on this host over ssh (one multiplexed connection)')
+    .addOption(new Option('--sudo <when>', 'prefix root commands with sudo -n').choices(['auto', 'always', 'never']))
+    .option('--dry-run', 'print every write as the exact argv it would run; reads still run')
+    .option('--json', 'print one JSON document on stdout and nothing else there')
+    .option('-q, --quiet', 'no progress output')
+    .option('-v, --verbose', 'print every command as it runs (stderr)')
+    .option('--config <file>', 'config file (default /etc/cowstack/cowstack.yaml)')
+    .showHelpAfterError()
+    .exitOverride()
+    .addHelpText('after', `\nExit codes:\n${Object.entries(EXIT_NAMES).map(([code, name]) => `  ${code.padStart(2)}  ${name}`).join('\n')}\n`);
+  program.configureOutput({ writeOut: (s) => process.stdout.write(s), writeErr: (s) => process.stderr.write(s) });
+  registerDoctor(program);
+  registerCluster(program);
+  registerActivate(program);
+  registerInitiator(program);
+  // Subcommands inherit exitOverride so usage errors reach the boundary.
+  const inherit = (c: Command) => c.commands.forEach((sub) => (sub.exitOverride(), inherit(sub)));
+  inherit(program);
+  return program;
+}
+
+export async function main(argv = process.argv): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+    return 0;
+  } catch (error) {
+    return reportError(error, argv.includes('--json'));
+  }
+}

@@ -1,0 +1,71 @@
+/**
+ * The activation primitive: an LV active exclusively (one writer, enforced by the cluster
+ * lock) or shared (read-only users on many hosts). Already-active LVs are refreshed so a
+ * node never keeps a stale mapping after another node changed the LV (Proxmox's lesson).
+ */
+import { notFound, refused } from '../exec/errors.js';
+import type { Runner } from '../exec/types.js';
+import { holders } from '../tools/files.js';
+import * as lvm from '../tools/lvm.js';
+import { isLockRefusal, lockConflict } from './locks.js';
+import { runPlan, type PlanObserver } from './plan.js';
+import { validateLvName, validateVgName } from './validate.js';
+
+export type ActivationMode = 'exclusive' | 'shared';
+
+export interface ActivationResult {
+  vg: string;
+  lv: string;
+  uuid: string;
+  mode: ActivationMode | 'inactive';
+  action: 'activated' | 'refreshed' | 'deactivated' | 'none';
+  device: string;
+}
+
+async function mustFind(runner: Runner, vg: string, lv: string, scope: lvm.LvmScope): Promise<lvm.LvInfo> {
+  validateVgName(vg);
+  validateLvName(lv);
+  const info = await lvm.findLv(runner, vg, lv, scope);
+  if (!info) throw notFound(`logical volume ${vg}/${lv} does not exist`, `list them with: lvs ${vg}`, { vg, lv });
+  return info;
+}
+
+export async function activate(runner: Runner, vg: string, lv: string, mode: ActivationMode, opts: { scope?: lvm.LvmScope; observer?: PlanObserver } = {}): Promise<ActivationResult> {
+  const scope = opts.scope ?? {};
+  const info = await mustFind(runner, vg, lv, scope);
+  const base = { vg, lv, uuid: info.uuid, mode, device: `/dev/${vg}/${lv}` } as const;
+  if (info.activeLocally) {
+    const isExclusive = info.activeExclusively;
+    if ((mode === 'exclusive') !== isExclusive) {
+      throw refused(
+        `${vg}/${lv} is already active ${isExclusive ? 'exclusively' : 'shared'} on this host; refusing to switch to ${mode}`,
+        `deactivate it first (cowstack deactivate ${vg}/${lv}) when nothing uses it`,
+        { vg, lv },
+      );
+    }
+    await runPlan(runner, [{ title: `refresh ${vg}/${lv}`, req: lvm.lvmRequest('lvchange', ['--refresh', `${vg}/${lv}`], 'write', scope) }], opts.observer);
+    return { ...base, action: 'refreshed' };
+  }
+  const flag = mode === 'exclusive' ? '-aey' : '-asy';
+  try {
+    await runPlan(runner, [{ title: `activate ${vg}/${lv} ${mode}`, req: lvm.lvmRequest('lvchange', [flag, `${vg}/${lv}`], 'write', scope) }], opts.observer);
+  } catch (e) {
+    if (isLockRefusal(e)) throw await lockConflict(runner, vg, lv, info.uuid, e);
+    throw e;
+  }
+  return { ...base, action: 'activated' };
+}
+
+export async function deactivate(runner: Runner, vg: string, lv: string, opts: { force?: boolean; scope?: lvm.LvmScope; observer?: PlanObserver } = {}): Promise<ActivationResult> {
+  const scope = opts.scope ?? {};
+  const info = await mustFind(runner, vg, lv, scope);
+  const base = { vg, lv, uuid: info.uuid, mode: 'inactive' as const, device: `/dev/${vg}/${lv}` };
+  if (!info.activeLocally) return { ...base, action: 'none' };
+  const users = await holders(runner, info.dmPath || `/dev/${vg}/${lv}`);
+  if ((info.open || users.length) && !opts.force) {
+    const who = users.length ? `used by ${users.map((h) => h.name).join(', ')}` : 'open by a process';
+    throw refused(`${vg}/${lv} is ${who}; refusing to deactivate`, 'stop what uses it (unmap clones, stop the VM) or pass --force', { vg, lv, holders: users });
+  }
+  await runPlan(runner, [{ title: `deactivate ${vg}/${lv}`, req: lvm.lvmRequest('lvchange', ['-an', `${vg}/${lv}`], 'write', scope) }], opts.observer);
+  return { ...base, action: 'deactivated' };
+}

@@ -1,0 +1,80 @@
+/**
+ * cowstack's own configuration (/etc/cowstack/cowstack.yaml by default). Everything has a
+ * default so a node works with an empty file; CLI flags override the file.
+ */
+import { readFileSync, existsSync } from 'node:fs';
+import yaml from 'js-yaml';
+import { usageError } from '../exec/errors.js';
+import type { SudoPolicy } from '../exec/types.js';
+import { validateIqn, validatePortal, validateVgName } from './validate.js';
+
+export const DEFAULT_CONFIG_PATH = '/etc/cowstack/cowstack.yaml';
+
+export interface Config {
+  repository: {
+    vg: string;
+    lockType: 'sanlock' | 'dlm';
+    /** Accept only these devices in LVM commands (VDSM-style per-command filter). */
+    devices: string[];
+    portal?: string;
+    iqn?: string;
+  };
+  node: { hostId?: number };
+  ssh: { config?: string };
+  sudo: SudoPolicy;
+  cow: { warnPercent: number; chunk: string };
+}
+
+export const defaultConfig = (): Config => ({
+  repository: { vg: 'cowstack', lockType: 'sanlock', devices: [] },
+  node: {},
+  ssh: {},
+  sudo: 'auto',
+  cow: { warnPercent: 80, chunk: '4K' },
+});
+
+export function loadConfig(path?: string): { config: Config; path?: string } {
+  const file = path ?? process.env.COWSTACK_CONFIG ?? DEFAULT_CONFIG_PATH;
+  const explicit = Boolean(path ?? process.env.COWSTACK_CONFIG);
+  const config = defaultConfig();
+  if (!existsSync(file)) {
+    if (explicit) throw usageError(`config file ${file} does not exist`, 'create it or drop --config to use the defaults');
+    applyEnv(config);
+    return { config };
+  }
+  let doc: unknown;
+  try {
+    doc = yaml.load(readFileSync(file, 'utf8'));
+  } catch (e) {
+    throw usageError(`config file ${file} is not valid YAML: ${(e as Error).message}`);
+  }
+  merge(config, doc ?? {}, file);
+  applyEnv(config);
+  return { config, path: file };
+}
+
+function applyEnv(config: Config): void {
+  if (process.env.COWSTACK_SSH_CONFIG) config.ssh.config = process.env.COWSTACK_SSH_CONFIG;
+}
+
+function merge(config: Config, doc: unknown, file: string): void {
+  if (typeof doc !== 'object' || Array.isArray(doc)) throw usageError(`config file ${file} must be a YAML mapping`);
+  const d = doc as Record<string, any>;
+  const r = d.repository ?? {};
+  if (r.vg !== undefined) config.repository.vg = validateVgName(String(r.vg));
+  if (r.lockType !== undefined) {
+    if (r.lockType !== 'sanlock' && r.lockType !== 'dlm') throw usageError(`${file}: repository.lockType must be sanlock or dlm, got "${r.lockType}"`);
+    config.repository.lockType = r.lockType;
+  }
+  if (r.devices !== undefined) config.repository.devices = [].concat(r.devices).map(String);
+  if (r.portal !== undefined) config.repository.portal = validatePortal(String(r.portal));
+  if (r.iqn !== undefined) config.repository.iqn = validateIqn(String(r.iqn));
+  if (d.node?.hostId !== undefined) config.node.hostId = Number(d.node.hostId);
+  if (d.ssh?.config !== undefined) config.ssh.config = String(d.ssh.config);
+  if (d.sudo !== undefined) {
+    if (!['auto', 'always', 'never'].includes(d.sudo)) throw usageError(`${file}: sudo must be auto, always or never, got "${d.sudo}"`);
+    config.sudo = d.sudo;
+  }
+  if (d.cow?.warnPercent !== undefined) config.cow.warnPercent = Number(d.cow.warnPercent);
+  if (d.cow?.chunk !== undefined) config.cow.chunk = String(d.cow.chunk);
+}

@@ -1,0 +1,32 @@
+import type { RunRequest, RunResult, Runner } from './types.js';
+
+export interface PlannedCommand {
+  host: string;
+  argv: readonly string[];
+  root: boolean;
+  title?: string;
+}
+
+/**
+ * --dry-run: reads run for real (so plans are computed from the true state), writes are
+ * recorded as the exact argv that would run and reported by the CLI at the end.
+ */
+export class DryRunRunner implements Runner {
+  readonly planned: PlannedCommand[] = [];
+
+  constructor(private readonly inner: Runner) {}
+
+  get target(): string {
+    return this.inner.target;
+  }
+
+  async run(req: RunRequest): Promise<RunResult> {
+    if (req.kind === 'read') return this.inner.run(req);
+    this.planned.push({ host: this.inner.target, argv: req.argv, root: Boolean(req.root), title: req.title });
+    return { argv: req.argv, exitCode: 0, stdout: '', stderr: '', skipped: true, durationMs: 0 };
+  }
+
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}

@@ -1,0 +1,49 @@
+import { CommandError } from './errors.js';
+import type { RunKind, RunRequest, RunResult, Runner } from './types.js';
+
+export interface Expectation {
+  argv: readonly string[];
+  kind?: RunKind;
+  stdout?: string;
+  stderr?: string;
+  exitCode?: number;
+}
+
+/**
+ * The unit tests' runner. It fails closed: any command it was not told to expect, in
+ * that order, throws. Tests assert the exact argv cowstack sends to each program.
+ */
+export class RecordingRunner implements Runner {
+  readonly calls: RunRequest[] = [];
+  private readonly queue: Expectation[] = [];
+
+  constructor(readonly target = 'local') {}
+
+  expect(argv: readonly string[], answer: Omit<Expectation, 'argv'> = {}): this {
+    this.queue.push({ argv, ...answer });
+    return this;
+  }
+
+  async run(req: RunRequest): Promise<RunResult> {
+    this.calls.push(req);
+    const next = this.queue.shift();
+    const got = JSON.stringify(req.argv);
+    if (!next) throw new Error(`RecordingRunner: unexpected command ${got} (no more commands expected)`);
+    if (JSON.stringify(next.argv) !== got) {
+      throw new Error(`RecordingRunner: unexpected command\n  got:      ${got}\n  expected: ${JSON.stringify(next.argv)}`);
+    }
+    if (next.kind && next.kind !== req.kind) {
+      throw new Error(`RecordingRunner: ${got} was tagged ${req.kind}, expected ${next.kind}`);
+    }
+    const exitCode = next.exitCode ?? 0;
+    if (exitCode !== 0 && !req.allowFailure) throw new CommandError(this.target, req.argv, exitCode, next.stderr ?? '');
+    return { argv: req.argv, exitCode, stdout: next.stdout ?? '', stderr: next.stderr ?? '', durationMs: 0 };
+  }
+
+  /** Throws if expected commands were never run. */
+  verify(): void {
+    if (this.queue.length) throw new Error(`RecordingRunner: ${this.queue.length} expected command(s) never ran, first: ${JSON.stringify(this.queue[0]!.argv)}`);
+  }
+
+  async close(): Promise<void> {}
+}

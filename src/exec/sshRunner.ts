@@ -1,0 +1,85 @@
+import { execa } from 'execa';
+import { createHash } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { BaseRunner, type RawOutcome, type RunnerHooks } from './baseRunner.js';
+import { shellJoin } from './quote.js';
+import type { RunRequest, SudoPolicy } from './types.js';
+
+export interface SshOptions {
+  /** An ssh_config file (-F), e.g. the testbed's. */
+  configFile?: string;
+  /** Seconds to wait for the TCP connection. */
+  connectTimeout?: number;
+}
+
+/**
+ * Runs programs on another host over ssh. One control master per host is shared by
+ * every step (ControlMaster/ControlPersist), so a plan of 20 steps costs one handshake.
+ * The remote command is a fully quoted argv: the remote shell only ever sees literals.
+ */
+export class SshRunner extends BaseRunner {
+  private root?: Promise<boolean>;
+  private readonly controlPath: string;
+
+  constructor(
+    readonly target: string,
+    sudo: SudoPolicy = 'auto',
+    private readonly opts: SshOptions = {},
+    hooks: RunnerHooks = {},
+  ) {
+    super(sudo, hooks);
+    // Short path: unix socket paths are limited to ~108 bytes.
+    const key = createHash('sha256').update(`${target}\0${opts.configFile ?? ''}\0${process.getuid?.() ?? ''}`).digest('hex').slice(0, 16);
+    this.controlPath = join(tmpdir(), `cowstack-ssh-${key}`);
+  }
+
+  sshArgs(): string[] {
+    return [
+      ...(this.opts.configFile ? ['-F', this.opts.configFile] : []),
+      '-o', 'BatchMode=yes',
+      '-o', `ConnectTimeout=${this.opts.connectTimeout ?? 15}`,
+      '-o', 'ControlMaster=auto',
+      '-o', `ControlPath=${this.controlPath}`,
+      '-o', 'ControlPersist=120',
+      '-o', 'ServerAliveInterval=15',
+    ];
+  }
+
+  /** The remote command line: environment, then the quoted argv. */
+  static remoteCommand(argv: readonly string[], env: Record<string, string> = {}): string {
+    const assignments = Object.entries({ LC_ALL: 'C', ...env }).map(([k, v]) => `${k}=${v}`);
+    return shellJoin(['env', ...assignments, ...argv]);
+  }
+
+  protected isRoot(): Promise<boolean> {
+    this.root ??= this.spawn(['id', '-u'], { argv: ['id', '-u'], kind: 'read' }, 30_000).then((r) => r.stdout.trim() === '0');
+    return this.root;
+  }
+
+  protected async spawn(argv: readonly string[], req: RunRequest, timeoutMs: number): Promise<RawOutcome> {
+    const r = await execa('ssh', [...this.sshArgs(), this.target, '--', SshRunner.remoteCommand(argv, req.env)], {
+      reject: false,
+      timeout: timeoutMs,
+      input: req.input,
+      stdin: req.input === undefined ? 'ignore' : undefined,
+      stripFinalNewline: false,
+      encoding: 'utf8',
+    });
+    const exitCode = r.exitCode ?? (r.timedOut ? 124 : 255);
+    const stderr = String(r.stderr ?? '');
+    return {
+      exitCode,
+      stdout: String(r.stdout ?? ''),
+      stderr,
+      timedOut: Boolean(r.timedOut),
+      // env(1) reports a missing program with 127 and "No such file or directory".
+      notFound: exitCode === 127 && /No such file or directory|not found/.test(stderr),
+      unreachable: exitCode === 255 && /^(ssh:|kex_exchange|Connection|Host key|Permission denied \(publickey|mux_client)/m.test(stderr),
+    };
+  }
+
+  async close(): Promise<void> {
+    await execa('ssh', [...this.sshArgs(), '-O', 'exit', this.target], { reject: false, stdin: 'ignore', timeout: 10_000 });
+  }
+}

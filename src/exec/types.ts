@@ -1,0 +1,60 @@
+/**
+ * The one way cowstack runs an external program. Every step is an argv (never a shell
+ * string), tagged read or write, with a named timeout. Implementations: local (optionally
+ * through `sudo -n`), ssh (one multiplexed connection per host), dry-run (prints writes,
+ * performs reads) and the recording runner used by unit tests.
+ */
+
+/** Reads may run under --dry-run; writes are only printed there. */
+export type RunKind = 'read' | 'write';
+
+/** Named timeouts so a slow class of command is tuned in one place, not per call site. */
+export const TIMEOUTS = {
+  /** lvs/vgs/dmsetup info: quick metadata reads. */
+  query: 60_000,
+  /** lvcreate/lvchange/dmsetup create: one metadata change, may wait for a cluster lock. */
+  change: 180_000,
+  /** vgchange --lockstart, sanlock lease acquisition: tens of seconds under emulation. */
+  lockspace: 600_000,
+  /** iscsiadm login/logout and device settle. */
+  iscsi: 120_000,
+  /** dd/copy/checksum of whole devices. */
+  data: 3_600_000,
+} as const;
+export type TimeoutName = keyof typeof TIMEOUTS;
+
+export interface RunRequest {
+  argv: readonly string[];
+  kind: RunKind;
+  timeout?: TimeoutName;
+  /** Data for stdin (never used to carry secrets into argv). */
+  input?: string | Buffer;
+  /** Extra environment for the program (LC_ALL=C is always set). */
+  env?: Record<string, string>;
+  /** Needs root: the sudo policy decides whether `sudo -n` is prefixed. */
+  root?: boolean;
+  /** A non-zero exit is an expected answer (e.g. "not found"), not an error. */
+  allowFailure?: boolean;
+  /** Short human description for progress output. */
+  title?: string;
+}
+
+export interface RunResult {
+  argv: readonly string[];
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+  /** True when a dry-run runner printed this write instead of running it. */
+  skipped?: boolean;
+  durationMs: number;
+}
+
+export interface Runner {
+  /** Where the commands run: 'local' or an ssh host name. */
+  readonly target: string;
+  run(req: RunRequest): Promise<RunResult>;
+  /** Release any connection (ssh control master). Idempotent. */
+  close(): Promise<void>;
+}
+
+export type SudoPolicy = 'auto' | 'always' | 'never';

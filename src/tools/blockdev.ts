@@ -1,0 +1,25 @@
+/** blockdev adapter: sizes in bytes and 512-byte sectors, flush. */
+import type { Runner } from '../exec/types.js';
+
+export async function sizeBytes(runner: Runner, device: string): Promise<number> {
+  const r = await runner.run({ argv: ['blockdev', '--getsize64', device], kind: 'read', root: true });
+  return parseIntStrict(r.stdout, device);
+}
+
+export async function sizeSectors(runner: Runner, device: string): Promise<number> {
+  const r = await runner.run({ argv: ['blockdev', '--getsz', device], kind: 'read', root: true });
+  return parseIntStrict(r.stdout, device);
+}
+
+export async function logicalBlockSize(runner: Runner, device: string): Promise<number> {
+  const r = await runner.run({ argv: ['blockdev', '--getss', device], kind: 'read', root: true });
+  return parseIntStrict(r.stdout, device);
+}
+
+export const flushReq = (device: string) => ({ argv: ['blockdev', '--flushbufs', device], kind: 'write' as const, root: true });
+
+function parseIntStrict(text: string, device: string): number {
+  const n = Number(text.trim());
+  if (!Number.isSafeInteger(n)) throw new Error(`blockdev printed "${text.trim()}" for ${device}, expected a number`);
+  return n;
+}

@@ -1,0 +1,55 @@
+/**
+ * Reading and writing small files and sysfs through the runner, so the same code works
+ * locally and over ssh. Writes go through `install` with the content on stdin.
+ */
+import type { Runner } from '../exec/types.js';
+
+export async function readFile(runner: Runner, path: string): Promise<string | undefined> {
+  const r = await runner.run({ argv: ['cat', '--', path], kind: 'read', root: true, allowFailure: true });
+  return r.exitCode === 0 ? r.stdout : undefined;
+}
+
+export async function listDir(runner: Runner, path: string): Promise<string[]> {
+  const r = await runner.run({ argv: ['ls', '-1', '-A', '--', path], kind: 'read', allowFailure: true });
+  return r.exitCode === 0 ? r.stdout.split('\n').filter(Boolean) : [];
+}
+
+/** Resolve symlinks; undefined when the path does not exist. */
+export async function realpath(runner: Runner, path: string): Promise<string | undefined> {
+  const r = await runner.run({ argv: ['realpath', '-e', '--', path], kind: 'read', allowFailure: true });
+  return r.exitCode === 0 ? r.stdout.trim() : undefined;
+}
+
+/** Replace a file atomically enough for config: write a sibling, then rename over it. */
+export function writeFileReqs(path: string, content: string, mode = '0644') {
+  const tmp = `${path}.cowstack-new`;
+  return [
+    { argv: ['install', '-D', '-m', mode, '/dev/stdin', tmp], kind: 'write' as const, root: true, input: content, title: `write ${path}` },
+    { argv: ['mv', '-f', '--', tmp, path], kind: 'write' as const, root: true },
+  ];
+}
+
+/** Kernel name (sdb, dm-3) of a block device path. */
+export async function kernelName(runner: Runner, device: string): Promise<string | undefined> {
+  const real = await realpath(runner, device);
+  return real?.replace(/^\/dev\//, '');
+}
+
+/** What sits on top of a block device: dm names of its holders (sysfs), e.g. LVs on a PV. */
+export async function holders(runner: Runner, device: string): Promise<Array<{ kernel: string; name: string }>> {
+  const kname = await kernelName(runner, device);
+  if (!kname) return [];
+  const list = await listDir(runner, `/sys/class/block/${kname}/holders`);
+  const out: Array<{ kernel: string; name: string }> = [];
+  for (const h of list) {
+    const name = (await readFile(runner, `/sys/class/block/${h}/dm/name`))?.trim();
+    out.push({ kernel: h, name: name ?? h });
+  }
+  return out;
+}
+
+/** Running processes by exact name (pidof). */
+export async function pidof(runner: Runner, program: string): Promise<number[]> {
+  const r = await runner.run({ argv: ['pidof', program], kind: 'read', allowFailure: true });
+  return r.exitCode === 0 ? r.stdout.trim().split(/\s+/).map(Number) : [];
+}

@@ -1,0 +1,74 @@
+/**
+ * sanlock and lvmlockctl adapters: daemon liveness, lockspaces, and who owns a lease.
+ * lvmlockd names its sanlock lockspace `lvm_<VG>` and keeps leases in the VG's hidden
+ * `lvmlock` LV; the resource name of an LV's lease is the LV's UUID.
+ */
+import type { RunRequest } from '../exec/types.js';
+
+export const clientStatusReq = (): RunRequest => ({ argv: ['sanlock', 'client', 'status'], kind: 'read', root: true, allowFailure: true });
+export const clientGetsReq = (): RunRequest => ({ argv: ['sanlock', 'client', 'gets', '-h', '1'], kind: 'read', root: true, allowFailure: true });
+export const hostStatusReq = (lockspace: string): RunRequest => ({ argv: ['sanlock', 'client', 'host_status', '-s', lockspace], kind: 'read', root: true, allowFailure: true });
+export const directDumpReq = (path: string): RunRequest => ({ argv: ['sanlock', 'direct', 'dump', path], kind: 'read', root: true, allowFailure: true, timeout: 'change' });
+export const lvmlockctlInfoReq = (): RunRequest => ({ argv: ['lvmlockctl', '--info'], kind: 'read', root: true, allowFailure: true });
+
+export const lockspaceName = (vg: string): string => `lvm_${vg}`;
+
+export interface Lockspace {
+  name: string;
+  hostId: number;
+  path: string;
+  /** Hosts sanlock currently sees in the lockspace (from `gets -h 1`). */
+  hosts: Array<{ hostId: number; generation: number; timestamp: number; flags: string }>;
+}
+
+/**
+ * `sanlock client gets -h 1`:
+ *   s lvm_repo:1:/dev/mapper/repo-lvmlock:0
+ *   h 1 gen 1 timestamp 1234 LIVE
+ */
+export function parseGets(stdout: string): Lockspace[] {
+  const out: Lockspace[] = [];
+  for (const line of stdout.split('\n').map((l) => l.trim())) {
+    let m: RegExpExecArray | null;
+    if ((m = /^s\s+([^:]+):(\d+):(.+):(\d+)/.exec(line))) {
+      out.push({ name: m[1]!, hostId: Number(m[2]), path: m[3]!, hosts: [] });
+    } else if ((m = /^h\s+(\d+)\s+gen\s+(\d+)\s+timestamp\s+(\d+)\s*(.*)$/.exec(line)) && out.length) {
+      out[out.length - 1]!.hosts.push({ hostId: Number(m[1]), generation: Number(m[2]), timestamp: Number(m[3]), flags: m[4]!.trim() });
+    }
+  }
+  return out;
+}
+
+export interface LeaseRecord {
+  offset: number;
+  lockspace: string;
+  resource: string;
+  timestamp: number;
+  owner: number;
+  generation: number;
+  lver: number;
+}
+
+/**
+ * `sanlock direct dump PATH`: header line then rows
+ *   offset lockspace resource timestamp own gen lver
+ * Rows with only 6 columns are delta leases (host slots). A paxos lease row has an owner
+ * host id and lver; owner 0 or timestamp 0 means free.
+ */
+export function parseDirectDump(stdout: string): LeaseRecord[] {
+  const rows: LeaseRecord[] = [];
+  for (const line of stdout.split('\n')) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 6 || !/^\d+$/.test(f[0]!)) continue;
+    rows.push({
+      offset: Number(f[0]),
+      lockspace: f[1]!,
+      resource: f[2]!,
+      timestamp: Number(f[3]),
+      owner: Number(f[4]),
+      generation: Number(f[5]),
+      lver: Number(f[6] ?? 0),
+    });
+  }
+  return rows;
+}

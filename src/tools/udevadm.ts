@@ -1,0 +1,10 @@
+/** udevadm adapter: wait for udev to finish creating /dev links after a change. */
+import type { RunRequest } from '../exec/types.js';
+
+export const settleReq = (timeoutSeconds = 30): RunRequest => ({
+  argv: ['udevadm', 'settle', `--timeout=${timeoutSeconds}`],
+  kind: 'read', // waits only; changes nothing, so it also runs under --dry-run
+  root: true,
+  allowFailure: true,
+  timeout: 'iscsi',
+});
