@@ -20,6 +20,8 @@ export interface GlobalOptions {
 
 export interface Context {
   opts: GlobalOptions;
+  /** The core's view of this invocation (runner, VG, device filter, progress, dry-run). */
+  op(vg?: string): import('../core/clones.js').OpContext;
   config: Config;
   runner: Runner;
   progress: ReturnType<typeof createProgress>;
@@ -58,6 +60,7 @@ export function createContext(cmd: Command): Context {
     config,
     runner,
     progress,
+    op: (vg) => ({ runner, vg: vg ?? config.repository.vg, scope: { devices: config.repository.devices }, observer: progress, dryRun: opts.dryRun }),
     async finish(result, human) {
       const planned = runner instanceof DryRunRunner ? runner.planned : undefined;
       if (opts.json) {

@@ -6,8 +6,11 @@ import { Chalk } from 'chalk';
 
 export function reportError(error: unknown, json: boolean): number {
   if (error instanceof CommanderError) {
-    // commander already printed usage problems; --help/--version exit 0.
-    return error.exitCode === 0 ? EXIT.OK : EXIT.USAGE;
+    // commander already printed usage problems on stderr; --help/--version exit 0.
+    if (error.exitCode === 0) return EXIT.OK;
+    // --json promises one document on stdout, usage errors included.
+    if (json) process.stdout.write(`${JSON.stringify({ ok: false, ...new CowstackError(EXIT.USAGE, error.message.replace(/^error: /, '')).toJSON() }, null, 2)}\n`);
+    return EXIT.USAGE;
   }
   const err =
     error instanceof CowstackError

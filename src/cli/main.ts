@@ -8,6 +8,9 @@ import { register as registerActivate } from './commands/activate.js';
 import { register as registerCluster } from './commands/cluster.js';
 import { register as registerDoctor } from './commands/doctor.js';
 import { register as registerInitiator } from './commands/initiator.js';
+import { register as registerImage } from './commands/image.js';
+import { register as registerClone } from './commands/clone.js';
+import { register as registerReport } from './commands/report.js';
 import { EXIT_NAMES } from '../exec/errors.js';
 import { VERSION } from './version.js';
 
@@ -30,6 +33,9 @@ export function buildProgram(): Command {
   registerCluster(program);
   registerActivate(program);
   registerInitiator(program);
+  registerImage(program);
+  registerClone(program);
+  registerReport(program);
   // Subcommands inherit exitOverride so usage errors reach the boundary.
   const inherit = (c: Command) => c.commands.forEach((sub) => (sub.exitOverride(), inherit(sub)));
   inherit(program);

@@ -30,6 +30,18 @@ export async function findLockHolder(runner: Runner, vg: string, lvUuid: string)
   return { hostId: row.owner, host: hostMapFromTags(vgInfo?.tags ?? []).get(row.owner) };
 }
 
+/** Owners of every exclusive LV lease in the VG, by compact LV uuid (one sanlock dump). */
+export async function leaseOwners(runner: Runner, vg: string, tags: string[]): Promise<Map<string, LockHolder>> {
+  const dump = await runner.run(sanlock.directDumpReq(`/dev/mapper/${vg.replace(/-/g, '--')}-lvmlock`));
+  const out = new Map<string, LockHolder>();
+  if (dump.exitCode !== 0) return out;
+  const names = hostMapFromTags(tags);
+  for (const r of sanlock.parseDirectDump(dump.stdout)) {
+    if (r.owner > 0 && r.timestamp > 0) out.set(r.resource.replace(/-/g, ''), { hostId: r.owner, host: names.get(r.owner) });
+  }
+  return out;
+}
+
 export async function lockConflict(runner: Runner, vg: string, lv: string, lvUuid: string, cause: CommandError): Promise<CowstackError> {
   const holder = await findLockHolder(runner, vg, lvUuid).catch(() => undefined);
   const who = holder ? ` (held by ${holder.host ? `${holder.host}, ` : ''}sanlock host_id ${holder.hostId})` : '';

@@ -37,10 +37,24 @@ function findSection(lines: string[], section: string): Span | undefined {
   return undefined;
 }
 
+/** Where the body of a section opened and closed on one line (`local { host_id = 1 }`) lies. */
+function oneLineBody(line: string): { start: number; end: number } {
+  const code = stripComment(line);
+  return { start: code.indexOf('{') + 1, end: code.lastIndexOf('}') };
+}
+
+/** `key = value` inside a one-line body; value is a string, a [list] or a bare word. */
+const inlineSetting = (key: string) => new RegExp(`((?:^|\\s)${key}\\s*=\\s*)("[^"]*"|\\[[^\\]]*\\]|[^\\s]+)`);
+
 export function getConfValue(text: string, section: string, key: string): string | undefined {
   const lines = text.split('\n');
   const span = findSection(lines, section);
   if (!span) return undefined;
+  if (span.open === span.close) {
+    const line = lines[span.open]!;
+    const { start, end } = oneLineBody(line);
+    return inlineSetting(key).exec(line.slice(start, end))?.[2];
+  }
   const re = new RegExp(`^\\s*${key}\\s*=\\s*(.*)$`);
   for (let i = span.open + 1; i < span.close; i++) {
     const m = re.exec(stripComment(lines[i]!));
@@ -65,9 +79,16 @@ export function setConfValue(text: string, section: string, key: string, value: 
       return lines.join('\n');
     }
   }
-  // A one-line section "local { }" or a closing brace: insert before the closing line.
   if (span.open === span.close) {
-    lines[span.open] = lines[span.open]!.replace(/\{\s*\}/, `{\n\t${setting}\n}`);
+    // A one-line section: edit the setting in place, "local { }" becomes a block, otherwise
+    // the setting is appended inside the braces. The rest of the line stays as it was.
+    const line = lines[span.open]!;
+    const { start, end } = oneLineBody(line);
+    const body = line.slice(start, end);
+    const inline = inlineSetting(key);
+    if (inline.test(body)) lines[span.open] = `${line.slice(0, start)}${body.replace(inline, `$1${value}`)}${line.slice(end)}`;
+    else if (!body.trim()) lines[span.open] = `${line.slice(0, start)}\n\t${setting}\n${line.slice(end)}`;
+    else lines[span.open] = `${line.slice(0, start)}${body.trimEnd()} ${setting} ${line.slice(end)}`;
   } else {
     lines.splice(span.close, 0, `\t# set by cowstack`, `\t${setting}`);
   }

@@ -23,6 +23,18 @@ export interface PlanOutcome {
   results: RunResult[];
 }
 
+/**
+ * Fault injection for the crash tests: COWSTACK_FAULT_AFTER_STEP=N kills this process
+ * with SIGKILL right after the N-th step (counted across all plans of the process) has
+ * completed, exactly as a power cut of the management process would.
+ */
+let stepsDone = 0;
+function maybeCrash(): void {
+  const n = Number(process.env.COWSTACK_FAULT_AFTER_STEP ?? 0);
+  stepsDone++;
+  if (n > 0 && stepsDone === n) process.kill(process.pid, 'SIGKILL');
+}
+
 export async function runPlan(runner: Runner, steps: Step[], observer: PlanObserver = {}): Promise<PlanOutcome> {
   const results: RunResult[] = [];
   const completed: Step[] = [];
@@ -33,6 +45,7 @@ export async function runPlan(runner: Runner, steps: Step[], observer: PlanObser
       results.push(r);
       completed.push(step);
       observer.done?.(step, r);
+      if (!r.skipped) maybeCrash();
     } catch (error) {
       observer.failed?.(step, error);
       await undoAll(runner, completed, observer);

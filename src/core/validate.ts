@@ -42,10 +42,13 @@ const UNITS: Record<string, number> = { '': 1, b: 1, s: 512, k: 1024, m: 1024 **
 export function parseSize(text: string, what = 'size'): number {
   const m = /^\s*(\d+(?:\.\d+)?)\s*([bskmgtp]?)(?:i?b)?\s*$/i.exec(String(text ?? ''));
   if (!m) throw usageError(`${what} "${text}" is not a size`, 'write a number with an optional binary unit: 512M, 4G, 1.5T, 8192S (sectors)');
+  // Exact: a decimal times a power of two is an integer only if it really is one (no rounding:
+  // "1024.2" is not 1024 bytes).
   const bytes = Number(m[1]) * UNITS[m[2]!.toLowerCase()]!;
-  if (!Number.isSafeInteger(Math.round(bytes)) || bytes <= 0) throw usageError(`${what} "${text}" must be greater than zero`);
-  if (Math.round(bytes) % 512 !== 0) throw usageError(`${what} "${text}" is not a multiple of 512 bytes`);
-  return Math.round(bytes);
+  if (bytes <= 0) throw usageError(`${what} "${text}" must be greater than zero`);
+  if (!Number.isSafeInteger(Math.ceil(bytes))) throw usageError(`${what} "${text}" is too large`);
+  if (!Number.isInteger(bytes) || bytes % 512 !== 0) throw usageError(`${what} "${text}" is not a multiple of 512 bytes`);
+  return bytes;
 }
 
 export function formatSize(bytes: number): string {

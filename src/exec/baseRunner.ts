@@ -45,7 +45,7 @@ export abstract class BaseRunner implements Runner {
 
   async run(req: RunRequest): Promise<RunResult> {
     const argv = await this.withSudo(req);
-    const timeoutMs = TIMEOUTS[req.timeout ?? 'query'];
+    const timeoutMs = req.timeoutMs ?? TIMEOUTS[req.timeout ?? 'query'];
     this.hooks.onCommand?.(this.target, argv, req.kind);
     const started = Date.now();
     const raw = await this.spawn(argv, req, timeoutMs);
@@ -64,7 +64,7 @@ export abstract class BaseRunner implements Runner {
       });
     }
     if (raw.timedOut) {
-      throw new CowstackError(EXIT.TIMEOUT, `${shellJoin(req.argv)} did not finish within ${timeoutMs / 1000}s (timeout "${req.timeout ?? 'query'}")${this.where()}`, {
+      throw new CowstackError(EXIT.TIMEOUT, `${shellJoin(req.argv)} did not finish within ${timeoutMs / 1000}s (timeout ${req.timeoutMs === undefined ? `"${req.timeout ?? 'query'}"` : 'override'})${this.where()}`, {
         hint: 'the command was killed; check the host for a hung device or lock, then run it again',
         data: { argv: req.argv, host: this.target },
       });

@@ -1,5 +1,6 @@
 import { execa } from 'execa';
 import { BaseRunner, type RawOutcome, type RunnerHooks } from './baseRunner.js';
+import { stdio } from './stdio.js';
 import type { RunRequest, SudoPolicy } from './types.js';
 
 /** Runs programs on this machine. */
@@ -19,8 +20,7 @@ export class LocalRunner extends BaseRunner {
     const r = await execa(file!, args, {
       reject: false,
       timeout: timeoutMs,
-      input: req.input,
-      stdin: req.input === undefined ? 'ignore' : undefined,
+      ...stdio(req),
       env: { LC_ALL: 'C', ...req.env },
       stripFinalNewline: false,
       encoding: 'utf8',

@@ -16,6 +16,8 @@ export interface Expectation {
 export class RecordingRunner implements Runner {
   readonly calls: RunRequest[] = [];
   private readonly queue: Expectation[] = [];
+  /** Mismatches seen so far: code under test may catch the throw, verify() still reports it. */
+  private readonly failures: string[] = [];
 
   constructor(readonly target = 'local') {}
 
@@ -28,20 +30,26 @@ export class RecordingRunner implements Runner {
     this.calls.push(req);
     const next = this.queue.shift();
     const got = JSON.stringify(req.argv);
-    if (!next) throw new Error(`RecordingRunner: unexpected command ${got} (no more commands expected)`);
+    if (!next) throw this.fail(`RecordingRunner: unexpected command ${got} (no more commands expected)`);
     if (JSON.stringify(next.argv) !== got) {
-      throw new Error(`RecordingRunner: unexpected command\n  got:      ${got}\n  expected: ${JSON.stringify(next.argv)}`);
+      throw this.fail(`RecordingRunner: unexpected command\n  got:      ${got}\n  expected: ${JSON.stringify(next.argv)}`);
     }
     if (next.kind && next.kind !== req.kind) {
-      throw new Error(`RecordingRunner: ${got} was tagged ${req.kind}, expected ${next.kind}`);
+      throw this.fail(`RecordingRunner: ${got} was tagged ${req.kind}, expected ${next.kind}`);
     }
     const exitCode = next.exitCode ?? 0;
     if (exitCode !== 0 && !req.allowFailure) throw new CommandError(this.target, req.argv, exitCode, next.stderr ?? '');
     return { argv: req.argv, exitCode, stdout: next.stdout ?? '', stderr: next.stderr ?? '', durationMs: 0 };
   }
 
-  /** Throws if expected commands were never run. */
+  private fail(message: string): Error {
+    this.failures.push(message);
+    return new Error(message);
+  }
+
+  /** Throws if a command did not match (even if that throw was caught) or expected commands never ran. */
   verify(): void {
+    if (this.failures.length) throw new Error(this.failures[0]);
     if (this.queue.length) throw new Error(`RecordingRunner: ${this.queue.length} expected command(s) never ran, first: ${JSON.stringify(this.queue[0]!.argv)}`);
   }
 

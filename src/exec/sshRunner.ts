@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BaseRunner, type RawOutcome, type RunnerHooks } from './baseRunner.js';
 import { shellJoin } from './quote.js';
+import { stdio } from './stdio.js';
 import type { RunRequest, SudoPolicy } from './types.js';
 
 export interface SshOptions {
@@ -61,8 +62,7 @@ export class SshRunner extends BaseRunner {
     const r = await execa('ssh', [...this.sshArgs(), this.target, '--', SshRunner.remoteCommand(argv, req.env)], {
       reject: false,
       timeout: timeoutMs,
-      input: req.input,
-      stdin: req.input === undefined ? 'ignore' : undefined,
+      ...stdio(req),
       stripFinalNewline: false,
       encoding: 'utf8',
     });

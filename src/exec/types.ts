@@ -27,8 +27,14 @@ export interface RunRequest {
   argv: readonly string[];
   kind: RunKind;
   timeout?: TimeoutName;
+  /** Overrides the named timeout, in milliseconds (tests, and one-off bounded probes). */
+  timeoutMs?: number;
   /** Data for stdin (never used to carry secrets into argv). */
   input?: string | Buffer;
+  /** A stream for stdin (image import: bytes flow through without being buffered). */
+  stdin?: NodeJS.ReadableStream;
+  /** Write stdout to this local file instead of buffering it ('-' = our own stdout). */
+  stdoutFile?: string;
   /** Extra environment for the program (LC_ALL=C is always set). */
   env?: Record<string, string>;
   /** Needs root: the sudo policy decides whether `sudo -n` is prefixed. */

@@ -206,7 +206,7 @@ export interface DmDevice {
   open: number;
   major: number;
   minor: number;
-  /** `L--w`: live table, read-only ('r') or writable ('w') in the last column. */
+  /** `LIsw`: live table, inactive table, suspended, then read-only ('r') or writable ('w'). */
   attr: string;
   readOnly: boolean;
   suspended: boolean;
@@ -229,7 +229,7 @@ export function parseInfoColumns(stdout: string): DmDevice[] {
         minor: Number(minor),
         attr,
         readOnly: attr.endsWith('r'),
-        suspended: attr[0] === 's',
+        suspended: attr[2] === 's',
       };
     });
 }
@@ -258,6 +258,18 @@ export async function status(runner: Runner, name: string): Promise<DmLine[]> {
   return parseDmLines((await runner.run(req(['status', name], 'read'))).stdout);
 }
 
+/** `dmsetup status` of every device in one call: "name: start len target args". */
+export async function statusAll(runner: Runner): Promise<Map<string, DmLine[]>> {
+  const r = await runner.run(req(['status'], 'read'));
+  const out = new Map<string, DmLine[]>();
+  for (const line of r.stdout.split('\n')) {
+    const m = /^(\S+): (.*)$/.exec(line.trim());
+    if (!m) continue;
+    out.set(m[1]!, [...(out.get(m[1]!) ?? []), ...parseDmLines(m[2]!)]);
+  }
+  return out;
+}
+
 export async function targets(runner: Runner): Promise<Map<string, string>> {
   const r = await runner.run(req(['targets'], 'read'));
   return new Map(
@@ -276,5 +288,6 @@ export const createReq = (name: string, uuid: string, tableText: string, opts: {
 export const reloadReq = (name: string, tableText: string): RunRequest => req(['reload', name, '--table', tableText], 'write');
 export const suspendReq = (name: string, noflush = false): RunRequest => req(['suspend', ...(noflush ? ['--noflush'] : []), name], 'write');
 export const resumeReq = (name: string): RunRequest => req(['resume', name], 'write');
-export const removeReq = (name: string): RunRequest => req(['remove', '--retry', name], 'write', { title: `unmap ${name}` });
+/** --force (only on explicit request) swaps an open device's table for error first: its users get I/O errors. */
+export const removeReq = (name: string, force = false): RunRequest => req(['remove', ...(force ? ['--force'] : []), '--retry', name], 'write', { title: `unmap ${name}` });
 export const messageReq = (name: string, message: string): RunRequest => req(['message', name, '0', message], 'write');

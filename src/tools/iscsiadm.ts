@@ -47,16 +47,24 @@ export function parseSessions(stdout: string): IscsiSession[] {
     if ((m = /^Target:\s+(\S+)/.exec(line))) {
       cur = { id: 0, portal: '', iqn: m[1]!, state: '', disks: [] };
       out.push(cur);
+      pendingLun = undefined;
     } else if (!cur) {
       continue;
     } else if ((m = /^Current Portal:\s+(\S+?)(,\d+)?$/.exec(line))) {
+      if (cur.id) {
+        // iscsiadm prints "Target:" once per target: another portal of it is another session.
+        cur = { id: 0, portal: '', iqn: cur.iqn, state: '', disks: [] };
+        out.push(cur);
+      }
       cur.portal = m[1]!;
+      pendingLun = undefined;
     } else if ((m = /^SID:\s+(\d+)/.exec(line))) {
       if (cur.id) {
         // A second session to the same target: a new entry that inherits the target.
         cur = { id: 0, portal: cur.portal, iqn: cur.iqn, state: '', disks: [] };
         out.push(cur);
       }
+      pendingLun = undefined;
       cur.id = Number(m[1]);
     } else if ((m = /^iSCSI Session State:\s+(\S+)/.exec(line))) {
       cur.state = m[1]!;

@@ -30,7 +30,7 @@ const REPORT = ['--reportformat', 'json_std', '--units', 'b', '--nosuffix', '--b
 
 export const LV_FIELDS = [
   'lv_name', 'vg_name', 'lv_uuid', 'lv_size', 'lv_attr', 'lv_tags', 'lv_active_locally',
-  'lv_active_exclusively', 'lv_permissions', 'lv_device_open', 'lv_dm_path', 'lv_lock_args', 'lv_time',
+  'lv_active_exclusively', 'lv_permissions', 'lv_device_open', 'lv_dm_path', 'lv_lock_args', 'lv_time', 'lv_kernel_major', 'lv_kernel_minor',
 ] as const;
 export const VG_FIELDS = [
   'vg_name', 'vg_uuid', 'vg_size', 'vg_free', 'vg_extent_size', 'vg_lock_type', 'vg_lock_args', 'vg_shared', 'vg_tags', 'pv_count', 'lv_count',
@@ -52,6 +52,9 @@ export interface LvInfo {
   dmPath: string;
   lockArgs: string;
   created: string;
+  /** Kernel device numbers while active locally (-1 otherwise): dm tables name devices by them. */
+  major: number;
+  minor: number;
 }
 
 export interface VgInfo {
@@ -114,6 +117,8 @@ export function parseLvs(stdout: string): LvInfo[] {
     dmPath: str(r.lv_dm_path),
     lockArgs: str(r.lv_lock_args),
     created: str(r.lv_time),
+    major: r.lv_kernel_major === undefined || r.lv_kernel_major === '' ? -1 : num(r.lv_kernel_major),
+    minor: r.lv_kernel_minor === undefined || r.lv_kernel_minor === '' ? -1 : num(r.lv_kernel_minor),
   }));
 }
 
@@ -143,8 +148,11 @@ export function parsePvs(stdout: string): PvInfo[] {
   }));
 }
 
-// LVM says "not found" in several ways depending on the command and version.
-const NOT_FOUND = /not found|Failed to find logical volume|Volume group "[^"]*" not found|Cannot process volume group/i;
+// LVM says "not found" in several ways depending on the command and version. Only these: a
+// bare /not found/ would also match lvmlockd's warning "Skipping global lock: lockspace not
+// found or started", and "Cannot process volume group X" follows *every* VG read error
+// (damaged metadata, missing PVs), which must not turn into "does not exist".
+const NOT_FOUND = /Failed to find logical volume|Volume group "[^"]*" not found|logical volume\(s\) not found/i;
 export const isLvmNotFound = (stderr: string): boolean => NOT_FOUND.test(stderr);
 
 /** lvs for one LV (undefined if it does not exist) or all LVs of a VG. */

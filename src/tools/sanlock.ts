@@ -59,7 +59,8 @@ export function parseDirectDump(stdout: string): LeaseRecord[] {
   const rows: LeaseRecord[] = [];
   for (const line of stdout.split('\n')) {
     const f = line.trim().split(/\s+/);
-    if (f.length < 6 || !/^\d+$/.test(f[0]!)) continue;
+    // rindex_header/rentry rows also start with an offset; leases have numeric timestamp/own/gen.
+    if (f.length < 6 || ![f[0], f[3], f[4], f[5]].every((x) => /^\d+$/.test(x!))) continue;
     rows.push({
       offset: Number(f[0]),
       lockspace: f[1]!,

@@ -1,0 +1,266 @@
+/**
+ * Clone lifecycle: create (an "initializing" COW LV, first chunk zeroed, then "live"),
+ * map/unmap on a node, commit (sync-back: the clone becomes a read-only parent), discard,
+ * rm and grow. Each operation observes, plans, journals and runs; each is idempotent.
+ */
+import { CowstackError, EXIT, refused, usageError } from '../exec/errors.js';
+import type { Runner } from '../exec/types.js';
+import * as dmsetup from '../tools/dmsetup.js';
+import * as lvm from '../tools/lvm.js';
+import { dmName, lvMapperPath } from './dmNames.js';
+import { whoHolds } from './holders.js';
+import { beginStep, endStep } from './journal.js';
+import { isLockRefusal, lockConflict } from './locks.js';
+import { chunkTag, isFrozen, parentTag, roleTag, stateTag, type CloneObj, type CowObj } from './metadata.js';
+import { findClone, findObj, observe, type NodeState } from './observe.js';
+import { runPlan, type PlanObserver, type Step } from './plan.js';
+import { activateStep, deactivateStep, liveTop, lvRef, planStack, teardownPlan, verifyExisting } from './stack.js';
+import { formatSize, parseSize, validateLvName } from './validate.js';
+
+export interface OpContext {
+  runner: Runner;
+  vg: string;
+  scope?: lvm.LvmScope;
+  observer?: PlanObserver;
+  dryRun?: boolean;
+}
+
+/** Runs a plan; a lock manager refusal on the way becomes a lock-conflict error naming the LV. */
+export async function runGuarded(ctx: OpContext, steps: Step[], lockTarget?: CowObj): Promise<void> {
+  try {
+    await runPlan(ctx.runner, steps, ctx.observer);
+  } catch (e) {
+    if (lockTarget && isLockRefusal(e)) throw await lockConflict(ctx.runner, lockTarget.vg, lockTarget.name, lockTarget.uuid, e);
+    throw e;
+  }
+}
+
+// ---- create ------------------------------------------------------------------------------
+
+export interface CreateCloneOptions {
+  name: string;
+  from: string;
+  cowSize?: string;
+  chunk?: string;
+  /** Default COW size as a percentage of the parent's virtual size. */
+  defaultPercent?: number;
+}
+
+export interface CloneResult {
+  name: string;
+  vg: string;
+  uuid?: string;
+  parent?: string;
+  action: 'created' | 'completed' | 'none' | 'mapped' | 'unmapped' | 'committed' | 'discarded' | 'removed' | 'grown';
+  device?: string;
+  mode?: 'rw' | 'ro';
+  cowBytes?: number;
+  chunkSectors?: number;
+}
+
+const EXTENT = 4 * 1024 * 1024;
+const roundUp = (n: number, to: number) => Math.ceil(n / to) * to;
+
+export function chunkSectorsOf(text: string): number {
+  const bytes = parseSize(text, 'chunk size');
+  const sectors = bytes / 512;
+  if (sectors < 8 || sectors > 2048 || (sectors & (sectors - 1)) !== 0) {
+    throw usageError(`chunk size "${text}" must be a power of two from 4K to 1M`, 'dm-snapshot splits I/O at the chunk size: 4K suits random VM writes, 64K sequential ones');
+  }
+  return sectors;
+}
+
+export async function createClone(ctx: OpContext, opts: CreateCloneOptions): Promise<CloneResult> {
+  validateLvName(opts.name, 'clone name');
+  const chunkSectors = chunkSectorsOf(opts.chunk ?? '4K');
+  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const parent = findObj(state, opts.from);
+  if (!isFrozen(parent)) {
+    throw refused(
+      `${opts.from} is ${parent.state}: a clone's parent must be a sealed image or a committed clone`,
+      parent.kind === 'image' ? `seal it first: cowstack image seal ${opts.from}` : `commit it first: cowstack clone commit ${opts.from}`,
+    );
+  }
+  const chunkBytes = chunkSectors * 512;
+  const requested = opts.cowSize ? parseSize(opts.cowSize, 'COW size') : Math.max(roundUp((parent.sizeBytes * (opts.defaultPercent ?? 25)) / 100, EXTENT), 2 * EXTENT);
+  if (requested < chunkBytes) throw usageError(`COW size ${formatSize(requested)} is smaller than the chunk size ${formatSize(chunkBytes)}`, 'give --cow-size at least a few chunks; LVM rounds it up to whole extents');
+  if (requested < 3 * chunkBytes) throw usageError(`COW size ${formatSize(requested)} cannot hold the snapshot header, one metadata chunk and data (needs at least 3 chunks of ${formatSize(chunkBytes)})`);
+  const cowBytes = roundUp(requested, EXTENT);
+
+  const existing = state.repo.byName.get(opts.name);
+  const base = { name: opts.name, vg: ctx.vg, parent: parent.name, cowBytes, chunkSectors };
+  if (existing || state.repo.foreign.some((l) => l.name === opts.name)) {
+    if (existing?.kind === 'clone' && existing.parentUuid === parent.uuid) {
+      if (existing.state !== 'initializing') return { ...base, uuid: existing.uuid, cowBytes: existing.sizeBytes, chunkSectors: existing.chunkSectors, action: 'none' };
+      await runGuarded(ctx, finishCreateSteps(ctx, existing, existing.chunkSectors), existing);
+      return { ...base, uuid: existing.uuid, action: 'completed' };
+    }
+    throw refused(`${ctx.vg}/${opts.name} already exists${existing ? ` (a ${existing.kind}${existing.kind === 'clone' ? ` of another parent` : ''})` : ' and is not managed by cowstack'}`, 'pick another name');
+  }
+
+  const ref = `${ctx.vg}/${opts.name}`;
+  const create: Step = {
+    title: `create COW ${ref} (${formatSize(cowBytes)}, chunk ${formatSize(chunkBytes)}) on ${parent.name}`,
+    req: lvm.lvmRequest(
+      'lvcreate',
+      ['-an', '-Zn', '-Wn', '--setautoactivation', 'n', '-L', `${cowBytes}b`, '-n', opts.name,
+        '--addtag', roleTag('clone'), '--addtag', stateTag('initializing'), '--addtag', parentTag(parent.uuid), '--addtag', chunkTag(chunkSectors), ctx.vg],
+      'write', ctx.scope),
+    undo: [lvm.lvmRequest('lvremove', ['-y', ref], 'write', ctx.scope)],
+  };
+  const journal = { op: 'create-clone' as const, vg: ctx.vg, name: opts.name };
+  const placeholder = { vg: ctx.vg, name: opts.name } as CowObj;
+  await runGuarded(ctx, [beginStep(journal), create, ...finishCreateSteps(ctx, placeholder, chunkSectors, false), endStep(journal)]);
+  const uuid = ctx.dryRun ? undefined : (await lvm.findLv(ctx.runner, ctx.vg, opts.name, ctx.scope))?.uuid;
+  return { ...base, uuid, action: 'created' };
+}
+
+/** Zero the first chunk (a stale "SnAp" header would attach garbage), then mark it live. */
+function finishCreateSteps(ctx: OpContext, o: Pick<CowObj, 'vg' | 'name'>, chunkSectors: number, journal = true): Step[] {
+  const ref = `${o.vg}/${o.name}`;
+  const j = { op: 'create-clone' as const, vg: o.vg, name: o.name };
+  const steps: Step[] = [
+    activateStep(o as CowObj, 'exclusive', ctx.scope),
+    {
+      title: `zero the first chunk of ${ref}`,
+      req: { argv: ['dd', 'if=/dev/zero', `of=${lvMapperPath(o.vg, o.name)}`, `bs=${chunkSectors * 512}`, 'count=1', 'oflag=direct', 'conv=fsync', 'status=none'], kind: 'write', root: true, timeout: 'change' },
+    },
+    deactivateStep(o as CowObj, ctx.scope),
+    { title: `mark ${ref} live`, req: lvm.lvmRequest('lvchange', ['--deltag', stateTag('initializing'), '--addtag', stateTag('live'), ref], 'write', ctx.scope) },
+  ];
+  return journal ? [beginStep(j), ...steps, endStep(j)] : steps;
+}
+
+// ---- map / unmap -------------------------------------------------------------------------
+
+export async function mapClone(ctx: OpContext, name: string): Promise<CloneResult> {
+  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const o = findObj(state, name);
+  if (o.kind === 'image') throw usageError(`${name} is an image: images are used through clones`, `clone it: cowstack clone create NAME --from ${name}`);
+  const plan = planStack(state, o, ctx.scope);
+  await verifyExisting(ctx.runner, state, plan);
+  const mode = o.state === 'live' ? 'rw' : 'ro';
+  const result: CloneResult = { name, vg: ctx.vg, uuid: o.uuid, parent: state.repo.byUuid.get(o.parentUuid)?.name, device: plan.device, mode, action: 'none' };
+  if (!plan.steps.length) return result;
+  const journal = { op: 'map' as const, vg: ctx.vg, name, uuid: o.uuid };
+  await runGuarded(ctx, [beginStep(journal), ...plan.steps, endStep(journal)], o);
+  return { ...result, action: 'mapped' };
+}
+
+async function refuseIfOpen(ctx: OpContext, state: NodeState, o: CowObj, force: boolean | undefined, verb: string): Promise<void> {
+  for (const role of ['rw', 'ro'] as const) {
+    const dev = state.devices.get(dmName(role, o.uuid));
+    if (dev && dev.open > 0 && !force) {
+      const users = await whoHolds(ctx.runner, `/dev/mapper/${dev.name}`);
+      throw refused(
+        `${lvRef(o)} is in use on this node (${dev.name} open ${dev.open} time(s)${users.length ? `: ${users.join(', ')}` : ''}); refusing to ${verb}`,
+        role === 'ro' ? 'its children are mapped here: unmap them first' : `stop the VM using it, or pass --force (its users will get I/O errors)`,
+        { device: dev.name, open: dev.open, holders: users },
+      );
+    }
+  }
+}
+
+export async function unmapClone(ctx: OpContext, name: string, opts: { force?: boolean } = {}): Promise<CloneResult> {
+  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const o = findClone(state, name);
+  await refuseIfOpen(ctx, state, o, opts.force, 'unmap it');
+  const steps = teardownPlan(state, o, { removeTop: true, forceTop: opts.force, scope: ctx.scope });
+  const result: CloneResult = { name, vg: ctx.vg, uuid: o.uuid, action: steps.length ? 'unmapped' : 'none' };
+  if (!steps.length) return result;
+  const journal = { op: 'unmap' as const, vg: ctx.vg, name, uuid: o.uuid };
+  await runGuarded(ctx, [beginStep(journal), ...steps, endStep(journal)]);
+  return result;
+}
+
+// ---- commit (sync-back) --------------------------------------------------------------------
+
+export async function commitClone(ctx: OpContext, name: string, opts: { force?: boolean } = {}): Promise<CloneResult> {
+  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const o = findClone(state, name);
+  const base: CloneResult = { name, vg: ctx.vg, uuid: o.uuid, parent: state.repo.byUuid.get(o.parentUuid)?.name, action: 'none' };
+  if (o.state === 'committed') {
+    if (liveTop(state, o)) throw new CowstackError(EXIT.FAILED, `${lvRef(o)} is committed but still has a writable mapping on this node`, { hint: 'run cowstack recover' });
+    return base;
+  }
+  if (o.state !== 'live') throw refused(`${lvRef(o)} is ${o.state}; only a live clone can be committed`, 'its creation did not finish: run cowstack recover');
+  await refuseIfOpen(ctx, state, o, opts.force, 'commit it');
+  const top = liveTop(state, o);
+  const ref = lvRef(o);
+  const steps: Step[] = [];
+  if (top) steps.push({ title: `unmap ${top.name} (${name})`, req: dmsetup.removeReq(top.name, Boolean(opts.force && top.open > 0)) });
+  // The state change happens while this node holds the COW exclusively: no other node can
+  // be writing it, and none can grab it between "unmapped" and "committed".
+  if (!o.lv.activeLocally) steps.push(activateStep(o, 'exclusive', ctx.scope));
+  else if (!o.lv.activeExclusively) throw refused(`${ref} is active shared on this node; a live COW must be exclusive`, `cowstack deactivate ${ref}`);
+  steps.push({
+    title: `mark ${ref} committed and read-only`,
+    req: lvm.lvmRequest('lvchange', ['--permission', 'r', '--deltag', stateTag('live'), '--addtag', stateTag('committed'), ref], 'write', ctx.scope),
+  });
+  steps.push(deactivateStep(o, ctx.scope));
+  const journal = { op: 'commit' as const, vg: ctx.vg, name, uuid: o.uuid };
+  await runGuarded(ctx, [beginStep(journal), ...steps, endStep(journal)], o);
+  if (!ctx.dryRun) await collectGarbage(ctx, name);
+  return { ...base, action: 'committed' };
+}
+
+/** Unmap read-only ancestors nothing uses any more and release their shared activation. */
+export async function collectGarbage(ctx: OpContext, fromName: string): Promise<void> {
+  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const o = state.repo.byName.get(fromName);
+  if (!o) return;
+  const parent = o.kind === 'clone' ? state.repo.byUuid.get(o.parentUuid) : undefined;
+  const start = o.lv.activeLocally || state.devices.has(dmName('ro', o.uuid)) ? o : parent;
+  if (!start) return;
+  const steps = teardownPlan(state, start, { removeTop: false, scope: ctx.scope });
+  if (steps.length) await runPlan(ctx.runner, steps, ctx.observer);
+}
+
+// ---- discard / rm / grow ---------------------------------------------------------------------
+
+function refuseChildren(state: NodeState, o: CowObj): void {
+  const kids = state.repo.childrenOf(o);
+  if (kids.length) {
+    throw refused(`${lvRef(o)} has ${kids.length} child clone(s): ${kids.map((k) => k.name).join(', ')}`, 'remove or flatten the children first; a parent is never removed under them', { children: kids.map((k) => k.name) });
+  }
+}
+
+export async function discardClone(ctx: OpContext, name: string, opts: { force?: boolean; mustBeUnmapped?: boolean } = {}): Promise<CloneResult> {
+  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const o = state.repo.byName.get(name);
+  if (!o) {
+    validateLvName(name, 'clone name');
+    return { name, vg: ctx.vg, action: 'none' }; // already gone: idempotent
+  }
+  if (o.kind !== 'clone') throw usageError(`${name} is an image, not a clone`, `use cowstack image rm ${name}`);
+  refuseChildren(state, o);
+  if (opts.mustBeUnmapped && (state.devices.has(dmName('rw', o.uuid)) || state.devices.has(dmName('ro', o.uuid)))) {
+    throw refused(`${lvRef(o)} is mapped on this node`, `unmap it first (cowstack clone unmap ${name}) or use cowstack clone discard ${name}`);
+  }
+  await refuseIfOpen(ctx, state, o, opts.force, 'discard it');
+  const own: Step[] = [];
+  for (const role of ['rw', 'ro'] as const) {
+    const dev = state.devices.get(dmName(role, o.uuid));
+    if (dev) own.push({ title: `unmap ${dev.name} (${name})`, req: dmsetup.removeReq(dev.name, Boolean(opts.force && dev.open > 0)) });
+  }
+  if (o.lv.activeLocally) own.push(deactivateStep(o, ctx.scope));
+  const journal = { op: 'discard' as const, vg: ctx.vg, name, uuid: o.uuid };
+  const remove: Step = { title: `remove COW ${lvRef(o)}`, req: lvm.lvmRequest('lvremove', ['-y', lvRef(o)], 'write', ctx.scope) };
+  await runGuarded(ctx, [beginStep(journal), ...own, remove, endStep(journal)], o);
+  const parent = state.repo.byUuid.get(o.parentUuid);
+  if (parent && !ctx.dryRun) await collectGarbage(ctx, parent.name);
+  return { name, vg: ctx.vg, uuid: o.uuid, action: opts.mustBeUnmapped ? 'removed' : 'discarded' };
+}
+
+export async function growClone(ctx: OpContext, name: string, sizeText: string): Promise<CloneResult> {
+  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const o = findClone(state, name);
+  if (o.state !== 'live') throw refused(`${lvRef(o)} is ${o.state}; only a live clone's COW can grow`);
+  const size = roundUp(parseSize(sizeText, 'COW size'), EXTENT);
+  if (size <= o.sizeBytes) return { name, vg: ctx.vg, uuid: o.uuid, cowBytes: o.sizeBytes, action: 'none' };
+  // dm-snapshot reads the COW device's size at every allocation, so a larger LV is used at once.
+  await runGuarded(ctx, [{ title: `grow COW ${lvRef(o)} to ${formatSize(size)}`, req: lvm.lvmRequest('lvextend', ['-L', `${size}b`, lvRef(o)], 'write', ctx.scope) }], o);
+  return { name, vg: ctx.vg, uuid: o.uuid, cowBytes: size, action: 'grown' };
+}
+
+export type { CloneObj };

@@ -1,0 +1,31 @@
+/**
+ * Names and uuids of the device-mapper devices cowstack creates. Both derive from the LV
+ * UUID of the LV the device stands for, and the uuid carries cowstack's own prefix (never
+ * LVM's "LVM-"), so `dmsetup info -c -o name,uuid` alone rediscovers the whole stack
+ * after a crash, whatever the LVs are called now.
+ *   cowstack-ro-<uuid>   read-only snapshot of a committed clone (shared by its children)
+ *   cowstack-rw-<uuid>   the writable snapshot of a live clone: the VM's disk
+ */
+export const DM_UUID_PREFIX = 'COWSTACK-';
+
+export type DmRole = 'ro' | 'rw';
+const ROLES: readonly DmRole[] = ['ro', 'rw'];
+
+const compact = (lvUuid: string): string => lvUuid.replace(/-/g, '');
+
+export const dmName = (role: DmRole, lvUuid: string): string => `cowstack-${role}-${compact(lvUuid)}`;
+export const dmUuid = (role: DmRole, lvUuid: string): string => `${DM_UUID_PREFIX}${role}-${compact(lvUuid)}`;
+export const dmPath = (role: DmRole, lvUuid: string): string => `/dev/mapper/${dmName(role, lvUuid)}`;
+
+/** Parse a dm uuid back into its role and the compact LV uuid; undefined if not ours. */
+export function parseDmUuid(uuid: string): { role: DmRole; lvUuid: string } | undefined {
+  if (!uuid.startsWith(DM_UUID_PREFIX)) return undefined;
+  const [role, id] = uuid.slice(DM_UUID_PREFIX.length).split('-');
+  if (!ROLES.includes(role as DmRole) || !id || !/^[A-Za-z0-9]{32}$/.test(id)) return undefined;
+  return { role: role as DmRole, lvUuid: id };
+}
+
+export const sameUuid = (a: string, b: string): boolean => compact(a) === compact(b);
+
+/** /dev/mapper path of an LV as device-mapper names it (dashes doubled). */
+export const lvMapperPath = (vg: string, lv: string): string => `/dev/mapper/${vg.replace(/-/g, '--')}-${lv.replace(/-/g, '--')}`;

@@ -1,0 +1,72 @@
+/**
+ * `clone flatten NAME --to IMAGE`: copy what a committed clone's chain reads into a new
+ * standalone sealed image, to cut chain depth (each level costs an exception lookup).
+ */
+import { refused } from '../exec/errors.js';
+import * as lvm from '../tools/lvm.js';
+import { collectGarbage, mapClone, runGuarded, type OpContext } from './clones.js';
+import { lvMapperPath } from './dmNames.js';
+import { beginStep, endStep } from './journal.js';
+import { roleTag, shaTag, stateTag, type ImageObj } from './metadata.js';
+import { findClone, observe } from './observe.js';
+import type { Step } from './plan.js';
+import { activateStep, deactivateStep, lvRef } from './stack.js';
+import { validateLvName } from './validate.js';
+
+export interface FlattenResult {
+  name: string;
+  image: string;
+  vg: string;
+  uuid?: string;
+  sizeBytes: number;
+  sha256?: string;
+  action: 'flattened' | 'none';
+}
+
+export async function flattenClone(ctx: OpContext, name: string, imageName: string): Promise<FlattenResult> {
+  validateLvName(imageName, 'image name');
+  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const o = findClone(state, name);
+  const image = state.repo.chain(o).at(-1)!;
+  const existing = state.repo.byName.get(imageName);
+  if (existing?.kind === 'image' && existing.state === 'sealed' && existing.tags.includes(`cowstack_flattened_from:${o.uuid}`)) {
+    return { name, image: imageName, vg: ctx.vg, uuid: existing.uuid, sizeBytes: existing.sizeBytes, sha256: (existing as ImageObj).sha256, action: 'none' };
+  }
+  if (existing || state.repo.foreign.some((l) => l.name === imageName)) throw refused(`${ctx.vg}/${imageName} already exists`, 'pick another image name');
+  if (o.state !== 'committed') throw refused(`${lvRef(o)} is ${o.state}; only a committed clone has stable content to flatten`, `commit it first: cowstack clone commit ${name}`);
+
+  const mapped = await mapClone(ctx, name);
+  const ref = `${ctx.vg}/${imageName}`;
+  const target = { vg: ctx.vg, name: imageName } as ImageObj;
+  const journal = { op: 'flatten' as const, vg: ctx.vg, name: imageName };
+  const steps: Step[] = [
+    beginStep(journal),
+    {
+      title: `create image LV ${ref}`,
+      req: lvm.lvmRequest('lvcreate', ['-an', '-Zn', '-Wn', '--setautoactivation', 'n', '-L', `${image.sizeBytes}b`, '-n', imageName, '--addtag', roleTag('image'), '--addtag', stateTag('initializing'), '--addtag', `cowstack_flattened_from:${o.uuid}`, ctx.vg], 'write', ctx.scope),
+      undo: [lvm.lvmRequest('lvremove', ['-y', ref], 'write', ctx.scope)],
+    },
+    activateStep(target, 'exclusive', ctx.scope),
+    {
+      title: `copy ${name}'s chain into ${ref}`,
+      req: { argv: ['dd', `if=${mapped.device}`, `of=${lvMapperPath(ctx.vg, imageName)}`, 'bs=4M', 'iflag=direct', 'oflag=direct', 'conv=fsync', 'status=none'], kind: 'write', root: true, timeout: 'data' },
+    },
+  ];
+  try {
+    await runGuarded(ctx, steps);
+    let sha = '';
+    if (!ctx.dryRun) {
+      const r = await ctx.runner.run({ argv: ['sha256sum', lvMapperPath(ctx.vg, imageName)], kind: 'read', root: true, timeout: 'data' });
+      sha = r.stdout.split(/\s+/)[0]!;
+    }
+    await runGuarded(ctx, [
+      { title: `seal ${ref}`, req: lvm.lvmRequest('lvchange', ['--permission', 'r', '--deltag', stateTag('initializing'), '--addtag', stateTag('sealed'), ...(sha ? ['--addtag', shaTag(sha)] : []), ref], 'write', ctx.scope) },
+      deactivateStep(target, ctx.scope),
+      endStep(journal),
+    ]);
+    const lv = ctx.dryRun ? undefined : await lvm.findLv(ctx.runner, ctx.vg, imageName, ctx.scope);
+    return { name, image: imageName, vg: ctx.vg, uuid: lv?.uuid, sizeBytes: image.sizeBytes, sha256: sha, action: 'flattened' };
+  } finally {
+    if (!ctx.dryRun && mapped.action === 'mapped') await collectGarbage(ctx, name);
+  }
+}

@@ -1,0 +1,190 @@
+/**
+ * Image lifecycle: create (empty, zeroed, writable until sealed), import (raw/gzip/zstd/
+ * qcow2, sealed with its checksum), seal, rename, rm, export. An image is written only
+ * while it is "initializing" or "writable" and held exclusively; once sealed it is LVM
+ * read-only on every node and is only ever mapped read-only.
+ */
+import { notFound, refused, usageError } from '../exec/errors.js';
+import * as lvm from '../tools/lvm.js';
+import { lvMapperPath } from './dmNames.js';
+import { beginStep, endStep } from './journal.js';
+import { roleTag, shaTag, stateTag, type ImageObj } from './metadata.js';
+import { findImage, observe } from './observe.js';
+import { runPlan, type Step } from './plan.js';
+import { activateStep, deactivateStep, lvRef } from './stack.js';
+import { collectGarbage, runGuarded, type OpContext } from './clones.js';
+import { paddedStream, prepareSource } from './imageSource.js';
+import { formatSize, parseSize, validateLvName } from './validate.js';
+import { whoHolds } from './holders.js';
+
+const EXTENT = 4 * 1024 * 1024;
+const roundUp = (n: number, to: number) => Math.ceil(n / to) * to;
+
+export interface ImageResult {
+  name: string;
+  vg: string;
+  uuid?: string;
+  action: 'created' | 'imported' | 'sealed' | 'renamed' | 'removed' | 'exported' | 'none';
+  sizeBytes?: number;
+  sha256?: string;
+  state?: string;
+  bytes?: number;
+  seconds?: number;
+}
+
+const newLvStep = (ctx: OpContext, name: string, bytes: number): Step => ({
+  title: `create image LV ${ctx.vg}/${name} (${formatSize(bytes)})`,
+  req: lvm.lvmRequest('lvcreate', ['-an', '-Zn', '-Wn', '--setautoactivation', 'n', '-L', `${bytes}b`, '-n', name, '--addtag', roleTag('image'), '--addtag', stateTag('initializing'), ctx.vg], 'write', ctx.scope),
+  undo: [lvm.lvmRequest('lvremove', ['-y', `${ctx.vg}/${name}`], 'write', ctx.scope)],
+});
+
+const placeholder = (ctx: OpContext, name: string) => ({ vg: ctx.vg, name }) as ImageObj;
+
+async function refuseExisting(ctx: OpContext, name: string): Promise<ImageObj | undefined> {
+  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const o = state.repo.byName.get(name);
+  if (o?.kind === 'image') return o;
+  if (o || state.repo.foreign.some((l) => l.name === name)) throw refused(`${ctx.vg}/${name} already exists${o ? ` (a ${o.kind})` : ' and is not managed by cowstack'}`, 'pick another name');
+  return undefined;
+}
+
+export async function createImage(ctx: OpContext, name: string, sizeText: string, opts: { zero?: boolean } = {}): Promise<ImageResult> {
+  validateLvName(name, 'image name');
+  const bytes = roundUp(parseSize(sizeText, 'image size'), EXTENT);
+  const existing = await refuseExisting(ctx, name);
+  if (existing) {
+    if (existing.state === 'initializing') throw refused(`${lvRef(existing)} exists from an interrupted create or import`, 'run cowstack recover on the node that made it, or cowstack image rm it');
+    return { name, vg: ctx.vg, uuid: existing.uuid, sizeBytes: existing.sizeBytes, state: existing.state, action: 'none' };
+  }
+  const ref = `${ctx.vg}/${name}`;
+  const journal = { op: 'create-image' as const, vg: ctx.vg, name };
+  const steps: Step[] = [beginStep(journal), newLvStep(ctx, name, bytes), activateStep(placeholder(ctx, name), 'exclusive', ctx.scope)];
+  // A new LV holds whatever deleted LVs left on the LUN: zero it, or a VM could read another tenant's data.
+  if (opts.zero !== false) steps.push({ title: `zero ${ref}`, req: { argv: ['blkdiscard', '--zeroout', lvMapperPath(ctx.vg, name)], kind: 'write', root: true, timeout: 'data' } });
+  steps.push(deactivateStep(placeholder(ctx, name), ctx.scope));
+  steps.push({ title: `mark ${ref} writable`, req: lvm.lvmRequest('lvchange', ['--deltag', stateTag('initializing'), '--addtag', stateTag('writable'), ref], 'write', ctx.scope) });
+  steps.push(endStep(journal));
+  await runGuarded(ctx, steps);
+  const lv = ctx.dryRun ? undefined : await lvm.findLv(ctx.runner, ctx.vg, name, ctx.scope);
+  return { name, vg: ctx.vg, uuid: lv?.uuid, sizeBytes: bytes, state: 'writable', action: 'created' };
+}
+
+export interface ImportOptions {
+  seal?: boolean;
+  onProgress?: (bytes: number, total: number) => void;
+}
+
+export async function importImage(ctx: OpContext, name: string, source: string, opts: ImportOptions = {}): Promise<ImageResult> {
+  validateLvName(name, 'image name');
+  const existing = await refuseExisting(ctx, name);
+  if (existing && existing.state !== 'initializing') {
+    throw refused(`image ${lvRef(existing)} already exists (${existing.state})`, 'remove it first or import under another name');
+  }
+  const src = await prepareSource(source);
+  try {
+    const bytes = roundUp(src.bytes, EXTENT);
+    const ref = `${ctx.vg}/${name}`;
+    const journal = { op: 'import' as const, vg: ctx.vg, name };
+    const started = Date.now();
+    const data = paddedStream(src.path, src.bytes, bytes, (n) => opts.onProgress?.(n, bytes));
+    const steps: Step[] = [beginStep(journal)];
+    // A leftover from an interrupted import of the same name is ours to replace.
+    if (existing) steps.push({ title: `remove interrupted import ${ref}`, req: lvm.lvmRequest('lvremove', ['-y', ref], 'write', ctx.scope) });
+    steps.push(newLvStep(ctx, name, bytes), activateStep(placeholder(ctx, name), 'exclusive', ctx.scope), {
+      title: `write ${formatSize(bytes)} into ${ref}`,
+      req: { argv: ['dd', `of=${lvMapperPath(ctx.vg, name)}`, 'bs=4M', 'iflag=fullblock', 'oflag=direct', 'conv=fsync', 'status=none'], kind: 'write', root: true, timeout: 'data', stdin: data.stream },
+    });
+    await runGuarded(ctx, steps);
+    const sha = ctx.dryRun ? '' : await data.digest;
+    const seal = opts.seal !== false;
+    const finish: Step[] = [
+      {
+        title: seal ? `seal ${ref} (read-only, sha256 recorded)` : `mark ${ref} writable`,
+        req: lvm.lvmRequest('lvchange', [...(seal ? ['--permission', 'r'] : []), '--deltag', stateTag('initializing'), '--addtag', stateTag(seal ? 'sealed' : 'writable'), ...(sha ? ['--addtag', shaTag(sha)] : []), ref], 'write', ctx.scope),
+      },
+      deactivateStep(placeholder(ctx, name), ctx.scope),
+      endStep(journal),
+    ];
+    await runGuarded(ctx, finish);
+    const lv = ctx.dryRun ? undefined : await lvm.findLv(ctx.runner, ctx.vg, name, ctx.scope);
+    return { name, vg: ctx.vg, uuid: lv?.uuid, sizeBytes: bytes, bytes: src.bytes, sha256: sha, state: seal ? 'sealed' : 'writable', action: 'imported', seconds: (Date.now() - started) / 1000 };
+  } finally {
+    await src.cleanup();
+  }
+}
+
+export async function sealImage(ctx: OpContext, name: string): Promise<ImageResult> {
+  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const o = findImage(state, name);
+  if (o.state === 'sealed') return { name, vg: ctx.vg, uuid: o.uuid, sha256: o.sha256, state: o.state, action: 'none' };
+  if (o.state !== 'writable') throw refused(`${lvRef(o)} is ${o.state}`, 'its create or import did not finish: run cowstack recover');
+  const dev = state.devices.get(lvMapperPath(o.vg, o.name).slice('/dev/mapper/'.length));
+  if (dev && dev.open > 0) {
+    const users = await whoHolds(ctx.runner, lvMapperPath(o.vg, o.name));
+    throw refused(`${lvRef(o)} is open on this node${users.length ? ` (${users.join(', ')})` : ''}; refusing to seal it`, 'stop whatever writes it first');
+  }
+  const steps: Step[] = [];
+  // Holding it exclusively proves no other node is writing it while it is sealed.
+  if (!o.lv.activeLocally) steps.push(activateStep(o, 'exclusive', ctx.scope));
+  else if (!o.lv.activeExclusively) throw refused(`${lvRef(o)} is active shared on this node`, `cowstack deactivate ${lvRef(o)}`);
+  await runGuarded(ctx, steps, o);
+  let sha = '';
+  if (!ctx.dryRun) {
+    const r = await ctx.runner.run({ argv: ['sha256sum', lvMapperPath(o.vg, o.name)], kind: 'read', root: true, timeout: 'data' });
+    sha = r.stdout.split(/\s+/)[0]!;
+  }
+  await runGuarded(ctx, [
+    { title: `seal ${lvRef(o)}`, req: lvm.lvmRequest('lvchange', ['--permission', 'r', '--deltag', stateTag('writable'), '--addtag', stateTag('sealed'), ...(sha ? ['--addtag', shaTag(sha)] : []), lvRef(o)], 'write', ctx.scope) },
+    deactivateStep(o, ctx.scope),
+  ], o);
+  return { name, vg: ctx.vg, uuid: o.uuid, sha256: sha, state: 'sealed', action: 'sealed' };
+}
+
+export async function renameImage(ctx: OpContext, from: string, to: string): Promise<ImageResult> {
+  validateLvName(to, 'new name');
+  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const src = state.repo.byName.get(from);
+  const dst = state.repo.byName.get(to);
+  if (!src && dst?.kind === 'image') return { name: to, vg: ctx.vg, uuid: dst.uuid, action: 'none' };
+  const o = findImage(state, from);
+  if (dst || state.repo.foreign.some((l) => l.name === to)) throw refused(`${ctx.vg}/${to} already exists`, 'pick another name');
+  // Children point at the image's UUID and dm names derive from UUIDs: a rename breaks nothing.
+  await runGuarded(ctx, [{ title: `rename ${lvRef(o)} to ${to}`, req: lvm.lvmRequest('lvrename', [ctx.vg, from, to], 'write', ctx.scope) }], o);
+  return { name: to, vg: ctx.vg, uuid: o.uuid, action: 'renamed' };
+}
+
+export async function removeImage(ctx: OpContext, name: string): Promise<ImageResult> {
+  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const o = state.repo.byName.get(name);
+  if (!o) {
+    validateLvName(name, 'image name');
+    return { name, vg: ctx.vg, action: 'none' };
+  }
+  if (o.kind !== 'image') throw usageError(`${name} is a clone`, `use cowstack clone rm ${name}`);
+  const kids = state.repo.childrenOf(o);
+  if (kids.length) throw refused(`image ${lvRef(o)} has ${kids.length} clone(s): ${kids.map((k) => k.name).join(', ')}`, 'remove or flatten the clones first', { children: kids.map((k) => k.name) });
+  const dev = state.devices.get(lvMapperPath(o.vg, o.name).slice('/dev/mapper/'.length));
+  if (dev && dev.open > 0) throw refused(`image ${lvRef(o)} is open on this node`, 'stop what uses it first');
+  const steps: Step[] = [];
+  if (o.lv.activeLocally) steps.push(deactivateStep(o, ctx.scope));
+  steps.push({ title: `remove image ${lvRef(o)}`, req: lvm.lvmRequest('lvremove', ['-y', lvRef(o)], 'write', ctx.scope) });
+  await runGuarded(ctx, steps, o);
+  return { name, vg: ctx.vg, uuid: o.uuid, action: 'removed' };
+}
+
+export async function exportImage(ctx: OpContext, name: string, target: string): Promise<ImageResult> {
+  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const o = state.repo.byName.get(name);
+  if (!o) throw notFound(`no image named ${name} in ${ctx.vg}`);
+  if (o.kind !== 'image') throw usageError(`${name} is a clone`, `flatten it into an image first: cowstack clone flatten ${name} --to NEWIMAGE`);
+  if (o.state === 'initializing') throw refused(`${lvRef(o)} is still initializing`);
+  const mine = !o.lv.activeLocally;
+  const started = Date.now();
+  if (mine) await runGuarded(ctx, [activateStep(o, o.state === 'sealed' ? 'shared' : 'exclusive', ctx.scope)], o);
+  try {
+    await runPlan(ctx.runner, [{ title: `read ${lvRef(o)}`, req: { argv: ['dd', `if=${lvMapperPath(o.vg, o.name)}`, 'bs=4M', 'iflag=direct', 'status=none'], kind: 'read', root: true, timeout: 'data', stdoutFile: target } }], ctx.observer);
+  } finally {
+    if (mine) await collectGarbage(ctx, name);
+  }
+  return { name, vg: ctx.vg, uuid: o.uuid, sizeBytes: o.sizeBytes, sha256: o.sha256, action: 'exported', seconds: (Date.now() - started) / 1000 };
+}

@@ -1,0 +1,122 @@
+/**
+ * Cluster-wide truth lives in LV tags (they change atomically with the VG metadata and
+ * every node sees them). This module is the only place that knows the tag vocabulary:
+ *   cowstack_role:image|clone       what the LV is
+ *   cowstack_state:STATE            image: initializing|writable|sealed
+ *                                   clone: initializing|live|committed
+ *   cowstack_parent:LVUUID          a clone's parent (image or committed clone)
+ *   cowstack_chunk:SECTORS          a clone's dm-snapshot chunk size
+ *   cowstack_sha256:HEX             content checksum recorded at import (images)
+ */
+import type { LvInfo } from '../tools/lvm.js';
+
+export const TAG = {
+  role: 'cowstack_role:',
+  state: 'cowstack_state:',
+  parent: 'cowstack_parent:',
+  chunk: 'cowstack_chunk:',
+  sha256: 'cowstack_sha256:',
+} as const;
+
+export type ImageState = 'initializing' | 'writable' | 'sealed';
+export type CloneState = 'initializing' | 'live' | 'committed';
+
+interface Base {
+  name: string;
+  vg: string;
+  uuid: string;
+  sizeBytes: number;
+  lv: LvInfo;
+  tags: string[];
+}
+export interface ImageObj extends Base {
+  kind: 'image';
+  state: ImageState;
+  sha256?: string;
+}
+export interface CloneObj extends Base {
+  kind: 'clone';
+  state: CloneState;
+  parentUuid: string;
+  chunkSectors: number;
+}
+export type CowObj = ImageObj | CloneObj;
+
+const tagValue = (tags: string[], prefix: string): string | undefined => tags.find((t) => t.startsWith(prefix))?.slice(prefix.length);
+
+/** Read-only parents: a sealed image or a committed clone. Only these may have children. */
+export const isFrozen = (o: CowObj): boolean => (o.kind === 'image' ? o.state === 'sealed' : o.state === 'committed');
+
+export function fromLv(lv: LvInfo): CowObj | undefined {
+  const role = tagValue(lv.tags, TAG.role);
+  const base = { name: lv.name, vg: lv.vg, uuid: lv.uuid, sizeBytes: lv.sizeBytes, lv, tags: lv.tags };
+  if (role === 'image') {
+    return { ...base, kind: 'image', state: (tagValue(lv.tags, TAG.state) ?? 'initializing') as ImageState, sha256: tagValue(lv.tags, TAG.sha256) };
+  }
+  if (role === 'clone') {
+    return {
+      ...base,
+      kind: 'clone',
+      state: (tagValue(lv.tags, TAG.state) ?? 'initializing') as CloneState,
+      parentUuid: tagValue(lv.tags, TAG.parent) ?? '',
+      chunkSectors: Number(tagValue(lv.tags, TAG.chunk) ?? 8),
+    };
+  }
+  return undefined;
+}
+
+/** The repository as one snapshot of its tags: every object, by name and by uuid, with children. */
+export class Repo {
+  readonly byName = new Map<string, CowObj>();
+  readonly byUuid = new Map<string, CowObj>();
+  readonly children = new Map<string, CloneObj[]>();
+  /** LVs of the VG that cowstack does not manage (never touched). */
+  readonly foreign: LvInfo[] = [];
+
+  constructor(readonly vg: string, lvs: LvInfo[]) {
+    for (const lv of lvs) {
+      const o = fromLv(lv);
+      if (!o) {
+        this.foreign.push(lv);
+        continue;
+      }
+      this.byName.set(o.name, o);
+      this.byUuid.set(o.uuid, o);
+    }
+    for (const o of this.byName.values()) {
+      if (o.kind !== 'clone') continue;
+      const list = this.children.get(o.parentUuid) ?? [];
+      list.push(o);
+      this.children.set(o.parentUuid, list);
+    }
+  }
+
+  childrenOf(o: CowObj): CloneObj[] {
+    return this.children.get(o.uuid) ?? [];
+  }
+
+  /** [o, parent, grandparent, ..., image]; throws if a link is missing (a broken chain). */
+  chain(o: CowObj): CowObj[] {
+    const out: CowObj[] = [o];
+    let cur = o;
+    while (cur.kind === 'clone') {
+      const parent = this.byUuid.get(cur.parentUuid);
+      if (!parent) throw new Error(`clone ${cur.name} points to parent ${cur.parentUuid}, which is not in ${this.vg}: the chain is broken`);
+      if (out.includes(parent)) throw new Error(`clone ${cur.name} has a cyclic parent chain`);
+      out.push(parent);
+      cur = parent;
+    }
+    return out;
+  }
+
+  /** Every descendant, depth first. */
+  descendants(o: CowObj): CloneObj[] {
+    return this.childrenOf(o).flatMap((c) => [c, ...this.descendants(c)]);
+  }
+}
+
+export const stateTag = (s: ImageState | CloneState): string => `${TAG.state}${s}`;
+export const roleTag = (r: 'image' | 'clone'): string => `${TAG.role}${r}`;
+export const parentTag = (uuid: string): string => `${TAG.parent}${uuid}`;
+export const chunkTag = (sectors: number): string => `${TAG.chunk}${sectors}`;
+export const shaTag = (hex: string): string => `${TAG.sha256}${hex}`;

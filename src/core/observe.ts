@@ -1,0 +1,49 @@
+/** One observation of a node: the repository's tags (one lvs) and every dm device (one dmsetup info). */
+import { notFound, usageError } from '../exec/errors.js';
+import type { Runner } from '../exec/types.js';
+import * as dmsetup from '../tools/dmsetup.js';
+import * as lvm from '../tools/lvm.js';
+import { Repo, type CloneObj, type CowObj, type ImageObj } from './metadata.js';
+import { validateLvName, validateVgName } from './validate.js';
+
+export interface NodeState {
+  vg: string;
+  repo: Repo;
+  /** Every dm device on the node by name (LVM's own and cowstack's). */
+  devices: Map<string, dmsetup.DmDevice>;
+}
+
+export async function observe(runner: Runner, vg: string, scope: lvm.LvmScope = {}): Promise<NodeState> {
+  validateVgName(vg);
+  const [lvs, devices] = await Promise.all([lvm.lvs(runner, vg, scope), dmsetup.listDevices(runner)]);
+  if (!lvs.length && !(await lvm.vgs(runner, vg, scope)).length) {
+    throw notFound(`repository VG ${vg} is not visible on ${runner.target}`, 'log in to the LUN and join the cluster: cowstack initiator login …, cowstack cluster join');
+  }
+  return { vg, repo: new Repo(vg, lvs), devices: new Map(devices.map((d) => [d.name, d])) };
+}
+
+export function findObj(state: NodeState, name: string): CowObj {
+  validateLvName(name, 'name');
+  const o = state.repo.byName.get(name);
+  if (!o) {
+    const foreign = state.repo.foreign.some((l) => l.name === name);
+    throw notFound(
+      foreign ? `${state.vg}/${name} exists but is not managed by cowstack` : `no image or clone named ${name} in ${state.vg}`,
+      foreign ? 'cowstack never touches LVs it did not create' : `list them with: cowstack tree --vg ${state.vg}`,
+      { vg: state.vg, name },
+    );
+  }
+  return o;
+}
+
+export function findClone(state: NodeState, name: string): CloneObj {
+  const o = findObj(state, name);
+  if (o.kind !== 'clone') throw usageError(`${name} is an image, not a clone`, 'use the cowstack image commands for images');
+  return o;
+}
+
+export function findImage(state: NodeState, name: string): ImageObj {
+  const o = findObj(state, name);
+  if (o.kind !== 'image') throw usageError(`${name} is a clone, not an image`, 'use the cowstack clone commands for clones');
+  return o;
+}

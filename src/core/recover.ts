@@ -1,0 +1,90 @@
+/**
+ * `cowstack recover`, at node boot and after any failure: finish or undo every operation
+ * the journal says was in flight, then report what still looks wrong. Decisions:
+ *   map            undo (tear the stack down) unless its top device is open: then it had
+ *                  finished and a VM uses it, so it is kept
+ *   unmap, commit, discard   finish (the admin asked for them; all are idempotent)
+ *   create-*, import, flatten undo (remove the half-made LV still marked initializing)
+ */
+import type { Runner } from '../exec/types.js';
+import * as lvm from '../tools/lvm.js';
+import { commitClone, discardClone, unmapClone, type OpContext } from './clones.js';
+import { dmName } from './dmNames.js';
+import { readJournal, endStep, type JournalEntry } from './journal.js';
+import { observe } from './observe.js';
+import { runPlan } from './plan.js';
+import { nodeStatus } from './report.js';
+import { deactivateStep, lvRef } from './stack.js';
+
+export interface RecoverAction {
+  op: string;
+  name: string;
+  decision: 'finished' | 'undone' | 'kept' | 'nothing-to-do' | 'failed';
+  detail?: string;
+}
+
+export interface RecoverReport {
+  vg: string;
+  actions: RecoverAction[];
+  warnings: string[];
+}
+
+export async function recover(ctx: OpContext): Promise<RecoverReport> {
+  const actions: RecoverAction[] = [];
+  const entries = (await readJournal(ctx.runner)).filter((j) => j.vg === ctx.vg || !j.vg);
+  for (const entry of entries) {
+    try {
+      const decision = await settle(ctx, entry);
+      actions.push({ op: entry.op, name: entry.name, decision });
+      if (!entry.vg) await ctx.runner.run({ argv: ['rm', '-f', '--', entry.file], kind: 'write', root: true });
+      else await runPlan(ctx.runner, [endStep(entry)], ctx.observer);
+    } catch (e) {
+      actions.push({ op: entry.op, name: entry.name, decision: 'failed', detail: (e as Error).message });
+    }
+  }
+  const status = await nodeStatus(ctx.runner, ctx.vg, { scope: ctx.scope });
+  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const warnings = [...status.warnings];
+  for (const o of state.repo.byName.values()) {
+    if (o.state === 'initializing') warnings.push(`${lvRef(o)} is still initializing and no operation on this node owns it: it is being created on another node, or was abandoned there (cowstack recover on that node removes it)`);
+  }
+  return { vg: ctx.vg, actions, warnings };
+}
+
+async function settle(ctx: OpContext, entry: JournalEntry & { file: string }): Promise<RecoverAction['decision']> {
+  if (!entry.vg) return 'nothing-to-do'; // torn journal write: nothing had started
+  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const o = state.repo.byName.get(entry.name);
+  if (!o) return 'nothing-to-do';
+  switch (entry.op) {
+    case 'map': {
+      const top = state.devices.get(dmName('rw', o.uuid)) ?? state.devices.get(dmName('ro', o.uuid));
+      if (top && top.open > 0) return 'kept';
+      await unmapClone(ctx, o.name);
+      return 'undone';
+    }
+    case 'unmap':
+      await unmapClone(ctx, o.name);
+      return 'finished';
+    case 'commit':
+      await commitClone(ctx, o.name);
+      return 'finished';
+    case 'discard':
+      await discardClone(ctx, o.name);
+      return 'finished';
+    case 'create-clone':
+    case 'create-image':
+    case 'import':
+    case 'flatten': {
+      if (o.state !== 'initializing') return 'nothing-to-do';
+      const steps = [];
+      if (o.lv.activeLocally) steps.push(deactivateStep(o, ctx.scope));
+      steps.push({ title: `remove half-made ${lvRef(o)}`, req: lvm.lvmRequest('lvremove', ['-y', lvRef(o)], 'write', ctx.scope) });
+      await runPlan(ctx.runner, steps, ctx.observer);
+      return 'undone';
+    }
+  }
+  return 'nothing-to-do';
+}
+
+export type { Runner };

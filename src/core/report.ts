@@ -1,0 +1,120 @@
+/**
+ * Read-only reports: `tree` (the lineage with where each clone is mapped and how full its
+ * COW is) and `status` (every device cowstack made on this node, its table and usage).
+ */
+import type { Runner } from '../exec/types.js';
+import * as dmsetup from '../tools/dmsetup.js';
+import * as lvm from '../tools/lvm.js';
+import { dmName, parseDmUuid } from './dmNames.js';
+import { readJournal, type JournalEntry } from './journal.js';
+import { leaseOwners } from './locks.js';
+import type { CowObj } from './metadata.js';
+import { findObj, observe, type NodeState } from './observe.js';
+
+export interface CowUsage {
+  state: dmsetup.SnapshotStatus['state'];
+  usedPercent?: number;
+  allocatedBytes?: number;
+  totalBytes?: number;
+  warning?: string;
+}
+
+export interface TreeNode {
+  name: string;
+  kind: 'image' | 'clone';
+  state: string;
+  uuid: string;
+  /** Virtual size for images, COW size for clones. */
+  sizeBytes: number;
+  chunkSectors?: number;
+  sha256?: string;
+  mappedHere?: 'rw' | 'ro';
+  activeOn?: string;
+  usage?: CowUsage;
+  children: TreeNode[];
+}
+
+export function usageOf(line: dmsetup.DmLine | undefined, warnPercent: number): CowUsage | undefined {
+  if (!line || line.target !== 'snapshot') return undefined;
+  const s = dmsetup.parseSnapshotStatus(line.args);
+  if (s.state !== 'active') {
+    return { state: s.state, warning: s.state === 'overflow' ? 'COW full: writes fail, reads still work; grow or discard it' : `snapshot is ${s.state}: its data cannot be trusted` };
+  }
+  return {
+    state: 'active',
+    usedPercent: s.usedPercent,
+    allocatedBytes: s.allocatedSectors * 512,
+    totalBytes: s.totalSectors * 512,
+    warning: s.usedPercent >= warnPercent ? `COW ${s.usedPercent}% full (warning at ${warnPercent}%): grow it with cowstack clone grow` : undefined,
+  };
+}
+
+export async function tree(runner: Runner, vg: string, opts: { name?: string; warnPercent?: number; scope?: lvm.LvmScope } = {}): Promise<TreeNode[]> {
+  const state = await observe(runner, vg, opts.scope);
+  const statuses = await dmsetup.statusAll(runner);
+  const vgInfo = (await lvm.vgs(runner, vg, opts.scope))[0];
+  const owners = await leaseOwners(runner, vg, vgInfo?.tags ?? []);
+  const build = (o: CowObj): TreeNode => {
+    const rw = o.kind === 'clone' && state.devices.has(dmName('rw', o.uuid));
+    const ro = o.kind === 'clone' && state.devices.has(dmName('ro', o.uuid));
+    const holder = owners.get(o.uuid.replace(/-/g, ''));
+    return {
+      name: o.name,
+      kind: o.kind,
+      state: o.state,
+      uuid: o.uuid,
+      sizeBytes: o.sizeBytes,
+      ...(o.kind === 'clone' ? { chunkSectors: o.chunkSectors } : { sha256: o.sha256 }),
+      ...(rw ? { mappedHere: 'rw' as const } : ro ? { mappedHere: 'ro' as const } : {}),
+      ...(holder ? { activeOn: holder.host ?? `host_id ${holder.hostId}` } : {}),
+      ...(rw || ro ? { usage: usageOf(statuses.get(dmName(rw ? 'rw' : 'ro', o.uuid))?.[0], opts.warnPercent ?? 80) } : {}),
+      children: state.repo.childrenOf(o).map(build),
+    };
+  };
+  if (opts.name) return [build(findObj(state, opts.name))];
+  return [...state.repo.byName.values()].filter((o) => o.kind === 'image' || !state.repo.byUuid.has(o.parentUuid)).map(build);
+}
+
+export interface DeviceStatus {
+  name: string;
+  uuid: string;
+  role: 'ro' | 'rw';
+  clone?: string;
+  open: number;
+  readOnly: boolean;
+  table: string;
+  usage?: CowUsage;
+  problem?: string;
+}
+
+export interface NodeStatus {
+  vg: string;
+  devices: DeviceStatus[];
+  activeLvs: Array<{ name: string; kind: string; state: string; exclusive: boolean; open: boolean }>;
+  inFlight: JournalEntry[];
+  warnings: string[];
+}
+
+export async function nodeStatus(runner: Runner, vg: string, opts: { warnPercent?: number; scope?: lvm.LvmScope } = {}): Promise<NodeStatus> {
+  const state: NodeState = await observe(runner, vg, opts.scope);
+  const statuses = await dmsetup.statusAll(runner);
+  const devices: DeviceStatus[] = [];
+  const warnings: string[] = [];
+  for (const d of state.devices.values()) {
+    const parsed = parseDmUuid(d.uuid);
+    if (!parsed) continue;
+    const lv = [...state.repo.byUuid.values()].find((o) => o.uuid.replace(/-/g, '') === parsed.lvUuid);
+    const table = (await dmsetup.table(runner, d.name)).map((l) => `${l.start} ${l.length} ${l.target} ${l.args.join(' ')}`).join('\n');
+    const usage = usageOf(statuses.get(d.name)?.[0], opts.warnPercent ?? 80);
+    const problem = !lv ? 'no LV in the repository has this uuid (orphan: cowstack recover)' : undefined;
+    devices.push({ name: d.name, uuid: d.uuid, role: parsed.role, clone: lv?.name, open: d.open, readOnly: d.readOnly, table, usage, problem });
+    if (usage?.warning) warnings.push(`${lv?.name ?? d.name}: ${usage.warning}`);
+    if (problem) warnings.push(`${d.name}: ${problem}`);
+  }
+  const activeLvs = [...state.repo.byName.values()]
+    .filter((o) => o.lv.activeLocally)
+    .map((o) => ({ name: o.name, kind: o.kind, state: o.state, exclusive: o.lv.activeExclusively, open: o.lv.open }));
+  const inFlight = (await readJournal(runner)).filter((j) => j.vg === vg);
+  for (const j of inFlight) warnings.push(`interrupted ${j.op} of ${j.name} (since ${j.started}): run cowstack recover`);
+  return { vg, devices, activeLvs, inFlight, warnings };
+}

@@ -1,0 +1,172 @@
+/**
+ * Building and tearing down the device stack of a clone on one node:
+ *   image LV (shared) -> ro snapshot per committed ancestor (shared by every child on the
+ *   node) -> rw snapshot over the live clone's COW (exclusive) = the VM's disk.
+ * Plans are computed from one observation; existing devices are verified, never replaced.
+ */
+import { CowstackError, EXIT, refused } from '../exec/errors.js';
+import type { Runner } from '../exec/types.js';
+import * as dmsetup from '../tools/dmsetup.js';
+import * as lvm from '../tools/lvm.js';
+import { dmName, dmPath, dmUuid, lvMapperPath, type DmRole } from './dmNames.js';
+import { isFrozen, type CloneObj, type CowObj } from './metadata.js';
+import type { NodeState } from './observe.js';
+import type { Step } from './plan.js';
+
+export const lvRef = (o: CowObj): string => `${o.vg}/${o.name}`;
+const mapperName = (o: CowObj): string => lvMapperPath(o.vg, o.name).slice('/dev/mapper/'.length);
+
+export const activateStep = (o: CowObj, mode: 'shared' | 'exclusive', scope: lvm.LvmScope = {}): Step => ({
+  title: `activate ${lvRef(o)} ${mode}`,
+  req: lvm.lvmRequest('lvchange', [mode === 'shared' ? '-asy' : '-aey', lvRef(o)], 'write', scope),
+  undo: [lvm.lvmRequest('lvchange', ['-an', lvRef(o)], 'write', scope)],
+});
+export const deactivateStep = (o: CowObj, scope: lvm.LvmScope = {}): Step => ({
+  title: `deactivate ${lvRef(o)}`,
+  req: lvm.lvmRequest('lvchange', ['-an', lvRef(o)], 'write', scope),
+});
+
+export interface StackLayer {
+  obj: CowObj;
+  /** The device this layer presents (LV for the image, dm snapshot for clones). */
+  device: string;
+  role?: DmRole;
+}
+
+export interface StackPlan {
+  steps: Step[];
+  layers: StackLayer[];
+  device: string;
+  /** Existing devices that must be checked against the expected table before use. */
+  verify: Array<{ name: string; table: string; origin: CowObj; cow: CowObj; originDevice: string }>;
+  sectors: number;
+}
+
+/**
+ * The plan that makes `target` usable on this node: read-only (every layer frozen) or
+ * read-write (target is a live clone: exclusive COW + rw snapshot on top).
+ */
+export function planStack(state: NodeState, target: CowObj, scope: lvm.LvmScope = {}): StackPlan {
+  const chain = state.repo.chain(target).reverse(); // image first
+  const image = chain[0]!;
+  if (image.kind !== 'image' || image.state !== 'sealed') {
+    throw refused(`${lvRef(image)} is not a sealed image; clones may only stand on sealed images`, `seal it first: cowstack image seal ${image.name}`);
+  }
+  const sectors = image.sizeBytes / 512;
+  const steps: Step[] = [];
+  const layers: StackLayer[] = [];
+  const verify: StackPlan['verify'] = [];
+  let origin = lvMapperPath(image.vg, image.name);
+  if (!image.lv.activeLocally) steps.push(activateStep(image, 'shared', scope));
+  layers.push({ obj: image, device: origin });
+
+  for (const o of chain.slice(1)) {
+    if (o.kind !== 'clone') throw new CowstackError(EXIT.FAILED, `${lvRef(o)} is an image inside a chain`, { hint: 'cowstack recover' });
+    const live = o === target && o.state === 'live';
+    if (!live && !isFrozen(o)) {
+      throw refused(`${lvRef(o)} is ${o.state}; only committed clones can be parents`, o.state === 'initializing' ? 'its creation did not finish: run cowstack recover' : undefined);
+    }
+    if (o.state === 'initializing') throw refused(`${lvRef(o)} is still initializing`, 'its creation did not finish: run cowstack recover, or create it again');
+    const role: DmRole = live ? 'rw' : 'ro';
+    if (live) {
+      if (o.lv.activeLocally && !o.lv.activeExclusively) {
+        throw refused(`${lvRef(o)} is active shared on this node; a live COW must be exclusive`, `deactivate it first: cowstack deactivate ${lvRef(o)}`);
+      }
+      steps.push(
+        o.lv.activeLocally
+          ? { title: `refresh ${lvRef(o)}`, req: lvm.lvmRequest('lvchange', ['--refresh', lvRef(o)], 'write', scope) }
+          : activateStep(o, 'exclusive', scope),
+      );
+    } else if (!o.lv.activeLocally) {
+      steps.push(activateStep(o, 'shared', scope));
+    }
+    const name = dmName(role, o.uuid);
+    const table = dmsetup.snapshotTable(sectors, origin, lvMapperPath(o.vg, o.name), live ? 'PO' : 'P', o.chunkSectors);
+    if (state.devices.has(name)) {
+      verify.push({ name, table, origin: layers[layers.length - 1]!.obj, cow: o, originDevice: origin });
+    } else {
+      steps.push({
+        title: `map ${live ? 'writable' : 'read-only'} snapshot ${name} (${o.name})`,
+        req: dmsetup.createReq(name, dmUuid(role, o.uuid), table, { readOnly: !live }),
+        undo: [dmsetup.removeReq(name)],
+      });
+    }
+    origin = dmPath(role, o.uuid);
+    layers.push({ obj: o, device: origin, role });
+  }
+  return { steps, layers, device: origin, verify, sectors };
+}
+
+/**
+ * An existing device must be exactly the one we would build: same target, length, mode,
+ * chunk, and the same origin and COW devices (by major:minor). Anything else is refused.
+ */
+export async function verifyExisting(runner: Runner, state: NodeState, plan: StackPlan): Promise<void> {
+  for (const v of plan.verify) {
+    const [line] = await dmsetup.table(runner, v.name);
+    const want = dmsetup.parseDmLines(v.table)[0]!;
+    const devNum = (path: string) => {
+      const dev = state.devices.get(path.slice('/dev/mapper/'.length));
+      return dev ? `${dev.major}:${dev.minor}` : undefined;
+    };
+    const originNum = devNum(v.originDevice);
+    const cowNum = devNum(lvMapperPath(v.cow.vg, v.cow.name));
+    const ok =
+      line &&
+      line.target === 'snapshot' &&
+      line.length === want.length &&
+      line.args[2] === want.args[2] &&
+      line.args[3] === want.args[3] &&
+      (!originNum || line.args[0] === originNum) &&
+      (!cowNum || line.args[1] === cowNum);
+    if (!ok) {
+      throw new CowstackError(EXIT.FAILED, `device ${v.name} exists but its table is not the one cowstack expects for ${v.cow.name}`, {
+        hint: 'inspect it with dmsetup table; cowstack recover reports such devices. cowstack never replaces a table in use.',
+        data: { device: v.name, found: line, expected: v.table },
+      });
+    }
+  }
+}
+
+/** How many openers each device has, and what each of our devices opens (for GC simulation). */
+export function teardownPlan(state: NodeState, target: CowObj, opts: { removeTop: boolean; forceTop?: boolean; scope?: lvm.LvmScope }): Step[] {
+  const scope = opts.scope ?? {};
+  const open = new Map([...state.devices].map(([n, d]) => [n, d.open]));
+  const forced = new Set<string>();
+  if (opts.forceTop) for (const role of ['rw', 'ro'] as const) forced.add(dmName(role, target.uuid));
+  const chain = state.repo.chain(target); // target first
+  const steps: Step[] = [];
+  const release = (name: string) => open.set(name, Math.max(0, (open.get(name) ?? 0) - 1));
+  const originName = (i: number): string => {
+    const parent = chain[i + 1]!;
+    return parent.kind === 'image' ? mapperName(parent) : dmName('ro', parent.uuid);
+  };
+  for (const [i, o] of chain.entries()) {
+    if (o.kind === 'clone') {
+      const names = i === 0 && opts.removeTop ? [dmName('rw', o.uuid), dmName('ro', o.uuid)] : [dmName('ro', o.uuid)];
+      for (const name of names) {
+        if (!state.devices.has(name)) continue;
+        if ((open.get(name) ?? 0) > 0 && !forced.has(name)) return steps; // still used: so is everything below it
+        steps.push({ title: `unmap ${name} (${o.name})`, req: dmsetup.removeReq(name, forced.has(name) && (open.get(name) ?? 0) > 0) });
+        open.delete(name);
+        release(mapperName(o));
+        release(originName(i));
+      }
+    }
+    if (o.lv.activeLocally) {
+      if ((open.get(mapperName(o)) ?? 0) > 0) return steps;
+      steps.push(deactivateStep(o, scope));
+    }
+  }
+  return steps;
+}
+
+/** Who holds a device open (dm holders), for refusal messages. */
+export function describeOpen(state: NodeState, name: string): string {
+  const d = state.devices.get(name);
+  return d ? `open ${d.open} time(s)` : 'not mapped';
+}
+
+export function liveTop(state: NodeState, clone: CloneObj) {
+  return state.devices.get(dmName('rw', clone.uuid));
+}

@@ -1,0 +1,13 @@
+import type { Readable } from 'node:stream';
+import type { RunRequest } from './types.js';
+
+/** execa stdio options for a request: buffered input, a stream, or nothing; stdout to a file or '-'. */
+export function stdio(req: RunRequest): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  if (req.input !== undefined) out.input = req.input;
+  else if (req.stdin) out.stdin = req.stdin as Readable;
+  else out.stdin = 'ignore';
+  if (req.stdoutFile === '-') out.stdout = 'inherit';
+  else if (req.stdoutFile) out.stdout = { file: req.stdoutFile };
+  return out;
+}

@@ -1,0 +1,38 @@
+/** Runs the built cowstack CLI (dist/) on the host against the testbed, as a user would. */
+import { execa } from 'execa';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+import type { Testbed } from '../testbed/index.js';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export const CLI = path.join(ROOT, 'dist/index.js');
+
+export interface CliResult {
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+  /** Parsed stdout when --json was given. */
+  json: any;
+}
+
+export async function cowstack(tb: Pick<Testbed, 'sshConfig'>, args: string[], opts: { check?: boolean; timeoutMs?: number; input?: string } = {}): Promise<CliResult> {
+  const r = await execa('node', [CLI, ...args], {
+    reject: false,
+    timeout: opts.timeoutMs ?? 600_000,
+    input: opts.input,
+    env: { COWSTACK_SSH_CONFIG: tb.sshConfig, COWSTACK_CONFIG: '/dev/null', NO_COLOR: '1' },
+  });
+  let json: any;
+  if (args.includes('--json')) {
+    try {
+      json = JSON.parse(String(r.stdout));
+    } catch {
+      throw new Error(`cowstack ${args.join(' ')} printed non-JSON on stdout with --json:\n${r.stdout}\nstderr:\n${r.stderr}`);
+    }
+  }
+  const result = { exitCode: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr), json };
+  if (opts.check && result.exitCode !== 0) {
+    throw new Error(`cowstack ${args.join(' ')} exited ${result.exitCode}\nstdout: ${result.stdout}\nstderr: ${result.stderr}`);
+  }
+  return result;
+}

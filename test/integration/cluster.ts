@@ -1,0 +1,24 @@
+/**
+ * Brings the testbed cluster up with cowstack's own commands (initiator login, cluster
+ * init on node1, cluster join on the others), exactly as an admin would from a front-end.
+ */
+import type { Testbed } from '../testbed/index.js';
+import { cowstack } from './cli.js';
+
+export const REPO_VG = 'repo';
+
+export async function bringUpCluster(tb: Testbed, log: (s: string) => void = () => {}): Promise<{ device: string; seconds: number }> {
+  const started = Date.now();
+  let device = '';
+  for (const node of tb.nodes) {
+    const r = await cowstack(tb, ['--host', node.name, '--json', 'initiator', 'login', tb.portal, tb.targetIqn], { check: true });
+    device = r.json.result.device;
+    log(`${node.name}: logged in, ${device}`);
+  }
+  for (const node of tb.nodes) {
+    const args = node.hostId === 1 ? ['cluster', 'init', device] : ['cluster', 'join'];
+    const r = await cowstack(tb, ['--host', node.name, '--json', ...args, '--vg', REPO_VG, '--host-id', String(node.hostId)], { check: true, timeoutMs: 900_000 });
+    log(`${node.name}: ${args[1]} done: ${r.json.result.changed.join('; ')}`);
+  }
+  return { device, seconds: (Date.now() - started) / 1000 };
+}
