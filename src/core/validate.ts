@@ -81,7 +81,7 @@ export function validatePortal(portal: string): string {
 }
 
 export function validateHostId(value: string | number): number {
-  const n = Number(value);
+  const n = /^\d{1,4}$/.test(String(value).trim()) ? Number(value) : NaN;
   if (!Number.isInteger(n) || n < 1 || n > 2000) throw usageError(`host id "${value}" is not an integer from 1 to 2000`, 'sanlock host ids are 1..2000 and unique per host in the cluster');
   return n;
 }

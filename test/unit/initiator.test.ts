@@ -1,0 +1,194 @@
+import { describe, expect, it } from 'vitest';
+import { login, logout, sessions } from '../../src/core/initiator.js';
+import { CommandError, EXIT } from '../../src/exec/errors.js';
+import { recorder, rejectionOf } from './support.js';
+
+const IQN = 'iqn.2003-01.org.example.repo:vg0';
+const PORTAL = '192.0.2.10:3260';
+const LINK = `/dev/disk/by-path/ip-${PORTAL}-iscsi-${IQN}-lun-1`;
+
+const SESSIONS = ['iscsiadm', '-m', 'session', '-P', '3'];
+const NODE_SHOW = ['iscsiadm', '-m', 'node', '-T', IQN, '-p', PORTAL];
+const NODE_NEW = ['iscsiadm', '-m', 'node', '-o', 'new', '-T', IQN, '-p', PORTAL];
+const NODE_DELETE = ['iscsiadm', '-m', 'node', '-o', 'delete', '-T', IQN, '-p', PORTAL];
+const LOGIN = ['iscsiadm', '-m', 'node', '-T', IQN, '-p', PORTAL, '--login'];
+const LOGOUT = ['iscsiadm', '-m', 'node', '-T', IQN, '-p', PORTAL, '--logout'];
+
+// SYNTHETIC: `iscsiadm -m session -P 3` (open-iscsi 2.1.8 layout), one session to the repository.
+const LOGGED_IN = `iSCSI Transport Class version 2.0-870
+version 2.1.8
+Target: ${IQN} (non-flash)
+\tCurrent Portal: ${PORTAL},1
+\tPersistent Portal: ${PORTAL},1
+\t\t**********
+\t\tInterface:
+\t\t**********
+\t\tIface Name: default
+\t\tIface Transport: tcp
+\t\tIface Initiatorname: iqn.1993-08.org.debian:01:6f3c2a1b9d0e
+\t\tIface IPaddress: 192.0.2.21
+\t\tIface HWaddress: default
+\t\tIface Netdev: default
+\t\tSID: 1
+\t\tiSCSI Connection State: LOGGED IN
+\t\tiSCSI Session State: LOGGED_IN
+\t\tInternal iscsid Session State: NO CHANGE
+\t\t************************
+\t\tAttached SCSI devices:
+\t\t************************
+\t\tHost Number: 2\tState: running
+\t\tscsi2 Channel 00 Id 0 Lun: 0
+\t\tscsi2 Channel 00 Id 0 Lun: 1
+\t\t\tAttached scsi disk sdb\t\tState: running
+`;
+
+const NO_SESSIONS = { kind: 'read' as const, exitCode: 21, stderr: 'iscsiadm: No active sessions.\n' };
+
+describe('login', () => {
+  it('reuses an existing session: no login, only the wait for the disk', async () => {
+    const r = recorder()
+      .expect(SESSIONS, { kind: 'read', stdout: LOGGED_IN })
+      .expect(['realpath', '-e', '--', LINK], { kind: 'read', stdout: '/dev/sdb\n' });
+    expect(await login(r, '192.0.2.10', IQN)).toEqual({ portal: PORTAL, iqn: IQN, lun: 1, device: LINK, disk: '/dev/sdb', alreadyLoggedIn: true });
+    r.verify();
+  });
+
+  it('logs in fresh: creates the node record, logs in, waits for the by-path link', async () => {
+    const r = recorder()
+      .expect(SESSIONS, NO_SESSIONS)
+      .expect(NODE_SHOW, { kind: 'read', exitCode: 21, stderr: 'iscsiadm: No records found\n' })
+      .expect(NODE_NEW, { kind: 'write', stdout: `New iSCSI node [tcp:[hw=,ip=,net_if=,iscsi_if=default] 192.0.2.10,3260,-1 ${IQN}] added\n` })
+      .expect(LOGIN, { kind: 'write', stdout: `Logging in to [iface: default, target: ${IQN}, portal: 192.0.2.10,3260]\nLogin to [iface: default, target: ${IQN}, portal: 192.0.2.10,3260] successful.\n` })
+      .expect(['realpath', '-e', '--', LINK], { kind: 'read', stdout: '/dev/sdb\n' });
+    expect(await login(r, '192.0.2.10:3260', IQN)).toEqual({ portal: PORTAL, iqn: IQN, lun: 1, device: LINK, disk: '/dev/sdb', alreadyLoggedIn: false });
+    expect(r.calls.filter((c) => c.argv[0] === 'iscsiadm').every((c) => c.root === true && c.timeout === 'iscsi')).toBe(true);
+    r.verify();
+  });
+
+  it('keeps an existing node record and treats "session exists" (15) as success', async () => {
+    const r = recorder()
+      .expect(SESSIONS, NO_SESSIONS)
+      .expect(NODE_SHOW, { kind: 'read', stdout: `# BEGIN RECORD 2.1.8\nnode.name = ${IQN}\n# END RECORD\n` })
+      .expect(LOGIN, { kind: 'write', exitCode: 15, stderr: 'iscsiadm: default: 1 session requested, but 1 already present.\n' })
+      .expect(['realpath', '-e', '--', LINK], { kind: 'read', stdout: '/dev/sdb\n' });
+    expect((await login(r, PORTAL, IQN)).disk).toBe('/dev/sdb');
+    r.verify();
+  });
+
+  it('waits for the link with udevadm settle until it appears', async () => {
+    const r = recorder()
+      .expect(SESSIONS, { kind: 'read', stdout: LOGGED_IN })
+      .expect(['realpath', '-e', '--', LINK.replace('lun-1', 'lun-2')], { kind: 'read', exitCode: 1, stderr: 'realpath: No such file or directory\n' })
+      .expect(['udevadm', 'settle', '--timeout=5'], { kind: 'read' })
+      .expect(['realpath', '-e', '--', LINK.replace('lun-1', 'lun-2')], { kind: 'read', stdout: '/dev/sdc\n' });
+    expect(await login(r, PORTAL, IQN, { lun: 2 })).toMatchObject({ lun: 2, disk: '/dev/sdc' });
+    r.verify();
+  });
+
+  it('dry run: plans the login and does not wait for a disk', async () => {
+    const r = recorder()
+      .expect(SESSIONS, NO_SESSIONS)
+      .expect(NODE_SHOW, { kind: 'read', stdout: 'node.name = x\n' })
+      .expect(LOGIN, { kind: 'write' });
+    expect(await login(r, PORTAL, IQN, { dryRun: true })).toEqual({ portal: PORTAL, iqn: IQN, lun: 1, device: LINK, disk: '', alreadyLoggedIn: false });
+    r.verify();
+  });
+
+  it('an authorization failure (24) is PERMISSION (8), and the node record it created is deleted', async () => {
+    const r = recorder()
+      .expect(SESSIONS, NO_SESSIONS)
+      .expect(NODE_SHOW, { kind: 'read', exitCode: 21, stderr: 'iscsiadm: No records found\n' })
+      .expect(NODE_NEW, { kind: 'write' })
+      .expect(LOGIN, {
+        kind: 'write',
+        exitCode: 24,
+        stderr: `iscsiadm: Could not login to [iface: default, target: ${IQN}, portal: 192.0.2.10,3260].\niscsiadm: initiator reported error (24 - iSCSI login failed due to authorization failure)\niscsiadm: Could not log into all portals\n`,
+      })
+      .expect(NODE_DELETE, { kind: 'write' });
+    const e = await rejectionOf(login(r, PORTAL, IQN), EXIT.PERMISSION);
+    expect(e.message).toBe(`the target ${IQN} at ${PORTAL} refused this initiator (authorization failure)`);
+    expect(e.cause).toBeInstanceOf(CommandError);
+    expect(e.data).toMatchObject({ argv: LOGIN, exitCode: 24 });
+    r.verify();
+  });
+
+  it('a failed login keeps a node record that existed before', async () => {
+    const r = recorder()
+      .expect(SESSIONS, NO_SESSIONS)
+      .expect(NODE_SHOW, { kind: 'read', stdout: 'node.name = x\n' })
+      .expect(LOGIN, { kind: 'write', exitCode: 24, stderr: 'iscsiadm: initiator reported error (24 - iSCSI login failed due to authorization failure)\n' });
+    await rejectionOf(login(r, PORTAL, IQN), EXIT.PERMISSION);
+    r.verify();
+  });
+
+  it.each([
+    [8, 'iscsiadm: connection login retries (reopen_max) 5 exceeded\n', EXIT.UNREACHABLE],
+    [19, 'iscsiadm: Could not login to [...]: target not found\n', EXIT.NOT_FOUND],
+    [4, 'iscsiadm: initiator reported error (4 - encountered connection failure)\n', EXIT.FAILED],
+  ] as const)('maps login exit %d to exit code %d', async (code, stderr, exitCode) => {
+    const r = recorder()
+      .expect(SESSIONS, NO_SESSIONS)
+      .expect(NODE_SHOW, { kind: 'read', exitCode: 21 })
+      .expect(NODE_NEW, { kind: 'write' })
+      .expect(LOGIN, { kind: 'write', exitCode: code, stderr })
+      .expect(NODE_DELETE, { kind: 'write' });
+    await rejectionOf(login(r, PORTAL, IQN), exitCode);
+    r.verify();
+  });
+
+  it('rejects a bad portal or IQN (2) before running anything', async () => {
+    const r = recorder();
+    expect((await rejectionOf(login(r, 'repo:99999', IQN), EXIT.USAGE)).message).toContain('"repo:99999"');
+    expect((await rejectionOf(login(r, PORTAL, 'iqn.2003-13.org.example:x'), EXIT.USAGE)).message).toContain('"iqn.2003-13.org.example:x"');
+    expect(r.calls).toEqual([]);
+    r.verify();
+  });
+
+  it('sessions: an iscsiadm failure other than "no sessions" is an error', async () => {
+    const r = recorder().expect(SESSIONS, { kind: 'read', exitCode: 12, stderr: 'iscsiadm: Could not connect to iscsid\n' });
+    await expect(sessions(r)).rejects.toBeInstanceOf(CommandError);
+    r.verify();
+  });
+});
+
+describe('logout', () => {
+  it('refuses (6) while something sits on the disk, naming it', async () => {
+    const r = recorder()
+      .expect(SESSIONS, { kind: 'read', stdout: LOGGED_IN })
+      .expect(['realpath', '-e', '--', '/dev/sdb'], { kind: 'read', stdout: '/dev/sdb\n' })
+      .expect(['ls', '-1', '-A', '--', '/sys/class/block/sdb/holders'], { kind: 'read', stdout: 'dm-0\n' })
+      .expect(['cat', '--', '/sys/class/block/dm-0/dm/name'], { kind: 'read', stdout: 'repo-lvmlock\n' });
+    const e = await rejectionOf(logout(r, PORTAL, IQN), EXIT.REFUSED);
+    expect(e.message).toBe(`the iSCSI disk of ${IQN} is in use by repo-lvmlock; refusing to log out`);
+    expect(e.data).toEqual({ holders: [{ kernel: 'dm-0', name: 'repo-lvmlock' }] });
+    r.verify();
+  });
+
+  it('logs out when nothing holds the disk, and forgets the record on request', async () => {
+    const r = recorder()
+      .expect(SESSIONS, { kind: 'read', stdout: LOGGED_IN })
+      .expect(['realpath', '-e', '--', '/dev/sdb'], { kind: 'read', stdout: '/dev/sdb\n' })
+      .expect(['ls', '-1', '-A', '--', '/sys/class/block/sdb/holders'], { kind: 'read', stdout: '' })
+      .expect(LOGOUT, { kind: 'write' })
+      .expect(NODE_DELETE, { kind: 'write' });
+    expect(await logout(r, PORTAL, IQN, { forget: true })).toEqual({ portal: PORTAL, iqn: IQN, action: 'logged-out', forgotten: true });
+    r.verify();
+  });
+
+  it('with --force logs out despite holders', async () => {
+    const r = recorder()
+      .expect(SESSIONS, { kind: 'read', stdout: LOGGED_IN })
+      .expect(['realpath', '-e', '--', '/dev/sdb'], { kind: 'read', stdout: '/dev/sdb\n' })
+      .expect(['ls', '-1', '-A', '--', '/sys/class/block/sdb/holders'], { kind: 'read', stdout: 'dm-0\n' })
+      .expect(['cat', '--', '/sys/class/block/dm-0/dm/name'], { kind: 'read', stdout: 'repo-lvmlock\n' })
+      .expect(LOGOUT, { kind: 'write' });
+    expect((await logout(r, PORTAL, IQN, { force: true })).action).toBe('logged-out');
+    r.verify();
+  });
+
+  it('does nothing without a session', async () => {
+    const r = recorder().expect(SESSIONS, NO_SESSIONS);
+    expect(await logout(r, '192.0.2.10', IQN)).toEqual({ portal: PORTAL, iqn: IQN, action: 'none', forgotten: false });
+    r.verify();
+  });
+});
