@@ -25,12 +25,19 @@ export interface OpContext {
   dryRun?: boolean;
 }
 
-/** Runs a plan; a lock manager refusal on the way becomes a lock-conflict error naming the LV. */
-export async function runGuarded(ctx: OpContext, steps: Step[], lockTarget?: CowObj): Promise<void> {
+/**
+ * Runs a plan; a lock manager refusal on the way becomes a lock-conflict error naming the LV.
+ * With several candidates (a whole stack), the LV is the one the refused command named.
+ */
+export async function runGuarded(ctx: OpContext, steps: Step[], lockTarget?: CowObj | CowObj[]): Promise<void> {
   try {
     await runPlan(ctx.runner, steps, ctx.observer);
   } catch (e) {
-    if (lockTarget && isLockRefusal(e)) throw await lockConflict(ctx.runner, lockTarget.vg, lockTarget.name, lockTarget.uuid, e);
+    const candidates = lockTarget === undefined ? [] : Array.isArray(lockTarget) ? lockTarget : [lockTarget];
+    if (candidates.length && isLockRefusal(e)) {
+      const hit = candidates.find((c) => e.argv.includes(lvRef(c))) ?? candidates[0]!;
+      throw await lockConflict(ctx.runner, hit.vg, hit.name, hit.uuid, e);
+    }
     throw e;
   }
 }
@@ -82,7 +89,9 @@ export async function createClone(ctx: OpContext, opts: CreateCloneOptions): Pro
     );
   }
   const chunkBytes = chunkSectors * 512;
-  const requested = opts.cowSize ? parseSize(opts.cowSize, 'COW size') : Math.max(roundUp((parent.sizeBytes * (opts.defaultPercent ?? 25)) / 100, EXTENT), 2 * EXTENT);
+  // The virtual size is the image's: a committed clone's own LV is only its COW.
+  const virtualBytes = state.repo.chain(parent).at(-1)!.sizeBytes;
+  const requested = opts.cowSize ? parseSize(opts.cowSize, 'COW size') : Math.max(roundUp((virtualBytes * (opts.defaultPercent ?? 25)) / 100, EXTENT), 2 * EXTENT);
   if (requested < chunkBytes) throw usageError(`COW size ${formatSize(requested)} is smaller than the chunk size ${formatSize(chunkBytes)}`, 'give --cow-size at least a few chunks; LVM rounds it up to whole extents');
   if (requested < 3 * chunkBytes) throw usageError(`COW size ${formatSize(requested)} cannot hold the snapshot header, one metadata chunk and data (needs at least 3 chunks of ${formatSize(chunkBytes)})`);
   const cowBytes = roundUp(requested, EXTENT);
@@ -93,9 +102,9 @@ export async function createClone(ctx: OpContext, opts: CreateCloneOptions): Pro
     if (existing?.kind === 'clone' && existing.parentUuid === parent.uuid) {
       if (existing.state !== 'initializing') return { ...base, uuid: existing.uuid, cowBytes: existing.sizeBytes, chunkSectors: existing.chunkSectors, action: 'none' };
       await runGuarded(ctx, finishCreateSteps(ctx, existing, existing.chunkSectors), existing);
-      return { ...base, uuid: existing.uuid, action: 'completed' };
+      return { ...base, uuid: existing.uuid, cowBytes: existing.sizeBytes, chunkSectors: existing.chunkSectors, action: 'completed' };
     }
-    throw refused(`${ctx.vg}/${opts.name} already exists${existing ? ` (a ${existing.kind}${existing.kind === 'clone' ? ` of another parent` : ''})` : ' and is not managed by cowstack'}`, 'pick another name');
+    throw refused(`${ctx.vg}/${opts.name} already exists${existing ? ` (${existing.kind === 'clone' ? 'a clone of another parent' : 'an image'})` : ' and is not managed by cowstack'}`, 'pick another name');
   }
 
   const ref = `${ctx.vg}/${opts.name}`;
@@ -143,7 +152,8 @@ export async function mapClone(ctx: OpContext, name: string): Promise<CloneResul
   const result: CloneResult = { name, vg: ctx.vg, uuid: o.uuid, parent: state.repo.byUuid.get(o.parentUuid)?.name, device: plan.device, mode, action: 'none' };
   if (!plan.steps.length) return result;
   const journal = { op: 'map' as const, vg: ctx.vg, name, uuid: o.uuid };
-  await runGuarded(ctx, [beginStep(journal), ...plan.steps, endStep(journal)], o);
+  // Any layer's activation may be refused by the lock manager: name the one that was.
+  await runGuarded(ctx, [beginStep(journal), ...plan.steps, endStep(journal)], plan.layers.map((l) => l.obj).reverse());
   return { ...result, action: 'mapped' };
 }
 
@@ -181,6 +191,15 @@ export async function commitClone(ctx: OpContext, name: string, opts: { force?: 
   const base: CloneResult = { name, vg: ctx.vg, uuid: o.uuid, parent: state.repo.byUuid.get(o.parentUuid)?.name, action: 'none' };
   if (o.state === 'committed') {
     if (liveTop(state, o)) throw new CowstackError(EXIT.FAILED, `${lvRef(o)} is committed but still has a writable mapping on this node`, { hint: 'run cowstack recover' });
+    // A commit interrupted after the state change leaves the COW active exclusively here, holding
+    // its lock and its ancestors' mappings: release them (a committed clone is otherwise only
+    // ever active shared). Recover finishes an interrupted commit through this path.
+    const lvDev = state.devices.get(lvMapperPath(o.vg, o.name).slice('/dev/mapper/'.length));
+    if (o.lv.activeLocally && o.lv.activeExclusively && !(lvDev && lvDev.open > 0)) {
+      await runGuarded(ctx, [deactivateStep(o, ctx.scope)], o);
+      if (!ctx.dryRun) await collectGarbage(ctx, name);
+      return { ...base, action: 'committed' };
+    }
     return base;
   }
   if (o.state !== 'live') throw refused(`${lvRef(o)} is ${o.state}; only a live clone can be committed`, 'its creation did not finish: run cowstack recover');

@@ -20,9 +20,10 @@ export const dmPath = (role: DmRole, lvUuid: string): string => `/dev/mapper/${d
 /** Parse a dm uuid back into its role and the compact LV uuid; undefined if not ours. */
 export function parseDmUuid(uuid: string): { role: DmRole; lvUuid: string } | undefined {
   if (!uuid.startsWith(DM_UUID_PREFIX)) return undefined;
-  const [role, id] = uuid.slice(DM_UUID_PREFIX.length).split('-');
-  if (!ROLES.includes(role as DmRole) || !id || !/^[A-Za-z0-9]{32}$/.test(id)) return undefined;
-  return { role: role as DmRole, lvUuid: id };
+  // Exactly PREFIX-ROLE-UUID: anything after the uuid (a future layer's suffix) is not this role's device.
+  const m = /^([a-z]+)-([A-Za-z0-9]{32})$/.exec(uuid.slice(DM_UUID_PREFIX.length));
+  if (!m || !ROLES.includes(m[1] as DmRole)) return undefined;
+  return { role: m[1] as DmRole, lvUuid: m[2]! };
 }
 
 export const sameUuid = (a: string, b: string): boolean => compact(a) === compact(b);

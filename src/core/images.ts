@@ -81,12 +81,15 @@ export async function importImage(ctx: OpContext, name: string, source: string, 
     throw refused(`image ${lvRef(existing)} already exists (${existing.state})`, 'remove it first or import under another name');
   }
   const src = await prepareSource(source);
+  let cleanupStream = () => {};
   try {
     const bytes = roundUp(src.bytes, EXTENT);
     const ref = `${ctx.vg}/${name}`;
     const journal = { op: 'import' as const, vg: ctx.vg, name };
     const started = Date.now();
     const data = paddedStream(src.path, src.bytes, bytes, (n) => opts.onProgress?.(n, bytes));
+    data.digest.catch(() => undefined); // a failure before dd reads it is reported by the step
+    cleanupStream = () => data.stream.destroy();
     const steps: Step[] = [beginStep(journal)];
     // A leftover from an interrupted import of the same name is ours to replace.
     if (existing) steps.push({ title: `remove interrupted import ${ref}`, req: lvm.lvmRequest('lvremove', ['-y', ref], 'write', ctx.scope) });
@@ -109,6 +112,7 @@ export async function importImage(ctx: OpContext, name: string, source: string, 
     const lv = ctx.dryRun ? undefined : await lvm.findLv(ctx.runner, ctx.vg, name, ctx.scope);
     return { name, vg: ctx.vg, uuid: lv?.uuid, sizeBytes: bytes, bytes: src.bytes, sha256: sha, state: seal ? 'sealed' : 'writable', action: 'imported', seconds: (Date.now() - started) / 1000 };
   } finally {
+    cleanupStream();
     await src.cleanup();
   }
 }

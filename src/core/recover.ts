@@ -35,7 +35,8 @@ export async function recover(ctx: OpContext): Promise<RecoverReport> {
   for (const entry of entries) {
     try {
       const decision = await settle(ctx, entry);
-      actions.push({ op: entry.op, name: entry.name, decision });
+      // An entry without a VG is a torn write (or not ours): report the file, not a made-up op.
+      actions.push(entry.vg ? { op: entry.op, name: entry.name, decision } : { op: 'journal', name: entry.file, decision, detail: 'unreadable entry removed' });
       if (!entry.vg) await ctx.runner.run({ argv: ['rm', '-f', '--', entry.file], kind: 'write', root: true });
       else await runPlan(ctx.runner, [endStep(entry)], ctx.observer);
     } catch (e) {

@@ -72,11 +72,10 @@ export function planStack(state: NodeState, target: CowObj, scope: lvm.LvmScope 
       if (o.lv.activeLocally && !o.lv.activeExclusively) {
         throw refused(`${lvRef(o)} is active shared on this node; a live COW must be exclusive`, `deactivate it first: cowstack deactivate ${lvRef(o)}`);
       }
-      steps.push(
-        o.lv.activeLocally
-          ? { title: `refresh ${lvRef(o)}`, req: lvm.lvmRequest('lvchange', ['--refresh', lvRef(o)], 'write', scope) }
-          : activateStep(o, 'exclusive', scope),
-      );
+      // Already active here: refresh (another node may have grown it) unless it is already
+      // mapped, in which case the mapping is verified below and nothing runs at all.
+      if (!o.lv.activeLocally) steps.push(activateStep(o, 'exclusive', scope));
+      else if (!state.devices.has(dmName('rw', o.uuid))) steps.push({ title: `refresh ${lvRef(o)}`, req: lvm.lvmRequest('lvchange', ['--refresh', lvRef(o)], 'write', scope) });
     } else if (!o.lv.activeLocally) {
       steps.push(activateStep(o, 'shared', scope));
     }

@@ -1,0 +1,299 @@
+import { createHash } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import { gzipSync } from 'node:zlib';
+import { afterAll, describe, expect, it, vi } from 'vitest';
+import type { OpContext } from '../../src/core/clones.js';
+import { detectFormat, prepareSource } from '../../src/core/imageSource.js';
+import { createImage, importImage, removeImage, renameImage, sealImage } from '../../src/core/images.js';
+import { EXIT } from '../../src/exec/errors.js';
+import type { RecordingRunner } from '../../src/exec/recordingRunner.js';
+import { MiB, U, VG, chainRows, cloneRow, expectObserve, foreignRow, imageRow, journalBegin, journalEnd, lvDev } from './repoFixtures.js';
+import { lvsArgv, lvsJson, recorder, rejectionOf } from './support.js';
+
+const ctxOf = (r: RecordingRunner): OpContext => ({ runner: r, vg: VG });
+const W = { kind: 'write' } as const;
+const SHA = '9f2c1b7e4a6d3c5b8e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f';
+
+const newImageLv = (name: string, bytes: number) => ['lvcreate', '-an', '-Zn', '-Wn', '--setautoactivation', 'n', '-L', `${bytes}b`, '-n', name, '--addtag', 'cowstack_role:image', '--addtag', 'cowstack_state:initializing', VG];
+
+describe('createImage', () => {
+  const expectCreate = (r: RecordingRunner, zero: boolean) => {
+    r.expect(journalBegin('img2', 'create-image'), W).expect(newImageLv('img2', 12 * MiB), W).expect(['lvchange', '-aey', 'vg/img2'], W);
+    if (zero) r.expect(['blkdiscard', '--zeroout', '/dev/mapper/vg-img2'], W);
+    return r
+      .expect(['lvchange', '-an', 'vg/img2'], W)
+      .expect(['lvchange', '--deltag', 'cowstack_state:initializing', '--addtag', 'cowstack_state:writable', 'vg/img2'], W)
+      .expect(journalEnd('img2', 'create-image'), W)
+      .expect(lvsArgv('vg/img2'), { kind: 'read', stdout: lvsJson([imageRow('img2', U.img2, { state: 'writable', size: 12 * MiB })]) });
+  };
+
+  it('creates, zeroes with blkdiscard --zeroout and marks the image writable, under a journal entry', async () => {
+    const r = expectCreate(expectObserve(recorder(), chainRows()), true);
+    expect(await createImage(ctxOf(r), 'img2', '10M')).toEqual({ name: 'img2', vg: VG, uuid: U.img2, sizeBytes: 12 * MiB, state: 'writable', action: 'created' });
+    expect(r.calls[5]).toMatchObject({ root: true, timeout: 'data' });
+    expect(JSON.parse(String(r.calls[2]!.input))).toMatchObject({ op: 'create-image', vg: VG, name: 'img2' });
+    r.verify();
+  });
+
+  it('skips the zeroing with zero: false', async () => {
+    const r = expectCreate(expectObserve(recorder(), chainRows()), false);
+    expect((await createImage(ctxOf(r), 'img2', '12M', { zero: false })).action).toBe('created');
+    r.verify();
+  });
+
+  it('is idempotent for an existing image', async () => {
+    const r = expectObserve(recorder(), [imageRow('img2', U.img2, { state: 'writable', size: 12 * MiB })]);
+    expect(await createImage(ctxOf(r), 'img2', '12M')).toEqual({ name: 'img2', vg: VG, uuid: U.img2, sizeBytes: 12 * MiB, state: 'writable', action: 'none' });
+    r.verify();
+  });
+
+  it('refuses (6) an image left initializing by an interrupted create', async () => {
+    const r = expectObserve(recorder(), [imageRow('img2', U.img2, { state: 'initializing' })]);
+    expect((await rejectionOf(createImage(ctxOf(r), 'img2', '12M'), EXIT.REFUSED)).hint).toContain('cowstack recover');
+    r.verify();
+  });
+
+  it.each([
+    [foreignRow('img2'), 'vg/img2 already exists and is not managed by cowstack'],
+    [cloneRow('img2', U.img2, U.image), 'vg/img2 already exists (a clone)'],
+  ])('refuses (6) a name taken by another LV', async (row, message) => {
+    const r = expectObserve(recorder(), [imageRow('image', U.image), row]);
+    expect((await rejectionOf(createImage(ctxOf(r), 'img2', '12M'), EXIT.REFUSED)).message).toBe(message);
+    r.verify();
+  });
+
+  it('rejects (2) a bad size before running anything', async () => {
+    const r = recorder();
+    await rejectionOf(createImage(ctxOf(r), 'img2', '12Q'), EXIT.USAGE);
+    expect(r.calls).toEqual([]);
+    r.verify();
+  });
+});
+
+describe('sealImage', () => {
+  const SEAL = ['lvchange', '--permission', 'r', '--deltag', 'cowstack_state:writable', '--addtag', 'cowstack_state:sealed', '--addtag', `cowstack_sha256:${SHA}`, 'vg/image'];
+
+  it('holds the image exclusively, records its sha256, makes it read-only and releases it', async () => {
+    const r = expectObserve(recorder(), [imageRow('image', U.image, { state: 'writable' })])
+      .expect(['lvchange', '-aey', 'vg/image'], W)
+      .expect(['sha256sum', '/dev/mapper/vg-image'], { kind: 'read', stdout: `${SHA}  /dev/mapper/vg-image\n` })
+      .expect(SEAL, W)
+      .expect(['lvchange', '-an', 'vg/image'], W);
+    expect(await sealImage(ctxOf(r), 'image')).toEqual({ name: 'image', vg: VG, uuid: U.image, sha256: SHA, state: 'sealed', action: 'sealed' });
+    expect(r.calls[3]).toMatchObject({ root: true, timeout: 'data' });
+    r.verify();
+  });
+
+  it('uses an exclusive activation that is already there', async () => {
+    const r = expectObserve(recorder(), [imageRow('image', U.image, { state: 'writable', active: 'exclusive', minor: 3 })], [lvDev('image', U.image, 3, 0)])
+      .expect(['sha256sum', '/dev/mapper/vg-image'], { kind: 'read', stdout: `${SHA}  /dev/mapper/vg-image\n` })
+      .expect(SEAL, W)
+      .expect(['lvchange', '-an', 'vg/image'], W);
+    expect((await sealImage(ctxOf(r), 'image')).sha256).toBe(SHA);
+    r.verify();
+  });
+
+  it('is idempotent for a sealed image', async () => {
+    const r = expectObserve(recorder(), [imageRow('image', U.image, { sha: SHA })]);
+    expect(await sealImage(ctxOf(r), 'image')).toEqual({ name: 'image', vg: VG, uuid: U.image, sha256: SHA, state: 'sealed', action: 'none' });
+    r.verify();
+  });
+
+  it('refuses (6) an image open on this node, naming who holds it', async () => {
+    const r = expectObserve(recorder(), [imageRow('image', U.image, { state: 'writable', active: 'exclusive', open: true, minor: 3 })], [lvDev('image', U.image, 3, 1)])
+      .expect(['realpath', '-e', '--', '/dev/mapper/vg-image'], { kind: 'read', stdout: '/dev/dm-3\n' })
+      .expect(['ls', '-1', '-A', '--', '/sys/class/block/dm-3/holders'], { kind: 'read', stdout: '' })
+      .expect(['fuser', '-v', '/dev/mapper/vg-image'], { kind: 'read', stderr: '                     USER        PID ACCESS COMMAND\n/dev/mapper/vg-image: root       3101 F.... qemu-img\n' });
+    const e = await rejectionOf(sealImage(ctxOf(r), 'image'), EXIT.REFUSED);
+    expect(e.message).toBe('vg/image is open on this node (process qemu-img (pid 3101, user root)); refusing to seal it');
+    r.verify();
+  });
+
+  it('refuses (6) an image active shared here', async () => {
+    const r = expectObserve(recorder(), [imageRow('image', U.image, { state: 'writable', active: 'shared', minor: 3 })], [lvDev('image', U.image, 3, 0)]);
+    expect((await rejectionOf(sealImage(ctxOf(r), 'image'), EXIT.REFUSED)).message).toBe('vg/image is active shared on this node');
+    r.verify();
+  });
+
+  it('refuses (6) an initializing image and rejects (2) a clone', async () => {
+    const r = expectObserve(recorder(), [imageRow('image', U.image, { state: 'initializing' })]);
+    expect((await rejectionOf(sealImage(ctxOf(r), 'image'), EXIT.REFUSED)).hint).toContain('cowstack recover');
+    expectObserve(r, chainRows());
+    await rejectionOf(sealImage(ctxOf(r), 'c1'), EXIT.USAGE);
+    r.verify();
+  });
+});
+
+describe('removeImage', () => {
+  it('refuses (6) an image with clones', async () => {
+    const r = expectObserve(recorder(), [...chainRows(), cloneRow('d1', U.d1, U.image)]);
+    const e = await rejectionOf(removeImage(ctxOf(r), 'image'), EXIT.REFUSED);
+    expect(e.message).toBe('image vg/image has 2 clone(s): c1, d1');
+    expect(e.data).toEqual({ children: ['c1', 'd1'] });
+    r.verify();
+  });
+
+  it('removes an inactive image', async () => {
+    const r = expectObserve(recorder(), [imageRow('img2', U.img2)]).expect(['lvremove', '-y', 'vg/img2'], W);
+    expect(await removeImage(ctxOf(r), 'img2')).toEqual({ name: 'img2', vg: VG, uuid: U.img2, action: 'removed' });
+    r.verify();
+  });
+
+  it('deactivates an active, unopened image first', async () => {
+    const r = expectObserve(recorder(), [imageRow('img2', U.img2, { active: 'shared', minor: 3 })], [lvDev('img2', U.img2, 3, 0, true)])
+      .expect(['lvchange', '-an', 'vg/img2'], W)
+      .expect(['lvremove', '-y', 'vg/img2'], W);
+    expect((await removeImage(ctxOf(r), 'img2')).action).toBe('removed');
+    r.verify();
+  });
+
+  it('refuses (6) an image open here', async () => {
+    const r = expectObserve(recorder(), [imageRow('img2', U.img2, { active: 'shared', open: true, minor: 3 })], [lvDev('img2', U.img2, 3, 1, true)]);
+    expect((await rejectionOf(removeImage(ctxOf(r), 'img2'), EXIT.REFUSED)).message).toBe('image vg/img2 is open on this node');
+    r.verify();
+  });
+
+  it('is a no-op for an image that does not exist, and rejects (2) a clone', async () => {
+    const r = expectObserve(recorder(), chainRows());
+    expect(await removeImage(ctxOf(r), 'gone')).toEqual({ name: 'gone', vg: VG, action: 'none' });
+    expectObserve(r, chainRows());
+    expect((await rejectionOf(removeImage(ctxOf(r), 'c3'), EXIT.USAGE)).hint).toBe('use cowstack clone rm c3');
+    r.verify();
+  });
+});
+
+describe('renameImage', () => {
+  it('renames with lvrename VG OLD NEW (children keep pointing at the uuid)', async () => {
+    const r = expectObserve(recorder(), chainRows()).expect(['lvrename', 'vg', 'image', 'deb12'], W);
+    expect(await renameImage(ctxOf(r), 'image', 'deb12')).toEqual({ name: 'deb12', vg: VG, uuid: U.image, action: 'renamed' });
+    r.verify();
+  });
+
+  it('is idempotent once renamed', async () => {
+    const r = expectObserve(recorder(), [imageRow('deb12', U.image)]);
+    expect(await renameImage(ctxOf(r), 'image', 'deb12')).toEqual({ name: 'deb12', vg: VG, uuid: U.image, action: 'none' });
+    r.verify();
+  });
+
+  it('refuses (6) a taken name', async () => {
+    const r = expectObserve(recorder(), [...chainRows(), foreignRow('deb12')]);
+    expect((await rejectionOf(renameImage(ctxOf(r), 'image', 'deb12'), EXIT.REFUSED)).message).toBe('vg/deb12 already exists');
+    r.verify();
+  });
+});
+
+describe('detectFormat', () => {
+  const head = (...bytes: number[]) => Buffer.concat([Buffer.from(bytes), Buffer.alloc(512 - bytes.length)]);
+  it.each([
+    ['gzip', gzipSync(Buffer.from('hello')).subarray(0, 512), 'gzip'],
+    ['zstd', head(0x28, 0xb5, 0x2f, 0xfd, 0x24, 0x05), 'zstd'],
+    ['qcow2', head(0x51, 0x46, 0x49, 0xfb, 0x00, 0x00, 0x00, 0x03), 'qcow2'],
+    ['zeros', Buffer.alloc(512), 'raw'],
+    ['an MBR', Buffer.concat([Buffer.alloc(510), Buffer.from([0x55, 0xaa])]), 'raw'],
+    ['a near-miss zstd magic', head(0x28, 0xb5, 0x2f, 0xfe), 'raw'],
+    ['a near-miss qcow2 magic', head(0x51, 0x46, 0x49, 0xfa), 'raw'],
+    ['half a gzip magic', head(0x1f, 0x00), 'raw'],
+  ])('%s', (_what, buf, format) => {
+    const padded = buf.length < 512 ? Buffer.concat([buf, Buffer.alloc(512 - buf.length)]) : buf;
+    expect(detectFormat(padded)).toBe(format);
+  });
+});
+
+describe('importImage', () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'cowstack-unit-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  // 5 MiB of a non-zero pattern: the LV is two 4 MiB extents, the last 3 MiB must be zeros.
+  const RAW = Buffer.alloc(5 * MiB);
+  for (let i = 0; i < RAW.length; i++) RAW[i] = (i * 7 + 1) % 251;
+  const PADDED = Buffer.concat([RAW, Buffer.alloc(3 * MiB)]);
+  const PADDED_SHA = createHash('sha256').update(PADDED).digest('hex');
+  const rawFile = path.join(dir, 'disk.raw');
+  const gzFile = path.join(dir, 'disk.raw.gz');
+  writeFileSync(rawFile, RAW);
+  writeFileSync(gzFile, gzipSync(RAW, { level: 1 }));
+
+  const DD = ['dd', 'of=/dev/mapper/vg-img3', 'bs=4M', 'iflag=fullblock', 'oflag=direct', 'conv=fsync', 'status=none'];
+  const expectImport = (r: RecordingRunner, seal: boolean, replace = false) => {
+    r.expect(journalBegin('img3', 'import'), W);
+    if (replace) r.expect(['lvremove', '-y', 'vg/img3'], W);
+    return r
+      .expect(newImageLv('img3', 8 * MiB), W)
+      .expect(['lvchange', '-aey', 'vg/img3'], W)
+      .expect(DD, W)
+      .expect(
+        ['lvchange', ...(seal ? ['--permission', 'r'] : []), '--deltag', 'cowstack_state:initializing', '--addtag', `cowstack_state:${seal ? 'sealed' : 'writable'}`, '--addtag', `cowstack_sha256:${PADDED_SHA}`, 'vg/img3'],
+        W,
+      )
+      .expect(['lvchange', '-an', 'vg/img3'], W)
+      .expect(journalEnd('img3', 'import'), W)
+      .expect(lvsArgv('vg/img3'), { kind: 'read', stdout: lvsJson([imageRow('img3', U.img2, { state: seal ? 'sealed' : 'writable', size: 8 * MiB, sha: PADDED_SHA })]) });
+  };
+
+  /** RecordingRunner ignores stdin: read the dd's stream ourselves, as dd would. */
+  async function ddInput(r: RecordingRunner): Promise<Buffer> {
+    const dd = await vi.waitFor(() => {
+      const c = r.calls.find((x) => x.argv[0] === 'dd');
+      if (!c) throw new Error('dd has not run yet');
+      return c;
+    });
+    expect(dd).toMatchObject({ kind: 'write', root: true, timeout: 'data' });
+    const chunks: Buffer[] = [];
+    for await (const c of dd.stdin as Readable) chunks.push(c as Buffer);
+    return Buffer.concat(chunks);
+  }
+
+  it('writes the raw file padded with zeros to whole extents, and seals it with the sha256 of what was written', async () => {
+    const r = expectImport(expectObserve(recorder(), chainRows()), true);
+    const progress: number[] = [];
+    const done = importImage(ctxOf(r), 'img3', rawFile, { onProgress: (n, total) => progress.push(n / total) });
+    const written = await ddInput(r);
+    const res = await done;
+    expect(written.length).toBe(8 * MiB);
+    expect(written.subarray(0, 5 * MiB).equals(RAW)).toBe(true);
+    expect(written.subarray(5 * MiB).equals(Buffer.alloc(3 * MiB))).toBe(true);
+    expect(res).toMatchObject({ name: 'img3', vg: VG, uuid: U.img2, sizeBytes: 8 * MiB, bytes: 5 * MiB, sha256: PADDED_SHA, state: 'sealed', action: 'imported' });
+    expect(progress.at(-1)).toBe(1);
+    r.verify();
+  });
+
+  it('expands a gzip source first; the LV gets the same bytes', async () => {
+    const r = expectImport(expectObserve(recorder(), chainRows()), false);
+    const done = importImage(ctxOf(r), 'img3', gzFile, { seal: false });
+    expect((await ddInput(r)).equals(PADDED)).toBe(true);
+    expect(await done).toMatchObject({ bytes: 5 * MiB, sha256: PADDED_SHA, state: 'writable' });
+    r.verify();
+  });
+
+  it('replaces the leftover of an interrupted import of the same name', async () => {
+    const r = expectImport(expectObserve(recorder(), [imageRow('img3', U.img2, { state: 'initializing', size: 8 * MiB })]), true, true);
+    const done = importImage(ctxOf(r), 'img3', rawFile);
+    await ddInput(r);
+    expect((await done).action).toBe('imported');
+    r.verify();
+  });
+
+  it('refuses (6) to import over an existing image', async () => {
+    const r = expectObserve(recorder(), [imageRow('img3', U.img2)]);
+    expect((await rejectionOf(importImage(ctxOf(r), 'img3', rawFile), EXIT.REFUSED)).message).toBe('image vg/img3 already exists (sealed)');
+    r.verify();
+  });
+
+  it('NOT_FOUND (7) for a missing source, after looking at the repository only', async () => {
+    const r = expectObserve(recorder(), chainRows());
+    expect((await rejectionOf(importImage(ctxOf(r), 'img3', path.join(dir, 'nope.raw')), EXIT.NOT_FOUND)).message).toContain('does not exist');
+    r.verify();
+  });
+
+  it('prepareSource reports format and raw size, and cleans up its work directory', async () => {
+    const src = await prepareSource(gzFile);
+    expect(src).toMatchObject({ format: 'gzip', bytes: 5 * MiB });
+    await src.cleanup();
+    const plain = await prepareSource(rawFile);
+    expect(plain).toMatchObject({ format: 'raw', bytes: 5 * MiB, path: rawFile });
+    await plain.cleanup();
+  });
+});

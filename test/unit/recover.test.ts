@@ -1,0 +1,258 @@
+import { describe, expect, it } from 'vitest';
+import type { OpContext } from '../../src/core/clones.js';
+import { JOURNAL_DIR, readJournal } from '../../src/core/journal.js';
+import { recover } from '../../src/core/recover.js';
+import type { RecordingRunner } from '../../src/exec/recordingRunner.js';
+import {
+  JOURNAL,
+  MiB,
+  U,
+  VG,
+  chainDevs,
+  chainRows,
+  cloneRow,
+  expectObserve,
+  imageRow,
+  journalBegin,
+  journalEnd,
+  journalFile,
+  lvDev,
+  ro,
+  rw,
+  type Dev,
+} from './repoFixtures.js';
+import { recorder } from './support.js';
+
+const ctxOf = (r: RecordingRunner): OpContext => ({ runner: r, vg: VG });
+const W = { kind: 'write' } as const;
+const STARTED = '2026-01-12T10:31:02.417Z';
+const remove = (name: string) => ['dmsetup', 'remove', '--retry', name];
+const LS = ['ls', '-1', '-A', '--', JOURNAL];
+
+/** `ls` of the journal directory and `cat` of each .json file in it. */
+function expectJournal(r: RecordingRunner, files: Record<string, string>): RecordingRunner {
+  const names = Object.keys(files);
+  r.expect(LS, { kind: 'read', stdout: names.map((n) => `${n}\n`).join('') });
+  for (const n of names.filter((f) => f.endsWith('.json'))) r.expect(['cat', '--', `${JOURNAL}/${n}`], { kind: 'read', stdout: files[n] });
+  return r;
+}
+const entry = (op: string, name: string, uuid?: string, vg = VG) => `${JSON.stringify({ op, vg, name, ...(uuid ? { uuid } : {}), started: STARTED })}\n`;
+
+/**
+ * What recover reads after settling the journal: nodeStatus (observe, dmsetup status, a table per
+ * cowstack device, the journal again), then one more observation for the initializing check.
+ */
+function expectAftermath(
+  r: RecordingRunner,
+  rows: Array<Record<string, unknown>>,
+  devs: Dev[] = [],
+  o: { status?: string; tables?: Record<string, string>; journal?: Record<string, string> } = {},
+): RecordingRunner {
+  expectObserve(r, rows, devs).expect(['dmsetup', 'status'], { kind: 'read', stdout: o.status ?? '' });
+  for (const d of devs.filter((x) => x.uuid.startsWith('COWSTACK-'))) r.expect(['dmsetup', 'table', d.name], { kind: 'read', stdout: o.tables?.[d.name] ?? '' });
+  expectJournal(r, o.journal ?? {});
+  return expectObserve(r, rows, devs);
+}
+
+/** The stack torn down by unmapClone under its own journal entry. */
+const expectUnmapAll = (r: RecordingRunner) =>
+  r
+    .expect(journalBegin('c3', 'unmap'), W)
+    .expect(remove(rw(U.c3)), W)
+    .expect(['lvchange', '-an', 'vg/c3'], W)
+    .expect(remove(ro(U.c2)), W)
+    .expect(['lvchange', '-an', 'vg/c2'], W)
+    .expect(remove(ro(U.c1)), W)
+    .expect(['lvchange', '-an', 'vg/c1'], W)
+    .expect(['lvchange', '-an', 'vg/image'], W)
+    .expect(journalEnd('c3', 'unmap'), W);
+
+const TABLES = {
+  [ro(U.c1)]: '0 131072 snapshot 253:3 253:4 P 8\n',
+  [ro(U.c2)]: '0 131072 snapshot 253:5 253:6 P 16\n',
+  [rw(U.c3)]: '0 131072 snapshot 253:7 253:8 PO 128\n',
+};
+const STATUS = [
+  'vg-image: 0 131072 linear 8:16 2048',
+  'vg-c1: 0 32768 linear 8:16 133120',
+  `${ro(U.c1)}: 0 131072 snapshot 96/32768 16`,
+  'vg-c2: 0 32768 linear 8:16 165888',
+  `${ro(U.c2)}: 0 131072 snapshot 1040/32768 16`,
+  'vg-c3: 0 32768 linear 8:16 198656',
+  `${rw(U.c3)}: 0 131072 snapshot 27853/32768 112`,
+  '',
+].join('\n');
+
+describe('readJournal', () => {
+  it('reads the default journal directory', () => {
+    expect(JOURNAL_DIR).toBe('/var/lib/cowstack/journal');
+  });
+
+  it('reads every .json entry, skips other files, and keeps a torn entry as one without a VG', async () => {
+    const r = expectJournal(recorder(), {
+      'vg.c3.map.json': entry('map', 'c3', U.c3),
+      'vg.c9.commit.json': '{"op":"commit","vg":"v',
+      'vg.c3.map.json.cowstack-new': '',
+    });
+    expect(await readJournal(r)).toEqual([
+      { op: 'map', vg: VG, name: 'c3', uuid: U.c3, started: STARTED, file: journalFile('c3', 'map') },
+      { op: 'map', vg: '', name: '', started: '', file: journalFile('c9', 'commit') },
+    ]);
+    expect(r.calls[0]).toMatchObject({ kind: 'read' });
+    expect(r.calls[1]).toMatchObject({ kind: 'read', root: true, allowFailure: true });
+    r.verify();
+  });
+
+  it('is empty when the directory does not exist yet', async () => {
+    const r = recorder().expect(LS, { kind: 'read', exitCode: 2, stderr: "ls: cannot access '/var/lib/cowstack/journal': No such file or directory\n" });
+    expect(await readJournal(r)).toEqual([]);
+    r.verify();
+  });
+});
+
+describe('recover', () => {
+  it('does nothing when nothing was in flight', async () => {
+    const r = expectAftermath(expectJournal(recorder(), {}), chainRows());
+    expect(await recover(ctxOf(r))).toEqual({ vg: VG, actions: [], warnings: [] });
+    r.verify();
+  });
+
+  it('undoes an interrupted map whose top device nobody opened', async () => {
+    const r = expectJournal(recorder(), { 'vg.c3.map.json': entry('map', 'c3', U.c3) });
+    expectObserve(r, chainRows({ mapped: true }), chainDevs(0)); // settle looks
+    expectUnmapAll(expectObserve(r, chainRows({ mapped: true }), chainDevs(0))); // unmapClone looks again and tears down
+    r.expect(journalEnd('c3', 'map'), W);
+    expectAftermath(r, chainRows());
+    expect(await recover(ctxOf(r))).toEqual({ vg: VG, actions: [{ op: 'map', name: 'c3', decision: 'undone' }], warnings: [] });
+    r.verify();
+  });
+
+  it('keeps a map whose top device is open (it finished and a VM uses it), reporting COW usage', async () => {
+    const r = expectJournal(recorder(), { 'vg.c3.map.json': entry('map', 'c3', U.c3) });
+    expectObserve(r, chainRows({ mapped: true }), chainDevs(1)).expect(journalEnd('c3', 'map'), W);
+    expectAftermath(r, chainRows({ mapped: true }), chainDevs(1), { status: STATUS, tables: TABLES });
+    const rep = await recover(ctxOf(r));
+    expect(rep.actions).toEqual([{ op: 'map', name: 'c3', decision: 'kept' }]);
+    expect(rep.warnings).toEqual(['c3: COW 85% full (warning at 80%): grow it with cowstack clone grow']);
+    expect(r.calls.filter((c) => c.kind === 'write').map((c) => c.argv)).toEqual([journalEnd('c3', 'map')]);
+    r.verify();
+  });
+
+  it('finishes an interrupted commit (unmapped, not yet marked) and collects the ancestors', async () => {
+    const rows = chainRows({ mapped: true });
+    const devs = chainDevs().filter((d) => d.name !== rw(U.c3)).map((d) => (d.name === ro(U.c2) || d.name === 'vg-c3' ? { ...d, open: 0 } : d));
+    const afterRows = chainRows({ mapped: true, c3: { state: 'committed', active: undefined, open: false } });
+    const afterDevs = devs.filter((d) => d.name !== 'vg-c3');
+    const r = expectJournal(recorder(), { 'vg.c3.commit.json': entry('commit', 'c3', U.c3) });
+    expectObserve(r, rows, devs);
+    expectObserve(r, rows, devs)
+      .expect(journalBegin('c3', 'commit'), W)
+      .expect(['lvchange', '--permission', 'r', '--deltag', 'cowstack_state:live', '--addtag', 'cowstack_state:committed', 'vg/c3'], W)
+      .expect(['lvchange', '-an', 'vg/c3'], W)
+      .expect(journalEnd('c3', 'commit'), W);
+    expectObserve(r, afterRows, afterDevs)
+      .expect(remove(ro(U.c2)), W)
+      .expect(['lvchange', '-an', 'vg/c2'], W)
+      .expect(remove(ro(U.c1)), W)
+      .expect(['lvchange', '-an', 'vg/c1'], W)
+      .expect(['lvchange', '-an', 'vg/image'], W);
+    r.expect(journalEnd('c3', 'commit'), W);
+    expectAftermath(r, chainRows({ c3: { state: 'committed' } }));
+    expect(await recover(ctxOf(r))).toEqual({ vg: VG, actions: [{ op: 'commit', name: 'c3', decision: 'finished' }], warnings: [] });
+    r.verify();
+  });
+
+  it('finishes a commit interrupted after the state change: releases the COW still held exclusively', async () => {
+    const rows = chainRows({ mapped: true, c3: { state: 'committed', active: 'exclusive', open: false, minor: 8 } });
+    const devs = chainDevs().filter((d) => d.name !== rw(U.c3)).map((d) => (d.name === ro(U.c2) || d.name === 'vg-c3' ? { ...d, open: 0 } : d));
+    const r = expectJournal(recorder(), { 'vg.c3.commit.json': entry('commit', 'c3', U.c3) });
+    expectObserve(r, rows, devs);
+    expectObserve(r, rows, devs).expect(['lvchange', '-an', 'vg/c3'], W);
+    expectObserve(r, chainRows({ mapped: true, c3: { state: 'committed', active: undefined, open: false } }), devs.filter((d) => d.name !== 'vg-c3'))
+      .expect(remove(ro(U.c2)), W)
+      .expect(['lvchange', '-an', 'vg/c2'], W)
+      .expect(remove(ro(U.c1)), W)
+      .expect(['lvchange', '-an', 'vg/c1'], W)
+      .expect(['lvchange', '-an', 'vg/image'], W);
+    r.expect(journalEnd('c3', 'commit'), W);
+    expectAftermath(r, chainRows({ c3: { state: 'committed' } }));
+    expect((await recover(ctxOf(r))).actions).toEqual([{ op: 'commit', name: 'c3', decision: 'finished' }]);
+    r.verify();
+  });
+
+  it('undoes an interrupted clone creation: deactivates and removes the initializing LV', async () => {
+    const rows = [imageRow('image', U.image), cloneRow('n1', U.n1, U.image, { state: 'initializing', active: 'exclusive', minor: 10 })];
+    const r = expectJournal(recorder(), { 'vg.n1.create-clone.json': entry('create-clone', 'n1') });
+    expectObserve(r, rows, [lvDev('n1', U.n1, 10, 0)])
+      .expect(['lvchange', '-an', 'vg/n1'], W)
+      .expect(['lvremove', '-y', 'vg/n1'], W)
+      .expect(journalEnd('n1', 'create-clone'), W);
+    expectAftermath(r, [imageRow('image', U.image)]);
+    expect(await recover(ctxOf(r))).toEqual({ vg: VG, actions: [{ op: 'create-clone', name: 'n1', decision: 'undone' }], warnings: [] });
+    r.verify();
+  });
+
+  it('removes an inactive half-made LV without deactivating it', async () => {
+    const rows = [imageRow('image', U.image), cloneRow('n1', U.n1, U.image, { state: 'initializing' })];
+    const r = expectJournal(recorder(), { 'vg.n1.create-clone.json': entry('create-clone', 'n1') });
+    expectObserve(r, rows).expect(['lvremove', '-y', 'vg/n1'], W).expect(journalEnd('n1', 'create-clone'), W);
+    expectAftermath(r, [imageRow('image', U.image)]);
+    expect((await recover(ctxOf(r))).actions).toEqual([{ op: 'create-clone', name: 'n1', decision: 'undone' }]);
+    r.verify();
+  });
+
+  it('leaves a creation that completed alone and drops its entry', async () => {
+    const rows = [imageRow('image', U.image), cloneRow('n1', U.n1, U.image)];
+    const r = expectJournal(recorder(), { 'vg.n1.create-clone.json': entry('create-clone', 'n1') });
+    expectObserve(r, rows).expect(journalEnd('n1', 'create-clone'), W);
+    expectAftermath(r, rows);
+    expect((await recover(ctxOf(r))).actions).toEqual([{ op: 'create-clone', name: 'n1', decision: 'nothing-to-do' }]);
+    r.verify();
+  });
+
+  it('removes a torn journal file and reports it as such', async () => {
+    const r = expectJournal(recorder(), { 'vg.c3.map.json': '{"op":"map","vg":"v' }).expect(['rm', '-f', '--', journalFile('c3', 'map')], W);
+    expectAftermath(r, chainRows());
+    expect(await recover(ctxOf(r))).toEqual({
+      vg: VG,
+      actions: [{ op: 'journal', name: journalFile('c3', 'map'), decision: 'nothing-to-do', detail: 'unreadable entry removed' }],
+      warnings: [],
+    });
+    expect(r.calls.find((c) => c.argv[0] === 'rm')).toMatchObject({ kind: 'write', root: true });
+    r.verify();
+  });
+
+  it('leaves entries of other VGs alone', async () => {
+    const files = { 'other.x1.map.json': entry('map', 'x1', U.c1, 'other') };
+    const r = expectAftermath(expectJournal(recorder(), files), chainRows(), [], { journal: files });
+    expect(await recover(ctxOf(r))).toEqual({ vg: VG, actions: [], warnings: [] });
+    expect(r.calls.some((c) => c.kind === 'write')).toBe(false);
+    r.verify();
+  });
+
+  it('warns about initializing LVs that no journal entry on this node owns', async () => {
+    const rows = [...chainRows(), cloneRow('n9', U.n1, U.image, { state: 'initializing', size: 8 * MiB })];
+    const r = expectAftermath(expectJournal(recorder(), {}), rows);
+    expect((await recover(ctxOf(r))).warnings).toEqual([
+      'vg/n9 is still initializing and no operation on this node owns it: it is being created on another node, or was abandoned there (cowstack recover on that node removes it)',
+    ]);
+    r.verify();
+  });
+
+  it('reports a failed settlement, keeps its entry and warns about it', async () => {
+    const r = expectJournal(recorder(), { 'vg.c3.map.json': entry('map', 'c3', U.c3) });
+    expectObserve(r, chainRows({ mapped: true }), chainDevs(0));
+    expectObserve(r, chainRows({ mapped: true }), chainDevs(0))
+      .expect(journalBegin('c3', 'unmap'), W)
+      .expect(remove(rw(U.c3)), { kind: 'write', exitCode: 1, stderr: 'device-mapper: remove ioctl on cowstack-rw failed: Device or resource busy\n' })
+      .expect(journalEnd('c3', 'unmap'), W);
+    expectAftermath(r, chainRows({ mapped: true }), chainDevs(0), { status: STATUS, tables: TABLES, journal: { 'vg.c3.map.json': entry('map', 'c3', U.c3) } });
+    const rep = await recover(ctxOf(r));
+    expect(rep.actions).toEqual([{ op: 'map', name: 'c3', decision: 'failed', detail: expect.stringContaining('Device or resource busy') }]);
+    expect(rep.warnings).toEqual([
+      'c3: COW 85% full (warning at 80%): grow it with cowstack clone grow',
+      `interrupted map of c3 (since ${STARTED}): run cowstack recover`,
+    ]);
+    r.verify();
+  });
+});

@@ -1,0 +1,192 @@
+/**
+ * Hand-written repository fixtures for the copy-on-write core tests: LV rows in the layout of
+ * lvm2 2.03 `lvs --reportformat json_std --units b --nosuffix --binary`, `dmsetup info -c`
+ * lines, and the two observation reads every core operation starts with. SYNTHETIC: the
+ * uuids, sizes and device numbers are made up but have the shapes LVM and the kernel print.
+ */
+import { Repo } from '../../src/core/metadata.js';
+import type { NodeState } from '../../src/core/observe.js';
+import type { RecordingRunner } from '../../src/exec/recordingRunner.js';
+import { parseInfoColumns } from '../../src/tools/dmsetup.js';
+import { parseLvs } from '../../src/tools/lvm.js';
+import { lvsArgv, lvsJson } from './support.js';
+
+export const VG = 'vg';
+export const MiB = 1024 * 1024;
+
+/** LV uuids as LVM prints them (6-4-4-4-4-4-6) and compacted the way dm names use them. */
+export const U = {
+  image: 'Ab3dEf-ghIJ-klmn-opQR-stuv-wxYZ-0123ab',
+  c1: 'Hq3Jd0-Ax9P-4r2S-0xYm-Ee3U-Bc8K-7dTt2Q',
+  c2: 'r1SXRd-3kQf-Xc8T-9WQr-pZ0N-fYx4-2cVb1M',
+  c3: 'Zk8Lm2-Pq4R-s5Tu-V6wX-y7Z8-a9B0-c1D2e3',
+  s2: 'Mn0Op1-Qr2S-t3Uv-W4xY-z5A6-b7C8-d9E0f1',
+  d1: 'Gh7Ij8-Kl9M-n0Op-Q1rS-t2Uv-W3xY-z4A5b6',
+  n1: 'Wq2Er3-Ty4U-i5Op-A6sD-f7Gh-J8kL-z9X0c1',
+  img2: 'Pl0Ok9-Ij8U-h7Yg-T6fR-d5Es-W4aQ-z3X2c1',
+} as const;
+export const compact = (uuid: string) => uuid.replace(/-/g, '');
+export const ro = (uuid: string) => `cowstack-ro-${compact(uuid)}`;
+export const rw = (uuid: string) => `cowstack-rw-${compact(uuid)}`;
+export const VG_UUID = 'e1Xq0L7yP2aB3cDd4EfG5hIj6KlM7nOp';
+
+export type Activation = 'shared' | 'exclusive' | undefined;
+
+export interface LvOpts {
+  name: string;
+  uuid: string;
+  size: number;
+  tags: string[];
+  active?: Activation;
+  readOnly?: boolean;
+  open?: boolean;
+  minor?: number;
+  vg?: string;
+}
+
+/** One row of `lvs` json_std output. */
+export function lvRow(o: LvOpts): Record<string, unknown> {
+  const vg = o.vg ?? VG;
+  const active = Boolean(o.active);
+  return {
+    lv_name: o.name,
+    vg_name: vg,
+    lv_uuid: o.uuid,
+    lv_size: o.size,
+    lv_attr: `-${o.readOnly ? 'r' : 'w'}i-${active ? 'a' : '-'}${o.open ? 'o' : '-'}----`,
+    lv_tags: o.tags,
+    lv_active_locally: active ? 1 : 0,
+    lv_active_exclusively: o.active === 'exclusive' ? 1 : 0,
+    lv_permissions: o.readOnly ? 'read-only' : 'writeable',
+    lv_device_open: o.open ? 1 : 0,
+    lv_dm_path: `/dev/mapper/${vg.replace(/-/g, '--')}-${o.name.replace(/-/g, '--')}`,
+    lv_lock_args: `1.0.0:${70254592 + (o.minor ?? 0) * 1048576}`,
+    lv_time: '2026-01-12 10:25:44 +0000',
+    lv_kernel_major: active ? 253 : -1,
+    lv_kernel_minor: active ? (o.minor ?? 0) : -1,
+  };
+}
+
+export interface ImageOpts {
+  state?: 'initializing' | 'writable' | 'sealed';
+  size?: number;
+  active?: Activation;
+  open?: boolean;
+  sha?: string;
+  minor?: number;
+  vg?: string;
+}
+
+export const imageRow = (name: string, uuid: string, o: ImageOpts = {}) => {
+  const state = o.state ?? 'sealed';
+  return lvRow({
+    name,
+    uuid,
+    size: o.size ?? 64 * MiB,
+    tags: ['cowstack_role:image', `cowstack_state:${state}`, ...(o.sha ? [`cowstack_sha256:${o.sha}`] : [])],
+    active: o.active,
+    open: o.open,
+    readOnly: state === 'sealed',
+    minor: o.minor,
+    vg: o.vg,
+  });
+};
+
+export interface CloneOpts {
+  state?: 'initializing' | 'live' | 'committed';
+  size?: number;
+  chunk?: number;
+  active?: Activation;
+  open?: boolean;
+  minor?: number;
+  vg?: string;
+}
+
+export const cloneRow = (name: string, uuid: string, parent: string, o: CloneOpts = {}) => {
+  const state = o.state ?? 'live';
+  return lvRow({
+    name,
+    uuid,
+    size: o.size ?? 16 * MiB,
+    tags: ['cowstack_role:clone', `cowstack_state:${state}`, `cowstack_parent:${parent}`, `cowstack_chunk:${o.chunk ?? 8}`],
+    active: o.active,
+    open: o.open,
+    readOnly: state === 'committed',
+    minor: o.minor,
+    vg: o.vg,
+  });
+};
+
+/** An LV cowstack did not create (no role tag). */
+export const foreignRow = (name: string, uuid = 'Fo1Re2-ig3N-lv4X-y5Z6-a7B8-c9D0-e1F2g3') =>
+  lvRow({ name, uuid, size: 8 * MiB, tags: [] });
+
+export interface Dev {
+  name: string;
+  uuid: string;
+  open: number;
+  minor: number;
+  readOnly?: boolean;
+}
+
+/** An LVM-owned dm device (uuid "LVM-" + VG uuid + LV uuid). */
+export const lvDev = (lvName: string, lvUuid: string, minor: number, open: number, readOnly = false, vg = VG): Dev => ({
+  name: `${vg.replace(/-/g, '--')}-${lvName.replace(/-/g, '--')}`,
+  uuid: `LVM-${VG_UUID}${compact(lvUuid)}`,
+  open,
+  minor,
+  readOnly,
+});
+export const roDev = (lvUuid: string, minor: number, open: number): Dev => ({ name: ro(lvUuid), uuid: `COWSTACK-ro-${compact(lvUuid)}`, open, minor, readOnly: true });
+export const rwDev = (lvUuid: string, minor: number, open: number): Dev => ({ name: rw(lvUuid), uuid: `COWSTACK-rw-${compact(lvUuid)}`, open, minor });
+
+/** `dmsetup info -c --noheadings --separator '|' -o name,uuid,open,major,minor,attr`. */
+export function dmInfo(devs: Dev[]): string {
+  if (!devs.length) return 'No devices found\n';
+  return devs.map((d) => `${d.name}|${d.uuid}|${d.open}|253|${d.minor}|L--${d.readOnly ? 'r' : 'w'}`).join('\n') + '\n';
+}
+
+export const DM_INFO = ['dmsetup', 'info', '-c', '--noheadings', '--separator', '|', '-o', 'name,uuid,open,major,minor,attr'];
+export const JOURNAL = '/var/lib/cowstack/journal';
+export const journalFile = (name: string, op: string, vg = VG) => `${JOURNAL}/${vg}.${name}.${op}.json`;
+export const journalBegin = (name: string, op: string, vg = VG) => ['install', '-D', '-m', '0600', '/dev/stdin', journalFile(name, op, vg)];
+export const journalEnd = (name: string, op: string, vg = VG) => ['rm', '-f', '--', journalFile(name, op, vg)];
+
+/** The observation every operation starts with: lvs of the VG and dmsetup info, in the order observe() issues them. */
+export function expectObserve(r: RecordingRunner, rows: Array<Record<string, unknown>>, devs: Dev[] = [], vg = VG): RecordingRunner {
+  return r.expect(lvsArgv(vg), { kind: 'read', stdout: lvsJson(rows) }).expect(DM_INFO, { kind: 'read', stdout: dmInfo(devs) });
+}
+
+/** The same observation as a NodeState, through the real parsers, for the pure planners. */
+export function stateOf(rows: Array<Record<string, unknown>>, devs: Dev[] = [], vg = VG): NodeState {
+  const devices = parseInfoColumns(dmInfo(devs));
+  return { vg, repo: new Repo(vg, parseLvs(lvsJson(rows))), devices: new Map(devices.map((d) => [d.name, d])) };
+}
+
+// ---- the depth-3 chain used throughout: image -> c1 (committed) -> c2 (committed) -> c3 (live)
+
+export const IMAGE_SECTORS = (64 * MiB) / 512;
+
+/** The chain's LV rows; `mapped` makes every layer active the way a mapped stack leaves it. */
+export function chainRows(o: { mapped?: boolean; c3?: CloneOpts } = {}) {
+  const a = (mode: 'shared' | 'exclusive'): Activation => (o.mapped ? mode : undefined);
+  return [
+    imageRow('image', U.image, { active: a('shared'), open: o.mapped, minor: 3 }),
+    cloneRow('c1', U.c1, U.image, { state: 'committed', active: a('shared'), open: o.mapped, minor: 4 }),
+    cloneRow('c2', U.c2, U.c1, { state: 'committed', chunk: 16, active: a('shared'), open: o.mapped, minor: 6 }),
+    cloneRow('c3', U.c3, U.c2, { chunk: 128, active: a('exclusive'), open: o.mapped, minor: 8, ...o.c3 }),
+  ];
+}
+
+/** dm devices of the fully mapped chain; `top` is the open count of the VM's disk (rw c3). */
+export function chainDevs(top = 0): Dev[] {
+  return [
+    lvDev('image', U.image, 3, 1, true),
+    lvDev('c1', U.c1, 4, 1, true),
+    roDev(U.c1, 5, 1),
+    lvDev('c2', U.c2, 6, 1, true),
+    roDev(U.c2, 7, 1),
+    lvDev('c3', U.c3, 8, 1),
+    rwDev(U.c3, 9, top),
+  ];
+}
