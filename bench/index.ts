@@ -1,0 +1,15 @@
+/** npm run bench -- NAME: side-by-side benchmarks in the testbed. */
+import { benchClone } from './clone.js';
+
+const benches: Record<string, () => Promise<void>> = { clone: benchClone };
+const name = process.argv[2] ?? '';
+const fn = benches[name];
+if (!fn) {
+  console.error(`usage: npm run bench -- ${Object.keys(benches).join('|')}`);
+  process.exitCode = 2;
+} else {
+  fn().catch((e) => {
+    console.error(`bench ${name} failed: ${e?.message ?? e}`);
+    process.exitCode = 1;
+  });
+}
