@@ -5,7 +5,7 @@
 import type { Command } from 'commander';
 import { loadConfig, type Config } from '../core/config.js';
 import { validateHostName } from '../core/validate.js';
-import { createRunner, DryRunRunner, shellJoin, usageError, type Runner, type SudoPolicy } from '../exec/index.js';
+import { createRunner, DryRunRunner, shellJoin, usageError, type CowstackError, type Runner, type SudoPolicy } from '../exec/index.js';
 import { createProgress } from './progress.js';
 
 export interface GlobalOptions {
@@ -25,8 +25,12 @@ export interface Context {
   config: Config;
   runner: Runner;
   progress: ReturnType<typeof createProgress>;
-  /** Print the command's result: one JSON document, or human text (plus the dry-run commands). */
-  finish(result: unknown, human: (r: any) => string): Promise<void>;
+  /**
+   * Print the command's result: one JSON document, or human text (plus the dry-run
+   * commands). With `failure` the result is still printed (doctor's findings), the JSON
+   * document says ok:false with the error, and the failure is thrown for the exit code.
+   */
+  finish(result: unknown, human: (r: any) => string, failure?: CowstackError): Promise<void>;
 }
 
 export function globalOptions(cmd: Command): GlobalOptions {
@@ -61,10 +65,12 @@ export function createContext(cmd: Command): Context {
     runner,
     progress,
     op: (vg) => ({ runner, vg: vg ?? config.repository.vg, scope: { devices: config.repository.devices }, observer: progress, dryRun: opts.dryRun }),
-    async finish(result, human) {
+    async finish(result, human, failure) {
       const planned = runner instanceof DryRunRunner ? runner.planned : undefined;
       if (opts.json) {
-        process.stdout.write(`${JSON.stringify({ ok: true, host: runner.target, ...(planned ? { dryRun: planned } : {}), result }, null, 2)}\n`);
+        const status = failure ? { ok: false, ...failure.toJSON() } : { ok: true };
+        process.stdout.write(`${JSON.stringify({ ...status, host: runner.target, ...(planned ? { dryRun: planned } : {}), result }, null, 2)}\n`);
+        if (failure) failure.reported = true;
       } else {
         if (planned) {
           process.stdout.write(planned.length ? `dry run: these commands would run${runner.target === 'local' ? '' : ` on ${runner.target}`}:\n` : 'dry run: nothing to change\n');
@@ -73,6 +79,7 @@ export function createContext(cmd: Command): Context {
         const text = human(result);
         if (text && !(planned && opts.quiet)) process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
       }
+      if (failure) throw failure;
       // The ssh control master is left to ControlPersist on purpose: the next cowstack
       // call to the same host (a TM script runs several) reuses it instead of a new handshake.
     },

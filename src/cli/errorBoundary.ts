@@ -16,6 +16,7 @@ export function reportError(error: unknown, json: boolean): number {
     error instanceof CowstackError
       ? error
       : new CowstackError(EXIT.FAILED, (error as Error)?.message ?? String(error), { hint: 'this is unexpected: run again with --verbose and report it' });
+  if (json && err.reported) return err.exitCode; // its document is already on stdout
   if (json) {
     process.stdout.write(`${JSON.stringify({ ok: false, ...err.toJSON() }, null, 2)}\n`);
   } else {

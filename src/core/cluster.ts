@@ -10,6 +10,7 @@ import * as lvm from '../tools/lvm.js';
 import * as sanlock from '../tools/sanlock.js';
 import { hasSystemd, startDaemonReq } from '../tools/service.js';
 import { hostMapFromTags, hostTag, HOST_TAG_PREFIX } from './hostMap.js';
+import { leaseOwners } from './locks.js';
 import { getConfValue, setConfValue } from './lvmConf.js';
 import { runPlan, type PlanObserver, type Step } from './plan.js';
 import { validateDevicePath, validateHostId, validateVgName } from './validate.js';
@@ -215,13 +216,11 @@ export async function clusterStatus(runner: Runner, vgName: string): Promise<Clu
   }
   const locks: ClusterStatus['locks'] = [];
   if (vg && ls) {
-    const dump = await runner.run(sanlock.directDumpReq(ls.path));
-    const leases = dump.exitCode === 0 ? sanlock.parseDirectDump(dump.stdout) : [];
-    const lvByUuid = new Map((await lvm.lvs(runner, vgName)).map((l) => [l.uuid.replace(/-/g, ''), l]));
-    for (const lease of leases) {
-      const lv = lvByUuid.get(lease.resource.replace(/-/g, ''));
-      if (!lv || lease.owner <= 0 || lease.timestamp <= 0) continue;
-      locks.push({ lv: lv.name, uuid: lv.uuid, ownerHostId: lease.owner, owner: names.get(lease.owner), mode: 'exclusive' });
+    const lvs = await lvm.lvs(runner, vgName);
+    const owners = await leaseOwners(runner, vgName, lvs, vg.tags);
+    for (const lv of lvs) {
+      const o = owners.get(lv.uuid.replace(/-/g, ''));
+      if (o) locks.push({ lv: lv.name, uuid: lv.uuid, ownerHostId: o.hostId, owner: o.host, mode: 'exclusive' });
     }
   }
   return {

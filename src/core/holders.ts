@@ -1,14 +1,17 @@
-/** Who holds a device: dm/md holders from sysfs and processes from fuser, for refusal messages. */
+/** Who holds a device: dm/md holders from sysfs and processes from fuser + ps, for refusal messages. */
 import type { Runner } from '../exec/types.js';
 import { holders } from '../tools/files.js';
 
 export async function whoHolds(runner: Runner, device: string): Promise<string[]> {
   const out = (await holders(runner, device)).map((h) => `device ${h.name}`);
-  const f = await runner.run({ argv: ['fuser', '-v', device], kind: 'read', root: true, allowFailure: true });
-  // fuser -v prints "USER PID ACCESS COMMAND" rows on stderr.
-  for (const line of f.stderr.split('\n')) {
-    const m = /^\s*(?:\S+:)?\s*(\S+)\s+(\d+)\s+\S+\s+(\S+)\s*$/.exec(line);
-    if (m) out.push(`process ${m[3]} (pid ${m[2]}, user ${m[1]})`);
+  // fuser prints the pids on stdout (its decorations go to stderr); exit 1 = nobody.
+  const f = await runner.run({ argv: ['fuser', device], kind: 'read', root: true, allowFailure: true });
+  const pids = f.stdout.split(/\s+/).map((p) => p.replace(/\D/g, '')).filter(Boolean);
+  if (!pids.length) return out;
+  const ps = await runner.run({ argv: ['ps', '-o', 'pid=,user=,comm=', '-p', pids.join(',')], kind: 'read', allowFailure: true });
+  for (const line of ps.stdout.split('\n')) {
+    const [pid, user, ...comm] = line.trim().split(/\s+/);
+    if (pid && comm.length) out.push(`process ${comm.join(' ')} (pid ${pid}, user ${user})`);
   }
   return out;
 }

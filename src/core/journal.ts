@@ -5,7 +5,7 @@
  * (map, create, import). Cluster-wide state is never kept here: that is in LV tags.
  */
 import type { Runner } from '../exec/types.js';
-import { listDir, readFile } from '../tools/files.js';
+import { listDir, readFile, STDIN_PATH } from '../tools/files.js';
 import type { Step } from './plan.js';
 
 export const JOURNAL_DIR = process.env.COWSTACK_JOURNAL_DIR ?? '/var/lib/cowstack/journal';
@@ -26,7 +26,7 @@ export function beginStep(entry: Omit<JournalEntry, 'started'>): Step {
   const full: JournalEntry = { ...entry, started: new Date().toISOString() };
   return {
     title: `journal: ${entry.op} ${entry.vg}/${entry.name} begins`,
-    req: { argv: ['install', '-D', '-m', '0600', '/dev/stdin', fileOf(entry.vg, entry.name, entry.op)], kind: 'write', root: true, input: `${JSON.stringify(full)}\n` },
+    req: { argv: ['install', '-D', '-m', '0600', STDIN_PATH, fileOf(entry.vg, entry.name, entry.op)], kind: 'write', root: true, input: `${JSON.stringify(full)}\n` },
     // If the plan is undone, nothing is in flight any more.
     undo: [endStep(entry).req],
   };

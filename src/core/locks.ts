@@ -17,33 +17,58 @@ export interface LockHolder {
   host?: string;
 }
 
-/** Reads the VG's sanlock leases (lvmlock LV, active while the lockspace runs) to find the owner of an LV's lease. */
-export async function findLockHolder(runner: Runner, vg: string, lvUuid: string): Promise<LockHolder | undefined> {
-  const dump = await runner.run(sanlock.directDumpReq(`/dev/mapper/${vg.replace(/-/g, '--')}-lvmlock`));
-  if (dump.exitCode !== 0) return undefined;
-  const bare = lvUuid.replace(/-/g, '');
-  const row = sanlock
-    .parseDirectDump(dump.stdout)
-    .find((r) => (r.resource === lvUuid || r.resource === bare) && r.owner > 0 && r.timestamp > 0);
-  if (!row) return undefined;
-  const vgInfo = (await lvm.vgs(runner, vg))[0];
-  return { hostId: row.owner, host: hostMapFromTags(vgInfo?.tags ?? []).get(row.owner) };
+const lvmlockPath = (vg: string) => `/dev/mapper/${vg.replace(/-/g, '--')}-lvmlock`;
+
+/**
+ * Host names by sanlock host_id: cowstack's VG tags first, then the delta leases at the
+ * start of the lvmlock LV, whose resource names are "<uuid>.<hostname>".
+ */
+async function hostNames(runner: Runner, vg: string, tags?: string[]): Promise<Map<number, string>> {
+  const names = hostMapFromTags(tags ?? (await lvm.vgs(runner, vg))[0]?.tags ?? []);
+  const dump = await runner.run(sanlock.directDumpReq(lvmlockPath(vg)));
+  if (dump.exitCode === 0) {
+    for (const r of sanlock.parseDirectDump(dump.stdout)) {
+      const host = /^[0-9a-f-]{36}\.(.+)$/.exec(r.resource)?.[1];
+      if (host && !names.has(r.owner)) names.set(r.owner, host);
+    }
+  }
+  return names;
 }
 
-/** Owners of every exclusive LV lease in the VG, by compact LV uuid (one sanlock dump). */
-export async function leaseOwners(runner: Runner, vg: string, tags: string[]): Promise<Map<string, LockHolder>> {
-  const dump = await runner.run(sanlock.directDumpReq(`/dev/mapper/${vg.replace(/-/g, '--')}-lvmlock`));
+/**
+ * The owner of one LV's lease. lvmlockd keeps the lease's offset in the LV's lock_args
+ * ("1.0.0:OFFSET"); the paxos lease there names the owning host_id while it is held.
+ */
+async function leaseOwner(runner: Runner, vg: string, lv: lvm.LvInfo): Promise<number | undefined> {
+  const offset = sanlock.leaseOffset(lv.lockArgs);
+  if (offset === undefined) return undefined;
+  const dump = await runner.run(sanlock.directDumpReq(`${lvmlockPath(vg)}:${offset}:1048576`));
+  if (dump.exitCode !== 0) return undefined;
+  const row = sanlock.parseDirectDump(dump.stdout).find((r) => r.resource === lv.uuid && r.owner > 0 && r.timestamp > 0);
+  return row?.owner;
+}
+
+export async function findLockHolder(runner: Runner, vg: string, lvName: string): Promise<LockHolder | undefined> {
+  const lv = await lvm.findLv(runner, vg, lvName);
+  const owner = lv && (await leaseOwner(runner, vg, lv));
+  if (!owner) return undefined;
+  return { hostId: owner, host: (await hostNames(runner, vg)).get(owner) };
+}
+
+/** Owners of the given LVs' exclusive leases, by compact LV uuid (one sanlock read per LV). */
+export async function leaseOwners(runner: Runner, vg: string, lvs: lvm.LvInfo[], tags: string[]): Promise<Map<string, LockHolder>> {
   const out = new Map<string, LockHolder>();
-  if (dump.exitCode !== 0) return out;
-  const names = hostMapFromTags(tags);
-  for (const r of sanlock.parseDirectDump(dump.stdout)) {
-    if (r.owner > 0 && r.timestamp > 0) out.set(r.resource.replace(/-/g, ''), { hostId: r.owner, host: names.get(r.owner) });
+  if (!lvs.length) return out;
+  const names = await hostNames(runner, vg, tags);
+  for (const lv of lvs) {
+    const owner = await leaseOwner(runner, vg, lv);
+    if (owner) out.set(lv.uuid.replace(/-/g, ''), { hostId: owner, host: names.get(owner) });
   }
   return out;
 }
 
 export async function lockConflict(runner: Runner, vg: string, lv: string, lvUuid: string, cause: CommandError): Promise<CowstackError> {
-  const holder = await findLockHolder(runner, vg, lvUuid).catch(() => undefined);
+  const holder = await findLockHolder(runner, vg, lv).catch(() => undefined);
   const who = holder ? ` (held by ${holder.host ? `${holder.host}, ` : ''}sanlock host_id ${holder.hostId})` : '';
   return new CowstackError(EXIT.LOCK_CONFLICT, `${vg}/${lv} is locked by another host${who}`, {
     hint: 'deactivate it on the holding host (cowstack deactivate), or wait for that host\'s lease to expire if it is dead',

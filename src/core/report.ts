@@ -53,7 +53,9 @@ export async function tree(runner: Runner, vg: string, opts: { name?: string; wa
   const state = await observe(runner, vg, opts.scope);
   const statuses = await dmsetup.statusAll(runner);
   const vgInfo = (await lvm.vgs(runner, vg, opts.scope))[0];
-  const owners = await leaseOwners(runner, vg, vgInfo?.tags ?? []);
+  // Only live clones are held exclusively by one host: read just their leases.
+  const live = [...state.repo.byName.values()].filter((o) => o.kind === 'clone' && o.state === 'live').map((o) => o.lv);
+  const owners = await leaseOwners(runner, vg, live, vgInfo?.tags ?? []);
   const build = (o: CowObj): TreeNode => {
     const rw = o.kind === 'clone' && state.devices.has(dmName('rw', o.uuid));
     const ro = o.kind === 'clone' && state.devices.has(dmName('ro', o.uuid));

@@ -42,6 +42,8 @@ export class CowstackError extends Error {
   readonly exitCode: ExitCode;
   readonly hint?: string;
   readonly data?: Record<string, unknown>;
+  /** Set once the CLI has printed this failure's JSON document (with the command's result). */
+  reported = false;
 
   constructor(exitCode: ExitCode, message: string, details: ErrorDetails = {}) {
     super(message, details.cause === undefined ? undefined : { cause: details.cause });

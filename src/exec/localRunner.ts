@@ -29,7 +29,7 @@ export class LocalRunner extends BaseRunner {
     return {
       exitCode: r.exitCode ?? (r.timedOut ? 124 : 127),
       stdout: String(r.stdout ?? ''),
-      stderr: String(r.stderr ?? ''),
+      stderr: String(r.stderr ?? '') || (r.exitCode === undefined && !r.timedOut ? String(r.shortMessage ?? '') : ''),
       timedOut: Boolean(r.timedOut),
       notFound: code === 'ENOENT',
     };

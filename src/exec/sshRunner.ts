@@ -67,7 +67,8 @@ export class SshRunner extends BaseRunner {
       encoding: 'utf8',
     });
     const exitCode = r.exitCode ?? (r.timedOut ? 124 : 255);
-    const stderr = String(r.stderr ?? '');
+    // No exit code and no timeout: ssh itself could not be started or fed; say why.
+    const stderr = String(r.stderr ?? '') || (r.exitCode === undefined && !r.timedOut ? String(r.shortMessage ?? '') : '');
     return {
       exitCode,
       stdout: String(r.stdout ?? ''),

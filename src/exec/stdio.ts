@@ -5,7 +5,8 @@ import type { RunRequest } from './types.js';
 export function stdio(req: RunRequest): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   if (req.input !== undefined) out.input = req.input;
-  else if (req.stdin) out.stdin = req.stdin as Readable;
+  // execa takes a stream without a file descriptor only through `input`.
+  else if (req.stdin) out.input = req.stdin as Readable;
   else out.stdin = 'ignore';
   if (req.stdoutFile === '-') out.stdout = 'inherit';
   else if (req.stdoutFile) out.stdout = { file: req.stdoutFile };

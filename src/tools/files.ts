@@ -20,11 +20,17 @@ export async function realpath(runner: Runner, path: string): Promise<string | u
   return r.exitCode === 0 ? r.stdout.trim() : undefined;
 }
 
+/**
+ * Where a program reads its stdin as a file. /dev/stdin is a symlink that udev or systemd
+ * creates and minimal systems lack; /proc/self/fd/0 exists wherever /proc is mounted.
+ */
+export const STDIN_PATH = '/proc/self/fd/0';
+
 /** Replace a file atomically enough for config: write a sibling, then rename over it. */
 export function writeFileReqs(path: string, content: string, mode = '0644') {
   const tmp = `${path}.cowstack-new`;
   return [
-    { argv: ['install', '-D', '-m', mode, '/dev/stdin', tmp], kind: 'write' as const, root: true, input: content, title: `write ${path}` },
+    { argv: ['install', '-D', '-m', mode, STDIN_PATH, tmp], kind: 'write' as const, root: true, input: content, title: `write ${path}` },
     { argv: ['mv', '-f', '--', tmp, path], kind: 'write' as const, root: true },
   ];
 }

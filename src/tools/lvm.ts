@@ -1,5 +1,5 @@
 /**
- * LVM adapter: argv builders and json_std report parsers. Every LVM call runs with
+ * LVM adapter: argv builders and json report parsers. Every LVM call runs with
  * LC_ALL=C (set by the runner), may carry a per-command device filter so it scans only
  * the shared LUN (faster, and blind to VGs inside VM disks), and never autoactivates.
  */
@@ -26,7 +26,7 @@ export function lvmRequest(command: string, args: readonly string[], kind: RunRe
   return { argv: lvmArgv(command, args, scope), kind, root: true, timeout: kind === 'read' ? 'query' : 'change', ...extra };
 }
 
-const REPORT = ['--reportformat', 'json_std', '--units', 'b', '--nosuffix', '--binary'];
+const REPORT = ['--reportformat', 'json', '--units', 'b', '--nosuffix', '--binary'];
 
 export const LV_FIELDS = [
   'lv_name', 'vg_name', 'lv_uuid', 'lv_size', 'lv_attr', 'lv_tags', 'lv_active_locally',
@@ -81,7 +81,7 @@ export interface PvInfo {
 
 type Row = Record<string, unknown>;
 
-/** json_std: `{"report":[{"lv":[{...}]}]}`; several reports may be concatenated in one output. */
+/** json: `{"report":[{"lv":[{...}]}]}`; several reports may be concatenated in one output. */
 export function parseReport(stdout: string, key: 'lv' | 'vg' | 'pv'): Row[] {
   const text = stdout.trim();
   if (!text) return [];
@@ -89,7 +89,7 @@ export function parseReport(stdout: string, key: 'lv' | 'vg' | 'pv'): Row[] {
   try {
     doc = JSON.parse(text);
   } catch (e) {
-    throw new Error(`cannot parse LVM json_std report: ${(e as Error).message}: ${text.slice(0, 200)}`);
+    throw new Error(`cannot parse LVM json report: ${(e as Error).message}: ${text.slice(0, 200)}`);
   }
   return (doc.report ?? []).flatMap((r) => r[key] ?? []);
 }
@@ -115,7 +115,7 @@ export function parseLvs(stdout: string): LvInfo[] {
     readOnly: str(r.lv_permissions).startsWith('read-only') || str(r.lv_attr)[1] === 'r',
     open: bool(r.lv_device_open),
     dmPath: str(r.lv_dm_path),
-    lockArgs: str(r.lv_lock_args),
+    lockArgs: str(r.lv_lockargs ?? r.lv_lock_args), // the report key drops the underscore
     created: str(r.lv_time),
     major: r.lv_kernel_major === undefined || r.lv_kernel_major === '' ? -1 : num(r.lv_kernel_major),
     minor: r.lv_kernel_minor === undefined || r.lv_kernel_minor === '' ? -1 : num(r.lv_kernel_minor),
@@ -130,7 +130,7 @@ export function parseVgs(stdout: string): VgInfo[] {
     freeBytes: num(r.vg_free),
     extentBytes: num(r.vg_extent_size),
     lockType: str(r.vg_lock_type),
-    lockArgs: str(r.vg_lock_args),
+    lockArgs: str(r.vg_lockargs ?? r.vg_lock_args),
     shared: bool(r.vg_shared),
     tags: tags(r.vg_tags),
     pvCount: num(r.pv_count),

@@ -73,3 +73,9 @@ export function parseDirectDump(stdout: string): LeaseRecord[] {
   }
   return rows;
 }
+
+/** lvmlockd's lock_args of an LV in a sanlock VG: "VERSION:OFFSET" of its lease on the lvmlock LV. */
+export function leaseOffset(lockArgs: string): number | undefined {
+  const m = /^\d+\.\d+\.\d+:(\d+)$/.exec(lockArgs.trim());
+  return m ? Number(m[1]) : undefined;
+}

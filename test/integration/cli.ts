@@ -15,12 +15,12 @@ export interface CliResult {
   json: any;
 }
 
-export async function cowstack(tb: Pick<Testbed, 'sshConfig'>, args: string[], opts: { check?: boolean; timeoutMs?: number; input?: string } = {}): Promise<CliResult> {
+export async function cowstack(tb: Pick<Testbed, 'sshConfig'>, args: string[], opts: { check?: boolean; timeoutMs?: number; input?: string; env?: Record<string, string> } = {}): Promise<CliResult> {
   const r = await execa('node', [CLI, ...args], {
     reject: false,
     timeout: opts.timeoutMs ?? 600_000,
     input: opts.input,
-    env: { COWSTACK_SSH_CONFIG: tb.sshConfig, COWSTACK_CONFIG: '/dev/null', NO_COLOR: '1' },
+    env: { COWSTACK_SSH_CONFIG: tb.sshConfig, COWSTACK_CONFIG: '/dev/null', NO_COLOR: '1', ...opts.env },
   });
   let json: any;
   if (args.includes('--json')) {
@@ -35,4 +35,10 @@ export async function cowstack(tb: Pick<Testbed, 'sshConfig'>, args: string[], o
     throw new Error(`cowstack ${args.join(' ')} exited ${result.exitCode}\nstdout: ${result.stdout}\nstderr: ${result.stderr}`);
   }
   return result;
+}
+
+/** `cowstack --host NODE --json ARGS --vg repo` (VG/LV commands take no --vg). */
+export function clusterCli(tb: Pick<Testbed, 'sshConfig'>, node: string, args: string[], env?: Record<string, string>): Promise<CliResult> {
+  const vg = ['activate', 'deactivate', 'initiator'].includes(args[0]!) ? [] : ['--vg', 'repo'];
+  return cowstack(tb, ['--host', node, '--json', ...args, ...vg], { env });
 }

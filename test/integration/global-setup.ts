@@ -20,9 +20,10 @@ export default async function setup(project: TestProject) {
   if (!tb) {
     tb = await up({ nodes: 2, log });
     log(`booted ${tb.nodes.length} nodes in ${((Date.now() - t0) / 1000).toFixed(0)}s`);
-    const c = await bringUpCluster(tb, log);
-    log(`cluster up in ${c.seconds.toFixed(0)}s (device ${c.device})`);
   }
+  // Idempotent: on a reused testbed it only checks that everything is in place.
+  const c = await bringUpCluster(tb, log);
+  log(`cluster up in ${c.seconds.toFixed(0)}s (device ${c.device})`);
   project.provide('testbedState', tb.stateDir);
   project.provide('repoDevice', `/dev/disk/by-path/ip-${tb.portal}-iscsi-${tb.targetIqn}-lun-1`);
   return async () => {

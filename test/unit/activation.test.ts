@@ -1,11 +1,14 @@
 import { describe, expect, it } from 'vitest';
 import { activate, deactivate } from '../../src/core/activation.js';
 import { EXIT } from '../../src/exec/errors.js';
-import { lvsArgv, lvsJson, recorder, rejectionOf, vgsArgv, vgsJson } from './support.js';
+import { capture, conflictStderr, deltaDumpArgv, leaseDump, lvsArgv, lvsJson, recorder, rejectionOf, vgsArgv, vgsJson } from './support.js';
+
+// SYNTHETIC unless marked REAL: the command outputs below (lvs rows, realpath, holders, dm names)
+// are hand-written in the tools' formats; REAL ones come from test/fixtures/lvm2-2.03.16-bookworm.
 
 const UUID = 'r1SXRd-3kQf-Xc8T-9WQr-pZ0N-fYx4-2cVb1M';
 
-/** `lvs repo/t1` as lvm2 2.03 json_std --binary prints it, in the given activation state. */
+/** SYNTHETIC: `lvs repo/t1` as lvm2 2.03.16 json --binary prints it (support.lvsJson), in the given activation state. */
 const t1 = (state: { active?: boolean; exclusive?: boolean; open?: boolean } = {}) =>
   lvsJson([
     {
@@ -20,41 +23,24 @@ const t1 = (state: { active?: boolean; exclusive?: boolean; open?: boolean } = {
       lv_permissions: 'writeable',
       lv_device_open: state.open ? 1 : 0,
       lv_dm_path: '/dev/mapper/repo-t1',
-      lv_lock_args: '1.0.0:70254592',
+      lv_lockargs: '1.0.0:70254592',
       lv_time: '2026-01-12 10:25:44 +0000',
       lv_kernel_major: state.active ? 253 : -1,
       lv_kernel_minor: state.active ? 3 : -1,
     },
   ]);
 
-// SYNTHETIC: `sanlock direct dump` of the VG's lvmlock LV, in sanlock's column layout.
-const DUMP = [
-  '  offset                            lockspace                                         resource  timestamp  own  gen lver',
-  '00000000                             lvm_repo       0b5e0b7e-9d1c-4bb0-8d2a-3b6f1f0c9a11.node1 0000010423 0001 0003',
-  '00000512                             lvm_repo       5f8a2c44-0e3b-4a9a-b6c1-9c2d7e1f0a22.node2 0000010410 0002 0001',
-  '01048576                             lvm_repo                                             GLLK 0000000000 0000 0000 0',
-  '02097152                             lvm_repo                                             VGLK 0000000000 0001 0003 14',
-  `70254592                             lvm_repo           ${UUID} 0000010398 0002 0001 3`,
-  '',
-].join('\n');
+// SYNTHETIC: t1's paxos lease at the offset in its lock args, held by host 2, in the real layout.
+const T1_LEASE = ['sanlock', 'direct', 'dump', '/dev/mapper/repo-lvmlock:70254592:1048576'];
+const T1_HELD = leaseDump({ offset: 70254592, vg: 'repo', uuid: UUID, owner: 2, timestamp: 10398, lver: 3 });
+// REAL: the delta leases of lockspace lvm_repo, one per host, named <uuid>.node1 / .node2.
+const DELTA = capture('sanlock-dump-delta.txt');
 
-const REPO_VG = vgsJson([
-  {
-    vg_name: 'repo',
-    vg_uuid: 'e1Xq0L-7yP2-aB3c-Dd4E-fG5h-Ij6K-lM7nOp',
-    vg_size: 1069547520,
-    vg_free: 989855744,
-    vg_extent_size: 4194304,
-    vg_lock_type: 'sanlock',
-    vg_lock_args: '1.0.0:lvmlock',
-    vg_shared: 1,
-    vg_tags: ['cowstack_host:1:node1', 'cowstack_host:2:node2'],
-    pv_count: 1,
-    lv_count: 2,
-  },
-]);
+// REAL: `vgs repo` with hosts 1 and 2 tagged cowstack_host:1:node1, cowstack_host:2:node2.
+const REPO_VG = capture('vgs-repo.json');
 
-const LOCK_REFUSED = '  LV locked by other host: repo/t1\n  Failed to lock logical volume repo/t1.\n';
+// The REAL refusal (lvchange-aey-conflict.stderr) with the LV name changed.
+const LOCK_REFUSED = conflictStderr().replace(/repo\/probe/g, 'repo/t1');
 
 describe('activate', () => {
   it('activates an inactive LV exclusively: one read, then lvchange -aey', async () => {
@@ -117,34 +103,70 @@ describe('activate', () => {
     const r = recorder()
       .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1() })
       .expect(['lvchange', '-aey', 'repo/t1'], { kind: 'write', exitCode: 5, stderr: LOCK_REFUSED })
-      .expect(['sanlock', 'direct', 'dump', '/dev/mapper/repo-lvmlock'], { kind: 'read', stdout: DUMP })
-      .expect(vgsArgv('repo'), { kind: 'read', stdout: REPO_VG });
+      .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1() })
+      .expect(T1_LEASE, { kind: 'read', stdout: T1_HELD })
+      .expect(vgsArgv('repo'), { kind: 'read', stdout: REPO_VG })
+      .expect(deltaDumpArgv('repo'), { kind: 'read', stdout: DELTA });
     const e = await rejectionOf(activate(r, 'repo', 't1', 'exclusive'), EXIT.LOCK_CONFLICT);
     expect(e.message).toBe('repo/t1 is locked by another host (held by node2, sanlock host_id 2)');
     expect(e.data).toEqual({ vg: 'repo', lv: 't1', uuid: UUID, holder: { hostId: 2, host: 'node2' }, stderr: LOCK_REFUSED.trim() });
+    expect(r.calls.slice(2).every((c) => c.kind === 'read')).toBe(true);
     r.verify();
   });
 
-  it('finds the lease when sanlock names it by the uuid without dashes, and a VG name with a dash', async () => {
-    const bare = UUID.replace(/-/g, '');
+  it('reads the lease at the offset in the LV lock args, on the lvmlock LV of a VG name with a dash', async () => {
     const r = recorder()
       .expect(lvsArgv('my-repo/t1'), { kind: 'read', stdout: t1() })
       .expect(['lvchange', '-aey', 'my-repo/t1'], { kind: 'write', exitCode: 5, stderr: '  LV locked by other host: my-repo/t1\n' })
-      .expect(['sanlock', 'direct', 'dump', '/dev/mapper/my--repo-lvmlock'], { kind: 'read', stdout: DUMP.replace(UUID, bare.padStart(UUID.length)) })
-      .expect(vgsArgv('my-repo'), { kind: 'read', stdout: vgsJson([{ vg_name: 'my-repo', vg_tags: ['cowstack_host:2:node2'] }]) });
-    expect((await rejectionOf(activate(r, 'my-repo', 't1', 'exclusive'), EXIT.LOCK_CONFLICT)).message).toContain('held by node2, sanlock host_id 2');
+      .expect(lvsArgv('my-repo/t1'), { kind: 'read', stdout: t1() })
+      .expect(['sanlock', 'direct', 'dump', '/dev/mapper/my--repo-lvmlock:70254592:1048576'], { kind: 'read', stdout: leaseDump({ offset: 70254592, vg: 'my-repo', uuid: UUID, owner: 2, timestamp: 10398 }) })
+      .expect(vgsArgv('my-repo'), { kind: 'read', stdout: vgsJson([{ vg_name: 'my-repo', vg_tags: ['cowstack_host:2:node2'] }]) })
+      .expect(['sanlock', 'direct', 'dump', '/dev/mapper/my--repo-lvmlock'], { kind: 'read', stdout: DELTA.replace(/lvm_repo/g, 'lvm_my-repo') });
+    expect((await rejectionOf(activate(r, 'my-repo', 't1', 'exclusive'), EXIT.LOCK_CONFLICT)).message).toBe(
+      'my-repo/t1 is locked by another host (held by node2, sanlock host_id 2)',
+    );
     r.verify();
   });
 
-  it('names only the host id when no host tag maps it', async () => {
+  it('names the holder from the delta leases when no host tag maps it', async () => {
     const r = recorder()
       .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1() })
       .expect(['lvchange', '-aey', 'repo/t1'], { kind: 'write', exitCode: 5, stderr: LOCK_REFUSED })
-      .expect(['sanlock', 'direct', 'dump', '/dev/mapper/repo-lvmlock'], { kind: 'read', stdout: DUMP })
-      .expect(vgsArgv('repo'), { kind: 'read', stdout: vgsJson([{ vg_name: 'repo', vg_tags: [] }]) });
+      .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1() })
+      .expect(T1_LEASE, { kind: 'read', stdout: T1_HELD })
+      .expect(vgsArgv('repo'), { kind: 'read', stdout: vgsJson([{ vg_name: 'repo', vg_tags: [] }]) })
+      .expect(deltaDumpArgv('repo'), { kind: 'read', stdout: DELTA });
+    const e = await rejectionOf(activate(r, 'repo', 't1', 'exclusive'), EXIT.LOCK_CONFLICT);
+    expect(e.message).toBe('repo/t1 is locked by another host (held by node2, sanlock host_id 2)');
+    expect(e.data?.holder).toEqual({ hostId: 2, host: 'node2' });
+    r.verify();
+  });
+
+  it('prefers the host tag over the delta lease name', async () => {
+    const r = recorder()
+      .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1() })
+      .expect(['lvchange', '-aey', 'repo/t1'], { kind: 'write', exitCode: 5, stderr: LOCK_REFUSED })
+      .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1() })
+      .expect(T1_LEASE, { kind: 'read', stdout: T1_HELD })
+      .expect(vgsArgv('repo'), { kind: 'read', stdout: vgsJson([{ vg_name: 'repo', vg_tags: ['cowstack_host:2:hv-b.example'] }]) })
+      .expect(deltaDumpArgv('repo'), { kind: 'read', stdout: DELTA });
     expect((await rejectionOf(activate(r, 'repo', 't1', 'exclusive'), EXIT.LOCK_CONFLICT)).message).toBe(
-      'repo/t1 is locked by another host (held by sanlock host_id 2)',
+      'repo/t1 is locked by another host (held by hv-b.example, sanlock host_id 2)',
     );
+    r.verify();
+  });
+
+  it('names only the host id when neither a host tag nor a readable delta lease maps it', async () => {
+    const r = recorder()
+      .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1() })
+      .expect(['lvchange', '-aey', 'repo/t1'], { kind: 'write', exitCode: 5, stderr: LOCK_REFUSED })
+      .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1() })
+      .expect(T1_LEASE, { kind: 'read', stdout: T1_HELD })
+      .expect(vgsArgv('repo'), { kind: 'read', stdout: vgsJson([{ vg_name: 'repo', vg_tags: [] }]) })
+      .expect(deltaDumpArgv('repo'), { kind: 'read', exitCode: 1, stderr: 'open error -2 /dev/mapper/repo-lvmlock\n' });
+    const e = await rejectionOf(activate(r, 'repo', 't1', 'exclusive'), EXIT.LOCK_CONFLICT);
+    expect(e.message).toBe('repo/t1 is locked by another host (held by sanlock host_id 2)');
+    expect(e.data?.holder).toEqual({ hostId: 2, host: undefined });
     r.verify();
   });
 
@@ -152,9 +174,40 @@ describe('activate', () => {
     const r = recorder()
       .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1() })
       .expect(['lvchange', '-aey', 'repo/t1'], { kind: 'write', exitCode: 5, stderr: LOCK_REFUSED })
-      .expect(['sanlock', 'direct', 'dump', '/dev/mapper/repo-lvmlock'], { kind: 'read', exitCode: 1, stderr: 'open error -2 /dev/mapper/repo-lvmlock\n' });
+      .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1() })
+      .expect(T1_LEASE, { kind: 'read', exitCode: 1, stderr: 'open error -2 /dev/mapper/repo-lvmlock\n' });
     const e = await rejectionOf(activate(r, 'repo', 't1', 'exclusive'), EXIT.LOCK_CONFLICT);
     expect(e.message).toBe('repo/t1 is locked by another host');
+    expect(e.data).toEqual({ vg: 'repo', lv: 't1', uuid: UUID, holder: undefined, stderr: LOCK_REFUSED.trim() });
+    r.verify();
+  });
+
+  it('still reports the conflict (4) when the LV cannot be read again', async () => {
+    const r = recorder()
+      .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1() })
+      .expect(['lvchange', '-aey', 'repo/t1'], { kind: 'write', exitCode: 5, stderr: LOCK_REFUSED })
+      .expect(lvsArgv('repo/t1'), { kind: 'read', exitCode: 5, stderr: '  Reading VG repo without a lock.\n  Cannot process volume group repo\n' });
+    expect((await rejectionOf(activate(r, 'repo', 't1', 'exclusive'), EXIT.LOCK_CONFLICT)).message).toBe('repo/t1 is locked by another host');
+    r.verify();
+  });
+
+  it('names no holder when the lease was released (timestamp 0, owner kept) before it was read', async () => {
+    const r = recorder()
+      .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1() })
+      .expect(['lvchange', '-aey', 'repo/t1'], { kind: 'write', exitCode: 5, stderr: LOCK_REFUSED })
+      .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1() })
+      .expect(T1_LEASE, { kind: 'read', stdout: leaseDump({ offset: 70254592, vg: 'repo', uuid: UUID, owner: 2, timestamp: 0, lver: 3 }) });
+    expect((await rejectionOf(activate(r, 'repo', 't1', 'exclusive'), EXIT.LOCK_CONFLICT)).message).toBe('repo/t1 is locked by another host');
+    r.verify();
+  });
+
+  it('does not take the lease of another LV at that offset for the holder', async () => {
+    const r = recorder()
+      .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1() })
+      .expect(['lvchange', '-aey', 'repo/t1'], { kind: 'write', exitCode: 5, stderr: LOCK_REFUSED })
+      .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1() })
+      .expect(T1_LEASE, { kind: 'read', stdout: leaseDump({ offset: 70254592, vg: 'repo', uuid: 'ZbrHVB-1Ojq-Qsmf-BcAe-gVnS-fCUC-huCqf4', owner: 2, timestamp: 663 }) });
+    expect((await rejectionOf(activate(r, 'repo', 't1', 'exclusive'), EXIT.LOCK_CONFLICT)).message).toBe('repo/t1 is locked by another host');
     r.verify();
   });
 

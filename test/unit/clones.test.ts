@@ -21,7 +21,10 @@ import {
   rw,
   type Dev,
 } from './repoFixtures.js';
-import { lvsArgv, lvsJson, recorder, rejectionOf, thrownBy, vgsArgv, vgsJson } from './support.js';
+import { capture, conflictStderr, deltaDumpArgv, leaseDump, lvsArgv, lvsJson, recorder, rejectionOf, thrownBy, vgsArgv, vgsJson } from './support.js';
+
+// SYNTHETIC unless marked REAL: LV rows come from repoFixtures, dmsetup/dd outputs are hand-written;
+// REAL ones come from test/fixtures/lvm2-2.03.16-bookworm.
 
 const ctxOf = (r: RecordingRunner): OpContext => ({ runner: r, vg: VG });
 const W = { kind: 'write' } as const;
@@ -49,19 +52,18 @@ function expectCreate(r: RecordingRunner, name: string, parentUuid: string, byte
     .expect(lvsArgv(`vg/${name}`), { kind: 'read', stdout: lvsJson([cloneRow(name, U.n1, parentUuid, { size: bytes, chunk })]) });
 }
 
-// SYNTHETIC: `sanlock direct dump` of the VG's lvmlock LV: c3's lease held by host 2, the image's by host 3.
-const DUMP = [
-  '  offset                            lockspace                                         resource  timestamp  own  gen lver',
-  '00000000                               lvm_vg       0b5e0b7e-9d1c-4bb0-8d2a-3b6f1f0c9a11.node1 0000010423 0001 0003',
-  '00000512                               lvm_vg       5f8a2c44-0e3b-4a9a-b6c1-9c2d7e1f0a22.node2 0000010410 0002 0001',
-  '01048576                               lvm_vg                                             GLLK 0000000000 0000 0000 0',
-  '02097152                               lvm_vg                                             VGLK 0000000000 0001 0003 14',
-  `70254592                               lvm_vg           ${U.c3} 0000010398 0002 0001 3`,
-  `71303168                               lvm_vg           ${U.image} 0000010377 0003 0001 1`,
-  '',
-].join('\n');
+// SYNTHETIC: the paxos leases at the offsets in the LVs' lock args (repoFixtures: 70254592 + minor MiB),
+// in the real layout: c3's held by host 2, the image's by host 3.
+const C3_LEASE = ['sanlock', 'direct', 'dump', '/dev/mapper/vg-lvmlock:78643200:1048576'];
+const IMAGE_LEASE = ['sanlock', 'direct', 'dump', '/dev/mapper/vg-lvmlock:73400320:1048576'];
+const C3_HELD = leaseDump({ offset: 78643200, vg: VG, uuid: U.c3, owner: 2, timestamp: 10398, lver: 3 });
+const IMAGE_HELD = leaseDump({ offset: 73400320, vg: VG, uuid: U.image, owner: 3, timestamp: 10377 });
+// REAL delta leases (hosts 1 and 2, named .node1 / .node2), lockspace renamed to this VG's.
+const DELTA = capture('sanlock-dump-delta.txt').replace(/lvm_repo/g, '  lvm_vg');
+// SYNTHETIC: `vgs vg` with three hosts tagged (host 3 has no delta lease in DELTA: the tag names it).
 const VG_REPORT = vgsJson([{ vg_name: 'vg', vg_lock_type: 'sanlock', vg_shared: 1, vg_tags: ['cowstack_host:1:node1', 'cowstack_host:2:node2', 'cowstack_host:3:node3'] }]);
-const lockRefused = (lv: string) => `  LV locked by other host: ${lv}\n  Failed to lock logical volume ${lv}.\n`;
+// The REAL refusal of `lvchange -aey` (lvchange-aey-conflict.stderr) with the LV name changed.
+const lockRefused = (lv: string) => conflictStderr().replace(/repo\/probe/g, lv);
 
 describe('chunkSectorsOf', () => {
   it.each([
@@ -277,8 +279,10 @@ describe('mapClone', () => {
       .expect(['lvchange', '-an', 'vg/c1'], W)
       .expect(['lvchange', '-an', 'vg/image'], W)
       .expect(journalEnd('c3', 'map'), W)
-      .expect(['sanlock', 'direct', 'dump', '/dev/mapper/vg-lvmlock'], { kind: 'read', stdout: DUMP })
-      .expect(vgsArgv('vg'), { kind: 'read', stdout: VG_REPORT });
+      .expect(lvsArgv('vg/c3'), { kind: 'read', stdout: lvsJson([chainRows()[3]!]) })
+      .expect(C3_LEASE, { kind: 'read', stdout: C3_HELD })
+      .expect(vgsArgv('vg'), { kind: 'read', stdout: VG_REPORT })
+      .expect(deltaDumpArgv('vg'), { kind: 'read', stdout: DELTA });
     const e = await rejectionOf(mapClone(ctxOf(r), 'c3'), EXIT.LOCK_CONFLICT);
     expect(e.message).toBe('vg/c3 is locked by another host (held by node2, sanlock host_id 2)');
     expect(e.data).toMatchObject({ vg: VG, lv: 'c3', uuid: U.c3, holder: { hostId: 2, host: 'node2' } });
@@ -290,10 +294,13 @@ describe('mapClone', () => {
       .expect(journalBegin('c3', 'map'), W)
       .expect(['lvchange', '-asy', 'vg/image'], { kind: 'write', exitCode: 5, stderr: lockRefused('vg/image') })
       .expect(journalEnd('c3', 'map'), W)
-      .expect(['sanlock', 'direct', 'dump', '/dev/mapper/vg-lvmlock'], { kind: 'read', stdout: DUMP })
-      .expect(vgsArgv('vg'), { kind: 'read', stdout: VG_REPORT });
+      .expect(lvsArgv('vg/image'), { kind: 'read', stdout: lvsJson([chainRows()[0]!]) })
+      .expect(IMAGE_LEASE, { kind: 'read', stdout: IMAGE_HELD })
+      .expect(vgsArgv('vg'), { kind: 'read', stdout: VG_REPORT })
+      .expect(deltaDumpArgv('vg'), { kind: 'read', stdout: DELTA });
     const e = await rejectionOf(mapClone(ctxOf(r), 'c3'), EXIT.LOCK_CONFLICT);
     expect(e.message).toBe('vg/image is locked by another host (held by node3, sanlock host_id 3)');
+    expect(e.data).toMatchObject({ vg: VG, lv: 'image', uuid: U.image, holder: { hostId: 3, host: 'node3' } });
     r.verify();
   });
 
@@ -327,14 +334,18 @@ describe('unmapClone', () => {
   });
 });
 
-/** whoHolds: sysfs holders of the device, then fuser -v. */
-function expectHolders(r: RecordingRunner, name: string, kernel: string, holders: Array<[string, string]>, fuserStderr: string): RecordingRunner {
+/** whoHolds: sysfs holders of the device, then fuser (pids on stdout, as psmisc prints them) and ps. */
+function expectHolders(r: RecordingRunner, name: string, kernel: string, holders: Array<[string, string]>, procs: Array<[number, string, string]>): RecordingRunner {
   r.expect(['realpath', '-e', '--', `/dev/mapper/${name}`], { kind: 'read', stdout: `/dev/${kernel}\n` }).expect(['ls', '-1', '-A', '--', `/sys/class/block/${kernel}/holders`], {
     kind: 'read',
     stdout: holders.map(([k]) => `${k}\n`).join(''),
   });
   for (const [k, n] of holders) r.expect(['cat', '--', `/sys/class/block/${k}/dm/name`], { kind: 'read', stdout: `${n}\n` });
-  return r.expect(['fuser', '-v', `/dev/mapper/${name}`], { kind: 'read', exitCode: fuserStderr ? 0 : 1, stderr: fuserStderr });
+  r.expect(['fuser', `/dev/mapper/${name}`], { kind: 'read', exitCode: procs.length ? 0 : 1, stdout: procs.map(([pid]) => `  ${pid}`).join(''), stderr: procs.length ? `/dev/mapper/${name}:` : '' });
+  if (procs.length) {
+    r.expect(['ps', '-o', 'pid=,user=,comm=', '-p', procs.map(([pid]) => pid).join(',')], { kind: 'read', stdout: procs.map(([pid, user, comm]) => `${String(pid).padStart(7)} ${user} ${comm}\n`).join('') });
+  }
+  return r;
 }
 
 describe('commitClone', () => {
@@ -379,13 +390,7 @@ describe('commitClone', () => {
   });
 
   it('refuses (6) while the VM disk is open, naming its holders, and writes nothing', async () => {
-    const fuser = [
-      '                     USER        PID ACCESS COMMAND',
-      `/dev/mapper/${rw(U.c3)}:`,
-      '                     libvirt-qemu   4242 F.... qemu-system-x86',
-      '',
-    ].join('\n');
-    const r = expectHolders(expectObserve(recorder(), chainRows({ mapped: true }), chainDevs(1)), rw(U.c3), 'dm-9', [['dm-14', 'vm7-part1']], fuser);
+    const r = expectHolders(expectObserve(recorder(), chainRows({ mapped: true }), chainDevs(1)), rw(U.c3), 'dm-9', [['dm-14', 'vm7-part1']], [[4242, 'libvirt-qemu', 'qemu-system-x86']]);
     const e = await rejectionOf(commitClone(ctxOf(r), 'c3'), EXIT.REFUSED);
     expect(e.message).toBe(`vg/c3 is in use on this node (${rw(U.c3)} open 1 time(s): device vm7-part1, process qemu-system-x86 (pid 4242, user libvirt-qemu)); refusing to commit it`);
     expect(e.hint).toBe('stop the VM using it, or pass --force (its users will get I/O errors)');
@@ -443,7 +448,8 @@ describe('commitClone', () => {
       .expect(journalBegin('c3', 'commit'), W)
       .expect(['lvchange', '-aey', 'vg/c3'], { kind: 'write', exitCode: 5, stderr: lockRefused('vg/c3') })
       .expect(journalEnd('c3', 'commit'), W)
-      .expect(['sanlock', 'direct', 'dump', '/dev/mapper/vg-lvmlock'], { kind: 'read', exitCode: 1, stderr: 'open error -19\n' });
+      .expect(lvsArgv('vg/c3'), { kind: 'read', stdout: lvsJson([chainRows()[3]!]) })
+      .expect(C3_LEASE, { kind: 'read', exitCode: 1, stderr: 'open error -19\n' });
     expect((await rejectionOf(commitClone(ctxOf(r), 'c3'), EXIT.LOCK_CONFLICT)).message).toBe('vg/c3 is locked by another host');
     r.verify();
   });

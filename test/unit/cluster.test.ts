@@ -6,6 +6,9 @@ import { EXIT } from '../../src/exec/errors.js';
 import type { RecordingRunner } from '../../src/exec/recordingRunner.js';
 import { recorder, rejectionOf } from './support.js';
 
+// SYNTHETIC: the lvm.conf / lvmlocal.conf excerpts and the `sanlock client gets` lines are hand-written
+// (the REAL gets output is replayed in fixtures.test.ts).
+
 const LVM_CONF = `# This is an example configuration file for the LVM2 system.
 config {
 	checks = 1
@@ -38,7 +41,7 @@ async function applySteps(steps: Awaited<ReturnType<typeof configSteps>>['steps'
   const r = recorder();
   for (const f of files) {
     r.expect(['cp', '-a', '--no-clobber', f, `${f}.cowstack-orig`], { kind: 'write' })
-      .expect(['install', '-D', '-m', '0644', '/dev/stdin', `${f}.cowstack-new`], { kind: 'write' })
+      .expect(['install', '-D', '-m', '0644', '/proc/self/fd/0', `${f}.cowstack-new`], { kind: 'write' })
       .expect(['mv', '-f', '--', `${f}.cowstack-new`, f], { kind: 'write' });
   }
   await runPlan(r, steps);
@@ -104,7 +107,7 @@ describe('configSteps', () => {
     r.verify();
     expect(steps).toHaveLength(3);
     expect(steps[1]!.undo?.map((u) => u.argv)).toEqual([
-      ['install', '-D', '-m', '0644', '/dev/stdin', '/etc/lvm/lvm.conf.cowstack-new'],
+      ['install', '-D', '-m', '0644', '/proc/self/fd/0', '/etc/lvm/lvm.conf.cowstack-new'],
       ['mv', '-f', '--', '/etc/lvm/lvm.conf.cowstack-new', '/etc/lvm/lvm.conf'],
     ]);
     expect(steps[1]!.undo?.[0]!.input).toBe(LVM_CONF);

@@ -1,7 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import { CommandError } from '../../src/exec/errors.js';
 import * as dm from '../../src/tools/dmsetup.js';
-import { recorder } from './support.js';
+import { capture, recorder } from './support.js';
+
+/*
+ * SYNTHETIC fixtures unless marked REAL: table, status and `info -c` lines written by hand in
+ * the kernel's formats (device-mapper admin-guide). The REAL captures from the testbed
+ * (test/fixtures/lvm2-2.03.16-bookworm) are replayed in fixtures.test.ts.
+ */
 
 const split = (status: string) => status.trim().split(/\s+/);
 
@@ -222,15 +228,13 @@ describe('dmsetup reads through the runner', () => {
     r.verify();
   });
 
-  it('targets, versions without the v', async () => {
-    const r = recorder().expect(['dmsetup', 'targets'], {
-      kind: 'read',
-      stdout: 'writecache       v1.6.0\ncache            v2.2.0\nsnapshot-merge   v1.5.0\nsnapshot-origin  v1.9.0\nsnapshot         v1.16.0\nlinear           v1.4.0\n',
-    });
+  it('targets, versions without the v (REAL capture)', async () => {
+    const r = recorder().expect(['dmsetup', 'targets'], { kind: 'read', stdout: capture('dmsetup-targets.txt') });
     const t = await dm.targets(r);
     expect(t.get('snapshot')).toBe('1.16.0');
     expect(t.get('writecache')).toBe('1.6.0');
-    expect([...t.keys()]).toEqual(['writecache', 'cache', 'snapshot-merge', 'snapshot-origin', 'snapshot', 'linear']);
+    expect(t.get('cache')).toBe('2.3.0');
+    expect([...t.keys()]).toEqual(['thin-pool', 'thin', 'writecache', 'cache', 'snapshot-merge', 'snapshot-origin', 'snapshot', 'striped', 'linear', 'error']);
     r.verify();
   });
 });

@@ -13,6 +13,9 @@ import type { RecordingRunner } from '../../src/exec/recordingRunner.js';
 import { MiB, U, VG, chainRows, cloneRow, expectObserve, foreignRow, imageRow, journalBegin, journalEnd, lvDev } from './repoFixtures.js';
 import { lvsArgv, lvsJson, recorder, rejectionOf } from './support.js';
 
+// SYNTHETIC: LV rows come from repoFixtures; sha256sum, realpath and fuser outputs are hand-written
+// in those tools' formats.
+
 const ctxOf = (r: RecordingRunner): OpContext => ({ runner: r, vg: VG });
 const W = { kind: 'write' } as const;
 const SHA = '9f2c1b7e4a6d3c5b8e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f';
@@ -106,7 +109,8 @@ describe('sealImage', () => {
     const r = expectObserve(recorder(), [imageRow('image', U.image, { state: 'writable', active: 'exclusive', open: true, minor: 3 })], [lvDev('image', U.image, 3, 1)])
       .expect(['realpath', '-e', '--', '/dev/mapper/vg-image'], { kind: 'read', stdout: '/dev/dm-3\n' })
       .expect(['ls', '-1', '-A', '--', '/sys/class/block/dm-3/holders'], { kind: 'read', stdout: '' })
-      .expect(['fuser', '-v', '/dev/mapper/vg-image'], { kind: 'read', stderr: '                     USER        PID ACCESS COMMAND\n/dev/mapper/vg-image: root       3101 F.... qemu-img\n' });
+      .expect(['fuser', '/dev/mapper/vg-image'], { kind: 'read', stdout: '  3101', stderr: '/dev/mapper/vg-image:' })
+      .expect(['ps', '-o', 'pid=,user=,comm=', '-p', '3101'], { kind: 'read', stdout: '   3101 root     qemu-img\n' });
     const e = await rejectionOf(sealImage(ctxOf(r), 'image'), EXIT.REFUSED);
     expect(e.message).toBe('vg/image is open on this node (process qemu-img (pid 3101, user root)); refusing to seal it');
     r.verify();

@@ -1,7 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { login, logout, sessions } from '../../src/core/initiator.js';
 import { CommandError, EXIT } from '../../src/exec/errors.js';
-import { recorder, rejectionOf } from './support.js';
+import { capture, recorder, rejectionOf } from './support.js';
+
+// SYNTHETIC unless marked REAL: iscsiadm, realpath and udevadm outputs are hand-written in open-iscsi 2.1.8's formats.
 
 const IQN = 'iqn.2003-01.org.example.repo:vg0';
 const PORTAL = '192.0.2.10:3260';
@@ -14,7 +16,8 @@ const NODE_DELETE = ['iscsiadm', '-m', 'node', '-o', 'delete', '-T', IQN, '-p', 
 const LOGIN = ['iscsiadm', '-m', 'node', '-T', IQN, '-p', PORTAL, '--login'];
 const LOGOUT = ['iscsiadm', '-m', 'node', '-T', IQN, '-p', PORTAL, '--logout'];
 
-// SYNTHETIC: `iscsiadm -m session -P 3` (open-iscsi 2.1.8 layout), one session to the repository.
+// SYNTHETIC: `iscsiadm -m session -P 3` (open-iscsi 2.1.8 layout, abridged), one session to the repository.
+// The REAL capture (iscsiadm-session-P3.txt) is replayed in the first login test and in fixtures.test.ts.
 const LOGGED_IN = `iSCSI Transport Class version 2.0-870
 version 2.1.8
 Target: ${IQN} (non-flash)
@@ -45,6 +48,16 @@ Target: ${IQN} (non-flash)
 const NO_SESSIONS = { kind: 'read' as const, exitCode: 21, stderr: 'iscsiadm: No active sessions.\n' };
 
 describe('login', () => {
+  it('reuses the REAL captured testbed session (portal with a non-default port)', async () => {
+    const iqn = 'iqn.2003-01.org.example.cowstack:repo';
+    const link = `/dev/disk/by-path/ip-10.0.2.2:36143-iscsi-${iqn}-lun-1`;
+    const r = recorder()
+      .expect(SESSIONS, { kind: 'read', stdout: capture('iscsiadm-session-P3.txt') })
+      .expect(['realpath', '-e', '--', link], { kind: 'read', stdout: '/dev/sda\n' });
+    expect(await login(r, '10.0.2.2:36143', iqn)).toEqual({ portal: '10.0.2.2:36143', iqn, lun: 1, device: link, disk: '/dev/sda', alreadyLoggedIn: true });
+    r.verify();
+  });
+
   it('reuses an existing session: no login, only the wait for the disk', async () => {
     const r = recorder()
       .expect(SESSIONS, { kind: 'read', stdout: LOGGED_IN })

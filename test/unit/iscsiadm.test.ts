@@ -3,8 +3,9 @@ import * as iscsi from '../../src/tools/iscsiadm.js';
 
 /*
  * SYNTHETIC fixtures, written by hand in the layout open-iscsi 2.1.8 prints for
- * `iscsiadm -m session -P 3` (tabs as in its printf calls). Real captured output per
- * version will be added under test/fixtures/ and replayed here.
+ * `iscsiadm -m session -P 3` (tabs as in its printf calls), for cases the testbed did not
+ * produce (several targets and sessions, failed sessions, LUNs without a disk). The REAL
+ * capture (one session) is replayed in fixtures.test.ts.
  */
 const session = (o: { portal?: string; sid: number; state?: string; host: number; luns: Array<[number, string?]> }) =>
   [

@@ -1,20 +1,22 @@
 import { describe, expect, it } from 'vitest';
 import { CommandError } from '../../src/exec/errors.js';
 import * as lvm from '../../src/tools/lvm.js';
-import { LV_COLUMNS, PV_COLUMNS, REPORT, VG_COLUMNS, lvsArgv, recorder, vgsArgv } from './support.js';
+import { LV_COLUMNS, PV_COLUMNS, REPORT, VG_COLUMNS, capture, lvsArgv, recorder, vgsArgv } from './support.js';
 
 /*
- * SYNTHETIC fixtures in the layout of lvm2 2.03.16 `--reportformat json_std --units b
- * --nosuffix --binary` (numbers as JSON numbers, tags as arrays), and the same rows the way
- * plain `json` / older versions print them (every value a string, tags comma-joined).
- * Real captured reports will be added under test/fixtures/.
+ * SYNTHETIC fixtures. LVS_STRINGS / PVS_STRINGS are in the layout lvm2 2.03.16 prints for
+ * `--reportformat json --units b --nosuffix --binary` (every value a string, tags one
+ * comma-joined string, LV lock args under the key lv_lockargs), as the REAL captures in
+ * test/fixtures/lvm2-2.03.16-bookworm show (replayed in fixtures.test.ts). LVS_JSON_STD /
+ * VGS_JSON_STD are the same rows in the layout of newer lvm2's `json_std` (numbers as JSON
+ * numbers, tags as arrays), which 2.03.16 does not have; the parsers accept both.
  */
 const LVS_JSON_STD = `  {
       "report": [
           {
               "lv": [
-                  {"lv_name":"img1", "vg_name":"repo", "lv_uuid":"Hq3Jd0-Ax9P-4r2S-0xYm-Ee3U-Bc8K-7dTt2Q", "lv_size":67108864, "lv_attr":"-ri-a-----", "lv_tags":["cowstack_role:image","cowstack_state:ready"], "lv_active_locally":1, "lv_active_exclusively":0, "lv_permissions":"read-only", "lv_device_open":1, "lv_dm_path":"/dev/mapper/repo-img1", "lv_lock_args":"1.0.0:71303168", "lv_time":"2026-01-12 10:21:07 +0000", "lv_kernel_major":253, "lv_kernel_minor":4},
-                  {"lv_name":"t1", "vg_name":"repo", "lv_uuid":"r1SXRd-3kQf-Xc8T-9WQr-pZ0N-fYx4-2cVb1M", "lv_size":8388608, "lv_attr":"-wi-------", "lv_tags":[], "lv_active_locally":0, "lv_active_exclusively":0, "lv_permissions":"writeable", "lv_device_open":0, "lv_dm_path":"/dev/mapper/repo-t1", "lv_lock_args":"1.0.0:70254592", "lv_time":"2026-01-12 10:25:44 +0000", "lv_kernel_major":-1, "lv_kernel_minor":-1}
+                  {"lv_name":"img1", "vg_name":"repo", "lv_uuid":"Hq3Jd0-Ax9P-4r2S-0xYm-Ee3U-Bc8K-7dTt2Q", "lv_size":67108864, "lv_attr":"-ri-a-----", "lv_tags":["cowstack_role:image","cowstack_state:ready"], "lv_active_locally":1, "lv_active_exclusively":0, "lv_permissions":"read-only", "lv_device_open":1, "lv_dm_path":"/dev/mapper/repo-img1", "lv_lockargs":"1.0.0:71303168", "lv_time":"2026-01-12 10:21:07 +0000", "lv_kernel_major":253, "lv_kernel_minor":4},
+                  {"lv_name":"t1", "vg_name":"repo", "lv_uuid":"r1SXRd-3kQf-Xc8T-9WQr-pZ0N-fYx4-2cVb1M", "lv_size":8388608, "lv_attr":"-wi-------", "lv_tags":[], "lv_active_locally":0, "lv_active_exclusively":0, "lv_permissions":"writeable", "lv_device_open":0, "lv_dm_path":"/dev/mapper/repo-t1", "lv_lockargs":"1.0.0:70254592", "lv_time":"2026-01-12 10:25:44 +0000", "lv_kernel_major":-1, "lv_kernel_minor":-1}
               ]
           }
       ]
@@ -25,8 +27,8 @@ const LVS_STRINGS = `  {
       "report": [
           {
               "lv": [
-                  {"lv_name":"img1", "vg_name":"repo", "lv_uuid":"Hq3Jd0-Ax9P-4r2S-0xYm-Ee3U-Bc8K-7dTt2Q", "lv_size":"67108864", "lv_attr":"-ri-a-----", "lv_tags":"cowstack_role:image,cowstack_state:ready", "lv_active_locally":"1", "lv_active_exclusively":"0", "lv_permissions":"read-only", "lv_device_open":"1", "lv_dm_path":"/dev/mapper/repo-img1", "lv_lock_args":"1.0.0:71303168", "lv_time":"2026-01-12 10:21:07 +0000", "lv_kernel_major":"253", "lv_kernel_minor":"4"},
-                  {"lv_name":"t1", "vg_name":"repo", "lv_uuid":"r1SXRd-3kQf-Xc8T-9WQr-pZ0N-fYx4-2cVb1M", "lv_size":"8388608", "lv_attr":"-wi-------", "lv_tags":"", "lv_active_locally":"0", "lv_active_exclusively":"0", "lv_permissions":"writeable", "lv_device_open":"0", "lv_dm_path":"/dev/mapper/repo-t1", "lv_lock_args":"1.0.0:70254592", "lv_time":"2026-01-12 10:25:44 +0000", "lv_kernel_major":"-1", "lv_kernel_minor":"-1"}
+                  {"lv_name":"img1", "vg_name":"repo", "lv_uuid":"Hq3Jd0-Ax9P-4r2S-0xYm-Ee3U-Bc8K-7dTt2Q", "lv_size":"67108864", "lv_attr":"-ri-a-----", "lv_tags":"cowstack_role:image,cowstack_state:ready", "lv_active_locally":"1", "lv_active_exclusively":"0", "lv_permissions":"read-only", "lv_device_open":"1", "lv_dm_path":"/dev/mapper/repo-img1", "lv_lockargs":"1.0.0:71303168", "lv_time":"2026-01-12 10:21:07 +0000", "lv_kernel_major":"253", "lv_kernel_minor":"4"},
+                  {"lv_name":"t1", "vg_name":"repo", "lv_uuid":"r1SXRd-3kQf-Xc8T-9WQr-pZ0N-fYx4-2cVb1M", "lv_size":"8388608", "lv_attr":"-wi-------", "lv_tags":"", "lv_active_locally":"0", "lv_active_exclusively":"0", "lv_permissions":"writeable", "lv_device_open":"0", "lv_dm_path":"/dev/mapper/repo-t1", "lv_lockargs":"1.0.0:70254592", "lv_time":"2026-01-12 10:25:44 +0000", "lv_kernel_major":"-1", "lv_kernel_minor":"-1"}
               ]
           }
       ]
@@ -134,6 +136,11 @@ describe('report parsers', () => {
     expect(lvm.parseLvs(LVS_STRINGS)).toEqual(EXPECTED_LVS);
   });
 
+  it('parseLvs also takes the lock args from the key lv_lock_args', () => {
+    expect(lvm.parseLvs('{"report":[{"lv":[{"lv_name":"x","lv_lock_args":"1.0.0:70254592"}]}]}')[0]!.lockArgs).toBe('1.0.0:70254592');
+    expect(lvm.parseLvs('{"report":[{"lv":[{"lv_name":"x","lv_lockargs":"1.0.0:1","lv_lock_args":"1.0.0:2"}]}]}')[0]!.lockArgs).toBe('1.0.0:1');
+  });
+
   it('parseLvs takes read-only from lv_attr when lv_permissions is missing', () => {
     expect(lvm.parseLvs('{"report":[{"lv":[{"lv_name":"x","lv_attr":"-ri-a-----"}]}]}')[0]).toMatchObject({ readOnly: true, sizeBytes: 0, tags: [], major: -1, minor: -1 });
   });
@@ -170,7 +177,7 @@ describe('report parsers', () => {
   });
 
   it('says what it could not parse', () => {
-    expect(() => lvm.parseLvs('  WARNING: something\n{')).toThrow(/cannot parse LVM json_std report: .*WARNING: something/);
+    expect(() => lvm.parseLvs('  WARNING: something\n{')).toThrow(/cannot parse LVM json report: .*WARNING: something/);
   });
 
   it('parseLvmconfigValue', () => {
@@ -182,7 +189,7 @@ describe('report parsers', () => {
 
 describe('reads through the runner', () => {
   it('lvs sends the report argv and parses the answer', async () => {
-    const r = recorder().expect(['lvs', ...REPORT, '-o', LV_COLUMNS, 'repo'], { kind: 'read', stdout: LVS_JSON_STD });
+    const r = recorder().expect(['lvs', ...REPORT, '-o', LV_COLUMNS, 'repo'], { kind: 'read', stdout: LVS_STRINGS });
     expect(await lvm.lvs(r, 'repo')).toEqual(EXPECTED_LVS);
     expect(r.calls[0]).toMatchObject({ root: true, timeout: 'query', allowFailure: true });
     r.verify();
@@ -190,7 +197,7 @@ describe('reads through the runner', () => {
 
   it('lvs puts the device filter first', async () => {
     const config = ['--config', 'devices { filter = [ "a|^/dev/sdb$|", "r|.*|" ] }'];
-    const r = recorder().expect(lvsArgv('repo/t1', config), { kind: 'read', stdout: LVS_JSON_STD });
+    const r = recorder().expect(lvsArgv('repo/t1', config), { kind: 'read', stdout: LVS_STRINGS });
     expect((await lvm.findLv(r, 'repo', 't1', { devices: ['/dev/sdb'] }))?.name).toBe('img1');
     r.verify();
   });
@@ -227,7 +234,7 @@ describe('reads through the runner', () => {
 
   it('vgs of one VG: [] when missing; vgs of all VGs: a failure is an error', async () => {
     const r = recorder()
-      .expect(vgsArgv('repo'), { kind: 'read', stdout: VGS_JSON_STD })
+      .expect(vgsArgv('repo'), { kind: 'read', stdout: capture('vgs-repo.json') }) // REAL
       .expect(vgsArgv('nosuch'), { kind: 'read', exitCode: 5, stderr: '  Volume group "nosuch" not found\n  Cannot process volume group nosuch\n' })
       .expect(['vgs', ...REPORT, '-o', VG_COLUMNS], { kind: 'read', exitCode: 5, stderr: '  Volume group "x" not found\n' });
     expect((await lvm.vgs(r, 'repo'))[0]?.tags).toEqual(['cowstack_host:1:node1', 'cowstack_host:2:node2']);

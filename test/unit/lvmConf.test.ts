@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { getConfValue, setConfValue } from '../../src/core/lvmConf.js';
 
-// Shaped like Debian's /etc/lvm/lvm.conf (abridged): long comment blocks, the commented-out
+// SYNTHETIC: shaped like Debian's /etc/lvm/lvm.conf (abridged): long comment blocks, the commented-out
 // default of use_lvmlockd, a trailing comment containing a brace, and a nested tags section.
 const LVM_CONF = `# This is an example configuration file for the LVM2 system.
 # It contains the default settings that would be used if there was no

@@ -4,6 +4,8 @@ import { parseLvs } from '../../src/tools/lvm.js';
 import { MiB, U, VG, chainRows, cloneRow, foreignRow, imageRow } from './repoFixtures.js';
 import { lvsJson } from './support.js';
 
+// SYNTHETIC: LV rows hand-written in lvm2 2.03.16 json (support.lvsJson).
+
 const SHA = '5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef';
 const lvsOf = (rows: Array<Record<string, unknown>>) => parseLvs(lvsJson(rows));
 const one = (row: Record<string, unknown>) => fromLv(lvsOf([row])[0]!);

@@ -23,6 +23,8 @@ import {
 } from './repoFixtures.js';
 import { recorder } from './support.js';
 
+// SYNTHETIC: LV rows and dm devices come from repoFixtures; journal entries and dmsetup outputs are hand-written.
+
 const ctxOf = (r: RecordingRunner): OpContext => ({ runner: r, vg: VG });
 const W = { kind: 'write' } as const;
 const STARTED = '2026-01-12T10:31:02.417Z';
@@ -67,6 +69,7 @@ const expectUnmapAll = (r: RecordingRunner) =>
     .expect(['lvchange', '-an', 'vg/image'], W)
     .expect(journalEnd('c3', 'unmap'), W);
 
+// SYNTHETIC: `dmsetup table` and `dmsetup status` of the mapped chain.
 const TABLES = {
   [ro(U.c1)]: '0 131072 snapshot 253:3 253:4 P 8\n',
   [ro(U.c2)]: '0 131072 snapshot 253:5 253:6 P 16\n',

@@ -1,6 +1,6 @@
 /**
  * Hand-written repository fixtures for the copy-on-write core tests: LV rows in the layout of
- * lvm2 2.03 `lvs --reportformat json_std --units b --nosuffix --binary`, `dmsetup info -c`
+ * lvm2 2.03 `lvs --reportformat json --units b --nosuffix --binary`, `dmsetup info -c`
  * lines, and the two observation reads every core operation starts with. SYNTHETIC: the
  * uuids, sizes and device numbers are made up but have the shapes LVM and the kernel print.
  */
@@ -44,7 +44,7 @@ export interface LvOpts {
   vg?: string;
 }
 
-/** One row of `lvs` json_std output. */
+/** One row of `lvs` json output. */
 export function lvRow(o: LvOpts): Record<string, unknown> {
   const vg = o.vg ?? VG;
   const active = Boolean(o.active);
@@ -60,7 +60,7 @@ export function lvRow(o: LvOpts): Record<string, unknown> {
     lv_permissions: o.readOnly ? 'read-only' : 'writeable',
     lv_device_open: o.open ? 1 : 0,
     lv_dm_path: `/dev/mapper/${vg.replace(/-/g, '--')}-${o.name.replace(/-/g, '--')}`,
-    lv_lock_args: `1.0.0:${70254592 + (o.minor ?? 0) * 1048576}`,
+    lv_lockargs: `1.0.0:${70254592 + (o.minor ?? 0) * 1048576}`,
     lv_time: '2026-01-12 10:25:44 +0000',
     lv_kernel_major: active ? 253 : -1,
     lv_kernel_minor: active ? (o.minor ?? 0) : -1,
@@ -149,7 +149,7 @@ export function dmInfo(devs: Dev[]): string {
 export const DM_INFO = ['dmsetup', 'info', '-c', '--noheadings', '--separator', '|', '-o', 'name,uuid,open,major,minor,attr'];
 export const JOURNAL = '/var/lib/cowstack/journal';
 export const journalFile = (name: string, op: string, vg = VG) => `${JOURNAL}/${vg}.${name}.${op}.json`;
-export const journalBegin = (name: string, op: string, vg = VG) => ['install', '-D', '-m', '0600', '/dev/stdin', journalFile(name, op, vg)];
+export const journalBegin = (name: string, op: string, vg = VG) => ['install', '-D', '-m', '0600', '/proc/self/fd/0', journalFile(name, op, vg)];
 export const journalEnd = (name: string, op: string, vg = VG) => ['rm', '-f', '--', journalFile(name, op, vg)];
 
 /** The observation every operation starts with: lvs of the VG and dmsetup info, in the order observe() issues them. */

@@ -2,7 +2,9 @@ import { describe, expect, it } from 'vitest';
 import { nodeStatus, tree, usageOf } from '../../src/core/report.js';
 import { parseDmLines } from '../../src/tools/dmsetup.js';
 import { MiB, U, VG, chainDevs, chainRows, cloneRow, expectObserve, ro, rw } from './repoFixtures.js';
-import { recorder, vgsArgv, vgsJson } from './support.js';
+import { capture, deltaDumpArgv, leaseDump, recorder, vgsArgv, vgsJson } from './support.js';
+
+// SYNTHETIC unless marked REAL: LV rows and dm devices come from repoFixtures, dmsetup outputs are hand-written.
 
 const line = (text: string) => parseDmLines(text)[0];
 
@@ -50,6 +52,7 @@ describe('usageOf', () => {
   });
 });
 
+// SYNTHETIC: `dmsetup status` of the mapped chain plus an orphan device.
 const STATUS = [
   'vg-image: 0 131072 linear 8:16 2048',
   `${ro(U.c1)}: 0 131072 snapshot 96/32768 16`,
@@ -96,19 +99,24 @@ describe('nodeStatus', () => {
 });
 
 describe('tree', () => {
-  const DUMP = [
-    '  offset                            lockspace                                         resource  timestamp  own  gen lver',
-    `70254592                               lvm_vg           ${U.c3} 0000010398 0001 0001 3`,
-    `71303168                               lvm_vg           ${U.d1} 0000010377 0002 0001 1`,
-    '',
-  ].join('\n');
+  // Live clones only: c3 (minor 8, lease at 70254592 + 8 MiB) held by host 1, d1 (lease at 70254592) by host 2.
+  // SYNTHETIC leases in the real layout; REAL delta leases of hosts 1 (node1) and 2 (node2), lockspace renamed.
+  const rows = [...chainRows({ mapped: true }), cloneRow('d1', U.d1, U.image, { size: 8 * MiB })];
+  const C3_HELD = leaseDump({ offset: 78643200, vg: VG, uuid: U.c3, owner: 1, timestamp: 10398, lver: 3 });
+  const D1_HELD = leaseDump({ offset: 70254592, vg: VG, uuid: U.d1, owner: 2, timestamp: 10377 });
+  const DELTA = capture('sanlock-dump-delta.txt').replace(/lvm_repo/g, '  lvm_vg');
+  const ONLY_NODE1 = vgsJson([{ vg_name: 'vg', vg_tags: ['cowstack_host:1:node1'] }]);
+
+  const expectTreeReads = (delta: { stdout?: string; exitCode?: number; stderr?: string }) =>
+    expectObserve(recorder(), rows, chainDevs(1))
+      .expect(['dmsetup', 'status'], { kind: 'read', stdout: STATUS.replace('Overflow', '27853/32768 112') })
+      .expect(vgsArgv('vg'), { kind: 'read', stdout: ONLY_NODE1 })
+      .expect(deltaDumpArgv('vg'), { kind: 'read', ...delta })
+      .expect(['sanlock', 'direct', 'dump', '/dev/mapper/vg-lvmlock:78643200:1048576'], { kind: 'read', stdout: C3_HELD })
+      .expect(['sanlock', 'direct', 'dump', '/dev/mapper/vg-lvmlock:70254592:1048576'], { kind: 'read', stdout: D1_HELD });
 
   it('shows the lineage with where each clone is mapped, its COW usage and who holds it', async () => {
-    const rows = [...chainRows({ mapped: true }), cloneRow('d1', U.d1, U.image, { size: 8 * MiB })];
-    const r = expectObserve(recorder(), rows, chainDevs(1))
-      .expect(['dmsetup', 'status'], { kind: 'read', stdout: STATUS.replace('Overflow', '27853/32768 112') })
-      .expect(vgsArgv('vg'), { kind: 'read', stdout: vgsJson([{ vg_name: 'vg', vg_tags: ['cowstack_host:1:node1'] }]) })
-      .expect(['sanlock', 'direct', 'dump', '/dev/mapper/vg-lvmlock'], { kind: 'read', stdout: DUMP });
+    const r = expectTreeReads({ stdout: DELTA });
     const t = await tree(r, VG, { warnPercent: 80 });
     expect(t).toHaveLength(1);
     const [image] = t;
@@ -116,10 +124,21 @@ describe('tree', () => {
     expect(image!.children.map((c) => c.name)).toEqual(['c1', 'd1']);
     const c1 = image!.children[0]!;
     expect(c1).toMatchObject({ name: 'c1', state: 'committed', mappedHere: 'ro', chunkSectors: 8, usage: { state: 'active', usedPercent: 0.29 } });
+    expect(c1.activeOn).toBeUndefined(); // committed: its lease is not read
     const c3 = c1.children[0]!.children[0]!;
     expect(c3).toMatchObject({ name: 'c3', state: 'live', mappedHere: 'rw', activeOn: 'node1', chunkSectors: 128, usage: { usedPercent: 85, warning: expect.stringContaining('85% full') } });
-    expect(image!.children[1]).toMatchObject({ name: 'd1', activeOn: 'host_id 2', children: [] });
+    // host 2 has no cowstack_host tag: its delta lease names it
+    expect(image!.children[1]).toMatchObject({ name: 'd1', activeOn: 'node2', children: [] });
     expect(image!.children[1]!.mappedHere).toBeUndefined();
+    expect(r.calls.every((c) => c.kind === 'read')).toBe(true);
+    r.verify();
+  });
+
+  it('shows only the host id of a holder nothing names', async () => {
+    const r = expectTreeReads({ exitCode: 1, stderr: 'open error -2 /dev/mapper/vg-lvmlock\n' });
+    const [image] = await tree(r, VG, { warnPercent: 80 });
+    expect(image!.children[0]!.children[0]!.children[0]).toMatchObject({ name: 'c3', activeOn: 'node1' });
+    expect(image!.children[1]).toMatchObject({ name: 'd1', activeOn: 'host_id 2' });
     r.verify();
   });
 });

@@ -20,6 +20,8 @@ import {
 } from './repoFixtures.js';
 import { recorder, thrownBy } from './support.js';
 
+// SYNTHETIC: LV rows and dm devices come from repoFixtures; `dmsetup table` outputs are hand-written.
+
 const argvs = (steps: Step[]) => steps.map((s) => s.req.argv);
 const T = (origin: string, cow: string, mode: string, chunk: number) => `0 ${IMAGE_SECTORS} snapshot ${origin} ${cow} ${mode} ${chunk}`;
 const RO_C1_TABLE = T('/dev/mapper/vg-image', '/dev/mapper/vg-c1', 'P', 8);

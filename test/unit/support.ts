@@ -3,6 +3,7 @@
  * LVM reports. The argv are spelled out here on purpose (not imported from src/tools/lvm.ts)
  * so a change to what cowstack sends to LVM fails a test.
  */
+import { readFileSync } from 'node:fs';
 import { expect } from 'vitest';
 import { CowstackError, type ExitCode } from '../../src/exec/errors.js';
 import { RecordingRunner } from '../../src/exec/recordingRunner.js';
@@ -33,7 +34,7 @@ export async function rejectionOf(p: Promise<unknown>, exitCode: ExitCode): Prom
   return caught as CowstackError;
 }
 
-export const REPORT = ['--reportformat', 'json_std', '--units', 'b', '--nosuffix', '--binary'];
+export const REPORT = ['--reportformat', 'json', '--units', 'b', '--nosuffix', '--binary'];
 export const LV_COLUMNS =
   'lv_name,vg_name,lv_uuid,lv_size,lv_attr,lv_tags,lv_active_locally,lv_active_exclusively,lv_permissions,lv_device_open,lv_dm_path,lv_lock_args,lv_time,lv_kernel_major,lv_kernel_minor';
 export const VG_COLUMNS = 'vg_name,vg_uuid,vg_size,vg_free,vg_extent_size,vg_lock_type,vg_lock_args,vg_shared,vg_tags,pv_count,lv_count';
@@ -42,16 +43,62 @@ export const PV_COLUMNS = 'pv_name,vg_name,pv_uuid,pv_size,dev_size';
 export const lvsArgv = (target: string, config: string[] = []) => ['lvs', ...config, ...REPORT, '-o', LV_COLUMNS, target];
 export const vgsArgv = (vg: string, config: string[] = []) => ['vgs', ...config, ...REPORT, '-o', VG_COLUMNS, vg];
 
-/** One json_std document the way `lvs --reportformat json_std --binary` prints it. */
-export function lvsJson(rows: Array<Record<string, unknown>>): string {
-  const body = rows.map((r) => `                ${JSON.stringify(r)}`).join(',\n');
-  return `  {\n      "report": [\n          {\n              "lv": [\n${body}\n              ]\n          }\n      ]\n  }\n`;
+/**
+ * One report row the way lvm2 2.03.16 `--reportformat json` prints it (see the REAL capture
+ * test/fixtures/lvm2-2.03.16-bookworm/lvs-repo.json): every value a string, a string list
+ * (tags) one comma-joined string, fields separated by ", ". Fixtures may write numbers and
+ * tag arrays for readability; they reach the parsers in the real shape.
+ */
+export function reportRow(row: Record<string, unknown>): string {
+  const fields = Object.entries(row)
+    .filter(([, v]) => v !== undefined)
+    .map(([k, v]) => [k, Array.isArray(v) ? v.join(',') : typeof v === 'boolean' ? (v ? '1' : '0') : v === null ? '' : String(v)] as const);
+  return `{${fields.map(([k, v]) => `${JSON.stringify(k)}:${JSON.stringify(v)}`).join(', ')}}`;
 }
 
-export function vgsJson(rows: Array<Record<string, unknown>>): string {
-  const body = rows.map((r) => `                ${JSON.stringify(r)}`).join(',\n');
-  return `  {\n      "report": [\n          {\n              "vg": [\n${body}\n              ]\n          }\n      ]\n  }\n`;
+function reportJson(key: 'lv' | 'vg', rows: Array<Record<string, unknown>>): string {
+  const body = rows.map((r) => `                  ${reportRow(r)}`).join(',\n');
+  return `  {\n      "report": [\n          {\n              "${key}": [\n${body}\n              ]\n          }\n      ]\n  }\n`;
 }
+
+/** One json document the way `lvs --reportformat json --binary` prints it (lvm2 2.03.16). */
+export const lvsJson = (rows: Array<Record<string, unknown>>): string => reportJson('lv', rows);
+export const vgsJson = (rows: Array<Record<string, unknown>>): string => reportJson('vg', rows);
+
+/** REAL output captured on the testbed (Debian bookworm, lvm2 2.03.16, sanlock 3.8.5, open-iscsi 2.1.8), byte for byte. */
+export const capture = (name: string): string => readFileSync(new URL(`../fixtures/lvm2-2.03.16-bookworm/${name}`, import.meta.url), 'utf8');
+
+/**
+ * The REAL stderr of a refused `lvchange -aey repo/probe` (exit 5). The capture file ends
+ * with the capture script's "exit=5" line, which lvchange did not print: it is cut off here.
+ */
+export const conflictStderr = (): string => capture('lvchange-aey-conflict.stderr').replace(/^exit=\d+\n?$/m, '');
+
+/** The header line of `sanlock direct dump` (sanlock 3.8.5, from the capture). */
+export const SANLOCK_DUMP_HEADER = '  offset                            lockspace                                         resource  timestamp  own  gen lver';
+
+/**
+ * SYNTHETIC: `sanlock direct dump /dev/mapper/VG-lvmlock:OFFSET:1048576`, the paxos lease of
+ * one LV, in the layout of the REAL captures sanlock-dump-lease-held.txt / -free.txt
+ * ("%08llu %36s %48s %010llu %04llu %04llu %llu"). Held while timestamp is non-zero.
+ */
+export function leaseDump(o: { offset: number; vg: string; uuid: string; owner: number; timestamp: number; generation?: number; lver?: number }): string {
+  const row = [
+    String(o.offset).padStart(8, '0'),
+    `lvm_${o.vg}`.padStart(36),
+    o.uuid.padStart(48),
+    String(o.timestamp).padStart(10, '0'),
+    String(o.owner).padStart(4, '0'),
+    String(o.generation ?? 1).padStart(4, '0'),
+    String(o.lver ?? 1),
+  ].join(' ');
+  return `${SANLOCK_DUMP_HEADER}\n${row}\n`;
+}
+
+/** The argv of that read. */
+export const leaseDumpArgv = (vg: string, offset: number) => ['sanlock', 'direct', 'dump', `/dev/mapper/${vg.replace(/-/g, '--')}-lvmlock:${offset}:1048576`];
+/** The argv of the delta-lease read (host names) at the start of the lvmlock LV. */
+export const deltaDumpArgv = (vg: string) => ['sanlock', 'direct', 'dump', `/dev/mapper/${vg.replace(/-/g, '--')}-lvmlock`];
 
 /** A RecordingRunner plus the check every test ends with: nothing left over, nothing mismatched. */
 export const recorder = (target = 'local') => new RecordingRunner(target);

@@ -12,9 +12,9 @@ export function register(program: Command): void {
   ).action(async (o, cmd: Command) => {
     const ctx = createContext(cmd);
     const report = await doctor(ctx.runner, { vg: o.vg ?? ctx.config.repository.vg });
-    await ctx.finish(report, render);
     // Findings are the result; a non-zero exit lets scripts gate on a healthy node.
-    if (!report.ok) throw new CowstackError(EXIT.MISSING, `${report.errors} check(s) failed on ${report.host}`, { hint: 'fix them in the order shown' });
+    const failure = report.ok ? undefined : new CowstackError(EXIT.MISSING, `${report.errors} check(s) failed on ${report.host}`, { hint: 'fix them in the order shown' });
+    await ctx.finish(report, render, failure);
   });
 }
 

@@ -1,0 +1,256 @@
+/**
+ * COW clones on a real kernel, two nodes sharing one iSCSI LUN under lvmlockd + sanlock.
+ * Every data check compares the sha256 of a whole device with the sha256 of the bytes the
+ * host computed it must hold (image pattern + the writes made through each level).
+ */
+import { beforeAll, describe, expect, inject, it } from 'vitest';
+import { execa } from 'execa';
+import { promises as fsp } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { gzipSync } from 'node:zlib';
+import { attach, type Testbed } from '../testbed/index.js';
+import { clusterCli } from './cli.js';
+import { REPO_VG } from './cluster.js';
+import { deviceSha, MiB, overlay, pattern, sha256, writeAt } from './data.js';
+
+let tb: Testbed;
+const run = Date.now().toString(36).slice(-5);
+const n = (s: string) => `${s}-${run}`;
+const IMG = pattern(32 * MiB, 1);
+const IMG_SHA = sha256(IMG);
+let work: string;
+
+const cs = (node: string, args: string[], env?: Record<string, string>) => clusterCli(tb, node, args, env);
+const ok = async (node: string, args: string[]) => {
+  const r = await cs(node, args);
+  expect(r.exitCode, `${node}: cowstack ${args.join(' ')}\n${r.stdout}\n${r.stderr}`).toBe(0);
+  return r.json.result;
+};
+
+async function imageShaOn(node: string, name: string): Promise<string> {
+  await ok(node, ['activate', `${REPO_VG}/${name}`, '--shared']);
+  const sha = await deviceSha(tb, node, `/dev/mapper/${REPO_VG}-${name.replace(/-/g, '--')}`);
+  await ok(node, ['deactivate', `${REPO_VG}/${name}`]);
+  return sha;
+}
+
+/** Map a clone, check its whole content, unmap. */
+async function checkOn(node: string, clone: string, expected: Buffer): Promise<void> {
+  const m = await ok(node, ['clone', 'map', clone]);
+  expect(await deviceSha(tb, node, m.device), `${clone} read on ${node}`).toBe(sha256(expected));
+  await ok(node, ['clone', 'unmap', clone]);
+}
+
+async function ourDevices(node: string): Promise<string[]> {
+  const r = await tb.ssh(node, ['dmsetup', 'info', '-c', '--noheadings', '-o', 'name,uuid']);
+  return r.stdout.split('\n').filter((l) => l.includes('COWSTACK-')).map((l) => l.split(':')[0]!.trim());
+}
+
+beforeAll(async () => {
+  tb = await attach(inject('testbedState'));
+  work = await fsp.mkdtemp(path.join(tmpdir(), 'cowstack-it-'));
+  await fsp.writeFile(path.join(work, 'img.raw'), IMG);
+});
+
+const img = n('img');
+const expected: Record<string, Buffer> = {};
+
+describe.sequential('images', () => {
+  it('imports raw, gzip, zstd and qcow2 sources with the content\'s checksum', async () => {
+    const raw = path.join(work, 'img.raw');
+    await fsp.writeFile(path.join(work, 'img.gz'), gzipSync(IMG, { level: 1 }));
+    await execa('zstd', ['-q', '-f', '-1', raw, '-o', path.join(work, 'img.zst')]);
+    await execa('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', raw, path.join(work, 'img.qcow2')]);
+    const r = await ok('node1', ['image', 'import', img, raw]);
+    expect(r).toMatchObject({ action: 'imported', state: 'sealed', sha256: IMG_SHA, sizeBytes: IMG.length });
+    for (const [fmt, file] of [['gz', 'img.gz'], ['zst', 'img.zst'], ['qcow2', 'img.qcow2']] as const) {
+      const name = n(`img${fmt}`);
+      const x = await ok(fmt === 'zst' ? 'node2' : 'node1', ['image', 'import', name, path.join(work, file)]);
+      expect(x.sha256, fmt).toBe(IMG_SHA);
+      expect((await ok('node2', ['image', 'rm', name])).action).toBe('removed');
+    }
+    expect(await imageShaOn('node2', img)).toBe(IMG_SHA);
+  });
+
+  it('keeps sealed images read-only in the kernel', async () => {
+    await ok('node1', ['activate', `${REPO_VG}/${img}`, '--shared']);
+    const dev = `/dev/mapper/${REPO_VG}-${img.replace(/-/g, '--')}`;
+    expect((await tb.ssh('node1', ['blockdev', '--getro', dev])).stdout.trim()).toBe('1');
+    const w = await tb.ssh('node1', ['dd', 'if=/dev/zero', `of=${dev}`, 'bs=4096', 'count=1', 'oflag=direct', 'status=none']);
+    expect(w.exitCode).not.toBe(0);
+    await ok('node1', ['deactivate', `${REPO_VG}/${img}`]);
+  });
+});
+
+describe.sequential('recursive clones across nodes', () => {
+  const c1 = n('c1');
+  const c2 = n('c2');
+  const c3 = n('c3');
+
+  it('builds a 3-level chain, each level written on alternating nodes and committed', async () => {
+    const steps: Array<[string, string, string, number, number]> = [
+      [c1, img, 'node1', 1, 11],
+      [c2, c1, 'node2', 8, 12],
+      [c3, c2, 'node1', 0, 13],
+    ];
+    let base = IMG;
+    for (const [name, from, node, offMiB, seed] of steps) {
+      const created = await ok(node === 'node1' ? 'node2' : 'node1', ['clone', 'create', name, '--from', from, '--cow-size', '16M']);
+      expect(created).toMatchObject({ action: 'created', parent: from, chunkSectors: 8 });
+      const m = await ok(node, ['clone', 'map', name]);
+      expect(m).toMatchObject({ action: 'mapped', mode: 'rw' });
+      expect(m.device).toMatch(/^\/dev\/mapper\/cowstack-rw-[A-Za-z0-9]{32}$/);
+      const data = pattern(3 * MiB, seed);
+      await writeAt(tb, node, m.device, offMiB, data);
+      base = overlay(base, offMiB * MiB, data);
+      expected[name] = base;
+      expect(await deviceSha(tb, node, m.device)).toBe(sha256(base));
+      expect((await ok(node, ['clone', 'commit', name])).action).toBe('committed');
+      expect(await ourDevices(node)).toEqual([]);
+    }
+  });
+
+  it('reads every level back exactly on either node, read-only, and the image never changed', async () => {
+    for (const node of ['node1', 'node2']) {
+      for (const name of [c1, c2, c3]) {
+        const m = await ok(node, ['clone', 'map', name]);
+        expect(m.mode).toBe('ro');
+        expect(m.device).toMatch(/cowstack-ro-/);
+        expect(await deviceSha(tb, node, m.device), `${name} on ${node}`).toBe(sha256(expected[name]!));
+        const w = await tb.ssh(node, ['dd', 'if=/dev/zero', `of=${m.device}`, 'bs=4096', 'count=1', 'oflag=direct', 'status=none']);
+        expect(w.exitCode, 'committed clones refuse writes').not.toBe(0);
+      }
+      for (const name of [c3, c2, c1]) await ok(node, ['clone', 'unmap', name]);
+      expect(await ourDevices(node)).toEqual([]);
+      expect(await imageShaOn(node, img)).toBe(IMG_SHA);
+    }
+  });
+
+  it('shows the lineage in tree', async () => {
+    const t = await ok('node2', ['tree', img]);
+    const root = t[0];
+    expect(root).toMatchObject({ name: img, kind: 'image', state: 'sealed', sha256: IMG_SHA });
+    expect(root.children[0]).toMatchObject({ name: c1, state: 'committed' });
+    expect(root.children[0].children[0]).toMatchObject({ name: c2, state: 'committed' });
+    expect(root.children[0].children[0].children[0]).toMatchObject({ name: c3, state: 'committed', children: [] });
+  });
+
+  it('is idempotent: create, commit, map and unmap again are no-op successes', async () => {
+    expect((await ok('node1', ['clone', 'create', c1, '--from', img])).action).toBe('none');
+    expect((await ok('node1', ['clone', 'commit', c1])).action).toBe('none');
+    expect((await ok('node1', ['clone', 'map', c2])).action).toBe('mapped');
+    expect((await ok('node1', ['clone', 'map', c2])).action).toBe('none');
+    expect((await ok('node1', ['clone', 'unmap', c2])).action).toBe('unmapped');
+    expect((await ok('node1', ['clone', 'unmap', c2])).action).toBe('none');
+  });
+
+  it('refuses to remove parents, and rejects bad input before touching anything', async () => {
+    const rmImg = await cs('node1', ['image', 'rm', img]);
+    expect(rmImg.exitCode).toBe(6);
+    expect(rmImg.json.message).toContain(c1);
+    const rmC1 = await cs('node1', ['clone', 'rm', c1]);
+    expect(rmC1.exitCode).toBe(6);
+    expect(rmC1.json.message).toContain(c2);
+    const bad = await cs('node1', ['clone', 'create', 'bad name;x', '--from', img]);
+    expect(bad.exitCode).toBe(2);
+    expect(bad.json.message).toContain('bad name;x');
+    const tiny = await cs('node1', ['clone', 'create', n('tiny'), '--from', img, '--cow-size', '2K']);
+    expect(tiny.exitCode).toBe(2);
+    expect(tiny.json.message).toMatch(/smaller than the chunk size/);
+  });
+});
+
+describe.sequential('concurrency and the cluster lock', () => {
+  const a = n('a');
+  const b = n('b');
+  it('two clones of one image written concurrently on two nodes do not interfere', async () => {
+    await ok('node1', ['clone', 'create', a, '--from', img, '--cow-size', '8M']);
+    await ok('node2', ['clone', 'create', b, '--from', img, '--cow-size', '8M']);
+    const [ma, mb] = await Promise.all([ok('node1', ['clone', 'map', a]), ok('node2', ['clone', 'map', b])]);
+    const pa = pattern(4 * MiB, 21);
+    const pb = pattern(4 * MiB, 22);
+    await Promise.all([writeAt(tb, 'node1', ma.device, 2, pa), writeAt(tb, 'node2', mb.device, 2, pb)]);
+    expected[a] = overlay(IMG, 2 * MiB, pa);
+    expected[b] = overlay(IMG, 2 * MiB, pb);
+    const [sa, sb] = await Promise.all([deviceSha(tb, 'node1', ma.device), deviceSha(tb, 'node2', mb.device)]);
+    expect(sa).toBe(sha256(expected[a]!));
+    expect(sb).toBe(sha256(expected[b]!));
+  });
+
+  it('a live clone mapped on node1 cannot be mapped on node2; after commit it maps read-only there', async () => {
+    const r = await cs('node2', ['clone', 'map', a]);
+    expect(r.exitCode).toBe(4);
+    expect(r.json.message).toContain(`${REPO_VG}/${a}`);
+    expect(r.json.message).toContain('node1');
+    expect(await ourDevices('node2')).toHaveLength(1); // only b's device: the refused map left nothing
+    await ok('node1', ['clone', 'commit', a]);
+    await checkOn('node2', a, expected[a]!);
+    expect((await ok('node2', ['clone', 'discard', b])).action).toBe('discarded');
+    expect(await ourDevices('node2')).toEqual([]);
+    expect(await imageShaOn('node1', img)).toBe(IMG_SHA);
+  });
+
+  it('refuses to commit or unmap a clone that is open, naming the holder', async () => {
+    const d = n('d');
+    await ok('node1', ['clone', 'create', d, '--from', img, '--cow-size', '8M']);
+    const m = await ok('node1', ['clone', 'map', d]);
+    await tb.sh('node1', `nohup sh -c 'exec 3<${m.device}; exec sleep 120' >/dev/null 2>&1 &`);
+    await new Promise((res) => setTimeout(res, 1000));
+    for (const verb of ['commit', 'unmap']) {
+      const r = await cs('node1', ['clone', verb, d]);
+      expect(r.exitCode, verb).toBe(6);
+      expect(r.json.message).toMatch(/in use/);
+      expect(r.json.message).toMatch(/sleep|pid/);
+    }
+    await tb.sh('node1', `pkill -f 'sleep 120' || true`);
+    await new Promise((res) => setTimeout(res, 1000));
+    expect((await ok('node1', ['clone', 'discard', d])).action).toBe('discarded');
+  });
+});
+
+describe.sequential('COW space', () => {
+  it('a too-small COW overflows; status and tree report it and the image is untouched', async () => {
+    const o = n('ovf');
+    await ok('node1', ['clone', 'create', o, '--from', img, '--cow-size', '4M']);
+    const m = await ok('node1', ['clone', 'map', o]);
+    const w = await tb.ssh('node1', ['dd', 'if=/dev/urandom', `of=${m.device}`, 'bs=1M', 'count=8', 'oflag=direct', 'status=none']);
+    expect(w.exitCode, 'writes beyond the COW fail').not.toBe(0);
+    const st = await ok('node1', ['status']);
+    const dev = st.devices.find((x: any) => x.clone === o);
+    expect(dev.usage.state).toBe('overflow');
+    expect(st.warnings.join('\n')).toContain(o);
+    const t = await ok('node1', ['tree', o]);
+    expect(t[0].usage.state).toBe('overflow');
+    expect((await ok('node1', ['clone', 'discard', o])).action).toBe('discarded');
+    expect(await imageShaOn('node2', img)).toBe(IMG_SHA);
+  });
+
+  it('grows a live COW while mapped and the data stays exact', async () => {
+    const g = n('grow');
+    await ok('node1', ['clone', 'create', g, '--from', img, '--cow-size', '4M']);
+    const m = await ok('node1', ['clone', 'map', g]);
+    const p1 = pattern(2 * MiB, 31);
+    await writeAt(tb, 'node1', m.device, 0, p1);
+    const grown = await ok('node1', ['clone', 'grow', g, '--cow-size', '24M']);
+    expect(grown).toMatchObject({ action: 'grown', cowBytes: 24 * MiB });
+    const p2 = pattern(12 * MiB, 32);
+    await writeAt(tb, 'node1', m.device, 10, p2);
+    const st = await ok('node1', ['status']);
+    expect(st.devices.find((x: any) => x.clone === g).usage.state).toBe('active');
+    expect(await deviceSha(tb, 'node1', m.device)).toBe(sha256(overlay(overlay(IMG, 0, p1), 10 * MiB, p2)));
+    await ok('node1', ['clone', 'discard', g]);
+  });
+});
+
+describe.sequential('flatten', () => {
+  it('copies a committed chain into a standalone sealed image', async () => {
+    const c3 = n('c3');
+    const flat = n('flat');
+    const r = await ok('node2', ['clone', 'flatten', c3, '--to', flat]);
+    expect(r).toMatchObject({ action: 'flattened', sha256: sha256(expected[c3]!) });
+    expect(await imageShaOn('node1', flat)).toBe(sha256(expected[c3]!));
+    expect(await ourDevices('node2')).toEqual([]);
+    await ok('node1', ['image', 'rm', flat]);
+  });
+});
