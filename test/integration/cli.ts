@@ -23,7 +23,8 @@ export async function cowstack(tb: Pick<Testbed, 'sshConfig'>, args: string[], o
     env: { COWSTACK_SSH_CONFIG: tb.sshConfig, COWSTACK_CONFIG: '/dev/null', NO_COLOR: '1', ...opts.env },
   });
   let json: any;
-  if (args.includes('--json')) {
+  // A killed cowstack prints nothing at all: that is not a JSON error, it is the crash under test.
+  if (args.includes('--json') && String(r.stdout).trim()) {
     try {
       json = JSON.parse(String(r.stdout));
     } catch {
