@@ -7,7 +7,8 @@ import * as lvm from '../tools/lvm.js';
 import { collectGarbage, mapClone, runGuarded, type OpContext } from './clones.js';
 import { lvMapperPath } from './dmNames.js';
 import { beginStep, endStep } from './journal.js';
-import { roleTag, shaTag, stateTag, type ImageObj } from './metadata.js';
+import { roleTag, stateTag, type ImageObj } from './metadata.js';
+import { lvChecksum, sealStep } from './images.js';
 import { findClone, observe } from './observe.js';
 import type { Step } from './plan.js';
 import { activateStep, deactivateStep, lvRef } from './stack.js';
@@ -54,16 +55,8 @@ export async function flattenClone(ctx: OpContext, name: string, imageName: stri
   ];
   try {
     await runGuarded(ctx, steps);
-    let sha = '';
-    if (!ctx.dryRun) {
-      const r = await ctx.runner.run({ argv: ['sha256sum', lvMapperPath(ctx.vg, imageName)], kind: 'read', root: true, timeout: 'data' });
-      sha = r.stdout.split(/\s+/)[0]!;
-    }
-    await runGuarded(ctx, [
-      { title: `seal ${ref}`, req: lvm.lvmRequest('lvchange', ['--permission', 'r', '--deltag', stateTag('initializing'), '--addtag', stateTag('sealed'), ...(sha ? ['--addtag', shaTag(sha)] : []), ref], 'write', ctx.scope) },
-      deactivateStep(target, ctx.scope),
-      endStep(journal),
-    ]);
+    const sha = await lvChecksum(ctx, imageName);
+    await runGuarded(ctx, [sealStep(ctx, imageName, 'initializing', sha), deactivateStep(target, ctx.scope), endStep(journal)]);
     const lv = ctx.dryRun ? undefined : await lvm.findLv(ctx.runner, ctx.vg, imageName, ctx.scope);
     return { name, image: imageName, vg: ctx.vg, uuid: lv?.uuid, sizeBytes: image.sizeBytes, sha256: sha, action: 'flattened' };
   } finally {

@@ -8,7 +8,7 @@ import { notFound, refused, usageError } from '../exec/errors.js';
 import * as lvm from '../tools/lvm.js';
 import { lvMapperPath } from './dmNames.js';
 import { beginStep, endStep } from './journal.js';
-import { roleTag, shaTag, stateTag, type ImageObj } from './metadata.js';
+import { roleTag, shaTag, stateTag, type ImageObj, type ImageState } from './metadata.js';
 import { findImage, observe } from './observe.js';
 import { runPlan, type Step } from './plan.js';
 import { activateStep, deactivateStep, lvRef } from './stack.js';
@@ -39,6 +39,22 @@ const newLvStep = (ctx: OpContext, name: string, bytes: number): Step => ({
 });
 
 const placeholder = (ctx: OpContext, name: string) => ({ vg: ctx.vg, name }) as ImageObj;
+
+/** sha256 of a whole LV, read on the node (nothing to read under --dry-run). */
+export async function lvChecksum(ctx: OpContext, name: string): Promise<string> {
+  if (ctx.dryRun) return '';
+  const r = await ctx.runner.run({ argv: ['sha256sum', lvMapperPath(ctx.vg, name)], kind: 'read', root: true, timeout: 'data' });
+  return r.stdout.split(/\s+/)[0]!;
+}
+
+/** The one metadata change that seals an image: LVM read-only, state sealed, checksum recorded. */
+export function sealStep(ctx: OpContext, name: string, from: ImageState, sha: string): Step {
+  const ref = `${ctx.vg}/${name}`;
+  return {
+    title: `seal ${ref} (read-only${sha ? ', sha256 recorded' : ''})`,
+    req: lvm.lvmRequest('lvchange', ['--permission', 'r', '--deltag', stateTag(from), '--addtag', stateTag('sealed'), ...(sha ? ['--addtag', shaTag(sha)] : []), ref], 'write', ctx.scope),
+  };
+}
 
 async function refuseExisting(ctx: OpContext, name: string): Promise<ImageObj | undefined> {
   const state = await observe(ctx.runner, ctx.vg, ctx.scope);
@@ -101,10 +117,9 @@ export async function importImage(ctx: OpContext, name: string, source: string, 
     const sha = ctx.dryRun ? '' : await data.digest;
     const seal = opts.seal !== false;
     const finish: Step[] = [
-      {
-        title: seal ? `seal ${ref} (read-only, sha256 recorded)` : `mark ${ref} writable`,
-        req: lvm.lvmRequest('lvchange', [...(seal ? ['--permission', 'r'] : []), '--deltag', stateTag('initializing'), '--addtag', stateTag(seal ? 'sealed' : 'writable'), ...(sha ? ['--addtag', shaTag(sha)] : []), ref], 'write', ctx.scope),
-      },
+      seal
+        ? sealStep(ctx, name, 'initializing', sha)
+        : { title: `mark ${ref} writable`, req: lvm.lvmRequest('lvchange', ['--deltag', stateTag('initializing'), '--addtag', stateTag('writable'), ...(sha ? ['--addtag', shaTag(sha)] : []), ref], 'write', ctx.scope) },
       deactivateStep(placeholder(ctx, name), ctx.scope),
       endStep(journal),
     ];
@@ -132,15 +147,8 @@ export async function sealImage(ctx: OpContext, name: string): Promise<ImageResu
   if (!o.lv.activeLocally) steps.push(activateStep(o, 'exclusive', ctx.scope));
   else if (!o.lv.activeExclusively) throw refused(`${lvRef(o)} is active shared on this node`, `cowstack deactivate ${lvRef(o)}`);
   await runGuarded(ctx, steps, o);
-  let sha = '';
-  if (!ctx.dryRun) {
-    const r = await ctx.runner.run({ argv: ['sha256sum', lvMapperPath(o.vg, o.name)], kind: 'read', root: true, timeout: 'data' });
-    sha = r.stdout.split(/\s+/)[0]!;
-  }
-  await runGuarded(ctx, [
-    { title: `seal ${lvRef(o)}`, req: lvm.lvmRequest('lvchange', ['--permission', 'r', '--deltag', stateTag('writable'), '--addtag', stateTag('sealed'), ...(sha ? ['--addtag', shaTag(sha)] : []), lvRef(o)], 'write', ctx.scope) },
-    deactivateStep(o, ctx.scope),
-  ], o);
+  const sha = await lvChecksum(ctx, o.name);
+  await runGuarded(ctx, [sealStep(ctx, o.name, 'writable', sha), deactivateStep(o, ctx.scope)], o);
   return { name, vg: ctx.vg, uuid: o.uuid, sha256: sha, state: 'sealed', action: 'sealed' };
 }
 
