@@ -75,8 +75,16 @@ export async function createImage(ctx: OpContext, name: string, sizeText: string
   const ref = `${ctx.vg}/${name}`;
   const journal = { op: 'create-image' as const, vg: ctx.vg, name };
   const steps: Step[] = [beginStep(journal), newLvStep(ctx, name, bytes), activateStep(placeholder(ctx, name), 'exclusive', ctx.scope)];
-  // A new LV holds whatever deleted LVs left on the LUN: zero it, or a VM could read another tenant's data.
-  if (opts.zero !== false) steps.push({ title: `zero ${ref}`, req: { argv: ['blkdiscard', '--zeroout', lvMapperPath(ctx.vg, name)], kind: 'write', root: true, timeout: 'data' } });
+  // A new LV holds whatever deleted LVs left on the LUN: zero it, or a VM could read another
+  // tenant's data. Synchronous 4 MiB direct writes keep one request in flight: bulk zeroing
+  // (blkdiscard --zeroout) queued so much on a slow path that sanlock's lease renewals on
+  // the same LUN timed out and the node lost its lockspace.
+  if (opts.zero !== false) {
+    steps.push({
+      title: `zero ${ref}`,
+      req: { argv: ['dd', 'if=/dev/zero', `of=${lvMapperPath(ctx.vg, name)}`, 'bs=4M', `count=${bytes / EXTENT}`, 'oflag=direct', 'conv=fsync', 'status=none'], kind: 'write', root: true, timeout: 'data' },
+    });
+  }
   steps.push(deactivateStep(placeholder(ctx, name), ctx.scope));
   steps.push({ title: `mark ${ref} writable`, req: lvm.lvmRequest('lvchange', ['--deltag', stateTag('initializing'), '--addtag', stateTag('writable'), ref], 'write', ctx.scope) });
   steps.push(endStep(journal));

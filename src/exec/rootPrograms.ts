@@ -49,7 +49,6 @@ export const ROOT_PROGRAMS: readonly RootProgram[] = [
   // device-mapper and block devices.
   { name: 'dmsetup', path: '/usr/sbin/dmsetup', pkg: 'dmsetup', use: 'map/unmap cowstack snapshot devices, read tables and status' },
   { name: 'blockdev', path: '/usr/sbin/blockdev', pkg: 'util-linux', use: 'device sizes, flush buffers' },
-  { name: 'blkdiscard', path: '/usr/sbin/blkdiscard', pkg: 'util-linux', use: 'zero a new image LV (--zeroout)' },
   { name: 'blkid', path: '/usr/sbin/blkid', pkg: 'util-linux', use: 'refuse a non-empty LUN (cluster init)', setupOnly: true },
   { name: 'wipefs', path: '/usr/sbin/wipefs', pkg: 'util-linux', use: 'wipe the LUN with cluster init --force', setupOnly: true },
   { name: 'dd', path: '/usr/bin/dd', pkg: 'coreutils', use: 'zero a COW header, import/export/flatten image data' },

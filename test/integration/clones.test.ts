@@ -73,6 +73,34 @@ describe.sequential('images', () => {
     expect(await imageShaOn('node2', img)).toBe(IMG_SHA);
   });
 
+  it('lists, shows, renames and exports an image; the export is byte-exact', async () => {
+    const list = await ok('node2', ['image', 'list']);
+    expect(list).toContainEqual(expect.objectContaining({ name: img, state: 'sealed', sizeBytes: IMG.length, sha256: IMG_SHA }));
+    const other = n('imgx');
+    await ok('node1', ['image', 'import', other, path.join(work, 'img.raw')]);
+    expect((await ok('node1', ['image', 'rename', other, n('imgy')])).action).toBe('renamed');
+    expect((await ok('node1', ['image', 'rename', other, n('imgy')])).action).toBe('none');
+    const shown = await ok('node2', ['image', 'show', n('imgy')]);
+    expect(shown).toMatchObject({ name: n('imgy'), state: 'sealed', sha256: IMG_SHA, readOnly: true, clones: [] });
+    const out = path.join(work, 'export.raw');
+    const exp = await ok('node2', ['image', 'export', n('imgy'), out]);
+    expect(exp.action).toBe('exported');
+    expect(sha256(await fsp.readFile(out))).toBe(IMG_SHA);
+    expect(await ourDevices('node2')).toEqual([]);
+    await ok('node1', ['image', 'rm', n('imgy')]);
+    expect((await ok('node1', ['image', 'rm', n('imgy')])).action).toBe('none');
+  });
+
+  it('--dry-run prints the exact commands of a clone create and creates nothing', async () => {
+    const name = n('dry');
+    const r = await cs('node1', ['--dry-run', 'clone', 'create', name, '--from', img]);
+    expect(r.exitCode, r.stderr).toBe(0);
+    const argvs = r.json.dryRun.map((p: any) => p.argv);
+    expect(argvs).toContainEqual(expect.arrayContaining(['lvcreate', '-an', '--setautoactivation', 'n', '-n', name, 'cowstack_state:initializing']));
+    expect(argvs.some((a: string[]) => a[0] === 'dd' && a.includes('count=1'))).toBe(true);
+    expect((await tb.ssh('node1', ['lvs', `${REPO_VG}/${name}`])).exitCode).not.toBe(0);
+  });
+
   it('keeps sealed images read-only in the kernel', async () => {
     await ok('node1', ['activate', `${REPO_VG}/${img}`, '--shared']);
     const dev = `/dev/mapper/${REPO_VG}-${img.replace(/-/g, '--')}`;

@@ -347,7 +347,7 @@ async function builtRequests(): Promise<RunRequest[]> {
     ['dd', `if=${dmPath('ro', U)}`, `of=${lvMapperPath('repo', 'flat')}`, 'bs=4M', 'iflag=direct', 'oflag=direct', 'conv=fsync', 'status=none'], // flatten.ts
     ['dd', `of=${cow}`, 'bs=4M', 'iflag=fullblock', 'oflag=direct', 'conv=fsync', 'status=none'], // images.ts: import
     ['dd', `if=${cow}`, 'bs=4M', 'iflag=direct', 'status=none'], // images.ts: export
-    ['blkdiscard', '--zeroout', cow], // images.ts
+    ['dd', 'if=/dev/zero', `of=${cow}`, 'bs=4M', 'count=256', 'oflag=direct', 'conv=fsync', 'status=none'], // images.ts (zero a new image)
     ['sha256sum', cow], // images.ts, flatten.ts
     ['fuser', cow], // holders.ts
     ['fuser', dmPath('rw', U)],

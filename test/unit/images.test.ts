@@ -25,7 +25,7 @@ const newImageLv = (name: string, bytes: number) => ['lvcreate', '-an', '-Zn', '
 describe('createImage', () => {
   const expectCreate = (r: RecordingRunner, zero: boolean) => {
     r.expect(journalBegin('img2', 'create-image'), W).expect(newImageLv('img2', 12 * MiB), W).expect(['lvchange', '-aey', 'vg/img2'], W);
-    if (zero) r.expect(['blkdiscard', '--zeroout', '/dev/mapper/vg-img2'], W);
+    if (zero) r.expect(['dd', 'if=/dev/zero', 'of=/dev/mapper/vg-img2', 'bs=4M', 'count=3', 'oflag=direct', 'conv=fsync', 'status=none'], W);
     return r
       .expect(['lvchange', '-an', 'vg/img2'], W)
       .expect(['lvchange', '--deltag', 'cowstack_state:initializing', '--addtag', 'cowstack_state:writable', 'vg/img2'], W)
@@ -33,7 +33,7 @@ describe('createImage', () => {
       .expect(lvsArgv('vg/img2'), { kind: 'read', stdout: lvsJson([imageRow('img2', U.img2, { state: 'writable', size: 12 * MiB })]) });
   };
 
-  it('creates, zeroes with blkdiscard --zeroout and marks the image writable, under a journal entry', async () => {
+  it('creates, zeroes with synchronous direct dd writes and marks the image writable, under a journal entry', async () => {
     const r = expectCreate(expectObserve(recorder(), chainRows()), true);
     expect(await createImage(ctxOf(r), 'img2', '10M')).toEqual({ name: 'img2', vg: VG, uuid: U.img2, sizeBytes: 12 * MiB, state: 'writable', action: 'created' });
     expect(r.calls[5]).toMatchObject({ root: true, timeout: 'data' });
