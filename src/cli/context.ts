@@ -77,7 +77,9 @@ export function createContext(cmd: Command): Context {
           for (const p of planned) process.stdout.write(`  ${p.root ? '(root) ' : ''}${shellJoin(p.argv)}\n`);
         }
         const text = human(result);
-        if (text && !(planned && opts.quiet)) process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
+        // Under --dry-run the result describes what would have happened: say so.
+        const shown = planned && text ? `(dry run, nothing changed) ${text}` : text;
+        if (shown && !(planned && opts.quiet)) process.stdout.write(shown.endsWith('\n') ? shown : `${shown}\n`);
       }
       if (failure) throw failure;
       // The ssh control master is left to ControlPersist on purpose: the next cowstack

@@ -7,6 +7,7 @@ import { notFound, refused } from '../exec/errors.js';
 import type { Runner } from '../exec/types.js';
 import { holders } from '../tools/files.js';
 import * as lvm from '../tools/lvm.js';
+import * as sanlock from '../tools/sanlock.js';
 import { isLockRefusal, lockConflict } from './locks.js';
 import { runPlan, type PlanObserver } from './plan.js';
 import { validateLvName, validateVgName } from './validate.js';
@@ -25,7 +26,8 @@ export interface ActivationResult {
 async function mustFind(runner: Runner, vg: string, lv: string, scope: lvm.LvmScope): Promise<lvm.LvInfo> {
   validateVgName(vg);
   validateLvName(lv);
-  const info = await lvm.findLv(runner, vg, lv, scope);
+  const found = await lvm.findLv(runner, vg, lv, scope);
+  const info = found?.activeLocally ? sanlock.withLockModes([found], await sanlock.lvLockModes(runner))[0] : found;
   if (!info) throw notFound(`logical volume ${vg}/${lv} does not exist`, `list them with: lvs ${vg}`, { vg, lv });
   return info;
 }

@@ -3,6 +3,7 @@ import { notFound, usageError } from '../exec/errors.js';
 import type { Runner } from '../exec/types.js';
 import * as dmsetup from '../tools/dmsetup.js';
 import * as lvm from '../tools/lvm.js';
+import * as sanlock from '../tools/sanlock.js';
 import { Repo, type CloneObj, type CowObj, type ImageObj } from './metadata.js';
 import { validateLvName, validateVgName } from './validate.js';
 
@@ -15,7 +16,8 @@ export interface NodeState {
 
 export async function observe(runner: Runner, vg: string, scope: lvm.LvmScope = {}): Promise<NodeState> {
   validateVgName(vg);
-  const [lvs, devices] = await Promise.all([lvm.lvs(runner, vg, scope), dmsetup.listDevices(runner)]);
+  const [reported, devices, modes] = await Promise.all([lvm.lvs(runner, vg, scope), dmsetup.listDevices(runner), sanlock.lvLockModes(runner)]);
+  const lvs = sanlock.withLockModes(reported, modes);
   if (!lvs.length && !(await lvm.vgs(runner, vg, scope)).length) {
     throw notFound(`repository VG ${vg} is not visible on ${runner.target}`, 'log in to the LUN and join the cluster: cowstack initiator login …, cowstack cluster join');
   }

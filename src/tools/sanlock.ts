@@ -79,3 +79,32 @@ export function leaseOffset(lockArgs: string): number | undefined {
   const m = /^\d+\.\d+\.\d+:(\d+)$/.exec(lockArgs.trim());
   return m ? Number(m[1]) : undefined;
 }
+
+/**
+ * The lock mode lvmlockd holds on this host for each LV ("LK LV ex|sh UUID" lines of
+ * `lvmlockctl --info`). LVM's own lv_active_exclusively cannot tell shared from exclusive
+ * activation in a lockd VG; lvmlockd can.
+ */
+export function parseLvLockModes(stdout: string): Map<string, 'ex' | 'sh'> {
+  const out = new Map<string, 'ex' | 'sh'>();
+  for (const line of stdout.split('\n')) {
+    const m = /^\s*LK LV (ex|sh) (\S+)/.exec(line);
+    if (m) out.set(m[2]!, m[1] as 'ex' | 'sh');
+  }
+  return out;
+}
+
+/** Lock modes of this host's LV locks; empty when lvmlockd is not in use or not running. */
+export async function lvLockModes(runner: import('../exec/types.js').Runner): Promise<Map<string, 'ex' | 'sh'>> {
+  const r = await runner.run(lvmlockctlInfoReq());
+  return r.exitCode === 0 ? parseLvLockModes(r.stdout) : new Map();
+}
+
+/** Apply lvmlockd's view of exclusivity to LVs reported by lvs. */
+export function withLockModes<T extends { uuid: string; activeLocally: boolean; activeExclusively: boolean }>(lvs: T[], modes: Map<string, 'ex' | 'sh'>): T[] {
+  if (!modes.size) return lvs;
+  return lvs.map((lv) => {
+    const mode = modes.get(lv.uuid);
+    return mode && lv.activeLocally ? { ...lv, activeExclusively: mode === 'ex' } : lv;
+  });
+}

@@ -71,22 +71,31 @@ describe('activate', () => {
 
   it('refreshes an LV that is already active exclusively', async () => {
     const r = recorder()
-      .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1({ active: true, exclusive: true }) })
+      .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1({ active: true, exclusive: true }) }).expect(['lvmlockctl', '--info'], { kind: 'read', stdout: `LS sanlock lvm_repo\nLK LV ex ${UUID}\n` })
       .expect(['lvchange', '--refresh', 'repo/t1'], { kind: 'write' });
     expect((await activate(r, 'repo', 't1', 'exclusive')).action).toBe('refreshed');
     r.verify();
   });
 
+  it('trusts lvmlockd over LVM on exclusivity: an LV LVM calls exclusive but lvmlockd holds shared is refreshed shared', async () => {
+    const r = recorder()
+      .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1({ active: true, exclusive: true }) })
+      .expect(['lvmlockctl', '--info'], { kind: 'read', stdout: `LS sanlock lvm_repo\nLK LV sh ${UUID}\n` })
+      .expect(['lvchange', '--refresh', 'repo/t1'], { kind: 'write' });
+    expect((await activate(r, 'repo', 't1', 'shared')).action).toBe('refreshed');
+    r.verify();
+  });
+
   it('refreshes an LV that is already active shared when shared is asked', async () => {
     const r = recorder()
-      .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1({ active: true }) })
+      .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1({ active: true }) }).expect(['lvmlockctl', '--info'], { kind: 'read', stdout: `LS sanlock lvm_repo\nLK LV sh ${UUID}\n` })
       .expect(['lvchange', '--refresh', 'repo/t1'], { kind: 'write' });
     expect((await activate(r, 'repo', 't1', 'shared')).action).toBe('refreshed');
     r.verify();
   });
 
   it('refuses (6) to switch an LV active shared to exclusive, and runs nothing', async () => {
-    const r = recorder().expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1({ active: true }) });
+    const r = recorder().expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1({ active: true }) }).expect(['lvmlockctl', '--info'], { kind: 'read', stdout: `LS sanlock lvm_repo\nLK LV sh ${UUID}\n` });
     const e = await rejectionOf(activate(r, 'repo', 't1', 'exclusive'), EXIT.REFUSED);
     expect(e.message).toBe('repo/t1 is already active shared on this host; refusing to switch to exclusive');
     expect(e.hint).toContain('cowstack deactivate repo/t1');
@@ -94,7 +103,7 @@ describe('activate', () => {
   });
 
   it('refuses (6) to switch an LV active exclusively to shared', async () => {
-    const r = recorder().expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1({ active: true, exclusive: true }) });
+    const r = recorder().expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1({ active: true, exclusive: true }) }).expect(['lvmlockctl', '--info'], { kind: 'read', stdout: `LS sanlock lvm_repo\nLK LV ex ${UUID}\n` });
     expect((await rejectionOf(activate(r, 'repo', 't1', 'shared'), EXIT.REFUSED)).message).toContain('already active exclusively');
     r.verify();
   });
@@ -245,7 +254,7 @@ describe('deactivate', () => {
 
   it('deactivates an active LV nothing uses', async () => {
     const r = recorder()
-      .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1({ active: true, exclusive: true }) })
+      .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1({ active: true, exclusive: true }) }).expect(['lvmlockctl', '--info'], { kind: 'read', stdout: `LS sanlock lvm_repo\nLK LV ex ${UUID}\n` })
       .expect(['realpath', '-e', '--', '/dev/mapper/repo-t1'], { kind: 'read', stdout: '/dev/dm-3\n' })
       .expect(['ls', '-1', '-A', '--', '/sys/class/block/dm-3/holders'], { kind: 'read', stdout: '' })
       .expect(['lvchange', '-an', 'repo/t1'], { kind: 'write' });
@@ -255,7 +264,7 @@ describe('deactivate', () => {
 
   it('refuses (6) to deactivate an open LV without --force', async () => {
     const r = recorder()
-      .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1({ active: true, exclusive: true, open: true }) })
+      .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1({ active: true, exclusive: true, open: true }) }).expect(['lvmlockctl', '--info'], { kind: 'read', stdout: `LS sanlock lvm_repo\nLK LV ex ${UUID}\n` })
       .expect(['realpath', '-e', '--', '/dev/mapper/repo-t1'], { kind: 'read', stdout: '/dev/dm-3\n' })
       .expect(['ls', '-1', '-A', '--', '/sys/class/block/dm-3/holders'], { kind: 'read', stdout: '' });
     const e = await rejectionOf(deactivate(r, 'repo', 't1'), EXIT.REFUSED);
@@ -266,7 +275,7 @@ describe('deactivate', () => {
 
   it('refuses (6) naming the device-mapper devices stacked on it', async () => {
     const r = recorder()
-      .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1({ active: true, exclusive: true, open: true }) })
+      .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1({ active: true, exclusive: true, open: true }) }).expect(['lvmlockctl', '--info'], { kind: 'read', stdout: `LS sanlock lvm_repo\nLK LV ex ${UUID}\n` })
       .expect(['realpath', '-e', '--', '/dev/mapper/repo-t1'], { kind: 'read', stdout: '/dev/dm-3\n' })
       .expect(['ls', '-1', '-A', '--', '/sys/class/block/dm-3/holders'], { kind: 'read', stdout: 'dm-7\n' })
       .expect(['cat', '--', '/sys/class/block/dm-7/dm/name'], { kind: 'read', stdout: 'cowstack-snap-t1\n' });
@@ -278,7 +287,7 @@ describe('deactivate', () => {
 
   it('deactivates an open LV with --force', async () => {
     const r = recorder()
-      .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1({ active: true, exclusive: true, open: true }) })
+      .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1({ active: true, exclusive: true, open: true }) }).expect(['lvmlockctl', '--info'], { kind: 'read', stdout: `LS sanlock lvm_repo\nLK LV ex ${UUID}\n` })
       .expect(['realpath', '-e', '--', '/dev/mapper/repo-t1'], { kind: 'read', stdout: '/dev/dm-3\n' })
       .expect(['ls', '-1', '-A', '--', '/sys/class/block/dm-3/holders'], { kind: 'read', stdout: '' })
       .expect(['lvchange', '-an', 'repo/t1'], { kind: 'write' });

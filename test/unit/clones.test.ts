@@ -88,11 +88,11 @@ describe('createClone', () => {
     const r = expectCreate(expectObserve(recorder(), [image(), foreignRow('swap')]), 'n1', U.image, 16 * MiB, 8);
     const res = await createClone(ctxOf(r), { name: 'n1', from: 'image' });
     expect(res).toEqual({ name: 'n1', vg: VG, parent: 'image', cowBytes: 16 * MiB, chunkSectors: 8, uuid: U.n1, action: 'created' });
-    const begin = r.calls[2]!;
+    const begin = r.calls[3]!;
     expect(begin).toMatchObject({ root: true, kind: 'write' });
     expect(JSON.parse(String(begin.input))).toEqual({ op: 'create-clone', vg: VG, name: 'n1', started: expect.stringMatching(/^\d{4}-\d\d-\d\dT/) });
-    expect(r.calls[3]).toMatchObject({ root: true, timeout: 'change' });
-    expect(r.calls[5]).toMatchObject({ root: true, timeout: 'change' }); // the dd
+    expect(r.calls[4]).toMatchObject({ root: true, timeout: 'change' });
+    expect(r.calls[6]).toMatchObject({ root: true, timeout: 'change' }); // the dd
     r.verify();
   });
 
@@ -145,7 +145,7 @@ describe('createClone', () => {
     const r = expectObserve(recorder(), [image(), cloneRow('n1', U.n1, U.image, { size: 20 * MiB, chunk: 16 })]);
     const res = await createClone(ctxOf(r), { name: 'n1', from: 'image' });
     expect(res).toEqual({ name: 'n1', vg: VG, parent: 'image', uuid: U.n1, cowBytes: 20 * MiB, chunkSectors: 16, action: 'none' });
-    expect(r.calls.map((c) => c.kind)).toEqual(['read', 'read']);
+    expect(r.calls.map((c) => c.kind)).toEqual(['read', 'read', 'read']);
     r.verify();
   });
 
@@ -242,7 +242,7 @@ describe('mapClone', () => {
       .expect(journalEnd('c3', 'map'), W);
     const res = await mapClone(ctxOf(r), 'c3');
     expect(res).toEqual({ name: 'c3', vg: VG, uuid: U.c3, parent: 'c2', device: `/dev/mapper/${rw(U.c3)}`, mode: 'rw', action: 'mapped' });
-    expect(JSON.parse(String(r.calls[2]!.input))).toMatchObject({ op: 'map', vg: VG, name: 'c3', uuid: U.c3 });
+    expect(JSON.parse(String(r.calls[3]!.input))).toMatchObject({ op: 'map', vg: VG, name: 'c3', uuid: U.c3 });
     r.verify();
   });
 
@@ -506,7 +506,7 @@ describe('growClone', () => {
   it('extends the COW with lvextend to whole extents', async () => {
     const r = expectObserve(recorder(), chainRows()).expect(['lvextend', '-L', `${32 * MiB}b`, 'vg/c3'], W);
     expect(await growClone(ctxOf(r), 'c3', '30M')).toEqual({ name: 'c3', vg: VG, uuid: U.c3, cowBytes: 32 * MiB, action: 'grown' });
-    expect(r.calls[2]).toMatchObject({ root: true, timeout: 'change' });
+    expect(r.calls[3]).toMatchObject({ root: true, timeout: 'change' });
     r.verify();
   });
 

@@ -36,8 +36,8 @@ describe('createImage', () => {
   it('creates, zeroes with synchronous direct dd writes and marks the image writable, under a journal entry', async () => {
     const r = expectCreate(expectObserve(recorder(), chainRows()), true);
     expect(await createImage(ctxOf(r), 'img2', '10M')).toEqual({ name: 'img2', vg: VG, uuid: U.img2, sizeBytes: 12 * MiB, state: 'writable', action: 'created' });
-    expect(r.calls[5]).toMatchObject({ root: true, timeout: 'data' });
-    expect(JSON.parse(String(r.calls[2]!.input))).toMatchObject({ op: 'create-image', vg: VG, name: 'img2' });
+    expect(r.calls[6]).toMatchObject({ root: true, timeout: 'data' });
+    expect(JSON.parse(String(r.calls[3]!.input))).toMatchObject({ op: 'create-image', vg: VG, name: 'img2' });
     r.verify();
   });
 
@@ -86,7 +86,7 @@ describe('sealImage', () => {
       .expect(SEAL, W)
       .expect(['lvchange', '-an', 'vg/image'], W);
     expect(await sealImage(ctxOf(r), 'image')).toEqual({ name: 'image', vg: VG, uuid: U.image, sha256: SHA, state: 'sealed', action: 'sealed' });
-    expect(r.calls[3]).toMatchObject({ root: true, timeout: 'data' });
+    expect(r.calls[4]).toMatchObject({ root: true, timeout: 'data' });
     r.verify();
   });
 

@@ -153,8 +153,19 @@ export const journalBegin = (name: string, op: string, vg = VG) => ['install', '
 export const journalEnd = (name: string, op: string, vg = VG) => ['rm', '-f', '--', journalFile(name, op, vg)];
 
 /** The observation every operation starts with: lvs of the VG and dmsetup info, in the order observe() issues them. */
+/** `lvmlockctl --info` as lvmlockd prints it for the rows' active LVs (format of the real capture). */
+export function lockInfo(rows: Array<Record<string, unknown>>, vg = VG): string {
+  const lks = rows
+    .filter((r) => String(r.lv_active_locally) === '1')
+    .map((r) => `LK LV ${String(r.lv_active_exclusively) === '1' ? 'ex' : 'sh'} ${r.lv_uuid}`);
+  return [`VG ${vg} lock_type=sanlock SUyCZP-8s9G-lpCM-9TMd-ZNNq-u64o-3oSj0f`, `LS sanlock lvm_${vg}`, 'LK VG un ver 9', ...lks, ''].join('\n');
+}
+
 export function expectObserve(r: RecordingRunner, rows: Array<Record<string, unknown>>, devs: Dev[] = [], vg = VG): RecordingRunner {
-  return r.expect(lvsArgv(vg), { kind: 'read', stdout: lvsJson(rows) }).expect(DM_INFO, { kind: 'read', stdout: dmInfo(devs) });
+  return r
+    .expect(lvsArgv(vg), { kind: 'read', stdout: lvsJson(rows) })
+    .expect(DM_INFO, { kind: 'read', stdout: dmInfo(devs) })
+    .expect(['lvmlockctl', '--info'], { kind: 'read', stdout: lockInfo(rows, vg) });
 }
 
 /** The same observation as a NodeState, through the real parsers, for the pure planners. */
