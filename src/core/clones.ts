@@ -7,7 +7,7 @@ import { CowstackError, EXIT, refused, usageError } from '../exec/errors.js';
 import type { Runner } from '../exec/types.js';
 import * as dmsetup from '../tools/dmsetup.js';
 import * as lvm from '../tools/lvm.js';
-import { dmName, lvMapperPath } from './dmNames.js';
+import { dmName, lvMapperName, lvMapperPath } from './dmNames.js';
 import { whoHolds } from './holders.js';
 import { beginStep, endStep } from './journal.js';
 import { isLockRefusal, lockConflict } from './locks.js';
@@ -15,7 +15,7 @@ import { chunkTag, isFrozen, parentTag, roleTag, stateTag, type CloneObj, type C
 import { findClone, findObj, observe, type NodeState } from './observe.js';
 import { runPlan, type PlanObserver, type Step } from './plan.js';
 import { activateStep, deactivateStep, liveTop, lvRef, planStack, teardownPlan, verifyExisting } from './stack.js';
-import { formatSize, parseSize, validateLvName } from './validate.js';
+import { formatSize, parseSize, validateLvName, EXTENT, roundUp } from './validate.js';
 
 export interface OpContext {
   runner: Runner;
@@ -65,8 +65,6 @@ export interface CloneResult {
   chunkSectors?: number;
 }
 
-const EXTENT = 4 * 1024 * 1024;
-const roundUp = (n: number, to: number) => Math.ceil(n / to) * to;
 
 export function chunkSectorsOf(text: string): number {
   const bytes = parseSize(text, 'chunk size');
@@ -194,7 +192,7 @@ export async function commitClone(ctx: OpContext, name: string, opts: { force?: 
     // A commit interrupted after the state change leaves the COW active exclusively here, holding
     // its lock and its ancestors' mappings: release them (a committed clone is otherwise only
     // ever active shared). Recover finishes an interrupted commit through this path.
-    const lvDev = state.devices.get(lvMapperPath(o.vg, o.name).slice('/dev/mapper/'.length));
+    const lvDev = state.devices.get(lvMapperName(o.vg, o.name));
     if (o.lv.activeLocally && o.lv.activeExclusively && !(lvDev && lvDev.open > 0)) {
       await runGuarded(ctx, [deactivateStep(o, ctx.scope)], o);
       if (!ctx.dryRun) await collectGarbage(ctx, name);

@@ -10,6 +10,7 @@ import * as lvm from '../tools/lvm.js';
 import * as sanlock from '../tools/sanlock.js';
 import { hasSystemd, startDaemonReq } from '../tools/service.js';
 import { hostMapFromTags, hostTag, HOST_TAG_PREFIX } from './hostMap.js';
+import { compactUuid } from './dmNames.js';
 import { leaseOwners } from './locks.js';
 import { getConfValue, setConfValue } from './lvmConf.js';
 import { runPlan, type PlanObserver, type Step } from './plan.js';
@@ -219,7 +220,7 @@ export async function clusterStatus(runner: Runner, vgName: string): Promise<Clu
     const lvs = await lvm.lvs(runner, vgName);
     const owners = await leaseOwners(runner, vgName, lvs, vg.tags);
     for (const lv of lvs) {
-      const o = owners.get(lv.uuid.replace(/-/g, ''));
+      const o = owners.get(compactUuid(lv.uuid));
       if (o) locks.push({ lv: lv.name, uuid: lv.uuid, ownerHostId: o.hostId, owner: o.host, mode: 'exclusive' });
     }
   }

@@ -11,10 +11,11 @@ export const DM_UUID_PREFIX = 'COWSTACK-';
 export type DmRole = 'ro' | 'rw';
 const ROLES: readonly DmRole[] = ['ro', 'rw'];
 
-const compact = (lvUuid: string): string => lvUuid.replace(/-/g, '');
+/** An LV uuid without its dashes, as dm names and sanlock lookups key it. */
+export const compactUuid = (lvUuid: string): string => lvUuid.replace(/-/g, '');
 
-export const dmName = (role: DmRole, lvUuid: string): string => `cowstack-${role}-${compact(lvUuid)}`;
-export const dmUuid = (role: DmRole, lvUuid: string): string => `${DM_UUID_PREFIX}${role}-${compact(lvUuid)}`;
+export const dmName = (role: DmRole, lvUuid: string): string => `cowstack-${role}-${compactUuid(lvUuid)}`;
+export const dmUuid = (role: DmRole, lvUuid: string): string => `${DM_UUID_PREFIX}${role}-${compactUuid(lvUuid)}`;
 export const dmPath = (role: DmRole, lvUuid: string): string => `/dev/mapper/${dmName(role, lvUuid)}`;
 
 /** Parse a dm uuid back into its role and the compact LV uuid; undefined if not ours. */
@@ -26,7 +27,8 @@ export function parseDmUuid(uuid: string): { role: DmRole; lvUuid: string } | un
   return { role: m[1] as DmRole, lvUuid: m[2]! };
 }
 
-export const sameUuid = (a: string, b: string): boolean => compact(a) === compact(b);
+export const sameUuid = (a: string, b: string): boolean => compactUuid(a) === compactUuid(b);
 
-/** /dev/mapper path of an LV as device-mapper names it (dashes doubled). */
-export const lvMapperPath = (vg: string, lv: string): string => `/dev/mapper/${vg.replace(/-/g, '--')}-${lv.replace(/-/g, '--')}`;
+/** Device-mapper name of an LV (dashes doubled) and its /dev/mapper path. */
+export const lvMapperName = (vg: string, lv: string): string => `${vg.replace(/-/g, '--')}-${lv.replace(/-/g, '--')}`;
+export const lvMapperPath = (vg: string, lv: string): string => `/dev/mapper/${lvMapperName(vg, lv)}`;

@@ -58,15 +58,14 @@ export async function doctor(runner: Runner, opts: DoctorOptions): Promise<Docto
   };
 
   for (const p of PROGRAMS) {
-    await guard(`program:${p.name}`, async () => {
+    const id = `program:${p.name}`;
+    try {
       const r = await runner.run({ argv: p.argv, kind: 'read', root: true, allowFailure: true });
       const version = p.pattern.exec(`${r.stdout}\n${r.stderr}`)?.[1];
-      add({ id: `program:${p.name}`, status: 'ok', message: `${p.name} ${version || 'present'}` });
-    }).then(() => {
-      const last = checks[checks.length - 1]!;
-      if (last.status === 'error' && p.optional) last.status = 'warning';
-      if (last.status === 'error') last.fix = `apt-get install ${p.pkg}   (or dnf install ${p.pkg})`;
-    });
+      add({ id, status: 'ok', message: `${p.name} ${version || 'present'}` });
+    } catch (e) {
+      add({ id, status: p.optional ? 'warning' : 'error', message: (e as Error).message, fix: `apt-get install ${p.pkg}   (or dnf install ${p.pkg})` });
+    }
   }
 
   await guard('kernel:dm-targets', async () => {

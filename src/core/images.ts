@@ -6,7 +6,7 @@
  */
 import { notFound, refused, usageError } from '../exec/errors.js';
 import * as lvm from '../tools/lvm.js';
-import { lvMapperPath } from './dmNames.js';
+import { lvMapperName, lvMapperPath } from './dmNames.js';
 import { beginStep, endStep } from './journal.js';
 import { roleTag, shaTag, stateTag, type ImageObj, type ImageState } from './metadata.js';
 import { findImage, observe } from './observe.js';
@@ -14,11 +14,9 @@ import { runPlan, type Step } from './plan.js';
 import { activateStep, deactivateStep, lvRef } from './stack.js';
 import { collectGarbage, runGuarded, type OpContext } from './clones.js';
 import { paddedStream, prepareSource } from './imageSource.js';
-import { formatSize, parseSize, validateLvName } from './validate.js';
+import { formatSize, parseSize, validateLvName, EXTENT, roundUp } from './validate.js';
 import { whoHolds } from './holders.js';
 
-const EXTENT = 4 * 1024 * 1024;
-const roundUp = (n: number, to: number) => Math.ceil(n / to) * to;
 
 export interface ImageResult {
   name: string;
@@ -145,7 +143,7 @@ export async function sealImage(ctx: OpContext, name: string): Promise<ImageResu
   const o = findImage(state, name);
   if (o.state === 'sealed') return { name, vg: ctx.vg, uuid: o.uuid, sha256: o.sha256, state: o.state, action: 'none' };
   if (o.state !== 'writable') throw refused(`${lvRef(o)} is ${o.state}`, 'its create or import did not finish: run cowstack recover');
-  const dev = state.devices.get(lvMapperPath(o.vg, o.name).slice('/dev/mapper/'.length));
+  const dev = state.devices.get(lvMapperName(o.vg, o.name));
   if (dev && dev.open > 0) {
     const users = await whoHolds(ctx.runner, lvMapperPath(o.vg, o.name));
     throw refused(`${lvRef(o)} is open on this node${users.length ? ` (${users.join(', ')})` : ''}; refusing to seal it`, 'stop whatever writes it first');
@@ -183,7 +181,7 @@ export async function removeImage(ctx: OpContext, name: string): Promise<ImageRe
   if (o.kind !== 'image') throw usageError(`${name} is a clone`, `use cowstack clone rm ${name}`);
   const kids = state.repo.childrenOf(o);
   if (kids.length) throw refused(`image ${lvRef(o)} has ${kids.length} clone(s): ${kids.map((k) => k.name).join(', ')}`, 'remove or flatten the clones first', { children: kids.map((k) => k.name) });
-  const dev = state.devices.get(lvMapperPath(o.vg, o.name).slice('/dev/mapper/'.length));
+  const dev = state.devices.get(lvMapperName(o.vg, o.name));
   if (dev && dev.open > 0) throw refused(`image ${lvRef(o)} is open on this node`, 'stop what uses it first');
   const steps: Step[] = [];
   if (o.lv.activeLocally) steps.push(deactivateStep(o, ctx.scope));

@@ -6,6 +6,7 @@ import { CommandError, CowstackError, EXIT } from '../exec/errors.js';
 import type { Runner } from '../exec/types.js';
 import * as lvm from '../tools/lvm.js';
 import * as sanlock from '../tools/sanlock.js';
+import { compactUuid } from './dmNames.js';
 import { hostMapFromTags } from './hostMap.js';
 
 const LOCK_REFUSED = /locked by other host|Failed to lock logical volume|lock (is )?held by another host|LV locked by|lock conflict/i;
@@ -62,7 +63,7 @@ export async function leaseOwners(runner: Runner, vg: string, lvs: lvm.LvInfo[],
   const names = await hostNames(runner, vg, tags);
   for (const lv of lvs) {
     const owner = await leaseOwner(runner, vg, lv);
-    if (owner) out.set(lv.uuid.replace(/-/g, ''), { hostId: owner, host: names.get(owner) });
+    if (owner) out.set(compactUuid(lv.uuid), { hostId: owner, host: names.get(owner) });
   }
   return out;
 }

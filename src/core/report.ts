@@ -5,7 +5,7 @@
 import type { Runner } from '../exec/types.js';
 import * as dmsetup from '../tools/dmsetup.js';
 import * as lvm from '../tools/lvm.js';
-import { dmName, parseDmUuid } from './dmNames.js';
+import { compactUuid, dmName, parseDmUuid } from './dmNames.js';
 import { readJournal, type JournalEntry } from './journal.js';
 import { leaseOwners } from './locks.js';
 import type { CowObj } from './metadata.js';
@@ -59,7 +59,7 @@ export async function tree(runner: Runner, vg: string, opts: { name?: string; wa
   const build = (o: CowObj): TreeNode => {
     const rw = o.kind === 'clone' && state.devices.has(dmName('rw', o.uuid));
     const ro = o.kind === 'clone' && state.devices.has(dmName('ro', o.uuid));
-    const holder = owners.get(o.uuid.replace(/-/g, ''));
+    const holder = owners.get(compactUuid(o.uuid));
     return {
       name: o.name,
       kind: o.kind,
@@ -105,7 +105,7 @@ export async function nodeStatus(runner: Runner, vg: string, opts: { warnPercent
   for (const d of state.devices.values()) {
     const parsed = parseDmUuid(d.uuid);
     if (!parsed) continue;
-    const lv = [...state.repo.byUuid.values()].find((o) => o.uuid.replace(/-/g, '') === parsed.lvUuid);
+    const lv = [...state.repo.byUuid.values()].find((o) => compactUuid(o.uuid) === parsed.lvUuid);
     const table = (await dmsetup.table(runner, d.name)).map((l) => `${l.start} ${l.length} ${l.target} ${l.args.join(' ')}`).join('\n');
     const usage = usageOf(statuses.get(d.name)?.[0], opts.warnPercent ?? 80);
     const problem = !lv ? 'no LV in the repository has this uuid (orphan: cowstack recover)' : undefined;

@@ -8,13 +8,13 @@ import { CowstackError, EXIT, refused } from '../exec/errors.js';
 import type { Runner } from '../exec/types.js';
 import * as dmsetup from '../tools/dmsetup.js';
 import * as lvm from '../tools/lvm.js';
-import { dmName, dmPath, dmUuid, lvMapperPath, type DmRole } from './dmNames.js';
+import { dmName, dmPath, dmUuid, lvMapperName, lvMapperPath, type DmRole } from './dmNames.js';
 import { isFrozen, type CloneObj, type CowObj } from './metadata.js';
 import type { NodeState } from './observe.js';
 import type { Step } from './plan.js';
 
 export const lvRef = (o: CowObj): string => `${o.vg}/${o.name}`;
-const mapperName = (o: CowObj): string => lvMapperPath(o.vg, o.name).slice('/dev/mapper/'.length);
+const mapperName = (o: CowObj): string => lvMapperName(o.vg, o.name);
 
 export const activateStep = (o: CowObj, mode: 'shared' | 'exclusive', scope: lvm.LvmScope = {}): Step => ({
   title: `activate ${lvRef(o)} ${mode}`,

@@ -51,6 +51,10 @@ export function parseSize(text: string, what = 'size'): number {
   return bytes;
 }
 
+/** LVM's default extent size: LV sizes are rounded up to whole extents. */
+export const EXTENT = 4 * 1024 * 1024;
+export const roundUp = (n: number, to: number): number => Math.ceil(n / to) * to;
+
 export function formatSize(bytes: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
   let v = bytes;
