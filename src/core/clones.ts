@@ -8,6 +8,7 @@ import type { Runner } from '../exec/types.js';
 import * as dmsetup from '../tools/dmsetup.js';
 import * as lvm from '../tools/lvm.js';
 import { dmName, lvMapperName, lvMapperPath } from './dmNames.js';
+import { settleReq } from '../tools/udevadm.js';
 import { whoHolds } from './holders.js';
 import { beginStep, endStep } from './journal.js';
 import { isLockRefusal, lockConflict } from './locks.js';
@@ -155,10 +156,26 @@ export async function mapClone(ctx: OpContext, name: string): Promise<CloneResul
   return { ...result, action: 'mapped' };
 }
 
-async function refuseIfOpen(ctx: OpContext, state: NodeState, o: CowObj, force: boolean | undefined, verb: string): Promise<void> {
-  for (const role of ['rw', 'ro'] as const) {
-    const dev = state.devices.get(dmName(role, o.uuid));
-    if (dev && dev.open > 0 && !force) {
+const openDevice = (state: NodeState, o: CowObj) =>
+  (['rw', 'ro'] as const).map((role) => ({ role, dev: state.devices.get(dmName(role, o.uuid)) })).find((d) => d.dev && d.dev.open > 0);
+
+/**
+ * Refuse when the clone's device is open, after giving transient openers their chance to go:
+ * closing a device that was opened for writing makes udev probe it (blkid), which holds it
+ * open for a moment. Waiting for udev's queue and looking again costs nothing when the device
+ * is closed, and turns that race into a plain no-op. Returns the state to plan from.
+ */
+async function refuseIfOpen(ctx: OpContext, state: NodeState, o: CowObj, force: boolean | undefined, verb: string): Promise<NodeState> {
+  if (force || !openDevice(state, o)) return state;
+  for (let attempt = 0; attempt < 3; attempt++) {
+    await ctx.runner.run(settleReq(10));
+    state = await observe(ctx.runner, ctx.vg, ctx.scope);
+    o = findObj(state, o.name);
+    if (!openDevice(state, o)) return state;
+  }
+  {
+    const { role, dev } = openDevice(state, o)!;
+    if (dev) {
       const users = await whoHolds(ctx.runner, `/dev/mapper/${dev.name}`);
       throw refused(
         `${lvRef(o)} is in use on this node (${dev.name} open ${dev.open} time(s)${users.length ? `: ${users.join(', ')}` : ''}); refusing to ${verb}`,
@@ -167,12 +184,13 @@ async function refuseIfOpen(ctx: OpContext, state: NodeState, o: CowObj, force: 
       );
     }
   }
+  return state;
 }
 
 export async function unmapClone(ctx: OpContext, name: string, opts: { force?: boolean } = {}): Promise<CloneResult> {
-  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const seen = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const state = await refuseIfOpen(ctx, seen, findClone(seen, name), opts.force, 'unmap it');
   const o = findClone(state, name);
-  await refuseIfOpen(ctx, state, o, opts.force, 'unmap it');
   const steps = teardownPlan(state, o, { removeTop: true, forceTop: opts.force, scope: ctx.scope });
   const result: CloneResult = { name, vg: ctx.vg, uuid: o.uuid, action: steps.length ? 'unmapped' : 'none' };
   if (!steps.length) return result;
@@ -184,8 +202,8 @@ export async function unmapClone(ctx: OpContext, name: string, opts: { force?: b
 // ---- commit (sync-back) --------------------------------------------------------------------
 
 export async function commitClone(ctx: OpContext, name: string, opts: { force?: boolean } = {}): Promise<CloneResult> {
-  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
-  const o = findClone(state, name);
+  let state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  let o = findClone(state, name);
   const base: CloneResult = { name, vg: ctx.vg, uuid: o.uuid, parent: state.repo.byUuid.get(o.parentUuid)?.name, action: 'none' };
   if (o.state === 'committed') {
     if (liveTop(state, o)) throw new CowstackError(EXIT.FAILED, `${lvRef(o)} is committed but still has a writable mapping on this node`, { hint: 'run cowstack recover' });
@@ -201,7 +219,8 @@ export async function commitClone(ctx: OpContext, name: string, opts: { force?: 
     return base;
   }
   if (o.state !== 'live') throw refused(`${lvRef(o)} is ${o.state}; only a live clone can be committed`, 'its creation did not finish: run cowstack recover');
-  await refuseIfOpen(ctx, state, o, opts.force, 'commit it');
+  state = await refuseIfOpen(ctx, state, o, opts.force, 'commit it');
+  o = findClone(state, name);
   const top = liveTop(state, o);
   const ref = lvRef(o);
   const steps: Step[] = [];
@@ -243,7 +262,7 @@ function refuseChildren(state: NodeState, o: CowObj): void {
 }
 
 export async function discardClone(ctx: OpContext, name: string, opts: { force?: boolean; mustBeUnmapped?: boolean } = {}): Promise<CloneResult> {
-  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  let state = await observe(ctx.runner, ctx.vg, ctx.scope);
   const o = state.repo.byName.get(name);
   if (!o) {
     validateLvName(name, 'clone name');
@@ -254,7 +273,7 @@ export async function discardClone(ctx: OpContext, name: string, opts: { force?:
   if (opts.mustBeUnmapped && (state.devices.has(dmName('rw', o.uuid)) || state.devices.has(dmName('ro', o.uuid)))) {
     throw refused(`${lvRef(o)} is mapped on this node`, `unmap it first (cowstack clone unmap ${name}) or use cowstack clone discard ${name}`);
   }
-  await refuseIfOpen(ctx, state, o, opts.force, 'discard it');
+  state = await refuseIfOpen(ctx, state, o, opts.force, 'discard it');
   const own: Step[] = [];
   for (const role of ['rw', 'ro'] as const) {
     const dev = state.devices.get(dmName(role, o.uuid));

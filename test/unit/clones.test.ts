@@ -29,6 +29,7 @@ import { capture, conflictStderr, deltaDumpArgv, leaseDump, lvsArgv, lvsJson, re
 const ctxOf = (r: RecordingRunner): OpContext => ({ runner: r, vg: VG });
 const W = { kind: 'write' } as const;
 const R = { kind: 'read' } as const;
+const SETTLE = ['udevadm', 'settle', '--timeout=10'];
 
 const T = (origin: string, cow: string, mode: string, chunk: number) => `0 ${IMAGE_SECTORS} snapshot ${origin} ${cow} ${mode} ${chunk}`;
 const createRo = (uuid: string, table: string) => ['dmsetup', 'create', ro(uuid), '--uuid', `COWSTACK-ro-${compact(uuid)}`, '--readonly', '--table', table];
@@ -390,12 +391,28 @@ describe('commitClone', () => {
   });
 
   it('refuses (6) while the VM disk is open, naming its holders, and writes nothing', async () => {
-    const r = expectHolders(expectObserve(recorder(), chainRows({ mapped: true }), chainDevs(1)), rw(U.c3), 'dm-9', [['dm-14', 'vm7-part1']], [[4242, 'libvirt-qemu', 'qemu-system-x86']]);
+    const r = expectObserve(recorder(), chainRows({ mapped: true }), chainDevs(1));
+    // A transient opener (udev's probe) gets three chances to go before cowstack refuses.
+    for (let i = 0; i < 3; i++) expectObserve(r.expect(SETTLE, R), chainRows({ mapped: true }), chainDevs(1));
+    expectHolders(r, rw(U.c3), 'dm-9', [['dm-14', 'vm7-part1']], [[4242, 'libvirt-qemu', 'qemu-system-x86']]);
     const e = await rejectionOf(commitClone(ctxOf(r), 'c3'), EXIT.REFUSED);
     expect(e.message).toBe(`vg/c3 is in use on this node (${rw(U.c3)} open 1 time(s): device vm7-part1, process qemu-system-x86 (pid 4242, user libvirt-qemu)); refusing to commit it`);
     expect(e.hint).toBe('stop the VM using it, or pass --force (its users will get I/O errors)');
     expect(e.data).toEqual({ device: rw(U.c3), open: 1, holders: ['device vm7-part1', 'process qemu-system-x86 (pid 4242, user libvirt-qemu)'] });
     expect(r.calls.every((c) => c.kind === 'read')).toBe(true);
+    r.verify();
+  });
+
+  it('waits for udev when the disk is open only for a moment (a probe after a write), then commits', async () => {
+    const r = expectObserve(recorder(), chainRows({ mapped: true }), chainDevs(1));
+    expectObserve(r.expect(SETTLE, R), chainRows({ mapped: true }), chainDevs())
+      .expect(journalBegin('c3', 'commit'), W)
+      .expect(['dmsetup', 'remove', '--retry', rw(U.c3)], W)
+      .expect(COMMIT, W)
+      .expect(['lvchange', '-an', 'vg/c3'], W)
+      .expect(journalEnd('c3', 'commit'), W);
+    expectGc(r);
+    expect((await commitClone(ctxOf(r), 'c3')).action).toBe('committed');
     r.verify();
   });
 
