@@ -11,6 +11,8 @@ import { register as registerInitiator } from './commands/initiator.js';
 import { register as registerImage } from './commands/image.js';
 import { register as registerClone } from './commands/clone.js';
 import { register as registerReport } from './commands/report.js';
+import { register as registerTarget } from './commands/target.js';
+import { register as registerInstall } from './commands/install.js';
 import { EXIT_NAMES } from '../exec/errors.js';
 import { VERSION } from './version.js';
 
@@ -36,6 +38,8 @@ export function buildProgram(): Command {
   registerImage(program);
   registerClone(program);
   registerReport(program);
+  registerTarget(program);
+  registerInstall(program);
   // Subcommands inherit exitOverride so usage errors reach the boundary.
   const inherit = (c: Command) => c.commands.forEach((sub) => (sub.exitOverride(), inherit(sub)));
   inherit(program);

@@ -23,6 +23,8 @@ export interface Config {
   ssh: { config?: string };
   sudo: SudoPolicy;
   cow: { warnPercent: number; chunk: string };
+  /** The repository server's target software (cowstack target ...). */
+  target: { backend: 'auto' | 'lio' | 'tgt' };
 }
 
 export const defaultConfig = (): Config => ({
@@ -31,6 +33,7 @@ export const defaultConfig = (): Config => ({
   ssh: {},
   sudo: 'auto',
   cow: { warnPercent: 80, chunk: '4K' },
+  target: { backend: 'auto' },
 });
 
 export function loadConfig(path?: string): { config: Config; path?: string } {
@@ -77,4 +80,8 @@ function merge(config: Config, doc: unknown, file: string): void {
   }
   if (d.cow?.warnPercent !== undefined) config.cow.warnPercent = Number(d.cow.warnPercent);
   if (d.cow?.chunk !== undefined) config.cow.chunk = String(d.cow.chunk);
+  if (d.target?.backend !== undefined) {
+    if (!['auto', 'lio', 'tgt'].includes(d.target.backend)) throw usageError(`${file}: target.backend must be auto, lio or tgt, got "${d.target.backend}"`);
+    config.target.backend = d.target.backend;
+  }
 }

@@ -9,6 +9,7 @@ import * as dmsetup from '../tools/dmsetup.js';
 import * as lvm from '../tools/lvm.js';
 import * as sanlock from '../tools/sanlock.js';
 import { LVMLOCAL_CONF } from './cluster.js';
+import { CONFIG_PATH, SUDOERS_PATH, UDEV_RULE_PATH } from './install.js';
 import { hostMapFromTags } from './hostMap.js';
 import { getConfValue } from './lvmConf.js';
 
@@ -138,7 +139,56 @@ export async function doctor(runner: Runner, opts: DoctorOptions): Promise<Docto
     );
   });
 
+  await guard('repository:single-path', async () => {
+    const pv = (await lvm.pvs(runner)).find((p) => p.vg === opts.vg);
+    if (!pv) return; // repository:vg already says the VG is missing
+    add(await pathCheck(runner, pv.name));
+  });
+
+  // What `cowstack install` puts in place. Warnings: a root-only node works without them.
+  for (const [id, file, what] of [
+    ['install:sudoers', SUDOERS_PATH, 'the service user cannot run cowstack through sudo'],
+    ['install:udev-rule', UDEV_RULE_PATH, 'the hypervisor user cannot open the VM disks after a reboot or re-map'],
+    ['install:config', CONFIG_PATH, 'every command needs --vg'],
+  ] as const) {
+    const r = await runner.run({ argv: ['test', '-f', file], kind: 'read', allowFailure: true });
+    add(r.exitCode === 0 ? { id, status: 'ok', message: `${file} present` } : { id, status: 'warning', message: `${file} is missing (or not readable by this user): ${what}`, fix: 'cowstack install --node (as root)' });
+  }
+
   const errors = checks.filter((c) => c.status === 'error').length;
   const warnings = checks.filter((c) => c.status === 'warning').length;
   return { host: runner.target, ok: errors === 0, errors, warnings, checks };
+}
+
+const sysRead = async (runner: Runner, file: string): Promise<string | undefined> => {
+  const r = await runner.run({ argv: ['cat', '--', file], kind: 'read', allowFailure: true });
+  return r.exitCode === 0 ? r.stdout.trim() : undefined;
+};
+
+/**
+ * The repository PV must be reached through exactly one path, or through multipath: with two
+ * plain paths LVM sees the same PV twice and may pick either, and a lost path fails I/O
+ * instead of failing over. SCSI disks of one LUN share the wwid in sysfs.
+ */
+export async function pathCheck(runner: Runner, pvDevice: string): Promise<Check> {
+  const id = 'repository:single-path';
+  const kname = (await runner.run({ argv: ['realpath', '-e', '--', pvDevice], kind: 'read', allowFailure: true })).stdout.trim().replace(/^\/dev\//, '');
+  if (!kname) return { id, status: 'warning', message: `cannot resolve the repository PV ${pvDevice}` };
+  if (kname.startsWith('dm-')) {
+    const uuid = (await sysRead(runner, `/sys/class/block/${kname}/dm/uuid`)) ?? '';
+    if (uuid.startsWith('mpath-')) return { id, status: 'ok', message: `repository PV ${pvDevice} is a multipath device` };
+  }
+  const wwid = await sysRead(runner, `/sys/class/block/${kname}/device/wwid`);
+  if (!wwid) return { id, status: 'ok', message: `repository PV ${pvDevice} (${kname}) has no SCSI wwid to compare` };
+  const disks = (await runner.run({ argv: ['ls', '-1', '--', '/sys/class/block'], kind: 'read', allowFailure: true })).stdout.split('\n').filter((d) => /^sd[a-z]+$/.test(d));
+  const same: string[] = [];
+  for (const d of disks) if ((await sysRead(runner, `/sys/class/block/${d}/device/wwid`)) === wwid) same.push(d);
+  return same.length <= 1
+    ? { id, status: 'ok', message: `repository PV ${pvDevice} (${kname}) is reached through one path` }
+    : {
+        id,
+        status: 'error',
+        message: `the repository LUN is reached through ${same.length} paths without multipath (${same.join(', ')}): LVM sees its PV more than once`,
+        fix: 'configure dm-multipath for it, or log out of the extra portal (cowstack initiator logout PORTAL IQN)',
+      };
 }

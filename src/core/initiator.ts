@@ -3,9 +3,10 @@
  * rescans until the LUN's stable by-path link appears, and a logout that refuses while
  * anything still sits on the disk. A failed login removes the node record it created.
  */
-import { CowstackError, EXIT, commandFailed, refused } from '../exec/errors.js';
+import { CowstackError, EXIT, commandFailed, refused, usageError } from '../exec/errors.js';
 import type { Runner } from '../exec/types.js';
-import { holders, realpath } from '../tools/files.js';
+import { STDIN_PATH, holders, listDir, readFile, realpath } from '../tools/files.js';
+import { validateChap } from './target.js';
 import * as iscsi from '../tools/iscsiadm.js';
 import { settleReq } from '../tools/udevadm.js';
 import { validateIqn, validatePortal } from './validate.js';
@@ -28,9 +29,21 @@ export async function sessions(runner: Runner): Promise<iscsi.IscsiSession[]> {
 
 const samePortal = (a: string, b: string) => a.replace(/^\[|\]/g, '') === b.replace(/^\[|\]/g, '');
 
-export async function login(runner: Runner, portalIn: string, iqnIn: string, opts: { lun?: number; waitSeconds?: number; dryRun?: boolean } = {}): Promise<LoginResult> {
+export interface LoginOptions {
+  lun?: number;
+  waitSeconds?: number;
+  dryRun?: boolean;
+  /** CHAP credentials; the secret reaches the node record on stdin only. */
+  chap?: { user: string; secret: string };
+  /** node.startup of the record: automatic logs in again at boot. Unchanged when undefined. */
+  startup?: 'automatic' | 'manual';
+}
+
+export async function login(runner: Runner, portalIn: string, iqnIn: string, opts: LoginOptions = {}): Promise<LoginResult> {
   const portal = validatePortal(portalIn);
   const iqn = validateIqn(iqnIn, 'target IQN');
+  if (opts.startup !== undefined && opts.startup !== 'automatic' && opts.startup !== 'manual') throw usageError(`startup "${opts.startup}" is not automatic or manual`);
+  if (opts.chap) validateChap(opts.chap.user, opts.chap.secret);
   const lun = opts.lun ?? 1;
   const existing = (await sessions(runner)).find((s) => s.iqn === iqn && samePortal(s.portal, portal));
   const link = iscsi.byPathLink(portal, iqn, lun);
@@ -42,15 +55,93 @@ export async function login(runner: Runner, portalIn: string, iqnIn: string, opt
       if (r.exitCode !== 0) throw commandFailed(runner.target, r);
       created = true;
     }
+    try {
+      if (opts.chap && !opts.dryRun) await setChapOnRecord(runner, portal, iqn, opts.chap);
+    } catch (e) {
+      if (created) await runner.run(iscsi.nodeDeleteReq(iqn, portal));
+      throw e;
+    }
     const r = await runner.run(iscsi.loginReq(iqn, portal));
     if (r.exitCode !== 0 && r.exitCode !== iscsi.ISCSI_ERR.SESS_EXISTS) {
       if (created) await runner.run(iscsi.nodeDeleteReq(iqn, portal));
       throw loginError(runner, portal, iqn, r);
     }
   }
+  if (opts.startup && recordValue((await runner.run(iscsi.nodeShowReq(iqn, portal))).stdout, 'node.startup') !== opts.startup) {
+    const r = await runner.run(iscsi.nodeUpdateReq(iqn, portal, 'node.startup', opts.startup));
+    if (r.exitCode !== 0) throw commandFailed(runner.target, r);
+  }
   if (opts.dryRun) return { portal, iqn, lun, device: link, disk: '', alreadyLoggedIn: Boolean(existing) };
   const disk = await waitForDevice(runner, portal, iqn, link, opts.waitSeconds ?? 30);
   return { portal, iqn, lun, device: link, disk, alreadyLoggedIn: Boolean(existing) };
+}
+
+/** `key = value` from `iscsiadm -m node -T IQN -p PORTAL` output. */
+export function recordValue(text: string, key: string): string | undefined {
+  for (const line of text.split('\n')) {
+    const i = line.indexOf('=');
+    if (i > 0 && line.slice(0, i).trim() === key) return line.slice(i + 1).trim();
+  }
+  return undefined;
+}
+
+/** The node record file of IQN at PORTAL (ADDR,PORT,TPGT/default under the distribution's node dir). */
+async function recordFile(runner: Runner, portal: string, iqn: string): Promise<string> {
+  const i = portal.lastIndexOf(':');
+  const prefix = `${portal.slice(0, i).replace(/^\[|\]$/g, '')},${portal.slice(i + 1)},`;
+  for (const base of iscsi.NODE_DIRS) {
+    const entry = (await listDir(runner, `${base}/${iqn}`)).find((e) => e.startsWith(prefix));
+    if (entry) return `${base}/${iqn}/${entry}/default`;
+  }
+  throw new CowstackError(EXIT.FAILED, `cannot find the node record of ${iqn} at ${portal} under ${iscsi.NODE_DIRS.join(' or ')}`, {
+    hint: 'this open-iscsi keeps records elsewhere; set CHAP in /etc/iscsi/iscsid.conf instead',
+  });
+}
+
+async function setChapOnRecord(runner: Runner, portal: string, iqn: string, chap: { user: string; secret: string }): Promise<void> {
+  for (const [name, value] of [['node.session.auth.authmethod', 'CHAP'], ['node.session.auth.username', chap.user]] as const) {
+    const r = await runner.run(iscsi.nodeUpdateReq(iqn, portal, name, value));
+    if (r.exitCode !== 0) throw commandFailed(runner.target, r);
+  }
+  const file = await recordFile(runner, portal, iqn);
+  const text = await readFile(runner, file);
+  if (text === undefined) throw new CowstackError(EXIT.FAILED, `cannot read the node record ${file}`);
+  await runner.run({
+    argv: ['install', '-m', '0600', STDIN_PATH, file],
+    kind: 'write',
+    root: true,
+    input: iscsi.setRecordValues(text, { 'node.session.auth.password': chap.secret }),
+    title: `CHAP secret of ${iqn} (record ${file})`,
+  });
+}
+
+export interface DiscoveredTarget {
+  iqn: string;
+  /** The portal the target announced (behind NAT it may not be reachable from here). */
+  announced: string;
+  tpgt: number;
+  /** The portal to log in through: the one that answered. */
+  portal: string;
+}
+
+export async function discover(runner: Runner, portalIn: string): Promise<DiscoveredTarget[]> {
+  const portal = validatePortal(portalIn);
+  const r = await runner.run(iscsi.discoverReq(portal));
+  if (r.exitCode !== 0) {
+    if (r.exitCode === iscsi.ISCSI_ERR.NO_OBJS_FOUND) return [];
+    throw loginError(runner, portal, '(discovery)', r);
+  }
+  return iscsi.parseDiscovery(r.stdout).map((d) => ({ iqn: d.iqn, announced: d.portal, tpgt: d.tpgt, portal }));
+}
+
+export async function rescan(runner: Runner): Promise<{ sessions: iscsi.IscsiSession[] }> {
+  const list = await sessions(runner);
+  if (list.length) {
+    const r = await runner.run(iscsi.rescanAllReq());
+    if (r.exitCode !== 0 && r.exitCode !== iscsi.ISCSI_ERR.NO_OBJS_FOUND) throw commandFailed(runner.target, r);
+    await runner.run(settleReq(30));
+  }
+  return { sessions: await sessions(runner) };
 }
 
 function loginError(runner: Runner, portal: string, iqn: string, r: { argv: readonly string[]; exitCode: number; stderr: string }): CowstackError {

@@ -24,6 +24,11 @@ export interface RootProgram {
    * a separate rule (COWSTACK_SETUP) that a site can drop once its nodes are set up.
    */
   setupOnly?: boolean;
+  /**
+   * Only the repository server runs it (cowstack target ...). sudoers/cowstack grants these
+   * in COWSTACK_SERVER, which nodes do not need.
+   */
+  serverOnly?: boolean;
 }
 
 const lvm = (name: string, use: string, setupOnly?: boolean): RootProgram => ({ name, path: `/usr/sbin/${name}`, pkg: 'lvm2', use, ...(setupOnly ? { setupOnly } : {}) });
@@ -67,6 +72,12 @@ export const ROOT_PROGRAMS: readonly RootProgram[] = [
   // Daemons and doctor's version probes.
   { name: 'systemctl', path: '/usr/bin/systemctl', pkg: 'systemd', use: 'enable --now sanlock/lvmlockd/iscsid', setupOnly: true },
   { name: 'cache_check', path: '/usr/sbin/cache_check', pkg: 'thin-provisioning-tools', use: 'version probe (doctor)' },
+  // The repository server's iSCSI target (cowstack target ...).
+  { name: 'targetcli', path: '/usr/bin/targetcli', pkg: 'targetcli-fb', use: 'LIO backstores, targets, LUNs, ACLs, saveconfig', serverOnly: true },
+  { name: 'tee', path: '/usr/bin/tee', pkg: 'coreutils', use: 'write a CHAP user/secret into an LIO ACL (configfs) from stdin', serverOnly: true },
+  { name: 'tgtadm', path: '/usr/sbin/tgtadm', pkg: 'tgt', use: 'tgt targets, LUNs, initiator ACLs', serverOnly: true },
+  { name: 'tgt-admin', path: '/usr/sbin/tgt-admin', pkg: 'tgt', use: 'dump the running tgt configuration (target save)', serverOnly: true },
+  { name: 'truncate', path: '/usr/bin/truncate', pkg: 'coreutils', use: 'create a sparse backing file for a tgt file LUN', serverOnly: true },
 ];
 
 /** The entry for an argv[0], or undefined when cowstack never runs it as root. */

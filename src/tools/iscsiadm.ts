@@ -24,6 +24,44 @@ export const loginReq = (iqn: string, portal: string) => req(['-m', 'node', '-T'
 export const logoutReq = (iqn: string, portal: string) => req(['-m', 'node', '-T', iqn, '-p', portal, '--logout'], 'write');
 export const rescanReq = (iqn: string, portal: string) => req(['-m', 'node', '-T', iqn, '-p', portal, '--rescan'], 'read');
 export const sessionsReq = () => req(['-m', 'session', '-P', '3'], 'read');
+/** Rescan every session for new or resized LUNs. */
+export const rescanAllReq = () => req(['-m', 'session', '--rescan'], 'write');
+/** SendTargets discovery that prints the offer without writing node records. */
+export const discoverReq = (portal: string) => req(['-m', 'discovery', '-t', 'sendtargets', '-p', portal, '-o', 'nonpersistent'], 'read');
+
+/**
+ * Where open-iscsi keeps node records: Debian/Ubuntu /etc/iscsi/nodes, RHEL /var/lib/iscsi/nodes.
+ * A record is the file `default` in a directory named ADDR,PORT,TPGT.
+ */
+export const NODE_DIRS = ['/etc/iscsi/nodes', '/var/lib/iscsi/nodes'] as const;
+
+/** `iscsiadm -m discovery ... -o nonpersistent` lines: "ADDR:PORT,TPGT IQN". */
+export function parseDiscovery(stdout: string): Array<{ portal: string; tpgt: number; iqn: string }> {
+  const out: Array<{ portal: string; tpgt: number; iqn: string }> = [];
+  for (const line of stdout.split('\n')) {
+    const m = /^(\S+),(-?\d+)\s+(\S+)$/.exec(line.trim());
+    if (m) out.push({ portal: m[1]!, tpgt: Number(m[2]), iqn: m[3]! });
+  }
+  return out;
+}
+
+/**
+ * A node record with `key = value` set (added when missing). Used for the CHAP password:
+ * `iscsiadm -o update -v SECRET` would put the secret in an argv.
+ */
+export function setRecordValues(record: string, values: Record<string, string>): string {
+  const lines = record.split('\n');
+  for (const [key, value] of Object.entries(values)) {
+    const i = lines.findIndex((l) => l.split('=')[0]!.trim() === key);
+    const line = `${key} = ${value}`;
+    if (i >= 0) lines[i] = line;
+    else {
+      const end = lines.findIndex((l) => l.trim() === '# END RECORD');
+      lines.splice(end >= 0 ? end : lines.length, 0, line);
+    }
+  }
+  return lines.join('\n');
+}
 
 export interface IscsiSession {
   id: number;

@@ -44,10 +44,25 @@ export interface ExecResult {
   timedOut?: boolean;
 }
 
+/**
+ * A third guest that plays the repository server (an iSCSI target in its own kernel). It is
+ * not booted by `up`: a test that needs it calls `boot(server.name)` and `powerOff` after, so
+ * the other tests do not pay for an idle guest.
+ */
+export interface TestbedServer {
+  name: string;
+  sshPort: number;
+  /** Its port 3260 as the nodes reach it: 10.0.2.2:<hostfwd port> (qemu user networking). */
+  portal: string;
+  initiatorIqn: string;
+  localDisk: string;
+}
+
 export interface Testbed {
   stateDir: string;
   sshConfig: string;
   nodes: TestbedNode[];
+  server: TestbedServer;
   /** the repository portal as seen from the guests, e.g. '10.0.2.2:3260' */
   portal: string;
   targetIqn: string;
@@ -81,6 +96,10 @@ export interface UpOptions {
 }
 
 interface NodeState extends TestbedNode {
+  /** 'server': the repository-server guest (not a cluster node; booted on demand). */
+  role?: 'node' | 'server';
+  /** Host port forwarded to the guest's 3260 (server only). */
+  iscsiPort?: number;
   pid: number | null;
   poweredOff: boolean;
   pidFile: string;
@@ -251,7 +270,7 @@ async function cleanup(stateDir: string, log: (s: string) => void): Promise<void
     /* no state dir */
   }
   for (const n of names) {
-    if (/^(lun\.img|node\d+\.(pid|local\.(img|qcow2))|state\.json(\.tmp-\d+)?|ssh_config|cm-.*|id_ed25519(\.pub)?)$/.test(n)) {
+    if (/^(lun\.img|(node\d+|server)\.(pid|local\.(img|qcow2))|state\.json(\.tmp-\d+)?|ssh_config|cm-.*|id_ed25519(\.pub)?)$/.test(n)) {
       await fsp.rm(path.join(stateDir, n), { force: true });
     }
   }
@@ -373,7 +392,9 @@ async function startTgtd(stateDir: string, port: number, lunPath: string, log: (
   return { pid, logFile, controlPort };
 }
 
-function qemuArgv(o: { name: string; imageDir: string; memMiB: number; sshPort: number; disk: string; consoleLog: string; pidFile: string }): string[] {
+function qemuArgv(o: { name: string; imageDir: string; memMiB: number; sshPort: number; iscsiPort?: number; disk: string; consoleLog: string; pidFile: string }): string[] {
+  // A target inside the guest is offered to the other guests on the host's loopback only.
+  const fwd = `hostfwd=tcp:127.0.0.1:${o.sshPort}-:22${o.iscsiPort ? `,hostfwd=tcp:127.0.0.1:${o.iscsiPort}-:3260` : ''}`;
   for (const p of [o.disk, o.consoleLog, o.imageDir]) {
     if (/[,\s]/.test(p)) throw new Error(`paths with commas or spaces are not supported by this testbed: ${p}`);
   }
@@ -389,7 +410,7 @@ function qemuArgv(o: { name: string; imageDir: string; memMiB: number; sshPort: 
     '-initrd', path.join(o.imageDir, 'initramfs.cpio'),
     '-append', `console=ttyS0 rdinit=/init net.ifnames=0 panic=5 mitigations=off cowstack.hostname=${o.name}`,
     // ipv6=off: no IPv6 route out of the guest; the only peer is 10.0.2.2 (host loopback)
-    '-nic', `user,model=virtio-net-pci,ipv6=off,hostfwd=tcp:127.0.0.1:${o.sshPort}-:22`,
+    '-nic', `user,model=virtio-net-pci,ipv6=off,${fwd}`,
     // raw, not qcow2: every write the guest saw complete is in the host file even when qemu is
     // SIGKILLed (qcow2 keeps cluster allocations in qemu's memory until the guest flushes)
     '-drive', `file=${o.disk},if=none,id=local,format=raw,cache=writeback,discard=unmap`,
@@ -444,6 +465,12 @@ async function waitForSsh(st: State, n: NodeState, pid: number, timeoutMs: numbe
 
 // ------------------------------------------------------------------ the Testbed object
 
+function serverOf(st: State): TestbedServer {
+  const s = st.nodes.find((n) => n.role === 'server');
+  if (!s || !s.iscsiPort) throw new Error(`the testbed in ${st.stateDir} predates the server guest: run down and up again`);
+  return { name: s.name, sshPort: s.sshPort, portal: `10.0.2.2:${s.iscsiPort}`, initiatorIqn: s.initiatorIqn, localDisk: s.localDisk };
+}
+
 function makeTestbed(st0: State, log: (s: string) => void): Testbed {
   const dir = st0.stateDir;
   const nodeNames = st0.nodes.map((n) => n.name);
@@ -474,7 +501,8 @@ function makeTestbed(st0: State, log: (s: string) => void): Testbed {
   return {
     stateDir: dir,
     sshConfig: st0.sshConfig,
-    nodes: st0.nodes.map(({ name, sshPort, hostId, initiatorIqn, localDisk }) => ({ name, sshPort, hostId, initiatorIqn, localDisk })),
+    nodes: st0.nodes.filter((n) => n.role !== 'server').map(({ name, sshPort, hostId, initiatorIqn, localDisk }) => ({ name, sshPort, hostId, initiatorIqn, localDisk })),
+    server: serverOf(st0),
     portal: st0.portal,
     targetIqn: st0.targetIqn,
     lunPath: st0.lunPath,
@@ -582,8 +610,8 @@ export async function up(opts: UpOptions = {}): Promise<Testbed> {
 
     // distinct free ports on 127.0.0.1
     const ports = new Set<number>();
-    while (ports.size < count + 1) ports.add(await freePort());
-    const [iscsiPort, ...sshPorts] = [...ports] as [number, ...number[]];
+    while (ports.size < count + 3) ports.add(await freePort());
+    const [iscsiPort, serverSshPort, serverIscsiPort, ...sshPorts] = [...ports] as [number, number, number, ...number[]];
 
     await fsp.copyFile(path.join(image.dir, 'id_ed25519'), path.join(stateDir, 'id_ed25519'));
     await fsp.chmod(path.join(stateDir, 'id_ed25519'), 0o600);
@@ -612,6 +640,27 @@ export async function up(opts: UpOptions = {}): Promise<Testbed> {
         consoleLog,
         localDiskFile: disk,
         qemuArgv: qemuArgv({ name, imageDir: image.dir, memMiB, sshPort, disk, consoleLog, pidFile }),
+      });
+    }
+    {
+      const name = 'server';
+      const disk = path.join(stateDir, `${name}.local.img`);
+      const consoleLog = path.join(stateDir, `${name}.console.log`);
+      const pidFile = path.join(stateDir, `${name}.pid`);
+      nodes.push({
+        name,
+        role: 'server',
+        sshPort: serverSshPort,
+        iscsiPort: serverIscsiPort,
+        hostId: 0,
+        initiatorIqn: `iqn.2003-01.org.example.${name}:initiator`,
+        localDisk: '/dev/vda',
+        pid: null,
+        poweredOff: true,
+        pidFile,
+        consoleLog,
+        localDiskFile: disk,
+        qemuArgv: qemuArgv({ name, imageDir: image.dir, memMiB: Math.min(memMiB, 2048), sshPort: serverSshPort, iscsiPort: serverIscsiPort, disk, consoleLog, pidFile }),
       });
     }
     const st: State = {
@@ -645,13 +694,14 @@ export async function up(opts: UpOptions = {}): Promise<Testbed> {
       await fsp.truncate(n.localDiskFile, 2 * 2 ** 30); // sparse 2 GiB
     }
 
-    log(`testbed: booting ${nodes.map((n) => n.name).join(', ')} (qemu TCG, ${memMiB} MiB each)`);
+    const cluster = nodes.filter((n) => n.role !== 'server');
+    log(`testbed: booting ${cluster.map((n) => n.name).join(', ')} (qemu TCG, ${memMiB} MiB each)`);
     const tBoot = Date.now();
-    const pids = await Promise.all(nodes.map((n) => startQemu(n)));
-    nodes.forEach((n, i) => (n.pid = pids[i]!));
+    const pids = await Promise.all(cluster.map((n) => startQemu(n)));
+    cluster.forEach((n, i) => (n.pid = pids[i]!));
     await writeJsonAtomic(stateFile(stateDir), st);
-    const secs = await Promise.all(nodes.map((n) => waitForSsh(st, n, n.pid!, opts.bootTimeoutMs ?? BOOT_TIMEOUT_MS)));
-    nodes.forEach((n, i) => log(`testbed: ${n.name} ssh ready after ${secs[i]!.toFixed(1)} s (127.0.0.1:${n.sshPort})`));
+    const secs = await Promise.all(cluster.map((n) => waitForSsh(st, n, n.pid!, opts.bootTimeoutMs ?? BOOT_TIMEOUT_MS)));
+    cluster.forEach((n, i) => log(`testbed: ${n.name} ssh ready after ${secs[i]!.toFixed(1)} s (127.0.0.1:${n.sshPort})`));
     st.timings = {
       imageSeconds: image.seconds,
       bootToSshSeconds: (Date.now() - tBoot) / 1000,

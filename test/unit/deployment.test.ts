@@ -28,6 +28,9 @@ import * as lvm from '../../src/tools/lvm.js';
 import * as sanlock from '../../src/tools/sanlock.js';
 import { startDaemonReq } from '../../src/tools/service.js';
 import { settleReq } from '../../src/tools/udevadm.js';
+import * as lio from '../../src/tools/lio.js';
+import * as tgt from '../../src/tools/tgt.js';
+import { TGT_CONF, storeName } from '../../src/core/target.js';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
 const SUDOERS = join(ROOT, 'sudoers/cowstack');
@@ -264,6 +267,8 @@ const IQN = 'iqn.2003-01.org.example.repo:vg0';
 const PORTAL = '10.0.2.2:3260';
 const LUN = iscsi.byPathLink(PORTAL, IQN);
 const SCOPE = { devices: [LUN] };
+const TARGET = 'iqn.2003-01.org.example.repo:lun1';
+const IQN_NODE = 'iqn.2003-01.org.example.node1:initiator';
 
 /**
  * Collects every request instead of asserting an order (what the recording runner is for):
@@ -275,6 +280,17 @@ class CollectingRunner implements Runner {
   async run(req: RunRequest): Promise<RunResult> {
     this.requests.push(req);
     return { argv: req.argv, exitCode: 0, stdout: req.argv[0] === 'blockdev' ? '512\n' : '', stderr: '', durationMs: 0 };
+  }
+  async close(): Promise<void> {}
+}
+
+/** Answers by program name so readers walk past the empty first answer; collects into `inner`. */
+class AnsweringRunner implements Runner {
+  readonly target = 'local';
+  constructor(private inner: CollectingRunner, private answers: Record<string, string>) {}
+  async run(req: RunRequest): Promise<RunResult> {
+    await this.inner.run(req);
+    return { argv: req.argv, exitCode: 0, stdout: this.answers[req.argv[0]!] ?? '', stderr: '', durationMs: 0 };
   }
   async close(): Promise<void> {}
 }
@@ -324,6 +340,42 @@ async function builtRequests(): Promise<RunRequest[]> {
   for (const build of [iscsi.nodeShowReq, iscsi.nodeNewReq, iscsi.nodeDeleteReq, iscsi.loginReq, iscsi.logoutReq, iscsi.rescanReq]) reqs.push(build(IQN, PORTAL));
   reqs.push(iscsi.nodeUpdateReq(IQN, PORTAL, 'node.startup', 'automatic'), iscsi.sessionsReq());
   reqs.push(
+    iscsi.nodeUpdateReq(IQN, PORTAL, 'node.session.auth.authmethod', 'CHAP'),
+    iscsi.nodeUpdateReq(IQN, PORTAL, 'node.session.auth.username', 'cowstack-node'),
+    iscsi.discoverReq(PORTAL),
+    iscsi.rescanAllReq(),
+  );
+  for (const base of iscsi.NODE_DIRS) await tolerate(() => readFile(runner, `${base}/${IQN}/10.0.2.2,3260,1/default`));
+  // The repository server (cowstack target ...): both backends, every request shape.
+  const store = storeName(TARGET);
+  reqs.push(
+    lio.createBlockReq(store, '/dev/vg0/repo'),
+    lio.createFileReq(store, '/srv/cowstack/repo.img', 1 << 30),
+    lio.deleteStoreReq('block', store),
+    lio.deleteStoreReq('fileio', store),
+    lio.createTargetReq(TARGET),
+    lio.deleteTargetReq(TARGET),
+    lio.createLunReq(TARGET, 'block', store),
+    lio.tpgAttributesReq(TARGET, true),
+    lio.tpgAttributesReq(TARGET, false),
+    lio.createAclReq(TARGET, IQN_NODE),
+    lio.deleteAclReq(TARGET, IQN_NODE),
+    lio.aclAuthReq(TARGET, IQN_NODE, 'userid', 'u'),
+    lio.aclAuthReq(TARGET, IQN_NODE, 'password', 'not-a-real-secret'),
+    lio.saveReq(),
+    tgt.showReq(),
+    tgt.newTargetReq(3, TARGET),
+    tgt.deleteTargetReq(3),
+    tgt.deleteTargetReq(3, true),
+    tgt.newLunReq(3, 1, '/dev/vg0/repo'),
+    tgt.bindInitiatorReq(3, IQN_NODE),
+    tgt.unbindInitiatorReq(3, IQN_NODE),
+    tgt.dumpReq(),
+    ...(writeFileReqs(TGT_CONF, 'x', '0600') as RunRequest[]),
+  );
+  await tolerate(() => lio.readTarget(new AnsweringRunner(runner, { ls: `${TARGET}\n`, find: '../../../../core/iblock_0/x\n' }), TARGET));
+  await tolerate(() => lio.listStores(new AnsweringRunner(runner, { ls: 'iblock_0\n' })));
+  reqs.push(
     sanlock.clientStatusReq(),
     sanlock.clientGetsReq(),
     sanlock.hostStatusReq(sanlock.lockspaceName('repo')),
@@ -356,6 +408,8 @@ async function builtRequests(): Promise<RunRequest[]> {
     ['blkid', '-p', '-o', 'export', '/dev/sdb'], // cluster.ts
     ['wipefs', '-a', '/dev/sdb'], // cluster.ts
     ['rm', '-f', '--', '/var/lib/cowstack/journal/repo.c-1.import.json'], // recover.ts
+    ['install', '-m', '0600', '/proc/self/fd/0', `/etc/iscsi/nodes/${IQN}/10.0.2.2,3260,1/default`], // initiator.ts: CHAP secret
+    ['truncate', '--size', '>1073741824', '--', '/srv/cowstack/repo.img'], // target.ts: tgt file LUN
   ];
   for (const argv of inline) reqs.push({ argv, kind: 'write', root: true });
   return [...reqs, ...runner.requests];
@@ -393,11 +447,13 @@ describe('sudoers/cowstack', () => {
     expect(sudoers.rules.filter((r) => !known.has(r.path)).map((r) => r.path)).toEqual([]);
   });
 
-  it('grants set-up-only programs only in COWSTACK_SETUP, and every other program outside it', () => {
+  it('grants set-up-only programs only in COWSTACK_SETUP, server-only ones only in COWSTACK_SERVER, and every other program outside both', () => {
     for (const p of ROOT_PROGRAMS) {
       const aliases = new Set(sudoers.rules.filter((r) => r.path === p.path).map((r) => r.alias));
-      if (p.setupOnly) expect([...aliases], p.name).toEqual(['COWSTACK_SETUP']);
-      else expect([...aliases].some((a) => a !== 'COWSTACK_SETUP'), `${p.name} is needed after set-up too`).toBe(true);
+      // The server block is set-up work too (saving tgt's configuration moves a file into place).
+      if (p.setupOnly) expect([...aliases].filter((a) => a !== 'COWSTACK_SERVER'), p.name).toEqual(['COWSTACK_SETUP']);
+      else if (p.serverOnly) expect([...aliases], p.name).toEqual(['COWSTACK_SERVER']);
+      else expect([...aliases].some((a) => a !== 'COWSTACK_SETUP' && a !== 'COWSTACK_SERVER'), `${p.name} is needed on a node after set-up too`).toBe(true);
     }
   });
 

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { login, logout, sessions } from '../../src/core/initiator.js';
+import { discover, login, logout, recordValue, sessions } from '../../src/core/initiator.js';
+import { setRecordValues } from '../../src/tools/iscsiadm.js';
 import { CommandError, EXIT } from '../../src/exec/errors.js';
 import { capture, recorder, rejectionOf } from './support.js';
 
@@ -203,5 +204,80 @@ describe('logout', () => {
     const r = recorder().expect(SESSIONS, NO_SESSIONS);
     expect(await logout(r, '192.0.2.10', IQN)).toEqual({ portal: PORTAL, iqn: IQN, action: 'none', forgotten: false });
     r.verify();
+  });
+});
+
+describe('login with CHAP and node.startup', () => {
+  const RECORD_DIR = `/etc/iscsi/nodes/${IQN}`;
+  const RECORD = `${RECORD_DIR}/192.0.2.10,3260,-1/default`;
+  // SYNTHETIC: an open-iscsi 2.1.8 node record as `iscsiadm -o new` writes it (abridged).
+  const RECORD_TEXT = `# BEGIN RECORD 2.1.8\nnode.name = ${IQN}\nnode.tpgt = -1\nnode.startup = manual\nnode.session.auth.authmethod = CHAP\nnode.session.auth.username = cowstack\nnode.conn[0].address = 192.0.2.10\n# END RECORD\n`;
+  const SECRET = 'correct-horse-battery';
+
+  it('puts the secret into the record file on stdin, never into an argv, then logs in and sets startup', async () => {
+    const r = recorder()
+      .expect(SESSIONS, NO_SESSIONS)
+      .expect(NODE_SHOW, { kind: 'read', exitCode: 21 })
+      .expect(NODE_NEW, { kind: 'write' })
+      .expect([...NODE_SHOW, '-o', 'update', '-n', 'node.session.auth.authmethod', '-v', 'CHAP'], { kind: 'write' })
+      .expect([...NODE_SHOW, '-o', 'update', '-n', 'node.session.auth.username', '-v', 'cowstack'], { kind: 'write' })
+      .expect(['ls', '-1', '-A', '--', RECORD_DIR], { kind: 'read', stdout: '192.0.2.10,3260,-1\n' })
+      .expect(['cat', '--', RECORD], { kind: 'read', stdout: RECORD_TEXT })
+      .expect(['install', '-m', '0600', '/proc/self/fd/0', RECORD], { kind: 'write' })
+      .expect(LOGIN, { kind: 'write' })
+      .expect(NODE_SHOW, { kind: 'read', stdout: RECORD_TEXT })
+      .expect([...NODE_SHOW, '-o', 'update', '-n', 'node.startup', '-v', 'automatic'], { kind: 'write' })
+      .expect(['realpath', '-e', '--', LINK], { kind: 'read', stdout: '/dev/sdb\n' });
+    const out = await login(r, PORTAL, IQN, { chap: { user: 'cowstack', secret: SECRET }, startup: 'automatic' });
+    expect(out.disk).toBe('/dev/sdb');
+    const write = r.calls.find((c) => c.argv[0] === 'install')!;
+    expect(String(write.input)).toContain(`node.session.auth.password = ${SECRET}\n# END RECORD`);
+    expect(String(write.input)).toContain('node.session.auth.username = cowstack');
+    expect(r.calls.flatMap((c) => c.argv).join(' ')).not.toContain(SECRET);
+    r.verify();
+  });
+
+  it('a refused CHAP login is a permission error and removes the record it made', async () => {
+    const r = recorder()
+      .expect(SESSIONS, NO_SESSIONS)
+      .expect(NODE_SHOW, { kind: 'read', exitCode: 21 })
+      .expect(NODE_NEW, { kind: 'write' })
+      .expect([...NODE_SHOW, '-o', 'update', '-n', 'node.session.auth.authmethod', '-v', 'CHAP'], { kind: 'write' })
+      .expect([...NODE_SHOW, '-o', 'update', '-n', 'node.session.auth.username', '-v', 'cowstack'], { kind: 'write' })
+      .expect(['ls', '-1', '-A', '--', RECORD_DIR], { kind: 'read', stdout: '192.0.2.10,3260,-1\n' })
+      .expect(['cat', '--', RECORD], { kind: 'read', stdout: RECORD_TEXT })
+      .expect(['install', '-m', '0600', '/proc/self/fd/0', RECORD], { kind: 'write' })
+      .expect(LOGIN, { kind: 'write', exitCode: 24, stderr: 'iscsiadm: Login failed to authenticate with target\niscsiadm: initiator reported error (24 - iSCSI login failed due to authorization failure)\n' })
+      .expect(NODE_DELETE, { kind: 'write' });
+    const e = await rejectionOf(login(r, PORTAL, IQN, { chap: { user: 'cowstack', secret: SECRET } }), EXIT.PERMISSION);
+    expect(e.message).toContain('refused this initiator');
+    r.verify();
+  });
+
+  it('rejects a weak secret before running anything', async () => {
+    const r = recorder();
+    const e = await rejectionOf(login(r, PORTAL, IQN, { chap: { user: 'cowstack', secret: 'short' } }), EXIT.USAGE);
+    expect(e.message).not.toContain('short');
+    r.verify();
+  });
+});
+
+describe('discover and records', () => {
+  it('parses SendTargets answers and keeps the portal that answered', async () => {
+    const r = recorder().expect(['iscsiadm', '-m', 'discovery', '-t', 'sendtargets', '-p', PORTAL, '-o', 'nonpersistent'], {
+      kind: 'read',
+      stdout: `10.0.2.15:3260,1 ${IQN}\n[fe80::1]:3260,1 ${IQN}\n`,
+    });
+    expect(await discover(r, PORTAL)).toEqual([
+      { iqn: IQN, announced: '10.0.2.15:3260', tpgt: 1, portal: PORTAL },
+      { iqn: IQN, announced: '[fe80::1]:3260', tpgt: 1, portal: PORTAL },
+    ]);
+    r.verify();
+  });
+
+  it('sets record values in place or before the end marker', () => {
+    const text = '# BEGIN RECORD 2.1.8\nnode.startup = manual\n# END RECORD\n';
+    expect(setRecordValues(text, { 'node.startup': 'automatic', 'node.session.auth.password': 'x' })).toBe('# BEGIN RECORD 2.1.8\nnode.startup = automatic\nnode.session.auth.password = x\n# END RECORD\n');
+    expect(recordValue('node.startup = automatic\nnode.tpgt = 1\n', 'node.startup')).toBe('automatic');
   });
 });
