@@ -3,9 +3,9 @@
  * rescans until the LUN's stable by-path link appears, and a logout that refuses while
  * anything still sits on the disk. A failed login removes the node record it created.
  */
-import { CowstackError, EXIT, commandFailed, refused, usageError } from '../exec/errors.js';
+import { CowstackError, EXIT, commandFailed, notFound, refused, usageError } from '../exec/errors.js';
 import type { Runner } from '../exec/types.js';
-import { STDIN_PATH, holders, listDir, readFile, realpath } from '../tools/files.js';
+import { STDIN_PATH, holders, readFile, realpath } from '../tools/files.js';
 import { validateChap } from './target.js';
 import * as iscsi from '../tools/iscsiadm.js';
 import { settleReq } from '../tools/udevadm.js';
@@ -51,20 +51,21 @@ export async function login(runner: Runner, portalIn: string, iqnIn: string, opt
     const record = await runner.run(iscsi.nodeShowReq(iqn, portal));
     let created = false;
     if (record.exitCode !== 0) {
+      // A new portal: ask it first. A dead portal fails discovery in seconds, while a login
+      // would retry for minutes; and an IQN the portal does not offer needs no record.
+      await probePortal(runner, portal, iqn);
       const r = await runner.run(iscsi.nodeNewReq(iqn, portal));
       if (r.exitCode !== 0) throw commandFailed(runner.target, r);
       created = true;
     }
     try {
       if (opts.chap && !opts.dryRun) await setChapOnRecord(runner, portal, iqn, opts.chap);
+      const r = await runner.run(iscsi.loginReq(iqn, portal));
+      if (r.exitCode !== 0 && r.exitCode !== iscsi.ISCSI_ERR.SESS_EXISTS) throw loginError(runner, portal, iqn, r);
     } catch (e) {
+      // Whatever failed (a refusal, a timeout), a record made here must not log in at boot.
       if (created) await runner.run(iscsi.nodeDeleteReq(iqn, portal));
       throw e;
-    }
-    const r = await runner.run(iscsi.loginReq(iqn, portal));
-    if (r.exitCode !== 0 && r.exitCode !== iscsi.ISCSI_ERR.SESS_EXISTS) {
-      if (created) await runner.run(iscsi.nodeDeleteReq(iqn, portal));
-      throw loginError(runner, portal, iqn, r);
     }
   }
   if (opts.startup && recordValue((await runner.run(iscsi.nodeShowReq(iqn, portal))).stdout, 'node.startup') !== opts.startup) {
@@ -85,17 +86,39 @@ export function recordValue(text: string, key: string): string | undefined {
   return undefined;
 }
 
-/** The node record file of IQN at PORTAL (ADDR,PORT,TPGT/default under the distribution's node dir). */
-async function recordFile(runner: Runner, portal: string, iqn: string): Promise<string> {
+/**
+ * The node record of IQN at PORTAL and its text. `iscsiadm -o new` without a TPGT writes the
+ * file ADDR,PORT; discovery writes ADDR,PORT,TPGT/default. The directories are root-only, so
+ * the candidates are read (as root) rather than listed.
+ */
+async function recordFile(runner: Runner, portal: string, iqn: string): Promise<{ file: string; text: string }> {
   const i = portal.lastIndexOf(':');
-  const prefix = `${portal.slice(0, i).replace(/^\[|\]$/g, '')},${portal.slice(i + 1)},`;
-  for (const base of iscsi.NODE_DIRS) {
-    const entry = (await listDir(runner, `${base}/${iqn}`)).find((e) => e.startsWith(prefix));
-    if (entry) return `${base}/${iqn}/${entry}/default`;
+  const base = `${portal.slice(0, i).replace(/^\[|\]$/g, '')},${portal.slice(i + 1)}`;
+  for (const dir of iscsi.NODE_DIRS) {
+    for (const file of [`${dir}/${iqn}/${base}`, `${dir}/${iqn}/${base},1/default`]) {
+      const text = await readFile(runner, file);
+      if (text !== undefined) return { file, text };
+    }
   }
   throw new CowstackError(EXIT.FAILED, `cannot find the node record of ${iqn} at ${portal} under ${iscsi.NODE_DIRS.join(' or ')}`, {
     hint: 'this open-iscsi keeps records elsewhere; set CHAP in /etc/iscsi/iscsid.conf instead',
   });
+}
+
+/** SendTargets as a fast reachability and existence check before a first login. */
+async function probePortal(runner: Runner, portal: string, iqn: string): Promise<void> {
+  const r = await runner.run(iscsi.discoverReq(portal));
+  if (r.exitCode === 0) {
+    if (iscsi.parseDiscovery(r.stdout).some((d) => d.iqn === iqn)) return;
+    throw notFound(`the portal ${portal} does not offer ${iqn} to this initiator`, 'check the IQN (cowstack initiator discover PORTAL lists what it offers) and, on tgt, the target ACL');
+  }
+  if (r.exitCode === iscsi.ISCSI_ERR.NO_OBJS_FOUND) {
+    throw notFound(`the portal ${portal} offers no targets to this initiator`, 'check the IQN and the target ACL');
+  }
+  if (([iscsi.ISCSI_ERR.TRANS, iscsi.ISCSI_ERR.TRANS_TIMEOUT, iscsi.ISCSI_ERR.PDU_TIMEOUT] as number[]).includes(r.exitCode)) {
+    throw new CowstackError(EXIT.UNREACHABLE, `cannot connect to the iSCSI portal ${portal}`, { hint: 'check the portal address, the target service and the firewall', data: { stderr: r.stderr.trim() } });
+  }
+  // Discovery may need its own authentication: leave the verdict to the login.
 }
 
 async function setChapOnRecord(runner: Runner, portal: string, iqn: string, chap: { user: string; secret: string }): Promise<void> {
@@ -103,9 +126,7 @@ async function setChapOnRecord(runner: Runner, portal: string, iqn: string, chap
     const r = await runner.run(iscsi.nodeUpdateReq(iqn, portal, name, value));
     if (r.exitCode !== 0) throw commandFailed(runner.target, r);
   }
-  const file = await recordFile(runner, portal, iqn);
-  const text = await readFile(runner, file);
-  if (text === undefined) throw new CowstackError(EXIT.FAILED, `cannot read the node record ${file}`);
+  const { file, text } = await recordFile(runner, portal, iqn);
   await runner.run({
     argv: ['install', '-m', '0600', STDIN_PATH, file],
     kind: 'write',

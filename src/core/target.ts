@@ -12,6 +12,7 @@
 import { createHash } from 'node:crypto';
 import { CowstackError, EXIT, commandFailed, notFound, refused, usageError } from '../exec/errors.js';
 import type { RunRequest, Runner } from '../exec/types.js';
+import { rootProgram } from '../exec/rootPrograms.js';
 import * as lio from '../tools/lio.js';
 import * as tgt from '../tools/tgt.js';
 import { writeFileReqs } from '../tools/files.js';
@@ -51,14 +52,10 @@ export const TGT_CONF = '/etc/tgt/conf.d/cowstack.conf';
 
 // ---- backend choice ------------------------------------------------------------------------
 
-async function has(runner: Runner, program: string): Promise<boolean> {
-  // A missing program is an ENOENT locally and exit 127 over ssh: both mean "not here".
-  try {
-    const r = await runner.run({ argv: [program, '--version'], kind: 'read', allowFailure: true, timeoutMs: 30_000 });
-    return r.exitCode === 0;
-  } catch {
-    return false;
-  }
+/** Installed where the distribution puts it (the path sudoers names); no python start-up. */
+async function has(runner: Runner, program: 'targetcli' | 'tgtadm'): Promise<boolean> {
+  const r = await runner.run({ argv: ['test', '-x', rootProgram(program)!.path], kind: 'read', allowFailure: true });
+  return r.exitCode === 0;
 }
 
 export async function resolveBackend(runner: Runner, choice: BackendChoice): Promise<TargetBackend> {

@@ -1,10 +1,11 @@
 /**
  * open-iscsi adapter. Exit codes from iscsiadm(8): 15 = session exists (already logged
- * in), 21 = no objects found (no session/record), 24 = login failed (auth), 8 = timeout.
+ * in), 21 = no objects found (no session/record), 24 = login failed (auth), 8 = timeout,
+ * 4 = transport error, 11 = PDU timeout (what discovery of a refused connection returns).
  */
 import type { RunRequest } from '../exec/types.js';
 
-export const ISCSI_ERR = { SESS_EXISTS: 15, NO_OBJS_FOUND: 21, LOGIN_AUTH_FAILED: 24, TRANS_TIMEOUT: 8, SESS_NOT_FOUND: 2 } as const;
+export const ISCSI_ERR = { SESS_EXISTS: 15, NO_OBJS_FOUND: 21, LOGIN_AUTH_FAILED: 24, TRANS_TIMEOUT: 8, SESS_NOT_FOUND: 2, TRANS: 4, PDU_TIMEOUT: 11 } as const;
 
 const req = (args: string[], kind: RunRequest['kind'], extra: Partial<RunRequest> = {}): RunRequest => ({
   argv: ['iscsiadm', ...args],

@@ -158,8 +158,11 @@ describe('tgt on the repository server', () => {
     await ok(S(), ['target', 'acl', 'add', TGT_IQN, node(1).initiatorIqn, '--backend', 'tgt']);
     const in1 = await ok(node(1).name, ['initiator', 'login', tb.server.portal, TGT_IQN]);
     expect(await headSha(node(1).name, in1.device), 'what node1 wrote through LIO, now served by tgt').toBe(DATA_SHA);
+    // tgt hides targets from initiators outside their ACL already in discovery.
     const denied = await cs(node(2).name, ['initiator', 'login', tb.server.portal, TGT_IQN, '--wait', '5']);
-    expect(denied.exitCode, denied.stdout).toBe(8);
+    expect(denied.exitCode, denied.stdout).toBe(7);
+    expect(denied.json.message).toContain('offers no targets to this initiator');
+    expect(await nodeRecords(node(2).name)).not.toContain(TGT_IQN);
 
     const saved = await ok(S(), ['target', 'save', '--backend', 'tgt']);
     expect((await tb.ssh(S(), ['grep', '-c', TGT_IQN, saved.file])).stdout.trim()).not.toBe('0');

@@ -16,6 +16,7 @@ const NODE_NEW = ['iscsiadm', '-m', 'node', '-o', 'new', '-T', IQN, '-p', PORTAL
 const NODE_DELETE = ['iscsiadm', '-m', 'node', '-o', 'delete', '-T', IQN, '-p', PORTAL];
 const LOGIN = ['iscsiadm', '-m', 'node', '-T', IQN, '-p', PORTAL, '--login'];
 const LOGOUT = ['iscsiadm', '-m', 'node', '-T', IQN, '-p', PORTAL, '--logout'];
+const DISCOVER = ['iscsiadm', '-m', 'discovery', '-t', 'sendtargets', '-p', PORTAL, '-o', 'nonpersistent'];
 
 // SYNTHETIC: `iscsiadm -m session -P 3` (open-iscsi 2.1.8 layout, abridged), one session to the repository.
 // The REAL capture (iscsiadm-session-P3.txt) is replayed in the first login test and in fixtures.test.ts.
@@ -71,6 +72,7 @@ describe('login', () => {
     const r = recorder()
       .expect(SESSIONS, NO_SESSIONS)
       .expect(NODE_SHOW, { kind: 'read', exitCode: 21, stderr: 'iscsiadm: No records found\n' })
+      .expect(DISCOVER, { kind: 'read', stdout: `10.0.2.15:3260,1 ${IQN}\n` })
       .expect(NODE_NEW, { kind: 'write', stdout: `New iSCSI node [tcp:[hw=,ip=,net_if=,iscsi_if=default] 192.0.2.10,3260,-1 ${IQN}] added\n` })
       .expect(LOGIN, { kind: 'write', stdout: `Logging in to [iface: default, target: ${IQN}, portal: 192.0.2.10,3260]\nLogin to [iface: default, target: ${IQN}, portal: 192.0.2.10,3260] successful.\n` })
       .expect(['realpath', '-e', '--', LINK], { kind: 'read', stdout: '/dev/sdb\n' });
@@ -112,6 +114,7 @@ describe('login', () => {
     const r = recorder()
       .expect(SESSIONS, NO_SESSIONS)
       .expect(NODE_SHOW, { kind: 'read', exitCode: 21, stderr: 'iscsiadm: No records found\n' })
+      .expect(DISCOVER, { kind: 'read', stdout: `10.0.2.15:3260,1 ${IQN}\n` })
       .expect(NODE_NEW, { kind: 'write' })
       .expect(LOGIN, {
         kind: 'write',
@@ -139,14 +142,34 @@ describe('login', () => {
     [8, 'iscsiadm: connection login retries (reopen_max) 5 exceeded\n', EXIT.UNREACHABLE],
     [19, 'iscsiadm: Could not login to [...]: target not found\n', EXIT.NOT_FOUND],
     [4, 'iscsiadm: initiator reported error (4 - encountered connection failure)\n', EXIT.FAILED],
-  ] as const)('maps login exit %d to exit code %d', async (code, stderr, exitCode) => {
+  ] as const)('maps login exit %s to exit code %s', async (code, stderr, exitCode) => {
     const r = recorder()
       .expect(SESSIONS, NO_SESSIONS)
       .expect(NODE_SHOW, { kind: 'read', exitCode: 21 })
+      .expect(DISCOVER, { kind: 'read', stdout: `10.0.2.15:3260,1 ${IQN}\n` })
       .expect(NODE_NEW, { kind: 'write' })
       .expect(LOGIN, { kind: 'write', exitCode: code, stderr })
       .expect(NODE_DELETE, { kind: 'write' });
     await rejectionOf(login(r, PORTAL, IQN), exitCode);
+    r.verify();
+  });
+
+  it('a portal that refuses connections fails in the discovery probe (9), before any record exists', async () => {
+    const r = recorder()
+      .expect(SESSIONS, NO_SESSIONS)
+      .expect(NODE_SHOW, { kind: 'read', exitCode: 21 })
+      // REAL: what iscsiadm 2.1.8 printed in the testbed for a closed port, after ~5 s.
+      .expect(DISCOVER, { kind: 'read', exitCode: 11, stderr: 'iscsiadm: cannot make connection to 10.0.2.2: Connection refused\niscsiadm: connection login retries (reopen_max) 5 exceeded\niscsiadm: Could not perform SendTargets discovery: iSCSI PDU timed out\n' });
+    expect((await rejectionOf(login(r, PORTAL, IQN), EXIT.UNREACHABLE)).message).toContain(PORTAL);
+    r.verify();
+  });
+
+  it('an IQN the portal does not offer is not found (7), before any record exists', async () => {
+    const r = recorder()
+      .expect(SESSIONS, NO_SESSIONS)
+      .expect(NODE_SHOW, { kind: 'read', exitCode: 21 })
+      .expect(DISCOVER, { kind: 'read', stdout: '10.0.2.15:3260,1 iqn.2003-01.org.example.repo:other\n' });
+    expect((await rejectionOf(login(r, PORTAL, IQN), EXIT.NOT_FOUND)).message).toContain(`does not offer ${IQN}`);
     r.verify();
   });
 
@@ -208,8 +231,8 @@ describe('logout', () => {
 });
 
 describe('login with CHAP and node.startup', () => {
-  const RECORD_DIR = `/etc/iscsi/nodes/${IQN}`;
-  const RECORD = `${RECORD_DIR}/192.0.2.10,3260,-1/default`;
+  // REAL layout (open-iscsi 2.1.8 in the testbed): `-o new` without a TPGT writes the file ADDR,PORT.
+  const RECORD = `/etc/iscsi/nodes/${IQN}/192.0.2.10,3260`;
   // SYNTHETIC: an open-iscsi 2.1.8 node record as `iscsiadm -o new` writes it (abridged).
   const RECORD_TEXT = `# BEGIN RECORD 2.1.8\nnode.name = ${IQN}\nnode.tpgt = -1\nnode.startup = manual\nnode.session.auth.authmethod = CHAP\nnode.session.auth.username = cowstack\nnode.conn[0].address = 192.0.2.10\n# END RECORD\n`;
   const SECRET = 'correct-horse-battery';
@@ -218,10 +241,10 @@ describe('login with CHAP and node.startup', () => {
     const r = recorder()
       .expect(SESSIONS, NO_SESSIONS)
       .expect(NODE_SHOW, { kind: 'read', exitCode: 21 })
+      .expect(DISCOVER, { kind: 'read', stdout: `10.0.2.15:3260,1 ${IQN}\n` })
       .expect(NODE_NEW, { kind: 'write' })
       .expect([...NODE_SHOW, '-o', 'update', '-n', 'node.session.auth.authmethod', '-v', 'CHAP'], { kind: 'write' })
       .expect([...NODE_SHOW, '-o', 'update', '-n', 'node.session.auth.username', '-v', 'cowstack'], { kind: 'write' })
-      .expect(['ls', '-1', '-A', '--', RECORD_DIR], { kind: 'read', stdout: '192.0.2.10,3260,-1\n' })
       .expect(['cat', '--', RECORD], { kind: 'read', stdout: RECORD_TEXT })
       .expect(['install', '-m', '0600', '/proc/self/fd/0', RECORD], { kind: 'write' })
       .expect(LOGIN, { kind: 'write' })
@@ -241,10 +264,10 @@ describe('login with CHAP and node.startup', () => {
     const r = recorder()
       .expect(SESSIONS, NO_SESSIONS)
       .expect(NODE_SHOW, { kind: 'read', exitCode: 21 })
+      .expect(DISCOVER, { kind: 'read', stdout: `10.0.2.15:3260,1 ${IQN}\n` })
       .expect(NODE_NEW, { kind: 'write' })
       .expect([...NODE_SHOW, '-o', 'update', '-n', 'node.session.auth.authmethod', '-v', 'CHAP'], { kind: 'write' })
       .expect([...NODE_SHOW, '-o', 'update', '-n', 'node.session.auth.username', '-v', 'cowstack'], { kind: 'write' })
-      .expect(['ls', '-1', '-A', '--', RECORD_DIR], { kind: 'read', stdout: '192.0.2.10,3260,-1\n' })
       .expect(['cat', '--', RECORD], { kind: 'read', stdout: RECORD_TEXT })
       .expect(['install', '-m', '0600', '/proc/self/fd/0', RECORD], { kind: 'write' })
       .expect(LOGIN, { kind: 'write', exitCode: 24, stderr: 'iscsiadm: Login failed to authenticate with target\niscsiadm: initiator reported error (24 - iSCSI login failed due to authorization failure)\n' })

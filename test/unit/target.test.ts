@@ -19,12 +19,12 @@ const cat = (file: string) => ['cat', '--', file];
 
 /** The reads of `resolveBackend('lio')`, then `readTarget` of a target that does not exist. */
 function lioAbsent(r: ReturnType<typeof recorder>) {
-  return r.expect(['targetcli', '--version'], { ...R, stdout: 'targetcli version 2.1.53\n' }).expect(ls(`${CFG}/iscsi`), { ...R, stdout: 'discovery_auth\n' });
+  return r.expect(['test', '-x', '/usr/bin/targetcli'], R).expect(ls(`${CFG}/iscsi`), { ...R, stdout: 'discovery_auth\n' });
 }
 
 /** `readTarget` of IQN exporting /dev/vda as LUN 1, with these ACLs and sessions. */
 function lioPresent(r: ReturnType<typeof recorder>, acls: string[] = [], sessions: string[] = [], auth = false) {
-  r.expect(['targetcli', '--version'], { ...R, stdout: 'targetcli version 2.1.53\n' })
+  r.expect(['test', '-x', '/usr/bin/targetcli'], R)
     .expect(ls(`${CFG}/iscsi`), { ...R, stdout: `discovery_auth\n${IQN}\n` })
     .expect(ls(`${CFG}/core`), { ...R, stdout: 'alua\niblock_0\n' })
     .expect(ls(`${CFG}/core/iblock_0`), { ...R, stdout: `hba_info\nhba_mode\n${STORE}\n` })
@@ -41,7 +41,7 @@ function lioPresent(r: ReturnType<typeof recorder>, acls: string[] = [], session
 describe('target create (LIO)', () => {
   it('makes a block backstore named for the IQN, the target, LUN 1 and ACL-only access', async () => {
     const r = lioAbsent(recorder())
-      .expect(['targetcli', '--version'], { ...R, stdout: 'targetcli version 2.1.53\n' })
+      .expect(['test', '-x', '/usr/bin/targetcli'], R)
       .expect(ls(`${CFG}/core`), { ...R, stdout: 'alua\n' })
       .expect(['targetcli', '/backstores/block', 'create', `name=${STORE}`, 'dev=/dev/vda'], W)
       .expect(['targetcli', '/iscsi', 'create', IQN], W)
@@ -55,7 +55,7 @@ describe('target create (LIO)', () => {
 
   it('undoes the backstore and the target when the LUN cannot be made', async () => {
     const r = lioAbsent(recorder())
-      .expect(['targetcli', '--version'], { ...R, stdout: 'targetcli version 2.1.53\n' })
+      .expect(['test', '-x', '/usr/bin/targetcli'], R)
       .expect(ls(`${CFG}/core`), { ...R, stdout: '' })
       .expect(['targetcli', '/backstores/block', 'create', `name=${STORE}`, 'dev=/dev/vda'], W)
       .expect(['targetcli', '/iscsi', 'create', IQN], W)
@@ -134,5 +134,25 @@ describe('target ACLs, CHAP and delete (LIO)', () => {
       .expect(['targetcli', '/backstores/block', 'delete', STORE], W);
     expect((await deleteTarget({ runner: r2, backend: 'lio' }, IQN)).action).toBe('deleted');
     r2.verify();
+  });
+});
+
+describe('tgtadm --op show (REAL capture, tgt 1.0.85 in the testbed server)', () => {
+  it('finds the target, its disk LUN with O_DIRECT, the ACL and the logged-in initiator', async () => {
+    const { parseShow } = await import('../../src/tools/tgt.js');
+    const text = (await import('node:fs')).readFileSync(new URL('../fixtures/tgt-1.0.85-bookworm/tgtadm-show-target.txt', import.meta.url), 'utf8');
+    const [t, ...rest] = parseShow(text);
+    expect(rest).toEqual([]);
+    expect(t).toEqual({
+      tid: 1,
+      iqn: 'iqn.2003-01.org.example.cowstack:cap',
+      luns: [
+        { lun: 0, type: 'controller', path: '', flags: [], sizeBytes: 0 },
+        { lun: 1, type: 'disk', path: '/dev/vda', flags: ['direct'], sizeBytes: 2147_000_000 },
+      ],
+      acls: [NODE1],
+      accounts: [],
+      sessions: [NODE1],
+    });
   });
 });
