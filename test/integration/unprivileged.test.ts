@@ -37,7 +37,7 @@ const ok = async (node: string, args: string[], input?: string | Buffer) => {
   return JSON.parse(String(r.stdout)).result;
 };
 /** A command run on the node as oneadmin (not through cowstack). */
-const userSh = (node: string, argv: string[], input?: Buffer) => execa('ssh', ['-F', userSsh, node, '--', ...argv], { reject: false, input, encoding: 'buffer' });
+const userSh = (node: string, argv: string[], input?: Buffer) => execa('ssh', ['-F', userSsh, node, '--', ...argv], { reject: false, input });
 
 beforeAll(async () => {
   tb = await attach(inject('testbedState'));
