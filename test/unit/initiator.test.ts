@@ -236,9 +236,9 @@ describe('login with CHAP and node.startup', () => {
   // SYNTHETIC: an open-iscsi 2.1.8 node record as `iscsiadm -o new` writes it (abridged).
   const RECORD_TEXT = `# BEGIN RECORD 2.1.8\nnode.name = ${IQN}\nnode.tpgt = -1\nnode.startup = manual\nnode.session.auth.authmethod = CHAP\nnode.session.auth.username = cowstack\nnode.conn[0].address = 192.0.2.10\n# END RECORD\n`;
   const SECRET = 'correct-horse-battery';
-
-  it('puts the secret into the record file on stdin, never into an argv, then logs in and sets startup', async () => {
-    const r = recorder()
+  /** A first login with CHAP, up to the login itself: probe, record, method and user, secret. */
+  const freshChapLogin = () =>
+    recorder()
       .expect(SESSIONS, NO_SESSIONS)
       .expect(NODE_SHOW, { kind: 'read', exitCode: 21 })
       .expect(DISCOVER, { kind: 'read', stdout: `10.0.2.15:3260,1 ${IQN}\n` })
@@ -246,7 +246,10 @@ describe('login with CHAP and node.startup', () => {
       .expect([...NODE_SHOW, '-o', 'update', '-n', 'node.session.auth.authmethod', '-v', 'CHAP'], { kind: 'write' })
       .expect([...NODE_SHOW, '-o', 'update', '-n', 'node.session.auth.username', '-v', 'cowstack'], { kind: 'write' })
       .expect(['cat', '--', RECORD], { kind: 'read', stdout: RECORD_TEXT })
-      .expect(['install', '-m', '0600', '/proc/self/fd/0', RECORD], { kind: 'write' })
+      .expect(['install', '-m', '0600', '/proc/self/fd/0', RECORD], { kind: 'write' });
+
+  it('puts the secret into the record file on stdin, never into an argv, then logs in and sets startup', async () => {
+    const r = freshChapLogin()
       .expect(LOGIN, { kind: 'write' })
       .expect(NODE_SHOW, { kind: 'read', stdout: RECORD_TEXT })
       .expect([...NODE_SHOW, '-o', 'update', '-n', 'node.startup', '-v', 'automatic'], { kind: 'write' })
@@ -261,15 +264,7 @@ describe('login with CHAP and node.startup', () => {
   });
 
   it('a refused CHAP login is a permission error and removes the record it made', async () => {
-    const r = recorder()
-      .expect(SESSIONS, NO_SESSIONS)
-      .expect(NODE_SHOW, { kind: 'read', exitCode: 21 })
-      .expect(DISCOVER, { kind: 'read', stdout: `10.0.2.15:3260,1 ${IQN}\n` })
-      .expect(NODE_NEW, { kind: 'write' })
-      .expect([...NODE_SHOW, '-o', 'update', '-n', 'node.session.auth.authmethod', '-v', 'CHAP'], { kind: 'write' })
-      .expect([...NODE_SHOW, '-o', 'update', '-n', 'node.session.auth.username', '-v', 'cowstack'], { kind: 'write' })
-      .expect(['cat', '--', RECORD], { kind: 'read', stdout: RECORD_TEXT })
-      .expect(['install', '-m', '0600', '/proc/self/fd/0', RECORD], { kind: 'write' })
+    const r = freshChapLogin()
       .expect(LOGIN, { kind: 'write', exitCode: 24, stderr: 'iscsiadm: Login failed to authenticate with target\niscsiadm: initiator reported error (24 - iSCSI login failed due to authorization failure)\n' })
       .expect(NODE_DELETE, { kind: 'write' });
     const e = await rejectionOf(login(r, PORTAL, IQN, { chap: { user: 'cowstack', secret: SECRET } }), EXIT.PERMISSION);
