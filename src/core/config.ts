@@ -6,7 +6,7 @@ import { readFileSync, existsSync } from 'node:fs';
 import yaml from 'js-yaml';
 import { usageError } from '../exec/errors.js';
 import type { SudoPolicy } from '../exec/types.js';
-import { validateIqn, validatePortal, validateVgName } from './validate.js';
+import { validateHostName, validateIqn, validatePortal, validateVgName } from './validate.js';
 
 export const DEFAULT_CONFIG_PATH = '/etc/cowstack/cowstack.yaml';
 
@@ -23,6 +23,13 @@ export interface Config {
   ssh: { config?: string };
   sudo: SudoPolicy;
   cow: { warnPercent: number; chunk: string };
+  /** The OpenNebula TM driver (`cowstack tm`). */
+  tm: {
+    /** Cluster nodes that can run LVM commands when the host named by oned is unreachable (delete), or for monitor. */
+    hosts: string[];
+    /** COW size of a new VM disk, in percent of the image's virtual size (resize grows it). */
+    cowPercent: number;
+  };
 }
 
 export const defaultConfig = (): Config => ({
@@ -31,6 +38,7 @@ export const defaultConfig = (): Config => ({
   ssh: {},
   sudo: 'auto',
   cow: { warnPercent: 80, chunk: '4K' },
+  tm: { hosts: [], cowPercent: 25 },
 });
 
 export function loadConfig(path?: string): { config: Config; path?: string } {
@@ -77,4 +85,10 @@ function merge(config: Config, doc: unknown, file: string): void {
   }
   if (d.cow?.warnPercent !== undefined) config.cow.warnPercent = Number(d.cow.warnPercent);
   if (d.cow?.chunk !== undefined) config.cow.chunk = String(d.cow.chunk);
+  if (d.tm?.hosts !== undefined) config.tm.hosts = [].concat(d.tm.hosts).map((h) => validateHostName(String(h)));
+  if (d.tm?.cowPercent !== undefined) {
+    const p = Number(d.tm.cowPercent);
+    if (!Number.isInteger(p) || p < 1 || p > 200) throw usageError(`${file}: tm.cowPercent must be an integer from 1 to 200, got "${d.tm.cowPercent}"`);
+    config.tm.cowPercent = p;
+  }
 }
