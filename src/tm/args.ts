@@ -102,8 +102,12 @@ export function parseTmPath(text: string | undefined, what: string, opts: { vmId
   if (segments.length < base.length + 2 || base.some((b, i) => segments[i] !== b)) throw outside();
   const tail = segments.slice(base.length);
   if (tail.length > 3) throw outside();
-  const dsId = parseId(tail[0], `datastore id in ${what}`);
-  const vmId = parseId(tail[1], `VM id in ${what}`);
+  const num = (t: string | undefined, which: string) => {
+    if (t === undefined || !/^(0|[1-9][0-9]{0,9})$/.test(t)) throw bad(what, text, `the ${which} id in the path must be a number`);
+    return Number(t);
+  };
+  const dsId = num(tail[0], 'datastore');
+  const vmId = num(tail[1], 'VM');
   if (opts.vmId !== undefined && vmId !== opts.vmId) throw bad(what, text, `its VM directory is not that of VM ${opts.vmId}`);
   const vmDir = `${DS_LOCATION}/${dsId}/${vmId}`;
   if (tail.length === 2) {
