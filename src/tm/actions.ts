@@ -487,4 +487,25 @@ export async function runTm(env: TmEnv, req: TmRequest): Promise<void> {
   }
 }
 
+/**
+ * lvmlockd's "lock manager error" (-221) and sanlock's lease I/O errors: the lease read or
+ * write timed out on a slow path to the LUN (seen under load: "VG repo lock failed: error
+ * -221", sanlock "lease io error"). Nothing changed when they are reported, and every TM
+ * action is idempotent, so the action is simply run again.
+ */
+export const isTransientLockError = (e: unknown): boolean =>
+  e instanceof CowstackError && /lock failed: error -2(1[0-9]|2[01])\b|lease io error|sanlock lease I\/O/i.test(`${e.message}\n${(e as { stderr?: string }).stderr ?? ''}`);
+
+export async function runTmWithRetry(env: TmEnv, req: TmRequest, attempts = 3, pauseMs = 5_000): Promise<void> {
+  for (let i = 1; ; i++) {
+    try {
+      return await runTm(env, req);
+    } catch (e) {
+      if (i >= attempts || !isTransientLockError(e)) throw e;
+      env.info(`transient lock manager error (${(e as Error).message.split('\n')[0]}); running the action again (${i + 1}/${attempts})`);
+      await new Promise((r) => setTimeout(r, pauseMs));
+    }
+  }
+}
+
 export const defaultFrontends = (): string[] => [hostname(), hostname().split('.')[0]!];

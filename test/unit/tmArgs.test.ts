@@ -191,3 +191,16 @@ describe('hostile or broken arguments are refused, naming the value', () => {
     expect(usage('rm', ['x']).message).toContain('"rm"');
   });
 });
+
+describe('transient lock manager errors are retried (every action is idempotent)', () => {
+  it('recognizes lvmlockd -221 and sanlock lease I/O errors, and nothing else', async () => {
+    const { isTransientLockError } = await import('../../src/tm/actions.js');
+    const { CommandError } = await import('../../src/exec/errors.js');
+    const err = (stderr: string) => new CommandError('node1', ['lvchange', '-aey', 'repo/x'], 5, stderr);
+    expect(isTransientLockError(err('  VG repo lock failed: error -221'))).toBe(true);
+    expect(isTransientLockError(err('  LV repo/x lock failed: error -218'))).toBe(true);
+    expect(isTransientLockError(err('  LV locked by other host: repo/x'))).toBe(false);
+    expect(isTransientLockError(err('  Volume group "repo" not found'))).toBe(false);
+    expect(isTransientLockError(new Error('VG repo lock failed: error -221'))).toBe(false);
+  });
+});

@@ -62,8 +62,8 @@ describe('tm/cowstack scripts', () => {
   });
 });
 
-describe('cowstack tm (built CLI)', () => {
-  const cli = (args: string[]) => spawnSync('node', [join(ROOT, 'dist/index.js'), 'tm', ...args], { encoding: 'utf8', env: { ...process.env, COWSTACK_CONFIG: '/dev/null' } });
+describe('cowstack tm (the CLI from source)', () => {
+  const cli = (args: string[]) => spawnSync('node', ['--import', 'tsx', join(ROOT, 'src/index.ts'), 'tm', ...args], { encoding: 'utf8', env: { ...process.env, COWSTACK_CONFIG: '/dev/null' } });
 
   it('takes cpds\'s -1 as the snapshot id and names the bad datastore id', () => {
     const r = cli(['cpds', 'node1:/var/lib/one/datastores/0/42/disk.0', 'fe:repo/x', '-1', '42', 'x']);

@@ -7,7 +7,7 @@
 import type { Command } from 'commander';
 import { createRunner, CowstackError, EXIT, type Runner } from '../../exec/index.js';
 import { loadConfig } from '../../core/config.js';
-import { defaultFrontends, runTm } from '../../tm/actions.js';
+import { defaultFrontends, runTmWithRetry } from '../../tm/actions.js';
 import { parseTmArgs, TM_ACTIONS } from '../../tm/args.js';
 import { globalOptions } from '../context.js';
 import { createProgress } from '../progress.js';
@@ -55,7 +55,7 @@ export function register(program: Command): void {
         }
         return r;
       };
-      await runTm(
+      await runTmWithRetry(
         {
           vg: o.vg ?? config.repository.vg,
           scope: { devices: config.repository.devices },
