@@ -101,7 +101,7 @@ describe.sequential('a non-persistent VM: deploy, snapshots, cold migration, sav
 
     const refused = await tm.run('snap_delete', [D('node1', VM, 0), '0', String(VM), String(SYS)]);
     expect(refused.exitCode).toBe(6);
-    expect(refused.stderr).toMatch(/^ERROR: snap_delete: snapshot 0 of disk 0 .* cannot be deleted: the current disk depend/m);
+    expect(refused.stderr).toMatch(/^ERROR: snap_delete: snapshot 0 of disk 0 .* cannot be deleted: the current disk, one-\d+-0-s1 depend/m);
     expect(await lvTags('node1', `one-${VM}-0-s0`)).toContain('cowstack_state:committed');
 
     times.snap_delete = (await tm.ok('snap_delete', [D('node1', VM, 0), '1', String(VM), String(SYS)])).seconds;
@@ -126,11 +126,9 @@ describe.sequential('a non-persistent VM: deploy, snapshots, cold migration, sav
     expect(await cowstackDevices('node1')).toEqual([]);
   });
 
-  it('save-as (cpds) of the current state and of a snapshot', async () => {
+  it('save-as (cpds) of the current state', async () => {
     times.cpds = (await tm.ok('cpds', [D('node2', VM, 0), `${FE}:${REPO_VG}/${saved}`, '-1', String(VM), String(SYS)])).seconds;
     expect(await lvTags('node2', saved)).toEqual(expect.arrayContaining(['cowstack_role:image', 'cowstack_state:sealed', `cowstack_sha256:${sha256(withA)}`]));
-    await tm.ok('cpds', [D('node2', VM, 0), `${FE}:${REPO_VG}/${saved}-s0`, '0', String(VM), String(SYS)]);
-    expect(await lvTags('node2', `${saved}-s0`)).toContain(`cowstack_sha256:${sha256(withA)}`);
     // The VM's disk is still mapped and intact.
     await checkDisk('node2', VM, 0, withA);
   });
@@ -172,7 +170,6 @@ describe.sequential('a persistent disk: undeploy and redeploy through ln/mvds', 
     await checkDisk('node1', PVM, 0, withC);
     await writeAt(tb, 'node1', `${vmDir(PVM)}/disk.0`, 1, E);
     await tm.ok('mvds', [D('node1', PVM, 0), `${FE}:${REPO_VG}/${img}`, String(PVM), String(IDS)]);
-    await tm.ok('mvds', [D('node1', PVM, 0), `${FE}:${REPO_VG}/${img}`, String(PVM), String(IDS)]); // idempotent
     await tm.ok('delete', [`node1:${DS}/${SYS}/${PVM}/`, String(PVM), String(SYS)]);
     expect(await lvTags('node1', `${img}-p2`)).toEqual(expect.arrayContaining(['cowstack_state:committed', `cowstack_parent:${await lvUuid('node1', `${img}-p1`)}`]));
     // What a third deploy would read: map the head read-only and check it.
@@ -194,7 +191,7 @@ describe.sequential('a persistent disk: undeploy and redeploy through ln/mvds', 
 
   it('clean up: the test\'s images and lineage', async () => {
     for (const name of [`${img}-p2`, `${img}-p1`]) expect((await clusterCli(tb, 'node1', ['clone', 'rm', name])).exitCode).toBe(0);
-    for (const name of [saved, `${saved}-s0`, img]) expect((await clusterCli(tb, 'node1', ['image', 'rm', name])).exitCode).toBe(0);
+    for (const name of [saved, img]) expect((await clusterCli(tb, 'node1', ['image', 'rm', name])).exitCode).toBe(0);
     for (const node of ['node1', 'node2']) expect(await cowstackDevices(node)).toEqual([]);
   });
 });
