@@ -357,6 +357,24 @@ async function resize(env: TmEnv, req: Extract<TmRequest, { action: 'resize' }>)
 
 // ---- snapshots --------------------------------------------------------------------------------------
 
+/**
+ * Map a chain whose LVs this host has just released (commit, rename). Under a slow path to
+ * the LUN, sanlock's release of the exclusive lease may still be in flight when the shared
+ * activation asks for it, which lvmlockd reports as "locked by other host" although the
+ * holder is this very host: ask again a few times before calling it a conflict.
+ */
+async function mapOwnRelease(env: TmEnv, ctx: OpContext, name: string) {
+  for (let i = 1; ; i++) {
+    try {
+      return await mapClone(ctx, name);
+    } catch (e) {
+      if (i >= 4 || !(e instanceof CowstackError && e.exitCode === EXIT.LOCK_CONFLICT)) throw e;
+      env.info(`${e.message}: this host released it moments ago, asking again (${i + 1}/4)`);
+      await new Promise((r) => setTimeout(r, 5_000));
+    }
+  }
+}
+
 async function snapshot(env: TmEnv, req: Extract<TmRequest, { action: 'snap_create' | 'snap_delete' | 'snap_revert' | 'snap_create_live' }>): Promise<void> {
   const d = req.target;
   if (req.action === 'snap_create_live') {
@@ -368,7 +386,7 @@ async function snapshot(env: TmEnv, req: Extract<TmRequest, { action: 'snap_crea
   const state = await observe(ctx.runner, ctx.vg, ctx.scope);
   const o = state.repo.byName.get(top);
   const s = state.repo.byName.get(snap);
-  const relink = async () => link(ctx.runner, (await mapClone(ctx, top)).device!, d);
+  const relink = async () => link(ctx.runner, (await mapOwnRelease(env, ctx, top)).device!, d);
   if (req.action === 'snap_delete') {
     if (!s) return env.info(`${snap} does not exist: nothing to delete`);
     const kids = state.repo.childrenOf(s);
