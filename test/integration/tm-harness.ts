@@ -28,11 +28,12 @@ export interface TmHarness {
   dir: string;
 }
 
-export async function tmHarness(tb: Pick<Testbed, 'sshConfig'>, hosts = ['node1', 'node2']): Promise<TmHarness> {
+/** `verbose`: cowstack prints every command it runs (the bench counts them: one ssh round trip each). */
+export async function tmHarness(tb: Pick<Testbed, 'sshConfig'>, hosts = ['node1', 'node2'], opts: { verbose?: boolean } = {}): Promise<TmHarness> {
   const dir = await fsp.mkdtemp(path.join(tmpdir(), 'cowstack-tm-'));
   await fsp.mkdir(path.join(dir, 'bin'));
   await fsp.mkdir(path.join(dir, 'lock'));
-  await fsp.writeFile(path.join(dir, 'bin/cowstack'), `#!/bin/sh\nexec node '${CLI}' "$@"\n`, { mode: 0o755 });
+  await fsp.writeFile(path.join(dir, 'bin/cowstack'), `#!/bin/sh\nexec node '${CLI}' ${opts.verbose ? '--verbose ' : ''}"$@"\n`, { mode: 0o755 });
   await fsp.writeFile(path.join(dir, 'cowstack.yaml'), `repository:\n  vg: ${REPO_VG}\nssh:\n  config: ${tb.sshConfig}\ntm:\n  hosts: [${hosts.join(', ')}]\n`);
   const env = {
     PATH: `${path.join(dir, 'bin')}:${process.env.PATH}`,

@@ -145,6 +145,30 @@ describe.sequential('a non-persistent VM: deploy, snapshots, cold migration, sav
   });
 });
 
+describe.sequential('volatile disks: mkimage, mkswap, resize', () => {
+  const V = VM + 2000;
+  it('mkimage raw is zeroed, mkswap formats, resize grows a volatile disk and refuses to outgrow a COW clone', async () => {
+    await tm.ok('mkimage', ['8', 'raw', D('node1', V, 0), String(V), String(SYS)]);
+    await tm.ok('mkswap', ['8', D('node1', V, 1), String(V), String(SYS)]);
+    expect(await readlink('node1', `${vmDir(V)}/disk.0`)).toBe(`/dev/mapper/${REPO_VG}-one--${V}--0`);
+    // A new LV can hold a deleted LV's data: a volatile disk must read back as zeros.
+    expect(await deviceSha(tb, 'node1', `${vmDir(V)}/disk.0`)).toBe(sha256(Buffer.alloc(8 * MiB)));
+    expect((await ssh('node1', ['blkid', '-o', 'value', '-s', 'TYPE', `${vmDir(V)}/disk.1`])).out).toBe('swap');
+    await tm.ok('resize', [D('node1', V, 0), '12', String(V), String(SYS)]);
+    expect((await ssh('node1', ['blockdev', '--getsize64', `${vmDir(V)}/disk.0`])).out).toBe(String(12 * MiB));
+
+    await tm.ok('clone', [`${FE}:${REPO_VG}/${img}`, D('node1', V, 2), String(V), String(IDS)]);
+    const big = await tm.run('resize', [D('node1', V, 2), '64', String(V), String(SYS)]);
+    expect(big.exitCode).toBe(6);
+    expect(big.stderr).toMatch(/^ERROR: resize: disk 2 of VM \d+ is a COW clone of a 16 MiB image and cannot grow to 64 MiB/m);
+
+    await tm.ok('delete', [`node1:${DS}/${SYS}/${V}/`, String(V), String(SYS)]);
+    expect((await lvNames('node1')).filter((n) => n.startsWith(`one-${V}-`))).toEqual([]);
+    expect(await cowstackDevices('node1')).toEqual([]);
+    expect(await exists('node1', vmDir(V))).toBe(false);
+  });
+});
+
 describe.sequential('a persistent disk: undeploy and redeploy through ln/mvds', () => {
   const C = pattern(2 * MiB, 64);
   const E = pattern(1 * MiB, 65);
