@@ -158,5 +158,5 @@ describe.sequential('a node loses power with a clone mapped', () => {
     const ro = await ok('node1', ['clone', 'map', c]);
     expect(await deviceSha(tb, 'node1', ro.device)).toBe(sha256(overlay(IMG, 1 * MiB, p)));
     await ok('node1', ['clone', 'unmap', c]);
-  });
+  }, 900_000); // the lease expiry (~150 s), a reboot and a cluster join under TCG
 });
