@@ -1,7 +1,8 @@
 /** npm run bench -- NAME: side-by-side benchmarks in the testbed. */
 import { benchClone } from './clone.js';
+import { benchTm } from './tm.js';
 
-const benches: Record<string, () => Promise<void>> = { clone: benchClone };
+const benches: Record<string, () => Promise<void>> = { clone: benchClone, tm: benchTm };
 const name = process.argv[2] ?? '';
 const fn = benches[name];
 if (!fn) {

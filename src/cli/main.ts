@@ -13,6 +13,7 @@ import { register as registerClone } from './commands/clone.js';
 import { register as registerReport } from './commands/report.js';
 import { register as registerTarget } from './commands/target.js';
 import { register as registerInstall } from './commands/install.js';
+import { register as registerTm } from './commands/tm.js';
 import { EXIT_NAMES } from '../exec/errors.js';
 import { VERSION } from './version.js';
 
@@ -40,6 +41,7 @@ export function buildProgram(): Command {
   registerReport(program);
   registerTarget(program);
   registerInstall(program);
+  registerTm(program);
   // Subcommands inherit exitOverride so usage errors reach the boundary.
   const inherit = (c: Command) => c.commands.forEach((sub) => (sub.exitOverride(), inherit(sub)));
   inherit(program);

@@ -6,7 +6,7 @@ import { readFileSync, existsSync } from 'node:fs';
 import yaml from 'js-yaml';
 import { usageError } from '../exec/errors.js';
 import type { SudoPolicy } from '../exec/types.js';
-import { validateIqn, validatePortal, validateVgName } from './validate.js';
+import { validateHostName, validateIqn, validatePortal, validateVgName } from './validate.js';
 
 export const DEFAULT_CONFIG_PATH = '/etc/cowstack/cowstack.yaml';
 
@@ -25,6 +25,13 @@ export interface Config {
   cow: { warnPercent: number; chunk: string };
   /** The repository server's target software (cowstack target ...). */
   target: { backend: 'auto' | 'lio' | 'tgt' };
+  /** The OpenNebula TM driver (`cowstack tm`). */
+  tm: {
+    /** Cluster nodes that can run LVM commands when the host named by oned is unreachable (delete), or for monitor. */
+    hosts: string[];
+    /** COW size of a new VM disk, in percent of the image's virtual size (resize grows it). */
+    cowPercent: number;
+  };
 }
 
 export const defaultConfig = (): Config => ({
@@ -34,6 +41,7 @@ export const defaultConfig = (): Config => ({
   sudo: 'auto',
   cow: { warnPercent: 80, chunk: '4K' },
   target: { backend: 'auto' },
+  tm: { hosts: [], cowPercent: 25 },
 });
 
 export function loadConfig(path?: string): { config: Config; path?: string } {
@@ -83,5 +91,11 @@ function merge(config: Config, doc: unknown, file: string): void {
   if (d.target?.backend !== undefined) {
     if (!['auto', 'lio', 'tgt'].includes(d.target.backend)) throw usageError(`${file}: target.backend must be auto, lio or tgt, got "${d.target.backend}"`);
     config.target.backend = d.target.backend;
+  }
+  if (d.tm?.hosts !== undefined) config.tm.hosts = [].concat(d.tm.hosts).map((h) => validateHostName(String(h)));
+  if (d.tm?.cowPercent !== undefined) {
+    const p = Number(d.tm.cowPercent);
+    if (!Number.isInteger(p) || p < 1 || p > 200) throw usageError(`${file}: tm.cowPercent must be an integer from 1 to 200, got "${d.tm.cowPercent}"`);
+    config.tm.cowPercent = p;
   }
 }

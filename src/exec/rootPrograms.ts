@@ -60,6 +60,8 @@ export const ROOT_PROGRAMS: readonly RootProgram[] = [
   { name: 'sha256sum', path: '/usr/bin/sha256sum', pkg: 'coreutils', use: 'checksum a sealed image' },
   { name: 'fuser', path: '/usr/bin/fuser', pkg: 'psmisc', use: 'name the processes holding a device open' },
   { name: 'udevadm', path: '/usr/bin/udevadm', pkg: 'udev', use: 'wait for /dev links (settle)' },
+  { name: 'mkswap', path: '/usr/sbin/mkswap', pkg: 'util-linux', use: 'format a volatile swap disk (tm mkswap/mkimage)' },
+  { name: 'mkfs', path: '/usr/sbin/mkfs', pkg: 'util-linux', use: 'format a volatile disk with a file system (tm mkimage)' },
   // Small files: the node-local journal, lvm.conf/lvmlocal.conf, sysfs.
   { name: 'cat', path: '/usr/bin/cat', pkg: 'coreutils', use: 'read lvm.conf, lvmlocal.conf, journal entries, sysfs dm names' },
   { name: 'install', path: '/usr/bin/install', pkg: 'coreutils', use: 'write journal entries (and lvm.conf at set-up) from stdin' },

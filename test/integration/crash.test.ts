@@ -12,6 +12,7 @@ import { attach, type Testbed } from '../testbed/index.js';
 import { clusterCli, cowstack } from './cli.js';
 import { REPO_VG } from './cluster.js';
 import { deviceSha, MiB, overlay, pattern, sha256, writeAt } from './data.js';
+import { DS, FE, tmHarness } from './tm-harness.js';
 
 let tb: Testbed;
 const run = Date.now().toString(36).slice(-5);
@@ -106,7 +107,20 @@ describe.sequential('a node loses power with a clone mapped', () => {
     const m = await ok('node1', ['clone', 'map', c]);
     const p = pattern(4 * MiB, 51);
     await writeAt(tb, 'node1', m.device, 1, p); // O_DIRECT + fsync: acknowledged = on the LUN
+    // And a VM deployed through the OpenNebula TM driver on the same node.
+    const tm = await tmHarness(tb);
+    const vm = 900 + (parseInt(run, 36) % 90);
+    const vmDir = `${DS}/0/${vm}`;
+    await tm.ok('clone', [`${FE}:${REPO_VG}/${img}`, `node1:${vmDir}/disk.0`, String(vm), '1']);
+    await writeAt(tb, 'node1', `${vmDir}/disk.0`, 3, pattern(1 * MiB, 52));
     await tb.powerOff('node1');
+
+    // oned's delete of the dead host's VM: node1 is unreachable, so the LVs are removed
+    // through node2, which lvmlockd refuses while node1's lease is still valid.
+    const early = await tm.run('delete', [`node1:${vmDir}/`, String(vm), '0']);
+    expect(early.exitCode, early.stderr).toBe(4);
+    expect(early.stderr).toMatch(/^INFO: delete: node1 is unreachable: removing 1 LV\(s\) of VM \d+ through node2/m);
+    expect(early.stderr).toMatch(/node1 is unreachable and still holds the lease/);
 
     const started = Date.now();
     let took: any;
@@ -124,6 +138,14 @@ describe.sequential('a node loses power with a clone mapped', () => {
     expect(await deviceSha(tb, 'node2', took.device)).toBe(sha256(overlay(IMG, 1 * MiB, p)));
     await ok('node2', ['clone', 'commit', c]);
 
+    // The lease has expired: the retried delete succeeds and the VM is deployed again on node2.
+    const late = await tm.run('delete', [`node1:${vmDir}/`, String(vm), '0']);
+    expect(late.exitCode, late.stderr).toBe(0);
+    expect((await tb.ssh('node2', ['lvs', '--noheadings', '-o', 'lv_name', `${REPO_VG}/one-${vm}-0`])).exitCode).not.toBe(0);
+    await tm.ok('clone', [`${FE}:${REPO_VG}/${img}`, `node2:${vmDir}/disk.0`, String(vm), '1']);
+    expect(await deviceSha(tb, 'node2', `${vmDir}/disk.0`)).toBe(sha256(IMG));
+    await tm.ok('delete', [`node2:${vmDir}/`, String(vm), '0']);
+
     // node1 comes back: the project's own commands bring it into the cluster again.
     await tb.boot('node1');
     const login = await cowstack(tb, ['--host', 'node1', '--json', 'initiator', 'login', tb.portal, tb.targetIqn]);
@@ -136,5 +158,5 @@ describe.sequential('a node loses power with a clone mapped', () => {
     const ro = await ok('node1', ['clone', 'map', c]);
     expect(await deviceSha(tb, 'node1', ro.device)).toBe(sha256(overlay(IMG, 1 * MiB, p)));
     await ok('node1', ['clone', 'unmap', c]);
-  });
+  }, 900_000); // the lease expiry (~150 s), a reboot and a cluster join under TCG
 });

@@ -1,0 +1,529 @@
+/**
+ * OpenNebula TM actions mapped onto cowstack's core operations. Each runs on the front-end
+ * and acts on the host named in its arguments through that host's runner (one multiplexed
+ * ssh connection per host). Every action is idempotent: oned re-runs failed actions.
+ * See README "OpenNebula transfer-manager driver" for the mapping table.
+ */
+import { createReadStream, existsSync, promises as fsp } from 'node:fs';
+import { hostname, tmpdir } from 'node:os';
+import path from 'node:path';
+import { CowstackError, EXIT, notFound, refused, usageError } from '../exec/errors.js';
+import type { Runner } from '../exec/types.js';
+import * as lvm from '../tools/lvm.js';
+import { commitClone, createClone, discardClone, growClone, mapClone, runGuarded, unmapClone, type OpContext } from '../core/clones.js';
+import { lvMapperName, lvMapperPath } from '../core/dmNames.js';
+import { flattenClone } from '../core/flatten.js';
+import { createImage, removeImage } from '../core/images.js';
+import { growVolatile, renameClone, saveLiveAsImage } from '../core/lineage.js';
+import type { CloneObj, CowObj } from '../core/metadata.js';
+import { observe, type NodeState } from '../core/observe.js';
+import { recover } from '../core/recover.js';
+import { activateStep, deactivateStep, lvRef } from '../core/stack.js';
+import { EXTENT, roundUp } from '../core/validate.js';
+import { diskLv, diskSnapPattern, DS_LOCATION, persistentPattern, snapLv, parseTmPath, vmLvPattern, xmlValue, type TmPath, type TmRequest, type TmSource } from './args.js';
+
+export interface TmEnv {
+  vg: string;
+  scope: lvm.LvmScope;
+  /** The runner for a host (cached: one ssh control connection per host). */
+  runnerFor(host: string): Runner;
+  /** Cluster nodes to use when the named host is unreachable (delete) or for monitor. */
+  hosts: string[];
+  cowPercent: number;
+  chunk: string;
+  /** Host names that mean "the front-end itself" (undeploy/stop move files there). */
+  frontends: string[];
+  info(msg: string): void;
+  out(text: string): void;
+  observer?: OpContext['observer'];
+}
+
+type Disk = TmPath & { diskId: number };
+
+const ctxOf = (env: TmEnv, host: string): OpContext => ({ runner: env.runnerFor(host), vg: env.vg, scope: env.scope, observer: env.observer });
+const isFrontend = (env: TmEnv, host: string) => env.frontends.includes(host) || host === 'localhost';
+
+function checkVg(env: TmEnv, src: TmSource): void {
+  if (src.vg !== env.vg) throw usageError(`image SOURCE ${src.vg}/${src.lv} is not in the repository VG ${env.vg}`, 'set repository.vg in /etc/cowstack/cowstack.yaml to the VG the datastore uses');
+}
+
+const run = (r: Runner, argv: string[], kind: 'read' | 'write' = 'write', extra: object = {}) => r.run({ argv, kind, ...extra });
+
+/** D becomes a symlink to the device, as the hypervisor expects; the VM directory is created. */
+async function link(r: Runner, device: string, d: TmPath): Promise<void> {
+  await run(r, ['mkdir', '-p', '--', d.vmDir]);
+  await run(r, ['ln', '-sfn', '--', device, d.path]);
+}
+
+async function disksOf(state: NodeState, vmId: number): Promise<CowObj[]> {
+  const re = vmLvPattern(vmId);
+  return [...state.repo.byName.values()].filter((o) => re.test(o.name));
+}
+
+/** The disk's top: a live clone (image-backed disk) or a writable image (volatile disk). */
+function topOf(state: NodeState, d: Disk): CowObj | undefined {
+  return state.repo.byName.get(diskLv(d.vmId, d.diskId));
+}
+
+/** Make a disk usable on the host its runner reaches and return its device. */
+async function attach(ctx: OpContext, o: CowObj): Promise<string> {
+  if (o.kind === 'clone') return (await mapClone(ctx, o.name)).device!;
+  if (!o.lv.activeLocally) await runGuarded(ctx, [activateStep(o, 'exclusive', ctx.scope)], o);
+  return lvMapperPath(o.vg, o.name);
+}
+
+/** Release a disk on this host without committing anything: unmap + deactivate. */
+async function release(ctx: OpContext, state: NodeState, o: CowObj): Promise<void> {
+  if (o.kind === 'clone') {
+    if (o.state === 'live') await unmapClone(ctx, o.name);
+    return;
+  }
+  const dev = state.devices.get(lvMapperName(o.vg, o.name));
+  if (dev && dev.open > 0) throw refused(`${lvRef(o)} is open on ${ctx.runner.target}`, 'stop the VM using it first');
+  if (o.lv.activeLocally) await runGuarded(ctx, [deactivateStep(o, ctx.scope)], o);
+}
+
+// ---- clone / ln / mvds / cpds -------------------------------------------------------------------
+
+async function clone(env: TmEnv, req: Extract<TmRequest, { action: 'clone' | 'ln' }>): Promise<void> {
+  checkVg(env, req.src);
+  const ctx = ctxOf(env, req.dst.host);
+  const name = diskLv(req.vmId, req.dst.diskId);
+  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const o = state.repo.byName.get(name);
+  // A re-run after snapshots exist: the disk is there already (its parent is a snapshot).
+  if (!(o?.kind === 'clone' && o.state === 'live')) {
+    const r = await createClone(ctx, { name, from: req.src.lv, chunk: env.chunk, defaultPercent: env.cowPercent });
+    env.info(`${r.action === 'created' ? 'created' : 'found'} COW clone ${env.vg}/${name} of ${req.src.lv}`);
+  }
+  const m = await mapClone(ctx, name);
+  await link(ctx.runner, m.device!, req.dst);
+  env.info(`${req.dst.path} -> ${m.device} on ${req.dst.host}`);
+}
+
+/** The newest sync-back of a persistent image (`<image>-p<K>`, committed), or the image. */
+export function persistentHead(state: NodeState, image: string): { head: CowObj; next: number } {
+  const img = state.repo.byName.get(image);
+  if (!img || img.kind !== 'image') throw notFound(`persistent image ${state.vg}/${image} does not exist`, 'check the image SOURCE in the datastore');
+  const re = persistentPattern(image);
+  let head: CowObj = img;
+  let best = 0;
+  let next = 1;
+  for (const o of state.repo.byName.values()) {
+    const m = re.exec(o.name);
+    if (!m) continue;
+    const k = Number(m[1]);
+    next = Math.max(next, k + 1);
+    if (o.kind === 'clone' && o.state === 'committed' && k > best && state.repo.chain(o).includes(img)) {
+      best = k;
+      head = o;
+    }
+  }
+  return { head, next };
+}
+
+async function ln(env: TmEnv, req: Extract<TmRequest, { action: 'clone' | 'ln' }>): Promise<void> {
+  checkVg(env, req.src);
+  const ctx = ctxOf(env, req.dst.host);
+  const name = diskLv(req.vmId, req.dst.diskId);
+  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const o = state.repo.byName.get(name);
+  if (!(o?.kind === 'clone' && o.state === 'live')) {
+    const { head } = persistentHead(state, req.src.lv);
+    // The persistent image itself is never written: the VM writes an exclusive COW on the
+    // lineage's newest sync-back, which mvds commits back as the next one.
+    await createClone(ctx, { name, from: head.name, chunk: env.chunk, defaultPercent: env.cowPercent });
+    env.info(`persistent ${req.src.lv}: COW ${name} on ${head.name}`);
+  }
+  const m = await mapClone(ctx, name);
+  await link(ctx.runner, m.device!, req.dst);
+}
+
+async function mvds(env: TmEnv, req: Extract<TmRequest, { action: 'mvds' }>): Promise<void> {
+  checkVg(env, req.dst);
+  const ctx = ctxOf(env, req.src.host);
+  const name = diskLv(req.vmId, req.src.diskId);
+  let state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const o = state.repo.byName.get(name);
+  if (o) {
+    if (o.kind !== 'clone') throw usageError(`${lvRef(o)} is a volatile disk, not a persistent image's`, 'mvds only applies to persistent disks (ln)');
+    if (!state.repo.chain(o).some((p) => p.name === req.dst.lv)) throw refused(`${lvRef(o)} does not descend from ${req.dst.lv}`, 'the SOURCE does not match the disk: check the image');
+    if (o.state === 'live') await commitClone(ctx, name);
+    state = await observe(ctx.runner, ctx.vg, ctx.scope);
+    const { next } = persistentHead(state, req.dst.lv);
+    const target = `${req.dst.lv}-p${next}`;
+    // Snapshots first: a crash after them leaves the top under its disk name, and a re-run
+    // finishes; the snapshots stay in the image's lineage under names delete never touches.
+    const snaps = [...state.repo.byName.values()].filter((s) => diskSnapPattern(req.vmId, req.src.diskId).test(s.name));
+    for (const s of snaps) await renameClone(ctx, s.name, `${target}-s${s.name.slice(s.name.lastIndexOf('-s') + 2)}`);
+    await renameClone(ctx, name, target);
+    env.info(`synced ${name} back into ${req.dst.lv}'s lineage as ${target}`);
+  } else {
+    env.info(`${name} is not in ${env.vg}: already synced back`);
+  }
+  await run(ctx.runner, ['rm', '-f', '--', req.src.path]);
+}
+
+async function cpds(env: TmEnv, req: Extract<TmRequest, { action: 'cpds' }>): Promise<void> {
+  checkVg(env, req.dst);
+  const ctx = ctxOf(env, req.src.host);
+  const name = req.snapId < 0 ? diskLv(req.vmId, req.src.diskId) : snapLv(req.vmId, req.src.diskId, req.snapId);
+  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const o = state.repo.byName.get(name);
+  if (!o) throw notFound(`${env.vg}/${name} does not exist`, req.snapId < 0 ? 'the disk is not a cowstack disk of this VM' : `disk ${req.src.diskId} has no snapshot ${req.snapId}`);
+  if (o.kind !== 'clone') throw usageError(`${lvRef(o)} is a volatile disk: save-as copies image-backed disks`);
+  const r = o.state === 'live' ? await saveLiveAsImage(ctx, name, req.dst.lv) : await flattenClone(ctx, name, req.dst.lv);
+  env.info(`saved ${name} as image ${env.vg}/${req.dst.lv}${r.sha256 ? ` (sha256 ${r.sha256})` : ''}`);
+}
+
+// ---- delete / mv ----------------------------------------------------------------------------------
+
+/** Remove LVs leaf first (a snapshot only after what stands on it). */
+async function removeLvs(ctx: OpContext, names: Set<string>): Promise<string[]> {
+  const removed: string[] = [];
+  for (;;) {
+    const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+    const left = [...names].map((n) => state.repo.byName.get(n)).filter((o): o is CowObj => Boolean(o));
+    if (!left.length) return removed;
+    const leaves = left.filter((o) => !state.repo.childrenOf(o).length);
+    if (!leaves.length) {
+      const deps = left.flatMap((o) => state.repo.childrenOf(o).map((c) => `${c.name} (on ${o.name})`));
+      throw refused(`cannot remove ${left.map((o) => o.name).join(', ')}: other clones depend on them: ${deps.join(', ')}`, 'remove or flatten those clones first');
+    }
+    for (const o of leaves) {
+      if (o.kind === 'clone') await discardClone(ctx, o.name);
+      else await removeImage(ctx, o.name);
+      removed.push(o.name);
+    }
+  }
+}
+
+/** The first of `hosts` that answers, with its observation. */
+async function reachable(env: TmEnv, hosts: string[]): Promise<{ host: string; state: NodeState } | undefined> {
+  let last: unknown;
+  for (const host of hosts) {
+    try {
+      return { host, state: await observe(env.runnerFor(host), env.vg, env.scope) };
+    } catch (e) {
+      if (!(e instanceof CowstackError && e.exitCode === EXIT.UNREACHABLE)) throw e;
+      env.info(`host ${host} is unreachable`);
+      last = e;
+    }
+  }
+  if (last) throw last;
+  return undefined;
+}
+
+async function del(env: TmEnv, req: Extract<TmRequest, { action: 'delete' }>): Promise<void> {
+  const t = req.target;
+  const fe = isFrontend(env, t.host);
+  const candidates = fe ? env.hosts : [t.host, ...env.hosts.filter((h) => h !== t.host)];
+  if (!candidates.length) throw usageError(`tm delete on the front-end ${t.host} needs a cluster node to remove LVs`, 'list the nodes in tm.hosts in /etc/cowstack/cowstack.yaml');
+  const found = await reachable(env, candidates);
+  const via = found!.host;
+  const ctx = ctxOf(env, via);
+  const state = found!.state;
+  const names = new Set<string>();
+  if (t.diskId !== undefined) {
+    const re = diskSnapPattern(t.vmId, t.diskId);
+    for (const o of state.repo.byName.values()) if (o.name === diskLv(t.vmId, t.diskId) || re.test(o.name)) names.add(o.name);
+  } else {
+    for (const o of await disksOf(state, t.vmId)) names.add(o.name);
+  }
+  if (via !== t.host && !fe) env.info(`${t.host} is unreachable: removing ${names.size} LV(s) of VM ${t.vmId} through ${via}`);
+  try {
+    const removed = await removeLvs(ctx, names);
+    if (removed.length) env.info(`removed ${removed.join(', ')}`);
+  } catch (e) {
+    if (e instanceof CowstackError && e.exitCode === EXIT.LOCK_CONFLICT && via !== t.host) {
+      throw new CowstackError(EXIT.LOCK_CONFLICT, `${e.message} (${t.host} is unreachable and still holds the lease)`, {
+        hint: `the lease of a dead host expires about 2-3 minutes after it stopped (sanlock); retry the delete then, or fence ${t.host} first`,
+        data: e.data,
+      });
+    }
+    throw e;
+  }
+  // The directory or link on a dead host goes with the host; on a live one it is removed.
+  if (via === t.host || fe) {
+    const r = fe ? env.runnerFor('localhost') : ctx.runner;
+    await run(r, t.diskId === undefined ? ['rm', '-rf', '--', t.vmDir] : ['rm', '-f', '--', t.path]);
+  }
+}
+
+/** Copy the regular files of a VM directory (context ISO, checkpoint) from one host to another. */
+async function copyFiles(env: TmEnv, src: TmPath, dst: TmPath, only?: string): Promise<number> {
+  const a = env.runnerFor(isFrontend(env, src.host) ? 'localhost' : src.host);
+  const b = env.runnerFor(isFrontend(env, dst.host) ? 'localhost' : dst.host);
+  const list = await run(a, ['find', src.vmDir, '-maxdepth', '1', '-type', 'f', '-printf', '%f\\n'], 'read', { allowFailure: true });
+  const files = list.exitCode === 0 ? list.stdout.split('\n').filter((f) => /^[A-Za-z0-9_+-][A-Za-z0-9._+-]*$/.test(f)) : [];
+  const chosen = only ? files.filter((f) => f === only) : files;
+  if (!chosen.length) return 0;
+  await run(b, ['mkdir', '-p', '--', dst.vmDir]);
+  const tmp = await fsp.mkdtemp(path.join(tmpdir(), 'cowstack-tm-'));
+  try {
+    for (const f of chosen) {
+      const local = path.join(tmp, f);
+      await run(a, ['cat', '--', `${src.vmDir}/${f}`], 'read', { stdoutFile: local, timeout: 'data' });
+      await run(b, ['dd', `of=${dst.vmDir}/${f}`, 'bs=1M', 'status=none'], 'write', { stdin: createReadStream(local), timeout: 'data' });
+    }
+  } finally {
+    await fsp.rm(tmp, { recursive: true, force: true });
+  }
+  return chosen.length;
+}
+
+async function mv(env: TmEnv, req: Extract<TmRequest, { action: 'mv' }>): Promise<void> {
+  const { src, dst } = req;
+  if (src.host === dst.host) {
+    if (src.path !== dst.path) throw usageError(`tm mv within ${src.host} from ${src.path} to ${dst.path} is not supported`, 'cowstack disks move between hosts, not between directories');
+    return;
+  }
+  const feA = isFrontend(env, src.host);
+  const feB = isFrontend(env, dst.host);
+  const node = feA ? dst.host : src.host;
+  const state = await observe(env.runnerFor(node), env.vg, env.scope);
+  const tops = (await disksOf(state, req.vmId)).filter((o) => /^one-\d+-\d+$/.test(o.name) && (src.diskId === undefined || o.name === diskLv(req.vmId, src.diskId)));
+  // Source first: a live COW can be active on one host only.
+  if (!feA) {
+    const ctxA = ctxOf(env, src.host);
+    for (const o of tops) await release(ctxA, state, o);
+  }
+  const moved = await copyFiles(env, src, dst, src.diskId === undefined ? undefined : `disk.${src.diskId}`);
+  if (moved) env.info(`copied ${moved} file(s) from ${src.host} to ${dst.host}`);
+  if (!feB) {
+    const ctxB = ctxOf(env, dst.host);
+    for (const o of tops) {
+      const device = await attach(ctxB, o);
+      await link(ctxB.runner, device, { ...dst, path: `${dst.vmDir}/disk.${o.name.split('-')[2]}` });
+    }
+  }
+  const a = env.runnerFor(feA ? 'localhost' : src.host);
+  await run(a, src.diskId === undefined ? ['rm', '-rf', '--', src.vmDir] : ['rm', '-f', '--', src.path]);
+  env.info(`moved ${tops.map((o) => o.name).join(', ') || 'no disks'} from ${src.host} to ${dst.host}`);
+}
+
+// ---- volatile disks, context, resize ---------------------------------------------------------------
+
+async function mkimage(env: TmEnv, d: Disk, vmId: number, sizeMb: number, format: string): Promise<void> {
+  const ctx = ctxOf(env, d.host);
+  const name = diskLv(vmId, d.diskId);
+  const r = await createImage(ctx, name, `${sizeMb}M`);
+  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const o = state.repo.byName.get(name)!;
+  if (o.kind !== 'image' || o.state !== 'writable') throw refused(`${lvRef(o)} exists and is not a volatile disk`, 'remove it, or check which VM owns it');
+  const device = await attach(ctx, o);
+  // Formatting only a disk this run created keeps a re-run from wiping a disk in use.
+  if (r.action === 'created' && format !== 'raw') {
+    if (format === 'swap') await ctx.runner.run({ argv: ['mkswap', device], kind: 'write', root: true, timeout: 'data', title: `format ${name} as swap` });
+    else await ctx.runner.run({ argv: ['mkfs', '-t', format, device], kind: 'write', root: true, timeout: 'data', title: `format ${name} as ${format}` });
+  }
+  await link(ctx.runner, device, d);
+  env.info(`volatile disk ${env.vg}/${name} (${sizeMb} MiB, ${format}) at ${d.path}`);
+}
+
+async function context(env: TmEnv, req: Extract<TmRequest, { action: 'context' }>): Promise<void> {
+  for (const f of req.files) if (!existsSync(f.path)) throw notFound(`context file ${f.path} does not exist on the front-end`);
+  const r = env.runnerFor(req.dst.host);
+  const dir = `${req.dst.vmDir}/.context.${req.dst.diskId}`;
+  await run(r, ['rm', '-rf', '--', dir]);
+  await run(r, ['mkdir', '-p', '--', dir]);
+  for (const f of req.files) await run(r, ['dd', `of=${dir}/${f.name}`, 'bs=1M', 'status=none'], 'write', { stdin: createReadStream(f.path) });
+  // As fs_lvm does: an ISO 9660 image labelled CONTEXT, placed at D as a file.
+  await run(r, ['rm', '-f', '--', req.dst.path]);
+  await run(r, ['genisoimage', '-quiet', '-o', req.dst.path, '-V', 'CONTEXT', '-J', '-R', dir]);
+  await run(r, ['rm', '-rf', '--', dir]);
+  env.info(`context ISO with ${req.files.length} file(s) at ${req.dst.path} on ${req.dst.host}`);
+}
+
+async function resize(env: TmEnv, req: Extract<TmRequest, { action: 'resize' }>): Promise<void> {
+  const ctx = ctxOf(env, req.target.host);
+  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const o = topOf(state, req.target);
+  if (!o) throw notFound(`disk ${req.target.diskId} of VM ${req.vmId} is not a cowstack disk (${env.vg}/${diskLv(req.vmId, req.target.diskId)} missing)`);
+  const bytes = req.sizeMb * 1024 * 1024;
+  if (o.kind === 'clone') {
+    const virtual = state.repo.chain(o).at(-1)!.sizeBytes;
+    if (bytes > virtual) {
+      throw refused(`disk ${req.target.diskId} of VM ${req.vmId} is a COW clone of a ${virtual / 1048576} MiB image and cannot grow to ${req.sizeMb} MiB`, 'a copy-on-write disk has its image\'s size; save it as a new, larger image (or use a volatile disk) to grow it');
+    }
+    // The COW can then hold a rewrite of the whole size asked for (plus dm-snapshot metadata).
+    const cow = roundUp(bytes + Math.ceil(bytes / 64) + EXTENT, EXTENT);
+    const r = await growClone(ctx, o.name, `${cow}`);
+    env.info(`${lvRef(o)}: COW ${r.action === 'grown' ? 'grown' : 'already'} ${Math.round((r.cowBytes ?? 0) / 1048576)} MiB`);
+    return;
+  }
+  if ((await growVolatile(ctx, o, bytes)) === 'grown') env.info(`${lvRef(o)} grown to ${req.sizeMb} MiB`);
+}
+
+// ---- snapshots --------------------------------------------------------------------------------------
+
+/**
+ * Map a chain whose LVs this host has just released (commit, rename). Under a slow path to
+ * the LUN, sanlock's release of the exclusive lease may still be in flight when the shared
+ * activation asks for it, which lvmlockd reports as "locked by other host" although the
+ * holder is this very host: ask again a few times before calling it a conflict.
+ */
+async function mapOwnRelease(env: TmEnv, ctx: OpContext, name: string) {
+  for (let i = 1; ; i++) {
+    try {
+      return await mapClone(ctx, name);
+    } catch (e) {
+      if (i >= 4 || !(e instanceof CowstackError && e.exitCode === EXIT.LOCK_CONFLICT)) throw e;
+      env.info(`${e.message}: this host released it moments ago, asking again (${i + 1}/4)`);
+      await new Promise((r) => setTimeout(r, 5_000));
+    }
+  }
+}
+
+async function snapshot(env: TmEnv, req: Extract<TmRequest, { action: 'snap_create' | 'snap_delete' | 'snap_revert' | 'snap_create_live' }>): Promise<void> {
+  const d = req.target;
+  if (req.action === 'snap_create_live') {
+    throw refused(`live disk snapshots are not supported by cowstack (VM ${req.vmId} disk ${d.diskId})`, 'power the VM off and take the snapshot then: a snapshot commits the disk\'s COW, which needs it closed');
+  }
+  const ctx = ctxOf(env, d.host);
+  const top = diskLv(req.vmId, d.diskId);
+  const snap = snapLv(req.vmId, d.diskId, req.snapId);
+  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const o = state.repo.byName.get(top);
+  const s = state.repo.byName.get(snap);
+  const relink = async () => link(ctx.runner, (await mapOwnRelease(env, ctx, top)).device!, d);
+  if (req.action === 'snap_delete') {
+    if (!s) return env.info(`${snap} does not exist: nothing to delete`);
+    const kids = state.repo.childrenOf(s);
+    if (kids.length) {
+      const what = kids.map((k) => (k.name === top ? 'the current disk' : k.name)).join(', ');
+      throw refused(`snapshot ${req.snapId} of disk ${d.diskId} (VM ${req.vmId}) cannot be deleted: ${what} depend(s) on it`, 'only a snapshot nothing depends on can be deleted; revert to an older one first, or keep it');
+    }
+    await discardClone(ctx, snap);
+    return env.info(`deleted snapshot ${snap}`);
+  }
+  if (!o && !s) throw notFound(`disk ${d.diskId} of VM ${req.vmId} is not a cowstack disk (${env.vg}/${top} missing)`);
+  if (o && o.kind !== 'clone') throw refused(`${lvRef(o)} is a volatile disk: cowstack snapshots image-backed disks only`);
+  if (req.action === 'snap_revert') {
+    if (!s || s.kind !== 'clone' || s.state !== 'committed') throw notFound(`disk ${d.diskId} of VM ${req.vmId} has no snapshot ${req.snapId}`);
+    if (o) {
+      if (o.state === 'live' && !state.repo.childrenOf(o).length) await discardClone(ctx, top);
+      else throw refused(`${lvRef(o)} is ${o.state}`, 'run cowstack recover, then retry');
+    }
+    await createClone(ctx, { name: top, from: snap, chunk: env.chunk, defaultPercent: env.cowPercent });
+    await relink();
+    return env.info(`disk ${d.diskId} reverted to snapshot ${req.snapId}`);
+  }
+  // snap_create: commit the top (it becomes the snapshot) and start a new top on it.
+  if (s && o && (o as CloneObj).parentUuid === s.uuid) return relink(); // done already
+  if (s) throw refused(`snapshot ${req.snapId} of disk ${d.diskId} (VM ${req.vmId}) already exists`, 'OpenNebula numbers snapshots itself: check the VM\'s snapshot list');
+  if (!o) throw notFound(`disk ${d.diskId} of VM ${req.vmId} has no top ${top}`);
+  if (o.state === 'live') {
+    try {
+      await commitClone(ctx, top);
+    } catch (e) {
+      if (e instanceof CowstackError && e.exitCode === EXIT.REFUSED) throw refused(`${e.message}: disk snapshots need the VM powered off`, 'power the VM off first (snap_create_live is not supported)');
+      throw e;
+    }
+  }
+  await renameClone(ctx, top, snap);
+  await createClone(ctx, { name: top, from: snap, chunk: env.chunk, defaultPercent: env.cowPercent });
+  await relink();
+  env.info(`snapshot ${req.snapId} of disk ${d.diskId}: ${snap}`);
+}
+
+// ---- monitor, migration hooks, activate ----------------------------------------------------------------
+
+async function monitor(env: TmEnv, req: Extract<TmRequest, { action: 'monitor' }>): Promise<void> {
+  const bridges = (xmlValue(req.xml, 'BRIDGE_LIST') ?? '').split(/\s+/).filter((h) => /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/.test(h));
+  const hosts = [...new Set([...bridges, ...env.hosts])];
+  if (!hosts.length) throw usageError(`tm monitor of datastore ${req.dsId} needs a cluster node to ask`, 'set BRIDGE_LIST on the datastore, or tm.hosts in /etc/cowstack/cowstack.yaml');
+  const found = await reachable(env, hosts);
+  const [vg] = await lvm.vgs(env.runnerFor(found!.host), env.vg, env.scope);
+  if (!vg) throw notFound(`repository VG ${env.vg} is not visible on ${found!.host}`);
+  const mb = (b: number) => Math.floor(b / 1048576);
+  env.out(`USED_MB=${mb(vg.sizeBytes - vg.freeBytes)}\nFREE_MB=${mb(vg.freeBytes)}\nTOTAL_MB=${mb(vg.sizeBytes)}\n`);
+}
+
+async function activate(env: TmEnv, host: string): Promise<void> {
+  const ctx = ctxOf(env, host);
+  const rec = await recover(ctx);
+  env.info(`recover on ${host}: ${rec.actions.length} action(s)`);
+  const found = await run(ctx.runner, ['find', DS_LOCATION, '-mindepth', '3', '-maxdepth', '3', '-type', 'l', '-name', 'disk.*'], 'read', { allowFailure: true });
+  const links = found.exitCode === 0 ? found.stdout.split('\n').filter(Boolean) : [];
+  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  for (const l of links) {
+    let d: TmPath;
+    try {
+      d = parseTmPath(`${host}:${l}`, 'disk link', { dir: 'no' });
+    } catch {
+      continue; // not a disk path of ours
+    }
+    const o = state.repo.byName.get(diskLv(d.vmId, d.diskId!));
+    if (!o || (o.kind === 'clone' && o.state !== 'live')) continue;
+    const device = await attach(ctx, o);
+    await link(ctx.runner, device, d);
+    env.info(`${d.path} -> ${device}`);
+  }
+}
+
+export async function runTm(env: TmEnv, req: TmRequest): Promise<void> {
+  switch (req.action) {
+    case 'clone':
+      return clone(env, req);
+    case 'ln':
+      return ln(env, req);
+    case 'mvds':
+      return mvds(env, req);
+    case 'cpds':
+      return cpds(env, req);
+    case 'mv':
+      return mv(env, req);
+    case 'delete':
+      return del(env, req);
+    case 'mkimage':
+      return mkimage(env, req.dst, req.vmId, req.sizeMb, req.format);
+    case 'mkswap':
+      return mkimage(env, req.dst, req.vmId, req.sizeMb, 'swap');
+    case 'context':
+      return context(env, req);
+    case 'resize':
+      return resize(env, req);
+    case 'premigrate':
+      throw refused(
+        `live migration of VM ${req.vmId} from ${req.srcHost} to ${req.dstHost} is not supported by the cowstack TM driver`,
+        'a writable COW can be open on one host only: use cold migration (poweroff, migrate, resume), or undeploy and deploy on the other host',
+      );
+    case 'postmigrate':
+    case 'failmigrate':
+      // premigrate refuses, so no live migration ever starts: nothing to hand over or undo.
+      return;
+    case 'snap_create':
+    case 'snap_create_live':
+    case 'snap_delete':
+    case 'snap_revert':
+      return snapshot(env, req);
+    case 'monitor':
+      return monitor(env, req);
+    case 'activate':
+      return activate(env, req.host);
+  }
+}
+
+/**
+ * lvmlockd's "lock manager error" (-221) and sanlock's lease I/O errors: the lease read or
+ * write timed out on a slow path to the LUN (seen under load: "VG repo lock failed: error
+ * -221", sanlock "lease io error"). Nothing changed when they are reported, and every TM
+ * action is idempotent, so the action is simply run again.
+ */
+export const isTransientLockError = (e: unknown): boolean =>
+  e instanceof CowstackError && /lock failed: error -2(1[0-9]|2[01])\b|lease io error|sanlock lease I\/O/i.test(`${e.message}\n${(e as { stderr?: string }).stderr ?? ''}`);
+
+export async function runTmWithRetry(env: TmEnv, req: TmRequest, attempts = 3, pauseMs = 5_000): Promise<void> {
+  for (let i = 1; ; i++) {
+    try {
+      return await runTm(env, req);
+    } catch (e) {
+      if (i >= attempts || !isTransientLockError(e)) throw e;
+      env.info(`transient lock manager error (${(e as Error).message.split('\n')[0]}); running the action again (${i + 1}/${attempts})`);
+      await new Promise((r) => setTimeout(r, pauseMs));
+    }
+  }
+}
+
+export const defaultFrontends = (): string[] => [hostname(), hostname().split('.')[0]!];

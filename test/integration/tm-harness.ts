@@ -1,0 +1,58 @@
+/**
+ * Plays oned's part for the TM driver: runs the tm/cowstack/<action> scripts themselves on
+ * this host (the "front-end"), with real argument strings, a `cowstack` on PATH that runs
+ * the built CLI, a config naming the repository VG, the testbed's ssh config and its nodes.
+ */
+import { execa } from 'execa';
+import { promises as fsp } from 'node:fs';
+import { hostname, tmpdir } from 'node:os';
+import path from 'node:path';
+import type { Testbed } from '../testbed/index.js';
+import { CLI, ROOT } from './cli.js';
+import { REPO_VG } from './cluster.js';
+
+export const FE = hostname();
+export const DS = '/var/lib/one//datastores'; // as oned spells it: DATASTORE_LOCATION + '/'
+
+export interface TmResult {
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+  seconds: number;
+}
+
+export interface TmHarness {
+  run(action: string, args: string[], input?: string): Promise<TmResult>;
+  /** Runs an action and fails with its output unless it exits 0. */
+  ok(action: string, args: string[], input?: string): Promise<TmResult>;
+  dir: string;
+}
+
+/** `verbose`: cowstack prints every command it runs (the bench counts them: one ssh round trip each). */
+export async function tmHarness(tb: Pick<Testbed, 'sshConfig'>, hosts = ['node1', 'node2'], opts: { verbose?: boolean } = {}): Promise<TmHarness> {
+  const dir = await fsp.mkdtemp(path.join(tmpdir(), 'cowstack-tm-'));
+  await fsp.mkdir(path.join(dir, 'bin'));
+  await fsp.mkdir(path.join(dir, 'lock'));
+  await fsp.writeFile(path.join(dir, 'bin/cowstack'), `#!/bin/sh\nexec node '${CLI}' ${opts.verbose ? '--verbose ' : ''}"$@"\n`, { mode: 0o755 });
+  await fsp.writeFile(path.join(dir, 'cowstack.yaml'), `repository:\n  vg: ${REPO_VG}\nssh:\n  config: ${tb.sshConfig}\ntm:\n  hosts: [${hosts.join(', ')}]\n`);
+  const env = {
+    PATH: `${path.join(dir, 'bin')}:${process.env.PATH}`,
+    COWSTACK_CONFIG: path.join(dir, 'cowstack.yaml'),
+    COWSTACK_TM_LOCK_DIR: path.join(dir, 'lock'),
+    NO_COLOR: '1',
+  };
+  const run = async (action: string, args: string[], input?: string): Promise<TmResult> => {
+    const started = Date.now();
+    const r = await execa(path.join(ROOT, 'tm/cowstack', action), args, { reject: false, env, input: input ?? '', timeout: 600_000 });
+    return { exitCode: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr), seconds: (Date.now() - started) / 1000 };
+  };
+  return {
+    dir,
+    run,
+    async ok(action, args, input) {
+      const r = await run(action, args, input);
+      if (r.exitCode !== 0) throw new Error(`tm ${action} ${args.join(' ')} exited ${r.exitCode}\n${r.stdout}\n${r.stderr}`);
+      return r;
+    },
+  };
+}

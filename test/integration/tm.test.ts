@@ -1,0 +1,221 @@
+/**
+ * The OpenNebula TM driver on the real-kernel testbed: the sequences oned runs for a VM's
+ * life, played through tm/cowstack/<action> with real argument strings. After every step:
+ * the symlink at D, the device behind it, the LV tags and the data (sha256); after
+ * terminate, that nothing of the VM is left on either node or in the repository.
+ */
+import { beforeAll, describe, expect, inject, it } from 'vitest';
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { attach, type Testbed } from '../testbed/index.js';
+import { clusterCli } from './cli.js';
+import { REPO_VG } from './cluster.js';
+import { deviceSha, MiB, overlay, pattern, sha256, writeAt } from './data.js';
+import { DS, FE, tmHarness, type TmHarness } from './tm-harness.js';
+
+let tb: Testbed;
+let tm: TmHarness;
+const run = Date.now().toString(36).slice(-5);
+const IMG = pattern(16 * MiB, 61);
+const img = `tmimg-${run}`;
+const saved = `tmsaved-${run}`;
+// VM ids unique per run, so a kept testbed can run this file again.
+const VM = 700 + (parseInt(run, 36) % 200);
+const PVM = VM + 1000;
+const SYS = 0; // system datastore
+const IDS = 1; // image datastore
+const vmDir = (vm: number) => `/var/lib/one/datastores/${SYS}/${vm}`;
+const D = (host: string, vm: number, disk: number) => `${host}:${DS}/${SYS}/${vm}/disk.${disk}`;
+
+const ssh = async (node: string, argv: string[]) => {
+  const r = await tb.ssh(node, argv);
+  return { ...r, out: r.stdout.trim() };
+};
+const readlink = async (node: string, p: string) => (await ssh(node, ['readlink', '--', p])).out;
+const lvTags = async (node: string, name: string): Promise<string[] | undefined> => {
+  const r = await ssh(node, ['lvs', '--noheadings', '-o', 'lv_tags', `${REPO_VG}/${name}`]);
+  return r.exitCode === 0 ? r.out.split(',') : undefined;
+};
+const lvUuid = async (node: string, name: string) => (await ssh(node, ['lvs', '--noheadings', '-o', 'lv_uuid', `${REPO_VG}/${name}`])).out;
+const lvNames = async (node: string) => (await ssh(node, ['lvs', '--noheadings', '-o', 'lv_name', REPO_VG])).out.split(/\s+/).filter(Boolean);
+const cowstackDevices = async (node: string) => (await ssh(node, ['dmsetup', 'ls'])).out.split('\n').map((l) => l.split(/\s+/)[0]!).filter((n) => n.startsWith('cowstack-'));
+const exists = async (node: string, p: string) => (await ssh(node, ['test', '-e', p])).exitCode === 0;
+
+/** D is a symlink to this VM disk's writable cowstack device, and reads back `content`. */
+async function checkDisk(node: string, vm: number, disk: number, content: Buffer, lv = `one-${vm}-${disk}`): Promise<string> {
+  const target = await readlink(node, `${vmDir(vm)}/disk.${disk}`);
+  const uuid = (await lvUuid(node, lv)).replace(/-/g, '');
+  expect(target).toBe(`/dev/mapper/cowstack-rw-${uuid}`);
+  expect(await lvTags(node, lv)).toContain('cowstack_state:live');
+  expect(await deviceSha(tb, node, `${vmDir(vm)}/disk.${disk}`)).toBe(sha256(content));
+  return target;
+}
+
+beforeAll(async () => {
+  tb = await attach(inject('testbedState'));
+  tm = await tmHarness(tb);
+  const file = path.join(tm.dir, 'img.raw');
+  await fsp.writeFile(file, IMG);
+  const r = await clusterCli(tb, 'node1', ['image', 'import', img, file]);
+  expect(r.exitCode, r.stderr).toBe(0);
+  await fsp.writeFile(path.join(tm.dir, 'context.sh'), `ETH0_IP='10.0.0.${VM % 250}'\nHOSTNAME='vm${VM}'\n`);
+});
+
+describe.sequential('a non-persistent VM: deploy, snapshots, cold migration, save-as, terminate', () => {
+  const A = pattern(1 * MiB, 62);
+  const B = pattern(1 * MiB, 63);
+  const withA = overlay(IMG, 2 * MiB, A);
+  const withAB = overlay(withA, 5 * MiB, B);
+  const times: Record<string, number> = {};
+
+  it('deploy: clone + context on node1', async () => {
+    times.clone = (await tm.ok('clone', [`${FE}:${REPO_VG}/${img}`, D('node1', VM, 0), String(VM), String(IDS)])).seconds;
+    times.context = (await tm.ok('context', [path.join(tm.dir, 'context.sh'), D('node1', VM, 1), String(VM), String(SYS)])).seconds;
+    await checkDisk('node1', VM, 0, IMG);
+    const imgUuid = await lvUuid('node1', img);
+    expect(await lvTags('node1', `one-${VM}-0`)).toContain(`cowstack_parent:${imgUuid}`);
+    // The context disk is an ISO 9660 file labelled CONTEXT holding context.sh.
+    expect((await ssh('node1', ['blkid', '-o', 'value', '-s', 'LABEL', `${vmDir(VM)}/disk.1`])).out).toBe('CONTEXT');
+    expect((await ssh('node1', ['isoinfo', '-R', '-i', `${vmDir(VM)}/disk.1`, '-x', '/context.sh'])).out).toContain(`HOSTNAME='vm${VM}'`);
+  });
+
+  it('the guest writes; poweroff/resume (no TM action) keeps device and data', async () => {
+    await writeAt(tb, 'node1', `${vmDir(VM)}/disk.0`, 2, A);
+    await checkDisk('node1', VM, 0, withA);
+  });
+
+  it('disk snapshots: create, revert, delete (refused while something depends on it)', async () => {
+    times.snap_create = (await tm.ok('snap_create', [D('node1', VM, 0), '0', String(VM), String(SYS)])).seconds;
+    const s0 = await lvTags('node1', `one-${VM}-0-s0`);
+    expect(s0).toContain('cowstack_state:committed');
+    expect(await lvTags('node1', `one-${VM}-0`)).toContain(`cowstack_parent:${await lvUuid('node1', `one-${VM}-0-s0`)}`);
+    await checkDisk('node1', VM, 0, withA);
+
+    await writeAt(tb, 'node1', `${vmDir(VM)}/disk.0`, 5, B);
+    await tm.ok('snap_create', [D('node1', VM, 0), '1', String(VM), String(SYS)]);
+    await checkDisk('node1', VM, 0, withAB);
+
+    times.snap_revert = (await tm.ok('snap_revert', [D('node1', VM, 0), '0', String(VM), String(SYS)])).seconds;
+    await checkDisk('node1', VM, 0, withA);
+    expect(await lvTags('node1', `one-${VM}-0`)).toContain(`cowstack_parent:${await lvUuid('node1', `one-${VM}-0-s0`)}`);
+
+    const refused = await tm.run('snap_delete', [D('node1', VM, 0), '0', String(VM), String(SYS)]);
+    expect(refused.exitCode).toBe(6);
+    expect(refused.stderr).toMatch(/^ERROR: snap_delete: snapshot 0 of disk 0 .* cannot be deleted: the current disk, one-\d+-0-s1 depend/m);
+    expect(await lvTags('node1', `one-${VM}-0-s0`)).toContain('cowstack_state:committed');
+
+    times.snap_delete = (await tm.ok('snap_delete', [D('node1', VM, 0), '1', String(VM), String(SYS)])).seconds;
+    expect(await lvTags('node1', `one-${VM}-0-s1`)).toBeUndefined();
+    await checkDisk('node1', VM, 0, withA);
+
+    const live = await tm.run('snap_create_live', [D('node1', VM, 0), '2', String(VM), String(SYS)]);
+    expect(live.exitCode).toBe(6);
+    expect(live.stderr).toMatch(/^ERROR: snap_create_live: live disk snapshots are not supported/m);
+  });
+
+  it('live migration is refused by premigrate; cold migration (mv) moves disks and files to node2', async () => {
+    const xml = Buffer.from(`<VM><ID>${VM}</ID></VM>`).toString('base64');
+    const pre = await tm.run('premigrate', ['node1', 'node2', `${DS}/${SYS}/${VM}`, String(VM), String(SYS)], xml);
+    expect(pre.exitCode).toBe(6);
+    expect(pre.stderr).toMatch(/live migration of VM \d+ from node1 to node2 is not supported/);
+
+    times.mv = (await tm.ok('mv', [`node1:${DS}/${SYS}/${VM}`, `node2:${DS}/${SYS}/${VM}/`, String(VM), String(SYS)])).seconds;
+    await checkDisk('node2', VM, 0, withA);
+    expect((await ssh('node2', ['isoinfo', '-R', '-i', `${vmDir(VM)}/disk.1`, '-x', '/context.sh'])).out).toContain(`HOSTNAME='vm${VM}'`);
+    expect(await exists('node1', vmDir(VM))).toBe(false);
+    expect(await cowstackDevices('node1')).toEqual([]);
+  });
+
+  it('save-as (cpds) of the current state', async () => {
+    times.cpds = (await tm.ok('cpds', [D('node2', VM, 0), `${FE}:${REPO_VG}/${saved}`, '-1', String(VM), String(SYS)])).seconds;
+    expect(await lvTags('node2', saved)).toEqual(expect.arrayContaining(['cowstack_role:image', 'cowstack_state:sealed', `cowstack_sha256:${sha256(withA)}`]));
+    // The VM's disk is still mapped and intact.
+    await checkDisk('node2', VM, 0, withA);
+  });
+
+  it('terminate (delete of the VM directory) leaves nothing; a second delete is a no-op', async () => {
+    times.delete = (await tm.ok('delete', [`node2:${DS}/${SYS}/${VM}/`, String(VM), String(SYS)])).seconds;
+    await tm.ok('delete', [`node2:${DS}/${SYS}/${VM}/`, String(VM), String(SYS)]);
+    for (const node of ['node1', 'node2']) {
+      expect(await exists(node, vmDir(VM))).toBe(false);
+      expect(await cowstackDevices(node)).toEqual([]);
+    }
+    expect((await lvNames('node1')).filter((n) => n.startsWith(`one-${VM}-`))).toEqual([]);
+    process.stderr.write(`[tm] seconds per action: ${JSON.stringify(times)}\n`);
+  });
+});
+
+describe.sequential('volatile disks: mkimage, mkswap, resize', () => {
+  const V = VM + 2000;
+  it('mkimage raw is zeroed, mkswap formats, resize grows a volatile disk and refuses to outgrow a COW clone', async () => {
+    await tm.ok('mkimage', ['8', 'raw', D('node1', V, 0), String(V), String(SYS)]);
+    await tm.ok('mkswap', ['8', D('node1', V, 1), String(V), String(SYS)]);
+    expect(await readlink('node1', `${vmDir(V)}/disk.0`)).toBe(`/dev/mapper/${REPO_VG}-one--${V}--0`);
+    // A new LV can hold a deleted LV's data: a volatile disk must read back as zeros.
+    expect(await deviceSha(tb, 'node1', `${vmDir(V)}/disk.0`)).toBe(sha256(Buffer.alloc(8 * MiB)));
+    expect((await ssh('node1', ['blkid', '-o', 'value', '-s', 'TYPE', `${vmDir(V)}/disk.1`])).out).toBe('swap');
+    await tm.ok('resize', [D('node1', V, 0), '12', String(V), String(SYS)]);
+    expect((await ssh('node1', ['blockdev', '--getsize64', `${vmDir(V)}/disk.0`])).out).toBe(String(12 * MiB));
+
+    await tm.ok('clone', [`${FE}:${REPO_VG}/${img}`, D('node1', V, 2), String(V), String(IDS)]);
+    const big = await tm.run('resize', [D('node1', V, 2), '64', String(V), String(SYS)]);
+    expect(big.exitCode).toBe(6);
+    expect(big.stderr).toMatch(/^ERROR: resize: disk 2 of VM \d+ is a COW clone of a 16 MiB image and cannot grow to 64 MiB/m);
+
+    await tm.ok('delete', [`node1:${DS}/${SYS}/${V}/`, String(V), String(SYS)]);
+    expect((await lvNames('node1')).filter((n) => n.startsWith(`one-${V}-`))).toEqual([]);
+    expect(await cowstackDevices('node1')).toEqual([]);
+    expect(await exists('node1', vmDir(V))).toBe(false);
+  });
+});
+
+describe.sequential('a persistent disk: undeploy and redeploy through ln/mvds', () => {
+  const C = pattern(2 * MiB, 64);
+  const E = pattern(1 * MiB, 65);
+  const withC = overlay(IMG, 8 * MiB, C);
+  const withCE = overlay(withC, 1 * MiB, E);
+
+  it('ln on node2, writes, undeploy (mvds + delete) syncs back into the image lineage', async () => {
+    await tm.ok('ln', [`${FE}:${REPO_VG}/${img}`, D('node2', PVM, 0), String(PVM), String(IDS)]);
+    await checkDisk('node2', PVM, 0, IMG);
+    await writeAt(tb, 'node2', `${vmDir(PVM)}/disk.0`, 8, C);
+    await tm.ok('mvds', [D('node2', PVM, 0), `${FE}:${REPO_VG}/${img}`, String(PVM), String(IDS)]);
+    await tm.ok('delete', [`node2:${DS}/${SYS}/${PVM}`, String(PVM), String(SYS)]);
+    expect(await lvTags('node2', `${img}-p1`)).toEqual(expect.arrayContaining(['cowstack_state:committed', `cowstack_parent:${await lvUuid('node2', img)}`]));
+    expect(await lvTags('node2', `one-${PVM}-0`)).toBeUndefined();
+    expect(await exists('node2', vmDir(PVM))).toBe(false);
+    expect(await cowstackDevices('node2')).toEqual([]);
+    // The image itself was never written.
+    expect(await lvTags('node2', img)).toContain(`cowstack_sha256:${sha256(IMG)}`);
+  });
+
+  it('redeploy on node1 sees the synced-back data; a second undeploy makes the next sync-back', async () => {
+    await tm.ok('ln', [`${FE}:${REPO_VG}/${img}`, D('node1', PVM, 0), String(PVM), String(IDS)]);
+    await checkDisk('node1', PVM, 0, withC);
+    await writeAt(tb, 'node1', `${vmDir(PVM)}/disk.0`, 1, E);
+    await tm.ok('mvds', [D('node1', PVM, 0), `${FE}:${REPO_VG}/${img}`, String(PVM), String(IDS)]);
+    await tm.ok('delete', [`node1:${DS}/${SYS}/${PVM}/`, String(PVM), String(SYS)]);
+    expect(await lvTags('node1', `${img}-p2`)).toEqual(expect.arrayContaining(['cowstack_state:committed', `cowstack_parent:${await lvUuid('node1', `${img}-p1`)}`]));
+    // What a third deploy would read: map the head read-only and check it.
+    const m = await clusterCli(tb, 'node1', ['clone', 'map', `${img}-p2`]);
+    expect(m.exitCode, m.stderr).toBe(0);
+    expect(await deviceSha(tb, 'node1', m.json.result.device)).toBe(sha256(withCE));
+    expect((await clusterCli(tb, 'node1', ['clone', 'unmap', `${img}-p2`])).exitCode).toBe(0);
+  });
+
+  it('monitor reports the repository VG', async () => {
+    const xml = Buffer.from('<DATASTORE><ID>0</ID><TEMPLATE><BRIDGE_LIST><![CDATA[node2]]></BRIDGE_LIST></TEMPLATE></DATASTORE>').toString('base64');
+    const r = await tm.ok('monitor', [String(SYS)], xml);
+    const v = Object.fromEntries(r.stdout.trim().split('\n').map((l) => l.split('=')));
+    const vgs = (await ssh('node2', ['vgs', '--noheadings', '--units', 'm', '--nosuffix', '-o', 'vg_size,vg_free', REPO_VG])).out.split(/\s+/).map(Number);
+    expect(Number(v.TOTAL_MB)).toBe(Math.floor(vgs[0]!));
+    expect(Number(v.FREE_MB)).toBe(Math.floor(vgs[1]!));
+    expect(Number(v.USED_MB)).toBe(Number(v.TOTAL_MB) - Number(v.FREE_MB));
+  });
+
+  it('clean up: the test\'s images and lineage', async () => {
+    for (const name of [`${img}-p2`, `${img}-p1`]) expect((await clusterCli(tb, 'node1', ['clone', 'rm', name])).exitCode).toBe(0);
+    for (const name of [saved, img]) expect((await clusterCli(tb, 'node1', ['image', 'rm', name])).exitCode).toBe(0);
+    for (const node of ['node1', 'node2']) expect(await cowstackDevices(node)).toEqual([]);
+  });
+});
