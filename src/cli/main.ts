@@ -11,6 +11,7 @@ import { register as registerInitiator } from './commands/initiator.js';
 import { register as registerImage } from './commands/image.js';
 import { register as registerClone } from './commands/clone.js';
 import { register as registerReport } from './commands/report.js';
+import { register as registerCache } from './commands/cache.js';
 import { EXIT_NAMES } from '../exec/errors.js';
 import { VERSION } from './version.js';
 
@@ -36,6 +37,7 @@ export function buildProgram(): Command {
   registerImage(program);
   registerClone(program);
   registerReport(program);
+  registerCache(program);
   // Subcommands inherit exitOverride so usage errors reach the boundary.
   const inherit = (c: Command) => c.commands.forEach((sub) => (sub.exitOverride(), inherit(sub)));
   inherit(program);

@@ -3,7 +3,10 @@
  * map/unmap on a node, commit (sync-back: the clone becomes a read-only parent), discard,
  * rm and grow. Each operation observes, plans, journals and runs; each is idempotent.
  */
-import { CowstackError, EXIT, refused, usageError } from '../exec/errors.js';
+import { CowstackError, EXIT, notFound, refused, usageError } from '../exec/errors.js';
+import { replicate } from './cache.js';
+import { usableReplica } from './cacheStack.js';
+import type { CacheMapMode } from './config.js';
 import type { Runner } from '../exec/types.js';
 import * as dmsetup from '../tools/dmsetup.js';
 import * as lvm from '../tools/lvm.js';
@@ -24,6 +27,12 @@ export interface OpContext {
   scope?: lvm.LvmScope;
   observer?: PlanObserver;
   dryRun?: boolean;
+  /** The node-local cache VG (config cache.vg); unset: caches are not looked at. */
+  cacheVg?: string;
+  /** What `clone map` does with caches when the caller does not say (config cache.map). */
+  cacheMap?: CacheMapMode[];
+  /** Copy rate limit for replicas made on map (config cache.rateMiBps). */
+  cacheRateMiBps?: number;
 }
 
 /**
@@ -64,6 +73,8 @@ export interface CloneResult {
   mode?: 'rw' | 'ro';
   cowBytes?: number;
   chunkSectors?: number;
+  /** The local replica the mapped stack stands on (cache VG LV name). */
+  replica?: string;
 }
 
 
@@ -141,14 +152,36 @@ function finishCreateSteps(ctx: OpContext, o: Pick<CowObj, 'vg' | 'name'>, chunk
 
 // ---- map / unmap -------------------------------------------------------------------------
 
-export async function mapClone(ctx: OpContext, name: string): Promise<CloneResult> {
-  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
-  const o = findObj(state, name);
-  if (o.kind === 'image') throw usageError(`${name} is an image: images are used through clones`, `clone it: cowstack clone create NAME --from ${name}`);
+export interface MapOptions {
+  /**
+   * replica: make the image's verified local replica first if the node has none (needs a
+   * cache VG); none: ignore caches. Default: ctx.cacheMap; a complete replica is used anyway.
+   */
+  cache?: CacheMapMode[];
+}
+
+export async function mapClone(ctx: OpContext, name: string, opts: MapOptions = {}): Promise<CloneResult> {
+  const modes = opts.cache ?? ctx.cacheMap ?? [];
+  const cacheVg = modes.includes('none') ? undefined : ctx.cacheVg;
+  let state = await observe(ctx.runner, ctx.vg, ctx.scope, cacheVg);
+  const found = findObj(state, name);
+  if (found.kind === 'image') throw usageError(`${name} is an image: images are used through clones`, `clone it: cowstack clone create NAME --from ${name}`);
+  let o: CloneObj = found;
+  if (modes.includes('replica') && state.cache?.exists) {
+    const image = state.repo.chain(o).at(-1)!;
+    // Only before anything of this stack is mapped here: a live stack keeps its origin.
+    if (image.kind === 'image' && !usableReplica(state.cache, image) && !state.devices.has(dmName('rw', o.uuid)) && !state.devices.has(dmName('ro', o.uuid))) {
+      await replicate(ctx, image.name, { rateMiBps: ctx.cacheRateMiBps });
+      state = await observe(ctx.runner, ctx.vg, ctx.scope, cacheVg);
+      o = findClone(state, name);
+    }
+  } else if (modes.includes('replica') && cacheVg && !ctx.dryRun) {
+    throw notFound(`--cache replica: this node (${ctx.runner.target}) has no cache VG ${cacheVg}`, 'create it on a local disk: cowstack cache init DEVICE, or map with --cache none');
+  }
   const plan = planStack(state, o, ctx.scope);
   await verifyExisting(ctx.runner, state, plan);
   const mode = o.state === 'live' ? 'rw' : 'ro';
-  const result: CloneResult = { name, vg: ctx.vg, uuid: o.uuid, parent: state.repo.byUuid.get(o.parentUuid)?.name, device: plan.device, mode, action: 'none' };
+  const result: CloneResult = { name, vg: ctx.vg, uuid: o.uuid, parent: state.repo.byUuid.get(o.parentUuid)?.name, device: plan.device, mode, action: 'none', ...(plan.replica ? { replica: plan.replica } : {}) };
   if (!plan.steps.length) return result;
   const journal = { op: 'map' as const, vg: ctx.vg, name, uuid: o.uuid };
   // Any layer's activation may be refused by the lock manager: name the one that was.

@@ -23,6 +23,25 @@ export interface Config {
   ssh: { config?: string };
   sudo: SudoPolicy;
   cow: { warnPercent: number; chunk: string };
+  /**
+   * The node-local cache VG (on the node's own disk, never shared) and what `clone map`
+   * does with it by default. An absent VG means: everything works uncached.
+   */
+  cache: { vg: string; map: CacheMapMode[]; rateMiBps?: number };
+}
+
+/** replica: make (or use) a full local copy of the image; none: ignore any cache. */
+export type CacheMapMode = 'replica' | 'none';
+export const CACHE_MAP_MODES: readonly CacheMapMode[] = ['replica', 'none'];
+
+/** Parse `--cache replica,none`-style lists; the bad value is named. */
+export function parseCacheModes(text: string | string[], where = '--cache'): CacheMapMode[] {
+  const items = ([] as string[]).concat(text).flatMap((t) => String(t).split(',')).map((t) => t.trim()).filter(Boolean);
+  for (const m of items) {
+    if (!CACHE_MAP_MODES.includes(m as CacheMapMode)) throw usageError(`${where}: unknown cache mode "${m}"`, `use one of: ${CACHE_MAP_MODES.join(', ')} (comma-separated)`);
+  }
+  if (items.includes('none') && items.length > 1) throw usageError(`${where}: "none" cannot be combined with other cache modes`);
+  return items as CacheMapMode[];
 }
 
 export const defaultConfig = (): Config => ({
@@ -31,6 +50,7 @@ export const defaultConfig = (): Config => ({
   ssh: {},
   sudo: 'auto',
   cow: { warnPercent: 80, chunk: '4K' },
+  cache: { vg: 'cowstack_cache', map: [] },
 });
 
 export function loadConfig(path?: string): { config: Config; path?: string } {
@@ -77,4 +97,11 @@ function merge(config: Config, doc: unknown, file: string): void {
   }
   if (d.cow?.warnPercent !== undefined) config.cow.warnPercent = Number(d.cow.warnPercent);
   if (d.cow?.chunk !== undefined) config.cow.chunk = String(d.cow.chunk);
+  if (d.cache?.vg !== undefined) config.cache.vg = validateVgName(String(d.cache.vg));
+  if (d.cache?.map !== undefined) config.cache.map = parseCacheModes(d.cache.map, `${file}: cache.map`);
+  if (d.cache?.rateMiBps !== undefined) {
+    const r = Number(d.cache.rateMiBps);
+    if (!(r > 0)) throw usageError(`${file}: cache.rateMiBps must be a positive number, got "${d.cache.rateMiBps}"`);
+    config.cache.rateMiBps = r;
+  }
 }

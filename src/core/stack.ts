@@ -1,6 +1,6 @@
 /**
  * Building and tearing down the device stack of a clone on one node:
- *   image LV (shared) -> ro snapshot per committed ancestor (shared by every child on the
+ *   image LV (shared) or its verified local replica -> ro snapshot per committed ancestor (shared by every child on the
  *   node) -> rw snapshot over the live clone's COW (exclusive) = the VM's disk.
  * Plans are computed from one observation; existing devices are verified, never replaced.
  */
@@ -9,6 +9,8 @@ import type { Runner } from '../exec/types.js';
 import * as dmsetup from '../tools/dmsetup.js';
 import * as lvm from '../tools/lvm.js';
 import { dmName, dmPath, dmUuid, lvMapperName, lvMapperPath, type DmRole } from './dmNames.js';
+import { cacheLvPath, replicaLvName } from './cacheMeta.js';
+import { replicaSteps, usableReplica } from './cacheStack.js';
 import { isFrozen, type CloneObj, type CowObj } from './metadata.js';
 import type { NodeState } from './observe.js';
 import type { Step } from './plan.js';
@@ -31,6 +33,8 @@ export interface StackLayer {
   /** The device this layer presents (LV for the image, dm snapshot for clones). */
   device: string;
   role?: DmRole;
+  /** Set on the image layer when a local replica stands in for the image LV. */
+  replica?: string;
 }
 
 export interface StackPlan {
@@ -38,8 +42,10 @@ export interface StackPlan {
   layers: StackLayer[];
   device: string;
   /** Existing devices that must be checked against the expected table before use. */
-  verify: Array<{ name: string; table: string; origin: CowObj; cow: CowObj; originDevice: string }>;
+  verify: Array<{ name: string; table: string; origin: CowObj; cow: CowObj; originDevice: string; altOriginDevice?: string }>;
   sectors: number;
+  /** The local replica (cache LV name) the stack stands on instead of the image LV. */
+  replica?: string;
 }
 
 /**
@@ -56,9 +62,14 @@ export function planStack(state: NodeState, target: CowObj, scope: lvm.LvmScope 
   const steps: Step[] = [];
   const layers: StackLayer[] = [];
   const verify: StackPlan['verify'] = [];
-  let origin = lvMapperPath(image.vg, image.name);
-  if (!image.lv.activeLocally) steps.push(activateStep(image, 'shared', scope));
-  layers.push({ obj: image, device: origin });
+  // A complete, verified local replica of exactly this image LV replaces it at the bottom:
+  // the node then reads nothing from the repository for this stack.
+  const replica = usableReplica(state.cache, image);
+  const imageDevice = lvMapperPath(image.vg, image.name);
+  let origin = replica ? cacheLvPath(replica) : imageDevice;
+  const altBottom = replica ? imageDevice : undefined;
+  if (!replica && !image.lv.activeLocally) steps.push(activateStep(image, 'shared', scope));
+  layers.push({ obj: image, device: origin, ...(replica ? { replica: replica.name } : {}) });
 
   for (const o of chain.slice(1)) {
     if (o.kind !== 'clone') throw new CowstackError(EXIT.FAILED, `${lvRef(o)} is an image inside a chain`, { hint: 'cowstack recover' });
@@ -82,7 +93,8 @@ export function planStack(state: NodeState, target: CowObj, scope: lvm.LvmScope 
     const name = dmName(role, o.uuid);
     const table = dmsetup.snapshotTable(sectors, origin, lvMapperPath(o.vg, o.name), live ? 'PO' : 'P', o.chunkSectors);
     if (state.devices.has(name)) {
-      verify.push({ name, table, origin: layers[layers.length - 1]!.obj, cow: o, originDevice: origin });
+      // A device built before the replica existed stands on the image LV: same bytes, also fine.
+      verify.push({ name, table, origin: layers[layers.length - 1]!.obj, cow: o, originDevice: origin, ...(layers.length === 1 && altBottom ? { altOriginDevice: altBottom } : {}) });
     } else {
       steps.push({
         title: `map ${live ? 'writable' : 'read-only'} snapshot ${name} (${o.name})`,
@@ -93,7 +105,9 @@ export function planStack(state: NodeState, target: CowObj, scope: lvm.LvmScope 
     origin = dmPath(role, o.uuid);
     layers.push({ obj: o, device: origin, role });
   }
-  return { steps, layers, device: origin, verify, sectors };
+  // Activate and mark the replica used only when something is built on this map.
+  if (replica && (steps.length || !replica.lv.activeLocally)) steps.unshift(...replicaSteps(replica));
+  return { steps, layers, device: origin, verify, sectors, ...(replica ? { replica: replica.name } : {}) };
 }
 
 /**
@@ -109,6 +123,7 @@ export async function verifyExisting(runner: Runner, state: NodeState, plan: Sta
       return dev ? `${dev.major}:${dev.minor}` : undefined;
     };
     const originNum = devNum(v.originDevice);
+    const altNum = v.altOriginDevice ? devNum(v.altOriginDevice) : undefined;
     const cowNum = devNum(lvMapperPath(v.cow.vg, v.cow.name));
     const ok =
       line &&
@@ -116,7 +131,7 @@ export async function verifyExisting(runner: Runner, state: NodeState, plan: Sta
       line.length === want.length &&
       line.args[2] === want.args[2] &&
       line.args[3] === want.args[3] &&
-      (!originNum || line.args[0] === originNum) &&
+      (!originNum || line.args[0] === originNum || (altNum !== undefined && line.args[0] === altNum)) &&
       (!cowNum || line.args[1] === cowNum);
     if (!ok) {
       throw new CowstackError(EXIT.FAILED, `device ${v.name} exists but its table is not the one cowstack expects for ${v.cow.name}`, {
@@ -149,7 +164,11 @@ export function teardownPlan(state: NodeState, target: CowObj, opts: { removeTop
         steps.push({ title: `unmap ${name} (${o.name})`, req: dmsetup.removeReq(name, forced.has(name) && (open.get(name) ?? 0) > 0) });
         open.delete(name);
         release(mapperName(o));
-        release(originName(i));
+        // With a local replica present the snapshot may stand on it or on the image LV
+        // (mapped before the replica existed): assume the image LV is still used rather
+        // than deactivate it under another clone. GC releases it once nothing opens it.
+        const parent = chain[i + 1]!;
+        if (!(parent.kind === 'image' && state.devices.has(lvMapperName(state.cache?.vg ?? '', replicaLvName(parent.uuid))) && state.cache)) release(originName(i));
       }
     }
     if (o.lv.activeLocally) {
