@@ -3,7 +3,8 @@
  * repository LV they stand for (never by its name): an image removed and re-created under
  * the same name has a new UUID, so it can never be served by the old one's cache.
  *   rp_<uuid32>                    replica: a full local copy of an image
- *   cowstack_cache:replica         what the LV is
+ *   wb_<uuid32>                    write-back cache of a live clone (dm-writecache over its COW)
+ *   cowstack_cache:replica|writeback  what the LV is
  *   cowstack_origin:<LV uuid>      the repository LV it copies
  *   cowstack_cstate:copying|complete
  *   cowstack_copied:<bytes>        copy progress (a re-run continues from here)
@@ -23,7 +24,7 @@ export const CTAG = {
   used: 'cowstack_used:',
 } as const;
 
-export type CacheKind = 'replica';
+export type CacheKind = 'replica' | 'writeback';
 export type ReplicaState = 'copying' | 'complete';
 
 export interface CacheLv {
@@ -52,6 +53,8 @@ export interface CacheState {
 }
 
 export const replicaLvName = (originUuid: string): string => `rp_${compactUuid(originUuid)}`;
+export const writebackLvName = (cloneUuid: string): string => `wb_${compactUuid(cloneUuid)}`;
+const lvNameOf = (kind: CacheKind, originUuid: string): string => (kind === 'replica' ? replicaLvName(originUuid) : writebackLvName(originUuid));
 export const cacheLvPath = (c: Pick<CacheLv, 'vg' | 'name'>): string => lvMapperPath(c.vg, c.name);
 
 const tagValue = (tags: string[], prefix: string): string | undefined => tags.find((t) => t.startsWith(prefix))?.slice(prefix.length);
@@ -59,9 +62,9 @@ const tagValue = (tags: string[], prefix: string): string | undefined => tags.fi
 export function cacheLvFrom(lv: LvInfo): CacheLv | undefined {
   const kind = tagValue(lv.tags, CTAG.kind);
   const originUuid = tagValue(lv.tags, CTAG.origin);
-  if (kind !== 'replica' || !originUuid) return undefined;
+  if ((kind !== 'replica' && kind !== 'writeback') || !originUuid) return undefined;
   // The name must be the one derived from the origin tag: a renamed or hand-made LV is not ours.
-  if (lv.name !== replicaLvName(originUuid)) return undefined;
+  if (lv.name !== lvNameOf(kind, originUuid)) return undefined;
   return {
     kind,
     name: lv.name,

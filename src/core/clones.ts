@@ -6,6 +6,7 @@
 import { CowstackError, EXIT, notFound, refused, usageError } from '../exec/errors.js';
 import { replicate } from './cache.js';
 import { usableReplica } from './cacheStack.js';
+import { createWritebackSteps, releaseWriteback, writebackLv } from './cacheWrite.js';
 import type { CacheMapMode } from './config.js';
 import type { Runner } from '../exec/types.js';
 import * as dmsetup from '../tools/dmsetup.js';
@@ -75,6 +76,11 @@ export interface CloneResult {
   chunkSectors?: number;
   /** The local replica the mapped stack stands on (cache VG LV name). */
   replica?: string;
+  /** The write-back cache device under the clone's snapshot. */
+  writeback?: string;
+  /** Blocks written back from the write-back cache before the COW was released. */
+  flushedBlocks?: number;
+  flushSeconds?: number;
 }
 
 
@@ -162,7 +168,9 @@ export interface MapOptions {
 
 export async function mapClone(ctx: OpContext, name: string, opts: MapOptions = {}): Promise<CloneResult> {
   const modes = opts.cache ?? ctx.cacheMap ?? [];
-  const cacheVg = modes.includes('none') ? undefined : ctx.cacheVg;
+  // The cache VG is looked at even with --cache none: a write-back cache left there for this
+  // clone holds its newest blocks and must be re-attached, never mapped around.
+  const cacheVg = ctx.cacheVg;
   let state = await observe(ctx.runner, ctx.vg, ctx.scope, cacheVg);
   const found = findObj(state, name);
   if (found.kind === 'image') throw usageError(`${name} is an image: images are used through clones`, `clone it: cowstack clone create NAME --from ${name}`);
@@ -175,13 +183,21 @@ export async function mapClone(ctx: OpContext, name: string, opts: MapOptions = 
       state = await observe(ctx.runner, ctx.vg, ctx.scope, cacheVg);
       o = findClone(state, name);
     }
-  } else if (modes.includes('replica') && cacheVg && !ctx.dryRun) {
-    throw notFound(`--cache replica: this node (${ctx.runner.target}) has no cache VG ${cacheVg}`, 'create it on a local disk: cowstack cache init DEVICE, or map with --cache none');
+  } else if ((modes.includes('replica') || modes.includes('write')) && !state.cache?.exists) {
+    throw notFound(`--cache ${modes.join(',')}: this node (${ctx.runner.target}) has no cache VG ${cacheVg ?? ''}`.trimEnd(), 'create it on a local disk: cowstack cache init DEVICE, or map with --cache none');
   }
-  const plan = planStack(state, o, ctx.scope);
+  if (modes.includes('write') && o.state === 'live' && !state.devices.has(dmName('rw', o.uuid)) && !writebackLv(state.cache, o)) {
+    await runGuarded(ctx, createWritebackSteps(state.cache!.vg, o));
+    if (!ctx.dryRun) {
+      state = await observe(ctx.runner, ctx.vg, ctx.scope, cacheVg);
+      o = findClone(state, name);
+    }
+  }
+  const plan = planStack(state, o, ctx.scope, { replica: !modes.includes('none') });
   await verifyExisting(ctx.runner, state, plan);
   const mode = o.state === 'live' ? 'rw' : 'ro';
-  const result: CloneResult = { name, vg: ctx.vg, uuid: o.uuid, parent: state.repo.byUuid.get(o.parentUuid)?.name, device: plan.device, mode, action: 'none', ...(plan.replica ? { replica: plan.replica } : {}) };
+  const writeback = state.devices.has(dmName('wb', o.uuid)) || plan.steps.some((s) => s.req.argv.includes(dmName('wb', o.uuid)));
+  const result: CloneResult = { name, vg: ctx.vg, uuid: o.uuid, parent: state.repo.byUuid.get(o.parentUuid)?.name, device: plan.device, mode, action: 'none', ...(plan.replica ? { replica: plan.replica } : {}), ...(writeback ? { writeback: dmName('wb', o.uuid) } : {}) };
   if (!plan.steps.length) return result;
   const journal = { op: 'map' as const, vg: ctx.vg, name, uuid: o.uuid };
   // Any layer's activation may be refused by the lock manager: name the one that was.
@@ -221,21 +237,43 @@ async function refuseIfOpen(ctx: OpContext, state: NodeState, o: CowObj, force: 
 }
 
 export async function unmapClone(ctx: OpContext, name: string, opts: { force?: boolean } = {}): Promise<CloneResult> {
-  const seen = await observe(ctx.runner, ctx.vg, ctx.scope);
-  const state = await refuseIfOpen(ctx, seen, findClone(seen, name), opts.force, 'unmap it');
-  const o = findClone(state, name);
-  const steps = teardownPlan(state, o, { removeTop: true, forceTop: opts.force, scope: ctx.scope });
-  const result: CloneResult = { name, vg: ctx.vg, uuid: o.uuid, action: steps.length ? 'unmapped' : 'none' };
-  if (!steps.length) return result;
+  const seen = await observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg);
+  let state = await refuseIfOpen(ctx, seen, findClone(seen, name), opts.force, 'unmap it');
+  let o = findClone(state, name);
   const journal = { op: 'unmap' as const, vg: ctx.vg, name, uuid: o.uuid };
+  // Everything in a write-back cache goes to the COW before the COW can be released.
+  const wb = await withJournal(ctx, journal, state, o, () => releaseWriteback(ctx, state, o, { flush: true, force: opts.force }));
+  if (wb.released && !ctx.dryRun) {
+    state = await observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg);
+    o = findClone(state, name);
+  }
+  const steps = teardownPlan(state, o, { removeTop: true, forceTop: opts.force, scope: ctx.scope });
+  const flushed = wb.flushedBlocks !== undefined ? { flushedBlocks: wb.flushedBlocks, flushSeconds: wb.flushSeconds } : {};
+  const result: CloneResult = { name, vg: ctx.vg, uuid: o.uuid, action: steps.length || wb.released ? 'unmapped' : 'none', ...flushed };
+  if (!steps.length) {
+    if (wb.released) await runPlan(ctx.runner, [endStep(journal)], ctx.observer);
+    return result;
+  }
   await runGuarded(ctx, [beginStep(journal), ...steps, endStep(journal)]);
   return result;
+}
+
+/**
+ * Run a write-back release inside the operation's journal entry: a crash while writing back
+ * leaves the entry, and recover finishes the operation (re-attaching the cache if needed).
+ * The entry stays open for the rest of the operation, whose own plan closes it.
+ */
+async function withJournal<T extends { released: boolean }>(ctx: OpContext, journal: Parameters<typeof beginStep>[0], state: NodeState, o: CloneObj, fn: () => Promise<T>): Promise<T> {
+  const has = state.devices.has(dmName('wb', o.uuid)) || Boolean(writebackLv(state.cache, o));
+  if (!has) return { released: false } as T;
+  await runPlan(ctx.runner, [beginStep(journal)], ctx.observer);
+  return fn();
 }
 
 // ---- commit (sync-back) --------------------------------------------------------------------
 
 export async function commitClone(ctx: OpContext, name: string, opts: { force?: boolean } = {}): Promise<CloneResult> {
-  let state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  let state = await observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg);
   let o = findClone(state, name);
   const base: CloneResult = { name, vg: ctx.vg, uuid: o.uuid, parent: state.repo.byUuid.get(o.parentUuid)?.name, action: 'none' };
   if (o.state === 'committed') {
@@ -254,6 +292,14 @@ export async function commitClone(ctx: OpContext, name: string, opts: { force?: 
   if (o.state !== 'live') throw refused(`${lvRef(o)} is ${o.state}; only a live clone can be committed`, 'its creation did not finish: run cowstack recover');
   state = await refuseIfOpen(ctx, state, o, opts.force, 'commit it');
   o = findClone(state, name);
+  const wbJournal = { op: 'commit' as const, vg: ctx.vg, name, uuid: o.uuid };
+  const held = o;
+  const wb = await withJournal(ctx, wbJournal, state, o, () => releaseWriteback(ctx, state, held, { flush: true, force: opts.force }));
+  if (wb.released && !ctx.dryRun) {
+    state = await observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg);
+    o = findClone(state, name);
+  }
+  if (wb.flushedBlocks !== undefined) Object.assign(base, { flushedBlocks: wb.flushedBlocks, flushSeconds: wb.flushSeconds });
   const top = liveTop(state, o);
   const ref = lvRef(o);
   const steps: Step[] = [];
@@ -295,7 +341,7 @@ function refuseChildren(state: NodeState, o: CowObj): void {
 }
 
 export async function discardClone(ctx: OpContext, name: string, opts: { force?: boolean; mustBeUnmapped?: boolean } = {}): Promise<CloneResult> {
-  let state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  let state = await observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg);
   const o = state.repo.byName.get(name);
   if (!o) {
     validateLvName(name, 'clone name');
@@ -307,6 +353,9 @@ export async function discardClone(ctx: OpContext, name: string, opts: { force?:
     throw refused(`${lvRef(o)} is mapped on this node`, `unmap it first (cowstack clone unmap ${name}) or use cowstack clone discard ${name}`);
   }
   state = await refuseIfOpen(ctx, state, o, opts.force, 'discard it');
+  // Nothing goes back on discard: the write-back cache is dropped, not flushed.
+  const dropped = await releaseWriteback(ctx, state, o, { flush: false, force: opts.force });
+  if (dropped.released && !ctx.dryRun) state = await observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg);
   const own: Step[] = [];
   for (const role of ['rw', 'ro'] as const) {
     const dev = state.devices.get(dmName(role, o.uuid));

@@ -30,9 +30,12 @@ export interface Config {
   cache: { vg: string; map: CacheMapMode[]; rateMiBps?: number };
 }
 
-/** replica: make (or use) a full local copy of the image; none: ignore any cache. */
-export type CacheMapMode = 'replica' | 'none';
-export const CACHE_MAP_MODES: readonly CacheMapMode[] = ['replica', 'none'];
+/**
+ * replica: make (or use) a full local copy of the image; write: a write-back cache on the
+ * local disk under a live clone's COW; none: no caches (a complete replica is not used).
+ */
+export type CacheMapMode = 'replica' | 'write' | 'none';
+export const CACHE_MAP_MODES: readonly CacheMapMode[] = ['replica', 'write', 'none'];
 
 /** Parse `--cache replica,none`-style lists; the bad value is named. */
 export function parseCacheModes(text: string | string[], where = '--cache'): CacheMapMode[] {

@@ -11,6 +11,7 @@ import * as lvm from '../tools/lvm.js';
 import { dmName, dmPath, dmUuid, lvMapperName, lvMapperPath, type DmRole } from './dmNames.js';
 import { cacheLvPath, replicaLvName } from './cacheMeta.js';
 import { replicaSteps, usableReplica } from './cacheStack.js';
+import { attachWritebackSteps, writebackLv } from './cacheWrite.js';
 import { isFrozen, type CloneObj, type CowObj } from './metadata.js';
 import type { NodeState } from './observe.js';
 import type { Step } from './plan.js';
@@ -42,7 +43,7 @@ export interface StackPlan {
   layers: StackLayer[];
   device: string;
   /** Existing devices that must be checked against the expected table before use. */
-  verify: Array<{ name: string; table: string; origin: CowObj; cow: CowObj; originDevice: string; altOriginDevice?: string }>;
+  verify: Array<{ name: string; table: string; origin: CowObj; cow: CowObj; originDevice: string; cowDevice?: string; altOriginDevice?: string }>;
   sectors: number;
   /** The local replica (cache LV name) the stack stands on instead of the image LV. */
   replica?: string;
@@ -52,7 +53,12 @@ export interface StackPlan {
  * The plan that makes `target` usable on this node: read-only (every layer frozen) or
  * read-write (target is a live clone: exclusive COW + rw snapshot on top).
  */
-export function planStack(state: NodeState, target: CowObj, scope: lvm.LvmScope = {}): StackPlan {
+export interface StackOptions {
+  /** false: do not stand on a local replica even when one is complete (`--cache none`). */
+  replica?: boolean;
+}
+
+export function planStack(state: NodeState, target: CowObj, scope: lvm.LvmScope = {}, opts: StackOptions = {}): StackPlan {
   const chain = state.repo.chain(target).reverse(); // image first
   const image = chain[0]!;
   if (image.kind !== 'image' || image.state !== 'sealed') {
@@ -64,7 +70,7 @@ export function planStack(state: NodeState, target: CowObj, scope: lvm.LvmScope 
   const verify: StackPlan['verify'] = [];
   // A complete, verified local replica of exactly this image LV replaces it at the bottom:
   // the node then reads nothing from the repository for this stack.
-  const replica = usableReplica(state.cache, image);
+  const replica = opts.replica === false ? undefined : usableReplica(state.cache, image);
   const imageDevice = lvMapperPath(image.vg, image.name);
   let origin = replica ? cacheLvPath(replica) : imageDevice;
   const altBottom = replica ? imageDevice : undefined;
@@ -91,10 +97,23 @@ export function planStack(state: NodeState, target: CowObj, scope: lvm.LvmScope 
       steps.push(activateStep(o, 'shared', scope));
     }
     const name = dmName(role, o.uuid);
-    const table = dmsetup.snapshotTable(sectors, origin, lvMapperPath(o.vg, o.name), live ? 'PO' : 'P', o.chunkSectors);
+    // A live clone with a write-back cache LV on this node gets it between the snapshot and
+    // the COW; an existing cache LV (a crash left it) is re-attached, never mapped around:
+    // its blocks may be newer than the COW's.
+    let cowDevice = lvMapperPath(o.vg, o.name);
+    if (live && o.kind === 'clone') {
+      const wbName = dmName('wb', o.uuid);
+      const wb = writebackLv(state.cache, o);
+      if (state.devices.has(wbName)) cowDevice = dmPath('wb', o.uuid);
+      else if (wb && !state.devices.has(name)) {
+        steps.push(...attachWritebackSteps(wb, o));
+        cowDevice = dmPath('wb', o.uuid);
+      }
+    }
+    const table = dmsetup.snapshotTable(sectors, origin, cowDevice, live ? 'PO' : 'P', o.chunkSectors);
     if (state.devices.has(name)) {
       // A device built before the replica existed stands on the image LV: same bytes, also fine.
-      verify.push({ name, table, origin: layers[layers.length - 1]!.obj, cow: o, originDevice: origin, ...(layers.length === 1 && altBottom ? { altOriginDevice: altBottom } : {}) });
+      verify.push({ name, table, origin: layers[layers.length - 1]!.obj, cow: o, originDevice: origin, cowDevice, ...(layers.length === 1 && altBottom ? { altOriginDevice: altBottom } : {}) });
     } else {
       steps.push({
         title: `map ${live ? 'writable' : 'read-only'} snapshot ${name} (${o.name})`,
@@ -124,7 +143,7 @@ export async function verifyExisting(runner: Runner, state: NodeState, plan: Sta
     };
     const originNum = devNum(v.originDevice);
     const altNum = v.altOriginDevice ? devNum(v.altOriginDevice) : undefined;
-    const cowNum = devNum(lvMapperPath(v.cow.vg, v.cow.name));
+    const cowNum = devNum(v.cowDevice ?? lvMapperPath(v.cow.vg, v.cow.name));
     const ok =
       line &&
       line.target === 'snapshot' &&

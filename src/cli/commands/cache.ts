@@ -18,13 +18,14 @@ const listText = (r: CacheReport): string => {
 export function register(program: Command): void {
   const cache = program.command('cache').description('node-local caches on the node\'s own disk (a local VG): image replicas');
 
-  cache
-    .command('init')
-    .description('create the node-local cache VG (name: cache.vg in the config) on an unused local disk')
-    .argument('<device>')
-    .action(async (device: string, _o, cmd: Command) => {
+  vgOption(
+    cache
+      .command('init')
+      .description('create the node-local cache VG (name: cache.vg in the config) on an unused local disk')
+      .argument('<device>'),
+  ).action(async (device: string, o, cmd: Command) => {
       const ctx = createContext(cmd);
-      const r = await initCache(ctx.op(), device);
+      const r = await initCache(ctx.op(o.vg), device);
       await ctx.finish(r, (x) => `${x.vg} on ${x.device}: ${x.action === 'created' ? 'created' : 'already so: nothing to do'}${x.sizeBytes ? ` (${formatSize(x.sizeBytes)})` : ''}`);
     });
 
