@@ -9,11 +9,12 @@
 import { CowstackError, EXIT, notFound, refused, usageError } from '../exec/errors.js';
 import type { Runner } from '../exec/types.js';
 import { holders, realpath } from '../tools/files.js';
+import * as dmsetup from '../tools/dmsetup.js';
 import * as lvm from '../tools/lvm.js';
 import { cacheLvFrom, cacheLvPath, cacheTag, replicaLvName, type CacheLv, type CacheState } from './cacheMeta.js';
 import { activateCacheLv } from './cacheStack.js';
 import { collectGarbage, runGuarded, type OpContext } from './clones.js';
-import { lvMapperPath, sameUuid } from './dmNames.js';
+import { dmName, lvMapperPath, sameUuid } from './dmNames.js';
 import type { Repo } from './metadata.js';
 import { findImage, observe } from './observe.js';
 import { runPlan, type Step } from './plan.js';
@@ -219,7 +220,8 @@ async function dropStale(ctx: OpContext, cache: CacheState, repo: Repo): Promise
 async function makeRoom(ctx: OpContext, cache: CacheState, bytes: number, repo: Repo): Promise<string[]> {
   let free = cache.freeBytes;
   if (free >= bytes) return [];
-  const candidates = cache.lvs.filter((c) => !c.lv.open).sort((a, b) => a.usedAt - b.usedAt);
+  // Write-back caches may hold the only copy of a VM's writes: never evicted.
+  const candidates = cache.lvs.filter((c) => c.kind === 'replica' && !c.lv.open).sort((a, b) => a.usedAt - b.usedAt);
   const need = candidates.reduce((n, c) => n + c.sizeBytes, free);
   if (need < bytes) {
     throw refused(`the cache VG ${cache.vg} has ${formatSize(free)} free and ${formatSize(need - free)} in unused caches; ${formatSize(bytes)} are needed`, 'drop caches in use elsewhere (unmap their clones) or give the cache VG a larger disk');
@@ -248,15 +250,21 @@ export interface CacheEntry {
   kind: CacheLv['kind'];
   name: string;
   cacheVg: string;
-  /** complete / copying, or stale when the origin LV no longer exists. */
-  state: CacheLv['state'] | 'stale';
+  /**
+   * Replicas: complete / copying, or stale when the origin LV no longer exists. Write-back
+   * caches: attached (its device is up), or detached (a crash left it: mapping or recovering
+   * the clone here re-attaches it and writes it back).
+   */
+  state: CacheLv['state'] | 'stale' | 'attached' | 'detached';
+  /** Write-back caches: blocks not yet written back to the COW. */
+  dirtyBlocks?: number;
   origin: { uuid: string; name?: string };
   sizeBytes: number;
   copiedBytes: number;
   active: boolean;
   open: boolean;
   lastUsed?: string;
-  /** dm-snapshot and linear origins report no hit counters: a replica serves every read. */
+  /** Write-back caches (kernel counters: read + write hits, read misses); a replica serves every read. */
   hits?: number;
   misses?: number;
 }
@@ -273,22 +281,33 @@ export async function listCaches(ctx: OpContext): Promise<CacheReport> {
   const cacheVg = cacheVgOf(ctx);
   const cache = await observeCache(ctx.runner, cacheVg);
   const repo = cache.exists ? (await observe(ctx.runner, ctx.vg, ctx.scope)).repo : undefined;
+  // Write-back caches report their counters through their dm device (one status call for all).
+  const statuses = cache.lvs.some((c) => c.kind === 'writeback') ? await dmsetup.statusAll(ctx.runner) : new Map<string, dmsetup.DmLine[]>();
   return {
     cacheVg,
     exists: cache.exists,
     sizeBytes: cache.sizeBytes,
     freeBytes: cache.freeBytes,
-    caches: cache.lvs.map((c) => toEntry(c, repo)),
+    caches: cache.lvs.map((c) => toEntry(c, repo, statuses)),
   };
 }
 
-function toEntry(c: CacheLv, repo?: Repo): CacheEntry {
+function toEntry(c: CacheLv, repo: Repo | undefined, statuses: Map<string, dmsetup.DmLine[]>): CacheEntry {
   const origin = repo?.byUuid.get(c.originUuid);
+  let wb: Partial<CacheEntry> = {};
+  if (c.kind === 'writeback') {
+    const line = statuses.get(dmName('wb', c.originUuid))?.[0];
+    const st = line?.target === 'writecache' ? dmsetup.parseWritecacheStatus(line.args) : undefined;
+    wb = st
+      ? { state: 'attached', dirtyBlocks: st.dirtyBlocks, ...(st.readBlocks !== undefined ? { hits: (st.readHits ?? 0) + (st.writeHits ?? 0), misses: st.readBlocks - (st.readHits ?? 0) } : {}) }
+      : { state: 'detached' };
+  }
   return {
     kind: c.kind,
     name: c.name,
     cacheVg: c.vg,
     state: repo && !origin ? 'stale' : c.state,
+    ...wb,
     origin: { uuid: c.originUuid, name: origin?.name },
     sizeBytes: c.sizeBytes,
     copiedBytes: c.copiedBytes,
