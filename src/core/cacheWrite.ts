@@ -76,6 +76,38 @@ export function attachWritebackSteps(wb: CacheLv, clone: CloneObj): Step[] {
   ];
 }
 
+/**
+ * Cluster-wide marker on the clone's LV while a node's write-back cache may hold its newest
+ * blocks: `cowstack_wbhost:<node>`. Every node sees it, so after that node crashes (its
+ * lease expires, the COW could be activated elsewhere) no other node maps or commits the
+ * clone without those blocks: the owner's recover writes them back and removes the marker.
+ */
+export const WB_HOST_TAG = 'cowstack_wbhost:';
+export const wbHostOf = (clone: CloneObj): string | undefined => clone.tags.find((t) => t.startsWith(WB_HOST_TAG))?.slice(WB_HOST_TAG.length);
+
+export async function nodeName(ctx: OpContext): Promise<string> {
+  const r = await ctx.runner.run({ argv: ['uname', '-n'], kind: 'read' });
+  return r.stdout.trim();
+}
+
+export const markWbHostStep = (ctx: OpContext, clone: CloneObj, host: string): Step => ({
+  title: `mark ${lvRef(clone)} write-back cached on ${host}`,
+  req: lvm.lvmRequest('lvchange', ['--addtag', `${WB_HOST_TAG}${host}`, lvRef(clone)], 'write', ctx.scope),
+  undo: [lvm.lvmRequest('lvchange', ['--deltag', `${WB_HOST_TAG}${host}`, lvRef(clone)], 'write', ctx.scope)],
+});
+
+/** Refuse to use a clone whose newest blocks may sit in another node's write-back cache. */
+export async function refuseForeignWriteback(ctx: OpContext, clone: CloneObj, verb: string): Promise<void> {
+  const host = wbHostOf(clone);
+  if (!host) return;
+  const me = await nodeName(ctx);
+  if (host === me) return;
+  throw new CowstackError(EXIT.REFUSED, `${lvRef(clone)} may have blocks not yet written back in the write-back cache of ${host}; refusing to ${verb} it on ${me}`, {
+    hint: `bring ${host} back and run cowstack recover there (it writes them back); if ${host} is lost for good, remove the marker: lvchange --deltag ${WB_HOST_TAG}${host} ${lvRef(clone)} (its unwritten blocks are lost)`,
+    data: { clone: clone.name, host },
+  });
+}
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Write back every dirty block of a cache device and wait until none is left. */
@@ -120,7 +152,15 @@ export async function releaseWriteback(ctx: OpContext, state: NodeState, clone: 
   const name = dmName('wb', clone.uuid);
   const dev = state.devices.get(name);
   const lv = writebackLv(state.cache, clone);
-  if (!dev && !lv) return { released: false };
+  if (!dev && !lv) {
+    // Marker without a cache: the cache was already written back and removed (a crash in between).
+    const host = wbHostOf(clone);
+    if (host && opts.flush && host === (await nodeName(ctx))) {
+      await runPlan(ctx.runner, [{ title: `clear the write-back marker of ${lvRef(clone)}`, req: lvm.lvmRequest('lvchange', ['--deltag', `${WB_HOST_TAG}${host}`, lvRef(clone)], 'write', ctx.scope) }], ctx.observer);
+      return { released: true };
+    }
+    return { released: false };
+  }
   const first: Step[] = [];
   const top = state.devices.get(dmName('rw', clone.uuid));
   if (top) first.push({ title: `unmap ${top.name} (${clone.name})`, req: dmsetup.removeReq(top.name, Boolean(opts.force && top.open > 0)) });
@@ -141,6 +181,9 @@ export async function releaseWriteback(ctx: OpContext, state: NodeState, clone: 
     last.push({ title: `deactivate ${ref}`, req: lvm.lvmRequest('lvchange', ['-an', ref], 'write') });
     last.push({ title: `remove write-back cache LV ${ref}`, req: lvm.lvmRequest('lvremove', ['-y', ref], 'write') });
   }
+  // Only now is everything on the COW: other nodes may use the clone again.
+  const host = wbHostOf(clone);
+  if (host && opts.flush) last.push({ title: `clear the write-back marker of ${lvRef(clone)}`, req: lvm.lvmRequest('lvchange', ['--deltag', `${WB_HOST_TAG}${host}`, lvRef(clone)], 'write', ctx.scope) });
   await runPlan(ctx.runner, last, ctx.observer);
   return { released: true, ...(flushed ? { flushedBlocks: flushed.flushedBlocks, flushSeconds: flushed.seconds } : {}) };
 }

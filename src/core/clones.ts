@@ -6,7 +6,7 @@
 import { CowstackError, EXIT, notFound, refused, usageError } from '../exec/errors.js';
 import { replicate } from './cache.js';
 import { usableReplica } from './cacheStack.js';
-import { createWritebackSteps, releaseWriteback, writebackLv } from './cacheWrite.js';
+import { createWritebackSteps, markWbHostStep, nodeName, refuseForeignWriteback, releaseWriteback, wbHostOf, writebackLv } from './cacheWrite.js';
 import type { CacheMapMode } from './config.js';
 import type { Runner } from '../exec/types.js';
 import * as dmsetup from '../tools/dmsetup.js';
@@ -186,8 +186,10 @@ export async function mapClone(ctx: OpContext, name: string, opts: MapOptions = 
   } else if ((modes.includes('replica') || modes.includes('write')) && !state.cache?.exists) {
     throw notFound(`--cache ${modes.join(',')}: this node (${ctx.runner.target}) has no cache VG ${cacheVg ?? ''}`.trimEnd(), 'create it on a local disk: cowstack cache init DEVICE, or map with --cache none');
   }
+  if (o.state === 'live') await refuseForeignWriteback(ctx, o, 'map');
   if (modes.includes('write') && o.state === 'live' && !state.devices.has(dmName('rw', o.uuid)) && !writebackLv(state.cache, o)) {
-    await runGuarded(ctx, createWritebackSteps(state.cache!.vg, o));
+    const marker = wbHostOf(o) ? [] : [markWbHostStep(ctx, o, await nodeName(ctx))];
+    await runGuarded(ctx, [...marker, ...createWritebackSteps(state.cache!.vg, o)], o);
     if (!ctx.dryRun) {
       state = await observe(ctx.runner, ctx.vg, ctx.scope, cacheVg);
       o = findClone(state, name);
@@ -264,10 +266,13 @@ export async function unmapClone(ctx: OpContext, name: string, opts: { force?: b
  * The entry stays open for the rest of the operation, whose own plan closes it.
  */
 async function withJournal<T extends { released: boolean }>(ctx: OpContext, journal: Parameters<typeof beginStep>[0], state: NodeState, o: CloneObj, fn: () => Promise<T>): Promise<T> {
-  const has = state.devices.has(dmName('wb', o.uuid)) || Boolean(writebackLv(state.cache, o));
+  const has = state.devices.has(dmName('wb', o.uuid)) || Boolean(writebackLv(state.cache, o)) || Boolean(wbHostOf(o));
   if (!has) return { released: false } as T;
   await runPlan(ctx.runner, [beginStep(journal)], ctx.observer);
-  return fn();
+  const res = await fn();
+  // Nothing was ours to release (another node's marker): close the entry again.
+  if (!res.released) await runPlan(ctx.runner, [endStep(journal)], ctx.observer);
+  return res;
 }
 
 // ---- commit (sync-back) --------------------------------------------------------------------
@@ -290,6 +295,7 @@ export async function commitClone(ctx: OpContext, name: string, opts: { force?: 
     return base;
   }
   if (o.state !== 'live') throw refused(`${lvRef(o)} is ${o.state}; only a live clone can be committed`, 'its creation did not finish: run cowstack recover');
+  await refuseForeignWriteback(ctx, o, 'commit');
   state = await refuseIfOpen(ctx, state, o, opts.force, 'commit it');
   o = findClone(state, name);
   const wbJournal = { op: 'commit' as const, vg: ctx.vg, name, uuid: o.uuid };

@@ -10,7 +10,8 @@ import { promises as fsp } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { attach, type Testbed } from '../testbed/index.js';
-import { clusterCli } from './cli.js';
+import { clusterCli, cowstack } from './cli.js';
+import { REPO_VG } from './cluster.js';
 import { MiB, overlay, pattern, sha256, writeAt } from './data.js';
 
 let tb: Testbed;
@@ -200,5 +201,41 @@ describe.sequential('cache VG and replicas', () => {
     await ok('node2', ['clone', 'unmap', w1]);
     await ok('node2', ['clone', 'rm', w1]);
     await ok('node2', ['image', 'rm', wimg]);
+  });
+
+  it('crash with dirty write-back blocks: other nodes refuse the clone; after restart recover writes them back', async () => {
+    const cimg = n('kimg');
+    const base = pattern(16 * MiB, 75);
+    const data = pattern(2 * MiB, 76);
+    await fsp.writeFile(path.join(work, 'k.raw'), base);
+    await ok('node1', ['image', 'import', cimg, path.join(work, 'k.raw')]);
+    const k = n('k1');
+    await ok('node1', ['clone', 'create', k, '--from', cimg, '--cow-size', '16M']);
+    const m = await ok('node1', ['clone', 'map', k, '--cache', 'write']);
+    await writeAt(tb, 'node1', m.device, 6, data); // O_DIRECT + fsync: committed in the cache
+    const before = (await ok('node1', ['status'])).devices.find((d: any) => d.name === m.writeback);
+    expect(before.writeback.dirtyBlocks).toBeGreaterThan(0);
+    await tb.powerOff('node1');
+
+    // Its lease will expire, but the cluster-wide marker keeps node2 off the clone.
+    const refused = await cs('node2', ['clone', 'map', k]);
+    expect(refused.exitCode, refused.stdout).toBe(6);
+    expect(refused.json.message).toContain('write-back cache of node1');
+
+    await tb.boot('node1');
+    const login = await cowstack(tb, ['--host', 'node1', '--json', 'initiator', 'login', tb.portal, tb.targetIqn]);
+    expect(login.exitCode, login.stderr).toBe(0);
+    const join = await cowstack(tb, ['--host', 'node1', '--json', 'cluster', 'join', '--vg', REPO_VG, '--host-id', '1'], { timeoutMs: 900_000 });
+    expect(join.exitCode, join.stdout + join.stderr).toBe(0);
+    const r = await ok('node1', ['recover']);
+    const wb = r.actions.find((a: any) => a.op === 'write-back' && a.name === k);
+    expect(wb, JSON.stringify(r)).toMatchObject({ decision: 'finished' });
+    process.stderr.write(`[cache] recover after power-off: ${wb.detail}\n`);
+    expect((await ok('node1', ['cache', 'list'])).caches.filter((x: any) => x.kind === 'writeback')).toEqual([]);
+
+    const on2 = await ok('node2', ['clone', 'map', k]);
+    expect(await directSha('node2', on2.device)).toBe(sha256(overlay(base, 6 * MiB, data)));
+    await ok('node2', ['clone', 'discard', k]);
+    await ok('node2', ['image', 'rm', cimg]);
   });
 });

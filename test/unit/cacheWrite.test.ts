@@ -33,6 +33,11 @@ function observeWith(r: RecordingRunner, cacheRows: Array<Record<string, unknown
 const ctxOf = (r: RecordingRunner): OpContext => ({ runner: r, vg: VG, cacheVg: CVG });
 const image = (mapped = false) => imageRow('image', U.image, { sha: 'ab'.repeat(32), active: mapped ? 'shared' : undefined, open: mapped, minor: 3 });
 const vm = (active = false, open = false) => cloneRow('vm', U.c1, U.image, { active: active ? 'exclusive' : undefined, open, minor: 8 });
+/** The clone with the cluster-wide marker of node1's write-back cache. */
+const vmMarked = (active = false, open = false) => {
+  const row = vm(active, open);
+  return { ...row, lv_tags: [...(row.lv_tags as string[]), 'cowstack_wbhost:node1'] };
+};
 const status = (free: number, writeback = 0, error = 0) => ({ stdout: `0 ${COW_SECTORS} writecache ${error} 4064 ${free} ${writeback} 10 0 20 0 0 0 20 0 0 0\n` });
 const journal = (op: string, end = false) => (end ? ['rm', '-f', '--', `/var/lib/cowstack/journal/${VG}.vm.${op}.json`] : ['install', '-D', '-m', '0600', '/proc/self/fd/0', `/var/lib/cowstack/journal/${VG}.vm.${op}.json`]);
 
@@ -40,10 +45,12 @@ describe('clone map --cache write', () => {
   it('creates the cache LV (superblock zeroed), then maps writecache between the snapshot and the COW', async () => {
     const r = recorder();
     observeWith(r, [], [image(), vm()]);
-    r.expect(['lvcreate', '-an', '-Zn', '-Wn', '--setautoactivation', 'n', '-L', `${16 * MiB}b`, '-n', WB_LV, '--addtag', 'cowstack_cache:writeback', '--addtag', `cowstack_origin:${U.c1}`, CVG], W)
+    r.expect(['uname', '-n'], { stdout: 'node1\n' })
+      .expect(['lvchange', '--addtag', 'cowstack_wbhost:node1', `${VG}/vm`], W)
+      .expect(['lvcreate', '-an', '-Zn', '-Wn', '--setautoactivation', 'n', '-L', `${16 * MiB}b`, '-n', WB_LV, '--addtag', 'cowstack_cache:writeback', '--addtag', `cowstack_origin:${U.c1}`, CVG], W)
       .expect(['lvchange', '-aey', `${CVG}/${WB_LV}`], W)
       .expect(['dd', 'if=/dev/zero', `of=${WB_LV_PATH}`, 'bs=4096', 'count=1', 'oflag=direct', 'conv=fsync', 'status=none'], W);
-    observeWith(r, [wbRow()], [image(), vm()], [lvDev(WB_LV, 'Wb0000-aaaa-bbbb-cccc-dddd-eeee-ffffff', 30, 0, false, CVG)]);
+    observeWith(r, [wbRow()], [image(), vmMarked()], [lvDev(WB_LV, 'Wb0000-aaaa-bbbb-cccc-dddd-eeee-ffffff', 30, 0, false, CVG)]);
     r.expect(journal('map'), W)
       .expect(['lvchange', '-asy', `${VG}/image`], W)
       .expect(['lvchange', '-aey', `${VG}/vm`], W)
@@ -106,8 +113,9 @@ describe('releasing the write-back cache', () => {
 
   it('after a crash (cache LV, no devices) commit re-attaches the cache over the COW and writes it back before the state change', async () => {
     const r = recorder();
-    observeWith(r, [wbRow(false)], [image(), vm()]);
-    r.expect(journal('commit'), W)
+    observeWith(r, [wbRow(false)], [image(), vmMarked()]);
+    r.expect(['uname', '-n'], { stdout: 'node1\n' })
+      .expect(journal('commit'), W)
       .expect(['lvchange', '-aey', `${VG}/vm`], W)
       .expect(['lvchange', '-aey', `${CVG}/${WB_LV}`], W)
       .expect(['dmsetup', 'create', WB, '--uuid', `COWSTACK-wb-${compact(U.c1)}`, '--table', WB_TABLE], W)
@@ -116,7 +124,8 @@ describe('releasing the write-back cache', () => {
       .expect(['dmsetup', 'status', WB], status(4064, 0))
       .expect(['dmsetup', 'remove', '--retry', WB], W)
       .expect(['lvchange', '-an', `${CVG}/${WB_LV}`], W)
-      .expect(['lvremove', '-y', `${CVG}/${WB_LV}`], W);
+      .expect(['lvremove', '-y', `${CVG}/${WB_LV}`], W)
+      .expect(['lvchange', '--deltag', 'cowstack_wbhost:node1', `${VG}/vm`], W);
     observeWith(r, [], [image(), vm(true)], [lvDev('vm', U.c1, 8, 0)]);
     r.expect(journal('commit'), W)
       .expect(['lvchange', '--permission', 'r', '--deltag', 'cowstack_state:live', '--addtag', 'cowstack_state:committed', `${VG}/vm`], W)
@@ -156,5 +165,17 @@ describe('releasing the write-back cache', () => {
     expectObserve(r, [image(true)], [lvDev('image', U.image, 3, 0, true)]).expect(['lvchange', '-an', `${VG}/image`], W);
     expect((await discardClone(ctxOf(r), 'vm')).action).toBe('discarded');
     r.verify();
+  });
+
+  it('another node refuses to map or commit a clone whose blocks may sit in node1\'s write-back cache', async () => {
+    for (const op of ['map', 'commit'] as const) {
+      const r = recorder('node2');
+      observeWith(r, [], [image(), vmMarked()]);
+      r.expect(['uname', '-n'], { stdout: 'node2\n' });
+      const e = await rejectionOf(op === 'map' ? mapClone(ctxOf(r), 'vm') : commitClone(ctxOf(r), 'vm'), EXIT.REFUSED);
+      expect(e.message).toContain('write-back cache of node1');
+      expect(e.hint).toContain('cowstack recover');
+      r.verify();
+    }
   });
 });
