@@ -1,7 +1,8 @@
 /** npm run bench -- NAME: side-by-side benchmarks in the testbed. */
+import { benchCache } from './cache.js';
 import { benchClone } from './clone.js';
 
-const benches: Record<string, () => Promise<void>> = { clone: benchClone };
+const benches: Record<string, () => Promise<void>> = { clone: benchClone, cache: benchCache };
 const name = process.argv[2] ?? '';
 const fn = benches[name];
 if (!fn) {

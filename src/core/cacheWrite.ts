@@ -110,28 +110,33 @@ export async function refuseForeignWriteback(ctx: OpContext, clone: CloneObj, ve
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+async function writecacheStatus(ctx: OpContext, name: string): Promise<dmsetup.WritecacheStatus> {
+  const [line] = await dmsetup.status(ctx.runner, name);
+  if (!line || line.target !== 'writecache') throw new CowstackError(EXIT.FAILED, `${name} is not a writecache device`, { hint: 'inspect it with dmsetup table; run cowstack recover' });
+  return dmsetup.parseWritecacheStatus(line.args);
+}
+
 /** Write back every dirty block of a cache device and wait until none is left. */
 export async function flushWriteback(ctx: OpContext, name: string, opts: { timeoutMs?: number } = {}): Promise<{ flushedBlocks: number; seconds: number }> {
   const started = Date.now();
+  // What is dirty now is what this write-back costs (the flush message alone may write it back).
+  const before = ctx.dryRun ? undefined : await writecacheStatus(ctx, name);
   // flush commits what is in flight; cleaner makes it write everything back and take no new writes.
   await runPlan(ctx.runner, [
     { title: `flush ${name}`, req: dmsetup.messageReq(name, 'flush') },
     { title: `write back everything in ${name}`, req: dmsetup.messageReq(name, 'cleaner') },
   ], ctx.observer);
   if (ctx.dryRun) return { flushedBlocks: 0, seconds: 0 };
-  let first: number | undefined;
+  const first = before ? before.dirtyBlocks + before.writebackBlocks : 0;
   const deadline = started + (opts.timeoutMs ?? 30 * 60_000);
   for (;;) {
-    const [line] = await dmsetup.status(ctx.runner, name);
-    if (!line || line.target !== 'writecache') throw new CowstackError(EXIT.FAILED, `${name} is not a writecache device`, { hint: 'inspect it with dmsetup table; run cowstack recover' });
-    const s = dmsetup.parseWritecacheStatus(line.args);
+    const s = await writecacheStatus(ctx, name);
     if (s.error) {
       throw new CowstackError(EXIT.FAILED, `write-back cache ${name} reports I/O error ${s.error}; its dirty blocks are still only on this node`, {
         hint: 'do not release the clone: fix the repository path or the local disk, then run cowstack recover on this node',
       });
     }
     const dirty = s.dirtyBlocks + s.writebackBlocks;
-    first ??= dirty;
     if (dirty === 0) return { flushedBlocks: first, seconds: (Date.now() - started) / 1000 };
     if (Date.now() > deadline) {
       throw new CowstackError(EXIT.FAILED, `write-back cache ${name} still has ${dirty} dirty block(s) after ${Math.round((Date.now() - started) / 1000)} s`, {

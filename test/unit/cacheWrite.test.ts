@@ -94,6 +94,7 @@ describe('releasing the write-back cache', () => {
     observeWith(r, [wbRow(true, true)], [image(true), vm(true, true)], mappedDevs());
     r.expect(journal('unmap'), W)
       .expect(['dmsetup', 'remove', '--retry', rw(U.c1)], W)
+      .expect(['dmsetup', 'status', WB], status(3992, 0))
       .expect(['dmsetup', 'message', WB, '0', 'flush'], W)
       .expect(['dmsetup', 'message', WB, '0', 'cleaner'], W)
       .expect(['dmsetup', 'status', WB], status(4000, 8))
@@ -119,6 +120,7 @@ describe('releasing the write-back cache', () => {
       .expect(['lvchange', '-aey', `${VG}/vm`], W)
       .expect(['lvchange', '-aey', `${CVG}/${WB_LV}`], W)
       .expect(['dmsetup', 'create', WB, '--uuid', `COWSTACK-wb-${compact(U.c1)}`, '--table', WB_TABLE], W)
+      .expect(['dmsetup', 'status', WB], status(4000, 0))
       .expect(['dmsetup', 'message', WB, '0', 'flush'], W)
       .expect(['dmsetup', 'message', WB, '0', 'cleaner'], W)
       .expect(['dmsetup', 'status', WB], status(4064, 0))
@@ -142,6 +144,7 @@ describe('releasing the write-back cache', () => {
     observeWith(r, [wbRow(true, true)], [image(true), vm(true, true)], mappedDevs());
     r.expect(journal('commit'), W)
       .expect(['dmsetup', 'remove', '--retry', rw(U.c1)], W)
+      .expect(['dmsetup', 'status', WB], status(100, 0))
       .expect(['dmsetup', 'message', WB, '0', 'flush'], W)
       .expect(['dmsetup', 'message', WB, '0', 'cleaner'], W)
       .expect(['dmsetup', 'status', WB], status(100, 0, 5));
