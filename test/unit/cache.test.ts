@@ -4,6 +4,7 @@
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { dropCaches, initCache, replicate } from '../../src/core/cache.js';
+import { mapClone } from '../../src/core/clones.js';
 import { cacheLvFrom } from '../../src/core/cacheMeta.js';
 import type { OpContext } from '../../src/core/clones.js';
 import { parseCacheModes } from '../../src/core/config.js';
@@ -279,3 +280,34 @@ describe('cache modes', () => {
   });
 });
 
+describe('clone map --cache replica', () => {
+  it('makes the verified replica on first map, then maps the clone on it (the image LV is released again)', async () => {
+    const rows = [imageRow('image', U.image, { sha: SHA }), cloneRow('vm', U.c1, U.image)];
+    const r = recorder();
+    expectCache(r, []);
+    expectObserve(r, rows);
+    // replicate()
+    expectObserve(r, rows);
+    expectCache(r, []);
+    r.expect(['lvcreate', '-an', '-Zn', '-Wn', '--setautoactivation', 'n', '-L', `${64 * MiB}b`, '-n', RP,
+      '--addtag', 'cowstack_cache:replica', '--addtag', `cowstack_origin:${U.image}`, '--addtag', 'cowstack_cstate:copying', '--addtag', 'cowstack_copied:0', '--addtag', `cowstack_sha256:${SHA}`, CVG])
+      .expect(['lvchange', '-aey', `${CVG}/${RP}`])
+      .expect(['lvchange', '-asy', `${VG}/image`])
+      .expect(['dd', `if=/dev/mapper/${VG}-image`, `of=${RP_PATH}`, 'bs=4M', 'skip=0', 'seek=0', 'count=16', 'iflag=direct', 'oflag=direct', 'conv=fsync,notrunc', 'status=none'])
+      .expect(['lvchange', '--deltag', 'cowstack_copied:0', '--addtag', `cowstack_copied:${64 * MiB}`, `${CVG}/${RP}`])
+      .expect(['sha256sum', RP_PATH], { stdout: `${SHA}  ${RP_PATH}\n` })
+      .expect(['lvchange', '--permission', 'r', '--deltag', 'cowstack_cstate:copying', '--addtag', 'cowstack_cstate:complete', '--deltag', `cowstack_copied:${64 * MiB}`, '--addtag', `cowstack_copied:${64 * MiB}`, '--addtag', `cowstack_used:${NOW}`, `${CVG}/${RP}`]);
+    expectObserve(r, [imageRow('image', U.image, { sha: SHA, active: 'shared', minor: 3 }), cloneRow('vm', U.c1, U.image)], [lvDev('image', U.image, 3, 0, true)]).expect(['lvchange', '-an', `${VG}/image`]);
+    // mapClone again, now on the replica
+    expectCache(r, [replicaRow({ active: true, used: NOW })]);
+    expectObserve(r, rows);
+    r.expect(['install', '-D', '-m', '0600', '/proc/self/fd/0', `/var/lib/cowstack/journal/${VG}.vm.map.json`])
+      .expect(['lvchange', '--deltag', `cowstack_used:${NOW}`, '--addtag', `cowstack_used:${NOW}`, `${CVG}/${RP}`])
+      .expect(['lvchange', '-aey', `${VG}/vm`])
+      .expect(['dmsetup', 'create', rw(U.c1), '--uuid', `COWSTACK-rw-${compact(U.c1)}`, '--table', `0 ${(64 * MiB) / 512} snapshot ${RP_PATH} /dev/mapper/${VG}-vm PO 8`])
+      .expect(['rm', '-f', '--', `/var/lib/cowstack/journal/${VG}.vm.map.json`]);
+    const res = await mapClone(ctxOf(r), 'vm', { cache: ['replica'] });
+    r.verify();
+    expect(res).toMatchObject({ action: 'mapped', replica: RP });
+  });
+});
