@@ -327,7 +327,8 @@ export async function commitClone(ctx: OpContext, name: string, opts: { force?: 
 
 /** Unmap read-only ancestors nothing uses any more and release their shared activation. */
 export async function collectGarbage(ctx: OpContext, fromName: string): Promise<void> {
-  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  // With the cache VG: a snapshot on a local replica does not hold the image LV open.
+  const state = await observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg);
   const o = state.repo.byName.get(fromName);
   if (!o) return;
   const parent = o.kind === 'clone' ? state.repo.byUuid.get(o.parentUuid) : undefined;

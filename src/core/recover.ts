@@ -107,8 +107,8 @@ async function recoverWriteback(ctx: OpContext): Promise<RecoverAction[]> {
     if (o.kind !== 'clone' || o.state !== 'live') continue;
     const lv = writebackLv(state.cache, o);
     if (!lv && wbHostOf(o) !== me) continue;
-    const top = state.devices.get(dmName('rw', o.uuid));
-    if (top && top.open > 0 && state.devices.has(dmName('wb', o.uuid))) continue; // a VM runs on it
+    // An attached cache is a clone in use (or a map the journal accounts for): left alone.
+    if (state.devices.has(dmName('wb', o.uuid))) continue;
     try {
       const r = await unmapClone(ctx, o.name);
       out.push({ op: 'write-back', name: o.name, decision: 'finished', detail: r.flushedBlocks !== undefined ? `${r.flushedBlocks} block(s) written back to the COW, cache removed, COW released` : 'marker cleared' });

@@ -134,7 +134,7 @@ describe('releasing the write-back cache', () => {
       .expect(['lvchange', '-an', `${VG}/vm`], W)
       .expect(journal('commit', true), W);
     // collectGarbage after the commit: nothing of the stack is left here.
-    expectObserve(r, [image(), cloneRow('vm', U.c1, U.image, { state: 'committed' })]);
+    observeWith(r, [], [image(), cloneRow('vm', U.c1, U.image, { state: 'committed' })]);
     expect((await commitClone(ctxOf(r), 'vm')).action).toBe('committed');
     r.verify();
   });
@@ -165,7 +165,7 @@ describe('releasing the write-back cache', () => {
       .expect(['lvchange', '-an', `${VG}/vm`], W)
       .expect(['lvremove', '-y', `${VG}/vm`], W)
       .expect(journal('discard', true), W);
-    expectObserve(r, [image(true)], [lvDev('image', U.image, 3, 0, true)]).expect(['lvchange', '-an', `${VG}/image`], W);
+    observeWith(r, [], [image(true)], [lvDev('image', U.image, 3, 0, true)]).expect(['lvchange', '-an', `${VG}/image`], W);
     expect((await discardClone(ctxOf(r), 'vm')).action).toBe('discarded');
     r.verify();
   });
