@@ -29,9 +29,10 @@ const cacheVgOf = (ctx: OpContext): string => validateVgName(ctx.cacheVg ?? DEFA
 
 /** The cache VG and its LVs; `exists: false` when the node has none. Local VG: no device filter. */
 export async function observeCache(runner: Runner, vg: string): Promise<CacheState> {
-  const [vgInfo] = await lvm.vgs(runner, vg);
+  // Both reports at once (a missing VG is an empty answer to each): one round trip, not two.
+  const [[vgInfo], all] = await Promise.all([lvm.vgs(runner, vg), lvm.lvs(runner, vg)]);
   if (!vgInfo) return { vg, exists: false, freeBytes: 0, sizeBytes: 0, extentBytes: EXTENT, lvs: [] };
-  const lvs = (await lvm.lvs(runner, vg)).map(cacheLvFrom).filter((c): c is CacheLv => Boolean(c));
+  const lvs = all.map(cacheLvFrom).filter((c): c is CacheLv => Boolean(c));
   return { vg, exists: true, freeBytes: vgInfo.freeBytes, sizeBytes: vgInfo.sizeBytes, extentBytes: vgInfo.extentBytes, lvs };
 }
 

@@ -21,8 +21,12 @@ export interface NodeState {
 /** With `cacheVg`, the node's cache VG is observed too (two more local LVM reports). */
 export async function observe(runner: Runner, vg: string, scope: lvm.LvmScope = {}, cacheVg?: string): Promise<NodeState> {
   validateVgName(vg);
-  const cache = cacheVg ? await observeCache(runner, validateVgName(cacheVg)) : undefined;
-  const [reported, devices, modes] = await Promise.all([lvm.lvs(runner, vg, scope), dmsetup.listDevices(runner), sanlock.lvLockModes(runner)]);
+  const [cache, reported, devices, modes] = await Promise.all([
+    cacheVg ? observeCache(runner, validateVgName(cacheVg)) : undefined,
+    lvm.lvs(runner, vg, scope),
+    dmsetup.listDevices(runner),
+    sanlock.lvLockModes(runner),
+  ]);
   const lvs = sanlock.withLockModes(reported, modes);
   if (!lvs.length && !(await lvm.vgs(runner, vg, scope)).length) {
     throw notFound(`repository VG ${vg} is not visible on ${runner.target}`, 'log in to the LUN and join the cluster: cowstack initiator login …, cowstack cluster join');

@@ -211,7 +211,8 @@ describe('cache replicate', () => {
     expect((await rejectionOf(replicate(ctxOf(r), 'image'), EXIT.REFUSED)).message).toContain('no recorded sha256');
     const n = recorder();
     expectObserve(n, [img()]);
-    n.expect(vgsArgv(CVG), { exitCode: 5, stderr: `  Volume group "${CVG}" not found\n  Cannot process volume group ${CVG}\n` });
+    n.expect(vgsArgv(CVG), { exitCode: 5, stderr: `  Volume group "${CVG}" not found\n  Cannot process volume group ${CVG}\n` })
+      .expect(lvsArgv(CVG), { exitCode: 5, stderr: `  Volume group "${CVG}" not found\n  Cannot process volume group ${CVG}\n` });
     const e = await rejectionOf(replicate(ctxOf(n), 'image'), EXIT.NOT_FOUND);
     expect(e.hint).toContain('cowstack cache init');
     n.verify();

@@ -78,7 +78,7 @@ describe('clone map --cache write', () => {
 
   it('refuses (7) --cache write on a node without a cache VG, before writing anything', async () => {
     const r = recorder();
-    r.expect(vgsArgv(CVG), { exitCode: 5, stderr: `  Volume group "${CVG}" not found\n` });
+    r.expect(vgsArgv(CVG), { exitCode: 5, stderr: `  Volume group "${CVG}" not found\n` }).expect(lvsArgv(CVG), { exitCode: 5, stderr: `  Volume group "${CVG}" not found\n` });
     expectObserve(r, [image(), vm()]);
     const e = await rejectionOf(mapClone(ctxOf(r), 'vm', { cache: ['write'] }), EXIT.NOT_FOUND);
     expect(e.hint).toContain('cache init');
