@@ -5,6 +5,7 @@
  */
 import { CowstackError, EXIT, notFound, refused, usageError } from '../exec/errors.js';
 import { replicate } from './cache.js';
+import { writebackLvName } from './cacheMeta.js';
 import { usableReplica } from './cacheStack.js';
 import { createWritebackSteps, markWbHostStep, nodeName, refuseForeignWriteback, releaseWriteback, wbHostOf, writebackLv } from './cacheWrite.js';
 import type { CacheMapMode } from './config.js';
@@ -193,6 +194,10 @@ export async function mapClone(ctx: OpContext, name: string, opts: MapOptions = 
     if (!ctx.dryRun) {
       state = await observe(ctx.runner, ctx.vg, ctx.scope, cacheVg);
       o = findClone(state, name);
+    } else {
+      // Nothing was created: plan as if it had been, so the dry run shows the whole stack.
+      const lv = { name: writebackLvName(o.uuid), vg: state.cache!.vg, activeLocally: true } as lvm.LvInfo;
+      state = { ...state, cache: { ...state.cache!, lvs: [...state.cache!.lvs, { kind: 'writeback', name: lv.name, vg: lv.vg, uuid: '', originUuid: o.uuid, state: 'complete', copiedBytes: 0, usedAt: 0, sizeBytes: 0, lv }] } };
     }
   }
   const plan = planStack(state, o, ctx.scope, { replica: !modes.includes('none') });

@@ -182,3 +182,19 @@ describe('releasing the write-back cache', () => {
     }
   });
 });
+
+describe('clone map --cache write --dry-run', () => {
+  it('prints every write of the whole stack, cache included, and runs none', async () => {
+    const { DryRunRunner } = await import('../../src/exec/dryRunRunner.js');
+    const r = recorder();
+    observeWith(r, [], [image(), vm()]);
+    r.expect(['uname', '-n'], { stdout: 'node1\n' });
+    const dry = new DryRunRunner(r);
+    await mapClone({ runner: dry, vg: VG, cacheVg: CVG, dryRun: true }, 'vm', { cache: ['write'] });
+    r.verify();
+    expect(dry.planned.map((p) => p.argv.slice(0, 2).join(' '))).toEqual([
+      'lvchange --addtag', 'lvcreate -an', 'lvchange -aey', 'dd if=/dev/zero', 'install -D', 'lvchange -asy', 'lvchange -aey', 'dmsetup create', 'dmsetup create', 'rm -f',
+    ]);
+    expect(dry.planned.at(-2)!.argv.join(' ')).toContain(`snapshot /dev/mapper/${VG}-image /dev/mapper/${WB} PO 8`);
+  });
+});
