@@ -1,8 +1,9 @@
 /** npm run bench -- NAME: side-by-side benchmarks in the testbed. */
+import { benchCache } from './cache.js';
 import { benchClone } from './clone.js';
 import { benchTm } from './tm.js';
 
-const benches: Record<string, () => Promise<void>> = { clone: benchClone, tm: benchTm };
+const benches: Record<string, () => Promise<void>> = { clone: benchClone, tm: benchTm, cache: benchCache };
 const name = process.argv[2] ?? '';
 const fn = benches[name];
 if (!fn) {

@@ -64,7 +64,10 @@ export function createContext(cmd: Command): Context {
     config,
     runner,
     progress,
-    op: (vg) => ({ runner, vg: vg ?? config.repository.vg, scope: { devices: config.repository.devices }, observer: progress, dryRun: opts.dryRun }),
+    op: (vg) => ({
+      runner, vg: vg ?? config.repository.vg, scope: { devices: config.repository.devices }, observer: progress, dryRun: opts.dryRun,
+      cacheVg: config.cache.vg, cacheMap: config.cache.map, cacheRateMiBps: config.cache.rateMiBps,
+    }),
     async finish(result, human, failure) {
       const planned = runner instanceof DryRunRunner ? runner.planned : undefined;
       if (opts.json) {

@@ -14,6 +14,7 @@ import { register as registerReport } from './commands/report.js';
 import { register as registerTarget } from './commands/target.js';
 import { register as registerInstall } from './commands/install.js';
 import { register as registerTm } from './commands/tm.js';
+import { register as registerCache } from './commands/cache.js';
 import { EXIT_NAMES } from '../exec/errors.js';
 import { VERSION } from './version.js';
 
@@ -42,6 +43,7 @@ export function buildProgram(): Command {
   registerTarget(program);
   registerInstall(program);
   registerTm(program);
+  registerCache(program);
   // Subcommands inherit exitOverride so usage errors reach the boundary.
   const inherit = (c: Command) => c.commands.forEach((sub) => (sub.exitOverride(), inherit(sub)));
   inherit(program);

@@ -3,7 +3,12 @@
  * map/unmap on a node, commit (sync-back: the clone becomes a read-only parent), discard,
  * rm and grow. Each operation observes, plans, journals and runs; each is idempotent.
  */
-import { CowstackError, EXIT, refused, usageError } from '../exec/errors.js';
+import { CowstackError, EXIT, notFound, refused, usageError } from '../exec/errors.js';
+import { replicate } from './cache.js';
+import { writebackLvName } from './cacheMeta.js';
+import { usableReplica } from './cacheStack.js';
+import { createWritebackSteps, markWbHostStep, nodeName, refuseForeignWriteback, releaseWriteback, wbHostOf, writebackLv } from './cacheWrite.js';
+import type { CacheMapMode } from './config.js';
 import type { Runner } from '../exec/types.js';
 import * as dmsetup from '../tools/dmsetup.js';
 import * as lvm from '../tools/lvm.js';
@@ -24,6 +29,12 @@ export interface OpContext {
   scope?: lvm.LvmScope;
   observer?: PlanObserver;
   dryRun?: boolean;
+  /** The node-local cache VG (config cache.vg); unset: caches are not looked at. */
+  cacheVg?: string;
+  /** What `clone map` does with caches when the caller does not say (config cache.map). */
+  cacheMap?: CacheMapMode[];
+  /** Copy rate limit for replicas made on map (config cache.rateMiBps). */
+  cacheRateMiBps?: number;
 }
 
 /**
@@ -64,6 +75,13 @@ export interface CloneResult {
   mode?: 'rw' | 'ro';
   cowBytes?: number;
   chunkSectors?: number;
+  /** The local replica the mapped stack stands on (cache VG LV name). */
+  replica?: string;
+  /** The write-back cache device under the clone's snapshot. */
+  writeback?: string;
+  /** Blocks written back from the write-back cache before the COW was released. */
+  flushedBlocks?: number;
+  flushSeconds?: number;
 }
 
 
@@ -141,14 +159,52 @@ function finishCreateSteps(ctx: OpContext, o: Pick<CowObj, 'vg' | 'name'>, chunk
 
 // ---- map / unmap -------------------------------------------------------------------------
 
-export async function mapClone(ctx: OpContext, name: string): Promise<CloneResult> {
-  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
-  const o = findObj(state, name);
-  if (o.kind === 'image') throw usageError(`${name} is an image: images are used through clones`, `clone it: cowstack clone create NAME --from ${name}`);
-  const plan = planStack(state, o, ctx.scope);
+export interface MapOptions {
+  /**
+   * replica: make the image's verified local replica first if the node has none (needs a
+   * cache VG); none: ignore caches. Default: ctx.cacheMap; a complete replica is used anyway.
+   */
+  cache?: CacheMapMode[];
+}
+
+export async function mapClone(ctx: OpContext, name: string, opts: MapOptions = {}): Promise<CloneResult> {
+  const modes = opts.cache ?? ctx.cacheMap ?? [];
+  // The cache VG is looked at even with --cache none: a write-back cache left there for this
+  // clone holds its newest blocks and must be re-attached, never mapped around.
+  const cacheVg = ctx.cacheVg;
+  let state = await observe(ctx.runner, ctx.vg, ctx.scope, cacheVg);
+  const found = findObj(state, name);
+  if (found.kind === 'image') throw usageError(`${name} is an image: images are used through clones`, `clone it: cowstack clone create NAME --from ${name}`);
+  let o: CloneObj = found;
+  if (modes.includes('replica') && state.cache?.exists) {
+    const image = state.repo.chain(o).at(-1)!;
+    // Only before anything of this stack is mapped here: a live stack keeps its origin.
+    if (image.kind === 'image' && !usableReplica(state.cache, image) && !state.devices.has(dmName('rw', o.uuid)) && !state.devices.has(dmName('ro', o.uuid))) {
+      await replicate(ctx, image.name, { rateMiBps: ctx.cacheRateMiBps });
+      state = await observe(ctx.runner, ctx.vg, ctx.scope, cacheVg);
+      o = findClone(state, name);
+    }
+  } else if ((modes.includes('replica') || modes.includes('write')) && !state.cache?.exists) {
+    throw notFound(`--cache ${modes.join(',')}: this node (${ctx.runner.target}) has no cache VG ${cacheVg ?? ''}`.trimEnd(), 'create it on a local disk: cowstack cache init DEVICE, or map with --cache none');
+  }
+  if (o.state === 'live') await refuseForeignWriteback(ctx, o, 'map');
+  if (modes.includes('write') && o.state === 'live' && !state.devices.has(dmName('rw', o.uuid)) && !writebackLv(state.cache, o)) {
+    const marker = wbHostOf(o) ? [] : [markWbHostStep(ctx, o, await nodeName(ctx))];
+    await runGuarded(ctx, [...marker, ...createWritebackSteps(state.cache!.vg, o)], o);
+    if (!ctx.dryRun) {
+      state = await observe(ctx.runner, ctx.vg, ctx.scope, cacheVg);
+      o = findClone(state, name);
+    } else {
+      // Nothing was created: plan as if it had been, so the dry run shows the whole stack.
+      const lv = { name: writebackLvName(o.uuid), vg: state.cache!.vg, activeLocally: true } as lvm.LvInfo;
+      state = { ...state, cache: { ...state.cache!, lvs: [...state.cache!.lvs, { kind: 'writeback', name: lv.name, vg: lv.vg, uuid: '', originUuid: o.uuid, state: 'complete', copiedBytes: 0, usedAt: 0, sizeBytes: 0, lv }] } };
+    }
+  }
+  const plan = planStack(state, o, ctx.scope, { replica: !modes.includes('none') });
   await verifyExisting(ctx.runner, state, plan);
   const mode = o.state === 'live' ? 'rw' : 'ro';
-  const result: CloneResult = { name, vg: ctx.vg, uuid: o.uuid, parent: state.repo.byUuid.get(o.parentUuid)?.name, device: plan.device, mode, action: 'none' };
+  const writeback = state.devices.has(dmName('wb', o.uuid)) || plan.steps.some((s) => s.req.argv.includes(dmName('wb', o.uuid)));
+  const result: CloneResult = { name, vg: ctx.vg, uuid: o.uuid, parent: state.repo.byUuid.get(o.parentUuid)?.name, device: plan.device, mode, action: 'none', ...(plan.replica ? { replica: plan.replica } : {}), ...(writeback ? { writeback: dmName('wb', o.uuid) } : {}) };
   if (!plan.steps.length) return result;
   const journal = { op: 'map' as const, vg: ctx.vg, name, uuid: o.uuid };
   // Any layer's activation may be refused by the lock manager: name the one that was.
@@ -188,21 +244,46 @@ async function refuseIfOpen(ctx: OpContext, state: NodeState, o: CowObj, force: 
 }
 
 export async function unmapClone(ctx: OpContext, name: string, opts: { force?: boolean } = {}): Promise<CloneResult> {
-  const seen = await observe(ctx.runner, ctx.vg, ctx.scope);
-  const state = await refuseIfOpen(ctx, seen, findClone(seen, name), opts.force, 'unmap it');
-  const o = findClone(state, name);
-  const steps = teardownPlan(state, o, { removeTop: true, forceTop: opts.force, scope: ctx.scope });
-  const result: CloneResult = { name, vg: ctx.vg, uuid: o.uuid, action: steps.length ? 'unmapped' : 'none' };
-  if (!steps.length) return result;
+  const seen = await observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg);
+  let state = await refuseIfOpen(ctx, seen, findClone(seen, name), opts.force, 'unmap it');
+  let o = findClone(state, name);
   const journal = { op: 'unmap' as const, vg: ctx.vg, name, uuid: o.uuid };
+  // Everything in a write-back cache goes to the COW before the COW can be released.
+  const wb = await withJournal(ctx, journal, state, o, () => releaseWriteback(ctx, state, o, { flush: true, force: opts.force }));
+  if (wb.released && !ctx.dryRun) {
+    state = await observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg);
+    o = findClone(state, name);
+  }
+  const steps = teardownPlan(state, o, { removeTop: true, forceTop: opts.force, scope: ctx.scope });
+  const flushed = wb.flushedBlocks !== undefined ? { flushedBlocks: wb.flushedBlocks, flushSeconds: wb.flushSeconds } : {};
+  const result: CloneResult = { name, vg: ctx.vg, uuid: o.uuid, action: steps.length || wb.released ? 'unmapped' : 'none', ...flushed };
+  if (!steps.length) {
+    if (wb.released) await runPlan(ctx.runner, [endStep(journal)], ctx.observer);
+    return result;
+  }
   await runGuarded(ctx, [beginStep(journal), ...steps, endStep(journal)]);
   return result;
+}
+
+/**
+ * Run a write-back release inside the operation's journal entry: a crash while writing back
+ * leaves the entry, and recover finishes the operation (re-attaching the cache if needed).
+ * The entry stays open for the rest of the operation, whose own plan closes it.
+ */
+async function withJournal<T extends { released: boolean }>(ctx: OpContext, journal: Parameters<typeof beginStep>[0], state: NodeState, o: CloneObj, fn: () => Promise<T>): Promise<T> {
+  const has = state.devices.has(dmName('wb', o.uuid)) || Boolean(writebackLv(state.cache, o)) || Boolean(wbHostOf(o));
+  if (!has) return { released: false } as T;
+  await runPlan(ctx.runner, [beginStep(journal)], ctx.observer);
+  const res = await fn();
+  // Nothing was ours to release (another node's marker): close the entry again.
+  if (!res.released) await runPlan(ctx.runner, [endStep(journal)], ctx.observer);
+  return res;
 }
 
 // ---- commit (sync-back) --------------------------------------------------------------------
 
 export async function commitClone(ctx: OpContext, name: string, opts: { force?: boolean } = {}): Promise<CloneResult> {
-  let state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  let state = await observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg);
   let o = findClone(state, name);
   const base: CloneResult = { name, vg: ctx.vg, uuid: o.uuid, parent: state.repo.byUuid.get(o.parentUuid)?.name, action: 'none' };
   if (o.state === 'committed') {
@@ -219,8 +300,17 @@ export async function commitClone(ctx: OpContext, name: string, opts: { force?: 
     return base;
   }
   if (o.state !== 'live') throw refused(`${lvRef(o)} is ${o.state}; only a live clone can be committed`, 'its creation did not finish: run cowstack recover');
+  await refuseForeignWriteback(ctx, o, 'commit');
   state = await refuseIfOpen(ctx, state, o, opts.force, 'commit it');
   o = findClone(state, name);
+  const wbJournal = { op: 'commit' as const, vg: ctx.vg, name, uuid: o.uuid };
+  const held = o;
+  const wb = await withJournal(ctx, wbJournal, state, o, () => releaseWriteback(ctx, state, held, { flush: true, force: opts.force }));
+  if (wb.released && !ctx.dryRun) {
+    state = await observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg);
+    o = findClone(state, name);
+  }
+  if (wb.flushedBlocks !== undefined) Object.assign(base, { flushedBlocks: wb.flushedBlocks, flushSeconds: wb.flushSeconds });
   const top = liveTop(state, o);
   const ref = lvRef(o);
   const steps: Step[] = [];
@@ -242,7 +332,8 @@ export async function commitClone(ctx: OpContext, name: string, opts: { force?: 
 
 /** Unmap read-only ancestors nothing uses any more and release their shared activation. */
 export async function collectGarbage(ctx: OpContext, fromName: string): Promise<void> {
-  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  // With the cache VG: a snapshot on a local replica does not hold the image LV open.
+  const state = await observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg);
   const o = state.repo.byName.get(fromName);
   if (!o) return;
   const parent = o.kind === 'clone' ? state.repo.byUuid.get(o.parentUuid) : undefined;
@@ -262,7 +353,7 @@ function refuseChildren(state: NodeState, o: CowObj): void {
 }
 
 export async function discardClone(ctx: OpContext, name: string, opts: { force?: boolean; mustBeUnmapped?: boolean } = {}): Promise<CloneResult> {
-  let state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  let state = await observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg);
   const o = state.repo.byName.get(name);
   if (!o) {
     validateLvName(name, 'clone name');
@@ -274,6 +365,9 @@ export async function discardClone(ctx: OpContext, name: string, opts: { force?:
     throw refused(`${lvRef(o)} is mapped on this node`, `unmap it first (cowstack clone unmap ${name}) or use cowstack clone discard ${name}`);
   }
   state = await refuseIfOpen(ctx, state, o, opts.force, 'discard it');
+  // Nothing goes back on discard: the write-back cache is dropped, not flushed.
+  const dropped = await releaseWriteback(ctx, state, o, { flush: false, force: opts.force });
+  if (dropped.released && !ctx.dryRun) state = await observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg);
   const own: Step[] = [];
   for (const role of ['rw', 'ro'] as const) {
     const dev = state.devices.get(dmName(role, o.uuid));

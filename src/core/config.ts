@@ -32,6 +32,28 @@ export interface Config {
     /** COW size of a new VM disk, in percent of the image's virtual size (resize grows it). */
     cowPercent: number;
   };
+  /**
+   * The node-local cache VG (on the node's own disk, never shared) and what `clone map`
+   * does with it by default. An absent VG means: everything works uncached.
+   */
+  cache: { vg: string; map: CacheMapMode[]; rateMiBps?: number };
+}
+
+/**
+ * replica: make (or use) a full local copy of the image; write: a write-back cache on the
+ * local disk under a live clone's COW; none: no caches (a complete replica is not used).
+ */
+export type CacheMapMode = 'replica' | 'write' | 'none';
+export const CACHE_MAP_MODES: readonly CacheMapMode[] = ['replica', 'write', 'none'];
+
+/** Parse `--cache replica,none`-style lists; the bad value is named. */
+export function parseCacheModes(text: string | string[], where = '--cache'): CacheMapMode[] {
+  const items = ([] as string[]).concat(text).flatMap((t) => String(t).split(',')).map((t) => t.trim()).filter(Boolean);
+  for (const m of items) {
+    if (!CACHE_MAP_MODES.includes(m as CacheMapMode)) throw usageError(`${where}: unknown cache mode "${m}"`, `use one of: ${CACHE_MAP_MODES.join(', ')} (comma-separated)`);
+  }
+  if (items.includes('none') && items.length > 1) throw usageError(`${where}: "none" cannot be combined with other cache modes`);
+  return items as CacheMapMode[];
 }
 
 export const defaultConfig = (): Config => ({
@@ -42,6 +64,7 @@ export const defaultConfig = (): Config => ({
   cow: { warnPercent: 80, chunk: '4K' },
   target: { backend: 'auto' },
   tm: { hosts: [], cowPercent: 25 },
+  cache: { vg: 'cowstack_cache', map: [] },
 });
 
 export function loadConfig(path?: string): { config: Config; path?: string } {
@@ -97,5 +120,12 @@ function merge(config: Config, doc: unknown, file: string): void {
     const p = Number(d.tm.cowPercent);
     if (!Number.isInteger(p) || p < 1 || p > 200) throw usageError(`${file}: tm.cowPercent must be an integer from 1 to 200, got "${d.tm.cowPercent}"`);
     config.tm.cowPercent = p;
+  }
+  if (d.cache?.vg !== undefined) config.cache.vg = validateVgName(String(d.cache.vg));
+  if (d.cache?.map !== undefined) config.cache.map = parseCacheModes(d.cache.map, `${file}: cache.map`);
+  if (d.cache?.rateMiBps !== undefined) {
+    const r = Number(d.cache.rateMiBps);
+    if (!(r > 0)) throw usageError(`${file}: cache.rateMiBps must be a positive number, got "${d.cache.rateMiBps}"`);
+    config.cache.rateMiBps = r;
   }
 }

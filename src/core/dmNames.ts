@@ -5,11 +5,14 @@
  * after a crash, whatever the LVs are called now.
  *   cowstack-ro-<uuid>   read-only snapshot of a committed clone (shared by its children)
  *   cowstack-rw-<uuid>   the writable snapshot of a live clone: the VM's disk
+ *   cowstack-wb-<uuid>   a live clone's transient write-back cache (dm-writecache over its
+ *                        exclusive COW, cache LV in the node-local cache VG): the rw
+ *                        snapshot's COW device while it exists
  */
 export const DM_UUID_PREFIX = 'COWSTACK-';
 
-export type DmRole = 'ro' | 'rw';
-const ROLES: readonly DmRole[] = ['ro', 'rw'];
+export type DmRole = 'ro' | 'rw' | 'wb';
+const ROLES: readonly DmRole[] = ['ro', 'rw', 'wb'];
 
 /** An LV uuid without its dashes, as dm names and sanlock lookups key it. */
 export const compactUuid = (lvUuid: string): string => lvUuid.replace(/-/g, '');

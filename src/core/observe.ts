@@ -4,6 +4,8 @@ import type { Runner } from '../exec/types.js';
 import * as dmsetup from '../tools/dmsetup.js';
 import * as lvm from '../tools/lvm.js';
 import * as sanlock from '../tools/sanlock.js';
+import { observeCache } from './cache.js';
+import type { CacheState } from './cacheMeta.js';
 import { Repo, type CloneObj, type CowObj, type ImageObj } from './metadata.js';
 import { validateLvName, validateVgName } from './validate.js';
 
@@ -12,16 +14,24 @@ export interface NodeState {
   repo: Repo;
   /** Every dm device on the node by name (LVM's own and cowstack's). */
   devices: Map<string, dmsetup.DmDevice>;
+  /** The node-local cache VG, when the caller asked for it (clone map). */
+  cache?: CacheState;
 }
 
-export async function observe(runner: Runner, vg: string, scope: lvm.LvmScope = {}): Promise<NodeState> {
+/** With `cacheVg`, the node's cache VG is observed too (two more local LVM reports). */
+export async function observe(runner: Runner, vg: string, scope: lvm.LvmScope = {}, cacheVg?: string): Promise<NodeState> {
   validateVgName(vg);
-  const [reported, devices, modes] = await Promise.all([lvm.lvs(runner, vg, scope), dmsetup.listDevices(runner), sanlock.lvLockModes(runner)]);
+  const [cache, reported, devices, modes] = await Promise.all([
+    cacheVg ? observeCache(runner, validateVgName(cacheVg)) : undefined,
+    lvm.lvs(runner, vg, scope),
+    dmsetup.listDevices(runner),
+    sanlock.lvLockModes(runner),
+  ]);
   const lvs = sanlock.withLockModes(reported, modes);
   if (!lvs.length && !(await lvm.vgs(runner, vg, scope)).length) {
     throw notFound(`repository VG ${vg} is not visible on ${runner.target}`, 'log in to the LUN and join the cluster: cowstack initiator login …, cowstack cluster join');
   }
-  return { vg, repo: new Repo(vg, lvs), devices: new Map(devices.map((d) => [d.name, d])) };
+  return { vg, repo: new Repo(vg, lvs), devices: new Map(devices.map((d) => [d.name, d])), ...(cache ? { cache } : {}) };
 }
 
 export function findObj(state: NodeState, name: string): CowObj {

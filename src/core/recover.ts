@@ -9,6 +9,7 @@
 import type { Runner } from '../exec/types.js';
 import * as lvm from '../tools/lvm.js';
 import { commitClone, discardClone, unmapClone, type OpContext } from './clones.js';
+import { writebackLv, wbHostOf, nodeName } from './cacheWrite.js';
 import { dmName } from './dmNames.js';
 import { readJournal, endStep, type JournalEntry } from './journal.js';
 import { observe } from './observe.js';
@@ -43,6 +44,7 @@ export async function recover(ctx: OpContext): Promise<RecoverReport> {
       actions.push({ op: entry.op, name: entry.name, decision: 'failed', detail: (e as Error).message });
     }
   }
+  actions.push(...(await recoverWriteback(ctx)));
   const status = await nodeStatus(ctx.runner, ctx.vg, { scope: ctx.scope });
   const state = await observe(ctx.runner, ctx.vg, ctx.scope);
   const warnings = [...status.warnings];
@@ -89,3 +91,30 @@ async function settle(ctx: OpContext, entry: JournalEntry & { file: string }): P
 }
 
 export type { Runner };
+
+/**
+ * After a crash a write-back cache LV may hold a clone's newest blocks with nothing mapped:
+ * re-attach it over the COW (taken exclusively here), write everything back, remove it and
+ * release the COW (unmap does all of that). A cache under a running VM's disk is kept.
+ * Clones marked as write-back cached on this node without a cache LV get their marker cleared.
+ */
+async function recoverWriteback(ctx: OpContext): Promise<RecoverAction[]> {
+  if (!ctx.cacheVg) return [];
+  const state = await observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg);
+  const me = state.cache?.exists || [...state.repo.byName.values()].some((o) => o.kind === 'clone' && wbHostOf(o)) ? await nodeName(ctx) : '';
+  const out: RecoverAction[] = [];
+  for (const o of state.repo.byName.values()) {
+    if (o.kind !== 'clone' || o.state !== 'live') continue;
+    const lv = writebackLv(state.cache, o);
+    if (!lv && wbHostOf(o) !== me) continue;
+    // An attached cache is a clone in use (or a map the journal accounts for): left alone.
+    if (state.devices.has(dmName('wb', o.uuid))) continue;
+    try {
+      const r = await unmapClone(ctx, o.name);
+      out.push({ op: 'write-back', name: o.name, decision: 'finished', detail: r.flushedBlocks !== undefined ? `${r.flushedBlocks} block(s) written back to the COW, cache removed, COW released` : 'marker cleared' });
+    } catch (e) {
+      out.push({ op: 'write-back', name: o.name, decision: 'failed', detail: (e as Error).message });
+    }
+  }
+  return out;
+}

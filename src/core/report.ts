@@ -5,7 +5,7 @@
 import type { Runner } from '../exec/types.js';
 import * as dmsetup from '../tools/dmsetup.js';
 import * as lvm from '../tools/lvm.js';
-import { compactUuid, dmName, parseDmUuid } from './dmNames.js';
+import { compactUuid, dmName, parseDmUuid, type DmRole } from './dmNames.js';
 import { readJournal, type JournalEntry } from './journal.js';
 import { leaseOwners } from './locks.js';
 import type { CowObj } from './metadata.js';
@@ -80,8 +80,10 @@ export async function tree(runner: Runner, vg: string, opts: { name?: string; wa
 export interface DeviceStatus {
   name: string;
   uuid: string;
-  role: 'ro' | 'rw';
+  role: DmRole;
   clone?: string;
+  /** Write-back cache devices: blocks not yet written back to the COW, and the counters. */
+  writeback?: dmsetup.WritecacheStatus;
   open: number;
   readOnly: boolean;
   table: string;
@@ -109,7 +111,10 @@ export async function nodeStatus(runner: Runner, vg: string, opts: { warnPercent
     const table = (await dmsetup.table(runner, d.name)).map((l) => `${l.start} ${l.length} ${l.target} ${l.args.join(' ')}`).join('\n');
     const usage = usageOf(statuses.get(d.name)?.[0], opts.warnPercent ?? 80);
     const problem = !lv ? 'no LV in the repository has this uuid (orphan: cowstack recover)' : undefined;
-    devices.push({ name: d.name, uuid: d.uuid, role: parsed.role, clone: lv?.name, open: d.open, readOnly: d.readOnly, table, usage, problem });
+    const st = statuses.get(d.name)?.[0];
+    const writeback = st?.target === 'writecache' ? dmsetup.parseWritecacheStatus(st.args) : undefined;
+    devices.push({ name: d.name, uuid: d.uuid, role: parsed.role, clone: lv?.name, open: d.open, readOnly: d.readOnly, table, usage, problem, ...(writeback ? { writeback } : {}) });
+    if (writeback?.error) warnings.push(`${d.name}: write-back cache reports I/O error ${writeback.error}`);
     if (usage?.warning) warnings.push(`${lv?.name ?? d.name}: ${usage.warning}`);
     if (problem) warnings.push(`${d.name}: ${problem}`);
   }

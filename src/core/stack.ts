@@ -1,6 +1,6 @@
 /**
  * Building and tearing down the device stack of a clone on one node:
- *   image LV (shared) -> ro snapshot per committed ancestor (shared by every child on the
+ *   image LV (shared) or its verified local replica -> ro snapshot per committed ancestor (shared by every child on the
  *   node) -> rw snapshot over the live clone's COW (exclusive) = the VM's disk.
  * Plans are computed from one observation; existing devices are verified, never replaced.
  */
@@ -9,6 +9,9 @@ import type { Runner } from '../exec/types.js';
 import * as dmsetup from '../tools/dmsetup.js';
 import * as lvm from '../tools/lvm.js';
 import { dmName, dmPath, dmUuid, lvMapperName, lvMapperPath, type DmRole } from './dmNames.js';
+import { cacheLvPath, replicaLvName } from './cacheMeta.js';
+import { replicaSteps, usableReplica } from './cacheStack.js';
+import { attachWritebackSteps, writebackLv } from './cacheWrite.js';
 import { isFrozen, type CloneObj, type CowObj } from './metadata.js';
 import type { NodeState } from './observe.js';
 import type { Step } from './plan.js';
@@ -31,6 +34,8 @@ export interface StackLayer {
   /** The device this layer presents (LV for the image, dm snapshot for clones). */
   device: string;
   role?: DmRole;
+  /** Set on the image layer when a local replica stands in for the image LV. */
+  replica?: string;
 }
 
 export interface StackPlan {
@@ -38,15 +43,22 @@ export interface StackPlan {
   layers: StackLayer[];
   device: string;
   /** Existing devices that must be checked against the expected table before use. */
-  verify: Array<{ name: string; table: string; origin: CowObj; cow: CowObj; originDevice: string }>;
+  verify: Array<{ name: string; table: string; origin: CowObj; cow: CowObj; originDevice: string; cowDevice?: string; altOriginDevice?: string }>;
   sectors: number;
+  /** The local replica (cache LV name) the stack stands on instead of the image LV. */
+  replica?: string;
 }
 
 /**
  * The plan that makes `target` usable on this node: read-only (every layer frozen) or
  * read-write (target is a live clone: exclusive COW + rw snapshot on top).
  */
-export function planStack(state: NodeState, target: CowObj, scope: lvm.LvmScope = {}): StackPlan {
+export interface StackOptions {
+  /** false: do not stand on a local replica even when one is complete (`--cache none`). */
+  replica?: boolean;
+}
+
+export function planStack(state: NodeState, target: CowObj, scope: lvm.LvmScope = {}, opts: StackOptions = {}): StackPlan {
   const chain = state.repo.chain(target).reverse(); // image first
   const image = chain[0]!;
   if (image.kind !== 'image' || image.state !== 'sealed') {
@@ -56,9 +68,14 @@ export function planStack(state: NodeState, target: CowObj, scope: lvm.LvmScope 
   const steps: Step[] = [];
   const layers: StackLayer[] = [];
   const verify: StackPlan['verify'] = [];
-  let origin = lvMapperPath(image.vg, image.name);
-  if (!image.lv.activeLocally) steps.push(activateStep(image, 'shared', scope));
-  layers.push({ obj: image, device: origin });
+  // A complete, verified local replica of exactly this image LV replaces it at the bottom:
+  // the node then reads nothing from the repository for this stack.
+  const replica = opts.replica === false ? undefined : usableReplica(state.cache, image);
+  const imageDevice = lvMapperPath(image.vg, image.name);
+  let origin = replica ? cacheLvPath(replica) : imageDevice;
+  const altBottom = replica ? imageDevice : undefined;
+  if (!replica && !image.lv.activeLocally) steps.push(activateStep(image, 'shared', scope));
+  layers.push({ obj: image, device: origin, ...(replica ? { replica: replica.name } : {}) });
 
   for (const o of chain.slice(1)) {
     if (o.kind !== 'clone') throw new CowstackError(EXIT.FAILED, `${lvRef(o)} is an image inside a chain`, { hint: 'cowstack recover' });
@@ -80,9 +97,23 @@ export function planStack(state: NodeState, target: CowObj, scope: lvm.LvmScope 
       steps.push(activateStep(o, 'shared', scope));
     }
     const name = dmName(role, o.uuid);
-    const table = dmsetup.snapshotTable(sectors, origin, lvMapperPath(o.vg, o.name), live ? 'PO' : 'P', o.chunkSectors);
+    // A live clone with a write-back cache LV on this node gets it between the snapshot and
+    // the COW; an existing cache LV (a crash left it) is re-attached, never mapped around:
+    // its blocks may be newer than the COW's.
+    let cowDevice = lvMapperPath(o.vg, o.name);
+    if (live && o.kind === 'clone') {
+      const wbName = dmName('wb', o.uuid);
+      const wb = writebackLv(state.cache, o);
+      if (state.devices.has(wbName)) cowDevice = dmPath('wb', o.uuid);
+      else if (wb && !state.devices.has(name)) {
+        steps.push(...attachWritebackSteps(wb, o));
+        cowDevice = dmPath('wb', o.uuid);
+      }
+    }
+    const table = dmsetup.snapshotTable(sectors, origin, cowDevice, live ? 'PO' : 'P', o.chunkSectors);
     if (state.devices.has(name)) {
-      verify.push({ name, table, origin: layers[layers.length - 1]!.obj, cow: o, originDevice: origin });
+      // A device built before the replica existed stands on the image LV: same bytes, also fine.
+      verify.push({ name, table, origin: layers[layers.length - 1]!.obj, cow: o, originDevice: origin, cowDevice, ...(layers.length === 1 && altBottom ? { altOriginDevice: altBottom } : {}) });
     } else {
       steps.push({
         title: `map ${live ? 'writable' : 'read-only'} snapshot ${name} (${o.name})`,
@@ -93,7 +124,9 @@ export function planStack(state: NodeState, target: CowObj, scope: lvm.LvmScope 
     origin = dmPath(role, o.uuid);
     layers.push({ obj: o, device: origin, role });
   }
-  return { steps, layers, device: origin, verify, sectors };
+  // Activate and mark the replica used only when something is built on this map.
+  if (replica && (steps.length || !replica.lv.activeLocally)) steps.unshift(...replicaSteps(replica));
+  return { steps, layers, device: origin, verify, sectors, ...(replica ? { replica: replica.name } : {}) };
 }
 
 /**
@@ -109,14 +142,15 @@ export async function verifyExisting(runner: Runner, state: NodeState, plan: Sta
       return dev ? `${dev.major}:${dev.minor}` : undefined;
     };
     const originNum = devNum(v.originDevice);
-    const cowNum = devNum(lvMapperPath(v.cow.vg, v.cow.name));
+    const altNum = v.altOriginDevice ? devNum(v.altOriginDevice) : undefined;
+    const cowNum = devNum(v.cowDevice ?? lvMapperPath(v.cow.vg, v.cow.name));
     const ok =
       line &&
       line.target === 'snapshot' &&
       line.length === want.length &&
       line.args[2] === want.args[2] &&
       line.args[3] === want.args[3] &&
-      (!originNum || line.args[0] === originNum) &&
+      (!originNum || line.args[0] === originNum || (altNum !== undefined && line.args[0] === altNum)) &&
       (!cowNum || line.args[1] === cowNum);
     if (!ok) {
       throw new CowstackError(EXIT.FAILED, `device ${v.name} exists but its table is not the one cowstack expects for ${v.cow.name}`, {
@@ -149,7 +183,11 @@ export function teardownPlan(state: NodeState, target: CowObj, opts: { removeTop
         steps.push({ title: `unmap ${name} (${o.name})`, req: dmsetup.removeReq(name, forced.has(name) && (open.get(name) ?? 0) > 0) });
         open.delete(name);
         release(mapperName(o));
-        release(originName(i));
+        // With a local replica present the snapshot may stand on it or on the image LV
+        // (mapped before the replica existed): assume the image LV is still used rather
+        // than deactivate it under another clone. GC releases it once nothing opens it.
+        const parent = chain[i + 1]!;
+        if (!(parent.kind === 'image' && state.devices.has(lvMapperName(state.cache?.vg ?? '', replicaLvName(parent.uuid))) && state.cache)) release(originName(i));
       }
     }
     if (o.lv.activeLocally) {

@@ -183,18 +183,28 @@ export interface WritecacheStatus {
   totalBlocks: number;
   freeBlocks: number;
   writebackBlocks: number;
-  /** Blocks holding data not yet written to the origin. */
+  /** Blocks in use: in ssd mode every used block may hold data not yet written to the origin. */
   dirtyBlocks: number;
+  readBlocks?: number;
+  readHits?: number;
+  writeBlocks?: number;
+  writeHits?: number;
 }
 
 export function parseWritecacheStatus(args: string[]): WritecacheStatus {
   const [error, total, free, writeback] = args.slice(0, 4).map(Number);
+  // Kernels >= 5.15 append read_blocks read_hits write_blocks write_hits_uncommitted
+  // write_hits_committed ... (Documentation/admin-guide/device-mapper/writecache.rst).
+  const extra = args.slice(4).map(Number);
   return {
     error: error!,
     totalBlocks: total!,
     freeBlocks: free!,
     writebackBlocks: writeback!,
     dirtyBlocks: total! - free!,
+    ...(extra.length >= 5
+      ? { readBlocks: extra[0]!, readHits: extra[1]!, writeBlocks: extra[2]!, writeHits: extra[3]! + extra[4]! }
+      : {}),
   };
 }
 

@@ -319,6 +319,11 @@ async function builtRequests(): Promise<RunRequest[]> {
     ['vgchange', ['--deltag', 'cowstack_host:1:old', '--addtag', 'cowstack_host:1:node1', 'repo']],
     ['vgcreate', ['--shared', '--lock-type', 'sanlock', '--setautoactivation', 'n', 'repo', LUN]],
     ['vgremove', ['-y', 'repo']],
+    // cache.ts: the node-local cache VG and its replicas
+    ['vgcreate', ['--setautoactivation', 'n', 'cowstack_cache', '/dev/vda']],
+    ['lvcreate', ['-an', '-Zn', '-Wn', '--setautoactivation', 'n', '-L', '33554432b', '-n', 'rp_Ab12cD34', '--addtag', 'cowstack_cache:replica', '--addtag', 'cowstack_origin:Ab12-cD34', '--addtag', 'cowstack_cstate:copying', '--addtag', 'cowstack_copied:0', '--addtag', `cowstack_sha256:${'0f'.repeat(32)}`, 'cowstack_cache']],
+    ['lvchange', ['--deltag', 'cowstack_copied:0', '--addtag', 'cowstack_copied:67108864', 'cowstack_cache/rp_Ab12cD34']],
+    ['lvchange', ['--permission', 'r', '--deltag', 'cowstack_cstate:copying', '--addtag', 'cowstack_cstate:complete', '--deltag', 'cowstack_copied:0', '--addtag', 'cowstack_copied:33554432', '--addtag', 'cowstack_used:1795000000', 'cowstack_cache/rp_Ab12cD34']],
   ];
   for (const [command, args] of lvmCalls) reqs.push(lvm.lvmRequest(command, args, 'write'), lvm.lvmRequest(command, args, 'write', SCOPE));
   await tolerate(() => lvm.lvmconfigValue(runner, 'global/use_lvmlockd'));
@@ -334,6 +339,11 @@ async function builtRequests(): Promise<RunRequest[]> {
   reqs.push(
     dmsetup.createReq(dmName('ro', U), dmUuid('ro', U), dmsetup.snapshotTable(131072, lvMapperPath('repo', 'img'), lvMapperPath('repo', 'c-1'), 'P', 8), { readOnly: true }),
     dmsetup.createReq(dmName('rw', U), dmUuid('rw', U), dmsetup.snapshotTable(131072, dmPath('ro', U), lvMapperPath('repo', 'c2'), 'PO', 16)),
+    dmsetup.createReq(dmName('wb', U), dmUuid('wb', U), dmsetup.writecacheTable(32768, lvMapperPath('repo', 'c-1'), lvMapperPath('cowstack_cache', 'wb_Ab12cD34'), 4096)),
+    dmsetup.messageReq(dmName('wb', U), 'flush'),
+    dmsetup.messageReq(dmName('wb', U), 'cleaner'),
+    dmsetup.removeReq(dmName('wb', U)),
+    dmsetup.createReq(dmName('rw', U), dmUuid('rw', U), dmsetup.snapshotTable(131072, dmPath('ro', U), dmPath('wb', U), 'PO', 8)),
     dmsetup.removeReq(dmName('rw', U)),
     dmsetup.removeReq(dmName('rw', U), true),
   );
@@ -401,6 +411,9 @@ async function builtRequests(): Promise<RunRequest[]> {
     ['dd', `if=${cow}`, 'bs=4M', 'iflag=direct', 'status=none'], // images.ts: export
     ['dd', 'if=/dev/zero', `of=${cow}`, 'bs=4M', 'count=256', 'oflag=direct', 'conv=fsync', 'status=none'], // images.ts (zero a new image)
     ['sha256sum', cow], // images.ts, flatten.ts
+    ['dd', `if=${cow}`, `of=${lvMapperPath('cowstack_cache', 'rp_Ab12cD34')}`, 'bs=4M', 'skip=16', 'seek=16', 'count=16', 'iflag=direct', 'oflag=direct', 'conv=fsync,notrunc', 'status=none'], // cache.ts: replica copy
+    ['sha256sum', lvMapperPath('cowstack_cache', 'rp_Ab12cD34')], // cache.ts: verify a replica
+    ['blkid', '-p', '-o', 'export', '/dev/vda'], // cache.ts: cache init
     ['fuser', cow], // holders.ts
     ['fuser', dmPath('rw', U)],
     ['cp', '-a', '--no-clobber', '/etc/lvm/lvm.conf', '/etc/lvm/lvm.conf.cowstack-orig'], // cluster.ts
@@ -524,6 +537,8 @@ describe('sudoers/cowstack refuses what would make the service user root', () =>
     ['lvm with a subcommand', ['lvm', 'lvremove', '-y', 'vg0/root']],
     ['dmsetup reload of a foreign device', ['dmsetup', 'reload', 'vg0-root', '--table', '0 100 linear /dev/sda 0']],
     ['dmsetup create of a non-snapshot cowstack device', ['dmsetup', 'create', 'cowstack-rw-x', '--uuid', 'COWSTACK-rw-x', '--table', '0 100 linear /dev/sda 0']],
+    ['dmsetup create of a write-back cache over a disk', ['dmsetup', 'create', 'cowstack-wb-x', '--uuid', 'COWSTACK-wb-x', '--table', '0 100 writecache s /dev/sda /dev/mapper/y 4096 0']],
+    ['dmsetup message to a foreign device', ['dmsetup', 'message', 'vg0-root', '0', 'cleaner']],
     ['dmsetup table --showkeys', ['dmsetup', 'table', '--showkeys']],
     ['dmsetup remove of a foreign device', ['dmsetup', 'remove', 'vg0-root']],
     ['dd onto a disk', ['dd', 'if=/dev/zero', 'of=/dev/sda']],

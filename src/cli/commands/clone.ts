@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { commitClone, createClone, discardClone, growClone, mapClone, unmapClone, type CloneResult } from '../../core/clones.js';
 import { flattenClone, type FlattenResult } from '../../core/flatten.js';
+import { parseCacheModes } from '../../core/config.js';
 import { formatSize } from '../../core/validate.js';
 import { createContext } from '../context.js';
 import { vgOption } from './shared.js';
@@ -10,7 +11,7 @@ const describe = (r: CloneResult): string => {
     created: `created on ${r.parent}`, completed: `creation completed on ${r.parent}`, none: 'already so: nothing to do', mapped: 'mapped', unmapped: 'unmapped and released',
     committed: `committed: read-only, usable as a parent on any node`, discarded: 'discarded', removed: 'removed', grown: `COW grown to ${formatSize(r.cowBytes ?? 0)}`,
   };
-  const dev = r.device ? `\n${r.device}${r.mode === 'ro' ? ' (read-only)' : ''}` : '';
+  const dev = r.device ? `\n${r.device}${r.mode === 'ro' ? ' (read-only)' : ''}${r.replica ? ` (on local replica ${r.replica})` : ''}` : '';
   return `${r.vg}/${r.name}: ${what[r.action]}${dev}`;
 };
 
@@ -31,9 +32,16 @@ export function register(program: Command): void {
     await ctx.finish(r, describe);
   });
 
-  vgOption(clone.command('map').description('map a clone on this node (live: writable, exclusive; committed: read-only) and print its device').argument('<name>')).action(async (name: string, o, cmd: Command) => {
+  vgOption(
+    clone
+      .command('map')
+      .description('map a clone on this node (live: writable, exclusive; committed: read-only) and print its device')
+      .argument('<name>')
+      .option('--cache <modes>', 'replica (make the image\'s local replica first if missing) or none (ignore local caches); default: cache.map in the config'),
+  ).action(async (name: string, o, cmd: Command) => {
     const ctx = createContext(cmd);
-    await ctx.finish(await mapClone(ctx.op(o.vg), name), describe);
+    const cache = o.cache !== undefined ? parseCacheModes(o.cache) : undefined;
+    await ctx.finish(await mapClone(ctx.op(o.vg), name, { cache }), describe);
   });
 
   vgOption(clone.command('unmap').description('remove the mapping and release the COW on this node').argument('<name>').option('--force', 'even if open (its users get I/O errors)')).action(async (name: string, o, cmd: Command) => {

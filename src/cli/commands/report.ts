@@ -22,7 +22,9 @@ function renderStatus(s: NodeStatus): string {
   const lines = [`devices cowstack made on this node (${s.vg}):`];
   if (!s.devices.length) lines.push('  none');
   for (const d of s.devices) {
-    const usage = d.usage ? (d.usage.usedPercent !== undefined ? `COW ${d.usage.usedPercent}% used` : `COW ${d.usage.state.toUpperCase()}`) : '';
+    const usage = d.writeback
+      ? `write-back: ${d.writeback.dirtyBlocks} of ${d.writeback.totalBlocks} blocks not yet written back${d.writeback.error ? `, I/O ERROR ${d.writeback.error}` : ''}`
+      : d.usage ? (d.usage.usedPercent !== undefined ? `COW ${d.usage.usedPercent}% used` : `COW ${d.usage.state.toUpperCase()}`) : '';
     lines.push(`  ${d.name} ${d.role} ${d.clone ?? '?'} open=${d.open} ${d.readOnly ? 'ro' : 'rw'} ${usage}`, `    ${d.table}`);
   }
   lines.push('active LVs:', ...(s.activeLvs.length ? s.activeLvs.map((l) => `  ${l.name} [${l.kind} ${l.state}] ${l.exclusive ? 'exclusive' : 'shared'}${l.open ? ' open' : ''}`) : ['  none']));

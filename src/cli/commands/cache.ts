@@ -1,0 +1,73 @@
+import type { Command } from 'commander';
+import { dropCaches, initCache, listCaches, replicate, type CacheReport, type DropResult, type ReplicateResult } from '../../core/cache.js';
+import { formatSize } from '../../core/validate.js';
+import { usageError } from '../../exec/errors.js';
+import { createContext } from '../context.js';
+import { vgOption } from './shared.js';
+
+const listText = (r: CacheReport): string => {
+  if (!r.exists) return `no cache VG ${r.cacheVg} on this node: everything runs uncached (create one with: cowstack cache init DEVICE)`;
+  const head = `${r.cacheVg}: ${formatSize(r.freeBytes)} free of ${formatSize(r.sizeBytes)}`;
+  const rows = r.caches.map((c) => {
+    const progress = c.state === 'copying' ? ` ${Math.floor((100 * c.copiedBytes) / Math.max(c.sizeBytes, 1))}% copied` : '';
+    return `  ${c.kind.padEnd(8)} ${(c.origin.name ?? '(gone)').padEnd(24)} ${c.state.padEnd(9)} ${formatSize(c.sizeBytes).padStart(10)}${c.open ? '  in use' : ''}${progress}${c.dirtyBlocks !== undefined ? `  ${c.dirtyBlocks} dirty block(s)` : ''}${c.hits !== undefined ? `  hits ${c.hits} misses ${c.misses}` : ''}${c.lastUsed ? `  used ${c.lastUsed}` : ''}`;
+  });
+  return [head, ...(rows.length ? rows : ['  no caches'])].join('\n');
+};
+
+export function register(program: Command): void {
+  const cache = program.command('cache').description('node-local caches on the node\'s own disk (a local VG): image replicas');
+
+  vgOption(
+    cache
+      .command('init')
+      .description('create the node-local cache VG (name: cache.vg in the config) on an unused local disk')
+      .argument('<device>'),
+  ).action(async (device: string, o, cmd: Command) => {
+      const ctx = createContext(cmd);
+      const r = await initCache(ctx.op(o.vg), device);
+      await ctx.finish(r, (x) => `${x.vg} on ${x.device}: ${x.action === 'created' ? 'created' : 'already so: nothing to do'}${x.sizeBytes ? ` (${formatSize(x.sizeBytes)})` : ''}`);
+    });
+
+  vgOption(
+    cache
+      .command('replicate')
+      .description('make a verified full local copy of an image (resumable); clones mapped here then read nothing from the repository')
+      .argument('<image>')
+      .option('--rate <MiB/s>', 'copy rate limit (default: cache.rateMiBps in the config, else unlimited)'),
+  ).action(async (name: string, o, cmd: Command) => {
+    const ctx = createContext(cmd);
+    const rate = o.rate !== undefined ? Number(o.rate) : ctx.config.cache.rateMiBps;
+    if (o.rate !== undefined && !(rate! > 0)) throw usageError(`--rate "${o.rate}" must be a positive number of MiB/s`);
+    let last = 0;
+    const r = await replicate(ctx.op(o.vg), name, {
+      rateMiBps: rate,
+      onProgress: (bytes, total) => {
+        if (Date.now() - last < 1000 && bytes < total) return;
+        last = Date.now();
+        ctx.progress.info(`${formatSize(bytes)} / ${formatSize(total)} copied`);
+      },
+    });
+    await ctx.finish(r, (x: ReplicateResult) =>
+      `${x.vg}/${x.name}: ${x.action === 'none' ? 'already replicated: nothing to do' : `${x.action} into ${x.cacheVg}/${x.replica} (${formatSize(x.sizeBytes)} in ${x.seconds.toFixed(1)}s, sha256 verified)`}${x.evicted.length ? `\nevicted: ${x.evicted.join(', ')}` : ''}`);
+  });
+
+  for (const verb of ['list', 'status'] as const) {
+    vgOption(cache.command(verb).description(verb === 'list' ? 'list the caches on this node' : 'the cache VG and every cache on this node: size, use, state, origin')).action(async (o, cmd: Command) => {
+      const ctx = createContext(cmd);
+      await ctx.finish(await listCaches(ctx.op(o.vg)), listText);
+    });
+  }
+
+  vgOption(
+    cache
+      .command('drop')
+      .description('remove the local caches of an image, or every stale one (its image is gone)')
+      .argument('[image]')
+      .option('--stale', 'drop caches whose origin LV no longer exists'),
+  ).action(async (image: string | undefined, o, cmd: Command) => {
+    const ctx = createContext(cmd);
+    const r = await dropCaches(ctx.op(o.vg), { image, stale: o.stale });
+    await ctx.finish(r, (x: DropResult) => (x.dropped.length ? `dropped from ${x.cacheVg}: ${x.dropped.join(', ')}` : 'nothing to drop'));
+  });
+}

@@ -1,0 +1,90 @@
+/**
+ * The node-local cache VG's vocabulary. Its LVs are named and tagged by the LV UUID of the
+ * repository LV they stand for (never by its name): an image removed and re-created under
+ * the same name has a new UUID, so it can never be served by the old one's cache.
+ *   rp_<uuid32>                    replica: a full local copy of an image
+ *   wb_<uuid32>                    write-back cache of a live clone (dm-writecache over its COW)
+ *   cowstack_cache:replica|writeback  what the LV is
+ *   cowstack_origin:<LV uuid>      the repository LV it copies
+ *   cowstack_cstate:copying|complete
+ *   cowstack_copied:<bytes>        copy progress (a re-run continues from here)
+ *   cowstack_sha256:<hex>          the origin's checksum the copy was verified against
+ *   cowstack_used:<epoch seconds>  last map that used it (least recently used is evicted first)
+ * The cache VG is local (not shared, no lvmlockd locks): it lives on the node's own disk.
+ */
+import type { LvInfo } from '../tools/lvm.js';
+import { compactUuid, lvMapperPath } from './dmNames.js';
+
+export const CTAG = {
+  kind: 'cowstack_cache:',
+  origin: 'cowstack_origin:',
+  state: 'cowstack_cstate:',
+  copied: 'cowstack_copied:',
+  sha256: 'cowstack_sha256:',
+  used: 'cowstack_used:',
+} as const;
+
+export type CacheKind = 'replica' | 'writeback';
+export type ReplicaState = 'copying' | 'complete';
+
+export interface CacheLv {
+  kind: CacheKind;
+  name: string;
+  vg: string;
+  uuid: string;
+  /** The repository LV's uuid (with dashes, as LVM prints it). */
+  originUuid: string;
+  state: ReplicaState;
+  copiedBytes: number;
+  sha256?: string;
+  usedAt: number;
+  sizeBytes: number;
+  lv: LvInfo;
+}
+
+export interface CacheState {
+  vg: string;
+  /** False when the node has no cache VG: everything runs uncached. */
+  exists: boolean;
+  freeBytes: number;
+  sizeBytes: number;
+  extentBytes: number;
+  lvs: CacheLv[];
+}
+
+export const replicaLvName = (originUuid: string): string => `rp_${compactUuid(originUuid)}`;
+export const writebackLvName = (cloneUuid: string): string => `wb_${compactUuid(cloneUuid)}`;
+const lvNameOf = (kind: CacheKind, originUuid: string): string => (kind === 'replica' ? replicaLvName(originUuid) : writebackLvName(originUuid));
+export const cacheLvPath = (c: Pick<CacheLv, 'vg' | 'name'>): string => lvMapperPath(c.vg, c.name);
+
+const tagValue = (tags: string[], prefix: string): string | undefined => tags.find((t) => t.startsWith(prefix))?.slice(prefix.length);
+
+export function cacheLvFrom(lv: LvInfo): CacheLv | undefined {
+  const kind = tagValue(lv.tags, CTAG.kind);
+  const originUuid = tagValue(lv.tags, CTAG.origin);
+  if ((kind !== 'replica' && kind !== 'writeback') || !originUuid) return undefined;
+  // The name must be the one derived from the origin tag: a renamed or hand-made LV is not ours.
+  if (lv.name !== lvNameOf(kind, originUuid)) return undefined;
+  return {
+    kind,
+    name: lv.name,
+    vg: lv.vg,
+    uuid: lv.uuid,
+    originUuid,
+    state: tagValue(lv.tags, CTAG.state) === 'complete' ? 'complete' : 'copying',
+    copiedBytes: Number(tagValue(lv.tags, CTAG.copied) ?? 0) || 0,
+    sha256: tagValue(lv.tags, CTAG.sha256),
+    usedAt: Number(tagValue(lv.tags, CTAG.used) ?? 0) || 0,
+    sizeBytes: lv.sizeBytes,
+    lv,
+  };
+}
+
+export const cacheTag = {
+  kind: (k: CacheKind) => `${CTAG.kind}${k}`,
+  origin: (uuid: string) => `${CTAG.origin}${uuid}`,
+  state: (s: ReplicaState) => `${CTAG.state}${s}`,
+  copied: (bytes: number) => `${CTAG.copied}${bytes}`,
+  sha256: (hex: string) => `${CTAG.sha256}${hex}`,
+  used: (epochSeconds: number) => `${CTAG.used}${epochSeconds}`,
+};
