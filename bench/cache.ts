@@ -21,7 +21,7 @@ function offsets(): number[] {
   let x = 12345;
   const out = new Set<number>();
   while (out.size < BLOCKS) {
-    x = (x * 1103515245 + 12345) % 2 ** 31;
+    x = (x * 48271) % 2147483647; // Park-Miller: stays exact in a double
     out.add(x % ((IMAGE_MIB * 1024) / 64));
   }
   return [...out];
