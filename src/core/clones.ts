@@ -172,7 +172,8 @@ export async function mapClone(ctx: OpContext, name: string, opts: MapOptions = 
   // The cache VG is looked at even with --cache none: a write-back cache left there for this
   // clone holds its newest blocks and must be re-attached, never mapped around.
   const cacheVg = ctx.cacheVg;
-  let state = await observe(ctx.runner, ctx.vg, ctx.scope, cacheVg);
+  const cacheWhen = modes.includes('replica') || modes.includes('write') ? 'always' : 'auto';
+  let state = await observe(ctx.runner, ctx.vg, ctx.scope, cacheVg, cacheWhen);
   const found = findObj(state, name);
   if (found.kind === 'image') throw usageError(`${name} is an image: images are used through clones`, `clone it: cowstack clone create NAME --from ${name}`);
   let o: CloneObj = found;
@@ -181,7 +182,7 @@ export async function mapClone(ctx: OpContext, name: string, opts: MapOptions = 
     // Only before anything of this stack is mapped here: a live stack keeps its origin.
     if (image.kind === 'image' && !usableReplica(state.cache, image) && !state.devices.has(dmName('rw', o.uuid)) && !state.devices.has(dmName('ro', o.uuid))) {
       await replicate(ctx, image.name, { rateMiBps: ctx.cacheRateMiBps });
-      state = await observe(ctx.runner, ctx.vg, ctx.scope, cacheVg);
+      state = await observe(ctx.runner, ctx.vg, ctx.scope, cacheVg, cacheWhen);
       o = findClone(state, name);
     }
   } else if ((modes.includes('replica') || modes.includes('write')) && !state.cache?.exists) {
@@ -192,7 +193,7 @@ export async function mapClone(ctx: OpContext, name: string, opts: MapOptions = 
     const marker = wbHostOf(o) ? [] : [markWbHostStep(ctx, o, await nodeName(ctx))];
     await runGuarded(ctx, [...marker, ...createWritebackSteps(state.cache!.vg, o)], o);
     if (!ctx.dryRun) {
-      state = await observe(ctx.runner, ctx.vg, ctx.scope, cacheVg);
+      state = await observe(ctx.runner, ctx.vg, ctx.scope, cacheVg, cacheWhen);
       o = findClone(state, name);
     } else {
       // Nothing was created: plan as if it had been, so the dry run shows the whole stack.

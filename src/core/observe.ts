@@ -5,6 +5,8 @@ import * as dmsetup from '../tools/dmsetup.js';
 import * as lvm from '../tools/lvm.js';
 import * as sanlock from '../tools/sanlock.js';
 import { observeCache } from './cache.js';
+import { WB_HOST_TAG } from './cacheWrite.js';
+import { lvMapperName } from './dmNames.js';
 import type { CacheState } from './cacheMeta.js';
 import { Repo, type CloneObj, type CowObj, type ImageObj } from './metadata.js';
 import { validateLvName, validateVgName } from './validate.js';
@@ -18,11 +20,19 @@ export interface NodeState {
   cache?: CacheState;
 }
 
-/** With `cacheVg`, the node's cache VG is observed too (two more local LVM reports). */
-export async function observe(runner: Runner, vg: string, scope: lvm.LvmScope = {}, cacheVg?: string): Promise<NodeState> {
+/**
+ * With `cacheVg`, the node's cache VG is observed too (two more local LVM reports, a second
+ * or more each under emulation). `cacheWhen: 'auto'` skips them when nothing can need them:
+ * no LV of the cache VG is active here (a replica or write-back cache in use is active) and
+ * no clone in the repository carries a write-back marker (a cache left by a crash, whose
+ * LV may be inactive after the reboot, must be found and re-attached). 'always': recover,
+ * and maps that asked for a cache.
+ */
+export async function observe(runner: Runner, vg: string, scope: lvm.LvmScope = {}, cacheVg?: string, cacheWhen: 'auto' | 'always' = 'auto'): Promise<NodeState> {
   validateVgName(vg);
-  const [cache, reported, devices, modes] = await Promise.all([
-    cacheVg ? observeCache(runner, validateVgName(cacheVg)) : undefined,
+  if (cacheVg) validateVgName(cacheVg);
+  const [early, reported, devices, modes] = await Promise.all([
+    cacheVg && cacheWhen === 'always' ? observeCache(runner, cacheVg) : undefined,
     lvm.lvs(runner, vg, scope),
     dmsetup.listDevices(runner),
     sanlock.lvLockModes(runner),
@@ -30,6 +40,12 @@ export async function observe(runner: Runner, vg: string, scope: lvm.LvmScope = 
   const lvs = sanlock.withLockModes(reported, modes);
   if (!lvs.length && !(await lvm.vgs(runner, vg, scope)).length) {
     throw notFound(`repository VG ${vg} is not visible on ${runner.target}`, 'log in to the LUN and join the cluster: cowstack initiator login …, cowstack cluster join');
+  }
+  let cache = early;
+  if (cacheVg && !cache) {
+    const prefix = lvMapperName(cacheVg, 'x').slice(0, -1);
+    const needed = devices.some((d) => d.name.startsWith(prefix)) || lvs.some((l) => l.tags.some((t) => t.startsWith(WB_HOST_TAG)));
+    if (needed) cache = await observeCache(runner, cacheVg);
   }
   return { vg, repo: new Repo(vg, lvs), devices: new Map(devices.map((d) => [d.name, d])), ...(cache ? { cache } : {}) };
 }

@@ -100,7 +100,7 @@ export type { Runner };
  */
 async function recoverWriteback(ctx: OpContext): Promise<RecoverAction[]> {
   if (!ctx.cacheVg) return [];
-  const state = await observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg);
+  const state = await observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg, 'always');
   const me = state.cache?.exists || [...state.repo.byName.values()].some((o) => o.kind === 'clone' && wbHostOf(o)) ? await nodeName(ctx) : '';
   const out: RecoverAction[] = [];
   for (const o of state.repo.byName.values()) {

@@ -10,8 +10,7 @@ import { promises as fsp } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { attach, type Testbed } from '../testbed/index.js';
-import { clusterCli, cowstack } from './cli.js';
-import { REPO_VG } from './cluster.js';
+import { clusterCli } from './cli.js';
 import { MiB, overlay, pattern, sha256, writeAt } from './data.js';
 
 let tb: Testbed;
@@ -161,15 +160,15 @@ describe.sequential('cache VG and replicas', () => {
     await ok('node1', ['image', 'rm', img]);
   });
 
-  it('write-back cache: commit writes it back first; a crash leaves the clone to no other node; recover writes it back', async () => {
+  // A crash with dirty blocks in a write-back cache is part of crash.test.ts's power-off (one power-off for all).
+  it('write-back cache: commit writes it back first, then the other node reads exactly what was written', async () => {
     const wimg = n('wimg');
     const base = pattern(8 * MiB, 73);
     const data = pattern(2 * MiB, 74);
     await fsp.writeFile(path.join(work, 'w.raw'), base);
     await ok('node1', ['image', 'import', wimg, path.join(work, 'w.raw')]);
     const w1 = n('w1');
-    const k1 = n('k1');
-    for (const c of [w1, k1]) await ok('node1', ['clone', 'create', c, '--from', wimg, '--cow-size', '8M']);
+    await ok('node1', ['clone', 'create', w1, '--from', wimg, '--cow-size', '8M']);
     // node2 has no cache VG: --cache write is refused there with what to do.
     const no = await cs('node2', ['clone', 'map', w1, '--cache', 'write']);
     expect(no.exitCode).toBe(7);
@@ -188,37 +187,10 @@ describe.sequential('cache VG and replicas', () => {
     expect(c.action).toBe('committed');
     expect(c.flushedBlocks).toBeGreaterThan(0);
     process.stderr.write(`[cache] write-back: ${c.flushedBlocks} dirty 4 KiB blocks written back at commit in ${c.flushSeconds.toFixed(2)} s\n`);
-
-    // 2. Dirty blocks in k1's cache, then node1 loses power.
-    const mk = await ok('node1', ['clone', 'map', k1, '--cache', 'write']);
-    await writeAt(tb, 'node1', mk.device, 1, data); // O_DIRECT + fsync: committed in the cache
-    const before = (await ok('node1', ['status'])).devices.find((d: any) => d.name === mk.writeback);
-    expect(before.writeback.dirtyBlocks).toBeGreaterThan(0);
-    expect((await ok('node1', ['cache', 'list'])).caches.filter((x: any) => x.kind === 'writeback').map((x: any) => x.origin.name)).toEqual([k1]);
-    await tb.powerOff('node1');
-
-    // The committed clone reads complete on node2; k1 is refused there (its lease will
-    // expire, but the cluster-wide marker keeps node2 off it).
     const on2 = await ok('node2', ['clone', 'map', w1]);
     expect(await directSha('node2', on2.device)).toBe(sha256(overlay(base, 4 * MiB, data)));
     await ok('node2', ['clone', 'unmap', w1]);
-    const refused = await cs('node2', ['clone', 'map', k1]);
-    expect(refused.exitCode, refused.stdout).toBe(6);
-    expect(refused.json.message).toContain('write-back cache of node1');
 
-    await tb.boot('node1');
-    const login = await cowstack(tb, ['--host', 'node1', '--json', 'initiator', 'login', tb.portal, tb.targetIqn]);
-    expect(login.exitCode, login.stderr).toBe(0);
-    const join = await cowstack(tb, ['--host', 'node1', '--json', 'cluster', 'join', '--vg', REPO_VG, '--host-id', '1'], { timeoutMs: 900_000 });
-    expect(join.exitCode, join.stdout + join.stderr).toBe(0);
-    const r = await ok('node1', ['recover']);
-    const rec = r.actions.find((a: any) => a.op === 'write-back' && a.name === k1);
-    expect(rec, JSON.stringify(r)).toMatchObject({ decision: 'finished' });
-    process.stderr.write(`[cache] recover after power-off: ${rec.detail}\n`);
-
-    const k2 = await ok('node2', ['clone', 'map', k1]);
-    expect(await directSha('node2', k2.device)).toBe(sha256(overlay(base, 1 * MiB, data)));
-    await ok('node2', ['clone', 'discard', k1]);
     await ok('node2', ['clone', 'rm', w1]);
     await ok('node2', ['image', 'rm', wimg]);
   });

@@ -146,8 +146,11 @@ describe.sequential('recursive clones across nodes', () => {
         expect(m.mode).toBe('ro');
         expect(m.device).toMatch(/cowstack-ro-/);
         expect(await deviceSha(tb, node, m.device), `${name} on ${node}`).toBe(sha256(expected[name]!));
-        const w = await tb.ssh(node, ['dd', 'if=/dev/zero', `of=${m.device}`, 'bs=4096', 'count=1', 'oflag=direct', 'status=none']);
-        expect(w.exitCode, 'committed clones refuse writes').not.toBe(0);
+        if (name === c3) {
+          // One write attempt per node (the top of the chain): each one makes udev probe the device.
+          const w = await tb.ssh(node, ['dd', 'if=/dev/zero', `of=${m.device}`, 'bs=4096', 'count=1', 'oflag=direct', 'status=none']);
+          expect(w.exitCode, 'committed clones refuse writes').not.toBe(0);
+        }
       }
       for (const name of [c3, c2, c1]) await ok(node, ['clone', 'unmap', name]);
       expect(await ourDevices(node)).toEqual([]);

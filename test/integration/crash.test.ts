@@ -1,7 +1,7 @@
 /**
  * Crash safety on a real kernel: the management process is killed (SIGKILL through
  * COWSTACK_FAULT_AFTER_STEP) in the middle of clone create, map and commit, and a guest is
- * powered off with a clone mapped. After `cowstack recover` (or a re-run) the state is
+ * powered off with a clone mapped, a TM-deployed VM and dirty blocks in a write-back cache. After `cowstack recover` (or a re-run) the state is
  * consistent, nothing is left that nothing owns, and the data is intact.
  */
 import { beforeAll, describe, expect, inject, it } from 'vitest';
@@ -113,7 +113,21 @@ describe.sequential('a node loses power with a clone mapped', () => {
     const vmDir = `${DS}/0/${vm}`;
     await tm.ok('clone', [`${FE}:${REPO_VG}/${img}`, `node1:${vmDir}/disk.0`, String(vm), '1']);
     await writeAt(tb, 'node1', `${vmDir}/disk.0`, 3, pattern(1 * MiB, 52));
+    // And a clone whose writes sit, dirty, in node1's write-back cache (its local disk).
+    await ok('node1', ['cache', 'init', '/dev/vda']);
+    const k = n('wb');
+    await ok('node1', ['clone', 'create', k, '--from', img, '--cow-size', '8M']);
+    const mk = await ok('node1', ['clone', 'map', k, '--cache', 'write']);
+    const kd = pattern(2 * MiB, 53);
+    await writeAt(tb, 'node1', mk.device, 1, kd); // O_DIRECT + fsync: committed in the cache
+    const dirty = (await ok('node1', ['status'])).devices.find((d: any) => d.name === mk.writeback);
+    expect(dirty.writeback.dirtyBlocks).toBeGreaterThan(0);
     await tb.powerOff('node1');
+
+    // Its blocks may sit only in node1's cache: node2 refuses it even after the lease expires.
+    const wbRefused = await clusterCli(tb, 'node2', ['clone', 'map', k]);
+    expect(wbRefused.exitCode, wbRefused.stdout).toBe(6);
+    expect(wbRefused.json.message).toContain('write-back cache of node1');
 
     // oned's delete of the dead host's VM: node1 is unreachable, so the LVs are removed
     // through node2, which lvmlockd refuses while node1's lease is still valid.
@@ -152,9 +166,14 @@ describe.sequential('a node loses power with a clone mapped', () => {
     expect(login.exitCode, login.stderr).toBe(0);
     const join = await cowstack(tb, ['--host', 'node1', '--json', 'cluster', 'join', '--vg', REPO_VG, '--host-id', '1'], { timeoutMs: 900_000 });
     expect(join.exitCode, join.stdout + join.stderr).toBe(0);
+    // recover re-attaches the cache LV over the COW and writes it back before anything else.
     const r = await ok('node1', ['recover']);
-    expect(r.actions).toEqual([]);
+    expect(r.actions).toEqual([expect.objectContaining({ op: 'write-back', name: k, decision: 'finished' })]);
+    process.stderr.write(`[crash] recover after power-off: ${r.actions[0].detail}\n`);
     await consistent('node1');
+    const k2 = await ok('node2', ['clone', 'map', k]);
+    expect(await deviceSha(tb, 'node2', k2.device), 'every write acknowledged by the cache survived').toBe(sha256(overlay(IMG, 1 * MiB, kd)));
+    await ok('node2', ['clone', 'discard', k]);
     const ro = await ok('node1', ['clone', 'map', c]);
     expect(await deviceSha(tb, 'node1', ro.device)).toBe(sha256(overlay(IMG, 1 * MiB, p)));
     await ok('node1', ['clone', 'unmap', c]);

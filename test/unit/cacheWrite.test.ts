@@ -25,10 +25,18 @@ const wbRow = (active = true, open = false) =>
 const wbDev = (open = 1): Dev => ({ name: WB, uuid: `COWSTACK-wb-${compact(U.c1)}`, open, minor: 31 });
 const rwDev = (open = 0): Dev => ({ name: rw(U.c1), uuid: `COWSTACK-rw-${compact(U.c1)}`, open, minor: 32 });
 
-/** observe() with the cache VG: the cache's two reports, then the repository's three reads. */
-function observeWith(r: RecordingRunner, cacheRows: Array<Record<string, unknown>>, rows: Array<Record<string, unknown>>, devs: Dev[] = []) {
-  r.expect(vgsArgv(CVG), { stdout: vgsJson([vgRow]) }).expect(lvsArgv(CVG), { stdout: lvsJson(cacheRows) });
-  return expectObserve(r, rows, devs);
+/**
+ * observe() with the cache VG. `always` (recover, map --cache ...): the cache's two reports,
+ * then the repository's three reads. Otherwise the repository's reads come first and the
+ * cache's follow only when something can need them (an active cache LV, a write-back marker).
+ */
+function observeWith(r: RecordingRunner, cacheRows: Array<Record<string, unknown>>, rows: Array<Record<string, unknown>>, devs: Dev[] = [], always = false) {
+  const cache = () => r.expect(vgsArgv(CVG), { stdout: vgsJson([vgRow]) }).expect(lvsArgv(CVG), { stdout: lvsJson(cacheRows) });
+  if (always) cache();
+  expectObserve(r, rows, devs);
+  const needed = devs.some((d) => d.name.startsWith(`${CVG}-`)) || rows.some((row) => (row.lv_tags as string[] | undefined)?.some((t) => t.startsWith('cowstack_wbhost:')));
+  if (!always && needed) cache();
+  return r;
 }
 const ctxOf = (r: RecordingRunner): OpContext => ({ runner: r, vg: VG, cacheVg: CVG });
 const image = (mapped = false) => imageRow('image', U.image, { sha: 'ab'.repeat(32), active: mapped ? 'shared' : undefined, open: mapped, minor: 3 });
@@ -44,13 +52,13 @@ const journal = (op: string, end = false) => (end ? ['rm', '-f', '--', `/var/lib
 describe('clone map --cache write', () => {
   it('creates the cache LV (superblock zeroed), then maps writecache between the snapshot and the COW', async () => {
     const r = recorder();
-    observeWith(r, [], [image(), vm()]);
+    observeWith(r, [], [image(), vm()], [], true);
     r.expect(['uname', '-n'], { stdout: 'node1\n' })
       .expect(['lvchange', '--addtag', 'cowstack_wbhost:node1', `${VG}/vm`], W)
       .expect(['lvcreate', '-an', '-Zn', '-Wn', '--setautoactivation', 'n', '-L', `${16 * MiB}b`, '-n', WB_LV, '--addtag', 'cowstack_cache:writeback', '--addtag', `cowstack_origin:${U.c1}`, CVG], W)
       .expect(['lvchange', '-aey', `${CVG}/${WB_LV}`], W)
       .expect(['dd', 'if=/dev/zero', `of=${WB_LV_PATH}`, 'bs=4096', 'count=1', 'oflag=direct', 'conv=fsync', 'status=none'], W);
-    observeWith(r, [wbRow()], [image(), vmMarked()], [lvDev(WB_LV, 'Wb0000-aaaa-bbbb-cccc-dddd-eeee-ffffff', 30, 0, false, CVG)]);
+    observeWith(r, [wbRow()], [image(), vmMarked()], [lvDev(WB_LV, 'Wb0000-aaaa-bbbb-cccc-dddd-eeee-ffffff', 30, 0, false, CVG)], true);
     r.expect(journal('map'), W)
       .expect(['lvchange', '-asy', `${VG}/image`], W)
       .expect(['lvchange', '-aey', `${VG}/vm`], W)
@@ -64,8 +72,9 @@ describe('clone map --cache write', () => {
 
   it('re-attaches a cache LV left by a crash even when mapped without --cache write (never maps around it)', async () => {
     const r = recorder();
-    observeWith(r, [wbRow(false)], [image(), vm()]);
-    r.expect(journal('map'), W)
+    observeWith(r, [wbRow(false)], [image(), vmMarked()]);
+    r.expect(['uname', '-n'], { stdout: 'node1\n' }) // the marker names this node: no refusal
+      .expect(journal('map'), W)
       .expect(['lvchange', '-asy', `${VG}/image`], W)
       .expect(['lvchange', '-aey', `${VG}/vm`], W)
       .expect(['lvchange', '-aey', `${CVG}/${WB_LV}`], W)
@@ -187,7 +196,7 @@ describe('clone map --cache write --dry-run', () => {
   it('prints every write of the whole stack, cache included, and runs none', async () => {
     const { DryRunRunner } = await import('../../src/exec/dryRunRunner.js');
     const r = recorder();
-    observeWith(r, [], [image(), vm()]);
+    observeWith(r, [], [image(), vm()], [], true);
     r.expect(['uname', '-n'], { stdout: 'node1\n' });
     const dry = new DryRunRunner(r);
     await mapClone({ runner: dry, vg: VG, cacheVg: CVG, dryRun: true }, 'vm', { cache: ['write'] });
