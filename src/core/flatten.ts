@@ -7,9 +7,9 @@ import * as lvm from '../tools/lvm.js';
 import { collectGarbage, mapClone, runGuarded, type OpContext } from './clones.js';
 import { lvMapperPath } from './dmNames.js';
 import { beginStep, endStep } from './journal.js';
-import { roleTag, stateTag, type ImageObj } from './metadata.js';
+import { roleTag, stateTag, type CloneObj, type ImageObj } from './metadata.js';
 import { lvChecksum, sealStep } from './images.js';
-import { findClone, observe } from './observe.js';
+import { findClone, observe, type NodeState } from './observe.js';
 import type { Step } from './plan.js';
 import { activateStep, deactivateStep, lvRef } from './stack.js';
 import { validateLvName } from './validate.js';
@@ -28,14 +28,34 @@ export async function flattenClone(ctx: OpContext, name: string, imageName: stri
   validateLvName(imageName, 'image name');
   const state = await observe(ctx.runner, ctx.vg, ctx.scope);
   const o = findClone(state, name);
-  const image = state.repo.chain(o).at(-1)!;
+  const marker = `cowstack_flattened_from:${o.uuid}`;
+  const done = existingCopy(ctx, state, name, imageName, marker);
+  if (done) return done;
+  if (o.state !== 'committed') throw refused(`${lvRef(o)} is ${o.state}; only a committed clone has stable content to flatten`, `commit it first: cowstack clone commit ${name}`);
+  return copyIntoNewImage(ctx, state, o, imageName, marker, `copy ${name}'s chain into`, () => collectGarbage(ctx, name));
+}
+
+/**
+ * The image a previous copy of this clone made (found by its marker tag): the idempotent
+ * answer. Any other LV of that name is refused.
+ */
+export function existingCopy(ctx: OpContext, state: NodeState, name: string, imageName: string, marker: string): FlattenResult | undefined {
   const existing = state.repo.byName.get(imageName);
-  if (existing?.kind === 'image' && existing.state === 'sealed' && existing.tags.includes(`cowstack_flattened_from:${o.uuid}`)) {
+  if (existing?.kind === 'image' && existing.state === 'sealed' && existing.tags.includes(marker)) {
     return { name, image: imageName, vg: ctx.vg, uuid: existing.uuid, sizeBytes: existing.sizeBytes, sha256: (existing as ImageObj).sha256, action: 'none' };
   }
   if (existing || state.repo.foreign.some((l) => l.name === imageName)) throw refused(`${ctx.vg}/${imageName} already exists`, 'pick another image name');
-  if (o.state !== 'committed') throw refused(`${lvRef(o)} is ${o.state}; only a committed clone has stable content to flatten`, `commit it first: cowstack clone commit ${name}`);
+  return undefined;
+}
 
+/**
+ * Map the clone here, copy what its stack reads into a new image LV tagged with `marker`
+ * (journalled: a crash leaves an "initializing" LV recover removes), checksum and seal it.
+ * `release` undoes the mapping this call made.
+ */
+export async function copyIntoNewImage(ctx: OpContext, state: NodeState, o: CloneObj, imageName: string, marker: string, what: string, release: () => Promise<unknown>): Promise<FlattenResult> {
+  const name = o.name;
+  const image = state.repo.chain(o).at(-1)!;
   const mapped = await mapClone(ctx, name);
   const ref = `${ctx.vg}/${imageName}`;
   const target = { vg: ctx.vg, name: imageName } as ImageObj;
@@ -44,12 +64,12 @@ export async function flattenClone(ctx: OpContext, name: string, imageName: stri
     beginStep(journal),
     {
       title: `create image LV ${ref}`,
-      req: lvm.lvmRequest('lvcreate', ['-an', '-Zn', '-Wn', '--setautoactivation', 'n', '-L', `${image.sizeBytes}b`, '-n', imageName, '--addtag', roleTag('image'), '--addtag', stateTag('initializing'), '--addtag', `cowstack_flattened_from:${o.uuid}`, ctx.vg], 'write', ctx.scope),
+      req: lvm.lvmRequest('lvcreate', ['-an', '-Zn', '-Wn', '--setautoactivation', 'n', '-L', `${image.sizeBytes}b`, '-n', imageName, '--addtag', roleTag('image'), '--addtag', stateTag('initializing'), '--addtag', marker, ctx.vg], 'write', ctx.scope),
       undo: [lvm.lvmRequest('lvremove', ['-y', ref], 'write', ctx.scope)],
     },
     activateStep(target, 'exclusive', ctx.scope),
     {
-      title: `copy ${name}'s chain into ${ref}`,
+      title: `${what} ${ref}`,
       req: { argv: ['dd', `if=${mapped.device}`, `of=${lvMapperPath(ctx.vg, imageName)}`, 'bs=4M', 'iflag=direct', 'oflag=direct', 'conv=fsync', 'status=none'], kind: 'write', root: true, timeout: 'data' },
     },
   ];
@@ -60,6 +80,6 @@ export async function flattenClone(ctx: OpContext, name: string, imageName: stri
     const lv = ctx.dryRun ? undefined : await lvm.findLv(ctx.runner, ctx.vg, imageName, ctx.scope);
     return { name, image: imageName, vg: ctx.vg, uuid: lv?.uuid, sizeBytes: image.sizeBytes, sha256: sha, action: 'flattened' };
   } finally {
-    if (!ctx.dryRun && mapped.action === 'mapped') await collectGarbage(ctx, name);
+    if (!ctx.dryRun && mapped.action === 'mapped') await release();
   }
 }
