@@ -3,6 +3,7 @@ import { execa } from 'execa';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import type { Testbed } from '../testbed/index.js';
+import { traceLine } from '../testbed/testbed.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const CLI = path.join(ROOT, 'dist/index.js');
@@ -16,12 +17,14 @@ export interface CliResult {
 }
 
 export async function cowstack(tb: Pick<Testbed, 'sshConfig'>, args: string[], opts: { check?: boolean; timeoutMs?: number; input?: string; env?: Record<string, string> } = {}): Promise<CliResult> {
+  const started = Date.now();
   const r = await execa('node', [CLI, ...args], {
     reject: false,
     timeout: opts.timeoutMs ?? 600_000,
     input: opts.input,
     env: { COWSTACK_SSH_CONFIG: tb.sshConfig, COWSTACK_CONFIG: '/dev/null', NO_COLOR: '1', ...opts.env },
   });
+  traceLine({ target: 'cowstack', ms: Date.now() - started, exit: r.exitCode, argv: args });
   let json: any;
   // A killed cowstack prints nothing at all: that is not a JSON error, it is the crash under test.
   if (args.includes('--json') && String(r.stdout).trim()) {
