@@ -355,6 +355,8 @@ function toEntry(c: CacheLv, repo: Repo | undefined, statuses: Map<string, dmset
     active: c.lv.activeLocally,
     open: c.lv.open,
     lastUsed: c.usedAt ? new Date(c.usedAt * 1000).toISOString() : undefined,
+    // Whatever else it is, a cache whose origin LV is gone can never be used again.
+    ...(repo && !origin ? { state: 'stale' as const } : {}),
   };
 }
 
