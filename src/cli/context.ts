@@ -66,7 +66,7 @@ export function createContext(cmd: Command): Context {
     progress,
     op: (vg) => ({
       runner, vg: vg ?? config.repository.vg, scope: { devices: config.repository.devices }, observer: progress, dryRun: opts.dryRun,
-      cacheVg: config.cache.vg, cacheMap: config.cache.map, cacheRateMiBps: config.cache.rateMiBps,
+      cacheVg: config.cache.vg, cacheMap: config.cache.map, cacheRateMiBps: config.cache.rateMiBps, cacheLazySize: config.cache.lazySize,
     }),
     async finish(result, human, failure) {
       const planned = runner instanceof DryRunRunner ? runner.planned : undefined;

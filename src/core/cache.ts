@@ -126,7 +126,7 @@ export async function replicate(ctx: OpContext, name: string, opts: ReplicateOpt
   let rp = cache.lvs.find((c) => c.name === lvName);
   // A replica of this very LV made against another checksum is not this content's copy.
   if (rp && rp.sha256 !== image.sha256) {
-    await removeCacheLv(ctx, rp);
+    await removeCacheLv(ctx, rp, cache);
     evicted.push(rp.name);
     rp = undefined;
     cache = await observeCache(ctx.runner, cacheVg);
@@ -206,42 +206,58 @@ export async function replicate(ctx: OpContext, name: string, opts: ReplicateOpt
   }
 }
 
-/** Replicas whose origin LV is gone can never be used again: drop them (if not open). */
+/** Caches whose origin LV is gone can never be used again: drop them (if not open). */
 async function dropStale(ctx: OpContext, cache: CacheState, repo: Repo): Promise<string[]> {
   const dropped: string[] = [];
-  for (const c of cache.lvs) {
+  for (const c of units(cache.lvs)) {
     if (repo.byUuid.has(c.originUuid) || c.lv.open) continue;
-    await removeCacheLv(ctx, c);
+    await removeCacheLv(ctx, c, cache);
     dropped.push(c.name);
   }
   return dropped;
 }
 
-/** Evict unused replicas, least recently used first, until `bytes` fit; refuse if they cannot. */
-async function makeRoom(ctx: OpContext, cache: CacheState, bytes: number, repo: Repo): Promise<string[]> {
+/**
+ * The removable units of a cache VG: every LV except the metadata LV of a lazy cache whose
+ * data LV is listed too (the pair goes together: removeCacheLv removes both).
+ */
+const units = (lvs: CacheLv[]): CacheLv[] => lvs.filter((c) => c.kind !== 'lazymeta' || !lvs.some((d) => d.kind === 'lazy' && sameUuid(d.originUuid, c.originUuid)));
+
+/** The bytes a cache unit frees: a lazy cache's data LV with its metadata LV. */
+const unitBytes = (c: CacheLv, cache: CacheState): number =>
+  c.sizeBytes + (c.kind === 'lazy' ? cache.lvs.filter((m) => m.kind === 'lazymeta' && sameUuid(m.originUuid, c.originUuid)).reduce((n, m) => n + m.sizeBytes, 0) : 0);
+
+/**
+ * Evict unused replicas and lazy caches, least recently used first, until `bytes` fit;
+ * refuse if they cannot. An attached lazy cache holds its LVs open: never evicted.
+ */
+export async function makeRoom(ctx: OpContext, cache: CacheState, bytes: number, repo: Repo): Promise<string[]> {
   let free = cache.freeBytes;
   if (free >= bytes) return [];
   // Write-back caches may hold the only copy of a VM's writes: never evicted.
-  const candidates = cache.lvs.filter((c) => c.kind === 'replica' && !c.lv.open).sort((a, b) => a.usedAt - b.usedAt);
-  const need = candidates.reduce((n, c) => n + c.sizeBytes, free);
+  const candidates = cache.lvs.filter((c) => (c.kind === 'replica' || c.kind === 'lazy') && !c.lv.open).sort((a, b) => a.usedAt - b.usedAt);
+  const need = candidates.reduce((n, c) => n + unitBytes(c, cache), free);
   if (need < bytes) {
     throw refused(`the cache VG ${cache.vg} has ${formatSize(free)} free and ${formatSize(need - free)} in unused caches; ${formatSize(bytes)} are needed`, 'drop caches in use elsewhere (unmap their clones) or give the cache VG a larger disk');
   }
   const evicted: string[] = [];
   for (const c of candidates) {
     if (free >= bytes) break;
-    await removeCacheLv(ctx, c);
+    await removeCacheLv(ctx, c, cache);
     evicted.push(`${c.name} (${repo.byUuid.get(c.originUuid)?.name ?? 'stale'})`);
-    free += c.sizeBytes;
+    free += unitBytes(c, cache);
   }
   return evicted;
 }
 
-async function removeCacheLv(ctx: OpContext, c: CacheLv): Promise<void> {
-  const ref = `${c.vg}/${c.name}`;
+/** Remove a cache LV; a lazy cache's data LV goes with its metadata LV (one command each). */
+export async function removeCacheLv(ctx: OpContext, c: CacheLv, cache?: CacheState): Promise<void> {
+  const group = c.kind === 'lazy' ? [c, ...(cache?.lvs ?? []).filter((m) => m.kind === 'lazymeta' && sameUuid(m.originUuid, c.originUuid))] : [c];
+  const refs = (list: CacheLv[]) => list.map((x) => `${x.vg}/${x.name}`);
+  const active = group.filter((x) => x.lv.activeLocally);
   const steps: Step[] = [];
-  if (c.lv.activeLocally) steps.push({ title: `deactivate ${ref}`, req: lvm.lvmRequest('lvchange', ['-an', ref], 'write') });
-  steps.push({ title: `remove cache LV ${ref}`, req: lvm.lvmRequest('lvremove', ['-y', ref], 'write') });
+  if (active.length) steps.push({ title: `deactivate ${refs(active).join(' ')}`, req: lvm.lvmRequest('lvchange', ['-an', ...refs(active)], 'write') });
+  steps.push({ title: `remove cache LV ${refs(group).join(' ')}`, req: lvm.lvmRequest('lvremove', ['-y', ...refs(group)], 'write') });
   await runPlan(ctx.runner, steps, ctx.observer);
 }
 
@@ -250,13 +266,17 @@ async function removeCacheLv(ctx: OpContext, c: CacheLv): Promise<void> {
 export interface CacheEntry {
   kind: CacheLv['kind'];
   name: string;
+  /** The cache LV's own uuid (a re-attached cache keeps it; a rebuilt one would not). */
+  uuid: string;
   cacheVg: string;
   /**
    * Replicas: complete / copying, or stale when the origin LV no longer exists. Write-back
    * caches: attached (its device is up), or detached (a crash left it: mapping or recovering
-   * the clone here re-attaches it and writes it back).
+   * the clone here re-attaches it and writes it back). Lazy caches: attached (its device
+   * is up), ready (cleanly detached: re-attached with its mappings), new (never attached),
+   * unclean (left attached by a crash: reset at its next attach).
    */
-  state: CacheLv['state'] | 'stale' | 'attached' | 'detached';
+  state: CacheLv['state'] | 'stale' | 'attached' | 'detached' | 'ready' | 'new' | 'unclean';
   /** Write-back caches: blocks not yet written back to the COW. */
   dirtyBlocks?: number;
   origin: { uuid: string; name?: string };
@@ -265,9 +285,11 @@ export interface CacheEntry {
   active: boolean;
   open: boolean;
   lastUsed?: string;
-  /** Write-back caches (kernel counters: read + write hits, read misses); a replica serves every read. */
+  /** Write-back caches (kernel counters: read + write hits, read misses); a replica serves every read. Lazy: read hits / misses. */
   hits?: number;
   misses?: number;
+  /** Lazy caches while attached (dm-cache status; the kernel's counters restart at each attach). */
+  lazy?: { metaBytes: number; device: string; usedBlocks: number; totalBlocks: number; blockBytes: number; readHits: number; readMisses: number; promotions: number; demotions: number; hitRatio: number; needsCheck: boolean };
 }
 
 export interface CacheReport {
@@ -283,17 +305,17 @@ export async function listCaches(ctx: OpContext): Promise<CacheReport> {
   const cache = await observeCache(ctx.runner, cacheVg);
   const repo = cache.exists ? (await observe(ctx.runner, ctx.vg, ctx.scope)).repo : undefined;
   // Write-back caches report their counters through their dm device (one status call for all).
-  const statuses = cache.lvs.some((c) => c.kind === 'writeback') ? await dmsetup.statusAll(ctx.runner) : new Map<string, dmsetup.DmLine[]>();
+  const statuses = cache.lvs.some((c) => c.kind === 'writeback' || (c.kind === 'lazy' && c.lv.open)) ? await dmsetup.statusAll(ctx.runner) : new Map<string, dmsetup.DmLine[]>();
   return {
     cacheVg,
     exists: cache.exists,
     sizeBytes: cache.sizeBytes,
     freeBytes: cache.freeBytes,
-    caches: cache.lvs.map((c) => toEntry(c, repo, statuses)),
+    caches: units(cache.lvs).map((c) => toEntry(c, repo, statuses, cache)),
   };
 }
 
-function toEntry(c: CacheLv, repo: Repo | undefined, statuses: Map<string, dmsetup.DmLine[]>): CacheEntry {
+function toEntry(c: CacheLv, repo: Repo | undefined, statuses: Map<string, dmsetup.DmLine[]>, cache: CacheState): CacheEntry {
   const origin = repo?.byUuid.get(c.originUuid);
   let wb: Partial<CacheEntry> = {};
   if (c.kind === 'writeback') {
@@ -303,9 +325,27 @@ function toEntry(c: CacheLv, repo: Repo | undefined, statuses: Map<string, dmset
       ? { state: 'attached', dirtyBlocks: st.dirtyBlocks, ...(st.readBlocks !== undefined ? { hits: (st.readHits ?? 0) + (st.writeHits ?? 0), misses: st.readBlocks - (st.readHits ?? 0) } : {}) }
       : { state: 'detached' };
   }
+  if (c.kind === 'lazy') {
+    const device = dmName('lc', c.originUuid);
+    const line = statuses.get(device)?.[0];
+    const st = line?.target === 'cache' ? dmsetup.parseCacheStatus(line.args) : undefined;
+    const metaBytes = unitBytes(c, cache) - c.sizeBytes;
+    wb = st
+      ? {
+          state: 'attached',
+          hits: st.readHits,
+          misses: st.readMisses,
+          lazy: {
+            metaBytes, device, usedBlocks: st.cacheUsed, totalBlocks: st.cacheTotal, blockBytes: st.cacheBlockSectors * 512, readHits: st.readHits, readMisses: st.readMisses,
+            promotions: st.promotions, demotions: st.demotions, hitRatio: st.readHits + st.readMisses ? st.readHits / (st.readHits + st.readMisses) : 0, needsCheck: st.needsCheck,
+          },
+        }
+      : { state: c.lazyState === 'attached' ? 'unclean' : c.lazyState };
+  }
   return {
     kind: c.kind,
     name: c.name,
+    uuid: c.uuid,
     cacheVg: c.vg,
     state: repo && !origin ? 'stale' : c.state,
     ...wb,
@@ -315,6 +355,8 @@ function toEntry(c: CacheLv, repo: Repo | undefined, statuses: Map<string, dmset
     active: c.lv.activeLocally,
     open: c.lv.open,
     lastUsed: c.usedAt ? new Date(c.usedAt * 1000).toISOString() : undefined,
+    // Whatever else it is, a cache whose origin LV is gone can never be used again.
+    ...(repo && !origin ? { state: 'stale' as const } : {}),
   };
 }
 
@@ -342,6 +384,7 @@ export async function dropCaches(ctx: OpContext, target: { image?: string; stale
   if (open.length) {
     throw refused(`cache ${open.map((c) => `${c.vg}/${c.name}`).join(', ')} is in use by mapped clones on this node`, 'unmap the clones of that image on this node first');
   }
-  for (const c of victims) await removeCacheLv(ctx, c);
-  return { cacheVg, dropped: victims.map((c) => c.name), action: victims.length ? 'dropped' : 'none' };
+  const drop = units(victims);
+  for (const c of drop) await removeCacheLv(ctx, c, cache);
+  return { cacheVg, dropped: drop.map((c) => c.name), action: drop.length ? 'dropped' : 'none' };
 }

@@ -4,9 +4,14 @@
  * the same name has a new UUID, so it can never be served by the old one's cache.
  *   rp_<uuid32>                    replica: a full local copy of an image
  *   wb_<uuid32>                    write-back cache of a live clone (dm-writecache over its COW)
- *   cowstack_cache:replica|writeback  what the LV is
- *   cowstack_origin:<LV uuid>      the repository LV it copies
- *   cowstack_cstate:copying|complete
+ *   lc_<uuid32>, lm_<uuid32>       lazy read cache of an image: dm-cache data and metadata LVs
+ *   cowstack_cache:replica|writeback|lazy|lazymeta  what the LV is
+ *   cowstack_origin:<LV uuid>      the repository LV it copies (or caches)
+ *   cowstack_cstate:copying|complete   replicas
+ *   cowstack_cstate:new|ready|attached lazy caches (on both LVs of the pair): new = created,
+ *                                  metadata not yet zeroed; attached = its dm-cache device
+ *                                  was created and not yet removed cleanly (after a crash:
+ *                                  reset, i.e. metadata zeroed again); ready = cleanly detached
  *   cowstack_copied:<bytes>        copy progress (a re-run continues from here)
  *   cowstack_sha256:<hex>          the origin's checksum the copy was verified against
  *   cowstack_used:<epoch seconds>  last map that used it (least recently used is evicted first)
@@ -24,8 +29,9 @@ export const CTAG = {
   used: 'cowstack_used:',
 } as const;
 
-export type CacheKind = 'replica' | 'writeback';
+export type CacheKind = 'replica' | 'writeback' | 'lazy' | 'lazymeta';
 export type ReplicaState = 'copying' | 'complete';
+export type LazyState = 'new' | 'ready' | 'attached';
 
 export interface CacheLv {
   kind: CacheKind;
@@ -35,6 +41,8 @@ export interface CacheLv {
   /** The repository LV's uuid (with dashes, as LVM prints it). */
   originUuid: string;
   state: ReplicaState;
+  /** Lazy caches (both LVs of the pair carry it). */
+  lazyState?: LazyState;
   copiedBytes: number;
   sha256?: string;
   usedAt: number;
@@ -54,7 +62,10 @@ export interface CacheState {
 
 export const replicaLvName = (originUuid: string): string => `rp_${compactUuid(originUuid)}`;
 export const writebackLvName = (cloneUuid: string): string => `wb_${compactUuid(cloneUuid)}`;
-const lvNameOf = (kind: CacheKind, originUuid: string): string => (kind === 'replica' ? replicaLvName(originUuid) : writebackLvName(originUuid));
+export const lazyDataLvName = (originUuid: string): string => `lc_${compactUuid(originUuid)}`;
+export const lazyMetaLvName = (originUuid: string): string => `lm_${compactUuid(originUuid)}`;
+const LV_NAME: Record<CacheKind, (originUuid: string) => string> = { replica: replicaLvName, writeback: writebackLvName, lazy: lazyDataLvName, lazymeta: lazyMetaLvName };
+const KINDS = Object.keys(LV_NAME) as CacheKind[];
 export const cacheLvPath = (c: Pick<CacheLv, 'vg' | 'name'>): string => lvMapperPath(c.vg, c.name);
 
 const tagValue = (tags: string[], prefix: string): string | undefined => tags.find((t) => t.startsWith(prefix))?.slice(prefix.length);
@@ -62,16 +73,18 @@ const tagValue = (tags: string[], prefix: string): string | undefined => tags.fi
 export function cacheLvFrom(lv: LvInfo): CacheLv | undefined {
   const kind = tagValue(lv.tags, CTAG.kind);
   const originUuid = tagValue(lv.tags, CTAG.origin);
-  if ((kind !== 'replica' && kind !== 'writeback') || !originUuid) return undefined;
+  if (!KINDS.includes(kind as CacheKind) || !originUuid) return undefined;
   // The name must be the one derived from the origin tag: a renamed or hand-made LV is not ours.
-  if (lv.name !== lvNameOf(kind, originUuid)) return undefined;
+  if (lv.name !== LV_NAME[kind as CacheKind](originUuid)) return undefined;
+  const st = tagValue(lv.tags, CTAG.state);
   return {
-    kind,
+    kind: kind as CacheKind,
     name: lv.name,
     vg: lv.vg,
     uuid: lv.uuid,
     originUuid,
-    state: tagValue(lv.tags, CTAG.state) === 'complete' ? 'complete' : 'copying',
+    state: st === 'complete' ? 'complete' : 'copying',
+    ...(kind === 'lazy' || kind === 'lazymeta' ? { lazyState: st === 'ready' || st === 'attached' ? st : 'new' } : {}),
     copiedBytes: Number(tagValue(lv.tags, CTAG.copied) ?? 0) || 0,
     sha256: tagValue(lv.tags, CTAG.sha256),
     usedAt: Number(tagValue(lv.tags, CTAG.used) ?? 0) || 0,
@@ -83,7 +96,7 @@ export function cacheLvFrom(lv: LvInfo): CacheLv | undefined {
 export const cacheTag = {
   kind: (k: CacheKind) => `${CTAG.kind}${k}`,
   origin: (uuid: string) => `${CTAG.origin}${uuid}`,
-  state: (s: ReplicaState) => `${CTAG.state}${s}`,
+  state: (s: ReplicaState | LazyState) => `${CTAG.state}${s}`,
   copied: (bytes: number) => `${CTAG.copied}${bytes}`,
   sha256: (hex: string) => `${CTAG.sha256}${hex}`,
   used: (epochSeconds: number) => `${CTAG.used}${epochSeconds}`,

@@ -7,6 +7,7 @@ import { CowstackError, EXIT, notFound, refused, usageError } from '../exec/erro
 import { replicate } from './cache.js';
 import { writebackLvName } from './cacheMeta.js';
 import { usableReplica } from './cacheStack.js';
+import { attachLazy, lazyDeviceName, type LazyResult } from './cacheLazy.js';
 import { createWritebackSteps, markWbHostStep, nodeName, refuseForeignWriteback, releaseWriteback, wbHostOf, writebackLv } from './cacheWrite.js';
 import type { CacheMapMode } from './config.js';
 import type { Runner } from '../exec/types.js';
@@ -20,7 +21,7 @@ import { isLockRefusal, lockConflict } from './locks.js';
 import { chunkTag, isFrozen, parentTag, roleTag, stateTag, type CloneObj, type CowObj } from './metadata.js';
 import { findClone, findObj, observe, type NodeState } from './observe.js';
 import { runPlan, type PlanObserver, type Step } from './plan.js';
-import { activateStep, deactivateStep, liveTop, lvRef, planStack, teardownPlan, verifyExisting } from './stack.js';
+import { activateStep, deactivateStep, liveTop, lvRef, planStack, tablesIfLazy, teardownPlan, verifyExisting } from './stack.js';
 import { formatSize, parseSize, validateLvName, EXTENT, roundUp } from './validate.js';
 
 export interface OpContext {
@@ -35,6 +36,8 @@ export interface OpContext {
   cacheMap?: CacheMapMode[];
   /** Copy rate limit for replicas made on map (config cache.rateMiBps). */
   cacheRateMiBps?: number;
+  /** Data size of a new lazy cache (config cache.lazySize); default: see lazyDataBytes. */
+  cacheLazySize?: string;
 }
 
 /**
@@ -79,6 +82,8 @@ export interface CloneResult {
   replica?: string;
   /** The write-back cache device under the clone's snapshot. */
   writeback?: string;
+  /** The image's lazy read cache the stack stands on (attached, created, reset, or already in use). */
+  lazy?: LazyResult;
   /** Blocks written back from the write-back cache before the COW was released. */
   flushedBlocks?: number;
   flushSeconds?: number;
@@ -165,6 +170,8 @@ export interface MapOptions {
    * cache VG); none: ignore caches. Default: ctx.cacheMap; a complete replica is used anyway.
    */
   cache?: CacheMapMode[];
+  /** Data size of the lazy cache if one is created (default: ctx.cacheLazySize, else a quarter of the image). */
+  lazySize?: string;
 }
 
 export async function mapClone(ctx: OpContext, name: string, opts: MapOptions = {}): Promise<CloneResult> {
@@ -172,7 +179,9 @@ export async function mapClone(ctx: OpContext, name: string, opts: MapOptions = 
   // The cache VG is looked at even with --cache none: a write-back cache left there for this
   // clone holds its newest blocks and must be re-attached, never mapped around.
   const cacheVg = ctx.cacheVg;
-  const cacheWhen = modes.includes('replica') || modes.includes('write') ? 'always' : 'auto';
+  const cacheWhen = modes.includes('replica') || modes.includes('write') || modes.includes('lazy') ? 'always' : 'auto';
+  const lazyText = opts.lazySize ?? ctx.cacheLazySize;
+  const lazyBytes = lazyText !== undefined ? parseSize(lazyText, 'lazy cache size') : undefined;
   let state = await observe(ctx.runner, ctx.vg, ctx.scope, cacheVg, cacheWhen);
   const found = findObj(state, name);
   if (found.kind === 'image') throw usageError(`${name} is an image: images are used through clones`, `clone it: cowstack clone create NAME --from ${name}`);
@@ -185,10 +194,34 @@ export async function mapClone(ctx: OpContext, name: string, opts: MapOptions = 
       state = await observe(ctx.runner, ctx.vg, ctx.scope, cacheVg, cacheWhen);
       o = findClone(state, name);
     }
-  } else if ((modes.includes('replica') || modes.includes('write')) && !state.cache?.exists) {
+  } else if ((modes.includes('replica') || modes.includes('write') || modes.includes('lazy')) && !state.cache?.exists) {
     throw notFound(`--cache ${modes.join(',')}: this node (${ctx.runner.target}) has no cache VG ${cacheVg ?? ''}`.trimEnd(), 'create it on a local disk: cowstack cache init DEVICE, or map with --cache none');
   }
   if (o.state === 'live') await refuseForeignWriteback(ctx, o, 'map');
+  let lazy: LazyResult | undefined;
+  if (modes.includes('lazy') && state.cache?.exists) {
+    const chain = state.repo.chain(o).reverse();
+    const image = chain[0]!;
+    const bottom = chain[1]!;
+    // Only for a stack whose bottom snapshot is not mapped here yet (it keeps its origin),
+    // and never under a complete replica (it serves everything).
+    const bottomMapped = state.devices.has(dmName('rw', bottom.uuid)) || state.devices.has(dmName('ro', bottom.uuid));
+    if (image.kind === 'image' && image.state === 'sealed' && !usableReplica(state.cache, image) && !bottomMapped) {
+      lazy = await attachLazy(ctx, state, image, { dataBytes: lazyBytes });
+      if (lazy.action === 'in-use') {
+        // Already up: nothing changed, nothing to observe again.
+      } else if (!ctx.dryRun) {
+        state = await observe(ctx.runner, ctx.vg, ctx.scope, cacheVg, cacheWhen);
+        o = findClone(state, name);
+      } else {
+        // Nothing was attached: plan as if it had been, so the dry run shows the whole stack.
+        const devices = new Map(state.devices);
+        const lc = lazyDeviceName(image);
+        devices.set(lc, { name: lc, uuid: `COWSTACK-${lc.slice('cowstack-'.length)}`, open: 0, major: 0, minor: 0, attr: 'L--r', readOnly: true, suspended: false });
+        state = { ...state, devices };
+      }
+    }
+  }
   if (modes.includes('write') && o.state === 'live' && !state.devices.has(dmName('rw', o.uuid)) && !writebackLv(state.cache, o)) {
     const marker = wbHostOf(o) ? [] : [markWbHostStep(ctx, o, await nodeName(ctx))];
     await runGuarded(ctx, [...marker, ...createWritebackSteps(state.cache!.vg, o)], o);
@@ -206,6 +239,7 @@ export async function mapClone(ctx: OpContext, name: string, opts: MapOptions = 
   const mode = o.state === 'live' ? 'rw' : 'ro';
   const writeback = state.devices.has(dmName('wb', o.uuid)) || plan.steps.some((s) => s.req.argv.includes(dmName('wb', o.uuid)));
   const result: CloneResult = { name, vg: ctx.vg, uuid: o.uuid, parent: state.repo.byUuid.get(o.parentUuid)?.name, device: plan.device, mode, action: 'none', ...(plan.replica ? { replica: plan.replica } : {}), ...(writeback ? { writeback: dmName('wb', o.uuid) } : {}) };
+  if (plan.lazy) result.lazy = lazy ?? { device: `/dev/mapper/${plan.lazy}`, lv: `lc_${plan.lazy.slice('cowstack-lc-'.length)}`, action: 'in-use' };
   if (!plan.steps.length) return result;
   const journal = { op: 'map' as const, vg: ctx.vg, name, uuid: o.uuid };
   // Any layer's activation may be refused by the lock manager: name the one that was.
@@ -226,7 +260,7 @@ async function refuseIfOpen(ctx: OpContext, state: NodeState, o: CowObj, force: 
   if (force || !openDevice(state, o)) return state;
   for (let attempt = 0; attempt < 3; attempt++) {
     await ctx.runner.run(settleReq(10));
-    state = await observe(ctx.runner, ctx.vg, ctx.scope);
+    state = await observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg);
     o = findObj(state, o.name);
     if (!openDevice(state, o)) return state;
   }
@@ -255,7 +289,7 @@ export async function unmapClone(ctx: OpContext, name: string, opts: { force?: b
     state = await observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg);
     o = findClone(state, name);
   }
-  const steps = teardownPlan(state, o, { removeTop: true, forceTop: opts.force, scope: ctx.scope });
+  const steps = teardownPlan(state, o, { removeTop: true, forceTop: opts.force, scope: ctx.scope, tables: await tablesIfLazy(ctx.runner, state) });
   const flushed = wb.flushedBlocks !== undefined ? { flushedBlocks: wb.flushedBlocks, flushSeconds: wb.flushSeconds } : {};
   const result: CloneResult = { name, vg: ctx.vg, uuid: o.uuid, action: steps.length || wb.released ? 'unmapped' : 'none', ...flushed };
   if (!steps.length) {
@@ -340,7 +374,7 @@ export async function collectGarbage(ctx: OpContext, fromName: string): Promise<
   const parent = o.kind === 'clone' ? state.repo.byUuid.get(o.parentUuid) : undefined;
   const start = o.lv.activeLocally || state.devices.has(dmName('ro', o.uuid)) ? o : parent;
   if (!start) return;
-  const steps = teardownPlan(state, start, { removeTop: false, scope: ctx.scope });
+  const steps = teardownPlan(state, start, { removeTop: false, scope: ctx.scope, tables: await tablesIfLazy(ctx.runner, state) });
   if (steps.length) await runPlan(ctx.runner, steps, ctx.observer);
 }
 

@@ -6,7 +6,7 @@ import { readFileSync, existsSync } from 'node:fs';
 import yaml from 'js-yaml';
 import { usageError } from '../exec/errors.js';
 import type { SudoPolicy } from '../exec/types.js';
-import { validateHostName, validateIqn, validatePortal, validateVgName } from './validate.js';
+import { parseSize, validateHostName, validateIqn, validatePortal, validateVgName } from './validate.js';
 
 export const DEFAULT_CONFIG_PATH = '/etc/cowstack/cowstack.yaml';
 
@@ -36,15 +36,17 @@ export interface Config {
    * The node-local cache VG (on the node's own disk, never shared) and what `clone map`
    * does with it by default. An absent VG means: everything works uncached.
    */
-  cache: { vg: string; map: CacheMapMode[]; rateMiBps?: number };
+  cache: { vg: string; map: CacheMapMode[]; rateMiBps?: number; lazySize?: string };
 }
 
 /**
  * replica: make (or use) a full local copy of the image; write: a write-back cache on the
- * local disk under a live clone's COW; none: no caches (a complete replica is not used).
+ * local disk under a live clone's COW; lazy: a dm-cache (smq) of the image's hot blocks on
+ * the local disk, shared by every clone of the image on the node (a complete replica wins:
+ * it serves everything); none: no caches (a complete replica is not used).
  */
-export type CacheMapMode = 'replica' | 'write' | 'none';
-export const CACHE_MAP_MODES: readonly CacheMapMode[] = ['replica', 'write', 'none'];
+export type CacheMapMode = 'replica' | 'lazy' | 'write' | 'none';
+export const CACHE_MAP_MODES: readonly CacheMapMode[] = ['replica', 'lazy', 'write', 'none'];
 
 /** Parse `--cache replica,none`-style lists; the bad value is named. */
 export function parseCacheModes(text: string | string[], where = '--cache'): CacheMapMode[] {
@@ -127,5 +129,9 @@ function merge(config: Config, doc: unknown, file: string): void {
     const r = Number(d.cache.rateMiBps);
     if (!(r > 0)) throw usageError(`${file}: cache.rateMiBps must be a positive number, got "${d.cache.rateMiBps}"`);
     config.cache.rateMiBps = r;
+  }
+  if (d.cache?.lazySize !== undefined) {
+    parseSize(String(d.cache.lazySize), `${file}: cache.lazySize`);
+    config.cache.lazySize = String(d.cache.lazySize);
   }
 }

@@ -8,11 +8,14 @@
  *   cowstack-wb-<uuid>   a live clone's transient write-back cache (dm-writecache over its
  *                        exclusive COW, cache LV in the node-local cache VG): the rw
  *                        snapshot's COW device while it exists
+ *   cowstack-lc-<uuid>   the lazy read cache of an image on this node (dm-cache smq,
+ *                        writethrough, read-only table over the shared image LV, metadata
+ *                        and data LVs in the cache VG): the bottom origin of its stacks
  */
 export const DM_UUID_PREFIX = 'COWSTACK-';
 
-export type DmRole = 'ro' | 'rw' | 'wb';
-const ROLES: readonly DmRole[] = ['ro', 'rw', 'wb'];
+export type DmRole = 'ro' | 'rw' | 'wb' | 'lc';
+const ROLES: readonly DmRole[] = ['ro', 'rw', 'wb', 'lc'];
 
 /** An LV uuid without its dashes, as dm names and sanlock lookups key it. */
 export const compactUuid = (lvUuid: string): string => lvUuid.replace(/-/g, '');

@@ -8,7 +8,9 @@
  */
 import type { Runner } from '../exec/types.js';
 import * as lvm from '../tools/lvm.js';
-import { commitClone, discardClone, unmapClone, type OpContext } from './clones.js';
+import { collectGarbage, commitClone, discardClone, unmapClone, type OpContext } from './clones.js';
+import { lazyDeviceName } from './cacheLazy.js';
+import { parseDmUuid, sameUuid } from './dmNames.js';
 import { writebackLv, wbHostOf, nodeName } from './cacheWrite.js';
 import { dmName } from './dmNames.js';
 import { readJournal, endStep, type JournalEntry } from './journal.js';
@@ -45,6 +47,7 @@ export async function recover(ctx: OpContext): Promise<RecoverReport> {
     }
   }
   actions.push(...(await recoverWriteback(ctx)));
+  actions.push(...(await recoverLazy(ctx)));
   const status = await nodeStatus(ctx.runner, ctx.vg, { scope: ctx.scope });
   const state = await observe(ctx.runner, ctx.vg, ctx.scope);
   const warnings = [...status.warnings];
@@ -115,6 +118,40 @@ async function recoverWriteback(ctx: OpContext): Promise<RecoverAction[]> {
     } catch (e) {
       out.push({ op: 'write-back', name: o.name, decision: 'failed', detail: (e as Error).message });
     }
+  }
+  return out;
+}
+
+/**
+ * Lazy read caches: a device nothing stands on (a map or unmap interrupted around it) is
+ * detached cleanly and its image released (the garbage collection of that image does it).
+ * A pair left "attached" with no device (the node crashed while it was up) needs nothing
+ * now: its next attach resets it (its metadata is zeroed; nothing can be lost, the origin
+ * is a read-only image). Reported so the admin sees it.
+ */
+async function recoverLazy(ctx: OpContext): Promise<RecoverAction[]> {
+  if (!ctx.cacheVg) return [];
+  const state = await observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg, 'always');
+  const out: RecoverAction[] = [];
+  for (const d of state.devices.values()) {
+    const p = parseDmUuid(d.uuid);
+    if (p?.role !== 'lc' || d.open > 0) continue;
+    const image = [...state.repo.byUuid.values()].find((o) => sameUuid(o.uuid, p.lvUuid));
+    if (!image) {
+      out.push({ op: 'lazy-cache', name: d.name, decision: 'failed', detail: 'no image in the repository has this uuid: remove it with dmsetup remove after checking nothing uses it' });
+      continue;
+    }
+    try {
+      await collectGarbage(ctx, image.name);
+      out.push({ op: 'lazy-cache', name: image.name, decision: 'finished', detail: `${d.name} was not used by any clone: detached cleanly, LVs deactivated` });
+    } catch (e) {
+      out.push({ op: 'lazy-cache', name: image.name, decision: 'failed', detail: (e as Error).message });
+    }
+  }
+  for (const c of state.cache?.lvs ?? []) {
+    if (c.kind !== 'lazy' || c.lazyState !== 'attached' || state.devices.has(lazyDeviceName({ uuid: c.originUuid }))) continue;
+    const image = state.repo.byUuid.get(c.originUuid);
+    out.push({ op: 'lazy-cache', name: image?.name ?? c.name, decision: 'nothing-to-do', detail: `${c.vg}/${c.name} was left attached (a crash): it is reset (metadata zeroed) at its next attach` });
   }
   return out;
 }

@@ -84,6 +84,8 @@ export interface DeviceStatus {
   clone?: string;
   /** Write-back cache devices: blocks not yet written back to the COW, and the counters. */
   writeback?: dmsetup.WritecacheStatus;
+  /** Lazy read cache devices (role lc): the dm-cache status (blocks, hits, promotions). */
+  lazy?: dmsetup.CacheStatus;
   open: number;
   readOnly: boolean;
   table: string;
@@ -113,7 +115,9 @@ export async function nodeStatus(runner: Runner, vg: string, opts: { warnPercent
     const problem = !lv ? 'no LV in the repository has this uuid (orphan: cowstack recover)' : undefined;
     const st = statuses.get(d.name)?.[0];
     const writeback = st?.target === 'writecache' ? dmsetup.parseWritecacheStatus(st.args) : undefined;
-    devices.push({ name: d.name, uuid: d.uuid, role: parsed.role, clone: lv?.name, open: d.open, readOnly: d.readOnly, table, usage, problem, ...(writeback ? { writeback } : {}) });
+    const lazy = st?.target === 'cache' ? dmsetup.parseCacheStatus(st.args) : undefined;
+    devices.push({ name: d.name, uuid: d.uuid, role: parsed.role, clone: lv?.name, open: d.open, readOnly: d.readOnly, table, usage, problem, ...(writeback ? { writeback } : {}), ...(lazy ? { lazy } : {}) });
+    if (lazy?.needsCheck || lazy?.failed) warnings.push(`${d.name}: lazy read cache reports ${lazy.failed ? 'a failure' : 'needs_check'}: unmap its clones here; the next attach resets it`);
     if (writeback?.error) warnings.push(`${d.name}: write-back cache reports I/O error ${writeback.error}`);
     if (usage?.warning) warnings.push(`${lv?.name ?? d.name}: ${usage.warning}`);
     if (problem) warnings.push(`${d.name}: ${problem}`);

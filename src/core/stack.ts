@@ -12,6 +12,7 @@ import { dmName, dmPath, dmUuid, lvMapperName, lvMapperPath, type DmRole } from 
 import { cacheLvPath, replicaLvName } from './cacheMeta.js';
 import { replicaSteps, usableReplica } from './cacheStack.js';
 import { attachWritebackSteps, writebackLv } from './cacheWrite.js';
+import { detachLazySteps } from './cacheLazy.js';
 import { isFrozen, type CloneObj, type CowObj } from './metadata.js';
 import type { NodeState } from './observe.js';
 import type { Step } from './plan.js';
@@ -36,6 +37,8 @@ export interface StackLayer {
   role?: DmRole;
   /** Set on the image layer when a local replica stands in for the image LV. */
   replica?: string;
+  /** Set on the image layer when the image's lazy cache device stands in for the image LV. */
+  lazy?: string;
 }
 
 export interface StackPlan {
@@ -43,10 +46,12 @@ export interface StackPlan {
   layers: StackLayer[];
   device: string;
   /** Existing devices that must be checked against the expected table before use. */
-  verify: Array<{ name: string; table: string; origin: CowObj; cow: CowObj; originDevice: string; cowDevice?: string; altOriginDevice?: string }>;
+  verify: Array<{ name: string; table: string; origin: CowObj; cow: CowObj; originDevice: string; cowDevice?: string; altOriginDevices?: string[] }>;
   sectors: number;
   /** The local replica (cache LV name) the stack stands on instead of the image LV. */
   replica?: string;
+  /** The lazy cache device (dm name) the stack stands on instead of the image LV. */
+  lazy?: string;
 }
 
 /**
@@ -54,7 +59,7 @@ export interface StackPlan {
  * read-write (target is a live clone: exclusive COW + rw snapshot on top).
  */
 export interface StackOptions {
-  /** false: do not stand on a local replica even when one is complete (`--cache none`). */
+  /** false: do not stand on a local replica or lazy cache even when there is one (`--cache none`). */
   replica?: boolean;
 }
 
@@ -71,11 +76,16 @@ export function planStack(state: NodeState, target: CowObj, scope: lvm.LvmScope 
   // A complete, verified local replica of exactly this image LV replaces it at the bottom:
   // the node then reads nothing from the repository for this stack.
   const replica = opts.replica === false ? undefined : usableReplica(state.cache, image);
+  // Else the image's lazy cache, when its device is up on this node (attached by mapClone).
   const imageDevice = lvMapperPath(image.vg, image.name);
-  let origin = replica ? cacheLvPath(replica) : imageDevice;
-  const altBottom = replica ? imageDevice : undefined;
-  if (!replica && !image.lv.activeLocally) steps.push(activateStep(image, 'shared', scope));
-  layers.push({ obj: image, device: origin, ...(replica ? { replica: replica.name } : {}) });
+  const lazyName = dmName('lc', image.uuid);
+  const lazyUp = state.devices.has(lazyName);
+  const lazy = !replica && lazyUp && opts.replica !== false ? lazyName : undefined;
+  let origin = replica ? cacheLvPath(replica) : lazy ? dmPath('lc', image.uuid) : imageDevice;
+  // A bottom snapshot built earlier may stand on any of them: all hold the same bytes.
+  const altBottom = [imageDevice, ...(lazyUp ? [dmPath('lc', image.uuid)] : [])].filter((d) => d !== origin);
+  if (!replica && !lazy && !image.lv.activeLocally) steps.push(activateStep(image, 'shared', scope));
+  layers.push({ obj: image, device: origin, ...(replica ? { replica: replica.name } : {}), ...(lazy ? { lazy } : {}) });
 
   for (const o of chain.slice(1)) {
     if (o.kind !== 'clone') throw new CowstackError(EXIT.FAILED, `${lvRef(o)} is an image inside a chain`, { hint: 'cowstack recover' });
@@ -113,7 +123,7 @@ export function planStack(state: NodeState, target: CowObj, scope: lvm.LvmScope 
     const table = dmsetup.snapshotTable(sectors, origin, cowDevice, live ? 'PO' : 'P', o.chunkSectors);
     if (state.devices.has(name)) {
       // A device built before the replica existed stands on the image LV: same bytes, also fine.
-      verify.push({ name, table, origin: layers[layers.length - 1]!.obj, cow: o, originDevice: origin, cowDevice, ...(layers.length === 1 && altBottom ? { altOriginDevice: altBottom } : {}) });
+      verify.push({ name, table, origin: layers[layers.length - 1]!.obj, cow: o, originDevice: origin, cowDevice, ...(layers.length === 1 && altBottom.length ? { altOriginDevices: altBottom } : {}) });
     } else {
       steps.push({
         title: `map ${live ? 'writable' : 'read-only'} snapshot ${name} (${o.name})`,
@@ -126,7 +136,7 @@ export function planStack(state: NodeState, target: CowObj, scope: lvm.LvmScope 
   }
   // Activate and mark the replica used only when something is built on this map.
   if (replica && (steps.length || !replica.lv.activeLocally)) steps.unshift(...replicaSteps(replica));
-  return { steps, layers, device: origin, verify, sectors, ...(replica ? { replica: replica.name } : {}) };
+  return { steps, layers, device: origin, verify, sectors, ...(replica ? { replica: replica.name } : {}), ...(lazy ? { lazy } : {}) };
 }
 
 /**
@@ -142,7 +152,7 @@ export async function verifyExisting(runner: Runner, state: NodeState, plan: Sta
       return dev ? `${dev.major}:${dev.minor}` : undefined;
     };
     const originNum = devNum(v.originDevice);
-    const altNum = v.altOriginDevice ? devNum(v.altOriginDevice) : undefined;
+    const altNums = (v.altOriginDevices ?? []).map(devNum).filter((n): n is string => n !== undefined);
     const cowNum = devNum(v.cowDevice ?? lvMapperPath(v.cow.vg, v.cow.name));
     const ok =
       line &&
@@ -150,7 +160,7 @@ export async function verifyExisting(runner: Runner, state: NodeState, plan: Sta
       line.length === want.length &&
       line.args[2] === want.args[2] &&
       line.args[3] === want.args[3] &&
-      (!originNum || line.args[0] === originNum || (altNum !== undefined && line.args[0] === altNum)) &&
+      (!originNum || line.args[0] === originNum || altNums.includes(line.args[0]!)) &&
       (!cowNum || line.args[1] === cowNum);
     if (!ok) {
       throw new CowstackError(EXIT.FAILED, `device ${v.name} exists but its table is not the one cowstack expects for ${v.cow.name}`, {
@@ -162,7 +172,7 @@ export async function verifyExisting(runner: Runner, state: NodeState, plan: Sta
 }
 
 /** How many openers each device has, and what each of our devices opens (for GC simulation). */
-export function teardownPlan(state: NodeState, target: CowObj, opts: { removeTop: boolean; forceTop?: boolean; scope?: lvm.LvmScope }): Step[] {
+export function teardownPlan(state: NodeState, target: CowObj, opts: { removeTop: boolean; forceTop?: boolean; scope?: lvm.LvmScope; tables?: Map<string, dmsetup.DmLine[]> }): Step[] {
   const scope = opts.scope ?? {};
   const open = new Map([...state.devices].map(([n, d]) => [n, d.open]));
   const forced = new Set<string>();
@@ -187,8 +197,19 @@ export function teardownPlan(state: NodeState, target: CowObj, opts: { removeTop
         // (mapped before the replica existed): assume the image LV is still used rather
         // than deactivate it under another clone. GC releases it once nothing opens it.
         const parent = chain[i + 1]!;
-        if (!(parent.kind === 'image' && state.devices.has(lvMapperName(state.cache?.vg ?? '', replicaLvName(parent.uuid))) && state.cache)) release(originName(i));
+        const bottom = parent.kind === 'image' ? bottomOrigin(state, name, opts.tables) : undefined;
+        if (bottom) release(bottom);
+        else if (!(parent.kind === 'image' && state.devices.has(lvMapperName(state.cache?.vg ?? '', replicaLvName(parent.uuid))) && state.cache)) release(originName(i));
       }
+    }
+    // The image's lazy cache goes when nothing stands on it any more (removed cleanly, so
+    // its mappings persist), before the image LV it holds open is released.
+    const lazyName = dmName('lc', o.uuid);
+    if (o.kind === 'image' && state.devices.has(lazyName)) {
+      if ((open.get(lazyName) ?? 0) > 0) return steps;
+      steps.push(...detachLazySteps(state.cache, o));
+      open.delete(lazyName);
+      release(mapperName(o));
     }
     if (o.lv.activeLocally) {
       if ((open.get(mapperName(o)) ?? 0) > 0) return steps;
@@ -196,6 +217,27 @@ export function teardownPlan(state: NodeState, target: CowObj, opts: { removeTop
     }
   }
   return steps;
+}
+
+/**
+ * The device a bottom snapshot stands on, by its table's origin major:minor, when the node
+ * has a lazy cache device (a snapshot may then stand on it, on the image LV, or on a
+ * replica). Without the tables: unknown (the caller's conservative default applies: the
+ * lazy cache is then kept up, never removed under a snapshot).
+ */
+function bottomOrigin(state: NodeState, snapName: string, tables?: Map<string, dmsetup.DmLine[]>): string | undefined {
+  const lazy = [...state.devices.values()].find((d) => d.name.startsWith('cowstack-lc-'));
+  if (!lazy) return undefined;
+  const line = tables?.get(snapName)?.[0];
+  if (!line) return undefined;
+  const num = line.args[0];
+  return [...state.devices.values()].find((d) => `${d.major}:${d.minor}` === num)?.name;
+}
+
+/** Every device's table, when a lazy cache is up (teardownPlan needs the bottom origins). */
+export async function tablesIfLazy(runner: Runner, state: NodeState): Promise<Map<string, dmsetup.DmLine[]> | undefined> {
+  if (![...state.devices.keys()].some((n) => n.startsWith('cowstack-lc-'))) return undefined;
+  return dmsetup.tableAll(runner);
 }
 
 /** Who holds a device open (dm holders), for refusal messages. */

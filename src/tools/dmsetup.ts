@@ -270,14 +270,23 @@ export async function status(runner: Runner, name: string): Promise<DmLine[]> {
 
 /** `dmsetup status` of every device in one call: "name: start len target args". */
 export async function statusAll(runner: Runner): Promise<Map<string, DmLine[]>> {
-  const r = await runner.run(req(['status'], 'read'));
+  return parseNamedLines((await runner.run(req(['status'], 'read'))).stdout);
+}
+
+/** "name: start len target args" lines (dmsetup status / table without a name). */
+export function parseNamedLines(stdout: string): Map<string, DmLine[]> {
   const out = new Map<string, DmLine[]>();
-  for (const line of r.stdout.split('\n')) {
+  for (const line of stdout.split('\n')) {
     const m = /^(\S+): (.*)$/.exec(line.trim());
     if (!m) continue;
     out.set(m[1]!, [...(out.get(m[1]!) ?? []), ...parseDmLines(m[2]!)]);
   }
   return out;
+}
+
+/** `dmsetup table` of every device in one call: "name: start len target args". */
+export async function tableAll(runner: Runner): Promise<Map<string, DmLine[]>> {
+  return parseNamedLines((await runner.run(req(['table'], 'read'))).stdout);
 }
 
 export async function targets(runner: Runner): Promise<Map<string, string>> {

@@ -10,13 +10,13 @@ const listText = (r: CacheReport): string => {
   const head = `${r.cacheVg}: ${formatSize(r.freeBytes)} free of ${formatSize(r.sizeBytes)}`;
   const rows = r.caches.map((c) => {
     const progress = c.state === 'copying' ? ` ${Math.floor((100 * c.copiedBytes) / Math.max(c.sizeBytes, 1))}% copied` : '';
-    return `  ${c.kind.padEnd(8)} ${(c.origin.name ?? '(gone)').padEnd(24)} ${c.state.padEnd(9)} ${formatSize(c.sizeBytes).padStart(10)}${c.open ? '  in use' : ''}${progress}${c.dirtyBlocks !== undefined ? `  ${c.dirtyBlocks} dirty block(s)` : ''}${c.hits !== undefined ? `  hits ${c.hits} misses ${c.misses}` : ''}${c.lastUsed ? `  used ${c.lastUsed}` : ''}`;
+    return `  ${c.kind.padEnd(8)} ${(c.origin.name ?? '(gone)').padEnd(24)} ${c.state.padEnd(9)} ${formatSize(c.sizeBytes).padStart(10)}${c.open ? '  in use' : ''}${progress}${c.dirtyBlocks !== undefined ? `  ${c.dirtyBlocks} dirty block(s)` : ''}${c.lazy ? `  ${c.lazy.usedBlocks}/${c.lazy.totalBlocks} blocks, ${c.lazy.promotions} promoted` : ''}${c.hits !== undefined ? `  hits ${c.hits} misses ${c.misses}` : ''}${c.lastUsed ? `  used ${c.lastUsed}` : ''}`;
   });
   return [head, ...(rows.length ? rows : ['  no caches'])].join('\n');
 };
 
 export function register(program: Command): void {
-  const cache = program.command('cache').description('node-local caches on the node\'s own disk (a local VG): image replicas');
+  const cache = program.command('cache').description('node-local caches on the node\'s own disk (a local VG): image replicas, lazy read caches, write-back caches');
 
   vgOption(
     cache

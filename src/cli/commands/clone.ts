@@ -11,7 +11,7 @@ const describe = (r: CloneResult): string => {
     created: `created on ${r.parent}`, completed: `creation completed on ${r.parent}`, none: 'already so: nothing to do', mapped: 'mapped', unmapped: 'unmapped and released',
     committed: `committed: read-only, usable as a parent on any node`, discarded: 'discarded', removed: 'removed', grown: `COW grown to ${formatSize(r.cowBytes ?? 0)}`,
   };
-  const dev = r.device ? `\n${r.device}${r.mode === 'ro' ? ' (read-only)' : ''}${r.replica ? ` (on local replica ${r.replica})` : ''}` : '';
+  const dev = r.device ? `\n${r.device}${r.mode === 'ro' ? ' (read-only)' : ''}${r.replica ? ` (on local replica ${r.replica})` : ''}${r.lazy ? ` (on lazy cache ${r.lazy.lv}: ${r.lazy.action}${r.lazy.reset ? `, reset: ${r.lazy.resetReason}` : ''})` : ''}` : '';
   return `${r.vg}/${r.name}: ${what[r.action]}${dev}`;
 };
 
@@ -37,11 +37,12 @@ export function register(program: Command): void {
       .command('map')
       .description('map a clone on this node (live: writable, exclusive; committed: read-only) and print its device')
       .argument('<name>')
-      .option('--cache <modes>', 'replica (make the image\'s local replica first if missing) or none (ignore local caches); default: cache.map in the config'),
+      .option('--cache <modes>', 'comma list: replica (make the image\'s local replica first if missing), lazy (a dm-cache of the image\'s hot blocks on the local disk), write (a write-back cache under the COW), or none (ignore local caches); default: cache.map in the config')
+      .option('--lazy-size <size>', 'data size of a new lazy cache (default: cache.lazySize in the config, else a quarter of the image within 32M..4G)'),
   ).action(async (name: string, o, cmd: Command) => {
     const ctx = createContext(cmd);
     const cache = o.cache !== undefined ? parseCacheModes(o.cache) : undefined;
-    await ctx.finish(await mapClone(ctx.op(o.vg), name, { cache }), describe);
+    await ctx.finish(await mapClone(ctx.op(o.vg), name, { cache, lazySize: o.lazySize }), describe);
   });
 
   vgOption(clone.command('unmap').description('remove the mapping and release the COW on this node').argument('<name>').option('--force', 'even if open (its users get I/O errors)')).action(async (name: string, o, cmd: Command) => {

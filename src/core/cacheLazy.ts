@@ -1,0 +1,203 @@
+/**
+ * The lazy read cache of an image on one node: dm-cache (smq, writethrough) over the shared
+ * image LV, device `cowstack-lc-<image uuid>`, made of two LVs in the node's cache VG,
+ * `lm_<uuid>` (metadata) and `lc_<uuid>` (data). Every clone of the image mapped on the node
+ * stands on it (planStack), like on a replica; it serves the hot blocks it has promoted.
+ *
+ * The table is loaded read-only (`dmsetup create --readonly`): the image LV is LVM read-only
+ * and nothing above the cache ever writes to it (snapshots write to their COW). Its blocks
+ * are therefore never dirty, and a read cache over an immutable origin can always be thrown
+ * away: whenever its metadata cannot be trusted it is *reset* (first 4 KiB of the metadata
+ * LV zeroed: dm-cache then formats it afresh), never repaired.
+ *
+ * Persistence: a clean `dmsetup remove` writes the metadata with its clean-shutdown flag, so
+ * the next attach re-uses the mappings (promoted blocks hit at once). State tag on both LVs:
+ *   new       created, metadata not zeroed yet: reset at the next attach
+ *   attached  set BEFORE `dmsetup create`, cleared after a clean remove; found on a cold
+ *             attach it means a crash (unclean shutdown: dm-cache would count every cached
+ *             block dirty and try to write it to the read-only origin): reset
+ *   ready     cleanly detached: `cache_check -q` on the metadata, reset if it fails
+ * A created device that reports `needs_check` is reset too. Bound to the origin LV's UUID
+ * (names and tags): an image re-created under the same name never sees the old cache.
+ */
+import { CowstackError, EXIT } from '../exec/errors.js';
+import * as dmsetup from '../tools/dmsetup.js';
+import * as lvm from '../tools/lvm.js';
+import { cacheLvPath, cacheTag, lazyDataLvName, lazyMetaLvName, type CacheLv, type CacheState, type LazyState } from './cacheMeta.js';
+import { makeRoom, removeCacheLv } from './cache.js';
+import type { OpContext } from './clones.js';
+import { dmName, dmPath, dmUuid, lvMapperPath, sameUuid } from './dmNames.js';
+import type { ImageObj } from './metadata.js';
+import type { NodeState } from './observe.js';
+import { runPlan, type Step } from './plan.js';
+import { activateStep, lvRef } from './stack.js';
+import { formatSize, roundUp } from './validate.js';
+
+/** 64 KiB cache blocks. */
+export const LAZY_BLOCK_SECTORS = 128;
+export const LAZY_MIN_BYTES = 32 * 2 ** 20;
+export const LAZY_MAX_BYTES = 4 * 2 ** 30;
+export const LAZY_META_MIN_BYTES = 8 * 2 ** 20;
+
+/**
+ * Data LV size: `requested`, else a quarter of the image, rounded up to extents, within
+ * [32 MiB, 4 GiB], never above the image (rounded up to extents).
+ */
+export function lazyDataBytes(imageBytes: number, extentBytes: number, requested?: number): number {
+  const cap = roundUp(imageBytes, extentBytes);
+  const want = requested ?? Math.min(LAZY_MAX_BYTES, Math.max(LAZY_MIN_BYTES, imageBytes / 4));
+  return Math.max(extentBytes, Math.min(cap, roundUp(want, extentBytes)));
+}
+
+/** Metadata LV: 4 MiB + 44 bytes per cache block (dm-cache's rule of thumb), at least 8 MiB. */
+export const lazyMetaBytes = (dataBytes: number, extentBytes: number): number =>
+  Math.max(LAZY_META_MIN_BYTES, roundUp(4 * 2 ** 20 + 44 * (dataBytes / (LAZY_BLOCK_SECTORS * 512)), extentBytes));
+
+export interface LazyPair {
+  data?: CacheLv;
+  meta?: CacheLv;
+}
+
+export function lazyPair(cache: CacheState | undefined, image: Pick<ImageObj, 'uuid'>): LazyPair {
+  const of = (kind: CacheLv['kind']) => cache?.lvs.find((c) => c.kind === kind && sameUuid(c.originUuid, image.uuid));
+  return { data: of('lazy'), meta: of('lazymeta') };
+}
+
+export const lazyDeviceName = (image: Pick<ImageObj, 'uuid'>): string => dmName('lc', image.uuid);
+export const lazyDevicePath = (image: Pick<ImageObj, 'uuid'>): string => dmPath('lc', image.uuid);
+
+export function lazyTable(image: ImageObj, cacheVg: string): string {
+  const meta = cacheLvPath({ vg: cacheVg, name: lazyMetaLvName(image.uuid) });
+  const data = cacheLvPath({ vg: cacheVg, name: lazyDataLvName(image.uuid) });
+  return dmsetup.cacheTable(image.sizeBytes / 512, meta, data, lvMapperPath(image.vg, image.name), LAZY_BLOCK_SECTORS, 'writethrough', 'smq');
+}
+
+const pairRefs = (cacheVg: string, image: Pick<ImageObj, 'uuid'>): [string, string] => [`${cacheVg}/${lazyMetaLvName(image.uuid)}`, `${cacheVg}/${lazyDataLvName(image.uuid)}`];
+
+/** Zero the first 4 KiB of the metadata LV: dm-cache then formats it afresh (nothing cached). */
+export const zeroMetaStep = (cacheVg: string, image: Pick<ImageObj, 'uuid'>, why: string): Step => ({
+  title: `zero the metadata of ${cacheVg}/${lazyMetaLvName(image.uuid)} (${why})`,
+  req: { argv: ['dd', 'if=/dev/zero', `of=${cacheLvPath({ vg: cacheVg, name: lazyMetaLvName(image.uuid) })}`, 'bs=4096', 'count=1', 'oflag=direct', 'conv=fsync', 'status=none'], kind: 'write', root: true, timeout: 'change' },
+});
+
+const createDeviceStep = (cacheVg: string, image: ImageObj): Step => ({
+  title: `attach lazy cache ${lazyDeviceName(image)} (${image.name})`,
+  req: dmsetup.createReq(lazyDeviceName(image), dmUuid('lc', image.uuid), lazyTable(image, cacheVg), { readOnly: true }),
+  undo: [dmsetup.removeReq(lazyDeviceName(image))],
+});
+
+/**
+ * Steps that detach an unused lazy cache cleanly (the remove writes its metadata), mark it
+ * ready and deactivate both LVs. The image LV is released by the caller (teardownPlan).
+ */
+export function detachLazySteps(cache: CacheState | undefined, image: ImageObj, now = Math.floor(Date.now() / 1000)): Step[] {
+  const name = lazyDeviceName(image);
+  const { data } = lazyPair(cache, image);
+  const vg = data?.vg ?? cache?.vg;
+  const steps: Step[] = [{ title: `detach lazy cache ${name} (${image.name})`, req: dmsetup.removeReq(name) }];
+  if (!vg) return steps; // the LVs are not known here (cannot happen while the device exists)
+  const from = data?.lazyState ?? 'attached';
+  const used = data?.usedAt;
+  // One LVM command: ready (the remove wrote the metadata cleanly), last used now, deactivated.
+  const args = [
+    '-an',
+    ...(from !== 'ready' ? ['--deltag', cacheTag.state(from), '--addtag', cacheTag.state('ready')] : []),
+    ...(used !== now ? [...(used ? ['--deltag', cacheTag.used(used)] : []), '--addtag', cacheTag.used(now)] : []),
+  ];
+  steps.push({ title: `mark the lazy cache of ${image.name} ready and deactivate its LVs`, req: lvm.lvmRequest('lvchange', [...args, ...pairRefs(vg, image)], 'write') });
+  return steps;
+}
+
+export interface LazyResult {
+  /** The dm device clones of the image stand on. */
+  device: string;
+  /** The data LV in the cache VG. */
+  lv: string;
+  /** created: new LVs; attached: existing LVs re-attached (their mappings re-used unless reset); in-use: already up. */
+  action: 'created' | 'attached' | 'in-use';
+  /** The metadata was zeroed on this attach: nothing cached survives (why: resetReason). */
+  reset?: boolean;
+  resetReason?: string;
+  dataBytes?: number;
+  evicted?: string[];
+}
+
+/**
+ * Make the image's lazy cache device exist on this node: create the pair (making room by
+ * evicting unused caches), or re-attach it, resetting it when it cannot be trusted.
+ */
+export async function attachLazy(ctx: OpContext, state: NodeState, image: ImageObj, opts: { dataBytes?: number } = {}): Promise<LazyResult> {
+  const cache = state.cache;
+  const device = lazyDevicePath(image);
+  if (!cache?.exists) throw new CowstackError(EXIT.NOT_FOUND, `this node (${ctx.runner.target}) has no cache VG`, { hint: 'create it on a local disk: cowstack cache init DEVICE' });
+  const vg = cache.vg;
+  const lv = lazyDataLvName(image.uuid);
+  if (state.devices.has(lazyDeviceName(image))) return { device, lv, action: 'in-use' };
+  const now = Math.floor(Date.now() / 1000);
+  let { data, meta } = lazyPair(cache, image);
+  const evicted: string[] = [];
+  // Half a pair (a crash between the two lvcreates): nothing in it can be used.
+  if (data && !meta) await removeCacheLv(ctx, data, cache);
+  if (meta && !data) await removeCacheLv(ctx, meta, cache);
+  if (!data || !meta) data = meta = undefined;
+  const [metaRef, dataRef] = pairRefs(vg, image);
+  const from: LazyState | undefined = data?.lazyState;
+  const steps: Step[] = [];
+  if (!image.lv.activeLocally) steps.push(activateStep(image, 'shared', ctx.scope));
+  let dataBytes = data?.sizeBytes;
+  if (!data) {
+    dataBytes = lazyDataBytes(image.sizeBytes, cache.extentBytes, opts.dataBytes);
+    const metaBytes = lazyMetaBytes(dataBytes, cache.extentBytes);
+    evicted.push(...(await makeRoom(ctx, cache, dataBytes + metaBytes, state.repo)));
+    // Created "attached": until its device has been removed cleanly, an attach resets it
+    // (a crash before the metadata was zeroed included). One LVM command fewer than new -> ready.
+    const tags = (kind: 'lazy' | 'lazymeta') => ['--addtag', cacheTag.kind(kind), '--addtag', cacheTag.origin(image.uuid), '--addtag', cacheTag.state('attached'), '--addtag', cacheTag.used(now)];
+    for (const [kind, name, bytes, ref] of [['lazymeta', lazyMetaLvName(image.uuid), metaBytes, metaRef], ['lazy', lv, dataBytes, dataRef]] as const) {
+      steps.push({
+        title: `create lazy cache ${kind === 'lazy' ? 'data' : 'metadata'} LV ${ref} (${formatSize(bytes)}) for ${lvRef(image)}`,
+        req: lvm.lvmRequest('lvcreate', ['-an', '-Zn', '-Wn', '--setautoactivation', 'n', '-L', `${bytes}b`, '-n', name, ...tags(kind), vg], 'write'),
+        undo: [lvm.lvmRequest('lvremove', ['-y', ref], 'write')],
+      });
+    }
+  }
+  // One LVM command activates the pair and records "attached" BEFORE the device exists: a
+  // crash from here on means "reset at the next attach" (LVM warns that combining
+  // activation with a metadata change is not advised; either half failing is safe here).
+  const needsActivation = !data?.lv.activeLocally || !meta?.lv.activeLocally;
+  const retag = data && (from !== 'attached' || data.usedAt !== now);
+  if (needsActivation || retag) {
+    const args = [
+      ...(needsActivation ? ['-aey'] : []),
+      ...(data && from !== 'attached' ? ['--deltag', cacheTag.state(from!), '--addtag', cacheTag.state('attached')] : []),
+      ...(data && data.usedAt !== now ? [...(data.usedAt ? ['--deltag', cacheTag.used(data.usedAt)] : []), '--addtag', cacheTag.used(now)] : []),
+    ];
+    steps.push({
+      title: `${needsActivation ? 'activate' : 'mark'} the lazy cache LVs of ${image.name}${data ? ' (attached)' : ''}`,
+      req: lvm.lvmRequest('lvchange', [...args, metaRef, dataRef], 'write'),
+      ...(needsActivation ? { undo: [lvm.lvmRequest('lvchange', ['-an', metaRef, dataRef], 'write')] } : {}),
+    });
+  }
+  await runPlan(ctx.runner, steps, ctx.observer);
+
+  let resetReason: string | undefined;
+  if (data && from === 'new') resetReason = 'its creation was interrupted before the metadata was zeroed';
+  if (data && from === 'attached') resetReason = 'it was left attached by a crash or an interrupted creation (unclean: dm-cache would count every block dirty)';
+  if (from === 'ready' && !ctx.dryRun) {
+    const chk = await ctx.runner.run({ argv: ['cache_check', '-q', cacheLvPath({ vg, name: lazyMetaLvName(image.uuid) })], kind: 'read', root: true, allowFailure: true, timeout: 'change' });
+    if (chk.exitCode !== 0) resetReason = `cache_check failed (exit ${chk.exitCode}${chk.stderr.trim() ? `: ${chk.stderr.trim().split('\n')[0]}` : ''})`;
+  }
+  const second: Step[] = [];
+  if (!data || resetReason) second.push(zeroMetaStep(vg, image, data ? 'reset' : 'new cache'));
+  second.push(createDeviceStep(vg, image));
+  await runPlan(ctx.runner, second, ctx.observer);
+
+  if (!ctx.dryRun) {
+    const [line] = await dmsetup.status(ctx.runner, lazyDeviceName(image));
+    const st = line?.target === 'cache' ? dmsetup.parseCacheStatus(line.args) : undefined;
+    if (!st || st.needsCheck || st.failed) {
+      resetReason = `the device reported ${st?.needsCheck ? 'needs_check' : 'a failure'} after attach`;
+      await runPlan(ctx.runner, [{ title: `detach ${lazyDeviceName(image)}`, req: dmsetup.removeReq(lazyDeviceName(image)) }, zeroMetaStep(vg, image, 'reset'), createDeviceStep(vg, image)], ctx.observer);
+    }
+  }
+  return { device, lv, action: data ? 'attached' : 'created', ...(resetReason ? { reset: true, resetReason } : {}), dataBytes, ...(evicted.length ? { evicted } : {}) };
+}
