@@ -1,7 +1,12 @@
 import { defineConfig } from 'vitest/config';
+import LongestFirst from './test/integration/sequencer.js';
 
-// Two projects: unit tests are fast and hermetic (recording runner, fixtures);
-// integration tests share one booted testbed cluster and therefore run serially.
+// Integration files run COWSTACK_TESTBEDS (default 2) at a time, each worker on its own
+// testbed cluster (test/integration/testbeds.ts); 1 runs them one after another.
+const testbeds = Number(process.env.COWSTACK_TESTBEDS ?? 2);
+
+// Two projects: unit tests are fast and hermetic (recording runner, fixtures); integration
+// tests run against booted testbed clusters, after the unit tests (groupOrder).
 export default defineConfig({
   test: {
     projects: [
@@ -9,6 +14,7 @@ export default defineConfig({
         test: {
           name: 'unit',
           include: ['test/unit/**/*.test.ts'],
+          sequence: { groupOrder: 0 },
         },
       },
       {
@@ -16,10 +22,11 @@ export default defineConfig({
           name: 'integration',
           include: ['test/integration/**/*.test.ts'],
           globalSetup: ['test/integration/global-setup.ts'],
-          fileParallelism: false,
+          fileParallelism: testbeds > 1,
+          maxWorkers: testbeds,
           testTimeout: 600_000,
           hookTimeout: 1_200_000,
-          sequence: { concurrent: false },
+          sequence: { concurrent: false, groupOrder: 1, sequencer: LongestFirst },
         },
       },
     ],

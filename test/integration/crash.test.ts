@@ -4,11 +4,12 @@
  * powered off with a clone mapped, a TM-deployed VM and dirty blocks in a write-back cache. After `cowstack recover` (or a re-run) the state is
  * consistent, nothing is left that nothing owns, and the data is intact.
  */
-import { beforeAll, describe, expect, inject, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { promises as fsp } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { attach, type Testbed } from '../testbed/index.js';
+import type { Testbed } from '../testbed/index.js';
+import { attachMine } from './testbeds.js';
 import { clusterCli, cowstack } from './cli.js';
 import { REPO_VG } from './cluster.js';
 import { deviceSha, MiB, overlay, pattern, sha256, writeAt } from './data.js';
@@ -32,7 +33,7 @@ const crashAfter = async (node: string, step: number, args: string[]) => {
   expect(r.stdout, 'killed before printing a result').toBe('');
 };
 const lvTags = async (node: string, name: string): Promise<string[] | undefined> => {
-  const r = await tb.ssh(node, ['lvs', '--noheadings', '-o', 'lv_tags', `${REPO_VG}/${name}`]);
+  const r = await tb.ssh(node, ['lvs', '--nolocking', '--noheadings', '-o', 'lv_tags', `${REPO_VG}/${name}`]);
   return r.exitCode === 0 ? r.stdout.trim().split(',') : undefined;
 };
 async function consistent(node: string): Promise<void> {
@@ -42,7 +43,7 @@ async function consistent(node: string): Promise<void> {
 }
 
 beforeAll(async () => {
-  tb = await attach(inject('testbedState'));
+  tb = await attachMine();
   const dir = await fsp.mkdtemp(path.join(tmpdir(), 'cowstack-crash-'));
   await fsp.writeFile(path.join(dir, 'img.raw'), IMG);
   await ok('node1', ['image', 'import', img, path.join(dir, 'img.raw')]);
@@ -155,7 +156,7 @@ describe.sequential('a node loses power with a clone mapped', () => {
     // The lease has expired: the retried delete succeeds and the VM is deployed again on node2.
     const late = await tm.run('delete', [`node1:${vmDir}/`, String(vm), '0']);
     expect(late.exitCode, late.stderr).toBe(0);
-    expect((await tb.ssh('node2', ['lvs', '--noheadings', '-o', 'lv_name', `${REPO_VG}/one-${vm}-0`])).exitCode).not.toBe(0);
+    expect((await tb.ssh('node2', ['lvs', '--nolocking', '--noheadings', '-o', 'lv_name', `${REPO_VG}/one-${vm}-0`])).exitCode).not.toBe(0);
     await tm.ok('clone', [`${FE}:${REPO_VG}/${img}`, `node2:${vmDir}/disk.0`, String(vm), '1']);
     expect(await deviceSha(tb, 'node2', `${vmDir}/disk.0`)).toBe(sha256(IMG));
     await tm.ok('delete', [`node2:${vmDir}/`, String(vm), '0']);

@@ -3,16 +3,17 @@
  * guest), the shared VG on both nodes, idempotent iSCSI login, and the cluster lock:
  * an LV exclusive on node1 is refused on node2 with cowstack's lock-conflict exit code.
  */
-import { beforeAll, describe, expect, inject, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { execa } from 'execa';
 import path from 'node:path';
-import { attach, type Testbed } from '../testbed/index.js';
+import type { Testbed } from '../testbed/index.js';
+import { attachMine } from './testbeds.js';
 import { cowstack, ROOT } from './cli.js';
 import { REPO_VG } from './cluster.js';
 
 let tb: Testbed;
 beforeAll(async () => {
-  tb = await attach(inject('testbedState'));
+  tb = await attachMine();
 });
 
 const EXIT_LOCK_CONFLICT = 4;
@@ -154,7 +155,7 @@ describe('exclusive activation across nodes', () => {
     const r = await cowstack(tb, ['--host', 'node1', '--json', '--dry-run', 'activate', `${REPO_VG}/cs-dry`, '--exclusive']);
     expect(r.exitCode, r.stderr).toBe(0);
     expect(r.json.dryRun).toEqual([expect.objectContaining({ host: 'node1', argv: ['lvchange', '-aey', `${REPO_VG}/cs-dry`] })]);
-    const lvs = await tb.ssh('node1', ['lvs', '--noheadings', '-o', 'lv_active', `${REPO_VG}/cs-dry`]);
+    const lvs = await tb.ssh('node1', ['lvs', '--nolocking', '--noheadings', '-o', 'lv_active', `${REPO_VG}/cs-dry`]);
     expect(lvs.stdout.trim()).toBe('');
     expect((await tb.ssh('node1', ['lvremove', '-y', `${REPO_VG}/cs-dry`])).exitCode).toBe(0);
   });

@@ -4,8 +4,9 @@
  * written by one node through one backend is read back, byte for byte, by the other node
  * and through the other backend (the same device behind both).
  */
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { attach, type Testbed } from '../testbed/index.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Testbed } from '../testbed/index.js';
+import { attachMine } from './testbeds.js';
 import { cowstack, type CliResult } from './cli.js';
 import { MiB, pattern, sha256, writeAt } from './data.js';
 
@@ -38,7 +39,7 @@ async function nodeRecords(host: string): Promise<string> {
 }
 
 beforeAll(async () => {
-  tb = await attach(inject('testbedState'));
+  tb = await attachMine();
   if (!tb.isRunning(tb.server.name)) await tb.boot(tb.server.name);
 }, 300_000);
 

@@ -4,10 +4,11 @@
  * the symlink at D, the device behind it, the LV tags and the data (sha256); after
  * terminate, that nothing of the VM is left on either node or in the repository.
  */
-import { beforeAll, describe, expect, inject, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
-import { attach, type Testbed } from '../testbed/index.js';
+import type { Testbed } from '../testbed/index.js';
+import { attachMine } from './testbeds.js';
 import { clusterCli } from './cli.js';
 import { REPO_VG } from './cluster.js';
 import { deviceSha, MiB, overlay, pattern, sha256, writeAt } from './data.js';
@@ -33,11 +34,11 @@ const ssh = async (node: string, argv: string[]) => {
 };
 const readlink = async (node: string, p: string) => (await ssh(node, ['readlink', '--', p])).out;
 const lvTags = async (node: string, name: string): Promise<string[] | undefined> => {
-  const r = await ssh(node, ['lvs', '--noheadings', '-o', 'lv_tags', `${REPO_VG}/${name}`]);
+  const r = await ssh(node, ['lvs', '--nolocking', '--noheadings', '-o', 'lv_tags', `${REPO_VG}/${name}`]);
   return r.exitCode === 0 ? r.out.split(',') : undefined;
 };
-const lvUuid = async (node: string, name: string) => (await ssh(node, ['lvs', '--noheadings', '-o', 'lv_uuid', `${REPO_VG}/${name}`])).out;
-const lvNames = async (node: string) => (await ssh(node, ['lvs', '--noheadings', '-o', 'lv_name', REPO_VG])).out.split(/\s+/).filter(Boolean);
+const lvUuid = async (node: string, name: string) => (await ssh(node, ['lvs', '--nolocking', '--noheadings', '-o', 'lv_uuid', `${REPO_VG}/${name}`])).out;
+const lvNames = async (node: string) => (await ssh(node, ['lvs', '--nolocking', '--noheadings', '-o', 'lv_name', REPO_VG])).out.split(/\s+/).filter(Boolean);
 const cowstackDevices = async (node: string) => (await ssh(node, ['dmsetup', 'ls'])).out.split('\n').map((l) => l.split(/\s+/)[0]!).filter((n) => n.startsWith('cowstack-'));
 const exists = async (node: string, p: string) => (await ssh(node, ['test', '-e', p])).exitCode === 0;
 
@@ -52,7 +53,7 @@ async function checkDisk(node: string, vm: number, disk: number, content: Buffer
 }
 
 beforeAll(async () => {
-  tb = await attach(inject('testbedState'));
+  tb = await attachMine();
   tm = await tmHarness(tb);
   const file = path.join(tm.dir, 'img.raw');
   await fsp.writeFile(file, IMG);

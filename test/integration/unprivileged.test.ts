@@ -8,8 +8,9 @@ import { execa } from 'execa';
 import { promises as fsp } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { beforeAll, describe, expect, inject, it } from 'vitest';
-import { attach, type Testbed } from '../testbed/index.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import type { Testbed } from '../testbed/index.js';
+import { attachMine } from './testbeds.js';
 import { CLI, cowstack } from './cli.js';
 import { REPO_VG } from './cluster.js';
 import { MiB, overlay, pattern, sha256 } from './data.js';
@@ -40,7 +41,7 @@ const ok = async (node: string, args: string[], input?: string | Buffer) => {
 const userSh = (node: string, argv: string[], input?: Buffer) => execa('ssh', ['-F', userSsh, node, '--', ...argv], { reject: false, input });
 
 beforeAll(async () => {
-  tb = await attach(inject('testbedState'));
+  tb = await attachMine();
   for (const n of tb.nodes) {
     const r = await tb.sh(
       n.name,

@@ -307,7 +307,7 @@ async function builtRequests(): Promise<RunRequest[]> {
   };
   const report = ['--reportformat', 'json', '--units', 'b', '--nosuffix', '--binary', '-o'];
   const lvmCalls: Array<[string, string[]]> = [
-    ['lvs', [...report, lvm.LV_FIELDS.join(','), 'repo/img']],
+    ['lvs', ['--nolocking', ...report, lvm.LV_FIELDS.join(','), 'repo/img']],
     ['vgs', [...report, lvm.VG_FIELDS.join(','), 'repo']],
     ['pvs', [...report, lvm.PV_FIELDS.join(',')]],
     ['lvcreate', ['-an', '-Zn', '-Wn', '--setautoactivation', 'n', '-L', '1073741824b', '-n', 'c-1', '--addtag', 'cowstack_role:clone', '--addtag', 'cowstack_parent:Ab12-cD34', '--addtag', 'cowstack_chunk:8', 'repo']],

@@ -189,7 +189,7 @@ describe('report parsers', () => {
 
 describe('reads through the runner', () => {
   it('lvs sends the report argv and parses the answer', async () => {
-    const r = recorder().expect(['lvs', ...REPORT, '-o', LV_COLUMNS, 'repo'], { kind: 'read', stdout: LVS_STRINGS });
+    const r = recorder().expect(['lvs', '--nolocking', ...REPORT, '-o', LV_COLUMNS, 'repo'], { kind: 'read', stdout: LVS_STRINGS });
     expect(await lvm.lvs(r, 'repo')).toEqual(EXPECTED_LVS);
     expect(r.calls[0]).toMatchObject({ root: true, timeout: 'query', allowFailure: true });
     r.verify();

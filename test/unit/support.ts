@@ -40,7 +40,7 @@ export const LV_COLUMNS =
 export const VG_COLUMNS = 'vg_name,vg_uuid,vg_size,vg_free,vg_extent_size,vg_lock_type,vg_lock_args,vg_shared,vg_tags,pv_count,lv_count';
 export const PV_COLUMNS = 'pv_name,vg_name,pv_uuid,pv_size,dev_size';
 
-export const lvsArgv = (target: string, config: string[] = []) => ['lvs', ...config, ...REPORT, '-o', LV_COLUMNS, target];
+export const lvsArgv = (target: string, config: string[] = []) => ['lvs', ...config, '--nolocking', ...REPORT, '-o', LV_COLUMNS, target];
 export const vgsArgv = (vg: string, config: string[] = []) => ['vgs', ...config, ...REPORT, '-o', VG_COLUMNS, vg];
 
 /**

@@ -1,0 +1,25 @@
+/**
+ * Integration files run on COWSTACK_TESTBEDS clusters at once; the pool hands them out in
+ * this order, so the longest go first (longest-processing-time-first keeps the clusters
+ * finishing together). Weights are measured run times in seconds on the project's machine;
+ * a file not listed runs last.
+ */
+import { BaseSequencer, type TestSpecification } from 'vitest/node';
+
+const SECONDS: Record<string, number> = {
+  'crash.test.ts': 600,
+  'clones.test.ts': 450,
+  'tm.test.ts': 370,
+  'cache.test.ts': 330,
+  'target.test.ts': 120,
+  'foundation.test.ts': 85,
+  'unprivileged.test.ts': 70,
+};
+
+const weight = (spec: TestSpecification): number => SECONDS[spec.moduleId.split('/').pop() ?? ''] ?? 0;
+
+export default class LongestFirst extends BaseSequencer {
+  override async sort(files: TestSpecification[]): Promise<TestSpecification[]> {
+    return [...files].sort((a, b) => weight(b) - weight(a));
+  }
+}
