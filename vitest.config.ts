@@ -9,6 +9,8 @@ const testbeds = Number(process.env.COWSTACK_TESTBEDS ?? 2);
 // tests run against booted testbed clusters, after the unit tests (groupOrder).
 export default defineConfig({
   test: {
+    // Longest integration files first (vitest reads the sequencer from the root config only).
+    sequence: { sequencer: LongestFirst },
     projects: [
       {
         test: {
@@ -26,7 +28,7 @@ export default defineConfig({
           maxWorkers: testbeds,
           testTimeout: 600_000,
           hookTimeout: 1_200_000,
-          sequence: { concurrent: false, groupOrder: 1, sequencer: LongestFirst },
+          sequence: { concurrent: false, groupOrder: 1 },
         },
       },
     ],

@@ -103,14 +103,18 @@ export interface NodeStatus {
 
 export async function nodeStatus(runner: Runner, vg: string, opts: { warnPercent?: number; scope?: lvm.LvmScope } = {}): Promise<NodeStatus> {
   const state: NodeState = await observe(runner, vg, opts.scope);
-  const statuses = await dmsetup.statusAll(runner);
+  // Every table and status in two calls. A device removed by a concurrent operation after the
+  // observation has no table here: it is gone, so it is not reported (not an error).
+  const [statuses, tables] = await Promise.all([dmsetup.statusAll(runner), dmsetup.tableAll(runner)]);
   const devices: DeviceStatus[] = [];
   const warnings: string[] = [];
   for (const d of state.devices.values()) {
     const parsed = parseDmUuid(d.uuid);
     if (!parsed) continue;
+    const lines = tables.get(d.name);
+    if (!lines) continue;
     const lv = [...state.repo.byUuid.values()].find((o) => compactUuid(o.uuid) === parsed.lvUuid);
-    const table = (await dmsetup.table(runner, d.name)).map((l) => `${l.start} ${l.length} ${l.target} ${l.args.join(' ')}`).join('\n');
+    const table = lines.map((l) => `${l.start} ${l.length} ${l.target} ${l.args.join(' ')}`).join('\n');
     const usage = usageOf(statuses.get(d.name)?.[0], opts.warnPercent ?? 80);
     const problem = !lv ? 'no LV in the repository has this uuid (orphan: cowstack recover)' : undefined;
     const st = statuses.get(d.name)?.[0];

@@ -1,9 +1,15 @@
 /**
- * Which testbed cluster a test file runs on. Vitest runs the integration files in
- * COWSTACK_TESTBEDS workers at once (vitest.config.ts); a worker runs one file at a time and
- * carries VITEST_POOL_ID = 1..workers, so worker N always uses cluster N and no two files
- * ever share a cluster at the same time.
+ * Which testbed cluster a test file runs on. Vitest runs the integration files
+ * COWSTACK_TESTBEDS at a time (vitest.config.ts), each in its own worker process; a file
+ * claims a cluster that no running file holds, for as long as its process lives.
+ *
+ * Why a claim file and not VITEST_POOL_ID: with a unit and an integration project in one run,
+ * vitest 4.1 gives every integration worker pool id 1 although two run at once (checked with
+ * a probe: seven files, two at a time, all "pool 1"), and two files on one cluster break
+ * each other (one powers a node off, the other lists devices it does not own).
  */
+import { closeSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
+import path from 'node:path';
 import { inject } from 'vitest';
 import { attach, type Testbed } from '../testbed/index.js';
 
@@ -13,13 +19,64 @@ export function testbedCount(): number {
   return n;
 }
 
-export function myTestbedState(): string {
-  const dirs = inject('testbedStates');
-  const id = Number(process.env.VITEST_POOL_ID ?? 1);
-  return dirs[(id - 1) % dirs.length]!;
+const claimFile = (stateDir: string) => path.join(stateDir, 'claimed-by-pid');
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
-export const attachMine = (): Promise<Testbed> => attach(myTestbedState());
+/** Take the cluster in stateDir for this process: created exclusively, or left by a dead process. */
+function claim(stateDir: string): boolean {
+  const file = claimFile(stateDir);
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const fd = openSync(file, 'wx');
+      writeSync(fd, String(process.pid));
+      closeSync(fd);
+      return true;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+    const holder = Number(readFileSync(file, 'utf8').trim() || 0);
+    if (holder === process.pid) return true;
+    if (holder && alive(holder)) return false;
+    // A file whose process died (or was killed) left it: take it over.
+    unlinkSync(file);
+  }
+  return false;
+}
+
+const held = new Set<string>();
+process.on('exit', () => {
+  for (const dir of held) {
+    try {
+      if (Number(readFileSync(claimFile(dir), 'utf8')) === process.pid) unlinkSync(claimFile(dir));
+    } catch {
+      // already gone (testbed stopped)
+    }
+  }
+});
+
+/** The first cluster no running file holds; waits (bounded) while all are held. */
+export async function attachMine(timeoutMs = 600_000): Promise<Testbed> {
+  const dirs = inject('testbedStates');
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const dir = dirs.find((d) => claim(d));
+    if (dir) {
+      held.add(dir);
+      return attach(dir);
+    }
+    // The previous file's worker may still be exiting: its claim goes with its process.
+    if (Date.now() > deadline) throw new Error(`no free testbed cluster among ${dirs.join(', ')} after ${timeoutMs / 1000} s`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
 
 /** The repository LUN's stable path on the nodes of this cluster. */
 export const repoDevice = (tb: Pick<Testbed, 'portal' | 'targetIqn'>): string => `/dev/disk/by-path/ip-${tb.portal}-iscsi-${tb.targetIqn}-lun-1`;

@@ -51,7 +51,8 @@ function expectAftermath(
   o: { status?: string; tables?: Record<string, string>; journal?: Record<string, string> } = {},
 ): RecordingRunner {
   expectObserve(r, rows, devs).expect(['dmsetup', 'status'], { kind: 'read', stdout: o.status ?? '' });
-  for (const d of devs.filter((x) => x.uuid.startsWith('COWSTACK-'))) r.expect(['dmsetup', 'table', d.name], { kind: 'read', stdout: o.tables?.[d.name] ?? '' });
+  const tables = devs.filter((x) => x.uuid.startsWith('COWSTACK-')).map((d) => `${d.name}: ${o.tables?.[d.name] ?? '0 8 zero'}\n`);
+  r.expect(['dmsetup', 'table'], { kind: 'read', stdout: tables.join('') });
   expectJournal(r, o.journal ?? {});
   return expectObserve(r, rows, devs);
 }

@@ -73,7 +73,7 @@ describe('nodeStatus', () => {
       [rw(U.c3)]: '0 131072 snapshot 253:7 253:8 PO 128',
       [orphan.name]: '0 131072 snapshot 253:3 253:19 P 16',
     };
-    for (const [n, t] of Object.entries(tables)) r.expect(['dmsetup', 'table', n], { kind: 'read', stdout: `${t}\n` });
+    r.expect(['dmsetup', 'table'], { kind: 'read', stdout: Object.entries(tables).map(([n, t]) => `${n}: ${t}\n`).join('') });
     r.expect(['ls', '-1', '-A', '--', '/var/lib/cowstack/journal'], { kind: 'read', stdout: '' });
     const s = await nodeStatus(r, VG);
     expect(s.devices.map((d) => [d.name, d.role, d.clone, d.open, d.readOnly, d.table, d.usage?.state, d.problem])).toEqual([
