@@ -13,6 +13,15 @@ const LOCK_REFUSED = /locked by other host|Failed to lock logical volume|lock (i
 
 export const isLockRefusal = (e: unknown): e is CommandError => e instanceof CommandError && LOCK_REFUSED.test(e.stderr);
 
+/**
+ * lvmlockd's "lock manager error" (-210..-221) and sanlock's lease I/O errors: a lease read or
+ * write timed out on a slow path to the LUN (seen under load: "LV repo/x lock failed: error
+ * -221", sanlock.log "dblock read error -202"). The lock was not taken and the LVM command
+ * changed nothing, so running it again is safe (runPlan does, a few times).
+ */
+export const isTransientLockError = (e: unknown): boolean =>
+  e instanceof CowstackError && /lock failed: error -2(1[0-9]|2[01])\b|lease io error|sanlock lease I\/O/i.test(`${e.message}\n${(e as { stderr?: string }).stderr ?? ''}`);
+
 export interface LockHolder {
   hostId: number;
   host?: string;

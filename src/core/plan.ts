@@ -4,6 +4,7 @@
  * a step fails, undoes the completed steps in reverse so nothing is left half-done.
  */
 import type { RunRequest, RunResult, Runner } from '../exec/types.js';
+import { isTransientLockError } from './locks.js';
 
 export interface Step {
   title: string;
@@ -17,6 +18,27 @@ export interface PlanObserver {
   done?(step: Step, result: RunResult): void;
   failed?(step: Step, error: unknown): void;
   undo?(step: Step, error?: unknown): void;
+  /** A step failed with a transient lock manager error and is run again. */
+  retry?(step: Step, error: unknown, attempt: number): void;
+}
+
+/**
+ * A step whose lock could not be taken because of a transient lock manager error (a lease
+ * I/O timeout, not a refusal) changed nothing: it is run again after a pause, up to
+ * `attempts` times in all, before the plan is undone. Tests shorten the pause.
+ */
+export const transientRetry = { attempts: 3, pauseMs: 3_000 };
+
+async function runStep(runner: Runner, step: Step, observer: PlanObserver): Promise<RunResult> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await runner.run({ title: step.title, ...step.req });
+    } catch (error) {
+      if (attempt >= transientRetry.attempts || !isTransientLockError(error)) throw error;
+      observer.retry?.(step, error, attempt);
+      await new Promise((r) => setTimeout(r, transientRetry.pauseMs));
+    }
+  }
 }
 
 export interface PlanOutcome {
@@ -41,7 +63,7 @@ export async function runPlan(runner: Runner, steps: Step[], observer: PlanObser
   for (const [i, step] of steps.entries()) {
     observer.start?.(step, i, steps.length);
     try {
-      const r = await runner.run({ title: step.title, ...step.req });
+      const r = await runStep(runner, step, observer);
       results.push(r);
       completed.push(step);
       observer.done?.(step, r);

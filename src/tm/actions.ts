@@ -12,6 +12,7 @@ import type { Runner } from '../exec/types.js';
 import * as lvm from '../tools/lvm.js';
 import { commitClone, createClone, discardClone, growClone, mapClone, runGuarded, unmapClone, type OpContext } from '../core/clones.js';
 import { lvMapperName, lvMapperPath } from '../core/dmNames.js';
+import { isTransientLockError } from '../core/locks.js';
 import { flattenClone } from '../core/flatten.js';
 import { createImage, removeImage } from '../core/images.js';
 import { growVolatile, renameClone, saveLiveAsImage } from '../core/lineage.js';
@@ -505,14 +506,8 @@ export async function runTm(env: TmEnv, req: TmRequest): Promise<void> {
   }
 }
 
-/**
- * lvmlockd's "lock manager error" (-221) and sanlock's lease I/O errors: the lease read or
- * write timed out on a slow path to the LUN (seen under load: "VG repo lock failed: error
- * -221", sanlock "lease io error"). Nothing changed when they are reported, and every TM
- * action is idempotent, so the action is simply run again.
- */
-export const isTransientLockError = (e: unknown): boolean =>
-  e instanceof CowstackError && /lock failed: error -2(1[0-9]|2[01])\b|lease io error|sanlock lease I\/O/i.test(`${e.message}\n${(e as { stderr?: string }).stderr ?? ''}`);
+/** Transient lock manager errors (see core/locks.ts): every TM action is idempotent, so it is run again. */
+export { isTransientLockError };
 
 export async function runTmWithRetry(env: TmEnv, req: TmRequest, attempts = 3, pauseMs = 5_000): Promise<void> {
   for (let i = 1; ; i++) {
