@@ -5,15 +5,15 @@
  */
 import { CowstackError, EXIT, notFound, refused, usageError } from '../exec/errors.js';
 import { replicate } from './cache.js';
-import { writebackLvName } from './cacheMeta.js';
+import { lazyDataLvName, writebackLvName } from './cacheMeta.js';
 import { usableReplica } from './cacheStack.js';
-import { attachLazy, lazyDeviceName, type LazyResult } from './cacheLazy.js';
+import { attachLazy, lazyDeviceName, lazyDevicePath, type LazyResult } from './cacheLazy.js';
 import { createWritebackSteps, markWbHostStep, nodeName, refuseForeignWriteback, releaseWriteback, wbHostOf, writebackLv } from './cacheWrite.js';
 import type { CacheMapMode } from './config.js';
 import type { Runner } from '../exec/types.js';
 import * as dmsetup from '../tools/dmsetup.js';
 import * as lvm from '../tools/lvm.js';
-import { dmName, lvMapperName, lvMapperPath } from './dmNames.js';
+import { dmName, dmUuid, lvMapperName, lvMapperPath } from './dmNames.js';
 import { settleReq } from '../tools/udevadm.js';
 import { whoHolds } from './holders.js';
 import { beginStep, endStep } from './journal.js';
@@ -208,16 +208,15 @@ export async function mapClone(ctx: OpContext, name: string, opts: MapOptions = 
     const bottomMapped = state.devices.has(dmName('rw', bottom.uuid)) || state.devices.has(dmName('ro', bottom.uuid));
     if (image.kind === 'image' && image.state === 'sealed' && !usableReplica(state.cache, image) && !bottomMapped) {
       lazy = await attachLazy(ctx, state, image, { dataBytes: lazyBytes });
-      if (lazy.action === 'in-use') {
-        // Already up: nothing changed, nothing to observe again.
-      } else if (!ctx.dryRun) {
+      // 'in-use': already up, nothing changed, nothing to observe again.
+      if (lazy.action !== 'in-use' && !ctx.dryRun) {
         state = await observe(ctx.runner, ctx.vg, ctx.scope, cacheVg, cacheWhen);
         o = findClone(state, name);
-      } else {
+      } else if (lazy.action !== 'in-use') {
         // Nothing was attached: plan as if it had been, so the dry run shows the whole stack.
         const devices = new Map(state.devices);
         const lc = lazyDeviceName(image);
-        devices.set(lc, { name: lc, uuid: `COWSTACK-${lc.slice('cowstack-'.length)}`, open: 0, major: 0, minor: 0, attr: 'L--r', readOnly: true, suspended: false });
+        devices.set(lc, { name: lc, uuid: dmUuid('lc', image.uuid), open: 0, major: 0, minor: 0, attr: 'L--r', readOnly: true, suspended: false });
         state = { ...state, devices };
       }
     }
@@ -239,7 +238,7 @@ export async function mapClone(ctx: OpContext, name: string, opts: MapOptions = 
   const mode = o.state === 'live' ? 'rw' : 'ro';
   const writeback = state.devices.has(dmName('wb', o.uuid)) || plan.steps.some((s) => s.req.argv.includes(dmName('wb', o.uuid)));
   const result: CloneResult = { name, vg: ctx.vg, uuid: o.uuid, parent: state.repo.byUuid.get(o.parentUuid)?.name, device: plan.device, mode, action: 'none', ...(plan.replica ? { replica: plan.replica } : {}), ...(writeback ? { writeback: dmName('wb', o.uuid) } : {}) };
-  if (plan.lazy) result.lazy = lazy ?? { device: `/dev/mapper/${plan.lazy}`, lv: `lc_${plan.lazy.slice('cowstack-lc-'.length)}`, action: 'in-use' };
+  if (plan.lazy) result.lazy = lazy ?? { device: lazyDevicePath(plan.layers[0]!.obj), lv: lazyDataLvName(plan.layers[0]!.obj.uuid), action: 'in-use' };
   if (!plan.steps.length) return result;
   const journal = { op: 'map' as const, vg: ctx.vg, name, uuid: o.uuid };
   // Any layer's activation may be refused by the lock manager: name the one that was.

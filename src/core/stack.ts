@@ -8,7 +8,7 @@ import { CowstackError, EXIT, refused } from '../exec/errors.js';
 import type { Runner } from '../exec/types.js';
 import * as dmsetup from '../tools/dmsetup.js';
 import * as lvm from '../tools/lvm.js';
-import { dmName, dmPath, dmUuid, lvMapperName, lvMapperPath, type DmRole } from './dmNames.js';
+import { dmName, dmPath, dmUuid, lvMapperName, lvMapperPath, parseDmUuid, type DmRole } from './dmNames.js';
 import { cacheLvPath, replicaLvName } from './cacheMeta.js';
 import { replicaSteps, usableReplica } from './cacheStack.js';
 import { attachWritebackSteps, writebackLv } from './cacheWrite.js';
@@ -220,14 +220,12 @@ export function teardownPlan(state: NodeState, target: CowObj, opts: { removeTop
 }
 
 /**
- * The device a bottom snapshot stands on, by its table's origin major:minor, when the node
- * has a lazy cache device (a snapshot may then stand on it, on the image LV, or on a
- * replica). Without the tables: unknown (the caller's conservative default applies: the
- * lazy cache is then kept up, never removed under a snapshot).
+ * The device a bottom snapshot stands on, by its table's origin major:minor. The tables are
+ * read only when the node has a lazy cache device (tablesIfLazy: a snapshot may then stand
+ * on it, on the image LV, or on a replica). Without them: unknown (the caller's conservative
+ * default applies: the lazy cache is then kept up, never removed under a snapshot).
  */
 function bottomOrigin(state: NodeState, snapName: string, tables?: Map<string, dmsetup.DmLine[]>): string | undefined {
-  const lazy = [...state.devices.values()].find((d) => d.name.startsWith('cowstack-lc-'));
-  if (!lazy) return undefined;
   const line = tables?.get(snapName)?.[0];
   if (!line) return undefined;
   const num = line.args[0];
@@ -236,7 +234,7 @@ function bottomOrigin(state: NodeState, snapName: string, tables?: Map<string, d
 
 /** Every device's table, when a lazy cache is up (teardownPlan needs the bottom origins). */
 export async function tablesIfLazy(runner: Runner, state: NodeState): Promise<Map<string, dmsetup.DmLine[]> | undefined> {
-  if (![...state.devices.keys()].some((n) => n.startsWith('cowstack-lc-'))) return undefined;
+  if (![...state.devices.values()].some((d) => parseDmUuid(d.uuid)?.role === 'lc')) return undefined;
   return dmsetup.tableAll(runner);
 }
 

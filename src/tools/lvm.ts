@@ -156,6 +156,8 @@ const NOT_FOUND = /Failed to find logical volume|Volume group "[^"]*" not found|
 export const isLvmNotFound = (stderr: string): boolean => NOT_FOUND.test(stderr);
 
 /**
+ * lvs for one LV (undefined if it does not exist) or all LVs of a VG.
+ *
  * Every lvs report runs with `--nolocking`: read the VG metadata without taking the VG lock. In a shared
  * VG every locked read is a sanlock lease acquisition on the LUN, and two nodes reading at
  * once collide (measured in the testbed: 5% of VG lock requests waited 2 to 18 s). A report
@@ -165,7 +167,6 @@ export const isLvmNotFound = (stderr: string): boolean => NOT_FOUND.test(stderr)
  * command returned either; every change cowstack makes is a locking LVM command that LVM
  * itself re-validates. (oVirt's VDSM reads shared VGs the same way on non-SPM hosts.)
  */
-/** lvs for one LV (undefined if it does not exist) or all LVs of a VG; lockless (above). */
 export async function lvs(runner: Runner, target: string, scope: LvmScope = {}): Promise<LvInfo[]> {
   const r = await runner.run(lvmRequest('lvs', ['--nolocking', ...REPORT, '-o', LV_FIELDS.join(','), target], 'read', scope, { allowFailure: true }));
   if (r.exitCode !== 0) {
