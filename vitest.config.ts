@@ -1,9 +1,10 @@
 import { defineConfig } from 'vitest/config';
 import LongestFirst from './test/integration/sequencer.js';
+import { testbedCount } from './test/integration/testbedCount.js';
 
 // Integration files run COWSTACK_TESTBEDS (default 2) at a time, each worker on its own
 // testbed cluster (test/integration/testbeds.ts); 1 runs them one after another.
-const testbeds = Number(process.env.COWSTACK_TESTBEDS ?? 2);
+const testbeds = testbedCount();
 
 // Two projects: unit tests are fast and hermetic (recording runner, fixtures); integration
 // tests run against booted testbed clusters, after the unit tests (groupOrder).

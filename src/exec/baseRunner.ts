@@ -1,6 +1,6 @@
-import { appendFileSync } from 'node:fs';
 import { CommandError, CowstackError, EXIT } from './errors.js';
 import { shellJoin } from './quote.js';
+import { trace } from './trace.js';
 import { TIMEOUTS, type RunRequest, type RunResult, type Runner, type SudoPolicy } from './types.js';
 
 /** What a transport returns: the raw outcome of one process. */
@@ -18,19 +18,6 @@ export interface RawOutcome {
 export interface RunnerHooks {
   /** Called before every command with the final argv (verbose logging). */
   onCommand?: (target: string, argv: readonly string[], kind: RunRequest['kind']) => void;
-}
-
-/**
- * COWSTACK_TRACE=FILE appends one JSON line per command run (host, argv, kind, ms, exit):
- * where an operation spends its time, e.g. which LVM commands wait on the lock manager.
- */
-const TRACE_FILE = process.env.COWSTACK_TRACE;
-function trace(target: string, argv: readonly string[], kind: RunRequest['kind'], ms: number, exit: number): void {
-  try {
-    appendFileSync(TRACE_FILE!, `${JSON.stringify({ at: new Date().toISOString(), pid: process.pid, target, kind, ms, exit, argv })}\n`);
-  } catch {
-    // Tracing is a diagnostic aid: never let it fail a storage operation.
-  }
 }
 
 const SUDO_REFUSED = /a password is required|is not allowed to execute|not in the sudoers|may not run sudo/i;
@@ -70,7 +57,7 @@ export abstract class BaseRunner implements Runner {
       stderr: raw.stderr,
       durationMs: Date.now() - started,
     };
-    if (TRACE_FILE) trace(this.target, req.argv, req.kind, result.durationMs, raw.exitCode);
+    trace({ target: this.target, kind: req.kind, ms: result.durationMs, exit: raw.exitCode, argv: req.argv });
     const program = req.argv[0] ?? '';
     if (raw.unreachable) {
       throw new CowstackError(EXIT.UNREACHABLE, `cannot reach host ${this.target} over ssh: ${raw.stderr.trim()}`, {

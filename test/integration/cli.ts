@@ -3,7 +3,7 @@ import { execa } from 'execa';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import type { Testbed } from '../testbed/index.js';
-import { traceLine } from '../testbed/testbed.js';
+import { trace } from '../../src/exec/trace.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const CLI = path.join(ROOT, 'dist/index.js');
@@ -24,7 +24,7 @@ export async function cowstack(tb: Pick<Testbed, 'sshConfig'>, args: string[], o
     input: opts.input,
     env: { COWSTACK_SSH_CONFIG: tb.sshConfig, COWSTACK_CONFIG: '/dev/null', NO_COLOR: '1', ...opts.env },
   });
-  traceLine({ target: 'cowstack', ms: Date.now() - started, exit: r.exitCode, argv: args });
+  trace({ target: 'cowstack', ms: Date.now() - started, exit: r.exitCode ?? -1, argv: args });
   let json: any;
   // A killed cowstack prints nothing at all: that is not a JSON error, it is the crash under test.
   if (args.includes('--json') && String(r.stdout).trim()) {

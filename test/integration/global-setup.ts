@@ -13,7 +13,7 @@
 import type { TestProject } from 'vitest/node';
 import { attach, down, ensureImage, resolveStateDir, up, type Testbed } from '../testbed/index.js';
 import { bringUpCluster } from './cluster.js';
-import { testbedCount } from './testbeds.js';
+import { testbedCount } from './testbedCount.js';
 
 const log = (s: string) => process.stderr.write(`[testbed] ${s}\n`);
 

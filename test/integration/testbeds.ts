@@ -13,12 +13,6 @@ import path from 'node:path';
 import { inject } from 'vitest';
 import { attach, type Testbed } from '../testbed/index.js';
 
-export function testbedCount(): number {
-  const n = Number(process.env.COWSTACK_TESTBEDS ?? 2);
-  if (!Number.isInteger(n) || n < 1 || n > 4) throw new Error(`COWSTACK_TESTBEDS must be 1..4 (got ${process.env.COWSTACK_TESTBEDS})`);
-  return n;
-}
-
 const claimFile = (stateDir: string) => path.join(stateDir, 'claimed-by-pid');
 
 function alive(pid: number): boolean {

@@ -4,9 +4,10 @@
 // again from /proc (every process has a path below the state dir on its command line).
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { appendFileSync, closeSync, createReadStream, openSync, promises as fsp, readFileSync, statSync } from 'node:fs';
+import { closeSync, createReadStream, openSync, promises as fsp, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { trace } from '../../src/exec/trace.js';
 import { checkHost, ensureImage } from './image.js';
 import {
   allPids,
@@ -471,17 +472,6 @@ function serverOf(st: State): TestbedServer {
   return { name: s.name, sshPort: s.sshPort, portal: `10.0.2.2:${s.iscsiPort}`, initiatorIqn: s.initiatorIqn, localDisk: s.localDisk };
 }
 
-/** COWSTACK_TRACE=FILE: one JSON line per test-side ssh command too (see src/exec/baseRunner.ts). */
-export function traceLine(entry: Record<string, unknown>): void {
-  const file = process.env.COWSTACK_TRACE;
-  if (!file) return;
-  try {
-    appendFileSync(file, `${JSON.stringify({ at: new Date().toISOString(), pid: process.pid, ...entry })}\n`);
-  } catch {
-    // diagnostics only
-  }
-}
-
 function makeTestbed(st0: State, log: (s: string) => void): Testbed {
   const dir = st0.stateDir;
   const nodeNames = st0.nodes.map((n) => n.name);
@@ -502,7 +492,7 @@ function makeTestbed(st0: State, log: (s: string) => void): Testbed {
       input: opts.input,
       timeoutMs: opts.timeoutMs,
     });
-    traceLine({ target: `testbed:${node}`, ms: Date.now() - started, exit: r.exitCode, argv });
+    trace({ target: `testbed:${node}`, ms: Date.now() - started, exit: r.exitCode, argv });
     const res: ExecResult = { stdout: r.stdout, stderr: r.stderr, exitCode: r.exitCode };
     if (r.timedOut) {
       res.timedOut = true;
