@@ -28,7 +28,10 @@ function offsets(): number[] {
 }
 
 async function repoReadSectors(tb: Testbed): Promise<number> {
-  const r = await tb.sh(node, `d=$(basename $(readlink -f /dev/disk/by-path/*-iscsi-*-lun-1)); l=$(basename $(readlink -f /dev/mapper/${REPO_VG}-lvmlock)); echo $(awk '{print $3}' /sys/block/$d/stat) $(awk '{print $3}' /sys/block/$l/stat)`);
+  const r = await tb.sh(
+    node,
+    `d=$(basename $(readlink -f /dev/disk/by-path/*-iscsi-*-lun-1)); l=$(basename $(readlink -f /dev/mapper/${REPO_VG}-lvmlock)); echo $(awk '{print $3}' /sys/block/$d/stat) $(awk '{print $3}' /sys/block/$l/stat)`,
+  );
   const [disk, lock] = r.stdout.trim().split(/\s+/).map(Number);
   return disk! - lock!;
 }
@@ -43,19 +46,41 @@ async function boots(tb: Testbed, image: string, mode: string): Promise<Record<s
     const t0 = process.hrtime.bigint();
     await timedCli(tb, node, ['clone', 'create', c, '--from', image, '--vg', REPO_VG]);
     const m = await timedCli(tb, node, ['clone', 'map', c, '--vg', REPO_VG, '--cache', mode]);
-    await tb.sh(node, `for o in ${offs}; do dd if=${m.json.device} of=/dev/null bs=64k skip=$o count=1 iflag=direct status=none; done`);
+    await tb.sh(
+      node,
+      `for o in ${offs}; do dd if=${m.json.device} of=/dev/null bs=64k skip=$o count=1 iflag=direct status=none; done`,
+    );
     seconds += Number(process.hrtime.bigint() - t0) / 1e9;
     bytes += ((await repoReadSectors(tb)) - before) * 512;
     await timedCli(tb, node, ['clone', 'discard', c, '--vg', REPO_VG]);
   }
-  return { mode, starts: K, 'repository MiB read': (bytes / 2 ** 20).toFixed(2), 'wall s': seconds.toFixed(1), 's per start': (seconds / K).toFixed(1) };
+  return {
+    mode,
+    starts: K,
+    'repository MiB read': (bytes / 2 ** 20).toFixed(2),
+    'wall s': seconds.toFixed(1),
+    's per start': (seconds / K).toFixed(1),
+  };
 }
 
 async function burst(tb: Testbed, image: string, cache: boolean): Promise<Record<string, string | number>> {
   const c = `bw-${cache ? 'wb' : 'plain'}-${tag}`;
   await timedCli(tb, node, ['clone', 'create', c, '--from', image, '--cow-size', '64M', '--vg', REPO_VG]);
   const m = await timedCli(tb, node, ['clone', 'map', c, '--vg', REPO_VG, '--cache', cache ? 'write' : 'none']);
-  const fio = await timedSsh(tb, node, ['fio', '--name=burst', `--filename=${m.json.device}`, '--rw=randwrite', '--bs=4k', '--size=16M', '--io_size=8M', '--ioengine=libaio', '--iodepth=4', '--direct=1', '--output-format=terse', '--terse-version=3']);
+  const fio = await timedSsh(tb, node, [
+    'fio',
+    '--name=burst',
+    `--filename=${m.json.device}`,
+    '--rw=randwrite',
+    '--bs=4k',
+    '--size=16M',
+    '--io_size=8M',
+    '--ioengine=libaio',
+    '--iodepth=4',
+    '--direct=1',
+    '--output-format=terse',
+    '--terse-version=3',
+  ]);
   const f = fio.stdout.trim().split('\n').pop()!.split(';');
   const commit = await timedCli(tb, node, ['clone', 'commit', c, '--vg', REPO_VG]);
   await timedCli(tb, node, ['clone', 'rm', c, '--vg', REPO_VG]);
@@ -77,7 +102,16 @@ export async function benchCache(): Promise<void> {
     await timedCli(tb, node, ['image', 'create', image, '--size', `${IMAGE_MIB}M`, '--vg', REPO_VG]);
     // Some content so the read set is not all zeroes; then sealed (checksum recorded).
     await timedSsh(tb, node, ['lvchange', '-aey', `${REPO_VG}/${image}`]);
-    await timedSsh(tb, node, ['dd', 'if=/dev/urandom', `of=/dev/${REPO_VG}/${image}`, 'bs=4M', `count=${IMAGE_MIB / 4}`, 'oflag=direct', 'conv=fsync', 'status=none']);
+    await timedSsh(tb, node, [
+      'dd',
+      'if=/dev/urandom',
+      `of=/dev/${REPO_VG}/${image}`,
+      'bs=4M',
+      `count=${IMAGE_MIB / 4}`,
+      'oflag=direct',
+      'conv=fsync',
+      'status=none',
+    ]);
     await timedSsh(tb, node, ['lvchange', '-an', `${REPO_VG}/${image}`]);
     await timedCli(tb, node, ['image', 'seal', image, '--vg', REPO_VG]);
 
@@ -88,9 +122,13 @@ export async function benchCache(): Promise<void> {
     const rp = await timedCli(tb, node, ['cache', 'replicate', image, '--vg', REPO_VG]);
     const copied = ((await repoReadSectors(tb)) - before) * 512;
     rows.push(await boots(tb, image, 'replica'));
-    console.log(`\n${K} clone starts of one ${IMAGE_MIB} MiB image on node1 (create + map + read ${BLOCKS} scattered 64 KiB blocks + discard; the lazy cache is created by the first start), repository bytes without sanlock's lease reads:`);
+    console.log(
+      `\n${K} clone starts of one ${IMAGE_MIB} MiB image on node1 (create + map + read ${BLOCKS} scattered 64 KiB blocks + discard; the lazy cache is created by the first start), repository bytes without sanlock's lease reads:`,
+    );
     console.log(table(rows));
-    console.log(`replica made once: ${(copied / 2 ** 20).toFixed(1)} MiB read from the repository in ${rp.seconds.toFixed(1)} s (verified by sha256)`);
+    console.log(
+      `replica made once: ${(copied / 2 ** 20).toFixed(1)} MiB read from the repository in ${rp.seconds.toFixed(1)} s (verified by sha256)`,
+    );
 
     const dev = (await tb.sh(node, "ip -o route get 10.0.2.2 | sed -n 's/.* dev \\([^ ]*\\).*/\\1/p'")).stdout.trim();
     const burstRows: Array<Record<string, string | number>> = [];
@@ -101,7 +139,9 @@ export async function benchCache(): Promise<void> {
     } finally {
       await timedSsh(tb, node, ['tc', 'qdisc', 'del', 'dev', dev, 'root']);
     }
-    console.log(`\nWrite burst: fio 8 MiB of 4 KiB random writes, queue depth 4, O_DIRECT, node1's repository path delayed ${DELAY_MS} ms (tc netem on ${dev} in the guest):`);
+    console.log(
+      `\nWrite burst: fio 8 MiB of 4 KiB random writes, queue depth 4, O_DIRECT, node1's repository path delayed ${DELAY_MS} ms (tc netem on ${dev} in the guest):`,
+    );
     console.log(table(burstRows));
 
     await timedCli(tb, node, ['cache', 'drop', image, '--vg', REPO_VG]);

@@ -10,13 +10,27 @@ import type { Testbed } from '../test/testbed/index.js';
 const tag = Date.now().toString(36).slice(-4);
 const node = 'node1';
 
-async function fullCopy(tb: Testbed, image: string, bytes: number, name: string): Promise<{ seconds: number; commands: number }> {
+async function fullCopy(
+  tb: Testbed,
+  image: string,
+  bytes: number,
+  name: string,
+): Promise<{ seconds: number; commands: number }> {
   const started = process.hrtime.bigint();
   const steps = [
     ['lvcreate', '-an', '-Zn', '-Wn', '--setautoactivation', 'n', '-L', `${bytes}b`, '-n', name, REPO_VG],
     ['lvchange', '-asy', `${REPO_VG}/${image}`],
     ['lvchange', '-aey', `${REPO_VG}/${name}`],
-    ['dd', `if=/dev/${REPO_VG}/${image}`, `of=/dev/${REPO_VG}/${name}`, 'bs=4M', 'iflag=direct', 'oflag=direct', 'conv=fsync', 'status=none'],
+    [
+      'dd',
+      `if=/dev/${REPO_VG}/${image}`,
+      `of=/dev/${REPO_VG}/${name}`,
+      'bs=4M',
+      'iflag=direct',
+      'oflag=direct',
+      'conv=fsync',
+      'status=none',
+    ],
   ];
   for (const argv of steps) await timedSsh(tb, node, argv);
   return { seconds: Number(process.hrtime.bigint() - started) / 1e9, commands: steps.length };
@@ -25,7 +39,10 @@ async function fullCopy(tb: Testbed, image: string, bytes: number, name: string)
 export async function benchClone(): Promise<void> {
   await withCluster(async (tb) => {
     const rows: Array<Record<string, string | number>> = [];
-    const images: Array<[string, number]> = [[`b256-${tag}`, 256 << 20], [`b1g-${tag}`, 1024 << 20]];
+    const images: Array<[string, number]> = [
+      [`b256-${tag}`, 256 << 20],
+      [`b1g-${tag}`, 1024 << 20],
+    ];
     for (const [image, bytes] of images) {
       await timedCli(tb, node, ['image', 'create', image, '--size', `${bytes}`, '--vg', REPO_VG]);
       await timedCli(tb, node, ['image', 'seal', image, '--vg', REPO_VG]);
@@ -57,7 +74,17 @@ export async function benchClone(): Promise<void> {
       const c = `d${i}-${tag}`;
       await timedCli(tb, node, ['clone', 'create', c, '--from', parent, '--vg', REPO_VG]);
       const m = await timedCli(tb, node, ['clone', 'map', c, '--vg', REPO_VG]);
-      await timedSsh(tb, node, ['dd', 'if=/dev/urandom', `of=${m.json.device}`, 'bs=1M', 'count=16', `seek=${i * 32}`, 'oflag=direct', 'conv=fsync', 'status=none']);
+      await timedSsh(tb, node, [
+        'dd',
+        'if=/dev/urandom',
+        `of=${m.json.device}`,
+        'bs=1M',
+        'count=16',
+        `seek=${i * 32}`,
+        'oflag=direct',
+        'conv=fsync',
+        'status=none',
+      ]);
       await timedCli(tb, node, ['clone', 'commit', c, '--vg', REPO_VG]);
       chain.push(c);
       parent = c;
@@ -72,17 +99,30 @@ export async function benchClone(): Promise<void> {
     const big = `k64-${tag}`;
     await timedCli(tb, node, ['clone', 'create', big, '--from', base, '--chunk', '64K', '--vg', REPO_VG]);
     const m64 = await timedCli(tb, node, ['clone', 'map', big, '--vg', REPO_VG]);
-    await timedSsh(tb, node, ['dd', 'if=/dev/urandom', `of=${m64.json.device}`, 'bs=1M', 'count=16', 'seek=32', 'oflag=direct', 'conv=fsync', 'status=none']);
+    await timedSsh(tb, node, [
+      'dd',
+      'if=/dev/urandom',
+      `of=${m64.json.device}`,
+      'bs=1M',
+      'count=16',
+      'seek=32',
+      'oflag=direct',
+      'conv=fsync',
+      'status=none',
+    ]);
     const r64 = await readThroughput(tb, node, m64.json.device);
     await timedCli(tb, node, ['clone', 'discard', big, '--vg', REPO_VG]);
     console.log('\nSequential O_DIRECT read of 256 MiB (same run, same node):');
-    console.log(table([
-      { device: 'bare image LV', 'MB/s': bare.toFixed(1), 'relative': '1.00' },
-      { device: 'depth-1 chain', 'MB/s': r1.toFixed(1), 'relative': (r1 / bare).toFixed(2) },
-      { device: 'depth-1, 64K chunk', 'MB/s': r64.toFixed(1), 'relative': (r64 / bare).toFixed(2) },
-      { device: 'depth-4 chain', 'MB/s': r4.toFixed(1), 'relative': (r4 / bare).toFixed(2) },
-    ]));
-    for (const c of [...chain].reverse()) await timedCli(tb, node, ['clone', 'unmap', c, '--vg', REPO_VG]).catch(() => undefined);
+    console.log(
+      table([
+        { device: 'bare image LV', 'MB/s': bare.toFixed(1), relative: '1.00' },
+        { device: 'depth-1 chain', 'MB/s': r1.toFixed(1), relative: (r1 / bare).toFixed(2) },
+        { device: 'depth-1, 64K chunk', 'MB/s': r64.toFixed(1), relative: (r64 / bare).toFixed(2) },
+        { device: 'depth-4 chain', 'MB/s': r4.toFixed(1), relative: (r4 / bare).toFixed(2) },
+      ]),
+    );
+    for (const c of [...chain].reverse())
+      await timedCli(tb, node, ['clone', 'unmap', c, '--vg', REPO_VG]).catch(() => undefined);
     for (const c of [...chain].reverse()) await timedCli(tb, node, ['clone', 'rm', c, '--vg', REPO_VG]);
     await timedSsh(tb, node, ['lvchange', '-an', `${REPO_VG}/${base}`]).catch(() => undefined);
     for (const [image] of images) await timedCli(tb, node, ['image', 'rm', image, '--vg', REPO_VG]);

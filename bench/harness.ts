@@ -37,12 +37,18 @@ export async function timedCli(tb: Testbed, node: string, args: string[]): Promi
   });
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
   if (r.exitCode !== 0) throw new Error(`cowstack ${args.join(' ')} failed: ${r.stdout}\n${r.stderr}`);
-  const commands = String(r.stderr).split('\n').filter((l) => /^- \[[^\]]+\] [$>] /.test(l) || /\] [$>] /.test(l)).length;
+  const commands = String(r.stderr)
+    .split('\n')
+    .filter((l) => /^- \[[^\]]+\] [$>] /.test(l) || /\] [$>] /.test(l)).length;
   return { seconds, commands, json: JSON.parse(String(r.stdout)).result };
 }
 
 /** Times a command on a guest over ssh. */
-export async function timedSsh(tb: Testbed, node: string, argv: string[]): Promise<{ seconds: number; stdout: string; stderr: string }> {
+export async function timedSsh(
+  tb: Testbed,
+  node: string,
+  argv: string[],
+): Promise<{ seconds: number; stdout: string; stderr: string }> {
   const started = process.hrtime.bigint();
   const r = await tb.ssh(node, argv, { timeoutMs: 3_600_000 });
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
@@ -61,5 +67,9 @@ export const table = (rows: Array<Record<string, string | number>>): string => {
   const cols = Object.keys(rows[0] ?? {});
   const width = cols.map((c) => Math.max(c.length, ...rows.map((r) => String(r[c]).length)));
   const line = (vals: string[]) => vals.map((v, i) => v.padEnd(width[i]!)).join('  ');
-  return [line(cols), line(width.map((w) => '-'.repeat(w))), ...rows.map((r) => line(cols.map((c) => String(r[c]))))].join('\n');
+  return [
+    line(cols),
+    line(width.map((w) => '-'.repeat(w))),
+    ...rows.map((r) => line(cols.map((c) => String(r[c])))),
+  ].join('\n');
 };

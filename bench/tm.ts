@@ -37,7 +37,16 @@ export async function benchTm(): Promise<void> {
       ['lvcreate', '-an', '-Zn', '-Wn', '--setautoactivation', 'n', '-L', `${MB}m`, '-n', copy, REPO_VG],
       ['lvchange', '-asy', `${REPO_VG}/${image}`],
       ['lvchange', '-aey', `${REPO_VG}/${copy}`],
-      ['dd', `if=/dev/${REPO_VG}/${image}`, `of=/dev/${REPO_VG}/${copy}`, 'bs=4M', 'iflag=direct', 'oflag=direct', 'conv=fsync', 'status=none'],
+      [
+        'dd',
+        `if=/dev/${REPO_VG}/${image}`,
+        `of=/dev/${REPO_VG}/${copy}`,
+        'bs=4M',
+        'iflag=direct',
+        'oflag=direct',
+        'conv=fsync',
+        'status=none',
+      ],
     ];
     for (const argv of steps) await timedSsh(tb, node, argv);
     const copySeconds = Number(process.hrtime.bigint() - started) / 1e9;
@@ -47,20 +56,31 @@ export async function benchTm(): Promise<void> {
     const copyDelete = Number(process.hrtime.bigint() - t2) / 1e9;
 
     console.log(`\nOne VM, ${MB} MiB image, ${node} (qemu TCG, iSCSI LUN from tgtd on the host):`);
-    console.log(table([
-      { step: 'deploy: tm clone', seconds: clone.seconds.toFixed(1), 'round trips': roundTrips(clone) },
-      { step: 'deploy: tm context', seconds: context.seconds.toFixed(1), 'round trips': roundTrips(context) },
-      { step: 'terminate: tm delete VM_DIR/', seconds: del.seconds.toFixed(1), 'round trips': roundTrips(del) },
-      { step: 'full copy deploy (lvcreate+activate+dd)', seconds: copySeconds.toFixed(1), 'round trips': steps.length },
-      { step: 'full copy terminate (lvchange -an, lvremove)', seconds: copyDelete.toFixed(1), 'round trips': 2 },
-    ]));
+    console.log(
+      table([
+        { step: 'deploy: tm clone', seconds: clone.seconds.toFixed(1), 'round trips': roundTrips(clone) },
+        { step: 'deploy: tm context', seconds: context.seconds.toFixed(1), 'round trips': roundTrips(context) },
+        { step: 'terminate: tm delete VM_DIR/', seconds: del.seconds.toFixed(1), 'round trips': roundTrips(del) },
+        {
+          step: 'full copy deploy (lvcreate+activate+dd)',
+          seconds: copySeconds.toFixed(1),
+          'round trips': steps.length,
+        },
+        { step: 'full copy terminate (lvchange -an, lvremove)', seconds: copyDelete.toFixed(1), 'round trips': 2 },
+      ]),
+    );
 
     // Ten VMs of one image on one node, one after the other (oned serializes per datastore).
     const t3 = process.hrtime.bigint();
     const per: number[] = [];
-    for (let i = 0; i < 10; i++) per.push((await tm.ok('clone', [`${FE}:${REPO_VG}/${image}`, D(vm + 1 + i, 0), String(vm + 1 + i), '1'])).seconds);
+    for (let i = 0; i < 10; i++)
+      per.push(
+        (await tm.ok('clone', [`${FE}:${REPO_VG}/${image}`, D(vm + 1 + i, 0), String(vm + 1 + i), '1'])).seconds,
+      );
     const ten = Number(process.hrtime.bigint() - t3) / 1e9;
-    console.log(`\n10 VMs of one image on ${node}: ${ten.toFixed(1)} s (first ${per[0]!.toFixed(1)} s, last ${per[9]!.toFixed(1)} s, mean ${(ten / 10).toFixed(1)} s)`);
+    console.log(
+      `\n10 VMs of one image on ${node}: ${ten.toFixed(1)} s (first ${per[0]!.toFixed(1)} s, last ${per[9]!.toFixed(1)} s, mean ${(ten / 10).toFixed(1)} s)`,
+    );
     for (let i = 0; i < 10; i++) await tm.ok('delete', [`${node}:${DS}/0/${vm + 1 + i}/`, String(vm + 1 + i), '0']);
     await timedCli(tb, node, ['image', 'rm', image, '--vg', REPO_VG]);
   });

@@ -19,7 +19,9 @@ await build({
   outfile: out,
   legalComments: 'none',
   // Some dependencies still call require(); give the ESM bundle one.
-  banner: { js: "#!/usr/bin/env node\nimport { createRequire as __cowstackRequire } from 'node:module';\nconst require = __cowstackRequire(import.meta.url);" },
+  banner: {
+    js: "#!/usr/bin/env node\nimport { createRequire as __cowstackRequire } from 'node:module';\nconst require = __cowstackRequire(import.meta.url);",
+  },
 });
 chmodSync(out, 0o755);
 console.error(`wrote ${out} (${Math.round(statSync(out).size / 1024)} KiB)`);

@@ -18,7 +18,11 @@ const say = (s: string) => process.stdout.write(`\n\x1b[1m== ${s}\x1b[0m\n`);
 
 async function show(tb: Testbed, args: string[]): Promise<number> {
   process.stdout.write(`\n$ cowstack ${args.join(' ')}\n`);
-  const r = await execa('node', [CLI, ...args], { reject: false, stdio: 'inherit', env: { COWSTACK_SSH_CONFIG: tb.sshConfig, COWSTACK_CONFIG: '/dev/null' } });
+  const r = await execa('node', [CLI, ...args], {
+    reject: false,
+    stdio: 'inherit',
+    env: { COWSTACK_SSH_CONFIG: tb.sshConfig, COWSTACK_CONFIG: '/dev/null' },
+  });
   return r.exitCode ?? 1;
 }
 
@@ -60,14 +64,26 @@ async function main(): Promise<void> {
   const dir = await mkdtemp(path.join(tmpdir(), 'cowstack-demo-'));
   const file = path.join(dir, 'base.raw');
   await writeFile(file, randomBytes(16 << 20));
-  const sha = createHash('sha256').update(await readFile(file)).digest('hex');
+  const sha = createHash('sha256')
+    .update(await readFile(file))
+    .digest('hex');
   console.log(`demo image: 16 MiB of random data, sha256 ${sha}`);
   await show(tb, ['--host', 'node1', 'image', 'import', 'demo-base', file, '--vg', REPO_VG]);
   await show(tb, ['--host', 'node1', 'clone', 'create', 'vm1-disk', '--from', 'demo-base', '--vg', REPO_VG]);
   await show(tb, ['--host', 'node1', 'clone', 'map', 'vm1-disk', '--vg', REPO_VG]);
   const dev = (await tb.ssh('node1', ['sh', '-c', 'ls /dev/mapper/cowstack-rw-*'])).stdout.trim();
   console.log(`\n(the "VM" on node1 writes 4 MiB into ${dev})`);
-  await tb.ssh('node1', ['dd', 'if=/dev/urandom', `of=${dev}`, 'bs=1M', 'count=4', 'seek=2', 'oflag=direct', 'conv=fsync', 'status=none']);
+  await tb.ssh('node1', [
+    'dd',
+    'if=/dev/urandom',
+    `of=${dev}`,
+    'bs=1M',
+    'count=4',
+    'seek=2',
+    'oflag=direct',
+    'conv=fsync',
+    'status=none',
+  ]);
   const written = (await tb.ssh('node1', ['sha256sum', dev])).stdout.split(' ')[0];
   await show(tb, ['--host', 'node1', 'status', '--vg', REPO_VG]);
   await show(tb, ['--host', 'node1', 'clone', 'commit', 'vm1-disk', '--vg', REPO_VG]);
@@ -75,9 +91,11 @@ async function main(): Promise<void> {
   await show(tb, ['--host', 'node2', 'clone', 'map', 'vm2-disk', '--vg', REPO_VG]);
   const dev2 = (await tb.ssh('node2', ['sh', '-c', 'ls /dev/mapper/cowstack-rw-*'])).stdout.trim();
   const seen = (await tb.ssh('node2', ['sha256sum', dev2])).stdout.split(' ')[0];
-  console.log(`\nnode1 wrote ${written}\nnode2 reads ${seen} through its own clone of the committed clone: ${written === seen ? 'identical' : 'DIFFERENT'}`);
+  console.log(
+    `\nnode1 wrote ${written}\nnode2 reads ${seen} through its own clone of the committed clone: ${written === seen ? 'identical' : 'DIFFERENT'}`,
+  );
   await show(tb, ['--host', 'node2', 'tree', '--vg', REPO_VG]);
-  console.log('\n(node1 tries to map node2\'s live clone: the cluster lock refuses it)');
+  console.log("\n(node1 tries to map node2's live clone: the cluster lock refuses it)");
   await show(tb, ['--host', 'node1', 'clone', 'map', 'vm2-disk', '--vg', REPO_VG]);
   await show(tb, ['--host', 'node2', 'clone', 'discard', 'vm2-disk', '--vg', REPO_VG]);
   await show(tb, ['--host', 'node2', 'clone', 'rm', 'vm1-disk', '--vg', REPO_VG]);

@@ -5,7 +5,15 @@
 import type { Command } from 'commander';
 import { loadConfig, type Config } from '../core/config.js';
 import { validateHostName } from '../core/validate.js';
-import { createRunner, DryRunRunner, shellJoin, usageError, type CowstackError, type Runner, type SudoPolicy } from '../exec/index.js';
+import {
+  createRunner,
+  DryRunRunner,
+  shellJoin,
+  usageError,
+  type CowstackError,
+  type Runner,
+  type SudoPolicy,
+} from '../exec/index.js';
 import { createProgress } from './progress.js';
 
 export interface GlobalOptions {
@@ -36,7 +44,8 @@ export interface Context {
 export function globalOptions(cmd: Command): GlobalOptions {
   const o = cmd.optsWithGlobals() as Record<string, unknown>;
   const sudo = (o.sudo as string | undefined) ?? 'auto';
-  if (!['auto', 'always', 'never'].includes(sudo)) throw usageError(`--sudo must be auto, always or never, got "${sudo}"`);
+  if (!['auto', 'always', 'never'].includes(sudo))
+    throw usageError(`--sudo must be auto, always or never, got "${sudo}"`);
   return {
     host: o.host ? validateHostName(String(o.host)) : undefined,
     sudo: sudo as SudoPolicy,
@@ -65,18 +74,31 @@ export function createContext(cmd: Command): Context {
     runner,
     progress,
     op: (vg) => ({
-      runner, vg: vg ?? config.repository.vg, scope: { devices: config.repository.devices }, observer: progress, dryRun: opts.dryRun,
-      cacheVg: config.cache.vg, cacheMap: config.cache.map, cacheRateMiBps: config.cache.rateMiBps, cacheLazySize: config.cache.lazySize,
+      runner,
+      vg: vg ?? config.repository.vg,
+      scope: { devices: config.repository.devices },
+      observer: progress,
+      dryRun: opts.dryRun,
+      cacheVg: config.cache.vg,
+      cacheMap: config.cache.map,
+      cacheRateMiBps: config.cache.rateMiBps,
+      cacheLazySize: config.cache.lazySize,
     }),
     async finish(result, human, failure) {
       const planned = runner instanceof DryRunRunner ? runner.planned : undefined;
       if (opts.json) {
         const status = failure ? { ok: false, ...failure.toJSON() } : { ok: true };
-        process.stdout.write(`${JSON.stringify({ ...status, host: runner.target, ...(planned ? { dryRun: planned } : {}), result }, null, 2)}\n`);
+        process.stdout.write(
+          `${JSON.stringify({ ...status, host: runner.target, ...(planned ? { dryRun: planned } : {}), result }, null, 2)}\n`,
+        );
         if (failure) failure.reported = true;
       } else {
         if (planned) {
-          process.stdout.write(planned.length ? `dry run: these commands would run${runner.target === 'local' ? '' : ` on ${runner.target}`}:\n` : 'dry run: nothing to change\n');
+          process.stdout.write(
+            planned.length
+              ? `dry run: these commands would run${runner.target === 'local' ? '' : ` on ${runner.target}`}:\n`
+              : 'dry run: nothing to change\n',
+          );
           for (const p of planned) process.stdout.write(`  ${p.root ? '(root) ' : ''}${shellJoin(p.argv)}\n`);
         }
         const text = human(result);

@@ -9,13 +9,18 @@ export function reportError(error: unknown, json: boolean): number {
     // commander already printed usage problems on stderr; --help/--version exit 0.
     if (error.exitCode === 0) return EXIT.OK;
     // --json promises one document on stdout, usage errors included.
-    if (json) process.stdout.write(`${JSON.stringify({ ok: false, ...new CowstackError(EXIT.USAGE, error.message.replace(/^error: /, '')).toJSON() }, null, 2)}\n`);
+    if (json)
+      process.stdout.write(
+        `${JSON.stringify({ ok: false, ...new CowstackError(EXIT.USAGE, error.message.replace(/^error: /, '')).toJSON() }, null, 2)}\n`,
+      );
     return EXIT.USAGE;
   }
   const err =
     error instanceof CowstackError
       ? error
-      : new CowstackError(EXIT.FAILED, (error as Error)?.message ?? String(error), { hint: 'this is unexpected: run again with --verbose and report it' });
+      : new CowstackError(EXIT.FAILED, (error as Error)?.message ?? String(error), {
+          hint: 'this is unexpected: run again with --verbose and report it',
+        });
   if (json && err.reported) return err.exitCode; // its document is already on stdout
   if (json) {
     process.stdout.write(`${JSON.stringify({ ok: false, ...err.toJSON() }, null, 2)}\n`);

@@ -31,7 +31,12 @@ export function buildProgram(): Command {
     .option('--config <file>', 'config file (default /etc/cowstack/cowstack.yaml)')
     .showHelpAfterError()
     .exitOverride()
-    .addHelpText('after', `\nExit codes:\n${Object.entries(EXIT_NAMES).map(([code, name]) => `  ${code.padStart(2)}  ${name}`).join('\n')}\n`);
+    .addHelpText(
+      'after',
+      `\nExit codes:\n${Object.entries(EXIT_NAMES)
+        .map(([code, name]) => `  ${code.padStart(2)}  ${name}`)
+        .join('\n')}\n`,
+    );
   program.configureOutput({ writeOut: (s) => process.stdout.write(s), writeErr: (s) => process.stderr.write(s) });
   registerDoctor(program);
   registerCluster(program);

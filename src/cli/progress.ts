@@ -19,7 +19,9 @@ export function colorEnabled(isTTY = Boolean(process.stderr.isTTY)): boolean {
   return isTTY;
 }
 
-export function createProgress(opts: ProgressOptions): PlanObserver & { command(host: string, argv: readonly string[], kind: string): void; info(msg: string): void } {
+export function createProgress(
+  opts: ProgressOptions,
+): PlanObserver & { command(host: string, argv: readonly string[], kind: string): void; info(msg: string): void } {
   const isTTY = opts.isTTY ?? Boolean(process.stderr.isTTY);
   const logger = new ListrLogger({
     useIcons: isTTY && colorEnabled(isTTY),
@@ -29,16 +31,24 @@ export function createProgress(opts: ProgressOptions): PlanObserver & { command(
   const colorless = !colorEnabled(isTTY);
   const log = (level: ListrLogLevels, msg: string) => {
     if (opts.quiet) return;
-    if (colorless) process.stderr.write(`${level === ListrLogLevels.FAILED ? 'failed' : level === ListrLogLevels.COMPLETED ? 'done' : level === ListrLogLevels.STARTED ? '...' : '-'} ${msg}\n`);
+    if (colorless)
+      process.stderr.write(
+        `${level === ListrLogLevels.FAILED ? 'failed' : level === ListrLogLevels.COMPLETED ? 'done' : level === ListrLogLevels.STARTED ? '...' : '-'} ${msg}\n`,
+      );
     else logger.log(level, msg);
   };
   return {
     start: (step, i, total) => log(ListrLogLevels.STARTED, `[${i + 1}/${total}] ${step.title}`),
     done: (step) => log(ListrLogLevels.COMPLETED, step.title),
     failed: (step) => log(ListrLogLevels.FAILED, step.title),
-    undo: (step, err) => log(ListrLogLevels.ROLLBACK, `undo ${step.title}${err ? ` (undo failed: ${(err as Error).message})` : ''}`),
+    undo: (step, err) =>
+      log(ListrLogLevels.ROLLBACK, `undo ${step.title}${err ? ` (undo failed: ${(err as Error).message})` : ''}`),
     command: (host, argv, kind) => {
-      if (opts.verbose) log(ListrLogLevels.OUTPUT, `${host === 'local' ? '' : `[${host}] `}${kind === 'write' ? '$' : '>'} ${shellJoin(argv)}`);
+      if (opts.verbose)
+        log(
+          ListrLogLevels.OUTPUT,
+          `${host === 'local' ? '' : `[${host}] `}${kind === 'write' ? '$' : '>'} ${shellJoin(argv)}`,
+        );
     },
     info: (msg) => log(ListrLogLevels.OUTPUT, msg),
   };

@@ -9,7 +9,11 @@ import { usageError } from '../exec/errors.js';
 export async function readSecret(source: string): Promise<string> {
   let text: string;
   if (source === '-') {
-    if (process.stdin.isTTY) throw usageError('the secret is read from stdin, which is a terminal', 'pipe it in, or give --secret-file FILE (mode 0600)');
+    if (process.stdin.isTTY)
+      throw usageError(
+        'the secret is read from stdin, which is a terminal',
+        'pipe it in, or give --secret-file FILE (mode 0600)',
+      );
     const chunks: Buffer[] = [];
     for await (const c of process.stdin) chunks.push(c as Buffer);
     text = Buffer.concat(chunks).toString('utf8');
@@ -17,7 +21,9 @@ export async function readSecret(source: string): Promise<string> {
     try {
       text = await readFile(source, 'utf8');
     } catch (e) {
-      throw usageError(`cannot read the secret file ${source}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+      throw usageError(
+        `cannot read the secret file ${source}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+      );
     }
   }
   const secret = text.replace(/\r?\n$/, '');

@@ -32,7 +32,13 @@ async function mustFind(runner: Runner, vg: string, lv: string, scope: lvm.LvmSc
   return info;
 }
 
-export async function activate(runner: Runner, vg: string, lv: string, mode: ActivationMode, opts: { scope?: lvm.LvmScope; observer?: PlanObserver } = {}): Promise<ActivationResult> {
+export async function activate(
+  runner: Runner,
+  vg: string,
+  lv: string,
+  mode: ActivationMode,
+  opts: { scope?: lvm.LvmScope; observer?: PlanObserver } = {},
+): Promise<ActivationResult> {
   const scope = opts.scope ?? {};
   const info = await mustFind(runner, vg, lv, scope);
   const base = { vg, lv, uuid: info.uuid, mode, device: `/dev/${vg}/${lv}` } as const;
@@ -45,12 +51,25 @@ export async function activate(runner: Runner, vg: string, lv: string, mode: Act
         { vg, lv },
       );
     }
-    await runPlan(runner, [{ title: `refresh ${vg}/${lv}`, req: lvm.lvmRequest('lvchange', ['--refresh', `${vg}/${lv}`], 'write', scope) }], opts.observer);
+    await runPlan(
+      runner,
+      [{ title: `refresh ${vg}/${lv}`, req: lvm.lvmRequest('lvchange', ['--refresh', `${vg}/${lv}`], 'write', scope) }],
+      opts.observer,
+    );
     return { ...base, action: 'refreshed' };
   }
   const flag = mode === 'exclusive' ? '-aey' : '-asy';
   try {
-    await runPlan(runner, [{ title: `activate ${vg}/${lv} ${mode}`, req: lvm.lvmRequest('lvchange', [flag, `${vg}/${lv}`], 'write', scope) }], opts.observer);
+    await runPlan(
+      runner,
+      [
+        {
+          title: `activate ${vg}/${lv} ${mode}`,
+          req: lvm.lvmRequest('lvchange', [flag, `${vg}/${lv}`], 'write', scope),
+        },
+      ],
+      opts.observer,
+    );
   } catch (e) {
     if (isLockRefusal(e)) throw await lockConflict(runner, vg, lv, info.uuid, e);
     throw e;
@@ -58,7 +77,12 @@ export async function activate(runner: Runner, vg: string, lv: string, mode: Act
   return { ...base, action: 'activated' };
 }
 
-export async function deactivate(runner: Runner, vg: string, lv: string, opts: { force?: boolean; scope?: lvm.LvmScope; observer?: PlanObserver } = {}): Promise<ActivationResult> {
+export async function deactivate(
+  runner: Runner,
+  vg: string,
+  lv: string,
+  opts: { force?: boolean; scope?: lvm.LvmScope; observer?: PlanObserver } = {},
+): Promise<ActivationResult> {
   const scope = opts.scope ?? {};
   const info = await mustFind(runner, vg, lv, scope);
   const base = { vg, lv, uuid: info.uuid, mode: 'inactive' as const, device: `/dev/${vg}/${lv}` };
@@ -66,8 +90,16 @@ export async function deactivate(runner: Runner, vg: string, lv: string, opts: {
   const users = await holders(runner, info.dmPath || `/dev/${vg}/${lv}`);
   if ((info.open || users.length) && !opts.force) {
     const who = users.length ? `used by ${users.map((h) => h.name).join(', ')}` : 'open by a process';
-    throw refused(`${vg}/${lv} is ${who}; refusing to deactivate`, 'stop what uses it (unmap clones, stop the VM) or pass --force', { vg, lv, holders: users });
+    throw refused(
+      `${vg}/${lv} is ${who}; refusing to deactivate`,
+      'stop what uses it (unmap clones, stop the VM) or pass --force',
+      { vg, lv, holders: users },
+    );
   }
-  await runPlan(runner, [{ title: `deactivate ${vg}/${lv}`, req: lvm.lvmRequest('lvchange', ['-an', `${vg}/${lv}`], 'write', scope) }], opts.observer);
+  await runPlan(
+    runner,
+    [{ title: `deactivate ${vg}/${lv}`, req: lvm.lvmRequest('lvchange', ['-an', `${vg}/${lv}`], 'write', scope) }],
+    opts.observer,
+  );
   return { ...base, action: 'deactivated' };
 }

@@ -33,7 +33,14 @@ export async function observeCache(runner: Runner, vg: string): Promise<CacheSta
   const [[vgInfo], all] = await Promise.all([lvm.vgs(runner, vg), lvm.lvs(runner, vg)]);
   if (!vgInfo) return { vg, exists: false, freeBytes: 0, sizeBytes: 0, extentBytes: EXTENT, lvs: [] };
   const lvs = all.map(cacheLvFrom).filter((c): c is CacheLv => Boolean(c));
-  return { vg, exists: true, freeBytes: vgInfo.freeBytes, sizeBytes: vgInfo.sizeBytes, extentBytes: vgInfo.extentBytes, lvs };
+  return {
+    vg,
+    exists: true,
+    freeBytes: vgInfo.freeBytes,
+    sizeBytes: vgInfo.sizeBytes,
+    extentBytes: vgInfo.extentBytes,
+    lvs,
+  };
 }
 
 // ---- cache init ------------------------------------------------------------------------------
@@ -49,9 +56,17 @@ export interface CacheInitResult {
 export async function initCache(ctx: OpContext, device: string): Promise<CacheInitResult> {
   validateDevicePath(device);
   const vg = cacheVgOf(ctx);
-  if (vg === ctx.vg) throw usageError(`the cache VG cannot be the repository VG ${vg}`, 'set cache.vg in the config to a name of its own');
+  if (vg === ctx.vg)
+    throw usageError(
+      `the cache VG cannot be the repository VG ${vg}`,
+      'set cache.vg in the config to a name of its own',
+    );
   const real = await realpath(ctx.runner, device);
-  if (!real) throw notFound(`device ${device} does not exist on ${ctx.runner.target}`, 'give the node\'s local disk, e.g. /dev/vdb or /dev/nvme0n1');
+  if (!real)
+    throw notFound(
+      `device ${device} does not exist on ${ctx.runner.target}`,
+      "give the node's local disk, e.g. /dev/vdb or /dev/nvme0n1",
+    );
   let pvVg: string | undefined;
   let vgPvs: string[] = [];
   for (const p of await lvm.pvs(ctx.runner)) {
@@ -63,20 +78,43 @@ export async function initCache(ctx: OpContext, device: string): Promise<CacheIn
     const [info] = await lvm.vgs(ctx.runner, vg);
     return { vg, device, action: 'none', sizeBytes: info?.sizeBytes };
   }
-  if (pvVg) throw refused(`${device} already belongs to VG ${pvVg}`, 'give an unused local disk; cowstack never takes over another VG\'s PV');
-  if (vgPvs.length) throw refused(`the cache VG ${vg} already exists on ${vgPvs.join(', ')}`, `use that device, or set cache.vg in the config to another name`);
+  if (pvVg)
+    throw refused(
+      `${device} already belongs to VG ${pvVg}`,
+      "give an unused local disk; cowstack never takes over another VG's PV",
+    );
+  if (vgPvs.length)
+    throw refused(
+      `the cache VG ${vg} already exists on ${vgPvs.join(', ')}`,
+      `use that device, or set cache.vg in the config to another name`,
+    );
   const users = await holders(ctx.runner, real);
-  if (users.length) throw refused(`${device} is in use by ${users.map((h) => h.name).join(', ')}`, 'give an unused local disk');
-  const sig = await ctx.runner.run({ argv: ['blkid', '-p', '-o', 'export', real], kind: 'read', root: true, allowFailure: true });
+  if (users.length)
+    throw refused(`${device} is in use by ${users.map((h) => h.name).join(', ')}`, 'give an unused local disk');
+  const sig = await ctx.runner.run({
+    argv: ['blkid', '-p', '-o', 'export', real],
+    kind: 'read',
+    root: true,
+    allowFailure: true,
+  });
   if (sig.exitCode === 0 && sig.stdout.trim()) {
-    throw refused(`${device} is not empty: ${sig.stdout.trim().split('\n').join(', ')}`, 'it may hold someone\'s data: wipe it yourself (wipefs -a) if it really is free');
+    throw refused(
+      `${device} is not empty: ${sig.stdout.trim().split('\n').join(', ')}`,
+      "it may hold someone's data: wipe it yourself (wipefs -a) if it really is free",
+    );
   }
   // A local VG (no --shared): the cache is this node's alone, and needs no lock manager.
-  await runPlan(ctx.runner, [{
-    title: `create local cache VG ${vg} on ${device}`,
-    req: lvm.lvmRequest('vgcreate', ['--setautoactivation', 'n', vg, real], 'write'),
-    undo: [lvm.lvmRequest('vgremove', ['-y', vg], 'write')],
-  }], ctx.observer);
+  await runPlan(
+    ctx.runner,
+    [
+      {
+        title: `create local cache VG ${vg} on ${device}`,
+        req: lvm.lvmRequest('vgcreate', ['--setautoactivation', 'n', vg, real], 'write'),
+        undo: [lvm.lvmRequest('vgremove', ['-y', vg], 'write')],
+      },
+    ],
+    ctx.observer,
+  );
   const [info] = ctx.dryRun ? [] : await lvm.vgs(ctx.runner, vg);
   return { vg, device, action: 'created', sizeBytes: info?.sizeBytes };
 }
@@ -112,15 +150,36 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 export async function replicate(ctx: OpContext, name: string, opts: ReplicateOptions = {}): Promise<ReplicateResult> {
   const started = Date.now();
   const cacheVg = cacheVgOf(ctx);
-  if (opts.rateMiBps !== undefined && !(opts.rateMiBps > 0)) throw usageError(`rate limit "${opts.rateMiBps}" must be a positive number of MiB/s`);
+  if (opts.rateMiBps !== undefined && !(opts.rateMiBps > 0))
+    throw usageError(`rate limit "${opts.rateMiBps}" must be a positive number of MiB/s`);
   const state = await observe(ctx.runner, ctx.vg, ctx.scope);
   const image = findImage(state, name);
-  if (image.state !== 'sealed') throw refused(`${lvRef(image)} is ${image.state}; only sealed images are replicated`, `seal it first: cowstack image seal ${name}`);
-  if (!image.sha256) throw refused(`${lvRef(image)} has no recorded sha256, so a copy could not be verified`, 'images sealed by cowstack carry one; re-import it');
+  if (image.state !== 'sealed')
+    throw refused(
+      `${lvRef(image)} is ${image.state}; only sealed images are replicated`,
+      `seal it first: cowstack image seal ${name}`,
+    );
+  if (!image.sha256)
+    throw refused(
+      `${lvRef(image)} has no recorded sha256, so a copy could not be verified`,
+      'images sealed by cowstack carry one; re-import it',
+    );
   let cache = await observeCache(ctx.runner, cacheVg);
-  if (!cache.exists) throw notFound(`this node (${ctx.runner.target}) has no cache VG ${cacheVg}`, 'create it on a local disk: cowstack cache init DEVICE');
+  if (!cache.exists)
+    throw notFound(
+      `this node (${ctx.runner.target}) has no cache VG ${cacheVg}`,
+      'create it on a local disk: cowstack cache init DEVICE',
+    );
   const lvName = replicaLvName(image.uuid);
-  const base = { name, vg: ctx.vg, uuid: image.uuid, cacheVg, replica: lvName, device: cacheLvPath({ vg: cacheVg, name: lvName }), sizeBytes: image.sizeBytes };
+  const base = {
+    name,
+    vg: ctx.vg,
+    uuid: image.uuid,
+    cacheVg,
+    replica: lvName,
+    device: cacheLvPath({ vg: cacheVg, name: lvName }),
+    sizeBytes: image.sizeBytes,
+  };
   const evicted = await dropStale(ctx, cache, state.repo);
   if (evicted.length) cache = await observeCache(ctx.runner, cacheVg);
   let rp = cache.lvs.find((c) => c.name === lvName);
@@ -132,7 +191,14 @@ export async function replicate(ctx: OpContext, name: string, opts: ReplicateOpt
     cache = await observeCache(ctx.runner, cacheVg);
   }
   if (rp?.state === 'complete') {
-    return { ...base, action: 'none', copiedBytes: rp.sizeBytes, sha256: rp.sha256, evicted, seconds: (Date.now() - started) / 1000 };
+    return {
+      ...base,
+      action: 'none',
+      copiedBytes: rp.sizeBytes,
+      sha256: rp.sha256,
+      evicted,
+      seconds: (Date.now() - started) / 1000,
+    };
   }
   const ref = `${cacheVg}/${lvName}`;
   const steps: Step[] = [];
@@ -140,9 +206,32 @@ export async function replicate(ctx: OpContext, name: string, opts: ReplicateOpt
     evicted.push(...(await makeRoom(ctx, cache, image.sizeBytes, state.repo)));
     steps.push({
       title: `create replica ${ref} (${formatSize(image.sizeBytes)}) of ${lvRef(image)}`,
-      req: lvm.lvmRequest('lvcreate', ['-an', '-Zn', '-Wn', '--setautoactivation', 'n', '-L', `${image.sizeBytes}b`, '-n', lvName,
-        '--addtag', cacheTag.kind('replica'), '--addtag', cacheTag.origin(image.uuid), '--addtag', cacheTag.state('copying'),
-        '--addtag', cacheTag.copied(0), '--addtag', cacheTag.sha256(image.sha256), cacheVg], 'write'),
+      req: lvm.lvmRequest(
+        'lvcreate',
+        [
+          '-an',
+          '-Zn',
+          '-Wn',
+          '--setautoactivation',
+          'n',
+          '-L',
+          `${image.sizeBytes}b`,
+          '-n',
+          lvName,
+          '--addtag',
+          cacheTag.kind('replica'),
+          '--addtag',
+          cacheTag.origin(image.uuid),
+          '--addtag',
+          cacheTag.state('copying'),
+          '--addtag',
+          cacheTag.copied(0),
+          '--addtag',
+          cacheTag.sha256(image.sha256),
+          cacheVg,
+        ],
+        'write',
+      ),
       undo: [lvm.lvmRequest('lvremove', ['-y', ref], 'write')],
     });
   }
@@ -162,18 +251,43 @@ export async function replicate(ctx: OpContext, name: string, opts: ReplicateOpt
       const blocks = Math.min(chunk, image.sizeBytes - copied) / EXTENT;
       const at = copied / EXTENT;
       const next = copied + blocks * EXTENT;
-      await runPlan(ctx.runner, [
-        {
-          title: `copy ${formatSize(copied)}..${formatSize(next)} of ${formatSize(image.sizeBytes)} into ${ref}`,
-          // One 4 MiB direct request at a time: a bulk read of the shared LUN must not
-          // starve sanlock's lease renewals on the same path.
-          req: { argv: ['dd', `if=${src}`, `of=${dst}`, 'bs=4M', `skip=${at}`, `seek=${at}`, `count=${blocks}`, 'iflag=direct', 'oflag=direct', 'conv=fsync,notrunc', 'status=none'], kind: 'write', root: true, timeout: 'data' },
-        },
-        {
-          title: `record progress of ${ref}`,
-          req: lvm.lvmRequest('lvchange', ['--deltag', cacheTag.copied(copied), '--addtag', cacheTag.copied(next), ref], 'write'),
-        },
-      ], ctx.observer);
+      await runPlan(
+        ctx.runner,
+        [
+          {
+            title: `copy ${formatSize(copied)}..${formatSize(next)} of ${formatSize(image.sizeBytes)} into ${ref}`,
+            // One 4 MiB direct request at a time: a bulk read of the shared LUN must not
+            // starve sanlock's lease renewals on the same path.
+            req: {
+              argv: [
+                'dd',
+                `if=${src}`,
+                `of=${dst}`,
+                'bs=4M',
+                `skip=${at}`,
+                `seek=${at}`,
+                `count=${blocks}`,
+                'iflag=direct',
+                'oflag=direct',
+                'conv=fsync,notrunc',
+                'status=none',
+              ],
+              kind: 'write',
+              root: true,
+              timeout: 'data',
+            },
+          },
+          {
+            title: `record progress of ${ref}`,
+            req: lvm.lvmRequest(
+              'lvchange',
+              ['--deltag', cacheTag.copied(copied), '--addtag', cacheTag.copied(next), ref],
+              'write',
+            ),
+          },
+        ],
+        ctx.observer,
+      );
       copied = next;
       opts.onProgress?.(copied, image.sizeBytes);
       if (opts.rateMiBps && copied < image.sizeBytes) {
@@ -188,19 +302,66 @@ export async function replicate(ctx: OpContext, name: string, opts: ReplicateOpt
       sha = r.stdout.split(/\s+/)[0]!;
       if (sha !== image.sha256) {
         // Start over next time rather than keep a copy that is known to be wrong.
-        await runPlan(ctx.runner, [{ title: `restart ${ref} from zero`, req: lvm.lvmRequest('lvchange', ['--deltag', cacheTag.copied(copied), '--addtag', cacheTag.copied(0), ref], 'write') }], ctx.observer);
-        throw new CowstackError(EXIT.FAILED, `replica ${ref} of ${lvRef(image)} has sha256 ${sha}, the image records ${image.sha256}`, {
-          hint: 'the copy is not used; run cowstack cache replicate again (it starts over). If it fails again, check the local disk.',
-          data: { replica: ref, sha256: sha, expected: image.sha256 },
-        });
+        await runPlan(
+          ctx.runner,
+          [
+            {
+              title: `restart ${ref} from zero`,
+              req: lvm.lvmRequest(
+                'lvchange',
+                ['--deltag', cacheTag.copied(copied), '--addtag', cacheTag.copied(0), ref],
+                'write',
+              ),
+            },
+          ],
+          ctx.observer,
+        );
+        throw new CowstackError(
+          EXIT.FAILED,
+          `replica ${ref} of ${lvRef(image)} has sha256 ${sha}, the image records ${image.sha256}`,
+          {
+            hint: 'the copy is not used; run cowstack cache replicate again (it starts over). If it fails again, check the local disk.',
+            data: { replica: ref, sha256: sha, expected: image.sha256 },
+          },
+        );
       }
     }
-    await runPlan(ctx.runner, [{
-      title: `mark ${ref} complete and read-only`,
-      req: lvm.lvmRequest('lvchange', ['--permission', 'r', '--deltag', cacheTag.state('copying'), '--addtag', cacheTag.state('complete'),
-        '--deltag', cacheTag.copied(copied), '--addtag', cacheTag.copied(image.sizeBytes), '--addtag', cacheTag.used(Math.floor(Date.now() / 1000)), ref], 'write'),
-    }], ctx.observer);
-    return { ...base, action: resumed ? 'resumed' : 'replicated', copiedBytes: copied, sha256: sha, evicted, seconds: (Date.now() - started) / 1000 };
+    await runPlan(
+      ctx.runner,
+      [
+        {
+          title: `mark ${ref} complete and read-only`,
+          req: lvm.lvmRequest(
+            'lvchange',
+            [
+              '--permission',
+              'r',
+              '--deltag',
+              cacheTag.state('copying'),
+              '--addtag',
+              cacheTag.state('complete'),
+              '--deltag',
+              cacheTag.copied(copied),
+              '--addtag',
+              cacheTag.copied(image.sizeBytes),
+              '--addtag',
+              cacheTag.used(Math.floor(Date.now() / 1000)),
+              ref,
+            ],
+            'write',
+          ),
+        },
+      ],
+      ctx.observer,
+    );
+    return {
+      ...base,
+      action: resumed ? 'resumed' : 'replicated',
+      copiedBytes: copied,
+      sha256: sha,
+      evicted,
+      seconds: (Date.now() - started) / 1000,
+    };
   } finally {
     if (!imageWasActive && !ctx.dryRun) await collectGarbage(ctx, image.name);
   }
@@ -221,11 +382,19 @@ async function dropStale(ctx: OpContext, cache: CacheState, repo: Repo): Promise
  * The removable units of a cache VG: every LV except the metadata LV of a lazy cache whose
  * data LV is listed too (the pair goes together: removeCacheLv removes both).
  */
-const units = (lvs: CacheLv[]): CacheLv[] => lvs.filter((c) => c.kind !== 'lazymeta' || !lvs.some((d) => d.kind === 'lazy' && sameUuid(d.originUuid, c.originUuid)));
+const units = (lvs: CacheLv[]): CacheLv[] =>
+  lvs.filter(
+    (c) => c.kind !== 'lazymeta' || !lvs.some((d) => d.kind === 'lazy' && sameUuid(d.originUuid, c.originUuid)),
+  );
 
 /** The bytes a cache unit frees: a lazy cache's data LV with its metadata LV. */
 const unitBytes = (c: CacheLv, cache: CacheState): number =>
-  c.sizeBytes + (c.kind === 'lazy' ? cache.lvs.filter((m) => m.kind === 'lazymeta' && sameUuid(m.originUuid, c.originUuid)).reduce((n, m) => n + m.sizeBytes, 0) : 0);
+  c.sizeBytes +
+  (c.kind === 'lazy'
+    ? cache.lvs
+        .filter((m) => m.kind === 'lazymeta' && sameUuid(m.originUuid, c.originUuid))
+        .reduce((n, m) => n + m.sizeBytes, 0)
+    : 0);
 
 /**
  * Evict unused replicas and lazy caches, least recently used first, until `bytes` fit;
@@ -235,10 +404,15 @@ export async function makeRoom(ctx: OpContext, cache: CacheState, bytes: number,
   let free = cache.freeBytes;
   if (free >= bytes) return [];
   // Write-back caches may hold the only copy of a VM's writes: never evicted.
-  const candidates = cache.lvs.filter((c) => (c.kind === 'replica' || c.kind === 'lazy') && !c.lv.open).sort((a, b) => a.usedAt - b.usedAt);
+  const candidates = cache.lvs
+    .filter((c) => (c.kind === 'replica' || c.kind === 'lazy') && !c.lv.open)
+    .sort((a, b) => a.usedAt - b.usedAt);
   const need = candidates.reduce((n, c) => n + unitBytes(c, cache), free);
   if (need < bytes) {
-    throw refused(`the cache VG ${cache.vg} has ${formatSize(free)} free and ${formatSize(need - free)} in unused caches; ${formatSize(bytes)} are needed`, 'drop caches in use elsewhere (unmap their clones) or give the cache VG a larger disk');
+    throw refused(
+      `the cache VG ${cache.vg} has ${formatSize(free)} free and ${formatSize(need - free)} in unused caches; ${formatSize(bytes)} are needed`,
+      'drop caches in use elsewhere (unmap their clones) or give the cache VG a larger disk',
+    );
   }
   const evicted: string[] = [];
   for (const c of candidates) {
@@ -252,12 +426,22 @@ export async function makeRoom(ctx: OpContext, cache: CacheState, bytes: number,
 
 /** Remove a cache LV; a lazy cache's data LV goes with its metadata LV (one command each). */
 export async function removeCacheLv(ctx: OpContext, c: CacheLv, cache?: CacheState): Promise<void> {
-  const group = c.kind === 'lazy' ? [c, ...(cache?.lvs ?? []).filter((m) => m.kind === 'lazymeta' && sameUuid(m.originUuid, c.originUuid))] : [c];
+  const group =
+    c.kind === 'lazy'
+      ? [c, ...(cache?.lvs ?? []).filter((m) => m.kind === 'lazymeta' && sameUuid(m.originUuid, c.originUuid))]
+      : [c];
   const refs = (list: CacheLv[]) => list.map((x) => `${x.vg}/${x.name}`);
   const active = group.filter((x) => x.lv.activeLocally);
   const steps: Step[] = [];
-  if (active.length) steps.push({ title: `deactivate ${refs(active).join(' ')}`, req: lvm.lvmRequest('lvchange', ['-an', ...refs(active)], 'write') });
-  steps.push({ title: `remove cache LV ${refs(group).join(' ')}`, req: lvm.lvmRequest('lvremove', ['-y', ...refs(group)], 'write') });
+  if (active.length)
+    steps.push({
+      title: `deactivate ${refs(active).join(' ')}`,
+      req: lvm.lvmRequest('lvchange', ['-an', ...refs(active)], 'write'),
+    });
+  steps.push({
+    title: `remove cache LV ${refs(group).join(' ')}`,
+    req: lvm.lvmRequest('lvremove', ['-y', ...refs(group)], 'write'),
+  });
   await runPlan(ctx.runner, steps, ctx.observer);
 }
 
@@ -289,7 +473,19 @@ export interface CacheEntry {
   hits?: number;
   misses?: number;
   /** Lazy caches while attached (dm-cache status; the kernel's counters restart at each attach). */
-  lazy?: { metaBytes: number; device: string; usedBlocks: number; totalBlocks: number; blockBytes: number; readHits: number; readMisses: number; promotions: number; demotions: number; hitRatio: number; needsCheck: boolean };
+  lazy?: {
+    metaBytes: number;
+    device: string;
+    usedBlocks: number;
+    totalBlocks: number;
+    blockBytes: number;
+    readHits: number;
+    readMisses: number;
+    promotions: number;
+    demotions: number;
+    hitRatio: number;
+    needsCheck: boolean;
+  };
 }
 
 export interface CacheReport {
@@ -305,7 +501,9 @@ export async function listCaches(ctx: OpContext): Promise<CacheReport> {
   const cache = await observeCache(ctx.runner, cacheVg);
   const repo = cache.exists ? (await observe(ctx.runner, ctx.vg, ctx.scope)).repo : undefined;
   // Write-back caches report their counters through their dm device (one status call for all).
-  const statuses = cache.lvs.some((c) => c.kind === 'writeback' || (c.kind === 'lazy' && c.lv.open)) ? await dmsetup.statusAll(ctx.runner) : new Map<string, dmsetup.DmLine[]>();
+  const statuses = cache.lvs.some((c) => c.kind === 'writeback' || (c.kind === 'lazy' && c.lv.open))
+    ? await dmsetup.statusAll(ctx.runner)
+    : new Map<string, dmsetup.DmLine[]>();
   return {
     cacheVg,
     exists: cache.exists,
@@ -315,14 +513,25 @@ export async function listCaches(ctx: OpContext): Promise<CacheReport> {
   };
 }
 
-function toEntry(c: CacheLv, repo: Repo | undefined, statuses: Map<string, dmsetup.DmLine[]>, cache: CacheState): CacheEntry {
+function toEntry(
+  c: CacheLv,
+  repo: Repo | undefined,
+  statuses: Map<string, dmsetup.DmLine[]>,
+  cache: CacheState,
+): CacheEntry {
   const origin = repo?.byUuid.get(c.originUuid);
   let wb: Partial<CacheEntry> = {};
   if (c.kind === 'writeback') {
     const line = statuses.get(dmName('wb', c.originUuid))?.[0];
     const st = line?.target === 'writecache' ? dmsetup.parseWritecacheStatus(line.args) : undefined;
     wb = st
-      ? { state: 'attached', dirtyBlocks: st.dirtyBlocks, ...(st.readBlocks !== undefined ? { hits: (st.readHits ?? 0) + (st.writeHits ?? 0), misses: st.readBlocks - (st.readHits ?? 0) } : {}) }
+      ? {
+          state: 'attached',
+          dirtyBlocks: st.dirtyBlocks,
+          ...(st.readBlocks !== undefined
+            ? { hits: (st.readHits ?? 0) + (st.writeHits ?? 0), misses: st.readBlocks - (st.readHits ?? 0) }
+            : {}),
+        }
       : { state: 'detached' };
   }
   if (c.kind === 'lazy') {
@@ -336,8 +545,17 @@ function toEntry(c: CacheLv, repo: Repo | undefined, statuses: Map<string, dmset
           hits: st.readHits,
           misses: st.readMisses,
           lazy: {
-            metaBytes, device, usedBlocks: st.cacheUsed, totalBlocks: st.cacheTotal, blockBytes: st.cacheBlockSectors * 512, readHits: st.readHits, readMisses: st.readMisses,
-            promotions: st.promotions, demotions: st.demotions, hitRatio: st.readHits + st.readMisses ? st.readHits / (st.readHits + st.readMisses) : 0, needsCheck: st.needsCheck,
+            metaBytes,
+            device,
+            usedBlocks: st.cacheUsed,
+            totalBlocks: st.cacheTotal,
+            blockBytes: st.cacheBlockSectors * 512,
+            readHits: st.readHits,
+            readMisses: st.readMisses,
+            promotions: st.promotions,
+            demotions: st.demotions,
+            hitRatio: st.readHits + st.readMisses ? st.readHits / (st.readHits + st.readMisses) : 0,
+            needsCheck: st.needsCheck,
           },
         }
       : { state: c.lazyState === 'attached' ? 'unclean' : c.lazyState };
@@ -382,7 +600,10 @@ export async function dropCaches(ctx: OpContext, target: { image?: string; stale
   }
   const open = victims.filter((c) => c.lv.open);
   if (open.length) {
-    throw refused(`cache ${open.map((c) => `${c.vg}/${c.name}`).join(', ')} is in use by mapped clones on this node`, 'unmap the clones of that image on this node first');
+    throw refused(
+      `cache ${open.map((c) => `${c.vg}/${c.name}`).join(', ')} is in use by mapped clones on this node`,
+      'unmap the clones of that image on this node first',
+    );
   }
   const drop = units(victims);
   for (const c of drop) await removeCacheLv(ctx, c, cache);

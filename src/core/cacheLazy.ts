@@ -23,7 +23,15 @@
 import { CowstackError, EXIT } from '../exec/errors.js';
 import * as dmsetup from '../tools/dmsetup.js';
 import * as lvm from '../tools/lvm.js';
-import { cacheLvPath, cacheTag, lazyDataLvName, lazyMetaLvName, type CacheLv, type CacheState, type LazyState } from './cacheMeta.js';
+import {
+  cacheLvPath,
+  cacheTag,
+  lazyDataLvName,
+  lazyMetaLvName,
+  type CacheLv,
+  type CacheState,
+  type LazyState,
+} from './cacheMeta.js';
 import { makeRoom, removeCacheLv } from './cache.js';
 import type { OpContext } from './clones.js';
 import { dmName, dmPath, dmUuid, lvMapperPath, sameUuid } from './dmNames.js';
@@ -69,20 +77,47 @@ export const lazyDevicePath = (image: Pick<ImageObj, 'uuid'>): string => dmPath(
 export function lazyTable(image: ImageObj, cacheVg: string): string {
   const meta = cacheLvPath({ vg: cacheVg, name: lazyMetaLvName(image.uuid) });
   const data = cacheLvPath({ vg: cacheVg, name: lazyDataLvName(image.uuid) });
-  return dmsetup.cacheTable(image.sizeBytes / 512, meta, data, lvMapperPath(image.vg, image.name), LAZY_BLOCK_SECTORS, 'writethrough', 'smq');
+  return dmsetup.cacheTable(
+    image.sizeBytes / 512,
+    meta,
+    data,
+    lvMapperPath(image.vg, image.name),
+    LAZY_BLOCK_SECTORS,
+    'writethrough',
+    'smq',
+  );
 }
 
-const pairRefs = (cacheVg: string, image: Pick<ImageObj, 'uuid'>): [string, string] => [`${cacheVg}/${lazyMetaLvName(image.uuid)}`, `${cacheVg}/${lazyDataLvName(image.uuid)}`];
+const pairRefs = (cacheVg: string, image: Pick<ImageObj, 'uuid'>): [string, string] => [
+  `${cacheVg}/${lazyMetaLvName(image.uuid)}`,
+  `${cacheVg}/${lazyDataLvName(image.uuid)}`,
+];
 
 /** Zero the first 4 KiB of the metadata LV: dm-cache then formats it afresh (nothing cached). */
 export const zeroMetaStep = (cacheVg: string, image: Pick<ImageObj, 'uuid'>, why: string): Step => ({
   title: `zero the metadata of ${cacheVg}/${lazyMetaLvName(image.uuid)} (${why})`,
-  req: { argv: ['dd', 'if=/dev/zero', `of=${cacheLvPath({ vg: cacheVg, name: lazyMetaLvName(image.uuid) })}`, 'bs=4096', 'count=1', 'oflag=direct', 'conv=fsync', 'status=none'], kind: 'write', root: true, timeout: 'change' },
+  req: {
+    argv: [
+      'dd',
+      'if=/dev/zero',
+      `of=${cacheLvPath({ vg: cacheVg, name: lazyMetaLvName(image.uuid) })}`,
+      'bs=4096',
+      'count=1',
+      'oflag=direct',
+      'conv=fsync',
+      'status=none',
+    ],
+    kind: 'write',
+    root: true,
+    timeout: 'change',
+  },
 });
 
 const createDeviceStep = (cacheVg: string, image: ImageObj): Step => ({
   title: `attach lazy cache ${lazyDeviceName(image)} (${image.name})`,
-  req: dmsetup.createReq(lazyDeviceName(image), dmUuid('lc', image.uuid), lazyTable(image, cacheVg), { readOnly: true }),
+  req: dmsetup.createReq(lazyDeviceName(image), dmUuid('lc', image.uuid), lazyTable(image, cacheVg), {
+    readOnly: true,
+  }),
   undo: [dmsetup.removeReq(lazyDeviceName(image))],
 });
 
@@ -90,7 +125,11 @@ const createDeviceStep = (cacheVg: string, image: ImageObj): Step => ({
  * Steps that detach an unused lazy cache cleanly (the remove writes its metadata), mark it
  * ready and deactivate both LVs. The image LV is released by the caller (teardownPlan).
  */
-export function detachLazySteps(cache: CacheState | undefined, image: ImageObj, now = Math.floor(Date.now() / 1000)): Step[] {
+export function detachLazySteps(
+  cache: CacheState | undefined,
+  image: ImageObj,
+  now = Math.floor(Date.now() / 1000),
+): Step[] {
   const name = lazyDeviceName(image);
   const { data } = lazyPair(cache, image);
   const vg = data?.vg ?? cache?.vg;
@@ -104,7 +143,10 @@ export function detachLazySteps(cache: CacheState | undefined, image: ImageObj, 
     ...(from !== 'ready' ? ['--deltag', cacheTag.state(from), '--addtag', cacheTag.state('ready')] : []),
     ...(used !== now ? [...(used ? ['--deltag', cacheTag.used(used)] : []), '--addtag', cacheTag.used(now)] : []),
   ];
-  steps.push({ title: `mark the lazy cache of ${image.name} ready and deactivate its LVs`, req: lvm.lvmRequest('lvchange', [...args, ...pairRefs(vg, image)], 'write') });
+  steps.push({
+    title: `mark the lazy cache of ${image.name} ready and deactivate its LVs`,
+    req: lvm.lvmRequest('lvchange', [...args, ...pairRefs(vg, image)], 'write'),
+  });
   return steps;
 }
 
@@ -126,10 +168,18 @@ export interface LazyResult {
  * Make the image's lazy cache device exist on this node: create the pair (making room by
  * evicting unused caches), or re-attach it, resetting it when it cannot be trusted.
  */
-export async function attachLazy(ctx: OpContext, state: NodeState, image: ImageObj, opts: { dataBytes?: number } = {}): Promise<LazyResult> {
+export async function attachLazy(
+  ctx: OpContext,
+  state: NodeState,
+  image: ImageObj,
+  opts: { dataBytes?: number } = {},
+): Promise<LazyResult> {
   const cache = state.cache;
   const device = lazyDevicePath(image);
-  if (!cache?.exists) throw new CowstackError(EXIT.NOT_FOUND, `this node (${ctx.runner.target}) has no cache VG`, { hint: 'create it on a local disk: cowstack cache init DEVICE' });
+  if (!cache?.exists)
+    throw new CowstackError(EXIT.NOT_FOUND, `this node (${ctx.runner.target}) has no cache VG`, {
+      hint: 'create it on a local disk: cowstack cache init DEVICE',
+    });
   const vg = cache.vg;
   const lv = lazyDataLvName(image.uuid);
   if (state.devices.has(lazyDeviceName(image))) return { device, lv, action: 'in-use' };
@@ -151,11 +201,27 @@ export async function attachLazy(ctx: OpContext, state: NodeState, image: ImageO
     evicted.push(...(await makeRoom(ctx, cache, dataBytes + metaBytes, state.repo)));
     // Created "attached": until its device has been removed cleanly, an attach resets it
     // (a crash before the metadata was zeroed included). One LVM command fewer than new -> ready.
-    const tags = (kind: 'lazy' | 'lazymeta') => ['--addtag', cacheTag.kind(kind), '--addtag', cacheTag.origin(image.uuid), '--addtag', cacheTag.state('attached'), '--addtag', cacheTag.used(now)];
-    for (const [kind, name, bytes, ref] of [['lazymeta', lazyMetaLvName(image.uuid), metaBytes, metaRef], ['lazy', lv, dataBytes, dataRef]] as const) {
+    const tags = (kind: 'lazy' | 'lazymeta') => [
+      '--addtag',
+      cacheTag.kind(kind),
+      '--addtag',
+      cacheTag.origin(image.uuid),
+      '--addtag',
+      cacheTag.state('attached'),
+      '--addtag',
+      cacheTag.used(now),
+    ];
+    for (const [kind, name, bytes, ref] of [
+      ['lazymeta', lazyMetaLvName(image.uuid), metaBytes, metaRef],
+      ['lazy', lv, dataBytes, dataRef],
+    ] as const) {
       steps.push({
         title: `create lazy cache ${kind === 'lazy' ? 'data' : 'metadata'} LV ${ref} (${formatSize(bytes)}) for ${lvRef(image)}`,
-        req: lvm.lvmRequest('lvcreate', ['-an', '-Zn', '-Wn', '--setautoactivation', 'n', '-L', `${bytes}b`, '-n', name, ...tags(kind), vg], 'write'),
+        req: lvm.lvmRequest(
+          'lvcreate',
+          ['-an', '-Zn', '-Wn', '--setautoactivation', 'n', '-L', `${bytes}b`, '-n', name, ...tags(kind), vg],
+          'write',
+        ),
         undo: [lvm.lvmRequest('lvremove', ['-y', ref], 'write')],
       });
     }
@@ -168,8 +234,12 @@ export async function attachLazy(ctx: OpContext, state: NodeState, image: ImageO
   if (needsActivation || retag) {
     const args = [
       ...(needsActivation ? ['-aey'] : []),
-      ...(data && from !== 'attached' ? ['--deltag', cacheTag.state(from!), '--addtag', cacheTag.state('attached')] : []),
-      ...(data && data.usedAt !== now ? [...(data.usedAt ? ['--deltag', cacheTag.used(data.usedAt)] : []), '--addtag', cacheTag.used(now)] : []),
+      ...(data && from !== 'attached'
+        ? ['--deltag', cacheTag.state(from!), '--addtag', cacheTag.state('attached')]
+        : []),
+      ...(data && data.usedAt !== now
+        ? [...(data.usedAt ? ['--deltag', cacheTag.used(data.usedAt)] : []), '--addtag', cacheTag.used(now)]
+        : []),
     ];
     steps.push({
       title: `${needsActivation ? 'activate' : 'mark'} the lazy cache LVs of ${image.name}${data ? ' (attached)' : ''}`,
@@ -181,10 +251,19 @@ export async function attachLazy(ctx: OpContext, state: NodeState, image: ImageO
 
   let resetReason: string | undefined;
   if (data && from === 'new') resetReason = 'its creation was interrupted before the metadata was zeroed';
-  if (data && from === 'attached') resetReason = 'it was left attached by a crash or an interrupted creation (unclean: dm-cache would count every block dirty)';
+  if (data && from === 'attached')
+    resetReason =
+      'it was left attached by a crash or an interrupted creation (unclean: dm-cache would count every block dirty)';
   if (from === 'ready' && !ctx.dryRun) {
-    const chk = await ctx.runner.run({ argv: ['cache_check', '-q', cacheLvPath({ vg, name: lazyMetaLvName(image.uuid) })], kind: 'read', root: true, allowFailure: true, timeout: 'change' });
-    if (chk.exitCode !== 0) resetReason = `cache_check failed (exit ${chk.exitCode}${chk.stderr.trim() ? `: ${chk.stderr.trim().split('\n')[0]}` : ''})`;
+    const chk = await ctx.runner.run({
+      argv: ['cache_check', '-q', cacheLvPath({ vg, name: lazyMetaLvName(image.uuid) })],
+      kind: 'read',
+      root: true,
+      allowFailure: true,
+      timeout: 'change',
+    });
+    if (chk.exitCode !== 0)
+      resetReason = `cache_check failed (exit ${chk.exitCode}${chk.stderr.trim() ? `: ${chk.stderr.trim().split('\n')[0]}` : ''})`;
   }
   const second: Step[] = [];
   if (!data || resetReason) second.push(zeroMetaStep(vg, image, data ? 'reset' : 'new cache'));
@@ -196,8 +275,23 @@ export async function attachLazy(ctx: OpContext, state: NodeState, image: ImageO
     const st = line?.target === 'cache' ? dmsetup.parseCacheStatus(line.args) : undefined;
     if (!st || st.needsCheck || st.failed) {
       resetReason = `the device reported ${st?.needsCheck ? 'needs_check' : 'a failure'} after attach`;
-      await runPlan(ctx.runner, [{ title: `detach ${lazyDeviceName(image)}`, req: dmsetup.removeReq(lazyDeviceName(image)) }, zeroMetaStep(vg, image, 'reset'), createDeviceStep(vg, image)], ctx.observer);
+      await runPlan(
+        ctx.runner,
+        [
+          { title: `detach ${lazyDeviceName(image)}`, req: dmsetup.removeReq(lazyDeviceName(image)) },
+          zeroMetaStep(vg, image, 'reset'),
+          createDeviceStep(vg, image),
+        ],
+        ctx.observer,
+      );
     }
   }
-  return { device, lv, action: data ? 'attached' : 'created', ...(resetReason ? { reset: true, resetReason } : {}), dataBytes, ...(evicted.length ? { evicted } : {}) };
+  return {
+    device,
+    lv,
+    action: data ? 'attached' : 'created',
+    ...(resetReason ? { reset: true, resetReason } : {}),
+    dataBytes,
+    ...(evicted.length ? { evicted } : {}),
+  };
 }

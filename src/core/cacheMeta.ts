@@ -64,11 +64,17 @@ export const replicaLvName = (originUuid: string): string => `rp_${compactUuid(o
 export const writebackLvName = (cloneUuid: string): string => `wb_${compactUuid(cloneUuid)}`;
 export const lazyDataLvName = (originUuid: string): string => `lc_${compactUuid(originUuid)}`;
 export const lazyMetaLvName = (originUuid: string): string => `lm_${compactUuid(originUuid)}`;
-const LV_NAME: Record<CacheKind, (originUuid: string) => string> = { replica: replicaLvName, writeback: writebackLvName, lazy: lazyDataLvName, lazymeta: lazyMetaLvName };
+const LV_NAME: Record<CacheKind, (originUuid: string) => string> = {
+  replica: replicaLvName,
+  writeback: writebackLvName,
+  lazy: lazyDataLvName,
+  lazymeta: lazyMetaLvName,
+};
 const KINDS = Object.keys(LV_NAME) as CacheKind[];
 export const cacheLvPath = (c: Pick<CacheLv, 'vg' | 'name'>): string => lvMapperPath(c.vg, c.name);
 
-const tagValue = (tags: string[], prefix: string): string | undefined => tags.find((t) => t.startsWith(prefix))?.slice(prefix.length);
+const tagValue = (tags: string[], prefix: string): string | undefined =>
+  tags.find((t) => t.startsWith(prefix))?.slice(prefix.length);
 
 export function cacheLvFrom(lv: LvInfo): CacheLv | undefined {
   const kind = tagValue(lv.tags, CTAG.kind);

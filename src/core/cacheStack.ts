@@ -13,7 +13,14 @@ import type { Step } from './plan.js';
  * and verified against exactly this content (sha256). Anything else is ignored.
  */
 export function usableReplica(cache: CacheState | undefined, image: ImageObj): CacheLv | undefined {
-  return cache?.lvs.find((c) => c.kind === 'replica' && c.state === 'complete' && sameUuid(c.originUuid, image.uuid) && Boolean(image.sha256) && c.sha256 === image.sha256);
+  return cache?.lvs.find(
+    (c) =>
+      c.kind === 'replica' &&
+      c.state === 'complete' &&
+      sameUuid(c.originUuid, image.uuid) &&
+      Boolean(image.sha256) &&
+      c.sha256 === image.sha256,
+  );
 }
 
 export const activateCacheLv = (c: Pick<CacheLv, 'vg' | 'name'>): Step => ({
@@ -27,7 +34,11 @@ export const activateCacheLv = (c: Pick<CacheLv, 'vg' | 'name'>): Step => ({
 export function touchStep(c: CacheLv, now = Math.floor(Date.now() / 1000)): Step {
   return {
     title: `mark ${c.vg}/${c.name} used`,
-    req: lvm.lvmRequest('lvchange', [...(c.usedAt ? ['--deltag', cacheTag.used(c.usedAt)] : []), '--addtag', cacheTag.used(now), `${c.vg}/${c.name}`], 'write'),
+    req: lvm.lvmRequest(
+      'lvchange',
+      [...(c.usedAt ? ['--deltag', cacheTag.used(c.usedAt)] : []), '--addtag', cacheTag.used(now), `${c.vg}/${c.name}`],
+      'write',
+    ),
   };
 }
 
@@ -35,4 +46,3 @@ export function touchStep(c: CacheLv, now = Math.floor(Date.now() / 1000)): Step
 export function replicaSteps(c: CacheLv): Step[] {
   return [...(c.lv.activeLocally ? [] : [activateCacheLv(c)]), touchStep(c)];
 }
-

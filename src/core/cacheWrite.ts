@@ -35,14 +35,20 @@ export const WB_MAX_BYTES = 1024 * 2 ** 20;
 export const WB_MIN_BYTES = 8 * 2 ** 20;
 
 /** As large as the COW (it cannot take more writes than that), within [8 MiB, 1 GiB]. */
-export const writebackBytes = (clone: CloneObj): number => Math.min(WB_MAX_BYTES, Math.max(WB_MIN_BYTES, roundUp(clone.sizeBytes, EXTENT)));
+export const writebackBytes = (clone: CloneObj): number =>
+  Math.min(WB_MAX_BYTES, Math.max(WB_MIN_BYTES, roundUp(clone.sizeBytes, EXTENT)));
 
 export function writebackLv(cache: CacheState | undefined, clone: Pick<CloneObj, 'uuid'>): CacheLv | undefined {
   return cache?.lvs.find((c) => c.kind === 'writeback' && sameUuid(c.originUuid, clone.uuid));
 }
 
 export const writecacheTableFor = (clone: CloneObj, cacheVg: string): string =>
-  dmsetup.writecacheTable(clone.sizeBytes / 512, lvMapperPath(clone.vg, clone.name), cacheLvPath({ vg: cacheVg, name: writebackLvName(clone.uuid) }), WB_BLOCK_BYTES);
+  dmsetup.writecacheTable(
+    clone.sizeBytes / 512,
+    lvMapperPath(clone.vg, clone.name),
+    cacheLvPath({ vg: cacheVg, name: writebackLvName(clone.uuid) }),
+    WB_BLOCK_BYTES,
+  );
 
 /** A new cache LV: created, activated, superblock zeroed (stale bytes must never be read as a cache). */
 export function createWritebackSteps(cacheVg: string, clone: CloneObj): Step[] {
@@ -52,13 +58,46 @@ export function createWritebackSteps(cacheVg: string, clone: CloneObj): Step[] {
   return [
     {
       title: `create write-back cache LV ${ref} (${formatSize(bytes)}) for ${lvRef(clone)}`,
-      req: lvm.lvmRequest('lvcreate', ['-an', '-Zn', '-Wn', '--setautoactivation', 'n', '-L', `${bytes}b`, '-n', name, '--addtag', cacheTag.kind('writeback'), '--addtag', cacheTag.origin(clone.uuid), cacheVg], 'write'),
+      req: lvm.lvmRequest(
+        'lvcreate',
+        [
+          '-an',
+          '-Zn',
+          '-Wn',
+          '--setautoactivation',
+          'n',
+          '-L',
+          `${bytes}b`,
+          '-n',
+          name,
+          '--addtag',
+          cacheTag.kind('writeback'),
+          '--addtag',
+          cacheTag.origin(clone.uuid),
+          cacheVg,
+        ],
+        'write',
+      ),
       undo: [lvm.lvmRequest('lvremove', ['-y', ref], 'write')],
     },
     activateCacheLv({ vg: cacheVg, name }),
     {
       title: `zero the superblock of ${ref}`,
-      req: { argv: ['dd', 'if=/dev/zero', `of=${cacheLvPath({ vg: cacheVg, name })}`, `bs=${WB_BLOCK_BYTES}`, 'count=1', 'oflag=direct', 'conv=fsync', 'status=none'], kind: 'write', root: true, timeout: 'change' },
+      req: {
+        argv: [
+          'dd',
+          'if=/dev/zero',
+          `of=${cacheLvPath({ vg: cacheVg, name })}`,
+          `bs=${WB_BLOCK_BYTES}`,
+          'count=1',
+          'oflag=direct',
+          'conv=fsync',
+          'status=none',
+        ],
+        kind: 'write',
+        root: true,
+        timeout: 'change',
+      },
     },
   ];
 }
@@ -83,7 +122,8 @@ export function attachWritebackSteps(wb: CacheLv, clone: CloneObj): Step[] {
  * clone without those blocks: the owner's recover writes them back and removes the marker.
  */
 export const WB_HOST_TAG = 'cowstack_wbhost:';
-export const wbHostOf = (clone: CloneObj): string | undefined => clone.tags.find((t) => t.startsWith(WB_HOST_TAG))?.slice(WB_HOST_TAG.length);
+export const wbHostOf = (clone: CloneObj): string | undefined =>
+  clone.tags.find((t) => t.startsWith(WB_HOST_TAG))?.slice(WB_HOST_TAG.length);
 
 export async function nodeName(ctx: OpContext): Promise<string> {
   const r = await ctx.runner.run({ argv: ['uname', '-n'], kind: 'read' });
@@ -102,46 +142,69 @@ export async function refuseForeignWriteback(ctx: OpContext, clone: CloneObj, ve
   if (!host) return;
   const me = await nodeName(ctx);
   if (host === me) return;
-  throw new CowstackError(EXIT.REFUSED, `${lvRef(clone)} may have blocks not yet written back in the write-back cache of ${host}; refusing to ${verb} it on ${me}`, {
-    hint: `bring ${host} back and run cowstack recover there (it writes them back); if ${host} is lost for good, remove the marker: lvchange --deltag ${WB_HOST_TAG}${host} ${lvRef(clone)} (its unwritten blocks are lost)`,
-    data: { clone: clone.name, host },
-  });
+  throw new CowstackError(
+    EXIT.REFUSED,
+    `${lvRef(clone)} may have blocks not yet written back in the write-back cache of ${host}; refusing to ${verb} it on ${me}`,
+    {
+      hint: `bring ${host} back and run cowstack recover there (it writes them back); if ${host} is lost for good, remove the marker: lvchange --deltag ${WB_HOST_TAG}${host} ${lvRef(clone)} (its unwritten blocks are lost)`,
+      data: { clone: clone.name, host },
+    },
+  );
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function writecacheStatus(ctx: OpContext, name: string): Promise<dmsetup.WritecacheStatus> {
   const [line] = await dmsetup.status(ctx.runner, name);
-  if (!line || line.target !== 'writecache') throw new CowstackError(EXIT.FAILED, `${name} is not a writecache device`, { hint: 'inspect it with dmsetup table; run cowstack recover' });
+  if (!line || line.target !== 'writecache')
+    throw new CowstackError(EXIT.FAILED, `${name} is not a writecache device`, {
+      hint: 'inspect it with dmsetup table; run cowstack recover',
+    });
   return dmsetup.parseWritecacheStatus(line.args);
 }
 
 /** Write back every dirty block of a cache device and wait until none is left. */
-export async function flushWriteback(ctx: OpContext, name: string, opts: { timeoutMs?: number } = {}): Promise<{ flushedBlocks: number; seconds: number }> {
+export async function flushWriteback(
+  ctx: OpContext,
+  name: string,
+  opts: { timeoutMs?: number } = {},
+): Promise<{ flushedBlocks: number; seconds: number }> {
   const started = Date.now();
   // What is dirty now is what this write-back costs (the flush message alone may write it back).
   const before = ctx.dryRun ? undefined : await writecacheStatus(ctx, name);
   // flush commits what is in flight; cleaner makes it write everything back and take no new writes.
-  await runPlan(ctx.runner, [
-    { title: `flush ${name}`, req: dmsetup.messageReq(name, 'flush') },
-    { title: `write back everything in ${name}`, req: dmsetup.messageReq(name, 'cleaner') },
-  ], ctx.observer);
+  await runPlan(
+    ctx.runner,
+    [
+      { title: `flush ${name}`, req: dmsetup.messageReq(name, 'flush') },
+      { title: `write back everything in ${name}`, req: dmsetup.messageReq(name, 'cleaner') },
+    ],
+    ctx.observer,
+  );
   if (ctx.dryRun) return { flushedBlocks: 0, seconds: 0 };
   const first = before ? before.dirtyBlocks + before.writebackBlocks : 0;
   const deadline = started + (opts.timeoutMs ?? 30 * 60_000);
   for (;;) {
     const s = await writecacheStatus(ctx, name);
     if (s.error) {
-      throw new CowstackError(EXIT.FAILED, `write-back cache ${name} reports I/O error ${s.error}; its dirty blocks are still only on this node`, {
-        hint: 'do not release the clone: fix the repository path or the local disk, then run cowstack recover on this node',
-      });
+      throw new CowstackError(
+        EXIT.FAILED,
+        `write-back cache ${name} reports I/O error ${s.error}; its dirty blocks are still only on this node`,
+        {
+          hint: 'do not release the clone: fix the repository path or the local disk, then run cowstack recover on this node',
+        },
+      );
     }
     const dirty = s.dirtyBlocks + s.writebackBlocks;
     if (dirty === 0) return { flushedBlocks: first, seconds: (Date.now() - started) / 1000 };
     if (Date.now() > deadline) {
-      throw new CowstackError(EXIT.FAILED, `write-back cache ${name} still has ${dirty} dirty block(s) after ${Math.round((Date.now() - started) / 1000)} s`, {
-        hint: 'the clone stays mapped and is not released; check the repository path, then retry',
-      });
+      throw new CowstackError(
+        EXIT.FAILED,
+        `write-back cache ${name} still has ${dirty} dirty block(s) after ${Math.round((Date.now() - started) / 1000)} s`,
+        {
+          hint: 'the clone stays mapped and is not released; check the repository path, then retry',
+        },
+      );
     }
     await sleep(250);
   }
@@ -153,7 +216,12 @@ export async function flushWriteback(ctx: OpContext, name: string, opts: { timeo
  * crash is re-attached for that), then the cache device and its LV are removed. Returns
  * whether anything was there. Callers re-observe afterwards.
  */
-export async function releaseWriteback(ctx: OpContext, state: NodeState, clone: CloneObj, opts: { flush: boolean; force?: boolean }): Promise<{ released: boolean; flushedBlocks?: number; flushSeconds?: number }> {
+export async function releaseWriteback(
+  ctx: OpContext,
+  state: NodeState,
+  clone: CloneObj,
+  opts: { flush: boolean; force?: boolean },
+): Promise<{ released: boolean; flushedBlocks?: number; flushSeconds?: number }> {
   const name = dmName('wb', clone.uuid);
   const dev = state.devices.get(name);
   const lv = writebackLv(state.cache, clone);
@@ -161,14 +229,27 @@ export async function releaseWriteback(ctx: OpContext, state: NodeState, clone: 
     // Marker without a cache: the cache was already written back and removed (a crash in between).
     const host = wbHostOf(clone);
     if (host && opts.flush && host === (await nodeName(ctx))) {
-      await runPlan(ctx.runner, [{ title: `clear the write-back marker of ${lvRef(clone)}`, req: lvm.lvmRequest('lvchange', ['--deltag', `${WB_HOST_TAG}${host}`, lvRef(clone)], 'write', ctx.scope) }], ctx.observer);
+      await runPlan(
+        ctx.runner,
+        [
+          {
+            title: `clear the write-back marker of ${lvRef(clone)}`,
+            req: lvm.lvmRequest('lvchange', ['--deltag', `${WB_HOST_TAG}${host}`, lvRef(clone)], 'write', ctx.scope),
+          },
+        ],
+        ctx.observer,
+      );
       return { released: true };
     }
     return { released: false };
   }
   const first: Step[] = [];
   const top = state.devices.get(dmName('rw', clone.uuid));
-  if (top) first.push({ title: `unmap ${top.name} (${clone.name})`, req: dmsetup.removeReq(top.name, Boolean(opts.force && top.open > 0)) });
+  if (top)
+    first.push({
+      title: `unmap ${top.name} (${clone.name})`,
+      req: dmsetup.removeReq(top.name, Boolean(opts.force && top.open > 0)),
+    });
   if (!dev && lv && opts.flush) {
     // Left by a crash: its blocks may be the only copy of the VM's last writes. Re-attach it
     // over the COW (held exclusively here) so it can write them back.
@@ -180,7 +261,11 @@ export async function releaseWriteback(ctx: OpContext, state: NodeState, clone: 
   let flushed: { flushedBlocks: number; seconds: number } | undefined;
   if (attached && opts.flush) flushed = await flushWriteback(ctx, name);
   const last: Step[] = [];
-  if (attached) last.push({ title: `remove write-back cache ${name} (${clone.name})`, req: dmsetup.removeReq(name, Boolean(!opts.flush && opts.force)) });
+  if (attached)
+    last.push({
+      title: `remove write-back cache ${name} (${clone.name})`,
+      req: dmsetup.removeReq(name, Boolean(!opts.flush && opts.force)),
+    });
   if (lv) {
     const ref = `${lv.vg}/${lv.name}`;
     last.push({ title: `deactivate ${ref}`, req: lvm.lvmRequest('lvchange', ['-an', ref], 'write') });
@@ -188,9 +273,16 @@ export async function releaseWriteback(ctx: OpContext, state: NodeState, clone: 
   }
   // Only now is everything on the COW: other nodes may use the clone again.
   const host = wbHostOf(clone);
-  if (host && opts.flush) last.push({ title: `clear the write-back marker of ${lvRef(clone)}`, req: lvm.lvmRequest('lvchange', ['--deltag', `${WB_HOST_TAG}${host}`, lvRef(clone)], 'write', ctx.scope) });
+  if (host && opts.flush)
+    last.push({
+      title: `clear the write-back marker of ${lvRef(clone)}`,
+      req: lvm.lvmRequest('lvchange', ['--deltag', `${WB_HOST_TAG}${host}`, lvRef(clone)], 'write', ctx.scope),
+    });
   await runPlan(ctx.runner, last, ctx.observer);
-  return { released: true, ...(flushed ? { flushedBlocks: flushed.flushedBlocks, flushSeconds: flushed.seconds } : {}) };
+  return {
+    released: true,
+    ...(flushed ? { flushedBlocks: flushed.flushedBlocks, flushSeconds: flushed.seconds } : {}),
+  };
 }
 
 export const writebackDevicePath = (clone: Pick<CloneObj, 'uuid'>): string => dmPath('wb', clone.uuid);

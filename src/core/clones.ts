@@ -8,7 +8,15 @@ import { replicate } from './cache.js';
 import { lazyDataLvName, writebackLvName } from './cacheMeta.js';
 import { usableReplica } from './cacheStack.js';
 import { attachLazy, lazyDeviceName, lazyDevicePath, type LazyResult } from './cacheLazy.js';
-import { createWritebackSteps, markWbHostStep, nodeName, refuseForeignWriteback, releaseWriteback, wbHostOf, writebackLv } from './cacheWrite.js';
+import {
+  createWritebackSteps,
+  markWbHostStep,
+  nodeName,
+  refuseForeignWriteback,
+  releaseWriteback,
+  wbHostOf,
+  writebackLv,
+} from './cacheWrite.js';
 import type { CacheMapMode } from './config.js';
 import type { Runner } from '../exec/types.js';
 import * as dmsetup from '../tools/dmsetup.js';
@@ -21,7 +29,16 @@ import { isLockRefusal, lockConflict } from './locks.js';
 import { chunkTag, isFrozen, parentTag, roleTag, stateTag, type CloneObj, type CowObj } from './metadata.js';
 import { findClone, findObj, observe, type NodeState } from './observe.js';
 import { runPlan, type PlanObserver, type Step } from './plan.js';
-import { activateStep, deactivateStep, liveTop, lvRef, planStack, tablesIfLazy, teardownPlan, verifyExisting } from './stack.js';
+import {
+  activateStep,
+  deactivateStep,
+  liveTop,
+  lvRef,
+  planStack,
+  tablesIfLazy,
+  teardownPlan,
+  verifyExisting,
+} from './stack.js';
 import { formatSize, parseSize, validateLvName, EXTENT, roundUp } from './validate.js';
 
 export interface OpContext {
@@ -89,12 +106,14 @@ export interface CloneResult {
   flushSeconds?: number;
 }
 
-
 export function chunkSectorsOf(text: string): number {
   const bytes = parseSize(text, 'chunk size');
   const sectors = bytes / 512;
   if (sectors < 8 || sectors > 2048 || (sectors & (sectors - 1)) !== 0) {
-    throw usageError(`chunk size "${text}" must be a power of two from 4K to 1M`, 'dm-snapshot splits I/O at the chunk size: 4K suits random VM writes, 64K sequential ones');
+    throw usageError(
+      `chunk size "${text}" must be a power of two from 4K to 1M`,
+      'dm-snapshot splits I/O at the chunk size: 4K suits random VM writes, 64K sequential ones',
+    );
   }
   return sectors;
 }
@@ -107,26 +126,53 @@ export async function createClone(ctx: OpContext, opts: CreateCloneOptions): Pro
   if (!isFrozen(parent)) {
     throw refused(
       `${opts.from} is ${parent.state}: a clone's parent must be a sealed image or a committed clone`,
-      parent.kind === 'image' ? `seal it first: cowstack image seal ${opts.from}` : `commit it first: cowstack clone commit ${opts.from}`,
+      parent.kind === 'image'
+        ? `seal it first: cowstack image seal ${opts.from}`
+        : `commit it first: cowstack clone commit ${opts.from}`,
     );
   }
   const chunkBytes = chunkSectors * 512;
   // The virtual size is the image's: a committed clone's own LV is only its COW.
   const virtualBytes = state.repo.chain(parent).at(-1)!.sizeBytes;
-  const requested = opts.cowSize ? parseSize(opts.cowSize, 'COW size') : Math.max(roundUp((virtualBytes * (opts.defaultPercent ?? 25)) / 100, EXTENT), 2 * EXTENT);
-  if (requested < chunkBytes) throw usageError(`COW size ${formatSize(requested)} is smaller than the chunk size ${formatSize(chunkBytes)}`, 'give --cow-size at least a few chunks; LVM rounds it up to whole extents');
-  if (requested < 3 * chunkBytes) throw usageError(`COW size ${formatSize(requested)} cannot hold the snapshot header, one metadata chunk and data (needs at least 3 chunks of ${formatSize(chunkBytes)})`);
+  const requested = opts.cowSize
+    ? parseSize(opts.cowSize, 'COW size')
+    : Math.max(roundUp((virtualBytes * (opts.defaultPercent ?? 25)) / 100, EXTENT), 2 * EXTENT);
+  if (requested < chunkBytes)
+    throw usageError(
+      `COW size ${formatSize(requested)} is smaller than the chunk size ${formatSize(chunkBytes)}`,
+      'give --cow-size at least a few chunks; LVM rounds it up to whole extents',
+    );
+  if (requested < 3 * chunkBytes)
+    throw usageError(
+      `COW size ${formatSize(requested)} cannot hold the snapshot header, one metadata chunk and data (needs at least 3 chunks of ${formatSize(chunkBytes)})`,
+    );
   const cowBytes = roundUp(requested, EXTENT);
 
   const existing = state.repo.byName.get(opts.name);
   const base = { name: opts.name, vg: ctx.vg, parent: parent.name, cowBytes, chunkSectors };
   if (existing || state.repo.foreign.some((l) => l.name === opts.name)) {
     if (existing?.kind === 'clone' && existing.parentUuid === parent.uuid) {
-      if (existing.state !== 'initializing') return { ...base, uuid: existing.uuid, cowBytes: existing.sizeBytes, chunkSectors: existing.chunkSectors, action: 'none' };
+      if (existing.state !== 'initializing')
+        return {
+          ...base,
+          uuid: existing.uuid,
+          cowBytes: existing.sizeBytes,
+          chunkSectors: existing.chunkSectors,
+          action: 'none',
+        };
       await runGuarded(ctx, finishCreateSteps(ctx, existing, existing.chunkSectors), existing);
-      return { ...base, uuid: existing.uuid, cowBytes: existing.sizeBytes, chunkSectors: existing.chunkSectors, action: 'completed' };
+      return {
+        ...base,
+        uuid: existing.uuid,
+        cowBytes: existing.sizeBytes,
+        chunkSectors: existing.chunkSectors,
+        action: 'completed',
+      };
     }
-    throw refused(`${ctx.vg}/${opts.name} already exists${existing ? ` (${existing.kind === 'clone' ? 'a clone of another parent' : 'an image'})` : ' and is not managed by cowstack'}`, 'pick another name');
+    throw refused(
+      `${ctx.vg}/${opts.name} already exists${existing ? ` (${existing.kind === 'clone' ? 'a clone of another parent' : 'an image'})` : ' and is not managed by cowstack'}`,
+      'pick another name',
+    );
   }
 
   const ref = `${ctx.vg}/${opts.name}`;
@@ -134,30 +180,82 @@ export async function createClone(ctx: OpContext, opts: CreateCloneOptions): Pro
     title: `create COW ${ref} (${formatSize(cowBytes)}, chunk ${formatSize(chunkBytes)}) on ${parent.name}`,
     req: lvm.lvmRequest(
       'lvcreate',
-      ['-an', '-Zn', '-Wn', '--setautoactivation', 'n', '-L', `${cowBytes}b`, '-n', opts.name,
-        '--addtag', roleTag('clone'), '--addtag', stateTag('initializing'), '--addtag', parentTag(parent.uuid), '--addtag', chunkTag(chunkSectors), ctx.vg],
-      'write', ctx.scope),
+      [
+        '-an',
+        '-Zn',
+        '-Wn',
+        '--setautoactivation',
+        'n',
+        '-L',
+        `${cowBytes}b`,
+        '-n',
+        opts.name,
+        '--addtag',
+        roleTag('clone'),
+        '--addtag',
+        stateTag('initializing'),
+        '--addtag',
+        parentTag(parent.uuid),
+        '--addtag',
+        chunkTag(chunkSectors),
+        ctx.vg,
+      ],
+      'write',
+      ctx.scope,
+    ),
     undo: [lvm.lvmRequest('lvremove', ['-y', ref], 'write', ctx.scope)],
   };
   const journal = { op: 'create-clone' as const, vg: ctx.vg, name: opts.name };
   const placeholder = { vg: ctx.vg, name: opts.name } as CowObj;
-  await runGuarded(ctx, [beginStep(journal), create, ...finishCreateSteps(ctx, placeholder, chunkSectors, false), endStep(journal)]);
+  await runGuarded(ctx, [
+    beginStep(journal),
+    create,
+    ...finishCreateSteps(ctx, placeholder, chunkSectors, false),
+    endStep(journal),
+  ]);
   const uuid = ctx.dryRun ? undefined : (await lvm.findLv(ctx.runner, ctx.vg, opts.name, ctx.scope))?.uuid;
   return { ...base, uuid, action: 'created' };
 }
 
 /** Zero the first chunk (a stale "SnAp" header would attach garbage), then mark it live. */
-function finishCreateSteps(ctx: OpContext, o: Pick<CowObj, 'vg' | 'name'>, chunkSectors: number, journal = true): Step[] {
+function finishCreateSteps(
+  ctx: OpContext,
+  o: Pick<CowObj, 'vg' | 'name'>,
+  chunkSectors: number,
+  journal = true,
+): Step[] {
   const ref = `${o.vg}/${o.name}`;
   const j = { op: 'create-clone' as const, vg: o.vg, name: o.name };
   const steps: Step[] = [
     activateStep(o as CowObj, 'exclusive', ctx.scope),
     {
       title: `zero the first chunk of ${ref}`,
-      req: { argv: ['dd', 'if=/dev/zero', `of=${lvMapperPath(o.vg, o.name)}`, `bs=${chunkSectors * 512}`, 'count=1', 'oflag=direct', 'conv=fsync', 'status=none'], kind: 'write', root: true, timeout: 'change' },
+      req: {
+        argv: [
+          'dd',
+          'if=/dev/zero',
+          `of=${lvMapperPath(o.vg, o.name)}`,
+          `bs=${chunkSectors * 512}`,
+          'count=1',
+          'oflag=direct',
+          'conv=fsync',
+          'status=none',
+        ],
+        kind: 'write',
+        root: true,
+        timeout: 'change',
+      },
     },
     deactivateStep(o as CowObj, ctx.scope),
-    { title: `mark ${ref} live`, req: lvm.lvmRequest('lvchange', ['--deltag', stateTag('initializing'), '--addtag', stateTag('live'), ref], 'write', ctx.scope) },
+    {
+      title: `mark ${ref} live`,
+      req: lvm.lvmRequest(
+        'lvchange',
+        ['--deltag', stateTag('initializing'), '--addtag', stateTag('live'), ref],
+        'write',
+        ctx.scope,
+      ),
+    },
   ];
   return journal ? [beginStep(j), ...steps, endStep(j)] : steps;
 }
@@ -184,18 +282,30 @@ export async function mapClone(ctx: OpContext, name: string, opts: MapOptions = 
   const lazyBytes = lazyText !== undefined ? parseSize(lazyText, 'lazy cache size') : undefined;
   let state = await observe(ctx.runner, ctx.vg, ctx.scope, cacheVg, cacheWhen);
   const found = findObj(state, name);
-  if (found.kind === 'image') throw usageError(`${name} is an image: images are used through clones`, `clone it: cowstack clone create NAME --from ${name}`);
+  if (found.kind === 'image')
+    throw usageError(
+      `${name} is an image: images are used through clones`,
+      `clone it: cowstack clone create NAME --from ${name}`,
+    );
   let o: CloneObj = found;
   if (modes.includes('replica') && state.cache?.exists) {
     const image = state.repo.chain(o).at(-1)!;
     // Only before anything of this stack is mapped here: a live stack keeps its origin.
-    if (image.kind === 'image' && !usableReplica(state.cache, image) && !state.devices.has(dmName('rw', o.uuid)) && !state.devices.has(dmName('ro', o.uuid))) {
+    if (
+      image.kind === 'image' &&
+      !usableReplica(state.cache, image) &&
+      !state.devices.has(dmName('rw', o.uuid)) &&
+      !state.devices.has(dmName('ro', o.uuid))
+    ) {
       await replicate(ctx, image.name, { rateMiBps: ctx.cacheRateMiBps });
       state = await observe(ctx.runner, ctx.vg, ctx.scope, cacheVg, cacheWhen);
       o = findClone(state, name);
     }
   } else if ((modes.includes('replica') || modes.includes('write') || modes.includes('lazy')) && !state.cache?.exists) {
-    throw notFound(`--cache ${modes.join(',')}: this node (${ctx.runner.target}) has no cache VG ${cacheVg ?? ''}`.trimEnd(), 'create it on a local disk: cowstack cache init DEVICE, or map with --cache none');
+    throw notFound(
+      `--cache ${modes.join(',')}: this node (${ctx.runner.target}) has no cache VG ${cacheVg ?? ''}`.trimEnd(),
+      'create it on a local disk: cowstack cache init DEVICE, or map with --cache none',
+    );
   }
   if (o.state === 'live') await refuseForeignWriteback(ctx, o, 'map');
   let lazy: LazyResult | undefined;
@@ -216,12 +326,26 @@ export async function mapClone(ctx: OpContext, name: string, opts: MapOptions = 
         // Nothing was attached: plan as if it had been, so the dry run shows the whole stack.
         const devices = new Map(state.devices);
         const lc = lazyDeviceName(image);
-        devices.set(lc, { name: lc, uuid: dmUuid('lc', image.uuid), open: 0, major: 0, minor: 0, attr: 'L--r', readOnly: true, suspended: false });
+        devices.set(lc, {
+          name: lc,
+          uuid: dmUuid('lc', image.uuid),
+          open: 0,
+          major: 0,
+          minor: 0,
+          attr: 'L--r',
+          readOnly: true,
+          suspended: false,
+        });
         state = { ...state, devices };
       }
     }
   }
-  if (modes.includes('write') && o.state === 'live' && !state.devices.has(dmName('rw', o.uuid)) && !writebackLv(state.cache, o)) {
+  if (
+    modes.includes('write') &&
+    o.state === 'live' &&
+    !state.devices.has(dmName('rw', o.uuid)) &&
+    !writebackLv(state.cache, o)
+  ) {
     const marker = wbHostOf(o) ? [] : [markWbHostStep(ctx, o, await nodeName(ctx))];
     await runGuarded(ctx, [...marker, ...createWritebackSteps(state.cache!.vg, o)], o);
     if (!ctx.dryRun) {
@@ -230,15 +354,51 @@ export async function mapClone(ctx: OpContext, name: string, opts: MapOptions = 
     } else {
       // Nothing was created: plan as if it had been, so the dry run shows the whole stack.
       const lv = { name: writebackLvName(o.uuid), vg: state.cache!.vg, activeLocally: true } as lvm.LvInfo;
-      state = { ...state, cache: { ...state.cache!, lvs: [...state.cache!.lvs, { kind: 'writeback', name: lv.name, vg: lv.vg, uuid: '', originUuid: o.uuid, state: 'complete', copiedBytes: 0, usedAt: 0, sizeBytes: 0, lv }] } };
+      state = {
+        ...state,
+        cache: {
+          ...state.cache!,
+          lvs: [
+            ...state.cache!.lvs,
+            {
+              kind: 'writeback',
+              name: lv.name,
+              vg: lv.vg,
+              uuid: '',
+              originUuid: o.uuid,
+              state: 'complete',
+              copiedBytes: 0,
+              usedAt: 0,
+              sizeBytes: 0,
+              lv,
+            },
+          ],
+        },
+      };
     }
   }
   const plan = planStack(state, o, ctx.scope, { replica: !modes.includes('none') });
   await verifyExisting(ctx.runner, state, plan);
   const mode = o.state === 'live' ? 'rw' : 'ro';
-  const writeback = state.devices.has(dmName('wb', o.uuid)) || plan.steps.some((s) => s.req.argv.includes(dmName('wb', o.uuid)));
-  const result: CloneResult = { name, vg: ctx.vg, uuid: o.uuid, parent: state.repo.byUuid.get(o.parentUuid)?.name, device: plan.device, mode, action: 'none', ...(plan.replica ? { replica: plan.replica } : {}), ...(writeback ? { writeback: dmName('wb', o.uuid) } : {}) };
-  if (plan.lazy) result.lazy = lazy ?? { device: lazyDevicePath(plan.layers[0]!.obj), lv: lazyDataLvName(plan.layers[0]!.obj.uuid), action: 'in-use' };
+  const writeback =
+    state.devices.has(dmName('wb', o.uuid)) || plan.steps.some((s) => s.req.argv.includes(dmName('wb', o.uuid)));
+  const result: CloneResult = {
+    name,
+    vg: ctx.vg,
+    uuid: o.uuid,
+    parent: state.repo.byUuid.get(o.parentUuid)?.name,
+    device: plan.device,
+    mode,
+    action: 'none',
+    ...(plan.replica ? { replica: plan.replica } : {}),
+    ...(writeback ? { writeback: dmName('wb', o.uuid) } : {}),
+  };
+  if (plan.lazy)
+    result.lazy = lazy ?? {
+      device: lazyDevicePath(plan.layers[0]!.obj),
+      lv: lazyDataLvName(plan.layers[0]!.obj.uuid),
+      action: 'in-use',
+    };
   if (!plan.steps.length) return result;
   const journal = { op: 'map' as const, vg: ctx.vg, name, uuid: o.uuid };
   // Any layer's activation may be refused by the lock manager: name the one that was.
@@ -247,7 +407,9 @@ export async function mapClone(ctx: OpContext, name: string, opts: MapOptions = 
 }
 
 const openDevice = (state: NodeState, o: CowObj) =>
-  (['rw', 'ro'] as const).map((role) => ({ role, dev: state.devices.get(dmName(role, o.uuid)) })).find((d) => d.dev && d.dev.open > 0);
+  (['rw', 'ro'] as const)
+    .map((role) => ({ role, dev: state.devices.get(dmName(role, o.uuid)) }))
+    .find((d) => d.dev && d.dev.open > 0);
 
 /**
  * Refuse when the clone's device is open, after giving transient openers their chance to go:
@@ -255,7 +417,13 @@ const openDevice = (state: NodeState, o: CowObj) =>
  * open for a moment. Waiting for udev's queue and looking again costs nothing when the device
  * is closed, and turns that race into a plain no-op. Returns the state to plan from.
  */
-async function refuseIfOpen(ctx: OpContext, state: NodeState, o: CowObj, force: boolean | undefined, verb: string): Promise<NodeState> {
+async function refuseIfOpen(
+  ctx: OpContext,
+  state: NodeState,
+  o: CowObj,
+  force: boolean | undefined,
+  verb: string,
+): Promise<NodeState> {
   if (force || !openDevice(state, o)) return state;
   for (let attempt = 0; attempt < 3; attempt++) {
     await ctx.runner.run(settleReq(10));
@@ -269,7 +437,9 @@ async function refuseIfOpen(ctx: OpContext, state: NodeState, o: CowObj, force: 
       const users = await whoHolds(ctx.runner, `/dev/mapper/${dev.name}`);
       throw refused(
         `${lvRef(o)} is in use on this node (${dev.name} open ${dev.open} time(s)${users.length ? `: ${users.join(', ')}` : ''}); refusing to ${verb}`,
-        role === 'ro' ? 'its children are mapped here: unmap them first' : `stop the VM using it, or pass --force (its users will get I/O errors)`,
+        role === 'ro'
+          ? 'its children are mapped here: unmap them first'
+          : `stop the VM using it, or pass --force (its users will get I/O errors)`,
         { device: dev.name, open: dev.open, holders: users },
       );
     }
@@ -283,14 +453,28 @@ export async function unmapClone(ctx: OpContext, name: string, opts: { force?: b
   let o = findClone(state, name);
   const journal = { op: 'unmap' as const, vg: ctx.vg, name, uuid: o.uuid };
   // Everything in a write-back cache goes to the COW before the COW can be released.
-  const wb = await withJournal(ctx, journal, state, o, () => releaseWriteback(ctx, state, o, { flush: true, force: opts.force }));
+  const wb = await withJournal(ctx, journal, state, o, () =>
+    releaseWriteback(ctx, state, o, { flush: true, force: opts.force }),
+  );
   if (wb.released && !ctx.dryRun) {
     state = await observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg);
     o = findClone(state, name);
   }
-  const steps = teardownPlan(state, o, { removeTop: true, forceTop: opts.force, scope: ctx.scope, tables: await tablesIfLazy(ctx.runner, state) });
-  const flushed = wb.flushedBlocks !== undefined ? { flushedBlocks: wb.flushedBlocks, flushSeconds: wb.flushSeconds } : {};
-  const result: CloneResult = { name, vg: ctx.vg, uuid: o.uuid, action: steps.length || wb.released ? 'unmapped' : 'none', ...flushed };
+  const steps = teardownPlan(state, o, {
+    removeTop: true,
+    forceTop: opts.force,
+    scope: ctx.scope,
+    tables: await tablesIfLazy(ctx.runner, state),
+  });
+  const flushed =
+    wb.flushedBlocks !== undefined ? { flushedBlocks: wb.flushedBlocks, flushSeconds: wb.flushSeconds } : {};
+  const result: CloneResult = {
+    name,
+    vg: ctx.vg,
+    uuid: o.uuid,
+    action: steps.length || wb.released ? 'unmapped' : 'none',
+    ...flushed,
+  };
   if (!steps.length) {
     if (wb.released) await runPlan(ctx.runner, [endStep(journal)], ctx.observer);
     return result;
@@ -304,7 +488,13 @@ export async function unmapClone(ctx: OpContext, name: string, opts: { force?: b
  * leaves the entry, and recover finishes the operation (re-attaching the cache if needed).
  * The entry stays open for the rest of the operation, whose own plan closes it.
  */
-async function withJournal<T extends { released: boolean }>(ctx: OpContext, journal: Parameters<typeof beginStep>[0], state: NodeState, o: CloneObj, fn: () => Promise<T>): Promise<T> {
+async function withJournal<T extends { released: boolean }>(
+  ctx: OpContext,
+  journal: Parameters<typeof beginStep>[0],
+  state: NodeState,
+  o: CloneObj,
+  fn: () => Promise<T>,
+): Promise<T> {
   const has = state.devices.has(dmName('wb', o.uuid)) || Boolean(writebackLv(state.cache, o)) || Boolean(wbHostOf(o));
   if (!has) return { released: false } as T;
   await runPlan(ctx.runner, [beginStep(journal)], ctx.observer);
@@ -319,9 +509,18 @@ async function withJournal<T extends { released: boolean }>(ctx: OpContext, jour
 export async function commitClone(ctx: OpContext, name: string, opts: { force?: boolean } = {}): Promise<CloneResult> {
   let state = await observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg);
   let o = findClone(state, name);
-  const base: CloneResult = { name, vg: ctx.vg, uuid: o.uuid, parent: state.repo.byUuid.get(o.parentUuid)?.name, action: 'none' };
+  const base: CloneResult = {
+    name,
+    vg: ctx.vg,
+    uuid: o.uuid,
+    parent: state.repo.byUuid.get(o.parentUuid)?.name,
+    action: 'none',
+  };
   if (o.state === 'committed') {
-    if (liveTop(state, o)) throw new CowstackError(EXIT.FAILED, `${lvRef(o)} is committed but still has a writable mapping on this node`, { hint: 'run cowstack recover' });
+    if (liveTop(state, o))
+      throw new CowstackError(EXIT.FAILED, `${lvRef(o)} is committed but still has a writable mapping on this node`, {
+        hint: 'run cowstack recover',
+      });
     // A commit interrupted after the state change leaves the COW active exclusively here, holding
     // its lock and its ancestors' mappings: release them (a committed clone is otherwise only
     // ever active shared). Recover finishes an interrupted commit through this path.
@@ -333,29 +532,46 @@ export async function commitClone(ctx: OpContext, name: string, opts: { force?: 
     }
     return base;
   }
-  if (o.state !== 'live') throw refused(`${lvRef(o)} is ${o.state}; only a live clone can be committed`, 'its creation did not finish: run cowstack recover');
+  if (o.state !== 'live')
+    throw refused(
+      `${lvRef(o)} is ${o.state}; only a live clone can be committed`,
+      'its creation did not finish: run cowstack recover',
+    );
   await refuseForeignWriteback(ctx, o, 'commit');
   state = await refuseIfOpen(ctx, state, o, opts.force, 'commit it');
   o = findClone(state, name);
   const wbJournal = { op: 'commit' as const, vg: ctx.vg, name, uuid: o.uuid };
   const held = o;
-  const wb = await withJournal(ctx, wbJournal, state, o, () => releaseWriteback(ctx, state, held, { flush: true, force: opts.force }));
+  const wb = await withJournal(ctx, wbJournal, state, o, () =>
+    releaseWriteback(ctx, state, held, { flush: true, force: opts.force }),
+  );
   if (wb.released && !ctx.dryRun) {
     state = await observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg);
     o = findClone(state, name);
   }
-  if (wb.flushedBlocks !== undefined) Object.assign(base, { flushedBlocks: wb.flushedBlocks, flushSeconds: wb.flushSeconds });
+  if (wb.flushedBlocks !== undefined)
+    Object.assign(base, { flushedBlocks: wb.flushedBlocks, flushSeconds: wb.flushSeconds });
   const top = liveTop(state, o);
   const ref = lvRef(o);
   const steps: Step[] = [];
-  if (top) steps.push({ title: `unmap ${top.name} (${name})`, req: dmsetup.removeReq(top.name, Boolean(opts.force && top.open > 0)) });
+  if (top)
+    steps.push({
+      title: `unmap ${top.name} (${name})`,
+      req: dmsetup.removeReq(top.name, Boolean(opts.force && top.open > 0)),
+    });
   // The state change happens while this node holds the COW exclusively: no other node can
   // be writing it, and none can grab it between "unmapped" and "committed".
   if (!o.lv.activeLocally) steps.push(activateStep(o, 'exclusive', ctx.scope));
-  else if (!o.lv.activeExclusively) throw refused(`${ref} is active shared on this node; a live COW must be exclusive`, `cowstack deactivate ${ref}`);
+  else if (!o.lv.activeExclusively)
+    throw refused(`${ref} is active shared on this node; a live COW must be exclusive`, `cowstack deactivate ${ref}`);
   steps.push({
     title: `mark ${ref} committed and read-only`,
-    req: lvm.lvmRequest('lvchange', ['--permission', 'r', '--deltag', stateTag('live'), '--addtag', stateTag('committed'), ref], 'write', ctx.scope),
+    req: lvm.lvmRequest(
+      'lvchange',
+      ['--permission', 'r', '--deltag', stateTag('live'), '--addtag', stateTag('committed'), ref],
+      'write',
+      ctx.scope,
+    ),
   });
   steps.push(deactivateStep(o, ctx.scope));
   const journal = { op: 'commit' as const, vg: ctx.vg, name, uuid: o.uuid };
@@ -373,7 +589,11 @@ export async function collectGarbage(ctx: OpContext, fromName: string): Promise<
   const parent = o.kind === 'clone' ? state.repo.byUuid.get(o.parentUuid) : undefined;
   const start = o.lv.activeLocally || state.devices.has(dmName('ro', o.uuid)) ? o : parent;
   if (!start) return;
-  const steps = teardownPlan(state, start, { removeTop: false, scope: ctx.scope, tables: await tablesIfLazy(ctx.runner, state) });
+  const steps = teardownPlan(state, start, {
+    removeTop: false,
+    scope: ctx.scope,
+    tables: await tablesIfLazy(ctx.runner, state),
+  });
   if (steps.length) await runPlan(ctx.runner, steps, ctx.observer);
 }
 
@@ -382,11 +602,19 @@ export async function collectGarbage(ctx: OpContext, fromName: string): Promise<
 function refuseChildren(state: NodeState, o: CowObj): void {
   const kids = state.repo.childrenOf(o);
   if (kids.length) {
-    throw refused(`${lvRef(o)} has ${kids.length} child clone(s): ${kids.map((k) => k.name).join(', ')}`, 'remove or flatten the children first; a parent is never removed under them', { children: kids.map((k) => k.name) });
+    throw refused(
+      `${lvRef(o)} has ${kids.length} child clone(s): ${kids.map((k) => k.name).join(', ')}`,
+      'remove or flatten the children first; a parent is never removed under them',
+      { children: kids.map((k) => k.name) },
+    );
   }
 }
 
-export async function discardClone(ctx: OpContext, name: string, opts: { force?: boolean; mustBeUnmapped?: boolean } = {}): Promise<CloneResult> {
+export async function discardClone(
+  ctx: OpContext,
+  name: string,
+  opts: { force?: boolean; mustBeUnmapped?: boolean } = {},
+): Promise<CloneResult> {
   let state = await observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg);
   const o = state.repo.byName.get(name);
   if (!o) {
@@ -396,7 +624,10 @@ export async function discardClone(ctx: OpContext, name: string, opts: { force?:
   if (o.kind !== 'clone') throw usageError(`${name} is an image, not a clone`, `use cowstack image rm ${name}`);
   refuseChildren(state, o);
   if (opts.mustBeUnmapped && (state.devices.has(dmName('rw', o.uuid)) || state.devices.has(dmName('ro', o.uuid)))) {
-    throw refused(`${lvRef(o)} is mapped on this node`, `unmap it first (cowstack clone unmap ${name}) or use cowstack clone discard ${name}`);
+    throw refused(
+      `${lvRef(o)} is mapped on this node`,
+      `unmap it first (cowstack clone unmap ${name}) or use cowstack clone discard ${name}`,
+    );
   }
   state = await refuseIfOpen(ctx, state, o, opts.force, 'discard it');
   // Nothing goes back on discard: the write-back cache is dropped, not flushed.
@@ -405,11 +636,18 @@ export async function discardClone(ctx: OpContext, name: string, opts: { force?:
   const own: Step[] = [];
   for (const role of ['rw', 'ro'] as const) {
     const dev = state.devices.get(dmName(role, o.uuid));
-    if (dev) own.push({ title: `unmap ${dev.name} (${name})`, req: dmsetup.removeReq(dev.name, Boolean(opts.force && dev.open > 0)) });
+    if (dev)
+      own.push({
+        title: `unmap ${dev.name} (${name})`,
+        req: dmsetup.removeReq(dev.name, Boolean(opts.force && dev.open > 0)),
+      });
   }
   if (o.lv.activeLocally) own.push(deactivateStep(o, ctx.scope));
   const journal = { op: 'discard' as const, vg: ctx.vg, name, uuid: o.uuid };
-  const remove: Step = { title: `remove COW ${lvRef(o)}`, req: lvm.lvmRequest('lvremove', ['-y', lvRef(o)], 'write', ctx.scope) };
+  const remove: Step = {
+    title: `remove COW ${lvRef(o)}`,
+    req: lvm.lvmRequest('lvremove', ['-y', lvRef(o)], 'write', ctx.scope),
+  };
   await runGuarded(ctx, [beginStep(journal), ...own, remove, endStep(journal)], o);
   const parent = state.repo.byUuid.get(o.parentUuid);
   if (parent && !ctx.dryRun) await collectGarbage(ctx, parent.name);
@@ -423,7 +661,16 @@ export async function growClone(ctx: OpContext, name: string, sizeText: string):
   const size = roundUp(parseSize(sizeText, 'COW size'), EXTENT);
   if (size <= o.sizeBytes) return { name, vg: ctx.vg, uuid: o.uuid, cowBytes: o.sizeBytes, action: 'none' };
   // dm-snapshot reads the COW device's size at every allocation, so a larger LV is used at once.
-  await runGuarded(ctx, [{ title: `grow COW ${lvRef(o)} to ${formatSize(size)}`, req: lvm.lvmRequest('lvextend', ['-L', `${size}b`, lvRef(o)], 'write', ctx.scope) }], o);
+  await runGuarded(
+    ctx,
+    [
+      {
+        title: `grow COW ${lvRef(o)} to ${formatSize(size)}`,
+        req: lvm.lvmRequest('lvextend', ['-L', `${size}b`, lvRef(o)], 'write', ctx.scope),
+      },
+    ],
+    o,
+  );
   return { name, vg: ctx.vg, uuid: o.uuid, cowBytes: size, action: 'grown' };
 }
 

@@ -63,7 +63,15 @@ export async function configSteps(runner: Runner, setup: NodeSetup): Promise<{ s
 function fileSteps(path: string, before: string, after: string): Step[] {
   const [write, rename] = writeFileReqs(path, after);
   return [
-    { title: `back up ${path}`, req: { argv: ['cp', '-a', '--no-clobber', path, `${path}.cowstack-orig`], kind: 'write', root: true, allowFailure: true } },
+    {
+      title: `back up ${path}`,
+      req: {
+        argv: ['cp', '-a', '--no-clobber', path, `${path}.cowstack-orig`],
+        kind: 'write',
+        root: true,
+        allowFailure: true,
+      },
+    },
     { title: `update ${path}`, req: write!, undo: [...writeFileReqs(path, before)] },
     { title: `install ${path}`, req: rename! },
   ];
@@ -92,7 +100,9 @@ async function waitForLvmlockd(runner: Runner): Promise<void> {
     if (r.exitCode === 0) return;
     await new Promise((res) => setTimeout(res, 500));
   }
-  throw new CowstackError(EXIT.TIMEOUT, 'lvmlockd did not answer within 30s after starting', { hint: 'check the lvmlockd log (journalctl -u lvmlockd) and that sanlock runs' });
+  throw new CowstackError(EXIT.TIMEOUT, 'lvmlockd did not answer within 30s after starting', {
+    hint: 'check the lvmlockd log (journalctl -u lvmlockd) and that sanlock runs',
+  });
 }
 
 async function hostName(runner: Runner, given?: string): Promise<string> {
@@ -101,7 +111,12 @@ async function hostName(runner: Runner, given?: string): Promise<string> {
   return r.stdout.trim();
 }
 
-async function prepareNode(runner: Runner, setup: NodeSetup, observer?: PlanObserver, dryRun = false): Promise<string[]> {
+async function prepareNode(
+  runner: Runner,
+  setup: NodeSetup,
+  observer?: PlanObserver,
+  dryRun = false,
+): Promise<string[]> {
   validateVgName(setup.vg);
   validateHostId(setup.hostId);
   const { steps, changed } = await configSteps(runner, setup);
@@ -112,10 +127,24 @@ async function prepareNode(runner: Runner, setup: NodeSetup, observer?: PlanObse
   return [...changed, ...daemons.map((d) => d.title)];
 }
 
-async function lockstartAndRegister(runner: Runner, setup: NodeSetup, name: string, observer?: PlanObserver): Promise<string[]> {
+async function lockstartAndRegister(
+  runner: Runner,
+  setup: NodeSetup,
+  name: string,
+  observer?: PlanObserver,
+): Promise<string[]> {
   const changed: string[] = [];
   if (!(await lockspaceStarted(runner, setup.vg))) {
-    await runPlan(runner, [{ title: `start lockspace of ${setup.vg} (sanlock joins: tens of seconds)`, req: lvm.lvmRequest('vgchange', ['--lockstart', setup.vg], 'write', {}, { timeout: 'lockspace' }) }], observer);
+    await runPlan(
+      runner,
+      [
+        {
+          title: `start lockspace of ${setup.vg} (sanlock joins: tens of seconds)`,
+          req: lvm.lvmRequest('vgchange', ['--lockstart', setup.vg], 'write', {}, { timeout: 'lockspace' }),
+        },
+      ],
+      observer,
+    );
     changed.push(`lockspace ${sanlock.lockspaceName(setup.vg)} started`);
   }
   // Record host_id -> name so lock conflicts can name the holder; replace a stale entry.
@@ -130,9 +159,16 @@ async function lockstartAndRegister(runner: Runner, setup: NodeSetup, name: stri
         `give this node another --host-id, or if ${owner} is gone for good: vgchange --deltag ${hostTag(setup.hostId, owner)} ${setup.vg}`,
       );
     }
-    const stale = tags.filter((t) => t.startsWith(HOST_TAG_PREFIX) && hostMapFromTags([t]).get(setup.hostId) === undefined && t.endsWith(`:${name}`));
+    const stale = tags.filter(
+      (t) =>
+        t.startsWith(HOST_TAG_PREFIX) && hostMapFromTags([t]).get(setup.hostId) === undefined && t.endsWith(`:${name}`),
+    );
     const args = [...stale.flatMap((t) => ['--deltag', t]), '--addtag', wanted, setup.vg];
-    await runPlan(runner, [{ title: `register host_id ${setup.hostId} as ${name}`, req: lvm.lvmRequest('vgchange', args, 'write') }], observer);
+    await runPlan(
+      runner,
+      [{ title: `register host_id ${setup.hostId} as ${name}`, req: lvm.lvmRequest('vgchange', args, 'write') }],
+      observer,
+    );
     changed.push(`registered host_id ${setup.hostId} = ${name}`);
   }
   return changed;
@@ -143,33 +179,71 @@ export interface InitOptions extends NodeSetup {
   force?: boolean;
 }
 
-export async function clusterInit(runner: Runner, opts: InitOptions, observer?: PlanObserver, dryRun = false): Promise<ClusterReport> {
+export async function clusterInit(
+  runner: Runner,
+  opts: InitOptions,
+  observer?: PlanObserver,
+  dryRun = false,
+): Promise<ClusterReport> {
   validateDevicePath(opts.device);
   const name = await hostName(runner, opts.hostName);
   const real = await realpath(runner, opts.device);
-  if (!real) throw notFound(`device ${opts.device} does not exist on ${runner.target}`, 'log in to the repository LUN first: cowstack initiator login PORTAL IQN');
+  if (!real)
+    throw notFound(
+      `device ${opts.device} does not exist on ${runner.target}`,
+      'log in to the repository LUN first: cowstack initiator login PORTAL IQN',
+    );
   const changed = await prepareNode(runner, opts, observer, dryRun);
   const existing = (await lvm.vgs(runner, opts.vg))[0];
   if (existing) {
     if (!existing.shared || existing.lockType !== opts.lockType) {
-      throw refused(`VG ${opts.vg} exists but is not a shared ${opts.lockType} VG (lock type "${existing.lockType || 'none'}")`, `convert it with vgchange --lock-type ${opts.lockType}, or pick another --vg`);
+      throw refused(
+        `VG ${opts.vg} exists but is not a shared ${opts.lockType} VG (lock type "${existing.lockType || 'none'}")`,
+        `convert it with vgchange --lock-type ${opts.lockType}, or pick another --vg`,
+      );
     }
     const pv = (await lvm.pvs(runner)).find((p) => p.vg === opts.vg);
     const pvReal = pv && (await realpath(runner, pv.name));
-    if (pvReal !== real) throw refused(`VG ${opts.vg} already exists on ${pv?.name ?? 'another device'}, not on ${opts.device}`, 'use cowstack cluster join on this node, or pick another --vg');
+    if (pvReal !== real)
+      throw refused(
+        `VG ${opts.vg} already exists on ${pv?.name ?? 'another device'}, not on ${opts.device}`,
+        'use cowstack cluster join on this node, or pick another --vg',
+      );
   } else {
     let pv: lvm.PvInfo | undefined;
     for (const p of await lvm.pvs(runner)) if ((await realpath(runner, p.name)) === real) pv = p;
-    if (pv && pv.vg) throw refused(`${opts.device} already belongs to VG ${pv.vg}`, 'pick another device; cowstack never reuses a PV of another VG');
-    const sig = await runner.run({ argv: ['blkid', '-p', '-o', 'export', real], kind: 'read', root: true, allowFailure: true });
+    if (pv && pv.vg)
+      throw refused(
+        `${opts.device} already belongs to VG ${pv.vg}`,
+        'pick another device; cowstack never reuses a PV of another VG',
+      );
+    const sig = await runner.run({
+      argv: ['blkid', '-p', '-o', 'export', real],
+      kind: 'read',
+      root: true,
+      allowFailure: true,
+    });
     if (sig.exitCode === 0 && sig.stdout.trim() && !opts.force) {
-      throw refused(`${opts.device} is not empty: ${sig.stdout.trim().split('\n').join(', ')}`, 'wipe it yourself (wipefs -a) or pass --force to let cowstack wipe it');
+      throw refused(
+        `${opts.device} is not empty: ${sig.stdout.trim().split('\n').join(', ')}`,
+        'wipe it yourself (wipefs -a) or pass --force to let cowstack wipe it',
+      );
     }
     const steps: Step[] = [];
-    if (sig.exitCode === 0 && opts.force) steps.push({ title: `wipe signatures on ${opts.device}`, req: { argv: ['wipefs', '-a', real], kind: 'write', root: true } });
+    if (sig.exitCode === 0 && opts.force)
+      steps.push({
+        title: `wipe signatures on ${opts.device}`,
+        req: { argv: ['wipefs', '-a', real], kind: 'write', root: true },
+      });
     steps.push({
       title: `create shared VG ${opts.vg} on ${opts.device} (${opts.lockType})`,
-      req: lvm.lvmRequest('vgcreate', ['--shared', '--lock-type', opts.lockType, '--setautoactivation', 'n', opts.vg, opts.device], 'write', {}, { timeout: 'lockspace' }),
+      req: lvm.lvmRequest(
+        'vgcreate',
+        ['--shared', '--lock-type', opts.lockType, '--setautoactivation', 'n', opts.vg, opts.device],
+        'write',
+        {},
+        { timeout: 'lockspace' },
+      ),
       undo: [lvm.lvmRequest('vgremove', ['-y', opts.vg], 'write')],
     });
     await runPlan(runner, steps, observer);
@@ -179,13 +253,23 @@ export async function clusterInit(runner: Runner, opts: InitOptions, observer?: 
   return { vg: opts.vg, hostId: opts.hostId, hostName: name, changed, lockspace: sanlock.lockspaceName(opts.vg) };
 }
 
-export async function clusterJoin(runner: Runner, opts: NodeSetup, observer?: PlanObserver, dryRun = false): Promise<ClusterReport> {
+export async function clusterJoin(
+  runner: Runner,
+  opts: NodeSetup,
+  observer?: PlanObserver,
+  dryRun = false,
+): Promise<ClusterReport> {
   const name = await hostName(runner, opts.hostName);
   const changed = await prepareNode(runner, opts, observer, dryRun);
   if (!dryRun) {
     const vg = (await lvm.vgs(runner, opts.vg))[0];
-    if (!vg) throw notFound(`VG ${opts.vg} is not visible on ${runner.target}`, 'log in to the repository LUN first (cowstack initiator login PORTAL IQN), or create the VG with cowstack cluster init');
-    if (!vg.shared) throw refused(`VG ${opts.vg} is not a shared (lvmlockd) VG`, 'create it with cowstack cluster init');
+    if (!vg)
+      throw notFound(
+        `VG ${opts.vg} is not visible on ${runner.target}`,
+        'log in to the repository LUN first (cowstack initiator login PORTAL IQN), or create the VG with cowstack cluster init',
+      );
+    if (!vg.shared)
+      throw refused(`VG ${opts.vg} is not a shared (lvmlockd) VG`, 'create it with cowstack cluster init');
     changed.push(...(await lockstartAndRegister(runner, opts, name, observer)));
   }
   return { vg: opts.vg, hostId: opts.hostId, hostName: name, changed, lockspace: sanlock.lockspaceName(opts.vg) };
@@ -208,12 +292,20 @@ export async function clusterStatus(runner: Runner, vgName: string): Promise<Clu
   const hostIdText = getConfValue(local, 'local', 'host_id');
   const vg = (await lvm.vgs(runner, vgName))[0];
   const gets = await runner.run(sanlock.clientGetsReq());
-  const ls = gets.exitCode === 0 ? sanlock.parseGets(gets.stdout).find((l) => l.name === sanlock.lockspaceName(vgName)) : undefined;
+  const ls =
+    gets.exitCode === 0
+      ? sanlock.parseGets(gets.stdout).find((l) => l.name === sanlock.lockspaceName(vgName))
+      : undefined;
   const names = hostMapFromTags(vg?.tags ?? []);
   const hosts = new Map<number, ClusterStatus['hosts'][number]>();
   for (const [id, n] of names) hosts.set(id, { hostId: id, name: n, live: false });
   for (const h of ls?.hosts ?? []) {
-    hosts.set(h.hostId, { hostId: h.hostId, name: names.get(h.hostId), live: /LIVE/i.test(h.flags), timestamp: h.timestamp });
+    hosts.set(h.hostId, {
+      hostId: h.hostId,
+      name: names.get(h.hostId),
+      live: /LIVE/i.test(h.flags),
+      timestamp: h.timestamp,
+    });
   }
   const locks: ClusterStatus['locks'] = [];
   if (vg && ls) {

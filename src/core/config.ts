@@ -50,11 +50,20 @@ export const CACHE_MAP_MODES: readonly CacheMapMode[] = ['replica', 'lazy', 'wri
 
 /** Parse `--cache replica,none`-style lists; the bad value is named. */
 export function parseCacheModes(text: string | string[], where = '--cache'): CacheMapMode[] {
-  const items = ([] as string[]).concat(text).flatMap((t) => String(t).split(',')).map((t) => t.trim()).filter(Boolean);
+  const items = ([] as string[])
+    .concat(text)
+    .flatMap((t) => String(t).split(','))
+    .map((t) => t.trim())
+    .filter(Boolean);
   for (const m of items) {
-    if (!CACHE_MAP_MODES.includes(m as CacheMapMode)) throw usageError(`${where}: unknown cache mode "${m}"`, `use one of: ${CACHE_MAP_MODES.join(', ')} (comma-separated)`);
+    if (!CACHE_MAP_MODES.includes(m as CacheMapMode))
+      throw usageError(
+        `${where}: unknown cache mode "${m}"`,
+        `use one of: ${CACHE_MAP_MODES.join(', ')} (comma-separated)`,
+      );
   }
-  if (items.includes('none') && items.length > 1) throw usageError(`${where}: "none" cannot be combined with other cache modes`);
+  if (items.includes('none') && items.length > 1)
+    throw usageError(`${where}: "none" cannot be combined with other cache modes`);
   return items as CacheMapMode[];
 }
 
@@ -74,7 +83,8 @@ export function loadConfig(path?: string): { config: Config; path?: string } {
   const explicit = Boolean(path ?? process.env.COWSTACK_CONFIG);
   const config = defaultConfig();
   if (!existsSync(file)) {
-    if (explicit) throw usageError(`config file ${file} does not exist`, 'create it or drop --config to use the defaults');
+    if (explicit)
+      throw usageError(`config file ${file} does not exist`, 'create it or drop --config to use the defaults');
     applyEnv(config);
     return { config };
   }
@@ -99,7 +109,8 @@ function merge(config: Config, doc: unknown, file: string): void {
   const r = d.repository ?? {};
   if (r.vg !== undefined) config.repository.vg = validateVgName(String(r.vg));
   if (r.lockType !== undefined) {
-    if (r.lockType !== 'sanlock' && r.lockType !== 'dlm') throw usageError(`${file}: repository.lockType must be sanlock or dlm, got "${r.lockType}"`);
+    if (r.lockType !== 'sanlock' && r.lockType !== 'dlm')
+      throw usageError(`${file}: repository.lockType must be sanlock or dlm, got "${r.lockType}"`);
     config.repository.lockType = r.lockType;
   }
   if (r.devices !== undefined) config.repository.devices = [].concat(r.devices).map(String);
@@ -108,19 +119,22 @@ function merge(config: Config, doc: unknown, file: string): void {
   if (d.node?.hostId !== undefined) config.node.hostId = Number(d.node.hostId);
   if (d.ssh?.config !== undefined) config.ssh.config = String(d.ssh.config);
   if (d.sudo !== undefined) {
-    if (!['auto', 'always', 'never'].includes(d.sudo)) throw usageError(`${file}: sudo must be auto, always or never, got "${d.sudo}"`);
+    if (!['auto', 'always', 'never'].includes(d.sudo))
+      throw usageError(`${file}: sudo must be auto, always or never, got "${d.sudo}"`);
     config.sudo = d.sudo;
   }
   if (d.cow?.warnPercent !== undefined) config.cow.warnPercent = Number(d.cow.warnPercent);
   if (d.cow?.chunk !== undefined) config.cow.chunk = String(d.cow.chunk);
   if (d.target?.backend !== undefined) {
-    if (!['auto', 'lio', 'tgt'].includes(d.target.backend)) throw usageError(`${file}: target.backend must be auto, lio or tgt, got "${d.target.backend}"`);
+    if (!['auto', 'lio', 'tgt'].includes(d.target.backend))
+      throw usageError(`${file}: target.backend must be auto, lio or tgt, got "${d.target.backend}"`);
     config.target.backend = d.target.backend;
   }
   if (d.tm?.hosts !== undefined) config.tm.hosts = [].concat(d.tm.hosts).map((h) => validateHostName(String(h)));
   if (d.tm?.cowPercent !== undefined) {
     const p = Number(d.tm.cowPercent);
-    if (!Number.isInteger(p) || p < 1 || p > 200) throw usageError(`${file}: tm.cowPercent must be an integer from 1 to 200, got "${d.tm.cowPercent}"`);
+    if (!Number.isInteger(p) || p < 1 || p > 200)
+      throw usageError(`${file}: tm.cowPercent must be an integer from 1 to 200, got "${d.tm.cowPercent}"`);
     config.tm.cowPercent = p;
   }
   if (d.cache?.vg !== undefined) config.cache.vg = validateVgName(String(d.cache.vg));

@@ -37,7 +37,13 @@ const PROGRAMS: Array<{ name: string; argv: string[]; pkg: string; pattern: RegE
   { name: 'sanlock', argv: ['sanlock', 'version'], pkg: 'sanlock', pattern: /(\d+\.\d+[\w.-]*)/ },
   { name: 'lvmlockctl', argv: ['lvmlockctl', '--help'], pkg: 'lvm2-lockd', pattern: /()/ },
   { name: 'udevadm', argv: ['udevadm', '--version'], pkg: 'udev', pattern: /(\d+)/ },
-  { name: 'cache_check', argv: ['cache_check', '--version'], pkg: 'thin-provisioning-tools', pattern: /(\d+\.\d+\.\d+)/, optional: true },
+  {
+    name: 'cache_check',
+    argv: ['cache_check', '--version'],
+    pkg: 'thin-provisioning-tools',
+    pattern: /(\d+\.\d+\.\d+)/,
+    optional: true,
+  },
 ];
 
 const REQUIRED_TARGETS = ['linear', 'snapshot', 'cache', 'writecache'];
@@ -65,7 +71,12 @@ export async function doctor(runner: Runner, opts: DoctorOptions): Promise<Docto
       const version = p.pattern.exec(`${r.stdout}\n${r.stderr}`)?.[1];
       add({ id, status: 'ok', message: `${p.name} ${version || 'present'}` });
     } catch (e) {
-      add({ id, status: p.optional ? 'warning' : 'error', message: (e as Error).message, fix: `apt-get install ${p.pkg}   (or dnf install ${p.pkg})` });
+      add({
+        id,
+        status: p.optional ? 'warning' : 'error',
+        message: (e as Error).message,
+        fix: `apt-get install ${p.pkg}   (or dnf install ${p.pkg})`,
+      });
     }
   }
 
@@ -74,8 +85,17 @@ export async function doctor(runner: Runner, opts: DoctorOptions): Promise<Docto
     const missing = REQUIRED_TARGETS.filter((t) => !targets.has(t));
     add(
       missing.length
-        ? { id: 'kernel:dm-targets', status: 'error', message: `device-mapper targets not loaded: ${missing.join(', ')}`, fix: `modprobe ${missing.map((t) => `dm-${t}`).join(' ')}` }
-        : { id: 'kernel:dm-targets', status: 'ok', message: REQUIRED_TARGETS.map((t) => `${t} ${targets.get(t)}`).join(', ') },
+        ? {
+            id: 'kernel:dm-targets',
+            status: 'error',
+            message: `device-mapper targets not loaded: ${missing.join(', ')}`,
+            fix: `modprobe ${missing.map((t) => `dm-${t}`).join(' ')}`,
+          }
+        : {
+            id: 'kernel:dm-targets',
+            status: 'ok',
+            message: REQUIRED_TARGETS.map((t) => `${t} ${targets.get(t)}`).join(', '),
+          },
     );
   });
 
@@ -86,13 +106,26 @@ export async function doctor(runner: Runner, opts: DoctorOptions): Promise<Docto
   ] as const) {
     await guard(`daemon:${daemon}`, async () => {
       const pids = await pidof(runner, daemon);
-      add(pids.length ? { id: `daemon:${daemon}`, status: 'ok', message: `${daemon} running (pid ${pids.join(' ')})` } : { id: `daemon:${daemon}`, status: 'error', message: `${daemon} is not running`, fix });
+      add(
+        pids.length
+          ? { id: `daemon:${daemon}`, status: 'ok', message: `${daemon} running (pid ${pids.join(' ')})` }
+          : { id: `daemon:${daemon}`, status: 'error', message: `${daemon} is not running`, fix },
+      );
     });
   }
 
   await guard('lvm:use_lvmlockd', async () => {
     const v = await lvm.lvmconfigValue(runner, 'global/use_lvmlockd');
-    add(v === '1' ? { id: 'lvm:use_lvmlockd', status: 'ok', message: 'lvm.conf global/use_lvmlockd = 1' } : { id: 'lvm:use_lvmlockd', status: 'error', message: `lvm.conf global/use_lvmlockd is ${v ?? 'unset'}`, fix: 'cowstack cluster join --host-id N (sets it), or edit /etc/lvm/lvm.conf' });
+    add(
+      v === '1'
+        ? { id: 'lvm:use_lvmlockd', status: 'ok', message: 'lvm.conf global/use_lvmlockd = 1' }
+        : {
+            id: 'lvm:use_lvmlockd',
+            status: 'error',
+            message: `lvm.conf global/use_lvmlockd is ${v ?? 'unset'}`,
+            fix: 'cowstack cluster join --host-id N (sets it), or edit /etc/lvm/lvm.conf',
+          },
+    );
   });
 
   let hostId: number | undefined;
@@ -103,39 +136,80 @@ export async function doctor(runner: Runner, opts: DoctorOptions): Promise<Docto
       hostId = v;
       add({ id: 'lvm:host_id', status: 'ok', message: `lvmlocal.conf local/host_id = ${v}` });
     } else {
-      add({ id: 'lvm:host_id', status: 'error', message: `lvmlocal.conf local/host_id is ${v || 'unset'} (must be 1..2000, unique per host)`, fix: 'cowstack cluster join --host-id N' });
+      add({
+        id: 'lvm:host_id',
+        status: 'error',
+        message: `lvmlocal.conf local/host_id is ${v || 'unset'} (must be 1..2000, unique per host)`,
+        fix: 'cowstack cluster join --host-id N',
+      });
     }
   });
 
   await guard('repository:vg', async () => {
     const vg = (await lvm.vgs(runner, opts.vg))[0];
     if (!vg) {
-      add({ id: 'repository:vg', status: 'error', message: `repository VG ${opts.vg} is not visible`, fix: 'cowstack initiator login PORTAL IQN, then cowstack cluster join' });
+      add({
+        id: 'repository:vg',
+        status: 'error',
+        message: `repository VG ${opts.vg} is not visible`,
+        fix: 'cowstack initiator login PORTAL IQN, then cowstack cluster join',
+      });
       return;
     }
     add(
       vg.shared
-        ? { id: 'repository:vg', status: 'ok', message: `VG ${opts.vg} visible, shared (${vg.lockType}), ${vg.lvCount} LVs` }
-        : { id: 'repository:vg', status: 'error', message: `VG ${opts.vg} is visible but not shared (lock type "${vg.lockType || 'none'}")`, fix: `vgchange --lock-type sanlock ${opts.vg}` },
+        ? {
+            id: 'repository:vg',
+            status: 'ok',
+            message: `VG ${opts.vg} visible, shared (${vg.lockType}), ${vg.lvCount} LVs`,
+          }
+        : {
+            id: 'repository:vg',
+            status: 'error',
+            message: `VG ${opts.vg} is visible but not shared (lock type "${vg.lockType || 'none'}")`,
+            fix: `vgchange --lock-type sanlock ${opts.vg}`,
+          },
     );
     if (hostId !== undefined) {
       const owner = hostMapFromTags(vg.tags).get(hostId);
       const me = (await runner.run({ argv: ['uname', '-n'], kind: 'read' })).stdout.trim();
       if (owner && owner !== me) {
-        add({ id: 'cluster:host_id-unique', status: 'error', message: `host_id ${hostId} is registered to ${owner}, not to this host (${me})`, fix: 'give this host a unique id: cowstack cluster join --host-id N' });
+        add({
+          id: 'cluster:host_id-unique',
+          status: 'error',
+          message: `host_id ${hostId} is registered to ${owner}, not to this host (${me})`,
+          fix: 'give this host a unique id: cowstack cluster join --host-id N',
+        });
       } else {
-        add({ id: 'cluster:host_id-unique', status: owner ? 'ok' : 'warning', message: owner ? `host_id ${hostId} registered to this host` : `host_id ${hostId} not registered in ${opts.vg}`, fix: owner ? undefined : 'cowstack cluster join' });
+        add({
+          id: 'cluster:host_id-unique',
+          status: owner ? 'ok' : 'warning',
+          message: owner
+            ? `host_id ${hostId} registered to this host`
+            : `host_id ${hostId} not registered in ${opts.vg}`,
+          fix: owner ? undefined : 'cowstack cluster join',
+        });
       }
     }
   });
 
   await guard('repository:lockspace', async () => {
     const r = await runner.run(sanlock.clientGetsReq());
-    const ls = r.exitCode === 0 ? sanlock.parseGets(r.stdout).find((l) => l.name === sanlock.lockspaceName(opts.vg)) : undefined;
+    const ls =
+      r.exitCode === 0 ? sanlock.parseGets(r.stdout).find((l) => l.name === sanlock.lockspaceName(opts.vg)) : undefined;
     add(
       ls
-        ? { id: 'repository:lockspace', status: 'ok', message: `lockspace ${ls.name} started with host_id ${ls.hostId}` }
-        : { id: 'repository:lockspace', status: 'error', message: `lockspace ${sanlock.lockspaceName(opts.vg)} is not started on this host`, fix: `cowstack cluster join (or vgchange --lockstart ${opts.vg})` },
+        ? {
+            id: 'repository:lockspace',
+            status: 'ok',
+            message: `lockspace ${ls.name} started with host_id ${ls.hostId}`,
+          }
+        : {
+            id: 'repository:lockspace',
+            status: 'error',
+            message: `lockspace ${sanlock.lockspaceName(opts.vg)} is not started on this host`,
+            fix: `cowstack cluster join (or vgchange --lockstart ${opts.vg})`,
+          },
     );
   });
 
@@ -152,7 +226,16 @@ export async function doctor(runner: Runner, opts: DoctorOptions): Promise<Docto
     ['install:config', CONFIG_PATH, 'every command needs --vg'],
   ] as const) {
     const r = await runner.run({ argv: ['test', '-f', file], kind: 'read', allowFailure: true });
-    add(r.exitCode === 0 ? { id, status: 'ok', message: `${file} present` } : { id, status: 'warning', message: `${file} is missing (or not readable by this user): ${what}`, fix: 'cowstack install --node (as root)' });
+    add(
+      r.exitCode === 0
+        ? { id, status: 'ok', message: `${file} present` }
+        : {
+            id,
+            status: 'warning',
+            message: `${file} is missing (or not readable by this user): ${what}`,
+            fix: 'cowstack install --node (as root)',
+          },
+    );
   }
 
   const errors = checks.filter((c) => c.status === 'error').length;
@@ -172,15 +255,24 @@ const sysRead = async (runner: Runner, file: string): Promise<string | undefined
  */
 export async function pathCheck(runner: Runner, pvDevice: string): Promise<Check> {
   const id = 'repository:single-path';
-  const kname = (await runner.run({ argv: ['realpath', '-e', '--', pvDevice], kind: 'read', allowFailure: true })).stdout.trim().replace(/^\/dev\//, '');
+  const kname = (
+    await runner.run({ argv: ['realpath', '-e', '--', pvDevice], kind: 'read', allowFailure: true })
+  ).stdout
+    .trim()
+    .replace(/^\/dev\//, '');
   if (!kname) return { id, status: 'warning', message: `cannot resolve the repository PV ${pvDevice}` };
   if (kname.startsWith('dm-')) {
     const uuid = (await sysRead(runner, `/sys/class/block/${kname}/dm/uuid`)) ?? '';
-    if (uuid.startsWith('mpath-')) return { id, status: 'ok', message: `repository PV ${pvDevice} is a multipath device` };
+    if (uuid.startsWith('mpath-'))
+      return { id, status: 'ok', message: `repository PV ${pvDevice} is a multipath device` };
   }
   const wwid = await sysRead(runner, `/sys/class/block/${kname}/device/wwid`);
   if (!wwid) return { id, status: 'ok', message: `repository PV ${pvDevice} (${kname}) has no SCSI wwid to compare` };
-  const disks = (await runner.run({ argv: ['ls', '-1', '--', '/sys/class/block'], kind: 'read', allowFailure: true })).stdout.split('\n').filter((d) => /^sd[a-z]+$/.test(d));
+  const disks = (
+    await runner.run({ argv: ['ls', '-1', '--', '/sys/class/block'], kind: 'read', allowFailure: true })
+  ).stdout
+    .split('\n')
+    .filter((d) => /^sd[a-z]+$/.test(d));
   const same: string[] = [];
   for (const d of disks) if ((await sysRead(runner, `/sys/class/block/${d}/device/wwid`)) === wwid) same.push(d);
   return same.length <= 1

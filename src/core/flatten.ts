@@ -31,20 +31,41 @@ export async function flattenClone(ctx: OpContext, name: string, imageName: stri
   const marker = `cowstack_flattened_from:${o.uuid}`;
   const done = existingCopy(ctx, state, name, imageName, marker);
   if (done) return done;
-  if (o.state !== 'committed') throw refused(`${lvRef(o)} is ${o.state}; only a committed clone has stable content to flatten`, `commit it first: cowstack clone commit ${name}`);
-  return copyIntoNewImage(ctx, state, o, imageName, marker, `copy ${name}'s chain into`, () => collectGarbage(ctx, name));
+  if (o.state !== 'committed')
+    throw refused(
+      `${lvRef(o)} is ${o.state}; only a committed clone has stable content to flatten`,
+      `commit it first: cowstack clone commit ${name}`,
+    );
+  return copyIntoNewImage(ctx, state, o, imageName, marker, `copy ${name}'s chain into`, () =>
+    collectGarbage(ctx, name),
+  );
 }
 
 /**
  * The image a previous copy of this clone made (found by its marker tag): the idempotent
  * answer. Any other LV of that name is refused.
  */
-export function existingCopy(ctx: OpContext, state: NodeState, name: string, imageName: string, marker: string): FlattenResult | undefined {
+export function existingCopy(
+  ctx: OpContext,
+  state: NodeState,
+  name: string,
+  imageName: string,
+  marker: string,
+): FlattenResult | undefined {
   const existing = state.repo.byName.get(imageName);
   if (existing?.kind === 'image' && existing.state === 'sealed' && existing.tags.includes(marker)) {
-    return { name, image: imageName, vg: ctx.vg, uuid: existing.uuid, sizeBytes: existing.sizeBytes, sha256: (existing as ImageObj).sha256, action: 'none' };
+    return {
+      name,
+      image: imageName,
+      vg: ctx.vg,
+      uuid: existing.uuid,
+      sizeBytes: existing.sizeBytes,
+      sha256: (existing as ImageObj).sha256,
+      action: 'none',
+    };
   }
-  if (existing || state.repo.foreign.some((l) => l.name === imageName)) throw refused(`${ctx.vg}/${imageName} already exists`, 'pick another image name');
+  if (existing || state.repo.foreign.some((l) => l.name === imageName))
+    throw refused(`${ctx.vg}/${imageName} already exists`, 'pick another image name');
   return undefined;
 }
 
@@ -53,7 +74,15 @@ export function existingCopy(ctx: OpContext, state: NodeState, name: string, ima
  * (journalled: a crash leaves an "initializing" LV recover removes), checksum and seal it.
  * `release` undoes the mapping this call made.
  */
-export async function copyIntoNewImage(ctx: OpContext, state: NodeState, o: CloneObj, imageName: string, marker: string, what: string, release: () => Promise<unknown>): Promise<FlattenResult> {
+export async function copyIntoNewImage(
+  ctx: OpContext,
+  state: NodeState,
+  o: CloneObj,
+  imageName: string,
+  marker: string,
+  what: string,
+  release: () => Promise<unknown>,
+): Promise<FlattenResult> {
   const name = o.name;
   const image = state.repo.chain(o).at(-1)!;
   const mapped = await mapClone(ctx, name);
@@ -64,21 +93,69 @@ export async function copyIntoNewImage(ctx: OpContext, state: NodeState, o: Clon
     beginStep(journal),
     {
       title: `create image LV ${ref}`,
-      req: lvm.lvmRequest('lvcreate', ['-an', '-Zn', '-Wn', '--setautoactivation', 'n', '-L', `${image.sizeBytes}b`, '-n', imageName, '--addtag', roleTag('image'), '--addtag', stateTag('initializing'), '--addtag', marker, ctx.vg], 'write', ctx.scope),
+      req: lvm.lvmRequest(
+        'lvcreate',
+        [
+          '-an',
+          '-Zn',
+          '-Wn',
+          '--setautoactivation',
+          'n',
+          '-L',
+          `${image.sizeBytes}b`,
+          '-n',
+          imageName,
+          '--addtag',
+          roleTag('image'),
+          '--addtag',
+          stateTag('initializing'),
+          '--addtag',
+          marker,
+          ctx.vg,
+        ],
+        'write',
+        ctx.scope,
+      ),
       undo: [lvm.lvmRequest('lvremove', ['-y', ref], 'write', ctx.scope)],
     },
     activateStep(target, 'exclusive', ctx.scope),
     {
       title: `${what} ${ref}`,
-      req: { argv: ['dd', `if=${mapped.device}`, `of=${lvMapperPath(ctx.vg, imageName)}`, 'bs=4M', 'iflag=direct', 'oflag=direct', 'conv=fsync', 'status=none'], kind: 'write', root: true, timeout: 'data' },
+      req: {
+        argv: [
+          'dd',
+          `if=${mapped.device}`,
+          `of=${lvMapperPath(ctx.vg, imageName)}`,
+          'bs=4M',
+          'iflag=direct',
+          'oflag=direct',
+          'conv=fsync',
+          'status=none',
+        ],
+        kind: 'write',
+        root: true,
+        timeout: 'data',
+      },
     },
   ];
   try {
     await runGuarded(ctx, steps);
     const sha = await lvChecksum(ctx, imageName);
-    await runGuarded(ctx, [sealStep(ctx, imageName, 'initializing', sha), deactivateStep(target, ctx.scope), endStep(journal)]);
+    await runGuarded(ctx, [
+      sealStep(ctx, imageName, 'initializing', sha),
+      deactivateStep(target, ctx.scope),
+      endStep(journal),
+    ]);
     const lv = ctx.dryRun ? undefined : await lvm.findLv(ctx.runner, ctx.vg, imageName, ctx.scope);
-    return { name, image: imageName, vg: ctx.vg, uuid: lv?.uuid, sizeBytes: image.sizeBytes, sha256: sha, action: 'flattened' };
+    return {
+      name,
+      image: imageName,
+      vg: ctx.vg,
+      uuid: lv?.uuid,
+      sizeBytes: image.sizeBytes,
+      sha256: sha,
+      action: 'flattened',
+    };
   } finally {
     if (!ctx.dryRun && mapped.action === 'mapped') await release();
   }

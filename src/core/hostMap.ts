@@ -4,7 +4,8 @@
  */
 export const HOST_TAG_PREFIX = 'cowstack_host:';
 
-export const hostTag = (hostId: number, name: string): string => `${HOST_TAG_PREFIX}${hostId}:${name.replace(/[^A-Za-z0-9_+.\-/=!:#&]/g, '_')}`;
+export const hostTag = (hostId: number, name: string): string =>
+  `${HOST_TAG_PREFIX}${hostId}:${name.replace(/[^A-Za-z0-9_+.\-/=!:#&]/g, '_')}`;
 
 export function hostMapFromTags(tags: string[]): Map<number, string> {
   const map = new Map<number, string>();

@@ -41,7 +41,8 @@ export async function prepareSource(source: string): Promise<RawSource> {
     } else {
       const st = await fsp.stat(source).catch(() => undefined);
       if (!st) throw notFound(`import source ${source} does not exist`);
-      if (!st.isFile()) throw usageError(`import source ${source} is not a regular file`, 'give a file or - for standard input');
+      if (!st.isFile())
+        throw usageError(`import source ${source} is not a regular file`, 'give a file or - for standard input');
     }
     const fh = await fsp.open(file, 'r');
     const head = Buffer.alloc(512);
@@ -79,7 +80,12 @@ export interface Hashed {
  * would otherwise keep whatever a deleted LV left there), hashed on the way and reported
  * to `onProgress`.
  */
-export function paddedStream(file: string, fileBytes: number, total: number, onProgress?: (bytes: number) => void): Hashed {
+export function paddedStream(
+  file: string,
+  fileBytes: number,
+  total: number,
+  onProgress?: (bytes: number) => void,
+): Hashed {
   const hash = createHash('sha256');
   let seen = 0;
   const out = new PassThrough({ highWaterMark: 4 << 20 });

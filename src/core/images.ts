@@ -17,7 +17,6 @@ import { paddedStream, prepareSource } from './imageSource.js';
 import { formatSize, parseSize, validateLvName, EXTENT, roundUp } from './validate.js';
 import { whoHolds } from './holders.js';
 
-
 export interface ImageResult {
   name: string;
   vg: string;
@@ -32,7 +31,27 @@ export interface ImageResult {
 
 const newLvStep = (ctx: OpContext, name: string, bytes: number): Step => ({
   title: `create image LV ${ctx.vg}/${name} (${formatSize(bytes)})`,
-  req: lvm.lvmRequest('lvcreate', ['-an', '-Zn', '-Wn', '--setautoactivation', 'n', '-L', `${bytes}b`, '-n', name, '--addtag', roleTag('image'), '--addtag', stateTag('initializing'), ctx.vg], 'write', ctx.scope),
+  req: lvm.lvmRequest(
+    'lvcreate',
+    [
+      '-an',
+      '-Zn',
+      '-Wn',
+      '--setautoactivation',
+      'n',
+      '-L',
+      `${bytes}b`,
+      '-n',
+      name,
+      '--addtag',
+      roleTag('image'),
+      '--addtag',
+      stateTag('initializing'),
+      ctx.vg,
+    ],
+    'write',
+    ctx.scope,
+  ),
   undo: [lvm.lvmRequest('lvremove', ['-y', `${ctx.vg}/${name}`], 'write', ctx.scope)],
 });
 
@@ -41,7 +60,12 @@ const placeholder = (ctx: OpContext, name: string) => ({ vg: ctx.vg, name }) as 
 /** sha256 of a whole LV, read on the node (nothing to read under --dry-run). */
 export async function lvChecksum(ctx: OpContext, name: string): Promise<string> {
   if (ctx.dryRun) return '';
-  const r = await ctx.runner.run({ argv: ['sha256sum', lvMapperPath(ctx.vg, name)], kind: 'read', root: true, timeout: 'data' });
+  const r = await ctx.runner.run({
+    argv: ['sha256sum', lvMapperPath(ctx.vg, name)],
+    kind: 'read',
+    root: true,
+    timeout: 'data',
+  });
   return r.stdout.split(/\s+/)[0]!;
 }
 
@@ -50,7 +74,21 @@ export function sealStep(ctx: OpContext, name: string, from: ImageState, sha: st
   const ref = `${ctx.vg}/${name}`;
   return {
     title: `seal ${ref} (read-only${sha ? ', sha256 recorded' : ''})`,
-    req: lvm.lvmRequest('lvchange', ['--permission', 'r', '--deltag', stateTag(from), '--addtag', stateTag('sealed'), ...(sha ? ['--addtag', shaTag(sha)] : []), ref], 'write', ctx.scope),
+    req: lvm.lvmRequest(
+      'lvchange',
+      [
+        '--permission',
+        'r',
+        '--deltag',
+        stateTag(from),
+        '--addtag',
+        stateTag('sealed'),
+        ...(sha ? ['--addtag', shaTag(sha)] : []),
+        ref,
+      ],
+      'write',
+      ctx.scope,
+    ),
   };
 }
 
@@ -58,21 +96,45 @@ async function refuseExisting(ctx: OpContext, name: string): Promise<ImageObj | 
   const state = await observe(ctx.runner, ctx.vg, ctx.scope);
   const o = state.repo.byName.get(name);
   if (o?.kind === 'image') return o;
-  if (o || state.repo.foreign.some((l) => l.name === name)) throw refused(`${ctx.vg}/${name} already exists${o ? ` (a ${o.kind})` : ' and is not managed by cowstack'}`, 'pick another name');
+  if (o || state.repo.foreign.some((l) => l.name === name))
+    throw refused(
+      `${ctx.vg}/${name} already exists${o ? ` (a ${o.kind})` : ' and is not managed by cowstack'}`,
+      'pick another name',
+    );
   return undefined;
 }
 
-export async function createImage(ctx: OpContext, name: string, sizeText: string, opts: { zero?: boolean } = {}): Promise<ImageResult> {
+export async function createImage(
+  ctx: OpContext,
+  name: string,
+  sizeText: string,
+  opts: { zero?: boolean } = {},
+): Promise<ImageResult> {
   validateLvName(name, 'image name');
   const bytes = roundUp(parseSize(sizeText, 'image size'), EXTENT);
   const existing = await refuseExisting(ctx, name);
   if (existing) {
-    if (existing.state === 'initializing') throw refused(`${lvRef(existing)} exists from an interrupted create or import`, 'run cowstack recover on the node that made it, or cowstack image rm it');
-    return { name, vg: ctx.vg, uuid: existing.uuid, sizeBytes: existing.sizeBytes, state: existing.state, action: 'none' };
+    if (existing.state === 'initializing')
+      throw refused(
+        `${lvRef(existing)} exists from an interrupted create or import`,
+        'run cowstack recover on the node that made it, or cowstack image rm it',
+      );
+    return {
+      name,
+      vg: ctx.vg,
+      uuid: existing.uuid,
+      sizeBytes: existing.sizeBytes,
+      state: existing.state,
+      action: 'none',
+    };
   }
   const ref = `${ctx.vg}/${name}`;
   const journal = { op: 'create-image' as const, vg: ctx.vg, name };
-  const steps: Step[] = [beginStep(journal), newLvStep(ctx, name, bytes), activateStep(placeholder(ctx, name), 'exclusive', ctx.scope)];
+  const steps: Step[] = [
+    beginStep(journal),
+    newLvStep(ctx, name, bytes),
+    activateStep(placeholder(ctx, name), 'exclusive', ctx.scope),
+  ];
   // A new LV holds whatever deleted LVs left on the LUN: zero it, or a VM could read another
   // tenant's data. Synchronous 4 MiB direct writes keep one request in flight: bulk zeroing
   // (blkdiscard --zeroout) queued so much on a slow path that sanlock's lease renewals on
@@ -80,11 +142,33 @@ export async function createImage(ctx: OpContext, name: string, sizeText: string
   if (opts.zero !== false) {
     steps.push({
       title: `zero ${ref}`,
-      req: { argv: ['dd', 'if=/dev/zero', `of=${lvMapperPath(ctx.vg, name)}`, 'bs=4M', `count=${bytes / EXTENT}`, 'oflag=direct', 'conv=fsync', 'status=none'], kind: 'write', root: true, timeout: 'data' },
+      req: {
+        argv: [
+          'dd',
+          'if=/dev/zero',
+          `of=${lvMapperPath(ctx.vg, name)}`,
+          'bs=4M',
+          `count=${bytes / EXTENT}`,
+          'oflag=direct',
+          'conv=fsync',
+          'status=none',
+        ],
+        kind: 'write',
+        root: true,
+        timeout: 'data',
+      },
     });
   }
   steps.push(deactivateStep(placeholder(ctx, name), ctx.scope));
-  steps.push({ title: `mark ${ref} writable`, req: lvm.lvmRequest('lvchange', ['--deltag', stateTag('initializing'), '--addtag', stateTag('writable'), ref], 'write', ctx.scope) });
+  steps.push({
+    title: `mark ${ref} writable`,
+    req: lvm.lvmRequest(
+      'lvchange',
+      ['--deltag', stateTag('initializing'), '--addtag', stateTag('writable'), ref],
+      'write',
+      ctx.scope,
+    ),
+  });
   steps.push(endStep(journal));
   await runGuarded(ctx, steps);
   const lv = ctx.dryRun ? undefined : await lvm.findLv(ctx.runner, ctx.vg, name, ctx.scope);
@@ -96,11 +180,19 @@ export interface ImportOptions {
   onProgress?: (bytes: number, total: number) => void;
 }
 
-export async function importImage(ctx: OpContext, name: string, source: string, opts: ImportOptions = {}): Promise<ImageResult> {
+export async function importImage(
+  ctx: OpContext,
+  name: string,
+  source: string,
+  opts: ImportOptions = {},
+): Promise<ImageResult> {
   validateLvName(name, 'image name');
   const existing = await refuseExisting(ctx, name);
   if (existing && existing.state !== 'initializing') {
-    throw refused(`image ${lvRef(existing)} already exists (${existing.state})`, 'remove it first or import under another name');
+    throw refused(
+      `image ${lvRef(existing)} already exists (${existing.state})`,
+      'remove it first or import under another name',
+    );
   }
   const src = await prepareSource(source);
   let cleanupStream = () => {};
@@ -114,10 +206,28 @@ export async function importImage(ctx: OpContext, name: string, source: string, 
     cleanupStream = () => data.stream.destroy();
     const steps: Step[] = [beginStep(journal)];
     // A leftover from an interrupted import of the same name is ours to replace.
-    if (existing) steps.push({ title: `remove interrupted import ${ref}`, req: lvm.lvmRequest('lvremove', ['-y', ref], 'write', ctx.scope) });
+    if (existing)
+      steps.push({
+        title: `remove interrupted import ${ref}`,
+        req: lvm.lvmRequest('lvremove', ['-y', ref], 'write', ctx.scope),
+      });
     steps.push(newLvStep(ctx, name, bytes), activateStep(placeholder(ctx, name), 'exclusive', ctx.scope), {
       title: `write ${formatSize(bytes)} into ${ref}`,
-      req: { argv: ['dd', `of=${lvMapperPath(ctx.vg, name)}`, 'bs=4M', 'iflag=fullblock', 'oflag=direct', 'conv=fsync', 'status=none'], kind: 'write', root: true, timeout: 'data', stdin: data.stream },
+      req: {
+        argv: [
+          'dd',
+          `of=${lvMapperPath(ctx.vg, name)}`,
+          'bs=4M',
+          'iflag=fullblock',
+          'oflag=direct',
+          'conv=fsync',
+          'status=none',
+        ],
+        kind: 'write',
+        root: true,
+        timeout: 'data',
+        stdin: data.stream,
+      },
     });
     await runGuarded(ctx, steps);
     const sha = ctx.dryRun ? '' : await data.digest;
@@ -125,13 +235,38 @@ export async function importImage(ctx: OpContext, name: string, source: string, 
     const finish: Step[] = [
       seal
         ? sealStep(ctx, name, 'initializing', sha)
-        : { title: `mark ${ref} writable`, req: lvm.lvmRequest('lvchange', ['--deltag', stateTag('initializing'), '--addtag', stateTag('writable'), ...(sha ? ['--addtag', shaTag(sha)] : []), ref], 'write', ctx.scope) },
+        : {
+            title: `mark ${ref} writable`,
+            req: lvm.lvmRequest(
+              'lvchange',
+              [
+                '--deltag',
+                stateTag('initializing'),
+                '--addtag',
+                stateTag('writable'),
+                ...(sha ? ['--addtag', shaTag(sha)] : []),
+                ref,
+              ],
+              'write',
+              ctx.scope,
+            ),
+          },
       deactivateStep(placeholder(ctx, name), ctx.scope),
       endStep(journal),
     ];
     await runGuarded(ctx, finish);
     const lv = ctx.dryRun ? undefined : await lvm.findLv(ctx.runner, ctx.vg, name, ctx.scope);
-    return { name, vg: ctx.vg, uuid: lv?.uuid, sizeBytes: bytes, bytes: src.bytes, sha256: sha, state: seal ? 'sealed' : 'writable', action: 'imported', seconds: (Date.now() - started) / 1000 };
+    return {
+      name,
+      vg: ctx.vg,
+      uuid: lv?.uuid,
+      sizeBytes: bytes,
+      bytes: src.bytes,
+      sha256: sha,
+      state: seal ? 'sealed' : 'writable',
+      action: 'imported',
+      seconds: (Date.now() - started) / 1000,
+    };
   } finally {
     cleanupStream();
     await src.cleanup();
@@ -142,16 +277,21 @@ export async function sealImage(ctx: OpContext, name: string): Promise<ImageResu
   const state = await observe(ctx.runner, ctx.vg, ctx.scope);
   const o = findImage(state, name);
   if (o.state === 'sealed') return { name, vg: ctx.vg, uuid: o.uuid, sha256: o.sha256, state: o.state, action: 'none' };
-  if (o.state !== 'writable') throw refused(`${lvRef(o)} is ${o.state}`, 'its create or import did not finish: run cowstack recover');
+  if (o.state !== 'writable')
+    throw refused(`${lvRef(o)} is ${o.state}`, 'its create or import did not finish: run cowstack recover');
   const dev = state.devices.get(lvMapperName(o.vg, o.name));
   if (dev && dev.open > 0) {
     const users = await whoHolds(ctx.runner, lvMapperPath(o.vg, o.name));
-    throw refused(`${lvRef(o)} is open on this node${users.length ? ` (${users.join(', ')})` : ''}; refusing to seal it`, 'stop whatever writes it first');
+    throw refused(
+      `${lvRef(o)} is open on this node${users.length ? ` (${users.join(', ')})` : ''}; refusing to seal it`,
+      'stop whatever writes it first',
+    );
   }
   const steps: Step[] = [];
   // Holding it exclusively proves no other node is writing it while it is sealed.
   if (!o.lv.activeLocally) steps.push(activateStep(o, 'exclusive', ctx.scope));
-  else if (!o.lv.activeExclusively) throw refused(`${lvRef(o)} is active shared on this node`, `cowstack deactivate ${lvRef(o)}`);
+  else if (!o.lv.activeExclusively)
+    throw refused(`${lvRef(o)} is active shared on this node`, `cowstack deactivate ${lvRef(o)}`);
   await runGuarded(ctx, steps, o);
   const sha = await lvChecksum(ctx, o.name);
   await runGuarded(ctx, [sealStep(ctx, o.name, 'writable', sha), deactivateStep(o, ctx.scope)], o);
@@ -165,9 +305,14 @@ export async function renameImage(ctx: OpContext, from: string, to: string): Pro
   const dst = state.repo.byName.get(to);
   if (!src && dst?.kind === 'image') return { name: to, vg: ctx.vg, uuid: dst.uuid, action: 'none' };
   const o = findImage(state, from);
-  if (dst || state.repo.foreign.some((l) => l.name === to)) throw refused(`${ctx.vg}/${to} already exists`, 'pick another name');
+  if (dst || state.repo.foreign.some((l) => l.name === to))
+    throw refused(`${ctx.vg}/${to} already exists`, 'pick another name');
   // Children point at the image's UUID and dm names derive from UUIDs: a rename breaks nothing.
-  await runGuarded(ctx, [{ title: `rename ${lvRef(o)} to ${to}`, req: lvm.lvmRequest('lvrename', [ctx.vg, from, to], 'write', ctx.scope) }], o);
+  await runGuarded(
+    ctx,
+    [{ title: `rename ${lvRef(o)} to ${to}`, req: lvm.lvmRequest('lvrename', [ctx.vg, from, to], 'write', ctx.scope) }],
+    o,
+  );
   return { name: to, vg: ctx.vg, uuid: o.uuid, action: 'renamed' };
 }
 
@@ -180,12 +325,20 @@ export async function removeImage(ctx: OpContext, name: string): Promise<ImageRe
   }
   if (o.kind !== 'image') throw usageError(`${name} is a clone`, `use cowstack clone rm ${name}`);
   const kids = state.repo.childrenOf(o);
-  if (kids.length) throw refused(`image ${lvRef(o)} has ${kids.length} clone(s): ${kids.map((k) => k.name).join(', ')}`, 'remove or flatten the clones first', { children: kids.map((k) => k.name) });
+  if (kids.length)
+    throw refused(
+      `image ${lvRef(o)} has ${kids.length} clone(s): ${kids.map((k) => k.name).join(', ')}`,
+      'remove or flatten the clones first',
+      { children: kids.map((k) => k.name) },
+    );
   const dev = state.devices.get(lvMapperName(o.vg, o.name));
   if (dev && dev.open > 0) throw refused(`image ${lvRef(o)} is open on this node`, 'stop what uses it first');
   const steps: Step[] = [];
   if (o.lv.activeLocally) steps.push(deactivateStep(o, ctx.scope));
-  steps.push({ title: `remove image ${lvRef(o)}`, req: lvm.lvmRequest('lvremove', ['-y', lvRef(o)], 'write', ctx.scope) });
+  steps.push({
+    title: `remove image ${lvRef(o)}`,
+    req: lvm.lvmRequest('lvremove', ['-y', lvRef(o)], 'write', ctx.scope),
+  });
   await runGuarded(ctx, steps, o);
   return { name, vg: ctx.vg, uuid: o.uuid, action: 'removed' };
 }
@@ -194,15 +347,42 @@ export async function exportImage(ctx: OpContext, name: string, target: string):
   const state = await observe(ctx.runner, ctx.vg, ctx.scope);
   const o = state.repo.byName.get(name);
   if (!o) throw notFound(`no image named ${name} in ${ctx.vg}`);
-  if (o.kind !== 'image') throw usageError(`${name} is a clone`, `flatten it into an image first: cowstack clone flatten ${name} --to NEWIMAGE`);
+  if (o.kind !== 'image')
+    throw usageError(
+      `${name} is a clone`,
+      `flatten it into an image first: cowstack clone flatten ${name} --to NEWIMAGE`,
+    );
   if (o.state === 'initializing') throw refused(`${lvRef(o)} is still initializing`);
   const mine = !o.lv.activeLocally;
   const started = Date.now();
   if (mine) await runGuarded(ctx, [activateStep(o, o.state === 'sealed' ? 'shared' : 'exclusive', ctx.scope)], o);
   try {
-    await runPlan(ctx.runner, [{ title: `read ${lvRef(o)}`, req: { argv: ['dd', `if=${lvMapperPath(o.vg, o.name)}`, 'bs=4M', 'iflag=direct', 'status=none'], kind: 'read', root: true, timeout: 'data', stdoutFile: target } }], ctx.observer);
+    await runPlan(
+      ctx.runner,
+      [
+        {
+          title: `read ${lvRef(o)}`,
+          req: {
+            argv: ['dd', `if=${lvMapperPath(o.vg, o.name)}`, 'bs=4M', 'iflag=direct', 'status=none'],
+            kind: 'read',
+            root: true,
+            timeout: 'data',
+            stdoutFile: target,
+          },
+        },
+      ],
+      ctx.observer,
+    );
   } finally {
     if (mine) await collectGarbage(ctx, name);
   }
-  return { name, vg: ctx.vg, uuid: o.uuid, sizeBytes: o.sizeBytes, sha256: o.sha256, action: 'exported', seconds: (Date.now() - started) / 1000 };
+  return {
+    name,
+    vg: ctx.vg,
+    uuid: o.uuid,
+    sizeBytes: o.sizeBytes,
+    sha256: o.sha256,
+    action: 'exported',
+    seconds: (Date.now() - started) / 1000,
+  };
 }

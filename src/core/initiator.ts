@@ -39,10 +39,16 @@ export interface LoginOptions {
   startup?: 'automatic' | 'manual';
 }
 
-export async function login(runner: Runner, portalIn: string, iqnIn: string, opts: LoginOptions = {}): Promise<LoginResult> {
+export async function login(
+  runner: Runner,
+  portalIn: string,
+  iqnIn: string,
+  opts: LoginOptions = {},
+): Promise<LoginResult> {
   const portal = validatePortal(portalIn);
   const iqn = validateIqn(iqnIn, 'target IQN');
-  if (opts.startup !== undefined && opts.startup !== 'automatic' && opts.startup !== 'manual') throw usageError(`startup "${opts.startup}" is not automatic or manual`);
+  if (opts.startup !== undefined && opts.startup !== 'automatic' && opts.startup !== 'manual')
+    throw usageError(`startup "${opts.startup}" is not automatic or manual`);
   if (opts.chap) validateChap(opts.chap.user, opts.chap.secret);
   const lun = opts.lun ?? 1;
   const existing = (await sessions(runner)).find((s) => s.iqn === iqn && samePortal(s.portal, portal));
@@ -68,7 +74,10 @@ export async function login(runner: Runner, portalIn: string, iqnIn: string, opt
       throw e;
     }
   }
-  if (opts.startup && recordValue((await runner.run(iscsi.nodeShowReq(iqn, portal))).stdout, 'node.startup') !== opts.startup) {
+  if (
+    opts.startup &&
+    recordValue((await runner.run(iscsi.nodeShowReq(iqn, portal))).stdout, 'node.startup') !== opts.startup
+  ) {
     const r = await runner.run(iscsi.nodeUpdateReq(iqn, portal, 'node.startup', opts.startup));
     if (r.exitCode !== 0) throw commandFailed(runner.target, r);
   }
@@ -100,9 +109,13 @@ async function recordFile(runner: Runner, portal: string, iqn: string): Promise<
       if (text !== undefined) return { file, text };
     }
   }
-  throw new CowstackError(EXIT.FAILED, `cannot find the node record of ${iqn} at ${portal} under ${iscsi.NODE_DIRS.join(' or ')}`, {
-    hint: 'this open-iscsi keeps records elsewhere; set CHAP in /etc/iscsi/iscsid.conf instead',
-  });
+  throw new CowstackError(
+    EXIT.FAILED,
+    `cannot find the node record of ${iqn} at ${portal} under ${iscsi.NODE_DIRS.join(' or ')}`,
+    {
+      hint: 'this open-iscsi keeps records elsewhere; set CHAP in /etc/iscsi/iscsid.conf instead',
+    },
+  );
 }
 
 /** SendTargets as a fast reachability and existence check before a first login. */
@@ -110,19 +123,37 @@ async function probePortal(runner: Runner, portal: string, iqn: string): Promise
   const r = await runner.run(iscsi.discoverReq(portal));
   if (r.exitCode === 0) {
     if (iscsi.parseDiscovery(r.stdout).some((d) => d.iqn === iqn)) return;
-    throw notFound(`the portal ${portal} does not offer ${iqn} to this initiator`, 'check the IQN (cowstack initiator discover PORTAL lists what it offers) and, on tgt, the target ACL');
+    throw notFound(
+      `the portal ${portal} does not offer ${iqn} to this initiator`,
+      'check the IQN (cowstack initiator discover PORTAL lists what it offers) and, on tgt, the target ACL',
+    );
   }
   if (r.exitCode === iscsi.ISCSI_ERR.NO_OBJS_FOUND) {
     throw notFound(`the portal ${portal} offers no targets to this initiator`, 'check the IQN and the target ACL');
   }
-  if (([iscsi.ISCSI_ERR.TRANS, iscsi.ISCSI_ERR.TRANS_TIMEOUT, iscsi.ISCSI_ERR.PDU_TIMEOUT] as number[]).includes(r.exitCode)) {
-    throw new CowstackError(EXIT.UNREACHABLE, `cannot connect to the iSCSI portal ${portal}`, { hint: 'check the portal address, the target service and the firewall', data: { stderr: r.stderr.trim() } });
+  if (
+    ([iscsi.ISCSI_ERR.TRANS, iscsi.ISCSI_ERR.TRANS_TIMEOUT, iscsi.ISCSI_ERR.PDU_TIMEOUT] as number[]).includes(
+      r.exitCode,
+    )
+  ) {
+    throw new CowstackError(EXIT.UNREACHABLE, `cannot connect to the iSCSI portal ${portal}`, {
+      hint: 'check the portal address, the target service and the firewall',
+      data: { stderr: r.stderr.trim() },
+    });
   }
   // Discovery may need its own authentication: leave the verdict to the login.
 }
 
-async function setChapOnRecord(runner: Runner, portal: string, iqn: string, chap: { user: string; secret: string }): Promise<void> {
-  for (const [name, value] of [['node.session.auth.authmethod', 'CHAP'], ['node.session.auth.username', chap.user]] as const) {
+async function setChapOnRecord(
+  runner: Runner,
+  portal: string,
+  iqn: string,
+  chap: { user: string; secret: string },
+): Promise<void> {
+  for (const [name, value] of [
+    ['node.session.auth.authmethod', 'CHAP'],
+    ['node.session.auth.username', chap.user],
+  ] as const) {
     const r = await runner.run(iscsi.nodeUpdateReq(iqn, portal, name, value));
     if (r.exitCode !== 0) throw commandFailed(runner.target, r);
   }
@@ -165,24 +196,51 @@ export async function rescan(runner: Runner): Promise<{ sessions: iscsi.IscsiSes
   return { sessions: await sessions(runner) };
 }
 
-function loginError(runner: Runner, portal: string, iqn: string, r: { argv: readonly string[]; exitCode: number; stderr: string }): CowstackError {
+function loginError(
+  runner: Runner,
+  portal: string,
+  iqn: string,
+  r: { argv: readonly string[]; exitCode: number; stderr: string },
+): CowstackError {
   const base = commandFailed(runner.target, r);
   if (r.exitCode === iscsi.ISCSI_ERR.LOGIN_AUTH_FAILED || /authorization failure|auth/i.test(r.stderr)) {
-    return new CowstackError(EXIT.PERMISSION, `the target ${iqn} at ${portal} refused this initiator (authorization failure)`, {
-      hint: 'check the target ACL for this node\'s initiator name (/etc/iscsi/initiatorname.iscsi) and the CHAP settings',
-      data: base.data, cause: base,
+    return new CowstackError(
+      EXIT.PERMISSION,
+      `the target ${iqn} at ${portal} refused this initiator (authorization failure)`,
+      {
+        hint: "check the target ACL for this node's initiator name (/etc/iscsi/initiatorname.iscsi) and the CHAP settings",
+        data: base.data,
+        cause: base,
+      },
+    );
+  }
+  if (
+    r.exitCode === iscsi.ISCSI_ERR.TRANS_TIMEOUT ||
+    /timed out|connection refused|No route|unreachable/i.test(r.stderr)
+  ) {
+    return new CowstackError(EXIT.UNREACHABLE, `cannot connect to the iSCSI portal ${portal}`, {
+      hint: 'check the portal address, the target service and the firewall',
+      data: base.data,
+      cause: base,
     });
   }
-  if (r.exitCode === iscsi.ISCSI_ERR.TRANS_TIMEOUT || /timed out|connection refused|No route|unreachable/i.test(r.stderr)) {
-    return new CowstackError(EXIT.UNREACHABLE, `cannot connect to the iSCSI portal ${portal}`, { hint: 'check the portal address, the target service and the firewall', data: base.data, cause: base });
-  }
   if (/target not found|does not exist|non-existent/i.test(r.stderr)) {
-    return new CowstackError(EXIT.NOT_FOUND, `the portal ${portal} has no target ${iqn}`, { hint: 'check the IQN (cowstack initiator discover PORTAL lists what the portal offers)', data: base.data, cause: base });
+    return new CowstackError(EXIT.NOT_FOUND, `the portal ${portal} has no target ${iqn}`, {
+      hint: 'check the IQN (cowstack initiator discover PORTAL lists what the portal offers)',
+      data: base.data,
+      cause: base,
+    });
   }
   return base;
 }
 
-async function waitForDevice(runner: Runner, portal: string, iqn: string, link: string, seconds: number): Promise<string> {
+async function waitForDevice(
+  runner: Runner,
+  portal: string,
+  iqn: string,
+  link: string,
+  seconds: number,
+): Promise<string> {
   const deadline = Date.now() + seconds * 1000;
   for (let attempt = 0; ; attempt++) {
     const disk = await realpath(runner, link);
@@ -206,7 +264,12 @@ export interface LogoutResult {
   forgotten: boolean;
 }
 
-export async function logout(runner: Runner, portalIn: string, iqnIn: string, opts: { force?: boolean; forget?: boolean } = {}): Promise<LogoutResult> {
+export async function logout(
+  runner: Runner,
+  portalIn: string,
+  iqnIn: string,
+  opts: { force?: boolean; forget?: boolean } = {},
+): Promise<LogoutResult> {
   const portal = validatePortal(portalIn);
   const iqn = validateIqn(iqnIn, 'target IQN');
   const session = (await sessions(runner)).find((s) => s.iqn === iqn && samePortal(s.portal, portal));
@@ -214,7 +277,11 @@ export async function logout(runner: Runner, portalIn: string, iqnIn: string, op
   if (session) {
     const users = (await Promise.all(session.disks.map((d) => holders(runner, d.device)))).flat();
     if (users.length && !opts.force) {
-      throw refused(`the iSCSI disk of ${iqn} is in use by ${users.map((u) => u.name).join(', ')}; refusing to log out`, 'deactivate the LVs and stop the lockspace first (vgchange --lockstop VG), or pass --force', { holders: users });
+      throw refused(
+        `the iSCSI disk of ${iqn} is in use by ${users.map((u) => u.name).join(', ')}; refusing to log out`,
+        'deactivate the LVs and stop the lockspace first (vgchange --lockstop VG), or pass --force',
+        { holders: users },
+      );
     }
     const r = await runner.run(iscsi.logoutReq(iqn, portal));
     if (r.exitCode !== 0 && r.exitCode !== iscsi.ISCSI_ERR.NO_OBJS_FOUND) throw commandFailed(runner.target, r);

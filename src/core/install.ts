@@ -51,14 +51,19 @@ export function packageRoot(start = path.dirname(fileURLToPath(import.meta.url))
 }
 
 export function validateUser(user: string): string {
-  if (!/^[a-z_][a-z0-9_-]{0,31}$/.test(user ?? '')) throw usageError(`user "${user}" is not a valid login name`, 'lower-case letters, digits, _ and -, starting with a letter or _, at most 32 characters');
+  if (!/^[a-z_][a-z0-9_-]{0,31}$/.test(user ?? ''))
+    throw usageError(
+      `user "${user}" is not a valid login name`,
+      'lower-case letters, digits, _ and -, starting with a letter or _, at most 32 characters',
+    );
   return user;
 }
 
 /** sudoers/cowstack with the service users in its one User_Alias line. */
 export function sudoersFor(text: string, users: string[]): string {
   const line = /^User_Alias COWSTACK_USERS = .*$/m;
-  if (!line.test(text)) throw new CowstackError(EXIT.FAILED, 'sudoers/cowstack has no "User_Alias COWSTACK_USERS = ..." line to fill in');
+  if (!line.test(text))
+    throw new CowstackError(EXIT.FAILED, 'sudoers/cowstack has no "User_Alias COWSTACK_USERS = ..." line to fill in');
   return text.replace(line, `User_Alias COWSTACK_USERS = ${users.join(', ')}`);
 }
 
@@ -93,10 +98,17 @@ export async function install(runner: Runner, o: InstallOptions): Promise<Instal
   validateVgName(o.vg);
   const root = o.from ?? packageRoot();
   if (!root || !existsSync(path.join(root, 'sudoers', 'cowstack'))) {
-    throw usageError(`cannot find sudoers/cowstack${o.from ? ` under ${o.from}` : ' next to cowstack'}`, 'run from a cowstack checkout or package, or give --from DIR (the single-file bundle has no data files)');
+    throw usageError(
+      `cannot find sudoers/cowstack${o.from ? ` under ${o.from}` : ' next to cowstack'}`,
+      'run from a cowstack checkout or package, or give --from DIR (the single-file bundle has no data files)',
+    );
   }
   const uid = (await runner.run({ argv: ['id', '-u'], kind: 'read' })).stdout.trim();
-  if (uid !== '0') throw refused(`cowstack install must run as root on ${runner.target} (it writes ${SUDOERS_PATH})`, 'run it as root, e.g. sudo cowstack install ...');
+  if (uid !== '0')
+    throw refused(
+      `cowstack install must run as root on ${runner.target} (it writes ${SUDOERS_PATH})`,
+      'run it as root, e.g. sudo cowstack install ...',
+    );
 
   const files: InstalledFile[] = [];
   // sudoers: written beside, checked, then moved into place.
@@ -106,12 +118,28 @@ export async function install(runner: Runner, o: InstallOptions): Promise<Instal
   else {
     const tmp = `${SUDOERS_PATH}.cowstack-new`;
     await must(runner, write(tmp, sudoers, '0440'));
-    const check = await runner.run({ argv: ['visudo', '-cf', tmp], kind: 'write', allowFailure: true, title: `check ${tmp}` });
+    const check = await runner.run({
+      argv: ['visudo', '-cf', tmp],
+      kind: 'write',
+      allowFailure: true,
+      title: `check ${tmp}`,
+    });
     if (check.exitCode !== 0 && !check.skipped) {
       await runner.run({ argv: ['rm', '-f', '--', tmp], kind: 'write', allowFailure: true });
-      throw new CowstackError(EXIT.FAILED, `visudo rejects the sudoers file for ${o.users.join(', ')}; nothing was installed`, { hint: 'sudoers/cowstack needs sudo >= 1.9.10 (regular expressions in arguments)', data: { output: `${check.stdout}${check.stderr}`.trim() } });
+      throw new CowstackError(
+        EXIT.FAILED,
+        `visudo rejects the sudoers file for ${o.users.join(', ')}; nothing was installed`,
+        {
+          hint: 'sudoers/cowstack needs sudo >= 1.9.10 (regular expressions in arguments)',
+          data: { output: `${check.stdout}${check.stderr}`.trim() },
+        },
+      );
     }
-    await must(runner, { argv: ['mv', '-f', '--', tmp, SUDOERS_PATH], kind: 'write', title: `install ${SUDOERS_PATH}` });
+    await must(runner, {
+      argv: ['mv', '-f', '--', tmp, SUDOERS_PATH],
+      kind: 'write',
+      title: `install ${SUDOERS_PATH}`,
+    });
     files.push({ path: SUDOERS_PATH, action: had === undefined ? 'installed' : 'updated' });
   }
 

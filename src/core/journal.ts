@@ -26,14 +26,22 @@ export function beginStep(entry: Omit<JournalEntry, 'started'>): Step {
   const full: JournalEntry = { ...entry, started: new Date().toISOString() };
   return {
     title: `journal: ${entry.op} ${entry.vg}/${entry.name} begins`,
-    req: { argv: ['install', '-D', '-m', '0600', STDIN_PATH, fileOf(entry.vg, entry.name, entry.op)], kind: 'write', root: true, input: `${JSON.stringify(full)}\n` },
+    req: {
+      argv: ['install', '-D', '-m', '0600', STDIN_PATH, fileOf(entry.vg, entry.name, entry.op)],
+      kind: 'write',
+      root: true,
+      input: `${JSON.stringify(full)}\n`,
+    },
     // If the plan is undone, nothing is in flight any more.
     undo: [endStep(entry).req],
   };
 }
 
 export function endStep(entry: Pick<JournalEntry, 'vg' | 'name' | 'op'>): Step {
-  return { title: `journal: ${entry.op} ${entry.vg}/${entry.name} done`, req: { argv: ['rm', '-f', '--', fileOf(entry.vg, entry.name, entry.op)], kind: 'write', root: true } };
+  return {
+    title: `journal: ${entry.op} ${entry.vg}/${entry.name} done`,
+    req: { argv: ['rm', '-f', '--', fileOf(entry.vg, entry.name, entry.op)], kind: 'write', root: true },
+  };
 }
 
 export async function readJournal(runner: Runner): Promise<Array<JournalEntry & { file: string }>> {

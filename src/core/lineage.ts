@@ -25,8 +25,13 @@ export async function renameClone(ctx: OpContext, from: string, to: string): Pro
   const dst = state.repo.byName.get(to);
   if (!src && dst?.kind === 'clone') return 'none';
   const o = findClone(state, from);
-  if (dst || state.repo.foreign.some((l) => l.name === to)) throw refused(`${ctx.vg}/${to} already exists`, 'pick another name');
-  await runGuarded(ctx, [{ title: `rename ${lvRef(o)} to ${to}`, req: lvm.lvmRequest('lvrename', [ctx.vg, from, to], 'write', ctx.scope) }], o);
+  if (dst || state.repo.foreign.some((l) => l.name === to))
+    throw refused(`${ctx.vg}/${to} already exists`, 'pick another name');
+  await runGuarded(
+    ctx,
+    [{ title: `rename ${lvRef(o)} to ${to}`, req: lvm.lvmRequest('lvrename', [ctx.vg, from, to], 'write', ctx.scope) }],
+    o,
+  );
   return 'renamed';
 }
 
@@ -39,20 +44,35 @@ export async function saveLiveAsImage(ctx: OpContext, name: string, imageName: s
   validateLvName(imageName, 'image name');
   const state = await observe(ctx.runner, ctx.vg, ctx.scope);
   const o = findClone(state, name);
-  if (o.state !== 'live') throw usageError(`${lvRef(o)} is ${o.state}, not live`, `use cowstack clone flatten ${name} --to ${imageName}`);
+  if (o.state !== 'live')
+    throw usageError(`${lvRef(o)} is ${o.state}, not live`, `use cowstack clone flatten ${name} --to ${imageName}`);
   const marker = `cowstack_saved_from:${o.uuid}`;
   const done = existingCopy(ctx, state, name, imageName, marker);
   if (done) return done;
   const top = state.devices.get(dmName('rw', o.uuid));
-  if (top && top.open > 0) throw refused(`${lvRef(o)} is open on ${ctx.runner.target} (a running VM?): its content is changing`, 'power the VM off first, or save one of its snapshots');
+  if (top && top.open > 0)
+    throw refused(
+      `${lvRef(o)} is open on ${ctx.runner.target} (a running VM?): its content is changing`,
+      'power the VM off first, or save one of its snapshots',
+    );
   return copyIntoNewImage(ctx, state, o, imageName, marker, `copy ${name} into`, () => unmapClone(ctx, name));
 }
 
 /** Grow a writable image (a volatile VM disk) to at least `bytes`; never shrinks. */
 export async function growVolatile(ctx: OpContext, image: ImageObj | CowObj, bytes: number): Promise<'grown' | 'none'> {
-  if (image.kind !== 'image' || image.state !== 'writable') throw refused(`${lvRef(image)} is not a writable image`, 'only volatile disks grow in place');
+  if (image.kind !== 'image' || image.state !== 'writable')
+    throw refused(`${lvRef(image)} is not a writable image`, 'only volatile disks grow in place');
   const size = roundUp(bytes, EXTENT);
   if (size <= image.sizeBytes) return 'none';
-  await runGuarded(ctx, [{ title: `grow ${lvRef(image)} to ${size} bytes`, req: lvm.lvmRequest('lvextend', ['-L', `${size}b`, lvRef(image)], 'write', ctx.scope) }], image);
+  await runGuarded(
+    ctx,
+    [
+      {
+        title: `grow ${lvRef(image)} to ${size} bytes`,
+        req: lvm.lvmRequest('lvextend', ['-L', `${size}b`, lvRef(image)], 'write', ctx.scope),
+      },
+    ],
+    image,
+  );
   return 'grown';
 }

@@ -9,9 +9,11 @@ import * as sanlock from '../tools/sanlock.js';
 import { compactUuid } from './dmNames.js';
 import { hostMapFromTags } from './hostMap.js';
 
-const LOCK_REFUSED = /locked by other host|Failed to lock logical volume|lock (is )?held by another host|LV locked by|lock conflict/i;
+const LOCK_REFUSED =
+  /locked by other host|Failed to lock logical volume|lock (is )?held by another host|LV locked by|lock conflict/i;
 
-export const isLockRefusal = (e: unknown): e is CommandError => e instanceof CommandError && LOCK_REFUSED.test(e.stderr);
+export const isLockRefusal = (e: unknown): e is CommandError =>
+  e instanceof CommandError && LOCK_REFUSED.test(e.stderr);
 
 /**
  * lvmlockd's "lock manager error" (-210..-221) and sanlock's lease I/O errors: a lease read or
@@ -20,7 +22,10 @@ export const isLockRefusal = (e: unknown): e is CommandError => e instanceof Com
  * changed nothing, so running it again is safe (runPlan does, a few times).
  */
 export const isTransientLockError = (e: unknown): boolean =>
-  e instanceof CowstackError && /lock failed: error -2(1[0-9]|2[01])\b|lease io error|sanlock lease I\/O/i.test(`${e.message}\n${(e as { stderr?: string }).stderr ?? ''}`);
+  e instanceof CowstackError &&
+  /lock failed: error -2(1[0-9]|2[01])\b|lease io error|sanlock lease I\/O/i.test(
+    `${e.message}\n${(e as { stderr?: string }).stderr ?? ''}`,
+  );
 
 export interface LockHolder {
   hostId: number;
@@ -54,7 +59,9 @@ async function leaseOwner(runner: Runner, vg: string, lv: lvm.LvInfo): Promise<n
   if (offset === undefined) return undefined;
   const dump = await runner.run(sanlock.directDumpReq(`${lvmlockPath(vg)}:${offset}:1048576`));
   if (dump.exitCode !== 0) return undefined;
-  const row = sanlock.parseDirectDump(dump.stdout).find((r) => r.resource === lv.uuid && r.owner > 0 && r.timestamp > 0);
+  const row = sanlock
+    .parseDirectDump(dump.stdout)
+    .find((r) => r.resource === lv.uuid && r.owner > 0 && r.timestamp > 0);
   return row?.owner;
 }
 
@@ -66,7 +73,12 @@ export async function findLockHolder(runner: Runner, vg: string, lvName: string)
 }
 
 /** Owners of the given LVs' exclusive leases, by compact LV uuid (one sanlock read per LV). */
-export async function leaseOwners(runner: Runner, vg: string, lvs: lvm.LvInfo[], tags: string[]): Promise<Map<string, LockHolder>> {
+export async function leaseOwners(
+  runner: Runner,
+  vg: string,
+  lvs: lvm.LvInfo[],
+  tags: string[],
+): Promise<Map<string, LockHolder>> {
   const out = new Map<string, LockHolder>();
   if (!lvs.length) return out;
   const names = await hostNames(runner, vg, tags);
@@ -77,11 +89,17 @@ export async function leaseOwners(runner: Runner, vg: string, lvs: lvm.LvInfo[],
   return out;
 }
 
-export async function lockConflict(runner: Runner, vg: string, lv: string, lvUuid: string, cause: CommandError): Promise<CowstackError> {
+export async function lockConflict(
+  runner: Runner,
+  vg: string,
+  lv: string,
+  lvUuid: string,
+  cause: CommandError,
+): Promise<CowstackError> {
   const holder = await findLockHolder(runner, vg, lv).catch(() => undefined);
   const who = holder ? ` (held by ${holder.host ? `${holder.host}, ` : ''}sanlock host_id ${holder.hostId})` : '';
   return new CowstackError(EXIT.LOCK_CONFLICT, `${vg}/${lv} is locked by another host${who}`, {
-    hint: 'deactivate it on the holding host (cowstack deactivate), or wait for that host\'s lease to expire if it is dead',
+    hint: "deactivate it on the holding host (cowstack deactivate), or wait for that host's lease to expire if it is dead",
     data: { vg, lv, uuid: lvUuid, holder, stderr: cause.stderr.trim() },
     cause,
   });

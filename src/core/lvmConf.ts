@@ -86,7 +86,8 @@ export function setConfValue(text: string, section: string, key: string, value: 
     const { start, end } = oneLineBody(line);
     const body = line.slice(start, end);
     const inline = inlineSetting(key);
-    if (inline.test(body)) lines[span.open] = `${line.slice(0, start)}${body.replace(inline, `$1${value}`)}${line.slice(end)}`;
+    if (inline.test(body))
+      lines[span.open] = `${line.slice(0, start)}${body.replace(inline, `$1${value}`)}${line.slice(end)}`;
     else if (!body.trim()) lines[span.open] = `${line.slice(0, start)}\n\t${setting}\n${line.slice(end)}`;
     else lines[span.open] = `${line.slice(0, start)}${body.trimEnd()} ${setting} ${line.slice(end)}`;
   } else {

@@ -42,7 +42,8 @@ export interface CloneObj extends Base {
 }
 export type CowObj = ImageObj | CloneObj;
 
-const tagValue = (tags: string[], prefix: string): string | undefined => tags.find((t) => t.startsWith(prefix))?.slice(prefix.length);
+const tagValue = (tags: string[], prefix: string): string | undefined =>
+  tags.find((t) => t.startsWith(prefix))?.slice(prefix.length);
 
 /** Read-only parents: a sealed image or a committed clone. Only these may have children. */
 export const isFrozen = (o: CowObj): boolean => (o.kind === 'image' ? o.state === 'sealed' : o.state === 'committed');
@@ -51,7 +52,12 @@ export function fromLv(lv: LvInfo): CowObj | undefined {
   const role = tagValue(lv.tags, TAG.role);
   const base = { name: lv.name, vg: lv.vg, uuid: lv.uuid, sizeBytes: lv.sizeBytes, lv, tags: lv.tags };
   if (role === 'image') {
-    return { ...base, kind: 'image', state: (tagValue(lv.tags, TAG.state) ?? 'initializing') as ImageState, sha256: tagValue(lv.tags, TAG.sha256) };
+    return {
+      ...base,
+      kind: 'image',
+      state: (tagValue(lv.tags, TAG.state) ?? 'initializing') as ImageState,
+      sha256: tagValue(lv.tags, TAG.sha256),
+    };
   }
   if (role === 'clone') {
     return {
@@ -73,7 +79,10 @@ export class Repo {
   /** LVs of the VG that cowstack does not manage (never touched). */
   readonly foreign: LvInfo[] = [];
 
-  constructor(readonly vg: string, lvs: LvInfo[]) {
+  constructor(
+    readonly vg: string,
+    lvs: LvInfo[],
+  ) {
     for (const lv of lvs) {
       const o = fromLv(lv);
       if (!o) {
@@ -101,7 +110,10 @@ export class Repo {
     let cur = o;
     while (cur.kind === 'clone') {
       const parent = this.byUuid.get(cur.parentUuid);
-      if (!parent) throw new Error(`clone ${cur.name} points to parent ${cur.parentUuid}, which is not in ${this.vg}: the chain is broken`);
+      if (!parent)
+        throw new Error(
+          `clone ${cur.name} points to parent ${cur.parentUuid}, which is not in ${this.vg}: the chain is broken`,
+        );
       if (out.includes(parent)) throw new Error(`clone ${cur.name} has a cyclic parent chain`);
       out.push(parent);
       cur = parent;

@@ -28,7 +28,13 @@ export interface NodeState {
  * LV may be inactive after the reboot, must be found and re-attached). 'always': recover,
  * and maps that asked for a cache.
  */
-export async function observe(runner: Runner, vg: string, scope: lvm.LvmScope = {}, cacheVg?: string, cacheWhen: 'auto' | 'always' = 'auto'): Promise<NodeState> {
+export async function observe(
+  runner: Runner,
+  vg: string,
+  scope: lvm.LvmScope = {},
+  cacheVg?: string,
+  cacheWhen: 'auto' | 'always' = 'auto',
+): Promise<NodeState> {
   validateVgName(vg);
   if (cacheVg) validateVgName(cacheVg);
   const [early, reported, devices, modes] = await Promise.all([
@@ -39,15 +45,24 @@ export async function observe(runner: Runner, vg: string, scope: lvm.LvmScope = 
   ]);
   const lvs = sanlock.withLockModes(reported, modes);
   if (!lvs.length && !(await lvm.vgs(runner, vg, scope)).length) {
-    throw notFound(`repository VG ${vg} is not visible on ${runner.target}`, 'log in to the LUN and join the cluster: cowstack initiator login …, cowstack cluster join');
+    throw notFound(
+      `repository VG ${vg} is not visible on ${runner.target}`,
+      'log in to the LUN and join the cluster: cowstack initiator login …, cowstack cluster join',
+    );
   }
   let cache = early;
   if (cacheVg && !cache) {
     const prefix = lvMapperName(cacheVg, 'x').slice(0, -1);
-    const needed = devices.some((d) => d.name.startsWith(prefix)) || lvs.some((l) => l.tags.some((t) => t.startsWith(WB_HOST_TAG)));
+    const needed =
+      devices.some((d) => d.name.startsWith(prefix)) || lvs.some((l) => l.tags.some((t) => t.startsWith(WB_HOST_TAG)));
     if (needed) cache = await observeCache(runner, cacheVg);
   }
-  return { vg, repo: new Repo(vg, lvs), devices: new Map(devices.map((d) => [d.name, d])), ...(cache ? { cache } : {}) };
+  return {
+    vg,
+    repo: new Repo(vg, lvs),
+    devices: new Map(devices.map((d) => [d.name, d])),
+    ...(cache ? { cache } : {}),
+  };
 }
 
 export function findObj(state: NodeState, name: string): CowObj {
@@ -56,7 +71,9 @@ export function findObj(state: NodeState, name: string): CowObj {
   if (!o) {
     const foreign = state.repo.foreign.some((l) => l.name === name);
     throw notFound(
-      foreign ? `${state.vg}/${name} exists but is not managed by cowstack` : `no image or clone named ${name} in ${state.vg}`,
+      foreign
+        ? `${state.vg}/${name} exists but is not managed by cowstack`
+        : `no image or clone named ${name} in ${state.vg}`,
       foreign ? 'cowstack never touches LVs it did not create' : `list them with: cowstack tree --vg ${state.vg}`,
       { vg: state.vg, name },
     );
@@ -66,12 +83,14 @@ export function findObj(state: NodeState, name: string): CowObj {
 
 export function findClone(state: NodeState, name: string): CloneObj {
   const o = findObj(state, name);
-  if (o.kind !== 'clone') throw usageError(`${name} is an image, not a clone`, 'use the cowstack image commands for images');
+  if (o.kind !== 'clone')
+    throw usageError(`${name} is an image, not a clone`, 'use the cowstack image commands for images');
   return o;
 }
 
 export function findImage(state: NodeState, name: string): ImageObj {
   const o = findObj(state, name);
-  if (o.kind !== 'image') throw usageError(`${name} is a clone, not an image`, 'use the cowstack clone commands for clones');
+  if (o.kind !== 'image')
+    throw usageError(`${name} is a clone, not an image`, 'use the cowstack clone commands for clones');
   return o;
 }

@@ -38,7 +38,11 @@ export async function recover(ctx: OpContext): Promise<RecoverReport> {
     try {
       const decision = await settle(ctx, entry);
       // An entry without a VG is a torn write (or not ours): report the file, not a made-up op.
-      actions.push(entry.vg ? { op: entry.op, name: entry.name, decision } : { op: 'journal', name: entry.file, decision, detail: 'unreadable entry removed' });
+      actions.push(
+        entry.vg
+          ? { op: entry.op, name: entry.name, decision }
+          : { op: 'journal', name: entry.file, decision, detail: 'unreadable entry removed' },
+      );
       if (!entry.vg) await ctx.runner.run({ argv: ['rm', '-f', '--', entry.file], kind: 'write', root: true });
       else await runPlan(ctx.runner, [endStep(entry)], ctx.observer);
     } catch (e) {
@@ -51,7 +55,10 @@ export async function recover(ctx: OpContext): Promise<RecoverReport> {
   const state = await observe(ctx.runner, ctx.vg, ctx.scope);
   const warnings = [...status.warnings];
   for (const o of state.repo.byName.values()) {
-    if (o.state === 'initializing') warnings.push(`${lvRef(o)} is still initializing and no operation on this node owns it: it is being created on another node, or was abandoned there (cowstack recover on that node removes it)`);
+    if (o.state === 'initializing')
+      warnings.push(
+        `${lvRef(o)} is still initializing and no operation on this node owns it: it is being created on another node, or was abandoned there (cowstack recover on that node removes it)`,
+      );
   }
   return { vg: ctx.vg, actions, warnings };
 }
@@ -84,7 +91,10 @@ async function settle(ctx: OpContext, entry: JournalEntry & { file: string }): P
       if (o.state !== 'initializing') return 'nothing-to-do';
       const steps = [];
       if (o.lv.activeLocally) steps.push(deactivateStep(o, ctx.scope));
-      steps.push({ title: `remove half-made ${lvRef(o)}`, req: lvm.lvmRequest('lvremove', ['-y', lvRef(o)], 'write', ctx.scope) });
+      steps.push({
+        title: `remove half-made ${lvRef(o)}`,
+        req: lvm.lvmRequest('lvremove', ['-y', lvRef(o)], 'write', ctx.scope),
+      });
       await runPlan(ctx.runner, steps, ctx.observer);
       return 'undone';
     }
@@ -103,7 +113,10 @@ export type { Runner };
 async function recoverWriteback(ctx: OpContext): Promise<RecoverAction[]> {
   if (!ctx.cacheVg) return [];
   const state = await observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg, 'always');
-  const me = state.cache?.exists || [...state.repo.byName.values()].some((o) => o.kind === 'clone' && wbHostOf(o)) ? await nodeName(ctx) : '';
+  const me =
+    state.cache?.exists || [...state.repo.byName.values()].some((o) => o.kind === 'clone' && wbHostOf(o))
+      ? await nodeName(ctx)
+      : '';
   const out: RecoverAction[] = [];
   for (const o of state.repo.byName.values()) {
     if (o.kind !== 'clone' || o.state !== 'live') continue;
@@ -113,7 +126,15 @@ async function recoverWriteback(ctx: OpContext): Promise<RecoverAction[]> {
     if (state.devices.has(dmName('wb', o.uuid))) continue;
     try {
       const r = await unmapClone(ctx, o.name);
-      out.push({ op: 'write-back', name: o.name, decision: 'finished', detail: r.flushedBlocks !== undefined ? `${r.flushedBlocks} block(s) written back to the COW, cache removed, COW released` : 'marker cleared' });
+      out.push({
+        op: 'write-back',
+        name: o.name,
+        decision: 'finished',
+        detail:
+          r.flushedBlocks !== undefined
+            ? `${r.flushedBlocks} block(s) written back to the COW, cache removed, COW released`
+            : 'marker cleared',
+      });
     } catch (e) {
       out.push({ op: 'write-back', name: o.name, decision: 'failed', detail: (e as Error).message });
     }
@@ -137,20 +158,37 @@ async function recoverLazy(ctx: OpContext): Promise<RecoverAction[]> {
     if (p?.role !== 'lc' || d.open > 0) continue;
     const image = [...state.repo.byUuid.values()].find((o) => sameUuid(o.uuid, p.lvUuid));
     if (!image) {
-      out.push({ op: 'lazy-cache', name: d.name, decision: 'failed', detail: 'no image in the repository has this uuid: remove it with dmsetup remove after checking nothing uses it' });
+      out.push({
+        op: 'lazy-cache',
+        name: d.name,
+        decision: 'failed',
+        detail:
+          'no image in the repository has this uuid: remove it with dmsetup remove after checking nothing uses it',
+      });
       continue;
     }
     try {
       await collectGarbage(ctx, image.name);
-      out.push({ op: 'lazy-cache', name: image.name, decision: 'finished', detail: `${d.name} was not used by any clone: detached cleanly, LVs deactivated` });
+      out.push({
+        op: 'lazy-cache',
+        name: image.name,
+        decision: 'finished',
+        detail: `${d.name} was not used by any clone: detached cleanly, LVs deactivated`,
+      });
     } catch (e) {
       out.push({ op: 'lazy-cache', name: image.name, decision: 'failed', detail: (e as Error).message });
     }
   }
   for (const c of state.cache?.lvs ?? []) {
-    if (c.kind !== 'lazy' || c.lazyState !== 'attached' || state.devices.has(lazyDeviceName({ uuid: c.originUuid }))) continue;
+    if (c.kind !== 'lazy' || c.lazyState !== 'attached' || state.devices.has(lazyDeviceName({ uuid: c.originUuid })))
+      continue;
     const image = state.repo.byUuid.get(c.originUuid);
-    out.push({ op: 'lazy-cache', name: image?.name ?? c.name, decision: 'nothing-to-do', detail: `${c.vg}/${c.name} was left attached (a crash): it is reset (metadata zeroed) at its next attach` });
+    out.push({
+      op: 'lazy-cache',
+      name: image?.name ?? c.name,
+      decision: 'nothing-to-do',
+      detail: `${c.vg}/${c.name} was left attached (a crash): it is reset (metadata zeroed) at its next attach`,
+    });
   }
   return out;
 }

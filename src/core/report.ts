@@ -38,18 +38,31 @@ export function usageOf(line: dmsetup.DmLine | undefined, warnPercent: number): 
   if (!line || line.target !== 'snapshot') return undefined;
   const s = dmsetup.parseSnapshotStatus(line.args);
   if (s.state !== 'active') {
-    return { state: s.state, warning: s.state === 'overflow' ? 'COW full: writes fail, reads still work; grow or discard it' : `snapshot is ${s.state}: its data cannot be trusted` };
+    return {
+      state: s.state,
+      warning:
+        s.state === 'overflow'
+          ? 'COW full: writes fail, reads still work; grow or discard it'
+          : `snapshot is ${s.state}: its data cannot be trusted`,
+    };
   }
   return {
     state: 'active',
     usedPercent: s.usedPercent,
     allocatedBytes: s.allocatedSectors * 512,
     totalBytes: s.totalSectors * 512,
-    warning: s.usedPercent >= warnPercent ? `COW ${s.usedPercent}% full (warning at ${warnPercent}%): grow it with cowstack clone grow` : undefined,
+    warning:
+      s.usedPercent >= warnPercent
+        ? `COW ${s.usedPercent}% full (warning at ${warnPercent}%): grow it with cowstack clone grow`
+        : undefined,
   };
 }
 
-export async function tree(runner: Runner, vg: string, opts: { name?: string; warnPercent?: number; scope?: lvm.LvmScope } = {}): Promise<TreeNode[]> {
+export async function tree(
+  runner: Runner,
+  vg: string,
+  opts: { name?: string; warnPercent?: number; scope?: lvm.LvmScope } = {},
+): Promise<TreeNode[]> {
   const state = await observe(runner, vg, opts.scope);
   const statuses = await dmsetup.statusAll(runner);
   const vgInfo = (await lvm.vgs(runner, vg, opts.scope))[0];
@@ -69,12 +82,16 @@ export async function tree(runner: Runner, vg: string, opts: { name?: string; wa
       ...(o.kind === 'clone' ? { chunkSectors: o.chunkSectors } : { sha256: o.sha256 }),
       ...(rw ? { mappedHere: 'rw' as const } : ro ? { mappedHere: 'ro' as const } : {}),
       ...(holder ? { activeOn: holder.host ?? `host_id ${holder.hostId}` } : {}),
-      ...(rw || ro ? { usage: usageOf(statuses.get(dmName(rw ? 'rw' : 'ro', o.uuid))?.[0], opts.warnPercent ?? 80) } : {}),
+      ...(rw || ro
+        ? { usage: usageOf(statuses.get(dmName(rw ? 'rw' : 'ro', o.uuid))?.[0], opts.warnPercent ?? 80) }
+        : {}),
       children: state.repo.childrenOf(o).map(build),
     };
   };
   if (opts.name) return [build(findObj(state, opts.name))];
-  return [...state.repo.byName.values()].filter((o) => o.kind === 'image' || !state.repo.byUuid.has(o.parentUuid)).map(build);
+  return [...state.repo.byName.values()]
+    .filter((o) => o.kind === 'image' || !state.repo.byUuid.has(o.parentUuid))
+    .map(build);
 }
 
 export interface DeviceStatus {
@@ -101,7 +118,11 @@ export interface NodeStatus {
   warnings: string[];
 }
 
-export async function nodeStatus(runner: Runner, vg: string, opts: { warnPercent?: number; scope?: lvm.LvmScope } = {}): Promise<NodeStatus> {
+export async function nodeStatus(
+  runner: Runner,
+  vg: string,
+  opts: { warnPercent?: number; scope?: lvm.LvmScope } = {},
+): Promise<NodeStatus> {
   const state: NodeState = await observe(runner, vg, opts.scope);
   // Every table and status in two calls. A device removed by a concurrent operation after the
   // observation has no table here: it is gone, so it is not reported (not an error).
@@ -120,8 +141,23 @@ export async function nodeStatus(runner: Runner, vg: string, opts: { warnPercent
     const st = statuses.get(d.name)?.[0];
     const writeback = st?.target === 'writecache' ? dmsetup.parseWritecacheStatus(st.args) : undefined;
     const lazy = st?.target === 'cache' ? dmsetup.parseCacheStatus(st.args) : undefined;
-    devices.push({ name: d.name, uuid: d.uuid, role: parsed.role, clone: lv?.name, open: d.open, readOnly: d.readOnly, table, usage, problem, ...(writeback ? { writeback } : {}), ...(lazy ? { lazy } : {}) });
-    if (lazy?.needsCheck || lazy?.failed) warnings.push(`${d.name}: lazy read cache reports ${lazy.failed ? 'a failure' : 'needs_check'}: unmap its clones here; the next attach resets it`);
+    devices.push({
+      name: d.name,
+      uuid: d.uuid,
+      role: parsed.role,
+      clone: lv?.name,
+      open: d.open,
+      readOnly: d.readOnly,
+      table,
+      usage,
+      problem,
+      ...(writeback ? { writeback } : {}),
+      ...(lazy ? { lazy } : {}),
+    });
+    if (lazy?.needsCheck || lazy?.failed)
+      warnings.push(
+        `${d.name}: lazy read cache reports ${lazy.failed ? 'a failure' : 'needs_check'}: unmap its clones here; the next attach resets it`,
+      );
     if (writeback?.error) warnings.push(`${d.name}: write-back cache reports I/O error ${writeback.error}`);
     if (usage?.warning) warnings.push(`${lv?.name ?? d.name}: ${usage.warning}`);
     if (problem) warnings.push(`${d.name}: ${problem}`);
@@ -130,6 +166,7 @@ export async function nodeStatus(runner: Runner, vg: string, opts: { warnPercent
     .filter((o) => o.lv.activeLocally)
     .map((o) => ({ name: o.name, kind: o.kind, state: o.state, exclusive: o.lv.activeExclusively, open: o.lv.open }));
   const inFlight = (await readJournal(runner)).filter((j) => j.vg === vg);
-  for (const j of inFlight) warnings.push(`interrupted ${j.op} of ${j.name} (since ${j.started}): run cowstack recover`);
+  for (const j of inFlight)
+    warnings.push(`interrupted ${j.op} of ${j.name} (since ${j.started}): run cowstack recover`);
   return { vg, devices, activeLvs, inFlight, warnings };
 }

@@ -46,7 +46,15 @@ export interface StackPlan {
   layers: StackLayer[];
   device: string;
   /** Existing devices that must be checked against the expected table before use. */
-  verify: Array<{ name: string; table: string; origin: CowObj; cow: CowObj; originDevice: string; cowDevice?: string; altOriginDevices?: string[] }>;
+  verify: Array<{
+    name: string;
+    table: string;
+    origin: CowObj;
+    cow: CowObj;
+    originDevice: string;
+    cowDevice?: string;
+    altOriginDevices?: string[];
+  }>;
   sectors: number;
   /** The local replica (cache LV name) the stack stands on instead of the image LV. */
   replica?: string;
@@ -63,11 +71,19 @@ export interface StackOptions {
   replica?: boolean;
 }
 
-export function planStack(state: NodeState, target: CowObj, scope: lvm.LvmScope = {}, opts: StackOptions = {}): StackPlan {
+export function planStack(
+  state: NodeState,
+  target: CowObj,
+  scope: lvm.LvmScope = {},
+  opts: StackOptions = {},
+): StackPlan {
   const chain = state.repo.chain(target).reverse(); // image first
   const image = chain[0]!;
   if (image.kind !== 'image' || image.state !== 'sealed') {
-    throw refused(`${lvRef(image)} is not a sealed image; clones may only stand on sealed images`, `seal it first: cowstack image seal ${image.name}`);
+    throw refused(
+      `${lvRef(image)} is not a sealed image; clones may only stand on sealed images`,
+      `seal it first: cowstack image seal ${image.name}`,
+    );
   }
   const sectors = image.sizeBytes / 512;
   const steps: Step[] = [];
@@ -88,21 +104,36 @@ export function planStack(state: NodeState, target: CowObj, scope: lvm.LvmScope 
   layers.push({ obj: image, device: origin, ...(replica ? { replica: replica.name } : {}), ...(lazy ? { lazy } : {}) });
 
   for (const o of chain.slice(1)) {
-    if (o.kind !== 'clone') throw new CowstackError(EXIT.FAILED, `${lvRef(o)} is an image inside a chain`, { hint: 'cowstack recover' });
+    if (o.kind !== 'clone')
+      throw new CowstackError(EXIT.FAILED, `${lvRef(o)} is an image inside a chain`, { hint: 'cowstack recover' });
     const live = o === target && o.state === 'live';
     if (!live && !isFrozen(o)) {
-      throw refused(`${lvRef(o)} is ${o.state}; only committed clones can be parents`, o.state === 'initializing' ? 'its creation did not finish: run cowstack recover' : undefined);
+      throw refused(
+        `${lvRef(o)} is ${o.state}; only committed clones can be parents`,
+        o.state === 'initializing' ? 'its creation did not finish: run cowstack recover' : undefined,
+      );
     }
-    if (o.state === 'initializing') throw refused(`${lvRef(o)} is still initializing`, 'its creation did not finish: run cowstack recover, or create it again');
+    if (o.state === 'initializing')
+      throw refused(
+        `${lvRef(o)} is still initializing`,
+        'its creation did not finish: run cowstack recover, or create it again',
+      );
     const role: DmRole = live ? 'rw' : 'ro';
     if (live) {
       if (o.lv.activeLocally && !o.lv.activeExclusively) {
-        throw refused(`${lvRef(o)} is active shared on this node; a live COW must be exclusive`, `deactivate it first: cowstack deactivate ${lvRef(o)}`);
+        throw refused(
+          `${lvRef(o)} is active shared on this node; a live COW must be exclusive`,
+          `deactivate it first: cowstack deactivate ${lvRef(o)}`,
+        );
       }
       // Already active here: refresh (another node may have grown it) unless it is already
       // mapped, in which case the mapping is verified below and nothing runs at all.
       if (!o.lv.activeLocally) steps.push(activateStep(o, 'exclusive', scope));
-      else if (!state.devices.has(dmName('rw', o.uuid))) steps.push({ title: `refresh ${lvRef(o)}`, req: lvm.lvmRequest('lvchange', ['--refresh', lvRef(o)], 'write', scope) });
+      else if (!state.devices.has(dmName('rw', o.uuid)))
+        steps.push({
+          title: `refresh ${lvRef(o)}`,
+          req: lvm.lvmRequest('lvchange', ['--refresh', lvRef(o)], 'write', scope),
+        });
     } else if (!o.lv.activeLocally) {
       steps.push(activateStep(o, 'shared', scope));
     }
@@ -123,7 +154,15 @@ export function planStack(state: NodeState, target: CowObj, scope: lvm.LvmScope 
     const table = dmsetup.snapshotTable(sectors, origin, cowDevice, live ? 'PO' : 'P', o.chunkSectors);
     if (state.devices.has(name)) {
       // A device built before the replica existed stands on the image LV: same bytes, also fine.
-      verify.push({ name, table, origin: layers[layers.length - 1]!.obj, cow: o, originDevice: origin, cowDevice, ...(layers.length === 1 && altBottom.length ? { altOriginDevices: altBottom } : {}) });
+      verify.push({
+        name,
+        table,
+        origin: layers[layers.length - 1]!.obj,
+        cow: o,
+        originDevice: origin,
+        cowDevice,
+        ...(layers.length === 1 && altBottom.length ? { altOriginDevices: altBottom } : {}),
+      });
     } else {
       steps.push({
         title: `map ${live ? 'writable' : 'read-only'} snapshot ${name} (${o.name})`,
@@ -136,7 +175,15 @@ export function planStack(state: NodeState, target: CowObj, scope: lvm.LvmScope 
   }
   // Activate and mark the replica used only when something is built on this map.
   if (replica && (steps.length || !replica.lv.activeLocally)) steps.unshift(...replicaSteps(replica));
-  return { steps, layers, device: origin, verify, sectors, ...(replica ? { replica: replica.name } : {}), ...(lazy ? { lazy } : {}) };
+  return {
+    steps,
+    layers,
+    device: origin,
+    verify,
+    sectors,
+    ...(replica ? { replica: replica.name } : {}),
+    ...(lazy ? { lazy } : {}),
+  };
 }
 
 /**
@@ -163,16 +210,24 @@ export async function verifyExisting(runner: Runner, state: NodeState, plan: Sta
       (!originNum || line.args[0] === originNum || altNums.includes(line.args[0]!)) &&
       (!cowNum || line.args[1] === cowNum);
     if (!ok) {
-      throw new CowstackError(EXIT.FAILED, `device ${v.name} exists but its table is not the one cowstack expects for ${v.cow.name}`, {
-        hint: 'inspect it with dmsetup table; cowstack recover reports such devices. cowstack never replaces a table in use.',
-        data: { device: v.name, found: line, expected: v.table },
-      });
+      throw new CowstackError(
+        EXIT.FAILED,
+        `device ${v.name} exists but its table is not the one cowstack expects for ${v.cow.name}`,
+        {
+          hint: 'inspect it with dmsetup table; cowstack recover reports such devices. cowstack never replaces a table in use.',
+          data: { device: v.name, found: line, expected: v.table },
+        },
+      );
     }
   }
 }
 
 /** How many openers each device has, and what each of our devices opens (for GC simulation). */
-export function teardownPlan(state: NodeState, target: CowObj, opts: { removeTop: boolean; forceTop?: boolean; scope?: lvm.LvmScope; tables?: Map<string, dmsetup.DmLine[]> }): Step[] {
+export function teardownPlan(
+  state: NodeState,
+  target: CowObj,
+  opts: { removeTop: boolean; forceTop?: boolean; scope?: lvm.LvmScope; tables?: Map<string, dmsetup.DmLine[]> },
+): Step[] {
   const scope = opts.scope ?? {};
   const open = new Map([...state.devices].map(([n, d]) => [n, d.open]));
   const forced = new Set<string>();
@@ -190,7 +245,10 @@ export function teardownPlan(state: NodeState, target: CowObj, opts: { removeTop
       for (const name of names) {
         if (!state.devices.has(name)) continue;
         if ((open.get(name) ?? 0) > 0 && !forced.has(name)) return steps; // still used: so is everything below it
-        steps.push({ title: `unmap ${name} (${o.name})`, req: dmsetup.removeReq(name, forced.has(name) && (open.get(name) ?? 0) > 0) });
+        steps.push({
+          title: `unmap ${name} (${o.name})`,
+          req: dmsetup.removeReq(name, forced.has(name) && (open.get(name) ?? 0) > 0),
+        });
         open.delete(name);
         release(mapperName(o));
         // With a local replica present the snapshot may stand on it or on the image LV
@@ -199,7 +257,12 @@ export function teardownPlan(state: NodeState, target: CowObj, opts: { removeTop
         const parent = chain[i + 1]!;
         const bottom = parent.kind === 'image' ? bottomOrigin(state, name, opts.tables) : undefined;
         if (bottom) release(bottom);
-        else if (!(parent.kind === 'image' && state.devices.has(lvMapperName(state.cache?.vg ?? '', replicaLvName(parent.uuid))) && state.cache)) release(originName(i));
+        else if (!(
+          parent.kind === 'image' &&
+          state.devices.has(lvMapperName(state.cache?.vg ?? '', replicaLvName(parent.uuid))) &&
+          state.cache
+        ))
+          release(originName(i));
       }
     }
     // The image's lazy cache goes when nothing stands on it any more (removed cleanly, so
@@ -233,7 +296,10 @@ function bottomOrigin(state: NodeState, snapName: string, tables?: Map<string, d
 }
 
 /** Every device's table, when a lazy cache is up (teardownPlan needs the bottom origins). */
-export async function tablesIfLazy(runner: Runner, state: NodeState): Promise<Map<string, dmsetup.DmLine[]> | undefined> {
+export async function tablesIfLazy(
+  runner: Runner,
+  state: NodeState,
+): Promise<Map<string, dmsetup.DmLine[]> | undefined> {
   if (![...state.devices.values()].some((d) => parseDmUuid(d.uuid)?.role === 'lc')) return undefined;
   return dmsetup.tableAll(runner);
 }

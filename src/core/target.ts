@@ -59,14 +59,20 @@ async function has(runner: Runner, program: 'targetcli' | 'tgtadm'): Promise<boo
 }
 
 export async function resolveBackend(runner: Runner, choice: BackendChoice): Promise<TargetBackend> {
-  if (choice !== 'auto' && choice !== 'lio' && choice !== 'tgt') throw usageError(`backend "${choice}" is not lio, tgt or auto`);
+  if (choice !== 'auto' && choice !== 'lio' && choice !== 'tgt')
+    throw usageError(`backend "${choice}" is not lio, tgt or auto`);
   const lioThere = choice !== 'tgt' && (await has(runner, 'targetcli'));
   if (choice === 'lio' || (choice === 'auto' && lioThere)) {
-    if (!lioThere) throw new CowstackError(EXIT.MISSING, `targetcli is not installed on ${runner.target}`, { hint: 'apt-get install targetcli-fb (LIO), or use --backend tgt' });
+    if (!lioThere)
+      throw new CowstackError(EXIT.MISSING, `targetcli is not installed on ${runner.target}`, {
+        hint: 'apt-get install targetcli-fb (LIO), or use --backend tgt',
+      });
     return 'lio';
   }
   if (!(await has(runner, 'tgtadm'))) {
-    throw new CowstackError(EXIT.MISSING, `neither targetcli (LIO) nor tgtadm (tgt) is installed on ${runner.target}`, { hint: 'apt-get install targetcli-fb, or apt-get install tgt' });
+    throw new CowstackError(EXIT.MISSING, `neither targetcli (LIO) nor tgtadm (tgt) is installed on ${runner.target}`, {
+      hint: 'apt-get install targetcli-fb, or apt-get install tgt',
+    });
   }
   return 'tgt';
 }
@@ -76,7 +82,10 @@ export async function resolveBackend(runner: Runner, choice: BackendChoice): Pro
 async function tgtTargets(runner: Runner): Promise<tgt.TgtTarget[]> {
   const r = await runner.run(tgt.showReq());
   if (r.exitCode !== 0) {
-    throw new CowstackError(EXIT.MISSING, `tgtd is not running on ${runner.target}`, { hint: 'start it: systemctl enable --now tgt (or run tgtd)', data: { stderr: r.stderr.trim() } });
+    throw new CowstackError(EXIT.MISSING, `tgtd is not running on ${runner.target}`, {
+      hint: 'start it: systemctl enable --now tgt (or run tgtd)',
+      data: { stderr: r.stderr.trim() },
+    });
   }
   return tgt.parseShow(r.stdout);
 }
@@ -84,7 +93,9 @@ async function tgtTargets(runner: Runner): Promise<tgt.TgtTarget[]> {
 const fromTgt = (t: tgt.TgtTarget): TargetView => ({
   iqn: t.iqn,
   backend: 'tgt',
-  luns: t.luns.filter((l) => l.type !== 'controller').map((l) => ({ lun: l.lun, backing: l.path, store: 'rdwr', direct: l.flags.includes('direct') })),
+  luns: t.luns
+    .filter((l) => l.type !== 'controller')
+    .map((l) => ({ lun: l.lun, backing: l.path, store: 'rdwr', direct: l.flags.includes('direct') })),
   acls: t.acls,
   chap: t.accounts.length > 0,
   sessions: t.sessions,
@@ -118,7 +129,10 @@ export async function showTarget(ctx: TargetContext, iqnIn: string): Promise<Tar
   return found.view;
 }
 
-async function findTarget(ctx: TargetContext, iqn: string): Promise<{ backend: TargetBackend; view: TargetView; tid?: number } | undefined> {
+async function findTarget(
+  ctx: TargetContext,
+  iqn: string,
+): Promise<{ backend: TargetBackend; view: TargetView; tid?: number } | undefined> {
   const backend = await resolveBackend(ctx.runner, ctx.backend);
   if (backend === 'tgt') {
     const t = (await tgtTargets(ctx.runner)).find((x) => x.iqn === iqn);
@@ -149,43 +163,72 @@ export const storeName = (iqn: string) => `cowstack_${createHash('sha256').updat
 
 function validateFilePath(p: string): string {
   if (!/^\/[A-Za-z0-9._:@+\/-]+$/.test(p ?? '') || p.split('/').includes('..')) {
-    throw usageError(`file "${p}" is not a plain absolute path`, 'give an absolute path without spaces or "..", e.g. /srv/cowstack/repo.img');
+    throw usageError(
+      `file "${p}" is not a plain absolute path`,
+      'give an absolute path without spaces or "..", e.g. /srv/cowstack/repo.img',
+    );
   }
   return p;
 }
 
 export async function createTarget(ctx: TargetContext, iqnIn: string, o: CreateOptions): Promise<TargetResult> {
   const iqn = validateIqn(iqnIn, 'target IQN');
-  if (Boolean(o.device) === Boolean(o.file)) throw usageError('say --device DEV or --file FILE (one of them)', 'a block device (an LV, a disk) is exported without the target\'s page cache');
+  if (Boolean(o.device) === Boolean(o.file))
+    throw usageError(
+      'say --device DEV or --file FILE (one of them)',
+      "a block device (an LV, a disk) is exported without the target's page cache",
+    );
   const device = o.device ? validateDevicePath(o.device) : undefined;
   const file = o.file ? validateFilePath(o.file) : undefined;
   const sizeBytes = o.size ? parseSize(o.size, '--size') : undefined;
-  if (file && sizeBytes === undefined) throw usageError('--file needs --size (the LUN size)', 'e.g. --file /srv/cowstack/repo.img --size 100G');
+  if (file && sizeBytes === undefined)
+    throw usageError('--file needs --size (the LUN size)', 'e.g. --file /srv/cowstack/repo.img --size 100G');
   if (device && o.size) throw usageError('--size applies to --file only: a device LUN has the size of the device');
   const backing = (device ?? file)!;
   const existing = await findTarget(ctx, iqn);
   if (existing) {
     const lun = existing.view.luns.find((l) => l.lun === 1);
-    if (lun && lun.backing === backing) return { iqn, backend: existing.backend, action: 'none', target: existing.view };
-    throw refused(`target ${iqn} already exists and exports ${lun?.backing || 'no LUN 1'}, not ${backing}`, `delete it first: cowstack target delete ${iqn}`, { target: existing.view });
+    if (lun && lun.backing === backing)
+      return { iqn, backend: existing.backend, action: 'none', target: existing.view };
+    throw refused(
+      `target ${iqn} already exists and exports ${lun?.backing || 'no LUN 1'}, not ${backing}`,
+      `delete it first: cowstack target delete ${iqn}`,
+      { target: existing.view },
+    );
   }
   const backend = await resolveBackend(ctx.runner, ctx.backend);
   if (backend === 'lio' && !/^(iqn\.\d{4}-\d{2}\.[^.:]+\.[^:]+|eui\.)/.test(iqn)) {
     // rtslib wants a naming authority of at least two labels ("WWN not valid as: iqn, naa, eui").
-    throw usageError(`LIO refuses the target name "${iqn}": its domain part needs at least two labels`, 'e.g. iqn.2003-01.org.example.repo:lun1');
+    throw usageError(
+      `LIO refuses the target name "${iqn}": its domain part needs at least two labels`,
+      'e.g. iqn.2003-01.org.example.repo:lun1',
+    );
   }
-  const steps = backend === 'lio' ? await lioCreateSteps(ctx, iqn, device, file, sizeBytes) : await tgtCreateSteps(ctx, iqn, device, file, sizeBytes);
+  const steps =
+    backend === 'lio'
+      ? await lioCreateSteps(ctx, iqn, device, file, sizeBytes)
+      : await tgtCreateSteps(ctx, iqn, device, file, sizeBytes);
   await runPlan(ctx.runner, steps, ctx.observer);
   if (ctx.dryRun) return { iqn, backend, action: 'created' };
   return { iqn, backend, action: 'created', target: (await findTarget(ctx, iqn))?.view };
 }
 
-async function lioCreateSteps(ctx: TargetContext, iqn: string, device: string | undefined, file: string | undefined, sizeBytes: number | undefined): Promise<Step[]> {
+async function lioCreateSteps(
+  ctx: TargetContext,
+  iqn: string,
+  device: string | undefined,
+  file: string | undefined,
+  sizeBytes: number | undefined,
+): Promise<Step[]> {
   const name = storeName(iqn);
   const type: lio.LioStore = device ? 'block' : 'fileio';
   const stores = await lio.listStores(ctx.runner);
   const clash = stores.find((s) => s.device === (device ?? file) && s.name !== name);
-  if (clash) throw refused(`${device ?? file} is already exported by the LIO backstore ${clash.name}`, 'a LUN exported twice is a LUN written by two targets: remove the other export first');
+  if (clash)
+    throw refused(
+      `${device ?? file} is already exported by the LIO backstore ${clash.name}`,
+      'a LUN exported twice is a LUN written by two targets: remove the other export first',
+    );
   const steps: Step[] = [];
   if (!stores.some((s) => s.name === name)) {
     steps.push({
@@ -202,16 +245,29 @@ async function lioCreateSteps(ctx: TargetContext, iqn: string, device: string | 
   return steps;
 }
 
-async function tgtCreateSteps(ctx: TargetContext, iqn: string, device: string | undefined, file: string | undefined, sizeBytes: number | undefined): Promise<Step[]> {
+async function tgtCreateSteps(
+  ctx: TargetContext,
+  iqn: string,
+  device: string | undefined,
+  file: string | undefined,
+  sizeBytes: number | undefined,
+): Promise<Step[]> {
   const targets = await tgtTargets(ctx.runner);
   const backing = (device ?? file)!;
   const clash = targets.find((t) => t.luns.some((l) => l.path === backing));
-  if (clash) throw refused(`${backing} is already exported by the tgt target ${clash.iqn}`, 'a LUN exported twice is a LUN written by two targets: remove the other export first');
+  if (clash)
+    throw refused(
+      `${backing} is already exported by the tgt target ${clash.iqn}`,
+      'a LUN exported twice is a LUN written by two targets: remove the other export first',
+    );
   const tid = Math.max(0, ...targets.map((t) => t.tid)) + 1;
   const steps: Step[] = [];
   if (file) {
     // tgt does not create its backing file: make a sparse one of the asked size (never shrink one).
-    steps.push({ title: `backing file ${file}`, req: { argv: ['truncate', '--size', `>${sizeBytes}`, '--', file], kind: 'write', root: true, timeout: 'change' } });
+    steps.push({
+      title: `backing file ${file}`,
+      req: { argv: ['truncate', '--size', `>${sizeBytes}`, '--', file], kind: 'write', root: true, timeout: 'change' },
+    });
   }
   steps.push(
     { title: `target ${iqn}`, req: tgt.newTargetReq(tid, iqn), undo: [tgt.deleteTargetReq(tid, true)] },
@@ -220,13 +276,21 @@ async function tgtCreateSteps(ctx: TargetContext, iqn: string, device: string | 
   return steps;
 }
 
-export async function deleteTarget(ctx: TargetContext, iqnIn: string, opts: { force?: boolean } = {}): Promise<TargetResult> {
+export async function deleteTarget(
+  ctx: TargetContext,
+  iqnIn: string,
+  opts: { force?: boolean } = {},
+): Promise<TargetResult> {
   const iqn = validateIqn(iqnIn, 'target IQN');
   const found = await findTarget(ctx, iqn);
   const backend = found?.backend ?? (await resolveBackend(ctx.runner, ctx.backend));
   if (!found) return { iqn, backend, action: 'none' };
   if (found.view.sessions.length && !opts.force) {
-    throw refused(`target ${iqn} has sessions from ${found.view.sessions.join(', ')}; refusing to delete it`, 'log those initiators out first (cowstack initiator logout), or pass --force (they get I/O errors)', { sessions: found.view.sessions });
+    throw refused(
+      `target ${iqn} has sessions from ${found.view.sessions.join(', ')}; refusing to delete it`,
+      'log those initiators out first (cowstack initiator logout), or pass --force (they get I/O errors)',
+      { sessions: found.view.sessions },
+    );
   }
   const steps: Step[] = [];
   if (found.backend === 'tgt') {
@@ -234,7 +298,8 @@ export async function deleteTarget(ctx: TargetContext, iqnIn: string, opts: { fo
   } else {
     steps.push({ title: `delete target ${iqn}`, req: lio.deleteTargetReq(iqn) });
     for (const l of found.view.luns) {
-      if (l.store === 'block' || l.store === 'fileio') steps.push({ title: `delete backstore ${storeName(iqn)}`, req: lio.deleteStoreReq(l.store, storeName(iqn)) });
+      if (l.store === 'block' || l.store === 'fileio')
+        steps.push({ title: `delete backstore ${storeName(iqn)}`, req: lio.deleteStoreReq(l.store, storeName(iqn)) });
     }
   }
   await runPlan(ctx.runner, steps, ctx.observer);
@@ -245,7 +310,11 @@ export async function deleteTarget(ctx: TargetContext, iqnIn: string, opts: { fo
 
 async function mustFind(ctx: TargetContext, iqn: string) {
   const found = await findTarget(ctx, iqn);
-  if (!found) throw notFound(`no target ${iqn} on ${ctx.runner.target}`, `create it first: cowstack target create ${iqn} --device DEV`);
+  if (!found)
+    throw notFound(
+      `no target ${iqn} on ${ctx.runner.target}`,
+      `create it first: cowstack target create ${iqn} --device DEV`,
+    );
   return found;
 }
 
@@ -256,28 +325,51 @@ export async function aclAdd(ctx: TargetContext, iqnIn: string, initiatorIn: str
   if (found.view.acls.includes(initiator)) return { iqn, backend: found.backend, action: 'none', target: found.view };
   const req = found.backend === 'lio' ? lio.createAclReq(iqn, initiator) : tgt.bindInitiatorReq(found.tid!, initiator);
   await runPlan(ctx.runner, [{ title: `allow ${initiator} on ${iqn}`, req }], ctx.observer);
-  return { iqn, backend: found.backend, action: 'changed', target: ctx.dryRun ? found.view : (await findTarget(ctx, iqn))?.view };
+  return {
+    iqn,
+    backend: found.backend,
+    action: 'changed',
+    target: ctx.dryRun ? found.view : (await findTarget(ctx, iqn))?.view,
+  };
 }
 
-export async function aclRm(ctx: TargetContext, iqnIn: string, initiatorIn: string, opts: { force?: boolean } = {}): Promise<TargetResult> {
+export async function aclRm(
+  ctx: TargetContext,
+  iqnIn: string,
+  initiatorIn: string,
+  opts: { force?: boolean } = {},
+): Promise<TargetResult> {
   const iqn = validateIqn(iqnIn, 'target IQN');
   const initiator = validateIqn(initiatorIn, 'initiator IQN');
   const found = await mustFind(ctx, iqn);
   if (!found.view.acls.includes(initiator)) return { iqn, backend: found.backend, action: 'none', target: found.view };
   if (found.view.sessions.includes(initiator) && !opts.force) {
-    throw refused(`${initiator} is logged in to ${iqn}; refusing to revoke its access`, 'log it out first (cowstack initiator logout on that node), or pass --force');
+    throw refused(
+      `${initiator} is logged in to ${iqn}; refusing to revoke its access`,
+      'log it out first (cowstack initiator logout on that node), or pass --force',
+    );
   }
-  const req = found.backend === 'lio' ? lio.deleteAclReq(iqn, initiator) : tgt.unbindInitiatorReq(found.tid!, initiator);
+  const req =
+    found.backend === 'lio' ? lio.deleteAclReq(iqn, initiator) : tgt.unbindInitiatorReq(found.tid!, initiator);
   await runPlan(ctx.runner, [{ title: `revoke ${initiator} on ${iqn}`, req }], ctx.observer);
-  return { iqn, backend: found.backend, action: 'changed', target: ctx.dryRun ? found.view : (await findTarget(ctx, iqn))?.view };
+  return {
+    iqn,
+    backend: found.backend,
+    action: 'changed',
+    target: ctx.dryRun ? found.view : (await findTarget(ctx, iqn))?.view,
+  };
 }
 
 /** RFC 3720 wants at least 96 bits of secret; many initiators cap it at 16 characters' worth of entropy plus. */
 export function validateChap(user: string, secret: string): void {
-  if (!/^[A-Za-z0-9._:@-]{1,64}$/.test(user ?? '')) throw usageError(`CHAP user "${user}" is not 1-64 of A-Z a-z 0-9 . _ : @ -`);
+  if (!/^[A-Za-z0-9._:@-]{1,64}$/.test(user ?? ''))
+    throw usageError(`CHAP user "${user}" is not 1-64 of A-Z a-z 0-9 . _ : @ -`);
   if (secret.length < 12 || secret.length > 255 || /[\s"'\\]/.test(secret) || /[^\x21-\x7e]/.test(secret)) {
     // The secret is never echoed, not even in this error.
-    throw usageError(`the CHAP secret must be 12 to 255 printable characters without spaces or quotes (got ${secret.length} characters)`, 'RFC 3720 asks for at least 12; generate one with: openssl rand -base64 12');
+    throw usageError(
+      `the CHAP secret must be 12 to 255 printable characters without spaces or quotes (got ${secret.length} characters)`,
+      'RFC 3720 asks for at least 12; generate one with: openssl rand -base64 12',
+    );
   }
 }
 
@@ -295,7 +387,11 @@ export async function setChap(ctx: TargetContext, iqnIn: string, user: string, s
       'export the LUN with LIO (cowstack target create --backend lio) for CHAP, or restrict tgt to ACLs on a private network',
     );
   }
-  if (!found.view.acls.length) throw refused(`target ${iqn} has no ACLs: CHAP is set per ACL`, `add the nodes first: cowstack target acl add ${iqn} INITIATOR_IQN`);
+  if (!found.view.acls.length)
+    throw refused(
+      `target ${iqn} has no ACLs: CHAP is set per ACL`,
+      `add the nodes first: cowstack target acl add ${iqn} INITIATOR_IQN`,
+    );
   const steps: Step[] = [];
   for (const acl of found.view.acls) {
     steps.push({ title: `CHAP user for ${acl}`, req: lio.aclAuthReq(iqn, acl, 'userid', user) });
@@ -303,7 +399,13 @@ export async function setChap(ctx: TargetContext, iqnIn: string, user: string, s
   }
   steps.push({ title: `require CHAP on ${iqn}`, req: lio.tpgAttributesReq(iqn, true) });
   await runPlan(ctx.runner, steps, ctx.observer);
-  return { iqn, backend: 'lio', action: 'changed', detail: `CHAP user ${user} on ${found.view.acls.length} ACL(s)`, target: ctx.dryRun ? found.view : (await findTarget(ctx, iqn))?.view };
+  return {
+    iqn,
+    backend: 'lio',
+    action: 'changed',
+    detail: `CHAP user ${user} on ${found.view.acls.length} ACL(s)`,
+    target: ctx.dryRun ? found.view : (await findTarget(ctx, iqn))?.view,
+  };
 }
 
 // ---- persistence ---------------------------------------------------------------------------
@@ -317,7 +419,11 @@ export async function saveTargets(ctx: TargetContext): Promise<TargetResult & { 
   }
   const dump = await ctx.runner.run(tgt.dumpReq());
   if (dump.exitCode !== 0) throw commandFailed(ctx.runner.target, dump);
-  const steps: Step[] = writeFileReqs(TGT_CONF, `# written by cowstack target save: the running tgt configuration\n${dump.stdout}`, '0600').map((req: RunRequest) => ({ title: req.title ?? `save ${TGT_CONF}`, req }));
+  const steps: Step[] = writeFileReqs(
+    TGT_CONF,
+    `# written by cowstack target save: the running tgt configuration\n${dump.stdout}`,
+    '0600',
+  ).map((req: RunRequest) => ({ title: req.title ?? `save ${TGT_CONF}`, req }));
   await runPlan(ctx.runner, steps, ctx.observer);
   return { iqn: '', backend, action: 'saved', file: TGT_CONF };
 }

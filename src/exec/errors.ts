@@ -100,5 +100,7 @@ export const refused = (message: string, hint?: string, data?: Record<string, un
   new CowstackError(EXIT.REFUSED, message, { hint, data });
 
 /** A command run with allowFailure whose failure turned out not to be an expected answer. */
-export const commandFailed = (target: string, r: { argv: readonly string[]; exitCode: number; stderr: string }): CommandError =>
-  new CommandError(target, r.argv, r.exitCode, r.stderr);
+export const commandFailed = (
+  target: string,
+  r: { argv: readonly string[]; exitCode: number; stderr: string },
+): CommandError => new CommandError(target, r.argv, r.exitCode, r.stderr);

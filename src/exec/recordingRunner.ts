@@ -32,7 +32,9 @@ export class RecordingRunner implements Runner {
     const got = JSON.stringify(req.argv);
     if (!next) throw this.fail(`RecordingRunner: unexpected command ${got} (no more commands expected)`);
     if (JSON.stringify(next.argv) !== got) {
-      throw this.fail(`RecordingRunner: unexpected command\n  got:      ${got}\n  expected: ${JSON.stringify(next.argv)}`);
+      throw this.fail(
+        `RecordingRunner: unexpected command\n  got:      ${got}\n  expected: ${JSON.stringify(next.argv)}`,
+      );
     }
     if (next.kind && next.kind !== req.kind) {
       throw this.fail(`RecordingRunner: ${got} was tagged ${req.kind}, expected ${next.kind}`);
@@ -50,7 +52,10 @@ export class RecordingRunner implements Runner {
   /** Throws if a command did not match (even if that throw was caught) or expected commands never ran. */
   verify(): void {
     if (this.failures.length) throw new Error(this.failures[0]);
-    if (this.queue.length) throw new Error(`RecordingRunner: ${this.queue.length} expected command(s) never ran, first: ${JSON.stringify(this.queue[0]!.argv)}`);
+    if (this.queue.length)
+      throw new Error(
+        `RecordingRunner: ${this.queue.length} expected command(s) never ran, first: ${JSON.stringify(this.queue[0]!.argv)}`,
+      );
   }
 
   async close(): Promise<void> {}

@@ -31,19 +31,28 @@ export class SshRunner extends BaseRunner {
   ) {
     super(sudo, hooks);
     // Short path: unix socket paths are limited to ~108 bytes.
-    const key = createHash('sha256').update(`${target}\0${opts.configFile ?? ''}\0${process.getuid?.() ?? ''}`).digest('hex').slice(0, 16);
+    const key = createHash('sha256')
+      .update(`${target}\0${opts.configFile ?? ''}\0${process.getuid?.() ?? ''}`)
+      .digest('hex')
+      .slice(0, 16);
     this.controlPath = join(tmpdir(), `cowstack-ssh-${key}`);
   }
 
   sshArgs(): string[] {
     return [
       ...(this.opts.configFile ? ['-F', this.opts.configFile] : []),
-      '-o', 'BatchMode=yes',
-      '-o', `ConnectTimeout=${this.opts.connectTimeout ?? 15}`,
-      '-o', 'ControlMaster=auto',
-      '-o', `ControlPath=${this.controlPath}`,
-      '-o', 'ControlPersist=120',
-      '-o', 'ServerAliveInterval=15',
+      '-o',
+      'BatchMode=yes',
+      '-o',
+      `ConnectTimeout=${this.opts.connectTimeout ?? 15}`,
+      '-o',
+      'ControlMaster=auto',
+      '-o',
+      `ControlPath=${this.controlPath}`,
+      '-o',
+      'ControlPersist=120',
+      '-o',
+      'ServerAliveInterval=15',
     ];
   }
 
@@ -54,7 +63,9 @@ export class SshRunner extends BaseRunner {
   }
 
   protected isRoot(): Promise<boolean> {
-    this.root ??= this.spawn(['id', '-u'], { argv: ['id', '-u'], kind: 'read' }, 30_000).then((r) => r.stdout.trim() === '0');
+    this.root ??= this.spawn(['id', '-u'], { argv: ['id', '-u'], kind: 'read' }, 30_000).then(
+      (r) => r.stdout.trim() === '0',
+    );
     return this.root;
   }
 
@@ -68,7 +79,8 @@ export class SshRunner extends BaseRunner {
     });
     const exitCode = r.exitCode ?? (r.timedOut ? 124 : 255);
     // No exit code and no timeout: ssh itself could not be started or fed; say why.
-    const stderr = String(r.stderr ?? '') || (r.exitCode === undefined && !r.timedOut ? String(r.shortMessage ?? '') : '');
+    const stderr =
+      String(r.stderr ?? '') || (r.exitCode === undefined && !r.timedOut ? String(r.shortMessage ?? '') : '');
     return {
       exitCode,
       stdout: String(r.stdout ?? ''),
@@ -76,11 +88,17 @@ export class SshRunner extends BaseRunner {
       timedOut: Boolean(r.timedOut),
       // env(1) reports a missing program with 127 and "No such file or directory".
       notFound: exitCode === 127 && /No such file or directory|not found/.test(stderr),
-      unreachable: exitCode === 255 && /^(ssh:|kex_exchange|Connection|Host key|Permission denied \(publickey|mux_client)/m.test(stderr),
+      unreachable:
+        exitCode === 255 &&
+        /^(ssh:|kex_exchange|Connection|Host key|Permission denied \(publickey|mux_client)/m.test(stderr),
     };
   }
 
   async close(): Promise<void> {
-    await execa('ssh', [...this.sshArgs(), '-O', 'exit', this.target], { reject: false, stdin: 'ignore', timeout: 10_000 });
+    await execa('ssh', [...this.sshArgs(), '-O', 'exit', this.target], {
+      reject: false,
+      stdin: 'ignore',
+      timeout: 10_000,
+    });
   }
 }

@@ -6,7 +6,13 @@
  */
 import { appendFileSync } from 'node:fs';
 
-export function trace(entry: { target: string; argv: readonly string[]; ms: number; exit: number; kind?: string }): void {
+export function trace(entry: {
+  target: string;
+  argv: readonly string[];
+  ms: number;
+  exit: number;
+  kind?: string;
+}): void {
   const file = process.env.COWSTACK_TRACE;
   if (!file) return;
   try {

@@ -10,7 +10,16 @@ import path from 'node:path';
 import { CowstackError, EXIT, notFound, refused, usageError } from '../exec/errors.js';
 import type { Runner } from '../exec/types.js';
 import * as lvm from '../tools/lvm.js';
-import { commitClone, createClone, discardClone, growClone, mapClone, runGuarded, unmapClone, type OpContext } from '../core/clones.js';
+import {
+  commitClone,
+  createClone,
+  discardClone,
+  growClone,
+  mapClone,
+  runGuarded,
+  unmapClone,
+  type OpContext,
+} from '../core/clones.js';
 import { lvMapperName, lvMapperPath } from '../core/dmNames.js';
 import { isTransientLockError } from '../core/locks.js';
 import { flattenClone } from '../core/flatten.js';
@@ -21,7 +30,19 @@ import { observe, type NodeState } from '../core/observe.js';
 import { recover } from '../core/recover.js';
 import { activateStep, deactivateStep, lvRef } from '../core/stack.js';
 import { EXTENT, roundUp } from '../core/validate.js';
-import { diskLv, diskSnapPattern, DS_LOCATION, persistentPattern, snapLv, parseTmPath, vmLvPattern, xmlValue, type TmPath, type TmRequest, type TmSource } from './args.js';
+import {
+  diskLv,
+  diskSnapPattern,
+  DS_LOCATION,
+  persistentPattern,
+  snapLv,
+  parseTmPath,
+  vmLvPattern,
+  xmlValue,
+  type TmPath,
+  type TmRequest,
+  type TmSource,
+} from './args.js';
 
 export interface TmEnv {
   vg: string;
@@ -41,14 +62,24 @@ export interface TmEnv {
 
 type Disk = TmPath & { diskId: number };
 
-const ctxOf = (env: TmEnv, host: string): OpContext => ({ runner: env.runnerFor(host), vg: env.vg, scope: env.scope, observer: env.observer });
+const ctxOf = (env: TmEnv, host: string): OpContext => ({
+  runner: env.runnerFor(host),
+  vg: env.vg,
+  scope: env.scope,
+  observer: env.observer,
+});
 const isFrontend = (env: TmEnv, host: string) => env.frontends.includes(host) || host === 'localhost';
 
 function checkVg(env: TmEnv, src: TmSource): void {
-  if (src.vg !== env.vg) throw usageError(`image SOURCE ${src.vg}/${src.lv} is not in the repository VG ${env.vg}`, 'set repository.vg in /etc/cowstack/cowstack.yaml to the VG the datastore uses');
+  if (src.vg !== env.vg)
+    throw usageError(
+      `image SOURCE ${src.vg}/${src.lv} is not in the repository VG ${env.vg}`,
+      'set repository.vg in /etc/cowstack/cowstack.yaml to the VG the datastore uses',
+    );
 }
 
-const run = (r: Runner, argv: string[], kind: 'read' | 'write' = 'write', extra: object = {}) => r.run({ argv, kind, ...extra });
+const run = (r: Runner, argv: string[], kind: 'read' | 'write' = 'write', extra: object = {}) =>
+  r.run({ argv, kind, ...extra });
 
 /** D becomes a symlink to the device, as the hypervisor expects; the VM directory is created. */
 async function link(r: Runner, device: string, d: TmPath): Promise<void> {
@@ -105,7 +136,8 @@ async function clone(env: TmEnv, req: Extract<TmRequest, { action: 'clone' | 'ln
 /** The newest sync-back of a persistent image (`<image>-p<K>`, committed), or the image. */
 export function persistentHead(state: NodeState, image: string): { head: CowObj; next: number } {
   const img = state.repo.byName.get(image);
-  if (!img || img.kind !== 'image') throw notFound(`persistent image ${state.vg}/${image} does not exist`, 'check the image SOURCE in the datastore');
+  if (!img || img.kind !== 'image')
+    throw notFound(`persistent image ${state.vg}/${image} does not exist`, 'check the image SOURCE in the datastore');
   const re = persistentPattern(image);
   let head: CowObj = img;
   let best = 0;
@@ -147,8 +179,16 @@ async function mvds(env: TmEnv, req: Extract<TmRequest, { action: 'mvds' }>): Pr
   let state = await observe(ctx.runner, ctx.vg, ctx.scope);
   const o = state.repo.byName.get(name);
   if (o) {
-    if (o.kind !== 'clone') throw usageError(`${lvRef(o)} is a volatile disk, not a persistent image's`, 'mvds only applies to persistent disks (ln)');
-    if (!state.repo.chain(o).some((p) => p.name === req.dst.lv)) throw refused(`${lvRef(o)} does not descend from ${req.dst.lv}`, 'the SOURCE does not match the disk: check the image');
+    if (o.kind !== 'clone')
+      throw usageError(
+        `${lvRef(o)} is a volatile disk, not a persistent image's`,
+        'mvds only applies to persistent disks (ln)',
+      );
+    if (!state.repo.chain(o).some((p) => p.name === req.dst.lv))
+      throw refused(
+        `${lvRef(o)} does not descend from ${req.dst.lv}`,
+        'the SOURCE does not match the disk: check the image',
+      );
     if (o.state === 'live') await commitClone(ctx, name);
     state = await observe(ctx.runner, ctx.vg, ctx.scope);
     const { next } = persistentHead(state, req.dst.lv);
@@ -171,9 +211,16 @@ async function cpds(env: TmEnv, req: Extract<TmRequest, { action: 'cpds' }>): Pr
   const name = req.snapId < 0 ? diskLv(req.vmId, req.src.diskId) : snapLv(req.vmId, req.src.diskId, req.snapId);
   const state = await observe(ctx.runner, ctx.vg, ctx.scope);
   const o = state.repo.byName.get(name);
-  if (!o) throw notFound(`${env.vg}/${name} does not exist`, req.snapId < 0 ? 'the disk is not a cowstack disk of this VM' : `disk ${req.src.diskId} has no snapshot ${req.snapId}`);
+  if (!o)
+    throw notFound(
+      `${env.vg}/${name} does not exist`,
+      req.snapId < 0
+        ? 'the disk is not a cowstack disk of this VM'
+        : `disk ${req.src.diskId} has no snapshot ${req.snapId}`,
+    );
   if (o.kind !== 'clone') throw usageError(`${lvRef(o)} is a volatile disk: save-as copies image-backed disks`);
-  const r = o.state === 'live' ? await saveLiveAsImage(ctx, name, req.dst.lv) : await flattenClone(ctx, name, req.dst.lv);
+  const r =
+    o.state === 'live' ? await saveLiveAsImage(ctx, name, req.dst.lv) : await flattenClone(ctx, name, req.dst.lv);
   env.info(`saved ${name} as image ${env.vg}/${req.dst.lv}${r.sha256 ? ` (sha256 ${r.sha256})` : ''}`);
 }
 
@@ -189,7 +236,10 @@ async function removeLvs(ctx: OpContext, names: Set<string>): Promise<string[]> 
     const leaves = left.filter((o) => !state.repo.childrenOf(o).length);
     if (!leaves.length) {
       const deps = left.flatMap((o) => state.repo.childrenOf(o).map((c) => `${c.name} (on ${o.name})`));
-      throw refused(`cannot remove ${left.map((o) => o.name).join(', ')}: other clones depend on them: ${deps.join(', ')}`, 'remove or flatten those clones first');
+      throw refused(
+        `cannot remove ${left.map((o) => o.name).join(', ')}: other clones depend on them: ${deps.join(', ')}`,
+        'remove or flatten those clones first',
+      );
     }
     for (const o of leaves) {
       if (o.kind === 'clone') await discardClone(ctx, o.name);
@@ -219,7 +269,11 @@ async function del(env: TmEnv, req: Extract<TmRequest, { action: 'delete' }>): P
   const t = req.target;
   const fe = isFrontend(env, t.host);
   const candidates = fe ? env.hosts : [t.host, ...env.hosts.filter((h) => h !== t.host)];
-  if (!candidates.length) throw usageError(`tm delete on the front-end ${t.host} needs a cluster node to remove LVs`, 'list the nodes in tm.hosts in /etc/cowstack/cowstack.yaml');
+  if (!candidates.length)
+    throw usageError(
+      `tm delete on the front-end ${t.host} needs a cluster node to remove LVs`,
+      'list the nodes in tm.hosts in /etc/cowstack/cowstack.yaml',
+    );
   const found = await reachable(env, candidates);
   const via = found!.host;
   const ctx = ctxOf(env, via);
@@ -227,11 +281,13 @@ async function del(env: TmEnv, req: Extract<TmRequest, { action: 'delete' }>): P
   const names = new Set<string>();
   if (t.diskId !== undefined) {
     const re = diskSnapPattern(t.vmId, t.diskId);
-    for (const o of state.repo.byName.values()) if (o.name === diskLv(t.vmId, t.diskId) || re.test(o.name)) names.add(o.name);
+    for (const o of state.repo.byName.values())
+      if (o.name === diskLv(t.vmId, t.diskId) || re.test(o.name)) names.add(o.name);
   } else {
     for (const o of await disksOf(state, t.vmId)) names.add(o.name);
   }
-  if (via !== t.host && !fe) env.info(`${t.host} is unreachable: removing ${names.size} LV(s) of VM ${t.vmId} through ${via}`);
+  if (via !== t.host && !fe)
+    env.info(`${t.host} is unreachable: removing ${names.size} LV(s) of VM ${t.vmId} through ${via}`);
   try {
     const removed = await removeLvs(ctx, names);
     if (removed.length) env.info(`removed ${removed.join(', ')}`);
@@ -255,8 +311,11 @@ async function del(env: TmEnv, req: Extract<TmRequest, { action: 'delete' }>): P
 async function copyFiles(env: TmEnv, src: TmPath, dst: TmPath, only?: string): Promise<number> {
   const a = env.runnerFor(isFrontend(env, src.host) ? 'localhost' : src.host);
   const b = env.runnerFor(isFrontend(env, dst.host) ? 'localhost' : dst.host);
-  const list = await run(a, ['find', src.vmDir, '-maxdepth', '1', '-type', 'f', '-printf', '%f\\n'], 'read', { allowFailure: true });
-  const files = list.exitCode === 0 ? list.stdout.split('\n').filter((f) => /^[A-Za-z0-9_+-][A-Za-z0-9._+-]*$/.test(f)) : [];
+  const list = await run(a, ['find', src.vmDir, '-maxdepth', '1', '-type', 'f', '-printf', '%f\\n'], 'read', {
+    allowFailure: true,
+  });
+  const files =
+    list.exitCode === 0 ? list.stdout.split('\n').filter((f) => /^[A-Za-z0-9_+-][A-Za-z0-9._+-]*$/.test(f)) : [];
   const chosen = only ? files.filter((f) => f === only) : files;
   if (!chosen.length) return 0;
   await run(b, ['mkdir', '-p', '--', dst.vmDir]);
@@ -265,7 +324,10 @@ async function copyFiles(env: TmEnv, src: TmPath, dst: TmPath, only?: string): P
     for (const f of chosen) {
       const local = path.join(tmp, f);
       await run(a, ['cat', '--', `${src.vmDir}/${f}`], 'read', { stdoutFile: local, timeout: 'data' });
-      await run(b, ['dd', `of=${dst.vmDir}/${f}`, 'bs=1M', 'status=none'], 'write', { stdin: createReadStream(local), timeout: 'data' });
+      await run(b, ['dd', `of=${dst.vmDir}/${f}`, 'bs=1M', 'status=none'], 'write', {
+        stdin: createReadStream(local),
+        timeout: 'data',
+      });
     }
   } finally {
     await fsp.rm(tmp, { recursive: true, force: true });
@@ -276,14 +338,20 @@ async function copyFiles(env: TmEnv, src: TmPath, dst: TmPath, only?: string): P
 async function mv(env: TmEnv, req: Extract<TmRequest, { action: 'mv' }>): Promise<void> {
   const { src, dst } = req;
   if (src.host === dst.host) {
-    if (src.path !== dst.path) throw usageError(`tm mv within ${src.host} from ${src.path} to ${dst.path} is not supported`, 'cowstack disks move between hosts, not between directories');
+    if (src.path !== dst.path)
+      throw usageError(
+        `tm mv within ${src.host} from ${src.path} to ${dst.path} is not supported`,
+        'cowstack disks move between hosts, not between directories',
+      );
     return;
   }
   const feA = isFrontend(env, src.host);
   const feB = isFrontend(env, dst.host);
   const node = feA ? dst.host : src.host;
   const state = await observe(env.runnerFor(node), env.vg, env.scope);
-  const tops = (await disksOf(state, req.vmId)).filter((o) => /^one-\d+-\d+$/.test(o.name) && (src.diskId === undefined || o.name === diskLv(req.vmId, src.diskId)));
+  const tops = (await disksOf(state, req.vmId)).filter(
+    (o) => /^one-\d+-\d+$/.test(o.name) && (src.diskId === undefined || o.name === diskLv(req.vmId, src.diskId)),
+  );
   // Source first: a live COW can be active on one host only.
   if (!feA) {
     const ctxA = ctxOf(env, src.host);
@@ -311,24 +379,41 @@ async function mkimage(env: TmEnv, d: Disk, vmId: number, sizeMb: number, format
   const r = await createImage(ctx, name, `${sizeMb}M`);
   const state = await observe(ctx.runner, ctx.vg, ctx.scope);
   const o = state.repo.byName.get(name)!;
-  if (o.kind !== 'image' || o.state !== 'writable') throw refused(`${lvRef(o)} exists and is not a volatile disk`, 'remove it, or check which VM owns it');
+  if (o.kind !== 'image' || o.state !== 'writable')
+    throw refused(`${lvRef(o)} exists and is not a volatile disk`, 'remove it, or check which VM owns it');
   const device = await attach(ctx, o);
   // Formatting only a disk this run created keeps a re-run from wiping a disk in use.
   if (r.action === 'created' && format !== 'raw') {
-    if (format === 'swap') await ctx.runner.run({ argv: ['mkswap', device], kind: 'write', root: true, timeout: 'data', title: `format ${name} as swap` });
-    else await ctx.runner.run({ argv: ['mkfs', '-t', format, device], kind: 'write', root: true, timeout: 'data', title: `format ${name} as ${format}` });
+    if (format === 'swap')
+      await ctx.runner.run({
+        argv: ['mkswap', device],
+        kind: 'write',
+        root: true,
+        timeout: 'data',
+        title: `format ${name} as swap`,
+      });
+    else
+      await ctx.runner.run({
+        argv: ['mkfs', '-t', format, device],
+        kind: 'write',
+        root: true,
+        timeout: 'data',
+        title: `format ${name} as ${format}`,
+      });
   }
   await link(ctx.runner, device, d);
   env.info(`volatile disk ${env.vg}/${name} (${sizeMb} MiB, ${format}) at ${d.path}`);
 }
 
 async function context(env: TmEnv, req: Extract<TmRequest, { action: 'context' }>): Promise<void> {
-  for (const f of req.files) if (!existsSync(f.path)) throw notFound(`context file ${f.path} does not exist on the front-end`);
+  for (const f of req.files)
+    if (!existsSync(f.path)) throw notFound(`context file ${f.path} does not exist on the front-end`);
   const r = env.runnerFor(req.dst.host);
   const dir = `${req.dst.vmDir}/.context.${req.dst.diskId}`;
   await run(r, ['rm', '-rf', '--', dir]);
   await run(r, ['mkdir', '-p', '--', dir]);
-  for (const f of req.files) await run(r, ['dd', `of=${dir}/${f.name}`, 'bs=1M', 'status=none'], 'write', { stdin: createReadStream(f.path) });
+  for (const f of req.files)
+    await run(r, ['dd', `of=${dir}/${f.name}`, 'bs=1M', 'status=none'], 'write', { stdin: createReadStream(f.path) });
   // As fs_lvm does: an ISO 9660 image labelled CONTEXT, placed at D as a file.
   await run(r, ['rm', '-f', '--', req.dst.path]);
   await run(r, ['genisoimage', '-quiet', '-o', req.dst.path, '-V', 'CONTEXT', '-J', '-R', dir]);
@@ -340,17 +425,25 @@ async function resize(env: TmEnv, req: Extract<TmRequest, { action: 'resize' }>)
   const ctx = ctxOf(env, req.target.host);
   const state = await observe(ctx.runner, ctx.vg, ctx.scope);
   const o = topOf(state, req.target);
-  if (!o) throw notFound(`disk ${req.target.diskId} of VM ${req.vmId} is not a cowstack disk (${env.vg}/${diskLv(req.vmId, req.target.diskId)} missing)`);
+  if (!o)
+    throw notFound(
+      `disk ${req.target.diskId} of VM ${req.vmId} is not a cowstack disk (${env.vg}/${diskLv(req.vmId, req.target.diskId)} missing)`,
+    );
   const bytes = req.sizeMb * 1024 * 1024;
   if (o.kind === 'clone') {
     const virtual = state.repo.chain(o).at(-1)!.sizeBytes;
     if (bytes > virtual) {
-      throw refused(`disk ${req.target.diskId} of VM ${req.vmId} is a COW clone of a ${virtual / 1048576} MiB image and cannot grow to ${req.sizeMb} MiB`, 'a copy-on-write disk has its image\'s size; save it as a new, larger image (or use a volatile disk) to grow it');
+      throw refused(
+        `disk ${req.target.diskId} of VM ${req.vmId} is a COW clone of a ${virtual / 1048576} MiB image and cannot grow to ${req.sizeMb} MiB`,
+        "a copy-on-write disk has its image's size; save it as a new, larger image (or use a volatile disk) to grow it",
+      );
     }
     // The COW can then hold a rewrite of the whole size asked for (plus dm-snapshot metadata).
     const cow = roundUp(bytes + Math.ceil(bytes / 64) + EXTENT, EXTENT);
     const r = await growClone(ctx, o.name, `${cow}`);
-    env.info(`${lvRef(o)}: COW ${r.action === 'grown' ? 'grown' : 'already'} ${Math.round((r.cowBytes ?? 0) / 1048576)} MiB`);
+    env.info(
+      `${lvRef(o)}: COW ${r.action === 'grown' ? 'grown' : 'already'} ${Math.round((r.cowBytes ?? 0) / 1048576)} MiB`,
+    );
     return;
   }
   if ((await growVolatile(ctx, o, bytes)) === 'grown') env.info(`${lvRef(o)} grown to ${req.sizeMb} MiB`);
@@ -376,10 +469,16 @@ async function mapOwnRelease(env: TmEnv, ctx: OpContext, name: string) {
   }
 }
 
-async function snapshot(env: TmEnv, req: Extract<TmRequest, { action: 'snap_create' | 'snap_delete' | 'snap_revert' | 'snap_create_live' }>): Promise<void> {
+async function snapshot(
+  env: TmEnv,
+  req: Extract<TmRequest, { action: 'snap_create' | 'snap_delete' | 'snap_revert' | 'snap_create_live' }>,
+): Promise<void> {
   const d = req.target;
   if (req.action === 'snap_create_live') {
-    throw refused(`live disk snapshots are not supported by cowstack (VM ${req.vmId} disk ${d.diskId})`, 'power the VM off and take the snapshot then: a snapshot commits the disk\'s COW, which needs it closed');
+    throw refused(
+      `live disk snapshots are not supported by cowstack (VM ${req.vmId} disk ${d.diskId})`,
+      "power the VM off and take the snapshot then: a snapshot commits the disk's COW, which needs it closed",
+    );
   }
   const ctx = ctxOf(env, d.host);
   const top = diskLv(req.vmId, d.diskId);
@@ -393,15 +492,20 @@ async function snapshot(env: TmEnv, req: Extract<TmRequest, { action: 'snap_crea
     const kids = state.repo.childrenOf(s);
     if (kids.length) {
       const what = kids.map((k) => (k.name === top ? 'the current disk' : k.name)).join(', ');
-      throw refused(`snapshot ${req.snapId} of disk ${d.diskId} (VM ${req.vmId}) cannot be deleted: ${what} depend(s) on it`, 'only a snapshot nothing depends on can be deleted; revert to an older one first, or keep it');
+      throw refused(
+        `snapshot ${req.snapId} of disk ${d.diskId} (VM ${req.vmId}) cannot be deleted: ${what} depend(s) on it`,
+        'only a snapshot nothing depends on can be deleted; revert to an older one first, or keep it',
+      );
     }
     await discardClone(ctx, snap);
     return env.info(`deleted snapshot ${snap}`);
   }
   if (!o && !s) throw notFound(`disk ${d.diskId} of VM ${req.vmId} is not a cowstack disk (${env.vg}/${top} missing)`);
-  if (o && o.kind !== 'clone') throw refused(`${lvRef(o)} is a volatile disk: cowstack snapshots image-backed disks only`);
+  if (o && o.kind !== 'clone')
+    throw refused(`${lvRef(o)} is a volatile disk: cowstack snapshots image-backed disks only`);
   if (req.action === 'snap_revert') {
-    if (!s || s.kind !== 'clone' || s.state !== 'committed') throw notFound(`disk ${d.diskId} of VM ${req.vmId} has no snapshot ${req.snapId}`);
+    if (!s || s.kind !== 'clone' || s.state !== 'committed')
+      throw notFound(`disk ${d.diskId} of VM ${req.vmId} has no snapshot ${req.snapId}`);
     if (o) {
       if (o.state === 'live' && !state.repo.childrenOf(o).length) await discardClone(ctx, top);
       else throw refused(`${lvRef(o)} is ${o.state}`, 'run cowstack recover, then retry');
@@ -412,13 +516,21 @@ async function snapshot(env: TmEnv, req: Extract<TmRequest, { action: 'snap_crea
   }
   // snap_create: commit the top (it becomes the snapshot) and start a new top on it.
   if (s && o && (o as CloneObj).parentUuid === s.uuid) return relink(); // done already
-  if (s) throw refused(`snapshot ${req.snapId} of disk ${d.diskId} (VM ${req.vmId}) already exists`, 'OpenNebula numbers snapshots itself: check the VM\'s snapshot list');
+  if (s)
+    throw refused(
+      `snapshot ${req.snapId} of disk ${d.diskId} (VM ${req.vmId}) already exists`,
+      "OpenNebula numbers snapshots itself: check the VM's snapshot list",
+    );
   if (!o) throw notFound(`disk ${d.diskId} of VM ${req.vmId} has no top ${top}`);
   if (o.state === 'live') {
     try {
       await commitClone(ctx, top);
     } catch (e) {
-      if (e instanceof CowstackError && e.exitCode === EXIT.REFUSED) throw refused(`${e.message}: disk snapshots need the VM powered off`, 'power the VM off first (snap_create_live is not supported)');
+      if (e instanceof CowstackError && e.exitCode === EXIT.REFUSED)
+        throw refused(
+          `${e.message}: disk snapshots need the VM powered off`,
+          'power the VM off first (snap_create_live is not supported)',
+        );
       throw e;
     }
   }
@@ -431,9 +543,15 @@ async function snapshot(env: TmEnv, req: Extract<TmRequest, { action: 'snap_crea
 // ---- monitor, migration hooks, activate ----------------------------------------------------------------
 
 async function monitor(env: TmEnv, req: Extract<TmRequest, { action: 'monitor' }>): Promise<void> {
-  const bridges = (xmlValue(req.xml, 'BRIDGE_LIST') ?? '').split(/\s+/).filter((h) => /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/.test(h));
+  const bridges = (xmlValue(req.xml, 'BRIDGE_LIST') ?? '')
+    .split(/\s+/)
+    .filter((h) => /^[A-Za-z0-9_][A-Za-z0-9_.-]*$/.test(h));
   const hosts = [...new Set([...bridges, ...env.hosts])];
-  if (!hosts.length) throw usageError(`tm monitor of datastore ${req.dsId} needs a cluster node to ask`, 'set BRIDGE_LIST on the datastore, or tm.hosts in /etc/cowstack/cowstack.yaml');
+  if (!hosts.length)
+    throw usageError(
+      `tm monitor of datastore ${req.dsId} needs a cluster node to ask`,
+      'set BRIDGE_LIST on the datastore, or tm.hosts in /etc/cowstack/cowstack.yaml',
+    );
   const found = await reachable(env, hosts);
   const [vg] = await lvm.vgs(env.runnerFor(found!.host), env.vg, env.scope);
   if (!vg) throw notFound(`repository VG ${env.vg} is not visible on ${found!.host}`);
@@ -445,7 +563,12 @@ async function activate(env: TmEnv, host: string): Promise<void> {
   const ctx = ctxOf(env, host);
   const rec = await recover(ctx);
   env.info(`recover on ${host}: ${rec.actions.length} action(s)`);
-  const found = await run(ctx.runner, ['find', DS_LOCATION, '-mindepth', '3', '-maxdepth', '3', '-type', 'l', '-name', 'disk.*'], 'read', { allowFailure: true });
+  const found = await run(
+    ctx.runner,
+    ['find', DS_LOCATION, '-mindepth', '3', '-maxdepth', '3', '-type', 'l', '-name', 'disk.*'],
+    'read',
+    { allowFailure: true },
+  );
   const links = found.exitCode === 0 ? found.stdout.split('\n').filter(Boolean) : [];
   const state = await observe(ctx.runner, ctx.vg, ctx.scope);
   for (const l of links) {
@@ -515,7 +638,9 @@ export async function runTmWithRetry(env: TmEnv, req: TmRequest, attempts = 3, p
       return await runTm(env, req);
     } catch (e) {
       if (i >= attempts || !isTransientLockError(e)) throw e;
-      env.info(`transient lock manager error (${(e as Error).message.split('\n')[0]}); running the action again (${i + 1}/${attempts})`);
+      env.info(
+        `transient lock manager error (${(e as Error).message.split('\n')[0]}); running the action again (${i + 1}/${attempts})`,
+      );
       await new Promise((r) => setTimeout(r, pauseMs));
     }
   }

@@ -18,8 +18,25 @@ import { validateHostName, validateLvName, validateVgName } from '../core/valida
 export const DS_LOCATION = '/var/lib/one/datastores';
 
 export const TM_ACTIONS = [
-  'clone', 'ln', 'mvds', 'cpds', 'mv', 'delete', 'mkimage', 'mkswap', 'context', 'resize',
-  'premigrate', 'postmigrate', 'failmigrate', 'monitor', 'snap_create', 'snap_create_live', 'snap_delete', 'snap_revert', 'activate',
+  'clone',
+  'ln',
+  'mvds',
+  'cpds',
+  'mv',
+  'delete',
+  'mkimage',
+  'mkswap',
+  'context',
+  'resize',
+  'premigrate',
+  'postmigrate',
+  'failmigrate',
+  'monitor',
+  'snap_create',
+  'snap_create_live',
+  'snap_delete',
+  'snap_revert',
+  'activate',
 ] as const;
 export type TmAction = (typeof TM_ACTIONS)[number];
 
@@ -50,20 +67,44 @@ export type TmRequest =
   | { action: 'delete'; target: TmPath; vmId: number; dsId: number }
   | { action: 'mkimage'; sizeMb: number; format: string; dst: TmPath & { diskId: number }; vmId: number; dsId: number }
   | { action: 'mkswap'; sizeMb: number; dst: TmPath & { diskId: number }; vmId: number; dsId: number }
-  | { action: 'context'; files: Array<{ path: string; name: string }>; dst: TmPath & { diskId: number }; vmId: number; dsId: number }
+  | {
+      action: 'context';
+      files: Array<{ path: string; name: string }>;
+      dst: TmPath & { diskId: number };
+      vmId: number;
+      dsId: number;
+    }
   | { action: 'resize'; target: TmPath & { diskId: number }; sizeMb: number; vmId: number; dsId: number }
-  | { action: 'premigrate' | 'postmigrate' | 'failmigrate'; srcHost: string; dstHost: string; vmDir: string; vmId: number; dsId: number; xml: string }
-  | { action: 'snap_create' | 'snap_create_live' | 'snap_delete' | 'snap_revert'; target: TmPath & { diskId: number }; snapId: number; vmId: number; dsId: number }
+  | {
+      action: 'premigrate' | 'postmigrate' | 'failmigrate';
+      srcHost: string;
+      dstHost: string;
+      vmDir: string;
+      vmId: number;
+      dsId: number;
+      xml: string;
+    }
+  | {
+      action: 'snap_create' | 'snap_create_live' | 'snap_delete' | 'snap_revert';
+      target: TmPath & { diskId: number };
+      snapId: number;
+      vmId: number;
+      dsId: number;
+    }
   | { action: 'monitor'; dsId: number; xml: string }
   | { action: 'activate'; host: string };
 
 const bad = (what: string, value: string | undefined, rule: string) =>
-  usageError(`${what} ${value === undefined ? 'is missing' : `"${value}" is invalid`}: ${rule}`, 'this is what OpenNebula passes to the TM driver; check the datastore and VM template');
+  usageError(
+    `${what} ${value === undefined ? 'is missing' : `"${value}" is invalid`}: ${rule}`,
+    'this is what OpenNebula passes to the TM driver; check the datastore and VM template',
+  );
 
 /** Ids are plain decimal numbers; leading zeros, signs and spaces are refused. */
 export function parseId(text: string | undefined, what: string, opts: { allowMinusOne?: boolean } = {}): number {
   if (opts.allowMinusOne && text === '-1') return -1;
-  if (text === undefined || !/^(0|[1-9][0-9]{0,9})$/.test(text)) throw bad(what, text, `must be a number${opts.allowMinusOne ? ' (or -1)' : ''}`);
+  if (text === undefined || !/^(0|[1-9][0-9]{0,9})$/.test(text))
+    throw bad(what, text, `must be a number${opts.allowMinusOne ? ' (or -1)' : ''}`);
   return Number(text);
 }
 
@@ -91,27 +132,40 @@ function splitHost(text: string | undefined, what: string): { host: string; rest
  * A system-datastore path. oned often doubles slashes (`/var/lib/one//datastores/0/7/disk.0`);
  * those are collapsed. Anything else outside `<DS_LOCATION>/<ds>/<vm>[/disk.<id>]` is refused.
  */
-export function parseTmPath(text: string | undefined, what: string, opts: { vmId?: number; dir?: 'allowed' | 'required' | 'no' } = {}): TmPath {
+export function parseTmPath(
+  text: string | undefined,
+  what: string,
+  opts: { vmId?: number; dir?: 'allowed' | 'required' | 'no' } = {},
+): TmPath {
   const { host, rest } = splitHost(text, what);
   if (!/^[A-Za-z0-9._/-]+$/.test(rest)) throw bad(what, text, 'the path may contain only letters, digits and . _ / -');
   const segments = rest.split('/').filter((s) => s !== '');
-  if (!rest.startsWith('/') || segments.some((s) => s === '.' || s === '..')) throw bad(what, text, 'the path must be absolute, without "." or ".." parts');
+  if (!rest.startsWith('/') || segments.some((s) => s === '.' || s === '..'))
+    throw bad(what, text, 'the path must be absolute, without "." or ".." parts');
   const path = `/${segments.join('/')}`;
   const base = DS_LOCATION.split('/').filter(Boolean);
-  const outside = () => bad(what, text, `the path must be ${DS_LOCATION}/<ds_id>/<vm_id>/disk.<disk_id>${opts.dir === 'no' ? '' : ' or the VM directory'}`);
+  const outside = () =>
+    bad(
+      what,
+      text,
+      `the path must be ${DS_LOCATION}/<ds_id>/<vm_id>/disk.<disk_id>${opts.dir === 'no' ? '' : ' or the VM directory'}`,
+    );
   if (segments.length < base.length + 2 || base.some((b, i) => segments[i] !== b)) throw outside();
   const tail = segments.slice(base.length);
   if (tail.length > 3) throw outside();
   const num = (t: string | undefined, which: string) => {
-    if (t === undefined || !/^(0|[1-9][0-9]{0,9})$/.test(t)) throw bad(what, text, `the ${which} id in the path must be a number`);
+    if (t === undefined || !/^(0|[1-9][0-9]{0,9})$/.test(t))
+      throw bad(what, text, `the ${which} id in the path must be a number`);
     return Number(t);
   };
   const dsId = num(tail[0], 'datastore');
   const vmId = num(tail[1], 'VM');
-  if (opts.vmId !== undefined && vmId !== opts.vmId) throw bad(what, text, `its VM directory is not that of VM ${opts.vmId}`);
+  if (opts.vmId !== undefined && vmId !== opts.vmId)
+    throw bad(what, text, `its VM directory is not that of VM ${opts.vmId}`);
   const vmDir = `${DS_LOCATION}/${dsId}/${vmId}`;
   if (tail.length === 2) {
-    if (opts.dir === 'no' || opts.dir === undefined) throw bad(what, text, `expected a disk path ${vmDir}/disk.<disk_id>`);
+    if (opts.dir === 'no' || opts.dir === undefined)
+      throw bad(what, text, `expected a disk path ${vmDir}/disk.<disk_id>`);
     return { host, path, dsId, vmId, vmDir };
   }
   if (opts.dir === 'required') throw bad(what, text, `expected the VM directory ${vmDir}/`);
@@ -140,8 +194,10 @@ export function parseContextFile(text: string): { path: string; name: string } {
   const i = text.indexOf(':');
   const path = i < 0 ? text : text.slice(0, i);
   const name = i < 0 ? path.split('/').pop()! : text.slice(i + 1);
-  if (!/^\/[A-Za-z0-9._/+-]+$/.test(path) || path.split('/').some((s) => s === '..' || s === '.')) throw bad('context file', text, 'must be an absolute path of letters, digits and . _ / + - without ".." parts');
-  if (!/^[A-Za-z0-9_+-][A-Za-z0-9._+-]*$/.test(name)) throw bad('context file name', name, 'letters, digits and . _ + - only');
+  if (!/^\/[A-Za-z0-9._/+-]+$/.test(path) || path.split('/').some((s) => s === '..' || s === '.'))
+    throw bad('context file', text, 'must be an absolute path of letters, digits and . _ / + - without ".." parts');
+  if (!/^[A-Za-z0-9_+-][A-Za-z0-9._+-]*$/.test(name))
+    throw bad('context file name', name, 'letters, digits and . _ + - only');
   return { path, name };
 }
 
@@ -149,7 +205,8 @@ export function parseContextFile(text: string): { path: string; name: string } {
 export function decodeXml(stdin: string, what: string): string {
   const text = stdin.replace(/\s+/g, '');
   if (!text) return '';
-  if (!/^[A-Za-z0-9+/]+={0,2}$/.test(text) || text.length % 4 === 1) throw usageError(`${what} on stdin is not base64`, 'oned sends the XML base64-encoded');
+  if (!/^[A-Za-z0-9+/]+={0,2}$/.test(text) || text.length % 4 === 1)
+    throw usageError(`${what} on stdin is not base64`, 'oned sends the XML base64-encoded');
   const xml = Buffer.from(text, 'base64').toString('utf8');
   if (!xml.trimStart().startsWith('<')) throw usageError(`${what} on stdin is not base64-encoded XML`);
   return xml;
@@ -163,7 +220,11 @@ export function xmlValue(xml: string, tag: string): string | undefined {
 
 function arity(action: string, args: readonly string[], n: number | [number, number], shape: string): void {
   const [min, max] = typeof n === 'number' ? [n, n] : n;
-  if (args.length < min || args.length > max) throw usageError(`tm ${action} takes ${shape}, got ${args.length} argument(s)`, `usage: cowstack tm ${action} ${shape}`);
+  if (args.length < min || args.length > max)
+    throw usageError(
+      `tm ${action} takes ${shape}, got ${args.length} argument(s)`,
+      `usage: cowstack tm ${action} ${shape}`,
+    );
 }
 
 export function parseTmArgs(action: string, args: readonly string[], stdin = ''): TmRequest {
@@ -173,45 +234,85 @@ export function parseTmArgs(action: string, args: readonly string[], stdin = '')
     case 'ln': {
       arity(action, a, 4, 'fe:SOURCE HOST:DISK_PATH VM_ID DS_ID');
       const vmId = parseId(a[2], 'VM id');
-      return { action, src: parseSource(a[0]), dst: diskPath(a[1], 'destination', vmId), vmId, dsId: parseId(a[3], 'datastore id') };
+      return {
+        action,
+        src: parseSource(a[0]),
+        dst: diskPath(a[1], 'destination', vmId),
+        vmId,
+        dsId: parseId(a[3], 'datastore id'),
+      };
     }
     case 'mvds': {
       arity(action, a, 4, 'HOST:DISK_PATH fe:SOURCE VM_ID DS_ID');
       const vmId = parseId(a[2], 'VM id');
-      return { action, src: diskPath(a[0], 'disk', vmId), dst: parseSource(a[1]), vmId, dsId: parseId(a[3], 'datastore id') };
+      return {
+        action,
+        src: diskPath(a[0], 'disk', vmId),
+        dst: parseSource(a[1]),
+        vmId,
+        dsId: parseId(a[3], 'datastore id'),
+      };
     }
     case 'cpds': {
       arity(action, a, 5, 'HOST:DISK_PATH fe:SOURCE SNAP_ID VM_ID DS_ID');
       const vmId = parseId(a[3], 'VM id');
-      return { action, src: diskPath(a[0], 'disk', vmId), dst: parseSource(a[1]), snapId: parseId(a[2], 'snapshot id', { allowMinusOne: true }), vmId, dsId: parseId(a[4], 'datastore id') };
+      return {
+        action,
+        src: diskPath(a[0], 'disk', vmId),
+        dst: parseSource(a[1]),
+        snapId: parseId(a[2], 'snapshot id', { allowMinusOne: true }),
+        vmId,
+        dsId: parseId(a[4], 'datastore id'),
+      };
     }
     case 'mv': {
       arity(action, a, 4, 'HOST_A:PATH HOST_B:PATH VM_ID DS_ID');
       const vmId = parseId(a[2], 'VM id');
       const src = parseTmPath(a[0], 'source', { vmId, dir: 'allowed' });
       const dst = parseTmPath(a[1], 'destination', { vmId, dir: 'allowed' });
-      if ((src.diskId === undefined) !== (dst.diskId === undefined) || src.diskId !== dst.diskId) throw usageError(`tm mv: source "${a[0]}" and destination "${a[1]}" are not the same disk or directory`);
+      if ((src.diskId === undefined) !== (dst.diskId === undefined) || src.diskId !== dst.diskId)
+        throw usageError(`tm mv: source "${a[0]}" and destination "${a[1]}" are not the same disk or directory`);
       return { action, src, dst, vmId, dsId: parseId(a[3], 'datastore id') };
     }
     case 'delete': {
       arity(action, a, 3, 'HOST:PATH VM_ID DS_ID');
       const vmId = parseId(a[1], 'VM id');
-      return { action, target: parseTmPath(a[0], 'path', { vmId, dir: 'allowed' }), vmId, dsId: parseId(a[2], 'datastore id') };
+      return {
+        action,
+        target: parseTmPath(a[0], 'path', { vmId, dir: 'allowed' }),
+        vmId,
+        dsId: parseId(a[2], 'datastore id'),
+      };
     }
     case 'mkimage': {
       arity(action, a, 5, 'SIZE_MB FORMAT HOST:DISK_PATH VM_ID DS_ID');
       const vmId = parseId(a[3], 'VM id');
       const format = a[1]!;
-      if (!/^(raw|swap|ext[234]|xfs|vfat)$/.test(format)) throw bad('format', format, 'raw, swap, ext2, ext3, ext4, xfs or vfat');
-      return { action, sizeMb: parseSizeMb(a[0], 'size'), format, dst: diskPath(a[2], 'destination', vmId), vmId, dsId: parseId(a[4], 'datastore id') };
+      if (!/^(raw|swap|ext[234]|xfs|vfat)$/.test(format))
+        throw bad('format', format, 'raw, swap, ext2, ext3, ext4, xfs or vfat');
+      return {
+        action,
+        sizeMb: parseSizeMb(a[0], 'size'),
+        format,
+        dst: diskPath(a[2], 'destination', vmId),
+        vmId,
+        dsId: parseId(a[4], 'datastore id'),
+      };
     }
     case 'mkswap': {
       arity(action, a, 4, 'SIZE_MB HOST:DISK_PATH VM_ID DS_ID');
       const vmId = parseId(a[2], 'VM id');
-      return { action, sizeMb: parseSizeMb(a[0], 'size'), dst: diskPath(a[1], 'destination', vmId), vmId, dsId: parseId(a[3], 'datastore id') };
+      return {
+        action,
+        sizeMb: parseSizeMb(a[0], 'size'),
+        dst: diskPath(a[1], 'destination', vmId),
+        vmId,
+        dsId: parseId(a[3], 'datastore id'),
+      };
     }
     case 'context': {
-      if (a.length < 4) throw usageError(`tm context takes CONTEXT_FILE... HOST:DISK_PATH VM_ID DS_ID, got ${a.length} argument(s)`);
+      if (a.length < 4)
+        throw usageError(`tm context takes CONTEXT_FILE... HOST:DISK_PATH VM_ID DS_ID, got ${a.length} argument(s)`);
       const vmId = parseId(a.at(-2), 'VM id');
       const files = a.slice(0, -3).map(parseContextFile);
       const names = new Set<string>();
@@ -219,12 +320,24 @@ export function parseTmArgs(action: string, args: readonly string[], stdin = '')
         if (names.has(f.name)) throw usageError(`context file name "${f.name}" is given twice`);
         names.add(f.name);
       }
-      return { action, files, dst: diskPath(a.at(-3), 'destination', vmId), vmId, dsId: parseId(a.at(-1), 'datastore id') };
+      return {
+        action,
+        files,
+        dst: diskPath(a.at(-3), 'destination', vmId),
+        vmId,
+        dsId: parseId(a.at(-1), 'datastore id'),
+      };
     }
     case 'resize': {
       arity(action, a, 4, 'HOST:DISK_PATH SIZE_MB VM_ID DS_ID');
       const vmId = parseId(a[2], 'VM id');
-      return { action, target: diskPath(a[0], 'disk', vmId), sizeMb: parseSizeMb(a[1], 'size'), vmId, dsId: parseId(a[3], 'datastore id') };
+      return {
+        action,
+        target: diskPath(a[0], 'disk', vmId),
+        sizeMb: parseSizeMb(a[1], 'size'),
+        vmId,
+        dsId: parseId(a[3], 'datastore id'),
+      };
     }
     case 'premigrate':
     case 'postmigrate':
@@ -242,7 +355,15 @@ export function parseTmArgs(action: string, args: readonly string[], stdin = '')
       const srcHost = host(a[0], 'source host');
       const dstHost = host(a[1], 'destination host');
       const dir = parseTmPath(`${dstHost}:${a[2] ?? ''}`, 'VM directory', { vmId, dir: 'required' });
-      return { action, srcHost, dstHost, vmDir: dir.vmDir, vmId, dsId: parseId(a[4], 'datastore id'), xml: decodeXml(stdin, 'the VM XML') };
+      return {
+        action,
+        srcHost,
+        dstHost,
+        vmDir: dir.vmDir,
+        vmId,
+        dsId: parseId(a[4], 'datastore id'),
+        xml: decodeXml(stdin, 'the VM XML'),
+      };
     }
     case 'snap_create':
     case 'snap_create_live':
@@ -250,7 +371,13 @@ export function parseTmArgs(action: string, args: readonly string[], stdin = '')
     case 'snap_revert': {
       arity(action, a, 4, 'HOST:DISK_PATH SNAP_ID VM_ID DS_ID');
       const vmId = parseId(a[2], 'VM id');
-      return { action, target: diskPath(a[0], 'disk', vmId), snapId: parseId(a[1], 'snapshot id'), vmId, dsId: parseId(a[3], 'datastore id') };
+      return {
+        action,
+        target: diskPath(a[0], 'disk', vmId),
+        snapId: parseId(a[1], 'snapshot id'),
+        vmId,
+        dsId: parseId(a[3], 'datastore id'),
+      };
     }
     case 'monitor': {
       arity(action, a, 1, 'DS_ID');
@@ -276,6 +403,8 @@ export const snapLv = (vmId: number, diskId: number, snapId: number): string => 
 /** Every LV of one VM: its disks and their snapshots. */
 export const vmLvPattern = (vmId: number): RegExp => new RegExp(`^one-${vmId}-(0|[1-9][0-9]*)(-s(0|[1-9][0-9]*))?$`);
 /** One disk's snapshots. */
-export const diskSnapPattern = (vmId: number, diskId: number): RegExp => new RegExp(`^one-${vmId}-${diskId}-s(0|[1-9][0-9]*)$`);
+export const diskSnapPattern = (vmId: number, diskId: number): RegExp =>
+  new RegExp(`^one-${vmId}-${diskId}-s(0|[1-9][0-9]*)$`);
 /** The sync-backs of a persistent image: `<image>-p<K>`. */
-export const persistentPattern = (image: string): RegExp => new RegExp(`^${image.replace(/[.+]/g, '\\$&')}-p([1-9][0-9]*)$`);
+export const persistentPattern = (image: string): RegExp =>
+  new RegExp(`^${image.replace(/[.+]/g, '\\$&')}-p([1-9][0-9]*)$`);

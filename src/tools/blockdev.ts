@@ -16,7 +16,11 @@ export async function logicalBlockSize(runner: Runner, device: string): Promise<
   return parseIntStrict(r.stdout, device);
 }
 
-export const flushReq = (device: string) => ({ argv: ['blockdev', '--flushbufs', device], kind: 'write' as const, root: true });
+export const flushReq = (device: string) => ({
+  argv: ['blockdev', '--flushbufs', device],
+  kind: 'write' as const,
+  root: true,
+});
 
 function parseIntStrict(text: string, device: string): number {
   const n = Number(text.trim());

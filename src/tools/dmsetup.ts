@@ -17,9 +17,16 @@ const req = (args: string[], kind: RunRequest['kind'], extra: Partial<RunRequest
 
 export type SnapshotMode = 'P' | 'PO' | 'N';
 
-export const linearTable = (sectors: number, device: string, offset = 0): string => `0 ${sectors} linear ${device} ${offset}`;
+export const linearTable = (sectors: number, device: string, offset = 0): string =>
+  `0 ${sectors} linear ${device} ${offset}`;
 
-export function snapshotTable(sectors: number, origin: string, cow: string, mode: SnapshotMode, chunkSectors: number): string {
+export function snapshotTable(
+  sectors: number,
+  origin: string,
+  cow: string,
+  mode: SnapshotMode,
+  chunkSectors: number,
+): string {
   if (!Number.isInteger(chunkSectors) || chunkSectors < 8 || (chunkSectors & (chunkSectors - 1)) !== 0) {
     throw new Error(`snapshot chunk size must be a power of two of at least 8 sectors (4 KiB), got ${chunkSectors}`);
   }
@@ -45,7 +52,13 @@ export function cacheTable(
   return `0 ${sectors} cache ${meta} ${data} ${origin} ${blockSectors} 1 ${mode} ${policy} ${args.length} ${args.join(' ')}`.trimEnd();
 }
 
-export function writecacheTable(sectors: number, origin: string, cache: string, blockBytes = 4096, options: string[] = []): string {
+export function writecacheTable(
+  sectors: number,
+  origin: string,
+  cache: string,
+  blockBytes = 4096,
+  options: string[] = [],
+): string {
   return `0 ${sectors} writecache s ${origin} ${cache} ${blockBytes} ${options.length} ${options.join(' ')}`.trimEnd();
 }
 
@@ -76,7 +89,11 @@ export type SnapshotStatus =
 
 export function parseSnapshotStatus(args: string[]): SnapshotStatus {
   const first = args[0] ?? '';
-  const special: Record<string, SnapshotStatus['state']> = { Invalid: 'invalid', Overflow: 'overflow', Unknown: 'unknown' };
+  const special: Record<string, SnapshotStatus['state']> = {
+    Invalid: 'invalid',
+    Overflow: 'overflow',
+    Unknown: 'unknown',
+  };
   if (first in special) return { state: special[first]! } as SnapshotStatus;
   if (first === 'Merge' && args[1] === 'failed') return { state: 'merge-failed' };
   const m = /^(\d+)\/(\d+)$/.exec(first);
@@ -166,9 +183,25 @@ export function parseCacheStatus(args: string[]): CacheStatus {
 
 function emptyCache(): CacheStatus {
   return {
-    metadataBlockSectors: 0, metadataUsed: 0, metadataTotal: 0, cacheBlockSectors: 0, cacheUsed: 0, cacheTotal: 0,
-    readHits: 0, readMisses: 0, writeHits: 0, writeMisses: 0, demotions: 0, promotions: 0, dirty: 0,
-    features: [], coreArgs: {}, policy: '', policyArgs: {}, mode: '', needsCheck: false,
+    metadataBlockSectors: 0,
+    metadataUsed: 0,
+    metadataTotal: 0,
+    cacheBlockSectors: 0,
+    cacheUsed: 0,
+    cacheTotal: 0,
+    readHits: 0,
+    readMisses: 0,
+    writeHits: 0,
+    writeMisses: 0,
+    demotions: 0,
+    promotions: 0,
+    dirty: 0,
+    features: [],
+    coreArgs: {},
+    policy: '',
+    policyArgs: {},
+    mode: '',
+    needsCheck: false,
   };
 }
 
@@ -302,11 +335,21 @@ export async function targets(runner: Runner): Promise<Map<string, string>> {
 
 // ---- writes (requests only: plans decide when they run) --------------------------------
 
-export const createReq = (name: string, uuid: string, tableText: string, opts: { readOnly?: boolean } = {}): RunRequest =>
-  req(['create', name, '--uuid', uuid, ...(opts.readOnly ? ['--readonly'] : []), '--table', tableText], 'write', { title: `map ${name}` });
-export const reloadReq = (name: string, tableText: string): RunRequest => req(['reload', name, '--table', tableText], 'write');
-export const suspendReq = (name: string, noflush = false): RunRequest => req(['suspend', ...(noflush ? ['--noflush'] : []), name], 'write');
+export const createReq = (
+  name: string,
+  uuid: string,
+  tableText: string,
+  opts: { readOnly?: boolean } = {},
+): RunRequest =>
+  req(['create', name, '--uuid', uuid, ...(opts.readOnly ? ['--readonly'] : []), '--table', tableText], 'write', {
+    title: `map ${name}`,
+  });
+export const reloadReq = (name: string, tableText: string): RunRequest =>
+  req(['reload', name, '--table', tableText], 'write');
+export const suspendReq = (name: string, noflush = false): RunRequest =>
+  req(['suspend', ...(noflush ? ['--noflush'] : []), name], 'write');
 export const resumeReq = (name: string): RunRequest => req(['resume', name], 'write');
 /** --force (only on explicit request) swaps an open device's table for error first: its users get I/O errors. */
-export const removeReq = (name: string, force = false): RunRequest => req(['remove', ...(force ? ['--force'] : []), '--retry', name], 'write', { title: `unmap ${name}` });
+export const removeReq = (name: string, force = false): RunRequest =>
+  req(['remove', ...(force ? ['--force'] : []), '--retry', name], 'write', { title: `unmap ${name}` });
 export const messageReq = (name: string, message: string): RunRequest => req(['message', name, '0', message], 'write');

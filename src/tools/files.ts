@@ -30,7 +30,13 @@ export const STDIN_PATH = '/proc/self/fd/0';
 export function writeFileReqs(path: string, content: string, mode = '0644') {
   const tmp = `${path}.cowstack-new`;
   return [
-    { argv: ['install', '-D', '-m', mode, STDIN_PATH, tmp], kind: 'write' as const, root: true, input: content, title: `write ${path}` },
+    {
+      argv: ['install', '-D', '-m', mode, STDIN_PATH, tmp],
+      kind: 'write' as const,
+      root: true,
+      input: content,
+      title: `write ${path}`,
+    },
     { argv: ['mv', '-f', '--', tmp, path], kind: 'write' as const, root: true },
   ];
 }

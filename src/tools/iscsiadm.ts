@@ -5,7 +5,15 @@
  */
 import type { RunRequest } from '../exec/types.js';
 
-export const ISCSI_ERR = { SESS_EXISTS: 15, NO_OBJS_FOUND: 21, LOGIN_AUTH_FAILED: 24, TRANS_TIMEOUT: 8, SESS_NOT_FOUND: 2, TRANS: 4, PDU_TIMEOUT: 11 } as const;
+export const ISCSI_ERR = {
+  SESS_EXISTS: 15,
+  NO_OBJS_FOUND: 21,
+  LOGIN_AUTH_FAILED: 24,
+  TRANS_TIMEOUT: 8,
+  SESS_NOT_FOUND: 2,
+  TRANS: 4,
+  PDU_TIMEOUT: 11,
+} as const;
 
 const req = (args: string[], kind: RunRequest['kind'], extra: Partial<RunRequest> = {}): RunRequest => ({
   argv: ['iscsiadm', ...args],
@@ -17,18 +25,24 @@ const req = (args: string[], kind: RunRequest['kind'], extra: Partial<RunRequest
 });
 
 export const nodeShowReq = (iqn: string, portal: string) => req(['-m', 'node', '-T', iqn, '-p', portal], 'read');
-export const nodeNewReq = (iqn: string, portal: string) => req(['-m', 'node', '-o', 'new', '-T', iqn, '-p', portal], 'write');
+export const nodeNewReq = (iqn: string, portal: string) =>
+  req(['-m', 'node', '-o', 'new', '-T', iqn, '-p', portal], 'write');
 export const nodeUpdateReq = (iqn: string, portal: string, name: string, value: string) =>
   req(['-m', 'node', '-T', iqn, '-p', portal, '-o', 'update', '-n', name, '-v', value], 'write');
-export const nodeDeleteReq = (iqn: string, portal: string) => req(['-m', 'node', '-o', 'delete', '-T', iqn, '-p', portal], 'write');
-export const loginReq = (iqn: string, portal: string) => req(['-m', 'node', '-T', iqn, '-p', portal, '--login'], 'write');
-export const logoutReq = (iqn: string, portal: string) => req(['-m', 'node', '-T', iqn, '-p', portal, '--logout'], 'write');
-export const rescanReq = (iqn: string, portal: string) => req(['-m', 'node', '-T', iqn, '-p', portal, '--rescan'], 'read');
+export const nodeDeleteReq = (iqn: string, portal: string) =>
+  req(['-m', 'node', '-o', 'delete', '-T', iqn, '-p', portal], 'write');
+export const loginReq = (iqn: string, portal: string) =>
+  req(['-m', 'node', '-T', iqn, '-p', portal, '--login'], 'write');
+export const logoutReq = (iqn: string, portal: string) =>
+  req(['-m', 'node', '-T', iqn, '-p', portal, '--logout'], 'write');
+export const rescanReq = (iqn: string, portal: string) =>
+  req(['-m', 'node', '-T', iqn, '-p', portal, '--rescan'], 'read');
 export const sessionsReq = () => req(['-m', 'session', '-P', '3'], 'read');
 /** Rescan every session for new or resized LUNs. */
 export const rescanAllReq = () => req(['-m', 'session', '--rescan'], 'write');
 /** SendTargets discovery that prints the offer without writing node records. */
-export const discoverReq = (portal: string) => req(['-m', 'discovery', '-t', 'sendtargets', '-p', portal, '-o', 'nonpersistent'], 'read');
+export const discoverReq = (portal: string) =>
+  req(['-m', 'discovery', '-t', 'sendtargets', '-p', portal, '-o', 'nonpersistent'], 'read');
 
 /**
  * Where open-iscsi keeps node records: Debian/Ubuntu /etc/iscsi/nodes, RHEL /var/lib/iscsi/nodes.
@@ -73,7 +87,8 @@ export interface IscsiSession {
 }
 
 /** The by-path link udev creates for a LUN: /dev/disk/by-path/ip-PORTAL-iscsi-IQN-lun-N. */
-export const byPathLink = (portal: string, iqn: string, lun = 1): string => `/dev/disk/by-path/ip-${portal}-iscsi-${iqn}-lun-${lun}`;
+export const byPathLink = (portal: string, iqn: string, lun = 1): string =>
+  `/dev/disk/by-path/ip-${portal}-iscsi-${iqn}-lun-${lun}`;
 
 /** `iscsiadm -m session -P 3`: target blocks with portal, SID, state and attached disks. */
 export function parseSessions(stdout: string): IscsiSession[] {

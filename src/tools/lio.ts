@@ -15,17 +15,28 @@ export const CONFIGFS = '/sys/kernel/config/target';
 export const TPG = 'tpg1';
 export const tpgDir = (iqn: string) => `${CONFIGFS}/iscsi/${iqn}/tpgt_1`;
 
-const cli = (args: string[], title: string): RunRequest => ({ argv: ['targetcli', ...args], kind: 'write', root: true, timeout: 'change', title });
+const cli = (args: string[], title: string): RunRequest => ({
+  argv: ['targetcli', ...args],
+  kind: 'write',
+  root: true,
+  timeout: 'change',
+  title,
+});
 
 export type LioStore = 'block' | 'fileio';
 export const storePath = (type: LioStore, name: string) => `/backstores/${type}/${name}`;
 
 /** A block backstore submits bios to the device (no page cache of the target in between). */
-export const createBlockReq = (name: string, dev: string) => cli(['/backstores/block', 'create', `name=${name}`, `dev=${dev}`], `backstore block ${name} on ${dev}`);
+export const createBlockReq = (name: string, dev: string) =>
+  cli(['/backstores/block', 'create', `name=${name}`, `dev=${dev}`], `backstore block ${name} on ${dev}`);
 /** A file backstore with write_back=false: every write is on stable storage before it is acknowledged. */
 export const createFileReq = (name: string, file: string, sizeBytes: number) =>
-  cli(['/backstores/fileio', 'create', `name=${name}`, `file_or_dev=${file}`, `size=${sizeBytes}`, 'write_back=false'], `backstore fileio ${name} on ${file}`);
-export const deleteStoreReq = (type: LioStore, name: string) => cli([`/backstores/${type}`, 'delete', name], `delete backstore ${name}`);
+  cli(
+    ['/backstores/fileio', 'create', `name=${name}`, `file_or_dev=${file}`, `size=${sizeBytes}`, 'write_back=false'],
+    `backstore fileio ${name} on ${file}`,
+  );
+export const deleteStoreReq = (type: LioStore, name: string) =>
+  cli([`/backstores/${type}`, 'delete', name], `delete backstore ${name}`);
 export const createTargetReq = (iqn: string) => cli(['/iscsi', 'create', iqn], `target ${iqn}`);
 export const deleteTargetReq = (iqn: string) => cli(['/iscsi', 'delete', iqn], `delete target ${iqn}`);
 /** LUN 1, as tgt numbers its first LUN: the initiator's by-path link is the same on both backends. */
@@ -33,10 +44,23 @@ export const createLunReq = (iqn: string, type: LioStore, name: string, lun = 1)
   cli([`/iscsi/${iqn}/${TPG}/luns`, 'create', storePath(type, name), `lun=${lun}`], `LUN ${lun} of ${iqn}`);
 /** No demo mode: only initiators with an ACL may log in; CHAP is required once set up. */
 export const tpgAttributesReq = (iqn: string, authentication: boolean) =>
-  cli([`/iscsi/${iqn}/${TPG}`, 'set', 'attribute', `authentication=${authentication ? 1 : 0}`, 'generate_node_acls=0', 'demo_mode_write_protect=1'], `access of ${iqn}: ACLs only${authentication ? ', CHAP' : ''}`);
-export const createAclReq = (iqn: string, initiator: string) => cli([`/iscsi/${iqn}/${TPG}/acls`, 'create', initiator], `allow ${initiator}`);
-export const deleteAclReq = (iqn: string, initiator: string) => cli([`/iscsi/${iqn}/${TPG}/acls`, 'delete', initiator], `revoke ${initiator}`);
-export const saveReq = (): RunRequest => cli(['saveconfig'], 'save the LIO configuration (/etc/rtslib-fb-target/saveconfig.json)');
+  cli(
+    [
+      `/iscsi/${iqn}/${TPG}`,
+      'set',
+      'attribute',
+      `authentication=${authentication ? 1 : 0}`,
+      'generate_node_acls=0',
+      'demo_mode_write_protect=1',
+    ],
+    `access of ${iqn}: ACLs only${authentication ? ', CHAP' : ''}`,
+  );
+export const createAclReq = (iqn: string, initiator: string) =>
+  cli([`/iscsi/${iqn}/${TPG}/acls`, 'create', initiator], `allow ${initiator}`);
+export const deleteAclReq = (iqn: string, initiator: string) =>
+  cli([`/iscsi/${iqn}/${TPG}/acls`, 'delete', initiator], `revoke ${initiator}`);
+export const saveReq = (): RunRequest =>
+  cli(['saveconfig'], 'save the LIO configuration (/etc/rtslib-fb-target/saveconfig.json)');
 
 /** Set one CHAP attribute of an ACL from stdin; tee's echo of it is thrown away. */
 export function aclAuthReq(iqn: string, initiator: string, attr: 'userid' | 'password', value: string): RunRequest {
@@ -86,10 +110,14 @@ export async function listTargetNames(runner: Runner): Promise<string[]> {
 }
 
 /** Backstores by type: name -> device or file path (udev_path). */
-export async function listStores(runner: Runner): Promise<Array<{ type: string; name: string; hba: string; device: string }>> {
+export async function listStores(
+  runner: Runner,
+): Promise<Array<{ type: string; name: string; hba: string; device: string }>> {
   const out: Array<{ type: string; name: string; hba: string; device: string }> = [];
   for (const hba of (await ls(runner, `${CONFIGFS}/core`)).filter((h) => /^(iblock|fileio)_\d+$/.test(h))) {
-    for (const name of (await ls(runner, `${CONFIGFS}/core/${hba}`)).filter((n) => n !== 'hba_info' && n !== 'hba_mode')) {
+    for (const name of (await ls(runner, `${CONFIGFS}/core/${hba}`)).filter(
+      (n) => n !== 'hba_info' && n !== 'hba_mode',
+    )) {
       const device = ((await cat(runner, `${CONFIGFS}/core/${hba}/${name}/udev_path`)) ?? '').trim();
       out.push({ type: hba.startsWith('iblock') ? 'block' : 'fileio', name, hba, device });
     }
@@ -104,7 +132,11 @@ export async function readTarget(runner: Runner, iqn: string): Promise<LioTarget
   const luns: LioLun[] = [];
   for (const l of (await ls(runner, `${dir}/lun`)).filter((x) => /^lun_\d+$/.test(x))) {
     // The LUN directory holds one symlink to its backstore: core/<hba>/<name>.
-    const link = await runner.run({ argv: ['find', `${dir}/lun/${l}`, '-maxdepth', '1', '-type', 'l', '-printf', '%l\n'], kind: 'read', allowFailure: true });
+    const link = await runner.run({
+      argv: ['find', `${dir}/lun/${l}`, '-maxdepth', '1', '-type', 'l', '-printf', '%l\n'],
+      kind: 'read',
+      allowFailure: true,
+    });
     const target = link.stdout.trim().split('/').filter(Boolean);
     const [hba, name] = target.slice(-2);
     const store = stores.find((s) => s.hba === hba && s.name === name);

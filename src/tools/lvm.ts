@@ -22,18 +22,53 @@ export function lvmArgv(command: string, args: readonly string[], scope: LvmScop
   return [command, ...config, ...args];
 }
 
-export function lvmRequest(command: string, args: readonly string[], kind: RunRequest['kind'], scope: LvmScope = {}, extra: Partial<RunRequest> = {}): RunRequest {
-  return { argv: lvmArgv(command, args, scope), kind, root: true, timeout: kind === 'read' ? 'query' : 'change', ...extra };
+export function lvmRequest(
+  command: string,
+  args: readonly string[],
+  kind: RunRequest['kind'],
+  scope: LvmScope = {},
+  extra: Partial<RunRequest> = {},
+): RunRequest {
+  return {
+    argv: lvmArgv(command, args, scope),
+    kind,
+    root: true,
+    timeout: kind === 'read' ? 'query' : 'change',
+    ...extra,
+  };
 }
 
 const REPORT = ['--reportformat', 'json', '--units', 'b', '--nosuffix', '--binary'];
 
 export const LV_FIELDS = [
-  'lv_name', 'vg_name', 'lv_uuid', 'lv_size', 'lv_attr', 'lv_tags', 'lv_active_locally',
-  'lv_active_exclusively', 'lv_permissions', 'lv_device_open', 'lv_dm_path', 'lv_lock_args', 'lv_time', 'lv_kernel_major', 'lv_kernel_minor',
+  'lv_name',
+  'vg_name',
+  'lv_uuid',
+  'lv_size',
+  'lv_attr',
+  'lv_tags',
+  'lv_active_locally',
+  'lv_active_exclusively',
+  'lv_permissions',
+  'lv_device_open',
+  'lv_dm_path',
+  'lv_lock_args',
+  'lv_time',
+  'lv_kernel_major',
+  'lv_kernel_minor',
 ] as const;
 export const VG_FIELDS = [
-  'vg_name', 'vg_uuid', 'vg_size', 'vg_free', 'vg_extent_size', 'vg_lock_type', 'vg_lock_args', 'vg_shared', 'vg_tags', 'pv_count', 'lv_count',
+  'vg_name',
+  'vg_uuid',
+  'vg_size',
+  'vg_free',
+  'vg_extent_size',
+  'vg_lock_type',
+  'vg_lock_args',
+  'vg_shared',
+  'vg_tags',
+  'pv_count',
+  'lv_count',
 ] as const;
 export const PV_FIELDS = ['pv_name', 'vg_name', 'pv_uuid', 'pv_size', 'dev_size'] as const;
 
@@ -168,7 +203,11 @@ export const isLvmNotFound = (stderr: string): boolean => NOT_FOUND.test(stderr)
  * itself re-validates. (oVirt's VDSM reads shared VGs the same way on non-SPM hosts.)
  */
 export async function lvs(runner: Runner, target: string, scope: LvmScope = {}): Promise<LvInfo[]> {
-  const r = await runner.run(lvmRequest('lvs', ['--nolocking', ...REPORT, '-o', LV_FIELDS.join(','), target], 'read', scope, { allowFailure: true }));
+  const r = await runner.run(
+    lvmRequest('lvs', ['--nolocking', ...REPORT, '-o', LV_FIELDS.join(','), target], 'read', scope, {
+      allowFailure: true,
+    }),
+  );
   if (r.exitCode !== 0) {
     if (isLvmNotFound(r.stderr)) return [];
     throw commandFailed(runner.target, r);
@@ -176,12 +215,21 @@ export async function lvs(runner: Runner, target: string, scope: LvmScope = {}):
   return parseLvs(r.stdout);
 }
 
-export async function findLv(runner: Runner, vg: string, lv: string, scope: LvmScope = {}): Promise<LvInfo | undefined> {
+export async function findLv(
+  runner: Runner,
+  vg: string,
+  lv: string,
+  scope: LvmScope = {},
+): Promise<LvInfo | undefined> {
   return (await lvs(runner, `${vg}/${lv}`, scope))[0];
 }
 
 export async function vgs(runner: Runner, vg?: string, scope: LvmScope = {}): Promise<VgInfo[]> {
-  const r = await runner.run(lvmRequest('vgs', [...REPORT, '-o', VG_FIELDS.join(','), ...(vg ? [vg] : [])], 'read', scope, { allowFailure: true }));
+  const r = await runner.run(
+    lvmRequest('vgs', [...REPORT, '-o', VG_FIELDS.join(','), ...(vg ? [vg] : [])], 'read', scope, {
+      allowFailure: true,
+    }),
+  );
   if (r.exitCode !== 0) {
     if (vg && isLvmNotFound(r.stderr)) return [];
     throw commandFailed(runner.target, r);
@@ -196,7 +244,12 @@ export async function pvs(runner: Runner, scope: LvmScope = {}): Promise<PvInfo[
 
 /** `lvmconfig SECTION/KEY` → the value, or undefined when unset. */
 export async function lvmconfigValue(runner: Runner, key: string): Promise<string | undefined> {
-  const r = await runner.run({ argv: ['lvmconfig', '--typeconfig', 'full', key], kind: 'read', root: true, allowFailure: true });
+  const r = await runner.run({
+    argv: ['lvmconfig', '--typeconfig', 'full', key],
+    kind: 'read',
+    root: true,
+    allowFailure: true,
+  });
   if (r.exitCode !== 0) return undefined;
   return parseLvmconfigValue(r.stdout);
 }

@@ -5,11 +5,37 @@
  */
 import type { RunRequest } from '../exec/types.js';
 
-export const clientStatusReq = (): RunRequest => ({ argv: ['sanlock', 'client', 'status'], kind: 'read', root: true, allowFailure: true });
-export const clientGetsReq = (): RunRequest => ({ argv: ['sanlock', 'client', 'gets', '-h', '1'], kind: 'read', root: true, allowFailure: true });
-export const hostStatusReq = (lockspace: string): RunRequest => ({ argv: ['sanlock', 'client', 'host_status', '-s', lockspace], kind: 'read', root: true, allowFailure: true });
-export const directDumpReq = (path: string): RunRequest => ({ argv: ['sanlock', 'direct', 'dump', path], kind: 'read', root: true, allowFailure: true, timeout: 'change' });
-export const lvmlockctlInfoReq = (): RunRequest => ({ argv: ['lvmlockctl', '--info'], kind: 'read', root: true, allowFailure: true });
+export const clientStatusReq = (): RunRequest => ({
+  argv: ['sanlock', 'client', 'status'],
+  kind: 'read',
+  root: true,
+  allowFailure: true,
+});
+export const clientGetsReq = (): RunRequest => ({
+  argv: ['sanlock', 'client', 'gets', '-h', '1'],
+  kind: 'read',
+  root: true,
+  allowFailure: true,
+});
+export const hostStatusReq = (lockspace: string): RunRequest => ({
+  argv: ['sanlock', 'client', 'host_status', '-s', lockspace],
+  kind: 'read',
+  root: true,
+  allowFailure: true,
+});
+export const directDumpReq = (path: string): RunRequest => ({
+  argv: ['sanlock', 'direct', 'dump', path],
+  kind: 'read',
+  root: true,
+  allowFailure: true,
+  timeout: 'change',
+});
+export const lvmlockctlInfoReq = (): RunRequest => ({
+  argv: ['lvmlockctl', '--info'],
+  kind: 'read',
+  root: true,
+  allowFailure: true,
+});
 
 export const lockspaceName = (vg: string): string => `lvm_${vg}`;
 
@@ -33,7 +59,12 @@ export function parseGets(stdout: string): Lockspace[] {
     if ((m = /^s\s+([^:]+):(\d+):(.+):(\d+)/.exec(line))) {
       out.push({ name: m[1]!, hostId: Number(m[2]), path: m[3]!, hosts: [] });
     } else if ((m = /^h\s+(\d+)\s+gen\s+(\d+)\s+timestamp\s+(\d+)\s*(.*)$/.exec(line)) && out.length) {
-      out[out.length - 1]!.hosts.push({ hostId: Number(m[1]), generation: Number(m[2]), timestamp: Number(m[3]), flags: m[4]!.trim() });
+      out[out.length - 1]!.hosts.push({
+        hostId: Number(m[1]),
+        generation: Number(m[2]),
+        timestamp: Number(m[3]),
+        flags: m[4]!.trim(),
+      });
     }
   }
   return out;
@@ -101,7 +132,10 @@ export async function lvLockModes(runner: import('../exec/types.js').Runner): Pr
 }
 
 /** Apply lvmlockd's view of exclusivity to LVs reported by lvs. */
-export function withLockModes<T extends { uuid: string; activeLocally: boolean; activeExclusively: boolean }>(lvs: T[], modes: Map<string, 'ex' | 'sh'>): T[] {
+export function withLockModes<T extends { uuid: string; activeLocally: boolean; activeExclusively: boolean }>(
+  lvs: T[],
+  modes: Map<string, 'ex' | 'sh'>,
+): T[] {
   if (!modes.size) return lvs;
   return lvs.map((lv) => {
     const mode = modes.get(lv.uuid);

@@ -10,8 +10,19 @@ export async function hasSystemd(runner: Runner): Promise<boolean> {
   return r.exitCode === 0;
 }
 
-export function startDaemonReq(program: 'sanlock' | 'lvmlockd' | 'iscsid', systemd: boolean, lockType = 'sanlock'): RunRequest {
-  if (systemd) return { argv: ['systemctl', 'enable', '--now', `${program}.service`], kind: 'write', root: true, timeout: 'change', title: `start ${program}` };
+export function startDaemonReq(
+  program: 'sanlock' | 'lvmlockd' | 'iscsid',
+  systemd: boolean,
+  lockType = 'sanlock',
+): RunRequest {
+  if (systemd)
+    return {
+      argv: ['systemctl', 'enable', '--now', `${program}.service`],
+      kind: 'write',
+      root: true,
+      timeout: 'change',
+      title: `start ${program}`,
+    };
   const direct: Record<string, string[]> = {
     sanlock: ['sanlock', 'daemon'],
     lvmlockd: ['lvmlockd', '--gl-type', lockType],

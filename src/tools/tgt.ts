@@ -15,17 +15,52 @@ const adm = (args: string[], kind: RunRequest['kind'], title?: string): RunReque
 });
 
 export const showReq = (): RunRequest => ({ ...adm(['--op', 'show', '--mode', 'target'], 'read'), allowFailure: true });
-export const newTargetReq = (tid: number, iqn: string) => adm(['--op', 'new', '--mode', 'target', '--tid', String(tid), '-T', iqn], 'write', `target ${iqn} (tid ${tid})`);
+export const newTargetReq = (tid: number, iqn: string) =>
+  adm(['--op', 'new', '--mode', 'target', '--tid', String(tid), '-T', iqn], 'write', `target ${iqn} (tid ${tid})`);
 export const deleteTargetReq = (tid: number, force = false) =>
-  adm(['--op', 'delete', '--mode', 'target', '--tid', String(tid), ...(force ? ['--force'] : [])], 'write', `delete target tid ${tid}`);
+  adm(
+    ['--op', 'delete', '--mode', 'target', '--tid', String(tid), ...(force ? ['--force'] : [])],
+    'write',
+    `delete target tid ${tid}`,
+  );
 export const newLunReq = (tid: number, lun: number, backing: string) =>
-  adm(['--op', 'new', '--mode', 'logicalunit', '--tid', String(tid), '--lun', String(lun), '-b', backing, '--bsoflags', 'direct'], 'write', `LUN ${lun} on ${backing}`);
+  adm(
+    [
+      '--op',
+      'new',
+      '--mode',
+      'logicalunit',
+      '--tid',
+      String(tid),
+      '--lun',
+      String(lun),
+      '-b',
+      backing,
+      '--bsoflags',
+      'direct',
+    ],
+    'write',
+    `LUN ${lun} on ${backing}`,
+  );
 export const bindInitiatorReq = (tid: number, initiator: string) =>
-  adm(['--op', 'bind', '--mode', 'target', '--tid', String(tid), '--initiator-name', initiator], 'write', `allow ${initiator}`);
+  adm(
+    ['--op', 'bind', '--mode', 'target', '--tid', String(tid), '--initiator-name', initiator],
+    'write',
+    `allow ${initiator}`,
+  );
 export const unbindInitiatorReq = (tid: number, initiator: string) =>
-  adm(['--op', 'unbind', '--mode', 'target', '--tid', String(tid), '--initiator-name', initiator], 'write', `revoke ${initiator}`);
+  adm(
+    ['--op', 'unbind', '--mode', 'target', '--tid', String(tid), '--initiator-name', initiator],
+    'write',
+    `revoke ${initiator}`,
+  );
 /** The running configuration as a tgt config file (what `target save` persists). */
-export const dumpReq = (): RunRequest => ({ argv: ['tgt-admin', '--dump'], kind: 'read', root: true, timeout: 'query' });
+export const dumpReq = (): RunRequest => ({
+  argv: ['tgt-admin', '--dump'],
+  kind: 'read',
+  root: true,
+  timeout: 'query',
+});
 
 export interface TgtLun {
   lun: number;
@@ -74,8 +109,13 @@ export function parseShow(stdout: string): TgtTarget[] {
         lun = { lun: Number(m[1]), type: '', path: '', flags: [] };
         cur.luns.push(lun);
       } else if (lun && (m = /^Type: (.*)$/.exec(line))) lun.type = m[1]!.trim();
-      else if (lun && (m = /^Backing store path: (.*)$/.exec(line))) lun.path = m[1]!.trim() === 'None' ? '' : m[1]!.trim();
-      else if (lun && (m = /^Backing store flags:(.*)$/.exec(line))) lun.flags = m[1]!.trim().split(/[\s|,]+/).filter(Boolean);
+      else if (lun && (m = /^Backing store path: (.*)$/.exec(line)))
+        lun.path = m[1]!.trim() === 'None' ? '' : m[1]!.trim();
+      else if (lun && (m = /^Backing store flags:(.*)$/.exec(line)))
+        lun.flags = m[1]!
+          .trim()
+          .split(/[\s|,]+/)
+          .filter(Boolean);
       else if (lun && (m = /^Size: (\d+) MB/.exec(line))) lun.sizeBytes = Number(m[1]) * 1_000_000;
     } else if (section === 'ACL information') {
       cur.acls.push(line);

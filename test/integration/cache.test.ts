@@ -43,12 +43,18 @@ const ok = async (node: string, args: string[]) => {
 /** Read sectors of the iSCSI disk and of the lease LV on it, in one remote read. */
 async function readSectors(node: string): Promise<{ disk: number; lock: number }> {
   const r = await tb.sh(node, `cat /sys/block/${sdx}/stat /sys/block/${lockDm}/stat`);
-  const [disk, lock] = r.stdout.trim().split('\n').map((l) => Number(l.trim().split(/\s+/)[2]));
+  const [disk, lock] = r.stdout
+    .trim()
+    .split('\n')
+    .map((l) => Number(l.trim().split(/\s+/)[2]));
   return { disk: disk!, lock: lock! };
 }
 
 /** Repository bytes read (lease traffic excluded) while `fn` runs. */
-async function repoBytesDuring<T>(node: string, fn: () => Promise<T>): Promise<{ bytes: number; rawBytes: number; value: T }> {
+async function repoBytesDuring<T>(
+  node: string,
+  fn: () => Promise<T>,
+): Promise<{ bytes: number; rawBytes: number; value: T }> {
   const a = await readSectors(node);
   const value = await fn();
   const b = await readSectors(node);
@@ -57,7 +63,9 @@ async function repoBytesDuring<T>(node: string, fn: () => Promise<T>): Promise<{
 
 /** sha256 of a device read with O_DIRECT (the page cache would hide repository reads). */
 async function directSha(node: string, device: string): Promise<string> {
-  const r = await tb.ssh(node, ['sh', '-c', 'dd if="$1" bs=4M iflag=direct status=none | sha256sum', 'sh', device], { timeoutMs: 300_000 });
+  const r = await tb.ssh(node, ['sh', '-c', 'dd if="$1" bs=4M iflag=direct status=none | sha256sum', 'sh', device], {
+    timeoutMs: 300_000,
+  });
   expect(r.exitCode, r.stderr).toBe(0);
   return r.stdout.split(/\s+/)[0]!;
 }
@@ -132,13 +140,30 @@ describe.sequential('cache VG and replicas', () => {
     // command): it does not grow with the image and the replica does not change it.
 
     const list = await ok('node1', ['cache', 'list']);
-    expect(list.caches).toContainEqual(expect.objectContaining({ kind: 'replica', name: rp.replica, state: 'complete', open: true, origin: expect.objectContaining({ name: img, uuid: imp.uuid }) }));
+    expect(list.caches).toContainEqual(
+      expect.objectContaining({
+        kind: 'replica',
+        name: rp.replica,
+        state: 'complete',
+        open: true,
+        origin: expect.objectContaining({ name: img, uuid: imp.uuid }),
+      }),
+    );
     const busy = await cs('node1', ['cache', 'drop', img]);
     expect(busy.exitCode).not.toBe(0);
     expect(busy.json.message).toContain('in use');
 
     // Writes go to the clone's COW, never to the replica: it still matches the image.
-    await tb.ssh('node1', ['dd', 'if=/dev/zero', `of=${map2.value.device}`, 'bs=1M', 'count=1', 'oflag=direct', 'conv=notrunc', 'status=none']);
+    await tb.ssh('node1', [
+      'dd',
+      'if=/dev/zero',
+      `of=${map2.value.device}`,
+      'bs=1M',
+      'count=1',
+      'oflag=direct',
+      'conv=notrunc',
+      'status=none',
+    ]);
     expect(await directSha('node1', `/dev/mapper/cowstack_cache-${rp.replica}`)).toBe(sha256(IMG));
     for (const c of ['c1', 'c2']) await ok('node1', ['clone', 'discard', n(c)]);
   });
@@ -178,7 +203,9 @@ describe.sequential('cache VG and replicas', () => {
     // 1. Write through the cache, commit: everything is written back before the COW is released.
     const m = await ok('node1', ['clone', 'map', w1, '--cache', 'write']);
     expect(m.writeback).toMatch(/^cowstack-wb-/);
-    expect((await tb.ssh('node1', ['dmsetup', 'table', m.writeback])).stdout).toMatch(/ writecache s \d+:\d+ \d+:\d+ 4096 0/);
+    expect((await tb.ssh('node1', ['dmsetup', 'table', m.writeback])).stdout).toMatch(
+      / writecache s \d+:\d+ \d+:\d+ 4096 0/,
+    );
     await writeAt(tb, 'node1', m.device, 4, data);
     const st = await ok('node1', ['status']);
     const wb = st.devices.find((d: any) => d.name === m.writeback);
@@ -187,7 +214,9 @@ describe.sequential('cache VG and replicas', () => {
     const c = await ok('node1', ['clone', 'commit', w1]);
     expect(c.action).toBe('committed');
     expect(c.flushedBlocks).toBeGreaterThan(0);
-    process.stderr.write(`[cache] write-back: ${c.flushedBlocks} dirty 4 KiB blocks written back at commit in ${c.flushSeconds.toFixed(2)} s\n`);
+    process.stderr.write(
+      `[cache] write-back: ${c.flushedBlocks} dirty 4 KiB blocks written back at commit in ${c.flushSeconds.toFixed(2)} s\n`,
+    );
     const on2 = await ok('node2', ['clone', 'map', w1]);
     expect(await directSha('node2', on2.device)).toBe(sha256(overlay(base, 4 * MiB, data)));
     await ok('node2', ['clone', 'unmap', w1]);
@@ -217,15 +246,27 @@ describe.sequential('lazy read cache', () => {
     return [...out];
   })();
   const readSet = (device: string) =>
-    tb.sh('node1', `for o in ${offsets.join(' ')}; do dd if=${device} of=/dev/null bs=64k skip=$o count=1 iflag=direct status=none || exit 1; done`);
+    tb.sh(
+      'node1',
+      `for o in ${offsets.join(' ')}; do dd if=${device} of=/dev/null bs=64k skip=$o count=1 iflag=direct status=none || exit 1; done`,
+    );
   const lcStatus = async (device: string) => {
     const r = await tb.ssh('node1', ['dmsetup', 'status', path.basename(device)]);
     const f = r.stdout.trim().split(/\s+/);
     // start len cache mdbs used/total cbs used/total rh rm wh wm dem prom dirty ...
     const [used, total] = f[6]!.split('/').map(Number);
-    return { used: used!, total: total!, readHits: Number(f[7]), readMisses: Number(f[8]), promotions: Number(f[12]), dirty: Number(f[13]), needsCheck: f.at(-1) === 'needs_check' };
+    return {
+      used: used!,
+      total: total!,
+      readHits: Number(f[7]),
+      readMisses: Number(f[8]),
+      promotions: Number(f[12]),
+      dirty: Number(f[13]),
+      needsCheck: f.at(-1) === 'needs_check',
+    };
   };
-  const lazyEntry = async (uuid: string) => ((await ok('node1', ['cache', 'list'])).caches as any[]).find((c) => c.kind === 'lazy' && c.origin.uuid === uuid);
+  const lazyEntry = async (uuid: string) =>
+    ((await ok('node1', ['cache', 'list'])).caches as any[]).find((c) => c.kind === 'lazy' && c.origin.uuid === uuid);
 
   it(`K=${K} boots of a clone: re-attached (same LVs, mappings kept), data identical, hits and repository bytes per pass`, async () => {
     const t0 = Date.now();
@@ -240,7 +281,9 @@ describe.sequential('lazy read cache', () => {
       const m = await ok('node1', ['clone', 'map', c, '--cache', 'lazy']);
       expect(m.lazy).toMatchObject({ action: pass === 1 ? 'created' : 'attached', lv: expect.stringMatching(/^lc_/) });
       expect(m.lazy.reset, m.lazy.resetReason).toBeUndefined();
-      expect((await tb.ssh('node1', ['dmsetup', 'table', path.basename(m.lazy.device)])).stdout).toMatch(/ cache \d+:\d+ \d+:\d+ \d+:\d+ 128 1 writethrough smq 0/);
+      expect((await tb.ssh('node1', ['dmsetup', 'table', path.basename(m.lazy.device)])).stdout).toMatch(
+        / cache \d+:\d+ \d+:\d+ \d+:\d+ 128 1 writethrough smq 0/,
+      );
       const atAttach = await lcStatus(m.lazy.device);
       const rd = await repoBytesDuring('node1', () => readSet(m.device));
       const st = await lcStatus(m.lazy.device);
@@ -248,7 +291,9 @@ describe.sequential('lazy read cache', () => {
       expect(st.needsCheck).toBe(false);
       const hits = st.readHits - atAttach.readHits;
       const misses = st.readMisses - atAttach.readMisses;
-      rows.push(`pass ${pass}: cached blocks at attach ${atAttach.used}/${atAttach.total}, after ${st.used}; read hits ${hits} misses ${misses} (hit ratio ${(hits / Math.max(1, hits + misses)).toFixed(2)}), promotions ${st.promotions}; repository bytes ${rd.bytes} of ${BLOCKS * 65536} read`);
+      rows.push(
+        `pass ${pass}: cached blocks at attach ${atAttach.used}/${atAttach.total}, after ${st.used}; read hits ${hits} misses ${misses} (hit ratio ${(hits / Math.max(1, hits + misses)).toFixed(2)}), promotions ${st.promotions}; repository bytes ${rd.bytes} of ${BLOCKS * 65536} read`,
+      );
       if (pass > 1) {
         // Re-attached, not rebuilt: the same LV, and what earlier passes promoted is still there.
         expect(atAttach.used, rows.at(-1)).toBeGreaterThan(0);
@@ -257,19 +302,33 @@ describe.sequential('lazy read cache', () => {
       if (pass === K) expect(await directSha('node1', m.device)).toBe(sha256(IMG));
       if (pass === 1) {
         const entry = await lazyEntry(imp.uuid);
-        expect(entry).toMatchObject({ state: 'attached', open: true, origin: { name: limg }, lazy: { totalBlocks: 128 } });
+        expect(entry).toMatchObject({
+          state: 'attached',
+          open: true,
+          origin: { name: limg },
+          lazy: { totalBlocks: 128 },
+        });
         lvUuid = entry.uuid;
       }
       await ok('node1', ['clone', 'unmap', c]);
       // Nothing stands on it: detached cleanly (ready), LVs deactivated; the same LV every pass.
-      const lv = await tb.ssh('node1', ['lvs', '--nolocking', '--noheadings', '-o', 'lv_uuid,lv_tags,lv_active', `cowstack_cache/${m.lazy.lv}`]);
+      const lv = await tb.ssh('node1', [
+        'lvs',
+        '--nolocking',
+        '--noheadings',
+        '-o',
+        'lv_uuid,lv_tags,lv_active',
+        `cowstack_cache/${m.lazy.lv}`,
+      ]);
       const [uuid, tags, active] = lv.stdout.trim().split(/\s+/);
       expect(uuid).toBe(lvUuid);
       expect(tags).toContain('cowstack_cstate:ready');
       expect(active).toBeUndefined();
     }
     await ok('node1', ['clone', 'rm', c]);
-    console.log(`[cache] lazy, ${K} boots of a clone of one 8 MiB image on node1 (${BLOCKS} scattered 64 KiB blocks, O_DIRECT; ${((Date.now() - t0) / 1000).toFixed(0)} s):\n  ${rows.join('\n  ')}`);
+    console.log(
+      `[cache] lazy, ${K} boots of a clone of one 8 MiB image on node1 (${BLOCKS} scattered 64 KiB blocks, O_DIRECT; ${((Date.now() - t0) / 1000).toFixed(0)} s):\n  ${rows.join('\n  ')}`,
+    );
   });
 
   it('a cache left attached by a crash, or whose metadata fails cache_check, is reset (no error) and serves the right data', async () => {
@@ -278,7 +337,15 @@ describe.sequential('lazy read cache', () => {
     expect(lc).toBeDefined();
     const lm = `lm_${lc.name.slice(3)}`;
     // What a crash leaves: the state tag still says attached, no device.
-    await tb.ssh('node1', ['lvchange', '--deltag', 'cowstack_cstate:ready', '--addtag', 'cowstack_cstate:attached', `cowstack_cache/${lm}`, `cowstack_cache/${lc.name}`]);
+    await tb.ssh('node1', [
+      'lvchange',
+      '--deltag',
+      'cowstack_cstate:ready',
+      '--addtag',
+      'cowstack_cstate:attached',
+      `cowstack_cache/${lm}`,
+      `cowstack_cache/${lc.name}`,
+    ]);
     expect(await lazyEntry(lc.origin.uuid)).toMatchObject({ state: 'unclean' });
     const c = n('lcrash');
     await ok('node1', ['clone', 'create', c, '--from', limg]);
@@ -287,15 +354,24 @@ describe.sequential('lazy read cache', () => {
     expect(await directSha('node1', m.device)).toBe(sha256(IMG));
     await ok('node1', ['clone', 'unmap', c]);
     // Garbage in the metadata superblock of a cleanly detached cache: cache_check fails, reset.
-    await tb.sh('node1', `lvchange -aey cowstack_cache/${lm} && dd if=/dev/urandom of=/dev/cowstack_cache/${lm} bs=4096 count=1 oflag=direct conv=fsync,notrunc status=none && lvchange -an cowstack_cache/${lm}`);
+    await tb.sh(
+      'node1',
+      `lvchange -aey cowstack_cache/${lm} && dd if=/dev/urandom of=/dev/cowstack_cache/${lm} bs=4096 count=1 oflag=direct conv=fsync,notrunc status=none && lvchange -an cowstack_cache/${lm}`,
+    );
     const m2 = await ok('node1', ['clone', 'map', c, '--cache', 'lazy']);
-    expect(m2.lazy).toMatchObject({ action: 'attached', reset: true, resetReason: expect.stringContaining('cache_check failed') });
+    expect(m2.lazy).toMatchObject({
+      action: 'attached',
+      reset: true,
+      resetReason: expect.stringContaining('cache_check failed'),
+    });
     expect(await directSha('node1', m2.device)).toBe(sha256(IMG));
     await ok('node1', ['clone', 'discard', c]);
   });
 
   it('a lazy cache is bound to its origin LV: an image re-created under the same name gets a new cache', async () => {
-    const old = ((await ok('node1', ['cache', 'list'])).caches as any[]).find((c) => c.kind === 'lazy' && c.origin.name === limg);
+    const old = ((await ok('node1', ['cache', 'list'])).caches as any[]).find(
+      (c) => c.kind === 'lazy' && c.origin.name === limg,
+    );
     expect((await ok('node1', ['image', 'rm', limg])).action).toBe('removed');
     const imp = await ok('node1', ['image', 'import', limg, path.join(work, 'img2.raw')]);
     expect(await lazyEntry(old.origin.uuid)).toMatchObject({ state: 'stale' });

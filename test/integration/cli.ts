@@ -16,7 +16,11 @@ export interface CliResult {
   json: any;
 }
 
-export async function cowstack(tb: Pick<Testbed, 'sshConfig'>, args: string[], opts: { check?: boolean; timeoutMs?: number; input?: string; env?: Record<string, string> } = {}): Promise<CliResult> {
+export async function cowstack(
+  tb: Pick<Testbed, 'sshConfig'>,
+  args: string[],
+  opts: { check?: boolean; timeoutMs?: number; input?: string; env?: Record<string, string> } = {},
+): Promise<CliResult> {
   const started = Date.now();
   const r = await execa('node', [CLI, ...args], {
     reject: false,
@@ -31,18 +35,27 @@ export async function cowstack(tb: Pick<Testbed, 'sshConfig'>, args: string[], o
     try {
       json = JSON.parse(String(r.stdout));
     } catch {
-      throw new Error(`cowstack ${args.join(' ')} printed non-JSON on stdout with --json:\n${r.stdout}\nstderr:\n${r.stderr}`);
+      throw new Error(
+        `cowstack ${args.join(' ')} printed non-JSON on stdout with --json:\n${r.stdout}\nstderr:\n${r.stderr}`,
+      );
     }
   }
   const result = { exitCode: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr), json };
   if (opts.check && result.exitCode !== 0) {
-    throw new Error(`cowstack ${args.join(' ')} exited ${result.exitCode}\nstdout: ${result.stdout}\nstderr: ${result.stderr}`);
+    throw new Error(
+      `cowstack ${args.join(' ')} exited ${result.exitCode}\nstdout: ${result.stdout}\nstderr: ${result.stderr}`,
+    );
   }
   return result;
 }
 
 /** `cowstack --host NODE --json ARGS --vg repo` (VG/LV commands take no --vg). */
-export function clusterCli(tb: Pick<Testbed, 'sshConfig'>, node: string, args: string[], env?: Record<string, string>): Promise<CliResult> {
+export function clusterCli(
+  tb: Pick<Testbed, 'sshConfig'>,
+  node: string,
+  args: string[],
+  env?: Record<string, string>,
+): Promise<CliResult> {
   const vg = ['activate', 'deactivate', 'initiator'].includes(args[0]!) ? [] : ['--vg', 'repo'];
   return cowstack(tb, ['--host', node, '--json', ...args, ...vg], { env });
 }

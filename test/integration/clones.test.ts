@@ -45,7 +45,10 @@ async function checkOn(node: string, clone: string, expected: Buffer): Promise<v
 
 async function ourDevices(node: string): Promise<string[]> {
   const r = await tb.ssh(node, ['dmsetup', 'info', '-c', '--noheadings', '-o', 'name,uuid']);
-  return r.stdout.split('\n').filter((l) => l.includes('COWSTACK-')).map((l) => l.split(':')[0]!.trim());
+  return r.stdout
+    .split('\n')
+    .filter((l) => l.includes('COWSTACK-'))
+    .map((l) => l.split(':')[0]!.trim());
 }
 
 beforeAll(async () => {
@@ -58,14 +61,18 @@ const img = n('img');
 const expected: Record<string, Buffer> = {};
 
 describe.sequential('images', () => {
-  it('imports raw, gzip, zstd and qcow2 sources with the content\'s checksum', async () => {
+  it("imports raw, gzip, zstd and qcow2 sources with the content's checksum", async () => {
     const raw = path.join(work, 'img.raw');
     await fsp.writeFile(path.join(work, 'img.gz'), gzipSync(IMG, { level: 1 }));
     await execa('zstd', ['-q', '-f', '-1', raw, '-o', path.join(work, 'img.zst')]);
     await execa('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', raw, path.join(work, 'img.qcow2')]);
     const r = await ok('node1', ['image', 'import', img, raw]);
     expect(r).toMatchObject({ action: 'imported', state: 'sealed', sha256: IMG_SHA, sizeBytes: IMG.length });
-    for (const [fmt, file] of [['gz', 'img.gz'], ['zst', 'img.zst'], ['qcow2', 'img.qcow2']] as const) {
+    for (const [fmt, file] of [
+      ['gz', 'img.gz'],
+      ['zst', 'img.zst'],
+      ['qcow2', 'img.qcow2'],
+    ] as const) {
       const name = n(`img${fmt}`);
       const x = await ok(fmt === 'zst' ? 'node2' : 'node1', ['image', 'import', name, path.join(work, file)]);
       expect(x.sha256, fmt).toBe(IMG_SHA);
@@ -76,7 +83,9 @@ describe.sequential('images', () => {
 
   it('lists, shows, renames and exports an image; the export is byte-exact', async () => {
     const list = await ok('node2', ['image', 'list']);
-    expect(list).toContainEqual(expect.objectContaining({ name: img, state: 'sealed', sizeBytes: IMG.length, sha256: IMG_SHA }));
+    expect(list).toContainEqual(
+      expect.objectContaining({ name: img, state: 'sealed', sizeBytes: IMG.length, sha256: IMG_SHA }),
+    );
     const other = n('imgx');
     await ok('node1', ['image', 'import', other, path.join(work, 'img.raw')]);
     expect((await ok('node1', ['image', 'rename', other, n('imgy')])).action).toBe('renamed');
@@ -97,7 +106,17 @@ describe.sequential('images', () => {
     const r = await cs('node1', ['--dry-run', 'clone', 'create', name, '--from', img]);
     expect(r.exitCode, r.stderr).toBe(0);
     const argvs = r.json.dryRun.map((p: any) => p.argv);
-    expect(argvs).toContainEqual(expect.arrayContaining(['lvcreate', '-an', '--setautoactivation', 'n', '-n', name, 'cowstack_state:initializing']));
+    expect(argvs).toContainEqual(
+      expect.arrayContaining([
+        'lvcreate',
+        '-an',
+        '--setautoactivation',
+        'n',
+        '-n',
+        name,
+        'cowstack_state:initializing',
+      ]),
+    );
     expect(argvs.some((a: string[]) => a[0] === 'dd' && a.includes('count=1'))).toBe(true);
     expect((await tb.ssh('node1', ['lvs', '--nolocking', `${REPO_VG}/${name}`])).exitCode).not.toBe(0);
   });
@@ -106,7 +125,15 @@ describe.sequential('images', () => {
     await ok('node1', ['activate', `${REPO_VG}/${img}`, '--shared']);
     const dev = `/dev/mapper/${REPO_VG}-${img.replace(/-/g, '--')}`;
     expect((await tb.ssh('node1', ['blockdev', '--getro', dev])).stdout.trim()).toBe('1');
-    const w = await tb.ssh('node1', ['dd', 'if=/dev/zero', `of=${dev}`, 'bs=4096', 'count=1', 'oflag=direct', 'status=none']);
+    const w = await tb.ssh('node1', [
+      'dd',
+      'if=/dev/zero',
+      `of=${dev}`,
+      'bs=4096',
+      'count=1',
+      'oflag=direct',
+      'status=none',
+    ]);
     expect(w.exitCode).not.toBe(0);
     await ok('node1', ['deactivate', `${REPO_VG}/${img}`]);
   });
@@ -125,7 +152,15 @@ describe.sequential('recursive clones across nodes', () => {
     ];
     let base = IMG;
     for (const [name, from, node, offMiB, seed] of steps) {
-      const created = await ok(node === 'node1' ? 'node2' : 'node1', ['clone', 'create', name, '--from', from, '--cow-size', '16M']);
+      const created = await ok(node === 'node1' ? 'node2' : 'node1', [
+        'clone',
+        'create',
+        name,
+        '--from',
+        from,
+        '--cow-size',
+        '16M',
+      ]);
       expect(created).toMatchObject({ action: 'created', parent: from, chunkSectors: 8 });
       const m = await ok(node, ['clone', 'map', name]);
       expect(m).toMatchObject({ action: 'mapped', mode: 'rw' });
@@ -149,7 +184,15 @@ describe.sequential('recursive clones across nodes', () => {
         expect(await deviceSha(tb, node, m.device), `${name} on ${node}`).toBe(sha256(expected[name]!));
         if (name === c3) {
           // One write attempt per node (the top of the chain): each one makes udev probe the device.
-          const w = await tb.ssh(node, ['dd', 'if=/dev/zero', `of=${m.device}`, 'bs=4096', 'count=1', 'oflag=direct', 'status=none']);
+          const w = await tb.ssh(node, [
+            'dd',
+            'if=/dev/zero',
+            `of=${m.device}`,
+            'bs=4096',
+            'count=1',
+            'oflag=direct',
+            'status=none',
+          ]);
           expect(w.exitCode, 'committed clones refuse writes').not.toBe(0);
         }
       }
@@ -246,7 +289,15 @@ describe.sequential('COW space', () => {
     const o = n('ovf');
     await ok('node1', ['clone', 'create', o, '--from', img, '--cow-size', '4M']);
     const m = await ok('node1', ['clone', 'map', o]);
-    const w = await tb.ssh('node1', ['dd', 'if=/dev/urandom', `of=${m.device}`, 'bs=1M', 'count=8', 'oflag=direct', 'status=none']);
+    const w = await tb.ssh('node1', [
+      'dd',
+      'if=/dev/urandom',
+      `of=${m.device}`,
+      'bs=1M',
+      'count=8',
+      'oflag=direct',
+      'status=none',
+    ]);
     expect(w.exitCode, 'writes beyond the COW fail').not.toBe(0);
     const st = await ok('node1', ['status']);
     const dev = st.devices.find((x: any) => x.clone === o);

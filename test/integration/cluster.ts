@@ -7,17 +7,26 @@ import { cowstack } from './cli.js';
 
 export const REPO_VG = 'repo';
 
-export async function bringUpCluster(tb: Testbed, log: (s: string) => void = () => {}): Promise<{ device: string; seconds: number }> {
+export async function bringUpCluster(
+  tb: Testbed,
+  log: (s: string) => void = () => {},
+): Promise<{ device: string; seconds: number }> {
   const started = Date.now();
   let device = '';
   for (const node of tb.nodes) {
-    const r = await cowstack(tb, ['--host', node.name, '--json', 'initiator', 'login', tb.portal, tb.targetIqn], { check: true });
+    const r = await cowstack(tb, ['--host', node.name, '--json', 'initiator', 'login', tb.portal, tb.targetIqn], {
+      check: true,
+    });
     device = r.json.result.device;
     log(`${node.name}: logged in, ${device}`);
   }
   for (const node of tb.nodes) {
     const args = node.hostId === 1 ? ['cluster', 'init', device] : ['cluster', 'join'];
-    const r = await cowstack(tb, ['--host', node.name, '--json', ...args, '--vg', REPO_VG, '--host-id', String(node.hostId)], { check: true, timeoutMs: 900_000 });
+    const r = await cowstack(
+      tb,
+      ['--host', node.name, '--json', ...args, '--vg', REPO_VG, '--host-id', String(node.hostId)],
+      { check: true, timeoutMs: 900_000 },
+    );
     log(`${node.name}: ${args[1]} done: ${r.json.result.changed.join('; ')}`);
   }
   return { device, seconds: (Date.now() - started) / 1000 };

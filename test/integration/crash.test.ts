@@ -39,7 +39,10 @@ const lvTags = async (node: string, name: string): Promise<string[] | undefined>
 async function consistent(node: string): Promise<void> {
   const st = await ok(node, ['status']);
   expect(st.inFlight, 'nothing in flight').toEqual([]);
-  expect(st.devices.filter((d: any) => d.problem), 'no orphan devices').toEqual([]);
+  expect(
+    st.devices.filter((d: any) => d.problem),
+    'no orphan devices',
+  ).toEqual([]);
 }
 
 beforeAll(async () => {
@@ -102,7 +105,7 @@ describe.sequential('killed in the middle', () => {
 });
 
 describe.sequential('a node loses power with a clone mapped', () => {
-  it('the other node takes the clone over once the dead node\'s lease expires, with every synced write', async () => {
+  it("the other node takes the clone over once the dead node's lease expires, with every synced write", async () => {
     const c = n('pw');
     await ok('node1', ['clone', 'create', c, '--from', img]);
     const m = await ok('node1', ['clone', 'map', c]);
@@ -149,14 +152,19 @@ describe.sequential('a node loses power with a clone mapped', () => {
       expect(Date.now() - started, 'lease of the dead node never expired').toBeLessThan(420_000);
       await new Promise((res) => setTimeout(res, 15_000));
     }
-    process.stderr.write(`[crash] node2 took over ${c} ${((Date.now() - started) / 1000).toFixed(0)}s after node1 died\n`);
+    process.stderr.write(
+      `[crash] node2 took over ${c} ${((Date.now() - started) / 1000).toFixed(0)}s after node1 died\n`,
+    );
     expect(await deviceSha(tb, 'node2', took.device)).toBe(sha256(overlay(IMG, 1 * MiB, p)));
     await ok('node2', ['clone', 'commit', c]);
 
     // The lease has expired: the retried delete succeeds and the VM is deployed again on node2.
     const late = await tm.run('delete', [`node1:${vmDir}/`, String(vm), '0']);
     expect(late.exitCode, late.stderr).toBe(0);
-    expect((await tb.ssh('node2', ['lvs', '--nolocking', '--noheadings', '-o', 'lv_name', `${REPO_VG}/one-${vm}-0`])).exitCode).not.toBe(0);
+    expect(
+      (await tb.ssh('node2', ['lvs', '--nolocking', '--noheadings', '-o', 'lv_name', `${REPO_VG}/one-${vm}-0`]))
+        .exitCode,
+    ).not.toBe(0);
     await tm.ok('clone', [`${FE}:${REPO_VG}/${img}`, `node2:${vmDir}/disk.0`, String(vm), '1']);
     expect(await deviceSha(tb, 'node2', `${vmDir}/disk.0`)).toBe(sha256(IMG));
     await tm.ok('delete', [`node2:${vmDir}/`, String(vm), '0']);
@@ -165,7 +173,11 @@ describe.sequential('a node loses power with a clone mapped', () => {
     await tb.boot('node1');
     const login = await cowstack(tb, ['--host', 'node1', '--json', 'initiator', 'login', tb.portal, tb.targetIqn]);
     expect(login.exitCode, login.stderr).toBe(0);
-    const join = await cowstack(tb, ['--host', 'node1', '--json', 'cluster', 'join', '--vg', REPO_VG, '--host-id', '1'], { timeoutMs: 900_000 });
+    const join = await cowstack(
+      tb,
+      ['--host', 'node1', '--json', 'cluster', 'join', '--vg', REPO_VG, '--host-id', '1'],
+      { timeoutMs: 900_000 },
+    );
     expect(join.exitCode, join.stdout + join.stderr).toBe(0);
     // recover re-attaches the cache LV over the COW and writes it back before anything else.
     const r = await ok('node1', ['recover']);
@@ -173,7 +185,9 @@ describe.sequential('a node loses power with a clone mapped', () => {
     process.stderr.write(`[crash] recover after power-off: ${r.actions[0].detail}\n`);
     await consistent('node1');
     const k2 = await ok('node2', ['clone', 'map', k]);
-    expect(await deviceSha(tb, 'node2', k2.device), 'every write acknowledged by the cache survived').toBe(sha256(overlay(IMG, 1 * MiB, kd)));
+    expect(await deviceSha(tb, 'node2', k2.device), 'every write acknowledged by the cache survived').toBe(
+      sha256(overlay(IMG, 1 * MiB, kd)),
+    );
     await ok('node2', ['clone', 'discard', k]);
     const ro = await ok('node1', ['clone', 'map', c]);
     expect(await deviceSha(tb, 'node1', ro.device)).toBe(sha256(overlay(IMG, 1 * MiB, p)));

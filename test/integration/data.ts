@@ -26,8 +26,27 @@ export function overlay(base: Buffer, offset: number, data: Buffer): Buffer {
   return out;
 }
 
-export async function writeAt(tb: Testbed, node: string, device: string, offsetMiB: number, data: Buffer): Promise<void> {
-  const r = await tb.ssh(node, ['dd', `of=${device}`, 'bs=1M', `seek=${offsetMiB}`, 'iflag=fullblock', 'oflag=direct', 'conv=fsync,notrunc', 'status=none'], { input: data, timeoutMs: 300_000 });
+export async function writeAt(
+  tb: Testbed,
+  node: string,
+  device: string,
+  offsetMiB: number,
+  data: Buffer,
+): Promise<void> {
+  const r = await tb.ssh(
+    node,
+    [
+      'dd',
+      `of=${device}`,
+      'bs=1M',
+      `seek=${offsetMiB}`,
+      'iflag=fullblock',
+      'oflag=direct',
+      'conv=fsync,notrunc',
+      'status=none',
+    ],
+    { input: data, timeoutMs: 300_000 },
+  );
   if (r.exitCode !== 0) throw new Error(`write to ${device} on ${node} failed: ${r.stderr}`);
 }
 

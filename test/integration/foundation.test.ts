@@ -26,7 +26,17 @@ describe('doctor', () => {
       expect(r.json.ok).toBe(true);
       expect(r.json.host).toBe(node.name);
       const checks = Object.fromEntries(r.json.result.checks.map((c: any) => [c.id, c]));
-      for (const id of ['kernel:dm-targets', 'daemon:sanlock', 'daemon:lvmlockd', 'daemon:iscsid', 'lvm:use_lvmlockd', 'lvm:host_id', 'repository:vg', 'repository:lockspace', 'cluster:host_id-unique']) {
+      for (const id of [
+        'kernel:dm-targets',
+        'daemon:sanlock',
+        'daemon:lvmlockd',
+        'daemon:iscsid',
+        'lvm:use_lvmlockd',
+        'lvm:host_id',
+        'repository:vg',
+        'repository:lockspace',
+        'cluster:host_id-unique',
+      ]) {
         expect(checks[id]?.status, `${node.name} ${id}: ${checks[id]?.message}`).toBe('ok');
       }
       expect(checks['lvm:host_id'].message).toContain(`host_id = ${node.hostId}`);
@@ -105,7 +115,15 @@ describe('initiator', () => {
   });
 
   it('rejects a malformed IQN before running anything', async () => {
-    const r = await cowstack(tb, ['--host', 'node1', '--json', 'initiator', 'login', tb.portal, 'iqn.2026-13.Bad Name']);
+    const r = await cowstack(tb, [
+      '--host',
+      'node1',
+      '--json',
+      'initiator',
+      'login',
+      tb.portal,
+      'iqn.2026-13.Bad Name',
+    ]);
     expect(r.exitCode).toBe(2);
     expect(r.json.message).toContain('iqn.2026-13.Bad Name');
   });
@@ -115,7 +133,17 @@ describe('exclusive activation across nodes', () => {
   const lv = 'cs-locktest';
   it('node2 is refused while node1 holds the LV, and gets it once released', async () => {
     await tb.ssh('node1', ['lvremove', '-y', `${REPO_VG}/${lv}`]);
-    const created = await tb.ssh('node1', ['lvcreate', '-an', '--setautoactivation', 'n', '-L', '8M', '-n', lv, REPO_VG]);
+    const created = await tb.ssh('node1', [
+      'lvcreate',
+      '-an',
+      '--setautoactivation',
+      'n',
+      '-L',
+      '8M',
+      '-n',
+      lv,
+      REPO_VG,
+    ]);
     expect(created.exitCode, created.stderr).toBe(0);
 
     const a1 = await cowstack(tb, ['--host', 'node1', '--json', 'activate', `${REPO_VG}/${lv}`, '--exclusive']);
@@ -150,11 +178,31 @@ describe('exclusive activation across nodes', () => {
   });
 
   it('--dry-run prints the lvchange argv and changes nothing', async () => {
-    const created = await tb.ssh('node1', ['lvcreate', '-an', '--setautoactivation', 'n', '-L', '8M', '-n', 'cs-dry', REPO_VG]);
+    const created = await tb.ssh('node1', [
+      'lvcreate',
+      '-an',
+      '--setautoactivation',
+      'n',
+      '-L',
+      '8M',
+      '-n',
+      'cs-dry',
+      REPO_VG,
+    ]);
     expect(created.exitCode, created.stderr).toBe(0);
-    const r = await cowstack(tb, ['--host', 'node1', '--json', '--dry-run', 'activate', `${REPO_VG}/cs-dry`, '--exclusive']);
+    const r = await cowstack(tb, [
+      '--host',
+      'node1',
+      '--json',
+      '--dry-run',
+      'activate',
+      `${REPO_VG}/cs-dry`,
+      '--exclusive',
+    ]);
     expect(r.exitCode, r.stderr).toBe(0);
-    expect(r.json.dryRun).toEqual([expect.objectContaining({ host: 'node1', argv: ['lvchange', '-aey', `${REPO_VG}/cs-dry`] })]);
+    expect(r.json.dryRun).toEqual([
+      expect.objectContaining({ host: 'node1', argv: ['lvchange', '-aey', `${REPO_VG}/cs-dry`] }),
+    ]);
     const lvs = await tb.ssh('node1', ['lvs', '--nolocking', '--noheadings', '-o', 'lv_active', `${REPO_VG}/cs-dry`]);
     expect(lvs.stdout.trim()).toBe('');
     expect((await tb.ssh('node1', ['lvremove', '-y', `${REPO_VG}/cs-dry`])).exitCode).toBe(0);

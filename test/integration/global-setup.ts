@@ -50,7 +50,9 @@ export default async function setup(project: TestProject) {
   const stop = async () => {
     for (const { tb, reused } of ok) {
       if (process.env.COWSTACK_TESTBED_KEEP || reused) {
-        log(`left running (state ${tb.stateDir}); stop it with: COWSTACK_TESTBED_STATE=${tb.stateDir} npm run testbed -- down`);
+        log(
+          `left running (state ${tb.stateDir}); stop it with: COWSTACK_TESTBED_STATE=${tb.stateDir} npm run testbed -- down`,
+        );
         continue;
       }
       await down(tb.stateDir);
@@ -61,7 +63,10 @@ export default async function setup(project: TestProject) {
     await stop();
     throw failed.reason;
   }
-  project.provide('testbedStates', ok.map(({ tb }) => tb.stateDir));
+  project.provide(
+    'testbedStates',
+    ok.map(({ tb }) => tb.stateDir),
+  );
   return stop;
 }
 

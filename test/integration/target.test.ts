@@ -18,7 +18,8 @@ const SECRET = `chap-${run}-s3cret-42`;
 const DATA = pattern(4 * MiB, 77);
 const DATA_SHA = sha256(DATA);
 
-const cs = (host: string, args: string[], input?: string): Promise<CliResult> => cowstack(tb, ['--host', host, '--json', ...args], { input });
+const cs = (host: string, args: string[], input?: string): Promise<CliResult> =>
+  cowstack(tb, ['--host', host, '--json', ...args], { input });
 const ok = async (host: string, args: string[], input?: string) => {
   const r = await cs(host, args, input);
   expect(r.exitCode, `${host}: cowstack ${args.join(' ')}\n${r.stdout}\n${r.stderr}`).toBe(0);
@@ -45,7 +46,8 @@ beforeAll(async () => {
 
 afterAll(async () => {
   for (const n of tb.nodes) {
-    for (const iqn of [LIO_IQN, TGT_IQN]) await cs(n.name, ['initiator', 'logout', tb.server.portal, iqn, '--forget', '--force']);
+    for (const iqn of [LIO_IQN, TGT_IQN])
+      await cs(n.name, ['initiator', 'logout', tb.server.portal, iqn, '--forget', '--force']);
   }
   if (tb.isRunning(tb.server.name)) await tb.powerOff(tb.server.name);
 }, 300_000);
@@ -63,9 +65,26 @@ describe('LIO on the repository server', () => {
   it('exports a block device as LUN 1 without the target page cache; a re-run is a no-op', async () => {
     const created = await ok(S(), ['target', 'create', LIO_IQN, '--device', '/dev/vda', '--backend', 'lio']);
     expect(created).toMatchObject({ action: 'created', backend: 'lio' });
-    expect(created.target).toMatchObject({ iqn: LIO_IQN, acls: [], chap: false, luns: [{ lun: 1, backing: '/dev/vda', store: 'block', direct: true }] });
-    expect((await ok(S(), ['target', 'create', LIO_IQN, '--device', '/dev/vda', '--backend', 'lio'])).action).toBe('none');
-    const other = await cs(S(), ['target', 'create', LIO_IQN, '--file', '/root/x.img', '--size', '64M', '--backend', 'lio']);
+    expect(created.target).toMatchObject({
+      iqn: LIO_IQN,
+      acls: [],
+      chap: false,
+      luns: [{ lun: 1, backing: '/dev/vda', store: 'block', direct: true }],
+    });
+    expect((await ok(S(), ['target', 'create', LIO_IQN, '--device', '/dev/vda', '--backend', 'lio'])).action).toBe(
+      'none',
+    );
+    const other = await cs(S(), [
+      'target',
+      'create',
+      LIO_IQN,
+      '--file',
+      '/root/x.img',
+      '--size',
+      '64M',
+      '--backend',
+      'lio',
+    ]);
     expect(other.exitCode, 'the same IQN on another backing store is refused').toBe(6);
     const list = await ok(S(), ['target', 'list', '--backend', 'lio']);
     expect(list.map((t: any) => t.iqn)).toContain(LIO_IQN);
@@ -79,12 +98,27 @@ describe('LIO on the repository server', () => {
   it('lets in only ACL members with the right CHAP secret; data crosses between the nodes', async () => {
     const [n1, n2] = [node(1), node(2)];
     await ok(S(), ['target', 'acl', 'add', LIO_IQN, n1.initiatorIqn, '--backend', 'lio']);
-    const auth = await ok(S(), ['target', 'auth', LIO_IQN, '--chap', 'cowstack', '--secret-file', '-', '--backend', 'lio'], `${SECRET}\n`);
+    const auth = await ok(
+      S(),
+      ['target', 'auth', LIO_IQN, '--chap', 'cowstack', '--secret-file', '-', '--backend', 'lio'],
+      `${SECRET}\n`,
+    );
     expect(auth.target).toMatchObject({ chap: true, acls: [n1.initiatorIqn] });
     // The secret is in LIO's ACL, and nowhere in what the target's config shows in argv form.
-    expect((await tb.ssh(S(), ['cat', `/sys/kernel/config/target/iscsi/${LIO_IQN}/tpgt_1/acls/${n1.initiatorIqn}/auth/password`])).stdout.trim()).toBe(SECRET);
+    expect(
+      (
+        await tb.ssh(S(), [
+          'cat',
+          `/sys/kernel/config/target/iscsi/${LIO_IQN}/tpgt_1/acls/${n1.initiatorIqn}/auth/password`,
+        ])
+      ).stdout.trim(),
+    ).toBe(SECRET);
 
-    const login = await ok(n1.name, ['initiator', 'login', tb.server.portal, LIO_IQN, '--chap-user', 'cowstack', '--secret-file', '-'], SECRET);
+    const login = await ok(
+      n1.name,
+      ['initiator', 'login', tb.server.portal, LIO_IQN, '--chap-user', 'cowstack', '--secret-file', '-'],
+      SECRET,
+    );
     expect(login.device).toBe(`/dev/disk/by-path/ip-${tb.server.portal}-iscsi-${LIO_IQN}-lun-1`);
     const startup = await tb.ssh(n1.name, ['iscsiadm', '-m', 'node', '-T', LIO_IQN, '-p', tb.server.portal]);
     expect(startup.stdout).toMatch(/^node\.startup = automatic$/m);
@@ -92,7 +126,11 @@ describe('LIO on the repository server', () => {
     expect(await headSha(n1.name, login.device)).toBe(DATA_SHA);
 
     // node2 is not in the ACL: refused, with the permission exit code, and no record left behind.
-    const denied = await cs(n2.name, ['initiator', 'login', tb.server.portal, LIO_IQN, '--chap-user', 'cowstack', '--secret-file', '-'], SECRET);
+    const denied = await cs(
+      n2.name,
+      ['initiator', 'login', tb.server.portal, LIO_IQN, '--chap-user', 'cowstack', '--secret-file', '-'],
+      SECRET,
+    );
     expect(denied.exitCode, denied.stdout).toBe(8);
     expect(denied.json.message).toMatch(/refused this initiator/);
     expect(await nodeRecords(n2.name)).not.toContain(LIO_IQN);
@@ -100,9 +138,17 @@ describe('LIO on the repository server', () => {
     // In the ACL now (auth again: CHAP is per ACL), but with a wrong secret: refused the same way.
     await ok(S(), ['target', 'acl', 'add', LIO_IQN, n2.initiatorIqn, '--backend', 'lio']);
     await ok(S(), ['target', 'auth', LIO_IQN, '--chap', 'cowstack', '--backend', 'lio'], SECRET);
-    const wrong = await cs(n2.name, ['initiator', 'login', tb.server.portal, LIO_IQN, '--chap-user', 'cowstack', '--secret-file', '-'], 'not-the-secret-at-all');
+    const wrong = await cs(
+      n2.name,
+      ['initiator', 'login', tb.server.portal, LIO_IQN, '--chap-user', 'cowstack', '--secret-file', '-'],
+      'not-the-secret-at-all',
+    );
     expect(wrong.exitCode, wrong.stdout).toBe(8);
-    const in2 = await ok(n2.name, ['initiator', 'login', tb.server.portal, LIO_IQN, '--chap-user', 'cowstack', '--secret-file', '-'], SECRET);
+    const in2 = await ok(
+      n2.name,
+      ['initiator', 'login', tb.server.portal, LIO_IQN, '--chap-user', 'cowstack', '--secret-file', '-'],
+      SECRET,
+    );
     expect(await headSha(n2.name, in2.device), 'node2 reads what node1 wrote').toBe(DATA_SHA);
 
     const shown = await ok(S(), ['target', 'show', LIO_IQN, '--backend', 'lio']);
@@ -130,8 +176,13 @@ describe('LIO on the repository server', () => {
   });
 
   it('logs out, revokes and deletes; the device keeps its data', async () => {
-    for (const n of tb.nodes) expect((await ok(n.name, ['initiator', 'logout', tb.server.portal, LIO_IQN, '--forget'])).action).toBe('logged-out');
-    expect((await ok(S(), ['target', 'acl', 'rm', LIO_IQN, node(2).initiatorIqn, '--backend', 'lio'])).action).toBe('changed');
+    for (const n of tb.nodes)
+      expect((await ok(n.name, ['initiator', 'logout', tb.server.portal, LIO_IQN, '--forget'])).action).toBe(
+        'logged-out',
+      );
+    expect((await ok(S(), ['target', 'acl', 'rm', LIO_IQN, node(2).initiatorIqn, '--backend', 'lio'])).action).toBe(
+      'changed',
+    );
     expect((await ok(S(), ['target', 'delete', LIO_IQN, '--backend', 'lio'])).action).toBe('deleted');
     expect((await ok(S(), ['target', 'delete', LIO_IQN, '--backend', 'lio'])).action).toBe('none');
     expect(await headSha(S(), '/dev/vda')).toBe(DATA_SHA);
@@ -150,8 +201,14 @@ describe('tgt on the repository server', () => {
   it('exports the same device with O_DIRECT; ACLs apply; CHAP is refused rather than put in an argv', async () => {
     expect((await tb.ssh(S(), ['tgtd'])).exitCode).toBe(0);
     const created = await ok(S(), ['target', 'create', TGT_IQN, '--device', '/dev/vda', '--backend', 'tgt']);
-    expect(created.target).toMatchObject({ iqn: TGT_IQN, backend: 'tgt', luns: [{ lun: 1, backing: '/dev/vda', direct: true }] });
-    expect((await ok(S(), ['target', 'create', TGT_IQN, '--device', '/dev/vda', '--backend', 'tgt'])).action).toBe('none');
+    expect(created.target).toMatchObject({
+      iqn: TGT_IQN,
+      backend: 'tgt',
+      luns: [{ lun: 1, backing: '/dev/vda', direct: true }],
+    });
+    expect((await ok(S(), ['target', 'create', TGT_IQN, '--device', '/dev/vda', '--backend', 'tgt'])).action).toBe(
+      'none',
+    );
     const chap = await cs(S(), ['target', 'auth', TGT_IQN, '--chap', 'cowstack', '--backend', 'tgt'], SECRET);
     expect(chap.exitCode).toBe(6);
     expect(chap.json.message).toContain('tgtadm');
@@ -167,7 +224,9 @@ describe('tgt on the repository server', () => {
 
     const saved = await ok(S(), ['target', 'save', '--backend', 'tgt']);
     expect((await tb.ssh(S(), ['grep', '-c', TGT_IQN, saved.file])).stdout.trim()).not.toBe('0');
-    expect((await ok(node(1).name, ['initiator', 'logout', tb.server.portal, TGT_IQN, '--forget'])).action).toBe('logged-out');
+    expect((await ok(node(1).name, ['initiator', 'logout', tb.server.portal, TGT_IQN, '--forget'])).action).toBe(
+      'logged-out',
+    );
     expect((await ok(S(), ['target', 'delete', TGT_IQN, '--backend', 'tgt'])).action).toBe('deleted');
     expect((await ok(S(), ['target', 'list', '--backend', 'tgt'])).map((t: any) => t.iqn)).not.toContain(TGT_IQN);
   });

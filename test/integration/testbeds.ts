@@ -67,10 +67,12 @@ export async function attachMine(timeoutMs = 600_000): Promise<Testbed> {
       return attach(dir);
     }
     // The previous file's worker may still be exiting: its claim goes with its process.
-    if (Date.now() > deadline) throw new Error(`no free testbed cluster among ${dirs.join(', ')} after ${timeoutMs / 1000} s`);
+    if (Date.now() > deadline)
+      throw new Error(`no free testbed cluster among ${dirs.join(', ')} after ${timeoutMs / 1000} s`);
     await new Promise((r) => setTimeout(r, 500));
   }
 }
 
 /** The repository LUN's stable path on the nodes of this cluster. */
-export const repoDevice = (tb: Pick<Testbed, 'portal' | 'targetIqn'>): string => `/dev/disk/by-path/ip-${tb.portal}-iscsi-${tb.targetIqn}-lun-1`;
+export const repoDevice = (tb: Pick<Testbed, 'portal' | 'targetIqn'>): string =>
+  `/dev/disk/by-path/ip-${tb.portal}-iscsi-${tb.targetIqn}-lun-1`;

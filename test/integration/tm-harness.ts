@@ -29,12 +29,23 @@ export interface TmHarness {
 }
 
 /** `verbose`: cowstack prints every command it runs (the bench counts them: one ssh round trip each). */
-export async function tmHarness(tb: Pick<Testbed, 'sshConfig'>, hosts = ['node1', 'node2'], opts: { verbose?: boolean } = {}): Promise<TmHarness> {
+export async function tmHarness(
+  tb: Pick<Testbed, 'sshConfig'>,
+  hosts = ['node1', 'node2'],
+  opts: { verbose?: boolean } = {},
+): Promise<TmHarness> {
   const dir = await fsp.mkdtemp(path.join(tmpdir(), 'cowstack-tm-'));
   await fsp.mkdir(path.join(dir, 'bin'));
   await fsp.mkdir(path.join(dir, 'lock'));
-  await fsp.writeFile(path.join(dir, 'bin/cowstack'), `#!/bin/sh\nexec node '${CLI}' ${opts.verbose ? '--verbose ' : ''}"$@"\n`, { mode: 0o755 });
-  await fsp.writeFile(path.join(dir, 'cowstack.yaml'), `repository:\n  vg: ${REPO_VG}\nssh:\n  config: ${tb.sshConfig}\ntm:\n  hosts: [${hosts.join(', ')}]\n`);
+  await fsp.writeFile(
+    path.join(dir, 'bin/cowstack'),
+    `#!/bin/sh\nexec node '${CLI}' ${opts.verbose ? '--verbose ' : ''}"$@"\n`,
+    { mode: 0o755 },
+  );
+  await fsp.writeFile(
+    path.join(dir, 'cowstack.yaml'),
+    `repository:\n  vg: ${REPO_VG}\nssh:\n  config: ${tb.sshConfig}\ntm:\n  hosts: [${hosts.join(', ')}]\n`,
+  );
   const env = {
     PATH: `${path.join(dir, 'bin')}:${process.env.PATH}`,
     COWSTACK_CONFIG: path.join(dir, 'cowstack.yaml'),
@@ -43,15 +54,26 @@ export async function tmHarness(tb: Pick<Testbed, 'sshConfig'>, hosts = ['node1'
   };
   const run = async (action: string, args: string[], input?: string): Promise<TmResult> => {
     const started = Date.now();
-    const r = await execa(path.join(ROOT, 'tm/cowstack', action), args, { reject: false, env, input: input ?? '', timeout: 600_000 });
-    return { exitCode: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr), seconds: (Date.now() - started) / 1000 };
+    const r = await execa(path.join(ROOT, 'tm/cowstack', action), args, {
+      reject: false,
+      env,
+      input: input ?? '',
+      timeout: 600_000,
+    });
+    return {
+      exitCode: r.exitCode ?? -1,
+      stdout: String(r.stdout),
+      stderr: String(r.stderr),
+      seconds: (Date.now() - started) / 1000,
+    };
   };
   return {
     dir,
     run,
     async ok(action, args, input) {
       const r = await run(action, args, input);
-      if (r.exitCode !== 0) throw new Error(`tm ${action} ${args.join(' ')} exited ${r.exitCode}\n${r.stdout}\n${r.stderr}`);
+      if (r.exitCode !== 0)
+        throw new Error(`tm ${action} ${args.join(' ')} exited ${r.exitCode}\n${r.stdout}\n${r.stderr}`);
       return r;
     },
   };

@@ -37,13 +37,25 @@ const lvTags = async (node: string, name: string): Promise<string[] | undefined>
   const r = await ssh(node, ['lvs', '--nolocking', '--noheadings', '-o', 'lv_tags', `${REPO_VG}/${name}`]);
   return r.exitCode === 0 ? r.out.split(',') : undefined;
 };
-const lvUuid = async (node: string, name: string) => (await ssh(node, ['lvs', '--nolocking', '--noheadings', '-o', 'lv_uuid', `${REPO_VG}/${name}`])).out;
-const lvNames = async (node: string) => (await ssh(node, ['lvs', '--nolocking', '--noheadings', '-o', 'lv_name', REPO_VG])).out.split(/\s+/).filter(Boolean);
-const cowstackDevices = async (node: string) => (await ssh(node, ['dmsetup', 'ls'])).out.split('\n').map((l) => l.split(/\s+/)[0]!).filter((n) => n.startsWith('cowstack-'));
+const lvUuid = async (node: string, name: string) =>
+  (await ssh(node, ['lvs', '--nolocking', '--noheadings', '-o', 'lv_uuid', `${REPO_VG}/${name}`])).out;
+const lvNames = async (node: string) =>
+  (await ssh(node, ['lvs', '--nolocking', '--noheadings', '-o', 'lv_name', REPO_VG])).out.split(/\s+/).filter(Boolean);
+const cowstackDevices = async (node: string) =>
+  (await ssh(node, ['dmsetup', 'ls'])).out
+    .split('\n')
+    .map((l) => l.split(/\s+/)[0]!)
+    .filter((n) => n.startsWith('cowstack-'));
 const exists = async (node: string, p: string) => (await ssh(node, ['test', '-e', p])).exitCode === 0;
 
 /** D is a symlink to this VM disk's writable cowstack device, and reads back `content`. */
-async function checkDisk(node: string, vm: number, disk: number, content: Buffer, lv = `one-${vm}-${disk}`): Promise<string> {
+async function checkDisk(
+  node: string,
+  vm: number,
+  disk: number,
+  content: Buffer,
+  lv = `one-${vm}-${disk}`,
+): Promise<string> {
   const target = await readlink(node, `${vmDir(vm)}/disk.${disk}`);
   const uuid = (await lvUuid(node, lv)).replace(/-/g, '');
   expect(target).toBe(`/dev/mapper/cowstack-rw-${uuid}`);
@@ -70,14 +82,20 @@ describe.sequential('a non-persistent VM: deploy, snapshots, cold migration, sav
   const times: Record<string, number> = {};
 
   it('deploy: clone + context on node1', async () => {
-    times.clone = (await tm.ok('clone', [`${FE}:${REPO_VG}/${img}`, D('node1', VM, 0), String(VM), String(IDS)])).seconds;
-    times.context = (await tm.ok('context', [path.join(tm.dir, 'context.sh'), D('node1', VM, 1), String(VM), String(SYS)])).seconds;
+    times.clone = (
+      await tm.ok('clone', [`${FE}:${REPO_VG}/${img}`, D('node1', VM, 0), String(VM), String(IDS)])
+    ).seconds;
+    times.context = (
+      await tm.ok('context', [path.join(tm.dir, 'context.sh'), D('node1', VM, 1), String(VM), String(SYS)])
+    ).seconds;
     await checkDisk('node1', VM, 0, IMG);
     const imgUuid = await lvUuid('node1', img);
     expect(await lvTags('node1', `one-${VM}-0`)).toContain(`cowstack_parent:${imgUuid}`);
     // The context disk is an ISO 9660 file labelled CONTEXT holding context.sh.
     expect((await ssh('node1', ['blkid', '-o', 'value', '-s', 'LABEL', `${vmDir(VM)}/disk.1`])).out).toBe('CONTEXT');
-    expect((await ssh('node1', ['isoinfo', '-R', '-i', `${vmDir(VM)}/disk.1`, '-x', '/context.sh'])).out).toContain(`HOSTNAME='vm${VM}'`);
+    expect((await ssh('node1', ['isoinfo', '-R', '-i', `${vmDir(VM)}/disk.1`, '-x', '/context.sh'])).out).toContain(
+      `HOSTNAME='vm${VM}'`,
+    );
   });
 
   it('the guest writes; poweroff/resume (no TM action) keeps device and data', async () => {
@@ -89,7 +107,9 @@ describe.sequential('a non-persistent VM: deploy, snapshots, cold migration, sav
     times.snap_create = (await tm.ok('snap_create', [D('node1', VM, 0), '0', String(VM), String(SYS)])).seconds;
     const s0 = await lvTags('node1', `one-${VM}-0-s0`);
     expect(s0).toContain('cowstack_state:committed');
-    expect(await lvTags('node1', `one-${VM}-0`)).toContain(`cowstack_parent:${await lvUuid('node1', `one-${VM}-0-s0`)}`);
+    expect(await lvTags('node1', `one-${VM}-0`)).toContain(
+      `cowstack_parent:${await lvUuid('node1', `one-${VM}-0-s0`)}`,
+    );
     await checkDisk('node1', VM, 0, withA);
 
     await writeAt(tb, 'node1', `${vmDir(VM)}/disk.0`, 5, B);
@@ -98,11 +118,15 @@ describe.sequential('a non-persistent VM: deploy, snapshots, cold migration, sav
 
     times.snap_revert = (await tm.ok('snap_revert', [D('node1', VM, 0), '0', String(VM), String(SYS)])).seconds;
     await checkDisk('node1', VM, 0, withA);
-    expect(await lvTags('node1', `one-${VM}-0`)).toContain(`cowstack_parent:${await lvUuid('node1', `one-${VM}-0-s0`)}`);
+    expect(await lvTags('node1', `one-${VM}-0`)).toContain(
+      `cowstack_parent:${await lvUuid('node1', `one-${VM}-0-s0`)}`,
+    );
 
     const refused = await tm.run('snap_delete', [D('node1', VM, 0), '0', String(VM), String(SYS)]);
     expect(refused.exitCode).toBe(6);
-    expect(refused.stderr).toMatch(/^ERROR: snap_delete: snapshot 0 of disk 0 .* cannot be deleted: the current disk, one-\d+-0-s1 depend/m);
+    expect(refused.stderr).toMatch(
+      /^ERROR: snap_delete: snapshot 0 of disk 0 .* cannot be deleted: the current disk, one-\d+-0-s1 depend/m,
+    );
     expect(await lvTags('node1', `one-${VM}-0-s0`)).toContain('cowstack_state:committed');
 
     times.snap_delete = (await tm.ok('snap_delete', [D('node1', VM, 0), '1', String(VM), String(SYS)])).seconds;
@@ -120,16 +144,24 @@ describe.sequential('a non-persistent VM: deploy, snapshots, cold migration, sav
     expect(pre.exitCode).toBe(6);
     expect(pre.stderr).toMatch(/live migration of VM \d+ from node1 to node2 is not supported/);
 
-    times.mv = (await tm.ok('mv', [`node1:${DS}/${SYS}/${VM}`, `node2:${DS}/${SYS}/${VM}/`, String(VM), String(SYS)])).seconds;
+    times.mv = (
+      await tm.ok('mv', [`node1:${DS}/${SYS}/${VM}`, `node2:${DS}/${SYS}/${VM}/`, String(VM), String(SYS)])
+    ).seconds;
     await checkDisk('node2', VM, 0, withA);
-    expect((await ssh('node2', ['isoinfo', '-R', '-i', `${vmDir(VM)}/disk.1`, '-x', '/context.sh'])).out).toContain(`HOSTNAME='vm${VM}'`);
+    expect((await ssh('node2', ['isoinfo', '-R', '-i', `${vmDir(VM)}/disk.1`, '-x', '/context.sh'])).out).toContain(
+      `HOSTNAME='vm${VM}'`,
+    );
     expect(await exists('node1', vmDir(VM))).toBe(false);
     expect(await cowstackDevices('node1')).toEqual([]);
   });
 
   it('save-as (cpds) of the current state', async () => {
-    times.cpds = (await tm.ok('cpds', [D('node2', VM, 0), `${FE}:${REPO_VG}/${saved}`, '-1', String(VM), String(SYS)])).seconds;
-    expect(await lvTags('node2', saved)).toEqual(expect.arrayContaining(['cowstack_role:image', 'cowstack_state:sealed', `cowstack_sha256:${sha256(withA)}`]));
+    times.cpds = (
+      await tm.ok('cpds', [D('node2', VM, 0), `${FE}:${REPO_VG}/${saved}`, '-1', String(VM), String(SYS)])
+    ).seconds;
+    expect(await lvTags('node2', saved)).toEqual(
+      expect.arrayContaining(['cowstack_role:image', 'cowstack_state:sealed', `cowstack_sha256:${sha256(withA)}`]),
+    );
     // The VM's disk is still mapped and intact.
     await checkDisk('node2', VM, 0, withA);
   });
@@ -161,7 +193,9 @@ describe.sequential('volatile disks: mkimage, mkswap, resize', () => {
     await tm.ok('clone', [`${FE}:${REPO_VG}/${img}`, D('node1', V, 2), String(V), String(IDS)]);
     const big = await tm.run('resize', [D('node1', V, 2), '64', String(V), String(SYS)]);
     expect(big.exitCode).toBe(6);
-    expect(big.stderr).toMatch(/^ERROR: resize: disk 2 of VM \d+ is a COW clone of a 16 MiB image and cannot grow to 64 MiB/m);
+    expect(big.stderr).toMatch(
+      /^ERROR: resize: disk 2 of VM \d+ is a COW clone of a 16 MiB image and cannot grow to 64 MiB/m,
+    );
 
     await tm.ok('delete', [`node1:${DS}/${SYS}/${V}/`, String(V), String(SYS)]);
     expect((await lvNames('node1')).filter((n) => n.startsWith(`one-${V}-`))).toEqual([]);
@@ -182,7 +216,9 @@ describe.sequential('a persistent disk: undeploy and redeploy through ln/mvds', 
     await writeAt(tb, 'node2', `${vmDir(PVM)}/disk.0`, 8, C);
     await tm.ok('mvds', [D('node2', PVM, 0), `${FE}:${REPO_VG}/${img}`, String(PVM), String(IDS)]);
     await tm.ok('delete', [`node2:${DS}/${SYS}/${PVM}`, String(PVM), String(SYS)]);
-    expect(await lvTags('node2', `${img}-p1`)).toEqual(expect.arrayContaining(['cowstack_state:committed', `cowstack_parent:${await lvUuid('node2', img)}`]));
+    expect(await lvTags('node2', `${img}-p1`)).toEqual(
+      expect.arrayContaining(['cowstack_state:committed', `cowstack_parent:${await lvUuid('node2', img)}`]),
+    );
     expect(await lvTags('node2', `one-${PVM}-0`)).toBeUndefined();
     expect(await exists('node2', vmDir(PVM))).toBe(false);
     expect(await cowstackDevices('node2')).toEqual([]);
@@ -196,7 +232,9 @@ describe.sequential('a persistent disk: undeploy and redeploy through ln/mvds', 
     await writeAt(tb, 'node1', `${vmDir(PVM)}/disk.0`, 1, E);
     await tm.ok('mvds', [D('node1', PVM, 0), `${FE}:${REPO_VG}/${img}`, String(PVM), String(IDS)]);
     await tm.ok('delete', [`node1:${DS}/${SYS}/${PVM}/`, String(PVM), String(SYS)]);
-    expect(await lvTags('node1', `${img}-p2`)).toEqual(expect.arrayContaining(['cowstack_state:committed', `cowstack_parent:${await lvUuid('node1', `${img}-p1`)}`]));
+    expect(await lvTags('node1', `${img}-p2`)).toEqual(
+      expect.arrayContaining(['cowstack_state:committed', `cowstack_parent:${await lvUuid('node1', `${img}-p1`)}`]),
+    );
     // What a third deploy would read: map the head read-only and check it.
     const m = await clusterCli(tb, 'node1', ['clone', 'map', `${img}-p2`]);
     expect(m.exitCode, m.stderr).toBe(0);
@@ -205,17 +243,29 @@ describe.sequential('a persistent disk: undeploy and redeploy through ln/mvds', 
   });
 
   it('monitor reports the repository VG', async () => {
-    const xml = Buffer.from('<DATASTORE><ID>0</ID><TEMPLATE><BRIDGE_LIST><![CDATA[node2]]></BRIDGE_LIST></TEMPLATE></DATASTORE>').toString('base64');
+    const xml = Buffer.from(
+      '<DATASTORE><ID>0</ID><TEMPLATE><BRIDGE_LIST><![CDATA[node2]]></BRIDGE_LIST></TEMPLATE></DATASTORE>',
+    ).toString('base64');
     const r = await tm.ok('monitor', [String(SYS)], xml);
-    const v = Object.fromEntries(r.stdout.trim().split('\n').map((l) => l.split('=')));
-    const vgs = (await ssh('node2', ['vgs', '--noheadings', '--units', 'm', '--nosuffix', '-o', 'vg_size,vg_free', REPO_VG])).out.split(/\s+/).map(Number);
+    const v = Object.fromEntries(
+      r.stdout
+        .trim()
+        .split('\n')
+        .map((l) => l.split('=')),
+    );
+    const vgs = (
+      await ssh('node2', ['vgs', '--noheadings', '--units', 'm', '--nosuffix', '-o', 'vg_size,vg_free', REPO_VG])
+    ).out
+      .split(/\s+/)
+      .map(Number);
     expect(Number(v.TOTAL_MB)).toBe(Math.floor(vgs[0]!));
     expect(Number(v.FREE_MB)).toBe(Math.floor(vgs[1]!));
     expect(Number(v.USED_MB)).toBe(Number(v.TOTAL_MB) - Number(v.FREE_MB));
   });
 
-  it('clean up: the test\'s images and lineage', async () => {
-    for (const name of [`${img}-p2`, `${img}-p1`]) expect((await clusterCli(tb, 'node1', ['clone', 'rm', name])).exitCode).toBe(0);
+  it("clean up: the test's images and lineage", async () => {
+    for (const name of [`${img}-p2`, `${img}-p1`])
+      expect((await clusterCli(tb, 'node1', ['clone', 'rm', name])).exitCode).toBe(0);
     for (const name of [saved, img]) expect((await clusterCli(tb, 'node1', ['image', 'rm', name])).exitCode).toBe(0);
     for (const node of ['node1', 'node2']) expect(await cowstackDevices(node)).toEqual([]);
   });

@@ -38,7 +38,8 @@ const ok = async (node: string, args: string[], input?: string | Buffer) => {
   return JSON.parse(String(r.stdout)).result;
 };
 /** A command run on the node as oneadmin (not through cowstack). */
-const userSh = (node: string, argv: string[], input?: Buffer) => execa('ssh', ['-F', userSsh, node, '--', ...argv], { reject: false, input });
+const userSh = (node: string, argv: string[], input?: Buffer) =>
+  execa('ssh', ['-F', userSsh, node, '--', ...argv], { reject: false, input });
 
 beforeAll(async () => {
   tb = await attachMine();
@@ -60,9 +61,21 @@ beforeAll(async () => {
 describe(`the service user (${USER}) with only sudoers/cowstack`, () => {
   it('cowstack install --node puts a visudo-checked sudoers, the udev rule and a config in place; a re-run changes nothing', async () => {
     for (const n of tb.nodes) {
-      const first = await cowstack(tb, ['--host', n.name, '--json', 'install', '--node', '--user', USER, '--vg', REPO_VG], { check: true });
-      expect(first.json.result.files.map((f: any) => f.path)).toEqual(['/etc/sudoers.d/cowstack', '/etc/udev/rules.d/99-cowstack.rules', '/etc/cowstack/cowstack.yaml']);
-      const again = await cowstack(tb, ['--host', n.name, '--json', 'install', '--node', '--user', USER, '--vg', REPO_VG], { check: true });
+      const first = await cowstack(
+        tb,
+        ['--host', n.name, '--json', 'install', '--node', '--user', USER, '--vg', REPO_VG],
+        { check: true },
+      );
+      expect(first.json.result.files.map((f: any) => f.path)).toEqual([
+        '/etc/sudoers.d/cowstack',
+        '/etc/udev/rules.d/99-cowstack.rules',
+        '/etc/cowstack/cowstack.yaml',
+      ]);
+      const again = await cowstack(
+        tb,
+        ['--host', n.name, '--json', 'install', '--node', '--user', USER, '--vg', REPO_VG],
+        { check: true },
+      );
       expect(again.json.result.files.map((f: any) => f.action)).toEqual(['unchanged', 'unchanged', 'kept']);
       const mode = await tb.ssh(n.name, ['stat', '-c', '%a %U', '/etc/sudoers.d/cowstack']);
       expect(mode.stdout.trim()).toBe('440 root');
@@ -81,17 +94,39 @@ describe(`the service user (${USER}) with only sudoers/cowstack`, () => {
 
     const imported = await ok(n1, ['image', 'import', IMG, '-', '--vg', REPO_VG], BASE);
     expect(imported.sha256).toBe(sha256(BASE));
-    expect((await ok(n2, ['clone', 'create', CLONE, '--from', IMG, '--cow-size', '8M', '--vg', REPO_VG])).action).toBe('created');
+    expect((await ok(n2, ['clone', 'create', CLONE, '--from', IMG, '--cow-size', '8M', '--vg', REPO_VG])).action).toBe(
+      'created',
+    );
     const m = await ok(n1, ['clone', 'map', CLONE, '--vg', REPO_VG]);
     expect(m.mode).toBe('rw');
 
     // The VM's disk belongs to the hypervisor user (udev rule), who writes it without root.
     const owner = await tb.ssh(n1, ['stat', '-L', '-c', '%U:%G %a', m.device]);
     expect(owner.stdout.trim()).toBe(`${USER}:disk 660`);
-    const w = await userSh(n1, ['dd', `of=${m.device}`, 'bs=1M', 'seek=3', 'iflag=fullblock', 'oflag=direct', 'conv=fsync,notrunc', 'status=none'], WRITE);
+    const w = await userSh(
+      n1,
+      [
+        'dd',
+        `of=${m.device}`,
+        'bs=1M',
+        'seek=3',
+        'iflag=fullblock',
+        'oflag=direct',
+        'conv=fsync,notrunc',
+        'status=none',
+      ],
+      WRITE,
+    );
     expect(w.exitCode, String(w.stderr)).toBe(0);
     // ...but not the image underneath.
-    const img = await userSh(n1, ['dd', 'if=/dev/zero', `of=/dev/mapper/${REPO_VG}-${IMG.replace(/-/g, '--')}`, 'bs=4096', 'count=1', 'status=none']);
+    const img = await userSh(n1, [
+      'dd',
+      'if=/dev/zero',
+      `of=/dev/mapper/${REPO_VG}-${IMG.replace(/-/g, '--')}`,
+      'bs=4096',
+      'count=1',
+      'status=none',
+    ]);
     expect(img.exitCode, 'the image LV stays root-only').not.toBe(0);
 
     expect((await ok(n1, ['clone', 'commit', CLONE, '--vg', REPO_VG])).action).toBe('committed');

@@ -28,7 +28,9 @@ program
     console.log(`${img.built ? 'built' : 'cached'}: ${img.dir} (${img.seconds.toFixed(1)} s)`);
     if (m) {
       console.log(`kernel ${m.kernel.release} (${m.kernel.package} ${m.kernel.version}), node ${m.node.version}`);
-      console.log(`initramfs ${(m.sizes.initramfs / 2 ** 20).toFixed(0)} MiB, ${Object.keys(m.installed).length} packages, ${m.modules} modules; built ${m.builtAt} in ${m.buildSeconds} s`);
+      console.log(
+        `initramfs ${(m.sizes.initramfs / 2 ** 20).toFixed(0)} MiB, ${Object.keys(m.installed).length} packages, ${m.modules} modules; built ${m.builtAt} in ${m.buildSeconds} s`,
+      );
     }
   });
 
@@ -45,7 +47,10 @@ program
     const tb = await up({ nodes: o.nodes, memMiB: o.mem, lunGiB: o.lunGib, stateDir: o.state });
     console.log(`testbed up in ${tb.stateDir}`);
     console.log(`  portal (from guests) ${tb.portal}   target ${tb.targetIqn}`);
-    for (const n of tb.nodes) console.log(`  ${n.name}  ssh 127.0.0.1:${n.sshPort}  host_id ${n.hostId}  ${n.initiatorIqn}  local disk ${n.localDisk}`);
+    for (const n of tb.nodes)
+      console.log(
+        `  ${n.name}  ssh 127.0.0.1:${n.sshPort}  host_id ${n.hostId}  ${n.initiatorIqn}  local disk ${n.localDisk}`,
+      );
     console.log(`ssh: ssh -F ${tb.sshConfig} node1`);
     console.log(`(${((Date.now() - t0) / 1000).toFixed(1)} s)`);
     if (o.smoke) {
@@ -81,15 +86,21 @@ program
     } else {
       const st = s.state;
       console.log(`testbed in ${st.stateDir} (created ${st.createdAt}, image ${st.imageHash})`);
-      console.log(`  tgtd pid ${st.tgtd.pid ?? '-'} ${s.tgtdRunning ? 'running' : 'NOT RUNNING'} on ${st.hostPortal}; guests use ${st.portal}, ${st.targetIqn}`);
+      console.log(
+        `  tgtd pid ${st.tgtd.pid ?? '-'} ${s.tgtdRunning ? 'running' : 'NOT RUNNING'} on ${st.hostPortal}; guests use ${st.portal}, ${st.targetIqn}`,
+      );
       for (const n of st.nodes) {
-        console.log(`  ${n.name}  qemu pid ${n.pid ?? '-'} ${n.running ? 'running' : n.poweredOff ? 'powered off' : 'NOT RUNNING'}  ssh 127.0.0.1:${n.sshPort}  console ${n.consoleLog}`);
+        console.log(
+          `  ${n.name}  qemu pid ${n.pid ?? '-'} ${n.running ? 'running' : n.poweredOff ? 'powered off' : 'NOT RUNNING'}  ssh 127.0.0.1:${n.sshPort}  console ${n.consoleLog}`,
+        );
       }
       if (st.timings) console.log(`  boot to ssh ${st.timings.bootToSshSeconds?.toFixed(1)} s`);
       console.log(`ssh: ssh -F ${st.sshConfig} node1`);
     }
     if (s.strays.length) {
-      console.log(`leftover processes of this state dir (down removes them): ${s.strays.map((p) => `${p.kind}:${p.pid}`).join(' ')}`);
+      console.log(
+        `leftover processes of this state dir (down removes them): ${s.strays.map((p) => `${p.kind}:${p.pid}`).join(' ')}`,
+      );
     }
     const healthy = !!s.state && s.tgtdRunning && s.state.nodes.every((n) => n.running || n.poweredOff);
     if (!healthy) process.exitCode = 3;

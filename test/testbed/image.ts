@@ -79,12 +79,16 @@ export async function checkHost(): Promise<void> {
 const KERNEL_RE = /^linux-image-6\.1\.0-(\d+)-amd64(-unsigned)?$/;
 
 /** The newest Debian 6.1.0-N amd64 kernel package apt knows (signed preferred), and its version. */
-export async function resolveKernelPackage(log: (s: string) => void = defaultLog): Promise<{ name: string; version: string }> {
+export async function resolveKernelPackage(
+  log: (s: string) => void = defaultLog,
+): Promise<{ name: string; version: string }> {
   const override = process.env.COWSTACK_TESTBED_KERNEL_PKG;
   const lookup = async () => {
     const names = override
       ? [override]
-      : (await run(['apt-cache', 'pkgnames', 'linux-image-6.1.0-'])).stdout.split('\n').filter((n) => KERNEL_RE.test(n.trim()));
+      : (await run(['apt-cache', 'pkgnames', 'linux-image-6.1.0-'])).stdout
+          .split('\n')
+          .filter((n) => KERNEL_RE.test(n.trim()));
     const ranked = names
       .map((n) => n.trim())
       .map((n) => ({ n, abi: Number(KERNEL_RE.exec(n)?.[1] ?? 0), unsigned: n.endsWith('-unsigned') }))
@@ -185,7 +189,9 @@ async function prune(root: string, keepHash: string, log: (s: string) => void): 
  * Returns the cached image for the current recipe, building it first if needed. A build goes
  * into a temp dir next to the cache entry and is renamed into place only when complete.
  */
-export async function ensureImage(opts: { cacheDir?: string; log?: (s: string) => void; force?: boolean } = {}): Promise<ImageInfo> {
+export async function ensureImage(
+  opts: { cacheDir?: string; log?: (s: string) => void; force?: boolean } = {},
+): Promise<ImageInfo> {
   const log = opts.log ?? defaultLog;
   const t0 = Date.now();
   await checkHost();
@@ -289,10 +295,13 @@ export async function ensureImage(opts: { cacheDir?: string; log?: (s: string) =
     await fsp.writeFile(path.join(tmp, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
     if (await exists(dir)) await fsp.rm(dir, { recursive: true, force: true }); // incomplete leftover
     await fsp.rename(tmp, dir);
-    log(`testbed: image ${hash} built in ${Math.round(seconds)} s (initramfs ${(manifest.sizes.initramfs / 2 ** 20).toFixed(0)} MiB)`);
+    log(
+      `testbed: image ${hash} built in ${Math.round(seconds)} s (initramfs ${(manifest.sizes.initramfs / 2 ** 20).toFixed(0)} MiB)`,
+    );
     return { dir, hash, built: true, seconds };
   } finally {
-    if (await exists(tmp)) await removeBuildDir(tmp).catch((e) => log(`testbed: could not remove ${tmp}: ${String(e)}`));
+    if (await exists(tmp))
+      await removeBuildDir(tmp).catch((e) => log(`testbed: could not remove ${tmp}: ${String(e)}`));
     await fsp.rm(lock, { recursive: true, force: true });
   }
 }

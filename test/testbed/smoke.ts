@@ -31,22 +31,47 @@ export async function runSmoke(
       const t = await tb.ssh(n.name, ['dmsetup', 'targets']);
       const targets = t.stdout.split('\n').map((l) => l.split(/\s+/)[0]);
       const missing = ['snapshot', 'cache', 'writecache'].filter((x) => !targets.includes(x));
-      record(n.name, 'dmsetup targets', t.exitCode === 0 && missing.length === 0, missing.length ? `missing ${missing.join(',')}` : 'snapshot cache writecache');
+      record(
+        n.name,
+        'dmsetup targets',
+        t.exitCode === 0 && missing.length === 0,
+        missing.length ? `missing ${missing.join(',')}` : 'snapshot cache writecache',
+      );
 
       const v = await tb.ssh(n.name, ['node', '--version']);
-      record(n.name, 'node --version', v.exitCode === 0 && v.stdout.startsWith('v20'), v.stdout.trim() || v.stderr.trim());
+      record(
+        n.name,
+        'node --version',
+        v.exitCode === 0 && v.stdout.startsWith('v20'),
+        v.stdout.trim() || v.stderr.trim(),
+      );
 
       const l = await tb.ssh(n.name, ['lvm', 'version']);
-      record(n.name, 'lvm version', l.exitCode === 0, (/LVM version:\s*(\S+)/.exec(l.stdout)?.[1] ?? l.stderr.trim()) || '?');
+      record(
+        n.name,
+        'lvm version',
+        l.exitCode === 0,
+        (/LVM version:\s*(\S+)/.exec(l.stdout)?.[1] ?? l.stderr.trim()) || '?',
+      );
 
       const tc = await tb.ssh(n.name, ['targetcli', 'ls'], { timeoutMs: 120_000 });
-      record(n.name, 'targetcli ls', tc.exitCode === 0 && tc.stdout.includes('backstores'), tc.exitCode === 0 ? 'works (dbus up)' : tc.stderr.trim());
+      record(
+        n.name,
+        'targetcli ls',
+        tc.exitCode === 0 && tc.stdout.includes('backstores'),
+        tc.exitCode === 0 ? 'works (dbus up)' : tc.stderr.trim(),
+      );
 
       const i = await tb.ssh(n.name, ['cat', '/etc/iscsi/initiatorname.iscsi']);
       record(n.name, 'initiator IQN', i.stdout.trim() === `InitiatorName=${n.initiatorIqn}`, i.stdout.trim());
 
       const d = await tb.ssh(n.name, ['blockdev', '--getsize64', n.localDisk]);
-      record(n.name, `local disk ${n.localDisk}`, d.exitCode === 0 && Number(d.stdout) === 2 * 2 ** 30, `${d.stdout.trim()} bytes`);
+      record(
+        n.name,
+        `local disk ${n.localDisk}`,
+        d.exitCode === 0 && Number(d.stdout) === 2 * 2 ** 30,
+        `${d.stdout.trim()} bytes`,
+      );
     }),
   );
 
@@ -63,7 +88,12 @@ udevadm settle
 blockdev --getsize64 '${byPath}'`,
         { timeoutMs: 120_000 },
       );
-      record(n.name, 'iscsi login', r.exitCode === 0, r.exitCode === 0 ? `${byPath} (${r.stdout.trim()} bytes)` : r.stderr.trim());
+      record(
+        n.name,
+        'iscsi login',
+        r.exitCode === 0,
+        r.exitCode === 0 ? `${byPath} (${r.stdout.trim()} bytes)` : r.stderr.trim(),
+      );
     }),
   );
 
@@ -77,10 +107,18 @@ dd if=/tmp/smoke.bin of='${byPath}' bs=1M oflag=direct conv=fsync status=none
 sha256sum </tmp/smoke.bin | cut -d' ' -f1`,
   );
   const want = w.stdout.trim();
-  record(first.name, 'write 1 MiB to LUN', w.exitCode === 0 && want.length === 64, w.exitCode === 0 ? want.slice(0, 16) : w.stderr.trim());
+  record(
+    first.name,
+    'write 1 MiB to LUN',
+    w.exitCode === 0 && want.length === 64,
+    w.exitCode === 0 ? want.slice(0, 16) : w.stderr.trim(),
+  );
   await Promise.all(
     tb.nodes.map(async (n) => {
-      const r = await tb.sh(n.name, `dd if='${byPath}' bs=1M count=1 iflag=direct status=none | sha256sum | cut -d' ' -f1`);
+      const r = await tb.sh(
+        n.name,
+        `dd if='${byPath}' bs=1M count=1 iflag=direct status=none | sha256sum | cut -d' ' -f1`,
+      );
       record(n.name, 'read back from LUN', r.stdout.trim() === want, r.stdout.trim().slice(0, 16) || r.stderr.trim());
     }),
   );
@@ -120,7 +158,12 @@ async function apiChecks(tb: Testbed, record: Record_): Promise<void> {
   const t0 = Date.now();
   const t = await tb.ssh(n, ['sleep', '20'], { timeoutMs: 1500 });
   const ms = Date.now() - t0;
-  record(n, 'api: timeout', t.exitCode === 124 && t.timedOut === true && ms < 10_000, `exit ${t.exitCode} after ${ms} ms`);
+  record(
+    n,
+    'api: timeout',
+    t.exitCode === 124 && t.timedOut === true && ms < 10_000,
+    `exit ${t.exitCode} after ${ms} ms`,
+  );
   const dir = await mkdtemp(path.join(os.tmpdir(), 'cowstack-testbed-'));
   try {
     const f = path.join(dir, 'probe.sh');

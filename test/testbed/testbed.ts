@@ -153,7 +153,10 @@ async function updateState(dir: string, fn: (s: State) => void): Promise<void> {
     fn(s);
     await writeJsonAtomic(stateFile(dir), s);
   });
-  stateLocks.set(dir, next.catch(() => undefined));
+  stateLocks.set(
+    dir,
+    next.catch(() => undefined),
+  );
   await next;
 }
 
@@ -182,7 +185,11 @@ export function ownedProcesses(stateDir: string, controlDir = controlDirFor(stat
     const prog = path.basename(argv[0] ?? '');
     if (prog.startsWith('qemu-system-') && argv.some(below)) out.push({ pid, kind: 'qemu', argv });
     else if (prog === 'tgtd' && argv.some(below)) out.push({ pid, kind: 'tgtd', argv });
-    else if (argv[0]?.startsWith('ssh: ') && argv.join(' ').includes(`${controlDir}/cm-`) && argv.join(' ').includes('[mux]'))
+    else if (
+      argv[0]?.startsWith('ssh: ') &&
+      argv.join(' ').includes(`${controlDir}/cm-`) &&
+      argv.join(' ').includes('[mux]')
+    )
       out.push({ pid, kind: 'ssh-mux', argv });
   }
   return out;
@@ -222,10 +229,16 @@ function tgtControlPort(argv: string[]): number | undefined {
 async function stopTgtd(pid: number, controlPort: number | undefined, log: (s: string) => void): Promise<void> {
   if (controlPort !== undefined) {
     const C = ['-C', String(controlPort)];
-    await run(['tgtadm', ...C, '--op', 'update', '--mode', 'sys', '--name', 'State', '-v', 'offline'], { timeoutMs: 10_000 });
-    const show = await run(['tgtadm', ...C, '--lld', 'iscsi', '--op', 'show', '--mode', 'target'], { timeoutMs: 10_000 });
+    await run(['tgtadm', ...C, '--op', 'update', '--mode', 'sys', '--name', 'State', '-v', 'offline'], {
+      timeoutMs: 10_000,
+    });
+    const show = await run(['tgtadm', ...C, '--lld', 'iscsi', '--op', 'show', '--mode', 'target'], {
+      timeoutMs: 10_000,
+    });
     for (const m of show.stdout.matchAll(/^Target (\d+):/gm)) {
-      await run(['tgtadm', ...C, '--lld', 'iscsi', '--op', 'delete', '--mode', 'target', '--tid', m[1]!, '--force'], { timeoutMs: 10_000 });
+      await run(['tgtadm', ...C, '--lld', 'iscsi', '--op', 'delete', '--mode', 'target', '--tid', m[1]!, '--force'], {
+        timeoutMs: 10_000,
+      });
     }
     await run(['tgtadm', ...C, '--op', 'delete', '--mode', 'system'], { timeoutMs: 10_000 });
     if (await waitForExit(pid, 5000)) return;
@@ -271,7 +284,11 @@ async function cleanup(stateDir: string, log: (s: string) => void): Promise<void
     /* no state dir */
   }
   for (const n of names) {
-    if (/^(lun\.img|(node\d+|server)\.(pid|local\.(img|qcow2))|state\.json(\.tmp-\d+)?|ssh_config|cm-.*|id_ed25519(\.pub)?)$/.test(n)) {
+    if (
+      /^(lun\.img|(node\d+|server)\.(pid|local\.(img|qcow2))|state\.json(\.tmp-\d+)?|ssh_config|cm-.*|id_ed25519(\.pub)?)$/.test(
+        n,
+      )
+    ) {
       await fsp.rm(path.join(stateDir, n), { force: true });
     }
   }
@@ -353,10 +370,14 @@ async function startTgtd(stateDir: string, port: number, lunPath: string, log: (
     controlPort = await pickControlPort();
     const fd = openSync(logFile, 'w');
     // -p puts a path below the state dir on tgtd's command line: that is how cleanup recognises it
-    const child = spawn('tgtd', ['-f', '-C', String(controlPort), '--iscsi', `portal=127.0.0.1:${port}`, '-p', path.join(stateDir, 'tgtd.pid')], {
-      detached: true,
-      stdio: ['ignore', fd, fd],
-    });
+    const child = spawn(
+      'tgtd',
+      ['-f', '-C', String(controlPort), '--iscsi', `portal=127.0.0.1:${port}`, '-p', path.join(stateDir, 'tgtd.pid')],
+      {
+        detached: true,
+        stdio: ['ignore', fd, fd],
+      },
+    );
     closeSync(fd);
     child.on('error', () => undefined);
     child.unref();
@@ -383,7 +404,22 @@ async function startTgtd(stateDir: string, port: number, lunPath: string, log: (
   }
   const C = ['-C', String(controlPort)];
   await runOk(['tgtadm', ...C, '--lld', 'iscsi', '--op', 'new', '--mode', 'target', '--tid', '1', '-T', TARGET_IQN]);
-  const lu = ['tgtadm', ...C, '--lld', 'iscsi', '--op', 'new', '--mode', 'logicalunit', '--tid', '1', '--lun', '1', '-b', lunPath];
+  const lu = [
+    'tgtadm',
+    ...C,
+    '--lld',
+    'iscsi',
+    '--op',
+    'new',
+    '--mode',
+    'logicalunit',
+    '--tid',
+    '1',
+    '--lun',
+    '1',
+    '-b',
+    lunPath,
+  ];
   const direct = await run([...lu, '--bsoflags', 'direct']);
   if (direct.exitCode !== 0) {
     log(`testbed: tgtd refused bsoflags=direct (${direct.stderr.trim()}); using buffered I/O`);
@@ -393,7 +429,16 @@ async function startTgtd(stateDir: string, port: number, lunPath: string, log: (
   return { pid, logFile, controlPort };
 }
 
-function qemuArgv(o: { name: string; imageDir: string; memMiB: number; sshPort: number; iscsiPort?: number; disk: string; consoleLog: string; pidFile: string }): string[] {
+function qemuArgv(o: {
+  name: string;
+  imageDir: string;
+  memMiB: number;
+  sshPort: number;
+  iscsiPort?: number;
+  disk: string;
+  consoleLog: string;
+  pidFile: string;
+}): string[] {
   // A target inside the guest is offered to the other guests on the host's loopback only.
   const fwd = `hostfwd=tcp:127.0.0.1:${o.sshPort}-:22${o.iscsiPort ? `,hostfwd=tcp:127.0.0.1:${o.iscsiPort}-:3260` : ''}`;
   for (const p of [o.disk, o.consoleLog, o.imageDir]) {
@@ -401,26 +446,40 @@ function qemuArgv(o: { name: string; imageDir: string; memMiB: number; sshPort: 
   }
   return [
     'qemu-system-x86_64',
-    '-name', `cowstack-testbed-${o.name}`,
-    '-accel', 'tcg',
-    '-m', String(o.memMiB),
-    '-smp', '1',
+    '-name',
+    `cowstack-testbed-${o.name}`,
+    '-accel',
+    'tcg',
+    '-m',
+    String(o.memMiB),
+    '-smp',
+    '1',
     '-nodefaults',
     '-no-reboot',
-    '-kernel', path.join(o.imageDir, 'vmlinuz'),
-    '-initrd', path.join(o.imageDir, 'initramfs.cpio'),
-    '-append', `console=ttyS0 rdinit=/init net.ifnames=0 panic=5 mitigations=off cowstack.hostname=${o.name}`,
+    '-kernel',
+    path.join(o.imageDir, 'vmlinuz'),
+    '-initrd',
+    path.join(o.imageDir, 'initramfs.cpio'),
+    '-append',
+    `console=ttyS0 rdinit=/init net.ifnames=0 panic=5 mitigations=off cowstack.hostname=${o.name}`,
     // ipv6=off: no IPv6 route out of the guest; the only peer is 10.0.2.2 (host loopback)
-    '-nic', `user,model=virtio-net-pci,ipv6=off,${fwd}`,
+    '-nic',
+    `user,model=virtio-net-pci,ipv6=off,${fwd}`,
     // raw, not qcow2: every write the guest saw complete is in the host file even when qemu is
     // SIGKILLed (qcow2 keeps cluster allocations in qemu's memory until the guest flushes)
-    '-drive', `file=${o.disk},if=none,id=local,format=raw,cache=writeback,discard=unmap`,
-    '-device', 'virtio-blk-pci,drive=local,serial=cowstack-local',
-    '-device', 'virtio-rng-pci',
-    '-display', 'none',
-    '-serial', `file:${o.consoleLog}`,
+    '-drive',
+    `file=${o.disk},if=none,id=local,format=raw,cache=writeback,discard=unmap`,
+    '-device',
+    'virtio-blk-pci,drive=local,serial=cowstack-local',
+    '-device',
+    'virtio-rng-pci',
+    '-display',
+    'none',
+    '-serial',
+    `file:${o.consoleLog}`,
     '-daemonize',
-    '-pidfile', o.pidFile,
+    '-pidfile',
+    o.pidFile,
   ];
 }
 
@@ -430,7 +489,8 @@ async function startQemu(n: NodeState): Promise<number> {
   const r = await run(n.qemuArgv, { timeoutMs: 60_000 });
   if (r.exitCode !== 0) throw new Error(`qemu for ${n.name} failed to start (exit ${r.exitCode}):\n${r.stderr.trim()}`);
   const pid = Number((await fsp.readFile(n.pidFile, 'utf8')).trim());
-  if (!Number.isInteger(pid) || !isAlive(pid)) throw new Error(`qemu for ${n.name} is not running after start:\n${r.stderr}`);
+  if (!Number.isInteger(pid) || !isAlive(pid))
+    throw new Error(`qemu for ${n.name} is not running after start:\n${r.stderr}`);
   return pid;
 }
 
@@ -444,12 +504,17 @@ async function waitForSsh(st: State, n: NodeState, pid: number, timeoutMs: numbe
   let last: RunResult | undefined;
   for (;;) {
     if (!isAlive(pid)) {
-      throw new Error(`${n.name}: qemu (pid ${pid}) exited while booting. Console (${n.consoleLog}):\n${await tail(n.consoleLog)}`);
+      throw new Error(
+        `${n.name}: qemu (pid ${pid}) exited while booting. Console (${n.consoleLog}):\n${await tail(n.consoleLog)}`,
+      );
     }
     // probe without multiplexing so no half-open master is left behind
-    last = await run(sshArgv(st, n.name, ['-o', 'ControlMaster=no', '-o', 'ControlPath=none', '-o', 'ConnectTimeout=10'], ['true']), {
-      timeoutMs: 30_000,
-    });
+    last = await run(
+      sshArgv(st, n.name, ['-o', 'ControlMaster=no', '-o', 'ControlPath=none', '-o', 'ConnectTimeout=10'], ['true']),
+      {
+        timeoutMs: 30_000,
+      },
+    );
     if (last.exitCode === 0) break;
     if (Date.now() > deadline) {
       throw new Error(
@@ -468,8 +533,15 @@ async function waitForSsh(st: State, n: NodeState, pid: number, timeoutMs: numbe
 
 function serverOf(st: State): TestbedServer {
   const s = st.nodes.find((n) => n.role === 'server');
-  if (!s || !s.iscsiPort) throw new Error(`the testbed in ${st.stateDir} predates the server guest: run down and up again`);
-  return { name: s.name, sshPort: s.sshPort, portal: `10.0.2.2:${s.iscsiPort}`, initiatorIqn: s.initiatorIqn, localDisk: s.localDisk };
+  if (!s || !s.iscsiPort)
+    throw new Error(`the testbed in ${st.stateDir} predates the server guest: run down and up again`);
+  return {
+    name: s.name,
+    sshPort: s.sshPort,
+    portal: `10.0.2.2:${s.iscsiPort}`,
+    initiatorIqn: s.initiatorIqn,
+    localDisk: s.localDisk,
+  };
 }
 
 function makeTestbed(st0: State, log: (s: string) => void): Testbed {
@@ -504,7 +576,15 @@ function makeTestbed(st0: State, log: (s: string) => void): Testbed {
   return {
     stateDir: dir,
     sshConfig: st0.sshConfig,
-    nodes: st0.nodes.filter((n) => n.role !== 'server').map(({ name, sshPort, hostId, initiatorIqn, localDisk }) => ({ name, sshPort, hostId, initiatorIqn, localDisk })),
+    nodes: st0.nodes
+      .filter((n) => n.role !== 'server')
+      .map(({ name, sshPort, hostId, initiatorIqn, localDisk }) => ({
+        name,
+        sshPort,
+        hostId,
+        initiatorIqn,
+        localDisk,
+      })),
     server: serverOf(st0),
     portal: st0.portal,
     targetIqn: st0.targetIqn,
@@ -522,7 +602,9 @@ function makeTestbed(st0: State, log: (s: string) => void): Testbed {
         child.stderr.on('data', (b: Buffer) => (err += b.toString()));
         child.on('error', reject);
         child.on('close', (code) =>
-          code === 0 ? resolve() : reject(new Error(`copyTo ${node}:${remotePath} failed (exit ${code}): ${err.trim()}`)),
+          code === 0
+            ? resolve()
+            : reject(new Error(`copyTo ${node}:${remotePath} failed (exit ${code}): ${err.trim()}`)),
         );
         const src = createReadStream(localPath);
         src.on('error', (e) => {
@@ -542,7 +624,9 @@ function makeTestbed(st0: State, log: (s: string) => void): Testbed {
         if (!(await waitForExit(pid, 10_000))) throw new Error(`${node}: qemu ${pid} did not die`);
       }
       // its ssh master sees the connection drop; make sure it is gone before a reboot
-      for (const m of ownedProcesses(dir, st.controlDir).filter((o) => o.kind === 'ssh-mux' && o.argv.join(' ').includes(`/cm-${node} `))) {
+      for (const m of ownedProcesses(dir, st.controlDir).filter(
+        (o) => o.kind === 'ssh-mux' && o.argv.join(' ').includes(`/cm-${node} `),
+      )) {
         await killPid(m.pid, 2000);
       }
       await fsp.rm(path.join(st.controlDir, `cm-${node}`), { force: true });
@@ -614,7 +698,12 @@ export async function up(opts: UpOptions = {}): Promise<Testbed> {
     // distinct free ports on 127.0.0.1
     const ports = new Set<number>();
     while (ports.size < count + 3) ports.add(await freePort());
-    const [iscsiPort, serverSshPort, serverIscsiPort, ...sshPorts] = [...ports] as [number, number, number, ...number[]];
+    const [iscsiPort, serverSshPort, serverIscsiPort, ...sshPorts] = [...ports] as [
+      number,
+      number,
+      number,
+      ...number[],
+    ];
 
     await fsp.copyFile(path.join(image.dir, 'id_ed25519'), path.join(stateDir, 'id_ed25519'));
     await fsp.chmod(path.join(stateDir, 'id_ed25519'), 0o600);
@@ -663,7 +752,16 @@ export async function up(opts: UpOptions = {}): Promise<Testbed> {
         pidFile,
         consoleLog,
         localDiskFile: disk,
-        qemuArgv: qemuArgv({ name, imageDir: image.dir, memMiB: Math.min(memMiB, 2048), sshPort: serverSshPort, iscsiPort: serverIscsiPort, disk, consoleLog, pidFile }),
+        qemuArgv: qemuArgv({
+          name,
+          imageDir: image.dir,
+          memMiB: Math.min(memMiB, 2048),
+          sshPort: serverSshPort,
+          iscsiPort: serverIscsiPort,
+          disk,
+          consoleLog,
+          pidFile,
+        }),
       });
     }
     const st: State = {
@@ -703,8 +801,12 @@ export async function up(opts: UpOptions = {}): Promise<Testbed> {
     const pids = await Promise.all(cluster.map((n) => startQemu(n)));
     cluster.forEach((n, i) => (n.pid = pids[i]!));
     await writeJsonAtomic(stateFile(stateDir), st);
-    const secs = await Promise.all(cluster.map((n) => waitForSsh(st, n, n.pid!, opts.bootTimeoutMs ?? BOOT_TIMEOUT_MS)));
-    cluster.forEach((n, i) => log(`testbed: ${n.name} ssh ready after ${secs[i]!.toFixed(1)} s (127.0.0.1:${n.sshPort})`));
+    const secs = await Promise.all(
+      cluster.map((n) => waitForSsh(st, n, n.pid!, opts.bootTimeoutMs ?? BOOT_TIMEOUT_MS)),
+    );
+    cluster.forEach((n, i) =>
+      log(`testbed: ${n.name} ssh ready after ${secs[i]!.toFixed(1)} s (127.0.0.1:${n.sshPort})`),
+    );
     st.timings = {
       imageSeconds: image.seconds,
       bootToSshSeconds: (Date.now() - tBoot) / 1000,
@@ -712,7 +814,9 @@ export async function up(opts: UpOptions = {}): Promise<Testbed> {
       totalSeconds: (Date.now() - t0) / 1000,
     };
     await writeJsonAtomic(stateFile(stateDir), st);
-    log(`testbed: up in ${st.timings.upSeconds!.toFixed(1)} s (boot to ssh ${st.timings.bootToSshSeconds!.toFixed(1)} s)`);
+    log(
+      `testbed: up in ${st.timings.upSeconds!.toFixed(1)} s (boot to ssh ${st.timings.bootToSshSeconds!.toFixed(1)} s)`,
+    );
     return makeTestbed(st, log);
   } catch (e) {
     if (process.env.COWSTACK_TESTBED_KEEP_ON_FAILURE) {

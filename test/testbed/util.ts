@@ -60,7 +60,7 @@ export function run(argv: string[], opts: RunOptions = {}): Promise<RunResult> {
       resolve({
         stdout: Buffer.concat(out).toString('utf8'),
         stderr: Buffer.concat(err).toString('utf8'),
-        exitCode: timedOut ? 124 : code ?? (signal ? 128 + (signalNumber(signal) ?? 0) : 1),
+        exitCode: timedOut ? 124 : (code ?? (signal ? 128 + (signalNumber(signal) ?? 0) : 1)),
         timedOut,
       });
     };
@@ -91,7 +91,9 @@ function signalNumber(sig: NodeJS.Signals): number | undefined {
 export async function runOk(argv: string[], opts: RunOptions = {}): Promise<RunResult> {
   const r = await run(argv, opts);
   if (r.exitCode !== 0) {
-    throw new Error(`command failed (exit ${r.exitCode}${r.timedOut ? ', timed out' : ''}): ${argv.join(' ')}\n${r.stderr.trim()}`);
+    throw new Error(
+      `command failed (exit ${r.exitCode}${r.timedOut ? ', timed out' : ''}): ${argv.join(' ')}\n${r.stderr.trim()}`,
+    );
   }
   return r;
 }

@@ -1,7 +1,18 @@
 import { describe, expect, it } from 'vitest';
 import { activate, deactivate } from '../../src/core/activation.js';
 import { EXIT } from '../../src/exec/errors.js';
-import { capture, conflictStderr, deltaDumpArgv, leaseDump, lvsArgv, lvsJson, recorder, rejectionOf, vgsArgv, vgsJson } from './support.js';
+import {
+  capture,
+  conflictStderr,
+  deltaDumpArgv,
+  leaseDump,
+  lvsArgv,
+  lvsJson,
+  recorder,
+  rejectionOf,
+  vgsArgv,
+  vgsJson,
+} from './support.js';
 
 // SYNTHETIC unless marked REAL: the command outputs below (lvs rows, realpath, holders, dm names)
 // are hand-written in the tools' formats; REAL ones come from test/fixtures/lvm2-2.03.16-bookworm.
@@ -47,7 +58,14 @@ describe('activate', () => {
     const r = recorder()
       .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1() })
       .expect(['lvchange', '-aey', 'repo/t1'], { kind: 'write' });
-    expect(await activate(r, 'repo', 't1', 'exclusive')).toEqual({ vg: 'repo', lv: 't1', uuid: UUID, mode: 'exclusive', action: 'activated', device: '/dev/repo/t1' });
+    expect(await activate(r, 'repo', 't1', 'exclusive')).toEqual({
+      vg: 'repo',
+      lv: 't1',
+      uuid: UUID,
+      mode: 'exclusive',
+      action: 'activated',
+      device: '/dev/repo/t1',
+    });
     expect(r.calls[1]).toMatchObject({ root: true, timeout: 'change', title: 'activate repo/t1 exclusive' });
     r.verify();
   });
@@ -71,7 +89,8 @@ describe('activate', () => {
 
   it('refreshes an LV that is already active exclusively', async () => {
     const r = recorder()
-      .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1({ active: true, exclusive: true }) }).expect(['lvmlockctl', '--info'], { kind: 'read', stdout: `LS sanlock lvm_repo\nLK LV ex ${UUID}\n` })
+      .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1({ active: true, exclusive: true }) })
+      .expect(['lvmlockctl', '--info'], { kind: 'read', stdout: `LS sanlock lvm_repo\nLK LV ex ${UUID}\n` })
       .expect(['lvchange', '--refresh', 'repo/t1'], { kind: 'write' });
     expect((await activate(r, 'repo', 't1', 'exclusive')).action).toBe('refreshed');
     r.verify();
@@ -88,14 +107,17 @@ describe('activate', () => {
 
   it('refreshes an LV that is already active shared when shared is asked', async () => {
     const r = recorder()
-      .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1({ active: true }) }).expect(['lvmlockctl', '--info'], { kind: 'read', stdout: `LS sanlock lvm_repo\nLK LV sh ${UUID}\n` })
+      .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1({ active: true }) })
+      .expect(['lvmlockctl', '--info'], { kind: 'read', stdout: `LS sanlock lvm_repo\nLK LV sh ${UUID}\n` })
       .expect(['lvchange', '--refresh', 'repo/t1'], { kind: 'write' });
     expect((await activate(r, 'repo', 't1', 'shared')).action).toBe('refreshed');
     r.verify();
   });
 
   it('refuses (6) to switch an LV active shared to exclusive, and runs nothing', async () => {
-    const r = recorder().expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1({ active: true }) }).expect(['lvmlockctl', '--info'], { kind: 'read', stdout: `LS sanlock lvm_repo\nLK LV sh ${UUID}\n` });
+    const r = recorder()
+      .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1({ active: true }) })
+      .expect(['lvmlockctl', '--info'], { kind: 'read', stdout: `LS sanlock lvm_repo\nLK LV sh ${UUID}\n` });
     const e = await rejectionOf(activate(r, 'repo', 't1', 'exclusive'), EXIT.REFUSED);
     expect(e.message).toBe('repo/t1 is already active shared on this host; refusing to switch to exclusive');
     expect(e.hint).toContain('cowstack deactivate repo/t1');
@@ -103,8 +125,12 @@ describe('activate', () => {
   });
 
   it('refuses (6) to switch an LV active exclusively to shared', async () => {
-    const r = recorder().expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1({ active: true, exclusive: true }) }).expect(['lvmlockctl', '--info'], { kind: 'read', stdout: `LS sanlock lvm_repo\nLK LV ex ${UUID}\n` });
-    expect((await rejectionOf(activate(r, 'repo', 't1', 'shared'), EXIT.REFUSED)).message).toContain('already active exclusively');
+    const r = recorder()
+      .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1({ active: true, exclusive: true }) })
+      .expect(['lvmlockctl', '--info'], { kind: 'read', stdout: `LS sanlock lvm_repo\nLK LV ex ${UUID}\n` });
+    expect((await rejectionOf(activate(r, 'repo', 't1', 'shared'), EXIT.REFUSED)).message).toContain(
+      'already active exclusively',
+    );
     r.verify();
   });
 
@@ -118,7 +144,13 @@ describe('activate', () => {
       .expect(deltaDumpArgv('repo'), { kind: 'read', stdout: DELTA });
     const e = await rejectionOf(activate(r, 'repo', 't1', 'exclusive'), EXIT.LOCK_CONFLICT);
     expect(e.message).toBe('repo/t1 is locked by another host (held by node2, sanlock host_id 2)');
-    expect(e.data).toEqual({ vg: 'repo', lv: 't1', uuid: UUID, holder: { hostId: 2, host: 'node2' }, stderr: LOCK_REFUSED.trim() });
+    expect(e.data).toEqual({
+      vg: 'repo',
+      lv: 't1',
+      uuid: UUID,
+      holder: { hostId: 2, host: 'node2' },
+      stderr: LOCK_REFUSED.trim(),
+    });
     expect(r.calls.slice(2).every((c) => c.kind === 'read')).toBe(true);
     r.verify();
   });
@@ -126,11 +158,24 @@ describe('activate', () => {
   it('reads the lease at the offset in the LV lock args, on the lvmlock LV of a VG name with a dash', async () => {
     const r = recorder()
       .expect(lvsArgv('my-repo/t1'), { kind: 'read', stdout: t1() })
-      .expect(['lvchange', '-aey', 'my-repo/t1'], { kind: 'write', exitCode: 5, stderr: '  LV locked by other host: my-repo/t1\n' })
+      .expect(['lvchange', '-aey', 'my-repo/t1'], {
+        kind: 'write',
+        exitCode: 5,
+        stderr: '  LV locked by other host: my-repo/t1\n',
+      })
       .expect(lvsArgv('my-repo/t1'), { kind: 'read', stdout: t1() })
-      .expect(['sanlock', 'direct', 'dump', '/dev/mapper/my--repo-lvmlock:70254592:1048576'], { kind: 'read', stdout: leaseDump({ offset: 70254592, vg: 'my-repo', uuid: UUID, owner: 2, timestamp: 10398 }) })
-      .expect(vgsArgv('my-repo'), { kind: 'read', stdout: vgsJson([{ vg_name: 'my-repo', vg_tags: ['cowstack_host:2:node2'] }]) })
-      .expect(['sanlock', 'direct', 'dump', '/dev/mapper/my--repo-lvmlock'], { kind: 'read', stdout: DELTA.replace(/lvm_repo/g, 'lvm_my-repo') });
+      .expect(['sanlock', 'direct', 'dump', '/dev/mapper/my--repo-lvmlock:70254592:1048576'], {
+        kind: 'read',
+        stdout: leaseDump({ offset: 70254592, vg: 'my-repo', uuid: UUID, owner: 2, timestamp: 10398 }),
+      })
+      .expect(vgsArgv('my-repo'), {
+        kind: 'read',
+        stdout: vgsJson([{ vg_name: 'my-repo', vg_tags: ['cowstack_host:2:node2'] }]),
+      })
+      .expect(['sanlock', 'direct', 'dump', '/dev/mapper/my--repo-lvmlock'], {
+        kind: 'read',
+        stdout: DELTA.replace(/lvm_repo/g, 'lvm_my-repo'),
+      });
     expect((await rejectionOf(activate(r, 'my-repo', 't1', 'exclusive'), EXIT.LOCK_CONFLICT)).message).toBe(
       'my-repo/t1 is locked by another host (held by node2, sanlock host_id 2)',
     );
@@ -157,7 +202,10 @@ describe('activate', () => {
       .expect(['lvchange', '-aey', 'repo/t1'], { kind: 'write', exitCode: 5, stderr: LOCK_REFUSED })
       .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1() })
       .expect(T1_LEASE, { kind: 'read', stdout: T1_HELD })
-      .expect(vgsArgv('repo'), { kind: 'read', stdout: vgsJson([{ vg_name: 'repo', vg_tags: ['cowstack_host:2:hv-b.example'] }]) })
+      .expect(vgsArgv('repo'), {
+        kind: 'read',
+        stdout: vgsJson([{ vg_name: 'repo', vg_tags: ['cowstack_host:2:hv-b.example'] }]),
+      })
       .expect(deltaDumpArgv('repo'), { kind: 'read', stdout: DELTA });
     expect((await rejectionOf(activate(r, 'repo', 't1', 'exclusive'), EXIT.LOCK_CONFLICT)).message).toBe(
       'repo/t1 is locked by another host (held by hv-b.example, sanlock host_id 2)',
@@ -195,8 +243,14 @@ describe('activate', () => {
     const r = recorder()
       .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1() })
       .expect(['lvchange', '-aey', 'repo/t1'], { kind: 'write', exitCode: 5, stderr: LOCK_REFUSED })
-      .expect(lvsArgv('repo/t1'), { kind: 'read', exitCode: 5, stderr: '  Reading VG repo without a lock.\n  Cannot process volume group repo\n' });
-    expect((await rejectionOf(activate(r, 'repo', 't1', 'exclusive'), EXIT.LOCK_CONFLICT)).message).toBe('repo/t1 is locked by another host');
+      .expect(lvsArgv('repo/t1'), {
+        kind: 'read',
+        exitCode: 5,
+        stderr: '  Reading VG repo without a lock.\n  Cannot process volume group repo\n',
+      });
+    expect((await rejectionOf(activate(r, 'repo', 't1', 'exclusive'), EXIT.LOCK_CONFLICT)).message).toBe(
+      'repo/t1 is locked by another host',
+    );
     r.verify();
   });
 
@@ -205,8 +259,13 @@ describe('activate', () => {
       .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1() })
       .expect(['lvchange', '-aey', 'repo/t1'], { kind: 'write', exitCode: 5, stderr: LOCK_REFUSED })
       .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1() })
-      .expect(T1_LEASE, { kind: 'read', stdout: leaseDump({ offset: 70254592, vg: 'repo', uuid: UUID, owner: 2, timestamp: 0, lver: 3 }) });
-    expect((await rejectionOf(activate(r, 'repo', 't1', 'exclusive'), EXIT.LOCK_CONFLICT)).message).toBe('repo/t1 is locked by another host');
+      .expect(T1_LEASE, {
+        kind: 'read',
+        stdout: leaseDump({ offset: 70254592, vg: 'repo', uuid: UUID, owner: 2, timestamp: 0, lver: 3 }),
+      });
+    expect((await rejectionOf(activate(r, 'repo', 't1', 'exclusive'), EXIT.LOCK_CONFLICT)).message).toBe(
+      'repo/t1 is locked by another host',
+    );
     r.verify();
   });
 
@@ -215,22 +274,41 @@ describe('activate', () => {
       .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1() })
       .expect(['lvchange', '-aey', 'repo/t1'], { kind: 'write', exitCode: 5, stderr: LOCK_REFUSED })
       .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1() })
-      .expect(T1_LEASE, { kind: 'read', stdout: leaseDump({ offset: 70254592, vg: 'repo', uuid: 'ZbrHVB-1Ojq-Qsmf-BcAe-gVnS-fCUC-huCqf4', owner: 2, timestamp: 663 }) });
-    expect((await rejectionOf(activate(r, 'repo', 't1', 'exclusive'), EXIT.LOCK_CONFLICT)).message).toBe('repo/t1 is locked by another host');
+      .expect(T1_LEASE, {
+        kind: 'read',
+        stdout: leaseDump({
+          offset: 70254592,
+          vg: 'repo',
+          uuid: 'ZbrHVB-1Ojq-Qsmf-BcAe-gVnS-fCUC-huCqf4',
+          owner: 2,
+          timestamp: 663,
+        }),
+      });
+    expect((await rejectionOf(activate(r, 'repo', 't1', 'exclusive'), EXIT.LOCK_CONFLICT)).message).toBe(
+      'repo/t1 is locked by another host',
+    );
     r.verify();
   });
 
   it('passes other lvchange failures through as FAILED (1) without looking for a holder', async () => {
     const r = recorder()
       .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1() })
-      .expect(['lvchange', '-aey', 'repo/t1'], { kind: 'write', exitCode: 5, stderr: '  device-mapper: reload ioctl on (253:3) failed: Invalid argument\n' });
+      .expect(['lvchange', '-aey', 'repo/t1'], {
+        kind: 'write',
+        exitCode: 5,
+        stderr: '  device-mapper: reload ioctl on (253:3) failed: Invalid argument\n',
+      });
     const e = await rejectionOf(activate(r, 'repo', 't1', 'exclusive'), EXIT.FAILED);
     expect(e.message).toContain('lvchange -aey repo/t1 exited with 5');
     r.verify();
   });
 
   it('NOT_FOUND (7) for an LV that does not exist', async () => {
-    const r = recorder().expect(lvsArgv('repo/t9'), { kind: 'read', exitCode: 5, stderr: '  Failed to find logical volume "repo/t9"\n' });
+    const r = recorder().expect(lvsArgv('repo/t9'), {
+      kind: 'read',
+      exitCode: 5,
+      stderr: '  Failed to find logical volume "repo/t9"\n',
+    });
     const e = await rejectionOf(activate(r, 'repo', 't9', 'exclusive'), EXIT.NOT_FOUND);
     expect(e.message).toBe('logical volume repo/t9 does not exist');
     r.verify();
@@ -248,13 +326,21 @@ describe('activate', () => {
 describe('deactivate', () => {
   it('does nothing for an inactive LV', async () => {
     const r = recorder().expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1() });
-    expect(await deactivate(r, 'repo', 't1')).toEqual({ vg: 'repo', lv: 't1', uuid: UUID, mode: 'inactive', action: 'none', device: '/dev/repo/t1' });
+    expect(await deactivate(r, 'repo', 't1')).toEqual({
+      vg: 'repo',
+      lv: 't1',
+      uuid: UUID,
+      mode: 'inactive',
+      action: 'none',
+      device: '/dev/repo/t1',
+    });
     r.verify();
   });
 
   it('deactivates an active LV nothing uses', async () => {
     const r = recorder()
-      .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1({ active: true, exclusive: true }) }).expect(['lvmlockctl', '--info'], { kind: 'read', stdout: `LS sanlock lvm_repo\nLK LV ex ${UUID}\n` })
+      .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1({ active: true, exclusive: true }) })
+      .expect(['lvmlockctl', '--info'], { kind: 'read', stdout: `LS sanlock lvm_repo\nLK LV ex ${UUID}\n` })
       .expect(['realpath', '-e', '--', '/dev/mapper/repo-t1'], { kind: 'read', stdout: '/dev/dm-3\n' })
       .expect(['ls', '-1', '-A', '--', '/sys/class/block/dm-3/holders'], { kind: 'read', stdout: '' })
       .expect(['lvchange', '-an', 'repo/t1'], { kind: 'write' });
@@ -264,7 +350,8 @@ describe('deactivate', () => {
 
   it('refuses (6) to deactivate an open LV without --force', async () => {
     const r = recorder()
-      .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1({ active: true, exclusive: true, open: true }) }).expect(['lvmlockctl', '--info'], { kind: 'read', stdout: `LS sanlock lvm_repo\nLK LV ex ${UUID}\n` })
+      .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1({ active: true, exclusive: true, open: true }) })
+      .expect(['lvmlockctl', '--info'], { kind: 'read', stdout: `LS sanlock lvm_repo\nLK LV ex ${UUID}\n` })
       .expect(['realpath', '-e', '--', '/dev/mapper/repo-t1'], { kind: 'read', stdout: '/dev/dm-3\n' })
       .expect(['ls', '-1', '-A', '--', '/sys/class/block/dm-3/holders'], { kind: 'read', stdout: '' });
     const e = await rejectionOf(deactivate(r, 'repo', 't1'), EXIT.REFUSED);
@@ -275,7 +362,8 @@ describe('deactivate', () => {
 
   it('refuses (6) naming the device-mapper devices stacked on it', async () => {
     const r = recorder()
-      .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1({ active: true, exclusive: true, open: true }) }).expect(['lvmlockctl', '--info'], { kind: 'read', stdout: `LS sanlock lvm_repo\nLK LV ex ${UUID}\n` })
+      .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1({ active: true, exclusive: true, open: true }) })
+      .expect(['lvmlockctl', '--info'], { kind: 'read', stdout: `LS sanlock lvm_repo\nLK LV ex ${UUID}\n` })
       .expect(['realpath', '-e', '--', '/dev/mapper/repo-t1'], { kind: 'read', stdout: '/dev/dm-3\n' })
       .expect(['ls', '-1', '-A', '--', '/sys/class/block/dm-3/holders'], { kind: 'read', stdout: 'dm-7\n' })
       .expect(['cat', '--', '/sys/class/block/dm-7/dm/name'], { kind: 'read', stdout: 'cowstack-snap-t1\n' });
@@ -287,7 +375,8 @@ describe('deactivate', () => {
 
   it('deactivates an open LV with --force', async () => {
     const r = recorder()
-      .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1({ active: true, exclusive: true, open: true }) }).expect(['lvmlockctl', '--info'], { kind: 'read', stdout: `LS sanlock lvm_repo\nLK LV ex ${UUID}\n` })
+      .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1({ active: true, exclusive: true, open: true }) })
+      .expect(['lvmlockctl', '--info'], { kind: 'read', stdout: `LS sanlock lvm_repo\nLK LV ex ${UUID}\n` })
       .expect(['realpath', '-e', '--', '/dev/mapper/repo-t1'], { kind: 'read', stdout: '/dev/dm-3\n' })
       .expect(['ls', '-1', '-A', '--', '/sys/class/block/dm-3/holders'], { kind: 'read', stdout: '' })
       .expect(['lvchange', '-an', 'repo/t1'], { kind: 'write' });

@@ -12,7 +12,20 @@ import { planStack, teardownPlan } from '../../src/core/stack.js';
 import { EXIT } from '../../src/exec/errors.js';
 import type { RecordingRunner } from '../../src/exec/recordingRunner.js';
 import { parseLvs } from '../../src/tools/lvm.js';
-import { cloneRow, compact, expectObserve, imageRow, lvDev, lvRow, MiB, rw, stateOf, U, VG, type Dev } from './repoFixtures.js';
+import {
+  cloneRow,
+  compact,
+  expectObserve,
+  imageRow,
+  lvDev,
+  lvRow,
+  MiB,
+  rw,
+  stateOf,
+  U,
+  VG,
+  type Dev,
+} from './repoFixtures.js';
 import { lvsArgv, lvsJson, recorder, rejectionOf, thrownBy, vgsArgv, vgsJson, PV_COLUMNS, REPORT } from './support.js';
 
 const CVG = 'cowstack_cache';
@@ -44,21 +57,50 @@ const replicaRow = (o: ReplicaOpts = {}) => {
     active: o.active ? 'exclusive' : undefined,
     open: o.open,
     minor: 20,
-    tags: [`cowstack_cache:replica`, `cowstack_origin:${origin}`, `cowstack_cstate:${o.state ?? 'complete'}`, `cowstack_copied:${o.copied ?? 64 * MiB}`, `cowstack_sha256:${o.sha ?? SHA}`, ...(o.used ? [`cowstack_used:${o.used}`] : [])],
+    tags: [
+      `cowstack_cache:replica`,
+      `cowstack_origin:${origin}`,
+      `cowstack_cstate:${o.state ?? 'complete'}`,
+      `cowstack_copied:${o.copied ?? 64 * MiB}`,
+      `cowstack_sha256:${o.sha ?? SHA}`,
+      ...(o.used ? [`cowstack_used:${o.used}`] : []),
+    ],
   });
 };
 const vgRow = (free: number, size = 2048 * MiB) => ({
-  vg_name: CVG, vg_uuid: 'cAcHe0-0000-0000-0000-0000-0000-000000', vg_size: size, vg_free: free, vg_extent_size: 4 * MiB,
-  vg_lock_type: '', vg_lock_args: '', vg_shared: '', vg_tags: '', pv_count: 1, lv_count: 1,
+  vg_name: CVG,
+  vg_uuid: 'cAcHe0-0000-0000-0000-0000-0000-000000',
+  vg_size: size,
+  vg_free: free,
+  vg_extent_size: 4 * MiB,
+  vg_lock_type: '',
+  vg_lock_args: '',
+  vg_shared: '',
+  vg_tags: '',
+  pv_count: 1,
+  lv_count: 1,
 });
 const cacheState = (rows: Array<Record<string, unknown>>, free = 1024 * MiB) => ({
-  vg: CVG, exists: true, freeBytes: free, sizeBytes: 2048 * MiB, extentBytes: 4 * MiB,
-  lvs: parseLvs(lvsJson(rows)).map(cacheLvFrom).filter((c) => c !== undefined),
+  vg: CVG,
+  exists: true,
+  freeBytes: free,
+  sizeBytes: 2048 * MiB,
+  extentBytes: 4 * MiB,
+  lvs: parseLvs(lvsJson(rows))
+    .map(cacheLvFrom)
+    .filter((c) => c !== undefined),
 });
 const expectCache = (r: RecordingRunner, rows: Array<Record<string, unknown>>, free = 1024 * MiB) =>
-  r.expect(vgsArgv(CVG), { kind: 'read', stdout: vgsJson([vgRow(free)]) }).expect(lvsArgv(CVG), { kind: 'read', stdout: lvsJson(rows) });
+  r
+    .expect(vgsArgv(CVG), { kind: 'read', stdout: vgsJson([vgRow(free)]) })
+    .expect(lvsArgv(CVG), { kind: 'read', stdout: lvsJson(rows) });
 
-const ctxOf = (runner: RecordingRunner, extra: Partial<OpContext> = {}): OpContext => ({ runner, vg: VG, cacheVg: CVG, ...extra });
+const ctxOf = (runner: RecordingRunner, extra: Partial<OpContext> = {}): OpContext => ({
+  runner,
+  vg: VG,
+  cacheVg: CVG,
+  ...extra,
+});
 
 beforeEach(() => {
   vi.useFakeTimers({ toFake: ['Date'] });
@@ -77,12 +119,24 @@ describe('replicas in the device stack', () => {
       ['lvchange', '-aey', `${CVG}/${RP}`],
       ['lvchange', '--deltag', `cowstack_used:${NOW - 60}`, '--addtag', `cowstack_used:${NOW}`, `${CVG}/${RP}`],
       ['lvchange', '-aey', `${VG}/vm`],
-      ['dmsetup', 'create', rw(U.c1), '--uuid', `COWSTACK-rw-${compact(U.c1)}`, '--table', `0 ${(64 * MiB) / 512} snapshot ${RP_PATH} /dev/mapper/${VG}-vm PO 8`],
+      [
+        'dmsetup',
+        'create',
+        rw(U.c1),
+        '--uuid',
+        `COWSTACK-rw-${compact(U.c1)}`,
+        '--table',
+        `0 ${(64 * MiB) / 512} snapshot ${RP_PATH} /dev/mapper/${VG}-vm PO 8`,
+      ],
     ]);
   });
 
   it('ignores a replica that is incomplete, of another content, or of another LV under the same name', () => {
-    for (const r of [replicaRow({ state: 'copying', copied: 4 * MiB }), replicaRow({ sha: OTHER_SHA }), replicaRow({ origin: U.img2 })]) {
+    for (const r of [
+      replicaRow({ state: 'copying', copied: 4 * MiB }),
+      replicaRow({ sha: OTHER_SHA }),
+      replicaRow({ origin: U.img2 }),
+    ]) {
       const state = { ...stateOf(rows), cache: cacheState([r]) };
       const plan = planStack(state, state.repo.byName.get('vm')!);
       expect(plan.replica).toBeUndefined();
@@ -94,17 +148,35 @@ describe('replicas in the device stack', () => {
   });
 
   it('an already mapped stack on the replica plans nothing (not even the used mark)', () => {
-    const mapped = [imageRow('image', U.image, { sha: SHA }), cloneRow('vm', U.c1, U.image, { active: 'exclusive', open: true, minor: 8 })];
-    const devs: Dev[] = [lvDev('vm', U.c1, 8, 1), { name: rw(U.c1), uuid: `COWSTACK-rw-${compact(U.c1)}`, open: 1, minor: 9 }, { name: `${CVG}-${RP}`, uuid: 'LVM-x', open: 1, minor: 20 }];
-    const state = { ...stateOf(mapped, devs), cache: cacheState([replicaRow({ active: true, open: true, used: NOW - 5 })]) };
+    const mapped = [
+      imageRow('image', U.image, { sha: SHA }),
+      cloneRow('vm', U.c1, U.image, { active: 'exclusive', open: true, minor: 8 }),
+    ];
+    const devs: Dev[] = [
+      lvDev('vm', U.c1, 8, 1),
+      { name: rw(U.c1), uuid: `COWSTACK-rw-${compact(U.c1)}`, open: 1, minor: 9 },
+      { name: `${CVG}-${RP}`, uuid: 'LVM-x', open: 1, minor: 20 },
+    ];
+    const state = {
+      ...stateOf(mapped, devs),
+      cache: cacheState([replicaRow({ active: true, open: true, used: NOW - 5 })]),
+    };
     const plan = planStack(state, state.repo.byName.get('vm')!);
     expect(plan.steps).toEqual([]);
     expect(plan.verify).toHaveLength(1);
   });
 
   it('teardown over a replica never deactivates the image LV another clone may still use', () => {
-    const mapped = [imageRow('image', U.image, { sha: SHA, active: 'shared', open: true, minor: 3 }), cloneRow('vm', U.c1, U.image, { active: 'exclusive', open: true, minor: 8 })];
-    const devs: Dev[] = [lvDev('image', U.image, 3, 1, true), lvDev('vm', U.c1, 8, 1), { name: rw(U.c1), uuid: `COWSTACK-rw-${compact(U.c1)}`, open: 0, minor: 9 }, { name: `${CVG}-${RP}`, uuid: 'LVM-x', open: 1, minor: 20 }];
+    const mapped = [
+      imageRow('image', U.image, { sha: SHA, active: 'shared', open: true, minor: 3 }),
+      cloneRow('vm', U.c1, U.image, { active: 'exclusive', open: true, minor: 8 }),
+    ];
+    const devs: Dev[] = [
+      lvDev('image', U.image, 3, 1, true),
+      lvDev('vm', U.c1, 8, 1),
+      { name: rw(U.c1), uuid: `COWSTACK-rw-${compact(U.c1)}`, open: 0, minor: 9 },
+      { name: `${CVG}-${RP}`, uuid: 'LVM-x', open: 1, minor: 20 },
+    ];
     const state = { ...stateOf(mapped, devs), cache: cacheState([replicaRow({ active: true, open: true })]) };
     const steps = teardownPlan(state, state.repo.byName.get('vm')!, { removeTop: true });
     expect(steps.map((s) => s.req.argv)).toEqual([
@@ -115,20 +187,72 @@ describe('replicas in the device stack', () => {
 });
 
 describe('cache replicate', () => {
-  const img = (o: { active?: boolean; sha?: string } = {}) => imageRow('image', U.image, { size: 128 * MiB, sha: o.sha ?? SHA, active: o.active ? 'shared' : undefined, minor: 3 });
-  const copyArgv = (from: number, count: number) => ['dd', `if=/dev/mapper/${VG}-image`, `of=${RP_PATH}`, 'bs=4M', `skip=${from}`, `seek=${from}`, `count=${count}`, 'iflag=direct', 'oflag=direct', 'conv=fsync,notrunc', 'status=none'];
-  const progressArgv = (a: number, b: number) => ['lvchange', '--deltag', `cowstack_copied:${a}`, '--addtag', `cowstack_copied:${b}`, `${CVG}/${RP}`];
+  const img = (o: { active?: boolean; sha?: string } = {}) =>
+    imageRow('image', U.image, {
+      size: 128 * MiB,
+      sha: o.sha ?? SHA,
+      active: o.active ? 'shared' : undefined,
+      minor: 3,
+    });
+  const copyArgv = (from: number, count: number) => [
+    'dd',
+    `if=/dev/mapper/${VG}-image`,
+    `of=${RP_PATH}`,
+    'bs=4M',
+    `skip=${from}`,
+    `seek=${from}`,
+    `count=${count}`,
+    'iflag=direct',
+    'oflag=direct',
+    'conv=fsync,notrunc',
+    'status=none',
+  ];
+  const progressArgv = (a: number, b: number) => [
+    'lvchange',
+    '--deltag',
+    `cowstack_copied:${a}`,
+    '--addtag',
+    `cowstack_copied:${b}`,
+    `${CVG}/${RP}`,
+  ];
   // The clean-up's observation: no cache LV in use by a stack and no write-back marker, so
   // the cache VG is not looked at again.
   const gcAfter = (r: RecordingRunner) =>
-    expectObserve(r, [img({ active: true })], [lvDev('image', U.image, 3, 0, true)]).expect(['lvchange', '-an', `${VG}/image`], { kind: 'write' });
+    expectObserve(r, [img({ active: true })], [lvDev('image', U.image, 3, 0, true)]).expect(
+      ['lvchange', '-an', `${VG}/image`],
+      { kind: 'write' },
+    );
 
   it('creates, copies in recorded chunks with direct 4 MiB I/O, verifies against the image sha256, then seals it', async () => {
     const r = recorder();
     expectObserve(r, [img()]);
     expectCache(r, []);
-    r.expect(['lvcreate', '-an', '-Zn', '-Wn', '--setautoactivation', 'n', '-L', `${128 * MiB}b`, '-n', RP,
-      '--addtag', 'cowstack_cache:replica', '--addtag', `cowstack_origin:${U.image}`, '--addtag', 'cowstack_cstate:copying', '--addtag', 'cowstack_copied:0', '--addtag', `cowstack_sha256:${SHA}`, CVG], { kind: 'write' })
+    r.expect(
+      [
+        'lvcreate',
+        '-an',
+        '-Zn',
+        '-Wn',
+        '--setautoactivation',
+        'n',
+        '-L',
+        `${128 * MiB}b`,
+        '-n',
+        RP,
+        '--addtag',
+        'cowstack_cache:replica',
+        '--addtag',
+        `cowstack_origin:${U.image}`,
+        '--addtag',
+        'cowstack_cstate:copying',
+        '--addtag',
+        'cowstack_copied:0',
+        '--addtag',
+        `cowstack_sha256:${SHA}`,
+        CVG,
+      ],
+      { kind: 'write' },
+    )
       .expect(['lvchange', '-aey', `${CVG}/${RP}`], { kind: 'write' })
       .expect(['lvchange', '-asy', `${VG}/image`], { kind: 'write' })
       .expect(copyArgv(0, 16), { kind: 'write' })
@@ -136,7 +260,25 @@ describe('cache replicate', () => {
       .expect(copyArgv(16, 16), { kind: 'write' })
       .expect(progressArgv(64 * MiB, 128 * MiB))
       .expect(['sha256sum', RP_PATH], { kind: 'read', stdout: `${SHA}  ${RP_PATH}\n` })
-      .expect(['lvchange', '--permission', 'r', '--deltag', 'cowstack_cstate:copying', '--addtag', 'cowstack_cstate:complete', '--deltag', `cowstack_copied:${128 * MiB}`, '--addtag', `cowstack_copied:${128 * MiB}`, '--addtag', `cowstack_used:${NOW}`, `${CVG}/${RP}`], { kind: 'write' });
+      .expect(
+        [
+          'lvchange',
+          '--permission',
+          'r',
+          '--deltag',
+          'cowstack_cstate:copying',
+          '--addtag',
+          'cowstack_cstate:complete',
+          '--deltag',
+          `cowstack_copied:${128 * MiB}`,
+          '--addtag',
+          `cowstack_copied:${128 * MiB}`,
+          '--addtag',
+          `cowstack_used:${NOW}`,
+          `${CVG}/${RP}`,
+        ],
+        { kind: 'write' },
+      );
     gcAfter(r);
     const res = await replicate(ctxOf(r), 'image');
     r.verify();
@@ -152,7 +294,22 @@ describe('cache replicate', () => {
       .expect(copyArgv(16, 16))
       .expect(progressArgv(64 * MiB, 128 * MiB))
       .expect(['sha256sum', RP_PATH], { stdout: `${SHA}  ${RP_PATH}\n` })
-      .expect(['lvchange', '--permission', 'r', '--deltag', 'cowstack_cstate:copying', '--addtag', 'cowstack_cstate:complete', '--deltag', `cowstack_copied:${128 * MiB}`, '--addtag', `cowstack_copied:${128 * MiB}`, '--addtag', `cowstack_used:${NOW}`, `${CVG}/${RP}`]);
+      .expect([
+        'lvchange',
+        '--permission',
+        'r',
+        '--deltag',
+        'cowstack_cstate:copying',
+        '--addtag',
+        'cowstack_cstate:complete',
+        '--deltag',
+        `cowstack_copied:${128 * MiB}`,
+        '--addtag',
+        `cowstack_copied:${128 * MiB}`,
+        '--addtag',
+        `cowstack_used:${NOW}`,
+        `${CVG}/${RP}`,
+      ]);
     gcAfter(r);
     expect((await replicate(ctxOf(r), 'image')).action).toBe('resumed');
     r.verify();
@@ -183,12 +340,41 @@ describe('cache replicate', () => {
     const oldUuid = U.img2;
     const r = recorder();
     expectObserve(r, [img(), imageRow('other', oldUuid, { sha: OTHER_SHA })]);
-    expectCache(r, [replicaRow({ origin: staleUuid }), replicaRow({ origin: oldUuid, sha: OTHER_SHA, used: 5, active: true })], 8 * MiB);
+    expectCache(
+      r,
+      [replicaRow({ origin: staleUuid }), replicaRow({ origin: oldUuid, sha: OTHER_SHA, used: 5, active: true })],
+      8 * MiB,
+    );
     r.expect(['lvremove', '-y', `${CVG}/rp_${compact(staleUuid)}`]);
     expectCache(r, [replicaRow({ origin: oldUuid, sha: OTHER_SHA, used: 5, active: true })], 72 * MiB);
-    r.expect(['lvchange', '-an', `${CVG}/rp_${compact(oldUuid)}`]).expect(['lvremove', '-y', `${CVG}/rp_${compact(oldUuid)}`]);
-    r.expect(['lvcreate', '-an', '-Zn', '-Wn', '--setautoactivation', 'n', '-L', `${128 * MiB}b`, '-n', RP,
-      '--addtag', 'cowstack_cache:replica', '--addtag', `cowstack_origin:${U.image}`, '--addtag', 'cowstack_cstate:copying', '--addtag', 'cowstack_copied:0', '--addtag', `cowstack_sha256:${SHA}`, CVG])
+    r.expect(['lvchange', '-an', `${CVG}/rp_${compact(oldUuid)}`]).expect([
+      'lvremove',
+      '-y',
+      `${CVG}/rp_${compact(oldUuid)}`,
+    ]);
+    r.expect([
+      'lvcreate',
+      '-an',
+      '-Zn',
+      '-Wn',
+      '--setautoactivation',
+      'n',
+      '-L',
+      `${128 * MiB}b`,
+      '-n',
+      RP,
+      '--addtag',
+      'cowstack_cache:replica',
+      '--addtag',
+      `cowstack_origin:${U.image}`,
+      '--addtag',
+      'cowstack_cstate:copying',
+      '--addtag',
+      'cowstack_copied:0',
+      '--addtag',
+      `cowstack_sha256:${SHA}`,
+      CVG,
+    ])
       .expect(['lvchange', '-aey', `${CVG}/${RP}`])
       .expect(['lvchange', '-asy', `${VG}/image`], { exitCode: 5, stderr: 'I/O error' })
       // A failed step undoes the ones before it: no half-made replica is left behind.
@@ -211,8 +397,13 @@ describe('cache replicate', () => {
     expect((await rejectionOf(replicate(ctxOf(r), 'image'), EXIT.REFUSED)).message).toContain('no recorded sha256');
     const n = recorder();
     expectObserve(n, [img()]);
-    n.expect(vgsArgv(CVG), { exitCode: 5, stderr: `  Volume group "${CVG}" not found\n  Cannot process volume group ${CVG}\n` })
-      .expect(lvsArgv(CVG), { exitCode: 5, stderr: `  Volume group "${CVG}" not found\n  Cannot process volume group ${CVG}\n` });
+    n.expect(vgsArgv(CVG), {
+      exitCode: 5,
+      stderr: `  Volume group "${CVG}" not found\n  Cannot process volume group ${CVG}\n`,
+    }).expect(lvsArgv(CVG), {
+      exitCode: 5,
+      stderr: `  Volume group "${CVG}" not found\n  Cannot process volume group ${CVG}\n`,
+    });
     const e = await rejectionOf(replicate(ctxOf(n), 'image'), EXIT.NOT_FOUND);
     expect(e.hint).toContain('cowstack cache init');
     n.verify();
@@ -220,8 +411,10 @@ describe('cache replicate', () => {
 });
 
 describe('cache init and drop', () => {
-  const pvs = (rows: Array<[string, string]>) => `{"report":[{"pv":[${rows.map(([name, vg]) => `{"pv_name":"${name}", "vg_name":"${vg}", "pv_uuid":"x", "pv_size":"1", "dev_size":"1"}`).join(',')}]}]}`;
-  const real = (r: RecordingRunner, path: string, to = path) => r.expect(['realpath', '-e', '--', path], { stdout: `${to}\n` });
+  const pvs = (rows: Array<[string, string]>) =>
+    `{"report":[{"pv":[${rows.map(([name, vg]) => `{"pv_name":"${name}", "vg_name":"${vg}", "pv_uuid":"x", "pv_size":"1", "dev_size":"1"}`).join(',')}]}]}`;
+  const real = (r: RecordingRunner, path: string, to = path) =>
+    r.expect(['realpath', '-e', '--', path], { stdout: `${to}\n` });
 
   it('creates a local VG on an empty disk and is a no-op on the same disk afterwards', async () => {
     const r = recorder();
@@ -250,7 +443,9 @@ describe('cache init and drop', () => {
     real(r, '/dev/sda');
     r.expect(['pvs', ...REPORT, '-o', PV_COLUMNS], { stdout: pvs([['/dev/sda', 'repo']]) });
     real(r, '/dev/sda');
-    expect((await rejectionOf(initCache(ctxOf(r), '/dev/sda'), EXIT.REFUSED)).message).toContain('/dev/sda already belongs to VG repo');
+    expect((await rejectionOf(initCache(ctxOf(r), '/dev/sda'), EXIT.REFUSED)).message).toContain(
+      '/dev/sda already belongs to VG repo',
+    );
     const s = recorder();
     real(s, '/dev/vdb');
     s.expect(['pvs', ...REPORT, '-o', PV_COLUMNS], { stdout: pvs([]) })
@@ -269,7 +464,9 @@ describe('cache init and drop', () => {
     const d = recorder();
     expectCache(d, [replicaRow({ active: true })]);
     expectObserve(d, [imageRow('image', U.image, { sha: SHA })]);
-    d.expect(['lvchange', '-an', `${CVG}/${RP}`], { kind: 'write' }).expect(['lvremove', '-y', `${CVG}/${RP}`], { kind: 'write' });
+    d.expect(['lvchange', '-an', `${CVG}/${RP}`], { kind: 'write' }).expect(['lvremove', '-y', `${CVG}/${RP}`], {
+      kind: 'write',
+    });
     expect(await dropCaches(ctxOf(d), { image: 'image' })).toMatchObject({ dropped: [RP], action: 'dropped' });
     d.verify();
   });
@@ -293,23 +490,83 @@ describe('clone map --cache replica', () => {
     // replicate()
     expectObserve(r, rows);
     expectCache(r, []);
-    r.expect(['lvcreate', '-an', '-Zn', '-Wn', '--setautoactivation', 'n', '-L', `${64 * MiB}b`, '-n', RP,
-      '--addtag', 'cowstack_cache:replica', '--addtag', `cowstack_origin:${U.image}`, '--addtag', 'cowstack_cstate:copying', '--addtag', 'cowstack_copied:0', '--addtag', `cowstack_sha256:${SHA}`, CVG])
+    r.expect([
+      'lvcreate',
+      '-an',
+      '-Zn',
+      '-Wn',
+      '--setautoactivation',
+      'n',
+      '-L',
+      `${64 * MiB}b`,
+      '-n',
+      RP,
+      '--addtag',
+      'cowstack_cache:replica',
+      '--addtag',
+      `cowstack_origin:${U.image}`,
+      '--addtag',
+      'cowstack_cstate:copying',
+      '--addtag',
+      'cowstack_copied:0',
+      '--addtag',
+      `cowstack_sha256:${SHA}`,
+      CVG,
+    ])
       .expect(['lvchange', '-aey', `${CVG}/${RP}`])
       .expect(['lvchange', '-asy', `${VG}/image`])
-      .expect(['dd', `if=/dev/mapper/${VG}-image`, `of=${RP_PATH}`, 'bs=4M', 'skip=0', 'seek=0', 'count=16', 'iflag=direct', 'oflag=direct', 'conv=fsync,notrunc', 'status=none'])
+      .expect([
+        'dd',
+        `if=/dev/mapper/${VG}-image`,
+        `of=${RP_PATH}`,
+        'bs=4M',
+        'skip=0',
+        'seek=0',
+        'count=16',
+        'iflag=direct',
+        'oflag=direct',
+        'conv=fsync,notrunc',
+        'status=none',
+      ])
       .expect(['lvchange', '--deltag', 'cowstack_copied:0', '--addtag', `cowstack_copied:${64 * MiB}`, `${CVG}/${RP}`])
       .expect(['sha256sum', RP_PATH], { stdout: `${SHA}  ${RP_PATH}\n` })
-      .expect(['lvchange', '--permission', 'r', '--deltag', 'cowstack_cstate:copying', '--addtag', 'cowstack_cstate:complete', '--deltag', `cowstack_copied:${64 * MiB}`, '--addtag', `cowstack_copied:${64 * MiB}`, '--addtag', `cowstack_used:${NOW}`, `${CVG}/${RP}`]);
+      .expect([
+        'lvchange',
+        '--permission',
+        'r',
+        '--deltag',
+        'cowstack_cstate:copying',
+        '--addtag',
+        'cowstack_cstate:complete',
+        '--deltag',
+        `cowstack_copied:${64 * MiB}`,
+        '--addtag',
+        `cowstack_copied:${64 * MiB}`,
+        '--addtag',
+        `cowstack_used:${NOW}`,
+        `${CVG}/${RP}`,
+      ]);
     // the clean-up after replicate(): the replica is not under any stack yet, the cache VG is not read
-    expectObserve(r, [imageRow('image', U.image, { sha: SHA, active: 'shared', minor: 3 }), cloneRow('vm', U.c1, U.image)], [lvDev('image', U.image, 3, 0, true)]).expect(['lvchange', '-an', `${VG}/image`]);
+    expectObserve(
+      r,
+      [imageRow('image', U.image, { sha: SHA, active: 'shared', minor: 3 }), cloneRow('vm', U.c1, U.image)],
+      [lvDev('image', U.image, 3, 0, true)],
+    ).expect(['lvchange', '-an', `${VG}/image`]);
     // mapClone again, now on the replica
     expectCache(r, [replicaRow({ active: true, used: NOW })]);
     expectObserve(r, rows);
     r.expect(['install', '-D', '-m', '0600', '/proc/self/fd/0', `/var/lib/cowstack/journal/${VG}.vm.map.json`])
       .expect(['lvchange', '--deltag', `cowstack_used:${NOW}`, '--addtag', `cowstack_used:${NOW}`, `${CVG}/${RP}`])
       .expect(['lvchange', '-aey', `${VG}/vm`])
-      .expect(['dmsetup', 'create', rw(U.c1), '--uuid', `COWSTACK-rw-${compact(U.c1)}`, '--table', `0 ${(64 * MiB) / 512} snapshot ${RP_PATH} /dev/mapper/${VG}-vm PO 8`])
+      .expect([
+        'dmsetup',
+        'create',
+        rw(U.c1),
+        '--uuid',
+        `COWSTACK-rw-${compact(U.c1)}`,
+        '--table',
+        `0 ${(64 * MiB) / 512} snapshot ${RP_PATH} /dev/mapper/${VG}-vm PO 8`,
+      ])
       .expect(['rm', '-f', '--', `/var/lib/cowstack/journal/${VG}.vm.map.json`]);
     const res = await mapClone(ctxOf(r), 'vm', { cache: ['replica'] });
     r.verify();

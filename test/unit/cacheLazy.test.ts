@@ -15,7 +15,21 @@ import { recover } from '../../src/core/recover.js';
 import { DryRunRunner } from '../../src/exec/dryRunRunner.js';
 import type { RecordingRunner } from '../../src/exec/recordingRunner.js';
 import { parseCacheStatus, parseDmLines, parseNamedLines } from '../../src/tools/dmsetup.js';
-import { cloneRow, compact, expectObserve, imageRow, journalBegin, journalEnd, lvDev, lvRow, MiB, rw, U, VG, type Dev } from './repoFixtures.js';
+import {
+  cloneRow,
+  compact,
+  expectObserve,
+  imageRow,
+  journalBegin,
+  journalEnd,
+  lvDev,
+  lvRow,
+  MiB,
+  rw,
+  U,
+  VG,
+  type Dev,
+} from './repoFixtures.js';
 import { lvsArgv, lvsJson, recorder, vgsArgv, vgsJson } from './support.js';
 
 const CVG = 'cowstack_cache';
@@ -31,44 +45,140 @@ const IMG_SECTORS = (64 * MiB) / 512;
 const TABLE = `0 ${IMG_SECTORS} cache ${LM_PATH} ${LC_PATH} /dev/mapper/${VG}-image 128 1 writethrough smq 0`;
 
 /** REAL: `dmsetup status` of a lazy cache device on the testbed (Debian 12, Linux 6.1). */
-const fixture = (name: string) => readFileSync(new URL(`../fixtures/linux-6.1-bookworm/${name}`, import.meta.url), 'utf8');
+const fixture = (name: string) =>
+  readFileSync(new URL(`../fixtures/linux-6.1-bookworm/${name}`, import.meta.url), 'utf8');
 
-const vgRow = (free = 1024 * MiB) => ({ vg_name: CVG, vg_uuid: 'x', vg_size: 2048 * MiB, vg_free: free, vg_extent_size: 4 * MiB, vg_lock_type: '', vg_lock_args: '', vg_shared: '', vg_tags: '', pv_count: 1, lv_count: 2 });
-const pairRows = (o: { state?: 'new' | 'ready' | 'attached'; active?: boolean; open?: boolean; used?: number; origin?: string } = {}) => {
+const vgRow = (free = 1024 * MiB) => ({
+  vg_name: CVG,
+  vg_uuid: 'x',
+  vg_size: 2048 * MiB,
+  vg_free: free,
+  vg_extent_size: 4 * MiB,
+  vg_lock_type: '',
+  vg_lock_args: '',
+  vg_shared: '',
+  vg_tags: '',
+  pv_count: 1,
+  lv_count: 2,
+});
+const pairRows = (
+  o: { state?: 'new' | 'ready' | 'attached'; active?: boolean; open?: boolean; used?: number; origin?: string } = {},
+) => {
   const origin = o.origin ?? U.image;
-  const tags = (kind: string) => [`cowstack_cache:${kind}`, `cowstack_origin:${origin}`, `cowstack_cstate:${o.state ?? 'ready'}`, `cowstack_used:${o.used ?? NOW - 100}`];
+  const tags = (kind: string) => [
+    `cowstack_cache:${kind}`,
+    `cowstack_origin:${origin}`,
+    `cowstack_cstate:${o.state ?? 'ready'}`,
+    `cowstack_used:${o.used ?? NOW - 100}`,
+  ];
   return [
-    lvRow({ vg: CVG, name: `lm_${compact(origin)}`, uuid: 'Lm0000-aaaa-bbbb-cccc-dddd-eeee-ffffff', size: 8 * MiB, active: o.active ? 'exclusive' : undefined, open: o.open, minor: 40, tags: tags('lazymeta') }),
-    lvRow({ vg: CVG, name: `lc_${compact(origin)}`, uuid: 'Lc0000-aaaa-bbbb-cccc-dddd-eeee-ffffff', size: 32 * MiB, active: o.active ? 'exclusive' : undefined, open: o.open, minor: 41, tags: tags('lazy') }),
+    lvRow({
+      vg: CVG,
+      name: `lm_${compact(origin)}`,
+      uuid: 'Lm0000-aaaa-bbbb-cccc-dddd-eeee-ffffff',
+      size: 8 * MiB,
+      active: o.active ? 'exclusive' : undefined,
+      open: o.open,
+      minor: 40,
+      tags: tags('lazymeta'),
+    }),
+    lvRow({
+      vg: CVG,
+      name: `lc_${compact(origin)}`,
+      uuid: 'Lc0000-aaaa-bbbb-cccc-dddd-eeee-ffffff',
+      size: 32 * MiB,
+      active: o.active ? 'exclusive' : undefined,
+      open: o.open,
+      minor: 41,
+      tags: tags('lazy'),
+    }),
   ];
 };
-const pairDevs = (open = 1): Dev[] => [lvDev(LM, 'Lm0000-aaaa-bbbb-cccc-dddd-eeee-ffffff', 40, open, false, CVG), lvDev(LC, 'Lc0000-aaaa-bbbb-cccc-dddd-eeee-ffffff', 41, open, false, CVG)];
-const lcDev = (open: number): Dev => ({ name: LCDEV, uuid: `COWSTACK-lc-${compact(U.image)}`, open, minor: 42, readOnly: true });
+const pairDevs = (open = 1): Dev[] => [
+  lvDev(LM, 'Lm0000-aaaa-bbbb-cccc-dddd-eeee-ffffff', 40, open, false, CVG),
+  lvDev(LC, 'Lc0000-aaaa-bbbb-cccc-dddd-eeee-ffffff', 41, open, false, CVG),
+];
+const lcDev = (open: number): Dev => ({
+  name: LCDEV,
+  uuid: `COWSTACK-lc-${compact(U.image)}`,
+  open,
+  minor: 42,
+  readOnly: true,
+});
 
-const image = (active = false, open = false) => imageRow('image', U.image, { sha: SHA, active: active ? 'shared' : undefined, open, minor: 3 });
-const vm = (active = false, open = false) => cloneRow('vm', U.c1, U.image, { active: active ? 'exclusive' : undefined, open, minor: 8 });
+const image = (active = false, open = false) =>
+  imageRow('image', U.image, { sha: SHA, active: active ? 'shared' : undefined, open, minor: 3 });
+const vm = (active = false, open = false) =>
+  cloneRow('vm', U.c1, U.image, { active: active ? 'exclusive' : undefined, open, minor: 8 });
 
 /** observe() with the cache VG asked for always (map --cache lazy): cache reports first. */
-function observeAlways(r: RecordingRunner, cacheRows: Array<Record<string, unknown>>, rows: Array<Record<string, unknown>>, devs: Dev[] = [], free?: number) {
+function observeAlways(
+  r: RecordingRunner,
+  cacheRows: Array<Record<string, unknown>>,
+  rows: Array<Record<string, unknown>>,
+  devs: Dev[] = [],
+  free?: number,
+) {
   r.expect(vgsArgv(CVG), { stdout: vgsJson([vgRow(free)]) }).expect(lvsArgv(CVG), { stdout: lvsJson(cacheRows) });
   return expectObserve(r, rows, devs);
 }
 /** observe() 'auto': repository first; the cache VG because an LV of it is active here. */
-function observeAuto(r: RecordingRunner, cacheRows: Array<Record<string, unknown>>, rows: Array<Record<string, unknown>>, devs: Dev[]) {
+function observeAuto(
+  r: RecordingRunner,
+  cacheRows: Array<Record<string, unknown>>,
+  rows: Array<Record<string, unknown>>,
+  devs: Dev[],
+) {
   expectObserve(r, rows, devs);
-  if (devs.some((d) => d.name.startsWith(`${CVG}-`))) r.expect(vgsArgv(CVG), { stdout: vgsJson([vgRow()]) }).expect(lvsArgv(CVG), { stdout: lvsJson(cacheRows) });
+  if (devs.some((d) => d.name.startsWith(`${CVG}-`)))
+    r.expect(vgsArgv(CVG), { stdout: vgsJson([vgRow()]) }).expect(lvsArgv(CVG), { stdout: lvsJson(cacheRows) });
   return r;
 }
 
-const statusOk = () => ({ stdout: fixture('dmsetup-status-lazy-cache.txt').split('\n')[0]!.replace(/^\S+: /, '') + '\n' });
-const ctxOf = (r: RecordingRunner | DryRunRunner, extra: Partial<OpContext> = {}): OpContext => ({ runner: r, vg: VG, cacheVg: CVG, ...extra });
+const statusOk = () => ({
+  stdout:
+    fixture('dmsetup-status-lazy-cache.txt')
+      .split('\n')[0]!
+      .replace(/^\S+: /, '') + '\n',
+});
+const ctxOf = (r: RecordingRunner | DryRunRunner, extra: Partial<OpContext> = {}): OpContext => ({
+  runner: r,
+  vg: VG,
+  cacheVg: CVG,
+  ...extra,
+});
 const zero = ['dd', 'if=/dev/zero', `of=${LM_PATH}`, 'bs=4096', 'count=1', 'oflag=direct', 'conv=fsync', 'status=none'];
-const createLc = ['dmsetup', 'create', LCDEV, '--uuid', `COWSTACK-lc-${compact(U.image)}`, '--readonly', '--table', TABLE];
-const snapOnLc = ['dmsetup', 'create', rw(U.c1), '--uuid', `COWSTACK-rw-${compact(U.c1)}`, '--table', `0 ${IMG_SECTORS} snapshot /dev/mapper/${LCDEV} /dev/mapper/${VG}-vm PO 8`];
+const createLc = [
+  'dmsetup',
+  'create',
+  LCDEV,
+  '--uuid',
+  `COWSTACK-lc-${compact(U.image)}`,
+  '--readonly',
+  '--table',
+  TABLE,
+];
+const snapOnLc = [
+  'dmsetup',
+  'create',
+  rw(U.c1),
+  '--uuid',
+  `COWSTACK-rw-${compact(U.c1)}`,
+  '--table',
+  `0 ${IMG_SECTORS} snapshot /dev/mapper/${LCDEV} /dev/mapper/${VG}-vm PO 8`,
+];
 /** After the attach: the re-observation and the clone's own layer on the lazy device. */
 function mapOnLazy(r: RecordingRunner) {
-  observeAlways(r, pairRows({ state: 'attached', active: true, open: true, used: NOW }), [image(true, true), vm()], [lvDev('image', U.image, 3, 1, true), ...pairDevs(1), lcDev(0)]);
-  r.expect(journalBegin('vm', 'map'), W).expect(['lvchange', '-aey', `${VG}/vm`], W).expect(snapOnLc, W).expect(journalEnd('vm', 'map'), W);
+  observeAlways(
+    r,
+    pairRows({ state: 'attached', active: true, open: true, used: NOW }),
+    [image(true, true), vm()],
+    [lvDev('image', U.image, 3, 1, true), ...pairDevs(1), lcDev(0)],
+  );
+  r.expect(journalBegin('vm', 'map'), W)
+    .expect(['lvchange', '-aey', `${VG}/vm`], W)
+    .expect(snapOnLc, W)
+    .expect(journalEnd('vm', 'map'), W);
 }
 
 beforeEach(() => {
@@ -98,7 +208,15 @@ describe('lazy cache sizes and modes', () => {
     expect(line.target).toBe('cache');
     const st = parseCacheStatus(line.args);
     // The table is read-only, yet the status says rw: that field is the metadata's mode.
-    expect(st).toMatchObject({ cacheBlockSectors: 128, policy: 'smq', mode: 'rw', needsCheck: false, dirty: 0, features: ['writethrough', 'no_discard_passdown'], coreArgs: { migration_threshold: '2048' } });
+    expect(st).toMatchObject({
+      cacheBlockSectors: 128,
+      policy: 'smq',
+      mode: 'rw',
+      needsCheck: false,
+      dirty: 0,
+      features: ['writethrough', 'no_discard_passdown'],
+      coreArgs: { migration_threshold: '2048' },
+    });
     expect(st.cacheTotal).toBeGreaterThan(0);
     expect(st.cacheUsed).toBeGreaterThan(0);
     expect(st.promotions).toBeGreaterThan(0);
@@ -114,8 +232,54 @@ describe('clone map --cache lazy', () => {
     const r = recorder();
     observeAlways(r, [], [image(), vm()]);
     r.expect(['lvchange', '-asy', `${VG}/image`], W)
-      .expect(['lvcreate', '-an', '-Zn', '-Wn', '--setautoactivation', 'n', '-L', `${8 * MiB}b`, '-n', LM, '--addtag', 'cowstack_cache:lazymeta', '--addtag', `cowstack_origin:${U.image}`, '--addtag', 'cowstack_cstate:attached', '--addtag', `cowstack_used:${NOW}`, CVG], W)
-      .expect(['lvcreate', '-an', '-Zn', '-Wn', '--setautoactivation', 'n', '-L', `${32 * MiB}b`, '-n', LC, '--addtag', 'cowstack_cache:lazy', '--addtag', `cowstack_origin:${U.image}`, '--addtag', 'cowstack_cstate:attached', '--addtag', `cowstack_used:${NOW}`, CVG], W)
+      .expect(
+        [
+          'lvcreate',
+          '-an',
+          '-Zn',
+          '-Wn',
+          '--setautoactivation',
+          'n',
+          '-L',
+          `${8 * MiB}b`,
+          '-n',
+          LM,
+          '--addtag',
+          'cowstack_cache:lazymeta',
+          '--addtag',
+          `cowstack_origin:${U.image}`,
+          '--addtag',
+          'cowstack_cstate:attached',
+          '--addtag',
+          `cowstack_used:${NOW}`,
+          CVG,
+        ],
+        W,
+      )
+      .expect(
+        [
+          'lvcreate',
+          '-an',
+          '-Zn',
+          '-Wn',
+          '--setautoactivation',
+          'n',
+          '-L',
+          `${32 * MiB}b`,
+          '-n',
+          LC,
+          '--addtag',
+          'cowstack_cache:lazy',
+          '--addtag',
+          `cowstack_origin:${U.image}`,
+          '--addtag',
+          'cowstack_cstate:attached',
+          '--addtag',
+          `cowstack_used:${NOW}`,
+          CVG,
+        ],
+        W,
+      )
       .expect(['lvchange', '-aey', `${CVG}/${LM}`, `${CVG}/${LC}`], W)
       .expect(zero, W)
       .expect(createLc, W)
@@ -123,7 +287,11 @@ describe('clone map --cache lazy', () => {
     mapOnLazy(r);
     const res = await mapClone(ctxOf(r), 'vm', { cache: ['lazy'] });
     r.verify();
-    expect(res).toMatchObject({ action: 'mapped', device: `/dev/mapper/${rw(U.c1)}`, lazy: { action: 'created', lv: LC, device: `/dev/mapper/${LCDEV}`, dataBytes: 32 * MiB } });
+    expect(res).toMatchObject({
+      action: 'mapped',
+      device: `/dev/mapper/${rw(U.c1)}`,
+      lazy: { action: 'created', lv: LC, device: `/dev/mapper/${LCDEV}`, dataBytes: 32 * MiB },
+    });
     expect(res.lazy?.reset).toBeUndefined();
   });
 
@@ -131,7 +299,23 @@ describe('clone map --cache lazy', () => {
     const r = recorder();
     observeAlways(r, pairRows(), [image(), vm()]);
     r.expect(['lvchange', '-asy', `${VG}/image`], W)
-      .expect(['lvchange', '-aey', '--deltag', 'cowstack_cstate:ready', '--addtag', 'cowstack_cstate:attached', '--deltag', `cowstack_used:${NOW - 100}`, '--addtag', `cowstack_used:${NOW}`, `${CVG}/${LM}`, `${CVG}/${LC}`], W)
+      .expect(
+        [
+          'lvchange',
+          '-aey',
+          '--deltag',
+          'cowstack_cstate:ready',
+          '--addtag',
+          'cowstack_cstate:attached',
+          '--deltag',
+          `cowstack_used:${NOW - 100}`,
+          '--addtag',
+          `cowstack_used:${NOW}`,
+          `${CVG}/${LM}`,
+          `${CVG}/${LC}`,
+        ],
+        W,
+      )
       .expect(['cache_check', '-q', LM_PATH], { kind: 'read' })
       .expect(createLc, W)
       .expect(['dmsetup', 'status', LCDEV], statusOk());
@@ -146,7 +330,19 @@ describe('clone map --cache lazy', () => {
     const r = recorder();
     observeAlways(r, pairRows({ state: 'attached' }), [image(), vm()]);
     r.expect(['lvchange', '-asy', `${VG}/image`], W)
-      .expect(['lvchange', '-aey', '--deltag', `cowstack_used:${NOW - 100}`, '--addtag', `cowstack_used:${NOW}`, `${CVG}/${LM}`, `${CVG}/${LC}`], W)
+      .expect(
+        [
+          'lvchange',
+          '-aey',
+          '--deltag',
+          `cowstack_used:${NOW - 100}`,
+          '--addtag',
+          `cowstack_used:${NOW}`,
+          `${CVG}/${LM}`,
+          `${CVG}/${LC}`,
+        ],
+        W,
+      )
       .expect(zero, W)
       .expect(createLc, W)
       .expect(['dmsetup', 'status', LCDEV], statusOk());
@@ -161,7 +357,23 @@ describe('clone map --cache lazy', () => {
     const r = recorder();
     observeAlways(r, pairRows(), [image(), vm()]);
     r.expect(['lvchange', '-asy', `${VG}/image`], W)
-      .expect(['lvchange', '-aey', '--deltag', 'cowstack_cstate:ready', '--addtag', 'cowstack_cstate:attached', '--deltag', `cowstack_used:${NOW - 100}`, '--addtag', `cowstack_used:${NOW}`, `${CVG}/${LM}`, `${CVG}/${LC}`], W)
+      .expect(
+        [
+          'lvchange',
+          '-aey',
+          '--deltag',
+          'cowstack_cstate:ready',
+          '--addtag',
+          'cowstack_cstate:attached',
+          '--deltag',
+          `cowstack_used:${NOW - 100}`,
+          '--addtag',
+          `cowstack_used:${NOW}`,
+          `${CVG}/${LM}`,
+          `${CVG}/${LC}`,
+        ],
+        W,
+      )
       .expect(['cache_check', '-q', LM_PATH], { kind: 'read', exitCode: 1, stderr: 'bad checksum in superblock\n' })
       .expect(zero, W)
       .expect(createLc, W)
@@ -169,12 +381,31 @@ describe('clone map --cache lazy', () => {
     mapOnLazy(r);
     const res = await mapClone(ctxOf(r), 'vm', { cache: ['lazy'] });
     r.verify();
-    expect(res.lazy).toMatchObject({ reset: true, resetReason: 'cache_check failed (exit 1: bad checksum in superblock)' });
+    expect(res.lazy).toMatchObject({
+      reset: true,
+      resetReason: 'cache_check failed (exit 1: bad checksum in superblock)',
+    });
 
     const n = recorder();
     observeAlways(n, pairRows(), [image(true), vm()], [lvDev('image', U.image, 3, 0, true)]);
     const needsCheck = statusOk().stdout.replace(/ - ?\n$/, ' needs_check\n');
-    n.expect(['lvchange', '-aey', '--deltag', 'cowstack_cstate:ready', '--addtag', 'cowstack_cstate:attached', '--deltag', `cowstack_used:${NOW - 100}`, '--addtag', `cowstack_used:${NOW}`, `${CVG}/${LM}`, `${CVG}/${LC}`], W)
+    n.expect(
+      [
+        'lvchange',
+        '-aey',
+        '--deltag',
+        'cowstack_cstate:ready',
+        '--addtag',
+        'cowstack_cstate:attached',
+        '--deltag',
+        `cowstack_used:${NOW - 100}`,
+        '--addtag',
+        `cowstack_used:${NOW}`,
+        `${CVG}/${LM}`,
+        `${CVG}/${LC}`,
+      ],
+      W,
+    )
       .expect(['cache_check', '-q', LM_PATH], { kind: 'read' })
       .expect(createLc, W)
       .expect(['dmsetup', 'status', LCDEV], { stdout: needsCheck })
@@ -190,9 +421,26 @@ describe('clone map --cache lazy', () => {
   it('an attached cache is shared: the next clone stands on it with no cache command at all', async () => {
     const r = recorder();
     const devs = [lvDev('image', U.image, 3, 1, true), ...pairDevs(1), lcDev(1)];
-    observeAlways(r, pairRows({ state: 'attached', active: true, open: true }), [image(true, true), cloneRow('vm', U.c2, U.image)], devs);
-    r.expect(journalBegin('vm', 'map'), W).expect(['lvchange', '-aey', `${VG}/vm`], W)
-      .expect(['dmsetup', 'create', rw(U.c2), '--uuid', `COWSTACK-rw-${compact(U.c2)}`, '--table', `0 ${IMG_SECTORS} snapshot /dev/mapper/${LCDEV} /dev/mapper/${VG}-vm PO 8`], W)
+    observeAlways(
+      r,
+      pairRows({ state: 'attached', active: true, open: true }),
+      [image(true, true), cloneRow('vm', U.c2, U.image)],
+      devs,
+    );
+    r.expect(journalBegin('vm', 'map'), W)
+      .expect(['lvchange', '-aey', `${VG}/vm`], W)
+      .expect(
+        [
+          'dmsetup',
+          'create',
+          rw(U.c2),
+          '--uuid',
+          `COWSTACK-rw-${compact(U.c2)}`,
+          '--table',
+          `0 ${IMG_SECTORS} snapshot /dev/mapper/${LCDEV} /dev/mapper/${VG}-vm PO 8`,
+        ],
+        W,
+      )
       .expect(journalEnd('vm', 'map'), W);
     const res = await mapClone(ctxOf(r), 'vm', { cache: ['lazy'] });
     r.verify();
@@ -207,8 +455,48 @@ describe('clone map --cache lazy', () => {
     inner.verify();
     expect(dry.planned.map((p) => p.argv)).toEqual([
       ['lvchange', '-asy', `${VG}/image`],
-      ['lvcreate', '-an', '-Zn', '-Wn', '--setautoactivation', 'n', '-L', `${8 * MiB}b`, '-n', LM, '--addtag', 'cowstack_cache:lazymeta', '--addtag', `cowstack_origin:${U.image}`, '--addtag', 'cowstack_cstate:attached', '--addtag', `cowstack_used:${NOW}`, CVG],
-      ['lvcreate', '-an', '-Zn', '-Wn', '--setautoactivation', 'n', '-L', `${32 * MiB}b`, '-n', LC, '--addtag', 'cowstack_cache:lazy', '--addtag', `cowstack_origin:${U.image}`, '--addtag', 'cowstack_cstate:attached', '--addtag', `cowstack_used:${NOW}`, CVG],
+      [
+        'lvcreate',
+        '-an',
+        '-Zn',
+        '-Wn',
+        '--setautoactivation',
+        'n',
+        '-L',
+        `${8 * MiB}b`,
+        '-n',
+        LM,
+        '--addtag',
+        'cowstack_cache:lazymeta',
+        '--addtag',
+        `cowstack_origin:${U.image}`,
+        '--addtag',
+        'cowstack_cstate:attached',
+        '--addtag',
+        `cowstack_used:${NOW}`,
+        CVG,
+      ],
+      [
+        'lvcreate',
+        '-an',
+        '-Zn',
+        '-Wn',
+        '--setautoactivation',
+        'n',
+        '-L',
+        `${32 * MiB}b`,
+        '-n',
+        LC,
+        '--addtag',
+        'cowstack_cache:lazy',
+        '--addtag',
+        `cowstack_origin:${U.image}`,
+        '--addtag',
+        'cowstack_cstate:attached',
+        '--addtag',
+        `cowstack_used:${NOW}`,
+        CVG,
+      ],
       ['lvchange', '-aey', `${CVG}/${LM}`, `${CVG}/${LC}`],
       zero,
       createLc,
@@ -224,14 +512,44 @@ describe('clone map --cache lazy', () => {
 describe('lazy cache teardown, eviction, drop, recover', () => {
   it('unmapping the last clone on it detaches it cleanly (ready, deactivated in one LVM command), then releases the image', async () => {
     const r = recorder();
-    const devs = [lvDev('image', U.image, 3, 1, true), ...pairDevs(1), lcDev(1), lvDev('vm', U.c1, 8, 1), { name: rw(U.c1), uuid: `COWSTACK-rw-${compact(U.c1)}`, open: 0, minor: 9 }];
-    observeAuto(r, pairRows({ state: 'attached', active: true, open: true, used: NOW - 5 }), [image(true, true), vm(true, true)], devs);
-    r.expect(['dmsetup', 'table'], { kind: 'read', stdout: `${rw(U.c1)}: 0 ${IMG_SECTORS} snapshot 253:42 253:8 P 8\n${LCDEV}: ${TABLE.replace(LM_PATH, '253:40').replace(LC_PATH, '253:41').replace(`/dev/mapper/${VG}-image`, '253:3')}\n` })
+    const devs = [
+      lvDev('image', U.image, 3, 1, true),
+      ...pairDevs(1),
+      lcDev(1),
+      lvDev('vm', U.c1, 8, 1),
+      { name: rw(U.c1), uuid: `COWSTACK-rw-${compact(U.c1)}`, open: 0, minor: 9 },
+    ];
+    observeAuto(
+      r,
+      pairRows({ state: 'attached', active: true, open: true, used: NOW - 5 }),
+      [image(true, true), vm(true, true)],
+      devs,
+    );
+    r.expect(['dmsetup', 'table'], {
+      kind: 'read',
+      stdout: `${rw(U.c1)}: 0 ${IMG_SECTORS} snapshot 253:42 253:8 P 8\n${LCDEV}: ${TABLE.replace(LM_PATH, '253:40').replace(LC_PATH, '253:41').replace(`/dev/mapper/${VG}-image`, '253:3')}\n`,
+    })
       .expect(journalBegin('vm', 'unmap'), W)
       .expect(['dmsetup', 'remove', '--retry', rw(U.c1)], W)
       .expect(['lvchange', '-an', `${VG}/vm`], W)
       .expect(['dmsetup', 'remove', '--retry', LCDEV], W)
-      .expect(['lvchange', '-an', '--deltag', 'cowstack_cstate:attached', '--addtag', 'cowstack_cstate:ready', '--deltag', `cowstack_used:${NOW - 5}`, '--addtag', `cowstack_used:${NOW}`, `${CVG}/${LM}`, `${CVG}/${LC}`], W)
+      .expect(
+        [
+          'lvchange',
+          '-an',
+          '--deltag',
+          'cowstack_cstate:attached',
+          '--addtag',
+          'cowstack_cstate:ready',
+          '--deltag',
+          `cowstack_used:${NOW - 5}`,
+          '--addtag',
+          `cowstack_used:${NOW}`,
+          `${CVG}/${LM}`,
+          `${CVG}/${LC}`,
+        ],
+        W,
+      )
       .expect(['lvchange', '-an', `${VG}/image`], W)
       .expect(journalEnd('vm', 'unmap'), W);
     expect((await unmapClone(ctxOf(r), 'vm')).action).toBe('unmapped');
@@ -240,8 +558,19 @@ describe('lazy cache teardown, eviction, drop, recover', () => {
 
   it('keeps the cache while another clone stands on it, and a snapshot built on the image LV releases the image LV, not the cache', async () => {
     const r = recorder();
-    const devs = [lvDev('image', U.image, 3, 2, true), ...pairDevs(1), lcDev(1), lvDev('vm', U.c1, 8, 1), { name: rw(U.c1), uuid: `COWSTACK-rw-${compact(U.c1)}`, open: 0, minor: 9 }];
-    observeAuto(r, pairRows({ state: 'attached', active: true, open: true }), [image(true, true), vm(true, true)], devs);
+    const devs = [
+      lvDev('image', U.image, 3, 2, true),
+      ...pairDevs(1),
+      lcDev(1),
+      lvDev('vm', U.c1, 8, 1),
+      { name: rw(U.c1), uuid: `COWSTACK-rw-${compact(U.c1)}`, open: 0, minor: 9 },
+    ];
+    observeAuto(
+      r,
+      pairRows({ state: 'attached', active: true, open: true }),
+      [image(true, true), vm(true, true)],
+      devs,
+    );
     // vm's snapshot stands on the image LV (253:3): mapped before the cache was attached.
     r.expect(['dmsetup', 'table'], { kind: 'read', stdout: `${rw(U.c1)}: 0 ${IMG_SECTORS} snapshot 253:3 253:8 P 8\n` })
       .expect(journalBegin('vm', 'unmap'), W)
@@ -258,9 +587,36 @@ describe('lazy cache teardown, eviction, drop, recover', () => {
     // replicate(): 128 MiB needed, 100 MiB free: the unused lazy pair of "other" (40 MiB) goes.
     const rr = recorder();
     expectObserve(rr, rows);
-    rr.expect(vgsArgv(CVG), { stdout: vgsJson([vgRow(100 * MiB)]) }).expect(lvsArgv(CVG), { stdout: lvsJson(pairRows({ origin: other })) });
+    rr.expect(vgsArgv(CVG), { stdout: vgsJson([vgRow(100 * MiB)]) }).expect(lvsArgv(CVG), {
+      stdout: lvsJson(pairRows({ origin: other })),
+    });
     rr.expect(['lvremove', '-y', `${CVG}/lc_${compact(other)}`, `${CVG}/lm_${compact(other)}`], W)
-      .expect(['lvcreate', '-an', '-Zn', '-Wn', '--setautoactivation', 'n', '-L', `${128 * MiB}b`, '-n', `rp_${compact(U.image)}`, '--addtag', 'cowstack_cache:replica', '--addtag', `cowstack_origin:${U.image}`, '--addtag', 'cowstack_cstate:copying', '--addtag', 'cowstack_copied:0', '--addtag', `cowstack_sha256:${SHA}`, CVG], W)
+      .expect(
+        [
+          'lvcreate',
+          '-an',
+          '-Zn',
+          '-Wn',
+          '--setautoactivation',
+          'n',
+          '-L',
+          `${128 * MiB}b`,
+          '-n',
+          `rp_${compact(U.image)}`,
+          '--addtag',
+          'cowstack_cache:replica',
+          '--addtag',
+          `cowstack_origin:${U.image}`,
+          '--addtag',
+          'cowstack_cstate:copying',
+          '--addtag',
+          'cowstack_copied:0',
+          '--addtag',
+          `cowstack_sha256:${SHA}`,
+          CVG,
+        ],
+        W,
+      )
       .expect(['lvchange', '-aey', `${CVG}/rp_${compact(U.image)}`], { exitCode: 5, stderr: 'stop here' })
       .expect(['lvremove', '-y', `${CVG}/rp_${compact(U.image)}`], W);
     await expect(replicate(ctxOf(rr), 'image')).rejects.toThrow();
@@ -268,28 +624,49 @@ describe('lazy cache teardown, eviction, drop, recover', () => {
 
     const busy = recorder();
     expectObserve(busy, rows);
-    busy.expect(vgsArgv(CVG), { stdout: vgsJson([vgRow(100 * MiB)]) }).expect(lvsArgv(CVG), { stdout: lvsJson(pairRows({ origin: other, active: true, open: true })) });
+    busy
+      .expect(vgsArgv(CVG), { stdout: vgsJson([vgRow(100 * MiB)]) })
+      .expect(lvsArgv(CVG), { stdout: lvsJson(pairRows({ origin: other, active: true, open: true })) });
     await expect(replicate(ctxOf(busy), 'image')).rejects.toThrow(/needed/);
     busy.verify();
 
     const d = recorder();
-    d.expect(vgsArgv(CVG), { stdout: vgsJson([vgRow()]) }).expect(lvsArgv(CVG), { stdout: lvsJson(pairRows({ active: true })) });
+    d.expect(vgsArgv(CVG), { stdout: vgsJson([vgRow()]) }).expect(lvsArgv(CVG), {
+      stdout: lvsJson(pairRows({ active: true })),
+    });
     expectObserve(d, [image()]);
-    d.expect(['lvchange', '-an', `${CVG}/${LC}`, `${CVG}/${LM}`], W).expect(['lvremove', '-y', `${CVG}/${LC}`, `${CVG}/${LM}`], W);
+    d.expect(['lvchange', '-an', `${CVG}/${LC}`, `${CVG}/${LM}`], W).expect(
+      ['lvremove', '-y', `${CVG}/${LC}`, `${CVG}/${LM}`],
+      W,
+    );
     expect(await dropCaches(ctxOf(d), { image: 'image' })).toMatchObject({ dropped: [LC] });
     d.verify();
   });
 
   it('cache list shows a lazy entry with its blocks and counters from the device status', async () => {
     const r = recorder();
-    r.expect(vgsArgv(CVG), { stdout: vgsJson([vgRow()]) }).expect(lvsArgv(CVG), { stdout: lvsJson(pairRows({ state: 'attached', active: true, open: true })) });
+    r.expect(vgsArgv(CVG), { stdout: vgsJson([vgRow()]) }).expect(lvsArgv(CVG), {
+      stdout: lvsJson(pairRows({ state: 'attached', active: true, open: true })),
+    });
     expectObserve(r, [image(true, true)], [lvDev('image', U.image, 3, 1, true), ...pairDevs(1), lcDev(0)]);
-    r.expect(['dmsetup', 'status'], { kind: 'read', stdout: fixture('dmsetup-status-lazy-cache.txt').replace(/^\S+:/, `${LCDEV}:`) });
+    r.expect(['dmsetup', 'status'], {
+      kind: 'read',
+      stdout: fixture('dmsetup-status-lazy-cache.txt').replace(/^\S+:/, `${LCDEV}:`),
+    });
     const list = await listCaches(ctxOf(r));
     r.verify();
     expect(list.caches).toHaveLength(1);
     const st = parseCacheStatus(statusOk().stdout.trim().split(/\s+/).slice(3));
-    expect(list.caches[0]).toMatchObject({ kind: 'lazy', name: LC, state: 'attached', sizeBytes: 32 * MiB, origin: { name: 'image' }, hits: st.readHits, misses: st.readMisses, lazy: { metaBytes: 8 * MiB, usedBlocks: st.cacheUsed, totalBlocks: st.cacheTotal, promotions: st.promotions } });
+    expect(list.caches[0]).toMatchObject({
+      kind: 'lazy',
+      name: LC,
+      state: 'attached',
+      sizeBytes: 32 * MiB,
+      origin: { name: 'image' },
+      hits: st.readHits,
+      misses: st.readMisses,
+      lazy: { metaBytes: 8 * MiB, usedBlocks: st.cacheUsed, totalBlocks: st.cacheTotal, promotions: st.promotions },
+    });
   });
 
   it('recover detaches a lazy device nothing stands on, and reports a pair of another image left attached by a crash', async () => {
@@ -297,7 +674,10 @@ describe('lazy cache teardown, eviction, drop, recover', () => {
     const r = recorder();
     r.expect(LS, { kind: 'read', stdout: '' });
     const devs = [lvDev('image', U.image, 3, 1, true), ...pairDevs(1), lcDev(0)];
-    const cacheRows = [...pairRows({ state: 'attached', active: true, open: true, used: NOW - 5 }), ...pairRows({ state: 'attached', origin: U.img2 })];
+    const cacheRows = [
+      ...pairRows({ state: 'attached', active: true, open: true, used: NOW - 5 }),
+      ...pairRows({ state: 'attached', origin: U.img2 }),
+    ];
     const rows = [image(true, true), imageRow('other', U.img2, { sha: SHA })];
     // recoverWriteback: no write-back cache, nothing to do.
     observeAlways(r, cacheRows, rows, devs);
@@ -307,17 +687,41 @@ describe('lazy cache teardown, eviction, drop, recover', () => {
     observeAuto(r, cacheRows, rows, devs);
     r.expect(['dmsetup', 'table'], { kind: 'read', stdout: '' })
       .expect(['dmsetup', 'remove', '--retry', LCDEV], W)
-      .expect(['lvchange', '-an', '--deltag', 'cowstack_cstate:attached', '--addtag', 'cowstack_cstate:ready', '--deltag', `cowstack_used:${NOW - 5}`, '--addtag', `cowstack_used:${NOW}`, `${CVG}/${LM}`, `${CVG}/${LC}`], W)
+      .expect(
+        [
+          'lvchange',
+          '-an',
+          '--deltag',
+          'cowstack_cstate:attached',
+          '--addtag',
+          'cowstack_cstate:ready',
+          '--deltag',
+          `cowstack_used:${NOW - 5}`,
+          '--addtag',
+          `cowstack_used:${NOW}`,
+          `${CVG}/${LM}`,
+          `${CVG}/${LC}`,
+        ],
+        W,
+      )
       .expect(['lvchange', '-an', `${VG}/image`], W);
     // nodeStatus and the initializing check, on what is left.
     const after = [image(), imageRow('other', U.img2, { sha: SHA })];
-    expectObserve(r, after).expect(['dmsetup', 'status'], { kind: 'read', stdout: '' }).expect(['dmsetup', 'table'], { kind: 'read', stdout: '' }).expect(LS, { kind: 'read', stdout: '' });
+    expectObserve(r, after)
+      .expect(['dmsetup', 'status'], { kind: 'read', stdout: '' })
+      .expect(['dmsetup', 'table'], { kind: 'read', stdout: '' })
+      .expect(LS, { kind: 'read', stdout: '' });
     expectObserve(r, after);
     const rep = await recover(ctxOf(r));
     r.verify();
     expect(rep.actions).toEqual([
       { op: 'lazy-cache', name: 'image', decision: 'finished', detail: expect.stringContaining('detached cleanly') },
-      { op: 'lazy-cache', name: 'other', decision: 'nothing-to-do', detail: expect.stringContaining('reset (metadata zeroed) at its next attach') },
+      {
+        op: 'lazy-cache',
+        name: 'other',
+        decision: 'nothing-to-do',
+        detail: expect.stringContaining('reset (metadata zeroed) at its next attach'),
+      },
     ]);
   });
 });

@@ -19,9 +19,30 @@ const COW_SECTORS = (16 * MiB) / 512;
 const IMG_SECTORS = (64 * MiB) / 512;
 const WB_TABLE = `0 ${COW_SECTORS} writecache s /dev/mapper/${VG}-vm ${WB_LV_PATH} 4096 0`;
 
-const vgRow = { vg_name: CVG, vg_uuid: 'x', vg_size: 2048 * MiB, vg_free: 1024 * MiB, vg_extent_size: 4 * MiB, vg_lock_type: '', vg_lock_args: '', vg_shared: '', vg_tags: '', pv_count: 1, lv_count: 1 };
+const vgRow = {
+  vg_name: CVG,
+  vg_uuid: 'x',
+  vg_size: 2048 * MiB,
+  vg_free: 1024 * MiB,
+  vg_extent_size: 4 * MiB,
+  vg_lock_type: '',
+  vg_lock_args: '',
+  vg_shared: '',
+  vg_tags: '',
+  pv_count: 1,
+  lv_count: 1,
+};
 const wbRow = (active = true, open = false) =>
-  lvRow({ vg: CVG, name: WB_LV, uuid: 'Wb0000-aaaa-bbbb-cccc-dddd-eeee-ffffff', size: 16 * MiB, active: active ? 'exclusive' : undefined, open, minor: 30, tags: ['cowstack_cache:writeback', `cowstack_origin:${U.c1}`] });
+  lvRow({
+    vg: CVG,
+    name: WB_LV,
+    uuid: 'Wb0000-aaaa-bbbb-cccc-dddd-eeee-ffffff',
+    size: 16 * MiB,
+    active: active ? 'exclusive' : undefined,
+    open,
+    minor: 30,
+    tags: ['cowstack_cache:writeback', `cowstack_origin:${U.c1}`],
+  });
 const wbDev = (open = 1): Dev => ({ name: WB, uuid: `COWSTACK-wb-${compact(U.c1)}`, open, minor: 31 });
 const rwDev = (open = 0): Dev => ({ name: rw(U.c1), uuid: `COWSTACK-rw-${compact(U.c1)}`, open, minor: 32 });
 
@@ -30,24 +51,40 @@ const rwDev = (open = 0): Dev => ({ name: rw(U.c1), uuid: `COWSTACK-rw-${compact
  * then the repository's three reads. Otherwise the repository's reads come first and the
  * cache's follow only when something can need them (an active cache LV, a write-back marker).
  */
-function observeWith(r: RecordingRunner, cacheRows: Array<Record<string, unknown>>, rows: Array<Record<string, unknown>>, devs: Dev[] = [], always = false) {
-  const cache = () => r.expect(vgsArgv(CVG), { stdout: vgsJson([vgRow]) }).expect(lvsArgv(CVG), { stdout: lvsJson(cacheRows) });
+function observeWith(
+  r: RecordingRunner,
+  cacheRows: Array<Record<string, unknown>>,
+  rows: Array<Record<string, unknown>>,
+  devs: Dev[] = [],
+  always = false,
+) {
+  const cache = () =>
+    r.expect(vgsArgv(CVG), { stdout: vgsJson([vgRow]) }).expect(lvsArgv(CVG), { stdout: lvsJson(cacheRows) });
   if (always) cache();
   expectObserve(r, rows, devs);
-  const needed = devs.some((d) => d.name.startsWith(`${CVG}-`)) || rows.some((row) => (row.lv_tags as string[] | undefined)?.some((t) => t.startsWith('cowstack_wbhost:')));
+  const needed =
+    devs.some((d) => d.name.startsWith(`${CVG}-`)) ||
+    rows.some((row) => (row.lv_tags as string[] | undefined)?.some((t) => t.startsWith('cowstack_wbhost:')));
   if (!always && needed) cache();
   return r;
 }
 const ctxOf = (r: RecordingRunner): OpContext => ({ runner: r, vg: VG, cacheVg: CVG });
-const image = (mapped = false) => imageRow('image', U.image, { sha: 'ab'.repeat(32), active: mapped ? 'shared' : undefined, open: mapped, minor: 3 });
-const vm = (active = false, open = false) => cloneRow('vm', U.c1, U.image, { active: active ? 'exclusive' : undefined, open, minor: 8 });
+const image = (mapped = false) =>
+  imageRow('image', U.image, { sha: 'ab'.repeat(32), active: mapped ? 'shared' : undefined, open: mapped, minor: 3 });
+const vm = (active = false, open = false) =>
+  cloneRow('vm', U.c1, U.image, { active: active ? 'exclusive' : undefined, open, minor: 8 });
 /** The clone with the cluster-wide marker of node1's write-back cache. */
 const vmMarked = (active = false, open = false) => {
   const row = vm(active, open);
   return { ...row, lv_tags: [...(row.lv_tags as string[]), 'cowstack_wbhost:node1'] };
 };
-const status = (free: number, writeback = 0, error = 0) => ({ stdout: `0 ${COW_SECTORS} writecache ${error} 4064 ${free} ${writeback} 10 0 20 0 0 0 20 0 0 0\n` });
-const journal = (op: string, end = false) => (end ? ['rm', '-f', '--', `/var/lib/cowstack/journal/${VG}.vm.${op}.json`] : ['install', '-D', '-m', '0600', '/proc/self/fd/0', `/var/lib/cowstack/journal/${VG}.vm.${op}.json`]);
+const status = (free: number, writeback = 0, error = 0) => ({
+  stdout: `0 ${COW_SECTORS} writecache ${error} 4064 ${free} ${writeback} 10 0 20 0 0 0 20 0 0 0\n`,
+});
+const journal = (op: string, end = false) =>
+  end
+    ? ['rm', '-f', '--', `/var/lib/cowstack/journal/${VG}.vm.${op}.json`]
+    : ['install', '-D', '-m', '0600', '/proc/self/fd/0', `/var/lib/cowstack/journal/${VG}.vm.${op}.json`];
 
 describe('clone map --cache write', () => {
   it('creates the cache LV (superblock zeroed), then maps writecache between the snapshot and the COW', async () => {
@@ -55,15 +92,54 @@ describe('clone map --cache write', () => {
     observeWith(r, [], [image(), vm()], [], true);
     r.expect(['uname', '-n'], { stdout: 'node1\n' })
       .expect(['lvchange', '--addtag', 'cowstack_wbhost:node1', `${VG}/vm`], W)
-      .expect(['lvcreate', '-an', '-Zn', '-Wn', '--setautoactivation', 'n', '-L', `${16 * MiB}b`, '-n', WB_LV, '--addtag', 'cowstack_cache:writeback', '--addtag', `cowstack_origin:${U.c1}`, CVG], W)
+      .expect(
+        [
+          'lvcreate',
+          '-an',
+          '-Zn',
+          '-Wn',
+          '--setautoactivation',
+          'n',
+          '-L',
+          `${16 * MiB}b`,
+          '-n',
+          WB_LV,
+          '--addtag',
+          'cowstack_cache:writeback',
+          '--addtag',
+          `cowstack_origin:${U.c1}`,
+          CVG,
+        ],
+        W,
+      )
       .expect(['lvchange', '-aey', `${CVG}/${WB_LV}`], W)
-      .expect(['dd', 'if=/dev/zero', `of=${WB_LV_PATH}`, 'bs=4096', 'count=1', 'oflag=direct', 'conv=fsync', 'status=none'], W);
-    observeWith(r, [wbRow()], [image(), vmMarked()], [lvDev(WB_LV, 'Wb0000-aaaa-bbbb-cccc-dddd-eeee-ffffff', 30, 0, false, CVG)], true);
+      .expect(
+        ['dd', 'if=/dev/zero', `of=${WB_LV_PATH}`, 'bs=4096', 'count=1', 'oflag=direct', 'conv=fsync', 'status=none'],
+        W,
+      );
+    observeWith(
+      r,
+      [wbRow()],
+      [image(), vmMarked()],
+      [lvDev(WB_LV, 'Wb0000-aaaa-bbbb-cccc-dddd-eeee-ffffff', 30, 0, false, CVG)],
+      true,
+    );
     r.expect(journal('map'), W)
       .expect(['lvchange', '-asy', `${VG}/image`], W)
       .expect(['lvchange', '-aey', `${VG}/vm`], W)
       .expect(['dmsetup', 'create', WB, '--uuid', `COWSTACK-wb-${compact(U.c1)}`, '--table', WB_TABLE], W)
-      .expect(['dmsetup', 'create', rw(U.c1), '--uuid', `COWSTACK-rw-${compact(U.c1)}`, '--table', `0 ${IMG_SECTORS} snapshot /dev/mapper/${VG}-image /dev/mapper/${WB} PO 8`], W)
+      .expect(
+        [
+          'dmsetup',
+          'create',
+          rw(U.c1),
+          '--uuid',
+          `COWSTACK-rw-${compact(U.c1)}`,
+          '--table',
+          `0 ${IMG_SECTORS} snapshot /dev/mapper/${VG}-image /dev/mapper/${WB} PO 8`,
+        ],
+        W,
+      )
       .expect(journal('map', true), W);
     const res = await mapClone(ctxOf(r), 'vm', { cache: ['write'] });
     r.verify();
@@ -79,7 +155,18 @@ describe('clone map --cache write', () => {
       .expect(['lvchange', '-aey', `${VG}/vm`], W)
       .expect(['lvchange', '-aey', `${CVG}/${WB_LV}`], W)
       .expect(['dmsetup', 'create', WB, '--uuid', `COWSTACK-wb-${compact(U.c1)}`, '--table', WB_TABLE], W)
-      .expect(['dmsetup', 'create', rw(U.c1), '--uuid', `COWSTACK-rw-${compact(U.c1)}`, '--table', `0 ${IMG_SECTORS} snapshot /dev/mapper/${VG}-image /dev/mapper/${WB} PO 8`], W)
+      .expect(
+        [
+          'dmsetup',
+          'create',
+          rw(U.c1),
+          '--uuid',
+          `COWSTACK-rw-${compact(U.c1)}`,
+          '--table',
+          `0 ${IMG_SECTORS} snapshot /dev/mapper/${VG}-image /dev/mapper/${WB} PO 8`,
+        ],
+        W,
+      )
       .expect(journal('map', true), W);
     expect((await mapClone(ctxOf(r), 'vm', { cache: ['none'] })).writeback).toBe(WB);
     r.verify();
@@ -87,7 +174,10 @@ describe('clone map --cache write', () => {
 
   it('refuses (7) --cache write on a node without a cache VG, before writing anything', async () => {
     const r = recorder();
-    r.expect(vgsArgv(CVG), { exitCode: 5, stderr: `  Volume group "${CVG}" not found\n` }).expect(lvsArgv(CVG), { exitCode: 5, stderr: `  Volume group "${CVG}" not found\n` });
+    r.expect(vgsArgv(CVG), { exitCode: 5, stderr: `  Volume group "${CVG}" not found\n` }).expect(lvsArgv(CVG), {
+      exitCode: 5,
+      stderr: `  Volume group "${CVG}" not found\n`,
+    });
     expectObserve(r, [image(), vm()]);
     const e = await rejectionOf(mapClone(ctxOf(r), 'vm', { cache: ['write'] }), EXIT.NOT_FOUND);
     expect(e.hint).toContain('cache init');
@@ -96,7 +186,13 @@ describe('clone map --cache write', () => {
 });
 
 describe('releasing the write-back cache', () => {
-  const mappedDevs = (top = 0): Dev[] => [lvDev('image', U.image, 3, 1, true), lvDev('vm', U.c1, 8, 1), lvDev(WB_LV, 'Wb0000-aaaa-bbbb-cccc-dddd-eeee-ffffff', 30, 1, false, CVG), wbDev(), rwDev(top)];
+  const mappedDevs = (top = 0): Dev[] => [
+    lvDev('image', U.image, 3, 1, true),
+    lvDev('vm', U.c1, 8, 1),
+    lvDev(WB_LV, 'Wb0000-aaaa-bbbb-cccc-dddd-eeee-ffffff', 30, 1, false, CVG),
+    wbDev(),
+    rwDev(top),
+  ];
 
   it('unmap removes the snapshot, writes everything back, waits for zero dirty blocks, removes the cache, then releases the COW', async () => {
     const r = recorder();
@@ -139,7 +235,19 @@ describe('releasing the write-back cache', () => {
       .expect(['lvchange', '--deltag', 'cowstack_wbhost:node1', `${VG}/vm`], W);
     observeWith(r, [], [image(), vm(true)], [lvDev('vm', U.c1, 8, 0)]);
     r.expect(journal('commit'), W)
-      .expect(['lvchange', '--permission', 'r', '--deltag', 'cowstack_state:live', '--addtag', 'cowstack_state:committed', `${VG}/vm`], W)
+      .expect(
+        [
+          'lvchange',
+          '--permission',
+          'r',
+          '--deltag',
+          'cowstack_state:live',
+          '--addtag',
+          'cowstack_state:committed',
+          `${VG}/vm`,
+        ],
+        W,
+      )
       .expect(['lvchange', '-an', `${VG}/vm`], W)
       .expect(journal('commit', true), W);
     // collectGarbage after the commit: nothing of the stack is left here.
@@ -174,12 +282,15 @@ describe('releasing the write-back cache', () => {
       .expect(['lvchange', '-an', `${VG}/vm`], W)
       .expect(['lvremove', '-y', `${VG}/vm`], W)
       .expect(journal('discard', true), W);
-    observeWith(r, [], [image(true)], [lvDev('image', U.image, 3, 0, true)]).expect(['lvchange', '-an', `${VG}/image`], W);
+    observeWith(r, [], [image(true)], [lvDev('image', U.image, 3, 0, true)]).expect(
+      ['lvchange', '-an', `${VG}/image`],
+      W,
+    );
     expect((await discardClone(ctxOf(r), 'vm')).action).toBe('discarded');
     r.verify();
   });
 
-  it('another node refuses to map or commit a clone whose blocks may sit in node1\'s write-back cache', async () => {
+  it("another node refuses to map or commit a clone whose blocks may sit in node1's write-back cache", async () => {
     for (const op of ['map', 'commit'] as const) {
       const r = recorder('node2');
       observeWith(r, [], [image(), vmMarked()]);
@@ -202,7 +313,16 @@ describe('clone map --cache write --dry-run', () => {
     await mapClone({ runner: dry, vg: VG, cacheVg: CVG, dryRun: true }, 'vm', { cache: ['write'] });
     r.verify();
     expect(dry.planned.map((p) => p.argv.slice(0, 2).join(' '))).toEqual([
-      'lvchange --addtag', 'lvcreate -an', 'lvchange -aey', 'dd if=/dev/zero', 'install -D', 'lvchange -asy', 'lvchange -aey', 'dmsetup create', 'dmsetup create', 'rm -f',
+      'lvchange --addtag',
+      'lvcreate -an',
+      'lvchange -aey',
+      'dd if=/dev/zero',
+      'install -D',
+      'lvchange -asy',
+      'lvchange -aey',
+      'dmsetup create',
+      'dmsetup create',
+      'rm -f',
     ]);
     expect(dry.planned.at(-2)!.argv.join(' ')).toContain(`snapshot /dev/mapper/${VG}-image /dev/mapper/${WB} PO 8`);
   });

@@ -15,7 +15,12 @@ function cowstack(...args: string[]) {
   const env: NodeJS.ProcessEnv = { ...process.env, NO_COLOR: '1' };
   delete env.COWSTACK_CONFIG;
   delete env.FORCE_COLOR;
-  const r = spawnSync(process.execPath, [join(ROOT, 'dist', 'index.js'), ...args], { cwd: ROOT, env, encoding: 'utf8', timeout: 20_000 });
+  const r = spawnSync(process.execPath, [join(ROOT, 'dist', 'index.js'), ...args], {
+    cwd: ROOT,
+    env,
+    encoding: 'utf8',
+    timeout: 20_000,
+  });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -46,7 +51,9 @@ describe('cowstack CLI', () => {
     const r = cowstack('activate', 'repo/x');
     expect(r.code).toBe(EXIT.USAGE);
     expect(r.stdout).toBe('');
-    expect(r.stderr).toBe('cowstack: error: say --exclusive or --shared\n  what to do: exclusive for a writer (a running clone), shared for images and committed clones\n');
+    expect(r.stderr).toBe(
+      'cowstack: error: say --exclusive or --shared\n  what to do: exclusive for a writer (a running clone), shared for images and committed clones\n',
+    );
   });
 
   it('activate with both --exclusive and --shared exits 2', () => {
@@ -90,10 +97,23 @@ describe('cowstack CLI', () => {
     const r = cowstack('--help');
     expect(r.code).toBe(0);
     expect(r.stdout).toContain('Usage: cowstack [options] [command]');
-    const table = Object.entries(EXIT).map(([name, code]) => `  ${String(code).padStart(2)}  ${name.toLowerCase().replace(/_/g, '-')}`);
+    const table = Object.entries(EXIT).map(
+      ([name, code]) => `  ${String(code).padStart(2)}  ${name.toLowerCase().replace(/_/g, '-')}`,
+    );
     expect(table).toHaveLength(10);
     expect(r.stdout).toContain(`Exit codes:\n${table.join('\n')}\n`);
-    expect(Object.values(EXIT_NAMES)).toEqual(['ok', 'failed', 'usage', 'missing', 'lock-conflict', 'timeout', 'refused', 'not-found', 'permission', 'unreachable']);
+    expect(Object.values(EXIT_NAMES)).toEqual([
+      'ok',
+      'failed',
+      'usage',
+      'missing',
+      'lock-conflict',
+      'timeout',
+      'refused',
+      'not-found',
+      'permission',
+      'unreachable',
+    ]);
   });
 
   it('--version prints the package version', () => {

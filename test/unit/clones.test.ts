@@ -1,5 +1,14 @@
 import { describe, expect, it } from 'vitest';
-import { chunkSectorsOf, commitClone, createClone, discardClone, growClone, mapClone, unmapClone, type OpContext } from '../../src/core/clones.js';
+import {
+  chunkSectorsOf,
+  commitClone,
+  createClone,
+  discardClone,
+  growClone,
+  mapClone,
+  unmapClone,
+  type OpContext,
+} from '../../src/core/clones.js';
 import { EXIT } from '../../src/exec/errors.js';
 import type { RecordingRunner } from '../../src/exec/recordingRunner.js';
 import {
@@ -21,7 +30,19 @@ import {
   rw,
   type Dev,
 } from './repoFixtures.js';
-import { capture, conflictStderr, deltaDumpArgv, leaseDump, lvsArgv, lvsJson, recorder, rejectionOf, thrownBy, vgsArgv, vgsJson } from './support.js';
+import {
+  capture,
+  conflictStderr,
+  deltaDumpArgv,
+  leaseDump,
+  lvsArgv,
+  lvsJson,
+  recorder,
+  rejectionOf,
+  thrownBy,
+  vgsArgv,
+  vgsJson,
+} from './support.js';
 
 // SYNTHETIC unless marked REAL: LV rows come from repoFixtures, dmsetup/dd outputs are hand-written;
 // REAL ones come from test/fixtures/lvm2-2.03.16-bookworm.
@@ -31,26 +52,84 @@ const W = { kind: 'write' } as const;
 const R = { kind: 'read' } as const;
 const SETTLE = ['udevadm', 'settle', '--timeout=10'];
 
-const T = (origin: string, cow: string, mode: string, chunk: number) => `0 ${IMAGE_SECTORS} snapshot ${origin} ${cow} ${mode} ${chunk}`;
-const createRo = (uuid: string, table: string) => ['dmsetup', 'create', ro(uuid), '--uuid', `COWSTACK-ro-${compact(uuid)}`, '--readonly', '--table', table];
-const createRw = (uuid: string, table: string) => ['dmsetup', 'create', rw(uuid), '--uuid', `COWSTACK-rw-${compact(uuid)}`, '--table', table];
+const T = (origin: string, cow: string, mode: string, chunk: number) =>
+  `0 ${IMAGE_SECTORS} snapshot ${origin} ${cow} ${mode} ${chunk}`;
+const createRo = (uuid: string, table: string) => [
+  'dmsetup',
+  'create',
+  ro(uuid),
+  '--uuid',
+  `COWSTACK-ro-${compact(uuid)}`,
+  '--readonly',
+  '--table',
+  table,
+];
+const createRw = (uuid: string, table: string) => [
+  'dmsetup',
+  'create',
+  rw(uuid),
+  '--uuid',
+  `COWSTACK-rw-${compact(uuid)}`,
+  '--table',
+  table,
+];
 const remove = (name: string) => ['dmsetup', 'remove', '--retry', name];
 
 /** The commands of a clone creation after the observation, up to and including the final lvs of the new LV. */
-function expectCreate(r: RecordingRunner, name: string, parentUuid: string, bytes: number, chunk: number): RecordingRunner {
+function expectCreate(
+  r: RecordingRunner,
+  name: string,
+  parentUuid: string,
+  bytes: number,
+  chunk: number,
+): RecordingRunner {
   return r
     .expect(journalBegin(name, 'create-clone'), W)
     .expect(
-      ['lvcreate', '-an', '-Zn', '-Wn', '--setautoactivation', 'n', '-L', `${bytes}b`, '-n', name,
-        '--addtag', 'cowstack_role:clone', '--addtag', 'cowstack_state:initializing', '--addtag', `cowstack_parent:${parentUuid}`, '--addtag', `cowstack_chunk:${chunk}`, VG],
+      [
+        'lvcreate',
+        '-an',
+        '-Zn',
+        '-Wn',
+        '--setautoactivation',
+        'n',
+        '-L',
+        `${bytes}b`,
+        '-n',
+        name,
+        '--addtag',
+        'cowstack_role:clone',
+        '--addtag',
+        'cowstack_state:initializing',
+        '--addtag',
+        `cowstack_parent:${parentUuid}`,
+        '--addtag',
+        `cowstack_chunk:${chunk}`,
+        VG,
+      ],
       W,
     )
     .expect(['lvchange', '-aey', `vg/${name}`], W)
-    .expect(['dd', 'if=/dev/zero', `of=/dev/mapper/vg-${name}`, `bs=${chunk * 512}`, 'count=1', 'oflag=direct', 'conv=fsync', 'status=none'], W)
+    .expect(
+      [
+        'dd',
+        'if=/dev/zero',
+        `of=/dev/mapper/vg-${name}`,
+        `bs=${chunk * 512}`,
+        'count=1',
+        'oflag=direct',
+        'conv=fsync',
+        'status=none',
+      ],
+      W,
+    )
     .expect(['lvchange', '-an', `vg/${name}`], W)
     .expect(['lvchange', '--deltag', 'cowstack_state:initializing', '--addtag', 'cowstack_state:live', `vg/${name}`], W)
     .expect(journalEnd(name, 'create-clone'), W)
-    .expect(lvsArgv(`vg/${name}`), { kind: 'read', stdout: lvsJson([cloneRow(name, U.n1, parentUuid, { size: bytes, chunk })]) });
+    .expect(lvsArgv(`vg/${name}`), {
+      kind: 'read',
+      stdout: lvsJson([cloneRow(name, U.n1, parentUuid, { size: bytes, chunk })]),
+    });
 }
 
 // SYNTHETIC: the paxos leases at the offsets in the LVs' lock args (repoFixtures: 70254592 + minor MiB),
@@ -62,7 +141,14 @@ const IMAGE_HELD = leaseDump({ offset: 73400320, vg: VG, uuid: U.image, owner: 3
 // REAL delta leases (hosts 1 and 2, named .node1 / .node2), lockspace renamed to this VG's.
 const DELTA = capture('sanlock-dump-delta.txt').replace(/lvm_repo/g, '  lvm_vg');
 // SYNTHETIC: `vgs vg` with three hosts tagged (host 3 has no delta lease in DELTA: the tag names it).
-const VG_REPORT = vgsJson([{ vg_name: 'vg', vg_lock_type: 'sanlock', vg_shared: 1, vg_tags: ['cowstack_host:1:node1', 'cowstack_host:2:node2', 'cowstack_host:3:node3'] }]);
+const VG_REPORT = vgsJson([
+  {
+    vg_name: 'vg',
+    vg_lock_type: 'sanlock',
+    vg_shared: 1,
+    vg_tags: ['cowstack_host:1:node1', 'cowstack_host:2:node2', 'cowstack_host:3:node3'],
+  },
+]);
 // The REAL refusal of `lvchange -aey` (lvchange-aey-conflict.stderr) with the LV name changed.
 const lockRefused = (lv: string) => conflictStderr().replace(/repo\/probe/g, lv);
 
@@ -88,10 +174,23 @@ describe('createClone', () => {
   it('creates an initializing COW, zeroes its first chunk, marks it live, all under a journal entry', async () => {
     const r = expectCreate(expectObserve(recorder(), [image(), foreignRow('swap')]), 'n1', U.image, 16 * MiB, 8);
     const res = await createClone(ctxOf(r), { name: 'n1', from: 'image' });
-    expect(res).toEqual({ name: 'n1', vg: VG, parent: 'image', cowBytes: 16 * MiB, chunkSectors: 8, uuid: U.n1, action: 'created' });
+    expect(res).toEqual({
+      name: 'n1',
+      vg: VG,
+      parent: 'image',
+      cowBytes: 16 * MiB,
+      chunkSectors: 8,
+      uuid: U.n1,
+      action: 'created',
+    });
     const begin = r.calls[3]!;
     expect(begin).toMatchObject({ root: true, kind: 'write' });
-    expect(JSON.parse(String(begin.input))).toEqual({ op: 'create-clone', vg: VG, name: 'n1', started: expect.stringMatching(/^\d{4}-\d\d-\d\dT/) });
+    expect(JSON.parse(String(begin.input))).toEqual({
+      op: 'create-clone',
+      vg: VG,
+      name: 'n1',
+      started: expect.stringMatching(/^\d{4}-\d\d-\d\dT/),
+    });
     expect(r.calls[4]).toMatchObject({ root: true, timeout: 'change' });
     expect(r.calls[6]).toMatchObject({ root: true, timeout: 'change' }); // the dd
     r.verify();
@@ -125,41 +224,112 @@ describe('createClone', () => {
   it('sizes the default COW of a clone of a committed clone from the image (virtual size), not the parent COW', async () => {
     const rows = [image({ size: 1024 * MiB }), cloneRow('c1', U.c1, U.image, { state: 'committed', size: 16 * MiB })];
     const r = expectCreate(expectObserve(recorder(), rows), 'n1', U.c1, 256 * MiB, 8);
-    expect(await createClone(ctxOf(r), { name: 'n1', from: 'c1' })).toMatchObject({ parent: 'c1', cowBytes: 256 * MiB });
+    expect(await createClone(ctxOf(r), { name: 'n1', from: 'c1' })).toMatchObject({
+      parent: 'c1',
+      cowBytes: 256 * MiB,
+    });
     r.verify();
   });
 
   it('undoes everything when zeroing fails: deactivate, remove the LV, drop the journal entry', async () => {
     const r = expectObserve(recorder(), [image()])
       .expect(journalBegin('n1', 'create-clone'), W)
-      .expect(['lvcreate', '-an', '-Zn', '-Wn', '--setautoactivation', 'n', '-L', `${16 * MiB}b`, '-n', 'n1', '--addtag', 'cowstack_role:clone', '--addtag', 'cowstack_state:initializing', '--addtag', `cowstack_parent:${U.image}`, '--addtag', 'cowstack_chunk:8', VG], W)
+      .expect(
+        [
+          'lvcreate',
+          '-an',
+          '-Zn',
+          '-Wn',
+          '--setautoactivation',
+          'n',
+          '-L',
+          `${16 * MiB}b`,
+          '-n',
+          'n1',
+          '--addtag',
+          'cowstack_role:clone',
+          '--addtag',
+          'cowstack_state:initializing',
+          '--addtag',
+          `cowstack_parent:${U.image}`,
+          '--addtag',
+          'cowstack_chunk:8',
+          VG,
+        ],
+        W,
+      )
       .expect(['lvchange', '-aey', 'vg/n1'], W)
-      .expect(['dd', 'if=/dev/zero', 'of=/dev/mapper/vg-n1', 'bs=4096', 'count=1', 'oflag=direct', 'conv=fsync', 'status=none'], { kind: 'write', exitCode: 1, stderr: "dd: error writing '/dev/mapper/vg-n1': Input/output error\n" })
+      .expect(
+        [
+          'dd',
+          'if=/dev/zero',
+          'of=/dev/mapper/vg-n1',
+          'bs=4096',
+          'count=1',
+          'oflag=direct',
+          'conv=fsync',
+          'status=none',
+        ],
+        { kind: 'write', exitCode: 1, stderr: "dd: error writing '/dev/mapper/vg-n1': Input/output error\n" },
+      )
       .expect(['lvchange', '-an', 'vg/n1'], W)
       .expect(['lvremove', '-y', 'vg/n1'], W)
       .expect(journalEnd('n1', 'create-clone'), W);
-    expect((await rejectionOf(createClone(ctxOf(r), { name: 'n1', from: 'image' }), EXIT.FAILED)).message).toContain('Input/output error');
+    expect((await rejectionOf(createClone(ctxOf(r), { name: 'n1', from: 'image' }), EXIT.FAILED)).message).toContain(
+      'Input/output error',
+    );
     r.verify();
   });
 
   it('is idempotent: an existing clone of the same parent is reported, nothing is written', async () => {
     const r = expectObserve(recorder(), [image(), cloneRow('n1', U.n1, U.image, { size: 20 * MiB, chunk: 16 })]);
     const res = await createClone(ctxOf(r), { name: 'n1', from: 'image' });
-    expect(res).toEqual({ name: 'n1', vg: VG, parent: 'image', uuid: U.n1, cowBytes: 20 * MiB, chunkSectors: 16, action: 'none' });
+    expect(res).toEqual({
+      name: 'n1',
+      vg: VG,
+      parent: 'image',
+      uuid: U.n1,
+      cowBytes: 20 * MiB,
+      chunkSectors: 16,
+      action: 'none',
+    });
     expect(r.calls.map((c) => c.kind)).toEqual(['read', 'read', 'read']);
     r.verify();
   });
 
   it('completes an interrupted creation of the same clone with its own chunk size', async () => {
-    const r = expectObserve(recorder(), [image(), cloneRow('n1', U.n1, U.image, { state: 'initializing', size: 20 * MiB, chunk: 16 })])
+    const r = expectObserve(recorder(), [
+      image(),
+      cloneRow('n1', U.n1, U.image, { state: 'initializing', size: 20 * MiB, chunk: 16 }),
+    ])
       .expect(journalBegin('n1', 'create-clone'), W)
       .expect(['lvchange', '-aey', 'vg/n1'], W)
-      .expect(['dd', 'if=/dev/zero', 'of=/dev/mapper/vg-n1', 'bs=8192', 'count=1', 'oflag=direct', 'conv=fsync', 'status=none'], W)
+      .expect(
+        [
+          'dd',
+          'if=/dev/zero',
+          'of=/dev/mapper/vg-n1',
+          'bs=8192',
+          'count=1',
+          'oflag=direct',
+          'conv=fsync',
+          'status=none',
+        ],
+        W,
+      )
       .expect(['lvchange', '-an', 'vg/n1'], W)
       .expect(['lvchange', '--deltag', 'cowstack_state:initializing', '--addtag', 'cowstack_state:live', 'vg/n1'], W)
       .expect(journalEnd('n1', 'create-clone'), W);
     const res = await createClone(ctxOf(r), { name: 'n1', from: 'image' });
-    expect(res).toEqual({ name: 'n1', vg: VG, parent: 'image', uuid: U.n1, cowBytes: 20 * MiB, chunkSectors: 16, action: 'completed' });
+    expect(res).toEqual({
+      name: 'n1',
+      vg: VG,
+      parent: 'image',
+      uuid: U.n1,
+      cowBytes: 20 * MiB,
+      chunkSectors: 16,
+      action: 'completed',
+    });
     r.verify();
   });
 
@@ -181,7 +351,9 @@ describe('createClone', () => {
 
   it('NOT_FOUND (7) for a parent that does not exist', async () => {
     const r = expectObserve(recorder(), [image()]);
-    expect((await rejectionOf(createClone(ctxOf(r), { name: 'n1', from: 'nope' }), EXIT.NOT_FOUND)).message).toBe('no image or clone named nope in vg');
+    expect((await rejectionOf(createClone(ctxOf(r), { name: 'n1', from: 'nope' }), EXIT.NOT_FOUND)).message).toBe(
+      'no image or clone named nope in vg',
+    );
     r.verify();
   });
 
@@ -199,14 +371,20 @@ describe('createClone', () => {
 
   it('rejects (2) a COW smaller than one chunk', async () => {
     const r = expectObserve(recorder(), [image()]);
-    const e = await rejectionOf(createClone(ctxOf(r), { name: 'n1', from: 'image', cowSize: '4K', chunk: '64K' }), EXIT.USAGE);
+    const e = await rejectionOf(
+      createClone(ctxOf(r), { name: 'n1', from: 'image', cowSize: '4K', chunk: '64K' }),
+      EXIT.USAGE,
+    );
     expect(e.message).toBe('COW size 4 KiB is smaller than the chunk size 64 KiB');
     r.verify();
   });
 
   it('rejects (2) a COW that cannot hold header, metadata and data chunks', async () => {
     const r = expectObserve(recorder(), [image()]);
-    const e = await rejectionOf(createClone(ctxOf(r), { name: 'n1', from: 'image', cowSize: '128K', chunk: '64K' }), EXIT.USAGE);
+    const e = await rejectionOf(
+      createClone(ctxOf(r), { name: 'n1', from: 'image', cowSize: '128K', chunk: '64K' }),
+      EXIT.USAGE,
+    );
     expect(e.message).toContain('needs at least 3 chunks of 64 KiB');
     r.verify();
   });
@@ -242,14 +420,30 @@ describe('mapClone', () => {
       .expect(createRw(U.c3, T(`/dev/mapper/${ro(U.c2)}`, '/dev/mapper/vg-c3', 'PO', 128)), W)
       .expect(journalEnd('c3', 'map'), W);
     const res = await mapClone(ctxOf(r), 'c3');
-    expect(res).toEqual({ name: 'c3', vg: VG, uuid: U.c3, parent: 'c2', device: `/dev/mapper/${rw(U.c3)}`, mode: 'rw', action: 'mapped' });
+    expect(res).toEqual({
+      name: 'c3',
+      vg: VG,
+      uuid: U.c3,
+      parent: 'c2',
+      device: `/dev/mapper/${rw(U.c3)}`,
+      mode: 'rw',
+      action: 'mapped',
+    });
     expect(JSON.parse(String(r.calls[3]!.input))).toMatchObject({ op: 'map', vg: VG, name: 'c3', uuid: U.c3 });
     r.verify();
   });
 
   it('maps a committed clone read-only', async () => {
-    const r = mapSteps(expectObserve(recorder(), chainRows()).expect(journalBegin('c2', 'map'), W)).expect(journalEnd('c2', 'map'), W);
-    expect(await mapClone(ctxOf(r), 'c2')).toMatchObject({ device: `/dev/mapper/${ro(U.c2)}`, mode: 'ro', parent: 'c1', action: 'mapped' });
+    const r = mapSteps(expectObserve(recorder(), chainRows()).expect(journalBegin('c2', 'map'), W)).expect(
+      journalEnd('c2', 'map'),
+      W,
+    );
+    expect(await mapClone(ctxOf(r), 'c2')).toMatchObject({
+      device: `/dev/mapper/${ro(U.c2)}`,
+      mode: 'ro',
+      parent: 'c1',
+      action: 'mapped',
+    });
     r.verify();
   });
 
@@ -258,16 +452,24 @@ describe('mapClone', () => {
     const r = expectObserve(recorder(), rows, chainDevs().slice(0, 5))
       .expect(['dmsetup', 'table', ro(U.c1)], { kind: 'read', stdout: '0 131072 snapshot 253:3 253:4 P 8\n' })
       .expect(['dmsetup', 'table', ro(U.c2)], { kind: 'read', stdout: '0 131072 snapshot 253:5 253:6 P 16\n' });
-    expect(await mapClone(ctxOf(r), 'c2')).toMatchObject({ device: `/dev/mapper/${ro(U.c2)}`, mode: 'ro', action: 'none' });
+    expect(await mapClone(ctxOf(r), 'c2')).toMatchObject({
+      device: `/dev/mapper/${ro(U.c2)}`,
+      mode: 'ro',
+      action: 'none',
+    });
     expect(r.calls.every((c) => c.kind === 'read')).toBe(true);
     r.verify();
   });
 
   it('refuses (1) to build on an existing device with a foreign table, before writing anything', async () => {
     const rows = chainRows({ mapped: true }).slice(0, 3);
-    const r = expectObserve(recorder(), rows, chainDevs().slice(0, 5))
-      .expect(['dmsetup', 'table', ro(U.c1)], { kind: 'read', stdout: '0 131072 snapshot 253:3 253:40 P 8\n' });
-    expect((await rejectionOf(mapClone(ctxOf(r), 'c2'), EXIT.FAILED)).message).toContain(`device ${ro(U.c1)} exists but its table`);
+    const r = expectObserve(recorder(), rows, chainDevs().slice(0, 5)).expect(['dmsetup', 'table', ro(U.c1)], {
+      kind: 'read',
+      stdout: '0 131072 snapshot 253:3 253:40 P 8\n',
+    });
+    expect((await rejectionOf(mapClone(ctxOf(r), 'c2'), EXIT.FAILED)).message).toContain(
+      `device ${ro(U.c1)} exists but its table`,
+    );
     r.verify();
   });
 
@@ -307,7 +509,9 @@ describe('mapClone', () => {
 
   it('rejects (2) mapping an image', async () => {
     const r = expectObserve(recorder(), chainRows());
-    expect((await rejectionOf(mapClone(ctxOf(r), 'image'), EXIT.USAGE)).hint).toBe('clone it: cowstack clone create NAME --from image');
+    expect((await rejectionOf(mapClone(ctxOf(r), 'image'), EXIT.USAGE)).hint).toBe(
+      'clone it: cowstack clone create NAME --from image',
+    );
     r.verify();
   });
 });
@@ -336,24 +540,54 @@ describe('unmapClone', () => {
 });
 
 /** whoHolds: sysfs holders of the device, then fuser (pids on stdout, as psmisc prints them) and ps. */
-function expectHolders(r: RecordingRunner, name: string, kernel: string, holders: Array<[string, string]>, procs: Array<[number, string, string]>): RecordingRunner {
-  r.expect(['realpath', '-e', '--', `/dev/mapper/${name}`], { kind: 'read', stdout: `/dev/${kernel}\n` }).expect(['ls', '-1', '-A', '--', `/sys/class/block/${kernel}/holders`], {
+function expectHolders(
+  r: RecordingRunner,
+  name: string,
+  kernel: string,
+  holders: Array<[string, string]>,
+  procs: Array<[number, string, string]>,
+): RecordingRunner {
+  r.expect(['realpath', '-e', '--', `/dev/mapper/${name}`], { kind: 'read', stdout: `/dev/${kernel}\n` }).expect(
+    ['ls', '-1', '-A', '--', `/sys/class/block/${kernel}/holders`],
+    {
+      kind: 'read',
+      stdout: holders.map(([k]) => `${k}\n`).join(''),
+    },
+  );
+  for (const [k, n] of holders)
+    r.expect(['cat', '--', `/sys/class/block/${k}/dm/name`], { kind: 'read', stdout: `${n}\n` });
+  r.expect(['fuser', `/dev/mapper/${name}`], {
     kind: 'read',
-    stdout: holders.map(([k]) => `${k}\n`).join(''),
+    exitCode: procs.length ? 0 : 1,
+    stdout: procs.map(([pid]) => `  ${pid}`).join(''),
+    stderr: procs.length ? `/dev/mapper/${name}:` : '',
   });
-  for (const [k, n] of holders) r.expect(['cat', '--', `/sys/class/block/${k}/dm/name`], { kind: 'read', stdout: `${n}\n` });
-  r.expect(['fuser', `/dev/mapper/${name}`], { kind: 'read', exitCode: procs.length ? 0 : 1, stdout: procs.map(([pid]) => `  ${pid}`).join(''), stderr: procs.length ? `/dev/mapper/${name}:` : '' });
   if (procs.length) {
-    r.expect(['ps', '-o', 'pid=,user=,comm=', '-p', procs.map(([pid]) => pid).join(',')], { kind: 'read', stdout: procs.map(([pid, user, comm]) => `${String(pid).padStart(7)} ${user} ${comm}\n`).join('') });
+    r.expect(['ps', '-o', 'pid=,user=,comm=', '-p', procs.map(([pid]) => pid).join(',')], {
+      kind: 'read',
+      stdout: procs.map(([pid, user, comm]) => `${String(pid).padStart(7)} ${user} ${comm}\n`).join(''),
+    });
   }
   return r;
 }
 
 describe('commitClone', () => {
-  const COMMIT = ['lvchange', '--permission', 'r', '--deltag', 'cowstack_state:live', '--addtag', 'cowstack_state:committed', 'vg/c3'];
+  const COMMIT = [
+    'lvchange',
+    '--permission',
+    'r',
+    '--deltag',
+    'cowstack_state:live',
+    '--addtag',
+    'cowstack_state:committed',
+    'vg/c3',
+  ];
   /** The node after c3 was committed and released: ancestors still mapped, nothing opens ro(c2). */
   const afterCommitRows = () => chainRows({ mapped: true, c3: { state: 'committed', active: undefined, open: false } });
-  const afterCommitDevs = (): Dev[] => chainDevs().filter((d) => d.name !== rw(U.c3) && d.name !== 'vg-c3').map((d) => (d.name === ro(U.c2) ? { ...d, open: 0 } : d));
+  const afterCommitDevs = (): Dev[] =>
+    chainDevs()
+      .filter((d) => d.name !== rw(U.c3) && d.name !== 'vg-c3')
+      .map((d) => (d.name === ro(U.c2) ? { ...d, open: 0 } : d));
   const expectGc = (r: RecordingRunner) =>
     expectObserve(r, afterCommitRows(), afterCommitDevs())
       .expect(remove(ro(U.c2)), W)
@@ -371,7 +605,13 @@ describe('commitClone', () => {
         .expect(['lvchange', '-an', 'vg/c3'], W)
         .expect(journalEnd('c3', 'commit'), W),
     );
-    expect(await commitClone(ctxOf(r), 'c3')).toEqual({ name: 'c3', vg: VG, uuid: U.c3, parent: 'c2', action: 'committed' });
+    expect(await commitClone(ctxOf(r), 'c3')).toEqual({
+      name: 'c3',
+      vg: VG,
+      uuid: U.c3,
+      parent: 'c2',
+      action: 'committed',
+    });
     const at = (argv: string[]) => r.calls.findIndex((c) => JSON.stringify(c.argv) === JSON.stringify(argv));
     expect(at(COMMIT)).toBeGreaterThan(at(remove(rw(U.c3))));
     expect(at(COMMIT)).toBeLessThan(at(['lvchange', '-an', 'vg/c3']));
@@ -396,9 +636,15 @@ describe('commitClone', () => {
     for (let i = 0; i < 3; i++) expectObserve(r.expect(SETTLE, R), chainRows({ mapped: true }), chainDevs(1));
     expectHolders(r, rw(U.c3), 'dm-9', [['dm-14', 'vm7-part1']], [[4242, 'libvirt-qemu', 'qemu-system-x86']]);
     const e = await rejectionOf(commitClone(ctxOf(r), 'c3'), EXIT.REFUSED);
-    expect(e.message).toBe(`vg/c3 is in use on this node (${rw(U.c3)} open 1 time(s): device vm7-part1, process qemu-system-x86 (pid 4242, user libvirt-qemu)); refusing to commit it`);
+    expect(e.message).toBe(
+      `vg/c3 is in use on this node (${rw(U.c3)} open 1 time(s): device vm7-part1, process qemu-system-x86 (pid 4242, user libvirt-qemu)); refusing to commit it`,
+    );
     expect(e.hint).toBe('stop the VM using it, or pass --force (its users will get I/O errors)');
-    expect(e.data).toEqual({ device: rw(U.c3), open: 1, holders: ['device vm7-part1', 'process qemu-system-x86 (pid 4242, user libvirt-qemu)'] });
+    expect(e.data).toEqual({
+      device: rw(U.c3),
+      open: 1,
+      holders: ['device vm7-part1', 'process qemu-system-x86 (pid 4242, user libvirt-qemu)'],
+    });
     expect(r.calls.every((c) => c.kind === 'read')).toBe(true);
     r.verify();
   });
@@ -436,27 +682,37 @@ describe('commitClone', () => {
 
   it('finishes a commit interrupted after the state change: releases the COW, then the ancestors', async () => {
     const rows = chainRows({ mapped: true, c3: { state: 'committed', active: 'exclusive', open: false, minor: 8 } });
-    const devs = chainDevs().filter((d) => d.name !== rw(U.c3)).map((d) => (d.name === ro(U.c2) ? { ...d, open: 0 } : d.name === 'vg-c3' ? { ...d, open: 0 } : d));
+    const devs = chainDevs()
+      .filter((d) => d.name !== rw(U.c3))
+      .map((d) => (d.name === ro(U.c2) ? { ...d, open: 0 } : d.name === 'vg-c3' ? { ...d, open: 0 } : d));
     const r = expectGc(expectObserve(recorder(), rows, devs).expect(['lvchange', '-an', 'vg/c3'], W));
     expect((await commitClone(ctxOf(r), 'c3')).action).toBe('committed');
     r.verify();
   });
 
   it('fails (1) for a committed clone that still has a writable mapping here', async () => {
-    const r = expectObserve(recorder(), chainRows({ mapped: true, c3: { state: 'committed', active: 'exclusive', open: true, minor: 8 } }), chainDevs(0));
+    const r = expectObserve(
+      recorder(),
+      chainRows({ mapped: true, c3: { state: 'committed', active: 'exclusive', open: true, minor: 8 } }),
+      chainDevs(0),
+    );
     expect((await rejectionOf(commitClone(ctxOf(r), 'c3'), EXIT.FAILED)).hint).toBe('run cowstack recover');
     r.verify();
   });
 
   it('refuses (6) an initializing clone', async () => {
     const r = expectObserve(recorder(), chainRows({ c3: { state: 'initializing' } }));
-    expect((await rejectionOf(commitClone(ctxOf(r), 'c3'), EXIT.REFUSED)).message).toBe('vg/c3 is initializing; only a live clone can be committed');
+    expect((await rejectionOf(commitClone(ctxOf(r), 'c3'), EXIT.REFUSED)).message).toBe(
+      'vg/c3 is initializing; only a live clone can be committed',
+    );
     r.verify();
   });
 
   it('refuses (6) a live COW active shared here, before writing anything', async () => {
     const r = expectObserve(recorder(), chainRows({ c3: { active: 'shared', minor: 8 } }), [lvDev('c3', U.c3, 8, 0)]);
-    expect((await rejectionOf(commitClone(ctxOf(r), 'c3'), EXIT.REFUSED)).message).toBe('vg/c3 is active shared on this node; a live COW must be exclusive');
+    expect((await rejectionOf(commitClone(ctxOf(r), 'c3'), EXIT.REFUSED)).message).toBe(
+      'vg/c3 is active shared on this node; a live COW must be exclusive',
+    );
     r.verify();
   });
 
@@ -467,7 +723,9 @@ describe('commitClone', () => {
       .expect(journalEnd('c3', 'commit'), W)
       .expect(lvsArgv('vg/c3'), { kind: 'read', stdout: lvsJson([chainRows()[3]!]) })
       .expect(C3_LEASE, { kind: 'read', exitCode: 1, stderr: 'open error -19\n' });
-    expect((await rejectionOf(commitClone(ctxOf(r), 'c3'), EXIT.LOCK_CONFLICT)).message).toBe('vg/c3 is locked by another host');
+    expect((await rejectionOf(commitClone(ctxOf(r), 'c3'), EXIT.LOCK_CONFLICT)).message).toBe(
+      'vg/c3 is locked by another host',
+    );
     r.verify();
   });
 });
@@ -495,7 +753,9 @@ describe('discardClone', () => {
 
   it('unmaps, deactivates and removes a mapped clone, then collects its unused ancestors', async () => {
     const gcRows = chainRows({ mapped: true }).slice(0, 3);
-    const gcDevs = chainDevs().filter((d) => d.name !== rw(U.c3) && d.name !== 'vg-c3').map((d) => (d.name === ro(U.c2) ? { ...d, open: 0 } : d));
+    const gcDevs = chainDevs()
+      .filter((d) => d.name !== rw(U.c3) && d.name !== 'vg-c3')
+      .map((d) => (d.name === ro(U.c2) ? { ...d, open: 0 } : d));
     const r = expectObserve(recorder(), chainRows({ mapped: true }), chainDevs(0))
       .expect(journalBegin('c3', 'discard'), W)
       .expect(remove(rw(U.c3)), W)
@@ -514,7 +774,9 @@ describe('discardClone', () => {
 
   it('as rm refuses (6) a clone still mapped here', async () => {
     const r = expectObserve(recorder(), chainRows({ mapped: true }), chainDevs(0));
-    expect((await rejectionOf(discardClone(ctxOf(r), 'c3', { mustBeUnmapped: true }), EXIT.REFUSED)).message).toBe('vg/c3 is mapped on this node');
+    expect((await rejectionOf(discardClone(ctxOf(r), 'c3', { mustBeUnmapped: true }), EXIT.REFUSED)).message).toBe(
+      'vg/c3 is mapped on this node',
+    );
     r.verify();
   });
 });
@@ -522,20 +784,34 @@ describe('discardClone', () => {
 describe('growClone', () => {
   it('extends the COW with lvextend to whole extents', async () => {
     const r = expectObserve(recorder(), chainRows()).expect(['lvextend', '-L', `${32 * MiB}b`, 'vg/c3'], W);
-    expect(await growClone(ctxOf(r), 'c3', '30M')).toEqual({ name: 'c3', vg: VG, uuid: U.c3, cowBytes: 32 * MiB, action: 'grown' });
+    expect(await growClone(ctxOf(r), 'c3', '30M')).toEqual({
+      name: 'c3',
+      vg: VG,
+      uuid: U.c3,
+      cowBytes: 32 * MiB,
+      action: 'grown',
+    });
     expect(r.calls[3]).toMatchObject({ root: true, timeout: 'change' });
     r.verify();
   });
 
   it.each(['16M', '8M', '13M'])('is a no-op when %s is not larger than the 16 MiB COW', async (size) => {
     const r = expectObserve(recorder(), chainRows());
-    expect(await growClone(ctxOf(r), 'c3', size)).toEqual({ name: 'c3', vg: VG, uuid: U.c3, cowBytes: 16 * MiB, action: 'none' });
+    expect(await growClone(ctxOf(r), 'c3', size)).toEqual({
+      name: 'c3',
+      vg: VG,
+      uuid: U.c3,
+      cowBytes: 16 * MiB,
+      action: 'none',
+    });
     r.verify();
   });
 
   it('refuses (6) to grow a committed clone', async () => {
     const r = expectObserve(recorder(), chainRows());
-    expect((await rejectionOf(growClone(ctxOf(r), 'c2', '64M'), EXIT.REFUSED)).message).toBe("vg/c2 is committed; only a live clone's COW can grow");
+    expect((await rejectionOf(growClone(ctxOf(r), 'c2', '64M'), EXIT.REFUSED)).message).toBe(
+      "vg/c2 is committed; only a live clone's COW can grow",
+    );
     r.verify();
   });
 });

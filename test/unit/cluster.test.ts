@@ -33,11 +33,24 @@ const setup = { vg: 'repo', hostId: 2, lockType: 'sanlock' as const };
 
 const readsConf = (r: RecordingRunner, lvmConf: string | undefined, local: string | undefined) =>
   r
-    .expect(['cat', '--', '/etc/lvm/lvm.conf'], lvmConf === undefined ? { kind: 'read', exitCode: 1, stderr: 'cat: /etc/lvm/lvm.conf: No such file or directory\n' } : { kind: 'read', stdout: lvmConf })
-    .expect(['cat', '--', '/etc/lvm/lvmlocal.conf'], local === undefined ? { kind: 'read', exitCode: 1, stderr: 'cat: /etc/lvm/lvmlocal.conf: No such file or directory\n' } : { kind: 'read', stdout: local });
+    .expect(
+      ['cat', '--', '/etc/lvm/lvm.conf'],
+      lvmConf === undefined
+        ? { kind: 'read', exitCode: 1, stderr: 'cat: /etc/lvm/lvm.conf: No such file or directory\n' }
+        : { kind: 'read', stdout: lvmConf },
+    )
+    .expect(
+      ['cat', '--', '/etc/lvm/lvmlocal.conf'],
+      local === undefined
+        ? { kind: 'read', exitCode: 1, stderr: 'cat: /etc/lvm/lvmlocal.conf: No such file or directory\n' }
+        : { kind: 'read', stdout: local },
+    );
 
 /** Run the planned steps through a runner that expects exactly these file writes; return what was written. */
-async function applySteps(steps: Awaited<ReturnType<typeof configSteps>>['steps'], files: string[]): Promise<Record<string, string>> {
+async function applySteps(
+  steps: Awaited<ReturnType<typeof configSteps>>['steps'],
+  files: string[],
+): Promise<Record<string, string>> {
   const r = recorder();
   for (const f of files) {
     r.expect(['cp', '-a', '--no-clobber', f, `${f}.cowstack-orig`], { kind: 'write' })
@@ -48,7 +61,8 @@ async function applySteps(steps: Awaited<ReturnType<typeof configSteps>>['steps'
   r.verify();
   expect(r.calls.every((c) => c.root === true)).toBe(true);
   const written: Record<string, string> = {};
-  for (const c of r.calls.filter((x) => x.argv[0] === 'install')) written[c.argv[5]!.replace('.cowstack-new', '')] = String(c.input);
+  for (const c of r.calls.filter((x) => x.argv[0] === 'install'))
+    written[c.argv[5]!.replace('.cowstack-new', '')] = String(c.input);
   return written;
 }
 
@@ -57,7 +71,10 @@ describe('configSteps', () => {
     const first = readsConf(recorder(), LVM_CONF, LVMLOCAL_CONF);
     const planned = await configSteps(first, setup);
     first.verify();
-    expect(planned.changed).toEqual(['/etc/lvm/lvm.conf: global/use_lvmlockd = 1', '/etc/lvm/lvmlocal.conf: local/host_id = 2']);
+    expect(planned.changed).toEqual([
+      '/etc/lvm/lvm.conf: global/use_lvmlockd = 1',
+      '/etc/lvm/lvmlocal.conf: local/host_id = 2',
+    ]);
     expect(planned.steps.map((s) => s.title)).toEqual([
       'back up /etc/lvm/lvm.conf',
       'update /etc/lvm/lvm.conf',
@@ -71,7 +88,9 @@ describe('configSteps', () => {
     expect(getConfValue(written['/etc/lvm/lvm.conf']!, 'global', 'use_lvmlockd')).toBe('1');
     expect(getConfValue(written['/etc/lvm/lvmlocal.conf']!, 'local', 'host_id')).toBe('2');
     // only the setting was added: every original line is still there, in order
-    expect(written['/etc/lvm/lvm.conf']!.split('\n').filter((l) => !/set by cowstack|use_lvmlockd = 1/.test(l))).toEqual(LVM_CONF.split('\n'));
+    expect(
+      written['/etc/lvm/lvm.conf']!.split('\n').filter((l) => !/set by cowstack|use_lvmlockd = 1/.test(l)),
+    ).toEqual(LVM_CONF.split('\n'));
 
     const second = readsConf(recorder(), written['/etc/lvm/lvm.conf'], written['/etc/lvm/lvmlocal.conf']);
     expect(await configSteps(second, setup)).toEqual({ steps: [], changed: [] });
@@ -79,7 +98,11 @@ describe('configSteps', () => {
   });
 
   it('plans nothing when both settings are already right', async () => {
-    const r = readsConf(recorder(), LVM_CONF.replace('# use_lvmlockd = 0', 'use_lvmlockd = 1'), 'local {\n\thost_id = 2\n}\n');
+    const r = readsConf(
+      recorder(),
+      LVM_CONF.replace('# use_lvmlockd = 0', 'use_lvmlockd = 1'),
+      'local {\n\thost_id = 2\n}\n',
+    );
     expect(await configSteps(r, setup)).toEqual({ steps: [], changed: [] });
     r.verify();
   });
@@ -116,10 +139,13 @@ describe('configSteps', () => {
   });
 
   it('changes a host_id while the lockspace is not running', async () => {
-    const r = readsConf(recorder(), 'global {\n\tuse_lvmlockd = 1\n}\n', 'local {\n\thost_id = 3\n}\n').expect(['sanlock', 'client', 'gets', '-h', '1'], {
-      kind: 'read',
-      stdout: 's lvm_other:3:/dev/mapper/other-lvmlock:0 \n',
-    });
+    const r = readsConf(recorder(), 'global {\n\tuse_lvmlockd = 1\n}\n', 'local {\n\thost_id = 3\n}\n').expect(
+      ['sanlock', 'client', 'gets', '-h', '1'],
+      {
+        kind: 'read',
+        stdout: 's lvm_other:3:/dev/mapper/other-lvmlock:0 \n',
+      },
+    );
     const planned = await configSteps(r, setup);
     r.verify();
     expect(planned.changed).toEqual(['/etc/lvm/lvmlocal.conf: local/host_id = 2']);
@@ -128,10 +154,13 @@ describe('configSteps', () => {
   });
 
   it('refuses (6) to change the host_id of a running lockspace', async () => {
-    const r = readsConf(recorder(), 'global {\n\tuse_lvmlockd = 1\n}\n', 'local {\n\thost_id = 3\n}\n').expect(['sanlock', 'client', 'gets', '-h', '1'], {
-      kind: 'read',
-      stdout: 's lvm_repo:3:/dev/mapper/repo-lvmlock:0 \nh 3 gen 1 timestamp 1200 LIVE\n',
-    });
+    const r = readsConf(recorder(), 'global {\n\tuse_lvmlockd = 1\n}\n', 'local {\n\thost_id = 3\n}\n').expect(
+      ['sanlock', 'client', 'gets', '-h', '1'],
+      {
+        kind: 'read',
+        stdout: 's lvm_repo:3:/dev/mapper/repo-lvmlock:0 \nh 3 gen 1 timestamp 1200 LIVE\n',
+      },
+    );
     const e = await rejectionOf(configSteps(r, setup), EXIT.REFUSED);
     expect(e.message).toBe('this node already runs the lockspace of repo with host_id 3; refusing to change it to 2');
     expect(e.hint).toBe('stop the lockspace first: vgchange --lockstop repo');
@@ -141,7 +170,11 @@ describe('configSteps', () => {
 
 describe('lockspaceStarted', () => {
   it('is false when sanlock is not running', async () => {
-    const r = recorder().expect(['sanlock', 'client', 'gets', '-h', '1'], { kind: 'read', exitCode: 1, stderr: 'sanlock daemon not running\n' });
+    const r = recorder().expect(['sanlock', 'client', 'gets', '-h', '1'], {
+      kind: 'read',
+      exitCode: 1,
+      stderr: 'sanlock daemon not running\n',
+    });
     expect(await lockspaceStarted(r, 'repo')).toBe(false);
     r.verify();
   });

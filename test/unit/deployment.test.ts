@@ -124,7 +124,9 @@ function sourceFiles(dir: string): string[] {
 }
 
 const unwrap = (e: ts.Expression): ts.Expression =>
-  ts.isNonNullExpression(e) || ts.isParenthesizedExpression(e) || ts.isAsExpression(e) || ts.isSatisfiesExpression(e) ? unwrap(e.expression) : e;
+  ts.isNonNullExpression(e) || ts.isParenthesizedExpression(e) || ts.isAsExpression(e) || ts.isSatisfiesExpression(e)
+    ? unwrap(e.expression)
+    : e;
 
 const propertyOf = (o: ts.ObjectLiteralExpression, name: string): ts.ObjectLiteralElementLike | undefined =>
   o.properties.find((p) => p.name && ts.isIdentifier(p.name) && p.name.text === name);
@@ -179,7 +181,10 @@ function scanSources(): SourceScan {
       // direct[program]: the values of the object literal `direct` (service.ts).
       if (ts.isElementAccessExpression(x) && ts.isIdentifier(x.expression)) {
         const inits = declarations.get(x.expression.text) ?? [];
-        const values = inits.map(unwrap).filter(ts.isObjectLiteralExpression).flatMap((init) => init.properties.filter(ts.isPropertyAssignment).map((p) => p.initializer));
+        const values = inits
+          .map(unwrap)
+          .filter(ts.isObjectLiteralExpression)
+          .flatMap((init) => init.properties.filter(ts.isPropertyAssignment).map((p) => p.initializer));
         return values.length ? values : undefined;
       }
       // p.argv: an entry of a table of commands in this file (doctor.ts's PROGRAMS).
@@ -204,13 +209,22 @@ function scanSources(): SourceScan {
         scan.unresolved.push(`${where(o)}: a root request without an argv property`);
         continue;
       }
-      const argvExpr = ts.isPropertyAssignment(argvProp) ? argvProp.initializer : ts.isShorthandPropertyAssignment(argvProp) ? argvProp.name : undefined;
+      const argvExpr = ts.isPropertyAssignment(argvProp)
+        ? argvProp.initializer
+        : ts.isShorthandPropertyAssignment(argvProp)
+          ? argvProp.name
+          : undefined;
       if (!argvExpr) {
         scan.unresolved.push(`${where(o)}: unreadable argv`);
         continue;
       }
       // lvmRequest's own body: its callers name the LVM command (below).
-      if (ts.isCallExpression(argvExpr) && ts.isIdentifier(argvExpr.expression) && argvExpr.expression.text === 'lvmArgv') continue;
+      if (
+        ts.isCallExpression(argvExpr) &&
+        ts.isIdentifier(argvExpr.expression) &&
+        argvExpr.expression.text === 'lvmArgv'
+      )
+        continue;
       const direct = firstString(argvExpr);
       const exprs = direct ? [argvExpr] : candidates(argvExpr);
       if (!exprs) {
@@ -219,7 +233,8 @@ function scanSources(): SourceScan {
       }
       for (const e of exprs) {
         const program = firstString(e);
-        if (!program) scan.unresolved.push(`${where(e)}: cannot tell which program runs as root (argv: ${e.getText(sf)})`);
+        if (!program)
+          scan.unresolved.push(`${where(e)}: cannot tell which program runs as root (argv: ${e.getText(sf)})`);
         else scan.programs.push({ program, where: where(e) });
         const literal = stringArray(e);
         if (literal) scan.literalArgvs.push(literal);
@@ -230,7 +245,8 @@ function scanSources(): SourceScan {
     const options = (e: ts.Node, seen = new Set<string>()): string[] => {
       const out: string[] = [];
       const walk = (n: ts.Node): void => {
-        if ((ts.isStringLiteral(n) || ts.isNoSubstitutionTemplateLiteral(n)) && n.text.startsWith('-')) out.push(n.text);
+        if ((ts.isStringLiteral(n) || ts.isNoSubstitutionTemplateLiteral(n)) && n.text.startsWith('-'))
+          out.push(n.text);
         if (ts.isIdentifier(n) && !seen.has(n.text) && declarations.has(n.text)) {
           seen.add(n.text);
           for (const init of declarations.get(n.text)!) out.push(...options(init, seen));
@@ -242,7 +258,11 @@ function scanSources(): SourceScan {
     };
     for (const c of calls) {
       const callee = c.expression;
-      const name = ts.isIdentifier(callee) ? callee.text : ts.isPropertyAccessExpression(callee) ? callee.name.text : '';
+      const name = ts.isIdentifier(callee)
+        ? callee.text
+        : ts.isPropertyAccessExpression(callee)
+          ? callee.name.text
+          : '';
       if (name !== 'lvmRequest') continue;
       const command = c.arguments[0];
       if (!command || !ts.isStringLiteral(command)) {
@@ -279,7 +299,13 @@ class CollectingRunner implements Runner {
   readonly requests: RunRequest[] = [];
   async run(req: RunRequest): Promise<RunResult> {
     this.requests.push(req);
-    return { argv: req.argv, exitCode: 0, stdout: req.argv[0] === 'blockdev' ? '512\n' : '', stderr: '', durationMs: 0 };
+    return {
+      argv: req.argv,
+      exitCode: 0,
+      stdout: req.argv[0] === 'blockdev' ? '512\n' : '',
+      stderr: '',
+      durationMs: 0,
+    };
   }
   async close(): Promise<void> {}
 }
@@ -287,7 +313,10 @@ class CollectingRunner implements Runner {
 /** Answers by program name so readers walk past the empty first answer; collects into `inner`. */
 class AnsweringRunner implements Runner {
   readonly target = 'local';
-  constructor(private inner: CollectingRunner, private answers: Record<string, string>) {}
+  constructor(
+    private inner: CollectingRunner,
+    private answers: Record<string, string>,
+  ) {}
   async run(req: RunRequest): Promise<RunResult> {
     await this.inner.run(req);
     return { argv: req.argv, exitCode: 0, stdout: this.answers[req.argv[0]!] ?? '', stderr: '', durationMs: 0 };
@@ -310,9 +339,42 @@ async function builtRequests(): Promise<RunRequest[]> {
     ['lvs', ['--nolocking', ...report, lvm.LV_FIELDS.join(','), 'repo/img']],
     ['vgs', [...report, lvm.VG_FIELDS.join(','), 'repo']],
     ['pvs', [...report, lvm.PV_FIELDS.join(',')]],
-    ['lvcreate', ['-an', '-Zn', '-Wn', '--setautoactivation', 'n', '-L', '1073741824b', '-n', 'c-1', '--addtag', 'cowstack_role:clone', '--addtag', 'cowstack_parent:Ab12-cD34', '--addtag', 'cowstack_chunk:8', 'repo']],
+    [
+      'lvcreate',
+      [
+        '-an',
+        '-Zn',
+        '-Wn',
+        '--setautoactivation',
+        'n',
+        '-L',
+        '1073741824b',
+        '-n',
+        'c-1',
+        '--addtag',
+        'cowstack_role:clone',
+        '--addtag',
+        'cowstack_parent:Ab12-cD34',
+        '--addtag',
+        'cowstack_chunk:8',
+        'repo',
+      ],
+    ],
     ['lvchange', ['-aey', 'repo/c-1']],
-    ['lvchange', ['--permission', 'r', '--deltag', 'cowstack_state:writable', '--addtag', 'cowstack_state:sealed', '--addtag', `cowstack_sha256:${'0f'.repeat(32)}`, 'repo/img']],
+    [
+      'lvchange',
+      [
+        '--permission',
+        'r',
+        '--deltag',
+        'cowstack_state:writable',
+        '--addtag',
+        'cowstack_state:sealed',
+        '--addtag',
+        `cowstack_sha256:${'0f'.repeat(32)}`,
+        'repo/img',
+      ],
+    ],
     ['lvremove', ['-y', 'repo/c-1']],
     ['lvrename', ['repo', 'old', 'new']],
     ['lvextend', ['-L', '2147483648b', 'repo/c-1']],
@@ -321,11 +383,56 @@ async function builtRequests(): Promise<RunRequest[]> {
     ['vgremove', ['-y', 'repo']],
     // cache.ts: the node-local cache VG and its replicas
     ['vgcreate', ['--setautoactivation', 'n', 'cowstack_cache', '/dev/vda']],
-    ['lvcreate', ['-an', '-Zn', '-Wn', '--setautoactivation', 'n', '-L', '33554432b', '-n', 'rp_Ab12cD34', '--addtag', 'cowstack_cache:replica', '--addtag', 'cowstack_origin:Ab12-cD34', '--addtag', 'cowstack_cstate:copying', '--addtag', 'cowstack_copied:0', '--addtag', `cowstack_sha256:${'0f'.repeat(32)}`, 'cowstack_cache']],
-    ['lvchange', ['--deltag', 'cowstack_copied:0', '--addtag', 'cowstack_copied:67108864', 'cowstack_cache/rp_Ab12cD34']],
-    ['lvchange', ['--permission', 'r', '--deltag', 'cowstack_cstate:copying', '--addtag', 'cowstack_cstate:complete', '--deltag', 'cowstack_copied:0', '--addtag', 'cowstack_copied:33554432', '--addtag', 'cowstack_used:1795000000', 'cowstack_cache/rp_Ab12cD34']],
+    [
+      'lvcreate',
+      [
+        '-an',
+        '-Zn',
+        '-Wn',
+        '--setautoactivation',
+        'n',
+        '-L',
+        '33554432b',
+        '-n',
+        'rp_Ab12cD34',
+        '--addtag',
+        'cowstack_cache:replica',
+        '--addtag',
+        'cowstack_origin:Ab12-cD34',
+        '--addtag',
+        'cowstack_cstate:copying',
+        '--addtag',
+        'cowstack_copied:0',
+        '--addtag',
+        `cowstack_sha256:${'0f'.repeat(32)}`,
+        'cowstack_cache',
+      ],
+    ],
+    [
+      'lvchange',
+      ['--deltag', 'cowstack_copied:0', '--addtag', 'cowstack_copied:67108864', 'cowstack_cache/rp_Ab12cD34'],
+    ],
+    [
+      'lvchange',
+      [
+        '--permission',
+        'r',
+        '--deltag',
+        'cowstack_cstate:copying',
+        '--addtag',
+        'cowstack_cstate:complete',
+        '--deltag',
+        'cowstack_copied:0',
+        '--addtag',
+        'cowstack_copied:33554432',
+        '--addtag',
+        'cowstack_used:1795000000',
+        'cowstack_cache/rp_Ab12cD34',
+      ],
+    ],
   ];
-  for (const [command, args] of lvmCalls) reqs.push(lvm.lvmRequest(command, args, 'write'), lvm.lvmRequest(command, args, 'write', SCOPE));
+  for (const [command, args] of lvmCalls)
+    reqs.push(lvm.lvmRequest(command, args, 'write'), lvm.lvmRequest(command, args, 'write', SCOPE));
   await tolerate(() => lvm.lvmconfigValue(runner, 'global/use_lvmlockd'));
   await tolerate(() => lvm.lvs(runner, 'repo', SCOPE));
   await tolerate(() => lvm.vgs(runner, 'repo', SCOPE));
@@ -337,17 +444,42 @@ async function builtRequests(): Promise<RunRequest[]> {
   await tolerate(() => dmsetup.statusAll(runner));
   await tolerate(() => dmsetup.targets(runner));
   reqs.push(
-    dmsetup.createReq(dmName('ro', U), dmUuid('ro', U), dmsetup.snapshotTable(131072, lvMapperPath('repo', 'img'), lvMapperPath('repo', 'c-1'), 'P', 8), { readOnly: true }),
-    dmsetup.createReq(dmName('rw', U), dmUuid('rw', U), dmsetup.snapshotTable(131072, dmPath('ro', U), lvMapperPath('repo', 'c2'), 'PO', 16)),
-    dmsetup.createReq(dmName('wb', U), dmUuid('wb', U), dmsetup.writecacheTable(32768, lvMapperPath('repo', 'c-1'), lvMapperPath('cowstack_cache', 'wb_Ab12cD34'), 4096)),
+    dmsetup.createReq(
+      dmName('ro', U),
+      dmUuid('ro', U),
+      dmsetup.snapshotTable(131072, lvMapperPath('repo', 'img'), lvMapperPath('repo', 'c-1'), 'P', 8),
+      { readOnly: true },
+    ),
+    dmsetup.createReq(
+      dmName('rw', U),
+      dmUuid('rw', U),
+      dmsetup.snapshotTable(131072, dmPath('ro', U), lvMapperPath('repo', 'c2'), 'PO', 16),
+    ),
+    dmsetup.createReq(
+      dmName('wb', U),
+      dmUuid('wb', U),
+      dmsetup.writecacheTable(32768, lvMapperPath('repo', 'c-1'), lvMapperPath('cowstack_cache', 'wb_Ab12cD34'), 4096),
+    ),
     dmsetup.messageReq(dmName('wb', U), 'flush'),
     dmsetup.messageReq(dmName('wb', U), 'cleaner'),
     dmsetup.removeReq(dmName('wb', U)),
-    dmsetup.createReq(dmName('rw', U), dmUuid('rw', U), dmsetup.snapshotTable(131072, dmPath('ro', U), dmPath('wb', U), 'PO', 8)),
+    dmsetup.createReq(
+      dmName('rw', U),
+      dmUuid('rw', U),
+      dmsetup.snapshotTable(131072, dmPath('ro', U), dmPath('wb', U), 'PO', 8),
+    ),
     dmsetup.removeReq(dmName('rw', U)),
     dmsetup.removeReq(dmName('rw', U), true),
   );
-  for (const build of [iscsi.nodeShowReq, iscsi.nodeNewReq, iscsi.nodeDeleteReq, iscsi.loginReq, iscsi.logoutReq, iscsi.rescanReq]) reqs.push(build(IQN, PORTAL));
+  for (const build of [
+    iscsi.nodeShowReq,
+    iscsi.nodeNewReq,
+    iscsi.nodeDeleteReq,
+    iscsi.loginReq,
+    iscsi.logoutReq,
+    iscsi.rescanReq,
+  ])
+    reqs.push(build(IQN, PORTAL));
   reqs.push(iscsi.nodeUpdateReq(IQN, PORTAL, 'node.startup', 'automatic'), iscsi.sessionsReq());
   reqs.push(
     iscsi.nodeUpdateReq(IQN, PORTAL, 'node.session.auth.authmethod', 'CHAP'),
@@ -383,7 +515,9 @@ async function builtRequests(): Promise<RunRequest[]> {
     tgt.dumpReq(),
     ...(writeFileReqs(TGT_CONF, 'x', '0600') as RunRequest[]),
   );
-  await tolerate(() => lio.readTarget(new AnsweringRunner(runner, { ls: `${TARGET}\n`, find: '../../../../core/iblock_0/x\n' }), TARGET));
+  await tolerate(() =>
+    lio.readTarget(new AnsweringRunner(runner, { ls: `${TARGET}\n`, find: '../../../../core/iblock_0/x\n' }), TARGET),
+  );
   await tolerate(() => lio.listStores(new AnsweringRunner(runner, { ls: 'iblock_0\n' })));
   reqs.push(
     sanlock.clientStatusReq(),
@@ -393,25 +527,57 @@ async function builtRequests(): Promise<RunRequest[]> {
     sanlock.directDumpReq('/dev/mapper/my--repo-lvmlock:69206016:1048576'),
     sanlock.lvmlockctlInfoReq(),
   );
-  for (const f of [blockdev.sizeBytes, blockdev.sizeSectors, blockdev.logicalBlockSize]) await tolerate(() => f(runner, lvMapperPath('repo', 'img')));
+  for (const f of [blockdev.sizeBytes, blockdev.sizeSectors, blockdev.logicalBlockSize])
+    await tolerate(() => f(runner, lvMapperPath('repo', 'img')));
   reqs.push(blockdev.flushReq(LUN) as RunRequest, settleReq(), settleReq(5));
-  for (const daemon of ['sanlock', 'lvmlockd', 'iscsid'] as const) reqs.push(startDaemonReq(daemon, true), startDaemonReq(daemon, false));
+  for (const daemon of ['sanlock', 'lvmlockd', 'iscsid'] as const)
+    reqs.push(startDaemonReq(daemon, true), startDaemonReq(daemon, false));
   reqs.push(startDaemonReq('lvmlockd', false, 'dlm'));
-  for (const path of ['/etc/lvm/lvm.conf', '/etc/lvm/lvmlocal.conf', '/var/lib/cowstack/journal/repo.c-1.map.json', '/sys/class/block/dm-3/dm/name']) {
+  for (const path of [
+    '/etc/lvm/lvm.conf',
+    '/etc/lvm/lvmlocal.conf',
+    '/var/lib/cowstack/journal/repo.c-1.map.json',
+    '/sys/class/block/dm-3/dm/name',
+  ]) {
     await tolerate(() => readFile(runner, path));
   }
-  for (const path of ['/etc/lvm/lvm.conf', '/etc/lvm/lvmlocal.conf']) reqs.push(...(writeFileReqs(path, 'x') as RunRequest[]));
-  reqs.push(beginStep({ op: 'create-clone', vg: 'repo', name: 'c-1' }).req, endStep({ op: 'map', vg: 'repo', name: 'c-1' }).req);
+  for (const path of ['/etc/lvm/lvm.conf', '/etc/lvm/lvmlocal.conf'])
+    reqs.push(...(writeFileReqs(path, 'x') as RunRequest[]));
+  reqs.push(
+    beginStep({ op: 'create-clone', vg: 'repo', name: 'c-1' }).req,
+    endStep({ op: 'map', vg: 'repo', name: 'c-1' }).req,
+  );
   // Inline in src/core (not exported): copies of the argv shapes, with the file they come from.
   const cow = lvMapperPath('repo', 'c-1');
   const inline: string[][] = [
     ['dd', 'if=/dev/zero', `of=${cow}`, 'bs=4096', 'count=1', 'oflag=direct', 'conv=fsync', 'status=none'], // clones.ts: zero the first chunk
-    ['dd', `if=${dmPath('ro', U)}`, `of=${lvMapperPath('repo', 'flat')}`, 'bs=4M', 'iflag=direct', 'oflag=direct', 'conv=fsync', 'status=none'], // flatten.ts
+    [
+      'dd',
+      `if=${dmPath('ro', U)}`,
+      `of=${lvMapperPath('repo', 'flat')}`,
+      'bs=4M',
+      'iflag=direct',
+      'oflag=direct',
+      'conv=fsync',
+      'status=none',
+    ], // flatten.ts
     ['dd', `of=${cow}`, 'bs=4M', 'iflag=fullblock', 'oflag=direct', 'conv=fsync', 'status=none'], // images.ts: import
     ['dd', `if=${cow}`, 'bs=4M', 'iflag=direct', 'status=none'], // images.ts: export
     ['dd', 'if=/dev/zero', `of=${cow}`, 'bs=4M', 'count=256', 'oflag=direct', 'conv=fsync', 'status=none'], // images.ts (zero a new image)
     ['sha256sum', cow], // images.ts, flatten.ts
-    ['dd', `if=${cow}`, `of=${lvMapperPath('cowstack_cache', 'rp_Ab12cD34')}`, 'bs=4M', 'skip=16', 'seek=16', 'count=16', 'iflag=direct', 'oflag=direct', 'conv=fsync,notrunc', 'status=none'], // cache.ts: replica copy
+    [
+      'dd',
+      `if=${cow}`,
+      `of=${lvMapperPath('cowstack_cache', 'rp_Ab12cD34')}`,
+      'bs=4M',
+      'skip=16',
+      'seek=16',
+      'count=16',
+      'iflag=direct',
+      'oflag=direct',
+      'conv=fsync,notrunc',
+      'status=none',
+    ], // cache.ts: replica copy
     ['sha256sum', lvMapperPath('cowstack_cache', 'rp_Ab12cD34')], // cache.ts: verify a replica
     ['blkid', '-p', '-o', 'export', '/dev/vda'], // cache.ts: cache init
     ['fuser', cow], // holders.ts
@@ -454,7 +620,10 @@ describe('sudoers/cowstack', () => {
   it('has a rule with the full path of every program in rootPrograms, and no other program', () => {
     for (const p of ROOT_PROGRAMS) {
       expect(p.path.split('/').pop(), `${p.name}: path ${p.path}`).toBe(p.name);
-      expect(sudoers.rules.some((r) => r.path === p.path), `sudoers/cowstack has no rule for ${p.path} (${p.name})`).toBe(true);
+      expect(
+        sudoers.rules.some((r) => r.path === p.path),
+        `sudoers/cowstack has no rule for ${p.path} (${p.name})`,
+      ).toBe(true);
     }
     const known = new Set(ROOT_PROGRAMS.map((p) => p.path));
     expect(sudoers.rules.filter((r) => !known.has(r.path)).map((r) => r.path)).toEqual([]);
@@ -464,9 +633,17 @@ describe('sudoers/cowstack', () => {
     for (const p of ROOT_PROGRAMS) {
       const aliases = new Set(sudoers.rules.filter((r) => r.path === p.path).map((r) => r.alias));
       // The server block is set-up work too (saving tgt's configuration moves a file into place).
-      if (p.setupOnly) expect([...aliases].filter((a) => a !== 'COWSTACK_SERVER'), p.name).toEqual(['COWSTACK_SETUP']);
+      if (p.setupOnly)
+        expect(
+          [...aliases].filter((a) => a !== 'COWSTACK_SERVER'),
+          p.name,
+        ).toEqual(['COWSTACK_SETUP']);
       else if (p.serverOnly) expect([...aliases], p.name).toEqual(['COWSTACK_SERVER']);
-      else expect([...aliases].some((a) => a !== 'COWSTACK_SETUP' && a !== 'COWSTACK_SERVER'), `${p.name} is needed on a node after set-up too`).toBe(true);
+      else
+        expect(
+          [...aliases].some((a) => a !== 'COWSTACK_SETUP' && a !== 'COWSTACK_SERVER'),
+          `${p.name} is needed on a node after set-up too`,
+        ).toBe(true);
     }
   });
 
@@ -487,7 +664,20 @@ describe('root programs in src/', () => {
 
   it('finds the root programs it must find (the scan is not silently blind)', () => {
     const found = new Set(scan.programs.map((p) => p.program));
-    for (const name of ['lvchange', 'lvs', 'dmsetup', 'dd', 'install', 'rm', 'sanlock', 'iscsiadm', 'lvm', 'cache_check', 'iscsid', 'systemctl']) {
+    for (const name of [
+      'lvchange',
+      'lvs',
+      'dmsetup',
+      'dd',
+      'install',
+      'rm',
+      'sanlock',
+      'iscsiadm',
+      'lvm',
+      'cache_check',
+      'iscsid',
+      'systemctl',
+    ]) {
       expect(found.has(name), `scan did not find ${name}`).toBe(true);
     }
   });
@@ -499,7 +689,10 @@ describe('root programs in src/', () => {
 
   it('rootPrograms lists nothing that src/ no longer runs as root', () => {
     const found = new Set(scan.programs.map((p) => p.program));
-    expect(ROOT_PROGRAMS.filter((p) => !found.has(p.name)).map((p) => p.name), 'remove these from rootPrograms.ts and sudoers/cowstack').toEqual([]);
+    expect(
+      ROOT_PROGRAMS.filter((p) => !found.has(p.name)).map((p) => p.name),
+      'remove these from rootPrograms.ts and sudoers/cowstack',
+    ).toEqual([]);
   });
 
   it('sudoers allows every option src/ passes to each LVM command', () => {
@@ -507,7 +700,8 @@ describe('root programs in src/', () => {
     const refused: string[] = [];
     for (const [command, opts] of scan.lvmOptions) {
       for (const opt of opts) {
-        if (!allowingRules([command, opt, 'repo/x']).length && !allowingRules([command, opt]).length) refused.push(`${command} ${opt}`);
+        if (!allowingRules([command, opt, 'repo/x']).length && !allowingRules([command, opt]).length)
+          refused.push(`${command} ${opt}`);
       }
     }
     expect(refused, 'sudoers/cowstack refuses these LVM options').toEqual([]);
@@ -528,28 +722,91 @@ describe('root programs in src/', () => {
 
 describe('sudoers/cowstack refuses what would make the service user root', () => {
   const refused: Array<[string, string[]]> = [
-    ['LVM config injection: an executable setting', ['lvcreate', '--config', 'devices { filter = [ "r|.*|" ] } global/thin_check_executable="/tmp/x"', '--type', 'thin-pool', '-L', '1g', 'repo']],
-    ['LVM config injection: a second --config hidden in the filter', ['lvchange', '--config', 'devices { filter = [ --config global/thin_check_executable="/tmp/x" ] }', '-ay', 'repo/p']],
+    [
+      'LVM config injection: an executable setting',
+      [
+        'lvcreate',
+        '--config',
+        'devices { filter = [ "r|.*|" ] } global/thin_check_executable="/tmp/x"',
+        '--type',
+        'thin-pool',
+        '-L',
+        '1g',
+        'repo',
+      ],
+    ],
+    [
+      'LVM config injection: a second --config hidden in the filter',
+      [
+        'lvchange',
+        '--config',
+        'devices { filter = [ --config global/thin_check_executable="/tmp/x" ] }',
+        '-ay',
+        'repo/p',
+      ],
+    ],
     ['LVM config injection: key=value word', ['lvchange', '-aey', 'repo/c1', 'global/use_lvmlockd=0']],
     ['LVM: an option cowstack never uses', ['lvextend', '-r', '-L', '1g', 'vg0/root']],
     ['LVM: a profile', ['lvremove', '--profile', '../../tmp/evil', '-y', 'repo/c1']],
     ['lvmconfig writing a file', ['lvmconfig', '--file', '/etc/shadow', '--typeconfig', 'full', 'global/use_lvmlockd']],
     ['lvm with a subcommand', ['lvm', 'lvremove', '-y', 'vg0/root']],
     ['dmsetup reload of a foreign device', ['dmsetup', 'reload', 'vg0-root', '--table', '0 100 linear /dev/sda 0']],
-    ['dmsetup create of a non-snapshot cowstack device', ['dmsetup', 'create', 'cowstack-rw-x', '--uuid', 'COWSTACK-rw-x', '--table', '0 100 linear /dev/sda 0']],
-    ['dmsetup create of a write-back cache over a disk', ['dmsetup', 'create', 'cowstack-wb-x', '--uuid', 'COWSTACK-wb-x', '--table', '0 100 writecache s /dev/sda /dev/mapper/y 4096 0']],
+    [
+      'dmsetup create of a non-snapshot cowstack device',
+      ['dmsetup', 'create', 'cowstack-rw-x', '--uuid', 'COWSTACK-rw-x', '--table', '0 100 linear /dev/sda 0'],
+    ],
+    [
+      'dmsetup create of a write-back cache over a disk',
+      [
+        'dmsetup',
+        'create',
+        'cowstack-wb-x',
+        '--uuid',
+        'COWSTACK-wb-x',
+        '--table',
+        '0 100 writecache s /dev/sda /dev/mapper/y 4096 0',
+      ],
+    ],
     ['dmsetup message to a foreign device', ['dmsetup', 'message', 'vg0-root', '0', 'cleaner']],
     ['dmsetup table --showkeys', ['dmsetup', 'table', '--showkeys']],
     ['dmsetup remove of a foreign device', ['dmsetup', 'remove', 'vg0-root']],
     ['dd onto a disk', ['dd', 'if=/dev/zero', 'of=/dev/sda']],
-    ['dd escaping /dev/mapper', ['dd', 'if=/dev/zero', 'of=/dev/mapper/../sda', 'bs=4096', 'count=1', 'oflag=direct', 'conv=fsync', 'status=none']],
+    [
+      'dd escaping /dev/mapper',
+      [
+        'dd',
+        'if=/dev/zero',
+        'of=/dev/mapper/../sda',
+        'bs=4096',
+        'count=1',
+        'oflag=direct',
+        'conv=fsync',
+        'status=none',
+      ],
+    ],
     ['dd reading a file', ['dd', 'if=/etc/shadow', 'bs=4M', 'iflag=direct', 'status=none']],
-    ['dd with an extra operand', ['dd', 'if=/dev/mapper/x', 'of=/dev/mapper/y', 'bs=4M', 'iflag=direct', 'oflag=direct', 'conv=fsync', 'status=none', 'of=/etc/passwd']],
+    [
+      'dd with an extra operand',
+      [
+        'dd',
+        'if=/dev/mapper/x',
+        'of=/dev/mapper/y',
+        'bs=4M',
+        'iflag=direct',
+        'oflag=direct',
+        'conv=fsync',
+        'status=none',
+        'of=/etc/passwd',
+      ],
+    ],
     ['cat of a secret', ['cat', '--', '/etc/shadow']],
     ['cat escaping the journal', ['cat', '--', '/var/lib/cowstack/journal/../../../../etc/shadow']],
     ['cat of a second file', ['cat', '--', '/etc/lvm/lvm.conf', '/etc/shadow']],
     ['install outside the journal', ['install', '-D', '-m', '0600', '/proc/self/fd/0', '/etc/sudoers.d/evil']],
-    ['install escaping the journal', ['install', '-D', '-m', '0600', '/proc/self/fd/0', '/var/lib/cowstack/journal/../../../../etc/cron.d/x.json']],
+    [
+      'install escaping the journal',
+      ['install', '-D', '-m', '0600', '/proc/self/fd/0', '/var/lib/cowstack/journal/../../../../etc/cron.d/x.json'],
+    ],
     ['install setuid', ['install', '-D', '-m', '4755', '/proc/self/fd/0', '/var/lib/cowstack/journal/x.json']],
     ['install from a file', ['install', '-D', '-m', '0600', '/tmp/evil', '/var/lib/cowstack/journal/x.json']],
     ['rm -rf', ['rm', '-rf', '/']],
@@ -562,7 +819,24 @@ describe('sudoers/cowstack refuses what would make the service user root', () =>
     ['sanlock shutdown', ['sanlock', 'client', 'shutdown', '-f', '1']],
     ['sanlock lease init', ['sanlock', 'direct', 'init', '-s', 'x:1:/dev/mapper/repo-lvmlock:0']],
     ['lvmlockctl --kill', ['lvmlockctl', '--kill', 'repo']],
-    ['iscsiadm CHAP secret in argv', ['iscsiadm', '-m', 'node', '-T', IQN, '-p', PORTAL, '-o', 'update', '-n', 'node.session.auth.password', '-v', 'x']],
+    [
+      'iscsiadm CHAP secret in argv',
+      [
+        'iscsiadm',
+        '-m',
+        'node',
+        '-T',
+        IQN,
+        '-p',
+        PORTAL,
+        '-o',
+        'update',
+        '-n',
+        'node.session.auth.password',
+        '-v',
+        'x',
+      ],
+    ],
     ['iscsiadm discovery', ['iscsiadm', '-m', 'discovery', '-t', 'st', '-p', '10.0.0.1']],
     ['udevadm trigger', ['udevadm', 'trigger']],
     ['blockdev --setrw', ['blockdev', '--setrw', '/dev/mapper/repo-img']],

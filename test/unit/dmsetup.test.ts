@@ -18,7 +18,9 @@ describe('table builders', () => {
   });
 
   it.each(['P', 'PO', 'N'] as const)('snapshot in mode %s', (mode) => {
-    expect(dm.snapshotTable(131072, '/dev/repo/img1', '/dev/repo/c1', mode, 8)).toBe(`0 131072 snapshot /dev/repo/img1 /dev/repo/c1 ${mode} 8`);
+    expect(dm.snapshotTable(131072, '/dev/repo/img1', '/dev/repo/c1', mode, 8)).toBe(
+      `0 131072 snapshot /dev/repo/img1 /dev/repo/c1 ${mode} 8`,
+    );
   });
 
   it.each([8, 16, 64, 1024, 2 ** 20])('accepts the power-of-two chunk %d', (chunk) => {
@@ -30,14 +32,18 @@ describe('table builders', () => {
   });
 
   it('cache with policy arguments', () => {
-    expect(dm.cacheTable(131072, '/dev/local/m', '/dev/local/d', '/dev/repo/img1', 128, 'writethrough', 'smq', { migration_threshold: 2048 })).toBe(
-      '0 131072 cache /dev/local/m /dev/local/d /dev/repo/img1 128 1 writethrough smq 2 migration_threshold 2048',
-    );
+    expect(
+      dm.cacheTable(131072, '/dev/local/m', '/dev/local/d', '/dev/repo/img1', 128, 'writethrough', 'smq', {
+        migration_threshold: 2048,
+      }),
+    ).toBe('0 131072 cache /dev/local/m /dev/local/d /dev/repo/img1 128 1 writethrough smq 2 migration_threshold 2048');
   });
 
   it('cache without policy arguments ends in "0" with no trailing space', () => {
     expect(dm.cacheTable(64, 'm', 'd', 'o', 64, 'writeback')).toBe('0 64 cache m d o 64 1 writeback smq 0');
-    expect(dm.cacheTable(64, 'm', 'd', 'o', 2097152, 'passthrough', 'cleaner')).toBe('0 64 cache m d o 2097152 1 passthrough cleaner 0');
+    expect(dm.cacheTable(64, 'm', 'd', 'o', 2097152, 'passthrough', 'cleaner')).toBe(
+      '0 64 cache m d o 2097152 1 passthrough cleaner 0',
+    );
   });
 
   it.each([0, 32, 63, 96, 2097216, 4194304])('rejects the cache block size %d', (block) => {
@@ -45,7 +51,9 @@ describe('table builders', () => {
   });
 
   it('writecache', () => {
-    expect(dm.writecacheTable(131072, '/dev/repo/c1', '/dev/local/wc')).toBe('0 131072 writecache s /dev/repo/c1 /dev/local/wc 4096 0');
+    expect(dm.writecacheTable(131072, '/dev/repo/c1', '/dev/local/wc')).toBe(
+      '0 131072 writecache s /dev/repo/c1 /dev/local/wc 4096 0',
+    );
     expect(dm.writecacheTable(8, 'o', 'c', 512, ['high_watermark', '50', 'writeback_jobs', '1024'])).toBe(
       '0 8 writecache s o c 512 4 high_watermark 50 writeback_jobs 1024',
     );
@@ -54,7 +62,9 @@ describe('table builders', () => {
 
 describe('parseDmLines', () => {
   it('splits start, length, target and arguments of each line', () => {
-    expect(dm.parseDmLines('0 131072 snapshot 16/131072 16\n')).toEqual([{ start: 0, length: 131072, target: 'snapshot', args: ['16/131072', '16'] }]);
+    expect(dm.parseDmLines('0 131072 snapshot 16/131072 16\n')).toEqual([
+      { start: 0, length: 131072, target: 'snapshot', args: ['16/131072', '16'] },
+    ]);
     expect(dm.parseDmLines('0 100 linear 8:16 0\n100 50 linear 8:32 0\n\n')).toHaveLength(2);
     expect(dm.parseDmLines('')).toEqual([]);
   });
@@ -69,7 +79,10 @@ describe('parseSnapshotStatus', () => {
       metadataSectors: 16,
       usedPercent: 0.01,
     });
-    expect(dm.parseSnapshotStatus(split('98304/131072 384'))).toMatchObject({ allocatedSectors: 98304, usedPercent: 75 });
+    expect(dm.parseSnapshotStatus(split('98304/131072 384'))).toMatchObject({
+      allocatedSectors: 98304,
+      usedPercent: 75,
+    });
     expect(dm.parseSnapshotStatus(split('0/0 0'))).toMatchObject({ totalSectors: 0, usedPercent: 0 });
   });
 
@@ -115,7 +128,9 @@ describe('parseCacheStatus', () => {
   });
 
   it('keeps used and dirty blocks apart, and reads needs_check', () => {
-    const args = split('8 70/4096 128 597/1024 3117 1802 411 29 5 597 41 2 metadata2 writeback 2 migration_threshold 2048 smq 0 ro needs_check');
+    const args = split(
+      '8 70/4096 128 597/1024 3117 1802 411 29 5 597 41 2 metadata2 writeback 2 migration_threshold 2048 smq 0 ro needs_check',
+    );
     const s = dm.parseCacheStatus(args);
     expect(s).toMatchObject({
       cacheUsed: 597,
@@ -154,7 +169,10 @@ describe('parseWritecacheStatus', () => {
   });
 
   it('ignores the statistics newer kernels append', () => {
-    expect(dm.parseWritecacheStatus(split('0 16384 16384 0 1200 300 900 100 50 40 10 7 0'))).toMatchObject({ dirtyBlocks: 0, writebackBlocks: 0 });
+    expect(dm.parseWritecacheStatus(split('0 16384 16384 0 1200 300 900 100 50 40 10 7 0'))).toMatchObject({
+      dirtyBlocks: 0,
+      writebackBlocks: 0,
+    });
   });
 
   it('passes the error indicator through', () => {
@@ -182,8 +200,26 @@ describe('parseInfoColumns', () => {
         readOnly: true,
         suspended: false,
       },
-      { name: 'cowstack-snap-3f2a', uuid: 'COWSTACK-snap-3f2a9c', open: 0, major: 253, minor: 7, attr: 'L--w', readOnly: false, suspended: false },
-      { name: 'cowstack-wc-3f2a', uuid: 'COWSTACK-wc-3f2a9c', open: 1, major: 253, minor: 8, attr: 'LIsw', readOnly: false, suspended: true },
+      {
+        name: 'cowstack-snap-3f2a',
+        uuid: 'COWSTACK-snap-3f2a9c',
+        open: 0,
+        major: 253,
+        minor: 7,
+        attr: 'L--w',
+        readOnly: false,
+        suspended: false,
+      },
+      {
+        name: 'cowstack-wc-3f2a',
+        uuid: 'COWSTACK-wc-3f2a9c',
+        open: 1,
+        major: 253,
+        minor: 8,
+        attr: 'LIsw',
+        readOnly: false,
+        suspended: true,
+      },
       { name: 'plain', uuid: '', open: 0, major: 253, minor: 9, attr: 'L--w', readOnly: false, suspended: false },
     ]);
   });
@@ -214,7 +250,11 @@ describe('dmsetup reads through the runner', () => {
   });
 
   it('deviceInfo: another failure is an error', async () => {
-    const r = recorder().expect([...INFO, 'x'], { kind: 'read', exitCode: 1, stderr: '/dev/mapper/control: open failed: Permission denied\n' });
+    const r = recorder().expect([...INFO, 'x'], {
+      kind: 'read',
+      exitCode: 1,
+      stderr: '/dev/mapper/control: open failed: Permission denied\n',
+    });
     await expect(dm.deviceInfo(r, 'x')).rejects.toBeInstanceOf(CommandError);
     r.verify();
   });
@@ -223,7 +263,9 @@ describe('dmsetup reads through the runner', () => {
     const r = recorder()
       .expect(['dmsetup', 'status', 'cowstack-snap-1'], { kind: 'read', stdout: '0 131072 snapshot 16/131072 16\n' })
       .expect(['dmsetup', 'table', 'cowstack-snap-1'], { kind: 'read', stdout: '0 131072 snapshot 253:4 253:5 P 8\n' });
-    expect(await dm.status(r, 'cowstack-snap-1')).toEqual([{ start: 0, length: 131072, target: 'snapshot', args: ['16/131072', '16'] }]);
+    expect(await dm.status(r, 'cowstack-snap-1')).toEqual([
+      { start: 0, length: 131072, target: 'snapshot', args: ['16/131072', '16'] },
+    ]);
     expect((await dm.table(r, 'cowstack-snap-1'))[0]!.args).toEqual(['253:4', '253:5', 'P', '8']);
     r.verify();
   });
@@ -234,7 +276,18 @@ describe('dmsetup reads through the runner', () => {
     expect(t.get('snapshot')).toBe('1.16.0');
     expect(t.get('writecache')).toBe('1.6.0');
     expect(t.get('cache')).toBe('2.3.0');
-    expect([...t.keys()]).toEqual(['thin-pool', 'thin', 'writecache', 'cache', 'snapshot-merge', 'snapshot-origin', 'snapshot', 'striped', 'linear', 'error']);
+    expect([...t.keys()]).toEqual([
+      'thin-pool',
+      'thin',
+      'writecache',
+      'cache',
+      'snapshot-merge',
+      'snapshot-origin',
+      'snapshot',
+      'striped',
+      'linear',
+      'error',
+    ]);
     r.verify();
   });
 });
@@ -242,8 +295,14 @@ describe('dmsetup reads through the runner', () => {
 describe('dmsetup write requests', () => {
   const table = '0 131072 snapshot /dev/repo/img1 /dev/repo/c1 P 8';
   it.each([
-    [dm.createReq('cowstack-snap-1', 'COWSTACK-snap-1', table), ['create', 'cowstack-snap-1', '--uuid', 'COWSTACK-snap-1', '--table', table]],
-    [dm.createReq('ro', 'COWSTACK-ro', table, { readOnly: true }), ['create', 'ro', '--uuid', 'COWSTACK-ro', '--readonly', '--table', table]],
+    [
+      dm.createReq('cowstack-snap-1', 'COWSTACK-snap-1', table),
+      ['create', 'cowstack-snap-1', '--uuid', 'COWSTACK-snap-1', '--table', table],
+    ],
+    [
+      dm.createReq('ro', 'COWSTACK-ro', table, { readOnly: true }),
+      ['create', 'ro', '--uuid', 'COWSTACK-ro', '--readonly', '--table', table],
+    ],
     [dm.reloadReq('x', table), ['reload', 'x', '--table', table]],
     [dm.suspendReq('x'), ['suspend', 'x']],
     [dm.suspendReq('x', true), ['suspend', '--noflush', 'x']],

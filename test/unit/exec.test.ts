@@ -11,9 +11,20 @@ describe('RecordingRunner fails closed', () => {
     const r = recorder()
       .expect(['lvs', 'repo'], { kind: 'read', stdout: 'out', stderr: 'warn' })
       .expect(['lvchange', '-an', 'repo/x'], { kind: 'write' });
-    expect(await r.run({ argv: ['lvs', 'repo'], kind: 'read' })).toMatchObject({ argv: ['lvs', 'repo'], exitCode: 0, stdout: 'out', stderr: 'warn' });
-    expect(await r.run({ argv: ['lvchange', '-an', 'repo/x'], kind: 'write' })).toMatchObject({ exitCode: 0, stdout: '' });
-    expect(r.calls.map((c) => c.argv)).toEqual([['lvs', 'repo'], ['lvchange', '-an', 'repo/x']]);
+    expect(await r.run({ argv: ['lvs', 'repo'], kind: 'read' })).toMatchObject({
+      argv: ['lvs', 'repo'],
+      exitCode: 0,
+      stdout: 'out',
+      stderr: 'warn',
+    });
+    expect(await r.run({ argv: ['lvchange', '-an', 'repo/x'], kind: 'write' })).toMatchObject({
+      exitCode: 0,
+      stdout: '',
+    });
+    expect(r.calls.map((c) => c.argv)).toEqual([
+      ['lvs', 'repo'],
+      ['lvchange', '-an', 'repo/x'],
+    ]);
     r.verify();
   });
 
@@ -26,17 +37,23 @@ describe('RecordingRunner fails closed', () => {
 
   it('compares argv element by element (no joining that hides a split word)', async () => {
     const r = recorder().expect(['dmsetup', 'create', 'x', '--table', '0 8 linear /dev/sdb 0'], { kind: 'write' });
-    await expect(r.run({ argv: ['dmsetup', 'create', 'x', '--table', '0', '8', 'linear', '/dev/sdb', '0'], kind: 'write' })).rejects.toThrow('unexpected command');
+    await expect(
+      r.run({ argv: ['dmsetup', 'create', 'x', '--table', '0', '8', 'linear', '/dev/sdb', '0'], kind: 'write' }),
+    ).rejects.toThrow('unexpected command');
   });
 
   it('throws on a command with the wrong read/write tag', async () => {
     const r = recorder().expect(['lvchange', '-an', 'repo/x'], { kind: 'write' });
-    await expect(r.run({ argv: ['lvchange', '-an', 'repo/x'], kind: 'read' })).rejects.toThrow('["lvchange","-an","repo/x"] was tagged read, expected write');
+    await expect(r.run({ argv: ['lvchange', '-an', 'repo/x'], kind: 'read' })).rejects.toThrow(
+      '["lvchange","-an","repo/x"] was tagged read, expected write',
+    );
   });
 
   it('throws on any command once the script is used up, and with no script at all', async () => {
     const r = recorder();
-    await expect(r.run({ argv: ['rm', '-rf', '/'], kind: 'write' })).rejects.toThrow('unexpected command ["rm","-rf","/"] (no more commands expected)');
+    await expect(r.run({ argv: ['rm', '-rf', '/'], kind: 'write' })).rejects.toThrow(
+      'unexpected command ["rm","-rf","/"] (no more commands expected)',
+    );
   });
 
   it('verify() reports expected commands that never ran', async () => {
@@ -58,7 +75,10 @@ describe('RecordingRunner fails closed', () => {
     const e = await r.run({ argv: ['false'], kind: 'read' }).catch((x: unknown) => x);
     expect(e).toBeInstanceOf(CommandError);
     expect(e).toMatchObject({ argv: ['false'], commandExitCode: 1, stderr: 'nope\n', exitCode: EXIT.FAILED });
-    expect(await r.run({ argv: ['false'], kind: 'read', allowFailure: true })).toMatchObject({ exitCode: 1, stderr: 'nope\n' });
+    expect(await r.run({ argv: ['false'], kind: 'read', allowFailure: true })).toMatchObject({
+      exitCode: 1,
+      stderr: 'nope\n',
+    });
     r.verify();
   });
 });
@@ -69,8 +89,20 @@ describe('DryRunRunner', () => {
     const dry = new DryRunRunner(inner);
     expect(dry.target).toBe('node1');
     expect((await dry.run({ argv: ['lvs', 'repo'], kind: 'read', root: true })).stdout).toBe('{"report":[]}');
-    const w = await dry.run({ argv: ['lvchange', '-aey', 'repo/x'], kind: 'write', root: true, title: 'activate repo/x exclusive' });
-    expect(w).toEqual({ argv: ['lvchange', '-aey', 'repo/x'], exitCode: 0, stdout: '', stderr: '', skipped: true, durationMs: 0 });
+    const w = await dry.run({
+      argv: ['lvchange', '-aey', 'repo/x'],
+      kind: 'write',
+      root: true,
+      title: 'activate repo/x exclusive',
+    });
+    expect(w).toEqual({
+      argv: ['lvchange', '-aey', 'repo/x'],
+      exitCode: 0,
+      stdout: '',
+      stderr: '',
+      skipped: true,
+      durationMs: 0,
+    });
     await dry.run({ argv: ['dmsetup', 'remove', '--retry', 'x'], kind: 'write' });
     expect(dry.planned).toEqual([
       { host: 'node1', argv: ['lvchange', '-aey', 'repo/x'], root: true, title: 'activate repo/x exclusive' },
@@ -83,7 +115,9 @@ describe('DryRunRunner', () => {
 
   it('passes read failures through', async () => {
     const inner = recorder().expect(['lvs', 'repo/x'], { kind: 'read', exitCode: 5, stderr: 'boom' });
-    await expect(new DryRunRunner(inner).run({ argv: ['lvs', 'repo/x'], kind: 'read' })).rejects.toBeInstanceOf(CommandError);
+    await expect(new DryRunRunner(inner).run({ argv: ['lvs', 'repo/x'], kind: 'read' })).rejects.toBeInstanceOf(
+      CommandError,
+    );
     inner.verify();
   });
 });
@@ -105,14 +139,19 @@ describe('LocalRunner against real programs', () => {
   });
 
   it('keeps stderr and the exact exit code of a failing program', async () => {
-    const e = (await rejectionOf(local.run({ argv: ['sh', '-c', 'echo "  Failed to find logical volume" >&2; exit 5'], kind: 'read' }), EXIT.FAILED)) as CommandError;
+    const e = (await rejectionOf(
+      local.run({ argv: ['sh', '-c', 'echo "  Failed to find logical volume" >&2; exit 5'], kind: 'read' }),
+      EXIT.FAILED,
+    )) as CommandError;
     expect(e.commandExitCode).toBe(5);
     expect(e.stderr).toBe('  Failed to find logical volume\n');
     expect(e.message).toContain('exited with 5: Failed to find logical volume');
   });
 
   it('allowFailure returns the result instead', async () => {
-    expect(await local.run({ argv: ['sh', '-c', 'printf out; exit 3'], kind: 'read', allowFailure: true })).toMatchObject({ exitCode: 3, stdout: 'out' });
+    expect(
+      await local.run({ argv: ['sh', '-c', 'printf out; exit 3'], kind: 'read', allowFailure: true }),
+    ).toMatchObject({ exitCode: 3, stdout: 'out' });
   });
 
   it('a missing program is MISSING (3) and names the program', async () => {
@@ -129,7 +168,12 @@ describe('LocalRunner against real programs', () => {
   });
 
   it('runs with LC_ALL=C plus the request environment, and feeds input on stdin', async () => {
-    const r = await local.run({ argv: ['sh', '-c', 'printf "%s|%s|" "$LC_ALL" "$COWSTACK_T"; cat'], kind: 'read', env: { COWSTACK_T: 'a b' }, input: 'stdin-data' });
+    const r = await local.run({
+      argv: ['sh', '-c', 'printf "%s|%s|" "$LC_ALL" "$COWSTACK_T"; cat'],
+      kind: 'read',
+      env: { COWSTACK_T: 'a b' },
+      input: 'stdin-data',
+    });
     expect(r.stdout).toBe('C|a b|stdin-data');
   });
 
@@ -191,17 +235,33 @@ describe('BaseRunner sudo policy', () => {
   });
 
   it('maps transport outcomes: unreachable (9), timed out (5), not found (3)', async () => {
-    expect((await rejectionOf(new SpyRunner('never', true, { exitCode: 255, unreachable: true, stderr: 'ssh: connect to host x port 22: Connection refused' }).run(plainReq), EXIT.UNREACHABLE)).message).toBe(
-      'cannot reach host local over ssh: ssh: connect to host x port 22: Connection refused',
-    );
-    expect((await rejectionOf(new SpyRunner('never', true, { exitCode: 124, timedOut: true }).run({ ...rootReq, timeout: 'change' }), EXIT.TIMEOUT)).message).toBe(
-      'lvchange -aey repo/x did not finish within 180s (timeout "change")',
-    );
+    expect(
+      (
+        await rejectionOf(
+          new SpyRunner('never', true, {
+            exitCode: 255,
+            unreachable: true,
+            stderr: 'ssh: connect to host x port 22: Connection refused',
+          }).run(plainReq),
+          EXIT.UNREACHABLE,
+        )
+      ).message,
+    ).toBe('cannot reach host local over ssh: ssh: connect to host x port 22: Connection refused');
+    expect(
+      (
+        await rejectionOf(
+          new SpyRunner('never', true, { exitCode: 124, timedOut: true }).run({ ...rootReq, timeout: 'change' }),
+          EXIT.TIMEOUT,
+        )
+      ).message,
+    ).toBe('lvchange -aey repo/x did not finish within 180s (timeout "change")');
     await rejectionOf(new SpyRunner('never', true, { exitCode: 127, notFound: true }).run(plainReq), EXIT.MISSING);
   });
 
   it('errors are CowstackErrors that serialise for --json', async () => {
-    const e = await new SpyRunner('never', true, { exitCode: 2, stderr: 'x\ny\n' }).run(rootReq).catch((x: unknown) => x);
+    const e = await new SpyRunner('never', true, { exitCode: 2, stderr: 'x\ny\n' })
+      .run(rootReq)
+      .catch((x: unknown) => x);
     expect(e).toBeInstanceOf(CowstackError);
     expect((e as CowstackError).toJSON()).toEqual({
       error: 'failed',

@@ -126,7 +126,13 @@ describe('lvm2 2.03.16 --reportformat json', () => {
 
   it('pvs', () => {
     expect(lvm.parsePvs(fixture('pvs.json'))).toEqual([
-      { name: '/dev/sda', vg: 'repo', uuid: 'vmiZuT-kBfz-asmd-8YH6-QGJ0-zMu0-uykuz3', sizeBytes: 4290772992, devSizeBytes: 4294967296 },
+      {
+        name: '/dev/sda',
+        vg: 'repo',
+        uuid: 'vmiZuT-kBfz-asmd-8YH6-QGJ0-zMu0-uykuz3',
+        sizeBytes: 4290772992,
+        devSizeBytes: 4294967296,
+      },
     ]);
   });
 
@@ -148,13 +154,44 @@ describe('dmsetup', () => {
   it('info -c: one device per LV, uuid LVM-<vg uuid><lv uuid> without dashes', () => {
     const devs = dmsetup.parseInfoColumns(fixture('dmsetup-info.txt'));
     expect(devs).toEqual([
-      { name: 'repo-cs--locktest', uuid: `LVM-${(VG_UUID + LOCKTEST).replace(/-/g, '')}`, open: 0, major: 253, minor: 1, attr: 'L--w', readOnly: false, suspended: false },
-      { name: 'repo-lvmlock', uuid: 'LVM-SUyCZP8s9GlpCM9TMdZNNqu64o3oSj0fSlrkU9IeHzHpZo112RlGpUMncTusgKzW', open: 1, major: 253, minor: 0, attr: 'L--w', readOnly: false, suspended: false },
-      { name: 'repo-probe', uuid: `LVM-${(VG_UUID + PROBE).replace(/-/g, '')}`, open: 0, major: 253, minor: 2, attr: 'L--w', readOnly: false, suspended: false },
+      {
+        name: 'repo-cs--locktest',
+        uuid: `LVM-${(VG_UUID + LOCKTEST).replace(/-/g, '')}`,
+        open: 0,
+        major: 253,
+        minor: 1,
+        attr: 'L--w',
+        readOnly: false,
+        suspended: false,
+      },
+      {
+        name: 'repo-lvmlock',
+        uuid: 'LVM-SUyCZP8s9GlpCM9TMdZNNqu64o3oSj0fSlrkU9IeHzHpZo112RlGpUMncTusgKzW',
+        open: 1,
+        major: 253,
+        minor: 0,
+        attr: 'L--w',
+        readOnly: false,
+        suspended: false,
+      },
+      {
+        name: 'repo-probe',
+        uuid: `LVM-${(VG_UUID + PROBE).replace(/-/g, '')}`,
+        open: 0,
+        major: 253,
+        minor: 2,
+        attr: 'L--w',
+        readOnly: false,
+        suspended: false,
+      },
     ]);
     // The same device numbers as lvs reports for the active LVs.
     const lvs = lvm.parseLvs(fixture('lvs-repo.json'));
-    for (const lv of lvs) expect(devs.find((d) => d.name === lv.dmPath.replace('/dev/mapper/', ''))).toMatchObject({ major: lv.major, minor: lv.minor });
+    for (const lv of lvs)
+      expect(devs.find((d) => d.name === lv.dmPath.replace('/dev/mapper/', ''))).toMatchObject({
+        major: lv.major,
+        minor: lv.minor,
+      });
   });
 
   it('targets: names and versions without the v, through targets()', async () => {
@@ -194,8 +231,24 @@ describe('sanlock 3.8.5', () => {
   it('direct dump of the lvmlock LV: only the delta leases, one per host, named <uuid>.<hostname>', () => {
     const rows = sanlock.parseDirectDump(fixture('sanlock-dump-delta.txt'));
     expect(rows).toEqual([
-      { offset: 0, lockspace: 'lvm_repo', resource: '0bc1fe7f-3a46-4a1a-9b15-a1ea286d8ea2.node1', timestamp: 734, owner: 1, generation: 1, lver: 0 },
-      { offset: 4096, lockspace: 'lvm_repo', resource: 'cdc58498-8144-44ed-b79d-38228beaa577.node2', timestamp: 722, owner: 2, generation: 1, lver: 0 },
+      {
+        offset: 0,
+        lockspace: 'lvm_repo',
+        resource: '0bc1fe7f-3a46-4a1a-9b15-a1ea286d8ea2.node1',
+        timestamp: 734,
+        owner: 1,
+        generation: 1,
+        lver: 0,
+      },
+      {
+        offset: 4096,
+        lockspace: 'lvm_repo',
+        resource: 'cdc58498-8144-44ed-b79d-38228beaa577.node2',
+        timestamp: 722,
+        owner: 2,
+        generation: 1,
+        lver: 0,
+      },
     ]);
     // No LV lease is in it: they live at the offsets in the LVs' lock args.
     expect(rows.some((r) => r.resource === PROBE || r.resource === LOCKTEST)).toBe(false);
@@ -214,7 +267,9 @@ describe('sanlock 3.8.5', () => {
     const lvs = lvm.parseLvs(fixture('lvs-repo.json'));
     expect(lvs.map((l) => sanlock.leaseOffset(l.lockArgs))).toEqual([562036736, 570425344]);
     // The offset is where the lease dump found probe's lease.
-    expect(sanlock.parseDirectDump(fixture('sanlock-dump-lease-held.txt'))[0]!.offset).toBe(sanlock.leaseOffset(lvs[1]!.lockArgs));
+    expect(sanlock.parseDirectDump(fixture('sanlock-dump-lease-held.txt'))[0]!.offset).toBe(
+      sanlock.leaseOffset(lvs[1]!.lockArgs),
+    );
     expect(sanlock.leaseOffset(lvm.parseVgs(fixture('vgs-repo.json'))[0]!.lockArgs)).toBeUndefined(); // "1.0.0:lvmlock"
     expect(sanlock.leaseOffset('')).toBeUndefined();
   });
@@ -222,14 +277,25 @@ describe('sanlock 3.8.5', () => {
   it('lvmlockctl --info agrees: node1 holds both LVs exclusively', () => {
     const text = fixture('lvmlockctl-info.txt');
     expect(text).toContain(`VG repo lock_type=sanlock ${VG_UUID}`);
-    expect(text.split('\n').filter((l) => l.startsWith('LK LV ex ')).map((l) => l.slice(9))).toEqual([LOCKTEST, PROBE]);
+    expect(
+      text
+        .split('\n')
+        .filter((l) => l.startsWith('LK LV ex '))
+        .map((l) => l.slice(9)),
+    ).toEqual([LOCKTEST, PROBE]);
   });
 });
 
 describe('open-iscsi 2.1.8', () => {
   it('session -P 3: one session, LUN 1 attached as /dev/sda, LUN 0 (controller) skipped', () => {
     expect(iscsi.parseSessions(fixture('iscsiadm-session-P3.txt'))).toEqual([
-      { id: 1, portal: '10.0.2.2:36143', iqn: 'iqn.2003-01.org.example.cowstack:repo', state: 'LOGGED_IN', disks: [{ lun: 1, device: '/dev/sda', state: 'running' }] },
+      {
+        id: 1,
+        portal: '10.0.2.2:36143',
+        iqn: 'iqn.2003-01.org.example.cowstack:repo',
+        state: 'LOGGED_IN',
+        disks: [{ lun: 1, device: '/dev/sda', state: 'running' }],
+      },
     ]);
   });
 });
@@ -244,7 +310,11 @@ describe('lock conflict from the real refusal', () => {
     expect(fixture('lvchange-aey-conflict.stdout')).toBe('');
     expect(stderr).toBe('  LV locked by other host: repo/probe\n  Failed to lock logical volume repo/probe.\n');
     expect(isLockRefusal(new CommandError('local', ['lvchange', '-aey', 'repo/probe'], exitCode, stderr))).toBe(true);
-    expect(isLockRefusal(new CommandError('local', ['lvchange', '-aey', 'repo/probe'], exitCode, '  Volume group "repo" not found\n'))).toBe(false);
+    expect(
+      isLockRefusal(
+        new CommandError('local', ['lvchange', '-aey', 'repo/probe'], exitCode, '  Volume group "repo" not found\n'),
+      ),
+    ).toBe(false);
   });
 
   it('findLockHolder names node1 from the captured lvs, lease, vgs and delta dump', async () => {
@@ -287,7 +357,13 @@ describe('lock conflict from the real refusal', () => {
     const e = await lockConflict(r, 'repo', 'probe', PROBE, cause);
     expect(e.exitCode).toBe(EXIT.LOCK_CONFLICT);
     expect(e.message).toBe('repo/probe is locked by another host (held by node1, sanlock host_id 1)');
-    expect(e.data).toEqual({ vg: 'repo', lv: 'probe', uuid: PROBE, holder: { hostId: 1, host: 'node1' }, stderr: stderr.trim() });
+    expect(e.data).toEqual({
+      vg: 'repo',
+      lv: 'probe',
+      uuid: PROBE,
+      holder: { hostId: 1, host: 'node1' },
+      stderr: stderr.trim(),
+    });
     r.verify();
   });
 
@@ -297,25 +373,45 @@ describe('lock conflict from the real refusal', () => {
     const r = recorder()
       .expect(['sanlock', 'direct', 'dump', lvmlock], { kind: 'read', stdout: fixture('sanlock-dump-delta.txt') })
       // cs-locktest's lease was not captured: a read error leaves it out, it does not fail the rest.
-      .expect(['sanlock', 'direct', 'dump', `${lvmlock}:562036736:1048576`], { kind: 'read', exitCode: 1, stderr: 'open error -5\n' })
+      .expect(['sanlock', 'direct', 'dump', `${lvmlock}:562036736:1048576`], {
+        kind: 'read',
+        exitCode: 1,
+        stderr: 'open error -5\n',
+      })
       .expect(probeLease, { kind: 'read', stdout: fixture('sanlock-dump-lease-held.txt') });
-    expect([...(await leaseOwners(r, 'repo', lvs, tags))]).toEqual([[PROBE.replace(/-/g, ''), { hostId: 1, host: 'node1' }]]);
+    expect([...(await leaseOwners(r, 'repo', lvs, tags))]).toEqual([
+      [PROBE.replace(/-/g, ''), { hostId: 1, host: 'node1' }],
+    ]);
     r.verify();
   });
 });
 
 describe('the SYNTHETIC fixture builders print the real layout', () => {
   it('support.lvsJson / vgsJson reproduce the captured reports byte for byte from their rows', () => {
-    const rows = (name: string, key: string) => (JSON.parse(fixture(name)) as { report: Array<Record<string, Array<Record<string, unknown>>>> }).report[0]![key]!;
+    const rows = (name: string, key: string) =>
+      (JSON.parse(fixture(name)) as { report: Array<Record<string, Array<Record<string, unknown>>>> }).report[0]![key]!;
     expect(lvsJson(rows('lvs-repo.json', 'lv'))).toBe(fixture('lvs-repo.json'));
     expect(vgsJson(rows('vgs-repo.json', 'vg'))).toBe(fixture('vgs-repo.json'));
     // numbers and tag arrays, as fixtures write them, come out as lvm2 2.03.16 prints them
-    expect(vgsJson([{ ...rows('vgs-repo.json', 'vg')[0], vg_size: 4290772992, vg_shared: 1, vg_tags: ['cowstack_host:1:node1', 'cowstack_host:2:node2'] }])).toBe(fixture('vgs-repo.json'));
+    expect(
+      vgsJson([
+        {
+          ...rows('vgs-repo.json', 'vg')[0],
+          vg_size: 4290772992,
+          vg_shared: 1,
+          vg_tags: ['cowstack_host:1:node1', 'cowstack_host:2:node2'],
+        },
+      ]),
+    ).toBe(fixture('vgs-repo.json'));
   });
 
   it('support.leaseDump reproduces the captured lease dumps', () => {
-    expect(leaseDump({ offset: 570425344, vg: 'repo', uuid: PROBE, owner: 1, timestamp: 663 })).toBe(fixture('sanlock-dump-lease-held.txt'));
-    expect(leaseDump({ offset: 570425344, vg: 'repo', uuid: PROBE, owner: 1, timestamp: 0 })).toBe(fixture('sanlock-dump-lease-free.txt'));
+    expect(leaseDump({ offset: 570425344, vg: 'repo', uuid: PROBE, owner: 1, timestamp: 663 })).toBe(
+      fixture('sanlock-dump-lease-held.txt'),
+    );
+    expect(leaseDump({ offset: 570425344, vg: 'repo', uuid: PROBE, owner: 1, timestamp: 0 })).toBe(
+      fixture('sanlock-dump-lease-free.txt'),
+    );
   });
 
   it('support.conflictStderr is the captured stderr without the exit line', () => {

@@ -10,7 +10,19 @@ import { detectFormat, prepareSource } from '../../src/core/imageSource.js';
 import { createImage, importImage, removeImage, renameImage, sealImage } from '../../src/core/images.js';
 import { EXIT } from '../../src/exec/errors.js';
 import type { RecordingRunner } from '../../src/exec/recordingRunner.js';
-import { MiB, U, VG, chainRows, cloneRow, expectObserve, foreignRow, imageRow, journalBegin, journalEnd, lvDev } from './repoFixtures.js';
+import {
+  MiB,
+  U,
+  VG,
+  chainRows,
+  cloneRow,
+  expectObserve,
+  foreignRow,
+  imageRow,
+  journalBegin,
+  journalEnd,
+  lvDev,
+} from './repoFixtures.js';
 import { lvsArgv, lvsJson, recorder, rejectionOf } from './support.js';
 
 // SYNTHETIC: LV rows come from repoFixtures; sha256sum, realpath and fuser outputs are hand-written
@@ -20,22 +32,66 @@ const ctxOf = (r: RecordingRunner): OpContext => ({ runner: r, vg: VG });
 const W = { kind: 'write' } as const;
 const SHA = '9f2c1b7e4a6d3c5b8e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f';
 
-const newImageLv = (name: string, bytes: number) => ['lvcreate', '-an', '-Zn', '-Wn', '--setautoactivation', 'n', '-L', `${bytes}b`, '-n', name, '--addtag', 'cowstack_role:image', '--addtag', 'cowstack_state:initializing', VG];
+const newImageLv = (name: string, bytes: number) => [
+  'lvcreate',
+  '-an',
+  '-Zn',
+  '-Wn',
+  '--setautoactivation',
+  'n',
+  '-L',
+  `${bytes}b`,
+  '-n',
+  name,
+  '--addtag',
+  'cowstack_role:image',
+  '--addtag',
+  'cowstack_state:initializing',
+  VG,
+];
 
 describe('createImage', () => {
   const expectCreate = (r: RecordingRunner, zero: boolean) => {
-    r.expect(journalBegin('img2', 'create-image'), W).expect(newImageLv('img2', 12 * MiB), W).expect(['lvchange', '-aey', 'vg/img2'], W);
-    if (zero) r.expect(['dd', 'if=/dev/zero', 'of=/dev/mapper/vg-img2', 'bs=4M', 'count=3', 'oflag=direct', 'conv=fsync', 'status=none'], W);
+    r.expect(journalBegin('img2', 'create-image'), W)
+      .expect(newImageLv('img2', 12 * MiB), W)
+      .expect(['lvchange', '-aey', 'vg/img2'], W);
+    if (zero)
+      r.expect(
+        [
+          'dd',
+          'if=/dev/zero',
+          'of=/dev/mapper/vg-img2',
+          'bs=4M',
+          'count=3',
+          'oflag=direct',
+          'conv=fsync',
+          'status=none',
+        ],
+        W,
+      );
     return r
       .expect(['lvchange', '-an', 'vg/img2'], W)
-      .expect(['lvchange', '--deltag', 'cowstack_state:initializing', '--addtag', 'cowstack_state:writable', 'vg/img2'], W)
+      .expect(
+        ['lvchange', '--deltag', 'cowstack_state:initializing', '--addtag', 'cowstack_state:writable', 'vg/img2'],
+        W,
+      )
       .expect(journalEnd('img2', 'create-image'), W)
-      .expect(lvsArgv('vg/img2'), { kind: 'read', stdout: lvsJson([imageRow('img2', U.img2, { state: 'writable', size: 12 * MiB })]) });
+      .expect(lvsArgv('vg/img2'), {
+        kind: 'read',
+        stdout: lvsJson([imageRow('img2', U.img2, { state: 'writable', size: 12 * MiB })]),
+      });
   };
 
   it('creates, zeroes with synchronous direct dd writes and marks the image writable, under a journal entry', async () => {
     const r = expectCreate(expectObserve(recorder(), chainRows()), true);
-    expect(await createImage(ctxOf(r), 'img2', '10M')).toEqual({ name: 'img2', vg: VG, uuid: U.img2, sizeBytes: 12 * MiB, state: 'writable', action: 'created' });
+    expect(await createImage(ctxOf(r), 'img2', '10M')).toEqual({
+      name: 'img2',
+      vg: VG,
+      uuid: U.img2,
+      sizeBytes: 12 * MiB,
+      state: 'writable',
+      action: 'created',
+    });
     expect(r.calls[6]).toMatchObject({ root: true, timeout: 'data' });
     expect(JSON.parse(String(r.calls[3]!.input))).toMatchObject({ op: 'create-image', vg: VG, name: 'img2' });
     r.verify();
@@ -49,7 +105,14 @@ describe('createImage', () => {
 
   it('is idempotent for an existing image', async () => {
     const r = expectObserve(recorder(), [imageRow('img2', U.img2, { state: 'writable', size: 12 * MiB })]);
-    expect(await createImage(ctxOf(r), 'img2', '12M')).toEqual({ name: 'img2', vg: VG, uuid: U.img2, sizeBytes: 12 * MiB, state: 'writable', action: 'none' });
+    expect(await createImage(ctxOf(r), 'img2', '12M')).toEqual({
+      name: 'img2',
+      vg: VG,
+      uuid: U.img2,
+      sizeBytes: 12 * MiB,
+      state: 'writable',
+      action: 'none',
+    });
     r.verify();
   });
 
@@ -77,7 +140,18 @@ describe('createImage', () => {
 });
 
 describe('sealImage', () => {
-  const SEAL = ['lvchange', '--permission', 'r', '--deltag', 'cowstack_state:writable', '--addtag', 'cowstack_state:sealed', '--addtag', `cowstack_sha256:${SHA}`, 'vg/image'];
+  const SEAL = [
+    'lvchange',
+    '--permission',
+    'r',
+    '--deltag',
+    'cowstack_state:writable',
+    '--addtag',
+    'cowstack_state:sealed',
+    '--addtag',
+    `cowstack_sha256:${SHA}`,
+    'vg/image',
+  ];
 
   it('holds the image exclusively, records its sha256, makes it read-only and releases it', async () => {
     const r = expectObserve(recorder(), [imageRow('image', U.image, { state: 'writable' })])
@@ -85,13 +159,24 @@ describe('sealImage', () => {
       .expect(['sha256sum', '/dev/mapper/vg-image'], { kind: 'read', stdout: `${SHA}  /dev/mapper/vg-image\n` })
       .expect(SEAL, W)
       .expect(['lvchange', '-an', 'vg/image'], W);
-    expect(await sealImage(ctxOf(r), 'image')).toEqual({ name: 'image', vg: VG, uuid: U.image, sha256: SHA, state: 'sealed', action: 'sealed' });
+    expect(await sealImage(ctxOf(r), 'image')).toEqual({
+      name: 'image',
+      vg: VG,
+      uuid: U.image,
+      sha256: SHA,
+      state: 'sealed',
+      action: 'sealed',
+    });
     expect(r.calls[4]).toMatchObject({ root: true, timeout: 'data' });
     r.verify();
   });
 
   it('uses an exclusive activation that is already there', async () => {
-    const r = expectObserve(recorder(), [imageRow('image', U.image, { state: 'writable', active: 'exclusive', minor: 3 })], [lvDev('image', U.image, 3, 0)])
+    const r = expectObserve(
+      recorder(),
+      [imageRow('image', U.image, { state: 'writable', active: 'exclusive', minor: 3 })],
+      [lvDev('image', U.image, 3, 0)],
+    )
       .expect(['sha256sum', '/dev/mapper/vg-image'], { kind: 'read', stdout: `${SHA}  /dev/mapper/vg-image\n` })
       .expect(SEAL, W)
       .expect(['lvchange', '-an', 'vg/image'], W);
@@ -101,24 +186,43 @@ describe('sealImage', () => {
 
   it('is idempotent for a sealed image', async () => {
     const r = expectObserve(recorder(), [imageRow('image', U.image, { sha: SHA })]);
-    expect(await sealImage(ctxOf(r), 'image')).toEqual({ name: 'image', vg: VG, uuid: U.image, sha256: SHA, state: 'sealed', action: 'none' });
+    expect(await sealImage(ctxOf(r), 'image')).toEqual({
+      name: 'image',
+      vg: VG,
+      uuid: U.image,
+      sha256: SHA,
+      state: 'sealed',
+      action: 'none',
+    });
     r.verify();
   });
 
   it('refuses (6) an image open on this node, naming who holds it', async () => {
-    const r = expectObserve(recorder(), [imageRow('image', U.image, { state: 'writable', active: 'exclusive', open: true, minor: 3 })], [lvDev('image', U.image, 3, 1)])
+    const r = expectObserve(
+      recorder(),
+      [imageRow('image', U.image, { state: 'writable', active: 'exclusive', open: true, minor: 3 })],
+      [lvDev('image', U.image, 3, 1)],
+    )
       .expect(['realpath', '-e', '--', '/dev/mapper/vg-image'], { kind: 'read', stdout: '/dev/dm-3\n' })
       .expect(['ls', '-1', '-A', '--', '/sys/class/block/dm-3/holders'], { kind: 'read', stdout: '' })
       .expect(['fuser', '/dev/mapper/vg-image'], { kind: 'read', stdout: '  3101', stderr: '/dev/mapper/vg-image:' })
       .expect(['ps', '-o', 'pid=,user=,comm=', '-p', '3101'], { kind: 'read', stdout: '   3101 root     qemu-img\n' });
     const e = await rejectionOf(sealImage(ctxOf(r), 'image'), EXIT.REFUSED);
-    expect(e.message).toBe('vg/image is open on this node (process qemu-img (pid 3101, user root)); refusing to seal it');
+    expect(e.message).toBe(
+      'vg/image is open on this node (process qemu-img (pid 3101, user root)); refusing to seal it',
+    );
     r.verify();
   });
 
   it('refuses (6) an image active shared here', async () => {
-    const r = expectObserve(recorder(), [imageRow('image', U.image, { state: 'writable', active: 'shared', minor: 3 })], [lvDev('image', U.image, 3, 0)]);
-    expect((await rejectionOf(sealImage(ctxOf(r), 'image'), EXIT.REFUSED)).message).toBe('vg/image is active shared on this node');
+    const r = expectObserve(
+      recorder(),
+      [imageRow('image', U.image, { state: 'writable', active: 'shared', minor: 3 })],
+      [lvDev('image', U.image, 3, 0)],
+    );
+    expect((await rejectionOf(sealImage(ctxOf(r), 'image'), EXIT.REFUSED)).message).toBe(
+      'vg/image is active shared on this node',
+    );
     r.verify();
   });
 
@@ -147,7 +251,11 @@ describe('removeImage', () => {
   });
 
   it('deactivates an active, unopened image first', async () => {
-    const r = expectObserve(recorder(), [imageRow('img2', U.img2, { active: 'shared', minor: 3 })], [lvDev('img2', U.img2, 3, 0, true)])
+    const r = expectObserve(
+      recorder(),
+      [imageRow('img2', U.img2, { active: 'shared', minor: 3 })],
+      [lvDev('img2', U.img2, 3, 0, true)],
+    )
       .expect(['lvchange', '-an', 'vg/img2'], W)
       .expect(['lvremove', '-y', 'vg/img2'], W);
     expect((await removeImage(ctxOf(r), 'img2')).action).toBe('removed');
@@ -155,8 +263,14 @@ describe('removeImage', () => {
   });
 
   it('refuses (6) an image open here', async () => {
-    const r = expectObserve(recorder(), [imageRow('img2', U.img2, { active: 'shared', open: true, minor: 3 })], [lvDev('img2', U.img2, 3, 1, true)]);
-    expect((await rejectionOf(removeImage(ctxOf(r), 'img2'), EXIT.REFUSED)).message).toBe('image vg/img2 is open on this node');
+    const r = expectObserve(
+      recorder(),
+      [imageRow('img2', U.img2, { active: 'shared', open: true, minor: 3 })],
+      [lvDev('img2', U.img2, 3, 1, true)],
+    );
+    expect((await rejectionOf(removeImage(ctxOf(r), 'img2'), EXIT.REFUSED)).message).toBe(
+      'image vg/img2 is open on this node',
+    );
     r.verify();
   });
 
@@ -172,19 +286,31 @@ describe('removeImage', () => {
 describe('renameImage', () => {
   it('renames with lvrename VG OLD NEW (children keep pointing at the uuid)', async () => {
     const r = expectObserve(recorder(), chainRows()).expect(['lvrename', 'vg', 'image', 'deb12'], W);
-    expect(await renameImage(ctxOf(r), 'image', 'deb12')).toEqual({ name: 'deb12', vg: VG, uuid: U.image, action: 'renamed' });
+    expect(await renameImage(ctxOf(r), 'image', 'deb12')).toEqual({
+      name: 'deb12',
+      vg: VG,
+      uuid: U.image,
+      action: 'renamed',
+    });
     r.verify();
   });
 
   it('is idempotent once renamed', async () => {
     const r = expectObserve(recorder(), [imageRow('deb12', U.image)]);
-    expect(await renameImage(ctxOf(r), 'image', 'deb12')).toEqual({ name: 'deb12', vg: VG, uuid: U.image, action: 'none' });
+    expect(await renameImage(ctxOf(r), 'image', 'deb12')).toEqual({
+      name: 'deb12',
+      vg: VG,
+      uuid: U.image,
+      action: 'none',
+    });
     r.verify();
   });
 
   it('refuses (6) a taken name', async () => {
     const r = expectObserve(recorder(), [...chainRows(), foreignRow('deb12')]);
-    expect((await rejectionOf(renameImage(ctxOf(r), 'image', 'deb12'), EXIT.REFUSED)).message).toBe('vg/deb12 already exists');
+    expect((await rejectionOf(renameImage(ctxOf(r), 'image', 'deb12'), EXIT.REFUSED)).message).toBe(
+      'vg/deb12 already exists',
+    );
     r.verify();
   });
 });
@@ -229,12 +355,27 @@ describe('importImage', () => {
       .expect(['lvchange', '-aey', 'vg/img3'], W)
       .expect(DD, W)
       .expect(
-        ['lvchange', ...(seal ? ['--permission', 'r'] : []), '--deltag', 'cowstack_state:initializing', '--addtag', `cowstack_state:${seal ? 'sealed' : 'writable'}`, '--addtag', `cowstack_sha256:${PADDED_SHA}`, 'vg/img3'],
+        [
+          'lvchange',
+          ...(seal ? ['--permission', 'r'] : []),
+          '--deltag',
+          'cowstack_state:initializing',
+          '--addtag',
+          `cowstack_state:${seal ? 'sealed' : 'writable'}`,
+          '--addtag',
+          `cowstack_sha256:${PADDED_SHA}`,
+          'vg/img3',
+        ],
         W,
       )
       .expect(['lvchange', '-an', 'vg/img3'], W)
       .expect(journalEnd('img3', 'import'), W)
-      .expect(lvsArgv('vg/img3'), { kind: 'read', stdout: lvsJson([imageRow('img3', U.img2, { state: seal ? 'sealed' : 'writable', size: 8 * MiB, sha: PADDED_SHA })]) });
+      .expect(lvsArgv('vg/img3'), {
+        kind: 'read',
+        stdout: lvsJson([
+          imageRow('img3', U.img2, { state: seal ? 'sealed' : 'writable', size: 8 * MiB, sha: PADDED_SHA }),
+        ]),
+      });
   };
 
   /** RecordingRunner ignores stdin: read the dd's stream ourselves, as dd would. */
@@ -259,7 +400,16 @@ describe('importImage', () => {
     expect(written.length).toBe(8 * MiB);
     expect(written.subarray(0, 5 * MiB).equals(RAW)).toBe(true);
     expect(written.subarray(5 * MiB).equals(Buffer.alloc(3 * MiB))).toBe(true);
-    expect(res).toMatchObject({ name: 'img3', vg: VG, uuid: U.img2, sizeBytes: 8 * MiB, bytes: 5 * MiB, sha256: PADDED_SHA, state: 'sealed', action: 'imported' });
+    expect(res).toMatchObject({
+      name: 'img3',
+      vg: VG,
+      uuid: U.img2,
+      sizeBytes: 8 * MiB,
+      bytes: 5 * MiB,
+      sha256: PADDED_SHA,
+      state: 'sealed',
+      action: 'imported',
+    });
     expect(progress.at(-1)).toBe(1);
     r.verify();
   });
@@ -273,7 +423,11 @@ describe('importImage', () => {
   });
 
   it('replaces the leftover of an interrupted import of the same name', async () => {
-    const r = expectImport(expectObserve(recorder(), [imageRow('img3', U.img2, { state: 'initializing', size: 8 * MiB })]), true, true);
+    const r = expectImport(
+      expectObserve(recorder(), [imageRow('img3', U.img2, { state: 'initializing', size: 8 * MiB })]),
+      true,
+      true,
+    );
     const done = importImage(ctxOf(r), 'img3', rawFile);
     await ddInput(r);
     expect((await done).action).toBe('imported');
@@ -282,13 +436,17 @@ describe('importImage', () => {
 
   it('refuses (6) to import over an existing image', async () => {
     const r = expectObserve(recorder(), [imageRow('img3', U.img2)]);
-    expect((await rejectionOf(importImage(ctxOf(r), 'img3', rawFile), EXIT.REFUSED)).message).toBe('image vg/img3 already exists (sealed)');
+    expect((await rejectionOf(importImage(ctxOf(r), 'img3', rawFile), EXIT.REFUSED)).message).toBe(
+      'image vg/img3 already exists (sealed)',
+    );
     r.verify();
   });
 
   it('NOT_FOUND (7) for a missing source, after looking at the repository only', async () => {
     const r = expectObserve(recorder(), chainRows());
-    expect((await rejectionOf(importImage(ctxOf(r), 'img3', path.join(dir, 'nope.raw')), EXIT.NOT_FOUND)).message).toContain('does not exist');
+    expect(
+      (await rejectionOf(importImage(ctxOf(r), 'img3', path.join(dir, 'nope.raw')), EXIT.NOT_FOUND)).message,
+    ).toContain('does not exist');
     r.verify();
   });
 

@@ -56,7 +56,14 @@ describe('login', () => {
     const r = recorder()
       .expect(SESSIONS, { kind: 'read', stdout: capture('iscsiadm-session-P3.txt') })
       .expect(['realpath', '-e', '--', link], { kind: 'read', stdout: '/dev/sda\n' });
-    expect(await login(r, '10.0.2.2:36143', iqn)).toEqual({ portal: '10.0.2.2:36143', iqn, lun: 1, device: link, disk: '/dev/sda', alreadyLoggedIn: true });
+    expect(await login(r, '10.0.2.2:36143', iqn)).toEqual({
+      portal: '10.0.2.2:36143',
+      iqn,
+      lun: 1,
+      device: link,
+      disk: '/dev/sda',
+      alreadyLoggedIn: true,
+    });
     r.verify();
   });
 
@@ -64,7 +71,14 @@ describe('login', () => {
     const r = recorder()
       .expect(SESSIONS, { kind: 'read', stdout: LOGGED_IN })
       .expect(['realpath', '-e', '--', LINK], { kind: 'read', stdout: '/dev/sdb\n' });
-    expect(await login(r, '192.0.2.10', IQN)).toEqual({ portal: PORTAL, iqn: IQN, lun: 1, device: LINK, disk: '/dev/sdb', alreadyLoggedIn: true });
+    expect(await login(r, '192.0.2.10', IQN)).toEqual({
+      portal: PORTAL,
+      iqn: IQN,
+      lun: 1,
+      device: LINK,
+      disk: '/dev/sdb',
+      alreadyLoggedIn: true,
+    });
     r.verify();
   });
 
@@ -73,11 +87,26 @@ describe('login', () => {
       .expect(SESSIONS, NO_SESSIONS)
       .expect(NODE_SHOW, { kind: 'read', exitCode: 21, stderr: 'iscsiadm: No records found\n' })
       .expect(DISCOVER, { kind: 'read', stdout: `10.0.2.15:3260,1 ${IQN}\n` })
-      .expect(NODE_NEW, { kind: 'write', stdout: `New iSCSI node [tcp:[hw=,ip=,net_if=,iscsi_if=default] 192.0.2.10,3260,-1 ${IQN}] added\n` })
-      .expect(LOGIN, { kind: 'write', stdout: `Logging in to [iface: default, target: ${IQN}, portal: 192.0.2.10,3260]\nLogin to [iface: default, target: ${IQN}, portal: 192.0.2.10,3260] successful.\n` })
+      .expect(NODE_NEW, {
+        kind: 'write',
+        stdout: `New iSCSI node [tcp:[hw=,ip=,net_if=,iscsi_if=default] 192.0.2.10,3260,-1 ${IQN}] added\n`,
+      })
+      .expect(LOGIN, {
+        kind: 'write',
+        stdout: `Logging in to [iface: default, target: ${IQN}, portal: 192.0.2.10,3260]\nLogin to [iface: default, target: ${IQN}, portal: 192.0.2.10,3260] successful.\n`,
+      })
       .expect(['realpath', '-e', '--', LINK], { kind: 'read', stdout: '/dev/sdb\n' });
-    expect(await login(r, '192.0.2.10:3260', IQN)).toEqual({ portal: PORTAL, iqn: IQN, lun: 1, device: LINK, disk: '/dev/sdb', alreadyLoggedIn: false });
-    expect(r.calls.filter((c) => c.argv[0] === 'iscsiadm').every((c) => c.root === true && c.timeout === 'iscsi')).toBe(true);
+    expect(await login(r, '192.0.2.10:3260', IQN)).toEqual({
+      portal: PORTAL,
+      iqn: IQN,
+      lun: 1,
+      device: LINK,
+      disk: '/dev/sdb',
+      alreadyLoggedIn: false,
+    });
+    expect(r.calls.filter((c) => c.argv[0] === 'iscsiadm').every((c) => c.root === true && c.timeout === 'iscsi')).toBe(
+      true,
+    );
     r.verify();
   });
 
@@ -85,7 +114,11 @@ describe('login', () => {
     const r = recorder()
       .expect(SESSIONS, NO_SESSIONS)
       .expect(NODE_SHOW, { kind: 'read', stdout: `# BEGIN RECORD 2.1.8\nnode.name = ${IQN}\n# END RECORD\n` })
-      .expect(LOGIN, { kind: 'write', exitCode: 15, stderr: 'iscsiadm: default: 1 session requested, but 1 already present.\n' })
+      .expect(LOGIN, {
+        kind: 'write',
+        exitCode: 15,
+        stderr: 'iscsiadm: default: 1 session requested, but 1 already present.\n',
+      })
       .expect(['realpath', '-e', '--', LINK], { kind: 'read', stdout: '/dev/sdb\n' });
     expect((await login(r, PORTAL, IQN)).disk).toBe('/dev/sdb');
     r.verify();
@@ -94,7 +127,11 @@ describe('login', () => {
   it('waits for the link with udevadm settle until it appears', async () => {
     const r = recorder()
       .expect(SESSIONS, { kind: 'read', stdout: LOGGED_IN })
-      .expect(['realpath', '-e', '--', LINK.replace('lun-1', 'lun-2')], { kind: 'read', exitCode: 1, stderr: 'realpath: No such file or directory\n' })
+      .expect(['realpath', '-e', '--', LINK.replace('lun-1', 'lun-2')], {
+        kind: 'read',
+        exitCode: 1,
+        stderr: 'realpath: No such file or directory\n',
+      })
       .expect(['udevadm', 'settle', '--timeout=5'], { kind: 'read' })
       .expect(['realpath', '-e', '--', LINK.replace('lun-1', 'lun-2')], { kind: 'read', stdout: '/dev/sdc\n' });
     expect(await login(r, PORTAL, IQN, { lun: 2 })).toMatchObject({ lun: 2, disk: '/dev/sdc' });
@@ -106,7 +143,14 @@ describe('login', () => {
       .expect(SESSIONS, NO_SESSIONS)
       .expect(NODE_SHOW, { kind: 'read', stdout: 'node.name = x\n' })
       .expect(LOGIN, { kind: 'write' });
-    expect(await login(r, PORTAL, IQN, { dryRun: true })).toEqual({ portal: PORTAL, iqn: IQN, lun: 1, device: LINK, disk: '', alreadyLoggedIn: false });
+    expect(await login(r, PORTAL, IQN, { dryRun: true })).toEqual({
+      portal: PORTAL,
+      iqn: IQN,
+      lun: 1,
+      device: LINK,
+      disk: '',
+      alreadyLoggedIn: false,
+    });
     r.verify();
   });
 
@@ -133,7 +177,11 @@ describe('login', () => {
     const r = recorder()
       .expect(SESSIONS, NO_SESSIONS)
       .expect(NODE_SHOW, { kind: 'read', stdout: 'node.name = x\n' })
-      .expect(LOGIN, { kind: 'write', exitCode: 24, stderr: 'iscsiadm: initiator reported error (24 - iSCSI login failed due to authorization failure)\n' });
+      .expect(LOGIN, {
+        kind: 'write',
+        exitCode: 24,
+        stderr: 'iscsiadm: initiator reported error (24 - iSCSI login failed due to authorization failure)\n',
+      });
     await rejectionOf(login(r, PORTAL, IQN), EXIT.PERMISSION);
     r.verify();
   });
@@ -159,7 +207,12 @@ describe('login', () => {
       .expect(SESSIONS, NO_SESSIONS)
       .expect(NODE_SHOW, { kind: 'read', exitCode: 21 })
       // REAL: what iscsiadm 2.1.8 printed in the testbed for a closed port, after ~5 s.
-      .expect(DISCOVER, { kind: 'read', exitCode: 11, stderr: 'iscsiadm: cannot make connection to 10.0.2.2: Connection refused\niscsiadm: connection login retries (reopen_max) 5 exceeded\niscsiadm: Could not perform SendTargets discovery: iSCSI PDU timed out\n' });
+      .expect(DISCOVER, {
+        kind: 'read',
+        exitCode: 11,
+        stderr:
+          'iscsiadm: cannot make connection to 10.0.2.2: Connection refused\niscsiadm: connection login retries (reopen_max) 5 exceeded\niscsiadm: Could not perform SendTargets discovery: iSCSI PDU timed out\n',
+      });
     expect((await rejectionOf(login(r, PORTAL, IQN), EXIT.UNREACHABLE)).message).toContain(PORTAL);
     r.verify();
   });
@@ -176,13 +229,19 @@ describe('login', () => {
   it('rejects a bad portal or IQN (2) before running anything', async () => {
     const r = recorder();
     expect((await rejectionOf(login(r, 'repo:99999', IQN), EXIT.USAGE)).message).toContain('"repo:99999"');
-    expect((await rejectionOf(login(r, PORTAL, 'iqn.2003-13.org.example:x'), EXIT.USAGE)).message).toContain('"iqn.2003-13.org.example:x"');
+    expect((await rejectionOf(login(r, PORTAL, 'iqn.2003-13.org.example:x'), EXIT.USAGE)).message).toContain(
+      '"iqn.2003-13.org.example:x"',
+    );
     expect(r.calls).toEqual([]);
     r.verify();
   });
 
   it('sessions: an iscsiadm failure other than "no sessions" is an error', async () => {
-    const r = recorder().expect(SESSIONS, { kind: 'read', exitCode: 12, stderr: 'iscsiadm: Could not connect to iscsid\n' });
+    const r = recorder().expect(SESSIONS, {
+      kind: 'read',
+      exitCode: 12,
+      stderr: 'iscsiadm: Could not connect to iscsid\n',
+    });
     await expect(sessions(r)).rejects.toBeInstanceOf(CommandError);
     r.verify();
   });
@@ -208,7 +267,12 @@ describe('logout', () => {
       .expect(['ls', '-1', '-A', '--', '/sys/class/block/sdb/holders'], { kind: 'read', stdout: '' })
       .expect(LOGOUT, { kind: 'write' })
       .expect(NODE_DELETE, { kind: 'write' });
-    expect(await logout(r, PORTAL, IQN, { forget: true })).toEqual({ portal: PORTAL, iqn: IQN, action: 'logged-out', forgotten: true });
+    expect(await logout(r, PORTAL, IQN, { forget: true })).toEqual({
+      portal: PORTAL,
+      iqn: IQN,
+      action: 'logged-out',
+      forgotten: true,
+    });
     r.verify();
   });
 
@@ -265,7 +329,12 @@ describe('login with CHAP and node.startup', () => {
 
   it('a refused CHAP login is a permission error and removes the record it made', async () => {
     const r = freshChapLogin()
-      .expect(LOGIN, { kind: 'write', exitCode: 24, stderr: 'iscsiadm: Login failed to authenticate with target\niscsiadm: initiator reported error (24 - iSCSI login failed due to authorization failure)\n' })
+      .expect(LOGIN, {
+        kind: 'write',
+        exitCode: 24,
+        stderr:
+          'iscsiadm: Login failed to authenticate with target\niscsiadm: initiator reported error (24 - iSCSI login failed due to authorization failure)\n',
+      })
       .expect(NODE_DELETE, { kind: 'write' });
     const e = await rejectionOf(login(r, PORTAL, IQN, { chap: { user: 'cowstack', secret: SECRET } }), EXIT.PERMISSION);
     expect(e.message).toContain('refused this initiator');
@@ -282,10 +351,13 @@ describe('login with CHAP and node.startup', () => {
 
 describe('discover and records', () => {
   it('parses SendTargets answers and keeps the portal that answered', async () => {
-    const r = recorder().expect(['iscsiadm', '-m', 'discovery', '-t', 'sendtargets', '-p', PORTAL, '-o', 'nonpersistent'], {
-      kind: 'read',
-      stdout: `10.0.2.15:3260,1 ${IQN}\n[fe80::1]:3260,1 ${IQN}\n`,
-    });
+    const r = recorder().expect(
+      ['iscsiadm', '-m', 'discovery', '-t', 'sendtargets', '-p', PORTAL, '-o', 'nonpersistent'],
+      {
+        kind: 'read',
+        stdout: `10.0.2.15:3260,1 ${IQN}\n[fe80::1]:3260,1 ${IQN}\n`,
+      },
+    );
     expect(await discover(r, PORTAL)).toEqual([
       { iqn: IQN, announced: '10.0.2.15:3260', tpgt: 1, portal: PORTAL },
       { iqn: IQN, announced: '[fe80::1]:3260', tpgt: 1, portal: PORTAL },
@@ -295,7 +367,9 @@ describe('discover and records', () => {
 
   it('sets record values in place or before the end marker', () => {
     const text = '# BEGIN RECORD 2.1.8\nnode.startup = manual\n# END RECORD\n';
-    expect(setRecordValues(text, { 'node.startup': 'automatic', 'node.session.auth.password': 'x' })).toBe('# BEGIN RECORD 2.1.8\nnode.startup = automatic\nnode.session.auth.password = x\n# END RECORD\n');
+    expect(setRecordValues(text, { 'node.startup': 'automatic', 'node.session.auth.password': 'x' })).toBe(
+      '# BEGIN RECORD 2.1.8\nnode.startup = automatic\nnode.session.auth.password = x\n# END RECORD\n',
+    );
     expect(recordValue('node.startup = automatic\nnode.tpgt = 1\n', 'node.startup')).toBe('automatic');
   });
 });

@@ -3,7 +3,16 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { CONFIG_PATH, SUDOERS_PATH, UDEV_RULE_PATH, configFor, install, packageRoot, sudoersFor, udevRuleFor } from '../../src/core/install.js';
+import {
+  CONFIG_PATH,
+  SUDOERS_PATH,
+  UDEV_RULE_PATH,
+  configFor,
+  install,
+  packageRoot,
+  sudoersFor,
+  udevRuleFor,
+} from '../../src/core/install.js';
 import { EXIT } from '../../src/exec/errors.js';
 import { recorder, rejectionOf } from './support.js';
 
@@ -36,13 +45,17 @@ describe('install', () => {
 
   it('refuses to run as anyone but root, before writing anything', async () => {
     const r = recorder().expect(['id', '-u'], { ...R, stdout: '1000\n' });
-    expect((await rejectionOf(install(r, { role: 'node', users: ['oneadmin'], vg: 'repo' }), EXIT.REFUSED)).hint).toContain('as root');
+    expect(
+      (await rejectionOf(install(r, { role: 'node', users: ['oneadmin'], vg: 'repo' }), EXIT.REFUSED)).hint,
+    ).toContain('as root');
     r.verify();
   });
 
   it('rejects a bad user name before running anything', async () => {
     const r = recorder();
-    expect((await rejectionOf(install(r, { role: 'node', users: ['root;rm'], vg: 'repo' }), EXIT.USAGE)).message).toContain('"root;rm"');
+    expect(
+      (await rejectionOf(install(r, { role: 'node', users: ['root;rm'], vg: 'repo' }), EXIT.USAGE)).message,
+    ).toContain('"root;rm"');
     r.verify();
   });
 
@@ -76,7 +89,9 @@ describe('install', () => {
       .expect(['install', '-D', '-m', '0440', '/proc/self/fd/0', tmp], W)
       .expect(['visudo', '-cf', tmp], { ...W, exitCode: 1, stderr: 'syntax error near line 60\n' })
       .expect(['rm', '-f', '--', tmp], W);
-    expect((await rejectionOf(install(r, { role: 'server', users: ['oneadmin'], vg: 'repo' }), EXIT.FAILED)).message).toContain('visudo rejects');
+    expect(
+      (await rejectionOf(install(r, { role: 'server', users: ['oneadmin'], vg: 'repo' }), EXIT.FAILED)).message,
+    ).toContain('visudo rejects');
     r.verify();
   });
 });

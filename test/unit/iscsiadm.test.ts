@@ -75,7 +75,13 @@ const TWO_TARGETS =
 describe('parseSessions', () => {
   it('reads two targets with their portal, SID, state and disks', () => {
     expect(iscsi.parseSessions(TWO_TARGETS)).toEqual([
-      { id: 1, portal: '192.0.2.10:3260', iqn: 'iqn.2003-01.org.example.repo:vg0', state: 'LOGGED_IN', disks: [{ lun: 1, device: '/dev/sdb', state: 'running' }] },
+      {
+        id: 1,
+        portal: '192.0.2.10:3260',
+        iqn: 'iqn.2003-01.org.example.repo:vg0',
+        state: 'LOGGED_IN',
+        disks: [{ lun: 1, device: '/dev/sdb', state: 'running' }],
+      },
       {
         id: 2,
         portal: '192.0.2.11:3260',
@@ -92,7 +98,13 @@ describe('parseSessions', () => {
   it('reads a target without the (non-flash) suffix of older versions, and an IPv6 portal', () => {
     const out = `${HEADER}Target: iqn.2003-01.org.example.repo:vg0\n${session({ portal: '[2001:db8::10]:3260', sid: 5, host: 4, luns: [[1, 'sde']] })}\n`;
     expect(iscsi.parseSessions(out)).toEqual([
-      { id: 5, portal: '[2001:db8::10]:3260', iqn: 'iqn.2003-01.org.example.repo:vg0', state: 'LOGGED_IN', disks: [{ lun: 1, device: '/dev/sde', state: 'running' }] },
+      {
+        id: 5,
+        portal: '[2001:db8::10]:3260',
+        iqn: 'iqn.2003-01.org.example.repo:vg0',
+        state: 'LOGGED_IN',
+        disks: [{ lun: 1, device: '/dev/sde', state: 'running' }],
+      },
     ]);
   });
 
@@ -130,7 +142,11 @@ describe('iscsiadm requests', () => {
     [iscsi.sessionsReq(), ['-m', 'session', '-P', '3'], 'read'],
     [iscsi.nodeShowReq(IQN, P), ['-m', 'node', '-T', IQN, '-p', P], 'read'],
     [iscsi.nodeNewReq(IQN, P), ['-m', 'node', '-o', 'new', '-T', IQN, '-p', P], 'write'],
-    [iscsi.nodeUpdateReq(IQN, P, 'node.startup', 'automatic'), ['-m', 'node', '-T', IQN, '-p', P, '-o', 'update', '-n', 'node.startup', '-v', 'automatic'], 'write'],
+    [
+      iscsi.nodeUpdateReq(IQN, P, 'node.startup', 'automatic'),
+      ['-m', 'node', '-T', IQN, '-p', P, '-o', 'update', '-n', 'node.startup', '-v', 'automatic'],
+      'write',
+    ],
     [iscsi.nodeDeleteReq(IQN, P), ['-m', 'node', '-o', 'delete', '-T', IQN, '-p', P], 'write'],
     [iscsi.loginReq(IQN, P), ['-m', 'node', '-T', IQN, '-p', P, '--login'], 'write'],
     [iscsi.logoutReq(IQN, P), ['-m', 'node', '-T', IQN, '-p', P, '--logout'], 'write'],
@@ -141,7 +157,11 @@ describe('iscsiadm requests', () => {
   });
 
   it('byPathLink is the link udev makes for the LUN', () => {
-    expect(iscsi.byPathLink(P, IQN)).toBe('/dev/disk/by-path/ip-192.0.2.10:3260-iscsi-iqn.2003-01.org.example.repo:vg0-lun-1');
-    expect(iscsi.byPathLink(P, IQN, 3)).toBe('/dev/disk/by-path/ip-192.0.2.10:3260-iscsi-iqn.2003-01.org.example.repo:vg0-lun-3');
+    expect(iscsi.byPathLink(P, IQN)).toBe(
+      '/dev/disk/by-path/ip-192.0.2.10:3260-iscsi-iqn.2003-01.org.example.repo:vg0-lun-1',
+    );
+    expect(iscsi.byPathLink(P, IQN, 3)).toBe(
+      '/dev/disk/by-path/ip-192.0.2.10:3260-iscsi-iqn.2003-01.org.example.repo:vg0-lun-3',
+    );
   });
 });

@@ -100,7 +100,9 @@ describe('deviceFilterConfig / lvmArgv', () => {
 
   it('accepts exactly the listed devices and rejects everything else', () => {
     expect(lvm.deviceFilterConfig([LUN])).toBe(`devices { filter = [ "a|^${LUN}$|", "r|.*|" ] }`);
-    expect(lvm.deviceFilterConfig(['/dev/sdb', '/dev/sdc'])).toBe('devices { filter = [ "a|^/dev/sdb$|", "a|^/dev/sdc$|", "r|.*|" ] }');
+    expect(lvm.deviceFilterConfig(['/dev/sdb', '/dev/sdc'])).toBe(
+      'devices { filter = [ "a|^/dev/sdb$|", "a|^/dev/sdc$|", "r|.*|" ] }',
+    );
     expect(lvm.deviceFilterConfig([])).toBe('devices { filter = [ "r|.*|" ] }');
   });
 
@@ -121,9 +123,21 @@ describe('deviceFilterConfig / lvmArgv', () => {
   });
 
   it('lvmRequest tags reads and writes and picks the timeout by kind', () => {
-    expect(lvm.lvmRequest('lvs', ['repo'], 'read')).toEqual({ argv: ['lvs', 'repo'], kind: 'read', root: true, timeout: 'query' });
-    expect(lvm.lvmRequest('lvchange', ['-an', 'repo/t1'], 'write')).toEqual({ argv: ['lvchange', '-an', 'repo/t1'], kind: 'write', root: true, timeout: 'change' });
-    expect(lvm.lvmRequest('vgchange', ['--lockstart', 'repo'], 'write', {}, { timeout: 'lockspace' }).timeout).toBe('lockspace');
+    expect(lvm.lvmRequest('lvs', ['repo'], 'read')).toEqual({
+      argv: ['lvs', 'repo'],
+      kind: 'read',
+      root: true,
+      timeout: 'query',
+    });
+    expect(lvm.lvmRequest('lvchange', ['-an', 'repo/t1'], 'write')).toEqual({
+      argv: ['lvchange', '-an', 'repo/t1'],
+      kind: 'write',
+      root: true,
+      timeout: 'change',
+    });
+    expect(lvm.lvmRequest('vgchange', ['--lockstart', 'repo'], 'write', {}, { timeout: 'lockspace' }).timeout).toBe(
+      'lockspace',
+    );
   });
 });
 
@@ -137,12 +151,23 @@ describe('report parsers', () => {
   });
 
   it('parseLvs also takes the lock args from the key lv_lock_args', () => {
-    expect(lvm.parseLvs('{"report":[{"lv":[{"lv_name":"x","lv_lock_args":"1.0.0:70254592"}]}]}')[0]!.lockArgs).toBe('1.0.0:70254592');
-    expect(lvm.parseLvs('{"report":[{"lv":[{"lv_name":"x","lv_lockargs":"1.0.0:1","lv_lock_args":"1.0.0:2"}]}]}')[0]!.lockArgs).toBe('1.0.0:1');
+    expect(lvm.parseLvs('{"report":[{"lv":[{"lv_name":"x","lv_lock_args":"1.0.0:70254592"}]}]}')[0]!.lockArgs).toBe(
+      '1.0.0:70254592',
+    );
+    expect(
+      lvm.parseLvs('{"report":[{"lv":[{"lv_name":"x","lv_lockargs":"1.0.0:1","lv_lock_args":"1.0.0:2"}]}]}')[0]!
+        .lockArgs,
+    ).toBe('1.0.0:1');
   });
 
   it('parseLvs takes read-only from lv_attr when lv_permissions is missing', () => {
-    expect(lvm.parseLvs('{"report":[{"lv":[{"lv_name":"x","lv_attr":"-ri-a-----"}]}]}')[0]).toMatchObject({ readOnly: true, sizeBytes: 0, tags: [], major: -1, minor: -1 });
+    expect(lvm.parseLvs('{"report":[{"lv":[{"lv_name":"x","lv_attr":"-ri-a-----"}]}]}')[0]).toMatchObject({
+      readOnly: true,
+      sizeBytes: 0,
+      tags: [],
+      major: -1,
+      minor: -1,
+    });
   });
 
   it('parseVgs', () => {
@@ -165,13 +190,28 @@ describe('report parsers', () => {
 
   it('parsePvs, with an orphan PV whose size is empty', () => {
     expect(lvm.parsePvs(PVS_STRINGS)).toEqual([
-      { name: '/dev/sdb', vg: 'repo', uuid: 'aaaaaa-bbbb-cccc-dddd-eeee-ffff-gggggg', sizeBytes: 1069547520, devSizeBytes: 1073741824 },
-      { name: '/dev/sdc', vg: '', uuid: 'hhhhhh-iiii-jjjj-kkkk-llll-mmmm-nnnnnn', sizeBytes: 0, devSizeBytes: 2147483648 },
+      {
+        name: '/dev/sdb',
+        vg: 'repo',
+        uuid: 'aaaaaa-bbbb-cccc-dddd-eeee-ffff-gggggg',
+        sizeBytes: 1069547520,
+        devSizeBytes: 1073741824,
+      },
+      {
+        name: '/dev/sdc',
+        vg: '',
+        uuid: 'hhhhhh-iiii-jjjj-kkkk-llll-mmmm-nnnnnn',
+        sizeBytes: 0,
+        devSizeBytes: 2147483648,
+      },
     ]);
   });
 
   it('reads several reports in one document, and nothing from empty output', () => {
-    expect(lvm.parseReport('{"report":[{"lv":[{"lv_name":"a"}]},{"lv":[{"lv_name":"b"}]}]}', 'lv')).toEqual([{ lv_name: 'a' }, { lv_name: 'b' }]);
+    expect(lvm.parseReport('{"report":[{"lv":[{"lv_name":"a"}]},{"lv":[{"lv_name":"b"}]}]}', 'lv')).toEqual([
+      { lv_name: 'a' },
+      { lv_name: 'b' },
+    ]);
     expect(lvm.parseReport('  \n', 'lv')).toEqual([]);
     expect(lvm.parseLvs('{"report":[{"lv":[]}]}')).toEqual([]);
   });
@@ -189,7 +229,10 @@ describe('report parsers', () => {
 
 describe('reads through the runner', () => {
   it('lvs sends the report argv and parses the answer', async () => {
-    const r = recorder().expect(['lvs', '--nolocking', ...REPORT, '-o', LV_COLUMNS, 'repo'], { kind: 'read', stdout: LVS_STRINGS });
+    const r = recorder().expect(['lvs', '--nolocking', ...REPORT, '-o', LV_COLUMNS, 'repo'], {
+      kind: 'read',
+      stdout: LVS_STRINGS,
+    });
     expect(await lvm.lvs(r, 'repo')).toEqual(EXPECTED_LVS);
     expect(r.calls[0]).toMatchObject({ root: true, timeout: 'query', allowFailure: true });
     r.verify();
@@ -213,15 +256,25 @@ describe('reads through the runner', () => {
   });
 
   it('findLv is undefined for a missing LV', async () => {
-    const r = recorder().expect(lvsArgv('repo/t9'), { kind: 'read', exitCode: 5, stderr: '  Failed to find logical volume "repo/t9"\n' });
+    const r = recorder().expect(lvsArgv('repo/t9'), {
+      kind: 'read',
+      exitCode: 5,
+      stderr: '  Failed to find logical volume "repo/t9"\n',
+    });
     expect(await lvm.findLv(r, 'repo', 't9')).toBeUndefined();
     r.verify();
   });
 
   it.each([
     ['a lock failure', '  VG repo lock failed: lock start in progress\n'],
-    ['a metadata failure', '  Skipping global lock: lockspace not found or started\n  WARNING: Couldn\'t find device with uuid aaaaaa-bbbb.\n  Cannot process volume group repo\n'],
-    ['a permission failure', '  /dev/mapper/control: open failed: Permission denied\n  Failure to communicate with kernel device-mapper driver.\n'],
+    [
+      'a metadata failure',
+      "  Skipping global lock: lockspace not found or started\n  WARNING: Couldn't find device with uuid aaaaaa-bbbb.\n  Cannot process volume group repo\n",
+    ],
+    [
+      'a permission failure',
+      '  /dev/mapper/control: open failed: Permission denied\n  Failure to communicate with kernel device-mapper driver.\n',
+    ],
   ])('lvs throws a CommandError on %s', async (_what, stderr) => {
     const r = recorder().expect(lvsArgv('repo/t1'), { kind: 'read', exitCode: 5, stderr });
     const e = await lvm.lvs(r, 'repo/t1').catch((x: unknown) => x);
@@ -235,8 +288,16 @@ describe('reads through the runner', () => {
   it('vgs of one VG: [] when missing; vgs of all VGs: a failure is an error', async () => {
     const r = recorder()
       .expect(vgsArgv('repo'), { kind: 'read', stdout: capture('vgs-repo.json') }) // REAL
-      .expect(vgsArgv('nosuch'), { kind: 'read', exitCode: 5, stderr: '  Volume group "nosuch" not found\n  Cannot process volume group nosuch\n' })
-      .expect(['vgs', ...REPORT, '-o', VG_COLUMNS], { kind: 'read', exitCode: 5, stderr: '  Volume group "x" not found\n' });
+      .expect(vgsArgv('nosuch'), {
+        kind: 'read',
+        exitCode: 5,
+        stderr: '  Volume group "nosuch" not found\n  Cannot process volume group nosuch\n',
+      })
+      .expect(['vgs', ...REPORT, '-o', VG_COLUMNS], {
+        kind: 'read',
+        exitCode: 5,
+        stderr: '  Volume group "x" not found\n',
+      });
     expect((await lvm.vgs(r, 'repo'))[0]?.tags).toEqual(['cowstack_host:1:node1', 'cowstack_host:2:node2']);
     expect(await lvm.vgs(r, 'nosuch')).toEqual([]);
     await expect(lvm.vgs(r)).rejects.toBeInstanceOf(CommandError);
@@ -251,8 +312,15 @@ describe('reads through the runner', () => {
 
   it('lvmconfigValue: the value, or undefined when lvmconfig fails', async () => {
     const r = recorder()
-      .expect(['lvmconfig', '--typeconfig', 'full', 'global/use_lvmlockd'], { kind: 'read', stdout: 'use_lvmlockd=1\n' })
-      .expect(['lvmconfig', '--typeconfig', 'full', 'local/host_id'], { kind: 'read', exitCode: 5, stderr: 'Configuration node local/host_id not found\n' });
+      .expect(['lvmconfig', '--typeconfig', 'full', 'global/use_lvmlockd'], {
+        kind: 'read',
+        stdout: 'use_lvmlockd=1\n',
+      })
+      .expect(['lvmconfig', '--typeconfig', 'full', 'local/host_id'], {
+        kind: 'read',
+        exitCode: 5,
+        stderr: 'Configuration node local/host_id not found\n',
+      });
     expect(await lvm.lvmconfigValue(r, 'global/use_lvmlockd')).toBe('1');
     expect(await lvm.lvmconfigValue(r, 'local/host_id')).toBeUndefined();
     r.verify();

@@ -143,7 +143,9 @@ describe('setConfValue', () => {
 
   it('creates a section in an empty file and after a last line without newline', () => {
     expect(setConfValue('', 'local', 'host_id', 1)).toBe('local {\n\t# set by cowstack\n\thost_id = 1\n}\n');
-    expect(setConfValue('# only a comment', 'local', 'host_id', 1)).toBe('# only a comment\nlocal {\n\t# set by cowstack\n\thost_id = 1\n}\n');
+    expect(setConfValue('# only a comment', 'local', 'host_id', 1)).toBe(
+      '# only a comment\nlocal {\n\t# set by cowstack\n\thost_id = 1\n}\n',
+    );
   });
 
   it('does not mistake the nested tag "local" for the local section', () => {
@@ -169,7 +171,10 @@ describe('setConfValue', () => {
 
   it('sets host_id in the stock lvmlocal.conf next to its commented default', () => {
     const after = setConfValue(LVMLOCAL_CONF, 'local', 'host_id', 2);
-    expectOnlyInserted(LVMLOCAL_CONF, after, LVMLOCAL_CONF.split('\n').length - 2, ['\t# set by cowstack', '\thost_id = 2']);
+    expectOnlyInserted(LVMLOCAL_CONF, after, LVMLOCAL_CONF.split('\n').length - 2, [
+      '\t# set by cowstack',
+      '\thost_id = 2',
+    ]);
     expect(getConfValue(after, 'local', 'host_id')).toBe('2');
   });
 
@@ -180,7 +185,9 @@ describe('setConfValue', () => {
 
   it('edits a one-line section in place and keeps what else is on the line', () => {
     expect(setConfValue('local { host_id = 7 }\n', 'local', 'host_id', 5)).toBe('local { host_id = 5 }\n');
-    expect(setConfValue('local { system_id = "a" }  # by hand\n', 'local', 'host_id', 5)).toBe('local { system_id = "a" host_id = 5 }  # by hand\n');
+    expect(setConfValue('local { system_id = "a" }  # by hand\n', 'local', 'host_id', 5)).toBe(
+      'local { system_id = "a" host_id = 5 }  # by hand\n',
+    );
   });
 
   it.each([

@@ -1,5 +1,16 @@
 import { describe, expect, it } from 'vitest';
-import { Repo, chunkTag, fromLv, isFrozen, parentTag, roleTag, shaTag, stateTag, type CloneObj, type CowObj } from '../../src/core/metadata.js';
+import {
+  Repo,
+  chunkTag,
+  fromLv,
+  isFrozen,
+  parentTag,
+  roleTag,
+  shaTag,
+  stateTag,
+  type CloneObj,
+  type CowObj,
+} from '../../src/core/metadata.js';
 import { parseLvs } from '../../src/tools/lvm.js';
 import { MiB, U, VG, chainRows, cloneRow, foreignRow, imageRow } from './repoFixtures.js';
 import { lvsJson } from './support.js';
@@ -25,7 +36,15 @@ describe('tag builders', () => {
 describe('fromLv', () => {
   it('reads a sealed image with its checksum', () => {
     const o = one(imageRow('deb12', U.image, { sha: SHA, size: 2048 * MiB }));
-    expect(o).toMatchObject({ kind: 'image', name: 'deb12', vg: VG, uuid: U.image, sizeBytes: 2048 * MiB, state: 'sealed', sha256: SHA });
+    expect(o).toMatchObject({
+      kind: 'image',
+      name: 'deb12',
+      vg: VG,
+      uuid: U.image,
+      sizeBytes: 2048 * MiB,
+      state: 'sealed',
+      sha256: SHA,
+    });
     expect(o?.tags).toEqual(['cowstack_role:image', 'cowstack_state:sealed', `cowstack_sha256:${SHA}`]);
     expect(o?.lv.readOnly).toBe(true);
   });
@@ -42,16 +61,30 @@ describe('fromLv', () => {
 
   it('reads a clone: state, parent uuid and chunk size', () => {
     const o = one(cloneRow('vm7', U.c1, U.image, { state: 'committed', chunk: 128, size: 32 * MiB }));
-    expect(o).toMatchObject({ kind: 'clone', name: 'vm7', uuid: U.c1, sizeBytes: 32 * MiB, state: 'committed', parentUuid: U.image, chunkSectors: 128 });
+    expect(o).toMatchObject({
+      kind: 'clone',
+      name: 'vm7',
+      uuid: U.c1,
+      sizeBytes: 32 * MiB,
+      state: 'committed',
+      parentUuid: U.image,
+      chunkSectors: 128,
+    });
   });
 
   it('defaults a clone without state and chunk tags to initializing and 8 sectors', () => {
-    const o = one({ ...cloneRow('vm8', U.c2, U.image), lv_tags: ['cowstack_role:clone', `cowstack_parent:${U.image}`] });
+    const o = one({
+      ...cloneRow('vm8', U.c2, U.image),
+      lv_tags: ['cowstack_role:clone', `cowstack_parent:${U.image}`],
+    });
     expect(o).toMatchObject({ kind: 'clone', state: 'initializing', parentUuid: U.image, chunkSectors: 8 });
   });
 
   it('reads tags the way plain json / older lvm2 prints them (comma-joined string)', () => {
-    const row = { ...cloneRow('vm9', U.c3, U.c2, { chunk: 16 }), lv_tags: `cowstack_role:clone,cowstack_state:live,cowstack_parent:${U.c2},cowstack_chunk:16` };
+    const row = {
+      ...cloneRow('vm9', U.c3, U.c2, { chunk: 16 }),
+      lv_tags: `cowstack_role:clone,cowstack_state:live,cowstack_parent:${U.c2},cowstack_chunk:16`,
+    };
     expect(one(row)).toMatchObject({ kind: 'clone', state: 'live', parentUuid: U.c2, chunkSectors: 16 });
   });
 
@@ -63,12 +96,7 @@ describe('fromLv', () => {
 
 describe('Repo', () => {
   // image -> c1 -> c2 -> c3, c1 -> s2 (a sibling of c2), image -> d1, plus one foreign LV.
-  const rows = [
-    ...chainRows(),
-    cloneRow('s2', U.s2, U.c1),
-    cloneRow('d1', U.d1, U.image),
-    foreignRow('swap'),
-  ];
+  const rows = [...chainRows(), cloneRow('s2', U.s2, U.c1), cloneRow('d1', U.d1, U.image), foreignRow('swap')];
   const repo = repoOf(rows);
   const get = (n: string) => repo.byName.get(n)!;
   const names = (list: CowObj[]) => list.map((o) => o.name);
@@ -90,7 +118,9 @@ describe('Repo', () => {
 
   it('chain throws on a broken chain (a parent uuid not in the VG)', () => {
     const broken = repoOf([imageRow('image', U.image), cloneRow('c2', U.c2, U.c1), cloneRow('c3', U.c3, U.c2)]);
-    expect(() => broken.chain(broken.byName.get('c3')!)).toThrow(`clone c2 points to parent ${U.c1}, which is not in vg: the chain is broken`);
+    expect(() => broken.chain(broken.byName.get('c3')!)).toThrow(
+      `clone c2 points to parent ${U.c1}, which is not in vg: the chain is broken`,
+    );
   });
 
   it('chain throws on a cycle instead of looping', () => {
@@ -112,7 +142,7 @@ describe('Repo', () => {
     expect(repo.descendants(get('d1'))).toEqual([]);
   });
 
-  it('orphans (parent missing) are nobody\'s children', () => {
+  it("orphans (parent missing) are nobody's children", () => {
     const r = repoOf([imageRow('image', U.image), cloneRow('orphan', U.c3, U.c2)]);
     expect(r.childrenOf(r.byName.get('image')!)).toEqual([]);
     expect((r.byName.get('orphan') as CloneObj).parentUuid).toBe(U.c2);

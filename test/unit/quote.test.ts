@@ -49,7 +49,11 @@ const HOSTILE = [
 
 /** Run a command line the way a remote login shell does (ssh hands it to `sh -c`). */
 const sh = (commandLine: string): string =>
-  execFileSync('sh', ['-c', commandLine], { cwd: tmpdir(), encoding: 'utf8', env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: '/nonexistent' } });
+  execFileSync('sh', ['-c', commandLine], {
+    cwd: tmpdir(),
+    encoding: 'utf8',
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: '/nonexistent' },
+  });
 
 describe('shellQuote', () => {
   it('leaves plain words alone and quotes everything else', () => {
@@ -63,7 +67,9 @@ describe('shellQuote', () => {
   });
 
   it('shellJoin keeps word boundaries', () => {
-    expect(shellJoin(['dmsetup', 'create', 'x', '--table', '0 8 linear /dev/sdb 0'])).toBe("dmsetup create x --table '0 8 linear /dev/sdb 0'");
+    expect(shellJoin(['dmsetup', 'create', 'x', '--table', '0 8 linear /dev/sdb 0'])).toBe(
+      "dmsetup create x --table '0 8 linear /dev/sdb 0'",
+    );
   });
 
   it.each(HOSTILE.map((w) => [JSON.stringify(w), w]))('round-trips %s through sh -c', (_label, word) => {
@@ -136,8 +142,8 @@ describe('SshRunner through a stand-in ssh', () => {
 
   it('passes stdin through', async () => {
     const runner = new SshRunner('node1', 'never');
-    const r = await runner.run({ argv: ['cat'], kind: 'read', input: "local {\n\thost_id = 2\n}\n" });
-    expect(r.stdout).toBe("local {\n\thost_id = 2\n}\n");
+    const r = await runner.run({ argv: ['cat'], kind: 'read', input: 'local {\n\thost_id = 2\n}\n' });
+    expect(r.stdout).toBe('local {\n\thost_id = 2\n}\n');
   });
 
   it('reports a missing remote program as MISSING, naming the host', async () => {
@@ -148,8 +154,16 @@ describe('SshRunner through a stand-in ssh', () => {
 
   it('reports a failed remote program as a CommandError with its exit code and stderr', async () => {
     const runner = new SshRunner('node1', 'never');
-    const e = await rejectionOf(runner.run({ argv: ['sh', '-c', 'echo boom >&2; exit 4'], kind: 'write' }), EXIT.FAILED);
-    expect(e.data).toMatchObject({ argv: ['sh', '-c', 'echo boom >&2; exit 4'], exitCode: 4, stderr: 'boom', host: 'node1' });
+    const e = await rejectionOf(
+      runner.run({ argv: ['sh', '-c', 'echo boom >&2; exit 4'], kind: 'write' }),
+      EXIT.FAILED,
+    );
+    expect(e.data).toMatchObject({
+      argv: ['sh', '-c', 'echo boom >&2; exit 4'],
+      exitCode: 4,
+      stderr: 'boom',
+      host: 'node1',
+    });
   });
 
   it('reports an ssh failure as UNREACHABLE', async () => {

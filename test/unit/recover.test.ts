@@ -35,10 +35,12 @@ const LS = ['ls', '-1', '-A', '--', JOURNAL];
 function expectJournal(r: RecordingRunner, files: Record<string, string>): RecordingRunner {
   const names = Object.keys(files);
   r.expect(LS, { kind: 'read', stdout: names.map((n) => `${n}\n`).join('') });
-  for (const n of names.filter((f) => f.endsWith('.json'))) r.expect(['cat', '--', `${JOURNAL}/${n}`], { kind: 'read', stdout: files[n] });
+  for (const n of names.filter((f) => f.endsWith('.json')))
+    r.expect(['cat', '--', `${JOURNAL}/${n}`], { kind: 'read', stdout: files[n] });
   return r;
 }
-const entry = (op: string, name: string, uuid?: string, vg = VG) => `${JSON.stringify({ op, vg, name, ...(uuid ? { uuid } : {}), started: STARTED })}\n`;
+const entry = (op: string, name: string, uuid?: string, vg = VG) =>
+  `${JSON.stringify({ op, vg, name, ...(uuid ? { uuid } : {}), started: STARTED })}\n`;
 
 /**
  * What recover reads after settling the journal: nodeStatus (observe, dmsetup status, a table per
@@ -51,7 +53,9 @@ function expectAftermath(
   o: { status?: string; tables?: Record<string, string>; journal?: Record<string, string> } = {},
 ): RecordingRunner {
   expectObserve(r, rows, devs).expect(['dmsetup', 'status'], { kind: 'read', stdout: o.status ?? '' });
-  const tables = devs.filter((x) => x.uuid.startsWith('COWSTACK-')).map((d) => `${d.name}: ${o.tables?.[d.name] ?? '0 8 zero'}\n`);
+  const tables = devs
+    .filter((x) => x.uuid.startsWith('COWSTACK-'))
+    .map((d) => `${d.name}: ${o.tables?.[d.name] ?? '0 8 zero'}\n`);
   r.expect(['dmsetup', 'table'], { kind: 'read', stdout: tables.join('') });
   expectJournal(r, o.journal ?? {});
   return expectObserve(r, rows, devs);
@@ -108,7 +112,11 @@ describe('readJournal', () => {
   });
 
   it('is empty when the directory does not exist yet', async () => {
-    const r = recorder().expect(LS, { kind: 'read', exitCode: 2, stderr: "ls: cannot access '/var/lib/cowstack/journal': No such file or directory\n" });
+    const r = recorder().expect(LS, {
+      kind: 'read',
+      exitCode: 2,
+      stderr: "ls: cannot access '/var/lib/cowstack/journal': No such file or directory\n",
+    });
     expect(await readJournal(r)).toEqual([]);
     r.verify();
   });
@@ -127,7 +135,11 @@ describe('recover', () => {
     expectUnmapAll(expectObserve(r, chainRows({ mapped: true }), chainDevs(0))); // unmapClone looks again and tears down
     r.expect(journalEnd('c3', 'map'), W);
     expectAftermath(r, chainRows());
-    expect(await recover(ctxOf(r))).toEqual({ vg: VG, actions: [{ op: 'map', name: 'c3', decision: 'undone' }], warnings: [] });
+    expect(await recover(ctxOf(r))).toEqual({
+      vg: VG,
+      actions: [{ op: 'map', name: 'c3', decision: 'undone' }],
+      warnings: [],
+    });
     r.verify();
   });
 
@@ -144,14 +156,28 @@ describe('recover', () => {
 
   it('finishes an interrupted commit (unmapped, not yet marked) and collects the ancestors', async () => {
     const rows = chainRows({ mapped: true });
-    const devs = chainDevs().filter((d) => d.name !== rw(U.c3)).map((d) => (d.name === ro(U.c2) || d.name === 'vg-c3' ? { ...d, open: 0 } : d));
+    const devs = chainDevs()
+      .filter((d) => d.name !== rw(U.c3))
+      .map((d) => (d.name === ro(U.c2) || d.name === 'vg-c3' ? { ...d, open: 0 } : d));
     const afterRows = chainRows({ mapped: true, c3: { state: 'committed', active: undefined, open: false } });
     const afterDevs = devs.filter((d) => d.name !== 'vg-c3');
     const r = expectJournal(recorder(), { 'vg.c3.commit.json': entry('commit', 'c3', U.c3) });
     expectObserve(r, rows, devs);
     expectObserve(r, rows, devs)
       .expect(journalBegin('c3', 'commit'), W)
-      .expect(['lvchange', '--permission', 'r', '--deltag', 'cowstack_state:live', '--addtag', 'cowstack_state:committed', 'vg/c3'], W)
+      .expect(
+        [
+          'lvchange',
+          '--permission',
+          'r',
+          '--deltag',
+          'cowstack_state:live',
+          '--addtag',
+          'cowstack_state:committed',
+          'vg/c3',
+        ],
+        W,
+      )
       .expect(['lvchange', '-an', 'vg/c3'], W)
       .expect(journalEnd('c3', 'commit'), W);
     expectObserve(r, afterRows, afterDevs)
@@ -162,17 +188,27 @@ describe('recover', () => {
       .expect(['lvchange', '-an', 'vg/image'], W);
     r.expect(journalEnd('c3', 'commit'), W);
     expectAftermath(r, chainRows({ c3: { state: 'committed' } }));
-    expect(await recover(ctxOf(r))).toEqual({ vg: VG, actions: [{ op: 'commit', name: 'c3', decision: 'finished' }], warnings: [] });
+    expect(await recover(ctxOf(r))).toEqual({
+      vg: VG,
+      actions: [{ op: 'commit', name: 'c3', decision: 'finished' }],
+      warnings: [],
+    });
     r.verify();
   });
 
   it('finishes a commit interrupted after the state change: releases the COW still held exclusively', async () => {
     const rows = chainRows({ mapped: true, c3: { state: 'committed', active: 'exclusive', open: false, minor: 8 } });
-    const devs = chainDevs().filter((d) => d.name !== rw(U.c3)).map((d) => (d.name === ro(U.c2) || d.name === 'vg-c3' ? { ...d, open: 0 } : d));
+    const devs = chainDevs()
+      .filter((d) => d.name !== rw(U.c3))
+      .map((d) => (d.name === ro(U.c2) || d.name === 'vg-c3' ? { ...d, open: 0 } : d));
     const r = expectJournal(recorder(), { 'vg.c3.commit.json': entry('commit', 'c3', U.c3) });
     expectObserve(r, rows, devs);
     expectObserve(r, rows, devs).expect(['lvchange', '-an', 'vg/c3'], W);
-    expectObserve(r, chainRows({ mapped: true, c3: { state: 'committed', active: undefined, open: false } }), devs.filter((d) => d.name !== 'vg-c3'))
+    expectObserve(
+      r,
+      chainRows({ mapped: true, c3: { state: 'committed', active: undefined, open: false } }),
+      devs.filter((d) => d.name !== 'vg-c3'),
+    )
       .expect(remove(ro(U.c2)), W)
       .expect(['lvchange', '-an', 'vg/c2'], W)
       .expect(remove(ro(U.c1)), W)
@@ -185,14 +221,21 @@ describe('recover', () => {
   });
 
   it('undoes an interrupted clone creation: deactivates and removes the initializing LV', async () => {
-    const rows = [imageRow('image', U.image), cloneRow('n1', U.n1, U.image, { state: 'initializing', active: 'exclusive', minor: 10 })];
+    const rows = [
+      imageRow('image', U.image),
+      cloneRow('n1', U.n1, U.image, { state: 'initializing', active: 'exclusive', minor: 10 }),
+    ];
     const r = expectJournal(recorder(), { 'vg.n1.create-clone.json': entry('create-clone', 'n1') });
     expectObserve(r, rows, [lvDev('n1', U.n1, 10, 0)])
       .expect(['lvchange', '-an', 'vg/n1'], W)
       .expect(['lvremove', '-y', 'vg/n1'], W)
       .expect(journalEnd('n1', 'create-clone'), W);
     expectAftermath(r, [imageRow('image', U.image)]);
-    expect(await recover(ctxOf(r))).toEqual({ vg: VG, actions: [{ op: 'create-clone', name: 'n1', decision: 'undone' }], warnings: [] });
+    expect(await recover(ctxOf(r))).toEqual({
+      vg: VG,
+      actions: [{ op: 'create-clone', name: 'n1', decision: 'undone' }],
+      warnings: [],
+    });
     r.verify();
   });
 
@@ -215,11 +258,21 @@ describe('recover', () => {
   });
 
   it('removes a torn journal file and reports it as such', async () => {
-    const r = expectJournal(recorder(), { 'vg.c3.map.json': '{"op":"map","vg":"v' }).expect(['rm', '-f', '--', journalFile('c3', 'map')], W);
+    const r = expectJournal(recorder(), { 'vg.c3.map.json': '{"op":"map","vg":"v' }).expect(
+      ['rm', '-f', '--', journalFile('c3', 'map')],
+      W,
+    );
     expectAftermath(r, chainRows());
     expect(await recover(ctxOf(r))).toEqual({
       vg: VG,
-      actions: [{ op: 'journal', name: journalFile('c3', 'map'), decision: 'nothing-to-do', detail: 'unreadable entry removed' }],
+      actions: [
+        {
+          op: 'journal',
+          name: journalFile('c3', 'map'),
+          decision: 'nothing-to-do',
+          detail: 'unreadable entry removed',
+        },
+      ],
       warnings: [],
     });
     expect(r.calls.find((c) => c.argv[0] === 'rm')).toMatchObject({ kind: 'write', root: true });
@@ -248,11 +301,21 @@ describe('recover', () => {
     expectObserve(r, chainRows({ mapped: true }), chainDevs(0));
     expectObserve(r, chainRows({ mapped: true }), chainDevs(0))
       .expect(journalBegin('c3', 'unmap'), W)
-      .expect(remove(rw(U.c3)), { kind: 'write', exitCode: 1, stderr: 'device-mapper: remove ioctl on cowstack-rw failed: Device or resource busy\n' })
+      .expect(remove(rw(U.c3)), {
+        kind: 'write',
+        exitCode: 1,
+        stderr: 'device-mapper: remove ioctl on cowstack-rw failed: Device or resource busy\n',
+      })
       .expect(journalEnd('c3', 'unmap'), W);
-    expectAftermath(r, chainRows({ mapped: true }), chainDevs(0), { status: STATUS, tables: TABLES, journal: { 'vg.c3.map.json': entry('map', 'c3', U.c3) } });
+    expectAftermath(r, chainRows({ mapped: true }), chainDevs(0), {
+      status: STATUS,
+      tables: TABLES,
+      journal: { 'vg.c3.map.json': entry('map', 'c3', U.c3) },
+    });
     const rep = await recover(ctxOf(r));
-    expect(rep.actions).toEqual([{ op: 'map', name: 'c3', decision: 'failed', detail: expect.stringContaining('Device or resource busy') }]);
+    expect(rep.actions).toEqual([
+      { op: 'map', name: 'c3', decision: 'failed', detail: expect.stringContaining('Device or resource busy') },
+    ]);
     expect(rep.warnings).toEqual([
       'c3: COW 85% full (warning at 80%): grow it with cowstack clone grow',
       `interrupted map of c3 (since ${STARTED}): run cowstack recover`,

@@ -108,7 +108,12 @@ export const cloneRow = (name: string, uuid: string, parent: string, o: CloneOpt
     name,
     uuid,
     size: o.size ?? 16 * MiB,
-    tags: ['cowstack_role:clone', `cowstack_state:${state}`, `cowstack_parent:${parent}`, `cowstack_chunk:${o.chunk ?? 8}`],
+    tags: [
+      'cowstack_role:clone',
+      `cowstack_state:${state}`,
+      `cowstack_parent:${parent}`,
+      `cowstack_chunk:${o.chunk ?? 8}`,
+    ],
     active: o.active,
     open: o.open,
     readOnly: state === 'committed',
@@ -137,8 +142,19 @@ export const lvDev = (lvName: string, lvUuid: string, minor: number, open: numbe
   minor,
   readOnly,
 });
-export const roDev = (lvUuid: string, minor: number, open: number): Dev => ({ name: ro(lvUuid), uuid: `COWSTACK-ro-${compact(lvUuid)}`, open, minor, readOnly: true });
-export const rwDev = (lvUuid: string, minor: number, open: number): Dev => ({ name: rw(lvUuid), uuid: `COWSTACK-rw-${compact(lvUuid)}`, open, minor });
+export const roDev = (lvUuid: string, minor: number, open: number): Dev => ({
+  name: ro(lvUuid),
+  uuid: `COWSTACK-ro-${compact(lvUuid)}`,
+  open,
+  minor,
+  readOnly: true,
+});
+export const rwDev = (lvUuid: string, minor: number, open: number): Dev => ({
+  name: rw(lvUuid),
+  uuid: `COWSTACK-rw-${compact(lvUuid)}`,
+  open,
+  minor,
+});
 
 /** `dmsetup info -c --noheadings --separator '|' -o name,uuid,open,major,minor,attr`. */
 export function dmInfo(devs: Dev[]): string {
@@ -146,10 +162,26 @@ export function dmInfo(devs: Dev[]): string {
   return devs.map((d) => `${d.name}|${d.uuid}|${d.open}|253|${d.minor}|L--${d.readOnly ? 'r' : 'w'}`).join('\n') + '\n';
 }
 
-export const DM_INFO = ['dmsetup', 'info', '-c', '--noheadings', '--separator', '|', '-o', 'name,uuid,open,major,minor,attr'];
+export const DM_INFO = [
+  'dmsetup',
+  'info',
+  '-c',
+  '--noheadings',
+  '--separator',
+  '|',
+  '-o',
+  'name,uuid,open,major,minor,attr',
+];
 export const JOURNAL = '/var/lib/cowstack/journal';
 export const journalFile = (name: string, op: string, vg = VG) => `${JOURNAL}/${vg}.${name}.${op}.json`;
-export const journalBegin = (name: string, op: string, vg = VG) => ['install', '-D', '-m', '0600', '/proc/self/fd/0', journalFile(name, op, vg)];
+export const journalBegin = (name: string, op: string, vg = VG) => [
+  'install',
+  '-D',
+  '-m',
+  '0600',
+  '/proc/self/fd/0',
+  journalFile(name, op, vg),
+];
 export const journalEnd = (name: string, op: string, vg = VG) => ['rm', '-f', '--', journalFile(name, op, vg)];
 
 /** The observation every operation starts with: lvs of the VG and dmsetup info, in the order observe() issues them. */
@@ -158,10 +190,21 @@ export function lockInfo(rows: Array<Record<string, unknown>>, vg = VG): string 
   const lks = rows
     .filter((r) => String(r.lv_active_locally) === '1')
     .map((r) => `LK LV ${String(r.lv_active_exclusively) === '1' ? 'ex' : 'sh'} ${r.lv_uuid}`);
-  return [`VG ${vg} lock_type=sanlock SUyCZP-8s9G-lpCM-9TMd-ZNNq-u64o-3oSj0f`, `LS sanlock lvm_${vg}`, 'LK VG un ver 9', ...lks, ''].join('\n');
+  return [
+    `VG ${vg} lock_type=sanlock SUyCZP-8s9G-lpCM-9TMd-ZNNq-u64o-3oSj0f`,
+    `LS sanlock lvm_${vg}`,
+    'LK VG un ver 9',
+    ...lks,
+    '',
+  ].join('\n');
 }
 
-export function expectObserve(r: RecordingRunner, rows: Array<Record<string, unknown>>, devs: Dev[] = [], vg = VG): RecordingRunner {
+export function expectObserve(
+  r: RecordingRunner,
+  rows: Array<Record<string, unknown>>,
+  devs: Dev[] = [],
+  vg = VG,
+): RecordingRunner {
   return r
     .expect(lvsArgv(vg), { kind: 'read', stdout: lvsJson(rows) })
     .expect(DM_INFO, { kind: 'read', stdout: dmInfo(devs) })

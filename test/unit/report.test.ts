@@ -26,16 +26,25 @@ describe('usageOf', () => {
       usedPercent: 80,
       warning: 'COW 80% full (warning at 80%): grow it with cowstack clone grow',
     });
-    expect(usageOf(line('0 131072 snapshot 32768/32768 128'), 95)?.warning).toBe('COW 100% full (warning at 95%): grow it with cowstack clone grow');
+    expect(usageOf(line('0 131072 snapshot 32768/32768 128'), 95)?.warning).toBe(
+      'COW 100% full (warning at 95%): grow it with cowstack clone grow',
+    );
     expect(usageOf(line('0 131072 snapshot 27853/32768 112'), 90)?.warning).toBeUndefined();
   });
 
   it('counts a fresh COW (header only) as almost empty', () => {
-    expect(usageOf(line('0 131072 snapshot 16/32768 16'), 80)).toMatchObject({ state: 'active', usedPercent: 0.05, warning: undefined });
+    expect(usageOf(line('0 131072 snapshot 16/32768 16'), 80)).toMatchObject({
+      state: 'active',
+      usedPercent: 0.05,
+      warning: undefined,
+    });
   });
 
   it('warns about an overflowed snapshot (reads still work)', () => {
-    expect(usageOf(line('0 131072 snapshot Overflow'), 80)).toEqual({ state: 'overflow', warning: 'COW full: writes fail, reads still work; grow or discard it' });
+    expect(usageOf(line('0 131072 snapshot Overflow'), 80)).toEqual({
+      state: 'overflow',
+      warning: 'COW full: writes fail, reads still work; grow or discard it',
+    });
   });
 
   it.each([
@@ -43,7 +52,10 @@ describe('usageOf', () => {
     ['Merge failed', 'merge-failed'],
     ['Unknown', 'unknown'],
   ])('warns that a %s snapshot cannot be trusted', (status, state) => {
-    expect(usageOf(line(`0 131072 snapshot ${status}`), 80)).toEqual({ state, warning: `snapshot is ${state}: its data cannot be trusted` });
+    expect(usageOf(line(`0 131072 snapshot ${status}`), 80)).toEqual({
+      state,
+      warning: `snapshot is ${state}: its data cannot be trusted`,
+    });
   });
 
   it('is undefined for no status and for other targets', () => {
@@ -64,23 +76,48 @@ const STATUS = [
 
 describe('nodeStatus', () => {
   it('lists cowstack devices with table and usage, flags orphans, lists active LVs', async () => {
-    const orphan = { name: `cowstack-ro-${U.s2.replace(/-/g, '')}`, uuid: `COWSTACK-ro-${U.s2.replace(/-/g, '')}`, open: 0, minor: 20, readOnly: true };
+    const orphan = {
+      name: `cowstack-ro-${U.s2.replace(/-/g, '')}`,
+      uuid: `COWSTACK-ro-${U.s2.replace(/-/g, '')}`,
+      open: 0,
+      minor: 20,
+      readOnly: true,
+    };
     const devs = [...chainDevs(1), orphan];
-    const r = expectObserve(recorder(), chainRows({ mapped: true }), devs).expect(['dmsetup', 'status'], { kind: 'read', stdout: STATUS });
+    const r = expectObserve(recorder(), chainRows({ mapped: true }), devs).expect(['dmsetup', 'status'], {
+      kind: 'read',
+      stdout: STATUS,
+    });
     const tables: Record<string, string> = {
       [ro(U.c1)]: '0 131072 snapshot 253:3 253:4 P 8',
       [ro(U.c2)]: '0 131072 snapshot 253:5 253:6 P 16',
       [rw(U.c3)]: '0 131072 snapshot 253:7 253:8 PO 128',
       [orphan.name]: '0 131072 snapshot 253:3 253:19 P 16',
     };
-    r.expect(['dmsetup', 'table'], { kind: 'read', stdout: Object.entries(tables).map(([n, t]) => `${n}: ${t}\n`).join('') });
+    r.expect(['dmsetup', 'table'], {
+      kind: 'read',
+      stdout: Object.entries(tables)
+        .map(([n, t]) => `${n}: ${t}\n`)
+        .join(''),
+    });
     r.expect(['ls', '-1', '-A', '--', '/var/lib/cowstack/journal'], { kind: 'read', stdout: '' });
     const s = await nodeStatus(r, VG);
-    expect(s.devices.map((d) => [d.name, d.role, d.clone, d.open, d.readOnly, d.table, d.usage?.state, d.problem])).toEqual([
+    expect(
+      s.devices.map((d) => [d.name, d.role, d.clone, d.open, d.readOnly, d.table, d.usage?.state, d.problem]),
+    ).toEqual([
       [ro(U.c1), 'ro', 'c1', 1, true, tables[ro(U.c1)], 'active', undefined],
       [ro(U.c2), 'ro', 'c2', 1, true, tables[ro(U.c2)], 'active', undefined],
       [rw(U.c3), 'rw', 'c3', 1, false, tables[rw(U.c3)], 'overflow', undefined],
-      [orphan.name, 'ro', undefined, 0, true, tables[orphan.name], 'active', 'no LV in the repository has this uuid (orphan: cowstack recover)'],
+      [
+        orphan.name,
+        'ro',
+        undefined,
+        0,
+        true,
+        tables[orphan.name],
+        'active',
+        'no LV in the repository has this uuid (orphan: cowstack recover)',
+      ],
     ]);
     expect(s.activeLvs).toEqual([
       { name: 'image', kind: 'image', state: 'sealed', exclusive: false, open: true },
@@ -112,8 +149,14 @@ describe('tree', () => {
       .expect(['dmsetup', 'status'], { kind: 'read', stdout: STATUS.replace('Overflow', '27853/32768 112') })
       .expect(vgsArgv('vg'), { kind: 'read', stdout: ONLY_NODE1 })
       .expect(deltaDumpArgv('vg'), { kind: 'read', ...delta })
-      .expect(['sanlock', 'direct', 'dump', '/dev/mapper/vg-lvmlock:78643200:1048576'], { kind: 'read', stdout: C3_HELD })
-      .expect(['sanlock', 'direct', 'dump', '/dev/mapper/vg-lvmlock:70254592:1048576'], { kind: 'read', stdout: D1_HELD });
+      .expect(['sanlock', 'direct', 'dump', '/dev/mapper/vg-lvmlock:78643200:1048576'], {
+        kind: 'read',
+        stdout: C3_HELD,
+      })
+      .expect(['sanlock', 'direct', 'dump', '/dev/mapper/vg-lvmlock:70254592:1048576'], {
+        kind: 'read',
+        stdout: D1_HELD,
+      });
 
   it('shows the lineage with where each clone is mapped, its COW usage and who holds it', async () => {
     const r = expectTreeReads({ stdout: DELTA });
@@ -123,10 +166,23 @@ describe('tree', () => {
     expect(image).toMatchObject({ name: 'image', kind: 'image', state: 'sealed', sizeBytes: 64 * MiB });
     expect(image!.children.map((c) => c.name)).toEqual(['c1', 'd1']);
     const c1 = image!.children[0]!;
-    expect(c1).toMatchObject({ name: 'c1', state: 'committed', mappedHere: 'ro', chunkSectors: 8, usage: { state: 'active', usedPercent: 0.29 } });
+    expect(c1).toMatchObject({
+      name: 'c1',
+      state: 'committed',
+      mappedHere: 'ro',
+      chunkSectors: 8,
+      usage: { state: 'active', usedPercent: 0.29 },
+    });
     expect(c1.activeOn).toBeUndefined(); // committed: its lease is not read
     const c3 = c1.children[0]!.children[0]!;
-    expect(c3).toMatchObject({ name: 'c3', state: 'live', mappedHere: 'rw', activeOn: 'node1', chunkSectors: 128, usage: { usedPercent: 85, warning: expect.stringContaining('85% full') } });
+    expect(c3).toMatchObject({
+      name: 'c3',
+      state: 'live',
+      mappedHere: 'rw',
+      activeOn: 'node1',
+      chunkSectors: 128,
+      usage: { usedPercent: 85, warning: expect.stringContaining('85% full') },
+    });
     // host 2 has no cowstack_host tag: its delta lease names it
     expect(image!.children[1]).toMatchObject({ name: 'd1', activeOn: 'node2', children: [] });
     expect(image!.children[1]!.mappedHere).toBeUndefined();

@@ -41,7 +41,7 @@ describe('parseGets', () => {
     expect(sanlock.parseGets('h 1 gen 1 timestamp 5 LIVE\n')).toEqual([]);
   });
 
-  it('lockspaceName is lvmlockd\'s lvm_<VG>', () => {
+  it("lockspaceName is lvmlockd's lvm_<VG>", () => {
     expect(sanlock.lockspaceName('repo')).toBe('lvm_repo');
   });
 });
@@ -73,8 +73,24 @@ const DUMP = [
 describe('parseDirectDump', () => {
   it('reads delta and paxos leases, skipping the header, mode blocks and rindex rows', () => {
     expect(sanlock.parseDirectDump(DUMP)).toEqual([
-      { offset: 0, lockspace: 'lvm_repo', resource: '0b5e0b7e-9d1c-4bb0-8d2a-3b6f1f0c9a11.node1', timestamp: 10423, owner: 1, generation: 3, lver: 0 },
-      { offset: 4096, lockspace: 'lvm_repo', resource: '5f8a2c44-0e3b-4a9a-b6c1-9c2d7e1f0a22.node2', timestamp: 10410, owner: 2, generation: 1, lver: 0 },
+      {
+        offset: 0,
+        lockspace: 'lvm_repo',
+        resource: '0b5e0b7e-9d1c-4bb0-8d2a-3b6f1f0c9a11.node1',
+        timestamp: 10423,
+        owner: 1,
+        generation: 3,
+        lver: 0,
+      },
+      {
+        offset: 4096,
+        lockspace: 'lvm_repo',
+        resource: '5f8a2c44-0e3b-4a9a-b6c1-9c2d7e1f0a22.node2',
+        timestamp: 10410,
+        owner: 2,
+        generation: 1,
+        lver: 0,
+      },
       { offset: 1048576, lockspace: 'lvm_repo', resource: 'GLLK', timestamp: 0, owner: 0, generation: 0, lver: 0 },
       { offset: 2097152, lockspace: 'lvm_repo', resource: 'VGLK', timestamp: 0, owner: 1, generation: 3, lver: 14 },
       { offset: 70254592, lockspace: 'lvm_repo', resource: LV_T1, timestamp: 10398, owner: 2, generation: 1, lver: 3 },
@@ -94,9 +110,12 @@ describe('leaseOffset', () => {
     expect(sanlock.leaseOffset(' 1.0.0:0\n')).toBe(0);
   });
 
-  it.each(['', '1.0.0:lvmlock', '70254592', '1.0:70254592', '1.0.0:-1', '1.0.0:7e7'])('is undefined for %j (no sanlock lease)', (args) => {
-    expect(sanlock.leaseOffset(args)).toBeUndefined();
-  });
+  it.each(['', '1.0.0:lvmlock', '70254592', '1.0:70254592', '1.0.0:-1', '1.0.0:7e7'])(
+    'is undefined for %j (no sanlock lease)',
+    (args) => {
+      expect(sanlock.leaseOffset(args)).toBeUndefined();
+    },
+  );
 });
 
 describe('sanlock requests', () => {
@@ -105,7 +124,10 @@ describe('sanlock requests', () => {
     [sanlock.clientGetsReq(), ['sanlock', 'client', 'gets', '-h', '1']],
     [sanlock.hostStatusReq('lvm_repo'), ['sanlock', 'client', 'host_status', '-s', 'lvm_repo']],
     [sanlock.directDumpReq('/dev/mapper/repo-lvmlock'), ['sanlock', 'direct', 'dump', '/dev/mapper/repo-lvmlock']],
-    [sanlock.directDumpReq('/dev/mapper/repo-lvmlock:570425344:1048576'), ['sanlock', 'direct', 'dump', '/dev/mapper/repo-lvmlock:570425344:1048576']],
+    [
+      sanlock.directDumpReq('/dev/mapper/repo-lvmlock:570425344:1048576'),
+      ['sanlock', 'direct', 'dump', '/dev/mapper/repo-lvmlock:570425344:1048576'],
+    ],
     [sanlock.lvmlockctlInfoReq(), ['lvmlockctl', '--info']],
   ])('%#: exact argv, read, as root', (req, argv) => {
     expect(req.argv).toEqual(argv);

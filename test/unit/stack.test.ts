@@ -23,13 +23,31 @@ import { recorder, thrownBy } from './support.js';
 // SYNTHETIC: LV rows and dm devices come from repoFixtures; `dmsetup table` outputs are hand-written.
 
 const argvs = (steps: Step[]) => steps.map((s) => s.req.argv);
-const T = (origin: string, cow: string, mode: string, chunk: number) => `0 ${IMAGE_SECTORS} snapshot ${origin} ${cow} ${mode} ${chunk}`;
+const T = (origin: string, cow: string, mode: string, chunk: number) =>
+  `0 ${IMAGE_SECTORS} snapshot ${origin} ${cow} ${mode} ${chunk}`;
 const RO_C1_TABLE = T('/dev/mapper/vg-image', '/dev/mapper/vg-c1', 'P', 8);
 const RO_C2_TABLE = T(`/dev/mapper/${ro(U.c1)}`, '/dev/mapper/vg-c2', 'P', 16);
 const RW_C3_TABLE = T(`/dev/mapper/${ro(U.c2)}`, '/dev/mapper/vg-c3', 'PO', 128);
 
-const createRo = (uuid: string, table: string) => ['dmsetup', 'create', ro(uuid), '--uuid', `COWSTACK-ro-${compact(uuid)}`, '--readonly', '--table', table];
-const createRw = (uuid: string, table: string) => ['dmsetup', 'create', rw(uuid), '--uuid', `COWSTACK-rw-${compact(uuid)}`, '--table', table];
+const createRo = (uuid: string, table: string) => [
+  'dmsetup',
+  'create',
+  ro(uuid),
+  '--uuid',
+  `COWSTACK-ro-${compact(uuid)}`,
+  '--readonly',
+  '--table',
+  table,
+];
+const createRw = (uuid: string, table: string) => [
+  'dmsetup',
+  'create',
+  rw(uuid),
+  '--uuid',
+  `COWSTACK-rw-${compact(uuid)}`,
+  '--table',
+  table,
+];
 const remove = (name: string) => ['dmsetup', 'remove', '--retry', name];
 
 describe('planStack', () => {
@@ -77,7 +95,11 @@ describe('planStack', () => {
     const state = stateOf(chainRows());
     const plan = planStack(state, state.repo.byName.get('c1')!, { devices: ['/dev/sdb'] });
     const config = ['--config', 'devices { filter = [ "a|^/dev/sdb$|", "r|.*|" ] }'];
-    expect(argvs(plan.steps)).toEqual([['lvchange', ...config, '-asy', 'vg/image'], ['lvchange', ...config, '-asy', 'vg/c1'], createRo(U.c1, RO_C1_TABLE)]);
+    expect(argvs(plan.steps)).toEqual([
+      ['lvchange', ...config, '-asy', 'vg/image'],
+      ['lvchange', ...config, '-asy', 'vg/c1'],
+      createRo(U.c1, RO_C1_TABLE),
+    ]);
     expect(plan.steps[0]!.undo![0]!.argv).toEqual(['lvchange', ...config, '-an', 'vg/image']);
   });
 
@@ -100,10 +122,27 @@ describe('planStack', () => {
     const rows = chainRows();
     rows[0] = imageRow('image', U.image, { active: 'shared', open: true, minor: 3 });
     rows[1] = cloneRow('c1', U.c1, U.image, { state: 'committed', active: 'shared', open: true, minor: 4 });
-    const state = stateOf(rows, [lvDev('image', U.image, 3, 1, true), lvDev('c1', U.c1, 4, 1, true), roDev(U.c1, 5, 1)]);
+    const state = stateOf(rows, [
+      lvDev('image', U.image, 3, 1, true),
+      lvDev('c1', U.c1, 4, 1, true),
+      roDev(U.c1, 5, 1),
+    ]);
     const plan = planStack(state, state.repo.byName.get('c3')!);
-    expect(argvs(plan.steps)).toEqual([['lvchange', '-asy', 'vg/c2'], createRo(U.c2, RO_C2_TABLE), ['lvchange', '-aey', 'vg/c3'], createRw(U.c3, RW_C3_TABLE)]);
-    expect(plan.verify.map((v) => ({ name: v.name, table: v.table, origin: v.origin.name, cow: v.cow.name, originDevice: v.originDevice }))).toEqual([
+    expect(argvs(plan.steps)).toEqual([
+      ['lvchange', '-asy', 'vg/c2'],
+      createRo(U.c2, RO_C2_TABLE),
+      ['lvchange', '-aey', 'vg/c3'],
+      createRw(U.c3, RW_C3_TABLE),
+    ]);
+    expect(
+      plan.verify.map((v) => ({
+        name: v.name,
+        table: v.table,
+        origin: v.origin.name,
+        cow: v.cow.name,
+        originDevice: v.originDevice,
+      })),
+    ).toEqual([
       { name: ro(U.c1), table: RO_C1_TABLE, origin: 'image', cow: 'c1', originDevice: '/dev/mapper/vg-image' },
     ]);
   });
@@ -137,7 +176,11 @@ describe('planStack', () => {
   it('refreshes a live COW that is already active exclusively instead of activating it', () => {
     const state = stateOf(chainRows({ c3: { active: 'exclusive', minor: 8 } }));
     const plan = planStack(state, state.repo.byName.get('c3')!);
-    expect(argvs(plan.steps).slice(4)).toEqual([createRo(U.c2, RO_C2_TABLE), ['lvchange', '--refresh', 'vg/c3'], createRw(U.c3, RW_C3_TABLE)]);
+    expect(argvs(plan.steps).slice(4)).toEqual([
+      createRo(U.c2, RO_C2_TABLE),
+      ['lvchange', '--refresh', 'vg/c3'],
+      createRw(U.c3, RW_C3_TABLE),
+    ]);
     expect(plan.steps[5]!.undo).toBeUndefined();
   });
 
@@ -170,7 +213,9 @@ describe('planStack', () => {
     const rows = chainRows();
     rows[2] = cloneRow('c2', U.c2, U.c1, { state: 'live', chunk: 16 });
     const state = stateOf(rows);
-    expect(thrownBy(() => planStack(state, state.repo.byName.get('c3')!), EXIT.REFUSED).message).toBe('vg/c2 is live; only committed clones can be parents');
+    expect(thrownBy(() => planStack(state, state.repo.byName.get('c3')!), EXIT.REFUSED).message).toBe(
+      'vg/c2 is live; only committed clones can be parents',
+    );
   });
 
   it('refuses (6) a live COW that is active shared on this node', () => {
@@ -192,13 +237,20 @@ describe('verifyExisting', () => {
     const rows = chainRows();
     rows[0] = imageRow('image', U.image, { active: 'shared', open: true, minor: 3 });
     rows[1] = cloneRow('c1', U.c1, U.image, { state: 'committed', active: 'shared', open: true, minor: 4 });
-    const state = stateOf(rows, [lvDev('image', U.image, 3, 1, true), lvDev('c1', U.c1, 4, 1, true), roDev(U.c1, 5, 0)]);
+    const state = stateOf(rows, [
+      lvDev('image', U.image, 3, 1, true),
+      lvDev('c1', U.c1, 4, 1, true),
+      roDev(U.c1, 5, 0),
+    ]);
     return { state, plan: planStack(state, state.repo.byName.get('c2')!) };
   };
 
   it('accepts a device whose table is the one it would build (devices by major:minor)', async () => {
     const { state, plan } = setup();
-    const r = recorder().expect(['dmsetup', 'table', ro(U.c1)], { kind: 'read', stdout: '0 131072 snapshot 253:3 253:4 P 8\n' });
+    const r = recorder().expect(['dmsetup', 'table', ro(U.c1)], {
+      kind: 'read',
+      stdout: '0 131072 snapshot 253:3 253:4 P 8\n',
+    });
     await verifyExisting(r, state, plan);
     r.verify();
   });
@@ -216,8 +268,14 @@ describe('verifyExisting', () => {
     const r = recorder().expect(['dmsetup', 'table', ro(U.c1)], { kind: 'read', stdout: `${found}\n` });
     let caught: unknown;
     await verifyExisting(r, state, plan).catch((e) => (caught = e));
-    expect(caught).toMatchObject({ exitCode: EXIT.FAILED, message: `device ${ro(U.c1)} exists but its table is not the one cowstack expects for c1` });
-    expect((caught as { data: Record<string, unknown> }).data).toMatchObject({ device: ro(U.c1), expected: RO_C1_TABLE });
+    expect(caught).toMatchObject({
+      exitCode: EXIT.FAILED,
+      message: `device ${ro(U.c1)} exists but its table is not the one cowstack expects for c1`,
+    });
+    expect((caught as { data: Record<string, unknown> }).data).toMatchObject({
+      device: ro(U.c1),
+      expected: RO_C1_TABLE,
+    });
     r.verify();
   });
 });
@@ -241,15 +299,24 @@ describe('teardownPlan', () => {
   });
 
   it('stops at a read-only layer a sibling still maps (open 2)', () => {
-    const rows = [...chainRows({ mapped: true }), cloneRow('s2', U.s2, U.c2, { active: 'exclusive', open: true, minor: 10 })];
+    const rows = [
+      ...chainRows({ mapped: true }),
+      cloneRow('s2', U.s2, U.c2, { active: 'exclusive', open: true, minor: 10 }),
+    ];
     const devs = chainDevs(0).map((d) => (d.name === ro(U.c2) ? { ...d, open: 2 } : d));
     devs.push(lvDev('s2', U.s2, 10, 1), rwDev(U.s2, 11, 1));
     const state = stateOf(rows, devs);
-    expect(argvs(teardownPlan(state, c3Of(state), { removeTop: true }))).toEqual([remove(rw(U.c3)), ['lvchange', '-an', 'vg/c3']]);
+    expect(argvs(teardownPlan(state, c3Of(state), { removeTop: true }))).toEqual([
+      remove(rw(U.c3)),
+      ['lvchange', '-an', 'vg/c3'],
+    ]);
   });
 
   it('keeps the image active while another chain still holds it', () => {
-    const rows = [...chainRows({ mapped: true }), cloneRow('d1', U.d1, U.image, { active: 'exclusive', open: true, minor: 12 })];
+    const rows = [
+      ...chainRows({ mapped: true }),
+      cloneRow('d1', U.d1, U.image, { active: 'exclusive', open: true, minor: 12 }),
+    ];
     const devs = chainDevs(0).map((d) => (d.name === 'vg-image' ? { ...d, open: 2 } : d));
     devs.push(lvDev('d1', U.d1, 12, 1), rwDev(U.d1, 13, 1));
     const state = stateOf(rows, devs);
@@ -284,13 +351,17 @@ describe('teardownPlan', () => {
 
   it('forceTop on an unopened top is a plain remove', () => {
     const state = stateOf(chainRows({ mapped: true }), chainDevs(0));
-    expect(teardownPlan(state, c3Of(state), { removeTop: true, forceTop: true })[0]!.req.argv).toEqual(remove(rw(U.c3)));
+    expect(teardownPlan(state, c3Of(state), { removeTop: true, forceTop: true })[0]!.req.argv).toEqual(
+      remove(rw(U.c3)),
+    );
   });
 
   it('without removeTop starts at the read-only layers (garbage collection after a commit)', () => {
     // c3 was committed and released: its rw device and activation are gone; ro(c2) has no opener now.
     const rows = chainRows({ mapped: true, c3: { state: 'committed', active: undefined, open: false } });
-    const devs = chainDevs().filter((d) => d.name !== rw(U.c3) && d.name !== 'vg-c3').map((d) => (d.name === ro(U.c2) ? { ...d, open: 0 } : d));
+    const devs = chainDevs()
+      .filter((d) => d.name !== rw(U.c3) && d.name !== 'vg-c3')
+      .map((d) => (d.name === ro(U.c2) ? { ...d, open: 0 } : d));
     const state = stateOf(rows, devs);
     expect(argvs(teardownPlan(state, state.repo.byName.get('c2')!, { removeTop: false }))).toEqual([
       remove(ro(U.c2)),

@@ -37,10 +37,19 @@ export async function rejectionOf(p: Promise<unknown>, exitCode: ExitCode): Prom
 export const REPORT = ['--reportformat', 'json', '--units', 'b', '--nosuffix', '--binary'];
 export const LV_COLUMNS =
   'lv_name,vg_name,lv_uuid,lv_size,lv_attr,lv_tags,lv_active_locally,lv_active_exclusively,lv_permissions,lv_device_open,lv_dm_path,lv_lock_args,lv_time,lv_kernel_major,lv_kernel_minor';
-export const VG_COLUMNS = 'vg_name,vg_uuid,vg_size,vg_free,vg_extent_size,vg_lock_type,vg_lock_args,vg_shared,vg_tags,pv_count,lv_count';
+export const VG_COLUMNS =
+  'vg_name,vg_uuid,vg_size,vg_free,vg_extent_size,vg_lock_type,vg_lock_args,vg_shared,vg_tags,pv_count,lv_count';
 export const PV_COLUMNS = 'pv_name,vg_name,pv_uuid,pv_size,dev_size';
 
-export const lvsArgv = (target: string, config: string[] = []) => ['lvs', ...config, '--nolocking', ...REPORT, '-o', LV_COLUMNS, target];
+export const lvsArgv = (target: string, config: string[] = []) => [
+  'lvs',
+  ...config,
+  '--nolocking',
+  ...REPORT,
+  '-o',
+  LV_COLUMNS,
+  target,
+];
 export const vgsArgv = (vg: string, config: string[] = []) => ['vgs', ...config, ...REPORT, '-o', VG_COLUMNS, vg];
 
 /**
@@ -52,7 +61,13 @@ export const vgsArgv = (vg: string, config: string[] = []) => ['vgs', ...config,
 export function reportRow(row: Record<string, unknown>): string {
   const fields = Object.entries(row)
     .filter(([, v]) => v !== undefined)
-    .map(([k, v]) => [k, Array.isArray(v) ? v.join(',') : typeof v === 'boolean' ? (v ? '1' : '0') : v === null ? '' : String(v)] as const);
+    .map(
+      ([k, v]) =>
+        [
+          k,
+          Array.isArray(v) ? v.join(',') : typeof v === 'boolean' ? (v ? '1' : '0') : v === null ? '' : String(v),
+        ] as const,
+    );
   return `{${fields.map(([k, v]) => `${JSON.stringify(k)}:${JSON.stringify(v)}`).join(', ')}}`;
 }
 
@@ -66,7 +81,8 @@ export const lvsJson = (rows: Array<Record<string, unknown>>): string => reportJ
 export const vgsJson = (rows: Array<Record<string, unknown>>): string => reportJson('vg', rows);
 
 /** REAL output captured on the testbed (Debian bookworm, lvm2 2.03.16, sanlock 3.8.5, open-iscsi 2.1.8), byte for byte. */
-export const capture = (name: string): string => readFileSync(new URL(`../fixtures/lvm2-2.03.16-bookworm/${name}`, import.meta.url), 'utf8');
+export const capture = (name: string): string =>
+  readFileSync(new URL(`../fixtures/lvm2-2.03.16-bookworm/${name}`, import.meta.url), 'utf8');
 
 /**
  * The REAL stderr of a refused `lvchange -aey repo/probe` (exit 5). The capture file ends
@@ -75,14 +91,23 @@ export const capture = (name: string): string => readFileSync(new URL(`../fixtur
 export const conflictStderr = (): string => capture('lvchange-aey-conflict.stderr').replace(/^exit=\d+\n?$/m, '');
 
 /** The header line of `sanlock direct dump` (sanlock 3.8.5, from the capture). */
-export const SANLOCK_DUMP_HEADER = '  offset                            lockspace                                         resource  timestamp  own  gen lver';
+export const SANLOCK_DUMP_HEADER =
+  '  offset                            lockspace                                         resource  timestamp  own  gen lver';
 
 /**
  * SYNTHETIC: `sanlock direct dump /dev/mapper/VG-lvmlock:OFFSET:1048576`, the paxos lease of
  * one LV, in the layout of the REAL captures sanlock-dump-lease-held.txt / -free.txt
  * ("%08llu %36s %48s %010llu %04llu %04llu %llu"). Held while timestamp is non-zero.
  */
-export function leaseDump(o: { offset: number; vg: string; uuid: string; owner: number; timestamp: number; generation?: number; lver?: number }): string {
+export function leaseDump(o: {
+  offset: number;
+  vg: string;
+  uuid: string;
+  owner: number;
+  timestamp: number;
+  generation?: number;
+  lver?: number;
+}): string {
   const row = [
     String(o.offset).padStart(8, '0'),
     `lvm_${o.vg}`.padStart(36),
@@ -96,9 +121,19 @@ export function leaseDump(o: { offset: number; vg: string; uuid: string; owner: 
 }
 
 /** The argv of that read. */
-export const leaseDumpArgv = (vg: string, offset: number) => ['sanlock', 'direct', 'dump', `/dev/mapper/${vg.replace(/-/g, '--')}-lvmlock:${offset}:1048576`];
+export const leaseDumpArgv = (vg: string, offset: number) => [
+  'sanlock',
+  'direct',
+  'dump',
+  `/dev/mapper/${vg.replace(/-/g, '--')}-lvmlock:${offset}:1048576`,
+];
 /** The argv of the delta-lease read (host names) at the start of the lvmlock LV. */
-export const deltaDumpArgv = (vg: string) => ['sanlock', 'direct', 'dump', `/dev/mapper/${vg.replace(/-/g, '--')}-lvmlock`];
+export const deltaDumpArgv = (vg: string) => [
+  'sanlock',
+  'direct',
+  'dump',
+  `/dev/mapper/${vg.replace(/-/g, '--')}-lvmlock`,
+];
 
 /** A RecordingRunner plus the check every test ends with: nothing left over, nothing mismatched. */
 export const recorder = (target = 'local') => new RecordingRunner(target);

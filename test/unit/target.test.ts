@@ -19,7 +19,9 @@ const cat = (file: string) => ['cat', '--', file];
 
 /** The reads of `resolveBackend('lio')`, then `readTarget` of a target that does not exist. */
 function lioAbsent(r: ReturnType<typeof recorder>) {
-  return r.expect(['test', '-x', '/usr/bin/targetcli'], R).expect(ls(`${CFG}/iscsi`), { ...R, stdout: 'discovery_auth\n' });
+  return r
+    .expect(['test', '-x', '/usr/bin/targetcli'], R)
+    .expect(ls(`${CFG}/iscsi`), { ...R, stdout: 'discovery_auth\n' });
 }
 
 /** `readTarget` of IQN exporting /dev/vda as LUN 1, with these ACLs and sessions. */
@@ -30,12 +32,22 @@ function lioPresent(r: ReturnType<typeof recorder>, acls: string[] = [], session
     .expect(ls(`${CFG}/core/iblock_0`), { ...R, stdout: `hba_info\nhba_mode\n${STORE}\n` })
     .expect(cat(`${CFG}/core/iblock_0/${STORE}/udev_path`), { ...R, stdout: '/dev/vda\n' })
     .expect(ls(`${TPG}/lun`), { ...R, stdout: 'lun_1\n' })
-    .expect(['find', `${TPG}/lun/lun_1`, '-maxdepth', '1', '-type', 'l', '-printf', '%l\n'], { ...R, stdout: `../../../../../../target/core/iblock_0/${STORE}\n` })
+    .expect(['find', `${TPG}/lun/lun_1`, '-maxdepth', '1', '-type', 'l', '-printf', '%l\n'], {
+      ...R,
+      stdout: `../../../../../../target/core/iblock_0/${STORE}\n`,
+    })
     .expect(ls(`${TPG}/acls`), { ...R, stdout: acls.map((a) => `${a}\n`).join('') });
   for (const a of acls) {
-    r.expect(cat(`${TPG}/acls/${a}/info`), { ...R, stdout: sessions.includes(a) ? `InitiatorName: ${a}\nLIO Session ID: 1   ISID: 0x23d000000   TSIH: 1  SessionType: Normal\n` : 'No active iSCSI Session for Initiator Endpoint: x\n' });
+    r.expect(cat(`${TPG}/acls/${a}/info`), {
+      ...R,
+      stdout: sessions.includes(a)
+        ? `InitiatorName: ${a}\nLIO Session ID: 1   ISID: 0x23d000000   TSIH: 1  SessionType: Normal\n`
+        : 'No active iSCSI Session for Initiator Endpoint: x\n',
+    });
   }
-  return r.expect(ls(`${TPG}/np`), { ...R, stdout: '0.0.0.0:3260\n' }).expect(cat(`${TPG}/attrib/authentication`), { ...R, stdout: auth ? '1\n' : '0\n' });
+  return r
+    .expect(ls(`${TPG}/np`), { ...R, stdout: '0.0.0.0:3260\n' })
+    .expect(cat(`${TPG}/attrib/authentication`), { ...R, stdout: auth ? '1\n' : '0\n' });
 }
 
 describe('target create (LIO)', () => {
@@ -46,10 +58,25 @@ describe('target create (LIO)', () => {
       .expect(['targetcli', '/backstores/block', 'create', `name=${STORE}`, 'dev=/dev/vda'], W)
       .expect(['targetcli', '/iscsi', 'create', IQN], W)
       .expect(['targetcli', `/iscsi/${IQN}/tpg1/luns`, 'create', `/backstores/block/${STORE}`, 'lun=1'], W)
-      .expect(['targetcli', `/iscsi/${IQN}/tpg1`, 'set', 'attribute', 'authentication=0', 'generate_node_acls=0', 'demo_mode_write_protect=1'], W);
+      .expect(
+        [
+          'targetcli',
+          `/iscsi/${IQN}/tpg1`,
+          'set',
+          'attribute',
+          'authentication=0',
+          'generate_node_acls=0',
+          'demo_mode_write_protect=1',
+        ],
+        W,
+      );
     lioPresent(r);
     const out = await createTarget({ runner: r, backend: 'lio' }, IQN, { device: '/dev/vda' });
-    expect(out).toMatchObject({ action: 'created', backend: 'lio', target: { luns: [{ lun: 1, backing: '/dev/vda', store: 'block', direct: true }], acls: [], chap: false } });
+    expect(out).toMatchObject({
+      action: 'created',
+      backend: 'lio',
+      target: { luns: [{ lun: 1, backing: '/dev/vda', store: 'block', direct: true }], acls: [], chap: false },
+    });
     r.verify();
   });
 
@@ -59,7 +86,11 @@ describe('target create (LIO)', () => {
       .expect(ls(`${CFG}/core`), { ...R, stdout: '' })
       .expect(['targetcli', '/backstores/block', 'create', `name=${STORE}`, 'dev=/dev/vda'], W)
       .expect(['targetcli', '/iscsi', 'create', IQN], W)
-      .expect(['targetcli', `/iscsi/${IQN}/tpg1/luns`, 'create', `/backstores/block/${STORE}`, 'lun=1'], { ...W, exitCode: 1, stderr: 'No such path /backstores/block\n' })
+      .expect(['targetcli', `/iscsi/${IQN}/tpg1/luns`, 'create', `/backstores/block/${STORE}`, 'lun=1'], {
+        ...W,
+        exitCode: 1,
+        stderr: 'No such path /backstores/block\n',
+      })
       .expect(['targetcli', '/iscsi', 'delete', IQN], W)
       .expect(['targetcli', '/backstores/block', 'delete', STORE], W);
     await expect(createTarget({ runner: r, backend: 'lio' }, IQN, { device: '/dev/vda' })).rejects.toThrow();
@@ -71,18 +102,46 @@ describe('target create (LIO)', () => {
     expect((await createTarget({ runner: r, backend: 'lio' }, IQN, { device: '/dev/vda' })).action).toBe('none');
     r.verify();
     const r2 = lioPresent(recorder());
-    const e = await rejectionOf(createTarget({ runner: r2, backend: 'lio' }, IQN, { device: '/dev/vdb' }), EXIT.REFUSED);
+    const e = await rejectionOf(
+      createTarget({ runner: r2, backend: 'lio' }, IQN, { device: '/dev/vdb' }),
+      EXIT.REFUSED,
+    );
     expect(e.message).toContain('exports /dev/vda, not /dev/vdb');
     r2.verify();
   });
 
   it('validates the IQN, the device and the size before running anything', async () => {
     const r = recorder();
-    expect((await rejectionOf(createTarget({ runner: r, backend: 'lio' }, 'iqn.2026-13.org.example:x', { device: '/dev/vda' }), EXIT.USAGE)).message).toContain('"iqn.2026-13.org.example:x"');
-    expect((await rejectionOf(createTarget({ runner: r, backend: 'lio' }, IQN, { device: '/dev/../etc/shadow' }), EXIT.USAGE)).message).toContain('/dev/../etc/shadow');
-    expect((await rejectionOf(createTarget({ runner: r, backend: 'lio' }, IQN, { file: '/srv/x.img' }), EXIT.USAGE)).message).toContain('--size');
-    expect((await rejectionOf(createTarget({ runner: r, backend: 'lio' }, IQN, { file: 'rel/x.img', size: '1G' }), EXIT.USAGE)).message).toContain('rel/x.img');
-    expect((await rejectionOf(createTarget({ runner: r, backend: 'lio' }, IQN, {}), EXIT.USAGE)).message).toContain('--device');
+    expect(
+      (
+        await rejectionOf(
+          createTarget({ runner: r, backend: 'lio' }, 'iqn.2026-13.org.example:x', { device: '/dev/vda' }),
+          EXIT.USAGE,
+        )
+      ).message,
+    ).toContain('"iqn.2026-13.org.example:x"');
+    expect(
+      (
+        await rejectionOf(
+          createTarget({ runner: r, backend: 'lio' }, IQN, { device: '/dev/../etc/shadow' }),
+          EXIT.USAGE,
+        )
+      ).message,
+    ).toContain('/dev/../etc/shadow');
+    expect(
+      (await rejectionOf(createTarget({ runner: r, backend: 'lio' }, IQN, { file: '/srv/x.img' }), EXIT.USAGE)).message,
+    ).toContain('--size');
+    expect(
+      (
+        await rejectionOf(
+          createTarget({ runner: r, backend: 'lio' }, IQN, { file: 'rel/x.img', size: '1G' }),
+          EXIT.USAGE,
+        )
+      ).message,
+    ).toContain('rel/x.img');
+    expect((await rejectionOf(createTarget({ runner: r, backend: 'lio' }, IQN, {}), EXIT.USAGE)).message).toContain(
+      '--device',
+    );
     r.verify();
   });
 });
@@ -102,12 +161,26 @@ describe('target ACLs, CHAP and delete (LIO)', () => {
     const r = lioPresent(recorder(), [NODE1])
       .expect(['tee', `${TPG}/acls/${NODE1}/auth/userid`], W)
       .expect(['tee', `${TPG}/acls/${NODE1}/auth/password`], W)
-      .expect(['targetcli', `/iscsi/${IQN}/tpg1`, 'set', 'attribute', 'authentication=1', 'generate_node_acls=0', 'demo_mode_write_protect=1'], W);
+      .expect(
+        [
+          'targetcli',
+          `/iscsi/${IQN}/tpg1`,
+          'set',
+          'attribute',
+          'authentication=1',
+          'generate_node_acls=0',
+          'demo_mode_write_protect=1',
+        ],
+        W,
+      );
     lioPresent(r, [NODE1], [], true);
     const out = await setChap({ runner: r, backend: 'lio' }, IQN, 'cowstack', SECRET);
     expect(out.target?.chap).toBe(true);
     const tees = r.calls.filter((c) => c.argv[0] === 'tee');
-    expect(tees.map((c) => [c.input, c.stdoutFile])).toEqual([['cowstack', '/dev/null'], [SECRET, '/dev/null']]);
+    expect(tees.map((c) => [c.input, c.stdoutFile])).toEqual([
+      ['cowstack', '/dev/null'],
+      [SECRET, '/dev/null'],
+    ]);
     expect(r.calls.flatMap((c) => c.argv).join(' ')).not.toContain(SECRET);
     expect(JSON.stringify(out)).not.toContain(SECRET);
     r.verify();
@@ -115,7 +188,9 @@ describe('target ACLs, CHAP and delete (LIO)', () => {
 
   it('refuses CHAP on a target with no ACL, and a weak or odd secret without echoing it', async () => {
     const r = lioPresent(recorder());
-    expect((await rejectionOf(setChap({ runner: r, backend: 'lio' }, IQN, 'cowstack', SECRET), EXIT.REFUSED)).hint).toContain('target acl add');
+    expect(
+      (await rejectionOf(setChap({ runner: r, backend: 'lio' }, IQN, 'cowstack', SECRET), EXIT.REFUSED)).hint,
+    ).toContain('target acl add');
     r.verify();
     for (const bad of ['short', 'has a space in it', 'quote"inside-it-x']) {
       const e = thrownBy(() => validateChap('cowstack', bad), EXIT.USAGE);
@@ -140,7 +215,10 @@ describe('target ACLs, CHAP and delete (LIO)', () => {
 describe('tgtadm --op show (REAL capture, tgt 1.0.85 in the testbed server)', () => {
   it('finds the target, its disk LUN with O_DIRECT, the ACL and the logged-in initiator', async () => {
     const { parseShow } = await import('../../src/tools/tgt.js');
-    const text = (await import('node:fs')).readFileSync(new URL('../fixtures/tgt-1.0.85-bookworm/tgtadm-show-target.txt', import.meta.url), 'utf8');
+    const text = (await import('node:fs')).readFileSync(
+      new URL('../fixtures/tgt-1.0.85-bookworm/tgtadm-show-target.txt', import.meta.url),
+      'utf8',
+    );
     const [t, ...rest] = parseShow(text);
     expect(rest).toEqual([]);
     expect(t).toEqual({

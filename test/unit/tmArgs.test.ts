@@ -4,7 +4,16 @@
  */
 import { describe, expect, it } from 'vitest';
 import { CowstackError, EXIT } from '../../src/exec/errors.js';
-import { decodeXml, diskLv, diskSnapPattern, parseTmArgs, persistentPattern, snapLv, vmLvPattern, xmlValue } from '../../src/tm/args.js';
+import {
+  decodeXml,
+  diskLv,
+  diskSnapPattern,
+  parseTmArgs,
+  persistentPattern,
+  snapLv,
+  vmLvPattern,
+  xmlValue,
+} from '../../src/tm/args.js';
 
 const D = 'node1:/var/lib/one//datastores/0/42/disk.0';
 const b64 = (s: string) => Buffer.from(s).toString('base64');
@@ -22,11 +31,18 @@ function usage(action: string, args: string[], stdin = ''): CowstackError {
 }
 
 describe('real argument shapes', () => {
-  it('clone: fe:SOURCE, D with oned\'s doubled slash, vm and ds ids', () => {
+  it("clone: fe:SOURCE, D with oned's doubled slash, vm and ds ids", () => {
     expect(parseTmArgs('clone', ['one-fe:repo/centos7', D, '42', '1'])).toEqual({
       action: 'clone',
       src: { host: 'one-fe', vg: 'repo', lv: 'centos7' },
-      dst: { host: 'node1', path: '/var/lib/one/datastores/0/42/disk.0', dsId: 0, vmId: 42, diskId: 0, vmDir: '/var/lib/one/datastores/0/42' },
+      dst: {
+        host: 'node1',
+        path: '/var/lib/one/datastores/0/42/disk.0',
+        dsId: 0,
+        vmId: 42,
+        diskId: 0,
+        vmDir: '/var/lib/one/datastores/0/42',
+      },
       vmId: 42,
       dsId: 1,
     });
@@ -34,26 +50,47 @@ describe('real argument shapes', () => {
 
   it('ln and mvds are mirror images', () => {
     const ln = parseTmArgs('ln', ['fe:repo/db', 'node2:/var/lib/one/datastores/100/7/disk.2', '7', '101']);
-    expect(ln).toMatchObject({ action: 'ln', src: { lv: 'db' }, dst: { host: 'node2', dsId: 100, diskId: 2 }, dsId: 101 });
+    expect(ln).toMatchObject({
+      action: 'ln',
+      src: { lv: 'db' },
+      dst: { host: 'node2', dsId: 100, diskId: 2 },
+      dsId: 101,
+    });
     const mvds = parseTmArgs('mvds', ['node2:/var/lib/one/datastores/100/7/disk.2', 'fe:repo/db', '7', '101']);
     expect(mvds).toMatchObject({ action: 'mvds', src: { host: 'node2', diskId: 2 }, dst: { vg: 'repo', lv: 'db' } });
   });
 
   it('cpds: snapshot id -1 means the current state', () => {
-    expect(parseTmArgs('cpds', [D, 'fe:repo/saved', '-1', '42', '0'])).toMatchObject({ snapId: -1, dst: { lv: 'saved' } });
+    expect(parseTmArgs('cpds', [D, 'fe:repo/saved', '-1', '42', '0'])).toMatchObject({
+      snapId: -1,
+      dst: { lv: 'saved' },
+    });
     expect(parseTmArgs('cpds', [D, 'fe:repo/saved', '3', '42', '0'])).toMatchObject({ snapId: 3 });
   });
 
   it('mv: a disk, or the VM directory with and without trailing slash', () => {
-    const dir = parseTmArgs('mv', ['node1:/var/lib/one//datastores/0/42', 'node2:/var/lib/one//datastores/0/42/', '42', '0']);
-    expect(dir).toMatchObject({ src: { host: 'node1', path: '/var/lib/one/datastores/0/42' }, dst: { host: 'node2', path: '/var/lib/one/datastores/0/42' } });
+    const dir = parseTmArgs('mv', [
+      'node1:/var/lib/one//datastores/0/42',
+      'node2:/var/lib/one//datastores/0/42/',
+      '42',
+      '0',
+    ]);
+    expect(dir).toMatchObject({
+      src: { host: 'node1', path: '/var/lib/one/datastores/0/42' },
+      dst: { host: 'node2', path: '/var/lib/one/datastores/0/42' },
+    });
     expect((dir as { src: { diskId?: number } }).src.diskId).toBeUndefined();
-    expect(parseTmArgs('mv', [D, 'node2:/var/lib/one/datastores/0/42/disk.0', '42', '0'])).toMatchObject({ src: { diskId: 0 }, dst: { diskId: 0 } });
+    expect(parseTmArgs('mv', [D, 'node2:/var/lib/one/datastores/0/42/disk.0', '42', '0'])).toMatchObject({
+      src: { diskId: 0 },
+      dst: { diskId: 0 },
+    });
   });
 
   it('delete: a disk or host:VM_DIR/', () => {
     expect(parseTmArgs('delete', [D, '42', '0'])).toMatchObject({ target: { diskId: 0 } });
-    const dir = parseTmArgs('delete', ['node1:/var/lib/one/datastores/0/42/', '42', '0']) as { target: { diskId?: number; vmDir: string } };
+    const dir = parseTmArgs('delete', ['node1:/var/lib/one/datastores/0/42/', '42', '0']) as {
+      target: { diskId?: number; vmDir: string };
+    };
     expect(dir.target).toMatchObject({ vmDir: '/var/lib/one/datastores/0/42' });
     expect(dir.target.diskId).toBeUndefined();
   });
@@ -62,18 +99,36 @@ describe('real argument shapes', () => {
     expect(parseTmArgs('mkimage', ['1024', 'ext4', D, '42', '0'])).toMatchObject({ sizeMb: 1024, format: 'ext4' });
     expect(parseTmArgs('mkswap', ['512', D, '42', '0'])).toMatchObject({ sizeMb: 512 });
     expect(parseTmArgs('resize', [D, '20480', '42', '0'])).toMatchObject({ sizeMb: 20480 });
-    for (const a of ['snap_create', 'snap_create_live', 'snap_delete', 'snap_revert']) expect(parseTmArgs(a, [D, '3', '42', '0'])).toMatchObject({ action: a, snapId: 3 });
+    for (const a of ['snap_create', 'snap_create_live', 'snap_delete', 'snap_revert'])
+      expect(parseTmArgs(a, [D, '3', '42', '0'])).toMatchObject({ action: a, snapId: 3 });
   });
 
   it('context: files with and without a target name', () => {
-    const r = parseTmArgs('context', ['/var/lib/one/vms/42/context.sh', '/var/lib/one/files/init.sh:init.sh', '/srv/key.pub:id_rsa.pub', 'node1:/var/lib/one/datastores/0/42/disk.1', '42', '0']);
-    expect(r).toMatchObject({ files: [{ path: '/var/lib/one/vms/42/context.sh', name: 'context.sh' }, { name: 'init.sh' }, { path: '/srv/key.pub', name: 'id_rsa.pub' }], dst: { diskId: 1 } });
+    const r = parseTmArgs('context', [
+      '/var/lib/one/vms/42/context.sh',
+      '/var/lib/one/files/init.sh:init.sh',
+      '/srv/key.pub:id_rsa.pub',
+      'node1:/var/lib/one/datastores/0/42/disk.1',
+      '42',
+      '0',
+    ]);
+    expect(r).toMatchObject({
+      files: [
+        { path: '/var/lib/one/vms/42/context.sh', name: 'context.sh' },
+        { name: 'init.sh' },
+        { path: '/srv/key.pub', name: 'id_rsa.pub' },
+      ],
+      dst: { diskId: 1 },
+    });
   });
 
   it('migration hooks and monitor decode base64 XML on stdin', () => {
     const vm = '<VM><ID>42</ID></VM>';
-    expect(parseTmArgs('premigrate', ['node1', 'node2', '/var/lib/one//datastores/0/42', '42', '0'], b64(vm))).toMatchObject({ srcHost: 'node1', dstHost: 'node2', vmDir: '/var/lib/one/datastores/0/42', xml: vm });
-    const ds = '<DATASTORE><ID>0</ID><TEMPLATE><BRIDGE_LIST><![CDATA[node1 node2]]></BRIDGE_LIST></TEMPLATE></DATASTORE>';
+    expect(
+      parseTmArgs('premigrate', ['node1', 'node2', '/var/lib/one//datastores/0/42', '42', '0'], b64(vm)),
+    ).toMatchObject({ srcHost: 'node1', dstHost: 'node2', vmDir: '/var/lib/one/datastores/0/42', xml: vm });
+    const ds =
+      '<DATASTORE><ID>0</ID><TEMPLATE><BRIDGE_LIST><![CDATA[node1 node2]]></BRIDGE_LIST></TEMPLATE></DATASTORE>';
     const m = parseTmArgs('monitor', ['0'], `${b64(ds)}\n`);
     expect(m).toMatchObject({ dsId: 0 });
     expect(xmlValue((m as { xml: string }).xml, 'BRIDGE_LIST')).toBe('node1 node2');
@@ -104,7 +159,7 @@ describe('hostile or broken arguments are refused, naming the value', () => {
     ['. part', 'node1:/var/lib/one/datastores/0/./42/disk.0'],
     ['outside the datastores', 'node1:/etc/passwd'],
     ['a relative path', 'node1:var/lib/one/datastores/0/42/disk.0'],
-    ['another VM\'s directory', 'node1:/var/lib/one/datastores/0/43/disk.0'],
+    ["another VM's directory", 'node1:/var/lib/one/datastores/0/43/disk.0'],
     ['not a disk file', 'node1:/var/lib/one/datastores/0/42/checkpoint'],
     ['a deeper path', 'node1:/var/lib/one/datastores/0/42/disk.0/x'],
     ['no host', '/var/lib/one/datastores/0/42/disk.0'],
@@ -115,7 +170,11 @@ describe('hostile or broken arguments are refused, naming the value', () => {
     ['a leading-zero disk id', 'node1:/var/lib/one/datastores/0/42/disk.01'],
   ])('clone destination with %s', (_what, dst) => {
     const e = usage('clone', ['fe:repo/img', dst, '42', '0']);
-    expect(e.message).toContain(dst.includes(':') && !dst.startsWith(':') && !dst.startsWith('-') && !dst.startsWith('node ') ? dst : dst.split(':')[0]!);
+    expect(e.message).toContain(
+      dst.includes(':') && !dst.startsWith(':') && !dst.startsWith('-') && !dst.startsWith('node ')
+        ? dst
+        : dst.split(':')[0]!,
+    );
   });
 
   it.each([
@@ -142,7 +201,9 @@ describe('hostile or broken arguments are refused, naming the value', () => {
   });
 
   it('missing and extra fields', () => {
-    expect(usage('clone', ['fe:repo/img', D, '42']).message).toMatch(/takes fe:SOURCE HOST:DISK_PATH VM_ID DS_ID, got 3/);
+    expect(usage('clone', ['fe:repo/img', D, '42']).message).toMatch(
+      /takes fe:SOURCE HOST:DISK_PATH VM_ID DS_ID, got 3/,
+    );
     expect(usage('delete', [D, '42', '0', 'extra']).message).toMatch(/got 4/);
     expect(usage('mv', []).message).toMatch(/got 0/);
     expect(usage('context', [D, '42', '0']).message).toMatch(/context takes/);
@@ -160,7 +221,9 @@ describe('hostile or broken arguments are refused, naming the value', () => {
   });
 
   it('disk-only actions refuse the VM directory', () => {
-    expect(usage('clone', ['fe:repo/img', 'node1:/var/lib/one/datastores/0/42/', '42', '0']).message).toContain('disk.<disk_id>');
+    expect(usage('clone', ['fe:repo/img', 'node1:/var/lib/one/datastores/0/42/', '42', '0']).message).toContain(
+      'disk.<disk_id>',
+    );
     usage('snap_create', ['node1:/var/lib/one/datastores/0/42', '0', '42', '0']);
   });
 
@@ -175,14 +238,20 @@ describe('hostile or broken arguments are refused, naming the value', () => {
     usage('context', ['/var/lib/one/../../etc/shadow', 'node1:/var/lib/one/datastores/0/42/disk.1', '42', '0']);
     usage('context', ['/tmp/a b', 'node1:/var/lib/one/datastores/0/42/disk.1', '42', '0']);
     usage('context', ['/tmp/a:../x', 'node1:/var/lib/one/datastores/0/42/disk.1', '42', '0']);
-    expect(usage('context', ['/tmp/a/x.sh', '/tmp/b/x.sh', 'node1:/var/lib/one/datastores/0/42/disk.1', '42', '0']).message).toContain('x.sh');
+    expect(
+      usage('context', ['/tmp/a/x.sh', '/tmp/b/x.sh', 'node1:/var/lib/one/datastores/0/42/disk.1', '42', '0']).message,
+    ).toContain('x.sh');
   });
 
   it('migration hooks: bad hosts, VM dir and stdin', () => {
-    expect(usage('premigrate', ['node1;id', 'node2', '/var/lib/one/datastores/0/42', '42', '0']).message).toContain('node1;id');
+    expect(usage('premigrate', ['node1;id', 'node2', '/var/lib/one/datastores/0/42', '42', '0']).message).toContain(
+      'node1;id',
+    );
     usage('premigrate', ['node1', 'node2', '/var/lib/one/datastores/0/43', '42', '0']);
     usage('premigrate', ['node1', 'node2', '/var/lib/one/datastores/0/42/disk.0', '42', '0']);
-    expect(usage('premigrate', ['node1', 'node2', '/var/lib/one/datastores/0/42', '42', '0'], 'not base64!').message).toContain('not base64');
+    expect(
+      usage('premigrate', ['node1', 'node2', '/var/lib/one/datastores/0/42', '42', '0'], 'not base64!').message,
+    ).toContain('not base64');
     expect(usage('monitor', ['0'], b64('USED_MB=1')).message).toContain('not base64-encoded XML');
     expect(usage('monitor', ['x']).message).toContain('"x"');
   });

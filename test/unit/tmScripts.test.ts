@@ -54,7 +54,10 @@ describe('tm/cowstack scripts', () => {
 
   it.each([['0;id'], ['../x'], [''], ['$(id)']])('refuse datastore id %j before running anything', (ds) => {
     const f = fakeCowstack();
-    const r = runScript('delete', ['node1:/var/lib/one/datastores/0/42/', '42', ds], { COWSTACK_BIN: f.bin, COWSTACK_TM_LOCK_DIR: f.dir });
+    const r = runScript('delete', ['node1:/var/lib/one/datastores/0/42/', '42', ds], {
+      COWSTACK_BIN: f.bin,
+      COWSTACK_TM_LOCK_DIR: f.dir,
+    });
     expect(r.status).toBe(2);
     expect(r.stderr).toMatch(/^ERROR: delete: datastore id/m);
     expect(readdirSync(f.dir).filter((n) => n.endsWith('.lock'))).toEqual([]);
@@ -63,9 +66,13 @@ describe('tm/cowstack scripts', () => {
 });
 
 describe('cowstack tm (the CLI from source)', () => {
-  const cli = (args: string[]) => spawnSync('node', ['--import', 'tsx', join(ROOT, 'src/index.ts'), 'tm', ...args], { encoding: 'utf8', env: { ...process.env, COWSTACK_CONFIG: '/dev/null' } });
+  const cli = (args: string[]) =>
+    spawnSync('node', ['--import', 'tsx', join(ROOT, 'src/index.ts'), 'tm', ...args], {
+      encoding: 'utf8',
+      env: { ...process.env, COWSTACK_CONFIG: '/dev/null' },
+    });
 
-  it('takes cpds\'s -1 as the snapshot id and names the bad datastore id', () => {
+  it("takes cpds's -1 as the snapshot id and names the bad datastore id", () => {
     const r = cli(['cpds', 'node1:/var/lib/one/datastores/0/42/disk.0', 'fe:repo/x', '-1', '42', 'x']);
     expect(r.status).toBe(2);
     expect(r.stderr).toMatch(/^ERROR: cpds: datastore id "x" is invalid/m);
@@ -75,6 +82,8 @@ describe('cowstack tm (the CLI from source)', () => {
   it('refuses a hostile path with a usage error and an ERROR: line', () => {
     const r = cli(['delete', 'node1:/var/lib/one/datastores/0/42/../../../../etc', '42', '0']);
     expect(r.status).toBe(2);
-    expect(r.stderr).toMatch(/^ERROR: delete: path "node1:\/var\/lib\/one\/datastores\/0\/42\/..\/..\/..\/..\/etc" is invalid/m);
+    expect(r.stderr).toMatch(
+      /^ERROR: delete: path "node1:\/var\/lib\/one\/datastores\/0\/42\/..\/..\/..\/..\/etc" is invalid/m,
+    );
   });
 });

@@ -31,9 +31,12 @@ describe('validateLvName / validateVgName', () => {
     expect(thrownBy(() => validateVgName(''), EXIT.USAGE).message).toBe('VG name is empty');
   });
 
-  it.each(['bad name', 'a/b', 'semi;colon', 'dollar$', 'ümlaut', 'tab\tx', 'x*'])('rejects characters LVM refuses: %j', (name) => {
-    expect(rejects(() => validateLvName(name), name).message).toContain('characters LVM rejects');
-  });
+  it.each(['bad name', 'a/b', 'semi;colon', 'dollar$', 'ümlaut', 'tab\tx', 'x*'])(
+    'rejects characters LVM refuses: %j',
+    (name) => {
+      expect(rejects(() => validateLvName(name), name).message).toContain('characters LVM rejects');
+    },
+  );
 
   it('rejects a leading "-" (it would read as an option)', () => {
     rejects(() => validateLvName('-rf'), '-rf');
@@ -124,7 +127,7 @@ describe('parseSize / formatSize', () => {
     expect(rejects(() => parseSize('99999999P'), '99999999P').message).toContain('too large');
   });
 
-  it('uses the caller\'s name for the value', () => {
+  it("uses the caller's name for the value", () => {
     expect(rejects(() => parseSize('x', '--cow-size'), 'x').message).toMatch(/^--cow-size /);
   });
 
@@ -207,12 +210,22 @@ describe('validatePortal', () => {
     expect(validatePortal(portal)).toBe(normal);
   });
 
-  it.each(['repo:0', 'repo:65536', 'repo:99999', 'repo:', 'repo:abc', '2001:db8::10', '[2001:db8::10', 'http://repo', 'repo;id', '', '-repo', 'repo-:3260'])(
-    'rejects %j',
-    (portal) => {
-      expect(rejects(() => validatePortal(portal), portal).message).toContain('not host[:port]');
-    },
-  );
+  it.each([
+    'repo:0',
+    'repo:65536',
+    'repo:99999',
+    'repo:',
+    'repo:abc',
+    '2001:db8::10',
+    '[2001:db8::10',
+    'http://repo',
+    'repo;id',
+    '',
+    '-repo',
+    'repo-:3260',
+  ])('rejects %j', (portal) => {
+    expect(rejects(() => validatePortal(portal), portal).message).toContain('not host[:port]');
+  });
 });
 
 describe('validateHostId', () => {

@@ -7,15 +7,24 @@ import { createContext } from '../context.js';
 export function register(program: Command): void {
   program
     .command('activate')
-    .description('activate an LV on this node, exclusively (one writer in the cluster) or shared; refreshes an already-active LV')
+    .description(
+      'activate an LV on this node, exclusively (one writer in the cluster) or shared; refreshes an already-active LV',
+    )
     .argument('<vg/lv>')
     .option('--exclusive', 'exclusive activation (-aey): refused while another host has it')
     .option('--shared', 'shared activation (-asy): for read-only users on many hosts')
     .action(async (name: string, o, cmd: Command) => {
-      if (Boolean(o.exclusive) === Boolean(o.shared)) throw usageError('say --exclusive or --shared', 'exclusive for a writer (a running clone), shared for images and committed clones');
+      if (Boolean(o.exclusive) === Boolean(o.shared))
+        throw usageError(
+          'say --exclusive or --shared',
+          'exclusive for a writer (a running clone), shared for images and committed clones',
+        );
       const ctx = createContext(cmd);
       const { vg, lv } = parseVgLv(name);
-      const r = await activate(ctx.runner, vg, lv, o.exclusive ? 'exclusive' : 'shared', { scope: { devices: ctx.config.repository.devices }, observer: ctx.progress });
+      const r = await activate(ctx.runner, vg, lv, o.exclusive ? 'exclusive' : 'shared', {
+        scope: { devices: ctx.config.repository.devices },
+        observer: ctx.progress,
+      });
       await ctx.finish(r, render);
     });
 
@@ -27,12 +36,21 @@ export function register(program: Command): void {
     .action(async (name: string, o, cmd: Command) => {
       const ctx = createContext(cmd);
       const { vg, lv } = parseVgLv(name);
-      const r = await deactivate(ctx.runner, vg, lv, { force: o.force, scope: { devices: ctx.config.repository.devices }, observer: ctx.progress });
+      const r = await deactivate(ctx.runner, vg, lv, {
+        force: o.force,
+        scope: { devices: ctx.config.repository.devices },
+        observer: ctx.progress,
+      });
       await ctx.finish(r, render);
     });
 }
 
 function render(r: ActivationResult): string {
-  const what = { activated: `activated ${r.mode}`, refreshed: `already active ${r.mode}: refreshed`, deactivated: 'deactivated', none: 'not active here: nothing to do' }[r.action];
+  const what = {
+    activated: `activated ${r.mode}`,
+    refreshed: `already active ${r.mode}: refreshed`,
+    deactivated: 'deactivated',
+    none: 'not active here: nothing to do',
+  }[r.action];
   return `${r.vg}/${r.lv}: ${what}${r.action === 'activated' || r.action === 'refreshed' ? ` (${r.device})` : ''}`;
 }

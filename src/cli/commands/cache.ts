@@ -1,22 +1,36 @@
 import type { Command } from 'commander';
-import { dropCaches, initCache, listCaches, replicate, type CacheReport, type DropResult, type ReplicateResult } from '../../core/cache.js';
+import {
+  dropCaches,
+  initCache,
+  listCaches,
+  replicate,
+  type CacheReport,
+  type DropResult,
+  type ReplicateResult,
+} from '../../core/cache.js';
 import { formatSize } from '../../core/validate.js';
 import { usageError } from '../../exec/errors.js';
 import { createContext } from '../context.js';
 import { vgOption } from './shared.js';
 
 const listText = (r: CacheReport): string => {
-  if (!r.exists) return `no cache VG ${r.cacheVg} on this node: everything runs uncached (create one with: cowstack cache init DEVICE)`;
+  if (!r.exists)
+    return `no cache VG ${r.cacheVg} on this node: everything runs uncached (create one with: cowstack cache init DEVICE)`;
   const head = `${r.cacheVg}: ${formatSize(r.freeBytes)} free of ${formatSize(r.sizeBytes)}`;
   const rows = r.caches.map((c) => {
-    const progress = c.state === 'copying' ? ` ${Math.floor((100 * c.copiedBytes) / Math.max(c.sizeBytes, 1))}% copied` : '';
+    const progress =
+      c.state === 'copying' ? ` ${Math.floor((100 * c.copiedBytes) / Math.max(c.sizeBytes, 1))}% copied` : '';
     return `  ${c.kind.padEnd(8)} ${(c.origin.name ?? '(gone)').padEnd(24)} ${c.state.padEnd(9)} ${formatSize(c.sizeBytes).padStart(10)}${c.open ? '  in use' : ''}${progress}${c.dirtyBlocks !== undefined ? `  ${c.dirtyBlocks} dirty block(s)` : ''}${c.lazy ? `  ${c.lazy.usedBlocks}/${c.lazy.totalBlocks} blocks, ${c.lazy.promotions} promoted` : ''}${c.hits !== undefined ? `  hits ${c.hits} misses ${c.misses}` : ''}${c.lastUsed ? `  used ${c.lastUsed}` : ''}`;
   });
   return [head, ...(rows.length ? rows : ['  no caches'])].join('\n');
 };
 
 export function register(program: Command): void {
-  const cache = program.command('cache').description('node-local caches on the node\'s own disk (a local VG): image replicas, lazy read caches, write-back caches');
+  const cache = program
+    .command('cache')
+    .description(
+      "node-local caches on the node's own disk (a local VG): image replicas, lazy read caches, write-back caches",
+    );
 
   vgOption(
     cache
@@ -24,15 +38,21 @@ export function register(program: Command): void {
       .description('create the node-local cache VG (name: cache.vg in the config) on an unused local disk')
       .argument('<device>'),
   ).action(async (device: string, o, cmd: Command) => {
-      const ctx = createContext(cmd);
-      const r = await initCache(ctx.op(o.vg), device);
-      await ctx.finish(r, (x) => `${x.vg} on ${x.device}: ${x.action === 'created' ? 'created' : 'already so: nothing to do'}${x.sizeBytes ? ` (${formatSize(x.sizeBytes)})` : ''}`);
-    });
+    const ctx = createContext(cmd);
+    const r = await initCache(ctx.op(o.vg), device);
+    await ctx.finish(
+      r,
+      (x) =>
+        `${x.vg} on ${x.device}: ${x.action === 'created' ? 'created' : 'already so: nothing to do'}${x.sizeBytes ? ` (${formatSize(x.sizeBytes)})` : ''}`,
+    );
+  });
 
   vgOption(
     cache
       .command('replicate')
-      .description('make a verified full local copy of an image (resumable); clones mapped here then read nothing from the repository')
+      .description(
+        'make a verified full local copy of an image (resumable); clones mapped here then read nothing from the repository',
+      )
       .argument('<image>')
       .option('--rate <MiB/s>', 'copy rate limit (default: cache.rateMiBps in the config, else unlimited)'),
   ).action(async (name: string, o, cmd: Command) => {
@@ -48,12 +68,23 @@ export function register(program: Command): void {
         ctx.progress.info(`${formatSize(bytes)} / ${formatSize(total)} copied`);
       },
     });
-    await ctx.finish(r, (x: ReplicateResult) =>
-      `${x.vg}/${x.name}: ${x.action === 'none' ? 'already replicated: nothing to do' : `${x.action} into ${x.cacheVg}/${x.replica} (${formatSize(x.sizeBytes)} in ${x.seconds.toFixed(1)}s, sha256 verified)`}${x.evicted.length ? `\nevicted: ${x.evicted.join(', ')}` : ''}`);
+    await ctx.finish(
+      r,
+      (x: ReplicateResult) =>
+        `${x.vg}/${x.name}: ${x.action === 'none' ? 'already replicated: nothing to do' : `${x.action} into ${x.cacheVg}/${x.replica} (${formatSize(x.sizeBytes)} in ${x.seconds.toFixed(1)}s, sha256 verified)`}${x.evicted.length ? `\nevicted: ${x.evicted.join(', ')}` : ''}`,
+    );
   });
 
   for (const verb of ['list', 'status'] as const) {
-    vgOption(cache.command(verb).description(verb === 'list' ? 'list the caches on this node' : 'the cache VG and every cache on this node: size, use, state, origin')).action(async (o, cmd: Command) => {
+    vgOption(
+      cache
+        .command(verb)
+        .description(
+          verb === 'list'
+            ? 'list the caches on this node'
+            : 'the cache VG and every cache on this node: size, use, state, origin',
+        ),
+    ).action(async (o, cmd: Command) => {
       const ctx = createContext(cmd);
       await ctx.finish(await listCaches(ctx.op(o.vg)), listText);
     });
@@ -68,6 +99,8 @@ export function register(program: Command): void {
   ).action(async (image: string | undefined, o, cmd: Command) => {
     const ctx = createContext(cmd);
     const r = await dropCaches(ctx.op(o.vg), { image, stale: o.stale });
-    await ctx.finish(r, (x: DropResult) => (x.dropped.length ? `dropped from ${x.cacheVg}: ${x.dropped.join(', ')}` : 'nothing to drop'));
+    await ctx.finish(r, (x: DropResult) =>
+      x.dropped.length ? `dropped from ${x.cacheVg}: ${x.dropped.join(', ')}` : 'nothing to drop',
+    );
   });
 }

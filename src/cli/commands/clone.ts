@@ -1,5 +1,13 @@
 import type { Command } from 'commander';
-import { commitClone, createClone, discardClone, growClone, mapClone, unmapClone, type CloneResult } from '../../core/clones.js';
+import {
+  commitClone,
+  createClone,
+  discardClone,
+  growClone,
+  mapClone,
+  unmapClone,
+  type CloneResult,
+} from '../../core/clones.js';
 import { flattenClone, type FlattenResult } from '../../core/flatten.js';
 import { parseCacheModes } from '../../core/config.js';
 import { formatSize } from '../../core/validate.js';
@@ -8,10 +16,19 @@ import { vgOption } from './shared.js';
 
 const describe = (r: CloneResult): string => {
   const what: Record<CloneResult['action'], string> = {
-    created: `created on ${r.parent}`, completed: `creation completed on ${r.parent}`, none: 'already so: nothing to do', mapped: 'mapped', unmapped: 'unmapped and released',
-    committed: `committed: read-only, usable as a parent on any node`, discarded: 'discarded', removed: 'removed', grown: `COW grown to ${formatSize(r.cowBytes ?? 0)}`,
+    created: `created on ${r.parent}`,
+    completed: `creation completed on ${r.parent}`,
+    none: 'already so: nothing to do',
+    mapped: 'mapped',
+    unmapped: 'unmapped and released',
+    committed: `committed: read-only, usable as a parent on any node`,
+    discarded: 'discarded',
+    removed: 'removed',
+    grown: `COW grown to ${formatSize(r.cowBytes ?? 0)}`,
   };
-  const dev = r.device ? `\n${r.device}${r.mode === 'ro' ? ' (read-only)' : ''}${r.replica ? ` (on local replica ${r.replica})` : ''}${r.lazy ? ` (on lazy cache ${r.lazy.lv}: ${r.lazy.action}${r.lazy.reset ? `, reset: ${r.lazy.resetReason}` : ''})` : ''}` : '';
+  const dev = r.device
+    ? `\n${r.device}${r.mode === 'ro' ? ' (read-only)' : ''}${r.replica ? ` (on local replica ${r.replica})` : ''}${r.lazy ? ` (on lazy cache ${r.lazy.lv}: ${r.lazy.action}${r.lazy.reset ? `, reset: ${r.lazy.resetReason}` : ''})` : ''}`
+    : '';
   return `${r.vg}/${r.name}: ${what[r.action]}${dev}`;
 };
 
@@ -28,7 +45,12 @@ export function register(program: Command): void {
       .option('--chunk <size>', 'snapshot chunk size, power of two from 4K to 1M', undefined),
   ).action(async (name: string, o, cmd: Command) => {
     const ctx = createContext(cmd);
-    const r = await createClone(ctx.op(o.vg), { name, from: o.from, cowSize: o.cowSize, chunk: o.chunk ?? ctx.config.cow.chunk });
+    const r = await createClone(ctx.op(o.vg), {
+      name,
+      from: o.from,
+      cowSize: o.cowSize,
+      chunk: o.chunk ?? ctx.config.cow.chunk,
+    });
     await ctx.finish(r, describe);
   });
 
@@ -37,42 +59,84 @@ export function register(program: Command): void {
       .command('map')
       .description('map a clone on this node (live: writable, exclusive; committed: read-only) and print its device')
       .argument('<name>')
-      .option('--cache <modes>', 'comma list: replica (make the image\'s local replica first if missing), lazy (a dm-cache of the image\'s hot blocks on the local disk), write (a write-back cache under the COW), or none (ignore local caches); default: cache.map in the config')
-      .option('--lazy-size <size>', 'data size of a new lazy cache (default: cache.lazySize in the config, else a quarter of the image within 32M..4G)'),
+      .option(
+        '--cache <modes>',
+        "comma list: replica (make the image's local replica first if missing), lazy (a dm-cache of the image's hot blocks on the local disk), write (a write-back cache under the COW), or none (ignore local caches); default: cache.map in the config",
+      )
+      .option(
+        '--lazy-size <size>',
+        'data size of a new lazy cache (default: cache.lazySize in the config, else a quarter of the image within 32M..4G)',
+      ),
   ).action(async (name: string, o, cmd: Command) => {
     const ctx = createContext(cmd);
     const cache = o.cache !== undefined ? parseCacheModes(o.cache) : undefined;
     await ctx.finish(await mapClone(ctx.op(o.vg), name, { cache, lazySize: o.lazySize }), describe);
   });
 
-  vgOption(clone.command('unmap').description('remove the mapping and release the COW on this node').argument('<name>').option('--force', 'even if open (its users get I/O errors)')).action(async (name: string, o, cmd: Command) => {
+  vgOption(
+    clone
+      .command('unmap')
+      .description('remove the mapping and release the COW on this node')
+      .argument('<name>')
+      .option('--force', 'even if open (its users get I/O errors)'),
+  ).action(async (name: string, o, cmd: Command) => {
     const ctx = createContext(cmd);
     await ctx.finish(await unmapClone(ctx.op(o.vg), name, { force: o.force }), describe);
   });
 
-  vgOption(clone.command('commit').description('sync-back: unmap, release, and make the clone a read-only parent any node can use').argument('<name>').option('--force', 'even if open (its users get I/O errors)')).action(async (name: string, o, cmd: Command) => {
+  vgOption(
+    clone
+      .command('commit')
+      .description('sync-back: unmap, release, and make the clone a read-only parent any node can use')
+      .argument('<name>')
+      .option('--force', 'even if open (its users get I/O errors)'),
+  ).action(async (name: string, o, cmd: Command) => {
     const ctx = createContext(cmd);
     await ctx.finish(await commitClone(ctx.op(o.vg), name, { force: o.force }), describe);
   });
 
-  vgOption(clone.command('discard').description('unmap (if mapped here) and delete a clone; nothing goes back').argument('<name>').option('--force', 'even if open')).action(async (name: string, o, cmd: Command) => {
+  vgOption(
+    clone
+      .command('discard')
+      .description('unmap (if mapped here) and delete a clone; nothing goes back')
+      .argument('<name>')
+      .option('--force', 'even if open'),
+  ).action(async (name: string, o, cmd: Command) => {
     const ctx = createContext(cmd);
     await ctx.finish(await discardClone(ctx.op(o.vg), name, { force: o.force }), describe);
   });
 
-  vgOption(clone.command('rm').description('delete a clone that is not mapped here and has no children').argument('<name>')).action(async (name: string, o, cmd: Command) => {
+  vgOption(
+    clone.command('rm').description('delete a clone that is not mapped here and has no children').argument('<name>'),
+  ).action(async (name: string, o, cmd: Command) => {
     const ctx = createContext(cmd);
     await ctx.finish(await discardClone(ctx.op(o.vg), name, { mustBeUnmapped: true }), describe);
   });
 
-  vgOption(clone.command('grow').description('extend a live clone\'s COW, also while mapped').argument('<name>').requiredOption('--cow-size <size>', 'new total COW size')).action(async (name: string, o, cmd: Command) => {
+  vgOption(
+    clone
+      .command('grow')
+      .description("extend a live clone's COW, also while mapped")
+      .argument('<name>')
+      .requiredOption('--cow-size <size>', 'new total COW size'),
+  ).action(async (name: string, o, cmd: Command) => {
     const ctx = createContext(cmd);
     await ctx.finish(await growClone(ctx.op(o.vg), name, o.cowSize), describe);
   });
 
-  vgOption(clone.command('flatten').description('copy a committed clone\'s chain into a new standalone sealed image').argument('<name>').requiredOption('--to <image>', 'new image name')).action(async (name: string, o, cmd: Command) => {
+  vgOption(
+    clone
+      .command('flatten')
+      .description("copy a committed clone's chain into a new standalone sealed image")
+      .argument('<name>')
+      .requiredOption('--to <image>', 'new image name'),
+  ).action(async (name: string, o, cmd: Command) => {
     const ctx = createContext(cmd);
     const r = await flattenClone(ctx.op(o.vg), name, o.to);
-    await ctx.finish(r, (x: FlattenResult) => `${x.vg}/${x.name}: ${x.action === 'none' ? 'already flattened' : 'flattened'} into image ${x.image} (${formatSize(x.sizeBytes)}${x.sha256 ? `, sha256 ${x.sha256}` : ''})`);
+    await ctx.finish(
+      r,
+      (x: FlattenResult) =>
+        `${x.vg}/${x.name}: ${x.action === 'none' ? 'already flattened' : 'flattened'} into image ${x.image} (${formatSize(x.sizeBytes)}${x.sha256 ? `, sha256 ${x.sha256}` : ''})`,
+    );
   });
 }

@@ -7,7 +7,11 @@ import { vgOption } from './shared.js';
 
 function hostIdFrom(o: { hostId?: string }, ctx: Context): number {
   const v = o.hostId ?? ctx.config.node.hostId;
-  if (v === undefined) throw usageError('no host id given', 'pass --host-id N (1..2000, unique per host) or set node.hostId in the config');
+  if (v === undefined)
+    throw usageError(
+      'no host id given',
+      'pass --host-id N (1..2000, unique per host) or set node.hostId in the config',
+    );
   return validateHostId(v);
 }
 
@@ -19,12 +23,23 @@ export function register(program: Command): void {
       .command('init')
       .description('configure this node and create the shared repository VG on DEVICE (the LUN)')
       .argument('<device>', 'the repository LUN, e.g. /dev/disk/by-path/ip-...-lun-1')
-      .option('--host-id <n>', 'this host\'s sanlock host_id (1..2000, unique)')
+      .option('--host-id <n>', "this host's sanlock host_id (1..2000, unique)")
       .option('--lock-type <type>', 'sanlock or dlm', 'sanlock')
       .option('--force', 'wipe existing signatures on DEVICE'),
   ).action(async (device: string, o, cmd: Command) => {
     const ctx = createContext(cmd);
-    const report = await clusterInit(ctx.runner, { vg: o.vg ?? ctx.config.repository.vg, hostId: hostIdFrom(o, ctx), lockType: lockType(o.lockType), device, force: o.force }, ctx.progress, ctx.opts.dryRun);
+    const report = await clusterInit(
+      ctx.runner,
+      {
+        vg: o.vg ?? ctx.config.repository.vg,
+        hostId: hostIdFrom(o, ctx),
+        lockType: lockType(o.lockType),
+        device,
+        force: o.force,
+      },
+      ctx.progress,
+      ctx.opts.dryRun,
+    );
     await ctx.finish(report, renderReport);
   });
 
@@ -32,15 +47,24 @@ export function register(program: Command): void {
     cluster
       .command('join')
       .description('configure this node and start its lock on the existing repository VG')
-      .option('--host-id <n>', 'this host\'s sanlock host_id (1..2000, unique)')
+      .option('--host-id <n>', "this host's sanlock host_id (1..2000, unique)")
       .option('--lock-type <type>', 'sanlock or dlm', 'sanlock'),
   ).action(async (o, cmd: Command) => {
     const ctx = createContext(cmd);
-    const report = await clusterJoin(ctx.runner, { vg: o.vg ?? ctx.config.repository.vg, hostId: hostIdFrom(o, ctx), lockType: lockType(o.lockType) }, ctx.progress, ctx.opts.dryRun);
+    const report = await clusterJoin(
+      ctx.runner,
+      { vg: o.vg ?? ctx.config.repository.vg, hostId: hostIdFrom(o, ctx), lockType: lockType(o.lockType) },
+      ctx.progress,
+      ctx.opts.dryRun,
+    );
     await ctx.finish(report, renderReport);
   });
 
-  vgOption(cluster.command('status').description('hosts in the lockspace, their ids and liveness, and who holds which LV lock')).action(async (o, cmd: Command) => {
+  vgOption(
+    cluster
+      .command('status')
+      .description('hosts in the lockspace, their ids and liveness, and who holds which LV lock'),
+  ).action(async (o, cmd: Command) => {
     const ctx = createContext(cmd);
     const status = await clusterStatus(ctx.runner, o.vg ?? ctx.config.repository.vg);
     await ctx.finish(status, renderStatus);
@@ -53,7 +77,10 @@ function lockType(v: string): 'sanlock' | 'dlm' {
 }
 
 function renderReport(r: ClusterReport): string {
-  return [`${r.hostName}: host_id ${r.hostId} in ${r.vg} (lockspace ${r.lockspace})`, ...(r.changed.length ? r.changed.map((c) => `  changed: ${c}`) : ['  already configured: nothing changed'])].join('\n');
+  return [
+    `${r.hostName}: host_id ${r.hostId} in ${r.vg} (lockspace ${r.lockspace})`,
+    ...(r.changed.length ? r.changed.map((c) => `  changed: ${c}`) : ['  already configured: nothing changed']),
+  ].join('\n');
 }
 
 function renderStatus(s: ClusterStatus): string {
@@ -61,9 +88,13 @@ function renderStatus(s: ClusterStatus): string {
     `VG ${s.vg}: ${s.visible ? `visible, ${s.shared ? `shared (${s.lockType})` : 'NOT shared'}` : 'NOT visible on this host'}`,
     `this host: ${s.thisHost.name}, host_id ${s.thisHost.hostId ?? 'unset'}, lockspace ${s.thisHost.lockspaceStarted ? 'started' : 'NOT started'}`,
     'hosts:',
-    ...s.hosts.map((h) => `  ${String(h.hostId).padStart(4)}  ${(h.name ?? '?').padEnd(20)} ${h.live ? 'live' : 'not seen'}`),
+    ...s.hosts.map(
+      (h) => `  ${String(h.hostId).padStart(4)}  ${(h.name ?? '?').padEnd(20)} ${h.live ? 'live' : 'not seen'}`,
+    ),
     'locks held:',
-    ...(s.locks.length ? s.locks.map((l) => `  ${l.lv.padEnd(30)} ${l.mode} by ${l.owner ?? '?'} (host_id ${l.ownerHostId})`) : ['  none']),
+    ...(s.locks.length
+      ? s.locks.map((l) => `  ${l.lv.padEnd(30)} ${l.mode} by ${l.owner ?? '?'} (host_id ${l.ownerHostId})`)
+      : ['  none']),
   ];
   return lines.join('\n');
 }

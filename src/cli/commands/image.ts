@@ -1,5 +1,13 @@
 import type { Command } from 'commander';
-import { createImage, exportImage, importImage, removeImage, renameImage, sealImage, type ImageResult } from '../../core/images.js';
+import {
+  createImage,
+  exportImage,
+  importImage,
+  removeImage,
+  renameImage,
+  sealImage,
+  type ImageResult,
+} from '../../core/images.js';
 import { observe, findImage } from '../../core/observe.js';
 import { formatSize } from '../../core/validate.js';
 import { createContext } from '../context.js';
@@ -7,42 +15,73 @@ import { vgOption } from './shared.js';
 
 const describe = (r: ImageResult): string => {
   const what: Record<ImageResult['action'], string> = {
-    created: 'created (writable until sealed)', imported: 'imported and sealed', sealed: 'sealed (read-only)', renamed: 'renamed', removed: 'removed', exported: 'exported', none: 'already so: nothing to do',
+    created: 'created (writable until sealed)',
+    imported: 'imported and sealed',
+    sealed: 'sealed (read-only)',
+    renamed: 'renamed',
+    removed: 'removed',
+    exported: 'exported',
+    none: 'already so: nothing to do',
   };
-  const extra = [r.sizeBytes ? formatSize(r.sizeBytes) : '', r.sha256 ? `sha256 ${r.sha256}` : '', r.bytes && r.seconds ? `${formatSize(r.bytes)} in ${r.seconds.toFixed(1)}s (${formatSize(Math.round(r.bytes / Math.max(r.seconds, 0.001)))}/s)` : '']
+  const extra = [
+    r.sizeBytes ? formatSize(r.sizeBytes) : '',
+    r.sha256 ? `sha256 ${r.sha256}` : '',
+    r.bytes && r.seconds
+      ? `${formatSize(r.bytes)} in ${r.seconds.toFixed(1)}s (${formatSize(Math.round(r.bytes / Math.max(r.seconds, 0.001)))}/s)`
+      : '',
+  ]
     .filter(Boolean)
     .join(', ');
   return `${r.vg}/${r.name}: ${r.action === 'imported' && r.state === 'writable' ? 'imported (writable)' : what[r.action]}${extra ? ` (${extra})` : ''}`;
 };
 
 export function register(program: Command): void {
-  const image = program.command('image').description('images: plain read-only LVs in the repository, the roots of clone chains');
+  const image = program
+    .command('image')
+    .description('images: plain read-only LVs in the repository, the roots of clone chains');
 
-  vgOption(image.command('create').description('create an empty, zeroed image, writable until sealed').argument('<name>').requiredOption('--size <size>', 'e.g. 10G').option('--no-zero', 'skip zeroing (the LV may expose old data of deleted LVs)'))
-    .action(async (name: string, o, cmd: Command) => {
-      const ctx = createContext(cmd);
-      await ctx.finish(await createImage(ctx.op(o.vg), name, o.size, { zero: o.zero }), describe);
+  vgOption(
+    image
+      .command('create')
+      .description('create an empty, zeroed image, writable until sealed')
+      .argument('<name>')
+      .requiredOption('--size <size>', 'e.g. 10G')
+      .option('--no-zero', 'skip zeroing (the LV may expose old data of deleted LVs)'),
+  ).action(async (name: string, o, cmd: Command) => {
+    const ctx = createContext(cmd);
+    await ctx.finish(await createImage(ctx.op(o.vg), name, o.size, { zero: o.zero }), describe);
+  });
+
+  vgOption(
+    image
+      .command('import')
+      .description('import a raw, gzip, zstd or qcow2 file (or - for stdin) as a sealed image; prints its sha256')
+      .argument('<name>')
+      .argument('<file>')
+      .option('--no-seal', 'leave it writable'),
+  ).action(async (name: string, file: string, o, cmd: Command) => {
+    const ctx = createContext(cmd);
+    let last = 0;
+    const started = Date.now();
+    const r = await importImage(ctx.op(o.vg), name, file, {
+      seal: o.seal,
+      onProgress: (bytes, total) => {
+        const now = Date.now();
+        if (now - last < 1000 && bytes < total) return;
+        last = now;
+        const rate = bytes / Math.max((now - started) / 1000, 0.001);
+        ctx.progress.info(`${formatSize(bytes)} / ${formatSize(total)} (${formatSize(Math.round(rate))}/s)`);
+      },
     });
+    await ctx.finish(r, describe);
+  });
 
-  vgOption(image.command('import').description('import a raw, gzip, zstd or qcow2 file (or - for stdin) as a sealed image; prints its sha256').argument('<name>').argument('<file>').option('--no-seal', 'leave it writable'))
-    .action(async (name: string, file: string, o, cmd: Command) => {
-      const ctx = createContext(cmd);
-      let last = 0;
-      const started = Date.now();
-      const r = await importImage(ctx.op(o.vg), name, file, {
-        seal: o.seal,
-        onProgress: (bytes, total) => {
-          const now = Date.now();
-          if (now - last < 1000 && bytes < total) return;
-          last = now;
-          const rate = bytes / Math.max((now - started) / 1000, 0.001);
-          ctx.progress.info(`${formatSize(bytes)} / ${formatSize(total)} (${formatSize(Math.round(rate))}/s)`);
-        },
-      });
-      await ctx.finish(r, describe);
-    });
-
-  vgOption(image.command('seal').description('make a writable image read-only for good (records its sha256)').argument('<name>')).action(async (name: string, o, cmd: Command) => {
+  vgOption(
+    image
+      .command('seal')
+      .description('make a writable image read-only for good (records its sha256)')
+      .argument('<name>'),
+  ).action(async (name: string, o, cmd: Command) => {
     const ctx = createContext(cmd);
     await ctx.finish(await sealImage(ctx.op(o.vg), name), describe);
   });
@@ -52,29 +91,76 @@ export function register(program: Command): void {
     const state = await observe(ctx.runner, ctx.op(o.vg).vg, ctx.op().scope);
     const list = [...state.repo.byName.values()]
       .filter((x) => x.kind === 'image')
-      .map((x) => ({ name: x.name, uuid: x.uuid, state: x.state, sizeBytes: x.sizeBytes, sha256: x.kind === 'image' ? x.sha256 : undefined, clones: state.repo.childrenOf(x).length }));
-    await ctx.finish(list, (l: typeof list) => (l.length ? l.map((x) => `${x.name.padEnd(24)} ${x.state.padEnd(12)} ${formatSize(x.sizeBytes).padStart(10)}  ${x.clones} clone(s)`).join('\n') : 'no images'));
+      .map((x) => ({
+        name: x.name,
+        uuid: x.uuid,
+        state: x.state,
+        sizeBytes: x.sizeBytes,
+        sha256: x.kind === 'image' ? x.sha256 : undefined,
+        clones: state.repo.childrenOf(x).length,
+      }));
+    await ctx.finish(list, (l: typeof list) =>
+      l.length
+        ? l
+            .map(
+              (x) =>
+                `${x.name.padEnd(24)} ${x.state.padEnd(12)} ${formatSize(x.sizeBytes).padStart(10)}  ${x.clones} clone(s)`,
+            )
+            .join('\n')
+        : 'no images',
+    );
   });
 
-  vgOption(image.command('show').description('details of one image').argument('<name>')).action(async (name: string, o, cmd: Command) => {
-    const ctx = createContext(cmd);
-    const state = await observe(ctx.runner, ctx.op(o.vg).vg, ctx.op().scope);
-    const x = findImage(state, name);
-    const doc = { name: x.name, vg: x.vg, uuid: x.uuid, state: x.state, sizeBytes: x.sizeBytes, sha256: x.sha256, readOnly: x.lv.readOnly, activeHere: x.lv.activeLocally, clones: state.repo.childrenOf(x).map((c) => c.name), tags: x.tags };
-    await ctx.finish(doc, (d: typeof doc) => Object.entries(d).map(([k, v]) => `${k.padEnd(10)} ${Array.isArray(v) ? v.join(', ') : v}`).join('\n'));
-  });
+  vgOption(image.command('show').description('details of one image').argument('<name>')).action(
+    async (name: string, o, cmd: Command) => {
+      const ctx = createContext(cmd);
+      const state = await observe(ctx.runner, ctx.op(o.vg).vg, ctx.op().scope);
+      const x = findImage(state, name);
+      const doc = {
+        name: x.name,
+        vg: x.vg,
+        uuid: x.uuid,
+        state: x.state,
+        sizeBytes: x.sizeBytes,
+        sha256: x.sha256,
+        readOnly: x.lv.readOnly,
+        activeHere: x.lv.activeLocally,
+        clones: state.repo.childrenOf(x).map((c) => c.name),
+        tags: x.tags,
+      };
+      await ctx.finish(doc, (d: typeof doc) =>
+        Object.entries(d)
+          .map(([k, v]) => `${k.padEnd(10)} ${Array.isArray(v) ? v.join(', ') : v}`)
+          .join('\n'),
+      );
+    },
+  );
 
-  vgOption(image.command('rm').description('remove an image that has no clones').argument('<name>')).action(async (name: string, o, cmd: Command) => {
-    const ctx = createContext(cmd);
-    await ctx.finish(await removeImage(ctx.op(o.vg), name), describe);
-  });
+  vgOption(image.command('rm').description('remove an image that has no clones').argument('<name>')).action(
+    async (name: string, o, cmd: Command) => {
+      const ctx = createContext(cmd);
+      await ctx.finish(await removeImage(ctx.op(o.vg), name), describe);
+    },
+  );
 
-  vgOption(image.command('rename').description('rename an image (clones follow: they point at its UUID)').argument('<name>').argument('<new-name>')).action(async (name: string, to: string, o, cmd: Command) => {
+  vgOption(
+    image
+      .command('rename')
+      .description('rename an image (clones follow: they point at its UUID)')
+      .argument('<name>')
+      .argument('<new-name>'),
+  ).action(async (name: string, to: string, o, cmd: Command) => {
     const ctx = createContext(cmd);
     await ctx.finish(await renameImage(ctx.op(o.vg), name, to), describe);
   });
 
-  vgOption(image.command('export').description('write an image\'s raw content to FILE or - (stdout)').argument('<name>').argument('<file>')).action(async (name: string, file: string, o, cmd: Command) => {
+  vgOption(
+    image
+      .command('export')
+      .description("write an image's raw content to FILE or - (stdout)")
+      .argument('<name>')
+      .argument('<file>'),
+  ).action(async (name: string, file: string, o, cmd: Command) => {
     const ctx = createContext(cmd);
     const r = await exportImage(ctx.op(o.vg), name, file);
     // With "-" stdout carries the data: the report goes to stderr.

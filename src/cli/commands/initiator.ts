@@ -17,13 +17,26 @@ export function register(program: Command): void {
     .option('--wait <seconds>', 'how long to wait for the disk to appear', '30')
     .option('--chap-user <user>', 'log in with CHAP as this user (the target must have the same user and secret)')
     .option('--secret-file <file>', 'CHAP secret: a file, or - for stdin (never an argument)')
-    .addOption(new Option('--startup <mode>', 'node.startup of the record: automatic logs in again at boot').choices(['automatic', 'manual']).default('automatic'))
+    .addOption(
+      new Option('--startup <mode>', 'node.startup of the record: automatic logs in again at boot')
+        .choices(['automatic', 'manual'])
+        .default('automatic'),
+    )
     .action(async (portal: string, iqn: string, o, cmd: Command) => {
       if (o.secretFile && !o.chapUser) throw usageError('--secret-file needs --chap-user');
       const ctx = createContext(cmd);
       const chap = o.chapUser ? { user: String(o.chapUser), secret: await readSecret(o.secretFile ?? '-') } : undefined;
-      const r = await login(ctx.runner, portal, iqn, { lun: Number(o.lun), waitSeconds: Number(o.wait), dryRun: ctx.opts.dryRun, chap, startup: o.startup });
-      await ctx.finish(r, (x) => `${x.alreadyLoggedIn ? 'already logged in' : 'logged in'}: ${x.device}${x.disk ? ` -> ${x.disk}` : ''}`);
+      const r = await login(ctx.runner, portal, iqn, {
+        lun: Number(o.lun),
+        waitSeconds: Number(o.wait),
+        dryRun: ctx.opts.dryRun,
+        chap,
+        startup: o.startup,
+      });
+      await ctx.finish(
+        r,
+        (x) => `${x.alreadyLoggedIn ? 'already logged in' : 'logged in'}: ${x.device}${x.disk ? ` -> ${x.disk}` : ''}`,
+      );
     });
 
   ini
@@ -36,7 +49,11 @@ export function register(program: Command): void {
     .action(async (portal: string, iqn: string, o, cmd: Command) => {
       const ctx = createContext(cmd);
       const r = await logout(ctx.runner, portal, iqn, { force: o.force, forget: o.forget });
-      await ctx.finish(r, (x) => `${x.action === 'logged-out' ? 'logged out of' : 'no session to'} ${x.iqn} at ${x.portal}${x.forgotten ? ' (record deleted)' : ''}`);
+      await ctx.finish(
+        r,
+        (x) =>
+          `${x.action === 'logged-out' ? 'logged out of' : 'no session to'} ${x.iqn} at ${x.portal}${x.forgotten ? ' (record deleted)' : ''}`,
+      );
     });
 
   ini
@@ -47,7 +64,11 @@ export function register(program: Command): void {
       const ctx = createContext(cmd);
       const list = await discover(ctx.runner, portal);
       await ctx.finish(list, (l: typeof list) =>
-        l.length ? l.map((d) => `${d.iqn} via ${d.portal}${d.announced !== d.portal ? ` (announced as ${d.announced})` : ''}`).join('\n') : `${portal} offers no targets to this initiator`,
+        l.length
+          ? l
+              .map((d) => `${d.iqn} via ${d.portal}${d.announced !== d.portal ? ` (announced as ${d.announced})` : ''}`)
+              .join('\n')
+          : `${portal} offers no targets to this initiator`,
       );
     });
 
@@ -57,7 +78,9 @@ export function register(program: Command): void {
     .action(async (_o, cmd: Command) => {
       const ctx = createContext(cmd);
       const r = await rescan(ctx.runner);
-      await ctx.finish(r, (x: typeof r) => (x.sessions.length ? `rescanned ${x.sessions.length} session(s)` : 'no iSCSI sessions to rescan'));
+      await ctx.finish(r, (x: typeof r) =>
+        x.sessions.length ? `rescanned ${x.sessions.length} session(s)` : 'no iSCSI sessions to rescan',
+      );
     });
 
   ini
@@ -67,7 +90,14 @@ export function register(program: Command): void {
       const ctx = createContext(cmd);
       const list = await sessions(ctx.runner);
       await ctx.finish(list, (l: typeof list) =>
-        l.length ? l.map((s) => `[${s.id}] ${s.portal} ${s.iqn} ${s.state} ${s.disks.map((d) => `lun ${d.lun}: ${d.device} (${d.state})`).join(', ')}`).join('\n') : 'no iSCSI sessions',
+        l.length
+          ? l
+              .map(
+                (s) =>
+                  `[${s.id}] ${s.portal} ${s.iqn} ${s.state} ${s.disks.map((d) => `lun ${d.lun}: ${d.device} (${d.state})`).join(', ')}`,
+              )
+              .join('\n')
+          : 'no iSCSI sessions',
       );
     });
 }

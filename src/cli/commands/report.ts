@@ -9,10 +9,20 @@ function renderTree(nodes: TreeNode[]): string {
   const lines: string[] = [];
   const walk = (n: TreeNode, prefix: string, last: boolean, root: boolean) => {
     const branch = root ? '' : last ? '└─ ' : '├─ ';
-    const where = [n.mappedHere ? `mapped here ${n.mappedHere}` : '', n.activeOn ? `held by ${n.activeOn}` : ''].filter(Boolean).join(', ');
-    const usage = n.usage ? (n.usage.usedPercent !== undefined ? ` COW ${n.usage.usedPercent}% used` : ` COW ${n.usage.state.toUpperCase()}`) : '';
-    lines.push(`${prefix}${branch}${n.name} [${n.kind} ${n.state}] ${formatSize(n.sizeBytes)}${where ? ` (${where})` : ''}${usage}${n.usage?.warning ? `  WARNING: ${n.usage.warning}` : ''}`);
-    n.children.forEach((c, i) => walk(c, root ? '' : prefix + (last ? '   ' : '│  '), i === n.children.length - 1, false));
+    const where = [n.mappedHere ? `mapped here ${n.mappedHere}` : '', n.activeOn ? `held by ${n.activeOn}` : '']
+      .filter(Boolean)
+      .join(', ');
+    const usage = n.usage
+      ? n.usage.usedPercent !== undefined
+        ? ` COW ${n.usage.usedPercent}% used`
+        : ` COW ${n.usage.state.toUpperCase()}`
+      : '';
+    lines.push(
+      `${prefix}${branch}${n.name} [${n.kind} ${n.state}] ${formatSize(n.sizeBytes)}${where ? ` (${where})` : ''}${usage}${n.usage?.warning ? `  WARNING: ${n.usage.warning}` : ''}`,
+    );
+    n.children.forEach((c, i) =>
+      walk(c, root ? '' : prefix + (last ? '   ' : '│  '), i === n.children.length - 1, false),
+    );
   };
   nodes.forEach((n) => walk(n, '', true, true));
   return lines.length ? lines.join('\n') : 'no images';
@@ -24,32 +34,70 @@ function renderStatus(s: NodeStatus): string {
   for (const d of s.devices) {
     const usage = d.writeback
       ? `write-back: ${d.writeback.dirtyBlocks} of ${d.writeback.totalBlocks} blocks not yet written back${d.writeback.error ? `, I/O ERROR ${d.writeback.error}` : ''}`
-      : d.usage ? (d.usage.usedPercent !== undefined ? `COW ${d.usage.usedPercent}% used` : `COW ${d.usage.state.toUpperCase()}`) : '';
-    lines.push(`  ${d.name} ${d.role} ${d.clone ?? '?'} open=${d.open} ${d.readOnly ? 'ro' : 'rw'} ${usage}`, `    ${d.table}`);
+      : d.usage
+        ? d.usage.usedPercent !== undefined
+          ? `COW ${d.usage.usedPercent}% used`
+          : `COW ${d.usage.state.toUpperCase()}`
+        : '';
+    lines.push(
+      `  ${d.name} ${d.role} ${d.clone ?? '?'} open=${d.open} ${d.readOnly ? 'ro' : 'rw'} ${usage}`,
+      `    ${d.table}`,
+    );
   }
-  lines.push('active LVs:', ...(s.activeLvs.length ? s.activeLvs.map((l) => `  ${l.name} [${l.kind} ${l.state}] ${l.exclusive ? 'exclusive' : 'shared'}${l.open ? ' open' : ''}`) : ['  none']));
+  lines.push(
+    'active LVs:',
+    ...(s.activeLvs.length
+      ? s.activeLvs.map(
+          (l) => `  ${l.name} [${l.kind} ${l.state}] ${l.exclusive ? 'exclusive' : 'shared'}${l.open ? ' open' : ''}`,
+        )
+      : ['  none']),
+  );
   if (s.warnings.length) lines.push('warnings:', ...s.warnings.map((w) => `  ${w}`));
   return lines.join('\n');
 }
 
 export function register(program: Command): void {
-  vgOption(program.command('tree').description('the lineage: images, clones, where each is mapped and how full each COW is').argument('[name]')).action(async (name: string | undefined, o, cmd: Command) => {
+  vgOption(
+    program
+      .command('tree')
+      .description('the lineage: images, clones, where each is mapped and how full each COW is')
+      .argument('[name]'),
+  ).action(async (name: string | undefined, o, cmd: Command) => {
     const ctx = createContext(cmd);
     const op = ctx.op(o.vg);
-    await ctx.finish(await tree(ctx.runner, op.vg, { name, warnPercent: ctx.config.cow.warnPercent, scope: op.scope }), renderTree);
+    await ctx.finish(
+      await tree(ctx.runner, op.vg, { name, warnPercent: ctx.config.cow.warnPercent, scope: op.scope }),
+      renderTree,
+    );
   });
 
-  vgOption(program.command('status').description('what cowstack has mapped on this node: devices, tables, COW usage, open counts')).action(async (o, cmd: Command) => {
+  vgOption(
+    program
+      .command('status')
+      .description('what cowstack has mapped on this node: devices, tables, COW usage, open counts'),
+  ).action(async (o, cmd: Command) => {
     const ctx = createContext(cmd);
     const op = ctx.op(o.vg);
-    await ctx.finish(await nodeStatus(ctx.runner, op.vg, { warnPercent: ctx.config.cow.warnPercent, scope: op.scope }), renderStatus);
+    await ctx.finish(
+      await nodeStatus(ctx.runner, op.vg, { warnPercent: ctx.config.cow.warnPercent, scope: op.scope }),
+      renderStatus,
+    );
   });
 
-  vgOption(program.command('recover').description('finish or undo interrupted operations on this node and report what looks wrong (run at boot)')).action(async (o, cmd: Command) => {
+  vgOption(
+    program
+      .command('recover')
+      .description('finish or undo interrupted operations on this node and report what looks wrong (run at boot)'),
+  ).action(async (o, cmd: Command) => {
     const ctx = createContext(cmd);
     const r = await recover(ctx.op(o.vg));
     await ctx.finish(r, (x: RecoverReport) =>
-      [x.actions.length ? x.actions.map((a) => `${a.op} ${a.name}: ${a.decision}${a.detail ? ` (${a.detail})` : ''}`).join('\n') : 'nothing was in flight', ...x.warnings.map((w) => `warning: ${w}`)].join('\n'),
+      [
+        x.actions.length
+          ? x.actions.map((a) => `${a.op} ${a.name}: ${a.decision}${a.detail ? ` (${a.detail})` : ''}`).join('\n')
+          : 'nothing was in flight',
+        ...x.warnings.map((w) => `warning: ${w}`),
+      ].join('\n'),
     );
   });
 }

@@ -1,12 +1,33 @@
 import { Option, type Command } from 'commander';
-import { aclAdd, aclRm, createTarget, deleteTarget, listTargets, saveTargets, setChap, showTarget, type BackendChoice, type TargetResult, type TargetView } from '../../core/target.js';
+import {
+  aclAdd,
+  aclRm,
+  createTarget,
+  deleteTarget,
+  listTargets,
+  saveTargets,
+  setChap,
+  showTarget,
+  type BackendChoice,
+  type TargetResult,
+  type TargetView,
+} from '../../core/target.js';
 import { createContext, type Context } from '../context.js';
 import { readSecret } from '../secret.js';
 
-const backendOption = () => new Option('--backend <name>', 'target software: lio (kernel, targetcli), tgt (userspace) or auto (LIO when installed)').choices(['auto', 'lio', 'tgt']);
+const backendOption = () =>
+  new Option(
+    '--backend <name>',
+    'target software: lio (kernel, targetcli), tgt (userspace) or auto (LIO when installed)',
+  ).choices(['auto', 'lio', 'tgt']);
 
 function tctx(ctx: Context, o: { backend?: string }) {
-  return { runner: ctx.runner, backend: (o.backend ?? ctx.config.target.backend ?? 'auto') as BackendChoice, observer: ctx.progress, dryRun: ctx.opts.dryRun };
+  return {
+    runner: ctx.runner,
+    backend: (o.backend ?? ctx.config.target.backend ?? 'auto') as BackendChoice,
+    observer: ctx.progress,
+    dryRun: ctx.opts.dryRun,
+  };
 }
 
 export function register(program: Command): void {
@@ -28,7 +49,9 @@ export function register(program: Command): void {
 
   target
     .command('delete')
-    .description('remove a target and its backstore (the data on the device stays); refuses while initiators are logged in')
+    .description(
+      'remove a target and its backstore (the data on the device stays); refuses while initiators are logged in',
+    )
     .argument('<iqn>')
     .option('--force', 'delete even with sessions (those initiators get I/O errors)')
     .addOption(backendOption())
@@ -61,7 +84,7 @@ export function register(program: Command): void {
   acl
     .command('add')
     .argument('<iqn>', 'target IQN')
-    .argument('<initiator-iqn>', 'the node\'s InitiatorName (/etc/iscsi/initiatorname.iscsi)')
+    .argument('<initiator-iqn>', "the node's InitiatorName (/etc/iscsi/initiatorname.iscsi)")
     .addOption(backendOption())
     .action(async (iqn: string, initiator: string, o, cmd: Command) => {
       const ctx = createContext(cmd);
@@ -80,7 +103,9 @@ export function register(program: Command): void {
 
   target
     .command('auth')
-    .description('require CHAP for every ACL of the target (LIO); the secret is read from a file or stdin, never from argv')
+    .description(
+      'require CHAP for every ACL of the target (LIO); the secret is read from a file or stdin, never from argv',
+    )
     .argument('<iqn>')
     .requiredOption('--chap <user>', 'CHAP user name')
     .option('--secret-file <file>', 'file holding the secret, or - for stdin', '-')
@@ -103,7 +128,13 @@ export function register(program: Command): void {
 }
 
 function renderResult(r: TargetResult): string {
-  const what = { created: 'created', deleted: 'deleted', changed: 'changed', none: 'already as asked: nothing to do', saved: 'saved' }[r.action];
+  const what = {
+    created: 'created',
+    deleted: 'deleted',
+    changed: 'changed',
+    none: 'already as asked: nothing to do',
+    saved: 'saved',
+  }[r.action];
   return `${r.iqn} (${r.backend}): ${what}${r.detail ? ` (${r.detail})` : ''}${r.target ? `\n${renderTarget(r.target)}` : ''}`;
 }
 
