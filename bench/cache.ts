@@ -8,6 +8,8 @@
  *     path to the repository is slowed by tc netem inside the guest; the flush cost at commit.
  */
 import { REPO_VG, table, timedCli, timedSsh, withCluster } from './harness.js';
+import type { CacheReport } from '../src/core/cache.js';
+import type { CloneResult } from '../src/core/clones.js';
 import type { Testbed } from '../test/testbed/index.js';
 
 const tag = Date.now().toString(36).slice(-4);
@@ -30,7 +32,9 @@ function offsets(): number[] {
 async function repoReadSectors(tb: Testbed): Promise<number> {
   const r = await tb.sh(
     node,
-    `d=$(basename $(readlink -f /dev/disk/by-path/*-iscsi-*-lun-1)); l=$(basename $(readlink -f /dev/mapper/${REPO_VG}-lvmlock)); echo $(awk '{print $3}' /sys/block/$d/stat) $(awk '{print $3}' /sys/block/$l/stat)`,
+    'd=$(basename $(readlink -f /dev/disk/by-path/*-iscsi-*-lun-1)); ' +
+      `l=$(basename $(readlink -f /dev/mapper/${REPO_VG}-lvmlock)); echo $(awk '{print $3}' /sys/block/$d/stat) ` +
+      `$(awk '{print $3}' /sys/block/$l/stat)`,
   );
   const [disk, lock] = r.stdout.trim().split(/\s+/).map(Number);
   return disk! - lock!;
@@ -45,7 +49,7 @@ async function boots(tb: Testbed, image: string, mode: string): Promise<Record<s
     const before = await repoReadSectors(tb);
     const t0 = process.hrtime.bigint();
     await timedCli(tb, node, ['clone', 'create', c, '--from', image, '--vg', REPO_VG]);
-    const m = await timedCli(tb, node, ['clone', 'map', c, '--vg', REPO_VG, '--cache', mode]);
+    const m = await timedCli<CloneResult>(tb, node, ['clone', 'map', c, '--vg', REPO_VG, '--cache', mode]);
     await tb.sh(
       node,
       `for o in ${offs}; do dd if=${m.json.device} of=/dev/null bs=64k skip=$o count=1 iflag=direct status=none; done`,
@@ -66,7 +70,15 @@ async function boots(tb: Testbed, image: string, mode: string): Promise<Record<s
 async function burst(tb: Testbed, image: string, cache: boolean): Promise<Record<string, string | number>> {
   const c = `bw-${cache ? 'wb' : 'plain'}-${tag}`;
   await timedCli(tb, node, ['clone', 'create', c, '--from', image, '--cow-size', '64M', '--vg', REPO_VG]);
-  const m = await timedCli(tb, node, ['clone', 'map', c, '--vg', REPO_VG, '--cache', cache ? 'write' : 'none']);
+  const m = await timedCli<CloneResult>(tb, node, [
+    'clone',
+    'map',
+    c,
+    '--vg',
+    REPO_VG,
+    '--cache',
+    cache ? 'write' : 'none',
+  ]);
   const fio = await timedSsh(tb, node, [
     'fio',
     '--name=burst',
@@ -82,7 +94,7 @@ async function burst(tb: Testbed, image: string, cache: boolean): Promise<Record
     '--terse-version=3',
   ]);
   const f = fio.stdout.trim().split('\n').pop()!.split(';');
-  const commit = await timedCli(tb, node, ['clone', 'commit', c, '--vg', REPO_VG]);
+  const commit = await timedCli<CloneResult>(tb, node, ['clone', 'commit', c, '--vg', REPO_VG]);
   await timedCli(tb, node, ['clone', 'rm', c, '--vg', REPO_VG]);
   return {
     clone: cache ? 'write-back cache' : 'no cache',
@@ -96,7 +108,7 @@ async function burst(tb: Testbed, image: string, cache: boolean): Promise<Record
 
 export async function benchCache(): Promise<void> {
   await withCluster(async (tb) => {
-    const list = await timedCli(tb, node, ['cache', 'list', '--vg', REPO_VG]);
+    const list = await timedCli<CacheReport>(tb, node, ['cache', 'list', '--vg', REPO_VG]);
     if (!list.json.exists) await timedCli(tb, node, ['cache', 'init', '/dev/vda', '--vg', REPO_VG]);
     const image = `bi-${tag}`;
     await timedCli(tb, node, ['image', 'create', image, '--size', `${IMAGE_MIB}M`, '--vg', REPO_VG]);
@@ -123,11 +135,14 @@ export async function benchCache(): Promise<void> {
     const copied = ((await repoReadSectors(tb)) - before) * 512;
     rows.push(await boots(tb, image, 'replica'));
     console.log(
-      `\n${K} clone starts of one ${IMAGE_MIB} MiB image on node1 (create + map + read ${BLOCKS} scattered 64 KiB blocks + discard; the lazy cache is created by the first start), repository bytes without sanlock's lease reads:`,
+      `\n${K} clone starts of one ${IMAGE_MIB} MiB image on node1 (create + map + read ${BLOCKS} scattered 64 KiB ` +
+        'blocks + discard; the lazy cache is created by the first start), ' +
+        `repository bytes without sanlock's lease reads:`,
     );
     console.log(table(rows));
     console.log(
-      `replica made once: ${(copied / 2 ** 20).toFixed(1)} MiB read from the repository in ${rp.seconds.toFixed(1)} s (verified by sha256)`,
+      `replica made once: ${(copied / 2 ** 20).toFixed(1)} MiB read from the repository in ${rp.seconds.toFixed(1)} ` +
+        's (verified by sha256)',
     );
 
     const dev = (await tb.sh(node, "ip -o route get 10.0.2.2 | sed -n 's/.* dev \\([^ ]*\\).*/\\1/p'")).stdout.trim();
@@ -140,7 +155,8 @@ export async function benchCache(): Promise<void> {
       await timedSsh(tb, node, ['tc', 'qdisc', 'del', 'dev', dev, 'root']);
     }
     console.log(
-      `\nWrite burst: fio 8 MiB of 4 KiB random writes, queue depth 4, O_DIRECT, node1's repository path delayed ${DELAY_MS} ms (tc netem on ${dev} in the guest):`,
+      '\nWrite burst: fio 8 MiB of 4 KiB random writes, queue depth 4, O_DIRECT, ' +
+        `node1's repository path delayed ${DELAY_MS} ms (tc netem on ${dev} in the guest):`,
     );
     console.log(table(burstRows));
 

@@ -5,6 +5,7 @@
  * and read throughput through depth-1 and depth-4 chains relative to the bare image.
  */
 import { REPO_VG, readThroughput, table, timedCli, timedSsh, withCluster } from './harness.js';
+import type { CloneResult } from '../src/core/clones.js';
 import type { Testbed } from '../test/testbed/index.js';
 
 const tag = Date.now().toString(36).slice(-4);
@@ -73,7 +74,7 @@ export async function benchClone(): Promise<void> {
     for (let i = 1; i <= 4; i++) {
       const c = `d${i}-${tag}`;
       await timedCli(tb, node, ['clone', 'create', c, '--from', parent, '--vg', REPO_VG]);
-      const m = await timedCli(tb, node, ['clone', 'map', c, '--vg', REPO_VG]);
+      const m = await timedCli<CloneResult>(tb, node, ['clone', 'map', c, '--vg', REPO_VG]);
       await timedSsh(tb, node, [
         'dd',
         'if=/dev/urandom',
@@ -91,14 +92,14 @@ export async function benchClone(): Promise<void> {
     }
     await timedSsh(tb, node, ['lvchange', '-asy', `${REPO_VG}/${base}`]);
     const bare = await readThroughput(tb, node, `/dev/${REPO_VG}/${base}`);
-    const d1 = await timedCli(tb, node, ['clone', 'map', chain[0]!, '--vg', REPO_VG]);
-    const r1 = await readThroughput(tb, node, d1.json.device);
-    const d4 = await timedCli(tb, node, ['clone', 'map', chain[3]!, '--vg', REPO_VG]);
-    const r4 = await readThroughput(tb, node, d4.json.device);
+    const d1 = await timedCli<CloneResult>(tb, node, ['clone', 'map', chain[0]!, '--vg', REPO_VG]);
+    const r1 = await readThroughput(tb, node, d1.json.device!);
+    const d4 = await timedCli<CloneResult>(tb, node, ['clone', 'map', chain[3]!, '--vg', REPO_VG]);
+    const r4 = await readThroughput(tb, node, d4.json.device!);
     // The same depth-1 read with a 64 KiB chunk: dm-snapshot splits I/O at the chunk size.
     const big = `k64-${tag}`;
     await timedCli(tb, node, ['clone', 'create', big, '--from', base, '--chunk', '64K', '--vg', REPO_VG]);
-    const m64 = await timedCli(tb, node, ['clone', 'map', big, '--vg', REPO_VG]);
+    const m64 = await timedCli<CloneResult>(tb, node, ['clone', 'map', big, '--vg', REPO_VG]);
     await timedSsh(tb, node, [
       'dd',
       'if=/dev/urandom',
@@ -110,7 +111,7 @@ export async function benchClone(): Promise<void> {
       'conv=fsync',
       'status=none',
     ]);
-    const r64 = await readThroughput(tb, node, m64.json.device);
+    const r64 = await readThroughput(tb, node, m64.json.device!);
     await timedCli(tb, node, ['clone', 'discard', big, '--vg', REPO_VG]);
     console.log('\nSequential O_DIRECT read of 256 MiB (same run, same node):');
     console.log(

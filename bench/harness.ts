@@ -21,15 +21,16 @@ export async function withCluster<T>(fn: (tb: Testbed) => Promise<T>): Promise<T
   }
 }
 
-export interface Timed {
+export interface Timed<T = unknown> {
   seconds: number;
   /** External commands cowstack ran (each one ssh round trip over the shared connection). */
   commands: number;
-  json: any;
+  /** The command's --json result (its type as the caller names it). */
+  json: T;
 }
 
 /** Runs cowstack with --verbose and counts the commands it printed. */
-export async function timedCli(tb: Testbed, node: string, args: string[]): Promise<Timed> {
+export async function timedCli<T = unknown>(tb: Testbed, node: string, args: string[]): Promise<Timed<T>> {
   const started = process.hrtime.bigint();
   const r = await execa('node', [CLI, '--host', node, '--json', '--verbose', ...args], {
     reject: false,

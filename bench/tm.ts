@@ -79,7 +79,8 @@ export async function benchTm(): Promise<void> {
       );
     const ten = Number(process.hrtime.bigint() - t3) / 1e9;
     console.log(
-      `\n10 VMs of one image on ${node}: ${ten.toFixed(1)} s (first ${per[0]!.toFixed(1)} s, last ${per[9]!.toFixed(1)} s, mean ${(ten / 10).toFixed(1)} s)`,
+      `\n10 VMs of one image on ${node}: ${ten.toFixed(1)} s (first ${per[0]!.toFixed(1)} s, ` +
+        `last ${per[9]!.toFixed(1)} s, mean ${(ten / 10).toFixed(1)} s)`,
     );
     for (let i = 0; i < 10; i++) await tm.ok('delete', [`${node}:${DS}/0/${vm + 1 + i}/`, String(vm + 1 + i), '0']);
     await timedCli(tb, node, ['image', 'rm', image, '--vg', REPO_VG]);

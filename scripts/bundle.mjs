@@ -20,7 +20,9 @@ await build({
   legalComments: 'none',
   // Some dependencies still call require(); give the ESM bundle one.
   banner: {
-    js: "#!/usr/bin/env node\nimport { createRequire as __cowstackRequire } from 'node:module';\nconst require = __cowstackRequire(import.meta.url);",
+    js:
+      "#!/usr/bin/env node\nimport { createRequire as __cowstackRequire } from 'node:module';\n" +
+      'const require = __cowstackRequire(import.meta.url);',
   },
 });
 chmodSync(out, 0o755);

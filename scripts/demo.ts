@@ -92,7 +92,8 @@ async function main(): Promise<void> {
   const dev2 = (await tb.ssh('node2', ['sh', '-c', 'ls /dev/mapper/cowstack-rw-*'])).stdout.trim();
   const seen = (await tb.ssh('node2', ['sha256sum', dev2])).stdout.split(' ')[0];
   console.log(
-    `\nnode1 wrote ${written}\nnode2 reads ${seen} through its own clone of the committed clone: ${written === seen ? 'identical' : 'DIFFERENT'}`,
+    `\nnode1 wrote ${written}\nnode2 reads ${seen} through its own clone of the committed ` +
+      `clone: ${written === seen ? 'identical' : 'DIFFERENT'}`,
   );
   await show(tb, ['--host', 'node2', 'tree', '--vg', REPO_VG]);
   console.log("\n(node1 tries to map node2's live clone: the cluster lock refuses it)");

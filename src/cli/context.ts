@@ -38,7 +38,7 @@ export interface Context {
    * commands). With `failure` the result is still printed (doctor's findings), the JSON
    * document says ok:false with the error, and the failure is thrown for the exit code.
    */
-  finish(result: unknown, human: (r: any) => string, failure?: CowstackError): Promise<void>;
+  finish<T>(result: T, human: (r: T) => string, failure?: CowstackError): Promise<void>;
 }
 
 export function globalOptions(cmd: Command): GlobalOptions {
@@ -88,9 +88,8 @@ export function createContext(cmd: Command): Context {
       const planned = runner instanceof DryRunRunner ? runner.planned : undefined;
       if (opts.json) {
         const status = failure ? { ok: false, ...failure.toJSON() } : { ok: true };
-        process.stdout.write(
-          `${JSON.stringify({ ...status, host: runner.target, ...(planned ? { dryRun: planned } : {}), result }, null, 2)}\n`,
-        );
+        const doc = { ...status, host: runner.target, ...(planned ? { dryRun: planned } : {}), result };
+        process.stdout.write(`${JSON.stringify(doc, null, 2)}\n`);
         if (failure) failure.reported = true;
       } else {
         if (planned) {

@@ -9,10 +9,10 @@ export function reportError(error: unknown, json: boolean): number {
     // commander already printed usage problems on stderr; --help/--version exit 0.
     if (error.exitCode === 0) return EXIT.OK;
     // --json promises one document on stdout, usage errors included.
-    if (json)
-      process.stdout.write(
-        `${JSON.stringify({ ok: false, ...new CowstackError(EXIT.USAGE, error.message.replace(/^error: /, '')).toJSON() }, null, 2)}\n`,
-      );
+    if (json) {
+      const usage = new CowstackError(EXIT.USAGE, error.message.replace(/^error: /, ''));
+      process.stdout.write(`${JSON.stringify({ ok: false, ...usage.toJSON() }, null, 2)}\n`);
+    }
     return EXIT.USAGE;
   }
   const err =

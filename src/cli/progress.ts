@@ -31,11 +31,17 @@ export function createProgress(
   const colorless = !colorEnabled(isTTY);
   const log = (level: ListrLogLevels, msg: string) => {
     if (opts.quiet) return;
-    if (colorless)
-      process.stderr.write(
-        `${level === ListrLogLevels.FAILED ? 'failed' : level === ListrLogLevels.COMPLETED ? 'done' : level === ListrLogLevels.STARTED ? '...' : '-'} ${msg}\n`,
-      );
-    else logger.log(level, msg);
+    if (colorless) {
+      const word =
+        level === ListrLogLevels.FAILED
+          ? 'failed'
+          : level === ListrLogLevels.COMPLETED
+            ? 'done'
+            : level === ListrLogLevels.STARTED
+              ? '...'
+              : '-';
+      process.stderr.write(`${word} ${msg}\n`);
+    } else logger.log(level, msg);
   };
   return {
     start: (step, i, total) => log(ListrLogLevels.STARTED, `[${i + 1}/${total}] ${step.title}`),

@@ -46,7 +46,8 @@ export async function activate(
     const isExclusive = info.activeExclusively;
     if ((mode === 'exclusive') !== isExclusive) {
       throw refused(
-        `${vg}/${lv} is already active ${isExclusive ? 'exclusively' : 'shared'} on this host; refusing to switch to ${mode}`,
+        `${vg}/${lv} is already active ${isExclusive ? 'exclusively' : 'shared'} on this host; ` +
+          `refusing to switch to ${mode}`,
         `deactivate it first (cowstack deactivate ${vg}/${lv}) when nothing uses it`,
         { vg, lv },
       );

@@ -68,7 +68,7 @@ export async function initCache(ctx: OpContext, device: string): Promise<CacheIn
       "give the node's local disk, e.g. /dev/vdb or /dev/nvme0n1",
     );
   let pvVg: string | undefined;
-  let vgPvs: string[] = [];
+  const vgPvs: string[] = [];
   for (const p of await lvm.pvs(ctx.runner)) {
     const pr = await realpath(ctx.runner, p.name);
     if (pr === real) pvVg = p.vg;
@@ -320,7 +320,9 @@ export async function replicate(ctx: OpContext, name: string, opts: ReplicateOpt
           EXIT.FAILED,
           `replica ${ref} of ${lvRef(image)} has sha256 ${sha}, the image records ${image.sha256}`,
           {
-            hint: 'the copy is not used; run cowstack cache replicate again (it starts over). If it fails again, check the local disk.',
+            hint:
+              'the copy is not used; run cowstack cache replicate again (it starts over). If it fails again, ' +
+              'check the local disk.',
             data: { replica: ref, sha256: sha, expected: image.sha256 },
           },
         );
@@ -410,7 +412,8 @@ export async function makeRoom(ctx: OpContext, cache: CacheState, bytes: number,
   const need = candidates.reduce((n, c) => n + unitBytes(c, cache), free);
   if (need < bytes) {
     throw refused(
-      `the cache VG ${cache.vg} has ${formatSize(free)} free and ${formatSize(need - free)} in unused caches; ${formatSize(bytes)} are needed`,
+      `the cache VG ${cache.vg} has ${formatSize(free)} free and ${formatSize(need - free)} in unused ` +
+        `caches; ${formatSize(bytes)} are needed`,
       'drop caches in use elsewhere (unmap their clones) or give the cache VG a larger disk',
     );
   }
@@ -469,7 +472,10 @@ export interface CacheEntry {
   active: boolean;
   open: boolean;
   lastUsed?: string;
-  /** Write-back caches (kernel counters: read + write hits, read misses); a replica serves every read. Lazy: read hits / misses. */
+  /**
+   * Write-back caches (kernel counters: read + write hits, read misses); a replica serves every read.
+   * Lazy: read hits / misses.
+   */
   hits?: number;
   misses?: number;
   /** Lazy caches while attached (dm-cache status; the kernel's counters restart at each attach). */

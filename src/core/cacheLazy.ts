@@ -216,7 +216,9 @@ export async function attachLazy(
       ['lazy', lv, dataBytes, dataRef],
     ] as const) {
       steps.push({
-        title: `create lazy cache ${kind === 'lazy' ? 'data' : 'metadata'} LV ${ref} (${formatSize(bytes)}) for ${lvRef(image)}`,
+        title:
+          `create lazy cache ${kind === 'lazy' ? 'data' : 'metadata'} LV ${ref} (${formatSize(bytes)}) ` +
+          `for ${lvRef(image)}`,
         req: lvm.lvmRequest(
           'lvcreate',
           ['-an', '-Zn', '-Wn', '--setautoactivation', 'n', '-L', `${bytes}b`, '-n', name, ...tags(kind), vg],
@@ -263,7 +265,9 @@ export async function attachLazy(
       timeout: 'change',
     });
     if (chk.exitCode !== 0)
-      resetReason = `cache_check failed (exit ${chk.exitCode}${chk.stderr.trim() ? `: ${chk.stderr.trim().split('\n')[0]}` : ''})`;
+      resetReason =
+        'cache_check failed ' +
+        `(exit ${chk.exitCode}${chk.stderr.trim() ? `: ${chk.stderr.trim().split('\n')[0]}` : ''})`;
   }
   const second: Step[] = [];
   if (!data || resetReason) second.push(zeroMetaStep(vg, image, data ? 'reset' : 'new cache'));

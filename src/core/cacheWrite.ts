@@ -144,9 +144,12 @@ export async function refuseForeignWriteback(ctx: OpContext, clone: CloneObj, ve
   if (host === me) return;
   throw new CowstackError(
     EXIT.REFUSED,
-    `${lvRef(clone)} may have blocks not yet written back in the write-back cache of ${host}; refusing to ${verb} it on ${me}`,
+    `${lvRef(clone)} may have blocks not yet written back in the write-back cache of ${host}; ` +
+      `refusing to ${verb} it on ${me}`,
     {
-      hint: `bring ${host} back and run cowstack recover there (it writes them back); if ${host} is lost for good, remove the marker: lvchange --deltag ${WB_HOST_TAG}${host} ${lvRef(clone)} (its unwritten blocks are lost)`,
+      hint:
+        `bring ${host} back and run cowstack recover there (it writes them back); if ${host} is lost for good, ` +
+        `remove the marker: lvchange --deltag ${WB_HOST_TAG}${host} ${lvRef(clone)} (its unwritten blocks are lost)`,
       data: { clone: clone.name, host },
     },
   );
@@ -191,7 +194,9 @@ export async function flushWriteback(
         EXIT.FAILED,
         `write-back cache ${name} reports I/O error ${s.error}; its dirty blocks are still only on this node`,
         {
-          hint: 'do not release the clone: fix the repository path or the local disk, then run cowstack recover on this node',
+          hint:
+            'do not release the clone: fix the repository path or the local disk, ' +
+            'then run cowstack recover on this node',
         },
       );
     }
@@ -200,7 +205,8 @@ export async function flushWriteback(
     if (Date.now() > deadline) {
       throw new CowstackError(
         EXIT.FAILED,
-        `write-back cache ${name} still has ${dirty} dirty block(s) after ${Math.round((Date.now() - started) / 1000)} s`,
+        `write-back cache ${name} still has ${dirty} dirty block(s) ` +
+          `after ${Math.round((Date.now() - started) / 1000)} s`,
         {
           hint: 'the clone stays mapped and is not released; check the repository path, then retry',
         },

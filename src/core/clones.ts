@@ -144,7 +144,8 @@ export async function createClone(ctx: OpContext, opts: CreateCloneOptions): Pro
     );
   if (requested < 3 * chunkBytes)
     throw usageError(
-      `COW size ${formatSize(requested)} cannot hold the snapshot header, one metadata chunk and data (needs at least 3 chunks of ${formatSize(chunkBytes)})`,
+      `COW size ${formatSize(requested)} cannot hold the snapshot header, ` +
+        `one metadata chunk and data (needs at least 3 chunks of ${formatSize(chunkBytes)})`,
     );
   const cowBytes = roundUp(requested, EXTENT);
 
@@ -169,8 +170,9 @@ export async function createClone(ctx: OpContext, opts: CreateCloneOptions): Pro
         action: 'completed',
       };
     }
+    const other = existing?.kind === 'clone' ? 'a clone of another parent' : 'an image';
     throw refused(
-      `${ctx.vg}/${opts.name} already exists${existing ? ` (${existing.kind === 'clone' ? 'a clone of another parent' : 'an image'})` : ' and is not managed by cowstack'}`,
+      `${ctx.vg}/${opts.name} already exists${existing ? ` (${other})` : ' and is not managed by cowstack'}`,
       'pick another name',
     );
   }
@@ -435,8 +437,9 @@ async function refuseIfOpen(
     const { role, dev } = openDevice(state, o)!;
     if (dev) {
       const users = await whoHolds(ctx.runner, `/dev/mapper/${dev.name}`);
+      const held = users.length ? `: ${users.join(', ')}` : '';
       throw refused(
-        `${lvRef(o)} is in use on this node (${dev.name} open ${dev.open} time(s)${users.length ? `: ${users.join(', ')}` : ''}); refusing to ${verb}`,
+        `${lvRef(o)} is in use on this node (${dev.name} open ${dev.open} time(s)${held}); refusing to ${verb}`,
         role === 'ro'
           ? 'its children are mapped here: unmap them first'
           : `stop the VM using it, or pass --force (its users will get I/O errors)`,

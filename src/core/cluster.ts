@@ -49,7 +49,8 @@ export async function configSteps(runner: Runner, setup: NodeSetup): Promise<{ s
   if (current !== String(setup.hostId)) {
     if (current && current !== '0' && (await lockspaceStarted(runner, setup.vg))) {
       throw refused(
-        `this node already runs the lockspace of ${setup.vg} with host_id ${current}; refusing to change it to ${setup.hostId}`,
+        `this node already runs the lockspace of ${setup.vg} with host_id ${current}; ` +
+          `refusing to change it to ${setup.hostId}`,
         `stop the lockspace first: vgchange --lockstop ${setup.vg}`,
       );
     }
@@ -156,7 +157,8 @@ async function lockstartAndRegister(
     if (owner && owner !== name) {
       throw refused(
         `host_id ${setup.hostId} is already registered to ${owner} in ${setup.vg}`,
-        `give this node another --host-id, or if ${owner} is gone for good: vgchange --deltag ${hostTag(setup.hostId, owner)} ${setup.vg}`,
+        `give this node another --host-id, or if ${owner} is gone for good: ` +
+          `vgchange --deltag ${hostTag(setup.hostId, owner)} ${setup.vg}`,
       );
     }
     const stale = tags.filter(
@@ -266,7 +268,8 @@ export async function clusterJoin(
     if (!vg)
       throw notFound(
         `VG ${opts.vg} is not visible on ${runner.target}`,
-        'log in to the repository LUN first (cowstack initiator login PORTAL IQN), or create the VG with cowstack cluster init',
+        'log in to the repository LUN first (cowstack initiator login PORTAL IQN), ' +
+          'or create the VG with cowstack cluster init',
       );
     if (!vg.shared)
       throw refused(`VG ${opts.vg} is not a shared (lvmlockd) VG`, 'create it with cowstack cluster init');

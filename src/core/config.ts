@@ -103,49 +103,65 @@ function applyEnv(config: Config): void {
   if (process.env.COWSTACK_SSH_CONFIG) config.ssh.config = process.env.COWSTACK_SSH_CONFIG;
 }
 
+/** A mapping of the config file; anything else (absent, a scalar) reads as an empty one. */
+type Section = Record<string, unknown>;
+const section = (v: unknown): Section => (typeof v === 'object' && v !== null ? (v as Section) : {});
+
+function oneOf<T extends string>(v: unknown, allowed: readonly T[]): v is T {
+  return typeof v === 'string' && (allowed as readonly string[]).includes(v);
+}
+
+const list = (v: unknown): string[] => ([] as unknown[]).concat(v).map(String);
+
 function merge(config: Config, doc: unknown, file: string): void {
   if (typeof doc !== 'object' || Array.isArray(doc)) throw usageError(`config file ${file} must be a YAML mapping`);
-  const d = doc as Record<string, any>;
-  const r = d.repository ?? {};
+  const d = section(doc);
+  const r = section(d.repository);
   if (r.vg !== undefined) config.repository.vg = validateVgName(String(r.vg));
   if (r.lockType !== undefined) {
-    if (r.lockType !== 'sanlock' && r.lockType !== 'dlm')
+    if (!oneOf(r.lockType, ['sanlock', 'dlm'] as const))
       throw usageError(`${file}: repository.lockType must be sanlock or dlm, got "${r.lockType}"`);
     config.repository.lockType = r.lockType;
   }
-  if (r.devices !== undefined) config.repository.devices = [].concat(r.devices).map(String);
+  if (r.devices !== undefined) config.repository.devices = list(r.devices);
   if (r.portal !== undefined) config.repository.portal = validatePortal(String(r.portal));
   if (r.iqn !== undefined) config.repository.iqn = validateIqn(String(r.iqn));
-  if (d.node?.hostId !== undefined) config.node.hostId = Number(d.node.hostId);
-  if (d.ssh?.config !== undefined) config.ssh.config = String(d.ssh.config);
+  const node = section(d.node);
+  if (node.hostId !== undefined) config.node.hostId = Number(node.hostId);
+  const ssh = section(d.ssh);
+  if (ssh.config !== undefined) config.ssh.config = String(ssh.config);
   if (d.sudo !== undefined) {
-    if (!['auto', 'always', 'never'].includes(d.sudo))
+    if (!oneOf(d.sudo, ['auto', 'always', 'never'] as const))
       throw usageError(`${file}: sudo must be auto, always or never, got "${d.sudo}"`);
     config.sudo = d.sudo;
   }
-  if (d.cow?.warnPercent !== undefined) config.cow.warnPercent = Number(d.cow.warnPercent);
-  if (d.cow?.chunk !== undefined) config.cow.chunk = String(d.cow.chunk);
-  if (d.target?.backend !== undefined) {
-    if (!['auto', 'lio', 'tgt'].includes(d.target.backend))
-      throw usageError(`${file}: target.backend must be auto, lio or tgt, got "${d.target.backend}"`);
-    config.target.backend = d.target.backend;
+  const cow = section(d.cow);
+  if (cow.warnPercent !== undefined) config.cow.warnPercent = Number(cow.warnPercent);
+  if (cow.chunk !== undefined) config.cow.chunk = String(cow.chunk);
+  const target = section(d.target);
+  if (target.backend !== undefined) {
+    if (!oneOf(target.backend, ['auto', 'lio', 'tgt'] as const))
+      throw usageError(`${file}: target.backend must be auto, lio or tgt, got "${target.backend}"`);
+    config.target.backend = target.backend;
   }
-  if (d.tm?.hosts !== undefined) config.tm.hosts = [].concat(d.tm.hosts).map((h) => validateHostName(String(h)));
-  if (d.tm?.cowPercent !== undefined) {
-    const p = Number(d.tm.cowPercent);
+  const tm = section(d.tm);
+  if (tm.hosts !== undefined) config.tm.hosts = list(tm.hosts).map((h) => validateHostName(h));
+  if (tm.cowPercent !== undefined) {
+    const p = Number(tm.cowPercent);
     if (!Number.isInteger(p) || p < 1 || p > 200)
-      throw usageError(`${file}: tm.cowPercent must be an integer from 1 to 200, got "${d.tm.cowPercent}"`);
+      throw usageError(`${file}: tm.cowPercent must be an integer from 1 to 200, got "${tm.cowPercent}"`);
     config.tm.cowPercent = p;
   }
-  if (d.cache?.vg !== undefined) config.cache.vg = validateVgName(String(d.cache.vg));
-  if (d.cache?.map !== undefined) config.cache.map = parseCacheModes(d.cache.map, `${file}: cache.map`);
-  if (d.cache?.rateMiBps !== undefined) {
-    const r = Number(d.cache.rateMiBps);
-    if (!(r > 0)) throw usageError(`${file}: cache.rateMiBps must be a positive number, got "${d.cache.rateMiBps}"`);
+  const cache = section(d.cache);
+  if (cache.vg !== undefined) config.cache.vg = validateVgName(String(cache.vg));
+  if (cache.map !== undefined) config.cache.map = parseCacheModes(list(cache.map), `${file}: cache.map`);
+  if (cache.rateMiBps !== undefined) {
+    const r = Number(cache.rateMiBps);
+    if (!(r > 0)) throw usageError(`${file}: cache.rateMiBps must be a positive number, got "${cache.rateMiBps}"`);
     config.cache.rateMiBps = r;
   }
-  if (d.cache?.lazySize !== undefined) {
-    parseSize(String(d.cache.lazySize), `${file}: cache.lazySize`);
-    config.cache.lazySize = String(d.cache.lazySize);
+  if (cache.lazySize !== undefined) {
+    parseSize(String(cache.lazySize), `${file}: cache.lazySize`);
+    config.cache.lazySize = String(cache.lazySize);
   }
 }

@@ -280,7 +280,9 @@ export async function pathCheck(runner: Runner, pvDevice: string): Promise<Check
     : {
         id,
         status: 'error',
-        message: `the repository LUN is reached through ${same.length} paths without multipath (${same.join(', ')}): LVM sees its PV more than once`,
+        message:
+          `the repository LUN is reached through ${same.length} paths without multipath ` +
+          `(${same.join(', ')}): LVM sees its PV more than once`,
         fix: 'configure dm-multipath for it, or log out of the extra portal (cowstack initiator logout PORTAL IQN)',
       };
 }

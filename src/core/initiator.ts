@@ -208,7 +208,9 @@ function loginError(
       EXIT.PERMISSION,
       `the target ${iqn} at ${portal} refused this initiator (authorization failure)`,
       {
-        hint: "check the target ACL for this node's initiator name (/etc/iscsi/initiatorname.iscsi) and the CHAP settings",
+        hint:
+          "check the target ACL for this node's initiator name (/etc/iscsi/initiatorname.iscsi) " +
+          'and the CHAP settings',
         data: base.data,
         cause: base,
       },

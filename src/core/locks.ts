@@ -99,7 +99,9 @@ export async function lockConflict(
   const holder = await findLockHolder(runner, vg, lv).catch(() => undefined);
   const who = holder ? ` (held by ${holder.host ? `${holder.host}, ` : ''}sanlock host_id ${holder.hostId})` : '';
   return new CowstackError(EXIT.LOCK_CONFLICT, `${vg}/${lv} is locked by another host${who}`, {
-    hint: "deactivate it on the holding host (cowstack deactivate), or wait for that host's lease to expire if it is dead",
+    hint:
+      'deactivate it on the holding host (cowstack deactivate), ' +
+      "or wait for that host's lease to expire if it is dead",
     data: { vg, lv, uuid: lvUuid, holder, stderr: cause.stderr.trim() },
     cause,
   });

@@ -57,7 +57,8 @@ export async function recover(ctx: OpContext): Promise<RecoverReport> {
   for (const o of state.repo.byName.values()) {
     if (o.state === 'initializing')
       warnings.push(
-        `${lvRef(o)} is still initializing and no operation on this node owns it: it is being created on another node, or was abandoned there (cowstack recover on that node removes it)`,
+        `${lvRef(o)} is still initializing and no operation on this node owns it: ` +
+          'it is being created on another node, or was abandoned there (cowstack recover on that node removes it)',
       );
   }
   return { vg: ctx.vg, actions, warnings };

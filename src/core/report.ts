@@ -156,7 +156,8 @@ export async function nodeStatus(
     });
     if (lazy?.needsCheck || lazy?.failed)
       warnings.push(
-        `${d.name}: lazy read cache reports ${lazy.failed ? 'a failure' : 'needs_check'}: unmap its clones here; the next attach resets it`,
+        `${d.name}: lazy read cache reports ${lazy.failed ? 'a failure' : 'needs_check'}: unmap its clones here; ` +
+          'the next attach resets it',
       );
     if (writeback?.error) warnings.push(`${d.name}: write-back cache reports I/O error ${writeback.error}`);
     if (usage?.warning) warnings.push(`${lv?.name ?? d.name}: ${usage.warning}`);

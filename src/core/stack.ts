@@ -214,7 +214,9 @@ export async function verifyExisting(runner: Runner, state: NodeState, plan: Sta
         EXIT.FAILED,
         `device ${v.name} exists but its table is not the one cowstack expects for ${v.cow.name}`,
         {
-          hint: 'inspect it with dmsetup table; cowstack recover reports such devices. cowstack never replaces a table in use.',
+          hint:
+            'inspect it with dmsetup table; cowstack recover reports such devices. cowstack never replaces a ' +
+            'table in use.',
           data: { device: v.name, found: line, expected: v.table },
         },
       );

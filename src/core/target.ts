@@ -162,7 +162,7 @@ export interface TargetResult {
 export const storeName = (iqn: string) => `cowstack_${createHash('sha256').update(iqn).digest('hex').slice(0, 12)}`;
 
 function validateFilePath(p: string): string {
-  if (!/^\/[A-Za-z0-9._:@+\/-]+$/.test(p ?? '') || p.split('/').includes('..')) {
+  if (!/^\/[A-Za-z0-9._:@+/-]+$/.test(p ?? '') || p.split('/').includes('..')) {
     throw usageError(
       `file "${p}" is not a plain absolute path`,
       'give an absolute path without spaces or "..", e.g. /srv/cowstack/repo.img',
@@ -367,7 +367,8 @@ export function validateChap(user: string, secret: string): void {
   if (secret.length < 12 || secret.length > 255 || /[\s"'\\]/.test(secret) || /[^\x21-\x7e]/.test(secret)) {
     // The secret is never echoed, not even in this error.
     throw usageError(
-      `the CHAP secret must be 12 to 255 printable characters without spaces or quotes (got ${secret.length} characters)`,
+      `the CHAP secret must be 12 to 255 printable characters without spaces or quotes (got ${secret.length} ` +
+        'characters)',
       'RFC 3720 asks for at least 12; generate one with: openssl rand -base64 12',
     );
   }
@@ -383,8 +384,10 @@ export async function setChap(ctx: TargetContext, iqnIn: string, user: string, s
   const found = await mustFind(ctx, iqn);
   if (found.backend === 'tgt') {
     throw refused(
-      `tgt takes CHAP secrets only on tgtadm's command line, where every local user can read them (ps); cowstack does not put secrets in an argv`,
-      'export the LUN with LIO (cowstack target create --backend lio) for CHAP, or restrict tgt to ACLs on a private network',
+      `tgt takes CHAP secrets only on tgtadm's command line, where every local user can read them (ps); ` +
+        'cowstack does not put secrets in an argv',
+      'export the LUN with LIO (cowstack target create --backend lio) for CHAP, ' +
+        'or restrict tgt to ACLs on a private network',
     );
   }
   if (!found.view.acls.length)

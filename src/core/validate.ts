@@ -104,7 +104,8 @@ const EUI = /^eui\.[0-9A-F]{16}$/;
 
 export function validateIqn(iqn: string, what = 'IQN'): string {
   const rule =
-    'iqn.YYYY-MM.reversed.domain[:identifier] in lower case (e.g. iqn.2003-01.org.example.repo:vg0), or eui. and 16 hex digits';
+    'iqn.YYYY-MM.reversed.domain[:identifier] in lower case (e.g. iqn.2003-01.org.example.repo:vg0), ' +
+    'or eui. and 16 hex digits';
   if (!iqn || iqn.length > 223 || !(IQN.test(iqn) || EUI.test(iqn)))
     throw usageError(`${what} "${iqn}" is not a valid iSCSI name`, `use ${rule}`);
   return iqn;
@@ -131,7 +132,7 @@ export function validateHostId(value: string | number): number {
 
 /** Block device paths: absolute under /dev, nothing a shell or LVM filter would reinterpret. */
 export function validateDevicePath(path: string): string {
-  if (!/^\/dev\/[A-Za-z0-9._:@+\/-]+$/.test(path ?? '') || path.split('/').includes('..')) {
+  if (!/^\/dev\/[A-Za-z0-9._:@+/-]+$/.test(path ?? '') || path.split('/').includes('..')) {
     throw usageError(
       `device "${path}" is not a plain /dev path`,
       'give an absolute path under /dev, e.g. /dev/disk/by-path/ip-...-lun-1',

@@ -68,7 +68,8 @@ export abstract class BaseRunner implements Runner {
     if (raw.timedOut) {
       throw new CowstackError(
         EXIT.TIMEOUT,
-        `${shellJoin(req.argv)} did not finish within ${timeoutMs / 1000}s (timeout ${req.timeoutMs === undefined ? `"${req.timeout ?? 'query'}"` : 'override'})${this.where()}`,
+        `${shellJoin(req.argv)} did not finish within ${timeoutMs / 1000}s ` +
+          `(timeout ${req.timeoutMs === undefined ? `"${req.timeout ?? 'query'}"` : 'override'})${this.where()}`,
         {
           hint: 'the command was killed; check the host for a hung device or lock, then run it again',
           data: { argv: req.argv, host: this.target },

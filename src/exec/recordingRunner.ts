@@ -54,7 +54,8 @@ export class RecordingRunner implements Runner {
     if (this.failures.length) throw new Error(this.failures[0]);
     if (this.queue.length)
       throw new Error(
-        `RecordingRunner: ${this.queue.length} expected command(s) never ran, first: ${JSON.stringify(this.queue[0]!.argv)}`,
+        `RecordingRunner: ${this.queue.length} expected command(s) never ran, ` +
+          `first: ${JSON.stringify(this.queue[0]!.argv)}`,
       );
   }
 

@@ -294,7 +294,9 @@ async function del(env: TmEnv, req: Extract<TmRequest, { action: 'delete' }>): P
   } catch (e) {
     if (e instanceof CowstackError && e.exitCode === EXIT.LOCK_CONFLICT && via !== t.host) {
       throw new CowstackError(EXIT.LOCK_CONFLICT, `${e.message} (${t.host} is unreachable and still holds the lease)`, {
-        hint: `the lease of a dead host expires about 2-3 minutes after it stopped (sanlock); retry the delete then, or fence ${t.host} first`,
+        hint:
+          'the lease of a dead host expires about 2-3 minutes after it stopped (sanlock); ' +
+          `retry the delete then, or fence ${t.host} first`,
         data: e.data,
       });
     }
@@ -427,14 +429,16 @@ async function resize(env: TmEnv, req: Extract<TmRequest, { action: 'resize' }>)
   const o = topOf(state, req.target);
   if (!o)
     throw notFound(
-      `disk ${req.target.diskId} of VM ${req.vmId} is not a cowstack disk (${env.vg}/${diskLv(req.vmId, req.target.diskId)} missing)`,
+      `disk ${req.target.diskId} of VM ${req.vmId} is not a cowstack disk ` +
+        `(${env.vg}/${diskLv(req.vmId, req.target.diskId)} missing)`,
     );
   const bytes = req.sizeMb * 1024 * 1024;
   if (o.kind === 'clone') {
     const virtual = state.repo.chain(o).at(-1)!.sizeBytes;
     if (bytes > virtual) {
       throw refused(
-        `disk ${req.target.diskId} of VM ${req.vmId} is a COW clone of a ${virtual / 1048576} MiB image and cannot grow to ${req.sizeMb} MiB`,
+        `disk ${req.target.diskId} of VM ${req.vmId} is a COW clone of a ${virtual / 1048576} MiB image and cannot ` +
+          `grow to ${req.sizeMb} MiB`,
         "a copy-on-write disk has its image's size; save it as a new, larger image (or use a volatile disk) to grow it",
       );
     }
@@ -610,8 +614,10 @@ export async function runTm(env: TmEnv, req: TmRequest): Promise<void> {
       return resize(env, req);
     case 'premigrate':
       throw refused(
-        `live migration of VM ${req.vmId} from ${req.srcHost} to ${req.dstHost} is not supported by the cowstack TM driver`,
-        'a writable COW can be open on one host only: use cold migration (poweroff, migrate, resume), or undeploy and deploy on the other host',
+        `live migration of VM ${req.vmId} from ${req.srcHost} to ${req.dstHost} is not supported by the cowstack TM ` +
+          'driver',
+        'a writable COW can be open on one host only: use cold migration (poweroff, migrate, resume), ' +
+          'or undeploy and deploy on the other host',
       );
     case 'postmigrate':
     case 'failmigrate':
@@ -639,7 +645,8 @@ export async function runTmWithRetry(env: TmEnv, req: TmRequest, attempts = 3, p
     } catch (e) {
       if (i >= attempts || !isTransientLockError(e)) throw e;
       env.info(
-        `transient lock manager error (${(e as Error).message.split('\n')[0]}); running the action again (${i + 1}/${attempts})`,
+        `transient lock manager error (${(e as Error).message.split('\n')[0]}); ` +
+          `running the action again (${i + 1}/${attempts})`,
       );
       await new Promise((r) => setTimeout(r, pauseMs));
     }

@@ -144,12 +144,8 @@ export function parseTmPath(
     throw bad(what, text, 'the path must be absolute, without "." or ".." parts');
   const path = `/${segments.join('/')}`;
   const base = DS_LOCATION.split('/').filter(Boolean);
-  const outside = () =>
-    bad(
-      what,
-      text,
-      `the path must be ${DS_LOCATION}/<ds_id>/<vm_id>/disk.<disk_id>${opts.dir === 'no' ? '' : ' or the VM directory'}`,
-    );
+  const orDir = opts.dir === 'no' ? '' : ' or the VM directory';
+  const outside = () => bad(what, text, `the path must be ${DS_LOCATION}/<ds_id>/<vm_id>/disk.<disk_id>${orDir}`);
   if (segments.length < base.length + 2 || base.some((b, i) => segments[i] !== b)) throw outside();
   const tail = segments.slice(base.length);
   if (tail.length > 3) throw outside();

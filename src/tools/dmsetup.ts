@@ -49,7 +49,10 @@ export function cacheTable(
     throw new Error(`cache block size must be a multiple of 64 sectors between 64 and 2097152, got ${blockSectors}`);
   }
   const args = Object.entries(policyArgs).flatMap(([k, v]) => [k, String(v)]);
-  return `0 ${sectors} cache ${meta} ${data} ${origin} ${blockSectors} 1 ${mode} ${policy} ${args.length} ${args.join(' ')}`.trimEnd();
+  return (
+    `0 ${sectors} cache ${meta} ${data} ${origin} ${blockSectors} ` +
+    `1 ${mode} ${policy} ${args.length} ${args.join(' ')}`
+  ).trimEnd();
 }
 
 export function writecacheTable(

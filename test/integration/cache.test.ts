@@ -9,6 +9,9 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { promises as fsp } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import type { CacheEntry } from '../../src/core/cache.js';
+import type { PlannedCommand } from '../../src/exec/dryRunRunner.js';
+import type { DeviceStatus } from '../../src/core/report.js';
 import type { Testbed } from '../testbed/index.js';
 import { attachMine, repoDevice } from './testbeds.js';
 import { clusterCli } from './cli.js';
@@ -99,7 +102,9 @@ describe.sequential('cache VG and replicas', () => {
     expect(list).toMatchObject({ cacheVg: 'cowstack_cache', exists: true });
   });
 
-  it('after cache replicate, a second clone on that node reads >= 99% fewer repository bytes than the first', async () => {
+  const replicaSavesReads =
+    'after cache replicate, a second clone on that node reads >= 99% fewer repository bytes than the first';
+  it(replicaSavesReads, async () => {
     const imp = await ok('node1', ['image', 'import', img, path.join(work, 'img.raw')]);
     expect(imp.sha256).toBe(sha256(IMG));
     // node2 has no cache VG: replicate says so and what to do.
@@ -119,8 +124,8 @@ describe.sequential('cache VG and replicas', () => {
     // Dry run first: the copy's exact argv, nothing created.
     const dry = await cs('node1', ['--dry-run', 'cache', 'replicate', img]);
     expect(dry.exitCode, dry.stderr).toBe(0);
-    expect(dry.json.dryRun.map((p: any) => p.argv[0])).toContain('dd');
-    expect((await ok('node1', ['cache', 'list'])).caches.filter((c: any) => c.origin.name === img)).toEqual([]);
+    expect(dry.json.dryRun.map((p: PlannedCommand) => p.argv[0])).toContain('dd');
+    expect((await ok('node1', ['cache', 'list'])).caches.filter((c: CacheEntry) => c.origin.name === img)).toEqual([]);
 
     const rp = await ok('node1', ['cache', 'replicate', img, '--rate', '8']);
     expect(rp).toMatchObject({ action: 'replicated', sha256: sha256(IMG), sizeBytes: IMG.length });
@@ -132,7 +137,8 @@ describe.sequential('cache VG and replicas', () => {
     expect(second.value).toBe(sha256(IMG));
     process.stderr.write(
       `[cache] repository bytes, 8 MiB clone: read ${first.bytes} vs on the replica ${second.bytes}; ` +
-        `map ${map1.bytes} vs ${map2.bytes} (LVM metadata); sanlock-included raw disk reads ${first.rawBytes} vs ${second.rawBytes}\n`,
+        `map ${map1.bytes} vs ${map2.bytes} (LVM metadata); ` +
+        `sanlock-included raw disk reads ${first.rawBytes} vs ${second.rawBytes}\n`,
     );
     expect(first.bytes).toBeGreaterThanOrEqual(IMG.length);
     expect(second.bytes).toBeLessThanOrEqual(first.bytes * 0.01);
@@ -168,13 +174,15 @@ describe.sequential('cache VG and replicas', () => {
     for (const c of ['c1', 'c2']) await ok('node1', ['clone', 'discard', n(c)]);
   });
 
-  it('a replica is bound to its origin LV: an image re-created under the same name never gets the old copy', async () => {
-    const old = (await ok('node1', ['cache', 'list'])).caches.find((c: any) => c.origin.name === img);
+  const replicaBoundToOrigin =
+    'a replica is bound to its origin LV: an image re-created under the same name never gets the old copy';
+  it(replicaBoundToOrigin, async () => {
+    const old = (await ok('node1', ['cache', 'list'])).caches.find((c: CacheEntry) => c.origin.name === img);
     expect(old).toBeDefined();
     expect((await ok('node1', ['image', 'rm', img])).action).toBe('removed');
     const imp = await ok('node1', ['image', 'import', img, path.join(work, 'img2.raw')]);
     expect(imp.sha256).toBe(sha256(IMG2));
-    const stale = (await ok('node1', ['cache', 'list'])).caches.find((c: any) => c.name === old.name);
+    const stale = (await ok('node1', ['cache', 'list'])).caches.find((c: CacheEntry) => c.name === old.name);
     expect(stale).toMatchObject({ state: 'stale', origin: { uuid: old.origin.uuid } });
 
     await ok('node1', ['clone', 'create', n('c3'), '--from', img]);
@@ -208,14 +216,15 @@ describe.sequential('cache VG and replicas', () => {
     );
     await writeAt(tb, 'node1', m.device, 4, data);
     const st = await ok('node1', ['status']);
-    const wb = st.devices.find((d: any) => d.name === m.writeback);
+    const wb = st.devices.find((d: DeviceStatus) => d.name === m.writeback);
     expect(wb).toMatchObject({ role: 'wb', clone: w1 });
     expect(wb.writeback.dirtyBlocks).toBeGreaterThan(0);
     const c = await ok('node1', ['clone', 'commit', w1]);
     expect(c.action).toBe('committed');
     expect(c.flushedBlocks).toBeGreaterThan(0);
     process.stderr.write(
-      `[cache] write-back: ${c.flushedBlocks} dirty 4 KiB blocks written back at commit in ${c.flushSeconds.toFixed(2)} s\n`,
+      `[cache] write-back: ${c.flushedBlocks} dirty 4 KiB blocks written back at commit ` +
+        `in ${c.flushSeconds.toFixed(2)} s\n`,
     );
     const on2 = await ok('node2', ['clone', 'map', w1]);
     expect(await directSha('node2', on2.device)).toBe(sha256(overlay(base, 4 * MiB, data)));
@@ -248,7 +257,8 @@ describe.sequential('lazy read cache', () => {
   const readSet = (device: string) =>
     tb.sh(
       'node1',
-      `for o in ${offsets.join(' ')}; do dd if=${device} of=/dev/null bs=64k skip=$o count=1 iflag=direct status=none || exit 1; done`,
+      `for o in ${offsets.join(' ')}; do dd if=${device} of=/dev/null bs=64k skip=$o count=1 iflag=direct ` +
+        'status=none || exit 1; done',
     );
   const lcStatus = async (device: string) => {
     const r = await tb.ssh('node1', ['dmsetup', 'status', path.basename(device)]);
@@ -266,9 +276,12 @@ describe.sequential('lazy read cache', () => {
     };
   };
   const lazyEntry = async (uuid: string) =>
-    ((await ok('node1', ['cache', 'list'])).caches as any[]).find((c) => c.kind === 'lazy' && c.origin.uuid === uuid);
+    (await ok('node1', ['cache', 'list'])).caches.find((c: CacheEntry) => c.kind === 'lazy' && c.origin.uuid === uuid);
 
-  it(`K=${K} boots of a clone: re-attached (same LVs, mappings kept), data identical, hits and repository bytes per pass`, async () => {
+  const lazyBootsPerPass =
+    `K=${K} boots of a clone: re-attached (same LVs, mappings kept), data identical, ` +
+    'hits and repository bytes per pass';
+  it(lazyBootsPerPass, async () => {
     const t0 = Date.now();
     const imp = await ok('node1', ['image', 'import', limg, path.join(work, 'img.raw')]);
     let lvUuid: string | undefined;
@@ -292,7 +305,9 @@ describe.sequential('lazy read cache', () => {
       const hits = st.readHits - atAttach.readHits;
       const misses = st.readMisses - atAttach.readMisses;
       rows.push(
-        `pass ${pass}: cached blocks at attach ${atAttach.used}/${atAttach.total}, after ${st.used}; read hits ${hits} misses ${misses} (hit ratio ${(hits / Math.max(1, hits + misses)).toFixed(2)}), promotions ${st.promotions}; repository bytes ${rd.bytes} of ${BLOCKS * 65536} read`,
+        `pass ${pass}: cached blocks at attach ${atAttach.used}/${atAttach.total}, after ${st.used}; ` +
+          `read hits ${hits} misses ${misses} (hit ratio ${(hits / Math.max(1, hits + misses)).toFixed(2)}), ` +
+          `promotions ${st.promotions}; repository bytes ${rd.bytes} of ${BLOCKS * 65536} read`,
       );
       if (pass > 1) {
         // Re-attached, not rebuilt: the same LV, and what earlier passes promoted is still there.
@@ -327,13 +342,17 @@ describe.sequential('lazy read cache', () => {
     }
     await ok('node1', ['clone', 'rm', c]);
     console.log(
-      `[cache] lazy, ${K} boots of a clone of one 8 MiB image on node1 (${BLOCKS} scattered 64 KiB blocks, O_DIRECT; ${((Date.now() - t0) / 1000).toFixed(0)} s):\n  ${rows.join('\n  ')}`,
+      `[cache] lazy, ${K} boots of a clone of one 8 MiB image on node1 (${BLOCKS} scattered 64 KiB blocks, ` +
+        `O_DIRECT; ${((Date.now() - t0) / 1000).toFixed(0)} s):\n  ${rows.join('\n  ')}`,
     );
   });
 
-  it('a cache left attached by a crash, or whose metadata fails cache_check, is reset (no error) and serves the right data', async () => {
-    const list = (await ok('node1', ['cache', 'list'])).caches as any[];
-    const lc = list.find((c) => c.kind === 'lazy' && c.origin.name === limg);
+  const crashedCacheIsReset =
+    'a cache left attached by a crash, or whose metadata fails cache_check, is reset (no error) ' +
+    'and serves the right data';
+  it(crashedCacheIsReset, async () => {
+    const list = (await ok('node1', ['cache', 'list'])).caches;
+    const lc = list.find((c: CacheEntry) => c.kind === 'lazy' && c.origin.name === limg);
     expect(lc).toBeDefined();
     const lm = `lm_${lc.name.slice(3)}`;
     // What a crash leaves: the state tag still says attached, no device.
@@ -356,7 +375,8 @@ describe.sequential('lazy read cache', () => {
     // Garbage in the metadata superblock of a cleanly detached cache: cache_check fails, reset.
     await tb.sh(
       'node1',
-      `lvchange -aey cowstack_cache/${lm} && dd if=/dev/urandom of=/dev/cowstack_cache/${lm} bs=4096 count=1 oflag=direct conv=fsync,notrunc status=none && lvchange -an cowstack_cache/${lm}`,
+      `lvchange -aey cowstack_cache/${lm} && dd if=/dev/urandom of=/dev/cowstack_cache/${lm} bs=4096 count=1 ` +
+        `oflag=direct conv=fsync,notrunc status=none && lvchange -an cowstack_cache/${lm}`,
     );
     const m2 = await ok('node1', ['clone', 'map', c, '--cache', 'lazy']);
     expect(m2.lazy).toMatchObject({
@@ -369,8 +389,8 @@ describe.sequential('lazy read cache', () => {
   });
 
   it('a lazy cache is bound to its origin LV: an image re-created under the same name gets a new cache', async () => {
-    const old = ((await ok('node1', ['cache', 'list'])).caches as any[]).find(
-      (c) => c.kind === 'lazy' && c.origin.name === limg,
+    const old = (await ok('node1', ['cache', 'list'])).caches.find(
+      (c: CacheEntry) => c.kind === 'lazy' && c.origin.name === limg,
     );
     expect((await ok('node1', ['image', 'rm', limg])).action).toBe('removed');
     const imp = await ok('node1', ['image', 'import', limg, path.join(work, 'img2.raw')]);

@@ -12,7 +12,11 @@ export interface CliResult {
   exitCode: number;
   stdout: string;
   stderr: string;
-  /** Parsed stdout when --json was given. */
+  /**
+   * Parsed stdout when --json was given: the document of whichever command ran, read by the
+   * tests as the JSON it is (they type the parts they look at).
+   */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- JSON of any cowstack command
   json: any;
 }
 
@@ -29,7 +33,7 @@ export async function cowstack(
     env: { COWSTACK_SSH_CONFIG: tb.sshConfig, COWSTACK_CONFIG: '/dev/null', NO_COLOR: '1', ...opts.env },
   });
   trace({ target: 'cowstack', ms: Date.now() - started, exit: r.exitCode ?? -1, argv: args });
-  let json: any;
+  let json: unknown;
   // A killed cowstack prints nothing at all: that is not a JSON error, it is the crash under test.
   if (args.includes('--json') && String(r.stdout).trim()) {
     try {

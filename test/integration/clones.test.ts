@@ -9,6 +9,8 @@ import { promises as fsp } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { gzipSync } from 'node:zlib';
+import type { DeviceStatus } from '../../src/core/report.js';
+import type { PlannedCommand } from '../../src/exec/dryRunRunner.js';
 import type { Testbed } from '../testbed/index.js';
 import { attachMine } from './testbeds.js';
 import { clusterCli } from './cli.js';
@@ -105,7 +107,7 @@ describe.sequential('images', () => {
     const name = n('dry');
     const r = await cs('node1', ['--dry-run', 'clone', 'create', name, '--from', img]);
     expect(r.exitCode, r.stderr).toBe(0);
-    const argvs = r.json.dryRun.map((p: any) => p.argv);
+    const argvs = r.json.dryRun.map((p: PlannedCommand) => p.argv);
     expect(argvs).toContainEqual(
       expect.arrayContaining([
         'lvcreate',
@@ -300,7 +302,7 @@ describe.sequential('COW space', () => {
     ]);
     expect(w.exitCode, 'writes beyond the COW fail').not.toBe(0);
     const st = await ok('node1', ['status']);
-    const dev = st.devices.find((x: any) => x.clone === o);
+    const dev = st.devices.find((x: DeviceStatus) => x.clone === o);
     expect(dev.usage.state).toBe('overflow');
     expect(st.warnings.join('\n')).toContain(o);
     const t = await ok('node1', ['tree', o]);
@@ -320,7 +322,7 @@ describe.sequential('COW space', () => {
     const p2 = pattern(12 * MiB, 32);
     await writeAt(tb, 'node1', m.device, 10, p2);
     const st = await ok('node1', ['status']);
-    expect(st.devices.find((x: any) => x.clone === g).usage.state).toBe('active');
+    expect(st.devices.find((x: DeviceStatus) => x.clone === g).usage.state).toBe('active');
     expect(await deviceSha(tb, 'node1', m.device)).toBe(sha256(overlay(overlay(IMG, 0, p1), 10 * MiB, p2)));
     await ok('node1', ['clone', 'discard', g]);
   });

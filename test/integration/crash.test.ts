@@ -1,13 +1,16 @@
 /**
  * Crash safety on a real kernel: the management process is killed (SIGKILL through
  * COWSTACK_FAULT_AFTER_STEP) in the middle of clone create, map and commit, and a guest is
- * powered off with a clone mapped, a TM-deployed VM and dirty blocks in a write-back cache. After `cowstack recover` (or a re-run) the state is
- * consistent, nothing is left that nothing owns, and the data is intact.
+ * powered off with a clone mapped, a TM-deployed VM and dirty blocks in a write-back cache.
+ * After `cowstack recover` (or a re-run) the state is consistent, nothing is left that nothing
+ * owns, and the data is intact.
  */
 import { beforeAll, describe, expect, it } from 'vitest';
 import { promises as fsp } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import type { CloneResult } from '../../src/core/clones.js';
+import type { DeviceStatus } from '../../src/core/report.js';
 import type { Testbed } from '../testbed/index.js';
 import { attachMine } from './testbeds.js';
 import { clusterCli, cowstack } from './cli.js';
@@ -40,7 +43,7 @@ async function consistent(node: string): Promise<void> {
   const st = await ok(node, ['status']);
   expect(st.inFlight, 'nothing in flight').toEqual([]);
   expect(
-    st.devices.filter((d: any) => d.problem),
+    st.devices.filter((d: DeviceStatus) => d.problem),
     'no orphan devices',
   ).toEqual([]);
 }
@@ -124,7 +127,7 @@ describe.sequential('a node loses power with a clone mapped', () => {
     const mk = await ok('node1', ['clone', 'map', k, '--cache', 'write']);
     const kd = pattern(2 * MiB, 53);
     await writeAt(tb, 'node1', mk.device, 1, kd); // O_DIRECT + fsync: committed in the cache
-    const dirty = (await ok('node1', ['status'])).devices.find((d: any) => d.name === mk.writeback);
+    const dirty = (await ok('node1', ['status'])).devices.find((d: DeviceStatus) => d.name === mk.writeback);
     expect(dirty.writeback.dirtyBlocks).toBeGreaterThan(0);
     await tb.powerOff('node1');
 
@@ -141,7 +144,7 @@ describe.sequential('a node loses power with a clone mapped', () => {
     expect(early.stderr).toMatch(/node1 is unreachable and still holds the lease/);
 
     const started = Date.now();
-    let took: any;
+    let took: CloneResult;
     for (;;) {
       const r = await clusterCli(tb, 'node2', ['clone', 'map', c]);
       if (r.exitCode === 0) {
@@ -155,7 +158,7 @@ describe.sequential('a node loses power with a clone mapped', () => {
     process.stderr.write(
       `[crash] node2 took over ${c} ${((Date.now() - started) / 1000).toFixed(0)}s after node1 died\n`,
     );
-    expect(await deviceSha(tb, 'node2', took.device)).toBe(sha256(overlay(IMG, 1 * MiB, p)));
+    expect(await deviceSha(tb, 'node2', took.device!)).toBe(sha256(overlay(IMG, 1 * MiB, p)));
     await ok('node2', ['clone', 'commit', c]);
 
     // The lease has expired: the retried delete succeeds and the VM is deployed again on node2.

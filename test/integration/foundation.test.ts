@@ -6,6 +6,9 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { execa } from 'execa';
 import path from 'node:path';
+import type { ClusterStatus } from '../../src/core/cluster.js';
+import type { Check } from '../../src/core/doctor.js';
+import type { IscsiSession } from '../../src/tools/iscsiadm.js';
 import type { Testbed } from '../testbed/index.js';
 import { attachMine } from './testbeds.js';
 import { cowstack, ROOT } from './cli.js';
@@ -25,7 +28,7 @@ describe('doctor', () => {
       expect(r.exitCode, r.stdout + r.stderr).toBe(0);
       expect(r.json.ok).toBe(true);
       expect(r.json.host).toBe(node.name);
-      const checks = Object.fromEntries(r.json.result.checks.map((c: any) => [c.id, c]));
+      const checks = Object.fromEntries(r.json.result.checks.map((c: Check) => [c.id, c]));
       for (const id of [
         'kernel:dm-targets',
         'daemon:sanlock',
@@ -61,7 +64,7 @@ describe('doctor', () => {
   it('fails with the missing exit code and a fix when the VG is not there', async () => {
     const r = await cowstack(tb, ['--host', 'node1', '--json', 'doctor', '--vg', 'novg']);
     expect(r.exitCode).toBe(3);
-    const vgCheck = r.json.result.checks.find((c: any) => c.id === 'repository:vg');
+    const vgCheck = r.json.result.checks.find((c: Check) => c.id === 'repository:vg');
     expect(vgCheck.status).toBe('error');
     expect(vgCheck.fix).toContain('initiator login');
   });
@@ -77,7 +80,7 @@ describe('cluster', () => {
       expect(s.shared).toBe(true);
       expect(s.lockType).toBe('sanlock');
       expect(s.thisHost).toMatchObject({ name: node.name, hostId: node.hostId, lockspaceStarted: true });
-      const names = Object.fromEntries(s.hosts.map((h: any) => [h.hostId, h.name]));
+      const names = Object.fromEntries(s.hosts.map((h: ClusterStatus['hosts'][number]) => [h.hostId, h.name]));
       expect(names).toMatchObject({ 1: 'node1', 2: 'node2' });
     }
   });
@@ -102,7 +105,7 @@ describe('initiator', () => {
     expect(r.json.result.alreadyLoggedIn).toBe(true);
     expect(r.json.result.disk).toMatch(/^\/dev\/sd[a-z]+$/);
     const s = await cowstack(tb, ['--host', 'node1', '--json', 'initiator', 'sessions']);
-    const mine = s.json.result.find((x: any) => x.iqn === tb.targetIqn);
+    const mine = s.json.result.find((x: IscsiSession) => x.iqn === tb.targetIqn);
     expect(mine.state).toBe('LOGGED_IN');
     expect(mine.disks[0].device).toBe(r.json.result.disk);
   });

@@ -51,7 +51,8 @@ export default async function setup(project: TestProject) {
     for (const { tb, reused } of ok) {
       if (process.env.COWSTACK_TESTBED_KEEP || reused) {
         log(
-          `left running (state ${tb.stateDir}); stop it with: COWSTACK_TESTBED_STATE=${tb.stateDir} npm run testbed -- down`,
+          `left running (state ${tb.stateDir}); stop it with: ` +
+            `COWSTACK_TESTBED_STATE=${tb.stateDir} npm run testbed -- down`,
         );
         continue;
       }

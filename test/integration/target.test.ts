@@ -5,6 +5,7 @@
  * and through the other backend (the same device behind both).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { TargetView } from '../../src/core/target.js';
 import type { Testbed } from '../testbed/index.js';
 import { attachMine } from './testbeds.js';
 import { cowstack, type CliResult } from './cli.js';
@@ -87,7 +88,7 @@ describe('LIO on the repository server', () => {
     ]);
     expect(other.exitCode, 'the same IQN on another backing store is refused').toBe(6);
     const list = await ok(S(), ['target', 'list', '--backend', 'lio']);
-    expect(list.map((t: any) => t.iqn)).toContain(LIO_IQN);
+    expect(list.map((t: TargetView) => t.iqn)).toContain(LIO_IQN);
   });
 
   it('discovery from a node lists the target and the portal that answered', async () => {
@@ -228,6 +229,8 @@ describe('tgt on the repository server', () => {
       'logged-out',
     );
     expect((await ok(S(), ['target', 'delete', TGT_IQN, '--backend', 'tgt'])).action).toBe('deleted');
-    expect((await ok(S(), ['target', 'list', '--backend', 'tgt'])).map((t: any) => t.iqn)).not.toContain(TGT_IQN);
+    expect((await ok(S(), ['target', 'list', '--backend', 'tgt'])).map((t: TargetView) => t.iqn)).not.toContain(
+      TGT_IQN,
+    );
   });
 });

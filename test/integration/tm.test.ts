@@ -180,7 +180,9 @@ describe.sequential('a non-persistent VM: deploy, snapshots, cold migration, sav
 
 describe.sequential('volatile disks: mkimage, mkswap, resize', () => {
   const V = VM + 2000;
-  it('mkimage raw is zeroed, mkswap formats, resize grows a volatile disk and refuses to outgrow a COW clone', async () => {
+  const mkimageMkswapResize =
+    'mkimage raw is zeroed, mkswap formats, resize grows a volatile disk and refuses to outgrow a COW clone';
+  it(mkimageMkswapResize, async () => {
     await tm.ok('mkimage', ['8', 'raw', D('node1', V, 0), String(V), String(SYS)]);
     await tm.ok('mkswap', ['8', D('node1', V, 1), String(V), String(SYS)]);
     expect(await readlink('node1', `${vmDir(V)}/disk.0`)).toBe(`/dev/mapper/${REPO_VG}-one--${V}--0`);

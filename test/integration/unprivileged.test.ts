@@ -9,6 +9,7 @@ import { promises as fsp } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
+import type { InstalledFile } from '../../src/core/install.js';
 import type { Testbed } from '../testbed/index.js';
 import { attachMine } from './testbeds.js';
 import { CLI, cowstack } from './cli.js';
@@ -59,14 +60,17 @@ beforeAll(async () => {
 }, 120_000);
 
 describe(`the service user (${USER}) with only sudoers/cowstack`, () => {
-  it('cowstack install --node puts a visudo-checked sudoers, the udev rule and a config in place; a re-run changes nothing', async () => {
+  const installNodeIdempotent =
+    'cowstack install --node puts a visudo-checked sudoers, the udev rule and a config in place; ' +
+    'a re-run changes nothing';
+  it(installNodeIdempotent, async () => {
     for (const n of tb.nodes) {
       const first = await cowstack(
         tb,
         ['--host', n.name, '--json', 'install', '--node', '--user', USER, '--vg', REPO_VG],
         { check: true },
       );
-      expect(first.json.result.files.map((f: any) => f.path)).toEqual([
+      expect(first.json.result.files.map((f: InstalledFile) => f.path)).toEqual([
         '/etc/sudoers.d/cowstack',
         '/etc/udev/rules.d/99-cowstack.rules',
         '/etc/cowstack/cowstack.yaml',
@@ -76,7 +80,7 @@ describe(`the service user (${USER}) with only sudoers/cowstack`, () => {
         ['--host', n.name, '--json', 'install', '--node', '--user', USER, '--vg', REPO_VG],
         { check: true },
       );
-      expect(again.json.result.files.map((f: any) => f.action)).toEqual(['unchanged', 'unchanged', 'kept']);
+      expect(again.json.result.files.map((f: InstalledFile) => f.action)).toEqual(['unchanged', 'unchanged', 'kept']);
       const mode = await tb.ssh(n.name, ['stat', '-c', '%a %U', '/etc/sudoers.d/cowstack']);
       expect(mode.stdout.trim()).toBe('440 root');
       // As the service user, install is refused: it is root's job.
@@ -85,7 +89,9 @@ describe(`the service user (${USER}) with only sudoers/cowstack`, () => {
     }
   });
 
-  it('runs the COW lifecycle through sudo -n: import, clone, map, write as the user, commit, read on the other node', async () => {
+  const sudoLifecycle =
+    'runs the COW lifecycle through sudo -n: import, clone, map, write as the user, commit, read on the other node';
+  it(sudoLifecycle, async () => {
     const [n1, n2] = [tb.nodes[0]!.name, tb.nodes[1]!.name];
     const who = await userSh(n1, ['id', '-un']);
     expect(String(who.stdout).trim()).toBe(USER);

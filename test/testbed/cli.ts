@@ -29,7 +29,8 @@ program
     if (m) {
       console.log(`kernel ${m.kernel.release} (${m.kernel.package} ${m.kernel.version}), node ${m.node.version}`);
       console.log(
-        `initramfs ${(m.sizes.initramfs / 2 ** 20).toFixed(0)} MiB, ${Object.keys(m.installed).length} packages, ${m.modules} modules; built ${m.builtAt} in ${m.buildSeconds} s`,
+        `initramfs ${(m.sizes.initramfs / 2 ** 20).toFixed(0)} MiB, ${Object.keys(m.installed).length} ` +
+          `packages, ${m.modules} modules; built ${m.builtAt} in ${m.buildSeconds} s`,
       );
     }
   });
@@ -87,11 +88,13 @@ program
       const st = s.state;
       console.log(`testbed in ${st.stateDir} (created ${st.createdAt}, image ${st.imageHash})`);
       console.log(
-        `  tgtd pid ${st.tgtd.pid ?? '-'} ${s.tgtdRunning ? 'running' : 'NOT RUNNING'} on ${st.hostPortal}; guests use ${st.portal}, ${st.targetIqn}`,
+        `  tgtd pid ${st.tgtd.pid ?? '-'} ${s.tgtdRunning ? 'running' : 'NOT RUNNING'} on ${st.hostPortal}; ` +
+          `guests use ${st.portal}, ${st.targetIqn}`,
       );
       for (const n of st.nodes) {
+        const state = n.running ? 'running' : n.poweredOff ? 'powered off' : 'NOT RUNNING';
         console.log(
-          `  ${n.name}  qemu pid ${n.pid ?? '-'} ${n.running ? 'running' : n.poweredOff ? 'powered off' : 'NOT RUNNING'}  ssh 127.0.0.1:${n.sshPort}  console ${n.consoleLog}`,
+          `  ${n.name}  qemu pid ${n.pid ?? '-'} ${state}  ssh 127.0.0.1:${n.sshPort}  console ${n.consoleLog}`,
         );
       }
       if (st.timings) console.log(`  boot to ssh ${st.timings.bootToSshSeconds?.toFixed(1)} s`);
@@ -99,7 +102,8 @@ program
     }
     if (s.strays.length) {
       console.log(
-        `leftover processes of this state dir (down removes them): ${s.strays.map((p) => `${p.kind}:${p.pid}`).join(' ')}`,
+        'leftover processes of this state dir (down removes ' +
+          `them): ${s.strays.map((p) => `${p.kind}:${p.pid}`).join(' ')}`,
       );
     }
     const healthy = !!s.state && s.tgtdRunning && s.state.nodes.every((n) => n.running || n.poweredOff);

@@ -296,7 +296,8 @@ export async function ensureImage(
     if (await exists(dir)) await fsp.rm(dir, { recursive: true, force: true }); // incomplete leftover
     await fsp.rename(tmp, dir);
     log(
-      `testbed: image ${hash} built in ${Math.round(seconds)} s (initramfs ${(manifest.sizes.initramfs / 2 ** 20).toFixed(0)} MiB)`,
+      `testbed: image ${hash} built in ${Math.round(seconds)} s ` +
+        `(initramfs ${(manifest.sizes.initramfs / 2 ** 20).toFixed(0)} MiB)`,
     );
     return { dir, hash, built: true, seconds };
   } finally {

@@ -181,7 +181,8 @@ async function lifecycleChecks(tb: Testbed, record: Record_): Promise<void> {
   const n = tb.nodes[tb.nodes.length - 1]!;
   const w = await tb.sh(
     n.name,
-    `dd if=/dev/urandom of=${n.localDisk} bs=1M count=2 oflag=direct status=none && dd if=${n.localDisk} bs=1M count=2 iflag=direct status=none | sha256sum`,
+    `dd if=/dev/urandom of=${n.localDisk} bs=1M count=2 oflag=direct status=none && dd if=${n.localDisk} bs=1M ` +
+      'count=2 iflag=direct status=none | sha256sum',
   );
   await tb.powerOff(n.name);
   record(n.name, 'powerOff', !tb.isRunning(n.name), 'qemu killed');

@@ -198,12 +198,15 @@ export async function tail(file: string, lines = 40): Promise<string> {
   try {
     const text = await fsp.readFile(file, 'utf8');
     // strip terminal control sequences the guest kernel/console may emit
-    return text
-      .replace(/\r/g, '')
-      .replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '')
-      .split('\n')
-      .slice(-lines)
-      .join('\n');
+    return (
+      text
+        .replace(/\r/g, '')
+        // eslint-disable-next-line no-control-regex -- ESC (\x1b) starts the ANSI sequences this strips
+        .replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '')
+        .split('\n')
+        .slice(-lines)
+        .join('\n')
+    );
   } catch {
     return `(no ${file})`;
   }

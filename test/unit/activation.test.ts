@@ -19,7 +19,10 @@ import {
 
 const UUID = 'r1SXRd-3kQf-Xc8T-9WQr-pZ0N-fYx4-2cVb1M';
 
-/** SYNTHETIC: `lvs repo/t1` as lvm2 2.03.16 json --binary prints it (support.lvsJson), in the given activation state. */
+/**
+ * SYNTHETIC: `lvs repo/t1` as lvm2 2.03.16 json --binary prints it (support.lvsJson), in the given
+ * activation state.
+ */
 const t1 = (state: { active?: boolean; exclusive?: boolean; open?: boolean } = {}) =>
   lvsJson([
     {
@@ -96,7 +99,9 @@ describe('activate', () => {
     r.verify();
   });
 
-  it('trusts lvmlockd over LVM on exclusivity: an LV LVM calls exclusive but lvmlockd holds shared is refreshed shared', async () => {
+  const lvmlockdDecidesExclusivity =
+    'trusts lvmlockd over LVM on exclusivity: an LV LVM calls exclusive but lvmlockd holds shared is refreshed shared';
+  it(lvmlockdDecidesExclusivity, async () => {
     const r = recorder()
       .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1({ active: true, exclusive: true }) })
       .expect(['lvmlockctl', '--info'], { kind: 'read', stdout: `LS sanlock lvm_repo\nLK LV sh ${UUID}\n` })

@@ -223,7 +223,9 @@ describe('cache replicate', () => {
       { kind: 'write' },
     );
 
-  it('creates, copies in recorded chunks with direct 4 MiB I/O, verifies against the image sha256, then seals it', async () => {
+  const replicateCopiesAndSeals =
+    'creates, copies in recorded chunks with direct 4 MiB I/O, verifies against the image sha256, then seals it';
+  it(replicateCopiesAndSeals, async () => {
     const r = recorder();
     expectObserve(r, [img()]);
     expectCache(r, []);
@@ -335,7 +337,9 @@ describe('cache replicate', () => {
     expect(e.message).toContain(SHA);
   });
 
-  it('drops stale replicas, evicts the least recently used unused one for room, refuses when nothing can go', async () => {
+  const replicaDropAndEvict =
+    'drops stale replicas, evicts the least recently used unused one for room, refuses when nothing can go';
+  it(replicaDropAndEvict, async () => {
     const staleUuid = 'St4le0-aaaa-bbbb-cccc-dddd-eeee-ffffff';
     const oldUuid = U.img2;
     const r = recorder();
@@ -411,8 +415,9 @@ describe('cache replicate', () => {
 });
 
 describe('cache init and drop', () => {
-  const pvs = (rows: Array<[string, string]>) =>
-    `{"report":[{"pv":[${rows.map(([name, vg]) => `{"pv_name":"${name}", "vg_name":"${vg}", "pv_uuid":"x", "pv_size":"1", "dev_size":"1"}`).join(',')}]}]}`;
+  const pv = ([name, vg]: [string, string]) =>
+    `{"pv_name":"${name}", "vg_name":"${vg}", "pv_uuid":"x", "pv_size":"1", "dev_size":"1"}`;
+  const pvs = (rows: Array<[string, string]>) => `{"report":[{"pv":[${rows.map(pv).join(',')}]}]}`;
   const real = (r: RecordingRunner, path: string, to = path) =>
     r.expect(['realpath', '-e', '--', path], { stdout: `${to}\n` });
 
@@ -482,7 +487,9 @@ describe('cache modes', () => {
 });
 
 describe('clone map --cache replica', () => {
-  it('makes the verified replica on first map, then maps the clone on it (the image LV is released again)', async () => {
+  const replicaOnFirstMap =
+    'makes the verified replica on first map, then maps the clone on it (the image LV is released again)';
+  it(replicaOnFirstMap, async () => {
     const rows = [imageRow('image', U.image, { sha: SHA }), cloneRow('vm', U.c1, U.image)];
     const r = recorder();
     expectCache(r, []);

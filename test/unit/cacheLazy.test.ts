@@ -188,7 +188,10 @@ beforeEach(() => {
 afterEach(() => vi.useRealTimers());
 
 describe('lazy cache sizes and modes', () => {
-  it('data: a quarter of the image within [32 MiB, 4 GiB], never above the image; metadata: 4 MiB + 44 B per block, at least 8 MiB', () => {
+  const lazySizing =
+    'data: a quarter of the image within [32 MiB, 4 GiB], never above the image; metadata: 4 MiB + 44 B per block, ' +
+    'at least 8 MiB';
+  it(lazySizing, () => {
     const E = 4 * MiB;
     expect(lazyDataBytes(8 * MiB, E)).toBe(8 * MiB);
     expect(lazyDataBytes(64 * MiB, E)).toBe(32 * MiB);
@@ -228,7 +231,9 @@ describe('lazy cache sizes and modes', () => {
 });
 
 describe('clone map --cache lazy', () => {
-  it('creates the LV pair (room made, metadata zeroed), attaches it read-only, and builds the clone on it', async () => {
+  const lazyCreateAndAttach =
+    'creates the LV pair (room made, metadata zeroed), attaches it read-only, and builds the clone on it';
+  it(lazyCreateAndAttach, async () => {
     const r = recorder();
     observeAlways(r, [], [image(), vm()]);
     r.expect(['lvchange', '-asy', `${VG}/image`], W)
@@ -295,7 +300,9 @@ describe('clone map --cache lazy', () => {
     expect(res.lazy?.reset).toBeUndefined();
   });
 
-  it('re-attaches a cleanly detached cache: one LVM command (activate + attached + used), cache_check passes, no reset', async () => {
+  const lazyCleanReattach =
+    're-attaches a cleanly detached cache: one LVM command (activate + attached + used), cache_check passes, no reset';
+  it(lazyCleanReattach, async () => {
     const r = recorder();
     observeAlways(r, pairRows(), [image(), vm()]);
     r.expect(['lvchange', '-asy', `${VG}/image`], W)
@@ -447,7 +454,9 @@ describe('clone map --cache lazy', () => {
     expect(res.lazy).toMatchObject({ action: 'in-use', lv: LC });
   });
 
-  it('--dry-run shows the exact argv of the whole plan (creation, attach, the clone on it) and changes nothing', async () => {
+  const lazyDryRun =
+    '--dry-run shows the exact argv of the whole plan (creation, attach, the clone on it) and changes nothing';
+  it(lazyDryRun, async () => {
     const inner = recorder();
     observeAlways(inner, [], [image(), vm()]);
     const dry = new DryRunRunner(inner);
@@ -510,7 +519,10 @@ describe('clone map --cache lazy', () => {
 });
 
 describe('lazy cache teardown, eviction, drop, recover', () => {
-  it('unmapping the last clone on it detaches it cleanly (ready, deactivated in one LVM command), then releases the image', async () => {
+  const lazyDetachOnLastUnmap =
+    'unmapping the last clone on it detaches it cleanly (ready, deactivated in one LVM command), ' +
+    'then releases the image';
+  it(lazyDetachOnLastUnmap, async () => {
     const r = recorder();
     const devs = [
       lvDev('image', U.image, 3, 1, true),
@@ -525,9 +537,12 @@ describe('lazy cache teardown, eviction, drop, recover', () => {
       [image(true, true), vm(true, true)],
       devs,
     );
+    const lcTable = TABLE.replace(LM_PATH, '253:40')
+      .replace(LC_PATH, '253:41')
+      .replace(`/dev/mapper/${VG}-image`, '253:3');
     r.expect(['dmsetup', 'table'], {
       kind: 'read',
-      stdout: `${rw(U.c1)}: 0 ${IMG_SECTORS} snapshot 253:42 253:8 P 8\n${LCDEV}: ${TABLE.replace(LM_PATH, '253:40').replace(LC_PATH, '253:41').replace(`/dev/mapper/${VG}-image`, '253:3')}\n`,
+      stdout: `${rw(U.c1)}: 0 ${IMG_SECTORS} snapshot 253:42 253:8 P 8\n${LCDEV}: ${lcTable}\n`,
     })
       .expect(journalBegin('vm', 'unmap'), W)
       .expect(['dmsetup', 'remove', '--retry', rw(U.c1)], W)
@@ -556,7 +571,10 @@ describe('lazy cache teardown, eviction, drop, recover', () => {
     r.verify();
   });
 
-  it('keeps the cache while another clone stands on it, and a snapshot built on the image LV releases the image LV, not the cache', async () => {
+  const lazyKeptWhileInUse =
+    'keeps the cache while another clone stands on it, and a snapshot built on the image LV releases the image LV, ' +
+    'not the cache';
+  it(lazyKeptWhileInUse, async () => {
     const r = recorder();
     const devs = [
       lvDev('image', U.image, 3, 2, true),
@@ -581,7 +599,9 @@ describe('lazy cache teardown, eviction, drop, recover', () => {
     r.verify();
   });
 
-  it('eviction takes the least recently used unused lazy pair (both LVs), never an attached one; drop removes the pair', async () => {
+  const lazyEvictAndDrop =
+    'eviction takes the least recently used unused lazy pair (both LVs), never an attached one; drop removes the pair';
+  it(lazyEvictAndDrop, async () => {
     const other = U.img2;
     const rows = [imageRow('image', U.image, { size: 128 * MiB, sha: SHA }), imageRow('other', other, { sha: SHA })];
     // replicate(): 128 MiB needed, 100 MiB free: the unused lazy pair of "other" (40 MiB) goes.
@@ -669,7 +689,9 @@ describe('lazy cache teardown, eviction, drop, recover', () => {
     });
   });
 
-  it('recover detaches a lazy device nothing stands on, and reports a pair of another image left attached by a crash', async () => {
+  const lazyRecover =
+    'recover detaches a lazy device nothing stands on, and reports a pair of another image left attached by a crash';
+  it(lazyRecover, async () => {
     const LS = ['ls', '-1', '-A', '--', '/var/lib/cowstack/journal'];
     const r = recorder();
     r.expect(LS, { kind: 'read', stdout: '' });

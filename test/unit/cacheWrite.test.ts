@@ -146,7 +146,9 @@ describe('clone map --cache write', () => {
     expect(res).toMatchObject({ action: 'mapped', writeback: WB, device: `/dev/mapper/${rw(U.c1)}` });
   });
 
-  it('re-attaches a cache LV left by a crash even when mapped without --cache write (never maps around it)', async () => {
+  const writebackReattachAfterCrash =
+    're-attaches a cache LV left by a crash even when mapped without --cache write (never maps around it)';
+  it(writebackReattachAfterCrash, async () => {
     const r = recorder();
     observeWith(r, [wbRow(false)], [image(), vmMarked()]);
     r.expect(['uname', '-n'], { stdout: 'node1\n' }) // the marker names this node: no refusal
@@ -194,7 +196,10 @@ describe('releasing the write-back cache', () => {
     rwDev(top),
   ];
 
-  it('unmap removes the snapshot, writes everything back, waits for zero dirty blocks, removes the cache, then releases the COW', async () => {
+  const writebackUnmapFlushes =
+    'unmap removes the snapshot, writes everything back, waits for zero dirty blocks, removes the cache, ' +
+    'then releases the COW';
+  it(writebackUnmapFlushes, async () => {
     const r = recorder();
     observeWith(r, [wbRow(true, true)], [image(true), vm(true, true)], mappedDevs());
     r.expect(journal('unmap'), W)
@@ -217,7 +222,10 @@ describe('releasing the write-back cache', () => {
     expect(res).toMatchObject({ action: 'unmapped', flushedBlocks: 72 });
   });
 
-  it('after a crash (cache LV, no devices) commit re-attaches the cache over the COW and writes it back before the state change', async () => {
+  const writebackCommitAfterCrash =
+    'after a crash (cache LV, no devices) commit re-attaches the cache over the COW and writes it back before the ' +
+    'state change';
+  it(writebackCommitAfterCrash, async () => {
     const r = recorder();
     observeWith(r, [wbRow(false)], [image(), vmMarked()]);
     r.expect(['uname', '-n'], { stdout: 'node1\n' })

@@ -52,7 +52,8 @@ describe('cowstack CLI', () => {
     expect(r.code).toBe(EXIT.USAGE);
     expect(r.stdout).toBe('');
     expect(r.stderr).toBe(
-      'cowstack: error: say --exclusive or --shared\n  what to do: exclusive for a writer (a running clone), shared for images and committed clones\n',
+      'cowstack: error: say --exclusive or --shared\n  what to do: exclusive for a writer (a running clone), ' +
+        'shared for images and committed clones\n',
     );
   });
 

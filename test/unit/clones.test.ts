@@ -221,7 +221,9 @@ describe('createClone', () => {
     r.verify();
   });
 
-  it('sizes the default COW of a clone of a committed clone from the image (virtual size), not the parent COW', async () => {
+  const cowSizeFromImage =
+    'sizes the default COW of a clone of a committed clone from the image (virtual size), not the parent COW';
+  it(cowSizeFromImage, async () => {
     const rows = [image({ size: 1024 * MiB }), cloneRow('c1', U.c1, U.image, { state: 'committed', size: 16 * MiB })];
     const r = expectCreate(expectObserve(recorder(), rows), 'n1', U.c1, 256 * MiB, 8);
     expect(await createClone(ctxOf(r), { name: 'n1', from: 'c1' })).toMatchObject({
@@ -473,7 +475,9 @@ describe('mapClone', () => {
     r.verify();
   });
 
-  it('turns a lock refusal of the live COW into LOCK_CONFLICT (4) naming it, after undoing the steps already done', async () => {
+  const lockRefusalUndone =
+    'turns a lock refusal of the live COW into LOCK_CONFLICT (4) naming it, after undoing the steps already done';
+  it(lockRefusalUndone, async () => {
     const r = mapSteps(expectObserve(recorder(), chainRows()).expect(journalBegin('c3', 'map'), W))
       .expect(['lvchange', '-aey', 'vg/c3'], { kind: 'write', exitCode: 5, stderr: lockRefused('vg/c3') })
       .expect(remove(ro(U.c2)), W)
@@ -596,7 +600,9 @@ describe('commitClone', () => {
       .expect(['lvchange', '-an', 'vg/c1'], W)
       .expect(['lvchange', '-an', 'vg/image'], W);
 
-  it('unmaps, marks the clone committed and read-only while holding it, releases it, then collects the ancestors', async () => {
+  const commitSteps =
+    'unmaps, marks the clone committed and read-only while holding it, releases it, then collects the ancestors';
+  it(commitSteps, async () => {
     const r = expectGc(
       expectObserve(recorder(), chainRows({ mapped: true }), chainDevs(0))
         .expect(journalBegin('c3', 'commit'), W)
@@ -637,7 +643,8 @@ describe('commitClone', () => {
     expectHolders(r, rw(U.c3), 'dm-9', [['dm-14', 'vm7-part1']], [[4242, 'libvirt-qemu', 'qemu-system-x86']]);
     const e = await rejectionOf(commitClone(ctxOf(r), 'c3'), EXIT.REFUSED);
     expect(e.message).toBe(
-      `vg/c3 is in use on this node (${rw(U.c3)} open 1 time(s): device vm7-part1, process qemu-system-x86 (pid 4242, user libvirt-qemu)); refusing to commit it`,
+      `vg/c3 is in use on this node (${rw(U.c3)} open 1 time(s): device vm7-part1, ` +
+        'process qemu-system-x86 (pid 4242, user libvirt-qemu)); refusing to commit it',
     );
     expect(e.hint).toBe('stop the VM using it, or pass --force (its users will get I/O errors)');
     expect(e.data).toEqual({

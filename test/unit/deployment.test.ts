@@ -550,7 +550,8 @@ async function builtRequests(): Promise<RunRequest[]> {
   // Inline in src/core (not exported): copies of the argv shapes, with the file they come from.
   const cow = lvMapperPath('repo', 'c-1');
   const inline: string[][] = [
-    ['dd', 'if=/dev/zero', `of=${cow}`, 'bs=4096', 'count=1', 'oflag=direct', 'conv=fsync', 'status=none'], // clones.ts: zero the first chunk
+    // clones.ts: zero the first chunk
+    ['dd', 'if=/dev/zero', `of=${cow}`, 'bs=4096', 'count=1', 'oflag=direct', 'conv=fsync', 'status=none'],
     [
       'dd',
       `if=${dmPath('ro', U)}`,
@@ -563,7 +564,8 @@ async function builtRequests(): Promise<RunRequest[]> {
     ], // flatten.ts
     ['dd', `of=${cow}`, 'bs=4M', 'iflag=fullblock', 'oflag=direct', 'conv=fsync', 'status=none'], // images.ts: import
     ['dd', `if=${cow}`, 'bs=4M', 'iflag=direct', 'status=none'], // images.ts: export
-    ['dd', 'if=/dev/zero', `of=${cow}`, 'bs=4M', 'count=256', 'oflag=direct', 'conv=fsync', 'status=none'], // images.ts (zero a new image)
+    // images.ts (zero a new image)
+    ['dd', 'if=/dev/zero', `of=${cow}`, 'bs=4M', 'count=256', 'oflag=direct', 'conv=fsync', 'status=none'],
     ['sha256sum', cow], // images.ts, flatten.ts
     [
       'dd',
@@ -587,7 +589,8 @@ async function builtRequests(): Promise<RunRequest[]> {
     ['blkid', '-p', '-o', 'export', '/dev/sdb'], // cluster.ts
     ['wipefs', '-a', '/dev/sdb'], // cluster.ts
     ['rm', '-f', '--', '/var/lib/cowstack/journal/repo.c-1.import.json'], // recover.ts
-    ['install', '-m', '0600', '/proc/self/fd/0', `/etc/iscsi/nodes/${IQN}/10.0.2.2,3260,1/default`], // initiator.ts: CHAP secret
+    // initiator.ts: CHAP secret
+    ['install', '-m', '0600', '/proc/self/fd/0', `/etc/iscsi/nodes/${IQN}/10.0.2.2,3260,1/default`],
     ['truncate', '--size', '>1073741824', '--', '/srv/cowstack/repo.img'], // target.ts: tgt file LUN
   ];
   for (const argv of inline) reqs.push({ argv, kind: 'write', root: true });
@@ -629,7 +632,10 @@ describe('sudoers/cowstack', () => {
     expect(sudoers.rules.filter((r) => !known.has(r.path)).map((r) => r.path)).toEqual([]);
   });
 
-  it('grants set-up-only programs only in COWSTACK_SETUP, server-only ones only in COWSTACK_SERVER, and every other program outside both', () => {
+  const programSetsBySudoersSection =
+    'grants set-up-only programs only in COWSTACK_SETUP, server-only ones only in COWSTACK_SERVER, ' +
+    'and every other program outside both';
+  it(programSetsBySudoersSection, () => {
     for (const p of ROOT_PROGRAMS) {
       const aliases = new Set(sudoers.rules.filter((r) => r.path === p.path).map((r) => r.alias));
       // The server block is set-up work too (saving tgt's configuration moves a file into place).

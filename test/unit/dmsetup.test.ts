@@ -129,7 +129,8 @@ describe('parseCacheStatus', () => {
 
   it('keeps used and dirty blocks apart, and reads needs_check', () => {
     const args = split(
-      '8 70/4096 128 597/1024 3117 1802 411 29 5 597 41 2 metadata2 writeback 2 migration_threshold 2048 smq 0 ro needs_check',
+      '8 70/4096 128 597/1024 3117 1802 411 29 5 597 41 2 metadata2 writeback 2 migration_threshold 2048 smq 0 ro ' +
+        'needs_check',
     );
     const s = dm.parseCacheStatus(args);
     expect(s).toMatchObject({

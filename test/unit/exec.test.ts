@@ -31,7 +31,8 @@ describe('RecordingRunner fails closed', () => {
   it('throws on a command with a different argv, showing both', async () => {
     const r = recorder().expect(['lvchange', '-aey', 'repo/x'], { kind: 'write' });
     await expect(r.run({ argv: ['lvchange', '-ay', 'repo/x'], kind: 'write' })).rejects.toThrow(
-      'RecordingRunner: unexpected command\n  got:      ["lvchange","-ay","repo/x"]\n  expected: ["lvchange","-aey","repo/x"]',
+      'RecordingRunner: unexpected command\n  got:      ["lvchange","-ay","repo/x"]\n' +
+        '  expected: ["lvchange","-aey","repo/x"]',
     );
   });
 

@@ -82,7 +82,9 @@ describe('createImage', () => {
       });
   };
 
-  it('creates, zeroes with synchronous direct dd writes and marks the image writable, under a journal entry', async () => {
+  const createZeroesAndMarks =
+    'creates, zeroes with synchronous direct dd writes and marks the image writable, under a journal entry';
+  it(createZeroesAndMarks, async () => {
     const r = expectCreate(expectObserve(recorder(), chainRows()), true);
     expect(await createImage(ctxOf(r), 'img2', '10M')).toEqual({
       name: 'img2',
@@ -391,7 +393,9 @@ describe('importImage', () => {
     return Buffer.concat(chunks);
   }
 
-  it('writes the raw file padded with zeros to whole extents, and seals it with the sha256 of what was written', async () => {
+  const importPadsAndSeals =
+    'writes the raw file padded with zeros to whole extents, and seals it with the sha256 of what was written';
+  it(importPadsAndSeals, async () => {
     const r = expectImport(expectObserve(recorder(), chainRows()), true);
     const progress: number[] = [];
     const done = importImage(ctxOf(r), 'img3', rawFile, { onProgress: (n, total) => progress.push(n / total) });

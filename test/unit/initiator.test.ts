@@ -93,7 +93,9 @@ describe('login', () => {
       })
       .expect(LOGIN, {
         kind: 'write',
-        stdout: `Logging in to [iface: default, target: ${IQN}, portal: 192.0.2.10,3260]\nLogin to [iface: default, target: ${IQN}, portal: 192.0.2.10,3260] successful.\n`,
+        stdout:
+          `Logging in to [iface: default, target: ${IQN}, portal: 192.0.2.10,3260]\n` +
+          `Login to [iface: default, target: ${IQN}, portal: 192.0.2.10,3260] successful.\n`,
       })
       .expect(['realpath', '-e', '--', LINK], { kind: 'read', stdout: '/dev/sdb\n' });
     expect(await login(r, '192.0.2.10:3260', IQN)).toEqual({
@@ -163,7 +165,10 @@ describe('login', () => {
       .expect(LOGIN, {
         kind: 'write',
         exitCode: 24,
-        stderr: `iscsiadm: Could not login to [iface: default, target: ${IQN}, portal: 192.0.2.10,3260].\niscsiadm: initiator reported error (24 - iSCSI login failed due to authorization failure)\niscsiadm: Could not log into all portals\n`,
+        stderr:
+          `iscsiadm: Could not login to [iface: default, target: ${IQN}, portal: 192.0.2.10,3260].\n` +
+          'iscsiadm: initiator reported error (24 - iSCSI login failed due to authorization failure)\n' +
+          'iscsiadm: Could not log into all portals\n',
       })
       .expect(NODE_DELETE, { kind: 'write' });
     const e = await rejectionOf(login(r, PORTAL, IQN), EXIT.PERMISSION);
@@ -211,7 +216,9 @@ describe('login', () => {
         kind: 'read',
         exitCode: 11,
         stderr:
-          'iscsiadm: cannot make connection to 10.0.2.2: Connection refused\niscsiadm: connection login retries (reopen_max) 5 exceeded\niscsiadm: Could not perform SendTargets discovery: iSCSI PDU timed out\n',
+          'iscsiadm: cannot make connection to 10.0.2.2: Connection refused\n' +
+          'iscsiadm: connection login retries (reopen_max) 5 exceeded\n' +
+          'iscsiadm: Could not perform SendTargets discovery: iSCSI PDU timed out\n',
       });
     expect((await rejectionOf(login(r, PORTAL, IQN), EXIT.UNREACHABLE)).message).toContain(PORTAL);
     r.verify();
@@ -298,7 +305,10 @@ describe('login with CHAP and node.startup', () => {
   // REAL layout (open-iscsi 2.1.8 in the testbed): `-o new` without a TPGT writes the file ADDR,PORT.
   const RECORD = `/etc/iscsi/nodes/${IQN}/192.0.2.10,3260`;
   // SYNTHETIC: an open-iscsi 2.1.8 node record as `iscsiadm -o new` writes it (abridged).
-  const RECORD_TEXT = `# BEGIN RECORD 2.1.8\nnode.name = ${IQN}\nnode.tpgt = -1\nnode.startup = manual\nnode.session.auth.authmethod = CHAP\nnode.session.auth.username = cowstack\nnode.conn[0].address = 192.0.2.10\n# END RECORD\n`;
+  const RECORD_TEXT =
+    `# BEGIN RECORD 2.1.8\nnode.name = ${IQN}\nnode.tpgt = -1\nnode.startup = manual\n` +
+    'node.session.auth.authmethod = CHAP\nnode.session.auth.username = cowstack\nnode.conn[0].address = 192.0.2.10\n' +
+    '# END RECORD\n';
   const SECRET = 'correct-horse-battery';
   /** A first login with CHAP, up to the login itself: probe, record, method and user, secret. */
   const freshChapLogin = () =>
@@ -333,7 +343,8 @@ describe('login with CHAP and node.startup', () => {
         kind: 'write',
         exitCode: 24,
         stderr:
-          'iscsiadm: Login failed to authenticate with target\niscsiadm: initiator reported error (24 - iSCSI login failed due to authorization failure)\n',
+          'iscsiadm: Login failed to authenticate with target\n' +
+          'iscsiadm: initiator reported error (24 - iSCSI login failed due to authorization failure)\n',
       })
       .expect(NODE_DELETE, { kind: 'write' });
     const e = await rejectionOf(login(r, PORTAL, IQN, { chap: { user: 'cowstack', secret: SECRET } }), EXIT.PERMISSION);

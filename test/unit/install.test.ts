@@ -59,7 +59,9 @@ describe('install', () => {
     r.verify();
   });
 
-  it('writes sudoers beside its name, checks it with visudo, then moves it; udev rule with a reload; config once', async () => {
+  const installNodeSteps =
+    'writes sudoers beside its name, checks it with visudo, then moves it; udev rule with a reload; config once';
+  it(installNodeSteps, async () => {
     const tmp = `${SUDOERS_PATH}.cowstack-new`;
     const r = recorder()
       .expect(['id', '-u'], { ...R, stdout: '0\n' })

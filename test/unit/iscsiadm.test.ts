@@ -96,7 +96,8 @@ describe('parseSessions', () => {
   });
 
   it('reads a target without the (non-flash) suffix of older versions, and an IPv6 portal', () => {
-    const out = `${HEADER}Target: iqn.2003-01.org.example.repo:vg0\n${session({ portal: '[2001:db8::10]:3260', sid: 5, host: 4, luns: [[1, 'sde']] })}\n`;
+    const s = session({ portal: '[2001:db8::10]:3260', sid: 5, host: 4, luns: [[1, 'sde']] });
+    const out = `${HEADER}Target: iqn.2003-01.org.example.repo:vg0\n${s}\n`;
     expect(iscsi.parseSessions(out)).toEqual([
       {
         id: 5,
@@ -125,7 +126,8 @@ describe('parseSessions', () => {
   });
 
   it('reads a session whose LUN has no disk yet as a session without disks', () => {
-    const out = `${HEADER}Target: iqn.2003-01.org.example.repo:vg0 (non-flash)\n${session({ portal: '192.0.2.10:3260', sid: 1, host: 2, luns: [[0], [1]] })}\n`;
+    const s = session({ portal: '192.0.2.10:3260', sid: 1, host: 2, luns: [[0], [1]] });
+    const out = `${HEADER}Target: iqn.2003-01.org.example.repo:vg0 (non-flash)\n${s}\n`;
     expect(iscsi.parseSessions(out)).toMatchObject([{ id: 1, disks: [] }]);
   });
 

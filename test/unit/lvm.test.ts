@@ -3,6 +3,18 @@ import { CommandError } from '../../src/exec/errors.js';
 import * as lvm from '../../src/tools/lvm.js';
 import { LV_COLUMNS, PV_COLUMNS, REPORT, VG_COLUMNS, capture, lvsArgv, recorder, vgsArgv } from './support.js';
 
+/** lvm2's json report layout: one row a line, fields separated by ", ", values as given. */
+const reportText = (key: string, rows: Array<Record<string, unknown>>): string => {
+  const line = (r: Record<string, unknown>) =>
+    `                  {${Object.entries(r)
+      .map(([k, v]) => `${JSON.stringify(k)}:${JSON.stringify(v)}`)
+      .join(', ')}}`;
+  return (
+    `  {\n      "report": [\n          {\n              "${key}": [\n${rows.map(line).join(',\n')}\n` +
+    '              ]\n          }\n      ]\n  }\n'
+  );
+};
+
 /*
  * SYNTHETIC fixtures. LVS_STRINGS / PVS_STRINGS are in the layout lvm2 2.03.16 prints for
  * `--reportformat json --units b --nosuffix --binary` (every value a string, tags one
@@ -11,29 +23,79 @@ import { LV_COLUMNS, PV_COLUMNS, REPORT, VG_COLUMNS, capture, lvsArgv, recorder,
  * VGS_JSON_STD are the same rows in the layout of newer lvm2's `json_std` (numbers as JSON
  * numbers, tags as arrays), which 2.03.16 does not have; the parsers accept both.
  */
-const LVS_JSON_STD = `  {
-      "report": [
-          {
-              "lv": [
-                  {"lv_name":"img1", "vg_name":"repo", "lv_uuid":"Hq3Jd0-Ax9P-4r2S-0xYm-Ee3U-Bc8K-7dTt2Q", "lv_size":67108864, "lv_attr":"-ri-a-----", "lv_tags":["cowstack_role:image","cowstack_state:ready"], "lv_active_locally":1, "lv_active_exclusively":0, "lv_permissions":"read-only", "lv_device_open":1, "lv_dm_path":"/dev/mapper/repo-img1", "lv_lockargs":"1.0.0:71303168", "lv_time":"2026-01-12 10:21:07 +0000", "lv_kernel_major":253, "lv_kernel_minor":4},
-                  {"lv_name":"t1", "vg_name":"repo", "lv_uuid":"r1SXRd-3kQf-Xc8T-9WQr-pZ0N-fYx4-2cVb1M", "lv_size":8388608, "lv_attr":"-wi-------", "lv_tags":[], "lv_active_locally":0, "lv_active_exclusively":0, "lv_permissions":"writeable", "lv_device_open":0, "lv_dm_path":"/dev/mapper/repo-t1", "lv_lockargs":"1.0.0:70254592", "lv_time":"2026-01-12 10:25:44 +0000", "lv_kernel_major":-1, "lv_kernel_minor":-1}
-              ]
-          }
-      ]
-  }
-`;
+const LVS_JSON_STD = reportText('lv', [
+  {
+    lv_name: 'img1',
+    vg_name: 'repo',
+    lv_uuid: 'Hq3Jd0-Ax9P-4r2S-0xYm-Ee3U-Bc8K-7dTt2Q',
+    lv_size: 67108864,
+    lv_attr: '-ri-a-----',
+    lv_tags: ['cowstack_role:image', 'cowstack_state:ready'],
+    lv_active_locally: 1,
+    lv_active_exclusively: 0,
+    lv_permissions: 'read-only',
+    lv_device_open: 1,
+    lv_dm_path: '/dev/mapper/repo-img1',
+    lv_lockargs: '1.0.0:71303168',
+    lv_time: '2026-01-12 10:21:07 +0000',
+    lv_kernel_major: 253,
+    lv_kernel_minor: 4,
+  },
+  {
+    lv_name: 't1',
+    vg_name: 'repo',
+    lv_uuid: 'r1SXRd-3kQf-Xc8T-9WQr-pZ0N-fYx4-2cVb1M',
+    lv_size: 8388608,
+    lv_attr: '-wi-------',
+    lv_tags: [],
+    lv_active_locally: 0,
+    lv_active_exclusively: 0,
+    lv_permissions: 'writeable',
+    lv_device_open: 0,
+    lv_dm_path: '/dev/mapper/repo-t1',
+    lv_lockargs: '1.0.0:70254592',
+    lv_time: '2026-01-12 10:25:44 +0000',
+    lv_kernel_major: -1,
+    lv_kernel_minor: -1,
+  },
+]);
 
-const LVS_STRINGS = `  {
-      "report": [
-          {
-              "lv": [
-                  {"lv_name":"img1", "vg_name":"repo", "lv_uuid":"Hq3Jd0-Ax9P-4r2S-0xYm-Ee3U-Bc8K-7dTt2Q", "lv_size":"67108864", "lv_attr":"-ri-a-----", "lv_tags":"cowstack_role:image,cowstack_state:ready", "lv_active_locally":"1", "lv_active_exclusively":"0", "lv_permissions":"read-only", "lv_device_open":"1", "lv_dm_path":"/dev/mapper/repo-img1", "lv_lockargs":"1.0.0:71303168", "lv_time":"2026-01-12 10:21:07 +0000", "lv_kernel_major":"253", "lv_kernel_minor":"4"},
-                  {"lv_name":"t1", "vg_name":"repo", "lv_uuid":"r1SXRd-3kQf-Xc8T-9WQr-pZ0N-fYx4-2cVb1M", "lv_size":"8388608", "lv_attr":"-wi-------", "lv_tags":"", "lv_active_locally":"0", "lv_active_exclusively":"0", "lv_permissions":"writeable", "lv_device_open":"0", "lv_dm_path":"/dev/mapper/repo-t1", "lv_lockargs":"1.0.0:70254592", "lv_time":"2026-01-12 10:25:44 +0000", "lv_kernel_major":"-1", "lv_kernel_minor":"-1"}
-              ]
-          }
-      ]
-  }
-`;
+const LVS_STRINGS = reportText('lv', [
+  {
+    lv_name: 'img1',
+    vg_name: 'repo',
+    lv_uuid: 'Hq3Jd0-Ax9P-4r2S-0xYm-Ee3U-Bc8K-7dTt2Q',
+    lv_size: '67108864',
+    lv_attr: '-ri-a-----',
+    lv_tags: 'cowstack_role:image,cowstack_state:ready',
+    lv_active_locally: '1',
+    lv_active_exclusively: '0',
+    lv_permissions: 'read-only',
+    lv_device_open: '1',
+    lv_dm_path: '/dev/mapper/repo-img1',
+    lv_lockargs: '1.0.0:71303168',
+    lv_time: '2026-01-12 10:21:07 +0000',
+    lv_kernel_major: '253',
+    lv_kernel_minor: '4',
+  },
+  {
+    lv_name: 't1',
+    vg_name: 'repo',
+    lv_uuid: 'r1SXRd-3kQf-Xc8T-9WQr-pZ0N-fYx4-2cVb1M',
+    lv_size: '8388608',
+    lv_attr: '-wi-------',
+    lv_tags: '',
+    lv_active_locally: '0',
+    lv_active_exclusively: '0',
+    lv_permissions: 'writeable',
+    lv_device_open: '0',
+    lv_dm_path: '/dev/mapper/repo-t1',
+    lv_lockargs: '1.0.0:70254592',
+    lv_time: '2026-01-12 10:25:44 +0000',
+    lv_kernel_major: '-1',
+    lv_kernel_minor: '-1',
+  },
+]);
 
 const EXPECTED_LVS: lvm.LvInfo[] = [
   {
@@ -72,28 +134,38 @@ const EXPECTED_LVS: lvm.LvInfo[] = [
   },
 ];
 
-const VGS_JSON_STD = `  {
-      "report": [
-          {
-              "vg": [
-                  {"vg_name":"repo", "vg_uuid":"e1Xq0L-7yP2-aB3c-Dd4E-fG5h-Ij6K-lM7nOp", "vg_size":1069547520, "vg_free":989855744, "vg_extent_size":4194304, "vg_lock_type":"sanlock", "vg_lock_args":"1.0.0:lvmlock", "vg_shared":1, "vg_tags":["cowstack_host:1:node1","cowstack_host:2:node2"], "pv_count":1, "lv_count":2}
-              ]
-          }
-      ]
-  }
-`;
+const VGS_JSON_STD = reportText('vg', [
+  {
+    vg_name: 'repo',
+    vg_uuid: 'e1Xq0L-7yP2-aB3c-Dd4E-fG5h-Ij6K-lM7nOp',
+    vg_size: 1069547520,
+    vg_free: 989855744,
+    vg_extent_size: 4194304,
+    vg_lock_type: 'sanlock',
+    vg_lock_args: '1.0.0:lvmlock',
+    vg_shared: 1,
+    vg_tags: ['cowstack_host:1:node1', 'cowstack_host:2:node2'],
+    pv_count: 1,
+    lv_count: 2,
+  },
+]);
 
-const PVS_STRINGS = `  {
-      "report": [
-          {
-              "pv": [
-                  {"pv_name":"/dev/sdb", "vg_name":"repo", "pv_uuid":"aaaaaa-bbbb-cccc-dddd-eeee-ffff-gggggg", "pv_size":"1069547520", "dev_size":"1073741824"},
-                  {"pv_name":"/dev/sdc", "vg_name":"", "pv_uuid":"hhhhhh-iiii-jjjj-kkkk-llll-mmmm-nnnnnn", "pv_size":"", "dev_size":"2147483648"}
-              ]
-          }
-      ]
-  }
-`;
+const PVS_STRINGS = reportText('pv', [
+  {
+    pv_name: '/dev/sdb',
+    vg_name: 'repo',
+    pv_uuid: 'aaaaaa-bbbb-cccc-dddd-eeee-ffff-gggggg',
+    pv_size: '1069547520',
+    dev_size: '1073741824',
+  },
+  {
+    pv_name: '/dev/sdc',
+    vg_name: '',
+    pv_uuid: 'hhhhhh-iiii-jjjj-kkkk-llll-mmmm-nnnnnn',
+    pv_size: '',
+    dev_size: '2147483648',
+  },
+]);
 
 describe('deviceFilterConfig / lvmArgv', () => {
   const LUN = '/dev/disk/by-path/ip-192.0.2.10:3260-iscsi-iqn.2003-01.org.example.repo:vg0-lun-1';
@@ -269,11 +341,14 @@ describe('reads through the runner', () => {
     ['a lock failure', '  VG repo lock failed: lock start in progress\n'],
     [
       'a metadata failure',
-      "  Skipping global lock: lockspace not found or started\n  WARNING: Couldn't find device with uuid aaaaaa-bbbb.\n  Cannot process volume group repo\n",
+      '  Skipping global lock: lockspace not found or started\n' +
+        "  WARNING: Couldn't find device with uuid aaaaaa-bbbb.\n" +
+        '  Cannot process volume group repo\n',
     ],
     [
       'a permission failure',
-      '  /dev/mapper/control: open failed: Permission denied\n  Failure to communicate with kernel device-mapper driver.\n',
+      '  /dev/mapper/control: open failed: Permission denied\n' +
+        '  Failure to communicate with kernel device-mapper driver.\n',
     ],
   ])('lvs throws a CommandError on %s', async (_what, stderr) => {
     const r = recorder().expect(lvsArgv('repo/t1'), { kind: 'read', exitCode: 5, stderr });

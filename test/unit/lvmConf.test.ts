@@ -117,7 +117,9 @@ describe('getConfValue', () => {
 });
 
 describe('setConfValue', () => {
-  it('inserts a missing key before the closing brace of an existing section, leaving every other line as it was', () => {
+  const insertsMissingKey =
+    'inserts a missing key before the closing brace of an existing section, leaving every other line as it was';
+  it(insertsMissingKey, () => {
     const after = setConfValue(LVM_CONF, 'global', 'use_lvmlockd', 1);
     const close = LVM_CONF.split('\n').indexOf('\tetc = "/etc#not-a-comment"') + 1;
     expectOnlyInserted(LVM_CONF, after, close, ['\t# set by cowstack', '\tuse_lvmlockd = 1']);

@@ -117,7 +117,8 @@ describe('SshRunner through a stand-in ssh', () => {
       '#!/bin/sh',
       '# stand-in for ssh: [options] HOST -- COMMAND, or [options] -O exit HOST',
       'case " $* " in *" -O exit "*) exit 0;; esac',
-      'case " $* " in *" unreachable-host -- "*) echo "ssh: connect to host unreachable-host port 22: No route to host" >&2; exit 255;; esac',
+      'case " $* " in *" unreachable-host -- "*) echo "ssh: connect to host unreachable-host port 22: ' +
+        'No route to host" >&2; exit 255;; esac',
       'while [ "$1" != "--" ]; do shift; done; shift',
       'exec sh -c "$1"',
       '',

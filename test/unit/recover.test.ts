@@ -132,7 +132,8 @@ describe('recover', () => {
   it('undoes an interrupted map whose top device nobody opened', async () => {
     const r = expectJournal(recorder(), { 'vg.c3.map.json': entry('map', 'c3', U.c3) });
     expectObserve(r, chainRows({ mapped: true }), chainDevs(0)); // settle looks
-    expectUnmapAll(expectObserve(r, chainRows({ mapped: true }), chainDevs(0))); // unmapClone looks again and tears down
+    // unmapClone looks again and tears down
+    expectUnmapAll(expectObserve(r, chainRows({ mapped: true }), chainDevs(0)));
     r.expect(journalEnd('c3', 'map'), W);
     expectAftermath(r, chainRows());
     expect(await recover(ctxOf(r))).toEqual({
@@ -291,7 +292,8 @@ describe('recover', () => {
     const rows = [...chainRows(), cloneRow('n9', U.n1, U.image, { state: 'initializing', size: 8 * MiB })];
     const r = expectAftermath(expectJournal(recorder(), {}), rows);
     expect((await recover(ctxOf(r))).warnings).toEqual([
-      'vg/n9 is still initializing and no operation on this node owns it: it is being created on another node, or was abandoned there (cowstack recover on that node removes it)',
+      'vg/n9 is still initializing and no operation on this node owns it: it is being created on another node, ' +
+        'or was abandoned there (cowstack recover on that node removes it)',
     ]);
     r.verify();
   });

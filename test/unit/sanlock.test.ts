@@ -47,8 +47,11 @@ describe('parseGets', () => {
 });
 
 /** One row the way sanlock's direct dump prints it (right-aligned fixed widths). */
-const row = (offset: number, ls: string, res: string, ts: number, own: number, gen: number, lver?: number) =>
-  `${String(offset).padStart(8, '0')} ${ls.padStart(36)} ${res.padStart(48)} ${String(ts).padStart(10, '0')} ${String(own).padStart(4, '0')} ${String(gen).padStart(4, '0')}${lver === undefined ? '' : ` ${lver}`}`;
+const row = (offset: number, ls: string, res: string, ts: number, own: number, gen: number, lver?: number) => {
+  const ids = `${String(ts).padStart(10, '0')} ${String(own).padStart(4, '0')} ${String(gen).padStart(4, '0')}`;
+  const tail = lver === undefined ? '' : ` ${lver}`;
+  return `${String(offset).padStart(8, '0')} ${ls.padStart(36)} ${res.padStart(48)} ${ids}${tail}`;
+};
 
 const LV_T1 = 'r1SXRd-3kQf-Xc8T-9WQr-pZ0N-fYx4-2cVb1M';
 const LV_IMG = 'Hq3Jd0-Ax9P-4r2S-0xYm-Ee3U-Bc8K-7dTt2Q';
@@ -56,7 +59,8 @@ const LV_IMG = 'Hq3Jd0-Ax9P-4r2S-0xYm-Ee3U-Bc8K-7dTt2Q';
 // SYNTHETIC: rows no single real dump shows together (a real `direct dump LVMLOCK` stops after
 // the delta leases; an LV lease is read at its own offset), spaced as on the testbed (4096).
 const DUMP = [
-  '  offset                            lockspace                                         resource  timestamp  own  gen lver',
+  '  offset                            lockspace                                         resource  timestamp  own  ' +
+    'gen lver',
   row(0, 'lvm_repo', '0b5e0b7e-9d1c-4bb0-8d2a-3b6f1f0c9a11.node1', 10423, 1, 3),
   row(4096, 'lvm_repo', '5f8a2c44-0e3b-4a9a-b6c1-9c2d7e1f0a22.node2', 10410, 2, 1),
   row(1048576, 'lvm_repo', 'GLLK', 0, 0, 0, 0),

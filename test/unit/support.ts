@@ -36,7 +36,8 @@ export async function rejectionOf(p: Promise<unknown>, exitCode: ExitCode): Prom
 
 export const REPORT = ['--reportformat', 'json', '--units', 'b', '--nosuffix', '--binary'];
 export const LV_COLUMNS =
-  'lv_name,vg_name,lv_uuid,lv_size,lv_attr,lv_tags,lv_active_locally,lv_active_exclusively,lv_permissions,lv_device_open,lv_dm_path,lv_lock_args,lv_time,lv_kernel_major,lv_kernel_minor';
+  'lv_name,vg_name,lv_uuid,lv_size,lv_attr,lv_tags,lv_active_locally,lv_active_exclusively,lv_permissions,' +
+  'lv_device_open,lv_dm_path,lv_lock_args,lv_time,lv_kernel_major,lv_kernel_minor';
 export const VG_COLUMNS =
   'vg_name,vg_uuid,vg_size,vg_free,vg_extent_size,vg_lock_type,vg_lock_args,vg_shared,vg_tags,pv_count,lv_count';
 export const PV_COLUMNS = 'pv_name,vg_name,pv_uuid,pv_size,dev_size';
@@ -73,14 +74,20 @@ export function reportRow(row: Record<string, unknown>): string {
 
 function reportJson(key: 'lv' | 'vg', rows: Array<Record<string, unknown>>): string {
   const body = rows.map((r) => `                  ${reportRow(r)}`).join(',\n');
-  return `  {\n      "report": [\n          {\n              "${key}": [\n${body}\n              ]\n          }\n      ]\n  }\n`;
+  return (
+    `  {\n      "report": [\n          {\n              "${key}": [\n${body}\n              ]\n          }\n` +
+    '      ]\n  }\n'
+  );
 }
 
 /** One json document the way `lvs --reportformat json --binary` prints it (lvm2 2.03.16). */
 export const lvsJson = (rows: Array<Record<string, unknown>>): string => reportJson('lv', rows);
 export const vgsJson = (rows: Array<Record<string, unknown>>): string => reportJson('vg', rows);
 
-/** REAL output captured on the testbed (Debian bookworm, lvm2 2.03.16, sanlock 3.8.5, open-iscsi 2.1.8), byte for byte. */
+/**
+ * REAL output captured on the testbed (Debian bookworm, lvm2 2.03.16, sanlock 3.8.5, open-iscsi 2.1.8),
+ * byte for byte.
+ */
 export const capture = (name: string): string =>
   readFileSync(new URL(`../fixtures/lvm2-2.03.16-bookworm/${name}`, import.meta.url), 'utf8');
 
@@ -92,7 +99,8 @@ export const conflictStderr = (): string => capture('lvchange-aey-conflict.stder
 
 /** The header line of `sanlock direct dump` (sanlock 3.8.5, from the capture). */
 export const SANLOCK_DUMP_HEADER =
-  '  offset                            lockspace                                         resource  timestamp  own  gen lver';
+  '  offset                            lockspace                                         resource  timestamp  own  ' +
+  'gen lver';
 
 /**
  * SYNTHETIC: `sanlock direct dump /dev/mapper/VG-lvmlock:OFFSET:1048576`, the paxos lease of

@@ -15,12 +15,23 @@ import { vgOption } from './shared.js';
 
 const listText = (r: CacheReport): string => {
   if (!r.exists)
-    return `no cache VG ${r.cacheVg} on this node: everything runs uncached (create one with: cowstack cache init DEVICE)`;
+    return (
+      `no cache VG ${r.cacheVg} on this node: everything runs uncached (create one with: ` +
+      'cowstack cache init DEVICE)'
+    );
   const head = `${r.cacheVg}: ${formatSize(r.freeBytes)} free of ${formatSize(r.sizeBytes)}`;
   const rows = r.caches.map((c) => {
     const progress =
       c.state === 'copying' ? ` ${Math.floor((100 * c.copiedBytes) / Math.max(c.sizeBytes, 1))}% copied` : '';
-    return `  ${c.kind.padEnd(8)} ${(c.origin.name ?? '(gone)').padEnd(24)} ${c.state.padEnd(9)} ${formatSize(c.sizeBytes).padStart(10)}${c.open ? '  in use' : ''}${progress}${c.dirtyBlocks !== undefined ? `  ${c.dirtyBlocks} dirty block(s)` : ''}${c.lazy ? `  ${c.lazy.usedBlocks}/${c.lazy.totalBlocks} blocks, ${c.lazy.promotions} promoted` : ''}${c.hits !== undefined ? `  hits ${c.hits} misses ${c.misses}` : ''}${c.lastUsed ? `  used ${c.lastUsed}` : ''}`;
+    const origin = (c.origin.name ?? '(gone)').padEnd(24);
+    const size = formatSize(c.sizeBytes).padStart(10);
+    const open = c.open ? '  in use' : '';
+    const dirty = c.dirtyBlocks !== undefined ? `  ${c.dirtyBlocks} dirty block(s)` : '';
+    const lazy = c.lazy ? `  ${c.lazy.usedBlocks}/${c.lazy.totalBlocks} blocks, ${c.lazy.promotions} promoted` : '';
+    const hits = c.hits !== undefined ? `  hits ${c.hits} misses ${c.misses}` : '';
+    const used = c.lastUsed ? `  used ${c.lastUsed}` : '';
+    const kind = c.kind.padEnd(8);
+    return `  ${kind} ${origin} ${c.state.padEnd(9)} ${size}${open}${progress}${dirty}${lazy}${hits}${used}`;
   });
   return [head, ...(rows.length ? rows : ['  no caches'])].join('\n');
 };
@@ -40,18 +51,18 @@ export function register(program: Command): void {
   ).action(async (device: string, o, cmd: Command) => {
     const ctx = createContext(cmd);
     const r = await initCache(ctx.op(o.vg), device);
-    await ctx.finish(
-      r,
-      (x) =>
-        `${x.vg} on ${x.device}: ${x.action === 'created' ? 'created' : 'already so: nothing to do'}${x.sizeBytes ? ` (${formatSize(x.sizeBytes)})` : ''}`,
-    );
+    await ctx.finish(r, (x) => {
+      const what = x.action === 'created' ? 'created' : 'already so: nothing to do';
+      return `${x.vg} on ${x.device}: ${what}${x.sizeBytes ? ` (${formatSize(x.sizeBytes)})` : ''}`;
+    });
   });
 
   vgOption(
     cache
       .command('replicate')
       .description(
-        'make a verified full local copy of an image (resumable); clones mapped here then read nothing from the repository',
+        'make a verified full local copy of an image (resumable); ' +
+          'clones mapped here then read nothing from the repository',
       )
       .argument('<image>')
       .option('--rate <MiB/s>', 'copy rate limit (default: cache.rateMiBps in the config, else unlimited)'),
@@ -68,11 +79,14 @@ export function register(program: Command): void {
         ctx.progress.info(`${formatSize(bytes)} / ${formatSize(total)} copied`);
       },
     });
-    await ctx.finish(
-      r,
-      (x: ReplicateResult) =>
-        `${x.vg}/${x.name}: ${x.action === 'none' ? 'already replicated: nothing to do' : `${x.action} into ${x.cacheVg}/${x.replica} (${formatSize(x.sizeBytes)} in ${x.seconds.toFixed(1)}s, sha256 verified)`}${x.evicted.length ? `\nevicted: ${x.evicted.join(', ')}` : ''}`,
-    );
+    await ctx.finish(r, (x: ReplicateResult) => {
+      const copy = `(${formatSize(x.sizeBytes)} in ${x.seconds.toFixed(1)}s, sha256 verified)`;
+      const what =
+        x.action === 'none'
+          ? 'already replicated: nothing to do'
+          : `${x.action} into ${x.cacheVg}/${x.replica} ${copy}`;
+      return `${x.vg}/${x.name}: ${what}${x.evicted.length ? `\nevicted: ${x.evicted.join(', ')}` : ''}`;
+    });
   });
 
   for (const verb of ['list', 'status'] as const) {

@@ -26,9 +26,11 @@ const describe = (r: CloneResult): string => {
     removed: 'removed',
     grown: `COW grown to ${formatSize(r.cowBytes ?? 0)}`,
   };
-  const dev = r.device
-    ? `\n${r.device}${r.mode === 'ro' ? ' (read-only)' : ''}${r.replica ? ` (on local replica ${r.replica})` : ''}${r.lazy ? ` (on lazy cache ${r.lazy.lv}: ${r.lazy.action}${r.lazy.reset ? `, reset: ${r.lazy.resetReason}` : ''})` : ''}`
-    : '';
+  const ro = r.mode === 'ro' ? ' (read-only)' : '';
+  const replica = r.replica ? ` (on local replica ${r.replica})` : '';
+  const reset = r.lazy?.reset ? `, reset: ${r.lazy.resetReason}` : '';
+  const lazy = r.lazy ? ` (on lazy cache ${r.lazy.lv}: ${r.lazy.action}${reset})` : '';
+  const dev = r.device ? `\n${r.device}${ro}${replica}${lazy}` : '';
   return `${r.vg}/${r.name}: ${what[r.action]}${dev}`;
 };
 
@@ -61,11 +63,14 @@ export function register(program: Command): void {
       .argument('<name>')
       .option(
         '--cache <modes>',
-        "comma list: replica (make the image's local replica first if missing), lazy (a dm-cache of the image's hot blocks on the local disk), write (a write-back cache under the COW), or none (ignore local caches); default: cache.map in the config",
+        "comma list: replica (make the image's local replica first if missing), " +
+          "lazy (a dm-cache of the image's hot blocks on the local disk), write (a write-back cache under the COW), " +
+          'or none (ignore local caches); default: cache.map in the config',
       )
       .option(
         '--lazy-size <size>',
-        'data size of a new lazy cache (default: cache.lazySize in the config, else a quarter of the image within 32M..4G)',
+        'data size of a new lazy cache (default: cache.lazySize in the config, ' +
+          'else a quarter of the image within 32M..4G)',
       ),
   ).action(async (name: string, o, cmd: Command) => {
     const ctx = createContext(cmd);
@@ -136,7 +141,8 @@ export function register(program: Command): void {
     await ctx.finish(
       r,
       (x: FlattenResult) =>
-        `${x.vg}/${x.name}: ${x.action === 'none' ? 'already flattened' : 'flattened'} into image ${x.image} (${formatSize(x.sizeBytes)}${x.sha256 ? `, sha256 ${x.sha256}` : ''})`,
+        `${x.vg}/${x.name}: ${x.action === 'none' ? 'already flattened' : 'flattened'} into image ${x.image} ` +
+        `(${formatSize(x.sizeBytes)}${x.sha256 ? `, sha256 ${x.sha256}` : ''})`,
     );
   });
 }

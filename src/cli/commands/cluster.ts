@@ -84,9 +84,11 @@ function renderReport(r: ClusterReport): string {
 }
 
 function renderStatus(s: ClusterStatus): string {
+  const shared = s.shared ? `shared (${s.lockType})` : 'NOT shared';
   const lines = [
-    `VG ${s.vg}: ${s.visible ? `visible, ${s.shared ? `shared (${s.lockType})` : 'NOT shared'}` : 'NOT visible on this host'}`,
-    `this host: ${s.thisHost.name}, host_id ${s.thisHost.hostId ?? 'unset'}, lockspace ${s.thisHost.lockspaceStarted ? 'started' : 'NOT started'}`,
+    `VG ${s.vg}: ${s.visible ? `visible, ${shared}` : 'NOT visible on this host'}`,
+    `this host: ${s.thisHost.name}, host_id ${s.thisHost.hostId ?? 'unset'}, ` +
+      `lockspace ${s.thisHost.lockspaceStarted ? 'started' : 'NOT started'}`,
     'hosts:',
     ...s.hosts.map(
       (h) => `  ${String(h.hostId).padStart(4)}  ${(h.name ?? '?').padEnd(20)} ${h.live ? 'live' : 'not seen'}`,

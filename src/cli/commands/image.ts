@@ -27,12 +27,14 @@ const describe = (r: ImageResult): string => {
     r.sizeBytes ? formatSize(r.sizeBytes) : '',
     r.sha256 ? `sha256 ${r.sha256}` : '',
     r.bytes && r.seconds
-      ? `${formatSize(r.bytes)} in ${r.seconds.toFixed(1)}s (${formatSize(Math.round(r.bytes / Math.max(r.seconds, 0.001)))}/s)`
+      ? `${formatSize(r.bytes)} in ${r.seconds.toFixed(1)}s ` +
+        `(${formatSize(Math.round(r.bytes / Math.max(r.seconds, 0.001)))}/s)`
       : '',
   ]
     .filter(Boolean)
     .join(', ');
-  return `${r.vg}/${r.name}: ${r.action === 'imported' && r.state === 'writable' ? 'imported (writable)' : what[r.action]}${extra ? ` (${extra})` : ''}`;
+  const done = r.action === 'imported' && r.state === 'writable' ? 'imported (writable)' : what[r.action];
+  return `${r.vg}/${r.name}: ${done}${extra ? ` (${extra})` : ''}`;
 };
 
 export function register(program: Command): void {
@@ -104,7 +106,8 @@ export function register(program: Command): void {
         ? l
             .map(
               (x) =>
-                `${x.name.padEnd(24)} ${x.state.padEnd(12)} ${formatSize(x.sizeBytes).padStart(10)}  ${x.clones} clone(s)`,
+                `${x.name.padEnd(24)} ${x.state.padEnd(12)} ${formatSize(x.sizeBytes).padStart(10)}  ${x.clones} ` +
+                'clone(s)',
             )
             .join('\n')
         : 'no images',

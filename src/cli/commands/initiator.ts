@@ -52,7 +52,8 @@ export function register(program: Command): void {
       await ctx.finish(
         r,
         (x) =>
-          `${x.action === 'logged-out' ? 'logged out of' : 'no session to'} ${x.iqn} at ${x.portal}${x.forgotten ? ' (record deleted)' : ''}`,
+          `${x.action === 'logged-out' ? 'logged out of' : 'no session to'} ${x.iqn} ` +
+          `at ${x.portal}${x.forgotten ? ' (record deleted)' : ''}`,
       );
     });
 
@@ -92,10 +93,10 @@ export function register(program: Command): void {
       await ctx.finish(list, (l: typeof list) =>
         l.length
           ? l
-              .map(
-                (s) =>
-                  `[${s.id}] ${s.portal} ${s.iqn} ${s.state} ${s.disks.map((d) => `lun ${d.lun}: ${d.device} (${d.state})`).join(', ')}`,
-              )
+              .map((s) => {
+                const disks = s.disks.map((d) => `lun ${d.lun}: ${d.device} (${d.state})`).join(', ');
+                return `[${s.id}] ${s.portal} ${s.iqn} ${s.state} ${disks}`;
+              })
               .join('\n')
           : 'no iSCSI sessions',
       );

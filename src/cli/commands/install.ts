@@ -7,7 +7,8 @@ export function register(program: Command): void {
   program
     .command('install')
     .description(
-      'put sudoers/cowstack (checked with visudo), the udev rule and a config in place on a node or the repository server; run as root',
+      'put sudoers/cowstack (checked with visudo), the udev rule and a config in place on a node or the repository ' +
+        'server; run as root',
     )
     .option('--node', 'a hypervisor node: sudoers, udev rule for the VM disks, config')
     .option('--server', 'the repository server: sudoers (for cowstack target), config')

@@ -17,8 +17,10 @@ function renderTree(nodes: TreeNode[]): string {
         ? ` COW ${n.usage.usedPercent}% used`
         : ` COW ${n.usage.state.toUpperCase()}`
       : '';
+    const warning = n.usage?.warning ? `  WARNING: ${n.usage.warning}` : '';
     lines.push(
-      `${prefix}${branch}${n.name} [${n.kind} ${n.state}] ${formatSize(n.sizeBytes)}${where ? ` (${where})` : ''}${usage}${n.usage?.warning ? `  WARNING: ${n.usage.warning}` : ''}`,
+      `${prefix}${branch}${n.name} ` +
+        `[${n.kind} ${n.state}] ${formatSize(n.sizeBytes)}${where ? ` (${where})` : ''}${usage}${warning}`,
     );
     n.children.forEach((c, i) =>
       walk(c, root ? '' : prefix + (last ? '   ' : '│  '), i === n.children.length - 1, false),
@@ -32,8 +34,9 @@ function renderStatus(s: NodeStatus): string {
   const lines = [`devices cowstack made on this node (${s.vg}):`];
   if (!s.devices.length) lines.push('  none');
   for (const d of s.devices) {
+    const ioError = d.writeback?.error ? `, I/O ERROR ${d.writeback.error}` : '';
     const usage = d.writeback
-      ? `write-back: ${d.writeback.dirtyBlocks} of ${d.writeback.totalBlocks} blocks not yet written back${d.writeback.error ? `, I/O ERROR ${d.writeback.error}` : ''}`
+      ? `write-back: ${d.writeback.dirtyBlocks} of ${d.writeback.totalBlocks} blocks not yet written back${ioError}`
       : d.usage
         ? d.usage.usedPercent !== undefined
           ? `COW ${d.usage.usedPercent}% used`

@@ -135,7 +135,8 @@ function renderResult(r: TargetResult): string {
     none: 'already as asked: nothing to do',
     saved: 'saved',
   }[r.action];
-  return `${r.iqn} (${r.backend}): ${what}${r.detail ? ` (${r.detail})` : ''}${r.target ? `\n${renderTarget(r.target)}` : ''}`;
+  const detail = r.detail ? ` (${r.detail})` : '';
+  return `${r.iqn} (${r.backend}): ${what}${detail}${r.target ? `\n${renderTarget(r.target)}` : ''}`;
 }
 
 function renderTarget(t: TargetView): string {
