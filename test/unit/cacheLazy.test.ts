@@ -29,6 +29,7 @@ import {
   U,
   VG,
   type Dev,
+  stillLive,
 } from './repoFixtures.js';
 import { lvsArgv, lvsJson, recorder, vgsArgv, vgsJson } from './support.js';
 
@@ -177,6 +178,7 @@ function mapOnLazy(r: RecordingRunner) {
   );
   r.expect(journalBegin('vm', 'map'), W)
     .expect(['lvchange', '-aey', `${VG}/vm`], W)
+    .expect(...stillLive('vm', U.c1))
     .expect(snapOnLc, W)
     .expect(journalEnd('vm', 'map'), W);
 }
@@ -429,6 +431,7 @@ describe('clone map --cache lazy', () => {
     );
     r.expect(journalBegin('vm', 'map'), W)
       .expect(['lvchange', '-aey', `${VG}/vm`], W)
+      .expect(...stillLive('vm', U.c2))
       .expect(
         [
           'dmsetup',
@@ -450,6 +453,7 @@ describe('clone map --cache lazy', () => {
   it('--dry-run shows the exact argv of the whole plan (creation, attach, the clone on it) and changes nothing', async () => {
     const inner = recorder();
     observeAlways(inner, [], [image(), vm()]);
+    inner.expect(...stillLive('vm', U.c1)); // the re-read under the lock is a read: it runs
     const dry = new DryRunRunner(inner);
     const res = await mapClone(ctxOf(dry, { dryRun: true }), 'vm', { cache: ['lazy'] });
     inner.verify();
