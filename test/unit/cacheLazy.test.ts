@@ -709,13 +709,13 @@ describe('lazy cache teardown, eviction, drop, recover', () => {
         W,
       )
       .expect(['lvchange', '-an', `${VG}/image`], W);
-    // nodeStatus and the initializing check, on what is left.
+    // The look for unused devices and activations, then nodeStatus, on what is left.
     const after = [image(), imageRow('other', U.img2, { sha: SHA })];
+    expectObserve(r, after);
     expectObserve(r, after)
       .expect(['dmsetup', 'status'], { kind: 'read', stdout: '' })
       .expect(['dmsetup', 'table'], { kind: 'read', stdout: '' })
       .expect(LS, { kind: 'read', stdout: '' });
-    expectObserve(r, after);
     const rep = await recover(ctxOf(r));
     r.verify();
     expect(rep.actions).toEqual([

@@ -52,13 +52,14 @@ function expectAftermath(
   devs: Dev[] = [],
   o: { status?: string; tables?: Record<string, string>; journal?: Record<string, string> } = {},
 ): RecordingRunner {
+  // The look for unused devices and activations (nothing to release here), then the status.
+  expectObserve(r, rows, devs);
   expectObserve(r, rows, devs).expect(['dmsetup', 'status'], { kind: 'read', stdout: o.status ?? '' });
   const tables = devs
     .filter((x) => x.uuid.startsWith('COWSTACK-'))
     .map((d) => `${d.name}: ${o.tables?.[d.name] ?? '0 8 zero'}\n`);
   r.expect(['dmsetup', 'table'], { kind: 'read', stdout: tables.join('') });
-  expectJournal(r, o.journal ?? {});
-  return expectObserve(r, rows, devs);
+  return expectJournal(r, o.journal ?? {});
 }
 
 /** The stack torn down by unmapClone under its own journal entry. */

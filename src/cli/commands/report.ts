@@ -18,7 +18,7 @@ function renderTree(nodes: TreeNode[]): string {
         : ` COW ${n.usage.state.toUpperCase()}`
       : '';
     lines.push(
-      `${prefix}${branch}${n.name} [${n.kind} ${n.state}] ${formatSize(n.sizeBytes)}${where ? ` (${where})` : ''}${usage}${n.usage?.warning ? `  WARNING: ${n.usage.warning}` : ''}`,
+      `${prefix}${branch}${n.name} [${n.kind} ${n.state}] ${formatSize(n.sizeBytes)}${where ? ` (${where})` : ''}${usage}${n.usage?.warning ? `  WARNING: ${n.usage.warning}` : ''}${n.problem ? `  PROBLEM: ${n.problem}` : ''}`,
     );
     n.children.forEach((c, i) =>
       walk(c, root ? '' : prefix + (last ? '   ' : '│  '), i === n.children.length - 1, false),
