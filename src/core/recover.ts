@@ -58,7 +58,12 @@ export async function recover(ctx: OpContext): Promise<RecoverReport> {
   const state = await observe(ctx.runner, ctx.vg, ctx.scope);
   const repaired = await recoverWritableOverFrozen(ctx, state);
   actions.push(...repaired);
-  actions.push(...(await releaseUnused(ctx, repaired.length ? await observe(ctx.runner, ctx.vg, ctx.scope) : state)));
+  actions.push(
+    ...(await releaseUnused(
+      ctx,
+      repaired.some((a) => a.decision === 'finished') ? await observe(ctx.runner, ctx.vg, ctx.scope) : state,
+    )),
+  );
   const status = await nodeStatus(ctx.runner, ctx.vg, { scope: ctx.scope });
   const warnings = [...status.warnings];
   for (const o of state.repo.byName.values()) {

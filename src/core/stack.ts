@@ -150,6 +150,12 @@ export function planStack(
       );
     const role: DmRole = live ? 'rw' : 'ro';
     if (live) {
+      // Never a writable device over a read-only LV: a 6.1 kernel only warns and writes anyway.
+      if (o.lv.readOnly)
+        throw refused(
+          `${lvRef(o)} is marked live but its LV is read-only; refusing to map it writable`,
+          'run cowstack recover, then look at its tags: lvs -o lv_tags,lv_permissions',
+        );
       if (o.lv.activeLocally && !o.lv.activeExclusively) {
         throw refused(
           `${lvRef(o)} is active shared on this node; a live COW must be exclusive`,
