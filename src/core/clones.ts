@@ -163,7 +163,19 @@ export async function createClone(ctx: OpContext, opts: CreateCloneOptions): Pro
           chunkSectors: existing.chunkSectors,
           action: 'none',
         };
-      await runGuarded(ctx, finishCreateSteps(ctx, existing, existing.chunkSectors), existing);
+      try {
+        await runGuarded(ctx, finishCreateSteps(ctx, existing, existing.chunkSectors), existing);
+      } catch (e) {
+        // Its COW is locked elsewhere: another node is creating this very clone right now.
+        if (e instanceof CowstackError && e.exitCode === EXIT.LOCK_CONFLICT) {
+          throw refused(
+            `${ctx.vg}/${opts.name} already exists: another operation is creating it right now (${e.message})`,
+            'run the command again once that one finished: the clone is then reported as is',
+            { vg: ctx.vg, lv: opts.name },
+          );
+        }
+        throw e;
+      }
       return {
         ...base,
         uuid: existing.uuid,

@@ -260,6 +260,29 @@ describe('same-name clone create on two nodes (item 7)', () => {
   });
 });
 
+describe('same-name clone create: the loser finds it initializing', () => {
+  it('refuses (6) "already exists" when the other node holds its COW while finishing it', async () => {
+    const row = cloneRow('n1', U.n1, U.image, { state: 'initializing' });
+    const r = expectObserve(recorder(), [imageRow('image', U.image), row])
+      .expect(journalBegin('n1', 'create-clone'), W)
+      .expect(['lvchange', '-aey', 'vg/n1'], {
+        kind: 'write',
+        exitCode: 5,
+        stderr: '  LV locked by other host: vg/n1\n',
+      })
+      .expect(journalEnd('n1', 'create-clone'), W)
+      .expect(lvsArgv('vg/n1'), { kind: 'read', stdout: lvsJson([row]) })
+      .expect(['sanlock', 'direct', 'dump', '/dev/mapper/vg-lvmlock:70254592:1048576'], {
+        kind: 'read',
+        exitCode: 1,
+        stderr: 'open error -19\n',
+      });
+    const e = await rejectionOf(createClone(ctxOf(r), { name: 'n1', from: 'image' }), EXIT.REFUSED);
+    expect(e.message).toMatch(/^vg\/n1 already exists: another operation is creating it right now/);
+    r.verify();
+  });
+});
+
 describe('a writable device over a committed clone is seen and repaired (item 1)', () => {
   const rows = () => chainRows({ mapped: true, c3: { state: 'committed', active: 'exclusive', minor: 8 } });
 
