@@ -29,15 +29,20 @@ const ok = async (node: string, args: string[]) => {
   expect(r.exitCode, `${node}: cowstack ${args.join(' ')}\n${say(r)}`).toBe(0);
   return r.json.result;
 };
-/** sha256 of a clone's COW LV as the LUN holds it, read on `node` through a shared activation. */
-async function cowSha(node: string, name: string): Promise<string> {
-  await ok(node, ['activate', `${REPO_VG}/${name}`, '--shared']);
+/** sha256 of an LV active on `node`, read there. */
+async function lvSha(node: string, name: string): Promise<string> {
   const r = await tb.ssh(node, ['sha256sum', `/dev/mapper/${REPO_VG}-${name.replace(/-/g, '--')}`], {
     timeoutMs: 120_000,
   });
   expect(r.exitCode, r.stderr).toBe(0);
-  await ok(node, ['deactivate', `${REPO_VG}/${name}`]);
   return r.stdout.split(/\s+/)[0]!;
+}
+/** sha256 of a clone's COW LV as the LUN holds it, read on `node` through a shared activation. */
+async function cowSha(node: string, name: string): Promise<string> {
+  await ok(node, ['activate', `${REPO_VG}/${name}`, '--shared']);
+  const sha = await lvSha(node, name);
+  await ok(node, ['deactivate', `${REPO_VG}/${name}`]);
+  return sha;
 }
 async function noWritableOverCommitted(node: string): Promise<void> {
   const st = await ok(node, ['status']);
@@ -56,24 +61,33 @@ beforeAll(async () => {
 
 describe.sequential('two nodes at the same instant', () => {
   it(`clone commit on node1 against clone map on node2 (${REPS} times): never a writable map of a committed clone`, async () => {
+    // The clone stands on a committed parent and is mapped (and written) on node1, as a VM
+    // disk is before its sync-back: commit then holds the COW from the start and releases it
+    // at its end, while node2's map has the parent's layer to build before it asks for the COW.
+    const parent = n('rp');
+    await ok('node1', ['clone', 'create', parent, '--from', img, '--cow-size', '8M']);
+    await ok('node1', ['clone', 'commit', parent]);
     const outcomes: string[] = [];
     for (let i = 0; i < REPS; i++) {
       const c = n(`rc${i}`);
-      await ok('node1', ['clone', 'create', c, '--from', img, '--cow-size', '8M']);
-      const before = await cowSha('node1', c);
+      await ok('node1', ['clone', 'create', c, '--from', parent, '--cow-size', '8M']);
+      const m = await ok('node1', ['clone', 'map', c]);
+      await writeAt(tb, 'node1', m.device, 1, pattern(MiB, 60 + i));
       const [commit, map] = await Promise.all([cs('node1', ['clone', 'commit', c]), cs('node2', ['clone', 'map', c])]);
       const mode = map.exitCode === 0 ? map.json.result.mode : `exit ${map.exitCode}`;
       outcomes.push(`commit exit ${commit.exitCode}, map ${mode}`);
       if (commit.exitCode === 0) {
         // node2 either lost (the lock was held, or the clone was committed when it got it) or mapped it read-only.
-        if (map.exitCode !== 0) expect([4, 6], say(map)).toContain(map.exitCode);
-        else expect(map.json.result.mode, say(map)).toBe('ro');
-        // A write to what node2 mapped, if it were writable, would land in the committed COW.
-        if (map.exitCode === 0 && map.json.result.mode === 'rw')
-          await writeAt(tb, 'node2', map.json.result.device, 1, pattern(MiB, 70 + i));
-        await noWritableOverCommitted('node2');
+        const rw = map.exitCode === 0 && map.json.result.mode === 'rw';
+        // The COW as the commit left it (node2 holds it exclusively only in the bug: read it there).
+        const after = rw ? await lvSha('node2', c) : await cowSha('node1', c);
+        // The bug: a write through a writable map lands in the committed COW.
+        if (rw) await writeAt(tb, 'node2', map.json.result.device, 2, pattern(MiB, 80 + i));
+        if (map.exitCode !== 0) expect.soft([4, 6], say(map)).toContain(map.exitCode);
+        else expect.soft(map.json.result.mode, say(map)).toBe('ro');
+        if (!rw) await noWritableOverCommitted('node2');
         if (map.exitCode === 0) await ok('node2', ['clone', 'unmap', c]);
-        expect(await cowSha('node1', c), 'the committed COW changed after the commit').toBe(before);
+        expect(await cowSha('node1', c), 'the committed COW changed after the commit').toBe(after);
       } else {
         // node2 took the COW first: the clone is live, mapped writable there, and commit was refused by the lock.
         expect(commit.exitCode, say(commit)).toBe(4);
@@ -86,6 +100,7 @@ describe.sequential('two nodes at the same instant', () => {
       await ok('node1', ['clone', 'rm', c]);
     }
     console.log(`commit/map race outcomes: ${outcomes.join('; ')}`);
+    await ok('node1', ['clone', 'rm', parent]);
   });
 
   it('a same-name clone create on both nodes: one clone, the loser told clearly (never a raw lvcreate failure)', async () => {
