@@ -235,7 +235,8 @@ export async function createClone(ctx: OpContext, opts: CreateCloneOptions): Pro
     if (e instanceof CommandError && e.argv.includes('lvcreate') && /already exists/i.test(e.stderr)) {
       throw refused(
         `${ref} already exists: another operation created it at the same time`,
-        `pick another name, or run the command again once that one finished (a clone of the same parent is then reported as is)`,
+        'pick another name, or run the command again once that one finished ' +
+          '(a clone of the same parent is then reported as is)',
         { vg: ctx.vg, lv: opts.name, cause: e.stderr.trim() },
       );
     }
@@ -548,7 +549,8 @@ async function releaseAncestors(
     if (steps.length) await runPlan(ctx.runner, steps, ctx.observer);
   } catch (e) {
     warnings.push(
-      `releasing unused ancestors on this node failed (another operation may be using them now): ${(e as Error).message}`,
+      'releasing unused ancestors on this node failed (another operation may be using them now): ' +
+        (e as Error).message,
     );
   }
   if (journal) await runPlan(ctx.runner, [endStep(journal)], ctx.observer);

@@ -228,7 +228,9 @@ async function recoverWritableOverFrozen(ctx: OpContext, state: NodeState): Prom
         op: 'writable-over-committed',
         name: o.name,
         decision: 'failed',
-        detail: `${d.name} is open ${d.open} time(s), kept: ${problem}; stop what uses it, then run cowstack recover again (blocks written through it are in the COW: check its children)`,
+        detail:
+          `${d.name} is open ${d.open} time(s), kept: ${problem}; stop what uses it, then run cowstack recover ` +
+          'again (blocks written through it are in the COW: check its children)',
       });
       continue;
     }

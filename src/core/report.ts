@@ -43,7 +43,10 @@ export interface TreeNode {
  */
 export function writableOverFrozen(o: CowObj | undefined, role: DmRole): string | undefined {
   if (role !== 'rw' || o?.kind !== 'clone' || (o.state === 'live' && !o.lv.readOnly)) return undefined;
-  return `writable mapping over ${o.state}${o.lv.readOnly ? ', read-only' : ''} clone ${o.vg}/${o.name}: writes would change a parent after commit (cowstack recover removes it when unopened)`;
+  return (
+    `writable mapping over ${o.state}${o.lv.readOnly ? ', read-only' : ''} clone ${o.vg}/${o.name}: ` +
+    'writes would change a parent after commit (cowstack recover removes it when unopened)'
+  );
 }
 
 export function usageOf(line: dmsetup.DmLine | undefined, warnPercent: number): CowUsage | undefined {

@@ -60,7 +60,7 @@ beforeAll(async () => {
 });
 
 describe.sequential('two nodes at the same instant', () => {
-  it(`clone commit on node1 against clone map on node2 (${REPS} times): never a writable map of a committed clone`, async () => {
+  it(`commit on node1 against map on node2 (${REPS} times): never a writable map of a committed clone`, async () => {
     // The clone stands on a committed parent and is mapped (and written) on node1, as a VM
     // disk is before its sync-back: commit then holds the COW from the start and releases it
     // at its end, while node2's map has the parent's layer to build before it asks for the COW.
@@ -103,7 +103,7 @@ describe.sequential('two nodes at the same instant', () => {
     await ok('node1', ['clone', 'rm', parent]);
   });
 
-  it('a same-name clone create on both nodes: one clone, the loser told clearly (never a raw lvcreate failure)', async () => {
+  it('a same-name clone create on both nodes: one clone, the loser told clearly (no raw lvcreate error)', async () => {
     const outcomes: string[] = [];
     for (let i = 0; i < 3; i++) {
       const c = n(`sn${i}`);

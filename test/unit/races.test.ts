@@ -80,7 +80,7 @@ describe('map racing a commit on another node (item 1)', () => {
       .expect(['lvchange', '-asy', 'vg/c2'], W)
       .expect(createRo(U.c2, T(`/dev/mapper/${ro(U.c1)}`, '/dev/mapper/vg-c2', 'P', 16)), W);
 
-  it('re-reads the COW once its lock is held and refuses (6), undoing the stack, when it was committed meanwhile', async () => {
+  it('re-reads the COW under its lock; refuses (6) and undoes the stack when it was committed meanwhile', async () => {
     // Observed live (before the lock); by the time -aey succeeded, node2 had committed and released it.
     const r = ancestors(expectObserve(recorder(), chainRows()).expect(journalBegin('c3', 'map'), W))
       .expect(['lvchange', '-aey', 'vg/c3'], W)
@@ -95,7 +95,8 @@ describe('map racing a commit on another node (item 1)', () => {
       .expect(journalEnd('c3', 'map'), W);
     const e = await rejectionOf(mapClone(ctxOf(r), 'c3'), EXIT.REFUSED);
     expect(e.message).toBe(
-      'vg/c3 is committed (changed by another operation while this one waited for its lock); refusing to map it writable',
+      'vg/c3 is committed (changed by another operation while this one waited for its lock); ' +
+        'refusing to map it writable',
     );
     expect(e.hint).toBe('a committed clone is mapped read-only: run cowstack clone map c3 again');
     expect(r.calls.some((c) => c.argv.includes(rw(U.c3)))).toBe(false); // no writable device was ever made
@@ -136,7 +137,7 @@ describe('map racing a commit on another node (item 1)', () => {
 });
 
 describe('commit re-checks under the lock (item 1)', () => {
-  it('refuses (6) and releases the COW again when another node committed it while this one waited for -aey', async () => {
+  it('refuses (6) and releases the COW again when another node committed it during the wait for -aey', async () => {
     const r = expectObserve(recorder(), chainRows())
       .expect(journalBegin('c3', 'commit'), W)
       .expect(['lvchange', '-aey', 'vg/c3'], W)
@@ -188,7 +189,7 @@ describe('ancestors are released inside the journal entry (item 5)', () => {
     r.verify();
   });
 
-  it('a commit killed while releasing the ancestors is finished by a re-run: what nothing uses is released', async () => {
+  it('a commit killed while releasing the ancestors is finished by a re-run (only what nothing uses)', async () => {
     // c3 committed and released; ro(c2) and the rest still up, nothing opens ro(c2).
     const rows = chainRows({ mapped: true, c3: { state: 'committed', active: undefined, open: false } });
     const devs = chainDevs()
@@ -206,7 +207,7 @@ describe('ancestors are released inside the journal entry (item 5)', () => {
 });
 
 describe('unmap: the release of a shared ancestor is best-effort (item 7)', () => {
-  it('succeeds for the clone when a sibling took the parent device meanwhile; warns and closes its journal entry', async () => {
+  it('succeeds when a sibling took the parent device meanwhile; warns and closes its journal entry', async () => {
     const r = expectObserve(recorder(), chainRows({ mapped: true }), chainDevs(0))
       .expect(journalBegin('c3', 'unmap'), W)
       .expect(remove(rw(U.c3)), W)
@@ -379,7 +380,7 @@ describe('a writable device over a committed clone is seen and repaired (item 1)
 });
 
 describe('recover releases what nothing uses (item 5)', () => {
-  it('an unopened read-only snapshot and the shared activations under it, after a commit killed past its journal', async () => {
+  it('an unopened ro snapshot and the shared activations under it (a commit killed past its journal)', async () => {
     // What a killed commit of c3 left: ro(c2) open 0 on ro(c1) on the image, all active shared.
     const rows = chainRows({ mapped: true, c3: { state: 'committed', active: undefined, open: false } });
     const devs = chainDevs()
