@@ -3,7 +3,7 @@
  * map/unmap on a node, commit (sync-back: the clone becomes a read-only parent), discard,
  * rm and grow. Each operation observes, plans, journals and runs; each is idempotent.
  */
-import { CowstackError, EXIT, notFound, refused, usageError } from '../exec/errors.js';
+import { CommandError, CowstackError, EXIT, notFound, refused, usageError } from '../exec/errors.js';
 import { replicate } from './cache.js';
 import { lazyDataLvName, writebackLvName } from './cacheMeta.js';
 import { usableReplica } from './cacheStack.js';
@@ -35,6 +35,7 @@ import {
   liveTop,
   lvRef,
   planStack,
+  stillLiveStep,
   tablesIfLazy,
   teardownPlan,
   verifyExisting,
@@ -104,6 +105,8 @@ export interface CloneResult {
   /** Blocks written back from the write-back cache before the COW was released. */
   flushedBlocks?: number;
   flushSeconds?: number;
+  /** The operation succeeded; something after it (releasing unused ancestors) did not. */
+  warnings?: string[];
 }
 
 export function chunkSectorsOf(text: string): number {
@@ -161,7 +164,19 @@ export async function createClone(ctx: OpContext, opts: CreateCloneOptions): Pro
           chunkSectors: existing.chunkSectors,
           action: 'none',
         };
-      await runGuarded(ctx, finishCreateSteps(ctx, existing, existing.chunkSectors), existing);
+      try {
+        await runGuarded(ctx, finishCreateSteps(ctx, existing, existing.chunkSectors), existing);
+      } catch (e) {
+        // Its COW is locked elsewhere: another node is creating this very clone right now.
+        if (e instanceof CowstackError && e.exitCode === EXIT.LOCK_CONFLICT) {
+          throw refused(
+            `${ctx.vg}/${opts.name} already exists: another operation is creating it right now (${e.message})`,
+            'run the command again once that one finished: the clone is then reported as is',
+            { vg: ctx.vg, lv: opts.name },
+          );
+        }
+        throw e;
+      }
       return {
         ...base,
         uuid: existing.uuid,
@@ -209,12 +224,26 @@ export async function createClone(ctx: OpContext, opts: CreateCloneOptions): Pro
   };
   const journal = { op: 'create-clone' as const, vg: ctx.vg, name: opts.name };
   const placeholder = { vg: ctx.vg, name: opts.name } as CowObj;
-  await runGuarded(ctx, [
-    beginStep(journal),
-    create,
-    ...finishCreateSteps(ctx, placeholder, chunkSectors, false),
-    endStep(journal),
-  ]);
+  try {
+    await runGuarded(ctx, [
+      beginStep(journal),
+      create,
+      ...finishCreateSteps(ctx, placeholder, chunkSectors, false),
+      endStep(journal),
+    ]);
+  } catch (e) {
+    // Another node (or process) created the same name since the observation: its LV, not ours
+    // (the failed lvcreate has no undo, so nothing of it was removed).
+    if (e instanceof CommandError && e.argv.includes('lvcreate') && /already exists/i.test(e.stderr)) {
+      throw refused(
+        `${ref} already exists: another operation created it at the same time`,
+        'pick another name, or run the command again once that one finished ' +
+          '(a clone of the same parent is then reported as is)',
+        { vg: ctx.vg, lv: opts.name, cause: e.stderr.trim() },
+      );
+    }
+    throw e;
+  }
   const uuid = ctx.dryRun ? undefined : (await lvm.findLv(ctx.runner, ctx.vg, opts.name, ctx.scope))?.uuid;
   return { ...base, uuid, action: 'created' };
 }
@@ -307,6 +336,12 @@ export async function mapClone(ctx: OpContext, name: string, opts: MapOptions = 
     throw notFound(
       `--cache ${modes.join(',')}: this node (${ctx.runner.target}) has no cache VG ${cacheVg ?? ''}`.trimEnd(),
       'create it on a local disk: cowstack cache init DEVICE, or map with --cache none',
+    );
+  }
+  if (o.state !== 'live' && liveTop(state, o)) {
+    throw refused(
+      `${lvRef(o)} is ${o.state} but has a writable mapping on this node`,
+      'run cowstack recover: it removes or reports that mapping',
     );
   }
   if (o.state === 'live') await refuseForeignWriteback(ctx, o, 'map');
@@ -482,9 +517,50 @@ export async function unmapClone(ctx: OpContext, name: string, opts: { force?: b
     if (wb.released) await runPlan(ctx.runner, [endStep(journal)], ctx.observer);
     return result;
   }
-  await runGuarded(ctx, [beginStep(journal), ...steps, endStep(journal)]);
-  return result;
+  const { own, ancestors } = splitTeardown(steps, o);
+  await runGuarded(ctx, [beginStep(journal), ...own]);
+  return withWarnings(result, await releaseAncestors(ctx, ancestors, journal));
 }
+
+/**
+ * A teardown of `o` (teardownPlan) is o's own devices and LV first, then the ancestors that
+ * nothing uses any more: split there.
+ */
+export function splitTeardown(steps: Step[], o: CowObj): { own: Step[]; ancestors: Step[] } {
+  const mine = new Set([dmName('rw', o.uuid), dmName('ro', o.uuid), lvRef(o)]);
+  let last = -1;
+  steps.forEach((s, i) => {
+    if (s.req.argv.some((a) => mine.has(a))) last = i;
+  });
+  return { own: steps.slice(0, last + 1), ancestors: steps.slice(last + 1) };
+}
+
+/**
+ * Release the ancestors an operation left unused, inside its journal entry (a kill on the way
+ * leaves the entry, and recover finishes the release), then close the entry. Best-effort: the
+ * operation's own steps are done, so a failure here (another operation on this node started
+ * using an ancestor meanwhile) is a warning, not a failure of the operation; whatever is left
+ * unused is released by the next operation's garbage collection or by recover.
+ */
+async function releaseAncestors(
+  ctx: OpContext,
+  steps: Step[],
+  journal?: Parameters<typeof endStep>[0],
+): Promise<string[]> {
+  const warnings: string[] = [];
+  try {
+    if (steps.length) await runPlan(ctx.runner, steps, ctx.observer);
+  } catch (e) {
+    warnings.push(
+      'releasing unused ancestors on this node failed (another operation may be using them now): ' +
+        (e as Error).message,
+    );
+  }
+  if (journal) await runPlan(ctx.runner, [endStep(journal)], ctx.observer);
+  return warnings;
+}
+
+const withWarnings = (r: CloneResult, warnings: string[]): CloneResult => (warnings.length ? { ...r, warnings } : r);
 
 /**
  * Run a write-back release inside the operation's journal entry: a crash while writing back
@@ -530,8 +606,22 @@ export async function commitClone(ctx: OpContext, name: string, opts: { force?: 
     const lvDev = state.devices.get(lvMapperName(o.vg, o.name));
     if (o.lv.activeLocally && o.lv.activeExclusively && !(lvDev && lvDev.open > 0)) {
       await runGuarded(ctx, [deactivateStep(o, ctx.scope)], o);
-      if (!ctx.dryRun) await collectGarbage(ctx, name);
-      return { ...base, action: 'committed' };
+      const warnings: string[] = [];
+      if (!ctx.dryRun)
+        await collectGarbage(ctx, name).catch((e) =>
+          warnings.push(`releasing unused ancestors failed: ${(e as Error).message}`),
+        );
+      return withWarnings({ ...base, action: 'committed' }, warnings);
+    }
+    // A commit killed while releasing the ancestors: finish that (only what nothing uses).
+    const parent = state.repo.byUuid.get(o.parentUuid);
+    if (parent && !o.lv.activeLocally && !state.devices.has(dmName('ro', o.uuid))) {
+      const gc = teardownPlan(state, parent, {
+        removeTop: false,
+        scope: ctx.scope,
+        tables: await tablesIfLazy(ctx.runner, state),
+      });
+      return withWarnings(base, await releaseAncestors(ctx, gc));
     }
     return base;
   }
@@ -564,7 +654,8 @@ export async function commitClone(ctx: OpContext, name: string, opts: { force?: 
     });
   // The state change happens while this node holds the COW exclusively: no other node can
   // be writing it, and none can grab it between "unmapped" and "committed".
-  if (!o.lv.activeLocally) steps.push(activateStep(o, 'exclusive', ctx.scope));
+  if (!o.lv.activeLocally)
+    steps.push(activateStep(o, 'exclusive', ctx.scope), stillLiveStep(o, 'commit it', ctx.scope));
   else if (!o.lv.activeExclusively)
     throw refused(`${ref} is active shared on this node; a live COW must be exclusive`, `cowstack deactivate ${ref}`);
   steps.push({
@@ -577,10 +668,20 @@ export async function commitClone(ctx: OpContext, name: string, opts: { force?: 
     ),
   });
   steps.push(deactivateStep(o, ctx.scope));
+  // The ancestors this commit leaves unused are released inside its journal entry, from the
+  // same observation: a kill after the state change leaves the entry, and recover finishes.
+  const tear = teardownPlan(state, o, {
+    removeTop: true,
+    forceTop: opts.force,
+    scope: ctx.scope,
+    tables: await tablesIfLazy(ctx.runner, state),
+  });
   const journal = { op: 'commit' as const, vg: ctx.vg, name, uuid: o.uuid };
-  await runGuarded(ctx, [beginStep(journal), ...steps, endStep(journal)], o);
-  if (!ctx.dryRun) await collectGarbage(ctx, name);
-  return { ...base, action: 'committed' };
+  await runGuarded(ctx, [beginStep(journal), ...steps], o);
+  return withWarnings(
+    { ...base, action: 'committed' },
+    await releaseAncestors(ctx, splitTeardown(tear, o).ancestors, journal),
+  );
 }
 
 /** Unmap read-only ancestors nothing uses any more and release their shared activation. */
@@ -651,10 +752,18 @@ export async function discardClone(
     title: `remove COW ${lvRef(o)}`,
     req: lvm.lvmRequest('lvremove', ['-y', lvRef(o)], 'write', ctx.scope),
   };
-  await runGuarded(ctx, [beginStep(journal), ...own, remove, endStep(journal)], o);
-  const parent = state.repo.byUuid.get(o.parentUuid);
-  if (parent && !ctx.dryRun) await collectGarbage(ctx, parent.name);
-  return { name, vg: ctx.vg, uuid: o.uuid, action: opts.mustBeUnmapped ? 'removed' : 'discarded' };
+  const tear = teardownPlan(state, o, {
+    removeTop: true,
+    forceTop: opts.force,
+    scope: ctx.scope,
+    tables: await tablesIfLazy(ctx.runner, state),
+  });
+  await runGuarded(ctx, [beginStep(journal), ...own, remove], o);
+  const warnings = await releaseAncestors(ctx, splitTeardown(tear, o).ancestors, journal);
+  return withWarnings(
+    { name, vg: ctx.vg, uuid: o.uuid, action: opts.mustBeUnmapped ? 'removed' : 'discarded' },
+    warnings,
+  );
 }
 
 export async function growClone(ctx: OpContext, name: string, sizeText: string): Promise<CloneResult> {

@@ -11,6 +11,11 @@ export interface Step {
   req: RunRequest;
   /** Commands that revert this step; run in order when a later step fails. */
   undo?: RunRequest[];
+  /**
+   * Judges the step's output (a read taken under a lock an earlier step took): throwing fails
+   * the step, so the plan is undone. Not called for a step the dry run skipped.
+   */
+  check?: (result: RunResult) => void;
 }
 
 export interface PlanObserver {
@@ -64,6 +69,7 @@ export async function runPlan(runner: Runner, steps: Step[], observer: PlanObser
     observer.start?.(step, i, steps.length);
     try {
       const r = await runStep(runner, step, observer);
+      if (!r.skipped) step.check?.(r);
       results.push(r);
       completed.push(step);
       observer.done?.(step, r);

@@ -5,18 +5,22 @@
  *                  finished and a VM uses it, so it is kept
  *   unmap, commit, discard   finish (the admin asked for them; all are idempotent)
  *   create-*, import, flatten undo (remove the half-made LV still marked initializing)
+ * Then, whatever the journal says: a writable device over a committed clone is removed when
+ * nothing opens it, and cowstack devices and shared activations nothing uses are released.
  */
 import type { Runner } from '../exec/types.js';
+import * as dmsetup from '../tools/dmsetup.js';
 import * as lvm from '../tools/lvm.js';
 import { collectGarbage, commitClone, discardClone, unmapClone, type OpContext } from './clones.js';
 import { lazyDeviceName } from './cacheLazy.js';
 import { writebackLv, wbHostOf, nodeName } from './cacheWrite.js';
-import { dmName, parseDmUuid, sameUuid } from './dmNames.js';
+import { dmName, lvMapperName, parseDmUuid, sameUuid } from './dmNames.js';
 import { readJournal, endStep, type JournalEntry } from './journal.js';
-import { observe } from './observe.js';
+import type { CowObj } from './metadata.js';
+import { observe, type NodeState } from './observe.js';
 import { runPlan } from './plan.js';
-import { nodeStatus } from './report.js';
-import { deactivateStep, lvRef } from './stack.js';
+import { nodeStatus, writableOverFrozen } from './report.js';
+import { deactivateStep, lvRef, tablesIfLazy, teardownPlan } from './stack.js';
 
 export interface RecoverAction {
   op: string;
@@ -51,8 +55,16 @@ export async function recover(ctx: OpContext): Promise<RecoverReport> {
   }
   actions.push(...(await recoverWriteback(ctx)));
   actions.push(...(await recoverLazy(ctx)));
-  const status = await nodeStatus(ctx.runner, ctx.vg, { scope: ctx.scope });
   const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const repaired = await recoverWritableOverFrozen(ctx, state);
+  actions.push(...repaired);
+  actions.push(
+    ...(await releaseUnused(
+      ctx,
+      repaired.some((a) => a.decision === 'finished') ? await observe(ctx.runner, ctx.vg, ctx.scope) : state,
+    )),
+  );
+  const status = await nodeStatus(ctx.runner, ctx.vg, { scope: ctx.scope });
   const warnings = [...status.warnings];
   for (const o of state.repo.byName.values()) {
     if (o.state === 'initializing')
@@ -190,6 +202,111 @@ async function recoverLazy(ctx: OpContext): Promise<RecoverAction[]> {
       decision: 'nothing-to-do',
       detail: `${c.vg}/${c.name} was left attached (a crash): it is reset (metadata zeroed) at its next attach`,
     });
+  }
+  return out;
+}
+
+/**
+ * A writable snapshot over a committed clone (item of the map/commit race that the re-check
+ * under the COW's lock now prevents; an older cowstack could leave one): writes through it
+ * change a parent other clones stand on. Unopened, it is removed (nothing is written: a
+ * snapshot removal only drops the mapping; the COW keeps what was written) and the COW,
+ * still active exclusively here, is released like an interrupted commit. Open, it is kept
+ * and reported: reloading it read-only would not stop a writer that already has it open
+ * (the kernel only warns about writes to a read-only device), and an error table would
+ * fail the user's reads as well; only its user can close it.
+ */
+async function recoverWritableOverFrozen(ctx: OpContext, state: NodeState): Promise<RecoverAction[]> {
+  const out: RecoverAction[] = [];
+  for (const d of state.devices.values()) {
+    const p = parseDmUuid(d.uuid);
+    if (!p) continue;
+    const o = [...state.repo.byUuid.values()].find((x) => sameUuid(x.uuid, p.lvUuid));
+    const problem = writableOverFrozen(o, p.role);
+    if (!o || !problem) continue;
+    if (d.open > 0) {
+      out.push({
+        op: 'writable-over-committed',
+        name: o.name,
+        decision: 'failed',
+        detail:
+          `${d.name} is open ${d.open} time(s), kept: ${problem}; stop what uses it, then run cowstack recover ` +
+          'again (blocks written through it are in the COW: check its children)',
+      });
+      continue;
+    }
+    try {
+      await runPlan(
+        ctx.runner,
+        [{ title: `remove the writable device ${d.name} over committed ${lvRef(o)}`, req: dmsetup.removeReq(d.name) }],
+        ctx.observer,
+      );
+      if (o.state === 'committed') await commitClone(ctx, o.name);
+      out.push({
+        op: 'writable-over-committed',
+        name: o.name,
+        decision: 'finished',
+        detail: `${d.name} was not open: removed (nothing written), COW released`,
+      });
+    } catch (e) {
+      out.push({ op: 'writable-over-committed', name: o.name, decision: 'failed', detail: (e as Error).message });
+    }
+  }
+  return out;
+}
+
+/**
+ * What an interrupted operation (or an older cowstack's killed commit) left on this node with
+ * nothing using it: read-only snapshot devices nothing opens, and shared activations of images
+ * and committed clones nothing opens and no cowstack device stands for. They hold shared locks
+ * that block lvremove from every other node. Each is released with the chain below it as far
+ * as nothing else uses it (the same teardown as unmap's). A read-only map of a committed clone
+ * that nothing has opened yet is released too: mapping it again is idempotent.
+ */
+async function releaseUnused(ctx: OpContext, first: NodeState): Promise<RecoverAction[]> {
+  const out: RecoverAction[] = [];
+  const tried = new Set<string>();
+  let state = first;
+  const byDm = (lvUuid: string) => [...state.repo.byUuid.values()].find((x) => sameUuid(x.uuid, lvUuid));
+  const candidate = (): { o?: CowObj; device?: string } | undefined => {
+    for (const d of state.devices.values()) {
+      const p = parseDmUuid(d.uuid);
+      if (p?.role !== 'ro' || d.open > 0 || tried.has(d.name)) continue;
+      return { o: byDm(p.lvUuid), device: d.name };
+    }
+    for (const o of state.repo.byName.values()) {
+      const frozen = o.kind === 'image' ? o.state === 'sealed' : o.state === 'committed';
+      if (!frozen || !o.lv.activeLocally || o.lv.activeExclusively || tried.has(o.name)) continue;
+      if ((state.devices.get(lvMapperName(o.vg, o.name))?.open ?? 1) > 0) continue;
+      if (state.devices.has(dmName('ro', o.uuid)) || state.devices.has(dmName('lc', o.uuid))) continue;
+      return { o };
+    }
+    return undefined;
+  };
+  for (let c = candidate(); c; c = candidate()) {
+    const key = c.device ?? c.o!.name;
+    tried.add(key);
+    try {
+      const steps = c.o
+        ? teardownPlan(state, c.o, {
+            removeTop: false,
+            scope: ctx.scope,
+            tables: await tablesIfLazy(ctx.runner, state),
+          })
+        : [{ title: `remove orphan ${c.device}`, req: dmsetup.removeReq(c.device!) }];
+      if (!steps.length) continue;
+      await runPlan(ctx.runner, steps, ctx.observer);
+      const what = c.device ? `${c.device} was not open` : `${lvRef(c.o!)} was active shared with nothing using it`;
+      out.push({
+        op: 'unused',
+        name: c.o?.name ?? key,
+        decision: 'finished',
+        detail: `${what}: released with what only it used (${steps.length} step(s))`,
+      });
+    } catch (e) {
+      out.push({ op: 'unused', name: c.o?.name ?? key, decision: 'failed', detail: (e as Error).message });
+    }
+    state = await observe(ctx.runner, ctx.vg, ctx.scope);
   }
   return out;
 }

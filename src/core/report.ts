@@ -31,7 +31,22 @@ export interface TreeNode {
   mappedHere?: 'rw' | 'ro';
   activeOn?: string;
   usage?: CowUsage;
+  /** Something wrong with this node's mapping here (a writable device over a committed clone). */
+  problem?: string;
   children: TreeNode[];
+}
+
+/**
+ * A writable snapshot over a clone that is no longer live (committed, or made LVM read-only):
+ * writes through it would change a parent other clones stand on. cowstack never builds one
+ * (the COW is re-read under its lock), but an older version or a hand-made device could.
+ */
+export function writableOverFrozen(o: CowObj | undefined, role: DmRole): string | undefined {
+  if (role !== 'rw' || o?.kind !== 'clone' || (o.state === 'live' && !o.lv.readOnly)) return undefined;
+  return (
+    `writable mapping over ${o.state}${o.lv.readOnly ? ', read-only' : ''} clone ${o.vg}/${o.name}: ` +
+    'writes would change a parent after commit (cowstack recover removes it when unopened)'
+  );
 }
 
 export function usageOf(line: dmsetup.DmLine | undefined, warnPercent: number): CowUsage | undefined {
@@ -85,6 +100,7 @@ export async function tree(
       ...(rw || ro
         ? { usage: usageOf(statuses.get(dmName(rw ? 'rw' : 'ro', o.uuid))?.[0], opts.warnPercent ?? 80) }
         : {}),
+      ...(rw && writableOverFrozen(o, 'rw') ? { problem: writableOverFrozen(o, 'rw') } : {}),
       children: state.repo.childrenOf(o).map(build),
     };
   };
@@ -137,7 +153,9 @@ export async function nodeStatus(
     const lv = [...state.repo.byUuid.values()].find((o) => compactUuid(o.uuid) === parsed.lvUuid);
     const table = lines.map((l) => `${l.start} ${l.length} ${l.target} ${l.args.join(' ')}`).join('\n');
     const usage = usageOf(statuses.get(d.name)?.[0], opts.warnPercent ?? 80);
-    const problem = !lv ? 'no LV in the repository has this uuid (orphan: cowstack recover)' : undefined;
+    const problem = !lv
+      ? 'no LV in the repository has this uuid (orphan: cowstack recover)'
+      : writableOverFrozen(lv, parsed.role);
     const st = statuses.get(d.name)?.[0];
     const writeback = st?.target === 'writecache' ? dmsetup.parseWritecacheStatus(st.args) : undefined;
     const lazy = st?.target === 'cache' ? dmsetup.parseCacheStatus(st.args) : undefined;

@@ -8,12 +8,12 @@ import { CowstackError, EXIT, refused } from '../exec/errors.js';
 import type { Runner } from '../exec/types.js';
 import * as dmsetup from '../tools/dmsetup.js';
 import * as lvm from '../tools/lvm.js';
-import { dmName, dmPath, dmUuid, lvMapperName, lvMapperPath, parseDmUuid, type DmRole } from './dmNames.js';
+import { dmName, dmPath, dmUuid, lvMapperName, lvMapperPath, parseDmUuid, sameUuid, type DmRole } from './dmNames.js';
 import { cacheLvPath, replicaLvName } from './cacheMeta.js';
 import { replicaSteps, usableReplica } from './cacheStack.js';
 import { attachWritebackSteps, writebackLv } from './cacheWrite.js';
 import { detachLazySteps } from './cacheLazy.js';
-import { isFrozen, type CloneObj, type CowObj } from './metadata.js';
+import { fromLv, isFrozen, type CloneObj, type CowObj } from './metadata.js';
 import type { NodeState } from './observe.js';
 import type { Step } from './plan.js';
 
@@ -28,6 +28,36 @@ export const activateStep = (o: CowObj, mode: 'shared' | 'exclusive', scope: lvm
 export const deactivateStep = (o: CowObj, scope: lvm.LvmScope = {}): Step => ({
   title: `deactivate ${lvRef(o)}`,
   req: lvm.lvmRequest('lvchange', ['-an', lvRef(o)], 'write', scope),
+});
+
+/**
+ * Decisions made from an observation taken before the COW's lock are made again once this
+ * node holds it: another node may have committed (or removed) the clone in between, and
+ * its tags and permission change only under that lock. One lockless `lvs` of the LV;
+ * refused (the plan is undone, so the COW is released again) unless the clone is still
+ * live, writable and the same LV. Placed right after the step that takes or holds the lock.
+ */
+export const stillLiveStep = (o: CowObj, verb: string, scope: lvm.LvmScope = {}): Step => ({
+  title: `check ${lvRef(o)} is still live and writable under its lock`,
+  req: lvm.lvsRequest(lvRef(o), scope),
+  check: (r) => {
+    const lv = r.exitCode === 0 ? lvm.parseLvs(r.stdout)[0] : undefined;
+    const now = lv ? fromLv(lv) : undefined;
+    if (now?.kind === 'clone' && now.state === 'live' && !lv!.readOnly && sameUuid(now.uuid, o.uuid)) return;
+    const what =
+      !now || !sameUuid(now.uuid, o.uuid)
+        ? 'was removed'
+        : lv!.readOnly && now.state === 'live'
+          ? 'is read-only'
+          : `is ${now.state}`;
+    throw refused(
+      `${lvRef(o)} ${what} (changed by another operation while this one waited for its lock); refusing to ${verb}`,
+      now?.state === 'committed'
+        ? `a committed clone is mapped read-only: run cowstack clone ${verb.split(' ')[0]} ${o.name} again`
+        : undefined,
+      { lv: lvRef(o), state: now?.state ?? 'removed', readOnly: lv?.readOnly },
+    );
+  },
 });
 
 export interface StackLayer {
@@ -120,6 +150,12 @@ export function planStack(
       );
     const role: DmRole = live ? 'rw' : 'ro';
     if (live) {
+      // Never a writable device over a read-only LV: a 6.1 kernel only warns and writes anyway.
+      if (o.lv.readOnly)
+        throw refused(
+          `${lvRef(o)} is marked live but its LV is read-only; refusing to map it writable`,
+          'run cowstack recover, then look at its tags: lvs -o lv_tags,lv_permissions',
+        );
       if (o.lv.activeLocally && !o.lv.activeExclusively) {
         throw refused(
           `${lvRef(o)} is active shared on this node; a live COW must be exclusive`,
@@ -128,12 +164,14 @@ export function planStack(
       }
       // Already active here: refresh (another node may have grown it) unless it is already
       // mapped, in which case the mapping is verified below and nothing runs at all.
-      if (!o.lv.activeLocally) steps.push(activateStep(o, 'exclusive', scope));
-      else if (!state.devices.has(dmName('rw', o.uuid)))
-        steps.push({
-          title: `refresh ${lvRef(o)}`,
-          req: lvm.lvmRequest('lvchange', ['--refresh', lvRef(o)], 'write', scope),
-        });
+      if (!o.lv.activeLocally)
+        steps.push(activateStep(o, 'exclusive', scope), stillLiveStep(o, 'map it writable', scope));
+      else if (!state.devices.has(dmName('rw', o.uuid))) {
+        steps.push(
+          { title: `refresh ${lvRef(o)}`, req: lvm.lvmRequest('lvchange', ['--refresh', lvRef(o)], 'write', scope) },
+          stillLiveStep(o, 'map it writable', scope),
+        );
+      }
     } else if (!o.lv.activeLocally) {
       steps.push(activateStep(o, 'shared', scope));
     }

@@ -190,6 +190,12 @@ export function parsePvs(stdout: string): PvInfo[] {
 const NOT_FOUND = /Failed to find logical volume|Volume group "[^"]*" not found|logical volume\(s\) not found/i;
 export const isLvmNotFound = (stderr: string): boolean => NOT_FOUND.test(stderr);
 
+/** The request of `lvs` (see lvs below); for a plan step that reads an LV (exit status left to the caller). */
+export const lvsRequest = (target: string, scope: LvmScope = {}): RunRequest =>
+  lvmRequest('lvs', ['--nolocking', ...REPORT, '-o', LV_FIELDS.join(','), target], 'read', scope, {
+    allowFailure: true,
+  });
+
 /**
  * lvs for one LV (undefined if it does not exist) or all LVs of a VG.
  *
@@ -203,11 +209,7 @@ export const isLvmNotFound = (stderr: string): boolean => NOT_FOUND.test(stderr)
  * itself re-validates. (oVirt's VDSM reads shared VGs the same way on non-SPM hosts.)
  */
 export async function lvs(runner: Runner, target: string, scope: LvmScope = {}): Promise<LvInfo[]> {
-  const r = await runner.run(
-    lvmRequest('lvs', ['--nolocking', ...REPORT, '-o', LV_FIELDS.join(','), target], 'read', scope, {
-      allowFailure: true,
-    }),
-  );
+  const r = await runner.run(lvsRequest(target, scope));
   if (r.exitCode !== 0) {
     if (isLvmNotFound(r.stderr)) return [];
     throw commandFailed(runner.target, r);

@@ -25,6 +25,7 @@ import {
   U,
   VG,
   type Dev,
+  stillLive,
 } from './repoFixtures.js';
 import { lvsArgv, lvsJson, recorder, rejectionOf, thrownBy, vgsArgv, vgsJson, PV_COLUMNS, REPORT } from './support.js';
 
@@ -119,6 +120,7 @@ describe('replicas in the device stack', () => {
       ['lvchange', '-aey', `${CVG}/${RP}`],
       ['lvchange', '--deltag', `cowstack_used:${NOW - 60}`, '--addtag', `cowstack_used:${NOW}`, `${CVG}/${RP}`],
       ['lvchange', '-aey', `${VG}/vm`],
+      lvsArgv(`${VG}/vm`),
       [
         'dmsetup',
         'create',
@@ -565,6 +567,7 @@ describe('clone map --cache replica', () => {
     r.expect(['install', '-D', '-m', '0600', '/proc/self/fd/0', `/var/lib/cowstack/journal/${VG}.vm.map.json`])
       .expect(['lvchange', '--deltag', `cowstack_used:${NOW}`, '--addtag', `cowstack_used:${NOW}`, `${CVG}/${RP}`])
       .expect(['lvchange', '-aey', `${VG}/vm`])
+      .expect(...stillLive('vm', U.c1))
       .expect([
         'dmsetup',
         'create',

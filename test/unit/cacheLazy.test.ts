@@ -29,6 +29,7 @@ import {
   U,
   VG,
   type Dev,
+  stillLive,
 } from './repoFixtures.js';
 import { lvsArgv, lvsJson, recorder, vgsArgv, vgsJson } from './support.js';
 
@@ -177,6 +178,7 @@ function mapOnLazy(r: RecordingRunner) {
   );
   r.expect(journalBegin('vm', 'map'), W)
     .expect(['lvchange', '-aey', `${VG}/vm`], W)
+    .expect(...stillLive('vm', U.c1))
     .expect(snapOnLc, W)
     .expect(journalEnd('vm', 'map'), W);
 }
@@ -436,6 +438,7 @@ describe('clone map --cache lazy', () => {
     );
     r.expect(journalBegin('vm', 'map'), W)
       .expect(['lvchange', '-aey', `${VG}/vm`], W)
+      .expect(...stillLive('vm', U.c2))
       .expect(
         [
           'dmsetup',
@@ -459,6 +462,7 @@ describe('clone map --cache lazy', () => {
   it(lazyDryRun, async () => {
     const inner = recorder();
     observeAlways(inner, [], [image(), vm()]);
+    inner.expect(...stillLive('vm', U.c1)); // the re-read under the lock is a read: it runs
     const dry = new DryRunRunner(inner);
     const res = await mapClone(ctxOf(dry, { dryRun: true }), 'vm', { cache: ['lazy'] });
     inner.verify();
@@ -727,13 +731,13 @@ describe('lazy cache teardown, eviction, drop, recover', () => {
         W,
       )
       .expect(['lvchange', '-an', `${VG}/image`], W);
-    // nodeStatus and the initializing check, on what is left.
+    // The look for unused devices and activations, then nodeStatus, on what is left.
     const after = [image(), imageRow('other', U.img2, { sha: SHA })];
+    expectObserve(r, after);
     expectObserve(r, after)
       .expect(['dmsetup', 'status'], { kind: 'read', stdout: '' })
       .expect(['dmsetup', 'table'], { kind: 'read', stdout: '' })
       .expect(LS, { kind: 'read', stdout: '' });
-    expectObserve(r, after);
     const rep = await recover(ctxOf(r));
     r.verify();
     expect(rep.actions).toEqual([

@@ -244,3 +244,14 @@ export function chainDevs(top = 0): Dev[] {
     rwDev(U.c3, 9, top),
   ];
 }
+
+/** The lockless re-read of a live COW right after this node took its lock (stack.ts stillLiveStep): still live. */
+export const stillLive = (
+  name: string,
+  uuid: string,
+  parent: string = U.image,
+  vg = VG,
+): [string[], { kind: 'read'; stdout: string }] => [
+  lvsArgv(`${vg}/${name}`),
+  { kind: 'read', stdout: lvsJson([cloneRow(name, uuid, parent, { active: 'exclusive', vg })]) },
+];

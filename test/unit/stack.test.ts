@@ -18,7 +18,7 @@ import {
   rwDev,
   stateOf,
 } from './repoFixtures.js';
-import { recorder, thrownBy } from './support.js';
+import { lvsArgv, recorder, thrownBy } from './support.js';
 
 // SYNTHETIC: LV rows and dm devices come from repoFixtures; `dmsetup table` outputs are hand-written.
 
@@ -49,6 +49,8 @@ const createRw = (uuid: string, table: string) => [
   table,
 ];
 const remove = (name: string) => ['dmsetup', 'remove', '--retry', name];
+/** The lockless re-read of the live COW once its lock is held (stillLiveStep). */
+const recheck = (ref: string) => lvsArgv(ref);
 
 describe('planStack', () => {
   it('builds a depth-3 chain from nothing: image, ro snapshots of the committed clones, rw snapshot on top', () => {
@@ -61,10 +63,13 @@ describe('planStack', () => {
       ['lvchange', '-asy', 'vg/c2'],
       createRo(U.c2, RO_C2_TABLE),
       ['lvchange', '-aey', 'vg/c3'],
+      recheck('vg/c3'),
       createRw(U.c3, RW_C3_TABLE),
     ]);
-    expect(plan.steps.map((s) => s.req.kind)).toEqual(Array(7).fill('write'));
-    expect(plan.steps.every((s) => s.req.root === true && s.req.timeout === 'change')).toBe(true);
+    expect(plan.steps.map((s) => s.req.kind)).toEqual([...Array(6).fill('write'), 'read', 'write']);
+    expect(
+      plan.steps.filter((s) => s.req.kind === 'write').every((s) => s.req.root === true && s.req.timeout === 'change'),
+    ).toBe(true);
     expect(plan.device).toBe(`/dev/mapper/${rw(U.c3)}`);
     expect(plan.sectors).toBe(IMAGE_SECTORS);
     expect(plan.verify).toEqual([]);
@@ -86,6 +91,7 @@ describe('planStack', () => {
       [['lvchange', '-an', 'vg/c2']],
       [remove(ro(U.c2))],
       [['lvchange', '-an', 'vg/c3']],
+      undefined,
       [remove(rw(U.c3))],
     ]);
     expect(plan.steps.flatMap((s) => s.undo ?? []).every((u) => u.kind === 'write')).toBe(true);
@@ -113,6 +119,7 @@ describe('planStack', () => {
     expect(argvs(plan.steps)).toEqual([
       ['lvchange', '-asy', 'my-vg/deb-12'],
       ['lvchange', '-aey', 'my-vg/vm-1'],
+      recheck('my-vg/vm-1'),
       createRw(U.c1, T('/dev/mapper/my--vg-deb--12', '/dev/mapper/my--vg-vm--1', 'PO', 8)),
     ]);
   });
@@ -132,6 +139,7 @@ describe('planStack', () => {
       ['lvchange', '-asy', 'vg/c2'],
       createRo(U.c2, RO_C2_TABLE),
       ['lvchange', '-aey', 'vg/c3'],
+      recheck('vg/c3'),
       createRw(U.c3, RW_C3_TABLE),
     ]);
     expect(
@@ -179,6 +187,7 @@ describe('planStack', () => {
     expect(argvs(plan.steps).slice(4)).toEqual([
       createRo(U.c2, RO_C2_TABLE),
       ['lvchange', '--refresh', 'vg/c3'],
+      recheck('vg/c3'),
       createRw(U.c3, RW_C3_TABLE),
     ]);
     expect(plan.steps[5]!.undo).toBeUndefined();

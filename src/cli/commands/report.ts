@@ -18,9 +18,11 @@ function renderTree(nodes: TreeNode[]): string {
         : ` COW ${n.usage.state.toUpperCase()}`
       : '';
     const warning = n.usage?.warning ? `  WARNING: ${n.usage.warning}` : '';
+    const problem = n.problem ? `  PROBLEM: ${n.problem}` : '';
     lines.push(
       `${prefix}${branch}${n.name} ` +
-        `[${n.kind} ${n.state}] ${formatSize(n.sizeBytes)}${where ? ` (${where})` : ''}${usage}${warning}`,
+        `[${n.kind} ${n.state}] ${formatSize(n.sizeBytes)}${where ? ` (${where})` : ''}` +
+        `${usage}${warning}${problem}`,
     );
     n.children.forEach((c, i) =>
       walk(c, root ? '' : prefix + (last ? '   ' : '│  '), i === n.children.length - 1, false),
