@@ -7,6 +7,7 @@
 import { BaseSequencer, type TestSpecification } from 'vitest/node';
 
 const SECONDS: Record<string, number> = {
+  'races.test.ts': 900,
   'crash.test.ts': 600,
   'clones.test.ts': 450,
   'tm.test.ts': 370,
