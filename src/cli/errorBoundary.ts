@@ -9,9 +9,15 @@ export function reportError(error: unknown, json: boolean): number {
     // commander already printed usage problems on stderr; --help/--version exit 0.
     if (error.exitCode === 0) return EXIT.OK;
     // --json promises one document on stdout, usage errors included.
+    // A command group without its subcommand: commander printed the group's help, and its
+    // message is a placeholder ("(outputHelp)").
+    const message =
+      error.code === 'commander.help'
+        ? 'a command is missing: the usage is on stderr'
+        : error.message.replace(/^error: /, '');
     if (json)
       process.stdout.write(
-        `${JSON.stringify({ ok: false, ...new CowstackError(EXIT.USAGE, error.message.replace(/^error: /, '')).toJSON() }, null, 2)}\n`,
+        `${JSON.stringify({ ok: false, ...new CowstackError(EXIT.USAGE, message).toJSON() }, null, 2)}\n`,
       );
     return EXIT.USAGE;
   }
