@@ -93,7 +93,9 @@ async function refuseQcow2Links(source: string, file: string): Promise<void> {
   }
 }
 
-async function expand(source: string, file: string, format: SourceFormat, raw: string): Promise<void> {
+async function expand(source: string, given: string, format: SourceFormat, raw: string): Promise<void> {
+  // Absolute, so a file named "-x" is never an option of qemu-img (which has no "--").
+  const file = path.resolve(given);
   if (format === 'gzip') return void (await pipeline(createReadStream(file), createGunzip(), createWriteStream(raw)));
   const x = EXPANDER[format]!;
   try {
