@@ -9,8 +9,14 @@ export function reportError(error: unknown, json: boolean): number {
     // commander already printed usage problems on stderr; --help/--version exit 0.
     if (error.exitCode === 0) return EXIT.OK;
     // --json promises one document on stdout, usage errors included.
+    // A command group without its subcommand: commander printed the group's help, and its
+    // message is a placeholder ("(outputHelp)").
+    const message =
+      error.code === 'commander.help'
+        ? 'a command is missing: the usage is on stderr'
+        : error.message.replace(/^error: /, '');
     if (json) {
-      const usage = new CowstackError(EXIT.USAGE, error.message.replace(/^error: /, ''));
+      const usage = new CowstackError(EXIT.USAGE, message);
       process.stdout.write(`${JSON.stringify({ ok: false, ...usage.toJSON() }, null, 2)}\n`);
     }
     return EXIT.USAGE;

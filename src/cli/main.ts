@@ -13,7 +13,7 @@ import { register as registerClone } from './commands/clone.js';
 import { register as registerReport } from './commands/report.js';
 import { register as registerTarget } from './commands/target.js';
 import { register as registerInstall } from './commands/install.js';
-import { register as registerTm } from './commands/tm.js';
+import { positionalTm, register as registerTm } from './commands/tm.js';
 import { register as registerCache } from './commands/cache.js';
 import { EXIT_NAMES } from '../exec/errors.js';
 import { VERSION } from './version.js';
@@ -57,10 +57,23 @@ export function buildProgram(): Command {
 
 export async function main(argv = process.argv): Promise<number> {
   const program = buildProgram();
+  const tmAt = positionalTm(program, argv);
   try {
     await program.parseAsync(argv);
     return 0;
   } catch (error) {
-    return reportError(error, argv.includes('--json'));
+    return reportError(error, jsonRequested(program, argv, tmAt));
   }
+}
+
+/**
+ * --json as commander parsed it or, when a usage error stopped commander first (options after
+ * an unknown one are not parsed), as written among the options: before `--`, and for `tm`
+ * before the action, since oned's arguments are data (a VM template's "--json" is not).
+ */
+function jsonRequested(program: Command, argv: readonly string[], tmAt: number | undefined): boolean {
+  if (program.opts().json) return true;
+  const words = argv.slice(2, tmAt);
+  const end = words.indexOf('--');
+  return (end < 0 ? words : words.slice(0, end)).includes('--json');
 }

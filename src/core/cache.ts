@@ -328,6 +328,12 @@ export async function replicate(ctx: OpContext, name: string, opts: ReplicateOpt
         );
       }
     }
+    // The last progress step recorded copied = size: deleting and adding that same tag here
+    // removed it (lvchange applies --addtag before --deltag), so cache list said 0 copied.
+    const copiedTags =
+      copied === image.sizeBytes
+        ? []
+        : ['--deltag', cacheTag.copied(copied), '--addtag', cacheTag.copied(image.sizeBytes)];
     await runPlan(
       ctx.runner,
       [
@@ -342,10 +348,7 @@ export async function replicate(ctx: OpContext, name: string, opts: ReplicateOpt
               cacheTag.state('copying'),
               '--addtag',
               cacheTag.state('complete'),
-              '--deltag',
-              cacheTag.copied(copied),
-              '--addtag',
-              cacheTag.copied(image.sizeBytes),
+              ...copiedTags,
               '--addtag',
               cacheTag.used(Math.floor(Date.now() / 1000)),
               ref,

@@ -91,7 +91,10 @@ export function cacheLvFrom(lv: LvInfo): CacheLv | undefined {
     originUuid,
     state: st === 'complete' ? 'complete' : 'copying',
     ...(kind === 'lazy' || kind === 'lazymeta' ? { lazyState: st === 'ready' || st === 'attached' ? st : 'new' } : {}),
-    copiedBytes: Number(tagValue(lv.tags, CTAG.copied) ?? 0) || 0,
+    // A complete replica is all copied, also when it lost its progress tag (cowstack <= 0.1
+    // deleted it when marking the replica complete).
+    copiedBytes:
+      kind === 'replica' && st === 'complete' ? lv.sizeBytes : Number(tagValue(lv.tags, CTAG.copied) ?? 0) || 0,
     sha256: tagValue(lv.tags, CTAG.sha256),
     usedAt: Number(tagValue(lv.tags, CTAG.used) ?? 0) || 0,
     sizeBytes: lv.sizeBytes,

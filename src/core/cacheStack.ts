@@ -30,15 +30,15 @@ export const activateCacheLv = (c: Pick<CacheLv, 'vg' | 'name'>): Step => ({
   undo: [lvm.lvmRequest('lvchange', ['-an', `${c.vg}/${c.name}`], 'write')],
 });
 
-/** Record that a map used this replica now: eviction drops the least recently used first. */
+/**
+ * Record that a map used this replica now: eviction drops the least recently used first.
+ * Never --deltag the tag it adds (twice in one second): lvchange adds before it deletes.
+ */
 export function touchStep(c: CacheLv, now = Math.floor(Date.now() / 1000)): Step {
+  const old = c.usedAt && c.usedAt !== now ? ['--deltag', cacheTag.used(c.usedAt)] : [];
   return {
     title: `mark ${c.vg}/${c.name} used`,
-    req: lvm.lvmRequest(
-      'lvchange',
-      [...(c.usedAt ? ['--deltag', cacheTag.used(c.usedAt)] : []), '--addtag', cacheTag.used(now), `${c.vg}/${c.name}`],
-      'write',
-    ),
+    req: lvm.lvmRequest('lvchange', [...old, '--addtag', cacheTag.used(now), `${c.vg}/${c.name}`], 'write'),
   };
 }
 

@@ -1,8 +1,10 @@
 /**
- * Turning an import source (raw, gzip, zstd or qcow2 file, or '-' for stdin) into a raw
- * stream of known size on the machine running cowstack. Compressed and qcow2 sources are
- * expanded into a temporary raw file first: the LV must be created at its final size
- * before the first byte is written.
+ * Turning an import source (a file, or '-' for stdin) into a raw stream of known size on the
+ * machine running cowstack. The format comes from the content, never the name: raw, gzip,
+ * zstd, xz, bzip2 or qcow2 (expanded into a temporary raw file first: the LV must be created
+ * at its final size before the first byte is written). VMDK, VDI and VHD/VHDX are recognised
+ * and refused with the command that converts them. A raw result must be whole 512-byte
+ * sectors: a text file or a truncated download is not a disk.
  */
 import { createReadStream, createWriteStream, promises as fsp } from 'node:fs';
 import { createHash } from 'node:crypto';
@@ -14,23 +16,115 @@ import { createGunzip } from 'node:zlib';
 import { execa } from 'execa';
 import { CowstackError, EXIT, notFound, usageError } from '../exec/errors.js';
 
-export type SourceFormat = 'raw' | 'gzip' | 'zstd' | 'qcow2';
+/** Formats cowstack imports. */
+export const SOURCE_FORMATS = ['raw', 'gzip', 'zstd', 'xz', 'bzip2', 'qcow2'] as const;
+export type SourceFormat = (typeof SOURCE_FORMATS)[number];
+/** Disk formats recognised only to be refused: qemu-img's name for each. */
+const CONVERT: Record<string, string> = { vmdk: 'vmdk', vdi: 'vdi', vhd: 'vpc', vhdx: 'vhdx' };
+export type DetectedFormat = SourceFormat | 'vmdk' | 'vdi' | 'vhd' | 'vhdx';
 
 export interface RawSource {
   path: string;
   bytes: number;
   format: SourceFormat;
+  /** sha256 of the source exactly as given (what `sha256sum FILE` prints), computed once. */
+  sourceSha256(): Promise<string>;
   cleanup(): Promise<void>;
 }
 
-export function detectFormat(head: Buffer): SourceFormat {
+/**
+ * The format from the first 512 bytes (`head`) and the last 512 (`tail`: a fixed VHD is raw
+ * data followed by a footer). Anything unrecognised is raw.
+ */
+export function detectFormat(head: Buffer, tail?: Buffer): DetectedFormat {
+  const text = (b: Buffer, at: number, n: number) => b.subarray(at, at + n).toString('latin1');
   if (head[0] === 0x1f && head[1] === 0x8b) return 'gzip';
   if (head.readUInt32LE(0) === 0xfd2fb528) return 'zstd';
-  if (head.subarray(0, 4).toString('latin1') === 'QFI\xfb') return 'qcow2';
+  if (text(head, 0, 6) === '\xfd7zXZ\x00') return 'xz';
+  if (/^BZh[1-9]$/.test(text(head, 0, 4)) && ['1AY&SY', '\x17rE8P\x90'].includes(text(head, 4, 6))) return 'bzip2';
+  if (text(head, 0, 4) === 'QFI\xfb') return 'qcow2';
+  if (['KDMV', 'COWD'].includes(text(head, 0, 4)) || text(head, 0, 21) === '# Disk DescriptorFile') return 'vmdk';
+  if (head.readUInt32LE(64) === 0xbeda107f) return 'vdi';
+  if (text(head, 0, 8) === 'vhdxfile') return 'vhdx';
+  if (text(head, 0, 8) === 'conectix' || (tail && text(tail, 0, 8) === 'conectix')) return 'vhd';
   return 'raw';
 }
 
-export async function prepareSource(source: string): Promise<RawSource> {
+async function readAt(file: string, at: number): Promise<Buffer> {
+  const fh = await fsp.open(file, 'r');
+  try {
+    const b = Buffer.alloc(512);
+    await fh.read(b, 0, 512, at);
+    return b;
+  } finally {
+    await fh.close();
+  }
+}
+
+export async function sha256File(file: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(file, { highWaterMark: 4 << 20 })) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
+/** A program that expands `format` on this machine, and what to install for it. */
+const EXPANDER: Partial<
+  Record<SourceFormat, { program: string; pkg: string; argv: (file: string, out: string) => string[] }>
+> = {
+  zstd: { program: 'zstd', pkg: 'zstd', argv: (f, o) => ['-q', '-d', '-f', '-o', o, '--', f] },
+  xz: { program: 'xz', pkg: 'xz-utils', argv: (f) => ['-d', '-c', '--', f] },
+  bzip2: { program: 'bzip2', pkg: 'bzip2', argv: (f) => ['-d', '-c', '--', f] },
+  qcow2: { program: 'qemu-img', pkg: 'qemu-utils', argv: (f, o) => ['convert', '-f', 'qcow2', '-O', 'raw', f, o] },
+};
+
+/** Refuse a qcow2 that reads other files: a backing file or an external data file. */
+async function refuseQcow2Links(source: string, file: string): Promise<void> {
+  const r = await execa('qemu-img', ['info', '--output=json', '-f', 'qcow2', file]);
+  const info = JSON.parse(r.stdout) as {
+    'backing-filename'?: string;
+    'format-specific'?: { data?: { 'data-file'?: string } };
+  };
+  const other = info['backing-filename'] ?? info['format-specific']?.data?.['data-file'];
+  if (other) {
+    throw usageError(
+      `import source ${source} is a qcow2 image that reads another file (${other}): refusing it`,
+      `flatten it into one raw file first: qemu-img convert -O raw ${source} ${source}.raw`,
+    );
+  }
+}
+
+async function expand(source: string, given: string, format: SourceFormat, raw: string): Promise<void> {
+  // Absolute, so a file named "-x" is never an option of qemu-img (which has no "--").
+  const file = path.resolve(given);
+  if (format === 'gzip') return void (await pipeline(createReadStream(file), createGunzip(), createWriteStream(raw)));
+  const x = EXPANDER[format]!;
+  try {
+    if (format === 'qcow2') await refuseQcow2Links(source, file);
+    const argv = x.argv(file, raw);
+    if (argv.includes(raw)) await execa(x.program, argv);
+    else await execa(x.program, argv, { stdout: { file: raw } });
+  } catch (e) {
+    if ((e as { code?: string }).code !== 'ENOENT') throw e;
+    throw new CowstackError(
+      EXIT.MISSING,
+      `import source ${source} is ${format}, and ${x.program} is not installed on this machine`,
+      {
+        hint:
+          `install ${x.pkg} here, or expand it first where ${x.program} is: ` +
+          (format === 'qcow2'
+            ? `qemu-img convert -O raw ${source} ${source}.raw`
+            : `${x.program} -d -c ${source} > ${source}.raw`) +
+          ', and import the raw file',
+      },
+    );
+  }
+}
+
+/**
+ * The source as a raw file. `format` forces one (`raw`: take the bytes as they are, whatever
+ * they look like); by default it is detected from the content.
+ */
+export async function prepareSource(source: string, opts: { format?: SourceFormat | 'auto' } = {}): Promise<RawSource> {
   const work = await fsp.mkdtemp(path.join(process.env.COWSTACK_TMPDIR ?? tmpdir(), 'cowstack-import-'));
   const cleanup = () => fsp.rm(work, { recursive: true, force: true });
   try {
@@ -44,26 +138,43 @@ export async function prepareSource(source: string): Promise<RawSource> {
       if (!st.isFile())
         throw usageError(`import source ${source} is not a regular file`, 'give a file or - for standard input');
     }
-    const fh = await fsp.open(file, 'r');
-    const head = Buffer.alloc(512);
-    await fh.read(head, 0, 512, 0);
-    await fh.close();
-    const format = detectFormat(head);
+    const size = (await fsp.stat(file)).size;
+    if (size === 0) throw usageError(`import source ${source} is empty`);
+    const detected =
+      opts.format && opts.format !== 'auto'
+        ? opts.format
+        : detectFormat(await readAt(file, 0), size >= 1024 ? await readAt(file, size - 512) : undefined);
+    if (detected in CONVERT) {
+      throw usageError(
+        `import source ${source} is a ${detected.toUpperCase()} disk image, which cowstack does not import`,
+        `convert it to raw first: qemu-img convert -f ${CONVERT[detected]} -O raw ${source} ${source}.raw`,
+      );
+    }
+    const format = detected as SourceFormat;
     let raw = file;
     if (format !== 'raw') {
       raw = path.join(work, 'raw');
-      if (format === 'gzip') await pipeline(createReadStream(file), createGunzip(), createWriteStream(raw));
-      else if (format === 'zstd') await execa('zstd', ['-q', '-d', '-f', '-o', raw, file]);
-      else await execa('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', file, raw]);
+      await expand(source, file, format, raw);
     }
     const bytes = (await fsp.stat(raw)).size;
-    if (bytes === 0) throw usageError(`import source ${source} is empty`);
-    return { path: raw, bytes, format, cleanup };
+    const after = format === 'raw' ? '' : ` once expanded from ${format}`;
+    if (bytes === 0) throw usageError(`import source ${source} is empty${after}`);
+    if (bytes % 512 !== 0) {
+      throw usageError(
+        `import source ${source} is ${bytes} bytes${after}, not whole 512-byte sectors: not a disk image`,
+        'check that it is the image you meant (not a text file or a truncated download); ' +
+          'a raw disk that really is this size can be padded: truncate -s %512 FILE',
+      );
+    }
+    let sha: Promise<string> | undefined;
+    return { path: raw, bytes, format, sourceSha256: () => (sha ??= sha256File(file)), cleanup };
   } catch (e) {
     await cleanup();
     if (e instanceof CowstackError) throw e;
     throw new CowstackError(EXIT.FAILED, `cannot read import source ${source}: ${(e as Error).message}`, {
-      hint: 'zstd sources need the zstd program and qcow2 sources qemu-img on the machine running cowstack',
+      hint:
+        'check that the file is complete; ' +
+        'compressed and qcow2 sources are expanded on the machine running cowstack',
       cause: e,
     });
   }
@@ -73,6 +184,8 @@ export interface Hashed {
   stream: Readable;
   /** Resolves with the sha256 of every byte that went through, once the stream ended. */
   digest: Promise<string>;
+  /** Resolves with the sha256 of the file's bytes alone (without the padding). */
+  fileDigest: Promise<string>;
 }
 
 /**
@@ -87,6 +200,7 @@ export function paddedStream(
   onProgress?: (bytes: number) => void,
 ): Hashed {
   const hash = createHash('sha256');
+  const fileHash = createHash('sha256');
   let seen = 0;
   const out = new PassThrough({ highWaterMark: 4 << 20 });
   const tap = new Transform({
@@ -101,10 +215,16 @@ export function paddedStream(
     tap.on('end', () => resolve(hash.digest('hex')));
     tap.on('error', reject);
   });
+  let fileDone: (hex: string) => void = () => {};
+  const fileDigest = new Promise<string>((resolve) => (fileDone = resolve));
   (async () => {
     const zero = Buffer.alloc(1 << 20);
     async function* body() {
-      for await (const chunk of createReadStream(file, { highWaterMark: 4 << 20 })) yield chunk as Buffer;
+      for await (const chunk of createReadStream(file, { highWaterMark: 4 << 20 })) {
+        fileHash.update(chunk as Buffer);
+        yield chunk as Buffer;
+      }
+      fileDone(fileHash.digest('hex'));
       let left = total - fileBytes;
       while (left > 0) {
         const n = Math.min(left, zero.length);
@@ -114,5 +234,5 @@ export function paddedStream(
     }
     await pipeline(Readable.from(body()), tap, out);
   })().catch((e) => out.destroy(e));
-  return { stream: out, digest };
+  return { stream: out, digest, fileDigest };
 }

@@ -8,12 +8,12 @@ import { notFound, refused, usageError } from '../exec/errors.js';
 import * as lvm from '../tools/lvm.js';
 import { lvMapperName, lvMapperPath } from './dmNames.js';
 import { beginStep, endStep } from './journal.js';
-import { roleTag, shaTag, stateTag, type ImageObj, type ImageState } from './metadata.js';
+import { roleTag, shaTag, sourceShaTag, stateTag, type ImageObj, type ImageState } from './metadata.js';
 import { findImage, observe } from './observe.js';
 import { runPlan, type Step } from './plan.js';
 import { activateStep, deactivateStep, lvRef } from './stack.js';
 import { collectGarbage, runGuarded, type OpContext } from './clones.js';
-import { paddedStream, prepareSource } from './imageSource.js';
+import { paddedStream, prepareSource, type SourceFormat } from './imageSource.js';
 import { formatSize, parseSize, validateLvName, EXTENT, roundUp } from './validate.js';
 import { whoHolds } from './holders.js';
 
@@ -23,7 +23,11 @@ export interface ImageResult {
   uuid?: string;
   action: 'created' | 'imported' | 'sealed' | 'renamed' | 'removed' | 'exported' | 'none';
   sizeBytes?: number;
+  /** The image's checksum: the whole LV, the content zero-padded to whole extents. */
   sha256?: string;
+  /** import: the source file's checksum as given (what `sha256sum FILE` prints), and its format. */
+  sourceSha256?: string;
+  sourceFormat?: SourceFormat;
   state?: string;
   bytes?: number;
   seconds?: number;
@@ -70,22 +74,14 @@ export async function lvChecksum(ctx: OpContext, name: string): Promise<string> 
 }
 
 /** The one metadata change that seals an image: LVM read-only, state sealed, checksum recorded. */
-export function sealStep(ctx: OpContext, name: string, from: ImageState, sha: string): Step {
+export function sealStep(ctx: OpContext, name: string, from: ImageState, sha: string, tags: string[] = []): Step {
   const ref = `${ctx.vg}/${name}`;
+  const add = [...(sha ? [shaTag(sha)] : []), ...tags].flatMap((t) => ['--addtag', t]);
   return {
     title: `seal ${ref} (read-only${sha ? ', sha256 recorded' : ''})`,
     req: lvm.lvmRequest(
       'lvchange',
-      [
-        '--permission',
-        'r',
-        '--deltag',
-        stateTag(from),
-        '--addtag',
-        stateTag('sealed'),
-        ...(sha ? ['--addtag', shaTag(sha)] : []),
-        ref,
-      ],
+      ['--permission', 'r', '--deltag', stateTag(from), '--addtag', stateTag('sealed'), ...add, ref],
       'write',
       ctx.scope,
     ),
@@ -177,6 +173,8 @@ export async function createImage(
 
 export interface ImportOptions {
   seal?: boolean;
+  /** Force the source format (`raw`: the bytes as they are); detected from the content by default. */
+  format?: SourceFormat | 'auto';
   onProgress?: (bytes: number, total: number) => void;
 }
 
@@ -188,15 +186,37 @@ export async function importImage(
 ): Promise<ImageResult> {
   validateLvName(name, 'image name');
   const existing = await refuseExisting(ctx, name);
-  if (existing && existing.state !== 'initializing') {
+  if (existing && existing.state !== 'initializing' && !existing.sourceSha256) {
     throw refused(
       `image ${lvRef(existing)} already exists (${existing.state})`,
       'remove it first or import under another name',
     );
   }
-  const src = await prepareSource(source);
+  const src = await prepareSource(source, { format: opts.format });
   let cleanupStream = () => {};
   try {
+    if (existing && existing.state !== 'initializing') {
+      // The import that made it completed: the same file again is done already.
+      const sourceSha256 = await src.sourceSha256();
+      if (existing.sourceSha256 === sourceSha256) {
+        return {
+          name,
+          vg: ctx.vg,
+          uuid: existing.uuid,
+          sizeBytes: existing.sizeBytes,
+          sha256: existing.sha256,
+          sourceSha256,
+          sourceFormat: src.format,
+          state: existing.state,
+          action: 'none',
+        };
+      }
+      throw refused(
+        `image ${lvRef(existing)} already exists (${existing.state}), imported from another file ` +
+          `(source sha256 ${existing.sourceSha256}, this one ${sourceSha256})`,
+        'remove it first or import under another name',
+      );
+    }
     const bytes = roundUp(src.bytes, EXTENT);
     const ref = `${ctx.vg}/${name}`;
     const journal = { op: 'import' as const, vg: ctx.vg, name };
@@ -231,10 +251,13 @@ export async function importImage(
     });
     await runGuarded(ctx, steps);
     const sha = ctx.dryRun ? '' : await data.digest;
+    // A raw source was hashed on its way to dd; a compressed one is hashed as given.
+    const sourceSha256 = ctx.dryRun ? '' : src.format === 'raw' ? await data.fileDigest : await src.sourceSha256();
     const seal = opts.seal !== false;
+    const tags = sourceSha256 ? [sourceShaTag(sourceSha256)] : [];
     const finish: Step[] = [
       seal
-        ? sealStep(ctx, name, 'initializing', sha)
+        ? sealStep(ctx, name, 'initializing', sha, tags)
         : {
             title: `mark ${ref} writable`,
             req: lvm.lvmRequest(
@@ -244,7 +267,7 @@ export async function importImage(
                 stateTag('initializing'),
                 '--addtag',
                 stateTag('writable'),
-                ...(sha ? ['--addtag', shaTag(sha)] : []),
+                ...[...(sha ? [shaTag(sha)] : []), ...tags].flatMap((t) => ['--addtag', t]),
                 ref,
               ],
               'write',
@@ -263,6 +286,8 @@ export async function importImage(
       sizeBytes: bytes,
       bytes: src.bytes,
       sha256: sha,
+      sourceSha256,
+      sourceFormat: src.format,
       state: seal ? 'sealed' : 'writable',
       action: 'imported',
       seconds: (Date.now() - started) / 1000,

@@ -7,6 +7,7 @@
  *   cowstack_parent:LVUUID          a clone's parent (image or committed clone)
  *   cowstack_chunk:SECTORS          a clone's dm-snapshot chunk size
  *   cowstack_sha256:HEX             content checksum recorded at import (images)
+ *   cowstack_srcsha256:HEX          the imported file's checksum, as given (images)
  */
 import type { LvInfo } from '../tools/lvm.js';
 
@@ -16,6 +17,7 @@ export const TAG = {
   parent: 'cowstack_parent:',
   chunk: 'cowstack_chunk:',
   sha256: 'cowstack_sha256:',
+  sourceSha256: 'cowstack_srcsha256:',
 } as const;
 
 export type ImageState = 'initializing' | 'writable' | 'sealed';
@@ -33,6 +35,8 @@ export interface ImageObj extends Base {
   kind: 'image';
   state: ImageState;
   sha256?: string;
+  /** sha256 of the file it was imported from (compressed or not, as given). */
+  sourceSha256?: string;
 }
 export interface CloneObj extends Base {
   kind: 'clone';
@@ -57,6 +61,7 @@ export function fromLv(lv: LvInfo): CowObj | undefined {
       kind: 'image',
       state: (tagValue(lv.tags, TAG.state) ?? 'initializing') as ImageState,
       sha256: tagValue(lv.tags, TAG.sha256),
+      sourceSha256: tagValue(lv.tags, TAG.sourceSha256),
     };
   }
   if (role === 'clone') {
@@ -132,3 +137,4 @@ export const roleTag = (r: 'image' | 'clone'): string => `${TAG.role}${r}`;
 export const parentTag = (uuid: string): string => `${TAG.parent}${uuid}`;
 export const chunkTag = (sectors: number): string => `${TAG.chunk}${sectors}`;
 export const shaTag = (hex: string): string => `${TAG.sha256}${hex}`;
+export const sourceShaTag = (hex: string): string => `${TAG.sourceSha256}${hex}`;

@@ -223,8 +223,24 @@ function arity(action: string, args: readonly string[], n: number | [number, num
     );
 }
 
+/**
+ * No OpenNebula TM argument starts with "-" except cpds's snapshot id "-1". One that does is
+ * an option smuggled in through a VM template (--config=..., --dry-run, --help): refused by
+ * position and value before any other check, whatever the action.
+ */
+function refuseOptionShaped(action: string, args: readonly string[]): void {
+  args.forEach((arg, i) => {
+    if (!arg.startsWith('-') || (action === 'cpds' && i === 2 && arg === '-1')) return;
+    throw usageError(
+      `tm ${action}: argument ${i + 1} "${arg}" looks like an option: no OpenNebula TM argument starts with "-"`,
+      'this is what OpenNebula passes to the TM driver; check the datastore and VM template',
+    );
+  });
+}
+
 export function parseTmArgs(action: string, args: readonly string[], stdin = ''): TmRequest {
   const a = args;
+  refuseOptionShaped(action, a);
   switch (action) {
     case 'clone':
     case 'ln': {

@@ -155,6 +155,9 @@ describe.sequential('cache VG and replicas', () => {
         origin: expect.objectContaining({ name: img, uuid: imp.uuid }),
       }),
     );
+    // Issue 10 item 7: a complete replica said copiedBytes: 0.
+    const entry = list.caches.find((c: { name: string }) => c.name === rp.replica);
+    expect(entry.copiedBytes).toBe(entry.sizeBytes);
     const busy = await cs('node1', ['cache', 'drop', img]);
     expect(busy.exitCode).not.toBe(0);
     expect(busy.json.message).toContain('in use');

@@ -68,19 +68,82 @@ describe.sequential('images', () => {
     await fsp.writeFile(path.join(work, 'img.gz'), gzipSync(IMG, { level: 1 }));
     await execa('zstd', ['-q', '-f', '-1', raw, '-o', path.join(work, 'img.zst')]);
     await execa('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', raw, path.join(work, 'img.qcow2')]);
+    await execa('xz', ['-q', '-k', '-f', '-1', '-T1', raw]);
+    await execa('bzip2', ['-q', '-k', '-f', '-1', raw]);
     const r = await ok('node1', ['image', 'import', img, raw]);
-    expect(r).toMatchObject({ action: 'imported', state: 'sealed', sha256: IMG_SHA, sizeBytes: IMG.length });
-    for (const [fmt, file] of [
-      ['gz', 'img.gz'],
-      ['zst', 'img.zst'],
-      ['qcow2', 'img.qcow2'],
-    ] as const) {
+    expect(r).toMatchObject({
+      action: 'imported',
+      state: 'sealed',
+      sha256: IMG_SHA,
+      sourceSha256: IMG_SHA,
+      sourceFormat: 'raw',
+      sizeBytes: IMG.length,
+    });
+    // The same file again: done already.
+    expect(await ok('node1', ['image', 'import', img, raw])).toMatchObject({
+      action: 'none',
+      sha256: IMG_SHA,
+      sourceSha256: IMG_SHA,
+    });
+    const formats = [
+      ['gz', 'img.gz', 'gzip'],
+      ['zst', 'img.zst', 'zstd'],
+      ['qcow2', 'img.qcow2', 'qcow2'],
+      ['xz', 'img.raw.xz', 'xz'],
+      ['bz2', 'img.raw.bz2', 'bzip2'],
+    ] as const;
+    for (const [fmt, file, format] of formats) {
       const name = n(`img${fmt}`);
       const x = await ok(fmt === 'zst' ? 'node2' : 'node1', ['image', 'import', name, path.join(work, file)]);
-      expect(x.sha256, fmt).toBe(IMG_SHA);
+      // Two checksums, labelled: the file as given, and the image's content.
+      expect(x, fmt).toMatchObject({
+        sha256: IMG_SHA,
+        sourceFormat: format,
+        sourceSha256: sha256(await fsp.readFile(path.join(work, file))),
+      });
       expect((await ok('node2', ['image', 'rm', name])).action).toBe('removed');
     }
     expect(await imageShaOn('node2', img)).toBe(IMG_SHA);
+  });
+
+  it('refuses what is not a disk image; a raw file of odd extents gets both checksums', async () => {
+    const text = path.join(work, 'notes.txt');
+    await fsp.writeFile(text, 'this is not a disk image\n');
+    const bad = await cs('node1', ['image', 'import', n('txt'), text]);
+    expect(bad.exitCode, bad.stdout).toBe(2);
+    expect(bad.json.message).toContain('is 25 bytes, not whole 512-byte sectors');
+    await execa('qemu-img', [
+      'convert',
+      '-f',
+      'raw',
+      '-O',
+      'vmdk',
+      path.join(work, 'img.raw'),
+      path.join(work, 'img.vmdk'),
+    ]);
+    const vmdk = await cs('node1', ['image', 'import', n('vmdk'), path.join(work, 'img.vmdk')]);
+    expect(vmdk.exitCode, vmdk.stdout).toBe(2);
+    expect(vmdk.json).toMatchObject({
+      message: expect.stringContaining('is a VMDK disk image'),
+      hint: expect.stringContaining('qemu-img convert -f vmdk -O raw'),
+    });
+    for (const name of [n('txt'), n('vmdk')]) expect((await cs('node1', ['image', 'show', name])).exitCode).toBe(7);
+    // 1 MiB + 512 bytes that start like gzip: --format raw takes them as they are, padded to 4 MiB.
+    const odd = pattern(MiB + 512, 9);
+    odd[0] = 0x1f;
+    odd[1] = 0x8b;
+    await fsp.writeFile(path.join(work, 'odd.raw'), odd);
+    const name = n('odd');
+    const x = await ok('node1', ['image', 'import', name, path.join(work, 'odd.raw'), '--format', 'raw']);
+    const padded = Buffer.concat([odd, Buffer.alloc(4 * MiB - odd.length)]);
+    expect(x).toMatchObject({
+      sourceFormat: 'raw',
+      sourceSha256: sha256(odd),
+      sha256: sha256(padded),
+      sizeBytes: 4 * MiB,
+    });
+    expect(await imageShaOn('node1', name)).toBe(sha256(padded));
+    await ok('node1', ['image', 'rm', name]);
   });
 
   it('lists, shows, renames and exports an image; the export is byte-exact', async () => {

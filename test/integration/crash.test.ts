@@ -110,6 +110,10 @@ describe.sequential('killed in the middle', () => {
 describe.sequential('a node loses power with a clone mapped', () => {
   it("the other node takes the clone over once the dead node's lease expires, with every synced write", async () => {
     const c = n('pw');
+    // An operation in flight when the power goes: its journal entry must survive on the
+    // node's own disk (/var/lib/cowstack, the testbed's state disk) for recover to act on.
+    const inFlight = n('pj');
+    await crashAfter('node1', 2, ['clone', 'create', inFlight, '--from', img]); // journal, lvcreate
     await ok('node1', ['clone', 'create', c, '--from', img]);
     const m = await ok('node1', ['clone', 'map', c]);
     const p = pattern(4 * MiB, 51);
@@ -174,6 +178,8 @@ describe.sequential('a node loses power with a clone mapped', () => {
 
     // node1 comes back: the project's own commands bring it into the cluster again.
     await tb.boot('node1');
+    const journal = await tb.sh('node1', 'cat /var/lib/cowstack/journal/*');
+    expect(journal.stdout, 'the journal entry written before the power-off is still there').toContain(`"${inFlight}"`);
     const login = await cowstack(tb, ['--host', 'node1', '--json', 'initiator', 'login', tb.portal, tb.targetIqn]);
     expect(login.exitCode, login.stderr).toBe(0);
     const join = await cowstack(
@@ -184,8 +190,17 @@ describe.sequential('a node loses power with a clone mapped', () => {
     expect(join.exitCode, join.stdout + join.stderr).toBe(0);
     // recover re-attaches the cache LV over the COW and writes it back before anything else.
     const r = await ok('node1', ['recover']);
-    expect(r.actions).toEqual([expect.objectContaining({ op: 'write-back', name: k, decision: 'finished' })]);
-    process.stderr.write(`[crash] recover after power-off: ${r.actions[0].detail}\n`);
+    expect(r.actions).toHaveLength(2);
+    expect(r.actions).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ op: 'write-back', name: k, decision: 'finished' }),
+        expect.objectContaining({ op: 'create-clone', name: inFlight, decision: 'undone' }),
+      ]),
+    );
+    process.stderr.write(
+      `[crash] recover after power-off: ${r.actions.map((a: { detail?: string }) => a.detail).join('; ')}\n`,
+    );
+    expect(await lvTags('node1', inFlight), 'the half-made clone is gone').toBeUndefined();
     await consistent('node1');
     const k2 = await ok('node2', ['clone', 'map', k]);
     expect(await deviceSha(tb, 'node2', k2.device), 'every write acknowledged by the cache survived').toBe(

@@ -1,9 +1,9 @@
-// The testbed for people: npm run testbed -- up|down|status|ssh NODE [cmd...]|build|smoke|console NODE
+// The testbed for people: npm run testbed -- up|down|status|boot NODE|ssh NODE [cmd...]|build|smoke|console NODE
 import { spawnSync } from 'node:child_process';
 import { Command, InvalidArgumentError } from 'commander';
 import { ensureImage, readManifest } from './image.js';
 import { runSmoke } from './smoke.js';
-import { attach, down, resolveStateDir, status, up } from './testbed.js';
+import { attach, bootNode, down, resolveStateDir, status, up } from './testbed.js';
 import { tail } from './util.js';
 
 const int = (name: string) => (v: string) => {
@@ -108,6 +108,19 @@ program
     }
     const healthy = !!s.state && s.tgtdRunning && s.state.nodes.every((n) => n.running || n.poweredOff);
     if (!healthy) process.exitCode = 3;
+  });
+
+program
+  .command('boot')
+  .description('boot a node that is off: powered off, or its qemu killed (same ports and disks); waits for ssh')
+  .argument('<node>')
+  .option('--state <dir>', 'state dir')
+  .action(async (node: string, o: { state?: string }) => {
+    const t0 = Date.now();
+    await bootNode(node, o.state);
+    console.log(
+      `${node} is up (${((Date.now() - t0) / 1000).toFixed(1)} s); /var/lib/cowstack is its persistent state disk`,
+    );
   });
 
 program

@@ -4,6 +4,7 @@ export { ensureImage, cacheRoot, readManifest, type ImageInfo, type ImageManifes
 export {
   up,
   attach,
+  bootNode,
   down,
   status,
   resolveStateDir,

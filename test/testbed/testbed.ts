@@ -109,6 +109,8 @@ interface NodeState extends TestbedNode {
   pidFile: string;
   consoleLog: string;
   localDiskFile: string;
+  /** Host file of the guest's persistent state disk (ext4 at /var/lib/cowstack); absent in old states. */
+  stateDiskFile?: string;
   qemuArgv: string[];
 }
 
@@ -286,7 +288,7 @@ async function cleanup(stateDir: string, log: (s: string) => void): Promise<void
   } catch {
     /* no state dir */
   }
-  const nodeFile = /^(lun\.img|(node\d+|server)\.(pid|local\.(img|qcow2)))$/;
+  const nodeFile = /^(lun\.img|(node\d+|server)\.(pid|local\.(img|qcow2)|state\.img))$/;
   const stateFile = /^(state\.json(\.tmp-\d+)?|ssh_config|cm-.*|id_ed25519(\.pub)?)$/;
   for (const n of names) {
     if (nodeFile.test(n) || stateFile.test(n)) {
@@ -440,13 +442,14 @@ function qemuArgv(o: {
   sshPort: number;
   iscsiPort?: number;
   disk: string;
+  stateDisk: string;
   consoleLog: string;
   pidFile: string;
 }): string[] {
   // A target inside the guest is offered to the other guests on the host's loopback only.
   const iscsiFwd = o.iscsiPort ? `,hostfwd=tcp:127.0.0.1:${o.iscsiPort}-:3260` : '';
   const fwd = `hostfwd=tcp:127.0.0.1:${o.sshPort}-:22${iscsiFwd}`;
-  for (const p of [o.disk, o.consoleLog, o.imageDir]) {
+  for (const p of [o.disk, o.stateDisk, o.consoleLog, o.imageDir]) {
     if (/[,\s]/.test(p)) throw new Error(`paths with commas or spaces are not supported by this testbed: ${p}`);
   }
   return [
@@ -476,6 +479,13 @@ function qemuArgv(o: {
     `file=${o.disk},if=none,id=local,format=raw,cache=writeback,discard=unmap`,
     '-device',
     'virtio-blk-pci,drive=local,serial=cowstack-local',
+    // After the local disk, so that one stays /dev/vda. The guest's root is its initramfs (RAM):
+    // this small disk keeps /var/lib/cowstack (the journal) across a power-off, as a
+    // hypervisor's own disk does. Mounted by mountStateDisk after every boot.
+    '-drive',
+    `file=${o.stateDisk},if=none,id=state,format=raw,cache=writeback`,
+    '-device',
+    `virtio-blk-pci,drive=state,serial=${STATE_DISK_SERIAL}`,
     '-device',
     'virtio-rng-pci',
     '-display',
@@ -486,6 +496,44 @@ function qemuArgv(o: {
     '-pidfile',
     o.pidFile,
   ];
+}
+
+const STATE_DISK_SERIAL = 'cowstack-state';
+const STATE_DISK_BYTES = 256 * 2 ** 20;
+const STATE_DIR_GUEST = '/var/lib/cowstack';
+
+/**
+ * Formats the guest's state disk on its first boot (ext4) and mounts it at /var/lib/cowstack:
+ * the node's journal then survives a power-off like on a real hypervisor. Found by its virtio
+ * serial, not by name. Run after every boot (the image itself does not know the disk).
+ */
+async function mountStateDisk(st: Pick<State, 'sshConfig'>, n: NodeState): Promise<void> {
+  if (!n.stateDiskFile) return; // a testbed from before the state disk
+  const script = [
+    'set -e',
+    'dev=; for d in /sys/block/vd*; do ' +
+      `[ "$(cat "$d/serial" 2>/dev/null)" = ${STATE_DISK_SERIAL} ] && dev=/dev/\${d##*/}; done`,
+    '[ -n "$dev" ] || { echo "no disk with serial ' + STATE_DISK_SERIAL + '" >&2; exit 3; }',
+    `if mountpoint -q ${STATE_DIR_GUEST}; then exit 0; fi`,
+    'blkid -p -o value -s TYPE "$dev" | grep -qx ext4 || mkfs.ext4 -q -F -L cowstack-state "$dev"',
+    `mkdir -p ${STATE_DIR_GUEST}`,
+    `mount -t ext4 "$dev" ${STATE_DIR_GUEST}`,
+  ].join('\n');
+  const r = await run(sshArgv(st, n.name, [], ['--', `bash -c ${shQuote(script)}`]), { timeoutMs: 120_000 });
+  if (r.exitCode !== 0)
+    throw new Error(
+      `${n.name}: could not mount its state disk at ${STATE_DIR_GUEST} (exit ${r.exitCode}): ${r.stderr.trim()}`,
+    );
+}
+
+/** Drops a node's ssh master (its connection died with the guest) so the next ssh opens a new one. */
+async function dropMux(st: Pick<State, 'controlDir' | 'stateDir'>, node: string): Promise<void> {
+  for (const m of ownedProcesses(st.stateDir, st.controlDir).filter(
+    (o) => o.kind === 'ssh-mux' && o.argv.join(' ').includes(`/cm-${node} `),
+  )) {
+    await killPid(m.pid, 2000);
+  }
+  await fsp.rm(path.join(st.controlDir, `cm-${node}`), { force: true });
 }
 
 async function startQemu(n: NodeState): Promise<number> {
@@ -630,12 +678,7 @@ function makeTestbed(st0: State, log: (s: string) => void): Testbed {
         if (!(await waitForExit(pid, 10_000))) throw new Error(`${node}: qemu ${pid} did not die`);
       }
       // its ssh master sees the connection drop; make sure it is gone before a reboot
-      for (const m of ownedProcesses(dir, st.controlDir).filter(
-        (o) => o.kind === 'ssh-mux' && o.argv.join(' ').includes(`/cm-${node} `),
-      )) {
-        await killPid(m.pid, 2000);
-      }
-      await fsp.rm(path.join(st.controlDir, `cm-${node}`), { force: true });
+      await dropMux(st, node);
       await updateState(dir, (s) => {
         const x = s.nodes.find((y) => y.name === node)!;
         x.pid = null;
@@ -653,6 +696,8 @@ function makeTestbed(st0: State, log: (s: string) => void): Testbed {
         throw new Error(`${node}: the image ${st.imageDir} is gone (rebuilt or pruned); run down and up again`);
       }
       log(`testbed: booting ${node}`);
+      // Killed from outside (not through powerOff): its ssh master may still hang on.
+      await dropMux(st, node);
       const pid = await startQemu(n);
       await updateState(dir, (s) => {
         const x = s.nodes.find((y) => y.name === node)!;
@@ -660,6 +705,7 @@ function makeTestbed(st0: State, log: (s: string) => void): Testbed {
         x.poweredOff = false;
       });
       const secs = await waitForSsh(st, n, pid, BOOT_TIMEOUT_MS);
+      await mountStateDisk(st, n);
       log(`testbed: ${node} up (ssh after ${secs.toFixed(1)} s)`);
     },
     isRunning(node) {
@@ -723,6 +769,7 @@ export async function up(opts: UpOptions = {}): Promise<Testbed> {
     for (let k = 1; k <= count; k++) {
       const name = `node${k}`;
       const disk = path.join(stateDir, `${name}.local.img`);
+      const stateDisk = path.join(stateDir, `${name}.state.img`);
       const consoleLog = path.join(stateDir, `${name}.console.log`);
       const pidFile = path.join(stateDir, `${name}.pid`);
       const sshPort = sshPorts[k - 1]!;
@@ -737,12 +784,14 @@ export async function up(opts: UpOptions = {}): Promise<Testbed> {
         pidFile,
         consoleLog,
         localDiskFile: disk,
-        qemuArgv: qemuArgv({ name, imageDir: image.dir, memMiB, sshPort, disk, consoleLog, pidFile }),
+        stateDiskFile: stateDisk,
+        qemuArgv: qemuArgv({ name, imageDir: image.dir, memMiB, sshPort, disk, stateDisk, consoleLog, pidFile }),
       });
     }
     {
       const name = 'server';
       const disk = path.join(stateDir, `${name}.local.img`);
+      const stateDisk = path.join(stateDir, `${name}.state.img`);
       const consoleLog = path.join(stateDir, `${name}.console.log`);
       const pidFile = path.join(stateDir, `${name}.pid`);
       nodes.push({
@@ -758,6 +807,7 @@ export async function up(opts: UpOptions = {}): Promise<Testbed> {
         pidFile,
         consoleLog,
         localDiskFile: disk,
+        stateDiskFile: stateDisk,
         qemuArgv: qemuArgv({
           name,
           imageDir: image.dir,
@@ -765,6 +815,7 @@ export async function up(opts: UpOptions = {}): Promise<Testbed> {
           sshPort: serverSshPort,
           iscsiPort: serverIscsiPort,
           disk,
+          stateDisk,
           consoleLog,
           pidFile,
         }),
@@ -799,6 +850,8 @@ export async function up(opts: UpOptions = {}): Promise<Testbed> {
     for (const n of nodes) {
       await fsp.writeFile(n.localDiskFile, '');
       await fsp.truncate(n.localDiskFile, 2 * 2 ** 30); // sparse 2 GiB
+      await fsp.writeFile(n.stateDiskFile!, '');
+      await fsp.truncate(n.stateDiskFile!, STATE_DISK_BYTES); // sparse, formatted at first boot
     }
 
     const cluster = nodes.filter((n) => n.role !== 'server');
@@ -810,6 +863,7 @@ export async function up(opts: UpOptions = {}): Promise<Testbed> {
     const secs = await Promise.all(
       cluster.map((n) => waitForSsh(st, n, n.pid!, opts.bootTimeoutMs ?? BOOT_TIMEOUT_MS)),
     );
+    await Promise.all(cluster.map((n) => mountStateDisk(st, n)));
     cluster.forEach((n, i) =>
       log(`testbed: ${n.name} ssh ready after ${secs[i]!.toFixed(1)} s (127.0.0.1:${n.sshPort})`),
     );
@@ -859,6 +913,17 @@ export async function attach(stateDir?: string, opts: { log?: (s: string) => voi
   );
   if (problems.length) throw new Error(`testbed in ${dir} is not healthy:\n  ${problems.join('\n  ')}`);
   return tb;
+}
+
+/**
+ * Boots one node of the testbed in stateDir again: after powerOff, or after its qemu was
+ * killed some other way (attach refuses a testbed with a dead node; this does not).
+ */
+export async function bootNode(node: string, stateDir?: string, log: (s: string) => void = defaultLog): Promise<void> {
+  const dir = resolveStateDir(stateDir);
+  const st = await readState(dir);
+  if (!st) throw new Error(`no testbed in ${dir} (no state.json): run 'npm run testbed -- up'`);
+  await makeTestbed(st, log).boot(node);
 }
 
 /** Stops everything the testbed in stateDir started and removes its LUN, disks and state. Idempotent. */

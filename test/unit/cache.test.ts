@@ -273,10 +273,6 @@ describe('cache replicate', () => {
           'cowstack_cstate:copying',
           '--addtag',
           'cowstack_cstate:complete',
-          '--deltag',
-          `cowstack_copied:${128 * MiB}`,
-          '--addtag',
-          `cowstack_copied:${128 * MiB}`,
           '--addtag',
           `cowstack_used:${NOW}`,
           `${CVG}/${RP}`,
@@ -306,10 +302,6 @@ describe('cache replicate', () => {
         'cowstack_cstate:copying',
         '--addtag',
         'cowstack_cstate:complete',
-        '--deltag',
-        `cowstack_copied:${128 * MiB}`,
-        '--addtag',
-        `cowstack_copied:${128 * MiB}`,
         '--addtag',
         `cowstack_used:${NOW}`,
         `${CVG}/${RP}`,
@@ -547,10 +539,6 @@ describe('clone map --cache replica', () => {
         'cowstack_cstate:copying',
         '--addtag',
         'cowstack_cstate:complete',
-        '--deltag',
-        `cowstack_copied:${64 * MiB}`,
-        '--addtag',
-        `cowstack_copied:${64 * MiB}`,
         '--addtag',
         `cowstack_used:${NOW}`,
         `${CVG}/${RP}`,
@@ -565,7 +553,7 @@ describe('clone map --cache replica', () => {
     expectCache(r, [replicaRow({ active: true, used: NOW })]);
     expectObserve(r, rows);
     r.expect(['install', '-D', '-m', '0600', '/proc/self/fd/0', `/var/lib/cowstack/journal/${VG}.vm.map.json`])
-      .expect(['lvchange', '--deltag', `cowstack_used:${NOW}`, '--addtag', `cowstack_used:${NOW}`, `${CVG}/${RP}`])
+      .expect(['lvchange', '--addtag', `cowstack_used:${NOW}`, `${CVG}/${RP}`])
       .expect(['lvchange', '-aey', `${VG}/vm`])
       .expect(...stillLive('vm', U.c1))
       .expect([
@@ -581,5 +569,18 @@ describe('clone map --cache replica', () => {
     const res = await mapClone(ctxOf(r), 'vm', { cache: ['replica'] });
     r.verify();
     expect(res).toMatchObject({ action: 'mapped', replica: RP });
+  });
+});
+
+describe('lvchange applies --addtag before --deltag: a tag is never both deleted and added', () => {
+  it('a complete replica reports every byte copied, also without its progress tag (cache list said 0)', () => {
+    const row = replicaRow({ size: 128 * MiB });
+    row.lv_tags = (row.lv_tags as string[]).filter((t) => !t.startsWith('cowstack_copied:'));
+    const [c] = parseLvs(lvsJson([row])).map(cacheLvFrom);
+    expect(c).toMatchObject({ kind: 'replica', state: 'complete', copiedBytes: 128 * MiB });
+    const [copying] = parseLvs(lvsJson([replicaRow({ state: 'copying', copied: 64 * MiB, size: 128 * MiB })])).map(
+      cacheLvFrom,
+    );
+    expect(copying).toMatchObject({ state: 'copying', copiedBytes: 64 * MiB });
   });
 });

@@ -94,6 +94,34 @@ describe('cowstack CLI', () => {
     expect(onlyJson(r.stdout)).toEqual({ ok: false, error: 'usage', exitCode: 2, message });
   });
 
+  it.each([
+    [['--json', 'clone'], 'a command is missing: the usage is on stderr'],
+    [['cache', '--json'], 'a command is missing: the usage is on stderr'],
+    [['doctor', '--bogus', '--json'], "unknown option '--bogus'"],
+    [['--bogus', '--json', 'doctor'], "unknown option '--bogus'"],
+    [['clone', 'create', 'a', '--json'], "required option '--from <parent>' not specified"],
+    [['image', 'create', 'a', '--bogus', '--json'], "required option '--size <size>' not specified"],
+    [['--json', 'tm', '--bogus', 'monitor', '0'], "unknown option '--bogus'"],
+  ])('%j: commander errors with --json anywhere among the options: one JSON document, exit 2', (args, message) => {
+    const r = cowstack(...args);
+    expect(r.code).toBe(EXIT.USAGE);
+    expect(onlyJson(r.stdout)).toEqual({ ok: false, error: 'usage', exitCode: 2, message });
+  });
+
+  it('a "--json" among oned\'s TM arguments is data: no JSON, the ERROR: line for oned', () => {
+    const r = cowstack('tm', 'monitor', '--json');
+    expect(r.code).toBe(EXIT.USAGE);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toContain('ERROR: monitor: tm monitor: argument 1 "--json" looks like an option');
+    const j = cowstack('--json', 'tm', 'monitor', '--json');
+    expect(j.code).toBe(EXIT.USAGE);
+    expect(onlyJson(j.stdout)).toMatchObject({
+      ok: false,
+      error: 'usage',
+      message: expect.stringContaining('argument 1 "--json"'),
+    });
+  });
+
   it('--help exits 0 and lists the exit-code table', () => {
     const r = cowstack('--help');
     expect(r.code).toBe(0);

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
@@ -343,13 +344,16 @@ describe('importImage', () => {
   for (let i = 0; i < RAW.length; i++) RAW[i] = (i * 7 + 1) % 251;
   const PADDED = Buffer.concat([RAW, Buffer.alloc(3 * MiB)]);
   const PADDED_SHA = createHash('sha256').update(PADDED).digest('hex');
+  const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+  const RAW_SHA = sha(RAW);
+  const GZ = gzipSync(RAW, { level: 1 });
   const rawFile = path.join(dir, 'disk.raw');
   const gzFile = path.join(dir, 'disk.raw.gz');
   writeFileSync(rawFile, RAW);
-  writeFileSync(gzFile, gzipSync(RAW, { level: 1 }));
+  writeFileSync(gzFile, GZ);
 
   const DD = ['dd', 'of=/dev/mapper/vg-img3', 'bs=4M', 'iflag=fullblock', 'oflag=direct', 'conv=fsync', 'status=none'];
-  const expectImport = (r: RecordingRunner, seal: boolean, replace = false) => {
+  const expectImport = (r: RecordingRunner, seal: boolean, replace = false, srcSha = RAW_SHA) => {
     r.expect(journalBegin('img3', 'import'), W);
     if (replace) r.expect(['lvremove', '-y', 'vg/img3'], W);
     return r
@@ -366,6 +370,8 @@ describe('importImage', () => {
           `cowstack_state:${seal ? 'sealed' : 'writable'}`,
           '--addtag',
           `cowstack_sha256:${PADDED_SHA}`,
+          '--addtag',
+          `cowstack_srcsha256:${srcSha}`,
           'vg/img3',
         ],
         W,
@@ -404,6 +410,7 @@ describe('importImage', () => {
     expect(written.length).toBe(8 * MiB);
     expect(written.subarray(0, 5 * MiB).equals(RAW)).toBe(true);
     expect(written.subarray(5 * MiB).equals(Buffer.alloc(3 * MiB))).toBe(true);
+    // Both checksums: the file's (what sha256sum FILE prints) and the padded LV's.
     expect(res).toMatchObject({
       name: 'img3',
       vg: VG,
@@ -411,6 +418,8 @@ describe('importImage', () => {
       sizeBytes: 8 * MiB,
       bytes: 5 * MiB,
       sha256: PADDED_SHA,
+      sourceSha256: RAW_SHA,
+      sourceFormat: 'raw',
       state: 'sealed',
       action: 'imported',
     });
@@ -419,10 +428,16 @@ describe('importImage', () => {
   });
 
   it('expands a gzip source first; the LV gets the same bytes', async () => {
-    const r = expectImport(expectObserve(recorder(), chainRows()), false);
+    const r = expectImport(expectObserve(recorder(), chainRows()), false, false, sha(GZ));
     const done = importImage(ctxOf(r), 'img3', gzFile, { seal: false });
     expect((await ddInput(r)).equals(PADDED)).toBe(true);
-    expect(await done).toMatchObject({ bytes: 5 * MiB, sha256: PADDED_SHA, state: 'writable' });
+    expect(await done).toMatchObject({
+      bytes: 5 * MiB,
+      sha256: PADDED_SHA,
+      sourceSha256: sha(GZ),
+      sourceFormat: 'gzip',
+      state: 'writable',
+    });
     r.verify();
   });
 
@@ -446,6 +461,29 @@ describe('importImage', () => {
     r.verify();
   });
 
+  it('re-running an import that completed is a no-op success; another file under that name is refused', async () => {
+    const r = expectObserve(recorder(), [
+      imageRow('img3', U.img2, { size: 8 * MiB, sha: PADDED_SHA, srcSha: RAW_SHA }),
+    ]);
+    expect(await importImage(ctxOf(r), 'img3', rawFile)).toMatchObject({
+      action: 'none',
+      uuid: U.img2,
+      sha256: PADDED_SHA,
+      sourceSha256: RAW_SHA,
+      state: 'sealed',
+    });
+    r.verify();
+    const other = expectObserve(recorder(), [
+      imageRow('img3', U.img2, { size: 8 * MiB, sha: PADDED_SHA, srcSha: RAW_SHA }),
+    ]);
+    const e = await rejectionOf(importImage(ctxOf(other), 'img3', gzFile), EXIT.REFUSED);
+    expect(e.message).toBe(
+      `image vg/img3 already exists (sealed), imported from another file ` +
+        `(source sha256 ${RAW_SHA}, this one ${sha(GZ)})`,
+    );
+    other.verify();
+  });
+
   it('NOT_FOUND (7) for a missing source, after looking at the repository only', async () => {
     const r = expectObserve(recorder(), chainRows());
     expect(
@@ -461,5 +499,129 @@ describe('importImage', () => {
     const plain = await prepareSource(rawFile);
     expect(plain).toMatchObject({ format: 'raw', bytes: 5 * MiB, path: rawFile });
     await plain.cleanup();
+  });
+});
+
+describe('import sources: the format from the content, refused when it is not a disk', () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'cowstack-unit-src-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const file = (name: string, data: Buffer) => {
+    const f = path.join(dir, name);
+    writeFileSync(f, data);
+    return f;
+  };
+  const DISK = Buffer.alloc(MiB);
+  for (let i = 0; i < DISK.length; i++) DISK[i] = (i * 13 + 5) % 253;
+  const has = (program: string) => spawnSync(program, ['--version']).status === 0;
+  const head = (...parts: Array<string | number[]>) => {
+    const b = Buffer.concat(parts.map((p) => (typeof p === 'string' ? Buffer.from(p, 'latin1') : Buffer.from(p))));
+    return Buffer.concat([b, Buffer.alloc(512 - b.length)]);
+  };
+  const vdi = Buffer.alloc(512);
+  vdi.write('<<< Oracle VM VirtualBox Disk Image >>>\n', 'latin1');
+  vdi.writeUInt32LE(0xbeda107f, 64);
+
+  it.each([
+    ['xz', head([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]), 'xz'],
+    ['bzip2', head('BZh91AY&SY'), 'bzip2'],
+    ['an empty bzip2 stream', head('BZh9', [0x17, 0x72, 0x45, 0x38, 0x50, 0x90]), 'bzip2'],
+    ['"BZh" text, not bzip2', head('BZh9 is not a stream'), 'raw'],
+    ['sparse VMDK', head('KDMV'), 'vmdk'],
+    ['a VMDK descriptor', head('# Disk DescriptorFile\n'), 'vmdk'],
+    ['VDI', vdi, 'vdi'],
+    ['VHDX', head('vhdxfile'), 'vhdx'],
+    ['a dynamic VHD', head('conectix'), 'vhd'],
+  ])('detects %s', (_what, buf, format) => {
+    expect(detectFormat(buf)).toBe(format);
+  });
+
+  it('detects a fixed VHD by its footer in the last 512 bytes', () => {
+    expect(detectFormat(Buffer.alloc(512), head('conectix'))).toBe('vhd');
+  });
+
+  it('refuses a 25-byte text file (not whole 512-byte sectors), naming its size', async () => {
+    const e = await rejectionOf(
+      prepareSource(file('notes.txt', Buffer.from('this is not a disk image\n'))),
+      EXIT.USAGE,
+    );
+    expect(e.message).toMatch(/notes\.txt is 25 bytes, not whole 512-byte sectors: not a disk image$/);
+    expect(e.hint).toContain('truncate -s %512');
+  });
+
+  it('refuses a compressed text file by its expanded size', async () => {
+    const e = await rejectionOf(prepareSource(file('notes.gz', gzipSync(Buffer.from('hello\n')))), EXIT.USAGE);
+    expect(e.message).toContain('is 6 bytes once expanded from gzip, not whole 512-byte sectors');
+  });
+
+  it.each([
+    ['vmdk', head('KDMV'), 'VMDK', 'qemu-img convert -f vmdk -O raw'],
+    ['vdi', vdi, 'VDI', 'qemu-img convert -f vdi -O raw'],
+    ['vhd', head('conectix'), 'VHD', 'qemu-img convert -f vpc -O raw'],
+    ['vhdx', head('vhdxfile'), 'VHDX', 'qemu-img convert -f vhdx -O raw'],
+  ])('refuses %s naming the format and the command that converts it', async (ext, buf, name, convert) => {
+    const f = file(`disk.${ext}`, Buffer.concat([buf, Buffer.alloc(MiB)]));
+    const e = await rejectionOf(prepareSource(f), EXIT.USAGE);
+    expect(e.message).toBe(`import source ${f} is a ${name} disk image, which cowstack does not import`);
+    expect(e.hint).toBe(`convert it to raw first: ${convert} ${f} ${f}.raw`);
+  });
+
+  it.skipIf(!has('xz'))('expands xz', async () => {
+    const f = file('disk.raw.xz', execFileSync('xz', ['-c', '-1'], { input: DISK }));
+    const src = await prepareSource(f);
+    expect(src).toMatchObject({ format: 'xz', bytes: MiB });
+    expect(readFileSync(src.path).equals(DISK)).toBe(true);
+    expect(await src.sourceSha256()).toBe(createHash('sha256').update(readFileSync(f)).digest('hex'));
+    await src.cleanup();
+  });
+
+  it.skipIf(!has('bzip2'))('expands bzip2', async () => {
+    const f = file('disk.raw.bz2', execFileSync('bzip2', ['-c', '-1'], { input: DISK }));
+    const src = await prepareSource(f);
+    expect(src).toMatchObject({ format: 'bzip2', bytes: MiB });
+    expect(readFileSync(src.path).equals(DISK)).toBe(true);
+    await src.cleanup();
+  });
+
+  const missingProgram =
+    'a format whose program is not installed here is refused (3) with what to install and how to expand it';
+  it(missingProgram, async () => {
+    const f = file('disk2.raw.xz', head([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]));
+    const path0 = process.env.PATH;
+    process.env.PATH = dir; // no xz in there
+    try {
+      const e = await rejectionOf(prepareSource(f), EXIT.MISSING);
+      expect(e.message).toBe(`import source ${f} is xz, and xz is not installed on this machine`);
+      expect(e.hint).toBe(
+        `install xz-utils here, or expand it first where xz is: xz -d -c ${f} > ${f}.raw, and import the raw file`,
+      );
+    } finally {
+      process.env.PATH = path0;
+    }
+  });
+
+  it.skipIf(!has('qemu-img'))(
+    'expands a qcow2, but refuses one with a backing file (qemu-img would read that file)',
+    async () => {
+      const base = file('base.raw', DISK);
+      const plain = path.join(dir, 'plain.qcow2');
+      execFileSync('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', base, plain]);
+      const src = await prepareSource(plain);
+      expect(src).toMatchObject({ format: 'qcow2', bytes: MiB });
+      expect(readFileSync(src.path).equals(DISK)).toBe(true);
+      await src.cleanup();
+      const top = path.join(dir, 'top.qcow2');
+      execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', base, '-F', 'raw', top]);
+      const e = await rejectionOf(prepareSource(top), EXIT.USAGE);
+      expect(e.message).toBe(`import source ${top} is a qcow2 image that reads another file (${base}): refusing it`);
+    },
+  );
+
+  it('--format raw takes the bytes as they are, even when they look compressed', async () => {
+    const looks = Buffer.concat([Buffer.from([0x1f, 0x8b]), DISK.subarray(2)]);
+    const f = file('odd.raw', looks);
+    expect((await rejectionOf(prepareSource(f), EXIT.FAILED)).message).toContain('cannot read import source');
+    const src = await prepareSource(f, { format: 'raw' });
+    expect(src).toMatchObject({ format: 'raw', bytes: MiB, path: f });
+    await src.cleanup();
   });
 });

@@ -73,6 +73,8 @@ export interface ImageOpts {
   active?: Activation;
   open?: boolean;
   sha?: string;
+  /** cowstack_srcsha256: the imported file's checksum. */
+  srcSha?: string;
   minor?: number;
   vg?: string;
 }
@@ -83,7 +85,12 @@ export const imageRow = (name: string, uuid: string, o: ImageOpts = {}) => {
     name,
     uuid,
     size: o.size ?? 64 * MiB,
-    tags: ['cowstack_role:image', `cowstack_state:${state}`, ...(o.sha ? [`cowstack_sha256:${o.sha}`] : [])],
+    tags: [
+      'cowstack_role:image',
+      `cowstack_state:${state}`,
+      ...(o.sha ? [`cowstack_sha256:${o.sha}`] : []),
+      ...(o.srcSha ? [`cowstack_srcsha256:${o.srcSha}`] : []),
+    ],
     active: o.active,
     open: o.open,
     readOnly: state === 'sealed',

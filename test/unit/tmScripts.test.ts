@@ -41,7 +41,7 @@ describe('tm/cowstack scripts', () => {
     const args = ['fe:repo/img', "node1:/x y;$(id)'`", '42', '7'];
     const r = runScript('clone', args, { COWSTACK_BIN: f.bin, COWSTACK_TM_LOCK_DIR: f.dir });
     expect(r.status, r.stderr).toBe(0);
-    expect(readFileSync(f.log, 'utf8')).toBe(['tm', 'clone', ...args].join('\n') + '\n');
+    expect(readFileSync(f.log, 'utf8')).toBe(['tm', '--', 'clone', ...args].join('\n') + '\n');
     expect(readdirSync(f.dir)).toContain('cowstack-ds-7.lock');
   });
 
@@ -65,7 +65,8 @@ describe('tm/cowstack scripts', () => {
   });
 });
 
-describe('cowstack tm (the CLI from source)', () => {
+// Each spawns node with tsx: seconds on a loaded machine, more than vitest's default 5 s.
+describe('cowstack tm (the CLI from source)', { timeout: 30_000 }, () => {
   const cli = (args: string[]) =>
     spawnSync('node', ['--import', 'tsx', join(ROOT, 'src/index.ts'), 'tm', ...args], {
       encoding: 'utf8',

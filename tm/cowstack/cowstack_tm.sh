@@ -1,7 +1,9 @@
 # Shared by every tm/cowstack/<action> script (sourced, not executed).
 # OpenNebula runs the action scripts on the front-end with the arguments shell-escaped; all
 # logic lives in `cowstack tm` (src/tm). Here: serialize per datastore with a front-end
-# flock, as OpenNebula's own drivers do, then hand the arguments over untouched.
+# flock, as OpenNebula's own drivers do, then hand the arguments over untouched. The `--`
+# ends option parsing before the action and oned's arguments: they come from VM templates,
+# and one shaped like an option (--config=..., --dry-run, --help) must arrive as data.
 #
 # Environment (optional):
 #   COWSTACK_BIN               the cowstack program (default: `cowstack` on PATH)
@@ -25,5 +27,5 @@ cowstack_tm() {
     # -o: the lock fd is not inherited by cowstack, so the ssh control masters it leaves
     # running (ControlPersist) do not keep the datastore locked after it exits.
     exec flock -o -w "${COWSTACK_TM_LOCK_TIMEOUT:-900}" -- "$_dir/cowstack-ds-$_ds.lock" \
-        "${COWSTACK_BIN:-cowstack}" tm "$_action" "$@"
+        "${COWSTACK_BIN:-cowstack}" tm -- "$_action" "$@"
 }

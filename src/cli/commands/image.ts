@@ -1,4 +1,5 @@
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
+import { SOURCE_FORMATS } from '../../core/imageSource.js';
 import {
   createImage,
   exportImage,
@@ -23,9 +24,16 @@ const describe = (r: ImageResult): string => {
     exported: 'exported',
     none: 'already so: nothing to do',
   };
+  // An import has two checksums: say which is which (the file's is what sha256sum FILE prints).
+  const sums = r.sourceSha256
+    ? [
+        `source sha256 ${r.sourceSha256} (the file as given, ${r.sourceFormat})`,
+        r.sha256 ? `image sha256 ${r.sha256} (the LV, zero-padded to ${formatSize(r.sizeBytes ?? 0)})` : '',
+      ]
+    : [r.sha256 ? `sha256 ${r.sha256}` : ''];
   const extra = [
     r.sizeBytes ? formatSize(r.sizeBytes) : '',
-    r.sha256 ? `sha256 ${r.sha256}` : '',
+    ...sums,
     r.bytes && r.seconds
       ? `${formatSize(r.bytes)} in ${r.seconds.toFixed(1)}s ` +
         `(${formatSize(Math.round(r.bytes / Math.max(r.seconds, 0.001)))}/s)`
@@ -57,16 +65,25 @@ export function register(program: Command): void {
   vgOption(
     image
       .command('import')
-      .description('import a raw, gzip, zstd or qcow2 file (or - for stdin) as a sealed image; prints its sha256')
+      .description(
+        'import a raw, gzip, zstd, xz, bzip2 or qcow2 file (or - for stdin) as a sealed image; ' +
+          'prints the sha256 of the file and of the image',
+      )
       .argument('<name>')
       .argument('<file>')
-      .option('--no-seal', 'leave it writable'),
+      .option('--no-seal', 'leave it writable')
+      .addOption(
+        new Option('--format <format>', 'the source format (raw: take the bytes as they are)')
+          .choices(['auto', ...SOURCE_FORMATS])
+          .default('auto'),
+      ),
   ).action(async (name: string, file: string, o, cmd: Command) => {
     const ctx = createContext(cmd);
     let last = 0;
     const started = Date.now();
     const r = await importImage(ctx.op(o.vg), name, file, {
       seal: o.seal,
+      format: o.format,
       onProgress: (bytes, total) => {
         const now = Date.now();
         if (now - last < 1000 && bytes < total) return;

@@ -23,16 +23,43 @@ async function readStdin(): Promise<string> {
   return Buffer.concat(chunks).toString('utf8');
 }
 
+/** The index in `args` (argv without node and script) of the first operand `program` sees. */
+function firstOperand(program: Command, args: readonly string[]): number {
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === '--') return i + 1;
+    if (!a.startsWith('-') || a === '-') return i;
+    const opt = program.options.find((o) => o.long === a || o.short === a);
+    if (opt?.required || (opt?.optional && !args[i + 1]?.startsWith('-'))) i++; // its value
+  }
+  return args.length;
+}
+
+/**
+ * `cowstack [OPTIONS] tm [--vg VG] [--] ACTION ARGS...`: nothing after the action is parsed as
+ * an option. commander finds the program's options anywhere in argv, so oned's arguments
+ * (from VM templates) could say --config=evil.yaml, --dry-run or --help. When the first
+ * operand is `tm`, the program parses its options positionally (only before `tm`) and tm
+ * passes everything from the action on through as data, to parseTmArgs. main calls this
+ * before parsing; other commands keep global options anywhere. Returns how many of argv's
+ * words are the program's own (before `tm`), or undefined when this is not `tm`.
+ */
+export function positionalTm(program: Command, argv: readonly string[]): number | undefined {
+  const i = firstOperand(program, argv.slice(2));
+  if (argv[i + 2] !== 'tm') return undefined;
+  program.enablePositionalOptions();
+  program.commands.find((c) => c.name() === 'tm')!.passThroughOptions();
+  return i + 2;
+}
+
 export function register(program: Command): void {
   vgOption(
     program
       .command('tm')
       .description(`OpenNebula TM driver action (${TM_ACTIONS.join(', ')}); arguments exactly as oned passes them`)
       .argument('<action>')
-      .argument('[args...]')
-      // oned passes "-1" (cpds: the current state): an argument, not an option.
-      .allowUnknownOption()
-      .allowExcessArguments(),
+      // Data, never options: see positionalTm (oned passes "-1" for cpds's current state).
+      .argument('[args...]'),
   ).action(async (action: string, args: string[], o: { vg?: string }, cmd: Command) => {
     const opts = globalOptions(cmd);
     const say = (line: string) => process.stderr.write(`${line}\n`);
