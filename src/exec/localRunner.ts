@@ -48,7 +48,7 @@ export class LocalRunner extends BaseRunner {
       io.stdin = input.fd;
     }
     try {
-      const r = await execa(file!, args, {
+      const child = execa(file!, args, {
         reject: false,
         timeout: timeoutMs,
         ...io,
@@ -56,6 +56,8 @@ export class LocalRunner extends BaseRunner {
         stripFinalNewline: false,
         encoding: 'utf8',
       });
+      if (req.onStdout) child.stdout?.on('data', (c: Buffer | string) => req.onStdout!(String(c)));
+      const r = await child;
       const code = (r as { code?: string }).code;
       return {
         exitCode: r.exitCode ?? (r.timedOut ? 124 : 127),
