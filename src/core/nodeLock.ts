@@ -20,6 +20,7 @@ import * as flock from '../tools/flock.js';
 import { setOperationId } from './journal.js';
 
 export const DEFAULT_LOCK_WAIT_SECONDS = 120;
+const RELEASE_WAIT_MS = 15_000;
 
 /** What a waiter that gives up is told about the holder. */
 export interface LockHolder {
@@ -83,8 +84,13 @@ export async function acquireNodeLock(runner: Runner, vg: string, opts: NodeLock
     if (released) return;
     released = true;
     stdin.end();
-    // The keeper's outcome no longer matters: the lock went with it.
-    await keeper.catch(() => undefined);
+    // The keeper's outcome no longer matters. Its end is awaited so that the next operation
+    // finds the lock free, but not forever: an ssh session to a dead host ends only when
+    // ssh gives up on it, and the lock ends with it anyway.
+    let timer: NodeJS.Timeout | undefined;
+    const bound = new Promise<void>((resolve) => (timer = setTimeout(resolve, RELEASE_WAIT_MS)));
+    await Promise.race([keeper.catch(() => undefined), bound]);
+    clearTimeout(timer);
   };
   try {
     await runner.run(flock.writeHolderReq(vg, `${JSON.stringify(holder)}\n`));
