@@ -40,13 +40,13 @@ interface Out {
 
 const quote = (a: string) => `'${a.replace(/'/g, `'\\''`)}'`;
 
-/** cowstack ARGS --vg repo on NODE: from the host over ssh, or the bundle on the node as root or as the service user. */
-async function cli(
-  mode: Mode,
-  node: string,
-  args: string[],
-  opts: { input?: Buffer; env?: Record<string, string> } = {},
-): Promise<Out> {
+interface CliOpts {
+  input?: Buffer;
+  env?: Record<string, string>;
+}
+
+/** cowstack ARGS --vg repo on NODE: from the host over ssh, or the bundle on the node as root or the service user. */
+async function cli(mode: Mode, node: string, args: string[], opts: CliOpts = {}): Promise<Out> {
   const full = ['--json', ...args, ...(['activate', 'deactivate'].includes(args[0]!) ? [] : ['--vg', REPO_VG])];
   if (mode === 'host') {
     if (opts.input) throw new Error('host mode: pass a file');
@@ -80,10 +80,8 @@ async function leftovers(node: string, names: string[]): Promise<string[]> {
   const dm = await tb.ssh(node, ['dmsetup', 'info', '-c', '--noheadings', '-o', 'name,uuid']);
   const devices = dm.stdout.split('\n').filter((l) => l.includes('COWSTACK-'));
   const lvs = await tb.ssh(node, ['lvs', '--noheadings', '-o', 'lv_name,lv_active', REPO_VG]);
-  const active = lvs.stdout
-    .split('\n')
-    .map((l) => l.trim())
-    .filter((l) => names.includes(l.split(/\s+/)[0]!) && /active/.test(l));
+  const rows = lvs.stdout.split('\n').map((l) => l.trim());
+  const active = rows.filter((l) => names.includes(l.split(/\s+/)[0]!) && /active/.test(l));
   const journal = await tb.ssh(node, ['ls', '-1', '-A', '/var/lib/cowstack/journal']);
   return [...devices, ...active, ...journal.stdout.split('\n').filter(Boolean)];
 }
@@ -103,9 +101,8 @@ beforeAll(async () => {
     );
     expect(r.exitCode, r.stderr).toBe(0);
     // sudoers/cowstack of this tree (with the node lock's rules), the udev rule and the config.
-    await cowstack(tb, ['--host', node.name, '--json', 'install', '--node', '--user', USER, '--vg', REPO_VG], {
-      check: true,
-    });
+    const install = ['install', '--node', '--user', USER, '--vg', REPO_VG];
+    await cowstack(tb, ['--host', node.name, '--json', ...install], { check: true });
   }
   const text = await fsp.readFile(tb.sshConfig, 'utf8');
   userSsh = path.join(work, 'ssh_config');
@@ -114,45 +111,54 @@ beforeAll(async () => {
 
 describe('the COW lifecycle, from the host and on the node itself', () => {
   const BASE = pattern(4 * MiB, 301);
+  const title = {
+    host: 'from the host (--host)',
+    root: 'with the bundle on the node as root',
+    user: `with the bundle on the node as ${USER} through sudo`,
+  };
   for (const [i, mode] of (['host', 'root', 'user'] as const).entries()) {
-    it(`${mode === 'host' ? 'from the host (--host)' : `with the bundle on the node as ${mode === 'root' ? 'root' : `${USER} through sudo`}`}`, async () => {
-      const img = n(`img${i}`);
-      const a = n(`a${i}`);
-      const b = n(`b${i}`);
-      const w1 = pattern(1 * MiB, 310 + i);
-      const w2 = pattern(1 * MiB, 320 + i);
-      const file = path.join(work, `base${i}.raw`);
-      await fsp.writeFile(file, BASE);
-      // Import is journalled: on the node it reads the image from its own stdin.
-      const imported =
-        mode === 'host'
-          ? await ok(mode, N1, ['image', 'import', img, file])
-          : await ok(mode, N1, ['image', 'import', img, '-'], { input: BASE });
-      expect(imported.sha256).toBe(sha256(BASE));
-      expect((await ok(mode, N1, ['clone', 'create', a, '--from', img, '--cow-size', '8M'])).action).toBe('created');
-      const ma = await ok(mode, N1, ['clone', 'map', a]);
-      expect(ma.mode).toBe('rw');
-      await writeAt(tb, N1, ma.device, 1, w1);
-      const afterA = overlay(BASE, 1 * MiB, w1);
-      expect(await deviceSha(tb, N1, ma.device)).toBe(sha256(afterA));
-      expect((await ok(mode, N1, ['clone', 'commit', a])).action).toBe('committed');
-      // A clone of the commit, written, read back whole.
-      expect((await ok(mode, N1, ['clone', 'create', b, '--from', a, '--cow-size', '8M'])).action).toBe('created');
-      const mb = await ok(mode, N1, ['clone', 'map', b]);
-      await writeAt(tb, N1, mb.device, 2, w2);
-      expect(await deviceSha(tb, N1, mb.device)).toBe(sha256(overlay(afterA, 2 * MiB, w2)));
-      expect((await ok(mode, N1, ['clone', 'unmap', b])).action).toBe('unmapped');
-      // The committed parent still reads as committed, read-only.
-      const ra = await ok(mode, N1, ['clone', 'map', a]);
-      expect(ra.mode).toBe('ro');
-      expect(await deviceSha(tb, N1, ra.device)).toBe(sha256(afterA));
-      expect((await ok(mode, N1, ['clone', 'unmap', a])).action).toBe('unmapped');
-      expect(await leftovers(N1, [img, a, b]), 'after the last unmap').toEqual([]);
-      await ok(mode, N1, ['clone', 'discard', b]);
-      await ok(mode, N1, ['clone', 'rm', a]);
-      await ok(mode, N1, ['image', 'rm', img]);
-      expect(await leftovers(N1, [img, a, b])).toEqual([]);
-    }, 1_200_000);
+    it(
+      title[mode],
+      async () => {
+        const img = n(`img${i}`);
+        const a = n(`a${i}`);
+        const b = n(`b${i}`);
+        const w1 = pattern(1 * MiB, 310 + i);
+        const w2 = pattern(1 * MiB, 320 + i);
+        const file = path.join(work, `base${i}.raw`);
+        await fsp.writeFile(file, BASE);
+        // Import is journalled: on the node it reads the image from its own stdin.
+        const imported =
+          mode === 'host'
+            ? await ok(mode, N1, ['image', 'import', img, file])
+            : await ok(mode, N1, ['image', 'import', img, '-'], { input: BASE });
+        expect(imported.sha256).toBe(sha256(BASE));
+        expect((await ok(mode, N1, ['clone', 'create', a, '--from', img, '--cow-size', '8M'])).action).toBe('created');
+        const ma = await ok(mode, N1, ['clone', 'map', a]);
+        expect(ma.mode).toBe('rw');
+        await writeAt(tb, N1, ma.device, 1, w1);
+        const afterA = overlay(BASE, 1 * MiB, w1);
+        expect(await deviceSha(tb, N1, ma.device)).toBe(sha256(afterA));
+        expect((await ok(mode, N1, ['clone', 'commit', a])).action).toBe('committed');
+        // A clone of the commit, written, read back whole.
+        expect((await ok(mode, N1, ['clone', 'create', b, '--from', a, '--cow-size', '8M'])).action).toBe('created');
+        const mb = await ok(mode, N1, ['clone', 'map', b]);
+        await writeAt(tb, N1, mb.device, 2, w2);
+        expect(await deviceSha(tb, N1, mb.device)).toBe(sha256(overlay(afterA, 2 * MiB, w2)));
+        expect((await ok(mode, N1, ['clone', 'unmap', b])).action).toBe('unmapped');
+        // The committed parent still reads as committed, read-only.
+        const ra = await ok(mode, N1, ['clone', 'map', a]);
+        expect(ra.mode).toBe('ro');
+        expect(await deviceSha(tb, N1, ra.device)).toBe(sha256(afterA));
+        expect((await ok(mode, N1, ['clone', 'unmap', a])).action).toBe('unmapped');
+        expect(await leftovers(N1, [img, a, b]), 'after the last unmap').toEqual([]);
+        await ok(mode, N1, ['clone', 'discard', b]);
+        await ok(mode, N1, ['clone', 'rm', a]);
+        await ok(mode, N1, ['image', 'rm', img]);
+        expect(await leftovers(N1, [img, a, b])).toEqual([]);
+      },
+      1_200_000,
+    );
   }
 });
 
@@ -193,7 +199,8 @@ describe('concurrent operations on one node are serialized', () => {
   });
 
   for (const [round, mode] of (['host', 'host', 'host', 'root'] as const).entries()) {
-    it(`round ${round + 1} (${mode === 'host' ? '--host' : 'bundle on the node'}): siblings, the same clone twice, unmap A racing map B`, async () => {
+    const how = mode === 'host' ? '--host' : 'bundle on the node';
+    it(`round ${round + 1} (${how}): siblings, the same clone twice, unmap A racing map B`, async () => {
       // Two maps of sibling clones of one committed parent: both succeed.
       const [a, b] = await both(mode, ['clone', 'map', s1], ['clone', 'map', s2]);
       succeeded(a, `map ${s1}`);
