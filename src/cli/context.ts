@@ -4,6 +4,7 @@
  */
 import type { Command } from 'commander';
 import { loadConfig, type Config } from '../core/config.js';
+import { withNodeLock } from '../core/nodeLock.js';
 import { validateHostName } from '../core/validate.js';
 import {
   createRunner,
@@ -30,6 +31,12 @@ export interface Context {
   opts: GlobalOptions;
   /** The core's view of this invocation (runner, VG, device filter, progress, dry-run). */
   op(vg?: string): import('../core/clones.js').OpContext;
+  /**
+   * Run fn with the node lock of the VG held (core/nodeLock.ts): every command that changes
+   * the node's devices or LVs goes through here, so that it observes and acts alone.
+   * Read-only commands use op() directly; under --dry-run no lock is taken.
+   */
+  locked<T>(vg: string | undefined, fn: (op: import('../core/clones.js').OpContext) => Promise<T>): Promise<T>;
   config: Config;
   runner: Runner;
   progress: ReturnType<typeof createProgress>;
@@ -57,6 +64,13 @@ export function globalOptions(cmd: Command): GlobalOptions {
   };
 }
 
+/** "clone map vm1": the command and its arguments, for a waiter that gives up on the node lock. */
+export function commandLine(cmd: Command): string {
+  const names: string[] = [];
+  for (let c: Command | null = cmd; c?.parent; c = c.parent) names.unshift(c.name());
+  return [...names, ...cmd.args].join(' ').slice(0, 200);
+}
+
 export function createContext(cmd: Command): Context {
   const opts = globalOptions(cmd);
   const { config } = loadConfig(opts.config);
@@ -68,22 +82,28 @@ export function createContext(cmd: Command): Context {
     sshConfig: config.ssh.config,
     hooks: { onCommand: (host, argv, kind) => progress.command(host, argv, kind) },
   });
+  const op = (vg?: string) => ({
+    runner,
+    vg: vg ?? config.repository.vg,
+    scope: { devices: config.repository.devices },
+    observer: progress,
+    dryRun: opts.dryRun,
+    cacheVg: config.cache.vg,
+    cacheMap: config.cache.map,
+    cacheRateMiBps: config.cache.rateMiBps,
+    cacheLazySize: config.cache.lazySize,
+  });
   return {
     opts,
     config,
     runner,
     progress,
-    op: (vg) => ({
-      runner,
-      vg: vg ?? config.repository.vg,
-      scope: { devices: config.repository.devices },
-      observer: progress,
-      dryRun: opts.dryRun,
-      cacheVg: config.cache.vg,
-      cacheMap: config.cache.map,
-      cacheRateMiBps: config.cache.rateMiBps,
-      cacheLazySize: config.cache.lazySize,
-    }),
+    op,
+    locked(vg, fn) {
+      const o = op(vg);
+      const lock = { waitSeconds: config.node.lockWaitSeconds, command: commandLine(cmd), dryRun: opts.dryRun };
+      return withNodeLock(runner, o.vg, lock, () => fn(o));
+    },
     async finish(result, human, failure) {
       const planned = runner instanceof DryRunRunner ? runner.planned : undefined;
       if (opts.json) {

@@ -19,7 +19,11 @@ export interface Config {
     portal?: string;
     iqn?: string;
   };
-  node: { hostId?: number };
+  /**
+   * lockWaitSeconds: how long an operation waits for another one on the same node to
+   * finish (the node lock, core/nodeLock.ts) before it gives up naming the holder.
+   */
+  node: { hostId?: number; lockWaitSeconds: number };
   ssh: { config?: string };
   sudo: SudoPolicy;
   cow: { warnPercent: number; chunk: string };
@@ -69,7 +73,7 @@ export function parseCacheModes(text: string | string[], where = '--cache'): Cac
 
 export const defaultConfig = (): Config => ({
   repository: { vg: 'cowstack', lockType: 'sanlock', devices: [] },
-  node: {},
+  node: { lockWaitSeconds: 120 },
   ssh: {},
   sudo: 'auto',
   cow: { warnPercent: 80, chunk: '4K' },
@@ -101,6 +105,14 @@ export function loadConfig(path?: string): { config: Config; path?: string } {
 
 function applyEnv(config: Config): void {
   if (process.env.COWSTACK_SSH_CONFIG) config.ssh.config = process.env.COWSTACK_SSH_CONFIG;
+  const wait = process.env.COWSTACK_LOCK_WAIT;
+  if (wait) config.node.lockWaitSeconds = lockWait(wait, 'COWSTACK_LOCK_WAIT');
+}
+
+function lockWait(value: unknown, where: string): number {
+  const n = Number(value);
+  if (Number.isInteger(n) && n >= 0 && n <= 86_400) return n;
+  throw usageError(`${where} must be a whole number of seconds from 0 to 86400, got "${String(value)}"`);
 }
 
 /** A mapping of the config file; anything else (absent, a scalar) reads as an empty one. */
@@ -128,6 +140,9 @@ function merge(config: Config, doc: unknown, file: string): void {
   if (r.iqn !== undefined) config.repository.iqn = validateIqn(String(r.iqn));
   const node = section(d.node);
   if (node.hostId !== undefined) config.node.hostId = Number(node.hostId);
+  if (node.lockWaitSeconds !== undefined) {
+    config.node.lockWaitSeconds = lockWait(node.lockWaitSeconds, `${file}: node.lockWaitSeconds`);
+  }
   const ssh = section(d.ssh);
   if (ssh.config !== undefined) config.ssh.config = String(ssh.config);
   if (d.sudo !== undefined) {

@@ -18,31 +18,53 @@ export interface JournalEntry {
   name: string;
   uuid?: string;
   started: string;
+  /** The operation that wrote it (absent in entries written before operation ids). */
+  opId?: string;
 }
 
-const fileOf = (vg: string, name: string, op: JournalOp) => `${JOURNAL_DIR}/${vg}.${name}.${op}.json`;
+/**
+ * The operation this process runs, set when it takes the node lock (core/nodeLock.ts).
+ * It is part of every entry's file name, so two operations on one clone (the same op
+ * run twice, or an entry left by a crash) never share, overwrite or remove one file.
+ * Unset (core called directly, unit tests): the name has no id, as before.
+ */
+let operationId: string | undefined;
+export function setOperationId(id: string | undefined): void {
+  operationId = id;
+}
 
-export function beginStep(entry: Omit<JournalEntry, 'started'>): Step {
-  const full: JournalEntry = { ...entry, started: new Date().toISOString() };
+const fileOf = (vg: string, name: string, op: JournalOp, opId: string | undefined) =>
+  `${JOURNAL_DIR}/${vg}.${name}.${op}${opId ? `.${opId}` : ''}.json`;
+
+export function beginStep(entry: Omit<JournalEntry, 'started' | 'opId'>): Step {
+  const opId = operationId;
+  const full: JournalEntry = { ...entry, started: new Date().toISOString(), ...(opId ? { opId } : {}) };
+  const file = fileOf(entry.vg, entry.name, entry.op, opId);
   return {
     title: `journal: ${entry.op} ${entry.vg}/${entry.name} begins`,
     req: {
-      argv: ['install', '-D', '-m', '0600', STDIN_PATH, fileOf(entry.vg, entry.name, entry.op)],
+      argv: ['install', '-D', '-m', '0600', STDIN_PATH, file],
       kind: 'write',
       root: true,
       input: `${JSON.stringify(full)}\n`,
     },
     // If the plan is undone, nothing is in flight any more.
-    undo: [endStep(entry).req],
+    undo: [removeStep(entry, file).req],
   };
 }
 
-export function endStep(entry: Pick<JournalEntry, 'vg' | 'name' | 'op'>): Step {
-  return {
-    title: `journal: ${entry.op} ${entry.vg}/${entry.name} done`,
-    req: { argv: ['rm', '-f', '--', fileOf(entry.vg, entry.name, entry.op)], kind: 'write', root: true },
-  };
+/**
+ * The end of this operation's entry, or (recover) of an entry read back: that one is
+ * removed by the file it was read from, whatever its naming.
+ */
+export function endStep(entry: Pick<JournalEntry, 'vg' | 'name' | 'op'> & { file?: string }): Step {
+  return removeStep(entry, entry.file ?? fileOf(entry.vg, entry.name, entry.op, operationId));
 }
+
+const removeStep = (entry: Pick<JournalEntry, 'vg' | 'name' | 'op'>, file: string): Step => ({
+  title: `journal: ${entry.op} ${entry.vg}/${entry.name} done`,
+  req: { argv: ['rm', '-f', '--', file], kind: 'write', root: true },
+});
 
 export async function readJournal(runner: Runner): Promise<Array<JournalEntry & { file: string }>> {
   const out: Array<JournalEntry & { file: string }> = [];

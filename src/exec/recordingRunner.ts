@@ -40,6 +40,7 @@ export class RecordingRunner implements Runner {
       throw this.fail(`RecordingRunner: ${got} was tagged ${req.kind}, expected ${next.kind}`);
     }
     const exitCode = next.exitCode ?? 0;
+    if (next.stdout && req.onStdout) req.onStdout(next.stdout);
     if (exitCode !== 0 && !req.allowFailure) throw new CommandError(this.target, req.argv, exitCode, next.stderr ?? '');
     return { argv: req.argv, exitCode, stdout: next.stdout ?? '', stderr: next.stderr ?? '', durationMs: 0 };
   }

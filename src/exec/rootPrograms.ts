@@ -117,9 +117,10 @@ export const ROOT_PROGRAMS: readonly RootProgram[] = [
     name: 'install',
     path: '/usr/bin/install',
     pkg: 'coreutils',
-    use: 'write journal entries (and lvm.conf at set-up) from stdin',
+    use: "write journal entries, the node lock's directory and holder (and lvm.conf at set-up) from stdin",
   },
   { name: 'rm', path: '/usr/bin/rm', pkg: 'coreutils', use: 'remove finished journal entries' },
+  { name: 'flock', path: '/usr/bin/flock', pkg: 'util-linux', use: 'hold the node lock for an operation' },
   {
     name: 'mv',
     path: '/usr/bin/mv',

@@ -70,13 +70,15 @@ export class SshRunner extends BaseRunner {
   }
 
   protected async spawn(argv: readonly string[], req: RunRequest, timeoutMs: number): Promise<RawOutcome> {
-    const r = await execa('ssh', [...this.sshArgs(), this.target, '--', SshRunner.remoteCommand(argv, req.env)], {
+    const child = execa('ssh', [...this.sshArgs(), this.target, '--', SshRunner.remoteCommand(argv, req.env)], {
       reject: false,
       timeout: timeoutMs,
       ...stdio(req),
       stripFinalNewline: false,
       encoding: 'utf8',
     });
+    if (req.onStdout) child.stdout?.on('data', (c: Buffer | string) => req.onStdout!(String(c)));
+    const r = await child;
     const exitCode = r.exitCode ?? (r.timedOut ? 124 : 255);
     // No exit code and no timeout: ssh itself could not be started or fed; say why.
     const stderr =

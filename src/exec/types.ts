@@ -27,12 +27,20 @@ export interface RunRequest {
   argv: readonly string[];
   kind: RunKind;
   timeout?: TimeoutName;
-  /** Overrides the named timeout, in milliseconds (tests, and one-off bounded probes). */
+  /**
+   * Overrides the named timeout, in milliseconds (tests, and one-off bounded probes). 0: no
+   * timeout, for a process whose lifetime is the operation's (the node lock's keeper).
+   */
   timeoutMs?: number;
   /** Data for stdin (never used to carry secrets into argv). */
   input?: string | Buffer;
   /** A stream for stdin (image import: bytes flow through without being buffered). */
   stdin?: NodeJS.ReadableStream;
+  /**
+   * Called with stdout as it arrives (it is still buffered into the result): a process
+   * that must be seen to start before the run ends, e.g. the node lock's keeper.
+   */
+  onStdout?: (chunk: string) => void;
   /** Write stdout to this local file instead of buffering it ('-' = our own stdout). */
   stdoutFile?: string;
   /** Extra environment for the program (LC_ALL=C is always set). */

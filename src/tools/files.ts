@@ -23,6 +23,8 @@ export async function realpath(runner: Runner, path: string): Promise<string | u
 /**
  * Where a program reads its stdin as a file. /dev/stdin is a symlink that udev or systemd
  * creates and minimal systems lack; /proc/self/fd/0 exists wherever /proc is mounted.
+ * It reopens stdin, which a socket cannot be: the local runner gives such a child a file
+ * (exec/localRunner.ts), ssh gives the remote command a pipe.
  */
 export const STDIN_PATH = '/proc/self/fd/0';
 

@@ -16,7 +16,9 @@ import { join } from 'node:path';
 import ts from 'typescript';
 import { describe, expect, it } from 'vitest';
 import { getConfValue } from '../../src/core/lvmConf.js';
-import { beginStep, endStep } from '../../src/core/journal.js';
+import { beginStep, endStep, setOperationId } from '../../src/core/journal.js';
+import { newOperationId } from '../../src/core/nodeLock.js';
+import * as flock from '../../src/tools/flock.js';
 import { DM_UUID_PREFIX, dmName, dmPath, dmUuid, lvMapperPath } from '../../src/core/dmNames.js';
 import { ROOT_PROGRAMS, rootProgram } from '../../src/exec/rootPrograms.js';
 import type { RunRequest, RunResult, Runner } from '../../src/exec/types.js';
@@ -547,6 +549,16 @@ async function builtRequests(): Promise<RunRequest[]> {
     beginStep({ op: 'create-clone', vg: 'repo', name: 'c-1' }).req,
     endStep({ op: 'map', vg: 'repo', name: 'c-1' }).req,
   );
+  // Journal entries named by operation (the id the node lock gives), and the node lock itself.
+  setOperationId(newOperationId());
+  reqs.push(beginStep({ op: 'map', vg: 'repo', name: 'c-1' }).req, endStep({ op: 'map', vg: 'repo', name: 'c-1' }).req);
+  setOperationId(undefined);
+  reqs.push(
+    flock.lockDirReq(),
+    flock.holdReq('repo', 120),
+    flock.writeHolderReq('repo', '{}'),
+    flock.readHolderReq('repo'),
+  );
   // Inline in src/core (not exported): copies of the argv shapes, with the file they come from.
   const cow = lvMapperPath('repo', 'c-1');
   const inline: string[][] = [
@@ -815,6 +827,20 @@ describe('sudoers/cowstack refuses what would make the service user root', () =>
     ],
     ['install setuid', ['install', '-D', '-m', '4755', '/proc/self/fd/0', '/var/lib/cowstack/journal/x.json']],
     ['install from a file', ['install', '-D', '-m', '0600', '/tmp/evil', '/var/lib/cowstack/journal/x.json']],
+    ['flock running a shell', ['flock', '-w', '120', '-E', '75', '/run/lock/cowstack/repo.lock', 'sh', '-c', 'id']],
+    ['flock -c', ['flock', '-w', '120', '-E', '75', '/run/lock/cowstack/repo.lock', '-c', 'id']],
+    ['flock cat of a file', ['flock', '-w', '120', '-E', '75', '/run/lock/cowstack/repo.lock', 'cat', '/etc/shadow']],
+    ['flock outside the lock directory', ['flock', '-w', '120', '-E', '75', '/etc/shadow', 'cat']],
+    [
+      'flock escaping the lock directory',
+      ['flock', '-w', '120', '-E', '75', '/run/lock/cowstack/../../../etc/x.lock', 'cat'],
+    ],
+    ['install -d of another directory', ['install', '-d', '-m', '0700', '/etc/sudoers.d']],
+    ['install -d world-writable', ['install', '-d', '-m', '0777', '/run/lock/cowstack']],
+    [
+      'install of a holder outside the lock directory',
+      ['install', '-m', '0600', '/proc/self/fd/0', '/run/lock/x.holder'],
+    ],
     ['rm -rf', ['rm', '-rf', '/']],
     ['rm of a second file', ['rm', '-f', '--', '/var/lib/cowstack/journal/a.json', '/etc/passwd']],
     ['rm relative to the caller', ['rm', '-f', '--', '/var/lib/cowstack/journal/a.json', 'b.json']],

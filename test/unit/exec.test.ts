@@ -1,3 +1,6 @@
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { RawOutcome } from '../../src/exec/baseRunner.js';
 import { DryRunRunner } from '../../src/exec/dryRunRunner.js';
@@ -176,6 +179,29 @@ describe('LocalRunner against real programs', () => {
       input: 'stdin-data',
     });
     expect(r.stdout).toBe('C|a b|stdin-data');
+  });
+
+  const reopened =
+    'input can be reopened through /proc/self/fd/0, as install does to write journal entries and configs';
+  it(reopened, async () => {
+    // Node's stdin "pipe" is a socketpair, which /proc/self/fd/0 cannot reopen (ENXIO): issue 10 item 3.
+    const dir = await mkdtemp(join(tmpdir(), 'cowstack-t-'));
+    try {
+      const file = join(dir, 'sub', 'entry.json');
+      await local.run({
+        argv: ['install', '-D', '-m', '0600', '/proc/self/fd/0', file],
+        kind: 'write',
+        input: 'secret\n',
+      });
+      expect(await readFile(file, 'utf8')).toBe('secret\n');
+      expect((await stat(file)).mode & 0o777).toBe(0o600);
+      // Programs that read fd 0 as a stream (dd, tee) get it from the start too.
+      expect((await local.run({ argv: ['dd', 'status=none'], kind: 'read', input: Buffer.from('abc') })).stdout).toBe(
+        'abc',
+      );
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('gives programs no stdin when there is no input (nothing can block on a terminal)', async () => {

@@ -4,7 +4,8 @@
  * argument validator as data and be refused there, naming it, for every action and in
  * every position. The whole chain: tm/cowstack/<action> (with a fake cowstack that records
  * its argv) and then that exact argv through the CLI's main() in this process, with the
- * driver itself (runTmWithRetry) replaced by a recorder so nothing can run.
+ * driver itself (runTmWithRetry) replaced by a recorder so nothing can run, and the node
+ * locks (withNodeLocks, tested in nodeLock.test.ts) passed through.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
@@ -19,6 +20,12 @@ vi.mock('../../src/tm/actions.js', async (orig) => ({
   runTmWithRetry: vi.fn(async (env: { vg: string }, req: { action: string }) => {
     calls.push({ vg: env.vg, req });
   }),
+}));
+
+// The node locks the action would take over ssh are not this test's subject: run the action.
+vi.mock('../../src/core/nodeLock.js', async (orig) => ({
+  ...(await orig<typeof import('../../src/core/nodeLock.js')>()),
+  withNodeLocks: vi.fn(async (_nodes: unknown, _vg: string, _opts: unknown, fn: () => Promise<unknown>) => fn()),
 }));
 
 const { main } = await import('../../src/cli/main.js');

@@ -21,10 +21,8 @@ export function register(program: Command): void {
         );
       const ctx = createContext(cmd);
       const { vg, lv } = parseVgLv(name);
-      const r = await activate(ctx.runner, vg, lv, o.exclusive ? 'exclusive' : 'shared', {
-        scope: { devices: ctx.config.repository.devices },
-        observer: ctx.progress,
-      });
+      const how = { scope: { devices: ctx.config.repository.devices }, observer: ctx.progress };
+      const r = await ctx.locked(vg, () => activate(ctx.runner, vg, lv, o.exclusive ? 'exclusive' : 'shared', how));
       await ctx.finish(r, render);
     });
 
@@ -36,11 +34,8 @@ export function register(program: Command): void {
     .action(async (name: string, o, cmd: Command) => {
       const ctx = createContext(cmd);
       const { vg, lv } = parseVgLv(name);
-      const r = await deactivate(ctx.runner, vg, lv, {
-        force: o.force,
-        scope: { devices: ctx.config.repository.devices },
-        observer: ctx.progress,
-      });
+      const how = { force: o.force, scope: { devices: ctx.config.repository.devices }, observer: ctx.progress };
+      const r = await ctx.locked(vg, () => deactivate(ctx.runner, vg, lv, how));
       await ctx.finish(r, render);
     });
 }

@@ -50,7 +50,7 @@ export function register(program: Command): void {
       .argument('<device>'),
   ).action(async (device: string, o, cmd: Command) => {
     const ctx = createContext(cmd);
-    const r = await initCache(ctx.op(o.vg), device);
+    const r = await ctx.locked(o.vg, (op) => initCache(op, device));
     await ctx.finish(r, (x) => {
       const what = x.action === 'created' ? 'created' : 'already so: nothing to do';
       return `${x.vg} on ${x.device}: ${what}${x.sizeBytes ? ` (${formatSize(x.sizeBytes)})` : ''}`;
@@ -71,14 +71,16 @@ export function register(program: Command): void {
     const rate = o.rate !== undefined ? Number(o.rate) : ctx.config.cache.rateMiBps;
     if (o.rate !== undefined && !(rate! > 0)) throw usageError(`--rate "${o.rate}" must be a positive number of MiB/s`);
     let last = 0;
-    const r = await replicate(ctx.op(o.vg), name, {
-      rateMiBps: rate,
-      onProgress: (bytes, total) => {
-        if (Date.now() - last < 1000 && bytes < total) return;
-        last = Date.now();
-        ctx.progress.info(`${formatSize(bytes)} / ${formatSize(total)} copied`);
-      },
-    });
+    const r = await ctx.locked(o.vg, (op) =>
+      replicate(op, name, {
+        rateMiBps: rate,
+        onProgress: (bytes, total) => {
+          if (Date.now() - last < 1000 && bytes < total) return;
+          last = Date.now();
+          ctx.progress.info(`${formatSize(bytes)} / ${formatSize(total)} copied`);
+        },
+      }),
+    );
     await ctx.finish(r, (x: ReplicateResult) => {
       const copy = `(${formatSize(x.sizeBytes)} in ${x.seconds.toFixed(1)}s, sha256 verified)`;
       const what =
@@ -112,7 +114,7 @@ export function register(program: Command): void {
       .option('--stale', 'drop caches whose origin LV no longer exists'),
   ).action(async (image: string | undefined, o, cmd: Command) => {
     const ctx = createContext(cmd);
-    const r = await dropCaches(ctx.op(o.vg), { image, stale: o.stale });
+    const r = await ctx.locked(o.vg, (op) => dropCaches(op, { image, stale: o.stale }));
     await ctx.finish(r, (x: DropResult) =>
       x.dropped.length ? `dropped from ${x.cacheVg}: ${x.dropped.join(', ')}` : 'nothing to drop',
     );

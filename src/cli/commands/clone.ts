@@ -47,12 +47,8 @@ export function register(program: Command): void {
       .option('--chunk <size>', 'snapshot chunk size, power of two from 4K to 1M', undefined),
   ).action(async (name: string, o, cmd: Command) => {
     const ctx = createContext(cmd);
-    const r = await createClone(ctx.op(o.vg), {
-      name,
-      from: o.from,
-      cowSize: o.cowSize,
-      chunk: o.chunk ?? ctx.config.cow.chunk,
-    });
+    const spec = { name, from: o.from, cowSize: o.cowSize, chunk: o.chunk ?? ctx.config.cow.chunk };
+    const r = await ctx.locked(o.vg, (op) => createClone(op, spec));
     await ctx.finish(r, describe);
   });
 
@@ -75,7 +71,7 @@ export function register(program: Command): void {
   ).action(async (name: string, o, cmd: Command) => {
     const ctx = createContext(cmd);
     const cache = o.cache !== undefined ? parseCacheModes(o.cache) : undefined;
-    await ctx.finish(await mapClone(ctx.op(o.vg), name, { cache, lazySize: o.lazySize }), describe);
+    await ctx.finish(await ctx.locked(o.vg, (op) => mapClone(op, name, { cache, lazySize: o.lazySize })), describe);
   });
 
   vgOption(
@@ -86,7 +82,7 @@ export function register(program: Command): void {
       .option('--force', 'even if open (its users get I/O errors)'),
   ).action(async (name: string, o, cmd: Command) => {
     const ctx = createContext(cmd);
-    await ctx.finish(await unmapClone(ctx.op(o.vg), name, { force: o.force }), describe);
+    await ctx.finish(await ctx.locked(o.vg, (op) => unmapClone(op, name, { force: o.force })), describe);
   });
 
   vgOption(
@@ -97,7 +93,7 @@ export function register(program: Command): void {
       .option('--force', 'even if open (its users get I/O errors)'),
   ).action(async (name: string, o, cmd: Command) => {
     const ctx = createContext(cmd);
-    await ctx.finish(await commitClone(ctx.op(o.vg), name, { force: o.force }), describe);
+    await ctx.finish(await ctx.locked(o.vg, (op) => commitClone(op, name, { force: o.force })), describe);
   });
 
   vgOption(
@@ -108,14 +104,14 @@ export function register(program: Command): void {
       .option('--force', 'even if open'),
   ).action(async (name: string, o, cmd: Command) => {
     const ctx = createContext(cmd);
-    await ctx.finish(await discardClone(ctx.op(o.vg), name, { force: o.force }), describe);
+    await ctx.finish(await ctx.locked(o.vg, (op) => discardClone(op, name, { force: o.force })), describe);
   });
 
   vgOption(
     clone.command('rm').description('delete a clone that is not mapped here and has no children').argument('<name>'),
   ).action(async (name: string, o, cmd: Command) => {
     const ctx = createContext(cmd);
-    await ctx.finish(await discardClone(ctx.op(o.vg), name, { mustBeUnmapped: true }), describe);
+    await ctx.finish(await ctx.locked(o.vg, (op) => discardClone(op, name, { mustBeUnmapped: true })), describe);
   });
 
   vgOption(
@@ -126,7 +122,7 @@ export function register(program: Command): void {
       .requiredOption('--cow-size <size>', 'new total COW size'),
   ).action(async (name: string, o, cmd: Command) => {
     const ctx = createContext(cmd);
-    await ctx.finish(await growClone(ctx.op(o.vg), name, o.cowSize), describe);
+    await ctx.finish(await ctx.locked(o.vg, (op) => growClone(op, name, o.cowSize)), describe);
   });
 
   vgOption(
@@ -137,7 +133,7 @@ export function register(program: Command): void {
       .requiredOption('--to <image>', 'new image name'),
   ).action(async (name: string, o, cmd: Command) => {
     const ctx = createContext(cmd);
-    const r = await flattenClone(ctx.op(o.vg), name, o.to);
+    const r = await ctx.locked(o.vg, (op) => flattenClone(op, name, o.to));
     await ctx.finish(
       r,
       (x: FlattenResult) =>

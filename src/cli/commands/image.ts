@@ -59,7 +59,7 @@ export function register(program: Command): void {
       .option('--no-zero', 'skip zeroing (the LV may expose old data of deleted LVs)'),
   ).action(async (name: string, o, cmd: Command) => {
     const ctx = createContext(cmd);
-    await ctx.finish(await createImage(ctx.op(o.vg), name, o.size, { zero: o.zero }), describe);
+    await ctx.finish(await ctx.locked(o.vg, (op) => createImage(op, name, o.size, { zero: o.zero })), describe);
   });
 
   vgOption(
@@ -81,17 +81,19 @@ export function register(program: Command): void {
     const ctx = createContext(cmd);
     let last = 0;
     const started = Date.now();
-    const r = await importImage(ctx.op(o.vg), name, file, {
-      seal: o.seal,
-      format: o.format,
-      onProgress: (bytes, total) => {
-        const now = Date.now();
-        if (now - last < 1000 && bytes < total) return;
-        last = now;
-        const rate = bytes / Math.max((now - started) / 1000, 0.001);
-        ctx.progress.info(`${formatSize(bytes)} / ${formatSize(total)} (${formatSize(Math.round(rate))}/s)`);
-      },
-    });
+    const r = await ctx.locked(o.vg, (op) =>
+      importImage(op, name, file, {
+        seal: o.seal,
+        format: o.format,
+        onProgress: (bytes, total) => {
+          const now = Date.now();
+          if (now - last < 1000 && bytes < total) return;
+          last = now;
+          const rate = bytes / Math.max((now - started) / 1000, 0.001);
+          ctx.progress.info(`${formatSize(bytes)} / ${formatSize(total)} (${formatSize(Math.round(rate))}/s)`);
+        },
+      }),
+    );
     await ctx.finish(r, describe);
   });
 
@@ -102,7 +104,7 @@ export function register(program: Command): void {
       .argument('<name>'),
   ).action(async (name: string, o, cmd: Command) => {
     const ctx = createContext(cmd);
-    await ctx.finish(await sealImage(ctx.op(o.vg), name), describe);
+    await ctx.finish(await ctx.locked(o.vg, (op) => sealImage(op, name)), describe);
   });
 
   vgOption(image.command('list').description('list images')).action(async (o, cmd: Command) => {
@@ -159,7 +161,7 @@ export function register(program: Command): void {
   vgOption(image.command('rm').description('remove an image that has no clones').argument('<name>')).action(
     async (name: string, o, cmd: Command) => {
       const ctx = createContext(cmd);
-      await ctx.finish(await removeImage(ctx.op(o.vg), name), describe);
+      await ctx.finish(await ctx.locked(o.vg, (op) => removeImage(op, name)), describe);
     },
   );
 
@@ -171,7 +173,7 @@ export function register(program: Command): void {
       .argument('<new-name>'),
   ).action(async (name: string, to: string, o, cmd: Command) => {
     const ctx = createContext(cmd);
-    await ctx.finish(await renameImage(ctx.op(o.vg), name, to), describe);
+    await ctx.finish(await ctx.locked(o.vg, (op) => renameImage(op, name, to)), describe);
   });
 
   vgOption(
@@ -182,7 +184,7 @@ export function register(program: Command): void {
       .argument('<file>'),
   ).action(async (name: string, file: string, o, cmd: Command) => {
     const ctx = createContext(cmd);
-    const r = await exportImage(ctx.op(o.vg), name, file);
+    const r = await ctx.locked(o.vg, (op) => exportImage(op, name, file));
     // With "-" stdout carries the data: the report goes to stderr.
     if (file === '-') process.stderr.write(`${describe(r)}\n`);
     else await ctx.finish(r, describe);

@@ -95,7 +95,7 @@ export function register(program: Command): void {
       .description('finish or undo interrupted operations on this node and report what looks wrong (run at boot)'),
   ).action(async (o, cmd: Command) => {
     const ctx = createContext(cmd);
-    const r = await recover(ctx.op(o.vg));
+    const r = await ctx.locked(o.vg, (op) => recover(op));
     await ctx.finish(r, (x: RecoverReport) =>
       [
         x.actions.length

@@ -7,7 +7,9 @@
 import type { Command } from 'commander';
 import { createRunner, CowstackError, EXIT, type Runner } from '../../exec/index.js';
 import { loadConfig } from '../../core/config.js';
+import { withNodeLocks } from '../../core/nodeLock.js';
 import { defaultFrontends, runTmWithRetry } from '../../tm/actions.js';
+import { hostsToLock } from '../../tm/lockHosts.js';
 import { parseTmArgs, TM_ACTIONS } from '../../tm/args.js';
 import { globalOptions } from '../context.js';
 import { createProgress } from '../progress.js';
@@ -82,20 +84,29 @@ export function register(program: Command): void {
         }
         return r;
       };
-      await runTmWithRetry(
-        {
-          vg: o.vg ?? config.repository.vg,
-          scope: { devices: config.repository.devices },
-          runnerFor,
-          hosts: config.tm.hosts,
-          cowPercent: config.tm.cowPercent,
-          chunk: config.cow.chunk,
-          frontends: defaultFrontends(),
-          info: (m) => say(`INFO: ${action}: ${m}`),
-          out: (t) => process.stdout.write(t),
-          observer: progress,
-        },
-        req,
+      const vg = o.vg ?? config.repository.vg;
+      const frontends = defaultFrontends();
+      // delete works through another node when its host is down: then nothing runs there to wait for.
+      const unreachableOk = action === 'delete';
+      const nodes = hostsToLock(req, frontends).map((h) => ({ runner: runnerFor(h), unreachableOk }));
+      const command = `tm ${action} ${args.join(' ')}`;
+      const lock = { waitSeconds: config.node.lockWaitSeconds, command, dryRun: opts.dryRun };
+      await withNodeLocks(nodes, vg, lock, () =>
+        runTmWithRetry(
+          {
+            vg,
+            scope: { devices: config.repository.devices },
+            runnerFor,
+            hosts: config.tm.hosts,
+            cowPercent: config.tm.cowPercent,
+            chunk: config.cow.chunk,
+            frontends,
+            info: (m) => say(`INFO: ${action}: ${m}`),
+            out: (t) => process.stdout.write(t),
+            observer: progress,
+          },
+          req,
+        ),
       );
     } catch (e) {
       const err = e instanceof CowstackError ? e : new CowstackError(EXIT.FAILED, (e as Error)?.message ?? String(e));
