@@ -194,7 +194,8 @@ describe('concurrent operations on one node are serialized', () => {
     }
   });
 
-  for (const [round, mode] of (['host', 'host', 'host', 'root'] as const).entries()) {
+  // Two rounds: the old code failed in the first one every time (see the issue's note).
+  for (const [round, mode] of (['host', 'root'] as const).entries()) {
     const how = mode === 'host' ? '--host' : 'bundle on the node';
     it(`round ${round + 1} (${how}): siblings, the same clone twice, unmap A racing map B`, async () => {
       // Two maps of sibling clones of one committed parent: both succeed.

@@ -20,7 +20,7 @@ const run = Date.now().toString(36).slice(-5);
 const n = (s: string) => `${s}-${run}`;
 const IMG = pattern(16 * MiB, 9);
 const img = n('rimg');
-const REPS = 5;
+const REPS = 3;
 
 const cs = (node: string, args: string[], env?: Record<string, string>) => clusterCli(tb, node, args, env);
 const say = (r: CliResult) => `${r.stdout}\n${r.stderr}`;
@@ -105,7 +105,7 @@ describe.sequential('two nodes at the same instant', () => {
 
   it('a same-name clone create on both nodes: one clone, the loser told clearly (no raw lvcreate error)', async () => {
     const outcomes: string[] = [];
-    for (let i = 0; i < 3; i++) {
+    for (let i = 0; i < 2; i++) {
       const c = n(`sn${i}`);
       const rs = await Promise.all(
         ['node1', 'node2'].map((node) => cs(node, ['clone', 'create', c, '--from', img, '--cow-size', '8M'])),

@@ -7,7 +7,8 @@
 import { BaseSequencer, type TestSpecification } from 'vitest/node';
 
 const SECONDS: Record<string, number> = {
-  'races.test.ts': 900,
+  'nodelocal.test.ts': 1100,
+  'races.test.ts': 700,
   'crash.test.ts': 600,
   'clones.test.ts': 450,
   'tm.test.ts': 370,
