@@ -12,14 +12,12 @@ import {
 import { EXIT } from '../../src/exec/errors.js';
 import type { RecordingRunner } from '../../src/exec/recordingRunner.js';
 import {
-  IMAGE_SECTORS,
   MiB,
   U,
   VG,
   chainDevs,
   chainRows,
   cloneRow,
-  compact,
   expectObserve,
   foreignRow,
   imageRow,
@@ -30,6 +28,12 @@ import {
   rw,
   stillLive,
   type Dev,
+  W,
+  R,
+  createRo,
+  createRw,
+  snapTable,
+  dmRemove,
 } from './repoFixtures.js';
 import {
   capture,
@@ -49,32 +53,10 @@ import {
 // REAL ones come from test/fixtures/lvm2-2.03.16-bookworm.
 
 const ctxOf = (r: RecordingRunner): OpContext => ({ runner: r, vg: VG });
-const W = { kind: 'write' } as const;
-const R = { kind: 'read' } as const;
 const SETTLE = ['udevadm', 'settle', '--timeout=10'];
 
-const T = (origin: string, cow: string, mode: string, chunk: number) =>
-  `0 ${IMAGE_SECTORS} snapshot ${origin} ${cow} ${mode} ${chunk}`;
-const createRo = (uuid: string, table: string) => [
-  'dmsetup',
-  'create',
-  ro(uuid),
-  '--uuid',
-  `COWSTACK-ro-${compact(uuid)}`,
-  '--readonly',
-  '--table',
-  table,
-];
-const createRw = (uuid: string, table: string) => [
-  'dmsetup',
-  'create',
-  rw(uuid),
-  '--uuid',
-  `COWSTACK-rw-${compact(uuid)}`,
-  '--table',
-  table,
-];
-const remove = (name: string) => ['dmsetup', 'remove', '--retry', name];
+const T = snapTable;
+const remove = dmRemove;
 
 /** The commands of a clone creation after the observation, up to and including the final lvs of the new LV. */
 function expectCreate(

@@ -14,13 +14,11 @@ import { planStack } from '../../src/core/stack.js';
 import { EXIT } from '../../src/exec/errors.js';
 import type { RecordingRunner } from '../../src/exec/recordingRunner.js';
 import {
-  IMAGE_SECTORS,
   U,
   VG,
   chainDevs,
   chainRows,
   cloneRow,
-  compact,
   expectObserve,
   imageRow,
   journalBegin,
@@ -32,25 +30,17 @@ import {
   rwDev,
   stateOf,
   stillLive,
+  W,
+  R,
+  createRo,
+  snapTable,
+  dmRemove,
 } from './repoFixtures.js';
 import { lvsArgv, lvsJson, recorder, rejectionOf, thrownBy, vgsArgv, vgsJson } from './support.js';
 
 const ctxOf = (r: RecordingRunner): OpContext => ({ runner: r, vg: VG });
-const W = { kind: 'write' } as const;
-const R = { kind: 'read' } as const;
-const T = (origin: string, cow: string, mode: string, chunk: number) =>
-  `0 ${IMAGE_SECTORS} snapshot ${origin} ${cow} ${mode} ${chunk}`;
-const createRo = (uuid: string, table: string) => [
-  'dmsetup',
-  'create',
-  ro(uuid),
-  '--uuid',
-  `COWSTACK-ro-${compact(uuid)}`,
-  '--readonly',
-  '--table',
-  table,
-];
-const remove = (name: string) => ['dmsetup', 'remove', '--retry', name];
+const T = snapTable;
+const remove = dmRemove;
 const COMMIT = [
   'lvchange',
   '--permission',

@@ -20,15 +20,16 @@ import {
   ro,
   rw,
   type Dev,
+  W,
+  dmRemove,
 } from './repoFixtures.js';
 import { recorder } from './support.js';
 
 // SYNTHETIC: LV rows and dm devices come from repoFixtures; journal entries and dmsetup outputs are hand-written.
 
 const ctxOf = (r: RecordingRunner): OpContext => ({ runner: r, vg: VG });
-const W = { kind: 'write' } as const;
 const STARTED = '2026-01-12T10:31:02.417Z';
-const remove = (name: string) => ['dmsetup', 'remove', '--retry', name];
+const remove = dmRemove;
 const LS = ['ls', '-1', '-A', '--', JOURNAL];
 
 /** `ls` of the journal directory and `cat` of each .json file in it. */

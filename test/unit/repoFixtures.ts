@@ -262,3 +262,33 @@ export const stillLive = (
   lvsArgv(`${vg}/${name}`),
   { kind: 'read', stdout: lvsJson([cloneRow(name, uuid, parent, { active: 'exclusive', vg })]) },
 ];
+
+/** How the recording runner expects a command to be tagged. */
+export const W = { kind: 'write' } as const;
+export const R = { kind: 'read' } as const;
+
+/** A dm snapshot table over the whole fixture image, as the stack planner writes it. */
+export const snapTable = (origin: string, cow: string, mode: string, chunk: number) =>
+  `0 ${IMAGE_SECTORS} snapshot ${origin} ${cow} ${mode} ${chunk}`;
+
+/** `dmsetup create` of a clone's read-only (ro) or writable (rw) snapshot device. */
+export const createRo = (uuid: string, table: string) => [
+  'dmsetup',
+  'create',
+  ro(uuid),
+  '--uuid',
+  `COWSTACK-ro-${compact(uuid)}`,
+  '--readonly',
+  '--table',
+  table,
+];
+export const createRw = (uuid: string, table: string) => [
+  'dmsetup',
+  'create',
+  rw(uuid),
+  '--uuid',
+  `COWSTACK-rw-${compact(uuid)}`,
+  '--table',
+  table,
+];
+export const dmRemove = (name: string) => ['dmsetup', 'remove', '--retry', name];

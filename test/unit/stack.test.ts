@@ -9,7 +9,6 @@ import {
   chainDevs,
   chainRows,
   cloneRow,
-  compact,
   imageRow,
   lvDev,
   ro,
@@ -17,38 +16,22 @@ import {
   rw,
   rwDev,
   stateOf,
+  createRo,
+  createRw,
+  snapTable,
+  dmRemove,
 } from './repoFixtures.js';
 import { lvsArgv, recorder, thrownBy } from './support.js';
 
 // SYNTHETIC: LV rows and dm devices come from repoFixtures; `dmsetup table` outputs are hand-written.
 
 const argvs = (steps: Step[]) => steps.map((s) => s.req.argv);
-const T = (origin: string, cow: string, mode: string, chunk: number) =>
-  `0 ${IMAGE_SECTORS} snapshot ${origin} ${cow} ${mode} ${chunk}`;
+const T = snapTable;
 const RO_C1_TABLE = T('/dev/mapper/vg-image', '/dev/mapper/vg-c1', 'P', 8);
 const RO_C2_TABLE = T(`/dev/mapper/${ro(U.c1)}`, '/dev/mapper/vg-c2', 'P', 16);
 const RW_C3_TABLE = T(`/dev/mapper/${ro(U.c2)}`, '/dev/mapper/vg-c3', 'PO', 128);
 
-const createRo = (uuid: string, table: string) => [
-  'dmsetup',
-  'create',
-  ro(uuid),
-  '--uuid',
-  `COWSTACK-ro-${compact(uuid)}`,
-  '--readonly',
-  '--table',
-  table,
-];
-const createRw = (uuid: string, table: string) => [
-  'dmsetup',
-  'create',
-  rw(uuid),
-  '--uuid',
-  `COWSTACK-rw-${compact(uuid)}`,
-  '--table',
-  table,
-];
-const remove = (name: string) => ['dmsetup', 'remove', '--retry', name];
+const remove = dmRemove;
 /** The lockless re-read of the live COW once its lock is held (stillLiveStep). */
 const recheck = (ref: string) => lvsArgv(ref);
 
