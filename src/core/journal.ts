@@ -23,23 +23,24 @@ export interface JournalEntry {
 }
 
 /**
- * The operation this process runs, set when it takes the node lock (core/nodeLock.ts).
- * It is part of every entry's file name, so two operations on one clone (the same op
- * run twice, or an entry left by a crash) never share, overwrite or remove one file.
- * Unset (core called directly, unit tests): the name has no id, as before.
+ * The operation this process runs, set when it takes the node lock (core/nodeLock.ts), and
+ * recorded in each entry it writes (recover reports it). It is deliberately not part of the
+ * file name: the node lock already keeps two live operations apart, and an entry left by a
+ * killed operation must be the one a re-run of that operation overwrites and closes. With
+ * one file per run, a stale `map` entry would outlive a successful re-run, and a later
+ * recover would tear that good mapping down as an interrupted map.
  */
 let operationId: string | undefined;
 export function setOperationId(id: string | undefined): void {
   operationId = id;
 }
 
-const fileOf = (vg: string, name: string, op: JournalOp, opId: string | undefined) =>
-  `${JOURNAL_DIR}/${vg}.${name}.${op}${opId ? `.${opId}` : ''}.json`;
+const fileOf = (vg: string, name: string, op: JournalOp) => `${JOURNAL_DIR}/${vg}.${name}.${op}.json`;
 
 export function beginStep(entry: Omit<JournalEntry, 'started' | 'opId'>): Step {
   const opId = operationId;
   const full: JournalEntry = { ...entry, started: new Date().toISOString(), ...(opId ? { opId } : {}) };
-  const file = fileOf(entry.vg, entry.name, entry.op, opId);
+  const file = fileOf(entry.vg, entry.name, entry.op);
   return {
     title: `journal: ${entry.op} ${entry.vg}/${entry.name} begins`,
     req: {
@@ -55,10 +56,11 @@ export function beginStep(entry: Omit<JournalEntry, 'started' | 'opId'>): Step {
 
 /**
  * The end of this operation's entry, or (recover) of an entry read back: that one is
- * removed by the file it was read from, whatever its naming.
+ * removed by the file it was read from (entries of a release that put the op id in the
+ * file name are read and removed alike).
  */
 export function endStep(entry: Pick<JournalEntry, 'vg' | 'name' | 'op'> & { file?: string }): Step {
-  return removeStep(entry, entry.file ?? fileOf(entry.vg, entry.name, entry.op, operationId));
+  return removeStep(entry, entry.file ?? fileOf(entry.vg, entry.name, entry.op));
 }
 
 const removeStep = (entry: Pick<JournalEntry, 'vg' | 'name' | 'op'>, file: string): Step => ({

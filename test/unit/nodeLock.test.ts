@@ -104,31 +104,38 @@ describe('node lock', () => {
     expect(e.message).toBe(`could not take the node lock ${lock}: flock exited with 71: ${stderr.trim()}`);
   });
 
-  it('names journal entries by operation once held, and removes an entry read back by its own file', async () => {
+  it('records the operation id in the entry; an entry read back is removed by its own file', async () => {
     const r = held(new RecordingRunner());
     const lock = await acquireNodeLock(r, 'repo', { command: 'clone map vm1' });
     const begin = beginStep({ op: 'map', vg: 'repo', name: 'vm1' });
-    const file = `/var/lib/cowstack/journal/repo.vm1.map.${lock.opId}.json`;
+    const file = '/var/lib/cowstack/journal/repo.vm1.map.json';
     expect(begin.req.argv).toEqual(['install', '-D', '-m', '0600', '/proc/self/fd/0', file]);
     expect(JSON.parse(String(begin.req.input))).toMatchObject({ op: 'map', vg: 'repo', name: 'vm1', opId: lock.opId });
     expect(begin.undo![0]!.argv).toEqual(['rm', '-f', '--', file]);
     expect(endStep({ op: 'map', vg: 'repo', name: 'vm1' }).req.argv).toEqual(['rm', '-f', '--', file]);
-    // recover: an entry of an earlier operation (old naming, or another id) goes by the file it came from.
-    const old = '/var/lib/cowstack/journal/repo.vm1.map.json';
+    // recover: an entry of an earlier release (op id in its file name) goes by the file it came from.
+    const old = `/var/lib/cowstack/journal/repo.vm1.map.${lock.opId}.json`;
     expect(endStep({ op: 'map', vg: 'repo', name: 'vm1', file: old }).req.argv).toEqual(['rm', '-f', '--', old]);
     await lock.release();
     await lock.release();
     r.verify();
   });
 
-  it('two operations never share a journal file name', async () => {
+  // The node lock keeps live operations apart; what a killed run left must be what the re-run
+  // of that operation overwrites and closes, or a later recover would undo the re-run's work.
+  const rerun = 'a re-run of an operation writes and closes the entry a killed run of it left (ids differ)';
+  it(rerun, async () => {
+    const files = new Set<string>();
     const ids = new Set<string>();
     for (let i = 0; i < 2; i++) {
       const r = held(new RecordingRunner());
       const lock = await acquireNodeLock(r, 'repo', { command: 'clone map vm1' });
-      ids.add(beginStep({ op: 'map', vg: 'repo', name: 'vm1' }).req.argv.at(-1)!);
+      const begin = beginStep({ op: 'map', vg: 'repo', name: 'vm1' });
+      files.add(begin.req.argv.at(-1)!);
+      ids.add((JSON.parse(String(begin.req.input)) as { opId: string }).opId);
       await lock.release();
     }
+    expect(files).toEqual(new Set(['/var/lib/cowstack/journal/repo.vm1.map.json']));
     expect(ids.size).toBe(2);
   });
 
