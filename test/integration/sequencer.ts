@@ -7,15 +7,15 @@
 import { BaseSequencer, type TestSpecification } from 'vitest/node';
 
 const SECONDS: Record<string, number> = {
-  'nodelocal.test.ts': 1100,
-  'races.test.ts': 700,
-  'crash.test.ts': 600,
-  'clones.test.ts': 450,
-  'tm.test.ts': 370,
-  'cache.test.ts': 330,
-  'target.test.ts': 120,
-  'foundation.test.ts': 85,
-  'unprivileged.test.ts': 70,
+  'clones.test.ts': 870,
+  'nodelocal.test.ts': 760,
+  'crash.test.ts': 690,
+  'cache.test.ts': 620,
+  'tm.test.ts': 580,
+  'races.test.ts': 350,
+  'target.test.ts': 260,
+  'foundation.test.ts': 140,
+  'unprivileged.test.ts': 110,
 };
 
 const weight = (spec: TestSpecification): number => SECONDS[spec.moduleId.split('/').pop() ?? ''] ?? 0;
