@@ -37,6 +37,7 @@ import {
   planStack,
   stillLiveStep,
   tablesIfLazy,
+  teardownParts,
   teardownPlan,
   verifyExisting,
 } from './stack.js';
@@ -498,7 +499,7 @@ export async function unmapClone(ctx: OpContext, name: string, opts: { force?: b
     state = await observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg);
     o = findClone(state, name);
   }
-  const steps = teardownPlan(state, o, {
+  const { own, ancestors } = teardownParts(state, o, {
     removeTop: true,
     forceTop: opts.force,
     scope: ctx.scope,
@@ -510,29 +511,15 @@ export async function unmapClone(ctx: OpContext, name: string, opts: { force?: b
     name,
     vg: ctx.vg,
     uuid: o.uuid,
-    action: steps.length || wb.released ? 'unmapped' : 'none',
+    action: own.length || ancestors.length || wb.released ? 'unmapped' : 'none',
     ...flushed,
   };
-  if (!steps.length) {
+  if (!own.length && !ancestors.length) {
     if (wb.released) await runPlan(ctx.runner, [endStep(journal)], ctx.observer);
     return result;
   }
-  const { own, ancestors } = splitTeardown(steps, o);
   await runGuarded(ctx, [beginStep(journal), ...own]);
   return withWarnings(result, await releaseAncestors(ctx, ancestors, journal));
-}
-
-/**
- * A teardown of `o` (teardownPlan) is o's own devices and LV first, then the ancestors that
- * nothing uses any more: split there.
- */
-export function splitTeardown(steps: Step[], o: CowObj): { own: Step[]; ancestors: Step[] } {
-  const mine = new Set([dmName('rw', o.uuid), dmName('ro', o.uuid), lvRef(o)]);
-  let last = -1;
-  steps.forEach((s, i) => {
-    if (s.req.argv.some((a) => mine.has(a))) last = i;
-  });
-  return { own: steps.slice(0, last + 1), ancestors: steps.slice(last + 1) };
 }
 
 /**
@@ -670,7 +657,7 @@ export async function commitClone(ctx: OpContext, name: string, opts: { force?: 
   steps.push(deactivateStep(o, ctx.scope));
   // The ancestors this commit leaves unused are released inside its journal entry, from the
   // same observation: a kill after the state change leaves the entry, and recover finishes.
-  const tear = teardownPlan(state, o, {
+  const { ancestors } = teardownParts(state, o, {
     removeTop: true,
     forceTop: opts.force,
     scope: ctx.scope,
@@ -678,10 +665,7 @@ export async function commitClone(ctx: OpContext, name: string, opts: { force?: 
   });
   const journal = { op: 'commit' as const, vg: ctx.vg, name, uuid: o.uuid };
   await runGuarded(ctx, [beginStep(journal), ...steps], o);
-  return withWarnings(
-    { ...base, action: 'committed' },
-    await releaseAncestors(ctx, splitTeardown(tear, o).ancestors, journal),
-  );
+  return withWarnings({ ...base, action: 'committed' }, await releaseAncestors(ctx, ancestors, journal));
 }
 
 /** Unmap read-only ancestors nothing uses any more and release their shared activation. */
@@ -752,14 +736,14 @@ export async function discardClone(
     title: `remove COW ${lvRef(o)}`,
     req: lvm.lvmRequest('lvremove', ['-y', lvRef(o)], 'write', ctx.scope),
   };
-  const tear = teardownPlan(state, o, {
+  const { ancestors } = teardownParts(state, o, {
     removeTop: true,
     forceTop: opts.force,
     scope: ctx.scope,
     tables: await tablesIfLazy(ctx.runner, state),
   });
   await runGuarded(ctx, [beginStep(journal), ...own, remove], o);
-  const warnings = await releaseAncestors(ctx, splitTeardown(tear, o).ancestors, journal);
+  const warnings = await releaseAncestors(ctx, ancestors, journal);
   return withWarnings(
     { name, vg: ctx.vg, uuid: o.uuid, action: opts.mustBeUnmapped ? 'removed' : 'discarded' },
     warnings,

@@ -262,18 +262,41 @@ export async function verifyExisting(runner: Runner, state: NodeState, plan: Sta
   }
 }
 
+type TeardownOptions = {
+  removeTop: boolean;
+  forceTop?: boolean;
+  scope?: lvm.LvmScope;
+  tables?: Map<string, dmsetup.DmLine[]>;
+};
+
 /** How many openers each device has, and what each of our devices opens (for GC simulation). */
-export function teardownPlan(
+export function teardownPlan(state: NodeState, target: CowObj, opts: TeardownOptions): Step[] {
+  const { own, ancestors } = teardownParts(state, target, opts);
+  return [...own, ...ancestors];
+}
+
+/**
+ * The same teardown in two parts: the target's own devices and LV, then the ancestors that
+ * nothing uses any more (operations run the second part best-effort, inside their journal).
+ */
+export function teardownParts(
   state: NodeState,
   target: CowObj,
-  opts: { removeTop: boolean; forceTop?: boolean; scope?: lvm.LvmScope; tables?: Map<string, dmsetup.DmLine[]> },
-): Step[] {
+  opts: TeardownOptions,
+): { own: Step[]; ancestors: Step[] } {
   const scope = opts.scope ?? {};
   const open = new Map([...state.devices].map(([n, d]) => [n, d.open]));
   const forced = new Set<string>();
   if (opts.forceTop) for (const role of ['rw', 'ro'] as const) forced.add(dmName(role, target.uuid));
   const chain = state.repo.chain(target); // target first
   const steps: Step[] = [];
+  // Steps before this index are the target's own: set when the loop leaves the target (a
+  // return before that, because something still uses it, leaves nothing but its own steps).
+  let ownEnd: number | undefined;
+  const parts = () => {
+    const end = ownEnd ?? steps.length;
+    return { own: steps.slice(0, end), ancestors: steps.slice(end) };
+  };
   const release = (name: string) => open.set(name, Math.max(0, (open.get(name) ?? 0) - 1));
   const originName = (i: number): string => {
     const parent = chain[i + 1]!;
@@ -284,7 +307,7 @@ export function teardownPlan(
       const names = i === 0 && opts.removeTop ? [dmName('rw', o.uuid), dmName('ro', o.uuid)] : [dmName('ro', o.uuid)];
       for (const name of names) {
         if (!state.devices.has(name)) continue;
-        if ((open.get(name) ?? 0) > 0 && !forced.has(name)) return steps; // still used: so is everything below it
+        if ((open.get(name) ?? 0) > 0 && !forced.has(name)) return parts(); // still used: so is everything below it
         steps.push({
           title: `unmap ${name} (${o.name})`,
           req: dmsetup.removeReq(name, forced.has(name) && (open.get(name) ?? 0) > 0),
@@ -309,17 +332,18 @@ export function teardownPlan(
     // its mappings persist), before the image LV it holds open is released.
     const lazyName = dmName('lc', o.uuid);
     if (o.kind === 'image' && state.devices.has(lazyName)) {
-      if ((open.get(lazyName) ?? 0) > 0) return steps;
+      if ((open.get(lazyName) ?? 0) > 0) return parts();
       steps.push(...detachLazySteps(state.cache, o));
       open.delete(lazyName);
       release(mapperName(o));
     }
     if (o.lv.activeLocally) {
-      if ((open.get(mapperName(o)) ?? 0) > 0) return steps;
+      if ((open.get(mapperName(o)) ?? 0) > 0) return parts();
       steps.push(deactivateStep(o, scope));
     }
+    if (i === 0) ownEnd = steps.length;
   }
-  return steps;
+  return parts();
 }
 
 /**
