@@ -169,7 +169,7 @@ async function recoverLazy(ctx: OpContext): Promise<RecoverAction[]> {
   for (const d of state.devices.values()) {
     const p = parseDmUuid(d.uuid);
     if (p?.role !== 'lc' || d.open > 0) continue;
-    const image = [...state.repo.byUuid.values()].find((o) => sameUuid(o.uuid, p.lvUuid));
+    const image = objectOfDm(state, p.lvUuid);
     if (!image) {
       out.push({
         op: 'lazy-cache',
@@ -206,6 +206,10 @@ async function recoverLazy(ctx: OpContext): Promise<RecoverAction[]> {
   return out;
 }
 
+/** The repository object a cowstack dm device belongs to (its dm uuid holds the LV uuid compacted). */
+const objectOfDm = (state: NodeState, lvUuid: string): CowObj | undefined =>
+  [...state.repo.byUuid.values()].find((o) => sameUuid(o.uuid, lvUuid));
+
 /**
  * A writable snapshot over a committed clone (item of the map/commit race that the re-check
  * under the COW's lock now prevents; an older cowstack could leave one): writes through it
@@ -221,7 +225,7 @@ async function recoverWritableOverFrozen(ctx: OpContext, state: NodeState): Prom
   for (const d of state.devices.values()) {
     const p = parseDmUuid(d.uuid);
     if (!p) continue;
-    const o = [...state.repo.byUuid.values()].find((x) => sameUuid(x.uuid, p.lvUuid));
+    const o = objectOfDm(state, p.lvUuid);
     const problem = writableOverFrozen(o, p.role);
     if (!o || !problem) continue;
     if (d.open > 0) {
@@ -267,12 +271,11 @@ async function releaseUnused(ctx: OpContext, first: NodeState): Promise<RecoverA
   const out: RecoverAction[] = [];
   const tried = new Set<string>();
   let state = first;
-  const byDm = (lvUuid: string) => [...state.repo.byUuid.values()].find((x) => sameUuid(x.uuid, lvUuid));
   const candidate = (): { o?: CowObj; device?: string } | undefined => {
     for (const d of state.devices.values()) {
       const p = parseDmUuid(d.uuid);
       if (p?.role !== 'ro' || d.open > 0 || tried.has(d.name)) continue;
-      return { o: byDm(p.lvUuid), device: d.name };
+      return { o: objectOfDm(state, p.lvUuid), device: d.name };
     }
     for (const o of state.repo.byName.values()) {
       const frozen = o.kind === 'image' ? o.state === 'sealed' : o.state === 'committed';
