@@ -45,7 +45,7 @@ export interface NodeLockOptions {
   command: string;
 }
 
-/** A unique id per operation: names its journal entries so that none can collide. */
+/** A unique id per operation, recorded in the holder file and in its journal entries. */
 export const newOperationId = (): string => `${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`;
 
 /** The lock of this VG on the node behind runner; one lock file per repository VG. */
