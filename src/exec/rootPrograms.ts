@@ -117,10 +117,16 @@ export const ROOT_PROGRAMS: readonly RootProgram[] = [
     name: 'install',
     path: '/usr/bin/install',
     pkg: 'coreutils',
-    use: "write journal entries, the node lock's directory and holder (and lvm.conf at set-up) from stdin",
+    use: 'write journal entries without the node lock, make its directory (and lvm.conf at set-up) from stdin',
   },
   { name: 'rm', path: '/usr/bin/rm', pkg: 'coreutils', use: 'remove finished journal entries' },
-  { name: 'flock', path: '/usr/bin/flock', pkg: 'util-linux', use: 'hold the node lock for an operation' },
+  {
+    name: 'flock',
+    path: '/usr/bin/flock',
+    pkg: 'util-linux',
+    use: "hold the node lock for an operation while tee appends its records to the VG's journal log",
+  },
+  { name: 'tail', path: '/usr/bin/tail', pkg: 'coreutils', use: "read a journal log's end to name the lock holder" },
   {
     name: 'mv',
     path: '/usr/bin/mv',
@@ -164,8 +170,7 @@ export const ROOT_PROGRAMS: readonly RootProgram[] = [
     name: 'tee',
     path: '/usr/bin/tee',
     pkg: 'coreutils',
-    use: 'write a CHAP user/secret into an LIO ACL (configfs) from stdin',
-    serverOnly: true,
+    use: 'append a journal record without the node lock; write a CHAP user/secret into an LIO ACL from stdin',
   },
   { name: 'tgtadm', path: '/usr/sbin/tgtadm', pkg: 'tgt', use: 'tgt targets, LUNs, initiator ACLs', serverOnly: true },
   {
@@ -180,7 +185,7 @@ export const ROOT_PROGRAMS: readonly RootProgram[] = [
     path: '/usr/bin/truncate',
     pkg: 'coreutils',
     use: 'create a sparse backing file for a tgt file LUN',
-    serverOnly: true,
+    
   },
 ];
 

@@ -556,8 +556,9 @@ async function builtRequests(): Promise<RunRequest[]> {
   reqs.push(
     flock.lockDirReq(),
     flock.holdReq('repo', 120),
-    flock.writeHolderReq('repo', '{}'),
     flock.readHolderReq('repo'),
+    flock.appendLogReq(flock.journalLog('repo'), '{}\n'),
+    flock.truncateLogReq('repo'),
   );
   // Inline in src/core (not exported): copies of the argv shapes, with the file they come from.
   const cow = lvMapperPath('repo', 'c-1');
