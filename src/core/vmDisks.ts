@@ -160,10 +160,12 @@ export async function takeSnapshot(
 ): Promise<'taken' | 'done'> {
   const { o, s } = snapshotObjs(state, d);
   if (s && o && o.parentUuid === s.uuid) return 'done';
-  if (s)
+  // A run that renamed the top and failed before starting the new one: finish it.
+  const renamed = !o && s?.kind === 'clone' && s.state === 'committed' && !state.repo.childrenOf(s).length;
+  if (s && !renamed)
     throw refused(`${d.snapshot} already exists`, "OpenNebula numbers snapshots itself: check the VM's snapshot list");
-  if (!o) throw notFound(`${d.disk} has no top ${d.top}`);
-  if (o.state === 'live') {
+  if (!o && !renamed) throw notFound(`${d.disk} has no top ${d.top}`);
+  if (o?.state === 'live') {
     try {
       await commitClone(ctx, d.top);
     } catch (e) {
@@ -175,7 +177,7 @@ export async function takeSnapshot(
       throw e;
     }
   }
-  await renameClone(ctx, d.top, d.snap);
+  if (o) await renameClone(ctx, d.top, d.snap);
   await createClone(ctx, { name: d.top, from: d.snap, chunk: opts.chunk, defaultPercent: opts.defaultPercent });
   return 'taken';
 }
