@@ -435,6 +435,10 @@ async function builtRequests(): Promise<RunRequest[]> {
   ];
   for (const [command, args] of lvmCalls)
     reqs.push(lvm.lvmRequest(command, args, 'write'), lvm.lvmRequest(command, args, 'write', SCOPE));
+  // lvcreate that activates and zeroes in the one command (the LVM verbs' other shape).
+  reqs.push(
+    lvm.createLvReq({ vg: 'repo', name: 'c-1', bytes: 1 << 30, activate: 'ey', zero: true, tags: ['t:1'] }, SCOPE),
+  );
   await tolerate(() => lvm.lvmconfigValue(runner, 'global/use_lvmlockd'));
   await tolerate(() => lvm.lvs(runner, 'repo', SCOPE));
   await tolerate(() => lvm.vgs(runner, 'repo', SCOPE));
