@@ -356,3 +356,11 @@ export const resumeReq = (name: string): RunRequest => req(['resume', name], 'wr
 export const removeReq = (name: string, force = false): RunRequest =>
   req(['remove', ...(force ? ['--force'] : []), '--retry', name], 'write', { title: `unmap ${name}` });
 export const messageReq = (name: string, message: string): RunRequest => req(['message', name, '0', message], 'write');
+
+/** doctor's probe: prints "Library version: ...". */
+export const versionReq = (): RunRequest => ({
+  argv: ['dmsetup', 'version'],
+  kind: 'read',
+  root: true,
+  allowFailure: true,
+});

@@ -104,3 +104,10 @@ export const processesReq = (pids: readonly number[] | readonly string[]): RunRe
   kind: 'read',
   allowFailure: true,
 });
+
+/** visudo's syntax check of a sudoers file before it goes into place (a broken one locks out sudo). */
+export const sudoersCheckReq = (file: string): RunRequest => ({
+  argv: ['visudo', '-cf', file],
+  kind: 'write',
+  allowFailure: true,
+});

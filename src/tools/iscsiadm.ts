@@ -4,6 +4,7 @@
  * 4 = transport error, 11 = PDU timeout (what discovery of a refused connection returns).
  */
 import type { RunRequest } from '../exec/types.js';
+import { STDIN_PATH } from './files.js';
 
 export const ISCSI_ERR = {
   SESS_EXISTS: 15,
@@ -131,3 +132,19 @@ export function parseSessions(stdout: string): IscsiSession[] {
   }
   return out;
 }
+
+/** doctor's probe: prints "iscsiadm version ...". */
+export const versionReq = (): RunRequest => ({
+  argv: ['iscsiadm', '--version'],
+  kind: 'read',
+  root: true,
+  allowFailure: true,
+});
+
+/** Rewrite a node record from stdin, root's only: it holds the CHAP secret, which never goes into argv. */
+export const writeRecordReq = (file: string, content: string): RunRequest => ({
+  argv: ['install', '-m', '0600', STDIN_PATH, file],
+  kind: 'write',
+  root: true,
+  input: content,
+});

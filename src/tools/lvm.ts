@@ -393,3 +393,11 @@ export const lockStartReq = (vg: string): RunRequest =>
   lvmRequest('vgchange', ['--lockstart', vg], 'write', {}, { timeout: 'lockspace' });
 export const tagVgReq = (vg: string, tags: TagChanges, scope: LvmScope = {}): RunRequest =>
   lvmRequest('vgchange', [...tagArgs(tags), vg], 'write', scope);
+
+/** doctor's probe: prints "LVM version: ...". */
+export const versionReq = (): RunRequest => ({
+  argv: ['lvm', 'version'],
+  kind: 'read',
+  root: true,
+  allowFailure: true,
+});

@@ -142,3 +142,19 @@ export function withLockModes<T extends { uuid: string; activeLocally: boolean; 
     return mode && lv.activeLocally ? { ...lv, activeExclusively: mode === 'ex' } : lv;
   });
 }
+
+/** doctor's probe: prints the sanlock version. */
+export const versionReq = (): RunRequest => ({
+  argv: ['sanlock', 'version'],
+  kind: 'read',
+  root: true,
+  allowFailure: true,
+});
+
+/** doctor's probe of lvmlockctl (it has no version option: --help shows it is there). */
+export const lvmlockctlProbeReq = (): RunRequest => ({
+  argv: ['lvmlockctl', '--help'],
+  kind: 'read',
+  root: true,
+  allowFailure: true,
+});

@@ -127,3 +127,11 @@ export function parseShow(stdout: string): TgtTarget[] {
   }
   return out;
 }
+
+/** tgt does not create a file LUN's backing file: a sparse one of at least `bytes` (never shrinks one). */
+export const sparseFileReq = (file: string, bytes: number): RunRequest => ({
+  argv: ['truncate', '--size', `>${bytes}`, '--', file],
+  kind: 'write',
+  root: true,
+  timeout: 'change',
+});

@@ -8,3 +8,14 @@ export const settleReq = (timeoutSeconds = 30): RunRequest => ({
   allowFailure: true,
   timeout: 'iscsi',
 });
+
+/** Re-read the udev rules (after installing cowstack's). install runs as root: no sudo. */
+export const reloadRulesReq = (): RunRequest => ({ argv: ['udevadm', 'control', '--reload'], kind: 'write' });
+
+/** doctor's probe: prints the udev version. */
+export const versionReq = (): RunRequest => ({
+  argv: ['udevadm', '--version'],
+  kind: 'read',
+  root: true,
+  allowFailure: true,
+});
