@@ -12,7 +12,7 @@
 import { createHash } from 'node:crypto';
 import { CowstackError, EXIT, commandFailed, notFound, refused, usageError } from '../exec/errors.js';
 import type { RunRequest, Runner } from '../exec/types.js';
-import { rootProgram } from '../exec/rootPrograms.js';
+import { rootProgram } from '../tools/rootPrograms.js';
 import * as lio from '../tools/lio.js';
 import * as tgt from '../tools/tgt.js';
 import { writeFileReqs } from '../tools/files.js';

@@ -6,7 +6,8 @@
  * a bulk read or write of the shared LUN must not starve sanlock's lease renewals on the
  * same path.
  */
-import type { RunRequest } from '../exec/types.js';
+import type { RootProgram, RunRequest } from '../exec/types.js';
+import { bin, sbin, SETUP } from './program.js';
 
 /** dd's block for bulk copies: one LVM extent, so image sizes are whole blocks. */
 export const BULK_BLOCK = '4M';
@@ -117,3 +118,12 @@ export const mkfsReq = (device: string, fsType: string): RunRequest => ({
   root: true,
   timeout: 'data',
 });
+
+export const ROOT_PROGRAMS: readonly RootProgram[] = [
+  sbin('blkid', 'util-linux', 'refuse a non-empty LUN (cluster init)', SETUP),
+  sbin('wipefs', 'util-linux', 'wipe the LUN with cluster init --force', SETUP),
+  bin('dd', 'coreutils', 'zero a COW header, import/export/flatten image data'),
+  bin('sha256sum', 'coreutils', 'checksum a sealed image'),
+  sbin('mkswap', 'util-linux', 'format a volatile swap disk (tm mkswap/mkimage)'),
+  sbin('mkfs', 'util-linux', 'format a volatile disk with a file system (tm mkimage)'),
+];

@@ -1,5 +1,6 @@
 /** blockdev adapter: sizes in bytes and 512-byte sectors, flush. */
-import type { RunRequest, Runner } from '../exec/types.js';
+import type { RootProgram, RunRequest, Runner } from '../exec/types.js';
+import { sbin } from './program.js';
 
 export async function sizeBytes(runner: Runner, device: string): Promise<number> {
   const r = await runner.run({ argv: ['blockdev', '--getsize64', device], kind: 'read', root: true });
@@ -35,3 +36,5 @@ export const versionReq = (): RunRequest => ({
   root: true,
   allowFailure: true,
 });
+
+export const ROOT_PROGRAMS: readonly RootProgram[] = [sbin('blockdev', 'util-linux', 'device sizes, flush buffers')];

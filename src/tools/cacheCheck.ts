@@ -1,5 +1,6 @@
 /** thin-provisioning-tools' cache_check: is a dm-cache metadata device consistent? */
-import type { RunRequest } from '../exec/types.js';
+import type { RootProgram, RunRequest } from '../exec/types.js';
+import { sbin } from './program.js';
 
 /** Quiet check of one metadata device: exit 0 = consistent, anything else = reset it. */
 export const checkReq = (metadataDevice: string): RunRequest => ({
@@ -16,3 +17,7 @@ export const versionReq = (): RunRequest => ({
   root: true,
   allowFailure: true,
 });
+
+export const ROOT_PROGRAMS: readonly RootProgram[] = [
+  sbin('cache_check', 'thin-provisioning-tools', "check a lazy cache's metadata before reuse, version probe (doctor)"),
+];

@@ -3,7 +3,8 @@
  * cowstack uses. Tables are passed as one argv element (`--table`), never through a shell.
  */
 import { commandFailed } from '../exec/errors.js';
-import type { RunRequest, Runner } from '../exec/types.js';
+import type { RootProgram, RunRequest, Runner } from '../exec/types.js';
+import { sbin } from './program.js';
 
 const req = (args: string[], kind: RunRequest['kind'], extra: Partial<RunRequest> = {}): RunRequest => ({
   argv: ['dmsetup', ...args],
@@ -364,3 +365,7 @@ export const versionReq = (): RunRequest => ({
   root: true,
   allowFailure: true,
 });
+
+export const ROOT_PROGRAMS: readonly RootProgram[] = [
+  sbin('dmsetup', 'dmsetup', 'map/unmap cowstack snapshot devices, read tables and status'),
+];

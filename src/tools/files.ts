@@ -2,7 +2,8 @@
  * Reading and writing small files and sysfs through the runner, so the same code works
  * locally and over ssh. Writes go through `install` with the content on stdin.
  */
-import type { RunRequest, Runner } from '../exec/types.js';
+import type { RootProgram, RunRequest, Runner } from '../exec/types.js';
+import { bin, SETUP } from './program.js';
 
 export const readFileReq = (path: string): RunRequest => ({
   argv: ['cat', '--', path],
@@ -107,3 +108,14 @@ export const moveReq = (from: string, to: string): RunRequest => ({
   argv: ['mv', '-f', '--', from, to],
   kind: 'write',
 });
+
+/** Also used by flock.ts (the lock directory, the holder file) and iscsiadm.ts (a node record). */
+export const ROOT_PROGRAMS: readonly RootProgram[] = [
+  bin('cat', 'coreutils', 'read lvm.conf, lvmlocal.conf, journal entries, sysfs dm names'),
+  bin(
+    'install',
+    'coreutils',
+    "write journal entries, the node lock's directory and holder (and lvm.conf at set-up) from stdin",
+  ),
+  bin('mv', 'coreutils', 'put a rewritten lvm.conf/lvmlocal.conf in place', SETUP),
+];

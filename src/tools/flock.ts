@@ -4,7 +4,8 @@
  * root's and 0700: a lock file anyone could open could be flocked by anyone (flock needs
  * only read access), which would stall every operation on the node.
  */
-import type { RunRequest } from '../exec/types.js';
+import type { RootProgram, RunRequest } from '../exec/types.js';
+import { bin } from './program.js';
 import { STDIN_PATH } from './files.js';
 
 export const LOCK_DIR = '/run/lock/cowstack';
@@ -51,3 +52,7 @@ export const readHolderReq = (key: string): RunRequest => ({
   root: true,
   allowFailure: true,
 });
+
+export const ROOT_PROGRAMS: readonly RootProgram[] = [
+  bin('flock', 'util-linux', 'hold the node lock for an operation'),
+];

@@ -3,7 +3,8 @@
  * links of the VM directories, the node's name, who holds a device). Most run as the
  * service user; only those that touch root's files or other users' processes run as root.
  */
-import type { RunRequest, Runner } from '../exec/types.js';
+import type { RootProgram, RunRequest, Runner } from '../exec/types.js';
+import { bin, SETUP } from './program.js';
 
 /** The node's name as the cluster registers it (uname -n, what lvmlockd and sanlock see too). */
 export const nodeNameReq = (): RunRequest => ({ argv: ['uname', '-n'], kind: 'read' });
@@ -111,3 +112,9 @@ export const sudoersCheckReq = (file: string): RunRequest => ({
   kind: 'write',
   allowFailure: true,
 });
+
+export const ROOT_PROGRAMS: readonly RootProgram[] = [
+  bin('fuser', 'psmisc', 'name the processes holding a device open'),
+  bin('rm', 'coreutils', 'remove finished journal entries'),
+  bin('cp', 'coreutils', 'back up lvm.conf/lvmlocal.conf once', SETUP),
+];

@@ -3,7 +3,8 @@
  * in), 21 = no objects found (no session/record), 24 = login failed (auth), 8 = timeout,
  * 4 = transport error, 11 = PDU timeout (what discovery of a refused connection returns).
  */
-import type { RunRequest } from '../exec/types.js';
+import type { RootProgram, RunRequest } from '../exec/types.js';
+import { sbin } from './program.js';
 import { STDIN_PATH } from './files.js';
 
 export const ISCSI_ERR = {
@@ -148,3 +149,7 @@ export const writeRecordReq = (file: string, content: string): RunRequest => ({
   root: true,
   input: content,
 });
+
+export const ROOT_PROGRAMS: readonly RootProgram[] = [
+  sbin('iscsiadm', 'open-iscsi', 'node records, login/logout, rescan, sessions'),
+];

@@ -4,7 +4,8 @@
  * the shared LUN (faster, and blind to VGs inside VM disks), and never autoactivates.
  */
 import { commandFailed } from '../exec/errors.js';
-import type { RunRequest, Runner } from '../exec/types.js';
+import type { RootProgram, RunRequest, Runner } from '../exec/types.js';
+import { sbin, SETUP } from './program.js';
 
 export interface LvmScope {
   /** Accept only these device path regexes (e.g. the repository LUN's by-path link). */
@@ -401,3 +402,20 @@ export const versionReq = (): RunRequest => ({
   root: true,
   allowFailure: true,
 });
+
+/** The LVM commands these builders spell (lvmRequest's first argument). */
+export const ROOT_PROGRAMS: readonly RootProgram[] = [
+  sbin('lvs', 'lvm2', 'report LVs (json)'),
+  sbin('vgs', 'lvm2', 'report VGs (json)'),
+  sbin('pvs', 'lvm2', 'report PVs (json)'),
+  sbin('lvcreate', 'lvm2', 'create image and COW LVs'),
+  sbin('lvchange', 'lvm2', 'activate/deactivate/refresh LVs, tags, read-only'),
+  sbin('lvremove', 'lvm2', 'remove image and COW LVs'),
+  sbin('lvrename', 'lvm2', 'rename images'),
+  sbin('lvextend', 'lvm2', 'grow COW LVs'),
+  sbin('vgchange', 'lvm2', 'start the lockspace, register host ids as VG tags'),
+  sbin('lvmconfig', 'lvm2', 'read one lvm.conf setting (doctor)'),
+  sbin('lvm', 'lvm2', 'version probe (doctor)'),
+  sbin('vgcreate', 'lvm2', 'create the shared repository VG (cluster init)', SETUP),
+  sbin('vgremove', 'lvm2', 'undo a half-made cluster init', SETUP),
+];

@@ -3,7 +3,8 @@
  * lvmlockd names its sanlock lockspace `lvm_<VG>` and keeps leases in the VG's hidden
  * `lvmlock` LV; the resource name of an LV's lease is the LV's UUID.
  */
-import type { RunRequest } from '../exec/types.js';
+import type { RootProgram, RunRequest } from '../exec/types.js';
+import { sbin } from './program.js';
 
 export const clientStatusReq = (): RunRequest => ({
   argv: ['sanlock', 'client', 'status'],
@@ -158,3 +159,8 @@ export const lvmlockctlProbeReq = (): RunRequest => ({
   root: true,
   allowFailure: true,
 });
+
+export const ROOT_PROGRAMS: readonly RootProgram[] = [
+  sbin('lvmlockctl', 'lvm2-lockd', 'is lvmlockd up (--info)'),
+  sbin('sanlock', 'sanlock', 'lockspaces, lease owners (client status/gets/host_status, direct dump)'),
+];

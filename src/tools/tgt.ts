@@ -4,7 +4,8 @@
  * Backing stores are opened with O_DIRECT (`--bsoflags direct`), so the target keeps no
  * page cache of the LUN: what one initiator wrote is what another reads.
  */
-import type { RunRequest } from '../exec/types.js';
+import type { RootProgram, RunRequest } from '../exec/types.js';
+import { bin, sbin, SERVER } from './program.js';
 
 const adm = (args: string[], kind: RunRequest['kind'], title?: string): RunRequest => ({
   argv: ['tgtadm', '--lld', 'iscsi', ...args],
@@ -135,3 +136,9 @@ export const sparseFileReq = (file: string, bytes: number): RunRequest => ({
   root: true,
   timeout: 'change',
 });
+
+export const ROOT_PROGRAMS: readonly RootProgram[] = [
+  sbin('tgtadm', 'tgt', 'tgt targets, LUNs, initiator ACLs', SERVER),
+  sbin('tgt-admin', 'tgt', 'dump the running tgt configuration (target save)', SERVER),
+  bin('truncate', 'coreutils', 'create a sparse backing file for a tgt file LUN', SERVER),
+];

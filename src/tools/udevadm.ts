@@ -1,5 +1,6 @@
 /** udevadm adapter: wait for udev to finish creating /dev links after a change. */
-import type { RunRequest } from '../exec/types.js';
+import type { RootProgram, RunRequest } from '../exec/types.js';
+import { bin } from './program.js';
 
 export const settleReq = (timeoutSeconds = 30): RunRequest => ({
   argv: ['udevadm', 'settle', `--timeout=${timeoutSeconds}`],
@@ -19,3 +20,5 @@ export const versionReq = (): RunRequest => ({
   root: true,
   allowFailure: true,
 });
+
+export const ROOT_PROGRAMS: readonly RootProgram[] = [bin('udevadm', 'udev', 'wait for /dev links (settle)')];
