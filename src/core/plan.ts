@@ -3,6 +3,7 @@
  * undo it. Core modules compute plans from observed state; runPlan executes them and, if
  * a step fails, undoes the completed steps in reverse so nothing is left half-done.
  */
+import { noCommandResult } from '../exec/results.js';
 import type { RunRequest, RunResult, Runner } from '../exec/types.js';
 import { journalSinkOf } from './journalSink.js';
 import { isTransientLockError } from './locks.js';
@@ -46,7 +47,7 @@ async function runStep(runner: Runner, step: Step, observer: PlanObserver): Prom
   const sink = step.record === undefined ? undefined : journalSinkOf(runner.target);
   if (sink) {
     await sink.append(step.record!);
-    return { argv: [], exitCode: 0, stdout: '', stderr: '', durationMs: 0 };
+    return noCommandResult();
   }
   for (let attempt = 1; ; attempt++) {
     try {

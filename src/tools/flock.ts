@@ -9,7 +9,8 @@
  * operation on the node. When the directory is missing (a fresh node), flock cannot open the
  * lock file and exits 66; the caller creates the directory and tries once more.
  */
-import type { RunRequest } from '../exec/types.js';
+import type { RootProgram, RunRequest } from '../exec/types.js';
+import { bin } from './program.js';
 
 export const JOURNAL_DIR = process.env.COWSTACK_JOURNAL_DIR ?? '/var/lib/cowstack/journal';
 /** flock's exit code when -w ran out (-E): distinct from tee's and flock's own errors. */
@@ -66,3 +67,8 @@ export const truncateLogReq = (key: string): RunRequest => ({
   kind: 'write',
   root: true,
 });
+
+export const ROOT_PROGRAMS: readonly RootProgram[] = [
+  bin('flock', 'util-linux', "hold the node lock while tee appends the operation's records to the VG's journal log"),
+  bin('tail', 'coreutils', "read a journal log's end to name the lock holder"),
+];
