@@ -19,6 +19,7 @@ import {
 } from './cacheWrite.js';
 import type { CacheMapMode } from './config.js';
 import type { Runner } from '../exec/types.js';
+import * as blockData from '../tools/blockData.js';
 import * as dmsetup from '../tools/dmsetup.js';
 import * as lvm from '../tools/lvm.js';
 import { dmName, dmUuid, lvMapperName, lvMapperPath } from './dmNames.js';
@@ -27,7 +28,7 @@ import { whoHolds } from './holders.js';
 import { beginStep, endStep } from './journal.js';
 import { isLockRefusal, lockConflict } from './locks.js';
 import { chunkTag, isFrozen, parentTag, roleTag, stateTag, type CloneObj, type CowObj } from './metadata.js';
-import { findClone, findObj, observe, type NodeState } from './observe.js';
+import { findClone, findObj, observe, observeRepo, type NodeState } from './observe.js';
 import { runPlan, type PlanObserver, type Step } from './plan.js';
 import {
   activateStep,
@@ -85,6 +86,11 @@ export interface CreateCloneOptions {
   chunk?: string;
   /** Default COW size as a percentage of the parent's virtual size. */
   defaultPercent?: number;
+  /**
+   * Leave the new COW active exclusively here (the caller maps it next: TM clone): it is
+   * then created, zeroed and marked live without being deactivated in between.
+   */
+  keepActive?: boolean;
 }
 
 export interface CloneResult {
@@ -108,6 +114,8 @@ export interface CloneResult {
   flushSeconds?: number;
   /** The operation succeeded; something after it (releasing unused ancestors) did not. */
   warnings?: string[];
+  /** create: the new COW's LV as read back (its uuid), for a caller that maps it next. */
+  lv?: lvm.LvInfo;
 }
 
 export function chunkSectorsOf(text: string): number {
@@ -122,10 +130,15 @@ export function chunkSectorsOf(text: string): number {
   return sectors;
 }
 
-export async function createClone(ctx: OpContext, opts: CreateCloneOptions): Promise<CloneResult> {
+/**
+ * With `seen`, the caller's observation of this node (taken under the node lock) is used
+ * instead of a new one.
+ */
+export async function createClone(ctx: OpContext, opts: CreateCloneOptions, seen?: NodeState): Promise<CloneResult> {
   validateLvName(opts.name, 'clone name');
   const chunkSectors = chunkSectorsOf(opts.chunk ?? '4K');
-  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  // Only names, tags and sizes matter here: the repository, not the node's devices.
+  const state = seen ?? (await observeRepo(ctx.runner, ctx.vg, ctx.scope));
   const parent = findObj(state, opts.from);
   if (!isFrozen(parent)) {
     throw refused(
@@ -194,34 +207,24 @@ export async function createClone(ctx: OpContext, opts: CreateCloneOptions): Pro
   }
 
   const ref = `${ctx.vg}/${opts.name}`;
+  // One lvcreate makes the COW, activates it exclusively and zeroes its first 4 KiB (-Zy), which
+  // holds the snapshot header's magic: dm-snapshot then starts an empty exception store. The
+  // initializing tag stays until the header is known to be zero, so no node ever maps a COW
+  // whose creation a crash cut short (recover finishes or removes it).
   const create: Step = {
     title: `create COW ${ref} (${formatSize(cowBytes)}, chunk ${formatSize(chunkBytes)}) on ${parent.name}`,
-    req: lvm.lvmRequest(
-      'lvcreate',
-      [
-        '-an',
-        '-Zn',
-        '-Wn',
-        '--setautoactivation',
-        'n',
-        '-L',
-        `${cowBytes}b`,
-        '-n',
-        opts.name,
-        '--addtag',
-        roleTag('clone'),
-        '--addtag',
-        stateTag('initializing'),
-        '--addtag',
-        parentTag(parent.uuid),
-        '--addtag',
-        chunkTag(chunkSectors),
-        ctx.vg,
-      ],
-      'write',
+    req: lvm.createLvReq(
+      {
+        vg: ctx.vg,
+        name: opts.name,
+        bytes: cowBytes,
+        activate: 'ey',
+        zero: true,
+        tags: [roleTag('clone'), stateTag('initializing'), parentTag(parent.uuid), chunkTag(chunkSectors)],
+      },
       ctx.scope,
     ),
-    undo: [lvm.lvmRequest('lvremove', ['-y', ref], 'write', ctx.scope)],
+    undo: [lvm.removeLvReq(ref, ctx.scope)],
   };
   const journal = { op: 'create-clone' as const, vg: ctx.vg, name: opts.name };
   const placeholder = { vg: ctx.vg, name: opts.name } as CowObj;
@@ -229,7 +232,7 @@ export async function createClone(ctx: OpContext, opts: CreateCloneOptions): Pro
     await runGuarded(ctx, [
       beginStep(journal),
       create,
-      ...finishCreateSteps(ctx, placeholder, chunkSectors, false),
+      markLiveStep(ctx, placeholder, opts.keepActive),
       endStep(journal),
     ]);
   } catch (e) {
@@ -245,51 +248,42 @@ export async function createClone(ctx: OpContext, opts: CreateCloneOptions): Pro
     }
     throw e;
   }
-  const uuid = ctx.dryRun ? undefined : (await lvm.findLv(ctx.runner, ctx.vg, opts.name, ctx.scope))?.uuid;
-  return { ...base, uuid, action: 'created' };
+  const lv = ctx.dryRun ? undefined : await lvm.findLv(ctx.runner, ctx.vg, opts.name, ctx.scope);
+  return { ...base, uuid: lv?.uuid, action: 'created', ...(lv ? { lv } : {}) };
 }
 
-/** Zero the first chunk (a stale "SnAp" header would attach garbage), then mark it live. */
-function finishCreateSteps(
-  ctx: OpContext,
-  o: Pick<CowObj, 'vg' | 'name'>,
-  chunkSectors: number,
-  journal = true,
-): Step[] {
+/** Mark the zeroed COW live; deactivate it in the same command unless the caller maps it next. */
+function markLiveStep(ctx: OpContext, o: Pick<CowObj, 'vg' | 'name'>, keepActive = false): Step {
+  const ref = `${o.vg}/${o.name}`;
+  return {
+    title: `mark ${ref} live${keepActive ? '' : ' and release it'}`,
+    req: lvm.changeLvReq(
+      ref,
+      {
+        ...(keepActive ? {} : { activate: 'n' as const }),
+        tags: { del: [stateTag('initializing')], add: [stateTag('live')] },
+      },
+      ctx.scope,
+    ),
+  };
+}
+
+/**
+ * Finish a creation a crash cut short: zero the first chunk (a stale "SnAp" header would
+ * attach garbage; the lvcreate may have died before its own zeroing), then mark it live.
+ */
+function finishCreateSteps(ctx: OpContext, o: Pick<CowObj, 'vg' | 'name'>, chunkSectors: number): Step[] {
   const ref = `${o.vg}/${o.name}`;
   const j = { op: 'create-clone' as const, vg: o.vg, name: o.name };
   const steps: Step[] = [
     activateStep(o as CowObj, 'exclusive', ctx.scope),
     {
       title: `zero the first chunk of ${ref}`,
-      req: {
-        argv: [
-          'dd',
-          'if=/dev/zero',
-          `of=${lvMapperPath(o.vg, o.name)}`,
-          `bs=${chunkSectors * 512}`,
-          'count=1',
-          'oflag=direct',
-          'conv=fsync',
-          'status=none',
-        ],
-        kind: 'write',
-        root: true,
-        timeout: 'change',
-      },
+      req: blockData.zeroHeaderReq(lvMapperPath(o.vg, o.name), chunkSectors * 512),
     },
-    deactivateStep(o as CowObj, ctx.scope),
-    {
-      title: `mark ${ref} live`,
-      req: lvm.lvmRequest(
-        'lvchange',
-        ['--deltag', stateTag('initializing'), '--addtag', stateTag('live'), ref],
-        'write',
-        ctx.scope,
-      ),
-    },
+    markLiveStep(ctx, o),
   ];
-  return journal ? [beginStep(j), ...steps, endStep(j)] : steps;
+  return [beginStep(j), ...steps, endStep(j)];
 }
 
 // ---- map / unmap -------------------------------------------------------------------------
@@ -302,17 +296,30 @@ export interface MapOptions {
   cache?: CacheMapMode[];
   /** Data size of the lazy cache if one is created (default: ctx.cacheLazySize, else a quarter of the image). */
   lazySize?: string;
+  /** The caller's observation (observeForMap, under the node lock), with the clone in it. */
+  seen?: NodeState;
+  /** The uuid of the clone when the caller just created it here, kept active (createClone keepActive). */
+  createdHere?: string;
+}
+
+/**
+ * What map observes: the node, and its cache VG when the map's cache modes need it. The cache
+ * VG is looked at even with --cache none: a write-back cache left there for this clone holds
+ * its newest blocks and must be re-attached, never mapped around.
+ */
+export function observeForMap(ctx: OpContext, opts: Pick<MapOptions, 'cache'> = {}): Promise<NodeState> {
+  const modes = opts.cache ?? ctx.cacheMap ?? [];
+  const cacheWhen = modes.includes('replica') || modes.includes('write') || modes.includes('lazy') ? 'always' : 'auto';
+  return observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg, cacheWhen);
 }
 
 export async function mapClone(ctx: OpContext, name: string, opts: MapOptions = {}): Promise<CloneResult> {
   const modes = opts.cache ?? ctx.cacheMap ?? [];
-  // The cache VG is looked at even with --cache none: a write-back cache left there for this
-  // clone holds its newest blocks and must be re-attached, never mapped around.
   const cacheVg = ctx.cacheVg;
   const cacheWhen = modes.includes('replica') || modes.includes('write') || modes.includes('lazy') ? 'always' : 'auto';
   const lazyText = opts.lazySize ?? ctx.cacheLazySize;
   const lazyBytes = lazyText !== undefined ? parseSize(lazyText, 'lazy cache size') : undefined;
-  let state = await observe(ctx.runner, ctx.vg, ctx.scope, cacheVg, cacheWhen);
+  let state = opts.seen ?? (await observeForMap(ctx, opts));
   const found = findObj(state, name);
   if (found.kind === 'image')
     throw usageError(
@@ -415,7 +422,10 @@ export async function mapClone(ctx: OpContext, name: string, opts: MapOptions = 
       };
     }
   }
-  const plan = planStack(state, o, ctx.scope, { replica: !modes.includes('none') });
+  const plan = planStack(state, o, ctx.scope, {
+    replica: !modes.includes('none'),
+    ...(opts.createdHere ? { createdHere: opts.createdHere } : {}),
+  });
   await verifyExisting(ctx.runner, state, plan);
   const mode = o.state === 'live' ? 'rw' : 'ro';
   const writeback =

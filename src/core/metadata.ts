@@ -86,7 +86,8 @@ export class Repo {
 
   constructor(
     readonly vg: string,
-    lvs: LvInfo[],
+    /** The LVs it was built from (a caller adds one it created: observe.withLv). */
+    readonly lvs: LvInfo[],
   ) {
     for (const lv of lvs) {
       const o = fromLv(lv);

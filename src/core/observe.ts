@@ -8,8 +8,26 @@ import { observeCache } from './cache.js';
 import { WB_HOST_TAG } from './cacheWrite.js';
 import { lvMapperName } from './dmNames.js';
 import type { CacheState } from './cacheMeta.js';
-import { Repo, type CloneObj, type CowObj, type ImageObj } from './metadata.js';
+import { Repo, stateTag, type CloneObj, type CowObj, type ImageObj } from './metadata.js';
 import { validateLvName, validateVgName } from './validate.js';
+
+const vgMissing = (runner: Runner, vg: string) =>
+  notFound(
+    `repository VG ${vg} is not visible on ${runner.target}`,
+    'log in to the LUN and join the cluster: cowstack initiator login …, cowstack cluster join',
+  );
+
+/**
+ * `lvs --nolocking` reports every local activation as exclusive; lvmlockd knows the real
+ * mode. It matters only for a writable LV (a live clone, a writable image) active here: a
+ * frozen LV is only ever read. Asked only then, which spares the command in most operations.
+ */
+async function lockModesIfNeeded(runner: Runner, reported: lvm.LvInfo[]): Promise<Map<string, 'ex' | 'sh'>> {
+  return reported.some((l) => l.activeLocally && !isFrozenLv(l)) ? sanlock.lvLockModes(runner) : new Map();
+}
+
+/** A sealed image or committed clone (read-only in LVM and by its state tag). */
+const isFrozenLv = (l: lvm.LvInfo) => l.tags.includes(stateTag('sealed')) || l.tags.includes(stateTag('committed'));
 
 export interface NodeState {
   vg: string;
@@ -37,18 +55,14 @@ export async function observe(
 ): Promise<NodeState> {
   validateVgName(vg);
   if (cacheVg) validateVgName(cacheVg);
-  const [early, reported, devices, modes] = await Promise.all([
+  const [early, reported, devices] = await Promise.all([
     cacheVg && cacheWhen === 'always' ? observeCache(runner, cacheVg) : undefined,
     lvm.lvs(runner, vg, scope),
     dmsetup.listDevices(runner),
-    sanlock.lvLockModes(runner),
   ]);
-  const lvs = sanlock.withLockModes(reported, modes);
+  const lvs = sanlock.withLockModes(reported, await lockModesIfNeeded(runner, reported));
   if (!lvs.length && !(await lvm.vgs(runner, vg, scope)).length) {
-    throw notFound(
-      `repository VG ${vg} is not visible on ${runner.target}`,
-      'log in to the LUN and join the cluster: cowstack initiator login …, cowstack cluster join',
-    );
+    throw vgMissing(runner, vg);
   }
   let cache = early;
   if (cacheVg && !cache) {
@@ -64,6 +78,25 @@ export async function observe(
     ...(cache ? { cache } : {}),
   };
 }
+
+/**
+ * The repository alone (one lvs, and lvmlockd's lock modes only when a writable LV is active
+ * here): for operations that decide from names, tags and sizes, never from the node's
+ * devices (clone create). `devices` is empty.
+ */
+export async function observeRepo(runner: Runner, vg: string, scope: lvm.LvmScope = {}): Promise<NodeState> {
+  validateVgName(vg);
+  const reported = await lvm.lvs(runner, vg, scope);
+  if (!reported.length && !(await lvm.vgs(runner, vg, scope)).length) throw vgMissing(runner, vg);
+  const lvs = sanlock.withLockModes(reported, await lockModesIfNeeded(runner, reported));
+  return { vg, repo: new Repo(vg, lvs), devices: new Map() };
+}
+
+/** The state with one more LV (one this operation created and read back). */
+export const withLv = (state: NodeState, lv: lvm.LvInfo): NodeState => ({
+  ...state,
+  repo: new Repo(state.vg, [...state.repo.lvs.filter((l) => l.name !== lv.name), lv]),
+});
 
 export function findObj(state: NodeState, name: string): CowObj {
   validateLvName(name, 'name');

@@ -25,6 +25,8 @@ export interface Step {
   record?: string;
   /** The record that reverts this step's record, in place of `undo` under the node lock. */
   undoRecord?: string;
+  /** The LV (vg/lv) this step deactivates and nothing else: such steps can ride in one lvchange. */
+  deactivates?: string;
 }
 
 export interface PlanObserver {

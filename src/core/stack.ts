@@ -4,7 +4,7 @@
  *   node) -> rw snapshot over the live clone's COW (exclusive) = the VM's disk.
  * Plans are computed from one observation; existing devices are verified, never replaced.
  */
-import { CowstackError, EXIT, refused } from '../exec/errors.js';
+import { CommandError, CowstackError, EXIT, refused } from '../exec/errors.js';
 import type { Runner } from '../exec/types.js';
 import * as dmsetup from '../tools/dmsetup.js';
 import * as lvm from '../tools/lvm.js';
@@ -27,8 +27,44 @@ export const activateStep = (o: CowObj, mode: 'shared' | 'exclusive', scope: lvm
 });
 export const deactivateStep = (o: CowObj, scope: lvm.LvmScope = {}): Step => ({
   title: `deactivate ${lvRef(o)}`,
-  req: lvm.lvmRequest('lvchange', ['-an', lvRef(o)], 'write', scope),
+  req: lvm.deactivateReq(lvRef(o), scope),
+  deactivates: lvRef(o),
 });
+
+/**
+ * One lvchange -an for the target's LV and the ancestors an operation releases after it, when
+ * the ancestors' part is nothing but deactivations (no device of theirs to remove first): the
+ * target's deactivation moves to the end of its plan, which is safe because nothing of the
+ * target's is used by what is removed after it. LVM deactivates each LV it can; a failure
+ * naming only ancestors (another operation started using one) becomes a warning, as when the
+ * ancestors are released on their own; any other failure fails the target's plan.
+ * Returns undefined when the parts do not have that shape.
+ */
+export function foldRelease(
+  own: Step[],
+  ancestors: Step[],
+  warnings: string[],
+  scope: lvm.LvmScope = {},
+): Step[] | undefined {
+  const last = own.at(-1);
+  if (!last?.deactivates || !ancestors.length || !ancestors.every((s) => s.deactivates)) return undefined;
+  const refs = [last, ...ancestors].map((s) => s.deactivates!);
+  const names = (text: string, ref: string) =>
+    new RegExp(`(^|[^A-Za-z0-9+_.-])${ref.replace(/[.+]/g, '\\$&')}($|[^A-Za-z0-9+_.-])`, 'm').test(text);
+  const merged: Step = {
+    title: `deactivate ${refs.join(' ')}`,
+    req: { ...lvm.deactivateReq(refs, scope), allowFailure: true },
+    check: (r) => {
+      if (r.exitCode === 0) return;
+      const mine = !names(r.stderr, refs[0]!) && refs.slice(1).some((ref) => names(r.stderr, ref));
+      if (!mine) throw new CommandError('this node', r.argv, r.exitCode, r.stderr);
+      warnings.push(
+        'releasing unused ancestors on this node failed (another operation may be using them now): ' + r.stderr.trim(),
+      );
+    },
+  };
+  return [...own.slice(0, -1), merged];
+}
 
 /**
  * Decisions made from an observation taken before the COW's lock are made again once this
@@ -99,6 +135,12 @@ export interface StackPlan {
 export interface StackOptions {
   /** false: do not stand on a local replica or lazy cache even when there is one (`--cache none`). */
   replica?: boolean;
+  /**
+   * The live clone this operation created here with lvcreate -aey and marked live itself:
+   * held exclusively since it was made, so nothing can have grown or committed it since, and
+   * neither a refresh nor a re-read is needed before its writable device.
+   */
+  createdHere?: string;
 }
 
 export function planStack(
@@ -166,7 +208,7 @@ export function planStack(
       // mapped, in which case the mapping is verified below and nothing runs at all.
       if (!o.lv.activeLocally)
         steps.push(activateStep(o, 'exclusive', scope), stillLiveStep(o, 'map it writable', scope));
-      else if (!state.devices.has(dmName('rw', o.uuid))) {
+      else if (!state.devices.has(dmName('rw', o.uuid)) && o.uuid !== opts.createdHere) {
         steps.push(
           { title: `refresh ${lvRef(o)}`, req: lvm.lvmRequest('lvchange', ['--refresh', lvRef(o)], 'write', scope) },
           stillLiveStep(o, 'map it writable', scope),

@@ -10,7 +10,15 @@ import path from 'node:path';
 import { CowstackError, EXIT, notFound, refused, usageError } from '../exec/errors.js';
 import type { Runner } from '../exec/types.js';
 import * as lvm from '../tools/lvm.js';
-import { createClone, growClone, mapClone, runGuarded, unmapClone, type OpContext } from '../core/clones.js';
+import {
+  createClone,
+  growClone,
+  mapClone,
+  observeForMap,
+  runGuarded,
+  unmapClone,
+  type OpContext,
+} from '../core/clones.js';
 import { lvMapperName, lvMapperPath } from '../core/dmNames.js';
 import { isTransientLockError } from '../core/locks.js';
 import { flattenClone } from '../core/flatten.js';
@@ -18,7 +26,7 @@ import { removeLvs } from '../core/gc.js';
 import { createImage } from '../core/images.js';
 import { growVolatile, saveLiveAsImage } from '../core/lineage.js';
 import type { CowObj } from '../core/metadata.js';
-import { observe, type NodeState } from '../core/observe.js';
+import { observe, withLv, type NodeState } from '../core/observe.js';
 import { recover } from '../core/recover.js';
 import { activateStep, deactivateStep, lvRef } from '../core/stack.js';
 import { EXTENT, roundUp } from '../core/validate.js';
@@ -125,14 +133,25 @@ async function clone(env: TmEnv, req: Extract<TmRequest, { action: 'clone' | 'ln
   checkVg(env, req.src);
   const ctx = ctxOf(env, req.dst.host);
   const name = diskLv(req.vmId, req.dst.diskId);
-  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  // One observation for both steps: the new COW stays active exclusively from its lvcreate on,
+  // and map builds on what create read back instead of looking at the node again.
+  let state = await observeForMap(ctx);
   const o = state.repo.byName.get(name);
+  let createdHere: string | undefined;
   // A re-run after snapshots exist: the disk is there already (its parent is a snapshot).
   if (!(o?.kind === 'clone' && o.state === 'live')) {
-    const r = await createClone(ctx, { name, from: req.src.lv, chunk: env.chunk, defaultPercent: env.cowPercent });
+    const r = await createClone(
+      ctx,
+      { name, from: req.src.lv, chunk: env.chunk, defaultPercent: env.cowPercent, keepActive: true },
+      state,
+    );
     env.info(`${r.action === 'created' ? 'created' : 'found'} COW clone ${env.vg}/${name} of ${req.src.lv}`);
+    if (r.action === 'created' && r.lv) {
+      state = withLv(state, r.lv);
+      createdHere = r.lv.uuid;
+    } else state = await observeForMap(ctx);
   }
-  const m = await mapClone(ctx, name);
+  const m = await mapClone(ctx, name, { seen: state, ...(createdHere ? { createdHere } : {}) });
   await link(ctx.runner, m.device!, req.dst);
   env.info(`${req.dst.path} -> ${m.device} on ${req.dst.host}`);
 }

@@ -212,11 +212,18 @@ export function expectObserve(
   devs: Dev[] = [],
   vg = VG,
 ): RecordingRunner {
-  return r
-    .expect(lvsArgv(vg), { kind: 'read', stdout: lvsJson(rows) })
-    .expect(DM_INFO, { kind: 'read', stdout: dmInfo(devs) })
-    .expect(['lvmlockctl', '--info'], { kind: 'read', stdout: lockInfo(rows, vg) });
+  r.expect(lvsArgv(vg), { kind: 'read', stdout: lvsJson(rows) }).expect(DM_INFO, {
+    kind: 'read',
+    stdout: dmInfo(devs),
+  });
+  return needsLockModes(rows) ? r.expect(['lvmlockctl', '--info'], { kind: 'read', stdout: lockInfo(rows, vg) }) : r;
 }
+
+/** observe asks lvmlockd for lock modes only when a writable LV (not sealed, not committed) is active here. */
+export const needsLockModes = (rows: Array<Record<string, unknown>>): boolean =>
+  parseLvs(lvsJson(rows)).some(
+    (l) => l.activeLocally && !l.tags.some((t) => t === 'cowstack_state:sealed' || t === 'cowstack_state:committed'),
+  );
 
 /** The same observation as a NodeState, through the real parsers, for the pure planners. */
 export function stateOf(rows: Array<Record<string, unknown>>, devs: Dev[] = [], vg = VG): NodeState {
