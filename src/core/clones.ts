@@ -4,10 +4,10 @@
  * rm and grow. Each operation observes, plans, journals and runs; each is idempotent.
  */
 import { CommandError, CowstackError, EXIT, notFound, refused, usageError } from '../exec/errors.js';
-import { replicate } from './cache.js';
-import { lazyDataLvName, writebackLvName } from './cacheMeta.js';
-import { usableReplica } from './cacheStack.js';
-import { attachLazy, lazyDeviceName, lazyDevicePath, type LazyResult } from './cacheLazy.js';
+import { replicate } from './cache/replicate.js';
+import { lazyDataLvName, writebackLvName } from './cache/meta.js';
+import { usableReplica } from './cache/replica.js';
+import { attachLazy, lazyDeviceName, lazyDevicePath, type LazyResult } from './cache/lazy.js';
 import {
   createWritebackSteps,
   markWbHostStep,
@@ -16,7 +16,7 @@ import {
   releaseWriteback,
   wbHostOf,
   writebackLv,
-} from './cacheWrite.js';
+} from './cache/writeback.js';
 import type { CacheMapMode } from './config.js';
 import type { Runner } from '../exec/types.js';
 import * as dmsetup from '../tools/dmsetup.js';

@@ -7,7 +7,7 @@ import {
   type CacheReport,
   type DropResult,
   type ReplicateResult,
-} from '../../core/cache.js';
+} from '../../core/cache/replicate.js';
 import { formatSize } from '../../core/validate.js';
 import { usageError } from '../../exec/errors.js';
 import { createContext } from '../context.js';

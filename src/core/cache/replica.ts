@@ -2,11 +2,11 @@
  * How caches enter a clone's device stack (planStack): which replica a clone may stand on,
  * and the steps that make it ready. Pure: no I/O here.
  */
-import * as lvm from '../tools/lvm.js';
-import { cacheTag, type CacheLv, type CacheState } from './cacheMeta.js';
-import { sameUuid } from './dmNames.js';
-import type { ImageObj } from './metadata.js';
-import type { Step } from './plan.js';
+import * as lvm from '../../tools/lvm.js';
+import { cacheTag, type CacheLv, type CacheState } from './meta.js';
+import { sameUuid } from '../dmNames.js';
+import type { ImageObj } from '../metadata.js';
+import type { Step } from '../plan.js';
 
 /**
  * The replica a clone of `image` may stand on: complete, made from exactly this LV (uuid)

@@ -17,8 +17,8 @@
  *   cowstack_used:<epoch seconds>  last map that used it (least recently used is evicted first)
  * The cache VG is local (not shared, no lvmlockd locks): it lives on the node's own disk.
  */
-import type { LvInfo } from '../tools/lvm.js';
-import { compactUuid, lvMapperPath } from './dmNames.js';
+import type { LvInfo } from '../../tools/lvm.js';
+import { compactUuid, lvMapperPath } from '../dmNames.js';
 
 export const CTAG = {
   kind: 'cowstack_cache:',

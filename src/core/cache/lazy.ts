@@ -20,9 +20,9 @@
  * A created device that reports `needs_check` is reset too. Bound to the origin LV's UUID
  * (names and tags): an image re-created under the same name never sees the old cache.
  */
-import { CowstackError, EXIT } from '../exec/errors.js';
-import * as dmsetup from '../tools/dmsetup.js';
-import * as lvm from '../tools/lvm.js';
+import { CowstackError, EXIT } from '../../exec/errors.js';
+import * as dmsetup from '../../tools/dmsetup.js';
+import * as lvm from '../../tools/lvm.js';
 import {
   cacheLvPath,
   cacheTag,
@@ -31,15 +31,15 @@ import {
   type CacheLv,
   type CacheState,
   type LazyState,
-} from './cacheMeta.js';
-import { makeRoom, removeCacheLv } from './cache.js';
-import type { OpContext } from './clones.js';
-import { dmName, dmPath, dmUuid, lvMapperPath, sameUuid } from './dmNames.js';
-import type { ImageObj } from './metadata.js';
-import type { NodeState } from './observe.js';
-import { runPlan, type Step } from './plan.js';
-import { activateStep, lvRef } from './stack.js';
-import { formatSize, roundUp } from './validate.js';
+} from './meta.js';
+import { makeRoom, removeCacheLv } from './replicate.js';
+import type { OpContext } from '../clones.js';
+import { dmName, dmPath, dmUuid, lvMapperPath, sameUuid } from '../dmNames.js';
+import type { ImageObj } from '../metadata.js';
+import type { NodeState } from '../observe.js';
+import { runPlan, type Step } from '../plan.js';
+import { activateStep, lvRef } from '../stack.js';
+import { formatSize, roundUp } from '../validate.js';
 
 /** 64 KiB cache blocks. */
 export const LAZY_BLOCK_SECTORS = 128;

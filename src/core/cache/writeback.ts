@@ -16,18 +16,18 @@
  * outlives a crash: mapping or recovering the clone on this node re-attaches it, never
  * re-initialises it (only a new cache LV gets its superblock zeroed).
  */
-import { CowstackError, EXIT } from '../exec/errors.js';
-import * as dmsetup from '../tools/dmsetup.js';
-import * as lvm from '../tools/lvm.js';
-import { cacheLvPath, cacheTag, writebackLvName, type CacheLv, type CacheState } from './cacheMeta.js';
-import { activateCacheLv } from './cacheStack.js';
-import type { OpContext } from './clones.js';
-import { dmName, dmPath, dmUuid, lvMapperPath, sameUuid } from './dmNames.js';
-import type { CloneObj } from './metadata.js';
-import type { NodeState } from './observe.js';
-import { runPlan, type Step } from './plan.js';
-import { activateStep, lvRef } from './stack.js';
-import { EXTENT, formatSize, roundUp } from './validate.js';
+import { CowstackError, EXIT } from '../../exec/errors.js';
+import * as dmsetup from '../../tools/dmsetup.js';
+import * as lvm from '../../tools/lvm.js';
+import { cacheLvPath, cacheTag, writebackLvName, type CacheLv, type CacheState } from './meta.js';
+import { activateCacheLv } from './replica.js';
+import type { OpContext } from '../clones.js';
+import { dmName, dmPath, dmUuid, lvMapperPath, sameUuid } from '../dmNames.js';
+import type { CloneObj } from '../metadata.js';
+import type { NodeState } from '../observe.js';
+import { runPlan, type Step } from '../plan.js';
+import { activateStep, lvRef } from '../stack.js';
+import { EXTENT, formatSize, roundUp } from '../validate.js';
 
 /** Cache block size: the page size, what VM writes are made of. */
 export const WB_BLOCK_BYTES = 4096;

@@ -6,20 +6,20 @@
  * on the node then stand on the replica (see planStack) and read nothing from the repository.
  * Without a cache VG nothing here runs and everything works uncached.
  */
-import { CowstackError, EXIT, notFound, refused, usageError } from '../exec/errors.js';
-import type { Runner } from '../exec/types.js';
-import { holders, realpath } from '../tools/files.js';
-import * as dmsetup from '../tools/dmsetup.js';
-import * as lvm from '../tools/lvm.js';
-import { cacheLvFrom, cacheLvPath, cacheTag, replicaLvName, type CacheLv, type CacheState } from './cacheMeta.js';
-import { activateCacheLv } from './cacheStack.js';
-import { collectGarbage, runGuarded, type OpContext } from './clones.js';
-import { dmName, lvMapperPath, sameUuid } from './dmNames.js';
-import type { Repo } from './metadata.js';
-import { findImage, observe } from './observe.js';
-import { runPlan, type Step } from './plan.js';
-import { activateStep, lvRef } from './stack.js';
-import { EXTENT, formatSize, validateDevicePath, validateVgName } from './validate.js';
+import { CowstackError, EXIT, notFound, refused, usageError } from '../../exec/errors.js';
+import type { Runner } from '../../exec/types.js';
+import { holders, realpath } from '../../tools/files.js';
+import * as dmsetup from '../../tools/dmsetup.js';
+import * as lvm from '../../tools/lvm.js';
+import { cacheLvFrom, cacheLvPath, cacheTag, replicaLvName, type CacheLv, type CacheState } from './meta.js';
+import { activateCacheLv } from './replica.js';
+import { collectGarbage, runGuarded, type OpContext } from '../clones.js';
+import { dmName, lvMapperPath, sameUuid } from '../dmNames.js';
+import type { Repo } from '../metadata.js';
+import { findImage, observe } from '../observe.js';
+import { runPlan, type Step } from '../plan.js';
+import { activateStep, lvRef } from '../stack.js';
+import { EXTENT, formatSize, validateDevicePath, validateVgName } from '../validate.js';
 
 export const DEFAULT_CACHE_VG = 'cowstack_cache';
 /** Bytes copied between two progress records: small enough to lose little on a crash. */
