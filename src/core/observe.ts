@@ -4,7 +4,7 @@ import type { Runner } from '../exec/types.js';
 import * as dmsetup from '../tools/dmsetup.js';
 import * as lvm from '../tools/lvm.js';
 import * as sanlock from '../tools/sanlock.js';
-import { observeCache } from './cache/replicate.js';
+import { observeCache } from './cache/vg.js';
 import { WB_HOST_TAG } from './cache/writeback.js';
 import { lvMapperName } from './dmNames.js';
 import type { CacheState } from './cache/meta.js';

@@ -32,7 +32,7 @@ import {
   type CacheState,
   type LazyState,
 } from './meta.js';
-import { makeRoom, removeCacheLv } from './replicate.js';
+import { makeRoom, removeCacheLv } from './eviction.js';
 import type { OpContext } from '../clones.js';
 import { dmName, dmPath, dmUuid, lvMapperPath, sameUuid } from '../dmNames.js';
 import type { ImageObj } from '../metadata.js';

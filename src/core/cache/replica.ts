@@ -7,6 +7,7 @@ import { cacheTag, type CacheLv, type CacheState } from './meta.js';
 import { sameUuid } from '../dmNames.js';
 import type { ImageObj } from '../metadata.js';
 import type { Step } from '../plan.js';
+import { activateCacheLv } from './vg.js';
 
 /**
  * The replica a clone of `image` may stand on: complete, made from exactly this LV (uuid)
@@ -22,13 +23,6 @@ export function usableReplica(cache: CacheState | undefined, image: ImageObj): C
       c.sha256 === image.sha256,
   );
 }
-
-export const activateCacheLv = (c: Pick<CacheLv, 'vg' | 'name'>): Step => ({
-  title: `activate cache LV ${c.vg}/${c.name}`,
-  // A local VG: -aey is plain local activation (no lvmlockd lock is involved).
-  req: lvm.lvmRequest('lvchange', ['-aey', `${c.vg}/${c.name}`], 'write'),
-  undo: [lvm.lvmRequest('lvchange', ['-an', `${c.vg}/${c.name}`], 'write')],
-});
 
 /**
  * Record that a map used this replica now: eviction drops the least recently used first.

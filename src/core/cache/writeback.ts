@@ -20,7 +20,7 @@ import { CowstackError, EXIT } from '../../exec/errors.js';
 import * as dmsetup from '../../tools/dmsetup.js';
 import * as lvm from '../../tools/lvm.js';
 import { cacheLvPath, cacheTag, writebackLvName, type CacheLv, type CacheState } from './meta.js';
-import { activateCacheLv } from './replica.js';
+import { activateCacheLv } from './vg.js';
 import type { OpContext } from '../clones.js';
 import { dmName, dmPath, dmUuid, lvMapperPath, sameUuid } from '../dmNames.js';
 import type { CloneObj } from '../metadata.js';
