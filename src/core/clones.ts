@@ -5,7 +5,7 @@
  */
 import { CommandError, CowstackError, EXIT, notFound, refused, usageError } from '../exec/errors.js';
 import { replicate } from './cache/replicate.js';
-import { lazyDataLvName, writebackLvName } from './cache/meta.js';
+import { lazyDataLvName, wbHostOf, writebackLvName } from './cache/meta.js';
 import { usableReplica } from './cache/replica.js';
 import { attachLazy, lazyDeviceName, lazyDevicePath, type LazyResult } from './cache/lazy.js';
 import {
@@ -14,21 +14,18 @@ import {
   nodeName,
   refuseForeignWriteback,
   releaseWriteback,
-  wbHostOf,
   writebackLv,
 } from './cache/writeback.js';
 import type { CacheMapMode } from './config.js';
-import type { Runner } from '../exec/types.js';
 import * as dmsetup from '../tools/dmsetup.js';
 import * as lvm from '../tools/lvm.js';
 import { dmName, dmUuid, lvMapperName, lvMapperPath } from './dmNames.js';
 import { settleReq } from '../tools/udevadm.js';
 import { whoHolds } from './holders.js';
 import { beginStep, endStep } from './journal.js';
-import { isLockRefusal, lockConflict } from './locks.js';
 import { chunkTag, isFrozen, parentTag, roleTag, stateTag, type CloneObj, type CowObj } from './metadata.js';
 import { findClone, findObj, observe, type NodeState } from './observe.js';
-import { runPlan, type PlanObserver, type Step } from './plan.js';
+import { runPlan, type Step } from './plan.js';
 import {
   activateStep,
   deactivateStep,
@@ -42,39 +39,11 @@ import {
   verifyExisting,
 } from './stack.js';
 import { formatSize, parseSize, validateLvName, EXTENT, roundUp } from './validate.js';
+import { collectGarbage } from './gc.js';
+import { runGuarded, type OpContext } from './opContext.js';
 
-export interface OpContext {
-  runner: Runner;
-  vg: string;
-  scope?: lvm.LvmScope;
-  observer?: PlanObserver;
-  dryRun?: boolean;
-  /** The node-local cache VG (config cache.vg); unset: caches are not looked at. */
-  cacheVg?: string;
-  /** What `clone map` does with caches when the caller does not say (config cache.map). */
-  cacheMap?: CacheMapMode[];
-  /** Copy rate limit for replicas made on map (config cache.rateMiBps). */
-  cacheRateMiBps?: number;
-  /** Data size of a new lazy cache (config cache.lazySize); default: see lazyDataBytes. */
-  cacheLazySize?: string;
-}
-
-/**
- * Runs a plan; a lock manager refusal on the way becomes a lock-conflict error naming the LV.
- * With several candidates (a whole stack), the LV is the one the refused command named.
- */
-export async function runGuarded(ctx: OpContext, steps: Step[], lockTarget?: CowObj | CowObj[]): Promise<void> {
-  try {
-    await runPlan(ctx.runner, steps, ctx.observer);
-  } catch (e) {
-    const candidates = lockTarget === undefined ? [] : Array.isArray(lockTarget) ? lockTarget : [lockTarget];
-    if (candidates.length && isLockRefusal(e)) {
-      const hit = candidates.find((c) => e.argv.includes(lvRef(c))) ?? candidates[0]!;
-      throw await lockConflict(ctx.runner, hit.vg, hit.name, hit.uuid, e);
-    }
-    throw e;
-  }
-}
+// Moved out to break an import cycle with src/core/cache (which needs them); still exported here.
+export { collectGarbage, runGuarded, type OpContext };
 
 // ---- create ------------------------------------------------------------------------------
 
@@ -666,23 +635,6 @@ export async function commitClone(ctx: OpContext, name: string, opts: { force?: 
   const journal = { op: 'commit' as const, vg: ctx.vg, name, uuid: o.uuid };
   await runGuarded(ctx, [beginStep(journal), ...steps], o);
   return withWarnings({ ...base, action: 'committed' }, await releaseAncestors(ctx, ancestors, journal));
-}
-
-/** Unmap read-only ancestors nothing uses any more and release their shared activation. */
-export async function collectGarbage(ctx: OpContext, fromName: string): Promise<void> {
-  // With the cache VG: a snapshot on a local replica does not hold the image LV open.
-  const state = await observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg);
-  const o = state.repo.byName.get(fromName);
-  if (!o) return;
-  const parent = o.kind === 'clone' ? state.repo.byUuid.get(o.parentUuid) : undefined;
-  const start = o.lv.activeLocally || state.devices.has(dmName('ro', o.uuid)) ? o : parent;
-  if (!start) return;
-  const steps = teardownPlan(state, start, {
-    removeTop: false,
-    scope: ctx.scope,
-    tables: await tablesIfLazy(ctx.runner, state),
-  });
-  if (steps.length) await runPlan(ctx.runner, steps, ctx.observer);
 }
 
 // ---- discard / rm / grow ---------------------------------------------------------------------

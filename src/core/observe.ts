@@ -5,9 +5,8 @@ import * as dmsetup from '../tools/dmsetup.js';
 import * as lvm from '../tools/lvm.js';
 import * as sanlock from '../tools/sanlock.js';
 import { observeCache } from './cache/vg.js';
-import { WB_HOST_TAG } from './cache/writeback.js';
 import { lvMapperName } from './dmNames.js';
-import type { CacheState } from './cache/meta.js';
+import { WB_HOST_TAG, type CacheState } from './cache/meta.js';
 import { Repo, type CloneObj, type CowObj, type ImageObj } from './metadata.js';
 import { validateLvName, validateVgName } from './validate.js';
 

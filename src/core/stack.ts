@@ -16,19 +16,12 @@ import { detachLazySteps } from './cache/lazy.js';
 import { fromLv, isFrozen, type CloneObj, type CowObj } from './metadata.js';
 import type { NodeState } from './observe.js';
 import type { Step } from './plan.js';
+import { activateStep, deactivateStep, lvRef } from './lvSteps.js';
 
-export const lvRef = (o: CowObj): string => `${o.vg}/${o.name}`;
+// Moved to lvSteps.ts (src/core/cache needs them, and the planner needs the cache kinds); still exported here.
+export { activateStep, deactivateStep, lvRef };
+
 const mapperName = (o: CowObj): string => lvMapperName(o.vg, o.name);
-
-export const activateStep = (o: CowObj, mode: 'shared' | 'exclusive', scope: lvm.LvmScope = {}): Step => ({
-  title: `activate ${lvRef(o)} ${mode}`,
-  req: lvm.lvmRequest('lvchange', [mode === 'shared' ? '-asy' : '-aey', lvRef(o)], 'write', scope),
-  undo: [lvm.lvmRequest('lvchange', ['-an', lvRef(o)], 'write', scope)],
-});
-export const deactivateStep = (o: CowObj, scope: lvm.LvmScope = {}): Step => ({
-  title: `deactivate ${lvRef(o)}`,
-  req: lvm.lvmRequest('lvchange', ['-an', lvRef(o)], 'write', scope),
-});
 
 /**
  * Decisions made from an observation taken before the COW's lock are made again once this

@@ -6,7 +6,7 @@
  */
 import { refused, usageError } from '../../exec/errors.js';
 import * as lvm from '../../tools/lvm.js';
-import type { OpContext } from '../clones.js';
+import type { OpContext } from '../opContext.js';
 import { sameUuid } from '../dmNames.js';
 import type { Repo } from '../metadata.js';
 import { findImage, observe } from '../observe.js';

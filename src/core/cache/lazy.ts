@@ -33,12 +33,12 @@ import {
   type LazyState,
 } from './meta.js';
 import { makeRoom, removeCacheLv } from './eviction.js';
-import type { OpContext } from '../clones.js';
+import type { OpContext } from '../opContext.js';
 import { dmName, dmPath, dmUuid, lvMapperPath, sameUuid } from '../dmNames.js';
 import type { ImageObj } from '../metadata.js';
 import type { NodeState } from '../observe.js';
 import { runPlan, type Step } from '../plan.js';
-import { activateStep, lvRef } from '../stack.js';
+import { activateStep, lvRef } from '../lvSteps.js';
 import { formatSize, roundUp } from '../validate.js';
 
 /** 64 KiB cache blocks. */

@@ -1,6 +1,6 @@
 /** What the cache VG holds, for `cache list`: every cache unit with its state and counters. */
 import * as dmsetup from '../../tools/dmsetup.js';
-import type { OpContext } from '../clones.js';
+import type { OpContext } from '../opContext.js';
 import { dmName } from '../dmNames.js';
 import type { Repo } from '../metadata.js';
 import { observe } from '../observe.js';

@@ -7,11 +7,12 @@
  */
 import { CowstackError, EXIT, notFound, refused, usageError } from '../../exec/errors.js';
 import * as lvm from '../../tools/lvm.js';
-import { collectGarbage, runGuarded, type OpContext } from '../clones.js';
+import { collectGarbage } from '../gc.js';
+import { runGuarded, type OpContext } from '../opContext.js';
 import { lvMapperPath } from '../dmNames.js';
 import { findImage, observe } from '../observe.js';
 import { runPlan, type Step } from '../plan.js';
-import { activateStep, lvRef } from '../stack.js';
+import { activateStep, lvRef } from '../lvSteps.js';
 import { EXTENT, formatSize } from '../validate.js';
 import { dropStale, makeRoom, removeCacheLv } from './eviction.js';
 import { cacheLvPath, cacheTag, replicaLvName } from './meta.js';

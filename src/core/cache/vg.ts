@@ -7,7 +7,7 @@ import { notFound, refused, usageError } from '../../exec/errors.js';
 import type { Runner } from '../../exec/types.js';
 import { holders, realpath } from '../../tools/files.js';
 import * as lvm from '../../tools/lvm.js';
-import type { OpContext } from '../clones.js';
+import type { OpContext } from '../opContext.js';
 import { runPlan, type Step } from '../plan.js';
 import { EXTENT, validateDevicePath, validateVgName } from '../validate.js';
 import { cacheLvFrom, type CacheLv, type CacheState } from './meta.js';

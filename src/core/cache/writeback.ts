@@ -19,14 +19,22 @@
 import { CowstackError, EXIT } from '../../exec/errors.js';
 import * as dmsetup from '../../tools/dmsetup.js';
 import * as lvm from '../../tools/lvm.js';
-import { cacheLvPath, cacheTag, writebackLvName, type CacheLv, type CacheState } from './meta.js';
+import {
+  cacheLvPath,
+  cacheTag,
+  WB_HOST_TAG,
+  wbHostOf,
+  writebackLvName,
+  type CacheLv,
+  type CacheState,
+} from './meta.js';
 import { activateCacheLv } from './vg.js';
-import type { OpContext } from '../clones.js';
+import type { OpContext } from '../opContext.js';
 import { dmName, dmPath, dmUuid, lvMapperPath, sameUuid } from '../dmNames.js';
 import type { CloneObj } from '../metadata.js';
 import type { NodeState } from '../observe.js';
 import { runPlan, type Step } from '../plan.js';
-import { activateStep, lvRef } from '../stack.js';
+import { activateStep, lvRef } from '../lvSteps.js';
 import { EXTENT, formatSize, roundUp } from '../validate.js';
 
 /** Cache block size: the page size, what VM writes are made of. */
@@ -114,16 +122,6 @@ export function attachWritebackSteps(wb: CacheLv, clone: CloneObj): Step[] {
     },
   ];
 }
-
-/**
- * Cluster-wide marker on the clone's LV while a node's write-back cache may hold its newest
- * blocks: `cowstack_wbhost:<node>`. Every node sees it, so after that node crashes (its
- * lease expires, the COW could be activated elsewhere) no other node maps or commits the
- * clone without those blocks: the owner's recover writes them back and removes the marker.
- */
-export const WB_HOST_TAG = 'cowstack_wbhost:';
-export const wbHostOf = (clone: CloneObj): string | undefined =>
-  clone.tags.find((t) => t.startsWith(WB_HOST_TAG))?.slice(WB_HOST_TAG.length);
 
 export async function nodeName(ctx: OpContext): Promise<string> {
   const r = await ctx.runner.run({ argv: ['uname', '-n'], kind: 'read' });

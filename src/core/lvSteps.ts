@@ -1,0 +1,16 @@
+/** Plan steps on one repository LV (activation under the cluster lock) and how it is named in them. */
+import * as lvm from '../tools/lvm.js';
+import type { CowObj } from './metadata.js';
+import type { Step } from './plan.js';
+
+export const lvRef = (o: CowObj): string => `${o.vg}/${o.name}`;
+
+export const activateStep = (o: CowObj, mode: 'shared' | 'exclusive', scope: lvm.LvmScope = {}): Step => ({
+  title: `activate ${lvRef(o)} ${mode}`,
+  req: lvm.lvmRequest('lvchange', [mode === 'shared' ? '-asy' : '-aey', lvRef(o)], 'write', scope),
+  undo: [lvm.lvmRequest('lvchange', ['-an', lvRef(o)], 'write', scope)],
+});
+export const deactivateStep = (o: CowObj, scope: lvm.LvmScope = {}): Step => ({
+  title: `deactivate ${lvRef(o)}`,
+  req: lvm.lvmRequest('lvchange', ['-an', lvRef(o)], 'write', scope),
+});
