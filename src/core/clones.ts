@@ -4,22 +4,14 @@
  * rm and grow. Each operation observes, plans, journals and runs; each is idempotent.
  */
 import { CommandError, CowstackError, EXIT, notFound, refused, usageError } from '../exec/errors.js';
-import { replicate } from './cache/replicate.js';
-import { lazyDataLvName, wbHostOf, writebackLvName } from './cache/meta.js';
-import { usableReplica } from './cache/replica.js';
-import { attachLazy, lazyDeviceName, lazyDevicePath, type LazyResult } from './cache/lazy.js';
-import {
-  createWritebackSteps,
-  markWbHostStep,
-  nodeName,
-  refuseForeignWriteback,
-  releaseWriteback,
-  writebackLv,
-} from './cache/writeback.js';
+import type { CacheKind } from './cache/kind.js';
+import { CACHE_KINDS, type CacheMapResult } from './cache/kinds.js';
+import { wbHostOf } from './cache/meta.js';
+import { refuseForeignWriteback, releaseWriteback, writebackLv } from './cache/writeback.js';
 import type { CacheMapMode } from './config.js';
 import * as dmsetup from '../tools/dmsetup.js';
 import * as lvm from '../tools/lvm.js';
-import { dmName, dmUuid, lvMapperName, lvMapperPath } from './dmNames.js';
+import { dmName, lvMapperName, lvMapperPath } from './dmNames.js';
 import { settleReq } from '../tools/udevadm.js';
 import { whoHolds } from './holders.js';
 import { beginStep, endStep } from './journal.js';
@@ -33,7 +25,7 @@ import {
   lvRef,
   planStack,
   stillLiveStep,
-  tablesIfLazy,
+  bottomTables,
   teardownParts,
   teardownPlan,
   verifyExisting,
@@ -56,7 +48,7 @@ export interface CreateCloneOptions {
   defaultPercent?: number;
 }
 
-export interface CloneResult {
+export interface CloneResult extends CacheMapResult {
   name: string;
   vg: string;
   uuid?: string;
@@ -66,12 +58,6 @@ export interface CloneResult {
   mode?: 'rw' | 'ro';
   cowBytes?: number;
   chunkSectors?: number;
-  /** The local replica the mapped stack stands on (cache VG LV name). */
-  replica?: string;
-  /** The write-back cache device under the clone's snapshot. */
-  writeback?: string;
-  /** The image's lazy read cache the stack stands on (attached, created, reset, or already in use). */
-  lazy?: LazyResult;
   /** Blocks written back from the write-back cache before the COW was released. */
   flushedBlocks?: number;
   flushSeconds?: number;
@@ -278,9 +264,9 @@ export async function mapClone(ctx: OpContext, name: string, opts: MapOptions = 
   // The cache VG is looked at even with --cache none: a write-back cache left there for this
   // clone holds its newest blocks and must be re-attached, never mapped around.
   const cacheVg = ctx.cacheVg;
-  const cacheWhen = modes.includes('replica') || modes.includes('write') || modes.includes('lazy') ? 'always' : 'auto';
-  const lazyText = opts.lazySize ?? ctx.cacheLazySize;
-  const lazyBytes = lazyText !== undefined ? parseSize(lazyText, 'lazy cache size') : undefined;
+  const kinds = CACHE_KINDS.filter((k) => modes.includes(k.mode));
+  const cacheWhen = kinds.length ? 'always' : 'auto';
+  for (const k of CACHE_KINDS) k.checkMapOptions?.(ctx, opts);
   let state = await observe(ctx.runner, ctx.vg, ctx.scope, cacheVg, cacheWhen);
   const found = findObj(state, name);
   if (found.kind === 'image')
@@ -289,20 +275,7 @@ export async function mapClone(ctx: OpContext, name: string, opts: MapOptions = 
       `clone it: cowstack clone create NAME --from ${name}`,
     );
   let o: CloneObj = found;
-  if (modes.includes('replica') && state.cache?.exists) {
-    const image = state.repo.chain(o).at(-1)!;
-    // Only before anything of this stack is mapped here: a live stack keeps its origin.
-    if (
-      image.kind === 'image' &&
-      !usableReplica(state.cache, image) &&
-      !state.devices.has(dmName('rw', o.uuid)) &&
-      !state.devices.has(dmName('ro', o.uuid))
-    ) {
-      await replicate(ctx, image.name, { rateMiBps: ctx.cacheRateMiBps });
-      state = await observe(ctx.runner, ctx.vg, ctx.scope, cacheVg, cacheWhen);
-      o = findClone(state, name);
-    }
-  } else if ((modes.includes('replica') || modes.includes('write') || modes.includes('lazy')) && !state.cache?.exists) {
+  if (kinds.length && !state.cache?.exists) {
     throw notFound(
       `--cache ${modes.join(',')}: this node (${ctx.runner.target}) has no cache VG ${cacheVg ?? ''}`.trimEnd(),
       'create it on a local disk: cowstack cache init DEVICE, or map with --cache none',
@@ -314,81 +287,22 @@ export async function mapClone(ctx: OpContext, name: string, opts: MapOptions = 
       'run cowstack recover: it removes or reports that mapping',
     );
   }
-  if (o.state === 'live') await refuseForeignWriteback(ctx, o, 'map');
-  let lazy: LazyResult | undefined;
-  if (modes.includes('lazy') && state.cache?.exists) {
-    const chain = state.repo.chain(o).reverse();
-    const image = chain[0]!;
-    const bottom = chain[1]!;
-    // Only for a stack whose bottom snapshot is not mapped here yet (it keeps its origin),
-    // and never under a complete replica (it serves everything).
-    const bottomMapped = state.devices.has(dmName('rw', bottom.uuid)) || state.devices.has(dmName('ro', bottom.uuid));
-    if (image.kind === 'image' && image.state === 'sealed' && !usableReplica(state.cache, image) && !bottomMapped) {
-      lazy = await attachLazy(ctx, state, image, { dataBytes: lazyBytes });
-      // 'in-use': already up, nothing changed, nothing to observe again.
-      if (lazy.action !== 'in-use' && !ctx.dryRun) {
-        state = await observe(ctx.runner, ctx.vg, ctx.scope, cacheVg, cacheWhen);
-        o = findClone(state, name);
-      } else if (lazy.action !== 'in-use') {
-        // Nothing was attached: plan as if it had been, so the dry run shows the whole stack.
-        const devices = new Map(state.devices);
-        const lc = lazyDeviceName(image);
-        devices.set(lc, {
-          name: lc,
-          uuid: dmUuid('lc', image.uuid),
-          open: 0,
-          major: 0,
-          minor: 0,
-          attr: 'L--r',
-          readOnly: true,
-          suspended: false,
-        });
-        state = { ...state, devices };
-      }
-    }
-  }
-  if (
-    modes.includes('write') &&
-    o.state === 'live' &&
-    !state.devices.has(dmName('rw', o.uuid)) &&
-    !writebackLv(state.cache, o)
-  ) {
-    const marker = wbHostOf(o) ? [] : [markWbHostStep(ctx, o, await nodeName(ctx))];
-    await runGuarded(ctx, [...marker, ...createWritebackSteps(state.cache!.vg, o)], o);
-    if (!ctx.dryRun) {
+  for (const k of CACHE_KINDS) await k.refuseMap?.(ctx, o);
+  // Each cache kind asked for makes its cache ready (in the registry's order), then the
+  // stack is planned on what the node has now.
+  const prepared = new Map<CacheKind, object | undefined>();
+  for (const k of kinds) {
+    if (!k.prepareMap) continue;
+    const p = await k.prepareMap(ctx, state, o, opts);
+    if (p.observeAgain) {
       state = await observe(ctx.runner, ctx.vg, ctx.scope, cacheVg, cacheWhen);
       o = findClone(state, name);
-    } else {
-      // Nothing was created: plan as if it had been, so the dry run shows the whole stack.
-      const lv = { name: writebackLvName(o.uuid), vg: state.cache!.vg, activeLocally: true } as lvm.LvInfo;
-      state = {
-        ...state,
-        cache: {
-          ...state.cache!,
-          lvs: [
-            ...state.cache!.lvs,
-            {
-              kind: 'writeback',
-              name: lv.name,
-              vg: lv.vg,
-              uuid: '',
-              originUuid: o.uuid,
-              state: 'complete',
-              copiedBytes: 0,
-              usedAt: 0,
-              sizeBytes: 0,
-              lv,
-            },
-          ],
-        },
-      };
-    }
+    } else if (p.state) state = p.state;
+    prepared.set(k, p.report);
   }
-  const plan = planStack(state, o, ctx.scope, { replica: !modes.includes('none') });
+  const plan = planStack(state, o, ctx.scope, { caches: !modes.includes('none') });
   await verifyExisting(ctx.runner, state, plan);
   const mode = o.state === 'live' ? 'rw' : 'ro';
-  const writeback =
-    state.devices.has(dmName('wb', o.uuid)) || plan.steps.some((s) => s.req.argv.includes(dmName('wb', o.uuid)));
   const result: CloneResult = {
     name,
     vg: ctx.vg,
@@ -397,15 +311,8 @@ export async function mapClone(ctx: OpContext, name: string, opts: MapOptions = 
     device: plan.device,
     mode,
     action: 'none',
-    ...(plan.replica ? { replica: plan.replica } : {}),
-    ...(writeback ? { writeback: dmName('wb', o.uuid) } : {}),
   };
-  if (plan.lazy)
-    result.lazy = lazy ?? {
-      device: lazyDevicePath(plan.layers[0]!.obj),
-      lv: lazyDataLvName(plan.layers[0]!.obj.uuid),
-      action: 'in-use',
-    };
+  for (const k of CACHE_KINDS) Object.assign(result, k.mapResult?.(state, o, plan, prepared.get(k)));
   if (!plan.steps.length) return result;
   const journal = { op: 'map' as const, vg: ctx.vg, name, uuid: o.uuid };
   // Any layer's activation may be refused by the lock manager: name the one that was.
@@ -472,7 +379,7 @@ export async function unmapClone(ctx: OpContext, name: string, opts: { force?: b
     removeTop: true,
     forceTop: opts.force,
     scope: ctx.scope,
-    tables: await tablesIfLazy(ctx.runner, state),
+    tables: await bottomTables(ctx.runner, state),
   });
   const flushed =
     wb.flushedBlocks !== undefined ? { flushedBlocks: wb.flushedBlocks, flushSeconds: wb.flushSeconds } : {};
@@ -575,7 +482,7 @@ export async function commitClone(ctx: OpContext, name: string, opts: { force?: 
       const gc = teardownPlan(state, parent, {
         removeTop: false,
         scope: ctx.scope,
-        tables: await tablesIfLazy(ctx.runner, state),
+        tables: await bottomTables(ctx.runner, state),
       });
       return withWarnings(base, await releaseAncestors(ctx, gc));
     }
@@ -630,7 +537,7 @@ export async function commitClone(ctx: OpContext, name: string, opts: { force?: 
     removeTop: true,
     forceTop: opts.force,
     scope: ctx.scope,
-    tables: await tablesIfLazy(ctx.runner, state),
+    tables: await bottomTables(ctx.runner, state),
   });
   const journal = { op: 'commit' as const, vg: ctx.vg, name, uuid: o.uuid };
   await runGuarded(ctx, [beginStep(journal), ...steps], o);
@@ -692,7 +599,7 @@ export async function discardClone(
     removeTop: true,
     forceTop: opts.force,
     scope: ctx.scope,
-    tables: await tablesIfLazy(ctx.runner, state),
+    tables: await bottomTables(ctx.runner, state),
   });
   await runGuarded(ctx, [beginStep(journal), ...own, remove], o);
   const warnings = await releaseAncestors(ctx, ancestors, journal);

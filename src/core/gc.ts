@@ -6,7 +6,7 @@ import { dmName } from './dmNames.js';
 import { observe } from './observe.js';
 import type { OpContext } from './opContext.js';
 import { runPlan } from './plan.js';
-import { tablesIfLazy, teardownPlan } from './stack.js';
+import { bottomTables, teardownPlan } from './stack.js';
 
 /** Unmap read-only ancestors nothing uses any more and release their shared activation. */
 export async function collectGarbage(ctx: OpContext, fromName: string): Promise<void> {
@@ -20,7 +20,7 @@ export async function collectGarbage(ctx: OpContext, fromName: string): Promise<
   const steps = teardownPlan(state, start, {
     removeTop: false,
     scope: ctx.scope,
-    tables: await tablesIfLazy(ctx.runner, state),
+    tables: await bottomTables(ctx.runner, state),
   });
   if (steps.length) await runPlan(ctx.runner, steps, ctx.observer);
 }

@@ -21,7 +21,7 @@ import type { CowObj } from './metadata.js';
 import { observe, type NodeState } from './observe.js';
 import { runPlan } from './plan.js';
 import { nodeStatus, writableOverFrozen } from './report.js';
-import { deactivateStep, lvRef, tablesIfLazy, teardownPlan } from './stack.js';
+import { deactivateStep, lvRef, bottomTables, teardownPlan } from './stack.js';
 
 export interface RecoverAction {
   op: string;
@@ -295,7 +295,7 @@ async function releaseUnused(ctx: OpContext, first: NodeState): Promise<RecoverA
         ? teardownPlan(state, c.o, {
             removeTop: false,
             scope: ctx.scope,
-            tables: await tablesIfLazy(ctx.runner, state),
+            tables: await bottomTables(ctx.runner, state),
           })
         : [{ title: `remove orphan ${c.device}`, req: dmsetup.removeReq(c.device!) }];
       if (!steps.length) continue;

@@ -1,12 +1,13 @@
 /**
- * How caches enter a clone's device stack (planStack): which replica a clone may stand on,
- * and the steps that make it ready. Pure: no I/O here.
+ * The replica as a layer of a clone's device stack: which replica a clone may stand on, and
+ * the steps that make it ready. Pure: no I/O here (the copy itself is replicate.ts).
  */
 import * as lvm from '../../tools/lvm.js';
-import { cacheTag, type CacheLv, type CacheState } from './meta.js';
-import { sameUuid } from '../dmNames.js';
+import { lvMapperName, sameUuid } from '../dmNames.js';
 import type { ImageObj } from '../metadata.js';
 import type { Step } from '../plan.js';
+import type { CacheLayer } from './kind.js';
+import { cacheLvPath, cacheTag, replicaLvName, type CacheLv, type CacheState } from './meta.js';
 import { activateCacheLv } from './vg.js';
 
 /**
@@ -40,3 +41,25 @@ export function touchStep(c: CacheLv, now = Math.floor(Date.now() / 1000)): Step
 export function replicaSteps(c: CacheLv): Step[] {
   return [...(c.lv.activeLocally ? [] : [activateCacheLv(c)]), touchStep(c)];
 }
+
+/**
+ * A complete, verified local replica of exactly this image LV replaces it at the bottom: the
+ * node then reads nothing from the repository for the stack. It is activated and marked used
+ * only when the plan builds something on it (or it is not active).
+ */
+export const replicaLayer: CacheLayer = {
+  name: 'replica',
+  bottom(state, image) {
+    const replica = usableReplica(state.cache, image);
+    if (!replica) return undefined;
+    return {
+      device: cacheLvPath(replica),
+      names: { replica: replica.name },
+      steps: (building) => (building || !replica.lv.activeLocally ? replicaSteps(replica) : []),
+    };
+  },
+  // A snapshot mapped before the replica existed stands on the image LV: without the tables
+  // that cannot be told apart, so the image LV is assumed still in use.
+  ambiguousBottom: (state, image) =>
+    state.cache !== undefined && state.devices.has(lvMapperName(state.cache.vg, replicaLvName(image.uuid))),
+};

@@ -9,13 +9,15 @@ import { CowstackError, EXIT, notFound, refused, usageError } from '../../exec/e
 import * as lvm from '../../tools/lvm.js';
 import { collectGarbage } from '../gc.js';
 import { runGuarded, type OpContext } from '../opContext.js';
-import { lvMapperPath } from '../dmNames.js';
+import { dmName, lvMapperPath } from '../dmNames.js';
 import { findImage, observe } from '../observe.js';
 import { runPlan, type Step } from '../plan.js';
 import { activateStep, lvRef } from '../lvSteps.js';
 import { EXTENT, formatSize } from '../validate.js';
 import { dropStale, makeRoom, removeCacheLv } from './eviction.js';
+import type { CacheKind } from './kind.js';
 import { cacheLvPath, cacheTag, replicaLvName } from './meta.js';
+import { replicaLayer, usableReplica } from './replica.js';
 import { activateCacheLv, cacheVgOf, observeCache } from './vg.js';
 
 /** Bytes copied between two progress records: small enough to lose little on a crash. */
@@ -271,3 +273,28 @@ export async function replicate(ctx: OpContext, name: string, opts: ReplicateOpt
     if (!imageWasActive && !ctx.dryRun) await collectGarbage(ctx, image.name);
   }
 }
+
+export interface ReplicaMapResult {
+  /** The local replica the mapped stack stands on (cache VG LV name). */
+  replica?: string;
+}
+
+/** `clone map --cache replica`: make the image's replica first when the node has none usable. */
+export const replicaKind: CacheKind<ReplicaMapResult> = {
+  ...replicaLayer,
+  mode: 'replica',
+  async prepareMap(ctx, state, clone) {
+    const image = state.repo.chain(clone).at(-1)!;
+    // Only before anything of this stack is mapped here: a live stack keeps its origin.
+    if (
+      image.kind !== 'image' ||
+      usableReplica(state.cache, image) ||
+      state.devices.has(dmName('rw', clone.uuid)) ||
+      state.devices.has(dmName('ro', clone.uuid))
+    )
+      return {};
+    await replicate(ctx, image.name, { rateMiBps: ctx.cacheRateMiBps });
+    return { observeAgain: true };
+  },
+  mapResult: (_state, _clone, plan) => (plan.replica ? { replica: plan.replica } : {}),
+};
