@@ -31,7 +31,7 @@ import {
   verifyExisting,
 } from './stack.js';
 import { formatSize, parseSize, validateLvName, EXTENT, roundUp } from './validate.js';
-import { collectGarbage } from './gc.js';
+import { collectGarbage } from './nodeGc.js';
 import { runGuarded, type OpContext } from './opContext.js';
 
 // Moved out to break an import cycle with src/core/cache (which needs them); still exported here.

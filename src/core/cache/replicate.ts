@@ -7,7 +7,7 @@
  */
 import { CowstackError, EXIT, notFound, refused, usageError } from '../../exec/errors.js';
 import * as lvm from '../../tools/lvm.js';
-import { collectGarbage } from '../gc.js';
+import { collectGarbage } from '../nodeGc.js';
 import { runGuarded, type OpContext } from '../opContext.js';
 import { dmName, lvMapperPath } from '../dmNames.js';
 import { findImage, observe } from '../observe.js';

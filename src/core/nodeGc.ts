@@ -1,6 +1,7 @@
 /**
- * Garbage collection on one node: the read-only ancestors and images that no mapping uses
- * any more are unmapped and released (teardownPlan from the current observation).
+ * Garbage collection of one node's devices: the read-only ancestors and images that no
+ * mapping uses any more are unmapped and released (teardownPlan from the current
+ * observation). Nothing in the repository is removed here.
  */
 import { dmName } from './dmNames.js';
 import { observe } from './observe.js';
