@@ -52,21 +52,16 @@ export async function activate(
         { vg, lv },
       );
     }
-    await runPlan(
-      runner,
-      [{ title: `refresh ${vg}/${lv}`, req: lvm.lvmRequest('lvchange', ['--refresh', `${vg}/${lv}`], 'write', scope) }],
-      opts.observer,
-    );
+    await runPlan(runner, [{ title: `refresh ${vg}/${lv}`, req: lvm.refreshReq(`${vg}/${lv}`, scope) }], opts.observer);
     return { ...base, action: 'refreshed' };
   }
-  const flag = mode === 'exclusive' ? '-aey' : '-asy';
   try {
     await runPlan(
       runner,
       [
         {
           title: `activate ${vg}/${lv} ${mode}`,
-          req: lvm.lvmRequest('lvchange', [flag, `${vg}/${lv}`], 'write', scope),
+          req: lvm.activateReq(`${vg}/${lv}`, mode, scope),
         },
       ],
       opts.observer,
@@ -99,7 +94,7 @@ export async function deactivate(
   }
   await runPlan(
     runner,
-    [{ title: `deactivate ${vg}/${lv}`, req: lvm.lvmRequest('lvchange', ['-an', `${vg}/${lv}`], 'write', scope) }],
+    [{ title: `deactivate ${vg}/${lv}`, req: lvm.deactivateReq(`${vg}/${lv}`, scope) }],
     opts.observer,
   );
   return { ...base, action: 'deactivated' };

@@ -5,7 +5,9 @@
  */
 import { CowstackError, EXIT, notFound, refused } from '../exec/errors.js';
 import type { Runner } from '../exec/types.js';
+import * as blockData from '../tools/blockData.js';
 import { readFile, realpath, pidof, writeFileReqs } from '../tools/files.js';
+import * as host from '../tools/host.js';
 import * as lvm from '../tools/lvm.js';
 import * as sanlock from '../tools/sanlock.js';
 import { hasSystemd, startDaemonReq } from '../tools/service.js';
@@ -66,12 +68,7 @@ function fileSteps(path: string, before: string, after: string): Step[] {
   return [
     {
       title: `back up ${path}`,
-      req: {
-        argv: ['cp', '-a', '--no-clobber', path, `${path}.cowstack-orig`],
-        kind: 'write',
-        root: true,
-        allowFailure: true,
-      },
+      req: host.backupOnceReq(path),
     },
     { title: `update ${path}`, req: write!, undo: [...writeFileReqs(path, before)] },
     { title: `install ${path}`, req: rename! },
@@ -97,7 +94,7 @@ export async function lockspaceStarted(runner: Runner, vg: string): Promise<bool
 
 async function waitForLvmlockd(runner: Runner): Promise<void> {
   for (let i = 0; i < 60; i++) {
-    const r = await runner.run({ argv: ['lvmlockctl', '--info'], kind: 'read', root: true, allowFailure: true });
+    const r = await runner.run(sanlock.lvmlockctlInfoReq());
     if (r.exitCode === 0) return;
     await new Promise((res) => setTimeout(res, 500));
   }
@@ -108,8 +105,7 @@ async function waitForLvmlockd(runner: Runner): Promise<void> {
 
 async function hostName(runner: Runner, given?: string): Promise<string> {
   if (given) return given;
-  const r = await runner.run({ argv: ['uname', '-n'], kind: 'read' });
-  return r.stdout.trim();
+  return host.nodeName(runner);
 }
 
 async function prepareNode(
@@ -141,7 +137,7 @@ async function lockstartAndRegister(
       [
         {
           title: `start lockspace of ${setup.vg} (sanlock joins: tens of seconds)`,
-          req: lvm.lvmRequest('vgchange', ['--lockstart', setup.vg], 'write', {}, { timeout: 'lockspace' }),
+          req: lvm.lockStartReq(setup.vg),
         },
       ],
       observer,
@@ -165,10 +161,14 @@ async function lockstartAndRegister(
       (t) =>
         t.startsWith(HOST_TAG_PREFIX) && hostMapFromTags([t]).get(setup.hostId) === undefined && t.endsWith(`:${name}`),
     );
-    const args = [...stale.flatMap((t) => ['--deltag', t]), '--addtag', wanted, setup.vg];
     await runPlan(
       runner,
-      [{ title: `register host_id ${setup.hostId} as ${name}`, req: lvm.lvmRequest('vgchange', args, 'write') }],
+      [
+        {
+          title: `register host_id ${setup.hostId} as ${name}`,
+          req: lvm.tagVgReq(setup.vg, { del: stale, add: [wanted] }),
+        },
+      ],
       observer,
     );
     changed.push(`registered host_id ${setup.hostId} = ${name}`);
@@ -219,12 +219,7 @@ export async function clusterInit(
         `${opts.device} already belongs to VG ${pv.vg}`,
         'pick another device; cowstack never reuses a PV of another VG',
       );
-    const sig = await runner.run({
-      argv: ['blkid', '-p', '-o', 'export', real],
-      kind: 'read',
-      root: true,
-      allowFailure: true,
-    });
+    const sig = await runner.run(blockData.signaturesReq(real));
     if (sig.exitCode === 0 && sig.stdout.trim() && !opts.force) {
       throw refused(
         `${opts.device} is not empty: ${sig.stdout.trim().split('\n').join(', ')}`,
@@ -235,18 +230,12 @@ export async function clusterInit(
     if (sig.exitCode === 0 && opts.force)
       steps.push({
         title: `wipe signatures on ${opts.device}`,
-        req: { argv: ['wipefs', '-a', real], kind: 'write', root: true },
+        req: blockData.wipeSignaturesReq(real),
       });
     steps.push({
       title: `create shared VG ${opts.vg} on ${opts.device} (${opts.lockType})`,
-      req: lvm.lvmRequest(
-        'vgcreate',
-        ['--shared', '--lock-type', opts.lockType, '--setautoactivation', 'n', opts.vg, opts.device],
-        'write',
-        {},
-        { timeout: 'lockspace' },
-      ),
-      undo: [lvm.lvmRequest('vgremove', ['-y', opts.vg], 'write')],
+      req: lvm.createVgReq(opts.vg, opts.device, { lockType: opts.lockType }),
+      undo: [lvm.removeVgReq(opts.vg)],
     });
     await runPlan(runner, steps, observer);
     changed.push(`created VG ${opts.vg}`);

@@ -3,11 +3,16 @@
  * fix what it found. Reads only: doctor never changes a node.
  */
 import { CowstackError } from '../exec/errors.js';
-import type { Runner } from '../exec/types.js';
-import { pidof, readFile } from '../tools/files.js';
+import type { RunRequest, Runner } from '../exec/types.js';
+import * as blockdev from '../tools/blockdev.js';
+import * as cacheCheck from '../tools/cacheCheck.js';
+import { listDirReq, pidof, readFile, readOwnFileReq, realpathReq } from '../tools/files.js';
 import * as dmsetup from '../tools/dmsetup.js';
+import * as host from '../tools/host.js';
+import * as iscsi from '../tools/iscsiadm.js';
 import * as lvm from '../tools/lvm.js';
 import * as sanlock from '../tools/sanlock.js';
+import * as udevadm from '../tools/udevadm.js';
 import { LVMLOCAL_CONF } from './cluster.js';
 import { CONFIG_PATH, SUDOERS_PATH, UDEV_RULE_PATH } from './install.js';
 import { hostMapFromTags } from './hostMap.js';
@@ -29,17 +34,17 @@ export interface DoctorReport {
 }
 
 /** Programs cowstack drives, how to ask each for its version, and the package that ships it. */
-const PROGRAMS: Array<{ name: string; argv: string[]; pkg: string; pattern: RegExp; optional?: boolean }> = [
-  { name: 'lvm', argv: ['lvm', 'version'], pkg: 'lvm2', pattern: /LVM version:\s*(\S+)/ },
-  { name: 'dmsetup', argv: ['dmsetup', 'version'], pkg: 'dmsetup', pattern: /Library version:\s*(\S+)/ },
-  { name: 'blockdev', argv: ['blockdev', '--version'], pkg: 'util-linux', pattern: /util-linux\s+(\S+)/ },
-  { name: 'iscsiadm', argv: ['iscsiadm', '--version'], pkg: 'open-iscsi', pattern: /version\s+(\S+)/ },
-  { name: 'sanlock', argv: ['sanlock', 'version'], pkg: 'sanlock', pattern: /(\d+\.\d+[\w.-]*)/ },
-  { name: 'lvmlockctl', argv: ['lvmlockctl', '--help'], pkg: 'lvm2-lockd', pattern: /()/ },
-  { name: 'udevadm', argv: ['udevadm', '--version'], pkg: 'udev', pattern: /(\d+)/ },
+const PROGRAMS: Array<{ name: string; req: RunRequest; pkg: string; pattern: RegExp; optional?: boolean }> = [
+  { name: 'lvm', req: lvm.versionReq(), pkg: 'lvm2', pattern: /LVM version:\s*(\S+)/ },
+  { name: 'dmsetup', req: dmsetup.versionReq(), pkg: 'dmsetup', pattern: /Library version:\s*(\S+)/ },
+  { name: 'blockdev', req: blockdev.versionReq(), pkg: 'util-linux', pattern: /util-linux\s+(\S+)/ },
+  { name: 'iscsiadm', req: iscsi.versionReq(), pkg: 'open-iscsi', pattern: /version\s+(\S+)/ },
+  { name: 'sanlock', req: sanlock.versionReq(), pkg: 'sanlock', pattern: /(\d+\.\d+[\w.-]*)/ },
+  { name: 'lvmlockctl', req: sanlock.lvmlockctlProbeReq(), pkg: 'lvm2-lockd', pattern: /()/ },
+  { name: 'udevadm', req: udevadm.versionReq(), pkg: 'udev', pattern: /(\d+)/ },
   {
     name: 'cache_check',
-    argv: ['cache_check', '--version'],
+    req: cacheCheck.versionReq(),
     pkg: 'thin-provisioning-tools',
     pattern: /(\d+\.\d+\.\d+)/,
     optional: true,
@@ -67,7 +72,7 @@ export async function doctor(runner: Runner, opts: DoctorOptions): Promise<Docto
   for (const p of PROGRAMS) {
     const id = `program:${p.name}`;
     try {
-      const r = await runner.run({ argv: p.argv, kind: 'read', root: true, allowFailure: true });
+      const r = await runner.run(p.req);
       const version = p.pattern.exec(`${r.stdout}\n${r.stderr}`)?.[1];
       add({ id, status: 'ok', message: `${p.name} ${version || 'present'}` });
     } catch (e) {
@@ -172,7 +177,7 @@ export async function doctor(runner: Runner, opts: DoctorOptions): Promise<Docto
     );
     if (hostId !== undefined) {
       const owner = hostMapFromTags(vg.tags).get(hostId);
-      const me = (await runner.run({ argv: ['uname', '-n'], kind: 'read' })).stdout.trim();
+      const me = await host.nodeName(runner);
       if (owner && owner !== me) {
         add({
           id: 'cluster:host_id-unique',
@@ -225,7 +230,7 @@ export async function doctor(runner: Runner, opts: DoctorOptions): Promise<Docto
     ['install:udev-rule', UDEV_RULE_PATH, 'the hypervisor user cannot open the VM disks after a reboot or re-map'],
     ['install:config', CONFIG_PATH, 'every command needs --vg'],
   ] as const) {
-    const r = await runner.run({ argv: ['test', '-f', file], kind: 'read', allowFailure: true });
+    const r = await runner.run(host.existsReq(file, 'file'));
     add(
       r.exitCode === 0
         ? { id, status: 'ok', message: `${file} present` }
@@ -244,7 +249,7 @@ export async function doctor(runner: Runner, opts: DoctorOptions): Promise<Docto
 }
 
 const sysRead = async (runner: Runner, file: string): Promise<string | undefined> => {
-  const r = await runner.run({ argv: ['cat', '--', file], kind: 'read', allowFailure: true });
+  const r = await runner.run(readOwnFileReq(file));
   return r.exitCode === 0 ? r.stdout.trim() : undefined;
 };
 
@@ -255,11 +260,7 @@ const sysRead = async (runner: Runner, file: string): Promise<string | undefined
  */
 export async function pathCheck(runner: Runner, pvDevice: string): Promise<Check> {
   const id = 'repository:single-path';
-  const kname = (
-    await runner.run({ argv: ['realpath', '-e', '--', pvDevice], kind: 'read', allowFailure: true })
-  ).stdout
-    .trim()
-    .replace(/^\/dev\//, '');
+  const kname = (await runner.run(realpathReq(pvDevice))).stdout.trim().replace(/^\/dev\//, '');
   if (!kname) return { id, status: 'warning', message: `cannot resolve the repository PV ${pvDevice}` };
   if (kname.startsWith('dm-')) {
     const uuid = (await sysRead(runner, `/sys/class/block/${kname}/dm/uuid`)) ?? '';
@@ -268,9 +269,7 @@ export async function pathCheck(runner: Runner, pvDevice: string): Promise<Check
   }
   const wwid = await sysRead(runner, `/sys/class/block/${kname}/device/wwid`);
   if (!wwid) return { id, status: 'ok', message: `repository PV ${pvDevice} (${kname}) has no SCSI wwid to compare` };
-  const disks = (
-    await runner.run({ argv: ['ls', '-1', '--', '/sys/class/block'], kind: 'read', allowFailure: true })
-  ).stdout
+  const disks = (await runner.run(listDirReq('/sys/class/block', false))).stdout
     .split('\n')
     .filter((d) => /^sd[a-z]+$/.test(d));
   const same: string[] = [];

@@ -3,6 +3,7 @@
  * standalone sealed image, to cut chain depth (each level costs an exception lookup).
  */
 import { refused } from '../exec/errors.js';
+import * as blockData from '../tools/blockData.js';
 import * as lvm from '../tools/lvm.js';
 import { collectGarbage, mapClone, runGuarded, type OpContext } from './clones.js';
 import { lvMapperPath } from './dmNames.js';
@@ -93,49 +94,21 @@ export async function copyIntoNewImage(
     beginStep(journal),
     {
       title: `create image LV ${ref}`,
-      req: lvm.lvmRequest(
-        'lvcreate',
-        [
-          '-an',
-          '-Zn',
-          '-Wn',
-          '--setautoactivation',
-          'n',
-          '-L',
-          `${image.sizeBytes}b`,
-          '-n',
-          imageName,
-          '--addtag',
-          roleTag('image'),
-          '--addtag',
-          stateTag('initializing'),
-          '--addtag',
-          marker,
-          ctx.vg,
-        ],
-        'write',
+      req: lvm.createLvReq(
+        {
+          vg: ctx.vg,
+          name: imageName,
+          bytes: image.sizeBytes,
+          tags: [roleTag('image'), stateTag('initializing'), marker],
+        },
         ctx.scope,
       ),
-      undo: [lvm.lvmRequest('lvremove', ['-y', ref], 'write', ctx.scope)],
+      undo: [lvm.removeLvReq(ref, ctx.scope)],
     },
     activateStep(target, 'exclusive', ctx.scope),
     {
       title: `${what} ${ref}`,
-      req: {
-        argv: [
-          'dd',
-          `if=${mapped.device}`,
-          `of=${lvMapperPath(ctx.vg, imageName)}`,
-          'bs=4M',
-          'iflag=direct',
-          'oflag=direct',
-          'conv=fsync',
-          'status=none',
-        ],
-        kind: 'write',
-        root: true,
-        timeout: 'data',
-      },
+      req: blockData.copyReq(mapped.device!, lvMapperPath(ctx.vg, imageName)),
     },
   ];
   try {

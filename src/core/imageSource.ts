@@ -15,6 +15,7 @@ import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { execa } from 'execa';
 import { CowstackError, EXIT, notFound, usageError } from '../exec/errors.js';
+import { EXPANDERS, qcow2InfoArgv, qcow2OtherFile, type ExpandFormat } from '../tools/expand.js';
 
 /** Formats cowstack imports. */
 export const SOURCE_FORMATS = ['raw', 'gzip', 'zstd', 'xz', 'bzip2', 'qcow2'] as const;
@@ -67,24 +68,9 @@ export async function sha256File(file: string): Promise<string> {
   return hash.digest('hex');
 }
 
-/** A program that expands `format` on this machine, and what to install for it. */
-const EXPANDER: Partial<
-  Record<SourceFormat, { program: string; pkg: string; argv: (file: string, out: string) => string[] }>
-> = {
-  zstd: { program: 'zstd', pkg: 'zstd', argv: (f, o) => ['-q', '-d', '-f', '-o', o, '--', f] },
-  xz: { program: 'xz', pkg: 'xz-utils', argv: (f) => ['-d', '-c', '--', f] },
-  bzip2: { program: 'bzip2', pkg: 'bzip2', argv: (f) => ['-d', '-c', '--', f] },
-  qcow2: { program: 'qemu-img', pkg: 'qemu-utils', argv: (f, o) => ['convert', '-f', 'qcow2', '-O', 'raw', f, o] },
-};
-
 /** Refuse a qcow2 that reads other files: a backing file or an external data file. */
 async function refuseQcow2Links(source: string, file: string): Promise<void> {
-  const r = await execa('qemu-img', ['info', '--output=json', '-f', 'qcow2', file]);
-  const info = JSON.parse(r.stdout) as {
-    'backing-filename'?: string;
-    'format-specific'?: { data?: { 'data-file'?: string } };
-  };
-  const other = info['backing-filename'] ?? info['format-specific']?.data?.['data-file'];
+  const other = qcow2OtherFile((await execa(...qcow2InfoArgv(file))).stdout);
   if (other) {
     throw usageError(
       `import source ${source} is a qcow2 image that reads another file (${other}): refusing it`,
@@ -97,7 +83,7 @@ async function expand(source: string, given: string, format: SourceFormat, raw: 
   // Absolute, so a file named "-x" is never an option of qemu-img (which has no "--").
   const file = path.resolve(given);
   if (format === 'gzip') return void (await pipeline(createReadStream(file), createGunzip(), createWriteStream(raw)));
-  const x = EXPANDER[format]!;
+  const x = EXPANDERS[format as ExpandFormat];
   try {
     if (format === 'qcow2') await refuseQcow2Links(source, file);
     const argv = x.argv(file, raw);

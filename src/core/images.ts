@@ -5,6 +5,7 @@
  * read-only on every node and is only ever mapped read-only.
  */
 import { notFound, refused, usageError } from '../exec/errors.js';
+import * as blockData from '../tools/blockData.js';
 import * as lvm from '../tools/lvm.js';
 import { lvMapperName, lvMapperPath } from './dmNames.js';
 import { beginStep, endStep } from './journal.js';
@@ -35,28 +36,8 @@ export interface ImageResult {
 
 const newLvStep = (ctx: OpContext, name: string, bytes: number): Step => ({
   title: `create image LV ${ctx.vg}/${name} (${formatSize(bytes)})`,
-  req: lvm.lvmRequest(
-    'lvcreate',
-    [
-      '-an',
-      '-Zn',
-      '-Wn',
-      '--setautoactivation',
-      'n',
-      '-L',
-      `${bytes}b`,
-      '-n',
-      name,
-      '--addtag',
-      roleTag('image'),
-      '--addtag',
-      stateTag('initializing'),
-      ctx.vg,
-    ],
-    'write',
-    ctx.scope,
-  ),
-  undo: [lvm.lvmRequest('lvremove', ['-y', `${ctx.vg}/${name}`], 'write', ctx.scope)],
+  req: lvm.createLvReq({ vg: ctx.vg, name, bytes, tags: [roleTag('image'), stateTag('initializing')] }, ctx.scope),
+  undo: [lvm.removeLvReq(`${ctx.vg}/${name}`, ctx.scope)],
 });
 
 const placeholder = (ctx: OpContext, name: string) => ({ vg: ctx.vg, name }) as ImageObj;
@@ -64,27 +45,16 @@ const placeholder = (ctx: OpContext, name: string) => ({ vg: ctx.vg, name }) as 
 /** sha256 of a whole LV, read on the node (nothing to read under --dry-run). */
 export async function lvChecksum(ctx: OpContext, name: string): Promise<string> {
   if (ctx.dryRun) return '';
-  const r = await ctx.runner.run({
-    argv: ['sha256sum', lvMapperPath(ctx.vg, name)],
-    kind: 'read',
-    root: true,
-    timeout: 'data',
-  });
-  return r.stdout.split(/\s+/)[0]!;
+  return blockData.parseChecksum((await ctx.runner.run(blockData.checksumReq(lvMapperPath(ctx.vg, name)))).stdout);
 }
 
 /** The one metadata change that seals an image: LVM read-only, state sealed, checksum recorded. */
 export function sealStep(ctx: OpContext, name: string, from: ImageState, sha: string, tags: string[] = []): Step {
   const ref = `${ctx.vg}/${name}`;
-  const add = [...(sha ? [shaTag(sha)] : []), ...tags].flatMap((t) => ['--addtag', t]);
+  const add = [stateTag('sealed'), ...(sha ? [shaTag(sha)] : []), ...tags];
   return {
     title: `seal ${ref} (read-only${sha ? ', sha256 recorded' : ''})`,
-    req: lvm.lvmRequest(
-      'lvchange',
-      ['--permission', 'r', '--deltag', stateTag(from), '--addtag', stateTag('sealed'), ...add, ref],
-      'write',
-      ctx.scope,
-    ),
+    req: lvm.changeLvReq(ref, { readOnly: true, tags: { del: [stateTag(from)], add } }, ctx.scope),
   };
 }
 
@@ -138,32 +108,13 @@ export async function createImage(
   if (opts.zero !== false) {
     steps.push({
       title: `zero ${ref}`,
-      req: {
-        argv: [
-          'dd',
-          'if=/dev/zero',
-          `of=${lvMapperPath(ctx.vg, name)}`,
-          'bs=4M',
-          `count=${bytes / EXTENT}`,
-          'oflag=direct',
-          'conv=fsync',
-          'status=none',
-        ],
-        kind: 'write',
-        root: true,
-        timeout: 'data',
-      },
+      req: blockData.zeroReq(lvMapperPath(ctx.vg, name), bytes / EXTENT),
     });
   }
   steps.push(deactivateStep(placeholder(ctx, name), ctx.scope));
   steps.push({
     title: `mark ${ref} writable`,
-    req: lvm.lvmRequest(
-      'lvchange',
-      ['--deltag', stateTag('initializing'), '--addtag', stateTag('writable'), ref],
-      'write',
-      ctx.scope,
-    ),
+    req: lvm.tagLvReq(ref, { del: [stateTag('initializing')], add: [stateTag('writable')] }, ctx.scope),
   });
   steps.push(endStep(journal));
   await runGuarded(ctx, steps);
@@ -229,25 +180,11 @@ export async function importImage(
     if (existing)
       steps.push({
         title: `remove interrupted import ${ref}`,
-        req: lvm.lvmRequest('lvremove', ['-y', ref], 'write', ctx.scope),
+        req: lvm.removeLvReq(ref, ctx.scope),
       });
     steps.push(newLvStep(ctx, name, bytes), activateStep(placeholder(ctx, name), 'exclusive', ctx.scope), {
       title: `write ${formatSize(bytes)} into ${ref}`,
-      req: {
-        argv: [
-          'dd',
-          `of=${lvMapperPath(ctx.vg, name)}`,
-          'bs=4M',
-          'iflag=fullblock',
-          'oflag=direct',
-          'conv=fsync',
-          'status=none',
-        ],
-        kind: 'write',
-        root: true,
-        timeout: 'data',
-        stdin: data.stream,
-      },
+      req: blockData.writeFromStdinReq(lvMapperPath(ctx.vg, name), data.stream),
     });
     await runGuarded(ctx, steps);
     const sha = ctx.dryRun ? '' : await data.digest;
@@ -260,17 +197,9 @@ export async function importImage(
         ? sealStep(ctx, name, 'initializing', sha, tags)
         : {
             title: `mark ${ref} writable`,
-            req: lvm.lvmRequest(
-              'lvchange',
-              [
-                '--deltag',
-                stateTag('initializing'),
-                '--addtag',
-                stateTag('writable'),
-                ...[...(sha ? [shaTag(sha)] : []), ...tags].flatMap((t) => ['--addtag', t]),
-                ref,
-              ],
-              'write',
+            req: lvm.tagLvReq(
+              ref,
+              { del: [stateTag('initializing')], add: [stateTag('writable'), ...(sha ? [shaTag(sha)] : []), ...tags] },
               ctx.scope,
             ),
           },
@@ -335,7 +264,7 @@ export async function renameImage(ctx: OpContext, from: string, to: string): Pro
   // Children point at the image's UUID and dm names derive from UUIDs: a rename breaks nothing.
   await runGuarded(
     ctx,
-    [{ title: `rename ${lvRef(o)} to ${to}`, req: lvm.lvmRequest('lvrename', [ctx.vg, from, to], 'write', ctx.scope) }],
+    [{ title: `rename ${lvRef(o)} to ${to}`, req: lvm.renameLvReq(ctx.vg, from, to, ctx.scope) }],
     o,
   );
   return { name: to, vg: ctx.vg, uuid: o.uuid, action: 'renamed' };
@@ -362,7 +291,7 @@ export async function removeImage(ctx: OpContext, name: string): Promise<ImageRe
   if (o.lv.activeLocally) steps.push(deactivateStep(o, ctx.scope));
   steps.push({
     title: `remove image ${lvRef(o)}`,
-    req: lvm.lvmRequest('lvremove', ['-y', lvRef(o)], 'write', ctx.scope),
+    req: lvm.removeLvReq(lvRef(o), ctx.scope),
   });
   await runGuarded(ctx, steps, o);
   return { name, vg: ctx.vg, uuid: o.uuid, action: 'removed' };
@@ -387,13 +316,7 @@ export async function exportImage(ctx: OpContext, name: string, target: string):
       [
         {
           title: `read ${lvRef(o)}`,
-          req: {
-            argv: ['dd', `if=${lvMapperPath(o.vg, o.name)}`, 'bs=4M', 'iflag=direct', 'status=none'],
-            kind: 'read',
-            root: true,
-            timeout: 'data',
-            stdoutFile: target,
-          },
+          req: blockData.readToFileReq(lvMapperPath(o.vg, o.name), target),
         },
       ],
       ctx.observer,

@@ -5,7 +5,7 @@
  */
 import { CowstackError, EXIT, commandFailed, notFound, refused, usageError } from '../exec/errors.js';
 import type { Runner } from '../exec/types.js';
-import { STDIN_PATH, holders, readFile, realpath } from '../tools/files.js';
+import { holders, readFile, realpath } from '../tools/files.js';
 import { validateChap } from './target.js';
 import * as iscsi from '../tools/iscsiadm.js';
 import { settleReq } from '../tools/udevadm.js';
@@ -159,10 +159,7 @@ async function setChapOnRecord(
   }
   const { file, text } = await recordFile(runner, portal, iqn);
   await runner.run({
-    argv: ['install', '-m', '0600', STDIN_PATH, file],
-    kind: 'write',
-    root: true,
-    input: iscsi.setRecordValues(text, { 'node.session.auth.password': chap.secret }),
+    ...iscsi.writeRecordReq(file, iscsi.setRecordValues(text, { 'node.session.auth.password': chap.secret })),
     title: `CHAP secret of ${iqn} (record ${file})`,
   });
 }

@@ -13,7 +13,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CowstackError, EXIT, commandFailed, refused, usageError } from '../exec/errors.js';
 import type { RunRequest, Runner } from '../exec/types.js';
-import { STDIN_PATH } from '../tools/files.js';
+import { installFileReq, moveReq, readOwnFileReq } from '../tools/files.js';
+import * as host from '../tools/host.js';
+import * as udevadm from '../tools/udevadm.js';
 import { validateVgName } from './validate.js';
 
 export const SUDOERS_PATH = '/etc/sudoers.d/cowstack';
@@ -75,15 +77,8 @@ export function udevRuleFor(text: string, user: string): string {
 export const configFor = (vg: string): string =>
   `# cowstack configuration (written by cowstack install; see the README for every key)\nrepository:\n  vg: ${vg}\n`;
 
-const write = (file: string, content: string, mode: string): RunRequest => ({
-  argv: ['install', '-D', '-m', mode, STDIN_PATH, file],
-  kind: 'write',
-  input: content,
-  title: `write ${file}`,
-});
-
 async function current(runner: Runner, file: string): Promise<string | undefined> {
-  const r = await runner.run({ argv: ['cat', '--', file], kind: 'read', allowFailure: true });
+  const r = await runner.run(readOwnFileReq(file));
   return r.exitCode === 0 ? r.stdout : undefined;
 }
 
@@ -103,7 +98,7 @@ export async function install(runner: Runner, o: InstallOptions): Promise<Instal
       'run from a cowstack checkout or package, or give --from DIR (the single-file bundle has no data files)',
     );
   }
-  const uid = (await runner.run({ argv: ['id', '-u'], kind: 'read' })).stdout.trim();
+  const uid = (await runner.run(host.userIdReq())).stdout.trim();
   if (uid !== '0')
     throw refused(
       `cowstack install must run as root on ${runner.target} (it writes ${SUDOERS_PATH})`,
@@ -117,15 +112,10 @@ export async function install(runner: Runner, o: InstallOptions): Promise<Instal
   if (had === sudoers) files.push({ path: SUDOERS_PATH, action: 'unchanged' });
   else {
     const tmp = `${SUDOERS_PATH}.cowstack-new`;
-    await must(runner, write(tmp, sudoers, '0440'));
-    const check = await runner.run({
-      argv: ['visudo', '-cf', tmp],
-      kind: 'write',
-      allowFailure: true,
-      title: `check ${tmp}`,
-    });
+    await must(runner, installFileReq(tmp, sudoers, '0440'));
+    const check = await runner.run({ ...host.sudoersCheckReq(tmp), title: `check ${tmp}` });
     if (check.exitCode !== 0 && !check.skipped) {
-      await runner.run({ argv: ['rm', '-f', '--', tmp], kind: 'write', allowFailure: true });
+      await runner.run({ ...host.removeReq(tmp), allowFailure: true });
       throw new CowstackError(
         EXIT.FAILED,
         `visudo rejects the sudoers file for ${o.users.join(', ')}; nothing was installed`,
@@ -135,11 +125,7 @@ export async function install(runner: Runner, o: InstallOptions): Promise<Instal
         },
       );
     }
-    await must(runner, {
-      argv: ['mv', '-f', '--', tmp, SUDOERS_PATH],
-      kind: 'write',
-      title: `install ${SUDOERS_PATH}`,
-    });
+    await must(runner, { ...moveReq(tmp, SUDOERS_PATH), title: `install ${SUDOERS_PATH}` });
     files.push({ path: SUDOERS_PATH, action: had === undefined ? 'installed' : 'updated' });
   }
 
@@ -148,15 +134,15 @@ export async function install(runner: Runner, o: InstallOptions): Promise<Instal
     const hadRule = await current(runner, UDEV_RULE_PATH);
     if (hadRule === rule) files.push({ path: UDEV_RULE_PATH, action: 'unchanged' });
     else {
-      await must(runner, write(UDEV_RULE_PATH, rule, '0644'));
-      await must(runner, { argv: ['udevadm', 'control', '--reload'], kind: 'write', title: 'reload udev rules' });
+      await must(runner, installFileReq(UDEV_RULE_PATH, rule, '0644'));
+      await must(runner, { ...udevadm.reloadRulesReq(), title: 'reload udev rules' });
       files.push({ path: UDEV_RULE_PATH, action: hadRule === undefined ? 'installed' : 'updated' });
     }
   }
 
   // The config is the site's: written once, never overwritten.
   if ((await current(runner, CONFIG_PATH)) === undefined) {
-    await must(runner, write(CONFIG_PATH, configFor(o.vg), '0644'));
+    await must(runner, installFileReq(CONFIG_PATH, configFor(o.vg), '0644'));
     files.push({ path: CONFIG_PATH, action: 'installed' });
   } else files.push({ path: CONFIG_PATH, action: 'kept' });
   return { role: o.role, files };

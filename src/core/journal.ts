@@ -1,14 +1,21 @@
 /**
- * The node-local journal of multi-step operations in flight. An entry is written before
- * the first step and removed after the last, so after a crash `cowstack recover` knows
- * which operation was interrupted and whether to finish it (commit, unmap) or undo it
- * (map, create, import). Cluster-wide state is never kept here: that is in LV tags.
+ * The node-local journal of multi-step operations in flight. An entry begins before the
+ * first step and ends after the last, so after a crash `cowstack recover` knows which
+ * operation was interrupted and whether to finish it (commit, unmap) or undo it (map,
+ * create, import). Cluster-wide state is never kept here: that is in LV tags.
+ *
+ * Under the node lock an entry is two lines in the VG's journal log (`<vg>.log`), written
+ * by the lock's keeper: a `begin` record and an `end` record, no command of their own. An
+ * entry whose `begin` has no later `end` is in flight. Without the lock (--dry-run, core
+ * called directly) an entry is a file of its own (`<vg>.<name>.<op>.json`), written and
+ * removed by a command each; entries of both kinds are read back alike.
  */
 import type { Runner } from '../exec/types.js';
 import { listDir, readFile, STDIN_PATH } from '../tools/files.js';
+import { appendLogReq, JOURNAL_DIR, journalLog } from '../tools/flock.js';
 import type { Step } from './plan.js';
 
-export const JOURNAL_DIR = process.env.COWSTACK_JOURNAL_DIR ?? '/var/lib/cowstack/journal';
+export { JOURNAL_DIR };
 
 export type JournalOp = 'map' | 'unmap' | 'commit' | 'create-clone' | 'create-image' | 'import' | 'flatten' | 'discard';
 
@@ -21,6 +28,14 @@ export interface JournalEntry {
   /** The operation that wrote it (absent in entries written before operation ids). */
   opId?: string;
 }
+
+/** A line of the journal log. `lock`: who took the node lock (named to a waiter that gives up). */
+export type JournalRecord =
+  | ({ rec: 'begin' } & JournalEntry)
+  | { rec: 'end'; op: JournalOp; vg: string; name: string; opId?: string }
+  | { rec: 'lock'; pid: number; host: string; command: string; since: string; opId: string };
+
+export const recordLine = (r: JournalRecord): string => `${JSON.stringify(r)}\n`;
 
 /**
  * The operation this process runs, set when it takes the node lock (core/nodeLock.ts), and
@@ -41,6 +56,7 @@ export function beginStep(entry: Omit<JournalEntry, 'started' | 'opId'>): Step {
   const opId = operationId;
   const full: JournalEntry = { ...entry, started: new Date().toISOString(), ...(opId ? { opId } : {}) };
   const file = fileOf(entry.vg, entry.name, entry.op);
+  const end = removeStep(entry, file);
   return {
     title: `journal: ${entry.op} ${entry.vg}/${entry.name} begins`,
     req: {
@@ -49,28 +65,59 @@ export function beginStep(entry: Omit<JournalEntry, 'started' | 'opId'>): Step {
       root: true,
       input: `${JSON.stringify(full)}\n`,
     },
+    record: recordLine({ rec: 'begin', ...full }),
     // If the plan is undone, nothing is in flight any more.
-    undo: [removeStep(entry, file).req],
+    undo: [end.req],
+    undoRecord: end.record,
   };
 }
 
 /**
- * The end of this operation's entry, or (recover) of an entry read back: that one is
- * removed by the file it was read from (entries of a release that put the op id in the
- * file name are read and removed alike).
+ * The end of this operation's entry, or (recover) of an entry read back: from a file of its
+ * own, that file is removed; from the log, an `end` record is appended to that log.
  */
-export function endStep(entry: Pick<JournalEntry, 'vg' | 'name' | 'op'> & { file?: string }): Step {
-  return removeStep(entry, entry.file ?? fileOf(entry.vg, entry.name, entry.op));
+export function endStep(entry: Pick<JournalEntry, 'vg' | 'name' | 'op'> & { file?: string; fromLog?: boolean }): Step {
+  if (entry.fromLog) {
+    const line = recordLine({ rec: 'end', op: entry.op, vg: entry.vg, name: entry.name, ...opIdOf() });
+    return {
+      title: `journal: ${entry.op} ${entry.vg}/${entry.name} done`,
+      req: appendLogReq(entry.file ?? journalLog(entry.vg), line),
+      record: line,
+    };
+  }
+  if (entry.file) return fileEnd({ ...entry, file: entry.file });
+  return removeStep(entry, fileOf(entry.vg, entry.name, entry.op));
 }
 
+/**
+ * Ends the entry both ways: the `end` record closes a `begin` in the log, the file removal
+ * an entry file (a file written without the lock, or by an older release, is read back and
+ * must go; the log's `end` record alone would leave it). Under the lock only the record is
+ * written: an entry read from a file is removed by its own command in recover (fileEnd).
+ */
 const removeStep = (entry: Pick<JournalEntry, 'vg' | 'name' | 'op'>, file: string): Step => ({
   title: `journal: ${entry.op} ${entry.vg}/${entry.name} done`,
   req: { argv: ['rm', '-f', '--', file], kind: 'write', root: true },
+  record: recordLine({ rec: 'end', op: entry.op, vg: entry.vg, name: entry.name, ...opIdOf() }),
 });
 
-export async function readJournal(runner: Runner): Promise<Array<JournalEntry & { file: string }>> {
-  const out: Array<JournalEntry & { file: string }> = [];
+const opIdOf = () => (operationId ? { opId: operationId } : {});
+
+/** Ends an entry read back from a file of its own: that file is removed (lock or not). */
+export function fileEnd(entry: Pick<JournalEntry, 'vg' | 'name' | 'op'> & { file: string }): Step {
+  const { record: _record, ...step } = removeStep(entry, entry.file);
+  return step;
+}
+
+export type ReadEntry = JournalEntry & { file: string; fromLog?: boolean };
+
+export async function readJournal(runner: Runner): Promise<ReadEntry[]> {
+  const out: ReadEntry[] = [];
   for (const f of await listDir(runner, JOURNAL_DIR)) {
+    if (f.endsWith('.log')) {
+      out.push(...inFlight(`${JOURNAL_DIR}/${f}`, (await readFile(runner, `${JOURNAL_DIR}/${f}`)) ?? ''));
+      continue;
+    }
     if (!f.endsWith('.json')) continue;
     const file = `${JOURNAL_DIR}/${f}`;
     const text = await readFile(runner, file);
@@ -83,3 +130,26 @@ export async function readJournal(runner: Runner): Promise<Array<JournalEntry & 
   }
   return out;
 }
+
+/** The entries of a journal log whose last record is a `begin` (a torn last line is ignored). */
+export function inFlight(file: string, text: string): ReadEntry[] {
+  const open = new Map<string, ReadEntry>();
+  for (const line of text.split('\n')) {
+    let r: JournalRecord;
+    try {
+      r = JSON.parse(line) as JournalRecord;
+    } catch {
+      continue;
+    }
+    if (r.rec !== 'begin' && r.rec !== 'end') continue;
+    const key = `${r.vg}/${r.name}/${r.op}`;
+    if (r.rec === 'end') open.delete(key);
+    else {
+      const { rec: _rec, ...entry } = r;
+      open.set(key, { ...entry, file, fromLog: true });
+    }
+  }
+  return [...open.values()];
+}
+
+export { journalLog };

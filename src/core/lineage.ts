@@ -29,7 +29,7 @@ export async function renameClone(ctx: OpContext, from: string, to: string): Pro
     throw refused(`${ctx.vg}/${to} already exists`, 'pick another name');
   await runGuarded(
     ctx,
-    [{ title: `rename ${lvRef(o)} to ${to}`, req: lvm.lvmRequest('lvrename', [ctx.vg, from, to], 'write', ctx.scope) }],
+    [{ title: `rename ${lvRef(o)} to ${to}`, req: lvm.renameLvReq(ctx.vg, from, to, ctx.scope) }],
     o,
   );
   return 'renamed';
@@ -69,7 +69,7 @@ export async function growVolatile(ctx: OpContext, image: ImageObj | CowObj, byt
     [
       {
         title: `grow ${lvRef(image)} to ${size} bytes`,
-        req: lvm.lvmRequest('lvextend', ['-L', `${size}b`, lvRef(image)], 'write', ctx.scope),
+        req: lvm.extendLvReq(lvRef(image), size, ctx.scope),
       },
     ],
     image,

@@ -15,9 +15,10 @@ import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { PassThrough } from 'node:stream';
 import { CowstackError, EXIT } from '../exec/errors.js';
-import type { Runner } from '../exec/types.js';
+import type { RunResult, Runner } from '../exec/types.js';
 import * as flock from '../tools/flock.js';
-import { setOperationId } from './journal.js';
+import { recordLine, setOperationId, type JournalRecord } from './journal.js';
+import { setJournalSink } from './journalSink.js';
 
 export const DEFAULT_LOCK_WAIT_SECONDS = 120;
 const RELEASE_WAIT_MS = 15_000;
@@ -52,55 +53,95 @@ export const newOperationId = (): string => `${Date.now().toString(36)}-${random
 export async function acquireNodeLock(runner: Runner, vg: string, opts: NodeLockOptions): Promise<NodeLock> {
   const wait = opts.waitSeconds ?? DEFAULT_LOCK_WAIT_SECONDS;
   const opId = newOperationId();
-  await runner.run(flock.lockDirReq());
-  const stdin = new PassThrough();
-  stdin.write(flock.LOCK_HANDSHAKE);
-  let echoed = '';
-  let held!: () => void;
-  const acquired = new Promise<'held'>((resolve) => (held = () => resolve('held')));
-  const keeper = runner.run({
-    ...flock.holdReq(vg, wait),
-    stdin,
-    onStdout: (chunk) => {
-      echoed += chunk;
-      if (echoed.includes(flock.LOCK_HANDSHAKE)) held();
-    },
-  });
-  // A keeper that ends (or fails to start) before the handshake came back never held the lock.
-  const first = await Promise.race([acquired, keeper]);
+  const since = new Date().toISOString();
+  const holder: LockHolder = { pid: process.pid, host: hostname(), command: opts.command.slice(0, 200), since, opId };
+  let keeper = startKeeper(runner, vg, wait, recordLine({ rec: 'lock', ...holder }));
+  let first = await keeper.first;
+  if (first !== 'held' && first.exitCode === flock.FLOCK_NO_FILE) {
+    // A fresh node (or /var/lib/cowstack just mounted): make the directory, then once more.
+    await runner.run(flock.lockDirReq());
+    keeper = startKeeper(runner, vg, wait, recordLine({ rec: 'lock', ...holder }));
+    first = await keeper.first;
+  }
   if (first !== 'held') {
-    stdin.end();
+    keeper.stdin.end();
     if (first.exitCode === flock.FLOCK_BUSY) throw await busy(runner, vg, wait);
     const why = `flock exited with ${first.exitCode}: ${first.stderr.trim()}`;
     throw new CowstackError(EXIT.FAILED, `could not take the node lock ${flock.lockFile(vg)}${where(runner)}: ${why}`, {
-      hint: 'check that flock (util-linux) is installed and /run/lock is writable for root on the node',
+      hint: `check that flock (util-linux) is installed and ${flock.JOURNAL_DIR} is writable for root on the node`,
       data: { lock: flock.lockFile(vg), host: runner.target },
     });
   }
-  const since = new Date().toISOString();
-  const holder: LockHolder = { pid: process.pid, host: hostname(), command: opts.command.slice(0, 200), since, opId };
+  const { stdin, done, append } = keeper;
+  setJournalSink(runner.target, { append });
   let released = false;
   const release = async () => {
     if (released) return;
     released = true;
+    setJournalSink(runner.target, undefined);
     stdin.end();
     // The keeper's outcome no longer matters. Its end is awaited so that the next operation
     // finds the lock free, but not forever: an ssh session to a dead host ends only when
     // ssh gives up on it, and the lock ends with it anyway.
     let timer: NodeJS.Timeout | undefined;
     const bound = new Promise<void>((resolve) => (timer = setTimeout(resolve, RELEASE_WAIT_MS)));
-    await Promise.race([keeper.catch(() => undefined), bound]);
+    await Promise.race([done.catch(() => undefined), bound]);
     clearTimeout(timer);
   };
-  try {
-    await runner.run(flock.writeHolderReq(vg, `${JSON.stringify(holder)}\n`));
-  } catch (e) {
-    await release();
-    throw e;
-  }
   setOperationId(opId);
   return { opId, release };
 }
+
+interface Keeper {
+  stdin: PassThrough;
+  /** 'held' once the holder record came back; the keeper's result if it ended before. */
+  first: Promise<'held' | RunResult>;
+  done: Promise<RunResult>;
+  /** Writes a line and resolves once tee has echoed it (so it is in the log). */
+  append(line: string): Promise<void>;
+}
+
+function startKeeper(runner: Runner, vg: string, wait: number, holderLine: string): Keeper {
+  const stdin = new PassThrough();
+  let echoed = 0;
+  let written = 0;
+  const waiters: Array<{ upTo: number; resolve: () => void; reject: (e: unknown) => void }> = [];
+  const flush = () => {
+    while (waiters.length && echoed >= waiters[0]!.upTo) waiters.shift()!.resolve();
+  };
+  const write = (line: string): Promise<void> =>
+    new Promise((resolve, reject) => {
+      written += Buffer.byteLength(line);
+      waiters.push({ upTo: written, resolve, reject });
+      stdin.write(line);
+    });
+  const done = runner.run({
+    ...flock.holdReq(vg, wait),
+    stdin,
+    onStdout: (chunk) => {
+      echoed += Buffer.byteLength(chunk);
+      flush();
+    },
+  });
+  // A keeper that ends has stopped writing the log: every record still waiting fails.
+  const failWaiters = () => {
+    for (const w of waiters.splice(0)) w.reject(keeperEnded(runner, vg));
+  };
+  done.then(failWaiters, failWaiters);
+  const first = Promise.race([write(holderLine).then(() => 'held' as const), done]);
+  return {
+    stdin,
+    first,
+    done,
+    append: (line) => Promise.race([write(line), done.then(() => Promise.reject(keeperEnded(runner, vg)))]),
+  };
+}
+
+const keeperEnded = (runner: Runner, vg: string) =>
+  new CowstackError(EXIT.FAILED, `the node lock of VG ${vg}${where(runner)} ended while the operation held it`, {
+    hint: 'the ssh session to the node or its flock process died: run cowstack recover on the node',
+    data: { lock: flock.lockFile(vg), host: runner.target },
+  });
 
 /** Run fn holding the node lock (none under --dry-run: nothing changes, nothing to serialize). */
 export function withNodeLock<T>(
@@ -144,14 +185,17 @@ const where = (runner: Runner) => (runner.target === 'local' ? '' : ` on ${runne
 async function busy(runner: Runner, vg: string, wait: number): Promise<CowstackError> {
   const r = await runner.run(flock.readHolderReq(vg)).catch(() => undefined);
   let holder: Partial<LockHolder> | undefined;
-  try {
-    holder = r?.exitCode === 0 ? (JSON.parse(r.stdout) as Partial<LockHolder>) : undefined;
-  } catch {
-    holder = undefined;
+  for (const line of (r?.exitCode === 0 ? r.stdout : '').split('\n')) {
+    try {
+      const rec = JSON.parse(line) as JournalRecord;
+      if (rec.rec === 'lock') holder = { pid: rec.pid, host: rec.host, command: rec.command, since: rec.since };
+    } catch {
+      // The tail starts mid-line, or the line is torn: not a record.
+    }
   }
   const who = holder?.pid
     ? `pid ${holder.pid} on ${holder.host ?? '?'} ("cowstack ${holder.command ?? '?'}", since ${holder.since ?? '?'})`
-    : `an operation that has not recorded itself in ${flock.holderFile(vg)} yet`;
+    : `an operation that has not recorded itself in ${flock.journalLog(vg)}`;
   const message =
     `another cowstack operation holds the node lock of VG ${vg}${where(runner)}: ${who}; ` + `gave up after ${wait}s`;
   return new CowstackError(EXIT.TIMEOUT, message, {

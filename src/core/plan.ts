@@ -3,7 +3,9 @@
  * undo it. Core modules compute plans from observed state; runPlan executes them and, if
  * a step fails, undoes the completed steps in reverse so nothing is left half-done.
  */
+import { noCommandResult } from '../exec/results.js';
 import type { RunRequest, RunResult, Runner } from '../exec/types.js';
+import { journalSinkOf } from './journalSink.js';
 import { isTransientLockError } from './locks.js';
 
 export interface Step {
@@ -16,6 +18,13 @@ export interface Step {
    * the step, so the plan is undone. Not called for a step the dry run skipped.
    */
   check?: (result: RunResult) => void;
+  /**
+   * A journal record (core/journal.ts): under the node lock it goes through the lock's keeper
+   * (core/journalSink.ts) and `req` is not run; without the lock `req` writes it.
+   */
+  record?: string;
+  /** The record that reverts this step's record, in place of `undo` under the node lock. */
+  undoRecord?: string;
 }
 
 export interface PlanObserver {
@@ -35,6 +44,11 @@ export interface PlanObserver {
 export const transientRetry = { attempts: 3, pauseMs: 3_000 };
 
 async function runStep(runner: Runner, step: Step, observer: PlanObserver): Promise<RunResult> {
+  const sink = step.record === undefined ? undefined : journalSinkOf(runner.target);
+  if (sink) {
+    await sink.append(step.record!);
+    return noCommandResult();
+  }
   for (let attempt = 1; ; attempt++) {
     try {
       return await runner.run({ title: step.title, ...step.req });
@@ -85,9 +99,11 @@ export async function runPlan(runner: Runner, steps: Step[], observer: PlanObser
 
 async function undoAll(runner: Runner, completed: Step[], observer: PlanObserver): Promise<void> {
   for (const step of [...completed].reverse()) {
-    if (!step.undo?.length) continue;
+    const sink = step.undoRecord === undefined ? undefined : journalSinkOf(runner.target);
+    if (!sink && !step.undo?.length) continue;
     try {
-      for (const u of step.undo) await runner.run(u);
+      if (sink) await sink.append(step.undoRecord!);
+      else for (const u of step.undo!) await runner.run(u);
       observer.undo?.(step);
     } catch (error) {
       // Keep undoing the rest; the original error is what the caller reports.

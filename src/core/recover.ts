@@ -10,6 +10,7 @@
  */
 import type { Runner } from '../exec/types.js';
 import * as dmsetup from '../tools/dmsetup.js';
+import * as host from '../tools/host.js';
 import * as lvm from '../tools/lvm.js';
 import { collectGarbage, commitClone, discardClone, unmapClone, type OpContext } from './clones.js';
 import { lazyDeviceName } from './cache/lazy.js';
@@ -48,7 +49,7 @@ export async function recover(ctx: OpContext): Promise<RecoverReport> {
           ? { op: entry.op, name: entry.name, decision }
           : { op: 'journal', name: entry.file, decision, detail: 'unreadable entry removed' },
       );
-      if (!entry.vg) await ctx.runner.run({ argv: ['rm', '-f', '--', entry.file], kind: 'write', root: true });
+      if (!entry.vg) await ctx.runner.run(host.removeRootFileReq(entry.file));
       else await runPlan(ctx.runner, [endStep(entry)], ctx.observer);
     } catch (e) {
       actions.push({ op: entry.op, name: entry.name, decision: 'failed', detail: (e as Error).message });
@@ -107,7 +108,7 @@ async function settle(ctx: OpContext, entry: JournalEntry & { file: string }): P
       if (o.lv.activeLocally) steps.push(deactivateStep(o, ctx.scope));
       steps.push({
         title: `remove half-made ${lvRef(o)}`,
-        req: lvm.lvmRequest('lvremove', ['-y', lvRef(o)], 'write', ctx.scope),
+        req: lvm.removeLvReq(lvRef(o), ctx.scope),
       });
       await runPlan(ctx.runner, steps, ctx.observer);
       return 'undone';

@@ -12,10 +12,11 @@
 import { createHash } from 'node:crypto';
 import { CowstackError, EXIT, commandFailed, notFound, refused, usageError } from '../exec/errors.js';
 import type { RunRequest, Runner } from '../exec/types.js';
-import { rootProgram } from '../exec/rootPrograms.js';
+import { rootProgram } from '../tools/rootPrograms.js';
 import * as lio from '../tools/lio.js';
 import * as tgt from '../tools/tgt.js';
 import { writeFileReqs } from '../tools/files.js';
+import * as host from '../tools/host.js';
 import { runPlan, type PlanObserver, type Step } from './plan.js';
 import { parseSize, validateDevicePath, validateIqn } from './validate.js';
 
@@ -54,7 +55,7 @@ export const TGT_CONF = '/etc/tgt/conf.d/cowstack.conf';
 
 /** Installed where the distribution puts it (the path sudoers names); no python start-up. */
 async function has(runner: Runner, program: 'targetcli' | 'tgtadm'): Promise<boolean> {
-  const r = await runner.run({ argv: ['test', '-x', rootProgram(program)!.path], kind: 'read', allowFailure: true });
+  const r = await runner.run(host.existsReq(rootProgram(program)!.path, 'executable'));
   return r.exitCode === 0;
 }
 
@@ -266,7 +267,7 @@ async function tgtCreateSteps(
     // tgt does not create its backing file: make a sparse one of the asked size (never shrink one).
     steps.push({
       title: `backing file ${file}`,
-      req: { argv: ['truncate', '--size', `>${sizeBytes}`, '--', file], kind: 'write', root: true, timeout: 'change' },
+      req: tgt.sparseFileReq(file, sizeBytes!),
     });
   }
   steps.push(

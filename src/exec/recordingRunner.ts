@@ -7,6 +7,11 @@ export interface Expectation {
   stdout?: string;
   stderr?: string;
   exitCode?: number;
+  /**
+   * A long-running keeper (the node lock's `tee`): everything written to the request's stdin
+   * stream comes back through onStdout, and the command ends when that stdin ends.
+   */
+  echoStdin?: boolean;
 }
 
 /**
@@ -15,6 +20,8 @@ export interface Expectation {
  */
 export class RecordingRunner implements Runner {
   readonly calls: RunRequest[] = [];
+  /** What each echoStdin keeper echoed so far, by call index. */
+  readonly echoed = new Map<number, string>();
   private readonly queue: Expectation[] = [];
   /** Mismatches seen so far: code under test may catch the throw, verify() still reports it. */
   private readonly failures: string[] = [];
@@ -40,6 +47,20 @@ export class RecordingRunner implements Runner {
       throw this.fail(`RecordingRunner: ${got} was tagged ${req.kind}, expected ${next.kind}`);
     }
     const exitCode = next.exitCode ?? 0;
+    if (next.echoStdin && req.stdin && typeof req.stdin !== 'string' && 'on' in req.stdin) {
+      const stream = req.stdin as NodeJS.ReadableStream;
+      const index = this.calls.length - 1;
+      let echoed = '';
+      await new Promise<void>((resolve) => {
+        stream.on('data', (c: Buffer | string) => {
+          echoed += String(c);
+          this.echoed.set(index, echoed);
+          req.onStdout?.(String(c));
+        });
+        stream.on('end', () => resolve());
+      });
+      return { argv: req.argv, exitCode, stdout: echoed, stderr: '', durationMs: 0 };
+    }
     if (next.stdout && req.onStdout) req.onStdout(next.stdout);
     if (exitCode !== 0 && !req.allowFailure) throw new CommandError(this.target, req.argv, exitCode, next.stderr ?? '');
     return { argv: req.argv, exitCode, stdout: next.stdout ?? '', stderr: next.stderr ?? '', durationMs: 0 };

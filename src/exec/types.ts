@@ -72,3 +72,34 @@ export interface Runner {
 }
 
 export type SudoPolicy = 'auto' | 'always' | 'never';
+
+/**
+ * A program cowstack runs as root (a RunRequest with `root: true`): what sudoers/cowstack
+ * must allow. Each tools module declares the ones it spells (its ROOT_PROGRAMS);
+ * src/tools/rootPrograms.ts collects them.
+ *
+ * `path` is where Debian 12 (merged /usr) has the program: what `command -v` prints and
+ * what sudo resolves the bare name to through its secure_path. dpkg still records some of
+ * them under /sbin or /bin, which are symlinks to /usr/sbin and /usr/bin there; sudo
+ * compares by inode, so the two spellings are the same rule.
+ */
+export interface RootProgram {
+  /** The argv[0] cowstack passes (sudo resolves it through secure_path). */
+  name: string;
+  /** Full path on Debian 12: the path written in sudoers/cowstack. */
+  path: string;
+  /** Debian package that provides it. */
+  pkg: string;
+  /** What cowstack runs it for (the sudoers rule restricts it to that). */
+  use: string;
+  /**
+   * Only `cowstack cluster init` / `cluster join` need it. sudoers/cowstack grants these in
+   * a separate rule (COWSTACK_SETUP) that a site can drop once its nodes are set up.
+   */
+  setupOnly?: boolean;
+  /**
+   * Only the repository server runs it (cowstack target ...). sudoers/cowstack grants these
+   * in COWSTACK_SERVER, which nodes do not need.
+   */
+  serverOnly?: boolean;
+}

@@ -10,31 +10,31 @@ import path from 'node:path';
 import { CowstackError, EXIT, notFound, refused, usageError } from '../exec/errors.js';
 import type { Runner } from '../exec/types.js';
 import * as lvm from '../tools/lvm.js';
-import {
-  commitClone,
-  createClone,
-  discardClone,
-  growClone,
-  mapClone,
-  runGuarded,
-  unmapClone,
-  type OpContext,
-} from '../core/clones.js';
+import { createClone, growClone, mapClone, runGuarded, unmapClone, type OpContext } from '../core/clones.js';
 import { lvMapperName, lvMapperPath } from '../core/dmNames.js';
 import { isTransientLockError } from '../core/locks.js';
 import { flattenClone } from '../core/flatten.js';
-import { createImage, removeImage } from '../core/images.js';
-import { growVolatile, renameClone, saveLiveAsImage } from '../core/lineage.js';
-import type { CloneObj, CowObj } from '../core/metadata.js';
+import { removeLvs } from '../core/gc.js';
+import { createImage } from '../core/images.js';
+import { growVolatile, saveLiveAsImage } from '../core/lineage.js';
+import type { CowObj } from '../core/metadata.js';
 import { observe, type NodeState } from '../core/observe.js';
 import { recover } from '../core/recover.js';
 import { activateStep, deactivateStep, lvRef } from '../core/stack.js';
 import { EXTENT, roundUp } from '../core/validate.js';
 import {
+  deleteSnapshot,
+  diskLvs,
+  revertSnapshot,
+  startPersistentCow,
+  syncBack,
+  takeSnapshot,
+  type CowOptions,
+  type DiskSnapshot,
+} from '../core/vmDisks.js';
+import {
   diskLv,
-  diskSnapPattern,
   DS_LOCATION,
-  persistentPattern,
   snapLv,
   parseTmPath,
   vmLvPattern,
@@ -68,6 +68,7 @@ const ctxOf = (env: TmEnv, host: string): OpContext => ({
   scope: env.scope,
   observer: env.observer,
 });
+const cowOpts = (env: TmEnv): CowOptions => ({ chunk: env.chunk, defaultPercent: env.cowPercent });
 const isFrontend = (env: TmEnv, host: string) => env.frontends.includes(host) || host === 'localhost';
 
 function checkVg(env: TmEnv, src: TmSource): void {
@@ -87,10 +88,13 @@ async function link(r: Runner, device: string, d: TmPath): Promise<void> {
   await run(r, ['ln', '-sfn', '--', device, d.path]);
 }
 
-async function disksOf(state: NodeState, vmId: number): Promise<CowObj[]> {
+function disksOf(state: NodeState, vmId: number): CowObj[] {
   const re = vmLvPattern(vmId);
   return [...state.repo.byName.values()].filter((o) => re.test(o.name));
 }
+
+/** Every LV of one VM: its disks and their snapshots (what removing the VM directory removes). */
+const vmLvs = (state: NodeState, vmId: number): string[] => disksOf(state, vmId).map((o) => o.name);
 
 /** The disk's top: a live clone (image-backed disk) or a writable image (volatile disk). */
 function topOf(state: NodeState, d: Disk): CowObj | undefined {
@@ -133,28 +137,6 @@ async function clone(env: TmEnv, req: Extract<TmRequest, { action: 'clone' | 'ln
   env.info(`${req.dst.path} -> ${m.device} on ${req.dst.host}`);
 }
 
-/** The newest sync-back of a persistent image (`<image>-p<K>`, committed), or the image. */
-export function persistentHead(state: NodeState, image: string): { head: CowObj; next: number } {
-  const img = state.repo.byName.get(image);
-  if (!img || img.kind !== 'image')
-    throw notFound(`persistent image ${state.vg}/${image} does not exist`, 'check the image SOURCE in the datastore');
-  const re = persistentPattern(image);
-  let head: CowObj = img;
-  let best = 0;
-  let next = 1;
-  for (const o of state.repo.byName.values()) {
-    const m = re.exec(o.name);
-    if (!m) continue;
-    const k = Number(m[1]);
-    next = Math.max(next, k + 1);
-    if (o.kind === 'clone' && o.state === 'committed' && k > best && state.repo.chain(o).includes(img)) {
-      best = k;
-      head = o;
-    }
-  }
-  return { head, next };
-}
-
 async function ln(env: TmEnv, req: Extract<TmRequest, { action: 'clone' | 'ln' }>): Promise<void> {
   checkVg(env, req.src);
   const ctx = ctxOf(env, req.dst.host);
@@ -162,11 +144,9 @@ async function ln(env: TmEnv, req: Extract<TmRequest, { action: 'clone' | 'ln' }
   const state = await observe(ctx.runner, ctx.vg, ctx.scope);
   const o = state.repo.byName.get(name);
   if (!(o?.kind === 'clone' && o.state === 'live')) {
-    const { head } = persistentHead(state, req.src.lv);
-    // The persistent image itself is never written: the VM writes an exclusive COW on the
-    // lineage's newest sync-back, which mvds commits back as the next one.
-    await createClone(ctx, { name, from: head.name, chunk: env.chunk, defaultPercent: env.cowPercent });
-    env.info(`persistent ${req.src.lv}: COW ${name} on ${head.name}`);
+    // mvds commits the COW back as the lineage's next sync-back.
+    const head = await startPersistentCow(ctx, state, req.src.lv, name, cowOpts(env));
+    env.info(`persistent ${req.src.lv}: COW ${name} on ${head}`);
   }
   const m = await mapClone(ctx, name);
   await link(ctx.runner, m.device!, req.dst);
@@ -176,32 +156,13 @@ async function mvds(env: TmEnv, req: Extract<TmRequest, { action: 'mvds' }>): Pr
   checkVg(env, req.dst);
   const ctx = ctxOf(env, req.src.host);
   const name = diskLv(req.vmId, req.src.diskId);
-  let state = await observe(ctx.runner, ctx.vg, ctx.scope);
-  const o = state.repo.byName.get(name);
-  if (o) {
-    if (o.kind !== 'clone')
-      throw usageError(
-        `${lvRef(o)} is a volatile disk, not a persistent image's`,
-        'mvds only applies to persistent disks (ln)',
-      );
-    if (!state.repo.chain(o).some((p) => p.name === req.dst.lv))
-      throw refused(
-        `${lvRef(o)} does not descend from ${req.dst.lv}`,
-        'the SOURCE does not match the disk: check the image',
-      );
-    if (o.state === 'live') await commitClone(ctx, name);
-    state = await observe(ctx.runner, ctx.vg, ctx.scope);
-    const { next } = persistentHead(state, req.dst.lv);
-    const target = `${req.dst.lv}-p${next}`;
-    // Snapshots first: a crash after them leaves the top under its disk name, and a re-run
-    // finishes; the snapshots stay in the image's lineage under names delete never touches.
-    const snaps = [...state.repo.byName.values()].filter((s) => diskSnapPattern(req.vmId, req.src.diskId).test(s.name));
-    for (const s of snaps) await renameClone(ctx, s.name, `${target}-s${s.name.slice(s.name.lastIndexOf('-s') + 2)}`);
-    await renameClone(ctx, name, target);
-    env.info(`synced ${name} back into ${req.dst.lv}'s lineage as ${target}`);
-  } else {
-    env.info(`${name} is not in ${env.vg}: already synced back`);
-  }
+  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const target = await syncBack(ctx, state, name, req.dst.lv);
+  env.info(
+    target
+      ? `synced ${name} back into ${req.dst.lv}'s lineage as ${target}`
+      : `${name} is not in ${env.vg}: already synced back`,
+  );
   await run(ctx.runner, ['rm', '-f', '--', req.src.path]);
 }
 
@@ -225,29 +186,6 @@ async function cpds(env: TmEnv, req: Extract<TmRequest, { action: 'cpds' }>): Pr
 }
 
 // ---- delete / mv ----------------------------------------------------------------------------------
-
-/** Remove LVs leaf first (a snapshot only after what stands on it). */
-async function removeLvs(ctx: OpContext, names: Set<string>): Promise<string[]> {
-  const removed: string[] = [];
-  for (;;) {
-    const state = await observe(ctx.runner, ctx.vg, ctx.scope);
-    const left = [...names].map((n) => state.repo.byName.get(n)).filter((o): o is CowObj => Boolean(o));
-    if (!left.length) return removed;
-    const leaves = left.filter((o) => !state.repo.childrenOf(o).length);
-    if (!leaves.length) {
-      const deps = left.flatMap((o) => state.repo.childrenOf(o).map((c) => `${c.name} (on ${o.name})`));
-      throw refused(
-        `cannot remove ${left.map((o) => o.name).join(', ')}: other clones depend on them: ${deps.join(', ')}`,
-        'remove or flatten those clones first',
-      );
-    }
-    for (const o of leaves) {
-      if (o.kind === 'clone') await discardClone(ctx, o.name);
-      else await removeImage(ctx, o.name);
-      removed.push(o.name);
-    }
-  }
-}
 
 /** The first of `hosts` that answers, with its observation. */
 async function reachable(env: TmEnv, hosts: string[]): Promise<{ host: string; state: NodeState } | undefined> {
@@ -278,14 +216,7 @@ async function del(env: TmEnv, req: Extract<TmRequest, { action: 'delete' }>): P
   const via = found!.host;
   const ctx = ctxOf(env, via);
   const state = found!.state;
-  const names = new Set<string>();
-  if (t.diskId !== undefined) {
-    const re = diskSnapPattern(t.vmId, t.diskId);
-    for (const o of state.repo.byName.values())
-      if (o.name === diskLv(t.vmId, t.diskId) || re.test(o.name)) names.add(o.name);
-  } else {
-    for (const o of await disksOf(state, t.vmId)) names.add(o.name);
-  }
+  const names = new Set(t.diskId !== undefined ? diskLvs(state, diskLv(t.vmId, t.diskId)) : vmLvs(state, t.vmId));
   if (via !== t.host && !fe)
     env.info(`${t.host} is unreachable: removing ${names.size} LV(s) of VM ${t.vmId} through ${via}`);
   try {
@@ -351,7 +282,7 @@ async function mv(env: TmEnv, req: Extract<TmRequest, { action: 'mv' }>): Promis
   const feB = isFrontend(env, dst.host);
   const node = feA ? dst.host : src.host;
   const state = await observe(env.runnerFor(node), env.vg, env.scope);
-  const tops = (await disksOf(state, req.vmId)).filter(
+  const tops = disksOf(state, req.vmId).filter(
     (o) => /^one-\d+-\d+$/.test(o.name) && (src.diskId === undefined || o.name === diskLv(req.vmId, src.diskId)),
   );
   // Source first: a live COW can be active on one host only.
@@ -488,58 +419,24 @@ async function snapshot(
   const top = diskLv(req.vmId, d.diskId);
   const snap = snapLv(req.vmId, d.diskId, req.snapId);
   const state = await observe(ctx.runner, ctx.vg, ctx.scope);
-  const o = state.repo.byName.get(top);
-  const s = state.repo.byName.get(snap);
+  const sd: DiskSnapshot = {
+    top,
+    snap,
+    snapId: req.snapId,
+    disk: `disk ${d.diskId} of VM ${req.vmId}`,
+    snapshot: `snapshot ${req.snapId} of disk ${d.diskId} (VM ${req.vmId})`,
+  };
   const relink = async () => link(ctx.runner, (await mapOwnRelease(env, ctx, top)).device!, d);
   if (req.action === 'snap_delete') {
-    if (!s) return env.info(`${snap} does not exist: nothing to delete`);
-    const kids = state.repo.childrenOf(s);
-    if (kids.length) {
-      const what = kids.map((k) => (k.name === top ? 'the current disk' : k.name)).join(', ');
-      throw refused(
-        `snapshot ${req.snapId} of disk ${d.diskId} (VM ${req.vmId}) cannot be deleted: ${what} depend(s) on it`,
-        'only a snapshot nothing depends on can be deleted; revert to an older one first, or keep it',
-      );
-    }
-    await discardClone(ctx, snap);
+    if ((await deleteSnapshot(ctx, state, sd)) === 'none') return env.info(`${snap} does not exist: nothing to delete`);
     return env.info(`deleted snapshot ${snap}`);
   }
-  if (!o && !s) throw notFound(`disk ${d.diskId} of VM ${req.vmId} is not a cowstack disk (${env.vg}/${top} missing)`);
-  if (o && o.kind !== 'clone')
-    throw refused(`${lvRef(o)} is a volatile disk: cowstack snapshots image-backed disks only`);
   if (req.action === 'snap_revert') {
-    if (!s || s.kind !== 'clone' || s.state !== 'committed')
-      throw notFound(`disk ${d.diskId} of VM ${req.vmId} has no snapshot ${req.snapId}`);
-    if (o) {
-      if (o.state === 'live' && !state.repo.childrenOf(o).length) await discardClone(ctx, top);
-      else throw refused(`${lvRef(o)} is ${o.state}`, 'run cowstack recover, then retry');
-    }
-    await createClone(ctx, { name: top, from: snap, chunk: env.chunk, defaultPercent: env.cowPercent });
+    await revertSnapshot(ctx, state, sd, cowOpts(env));
     await relink();
     return env.info(`disk ${d.diskId} reverted to snapshot ${req.snapId}`);
   }
-  // snap_create: commit the top (it becomes the snapshot) and start a new top on it.
-  if (s && o && (o as CloneObj).parentUuid === s.uuid) return relink(); // done already
-  if (s)
-    throw refused(
-      `snapshot ${req.snapId} of disk ${d.diskId} (VM ${req.vmId}) already exists`,
-      "OpenNebula numbers snapshots itself: check the VM's snapshot list",
-    );
-  if (!o) throw notFound(`disk ${d.diskId} of VM ${req.vmId} has no top ${top}`);
-  if (o.state === 'live') {
-    try {
-      await commitClone(ctx, top);
-    } catch (e) {
-      if (e instanceof CowstackError && e.exitCode === EXIT.REFUSED)
-        throw refused(
-          `${e.message}: disk snapshots need the VM powered off`,
-          'power the VM off first (snap_create_live is not supported)',
-        );
-      throw e;
-    }
-  }
-  await renameClone(ctx, top, snap);
-  await createClone(ctx, { name: top, from: snap, chunk: env.chunk, defaultPercent: env.cowPercent });
+  if ((await takeSnapshot(ctx, state, sd, cowOpts(env))) === 'done') return relink();
   await relink();
   env.info(`snapshot ${req.snapId} of disk ${d.diskId}: ${snap}`);
 }

@@ -10,9 +10,11 @@
  *   VM disk (clone)       `one-<vm>-<disk>`: a COW clone of the image (or a volatile LV)
  *   disk snapshot N       `one-<vm>-<disk>-s<N>`: a committed clone inside the disk's chain
  *   persistent lineage    `<image>-p<K>`: the K-th sync-back of persistent image `<image>`
+ *   (the snapshot and lineage suffixes are core's: src/core/vmDisks.ts)
  */
 import { usageError } from '../exec/errors.js';
 import { validateHostName, validateLvName, validateVgName } from '../core/validate.js';
+import { snapshotName } from '../core/vmDisks.js';
 
 /** OpenNebula's default DATASTORE_LOCATION on the hosts. */
 export const DS_LOCATION = '/var/lib/one/datastores';
@@ -411,12 +413,7 @@ export function parseTmArgs(action: string, args: readonly string[], stdin = '')
 // ---- names in the repository ------------------------------------------------------------------
 
 export const diskLv = (vmId: number, diskId: number): string => `one-${vmId}-${diskId}`;
-export const snapLv = (vmId: number, diskId: number, snapId: number): string => `${diskLv(vmId, diskId)}-s${snapId}`;
-/** Every LV of one VM: its disks and their snapshots. */
+export const snapLv = (vmId: number, diskId: number, snapId: number): string =>
+  snapshotName(diskLv(vmId, diskId), snapId);
+/** Every LV of one VM: its disks and their snapshots (core/vmDisks.ts names the snapshots). */
 export const vmLvPattern = (vmId: number): RegExp => new RegExp(`^one-${vmId}-(0|[1-9][0-9]*)(-s(0|[1-9][0-9]*))?$`);
-/** One disk's snapshots. */
-export const diskSnapPattern = (vmId: number, diskId: number): RegExp =>
-  new RegExp(`^one-${vmId}-${diskId}-s(0|[1-9][0-9]*)$`);
-/** The sync-backs of a persistent image: `<image>-p<K>`. */
-export const persistentPattern = (image: string): RegExp =>
-  new RegExp(`^${image.replace(/[.+]/g, '\\$&')}-p([1-9][0-9]*)$`);

@@ -1,5 +1,6 @@
 /** blockdev adapter: sizes in bytes and 512-byte sectors, flush. */
-import type { Runner } from '../exec/types.js';
+import type { RootProgram, RunRequest, Runner } from '../exec/types.js';
+import { sbin } from './program.js';
 
 export async function sizeBytes(runner: Runner, device: string): Promise<number> {
   const r = await runner.run({ argv: ['blockdev', '--getsize64', device], kind: 'read', root: true });
@@ -27,3 +28,13 @@ function parseIntStrict(text: string, device: string): number {
   if (!Number.isSafeInteger(n)) throw new Error(`blockdev printed "${text.trim()}" for ${device}, expected a number`);
   return n;
 }
+
+/** doctor's probe: prints the util-linux version. */
+export const versionReq = (): RunRequest => ({
+  argv: ['blockdev', '--version'],
+  kind: 'read',
+  root: true,
+  allowFailure: true,
+});
+
+export const ROOT_PROGRAMS: readonly RootProgram[] = [sbin('blockdev', 'util-linux', 'device sizes, flush buffers')];

@@ -3,7 +3,8 @@
  * cowstack uses. Tables are passed as one argv element (`--table`), never through a shell.
  */
 import { commandFailed } from '../exec/errors.js';
-import type { RunRequest, Runner } from '../exec/types.js';
+import type { RootProgram, RunRequest, Runner } from '../exec/types.js';
+import { sbin } from './program.js';
 
 const req = (args: string[], kind: RunRequest['kind'], extra: Partial<RunRequest> = {}): RunRequest => ({
   argv: ['dmsetup', ...args],
@@ -356,3 +357,15 @@ export const resumeReq = (name: string): RunRequest => req(['resume', name], 'wr
 export const removeReq = (name: string, force = false): RunRequest =>
   req(['remove', ...(force ? ['--force'] : []), '--retry', name], 'write', { title: `unmap ${name}` });
 export const messageReq = (name: string, message: string): RunRequest => req(['message', name, '0', message], 'write');
+
+/** doctor's probe: prints "Library version: ...". */
+export const versionReq = (): RunRequest => ({
+  argv: ['dmsetup', 'version'],
+  kind: 'read',
+  root: true,
+  allowFailure: true,
+});
+
+export const ROOT_PROGRAMS: readonly RootProgram[] = [
+  sbin('dmsetup', 'dmsetup', 'map/unmap cowstack snapshot devices, read tables and status'),
+];

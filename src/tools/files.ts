@@ -2,21 +2,49 @@
  * Reading and writing small files and sysfs through the runner, so the same code works
  * locally and over ssh. Writes go through `install` with the content on stdin.
  */
-import type { Runner } from '../exec/types.js';
+import type { RootProgram, RunRequest, Runner } from '../exec/types.js';
+import { bin, SETUP } from './program.js';
+
+export const readFileReq = (path: string): RunRequest => ({
+  argv: ['cat', '--', path],
+  kind: 'read',
+  root: true,
+  allowFailure: true,
+});
+
+/** A file the caller can read itself (sysfs, or anything when cowstack already runs as root). */
+export const readOwnFileReq = (path: string): RunRequest => ({
+  argv: ['cat', '--', path],
+  kind: 'read',
+  allowFailure: true,
+});
 
 export async function readFile(runner: Runner, path: string): Promise<string | undefined> {
-  const r = await runner.run({ argv: ['cat', '--', path], kind: 'read', root: true, allowFailure: true });
+  const r = await runner.run(readFileReq(path));
   return r.exitCode === 0 ? r.stdout : undefined;
 }
 
+/** One name a line; with hidden, the dot files too (ls -A). */
+export const listDirReq = (path: string, hidden = true): RunRequest => ({
+  argv: ['ls', '-1', ...(hidden ? ['-A'] : []), '--', path],
+  kind: 'read',
+  allowFailure: true,
+});
+
 export async function listDir(runner: Runner, path: string): Promise<string[]> {
-  const r = await runner.run({ argv: ['ls', '-1', '-A', '--', path], kind: 'read', allowFailure: true });
+  const r = await runner.run(listDirReq(path));
   return r.exitCode === 0 ? r.stdout.split('\n').filter(Boolean) : [];
 }
 
+export const realpathReq = (path: string): RunRequest => ({
+  argv: ['realpath', '-e', '--', path],
+  kind: 'read',
+  allowFailure: true,
+});
+
 /** Resolve symlinks; undefined when the path does not exist. */
 export async function realpath(runner: Runner, path: string): Promise<string | undefined> {
-  const r = await runner.run({ argv: ['realpath', '-e', '--', path], kind: 'read', allowFailure: true });
+  const r = await runner.run(realpathReq(path));
   return r.exitCode === 0 ? r.stdout.trim() : undefined;
 }
 
@@ -67,3 +95,27 @@ export async function pidof(runner: Runner, program: string): Promise<number[]> 
   const r = await runner.run({ argv: ['pidof', program], kind: 'read', allowFailure: true });
   return r.exitCode === 0 ? r.stdout.trim().split(/\s+/).map(Number) : [];
 }
+
+/** Write a file from stdin as the caller (cowstack install, which runs as root itself). */
+export const installFileReq = (path: string, content: string, mode: string): RunRequest => ({
+  argv: ['install', '-D', '-m', mode, STDIN_PATH, path],
+  kind: 'write',
+  input: content,
+  title: `write ${path}`,
+});
+
+export const moveReq = (from: string, to: string): RunRequest => ({
+  argv: ['mv', '-f', '--', from, to],
+  kind: 'write',
+});
+
+/** Also used by flock.ts (the lock directory, the holder file) and iscsiadm.ts (a node record). */
+export const ROOT_PROGRAMS: readonly RootProgram[] = [
+  bin('cat', 'coreutils', 'read lvm.conf, lvmlocal.conf, journal entries, sysfs dm names'),
+  bin(
+    'install',
+    'coreutils',
+    "write journal entries, the node lock's directory and holder (and lvm.conf at set-up) from stdin",
+  ),
+  bin('mv', 'coreutils', 'put a rewritten lvm.conf/lvmlocal.conf in place', SETUP),
+];

@@ -3,7 +3,9 @@
  * in), 21 = no objects found (no session/record), 24 = login failed (auth), 8 = timeout,
  * 4 = transport error, 11 = PDU timeout (what discovery of a refused connection returns).
  */
-import type { RunRequest } from '../exec/types.js';
+import type { RootProgram, RunRequest } from '../exec/types.js';
+import { sbin } from './program.js';
+import { STDIN_PATH } from './files.js';
 
 export const ISCSI_ERR = {
   SESS_EXISTS: 15,
@@ -131,3 +133,23 @@ export function parseSessions(stdout: string): IscsiSession[] {
   }
   return out;
 }
+
+/** doctor's probe: prints "iscsiadm version ...". */
+export const versionReq = (): RunRequest => ({
+  argv: ['iscsiadm', '--version'],
+  kind: 'read',
+  root: true,
+  allowFailure: true,
+});
+
+/** Rewrite a node record from stdin, root's only: it holds the CHAP secret, which never goes into argv. */
+export const writeRecordReq = (file: string, content: string): RunRequest => ({
+  argv: ['install', '-m', '0600', STDIN_PATH, file],
+  kind: 'write',
+  root: true,
+  input: content,
+});
+
+export const ROOT_PROGRAMS: readonly RootProgram[] = [
+  sbin('iscsiadm', 'open-iscsi', 'node records, login/logout, rescan, sessions'),
+];

@@ -8,7 +8,8 @@
  * written straight to the ACL's configfs attribute with `tee`, its value on stdin and tee's
  * copy on stdout discarded.
  */
-import type { RunRequest, Runner } from '../exec/types.js';
+import type { RootProgram, RunRequest, Runner } from '../exec/types.js';
+import { bin, SERVER } from './program.js';
 
 export const CONFIGFS = '/sys/kernel/config/target';
 /** One target portal group per target: cowstack never creates a second one. */
@@ -152,3 +153,8 @@ export async function readTarget(runner: Runner, iqn: string): Promise<LioTarget
   const authentication = ((await cat(runner, `${dir}/attrib/authentication`)) ?? '0').trim() === '1';
   return { iqn, luns: luns.sort((a, b) => a.lun - b.lun), acls, portals, authentication, sessions };
 }
+
+export const ROOT_PROGRAMS: readonly RootProgram[] = [
+  bin('targetcli', 'targetcli-fb', 'LIO backstores, targets, LUNs, ACLs, saveconfig', SERVER),
+  bin('tee', 'coreutils', 'write a CHAP user/secret into an LIO ACL from stdin; append a journal record'),
+];

@@ -4,7 +4,8 @@
  * the shared LUN (faster, and blind to VGs inside VM disks), and never autoactivates.
  */
 import { commandFailed } from '../exec/errors.js';
-import type { RunRequest, Runner } from '../exec/types.js';
+import type { RootProgram, RunRequest, Runner } from '../exec/types.js';
+import { sbin, SETUP } from './program.js';
 
 export interface LvmScope {
   /** Accept only these device path regexes (e.g. the repository LUN's by-path link). */
@@ -261,3 +262,160 @@ export function parseLvmconfigValue(stdout: string): string | undefined {
   if (!m) return undefined;
   return m[1]!.trim().replace(/^"(.*)"$/, '$1');
 }
+
+// ---- verbs (requests only: plans decide when they run) ---------------------------------
+
+/** `vg/lv`, or several: LVM acts on each in one command (one VG lock round). */
+type Targets = string | readonly string[];
+const list = (t: Targets): string[] => (typeof t === 'string' ? [t] : [...t]);
+
+/** -an: inactive; -aey: active exclusively (the cluster lock names one writer); -asy: shared. */
+export type Activation = 'n' | 'ey' | 'sy';
+const activationFlag = (a: Activation): string => `-a${a}`;
+
+/**
+ * A tag change that LVM applies in the same metadata commit: dels are written before adds,
+ * so `{ del: [old], add: [new] }` swaps a state tag. Several changes keep their order.
+ */
+export interface TagChange {
+  del?: readonly string[];
+  add?: readonly string[];
+}
+export type TagChanges = TagChange | readonly TagChange[];
+
+export function tagArgs(changes: TagChanges | undefined): string[] {
+  if (!changes) return [];
+  const all: readonly TagChange[] = Array.isArray(changes) ? changes : [changes as TagChange];
+  return all.flatMap((c) => [
+    ...(c.del ?? []).flatMap((t) => ['--deltag', t]),
+    ...(c.add ?? []).flatMap((t) => ['--addtag', t]),
+  ]);
+}
+
+export interface CreateLv {
+  vg: string;
+  name: string;
+  bytes: number;
+  tags?: readonly string[];
+  /** 'n' (the default) creates it inactive; 'ey' also activates it exclusively in the same command. */
+  activate?: Activation;
+  /**
+   * Zero the first 4 KiB (-Zy): needs the LV active, so only with activate 'ey'. Off by
+   * default: callers that zero write the exact header they need (a chunk, a superblock).
+   */
+  zero?: boolean;
+}
+
+/**
+ * lvcreate of a plain linear LV that never autoactivates (-Wn: no wipe-signature prompt,
+ * which would hang without a terminal). For the repository VG pass its scope; a node-local
+ * VG (the cache VG) has none.
+ */
+export function createLvReq(o: CreateLv, scope: LvmScope = {}): RunRequest {
+  const activate = o.activate ?? 'n';
+  if (o.zero && activate !== 'ey') throw new Error(`lvcreate -Zy needs the LV active (-aey), not -a${activate}`);
+  return lvmRequest(
+    'lvcreate',
+    [
+      activationFlag(activate),
+      o.zero ? '-Zy' : '-Zn',
+      '-Wn',
+      '--setautoactivation',
+      'n',
+      '-L',
+      `${o.bytes}b`,
+      '-n',
+      o.name,
+      ...tagArgs({ add: o.tags ?? [] }),
+      o.vg,
+    ],
+    'write',
+    scope,
+  );
+}
+
+export interface LvChange {
+  activate?: Activation;
+  /** --refresh: reload the kernel table from the metadata (after another node grew the LV). */
+  refresh?: boolean;
+  /** --permission r. */
+  readOnly?: boolean;
+  tags?: TagChanges;
+}
+
+/** One lvchange: activation, refresh, permission and tag changes ride in the same command. */
+export function changeLvReq(targets: Targets, change: LvChange, scope: LvmScope = {}): RunRequest {
+  const args = [
+    ...(change.activate ? [activationFlag(change.activate)] : []),
+    ...(change.refresh ? ['--refresh'] : []),
+    ...(change.readOnly ? ['--permission', 'r'] : []),
+    ...tagArgs(change.tags),
+  ];
+  if (!args.length) throw new Error('lvchange with nothing to change');
+  return lvmRequest('lvchange', [...args, ...list(targets)], 'write', scope);
+}
+
+export const activateReq = (targets: Targets, mode: 'exclusive' | 'shared', scope: LvmScope = {}): RunRequest =>
+  changeLvReq(targets, { activate: mode === 'shared' ? 'sy' : 'ey' }, scope);
+export const deactivateReq = (targets: Targets, scope: LvmScope = {}): RunRequest =>
+  changeLvReq(targets, { activate: 'n' }, scope);
+export const refreshReq = (targets: Targets, scope: LvmScope = {}): RunRequest =>
+  changeLvReq(targets, { refresh: true }, scope);
+export const tagLvReq = (targets: Targets, tags: TagChanges, scope: LvmScope = {}): RunRequest =>
+  changeLvReq(targets, { tags }, scope);
+
+export const removeLvReq = (targets: Targets, scope: LvmScope = {}): RunRequest =>
+  lvmRequest('lvremove', ['-y', ...list(targets)], 'write', scope);
+export const renameLvReq = (vg: string, from: string, to: string, scope: LvmScope = {}): RunRequest =>
+  lvmRequest('lvrename', [vg, from, to], 'write', scope);
+/** Grow to an absolute size in bytes (never shrinks: lvextend refuses a smaller size). */
+export const extendLvReq = (target: string, bytes: number, scope: LvmScope = {}): RunRequest =>
+  lvmRequest('lvextend', ['-L', `${bytes}b`, target], 'write', scope);
+
+// ---- volume groups ---------------------------------------------------------------------
+
+/**
+ * vgcreate on one device, never autoactivated. With a lock type the VG is shared
+ * (lvmlockd), and creating it initializes the lockspace on the LUN: the long timeout.
+ */
+export function createVgReq(vg: string, device: string, o: { lockType?: string } = {}): RunRequest {
+  const shared = o.lockType ? ['--shared', '--lock-type', o.lockType] : [];
+  return lvmRequest(
+    'vgcreate',
+    [...shared, '--setautoactivation', 'n', vg, device],
+    'write',
+    {},
+    o.lockType ? { timeout: 'lockspace' } : {},
+  );
+}
+export const removeVgReq = (vg: string): RunRequest => lvmRequest('vgremove', ['-y', vg], 'write');
+/** Join the VG's lockspace on this node (a sanlock lease acquisition: tens of seconds). */
+export const lockStartReq = (vg: string): RunRequest =>
+  lvmRequest('vgchange', ['--lockstart', vg], 'write', {}, { timeout: 'lockspace' });
+export const tagVgReq = (vg: string, tags: TagChanges, scope: LvmScope = {}): RunRequest =>
+  lvmRequest('vgchange', [...tagArgs(tags), vg], 'write', scope);
+
+/** doctor's probe: prints "LVM version: ...". */
+export const versionReq = (): RunRequest => ({
+  argv: ['lvm', 'version'],
+  kind: 'read',
+  root: true,
+  allowFailure: true,
+});
+
+/** The LVM commands these builders spell (lvmRequest's first argument). */
+export const ROOT_PROGRAMS: readonly RootProgram[] = [
+  sbin('lvs', 'lvm2', 'report LVs (json)'),
+  sbin('vgs', 'lvm2', 'report VGs (json)'),
+  sbin('pvs', 'lvm2', 'report PVs (json)'),
+  sbin('lvcreate', 'lvm2', 'create image and COW LVs'),
+  sbin('lvchange', 'lvm2', 'activate/deactivate/refresh LVs, tags, read-only'),
+  sbin('lvremove', 'lvm2', 'remove image and COW LVs'),
+  sbin('lvrename', 'lvm2', 'rename images'),
+  sbin('lvextend', 'lvm2', 'grow COW LVs'),
+  sbin('vgchange', 'lvm2', 'start the lockspace, register host ids as VG tags'),
+  sbin('lvmconfig', 'lvm2', 'read one lvm.conf setting (doctor)'),
+  sbin('lvm', 'lvm2', 'version probe (doctor)'),
+  sbin('vgcreate', 'lvm2', 'create the shared repository VG (cluster init)', SETUP),
+  sbin('vgremove', 'lvm2', 'undo a half-made cluster init', SETUP),
+];

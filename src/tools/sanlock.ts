@@ -3,7 +3,8 @@
  * lvmlockd names its sanlock lockspace `lvm_<VG>` and keeps leases in the VG's hidden
  * `lvmlock` LV; the resource name of an LV's lease is the LV's UUID.
  */
-import type { RunRequest } from '../exec/types.js';
+import type { RootProgram, RunRequest } from '../exec/types.js';
+import { sbin } from './program.js';
 
 export const clientStatusReq = (): RunRequest => ({
   argv: ['sanlock', 'client', 'status'],
@@ -142,3 +143,24 @@ export function withLockModes<T extends { uuid: string; activeLocally: boolean; 
     return mode && lv.activeLocally ? { ...lv, activeExclusively: mode === 'ex' } : lv;
   });
 }
+
+/** doctor's probe: prints the sanlock version. */
+export const versionReq = (): RunRequest => ({
+  argv: ['sanlock', 'version'],
+  kind: 'read',
+  root: true,
+  allowFailure: true,
+});
+
+/** doctor's probe of lvmlockctl (it has no version option: --help shows it is there). */
+export const lvmlockctlProbeReq = (): RunRequest => ({
+  argv: ['lvmlockctl', '--help'],
+  kind: 'read',
+  root: true,
+  allowFailure: true,
+});
+
+export const ROOT_PROGRAMS: readonly RootProgram[] = [
+  sbin('lvmlockctl', 'lvm2-lockd', 'is lvmlockd up (--info)'),
+  sbin('sanlock', 'sanlock', 'lockspaces, lease owners (client status/gets/host_status, direct dump)'),
+];

@@ -3,7 +3,8 @@
  * host without systemd (containers, the testbed's minimal init) the daemons are started
  * directly: both sanlock and lvmlockd daemonize by themselves.
  */
-import type { RunRequest, Runner } from '../exec/types.js';
+import type { RootProgram, RunRequest, Runner } from '../exec/types.js';
+import { bin, sbin, SETUP } from './program.js';
 
 export async function hasSystemd(runner: Runner): Promise<boolean> {
   const r = await runner.run({ argv: ['test', '-d', '/run/systemd/system'], kind: 'read', allowFailure: true });
@@ -30,3 +31,10 @@ export function startDaemonReq(
   };
   return { argv: direct[program]!, kind: 'write', root: true, timeout: 'change', title: `start ${program}` };
 }
+
+/** `sanlock daemon` is sanlock.ts's program; these only start daemons. */
+export const ROOT_PROGRAMS: readonly RootProgram[] = [
+  sbin('lvmlockd', 'lvm2-lockd', 'start lvmlockd on a host without systemd', SETUP),
+  sbin('iscsid', 'open-iscsi', 'start iscsid on a host without systemd', SETUP),
+  bin('systemctl', 'systemd', 'enable --now sanlock/lvmlockd/iscsid', SETUP),
+];

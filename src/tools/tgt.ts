@@ -4,7 +4,8 @@
  * Backing stores are opened with O_DIRECT (`--bsoflags direct`), so the target keeps no
  * page cache of the LUN: what one initiator wrote is what another reads.
  */
-import type { RunRequest } from '../exec/types.js';
+import type { RootProgram, RunRequest } from '../exec/types.js';
+import { bin, sbin, SERVER } from './program.js';
 
 const adm = (args: string[], kind: RunRequest['kind'], title?: string): RunRequest => ({
   argv: ['tgtadm', '--lld', 'iscsi', ...args],
@@ -127,3 +128,17 @@ export function parseShow(stdout: string): TgtTarget[] {
   }
   return out;
 }
+
+/** tgt does not create a file LUN's backing file: a sparse one of at least `bytes` (never shrinks one). */
+export const sparseFileReq = (file: string, bytes: number): RunRequest => ({
+  argv: ['truncate', '--size', `>${bytes}`, '--', file],
+  kind: 'write',
+  root: true,
+  timeout: 'change',
+});
+
+export const ROOT_PROGRAMS: readonly RootProgram[] = [
+  sbin('tgtadm', 'tgt', 'tgt targets, LUNs, initiator ACLs', SERVER),
+  sbin('tgt-admin', 'tgt', 'dump the running tgt configuration (target save)', SERVER),
+  bin('truncate', 'coreutils', 'create a sparse backing file for a tgt file LUN; empty a journal log'),
+];

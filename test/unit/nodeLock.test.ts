@@ -4,7 +4,8 @@
  * also when it fails, never under --dry-run; a waiter that gives up names the holder.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { beginStep, endStep, setOperationId } from '../../src/core/journal.js';
+import { beginStep, endStep, inFlight, setOperationId } from '../../src/core/journal.js';
+import { runPlan } from '../../src/core/plan.js';
 import { acquireNodeLock, withNodeLock, withNodeLocks } from '../../src/core/nodeLock.js';
 import { CowstackError, EXIT } from '../../src/exec/errors.js';
 import { RecordingRunner } from '../../src/exec/recordingRunner.js';
@@ -13,40 +14,52 @@ import { hostsToLock } from '../../src/tm/lockHosts.js';
 import { parseTmArgs } from '../../src/tm/args.js';
 import { rejectionOf } from './support.js';
 
-const DIR = ['install', '-d', '-m', '0700', '/run/lock/cowstack'];
-const HOLD = (wait = 120) => ['flock', '-w', String(wait), '-E', '75', '/run/lock/cowstack/repo.lock', 'cat'];
-const HOLDER = ['install', '-m', '0600', '/proc/self/fd/0', '/run/lock/cowstack/repo.holder'];
-const HELD = 'cowstack node lock held\n';
+const J = '/var/lib/cowstack/journal';
+const DIR = ['install', '-d', '-m', '0700', J];
+const HOLD = (wait = 120, vg = 'repo') => [
+  'flock',
+  '-w',
+  String(wait),
+  '-E',
+  '75',
+  `${J}/${vg}.lock`,
+  'tee',
+  '-a',
+  `${J}/${vg}.log`,
+];
 
 afterEach(() => setOperationId(undefined));
 
-/** The recorded requests of the lock, in order (argv checked by the runner). */
-const held = (r: RecordingRunner, vg = 'repo') => {
-  r.expect(DIR, { kind: 'write' }).expect(HOLD(), { stdout: HELD, kind: 'write' });
-  r.expect(
-    HOLDER.map((a) => a.replace('repo', vg)),
-    { kind: 'write' },
-  );
-  return r;
-};
+/** The lock: one keeper, which echoes (and appends to the log) every line written to it. */
+const held = (r: RecordingRunner, vg = 'repo') => r.expect(HOLD(120, vg), { echoStdin: true, kind: 'write' });
 
 describe('node lock', () => {
-  it('is taken before fn runs and released after it: flock held by a keeper whose stdin is ours', async () => {
+  it('is one command: flock held by a keeper whose stdin is ours, the holder its first record', async () => {
     const r = held(new RecordingRunner()).expect(['dmsetup', 'create', 'x']);
+    let log = '';
     const out = await withNodeLock(r, 'repo', { command: 'clone map vm1' }, async () => {
       await r.run({ argv: ['dmsetup', 'create', 'x'], kind: 'write' });
       return 'done';
     });
     expect(out).toBe('done');
     r.verify();
-    const hold = r.calls[1]!;
+    const hold = r.calls[0]!;
     // The keeper lives as long as the operation: no timeout, its stdin a stream, root through sudo.
     expect(hold).toMatchObject({ root: true, timeoutMs: 0, allowFailure: true });
     expect(hold.stdin).toBeDefined();
-    const holder = JSON.parse(String(r.calls[2]!.input));
-    expect(holder).toMatchObject({ pid: process.pid, command: 'clone map vm1' });
+    log = r.echoed.get(0) ?? '';
+    const holder = JSON.parse(log.split('\n')[0]!);
+    expect(holder).toMatchObject({ rec: 'lock', pid: process.pid, command: 'clone map vm1' });
     expect(Date.parse(holder.since)).toBeGreaterThan(Date.now() - 60_000);
-    expect(r.calls[2]!.root).toBe(true);
+  });
+
+  it('a fresh node: flock cannot open the lock file (66), the directory is made, then the lock', async () => {
+    const r = new RecordingRunner().expect(HOLD(), { exitCode: 66, stderr: 'flock: cannot open lock file' });
+    r.expect(DIR, { kind: 'write' });
+    held(r);
+    const lock = await acquireNodeLock(r, 'repo', { command: 'x' });
+    await lock.release();
+    r.verify();
   });
 
   it("closes the keeper's stdin on release, also when the operation fails", async () => {
@@ -55,7 +68,7 @@ describe('node lock', () => {
       throw new CowstackError(EXIT.REFUSED, 'no');
     }).catch((x: unknown) => x);
     expect((e as CowstackError).exitCode).toBe(EXIT.REFUSED);
-    const stdin = r.calls[1]!.stdin as NodeJS.ReadableStream & { writableEnded: boolean };
+    const stdin = r.calls[0]!.stdin as NodeJS.ReadableStream & { writableEnded: boolean };
     expect(stdin.writableEnded).toBe(true);
     r.verify();
   });
@@ -66,13 +79,14 @@ describe('node lock', () => {
     r.verify();
   });
 
-  it('gives up after the configured wait, naming the holder: pid, host, command, since', async () => {
+  it('gives up after the configured wait, naming the holder from the log: pid, host, command, since', async () => {
     const since = '2026-11-30T02:00:00.000Z';
-    const holder = { pid: 4242, host: 'frontend1', command: 'clone map vm2', since, opId: 'x' };
+    const holder = { rec: 'lock', pid: 4242, host: 'frontend1', command: 'clone map vm2', since, opId: 'x' };
+    const older = { ...holder, pid: 1, command: 'clone map old' };
+    const tail = `map","vg":"repo","name":"a"}\n${JSON.stringify(older)}\n${JSON.stringify(holder)}\n`;
     const r = new RecordingRunner('node1')
-      .expect(DIR)
       .expect(HOLD(5), { exitCode: 75 })
-      .expect(['cat', '--', '/run/lock/cowstack/repo.holder'], { stdout: `${JSON.stringify(holder)}\n` });
+      .expect(['tail', '-c', '65536', '--', `${J}/repo.log`], { stdout: tail });
     let ran = false;
     const e = await rejectionOf(
       withNodeLock(r, 'repo', { command: 'clone map vm1', waitSeconds: 5 }, async () => {
@@ -85,58 +99,79 @@ describe('node lock', () => {
       'another cowstack operation holds the node lock of VG repo on node1: ' +
         'pid 4242 on frontend1 ("cowstack clone map vm2", since 2026-11-30T02:00:00.000Z); gave up after 5s',
     );
-    expect(e.data).toMatchObject({ lock: '/run/lock/cowstack/repo.lock', host: 'node1', holder, waitSeconds: 5 });
+    expect(e.data).toMatchObject({ lock: `${J}/repo.lock`, host: 'node1', waitSeconds: 5 });
     r.verify();
   });
 
   it('a holder that has not recorded itself yet is still reported as a timeout', async () => {
-    const r = new RecordingRunner().expect(DIR).expect(HOLD(), { exitCode: 75 });
-    r.expect(['cat', '--', '/run/lock/cowstack/repo.holder'], { exitCode: 1 });
+    const r = new RecordingRunner().expect(HOLD(), { exitCode: 75 });
+    r.expect(['tail', '-c', '65536', '--', `${J}/repo.log`], { exitCode: 1 });
     const e = await rejectionOf(acquireNodeLock(r, 'repo', { command: 'x' }), EXIT.TIMEOUT);
-    expect(e.message).toContain('an operation that has not recorded itself in /run/lock/cowstack/repo.holder yet');
+    expect(e.message).toContain(`an operation that has not recorded itself in ${J}/repo.log`);
   });
 
-  it("a keeper that fails otherwise (flock missing the file system) is a failure with flock's words", async () => {
+  it("a keeper that fails otherwise (a read-only file system) is a failure with flock's words", async () => {
     const stderr = 'flock: cannot open lock file: Read-only file system\n';
-    const r = new RecordingRunner().expect(DIR).expect(HOLD(), { exitCode: 71, stderr });
+    const r = new RecordingRunner().expect(HOLD(), { exitCode: 71, stderr });
     const e = await rejectionOf(acquireNodeLock(r, 'repo', { command: 'x' }), EXIT.FAILED);
-    const lock = '/run/lock/cowstack/repo.lock';
-    expect(e.message).toBe(`could not take the node lock ${lock}: flock exited with 71: ${stderr.trim()}`);
+    expect(e.message).toBe(`could not take the node lock ${J}/repo.lock: flock exited with 71: ${stderr.trim()}`);
   });
 
-  it('records the operation id in the entry; an entry read back is removed by its own file', async () => {
-    const r = held(new RecordingRunner());
+  it('under the lock, journal records go through the keeper: a plan runs no journal command', async () => {
+    const r = held(new RecordingRunner()).expect(['dmsetup', 'create', 'x'], { kind: 'write' });
     const lock = await acquireNodeLock(r, 'repo', { command: 'clone map vm1' });
+    const entry = { op: 'map' as const, vg: 'repo', name: 'vm1' };
+    await runPlan(r, [
+      beginStep(entry),
+      { title: 'x', req: { argv: ['dmsetup', 'create', 'x'], kind: 'write' } },
+      endStep(entry),
+    ]);
+    await lock.release();
+    r.verify();
+    const log = r.echoed.get(0) ?? '';
+    const recs = log
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(recs.map((x) => x.rec)).toEqual(['lock', 'begin', 'end']);
+    expect(recs[1]).toMatchObject({ op: 'map', vg: 'repo', name: 'vm1', opId: lock.opId });
+    // Read back: begun and ended, so nothing is in flight.
+    expect(inFlight(`${J}/repo.log`, log)).toEqual([]);
+  });
+
+  it('an undone plan ends its entry through the keeper too; a killed one leaves it in flight', async () => {
+    const r = held(new RecordingRunner()).expect(['dmsetup', 'create', 'x'], { kind: 'write', exitCode: 1 });
+    const lock = await acquireNodeLock(r, 'repo', { command: 'clone map vm1' });
+    const entry = { op: 'map' as const, vg: 'repo', name: 'vm1' };
+    const step = { title: 'x', req: { argv: ['dmsetup', 'create', 'x'], kind: 'write' as const } };
+    await expect(runPlan(r, [beginStep(entry), step, endStep(entry)])).rejects.toThrow();
+    await lock.release();
+    const log = r.echoed.get(0) ?? '';
+    expect(
+      log
+        .trim()
+        .split('\n')
+        .map((l) => (JSON.parse(l) as { rec: string }).rec),
+    ).toEqual(['lock', 'begin', 'end']);
+    const killed = log.split('\n').slice(0, 2).join('\n');
+    expect(inFlight(`${J}/repo.log`, `${killed}\n`)).toMatchObject([{ op: 'map', name: 'vm1', fromLog: true }]);
+    // recover ends it by appending to that log; without the lock, by its own tee -a.
+    const end = endStep(inFlight(`${J}/repo.log`, `${killed}\n`)[0]!);
+    expect(end.req.argv).toEqual(['tee', '-a', `${J}/repo.log`]);
+    expect(inFlight(`${J}/repo.log`, `${killed}\n${end.record}`)).toEqual([]);
+  });
+
+  it('without the lock an entry is a file of its own, and a re-run overwrites what a killed run left', async () => {
     const begin = beginStep({ op: 'map', vg: 'repo', name: 'vm1' });
-    const file = '/var/lib/cowstack/journal/repo.vm1.map.json';
+    const file = `${J}/repo.vm1.map.json`;
     expect(begin.req.argv).toEqual(['install', '-D', '-m', '0600', '/proc/self/fd/0', file]);
-    expect(JSON.parse(String(begin.req.input))).toMatchObject({ op: 'map', vg: 'repo', name: 'vm1', opId: lock.opId });
     expect(begin.undo![0]!.argv).toEqual(['rm', '-f', '--', file]);
     expect(endStep({ op: 'map', vg: 'repo', name: 'vm1' }).req.argv).toEqual(['rm', '-f', '--', file]);
     // recover: an entry of an earlier release (op id in its file name) goes by the file it came from.
-    const old = `/var/lib/cowstack/journal/repo.vm1.map.${lock.opId}.json`;
-    expect(endStep({ op: 'map', vg: 'repo', name: 'vm1', file: old }).req.argv).toEqual(['rm', '-f', '--', old]);
-    await lock.release();
-    await lock.release();
-    r.verify();
-  });
-
-  // The node lock keeps live operations apart; what a killed run left must be what the re-run
-  // of that operation overwrites and closes, or a later recover would undo the re-run's work.
-  const rerun = 'a re-run of an operation writes and closes the entry a killed run of it left (ids differ)';
-  it(rerun, async () => {
-    const files = new Set<string>();
-    const ids = new Set<string>();
-    for (let i = 0; i < 2; i++) {
-      const r = held(new RecordingRunner());
-      const lock = await acquireNodeLock(r, 'repo', { command: 'clone map vm1' });
-      const begin = beginStep({ op: 'map', vg: 'repo', name: 'vm1' });
-      files.add(begin.req.argv.at(-1)!);
-      ids.add((JSON.parse(String(begin.req.input)) as { opId: string }).opId);
-      await lock.release();
-    }
-    expect(files).toEqual(new Set(['/var/lib/cowstack/journal/repo.vm1.map.json']));
-    expect(ids.size).toBe(2);
+    const old = `${J}/repo.vm1.map.x1.json`;
+    const end = endStep({ op: 'map', vg: 'repo', name: 'vm1', file: old });
+    expect(end.req.argv).toEqual(['rm', '-f', '--', old]);
+    expect(end.record).toBeUndefined();
   });
 
   it('several nodes: locked in the order given, released in reverse; an unreachable one may be skipped', async () => {
@@ -156,7 +191,7 @@ describe('node lock', () => {
     const both = withNodeLocks([{ runner: c }, { runner: b }], 'repo', { command: 'tm mv' }, async () => 'ok');
     await expect(both).rejects.toBe(unreachable);
     // The lock already taken on node1 was released.
-    expect((c.calls[1]!.stdin as unknown as { writableEnded: boolean }).writableEnded).toBe(true);
+    expect((c.calls[0]!.stdin as unknown as { writableEnded: boolean }).writableEnded).toBe(true);
   });
 });
 

@@ -4,16 +4,8 @@
  */
 import { describe, expect, it } from 'vitest';
 import { CowstackError, EXIT } from '../../src/exec/errors.js';
-import {
-  decodeXml,
-  diskLv,
-  diskSnapPattern,
-  parseTmArgs,
-  persistentPattern,
-  snapLv,
-  vmLvPattern,
-  xmlValue,
-} from '../../src/tm/args.js';
+import { decodeXml, diskLv, parseTmArgs, snapLv, vmLvPattern, xmlValue } from '../../src/tm/args.js';
+import { persistentPattern, snapshotPattern } from '../../src/core/vmDisks.js';
 
 const D = 'node1:/var/lib/one//datastores/0/42/disk.0';
 const b64 = (s: string) => Buffer.from(s).toString('base64');
@@ -141,8 +133,8 @@ describe('real argument shapes', () => {
     expect(vmLvPattern(42).test('one-42-0-s3')).toBe(true);
     expect(vmLvPattern(42).test('one-420-0')).toBe(false);
     expect(vmLvPattern(4).test('one-42-0')).toBe(false);
-    expect(diskSnapPattern(42, 1).test('one-42-1-s0')).toBe(true);
-    expect(diskSnapPattern(42, 1).test('one-42-10-s0')).toBe(false);
+    expect(snapshotPattern(diskLv(42, 1)).test('one-42-1-s0')).toBe(true);
+    expect(snapshotPattern(diskLv(42, 1)).test('one-42-10-s0')).toBe(false);
     expect(persistentPattern('db.v1').exec('db.v1-p12')?.[1]).toBe('12');
     expect(persistentPattern('db.v1').test('dbxv1-p1')).toBe(false);
     expect(persistentPattern('db').test('db-p1-s0')).toBe(false);
