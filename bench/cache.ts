@@ -8,7 +8,7 @@
  *     path to the repository is slowed by tc netem inside the guest; the flush cost at commit.
  */
 import { REPO_VG, table, timedCli, timedSsh, withCluster } from './harness.js';
-import type { CacheReport } from '../src/core/cache.js';
+import type { CacheReport } from '../src/core/cache/list.js';
 import type { CloneResult } from '../src/core/clones.js';
 import type { Testbed } from '../test/testbed/index.js';
 

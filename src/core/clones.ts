@@ -4,32 +4,21 @@
  * rm and grow. Each operation observes, plans, journals and runs; each is idempotent.
  */
 import { CommandError, CowstackError, EXIT, notFound, refused, usageError } from '../exec/errors.js';
-import { replicate } from './cache.js';
-import { lazyDataLvName, writebackLvName } from './cacheMeta.js';
-import { usableReplica } from './cacheStack.js';
-import { attachLazy, lazyDeviceName, lazyDevicePath, type LazyResult } from './cacheLazy.js';
-import {
-  createWritebackSteps,
-  markWbHostStep,
-  nodeName,
-  refuseForeignWriteback,
-  releaseWriteback,
-  wbHostOf,
-  writebackLv,
-} from './cacheWrite.js';
+import type { CacheKind } from './cache/kind.js';
+import { CACHE_KINDS, type CacheMapResult } from './cache/kinds.js';
+import { wbHostOf } from './cache/meta.js';
+import { refuseForeignWriteback, releaseWriteback, writebackLv } from './cache/writeback.js';
 import type { CacheMapMode } from './config.js';
-import type { Runner } from '../exec/types.js';
 import * as blockData from '../tools/blockData.js';
 import * as dmsetup from '../tools/dmsetup.js';
 import * as lvm from '../tools/lvm.js';
-import { dmName, dmUuid, lvMapperName, lvMapperPath } from './dmNames.js';
+import { dmName, lvMapperName, lvMapperPath } from './dmNames.js';
 import { settleReq } from '../tools/udevadm.js';
 import { whoHolds } from './holders.js';
 import { beginStep, endStep } from './journal.js';
-import { isLockRefusal, lockConflict } from './locks.js';
 import { chunkTag, isFrozen, parentTag, roleTag, stateTag, type CloneObj, type CowObj } from './metadata.js';
 import { findClone, findObj, observe, observeRepo, type NodeState } from './observe.js';
-import { runPlan, type PlanObserver, type Step } from './plan.js';
+import { runPlan, type Step } from './plan.js';
 import {
   activateStep,
   deactivateStep,
@@ -37,45 +26,17 @@ import {
   lvRef,
   planStack,
   stillLiveStep,
-  tablesIfLazy,
+  bottomTables,
   teardownParts,
   teardownPlan,
   verifyExisting,
 } from './stack.js';
 import { formatSize, parseSize, validateLvName, EXTENT, roundUp } from './validate.js';
+import { collectGarbage } from './nodeGc.js';
+import { runGuarded, type OpContext } from './opContext.js';
 
-export interface OpContext {
-  runner: Runner;
-  vg: string;
-  scope?: lvm.LvmScope;
-  observer?: PlanObserver;
-  dryRun?: boolean;
-  /** The node-local cache VG (config cache.vg); unset: caches are not looked at. */
-  cacheVg?: string;
-  /** What `clone map` does with caches when the caller does not say (config cache.map). */
-  cacheMap?: CacheMapMode[];
-  /** Copy rate limit for replicas made on map (config cache.rateMiBps). */
-  cacheRateMiBps?: number;
-  /** Data size of a new lazy cache (config cache.lazySize); default: see lazyDataBytes. */
-  cacheLazySize?: string;
-}
-
-/**
- * Runs a plan; a lock manager refusal on the way becomes a lock-conflict error naming the LV.
- * With several candidates (a whole stack), the LV is the one the refused command named.
- */
-export async function runGuarded(ctx: OpContext, steps: Step[], lockTarget?: CowObj | CowObj[]): Promise<void> {
-  try {
-    await runPlan(ctx.runner, steps, ctx.observer);
-  } catch (e) {
-    const candidates = lockTarget === undefined ? [] : Array.isArray(lockTarget) ? lockTarget : [lockTarget];
-    if (candidates.length && isLockRefusal(e)) {
-      const hit = candidates.find((c) => e.argv.includes(lvRef(c))) ?? candidates[0]!;
-      throw await lockConflict(ctx.runner, hit.vg, hit.name, hit.uuid, e);
-    }
-    throw e;
-  }
-}
+// Moved out to break an import cycle with src/core/cache (which needs them); still exported here.
+export { collectGarbage, runGuarded, type OpContext };
 
 // ---- create ------------------------------------------------------------------------------
 
@@ -93,7 +54,7 @@ export interface CreateCloneOptions {
   keepActive?: boolean;
 }
 
-export interface CloneResult {
+export interface CloneResult extends CacheMapResult {
   name: string;
   vg: string;
   uuid?: string;
@@ -103,12 +64,6 @@ export interface CloneResult {
   mode?: 'rw' | 'ro';
   cowBytes?: number;
   chunkSectors?: number;
-  /** The local replica the mapped stack stands on (cache VG LV name). */
-  replica?: string;
-  /** The write-back cache device under the clone's snapshot. */
-  writeback?: string;
-  /** The image's lazy read cache the stack stands on (attached, created, reset, or already in use). */
-  lazy?: LazyResult;
   /** Blocks written back from the write-back cache before the COW was released. */
   flushedBlocks?: number;
   flushSeconds?: number;
@@ -309,16 +264,16 @@ export interface MapOptions {
  */
 export function observeForMap(ctx: OpContext, opts: Pick<MapOptions, 'cache'> = {}): Promise<NodeState> {
   const modes = opts.cache ?? ctx.cacheMap ?? [];
-  const cacheWhen = modes.includes('replica') || modes.includes('write') || modes.includes('lazy') ? 'always' : 'auto';
+  const cacheWhen = CACHE_KINDS.some((k) => modes.includes(k.mode)) ? 'always' : 'auto';
   return observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg, cacheWhen);
 }
 
 export async function mapClone(ctx: OpContext, name: string, opts: MapOptions = {}): Promise<CloneResult> {
   const modes = opts.cache ?? ctx.cacheMap ?? [];
   const cacheVg = ctx.cacheVg;
-  const cacheWhen = modes.includes('replica') || modes.includes('write') || modes.includes('lazy') ? 'always' : 'auto';
-  const lazyText = opts.lazySize ?? ctx.cacheLazySize;
-  const lazyBytes = lazyText !== undefined ? parseSize(lazyText, 'lazy cache size') : undefined;
+  const kinds = CACHE_KINDS.filter((k) => modes.includes(k.mode));
+  const cacheWhen = kinds.length ? 'always' : 'auto';
+  for (const k of CACHE_KINDS) k.checkMapOptions?.(ctx, opts);
   let state = opts.seen ?? (await observeForMap(ctx, opts));
   const found = findObj(state, name);
   if (found.kind === 'image')
@@ -327,20 +282,7 @@ export async function mapClone(ctx: OpContext, name: string, opts: MapOptions = 
       `clone it: cowstack clone create NAME --from ${name}`,
     );
   let o: CloneObj = found;
-  if (modes.includes('replica') && state.cache?.exists) {
-    const image = state.repo.chain(o).at(-1)!;
-    // Only before anything of this stack is mapped here: a live stack keeps its origin.
-    if (
-      image.kind === 'image' &&
-      !usableReplica(state.cache, image) &&
-      !state.devices.has(dmName('rw', o.uuid)) &&
-      !state.devices.has(dmName('ro', o.uuid))
-    ) {
-      await replicate(ctx, image.name, { rateMiBps: ctx.cacheRateMiBps });
-      state = await observe(ctx.runner, ctx.vg, ctx.scope, cacheVg, cacheWhen);
-      o = findClone(state, name);
-    }
-  } else if ((modes.includes('replica') || modes.includes('write') || modes.includes('lazy')) && !state.cache?.exists) {
+  if (kinds.length && !state.cache?.exists) {
     throw notFound(
       `--cache ${modes.join(',')}: this node (${ctx.runner.target}) has no cache VG ${cacheVg ?? ''}`.trimEnd(),
       'create it on a local disk: cowstack cache init DEVICE, or map with --cache none',
@@ -352,84 +294,25 @@ export async function mapClone(ctx: OpContext, name: string, opts: MapOptions = 
       'run cowstack recover: it removes or reports that mapping',
     );
   }
-  if (o.state === 'live') await refuseForeignWriteback(ctx, o, 'map');
-  let lazy: LazyResult | undefined;
-  if (modes.includes('lazy') && state.cache?.exists) {
-    const chain = state.repo.chain(o).reverse();
-    const image = chain[0]!;
-    const bottom = chain[1]!;
-    // Only for a stack whose bottom snapshot is not mapped here yet (it keeps its origin),
-    // and never under a complete replica (it serves everything).
-    const bottomMapped = state.devices.has(dmName('rw', bottom.uuid)) || state.devices.has(dmName('ro', bottom.uuid));
-    if (image.kind === 'image' && image.state === 'sealed' && !usableReplica(state.cache, image) && !bottomMapped) {
-      lazy = await attachLazy(ctx, state, image, { dataBytes: lazyBytes });
-      // 'in-use': already up, nothing changed, nothing to observe again.
-      if (lazy.action !== 'in-use' && !ctx.dryRun) {
-        state = await observe(ctx.runner, ctx.vg, ctx.scope, cacheVg, cacheWhen);
-        o = findClone(state, name);
-      } else if (lazy.action !== 'in-use') {
-        // Nothing was attached: plan as if it had been, so the dry run shows the whole stack.
-        const devices = new Map(state.devices);
-        const lc = lazyDeviceName(image);
-        devices.set(lc, {
-          name: lc,
-          uuid: dmUuid('lc', image.uuid),
-          open: 0,
-          major: 0,
-          minor: 0,
-          attr: 'L--r',
-          readOnly: true,
-          suspended: false,
-        });
-        state = { ...state, devices };
-      }
-    }
-  }
-  if (
-    modes.includes('write') &&
-    o.state === 'live' &&
-    !state.devices.has(dmName('rw', o.uuid)) &&
-    !writebackLv(state.cache, o)
-  ) {
-    const marker = wbHostOf(o) ? [] : [markWbHostStep(ctx, o, await nodeName(ctx))];
-    await runGuarded(ctx, [...marker, ...createWritebackSteps(state.cache!.vg, o)], o);
-    if (!ctx.dryRun) {
+  for (const k of CACHE_KINDS) await k.refuseMap?.(ctx, o);
+  // Each cache kind asked for makes its cache ready (in the registry's order), then the
+  // stack is planned on what the node has now.
+  const prepared = new Map<CacheKind, object | undefined>();
+  for (const k of kinds) {
+    if (!k.prepareMap) continue;
+    const p = await k.prepareMap(ctx, state, o, opts);
+    if (p.observeAgain) {
       state = await observe(ctx.runner, ctx.vg, ctx.scope, cacheVg, cacheWhen);
       o = findClone(state, name);
-    } else {
-      // Nothing was created: plan as if it had been, so the dry run shows the whole stack.
-      const lv = { name: writebackLvName(o.uuid), vg: state.cache!.vg, activeLocally: true } as lvm.LvInfo;
-      state = {
-        ...state,
-        cache: {
-          ...state.cache!,
-          lvs: [
-            ...state.cache!.lvs,
-            {
-              kind: 'writeback',
-              name: lv.name,
-              vg: lv.vg,
-              uuid: '',
-              originUuid: o.uuid,
-              state: 'complete',
-              copiedBytes: 0,
-              usedAt: 0,
-              sizeBytes: 0,
-              lv,
-            },
-          ],
-        },
-      };
-    }
+    } else if (p.state) state = p.state;
+    prepared.set(k, p.report);
   }
   const plan = planStack(state, o, ctx.scope, {
-    replica: !modes.includes('none'),
+    caches: !modes.includes('none'),
     ...(opts.createdHere ? { createdHere: opts.createdHere } : {}),
   });
   await verifyExisting(ctx.runner, state, plan);
   const mode = o.state === 'live' ? 'rw' : 'ro';
-  const writeback =
-    state.devices.has(dmName('wb', o.uuid)) || plan.steps.some((s) => s.req.argv.includes(dmName('wb', o.uuid)));
   const result: CloneResult = {
     name,
     vg: ctx.vg,
@@ -438,15 +321,8 @@ export async function mapClone(ctx: OpContext, name: string, opts: MapOptions = 
     device: plan.device,
     mode,
     action: 'none',
-    ...(plan.replica ? { replica: plan.replica } : {}),
-    ...(writeback ? { writeback: dmName('wb', o.uuid) } : {}),
   };
-  if (plan.lazy)
-    result.lazy = lazy ?? {
-      device: lazyDevicePath(plan.layers[0]!.obj),
-      lv: lazyDataLvName(plan.layers[0]!.obj.uuid),
-      action: 'in-use',
-    };
+  for (const k of CACHE_KINDS) Object.assign(result, k.mapResult?.(state, o, plan, prepared.get(k)));
   if (!plan.steps.length) return result;
   const journal = { op: 'map' as const, vg: ctx.vg, name, uuid: o.uuid };
   // Any layer's activation may be refused by the lock manager: name the one that was.
@@ -513,7 +389,7 @@ export async function unmapClone(ctx: OpContext, name: string, opts: { force?: b
     removeTop: true,
     forceTop: opts.force,
     scope: ctx.scope,
-    tables: await tablesIfLazy(ctx.runner, state),
+    tables: await bottomTables(ctx.runner, state),
   });
   const flushed =
     wb.flushedBlocks !== undefined ? { flushedBlocks: wb.flushedBlocks, flushSeconds: wb.flushSeconds } : {};
@@ -616,7 +492,7 @@ export async function commitClone(ctx: OpContext, name: string, opts: { force?: 
       const gc = teardownPlan(state, parent, {
         removeTop: false,
         scope: ctx.scope,
-        tables: await tablesIfLazy(ctx.runner, state),
+        tables: await bottomTables(ctx.runner, state),
       });
       return withWarnings(base, await releaseAncestors(ctx, gc));
     }
@@ -671,28 +547,11 @@ export async function commitClone(ctx: OpContext, name: string, opts: { force?: 
     removeTop: true,
     forceTop: opts.force,
     scope: ctx.scope,
-    tables: await tablesIfLazy(ctx.runner, state),
+    tables: await bottomTables(ctx.runner, state),
   });
   const journal = { op: 'commit' as const, vg: ctx.vg, name, uuid: o.uuid };
   await runGuarded(ctx, [beginStep(journal), ...steps], o);
   return withWarnings({ ...base, action: 'committed' }, await releaseAncestors(ctx, ancestors, journal));
-}
-
-/** Unmap read-only ancestors nothing uses any more and release their shared activation. */
-export async function collectGarbage(ctx: OpContext, fromName: string): Promise<void> {
-  // With the cache VG: a snapshot on a local replica does not hold the image LV open.
-  const state = await observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg);
-  const o = state.repo.byName.get(fromName);
-  if (!o) return;
-  const parent = o.kind === 'clone' ? state.repo.byUuid.get(o.parentUuid) : undefined;
-  const start = o.lv.activeLocally || state.devices.has(dmName('ro', o.uuid)) ? o : parent;
-  if (!start) return;
-  const steps = teardownPlan(state, start, {
-    removeTop: false,
-    scope: ctx.scope,
-    tables: await tablesIfLazy(ctx.runner, state),
-  });
-  if (steps.length) await runPlan(ctx.runner, steps, ctx.observer);
 }
 
 // ---- discard / rm / grow ---------------------------------------------------------------------
@@ -750,7 +609,7 @@ export async function discardClone(
     removeTop: true,
     forceTop: opts.force,
     scope: ctx.scope,
-    tables: await tablesIfLazy(ctx.runner, state),
+    tables: await bottomTables(ctx.runner, state),
   });
   await runGuarded(ctx, [beginStep(journal), ...own, remove], o);
   const warnings = await releaseAncestors(ctx, ancestors, journal);

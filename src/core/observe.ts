@@ -4,10 +4,9 @@ import type { Runner } from '../exec/types.js';
 import * as dmsetup from '../tools/dmsetup.js';
 import * as lvm from '../tools/lvm.js';
 import * as sanlock from '../tools/sanlock.js';
-import { observeCache } from './cache.js';
-import { WB_HOST_TAG } from './cacheWrite.js';
+import { observeCache } from './cache/vg.js';
 import { lvMapperName } from './dmNames.js';
-import type { CacheState } from './cacheMeta.js';
+import { WB_HOST_TAG, type CacheState } from './cache/meta.js';
 import { Repo, stateTag, type CloneObj, type CowObj, type ImageObj } from './metadata.js';
 import { validateLvName, validateVgName } from './validate.js';
 

@@ -13,15 +13,16 @@ import * as dmsetup from '../tools/dmsetup.js';
 import * as host from '../tools/host.js';
 import * as lvm from '../tools/lvm.js';
 import { collectGarbage, commitClone, discardClone, unmapClone, type OpContext } from './clones.js';
-import { lazyDeviceName } from './cacheLazy.js';
-import { writebackLv, wbHostOf, nodeName } from './cacheWrite.js';
+import { lazyDeviceName } from './cache/lazy.js';
+import { wbHostOf } from './cache/meta.js';
+import { writebackLv, nodeName } from './cache/writeback.js';
 import { dmName, lvMapperName, parseDmUuid, sameUuid } from './dmNames.js';
 import { readJournal, endStep, type JournalEntry } from './journal.js';
 import type { CowObj } from './metadata.js';
 import { observe, type NodeState } from './observe.js';
 import { runPlan } from './plan.js';
 import { nodeStatus, writableOverFrozen } from './report.js';
-import { deactivateStep, lvRef, tablesIfLazy, teardownPlan } from './stack.js';
+import { deactivateStep, lvRef, bottomTables, teardownPlan } from './stack.js';
 
 export interface RecoverAction {
   op: string;
@@ -295,7 +296,7 @@ async function releaseUnused(ctx: OpContext, first: NodeState): Promise<RecoverA
         ? teardownPlan(state, c.o, {
             removeTop: false,
             scope: ctx.scope,
-            tables: await tablesIfLazy(ctx.runner, state),
+            tables: await bottomTables(ctx.runner, state),
           })
         : [{ title: `remove orphan ${c.device}`, req: dmsetup.removeReq(c.device!) }];
       if (!steps.length) continue;

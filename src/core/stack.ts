@@ -3,33 +3,24 @@
  *   image LV (shared) or its verified local replica -> ro snapshot per committed ancestor (shared by every child on the
  *   node) -> rw snapshot over the live clone's COW (exclusive) = the VM's disk.
  * Plans are computed from one observation; existing devices are verified, never replaced.
+ * Caches enter the stack through their layers (src/core/cache/kind.ts): the planner names no kind.
  */
 import { CommandError, CowstackError, EXIT, refused } from '../exec/errors.js';
 import type { Runner } from '../exec/types.js';
 import * as dmsetup from '../tools/dmsetup.js';
 import * as lvm from '../tools/lvm.js';
 import { dmName, dmPath, dmUuid, lvMapperName, lvMapperPath, parseDmUuid, sameUuid, type DmRole } from './dmNames.js';
-import { cacheLvPath, replicaLvName } from './cacheMeta.js';
-import { replicaSteps, usableReplica } from './cacheStack.js';
-import { attachWritebackSteps, writebackLv } from './cacheWrite.js';
-import { detachLazySteps } from './cacheLazy.js';
+import type { BottomCacheNames } from './cache/kind.js';
+import { CACHE_LAYERS } from './cache/layers.js';
 import { fromLv, isFrozen, type CloneObj, type CowObj } from './metadata.js';
 import type { NodeState } from './observe.js';
 import type { Step } from './plan.js';
+import { activateStep, deactivateStep, lvRef } from './lvSteps.js';
 
-export const lvRef = (o: CowObj): string => `${o.vg}/${o.name}`;
+// Moved to lvSteps.ts (src/core/cache needs them, and the planner needs the cache kinds); still exported here.
+export { activateStep, deactivateStep, lvRef };
+
 const mapperName = (o: CowObj): string => lvMapperName(o.vg, o.name);
-
-export const activateStep = (o: CowObj, mode: 'shared' | 'exclusive', scope: lvm.LvmScope = {}): Step => ({
-  title: `activate ${lvRef(o)} ${mode}`,
-  req: lvm.lvmRequest('lvchange', [mode === 'shared' ? '-asy' : '-aey', lvRef(o)], 'write', scope),
-  undo: [lvm.lvmRequest('lvchange', ['-an', lvRef(o)], 'write', scope)],
-});
-export const deactivateStep = (o: CowObj, scope: lvm.LvmScope = {}): Step => ({
-  title: `deactivate ${lvRef(o)}`,
-  req: lvm.deactivateReq(lvRef(o), scope),
-  deactivates: lvRef(o),
-});
 
 /**
  * One lvchange -an for the target's LV and the ancestors an operation releases after it, when
@@ -96,18 +87,16 @@ export const stillLiveStep = (o: CowObj, verb: string, scope: lvm.LvmScope = {})
   },
 });
 
-export interface StackLayer {
+/** On the image layer: the names of a cache device standing in for the image LV. */
+export interface StackLayer extends BottomCacheNames {
   obj: CowObj;
   /** The device this layer presents (LV for the image, dm snapshot for clones). */
   device: string;
   role?: DmRole;
-  /** Set on the image layer when a local replica stands in for the image LV. */
-  replica?: string;
-  /** Set on the image layer when the image's lazy cache device stands in for the image LV. */
-  lazy?: string;
 }
 
-export interface StackPlan {
+/** The names of the cache device the stack stands on instead of the image LV, if one does. */
+export interface StackPlan extends BottomCacheNames {
   steps: Step[];
   layers: StackLayer[];
   device: string;
@@ -122,10 +111,6 @@ export interface StackPlan {
     altOriginDevices?: string[];
   }>;
   sectors: number;
-  /** The local replica (cache LV name) the stack stands on instead of the image LV. */
-  replica?: string;
-  /** The lazy cache device (dm name) the stack stands on instead of the image LV. */
-  lazy?: string;
 }
 
 /**
@@ -133,8 +118,8 @@ export interface StackPlan {
  * read-write (target is a live clone: exclusive COW + rw snapshot on top).
  */
 export interface StackOptions {
-  /** false: do not stand on a local replica or lazy cache even when there is one (`--cache none`). */
-  replica?: boolean;
+  /** false: do not stand on a cache device (replica, lazy cache) even when there is one (`--cache none`). */
+  caches?: boolean;
   /**
    * The live clone this operation created here with lvcreate -aey and marked live itself:
    * held exclusively since it was made, so nothing can have grown or committed it since, and
@@ -161,19 +146,19 @@ export function planStack(
   const steps: Step[] = [];
   const layers: StackLayer[] = [];
   const verify: StackPlan['verify'] = [];
-  // A complete, verified local replica of exactly this image LV replaces it at the bottom:
-  // the node then reads nothing from the repository for this stack.
-  const replica = opts.replica === false ? undefined : usableReplica(state.cache, image);
-  // Else the image's lazy cache, when its device is up on this node (attached by mapClone).
+  // A cache device holding the image's bytes on this node stands in for the image LV at the
+  // bottom (the first cache kind that has one ready): the node then reads less, or nothing,
+  // from the repository for this stack.
+  const bottom =
+    opts.caches === false ? undefined : CACHE_LAYERS.map((l) => l.bottom?.(state, image)).find((b) => b !== undefined);
   const imageDevice = lvMapperPath(image.vg, image.name);
-  const lazyName = dmName('lc', image.uuid);
-  const lazyUp = state.devices.has(lazyName);
-  const lazy = !replica && lazyUp && opts.replica !== false ? lazyName : undefined;
-  let origin = replica ? cacheLvPath(replica) : lazy ? dmPath('lc', image.uuid) : imageDevice;
+  let origin = bottom?.device ?? imageDevice;
   // A bottom snapshot built earlier may stand on any of them: all hold the same bytes.
-  const altBottom = [imageDevice, ...(lazyUp ? [dmPath('lc', image.uuid)] : [])].filter((d) => d !== origin);
-  if (!replica && !lazy && !image.lv.activeLocally) steps.push(activateStep(image, 'shared', scope));
-  layers.push({ obj: image, device: origin, ...(replica ? { replica: replica.name } : {}), ...(lazy ? { lazy } : {}) });
+  const altBottom = [imageDevice, ...CACHE_LAYERS.flatMap((l) => l.sameBytes?.(state, image) ?? [])].filter(
+    (d) => d !== origin,
+  );
+  if (!bottom && !image.lv.activeLocally) steps.push(activateStep(image, 'shared', scope));
+  layers.push({ obj: image, device: origin, ...bottom?.names });
 
   for (const o of chain.slice(1)) {
     if (o.kind !== 'clone')
@@ -218,17 +203,14 @@ export function planStack(
       steps.push(activateStep(o, 'shared', scope));
     }
     const name = dmName(role, o.uuid);
-    // A live clone with a write-back cache LV on this node gets it between the snapshot and
-    // the COW; an existing cache LV (a crash left it) is re-attached, never mapped around:
-    // its blocks may be newer than the COW's.
+    // A live clone with a cache for its COW on this node (write-back) gets it between the
+    // snapshot and the COW.
     let cowDevice = lvMapperPath(o.vg, o.name);
-    if (live && o.kind === 'clone') {
-      const wbName = dmName('wb', o.uuid);
-      const wb = writebackLv(state.cache, o);
-      if (state.devices.has(wbName)) cowDevice = dmPath('wb', o.uuid);
-      else if (wb && !state.devices.has(name)) {
-        steps.push(...attachWritebackSteps(wb, o));
-        cowDevice = dmPath('wb', o.uuid);
+    if (live) {
+      const cow = CACHE_LAYERS.map((l) => l.cow?.(state, o, state.devices.has(name))).find((c) => c !== undefined);
+      if (cow) {
+        steps.push(...cow.steps);
+        cowDevice = cow.device;
       }
     }
     const table = dmsetup.snapshotTable(sectors, origin, cowDevice, live ? 'PO' : 'P', o.chunkSectors);
@@ -253,17 +235,9 @@ export function planStack(
     origin = dmPath(role, o.uuid);
     layers.push({ obj: o, device: origin, role });
   }
-  // Activate and mark the replica used only when something is built on this map.
-  if (replica && (steps.length || !replica.lv.activeLocally)) steps.unshift(...replicaSteps(replica));
-  return {
-    steps,
-    layers,
-    device: origin,
-    verify,
-    sectors,
-    ...(replica ? { replica: replica.name } : {}),
-    ...(lazy ? { lazy } : {}),
-  };
+  // The bottom cache's own steps (activate it, mark it used) go first, if the kind wants them.
+  if (bottom) steps.unshift(...bottom.steps(steps.length > 0));
+  return { steps, layers, device: origin, verify, sectors, ...bottom?.names };
 }
 
 /**
@@ -356,27 +330,24 @@ export function teardownParts(
         });
         open.delete(name);
         release(mapperName(o));
-        // With a local replica present the snapshot may stand on it or on the image LV
-        // (mapped before the replica existed): assume the image LV is still used rather
-        // than deactivate it under another clone. GC releases it once nothing opens it.
+        // Without the tables, a snapshot may stand on a cache device of the image (a replica)
+        // or on the image LV (mapped before the replica existed): assume the image LV is still
+        // used rather than deactivate it under another clone. GC releases it once nothing opens it.
         const parent = chain[i + 1]!;
         const bottom = parent.kind === 'image' ? bottomOrigin(state, name, opts.tables) : undefined;
         if (bottom) release(bottom);
-        else if (!(
-          parent.kind === 'image' &&
-          state.devices.has(lvMapperName(state.cache?.vg ?? '', replicaLvName(parent.uuid))) &&
-          state.cache
-        ))
+        else if (!(parent.kind === 'image' && CACHE_LAYERS.some((l) => l.ambiguousBottom?.(state, parent))))
           release(originName(i));
       }
     }
-    // The image's lazy cache goes when nothing stands on it any more (removed cleanly, so
-    // its mappings persist), before the image LV it holds open is released.
-    const lazyName = dmName('lc', o.uuid);
-    if (o.kind === 'image' && state.devices.has(lazyName)) {
-      if ((open.get(lazyName) ?? 0) > 0) return parts();
-      steps.push(...detachLazySteps(state.cache, o));
-      open.delete(lazyName);
+    // A cache device over the image LV (lazy) goes when nothing stands on it any more
+    // (detached cleanly, so its mappings persist), before the image LV it holds open is released.
+    const holders = o.kind === 'image' ? CACHE_LAYERS.map((l) => l.overImage?.(state, o)) : [];
+    for (const holder of holders) {
+      if (!holder) continue;
+      if ((open.get(holder.device) ?? 0) > 0) return parts();
+      steps.push(...holder.detach());
+      open.delete(holder.device);
       release(mapperName(o));
     }
     if (o.lv.activeLocally) {
@@ -390,9 +361,10 @@ export function teardownParts(
 
 /**
  * The device a bottom snapshot stands on, by its table's origin major:minor. The tables are
- * read only when the node has a lazy cache device (tablesIfLazy: a snapshot may then stand
- * on it, on the image LV, or on a replica). Without them: unknown (the caller's conservative
- * default applies: the lazy cache is then kept up, never removed under a snapshot).
+ * read only when the node has a cache device under bottom snapshots (bottomTables: a snapshot
+ * may then stand on it, on the image LV, or on a replica). Without them: unknown (the
+ * caller's conservative default applies: the cache device is kept up, never removed under a
+ * snapshot).
  */
 function bottomOrigin(state: NodeState, snapName: string, tables?: Map<string, dmsetup.DmLine[]>): string | undefined {
   const line = tables?.get(snapName)?.[0];
@@ -401,12 +373,17 @@ function bottomOrigin(state: NodeState, snapName: string, tables?: Map<string, d
   return [...state.devices.values()].find((d) => `${d.major}:${d.minor}` === num)?.name;
 }
 
-/** Every device's table, when a lazy cache is up (teardownPlan needs the bottom origins). */
-export async function tablesIfLazy(
+/** Every device's table, when a cache device under bottom snapshots is up (teardownPlan needs their origins). */
+export async function bottomTables(
   runner: Runner,
   state: NodeState,
 ): Promise<Map<string, dmsetup.DmLine[]> | undefined> {
-  if (![...state.devices.values()].some((d) => parseDmUuid(d.uuid)?.role === 'lc')) return undefined;
+  const roles = CACHE_LAYERS.map((l) => l.tableRole).filter((r) => r !== undefined);
+  const up = [...state.devices.values()].some((d) => {
+    const role = parseDmUuid(d.uuid)?.role;
+    return role !== undefined && roles.includes(role);
+  });
+  if (!up) return undefined;
   return dmsetup.tableAll(runner);
 }
 

@@ -9,7 +9,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { promises as fsp } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import type { CacheEntry } from '../../src/core/cache.js';
+import type { CacheEntry } from '../../src/core/cache/list.js';
 import type { PlannedCommand } from '../../src/exec/dryRunRunner.js';
 import type { DeviceStatus } from '../../src/core/report.js';
 import type { Testbed } from '../testbed/index.js';

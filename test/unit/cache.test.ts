@@ -3,9 +3,11 @@
  * of cache init, replicate (fresh, resumed, failed verification) and drop.
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { dropCaches, initCache, replicate } from '../../src/core/cache.js';
+import { dropCaches } from '../../src/core/cache/eviction.js';
+import { replicate } from '../../src/core/cache/replicate.js';
+import { initCache } from '../../src/core/cache/vg.js';
 import { mapClone } from '../../src/core/clones.js';
-import { cacheLvFrom } from '../../src/core/cacheMeta.js';
+import { cacheLvFrom } from '../../src/core/cache/meta.js';
 import type { OpContext } from '../../src/core/clones.js';
 import { parseCacheModes } from '../../src/core/config.js';
 import { planStack, teardownPlan } from '../../src/core/stack.js';

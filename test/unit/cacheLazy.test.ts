@@ -7,8 +7,10 @@
  */
 import { readFileSync } from 'node:fs';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { dropCaches, listCaches, replicate } from '../../src/core/cache.js';
-import { lazyDataBytes, lazyMetaBytes } from '../../src/core/cacheLazy.js';
+import { dropCaches } from '../../src/core/cache/eviction.js';
+import { lazyDataBytes, lazyMetaBytes } from '../../src/core/cache/lazy.js';
+import { listCaches } from '../../src/core/cache/list.js';
+import { replicate } from '../../src/core/cache/replicate.js';
 import { mapClone, unmapClone, type OpContext } from '../../src/core/clones.js';
 import { parseCacheModes } from '../../src/core/config.js';
 import { recover } from '../../src/core/recover.js';

@@ -1,13 +1,8 @@
 import type { Command } from 'commander';
-import {
-  dropCaches,
-  initCache,
-  listCaches,
-  replicate,
-  type CacheReport,
-  type DropResult,
-  type ReplicateResult,
-} from '../../core/cache.js';
+import { dropCaches, type DropResult } from '../../core/cache/eviction.js';
+import { listCaches, type CacheReport } from '../../core/cache/list.js';
+import { replicate, type ReplicateResult } from '../../core/cache/replicate.js';
+import { initCache } from '../../core/cache/vg.js';
 import { formatSize } from '../../core/validate.js';
 import { usageError } from '../../exec/errors.js';
 import { createContext } from '../context.js';

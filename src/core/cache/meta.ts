@@ -17,8 +17,9 @@
  *   cowstack_used:<epoch seconds>  last map that used it (least recently used is evicted first)
  * The cache VG is local (not shared, no lvmlockd locks): it lives on the node's own disk.
  */
-import type { LvInfo } from '../tools/lvm.js';
-import { compactUuid, lvMapperPath } from './dmNames.js';
+import type { LvInfo } from '../../tools/lvm.js';
+import { compactUuid, lvMapperPath } from '../dmNames.js';
+import type { CloneObj } from '../metadata.js';
 
 export const CTAG = {
   kind: 'cowstack_cache:',
@@ -110,3 +111,13 @@ export const cacheTag = {
   sha256: (hex: string) => `${CTAG.sha256}${hex}`,
   used: (epochSeconds: number) => `${CTAG.used}${epochSeconds}`,
 };
+
+/**
+ * Cluster-wide marker on the clone's LV while a node's write-back cache may hold its newest
+ * blocks: `cowstack_wbhost:<node>`. Every node sees it, so after that node crashes (its
+ * lease expires, the COW could be activated elsewhere) no other node maps or commits the
+ * clone without those blocks: the owner's recover writes them back and removes the marker.
+ */
+export const WB_HOST_TAG = 'cowstack_wbhost:';
+export const wbHostOf = (clone: CloneObj): string | undefined =>
+  clone.tags.find((t) => t.startsWith(WB_HOST_TAG))?.slice(WB_HOST_TAG.length);

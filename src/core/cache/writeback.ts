@@ -16,18 +16,27 @@
  * outlives a crash: mapping or recovering the clone on this node re-attaches it, never
  * re-initialises it (only a new cache LV gets its superblock zeroed).
  */
-import { CowstackError, EXIT } from '../exec/errors.js';
-import * as dmsetup from '../tools/dmsetup.js';
-import * as lvm from '../tools/lvm.js';
-import { cacheLvPath, cacheTag, writebackLvName, type CacheLv, type CacheState } from './cacheMeta.js';
-import { activateCacheLv } from './cacheStack.js';
-import type { OpContext } from './clones.js';
-import { dmName, dmPath, dmUuid, lvMapperPath, sameUuid } from './dmNames.js';
-import type { CloneObj } from './metadata.js';
-import type { NodeState } from './observe.js';
-import { runPlan, type Step } from './plan.js';
-import { activateStep, lvRef } from './stack.js';
-import { EXTENT, formatSize, roundUp } from './validate.js';
+import { CowstackError, EXIT } from '../../exec/errors.js';
+import * as dmsetup from '../../tools/dmsetup.js';
+import * as lvm from '../../tools/lvm.js';
+import {
+  cacheLvPath,
+  cacheTag,
+  WB_HOST_TAG,
+  wbHostOf,
+  writebackLvName,
+  type CacheLv,
+  type CacheState,
+} from './meta.js';
+import { activateCacheLv } from './vg.js';
+import { runGuarded, type OpContext } from '../opContext.js';
+import { dmName, dmPath, dmUuid, lvMapperPath, sameUuid } from '../dmNames.js';
+import type { CloneObj } from '../metadata.js';
+import type { NodeState } from '../observe.js';
+import { runPlan, type Step } from '../plan.js';
+import { activateStep, lvRef } from '../lvSteps.js';
+import { EXTENT, formatSize, roundUp } from '../validate.js';
+import type { CacheKind, CacheLayer } from './kind.js';
 
 /** Cache block size: the page size, what VM writes are made of. */
 export const WB_BLOCK_BYTES = 4096;
@@ -114,16 +123,6 @@ export function attachWritebackSteps(wb: CacheLv, clone: CloneObj): Step[] {
     },
   ];
 }
-
-/**
- * Cluster-wide marker on the clone's LV while a node's write-back cache may hold its newest
- * blocks: `cowstack_wbhost:<node>`. Every node sees it, so after that node crashes (its
- * lease expires, the COW could be activated elsewhere) no other node maps or commits the
- * clone without those blocks: the owner's recover writes them back and removes the marker.
- */
-export const WB_HOST_TAG = 'cowstack_wbhost:';
-export const wbHostOf = (clone: CloneObj): string | undefined =>
-  clone.tags.find((t) => t.startsWith(WB_HOST_TAG))?.slice(WB_HOST_TAG.length);
 
 export async function nodeName(ctx: OpContext): Promise<string> {
   const r = await ctx.runner.run({ argv: ['uname', '-n'], kind: 'read' });
@@ -292,3 +291,67 @@ export async function releaseWriteback(
 }
 
 export const writebackDevicePath = (clone: Pick<CloneObj, 'uuid'>): string => dmPath('wb', clone.uuid);
+
+/**
+ * The write-back cache as a layer: a live clone's rw snapshot stands on its device instead of
+ * the COW. A cache LV left here (a crash) is re-attached, never mapped around: its blocks may
+ * be newer than the COW's.
+ */
+export const writebackLayer: CacheLayer = {
+  name: 'writeback',
+  cow(state, clone, snapshotMapped) {
+    if (state.devices.has(dmName('wb', clone.uuid))) return { device: writebackDevicePath(clone), steps: [] };
+    const wb = writebackLv(state.cache, clone);
+    if (wb && !snapshotMapped) return { device: writebackDevicePath(clone), steps: attachWritebackSteps(wb, clone) };
+    return undefined;
+  },
+};
+
+export interface WritebackMapResult {
+  /** The write-back cache device under the clone's snapshot. */
+  writeback?: string;
+}
+
+export const writebackKind: CacheKind<WritebackMapResult> = {
+  ...writebackLayer,
+  mode: 'write',
+  async refuseMap(ctx, clone) {
+    if (clone.state === 'live') await refuseForeignWriteback(ctx, clone, 'map');
+  },
+  async prepareMap(ctx, state, clone) {
+    if (clone.state !== 'live' || state.devices.has(dmName('rw', clone.uuid)) || writebackLv(state.cache, clone))
+      return {};
+    const marker = wbHostOf(clone) ? [] : [markWbHostStep(ctx, clone, await nodeName(ctx))];
+    await runGuarded(ctx, [...marker, ...createWritebackSteps(state.cache!.vg, clone)], clone);
+    if (!ctx.dryRun) return { observeAgain: true };
+    // Nothing was created: plan as if it had been, so the dry run shows the whole stack.
+    const lv = { name: writebackLvName(clone.uuid), vg: state.cache!.vg, activeLocally: true } as lvm.LvInfo;
+    return {
+      state: {
+        ...state,
+        cache: {
+          ...state.cache!,
+          lvs: [
+            ...state.cache!.lvs,
+            {
+              kind: 'writeback',
+              name: lv.name,
+              vg: lv.vg,
+              uuid: '',
+              originUuid: clone.uuid,
+              state: 'complete',
+              copiedBytes: 0,
+              usedAt: 0,
+              sizeBytes: 0,
+              lv,
+            },
+          ],
+        },
+      },
+    };
+  },
+  mapResult(state, clone, plan) {
+    const name = dmName('wb', clone.uuid);
+    return state.devices.has(name) || plan.steps.some((s) => s.req.argv.includes(name)) ? { writeback: name } : {};
+  },
+};

@@ -20,9 +20,9 @@
  * A created device that reports `needs_check` is reset too. Bound to the origin LV's UUID
  * (names and tags): an image re-created under the same name never sees the old cache.
  */
-import { CowstackError, EXIT } from '../exec/errors.js';
-import * as dmsetup from '../tools/dmsetup.js';
-import * as lvm from '../tools/lvm.js';
+import { CowstackError, EXIT } from '../../exec/errors.js';
+import * as dmsetup from '../../tools/dmsetup.js';
+import * as lvm from '../../tools/lvm.js';
 import {
   cacheLvPath,
   cacheTag,
@@ -31,15 +31,17 @@ import {
   type CacheLv,
   type CacheState,
   type LazyState,
-} from './cacheMeta.js';
-import { makeRoom, removeCacheLv } from './cache.js';
-import type { OpContext } from './clones.js';
-import { dmName, dmPath, dmUuid, lvMapperPath, sameUuid } from './dmNames.js';
-import type { ImageObj } from './metadata.js';
-import type { NodeState } from './observe.js';
-import { runPlan, type Step } from './plan.js';
-import { activateStep, lvRef } from './stack.js';
-import { formatSize, roundUp } from './validate.js';
+} from './meta.js';
+import { makeRoom, removeCacheLv } from './eviction.js';
+import type { OpContext } from '../opContext.js';
+import { dmName, dmPath, dmUuid, lvMapperPath, sameUuid } from '../dmNames.js';
+import type { ImageObj } from '../metadata.js';
+import type { NodeState } from '../observe.js';
+import { runPlan, type Step } from '../plan.js';
+import { activateStep, lvRef } from '../lvSteps.js';
+import { formatSize, parseSize, roundUp } from '../validate.js';
+import type { CacheKind, CacheLayer, MapCacheOptions } from './kind.js';
+import { usableReplica } from './replica.js';
 
 /** 64 KiB cache blocks. */
 export const LAZY_BLOCK_SECTORS = 128;
@@ -299,3 +301,75 @@ export async function attachLazy(
     ...(evicted.length ? { evicted } : {}),
   };
 }
+
+/**
+ * The lazy cache as a layer: while its device is up on this node, clones of the image stand
+ * on it (attached by prepareMap); teardown detaches it cleanly once nothing stands on it.
+ */
+export const lazyLayer: CacheLayer = {
+  name: 'lazy',
+  tableRole: 'lc',
+  bottom: (state, image) =>
+    state.devices.has(lazyDeviceName(image))
+      ? { device: lazyDevicePath(image), names: { lazy: lazyDeviceName(image) }, steps: () => [] }
+      : undefined,
+  sameBytes: (state, image) => (state.devices.has(lazyDeviceName(image)) ? [lazyDevicePath(image)] : []),
+  overImage: (state, image) =>
+    state.devices.has(lazyDeviceName(image))
+      ? { device: lazyDeviceName(image), detach: () => detachLazySteps(state.cache, image) }
+      : undefined,
+};
+
+export interface LazyMapResult {
+  /** The image's lazy read cache the stack stands on (attached, created, reset, or already in use). */
+  lazy?: LazyResult;
+}
+
+const lazyBytesOf = (ctx: OpContext, opts: MapCacheOptions): number | undefined => {
+  const text = opts.lazySize ?? ctx.cacheLazySize;
+  return text !== undefined ? parseSize(text, 'lazy cache size') : undefined;
+};
+
+export const lazyKind: CacheKind<LazyMapResult> = {
+  ...lazyLayer,
+  mode: 'lazy',
+  checkMapOptions: (ctx, opts) => void lazyBytesOf(ctx, opts),
+  async prepareMap(ctx, state, clone, opts) {
+    const chain = state.repo.chain(clone).reverse();
+    const image = chain[0]!;
+    const bottom = chain[1]!;
+    // Only for a stack whose bottom snapshot is not mapped here yet (it keeps its origin),
+    // and never under a complete replica (it serves everything).
+    const bottomMapped = state.devices.has(dmName('rw', bottom.uuid)) || state.devices.has(dmName('ro', bottom.uuid));
+    if (image.kind !== 'image' || image.state !== 'sealed' || usableReplica(state.cache, image) || bottomMapped)
+      return {};
+    const lazy = await attachLazy(ctx, state, image, { dataBytes: lazyBytesOf(ctx, opts) });
+    // 'in-use': already up, nothing changed, nothing to observe again.
+    if (lazy.action === 'in-use') return { report: { lazy } };
+    if (!ctx.dryRun) return { observeAgain: true, report: { lazy } };
+    // Nothing was attached: plan as if it had been, so the dry run shows the whole stack.
+    const devices = new Map(state.devices);
+    const lc = lazyDeviceName(image);
+    devices.set(lc, {
+      name: lc,
+      uuid: dmUuid('lc', image.uuid),
+      open: 0,
+      major: 0,
+      minor: 0,
+      attr: 'L--r',
+      readOnly: true,
+      suspended: false,
+    });
+    return { state: { ...state, devices }, report: { lazy } };
+  },
+  mapResult: (_state, _clone, plan, prepared) =>
+    plan.lazy
+      ? {
+          lazy: prepared?.lazy ?? {
+            device: lazyDevicePath(plan.layers[0]!.obj),
+            lv: lazyDataLvName(plan.layers[0]!.obj.uuid),
+            action: 'in-use',
+          },
+        }
+      : {},
+};
