@@ -69,8 +69,6 @@ export interface CloneResult extends CacheMapResult {
   flushSeconds?: number;
   /** The operation succeeded; something after it (releasing unused ancestors) did not. */
   warnings?: string[];
-  /** create: the new COW's LV as read back (its uuid), for a caller that maps it next. */
-  lv?: lvm.LvInfo;
 }
 
 export function chunkSectorsOf(text: string): number {
@@ -90,6 +88,15 @@ export function chunkSectorsOf(text: string): number {
  * instead of a new one.
  */
 export async function createClone(ctx: OpContext, opts: CreateCloneOptions, seen?: NodeState): Promise<CloneResult> {
+  return (await createCloneLv(ctx, opts, seen)).result;
+}
+
+/** createClone, also giving the new COW's LV as read back (its uuid), for a caller that maps it next. */
+export async function createCloneLv(
+  ctx: OpContext,
+  opts: CreateCloneOptions,
+  seen?: NodeState,
+): Promise<{ result: CloneResult; lv?: lvm.LvInfo }> {
   validateLvName(opts.name, 'clone name');
   const chunkSectors = chunkSectorsOf(opts.chunk ?? '4K');
   // Only names, tags and sizes matter here: the repository, not the node's devices.
@@ -127,11 +134,13 @@ export async function createClone(ctx: OpContext, opts: CreateCloneOptions, seen
     if (existing?.kind === 'clone' && existing.parentUuid === parent.uuid) {
       if (existing.state !== 'initializing')
         return {
-          ...base,
-          uuid: existing.uuid,
-          cowBytes: existing.sizeBytes,
-          chunkSectors: existing.chunkSectors,
-          action: 'none',
+          result: {
+            ...base,
+            uuid: existing.uuid,
+            cowBytes: existing.sizeBytes,
+            chunkSectors: existing.chunkSectors,
+            action: 'none',
+          },
         };
       try {
         await runGuarded(ctx, finishCreateSteps(ctx, existing, existing.chunkSectors), existing);
@@ -147,11 +156,13 @@ export async function createClone(ctx: OpContext, opts: CreateCloneOptions, seen
         throw e;
       }
       return {
-        ...base,
-        uuid: existing.uuid,
-        cowBytes: existing.sizeBytes,
-        chunkSectors: existing.chunkSectors,
-        action: 'completed',
+        result: {
+          ...base,
+          uuid: existing.uuid,
+          cowBytes: existing.sizeBytes,
+          chunkSectors: existing.chunkSectors,
+          action: 'completed',
+        },
       };
     }
     const other = existing?.kind === 'clone' ? 'a clone of another parent' : 'an image';
@@ -204,7 +215,7 @@ export async function createClone(ctx: OpContext, opts: CreateCloneOptions, seen
     throw e;
   }
   const lv = ctx.dryRun ? undefined : await lvm.findLv(ctx.runner, ctx.vg, opts.name, ctx.scope);
-  return { ...base, uuid: lv?.uuid, action: 'created', ...(lv ? { lv } : {}) };
+  return { result: { ...base, uuid: lv?.uuid, action: 'created' }, ...(lv ? { lv } : {}) };
 }
 
 /** Mark the zeroed COW live; deactivate it in the same command unless the caller maps it next. */

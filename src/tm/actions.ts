@@ -12,6 +12,7 @@ import type { Runner } from '../exec/types.js';
 import * as lvm from '../tools/lvm.js';
 import {
   createClone,
+  createCloneLv,
   growClone,
   mapClone,
   observeForMap,
@@ -140,15 +141,15 @@ async function clone(env: TmEnv, req: Extract<TmRequest, { action: 'clone' | 'ln
   let createdHere: string | undefined;
   // A re-run after snapshots exist: the disk is there already (its parent is a snapshot).
   if (!(o?.kind === 'clone' && o.state === 'live')) {
-    const r = await createClone(
+    const { result: r, lv } = await createCloneLv(
       ctx,
       { name, from: req.src.lv, chunk: env.chunk, defaultPercent: env.cowPercent, keepActive: true },
       state,
     );
     env.info(`${r.action === 'created' ? 'created' : 'found'} COW clone ${env.vg}/${name} of ${req.src.lv}`);
-    if (r.action === 'created' && r.lv) {
-      state = withLv(state, r.lv);
-      createdHere = r.lv.uuid;
+    if (r.action === 'created' && lv) {
+      state = withLv(state, lv);
+      createdHere = lv.uuid;
     } else state = await observeForMap(ctx);
   }
   const m = await mapClone(ctx, name, { seen: state, ...(createdHere ? { createdHere } : {}) });

@@ -95,8 +95,8 @@ describe('createImage', () => {
       state: 'writable',
       action: 'created',
     });
-    expect(r.calls[6]).toMatchObject({ root: true, timeout: 'data' });
-    expect(JSON.parse(String(r.calls[3]!.input))).toMatchObject({ op: 'create-image', vg: VG, name: 'img2' });
+    expect(r.calls[5]).toMatchObject({ root: true, timeout: 'data' }); // the dd
+    expect(JSON.parse(String(r.calls[2]!.input))).toMatchObject({ op: 'create-image', vg: VG, name: 'img2' });
     r.verify();
   });
 
@@ -170,7 +170,7 @@ describe('sealImage', () => {
       state: 'sealed',
       action: 'sealed',
     });
-    expect(r.calls[4]).toMatchObject({ root: true, timeout: 'data' });
+    expect(r.calls[3]).toMatchObject({ root: true, timeout: 'data' }); // the sha256sum
     r.verify();
   });
 

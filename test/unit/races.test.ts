@@ -20,6 +20,7 @@ import {
   chainRows,
   cloneRow,
   expectObserve,
+  expectObserveRepo,
   imageRow,
   journalBegin,
   journalEnd,
@@ -217,13 +218,13 @@ describe('unmap: the release of a shared ancestor is best-effort (item 7)', () =
 
 describe('same-name clone create on two nodes (item 7)', () => {
   it('the loser gets a clear refusal (6), and nothing of the winner is removed', async () => {
-    const r = expectObserve(recorder(), [imageRow('image', U.image)])
+    const r = expectObserveRepo(recorder(), [imageRow('image', U.image)])
       .expect(journalBegin('n1', 'create-clone'), W)
       .expect(
         [
           'lvcreate',
-          '-an',
-          '-Zn',
+          '-aey',
+          '-Zy',
           '-Wn',
           '--setautoactivation',
           'n',
@@ -254,7 +255,7 @@ describe('same-name clone create on two nodes (item 7)', () => {
 describe('same-name clone create: the loser finds it initializing', () => {
   it('refuses (6) "already exists" when the other node holds its COW while finishing it', async () => {
     const row = cloneRow('n1', U.n1, U.image, { state: 'initializing' });
-    const r = expectObserve(recorder(), [imageRow('image', U.image), row])
+    const r = expectObserveRepo(recorder(), [imageRow('image', U.image), row])
       .expect(journalBegin('n1', 'create-clone'), W)
       .expect(['lvchange', '-aey', 'vg/n1'], {
         kind: 'write',

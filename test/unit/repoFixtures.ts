@@ -219,6 +219,12 @@ export function expectObserve(
   return needsLockModes(rows) ? r.expect(['lvmlockctl', '--info'], { kind: 'read', stdout: lockInfo(rows, vg) }) : r;
 }
 
+/** observeRepo (clone create): the repository's lvs alone, lock modes only when needed. */
+export function expectObserveRepo(r: RecordingRunner, rows: Array<Record<string, unknown>>, vg = VG): RecordingRunner {
+  r.expect(lvsArgv(vg), { kind: 'read', stdout: lvsJson(rows) });
+  return needsLockModes(rows) ? r.expect(['lvmlockctl', '--info'], { kind: 'read', stdout: lockInfo(rows, vg) }) : r;
+}
+
 /** observe asks lvmlockd for lock modes only when a writable LV (not sealed, not committed) is active here. */
 export const needsLockModes = (rows: Array<Record<string, unknown>>): boolean =>
   parseLvs(lvsJson(rows)).some(

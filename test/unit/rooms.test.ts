@@ -26,7 +26,6 @@ const NOT_YET_MOVED = new Set([
   'src/core/cache/writeback.ts',
   'src/core/clones.ts',
   'src/core/journal.ts',
-  'src/core/lvSteps.ts',
   'src/core/stack.ts',
   'src/tm/actions.ts',
 ]);

@@ -17,6 +17,7 @@ import {
   VG,
   cloneRow,
   expectObserve,
+  expectObserveRepo,
   imageRow,
   journalBegin,
   journalEnd,
@@ -34,9 +35,11 @@ interface World {
   devs?: Dev[];
 }
 type Step =
-  'O' | { lv: string } | { argv: readonly string[]; kind: 'read' | 'write'; exitCode?: number; stdout?: string };
+  'O' | 'R' | { lv: string } | { argv: readonly string[]; kind: 'read' | 'write'; exitCode?: number; stdout?: string };
 /** An observation (lvs, dmsetup info, lvmlockctl) answered with the next world. */
 const O = 'O' as const;
+/** The repository alone (clone create: lvs, lvmlockctl only when needed), answered with the next world. */
+const R = 'R' as const;
 /** A lockless re-read of one LV, answered from the current world or the next one that has it. */
 const lv = (name: string): Step => ({ lv: name });
 const wr = (argv: readonly string[], o: { exitCode?: number } = {}): Step => ({ argv, kind: 'write', ...o });
@@ -49,9 +52,10 @@ const rd = (argv: readonly string[], o: { exitCode?: number; stdout?: string } =
 function script(r: RecordingRunner, worlds: World[], steps: Step[]): RecordingRunner {
   let i = -1;
   for (const s of steps) {
-    if (s === 'O') {
+    if (s === 'O' || s === 'R') {
       i = Math.min(i + 1, worlds.length - 1);
-      expectObserve(r, worlds[i]!.rows, worlds[i]!.devs ?? []);
+      if (s === 'O') expectObserve(r, worlds[i]!.rows, worlds[i]!.devs ?? []);
+      else expectObserveRepo(r, worlds[i]!.rows);
     } else if ('lv' in s) {
       const row = worlds
         .slice(Math.max(i, 0))
@@ -120,8 +124,8 @@ const createTop = (parentUuid: string, o: { failAt?: 'lvcreate' } = {}): Step[] 
   const lvcreate = wr(
     [
       'lvcreate',
-      '-an',
-      '-Zn',
+      '-aey',
+      '-Zy',
       '-Wn',
       '--setautoactivation',
       'n',
@@ -146,19 +150,7 @@ const createTop = (parentUuid: string, o: { failAt?: 'lvcreate' } = {}): Step[] 
   return [
     wr(journalBegin('one-7-0', 'create-clone')),
     lvcreate,
-    wr(['lvchange', '-aey', 'vg/one-7-0']),
-    wr([
-      'dd',
-      'if=/dev/zero',
-      'of=/dev/mapper/vg-one--7--0',
-      'bs=4096',
-      'count=1',
-      'oflag=direct',
-      'conv=fsync',
-      'status=none',
-    ]),
-    wr(['lvchange', '-an', 'vg/one-7-0']),
-    wr(['lvchange', '--deltag', 'cowstack_state:initializing', '--addtag', 'cowstack_state:live', 'vg/one-7-0']),
+    wr(['lvchange', '-an', '--deltag', 'cowstack_state:initializing', '--addtag', 'cowstack_state:live', 'vg/one-7-0']),
     wr(journalEnd('one-7-0', 'create-clone')),
     lv('one-7-0'),
   ];
@@ -387,7 +379,7 @@ describe('tm snap_create', () => {
     ...commitTop,
     O,
     wr(['lvrename', VG, 'one-7-0', 'one-7-0-s3']),
-    O,
+    R,
     ...createTop(U.c3),
     O,
     ...mapOnSnap(U.c3, U.n1),
@@ -407,14 +399,14 @@ describe('tm snap_create', () => {
 
   it('a failure after the rename (the new top not created) is finished by the re-run', async () => {
     const r1 = script(recorder('node1'), worlds.slice(0, 4), [
-      ...first.slice(0, first.indexOf(O, 3 + commitTop.length) + 1),
+      ...first.slice(0, first.indexOf(R) + 1),
       ...createTop(U.c3, { failAt: 'lvcreate' }),
     ]);
     await rejectionOf(tm('snap_create', SNAP, on(r1)), EXIT.FAILED);
     const r2 = script(
       recorder('node1'),
       [worlds[3]!, ...worlds.slice(3)],
-      [O, O, ...createTop(U.c3), O, ...mapOnSnap(U.c3, U.n1), ...link(`/dev/mapper/${rwName(U.n1)}`)],
+      [O, R, ...createTop(U.c3), O, ...mapOnSnap(U.c3, U.n1), ...link(`/dev/mapper/${rwName(U.n1)}`)],
     );
     await tm('snap_create', SNAP, on(r2));
   });
@@ -471,7 +463,7 @@ describe('tm snap_revert', () => {
     wr(['lvremove', '-y', 'vg/one-7-0']),
     wr(journalEnd('one-7-0', 'discard')),
   ];
-  const after: Step[] = [O, ...createTop(U.c2), O, ...mapOnSnap(U.c2, U.n1), ...link(`/dev/mapper/${rwName(U.n1)}`)];
+  const after: Step[] = [R, ...createTop(U.c2), O, ...mapOnSnap(U.c2, U.n1), ...link(`/dev/mapper/${rwName(U.n1)}`)];
 
   it('discards the top, starts a new one on the snapshot, maps it and links D', async () => {
     const r = script(recorder('node1'), worlds, [O, O, ...discardTop, ...after]);
@@ -483,7 +475,7 @@ describe('tm snap_revert', () => {
       O,
       O,
       ...discardTop,
-      O,
+      R,
       ...createTop(U.c2, { failAt: 'lvcreate' }),
     ]);
     await rejectionOf(tm('snap_revert', SNAP, on(r1)), EXIT.FAILED);
@@ -506,7 +498,7 @@ describe('tm ln', () => {
     const worlds: World[] = [{ rows: [img()] }, { rows: [img()] }, { rows: [img(), top()] }];
     const r = script(recorder('node1'), worlds, [
       O,
-      O,
+      R,
       ...createTop(U.image),
       O,
       ...mapOnImage(U.c3),
