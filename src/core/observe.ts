@@ -5,7 +5,7 @@ import * as dmsetup from '../tools/dmsetup.js';
 import * as lvm from '../tools/lvm.js';
 import * as sanlock from '../tools/sanlock.js';
 import { observeCache } from './cache/vg.js';
-import { lvMapperName } from './dmNames.js';
+import { dmName, lvMapperName } from './dmNames.js';
 import { WB_HOST_TAG, type CacheState } from './cache/meta.js';
 import { Repo, stateTag, type CloneObj, type CowObj, type ImageObj } from './metadata.js';
 import { validateLvName, validateVgName } from './validate.js';
@@ -59,7 +59,9 @@ export async function observe(
     lvm.lvs(runner, vg, scope),
     dmsetup.listDevices(runner),
   ]);
-  const lvs = sanlock.withLockModes(reported, await lockModesIfNeeded(runner, reported));
+  // An LV under a writable snapshot cowstack built here was activated exclusively for it.
+  const unmapped = reported.filter((l) => !devices.some((d) => d.name === dmName('rw', l.uuid)));
+  const lvs = sanlock.withLockModes(reported, await lockModesIfNeeded(runner, unmapped));
   if (!lvs.length && !(await lvm.vgs(runner, vg, scope)).length) {
     throw vgMissing(runner, vg);
   }

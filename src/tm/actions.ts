@@ -11,7 +11,6 @@ import { CowstackError, EXIT, notFound, refused, usageError } from '../exec/erro
 import type { Runner } from '../exec/types.js';
 import * as lvm from '../tools/lvm.js';
 import {
-  createClone,
   createCloneLv,
   growClone,
   mapClone,

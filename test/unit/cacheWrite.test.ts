@@ -229,8 +229,7 @@ describe('releasing the write-back cache', () => {
       .expect(['lvremove', '-y', `${CVG}/${WB_LV}`], W);
     observeWith(r, [], [image(true), vm(true)], [lvDev('image', U.image, 3, 0, true), lvDev('vm', U.c1, 8, 0)]);
     r.expect(journal('unmap'), W)
-      .expect(['lvchange', '-an', `${VG}/vm`], W)
-      .expect(['lvchange', '-an', `${VG}/image`], W)
+      .expect(['lvchange', '-an', `${VG}/vm`, `${VG}/image`], W)
       .expect(journal('unmap', true), W);
     const res = await unmapClone(ctxOf(r), 'vm');
     r.verify();
@@ -261,6 +260,7 @@ describe('releasing the write-back cache', () => {
       .expect(
         [
           'lvchange',
+          '-an',
           '--permission',
           'r',
           '--deltag',
@@ -271,7 +271,6 @@ describe('releasing the write-back cache', () => {
         ],
         W,
       )
-      .expect(['lvchange', '-an', `${VG}/vm`], W)
       .expect(journal('commit', true), W); // nothing of the stack is left here to release
     expect((await commitClone(ctxOf(r), 'vm')).action).toBe('committed');
     r.verify();
@@ -300,9 +299,8 @@ describe('releasing the write-back cache', () => {
       .expect(['lvremove', '-y', `${CVG}/${WB_LV}`], W);
     observeWith(r, [], [image(true), vm(true)], [lvDev('image', U.image, 3, 0, true), lvDev('vm', U.c1, 8, 0)]);
     r.expect(journal('discard'), W)
-      .expect(['lvchange', '-an', `${VG}/vm`], W)
+      .expect(['lvchange', '-an', `${VG}/vm`, `${VG}/image`], W) // with the unused image, in one command
       .expect(['lvremove', '-y', `${VG}/vm`], W)
-      .expect(['lvchange', '-an', `${VG}/image`], W) // the unused image, inside the journal entry
       .expect(journal('discard', true), W);
     expect((await discardClone(ctxOf(r), 'vm')).action).toBe('discarded');
     r.verify();

@@ -169,6 +169,7 @@ describe('recover', () => {
       .expect(
         [
           'lvchange',
+          '-an',
           '--permission',
           'r',
           '--deltag',
@@ -179,7 +180,6 @@ describe('recover', () => {
         ],
         W,
       )
-      .expect(['lvchange', '-an', 'vg/c3'], W)
       .expect(remove(ro(U.c2)), W)
       .expect(['lvchange', '-an', 'vg/c2'], W)
       .expect(remove(ro(U.c1)), W)

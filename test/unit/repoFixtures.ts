@@ -216,7 +216,9 @@ export function expectObserve(
     kind: 'read',
     stdout: dmInfo(devs),
   });
-  return needsLockModes(rows) ? r.expect(['lvmlockctl', '--info'], { kind: 'read', stdout: lockInfo(rows, vg) }) : r;
+  return needsLockModes(rows, devs)
+    ? r.expect(['lvmlockctl', '--info'], { kind: 'read', stdout: lockInfo(rows, vg) })
+    : r;
 }
 
 /** observeRepo (clone create): the repository's lvs alone, lock modes only when needed. */
@@ -225,10 +227,16 @@ export function expectObserveRepo(r: RecordingRunner, rows: Array<Record<string,
   return needsLockModes(rows) ? r.expect(['lvmlockctl', '--info'], { kind: 'read', stdout: lockInfo(rows, vg) }) : r;
 }
 
-/** observe asks lvmlockd for lock modes only when a writable LV (not sealed, not committed) is active here. */
-export const needsLockModes = (rows: Array<Record<string, unknown>>): boolean =>
+/**
+ * observe asks lvmlockd for lock modes only when a writable LV (not sealed, not committed) is
+ * active here without a cowstack writable snapshot over it (observeRepo sees no devices).
+ */
+export const needsLockModes = (rows: Array<Record<string, unknown>>, devs?: Dev[]): boolean =>
   parseLvs(lvsJson(rows)).some(
-    (l) => l.activeLocally && !l.tags.some((t) => t === 'cowstack_state:sealed' || t === 'cowstack_state:committed'),
+    (l) =>
+      l.activeLocally &&
+      !l.tags.some((t) => t === 'cowstack_state:sealed' || t === 'cowstack_state:committed') &&
+      !(devs ?? []).some((d) => d.name === rw(l.uuid)),
   );
 
 /** The same observation as a NodeState, through the real parsers, for the pure planners. */

@@ -353,6 +353,7 @@ const commitTop: Step[] = [
   lv('one-7-0'),
   wr([
     'lvchange',
+    '-an',
     '--permission',
     'r',
     '--deltag',
@@ -361,7 +362,6 @@ const commitTop: Step[] = [
     'cowstack_state:committed',
     'vg/one-7-0',
   ]),
-  wr(['lvchange', '-an', 'vg/one-7-0']),
   wr(journalEnd('one-7-0', 'commit')),
 ];
 
@@ -530,6 +530,7 @@ describe('tm mvds', () => {
     wr(['dmsetup', 'remove', '--retry', rwName(U.c3)]),
     wr([
       'lvchange',
+      '-an',
       '--permission',
       'r',
       '--deltag',
@@ -538,7 +539,6 @@ describe('tm mvds', () => {
       'cowstack_state:committed',
       'vg/one-7-0',
     ]),
-    wr(['lvchange', '-an', 'vg/one-7-0']),
     wr(['lvchange', '-an', 'vg/img']),
     wr(journalEnd('one-7-0', 'commit')),
   ];
