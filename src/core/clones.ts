@@ -28,6 +28,7 @@ import {
   stillLiveStep,
   bottomTables,
   foldRelease,
+  mergeDeactivations,
   teardownParts,
   teardownPlan,
   verifyExisting,
@@ -440,7 +441,7 @@ async function releaseAncestors(
 ): Promise<string[]> {
   const warnings: string[] = [];
   try {
-    if (steps.length) await runPlan(ctx.runner, steps, ctx.observer);
+    if (steps.length) await runPlan(ctx.runner, mergeDeactivations(steps, ctx.scope), ctx.observer);
   } catch (e) {
     warnings.push(
       'releasing unused ancestors on this node failed (another operation may be using them now): ' +

@@ -7,7 +7,7 @@ import * as sanlock from '../tools/sanlock.js';
 import { observeCache } from './cache/vg.js';
 import { dmName, lvMapperName } from './dmNames.js';
 import { WB_HOST_TAG, type CacheState } from './cache/meta.js';
-import { Repo, stateTag, type CloneObj, type CowObj, type ImageObj } from './metadata.js';
+import { Repo, stateTag, TAG, type CloneObj, type CowObj, type ImageObj } from './metadata.js';
 import { validateLvName, validateVgName } from './validate.js';
 
 const vgMissing = (runner: Runner, vg: string) =>
@@ -18,12 +18,16 @@ const vgMissing = (runner: Runner, vg: string) =>
 
 /**
  * `lvs --nolocking` reports every local activation as exclusive; lvmlockd knows the real
- * mode. It matters only for a writable LV (a live clone, a writable image) active here: a
+ * mode. It matters only for a writable cowstack LV (a live clone, a writable image) active here: a
  * frozen LV is only ever read. Asked only then, which spares the command in most operations.
  */
 async function lockModesIfNeeded(runner: Runner, reported: lvm.LvInfo[]): Promise<Map<string, 'ex' | 'sh'>> {
-  return reported.some((l) => l.activeLocally && !isFrozenLv(l)) ? sanlock.lvLockModes(runner) : new Map();
+  const needed = reported.some((l) => l.activeLocally && isCowstackLv(l) && !isFrozenLv(l));
+  return needed ? sanlock.lvLockModes(runner) : new Map();
 }
+
+/** cowstack decides nothing from an LV it does not manage (no role tag): its lock mode never matters. */
+const isCowstackLv = (l: lvm.LvInfo) => l.tags.some((t) => t.startsWith(TAG.role));
 
 /** A sealed image or committed clone (read-only in LVM and by its state tag). */
 const isFrozenLv = (l: lvm.LvInfo) => l.tags.includes(stateTag('sealed')) || l.tags.includes(stateTag('committed'));

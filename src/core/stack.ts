@@ -22,6 +22,27 @@ export { activateStep, deactivateStep, lvRef };
 
 const mapperName = (o: CowObj): string => lvMapperName(o.vg, o.name);
 
+/** Consecutive deactivations of repository LVs become one lvchange -an (LVM takes each in turn). */
+export function mergeDeactivations(steps: Step[], scope: lvm.LvmScope = {}): Step[] {
+  const out: Step[] = [];
+  let run: string[] = [];
+  const flush = () => {
+    if (run.length === 1)
+      out.push({ title: `deactivate ${run[0]}`, req: lvm.deactivateReq(run[0]!, scope), deactivates: run[0] });
+    else if (run.length) out.push({ title: `deactivate ${run.join(' ')}`, req: lvm.deactivateReq(run, scope) });
+    run = [];
+  };
+  for (const s of steps) {
+    if (s.deactivates && !s.undo?.length) run.push(s.deactivates);
+    else {
+      flush();
+      out.push(s);
+    }
+  }
+  flush();
+  return out;
+}
+
 /**
  * One lvchange -an for the target's LV and the ancestors an operation releases after it, when
  * the ancestors' part is nothing but deactivations (no device of theirs to remove first): the
@@ -288,7 +309,7 @@ type TeardownOptions = {
 /** How many openers each device has, and what each of our devices opens (for GC simulation). */
 export function teardownPlan(state: NodeState, target: CowObj, opts: TeardownOptions): Step[] {
   const { own, ancestors } = teardownParts(state, target, opts);
-  return [...own, ...ancestors];
+  return mergeDeactivations([...own, ...ancestors], opts.scope);
 }
 
 /**

@@ -235,6 +235,7 @@ export const needsLockModes = (rows: Array<Record<string, unknown>>, devs?: Dev[
   parseLvs(lvsJson(rows)).some(
     (l) =>
       l.activeLocally &&
+      l.tags.some((t) => t.startsWith('cowstack_role:')) &&
       !l.tags.some((t) => t === 'cowstack_state:sealed' || t === 'cowstack_state:committed') &&
       !(devs ?? []).some((d) => d.name === rw(l.uuid)),
   );
