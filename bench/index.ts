@@ -1,9 +1,15 @@
 /** npm run bench -- NAME: side-by-side benchmarks in the testbed. */
 import { benchCache } from './cache.js';
 import { benchClone } from './clone.js';
+import { benchLimit } from './limit.js';
 import { benchTm } from './tm.js';
 
-const benches: Record<string, () => Promise<void>> = { clone: benchClone, tm: benchTm, cache: benchCache };
+const benches: Record<string, () => Promise<void>> = {
+  clone: benchClone,
+  tm: benchTm,
+  cache: benchCache,
+  limit: benchLimit,
+};
 const name = process.argv[2] ?? '';
 const fn = benches[name];
 if (!fn) {

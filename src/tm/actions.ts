@@ -151,7 +151,16 @@ async function clone(env: TmEnv, req: Extract<TmRequest, { action: 'clone' | 'ln
       createdHere = lv.uuid;
     } else state = await observeForMap(ctx);
   }
-  const m = await mapClone(ctx, name, { seen: state, ...(createdHere ? { createdHere } : {}) });
+  let m;
+  try {
+    m = await mapClone(ctx, name, { seen: state, ...(createdHere ? { createdHere } : {}) });
+  } catch (e) {
+    // The COW this action created is still held exclusively here: let it go, so that a
+    // re-run (or a deploy on another node) can take it.
+    const made = createdHere ? state.repo.byUuid.get(createdHere) : undefined;
+    if (made) await runGuarded(ctx, [deactivateStep(made, ctx.scope)]).catch(() => undefined);
+    throw e;
+  }
   await link(ctx.runner, m.device!, req.dst);
   env.info(`${req.dst.path} -> ${m.device} on ${req.dst.host}`);
 }
@@ -211,7 +220,8 @@ async function reachable(env: TmEnv, hosts: string[]): Promise<{ host: string; s
   let last: unknown;
   for (const host of hosts) {
     try {
-      return { host, state: await observe(env.runnerFor(host), env.vg, env.scope) };
+      const ctx = ctxOf(env, host);
+      return { host, state: await observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg) };
     } catch (e) {
       if (!(e instanceof CowstackError && e.exitCode === EXIT.UNREACHABLE)) throw e;
       env.info(`host ${host} is unreachable`);
@@ -239,7 +249,7 @@ async function del(env: TmEnv, req: Extract<TmRequest, { action: 'delete' }>): P
   if (via !== t.host && !fe)
     env.info(`${t.host} is unreachable: removing ${names.size} LV(s) of VM ${t.vmId} through ${via}`);
   try {
-    const removed = await removeLvs(ctx, names);
+    const removed = await removeLvs(ctx, names, state);
     if (removed.length) env.info(`removed ${removed.join(', ')}`);
   } catch (e) {
     if (e instanceof CowstackError && e.exitCode === EXIT.LOCK_CONFLICT && via !== t.host) {

@@ -489,6 +489,171 @@ describe('tm snap_revert', () => {
   });
 });
 
+// ---- clone / delete ------------------------------------------------------------------------------
+
+const CLONE = ['fe:vg/img', D, '7', '1'];
+/** lvcreate of the VM disk's COW on the image, created, held exclusively and zeroed at once. */
+const lvcreateTop = (o: { exitCode?: number } = {}) =>
+  wr(
+    [
+      'lvcreate',
+      '-aey',
+      '-Zy',
+      '-Wn',
+      '--setautoactivation',
+      'n',
+      '-L',
+      `${16 * MiB}b`,
+      '-n',
+      'one-7-0',
+      '--addtag',
+      'cowstack_role:clone',
+      '--addtag',
+      'cowstack_state:initializing',
+      '--addtag',
+      `cowstack_parent:${U.image}`,
+      '--addtag',
+      'cowstack_chunk:8',
+      VG,
+    ],
+    o,
+  );
+const rwOnImage = (o: { exitCode?: number } = {}) =>
+  wr(
+    [
+      'dmsetup',
+      'create',
+      rwName(U.c3),
+      '--uuid',
+      `COWSTACK-rw-${U.c3.replace(/-/g, '')}`,
+      '--table',
+      '0 131072 snapshot /dev/mapper/vg-img /dev/mapper/vg-one--7--0 PO 8',
+    ],
+    o,
+  );
+
+describe('tm clone', () => {
+  // One observation for create and map; the COW stays held from its lvcreate on.
+  const first: Step[] = [
+    O,
+    wr(journalBegin('one-7-0', 'create-clone')),
+    lvcreateTop(),
+    wr(['lvchange', '--deltag', 'cowstack_state:initializing', '--addtag', 'cowstack_state:live', 'vg/one-7-0']),
+    wr(journalEnd('one-7-0', 'create-clone')),
+    lv('one-7-0'),
+    wr(journalBegin('one-7-0', 'map')),
+    wr(['lvchange', '-asy', 'vg/img']),
+    rwOnImage(),
+    wr(journalEnd('one-7-0', 'map')),
+    ...link(`/dev/mapper/${rwName(U.c3)}`),
+  ];
+  const worlds: World[] = [{ rows: [img()] }, { rows: [img(), top({ active: 'exclusive' })] }];
+
+  it('creates the COW held exclusively, maps it from the same observation and links D', async () => {
+    const r = script(recorder('node1'), worlds, first);
+    expect((await tm('clone', CLONE, on(r))).info).toEqual([
+      'created COW clone vg/one-7-0 of img',
+      `${DIR}/disk.0 -> /dev/mapper/${rwName(U.c3)} on node1`,
+    ]);
+    // Under the node lock the four journal records cost nothing: 9 commands, plus the lock itself.
+    expect(r.calls.filter((c) => !c.argv.includes('/proc/self/fd/0') && c.argv[0] !== 'rm')).toHaveLength(9);
+  });
+
+  it('a re-run after success finds the disk mapped: it checks the mapping and links D again', async () => {
+    const r = script(
+      recorder('node1'),
+      [mapped()],
+      [
+        O,
+        rd(['dmsetup', 'table', rwName(U.c3)], { stdout: '0 131072 snapshot 253:3 253:8 PO 8\n' }),
+        ...link(`/dev/mapper/${rwName(U.c3)}`),
+      ],
+    );
+    await tm('clone', CLONE, on(r));
+  });
+
+  it('a failed map releases the new COW; the re-run maps it (refresh and re-read: it was let go)', async () => {
+    const failing = [
+      ...first.slice(0, 8), // up to the image's activation
+      rwOnImage({ exitCode: 1 }),
+      wr(['lvchange', '-an', 'vg/img']), // undo of the image's activation
+      wr(journalEnd('one-7-0', 'map')),
+      wr(['lvchange', '-an', 'vg/one-7-0']), // the COW goes too
+    ];
+    const r1 = script(recorder('node1'), worlds, failing);
+    await rejectionOf(tm('clone', CLONE, on(r1)), EXIT.FAILED);
+    const after: World = { rows: [img(), top()] };
+    const r2 = script(
+      recorder('node1'),
+      [after, { rows: [img(), top({ active: 'exclusive' })] }],
+      [
+        O,
+        wr(journalBegin('one-7-0', 'map')),
+        wr(['lvchange', '-asy', 'vg/img']),
+        wr(['lvchange', '-aey', 'vg/one-7-0']),
+        lv('one-7-0'),
+        rwOnImage(),
+        wr(journalEnd('one-7-0', 'map')),
+        ...link(`/dev/mapper/${rwName(U.c3)}`),
+      ],
+    );
+    await tm('clone', CLONE, on(r2));
+  });
+});
+
+describe('tm delete', () => {
+  const DEL = [`node1:${DIR}`, '7', '0'];
+  it('removes the disk from one observation: unmap, one lvchange for COW and image, lvremove, rm -rf', async () => {
+    const r = script(
+      recorder('node1'),
+      [mapped()],
+      [
+        O,
+        wr(journalBegin('one-7-0', 'discard')),
+        wr(['dmsetup', 'remove', '--retry', rwName(U.c3)]),
+        wr(['lvchange', '-an', 'vg/one-7-0', 'vg/img']),
+        wr(['lvremove', '-y', 'vg/one-7-0']),
+        wr(journalEnd('one-7-0', 'discard')),
+        wr(['rm', '-rf', '--', DIR]),
+      ],
+    );
+    await tm('delete', DEL, on(r));
+  });
+
+  it('a re-run after success finds nothing left: it removes the directory again', async () => {
+    const r = script(recorder('node1'), [{ rows: [img()] }], [O, wr(['rm', '-rf', '--', DIR])]);
+    await tm('delete', DEL, on(r));
+  });
+
+  it('a failed lvremove leaves the COW released; the re-run removes it', async () => {
+    const r1 = script(
+      recorder('node1'),
+      [mapped()],
+      [
+        O,
+        wr(journalBegin('one-7-0', 'discard')),
+        wr(['dmsetup', 'remove', '--retry', rwName(U.c3)]),
+        wr(['lvchange', '-an', 'vg/one-7-0', 'vg/img']),
+        wr(['lvremove', '-y', 'vg/one-7-0'], { exitCode: 5 }),
+        wr(journalEnd('one-7-0', 'discard')),
+      ],
+    );
+    await rejectionOf(tm('delete', DEL, on(r1)), EXIT.FAILED);
+    const r2 = script(
+      recorder('node1'),
+      [{ rows: [img(), top()] }],
+      [
+        O,
+        wr(journalBegin('one-7-0', 'discard')),
+        wr(['lvremove', '-y', 'vg/one-7-0']),
+        wr(journalEnd('one-7-0', 'discard')),
+        wr(['rm', '-rf', '--', DIR]),
+      ],
+    );
+    await tm('delete', DEL, on(r2));
+  });
+});
+
 // ---- ln / mvds --------------------------------------------------------------------------------------
 
 const LN = ['fe:vg/img', D, '7', '0'];
