@@ -102,6 +102,12 @@ export async function benchLimit(): Promise<void> {
         discard: d.commands,
       };
     };
+    const createMapped = async (i: number) => {
+      const name = `cx${i}-${tag}`;
+      const c = await cow(tb, ['clone', 'create', name, '--from', image, '--map']);
+      await cow(tb, ['clone', 'discard', name]);
+      return { seconds: c.seconds, commands: c.commands };
+    };
     const tmClone = async (i: number) => {
       const vm = 7000 + (parseInt(tag, 36) % 1000) * 10 + i;
       const c = await tm.ok('clone', [`${FE}:${REPO_VG}/${image}`, `${node}:${DS}/0/${vm}/disk.0`, String(vm), '1']);
@@ -109,7 +115,12 @@ export async function benchLimit(): Promise<void> {
       return { seconds: c.seconds, clone: commandsOf(c.stderr), del: commandsOf(d.stderr) };
     };
 
-    const times = { hand: [] as number[], createMap: [] as number[], tmClone: [] as number[] };
+    const times = {
+      hand: [] as number[],
+      createMap: [] as number[],
+      createMapped: [] as number[],
+      tmClone: [] as number[],
+    };
     const counts: Record<string, number[]> = {};
     const count = (k: string, n: number) => (counts[k] ??= []).push(n);
     for (let i = 0; i < REPS; i++) {
@@ -120,6 +131,11 @@ export async function benchLimit(): Promise<void> {
           const r = await createMap(i);
           times.createMap.push(r.seconds);
           for (const k of ['create', 'map', 'unmap', 'commit', 'discard'] as const) count(`clone ${k}`, r[k]);
+        },
+        async () => {
+          const r = await createMapped(i);
+          times.createMapped.push(r.seconds);
+          count('clone create --map', r.commands);
         },
         async () => {
           const r = await tmClone(i);
@@ -161,6 +177,7 @@ export async function benchLimit(): Promise<void> {
       'clone unmap': 4,
       'clone commit': 6,
       'clone discard': undefined,
+      'clone create --map': undefined,
       'TM clone': 8,
       'TM delete': 8,
     };

@@ -17,7 +17,7 @@ import { settleReq } from '../tools/udevadm.js';
 import { whoHolds } from './holders.js';
 import { beginStep, endStep } from './journal.js';
 import { chunkTag, isFrozen, parentTag, roleTag, stateTag, type CloneObj, type CowObj } from './metadata.js';
-import { findClone, findObj, observe, observeRepo, type NodeState } from './observe.js';
+import { findClone, findObj, observe, observeRepo, withLv, type NodeState } from './observe.js';
 import { runPlan, type Step } from './plan.js';
 import {
   activateStep,
@@ -252,6 +252,63 @@ function finishCreateSteps(ctx: OpContext, o: Pick<CowObj, 'vg' | 'name'>, chunk
     markLiveStep(ctx, o),
   ];
   return [beginStep(j), ...steps, endStep(j)];
+}
+
+// ---- create and map in one operation ----------------------------------------------------------
+
+export interface CreateAndMapResult {
+  created: CloneResult;
+  mapped: CloneResult;
+}
+
+/**
+ * clone create + clone map as one operation (TM clone, `clone create --map`): one observation;
+ * the COW stays held exclusively from its lvcreate on, so map needs neither a refresh nor a
+ * re-read of it; the image is activated (shared) while the COW is being created. `reuseLive`:
+ * a live clone of that name is mapped as it is, whatever its parent (a VM disk with snapshots).
+ */
+export async function createAndMapClone(
+  ctx: OpContext,
+  opts: CreateCloneOptions,
+  mapOpts: Omit<MapOptions, 'seen' | 'createdHere'> & { reuseLive?: boolean } = {},
+): Promise<CreateAndMapResult> {
+  let state = await observeForMap(ctx, mapOpts);
+  const existing = state.repo.byName.get(opts.name);
+  if (mapOpts.reuseLive && existing?.kind === 'clone' && existing.state === 'live') {
+    const created: CloneResult = { name: opts.name, vg: ctx.vg, uuid: existing.uuid, action: 'none' };
+    return { created, mapped: await mapClone(ctx, opts.name, { ...mapOpts, seen: state }) };
+  }
+  const parent = state.repo.byName.get(opts.from);
+  const image = parent && state.repo.chain(parent).at(-1);
+  const warm = image && !image.lv.activeLocally && !existing && !ctx.dryRun ? image : undefined;
+  const [made, warmed] = await Promise.all([
+    createCloneLv(ctx, { ...opts, keepActive: true }, state),
+    warm
+      ? runGuarded(ctx, [activateStep(warm, 'shared', ctx.scope)], warm).then(
+          () => true,
+          (e: unknown) => e,
+        )
+      : false,
+  ]).catch(async (e: unknown) => {
+    if (warm) await runGuarded(ctx, [deactivateStep(warm, ctx.scope)]).catch(() => undefined);
+    throw e;
+  });
+  if (warmed !== true && warmed !== false) throw warmed;
+  if (warm) state = withLv(state, { ...warm.lv, activeLocally: true, activeExclusively: false });
+  const createdHere = made.result.action === 'created' && made.lv ? made.lv.uuid : undefined;
+  if (createdHere) state = withLv(state, made.lv!);
+  else state = await observeForMap(ctx, mapOpts);
+  try {
+    const mapped = await mapClone(ctx, opts.name, { ...mapOpts, seen: state, ...(createdHere ? { createdHere } : {}) });
+    return { created: made.result, mapped };
+  } catch (e) {
+    // The COW this operation created is still held exclusively here: let it go, so that a
+    // re-run (or a deploy on another node) can take it; and the image it activated for it.
+    const held = createdHere ? state.repo.byUuid.get(createdHere) : undefined;
+    const release = [held, warm].filter((o): o is CowObj => Boolean(o)).map((o) => deactivateStep(o, ctx.scope));
+    if (release.length) await runGuarded(ctx, mergeDeactivations(release, ctx.scope)).catch(() => undefined);
+    throw e;
+  }
 }
 
 // ---- map / unmap -------------------------------------------------------------------------

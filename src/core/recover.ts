@@ -18,6 +18,8 @@ import { wbHostOf } from './cache/meta.js';
 import { writebackLv, nodeName } from './cache/writeback.js';
 import { dmName, lvMapperName, parseDmUuid, sameUuid } from './dmNames.js';
 import { readJournal, endStep, type JournalEntry } from './journal.js';
+import { journalSinkOf } from './journalSink.js';
+import { truncateLogReq } from '../tools/flock.js';
 import type { CowObj } from './metadata.js';
 import { observe, type NodeState } from './observe.js';
 import { runPlan } from './plan.js';
@@ -55,6 +57,11 @@ export async function recover(ctx: OpContext): Promise<RecoverReport> {
       actions.push({ op: entry.op, name: entry.name, decision: 'failed', detail: (e as Error).message });
     }
   }
+  // The log only grows (two records per operation): with nothing in it left in flight, recover
+  // empties it. Only under the node lock, whose keeper appends to it and follows the truncation
+  // (O_APPEND); the lock's own holder record goes with it.
+  const settled = entries.every((e, i) => !e.fromLog || actions[i]?.decision !== 'failed');
+  if (settled && !ctx.dryRun && journalSinkOf(ctx.runner.target)) await ctx.runner.run(truncateLogReq(ctx.vg));
   actions.push(...(await recoverWriteback(ctx)));
   actions.push(...(await recoverLazy(ctx)));
   const state = await observe(ctx.runner, ctx.vg, ctx.scope);

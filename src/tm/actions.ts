@@ -10,15 +10,7 @@ import path from 'node:path';
 import { CowstackError, EXIT, notFound, refused, usageError } from '../exec/errors.js';
 import type { Runner } from '../exec/types.js';
 import * as lvm from '../tools/lvm.js';
-import {
-  createCloneLv,
-  growClone,
-  mapClone,
-  observeForMap,
-  runGuarded,
-  unmapClone,
-  type OpContext,
-} from '../core/clones.js';
+import { createAndMapClone, growClone, mapClone, runGuarded, unmapClone, type OpContext } from '../core/clones.js';
 import { lvMapperName, lvMapperPath } from '../core/dmNames.js';
 import { isTransientLockError } from '../core/locks.js';
 import { flattenClone } from '../core/flatten.js';
@@ -26,7 +18,7 @@ import { removeLvs } from '../core/gc.js';
 import { createImage } from '../core/images.js';
 import { growVolatile, saveLiveAsImage } from '../core/lineage.js';
 import type { CowObj } from '../core/metadata.js';
-import { observe, withLv, type NodeState } from '../core/observe.js';
+import { observe, type NodeState } from '../core/observe.js';
 import { recover } from '../core/recover.js';
 import { activateStep, deactivateStep, lvRef } from '../core/stack.js';
 import { EXTENT, roundUp } from '../core/validate.js';
@@ -133,34 +125,16 @@ async function clone(env: TmEnv, req: Extract<TmRequest, { action: 'clone' | 'ln
   checkVg(env, req.src);
   const ctx = ctxOf(env, req.dst.host);
   const name = diskLv(req.vmId, req.dst.diskId);
-  // One observation for both steps: the new COW stays active exclusively from its lvcreate on,
-  // and map builds on what create read back instead of looking at the node again.
-  let state = await observeForMap(ctx);
-  const o = state.repo.byName.get(name);
-  let createdHere: string | undefined;
-  // A re-run after snapshots exist: the disk is there already (its parent is a snapshot).
-  if (!(o?.kind === 'clone' && o.state === 'live')) {
-    const { result: r, lv } = await createCloneLv(
-      ctx,
-      { name, from: req.src.lv, chunk: env.chunk, defaultPercent: env.cowPercent, keepActive: true },
-      state,
-    );
+  // One operation: one observation, the COW held from its lvcreate on, the image activated
+  // meanwhile. A re-run after snapshots exist finds the disk there already (its parent is a
+  // snapshot) and maps it as it is.
+  const { created: r, mapped: m } = await createAndMapClone(
+    ctx,
+    { name, from: req.src.lv, chunk: env.chunk, defaultPercent: env.cowPercent },
+    { reuseLive: true },
+  );
+  if (r.action !== 'none')
     env.info(`${r.action === 'created' ? 'created' : 'found'} COW clone ${env.vg}/${name} of ${req.src.lv}`);
-    if (r.action === 'created' && lv) {
-      state = withLv(state, lv);
-      createdHere = lv.uuid;
-    } else state = await observeForMap(ctx);
-  }
-  let m;
-  try {
-    m = await mapClone(ctx, name, { seen: state, ...(createdHere ? { createdHere } : {}) });
-  } catch (e) {
-    // The COW this action created is still held exclusively here: let it go, so that a
-    // re-run (or a deploy on another node) can take it.
-    const made = createdHere ? state.repo.byUuid.get(createdHere) : undefined;
-    if (made) await runGuarded(ctx, [deactivateStep(made, ctx.scope)]).catch(() => undefined);
-    throw e;
-  }
   await link(ctx.runner, m.device!, req.dst);
   env.info(`${req.dst.path} -> ${m.device} on ${req.dst.host}`);
 }

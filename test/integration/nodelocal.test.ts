@@ -19,6 +19,7 @@ import type { Testbed } from '../testbed/index.js';
 import { attachMine } from './testbeds.js';
 import { cowstack, ROOT, type CliResult } from './cli.js';
 import { REPO_VG } from './cluster.js';
+import { inFlight } from '../../src/core/journal.js';
 import { deviceSha, MiB, overlay, pattern, sha256, writeAt } from './data.js';
 
 let tb: Testbed;
@@ -78,8 +79,12 @@ async function leftovers(node: string, names: string[]): Promise<string[]> {
   const lvs = await tb.ssh(node, ['lvs', '--noheadings', '-o', 'lv_name,lv_active', REPO_VG]);
   const rows = lvs.stdout.split('\n').map((l) => l.trim());
   const active = rows.filter((l) => names.includes(l.split(/\s+/)[0]!) && /active/.test(l));
-  const journal = await tb.ssh(node, ['ls', '-1', '-A', '/var/lib/cowstack/journal']);
-  return [...devices, ...active, ...journal.stdout.split('\n').filter(Boolean)];
+  // Entries in flight: files of their own, or begun and not ended in a VG's log.
+  const files = await tb.ssh(node, ['ls', '-1', '-A', '/var/lib/cowstack/journal']);
+  const entries = files.stdout.split('\n').filter((f) => f.endsWith('.json'));
+  const log = await tb.ssh(node, ['cat', `/var/lib/cowstack/journal/${REPO_VG}.log`]);
+  const open = inFlight(REPO_VG, log.stdout).map((e) => `${e.op} ${e.name} (log)`);
+  return [...devices, ...active, ...entries, ...open];
 }
 
 beforeAll(async () => {
@@ -227,7 +232,8 @@ describe('concurrent operations on one node are serialized', () => {
 
   it('a command that cannot get the lock in time says so (exit 5); status and --dry-run do not wait', async () => {
     // Hold the lock from outside (as a hung operation would) for longer than everything below.
-    const holder = tb.ssh(N1, ['timeout', '60', 'flock', '/run/lock/cowstack/repo.lock', 'sleep', '45']);
+    const lock = `/var/lib/cowstack/journal/${REPO_VG}.lock`;
+    const holder = tb.ssh(N1, ['timeout', '60', 'flock', lock, 'sleep', '45']);
     await new Promise((r) => setTimeout(r, 2000));
     const started = Date.now();
     const r = await cli('host', N1, ['clone', 'map', s1], { env: { COWSTACK_LOCK_WAIT: '2' } });

@@ -136,9 +136,9 @@ describe.sequential('a commit killed while releasing the ancestors', () => {
     await ok('node1', ['clone', 'commit', p]);
     await ok('node1', ['clone', 'create', c, '--from', p, '--cow-size', '8M']);
     await ok('node1', ['clone', 'map', c]);
-    // Steps: journal, unmap, mark committed, release the COW, unmap the parent's snapshot, <killed>
+    // Steps: journal, unmap, mark committed and release the COW, unmap the parent's snapshot, <killed>
     // (before this fix the journal entry was already gone here and nothing released the rest).
-    const r = await cs('node1', ['clone', 'commit', c], { COWSTACK_FAULT_AFTER_STEP: '5' });
+    const r = await cs('node1', ['clone', 'commit', c], { COWSTACK_FAULT_AFTER_STEP: '4' });
     expect(r.exitCode, `expected a kill: ${say(r)}`).not.toBe(0);
     expect(r.stdout, 'killed before printing a result').toBe('');
     const rec = await ok('node1', ['recover']);

@@ -533,16 +533,17 @@ const rwOnImage = (o: { exitCode?: number } = {}) =>
   );
 
 describe('tm clone', () => {
-  // One observation for create and map; the COW stays held from its lvcreate on.
+  // One observation for create and map; the image is activated while the COW is created (the
+  // recording runner sees the two in the order they start), the COW stays held from its lvcreate on.
   const first: Step[] = [
     O,
     wr(journalBegin('one-7-0', 'create-clone')),
+    wr(['lvchange', '-asy', 'vg/img']),
     lvcreateTop(),
     wr(['lvchange', '--deltag', 'cowstack_state:initializing', '--addtag', 'cowstack_state:live', 'vg/one-7-0']),
     wr(journalEnd('one-7-0', 'create-clone')),
     lv('one-7-0'),
     wr(journalBegin('one-7-0', 'map')),
-    wr(['lvchange', '-asy', 'vg/img']),
     rwOnImage(),
     wr(journalEnd('one-7-0', 'map')),
     ...link(`/dev/mapper/${rwName(U.c3)}`),
@@ -574,11 +575,10 @@ describe('tm clone', () => {
 
   it('a failed map releases the new COW; the re-run maps it (refresh and re-read: it was let go)', async () => {
     const failing = [
-      ...first.slice(0, 8), // up to the image's activation
+      ...first.slice(0, 8), // up to the map's journal entry
       rwOnImage({ exitCode: 1 }),
-      wr(['lvchange', '-an', 'vg/img']), // undo of the image's activation
       wr(journalEnd('one-7-0', 'map')),
-      wr(['lvchange', '-an', 'vg/one-7-0']), // the COW goes too
+      wr(['lvchange', '-an', 'vg/one-7-0', 'vg/img']), // the COW goes, and the image it activated
     ];
     const r1 = script(recorder('node1'), worlds, failing);
     await rejectionOf(tm('clone', CLONE, on(r1)), EXIT.FAILED);

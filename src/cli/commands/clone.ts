@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import {
   commitClone,
+  createAndMapClone,
   createClone,
   discardClone,
   growClone,
@@ -44,12 +45,19 @@ export function register(program: Command): void {
       .argument('<name>')
       .requiredOption('--from <parent>', 'sealed image or committed clone')
       .option('--cow-size <size>', 'COW space (default: 25% of the virtual size)')
-      .option('--chunk <size>', 'snapshot chunk size, power of two from 4K to 1M', undefined),
+      .option('--chunk <size>', 'snapshot chunk size, power of two from 4K to 1M', undefined)
+      .option('--map', 'also map it on this node, in the same operation (as clone map; prints its device)'),
   ).action(async (name: string, o, cmd: Command) => {
     const ctx = createContext(cmd);
     const spec = { name, from: o.from, cowSize: o.cowSize, chunk: o.chunk ?? ctx.config.cow.chunk };
-    const r = await ctx.locked(o.vg, (op) => createClone(op, spec));
-    await ctx.finish(r, describe);
+    if (!o.map) {
+      await ctx.finish(await ctx.locked(o.vg, (op) => createClone(op, spec)), describe);
+      return;
+    }
+    // One operation: the COW is held from its lvcreate on and mapped from the same observation.
+    const { created, mapped } = await ctx.locked(o.vg, (op) => createAndMapClone(op, spec));
+    const r = { ...mapped, parent: created.parent, cowBytes: created.cowBytes, chunkSectors: created.chunkSectors };
+    await ctx.finish({ ...r, created: created.action }, (x) => `${describe(created)}\n${describe(x)}`);
   });
 
   vgOption(
