@@ -306,8 +306,12 @@ describe.sequential('concurrency and the cluster lock', () => {
   const b = n('b');
   it('two clones of one image written concurrently on two nodes do not interfere', async () => {
     await ok('node1', ['clone', 'create', a, '--from', img, '--cow-size', '8M']);
-    await ok('node2', ['clone', 'create', b, '--from', img, '--cow-size', '8M']);
-    const [ma, mb] = await Promise.all([ok('node1', ['clone', 'map', a]), ok('node2', ['clone', 'map', b])]);
+    // node2 creates and maps b as one operation (clone create --map) while node1 maps a.
+    const [ma, mb] = await Promise.all([
+      ok('node1', ['clone', 'map', a]),
+      ok('node2', ['clone', 'create', b, '--from', img, '--cow-size', '8M', '--map']),
+    ]);
+    expect(mb).toMatchObject({ created: 'created', action: 'mapped', mode: 'rw', parent: img });
     const pa = pattern(4 * MiB, 21);
     const pb = pattern(4 * MiB, 22);
     await Promise.all([writeAt(tb, 'node1', ma.device, 2, pa), writeAt(tb, 'node2', mb.device, 2, pb)]);

@@ -20,6 +20,7 @@ import {
   cloneRow,
   expectObserve,
   expectObserveRepo,
+  lvcreateArgv,
   foreignRow,
   imageRow,
   journalBegin,
@@ -58,29 +59,6 @@ const SETTLE = ['udevadm', 'settle', '--timeout=10'];
 
 const T = snapTable;
 const remove = dmRemove;
-
-/** lvcreate of a clone's COW: created, active exclusively and its first 4 KiB zeroed in one command. */
-const lvcreateArgv = (name: string, parentUuid: string, bytes: number, chunk: number) => [
-  'lvcreate',
-  '-aey',
-  '-Zy',
-  '-Wn',
-  '--setautoactivation',
-  'n',
-  '-L',
-  `${bytes}b`,
-  '-n',
-  name,
-  '--addtag',
-  'cowstack_role:clone',
-  '--addtag',
-  'cowstack_state:initializing',
-  '--addtag',
-  `cowstack_parent:${parentUuid}`,
-  '--addtag',
-  `cowstack_chunk:${chunk}`,
-  VG,
-];
 
 /** The commands of a clone creation after the observation, up to and including the final lvs of the new LV. */
 function expectCreate(

@@ -21,6 +21,7 @@ import {
   cloneRow,
   expectObserve,
   expectObserveRepo,
+  lvcreateArgv,
   imageRow,
   journalBegin,
   journalEnd,
@@ -217,30 +218,11 @@ describe('same-name clone create on two nodes (item 7)', () => {
   it('the loser gets a clear refusal (6), and nothing of the winner is removed', async () => {
     const r = expectObserveRepo(recorder(), [imageRow('image', U.image)])
       .expect(journalBegin('n1', 'create-clone'), W)
-      .expect(
-        [
-          'lvcreate',
-          '-aey',
-          '-Zy',
-          '-Wn',
-          '--setautoactivation',
-          'n',
-          '-L',
-          `${16 * 1024 * 1024}b`,
-          '-n',
-          'n1',
-          '--addtag',
-          'cowstack_role:clone',
-          '--addtag',
-          'cowstack_state:initializing',
-          '--addtag',
-          `cowstack_parent:${U.image}`,
-          '--addtag',
-          'cowstack_chunk:8',
-          VG,
-        ],
-        { kind: 'write', exitCode: 5, stderr: '  Logical Volume "n1" already exists in volume group "vg"\n' },
-      )
+      .expect(lvcreateArgv('n1', U.image, 16 * 1024 * 1024, 8), {
+        kind: 'write',
+        exitCode: 5,
+        stderr: '  Logical Volume "n1" already exists in volume group "vg"\n',
+      })
       .expect(journalEnd('n1', 'create-clone'), W);
     const e = await rejectionOf(createClone(ctxOf(r), { name: 'n1', from: 'image' }), EXIT.REFUSED);
     expect(e.message).toBe('vg/n1 already exists: another operation created it at the same time');

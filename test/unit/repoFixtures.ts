@@ -314,3 +314,26 @@ export const createRw = (uuid: string, table: string) => [
   table,
 ];
 export const dmRemove = (name: string) => ['dmsetup', 'remove', '--retry', name];
+
+/** lvcreate of a clone's COW: created, active exclusively and its first 4 KiB zeroed in one command. */
+export const lvcreateArgv = (name: string, parentUuid: string, bytes: number, chunk: number, vg = VG) => [
+  'lvcreate',
+  '-aey',
+  '-Zy',
+  '-Wn',
+  '--setautoactivation',
+  'n',
+  '-L',
+  `${bytes}b`,
+  '-n',
+  name,
+  '--addtag',
+  'cowstack_role:clone',
+  '--addtag',
+  'cowstack_state:initializing',
+  '--addtag',
+  `cowstack_parent:${parentUuid}`,
+  '--addtag',
+  `cowstack_chunk:${chunk}`,
+  vg,
+];

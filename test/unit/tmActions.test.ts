@@ -18,6 +18,7 @@ import {
   cloneRow,
   expectObserve,
   expectObserveRepo,
+  lvcreateArgv,
   imageRow,
   journalBegin,
   journalEnd,
@@ -121,30 +122,7 @@ const link = (device: string, disk = 0): Step[] => [
 
 /** createClone's writes after its observation, and its final re-read. */
 const createTop = (parentUuid: string, o: { failAt?: 'lvcreate' } = {}): Step[] => {
-  const lvcreate = wr(
-    [
-      'lvcreate',
-      '-aey',
-      '-Zy',
-      '-Wn',
-      '--setautoactivation',
-      'n',
-      '-L',
-      `${16 * MiB}b`,
-      '-n',
-      'one-7-0',
-      '--addtag',
-      'cowstack_role:clone',
-      '--addtag',
-      'cowstack_state:initializing',
-      '--addtag',
-      `cowstack_parent:${parentUuid}`,
-      '--addtag',
-      'cowstack_chunk:8',
-      VG,
-    ],
-    o.failAt === 'lvcreate' ? { exitCode: 5 } : {},
-  );
+  const lvcreate = wr(lvcreateArgv('one-7-0', parentUuid, 16 * MiB, 8), o.failAt === 'lvcreate' ? { exitCode: 5 } : {});
   if (o.failAt === 'lvcreate')
     return [wr(journalBegin('one-7-0', 'create-clone')), lvcreate, wr(journalEnd('one-7-0', 'create-clone'))];
   return [
@@ -493,31 +471,7 @@ describe('tm snap_revert', () => {
 
 const CLONE = ['fe:vg/img', D, '7', '1'];
 /** lvcreate of the VM disk's COW on the image, created, held exclusively and zeroed at once. */
-const lvcreateTop = (o: { exitCode?: number } = {}) =>
-  wr(
-    [
-      'lvcreate',
-      '-aey',
-      '-Zy',
-      '-Wn',
-      '--setautoactivation',
-      'n',
-      '-L',
-      `${16 * MiB}b`,
-      '-n',
-      'one-7-0',
-      '--addtag',
-      'cowstack_role:clone',
-      '--addtag',
-      'cowstack_state:initializing',
-      '--addtag',
-      `cowstack_parent:${U.image}`,
-      '--addtag',
-      'cowstack_chunk:8',
-      VG,
-    ],
-    o,
-  );
+const lvcreateTop = (o: { exitCode?: number } = {}) => wr(lvcreateArgv('one-7-0', U.image, 16 * MiB, 8), o);
 const rwOnImage = (o: { exitCode?: number } = {}) =>
   wr(
     [

@@ -108,33 +108,19 @@ export async function replicate(ctx: OpContext, name: string, opts: ReplicateOpt
     evicted.push(...(await makeRoom(ctx, cache, image.sizeBytes, state.repo)));
     steps.push({
       title: `create replica ${ref} (${formatSize(image.sizeBytes)}) of ${lvRef(image)}`,
-      req: lvm.lvmRequest(
-        'lvcreate',
-        [
-          '-an',
-          '-Zn',
-          '-Wn',
-          '--setautoactivation',
-          'n',
-          '-L',
-          `${image.sizeBytes}b`,
-          '-n',
-          lvName,
-          '--addtag',
+      req: lvm.createLvReq({
+        vg: cacheVg,
+        name: lvName,
+        bytes: image.sizeBytes,
+        tags: [
           cacheTag.kind('replica'),
-          '--addtag',
           cacheTag.origin(image.uuid),
-          '--addtag',
           cacheTag.state('copying'),
-          '--addtag',
           cacheTag.copied(0),
-          '--addtag',
           cacheTag.sha256(image.sha256),
-          cacheVg,
         ],
-        'write',
-      ),
-      undo: [lvm.lvmRequest('lvremove', ['-y', ref], 'write')],
+      }),
+      undo: [lvm.removeLvReq(ref)],
     });
   }
   if (!rp?.lv.activeLocally) steps.push(activateCacheLv({ vg: cacheVg, name: lvName }));

@@ -67,27 +67,13 @@ export function createWritebackSteps(cacheVg: string, clone: CloneObj): Step[] {
   return [
     {
       title: `create write-back cache LV ${ref} (${formatSize(bytes)}) for ${lvRef(clone)}`,
-      req: lvm.lvmRequest(
-        'lvcreate',
-        [
-          '-an',
-          '-Zn',
-          '-Wn',
-          '--setautoactivation',
-          'n',
-          '-L',
-          `${bytes}b`,
-          '-n',
-          name,
-          '--addtag',
-          cacheTag.kind('writeback'),
-          '--addtag',
-          cacheTag.origin(clone.uuid),
-          cacheVg,
-        ],
-        'write',
-      ),
-      undo: [lvm.lvmRequest('lvremove', ['-y', ref], 'write')],
+      req: lvm.createLvReq({
+        vg: cacheVg,
+        name,
+        bytes,
+        tags: [cacheTag.kind('writeback'), cacheTag.origin(clone.uuid)],
+      }),
+      undo: [lvm.removeLvReq(ref)],
     },
     activateCacheLv({ vg: cacheVg, name }),
     {
