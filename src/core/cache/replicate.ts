@@ -6,6 +6,7 @@
  * and read nothing from the repository.
  */
 import { CowstackError, EXIT, notFound, refused, usageError } from '../../exec/errors.js';
+import * as blockData from '../../tools/blockData.js';
 import * as lvm from '../../tools/lvm.js';
 import { collectGarbage } from '../nodeGc.js';
 import { runGuarded, type OpContext } from '../opContext.js';
@@ -146,24 +147,7 @@ export async function replicate(ctx: OpContext, name: string, opts: ReplicateOpt
             title: `copy ${formatSize(copied)}..${formatSize(next)} of ${formatSize(image.sizeBytes)} into ${ref}`,
             // One 4 MiB direct request at a time: a bulk read of the shared LUN must not
             // starve sanlock's lease renewals on the same path.
-            req: {
-              argv: [
-                'dd',
-                `if=${src}`,
-                `of=${dst}`,
-                'bs=4M',
-                `skip=${at}`,
-                `seek=${at}`,
-                `count=${blocks}`,
-                'iflag=direct',
-                'oflag=direct',
-                'conv=fsync,notrunc',
-                'status=none',
-              ],
-              kind: 'write',
-              root: true,
-              timeout: 'data',
-            },
+            req: blockData.copyRangeReq(src, dst, at, blocks),
           },
           {
             title: `record progress of ${ref}`,
