@@ -197,12 +197,7 @@ export async function createCloneLv(
   const journal = { op: 'create-clone' as const, vg: ctx.vg, name: opts.name };
   const placeholder = { vg: ctx.vg, name: opts.name } as CowObj;
   try {
-    await runGuarded(ctx, [
-      beginStep(journal),
-      create,
-      markLiveStep(ctx, placeholder, opts.keepActive),
-      endStep(journal),
-    ]);
+    await runGuarded(ctx, [beginStep(journal), create]);
   } catch (e) {
     // Another node (or process) created the same name since the observation: its LV, not ours
     // (the failed lvcreate has no undo, so nothing of it was removed).
@@ -216,7 +211,23 @@ export async function createCloneLv(
     }
     throw e;
   }
-  const lv = ctx.dryRun ? undefined : await lvm.findLv(ctx.runner, ctx.vg, opts.name, ctx.scope);
+  // The new LV's uuid is read while it is marked live (the read does not depend on the mark):
+  // one round trip less on the way to a mapped disk. A failed mark undoes the creation.
+  const marked = runGuarded(ctx, [markLiveStep(ctx, placeholder, opts.keepActive), endStep(journal)]).catch(
+    async (e: unknown) => {
+      await runPlan(ctx.runner, [{ title: `remove ${ref}`, req: create.undo![0]! }, endStep(journal)]).catch(
+        () => undefined,
+      );
+      throw e;
+    },
+  );
+  const read = ctx.dryRun ? undefined : lvm.findLv(ctx.runner, ctx.vg, opts.name, ctx.scope);
+  const [, found] = await Promise.all([marked, read]);
+  // Read before or after the mark: either way it is live now.
+  const lv = found && {
+    ...found,
+    tags: [...found.tags.filter((t) => t !== stateTag('initializing') && t !== stateTag('live')), stateTag('live')],
+  };
   return { result: { ...base, uuid: lv?.uuid, action: 'created' }, ...(lv ? { lv } : {}) };
 }
 

@@ -75,11 +75,11 @@ function expectCreate(
       ['lvchange', '-an', '--deltag', 'cowstack_state:initializing', '--addtag', 'cowstack_state:live', `vg/${name}`],
       W,
     )
-    .expect(journalEnd(name, 'create-clone'), W)
     .expect(lvsArgv(`vg/${name}`), {
       kind: 'read',
       stdout: lvsJson([cloneRow(name, U.n1, parentUuid, { size: bytes, chunk })]),
-    });
+    })
+    .expect(journalEnd(name, 'create-clone'), W);
 }
 
 // SYNTHETIC: the paxos leases at the offsets in the LVs' lock args (repoFixtures: 70254592 + minor MiB),
@@ -194,6 +194,7 @@ describe('createClone', () => {
           stderr: '  Failed to update metadata of vg/n1 on disk.\n',
         },
       )
+      .expect(lvsArgv('vg/n1'), { kind: 'read', stdout: lvsJson([]) }) // the uuid read, alongside the mark
       .expect(['lvremove', '-y', 'vg/n1'], W)
       .expect(journalEnd('n1', 'create-clone'), W);
     expect((await rejectionOf(createClone(ctxOf(r), { name: 'n1', from: 'image' }), EXIT.FAILED)).message).toContain(

@@ -129,8 +129,8 @@ const createTop = (parentUuid: string, o: { failAt?: 'lvcreate' } = {}): Step[] 
     wr(journalBegin('one-7-0', 'create-clone')),
     lvcreate,
     wr(['lvchange', '-an', '--deltag', 'cowstack_state:initializing', '--addtag', 'cowstack_state:live', 'vg/one-7-0']),
-    wr(journalEnd('one-7-0', 'create-clone')),
     lv('one-7-0'),
+    wr(journalEnd('one-7-0', 'create-clone')),
   ];
 };
 /** mapClone of a new top `topUuid` straight on the image, after its observation. */
@@ -495,8 +495,8 @@ describe('tm clone', () => {
     wr(['lvchange', '-asy', 'vg/img']),
     lvcreateTop(),
     wr(['lvchange', '--deltag', 'cowstack_state:initializing', '--addtag', 'cowstack_state:live', 'vg/one-7-0']),
-    wr(journalEnd('one-7-0', 'create-clone')),
     lv('one-7-0'),
+    wr(journalEnd('one-7-0', 'create-clone')),
     wr(journalBegin('one-7-0', 'map')),
     rwOnImage(),
     wr(journalEnd('one-7-0', 'map')),
