@@ -174,7 +174,8 @@ describe.sequential('images', () => {
     expect(argvs).toContainEqual(
       expect.arrayContaining([
         'lvcreate',
-        '-an',
+        '-aey',
+        '-Zy',
         '--setautoactivation',
         'n',
         '-n',
@@ -182,7 +183,10 @@ describe.sequential('images', () => {
         'cowstack_state:initializing',
       ]),
     );
-    expect(argvs.some((a: string[]) => a[0] === 'dd' && a.includes('count=1'))).toBe(true);
+    // Created, held and zeroed by the lvcreate; then marked live and released in one lvchange.
+    const live = ['lvchange', '-an', '--deltag', 'cowstack_state:initializing', '--addtag', 'cowstack_state:live'];
+    expect(argvs).toContainEqual([...live, `${REPO_VG}/${name}`]);
+    expect(argvs.some((a: string[]) => a[0] === 'dd')).toBe(false);
     expect((await tb.ssh('node1', ['lvs', '--nolocking', `${REPO_VG}/${name}`])).exitCode).not.toBe(0);
   });
 
