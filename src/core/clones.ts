@@ -291,21 +291,30 @@ export async function createAndMapClone(
   }
   const parent = state.repo.byName.get(opts.from);
   const image = parent && state.repo.chain(parent).at(-1);
-  const warm = image && !image.lv.activeLocally && !existing && !ctx.dryRun ? image : undefined;
-  const [made, warmed] = await Promise.all([
-    createCloneLv(ctx, { ...opts, keepActive: true }, state),
-    warm
+  // Only a sealed image under a frozen parent, for a name not taken: what create will accept.
+  const fresh = !existing && !state.repo.foreign.some((l) => l.name === opts.name);
+  const warm =
+    image?.kind === 'image' && image.state === 'sealed' && parent && isFrozen(parent) && fresh && !ctx.dryRun
+      ? image
+      : undefined;
+  const warming: Promise<boolean> =
+    warm && !warm.lv.activeLocally
       ? runGuarded(ctx, [activateStep(warm, 'shared', ctx.scope)], warm).then(
           () => true,
-          (e: unknown) => e,
+          // Not fatal here: map activates the image itself and reports a refusal properly.
+          () => false,
         )
-      : false,
-  ]).catch(async (e: unknown) => {
-    if (warm) await runGuarded(ctx, [deactivateStep(warm, ctx.scope)]).catch(() => undefined);
+      : Promise.resolve(false);
+  let made: Awaited<ReturnType<typeof createCloneLv>>;
+  try {
+    made = await createCloneLv(ctx, { ...opts, keepActive: true }, state);
+  } catch (e) {
+    // The activation may still be running: let it finish, then take it back.
+    if (warm && (await warming)) await runGuarded(ctx, [deactivateStep(warm, ctx.scope)]).catch(() => undefined);
     throw e;
-  });
-  if (warmed !== true && warmed !== false) throw warmed;
-  if (warm) state = withLv(state, { ...warm.lv, activeLocally: true, activeExclusively: false });
+  }
+  const warmed = await warming;
+  if (warm && warmed) state = withLv(state, { ...warm.lv, activeLocally: true, activeExclusively: false });
   const createdHere = made.result.action === 'created' && made.lv ? made.lv.uuid : undefined;
   if (createdHere) state = withLv(state, made.lv!);
   else state = await observeForMap(ctx, mapOpts);
@@ -316,7 +325,9 @@ export async function createAndMapClone(
     // The COW this operation created is still held exclusively here: let it go, so that a
     // re-run (or a deploy on another node) can take it; and the image it activated for it.
     const held = createdHere ? state.repo.byUuid.get(createdHere) : undefined;
-    const release = [held, warm].filter((o): o is CowObj => Boolean(o)).map((o) => deactivateStep(o, ctx.scope));
+    const release = [held, warmed ? warm : undefined]
+      .filter((o): o is CowObj => Boolean(o))
+      .map((o) => deactivateStep(o, ctx.scope));
     if (release.length) await runGuarded(ctx, mergeDeactivations(release, ctx.scope)).catch(() => undefined);
     throw e;
   }

@@ -491,8 +491,8 @@ describe('tm clone', () => {
   // recording runner sees the two in the order they start), the COW stays held from its lvcreate on.
   const first: Step[] = [
     O,
-    wr(journalBegin('one-7-0', 'create-clone')),
     wr(['lvchange', '-asy', 'vg/img']),
+    wr(journalBegin('one-7-0', 'create-clone')),
     lvcreateTop(),
     wr(['lvchange', '--deltag', 'cowstack_state:initializing', '--addtag', 'cowstack_state:live', 'vg/one-7-0']),
     lv('one-7-0'),
@@ -512,6 +512,12 @@ describe('tm clone', () => {
     ]);
     // Under the node lock the four journal records cost nothing: 9 commands, plus the lock itself.
     expect(r.calls.filter((c) => !c.argv.includes('/proc/self/fd/0') && c.argv[0] !== 'rm')).toHaveLength(9);
+  });
+
+  it('refuses (6) an image that is not sealed before anything runs: not even the image activation', async () => {
+    const writable = imageRow('img', U.image, { state: 'writable' });
+    const r = script(recorder('node1'), [{ rows: [writable] }], [O]);
+    await rejectionOf(tm('clone', CLONE, on(r)), EXIT.REFUSED);
   });
 
   it('a re-run after success finds the disk mapped: it checks the mapping and links D again', async () => {
