@@ -90,6 +90,11 @@ async function settle(ctx: OpContext, entry: JournalEntry & { file: string }): P
   const state = await observe(ctx.runner, ctx.vg, ctx.scope);
   const o = state.repo.byName.get(entry.name);
   if (!o) return 'nothing-to-do';
+  // An entry names the LV it was about by uuid: an LV of that name made since is another one.
+  // (An `end` record written within the last seconds before a power cut can be lost with the
+  // page cache, so a finished operation can read as in flight; settling it must not touch an
+  // LV created after it.)
+  if (entry.uuid && entry.uuid !== o.uuid) return 'nothing-to-do';
   switch (entry.op) {
     case 'map': {
       const top = state.devices.get(dmName('rw', o.uuid)) ?? state.devices.get(dmName('ro', o.uuid));

@@ -192,13 +192,18 @@ describe.sequential('a node loses power with a clone mapped', () => {
     expect(join.exitCode, join.stdout + join.stderr).toBe(0);
     // recover re-attaches the cache LV over the COW and writes it back before anything else.
     const r = await ok('node1', ['recover']);
-    expect(r.actions).toHaveLength(2);
-    expect(r.actions).toEqual(
-      expect.arrayContaining([
-        expect.objectContaining({ op: 'write-back', name: k, decision: 'finished' }),
-        expect.objectContaining({ op: 'create-clone', name: inFlight, decision: 'undone' }),
-      ]),
+    // The log is appended without fsync: the `end` records of operations that finished in the
+    // last seconds before the power cut may be lost with the page cache. recover settles those
+    // again from the LVs' state, which changes nothing or finishes the same thing (a stale
+    // `map` of k unmaps it, which writes its cache back, in place of the write-back pass).
+    expect(r.actions.filter((a: { decision: string }) => a.decision === 'failed')).toEqual([]);
+    expect(r.actions).toContainEqual(
+      expect.objectContaining({ op: 'create-clone', name: inFlight, decision: 'undone' }),
     );
+    const wb = r.actions.filter(
+      (a: { op: string; name: string }) => a.name === k && ['write-back', 'map'].includes(a.op),
+    );
+    expect(wb, 'k written back by the write-back pass or by settling its map').toHaveLength(1);
     process.stderr.write(
       `[crash] recover after power-off: ${r.actions.map((a: { detail?: string }) => a.detail).join('; ')}\n`,
     );

@@ -254,6 +254,16 @@ describe('recover', () => {
     r.verify();
   });
 
+  it('leaves alone an LV made under the same name after the entry (its end record lost): uuid differs', async () => {
+    // A discard whose `end` never reached the disk, then the name created again: not that LV.
+    const rows = [imageRow('image', U.image), cloneRow('n1', U.n1, U.image)];
+    const r = expectJournal(recorder(), { 'vg.n1.discard.json': entry('discard', 'n1', U.c3) });
+    expectObserve(r, rows).expect(journalEnd('n1', 'discard'), W);
+    expectAftermath(r, rows);
+    expect((await recover(ctxOf(r))).actions).toEqual([{ op: 'discard', name: 'n1', decision: 'nothing-to-do' }]);
+    r.verify();
+  });
+
   it('removes a torn journal file and reports it as such', async () => {
     const r = expectJournal(recorder(), { 'vg.c3.map.json': '{"op":"map","vg":"v' }).expect(
       ['rm', '-f', '--', journalFile('c3', 'map')],
