@@ -467,6 +467,12 @@ describe('tm snap_revert', () => {
   });
 });
 
+/** A re-run over the disk mapped here: the rw device's table is checked in place, then D linked again. */
+const relinkMapped = (): Step[] => [
+  rd(['dmsetup', 'table', rwName(U.c3)], { stdout: '0 131072 snapshot 253:3 253:8 PO 8\n' }),
+  ...link(`/dev/mapper/${rwName(U.c3)}`),
+];
+
 // ---- clone / delete ------------------------------------------------------------------------------
 
 const CLONE = ['fe:vg/img', D, '7', '1'];
@@ -521,15 +527,7 @@ describe('tm clone', () => {
   });
 
   it('a re-run after success finds the disk mapped: it checks the mapping and links D again', async () => {
-    const r = script(
-      recorder('node1'),
-      [mapped()],
-      [
-        O,
-        rd(['dmsetup', 'table', rwName(U.c3)], { stdout: '0 131072 snapshot 253:3 253:8 PO 8\n' }),
-        ...link(`/dev/mapper/${rwName(U.c3)}`),
-      ],
-    );
+    const r = script(recorder('node1'), [mapped()], [O, ...relinkMapped()]);
     await tm('clone', CLONE, on(r));
   });
 
@@ -633,16 +631,7 @@ describe('tm ln', () => {
   });
 
   it('a re-run after success checks the mapping in place and links D again', async () => {
-    const r = script(
-      recorder('node1'),
-      [mapped()],
-      [
-        O,
-        O,
-        rd(['dmsetup', 'table', rwName(U.c3)], { stdout: '0 131072 snapshot 253:3 253:8 PO 8\n' }),
-        ...link(`/dev/mapper/${rwName(U.c3)}`),
-      ],
-    );
+    const r = script(recorder('node1'), [mapped()], [O, O, ...relinkMapped()]);
     await tm('ln', LN, on(r));
   });
 });
