@@ -165,6 +165,11 @@ export async function benchLimit(): Promise<void> {
           ratio: (median(times.createMap) / h).toFixed(2),
         },
         {
+          way: 'cowstack clone create --map (one operation)',
+          'median s': median(times.createMapped).toFixed(2),
+          ratio: (median(times.createMapped) / h).toFixed(2),
+        },
+        {
           way: 'cowstack TM clone',
           'median s': median(times.tmClone).toFixed(2),
           ratio: (median(times.tmClone) / h).toFixed(2),
