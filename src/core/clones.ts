@@ -362,9 +362,7 @@ export function observeForMap(ctx: OpContext, opts: Pick<MapOptions, 'cache'> = 
 
 export async function mapClone(ctx: OpContext, name: string, opts: MapOptions = {}): Promise<CloneResult> {
   const modes = opts.cache ?? ctx.cacheMap ?? [];
-  const cacheVg = ctx.cacheVg;
   const kinds = CACHE_KINDS.filter((k) => modes.includes(k.mode));
-  const cacheWhen = kinds.length ? 'always' : 'auto';
   for (const k of CACHE_KINDS) k.checkMapOptions?.(ctx, opts);
   let state = opts.seen ?? (await observeForMap(ctx, opts));
   const found = findObj(state, name);
@@ -376,7 +374,7 @@ export async function mapClone(ctx: OpContext, name: string, opts: MapOptions = 
   let o: CloneObj = found;
   if (kinds.length && !state.cache?.exists) {
     throw notFound(
-      `--cache ${modes.join(',')}: this node (${ctx.runner.target}) has no cache VG ${cacheVg ?? ''}`.trimEnd(),
+      `--cache ${modes.join(',')}: this node (${ctx.runner.target}) has no cache VG ${ctx.cacheVg ?? ''}`.trimEnd(),
       'create it on a local disk: cowstack cache init DEVICE, or map with --cache none',
     );
   }
@@ -394,7 +392,7 @@ export async function mapClone(ctx: OpContext, name: string, opts: MapOptions = 
     if (!k.prepareMap) continue;
     const p = await k.prepareMap(ctx, state, o, opts);
     if (p.observeAgain) {
-      state = await observe(ctx.runner, ctx.vg, ctx.scope, cacheVg, cacheWhen);
+      state = await observeForMap(ctx, opts);
       o = findClone(state, name);
     } else if (p.state) state = p.state;
     prepared.set(k, p.report);

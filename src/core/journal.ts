@@ -13,6 +13,7 @@
 import type { Runner } from '../exec/types.js';
 import { listDir, readFile, STDIN_PATH } from '../tools/files.js';
 import { appendLogReq, JOURNAL_DIR, journalLog } from '../tools/flock.js';
+import { removeRootFileReq } from '../tools/host.js';
 import type { Step } from './plan.js';
 
 export { JOURNAL_DIR };
@@ -78,7 +79,7 @@ export function beginStep(entry: Omit<JournalEntry, 'started' | 'opId'>): Step {
  */
 export function endStep(entry: Pick<JournalEntry, 'vg' | 'name' | 'op'> & { file?: string; fromLog?: boolean }): Step {
   if (entry.fromLog) {
-    const line = recordLine({ rec: 'end', op: entry.op, vg: entry.vg, name: entry.name, ...opIdOf() });
+    const line = endRecord(entry);
     return {
       title: `journal: ${entry.op} ${entry.vg}/${entry.name} done`,
       req: appendLogReq(entry.file ?? journalLog(entry.vg), line),
@@ -97,11 +98,19 @@ export function endStep(entry: Pick<JournalEntry, 'vg' | 'name' | 'op'> & { file
  */
 const removeStep = (entry: Pick<JournalEntry, 'vg' | 'name' | 'op'>, file: string): Step => ({
   title: `journal: ${entry.op} ${entry.vg}/${entry.name} done`,
-  req: { argv: ['rm', '-f', '--', file], kind: 'write', root: true },
-  record: recordLine({ rec: 'end', op: entry.op, vg: entry.vg, name: entry.name, ...opIdOf() }),
+  req: removeRootFileReq(file),
+  record: endRecord(entry),
 });
 
-const opIdOf = () => (operationId ? { opId: operationId } : {});
+/** The `end` record that closes an entry's `begin` in the log. */
+const endRecord = (entry: Pick<JournalEntry, 'vg' | 'name' | 'op'>): string =>
+  recordLine({
+    rec: 'end',
+    op: entry.op,
+    vg: entry.vg,
+    name: entry.name,
+    ...(operationId ? { opId: operationId } : {}),
+  });
 
 /** Ends an entry read back from a file of its own: that file is removed (lock or not). */
 export function fileEnd(entry: Pick<JournalEntry, 'vg' | 'name' | 'op'> & { file: string }): Step {

@@ -55,12 +55,13 @@ export async function acquireNodeLock(runner: Runner, vg: string, opts: NodeLock
   const opId = newOperationId();
   const since = new Date().toISOString();
   const holder: LockHolder = { pid: process.pid, host: hostname(), command: opts.command.slice(0, 200), since, opId };
-  let keeper = startKeeper(runner, vg, wait, recordLine({ rec: 'lock', ...holder }));
+  const holderLine = recordLine({ rec: 'lock', ...holder });
+  let keeper = startKeeper(runner, vg, wait, holderLine);
   let first = await keeper.first;
   if (first !== 'held' && first.exitCode === flock.FLOCK_NO_FILE) {
     // A fresh node (or /var/lib/cowstack just mounted): make the directory, then once more.
     await runner.run(flock.lockDirReq());
-    keeper = startKeeper(runner, vg, wait, recordLine({ rec: 'lock', ...holder }));
+    keeper = startKeeper(runner, vg, wait, holderLine);
     first = await keeper.first;
   }
   if (first !== 'held') {

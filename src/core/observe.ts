@@ -7,7 +7,7 @@ import * as sanlock from '../tools/sanlock.js';
 import { observeCache } from './cache/vg.js';
 import { dmName, lvMapperName } from './dmNames.js';
 import { WB_HOST_TAG, type CacheState } from './cache/meta.js';
-import { Repo, stateTag, TAG, type CloneObj, type CowObj, type ImageObj } from './metadata.js';
+import { fromLv, isFrozen, Repo, type CloneObj, type CowObj, type ImageObj } from './metadata.js';
 import { validateLvName, validateVgName } from './validate.js';
 
 const vgMissing = (runner: Runner, vg: string) =>
@@ -22,15 +22,13 @@ const vgMissing = (runner: Runner, vg: string) =>
  * frozen LV is only ever read. Asked only then, which spares the command in most operations.
  */
 async function lockModesIfNeeded(runner: Runner, reported: lvm.LvInfo[]): Promise<Map<string, 'ex' | 'sh'>> {
-  const needed = reported.some((l) => l.activeLocally && isCowstackLv(l) && !isFrozenLv(l));
-  return needed ? sanlock.lvLockModes(runner) : new Map();
+  // An LV without a role tag (fromLv: undefined) is not cowstack's: it never decides anything.
+  const writable = (l: lvm.LvInfo) => {
+    const o = fromLv(l);
+    return o !== undefined && !isFrozen(o);
+  };
+  return reported.some((l) => l.activeLocally && writable(l)) ? sanlock.lvLockModes(runner) : new Map();
 }
-
-/** cowstack decides nothing from an LV it does not manage (no role tag): its lock mode never matters. */
-const isCowstackLv = (l: lvm.LvInfo) => l.tags.some((t) => t.startsWith(TAG.role));
-
-/** A sealed image or committed clone (read-only in LVM and by its state tag). */
-const isFrozenLv = (l: lvm.LvInfo) => l.tags.includes(stateTag('sealed')) || l.tags.includes(stateTag('committed'));
 
 export interface NodeState {
   vg: string;
@@ -63,8 +61,9 @@ export async function observe(
     lvm.lvs(runner, vg, scope),
     dmsetup.listDevices(runner),
   ]);
+  const byName = new Map(devices.map((d) => [d.name, d]));
   // An LV under a writable snapshot cowstack built here was activated exclusively for it.
-  const unmapped = reported.filter((l) => !devices.some((d) => d.name === dmName('rw', l.uuid)));
+  const unmapped = reported.filter((l) => !byName.has(dmName('rw', l.uuid)));
   const lvs = sanlock.withLockModes(reported, await lockModesIfNeeded(runner, unmapped));
   if (!lvs.length && !(await lvm.vgs(runner, vg, scope)).length) {
     throw vgMissing(runner, vg);
@@ -79,7 +78,7 @@ export async function observe(
   return {
     vg,
     repo: new Repo(vg, lvs),
-    devices: new Map(devices.map((d) => [d.name, d])),
+    devices: byName,
     ...(cache ? { cache } : {}),
   };
 }

@@ -20,7 +20,7 @@ import { dmName, lvMapperName, parseDmUuid, sameUuid } from './dmNames.js';
 import { readJournal, endStep, type JournalEntry } from './journal.js';
 import { journalSinkOf } from './journalSink.js';
 import { truncateLogReq } from '../tools/flock.js';
-import type { CowObj } from './metadata.js';
+import { isFrozen, type CowObj } from './metadata.js';
 import { observe, type NodeState } from './observe.js';
 import { runPlan } from './plan.js';
 import { nodeStatus, writableOverFrozen } from './report.js';
@@ -292,7 +292,7 @@ async function releaseUnused(ctx: OpContext, first: NodeState): Promise<RecoverA
       return { o: objectOfDm(state, p.lvUuid), device: d.name };
     }
     for (const o of state.repo.byName.values()) {
-      const frozen = o.kind === 'image' ? o.state === 'sealed' : o.state === 'committed';
+      const frozen = isFrozen(o);
       if (!frozen || !o.lv.activeLocally || o.lv.activeExclusively || tried.has(o.name)) continue;
       if ((state.devices.get(lvMapperName(o.vg, o.name))?.open ?? 1) > 0) continue;
       if (state.devices.has(dmName('ro', o.uuid)) || state.devices.has(dmName('lc', o.uuid))) continue;
