@@ -27,6 +27,7 @@ import {
   planStack,
   stillLiveStep,
   bottomTables,
+  ANCESTORS_NOT_RELEASED,
   foldRelease,
   mergeDeactivations,
   teardownParts,
@@ -520,10 +521,7 @@ async function releaseAncestors(
   try {
     if (steps.length) await runPlan(ctx.runner, mergeDeactivations(steps, ctx.scope), ctx.observer);
   } catch (e) {
-    warnings.push(
-      'releasing unused ancestors on this node failed (another operation may be using them now): ' +
-        (e as Error).message,
-    );
+    warnings.push(`${ANCESTORS_NOT_RELEASED}: ${(e as Error).message}`);
   }
   if (journal) await runPlan(ctx.runner, [endStep(journal)], ctx.observer);
   return warnings;

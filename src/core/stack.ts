@@ -43,6 +43,10 @@ export function mergeDeactivations(steps: Step[], scope: lvm.LvmScope = {}): Ste
   return out;
 }
 
+/** The warning when the best-effort release of unused ancestors fails (folded or on its own). */
+export const ANCESTORS_NOT_RELEASED =
+  'releasing unused ancestors on this node failed (another operation may be using them now)';
+
 /**
  * One lvchange -an for the target's LV and the ancestors an operation releases after it, when
  * the ancestors' part is nothing but deactivations (no device of theirs to remove first): the
@@ -68,11 +72,9 @@ export function foldRelease(
     req: { ...lvm.deactivateReq(refs, scope), allowFailure: true },
     check: (r) => {
       if (r.exitCode === 0) return;
-      const mine = !names(r.stderr, refs[0]!) && refs.slice(1).some((ref) => names(r.stderr, ref));
-      if (!mine) throw new CommandError('this node', r.argv, r.exitCode, r.stderr);
-      warnings.push(
-        'releasing unused ancestors on this node failed (another operation may be using them now): ' + r.stderr.trim(),
-      );
+      const ancestorsOnly = !names(r.stderr, refs[0]!) && refs.slice(1).some((ref) => names(r.stderr, ref));
+      if (!ancestorsOnly) throw new CommandError('this node', r.argv, r.exitCode, r.stderr);
+      warnings.push(`${ANCESTORS_NOT_RELEASED}: ${r.stderr.trim()}`);
     },
   };
   return [...own.slice(0, -1), merged];
