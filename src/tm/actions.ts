@@ -130,7 +130,7 @@ async function clone(env: TmEnv, req: Extract<TmRequest, { action: 'clone' | 'ln
   // snapshot) and maps it as it is.
   const { created: r, mapped: m } = await createAndMapClone(
     ctx,
-    { name, from: req.src.lv, chunk: env.chunk, defaultPercent: env.cowPercent },
+    { name, from: req.src.lv, ...cowOpts(env) },
     { reuseLive: true },
   );
   if (r.action !== 'none')
