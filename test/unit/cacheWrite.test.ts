@@ -8,6 +8,7 @@ import { commitClone, discardClone, mapClone, unmapClone, type OpContext } from 
 import { EXIT } from '../../src/exec/errors.js';
 import type { RecordingRunner } from '../../src/exec/recordingRunner.js';
 import {
+  commitMarkArgv,
   cloneRow,
   compact,
   expectObserve,
@@ -257,20 +258,7 @@ describe('releasing the write-back cache', () => {
       .expect(['lvchange', '--deltag', 'cowstack_wbhost:node1', `${VG}/vm`], W);
     observeWith(r, [], [image(), vm(true)], [lvDev('vm', U.c1, 8, 0)]);
     r.expect(journal('commit'), W)
-      .expect(
-        [
-          'lvchange',
-          '-an',
-          '--permission',
-          'r',
-          '--deltag',
-          'cowstack_state:live',
-          '--addtag',
-          'cowstack_state:committed',
-          `${VG}/vm`,
-        ],
-        W,
-      )
+      .expect(commitMarkArgv(`${VG}/vm`), W)
       .expect(journal('commit', true), W); // nothing of the stack is left here to release
     expect((await commitClone(ctxOf(r), 'vm')).action).toBe('committed');
     r.verify();

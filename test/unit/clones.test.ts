@@ -12,6 +12,7 @@ import {
 import { EXIT } from '../../src/exec/errors.js';
 import type { RecordingRunner } from '../../src/exec/recordingRunner.js';
 import {
+  commitMarkArgv,
   MiB,
   U,
   VG,
@@ -498,17 +499,7 @@ function expectHolders(
 }
 
 describe('commitClone', () => {
-  const COMMIT = [
-    'lvchange',
-    '-an',
-    '--permission',
-    'r',
-    '--deltag',
-    'cowstack_state:live',
-    '--addtag',
-    'cowstack_state:committed',
-    'vg/c3',
-  ];
+  const COMMIT = commitMarkArgv('vg/c3');
   /** The node after c3 was committed and released: ancestors still mapped, nothing opens ro(c2). */
   const afterCommitRows = () => chainRows({ mapped: true, c3: { state: 'committed', active: undefined, open: false } });
   const afterCommitDevs = (): Dev[] =>

@@ -14,6 +14,7 @@ import { planStack } from '../../src/core/stack.js';
 import { EXIT } from '../../src/exec/errors.js';
 import type { RecordingRunner } from '../../src/exec/recordingRunner.js';
 import {
+  commitMarkArgv,
   U,
   VG,
   chainDevs,
@@ -43,17 +44,7 @@ import { lvsArgv, lvsJson, recorder, rejectionOf, thrownBy, vgsArgv, vgsJson } f
 const ctxOf = (r: RecordingRunner): OpContext => ({ runner: r, vg: VG });
 const T = snapTable;
 const remove = dmRemove;
-const COMMIT = [
-  'lvchange',
-  '-an',
-  '--permission',
-  'r',
-  '--deltag',
-  'cowstack_state:live',
-  '--addtag',
-  'cowstack_state:committed',
-  'vg/c3',
-];
+const COMMIT = commitMarkArgv('vg/c3');
 /** c3 as another node left it after committing it: committed, LVM read-only, active exclusively here now. */
 const committedNow = (): [string[], { kind: 'read'; stdout: string }] => [
   lvsArgv('vg/c3'),

@@ -4,6 +4,7 @@ import { JOURNAL_DIR, readJournal } from '../../src/core/journal.js';
 import { recover } from '../../src/core/recover.js';
 import type { RecordingRunner } from '../../src/exec/recordingRunner.js';
 import {
+  commitMarkArgv,
   JOURNAL,
   MiB,
   U,
@@ -165,20 +166,7 @@ describe('recover', () => {
     expectObserve(r, rows, devs);
     expectObserve(r, rows, devs)
       .expect(journalBegin('c3', 'commit'), W)
-      .expect(
-        [
-          'lvchange',
-          '-an',
-          '--permission',
-          'r',
-          '--deltag',
-          'cowstack_state:live',
-          '--addtag',
-          'cowstack_state:committed',
-          'vg/c3',
-        ],
-        W,
-      )
+      .expect(commitMarkArgv('vg/c3'), W)
       .expect(remove(ro(U.c2)), W)
       .expect(['lvchange', '-an', 'vg/c2'], W)
       .expect(remove(ro(U.c1)), W)

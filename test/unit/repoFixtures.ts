@@ -337,3 +337,16 @@ export const lvcreateArgv = (name: string, parentUuid: string, bytes: number, ch
   `cowstack_chunk:${chunk}`,
   vg,
 ];
+
+/** commit's one lvchange: read-only, live -> committed, and released, for the LV `ref` (vg/lv). */
+export const commitMarkArgv = (ref: string) => [
+  'lvchange',
+  '-an',
+  '--permission',
+  'r',
+  '--deltag',
+  'cowstack_state:live',
+  '--addtag',
+  'cowstack_state:committed',
+  ref,
+];

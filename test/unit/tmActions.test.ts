@@ -18,6 +18,7 @@ import {
   cloneRow,
   expectObserve,
   expectObserveRepo,
+  commitMarkArgv,
   lvcreateArgv,
   imageRow,
   journalBegin,
@@ -329,17 +330,7 @@ const commitTop: Step[] = [
   wr(journalBegin('one-7-0', 'commit')),
   wr(['lvchange', '-aey', 'vg/one-7-0']),
   lv('one-7-0'),
-  wr([
-    'lvchange',
-    '-an',
-    '--permission',
-    'r',
-    '--deltag',
-    'cowstack_state:live',
-    '--addtag',
-    'cowstack_state:committed',
-    'vg/one-7-0',
-  ]),
+  wr(commitMarkArgv('vg/one-7-0')),
   wr(journalEnd('one-7-0', 'commit')),
 ];
 
@@ -642,17 +633,7 @@ describe('tm mvds', () => {
   const unmapCommit: Step[] = [
     wr(journalBegin('one-7-0', 'commit')),
     wr(['dmsetup', 'remove', '--retry', rwName(U.c3)]),
-    wr([
-      'lvchange',
-      '-an',
-      '--permission',
-      'r',
-      '--deltag',
-      'cowstack_state:live',
-      '--addtag',
-      'cowstack_state:committed',
-      'vg/one-7-0',
-    ]),
+    wr(commitMarkArgv('vg/one-7-0')),
     wr(['lvchange', '-an', 'vg/img']),
     wr(journalEnd('one-7-0', 'commit')),
   ];
