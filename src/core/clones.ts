@@ -16,8 +16,18 @@ import { dmName, lvMapperName, lvMapperPath } from './dmNames.js';
 import { settleReq } from '../tools/udevadm.js';
 import { whoHolds } from './holders.js';
 import { beginStep, endStep } from './journal.js';
-import { chunkTag, isFrozen, parentTag, roleTag, stateTag, type CloneObj, type CowObj } from './metadata.js';
-import { findClone, findObj, observe, observeRepo, withLv, type NodeState } from './observe.js';
+import { chunkTag, isFrozen, parentTag, roleTag, stateTag, type CloneObj, type CowObj, type Repo } from './metadata.js';
+import { plainMapping, type PlainMapping } from './deviceGraph.js';
+import {
+  findClone,
+  findObj,
+  observe,
+  observeGiven,
+  observeRepo,
+  observeStaged,
+  withLv,
+  type NodeState,
+} from './observe.js';
 import { runPlan, type Step } from './plan.js';
 import {
   activateStep,
@@ -180,6 +190,7 @@ export async function createCloneLv(
   // holds the snapshot header's magic: dm-snapshot then starts an empty exception store. The
   // initializing tag stays until the header is known to be zero, so no node ever maps a COW
   // whose creation a crash cut short (recover finishes or removes it).
+  const tags = [roleTag('clone'), stateTag('initializing'), parentTag(parent.uuid), chunkTag(chunkSectors)];
   const create: Step = {
     title: `create COW ${ref} (${formatSize(cowBytes)}, chunk ${formatSize(chunkBytes)}) on ${parent.name}`,
     req: lvm.createLvReq(
@@ -189,7 +200,7 @@ export async function createCloneLv(
         bytes: cowBytes,
         activate: 'ey',
         zero: true,
-        tags: [roleTag('clone'), stateTag('initializing'), parentTag(parent.uuid), chunkTag(chunkSectors)],
+        tags,
       },
       ctx.scope,
     ),
@@ -212,28 +223,58 @@ export async function createCloneLv(
     }
     throw e;
   }
-  // The new LV's uuid is read while it is marked live (the read does not depend on the mark):
-  // one round trip less on the way to a mapped disk. A failed mark undoes the creation.
-  const marked = runGuarded(ctx, [markLiveStep(ctx, placeholder, opts.keepActive), endStep(journal)]).catch(
-    async (e: unknown) => {
-      await runPlan(ctx.runner, [{ title: `remove ${ref}`, req: create.undo![0]! }, endStep(journal)]).catch(
-        () => undefined,
-      );
-      throw e;
-    },
-  );
-  const read = ctx.dryRun ? undefined : lvm.findLv(ctx.runner, ctx.vg, opts.name, ctx.scope);
-  const [, found] = await Promise.all([marked, read]);
-  // Read before or after the mark: either way it is live now.
-  const lv = found && {
-    ...found,
-    tags: [...found.tags.filter((t) => t !== stateTag('initializing') && t !== stateTag('live')), stateTag('live')],
+  // The mark's own command log names the new LV's uuid: no read after it on the way to a
+  // mapped disk. A failed mark undoes the creation.
+  const mark = markLiveStep(ctx, placeholder, { keepActive: opts.keepActive, reportUuid: true });
+  const marked = await runGuarded(ctx, [mark, endStep(journal)]).catch(async (e: unknown) => {
+    await runPlan(ctx.runner, [{ title: `remove ${ref}`, req: create.undo![0]! }, endStep(journal)]).catch(
+      () => undefined,
+    );
+    throw e;
+  });
+  const log = marked.results[0]!;
+  let uuid = log.skipped ? undefined : lvm.parseCommandLogLvs(log.stdout).find((l) => l.name === opts.name)?.uuid;
+  // An LVM whose log does not name the LV (not seen with 2.03.16): read it back instead.
+  if (!uuid && !log.skipped) uuid = (await lvm.findLv(ctx.runner, ctx.vg, opts.name, ctx.scope))?.uuid;
+  const lv = uuid ? createdLv(ctx, { name: opts.name, uuid, cowBytes, tags }, opts.keepActive) : undefined;
+  return { result: { ...base, uuid, action: 'created' }, ...(lv ? { lv } : {}) };
+}
+
+/**
+ * The LV as this operation's own lvcreate and mark left it (tags, size, activation): what an
+ * lvs right after them would report, without running it. Only the size may differ, upwards,
+ * when the VG's extents are larger than 4 MiB; nothing on the way to the map depends on it.
+ */
+function createdLv(
+  ctx: OpContext,
+  { name, uuid, cowBytes, tags }: { name: string; uuid: string; cowBytes: number; tags: string[] },
+  active = false,
+): lvm.LvInfo {
+  return {
+    name,
+    vg: ctx.vg,
+    uuid,
+    sizeBytes: cowBytes,
+    attr: active ? '-wi-a-----' : '-wi-------',
+    tags: [...tags.filter((t) => t !== stateTag('initializing')), stateTag('live')],
+    activeLocally: active,
+    activeExclusively: active,
+    readOnly: false,
+    open: false,
+    dmPath: active ? lvMapperPath(ctx.vg, name) : '',
+    lockArgs: '',
+    created: '',
+    major: -1,
+    minor: -1,
   };
-  return { result: { ...base, uuid: lv?.uuid, action: 'created' }, ...(lv ? { lv } : {}) };
 }
 
 /** Mark the zeroed COW live; deactivate it in the same command unless the caller maps it next. */
-function markLiveStep(ctx: OpContext, o: Pick<CowObj, 'vg' | 'name'>, keepActive = false): Step {
+function markLiveStep(
+  ctx: OpContext,
+  o: Pick<CowObj, 'vg' | 'name'>,
+  { keepActive = false, reportUuid = false } = {},
+): Step {
   const ref = `${o.vg}/${o.name}`;
   return {
     title: `mark ${ref} live${keepActive ? '' : ' and release it'}`,
@@ -242,6 +283,7 @@ function markLiveStep(ctx: OpContext, o: Pick<CowObj, 'vg' | 'name'>, keepActive
       {
         ...(keepActive ? {} : { activate: 'n' as const }),
         tags: { del: [stateTag('initializing')], add: [stateTag('live')] },
+        ...(reportUuid ? { reportUuids: true } : {}),
       },
       ctx.scope,
     ),
@@ -284,7 +326,12 @@ export async function createAndMapClone(
   opts: CreateCloneOptions,
   mapOpts: Omit<MapOptions, 'seen' | 'createdHere'> & { reuseLive?: boolean } = {},
 ): Promise<CreateAndMapResult> {
-  let state = await observeForMap(ctx, mapOpts);
+  // Without a cache VG, a new clone of a sealed image plans from the repository alone: the
+  // node's devices are read only for anything else (an existing name, a committed parent).
+  const plain = !ctx.cacheVg && !(mapOpts.cache ?? ctx.cacheMap ?? []).length;
+  let state = plain
+    ? await observeStaged(ctx.runner, ctx.vg, ctx.scope, (repo) => !newCloneOfImage(repo, opts))
+    : await observeForMap(ctx, mapOpts);
   const existing = state.repo.byName.get(opts.name);
   if (mapOpts.reuseLive && existing?.kind === 'clone' && existing.state === 'live') {
     const created: CloneResult = { name: opts.name, vg: ctx.vg, uuid: existing.uuid, action: 'none' };
@@ -332,6 +379,13 @@ export async function createAndMapClone(
     if (release.length) await runGuarded(ctx, mergeDeactivations(release, ctx.scope)).catch(() => undefined);
     throw e;
   }
+}
+
+/** Nothing named `name` yet, and the parent is a sealed image. */
+function newCloneOfImage(repo: Repo, opts: Pick<CreateCloneOptions, 'name' | 'from'>): boolean {
+  const parent = repo.byName.get(opts.from);
+  const taken = repo.byName.has(opts.name) || repo.foreign.some((l) => l.name === opts.name);
+  return !taken && parent?.kind === 'image' && parent.state === 'sealed';
 }
 
 // ---- map / unmap -------------------------------------------------------------------------
@@ -464,7 +518,13 @@ async function refuseIfOpen(
 }
 
 export async function unmapClone(ctx: OpContext, name: string, opts: { force?: boolean } = {}): Promise<CloneResult> {
-  const seen = await observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg);
+  validateLvName(name, 'name');
+  // The plainest mapping (the clone's writable snapshot right on its image LV, no cache, not
+  // open) is taken down from the node's devices alone; anything else is observed as usual.
+  const devices = await dmsetup.listDevices(ctx.runner);
+  const plain = plainMapping(ctx.vg, name, new Map(devices.map((d) => [d.name, d])));
+  if (plain && plain.rw.open === 0) return unmapPlain(ctx, name, plain);
+  const seen = await observeGiven(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg, devices);
   let state = await refuseIfOpen(ctx, seen, findClone(seen, name), opts.force, 'unmap it');
   let o = findClone(state, name);
   const journal = { op: 'unmap' as const, vg: ctx.vg, name, uuid: o.uuid };
@@ -503,6 +563,24 @@ export async function unmapClone(ctx: OpContext, name: string, opts: { force?: b
   }
   await runGuarded(ctx, [beginStep(journal), ...own]);
   return withWarnings(result, await releaseAncestors(ctx, ancestors, journal));
+}
+
+/**
+ * Unmap a plain mapping (deviceGraph.ts): remove the writable snapshot, then deactivate the
+ * COW and, when that snapshot was the only thing holding it open, the image, in one lvchange.
+ */
+async function unmapPlain(ctx: OpContext, name: string, plain: PlainMapping): Promise<CloneResult> {
+  const journal = { op: 'unmap' as const, vg: ctx.vg, name, uuid: plain.uuid };
+  const lv = (lvName: string) => ({ vg: ctx.vg, name: lvName }) as CowObj;
+  const own: Step[] = [
+    { title: `unmap ${plain.rw.name} (${name})`, req: dmsetup.removeReq(plain.rw.name) },
+    deactivateStep(lv(name), ctx.scope),
+  ];
+  const ancestors = plain.origin.open === 1 ? [deactivateStep(lv(plain.originLv), ctx.scope)] : [];
+  const folded: string[] = [];
+  const steps = foldRelease(own, ancestors, folded, ctx.scope) ?? own;
+  await runGuarded(ctx, [beginStep(journal), ...steps, endStep(journal)]);
+  return withWarnings({ name, vg: ctx.vg, uuid: plain.uuid, action: 'unmapped' }, folded);
 }
 
 /**

@@ -61,6 +61,19 @@ export async function observe(
     lvm.lvs(runner, vg, scope),
     dmsetup.listDevices(runner),
   ]);
+  return withDevices(runner, vg, scope, reported, devices, cacheVg, early);
+}
+
+/** The observation from the two reports: lock modes and the cache VG where they can matter. */
+async function withDevices(
+  runner: Runner,
+  vg: string,
+  scope: lvm.LvmScope,
+  reported: lvm.LvInfo[],
+  devices: dmsetup.DmDevice[],
+  cacheVg?: string,
+  early?: CacheState,
+): Promise<NodeState> {
   const byName = new Map(devices.map((d) => [d.name, d]));
   // An LV under a writable snapshot cowstack built here was activated exclusively for it.
   const unmapped = reported.filter((l) => !byName.has(dmName('rw', l.uuid)));
@@ -81,6 +94,39 @@ export async function observe(
     devices: byName,
     ...(cache ? { cache } : {}),
   };
+}
+
+/** observe, with the node's devices already read by the caller (one dmsetup info, not two). */
+export async function observeGiven(
+  runner: Runner,
+  vg: string,
+  scope: lvm.LvmScope = {},
+  cacheVg: string | undefined,
+  devices: dmsetup.DmDevice[],
+): Promise<NodeState> {
+  validateVgName(vg);
+  if (cacheVg) validateVgName(cacheVg);
+  return withDevices(runner, vg, scope, await lvm.lvs(runner, vg, scope), devices, cacheVg);
+}
+
+/**
+ * The repository first, and the node's devices (and the lock modes, judged from them) only
+ * when `needsDevices` says the plan can depend on them. For a node without a cache VG: a new
+ * clone of a sealed image stands on the image LV and on a COW nobody else has, so nothing
+ * the devices say changes its plan; its only LVs are that image (frozen: read, never
+ * written) and the new COW, so no lock mode matters either. One command less than observe.
+ */
+export async function observeStaged(
+  runner: Runner,
+  vg: string,
+  scope: lvm.LvmScope = {},
+  needsDevices: (repo: Repo) => boolean = () => true,
+): Promise<NodeState> {
+  validateVgName(vg);
+  const reported = await lvm.lvs(runner, vg, scope);
+  const repo = new Repo(vg, reported);
+  if (reported.length && !needsDevices(repo)) return { vg, repo, devices: new Map() };
+  return withDevices(runner, vg, scope, reported, await dmsetup.listDevices(runner));
 }
 
 /**

@@ -9,7 +9,7 @@ import type { CacheMapMode } from './config.js';
 import { isLockRefusal, lockConflict } from './locks.js';
 import { lvRef } from './lvSteps.js';
 import type { CowObj } from './metadata.js';
-import { runPlan, type PlanObserver, type Step } from './plan.js';
+import { runPlan, type PlanObserver, type PlanOutcome, type Step } from './plan.js';
 
 export interface OpContext {
   runner: Runner;
@@ -31,9 +31,9 @@ export interface OpContext {
  * Runs a plan; a lock manager refusal on the way becomes a lock-conflict error naming the LV.
  * With several candidates (a whole stack), the LV is the one the refused command named.
  */
-export async function runGuarded(ctx: OpContext, steps: Step[], lockTarget?: CowObj | CowObj[]): Promise<void> {
+export async function runGuarded(ctx: OpContext, steps: Step[], lockTarget?: CowObj | CowObj[]): Promise<PlanOutcome> {
   try {
-    await runPlan(ctx.runner, steps, ctx.observer);
+    return await runPlan(ctx.runner, steps, ctx.observer);
   } catch (e) {
     const candidates = lockTarget === undefined ? [] : Array.isArray(lockTarget) ? lockTarget : [lockTarget];
     if (candidates.length && isLockRefusal(e)) {

@@ -257,9 +257,12 @@ export interface DmDevice {
   attr: string;
   readOnly: boolean;
   suspended: boolean;
+  /** The dm devices this one stands on, by name (devs_used; a disk such as sda for an LV). */
+  uses: string[];
 }
 
-const INFO_FIELDS = 'name,uuid,open,major,minor,attr';
+// devs_used: the device graph without reading every table (unmap plans from it alone).
+const INFO_FIELDS = 'name,uuid,open,major,minor,attr,devs_used';
 
 export function parseInfoColumns(stdout: string): DmDevice[] {
   return stdout
@@ -267,7 +270,7 @@ export function parseInfoColumns(stdout: string): DmDevice[] {
     .map((l) => l.trim())
     .filter((l) => l && l !== 'No devices found')
     .map((l) => {
-      const [name = '', uuid = '', open = '0', major = '0', minor = '0', attr = ''] = l.split('|');
+      const [name = '', uuid = '', open = '0', major = '0', minor = '0', attr = '', used = ''] = l.split('|');
       return {
         name,
         uuid,
@@ -277,6 +280,7 @@ export function parseInfoColumns(stdout: string): DmDevice[] {
         attr,
         readOnly: attr.endsWith('r'),
         suspended: attr[2] === 's',
+        uses: used ? used.split(',') : [],
       };
     });
 }

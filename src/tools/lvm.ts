@@ -18,9 +18,47 @@ export function deviceFilterConfig(devices: string[]): string {
   return `devices { filter = [ ${[...accept, '"r|.*|"'].join(', ')} ] }`;
 }
 
-export function lvmArgv(command: string, args: readonly string[], scope: LvmScope = {}): string[] {
-  const config = scope.devices?.length ? ['--config', deviceFilterConfig(scope.devices)] : [];
-  return [command, ...config, ...args];
+/**
+ * LVM's command log as a json report (log/report_command_log): a row per object the command
+ * processed, with its uuid. lvcreate logs against the VG, but an lvchange logs against each LV:
+ * the change that marks a new LV live tells its uuid, with no lvs after it. Fixed text, which
+ * sudoers allows exactly (a free --config would let the caller run programs as root).
+ */
+export const COMMAND_LOG_CONFIG =
+  'log { report_command_log = 1 command_log_selection = "all" ' +
+  'command_log_cols = "log_object_type,log_object_name,log_object_group,log_object_id" }';
+
+export function lvmArgv(
+  command: string,
+  args: readonly string[],
+  scope: LvmScope = {},
+  o: { commandLog?: boolean } = {},
+): string[] {
+  const parts = [
+    ...(scope.devices?.length ? [deviceFilterConfig(scope.devices)] : []),
+    ...(o.commandLog ? [COMMAND_LOG_CONFIG] : []),
+  ];
+  const config = parts.length ? ['--config', parts.join(' ')] : [];
+  const report = o.commandLog ? ['--reportformat', 'json'] : [];
+  return [command, ...config, ...report, ...args];
+}
+
+/**
+ * The LVs a command's log report names (COMMAND_LOG_CONFIG), with their uuids. Parsed row by
+ * row: an lvchange that changes activation and metadata prints one json document per pass, and
+ * a selection that drops the last row leaves a trailing comma, so the output is not one document.
+ */
+export function parseCommandLogLvs(stdout: string): Array<{ vg: string; name: string; uuid: string }> {
+  const found = new Map<string, { vg: string; name: string; uuid: string }>();
+  for (const line of stdout.split('\n')) {
+    const text = line.trim().replace(/,$/, '');
+    if (!text.startsWith('{"log_')) continue;
+    const row = JSON.parse(text) as Record<string, unknown>;
+    if (row.log_object_type !== 'lv' || !str(row.log_object_id)) continue;
+    const lv = { vg: str(row.log_object_group), name: str(row.log_object_name), uuid: str(row.log_object_id) };
+    found.set(`${lv.vg}/${lv.name}`, lv);
+  }
+  return [...found.values()];
 }
 
 export function lvmRequest(
@@ -341,6 +379,8 @@ export interface LvChange {
   /** --permission r. */
   readOnly?: boolean;
   tags?: TagChanges;
+  /** Print the command log as json, which names each changed LV's uuid (parseCommandLogLvs). */
+  reportUuids?: boolean;
 }
 
 /** One lvchange: activation, refresh, permission and tag changes ride in the same command. */
@@ -352,7 +392,10 @@ export function changeLvReq(targets: Targets, change: LvChange, scope: LvmScope 
     ...tagArgs(change.tags),
   ];
   if (!args.length) throw new Error('lvchange with nothing to change');
-  return lvmRequest('lvchange', [...args, ...list(targets)], 'write', scope);
+  const req = lvmRequest('lvchange', [...args, ...list(targets)], 'write', scope);
+  return change.reportUuids
+    ? { ...req, argv: lvmArgv('lvchange', [...args, ...list(targets)], scope, { commandLog: true }) }
+    : req;
 }
 
 export const activateReq = (targets: Targets, mode: 'exclusive' | 'shared', scope: LvmScope = {}): RunRequest =>

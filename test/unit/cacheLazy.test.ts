@@ -21,6 +21,7 @@ import {
   cloneRow,
   compact,
   expectObserve,
+  expectObserveDevicesFirst,
   imageRow,
   journalBegin,
   journalEnd,
@@ -131,8 +132,10 @@ function observeAuto(
   cacheRows: Array<Record<string, unknown>>,
   rows: Array<Record<string, unknown>>,
   devs: Dev[],
+  /** unmap: dmsetup info first (its plain-mapping check), then lvs. */
+  devicesFirst = false,
 ) {
-  expectObserve(r, rows, devs);
+  (devicesFirst ? expectObserveDevicesFirst : expectObserve)(r, rows, devs);
   if (devs.some((d) => d.name.startsWith(`${CVG}-`)))
     r.expect(vgsArgv(CVG), { stdout: vgsJson([vgRow()]) }).expect(lvsArgv(CVG), { stdout: lvsJson(cacheRows) });
   return r;
@@ -542,6 +545,7 @@ describe('lazy cache teardown, eviction, drop, recover', () => {
       pairRows({ state: 'attached', active: true, open: true, used: NOW - 5 }),
       [image(true, true), vm(true, true)],
       devs,
+      true,
     );
     const lcTable = TABLE.replace(LM_PATH, '253:40')
       .replace(LC_PATH, '253:41')
@@ -594,6 +598,7 @@ describe('lazy cache teardown, eviction, drop, recover', () => {
       pairRows({ state: 'attached', active: true, open: true }),
       [image(true, true), vm(true, true)],
       devs,
+      true,
     );
     // vm's snapshot stands on the image LV (253:3): mapped before the cache was attached.
     r.expect(['dmsetup', 'table'], { kind: 'read', stdout: `${rw(U.c1)}: 0 ${IMG_SECTORS} snapshot 253:3 253:8 P 8\n` })

@@ -12,6 +12,7 @@ import {
   cloneRow,
   compact,
   expectObserve,
+  expectObserveDevicesFirst,
   imageRow,
   lvDev,
   lvRow,
@@ -71,11 +72,13 @@ function observeWith(
   rows: Array<Record<string, unknown>>,
   devs: Dev[] = [],
   always = false,
+  /** unmap: dmsetup info first (its plain-mapping check), then lvs. */
+  devicesFirst = false,
 ) {
   const cache = () =>
     r.expect(vgsArgv(CVG), { stdout: vgsJson([vgRow]) }).expect(lvsArgv(CVG), { stdout: lvsJson(cacheRows) });
   if (always) cache();
-  expectObserve(r, rows, devs);
+  (devicesFirst ? expectObserveDevicesFirst : expectObserve)(r, rows, devs);
   const needed =
     devs.some((d) => d.name.startsWith(`${CVG}-`)) ||
     rows.some((row) => (row.lv_tags as string[] | undefined)?.some((t) => t.startsWith('cowstack_wbhost:')));
@@ -217,7 +220,7 @@ describe('releasing the write-back cache', () => {
     'then releases the COW';
   it(writebackUnmapFlushes, async () => {
     const r = recorder();
-    observeWith(r, [wbRow(true, true)], [image(true), vm(true, true)], mappedDevs());
+    observeWith(r, [wbRow(true, true)], [image(true), vm(true, true)], mappedDevs(), false, true);
     r.expect(journal('unmap'), W)
       .expect(['dmsetup', 'remove', '--retry', rw(U.c1)], W)
       .expect(['dmsetup', 'status', WB], status(3992, 0))

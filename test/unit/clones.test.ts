@@ -29,6 +29,9 @@ import {
   lvDev,
   ro,
   rw,
+  rwDev,
+  DM_INFO,
+  dmInfo,
   stillLive,
   type Dev,
   W,
@@ -37,6 +40,9 @@ import {
   createRw,
   snapTable,
   dmRemove,
+  markLiveArgv,
+  markLiveLog,
+  expectObserveDevicesFirst,
 } from './repoFixtures.js';
 import {
   capture,
@@ -61,7 +67,7 @@ const SETTLE = ['udevadm', 'settle', '--timeout=10'];
 const T = snapTable;
 const remove = dmRemove;
 
-/** The commands of a clone creation after the observation, up to and including the final lvs of the new LV. */
+/** The commands of a clone creation after the observation (the mark names the new LV's uuid: no lvs after it). */
 function expectCreate(
   r: RecordingRunner,
   name: string,
@@ -72,14 +78,7 @@ function expectCreate(
   return r
     .expect(journalBegin(name, 'create-clone'), W)
     .expect(lvcreateArgv(name, parentUuid, bytes, chunk), W)
-    .expect(
-      ['lvchange', '-an', '--deltag', 'cowstack_state:initializing', '--addtag', 'cowstack_state:live', `vg/${name}`],
-      W,
-    )
-    .expect(lvsArgv(`vg/${name}`), {
-      kind: 'read',
-      stdout: lvsJson([cloneRow(name, U.n1, parentUuid, { size: bytes, chunk })]),
-    })
+    .expect(markLiveArgv(`vg/${name}`), { kind: 'write', stdout: markLiveLog(`vg/${name}`, U.n1) })
     .expect(journalEnd(name, 'create-clone'), W);
 }
 
@@ -187,15 +186,11 @@ describe('createClone', () => {
     const r = expectObserveRepo(recorder(), [image()])
       .expect(journalBegin('n1', 'create-clone'), W)
       .expect(lvcreateArgv('n1', U.image, 16 * MiB, 8), W)
-      .expect(
-        ['lvchange', '-an', '--deltag', 'cowstack_state:initializing', '--addtag', 'cowstack_state:live', 'vg/n1'],
-        {
-          kind: 'write',
-          exitCode: 5,
-          stderr: '  Failed to update metadata of vg/n1 on disk.\n',
-        },
-      )
-      .expect(lvsArgv('vg/n1'), { kind: 'read', stdout: lvsJson([]) }) // the uuid read, alongside the mark
+      .expect(markLiveArgv('vg/n1'), {
+        kind: 'write',
+        exitCode: 5,
+        stderr: '  Failed to update metadata of vg/n1 on disk.\n',
+      })
       .expect(['lvremove', '-y', 'vg/n1'], W)
       .expect(journalEnd('n1', 'create-clone'), W);
     expect((await rejectionOf(createClone(ctxOf(r), { name: 'n1', from: 'image' }), EXIT.FAILED)).message).toContain(
@@ -446,7 +441,7 @@ describe('mapClone', () => {
 
 describe('unmapClone', () => {
   it('tears the unused stack down under a journal entry', async () => {
-    const r = expectObserve(recorder(), chainRows({ mapped: true }), chainDevs(0))
+    const r = expectObserveDevicesFirst(recorder(), chainRows({ mapped: true }), chainDevs(0))
       .expect(journalBegin('c3', 'unmap'), W)
       .expect(remove(rw(U.c3)), W)
       .expect(['lvchange', '-an', 'vg/c3'], W)
@@ -459,8 +454,49 @@ describe('unmapClone', () => {
     r.verify();
   });
 
+  // The plain shape: c1's writable snapshot stands on the image LV and c1's LV (devs_used).
+  const plainDevs = (imageOpen: number, diskOpen = 0) => [
+    lvDev('image', U.image, 1, imageOpen, true),
+    lvDev('c1', U.c1, 2, 1),
+    { ...rwDev(U.c1, 3, diskOpen), uses: ['vg-c1', 'vg-image'] },
+  ];
+
+  it('takes a plain mapping down from the devices alone: no lvs, one lvchange for the COW and the image', async () => {
+    const r = recorder()
+      .expect(DM_INFO, { kind: 'read', stdout: dmInfo(plainDevs(1)) })
+      .expect(journalBegin('c1', 'unmap'), W)
+      .expect(remove(rw(U.c1)), W)
+      .expect(['lvchange', '-an', 'vg/c1', 'vg/image'], W)
+      .expect(journalEnd('c1', 'unmap'), W);
+    expect(await unmapClone(ctxOf(r), 'c1')).toEqual({ name: 'c1', vg: VG, uuid: U.c1, action: 'unmapped' });
+    r.verify();
+  });
+
+  it('keeps the image active when something else holds it open (another clone of it)', async () => {
+    const r = recorder()
+      .expect(DM_INFO, { kind: 'read', stdout: dmInfo(plainDevs(2)) })
+      .expect(journalBegin('c1', 'unmap'), W)
+      .expect(remove(rw(U.c1)), W)
+      .expect(['lvchange', '-an', 'vg/c1'], W)
+      .expect(journalEnd('c1', 'unmap'), W);
+    expect((await unmapClone(ctxOf(r), 'c1')).action).toBe('unmapped');
+    r.verify();
+  });
+
+  it('observes the repository when the plain disk is open, and refuses (6) as before', async () => {
+    const rows = [
+      imageRow('image', U.image, { active: 'shared' }),
+      cloneRow('c1', U.c1, U.image, { active: 'exclusive' }),
+    ];
+    const r = expectObserveDevicesFirst(recorder(), rows, plainDevs(1, 1));
+    for (let i = 0; i < 3; i++) expectObserve(r.expect(SETTLE, R), rows, plainDevs(1, 1));
+    expectHolders(r, rw(U.c1), 'dm-3', [], [[4242, 'libvirt-qemu', 'qemu-system-x86']]);
+    await rejectionOf(unmapClone(ctxOf(r), 'c1'), EXIT.REFUSED);
+    r.verify();
+  });
+
   it('does nothing for a clone that is not mapped here', async () => {
-    const r = expectObserve(recorder(), chainRows());
+    const r = expectObserveDevicesFirst(recorder(), chainRows());
     expect((await unmapClone(ctxOf(r), 'c3')).action).toBe('none');
     r.verify();
   });

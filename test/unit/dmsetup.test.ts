@@ -200,6 +200,7 @@ describe('parseInfoColumns', () => {
         attr: 'L--r',
         readOnly: true,
         suspended: false,
+        uses: [],
       },
       {
         name: 'cowstack-snap-3f2a',
@@ -210,6 +211,7 @@ describe('parseInfoColumns', () => {
         attr: 'L--w',
         readOnly: false,
         suspended: false,
+        uses: [],
       },
       {
         name: 'cowstack-wc-3f2a',
@@ -220,8 +222,32 @@ describe('parseInfoColumns', () => {
         attr: 'LIsw',
         readOnly: false,
         suspended: true,
+        uses: [],
       },
-      { name: 'plain', uuid: '', open: 0, major: 253, minor: 9, attr: 'L--w', readOnly: false, suspended: false },
+      {
+        name: 'plain',
+        uuid: '',
+        open: 0,
+        major: 253,
+        minor: 9,
+        attr: 'L--w',
+        readOnly: false,
+        suspended: false,
+        uses: [],
+      },
+    ]);
+  });
+
+  it('reads devs_used: the devices each one stands on (REAL: lvm2 2.03.16, a clone mapped on its image)', () => {
+    const out =
+      'cowstack-rw-2Th2tVchMgkcwOOYjWJClanGhfG1X4S1|COWSTACK-rw-2Th2tVchMgkcwOOYjWJClanGhfG1X4S1|0|253|3|L--w|' +
+      'repo-c1,repo-im1\n' +
+      'repo-c1|LVM-FesFAvhy4g2egWxSyxZ1nQauTIViJ2c42Th2tVchMgkcwOOYjWJClanGhfG1X4S1|1|253|2|L--w|\n' +
+      'repo-im1|LVM-FesFAvhy4g2egWxSyxZ1nQauTIViJ2c4YQl9pfcbqDSSRPHu79AoXrYmn0EXFAKf|1|253|1|L--r|\n';
+    expect(dm.parseInfoColumns(out).map((d) => [d.name, d.uses])).toEqual([
+      ['cowstack-rw-2Th2tVchMgkcwOOYjWJClanGhfG1X4S1', ['repo-c1', 'repo-im1']],
+      ['repo-c1', []],
+      ['repo-im1', []],
     ]);
   });
 
@@ -231,7 +257,16 @@ describe('parseInfoColumns', () => {
   });
 });
 
-const INFO = ['dmsetup', 'info', '-c', '--noheadings', '--separator', '|', '-o', 'name,uuid,open,major,minor,attr'];
+const INFO = [
+  'dmsetup',
+  'info',
+  '-c',
+  '--noheadings',
+  '--separator',
+  '|',
+  '-o',
+  'name,uuid,open,major,minor,attr,devs_used',
+];
 
 describe('dmsetup reads through the runner', () => {
   it('lists devices', async () => {

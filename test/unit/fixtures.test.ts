@@ -163,6 +163,7 @@ describe('dmsetup', () => {
         attr: 'L--w',
         readOnly: false,
         suspended: false,
+        uses: [],
       },
       {
         name: 'repo-lvmlock',
@@ -173,6 +174,7 @@ describe('dmsetup', () => {
         attr: 'L--w',
         readOnly: false,
         suspended: false,
+        uses: [],
       },
       {
         name: 'repo-probe',
@@ -183,6 +185,7 @@ describe('dmsetup', () => {
         attr: 'L--w',
         readOnly: false,
         suspended: false,
+        uses: [],
       },
     ]);
     // The same device numbers as lvs reports for the active LVs.

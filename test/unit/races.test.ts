@@ -21,6 +21,7 @@ import {
   chainRows,
   cloneRow,
   expectObserve,
+  expectObserveDevicesFirst,
   expectObserveRepo,
   lvcreateArgv,
   imageRow,
@@ -188,7 +189,7 @@ describe('ancestors are released inside the journal entry (item 5)', () => {
 
 describe('unmap: the release of a shared ancestor is best-effort (item 7)', () => {
   it('succeeds when a sibling took the parent device meanwhile; warns and closes its journal entry', async () => {
-    const r = expectObserve(recorder(), chainRows({ mapped: true }), chainDevs(0))
+    const r = expectObserveDevicesFirst(recorder(), chainRows({ mapped: true }), chainDevs(0))
       .expect(journalBegin('c3', 'unmap'), W)
       .expect(remove(rw(U.c3)), W)
       .expect(['lvchange', '-an', 'vg/c3'], W)

@@ -13,6 +13,7 @@ import {
   chainRows,
   cloneRow,
   expectObserve,
+  expectObserveDevicesFirst,
   imageRow,
   journalBegin,
   journalEnd,
@@ -135,7 +136,7 @@ describe('recover', () => {
     const r = expectJournal(recorder(), { 'vg.c3.map.json': entry('map', 'c3', U.c3) });
     expectObserve(r, chainRows({ mapped: true }), chainDevs(0)); // settle looks
     // unmapClone looks again and tears down
-    expectUnmapAll(expectObserve(r, chainRows({ mapped: true }), chainDevs(0)));
+    expectUnmapAll(expectObserveDevicesFirst(r, chainRows({ mapped: true }), chainDevs(0)));
     r.expect(journalEnd('c3', 'map'), W);
     expectAftermath(r, chainRows());
     expect(await recover(ctxOf(r))).toEqual({
@@ -295,7 +296,7 @@ describe('recover', () => {
   it('reports a failed settlement, keeps its entry and warns about it', async () => {
     const r = expectJournal(recorder(), { 'vg.c3.map.json': entry('map', 'c3', U.c3) });
     expectObserve(r, chainRows({ mapped: true }), chainDevs(0));
-    expectObserve(r, chainRows({ mapped: true }), chainDevs(0))
+    expectObserveDevicesFirst(r, chainRows({ mapped: true }), chainDevs(0))
       .expect(journalBegin('c3', 'unmap'), W)
       .expect(remove(rw(U.c3)), {
         kind: 'write',

@@ -139,6 +139,8 @@ export interface Dev {
   open: number;
   minor: number;
   readOnly?: boolean;
+  /** devs_used: the devices this one stands on (empty when not given). */
+  uses?: string[];
 }
 
 /** An LVM-owned dm device (uuid "LVM-" + VG uuid + LV uuid). */
@@ -163,10 +165,12 @@ export const rwDev = (lvUuid: string, minor: number, open: number): Dev => ({
   minor,
 });
 
-/** `dmsetup info -c --noheadings --separator '|' -o name,uuid,open,major,minor,attr`. */
+/** `dmsetup info -c --noheadings --separator '|' -o name,uuid,open,major,minor,attr,devs_used`. */
 export function dmInfo(devs: Dev[]): string {
   if (!devs.length) return 'No devices found\n';
-  return devs.map((d) => `${d.name}|${d.uuid}|${d.open}|253|${d.minor}|L--${d.readOnly ? 'r' : 'w'}`).join('\n') + '\n';
+  const line = (d: Dev) =>
+    `${d.name}|${d.uuid}|${d.open}|253|${d.minor}|L--${d.readOnly ? 'r' : 'w'}|${(d.uses ?? []).join(',')}`;
+  return devs.map(line).join('\n') + '\n';
 }
 
 export const DM_INFO = [
@@ -177,7 +181,7 @@ export const DM_INFO = [
   '--separator',
   '|',
   '-o',
-  'name,uuid,open,major,minor,attr',
+  'name,uuid,open,major,minor,attr,devs_used',
 ];
 export const JOURNAL = '/var/lib/cowstack/journal';
 export const journalFile = (name: string, op: string, vg = VG) => `${JOURNAL}/${vg}.${name}.${op}.json`;
@@ -215,6 +219,22 @@ export function expectObserve(
   r.expect(lvsArgv(vg), { kind: 'read', stdout: lvsJson(rows) }).expect(DM_INFO, {
     kind: 'read',
     stdout: dmInfo(devs),
+  });
+  return needsLockModes(rows, devs)
+    ? r.expect(['lvmlockctl', '--info'], { kind: 'read', stdout: lockInfo(rows, vg) })
+    : r;
+}
+
+/** unmap's observation: the devices first (a plain mapping needs nothing else), then lvs and lock modes. */
+export function expectObserveDevicesFirst(
+  r: RecordingRunner,
+  rows: Array<Record<string, unknown>>,
+  devs: Dev[] = [],
+  vg = VG,
+): RecordingRunner {
+  r.expect(DM_INFO, { kind: 'read', stdout: dmInfo(devs) }).expect(lvsArgv(vg), {
+    kind: 'read',
+    stdout: lvsJson(rows),
   });
   return needsLockModes(rows, devs)
     ? r.expect(['lvmlockctl', '--info'], { kind: 'read', stdout: lockInfo(rows, vg) })
@@ -337,6 +357,40 @@ export const lvcreateArgv = (name: string, parentUuid: string, bytes: number, ch
   `cowstack_chunk:${chunk}`,
   vg,
 ];
+
+/**
+ * The lvchange that marks a new clone live (release: and deactivates it), with LVM's command
+ * log as json, which names the LV's uuid.
+ */
+export const markLiveArgv = (ref: string, release = true) => [
+  'lvchange',
+  '--config',
+  'log { report_command_log = 1 command_log_selection = "all" ' +
+    'command_log_cols = "log_object_type,log_object_name,log_object_group,log_object_id" }',
+  '--reportformat',
+  'json',
+  ...(release ? ['-an'] : []),
+  '--deltag',
+  'cowstack_state:initializing',
+  '--addtag',
+  'cowstack_state:live',
+  ref,
+];
+
+/**
+ * Its stdout, in the shape lvm2 2.03.16 prints (REAL, captured on the testbed with -an and tag
+ * changes: one document per pass, the LV row in each; names and uuids replaced).
+ */
+export function markLiveLog(ref: string, uuid: string, vgUuid = 'FesFAv-hy4g-2egW-xSyx-Z1nQ-auTI-ViJ2c4'): string {
+  const [vg, name] = ref.split('/');
+  const row = (type: string, n: string, group: string, id: string) =>
+    `{"log_object_type":"${type}", "log_object_name":"${n}", "log_object_group":"${group}", "log_object_id":"${id}"}`;
+  const lvRow = row('lv', name!, vg!, uuid);
+  const vgRow = row('vg', vg!, '', vgUuid);
+  const doc = (rows: string[]) =>
+    `  {\n      "log": [\n${rows.map((r) => `          ${r}`).join(',\n')}\n      ]\n  }\n`;
+  return doc([lvRow, lvRow, vgRow]) + doc([lvRow, vgRow]);
+}
 
 /** commit's one lvchange: read-only, live -> committed, and released, for the LV `ref` (vg/lv). */
 export const commitMarkArgv = (ref: string) => [

@@ -27,6 +27,8 @@ import {
   rwDev,
   type Activation,
   type Dev,
+  markLiveArgv,
+  markLiveLog,
 } from './repoFixtures.js';
 import { lvsArgv, lvsJson, recorder, rejectionOf, vgsArgv, vgsJson } from './support.js';
 
@@ -37,13 +39,19 @@ interface World {
   devs?: Dev[];
 }
 type Step =
-  'O' | 'R' | { lv: string } | { argv: readonly string[]; kind: 'read' | 'write'; exitCode?: number; stdout?: string };
+  | 'O'
+  | 'R'
+  | { lv: string }
+  | { mark: string; release: boolean }
+  | { argv: readonly string[]; kind: 'read' | 'write'; exitCode?: number; stdout?: string };
 /** An observation (lvs, dmsetup info, lvmlockctl) answered with the next world. */
 const O = 'O' as const;
 /** The repository alone (clone create: lvs, lvmlockctl only when needed), answered with the next world. */
 const R = 'R' as const;
 /** A lockless re-read of one LV, answered from the current world or the next one that has it. */
 const lv = (name: string): Step => ({ lv: name });
+/** The mark that makes a new clone live, answered with LVM's command log naming its uuid (next world's row). */
+const mark = (name: string, release = true): Step => ({ mark: name, release });
 const wr = (argv: readonly string[], o: { exitCode?: number } = {}): Step => ({ argv, kind: 'write', ...o });
 const rd = (argv: readonly string[], o: { exitCode?: number; stdout?: string } = {}): Step => ({
   argv,
@@ -58,6 +66,15 @@ function script(r: RecordingRunner, worlds: World[], steps: Step[]): RecordingRu
       i = Math.min(i + 1, worlds.length - 1);
       if (s === 'O') expectObserve(r, worlds[i]!.rows, worlds[i]!.devs ?? []);
       else expectObserveRepo(r, worlds[i]!.rows);
+    } else if ('mark' in s) {
+      const row = worlds
+        .slice(Math.max(i, 0))
+        .map((w) => w.rows.find((x) => x.lv_name === s.mark))
+        .find(Boolean);
+      r.expect(markLiveArgv(`${VG}/${s.mark}`, s.release), {
+        kind: 'write',
+        stdout: row ? markLiveLog(`${VG}/${s.mark}`, String(row.lv_uuid)) : '',
+      });
     } else if ('lv' in s) {
       const row = worlds
         .slice(Math.max(i, 0))
@@ -129,8 +146,7 @@ const createTop = (parentUuid: string, o: { failAt?: 'lvcreate' } = {}): Step[] 
   return [
     wr(journalBegin('one-7-0', 'create-clone')),
     lvcreate,
-    wr(['lvchange', '-an', '--deltag', 'cowstack_state:initializing', '--addtag', 'cowstack_state:live', 'vg/one-7-0']),
-    lv('one-7-0'),
+    mark('one-7-0'),
     wr(journalEnd('one-7-0', 'create-clone')),
   ];
 };
@@ -486,13 +502,13 @@ const rwOnImage = (o: { exitCode?: number } = {}) =>
 describe('tm clone', () => {
   // One observation for create and map; the image is activated while the COW is created (the
   // recording runner sees the two in the order they start), the COW stays held from its lvcreate on.
+  // A new clone of a sealed image on a node without a cache VG: the repository alone (no dmsetup info).
   const first: Step[] = [
-    O,
+    R,
     wr(['lvchange', '-asy', 'vg/img']),
     wr(journalBegin('one-7-0', 'create-clone')),
     lvcreateTop(),
-    wr(['lvchange', '--deltag', 'cowstack_state:initializing', '--addtag', 'cowstack_state:live', 'vg/one-7-0']),
-    lv('one-7-0'),
+    mark('one-7-0', false),
     wr(journalEnd('one-7-0', 'create-clone')),
     wr(journalBegin('one-7-0', 'map')),
     rwOnImage(),
@@ -507,8 +523,8 @@ describe('tm clone', () => {
       'created COW clone vg/one-7-0 of img',
       `${DIR}/disk.0 -> /dev/mapper/${rwName(U.c3)} on node1`,
     ]);
-    // Under the node lock the four journal records cost nothing: 9 commands, plus the lock itself.
-    expect(r.calls.filter((c) => !c.argv.includes('/proc/self/fd/0') && c.argv[0] !== 'rm')).toHaveLength(9);
+    // Under the node lock the four journal records cost nothing: 7 commands, plus the lock itself.
+    expect(r.calls.filter((c) => !c.argv.includes('/proc/self/fd/0') && c.argv[0] !== 'rm')).toHaveLength(7);
   });
 
   it('refuses (6) an image that is not sealed before anything runs: not even the image activation', async () => {
@@ -524,7 +540,7 @@ describe('tm clone', () => {
 
   it('a failed map releases the new COW; the re-run maps it (refresh and re-read: it was let go)', async () => {
     const failing = [
-      ...first.slice(0, 8), // up to the map's journal entry
+      ...first.slice(0, 7), // up to the map's journal entry
       rwOnImage({ exitCode: 1 }),
       wr(journalEnd('one-7-0', 'map')),
       wr(['lvchange', '-an', 'vg/one-7-0', 'vg/img']), // the COW goes, and the image it activated

@@ -359,6 +359,7 @@ export const lazyKind: CacheKind<LazyMapResult> = {
       attr: 'L--r',
       readOnly: true,
       suspended: false,
+      uses: [],
     });
     return { state: { ...state, devices }, report: { lazy } };
   },
