@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { CommandError } from '../../src/exec/errors.js';
 import * as dm from '../../src/tools/dmsetup.js';
 import { capture, recorder } from './support.js';
+import { DM_INFO } from './repoFixtures.js';
 
 /*
  * SYNTHETIC fixtures unless marked REAL: table, status and `info -c` lines written by hand in
@@ -257,16 +258,7 @@ describe('parseInfoColumns', () => {
   });
 });
 
-const INFO = [
-  'dmsetup',
-  'info',
-  '-c',
-  '--noheadings',
-  '--separator',
-  '|',
-  '-o',
-  'name,uuid,open,major,minor,attr,devs_used',
-];
+const INFO = DM_INFO;
 
 describe('dmsetup reads through the runner', () => {
   it('lists devices', async () => {
