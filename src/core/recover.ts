@@ -279,13 +279,14 @@ async function recoverWritableOverFrozen(ctx: OpContext, state: NodeState): Prom
  * and committed clones nothing opens and no cowstack device stands for. They hold shared locks
  * that block lvremove from every other node. Each is released with the chain below it as far
  * as nothing else uses it (the same teardown as unmap's). A read-only map of a committed clone
- * that nothing has opened yet is released too: mapping it again is idempotent.
+ * that nothing has opened yet is released too: mapping it again is idempotent. So is a live
+ * COW held exclusively with nothing over it (a create-and-map cut before its snapshot).
  */
 async function releaseUnused(ctx: OpContext, first: NodeState): Promise<RecoverAction[]> {
   const out: RecoverAction[] = [];
   const tried = new Set<string>();
   let state = first;
-  const candidate = (): { o?: CowObj; device?: string } | undefined => {
+  const candidate = (): { o?: CowObj; device?: string; held?: boolean } | undefined => {
     for (const d of state.devices.values()) {
       const p = parseDmUuid(d.uuid);
       if (p?.role !== 'ro' || d.open > 0 || tried.has(d.name)) continue;
@@ -298,22 +299,36 @@ async function releaseUnused(ctx: OpContext, first: NodeState): Promise<RecoverA
       if (state.devices.has(dmName('ro', o.uuid)) || state.devices.has(dmName('lc', o.uuid))) continue;
       return { o };
     }
+    // A live COW held exclusively here with no writable snapshot over it and nothing opening it:
+    // an operation that keeps the COW for its map (create --map, TM clone) cut between the live
+    // mark and the snapshot. Held, it blocks every other node from the VM's disk; released, it
+    // maps again anywhere. Not with a write-back marker (its cache is settled above).
+    for (const o of state.repo.byName.values()) {
+      if (o.kind !== 'clone' || o.state !== 'live' || !o.lv.activeLocally || tried.has(o.name)) continue;
+      if (wbHostOf(o) || state.devices.has(dmName('rw', o.uuid)) || state.devices.has(dmName('wb', o.uuid))) continue;
+      if ((state.devices.get(lvMapperName(o.vg, o.name))?.open ?? 1) > 0) continue;
+      return { o, held: true };
+    }
     return undefined;
   };
   for (let c = candidate(); c; c = candidate()) {
     const key = c.device ?? c.o!.name;
     tried.add(key);
     try {
-      const steps = c.o
-        ? teardownPlan(state, c.o, {
-            removeTop: false,
-            scope: ctx.scope,
-            tables: await bottomTables(ctx.runner, state),
-          })
-        : [{ title: `remove orphan ${c.device}`, req: dmsetup.removeReq(c.device!) }];
+      const steps = c.held
+        ? [deactivateStep(c.o!, ctx.scope)]
+        : c.o
+          ? teardownPlan(state, c.o, {
+              removeTop: false,
+              scope: ctx.scope,
+              tables: await bottomTables(ctx.runner, state),
+            })
+          : [{ title: `remove orphan ${c.device}`, req: dmsetup.removeReq(c.device!) }];
       if (!steps.length) continue;
       await runPlan(ctx.runner, steps, ctx.observer);
-      const what = c.device ? `${c.device} was not open` : `${lvRef(c.o!)} was active shared with nothing using it`;
+      const what = c.device
+        ? `${c.device} was not open`
+        : `${lvRef(c.o!)} was active ${c.held ? 'exclusively' : 'shared'} with nothing using it`;
       out.push({
         op: 'unused',
         name: c.o?.name ?? key,

@@ -90,6 +90,44 @@ describe.sequential('killed in the middle', () => {
     await consistent('node1');
   });
 
+  it('clone create --map: killed right after the live mark, recover releases the held COW', async () => {
+    const c = n('k4');
+    const sib = n('k4s');
+    // A sibling mapped here keeps the image active, so the image activation (which would run
+    // alongside the lvcreate) is not a step and the kill point is exact.
+    await ok('node1', ['clone', 'create', sib, '--from', img]);
+    await ok('node1', ['clone', 'map', sib]);
+    await crashAfter('node1', 3, ['clone', 'create', c, '--from', img, '--map']); // journal, lvcreate, mark
+    expect(await lvTags('node1', c)).toContain('cowstack_state:live');
+    await ok('node1', ['recover']);
+    const active = await tb.ssh('node1', ['lvs', '--nolocking', '--noheadings', '-o', 'lv_active', `${REPO_VG}/${c}`]);
+    expect(active.stdout.trim(), 'the COW released').toBe('');
+    // Released, and an empty COW: the other node maps the image's bytes.
+    const m = await ok('node2', ['clone', 'map', c]);
+    expect(await deviceSha(tb, 'node2', m.device)).toBe(sha256(IMG));
+    await ok('node2', ['clone', 'discard', c]);
+    await ok('node1', ['clone', 'discard', sib]);
+    await consistent('node1');
+  });
+
+  it('clone unmap (planned from the devices alone): killed after the snapshot went, recover releases', async () => {
+    const c = n('k5');
+    await ok('node1', ['clone', 'create', c, '--from', img]);
+    const m = await ok('node1', ['clone', 'map', c]);
+    const p = pattern(1 * MiB, 51);
+    await writeAt(tb, 'node1', m.device, 2, p);
+    await crashAfter('node1', 2, ['clone', 'unmap', c]); // journal, dmsetup remove
+    const r = await ok('node1', ['recover']);
+    expect(r.actions).toContainEqual(expect.objectContaining({ op: 'unmap', name: c, decision: 'finished' }));
+    const st = await ok('node1', ['status']);
+    expect(st.devices).toEqual([]);
+    expect(st.activeLvs).toEqual([]);
+    const again = await ok('node2', ['clone', 'map', c]);
+    expect(await deviceSha(tb, 'node2', again.device)).toBe(sha256(overlay(IMG, 2 * MiB, p)));
+    await ok('node2', ['clone', 'discard', c]);
+    await consistent('node1');
+  });
+
   it('clone commit: recover finishes it and the data is complete', async () => {
     const c = n('k3');
     await ok('node1', ['clone', 'create', c, '--from', img]);

@@ -147,6 +147,26 @@ describe('recover', () => {
     r.verify();
   });
 
+  it('releases a live COW held exclusively with nothing over it (a create --map cut after its mark)', async () => {
+    const rows = [imageRow('image', U.image), cloneRow('n1', U.n1, U.image, { active: 'exclusive', minor: 8 })];
+    const devs = [lvDev('n1', U.n1, 8, 0)];
+    const r = expectJournal(recorder(), { 'vg.n1.create-clone.json': entry('create-clone', 'n1') });
+    expectObserve(r, rows, devs).expect(journalEnd('n1', 'create-clone'), W); // live: nothing to undo
+    expectObserve(r, rows, devs).expect(['lvchange', '-an', 'vg/n1'], W);
+    expectAftermath(r, [imageRow('image', U.image), cloneRow('n1', U.n1, U.image)]);
+    const rep = await recover(ctxOf(r));
+    expect(rep.actions).toEqual([
+      { op: 'create-clone', name: 'n1', decision: 'nothing-to-do' },
+      {
+        op: 'unused',
+        name: 'n1',
+        decision: 'finished',
+        detail: 'vg/n1 was active exclusively with nothing using it: released with what only it used (1 step(s))',
+      },
+    ]);
+    r.verify();
+  });
+
   it('keeps a map whose top device is open (it finished and a VM uses it), reporting COW usage', async () => {
     const r = expectJournal(recorder(), { 'vg.c3.map.json': entry('map', 'c3', U.c3) });
     expectObserve(r, chainRows({ mapped: true }), chainDevs(1)).expect(journalEnd('c3', 'map'), W);
