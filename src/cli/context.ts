@@ -118,7 +118,11 @@ export function createContext(cmd: Command): Context {
               ? `dry run: these commands would run${runner.target === 'local' ? '' : ` on ${runner.target}`}:\n`
               : 'dry run: nothing to change\n',
           );
-          for (const p of planned) process.stdout.write(`  ${p.root ? '(root) ' : ''}${shellJoin(p.argv)}\n`);
+          // A planned line with no argv is a journal record written to the node lock's stdin.
+          for (const p of planned)
+            process.stdout.write(
+              p.argv.length ? `  ${p.root ? '(root) ' : ''}${shellJoin(p.argv)}\n` : `  # ${p.title}\n`,
+            );
         }
         const text = human(result);
         // Under --dry-run the result describes what would have happened: say so.

@@ -363,6 +363,12 @@ export async function createAndMapClone(
   }
   const warmed = await warming;
   if (warm && warmed) state = withLv(state, { ...warm.lv, activeLocally: true, activeExclusively: false });
+  if (ctx.dryRun && made.result.action === 'created') {
+    // Nothing was created, so there is no COW to plan the map on: its device is named after the
+    // new LV's uuid, which only the lvcreate makes. The plan shows the creation.
+    const note = 'dry run: the map is planned once the COW exists (its device is named after its LV uuid)';
+    return { created: made.result, mapped: withWarnings({ name: opts.name, vg: ctx.vg, action: 'none' }, [note]) };
+  }
   const createdHere = made.result.action === 'created' && made.lv ? made.lv.uuid : undefined;
   if (createdHere) state = withLv(state, made.lv!);
   else state = await observeForMap(ctx, mapOpts);

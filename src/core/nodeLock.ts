@@ -19,6 +19,7 @@ import type { RunResult, Runner } from '../exec/types.js';
 import * as flock from '../tools/flock.js';
 import { recordLine, setOperationId, type JournalRecord } from './journal.js';
 import { setJournalSink } from './journalSink.js';
+import { DryRunRunner } from '../exec/dryRunRunner.js';
 
 export const DEFAULT_LOCK_WAIT_SECONDS = 120;
 const RELEASE_WAIT_MS = 15_000;
@@ -165,8 +166,20 @@ export async function withNodeLocks<T>(
   fn: () => Promise<T>,
 ): Promise<T> {
   const held: NodeLock[] = [];
+  const planned: Runner[] = [];
   try {
-    if (!opts.dryRun) {
+    if (opts.dryRun) {
+      // Nothing is locked (nothing changes), but the plan shows the lock a real run takes and
+      // each journal record as the line written to that lock's stdin, not a file command.
+      for (const { runner } of nodes.filter((n) => n.runner instanceof DryRunRunner)) {
+        await runner.run({ ...flock.holdReq(vg, opts.waitSeconds ?? DEFAULT_LOCK_WAIT_SECONDS), title: 'node lock' });
+        const append = async (line: string) => {
+          await runner.run({ argv: [], kind: 'write', title: `journal record on the lock's stdin: ${line.trim()}` });
+        };
+        setJournalSink(runner.target, { append });
+        planned.push(runner);
+      }
+    } else {
       for (const n of nodes) {
         try {
           held.push(await acquireNodeLock(n.runner, vg, opts));
@@ -178,6 +191,7 @@ export async function withNodeLocks<T>(
     return await fn();
   } finally {
     for (const lock of held.reverse()) await lock.release();
+    for (const runner of planned) setJournalSink(runner.target, undefined);
   }
 }
 

@@ -8,6 +8,7 @@ import { beginStep, endStep, inFlight, setOperationId } from '../../src/core/jou
 import { runPlan } from '../../src/core/plan.js';
 import { acquireNodeLock, withNodeLock, withNodeLocks } from '../../src/core/nodeLock.js';
 import { CowstackError, EXIT } from '../../src/exec/errors.js';
+import { DryRunRunner } from '../../src/exec/dryRunRunner.js';
 import { RecordingRunner } from '../../src/exec/recordingRunner.js';
 import type { RunRequest } from '../../src/exec/types.js';
 import { hostsToLock } from '../../src/tm/lockHosts.js';
@@ -51,6 +52,21 @@ describe('node lock', () => {
     const holder = JSON.parse(log.split('\n')[0]!);
     expect(holder).toMatchObject({ rec: 'lock', pid: process.pid, command: 'clone map vm1' });
     expect(Date.parse(holder.since)).toBeGreaterThan(Date.now() - 60_000);
+  });
+
+  it('--dry-run takes no lock but plans it, and shows each journal record as a line on its stdin', async () => {
+    const inner = new RecordingRunner(); // a dry run runs no write: nothing may reach the node
+    const dry = new DryRunRunner(inner);
+    const begin = beginStep({ op: 'map', vg: 'repo', name: 'c1' });
+    await withNodeLock(dry, 'repo', { command: 'clone map c1', dryRun: true }, () =>
+      runPlan(dry, [begin, { title: 'create', req: { argv: ['dmsetup', 'create', 'x'], kind: 'write' } }]),
+    );
+    inner.verify();
+    expect(dry.planned.map((p) => p.argv)).toEqual([HOLD(), [], ['dmsetup', 'create', 'x']]);
+    expect(dry.planned[1]!.title).toMatch(/^journal record on the lock's stdin: \{"rec":"begin","op":"map"/);
+    // The sink goes with the operation: a later plan writes its record by its own command again.
+    await runPlan(dry, [begin]);
+    expect(dry.planned[3]!.argv[0]).toBe('install');
   });
 
   it('a fresh node: flock cannot open the lock file (66), the directory is made, then the lock', async () => {
