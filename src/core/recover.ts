@@ -12,7 +12,8 @@ import type { Runner } from '../exec/types.js';
 import * as dmsetup from '../tools/dmsetup.js';
 import * as host from '../tools/host.js';
 import * as lvm from '../tools/lvm.js';
-import { collectGarbage, commitClone, discardClone, unmapClone, type OpContext } from './clones.js';
+import { collectGarbage, commitClone, discardClone, unmapClone } from './clones.js';
+import type { NodeSession } from './node.js';
 import { lazyDeviceName } from './cache/lazy.js';
 import { wbHostOf } from './cache/meta.js';
 import { writebackLv, nodeName } from './cache/writeback.js';
@@ -39,7 +40,7 @@ export interface RecoverReport {
   warnings: string[];
 }
 
-export async function recover(ctx: OpContext): Promise<RecoverReport> {
+export async function recover(ctx: NodeSession): Promise<RecoverReport> {
   const actions: RecoverAction[] = [];
   const entries = (await readJournal(ctx.runner)).filter((j) => j.vg === ctx.vg || !j.vg);
   for (const entry of entries) {
@@ -85,7 +86,7 @@ export async function recover(ctx: OpContext): Promise<RecoverReport> {
   return { vg: ctx.vg, actions, warnings };
 }
 
-async function settle(ctx: OpContext, entry: JournalEntry & { file: string }): Promise<RecoverAction['decision']> {
+async function settle(ctx: NodeSession, entry: JournalEntry & { file: string }): Promise<RecoverAction['decision']> {
   if (!entry.vg) return 'nothing-to-do'; // torn journal write: nothing had started
   const state = await observe(ctx.runner, ctx.vg, ctx.scope);
   const o = state.repo.byName.get(entry.name);
@@ -137,7 +138,7 @@ export type { Runner };
  * release the COW (unmap does all of that). A cache under a running VM's disk is kept.
  * Clones marked as write-back cached on this node without a cache LV get their marker cleared.
  */
-async function recoverWriteback(ctx: OpContext): Promise<RecoverAction[]> {
+async function recoverWriteback(ctx: NodeSession): Promise<RecoverAction[]> {
   if (!ctx.cacheVg) return [];
   const state = await observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg, 'always');
   const me =
@@ -176,7 +177,7 @@ async function recoverWriteback(ctx: OpContext): Promise<RecoverAction[]> {
  * now: its next attach resets it (its metadata is zeroed; nothing can be lost, the origin
  * is a read-only image). Reported so the admin sees it.
  */
-async function recoverLazy(ctx: OpContext): Promise<RecoverAction[]> {
+async function recoverLazy(ctx: NodeSession): Promise<RecoverAction[]> {
   if (!ctx.cacheVg) return [];
   const state = await observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg, 'always');
   const out: RecoverAction[] = [];
@@ -234,7 +235,7 @@ const objectOfDm = (state: NodeState, lvUuid: string): CowObj | undefined =>
  * (the kernel only warns about writes to a read-only device), and an error table would
  * fail the user's reads as well; only its user can close it.
  */
-async function recoverWritableOverFrozen(ctx: OpContext, state: NodeState): Promise<RecoverAction[]> {
+async function recoverWritableOverFrozen(ctx: NodeSession, state: NodeState): Promise<RecoverAction[]> {
   const out: RecoverAction[] = [];
   for (const d of state.devices.values()) {
     const p = parseDmUuid(d.uuid);
@@ -281,7 +282,7 @@ async function recoverWritableOverFrozen(ctx: OpContext, state: NodeState): Prom
  * as nothing else uses it (the same teardown as unmap's). A read-only map of a committed clone
  * that nothing has opened yet is released too: mapping it again is idempotent.
  */
-async function releaseUnused(ctx: OpContext, first: NodeState): Promise<RecoverAction[]> {
+async function releaseUnused(ctx: NodeSession, first: NodeState): Promise<RecoverAction[]> {
   const out: RecoverAction[] = [];
   const tried = new Set<string>();
   let state = first;

@@ -10,7 +10,10 @@ import path from 'node:path';
 import { CowstackError, EXIT, notFound, refused, usageError } from '../exec/errors.js';
 import type { Runner } from '../exec/types.js';
 import * as lvm from '../tools/lvm.js';
-import { createAndMapClone, growClone, mapClone, runGuarded, unmapClone, type OpContext } from '../core/clones.js';
+import { createAndMapClone, growClone, mapClone, unmapClone } from '../core/clones.js';
+import { runGuarded } from '../core/executor.js';
+import { nodeSession, type NodeSession } from '../core/node.js';
+import { defaultLockPolicy, withLockRetry, type LockPolicy } from '../core/plan.js';
 import { lvMapperName, lvMapperPath } from '../core/dmNames.js';
 import { isTransientLockError } from '../core/locks.js';
 import { flattenClone } from '../core/flatten.js';
@@ -57,17 +60,21 @@ export interface TmEnv {
   frontends: string[];
   info(msg: string): void;
   out(text: string): void;
-  observer?: OpContext['observer'];
+  observer?: NodeSession['observer'];
+  /** The lock-error policy of every session the action opens; default: core/plan.ts defaultLockPolicy. */
+  lockPolicy?: LockPolicy;
 }
 
 type Disk = TmPath & { diskId: number };
 
-const ctxOf = (env: TmEnv, host: string): OpContext => ({
-  runner: env.runnerFor(host),
-  vg: env.vg,
-  scope: env.scope,
-  observer: env.observer,
-});
+const ctxOf = (env: TmEnv, host: string): NodeSession =>
+  nodeSession({
+    runner: env.runnerFor(host),
+    vg: env.vg,
+    scope: env.scope,
+    observer: env.observer,
+    lockPolicy: env.lockPolicy,
+  });
 const cowOpts = (env: TmEnv): CowOptions => ({ chunk: env.chunk, defaultPercent: env.cowPercent });
 const isFrontend = (env: TmEnv, host: string) => env.frontends.includes(host) || host === 'localhost';
 
@@ -102,14 +109,14 @@ function topOf(state: NodeState, d: Disk): CowObj | undefined {
 }
 
 /** Make a disk usable on the host its runner reaches and return its device. */
-async function attach(ctx: OpContext, o: CowObj): Promise<string> {
+async function attach(ctx: NodeSession, o: CowObj): Promise<string> {
   if (o.kind === 'clone') return (await mapClone(ctx, o.name)).device!;
   if (!o.lv.activeLocally) await runGuarded(ctx, [activateStep(o, 'exclusive', ctx.scope)], o);
   return lvMapperPath(o.vg, o.name);
 }
 
 /** Release a disk on this host without committing anything: unmap + deactivate. */
-async function release(ctx: OpContext, state: NodeState, o: CowObj): Promise<void> {
+async function release(ctx: NodeSession, state: NodeState, o: CowObj): Promise<void> {
   if (o.kind === 'clone') {
     if (o.state === 'live') await unmapClone(ctx, o.name);
     return;
@@ -395,16 +402,12 @@ async function resize(env: TmEnv, req: Extract<TmRequest, { action: 'resize' }>)
  * activation asks for it, which lvmlockd reports as "locked by other host" although the
  * holder is this very host: ask again a few times before calling it a conflict.
  */
-async function mapOwnRelease(env: TmEnv, ctx: OpContext, name: string) {
-  for (let i = 1; ; i++) {
-    try {
-      return await mapClone(ctx, name);
-    } catch (e) {
-      if (i >= 4 || !(e instanceof CowstackError && e.exitCode === EXIT.LOCK_CONFLICT)) throw e;
-      env.info(`${e.message}: this host released it moments ago, asking again (${i + 1}/4)`);
-      await new Promise((r) => setTimeout(r, 5_000));
-    }
-  }
+async function mapOwnRelease(env: TmEnv, ctx: NodeSession, name: string) {
+  return withLockRetry(ctx, () => mapClone(ctx, name), {
+    on: 'own-release',
+    onRetry: (e, next, attempts) =>
+      env.info(`${(e as Error).message}: this host released it moments ago, asking again (${next}/${attempts})`),
+  });
 }
 
 async function snapshot(
@@ -538,19 +541,16 @@ export async function runTm(env: TmEnv, req: TmRequest): Promise<void> {
 /** Transient lock manager errors (see core/locks.ts): every TM action is idempotent, so it is run again. */
 export { isTransientLockError };
 
-export async function runTmWithRetry(env: TmEnv, req: TmRequest, attempts = 3, pauseMs = 5_000): Promise<void> {
-  for (let i = 1; ; i++) {
-    try {
-      return await runTm(env, req);
-    } catch (e) {
-      if (i >= attempts || !isTransientLockError(e)) throw e;
+/** Runs the action, again from a fresh observation on a transient lock error (lockPolicy.action). */
+export async function runTmWithRetry(env: TmEnv, req: TmRequest): Promise<void> {
+  return withLockRetry({ lockPolicy: env.lockPolicy ?? defaultLockPolicy }, () => runTm(env, req), {
+    on: 'action',
+    onRetry: (e, next, attempts) =>
       env.info(
         `transient lock manager error (${(e as Error).message.split('\n')[0]}); ` +
-          `running the action again (${i + 1}/${attempts})`,
-      );
-      await new Promise((r) => setTimeout(r, pauseMs));
-    }
-  }
+          `running the action again (${next}/${attempts})`,
+      ),
+  });
 }
 
 export const defaultFrontends = (): string[] => [hostname(), hostname().split('.')[0]!];

@@ -7,7 +7,8 @@
  * SYNTHETIC: LV rows and dm devices from repoFixtures; stderr texts in the shape lvm2 prints.
  */
 import { describe, expect, it } from 'vitest';
-import { commitClone, createClone, mapClone, unmapClone, type OpContext } from '../../src/core/clones.js';
+import { commitClone, createClone, mapClone, unmapClone } from '../../src/core/clones.js';
+import { nodeSession, type NodeSession } from '../../src/core/node.js';
 import { recover } from '../../src/core/recover.js';
 import { nodeStatus, tree } from '../../src/core/report.js';
 import { planStack } from '../../src/core/stack.js';
@@ -42,7 +43,7 @@ import {
 } from './repoFixtures.js';
 import { lvsArgv, lvsJson, recorder, rejectionOf, thrownBy, vgsArgv, vgsJson } from './support.js';
 
-const ctxOf = (r: RecordingRunner): OpContext => ({ runner: r, vg: VG });
+const ctxOf = (r: RecordingRunner): NodeSession => nodeSession({ runner: r, vg: VG });
 const T = snapTable;
 const remove = dmRemove;
 const COMMIT = commitMarkArgv('vg/c3');

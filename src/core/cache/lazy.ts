@@ -33,7 +33,7 @@ import {
   type LazyState,
 } from './meta.js';
 import { makeRoom, removeCacheLv } from './eviction.js';
-import type { OpContext } from '../opContext.js';
+import type { NodeSession } from '../node.js';
 import { dmName, dmPath, dmUuid, lvMapperPath, sameUuid } from '../dmNames.js';
 import type { ImageObj } from '../metadata.js';
 import type { NodeState } from '../observe.js';
@@ -171,7 +171,7 @@ export interface LazyResult {
  * evicting unused caches), or re-attach it, resetting it when it cannot be trusted.
  */
 export async function attachLazy(
-  ctx: OpContext,
+  ctx: NodeSession,
   state: NodeState,
   image: ImageObj,
   opts: { dataBytes?: number } = {},
@@ -325,7 +325,7 @@ export interface LazyMapResult {
   lazy?: LazyResult;
 }
 
-const lazyBytesOf = (ctx: OpContext, opts: MapCacheOptions): number | undefined => {
+const lazyBytesOf = (ctx: NodeSession, opts: MapCacheOptions): number | undefined => {
   const text = opts.lazySize ?? ctx.cacheLazySize;
   return text !== undefined ? parseSize(text, 'lazy cache size') : undefined;
 };

@@ -9,7 +9,8 @@ import { CowstackError, EXIT, notFound, refused, usageError } from '../../exec/e
 import * as blockData from '../../tools/blockData.js';
 import * as lvm from '../../tools/lvm.js';
 import { collectGarbage } from '../nodeGc.js';
-import { runGuarded, type OpContext } from '../opContext.js';
+import { runGuarded } from '../executor.js';
+import type { NodeSession } from '../node.js';
 import { dmName, lvMapperPath } from '../dmNames.js';
 import { findImage, observe } from '../observe.js';
 import { runPlan, type Step } from '../plan.js';
@@ -50,7 +51,7 @@ export interface ReplicateResult {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Make (or finish) the verified local replica of an image on this node. Idempotent. */
-export async function replicate(ctx: OpContext, name: string, opts: ReplicateOptions = {}): Promise<ReplicateResult> {
+export async function replicate(ctx: NodeSession, name: string, opts: ReplicateOptions = {}): Promise<ReplicateResult> {
   const started = Date.now();
   const cacheVg = cacheVgOf(ctx);
   if (opts.rateMiBps !== undefined && !(opts.rateMiBps > 0))

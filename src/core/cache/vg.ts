@@ -7,13 +7,13 @@ import { notFound, refused, usageError } from '../../exec/errors.js';
 import type { Runner } from '../../exec/types.js';
 import { holders, realpath } from '../../tools/files.js';
 import * as lvm from '../../tools/lvm.js';
-import type { OpContext } from '../opContext.js';
+import type { NodeSession } from '../node.js';
 import { runPlan, type Step } from '../plan.js';
 import { EXTENT, validateDevicePath, validateVgName } from '../validate.js';
 import { cacheLvFrom, type CacheLv, type CacheState } from './meta.js';
 
 export const DEFAULT_CACHE_VG = 'cowstack_cache';
-export const cacheVgOf = (ctx: OpContext): string => validateVgName(ctx.cacheVg ?? DEFAULT_CACHE_VG);
+export const cacheVgOf = (ctx: NodeSession): string => validateVgName(ctx.cacheVg ?? DEFAULT_CACHE_VG);
 
 /** The cache VG and its LVs; `exists: false` when the node has none. Local VG: no device filter. */
 export async function observeCache(runner: Runner, vg: string): Promise<CacheState> {
@@ -39,7 +39,7 @@ export interface CacheInitResult {
 }
 
 /** Create the node's local cache VG on DEVICE; a re-run on the same device is a no-op. */
-export async function initCache(ctx: OpContext, device: string): Promise<CacheInitResult> {
+export async function initCache(ctx: NodeSession, device: string): Promise<CacheInitResult> {
   validateDevicePath(device);
   const vg = cacheVgOf(ctx);
   if (vg === ctx.vg)

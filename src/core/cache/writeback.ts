@@ -29,7 +29,8 @@ import {
   type CacheState,
 } from './meta.js';
 import { activateCacheLv } from './vg.js';
-import { runGuarded, type OpContext } from '../opContext.js';
+import { runGuarded } from '../executor.js';
+import type { NodeSession } from '../node.js';
 import { dmName, dmPath, dmUuid, lvMapperPath, sameUuid } from '../dmNames.js';
 import type { CloneObj } from '../metadata.js';
 import type { NodeState } from '../observe.js';
@@ -110,19 +111,19 @@ export function attachWritebackSteps(wb: CacheLv, clone: CloneObj): Step[] {
   ];
 }
 
-export async function nodeName(ctx: OpContext): Promise<string> {
+export async function nodeName(ctx: NodeSession): Promise<string> {
   const r = await ctx.runner.run({ argv: ['uname', '-n'], kind: 'read' });
   return r.stdout.trim();
 }
 
-export const markWbHostStep = (ctx: OpContext, clone: CloneObj, host: string): Step => ({
+export const markWbHostStep = (ctx: NodeSession, clone: CloneObj, host: string): Step => ({
   title: `mark ${lvRef(clone)} write-back cached on ${host}`,
   req: lvm.lvmRequest('lvchange', ['--addtag', `${WB_HOST_TAG}${host}`, lvRef(clone)], 'write', ctx.scope),
   undo: [lvm.lvmRequest('lvchange', ['--deltag', `${WB_HOST_TAG}${host}`, lvRef(clone)], 'write', ctx.scope)],
 });
 
 /** Refuse to use a clone whose newest blocks may sit in another node's write-back cache. */
-export async function refuseForeignWriteback(ctx: OpContext, clone: CloneObj, verb: string): Promise<void> {
+export async function refuseForeignWriteback(ctx: NodeSession, clone: CloneObj, verb: string): Promise<void> {
   const host = wbHostOf(clone);
   if (!host) return;
   const me = await nodeName(ctx);
@@ -142,7 +143,7 @@ export async function refuseForeignWriteback(ctx: OpContext, clone: CloneObj, ve
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function writecacheStatus(ctx: OpContext, name: string): Promise<dmsetup.WritecacheStatus> {
+async function writecacheStatus(ctx: NodeSession, name: string): Promise<dmsetup.WritecacheStatus> {
   const [line] = await dmsetup.status(ctx.runner, name);
   if (!line || line.target !== 'writecache')
     throw new CowstackError(EXIT.FAILED, `${name} is not a writecache device`, {
@@ -153,7 +154,7 @@ async function writecacheStatus(ctx: OpContext, name: string): Promise<dmsetup.W
 
 /** Write back every dirty block of a cache device and wait until none is left. */
 export async function flushWriteback(
-  ctx: OpContext,
+  ctx: NodeSession,
   name: string,
   opts: { timeoutMs?: number } = {},
 ): Promise<{ flushedBlocks: number; seconds: number }> {
@@ -208,7 +209,7 @@ export async function flushWriteback(
  * whether anything was there. Callers re-observe afterwards.
  */
 export async function releaseWriteback(
-  ctx: OpContext,
+  ctx: NodeSession,
   state: NodeState,
   clone: CloneObj,
   opts: { flush: boolean; force?: boolean },
