@@ -36,9 +36,16 @@ export interface NodeSession extends SessionBase {
   cacheLazySize?: string;
 }
 
-export type NodeSessionOptions = Omit<NodeSession, 'node' | 'lockPolicy'> & { lockPolicy?: LockPolicy };
+type Options<S extends SessionBase> = Omit<S, 'node' | 'lockPolicy'> & { lockPolicy?: LockPolicy };
+export type NodeSessionOptions = Options<NodeSession>;
 
-/** The one way a session is made (CLI, TM, tests): the node is the runner's target. */
-export function nodeSession(o: NodeSessionOptions): NodeSession {
-  return { ...o, node: o.runner.target, lockPolicy: o.lockPolicy ?? defaultLockPolicy };
+/**
+ * The one way a session is made (CLI, TM, tests): the node is the runner's target, the lock
+ * policy the default unless a test shortens it. `session` makes one for operations on no VG
+ * (the iSCSI target side extends it with its backend); `nodeSession` one on the repository.
+ */
+export function session<S extends SessionBase = SessionBase>(o: Options<S>): S {
+  return { ...o, node: o.runner.target, lockPolicy: o.lockPolicy ?? defaultLockPolicy } as S;
 }
+
+export const nodeSession = (o: NodeSessionOptions): NodeSession => session<NodeSession>(o);
