@@ -15,6 +15,7 @@ import { hostMapFromTags, hostTag, HOST_TAG_PREFIX } from './hostMap.js';
 import { compactUuid } from './dmNames.js';
 import { leaseOwners } from './locks.js';
 import { getConfValue, setConfValue } from './lvmConf.js';
+import type { NodeSession } from './node.js';
 import { runPlan, type PlanObserver, type Step } from './plan.js';
 import { validateDevicePath, validateHostId, validateVgName } from './validate.js';
 
@@ -181,12 +182,9 @@ export interface InitOptions extends NodeSetup {
   force?: boolean;
 }
 
-export async function clusterInit(
-  runner: Runner,
-  opts: InitOptions,
-  observer?: PlanObserver,
-  dryRun = false,
-): Promise<ClusterReport> {
+export async function clusterInit(ctx: NodeSession, o: Omit<InitOptions, 'vg'>): Promise<ClusterReport> {
+  const { runner, observer, dryRun = false } = ctx;
+  const opts: InitOptions = { ...o, vg: ctx.vg };
   validateDevicePath(opts.device);
   const name = await hostName(runner, opts.hostName);
   const real = await realpath(runner, opts.device);
@@ -244,12 +242,9 @@ export async function clusterInit(
   return { vg: opts.vg, hostId: opts.hostId, hostName: name, changed, lockspace: sanlock.lockspaceName(opts.vg) };
 }
 
-export async function clusterJoin(
-  runner: Runner,
-  opts: NodeSetup,
-  observer?: PlanObserver,
-  dryRun = false,
-): Promise<ClusterReport> {
+export async function clusterJoin(ctx: NodeSession, o: Omit<NodeSetup, 'vg'>): Promise<ClusterReport> {
+  const { runner, observer, dryRun = false } = ctx;
+  const opts: NodeSetup = { ...o, vg: ctx.vg };
   const name = await hostName(runner, opts.hostName);
   const changed = await prepareNode(runner, opts, observer, dryRun);
   if (!dryRun) {
@@ -277,7 +272,8 @@ export interface ClusterStatus {
   locks: Array<{ lv: string; uuid: string; ownerHostId: number; owner?: string; mode: 'exclusive' | 'shared' }>;
 }
 
-export async function clusterStatus(runner: Runner, vgName: string): Promise<ClusterStatus> {
+export async function clusterStatus(ctx: NodeSession): Promise<ClusterStatus> {
+  const { runner, vg: vgName } = ctx;
   validateVgName(vgName);
   const name = await hostName(runner);
   const local = (await readFile(runner, LVMLOCAL_CONF)) ?? '';

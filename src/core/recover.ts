@@ -74,7 +74,7 @@ export async function recover(ctx: NodeSession): Promise<RecoverReport> {
       repaired.some((a) => a.decision === 'finished') ? await observe(ctx.runner, ctx.vg, ctx.scope) : state,
     )),
   );
-  const status = await nodeStatus(ctx.runner, ctx.vg, { scope: ctx.scope });
+  const status = await nodeStatus(ctx);
   const warnings = [...status.warnings];
   for (const o of state.repo.byName.values()) {
     if (o.state === 'initializing')

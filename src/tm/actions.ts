@@ -21,7 +21,7 @@ import { removeLvs } from '../core/gc.js';
 import { createImage } from '../core/images.js';
 import { growVolatile, saveLiveAsImage } from '../core/lineage.js';
 import type { CowObj } from '../core/metadata.js';
-import { observe, type NodeState } from '../core/observe.js';
+import { observeNode, type NodeState } from '../core/observe.js';
 import { recover } from '../core/recover.js';
 import { activateStep, deactivateStep, lvRef } from '../core/stack.js';
 import { EXTENT, roundUp } from '../core/validate.js';
@@ -150,7 +150,7 @@ async function ln(env: TmEnv, req: Extract<TmRequest, { action: 'clone' | 'ln' }
   checkVg(env, req.src);
   const ctx = ctxOf(env, req.dst.host);
   const name = diskLv(req.vmId, req.dst.diskId);
-  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const state = await observeNode(ctx);
   const o = state.repo.byName.get(name);
   if (!(o?.kind === 'clone' && o.state === 'live')) {
     // mvds commits the COW back as the lineage's next sync-back.
@@ -165,7 +165,7 @@ async function mvds(env: TmEnv, req: Extract<TmRequest, { action: 'mvds' }>): Pr
   checkVg(env, req.dst);
   const ctx = ctxOf(env, req.src.host);
   const name = diskLv(req.vmId, req.src.diskId);
-  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const state = await observeNode(ctx);
   const target = await syncBack(ctx, state, name, req.dst.lv);
   env.info(
     target
@@ -179,7 +179,7 @@ async function cpds(env: TmEnv, req: Extract<TmRequest, { action: 'cpds' }>): Pr
   checkVg(env, req.dst);
   const ctx = ctxOf(env, req.src.host);
   const name = req.snapId < 0 ? diskLv(req.vmId, req.src.diskId) : snapLv(req.vmId, req.src.diskId, req.snapId);
-  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const state = await observeNode(ctx);
   const o = state.repo.byName.get(name);
   if (!o)
     throw notFound(
@@ -202,7 +202,7 @@ async function reachable(env: TmEnv, hosts: string[]): Promise<{ host: string; s
   for (const host of hosts) {
     try {
       const ctx = ctxOf(env, host);
-      return { host, state: await observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg) };
+      return { host, state: await observeNode(ctx, { caches: 'auto' }) };
     } catch (e) {
       if (!(e instanceof CowstackError && e.exitCode === EXIT.UNREACHABLE)) throw e;
       env.info(`host ${host} is unreachable`);
@@ -291,7 +291,7 @@ async function mv(env: TmEnv, req: Extract<TmRequest, { action: 'mv' }>): Promis
   const feA = isFrontend(env, src.host);
   const feB = isFrontend(env, dst.host);
   const node = feA ? dst.host : src.host;
-  const state = await observe(env.runnerFor(node), env.vg, env.scope);
+  const state = await observeNode(ctxOf(env, node));
   const tops = disksOf(state, req.vmId).filter(
     (o) => /^one-\d+-\d+$/.test(o.name) && (src.diskId === undefined || o.name === diskLv(req.vmId, src.diskId)),
   );
@@ -320,7 +320,7 @@ async function mkimage(env: TmEnv, d: Disk, vmId: number, sizeMb: number, format
   const ctx = ctxOf(env, d.host);
   const name = diskLv(vmId, d.diskId);
   const r = await createImage(ctx, name, `${sizeMb}M`);
-  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const state = await observeNode(ctx);
   const o = state.repo.byName.get(name)!;
   if (o.kind !== 'image' || o.state !== 'writable')
     throw refused(`${lvRef(o)} exists and is not a volatile disk`, 'remove it, or check which VM owns it');
@@ -366,7 +366,7 @@ async function context(env: TmEnv, req: Extract<TmRequest, { action: 'context' }
 
 async function resize(env: TmEnv, req: Extract<TmRequest, { action: 'resize' }>): Promise<void> {
   const ctx = ctxOf(env, req.target.host);
-  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const state = await observeNode(ctx);
   const o = topOf(state, req.target);
   if (!o)
     throw notFound(
@@ -424,7 +424,7 @@ async function snapshot(
   const ctx = ctxOf(env, d.host);
   const top = diskLv(req.vmId, d.diskId);
   const snap = snapLv(req.vmId, d.diskId, req.snapId);
-  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const state = await observeNode(ctx);
   const sd: DiskSnapshot = {
     top,
     snap,
@@ -477,7 +477,7 @@ async function activate(env: TmEnv, host: string): Promise<void> {
     { allowFailure: true },
   );
   const links = found.exitCode === 0 ? found.stdout.split('\n').filter(Boolean) : [];
-  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const state = await observeNode(ctx);
   for (const l of links) {
     let d: TmPath;
     try {

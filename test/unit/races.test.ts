@@ -261,7 +261,7 @@ describe('a writable device over a committed clone is seen and repaired (item 1)
           .join(''),
       })
       .expect(JOURNAL_LS, { kind: 'read', stdout: '' });
-    const st = await nodeStatus(r, VG);
+    const st = await nodeStatus(nodeSession({ runner: r, vg: VG }));
     expect(st.devices.find((d) => d.name === rw(U.c3))?.problem).toContain(
       'writable mapping over committed, read-only clone vg/c3',
     );
@@ -276,7 +276,7 @@ describe('a writable device over a committed clone is seen and repaired (item 1)
         kind: 'read',
         stdout: vgsJson([{ vg_name: 'vg', vg_lock_type: 'sanlock', vg_shared: 1, vg_tags: [] }]),
       });
-    const [root] = await tree(r, VG);
+    const [root] = await tree(nodeSession({ runner: r, vg: VG }));
     const c3 = root!.children[0]!.children[0]!.children[0]!;
     expect(c3).toMatchObject({ name: 'c3', state: 'committed', mappedHere: 'rw' });
     expect(c3.problem).toContain('writable mapping over committed');
