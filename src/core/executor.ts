@@ -4,7 +4,7 @@
  * undone when one fails, journal records go to the node lock's keeper, and a refusal by the
  * lock manager becomes a lock-conflict error (exit 4) naming the LV and who holds it.
  */
-import { isLockRefusal, lockConflict } from './locks.js';
+import { isLockRefusal, isTransientLockError, lockConflict } from './locks.js';
 import type { CowObj } from './metadata.js';
 import type { SessionBase } from './node.js';
 import { runPlan, type PlanOutcome, type Step } from './plan.js';
@@ -15,6 +15,9 @@ export type LockTarget = Pick<CowObj, 'vg' | 'name' | 'uuid'>;
 /**
  * Runs a plan; a lock manager refusal on the way becomes a lock-conflict error naming the LV.
  * With several candidates (a whole stack), the LV is the one the refused command named.
+ * A transient lock manager error that outlasted the step's retries is not a refusal (lvmlockd
+ * says "Failed to lock logical volume" for both): it is thrown as it is, so that a caller that
+ * may run the whole operation again (a TM action) still recognises it.
  */
 export async function runGuarded(
   ctx: SessionBase,
@@ -25,7 +28,7 @@ export async function runGuarded(
     return await runPlan(ctx.runner, steps, ctx.observer, ctx.lockPolicy);
   } catch (e) {
     const candidates = lockTarget === undefined ? [] : Array.isArray(lockTarget) ? lockTarget : [lockTarget];
-    if (candidates.length && isLockRefusal(e)) {
+    if (candidates.length && isLockRefusal(e) && !isTransientLockError(e)) {
       const hit = candidates.find((c) => e.argv.includes(`${c.vg}/${c.name}`)) ?? candidates[0]!;
       throw await lockConflict(ctx.runner, hit.vg, hit.name, hit.uuid, e);
     }
