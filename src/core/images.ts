@@ -11,7 +11,7 @@ import { lvMapperName, lvMapperPath } from './dmNames.js';
 import { beginStep, endStep } from './journal.js';
 import { roleTag, shaTag, sourceShaTag, stateTag, type ImageObj, type ImageState } from './metadata.js';
 import { findImage, observe } from './observe.js';
-import { runPlan, type Step } from './plan.js';
+import type { Step } from './plan.js';
 import { activateStep, deactivateStep, lvRef } from './stack.js';
 import { collectGarbage } from './clones.js';
 import { runGuarded } from './executor.js';
@@ -313,16 +313,12 @@ export async function exportImage(ctx: NodeSession, name: string, target: string
   const started = Date.now();
   if (mine) await runGuarded(ctx, [activateStep(o, o.state === 'sealed' ? 'shared' : 'exclusive', ctx.scope)], o);
   try {
-    await runPlan(
-      ctx.runner,
-      [
-        {
-          title: `read ${lvRef(o)}`,
-          req: blockData.readToFileReq(lvMapperPath(o.vg, o.name), target),
-        },
-      ],
-      ctx.observer,
-    );
+    await runGuarded(ctx, [
+      {
+        title: `read ${lvRef(o)}`,
+        req: blockData.readToFileReq(lvMapperPath(o.vg, o.name), target),
+      },
+    ]);
   } finally {
     if (mine) await collectGarbage(ctx, name);
   }

@@ -6,7 +6,7 @@
 import { dmName } from './dmNames.js';
 import { observe } from './observe.js';
 import type { NodeSession } from './node.js';
-import { runPlan } from './plan.js';
+import { runGuarded } from './executor.js';
 import { bottomTables, teardownPlan } from './stack.js';
 
 /** Unmap read-only ancestors nothing uses any more and release their shared activation. */
@@ -23,5 +23,5 @@ export async function collectGarbage(ctx: NodeSession, fromName: string): Promis
     scope: ctx.scope,
     tables: await bottomTables(ctx.runner, state),
   });
-  if (steps.length) await runPlan(ctx.runner, steps, ctx.observer);
+  if (steps.length) await runGuarded(ctx, steps);
 }

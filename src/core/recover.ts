@@ -23,7 +23,7 @@ import { journalSinkOf } from './journalSink.js';
 import { truncateLogReq } from '../tools/flock.js';
 import { isFrozen, type CowObj } from './metadata.js';
 import { observe, type NodeState } from './observe.js';
-import { runPlan } from './plan.js';
+import { runGuarded } from './executor.js';
 import { nodeStatus, writableOverFrozen } from './report.js';
 import { deactivateStep, lvRef, bottomTables, teardownPlan } from './stack.js';
 
@@ -53,7 +53,7 @@ export async function recover(ctx: NodeSession): Promise<RecoverReport> {
           : { op: 'journal', name: entry.file, decision, detail: 'unreadable entry removed' },
       );
       if (!entry.vg) await ctx.runner.run(host.removeRootFileReq(entry.file));
-      else await runPlan(ctx.runner, [endStep(entry)], ctx.observer);
+      else await runGuarded(ctx, [endStep(entry)]);
     } catch (e) {
       actions.push({ op: entry.op, name: entry.name, decision: 'failed', detail: (e as Error).message });
     }
@@ -123,7 +123,7 @@ async function settle(ctx: NodeSession, entry: JournalEntry & { file: string }):
         title: `remove half-made ${lvRef(o)}`,
         req: lvm.removeLvReq(lvRef(o), ctx.scope),
       });
-      await runPlan(ctx.runner, steps, ctx.observer);
+      await runGuarded(ctx, steps);
       return 'undone';
     }
   }
@@ -255,11 +255,9 @@ async function recoverWritableOverFrozen(ctx: NodeSession, state: NodeState): Pr
       continue;
     }
     try {
-      await runPlan(
-        ctx.runner,
-        [{ title: `remove the writable device ${d.name} over committed ${lvRef(o)}`, req: dmsetup.removeReq(d.name) }],
-        ctx.observer,
-      );
+      await runGuarded(ctx, [
+        { title: `remove the writable device ${d.name} over committed ${lvRef(o)}`, req: dmsetup.removeReq(d.name) },
+      ]);
       if (o.state === 'committed') await commitClone(ctx, o.name);
       out.push({
         op: 'writable-over-committed',
@@ -313,7 +311,7 @@ async function releaseUnused(ctx: NodeSession, first: NodeState): Promise<Recove
           })
         : [{ title: `remove orphan ${c.device}`, req: dmsetup.removeReq(c.device!) }];
       if (!steps.length) continue;
-      await runPlan(ctx.runner, steps, ctx.observer);
+      await runGuarded(ctx, steps);
       const what = c.device ? `${c.device} was not open` : `${lvRef(c.o!)} was active shared with nothing using it`;
       out.push({
         op: 'unused',

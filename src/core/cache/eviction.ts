@@ -10,7 +10,8 @@ import type { NodeSession } from '../node.js';
 import { sameUuid } from '../dmNames.js';
 import type { Repo } from '../metadata.js';
 import { findImage, observe } from '../observe.js';
-import { runPlan, type Step } from '../plan.js';
+import { runGuarded } from '../executor.js';
+import type { Step } from '../plan.js';
 import { formatSize } from '../validate.js';
 import type { CacheLv, CacheState } from './meta.js';
 import { cacheVgOf, observeCache } from './vg.js';
@@ -91,7 +92,7 @@ export async function removeCacheLv(ctx: NodeSession, c: CacheLv, cache?: CacheS
     title: `remove cache LV ${refs(group).join(' ')}`,
     req: lvm.lvmRequest('lvremove', ['-y', ...refs(group)], 'write'),
   });
-  await runPlan(ctx.runner, steps, ctx.observer);
+  await runGuarded(ctx, steps);
 }
 
 export interface DropResult {

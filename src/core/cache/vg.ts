@@ -8,7 +8,8 @@ import type { Runner } from '../../exec/types.js';
 import { holders, realpath } from '../../tools/files.js';
 import * as lvm from '../../tools/lvm.js';
 import type { NodeSession } from '../node.js';
-import { runPlan, type Step } from '../plan.js';
+import { runGuarded } from '../executor.js';
+import type { Step } from '../plan.js';
 import { EXTENT, validateDevicePath, validateVgName } from '../validate.js';
 import { cacheLvFrom, type CacheLv, type CacheState } from './meta.js';
 
@@ -90,17 +91,13 @@ export async function initCache(ctx: NodeSession, device: string): Promise<Cache
     );
   }
   // A local VG (no --shared): the cache is this node's alone, and needs no lock manager.
-  await runPlan(
-    ctx.runner,
-    [
-      {
-        title: `create local cache VG ${vg} on ${device}`,
-        req: lvm.lvmRequest('vgcreate', ['--setautoactivation', 'n', vg, real], 'write'),
-        undo: [lvm.lvmRequest('vgremove', ['-y', vg], 'write')],
-      },
-    ],
-    ctx.observer,
-  );
+  await runGuarded(ctx, [
+    {
+      title: `create local cache VG ${vg} on ${device}`,
+      req: lvm.lvmRequest('vgcreate', ['--setautoactivation', 'n', vg, real], 'write'),
+      undo: [lvm.lvmRequest('vgremove', ['-y', vg], 'write')],
+    },
+  ]);
   const [info] = ctx.dryRun ? [] : await lvm.vgs(ctx.runner, vg);
   return { vg, device, action: 'created', sizeBytes: info?.sizeBytes };
 }

@@ -34,7 +34,7 @@ import type { NodeSession } from '../node.js';
 import { dmName, dmPath, dmUuid, lvMapperPath, sameUuid } from '../dmNames.js';
 import type { CloneObj } from '../metadata.js';
 import type { NodeState } from '../observe.js';
-import { runPlan, type Step } from '../plan.js';
+import type { Step } from '../plan.js';
 import { activateStep, lvRef } from '../lvSteps.js';
 import { EXTENT, formatSize, roundUp } from '../validate.js';
 import type { CacheKind, CacheLayer } from './kind.js';
@@ -162,14 +162,10 @@ export async function flushWriteback(
   // What is dirty now is what this write-back costs (the flush message alone may write it back).
   const before = ctx.dryRun ? undefined : await writecacheStatus(ctx, name);
   // flush commits what is in flight; cleaner makes it write everything back and take no new writes.
-  await runPlan(
-    ctx.runner,
-    [
-      { title: `flush ${name}`, req: dmsetup.messageReq(name, 'flush') },
-      { title: `write back everything in ${name}`, req: dmsetup.messageReq(name, 'cleaner') },
-    ],
-    ctx.observer,
-  );
+  await runGuarded(ctx, [
+    { title: `flush ${name}`, req: dmsetup.messageReq(name, 'flush') },
+    { title: `write back everything in ${name}`, req: dmsetup.messageReq(name, 'cleaner') },
+  ]);
   if (ctx.dryRun) return { flushedBlocks: 0, seconds: 0 };
   const first = before ? before.dirtyBlocks + before.writebackBlocks : 0;
   const deadline = started + (opts.timeoutMs ?? 30 * 60_000);
@@ -221,16 +217,12 @@ export async function releaseWriteback(
     // Marker without a cache: the cache was already written back and removed (a crash in between).
     const host = wbHostOf(clone);
     if (host && opts.flush && host === (await nodeName(ctx))) {
-      await runPlan(
-        ctx.runner,
-        [
-          {
-            title: `clear the write-back marker of ${lvRef(clone)}`,
-            req: lvm.lvmRequest('lvchange', ['--deltag', `${WB_HOST_TAG}${host}`, lvRef(clone)], 'write', ctx.scope),
-          },
-        ],
-        ctx.observer,
-      );
+      await runGuarded(ctx, [
+        {
+          title: `clear the write-back marker of ${lvRef(clone)}`,
+          req: lvm.lvmRequest('lvchange', ['--deltag', `${WB_HOST_TAG}${host}`, lvRef(clone)], 'write', ctx.scope),
+        },
+      ]);
       return { released: true };
     }
     return { released: false };
@@ -248,7 +240,7 @@ export async function releaseWriteback(
     if (!clone.lv.activeLocally) first.push(activateStep(clone, 'exclusive', ctx.scope));
     first.push(...attachWritebackSteps(lv, clone));
   }
-  if (first.length) await runPlan(ctx.runner, first, ctx.observer);
+  if (first.length) await runGuarded(ctx, first);
   const attached = Boolean(dev) || (opts.flush && Boolean(lv));
   let flushed: { flushedBlocks: number; seconds: number } | undefined;
   if (attached && opts.flush) flushed = await flushWriteback(ctx, name);
@@ -270,7 +262,7 @@ export async function releaseWriteback(
       title: `clear the write-back marker of ${lvRef(clone)}`,
       req: lvm.lvmRequest('lvchange', ['--deltag', `${WB_HOST_TAG}${host}`, lvRef(clone)], 'write', ctx.scope),
     });
-  await runPlan(ctx.runner, last, ctx.observer);
+  await runGuarded(ctx, last);
   return {
     released: true,
     ...(flushed ? { flushedBlocks: flushed.flushedBlocks, flushSeconds: flushed.seconds } : {}),
