@@ -598,11 +598,11 @@ async function releaseAncestors(
 ): Promise<string[]> {
   const warnings: string[] = [];
   try {
-    if (steps.length) await runPlan(ctx.runner, mergeDeactivations(steps, ctx.scope), ctx.observer);
+    if (steps.length) await runGuarded(ctx, mergeDeactivations(steps, ctx.scope));
   } catch (e) {
     warnings.push(`${ANCESTORS_NOT_RELEASED}: ${(e as Error).message}`);
   }
-  if (journal) await runPlan(ctx.runner, [endStep(journal)], ctx.observer);
+  if (journal) await runGuarded(ctx, [endStep(journal)]);
   return warnings;
 }
 
@@ -622,10 +622,10 @@ async function withJournal<T extends { released: boolean }>(
 ): Promise<T> {
   const has = state.devices.has(dmName('wb', o.uuid)) || Boolean(writebackLv(state.cache, o)) || Boolean(wbHostOf(o));
   if (!has) return { released: false } as T;
-  await runPlan(ctx.runner, [beginStep(journal)], ctx.observer);
+  await runGuarded(ctx, [beginStep(journal)]);
   const res = await fn();
   // Nothing was ours to release (another node's marker): close the entry again.
-  if (!res.released) await runPlan(ctx.runner, [endStep(journal)], ctx.observer);
+  if (!res.released) await runGuarded(ctx, [endStep(journal)]);
   return res;
 }
 
