@@ -4,7 +4,12 @@
  * tried again with the policy's pause and attempts, a refusal becomes a lock conflict (exit 4),
  * anything else is thrown at once.
  */
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Command } from 'commander';
 import { describe, expect, it } from 'vitest';
+import { createContext } from '../../src/cli/context.js';
 import { runGuarded } from '../../src/core/executor.js';
 import { nodeSession, session } from '../../src/core/node.js';
 import { defaultLockPolicy, withLockRetry, type LockPolicy, type Step } from '../../src/core/plan.js';
@@ -85,6 +90,33 @@ describe('nodeSession', () => {
     const runner = { target: 'server1' } as unknown as Runner;
     const s = session<TargetSession>({ runner, backend: 'lio' });
     expect(s).toEqual({ runner, backend: 'lio', node: 'server1', lockPolicy: defaultLockPolicy });
+  });
+
+  it("is what a CLI command's context hands to core, from the config and the global options", () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'cowstack-session-'));
+    const file = path.join(dir, 'cowstack.yaml');
+    writeFileSync(
+      file,
+      'repository:\n  vg: repo\n  devices: [/dev/sdb]\ncache:\n  vg: fast\n  map: [replica]\n  lazySize: 1G\n',
+    );
+    const program = new Command().option('--config <file>').option('--dry-run').option('--sudo <policy>');
+    const cmd = program.command('probe').action(() => undefined);
+    program.parse(['--config', file, '--dry-run', '--sudo', 'never', 'probe'], { from: 'user' });
+    const ctx = createContext(cmd);
+    const s = ctx.op();
+    expect(s).toMatchObject({
+      runner: ctx.runner,
+      node: 'local',
+      vg: 'repo',
+      scope: { devices: ['/dev/sdb'] },
+      dryRun: true,
+      cacheVg: 'fast',
+      cacheMap: ['replica'],
+      cacheLazySize: '1G',
+      observer: ctx.progress,
+      lockPolicy: defaultLockPolicy,
+    });
+    expect(ctx.op('other').vg).toBe('other');
   });
 
   it('documents the default numbers (changing them changes how long an operation can wait)', () => {
