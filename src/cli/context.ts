@@ -4,6 +4,7 @@
  */
 import type { Command } from 'commander';
 import { loadConfig, type Config } from '../core/config.js';
+import { nodeSession, type NodeSession } from '../core/node.js';
 import { withNodeLock } from '../core/nodeLock.js';
 import { validateHostName } from '../core/validate.js';
 import {
@@ -29,14 +30,14 @@ export interface GlobalOptions {
 
 export interface Context {
   opts: GlobalOptions;
-  /** The core's view of this invocation (runner, VG, device filter, progress, dry-run). */
-  op(vg?: string): import('../core/clones.js').OpContext;
+  /** The node session of this invocation (core/node.ts): runner, VG, device filter, caches, progress, dry-run. */
+  op(vg?: string): NodeSession;
   /**
    * Run fn with the node lock of the VG held (core/nodeLock.ts): every command that changes
    * the node's devices or LVs goes through here, so that it observes and acts alone.
    * Read-only commands use op() directly; under --dry-run no lock is taken.
    */
-  locked<T>(vg: string | undefined, fn: (op: import('../core/clones.js').OpContext) => Promise<T>): Promise<T>;
+  locked<T>(vg: string | undefined, fn: (op: NodeSession) => Promise<T>): Promise<T>;
   config: Config;
   runner: Runner;
   progress: ReturnType<typeof createProgress>;
@@ -82,17 +83,18 @@ export function createContext(cmd: Command): Context {
     sshConfig: config.ssh.config,
     hooks: { onCommand: (host, argv, kind) => progress.command(host, argv, kind) },
   });
-  const op = (vg?: string) => ({
-    runner,
-    vg: vg ?? config.repository.vg,
-    scope: { devices: config.repository.devices },
-    observer: progress,
-    dryRun: opts.dryRun,
-    cacheVg: config.cache.vg,
-    cacheMap: config.cache.map,
-    cacheRateMiBps: config.cache.rateMiBps,
-    cacheLazySize: config.cache.lazySize,
-  });
+  const op = (vg?: string) =>
+    nodeSession({
+      runner,
+      vg: vg ?? config.repository.vg,
+      scope: { devices: config.repository.devices },
+      observer: progress,
+      dryRun: opts.dryRun,
+      cacheVg: config.cache.vg,
+      cacheMap: config.cache.map,
+      cacheRateMiBps: config.cache.rateMiBps,
+      cacheLazySize: config.cache.lazySize,
+    });
   return {
     opts,
     config,

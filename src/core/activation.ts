@@ -8,8 +8,8 @@ import type { Runner } from '../exec/types.js';
 import { holders } from '../tools/files.js';
 import * as lvm from '../tools/lvm.js';
 import * as sanlock from '../tools/sanlock.js';
-import { isLockRefusal, lockConflict } from './locks.js';
-import { runPlan, type PlanObserver } from './plan.js';
+import { runGuarded } from './executor.js';
+import type { NodeSession } from './node.js';
 import { validateLvName, validateVgName } from './validate.js';
 
 export type ActivationMode = 'exclusive' | 'shared';
@@ -32,14 +32,9 @@ async function mustFind(runner: Runner, vg: string, lv: string, scope: lvm.LvmSc
   return info;
 }
 
-export async function activate(
-  runner: Runner,
-  vg: string,
-  lv: string,
-  mode: ActivationMode,
-  opts: { scope?: lvm.LvmScope; observer?: PlanObserver } = {},
-): Promise<ActivationResult> {
-  const scope = opts.scope ?? {};
+export async function activate(ctx: NodeSession, lv: string, mode: ActivationMode): Promise<ActivationResult> {
+  const { runner, vg } = ctx;
+  const scope = ctx.scope ?? {};
   const info = await mustFind(runner, vg, lv, scope);
   const base = { vg, lv, uuid: info.uuid, mode, device: `/dev/${vg}/${lv}` } as const;
   if (info.activeLocally) {
@@ -52,34 +47,21 @@ export async function activate(
         { vg, lv },
       );
     }
-    await runPlan(runner, [{ title: `refresh ${vg}/${lv}`, req: lvm.refreshReq(`${vg}/${lv}`, scope) }], opts.observer);
+    await runGuarded(ctx, [{ title: `refresh ${vg}/${lv}`, req: lvm.refreshReq(`${vg}/${lv}`, scope) }]);
     return { ...base, action: 'refreshed' };
   }
-  try {
-    await runPlan(
-      runner,
-      [
-        {
-          title: `activate ${vg}/${lv} ${mode}`,
-          req: lvm.activateReq(`${vg}/${lv}`, mode, scope),
-        },
-      ],
-      opts.observer,
-    );
-  } catch (e) {
-    if (isLockRefusal(e)) throw await lockConflict(runner, vg, lv, info.uuid, e);
-    throw e;
-  }
+  const step = { title: `activate ${vg}/${lv} ${mode}`, req: lvm.activateReq(`${vg}/${lv}`, mode, scope) };
+  await runGuarded(ctx, [step], { vg, name: lv, uuid: info.uuid });
   return { ...base, action: 'activated' };
 }
 
 export async function deactivate(
-  runner: Runner,
-  vg: string,
+  ctx: NodeSession,
   lv: string,
-  opts: { force?: boolean; scope?: lvm.LvmScope; observer?: PlanObserver } = {},
+  opts: { force?: boolean } = {},
 ): Promise<ActivationResult> {
-  const scope = opts.scope ?? {};
+  const { runner, vg } = ctx;
+  const scope = ctx.scope ?? {};
   const info = await mustFind(runner, vg, lv, scope);
   const base = { vg, lv, uuid: info.uuid, mode: 'inactive' as const, device: `/dev/${vg}/${lv}` };
   if (!info.activeLocally) return { ...base, action: 'none' };
@@ -92,10 +74,6 @@ export async function deactivate(
       { vg, lv, holders: users },
     );
   }
-  await runPlan(
-    runner,
-    [{ title: `deactivate ${vg}/${lv}`, req: lvm.deactivateReq(`${vg}/${lv}`, scope) }],
-    opts.observer,
-  );
+  await runGuarded(ctx, [{ title: `deactivate ${vg}/${lv}`, req: lvm.deactivateReq(`${vg}/${lv}`, scope) }]);
   return { ...base, action: 'deactivated' };
 }

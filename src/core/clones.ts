@@ -46,10 +46,11 @@ import {
 } from './stack.js';
 import { formatSize, parseSize, validateLvName, EXTENT, roundUp } from './validate.js';
 import { collectGarbage } from './nodeGc.js';
-import { runGuarded, type OpContext } from './opContext.js';
+import { runGuarded } from './executor.js';
+import type { NodeSession } from './node.js';
 
 // Moved out to break an import cycle with src/core/cache (which needs them); still exported here.
-export { collectGarbage, runGuarded, type OpContext };
+export { collectGarbage };
 
 // ---- create ------------------------------------------------------------------------------
 
@@ -100,13 +101,13 @@ export function chunkSectorsOf(text: string): number {
  * With `seen`, the caller's observation of this node (taken under the node lock) is used
  * instead of a new one.
  */
-export async function createClone(ctx: OpContext, opts: CreateCloneOptions, seen?: NodeState): Promise<CloneResult> {
+export async function createClone(ctx: NodeSession, opts: CreateCloneOptions, seen?: NodeState): Promise<CloneResult> {
   return (await createCloneLv(ctx, opts, seen)).result;
 }
 
 /** createClone, also giving the new COW's LV as read back (its uuid), for a caller that maps it next. */
 export async function createCloneLv(
-  ctx: OpContext,
+  ctx: NodeSession,
   opts: CreateCloneOptions,
   seen?: NodeState,
 ): Promise<{ result: CloneResult; lv?: lvm.LvInfo }> {
@@ -246,7 +247,7 @@ export async function createCloneLv(
  * when the VG's extents are larger than 4 MiB; nothing on the way to the map depends on it.
  */
 function createdLv(
-  ctx: OpContext,
+  ctx: NodeSession,
   { name, uuid, cowBytes, tags }: { name: string; uuid: string; cowBytes: number; tags: string[] },
   active = false,
 ): lvm.LvInfo {
@@ -271,7 +272,7 @@ function createdLv(
 
 /** Mark the zeroed COW live; deactivate it in the same command unless the caller maps it next. */
 function markLiveStep(
-  ctx: OpContext,
+  ctx: NodeSession,
   o: Pick<CowObj, 'vg' | 'name'>,
   { keepActive = false, reportUuid = false } = {},
 ): Step {
@@ -294,7 +295,7 @@ function markLiveStep(
  * Finish a creation a crash cut short: zero the first chunk (a stale "SnAp" header would
  * attach garbage; the lvcreate may have died before its own zeroing), then mark it live.
  */
-function finishCreateSteps(ctx: OpContext, o: Pick<CowObj, 'vg' | 'name'>, chunkSectors: number): Step[] {
+function finishCreateSteps(ctx: NodeSession, o: Pick<CowObj, 'vg' | 'name'>, chunkSectors: number): Step[] {
   const ref = `${o.vg}/${o.name}`;
   const j = { op: 'create-clone' as const, vg: o.vg, name: o.name };
   const steps: Step[] = [
@@ -322,7 +323,7 @@ export interface CreateAndMapResult {
  * a live clone of that name is mapped as it is, whatever its parent (a VM disk with snapshots).
  */
 export async function createAndMapClone(
-  ctx: OpContext,
+  ctx: NodeSession,
   opts: CreateCloneOptions,
   mapOpts: Omit<MapOptions, 'seen' | 'createdHere'> & { reuseLive?: boolean } = {},
 ): Promise<CreateAndMapResult> {
@@ -415,13 +416,13 @@ export interface MapOptions {
  * VG is looked at even with --cache none: a write-back cache left there for this clone holds
  * its newest blocks and must be re-attached, never mapped around.
  */
-export function observeForMap(ctx: OpContext, opts: Pick<MapOptions, 'cache'> = {}): Promise<NodeState> {
+export function observeForMap(ctx: NodeSession, opts: Pick<MapOptions, 'cache'> = {}): Promise<NodeState> {
   const modes = opts.cache ?? ctx.cacheMap ?? [];
   const cacheWhen = CACHE_KINDS.some((k) => modes.includes(k.mode)) ? 'always' : 'auto';
   return observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg, cacheWhen);
 }
 
-export async function mapClone(ctx: OpContext, name: string, opts: MapOptions = {}): Promise<CloneResult> {
+export async function mapClone(ctx: NodeSession, name: string, opts: MapOptions = {}): Promise<CloneResult> {
   const modes = opts.cache ?? ctx.cacheMap ?? [];
   const kinds = CACHE_KINDS.filter((k) => modes.includes(k.mode));
   for (const k of CACHE_KINDS) k.checkMapOptions?.(ctx, opts);
@@ -493,7 +494,7 @@ const openDevice = (state: NodeState, o: CowObj) =>
  * is closed, and turns that race into a plain no-op. Returns the state to plan from.
  */
 async function refuseIfOpen(
-  ctx: OpContext,
+  ctx: NodeSession,
   state: NodeState,
   o: CowObj,
   force: boolean | undefined,
@@ -523,7 +524,7 @@ async function refuseIfOpen(
   return state;
 }
 
-export async function unmapClone(ctx: OpContext, name: string, opts: { force?: boolean } = {}): Promise<CloneResult> {
+export async function unmapClone(ctx: NodeSession, name: string, opts: { force?: boolean } = {}): Promise<CloneResult> {
   validateLvName(name, 'name');
   // The plainest mapping (the clone's writable snapshot right on its image LV, no cache, not
   // open) is taken down from the node's devices alone; anything else is observed as usual.
@@ -575,7 +576,7 @@ export async function unmapClone(ctx: OpContext, name: string, opts: { force?: b
  * Unmap a plain mapping (deviceGraph.ts): remove the writable snapshot, then deactivate the
  * COW and, when that snapshot was the only thing holding it open, the image, in one lvchange.
  */
-async function unmapPlain(ctx: OpContext, name: string, plain: PlainMapping): Promise<CloneResult> {
+async function unmapPlain(ctx: NodeSession, name: string, plain: PlainMapping): Promise<CloneResult> {
   const journal = { op: 'unmap' as const, vg: ctx.vg, name, uuid: plain.uuid };
   const lv = (lvName: string) => ({ vg: ctx.vg, name: lvName }) as CowObj;
   const own: Step[] = [
@@ -597,17 +598,17 @@ async function unmapPlain(ctx: OpContext, name: string, plain: PlainMapping): Pr
  * unused is released by the next operation's garbage collection or by recover.
  */
 async function releaseAncestors(
-  ctx: OpContext,
+  ctx: NodeSession,
   steps: Step[],
   journal?: Parameters<typeof endStep>[0],
 ): Promise<string[]> {
   const warnings: string[] = [];
   try {
-    if (steps.length) await runPlan(ctx.runner, mergeDeactivations(steps, ctx.scope), ctx.observer);
+    if (steps.length) await runGuarded(ctx, mergeDeactivations(steps, ctx.scope));
   } catch (e) {
     warnings.push(`${ANCESTORS_NOT_RELEASED}: ${(e as Error).message}`);
   }
-  if (journal) await runPlan(ctx.runner, [endStep(journal)], ctx.observer);
+  if (journal) await runGuarded(ctx, [endStep(journal)]);
   return warnings;
 }
 
@@ -619,7 +620,7 @@ const withWarnings = (r: CloneResult, warnings: string[]): CloneResult => (warni
  * The entry stays open for the rest of the operation, whose own plan closes it.
  */
 async function withJournal<T extends { released: boolean }>(
-  ctx: OpContext,
+  ctx: NodeSession,
   journal: Parameters<typeof beginStep>[0],
   state: NodeState,
   o: CloneObj,
@@ -627,16 +628,20 @@ async function withJournal<T extends { released: boolean }>(
 ): Promise<T> {
   const has = state.devices.has(dmName('wb', o.uuid)) || Boolean(writebackLv(state.cache, o)) || Boolean(wbHostOf(o));
   if (!has) return { released: false } as T;
-  await runPlan(ctx.runner, [beginStep(journal)], ctx.observer);
+  await runGuarded(ctx, [beginStep(journal)]);
   const res = await fn();
   // Nothing was ours to release (another node's marker): close the entry again.
-  if (!res.released) await runPlan(ctx.runner, [endStep(journal)], ctx.observer);
+  if (!res.released) await runGuarded(ctx, [endStep(journal)]);
   return res;
 }
 
 // ---- commit (sync-back) --------------------------------------------------------------------
 
-export async function commitClone(ctx: OpContext, name: string, opts: { force?: boolean } = {}): Promise<CloneResult> {
+export async function commitClone(
+  ctx: NodeSession,
+  name: string,
+  opts: { force?: boolean } = {},
+): Promise<CloneResult> {
   let state = await observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg);
   let o = findClone(state, name);
   const base: CloneResult = {
@@ -746,7 +751,7 @@ function refuseChildren(state: NodeState, o: CowObj): void {
 }
 
 export async function discardClone(
-  ctx: OpContext,
+  ctx: NodeSession,
   name: string,
   opts: { force?: boolean; mustBeUnmapped?: boolean; seen?: NodeState } = {},
 ): Promise<CloneResult> {
@@ -804,7 +809,7 @@ export async function discardClone(
   );
 }
 
-export async function growClone(ctx: OpContext, name: string, sizeText: string): Promise<CloneResult> {
+export async function growClone(ctx: NodeSession, name: string, sizeText: string): Promise<CloneResult> {
   const state = await observe(ctx.runner, ctx.vg, ctx.scope);
   const o = findClone(state, name);
   if (o.state !== 'live') throw refused(`${lvRef(o)} is ${o.state}; only a live clone's COW can grow`);

@@ -15,7 +15,9 @@ import { hostMapFromTags, hostTag, HOST_TAG_PREFIX } from './hostMap.js';
 import { compactUuid } from './dmNames.js';
 import { leaseOwners } from './locks.js';
 import { getConfValue, setConfValue } from './lvmConf.js';
-import { runPlan, type PlanObserver, type Step } from './plan.js';
+import type { NodeSession } from './node.js';
+import { runGuarded } from './executor.js';
+import type { Step } from './plan.js';
 import { validateDevicePath, validateHostId, validateVgName } from './validate.js';
 
 export const LVM_CONF = '/etc/lvm/lvm.conf';
@@ -108,40 +110,28 @@ async function hostName(runner: Runner, given?: string): Promise<string> {
   return host.nodeName(runner);
 }
 
-async function prepareNode(
-  runner: Runner,
-  setup: NodeSetup,
-  observer?: PlanObserver,
-  dryRun = false,
-): Promise<string[]> {
+async function prepareNode(ctx: NodeSession, setup: NodeSetup): Promise<string[]> {
+  const { runner } = ctx;
   validateVgName(setup.vg);
   validateHostId(setup.hostId);
   const { steps, changed } = await configSteps(runner, setup);
-  await runPlan(runner, steps, observer);
+  await runGuarded(ctx, steps);
   const daemons = await daemonSteps(runner, setup.lockType);
-  await runPlan(runner, daemons, observer);
-  if (daemons.length && !dryRun) await waitForLvmlockd(runner);
+  await runGuarded(ctx, daemons);
+  if (daemons.length && !ctx.dryRun) await waitForLvmlockd(runner);
   return [...changed, ...daemons.map((d) => d.title)];
 }
 
-async function lockstartAndRegister(
-  runner: Runner,
-  setup: NodeSetup,
-  name: string,
-  observer?: PlanObserver,
-): Promise<string[]> {
+async function lockstartAndRegister(ctx: NodeSession, setup: NodeSetup, name: string): Promise<string[]> {
+  const { runner } = ctx;
   const changed: string[] = [];
   if (!(await lockspaceStarted(runner, setup.vg))) {
-    await runPlan(
-      runner,
-      [
-        {
-          title: `start lockspace of ${setup.vg} (sanlock joins: tens of seconds)`,
-          req: lvm.lockStartReq(setup.vg),
-        },
-      ],
-      observer,
-    );
+    await runGuarded(ctx, [
+      {
+        title: `start lockspace of ${setup.vg} (sanlock joins: tens of seconds)`,
+        req: lvm.lockStartReq(setup.vg),
+      },
+    ]);
     changed.push(`lockspace ${sanlock.lockspaceName(setup.vg)} started`);
   }
   // Record host_id -> name so lock conflicts can name the holder; replace a stale entry.
@@ -161,16 +151,12 @@ async function lockstartAndRegister(
       (t) =>
         t.startsWith(HOST_TAG_PREFIX) && hostMapFromTags([t]).get(setup.hostId) === undefined && t.endsWith(`:${name}`),
     );
-    await runPlan(
-      runner,
-      [
-        {
-          title: `register host_id ${setup.hostId} as ${name}`,
-          req: lvm.tagVgReq(setup.vg, { del: stale, add: [wanted] }),
-        },
-      ],
-      observer,
-    );
+    await runGuarded(ctx, [
+      {
+        title: `register host_id ${setup.hostId} as ${name}`,
+        req: lvm.tagVgReq(setup.vg, { del: stale, add: [wanted] }),
+      },
+    ]);
     changed.push(`registered host_id ${setup.hostId} = ${name}`);
   }
   return changed;
@@ -181,12 +167,9 @@ export interface InitOptions extends NodeSetup {
   force?: boolean;
 }
 
-export async function clusterInit(
-  runner: Runner,
-  opts: InitOptions,
-  observer?: PlanObserver,
-  dryRun = false,
-): Promise<ClusterReport> {
+export async function clusterInit(ctx: NodeSession, o: Omit<InitOptions, 'vg'>): Promise<ClusterReport> {
+  const { runner, dryRun = false } = ctx;
+  const opts: InitOptions = { ...o, vg: ctx.vg };
   validateDevicePath(opts.device);
   const name = await hostName(runner, opts.hostName);
   const real = await realpath(runner, opts.device);
@@ -195,7 +178,7 @@ export async function clusterInit(
       `device ${opts.device} does not exist on ${runner.target}`,
       'log in to the repository LUN first: cowstack initiator login PORTAL IQN',
     );
-  const changed = await prepareNode(runner, opts, observer, dryRun);
+  const changed = await prepareNode(ctx, opts);
   const existing = (await lvm.vgs(runner, opts.vg))[0];
   if (existing) {
     if (!existing.shared || existing.lockType !== opts.lockType) {
@@ -237,21 +220,18 @@ export async function clusterInit(
       req: lvm.createVgReq(opts.vg, opts.device, { lockType: opts.lockType }),
       undo: [lvm.removeVgReq(opts.vg)],
     });
-    await runPlan(runner, steps, observer);
+    await runGuarded(ctx, steps);
     changed.push(`created VG ${opts.vg}`);
   }
-  if (!dryRun) changed.push(...(await lockstartAndRegister(runner, opts, name, observer)));
+  if (!dryRun) changed.push(...(await lockstartAndRegister(ctx, opts, name)));
   return { vg: opts.vg, hostId: opts.hostId, hostName: name, changed, lockspace: sanlock.lockspaceName(opts.vg) };
 }
 
-export async function clusterJoin(
-  runner: Runner,
-  opts: NodeSetup,
-  observer?: PlanObserver,
-  dryRun = false,
-): Promise<ClusterReport> {
+export async function clusterJoin(ctx: NodeSession, o: Omit<NodeSetup, 'vg'>): Promise<ClusterReport> {
+  const { runner, dryRun = false } = ctx;
+  const opts: NodeSetup = { ...o, vg: ctx.vg };
   const name = await hostName(runner, opts.hostName);
-  const changed = await prepareNode(runner, opts, observer, dryRun);
+  const changed = await prepareNode(ctx, opts);
   if (!dryRun) {
     const vg = (await lvm.vgs(runner, opts.vg))[0];
     if (!vg)
@@ -262,7 +242,7 @@ export async function clusterJoin(
       );
     if (!vg.shared)
       throw refused(`VG ${opts.vg} is not a shared (lvmlockd) VG`, 'create it with cowstack cluster init');
-    changed.push(...(await lockstartAndRegister(runner, opts, name, observer)));
+    changed.push(...(await lockstartAndRegister(ctx, opts, name)));
   }
   return { vg: opts.vg, hostId: opts.hostId, hostName: name, changed, lockspace: sanlock.lockspaceName(opts.vg) };
 }
@@ -277,7 +257,8 @@ export interface ClusterStatus {
   locks: Array<{ lv: string; uuid: string; ownerHostId: number; owner?: string; mode: 'exclusive' | 'shared' }>;
 }
 
-export async function clusterStatus(runner: Runner, vgName: string): Promise<ClusterStatus> {
+export async function clusterStatus(ctx: NodeSession): Promise<ClusterStatus> {
+  const { runner, vg: vgName } = ctx;
   validateVgName(vgName);
   const name = await hostName(runner);
   const local = (await readFile(runner, LVMLOCAL_CONF)) ?? '';

@@ -17,6 +17,7 @@ import { LVMLOCAL_CONF } from './cluster.js';
 import { CONFIG_PATH, SUDOERS_PATH, UDEV_RULE_PATH } from './install.js';
 import { hostMapFromTags } from './hostMap.js';
 import { getConfValue } from './lvmConf.js';
+import type { NodeSession } from './node.js';
 
 export type CheckStatus = 'ok' | 'warning' | 'error';
 export interface Check {
@@ -53,11 +54,10 @@ const PROGRAMS: Array<{ name: string; req: RunRequest; pkg: string; pattern: Reg
 
 const REQUIRED_TARGETS = ['linear', 'snapshot', 'cache', 'writecache'];
 
-export interface DoctorOptions {
-  vg: string;
-}
-
-export async function doctor(runner: Runner, opts: DoctorOptions): Promise<DoctorReport> {
+/** Checks the session's node and its repository VG. */
+export async function doctor(ctx: NodeSession): Promise<DoctorReport> {
+  const { runner } = ctx;
+  const opts = { vg: ctx.vg };
   const checks: Check[] = [];
   const add = (c: Check) => checks.push(c);
   const guard = async (id: string, fn: () => Promise<void>) => {

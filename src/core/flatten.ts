@@ -5,7 +5,9 @@
 import { refused } from '../exec/errors.js';
 import * as blockData from '../tools/blockData.js';
 import * as lvm from '../tools/lvm.js';
-import { collectGarbage, mapClone, runGuarded, type OpContext } from './clones.js';
+import { collectGarbage, mapClone } from './clones.js';
+import { runGuarded } from './executor.js';
+import type { NodeSession } from './node.js';
 import { lvMapperPath } from './dmNames.js';
 import { beginStep, endStep } from './journal.js';
 import { roleTag, stateTag, type CloneObj, type ImageObj } from './metadata.js';
@@ -25,7 +27,7 @@ export interface FlattenResult {
   action: 'flattened' | 'none';
 }
 
-export async function flattenClone(ctx: OpContext, name: string, imageName: string): Promise<FlattenResult> {
+export async function flattenClone(ctx: NodeSession, name: string, imageName: string): Promise<FlattenResult> {
   validateLvName(imageName, 'image name');
   const state = await observe(ctx.runner, ctx.vg, ctx.scope);
   const o = findClone(state, name);
@@ -47,7 +49,7 @@ export async function flattenClone(ctx: OpContext, name: string, imageName: stri
  * answer. Any other LV of that name is refused.
  */
 export function existingCopy(
-  ctx: OpContext,
+  ctx: NodeSession,
   state: NodeState,
   name: string,
   imageName: string,
@@ -76,7 +78,7 @@ export function existingCopy(
  * `release` undoes the mapping this call made.
  */
 export async function copyIntoNewImage(
-  ctx: OpContext,
+  ctx: NodeSession,
   state: NodeState,
   o: CloneObj,
   imageName: string,

@@ -3,7 +3,8 @@
  * a VM, with their snapshots) in an order that never strands a clone without its parent.
  */
 import { refused } from '../exec/errors.js';
-import { discardClone, type OpContext } from './clones.js';
+import { discardClone } from './clones.js';
+import type { NodeSession } from './node.js';
 import { removeImage } from './images.js';
 import type { CowObj } from './metadata.js';
 import { observe, type NodeState } from './observe.js';
@@ -14,7 +15,7 @@ import { observe, type NodeState } from './observe.js';
  * what it removed. With `seen` (the caller's observation, under the node lock), the first
  * round plans from it; a single disk without snapshots then costs no observation of its own.
  */
-export async function removeLvs(ctx: OpContext, names: Set<string>, seen?: NodeState): Promise<string[]> {
+export async function removeLvs(ctx: NodeSession, names: Set<string>, seen?: NodeState): Promise<string[]> {
   const removed: string[] = [];
   let state = seen ?? (await observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg));
   for (;;) {

@@ -11,9 +11,11 @@ import { lvMapperName, lvMapperPath } from './dmNames.js';
 import { beginStep, endStep } from './journal.js';
 import { roleTag, shaTag, sourceShaTag, stateTag, type ImageObj, type ImageState } from './metadata.js';
 import { findImage, observe } from './observe.js';
-import { runPlan, type Step } from './plan.js';
+import type { Step } from './plan.js';
 import { activateStep, deactivateStep, lvRef } from './stack.js';
-import { collectGarbage, runGuarded, type OpContext } from './clones.js';
+import { collectGarbage } from './clones.js';
+import { runGuarded } from './executor.js';
+import type { NodeSession } from './node.js';
 import { paddedStream, prepareSource, type SourceFormat } from './imageSource.js';
 import { formatSize, parseSize, validateLvName, EXTENT, roundUp } from './validate.js';
 import { whoHolds } from './holders.js';
@@ -34,22 +36,22 @@ export interface ImageResult {
   seconds?: number;
 }
 
-const newLvStep = (ctx: OpContext, name: string, bytes: number): Step => ({
+const newLvStep = (ctx: NodeSession, name: string, bytes: number): Step => ({
   title: `create image LV ${ctx.vg}/${name} (${formatSize(bytes)})`,
   req: lvm.createLvReq({ vg: ctx.vg, name, bytes, tags: [roleTag('image'), stateTag('initializing')] }, ctx.scope),
   undo: [lvm.removeLvReq(`${ctx.vg}/${name}`, ctx.scope)],
 });
 
-const placeholder = (ctx: OpContext, name: string) => ({ vg: ctx.vg, name }) as ImageObj;
+const placeholder = (ctx: NodeSession, name: string) => ({ vg: ctx.vg, name }) as ImageObj;
 
 /** sha256 of a whole LV, read on the node (nothing to read under --dry-run). */
-export async function lvChecksum(ctx: OpContext, name: string): Promise<string> {
+export async function lvChecksum(ctx: NodeSession, name: string): Promise<string> {
   if (ctx.dryRun) return '';
   return blockData.parseChecksum((await ctx.runner.run(blockData.checksumReq(lvMapperPath(ctx.vg, name)))).stdout);
 }
 
 /** The one metadata change that seals an image: LVM read-only, state sealed, checksum recorded. */
-export function sealStep(ctx: OpContext, name: string, from: ImageState, sha: string, tags: string[] = []): Step {
+export function sealStep(ctx: NodeSession, name: string, from: ImageState, sha: string, tags: string[] = []): Step {
   const ref = `${ctx.vg}/${name}`;
   const add = [stateTag('sealed'), ...(sha ? [shaTag(sha)] : []), ...tags];
   return {
@@ -58,7 +60,7 @@ export function sealStep(ctx: OpContext, name: string, from: ImageState, sha: st
   };
 }
 
-async function refuseExisting(ctx: OpContext, name: string): Promise<ImageObj | undefined> {
+async function refuseExisting(ctx: NodeSession, name: string): Promise<ImageObj | undefined> {
   const state = await observe(ctx.runner, ctx.vg, ctx.scope);
   const o = state.repo.byName.get(name);
   if (o?.kind === 'image') return o;
@@ -71,7 +73,7 @@ async function refuseExisting(ctx: OpContext, name: string): Promise<ImageObj | 
 }
 
 export async function createImage(
-  ctx: OpContext,
+  ctx: NodeSession,
   name: string,
   sizeText: string,
   opts: { zero?: boolean } = {},
@@ -130,7 +132,7 @@ export interface ImportOptions {
 }
 
 export async function importImage(
-  ctx: OpContext,
+  ctx: NodeSession,
   name: string,
   source: string,
   opts: ImportOptions = {},
@@ -227,7 +229,7 @@ export async function importImage(
   }
 }
 
-export async function sealImage(ctx: OpContext, name: string): Promise<ImageResult> {
+export async function sealImage(ctx: NodeSession, name: string): Promise<ImageResult> {
   const state = await observe(ctx.runner, ctx.vg, ctx.scope);
   const o = findImage(state, name);
   if (o.state === 'sealed') return { name, vg: ctx.vg, uuid: o.uuid, sha256: o.sha256, state: o.state, action: 'none' };
@@ -252,7 +254,7 @@ export async function sealImage(ctx: OpContext, name: string): Promise<ImageResu
   return { name, vg: ctx.vg, uuid: o.uuid, sha256: sha, state: 'sealed', action: 'sealed' };
 }
 
-export async function renameImage(ctx: OpContext, from: string, to: string): Promise<ImageResult> {
+export async function renameImage(ctx: NodeSession, from: string, to: string): Promise<ImageResult> {
   validateLvName(to, 'new name');
   const state = await observe(ctx.runner, ctx.vg, ctx.scope);
   const src = state.repo.byName.get(from);
@@ -270,7 +272,7 @@ export async function renameImage(ctx: OpContext, from: string, to: string): Pro
   return { name: to, vg: ctx.vg, uuid: o.uuid, action: 'renamed' };
 }
 
-export async function removeImage(ctx: OpContext, name: string): Promise<ImageResult> {
+export async function removeImage(ctx: NodeSession, name: string): Promise<ImageResult> {
   const state = await observe(ctx.runner, ctx.vg, ctx.scope);
   const o = state.repo.byName.get(name);
   if (!o) {
@@ -297,7 +299,7 @@ export async function removeImage(ctx: OpContext, name: string): Promise<ImageRe
   return { name, vg: ctx.vg, uuid: o.uuid, action: 'removed' };
 }
 
-export async function exportImage(ctx: OpContext, name: string, target: string): Promise<ImageResult> {
+export async function exportImage(ctx: NodeSession, name: string, target: string): Promise<ImageResult> {
   const state = await observe(ctx.runner, ctx.vg, ctx.scope);
   const o = state.repo.byName.get(name);
   if (!o) throw notFound(`no image named ${name} in ${ctx.vg}`);
@@ -311,16 +313,12 @@ export async function exportImage(ctx: OpContext, name: string, target: string):
   const started = Date.now();
   if (mine) await runGuarded(ctx, [activateStep(o, o.state === 'sealed' ? 'shared' : 'exclusive', ctx.scope)], o);
   try {
-    await runPlan(
-      ctx.runner,
-      [
-        {
-          title: `read ${lvRef(o)}`,
-          req: blockData.readToFileReq(lvMapperPath(o.vg, o.name), target),
-        },
-      ],
-      ctx.observer,
-    );
+    await runGuarded(ctx, [
+      {
+        title: `read ${lvRef(o)}`,
+        req: blockData.readToFileReq(lvMapperPath(o.vg, o.name), target),
+      },
+    ]);
   } finally {
     if (mine) await collectGarbage(ctx, name);
   }

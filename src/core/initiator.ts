@@ -9,6 +9,7 @@ import { holders, readFile, realpath } from '../tools/files.js';
 import { validateChap } from './target.js';
 import * as iscsi from '../tools/iscsiadm.js';
 import { settleReq } from '../tools/udevadm.js';
+import type { SessionBase } from './node.js';
 import { validateIqn, validatePortal } from './validate.js';
 
 export interface LoginResult {
@@ -32,7 +33,6 @@ const samePortal = (a: string, b: string) => a.replace(/^\[|\]/g, '') === b.repl
 export interface LoginOptions {
   lun?: number;
   waitSeconds?: number;
-  dryRun?: boolean;
   /** CHAP credentials; the secret reaches the node record on stdin only. */
   chap?: { user: string; secret: string };
   /** node.startup of the record: automatic logs in again at boot. Unchanged when undefined. */
@@ -40,11 +40,12 @@ export interface LoginOptions {
 }
 
 export async function login(
-  runner: Runner,
+  ctx: SessionBase,
   portalIn: string,
   iqnIn: string,
   opts: LoginOptions = {},
 ): Promise<LoginResult> {
+  const { runner } = ctx;
   const portal = validatePortal(portalIn);
   const iqn = validateIqn(iqnIn, 'target IQN');
   if (opts.startup !== undefined && opts.startup !== 'automatic' && opts.startup !== 'manual')
@@ -65,7 +66,7 @@ export async function login(
       created = true;
     }
     try {
-      if (opts.chap && !opts.dryRun) await setChapOnRecord(runner, portal, iqn, opts.chap);
+      if (opts.chap && !ctx.dryRun) await setChapOnRecord(runner, portal, iqn, opts.chap);
       const r = await runner.run(iscsi.loginReq(iqn, portal));
       if (r.exitCode !== 0 && r.exitCode !== iscsi.ISCSI_ERR.SESS_EXISTS) throw loginError(runner, portal, iqn, r);
     } catch (e) {
@@ -81,7 +82,7 @@ export async function login(
     const r = await runner.run(iscsi.nodeUpdateReq(iqn, portal, 'node.startup', opts.startup));
     if (r.exitCode !== 0) throw commandFailed(runner.target, r);
   }
-  if (opts.dryRun) return { portal, iqn, lun, device: link, disk: '', alreadyLoggedIn: Boolean(existing) };
+  if (ctx.dryRun) return { portal, iqn, lun, device: link, disk: '', alreadyLoggedIn: Boolean(existing) };
   const disk = await waitForDevice(runner, portal, iqn, link, opts.waitSeconds ?? 30);
   return { portal, iqn, lun, device: link, disk, alreadyLoggedIn: Boolean(existing) };
 }
@@ -173,7 +174,8 @@ export interface DiscoveredTarget {
   portal: string;
 }
 
-export async function discover(runner: Runner, portalIn: string): Promise<DiscoveredTarget[]> {
+export async function discover(ctx: SessionBase, portalIn: string): Promise<DiscoveredTarget[]> {
+  const { runner } = ctx;
   const portal = validatePortal(portalIn);
   const r = await runner.run(iscsi.discoverReq(portal));
   if (r.exitCode !== 0) {
@@ -183,7 +185,8 @@ export async function discover(runner: Runner, portalIn: string): Promise<Discov
   return iscsi.parseDiscovery(r.stdout).map((d) => ({ iqn: d.iqn, announced: d.portal, tpgt: d.tpgt, portal }));
 }
 
-export async function rescan(runner: Runner): Promise<{ sessions: iscsi.IscsiSession[] }> {
+export async function rescan(ctx: SessionBase): Promise<{ sessions: iscsi.IscsiSession[] }> {
+  const { runner } = ctx;
   const list = await sessions(runner);
   if (list.length) {
     const r = await runner.run(iscsi.rescanAllReq());
@@ -264,11 +267,12 @@ export interface LogoutResult {
 }
 
 export async function logout(
-  runner: Runner,
+  ctx: SessionBase,
   portalIn: string,
   iqnIn: string,
   opts: { force?: boolean; forget?: boolean } = {},
 ): Promise<LogoutResult> {
+  const { runner } = ctx;
   const portal = validatePortal(portalIn);
   const iqn = validateIqn(iqnIn, 'target IQN');
   const session = (await sessions(runner)).find((s) => s.iqn === iqn && samePortal(s.portal, portal));

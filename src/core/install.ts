@@ -16,6 +16,7 @@ import type { RunRequest, Runner } from '../exec/types.js';
 import { installFileReq, moveReq, readOwnFileReq } from '../tools/files.js';
 import * as host from '../tools/host.js';
 import * as udevadm from '../tools/udevadm.js';
+import type { NodeSession } from './node.js';
 import { validateVgName } from './validate.js';
 
 export const SUDOERS_PATH = '/etc/sudoers.d/cowstack';
@@ -31,7 +32,6 @@ export interface InstallOptions {
   vg: string;
   /** Directory holding sudoers/ and cluster-conf/ (default: the cowstack package). */
   from?: string;
-  dryRun?: boolean;
 }
 
 export interface InstalledFile {
@@ -87,7 +87,10 @@ async function must(runner: Runner, req: RunRequest): Promise<void> {
   if (r.exitCode !== 0 && !r.skipped) throw commandFailed(runner.target, r);
 }
 
-export async function install(runner: Runner, o: InstallOptions): Promise<InstallResult> {
+/** Installs the session node's root files; the repository VG is the session's. */
+export async function install(ctx: NodeSession, opts: Omit<InstallOptions, 'vg'>): Promise<InstallResult> {
+  const { runner } = ctx;
+  const o: InstallOptions = { ...opts, vg: ctx.vg };
   if (!o.users.length) throw usageError('name at least one user (--user)');
   o.users.forEach(validateUser);
   validateVgName(o.vg);

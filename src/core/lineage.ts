@@ -5,7 +5,9 @@
  */
 import { refused, usageError } from '../exec/errors.js';
 import * as lvm from '../tools/lvm.js';
-import { runGuarded, unmapClone, type OpContext } from './clones.js';
+import { unmapClone } from './clones.js';
+import { runGuarded } from './executor.js';
+import type { NodeSession } from './node.js';
 import { dmName } from './dmNames.js';
 import type { CowObj, ImageObj } from './metadata.js';
 import { findClone, observe } from './observe.js';
@@ -18,7 +20,7 @@ import { EXTENT, roundUp, validateLvName } from './validate.js';
  * that depends on it changes; only the name a caller looks it up by. Idempotent: if `from`
  * is gone and `to` is a clone, the rename already happened.
  */
-export async function renameClone(ctx: OpContext, from: string, to: string): Promise<'renamed' | 'none'> {
+export async function renameClone(ctx: NodeSession, from: string, to: string): Promise<'renamed' | 'none'> {
   validateLvName(to, 'new name');
   const state = await observe(ctx.runner, ctx.vg, ctx.scope);
   const src = state.repo.byName.get(from);
@@ -40,7 +42,7 @@ export async function renameClone(ctx: OpContext, from: string, to: string): Pro
  * running VM would change it under the copy); it is mapped here for the copy if it was not
  * mapped, and unmapped again afterwards, so the node is left as it was found.
  */
-export async function saveLiveAsImage(ctx: OpContext, name: string, imageName: string): Promise<FlattenResult> {
+export async function saveLiveAsImage(ctx: NodeSession, name: string, imageName: string): Promise<FlattenResult> {
   validateLvName(imageName, 'image name');
   const state = await observe(ctx.runner, ctx.vg, ctx.scope);
   const o = findClone(state, name);
@@ -59,7 +61,11 @@ export async function saveLiveAsImage(ctx: OpContext, name: string, imageName: s
 }
 
 /** Grow a writable image (a volatile VM disk) to at least `bytes`; never shrinks. */
-export async function growVolatile(ctx: OpContext, image: ImageObj | CowObj, bytes: number): Promise<'grown' | 'none'> {
+export async function growVolatile(
+  ctx: NodeSession,
+  image: ImageObj | CowObj,
+  bytes: number,
+): Promise<'grown' | 'none'> {
   if (image.kind !== 'image' || image.state !== 'writable')
     throw refused(`${lvRef(image)} is not a writable image`, 'only volatile disks grow in place');
   const size = roundUp(bytes, EXTENT);

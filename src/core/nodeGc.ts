@@ -5,12 +5,12 @@
  */
 import { dmName } from './dmNames.js';
 import { observe } from './observe.js';
-import type { OpContext } from './opContext.js';
-import { runPlan } from './plan.js';
+import type { NodeSession } from './node.js';
+import { runGuarded } from './executor.js';
 import { bottomTables, teardownPlan } from './stack.js';
 
 /** Unmap read-only ancestors nothing uses any more and release their shared activation. */
-export async function collectGarbage(ctx: OpContext, fromName: string): Promise<void> {
+export async function collectGarbage(ctx: NodeSession, fromName: string): Promise<void> {
   // With the cache VG: a snapshot on a local replica does not hold the image LV open.
   const state = await observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg);
   const o = state.repo.byName.get(fromName);
@@ -23,5 +23,5 @@ export async function collectGarbage(ctx: OpContext, fromName: string): Promise<
     scope: ctx.scope,
     tables: await bottomTables(ctx.runner, state),
   });
-  if (steps.length) await runPlan(ctx.runner, steps, ctx.observer);
+  if (steps.length) await runGuarded(ctx, steps);
 }

@@ -173,9 +173,8 @@ export async function withNodeLocks<T>(
       // each journal record as the line written to that lock's stdin, not a file command.
       for (const { runner } of nodes.filter((n) => n.runner instanceof DryRunRunner)) {
         await runner.run({ ...flock.holdReq(vg, opts.waitSeconds ?? DEFAULT_LOCK_WAIT_SECONDS), title: 'node lock' });
-        const append = async (line: string) => {
-          await runner.run({ argv: [], kind: 'write', title: `journal record on the lock's stdin: ${line.trim()}` });
-        };
+        const append = async (line: string) =>
+          (runner as DryRunRunner).note(`journal record on the lock's stdin: ${line.trim()}`);
         setJournalSink(runner.target, { append });
         planned.push(runner);
       }

@@ -8,6 +8,7 @@ import { observeCache } from './cache/vg.js';
 import { dmName, lvMapperName } from './dmNames.js';
 import { WB_HOST_TAG, type CacheState } from './cache/meta.js';
 import { fromLv, isFrozen, Repo, type CloneObj, type CowObj, type ImageObj } from './metadata.js';
+import type { NodeSession } from './node.js';
 import { validateLvName, validateVgName } from './validate.js';
 
 const vgMissing = (runner: Runner, vg: string) =>
@@ -177,3 +178,10 @@ export function findImage(state: NodeState, name: string): ImageObj {
     throw usageError(`${name} is a clone, not an image`, 'use the cowstack clone commands for clones');
   return o;
 }
+
+/**
+ * observe for a node session (what cli and tm call): its VG and device filter, and with
+ * `caches` its cache VG too (see observe's cacheWhen).
+ */
+export const observeNode = (ctx: NodeSession, o: { caches?: 'auto' | 'always' } = {}): Promise<NodeState> =>
+  observe(ctx.runner, ctx.vg, ctx.scope, o.caches ? ctx.cacheVg : undefined, o.caches);

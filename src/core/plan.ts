@@ -7,6 +7,7 @@ import { noCommandResult } from '../exec/results.js';
 import type { RunRequest, RunResult, Runner } from '../exec/types.js';
 import { journalSinkOf } from './journalSink.js';
 import { isTransientLockError } from './locks.js';
+import { CowstackError, EXIT } from '../exec/errors.js';
 
 export interface Step {
   title: string;
@@ -38,28 +39,88 @@ export interface PlanObserver {
   retry?(step: Step, error: unknown, attempt: number): void;
 }
 
-/**
- * A step whose lock could not be taken because of a transient lock manager error (a lease
- * I/O timeout, not a refusal) changed nothing: it is run again after a pause, up to
- * `attempts` times in all, before the plan is undone. Tests shorten the pause.
- */
-export const transientRetry = { attempts: 3, pauseMs: 3_000 };
+/** How often, and how far apart, something that failed on the lock manager is tried in all. */
+export interface Retry {
+  attempts: number;
+  pauseMs: number;
+}
 
-async function runStep(runner: Runner, step: Step, observer: PlanObserver): Promise<RunResult> {
+/**
+ * The lock-error policy of a node session (core/node.ts), in one place: which lock manager
+ * failures are worth another try, how many tries in all and the pause between them. Tests
+ * shorten the pauses by passing their own policy.
+ */
+export interface LockPolicy {
+  /**
+   * A step whose lock could not be taken because of a transient lock manager error (a lease
+   * I/O timeout on a slow path to the LUN, not a refusal) changed nothing: the executor runs
+   * it again after a pause, before the plan is undone.
+   */
+  step: Retry;
+  /**
+   * A whole idempotent operation (a TM action: oned re-runs them anyway) that still failed on
+   * a transient error after its steps' own retries: run once more from a fresh observation.
+   * The pause is longer than a step's: the lease's I/O has already failed for several seconds.
+   */
+  action: Retry;
+  /**
+   * A lock conflict on an LV this very host released moments ago (commit, rename): sanlock's
+   * release of the exclusive lease may still be in flight on a slow path when the next
+   * activation asks for it, which lvmlockd reports as "locked by other host". Asked again a
+   * few times, spread over the lease's I/O timeout, before it is called a conflict.
+   */
+  ownRelease: Retry;
+}
+
+export const defaultLockPolicy: LockPolicy = Object.freeze({
+  step: Object.freeze({ attempts: 3, pauseMs: 3_000 }),
+  action: Object.freeze({ attempts: 3, pauseMs: 5_000 }),
+  ownRelease: Object.freeze({ attempts: 4, pauseMs: 5_000 }),
+});
+
+/** Which failures withLockRetry tries again: transient lock manager errors, or conflicts after an own release. */
+export type LockRetryOn = 'step' | 'action' | 'own-release';
+
+const retriable = (on: LockRetryOn, e: unknown): boolean =>
+  on === 'own-release' ? e instanceof CowstackError && e.exitCode === EXIT.LOCK_CONFLICT : isTransientLockError(e);
+
+/**
+ * Runs fn, and again after the policy's pause while it fails in the way `on` names, up to the
+ * policy's attempts in all; any other error, or the last attempt's, is thrown as it is.
+ * `onRetry` hears of each retry before the pause (next: the attempt about to run).
+ */
+export async function withLockRetry<T>(
+  session: { lockPolicy: LockPolicy },
+  fn: () => Promise<T>,
+  o: { on: LockRetryOn; onRetry?: (error: unknown, next: number, attempts: number) => void },
+): Promise<T> {
+  const { attempts, pauseMs } =
+    o.on === 'own-release'
+      ? session.lockPolicy.ownRelease
+      : o.on === 'action'
+        ? session.lockPolicy.action
+        : session.lockPolicy.step;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await fn();
+    } catch (error) {
+      if (attempt >= attempts || !retriable(o.on, error)) throw error;
+      o.onRetry?.(error, attempt + 1, attempts);
+      await new Promise((r) => setTimeout(r, pauseMs));
+    }
+  }
+}
+
+async function runStep(runner: Runner, step: Step, observer: PlanObserver, lockPolicy: LockPolicy): Promise<RunResult> {
   const sink = step.record === undefined ? undefined : journalSinkOf(runner.target);
   if (sink) {
     await sink.append(step.record!);
     return noCommandResult();
   }
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await runner.run({ title: step.title, ...step.req });
-    } catch (error) {
-      if (attempt >= transientRetry.attempts || !isTransientLockError(error)) throw error;
-      observer.retry?.(step, error, attempt);
-      await new Promise((r) => setTimeout(r, transientRetry.pauseMs));
-    }
-  }
+  return withLockRetry({ lockPolicy }, () => runner.run({ title: step.title, ...step.req }), {
+    on: 'step',
+    onRetry: (error, next) => observer.retry?.(step, error, next - 1),
+  });
 }
 
 export interface PlanOutcome {
@@ -78,13 +139,23 @@ function maybeCrash(): void {
   if (n > 0 && stepsDone === n) process.kill(process.pid, 'SIGKILL');
 }
 
-export async function runPlan(runner: Runner, steps: Step[], observer: PlanObserver = {}): Promise<PlanOutcome> {
+/**
+ * Runs the steps in order; a failed step undoes the completed ones in reverse. Transient lock
+ * manager errors are retried per `lockPolicy.step`. Operations of a node session go through
+ * runGuarded (core/executor.ts), which also names the lock manager's refusals.
+ */
+export async function runPlan(
+  runner: Runner,
+  steps: Step[],
+  observer: PlanObserver = {},
+  lockPolicy: LockPolicy = defaultLockPolicy,
+): Promise<PlanOutcome> {
   const results: RunResult[] = [];
   const completed: Step[] = [];
   for (const [i, step] of steps.entries()) {
     observer.start?.(step, i, steps.length);
     try {
-      const r = await runStep(runner, step, observer);
+      const r = await runStep(runner, step, observer, lockPolicy);
       if (!r.skipped) step.check?.(r);
       results.push(r);
       completed.push(step);

@@ -12,7 +12,8 @@ import type { Runner } from '../exec/types.js';
 import * as dmsetup from '../tools/dmsetup.js';
 import * as host from '../tools/host.js';
 import * as lvm from '../tools/lvm.js';
-import { collectGarbage, commitClone, discardClone, unmapClone, type OpContext } from './clones.js';
+import { collectGarbage, commitClone, discardClone, unmapClone } from './clones.js';
+import type { NodeSession } from './node.js';
 import { lazyDeviceName } from './cache/lazy.js';
 import { wbHostOf } from './cache/meta.js';
 import { writebackLv, nodeName } from './cache/writeback.js';
@@ -22,7 +23,7 @@ import { journalSinkOf } from './journalSink.js';
 import { truncateLogReq } from '../tools/flock.js';
 import { isFrozen, type CowObj } from './metadata.js';
 import { observe, type NodeState } from './observe.js';
-import { runPlan } from './plan.js';
+import { runGuarded } from './executor.js';
 import { nodeStatus, writableOverFrozen } from './report.js';
 import { deactivateStep, lvRef, bottomTables, teardownPlan } from './stack.js';
 
@@ -39,7 +40,7 @@ export interface RecoverReport {
   warnings: string[];
 }
 
-export async function recover(ctx: OpContext): Promise<RecoverReport> {
+export async function recover(ctx: NodeSession): Promise<RecoverReport> {
   const actions: RecoverAction[] = [];
   const entries = (await readJournal(ctx.runner)).filter((j) => j.vg === ctx.vg || !j.vg);
   for (const entry of entries) {
@@ -52,7 +53,7 @@ export async function recover(ctx: OpContext): Promise<RecoverReport> {
           : { op: 'journal', name: entry.file, decision, detail: 'unreadable entry removed' },
       );
       if (!entry.vg) await ctx.runner.run(host.removeRootFileReq(entry.file));
-      else await runPlan(ctx.runner, [endStep(entry)], ctx.observer);
+      else await runGuarded(ctx, [endStep(entry)]);
     } catch (e) {
       actions.push({ op: entry.op, name: entry.name, decision: 'failed', detail: (e as Error).message });
     }
@@ -73,7 +74,7 @@ export async function recover(ctx: OpContext): Promise<RecoverReport> {
       repaired.some((a) => a.decision === 'finished') ? await observe(ctx.runner, ctx.vg, ctx.scope) : state,
     )),
   );
-  const status = await nodeStatus(ctx.runner, ctx.vg, { scope: ctx.scope });
+  const status = await nodeStatus(ctx);
   const warnings = [...status.warnings];
   for (const o of state.repo.byName.values()) {
     if (o.state === 'initializing')
@@ -85,7 +86,7 @@ export async function recover(ctx: OpContext): Promise<RecoverReport> {
   return { vg: ctx.vg, actions, warnings };
 }
 
-async function settle(ctx: OpContext, entry: JournalEntry & { file: string }): Promise<RecoverAction['decision']> {
+async function settle(ctx: NodeSession, entry: JournalEntry & { file: string }): Promise<RecoverAction['decision']> {
   if (!entry.vg) return 'nothing-to-do'; // torn journal write: nothing had started
   const state = await observe(ctx.runner, ctx.vg, ctx.scope);
   const o = state.repo.byName.get(entry.name);
@@ -122,7 +123,7 @@ async function settle(ctx: OpContext, entry: JournalEntry & { file: string }): P
         title: `remove half-made ${lvRef(o)}`,
         req: lvm.removeLvReq(lvRef(o), ctx.scope),
       });
-      await runPlan(ctx.runner, steps, ctx.observer);
+      await runGuarded(ctx, steps);
       return 'undone';
     }
   }
@@ -137,7 +138,7 @@ export type { Runner };
  * release the COW (unmap does all of that). A cache under a running VM's disk is kept.
  * Clones marked as write-back cached on this node without a cache LV get their marker cleared.
  */
-async function recoverWriteback(ctx: OpContext): Promise<RecoverAction[]> {
+async function recoverWriteback(ctx: NodeSession): Promise<RecoverAction[]> {
   if (!ctx.cacheVg) return [];
   const state = await observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg, 'always');
   const me =
@@ -176,7 +177,7 @@ async function recoverWriteback(ctx: OpContext): Promise<RecoverAction[]> {
  * now: its next attach resets it (its metadata is zeroed; nothing can be lost, the origin
  * is a read-only image). Reported so the admin sees it.
  */
-async function recoverLazy(ctx: OpContext): Promise<RecoverAction[]> {
+async function recoverLazy(ctx: NodeSession): Promise<RecoverAction[]> {
   if (!ctx.cacheVg) return [];
   const state = await observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg, 'always');
   const out: RecoverAction[] = [];
@@ -234,7 +235,7 @@ const objectOfDm = (state: NodeState, lvUuid: string): CowObj | undefined =>
  * (the kernel only warns about writes to a read-only device), and an error table would
  * fail the user's reads as well; only its user can close it.
  */
-async function recoverWritableOverFrozen(ctx: OpContext, state: NodeState): Promise<RecoverAction[]> {
+async function recoverWritableOverFrozen(ctx: NodeSession, state: NodeState): Promise<RecoverAction[]> {
   const out: RecoverAction[] = [];
   for (const d of state.devices.values()) {
     const p = parseDmUuid(d.uuid);
@@ -254,11 +255,9 @@ async function recoverWritableOverFrozen(ctx: OpContext, state: NodeState): Prom
       continue;
     }
     try {
-      await runPlan(
-        ctx.runner,
-        [{ title: `remove the writable device ${d.name} over committed ${lvRef(o)}`, req: dmsetup.removeReq(d.name) }],
-        ctx.observer,
-      );
+      await runGuarded(ctx, [
+        { title: `remove the writable device ${d.name} over committed ${lvRef(o)}`, req: dmsetup.removeReq(d.name) },
+      ]);
       if (o.state === 'committed') await commitClone(ctx, o.name);
       out.push({
         op: 'writable-over-committed',
@@ -282,7 +281,7 @@ async function recoverWritableOverFrozen(ctx: OpContext, state: NodeState): Prom
  * that nothing has opened yet is released too: mapping it again is idempotent. So is a live
  * COW held exclusively with nothing over it (a create-and-map cut before its snapshot).
  */
-async function releaseUnused(ctx: OpContext, first: NodeState): Promise<RecoverAction[]> {
+async function releaseUnused(ctx: NodeSession, first: NodeState): Promise<RecoverAction[]> {
   const out: RecoverAction[] = [];
   const tried = new Set<string>();
   let state = first;
@@ -325,7 +324,7 @@ async function releaseUnused(ctx: OpContext, first: NodeState): Promise<RecoverA
             })
           : [{ title: `remove orphan ${c.device}`, req: dmsetup.removeReq(c.device!) }];
       if (!steps.length) continue;
-      await runPlan(ctx.runner, steps, ctx.observer);
+      await runGuarded(ctx, steps);
       const what = c.device
         ? `${c.device} was not open`
         : `${lvRef(c.o!)} was active ${c.held ? 'exclusively' : 'shared'} with nothing using it`;

@@ -2,13 +2,13 @@
  * Read-only reports: `tree` (the lineage with where each clone is mapped and how full its
  * COW is) and `status` (every device cowstack made on this node, its table and usage).
  */
-import type { Runner } from '../exec/types.js';
 import * as dmsetup from '../tools/dmsetup.js';
 import * as lvm from '../tools/lvm.js';
 import { compactUuid, dmName, parseDmUuid, type DmRole } from './dmNames.js';
 import { readJournal, type JournalEntry } from './journal.js';
 import { leaseOwners } from './locks.js';
 import type { CowObj } from './metadata.js';
+import type { NodeSession } from './node.js';
 import { findObj, observe, type NodeState } from './observe.js';
 
 export interface CowUsage {
@@ -73,14 +73,11 @@ export function usageOf(line: dmsetup.DmLine | undefined, warnPercent: number): 
   };
 }
 
-export async function tree(
-  runner: Runner,
-  vg: string,
-  opts: { name?: string; warnPercent?: number; scope?: lvm.LvmScope } = {},
-): Promise<TreeNode[]> {
-  const state = await observe(runner, vg, opts.scope);
+export async function tree(ctx: NodeSession, opts: { name?: string; warnPercent?: number } = {}): Promise<TreeNode[]> {
+  const { runner, vg, scope } = ctx;
+  const state = await observe(runner, vg, scope);
   const statuses = await dmsetup.statusAll(runner);
-  const vgInfo = (await lvm.vgs(runner, vg, opts.scope))[0];
+  const vgInfo = (await lvm.vgs(runner, vg, scope))[0];
   // Only live clones are held exclusively by one host: read just their leases.
   const live = [...state.repo.byName.values()].filter((o) => o.kind === 'clone' && o.state === 'live').map((o) => o.lv);
   const owners = await leaseOwners(runner, vg, live, vgInfo?.tags ?? []);
@@ -134,12 +131,9 @@ export interface NodeStatus {
   warnings: string[];
 }
 
-export async function nodeStatus(
-  runner: Runner,
-  vg: string,
-  opts: { warnPercent?: number; scope?: lvm.LvmScope } = {},
-): Promise<NodeStatus> {
-  const state: NodeState = await observe(runner, vg, opts.scope);
+export async function nodeStatus(ctx: NodeSession, opts: { warnPercent?: number } = {}): Promise<NodeStatus> {
+  const { runner, vg } = ctx;
+  const state: NodeState = await observe(runner, vg, ctx.scope);
   // Every table and status in two calls. A device removed by a concurrent operation after the
   // observation has no table here: it is gone, so it is not reported (not an error).
   const [statuses, tables] = await Promise.all([dmsetup.statusAll(runner), dmsetup.tableAll(runner)]);

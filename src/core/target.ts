@@ -17,7 +17,9 @@ import * as lio from '../tools/lio.js';
 import * as tgt from '../tools/tgt.js';
 import { writeFileReqs } from '../tools/files.js';
 import * as host from '../tools/host.js';
-import { runPlan, type PlanObserver, type Step } from './plan.js';
+import { runGuarded } from './executor.js';
+import type { SessionBase } from './node.js';
+import type { Step } from './plan.js';
 import { parseSize, validateDevicePath, validateIqn } from './validate.js';
 
 export type TargetBackend = 'lio' | 'tgt';
@@ -42,11 +44,9 @@ export interface TargetView {
   sessions: string[];
 }
 
-export interface TargetContext {
-  runner: Runner;
+/** A session on the repository server: no VG, the target software to drive. */
+export interface TargetSession extends SessionBase {
   backend: BackendChoice;
-  observer?: PlanObserver;
-  dryRun?: boolean;
 }
 
 export const TGT_CONF = '/etc/tgt/conf.d/cowstack.conf';
@@ -112,7 +112,7 @@ const fromLio = (t: lio.LioTarget): TargetView => ({
   sessions: t.sessions,
 });
 
-export async function listTargets(ctx: TargetContext): Promise<TargetView[]> {
+export async function listTargets(ctx: TargetSession): Promise<TargetView[]> {
   const backend = await resolveBackend(ctx.runner, ctx.backend);
   if (backend === 'tgt') return (await tgtTargets(ctx.runner)).map(fromTgt);
   const out: TargetView[] = [];
@@ -123,7 +123,7 @@ export async function listTargets(ctx: TargetContext): Promise<TargetView[]> {
   return out;
 }
 
-export async function showTarget(ctx: TargetContext, iqnIn: string): Promise<TargetView> {
+export async function showTarget(ctx: TargetSession, iqnIn: string): Promise<TargetView> {
   const iqn = validateIqn(iqnIn, 'target IQN');
   const found = await findTarget(ctx, iqn);
   if (!found) throw notFound(`no target ${iqn} on ${ctx.runner.target}`, 'list them with: cowstack target list');
@@ -131,7 +131,7 @@ export async function showTarget(ctx: TargetContext, iqnIn: string): Promise<Tar
 }
 
 async function findTarget(
-  ctx: TargetContext,
+  ctx: TargetSession,
   iqn: string,
 ): Promise<{ backend: TargetBackend; view: TargetView; tid?: number } | undefined> {
   const backend = await resolveBackend(ctx.runner, ctx.backend);
@@ -172,7 +172,7 @@ function validateFilePath(p: string): string {
   return p;
 }
 
-export async function createTarget(ctx: TargetContext, iqnIn: string, o: CreateOptions): Promise<TargetResult> {
+export async function createTarget(ctx: TargetSession, iqnIn: string, o: CreateOptions): Promise<TargetResult> {
   const iqn = validateIqn(iqnIn, 'target IQN');
   if (Boolean(o.device) === Boolean(o.file))
     throw usageError(
@@ -209,13 +209,13 @@ export async function createTarget(ctx: TargetContext, iqnIn: string, o: CreateO
     backend === 'lio'
       ? await lioCreateSteps(ctx, iqn, device, file, sizeBytes)
       : await tgtCreateSteps(ctx, iqn, device, file, sizeBytes);
-  await runPlan(ctx.runner, steps, ctx.observer);
+  await runGuarded(ctx, steps);
   if (ctx.dryRun) return { iqn, backend, action: 'created' };
   return { iqn, backend, action: 'created', target: (await findTarget(ctx, iqn))?.view };
 }
 
 async function lioCreateSteps(
-  ctx: TargetContext,
+  ctx: TargetSession,
   iqn: string,
   device: string | undefined,
   file: string | undefined,
@@ -247,7 +247,7 @@ async function lioCreateSteps(
 }
 
 async function tgtCreateSteps(
-  ctx: TargetContext,
+  ctx: TargetSession,
   iqn: string,
   device: string | undefined,
   file: string | undefined,
@@ -278,7 +278,7 @@ async function tgtCreateSteps(
 }
 
 export async function deleteTarget(
-  ctx: TargetContext,
+  ctx: TargetSession,
   iqnIn: string,
   opts: { force?: boolean } = {},
 ): Promise<TargetResult> {
@@ -303,13 +303,13 @@ export async function deleteTarget(
         steps.push({ title: `delete backstore ${storeName(iqn)}`, req: lio.deleteStoreReq(l.store, storeName(iqn)) });
     }
   }
-  await runPlan(ctx.runner, steps, ctx.observer);
+  await runGuarded(ctx, steps);
   return { iqn, backend, action: 'deleted' };
 }
 
 // ---- ACLs and CHAP ---------------------------------------------------------------------------
 
-async function mustFind(ctx: TargetContext, iqn: string) {
+async function mustFind(ctx: TargetSession, iqn: string) {
   const found = await findTarget(ctx, iqn);
   if (!found)
     throw notFound(
@@ -319,13 +319,13 @@ async function mustFind(ctx: TargetContext, iqn: string) {
   return found;
 }
 
-export async function aclAdd(ctx: TargetContext, iqnIn: string, initiatorIn: string): Promise<TargetResult> {
+export async function aclAdd(ctx: TargetSession, iqnIn: string, initiatorIn: string): Promise<TargetResult> {
   const iqn = validateIqn(iqnIn, 'target IQN');
   const initiator = validateIqn(initiatorIn, 'initiator IQN');
   const found = await mustFind(ctx, iqn);
   if (found.view.acls.includes(initiator)) return { iqn, backend: found.backend, action: 'none', target: found.view };
   const req = found.backend === 'lio' ? lio.createAclReq(iqn, initiator) : tgt.bindInitiatorReq(found.tid!, initiator);
-  await runPlan(ctx.runner, [{ title: `allow ${initiator} on ${iqn}`, req }], ctx.observer);
+  await runGuarded(ctx, [{ title: `allow ${initiator} on ${iqn}`, req }]);
   return {
     iqn,
     backend: found.backend,
@@ -335,7 +335,7 @@ export async function aclAdd(ctx: TargetContext, iqnIn: string, initiatorIn: str
 }
 
 export async function aclRm(
-  ctx: TargetContext,
+  ctx: TargetSession,
   iqnIn: string,
   initiatorIn: string,
   opts: { force?: boolean } = {},
@@ -352,7 +352,7 @@ export async function aclRm(
   }
   const req =
     found.backend === 'lio' ? lio.deleteAclReq(iqn, initiator) : tgt.unbindInitiatorReq(found.tid!, initiator);
-  await runPlan(ctx.runner, [{ title: `revoke ${initiator} on ${iqn}`, req }], ctx.observer);
+  await runGuarded(ctx, [{ title: `revoke ${initiator} on ${iqn}`, req }]);
   return {
     iqn,
     backend: found.backend,
@@ -379,7 +379,7 @@ export function validateChap(user: string, secret: string): void {
  * CHAP for every ACL of the target (each node logs in with the same user and secret).
  * Only LIO: see the module comment for why tgt is refused.
  */
-export async function setChap(ctx: TargetContext, iqnIn: string, user: string, secret: string): Promise<TargetResult> {
+export async function setChap(ctx: TargetSession, iqnIn: string, user: string, secret: string): Promise<TargetResult> {
   const iqn = validateIqn(iqnIn, 'target IQN');
   validateChap(user, secret);
   const found = await mustFind(ctx, iqn);
@@ -402,7 +402,7 @@ export async function setChap(ctx: TargetContext, iqnIn: string, user: string, s
     steps.push({ title: `CHAP secret for ${acl}`, req: lio.aclAuthReq(iqn, acl, 'password', secret) });
   }
   steps.push({ title: `require CHAP on ${iqn}`, req: lio.tpgAttributesReq(iqn, true) });
-  await runPlan(ctx.runner, steps, ctx.observer);
+  await runGuarded(ctx, steps);
   return {
     iqn,
     backend: 'lio',
@@ -415,10 +415,10 @@ export async function setChap(ctx: TargetContext, iqnIn: string, user: string, s
 // ---- persistence ---------------------------------------------------------------------------
 
 /** Persist the running configuration so the target comes back after a reboot of the server. */
-export async function saveTargets(ctx: TargetContext): Promise<TargetResult & { file: string }> {
+export async function saveTargets(ctx: TargetSession): Promise<TargetResult & { file: string }> {
   const backend = await resolveBackend(ctx.runner, ctx.backend);
   if (backend === 'lio') {
-    await runPlan(ctx.runner, [{ title: 'save LIO configuration', req: lio.saveReq() }], ctx.observer);
+    await runGuarded(ctx, [{ title: 'save LIO configuration', req: lio.saveReq() }]);
     return { iqn: '', backend, action: 'saved', file: '/etc/rtslib-fb-target/saveconfig.json' };
   }
   const dump = await ctx.runner.run(tgt.dumpReq());
@@ -428,6 +428,6 @@ export async function saveTargets(ctx: TargetContext): Promise<TargetResult & { 
     `# written by cowstack target save: the running tgt configuration\n${dump.stdout}`,
     '0600',
   ).map((req: RunRequest) => ({ title: req.title ?? `save ${TGT_CONF}`, req }));
-  await runPlan(ctx.runner, steps, ctx.observer);
+  await runGuarded(ctx, steps);
   return { iqn: '', backend, action: 'saved', file: TGT_CONF };
 }

@@ -8,7 +8,8 @@
  * the top (src/tm: `one-<vm>-<disk>`) and words the disk and snapshot for messages.
  */
 import { CowstackError, EXIT, notFound, refused, usageError } from '../exec/errors.js';
-import { commitClone, createClone, discardClone, type OpContext } from './clones.js';
+import { commitClone, createClone, discardClone } from './clones.js';
+import type { NodeSession } from './node.js';
 import { renameClone } from './lineage.js';
 import type { CloneObj, CowObj } from './metadata.js';
 import { observe, type NodeState } from './observe.js';
@@ -62,7 +63,7 @@ export interface CowOptions {
  * newest sync-back (the image itself is never written). Returns the parent it was put on.
  */
 export async function startPersistentCow(
-  ctx: OpContext,
+  ctx: NodeSession,
   state: NodeState,
   image: string,
   name: string,
@@ -80,7 +81,7 @@ export async function startPersistentCow(
  * in the image's lineage under names a disk removal never touches. Returns the new name,
  * or undefined when the top is gone (synced back already).
  */
-export async function syncBack(ctx: OpContext, state: NodeState, top: string, image: string) {
+export async function syncBack(ctx: NodeSession, state: NodeState, top: string, image: string) {
   const o = state.repo.byName.get(top);
   if (!o) return undefined;
   if (o.kind !== 'clone')
@@ -112,7 +113,7 @@ export interface DiskSnapshot {
 }
 
 /** Delete a snapshot nothing depends on. 'none' when it does not exist (deleted already). */
-export async function deleteSnapshot(ctx: OpContext, state: NodeState, d: DiskSnapshot): Promise<'deleted' | 'none'> {
+export async function deleteSnapshot(ctx: NodeSession, state: NodeState, d: DiskSnapshot): Promise<'deleted' | 'none'> {
   const s = state.repo.byName.get(d.snap);
   if (!s) return 'none';
   const kids = state.repo.childrenOf(s);
@@ -138,7 +139,7 @@ function snapshotObjs(state: NodeState, d: DiskSnapshot) {
 }
 
 /** Revert a disk to a snapshot: the live top (with nothing on it) is discarded and a new one started on it. */
-export async function revertSnapshot(ctx: OpContext, state: NodeState, d: DiskSnapshot, opts: CowOptions) {
+export async function revertSnapshot(ctx: NodeSession, state: NodeState, d: DiskSnapshot, opts: CowOptions) {
   const { o, s } = snapshotObjs(state, d);
   if (!s || s.kind !== 'clone' || s.state !== 'committed') throw notFound(`${d.disk} has no snapshot ${d.snapId}`);
   if (o) {
@@ -153,7 +154,7 @@ export async function revertSnapshot(ctx: OpContext, state: NodeState, d: DiskSn
  * it. 'done' when a previous run took it already.
  */
 export async function takeSnapshot(
-  ctx: OpContext,
+  ctx: NodeSession,
   state: NodeState,
   d: DiskSnapshot,
   opts: CowOptions,

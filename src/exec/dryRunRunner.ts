@@ -26,6 +26,11 @@ export class DryRunRunner implements Runner {
     return { argv: req.argv, exitCode: 0, stdout: '', stderr: '', skipped: true, durationMs: 0 };
   }
 
+  /** A planned line that is no command of its own (a journal record written to the node lock's stdin). */
+  note(title: string): void {
+    this.planned.push({ host: this.inner.target, argv: [], root: false, title });
+  }
+
   close(): Promise<void> {
     return this.inner.close();
   }

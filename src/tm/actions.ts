@@ -10,7 +10,10 @@ import path from 'node:path';
 import { CowstackError, EXIT, notFound, refused, usageError } from '../exec/errors.js';
 import type { Runner } from '../exec/types.js';
 import * as lvm from '../tools/lvm.js';
-import { createAndMapClone, growClone, mapClone, runGuarded, unmapClone, type OpContext } from '../core/clones.js';
+import { createAndMapClone, growClone, mapClone, unmapClone } from '../core/clones.js';
+import { runGuarded } from '../core/executor.js';
+import { nodeSession, type NodeSession } from '../core/node.js';
+import { defaultLockPolicy, withLockRetry, type LockPolicy } from '../core/plan.js';
 import { lvMapperName, lvMapperPath } from '../core/dmNames.js';
 import { isTransientLockError } from '../core/locks.js';
 import { flattenClone } from '../core/flatten.js';
@@ -18,7 +21,7 @@ import { removeLvs } from '../core/gc.js';
 import { createImage } from '../core/images.js';
 import { growVolatile, saveLiveAsImage } from '../core/lineage.js';
 import type { CowObj } from '../core/metadata.js';
-import { observe, type NodeState } from '../core/observe.js';
+import { observeNode, type NodeState } from '../core/observe.js';
 import { recover } from '../core/recover.js';
 import { activateStep, deactivateStep, lvRef } from '../core/stack.js';
 import { EXTENT, roundUp } from '../core/validate.js';
@@ -57,17 +60,21 @@ export interface TmEnv {
   frontends: string[];
   info(msg: string): void;
   out(text: string): void;
-  observer?: OpContext['observer'];
+  observer?: NodeSession['observer'];
+  /** The lock-error policy of every session the action opens; default: core/plan.ts defaultLockPolicy. */
+  lockPolicy?: LockPolicy;
 }
 
 type Disk = TmPath & { diskId: number };
 
-const ctxOf = (env: TmEnv, host: string): OpContext => ({
-  runner: env.runnerFor(host),
-  vg: env.vg,
-  scope: env.scope,
-  observer: env.observer,
-});
+const ctxOf = (env: TmEnv, host: string): NodeSession =>
+  nodeSession({
+    runner: env.runnerFor(host),
+    vg: env.vg,
+    scope: env.scope,
+    observer: env.observer,
+    lockPolicy: env.lockPolicy,
+  });
 const cowOpts = (env: TmEnv): CowOptions => ({ chunk: env.chunk, defaultPercent: env.cowPercent });
 const isFrontend = (env: TmEnv, host: string) => env.frontends.includes(host) || host === 'localhost';
 
@@ -102,14 +109,14 @@ function topOf(state: NodeState, d: Disk): CowObj | undefined {
 }
 
 /** Make a disk usable on the host its runner reaches and return its device. */
-async function attach(ctx: OpContext, o: CowObj): Promise<string> {
+async function attach(ctx: NodeSession, o: CowObj): Promise<string> {
   if (o.kind === 'clone') return (await mapClone(ctx, o.name)).device!;
   if (!o.lv.activeLocally) await runGuarded(ctx, [activateStep(o, 'exclusive', ctx.scope)], o);
   return lvMapperPath(o.vg, o.name);
 }
 
 /** Release a disk on this host without committing anything: unmap + deactivate. */
-async function release(ctx: OpContext, state: NodeState, o: CowObj): Promise<void> {
+async function release(ctx: NodeSession, state: NodeState, o: CowObj): Promise<void> {
   if (o.kind === 'clone') {
     if (o.state === 'live') await unmapClone(ctx, o.name);
     return;
@@ -143,7 +150,7 @@ async function ln(env: TmEnv, req: Extract<TmRequest, { action: 'clone' | 'ln' }
   checkVg(env, req.src);
   const ctx = ctxOf(env, req.dst.host);
   const name = diskLv(req.vmId, req.dst.diskId);
-  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const state = await observeNode(ctx);
   const o = state.repo.byName.get(name);
   if (!(o?.kind === 'clone' && o.state === 'live')) {
     // mvds commits the COW back as the lineage's next sync-back.
@@ -158,7 +165,7 @@ async function mvds(env: TmEnv, req: Extract<TmRequest, { action: 'mvds' }>): Pr
   checkVg(env, req.dst);
   const ctx = ctxOf(env, req.src.host);
   const name = diskLv(req.vmId, req.src.diskId);
-  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const state = await observeNode(ctx);
   const target = await syncBack(ctx, state, name, req.dst.lv);
   env.info(
     target
@@ -172,7 +179,7 @@ async function cpds(env: TmEnv, req: Extract<TmRequest, { action: 'cpds' }>): Pr
   checkVg(env, req.dst);
   const ctx = ctxOf(env, req.src.host);
   const name = req.snapId < 0 ? diskLv(req.vmId, req.src.diskId) : snapLv(req.vmId, req.src.diskId, req.snapId);
-  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const state = await observeNode(ctx);
   const o = state.repo.byName.get(name);
   if (!o)
     throw notFound(
@@ -195,7 +202,7 @@ async function reachable(env: TmEnv, hosts: string[]): Promise<{ host: string; s
   for (const host of hosts) {
     try {
       const ctx = ctxOf(env, host);
-      return { host, state: await observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg) };
+      return { host, state: await observeNode(ctx, { caches: 'auto' }) };
     } catch (e) {
       if (!(e instanceof CowstackError && e.exitCode === EXIT.UNREACHABLE)) throw e;
       env.info(`host ${host} is unreachable`);
@@ -284,7 +291,7 @@ async function mv(env: TmEnv, req: Extract<TmRequest, { action: 'mv' }>): Promis
   const feA = isFrontend(env, src.host);
   const feB = isFrontend(env, dst.host);
   const node = feA ? dst.host : src.host;
-  const state = await observe(env.runnerFor(node), env.vg, env.scope);
+  const state = await observeNode(ctxOf(env, node));
   const tops = disksOf(state, req.vmId).filter(
     (o) => /^one-\d+-\d+$/.test(o.name) && (src.diskId === undefined || o.name === diskLv(req.vmId, src.diskId)),
   );
@@ -313,7 +320,7 @@ async function mkimage(env: TmEnv, d: Disk, vmId: number, sizeMb: number, format
   const ctx = ctxOf(env, d.host);
   const name = diskLv(vmId, d.diskId);
   const r = await createImage(ctx, name, `${sizeMb}M`);
-  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const state = await observeNode(ctx);
   const o = state.repo.byName.get(name)!;
   if (o.kind !== 'image' || o.state !== 'writable')
     throw refused(`${lvRef(o)} exists and is not a volatile disk`, 'remove it, or check which VM owns it');
@@ -359,7 +366,7 @@ async function context(env: TmEnv, req: Extract<TmRequest, { action: 'context' }
 
 async function resize(env: TmEnv, req: Extract<TmRequest, { action: 'resize' }>): Promise<void> {
   const ctx = ctxOf(env, req.target.host);
-  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const state = await observeNode(ctx);
   const o = topOf(state, req.target);
   if (!o)
     throw notFound(
@@ -395,16 +402,12 @@ async function resize(env: TmEnv, req: Extract<TmRequest, { action: 'resize' }>)
  * activation asks for it, which lvmlockd reports as "locked by other host" although the
  * holder is this very host: ask again a few times before calling it a conflict.
  */
-async function mapOwnRelease(env: TmEnv, ctx: OpContext, name: string) {
-  for (let i = 1; ; i++) {
-    try {
-      return await mapClone(ctx, name);
-    } catch (e) {
-      if (i >= 4 || !(e instanceof CowstackError && e.exitCode === EXIT.LOCK_CONFLICT)) throw e;
-      env.info(`${e.message}: this host released it moments ago, asking again (${i + 1}/4)`);
-      await new Promise((r) => setTimeout(r, 5_000));
-    }
-  }
+async function mapOwnRelease(env: TmEnv, ctx: NodeSession, name: string) {
+  return withLockRetry(ctx, () => mapClone(ctx, name), {
+    on: 'own-release',
+    onRetry: (e, next, attempts) =>
+      env.info(`${(e as Error).message}: this host released it moments ago, asking again (${next}/${attempts})`),
+  });
 }
 
 async function snapshot(
@@ -421,7 +424,7 @@ async function snapshot(
   const ctx = ctxOf(env, d.host);
   const top = diskLv(req.vmId, d.diskId);
   const snap = snapLv(req.vmId, d.diskId, req.snapId);
-  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const state = await observeNode(ctx);
   const sd: DiskSnapshot = {
     top,
     snap,
@@ -474,7 +477,7 @@ async function activate(env: TmEnv, host: string): Promise<void> {
     { allowFailure: true },
   );
   const links = found.exitCode === 0 ? found.stdout.split('\n').filter(Boolean) : [];
-  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const state = await observeNode(ctx);
   for (const l of links) {
     let d: TmPath;
     try {
@@ -538,19 +541,16 @@ export async function runTm(env: TmEnv, req: TmRequest): Promise<void> {
 /** Transient lock manager errors (see core/locks.ts): every TM action is idempotent, so it is run again. */
 export { isTransientLockError };
 
-export async function runTmWithRetry(env: TmEnv, req: TmRequest, attempts = 3, pauseMs = 5_000): Promise<void> {
-  for (let i = 1; ; i++) {
-    try {
-      return await runTm(env, req);
-    } catch (e) {
-      if (i >= attempts || !isTransientLockError(e)) throw e;
+/** Runs the action, again from a fresh observation on a transient lock error (lockPolicy.action). */
+export async function runTmWithRetry(env: TmEnv, req: TmRequest): Promise<void> {
+  return withLockRetry({ lockPolicy: env.lockPolicy ?? defaultLockPolicy }, () => runTm(env, req), {
+    on: 'action',
+    onRetry: (e, next, attempts) =>
       env.info(
         `transient lock manager error (${(e as Error).message.split('\n')[0]}); ` +
-          `running the action again (${i + 1}/${attempts})`,
-      );
-      await new Promise((r) => setTimeout(r, pauseMs));
-    }
-  }
+          `running the action again (${next}/${attempts})`,
+      ),
+  });
 }
 
 export const defaultFrontends = (): string[] => [hostname(), hostname().split('.')[0]!];

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { activate, deactivate } from '../../src/core/activation.js';
+import { nodeSession } from '../../src/core/node.js';
 import { EXIT } from '../../src/exec/errors.js';
 import {
   capture,
@@ -61,7 +62,7 @@ describe('activate', () => {
     const r = recorder()
       .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1() })
       .expect(['lvchange', '-aey', 'repo/t1'], { kind: 'write' });
-    expect(await activate(r, 'repo', 't1', 'exclusive')).toEqual({
+    expect(await activate(nodeSession({ runner: r, vg: 'repo' }), 't1', 'exclusive')).toEqual({
       vg: 'repo',
       lv: 't1',
       uuid: UUID,
@@ -77,7 +78,7 @@ describe('activate', () => {
     const r = recorder()
       .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1() })
       .expect(['lvchange', '-asy', 'repo/t1'], { kind: 'write' });
-    expect((await activate(r, 'repo', 't1', 'shared')).action).toBe('activated');
+    expect((await activate(nodeSession({ runner: r, vg: 'repo' }), 't1', 'shared')).action).toBe('activated');
     r.verify();
   });
 
@@ -86,7 +87,7 @@ describe('activate', () => {
     const r = recorder()
       .expect(lvsArgv('repo/t1', config), { kind: 'read', stdout: t1() })
       .expect(['lvchange', ...config, '-aey', 'repo/t1'], { kind: 'write' });
-    await activate(r, 'repo', 't1', 'exclusive', { scope: { devices: ['/dev/sdb'] } });
+    await activate(nodeSession({ runner: r, vg: 'repo', scope: { devices: ['/dev/sdb'] } }), 't1', 'exclusive');
     r.verify();
   });
 
@@ -95,7 +96,7 @@ describe('activate', () => {
       .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1({ active: true, exclusive: true }) })
       .expect(['lvmlockctl', '--info'], { kind: 'read', stdout: `LS sanlock lvm_repo\nLK LV ex ${UUID}\n` })
       .expect(['lvchange', '--refresh', 'repo/t1'], { kind: 'write' });
-    expect((await activate(r, 'repo', 't1', 'exclusive')).action).toBe('refreshed');
+    expect((await activate(nodeSession({ runner: r, vg: 'repo' }), 't1', 'exclusive')).action).toBe('refreshed');
     r.verify();
   });
 
@@ -106,7 +107,7 @@ describe('activate', () => {
       .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1({ active: true, exclusive: true }) })
       .expect(['lvmlockctl', '--info'], { kind: 'read', stdout: `LS sanlock lvm_repo\nLK LV sh ${UUID}\n` })
       .expect(['lvchange', '--refresh', 'repo/t1'], { kind: 'write' });
-    expect((await activate(r, 'repo', 't1', 'shared')).action).toBe('refreshed');
+    expect((await activate(nodeSession({ runner: r, vg: 'repo' }), 't1', 'shared')).action).toBe('refreshed');
     r.verify();
   });
 
@@ -115,7 +116,7 @@ describe('activate', () => {
       .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1({ active: true }) })
       .expect(['lvmlockctl', '--info'], { kind: 'read', stdout: `LS sanlock lvm_repo\nLK LV sh ${UUID}\n` })
       .expect(['lvchange', '--refresh', 'repo/t1'], { kind: 'write' });
-    expect((await activate(r, 'repo', 't1', 'shared')).action).toBe('refreshed');
+    expect((await activate(nodeSession({ runner: r, vg: 'repo' }), 't1', 'shared')).action).toBe('refreshed');
     r.verify();
   });
 
@@ -123,7 +124,7 @@ describe('activate', () => {
     const r = recorder()
       .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1({ active: true }) })
       .expect(['lvmlockctl', '--info'], { kind: 'read', stdout: `LS sanlock lvm_repo\nLK LV sh ${UUID}\n` });
-    const e = await rejectionOf(activate(r, 'repo', 't1', 'exclusive'), EXIT.REFUSED);
+    const e = await rejectionOf(activate(nodeSession({ runner: r, vg: 'repo' }), 't1', 'exclusive'), EXIT.REFUSED);
     expect(e.message).toBe('repo/t1 is already active shared on this host; refusing to switch to exclusive');
     expect(e.hint).toContain('cowstack deactivate repo/t1');
     r.verify();
@@ -133,9 +134,9 @@ describe('activate', () => {
     const r = recorder()
       .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1({ active: true, exclusive: true }) })
       .expect(['lvmlockctl', '--info'], { kind: 'read', stdout: `LS sanlock lvm_repo\nLK LV ex ${UUID}\n` });
-    expect((await rejectionOf(activate(r, 'repo', 't1', 'shared'), EXIT.REFUSED)).message).toContain(
-      'already active exclusively',
-    );
+    expect(
+      (await rejectionOf(activate(nodeSession({ runner: r, vg: 'repo' }), 't1', 'shared'), EXIT.REFUSED)).message,
+    ).toContain('already active exclusively');
     r.verify();
   });
 
@@ -147,7 +148,10 @@ describe('activate', () => {
       .expect(T1_LEASE, { kind: 'read', stdout: T1_HELD })
       .expect(vgsArgv('repo'), { kind: 'read', stdout: REPO_VG })
       .expect(deltaDumpArgv('repo'), { kind: 'read', stdout: DELTA });
-    const e = await rejectionOf(activate(r, 'repo', 't1', 'exclusive'), EXIT.LOCK_CONFLICT);
+    const e = await rejectionOf(
+      activate(nodeSession({ runner: r, vg: 'repo' }), 't1', 'exclusive'),
+      EXIT.LOCK_CONFLICT,
+    );
     expect(e.message).toBe('repo/t1 is locked by another host (held by node2, sanlock host_id 2)');
     expect(e.data).toEqual({
       vg: 'repo',
@@ -181,9 +185,10 @@ describe('activate', () => {
         kind: 'read',
         stdout: DELTA.replace(/lvm_repo/g, 'lvm_my-repo'),
       });
-    expect((await rejectionOf(activate(r, 'my-repo', 't1', 'exclusive'), EXIT.LOCK_CONFLICT)).message).toBe(
-      'my-repo/t1 is locked by another host (held by node2, sanlock host_id 2)',
-    );
+    expect(
+      (await rejectionOf(activate(nodeSession({ runner: r, vg: 'my-repo' }), 't1', 'exclusive'), EXIT.LOCK_CONFLICT))
+        .message,
+    ).toBe('my-repo/t1 is locked by another host (held by node2, sanlock host_id 2)');
     r.verify();
   });
 
@@ -195,7 +200,10 @@ describe('activate', () => {
       .expect(T1_LEASE, { kind: 'read', stdout: T1_HELD })
       .expect(vgsArgv('repo'), { kind: 'read', stdout: vgsJson([{ vg_name: 'repo', vg_tags: [] }]) })
       .expect(deltaDumpArgv('repo'), { kind: 'read', stdout: DELTA });
-    const e = await rejectionOf(activate(r, 'repo', 't1', 'exclusive'), EXIT.LOCK_CONFLICT);
+    const e = await rejectionOf(
+      activate(nodeSession({ runner: r, vg: 'repo' }), 't1', 'exclusive'),
+      EXIT.LOCK_CONFLICT,
+    );
     expect(e.message).toBe('repo/t1 is locked by another host (held by node2, sanlock host_id 2)');
     expect(e.data?.holder).toEqual({ hostId: 2, host: 'node2' });
     r.verify();
@@ -212,9 +220,10 @@ describe('activate', () => {
         stdout: vgsJson([{ vg_name: 'repo', vg_tags: ['cowstack_host:2:hv-b.example'] }]),
       })
       .expect(deltaDumpArgv('repo'), { kind: 'read', stdout: DELTA });
-    expect((await rejectionOf(activate(r, 'repo', 't1', 'exclusive'), EXIT.LOCK_CONFLICT)).message).toBe(
-      'repo/t1 is locked by another host (held by hv-b.example, sanlock host_id 2)',
-    );
+    expect(
+      (await rejectionOf(activate(nodeSession({ runner: r, vg: 'repo' }), 't1', 'exclusive'), EXIT.LOCK_CONFLICT))
+        .message,
+    ).toBe('repo/t1 is locked by another host (held by hv-b.example, sanlock host_id 2)');
     r.verify();
   });
 
@@ -226,7 +235,10 @@ describe('activate', () => {
       .expect(T1_LEASE, { kind: 'read', stdout: T1_HELD })
       .expect(vgsArgv('repo'), { kind: 'read', stdout: vgsJson([{ vg_name: 'repo', vg_tags: [] }]) })
       .expect(deltaDumpArgv('repo'), { kind: 'read', exitCode: 1, stderr: 'open error -2 /dev/mapper/repo-lvmlock\n' });
-    const e = await rejectionOf(activate(r, 'repo', 't1', 'exclusive'), EXIT.LOCK_CONFLICT);
+    const e = await rejectionOf(
+      activate(nodeSession({ runner: r, vg: 'repo' }), 't1', 'exclusive'),
+      EXIT.LOCK_CONFLICT,
+    );
     expect(e.message).toBe('repo/t1 is locked by another host (held by sanlock host_id 2)');
     expect(e.data?.holder).toEqual({ hostId: 2, host: undefined });
     r.verify();
@@ -238,7 +250,10 @@ describe('activate', () => {
       .expect(['lvchange', '-aey', 'repo/t1'], { kind: 'write', exitCode: 5, stderr: LOCK_REFUSED })
       .expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1() })
       .expect(T1_LEASE, { kind: 'read', exitCode: 1, stderr: 'open error -2 /dev/mapper/repo-lvmlock\n' });
-    const e = await rejectionOf(activate(r, 'repo', 't1', 'exclusive'), EXIT.LOCK_CONFLICT);
+    const e = await rejectionOf(
+      activate(nodeSession({ runner: r, vg: 'repo' }), 't1', 'exclusive'),
+      EXIT.LOCK_CONFLICT,
+    );
     expect(e.message).toBe('repo/t1 is locked by another host');
     expect(e.data).toEqual({ vg: 'repo', lv: 't1', uuid: UUID, holder: undefined, stderr: LOCK_REFUSED.trim() });
     r.verify();
@@ -253,9 +268,10 @@ describe('activate', () => {
         exitCode: 5,
         stderr: '  Reading VG repo without a lock.\n  Cannot process volume group repo\n',
       });
-    expect((await rejectionOf(activate(r, 'repo', 't1', 'exclusive'), EXIT.LOCK_CONFLICT)).message).toBe(
-      'repo/t1 is locked by another host',
-    );
+    expect(
+      (await rejectionOf(activate(nodeSession({ runner: r, vg: 'repo' }), 't1', 'exclusive'), EXIT.LOCK_CONFLICT))
+        .message,
+    ).toBe('repo/t1 is locked by another host');
     r.verify();
   });
 
@@ -268,9 +284,10 @@ describe('activate', () => {
         kind: 'read',
         stdout: leaseDump({ offset: 70254592, vg: 'repo', uuid: UUID, owner: 2, timestamp: 0, lver: 3 }),
       });
-    expect((await rejectionOf(activate(r, 'repo', 't1', 'exclusive'), EXIT.LOCK_CONFLICT)).message).toBe(
-      'repo/t1 is locked by another host',
-    );
+    expect(
+      (await rejectionOf(activate(nodeSession({ runner: r, vg: 'repo' }), 't1', 'exclusive'), EXIT.LOCK_CONFLICT))
+        .message,
+    ).toBe('repo/t1 is locked by another host');
     r.verify();
   });
 
@@ -289,9 +306,10 @@ describe('activate', () => {
           timestamp: 663,
         }),
       });
-    expect((await rejectionOf(activate(r, 'repo', 't1', 'exclusive'), EXIT.LOCK_CONFLICT)).message).toBe(
-      'repo/t1 is locked by another host',
-    );
+    expect(
+      (await rejectionOf(activate(nodeSession({ runner: r, vg: 'repo' }), 't1', 'exclusive'), EXIT.LOCK_CONFLICT))
+        .message,
+    ).toBe('repo/t1 is locked by another host');
     r.verify();
   });
 
@@ -303,7 +321,7 @@ describe('activate', () => {
         exitCode: 5,
         stderr: '  device-mapper: reload ioctl on (253:3) failed: Invalid argument\n',
       });
-    const e = await rejectionOf(activate(r, 'repo', 't1', 'exclusive'), EXIT.FAILED);
+    const e = await rejectionOf(activate(nodeSession({ runner: r, vg: 'repo' }), 't1', 'exclusive'), EXIT.FAILED);
     expect(e.message).toContain('lvchange -aey repo/t1 exited with 5');
     r.verify();
   });
@@ -314,15 +332,19 @@ describe('activate', () => {
       exitCode: 5,
       stderr: '  Failed to find logical volume "repo/t9"\n',
     });
-    const e = await rejectionOf(activate(r, 'repo', 't9', 'exclusive'), EXIT.NOT_FOUND);
+    const e = await rejectionOf(activate(nodeSession({ runner: r, vg: 'repo' }), 't9', 'exclusive'), EXIT.NOT_FOUND);
     expect(e.message).toBe('logical volume repo/t9 does not exist');
     r.verify();
   });
 
   it('rejects a bad name (2) before running anything', async () => {
     const r = recorder();
-    expect((await rejectionOf(activate(r, 'repo', 'a;b', 'exclusive'), EXIT.USAGE)).message).toContain('"a;b"');
-    expect((await rejectionOf(activate(r, '-repo', 't1', 'exclusive'), EXIT.USAGE)).message).toContain('"-repo"');
+    expect(
+      (await rejectionOf(activate(nodeSession({ runner: r, vg: 'repo' }), 'a;b', 'exclusive'), EXIT.USAGE)).message,
+    ).toContain('"a;b"');
+    expect(
+      (await rejectionOf(activate(nodeSession({ runner: r, vg: '-repo' }), 't1', 'exclusive'), EXIT.USAGE)).message,
+    ).toContain('"-repo"');
     expect(r.calls).toEqual([]);
     r.verify();
   });
@@ -331,7 +353,7 @@ describe('activate', () => {
 describe('deactivate', () => {
   it('does nothing for an inactive LV', async () => {
     const r = recorder().expect(lvsArgv('repo/t1'), { kind: 'read', stdout: t1() });
-    expect(await deactivate(r, 'repo', 't1')).toEqual({
+    expect(await deactivate(nodeSession({ runner: r, vg: 'repo' }), 't1')).toEqual({
       vg: 'repo',
       lv: 't1',
       uuid: UUID,
@@ -349,7 +371,7 @@ describe('deactivate', () => {
       .expect(['realpath', '-e', '--', '/dev/mapper/repo-t1'], { kind: 'read', stdout: '/dev/dm-3\n' })
       .expect(['ls', '-1', '-A', '--', '/sys/class/block/dm-3/holders'], { kind: 'read', stdout: '' })
       .expect(['lvchange', '-an', 'repo/t1'], { kind: 'write' });
-    expect((await deactivate(r, 'repo', 't1')).action).toBe('deactivated');
+    expect((await deactivate(nodeSession({ runner: r, vg: 'repo' }), 't1')).action).toBe('deactivated');
     r.verify();
   });
 
@@ -359,7 +381,7 @@ describe('deactivate', () => {
       .expect(['lvmlockctl', '--info'], { kind: 'read', stdout: `LS sanlock lvm_repo\nLK LV ex ${UUID}\n` })
       .expect(['realpath', '-e', '--', '/dev/mapper/repo-t1'], { kind: 'read', stdout: '/dev/dm-3\n' })
       .expect(['ls', '-1', '-A', '--', '/sys/class/block/dm-3/holders'], { kind: 'read', stdout: '' });
-    const e = await rejectionOf(deactivate(r, 'repo', 't1'), EXIT.REFUSED);
+    const e = await rejectionOf(deactivate(nodeSession({ runner: r, vg: 'repo' }), 't1'), EXIT.REFUSED);
     expect(e.message).toBe('repo/t1 is open by a process; refusing to deactivate');
     expect(e.hint).toContain('--force');
     r.verify();
@@ -372,7 +394,7 @@ describe('deactivate', () => {
       .expect(['realpath', '-e', '--', '/dev/mapper/repo-t1'], { kind: 'read', stdout: '/dev/dm-3\n' })
       .expect(['ls', '-1', '-A', '--', '/sys/class/block/dm-3/holders'], { kind: 'read', stdout: 'dm-7\n' })
       .expect(['cat', '--', '/sys/class/block/dm-7/dm/name'], { kind: 'read', stdout: 'cowstack-snap-t1\n' });
-    const e = await rejectionOf(deactivate(r, 'repo', 't1'), EXIT.REFUSED);
+    const e = await rejectionOf(deactivate(nodeSession({ runner: r, vg: 'repo' }), 't1'), EXIT.REFUSED);
     expect(e.message).toBe('repo/t1 is used by cowstack-snap-t1; refusing to deactivate');
     expect(e.data).toEqual({ vg: 'repo', lv: 't1', holders: [{ kernel: 'dm-7', name: 'cowstack-snap-t1' }] });
     r.verify();
@@ -385,7 +407,9 @@ describe('deactivate', () => {
       .expect(['realpath', '-e', '--', '/dev/mapper/repo-t1'], { kind: 'read', stdout: '/dev/dm-3\n' })
       .expect(['ls', '-1', '-A', '--', '/sys/class/block/dm-3/holders'], { kind: 'read', stdout: '' })
       .expect(['lvchange', '-an', 'repo/t1'], { kind: 'write' });
-    expect((await deactivate(r, 'repo', 't1', { force: true })).action).toBe('deactivated');
+    expect((await deactivate(nodeSession({ runner: r, vg: 'repo' }), 't1', { force: true })).action).toBe(
+      'deactivated',
+    );
     r.verify();
   });
 });

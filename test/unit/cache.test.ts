@@ -8,7 +8,7 @@ import { replicate } from '../../src/core/cache/replicate.js';
 import { initCache } from '../../src/core/cache/vg.js';
 import { mapClone } from '../../src/core/clones.js';
 import { cacheLvFrom } from '../../src/core/cache/meta.js';
-import type { OpContext } from '../../src/core/clones.js';
+import { nodeSession, type NodeSession } from '../../src/core/node.js';
 import { parseCacheModes } from '../../src/core/config.js';
 import { planStack, teardownPlan } from '../../src/core/stack.js';
 import { EXIT } from '../../src/exec/errors.js';
@@ -98,12 +98,13 @@ const expectCache = (r: RecordingRunner, rows: Array<Record<string, unknown>>, f
     .expect(vgsArgv(CVG), { kind: 'read', stdout: vgsJson([vgRow(free)]) })
     .expect(lvsArgv(CVG), { kind: 'read', stdout: lvsJson(rows) });
 
-const ctxOf = (runner: RecordingRunner, extra: Partial<OpContext> = {}): OpContext => ({
-  runner,
-  vg: VG,
-  cacheVg: CVG,
-  ...extra,
-});
+const ctxOf = (runner: RecordingRunner, extra: Partial<NodeSession> = {}): NodeSession =>
+  nodeSession({
+    runner,
+    vg: VG,
+    cacheVg: CVG,
+    ...extra,
+  });
 
 beforeEach(() => {
   vi.useFakeTimers({ toFake: ['Date'] });

@@ -11,7 +11,8 @@ import { dropCaches } from '../../src/core/cache/eviction.js';
 import { lazyDataBytes, lazyMetaBytes } from '../../src/core/cache/lazy.js';
 import { listCaches } from '../../src/core/cache/list.js';
 import { replicate } from '../../src/core/cache/replicate.js';
-import { mapClone, unmapClone, type OpContext } from '../../src/core/clones.js';
+import { mapClone, unmapClone } from '../../src/core/clones.js';
+import { nodeSession, type NodeSession } from '../../src/core/node.js';
 import { parseCacheModes } from '../../src/core/config.js';
 import { recover } from '../../src/core/recover.js';
 import { DryRunRunner } from '../../src/exec/dryRunRunner.js';
@@ -147,12 +148,13 @@ const statusOk = () => ({
       .split('\n')[0]!
       .replace(/^\S+: /, '') + '\n',
 });
-const ctxOf = (r: RecordingRunner | DryRunRunner, extra: Partial<OpContext> = {}): OpContext => ({
-  runner: r,
-  vg: VG,
-  cacheVg: CVG,
-  ...extra,
-});
+const ctxOf = (r: RecordingRunner | DryRunRunner, extra: Partial<NodeSession> = {}): NodeSession =>
+  nodeSession({
+    runner: r,
+    vg: VG,
+    cacheVg: CVG,
+    ...extra,
+  });
 const zero = ['dd', 'if=/dev/zero', `of=${LM_PATH}`, 'bs=4096', 'count=1', 'oflag=direct', 'conv=fsync', 'status=none'];
 const createLc = [
   'dmsetup',

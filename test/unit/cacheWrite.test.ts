@@ -4,7 +4,8 @@
  * refusal to release a COW whose cache reports an error.
  */
 import { describe, expect, it } from 'vitest';
-import { commitClone, discardClone, mapClone, unmapClone, type OpContext } from '../../src/core/clones.js';
+import { commitClone, discardClone, mapClone, unmapClone } from '../../src/core/clones.js';
+import { nodeSession, type NodeSession } from '../../src/core/node.js';
 import { EXIT } from '../../src/exec/errors.js';
 import type { RecordingRunner } from '../../src/exec/recordingRunner.js';
 import {
@@ -85,7 +86,7 @@ function observeWith(
   if (!always && needed) cache();
   return r;
 }
-const ctxOf = (r: RecordingRunner): OpContext => ({ runner: r, vg: VG, cacheVg: CVG });
+const ctxOf = (r: RecordingRunner): NodeSession => nodeSession({ runner: r, vg: VG, cacheVg: CVG });
 const image = (mapped = false) =>
   imageRow('image', U.image, { sha: 'ab'.repeat(32), active: mapped ? 'shared' : undefined, open: mapped, minor: 3 });
 const vm = (active = false, open = false) =>
@@ -317,7 +318,7 @@ describe('clone map --cache write --dry-run', () => {
     observeWith(r, [], [image(), vm()], [], true);
     r.expect(['uname', '-n'], { stdout: 'node1\n' }).expect(...stillLive('vm', U.c1));
     const dry = new DryRunRunner(r);
-    await mapClone({ runner: dry, vg: VG, cacheVg: CVG, dryRun: true }, 'vm', { cache: ['write'] });
+    await mapClone(nodeSession({ runner: dry, vg: VG, cacheVg: CVG, dryRun: true }), 'vm', { cache: ['write'] });
     r.verify();
     expect(dry.planned.map((p) => p.argv.slice(0, 2).join(' '))).toEqual([
       'lvchange --addtag',

@@ -7,8 +7,8 @@ import {
   growClone,
   mapClone,
   unmapClone,
-  type OpContext,
 } from '../../src/core/clones.js';
+import { nodeSession, type NodeSession } from '../../src/core/node.js';
 import { EXIT } from '../../src/exec/errors.js';
 import type { RecordingRunner } from '../../src/exec/recordingRunner.js';
 import {
@@ -61,7 +61,7 @@ import {
 // SYNTHETIC unless marked REAL: LV rows come from repoFixtures, dmsetup/dd outputs are hand-written;
 // REAL ones come from test/fixtures/lvm2-2.03.16-bookworm.
 
-const ctxOf = (r: RecordingRunner): OpContext => ({ runner: r, vg: VG });
+const ctxOf = (r: RecordingRunner): NodeSession => nodeSession({ runner: r, vg: VG });
 const SETTLE = ['udevadm', 'settle', '--timeout=10'];
 
 const T = snapTable;

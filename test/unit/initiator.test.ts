@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { session } from '../../src/core/node.js';
 import { discover, login, logout, recordValue, sessions } from '../../src/core/initiator.js';
 import { setRecordValues } from '../../src/tools/iscsiadm.js';
 import { CommandError, EXIT } from '../../src/exec/errors.js';
@@ -56,7 +57,7 @@ describe('login', () => {
     const r = recorder()
       .expect(SESSIONS, { kind: 'read', stdout: capture('iscsiadm-session-P3.txt') })
       .expect(['realpath', '-e', '--', link], { kind: 'read', stdout: '/dev/sda\n' });
-    expect(await login(r, '10.0.2.2:36143', iqn)).toEqual({
+    expect(await login(session({ runner: r }), '10.0.2.2:36143', iqn)).toEqual({
       portal: '10.0.2.2:36143',
       iqn,
       lun: 1,
@@ -71,7 +72,7 @@ describe('login', () => {
     const r = recorder()
       .expect(SESSIONS, { kind: 'read', stdout: LOGGED_IN })
       .expect(['realpath', '-e', '--', LINK], { kind: 'read', stdout: '/dev/sdb\n' });
-    expect(await login(r, '192.0.2.10', IQN)).toEqual({
+    expect(await login(session({ runner: r }), '192.0.2.10', IQN)).toEqual({
       portal: PORTAL,
       iqn: IQN,
       lun: 1,
@@ -98,7 +99,7 @@ describe('login', () => {
           `Login to [iface: default, target: ${IQN}, portal: 192.0.2.10,3260] successful.\n`,
       })
       .expect(['realpath', '-e', '--', LINK], { kind: 'read', stdout: '/dev/sdb\n' });
-    expect(await login(r, '192.0.2.10:3260', IQN)).toEqual({
+    expect(await login(session({ runner: r }), '192.0.2.10:3260', IQN)).toEqual({
       portal: PORTAL,
       iqn: IQN,
       lun: 1,
@@ -122,7 +123,7 @@ describe('login', () => {
         stderr: 'iscsiadm: default: 1 session requested, but 1 already present.\n',
       })
       .expect(['realpath', '-e', '--', LINK], { kind: 'read', stdout: '/dev/sdb\n' });
-    expect((await login(r, PORTAL, IQN)).disk).toBe('/dev/sdb');
+    expect((await login(session({ runner: r }), PORTAL, IQN)).disk).toBe('/dev/sdb');
     r.verify();
   });
 
@@ -136,7 +137,7 @@ describe('login', () => {
       })
       .expect(['udevadm', 'settle', '--timeout=5'], { kind: 'read' })
       .expect(['realpath', '-e', '--', LINK.replace('lun-1', 'lun-2')], { kind: 'read', stdout: '/dev/sdc\n' });
-    expect(await login(r, PORTAL, IQN, { lun: 2 })).toMatchObject({ lun: 2, disk: '/dev/sdc' });
+    expect(await login(session({ runner: r }), PORTAL, IQN, { lun: 2 })).toMatchObject({ lun: 2, disk: '/dev/sdc' });
     r.verify();
   });
 
@@ -145,7 +146,7 @@ describe('login', () => {
       .expect(SESSIONS, NO_SESSIONS)
       .expect(NODE_SHOW, { kind: 'read', stdout: 'node.name = x\n' })
       .expect(LOGIN, { kind: 'write' });
-    expect(await login(r, PORTAL, IQN, { dryRun: true })).toEqual({
+    expect(await login(session({ runner: r, dryRun: true }), PORTAL, IQN)).toEqual({
       portal: PORTAL,
       iqn: IQN,
       lun: 1,
@@ -171,7 +172,7 @@ describe('login', () => {
           'iscsiadm: Could not log into all portals\n',
       })
       .expect(NODE_DELETE, { kind: 'write' });
-    const e = await rejectionOf(login(r, PORTAL, IQN), EXIT.PERMISSION);
+    const e = await rejectionOf(login(session({ runner: r }), PORTAL, IQN), EXIT.PERMISSION);
     expect(e.message).toBe(`the target ${IQN} at ${PORTAL} refused this initiator (authorization failure)`);
     expect(e.cause).toBeInstanceOf(CommandError);
     expect(e.data).toMatchObject({ argv: LOGIN, exitCode: 24 });
@@ -187,7 +188,7 @@ describe('login', () => {
         exitCode: 24,
         stderr: 'iscsiadm: initiator reported error (24 - iSCSI login failed due to authorization failure)\n',
       });
-    await rejectionOf(login(r, PORTAL, IQN), EXIT.PERMISSION);
+    await rejectionOf(login(session({ runner: r }), PORTAL, IQN), EXIT.PERMISSION);
     r.verify();
   });
 
@@ -203,7 +204,7 @@ describe('login', () => {
       .expect(NODE_NEW, { kind: 'write' })
       .expect(LOGIN, { kind: 'write', exitCode: code, stderr })
       .expect(NODE_DELETE, { kind: 'write' });
-    await rejectionOf(login(r, PORTAL, IQN), exitCode);
+    await rejectionOf(login(session({ runner: r }), PORTAL, IQN), exitCode);
     r.verify();
   });
 
@@ -220,7 +221,7 @@ describe('login', () => {
           'iscsiadm: connection login retries (reopen_max) 5 exceeded\n' +
           'iscsiadm: Could not perform SendTargets discovery: iSCSI PDU timed out\n',
       });
-    expect((await rejectionOf(login(r, PORTAL, IQN), EXIT.UNREACHABLE)).message).toContain(PORTAL);
+    expect((await rejectionOf(login(session({ runner: r }), PORTAL, IQN), EXIT.UNREACHABLE)).message).toContain(PORTAL);
     r.verify();
   });
 
@@ -229,16 +230,20 @@ describe('login', () => {
       .expect(SESSIONS, NO_SESSIONS)
       .expect(NODE_SHOW, { kind: 'read', exitCode: 21 })
       .expect(DISCOVER, { kind: 'read', stdout: '10.0.2.15:3260,1 iqn.2003-01.org.example.repo:other\n' });
-    expect((await rejectionOf(login(r, PORTAL, IQN), EXIT.NOT_FOUND)).message).toContain(`does not offer ${IQN}`);
+    expect((await rejectionOf(login(session({ runner: r }), PORTAL, IQN), EXIT.NOT_FOUND)).message).toContain(
+      `does not offer ${IQN}`,
+    );
     r.verify();
   });
 
   it('rejects a bad portal or IQN (2) before running anything', async () => {
     const r = recorder();
-    expect((await rejectionOf(login(r, 'repo:99999', IQN), EXIT.USAGE)).message).toContain('"repo:99999"');
-    expect((await rejectionOf(login(r, PORTAL, 'iqn.2003-13.org.example:x'), EXIT.USAGE)).message).toContain(
-      '"iqn.2003-13.org.example:x"',
+    expect((await rejectionOf(login(session({ runner: r }), 'repo:99999', IQN), EXIT.USAGE)).message).toContain(
+      '"repo:99999"',
     );
+    expect(
+      (await rejectionOf(login(session({ runner: r }), PORTAL, 'iqn.2003-13.org.example:x'), EXIT.USAGE)).message,
+    ).toContain('"iqn.2003-13.org.example:x"');
     expect(r.calls).toEqual([]);
     r.verify();
   });
@@ -261,7 +266,7 @@ describe('logout', () => {
       .expect(['realpath', '-e', '--', '/dev/sdb'], { kind: 'read', stdout: '/dev/sdb\n' })
       .expect(['ls', '-1', '-A', '--', '/sys/class/block/sdb/holders'], { kind: 'read', stdout: 'dm-0\n' })
       .expect(['cat', '--', '/sys/class/block/dm-0/dm/name'], { kind: 'read', stdout: 'repo-lvmlock\n' });
-    const e = await rejectionOf(logout(r, PORTAL, IQN), EXIT.REFUSED);
+    const e = await rejectionOf(logout(session({ runner: r }), PORTAL, IQN), EXIT.REFUSED);
     expect(e.message).toBe(`the iSCSI disk of ${IQN} is in use by repo-lvmlock; refusing to log out`);
     expect(e.data).toEqual({ holders: [{ kernel: 'dm-0', name: 'repo-lvmlock' }] });
     r.verify();
@@ -274,7 +279,7 @@ describe('logout', () => {
       .expect(['ls', '-1', '-A', '--', '/sys/class/block/sdb/holders'], { kind: 'read', stdout: '' })
       .expect(LOGOUT, { kind: 'write' })
       .expect(NODE_DELETE, { kind: 'write' });
-    expect(await logout(r, PORTAL, IQN, { forget: true })).toEqual({
+    expect(await logout(session({ runner: r }), PORTAL, IQN, { forget: true })).toEqual({
       portal: PORTAL,
       iqn: IQN,
       action: 'logged-out',
@@ -290,13 +295,18 @@ describe('logout', () => {
       .expect(['ls', '-1', '-A', '--', '/sys/class/block/sdb/holders'], { kind: 'read', stdout: 'dm-0\n' })
       .expect(['cat', '--', '/sys/class/block/dm-0/dm/name'], { kind: 'read', stdout: 'repo-lvmlock\n' })
       .expect(LOGOUT, { kind: 'write' });
-    expect((await logout(r, PORTAL, IQN, { force: true })).action).toBe('logged-out');
+    expect((await logout(session({ runner: r }), PORTAL, IQN, { force: true })).action).toBe('logged-out');
     r.verify();
   });
 
   it('does nothing without a session', async () => {
     const r = recorder().expect(SESSIONS, NO_SESSIONS);
-    expect(await logout(r, '192.0.2.10', IQN)).toEqual({ portal: PORTAL, iqn: IQN, action: 'none', forgotten: false });
+    expect(await logout(session({ runner: r }), '192.0.2.10', IQN)).toEqual({
+      portal: PORTAL,
+      iqn: IQN,
+      action: 'none',
+      forgotten: false,
+    });
     r.verify();
   });
 });
@@ -328,7 +338,10 @@ describe('login with CHAP and node.startup', () => {
       .expect(NODE_SHOW, { kind: 'read', stdout: RECORD_TEXT })
       .expect([...NODE_SHOW, '-o', 'update', '-n', 'node.startup', '-v', 'automatic'], { kind: 'write' })
       .expect(['realpath', '-e', '--', LINK], { kind: 'read', stdout: '/dev/sdb\n' });
-    const out = await login(r, PORTAL, IQN, { chap: { user: 'cowstack', secret: SECRET }, startup: 'automatic' });
+    const out = await login(session({ runner: r }), PORTAL, IQN, {
+      chap: { user: 'cowstack', secret: SECRET },
+      startup: 'automatic',
+    });
     expect(out.disk).toBe('/dev/sdb');
     const write = r.calls.find((c) => c.argv[0] === 'install')!;
     expect(String(write.input)).toContain(`node.session.auth.password = ${SECRET}\n# END RECORD`);
@@ -347,14 +360,20 @@ describe('login with CHAP and node.startup', () => {
           'iscsiadm: initiator reported error (24 - iSCSI login failed due to authorization failure)\n',
       })
       .expect(NODE_DELETE, { kind: 'write' });
-    const e = await rejectionOf(login(r, PORTAL, IQN, { chap: { user: 'cowstack', secret: SECRET } }), EXIT.PERMISSION);
+    const e = await rejectionOf(
+      login(session({ runner: r }), PORTAL, IQN, { chap: { user: 'cowstack', secret: SECRET } }),
+      EXIT.PERMISSION,
+    );
     expect(e.message).toContain('refused this initiator');
     r.verify();
   });
 
   it('rejects a weak secret before running anything', async () => {
     const r = recorder();
-    const e = await rejectionOf(login(r, PORTAL, IQN, { chap: { user: 'cowstack', secret: 'short' } }), EXIT.USAGE);
+    const e = await rejectionOf(
+      login(session({ runner: r }), PORTAL, IQN, { chap: { user: 'cowstack', secret: 'short' } }),
+      EXIT.USAGE,
+    );
     expect(e.message).not.toContain('short');
     r.verify();
   });
@@ -369,7 +388,7 @@ describe('discover and records', () => {
         stdout: `10.0.2.15:3260,1 ${IQN}\n[fe80::1]:3260,1 ${IQN}\n`,
       },
     );
-    expect(await discover(r, PORTAL)).toEqual([
+    expect(await discover(session({ runner: r }), PORTAL)).toEqual([
       { iqn: IQN, announced: '10.0.2.15:3260', tpgt: 1, portal: PORTAL },
       { iqn: IQN, announced: '[fe80::1]:3260', tpgt: 1, portal: PORTAL },
     ]);

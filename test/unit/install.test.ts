@@ -13,6 +13,7 @@ import {
   sudoersFor,
   udevRuleFor,
 } from '../../src/core/install.js';
+import { nodeSession } from '../../src/core/node.js';
 import { EXIT } from '../../src/exec/errors.js';
 import { recorder, rejectionOf } from './support.js';
 
@@ -46,7 +47,12 @@ describe('install', () => {
   it('refuses to run as anyone but root, before writing anything', async () => {
     const r = recorder().expect(['id', '-u'], { ...R, stdout: '1000\n' });
     expect(
-      (await rejectionOf(install(r, { role: 'node', users: ['oneadmin'], vg: 'repo' }), EXIT.REFUSED)).hint,
+      (
+        await rejectionOf(
+          install(nodeSession({ runner: r, vg: 'repo' }), { role: 'node', users: ['oneadmin'] }),
+          EXIT.REFUSED,
+        )
+      ).hint,
     ).toContain('as root');
     r.verify();
   });
@@ -54,7 +60,12 @@ describe('install', () => {
   it('rejects a bad user name before running anything', async () => {
     const r = recorder();
     expect(
-      (await rejectionOf(install(r, { role: 'node', users: ['root;rm'], vg: 'repo' }), EXIT.USAGE)).message,
+      (
+        await rejectionOf(
+          install(nodeSession({ runner: r, vg: 'repo' }), { role: 'node', users: ['root;rm'] }),
+          EXIT.USAGE,
+        )
+      ).message,
     ).toContain('"root;rm"');
     r.verify();
   });
@@ -72,7 +83,7 @@ describe('install', () => {
       .expect(['cat', '--', UDEV_RULE_PATH], { ...R, stdout: udevRuleFor(RULE, 'oneadmin') })
       .expect(['cat', '--', CONFIG_PATH], { ...R, exitCode: 1 })
       .expect(['install', '-D', '-m', '0644', '/proc/self/fd/0', CONFIG_PATH], W);
-    const out = await install(r, { role: 'node', users: ['oneadmin'], vg: 'repo' });
+    const out = await install(nodeSession({ runner: r, vg: 'repo' }), { role: 'node', users: ['oneadmin'] });
     expect(out.files).toEqual([
       { path: SUDOERS_PATH, action: 'installed' },
       { path: UDEV_RULE_PATH, action: 'unchanged' },
@@ -92,7 +103,12 @@ describe('install', () => {
       .expect(['visudo', '-cf', tmp], { ...W, exitCode: 1, stderr: 'syntax error near line 60\n' })
       .expect(['rm', '-f', '--', tmp], W);
     expect(
-      (await rejectionOf(install(r, { role: 'server', users: ['oneadmin'], vg: 'repo' }), EXIT.FAILED)).message,
+      (
+        await rejectionOf(
+          install(nodeSession({ runner: r, vg: 'repo' }), { role: 'server', users: ['oneadmin'] }),
+          EXIT.FAILED,
+        )
+      ).message,
     ).toContain('visudo rejects');
     r.verify();
   });

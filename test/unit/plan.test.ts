@@ -1,5 +1,5 @@
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { runPlan, transientRetry, type Step } from '../../src/core/plan.js';
+import { describe, expect, it } from 'vitest';
+import { defaultLockPolicy, runPlan, type LockPolicy, type Step } from '../../src/core/plan.js';
 import { EXIT } from '../../src/exec/errors.js';
 import { recorder, rejectionOf } from './support.js';
 
@@ -22,13 +22,7 @@ const step = (argv: string[], undo?: string[][]): Step => ({
 });
 
 describe('runPlan and transient lock manager errors', () => {
-  const saved = { ...transientRetry };
-  beforeEach(() => {
-    transientRetry.pauseMs = 1;
-  });
-  afterEach(() => {
-    Object.assign(transientRetry, saved);
-  });
+  const FAST: LockPolicy = { ...defaultLockPolicy, step: { ...defaultLockPolicy.step, pauseMs: 1 } };
 
   it('runs a step again after a lease I/O timeout, and goes on with the plan', async () => {
     const r = recorder()
@@ -36,9 +30,14 @@ describe('runPlan and transient lock manager errors', () => {
       .expect(['lvchange', '-aey', 'repo/k1'], { kind: 'write' })
       .expect(['dmsetup', 'create', 'x'], { kind: 'write' });
     const retried: number[] = [];
-    await runPlan(r, [step(['lvchange', '-aey', 'repo/k1']), step(['dmsetup', 'create', 'x'])], {
-      retry: (_s, _e, n) => retried.push(n),
-    });
+    await runPlan(
+      r,
+      [step(['lvchange', '-aey', 'repo/k1']), step(['dmsetup', 'create', 'x'])],
+      {
+        retry: (_s, _e, n) => retried.push(n),
+      },
+      FAST,
+    );
     r.verify();
     expect(retried).toEqual([1]);
   });
@@ -51,7 +50,7 @@ describe('runPlan and transient lock manager errors', () => {
       .expect(['lvchange', '-aey', 'repo/k1'], TRANSIENT)
       .expect(['lvremove', 'x'], { kind: 'write' });
     const e = await rejectionOf(
-      runPlan(r, [step(['lvcreate', 'x'], [['lvremove', 'x']]), step(['lvchange', '-aey', 'repo/k1'])]),
+      runPlan(r, [step(['lvcreate', 'x'], [['lvremove', 'x']]), step(['lvchange', '-aey', 'repo/k1'])], {}, FAST),
       EXIT.FAILED,
     );
     r.verify();

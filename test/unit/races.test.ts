@@ -7,7 +7,8 @@
  * SYNTHETIC: LV rows and dm devices from repoFixtures; stderr texts in the shape lvm2 prints.
  */
 import { describe, expect, it } from 'vitest';
-import { commitClone, createClone, mapClone, unmapClone, type OpContext } from '../../src/core/clones.js';
+import { commitClone, createClone, mapClone, unmapClone } from '../../src/core/clones.js';
+import { nodeSession, type NodeSession } from '../../src/core/node.js';
 import { recover } from '../../src/core/recover.js';
 import { nodeStatus, tree } from '../../src/core/report.js';
 import { planStack } from '../../src/core/stack.js';
@@ -42,7 +43,7 @@ import {
 } from './repoFixtures.js';
 import { lvsArgv, lvsJson, recorder, rejectionOf, thrownBy, vgsArgv, vgsJson } from './support.js';
 
-const ctxOf = (r: RecordingRunner): OpContext => ({ runner: r, vg: VG });
+const ctxOf = (r: RecordingRunner): NodeSession => nodeSession({ runner: r, vg: VG });
 const T = snapTable;
 const remove = dmRemove;
 const COMMIT = commitMarkArgv('vg/c3');
@@ -260,7 +261,7 @@ describe('a writable device over a committed clone is seen and repaired (item 1)
           .join(''),
       })
       .expect(JOURNAL_LS, { kind: 'read', stdout: '' });
-    const st = await nodeStatus(r, VG);
+    const st = await nodeStatus(nodeSession({ runner: r, vg: VG }));
     expect(st.devices.find((d) => d.name === rw(U.c3))?.problem).toContain(
       'writable mapping over committed, read-only clone vg/c3',
     );
@@ -275,7 +276,7 @@ describe('a writable device over a committed clone is seen and repaired (item 1)
         kind: 'read',
         stdout: vgsJson([{ vg_name: 'vg', vg_lock_type: 'sanlock', vg_shared: 1, vg_tags: [] }]),
       });
-    const [root] = await tree(r, VG);
+    const [root] = await tree(nodeSession({ runner: r, vg: VG }));
     const c3 = root!.children[0]!.children[0]!.children[0]!;
     expect(c3).toMatchObject({ name: 'c3', state: 'committed', mappedHere: 'rw' });
     expect(c3.problem).toContain('writable mapping over committed');

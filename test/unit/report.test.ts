@@ -1,3 +1,4 @@
+import { nodeSession } from '../../src/core/node.js';
 import { describe, expect, it } from 'vitest';
 import { nodeStatus, tree, usageOf } from '../../src/core/report.js';
 import { parseDmLines } from '../../src/tools/dmsetup.js';
@@ -101,7 +102,7 @@ describe('nodeStatus', () => {
         .join(''),
     });
     r.expect(['ls', '-1', '-A', '--', '/var/lib/cowstack/journal'], { kind: 'read', stdout: '' });
-    const s = await nodeStatus(r, VG);
+    const s = await nodeStatus(nodeSession({ runner: r, vg: VG }));
     expect(
       s.devices.map((d) => [d.name, d.role, d.clone, d.open, d.readOnly, d.table, d.usage?.state, d.problem]),
     ).toEqual([
@@ -160,7 +161,7 @@ describe('tree', () => {
 
   it('shows the lineage with where each clone is mapped, its COW usage and who holds it', async () => {
     const r = expectTreeReads({ stdout: DELTA });
-    const t = await tree(r, VG, { warnPercent: 80 });
+    const t = await tree(nodeSession({ runner: r, vg: VG }), { warnPercent: 80 });
     expect(t).toHaveLength(1);
     const [image] = t;
     expect(image).toMatchObject({ name: 'image', kind: 'image', state: 'sealed', sizeBytes: 64 * MiB });
@@ -192,7 +193,7 @@ describe('tree', () => {
 
   it('shows only the host id of a holder nothing names', async () => {
     const r = expectTreeReads({ exitCode: 1, stderr: 'open error -2 /dev/mapper/vg-lvmlock\n' });
-    const [image] = await tree(r, VG, { warnPercent: 80 });
+    const [image] = await tree(nodeSession({ runner: r, vg: VG }), { warnPercent: 80 });
     expect(image!.children[0]!.children[0]!.children[0]).toMatchObject({ name: 'c3', activeOn: 'node1' });
     expect(image!.children[1]).toMatchObject({ name: 'd1', activeOn: 'host_id 2' });
     r.verify();

@@ -1,7 +1,20 @@
 import { describe, expect, it } from 'vitest';
-import { aclAdd, createTarget, deleteTarget, setChap, storeName, validateChap } from '../../src/core/target.js';
+import { session } from '../../src/core/node.js';
+import {
+  aclAdd,
+  createTarget,
+  deleteTarget,
+  setChap,
+  storeName,
+  validateChap,
+  type BackendChoice,
+  type TargetSession,
+} from '../../src/core/target.js';
+import type { Runner } from '../../src/exec/types.js';
 import { EXIT } from '../../src/exec/errors.js';
 import { recorder, rejectionOf, thrownBy } from './support.js';
+
+const ts = (runner: Runner, backend: BackendChoice) => session<TargetSession>({ runner, backend });
 
 // SYNTHETIC unless marked REAL: configfs listings and tgtadm output in the shapes of Linux 6.1 LIO and tgt 1.0.85.
 
@@ -71,7 +84,7 @@ describe('target create (LIO)', () => {
         W,
       );
     lioPresent(r);
-    const out = await createTarget({ runner: r, backend: 'lio' }, IQN, { device: '/dev/vda' });
+    const out = await createTarget(ts(r, 'lio'), IQN, { device: '/dev/vda' });
     expect(out).toMatchObject({
       action: 'created',
       backend: 'lio',
@@ -93,19 +106,16 @@ describe('target create (LIO)', () => {
       })
       .expect(['targetcli', '/iscsi', 'delete', IQN], W)
       .expect(['targetcli', '/backstores/block', 'delete', STORE], W);
-    await expect(createTarget({ runner: r, backend: 'lio' }, IQN, { device: '/dev/vda' })).rejects.toThrow();
+    await expect(createTarget(ts(r, 'lio'), IQN, { device: '/dev/vda' })).rejects.toThrow();
     r.verify();
   });
 
   it('is a no-op when the target already exports that device, and refuses another device', async () => {
     const r = lioPresent(recorder());
-    expect((await createTarget({ runner: r, backend: 'lio' }, IQN, { device: '/dev/vda' })).action).toBe('none');
+    expect((await createTarget(ts(r, 'lio'), IQN, { device: '/dev/vda' })).action).toBe('none');
     r.verify();
     const r2 = lioPresent(recorder());
-    const e = await rejectionOf(
-      createTarget({ runner: r2, backend: 'lio' }, IQN, { device: '/dev/vdb' }),
-      EXIT.REFUSED,
-    );
+    const e = await rejectionOf(createTarget(ts(r2, 'lio'), IQN, { device: '/dev/vdb' }), EXIT.REFUSED);
     expect(e.message).toContain('exports /dev/vda, not /dev/vdb');
     r2.verify();
   });
@@ -113,35 +123,19 @@ describe('target create (LIO)', () => {
   it('validates the IQN, the device and the size before running anything', async () => {
     const r = recorder();
     expect(
-      (
-        await rejectionOf(
-          createTarget({ runner: r, backend: 'lio' }, 'iqn.2026-13.org.example:x', { device: '/dev/vda' }),
-          EXIT.USAGE,
-        )
-      ).message,
+      (await rejectionOf(createTarget(ts(r, 'lio'), 'iqn.2026-13.org.example:x', { device: '/dev/vda' }), EXIT.USAGE))
+        .message,
     ).toContain('"iqn.2026-13.org.example:x"');
     expect(
-      (
-        await rejectionOf(
-          createTarget({ runner: r, backend: 'lio' }, IQN, { device: '/dev/../etc/shadow' }),
-          EXIT.USAGE,
-        )
-      ).message,
+      (await rejectionOf(createTarget(ts(r, 'lio'), IQN, { device: '/dev/../etc/shadow' }), EXIT.USAGE)).message,
     ).toContain('/dev/../etc/shadow');
-    expect(
-      (await rejectionOf(createTarget({ runner: r, backend: 'lio' }, IQN, { file: '/srv/x.img' }), EXIT.USAGE)).message,
-    ).toContain('--size');
-    expect(
-      (
-        await rejectionOf(
-          createTarget({ runner: r, backend: 'lio' }, IQN, { file: 'rel/x.img', size: '1G' }),
-          EXIT.USAGE,
-        )
-      ).message,
-    ).toContain('rel/x.img');
-    expect((await rejectionOf(createTarget({ runner: r, backend: 'lio' }, IQN, {}), EXIT.USAGE)).message).toContain(
-      '--device',
+    expect((await rejectionOf(createTarget(ts(r, 'lio'), IQN, { file: '/srv/x.img' }), EXIT.USAGE)).message).toContain(
+      '--size',
     );
+    expect(
+      (await rejectionOf(createTarget(ts(r, 'lio'), IQN, { file: 'rel/x.img', size: '1G' }), EXIT.USAGE)).message,
+    ).toContain('rel/x.img');
+    expect((await rejectionOf(createTarget(ts(r, 'lio'), IQN, {}), EXIT.USAGE)).message).toContain('--device');
     r.verify();
   });
 });
@@ -150,10 +144,10 @@ describe('target ACLs, CHAP and delete (LIO)', () => {
   it('adds an ACL once; a second add is a no-op', async () => {
     const r = lioPresent(recorder()).expect(['targetcli', `/iscsi/${IQN}/tpg1/acls`, 'create', NODE1], W);
     lioPresent(r, [NODE1]);
-    expect((await aclAdd({ runner: r, backend: 'lio' }, IQN, NODE1)).target?.acls).toEqual([NODE1]);
+    expect((await aclAdd(ts(r, 'lio'), IQN, NODE1)).target?.acls).toEqual([NODE1]);
     r.verify();
     const r2 = lioPresent(recorder(), [NODE1]);
-    expect((await aclAdd({ runner: r2, backend: 'lio' }, IQN, NODE1)).action).toBe('none');
+    expect((await aclAdd(ts(r2, 'lio'), IQN, NODE1)).action).toBe('none');
     r2.verify();
   });
 
@@ -174,7 +168,7 @@ describe('target ACLs, CHAP and delete (LIO)', () => {
         W,
       );
     lioPresent(r, [NODE1], [], true);
-    const out = await setChap({ runner: r, backend: 'lio' }, IQN, 'cowstack', SECRET);
+    const out = await setChap(ts(r, 'lio'), IQN, 'cowstack', SECRET);
     expect(out.target?.chap).toBe(true);
     const tees = r.calls.filter((c) => c.argv[0] === 'tee');
     expect(tees.map((c) => [c.input, c.stdoutFile])).toEqual([
@@ -188,9 +182,9 @@ describe('target ACLs, CHAP and delete (LIO)', () => {
 
   it('refuses CHAP on a target with no ACL, and a weak or odd secret without echoing it', async () => {
     const r = lioPresent(recorder());
-    expect(
-      (await rejectionOf(setChap({ runner: r, backend: 'lio' }, IQN, 'cowstack', SECRET), EXIT.REFUSED)).hint,
-    ).toContain('target acl add');
+    expect((await rejectionOf(setChap(ts(r, 'lio'), IQN, 'cowstack', SECRET), EXIT.REFUSED)).hint).toContain(
+      'target acl add',
+    );
     r.verify();
     for (const bad of ['short', 'has a space in it', 'quote"inside-it-x']) {
       const e = thrownBy(() => validateChap('cowstack', bad), EXIT.USAGE);
@@ -201,13 +195,13 @@ describe('target ACLs, CHAP and delete (LIO)', () => {
 
   it('refuses to delete a target that has sessions unless forced; deletes target and backstore otherwise', async () => {
     const r = lioPresent(recorder(), [NODE1], [NODE1]);
-    const e = await rejectionOf(deleteTarget({ runner: r, backend: 'lio' }, IQN), EXIT.REFUSED);
+    const e = await rejectionOf(deleteTarget(ts(r, 'lio'), IQN), EXIT.REFUSED);
     expect(e.message).toContain(NODE1);
     r.verify();
     const r2 = lioPresent(recorder(), [NODE1])
       .expect(['targetcli', '/iscsi', 'delete', IQN], W)
       .expect(['targetcli', '/backstores/block', 'delete', STORE], W);
-    expect((await deleteTarget({ runner: r2, backend: 'lio' }, IQN)).action).toBe('deleted');
+    expect((await deleteTarget(ts(r2, 'lio'), IQN)).action).toBe('deleted');
     r2.verify();
   });
 });

@@ -21,8 +21,7 @@ export function register(program: Command): void {
         );
       const ctx = createContext(cmd);
       const { vg, lv } = parseVgLv(name);
-      const how = { scope: { devices: ctx.config.repository.devices }, observer: ctx.progress };
-      const r = await ctx.locked(vg, () => activate(ctx.runner, vg, lv, o.exclusive ? 'exclusive' : 'shared', how));
+      const r = await ctx.locked(vg, (op) => activate(op, lv, o.exclusive ? 'exclusive' : 'shared'));
       await ctx.finish(r, render);
     });
 
@@ -34,8 +33,7 @@ export function register(program: Command): void {
     .action(async (name: string, o, cmd: Command) => {
       const ctx = createContext(cmd);
       const { vg, lv } = parseVgLv(name);
-      const how = { force: o.force, scope: { devices: ctx.config.repository.devices }, observer: ctx.progress };
-      const r = await ctx.locked(vg, () => deactivate(ctx.runner, vg, lv, how));
+      const r = await ctx.locked(vg, (op) => deactivate(op, lv, { force: o.force }));
       await ctx.finish(r, render);
     });
 }

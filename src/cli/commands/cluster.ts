@@ -28,18 +28,12 @@ export function register(program: Command): void {
       .option('--force', 'wipe existing signatures on DEVICE'),
   ).action(async (device: string, o, cmd: Command) => {
     const ctx = createContext(cmd);
-    const report = await clusterInit(
-      ctx.runner,
-      {
-        vg: o.vg ?? ctx.config.repository.vg,
-        hostId: hostIdFrom(o, ctx),
-        lockType: lockType(o.lockType),
-        device,
-        force: o.force,
-      },
-      ctx.progress,
-      ctx.opts.dryRun,
-    );
+    const report = await clusterInit(ctx.op(o.vg), {
+      hostId: hostIdFrom(o, ctx),
+      lockType: lockType(o.lockType),
+      device,
+      force: o.force,
+    });
     await ctx.finish(report, renderReport);
   });
 
@@ -51,12 +45,7 @@ export function register(program: Command): void {
       .option('--lock-type <type>', 'sanlock or dlm', 'sanlock'),
   ).action(async (o, cmd: Command) => {
     const ctx = createContext(cmd);
-    const report = await clusterJoin(
-      ctx.runner,
-      { vg: o.vg ?? ctx.config.repository.vg, hostId: hostIdFrom(o, ctx), lockType: lockType(o.lockType) },
-      ctx.progress,
-      ctx.opts.dryRun,
-    );
+    const report = await clusterJoin(ctx.op(o.vg), { hostId: hostIdFrom(o, ctx), lockType: lockType(o.lockType) });
     await ctx.finish(report, renderReport);
   });
 
@@ -66,7 +55,7 @@ export function register(program: Command): void {
       .description('hosts in the lockspace, their ids and liveness, and who holds which LV lock'),
   ).action(async (o, cmd: Command) => {
     const ctx = createContext(cmd);
-    const status = await clusterStatus(ctx.runner, o.vg ?? ctx.config.repository.vg);
+    const status = await clusterStatus(ctx.op(o.vg));
     await ctx.finish(status, renderStatus);
   });
 }

@@ -9,7 +9,7 @@ import {
   sealImage,
   type ImageResult,
 } from '../../core/images.js';
-import { observe, findImage } from '../../core/observe.js';
+import { findImage, observeNode } from '../../core/observe.js';
 import { formatSize } from '../../core/validate.js';
 import { createContext } from '../context.js';
 import { vgOption } from './shared.js';
@@ -109,7 +109,7 @@ export function register(program: Command): void {
 
   vgOption(image.command('list').description('list images')).action(async (o, cmd: Command) => {
     const ctx = createContext(cmd);
-    const state = await observe(ctx.runner, ctx.op(o.vg).vg, ctx.op().scope);
+    const state = await observeNode(ctx.op(o.vg));
     const list = [...state.repo.byName.values()]
       .filter((x) => x.kind === 'image')
       .map((x) => ({
@@ -136,7 +136,7 @@ export function register(program: Command): void {
   vgOption(image.command('show').description('details of one image').argument('<name>')).action(
     async (name: string, o, cmd: Command) => {
       const ctx = createContext(cmd);
-      const state = await observe(ctx.runner, ctx.op(o.vg).vg, ctx.op().scope);
+      const state = await observeNode(ctx.op(o.vg));
       const x = findImage(state, name);
       const doc = {
         name: x.name,

@@ -26,10 +26,9 @@ export function register(program: Command): void {
       if (o.secretFile && !o.chapUser) throw usageError('--secret-file needs --chap-user');
       const ctx = createContext(cmd);
       const chap = o.chapUser ? { user: String(o.chapUser), secret: await readSecret(o.secretFile ?? '-') } : undefined;
-      const r = await login(ctx.runner, portal, iqn, {
+      const r = await login(ctx.op(), portal, iqn, {
         lun: Number(o.lun),
         waitSeconds: Number(o.wait),
-        dryRun: ctx.opts.dryRun,
         chap,
         startup: o.startup,
       });
@@ -48,7 +47,7 @@ export function register(program: Command): void {
     .option('--forget', 'also delete the node record so it does not log in again at boot')
     .action(async (portal: string, iqn: string, o, cmd: Command) => {
       const ctx = createContext(cmd);
-      const r = await logout(ctx.runner, portal, iqn, { force: o.force, forget: o.forget });
+      const r = await logout(ctx.op(), portal, iqn, { force: o.force, forget: o.forget });
       await ctx.finish(
         r,
         (x) =>
@@ -63,7 +62,7 @@ export function register(program: Command): void {
     .argument('<portal>', 'host[:port]')
     .action(async (portal: string, _o, cmd: Command) => {
       const ctx = createContext(cmd);
-      const list = await discover(ctx.runner, portal);
+      const list = await discover(ctx.op(), portal);
       await ctx.finish(list, (l: typeof list) =>
         l.length
           ? l
@@ -78,7 +77,7 @@ export function register(program: Command): void {
     .description('rescan every iSCSI session for new or resized LUNs')
     .action(async (_o, cmd: Command) => {
       const ctx = createContext(cmd);
-      const r = await rescan(ctx.runner);
+      const r = await rescan(ctx.op());
       await ctx.finish(r, (x: typeof r) =>
         x.sessions.length ? `rescanned ${x.sessions.length} session(s)` : 'no iSCSI sessions to rescan',
       );

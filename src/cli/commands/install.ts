@@ -22,13 +22,7 @@ export function register(program: Command): void {
           'the front-end needs no root files: copy tm/cowstack to /var/lib/one/remotes/tm/ (see the README)',
         );
       const ctx = createContext(cmd);
-      const r = await install(ctx.runner, {
-        role: o.node ? 'node' : 'server',
-        users: o.user,
-        vg: o.vg ?? ctx.config.repository.vg,
-        from: o.from,
-        dryRun: ctx.opts.dryRun,
-      });
+      const r = await install(ctx.op(o.vg), { role: o.node ? 'node' : 'server', users: o.user, from: o.from });
       await ctx.finish(r, (x: InstallResult) => x.files.map((f) => `${f.path}: ${f.action}`).join('\n'));
     });
 }

@@ -69,11 +69,7 @@ export function register(program: Command): void {
       .argument('[name]'),
   ).action(async (name: string | undefined, o, cmd: Command) => {
     const ctx = createContext(cmd);
-    const op = ctx.op(o.vg);
-    await ctx.finish(
-      await tree(ctx.runner, op.vg, { name, warnPercent: ctx.config.cow.warnPercent, scope: op.scope }),
-      renderTree,
-    );
+    await ctx.finish(await tree(ctx.op(o.vg), { name, warnPercent: ctx.config.cow.warnPercent }), renderTree);
   });
 
   vgOption(
@@ -82,11 +78,7 @@ export function register(program: Command): void {
       .description('what cowstack has mapped on this node: devices, tables, COW usage, open counts'),
   ).action(async (o, cmd: Command) => {
     const ctx = createContext(cmd);
-    const op = ctx.op(o.vg);
-    await ctx.finish(
-      await nodeStatus(ctx.runner, op.vg, { warnPercent: ctx.config.cow.warnPercent, scope: op.scope }),
-      renderStatus,
-    );
+    await ctx.finish(await nodeStatus(ctx.op(o.vg), { warnPercent: ctx.config.cow.warnPercent }), renderStatus);
   });
 
   vgOption(

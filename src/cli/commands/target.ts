@@ -10,6 +10,7 @@ import {
   showTarget,
   type BackendChoice,
   type TargetResult,
+  type TargetSession,
   type TargetView,
 } from '../../core/target.js';
 import { createContext, type Context } from '../context.js';
@@ -21,13 +22,9 @@ const backendOption = () =>
     'target software: lio (kernel, targetcli), tgt (userspace) or auto (LIO when installed)',
   ).choices(['auto', 'lio', 'tgt']);
 
-function tctx(ctx: Context, o: { backend?: string }) {
-  return {
-    runner: ctx.runner,
-    backend: (o.backend ?? ctx.config.target.backend ?? 'auto') as BackendChoice,
-    observer: ctx.progress,
-    dryRun: ctx.opts.dryRun,
-  };
+/** The invocation's session (no VG is used on the target side) and the target software to drive. */
+function tctx(ctx: Context, o: { backend?: string }): TargetSession {
+  return { ...ctx.op(), backend: (o.backend ?? ctx.config.target.backend ?? 'auto') as BackendChoice };
 }
 
 export function register(program: Command): void {

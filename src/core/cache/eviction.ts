@@ -6,17 +6,18 @@
  */
 import { refused, usageError } from '../../exec/errors.js';
 import * as lvm from '../../tools/lvm.js';
-import type { OpContext } from '../opContext.js';
+import type { NodeSession } from '../node.js';
 import { sameUuid } from '../dmNames.js';
 import type { Repo } from '../metadata.js';
 import { findImage, observe } from '../observe.js';
-import { runPlan, type Step } from '../plan.js';
+import { runGuarded } from '../executor.js';
+import type { Step } from '../plan.js';
 import { formatSize } from '../validate.js';
 import type { CacheLv, CacheState } from './meta.js';
 import { cacheVgOf, observeCache } from './vg.js';
 
 /** Caches whose origin LV is gone can never be used again: drop them (if not open). */
-export async function dropStale(ctx: OpContext, cache: CacheState, repo: Repo): Promise<string[]> {
+export async function dropStale(ctx: NodeSession, cache: CacheState, repo: Repo): Promise<string[]> {
   const dropped: string[] = [];
   for (const c of units(cache.lvs)) {
     if (repo.byUuid.has(c.originUuid) || c.lv.open) continue;
@@ -48,7 +49,7 @@ export const unitBytes = (c: CacheLv, cache: CacheState): number =>
  * Evict unused replicas and lazy caches, least recently used first, until `bytes` fit;
  * refuse if they cannot. An attached lazy cache holds its LVs open: never evicted.
  */
-export async function makeRoom(ctx: OpContext, cache: CacheState, bytes: number, repo: Repo): Promise<string[]> {
+export async function makeRoom(ctx: NodeSession, cache: CacheState, bytes: number, repo: Repo): Promise<string[]> {
   let free = cache.freeBytes;
   if (free >= bytes) return [];
   // Write-back caches may hold the only copy of a VM's writes: never evicted.
@@ -74,7 +75,7 @@ export async function makeRoom(ctx: OpContext, cache: CacheState, bytes: number,
 }
 
 /** Remove a cache LV; a lazy cache's data LV goes with its metadata LV (one command each). */
-export async function removeCacheLv(ctx: OpContext, c: CacheLv, cache?: CacheState): Promise<void> {
+export async function removeCacheLv(ctx: NodeSession, c: CacheLv, cache?: CacheState): Promise<void> {
   const group =
     c.kind === 'lazy'
       ? [c, ...(cache?.lvs ?? []).filter((m) => m.kind === 'lazymeta' && sameUuid(m.originUuid, c.originUuid))]
@@ -91,7 +92,7 @@ export async function removeCacheLv(ctx: OpContext, c: CacheLv, cache?: CacheSta
     title: `remove cache LV ${refs(group).join(' ')}`,
     req: lvm.lvmRequest('lvremove', ['-y', ...refs(group)], 'write'),
   });
-  await runPlan(ctx.runner, steps, ctx.observer);
+  await runGuarded(ctx, steps);
 }
 
 export interface DropResult {
@@ -101,7 +102,7 @@ export interface DropResult {
 }
 
 /** Drop the caches of an image (by its current name) or every stale one; refuses open ones. */
-export async function dropCaches(ctx: OpContext, target: { image?: string; stale?: boolean }): Promise<DropResult> {
+export async function dropCaches(ctx: NodeSession, target: { image?: string; stale?: boolean }): Promise<DropResult> {
   const cacheVg = cacheVgOf(ctx);
   if (!target.image && !target.stale) throw usageError('say what to drop: an IMAGE name or --stale');
   const cache = await observeCache(ctx.runner, cacheVg);

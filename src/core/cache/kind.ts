@@ -14,7 +14,7 @@ import type { CacheMapMode } from '../config.js';
 import type { DmRole } from '../dmNames.js';
 import type { CloneObj, CowObj, ImageObj } from '../metadata.js';
 import type { NodeState } from '../observe.js';
-import type { OpContext } from '../opContext.js';
+import type { NodeSession } from '../node.js';
 import type { Step } from '../plan.js';
 
 /** What a stack reports about the cache it stands on (copied into the plan and its bottom layer). */
@@ -96,11 +96,11 @@ export interface CacheKind<R extends object = object> extends CacheLayer {
   /** The `--cache` mode (config cache.map) that asks for it. */
   readonly mode: CacheMapMode;
   /** Refuse bad options before anything runs (whatever the modes). */
-  checkMapOptions?(ctx: OpContext, opts: MapCacheOptions): void;
+  checkMapOptions?(ctx: NodeSession, opts: MapCacheOptions): void;
   /** Refuse to map the clone at all (whatever the modes), before any cache is made. */
-  refuseMap?(ctx: OpContext, clone: CloneObj): Promise<void>;
+  refuseMap?(ctx: NodeSession, clone: CloneObj): Promise<void>;
   /** Its mode was asked and the node has a cache VG: make the cache ready for the plan. */
-  prepareMap?(ctx: OpContext, state: NodeState, clone: CloneObj, opts: MapCacheOptions): Promise<MapPrepared<R>>;
+  prepareMap?(ctx: NodeSession, state: NodeState, clone: CloneObj, opts: MapCacheOptions): Promise<MapPrepared<R>>;
   /** What the map reports about this kind, from the plan (and what prepareMap kept). */
   mapResult?(state: NodeState, clone: CloneObj, plan: PlannedStack, prepared: R | undefined): R;
 }

@@ -33,11 +33,12 @@ import {
   type LazyState,
 } from './meta.js';
 import { makeRoom, removeCacheLv } from './eviction.js';
-import type { OpContext } from '../opContext.js';
+import type { NodeSession } from '../node.js';
 import { dmName, dmPath, dmUuid, lvMapperPath, sameUuid } from '../dmNames.js';
 import type { ImageObj } from '../metadata.js';
 import type { NodeState } from '../observe.js';
-import { runPlan, type Step } from '../plan.js';
+import { runGuarded } from '../executor.js';
+import type { Step } from '../plan.js';
 import { activateStep, lvRef } from '../lvSteps.js';
 import { formatSize, parseSize, roundUp } from '../validate.js';
 import type { CacheKind, CacheLayer, MapCacheOptions } from './kind.js';
@@ -171,7 +172,7 @@ export interface LazyResult {
  * evicting unused caches), or re-attach it, resetting it when it cannot be trusted.
  */
 export async function attachLazy(
-  ctx: OpContext,
+  ctx: NodeSession,
   state: NodeState,
   image: ImageObj,
   opts: { dataBytes?: number } = {},
@@ -251,7 +252,7 @@ export async function attachLazy(
       ...(needsActivation ? { undo: [lvm.lvmRequest('lvchange', ['-an', metaRef, dataRef], 'write')] } : {}),
     });
   }
-  await runPlan(ctx.runner, steps, ctx.observer);
+  await runGuarded(ctx, steps);
 
   let resetReason: string | undefined;
   if (data && from === 'new') resetReason = 'its creation was interrupted before the metadata was zeroed';
@@ -274,22 +275,18 @@ export async function attachLazy(
   const second: Step[] = [];
   if (!data || resetReason) second.push(zeroMetaStep(vg, image, data ? 'reset' : 'new cache'));
   second.push(createDeviceStep(vg, image));
-  await runPlan(ctx.runner, second, ctx.observer);
+  await runGuarded(ctx, second);
 
   if (!ctx.dryRun) {
     const [line] = await dmsetup.status(ctx.runner, lazyDeviceName(image));
     const st = line?.target === 'cache' ? dmsetup.parseCacheStatus(line.args) : undefined;
     if (!st || st.needsCheck || st.failed) {
       resetReason = `the device reported ${st?.needsCheck ? 'needs_check' : 'a failure'} after attach`;
-      await runPlan(
-        ctx.runner,
-        [
-          { title: `detach ${lazyDeviceName(image)}`, req: dmsetup.removeReq(lazyDeviceName(image)) },
-          zeroMetaStep(vg, image, 'reset'),
-          createDeviceStep(vg, image),
-        ],
-        ctx.observer,
-      );
+      await runGuarded(ctx, [
+        { title: `detach ${lazyDeviceName(image)}`, req: dmsetup.removeReq(lazyDeviceName(image)) },
+        zeroMetaStep(vg, image, 'reset'),
+        createDeviceStep(vg, image),
+      ]);
     }
   }
   return {
@@ -325,7 +322,7 @@ export interface LazyMapResult {
   lazy?: LazyResult;
 }
 
-const lazyBytesOf = (ctx: OpContext, opts: MapCacheOptions): number | undefined => {
+const lazyBytesOf = (ctx: NodeSession, opts: MapCacheOptions): number | undefined => {
   const text = opts.lazySize ?? ctx.cacheLazySize;
   return text !== undefined ? parseSize(text, 'lazy cache size') : undefined;
 };

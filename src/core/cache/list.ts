@@ -1,6 +1,6 @@
 /** What the cache VG holds, for `cache list`: every cache unit with its state and counters. */
 import * as dmsetup from '../../tools/dmsetup.js';
-import type { OpContext } from '../opContext.js';
+import type { NodeSession } from '../node.js';
 import { dmName } from '../dmNames.js';
 import type { Repo } from '../metadata.js';
 import { observe } from '../observe.js';
@@ -60,7 +60,7 @@ export interface CacheReport {
   caches: CacheEntry[];
 }
 
-export async function listCaches(ctx: OpContext): Promise<CacheReport> {
+export async function listCaches(ctx: NodeSession): Promise<CacheReport> {
   const cacheVg = cacheVgOf(ctx);
   const cache = await observeCache(ctx.runner, cacheVg);
   const repo = cache.exists ? (await observe(ctx.runner, ctx.vg, ctx.scope)).repo : undefined;

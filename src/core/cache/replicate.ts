@@ -9,10 +9,11 @@ import { CowstackError, EXIT, notFound, refused, usageError } from '../../exec/e
 import * as blockData from '../../tools/blockData.js';
 import * as lvm from '../../tools/lvm.js';
 import { collectGarbage } from '../nodeGc.js';
-import { runGuarded, type OpContext } from '../opContext.js';
+import { runGuarded } from '../executor.js';
+import type { NodeSession } from '../node.js';
 import { dmName, lvMapperPath } from '../dmNames.js';
 import { findImage, observe } from '../observe.js';
-import { runPlan, type Step } from '../plan.js';
+import type { Step } from '../plan.js';
 import { activateStep, lvRef } from '../lvSteps.js';
 import { EXTENT, formatSize } from '../validate.js';
 import { dropStale, makeRoom, removeCacheLv } from './eviction.js';
@@ -50,7 +51,7 @@ export interface ReplicateResult {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Make (or finish) the verified local replica of an image on this node. Idempotent. */
-export async function replicate(ctx: OpContext, name: string, opts: ReplicateOptions = {}): Promise<ReplicateResult> {
+export async function replicate(ctx: NodeSession, name: string, opts: ReplicateOptions = {}): Promise<ReplicateResult> {
   const started = Date.now();
   const cacheVg = cacheVgOf(ctx);
   if (opts.rateMiBps !== undefined && !(opts.rateMiBps > 0))
@@ -140,26 +141,22 @@ export async function replicate(ctx: OpContext, name: string, opts: ReplicateOpt
       const blocks = Math.min(chunk, image.sizeBytes - copied) / EXTENT;
       const at = copied / EXTENT;
       const next = copied + blocks * EXTENT;
-      await runPlan(
-        ctx.runner,
-        [
-          {
-            title: `copy ${formatSize(copied)}..${formatSize(next)} of ${formatSize(image.sizeBytes)} into ${ref}`,
-            // One 4 MiB direct request at a time: a bulk read of the shared LUN must not
-            // starve sanlock's lease renewals on the same path.
-            req: blockData.copyRangeReq(src, dst, at, blocks),
-          },
-          {
-            title: `record progress of ${ref}`,
-            req: lvm.lvmRequest(
-              'lvchange',
-              ['--deltag', cacheTag.copied(copied), '--addtag', cacheTag.copied(next), ref],
-              'write',
-            ),
-          },
-        ],
-        ctx.observer,
-      );
+      await runGuarded(ctx, [
+        {
+          title: `copy ${formatSize(copied)}..${formatSize(next)} of ${formatSize(image.sizeBytes)} into ${ref}`,
+          // One 4 MiB direct request at a time: a bulk read of the shared LUN must not
+          // starve sanlock's lease renewals on the same path.
+          req: blockData.copyRangeReq(src, dst, at, blocks),
+        },
+        {
+          title: `record progress of ${ref}`,
+          req: lvm.lvmRequest(
+            'lvchange',
+            ['--deltag', cacheTag.copied(copied), '--addtag', cacheTag.copied(next), ref],
+            'write',
+          ),
+        },
+      ]);
       copied = next;
       opts.onProgress?.(copied, image.sizeBytes);
       if (opts.rateMiBps && copied < image.sizeBytes) {
@@ -174,20 +171,16 @@ export async function replicate(ctx: OpContext, name: string, opts: ReplicateOpt
       sha = r.stdout.split(/\s+/)[0]!;
       if (sha !== image.sha256) {
         // Start over next time rather than keep a copy that is known to be wrong.
-        await runPlan(
-          ctx.runner,
-          [
-            {
-              title: `restart ${ref} from zero`,
-              req: lvm.lvmRequest(
-                'lvchange',
-                ['--deltag', cacheTag.copied(copied), '--addtag', cacheTag.copied(0), ref],
-                'write',
-              ),
-            },
-          ],
-          ctx.observer,
-        );
+        await runGuarded(ctx, [
+          {
+            title: `restart ${ref} from zero`,
+            req: lvm.lvmRequest(
+              'lvchange',
+              ['--deltag', cacheTag.copied(copied), '--addtag', cacheTag.copied(0), ref],
+              'write',
+            ),
+          },
+        ]);
         throw new CowstackError(
           EXIT.FAILED,
           `replica ${ref} of ${lvRef(image)} has sha256 ${sha}, the image records ${image.sha256}`,
@@ -206,31 +199,27 @@ export async function replicate(ctx: OpContext, name: string, opts: ReplicateOpt
       copied === image.sizeBytes
         ? []
         : ['--deltag', cacheTag.copied(copied), '--addtag', cacheTag.copied(image.sizeBytes)];
-    await runPlan(
-      ctx.runner,
-      [
-        {
-          title: `mark ${ref} complete and read-only`,
-          req: lvm.lvmRequest(
-            'lvchange',
-            [
-              '--permission',
-              'r',
-              '--deltag',
-              cacheTag.state('copying'),
-              '--addtag',
-              cacheTag.state('complete'),
-              ...copiedTags,
-              '--addtag',
-              cacheTag.used(Math.floor(Date.now() / 1000)),
-              ref,
-            ],
-            'write',
-          ),
-        },
-      ],
-      ctx.observer,
-    );
+    await runGuarded(ctx, [
+      {
+        title: `mark ${ref} complete and read-only`,
+        req: lvm.lvmRequest(
+          'lvchange',
+          [
+            '--permission',
+            'r',
+            '--deltag',
+            cacheTag.state('copying'),
+            '--addtag',
+            cacheTag.state('complete'),
+            ...copiedTags,
+            '--addtag',
+            cacheTag.used(Math.floor(Date.now() / 1000)),
+            ref,
+          ],
+          'write',
+        ),
+      },
+    ]);
     return {
       ...base,
       action: resumed ? 'resumed' : 'replicated',

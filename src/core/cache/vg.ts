@@ -7,13 +7,14 @@ import { notFound, refused, usageError } from '../../exec/errors.js';
 import type { Runner } from '../../exec/types.js';
 import { holders, realpath } from '../../tools/files.js';
 import * as lvm from '../../tools/lvm.js';
-import type { OpContext } from '../opContext.js';
-import { runPlan, type Step } from '../plan.js';
+import type { NodeSession } from '../node.js';
+import { runGuarded } from '../executor.js';
+import type { Step } from '../plan.js';
 import { EXTENT, validateDevicePath, validateVgName } from '../validate.js';
 import { cacheLvFrom, type CacheLv, type CacheState } from './meta.js';
 
 export const DEFAULT_CACHE_VG = 'cowstack_cache';
-export const cacheVgOf = (ctx: OpContext): string => validateVgName(ctx.cacheVg ?? DEFAULT_CACHE_VG);
+export const cacheVgOf = (ctx: NodeSession): string => validateVgName(ctx.cacheVg ?? DEFAULT_CACHE_VG);
 
 /** The cache VG and its LVs; `exists: false` when the node has none. Local VG: no device filter. */
 export async function observeCache(runner: Runner, vg: string): Promise<CacheState> {
@@ -39,7 +40,7 @@ export interface CacheInitResult {
 }
 
 /** Create the node's local cache VG on DEVICE; a re-run on the same device is a no-op. */
-export async function initCache(ctx: OpContext, device: string): Promise<CacheInitResult> {
+export async function initCache(ctx: NodeSession, device: string): Promise<CacheInitResult> {
   validateDevicePath(device);
   const vg = cacheVgOf(ctx);
   if (vg === ctx.vg)
@@ -90,17 +91,13 @@ export async function initCache(ctx: OpContext, device: string): Promise<CacheIn
     );
   }
   // A local VG (no --shared): the cache is this node's alone, and needs no lock manager.
-  await runPlan(
-    ctx.runner,
-    [
-      {
-        title: `create local cache VG ${vg} on ${device}`,
-        req: lvm.lvmRequest('vgcreate', ['--setautoactivation', 'n', vg, real], 'write'),
-        undo: [lvm.lvmRequest('vgremove', ['-y', vg], 'write')],
-      },
-    ],
-    ctx.observer,
-  );
+  await runGuarded(ctx, [
+    {
+      title: `create local cache VG ${vg} on ${device}`,
+      req: lvm.lvmRequest('vgcreate', ['--setautoactivation', 'n', vg, real], 'write'),
+      undo: [lvm.lvmRequest('vgremove', ['-y', vg], 'write')],
+    },
+  ]);
   const [info] = ctx.dryRun ? [] : await lvm.vgs(ctx.runner, vg);
   return { vg, device, action: 'created', sizeBytes: info?.sizeBytes };
 }

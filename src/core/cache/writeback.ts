@@ -29,11 +29,12 @@ import {
   type CacheState,
 } from './meta.js';
 import { activateCacheLv } from './vg.js';
-import { runGuarded, type OpContext } from '../opContext.js';
+import { runGuarded } from '../executor.js';
+import type { NodeSession } from '../node.js';
 import { dmName, dmPath, dmUuid, lvMapperPath, sameUuid } from '../dmNames.js';
 import type { CloneObj } from '../metadata.js';
 import type { NodeState } from '../observe.js';
-import { runPlan, type Step } from '../plan.js';
+import type { Step } from '../plan.js';
 import { activateStep, lvRef } from '../lvSteps.js';
 import { EXTENT, formatSize, roundUp } from '../validate.js';
 import type { CacheKind, CacheLayer } from './kind.js';
@@ -110,19 +111,19 @@ export function attachWritebackSteps(wb: CacheLv, clone: CloneObj): Step[] {
   ];
 }
 
-export async function nodeName(ctx: OpContext): Promise<string> {
+export async function nodeName(ctx: NodeSession): Promise<string> {
   const r = await ctx.runner.run({ argv: ['uname', '-n'], kind: 'read' });
   return r.stdout.trim();
 }
 
-export const markWbHostStep = (ctx: OpContext, clone: CloneObj, host: string): Step => ({
+export const markWbHostStep = (ctx: NodeSession, clone: CloneObj, host: string): Step => ({
   title: `mark ${lvRef(clone)} write-back cached on ${host}`,
   req: lvm.lvmRequest('lvchange', ['--addtag', `${WB_HOST_TAG}${host}`, lvRef(clone)], 'write', ctx.scope),
   undo: [lvm.lvmRequest('lvchange', ['--deltag', `${WB_HOST_TAG}${host}`, lvRef(clone)], 'write', ctx.scope)],
 });
 
 /** Refuse to use a clone whose newest blocks may sit in another node's write-back cache. */
-export async function refuseForeignWriteback(ctx: OpContext, clone: CloneObj, verb: string): Promise<void> {
+export async function refuseForeignWriteback(ctx: NodeSession, clone: CloneObj, verb: string): Promise<void> {
   const host = wbHostOf(clone);
   if (!host) return;
   const me = await nodeName(ctx);
@@ -142,7 +143,7 @@ export async function refuseForeignWriteback(ctx: OpContext, clone: CloneObj, ve
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function writecacheStatus(ctx: OpContext, name: string): Promise<dmsetup.WritecacheStatus> {
+async function writecacheStatus(ctx: NodeSession, name: string): Promise<dmsetup.WritecacheStatus> {
   const [line] = await dmsetup.status(ctx.runner, name);
   if (!line || line.target !== 'writecache')
     throw new CowstackError(EXIT.FAILED, `${name} is not a writecache device`, {
@@ -153,7 +154,7 @@ async function writecacheStatus(ctx: OpContext, name: string): Promise<dmsetup.W
 
 /** Write back every dirty block of a cache device and wait until none is left. */
 export async function flushWriteback(
-  ctx: OpContext,
+  ctx: NodeSession,
   name: string,
   opts: { timeoutMs?: number } = {},
 ): Promise<{ flushedBlocks: number; seconds: number }> {
@@ -161,14 +162,10 @@ export async function flushWriteback(
   // What is dirty now is what this write-back costs (the flush message alone may write it back).
   const before = ctx.dryRun ? undefined : await writecacheStatus(ctx, name);
   // flush commits what is in flight; cleaner makes it write everything back and take no new writes.
-  await runPlan(
-    ctx.runner,
-    [
-      { title: `flush ${name}`, req: dmsetup.messageReq(name, 'flush') },
-      { title: `write back everything in ${name}`, req: dmsetup.messageReq(name, 'cleaner') },
-    ],
-    ctx.observer,
-  );
+  await runGuarded(ctx, [
+    { title: `flush ${name}`, req: dmsetup.messageReq(name, 'flush') },
+    { title: `write back everything in ${name}`, req: dmsetup.messageReq(name, 'cleaner') },
+  ]);
   if (ctx.dryRun) return { flushedBlocks: 0, seconds: 0 };
   const first = before ? before.dirtyBlocks + before.writebackBlocks : 0;
   const deadline = started + (opts.timeoutMs ?? 30 * 60_000);
@@ -208,7 +205,7 @@ export async function flushWriteback(
  * whether anything was there. Callers re-observe afterwards.
  */
 export async function releaseWriteback(
-  ctx: OpContext,
+  ctx: NodeSession,
   state: NodeState,
   clone: CloneObj,
   opts: { flush: boolean; force?: boolean },
@@ -220,16 +217,12 @@ export async function releaseWriteback(
     // Marker without a cache: the cache was already written back and removed (a crash in between).
     const host = wbHostOf(clone);
     if (host && opts.flush && host === (await nodeName(ctx))) {
-      await runPlan(
-        ctx.runner,
-        [
-          {
-            title: `clear the write-back marker of ${lvRef(clone)}`,
-            req: lvm.lvmRequest('lvchange', ['--deltag', `${WB_HOST_TAG}${host}`, lvRef(clone)], 'write', ctx.scope),
-          },
-        ],
-        ctx.observer,
-      );
+      await runGuarded(ctx, [
+        {
+          title: `clear the write-back marker of ${lvRef(clone)}`,
+          req: lvm.lvmRequest('lvchange', ['--deltag', `${WB_HOST_TAG}${host}`, lvRef(clone)], 'write', ctx.scope),
+        },
+      ]);
       return { released: true };
     }
     return { released: false };
@@ -247,7 +240,7 @@ export async function releaseWriteback(
     if (!clone.lv.activeLocally) first.push(activateStep(clone, 'exclusive', ctx.scope));
     first.push(...attachWritebackSteps(lv, clone));
   }
-  if (first.length) await runPlan(ctx.runner, first, ctx.observer);
+  if (first.length) await runGuarded(ctx, first);
   const attached = Boolean(dev) || (opts.flush && Boolean(lv));
   let flushed: { flushedBlocks: number; seconds: number } | undefined;
   if (attached && opts.flush) flushed = await flushWriteback(ctx, name);
@@ -269,7 +262,7 @@ export async function releaseWriteback(
       title: `clear the write-back marker of ${lvRef(clone)}`,
       req: lvm.lvmRequest('lvchange', ['--deltag', `${WB_HOST_TAG}${host}`, lvRef(clone)], 'write', ctx.scope),
     });
-  await runPlan(ctx.runner, last, ctx.observer);
+  await runGuarded(ctx, last);
   return {
     released: true,
     ...(flushed ? { flushedBlocks: flushed.flushedBlocks, flushSeconds: flushed.seconds } : {}),
