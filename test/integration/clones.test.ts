@@ -189,10 +189,18 @@ describe.sequential('images', () => {
         'cowstack_state:initializing',
       ]),
     );
-    // Created, held and zeroed by the lvcreate; then marked live and released in one lvchange.
-    const live = ['lvchange', '-an', '--deltag', 'cowstack_state:initializing', '--addtag', 'cowstack_state:live'];
-    expect(argvs).toContainEqual([...live, `${REPO_VG}/${name}`]);
+    // Created, held and zeroed by the lvcreate; then marked live and released in one lvchange,
+    // whose command log names the new LV's uuid.
+    const live = ['-an', '--deltag', 'cowstack_state:initializing', '--addtag', 'cowstack_state:live'];
+    const mark = argvs.find((a: string[]) => a[0] === 'lvchange');
+    expect(mark.slice(0, 2)).toEqual(['lvchange', '--config']);
+    expect(mark[2]).toContain('report_command_log = 1');
+    expect(mark.slice(3)).toEqual(['--reportformat', 'json', ...live, `${REPO_VG}/${name}`]);
     expect(argvs.some((a: string[]) => a[0] === 'dd')).toBe(false);
+    // The node lock a run takes, and the journal records as lines on its stdin (no file commands).
+    expect(argvs[0].slice(0, 1)).toEqual(['flock']);
+    const notes = r.json.dryRun.filter((p: PlannedCommand) => !p.argv.length).map((p: PlannedCommand) => p.title);
+    expect(notes).toEqual([expect.stringContaining('"rec":"begin"'), expect.stringContaining('"rec":"end"')]);
     expect((await tb.ssh('node1', ['lvs', '--nolocking', `${REPO_VG}/${name}`])).exitCode).not.toBe(0);
   });
 
