@@ -13,7 +13,10 @@ export function register(program: Command): void {
       ),
   ).action(async (o, cmd: Command) => {
     const ctx = createContext(cmd);
-    const report = await doctor(ctx.runner, { vg: o.vg ?? ctx.config.repository.vg });
+    const report = await doctor(ctx.runner, {
+      vg: o.vg ?? ctx.config.repository.vg,
+      warnPercent: ctx.config.capacity.warnPercent,
+    });
     // Findings are the result; a non-zero exit lets scripts gate on a healthy node.
     const failure = report.ok
       ? undefined
