@@ -18,6 +18,8 @@ export const DEFAULT_MAX_LVS = 2000;
  * tags more (about 170 bytes). Twice the measured size leaves room for longer names and tags.
  */
 export const METADATA_BYTES_PER_LV = 1024;
+/** The measured size, for the estimate of LVs left in a VG that has none yet to average over. */
+const MEASURED_CLONE_METADATA_BYTES = 490;
 
 /**
  * LVM keeps the previous metadata copy intact while it writes the next one into the same
@@ -100,8 +102,8 @@ export interface CapacityReport {
     freeBytes: number;
     usedPercent: number;
     bytesPerLv?: number;
-    /** LVs that still fit at the current average size per LV. */
-    lvsLeft?: number;
+    /** LVs that still fit at the current average size per LV (the measured clone size in an empty VG). */
+    lvsLeft: number;
   };
   leases?: {
     lvmlockBytes: number;
@@ -163,7 +165,8 @@ export async function repoCapacity(
       usableBytes: usable,
       freeBytes: space.mdaFreeBytes,
       usedPercent: pct(used, usable),
-      ...(bytesPerLv ? { bytesPerLv, lvsLeft: Math.floor(space.mdaFreeBytes / Math.max(bytesPerLv, 256)) } : {}),
+      ...(bytesPerLv ? { bytesPerLv } : {}),
+      lvsLeft: Math.floor(space.mdaFreeBytes / Math.max(bytesPerLv ?? MEASURED_CLONE_METADATA_BYTES, 256)),
     },
     ...(leases ? { leases } : {}),
     extents: {
@@ -188,7 +191,7 @@ export function capacityWarnings(c: CapacityReport): CapacityReport['warnings'] 
       what: 'metadata',
       message:
         `VG ${c.vg} metadata area ${c.metadata.usedPercent}% full (${c.lvCount} LVs` +
-        `${c.metadata.lvsLeft !== undefined ? `, room for about ${c.metadata.lvsLeft} more` : ''})`,
+        `, room for about ${c.metadata.lvsLeft} more)`,
       fix:
         'LVM cannot grow the metadata area of an existing PV: remove unused images and clones, or ' +
         'put new disks in a second repository VG made with cowstack cluster init --max-lvs N',

@@ -247,7 +247,7 @@ export async function doctor(runner: Runner, opts: DoctorOptions): Promise<Docto
       'metadata',
       `metadata area ${m.usedPercent}% used (${c.lvCount} LVs, ` +
         `${formatSize(m.freeBytes)} of ${formatSize(m.usableBytes)} free` +
-        `${m.lvsLeft !== undefined ? `, room for about ${m.lvsLeft} more LVs` : ''})`,
+        `, room for about ${m.lvsLeft} more LVs)`,
     );
     if (c.leases)
       check(

@@ -8,7 +8,7 @@ import {
   type CapacityReport,
 } from '../../src/core/capacity.js';
 import * as lvm from '../../src/tools/lvm.js';
-import { lvsJson, recorder, REPORT, vgsJson } from './support.js';
+import { capture, lvsJson, recorder, REPORT, vgsJson } from './support.js';
 
 const MiB = 2 ** 20;
 const GiB = 2 ** 30;
@@ -170,5 +170,28 @@ describe('repository capacity', () => {
     expect(lvm.leaseOffset('1.0.0:562036736')).toBe(562036736);
     expect(lvm.leaseOffset('')).toBeUndefined();
     expect(lvm.leaseOffset('1.0.0:lvmlock')).toBeUndefined();
+  });
+});
+
+describe('REAL lvm2 2.03.16 reports (testbed, right after cluster init --max-lvs 2000)', () => {
+  it('reads the 6 MiB metadata area LVM made of --metadatasize 5m and the 1 GiB lvmlock', async () => {
+    const r = recorder()
+      .expect(['vgs', '--nolocking', ...REPORT, '-o', SPACE_COLUMNS, 'repo'], {
+        kind: 'read',
+        stdout: capture('vgs-space-repo.json'),
+      })
+      .expect(['lvs', '-a', '--nolocking', ...REPORT, '-o', 'lv_name,lv_size,lv_lock_args', 'repo'], {
+        kind: 'read',
+        stdout: capture('lvs-a-leases-empty.json'),
+      })
+      .expect(['blockdev', '--getpbsz', '/dev/sda'], { kind: 'read', stdout: '4096\n' });
+    const c = (await repoCapacity(r, 'repo', { pvDevice: '/dev/sda' })) as CapacityReport;
+    r.verify();
+    // LVM rounds the area up so that the first extent starts on a MiB boundary (pe_start 6 MiB).
+    expect(c.metadata).toMatchObject({ areaBytes: 6287360, freeBytes: 3141632, usedPercent: 0 });
+    // An empty VG has nothing to average: the estimate uses the measured 490 bytes per clone.
+    expect(c.metadata.lvsLeft).toBe(Math.floor(3141632 / 490));
+    expect(c.leases).toMatchObject({ lvmlockBytes: GiB, slots: 61, inUse: 0, canGrow: true });
+    expect(c.extents).toMatchObject({ extentBytes: 4 * MiB, total: 1022, free: 766 });
   });
 });

@@ -39,7 +39,7 @@ function renderCapacity(c: CapacityReport | undefined): string[] {
   return [
     `repository ${c.vg}: ${c.lvCount} LVs`,
     `  metadata area: ${m.usedPercent}% used, ${formatSize(m.freeBytes)} of ${formatSize(m.usableBytes)} free` +
-      `${m.lvsLeft !== undefined ? ` (about ${m.lvsLeft} more LVs)` : ''}`,
+      ` (about ${m.lvsLeft} more LVs)`,
     ...(c.leases
       ? [
           `  lease space: ${c.leases.inUse} of ${c.leases.slots} leases ` +
