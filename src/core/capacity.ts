@@ -20,6 +20,7 @@ export const DEFAULT_MAX_LVS = 2000;
 export const METADATA_BYTES_PER_LV = 1024;
 /** The measured size, for the estimate of LVs left in a VG that has none yet to average over. */
 const MEASURED_CLONE_METADATA_BYTES = 490;
+const ESTIMATE_FROM_LVS = 50;
 
 /**
  * LVM keeps the previous metadata copy intact while it writes the next one into the same
@@ -102,7 +103,7 @@ export interface CapacityReport {
     freeBytes: number;
     usedPercent: number;
     bytesPerLv?: number;
-    /** LVs that still fit at the current average size per LV (the measured clone size in an empty VG). */
+    /** LVs that still fit at the current average size per LV (the measured clone size below 50 LVs). */
     lvsLeft: number;
   };
   leases?: {
@@ -157,6 +158,10 @@ export async function repoCapacity(
   const usable = Math.floor(space.mdaBytes * MDA_USABLE_FRACTION);
   const used = Math.max(0, usable - space.mdaFreeBytes);
   const bytesPerLv = space.lvCount > 0 ? Math.round(used / space.lvCount) : undefined;
+  // The VG's own entries (lvmlock, host tags) dominate the average of a few LVs (measured: 1536
+  // bytes each with 2 LVs): estimate from the average only once there are enough LVs.
+  const perLv =
+    bytesPerLv && space.lvCount >= ESTIMATE_FROM_LVS ? Math.max(bytesPerLv, 256) : MEASURED_CLONE_METADATA_BYTES;
   const report: CapacityReport = {
     vg,
     lvCount: space.lvCount,
@@ -166,7 +171,7 @@ export async function repoCapacity(
       freeBytes: space.mdaFreeBytes,
       usedPercent: pct(used, usable),
       ...(bytesPerLv ? { bytesPerLv } : {}),
-      lvsLeft: Math.floor(space.mdaFreeBytes / Math.max(bytesPerLv ?? MEASURED_CLONE_METADATA_BYTES, 256)),
+      lvsLeft: Math.floor(space.mdaFreeBytes / perLv),
     },
     ...(leases ? { leases } : {}),
     extents: {
