@@ -6,12 +6,14 @@
 import { CowstackError, EXIT, notFound, refused } from '../exec/errors.js';
 import type { Runner } from '../exec/types.js';
 import * as blockData from '../tools/blockData.js';
+import * as blockdev from '../tools/blockdev.js';
 import { readFile, realpath, pidof, writeFileReqs } from '../tools/files.js';
 import * as host from '../tools/host.js';
 import * as lvm from '../tools/lvm.js';
 import * as sanlock from '../tools/sanlock.js';
 import { hasSystemd, startDaemonReq } from '../tools/service.js';
 import { hostMapFromTags, hostTag, HOST_TAG_PREFIX } from './hostMap.js';
+import { DEFAULT_MAX_LVS, sizingFor, type Sizing } from './capacity.js';
 import { compactUuid } from './dmNames.js';
 import { leaseOwners } from './locks.js';
 import { getConfValue, setConfValue } from './lvmConf.js';
@@ -37,6 +39,8 @@ export interface ClusterReport {
   hostName: string;
   changed: string[];
   lockspace: string;
+  /** cluster init only: how the new VG was sized and what lease space it will need. */
+  sizing?: Sizing;
 }
 
 /** Steps that make lvm.conf use lvmlockd and lvmlocal.conf carry this host's id. */
@@ -165,6 +169,8 @@ async function lockstartAndRegister(ctx: NodeSession, setup: NodeSetup, name: st
 export interface InitOptions extends NodeSetup {
   device: string;
   force?: boolean;
+  /** LVs the VG's metadata area is sized for (default DEFAULT_MAX_LVS). */
+  maxLvs?: number;
 }
 
 export async function clusterInit(ctx: NodeSession, o: Omit<InitOptions, 'vg'>): Promise<ClusterReport> {
@@ -179,6 +185,7 @@ export async function clusterInit(ctx: NodeSession, o: Omit<InitOptions, 'vg'>):
       'log in to the repository LUN first: cowstack initiator login PORTAL IQN',
     );
   const changed = await prepareNode(ctx, opts);
+  let sizing: Sizing | undefined;
   const existing = (await lvm.vgs(runner, opts.vg))[0];
   if (existing) {
     if (!existing.shared || existing.lockType !== opts.lockType) {
@@ -209,6 +216,8 @@ export async function clusterInit(ctx: NodeSession, o: Omit<InitOptions, 'vg'>):
         'wipe it yourself (wipefs -a) or pass --force to let cowstack wipe it',
       );
     }
+    // The lease spacing follows the LUN's physical sector size: part of the sizing explained.
+    sizing = sizingFor(opts.maxLvs ?? DEFAULT_MAX_LVS, await blockdev.physicalBlockSize(runner, real));
     const steps: Step[] = [];
     if (sig.exitCode === 0 && opts.force)
       steps.push({
@@ -217,14 +226,21 @@ export async function clusterInit(ctx: NodeSession, o: Omit<InitOptions, 'vg'>):
       });
     steps.push({
       title: `create shared VG ${opts.vg} on ${opts.device} (${opts.lockType})`,
-      req: lvm.createVgReq(opts.vg, opts.device, { lockType: opts.lockType }),
+      req: lvm.createVgReq(opts.vg, opts.device, { lockType: opts.lockType, metadataMiB: sizing.metadataMiB }),
       undo: [lvm.removeVgReq(opts.vg)],
     });
     await runGuarded(ctx, steps);
-    changed.push(`created VG ${opts.vg}`);
+    changed.push(`created VG ${opts.vg} (metadata area ${sizing.metadataMiB} MiB for ${sizing.maxLvs} LVs)`);
   }
   if (!dryRun) changed.push(...(await lockstartAndRegister(ctx, opts, name)));
-  return { vg: opts.vg, hostId: opts.hostId, hostName: name, changed, lockspace: sanlock.lockspaceName(opts.vg) };
+  return {
+    vg: opts.vg,
+    hostId: opts.hostId,
+    hostName: name,
+    changed,
+    lockspace: sanlock.lockspaceName(opts.vg),
+    ...(sizing ? { sizing } : {}),
+  };
 }
 
 export async function clusterJoin(ctx: NodeSession, o: Omit<NodeSetup, 'vg'>): Promise<ClusterReport> {

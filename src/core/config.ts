@@ -27,6 +27,8 @@ export interface Config {
   ssh: { config?: string };
   sudo: SudoPolicy;
   cow: { warnPercent: number; chunk: string };
+  /** Warn (doctor, status) when the VG's metadata area, lease space or extents are this full. */
+  capacity: { warnPercent: number };
   /** The repository server's target software (cowstack target ...). */
   target: { backend: 'auto' | 'lio' | 'tgt' };
   /** The OpenNebula TM driver (`cowstack tm`). */
@@ -77,6 +79,7 @@ export const defaultConfig = (): Config => ({
   ssh: {},
   sudo: 'auto',
   cow: { warnPercent: 80, chunk: '4K' },
+  capacity: { warnPercent: 80 },
   target: { backend: 'auto' },
   tm: { hosts: [], cowPercent: 25 },
   cache: { vg: 'cowstack_cache', map: [] },
@@ -153,6 +156,13 @@ function merge(config: Config, doc: unknown, file: string): void {
   const cow = section(d.cow);
   if (cow.warnPercent !== undefined) config.cow.warnPercent = Number(cow.warnPercent);
   if (cow.chunk !== undefined) config.cow.chunk = String(cow.chunk);
+  const capacity = section(d.capacity);
+  if (capacity.warnPercent !== undefined) {
+    const p = Number(capacity.warnPercent);
+    if (!Number.isInteger(p) || p < 1 || p > 100)
+      throw usageError(`${file}: capacity.warnPercent must be an integer from 1 to 100, got "${capacity.warnPercent}"`);
+    config.capacity.warnPercent = p;
+  }
   const target = section(d.target);
   if (target.backend !== undefined) {
     if (!oneOf(target.backend, ['auto', 'lio', 'tgt'] as const))

@@ -13,11 +13,13 @@ import * as iscsi from '../tools/iscsiadm.js';
 import * as lvm from '../tools/lvm.js';
 import * as sanlock from '../tools/sanlock.js';
 import * as udevadm from '../tools/udevadm.js';
+import { repoCapacity } from './capacity.js';
 import { LVMLOCAL_CONF } from './cluster.js';
 import { CONFIG_PATH, SUDOERS_PATH, UDEV_RULE_PATH } from './install.js';
 import { hostMapFromTags } from './hostMap.js';
 import { getConfValue } from './lvmConf.js';
 import type { NodeSession } from './node.js';
+import { formatSize } from './validate.js';
 
 export type CheckStatus = 'ok' | 'warning' | 'error';
 export interface Check {
@@ -54,10 +56,15 @@ const PROGRAMS: Array<{ name: string; req: RunRequest; pkg: string; pattern: Reg
 
 const REQUIRED_TARGETS = ['linear', 'snapshot', 'cache', 'writecache'];
 
+export interface DoctorOptions {
+  /** Capacity warnings at this percentage (config capacity.warnPercent). */
+  warnPercent?: number;
+}
+
 /** Checks the session's node and its repository VG. */
-export async function doctor(ctx: NodeSession): Promise<DoctorReport> {
+export async function doctor(ctx: NodeSession, o: DoctorOptions = {}): Promise<DoctorReport> {
   const { runner } = ctx;
-  const opts = { vg: ctx.vg };
+  const opts = { vg: ctx.vg, ...o };
   const checks: Check[] = [];
   const add = (c: Check) => checks.push(c);
   const guard = async (id: string, fn: () => Promise<void>) => {
@@ -222,6 +229,41 @@ export async function doctor(ctx: NodeSession): Promise<DoctorReport> {
     const pv = (await lvm.pvs(runner)).find((p) => p.vg === opts.vg);
     if (!pv) return; // repository:vg already says the VG is missing
     add(await pathCheck(runner, pv.name));
+  });
+
+  // Before an lvcreate fails: metadata area, lease space and extents, each with its fix.
+  await guard('repository:capacity', async () => {
+    const c = await repoCapacity(runner, opts.vg, { warnPercent: opts.warnPercent });
+    if (!c) return; // repository:vg already says the VG is missing
+    const warned = new Map(c.warnings.map((w) => [w.what, w]));
+    const check = (what: 'metadata' | 'leases' | 'extents', message: string) => {
+      const w = warned.get(what);
+      add({
+        id: `capacity:${what}`,
+        status: w ? 'warning' : 'ok',
+        message: w ? w.message : message,
+        ...(w ? { fix: w.fix } : {}),
+      });
+    };
+    const m = c.metadata;
+    check(
+      'metadata',
+      `metadata area ${m.usedPercent}% used (${c.lvCount} LVs, ` +
+        `${formatSize(m.freeBytes)} of ${formatSize(m.usableBytes)} free` +
+        `, room for about ${m.lvsLeft} more LVs)`,
+    );
+    if (c.leases)
+      check(
+        'leases',
+        `lease space: ${c.leases.inUse} of ${c.leases.slots} leases ` +
+          `in a ${formatSize(c.leases.lvmlockBytes)} lvmlock ` +
+          `(${formatSize(c.leases.alignBytes)} each; grows by ${formatSize(c.leases.growBytes)} from free extents)`,
+      );
+    check(
+      'extents',
+      `${c.extents.usedPercent}% allocated, ${c.extents.free} of ${c.extents.total} extents free ` +
+        `(${formatSize(c.extents.freeBytes)})`,
+    );
   });
 
   // What `cowstack install` puts in place. Warnings: a root-only node works without them.

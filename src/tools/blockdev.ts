@@ -17,6 +17,12 @@ export async function logicalBlockSize(runner: Runner, device: string): Promise<
   return parseIntStrict(r.stdout, device);
 }
 
+/** The physical sector size: sanlock lays out leases 1 MiB apart on 512, 8 MiB apart on 4096. */
+export async function physicalBlockSize(runner: Runner, device: string): Promise<number> {
+  const r = await runner.run({ argv: ['blockdev', '--getpbsz', device], kind: 'read', root: true });
+  return parseIntStrict(r.stdout, device);
+}
+
 export const flushReq = (device: string) => ({
   argv: ['blockdev', '--flushbufs', device],
   kind: 'write' as const,

@@ -421,16 +421,108 @@ export const extendLvReq = (target: string, bytes: number, scope: LvmScope = {})
  * vgcreate on one device, never autoactivated. With a lock type the VG is shared
  * (lvmlockd), and creating it initializes the lockspace on the LUN: the long timeout.
  */
-export function createVgReq(vg: string, device: string, o: { lockType?: string } = {}): RunRequest {
+export function createVgReq(
+  vg: string,
+  device: string,
+  o: { lockType?: string; metadataMiB?: number } = {},
+): RunRequest {
   const shared = o.lockType ? ['--shared', '--lock-type', o.lockType] : [];
+  // LVM's default area is 1 MiB: too small for a repository of thousands of tagged LVs, and
+  // it cannot be grown on an existing PV, so the size is chosen once, here (core/capacity.ts).
+  const mda = o.metadataMiB ? ['--metadatasize', `${o.metadataMiB}m`] : [];
   return lvmRequest(
     'vgcreate',
-    [...shared, '--setautoactivation', 'n', vg, device],
+    [...shared, ...mda, '--setautoactivation', 'n', vg, device],
     'write',
     {},
     o.lockType ? { timeout: 'lockspace' } : {},
   );
 }
+/** What fills up in a VG: extents, the metadata area, LV count (see core/capacity.ts). */
+export interface VgSpace {
+  name: string;
+  sizeBytes: number;
+  freeBytes: number;
+  extentBytes: number;
+  extentCount: number;
+  freeExtents: number;
+  /** Size of the smallest metadata area and its free bytes as LVM reports them. */
+  mdaBytes: number;
+  mdaFreeBytes: number;
+  mdaCount: number;
+  lvCount: number;
+}
+
+const VG_SPACE_FIELDS = [
+  'vg_name',
+  'vg_size',
+  'vg_free',
+  'vg_extent_size',
+  'vg_extent_count',
+  'vg_free_count',
+  'vg_mda_size',
+  'vg_mda_free',
+  'vg_mda_count',
+  'lv_count',
+] as const;
+
+export function parseVgSpace(stdout: string): VgSpace[] {
+  return parseReport(stdout, 'vg').map((r) => ({
+    name: str(r.vg_name),
+    sizeBytes: num(r.vg_size),
+    freeBytes: num(r.vg_free),
+    extentBytes: num(r.vg_extent_size),
+    extentCount: num(r.vg_extent_count),
+    freeExtents: num(r.vg_free_count),
+    mdaBytes: num(r.vg_mda_size),
+    mdaFreeBytes: num(r.vg_mda_free),
+    mdaCount: num(r.vg_mda_count),
+    lvCount: num(r.lv_count),
+  }));
+}
+
+/** Space report of one VG (undefined if it does not exist); unlocked like every report (see lvs). */
+export async function vgSpace(runner: Runner, vg: string, scope: LvmScope = {}): Promise<VgSpace | undefined> {
+  const r = await runner.run(
+    lvmRequest('vgs', ['--nolocking', ...REPORT, '-o', VG_SPACE_FIELDS.join(','), vg], 'read', scope, {
+      allowFailure: true,
+    }),
+  );
+  if (r.exitCode !== 0) {
+    if (isLvmNotFound(r.stderr)) return undefined;
+    throw commandFailed(runner.target, r);
+  }
+  return parseVgSpace(r.stdout)[0];
+}
+
+export interface LeaseLv {
+  name: string;
+  sizeBytes: number;
+  /** lv_lock_args: "1.0.0:OFFSET" for an LV's sanlock lease, empty for LVs without one. */
+  lockArgs: string;
+}
+
+/**
+ * Every LV of the VG including hidden ones (-a): the internal `lvmlock` LV that holds the
+ * sanlock leases is hidden, and its size is the lease space.
+ */
+export async function leaseLvs(runner: Runner, vg: string, scope: LvmScope = {}): Promise<LeaseLv[]> {
+  const r = await runner.run(
+    lvmRequest('lvs', ['-a', '--nolocking', ...REPORT, '-o', 'lv_name,lv_size,lv_lock_args', vg], 'read', scope),
+  );
+  return parseReport(r.stdout, 'lv').map((row) => ({
+    name: str(row.lv_name).replace(/^\[|\]$/g, ''),
+    sizeBytes: num(row.lv_size),
+    lockArgs: str(row.lv_lockargs ?? row.lv_lock_args),
+  }));
+}
+
+/** The byte offset of an LV's lease in lvmlock, from lock args "1.0.0:562036736". */
+export function leaseOffset(lockArgs: string): number | undefined {
+  const m = /^\d+\.\d+\.\d+:(\d+)$/.exec(lockArgs.trim());
+  return m ? Number(m[1]) : undefined;
+}
+
 export const removeVgReq = (vg: string): RunRequest => lvmRequest('vgremove', ['-y', vg], 'write');
 /** Join the VG's lockspace on this node (a sanlock lease acquisition: tens of seconds). */
 export const lockStartReq = (vg: string): RunRequest =>

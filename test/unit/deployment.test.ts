@@ -224,6 +224,7 @@ async function builtRequests(): Promise<Map<string, RunRequest[]>> {
   add(
     'lvm',
     lvm.createVgReq('repo', LUN, { lockType: 'sanlock' }),
+    lvm.createVgReq('repo', LUN, { lockType: 'sanlock', metadataMiB: 5 }),
     lvm.createVgReq('cowstack_cache', '/dev/vda'),
     lvm.removeVgReq('repo'),
     lvm.lockStartReq('repo'),
@@ -234,6 +235,8 @@ async function builtRequests(): Promise<Map<string, RunRequest[]>> {
     await tolerate(() => lvm.lvs(runner('lvm'), 'repo', scope));
     await tolerate(() => lvm.vgs(runner('lvm'), 'repo', scope));
     await tolerate(() => lvm.pvs(runner('lvm'), scope));
+    await tolerate(() => lvm.vgSpace(runner('lvm'), 'repo', scope));
+    await tolerate(() => lvm.leaseLvs(runner('lvm'), 'repo', scope));
   }
 
   await tolerate(() => dmsetup.listDevices(runner('dmsetup')));
@@ -348,7 +351,7 @@ async function builtRequests(): Promise<Map<string, RunRequest[]>> {
     sanlock.versionReq(),
     sanlock.lvmlockctlProbeReq(),
   );
-  for (const f of [blockdev.sizeBytes, blockdev.sizeSectors, blockdev.logicalBlockSize])
+  for (const f of [blockdev.sizeBytes, blockdev.sizeSectors, blockdev.logicalBlockSize, blockdev.physicalBlockSize])
     await tolerate(() => f(runner('blockdev'), lvMapperPath('repo', 'img')));
   add('blockdev', blockdev.flushReq(LUN) as RunRequest, blockdev.versionReq());
   add('udevadm', settleReq(), settleReq(5), udevadm.versionReq());

@@ -27,6 +27,8 @@ const FILES = [
   'lvchange-aey-conflict.stdout',
   'lvm-version.txt',
   'lvmlockctl-info.txt',
+  // Read by capacity.test.ts (a VG just made by cluster init --max-lvs 2000: lvmlock only).
+  'lvs-a-leases-empty.json',
   'lvs-repo.json',
   'pvs.json',
   'sanlock-dump-delta.txt',
@@ -34,6 +36,7 @@ const FILES = [
   'sanlock-dump-lease-held.txt',
   'sanlock-gets.txt',
   'vgs-repo.json',
+  'vgs-space-repo.json', // read by capacity.test.ts, like lvs-a-leases-empty.json
 ];
 const fixture = (name: string) => {
   if (!FILES.includes(name)) throw new Error(`${name} is not listed in FILES`);

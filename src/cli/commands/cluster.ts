@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { clusterInit, clusterJoin, clusterStatus, type ClusterReport, type ClusterStatus } from '../../core/cluster.js';
+import { DEFAULT_MAX_LVS } from '../../core/capacity.js';
 import { usageError } from '../../exec/errors.js';
 import { validateHostId } from '../../core/validate.js';
 import { createContext, type Context } from '../context.js';
@@ -25,7 +26,12 @@ export function register(program: Command): void {
       .argument('<device>', 'the repository LUN, e.g. /dev/disk/by-path/ip-...-lun-1')
       .option('--host-id <n>', "this host's sanlock host_id (1..2000, unique)")
       .option('--lock-type <type>', 'sanlock or dlm', 'sanlock')
-      .option('--force', 'wipe existing signatures on DEVICE'),
+      .option('--force', 'wipe existing signatures on DEVICE')
+      .option(
+        '--max-lvs <n>',
+        'LVs (images + clones) the VG metadata area is sized for; LVM cannot grow it later',
+        String(DEFAULT_MAX_LVS),
+      ),
   ).action(async (device: string, o, cmd: Command) => {
     const ctx = createContext(cmd);
     const report = await clusterInit(ctx.op(o.vg), {
@@ -33,6 +39,7 @@ export function register(program: Command): void {
       lockType: lockType(o.lockType),
       device,
       force: o.force,
+      maxLvs: maxLvs(o.maxLvs),
     });
     await ctx.finish(report, renderReport);
   });
@@ -65,10 +72,19 @@ function lockType(v: string): 'sanlock' | 'dlm' {
   return v;
 }
 
+function maxLvs(v: string): number {
+  const n = Number(v);
+  // 10 million LVs would already need a 20 GiB metadata area: anything above is a typo.
+  if (!Number.isInteger(n) || n < 1 || n > 10_000_000)
+    throw usageError(`--max-lvs must be a whole number from 1 to 10000000, got "${v}"`);
+  return n;
+}
+
 function renderReport(r: ClusterReport): string {
   return [
     `${r.hostName}: host_id ${r.hostId} in ${r.vg} (lockspace ${r.lockspace})`,
     ...(r.changed.length ? r.changed.map((c) => `  changed: ${c}`) : ['  already configured: nothing changed']),
+    ...(r.sizing?.explanation.map((e) => `  sizing: ${e}`) ?? []),
   ].join('\n');
 }
 

@@ -13,7 +13,7 @@ export function register(program: Command): void {
       ),
   ).action(async (o, cmd: Command) => {
     const ctx = createContext(cmd);
-    const report = await doctor(ctx.op(o.vg));
+    const report = await doctor(ctx.op(o.vg), { warnPercent: ctx.config.capacity.warnPercent });
     // Findings are the result; a non-zero exit lets scripts gate on a healthy node.
     const failure = report.ok
       ? undefined

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { recover, type RecoverReport } from '../../core/recover.js';
+import { repoCapacity, type CapacityReport } from '../../core/capacity.js';
 import { nodeStatus, tree, type NodeStatus, type TreeNode } from '../../core/report.js';
 import { formatSize } from '../../core/validate.js';
 import { createContext } from '../context.js';
@@ -32,8 +33,26 @@ function renderTree(nodes: TreeNode[]): string {
   return lines.length ? lines.join('\n') : 'no images';
 }
 
-function renderStatus(s: NodeStatus): string {
-  const lines = [`devices cowstack made on this node (${s.vg}):`];
+function renderCapacity(c: CapacityReport | undefined): string[] {
+  if (!c) return [];
+  const m = c.metadata;
+  return [
+    `repository ${c.vg}: ${c.lvCount} LVs`,
+    `  metadata area: ${m.usedPercent}% used, ${formatSize(m.freeBytes)} of ${formatSize(m.usableBytes)} free` +
+      ` (about ${m.lvsLeft} more LVs)`,
+    ...(c.leases
+      ? [
+          `  lease space: ${c.leases.inUse} of ${c.leases.slots} leases ` +
+            `(${formatSize(c.leases.lvmlockBytes)} lvmlock, ${formatSize(c.leases.alignBytes)} each, ` +
+            `grows by ${formatSize(c.leases.growBytes)})`,
+        ]
+      : []),
+    `  extents: ${c.extents.usedPercent}% allocated, ${formatSize(c.extents.freeBytes)} free`,
+  ];
+}
+
+function renderStatus(s: NodeStatus & { capacity?: CapacityReport }): string {
+  const lines = [...renderCapacity(s.capacity), `devices cowstack made on this node (${s.vg}):`];
   if (!s.devices.length) lines.push('  none');
   for (const d of s.devices) {
     const ioError = d.writeback?.error ? `, I/O ERROR ${d.writeback.error}` : '';
@@ -78,7 +97,21 @@ export function register(program: Command): void {
       .description('what cowstack has mapped on this node: devices, tables, COW usage, open counts'),
   ).action(async (o, cmd: Command) => {
     const ctx = createContext(cmd);
-    await ctx.finish(await nodeStatus(ctx.op(o.vg), { warnPercent: ctx.config.cow.warnPercent }), renderStatus);
+    const op = ctx.op(o.vg);
+    const status = await nodeStatus(op, { warnPercent: ctx.config.cow.warnPercent });
+    // Capacity is the repository's, not this node's, but status is where an operator looks first.
+    const capacity = await repoCapacity(ctx.runner, op.vg, {
+      warnPercent: ctx.config.capacity.warnPercent,
+      scope: op.scope,
+    });
+    await ctx.finish(
+      {
+        ...status,
+        ...(capacity ? { capacity } : {}),
+        warnings: [...status.warnings, ...(capacity?.warnings.map((w) => `${w.message}: ${w.fix}`) ?? [])],
+      },
+      renderStatus,
+    );
   });
 
   vgOption(
