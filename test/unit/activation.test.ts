@@ -8,42 +8,16 @@ import {
   deltaDumpArgv,
   leaseDump,
   lvsArgv,
-  lvsJson,
   recorder,
   rejectionOf,
   vgsArgv,
   vgsJson,
+  T1_UUID as UUID,
+  t1,
 } from './support.js';
 
 // SYNTHETIC unless marked REAL: the command outputs below (lvs rows, realpath, holders, dm names)
 // are hand-written in the tools' formats; REAL ones come from test/fixtures/lvm2-2.03.16-bookworm.
-
-const UUID = 'r1SXRd-3kQf-Xc8T-9WQr-pZ0N-fYx4-2cVb1M';
-
-/**
- * SYNTHETIC: `lvs repo/t1` as lvm2 2.03.16 json --binary prints it (support.lvsJson), in the given
- * activation state.
- */
-const t1 = (state: { active?: boolean; exclusive?: boolean; open?: boolean } = {}) =>
-  lvsJson([
-    {
-      lv_name: 't1',
-      vg_name: 'repo',
-      lv_uuid: UUID,
-      lv_size: 8388608,
-      lv_attr: state.active ? `-wi-a${state.open ? '-o' : '--'}---` : '-wi-------',
-      lv_tags: ['cowstack_role:clone'],
-      lv_active_locally: state.active ? 1 : 0,
-      lv_active_exclusively: state.exclusive ? 1 : 0,
-      lv_permissions: 'writeable',
-      lv_device_open: state.open ? 1 : 0,
-      lv_dm_path: '/dev/mapper/repo-t1',
-      lv_lockargs: '1.0.0:70254592',
-      lv_time: '2026-01-12 10:25:44 +0000',
-      lv_kernel_major: state.active ? 253 : -1,
-      lv_kernel_minor: state.active ? 3 : -1,
-    },
-  ]);
 
 // SYNTHETIC: t1's paxos lease at the offset in its lock args, held by host 2, in the real layout.
 const T1_LEASE = ['sanlock', 'direct', 'dump', '/dev/mapper/repo-lvmlock:70254592:1048576'];

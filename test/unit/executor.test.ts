@@ -24,10 +24,11 @@ import {
   deltaDumpArgv,
   leaseDump,
   lvsArgv,
-  lvsJson,
   recorder,
   rejectionOf,
   vgsArgv,
+  T1_UUID,
+  t1,
 } from './support.js';
 
 // SYNTHETIC: the lvmlockd error text seen in the testbed under load (as in plan.test.ts).
@@ -39,27 +40,9 @@ const TRANSIENT = {
 // The REAL refusal (lvchange-aey-conflict.stderr) with the LV name changed.
 const REFUSED = { kind: 'write' as const, exitCode: 5, stderr: conflictStderr().replace(/repo\/probe/g, 'repo/t1') };
 
-const UUID = 'r1SXRd-3kQf-Xc8T-9WQr-pZ0N-fYx4-2cVb1M';
+const UUID = T1_UUID;
 // SYNTHETIC: `lvs repo/t1`, inactive, with its lock args (the lease's offset).
-const T1 = lvsJson([
-  {
-    lv_name: 't1',
-    vg_name: 'repo',
-    lv_uuid: UUID,
-    lv_size: 8388608,
-    lv_attr: '-wi-------',
-    lv_tags: ['cowstack_role:clone'],
-    lv_active_locally: 0,
-    lv_active_exclusively: 0,
-    lv_permissions: 'writeable',
-    lv_device_open: 0,
-    lv_dm_path: '/dev/mapper/repo-t1',
-    lv_lockargs: '1.0.0:70254592',
-    lv_time: '2026-01-12 10:25:44 +0000',
-    lv_kernel_major: -1,
-    lv_kernel_minor: -1,
-  },
-]);
+const T1 = t1();
 
 /** Short pauses, the default numbers of attempts. */
 const FAST: LockPolicy = {

@@ -145,3 +145,30 @@ export const deltaDumpArgv = (vg: string) => [
 
 /** A RecordingRunner plus the check every test ends with: nothing left over, nothing mismatched. */
 export const recorder = (target = 'local') => new RecordingRunner(target);
+
+export const T1_UUID = 'r1SXRd-3kQf-Xc8T-9WQr-pZ0N-fYx4-2cVb1M';
+
+/**
+ * SYNTHETIC: `lvs repo/t1` as lvm2 2.03.16 json --binary prints it (lvsJson), in the given
+ * activation state: a clone LV with its lease's offset in its lock args.
+ */
+export const t1 = (state: { active?: boolean; exclusive?: boolean; open?: boolean } = {}) =>
+  lvsJson([
+    {
+      lv_name: 't1',
+      vg_name: 'repo',
+      lv_uuid: T1_UUID,
+      lv_size: 8388608,
+      lv_attr: state.active ? `-wi-a${state.open ? '-o' : '--'}---` : '-wi-------',
+      lv_tags: ['cowstack_role:clone'],
+      lv_active_locally: state.active ? 1 : 0,
+      lv_active_exclusively: state.exclusive ? 1 : 0,
+      lv_permissions: 'writeable',
+      lv_device_open: state.open ? 1 : 0,
+      lv_dm_path: '/dev/mapper/repo-t1',
+      lv_lockargs: '1.0.0:70254592',
+      lv_time: '2026-01-12 10:25:44 +0000',
+      lv_kernel_major: state.active ? 253 : -1,
+      lv_kernel_minor: state.active ? 3 : -1,
+    },
+  ]);
