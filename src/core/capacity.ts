@@ -6,9 +6,11 @@
  * Measured on the testbed (lvm2 2.03.16, sanlock 3.8.5, tgt LUN with 512-byte logical and
  * 4096-byte physical sectors); the README's "Sizing" section has the numbers.
  */
+import { CommandError, refused } from '../exec/errors.js';
 import type { Runner } from '../exec/types.js';
 import * as blockdev from '../tools/blockdev.js';
 import * as lvm from '../tools/lvm.js';
+import { formatSize } from './validate.js';
 
 export const DEFAULT_MAX_LVS = 2000;
 
@@ -218,4 +220,42 @@ export function capacityWarnings(c: CapacityReport): CapacityReport['warnings'] 
       fix: 'grow the LUN and run pvresize on it, or remove unused images and clones',
     });
   return w;
+}
+
+/**
+ * Refuse, before anything is written, a new LV the repository VG cannot take: not enough free
+ * extents, or a metadata area too full for one more LV. Judged from the observation's lvs rows,
+ * which carry the VG's free space (no command of its own). LVM would refuse as well, but only
+ * once the operation had begun, and without saying what to do.
+ */
+export function refuseIfNoRoom(vg: string, rows: readonly lvm.LvInfo[], bytes: number, what: string): void {
+  const row = rows.find((l) => l.vg === vg && l.vgFreeBytes !== undefined);
+  if (!row) return; // an empty VG (no rows) or an older report: LVM decides
+  if (bytes > row.vgFreeBytes!)
+    throw refused(
+      `${vg} has ${formatSize(row.vgFreeBytes!)} free, ${what} needs ${formatSize(bytes)}`,
+      'free space first (cowstack tree shows what can go), give a smaller size, or grow the LUN and pvresize it',
+      { vg, freeBytes: row.vgFreeBytes, neededBytes: bytes },
+    );
+  if (row.vgMdaFreeBytes !== undefined && row.vgMdaFreeBytes < METADATA_BYTES_PER_LV)
+    throw refused(
+      `the metadata area of ${vg} is full (${row.vgMdaFreeBytes} bytes free, one more LV needs about ` +
+        `${METADATA_BYTES_PER_LV}); LVM cannot grow it`,
+      'remove LVs that are no longer needed, or start a new repository VG sized with cluster init --max-lvs',
+      { vg, mdaFreeBytes: row.vgMdaFreeBytes },
+    );
+}
+
+/**
+ * An lvcreate refused for lease space (sanlock's lvmlock LV full and not extendable), as an
+ * error that says so and what to do; undefined for any other failure.
+ */
+export function leaseSpaceRefusal(vg: string, e: unknown): Error | undefined {
+  if (!(e instanceof CommandError) || !/No space for sanlock lock|Extend sanlock LV .* failed/i.test(e.stderr))
+    return undefined;
+  return refused(
+    `no sanlock lease space left in ${vg} (its lvmlock LV is full and cannot grow by ${formatSize(LEASE_GROW_BYTES)})`,
+    'free extents so that lvmlock can grow, or remove LVs that are no longer needed (README: Sizing)',
+    { vg, cause: e.stderr.trim() },
+  );
 }

@@ -17,6 +17,7 @@ import { settleReq } from '../tools/udevadm.js';
 import { whoHolds } from './holders.js';
 import { beginStep, endStep } from './journal.js';
 import { chunkTag, isFrozen, parentTag, roleTag, stateTag, type CloneObj, type CowObj, type Repo } from './metadata.js';
+import { leaseSpaceRefusal, refuseIfNoRoom } from './capacity.js';
 import { plainMapping, type PlainMapping } from './deviceGraph.js';
 import {
   findClone,
@@ -186,6 +187,7 @@ export async function createCloneLv(
     );
   }
 
+  refuseIfNoRoom(ctx.vg, state.repo.lvs, cowBytes, `the COW of ${opts.name}`);
   const ref = `${ctx.vg}/${opts.name}`;
   // One lvcreate makes the COW, activates it exclusively and zeroes its first 4 KiB (-Zy), which
   // holds the snapshot header's magic: dm-snapshot then starts an empty exception store. The
@@ -222,7 +224,7 @@ export async function createCloneLv(
         { vg: ctx.vg, lv: opts.name, cause: e.stderr.trim() },
       );
     }
-    throw e;
+    throw leaseSpaceRefusal(ctx.vg, e) ?? e;
   }
   // The mark's own command log names the new LV's uuid: no read after it on the way to a
   // mapped disk. A failed mark undoes the creation.

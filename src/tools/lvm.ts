@@ -95,6 +95,9 @@ export const LV_FIELDS = [
   'lv_time',
   'lv_kernel_major',
   'lv_kernel_minor',
+  // The VG's free space on every row: an operation that adds an LV checks it from the same report.
+  'vg_free',
+  'vg_mda_free',
 ] as const;
 export const VG_FIELDS = [
   'vg_name',
@@ -129,6 +132,9 @@ export interface LvInfo {
   /** Kernel device numbers while active locally (-1 otherwise): dm tables name devices by them. */
   major: number;
   minor: number;
+  /** The VG's free bytes and free metadata area bytes, when the report has them. */
+  vgFreeBytes?: number;
+  vgMdaFreeBytes?: number;
 }
 
 export interface VgInfo {
@@ -193,6 +199,8 @@ export function parseLvs(stdout: string): LvInfo[] {
     created: str(r.lv_time),
     major: r.lv_kernel_major === undefined || r.lv_kernel_major === '' ? -1 : num(r.lv_kernel_major),
     minor: r.lv_kernel_minor === undefined || r.lv_kernel_minor === '' ? -1 : num(r.lv_kernel_minor),
+    ...(r.vg_free === undefined || r.vg_free === '' ? {} : { vgFreeBytes: num(r.vg_free) }),
+    ...(r.vg_mda_free === undefined || r.vg_mda_free === '' ? {} : { vgMdaFreeBytes: num(r.vg_mda_free) }),
   }));
 }
 

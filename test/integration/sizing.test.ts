@@ -69,6 +69,22 @@ describe('repository sizing', () => {
     expect(c.extents.free).toBeGreaterThan(0);
   });
 
+  it('refuses (6) a clone whose COW the VG cannot hold before writing anything, and says what to do', async () => {
+    const img = `szimg${Date.now().toString(36).slice(-4)}`;
+    const cli = (args: string[]) => cowstack(tb, ['--host', 'node1', '--json', ...args, '--vg', REPO_VG]);
+    expect((await cli(['image', 'create', img, '--size', '8M'])).exitCode).toBe(0);
+    expect((await cli(['image', 'seal', img])).exitCode).toBe(0);
+    const r = await cli(['clone', 'create', `${img}c`, '--from', img, '--cow-size', '64G']);
+    expect(r.exitCode, r.stderr).toBe(6);
+    expect(r.json.message).toMatch(new RegExp(`^${REPO_VG} has .* free, the COW of ${img}c needs 64 GiB$`));
+    expect(r.json.hint).toMatch(/grow the LUN/);
+    // Nothing was begun: no LV, nothing in flight.
+    expect((await tb.ssh('node1', ['lvs', '--nolocking', `${REPO_VG}/${img}c`])).exitCode).not.toBe(0);
+    const st = await cli(['status']);
+    expect(st.json.result.inFlight).toEqual([]);
+    expect((await cli(['image', 'rm', img])).exitCode).toBe(0);
+  });
+
   it('fills the metadata area where capacity said, and doctor warns before it is full', async () => {
     const start = await mda();
     const mk = await tb.ssh('node1', [

@@ -317,6 +317,37 @@ describe('createClone', () => {
     r.verify();
   });
 
+  // The VG's free space rides on every lvs row (vg_free, vg_mda_free): checked before any write.
+  it('refuses (6) a COW larger than the VG has free, before the journal entry or any write', async () => {
+    const r = expectObserveRepo(recorder(), [{ ...image(), vg_free: 8 * MiB, vg_mda_free: 3_000_000 }]);
+    const e = await rejectionOf(createClone(ctxOf(r), { name: 'n1', from: 'image' }), EXIT.REFUSED);
+    expect(e.message).toBe('vg has 8 MiB free, the COW of n1 needs 16 MiB');
+    expect(r.calls.map((c) => c.kind)).toEqual(['read']);
+    r.verify();
+  });
+
+  it('refuses (6) when the metadata area has no room for one more LV, naming the fix', async () => {
+    const r = expectObserveRepo(recorder(), [{ ...image(), vg_free: 1024 * MiB, vg_mda_free: 700 }]);
+    const e = await rejectionOf(createClone(ctxOf(r), { name: 'n1', from: 'image' }), EXIT.REFUSED);
+    expect(e.message).toContain('the metadata area of vg is full (700 bytes free');
+    expect(e.hint).toContain('cluster init --max-lvs');
+    r.verify();
+  });
+
+  it('turns an lvcreate refused for lease space into a refusal (6) that says so; nothing is left', async () => {
+    // SYNTHETIC, after the message the issue quotes from the testbed's 4 GiB LUN (lvmlock could not grow).
+    const stderr =
+      '  Extend sanlock LV vg/lvmlock to size 2.75 GiB failed\n' +
+      '  No space for sanlock lock, extend the internal lvmlock LV.\n';
+    const r = expectObserveRepo(recorder(), [{ ...image(), vg_free: 1024 * MiB, vg_mda_free: 3_000_000 }])
+      .expect(journalBegin('n1', 'create-clone'), W)
+      .expect(lvcreateArgv('n1', U.image, 16 * MiB, 8), { kind: 'write', exitCode: 5, stderr })
+      .expect(journalEnd('n1', 'create-clone'), W);
+    const e = await rejectionOf(createClone(ctxOf(r), { name: 'n1', from: 'image' }), EXIT.REFUSED);
+    expect(e.message).toContain('no sanlock lease space left in vg');
+    r.verify();
+  });
+
   it('rejects (2) a bad clone name before running anything', async () => {
     const r = recorder();
     await rejectionOf(createClone(ctxOf(r), { name: 'a/b', from: 'image' }), EXIT.USAGE);

@@ -37,7 +37,7 @@ export async function rejectionOf(p: Promise<unknown>, exitCode: ExitCode): Prom
 export const REPORT = ['--reportformat', 'json', '--units', 'b', '--nosuffix', '--binary'];
 export const LV_COLUMNS =
   'lv_name,vg_name,lv_uuid,lv_size,lv_attr,lv_tags,lv_active_locally,lv_active_exclusively,lv_permissions,' +
-  'lv_device_open,lv_dm_path,lv_lock_args,lv_time,lv_kernel_major,lv_kernel_minor';
+  'lv_device_open,lv_dm_path,lv_lock_args,lv_time,lv_kernel_major,lv_kernel_minor,vg_free,vg_mda_free';
 export const VG_COLUMNS =
   'vg_name,vg_uuid,vg_size,vg_free,vg_extent_size,vg_lock_type,vg_lock_args,vg_shared,vg_tags,pv_count,lv_count';
 export const PV_COLUMNS = 'pv_name,vg_name,pv_uuid,pv_size,dev_size';
