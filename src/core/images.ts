@@ -19,6 +19,7 @@ import type { NodeSession } from './node.js';
 import { paddedStream, prepareSource, type SourceFormat } from './imageSource.js';
 import { formatSize, parseSize, validateLvName, EXTENT, roundUp } from './validate.js';
 import { whoHolds } from './holders.js';
+import { refuseIfNoRoom } from './capacity.js';
 
 export interface ImageResult {
   name: string;
@@ -60,16 +61,20 @@ export function sealStep(ctx: NodeSession, name: string, from: ImageState, sha: 
   };
 }
 
-async function refuseExisting(ctx: NodeSession, name: string): Promise<ImageObj | undefined> {
+/** The image of that name (undefined if none), and the repository's LVs as observed (their VG space). */
+async function refuseExisting(
+  ctx: NodeSession,
+  name: string,
+): Promise<{ existing?: ImageObj; lvs: readonly lvm.LvInfo[] }> {
   const state = await observe(ctx.runner, ctx.vg, ctx.scope);
   const o = state.repo.byName.get(name);
-  if (o?.kind === 'image') return o;
+  if (o?.kind === 'image') return { existing: o, lvs: state.repo.lvs };
   if (o || state.repo.foreign.some((l) => l.name === name))
     throw refused(
       `${ctx.vg}/${name} already exists${o ? ` (a ${o.kind})` : ' and is not managed by cowstack'}`,
       'pick another name',
     );
-  return undefined;
+  return { lvs: state.repo.lvs };
 }
 
 export async function createImage(
@@ -80,7 +85,7 @@ export async function createImage(
 ): Promise<ImageResult> {
   validateLvName(name, 'image name');
   const bytes = roundUp(parseSize(sizeText, 'image size'), EXTENT);
-  const existing = await refuseExisting(ctx, name);
+  const { existing, lvs } = await refuseExisting(ctx, name);
   if (existing) {
     if (existing.state === 'initializing')
       throw refused(
@@ -96,6 +101,7 @@ export async function createImage(
       action: 'none',
     };
   }
+  refuseIfNoRoom(ctx.vg, lvs, bytes, `image ${name}`);
   const ref = `${ctx.vg}/${name}`;
   const journal = { op: 'create-image' as const, vg: ctx.vg, name };
   const steps: Step[] = [
@@ -138,7 +144,7 @@ export async function importImage(
   opts: ImportOptions = {},
 ): Promise<ImageResult> {
   validateLvName(name, 'image name');
-  const existing = await refuseExisting(ctx, name);
+  const { existing, lvs } = await refuseExisting(ctx, name);
   if (existing && existing.state !== 'initializing' && !existing.sourceSha256) {
     throw refused(
       `image ${lvRef(existing)} already exists (${existing.state})`,
@@ -171,6 +177,8 @@ export async function importImage(
       );
     }
     const bytes = roundUp(src.bytes, EXTENT);
+    // An interrupted import of the same name is removed first: its extents count as free.
+    refuseIfNoRoom(ctx.vg, lvs, bytes - (existing?.sizeBytes ?? 0), `image ${name}`);
     const ref = `${ctx.vg}/${name}`;
     const journal = { op: 'import' as const, vg: ctx.vg, name };
     const started = Date.now();

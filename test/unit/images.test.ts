@@ -134,6 +134,14 @@ describe('createImage', () => {
     r.verify();
   });
 
+  it('refuses (6) an image larger than the VG has free, before the journal entry or any write', async () => {
+    const r = expectObserve(recorder(), [{ ...imageRow('image', U.image), vg_free: 8 * MiB, vg_mda_free: 3_000_000 }]);
+    const e = await rejectionOf(createImage(ctxOf(r), 'img2', '12M'), EXIT.REFUSED);
+    expect(e.message).toBe('vg has 8 MiB free, image img2 needs 12 MiB');
+    expect(r.calls.every((c) => c.kind === 'read')).toBe(true);
+    r.verify();
+  });
+
   it('rejects (2) a bad size before running anything', async () => {
     const r = recorder();
     await rejectionOf(createImage(ctxOf(r), 'img2', '12Q'), EXIT.USAGE);
