@@ -3,21 +3,17 @@
  * first run, of a re-run after success (oned re-runs an action whose answer it lost) against
  * the state the first run left, and of a re-run after a command failed in the middle.
  * SYNTHETIC: LV rows and dm devices come from repoFixtures; the image is `img` (64 MiB), the
- * VM's disk 0 is `one-7-0`. `clone` and `delete` are tested with their rewrite.
+ * VM's disk 0 is `one-7-0`. `clone` and `delete` are tested with their rewrite. The script
+ * language and the disk's fixtures are in tmFixtures.ts.
  */
 import { describe, expect, it } from 'vitest';
 import { CowstackError, EXIT } from '../../src/exec/errors.js';
-import type { RecordingRunner } from '../../src/exec/recordingRunner.js';
 import type { RunRequest, RunResult, Runner } from '../../src/exec/types.js';
-import { runTm, type TmEnv } from '../../src/tm/actions.js';
-import { parseTmArgs } from '../../src/tm/args.js';
 import {
   MiB,
   U,
   VG,
   cloneRow,
-  expectObserve,
-  expectObserveRepo,
   commitMarkArgv,
   lvcreateArgv,
   imageRow,
@@ -25,176 +21,33 @@ import {
   journalEnd,
   lvDev,
   rwDev,
-  type Activation,
-  type Dev,
-  markLiveArgv,
-  markLiveLog,
 } from './repoFixtures.js';
-import { lvsArgv, lvsJson, recorder, rejectionOf, vgsArgv, vgsJson } from './support.js';
-
-// ---- a small script language over the recording runner ------------------------------------------
-
-interface World {
-  rows: Array<Record<string, unknown>>;
-  devs?: Dev[];
-}
-type Step =
-  | 'O'
-  | 'R'
-  | { lv: string }
-  | { mark: string; release: boolean }
-  | { argv: readonly string[]; kind: 'read' | 'write'; exitCode?: number; stdout?: string };
-/** An observation (lvs, dmsetup info, lvmlockctl) answered with the next world. */
-const O = 'O' as const;
-/** The repository alone (clone create: lvs, lvmlockctl only when needed), answered with the next world. */
-const R = 'R' as const;
-/** A lockless re-read of one LV, answered from the current world or the next one that has it. */
-const lv = (name: string): Step => ({ lv: name });
-/** The mark that makes a new clone live, answered with LVM's command log naming its uuid (next world's row). */
-const mark = (name: string, release = true): Step => ({ mark: name, release });
-const wr = (argv: readonly string[], o: { exitCode?: number } = {}): Step => ({ argv, kind: 'write', ...o });
-const rd = (argv: readonly string[], o: { exitCode?: number; stdout?: string } = {}): Step => ({
-  argv,
-  kind: 'read',
-  ...o,
-});
-
-function script(r: RecordingRunner, worlds: World[], steps: Step[]): RecordingRunner {
-  let i = -1;
-  for (const s of steps) {
-    if (s === 'O' || s === 'R') {
-      i = Math.min(i + 1, worlds.length - 1);
-      if (s === 'O') expectObserve(r, worlds[i]!.rows, worlds[i]!.devs ?? []);
-      else expectObserveRepo(r, worlds[i]!.rows);
-    } else if ('mark' in s) {
-      const row = worlds
-        .slice(Math.max(i, 0))
-        .map((w) => w.rows.find((x) => x.lv_name === s.mark))
-        .find(Boolean);
-      r.expect(markLiveArgv(`${VG}/${s.mark}`, s.release), {
-        kind: 'write',
-        stdout: row ? markLiveLog(`${VG}/${s.mark}`, String(row.lv_uuid)) : '',
-      });
-    } else if ('lv' in s) {
-      const row = worlds
-        .slice(Math.max(i, 0))
-        .map((w) => w.rows.find((x) => x.lv_name === s.lv))
-        .find(Boolean);
-      r.expect(lvsArgv(`${VG}/${s.lv}`), { kind: 'read', stdout: lvsJson(row ? [row] : []) });
-    } else r.expect(s.argv, s);
-  }
-  return r;
-}
-
-/** Run one action with a runner per host; every runner must have run exactly its script. */
-async function tm(action: string, args: string[], runners: Record<string, Runner>, stdin = '') {
-  const info: string[] = [];
-  const out: string[] = [];
-  const env: TmEnv = {
-    vg: VG,
-    scope: {},
-    runnerFor: (h) => {
-      const r = runners[h];
-      if (!r) throw new Error(`no runner for ${h}`);
-      return r;
-    },
-    hosts: ['node1', 'node2'],
-    cowPercent: 25,
-    chunk: '4K',
-    frontends: ['fe'],
-    info: (m) => info.push(m),
-    out: (t) => out.push(t),
-  };
-  let error: unknown;
-  try {
-    await runTm(env, parseTmArgs(action, args, stdin));
-  } catch (e) {
-    error = e;
-  }
-  for (const r of Object.values(runners)) if ('verify' in r) (r as RecordingRunner).verify();
-  if (error) throw error;
-  return { info, out };
-}
-const on = (r: RecordingRunner) => ({ node1: r });
-
-// ---- fixtures -------------------------------------------------------------------------------------
-
-const DIR = '/var/lib/one/datastores/0/7';
-const D = `node1:${DIR}/disk.0`;
-const img = (active?: Activation) => imageRow('img', U.image, { active, open: Boolean(active), minor: 3 });
-/** The disk's top: a live COW on `parent` (the image unless said). */
-const top = (o: Parameters<typeof cloneRow>[3] = {}, parent: string = U.image, uuid: string = U.c3) =>
-  cloneRow('one-7-0', uuid, parent, o);
-const snap3 = (uuid: string = U.c3) => cloneRow('one-7-0-s3', uuid, U.image, { state: 'committed' });
-/** The disk mapped here for a running VM: image shared, COW exclusive, rw device (open count `open`). */
-const mapped = (open = 0): World => ({
-  rows: [img('shared'), top({ active: 'exclusive', open: true, minor: 8 })],
-  devs: [lvDev('img', U.image, 3, 1, true), lvDev('one-7-0', U.c3, 8, 1), rwDev(U.c3, 9, open)],
-});
-const rwName = (uuid: string) => `cowstack-rw-${uuid.replace(/-/g, '')}`;
-const roName = (uuid: string) => `cowstack-ro-${uuid.replace(/-/g, '')}`;
-const link = (device: string, disk = 0): Step[] => [
-  wr(['mkdir', '-p', '--', DIR]),
-  wr(['ln', '-sfn', '--', device, `${DIR}/disk.${disk}`]),
-];
-
-/** createClone's writes after its observation, and its final re-read. */
-const createTop = (parentUuid: string, o: { failAt?: 'lvcreate' } = {}): Step[] => {
-  const lvcreate = wr(lvcreateArgv('one-7-0', parentUuid, 16 * MiB, 8), o.failAt === 'lvcreate' ? { exitCode: 5 } : {});
-  if (o.failAt === 'lvcreate')
-    return [wr(journalBegin('one-7-0', 'create-clone')), lvcreate, wr(journalEnd('one-7-0', 'create-clone'))];
-  return [
-    wr(journalBegin('one-7-0', 'create-clone')),
-    lvcreate,
-    mark('one-7-0'),
-    wr(journalEnd('one-7-0', 'create-clone')),
-  ];
-};
-/** mapClone of a new top `topUuid` straight on the image, after its observation. */
-const mapOnImage = (topUuid: string): Step[] => [
-  wr(journalBegin('one-7-0', 'map')),
-  wr(['lvchange', '-asy', 'vg/img']),
-  wr(['lvchange', '-aey', 'vg/one-7-0']),
-  lv('one-7-0'),
-  wr([
-    'dmsetup',
-    'create',
-    rwName(topUuid),
-    '--uuid',
-    `COWSTACK-rw-${topUuid.replace(/-/g, '')}`,
-    '--table',
-    '0 131072 snapshot /dev/mapper/vg-img /dev/mapper/vg-one--7--0 PO 8',
-  ]),
-  wr(journalEnd('one-7-0', 'map')),
-];
-/** mapClone of top `topUuid` on snapshot `snapUuid` (one-7-0-s3) on the image, after its observation. */
-const mapOnSnap = (snapUuid: string, topUuid: string): Step[] => [
-  wr(journalBegin('one-7-0', 'map')),
-  wr(['lvchange', '-asy', 'vg/img']),
-  wr(['lvchange', '-asy', 'vg/one-7-0-s3']),
-  wr([
-    'dmsetup',
-    'create',
-    roName(snapUuid),
-    '--uuid',
-    `COWSTACK-ro-${snapUuid.replace(/-/g, '')}`,
-    '--readonly',
-    '--table',
-    '0 131072 snapshot /dev/mapper/vg-img /dev/mapper/vg-one--7--0--s3 P 8',
-  ]),
-  wr(['lvchange', '-aey', 'vg/one-7-0']),
-  lv('one-7-0'),
-  wr([
-    'dmsetup',
-    'create',
-    rwName(topUuid),
-    '--uuid',
-    `COWSTACK-rw-${topUuid.replace(/-/g, '')}`,
-    '--table',
-    `0 131072 snapshot /dev/mapper/${roName(snapUuid)} /dev/mapper/vg-one--7--0 PO 8`,
-  ]),
-  wr(journalEnd('one-7-0', 'map')),
-];
+import { recorder, rejectionOf, vgsArgv, vgsJson } from './support.js';
+import {
+  D,
+  DIR,
+  O,
+  R,
+  createTop,
+  img,
+  link,
+  lv,
+  mapOnImage,
+  mapOnSnap,
+  mapped,
+  mark,
+  on,
+  rd,
+  roName,
+  rwName,
+  script,
+  snap3,
+  tm,
+  top,
+  wr,
+  type Step,
+  type World,
+} from './tmFixtures.js';
 
 // ---- mkimage / mkswap -------------------------------------------------------------------------------
 
