@@ -304,8 +304,11 @@ async function mv(env: TmEnv, req: Extract<TmRequest, { action: 'mv' }>): Promis
   if (moved) env.info(`copied ${moved} file(s) from ${src.host} to ${dst.host}`);
   if (!feB) {
     const ctxB = ctxOf(env, dst.host);
+    // attach decides from the disk's activation on B: `state` is A's when A is a node, where
+    // a volatile disk was active (and is no longer) and would be linked on B unactivated.
+    const onB = feA ? state : await observeNode(ctxB);
     for (const o of tops) {
-      const device = await attach(ctxB, o);
+      const device = await attach(ctxB, onB.repo.byName.get(o.name) ?? o);
       await link(ctxB.runner, device, { ...dst, path: `${dst.vmDir}/disk.${o.name.split('-')[2]}` });
     }
   }
