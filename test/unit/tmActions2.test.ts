@@ -8,11 +8,25 @@
  */
 import { describe, expect, it } from 'vitest';
 import { EXIT } from '../../src/exec/errors.js';
-import { DM_INFO, MiB, U, dmInfo, imageRow, journalBegin, journalEnd, lvDev, rwDev } from './repoFixtures.js';
+import {
+  DM_INFO,
+  MiB,
+  U,
+  cloneRow,
+  dmInfo,
+  imageRow,
+  journalBegin,
+  journalEnd,
+  lvDev,
+  roDev,
+  rwDev,
+} from './repoFixtures.js';
 import { lvsArgv, lvsJson, recorder, rejectionOf } from './support.js';
 import {
   DIR,
   O,
+  roName,
+  snap3,
   img,
   link,
   lv,
@@ -198,5 +212,183 @@ describe('tm mv of a volatile disk', () => {
     const a = withFiles(script(recorder('node1'), [{ rows: [vol()] }], [O, rd(FIND, { exitCode: 1 }), rm]));
     const b = withFiles(script(recorder('node2'), [activeHere], [O, ...link(VOL)]));
     expect((await tm('mv', MV, { node1: a, node2: b })).info).toEqual(['moved one-7-0 from node1 to node2']);
+  });
+});
+
+// ---- cpds -------------------------------------------------------------------------------------------
+
+const SHA = 'a'.repeat(64);
+const SAVED = '/dev/mapper/vg-saved';
+const MARK = `cowstack_saved_from:${U.c3}`;
+/** The image a copy made: sealed, its checksum and the marker naming what it was copied from. */
+const savedRow = (mark = MARK) => {
+  const row = imageRow('saved', U.img2, { sha: SHA });
+  return { ...row, lv_tags: [...(row.lv_tags as string[]), mark] };
+};
+/** copyIntoNewImage from `from` (the disk's device) into the new image `saved`, to its final re-read. */
+const copyInto = (from: string, o: { failDd?: boolean; mark?: string } = {}): Step[] => [
+  wr(journalBegin('saved', 'flatten')),
+  wr([
+    'lvcreate',
+    '-an',
+    '-Zn',
+    '-Wn',
+    '--setautoactivation',
+    'n',
+    '-L',
+    `${64 * MiB}b`,
+    '-n',
+    'saved',
+    '--addtag',
+    'cowstack_role:image',
+    '--addtag',
+    'cowstack_state:initializing',
+    '--addtag',
+    o.mark ?? MARK,
+    'vg',
+  ]),
+  wr(['lvchange', '-aey', 'vg/saved']),
+  wr(
+    ['dd', `if=${from}`, `of=${SAVED}`, 'bs=4M', 'iflag=direct', 'oflag=direct', 'conv=fsync', 'status=none'],
+    o.failDd ? { exitCode: 1 } : {},
+  ),
+  ...(o.failDd
+    ? [wr(['lvchange', '-an', 'vg/saved']), wr(['lvremove', '-y', 'vg/saved']), wr(journalEnd('saved', 'flatten'))]
+    : [
+        rd(['sha256sum', SAVED], { stdout: `${SHA}  ${SAVED}\n` }),
+        wr([
+          'lvchange',
+          '--permission',
+          'r',
+          '--deltag',
+          'cowstack_state:initializing',
+          '--addtag',
+          'cowstack_state:sealed',
+          '--addtag',
+          `cowstack_sha256:${SHA}`,
+          'vg/saved',
+        ]),
+        wr(['lvchange', '-an', 'vg/saved']),
+        wr(journalEnd('saved', 'flatten')),
+        lv('saved'),
+      ]),
+];
+
+describe('tm cpds', () => {
+  const CPDS = [`node1:${DIR}/disk.0`, 'fe:vg/saved', '-1', '7', '0'];
+  const withSaved = (w: World): World => ({
+    rows: [...w.rows, savedRow()],
+    devs: w.devs,
+  });
+
+  it('saves the powered-off disk as a new sealed image, copying from its mapped device', async () => {
+    const worlds = [mappedOn(), mappedOn(), mappedOn(), withSaved(mappedOn())];
+    const r = script(recorder('node1'), worlds, [O, O, ...mapFound, ...copyInto(RW)]);
+    const { info } = await tm('cpds', CPDS, { node1: r });
+    expect(info).toEqual([`saved one-7-0 as image vg/saved (sha256 ${SHA})`]);
+  });
+
+  it('a re-run after success finds the image it made (by its marker tag) and copies nothing', async () => {
+    const r = script(recorder('node1'), [withSaved(mappedOn())], [O, O]);
+    const { info } = await tm('cpds', CPDS, { node1: r });
+    expect(info).toEqual([`saved one-7-0 as image vg/saved (sha256 ${SHA})`]);
+  });
+
+  it('a failed copy removes the half-made image; the re-run copies again', async () => {
+    const r1 = script(recorder('node1'), [mappedOn()], [O, O, ...mapFound, ...copyInto(RW, { failDd: true })]);
+    const e = await rejectionOf(tm('cpds', CPDS, { node1: r1 }), EXIT.FAILED);
+    expect(e.message).toContain(`of=${SAVED}`);
+    // The half-made LV is gone (lvremove above), the disk stays mapped as it was: the re-run starts over.
+    const worlds = [mappedOn(), mappedOn(), mappedOn(), withSaved(mappedOn())];
+    const r2 = script(recorder('node1'), worlds, [O, O, ...mapFound, ...copyInto(RW)]);
+    expect((await tm('cpds', CPDS, { node1: r2 })).info).toEqual([`saved one-7-0 as image vg/saved (sha256 ${SHA})`]);
+  });
+
+  it('a disk not mapped here is mapped for the copy and released after it, even when the copy fails', async () => {
+    const unmapAfter: Step[] = [
+      rd(DM_INFO, { stdout: dmInfo(mappedOn().devs!) }),
+      wr(journalBegin('one-7-0', 'unmap')),
+      wr(['dmsetup', 'remove', '--retry', rwName(U.c3)]),
+      wr(['lvchange', '-an', 'vg/one-7-0', 'vg/img']),
+      wr(journalEnd('one-7-0', 'unmap')),
+    ];
+    const r1 = script(
+      recorder('node1'),
+      [released, released, released, mappedOn()],
+      [O, O, ...mapHere(), ...copyInto(RW, { failDd: true }), ...unmapAfter],
+    );
+    await rejectionOf(tm('cpds', CPDS, { node1: r1 }), EXIT.FAILED);
+    const r2 = script(
+      recorder('node1'),
+      [released, released, released, withSaved(mappedOn())],
+      [O, O, ...mapHere(), ...copyInto(RW), ...unmapAfter],
+    );
+    expect((await tm('cpds', CPDS, { node1: r2 })).info).toEqual([`saved one-7-0 as image vg/saved (sha256 ${SHA})`]);
+  });
+
+  const SNAP3 = [`node1:${DIR}/disk.0`, 'fe:vg/saved', '3', '7', '0'];
+  /** The snapshot's read-only device, mapped for the copy (the disk's top stands on it, unmapped). */
+  const mapSnap: Step[] = [
+    wr(journalBegin('one-7-0-s3', 'map')),
+    wr(['lvchange', '-asy', 'vg/img']),
+    wr(['lvchange', '-asy', 'vg/one-7-0-s3']),
+    wr([
+      'dmsetup',
+      'create',
+      roName(U.c2),
+      '--uuid',
+      `COWSTACK-ro-${U.c2.replace(/-/g, '')}`,
+      '--readonly',
+      '--table',
+      '0 131072 snapshot /dev/mapper/vg-img /dev/mapper/vg-one--7--0--s3 P 8',
+    ]),
+    wr(journalEnd('one-7-0-s3', 'map')),
+  ];
+  const onSnap: World = { rows: [img(), snap3(U.c2), top({}, U.c2)] };
+  const flatMark = `cowstack_flattened_from:${U.c2}`;
+  const flattened = () => savedRow(flatMark);
+
+  it('snapshot 3: flattens it through a read-only mapping, which is taken down after the copy', async () => {
+    const s3 = cloneRow('one-7-0-s3', U.c2, U.image, { state: 'committed', active: 'shared', open: true, minor: 4 });
+    const snapMapped: World = {
+      rows: [img('shared'), s3, top({}, U.c2), flattened()],
+      devs: [
+        lvDev('img', U.image, 3, 1, true),
+        lvDev('one-7-0-s3', U.c2, 4, 1, true),
+        { ...roDev(U.c2, 5, 0), uses: ['vg-img', 'vg-one--7--0--s3'] },
+      ],
+    };
+    const r = script(
+      recorder('node1'),
+      [onSnap, onSnap, onSnap, snapMapped],
+      [
+        O,
+        O,
+        O,
+        ...mapSnap,
+        ...copyInto(`/dev/mapper/${roName(U.c2)}`, { mark: flatMark }),
+        // collectGarbage: the mapping nothing uses any more goes.
+        O,
+        wr(['dmsetup', 'remove', '--retry', roName(U.c2)]),
+        wr(['lvchange', '-an', 'vg/one-7-0-s3', 'vg/img']),
+      ],
+    );
+    expect((await tm('cpds', SNAP3, { node1: r })).info).toEqual([
+      `saved one-7-0-s3 as image vg/saved (sha256 ${SHA})`,
+    ]);
+    // The re-run finds the image by its marker: nothing is mapped or copied again.
+    const r2 = script(recorder('node1'), [{ rows: [...onSnap.rows, flattened()] }], [O, O]);
+    expect((await tm('cpds', SNAP3, { node1: r2 })).info).toEqual([
+      `saved one-7-0-s3 as image vg/saved (sha256 ${SHA})`,
+    ]);
+  });
+
+  it('refuses a missing snapshot (7), a volatile disk (2) and an open disk (6), writing nothing', async () => {
+    const none = script(recorder('node1'), [{ rows: [img(), top()] }], [O]);
+    expect((await rejectionOf(tm('cpds', SNAP3, { node1: none }), EXIT.NOT_FOUND)).message).toContain('one-7-0-s3');
+    const vol = imageRow('one-7-0', U.n1, { state: 'writable' });
+    await rejectionOf(tm('cpds', CPDS, { node1: script(recorder('node1'), [{ rows: [vol] }], [O]) }), EXIT.USAGE);
+    const open = script(recorder('node1'), [mappedOn(1)], [O, O]);
+    await rejectionOf(tm('cpds', CPDS, { node1: open }), EXIT.REFUSED);
   });
 });
