@@ -6,7 +6,10 @@
  * SYNTHETIC: LV rows and dm devices come from repoFixtures; the image is `img` (64 MiB), the
  * VM's disk 0 is `one-7-0`, its context ISO the file disk.1.
  */
-import { describe, expect, it } from 'vitest';
+import { promises as fsp } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EXIT } from '../../src/exec/errors.js';
 import {
   DM_INFO,
@@ -390,5 +393,58 @@ describe('tm cpds', () => {
     await rejectionOf(tm('cpds', CPDS, { node1: script(recorder('node1'), [{ rows: [vol] }], [O]) }), EXIT.USAGE);
     const open = script(recorder('node1'), [mappedOn(1)], [O, O]);
     await rejectionOf(tm('cpds', CPDS, { node1: open }), EXIT.REFUSED);
+  });
+});
+
+// ---- context ----------------------------------------------------------------------------------------
+
+describe('tm context', () => {
+  const STAGE = `${DIR}/.context.1`;
+  const ISO_PATH = `${DIR}/disk.1`;
+  let files: { dir: string; args: string[] };
+  beforeAll(async () => {
+    const dir = await fsp.mkdtemp(path.join(tmpdir(), 'cowstack-ctx-'));
+    await fsp.writeFile(path.join(dir, 'context.sh'), 'ETH0_IP=10.0.0.7\n');
+    await fsp.writeFile(path.join(dir, 'key.pub'), 'ssh-ed25519 AAAA test\n');
+    files = { dir, args: [`${dir}/context.sh`, `${dir}/key.pub:id_ed25519.pub`] };
+  });
+  afterAll(async () => fsp.rm(files.dir, { recursive: true, force: true }));
+  const args = () => [...files.args, `node1:/var/lib/one//datastores/0/7/disk.1`, '7', '0'];
+  const build = (o: { failIso?: boolean } = {}): Step[] => [
+    wr(['rm', '-rf', '--', STAGE]),
+    wr(['mkdir', '-p', '--', STAGE]),
+    wr(['dd', `of=${STAGE}/context.sh`, 'bs=1M', 'status=none']),
+    wr(['dd', `of=${STAGE}/id_ed25519.pub`, 'bs=1M', 'status=none']),
+    wr(['rm', '-f', '--', ISO_PATH]),
+    wr(['genisoimage', '-quiet', '-o', ISO_PATH, '-V', 'CONTEXT', '-J', '-R', STAGE], o.failIso ? { exitCode: 1 } : {}),
+    ...(o.failIso ? [] : [wr(['rm', '-rf', '--', STAGE])]),
+  ];
+  const DONE = `context ISO with 2 file(s) at ${ISO_PATH} on node1`;
+
+  it('stages the files under their ISO names, builds the CONTEXT ISO at D and removes the staging dir', async () => {
+    const r = withFiles(script(recorder('node1'), [], build()));
+    expect((await tm('context', args(), { node1: r })).info).toEqual([DONE]);
+    expect(r.sent.get(`dd of=${STAGE}/context.sh bs=1M status=none`)).toBe('ETH0_IP=10.0.0.7\n');
+    expect(r.sent.get(`dd of=${STAGE}/id_ed25519.pub bs=1M status=none`)).toBe('ssh-ed25519 AAAA test\n');
+  });
+
+  it('a re-run after success builds the same ISO again from a clean staging dir', async () => {
+    for (let i = 0; i < 2; i++) {
+      const r = withFiles(script(recorder('node1'), [], build()));
+      expect((await tm('context', args(), { node1: r })).info).toEqual([DONE]);
+    }
+  });
+
+  it('a failed genisoimage leaves the staging dir; the re-run removes it first and builds the ISO', async () => {
+    const r1 = withFiles(script(recorder('node1'), [], build({ failIso: true })));
+    expect((await rejectionOf(tm('context', args(), { node1: r1 }), EXIT.FAILED)).message).toContain('genisoimage');
+    const r2 = withFiles(script(recorder('node1'), [], build()));
+    expect((await tm('context', args(), { node1: r2 })).info).toEqual([DONE]);
+    expect(r2.calls[0]?.argv).toEqual(['rm', '-rf', '--', STAGE]);
+  });
+
+  it('a context file missing on the front-end is not found (7) before anything runs on the node', async () => {
+    const missing = [`${files.dir}/gone.sh`, `node1:${DIR}/disk.1`, '7', '0'];
+    await rejectionOf(tm('context', missing, { node1: recorder('node1') }), EXIT.NOT_FOUND);
   });
 });

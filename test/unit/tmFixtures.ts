@@ -197,11 +197,14 @@ export const mapOnSnap = (snapUuid: string, topUuid: string): Step[] => [
  * command's stdout to its `stdoutFile` (mv's `cat` of a VM file) and reads a `stdin` stream
  * (`dd of=...`), keeping what each command was sent, so a test sees which bytes went where.
  */
-export function withFiles(r: RecordingRunner): Runner & { verify(): void; sent: Map<string, string> } {
+export function withFiles(
+  r: RecordingRunner,
+): Runner & { verify(): void; sent: Map<string, string>; calls: RunRequest[] } {
   const sent = new Map<string, string>();
   return {
     target: r.target,
     sent,
+    calls: r.calls,
     verify: () => r.verify(),
     close: () => r.close(),
     run: async (req: RunRequest): Promise<RunResult> => {
