@@ -448,3 +448,73 @@ describe('tm context', () => {
     await rejectionOf(tm('context', missing, { node1: recorder('node1') }), EXIT.NOT_FOUND);
   });
 });
+
+// ---- activate ---------------------------------------------------------------------------------------
+
+describe('tm activate', () => {
+  const JOURNAL_LS = rd(['ls', '-1', '-A', '--', '/var/lib/cowstack/journal']);
+  /** recover with an empty journal: its look for unused devices, then the node status (observe, status, tables). */
+  const recoverNothing = (tables = ''): Step[] => [
+    JOURNAL_LS,
+    O,
+    O,
+    rd(['dmsetup', 'status']),
+    rd(['dmsetup', 'table'], { stdout: tables }),
+    JOURNAL_LS,
+  ];
+  const LINKS = [`${DIR}/disk.0`, `${DIR}/disk.2`, '/var/lib/one/datastores/0/8/disk.0'];
+  const FIND_LINKS = rd(
+    ['find', '/var/lib/one/datastores', '-mindepth', '3', '-maxdepth', '3', '-type', 'l', '-name', 'disk.*'],
+    {
+      stdout: LINKS.map((l) => `${l}\n`).join(''),
+    },
+  );
+  const VOL2 = '/dev/mapper/vg-one--7--2';
+  const vol2 = (active?: 'exclusive') =>
+    imageRow('one-7-2', U.n1, { state: 'writable', size: 1024 * MiB, active, minor: 10 });
+  /** After a reboot: nothing active, the links in the system datastore left dangling. */
+  const rebooted: World = { rows: [img(), top(), vol2()] };
+  const up: World = {
+    rows: [...mappedOn().rows, vol2('exclusive')],
+    devs: [...mappedOn().devs!, lvDev('one-7-2', U.n1, 10, 0)],
+  };
+  const TABLES = `${rwName(U.c3)}: 0 131072 snapshot 253:3 253:8 PO 8\n`;
+  const INFO = ['recover on node1: 0 action(s)', `${DIR}/disk.0 -> ${RW}`, `${DIR}/disk.2 -> ${VOL2}`];
+
+  const firstRun: Step[] = [
+    ...recoverNothing(),
+    FIND_LINKS,
+    O,
+    ...mapHere(),
+    ...link(RW, 0),
+    wr(['lvchange', '-aey', 'vg/one-7-2']),
+    ...link(VOL2, 2),
+  ];
+
+  it('after a reboot: recovers, maps the COW disk and activates the volatile one behind each link', async () => {
+    const r = script(recorder('node1'), [rebooted], firstRun);
+    // VM 8's link has no disk in the VG (the VM is gone): it is left alone.
+    expect((await tm('activate', ['node1'], { node1: r })).info).toEqual(INFO);
+  });
+
+  it('a re-run after success keeps every mapping: it checks them and links again', async () => {
+    const r = script(
+      recorder('node1'),
+      [up],
+      [...recoverNothing(TABLES), FIND_LINKS, O, ...mapFound, ...link(RW, 0), ...link(VOL2, 2)],
+    );
+    expect((await tm('activate', ['node1'], { node1: r })).info).toEqual(INFO);
+  });
+
+  it('a failed activation of the COW stops before the next disk; the re-run brings both up', async () => {
+    const r1 = script(
+      recorder('node1'),
+      [rebooted],
+      [...recoverNothing(), FIND_LINKS, O, ...mapHere({ failAt: 'cow' })],
+    );
+    await rejectionOf(tm('activate', ['node1'], { node1: r1 }), EXIT.FAILED);
+    // The map undid itself (the image released, the journal entry closed): the node is as after the reboot.
+    const r2 = script(recorder('node1'), [rebooted], firstRun);
+    expect((await tm('activate', ['node1'], { node1: r2 })).info).toEqual(INFO);
+  });
+});
