@@ -321,6 +321,37 @@ describe('tm snap_revert', () => {
     await tm('snap_revert', SNAP, on(r2));
   });
 
+  // A revert discards whatever the top holds: repeated, the disk still reads as snapshot 3 (the
+  // top it discards was started empty by the first run and the VM is powered off meanwhile).
+  it('a re-run after success reverts again: a new empty top on the snapshot, mapped and linked', async () => {
+    const r = script(
+      recorder('node1'),
+      [
+        snapMapped(U.c2),
+        snapMapped(U.c2),
+        { rows: [img(), snap3(U.c2)] },
+        { rows: [img(), snap3(U.c2), top({}, U.c2, U.c3)] },
+      ],
+      [
+        O,
+        O,
+        wr(journalBegin('one-7-0', 'discard')),
+        wr(['dmsetup', 'remove', '--retry', rwName(U.n1)]),
+        wr(['lvchange', '-an', 'vg/one-7-0']),
+        wr(['lvremove', '-y', 'vg/one-7-0']),
+        wr(['dmsetup', 'remove', '--retry', roName(U.c2)]),
+        wr(['lvchange', '-an', 'vg/one-7-0-s3', 'vg/img']),
+        wr(journalEnd('one-7-0', 'discard')),
+        R,
+        ...createTop(U.c2),
+        O,
+        ...mapOnSnap(U.c2, U.c3),
+        ...link(`/dev/mapper/${rwName(U.c3)}`),
+      ],
+    );
+    expect((await tm('snap_revert', SNAP, on(r))).info).toEqual(['disk 0 reverted to snapshot 3']);
+  });
+
   it('refuses (7) a snapshot that does not exist, and writes nothing', async () => {
     const r = script(recorder('node1'), [{ rows: [img(), top()] }], [O]);
     await rejectionOf(tm('snap_revert', SNAP, on(r)), EXIT.NOT_FOUND);
@@ -493,6 +524,27 @@ describe('tm ln', () => {
   it('a re-run after success checks the mapping in place and links D again', async () => {
     const r = script(recorder('node1'), [mapped()], [O, O, ...relinkMapped()]);
     await tm('ln', LN, on(r));
+  });
+
+  it('a failed map keeps the new COW; the re-run maps that one and creates no second COW', async () => {
+    const worlds: World[] = [{ rows: [img()] }, { rows: [img()] }, { rows: [img(), top()] }];
+    const failing = mapOnImage(U.c3).slice(0, 4); // up to the re-read of the COW after its activation
+    const r1 = script(recorder('node1'), worlds, [
+      O,
+      R,
+      ...createTop(U.image),
+      O,
+      ...failing,
+      rwOnImage({ exitCode: 1 }),
+      wr(['lvchange', '-an', 'vg/one-7-0']),
+      wr(['lvchange', '-an', 'vg/img']),
+      wr(journalEnd('one-7-0', 'map')),
+    ]);
+    await rejectionOf(tm('ln', LN, on(r1)), EXIT.FAILED);
+    // The COW is live and released: the re-run skips its creation (no lvcreate) and maps it.
+    const after: World = { rows: [img(), top()] };
+    const r2 = script(recorder('node1'), [after], [O, O, ...mapOnImage(U.c3), ...link(`/dev/mapper/${rwName(U.c3)}`)]);
+    expect((await tm('ln', LN, on(r2))).info).toEqual([]);
   });
 });
 
