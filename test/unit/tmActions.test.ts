@@ -22,7 +22,17 @@ import {
   lvDev,
   rwDev,
 } from './repoFixtures.js';
-import { recorder, rejectionOf, vgsArgv, vgsJson } from './support.js';
+import {
+  capture,
+  conflictStderr,
+  deltaDumpArgv,
+  leaseDump,
+  leaseDumpArgv,
+  recorder,
+  rejectionOf,
+  vgsArgv,
+  vgsJson,
+} from './support.js';
 import {
   D,
   DIR,
@@ -452,6 +462,54 @@ describe('tm clone', () => {
 
 describe('tm delete', () => {
   const DEL = [`node1:${DIR}`, '7', '0'];
+  // Host failure: oned deletes the VM of a dead node1. Its LVs go through node2 once sanlock lets
+  // them go; its directory and links go with the dead host.
+  it('node1 unreachable: removes the LVs through node2 once the lease expired, and no directory', async () => {
+    const remove = (o: { conflict?: boolean } = {}): Step[] => [
+      O,
+      wr(journalBegin('one-7-0', 'discard')),
+      wr(['lvremove', '-y', 'vg/one-7-0'], o.conflict ? { exitCode: 5, stderr: conflictStderr() } : {}),
+      wr(journalEnd('one-7-0', 'discard')),
+      // Who holds it, for the error: the LV's lease (held by sanlock host 1), the VG, the host names.
+      ...(o.conflict
+        ? [
+            lv('one-7-0'),
+            rd(leaseDumpArgv(VG, 70254592), {
+              stdout: leaseDump({ offset: 70254592, vg: VG, uuid: U.c3, owner: 1, timestamp: 734 }),
+            }),
+            rd(vgsArgv(VG), { stdout: VGS_ROW }),
+            rd(deltaDumpArgv(VG), { stdout: capture('sanlock-dump-delta.txt').replace(/lvm_repo/g, 'lvm_vg') }),
+          ]
+        : []),
+    ];
+    const w: World[] = [{ rows: [img(), top()] }];
+    const held = tm('delete', DEL, {
+      node1: unreachable,
+      node2: script(recorder('node2'), w, remove({ conflict: true })),
+    });
+    const e = await rejectionOf(held, EXIT.LOCK_CONFLICT);
+    expect(e.message).toBe(
+      'vg/one-7-0 is locked by another host (held by node1, sanlock host_id 1) ' +
+        '(node1 is unreachable and still holds the lease)',
+    );
+    expect(e.hint).toContain('retry the delete then, or fence node1 first');
+    const { info } = await tm('delete', DEL, { node1: unreachable, node2: script(recorder('node2'), w, remove()) });
+    expect(info).toEqual([
+      'host node1 is unreachable',
+      'node1 is unreachable: removing 1 LV(s) of VM 7 through node2',
+      'removed one-7-0',
+    ]);
+    // The re-run after success finds nothing of VM 7 left.
+    const again = await tm('delete', DEL, {
+      node1: unreachable,
+      node2: script(recorder('node2'), [{ rows: [img()] }], [O]),
+    });
+    expect(again.info).toEqual([
+      'host node1 is unreachable',
+      'node1 is unreachable: removing 0 LV(s) of VM 7 through node2',
+    ]);
+  });
+
   it('removes the disk from one observation: unmap, one lvchange for COW and image, lvremove, rm -rf', async () => {
     const r = script(
       recorder('node1'),
@@ -467,6 +525,42 @@ describe('tm delete', () => {
       ],
     );
     await tm('delete', DEL, on(r));
+  });
+
+  it("one disk: removes it and its snapshots, not the VM's other disk, and only D", async () => {
+    const other = cloneRow('one-7-1', U.d1, U.image);
+    const worlds: World[] = [
+      { rows: [img(), snap3(U.c2), top({}, U.c2), other] },
+      { rows: [img(), snap3(U.c2), other] },
+    ];
+    const r = script(recorder('node1'), worlds, [
+      O,
+      wr(journalBegin('one-7-0', 'discard')),
+      wr(['lvremove', '-y', 'vg/one-7-0']),
+      wr(journalEnd('one-7-0', 'discard')),
+      O, // the top first, then what it stood on
+      wr(journalBegin('one-7-0-s3', 'discard')),
+      wr(['lvremove', '-y', 'vg/one-7-0-s3']),
+      wr(journalEnd('one-7-0-s3', 'discard')),
+      wr(['rm', '-f', '--', `${DIR}/disk.0`]),
+    ]);
+    expect((await tm('delete', [D, '7', '0'], on(r))).info).toEqual(['removed one-7-0, one-7-0-s3']);
+  });
+
+  it('an undeployed VM (on the front-end): its LVs go through the first node, its dir on the front-end', async () => {
+    const node = script(
+      recorder('node1'),
+      [{ rows: [img(), top()] }],
+      [
+        O,
+        wr(journalBegin('one-7-0', 'discard')),
+        wr(['lvremove', '-y', 'vg/one-7-0']),
+        wr(journalEnd('one-7-0', 'discard')),
+      ],
+    );
+    const fe = script(recorder('localhost'), [], [wr(['rm', '-rf', '--', DIR])]);
+    const { info } = await tm('delete', ['fe:/var/lib/one//datastores/0/7/', '7', '0'], { node1: node, localhost: fe });
+    expect(info).toEqual(['removed one-7-0']);
   });
 
   it('a re-run after success finds nothing left: it removes the directory again', async () => {

@@ -39,7 +39,7 @@ export type Step =
   | 'R'
   | { lv: string }
   | { mark: string; release: boolean }
-  | { argv: readonly string[]; kind: 'read' | 'write'; exitCode?: number; stdout?: string };
+  | { argv: readonly string[]; kind: 'read' | 'write'; exitCode?: number; stdout?: string; stderr?: string };
 /** An observation (lvs, dmsetup info, lvmlockctl) answered with the next world. */
 export const O = 'O' as const;
 /** The repository alone (clone create: lvs, lvmlockctl only when needed), answered with the next world. */
@@ -48,7 +48,11 @@ export const R = 'R' as const;
 export const lv = (name: string): Step => ({ lv: name });
 /** The mark that makes a new clone live, answered with LVM's command log naming its uuid (next world's row). */
 export const mark = (name: string, release = true): Step => ({ mark: name, release });
-export const wr = (argv: readonly string[], o: { exitCode?: number } = {}): Step => ({ argv, kind: 'write', ...o });
+export const wr = (argv: readonly string[], o: { exitCode?: number; stderr?: string } = {}): Step => ({
+  argv,
+  kind: 'write',
+  ...o,
+});
 export const rd = (argv: readonly string[], o: { exitCode?: number; stdout?: string } = {}): Step => ({
   argv,
   kind: 'read',
