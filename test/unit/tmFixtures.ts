@@ -26,7 +26,7 @@ import {
   markLiveArgv,
   markLiveLog,
 } from './repoFixtures.js';
-import { lvsArgv, lvsJson } from './support.js';
+import { capture, deltaDumpArgv, leaseDump, leaseDumpArgv, lvsArgv, lvsJson, vgsArgv, vgsJson } from './support.js';
 
 // ---- a small script language over the recording runner ------------------------------------------
 
@@ -86,9 +86,17 @@ export function script(r: RecordingRunner, worlds: World[], steps: Step[]): Reco
   return r;
 }
 
-/** Run one action with a runner per host; every runner must have run exactly its script. */
-export async function tm(action: string, args: string[], runners: Record<string, Runner>, stdin = '') {
-  const info: string[] = [];
+/**
+ * Run one action with a runner per host; every runner must have run exactly its script. The
+ * action's info messages also land in `info`, which a failing run leaves to the caller.
+ */
+export async function tm(
+  action: string,
+  args: string[],
+  runners: Record<string, Runner>,
+  stdin = '',
+  info: string[] = [],
+) {
   const out: string[] = [];
   const env: TmEnv = {
     vg: VG,
@@ -223,3 +231,33 @@ export function withFiles(
     },
   };
 }
+
+/** `vgs` of the fixture VG: 100 GiB, half of it free, sanlock. */
+export const VGS_ROW = vgsJson([
+  {
+    vg_name: VG,
+    vg_uuid: 'x',
+    vg_size: 100 * 1024 * MiB,
+    vg_free: 50 * 1024 * MiB,
+    vg_extent_size: 4 * MiB,
+    vg_lock_type: 'sanlock',
+    vg_shared: 1,
+    vg_tags: [],
+    pv_count: 1,
+    lv_count: 3,
+  },
+]);
+
+/**
+ * What cowstack reads to name the holder of an LV it found locked (LOCK_CONFLICT): the LV
+ * again, its lease (held by sanlock host `hostId`), the VG, and the hosts' delta leases (REAL
+ * capture: node1 is host 1, node2 host 2).
+ */
+export const heldBy = (name: string, uuid: string, hostId: 1 | 2): Step[] => [
+  lv(name),
+  rd(leaseDumpArgv(VG, 70254592), {
+    stdout: leaseDump({ offset: 70254592, vg: VG, uuid, owner: hostId, timestamp: 734 }),
+  }),
+  rd(vgsArgv(VG), { stdout: VGS_ROW }),
+  rd(deltaDumpArgv(VG), { stdout: capture('sanlock-dump-delta.txt').replace(/lvm_repo/g, 'lvm_vg') }),
+];
