@@ -24,10 +24,11 @@ import {
   roDev,
   rwDev,
 } from './repoFixtures.js';
-import { lvsArgv, lvsJson, recorder, rejectionOf } from './support.js';
+import { conflictStderr, lvsArgv, lvsJson, recorder, rejectionOf } from './support.js';
 import {
   DIR,
   O,
+  heldBy,
   roName,
   snap3,
   img,
@@ -85,13 +86,13 @@ const unmapNothing: Step[] = [
   rd(lvsArgv('vg'), { stdout: lvsJson(released.rows) }),
 ];
 /** mapClone of the live COW on a node where nothing of it is active. */
-const mapHere = (o: { failAt?: 'cow' } = {}): Step[] => [
+const mapHere = (o: { failAt?: 'cow'; stderr?: string } = {}): Step[] => [
   O,
   wr(journalBegin('one-7-0', 'map')),
   wr(['lvchange', '-asy', 'vg/img']),
   ...(o.failAt === 'cow'
     ? [
-        wr(['lvchange', '-aey', 'vg/one-7-0'], { exitCode: 5 }),
+        wr(['lvchange', '-aey', 'vg/one-7-0'], { exitCode: 5, stderr: o.stderr }),
         wr(['lvchange', '-an', 'vg/img']), // undone: the image this map activated
         wr(journalEnd('one-7-0', 'map')),
       ]
@@ -506,15 +507,52 @@ describe('tm activate', () => {
     expect((await tm('activate', ['node1'], { node1: r })).info).toEqual(INFO);
   });
 
-  it('a failed activation of the COW stops before the next disk; the re-run brings both up', async () => {
+  it('a COW that fails to map does not keep the next disk down; the re-run maps it', async () => {
     const r1 = script(
       recorder('node1'),
       [rebooted],
-      [...recoverNothing(), FIND_LINKS, O, ...mapHere({ failAt: 'cow' })],
+      [
+        ...recoverNothing(),
+        FIND_LINKS,
+        O,
+        ...mapHere({ failAt: 'cow' }),
+        wr(['lvchange', '-aey', 'vg/one-7-2']),
+        ...link(VOL2, 2),
+      ],
     );
     await rejectionOf(tm('activate', ['node1'], { node1: r1 }), EXIT.FAILED);
-    // The map undid itself (the image released, the journal entry closed): the node is as after the reboot.
-    const r2 = script(recorder('node1'), [rebooted], firstRun);
+    // The map undid itself (the image released, the journal entry closed); the volatile disk is up.
+    const half: World = { rows: [img(), top(), vol2('exclusive')], devs: [lvDev('one-7-2', U.n1, 10, 0)] };
+    const r2 = script(
+      recorder('node1'),
+      [half],
+      [...recoverNothing(), FIND_LINKS, O, ...mapHere(), ...link(RW, 0), ...link(VOL2, 2)],
+    );
     expect((await tm('activate', ['node1'], { node1: r2 })).info).toEqual(INFO);
+  });
+
+  // A stale link after a failover: VM 7 runs on node2 now, its COW is locked there.
+  it('a COW locked by another host is reported, the next disk still comes up, the action fails (4)', async () => {
+    const r = script(
+      recorder('node1'),
+      [rebooted],
+      [
+        ...recoverNothing(),
+        FIND_LINKS,
+        O,
+        ...mapHere({ failAt: 'cow', stderr: conflictStderr() }),
+        ...heldBy('one-7-0', U.c3, 2),
+        wr(['lvchange', '-aey', 'vg/one-7-2']),
+        ...link(VOL2, 2),
+      ],
+    );
+    const info: string[] = [];
+    const e = await rejectionOf(tm('activate', ['node1'], { node1: r }, '', info), EXIT.LOCK_CONFLICT);
+    expect(e.message).toBe('vg/one-7-0 is locked by another host (held by node2, sanlock host_id 2)');
+    expect(info).toEqual([
+      'recover on node1: 0 action(s)',
+      `${DIR}/disk.0: vg/one-7-0 is locked by another host (held by node2, sanlock host_id 2)`,
+      `${DIR}/disk.2 -> ${VOL2}`,
+    ]);
   });
 });
