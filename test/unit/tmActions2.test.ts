@@ -147,6 +147,42 @@ describe('tm mv', () => {
     const { info } = await tm('mv', MV, { node1: a2, node2: b2 });
     expect(info).toEqual(['copied 1 file(s) from node1 to node2', 'moved one-7-0 from node1 to node2']);
   });
+
+  it('one disk: only that disk moves, and only its link is removed on node1', async () => {
+    const args = [`node1:${DIR}/disk.0`, 'node2:/var/lib/one//datastores/0/7/disk.0', '7', '0'];
+    // disk.0 is a symlink: find lists no regular file of that name, nothing is copied.
+    const a = withFiles(
+      script(
+        recorder('node1'),
+        [mappedOn()],
+        [O, ...unmapPlain, rd(FIND, { stdout: 'disk.1\n' }), wr(['rm', '-f', '--', `${DIR}/disk.0`])],
+      ),
+    );
+    const b = withFiles(script(recorder('node2'), [released], [O, ...mapHere(), ...link(RW)]));
+    expect((await tm('mv', args, { node1: a, node2: b })).info).toEqual(['moved one-7-0 from node1 to node2']);
+  });
+
+  it('refuses (6) a disk still open on node1 (the VM running) before copying anything', async () => {
+    const a = script(
+      recorder('node1'),
+      [mappedOn(1)],
+      [
+        O,
+        rd(DM_INFO, { stdout: dmInfo(mappedOn(1).devs!) }),
+        rd(lvsArgv('vg'), { stdout: lvsJson(mappedOn(1).rows) }),
+        // An open count can be udev's probe: settle and look again, three times.
+        ...[1, 2, 3].flatMap(() => [rd(['udevadm', 'settle', '--timeout=10']), O]),
+        // Who holds it, for the message: no device on it, one process.
+        rd(['realpath', '-e', '--', RW], { stdout: '/dev/dm-9\n' }),
+        rd(['ls', '-1', '-A', '--', '/sys/class/block/dm-9/holders']),
+        rd(['fuser', RW], { stdout: ' 4242' }),
+        rd(['ps', '-o', 'pid=,user=,comm=', '-p', '4242'], { stdout: ' 4242 oneadmin qemu-system-x86\n' }),
+      ],
+    );
+    const e = await rejectionOf(tm('mv', MV, { node1: a, node2: recorder('node2') }), EXIT.REFUSED);
+    expect(e.message).toContain('vg/one-7-0 is in use on this node');
+    expect(e.message).toContain('process qemu-system-x86 (pid 4242, user oneadmin)');
+  });
 });
 
 describe('tm mv through the front-end (undeploy, then resume on another node)', () => {
