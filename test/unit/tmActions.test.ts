@@ -22,7 +22,7 @@ import {
   lvDev,
   rwDev,
 } from './repoFixtures.js';
-import { conflictStderr, recorder, rejectionOf, vgsArgv } from './support.js';
+import { conflictStderr, recorder, rejectionOf, vgsArgv, vgsJson } from './support.js';
 import {
   D,
   DIR,
@@ -715,6 +715,19 @@ describe('tm monitor', () => {
   it('an unreachable host is skipped for the next one', async () => {
     const { out } = await tm('monitor', ['0'], { node1: unreachable, node2: asks('node2') }, XML);
     expect(out).toEqual([TOTALS]);
+  });
+
+  it('every host unreachable: the action fails unreachable after trying each one', async () => {
+    const down = { ...unreachable, target: 'node2' };
+    const info: string[] = [];
+    await rejectionOf(tm('monitor', ['0'], { node1: unreachable, node2: down }, XML, info), EXIT.UNREACHABLE);
+    expect(info).toEqual(['host node1 is unreachable', 'host node2 is unreachable']);
+  });
+
+  it('a host that does not see the VG: not found (7), naming the host', async () => {
+    const r = script(recorder('node1'), [{ rows: [] }], [O, rd(vgsArgv(VG), { stdout: vgsJson([]) })]);
+    const e = await rejectionOf(tm('monitor', ['0'], { node1: r }, XML), EXIT.NOT_FOUND);
+    expect(e.message).toBe('repository VG vg is not visible on node1');
   });
 });
 
