@@ -304,8 +304,11 @@ async function mv(env: TmEnv, req: Extract<TmRequest, { action: 'mv' }>): Promis
   if (moved) env.info(`copied ${moved} file(s) from ${src.host} to ${dst.host}`);
   if (!feB) {
     const ctxB = ctxOf(env, dst.host);
+    // attach decides from the disk's activation on B: `state` is A's when A is a node, where
+    // a volatile disk was active (and is no longer) and would be linked on B unactivated.
+    const onB = feA ? state : await observeNode(ctxB);
     for (const o of tops) {
-      const device = await attach(ctxB, o);
+      const device = await attach(ctxB, onB.repo.byName.get(o.name) ?? o);
       await link(ctxB.runner, device, { ...dst, path: `${dst.vmDir}/disk.${o.name.split('-')[2]}` });
     }
   }
@@ -478,6 +481,7 @@ async function activate(env: TmEnv, host: string): Promise<void> {
   );
   const links = found.exitCode === 0 ? found.stdout.split('\n').filter(Boolean) : [];
   const state = await observeNode(ctx);
+  let failed: unknown;
   for (const l of links) {
     let d: TmPath;
     try {
@@ -487,10 +491,18 @@ async function activate(env: TmEnv, host: string): Promise<void> {
     }
     const o = state.repo.byName.get(diskLv(d.vmId, d.diskId!));
     if (!o || (o.kind === 'clone' && o.state !== 'live')) continue;
-    const device = await attach(ctx, o);
-    await link(ctx.runner, device, d);
-    env.info(`${d.path} -> ${device}`);
+    try {
+      const device = await attach(ctx, o);
+      await link(ctx.runner, device, d);
+      env.info(`${d.path} -> ${device}`);
+    } catch (e) {
+      // One disk that cannot come up (e.g. a stale link of a VM another host runs since a
+      // failover, its COW locked there) must not keep the other VMs' disks down: go on, fail after.
+      env.info(`${d.path}: ${(e as Error).message}`);
+      failed ??= e;
+    }
   }
+  if (failed) throw failed;
 }
 
 export async function runTm(env: TmEnv, req: TmRequest): Promise<void> {

@@ -3,21 +3,17 @@
  * first run, of a re-run after success (oned re-runs an action whose answer it lost) against
  * the state the first run left, and of a re-run after a command failed in the middle.
  * SYNTHETIC: LV rows and dm devices come from repoFixtures; the image is `img` (64 MiB), the
- * VM's disk 0 is `one-7-0`. `clone` and `delete` are tested with their rewrite.
+ * VM's disk 0 is `one-7-0`. `clone` and `delete` are tested with their rewrite. The script
+ * language and the disk's fixtures are in tmFixtures.ts.
  */
 import { describe, expect, it } from 'vitest';
 import { CowstackError, EXIT } from '../../src/exec/errors.js';
-import type { RecordingRunner } from '../../src/exec/recordingRunner.js';
 import type { RunRequest, RunResult, Runner } from '../../src/exec/types.js';
-import { runTm, type TmEnv } from '../../src/tm/actions.js';
-import { parseTmArgs } from '../../src/tm/args.js';
 import {
   MiB,
   U,
   VG,
   cloneRow,
-  expectObserve,
-  expectObserveRepo,
   commitMarkArgv,
   lvcreateArgv,
   imageRow,
@@ -25,195 +21,40 @@ import {
   journalEnd,
   lvDev,
   rwDev,
-  type Activation,
-  type Dev,
-  markLiveArgv,
-  markLiveLog,
 } from './repoFixtures.js';
-import { lvsArgv, lvsJson, recorder, rejectionOf, vgsArgv, vgsJson } from './support.js';
-
-// ---- a small script language over the recording runner ------------------------------------------
-
-interface World {
-  rows: Array<Record<string, unknown>>;
-  devs?: Dev[];
-}
-type Step =
-  | 'O'
-  | 'R'
-  | { lv: string }
-  | { mark: string; release: boolean }
-  | { argv: readonly string[]; kind: 'read' | 'write'; exitCode?: number; stdout?: string };
-/** An observation (lvs, dmsetup info, lvmlockctl) answered with the next world. */
-const O = 'O' as const;
-/** The repository alone (clone create: lvs, lvmlockctl only when needed), answered with the next world. */
-const R = 'R' as const;
-/** A lockless re-read of one LV, answered from the current world or the next one that has it. */
-const lv = (name: string): Step => ({ lv: name });
-/** The mark that makes a new clone live, answered with LVM's command log naming its uuid (next world's row). */
-const mark = (name: string, release = true): Step => ({ mark: name, release });
-const wr = (argv: readonly string[], o: { exitCode?: number } = {}): Step => ({ argv, kind: 'write', ...o });
-const rd = (argv: readonly string[], o: { exitCode?: number; stdout?: string } = {}): Step => ({
-  argv,
-  kind: 'read',
-  ...o,
-});
-
-function script(r: RecordingRunner, worlds: World[], steps: Step[]): RecordingRunner {
-  let i = -1;
-  for (const s of steps) {
-    if (s === 'O' || s === 'R') {
-      i = Math.min(i + 1, worlds.length - 1);
-      if (s === 'O') expectObserve(r, worlds[i]!.rows, worlds[i]!.devs ?? []);
-      else expectObserveRepo(r, worlds[i]!.rows);
-    } else if ('mark' in s) {
-      const row = worlds
-        .slice(Math.max(i, 0))
-        .map((w) => w.rows.find((x) => x.lv_name === s.mark))
-        .find(Boolean);
-      r.expect(markLiveArgv(`${VG}/${s.mark}`, s.release), {
-        kind: 'write',
-        stdout: row ? markLiveLog(`${VG}/${s.mark}`, String(row.lv_uuid)) : '',
-      });
-    } else if ('lv' in s) {
-      const row = worlds
-        .slice(Math.max(i, 0))
-        .map((w) => w.rows.find((x) => x.lv_name === s.lv))
-        .find(Boolean);
-      r.expect(lvsArgv(`${VG}/${s.lv}`), { kind: 'read', stdout: lvsJson(row ? [row] : []) });
-    } else r.expect(s.argv, s);
-  }
-  return r;
-}
-
-/** Run one action with a runner per host; every runner must have run exactly its script. */
-async function tm(action: string, args: string[], runners: Record<string, Runner>, stdin = '') {
-  const info: string[] = [];
-  const out: string[] = [];
-  const env: TmEnv = {
-    vg: VG,
-    scope: {},
-    runnerFor: (h) => {
-      const r = runners[h];
-      if (!r) throw new Error(`no runner for ${h}`);
-      return r;
-    },
-    hosts: ['node1', 'node2'],
-    cowPercent: 25,
-    chunk: '4K',
-    frontends: ['fe'],
-    info: (m) => info.push(m),
-    out: (t) => out.push(t),
-  };
-  let error: unknown;
-  try {
-    await runTm(env, parseTmArgs(action, args, stdin));
-  } catch (e) {
-    error = e;
-  }
-  for (const r of Object.values(runners)) if ('verify' in r) (r as RecordingRunner).verify();
-  if (error) throw error;
-  return { info, out };
-}
-const on = (r: RecordingRunner) => ({ node1: r });
-
-// ---- fixtures -------------------------------------------------------------------------------------
-
-const DIR = '/var/lib/one/datastores/0/7';
-const D = `node1:${DIR}/disk.0`;
-const img = (active?: Activation) => imageRow('img', U.image, { active, open: Boolean(active), minor: 3 });
-/** The disk's top: a live COW on `parent` (the image unless said). */
-const top = (o: Parameters<typeof cloneRow>[3] = {}, parent: string = U.image, uuid: string = U.c3) =>
-  cloneRow('one-7-0', uuid, parent, o);
-const snap3 = (uuid: string = U.c3) => cloneRow('one-7-0-s3', uuid, U.image, { state: 'committed' });
-/** The disk mapped here for a running VM: image shared, COW exclusive, rw device (open count `open`). */
-const mapped = (open = 0): World => ({
-  rows: [img('shared'), top({ active: 'exclusive', open: true, minor: 8 })],
-  devs: [lvDev('img', U.image, 3, 1, true), lvDev('one-7-0', U.c3, 8, 1), rwDev(U.c3, 9, open)],
-});
-const rwName = (uuid: string) => `cowstack-rw-${uuid.replace(/-/g, '')}`;
-const roName = (uuid: string) => `cowstack-ro-${uuid.replace(/-/g, '')}`;
-const link = (device: string, disk = 0): Step[] => [
-  wr(['mkdir', '-p', '--', DIR]),
-  wr(['ln', '-sfn', '--', device, `${DIR}/disk.${disk}`]),
-];
-
-/** createClone's writes after its observation, and its final re-read. */
-const createTop = (parentUuid: string, o: { failAt?: 'lvcreate' } = {}): Step[] => {
-  const lvcreate = wr(lvcreateArgv('one-7-0', parentUuid, 16 * MiB, 8), o.failAt === 'lvcreate' ? { exitCode: 5 } : {});
-  if (o.failAt === 'lvcreate')
-    return [wr(journalBegin('one-7-0', 'create-clone')), lvcreate, wr(journalEnd('one-7-0', 'create-clone'))];
-  return [
-    wr(journalBegin('one-7-0', 'create-clone')),
-    lvcreate,
-    mark('one-7-0'),
-    wr(journalEnd('one-7-0', 'create-clone')),
-  ];
-};
-/** mapClone of a new top `topUuid` straight on the image, after its observation. */
-const mapOnImage = (topUuid: string): Step[] => [
-  wr(journalBegin('one-7-0', 'map')),
-  wr(['lvchange', '-asy', 'vg/img']),
-  wr(['lvchange', '-aey', 'vg/one-7-0']),
-  lv('one-7-0'),
-  wr([
-    'dmsetup',
-    'create',
-    rwName(topUuid),
-    '--uuid',
-    `COWSTACK-rw-${topUuid.replace(/-/g, '')}`,
-    '--table',
-    '0 131072 snapshot /dev/mapper/vg-img /dev/mapper/vg-one--7--0 PO 8',
-  ]),
-  wr(journalEnd('one-7-0', 'map')),
-];
-/** mapClone of top `topUuid` on snapshot `snapUuid` (one-7-0-s3) on the image, after its observation. */
-const mapOnSnap = (snapUuid: string, topUuid: string): Step[] => [
-  wr(journalBegin('one-7-0', 'map')),
-  wr(['lvchange', '-asy', 'vg/img']),
-  wr(['lvchange', '-asy', 'vg/one-7-0-s3']),
-  wr([
-    'dmsetup',
-    'create',
-    roName(snapUuid),
-    '--uuid',
-    `COWSTACK-ro-${snapUuid.replace(/-/g, '')}`,
-    '--readonly',
-    '--table',
-    '0 131072 snapshot /dev/mapper/vg-img /dev/mapper/vg-one--7--0--s3 P 8',
-  ]),
-  wr(['lvchange', '-aey', 'vg/one-7-0']),
-  lv('one-7-0'),
-  wr([
-    'dmsetup',
-    'create',
-    rwName(topUuid),
-    '--uuid',
-    `COWSTACK-rw-${topUuid.replace(/-/g, '')}`,
-    '--table',
-    `0 131072 snapshot /dev/mapper/${roName(snapUuid)} /dev/mapper/vg-one--7--0 PO 8`,
-  ]),
-  wr(journalEnd('one-7-0', 'map')),
-];
+import { conflictStderr, recorder, rejectionOf, vgsArgv, vgsJson } from './support.js';
+import {
+  D,
+  DIR,
+  O,
+  R,
+  createTop,
+  heldBy,
+  VGS_ROW,
+  img,
+  link,
+  lv,
+  mapOnImage,
+  mapOnSnap,
+  mapped,
+  mark,
+  on,
+  rd,
+  roName,
+  rwName,
+  script,
+  snap3,
+  tm,
+  top,
+  wr,
+  type Step,
+  type World,
+} from './tmFixtures.js';
 
 // ---- mkimage / mkswap -------------------------------------------------------------------------------
 
 const vol = (o: Parameters<typeof imageRow>[2] = {}) =>
   imageRow('one-7-0', U.n1, { state: 'writable', size: 1024 * MiB, ...o });
-const VGS_ROW = vgsJson([
-  {
-    vg_name: VG,
-    vg_uuid: 'x',
-    vg_size: 100 * 1024 * MiB,
-    vg_free: 50 * 1024 * MiB,
-    vg_extent_size: 4 * MiB,
-    vg_lock_type: 'sanlock',
-    vg_shared: 1,
-    vg_tags: [],
-    pv_count: 1,
-    lv_count: 3,
-  },
-]);
 const createVol = (o: { failDd?: boolean } = {}): Step[] => [
   rd(vgsArgv(VG), { stdout: VGS_ROW }),
   wr(journalBegin('one-7-0', 'create-image')),
@@ -468,6 +309,37 @@ describe('tm snap_revert', () => {
     await tm('snap_revert', SNAP, on(r2));
   });
 
+  // A revert discards whatever the top holds: repeated, the disk still reads as snapshot 3 (the
+  // top it discards was started empty by the first run and the VM is powered off meanwhile).
+  it('a re-run after success reverts again: a new empty top on the snapshot, mapped and linked', async () => {
+    const r = script(
+      recorder('node1'),
+      [
+        snapMapped(U.c2),
+        snapMapped(U.c2),
+        { rows: [img(), snap3(U.c2)] },
+        { rows: [img(), snap3(U.c2), top({}, U.c2, U.c3)] },
+      ],
+      [
+        O,
+        O,
+        wr(journalBegin('one-7-0', 'discard')),
+        wr(['dmsetup', 'remove', '--retry', rwName(U.n1)]),
+        wr(['lvchange', '-an', 'vg/one-7-0']),
+        wr(['lvremove', '-y', 'vg/one-7-0']),
+        wr(['dmsetup', 'remove', '--retry', roName(U.c2)]),
+        wr(['lvchange', '-an', 'vg/one-7-0-s3', 'vg/img']),
+        wr(journalEnd('one-7-0', 'discard')),
+        R,
+        ...createTop(U.c2),
+        O,
+        ...mapOnSnap(U.c2, U.c3),
+        ...link(`/dev/mapper/${rwName(U.c3)}`),
+      ],
+    );
+    expect((await tm('snap_revert', SNAP, on(r))).info).toEqual(['disk 0 reverted to snapshot 3']);
+  });
+
   it('refuses (7) a snapshot that does not exist, and writes nothing', async () => {
     const r = script(recorder('node1'), [{ rows: [img(), top()] }], [O]);
     await rejectionOf(tm('snap_revert', SNAP, on(r)), EXIT.NOT_FOUND);
@@ -568,6 +440,44 @@ describe('tm clone', () => {
 
 describe('tm delete', () => {
   const DEL = [`node1:${DIR}`, '7', '0'];
+  // Host failure: oned deletes the VM of a dead node1. Its LVs go through node2 once sanlock lets
+  // them go; its directory and links go with the dead host.
+  it('node1 unreachable: removes the LVs through node2 once the lease expired, and no directory', async () => {
+    const remove = (o: { conflict?: boolean } = {}): Step[] => [
+      O,
+      wr(journalBegin('one-7-0', 'discard')),
+      wr(['lvremove', '-y', 'vg/one-7-0'], o.conflict ? { exitCode: 5, stderr: conflictStderr() } : {}),
+      wr(journalEnd('one-7-0', 'discard')),
+      ...(o.conflict ? heldBy('one-7-0', U.c3, 1) : []), // who holds it, for the error
+    ];
+    const w: World[] = [{ rows: [img(), top()] }];
+    const held = tm('delete', DEL, {
+      node1: unreachable,
+      node2: script(recorder('node2'), w, remove({ conflict: true })),
+    });
+    const e = await rejectionOf(held, EXIT.LOCK_CONFLICT);
+    expect(e.message).toBe(
+      'vg/one-7-0 is locked by another host (held by node1, sanlock host_id 1) ' +
+        '(node1 is unreachable and still holds the lease)',
+    );
+    expect(e.hint).toContain('retry the delete then, or fence node1 first');
+    const { info } = await tm('delete', DEL, { node1: unreachable, node2: script(recorder('node2'), w, remove()) });
+    expect(info).toEqual([
+      'host node1 is unreachable',
+      'node1 is unreachable: removing 1 LV(s) of VM 7 through node2',
+      'removed one-7-0',
+    ]);
+    // The re-run after success finds nothing of VM 7 left.
+    const again = await tm('delete', DEL, {
+      node1: unreachable,
+      node2: script(recorder('node2'), [{ rows: [img()] }], [O]),
+    });
+    expect(again.info).toEqual([
+      'host node1 is unreachable',
+      'node1 is unreachable: removing 0 LV(s) of VM 7 through node2',
+    ]);
+  });
+
   it('removes the disk from one observation: unmap, one lvchange for COW and image, lvremove, rm -rf', async () => {
     const r = script(
       recorder('node1'),
@@ -583,6 +493,42 @@ describe('tm delete', () => {
       ],
     );
     await tm('delete', DEL, on(r));
+  });
+
+  it("one disk: removes it and its snapshots, not the VM's other disk, and only D", async () => {
+    const other = cloneRow('one-7-1', U.d1, U.image);
+    const worlds: World[] = [
+      { rows: [img(), snap3(U.c2), top({}, U.c2), other] },
+      { rows: [img(), snap3(U.c2), other] },
+    ];
+    const r = script(recorder('node1'), worlds, [
+      O,
+      wr(journalBegin('one-7-0', 'discard')),
+      wr(['lvremove', '-y', 'vg/one-7-0']),
+      wr(journalEnd('one-7-0', 'discard')),
+      O, // the top first, then what it stood on
+      wr(journalBegin('one-7-0-s3', 'discard')),
+      wr(['lvremove', '-y', 'vg/one-7-0-s3']),
+      wr(journalEnd('one-7-0-s3', 'discard')),
+      wr(['rm', '-f', '--', `${DIR}/disk.0`]),
+    ]);
+    expect((await tm('delete', [D, '7', '0'], on(r))).info).toEqual(['removed one-7-0, one-7-0-s3']);
+  });
+
+  it('an undeployed VM (on the front-end): its LVs go through the first node, its dir on the front-end', async () => {
+    const node = script(
+      recorder('node1'),
+      [{ rows: [img(), top()] }],
+      [
+        O,
+        wr(journalBegin('one-7-0', 'discard')),
+        wr(['lvremove', '-y', 'vg/one-7-0']),
+        wr(journalEnd('one-7-0', 'discard')),
+      ],
+    );
+    const fe = script(recorder('localhost'), [], [wr(['rm', '-rf', '--', DIR])]);
+    const { info } = await tm('delete', ['fe:/var/lib/one//datastores/0/7/', '7', '0'], { node1: node, localhost: fe });
+    expect(info).toEqual(['removed one-7-0']);
   });
 
   it('a re-run after success finds nothing left: it removes the directory again', async () => {
@@ -640,6 +586,27 @@ describe('tm ln', () => {
   it('a re-run after success checks the mapping in place and links D again', async () => {
     const r = script(recorder('node1'), [mapped()], [O, O, ...relinkMapped()]);
     await tm('ln', LN, on(r));
+  });
+
+  it('a failed map keeps the new COW; the re-run maps that one and creates no second COW', async () => {
+    const worlds: World[] = [{ rows: [img()] }, { rows: [img()] }, { rows: [img(), top()] }];
+    const failing = mapOnImage(U.c3).slice(0, 4); // up to the re-read of the COW after its activation
+    const r1 = script(recorder('node1'), worlds, [
+      O,
+      R,
+      ...createTop(U.image),
+      O,
+      ...failing,
+      rwOnImage({ exitCode: 1 }),
+      wr(['lvchange', '-an', 'vg/one-7-0']),
+      wr(['lvchange', '-an', 'vg/img']),
+      wr(journalEnd('one-7-0', 'map')),
+    ]);
+    await rejectionOf(tm('ln', LN, on(r1)), EXIT.FAILED);
+    // The COW is live and released: the re-run skips its creation (no lvcreate) and maps it.
+    const after: World = { rows: [img(), top()] };
+    const r2 = script(recorder('node1'), [after], [O, O, ...mapOnImage(U.c3), ...link(`/dev/mapper/${rwName(U.c3)}`)]);
+    expect((await tm('ln', LN, on(r2))).info).toEqual([]);
   });
 });
 
@@ -748,6 +715,19 @@ describe('tm monitor', () => {
   it('an unreachable host is skipped for the next one', async () => {
     const { out } = await tm('monitor', ['0'], { node1: unreachable, node2: asks('node2') }, XML);
     expect(out).toEqual([TOTALS]);
+  });
+
+  it('every host unreachable: the action fails unreachable after trying each one', async () => {
+    const down = { ...unreachable, target: 'node2' };
+    const info: string[] = [];
+    await rejectionOf(tm('monitor', ['0'], { node1: unreachable, node2: down }, XML, info), EXIT.UNREACHABLE);
+    expect(info).toEqual(['host node1 is unreachable', 'host node2 is unreachable']);
+  });
+
+  it('a host that does not see the VG: not found (7), naming the host', async () => {
+    const r = script(recorder('node1'), [{ rows: [] }], [O, rd(vgsArgv(VG), { stdout: vgsJson([]) })]);
+    const e = await rejectionOf(tm('monitor', ['0'], { node1: r }, XML), EXIT.NOT_FOUND);
+    expect(e.message).toBe('repository VG vg is not visible on node1');
   });
 });
 
