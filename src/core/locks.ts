@@ -19,11 +19,13 @@ export const isLockRefusal = (e: unknown): e is CommandError =>
  * lvmlockd's "lock manager error" (-210..-221) and sanlock's lease I/O errors: a lease read or
  * write timed out on a slow path to the LUN (seen under load: "LV repo/x lock failed: error
  * -221", sanlock.log "dblock read error -202"). The lock was not taken and the LVM command
- * changed nothing, so running it again is safe (runPlan does, a few times).
+ * changed nothing, so running it again is safe (runPlan does, a few times). The VG lock fails
+ * the same way, worded "VG repo lock skipped: error -221" + "Cannot access VG repo due to
+ * failed lock." (seen in the testbed right after a cluster came up).
  */
 export const isTransientLockError = (e: unknown): boolean =>
   e instanceof CowstackError &&
-  /lock failed: error -2(1[0-9]|2[01])\b|lease io error|sanlock lease I\/O/i.test(
+  /lock (failed|skipped): error -2(1[0-9]|2[01])\b|lease io error|sanlock lease I\/O/i.test(
     `${e.message}\n${(e as { stderr?: string }).stderr ?? ''}`,
   );
 

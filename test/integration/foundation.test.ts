@@ -203,7 +203,9 @@ describe('exclusive activation across nodes', () => {
       '--exclusive',
     ]);
     expect(r.exitCode, r.stderr).toBe(0);
+    // The node lock a run takes, then the activation.
     expect(r.json.dryRun).toEqual([
+      expect.objectContaining({ host: 'node1', argv: expect.arrayContaining(['flock', 'tee']) }),
       expect.objectContaining({ host: 'node1', argv: ['lvchange', '-aey', `${REPO_VG}/cs-dry`] }),
     ]);
     const lvs = await tb.ssh('node1', ['lvs', '--nolocking', '--noheadings', '-o', 'lv_active', `${REPO_VG}/cs-dry`]);

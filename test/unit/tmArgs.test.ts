@@ -260,6 +260,10 @@ describe('transient lock manager errors are retried (every action is idempotent)
     const err = (stderr: string) => new CommandError('node1', ['lvchange', '-aey', 'repo/x'], 5, stderr);
     expect(isTransientLockError(err('  VG repo lock failed: error -221'))).toBe(true);
     expect(isTransientLockError(err('  LV repo/x lock failed: error -218'))).toBe(true);
+    // REAL (testbed, lvchange -aey right after the cluster came up): the VG lock's wording.
+    expect(
+      isTransientLockError(err('VG repo lock skipped: error -221\n  Cannot access VG repo due to failed lock.')),
+    ).toBe(true);
     expect(isTransientLockError(err('  LV locked by other host: repo/x'))).toBe(false);
     expect(isTransientLockError(err('  Volume group "repo" not found'))).toBe(false);
     expect(isTransientLockError(new Error('VG repo lock failed: error -221'))).toBe(false);
