@@ -212,12 +212,15 @@ describe.sequential('a node loses power with a clone mapped', () => {
       (await tb.ssh('node2', ['lvs', '--nolocking', '--noheadings', '-o', 'lv_name', `${REPO_VG}/one-${vm}-0`]))
         .exitCode,
     ).not.toBe(0);
+    // node1 powers on meanwhile (nothing of the cluster starts before its join below): the
+    // redeploy on node2 does not depend on it, and the boot's half minute overlaps it.
+    const booting = tb.boot('node1');
     await tm.ok('clone', [`${FE}:${REPO_VG}/${img}`, `node2:${vmDir}/disk.0`, String(vm), '1']);
     expect(await deviceSha(tb, 'node2', `${vmDir}/disk.0`)).toBe(sha256(IMG));
     await tm.ok('delete', [`node2:${vmDir}/`, String(vm), '0']);
 
     // node1 comes back: the project's own commands bring it into the cluster again.
-    await tb.boot('node1');
+    await booting;
     const journal = await tb.sh('node1', 'cat /var/lib/cowstack/journal/*');
     expect(journal.stdout, 'the journal entry written before the power-off is still there').toContain(`"${inFlight}"`);
     const login = await cowstack(tb, ['--host', 'node1', '--json', 'initiator', 'login', tb.portal, tb.targetIqn]);

@@ -69,6 +69,7 @@ describe.sequential('two nodes at the same instant', () => {
     await ok('node1', ['clone', 'commit', parent]);
     const outcomes: string[] = [];
     for (let i = 0; i < REPS; i++) {
+      const repStarted = Date.now();
       const c = n(`rc${i}`);
       await ok('node1', ['clone', 'create', c, '--from', parent, '--cow-size', '8M']);
       const m = await ok('node1', ['clone', 'map', c]);
@@ -98,10 +99,14 @@ describe.sequential('two nodes at the same instant', () => {
       }
       await noWritableOverCommitted('node1');
       await ok('node1', ['clone', 'rm', c]);
+      // One line per round in the CI log: a round far slower than its ~70 s points at a stall.
+      process.stderr.write(
+        `[races] round ${i + 1}: ${outcomes[i]} (${((Date.now() - repStarted) / 1000).toFixed(0)} s)\n`,
+      );
     }
     console.log(`commit/map race outcomes: ${outcomes.join('; ')}`);
     await ok('node1', ['clone', 'rm', parent]);
-  });
+  }, 900_000); // ~40 commands on two nodes; under a loaded CI machine one run took over 600 s
 
   it('a same-name clone create on both nodes: one clone, the loser told clearly (no raw lvcreate error)', async () => {
     const outcomes: string[] = [];
