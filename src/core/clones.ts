@@ -13,8 +13,7 @@ import * as blockData from '../tools/blockData.js';
 import * as dmsetup from '../tools/dmsetup.js';
 import * as lvm from '../tools/lvm.js';
 import { dmName, lvMapperName, lvMapperPath } from './dmNames.js';
-import { settleReq } from '../tools/udevadm.js';
-import { whoHolds } from './holders.js';
+import { lookAgainAfterUdev, whoHolds } from './holders.js';
 import { beginStep, endStep } from './journal.js';
 import { chunkTag, isFrozen, parentTag, roleTag, stateTag, type CloneObj, type CowObj, type Repo } from './metadata.js';
 import { leaseSpaceRefusal, refuseIfNoRoom } from './capacity.js';
@@ -490,10 +489,8 @@ const openDevice = (state: NodeState, o: CowObj) =>
     .find((d) => d.dev && d.dev.open > 0);
 
 /**
- * Refuse when the clone's device is open, after giving transient openers their chance to go:
- * closing a device that was opened for writing makes udev probe it (blkid), which holds it
- * open for a moment. Waiting for udev's queue and looking again costs nothing when the device
- * is closed, and turns that race into a plain no-op. Returns the state to plan from.
+ * Refuse when the clone's device is open, after giving udev's probe its chance to go
+ * (lookAgainAfterUdev). Returns the state to plan from.
  */
 async function refuseIfOpen(
   ctx: NodeSession,
@@ -502,13 +499,15 @@ async function refuseIfOpen(
   force: boolean | undefined,
   verb: string,
 ): Promise<NodeState> {
-  if (force || !openDevice(state, o)) return state;
-  for (let attempt = 0; attempt < 3; attempt++) {
-    await ctx.runner.run(settleReq(10));
-    state = await observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg);
-    o = findObj(state, o.name);
-    if (!openDevice(state, o)) return state;
-  }
+  if (force) return state;
+  state = await lookAgainAfterUdev(
+    ctx.runner,
+    state,
+    (s) => !!openDevice(s, findObj(s, o.name)),
+    () => observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg),
+  );
+  o = findObj(state, o.name);
+  if (!openDevice(state, o)) return state;
   {
     const { role, dev } = openDevice(state, o)!;
     if (dev) {

@@ -10,11 +10,11 @@ import { runGuarded } from './executor.js';
 import type { NodeSession } from './node.js';
 import { dmName } from './dmNames.js';
 import type { CowObj, ImageObj } from './metadata.js';
-import { findClone, observe } from './observe.js';
+import { findClone, observe, type NodeState } from './observe.js';
 import { lvRef } from './stack.js';
 import { copyIntoNewImage, existingCopy, type FlattenResult } from './flatten.js';
 import { EXTENT, roundUp, validateLvName } from './validate.js';
-import { settleReq } from '../tools/udevadm.js';
+import { lookAgainAfterUdev } from './holders.js';
 
 /**
  * Rename a clone. Children point at its LV UUID and dm names derive from UUIDs, so nothing
@@ -52,16 +52,16 @@ export async function saveLiveAsImage(ctx: NodeSession, name: string, imageName:
   const marker = `cowstack_saved_from:${o.uuid}`;
   const done = existingCopy(ctx, state, name, imageName, marker);
   if (done) return done;
-  let seen = state;
-  let top = seen.devices.get(dmName('rw', o.uuid));
-  // udev's probe after a map (or after a write) holds the disk open for a moment: let it go and
-  // look again before calling the disk in use (as clone unmap and commit do).
-  for (let i = 0; top && top.open > 0 && i < 3; i++) {
-    await ctx.runner.run(settleReq(10));
-    seen = await observe(ctx.runner, ctx.vg, ctx.scope);
-    top = seen.devices.get(dmName('rw', o.uuid));
-  }
-  if (top && top.open > 0)
+  // udev's probe after a map (or after a write) holds the disk open for a moment (as for
+  // clone unmap and commit).
+  const top = (s: NodeState) => s.devices.get(dmName('rw', o.uuid));
+  const seen = await lookAgainAfterUdev(
+    ctx.runner,
+    state,
+    (s) => (top(s)?.open ?? 0) > 0,
+    () => observe(ctx.runner, ctx.vg, ctx.scope),
+  );
+  if ((top(seen)?.open ?? 0) > 0)
     throw refused(
       `${lvRef(o)} is open on ${ctx.runner.target} (a running VM?): its content is changing`,
       'power the VM off first, or save one of its snapshots',
