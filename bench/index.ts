@@ -2,6 +2,7 @@
 import { benchCache } from './cache.js';
 import { benchClone } from './clone.js';
 import { benchLimit } from './limit.js';
+import { benchLockio } from './lockio.js';
 import { benchTm } from './tm.js';
 
 const benches: Record<string, () => Promise<void>> = {
@@ -9,6 +10,7 @@ const benches: Record<string, () => Promise<void>> = {
   tm: benchTm,
   cache: benchCache,
   limit: benchLimit,
+  lockio: benchLockio,
 };
 const name = process.argv[2] ?? '';
 const fn = benches[name];

@@ -431,6 +431,25 @@ async function startTgtd(stateDir: string, port: number, lunPath: string, log: (
     log(`testbed: tgtd refused bsoflags=direct (${direct.stderr.trim()}); using buffered I/O`);
     await runOk(lu);
   }
+  // tgt reports the backing file's block size (4096 here) as the physical sector size, and
+  // lvmlockd lays sanlock's leases out for 4K sectors then. COWSTACK_TESTBED_LUN_PBS=512 makes
+  // a LUN with 512-byte physical sectors, to measure what that layout costs (bench lockio).
+  if (process.env.COWSTACK_TESTBED_LUN_PBS === '512') {
+    const lun = ['--tid', '1', '--lun', '1'];
+    await runOk([
+      'tgtadm',
+      ...C,
+      '--lld',
+      'iscsi',
+      '--op',
+      'update',
+      '--mode',
+      'logicalunit',
+      ...lun,
+      '--params',
+      'lbppbe=0',
+    ]);
+  }
   await runOk(['tgtadm', ...C, '--lld', 'iscsi', '--op', 'bind', '--mode', 'target', '--tid', '1', '-I', 'ALL']);
   return { pid, logFile, controlPort };
 }
