@@ -161,6 +161,16 @@ describe('cowstack CLI', () => {
     expect(onlyJson(r.stdout).message).toContain("'zsh'");
   });
 
+  it.each([
+    [['install'], 'say --node, --server or --frontend'],
+    [['install', '--node', '--frontend'], 'say one of --node, --server, --frontend, not --node and --frontend'],
+    [['install', '--server', '--remotes', '/srv/remotes'], '--remotes "/srv/remotes" is for --frontend only'],
+  ])('%j: install needs exactly one role, before anything runs (exit 2)', (args, message) => {
+    const r = cowstack('--json', ...args);
+    expect(r.code).toBe(EXIT.USAGE);
+    expect(onlyJson(r.stdout)).toMatchObject({ ok: false, error: 'usage', message });
+  });
+
   it('--version prints the package version', () => {
     const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string };
     const r = cowstack('--version');
