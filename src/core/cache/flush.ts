@@ -113,7 +113,8 @@ async function nothingToFlush(ctx: NodeSession, state: NodeState, clone: CloneOb
   };
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** A pause that does not keep the process alive: the last one must not delay the command's exit. */
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms).unref());
 
 /** How often the dirty count is read while the flush message runs (it says nothing until it is done). */
 export const PROGRESS_POLL_MS = 1000;
