@@ -1,6 +1,6 @@
 /**
- * `cowstack install`: put the files a site needs on a node (or the repository server) in
- * place, checked before they take effect. The sudoers drop-in is written beside its final
+ * `cowstack install`: put the files a site needs on a node, the repository server or the
+ * OpenNebula front-end in place, checked before they take effect. The sudoers drop-in is written beside its final
  * name (sudo ignores files with a `.` in sudoers.d), checked with `visudo -cf`, and only then
  * moved over the old one: a broken file never reaches sudo. Files already as they should be
  * are left alone, so a re-run changes nothing.
@@ -8,7 +8,7 @@
  * Installing is root's job (it grants the service user its rights), so cowstack refuses to
  * run it as anyone else instead of asking sudo for it; none of these commands is in sudoers.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CowstackError, EXIT, commandFailed, refused, usageError } from '../exec/errors.js';
@@ -23,15 +23,35 @@ export const SUDOERS_PATH = '/etc/sudoers.d/cowstack';
 export const UDEV_RULE_PATH = '/etc/udev/rules.d/99-cowstack.rules';
 export const CONFIG_PATH = '/etc/cowstack/cowstack.yaml';
 
-export type InstallRole = 'node' | 'server';
+/** OpenNebula's remotes directory on the front-end: oned runs <remotes>/tm/<driver>/<action>. */
+export const REMOTES_DIR = '/var/lib/one/remotes';
+/** The driver directories of the package a front-end gets, each at the same path under the remotes. */
+export const FRONTEND_DRIVERS = ['tm/cowstack'] as const;
+
+/**
+ * What oned.conf needs for the TM driver (the README explains each attribute). Printed, not
+ * written: oned.conf is the site's, and its TM_MAD line lists every driver the site uses, which
+ * only the site can merge.
+ */
+/** OpenNebula's own TM drivers as its oned.conf lists them, then cowstack. */
+const TM_DRIVERS = 'dummy,lvm,shared,fs_lvm,qcow2,ssh,ceph,dev,vcenter,iscsi_libvirt,cowstack';
+export const ONED_TM_STANZA =
+  '# add cowstack to the driver list (-d) of your TM_MAD line, e.g.\n' +
+  `TM_MAD = [ EXECUTABLE = "one_tm", ARGUMENTS = "-t 15 -d ${TM_DRIVERS}" ]\n` +
+  'TM_MAD_CONF = [ NAME = "cowstack", LN_TARGET = "NONE", CLONE_TARGET = "SELF", SHARED = "YES",\n' +
+  '                DS_MIGRATE = "NO", DRIVER = "raw", ALLOW_ORPHANS = "NO", TM_MAD_SYSTEM = "" ]\n';
+
+export type InstallRole = 'node' | 'server' | 'frontend';
 
 export interface InstallOptions {
   role: InstallRole;
-  /** Service users (sudoers) and the hypervisor user that owns VM disks (udev rule). */
+  /** Service users (sudoers) and the hypervisor user that owns VM disks (udev rule); not for a front-end. */
   users: string[];
   vg: string;
-  /** Directory holding sudoers/ and cluster-conf/ (default: the cowstack package). */
+  /** Directory holding sudoers/, cluster-conf/ and tm/ (default: the cowstack package). */
   from?: string;
+  /** The front-end's OpenNebula remotes directory (default REMOTES_DIR). */
+  remotes?: string;
 }
 
 export interface InstalledFile {
@@ -42,6 +62,8 @@ export interface InstalledFile {
 export interface InstallResult {
   role: InstallRole;
   files: InstalledFile[];
+  /** Front-end: what oned.conf needs (printed; see ONED_TM_STANZA). */
+  onedConf?: string;
 }
 
 /** The package root: the nearest directory above this module that holds sudoers/cowstack. */
@@ -77,6 +99,67 @@ export function udevRuleFor(text: string, user: string): string {
 export const configFor = (vg: string): string =>
   `# cowstack configuration (written by cowstack install; see the README for every key)\nrepository:\n  vg: ${vg}\n`;
 
+/** A front-end's first config: the TM driver reaches the nodes over ssh, which the site names. */
+export const frontendConfigFor = (vg: string): string =>
+  `${configFor(vg)}# The TM driver reaches the nodes over ssh (README: "OpenNebula transfer-manager driver"):\n` +
+  '# ssh:\n#   config: /etc/cowstack/ssh_config\n# tm:\n#   hosts: [node1, node2]\n';
+
+/** An absolute, normalised directory of plain characters (it becomes part of every path written). */
+export function validateRemotesDir(dir: string): string {
+  const clean = path.posix.normalize(dir ?? '').replace(/(.)\/+$/, '$1');
+  if (!/^\/[A-Za-z0-9._+/-]*$/.test(dir ?? '') || clean !== dir || dir.split('/').includes('..'))
+    throw usageError(
+      `remotes directory "${dir}" is not an absolute, normalised path of letters, digits and . _ + - /`,
+      `OpenNebula's is ${REMOTES_DIR}`,
+    );
+  return dir;
+}
+
+/** A package file to install: its content and mode (executable where the package's is). */
+interface SourceFile {
+  name: string;
+  content: string;
+  mode: number;
+}
+
+function driverFiles(root: string, driver: string): SourceFile[] {
+  const dir = path.join(root, driver);
+  return readdirSync(dir)
+    .sort()
+    .filter((name) => statSync(path.join(dir, name)).isFile())
+    .map((name) => ({
+      name,
+      content: readFileSync(path.join(dir, name), 'utf8'),
+      mode: statSync(path.join(dir, name)).mode & 0o111 ? 0o755 : 0o644,
+    }));
+}
+
+const octal = (mode: number) => `0${mode.toString(8)}`;
+
+/**
+ * The front-end's driver scripts into the remotes directory: one read of the modes there, one of
+ * each file; only a file whose content or mode differs is written (install -D creates the
+ * driver directory), so a re-run writes nothing.
+ */
+async function installDrivers(runner: Runner, root: string, remotes: string): Promise<InstalledFile[]> {
+  const files: InstalledFile[] = [];
+  for (const driver of FRONTEND_DRIVERS) {
+    const target = `${remotes}/${driver}`;
+    const modes = host.parseFileModes((await runner.run(host.fileModesReq(target))).stdout);
+    for (const f of driverFiles(root, driver)) {
+      const file = `${target}/${f.name}`;
+      const had = modes.has(f.name) ? await current(runner, file) : undefined;
+      if (had === f.content && modes.get(f.name) === f.mode) {
+        files.push({ path: file, action: 'unchanged' });
+        continue;
+      }
+      await must(runner, installFileReq(file, f.content, octal(f.mode)));
+      files.push({ path: file, action: had === undefined ? 'installed' : 'updated' });
+    }
+  }
+  return files;
+}
+
 async function current(runner: Runner, file: string): Promise<string | undefined> {
   const r = await runner.run(readOwnFileReq(file));
   return r.exitCode === 0 ? r.stdout : undefined;
@@ -91,46 +174,32 @@ async function must(runner: Runner, req: RunRequest): Promise<void> {
 export async function install(ctx: NodeSession, opts: Omit<InstallOptions, 'vg'>): Promise<InstallResult> {
   const { runner } = ctx;
   const o: InstallOptions = { ...opts, vg: ctx.vg };
-  if (!o.users.length) throw usageError('name at least one user (--user)');
-  o.users.forEach(validateUser);
+  const frontend = o.role === 'frontend';
+  if (!frontend) {
+    if (!o.users.length) throw usageError('name at least one user (--user)');
+    o.users.forEach(validateUser);
+  }
   validateVgName(o.vg);
+  const remotes = validateRemotesDir(o.remotes ?? REMOTES_DIR);
   const root = o.from ?? packageRoot();
-  if (!root || !existsSync(path.join(root, 'sudoers', 'cowstack'))) {
+  const needs = frontend ? FRONTEND_DRIVERS[0] : path.join('sudoers', 'cowstack');
+  if (!root || !existsSync(path.join(root, needs))) {
     throw usageError(
-      `cannot find sudoers/cowstack${o.from ? ` under ${o.from}` : ' next to cowstack'}`,
+      `cannot find ${needs}${o.from ? ` under ${o.from}` : ' next to cowstack'}`,
       'run from a cowstack checkout or package, or give --from DIR (the single-file bundle has no data files)',
     );
   }
   const uid = (await runner.run(host.userIdReq())).stdout.trim();
   if (uid !== '0')
     throw refused(
-      `cowstack install must run as root on ${runner.target} (it writes ${SUDOERS_PATH})`,
+      `cowstack install must run as root on ${runner.target} ` +
+        `(it writes ${frontend ? `${remotes} and ${CONFIG_PATH}` : SUDOERS_PATH})`,
       'run it as root, e.g. sudo cowstack install ...',
     );
 
   const files: InstalledFile[] = [];
-  // sudoers: written beside, checked, then moved into place.
-  const sudoers = sudoersFor(readFileSync(path.join(root, 'sudoers', 'cowstack'), 'utf8'), o.users);
-  const had = await current(runner, SUDOERS_PATH);
-  if (had === sudoers) files.push({ path: SUDOERS_PATH, action: 'unchanged' });
-  else {
-    const tmp = `${SUDOERS_PATH}.cowstack-new`;
-    await must(runner, installFileReq(tmp, sudoers, '0440'));
-    const check = await runner.run({ ...host.sudoersCheckReq(tmp), title: `check ${tmp}` });
-    if (check.exitCode !== 0 && !check.skipped) {
-      await runner.run({ ...host.removeReq(tmp), allowFailure: true });
-      throw new CowstackError(
-        EXIT.FAILED,
-        `visudo rejects the sudoers file for ${o.users.join(', ')}; nothing was installed`,
-        {
-          hint: 'sudoers/cowstack needs sudo >= 1.9.10 (regular expressions in arguments)',
-          data: { output: `${check.stdout}${check.stderr}`.trim() },
-        },
-      );
-    }
-    await must(runner, { ...moveReq(tmp, SUDOERS_PATH), title: `install ${SUDOERS_PATH}` });
-    files.push({ path: SUDOERS_PATH, action: had === undefined ? 'installed' : 'updated' });
-  }
+  if (frontend) files.push(...(await installDrivers(runner, root, remotes)));
+  else files.push(await installSudoers(runner, root, o.users));
 
   if (o.role === 'node') {
     const rule = udevRuleFor(readFileSync(path.join(root, 'cluster-conf', '99-cowstack.rules'), 'utf8'), o.users[0]!);
@@ -145,8 +214,31 @@ export async function install(ctx: NodeSession, opts: Omit<InstallOptions, 'vg'>
 
   // The config is the site's: written once, never overwritten.
   if ((await current(runner, CONFIG_PATH)) === undefined) {
-    await must(runner, installFileReq(CONFIG_PATH, configFor(o.vg), '0644'));
+    await must(runner, installFileReq(CONFIG_PATH, frontend ? frontendConfigFor(o.vg) : configFor(o.vg), '0644'));
     files.push({ path: CONFIG_PATH, action: 'installed' });
   } else files.push({ path: CONFIG_PATH, action: 'kept' });
-  return { role: o.role, files };
+  return { role: o.role, files, ...(frontend ? { onedConf: ONED_TM_STANZA } : {}) };
+}
+
+/** sudoers: written beside, checked, then moved into place. */
+async function installSudoers(runner: Runner, root: string, users: string[]): Promise<InstalledFile> {
+  const sudoers = sudoersFor(readFileSync(path.join(root, 'sudoers', 'cowstack'), 'utf8'), users);
+  const had = await current(runner, SUDOERS_PATH);
+  if (had === sudoers) return { path: SUDOERS_PATH, action: 'unchanged' };
+  const tmp = `${SUDOERS_PATH}.cowstack-new`;
+  await must(runner, installFileReq(tmp, sudoers, '0440'));
+  const check = await runner.run({ ...host.sudoersCheckReq(tmp), title: `check ${tmp}` });
+  if (check.exitCode !== 0 && !check.skipped) {
+    await runner.run({ ...host.removeReq(tmp), allowFailure: true });
+    throw new CowstackError(
+      EXIT.FAILED,
+      `visudo rejects the sudoers file for ${users.join(', ')}; nothing was installed`,
+      {
+        hint: 'sudoers/cowstack needs sudo >= 1.9.10 (regular expressions in arguments)',
+        data: { output: `${check.stdout}${check.stderr}`.trim() },
+      },
+    );
+  }
+  await must(runner, { ...moveReq(tmp, SUDOERS_PATH), title: `install ${SUDOERS_PATH}` });
+  return { path: SUDOERS_PATH, action: had === undefined ? 'installed' : 'updated' };
 }

@@ -12,6 +12,11 @@ export interface Expectation {
    * stream comes back through onStdout, and the command ends when that stdin ends.
    */
   echoStdin?: boolean;
+  /**
+   * A command that runs for a while (a dm message that returns when its work is done): it
+   * answers once this settles, so the test decides what the code under test does meanwhile.
+   */
+  until?: Promise<unknown>;
 }
 
 /**
@@ -61,6 +66,7 @@ export class RecordingRunner implements Runner {
       });
       return { argv: req.argv, exitCode, stdout: echoed, stderr: '', durationMs: 0 };
     }
+    if (next.until) await next.until;
     if (next.stdout && req.onStdout) req.onStdout(next.stdout);
     if (exitCode !== 0 && !req.allowFailure) throw new CommandError(this.target, req.argv, exitCode, next.stderr ?? '');
     return { argv: req.argv, exitCode, stdout: next.stdout ?? '', stderr: next.stderr ?? '', durationMs: 0 };

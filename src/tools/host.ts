@@ -59,6 +59,23 @@ export const listFilesReq = (dir: string): RunRequest => ({
   allowFailure: true,
 });
 
+/** "NAME MODE" (octal permission bits) of each regular file directly in dir, one a line. */
+export const fileModesReq = (dir: string): RunRequest => ({
+  argv: ['find', dir, '-maxdepth', '1', '-type', 'f', '-printf', '%f %m\\n'],
+  kind: 'read',
+  allowFailure: true,
+});
+
+/** fileModesReq's answer by file name (modes as numbers); a directory that is not there has none. */
+export function parseFileModes(stdout: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const line of stdout.split('\n')) {
+    const m = /^(.+) ([0-7]{1,4})$/.exec(line);
+    if (m) out.set(m[1]!, Number.parseInt(m[2]!, 8));
+  }
+  return out;
+}
+
 /** Symlinks named like `name` exactly `depth` levels below dir, as paths. */
 export const findLinksReq = (dir: string, depth: number, name: string): RunRequest => ({
   argv: ['find', dir, '-mindepth', String(depth), '-maxdepth', String(depth), '-type', 'l', '-name', name],

@@ -198,10 +198,14 @@ describe.sequential('cache VG and replicas', () => {
   });
 
   // A crash with dirty blocks in a write-back cache is part of crash.test.ts's power-off (one power-off for all).
-  it('write-back cache: commit writes it back first, then the other node reads exactly what was written', async () => {
+  const writebackFlushThenCommit =
+    'write-back cache: cache flush writes it back while mapped, commit writes back the rest first; ' +
+    'the other node reads exactly what was written';
+  it(writebackFlushThenCommit, async () => {
     const wimg = n('wimg');
     const base = pattern(8 * MiB, 73);
     const data = pattern(2 * MiB, 74);
+    const more = pattern(1 * MiB, 75);
     await fsp.writeFile(path.join(work, 'w.raw'), base);
     await ok('node1', ['image', 'import', wimg, path.join(work, 'w.raw')]);
     const w1 = n('w1');
@@ -211,26 +215,56 @@ describe.sequential('cache VG and replicas', () => {
     expect(no.exitCode).toBe(7);
     expect(no.json.hint).toContain('cache init');
 
-    // 1. Write through the cache, commit: everything is written back before the COW is released.
+    // 1. Write through the cache: the blocks sit in it, dirty.
     const m = await ok('node1', ['clone', 'map', w1, '--cache', 'write']);
     expect(m.writeback).toMatch(/^cowstack-wb-/);
-    expect((await tb.ssh('node1', ['dmsetup', 'table', m.writeback])).stdout).toMatch(
-      / writecache s \d+:\d+ \d+:\d+ 4096 0/,
-    );
+    const table = async () => (await tb.ssh('node1', ['dmsetup', 'table', m.writeback])).stdout;
+    const tableAtMap = await table();
+    expect(tableAtMap).toMatch(/ writecache s \d+:\d+ \d+:\d+ 4096 0/);
     await writeAt(tb, 'node1', m.device, 4, data);
     const st = await ok('node1', ['status']);
     const wb = st.devices.find((d: DeviceStatus) => d.name === m.writeback);
     expect(wb).toMatchObject({ role: 'wb', clone: w1 });
     expect(wb.writeback.dirtyBlocks).toBeGreaterThan(0);
+
+    // 2. cache flush: everything written back while the clone stays mapped with its cache.
+    const t0 = Date.now();
+    /** Blocks in use in the cache (total - free), read from the kernel, not from cowstack. */
+    const used = async () => {
+      const f = (await tb.ssh('node1', ['dmsetup', 'status', m.writeback])).stdout.trim().split(/\s+/);
+      expect(f[2]).toBe('writecache');
+      return Number(f[4]) - Number(f[5]);
+    };
+    const f = (await ok('node1', ['cache', 'flush', w1])).clones;
+    expect(f).toEqual([expect.objectContaining({ clone: w1, device: m.writeback, action: 'flushed', dirtyAfter: 0 })]);
+    expect(f[0].dirtyBefore).toBeGreaterThan(0);
+    // The cache holds no block at all now: `data` can only be on the COW (read on node2 below).
+    expect(await used()).toBe(0);
+    expect(await table()).toBe(tableAtMap);
+    // Again, for every clone with a cache: nothing is dirty, nothing is done.
+    const again = (await ok('node1', ['cache', 'flush'])).clones;
+    expect(again).toEqual([expect.objectContaining({ clone: w1, action: 'none', dirtyBefore: 0, dirtyAfter: 0 })]);
+    // Still mapped, writable and caching (no cleaner mode left on): a new write is dirty in the cache.
+    await writeAt(tb, 'node1', m.device, 1, more);
+    expect(await used()).toBeGreaterThan(0);
+    process.stderr.write(
+      `[cache] cache flush: ${f[0].dirtyBefore} dirty 4 KiB blocks -> ${f[0].dirtyAfter} in ` +
+        `${f[0].seconds.toFixed(2)} s; the flush checks took ${((Date.now() - t0) / 1000).toFixed(1)} s\n`,
+    );
+
+    // 3. Commit: what is dirty is written back before the COW is released: `more` alone (half of
+    // `data`), since the flush left nothing of `data` in the cache.
     const c = await ok('node1', ['clone', 'commit', w1]);
     expect(c.action).toBe('committed');
     expect(c.flushedBlocks).toBeGreaterThan(0);
+    expect(c.flushedBlocks).toBeLessThan(f[0].dirtyBefore);
     process.stderr.write(
       `[cache] write-back: ${c.flushedBlocks} dirty 4 KiB blocks written back at commit ` +
         `in ${c.flushSeconds.toFixed(2)} s\n`,
     );
+    // Read on node2 (shared activation) against checksums computed here, from the bytes written.
     const on2 = await ok('node2', ['clone', 'map', w1]);
-    expect(await directSha('node2', on2.device)).toBe(sha256(overlay(base, 4 * MiB, data)));
+    expect(await directSha('node2', on2.device)).toBe(sha256(overlay(overlay(base, 4 * MiB, data), 1 * MiB, more)));
     await ok('node2', ['clone', 'unmap', w1]);
 
     await ok('node2', ['clone', 'rm', w1]);

@@ -1,9 +1,11 @@
 /**
  * The write-back cache of a live clone: exact argv of map --cache write, of the write-back
- * at unmap (and after a crash: re-attach, then write back), of discard (dropped), and the
- * refusal to release a COW whose cache reports an error.
+ * at unmap (and after a crash: re-attach, then write back), of discard (dropped), the
+ * refusal to release a COW whose cache reports an error, and of `cache flush` (written back
+ * while it stays mapped).
  */
 import { describe, expect, it } from 'vitest';
+import { flushCaches } from '../../src/core/cache/flush.js';
 import { commitClone, discardClone, mapClone, unmapClone } from '../../src/core/clones.js';
 import { nodeSession, type NodeSession } from '../../src/core/node.js';
 import { EXIT } from '../../src/exec/errors.js';
@@ -207,15 +209,16 @@ describe('clone map --cache write', () => {
   });
 });
 
-describe('releasing the write-back cache', () => {
-  const mappedDevs = (top = 0): Dev[] => [
-    lvDev('image', U.image, 3, 1, true),
-    lvDev('vm', U.c1, 8, 1),
-    lvDev(WB_LV, 'Wb0000-aaaa-bbbb-cccc-dddd-eeee-ffffff', 30, 1, false, CVG),
-    wbDev(),
-    rwDev(top),
-  ];
+/** The devices of vm mapped with its write-back cache; `top` is the open count of the VM's disk. */
+const mappedDevs = (top = 0): Dev[] => [
+  lvDev('image', U.image, 3, 1, true),
+  lvDev('vm', U.c1, 8, 1),
+  lvDev(WB_LV, 'Wb0000-aaaa-bbbb-cccc-dddd-eeee-ffffff', 30, 1, false, CVG),
+  wbDev(),
+  rwDev(top),
+];
 
+describe('releasing the write-back cache', () => {
   const writebackUnmapFlushes =
     'unmap removes the snapshot, writes everything back, waits for zero dirty blocks, removes the cache, ' +
     'then releases the COW';
@@ -333,5 +336,137 @@ describe('clone map --cache write --dry-run', () => {
       'rm -f',
     ]);
     expect(dry.planned.at(-2)!.argv.join(' ')).toContain(`snapshot /dev/mapper/${VG}-image /dev/mapper/${WB} PO 8`);
+  });
+});
+
+describe('cache flush', () => {
+  const FLUSH = ['dmsetup', 'message', WB, '0', 'flush'];
+  const STATUS = ['dmsetup', 'status', WB];
+  /** A second live clone, mapped here without a write-back cache. */
+  const plain = () => cloneRow('plain', U.c2, U.image, { active: 'exclusive', open: true, minor: 40 });
+  const plainDevs = (): Dev[] => [
+    lvDev('plain', U.c2, 40, 1),
+    { name: rw(U.c2), uuid: `COWSTACK-rw-${compact(U.c2)}`, open: 1, minor: 41 },
+  ];
+
+  it('writes the cache back with the flush message alone: no unmap, no cleaner, no table change', async () => {
+    const r = recorder();
+    observeWith(r, [wbRow(true, true)], [image(true), vm(true, true)], mappedDevs(1));
+    r.expect(STATUS, status(3992)).expect(FLUSH, W).expect(STATUS, status(4064));
+    const res = await flushCaches(ctxOf(r), { name: 'vm' });
+    r.verify();
+    expect(res.clones).toEqual([
+      expect.objectContaining({ clone: 'vm', device: WB, action: 'flushed', dirtyBefore: 72, dirtyAfter: 0 }),
+    ]);
+  });
+
+  it('reports the dirty count while the message runs (it answers only when everything is written back)', async () => {
+    let finish!: () => void;
+    const running = new Promise<void>((resolve) => (finish = resolve));
+    const r = recorder();
+    observeWith(r, [wbRow(true, true)], [image(true), vm(true, true)], mappedDevs(1));
+    r.expect(STATUS, status(3000))
+      .expect(FLUSH, { ...W, until: running })
+      .expect(STATUS, status(3500))
+      .expect(STATUS, status(4000))
+      .expect(STATUS, status(4064));
+    const seen: Array<[string, number, number]> = [];
+    const res = await flushCaches(ctxOf(r), {
+      name: 'vm',
+      pollMs: 1,
+      onProgress: (clone, dirty, before) => {
+        seen.push([clone, dirty, before]);
+        if (seen.length === 2) finish();
+      },
+    });
+    r.verify();
+    expect(seen).toEqual([
+      ['vm', 564, 1064],
+      ['vm', 64, 1064],
+    ]);
+    expect(res.clones[0]).toMatchObject({ dirtyBefore: 1064, dirtyAfter: 0 });
+  });
+
+  it('is idempotent: a cache with nothing dirty gets no message', async () => {
+    const r = recorder();
+    observeWith(r, [wbRow(true, true)], [image(true), vm(true, true)], mappedDevs(1));
+    r.expect(STATUS, status(4064));
+    const res = await flushCaches(ctxOf(r), { name: 'vm' });
+    r.verify();
+    expect(res.clones[0]).toMatchObject({ action: 'none', dirtyBefore: 0, dirtyAfter: 0, device: WB });
+  });
+
+  it('without a clone name flushes every clone mapped here with a write-back cache, and only those', async () => {
+    const r = recorder();
+    observeWith(r, [wbRow(true, true)], [image(true), vm(true, true), plain()], [...mappedDevs(1), ...plainDevs()]);
+    r.expect(STATUS, status(4000)).expect(FLUSH, W).expect(STATUS, status(4064));
+    const res = await flushCaches(ctxOf(r));
+    r.verify();
+    expect(res.clones.map((c) => [c.clone, c.action, c.dirtyBefore, c.dirtyAfter])).toEqual([['vm', 'flushed', 64, 0]]);
+  });
+
+  it('without a clone name and no write-back cache mapped here: nothing but the observation', async () => {
+    const r = recorder();
+    observeWith(r, [], [image(true), plain()], [lvDev('image', U.image, 3, 1, true), ...plainDevs()]);
+    expect((await flushCaches(ctxOf(r))).clones).toEqual([]);
+    r.verify();
+  });
+
+  it('a clone without a write-back cache is a no-op that says why (its COW already has every write)', async () => {
+    const r = recorder();
+    observeWith(r, [], [image(true), plain()], [lvDev('image', U.image, 3, 1, true), ...plainDevs()]);
+    const res = await flushCaches(ctxOf(r), { name: 'plain' });
+    r.verify();
+    expect(res.clones).toEqual([expect.objectContaining({ clone: 'plain', action: 'none', dirtyBefore: 0 })]);
+    expect(res.clones[0]!.device).toBeUndefined();
+    expect(res.clones[0]!.reason).toContain('no write-back cache');
+  });
+
+  it('refuses a clone whose write-back cache is on another node, naming where to run it', async () => {
+    const r = recorder('node2');
+    observeWith(r, [], [image(), vmMarked()]);
+    r.expect(['uname', '-n'], { stdout: 'node2\n' });
+    const e = await rejectionOf(flushCaches(ctxOf(r), { name: 'vm' }), EXIT.REFUSED);
+    expect(e.message).toContain('on node1, not on node2');
+    expect(e.hint).toContain('--host node1 cache flush vm');
+    r.verify();
+  });
+
+  it('refuses a cache LV left by a crash (no device over it) rather than call it flushed', async () => {
+    const r = recorder();
+    observeWith(r, [wbRow(false)], [image(), vmMarked()]);
+    r.expect(['uname', '-n'], { stdout: 'node1\n' });
+    const e = await rejectionOf(flushCaches(ctxOf(r), { name: 'vm' }), EXIT.REFUSED);
+    expect(e.message).toContain('left by a crash');
+    expect(e.hint).toContain('cowstack recover');
+    r.verify();
+  });
+
+  it('sends nothing to a cache that reports an I/O error', async () => {
+    const r = recorder();
+    observeWith(r, [wbRow(true, true)], [image(true), vm(true, true)], mappedDevs(1));
+    r.expect(STATUS, status(3000, 0, 5));
+    const e = await rejectionOf(flushCaches(ctxOf(r), { name: 'vm' }), EXIT.FAILED);
+    expect(e.message).toContain('I/O error 5');
+    r.verify();
+  });
+
+  it('rejects a bad clone name and a bad timeout before running anything', async () => {
+    const r = recorder();
+    expect((await rejectionOf(flushCaches(ctxOf(r), { name: 'a;b' }), EXIT.USAGE)).message).toContain('"a;b"');
+    expect((await rejectionOf(flushCaches(ctxOf(r), { timeoutMs: -1 }), EXIT.USAGE)).message).toContain('-1');
+    r.verify();
+  });
+
+  it('--dry-run reads the dirty count and prints the flush message it would send', async () => {
+    const { DryRunRunner } = await import('../../src/exec/dryRunRunner.js');
+    const r = recorder();
+    observeWith(r, [wbRow(true, true)], [image(true), vm(true, true)], mappedDevs(1));
+    r.expect(STATUS, status(4000));
+    const dry = new DryRunRunner(r);
+    const res = await flushCaches(nodeSession({ runner: dry, vg: VG, cacheVg: CVG, dryRun: true }), { name: 'vm' });
+    r.verify();
+    expect(dry.planned.map((p) => p.argv)).toEqual([FLUSH]);
+    expect(res.clones[0]).toMatchObject({ action: 'flushed', dirtyBefore: 64, dirtyAfter: 64 });
   });
 });

@@ -145,6 +145,32 @@ describe('cowstack CLI', () => {
     ]);
   });
 
+  it('completion bash prints the script (what bash sources), nothing else; --json wraps it', () => {
+    const r = cowstack('completion', 'bash');
+    expect(r.code).toBe(0);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toMatch(/^# bash completion for cowstack/);
+    expect(r.stdout.trimEnd().split('\n').at(-1)).toBe('complete -F _cowstack cowstack');
+    const j = onlyJson(cowstack('--json', 'completion', 'bash').stdout);
+    expect(j).toMatchObject({ ok: true, result: { shell: 'bash', script: r.stdout } });
+  });
+
+  it('completion for a shell it cannot complete for is a usage error naming it', () => {
+    const r = cowstack('--json', 'completion', 'zsh');
+    expect(r.code).toBe(EXIT.USAGE);
+    expect(onlyJson(r.stdout).message).toContain("'zsh'");
+  });
+
+  it.each([
+    [['install'], 'say --node, --server or --frontend'],
+    [['install', '--node', '--frontend'], 'say one of --node, --server, --frontend, not --node and --frontend'],
+    [['install', '--server', '--remotes', '/srv/remotes'], '--remotes "/srv/remotes" is for --frontend only'],
+  ])('%j: install needs exactly one role, before anything runs (exit 2)', (args, message) => {
+    const r = cowstack('--json', ...args);
+    expect(r.code).toBe(EXIT.USAGE);
+    expect(onlyJson(r.stdout)).toMatchObject({ ok: false, error: 'usage', message });
+  });
+
   it('--version prints the package version', () => {
     const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string };
     const r = cowstack('--version');

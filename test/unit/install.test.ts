@@ -1,21 +1,26 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
   CONFIG_PATH,
+  ONED_TM_STANZA,
+  REMOTES_DIR,
   SUDOERS_PATH,
   UDEV_RULE_PATH,
   configFor,
+  frontendConfigFor,
   install,
   packageRoot,
   sudoersFor,
   udevRuleFor,
 } from '../../src/core/install.js';
 import { nodeSession } from '../../src/core/node.js';
+import { DryRunRunner } from '../../src/exec/dryRunRunner.js';
 import { EXIT } from '../../src/exec/errors.js';
-import { recorder, rejectionOf } from './support.js';
+import type { RecordingRunner } from '../../src/exec/recordingRunner.js';
+import { catArgv, fileModesArgv, installFromStdinArgv, recorder, rejectionOf, userIdArgv } from './support.js';
 
 const ROOT = packageRoot()!;
 const SUDOERS = readFileSync(path.join(ROOT, 'sudoers/cowstack'), 'utf8');
@@ -110,6 +115,135 @@ describe('install', () => {
         )
       ).message,
     ).toContain('visudo rejects');
+    r.verify();
+  });
+});
+
+/** The package's TM driver as install --frontend must reproduce it: name, content, mode. */
+const TM_DIR = path.join(ROOT, 'tm', 'cowstack');
+const TM_FILES = readdirSync(TM_DIR)
+  .sort()
+  .map((name) => {
+    const st = statSync(path.join(TM_DIR, name));
+    return { name, content: readFileSync(path.join(TM_DIR, name), 'utf8'), mode: st.mode & 0o111 ? '755' : '644' };
+  });
+
+describe('install --frontend', () => {
+  const session = (r: RecordingRunner | DryRunRunner) => nodeSession({ runner: r, vg: 'repo' });
+  const target = (remotes = REMOTES_DIR) => `${remotes}/tm/cowstack`;
+  /** `find -printf '%f %m\\n'` of the driver directory: `files` with their modes. */
+  const modes = (files: Array<{ name: string; mode: string }>) => ({
+    ...R,
+    stdout: files.map((f) => `${f.name} ${f.mode}\n`).join(''),
+  });
+
+  it('sees the driver it installs (the test is not vacuous)', () => {
+    expect(TM_FILES.map((f) => f.name)).toEqual(expect.arrayContaining(['cowstack_tm.sh', 'ln', 'clone', 'monitor']));
+    expect(TM_FILES.find((f) => f.name === 'ln')!.mode).toBe('755');
+    expect(TM_FILES.find((f) => f.name === 'cowstack_tm.sh')!.mode).toBe('644');
+  });
+
+  const freshFrontend =
+    'on a fresh front-end writes every driver file with its mode and a config; gives the oned.conf stanza';
+  it(freshFrontend, async () => {
+    const r = recorder()
+      .expect(userIdArgv, { ...R, stdout: '0\n' })
+      .expect(fileModesArgv(target()), {
+        ...R,
+        exitCode: 1,
+        stderr: `find: '${target()}': No such file or directory\n`,
+      });
+    for (const f of TM_FILES) r.expect(installFromStdinArgv(`${target()}/${f.name}`, `0${f.mode}`), W);
+    r.expect(catArgv(CONFIG_PATH), { ...R, exitCode: 1 }).expect(installFromStdinArgv(CONFIG_PATH, '0644'), W);
+    const out = await install(session(r), { role: 'frontend', users: [] });
+    r.verify();
+    expect(out.files).toEqual([
+      ...TM_FILES.map((f) => ({ path: `${target()}/${f.name}`, action: 'installed' })),
+      { path: CONFIG_PATH, action: 'installed' },
+    ]);
+    TM_FILES.forEach((f, i) => expect(r.calls[2 + i]!.input, f.name).toBe(f.content));
+    expect(r.calls.at(-1)!.input).toBe(frontendConfigFor('repo'));
+    expect(out.onedConf).toBe(ONED_TM_STANZA);
+    expect(out.onedConf).toContain('TM_MAD_CONF = [ NAME = "cowstack"');
+  });
+
+  it('a re-run changes nothing: same content and mode everywhere, the config kept', async () => {
+    const r = recorder()
+      .expect(userIdArgv, { ...R, stdout: '0\n' })
+      .expect(fileModesArgv(target()), modes(TM_FILES));
+    for (const f of TM_FILES) r.expect(catArgv(`${target()}/${f.name}`), { ...R, stdout: f.content });
+    r.expect(catArgv(CONFIG_PATH), { ...R, stdout: frontendConfigFor('repo') });
+    const out = await install(session(r), { role: 'frontend', users: [] });
+    r.verify();
+    expect(out.files.map((f) => f.action)).toEqual([...TM_FILES.map(() => 'unchanged'), 'kept']);
+  });
+
+  it('rewrites only a file whose content or mode differs, under --remotes', async () => {
+    const remotes = '/srv/one/remotes';
+    const [changed, notExecutable] = TM_FILES.filter((f) => f.mode === '755');
+    const r = recorder()
+      .expect(userIdArgv, { ...R, stdout: '0\n' })
+      .expect(
+        fileModesArgv(target(remotes)),
+        modes(TM_FILES.map((f) => (f === notExecutable ? { ...f, mode: '644' } : f))),
+      );
+    for (const f of TM_FILES) {
+      r.expect(catArgv(`${target(remotes)}/${f.name}`), {
+        ...R,
+        stdout: f === changed ? '#!/bin/sh\nold\n' : f.content,
+      });
+      if (f === changed || f === notExecutable)
+        r.expect(installFromStdinArgv(`${target(remotes)}/${f.name}`, '0755'), W);
+    }
+    r.expect(catArgv(CONFIG_PATH), { ...R, stdout: configFor('repo') });
+    const out = await install(session(r), { role: 'frontend', users: [], remotes });
+    r.verify();
+    const rewritten = out.files.filter((f) => f.action !== 'unchanged' && f.action !== 'kept');
+    expect(rewritten).toEqual([
+      { path: `${target(remotes)}/${changed!.name}`, action: 'updated' },
+      { path: `${target(remotes)}/${notExecutable!.name}`, action: 'updated' },
+    ]);
+  });
+
+  it('--dry-run reads as a real run does and prints exactly the one write it would make', async () => {
+    const present = TM_FILES.filter((f) => f.name !== 'ln');
+    const r = recorder()
+      .expect(userIdArgv, { ...R, stdout: '0\n' })
+      .expect(fileModesArgv(target()), modes(present));
+    for (const f of present) r.expect(catArgv(`${target()}/${f.name}`), { ...R, stdout: f.content });
+    r.expect(catArgv(CONFIG_PATH), { ...R, stdout: frontendConfigFor('repo') });
+    const dry = new DryRunRunner(r);
+    const out = await install(session(dry), { role: 'frontend', users: [] });
+    r.verify();
+    expect(dry.planned.map((p) => p.argv)).toEqual([installFromStdinArgv(`${target()}/ln`, '0755')]);
+    expect(out.files.filter((f) => f.action === 'installed')).toEqual([
+      { path: `${target()}/ln`, action: 'installed' },
+    ]);
+  });
+
+  it.each(['relative/remotes', '/var/lib/one/remotes/', '/var/lib/one/../one/remotes', '/var/lib/one remotes', ''])(
+    'rejects the remotes directory %j before running anything, naming it',
+    async (remotes) => {
+      const r = recorder();
+      const e = await rejectionOf(install(session(r), { role: 'frontend', users: [], remotes }), EXIT.USAGE);
+      expect(e.message).toContain(`"${remotes}"`);
+      r.verify();
+    },
+  );
+
+  it("prints the README's oned.conf lines", () => {
+    const readme = readFileSync(path.join(ROOT, 'README.md'), 'utf8').split('\n');
+    const lines = ONED_TM_STANZA.trimEnd()
+      .split('\n')
+      .filter((l) => !l.startsWith('#'));
+    expect(lines).toHaveLength(3);
+    for (const line of lines) expect(readme).toContain(line);
+  });
+
+  it('refuses to run as anyone but root, before writing anything', async () => {
+    const r = recorder().expect(userIdArgv, { ...R, stdout: '9869\n' });
+    const e = await rejectionOf(install(session(r), { role: 'frontend', users: [] }), EXIT.REFUSED);
+    expect(e.message).toContain(REMOTES_DIR);
     r.verify();
   });
 });

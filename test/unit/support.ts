@@ -172,3 +172,17 @@ export const t1 = (state: { active?: boolean; exclusive?: boolean; open?: boolea
       lv_kernel_minor: state.active ? 3 : -1,
     },
   ]);
+
+/** Host file commands as tools/files.ts and tools/host.ts spell them (install, the front-end's remotes). */
+export const catArgv = (file: string) => ['cat', '--', file];
+/** A file written from stdin (the content is the call's input). */
+export const installFromStdinArgv = (file: string, mode: string) => [
+  'install',
+  '-D',
+  '-m',
+  mode,
+  '/proc/self/fd/0',
+  file,
+];
+export const fileModesArgv = (dir: string) => ['find', dir, '-maxdepth', '1', '-type', 'f', '-printf', '%f %m\\n'];
+export const userIdArgv = ['id', '-u'];

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { dropCaches, type DropResult } from '../../core/cache/eviction.js';
+import { flushCaches, type FlushEntry, type FlushResult } from '../../core/cache/flush.js';
 import { listCaches, type CacheReport } from '../../core/cache/list.js';
 import { replicate, type ReplicateResult } from '../../core/cache/replicate.js';
 import { initCache } from '../../core/cache/vg.js';
@@ -30,6 +31,28 @@ const listText = (r: CacheReport): string => {
   });
   return [head, ...(rows.length ? rows : ['  no caches'])].join('\n');
 };
+
+const flushLine = (e: FlushEntry): string => {
+  if (!e.device) return `${e.clone}: ${e.reason ?? 'no write-back cache on this node'}: nothing to flush`;
+  if (e.action === 'none') return `${e.clone}: nothing dirty in ${e.device}: nothing to flush`;
+  return (
+    `${e.clone}: ${e.dirtyBefore} dirty block(s) written back from ${e.device} in ${e.seconds.toFixed(1)} s; ` +
+    `${e.dirtyAfter} dirty now`
+  );
+};
+
+const flushText = (r: FlushResult): string =>
+  r.clones.length
+    ? r.clones.map(flushLine).join('\n')
+    : 'no clone mapped on this node has a write-back cache: nothing to flush';
+
+/** --timeout in seconds: a positive number, named when it is not. */
+function timeoutMs(text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  const s = Number(text);
+  if (!(Number.isFinite(s) && s > 0)) throw usageError(`--timeout "${text}" must be a positive number of seconds`);
+  return s * 1000;
+}
 
 export function register(program: Command): void {
   const cache = program
@@ -100,6 +123,33 @@ export function register(program: Command): void {
       await ctx.finish(await listCaches(ctx.op(o.vg)), listText);
     });
   }
+
+  vgOption(
+    cache
+      .command('flush')
+      .description(
+        "write a mapped clone's write-back cache back to its COW now; it stays mapped, writable and cached. " +
+          'Without CLONE: every clone mapped here with a write-back cache. A clone without one: nothing to do',
+      )
+      .argument('[clone]')
+      .option('--timeout <seconds>', "give up on a clone's write-back after this long (default 1800)"),
+  ).action(async (name: string | undefined, o, cmd: Command) => {
+    const timeout = timeoutMs(o.timeout);
+    const ctx = createContext(cmd);
+    let last = 0;
+    const r = await ctx.locked(o.vg, (op) =>
+      flushCaches(op, {
+        name,
+        timeoutMs: timeout,
+        onProgress: (clone, dirty, before) => {
+          if (Date.now() - last < 1000) return;
+          last = Date.now();
+          ctx.progress.info(`${clone}: ${dirty} of ${before} dirty block(s) left`);
+        },
+      }),
+    );
+    await ctx.finish(r, flushText);
+  });
 
   vgOption(
     cache

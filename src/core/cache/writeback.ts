@@ -143,7 +143,8 @@ export async function refuseForeignWriteback(ctx: NodeSession, clone: CloneObj, 
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function writecacheStatus(ctx: NodeSession, name: string): Promise<dmsetup.WritecacheStatus> {
+/** The status of a write-back cache device; anything but a writecache there is an error. */
+export async function writecacheStatus(ctx: NodeSession, name: string): Promise<dmsetup.WritecacheStatus> {
   const [line] = await dmsetup.status(ctx.runner, name);
   if (!line || line.target !== 'writecache')
     throw new CowstackError(EXIT.FAILED, `${name} is not a writecache device`, {
