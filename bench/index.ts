@@ -1,6 +1,7 @@
 /** npm run bench -- NAME: side-by-side benchmarks in the testbed. */
 import { benchCache } from './cache.js';
 import { benchClone } from './clone.js';
+import { benchDeploys } from './deploys.js';
 import { benchLimit } from './limit.js';
 import { benchLockio } from './lockio.js';
 import { benchTm } from './tm.js';
@@ -10,6 +11,7 @@ const benches: Record<string, () => Promise<void>> = {
   tm: benchTm,
   cache: benchCache,
   limit: benchLimit,
+  deploys: benchDeploys,
   lockio: benchLockio,
 };
 const name = process.argv[2] ?? '';
