@@ -1,0 +1,159 @@
+/**
+ * minisign's key and signature files, verified and made with node:crypto alone (Ed25519,
+ * BLAKE2b-512): the nodes need no minisign binary, and lists made by `minisign -S` and by
+ * `cowstack catalog publish` are the same files. Format (minisign 0.11, see its README):
+ *   public key  base64("Ed" || key id (8) || Ed25519 public key (32))
+ *   signature   base64(alg (2) || key id (8) || Ed25519 signature (64)), then
+ *               "trusted comment: TEXT" and base64(Ed25519 over signature || TEXT)
+ *   secret key  base64("Ed" || kdf (2) || "B2" || salt (32) || ops (8) || mem (8) ||
+ *               key id (8) || seed (32) || public key (32) || checksum (32))
+ * alg "ED" signs the BLAKE2b-512 of the file (prehashed: minisign 0.11's default), "Ed"
+ * the file itself (legacy, `minisign -S -l`). Both verify; cowstack signs "ED".
+ */
+import { createHash, createPrivateKey, createPublicKey, sign, verify, type KeyObject } from 'node:crypto';
+import { refused, usageError } from '../../exec/errors.js';
+
+export interface PublicKey {
+  /** minisign's key id as it prints it: 16 hex digits (the 8 bytes read as a little-endian number). */
+  keyId: string;
+  key: KeyObject;
+}
+
+export interface SecretKey extends PublicKey {
+  privateKey: KeyObject;
+  publicBytes: Buffer;
+}
+
+export interface Signature {
+  algorithm: 'ED' | 'Ed';
+  keyId: string;
+  signature: Buffer;
+  trustedComment: string;
+  globalSignature: Buffer;
+}
+
+const keyIdOf = (b: Buffer): string => Buffer.from(b).reverse().toString('hex').toUpperCase();
+const b64url = (b: Buffer) => b.toString('base64url');
+
+/** The base64 line of a minisign file: the first line that is not a comment. */
+function payload(text: string, what: string, bytes: number): Buffer {
+  const line = text
+    .split('\n')
+    .map((l) => l.trim())
+    .find((l) => l && !l.startsWith('untrusted comment:'));
+  const raw = line && /^[A-Za-z0-9+/]+=*$/.test(line) ? Buffer.from(line, 'base64') : undefined;
+  if (!raw || raw.length !== bytes)
+    throw usageError(`${what} is not a minisign ${bytes === 42 ? 'public key' : 'secret key'}`);
+  return raw;
+}
+
+/** A public key file's content, or the bare base64 line (`minisign -P`). */
+export function parsePublicKey(text: string, what = 'public key'): PublicKey {
+  const raw = payload(text, what, 42);
+  if (raw.subarray(0, 2).toString('latin1') !== 'Ed') throw usageError(`${what} is not an Ed25519 minisign key`);
+  const x = raw.subarray(10, 42);
+  return {
+    keyId: keyIdOf(raw.subarray(2, 10)),
+    key: createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: b64url(x) }, format: 'jwk' }),
+  };
+}
+
+/**
+ * An unencrypted secret key (`minisign -G -W`). An encrypted one is refused by name: its
+ * seed is XORed with a scrypt stream, which shows as a seed that does not match the
+ * public half stored beside it (the check minisign's own checksum would make).
+ */
+export function parseSecretKey(text: string, what = 'secret key'): SecretKey {
+  const raw = payload(text, what, 158);
+  if (raw.subarray(0, 2).toString('latin1') !== 'Ed') throw usageError(`${what} is not an Ed25519 minisign key`);
+  const kdf = raw.subarray(2, 4).toString('latin1');
+  if (kdf !== '\0\0')
+    throw usageError(
+      `${what} is encrypted with a password (kdf ${JSON.stringify(kdf)}): cowstack signs with unencrypted keys only`,
+      'make an unencrypted copy for the signing host (minisign -C -s KEY -W; keep it root-only), ' +
+        'or sign with minisign -S',
+    );
+  const id = raw.subarray(54, 62);
+  const seed = raw.subarray(62, 94);
+  const pub = raw.subarray(94, 126);
+  const privateKey = createPrivateKey({
+    key: { kty: 'OKP', crv: 'Ed25519', d: b64url(seed), x: b64url(pub) },
+    format: 'jwk',
+  });
+  const derived = Buffer.from(createPublicKey(privateKey).export({ format: 'jwk' }).x as string, 'base64url');
+  if (!derived.equals(pub)) throw usageError(`${what} is damaged: its secret half does not match its public half`);
+  return {
+    keyId: keyIdOf(id),
+    key: createPublicKey(privateKey),
+    privateKey,
+    publicBytes: Buffer.concat([Buffer.from('Ed'), id, pub]),
+  };
+}
+
+export function publicKeyFile(k: SecretKey): string {
+  return `untrusted comment: minisign public key ${k.keyId}\n${k.publicBytes.toString('base64')}\n`;
+}
+
+export function parseSignature(text: string, what = 'signature'): Signature {
+  const lines = text.split('\n').map((l) => l.replace(/\r$/, ''));
+  const bad = (why: string) =>
+    refused(`${what} is not a minisign signature: ${why}`, 'give the .minisig file made for this list');
+  if (!lines[0]?.startsWith('untrusted comment:')) throw bad('no untrusted comment line');
+  const sig = Buffer.from(lines[1] ?? '', 'base64');
+  if (sig.length !== 74) throw bad('the signature line is not 74 bytes');
+  const algorithm = sig.subarray(0, 2).toString('latin1');
+  if (algorithm !== 'ED' && algorithm !== 'Ed') throw bad(`unknown algorithm ${JSON.stringify(algorithm)}`);
+  const prefix = 'trusted comment: ';
+  if (!lines[2]?.startsWith(prefix)) throw bad('no trusted comment line');
+  const globalSignature = Buffer.from(lines[3] ?? '', 'base64');
+  if (globalSignature.length !== 64) throw bad('the trusted comment signature is not 64 bytes');
+  return {
+    algorithm,
+    keyId: keyIdOf(sig.subarray(2, 10)),
+    signature: sig.subarray(10, 74),
+    trustedComment: lines[2].slice(prefix.length),
+    globalSignature,
+  };
+}
+
+const blake2b512 = (data: Buffer): Buffer => createHash('blake2b512').update(data).digest();
+
+/**
+ * Checks `sig` over `data` with `key`: the key id first (a list signed by another key is
+ * named as such), then the signature, then the trusted comment's own signature. Returns
+ * the trusted comment, which is only trustworthy once this returned.
+ */
+export function verifySignature(data: Buffer, sig: Signature, key: PublicKey, what = 'list'): string {
+  if (sig.keyId !== key.keyId)
+    throw refused(
+      `${what} is signed with key ${sig.keyId}, not the trusted key ${key.keyId}`,
+      'check the list comes from your endorser, or configure its public key (catalog.publicKey)',
+      { signedBy: sig.keyId, trusted: key.keyId },
+    );
+  const message = sig.algorithm === 'ED' ? blake2b512(data) : data;
+  if (!verify(null, message, key.key, sig.signature))
+    throw refused(
+      `${what} does not match its signature (key ${key.keyId})`,
+      'the list was altered after signing: refetch it',
+    );
+  const comment = Buffer.from(sig.trustedComment, 'utf8');
+  if (!verify(null, Buffer.concat([sig.signature, comment]), key.key, sig.globalSignature))
+    throw refused(
+      `${what}'s trusted comment does not match its signature`,
+      'the signature file was altered: refetch it',
+    );
+  return sig.trustedComment;
+}
+
+/** A prehashed ("ED") signature file, as `minisign -S -t COMMENT` 0.11 writes it. */
+export function signData(data: Buffer, key: SecretKey, trustedComment: string): string {
+  if (/[\r\n]/.test(trustedComment)) throw usageError('a trusted comment is one line');
+  const signature = sign(null, blake2b512(data), key.privateKey);
+  const id = key.publicBytes.subarray(2, 10);
+  const sigLine = Buffer.concat([Buffer.from('ED'), id, signature]).toString('base64');
+  const global = sign(null, Buffer.concat([signature, Buffer.from(trustedComment, 'utf8')]), key.privateKey);
+  return (
+    `untrusted comment: signature from cowstack (minisign format), key ${key.keyId}\n${sigLine}\n` +
+    `trusted comment: ${trustedComment}\n${global.toString('base64')}\n`
+  );
+}
