@@ -45,12 +45,16 @@ export function verifyList(i: VerifyInput): ImageList {
         expires: list.expires,
       },
     );
-  if (i.last && list.version < i.last.version)
+  refuseRollback(list, i.last, i.where);
+  return list;
+}
+
+export function refuseRollback(list: ImageList, last: Pick<Accepted, 'version'> | undefined, where: string): void {
+  if (last && list.version < last.version)
     throw refused(
-      `${i.where} (${list.id}) is version ${list.version}, older than version ${i.last.version} accepted before: ` +
+      `${where} (${list.id}) is version ${list.version}, older than version ${last.version} accepted before: ` +
         'refusing a rollback',
       'fetch the current list; an endorser never lowers the version',
-      { version: list.version, accepted: i.last.version },
+      { version: list.version, accepted: last.version },
     );
-  return list;
 }
