@@ -8,7 +8,7 @@
  */
 import { CowstackError, EXIT } from '../../exec/errors.js';
 import type { Runner } from '../../exec/types.js';
-import { listDir, readFile, writeFileReqs } from '../../tools/files.js';
+import { listDir, readFile, writeRootFileReq } from '../../tools/files.js';
 import type { Step } from '../plan.js';
 import type { Accepted } from './verify.js';
 
@@ -42,8 +42,9 @@ export async function readAllAccepted(runner: Runner): Promise<Accepted[]> {
   return out;
 }
 
-export const writeAcceptedSteps = (a: Accepted): Step[] =>
-  writeFileReqs(statePath(a.id), `${JSON.stringify(a, null, 2)}\n`, '0644').map((req) => ({
+export const writeAcceptedSteps = (a: Accepted): Step[] => [
+  {
     title: `remember ${a.id} version ${a.version} as accepted on this node`,
-    req,
-  }));
+    req: writeRootFileReq(statePath(a.id), `${JSON.stringify(a, null, 2)}\n`),
+  },
+];
