@@ -5,6 +5,7 @@
  * cowstack signs, the real `minisign -V` accepts.
  */
 import { spawnSync } from 'node:child_process';
+import { scryptSync } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -15,6 +16,7 @@ import {
   parseSecretKey,
   parseSignature,
   publicKeyFile,
+  scryptParams,
   signData,
   verifySignature,
 } from '../../src/core/catalog/minisign.js';
@@ -105,17 +107,44 @@ describe('lists signed by minisign 0.11', () => {
     );
   });
 
-  it('reads unencrypted secret keys; refuses (2) an encrypted one by name', () => {
+  it('reads unencrypted secret keys; asks (2) for the password of an encrypted one', () => {
     const sk = parseSecretKey(text('test.key'));
     expect(sk.keyId).toBe(KEY.keyId);
     expect(parsePublicKey(publicKeyFile(sk)).keyId).toBe(KEY.keyId);
     expect(publicKeyFile(sk).split('\n')[1]).toBe(text('test.pub').split('\n')[1]);
-    expect(thrownBy(() => parseSecretKey(text('encrypted.key'), 'encrypted.key'), EXIT.USAGE).message).toMatch(
-      /^encrypted.key is encrypted with a password .*unencrypted keys only/,
+    expect(thrownBy(() => parseSecretKey(text('encrypted.key'), 'encrypted.key'), EXIT.USAGE).message).toBe(
+      'encrypted.key is encrypted with a password',
     );
     expect(thrownBy(() => parsePublicKey('RWQ=\n'), EXIT.USAGE).message).toBe(
       'public key is not a minisign public key',
     );
+  });
+
+  // minisign's scrypt parameters cost 1 GiB and about 10 s: one derivation, the real fixture's.
+  it('decrypts a password-protected key minisign made (scrypt as libsodium picks it)', { timeout: 120_000 }, () => {
+    expect(scryptParams(33554432, 1073741824)).toEqual({ N: 2 ** 20, r: 8, p: 1 });
+    const sk = parseSecretKey(text('encrypted.key'), 'encrypted.key', 'fixture');
+    expect(sk.keyId).toBe(parsePublicKey(text('encrypted.pub')).keyId);
+  });
+
+  it('refuses (2) a wrong password, on a key encrypted the same way with cheap scrypt parameters', () => {
+    // The test key re-encrypted as minisign would, with opslimit 2^16 and memlimit 2^24 (N 2^13).
+    const raw = Buffer.from(text('test.key').split('\n')[1]!, 'base64');
+    const salt = Buffer.alloc(32, 7);
+    const { N, r, p } = scryptParams(65536, 16777216);
+    const stream = scryptSync('right', salt, 104, { N, r, p });
+    const enc = Buffer.concat([
+      raw.subarray(0, 2),
+      Buffer.from('Sc'),
+      raw.subarray(4, 6),
+      salt,
+      Buffer.from([0, 0, 1, 0, 0, 0, 0, 0]),
+      Buffer.from([0, 0, 0, 1, 0, 0, 0, 0]),
+      Buffer.from(raw.subarray(54).map((b, i) => b ^ stream[i]!)),
+    ]).toString('base64');
+    const file = `untrusted comment: minisign encrypted secret key\n${enc}\n`;
+    expect(parseSecretKey(file, 'k', 'right').keyId).toBe(KEY.keyId);
+    expect(thrownBy(() => parseSecretKey(file, 'k', 'wrong'), EXIT.USAGE).message).toBe('wrong password for k');
   });
 });
 

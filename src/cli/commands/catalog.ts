@@ -10,6 +10,7 @@ import { refuseRollback } from '../../core/catalog/verify.js';
 import { formatSize } from '../../core/validate.js';
 import { notFound, usageError } from '../../exec/errors.js';
 import { createContext, type Context } from '../context.js';
+import { readSecret } from '../secret.js';
 import { vgOption } from './shared.js';
 
 function readKeyFile(file: string, what: string): string {
@@ -82,7 +83,8 @@ export function register(program: Command): void {
     .description('write LIST and LIST.minisig: a list of image files signed with a minisign secret key')
     .argument('<list>', 'the list file to write (its signature goes to LIST.minisig)')
     .argument('<images...>', 'NAME@VERSION=FILE, a raw disk plain or gzip/zstd/xz/bzip2-compressed')
-    .requiredOption('--key <file>', 'minisign secret key (unencrypted: minisign -G -W)')
+    .requiredOption('--key <file>', 'minisign secret key')
+    .option('--password-file <file>', "the key's password, from a file or - (stdin): for an encrypted key")
     .requiredOption('--id <id>', "the list's identity, e.g. site-images")
     .requiredOption('--list-version <n>', 'the list version: higher than any list published before')
     .option('--expires <days|time>', 'days from now, or a UTC time', '30')
@@ -90,7 +92,8 @@ export function register(program: Command): void {
     .option('--url-base <url>', 'where the image files will be served (default: beside the list)')
     .action(async (out: string, images: string[], o, cmd: Command) => {
       const ctx = createContext(cmd);
-      const key = parseSecretKey(readKeyFile(o.key, 'secret key'), `secret key ${o.key}`);
+      const password = o.passwordFile ? await readSecret(o.passwordFile) : undefined;
+      const key = parseSecretKey(readKeyFile(o.key, 'secret key'), `secret key ${o.key}`, password);
       const version = Number(o.listVersion);
       if (!/^\d+$/.test(String(o.listVersion)))
         throw usageError(`--list-version "${o.listVersion}" is not a whole number`);

@@ -80,7 +80,7 @@ export async function importVerified(
       );
     throw e;
   }
-  data.stream.destroy();
+  // dd read to the end: the digests settle with it (nothing to cut short here).
   await settled;
   const d = digests as Digests | Error;
   const why =

@@ -10,7 +10,7 @@
  * alg "ED" signs the BLAKE2b-512 of the file (prehashed: minisign 0.11's default), "Ed"
  * the file itself (legacy, `minisign -S -l`). Both verify; cowstack signs "ED".
  */
-import { createHash, createPrivateKey, createPublicKey, sign, verify, type KeyObject } from 'node:crypto';
+import { createHash, createPrivateKey, createPublicKey, scryptSync, sign, verify, type KeyObject } from 'node:crypto';
 import { refused, usageError } from '../../exec/errors.js';
 
 export interface PublicKey {
@@ -59,29 +59,66 @@ export function parsePublicKey(text: string, what = 'public key'): PublicKey {
 }
 
 /**
- * An unencrypted secret key (`minisign -G -W`). An encrypted one is refused by name: its
- * seed is XORed with a scrypt stream, which shows as a seed that does not match the
- * public half stored beside it (the check minisign's own checksum would make).
+ * libsodium's crypto_pwhash_scryptsalsa208sha256 parameters from minisign's opslimit and
+ * memlimit (its pickparams), so that node:crypto's scrypt derives the same stream.
  */
-export function parseSecretKey(text: string, what = 'secret key'): SecretKey {
+export function scryptParams(opslimit: number, memlimit: number): { N: number; r: number; p: number } {
+  const ops = Math.max(opslimit, 32768);
+  const r = 8;
+  const log2 = (maxN: number) => {
+    let n = 1;
+    while (n < 63 && 2 ** n <= maxN / 2) n++;
+    return n;
+  };
+  if (ops < memlimit / 32) return { N: 2 ** log2(ops / (r * 4)), r, p: 1 };
+  const n = log2(memlimit / (r * 128));
+  const maxrp = Math.min(Math.floor(ops / 4 / 2 ** n), 0x3fffffff);
+  return { N: 2 ** n, r, p: Math.max(1, Math.floor(maxrp / r)) };
+}
+
+/**
+ * A minisign secret key: unencrypted (`minisign -G -W`), or encrypted with a password
+ * (scrypt, minisign's default), which must then be given. Whether the secret half is right
+ * is checked by deriving the public half and comparing it with the one stored beside it:
+ * a wrong password fails that check (minisign's own checksum is a BLAKE2b-256, which
+ * node:crypto does not offer).
+ */
+export function parseSecretKey(text: string, what = 'secret key', password?: string): SecretKey {
   const raw = payload(text, what, 158);
   if (raw.subarray(0, 2).toString('latin1') !== 'Ed') throw usageError(`${what} is not an Ed25519 minisign key`);
   const kdf = raw.subarray(2, 4).toString('latin1');
-  if (kdf !== '\0\0')
+  let keynum = raw.subarray(54, 158);
+  if (kdf === 'Sc') {
+    if (password === undefined)
+      throw usageError(
+        `${what} is encrypted with a password`,
+        'give it on stdin with --password-file - (or a file), or use an unencrypted key (minisign -G -W)',
+      );
+    const { N, r, p } = scryptParams(Number(raw.readBigUInt64LE(38)), Number(raw.readBigUInt64LE(46)));
+    const stream = scryptSync(password, raw.subarray(6, 38), 104, { N, r, p, maxmem: 256 * N * r * p });
+    keynum = Buffer.from(keynum.map((b, i) => b ^ stream[i]!));
+  } else if (kdf !== '\0\0') throw usageError(`${what} uses an unknown key derivation ${JSON.stringify(kdf)}`);
+  const id = keynum.subarray(0, 8);
+  const seed = keynum.subarray(8, 40);
+  const pub = keynum.subarray(40, 72);
+  let privateKey: KeyObject;
+  let derived: Buffer;
+  try {
+    privateKey = createPrivateKey({
+      key: { kty: 'OKP', crv: 'Ed25519', d: b64url(seed), x: b64url(pub) },
+      format: 'jwk',
+    });
+    derived = Buffer.from(createPublicKey(privateKey).export({ format: 'jwk' }).x as string, 'base64url');
+  } catch {
+    derived = Buffer.alloc(0);
+    privateKey = undefined as never;
+  }
+  if (!derived.equals(pub))
     throw usageError(
-      `${what} is encrypted with a password (kdf ${JSON.stringify(kdf)}): cowstack signs with unencrypted keys only`,
-      'make an unencrypted copy for the signing host (minisign -C -s KEY -W; keep it root-only), ' +
-        'or sign with minisign -S',
+      kdf === 'Sc'
+        ? `wrong password for ${what}`
+        : `${what} is damaged: its secret half does not match its public half`,
     );
-  const id = raw.subarray(54, 62);
-  const seed = raw.subarray(62, 94);
-  const pub = raw.subarray(94, 126);
-  const privateKey = createPrivateKey({
-    key: { kty: 'OKP', crv: 'Ed25519', d: b64url(seed), x: b64url(pub) },
-    format: 'jwk',
-  });
-  const derived = Buffer.from(createPublicKey(privateKey).export({ format: 'jwk' }).x as string, 'base64url');
-  if (!derived.equals(pub)) throw usageError(`${what} is damaged: its secret half does not match its public half`);
   return {
     keyId: keyIdOf(id),
     key: createPublicKey(privateKey),
