@@ -248,25 +248,28 @@ describe('catalog approve / revoke', () => {
   it('approves the one endorsed version of NAME as a tag on the repository VG; again is a no-op', async () => {
     const r = vgTags(accepted(recorder()), []);
     r.expect(['vgchange', '--addtag', 'cowstack_approved:tiny:1.0', VG], W);
-    expect(await approve(ctxOf(r), 'tiny')).toEqual({ name: 'tiny', versions: ['1.0'], action: 'approved' });
+    expect(await approve(ctxOf(r), ['tiny'])).toEqual([{ name: 'tiny', versions: ['1.0'], action: 'approved' }]);
     const again = vgTags(accepted(recorder()), ['cowstack_approved:tiny:1.0']);
-    expect((await approve(ctxOf(again), 'tiny@1.0')).action).toBe('none');
+    expect((await approve(ctxOf(again), ['tiny@1.0']))[0]!.action).toBe('none');
     r.verify();
     again.verify();
   });
 
   it('refuses (7) to approve what no accepted list endorses, and (2) a malformed name', async () => {
     const r = accepted(recorder());
-    const e = await rejectionOf(approve(ctxOf(r), 'tiny@2.0'), EXIT.NOT_FOUND);
+    const e = await rejectionOf(approve(ctxOf(r), ['tiny', 'tiny@2.0']), EXIT.NOT_FOUND);
     expect(e.message).toBe('tiny@2.0 is in no current list this node accepted');
-    await rejectionOf(approve(ctxOf(recorder()), 'tiny@1@2'), EXIT.USAGE);
+    await rejectionOf(approve(ctxOf(recorder()), ['tiny', 'tiny@1@2']), EXIT.USAGE);
     r.verify();
   });
 
-  it('revokes every approved version of NAME', async () => {
+  it('revokes every approved version of each NAME, in one VG change', async () => {
     const r = vgTags(recorder(), ['cowstack_host:1:node1', 'cowstack_approved:tiny:1.0', 'cowstack_approved:tiny:0.9']);
     r.expect(['vgchange', '--deltag', 'cowstack_approved:tiny:1.0', '--deltag', 'cowstack_approved:tiny:0.9', VG], W);
-    expect(await revoke(ctxOf(r), 'tiny')).toEqual({ name: 'tiny', versions: ['1.0', '0.9'], action: 'revoked' });
+    expect(await revoke(ctxOf(r), ['tiny', 'gone'])).toEqual([
+      { name: 'tiny', versions: ['1.0', '0.9'], action: 'revoked' },
+      { name: 'gone', versions: [], action: 'none' },
+    ]);
     r.verify();
   });
 

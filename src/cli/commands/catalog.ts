@@ -68,10 +68,14 @@ const describeSync = (r: SyncResult): string =>
     ...r.pruned.map((p) => `  ${p.lv}: ${p.action} (${p.why}${p.reason ? `; ${p.reason}` : ''})`),
   ].join('\n');
 
-const describeApproval = (r: ApprovalResult): string =>
-  r.action === 'none'
-    ? `${r.name}${r.versions.length ? `@${r.versions.join(',')}` : ''}: already so: nothing to do`
-    : `${r.name}@${r.versions.join(',')}: ${r.action}`;
+const describeApproval = (all: ApprovalResult[]): string =>
+  all
+    .map((r) =>
+      r.action === 'none'
+        ? `${r.name}${r.versions.length ? `@${r.versions.join(',')}` : ''}: already so: nothing to do`
+        : `${r.name}@${r.versions.join(',')}: ${r.action}`,
+    )
+    .join('\n');
 
 export function register(program: Command): void {
   const catalog = program
@@ -160,20 +164,20 @@ export function register(program: Command): void {
     catalog
       .command('approve')
       .description('approve a catalogue image version for this site (a tag on the repository VG)')
-      .argument('<image>', 'NAME@VERSION, or NAME when the accepted lists endorse one version'),
-  ).action(async (ref: string, o, cmd: Command) => {
+      .argument('<image...>', 'NAME@VERSION, or NAME when the accepted lists endorse one version'),
+  ).action(async (refs: string[], o, cmd: Command) => {
     const ctx = createContext(cmd);
-    await ctx.finish(await ctx.locked(o.vg, (op) => approve(op, ref)), describeApproval);
+    await ctx.finish(await ctx.locked(o.vg, (op) => approve(op, refs)), describeApproval);
   });
 
   vgOption(
     catalog
       .command('revoke')
       .description('withdraw the approval (NAME alone: of every version); the next sync prunes unused images')
-      .argument('<image>', 'NAME@VERSION or NAME'),
-  ).action(async (ref: string, o, cmd: Command) => {
+      .argument('<image...>', 'NAME@VERSION or NAME'),
+  ).action(async (refs: string[], o, cmd: Command) => {
     const ctx = createContext(cmd);
-    await ctx.finish(await ctx.locked(o.vg, (op) => revoke(op, ref)), describeApproval);
+    await ctx.finish(await ctx.locked(o.vg, (op) => revoke(op, refs)), describeApproval);
   });
 
   vgOption(

@@ -8,11 +8,12 @@
 import { notFound, usageError } from '../../exec/errors.js';
 import * as lvm from '../../tools/lvm.js';
 import { runGuarded } from '../executor.js';
-import { approvedTag } from '../metadata.js';
+import { approvedTag, TAG } from '../metadata.js';
 import type { NodeSession } from '../node.js';
 import { vgApprovals } from './gate.js';
 import { parseRef } from './list.js';
 import { readAllAccepted } from './state.js';
+import type { Accepted } from './verify.js';
 
 export interface ApprovalResult {
   name: string;
@@ -21,10 +22,10 @@ export interface ApprovalResult {
 }
 
 /** NAME@VERSION, or NAME alone when the lists this node accepted endorse exactly one version of it. */
-async function endorsedVersion(ctx: NodeSession, name: string, version: string | undefined): Promise<string> {
+function endorsedVersion(accepted: readonly Accepted[], name: string, version: string | undefined): string {
   const now = Date.now();
   const found = new Set<string>();
-  for (const a of await readAllAccepted(ctx.runner)) {
+  for (const a of accepted) {
     if (Date.parse(a.list.expires) <= now) continue;
     for (const i of a.list.images) if (i.name === name && (!version || i.version === version)) found.add(i.version);
   }
@@ -39,27 +40,50 @@ async function endorsedVersion(ctx: NodeSession, name: string, version: string |
   return [...found][0]!;
 }
 
-export async function approve(ctx: NodeSession, ref: string): Promise<ApprovalResult> {
-  const { name, version } = parseRef(ref);
-  const v = await endorsedVersion(ctx, name, version);
-  if ((await vgApprovals(ctx)).has(`${name}:${v}`)) return { name, versions: [v], action: 'none' };
-  await runGuarded(ctx, [
-    { title: `approve ${name}@${v}`, req: lvm.tagVgReq(ctx.vg, { add: [approvedTag(name, v)] }, ctx.scope) },
-  ]);
-  return { name, versions: [v], action: 'approved' };
+/** Every image named is checked before the one VG metadata change that approves them all. */
+export async function approve(ctx: NodeSession, refs: readonly string[]): Promise<ApprovalResult[]> {
+  const parsed = refs.map(parseRef);
+  const accepted = await readAllAccepted(ctx.runner);
+  const wanted = parsed.map(({ name, version }) => ({ name, version: endorsedVersion(accepted, name, version) }));
+  const have = await vgApprovals(ctx);
+  const add = [
+    ...new Set(wanted.filter((w) => !have.has(`${w.name}:${w.version}`)).map((w) => approvedTag(w.name, w.version))),
+  ];
+  if (add.length)
+    await runGuarded(ctx, [
+      {
+        title: `approve ${wanted.map((w) => `${w.name}@${w.version}`).join(', ')}`,
+        req: lvm.tagVgReq(ctx.vg, { add }, ctx.scope),
+      },
+    ]);
+  return wanted.map((w) => ({
+    name: w.name,
+    versions: [w.version],
+    action: add.includes(approvedTag(w.name, w.version)) ? 'approved' : 'none',
+  }));
 }
 
-/** Without a version, every approved version of NAME. What sync imported stays until it prunes it. */
-export async function revoke(ctx: NodeSession, ref: string): Promise<ApprovalResult> {
-  const { name, version } = parseRef(ref);
-  const versions = [...(await vgApprovals(ctx))]
-    .map((k) => k.split(':') as [string, string])
-    .filter(([n, v]) => n === name && (!version || v === version))
-    .map(([, v]) => v);
-  if (!versions.length) return { name, versions: version ? [version] : [], action: 'none' };
-  const del = versions.map((v) => approvedTag(name, v));
-  await runGuarded(ctx, [
-    { title: `revoke ${name}@${versions.join(',')}`, req: lvm.tagVgReq(ctx.vg, { del }, ctx.scope) },
-  ]);
-  return { name, versions, action: 'revoked' };
+/** NAME alone: every approved version of it. What sync imported stays until it prunes it. */
+export async function revoke(ctx: NodeSession, refs: readonly string[]): Promise<ApprovalResult[]> {
+  const parsed = refs.map(parseRef);
+  const have = [...(await vgApprovals(ctx))].map((k) => k.split(':') as [string, string]);
+  const results: ApprovalResult[] = parsed.map(({ name, version }) => {
+    const versions = have.filter(([n, v]) => n === name && (!version || v === version)).map(([, v]) => v);
+    return versions.length
+      ? { name, versions, action: 'revoked' }
+      : { name, versions: version ? [version] : [], action: 'none' };
+  });
+  const del = [
+    ...new Set(
+      results.filter((r) => r.action === 'revoked').flatMap((r) => r.versions.map((v) => approvedTag(r.name, v))),
+    ),
+  ];
+  if (del.length)
+    await runGuarded(ctx, [
+      {
+        title: `revoke ${del.map((t) => t.slice(TAG.approved.length)).join(', ')}`,
+        req: lvm.tagVgReq(ctx.vg, { del }, ctx.scope),
+      },
+    ]);
+  return results;
 }
