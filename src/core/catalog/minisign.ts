@@ -58,6 +58,20 @@ export function parsePublicKey(text: string, what = 'public key'): PublicKey {
   };
 }
 
+/** The private key of this seed, if it derives the public key stored beside it. */
+function privateKeyOf(seed: Buffer, pub: Buffer): KeyObject | undefined {
+  try {
+    const key = createPrivateKey({
+      key: { kty: 'OKP', crv: 'Ed25519', d: b64url(seed), x: b64url(pub) },
+      format: 'jwk',
+    });
+    const derived = Buffer.from(createPublicKey(key).export({ format: 'jwk' }).x as string, 'base64url');
+    return derived.equals(pub) ? key : undefined;
+  } catch {
+    return undefined; // node refuses a JWK whose halves disagree
+  }
+}
+
 /**
  * libsodium's crypto_pwhash_scryptsalsa208sha256 parameters from minisign's opslimit and
  * memlimit (its pickparams), so that node:crypto's scrypt derives the same stream.
@@ -101,19 +115,8 @@ export function parseSecretKey(text: string, what = 'secret key', password?: str
   const id = keynum.subarray(0, 8);
   const seed = keynum.subarray(8, 40);
   const pub = keynum.subarray(40, 72);
-  let privateKey: KeyObject;
-  let derived: Buffer;
-  try {
-    privateKey = createPrivateKey({
-      key: { kty: 'OKP', crv: 'Ed25519', d: b64url(seed), x: b64url(pub) },
-      format: 'jwk',
-    });
-    derived = Buffer.from(createPublicKey(privateKey).export({ format: 'jwk' }).x as string, 'base64url');
-  } catch {
-    derived = Buffer.alloc(0);
-    privateKey = undefined as never;
-  }
-  if (!derived.equals(pub))
+  const privateKey = privateKeyOf(seed, pub);
+  if (!privateKey)
     throw usageError(
       kdf === 'Sc'
         ? `wrong password for ${what}`

@@ -5,8 +5,7 @@
  * catalogue images no longer endorsed or approved when nothing depends on them. An image
  * that fails is reported and the others go on; the command then fails with the first error.
  */
-import type { CowstackError } from '../../exec/errors.js';
-import { CowstackError as Err, EXIT, notFound } from '../../exec/errors.js';
+import { CowstackError, EXIT, notFound } from '../../exec/errors.js';
 import * as lvm from '../../tools/lvm.js';
 import { lvMapperName } from '../dmNames.js';
 import { runGuarded } from '../executor.js';
@@ -146,7 +145,7 @@ export async function syncCatalog(
     try {
       const interrupted = have?.kind === 'image' && have.state === 'initializing';
       if ((have && !interrupted) || state.repo.foreign.some((l) => l.name === lv))
-        throw new Err(
+        throw new CowstackError(
           EXIT.REFUSED,
           `${ctx.vg}/${lv} exists and is not ${image.name}@${image.version} from ${list.id}`,
           {
@@ -160,7 +159,7 @@ export async function syncCatalog(
       });
       Object.assign(entry, { action: 'imported', sha256: r.sha256, seconds: r.seconds });
     } catch (e) {
-      if (!(e instanceof Err)) throw e;
+      if (!(e instanceof CowstackError)) throw e;
       entry.action = 'failed';
       entry.error = e.message;
       error ??= e;
@@ -206,7 +205,7 @@ async function prune(
     await runGuarded(ctx, steps, x);
   } catch (e) {
     // Active on another node (its lock is held there): kept until a later sync.
-    if (e instanceof Err) return { lv: x.name, why, action: 'kept', reason: e.message };
+    if (e instanceof CowstackError) return { lv: x.name, why, action: 'kept', reason: e.message };
     throw e;
   }
   return { lv: x.name, why, action: ctx.dryRun ? 'would-remove' : 'removed' };
