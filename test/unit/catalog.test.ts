@@ -17,6 +17,7 @@ import { syncCatalog } from '../../src/core/catalog/sync.js';
 import { createClone } from '../../src/core/clones.js';
 import { nodeSession, type NodeSession } from '../../src/core/node.js';
 import { EXIT } from '../../src/exec/errors.js';
+import { DryRunRunner } from '../../src/exec/dryRunRunner.js';
 import type { RecordingRunner } from '../../src/exec/recordingRunner.js';
 import {
   MiB,
@@ -214,6 +215,19 @@ describe('catalog sync', () => {
     await expect(ddInput(r)).rejects.toThrow("more than the list's 1048576 bytes");
     const { result } = await done;
     expect(result.images[0]!.error).toMatch(/its source failed: more than the list's 1048576 bytes/);
+    r.verify();
+  });
+
+  it('under --dry-run reads, plans the state write, and imports nothing', async () => {
+    const r = stateRead(recorder(), 5);
+    expectObserve(r, [BASE]);
+    vgTags(r, ['cowstack_approved:tiny:1.0']);
+    const dry = new DryRunRunner(r);
+    const ctx = nodeSession({ runner: dry, vg: VG, dryRun: true });
+    const { result, error } = await syncCatalog(ctx, { source: path.join(DIR, 'good.json'), key: KEY });
+    expect(error).toBeUndefined();
+    expect(result.images[0]).toMatchObject({ lv: LV, approved: true, action: 'would-import' });
+    expect(dry.planned.map((p) => p.argv)).toEqual([['install', '-D', '-m', '0644', '/proc/self/fd/0', STATE]]);
     r.verify();
   });
 
