@@ -8,7 +8,7 @@ import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from '
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
-import { gzipSync } from 'node:zlib';
+import { gunzipSync, gzipSync } from 'node:zlib';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { approve, revoke } from '../../src/core/catalog/approval.js';
 import { parsePublicKey } from '../../src/core/catalog/minisign.js';
@@ -160,7 +160,7 @@ describe('catalog sync', () => {
     const written = await ddInput(r);
     const { result, error } = await done;
     expect(error).toBeUndefined();
-    const raw = readFileSync(path.join(DIR, 'tiny.raw'));
+    const raw = gunzipSync(readFileSync(path.join(DIR, 'tiny.raw.gz')));
     expect(written.length).toBe(4 * MiB);
     expect(written.subarray(0, MiB).equals(raw), 'the raw disk first').toBe(true);
     expect(written.subarray(MiB).equals(Buffer.alloc(3 * MiB)), 'then zeros to the extent').toBe(true);
@@ -177,7 +177,7 @@ describe('catalog sync', () => {
   it('never seals an image whose bytes do not match the sha512: the LV is removed again (6)', async () => {
     // The signed list as published, beside an image file that changed after signing.
     for (const f of ['good.json', 'good.json.minisig']) copyFileSync(path.join(DIR, f), path.join(dir, f));
-    const raw = readFileSync(path.join(DIR, 'tiny.raw'));
+    const raw = gunzipSync(readFileSync(path.join(DIR, 'tiny.raw.gz')));
     raw[1000] = raw[1000]! ^ 1;
     writeFileSync(path.join(dir, 'tiny.raw.gz'), gzipSync(raw));
     const r = stateRead(recorder(), 5);
