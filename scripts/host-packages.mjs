@@ -27,7 +27,7 @@ function missingPackages() {
 const missing = missingPackages();
 if (missing === undefined) {
   // Not Debian: check the programs themselves and name what is absent.
-  const programs = ['qemu-system-x86_64', 'qemu-img', 'tgtd', 'debootstrap', 'cpio', 'ssh', 'zstd'];
+  const programs = ['qemu-system-x86_64', 'qemu-img', 'tgtd', 'debootstrap', 'cpio', 'ssh', 'zstd', 'minisign'];
   const absent = programs.filter((c) => !has(c));
   if (absent.length === 0) process.exit(0);
   process.stderr.write(`host-packages: no dpkg here, and ${absent.join(' ')} not found: install them\n`);

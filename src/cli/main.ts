@@ -16,6 +16,7 @@ import { register as registerInstall } from './commands/install.js';
 import { positionalTm, register as registerTm } from './commands/tm.js';
 import { register as registerCache } from './commands/cache.js';
 import { register as registerCompletion } from './commands/completion.js';
+import { register as registerCatalog } from './commands/catalog.js';
 import { EXIT_NAMES } from '../exec/errors.js';
 import { VERSION } from './version.js';
 
@@ -51,6 +52,7 @@ export function buildProgram(): Command {
   registerTm(program);
   registerCache(program);
   registerCompletion(program);
+  registerCatalog(program);
   // Subcommands inherit exitOverride so usage errors reach the boundary.
   const inherit = (c: Command) => c.commands.forEach((sub) => (sub.exitOverride(), inherit(sub)));
   inherit(program);

@@ -48,6 +48,7 @@ import { formatSize, parseSize, validateLvName, EXTENT, roundUp } from './valida
 import { collectGarbage } from './nodeGc.js';
 import { runGuarded } from './executor.js';
 import type { NodeSession } from './node.js';
+import { refuseUntrusted } from './catalog/gate.js';
 
 // Moved out to break an import cycle with src/core/cache (which needs them); still exported here.
 export { collectGarbage };
@@ -66,6 +67,8 @@ export interface CreateCloneOptions {
    * then created, zeroed and marked live without being deactivated in between.
    */
   keepActive?: boolean;
+  /** Clone a catalogue image that is not endorsed and approved (logged on the node). */
+  force?: boolean;
 }
 
 export interface CloneResult extends CacheMapResult {
@@ -126,7 +129,8 @@ export async function createCloneLv(
   }
   const chunkBytes = chunkSectors * 512;
   // The virtual size is the image's: a committed clone's own LV is only its COW.
-  const virtualBytes = state.repo.chain(parent).at(-1)!.sizeBytes;
+  const root = state.repo.chain(parent).at(-1)!;
+  const virtualBytes = root.sizeBytes;
   const requested = opts.cowSize
     ? parseSize(opts.cowSize, 'COW size')
     : Math.max(roundUp((virtualBytes * (opts.defaultPercent ?? 25)) / 100, EXTENT), 2 * EXTENT);
@@ -187,6 +191,8 @@ export async function createCloneLv(
   }
 
   refuseIfNoRoom(ctx.vg, state.repo.lvs, cowBytes, `the COW of ${opts.name}`);
+  // A catalogue image runs only while endorsed and approved; an existing clone (above) is not judged again.
+  const forced = root.kind === 'image' ? await refuseUntrusted(ctx, root, opts.name, { force: opts.force }) : undefined;
   const ref = `${ctx.vg}/${opts.name}`;
   // One lvcreate makes the COW, activates it exclusively and zeroes its first 4 KiB (-Zy), which
   // holds the snapshot header's magic: dm-snapshot then starts an empty exception store. The
@@ -239,7 +245,8 @@ export async function createCloneLv(
   // An LVM whose log does not name the LV (not seen with 2.03.16): read it back instead.
   if (!uuid && !log.skipped) uuid = (await lvm.findLv(ctx.runner, ctx.vg, opts.name, ctx.scope))?.uuid;
   const lv = uuid ? createdLv(ctx, { name: opts.name, uuid, cowBytes, tags }, opts.keepActive) : undefined;
-  return { result: { ...base, uuid, action: 'created' }, ...(lv ? { lv } : {}) };
+  const result: CloneResult = { ...base, uuid, action: 'created', ...(forced ? { warnings: [forced] } : {}) };
+  return { result, ...(lv ? { lv } : {}) };
 }
 
 /**

@@ -43,6 +43,8 @@ export interface Config {
    * does with it by default. An absent VG means: everything works uncached.
    */
   cache: { vg: string; map: CacheMapMode[]; rateMiBps?: number; lazySize?: string };
+  /** The image catalogue: the endorser's minisign public key file, the one key lists are checked with. */
+  catalog: { publicKey?: string };
 }
 
 /**
@@ -83,6 +85,7 @@ export const defaultConfig = (): Config => ({
   target: { backend: 'auto' },
   tm: { hosts: [], cowPercent: 25 },
   cache: { vg: 'cowstack_cache', map: [] },
+  catalog: {},
 });
 
 export function loadConfig(path?: string): { config: Config; path?: string } {
@@ -177,6 +180,8 @@ function merge(config: Config, doc: unknown, file: string): void {
       throw usageError(`${file}: tm.cowPercent must be an integer from 1 to 200, got "${tm.cowPercent}"`);
     config.tm.cowPercent = p;
   }
+  const catalog = section(d.catalog);
+  if (catalog.publicKey !== undefined) config.catalog.publicKey = String(catalog.publicKey);
   const cache = section(d.cache);
   if (cache.vg !== undefined) config.cache.vg = validateVgName(String(cache.vg));
   if (cache.map !== undefined) config.cache.map = parseCacheModes(list(cache.map), `${file}: cache.map`);

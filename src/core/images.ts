@@ -37,13 +37,13 @@ export interface ImageResult {
   seconds?: number;
 }
 
-const newLvStep = (ctx: NodeSession, name: string, bytes: number): Step => ({
+export const newLvStep = (ctx: NodeSession, name: string, bytes: number): Step => ({
   title: `create image LV ${ctx.vg}/${name} (${formatSize(bytes)})`,
   req: lvm.createLvReq({ vg: ctx.vg, name, bytes, tags: [roleTag('image'), stateTag('initializing')] }, ctx.scope),
   undo: [lvm.removeLvReq(`${ctx.vg}/${name}`, ctx.scope)],
 });
 
-const placeholder = (ctx: NodeSession, name: string) => ({ vg: ctx.vg, name }) as ImageObj;
+export const placeholder = (ctx: NodeSession, name: string) => ({ vg: ctx.vg, name }) as ImageObj;
 
 /** sha256 of a whole LV, read on the node (nothing to read under --dry-run). */
 export async function lvChecksum(ctx: NodeSession, name: string): Promise<string> {

@@ -8,6 +8,11 @@
  *   cowstack_chunk:SECTORS          a clone's dm-snapshot chunk size
  *   cowstack_sha256:HEX             content checksum recorded at import (images)
  *   cowstack_srcsha256:HEX          the imported file's checksum, as given (images)
+ *   cowstack_catalog:LIST:NAME:VER  imported by `catalog sync` from that list (images; none: by hand)
+ *   cowstack_sha512:HEX             the raw disk's sha512 the list endorsed, checked before sealing
+ *   cowstack_endorsed:UNIXTIME      the last accepted list names it, until that list expires
+ * and on the repository VG itself (site decisions that exist before any LV does):
+ *   cowstack_approved:NAME:VER      the site approved that catalogue image version
  */
 import type { LvInfo } from '../tools/lvm.js';
 
@@ -18,7 +23,18 @@ export const TAG = {
   chunk: 'cowstack_chunk:',
   sha256: 'cowstack_sha256:',
   sourceSha256: 'cowstack_srcsha256:',
+  catalog: 'cowstack_catalog:',
+  sha512: 'cowstack_sha512:',
+  endorsed: 'cowstack_endorsed:',
+  approved: 'cowstack_approved:',
 } as const;
+
+/** Where a catalogue image came from: the list's id and the image's name and version in it. */
+export interface CatalogOrigin {
+  list: string;
+  name: string;
+  version: string;
+}
 
 export type ImageState = 'initializing' | 'writable' | 'sealed';
 export type CloneState = 'initializing' | 'live' | 'committed';
@@ -37,6 +53,11 @@ export interface ImageObj extends Base {
   sha256?: string;
   /** sha256 of the file it was imported from (compressed or not, as given). */
   sourceSha256?: string;
+  /** Set when `catalog sync` imported it; hand-imported images have none. */
+  catalog?: CatalogOrigin;
+  sha512?: string;
+  /** Unix seconds until which the last accepted list endorses it (none: not endorsed now). */
+  endorsedUntil?: number;
 }
 export interface CloneObj extends Base {
   kind: 'clone';
@@ -48,6 +69,14 @@ export type CowObj = ImageObj | CloneObj;
 
 const tagValue = (tags: string[], prefix: string): string | undefined =>
   tags.find((t) => t.startsWith(prefix))?.slice(prefix.length);
+
+function parseOrigin(v: string | undefined): CatalogOrigin | undefined {
+  const [list, name, version] = v?.split(':') ?? [];
+  return list && name && version ? { list, name, version } : undefined;
+}
+
+const numberOrUndefined = (v: string | undefined): number | undefined =>
+  v !== undefined && /^\d+$/.test(v) ? Number(v) : undefined;
 
 /** Read-only parents: a sealed image or a committed clone. Only these may have children. */
 export const isFrozen = (o: CowObj): boolean => (o.kind === 'image' ? o.state === 'sealed' : o.state === 'committed');
@@ -62,6 +91,9 @@ export function fromLv(lv: LvInfo): CowObj | undefined {
       state: (tagValue(lv.tags, TAG.state) ?? 'initializing') as ImageState,
       sha256: tagValue(lv.tags, TAG.sha256),
       sourceSha256: tagValue(lv.tags, TAG.sourceSha256),
+      catalog: parseOrigin(tagValue(lv.tags, TAG.catalog)),
+      sha512: tagValue(lv.tags, TAG.sha512),
+      endorsedUntil: numberOrUndefined(tagValue(lv.tags, TAG.endorsed)),
     };
   }
   if (role === 'clone') {
@@ -139,3 +171,11 @@ export const parentTag = (uuid: string): string => `${TAG.parent}${uuid}`;
 export const chunkTag = (sectors: number): string => `${TAG.chunk}${sectors}`;
 export const shaTag = (hex: string): string => `${TAG.sha256}${hex}`;
 export const sourceShaTag = (hex: string): string => `${TAG.sourceSha256}${hex}`;
+export const catalogTag = (o: CatalogOrigin): string => `${TAG.catalog}${o.list}:${o.name}:${o.version}`;
+export const sha512Tag = (hex: string): string => `${TAG.sha512}${hex}`;
+export const endorsedTag = (unixSeconds: number): string => `${TAG.endorsed}${unixSeconds}`;
+export const approvedTag = (name: string, version: string): string => `${TAG.approved}${name}:${version}`;
+
+/** The image versions a VG's tags approve, as NAME:VERSION keys. */
+export const approvals = (vgTags: readonly string[]): Set<string> =>
+  new Set(vgTags.filter((t) => t.startsWith(TAG.approved)).map((t) => t.slice(TAG.approved.length)));

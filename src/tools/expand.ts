@@ -36,3 +36,13 @@ export function qcow2OtherFile(stdout: string): string | undefined {
   const info = JSON.parse(stdout) as Qcow2Info;
   return info['backing-filename'] ?? info['format-specific']?.data?.['data-file'];
 }
+
+/**
+ * The same programs as filters (stdin to stdout), for `catalog sync`: its images stream from
+ * the network through them into the LV, whose size the list gives up front.
+ */
+export const STREAM_EXPANDERS: Record<Exclude<ExpandFormat, 'qcow2'>, { program: string; argv: string[] }> = {
+  zstd: { program: 'zstd', argv: ['-q', '-d', '-c'] },
+  xz: { program: 'xz', argv: ['-d', '-c'] },
+  bzip2: { program: 'bzip2', argv: ['-d', '-c'] },
+};

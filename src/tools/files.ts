@@ -71,6 +71,18 @@ export function writeFileReqs(path: string, content: string, mode = '0644') {
   ];
 }
 
+/**
+ * A small root-owned file written whole from stdin in one command (no rename: a reader
+ * that finds it cut short refuses it as damaged rather than trusting part of it).
+ */
+export const writeRootFileReq = (path: string, content: string, mode = '0644'): RunRequest => ({
+  argv: ['install', '-D', '-m', mode, STDIN_PATH, path],
+  kind: 'write',
+  root: true,
+  input: content,
+  title: `write ${path}`,
+});
+
 /** Kernel name (sdb, dm-3) of a block device path. */
 export async function kernelName(runner: Runner, device: string): Promise<string | undefined> {
   const real = await realpath(runner, device);
@@ -115,7 +127,7 @@ export const ROOT_PROGRAMS: readonly RootProgram[] = [
   bin(
     'install',
     'coreutils',
-    "write journal entries, the node lock's directory and holder (and lvm.conf at set-up) from stdin",
+    "write journal entries, the catalogue state, the node lock's directory and holder (and lvm.conf at set-up)",
   ),
   bin('mv', 'coreutils', 'put a rewritten lvm.conf/lvmlocal.conf in place', SETUP),
 ];

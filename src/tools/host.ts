@@ -52,6 +52,12 @@ export const backupOnceReq = (path: string): RunRequest => ({
   allowFailure: true,
 });
 
+/** One line in the node's system log (an admin's --force past a refusal is recorded where admins look). */
+export const syslogReq = (message: string): RunRequest => ({
+  argv: ['logger', '-t', 'cowstack', '-p', 'auth.warning', '--', message],
+  kind: 'write',
+});
+
 /** The names of the regular files directly in dir, one a line. */
 export const listFilesReq = (dir: string): RunRequest => ({
   argv: ['find', dir, '-maxdepth', '1', '-type', 'f', '-printf', '%f\\n'],

@@ -339,6 +339,9 @@ async function builtRequests(): Promise<Map<string, RunRequest[]>> {
     tgt.sparseFileReq('/srv/cowstack/repo.img', 1073741824),
   );
   add('files', ...(writeFileReqs(TGT_CONF, 'x', '0600') as RunRequest[]));
+  // The image catalogue's node-local state (core/catalog/state.ts).
+  add('files', files.readFileReq('/var/lib/cowstack/catalog/site-images.json'));
+  add('files', files.writeRootFileReq('/var/lib/cowstack/catalog/site-images.json', '{}'));
 
   add(
     'sanlock',
@@ -612,6 +615,15 @@ describe('sudoers/cowstack refuses what would make the service user root', () =>
     ],
     ['install setuid', ['install', '-D', '-m', '4755', '/proc/self/fd/0', '/var/lib/cowstack/journal/x.json']],
     ['install from a file', ['install', '-D', '-m', '0600', '/tmp/evil', '/var/lib/cowstack/journal/x.json']],
+    [
+      'install escaping the catalogue state',
+      ['install', '-D', '-m', '0644', '/proc/self/fd/0', '/var/lib/cowstack/catalog/../../../../etc/cron.d/x.json'],
+    ],
+    [
+      'install of catalogue state as an executable',
+      ['install', '-D', '-m', '0755', '/proc/self/fd/0', '/var/lib/cowstack/catalog/x.json'],
+    ],
+    ['cat escaping the catalogue state', ['cat', '--', '/var/lib/cowstack/catalog/../../../etc/shadow.json']],
     ['flock running a shell', ['flock', '-w', '120', '-E', '75', '/run/lock/cowstack/repo.lock', 'sh', '-c', 'id']],
     ['flock -c', ['flock', '-w', '120', '-E', '75', '/run/lock/cowstack/repo.lock', '-c', 'id']],
     ['flock cat of a file', ['flock', '-w', '120', '-E', '75', '/run/lock/cowstack/repo.lock', 'cat', '/etc/shadow']],

@@ -23,6 +23,7 @@ import {
   journalBegin,
   journalEnd,
   lvDev,
+  newImageLv,
 } from './repoFixtures.js';
 import { lvsArgv, lvsJson, recorder, rejectionOf } from './support.js';
 
@@ -32,24 +33,6 @@ import { lvsArgv, lvsJson, recorder, rejectionOf } from './support.js';
 const ctxOf = (r: RecordingRunner): NodeSession => nodeSession({ runner: r, vg: VG });
 const W = { kind: 'write' } as const;
 const SHA = '9f2c1b7e4a6d3c5b8e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f';
-
-const newImageLv = (name: string, bytes: number) => [
-  'lvcreate',
-  '-an',
-  '-Zn',
-  '-Wn',
-  '--setautoactivation',
-  'n',
-  '-L',
-  `${bytes}b`,
-  '-n',
-  name,
-  '--addtag',
-  'cowstack_role:image',
-  '--addtag',
-  'cowstack_state:initializing',
-  VG,
-];
 
 describe('createImage', () => {
   const expectCreate = (r: RecordingRunner, zero: boolean) => {

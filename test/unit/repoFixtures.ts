@@ -75,6 +75,8 @@ export interface ImageOpts {
   sha?: string;
   /** cowstack_srcsha256: the imported file's checksum. */
   srcSha?: string;
+  /** More tags (a catalogue image's origin, sha512, endorsement). */
+  tags?: string[];
   minor?: number;
   vg?: string;
 }
@@ -90,6 +92,7 @@ export const imageRow = (name: string, uuid: string, o: ImageOpts = {}) => {
       `cowstack_state:${state}`,
       ...(o.sha ? [`cowstack_sha256:${o.sha}`] : []),
       ...(o.srcSha ? [`cowstack_srcsha256:${o.srcSha}`] : []),
+      ...(o.tags ?? []),
     ],
     active: o.active,
     open: o.open,
@@ -183,6 +186,25 @@ export const DM_INFO = [
   '-o',
   'name,uuid,open,major,minor,attr,devs_used',
 ];
+/** lvcreate of a new image LV (image create, image import, catalog sync). */
+export const newImageLv = (name: string, bytes: number, vg = VG) => [
+  'lvcreate',
+  '-an',
+  '-Zn',
+  '-Wn',
+  '--setautoactivation',
+  'n',
+  '-L',
+  `${bytes}b`,
+  '-n',
+  name,
+  '--addtag',
+  'cowstack_role:image',
+  '--addtag',
+  'cowstack_state:initializing',
+  vg,
+];
+
 export const JOURNAL = '/var/lib/cowstack/journal';
 export const journalFile = (name: string, op: string, vg = VG) => `${JOURNAL}/${vg}.${name}.${op}.json`;
 export const journalBegin = (name: string, op: string, vg = VG) => [

@@ -32,7 +32,8 @@ const describe = (r: CloneResult): string => {
   const reset = r.lazy?.reset ? `, reset: ${r.lazy.resetReason}` : '';
   const lazy = r.lazy ? ` (on lazy cache ${r.lazy.lv}: ${r.lazy.action}${reset})` : '';
   const dev = r.device ? `\n${r.device}${ro}${replica}${lazy}` : '';
-  return `${r.vg}/${r.name}: ${what[r.action]}${dev}`;
+  const warn = (r.warnings ?? []).map((w) => `\nwarning: ${w}`).join('');
+  return `${r.vg}/${r.name}: ${what[r.action]}${dev}${warn}`;
 };
 
 export function register(program: Command): void {
@@ -46,10 +47,11 @@ export function register(program: Command): void {
       .requiredOption('--from <parent>', 'sealed image or committed clone')
       .option('--cow-size <size>', 'COW space (default: 25% of the virtual size)')
       .option('--chunk <size>', 'snapshot chunk size, power of two from 4K to 1M', undefined)
-      .option('--map', 'also map it on this node, in the same operation (as clone map; prints its device)'),
+      .option('--map', 'also map it on this node, in the same operation (as clone map; prints its device)')
+      .option('--force', 'clone a catalogue image that is not endorsed and approved (logged to syslog)'),
   ).action(async (name: string, o, cmd: Command) => {
     const ctx = createContext(cmd);
-    const spec = { name, from: o.from, cowSize: o.cowSize, chunk: o.chunk ?? ctx.config.cow.chunk };
+    const spec = { name, from: o.from, cowSize: o.cowSize, chunk: o.chunk ?? ctx.config.cow.chunk, force: o.force };
     if (!o.map) {
       await ctx.finish(await ctx.locked(o.vg, (op) => createClone(op, spec)), describe);
       return;

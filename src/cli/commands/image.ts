@@ -9,6 +9,7 @@ import {
   sealImage,
   type ImageResult,
 } from '../../core/images.js';
+import type { ImageObj } from '../../core/metadata.js';
 import { findImage, observeNode } from '../../core/observe.js';
 import { formatSize } from '../../core/validate.js';
 import { createContext } from '../context.js';
@@ -44,6 +45,10 @@ const describe = (r: ImageResult): string => {
   const done = r.action === 'imported' && r.state === 'writable' ? 'imported (writable)' : what[r.action];
   return `${r.vg}/${r.name}: ${done}${extra ? ` (${extra})` : ''}`;
 };
+
+/** Where an image came from: a catalogue list (catalog sync), or by hand (image create/import). */
+const origin = (x: ImageObj): string =>
+  x.catalog ? `catalogue ${x.catalog.list} ${x.catalog.name}@${x.catalog.version}` : 'not from a catalogue';
 
 export function register(program: Command): void {
   const image = program
@@ -118,6 +123,7 @@ export function register(program: Command): void {
         state: x.state,
         sizeBytes: x.sizeBytes,
         sha256: x.kind === 'image' ? x.sha256 : undefined,
+        origin: x.kind === 'image' ? origin(x) : undefined,
         clones: state.repo.childrenOf(x).length,
       }));
     await ctx.finish(list, (l: typeof list) =>
@@ -126,7 +132,7 @@ export function register(program: Command): void {
             .map(
               (x) =>
                 `${x.name.padEnd(24)} ${x.state.padEnd(12)} ${formatSize(x.sizeBytes).padStart(10)}  ${x.clones} ` +
-                'clone(s)',
+                `clone(s)  ${x.origin}`,
             )
             .join('\n')
         : 'no images',
@@ -145,6 +151,7 @@ export function register(program: Command): void {
         state: x.state,
         sizeBytes: x.sizeBytes,
         sha256: x.sha256,
+        origin: origin(x),
         readOnly: x.lv.readOnly,
         activeHere: x.lv.activeLocally,
         clones: state.repo.childrenOf(x).map((c) => c.name),

@@ -1,0 +1,209 @@
+import { readFileSync } from 'node:fs';
+import type { Command } from 'commander';
+import { approve, revoke, type ApprovalResult } from '../../core/catalog/approval.js';
+import { parsePublicKey, parseSecretKey, type PublicKey } from '../../core/catalog/minisign.js';
+import { publishList } from '../../core/catalog/publish.js';
+import { readAccepted } from '../../core/catalog/state.js';
+import { catalogStatus, type CatalogRow, type CatalogStatus } from '../../core/catalog/status.js';
+import { fetchVerified, syncCatalog, type SyncResult } from '../../core/catalog/sync.js';
+import { refuseRollback } from '../../core/catalog/verify.js';
+import { formatSize } from '../../core/validate.js';
+import { notFound, usageError } from '../../exec/errors.js';
+import { createContext, type Context } from '../context.js';
+import { readSecret } from '../secret.js';
+import { vgOption } from './shared.js';
+
+function readKeyFile(file: string, what: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (e) {
+    throw notFound(`${what} ${file} cannot be read: ${(e as Error).message}`);
+  }
+}
+
+/** The endorser's public key: --pubkey, else catalog.publicKey in the config. */
+function trustedKey(ctx: Context, given?: string): PublicKey {
+  const file = given ?? ctx.config.catalog.publicKey;
+  if (!file) throw usageError('no trusted key', 'give --pubkey FILE or set catalog.publicKey in the config');
+  return parsePublicKey(readKeyFile(file, 'public key'), `public key ${file}`);
+}
+
+/** Progress on long transfers: at most once a second, and at the end. */
+function transferProgress(ctx: Context) {
+  let last = 0;
+  const started = Date.now();
+  return (what: string, bytes: number, total?: number) => {
+    const now = Date.now();
+    if (now - last < 1000 && bytes !== total) return;
+    last = now;
+    const rate = formatSize(Math.round(bytes / Math.max((now - started) / 1000, 0.001)));
+    ctx.progress.info(`${what}: ${formatSize(bytes)}${total ? ` / ${formatSize(total)}` : ''} (${rate}/s)`);
+  };
+}
+
+const row = (r: CatalogRow): string =>
+  `${r.lv.padEnd(28)} ${(r.endorsed ? 'endorsed' : '-').padEnd(9)} ${(r.approved ? 'approved' : '-').padEnd(9)} ` +
+  `${(r.present ? 'present' : '-').padEnd(8)} ${r.clonable ? 'clonable' : 'not clonable'}`;
+
+const describeStatus = (s: CatalogStatus): string =>
+  [
+    ...s.lists.map(
+      (l) =>
+        `list ${l.id} version ${l.version}, expires ${l.expires}${l.expired ? ' (EXPIRED)' : ''}, ${l.images} image(s)`,
+    ),
+    ...(s.lists.length ? [] : ['no list accepted on this node']),
+    ...s.images.map(row),
+  ].join('\n');
+
+const describeSync = (r: SyncResult): string =>
+  [
+    `list ${r.list.id} version ${r.list.version} accepted` +
+      (r.list.previous !== undefined ? ` (was ${r.list.previous})` : '') +
+      `, endorsed by ${r.list.endorser} until ${r.list.expires}`,
+    ...r.images.map(
+      (i) =>
+        `  ${i.lv}: ${i.action}${i.sha256 ? ` (sha256 ${i.sha256})` : ''}` +
+        `${i.seconds ? ` in ${i.seconds.toFixed(1)}s` : ''}${i.error ? `: ${i.error}` : ''}`,
+    ),
+    ...r.pruned.map((p) => `  ${p.lv}: ${p.action} (${p.why}${p.reason ? `; ${p.reason}` : ''})`),
+  ].join('\n');
+
+const describeApproval = (all: ApprovalResult[]): string =>
+  all
+    .map((r) =>
+      r.action === 'none'
+        ? `${r.name}${r.versions.length ? `@${r.versions.join(',')}` : ''}: already so: nothing to do`
+        : `${r.name}@${r.versions.join(',')}: ${r.action}`,
+    )
+    .join('\n');
+
+export function register(program: Command): void {
+  const catalog = program
+    .command('catalog')
+    .description('signed image lists: endorsed by their producer, approved by the site, imported verified');
+
+  catalog
+    .command('publish')
+    .description('write LIST and LIST.minisig: a list of image files signed with a minisign secret key')
+    .argument('<list>', 'the list file to write (its signature goes to LIST.minisig)')
+    .argument('<images...>', 'NAME@VERSION=FILE, a raw disk plain or gzip/zstd/xz/bzip2-compressed')
+    .requiredOption('--key <file>', 'minisign secret key')
+    .option('--password-file <file>', "the key's password, from a file or - (stdin): for an encrypted key")
+    .requiredOption('--id <id>', "the list's identity, e.g. site-images")
+    .requiredOption('--list-version <n>', 'the list version: higher than any list published before')
+    .option('--expires <days|time>', 'days from now, or a UTC time', '30')
+    .option('--endorser <name>', 'who endorses the list')
+    .option('--url-base <url>', 'where the image files will be served (default: beside the list)')
+    .action(async (out: string, images: string[], o, cmd: Command) => {
+      const ctx = createContext(cmd);
+      const password = o.passwordFile ? await readSecret(o.passwordFile) : undefined;
+      const key = parseSecretKey(readKeyFile(o.key, 'secret key'), `secret key ${o.key}`, password);
+      const version = Number(o.listVersion);
+      if (!/^\d+$/.test(String(o.listVersion)))
+        throw usageError(`--list-version "${o.listVersion}" is not a whole number`);
+      const progress = transferProgress(ctx);
+      const r = await publishList({
+        out,
+        key,
+        id: o.id,
+        version,
+        endorser: o.endorser,
+        expires: o.expires,
+        urlBase: o.urlBase,
+        images,
+        onProgress: (file, bytes) => progress(`read ${file}`, bytes),
+      });
+      await ctx.finish(
+        { ...r.list, file: r.out, signature: r.signature },
+        (l) =>
+          `${l.file}: list ${l.id} version ${l.version}, ${l.images.length} image(s), expires ${l.expires}, ` +
+          `signed by key ${l.endorser.keyId} (${l.signature})`,
+      );
+    });
+
+  vgOption(
+    catalog
+      .command('verify')
+      .description("check a list's signature, expiry and version against what this node accepted; changes nothing")
+      .argument('<list>', 'a path or an http(s) URL (its signature: LIST.minisig)')
+      .option('--pubkey <file>', "the endorser's minisign public key (default: catalog.publicKey)"),
+  ).action(async (source: string, o, cmd: Command) => {
+    const ctx = createContext(cmd);
+    const { list } = await fetchVerified(source, trustedKey(ctx, o.pubkey), new Date());
+    const last = await readAccepted(ctx.runner, list.id);
+    refuseRollback(list, last, source);
+    const doc = { ...list, accepted: last?.version };
+    await ctx.finish(
+      doc,
+      (d) =>
+        `${source}: valid, list ${d.id} version ${d.version} (this node accepted ${d.accepted ?? 'none yet'}), ` +
+        `expires ${d.expires}, ${d.images.length} image(s)`,
+    );
+  });
+
+  vgOption(
+    catalog
+      .command('sync')
+      .description(
+        'verify a list, import its approved images (sha512 checked before sealing), prune revoked ones nothing uses',
+      )
+      .argument('<list>', 'a path or an http(s) URL (its signature: LIST.minisig)')
+      .option('--pubkey <file>', "the endorser's minisign public key (default: catalog.publicKey)")
+      .option('--no-prune', 'keep catalogue images that are no longer endorsed or approved'),
+  ).action(async (source: string, o, cmd: Command) => {
+    const ctx = createContext(cmd);
+    const key = trustedKey(ctx, o.pubkey);
+    const progress = transferProgress(ctx);
+    const { result, error } = await ctx.locked(o.vg, (op) =>
+      syncCatalog(op, { source, key, prune: o.prune, onProgress: (what, n, total) => progress(what, n, total) }),
+    );
+    await ctx.finish(result, describeSync, error);
+  });
+
+  vgOption(
+    catalog
+      .command('approve')
+      .description('approve a catalogue image version for this site (a tag on the repository VG)')
+      .argument('<image...>', 'NAME@VERSION, or NAME when the accepted lists endorse one version'),
+  ).action(async (refs: string[], o, cmd: Command) => {
+    const ctx = createContext(cmd);
+    await ctx.finish(await ctx.locked(o.vg, (op) => approve(op, refs)), describeApproval);
+  });
+
+  vgOption(
+    catalog
+      .command('revoke')
+      .description('withdraw the approval (NAME alone: of every version); the next sync prunes unused images')
+      .argument('<image...>', 'NAME@VERSION or NAME'),
+  ).action(async (refs: string[], o, cmd: Command) => {
+    const ctx = createContext(cmd);
+    await ctx.finish(await ctx.locked(o.vg, (op) => revoke(op, refs)), describeApproval);
+  });
+
+  vgOption(
+    catalog
+      .command('list')
+      .description('catalogue images: endorsed, approved, present, clonable (as seen from this node)'),
+  ).action(async (o, cmd: Command) => {
+    const ctx = createContext(cmd);
+    await ctx.finish(await catalogStatus(ctx.op(o.vg)), describeStatus);
+  });
+
+  vgOption(
+    catalog.command('show').description('one catalogue image').argument('<image>', 'NAME, NAME@VERSION or its LV name'),
+  ).action(async (ref: string, o, cmd: Command) => {
+    const ctx = createContext(cmd);
+    const s = await catalogStatus(ctx.op(o.vg));
+    const hits = s.images.filter((r) => r.lv === ref || r.name === ref || `${r.name}@${r.version}` === ref);
+    if (!hits.length) throw notFound(`no catalogue image ${ref}`, 'cowstack catalog list shows them');
+    await ctx.finish(hits, (h) =>
+      h
+        .map((r) =>
+          Object.entries(r)
+            .map(([k, v]) => `${k.padEnd(9)} ${String(v)}`)
+            .join('\n'),
+        )
+        .join('\n\n'),
+    );
+  });
+}
