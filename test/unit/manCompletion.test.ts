@@ -88,7 +88,7 @@ describe('bash completion', { timeout: 30_000 }, () => {
 
   it('skips option values and operands when it finds the command path', () => {
     const [afterValue, afterOperand, afterDashes] = complete([
-      ['--host', 'cache', 'ca'],
+      ['--host', 'cache', 'cac'],
       ['cache', 'flush', 'vm1', '--t'],
       ['tm', '--', 'ln', ''],
     ]);
