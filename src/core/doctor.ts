@@ -259,6 +259,7 @@ export async function doctor(ctx: NodeSession, o: DoctorOptions = {}): Promise<D
           `in a ${formatSize(c.leases.lvmlockBytes)} lvmlock ` +
           `(${formatSize(c.leases.alignBytes)} each; grows by ${formatSize(c.leases.growBytes)} from free extents)`,
       );
+    if (c.leases) add(lockIo(c.leases.alignBytes));
     check(
       'extents',
       `${c.extents.usedPercent}% allocated, ${c.extents.free} of ${c.extents.total} extents free ` +
@@ -326,4 +327,24 @@ export async function pathCheck(runner: Runner, pvDevice: string): Promise<Check
           `(${same.join(', ')}): LVM sees its PV more than once`,
         fix: 'configure dm-multipath for it, or log out of the extra portal (cowstack initiator logout PORTAL IQN)',
       };
+}
+
+/**
+ * What sanlock reads from the LUN for this VG (README, Lock-manager I/O). lvmlockd aligns the
+ * leases to the block of 2048 host slots of one sector each, so the alignment tells the sector
+ * size; each lease operation reads every slot's block, and each delta-lease renewal (every
+ * 20 s at lvmlockd's 10 s io timeout) reads the host slots. Measured on the testbed: 56-97 MiB
+ * per clone map with 8 MiB alignment, 8-15 MiB with 1 MiB.
+ */
+export function lockIo(alignBytes: number): Check {
+  const sector = alignBytes / 2048;
+  const idleKBs = Math.round(alignBytes / 20 / 1000);
+  return {
+    id: 'repository:lock-io',
+    status: 'ok',
+    message:
+      `sanlock leases on ${sector}-byte sectors: each lease operation reads about ${formatSize(alignBytes)} ` +
+      `from the LUN and an idle host about ${idleKBs} kB/s` +
+      (sector > 512 ? ' (a LUN with 512-byte physical sectors reads 8x less: README, Lock-manager I/O)' : ''),
+  };
 }

@@ -61,6 +61,8 @@ describe('repository sizing', () => {
     for (const id of ['capacity:metadata', 'capacity:leases', 'capacity:extents'])
       expect(checks[id]?.status, `${id}: ${checks[id]?.message}`).toBe('ok');
     expect(checks['capacity:leases']!.message).toMatch(/in a 1 GiB lvmlock \(8 MiB each/);
+    // The testbed's LUN reports 4096-byte physical sectors (bench lockio measured what that costs).
+    expect(checks['repository:lock-io']!.message).toMatch(/^sanlock leases on 4096-byte sectors: .* about 8 MiB /);
     const s = await cowstack(tb, ['--host', 'node1', '--json', 'status', '--vg', REPO_VG], { check: true });
     const c = s.json.result.capacity;
     expect(c.metadata.freeBytes).toBe(m.free);

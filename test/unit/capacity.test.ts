@@ -8,6 +8,7 @@ import {
   type CapacityReport,
 } from '../../src/core/capacity.js';
 import * as lvm from '../../src/tools/lvm.js';
+import { lockIo } from '../../src/core/doctor.js';
 import { capture, lvsJson, recorder, REPORT, vgsJson } from './support.js';
 
 const MiB = 2 ** 20;
@@ -193,5 +194,20 @@ describe('REAL lvm2 2.03.16 reports (testbed, right after cluster init --max-lvs
     expect(c.metadata.lvsLeft).toBe(Math.floor(3141632 / 490));
     expect(c.leases).toMatchObject({ lvmlockBytes: GiB, slots: 61, inUse: 0, canGrow: true });
     expect(c.extents).toMatchObject({ extentBytes: 4 * MiB, total: 1022, free: 766 });
+  });
+});
+
+describe('doctor: what the lock manager reads', () => {
+  it('derives the sector size from the lease alignment (2048 host slots) and the reads from both', () => {
+    const k4 = lockIo(8 * 1024 * 1024);
+    expect(k4).toMatchObject({ id: 'repository:lock-io', status: 'ok' });
+    expect(k4.message).toBe(
+      'sanlock leases on 4096-byte sectors: each lease operation reads about 8 MiB from the LUN and an idle ' +
+        'host about 419 kB/s (a LUN with 512-byte physical sectors reads 8x less: README, Lock-manager I/O)',
+    );
+    expect(lockIo(1024 * 1024).message).toBe(
+      'sanlock leases on 512-byte sectors: each lease operation reads about 1 MiB from the LUN and an idle ' +
+        'host about 52 kB/s',
+    );
   });
 });
