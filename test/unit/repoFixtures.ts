@@ -183,6 +183,12 @@ export const DM_INFO = [
   '-o',
   'name,uuid,open,major,minor,attr,devs_used',
 ];
+/** Every dm device's status in one call (`dmsetup status`), and its answer: `NAME: START LEN TARGET ARGS` lines. */
+export const DM_STATUS = ['dmsetup', 'status'];
+export const dmStatus = (lines: Record<string, string>): string =>
+  Object.entries(lines)
+    .map(([name, line]) => `${name}: ${line}\n`)
+    .join('');
 export const JOURNAL = '/var/lib/cowstack/journal';
 export const journalFile = (name: string, op: string, vg = VG) => `${JOURNAL}/${vg}.${name}.${op}.json`;
 export const journalBegin = (name: string, op: string, vg = VG) => [
