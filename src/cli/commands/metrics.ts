@@ -6,7 +6,8 @@
  */
 import path from 'node:path';
 import type { Command } from 'commander';
-import { collectMetrics, metricFamilies, type NodeMetrics } from '../../core/metrics.js';
+import { metricFamilies } from '../../core/metricFamilies.js';
+import { collectMetrics, type NodeMetrics } from '../../core/metrics.js';
 import { promText } from '../../core/promText.js';
 import { usageError } from '../../exec/errors.js';
 import { writeFileAtomic } from '../atomicFile.js';
