@@ -11,6 +11,7 @@ import { register as registerInitiator } from './commands/initiator.js';
 import { register as registerImage } from './commands/image.js';
 import { register as registerClone } from './commands/clone.js';
 import { register as registerReport } from './commands/report.js';
+import { register as registerMetrics } from './commands/metrics.js';
 import { register as registerTarget } from './commands/target.js';
 import { register as registerInstall } from './commands/install.js';
 import { positionalTm, register as registerTm } from './commands/tm.js';
@@ -47,6 +48,7 @@ export function buildProgram(): Command {
   registerImage(program);
   registerClone(program);
   registerReport(program);
+  registerMetrics(program);
   registerTarget(program);
   registerInstall(program);
   registerTm(program);

@@ -4,6 +4,7 @@
  */
 import * as dmsetup from '../tools/dmsetup.js';
 import * as lvm from '../tools/lvm.js';
+import { cacheVgOf } from './cache/vg.js';
 import { compactUuid, dmName, parseDmUuid, type DmRole } from './dmNames.js';
 import { readJournal, type JournalEntry } from './journal.js';
 import { leaseOwners } from './locks.js';
@@ -132,8 +133,25 @@ export interface NodeStatus {
 }
 
 export async function nodeStatus(ctx: NodeSession, opts: { warnPercent?: number } = {}): Promise<NodeStatus> {
+  return (await observeStatus(ctx, opts)).status;
+}
+
+/**
+ * nodeStatus with the observation it was made from, for callers that report more of it
+ * (metrics: replicas from the cache VG, which `caches` adds to the same observation).
+ */
+export async function observeStatus(
+  ctx: NodeSession,
+  opts: { warnPercent?: number; caches?: boolean } = {},
+): Promise<{ status: NodeStatus; state: NodeState }> {
   const { runner, vg } = ctx;
-  const state: NodeState = await observe(runner, vg, ctx.scope);
+  const state: NodeState = await observe(
+    runner,
+    vg,
+    ctx.scope,
+    opts.caches ? cacheVgOf(ctx) : undefined,
+    opts.caches ? 'always' : 'auto',
+  );
   // Every table and status in two calls. A device removed by a concurrent operation after the
   // observation has no table here: it is gone, so it is not reported (not an error).
   const [statuses, tables] = await Promise.all([dmsetup.statusAll(runner), dmsetup.tableAll(runner)]);
@@ -181,5 +199,5 @@ export async function nodeStatus(ctx: NodeSession, opts: { warnPercent?: number 
   const inFlight = (await readJournal(runner)).filter((j) => j.vg === vg);
   for (const j of inFlight)
     warnings.push(`interrupted ${j.op} of ${j.name} (since ${j.started}): run cowstack recover`);
-  return { vg, devices, activeLvs, inFlight, warnings };
+  return { status: { vg, devices, activeLvs, inFlight, warnings }, state };
 }

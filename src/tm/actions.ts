@@ -9,12 +9,13 @@ import { hostname, tmpdir } from 'node:os';
 import path from 'node:path';
 import { CowstackError, EXIT, notFound, refused, usageError } from '../exec/errors.js';
 import type { Runner } from '../exec/types.js';
+import * as dmsetup from '../tools/dmsetup.js';
 import * as lvm from '../tools/lvm.js';
 import { createAndMapClone, growClone, mapClone, unmapClone } from '../core/clones.js';
 import { runGuarded } from '../core/executor.js';
 import { nodeSession, type NodeSession } from '../core/node.js';
 import { defaultLockPolicy, withLockRetry, type LockPolicy } from '../core/plan.js';
-import { lvMapperName, lvMapperPath } from '../core/dmNames.js';
+import { dmName, lvMapperName, lvMapperPath } from '../core/dmNames.js';
 import { isTransientLockError } from '../core/locks.js';
 import { flattenClone } from '../core/flatten.js';
 import { removeLvs } from '../core/gc.js';
@@ -23,6 +24,7 @@ import { growVolatile, saveLiveAsImage } from '../core/lineage.js';
 import type { CowObj } from '../core/metadata.js';
 import { observeNode, type NodeState } from '../core/observe.js';
 import { recover } from '../core/recover.js';
+import { usageOf } from '../core/report.js';
 import { activateStep, deactivateStep, lvRef } from '../core/stack.js';
 import { EXTENT, roundUp } from '../core/validate.js';
 import {
@@ -40,12 +42,14 @@ import {
   DS_LOCATION,
   snapLv,
   parseTmPath,
+  parseVmLv,
   vmLvPattern,
   xmlValue,
   type TmPath,
   type TmRequest,
   type TmSource,
 } from './args.js';
+import { totalsText, vmDisksText, type DiskUsage } from './monitorFormat.js';
 
 export interface TmEnv {
   vg: string;
@@ -465,8 +469,47 @@ async function monitor(env: TmEnv, req: Extract<TmRequest, { action: 'monitor' }
   const found = await reachable(env, hosts);
   const [vg] = await lvm.vgs(env.runnerFor(found!.host), env.vg, env.scope);
   if (!vg) throw notFound(`repository VG ${env.vg} is not visible on ${found!.host}`);
-  const mb = (b: number) => Math.floor(b / 1048576);
-  env.out(`USED_MB=${mb(vg.sizeBytes - vg.freeBytes)}\nFREE_MB=${mb(vg.freeBytes)}\nTOTAL_MB=${mb(vg.sizeBytes)}\n`);
+  // oned sets MONITOR_VM_DISKS=1 only every DS_MONITOR_VM_DISK cycles, and 0 otherwise: the
+  // per-host round trips are spared then. Without the element (run by hand) they are reported.
+  const disks = xmlValue(req.xml, 'MONITOR_VM_DISKS') === '0' ? [] : await vmDiskUsage(env, found!.state, hosts);
+  env.out(totalsText(vg) + vmDisksText(disks));
+}
+
+/**
+ * Each VM disk's real use. A volatile disk is a plain LV, allocated whole. A COW clone holds
+ * only what was written to it: the allocated sectors in its snapshot's status, which only the
+ * kernel of a host that maps it knows (one `dmsetup status` per host, and only when there are
+ * clones to look for). A clone mapped nowhere reachable has no figure: oned keeps the last one.
+ */
+async function vmDiskUsage(env: TmEnv, state: NodeState, hosts: string[]): Promise<DiskUsage[]> {
+  const disks = [...state.repo.byName.values()].flatMap((o) => {
+    const id = parseVmLv(o.name);
+    return id ? [{ o, id }] : [];
+  });
+  const out: DiskUsage[] = disks.filter((d) => d.o.kind === 'image').map((d) => ({ ...d.id, bytes: d.o.sizeBytes }));
+  const clones = disks.filter((d) => d.o.kind === 'clone');
+  if (!clones.length) return out;
+  const used = new Map<string, number>();
+  for (const host of hosts) {
+    let statuses: Map<string, dmsetup.DmLine[]>;
+    try {
+      statuses = await dmsetup.statusAll(env.runnerFor(host));
+    } catch (e) {
+      if (!(e instanceof CowstackError && e.exitCode === EXIT.UNREACHABLE)) throw e;
+      env.info(`host ${host} is unreachable: its VM disks are not measured`);
+      continue;
+    }
+    for (const { o } of clones) {
+      if (used.has(o.name)) continue;
+      // The writable device of a running disk; a snapshot is mapped read-only under it.
+      const u = usageOf((statuses.get(dmName('rw', o.uuid)) ?? statuses.get(dmName('ro', o.uuid)))?.[0], 100);
+      // An overflowed COW reports no counts: it is full, its whole LV is used.
+      if (u?.allocatedBytes !== undefined) used.set(o.name, u.allocatedBytes);
+      else if (u?.state === 'overflow') used.set(o.name, o.sizeBytes);
+    }
+  }
+  for (const { o, id } of clones) if (used.has(o.name)) out.push({ ...id, bytes: used.get(o.name)! });
+  return out;
 }
 
 async function activate(env: TmEnv, host: string): Promise<void> {

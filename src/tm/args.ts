@@ -417,3 +417,10 @@ export const snapLv = (vmId: number, diskId: number, snapId: number): string =>
   snapshotName(diskLv(vmId, diskId), snapId);
 /** Every LV of one VM: its disks and their snapshots (core/vmDisks.ts names the snapshots). */
 export const vmLvPattern = (vmId: number): RegExp => new RegExp(`^one-${vmId}-(0|[1-9][0-9]*)(-s(0|[1-9][0-9]*))?$`);
+
+/** The VM, disk and (for a snapshot) snapshot ids an LV name of the driver's stands for; undefined for others. */
+export function parseVmLv(name: string): { vmId: number; diskId: number; snapId?: number } | undefined {
+  const m = /^one-(0|[1-9][0-9]{0,9})-(0|[1-9][0-9]{0,9})(?:-s(0|[1-9][0-9]{0,9}))?$/.exec(name);
+  if (!m) return undefined;
+  return { vmId: Number(m[1]), diskId: Number(m[2]), ...(m[3] !== undefined ? { snapId: Number(m[3]) } : {}) };
+}

@@ -8,6 +8,9 @@
  * about 256 KiB of tags per lvchange uses as much metadata as about 500 clones would, in one
  * locked metadata write instead of 500 lvcreates (each several seconds under TCG).
  */
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Check } from '../../src/core/doctor.js';
 import type { Testbed } from '../testbed/index.js';
@@ -69,6 +72,31 @@ describe('repository sizing', () => {
     expect(c.metadata.areaBytes).toBe(m.size);
     expect(c.leases.alignBytes).toBe(8 * 2 ** 20);
     expect(c.extents.free).toBeGreaterThan(0);
+    // cowstack metrics publishes the same capacity (the file node_exporter's textfile collector reads).
+    const dir = await mkdtemp(path.join(tmpdir(), 'cowstack-metrics-'));
+    try {
+      const file = path.join(dir, 'cowstack.prom');
+      const mt = await cowstack(tb, ['--host', 'node1', '--json', 'metrics', '--vg', REPO_VG, '--output', file], {
+        check: true,
+      });
+      const prom = await readFile(file, 'utf8');
+      const sample = (name: string) => Number(new RegExp(`^${name}\\{vg="${REPO_VG}"\\} (\\S+)$`, 'm').exec(prom)?.[1]);
+      expect(sample('cowstack_vg_free_extents')).toBe(c.extents.free);
+      expect(mt.json.result.capacity.extents.free).toBe(c.extents.free);
+      expect(sample('cowstack_vg_metadata_free_bytes')).toBe(m.free);
+      expect(sample('cowstack_vg_lease_slots')).toBe(c.leases.slots);
+      expect(sample('cowstack_interrupted_operations')).toBe(0);
+      expect(prom).toMatch(/^# TYPE cowstack_vg_free_extents gauge$/m);
+      expect(await readdir(dir)).toEqual(['cowstack.prom']);
+      process.stderr.write(
+        `[sizing] metrics: ${prom
+          .split('\n')
+          .filter((l) => l.startsWith('cowstack_vg'))
+          .join(' | ')}\n`,
+      );
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('refuses (6) a clone whose COW the VG cannot hold before writing anything, and says what to do', async () => {

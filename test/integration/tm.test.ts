@@ -166,6 +166,73 @@ describe.sequential('a non-persistent VM: deploy, snapshots, cold migration, sav
     await checkDisk('node2', VM, 0, withA);
   });
 
+  it("monitor reports the repository VG and the VM disk's allocated COW; metrics the same COW", async () => {
+    // The VM now runs on node2, its disk on snapshot 0; the guest writes 3 MiB more. monitor
+    // asks node1 first (BRIDGE_LIST), so the figures have to come from node2, which maps the disk.
+    await writeAt(tb, 'node2', `${vmDir(VM)}/disk.0`, 10, pattern(3 * MiB, 66));
+    const rwDev = path.basename(await readlink('node2', `${vmDir(VM)}/disk.0`));
+    const s0Dev = `cowstack-ro-${(await lvUuid('node2', `one-${VM}-0-s0`)).replace(/-/g, '')}`;
+    const xml = Buffer.from(
+      '<DS_DRIVER_ACTION_DATA><DATASTORE><ID>0</ID><TEMPLATE><BRIDGE_LIST><![CDATA[node1]]></BRIDGE_LIST>' +
+        '</TEMPLATE></DATASTORE><MONITOR_VM_DISKS>1</MONITOR_VM_DISKS></DS_DRIVER_ACTION_DATA>',
+    ).toString('base64');
+    const r = await tm.ok('monitor', [String(SYS)], xml);
+    const lines = r.stdout.trim().split('\n');
+    const v = Object.fromEntries(lines.slice(0, 3).map((l) => l.split('=')));
+    const vgs = (
+      await ssh('node1', ['vgs', '--noheadings', '--units', 'm', '--nosuffix', '-o', 'vg_size,vg_free', REPO_VG])
+    ).out
+      .split(/\s+/)
+      .map(Number);
+    expect(Number(v.TOTAL_MB)).toBe(Math.floor(vgs[0]!));
+    expect(Number(v.FREE_MB)).toBe(Math.floor(vgs[1]!));
+    expect(Number(v.USED_MB)).toBe(Number(v.TOTAL_MB) - Number(v.FREE_MB));
+
+    // The kernel's counts on node2, read after monitor: allocated sectors (data chunks + metadata).
+    const allocatedOf = async (dev: string) =>
+      Number(/ snapshot (\d+)\/\d+ \d+$/.exec((await ssh('node2', ['dmsetup', 'status', dev])).out)![1]) * 512;
+    const allocated = await allocatedOf(rwDev);
+    const s0 = await allocatedOf(s0Dev);
+    const vmLine = lines.find((l) => l.startsWith(`VM=[ID=${VM},`));
+    expect(vmLine, r.stdout).toMatch(/^VM=\[ID=\d+,MONITOR="[A-Za-z0-9+/=]+( [A-Za-z0-9+/=]+)*"\]$/);
+    const entries = /MONITOR="([^"]+)"/
+      .exec(vmLine!)![1]!
+      .split(' ')
+      .map((b) => Buffer.from(b, 'base64').toString());
+    expect(entries).toEqual([
+      `DISK_SIZE=[ID=0,SIZE=${Math.ceil(allocated / MiB)}]`,
+      `SNAPSHOT_SIZE=[ID=0,DISK_ID=0,SIZE=${Math.ceil(s0 / MiB)}]`,
+    ]);
+    // What was written since snapshot 0 (only these 3 MiB), not the COW LV's size (8 MiB: two extents).
+    expect(allocated).toBeGreaterThanOrEqual(3 * MiB);
+    expect(allocated).toBeLessThan(3 * MiB + 64 * 1024);
+    process.stderr.write(`[tm] monitor: ${entries.join(' ')} (${allocated} and ${s0} bytes allocated)\n`);
+
+    // cowstack metrics on node2 publishes the same COW, in the file node_exporter would read.
+    const file = path.join(tm.dir, 'cowstack.prom');
+    const m = await clusterCli(tb, 'node2', ['metrics', '--output', file]);
+    expect(m.exitCode, m.stderr).toBe(0);
+    const cow = m.json.result.cows.find((c: { clone: string }) => c.clone === `one-${VM}-0`);
+    expect(cow).toMatchObject({ mode: 'rw', state: 'active', allocatedBytes: allocated });
+    const prom = await fsp.readFile(file, 'utf8');
+    expect(prom).toContain(
+      `cowstack_cow_allocated_bytes{vg="${REPO_VG}",clone="one-${VM}-0",mode="rw"} ${allocated}\n`,
+    );
+    expect(prom).toContain(`cowstack_cow_allocated_bytes{vg="${REPO_VG}",clone="one-${VM}-0-s0",mode="ro"} ${s0}\n`);
+    expect(prom).toMatch(
+      new RegExp(
+        `^cowstack_lv_lock_held\\{vg="${REPO_VG}",lv="one-${VM}-0",kind="clone",state="live",mode="ex"\\} 1$`,
+        'm',
+      ),
+    );
+    process.stderr.write(
+      `[tm] metrics: ${prom
+        .split('\n')
+        .filter((l) => l.includes(`one-${VM}-0`))
+        .join(' | ')}\n`,
+    );
+  });
+
   it('terminate (delete of the VM directory) leaves nothing; a second delete is a no-op', async () => {
     times.delete = (await tm.ok('delete', [`node2:${DS}/${SYS}/${VM}/`, String(VM), String(SYS)])).seconds;
     await tm.ok('delete', [`node2:${DS}/${SYS}/${VM}/`, String(VM), String(SYS)]);
@@ -242,27 +309,6 @@ describe.sequential('a persistent disk: undeploy and redeploy through ln/mvds', 
     expect(m.exitCode, m.stderr).toBe(0);
     expect(await deviceSha(tb, 'node1', m.json.result.device)).toBe(sha256(withCE));
     expect((await clusterCli(tb, 'node1', ['clone', 'unmap', `${img}-p2`])).exitCode).toBe(0);
-  });
-
-  it('monitor reports the repository VG', async () => {
-    const xml = Buffer.from(
-      '<DATASTORE><ID>0</ID><TEMPLATE><BRIDGE_LIST><![CDATA[node2]]></BRIDGE_LIST></TEMPLATE></DATASTORE>',
-    ).toString('base64');
-    const r = await tm.ok('monitor', [String(SYS)], xml);
-    const v = Object.fromEntries(
-      r.stdout
-        .trim()
-        .split('\n')
-        .map((l) => l.split('=')),
-    );
-    const vgs = (
-      await ssh('node2', ['vgs', '--noheadings', '--units', 'm', '--nosuffix', '-o', 'vg_size,vg_free', REPO_VG])
-    ).out
-      .split(/\s+/)
-      .map(Number);
-    expect(Number(v.TOTAL_MB)).toBe(Math.floor(vgs[0]!));
-    expect(Number(v.FREE_MB)).toBe(Math.floor(vgs[1]!));
-    expect(Number(v.USED_MB)).toBe(Number(v.TOTAL_MB) - Number(v.FREE_MB));
   });
 
   it("clean up: the test's images and lineage", async () => {

@@ -20,7 +20,6 @@ import {
   expectObserve,
   imageRow,
   lvDev,
-  lvRow,
   MiB,
   rw,
   stateOf,
@@ -28,61 +27,21 @@ import {
   VG,
   type Dev,
   stillLive,
+  CACHE_VG,
+  cacheVgRow,
+  expectCache,
+  REPLICA_SHA,
+  replicaRow,
 } from './repoFixtures.js';
 import { lvsArgv, lvsJson, recorder, rejectionOf, thrownBy, vgsArgv, vgsJson, PV_COLUMNS, REPORT } from './support.js';
 
-const CVG = 'cowstack_cache';
-const SHA = 'ab'.repeat(32);
+const CVG = CACHE_VG;
+const SHA = REPLICA_SHA;
 const OTHER_SHA = 'cd'.repeat(32);
 const NOW = 1795000000;
 const RP = `rp_${compact(U.image)}`;
 const RP_PATH = `/dev/mapper/${CVG}-${RP}`;
 
-interface ReplicaOpts {
-  origin?: string;
-  state?: 'copying' | 'complete';
-  copied?: number;
-  sha?: string;
-  used?: number;
-  active?: boolean;
-  open?: boolean;
-  size?: number;
-  name?: string;
-}
-const replicaRow = (o: ReplicaOpts = {}) => {
-  const origin = o.origin ?? U.image;
-  return lvRow({
-    vg: CVG,
-    name: o.name ?? `rp_${compact(origin)}`,
-    uuid: 'Rp0000-aaaa-bbbb-cccc-dddd-eeee-ffffff',
-    size: o.size ?? 64 * MiB,
-    readOnly: (o.state ?? 'complete') === 'complete',
-    active: o.active ? 'exclusive' : undefined,
-    open: o.open,
-    minor: 20,
-    tags: [
-      `cowstack_cache:replica`,
-      `cowstack_origin:${origin}`,
-      `cowstack_cstate:${o.state ?? 'complete'}`,
-      `cowstack_copied:${o.copied ?? 64 * MiB}`,
-      `cowstack_sha256:${o.sha ?? SHA}`,
-      ...(o.used ? [`cowstack_used:${o.used}`] : []),
-    ],
-  });
-};
-const vgRow = (free: number, size = 2048 * MiB) => ({
-  vg_name: CVG,
-  vg_uuid: 'cAcHe0-0000-0000-0000-0000-0000-000000',
-  vg_size: size,
-  vg_free: free,
-  vg_extent_size: 4 * MiB,
-  vg_lock_type: '',
-  vg_lock_args: '',
-  vg_shared: '',
-  vg_tags: '',
-  pv_count: 1,
-  lv_count: 1,
-});
 const cacheState = (rows: Array<Record<string, unknown>>, free = 1024 * MiB) => ({
   vg: CVG,
   exists: true,
@@ -93,11 +52,6 @@ const cacheState = (rows: Array<Record<string, unknown>>, free = 1024 * MiB) => 
     .map(cacheLvFrom)
     .filter((c) => c !== undefined),
 });
-const expectCache = (r: RecordingRunner, rows: Array<Record<string, unknown>>, free = 1024 * MiB) =>
-  r
-    .expect(vgsArgv(CVG), { kind: 'read', stdout: vgsJson([vgRow(free)]) })
-    .expect(lvsArgv(CVG), { kind: 'read', stdout: lvsJson(rows) });
-
 const ctxOf = (runner: RecordingRunner, extra: Partial<NodeSession> = {}): NodeSession =>
   nodeSession({
     runner,
@@ -427,7 +381,7 @@ describe('cache init and drop', () => {
       .expect(['ls', '-1', '-A', '--', '/sys/class/block/vdb/holders'], { stdout: '' })
       .expect(['blkid', '-p', '-o', 'export', '/dev/vdb'], { exitCode: 2 })
       .expect(['vgcreate', '--setautoactivation', 'n', CVG, '/dev/vdb'], { kind: 'write' })
-      .expect(vgsArgv(CVG), { stdout: vgsJson([vgRow(2048 * MiB)]) });
+      .expect(vgsArgv(CVG), { stdout: vgsJson([cacheVgRow(2048 * MiB)]) });
     expect(await initCache(ctxOf(r), '/dev/vdb')).toMatchObject({ vg: CVG, action: 'created', sizeBytes: 2048 * MiB });
     r.verify();
 
@@ -435,7 +389,7 @@ describe('cache init and drop', () => {
     real(again, '/dev/vdb');
     again.expect(['pvs', ...REPORT, '-o', PV_COLUMNS], { stdout: pvs([['/dev/vdb', CVG]]) });
     real(again, '/dev/vdb');
-    again.expect(vgsArgv(CVG), { stdout: vgsJson([vgRow(2048 * MiB)]) });
+    again.expect(vgsArgv(CVG), { stdout: vgsJson([cacheVgRow(2048 * MiB)]) });
     expect((await initCache(ctxOf(again), '/dev/vdb')).action).toBe('none');
     again.verify();
   });

@@ -9,57 +9,11 @@ import {
 } from '../../src/core/capacity.js';
 import * as lvm from '../../src/tools/lvm.js';
 import { lockIo } from '../../src/core/doctor.js';
+import { expectCapacityReads, leaseRows, spaceRow, SPACE_COLUMNS } from './repoFixtures.js';
 import { capture, lvsJson, recorder, REPORT, vgsJson } from './support.js';
 
 const MiB = 2 ** 20;
 const GiB = 2 ** 30;
-
-// The numbers in these rows are the ones the testbed printed (lvm2 2.03.16, 4 GiB tgt LUN with
-// 512/4096-byte sectors) after 62 clone LVs: the 62nd lease grew lvmlock from 1 GiB to 1.25 GiB.
-// The rows themselves are SYNTHETIC (only the fields capacity reads).
-const SPACE_COLUMNS =
-  'vg_name,vg_size,vg_free,vg_extent_size,vg_extent_count,vg_free_count,vg_mda_size,vg_mda_free,vg_mda_count,lv_count';
-const spaceRow = (o: { free?: number; freeCount?: number; mdaFree?: number; lvCount?: number } = {}) => ({
-  vg_name: 'repo',
-  vg_size: 4290772992,
-  vg_free: o.free ?? 2688548864,
-  vg_extent_size: 4194304,
-  vg_extent_count: 1023,
-  vg_free_count: o.freeCount ?? 641,
-  vg_mda_size: 1044480,
-  vg_mda_free: o.mdaFree ?? 489984,
-  vg_mda_count: 1,
-  lv_count: o.lvCount ?? 62,
-});
-const leaseRows = (n: number, lvmlock = 1342177280) => [
-  { lv_name: '[lvmlock]', lv_size: lvmlock, lv_lock_args: '' },
-  ...Array.from({ length: n }, (_, i) => ({
-    lv_name: `one-${i}-disk-0-cow`,
-    lv_size: 4194304,
-    lv_lock_args: `1.0.0:${(67 + i) * 8 * MiB}`,
-  })),
-];
-
-function expectCapacityReads(
-  r: ReturnType<typeof recorder>,
-  space: Record<string, unknown>,
-  leases: Array<Record<string, unknown>>,
-  pbsz = '4096',
-) {
-  return r
-    .expect(['vgs', '--nolocking', ...REPORT, '-o', SPACE_COLUMNS, 'repo'], { kind: 'read', stdout: vgsJson([space]) })
-    .expect(['lvs', '-a', '--nolocking', ...REPORT, '-o', 'lv_name,lv_size,lv_lock_args', 'repo'], {
-      kind: 'read',
-      stdout: lvsJson(leases),
-    })
-    .expect(['pvs', ...REPORT, '-o', 'pv_name,vg_name,pv_uuid,pv_size,dev_size'], {
-      kind: 'read',
-      stdout:
-        '{"report":[{"pv":[{"pv_name":"/dev/sda","vg_name":"repo","pv_uuid":"x","pv_size":"4290772992",' +
-        '"dev_size":"4294967296"}]}]}',
-    })
-    .expect(['blockdev', '--getpbsz', '/dev/sda'], { kind: 'read', stdout: `${pbsz}\n` });
-}
 
 describe('sizing at cluster init', () => {
   it('sizes the metadata area for the default 2000 LVs at 5 MiB (LVM fills only half of it)', () => {

@@ -40,6 +40,7 @@ import { settleReq } from '../../src/tools/udevadm.js';
 import * as lio from '../../src/tools/lio.js';
 import * as tgt from '../../src/tools/tgt.js';
 import { TGT_CONF, storeName } from '../../src/core/target.js';
+import { validateOutput } from '../../src/cli/commands/metrics.js';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
 const SUDOERS = join(ROOT, 'sudoers/cowstack');
@@ -688,6 +689,23 @@ describe('cluster-conf/', () => {
     expect(DM_UUID_PREFIX).toBe('COWSTACK-');
     expect(dmUuid('rw', U).startsWith(`${DM_UUID_PREFIX}rw-`)).toBe(true);
     expect(rules).toContain(`ENV{DM_UUID}=="${DM_UUID_PREFIX}rw-*", OWNER="oneadmin", GROUP="disk", MODE="0660"`);
+  });
+
+  it('cowstack-metrics.service runs a metrics command the CLI accepts; the timer runs it every minute', () => {
+    const unit = (text: string, key: string) =>
+      text
+        .split('\n')
+        .find((l) => l.startsWith(`${key}=`))
+        ?.slice(key.length + 1);
+    const exec = unit(CONF('cowstack-metrics.service'), 'ExecStart')!.split(' ');
+    expect(exec.slice(0, 3)).toEqual(['/usr/local/bin/cowstack', '--quiet', 'metrics']);
+    expect(exec[3]).toBe('--output');
+    // the file the collector reads: inside the directory the unit waits for, accepted by the CLI's check
+    expect(validateOutput(exec[4]!)).toBe(exec[4]);
+    expect(exec[4]!.startsWith(`${unit(CONF('cowstack-metrics.service'), 'ConditionPathIsDirectory')}/`)).toBe(true);
+    expect(unit(CONF('cowstack-metrics.service'), 'Type')).toBe('oneshot');
+    expect(unit(CONF('cowstack-metrics.timer'), 'OnUnitActiveSec')).toBe('1min');
+    expect(unit(CONF('cowstack-metrics.timer'), 'WantedBy')).toBe('timers.target');
   });
 
   it('lvm.conf.snippet sets use_lvmlockd = 1 and hides cowstack devices from LVM', () => {

@@ -5,7 +5,6 @@ import { recover } from '../../src/core/recover.js';
 import type { RecordingRunner } from '../../src/exec/recordingRunner.js';
 import {
   commitMarkArgv,
-  JOURNAL,
   MiB,
   U,
   VG,
@@ -24,6 +23,8 @@ import {
   type Dev,
   W,
   dmRemove,
+  expectJournalRead,
+  JOURNAL_LS,
 } from './repoFixtures.js';
 import { recorder } from './support.js';
 
@@ -32,16 +33,8 @@ import { recorder } from './support.js';
 const ctxOf = (r: RecordingRunner): NodeSession => nodeSession({ runner: r, vg: VG });
 const STARTED = '2026-01-12T10:31:02.417Z';
 const remove = dmRemove;
-const LS = ['ls', '-1', '-A', '--', JOURNAL];
 
-/** `ls` of the journal directory and `cat` of each .json file in it. */
-function expectJournal(r: RecordingRunner, files: Record<string, string>): RecordingRunner {
-  const names = Object.keys(files);
-  r.expect(LS, { kind: 'read', stdout: names.map((n) => `${n}\n`).join('') });
-  for (const n of names.filter((f) => f.endsWith('.json')))
-    r.expect(['cat', '--', `${JOURNAL}/${n}`], { kind: 'read', stdout: files[n] });
-  return r;
-}
+const expectJournal = expectJournalRead;
 const entry = (op: string, name: string, uuid?: string, vg = VG) =>
   `${JSON.stringify({ op, vg, name, ...(uuid ? { uuid } : {}), started: STARTED })}\n`;
 
@@ -115,7 +108,7 @@ describe('readJournal', () => {
   });
 
   it('is empty when the directory does not exist yet', async () => {
-    const r = recorder().expect(LS, {
+    const r = recorder().expect(JOURNAL_LS, {
       kind: 'read',
       exitCode: 2,
       stderr: "ls: cannot access '/var/lib/cowstack/journal': No such file or directory\n",

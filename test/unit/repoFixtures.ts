@@ -9,7 +9,7 @@ import type { NodeState } from '../../src/core/observe.js';
 import type { RecordingRunner } from '../../src/exec/recordingRunner.js';
 import { parseInfoColumns } from '../../src/tools/dmsetup.js';
 import { parseLvs } from '../../src/tools/lvm.js';
-import { lvsArgv, lvsJson } from './support.js';
+import { lvsArgv, lvsJson, PV_COLUMNS, REPORT, vgsArgv, vgsJson } from './support.js';
 
 export const VG = 'vg';
 export const MiB = 1024 * 1024;
@@ -205,7 +205,25 @@ export const newImageLv = (name: string, bytes: number, vg = VG) => [
   vg,
 ];
 
+/** Every dm device's status in one call (`dmsetup status`), and its answer: `NAME: START LEN TARGET ARGS` lines. */
+export const DM_STATUS = ['dmsetup', 'status'];
+/** Every dm device's table in one call, answered in the same `NAME: TABLE` shape (dmStatus). */
+export const DM_TABLE = ['dmsetup', 'table'];
+export const dmStatus = (lines: Record<string, string>): string =>
+  Object.entries(lines)
+    .map(([name, line]) => `${name}: ${line}\n`)
+    .join('');
 export const JOURNAL = '/var/lib/cowstack/journal';
+/** The journal directory's listing (readJournal's first read). */
+export const JOURNAL_LS = ['ls', '-1', '-A', '--', JOURNAL];
+/** `ls` of the journal directory and `cat` of each .json file in it. */
+export function expectJournalRead(r: RecordingRunner, files: Record<string, string>): RecordingRunner {
+  const names = Object.keys(files);
+  r.expect(JOURNAL_LS, { kind: 'read', stdout: names.map((n) => `${n}\n`).join('') });
+  for (const n of names.filter((f) => f.endsWith('.json')))
+    r.expect(['cat', '--', `${JOURNAL}/${n}`], { kind: 'read', stdout: files[n] });
+  return r;
+}
 export const journalFile = (name: string, op: string, vg = VG) => `${JOURNAL}/${vg}.${name}.${op}.json`;
 export const journalBegin = (name: string, op: string, vg = VG) => [
   'install',
@@ -218,6 +236,9 @@ export const journalBegin = (name: string, op: string, vg = VG) => [
 export const journalEnd = (name: string, op: string, vg = VG) => ['rm', '-f', '--', journalFile(name, op, vg)];
 
 /** The observation every operation starts with: lvs of the VG and dmsetup info, in the order observe() issues them. */
+/** lvmlockd's list of this host's locks. */
+export const LOCK_INFO = ['lvmlockctl', '--info'];
+
 /** `lvmlockctl --info` as lvmlockd prints it for the rows' active LVs (format of the real capture). */
 export function lockInfo(rows: Array<Record<string, unknown>>, vg = VG): string {
   const lks = rows
@@ -242,9 +263,7 @@ export function expectObserve(
     kind: 'read',
     stdout: dmInfo(devs),
   });
-  return needsLockModes(rows, devs)
-    ? r.expect(['lvmlockctl', '--info'], { kind: 'read', stdout: lockInfo(rows, vg) })
-    : r;
+  return needsLockModes(rows, devs) ? r.expect(LOCK_INFO, { kind: 'read', stdout: lockInfo(rows, vg) }) : r;
 }
 
 /** unmap's observation: the devices first (a plain mapping needs nothing else), then lvs and lock modes. */
@@ -258,15 +277,13 @@ export function expectObserveDevicesFirst(
     kind: 'read',
     stdout: lvsJson(rows),
   });
-  return needsLockModes(rows, devs)
-    ? r.expect(['lvmlockctl', '--info'], { kind: 'read', stdout: lockInfo(rows, vg) })
-    : r;
+  return needsLockModes(rows, devs) ? r.expect(LOCK_INFO, { kind: 'read', stdout: lockInfo(rows, vg) }) : r;
 }
 
 /** observeRepo (clone create): the repository's lvs alone, lock modes only when needed. */
 export function expectObserveRepo(r: RecordingRunner, rows: Array<Record<string, unknown>>, vg = VG): RecordingRunner {
   r.expect(lvsArgv(vg), { kind: 'read', stdout: lvsJson(rows) });
-  return needsLockModes(rows) ? r.expect(['lvmlockctl', '--info'], { kind: 'read', stdout: lockInfo(rows, vg) }) : r;
+  return needsLockModes(rows) ? r.expect(LOCK_INFO, { kind: 'read', stdout: lockInfo(rows, vg) }) : r;
 }
 
 /**
@@ -426,3 +443,112 @@ export const commitMarkArgv = (ref: string) => [
   'cowstack_state:committed',
   ref,
 ];
+
+// ---- repository capacity (capacity.ts's four reads) ---------------------------------------------------
+
+// The numbers in these rows are the ones the testbed printed (lvm2 2.03.16, 4 GiB tgt LUN with
+// 512/4096-byte sectors) after 62 clone LVs: the 62nd lease grew lvmlock from 1 GiB to 1.25 GiB.
+// The rows themselves are SYNTHETIC (only the fields capacity reads).
+export const SPACE_COLUMNS =
+  'vg_name,vg_size,vg_free,vg_extent_size,vg_extent_count,vg_free_count,vg_mda_size,vg_mda_free,vg_mda_count,lv_count';
+export const spaceRow = (
+  o: { free?: number; freeCount?: number; mdaFree?: number; lvCount?: number; vg?: string } = {},
+) => ({
+  vg_name: o.vg ?? 'repo',
+  vg_size: 4290772992,
+  vg_free: o.free ?? 2688548864,
+  vg_extent_size: 4194304,
+  vg_extent_count: 1023,
+  vg_free_count: o.freeCount ?? 641,
+  vg_mda_size: 1044480,
+  vg_mda_free: o.mdaFree ?? 489984,
+  vg_mda_count: 1,
+  lv_count: o.lvCount ?? 62,
+});
+export const leaseRows = (n: number, lvmlock = 1342177280) => [
+  { lv_name: '[lvmlock]', lv_size: lvmlock, lv_lock_args: '' },
+  ...Array.from({ length: n }, (_, i) => ({
+    lv_name: `one-${i}-disk-0-cow`,
+    lv_size: 4194304,
+    lv_lock_args: `1.0.0:${(67 + i) * 8 * MiB}`,
+  })),
+];
+
+export function expectCapacityReads(
+  r: RecordingRunner,
+  space: Record<string, unknown>,
+  leases: Array<Record<string, unknown>>,
+  pbsz = '4096',
+  vg = 'repo',
+) {
+  return r
+    .expect(['vgs', '--nolocking', ...REPORT, '-o', SPACE_COLUMNS, vg], { kind: 'read', stdout: vgsJson([space]) })
+    .expect(['lvs', '-a', '--nolocking', ...REPORT, '-o', 'lv_name,lv_size,lv_lock_args', vg], {
+      kind: 'read',
+      stdout: lvsJson(leases),
+    })
+    .expect(['pvs', ...REPORT, '-o', PV_COLUMNS], {
+      kind: 'read',
+      stdout:
+        `{"report":[{"pv":[{"pv_name":"/dev/sda","vg_name":"${vg}","pv_uuid":"x","pv_size":"4290772992",` +
+        '"dev_size":"4294967296"}]}]}',
+    })
+    .expect(['blockdev', '--getpbsz', '/dev/sda'], { kind: 'read', stdout: `${pbsz}\n` });
+}
+
+// ---- the node-local cache VG ---------------------------------------------------------------------------
+
+export const CACHE_VG = 'cowstack_cache';
+export const REPLICA_SHA = 'ab'.repeat(32);
+
+/** A replica LV of the cache VG (the image's unless `origin` is given), tagged as replicate leaves it. */
+export interface ReplicaOpts {
+  origin?: string;
+  state?: 'copying' | 'complete';
+  copied?: number;
+  sha?: string;
+  used?: number;
+  active?: boolean;
+  open?: boolean;
+  size?: number;
+  name?: string;
+}
+export const replicaRow = (o: ReplicaOpts = {}) => {
+  const origin = o.origin ?? U.image;
+  return lvRow({
+    vg: CACHE_VG,
+    name: o.name ?? `rp_${compact(origin)}`,
+    uuid: 'Rp0000-aaaa-bbbb-cccc-dddd-eeee-ffffff',
+    size: o.size ?? 64 * MiB,
+    readOnly: (o.state ?? 'complete') === 'complete',
+    active: o.active ? 'exclusive' : undefined,
+    open: o.open,
+    minor: 20,
+    tags: [
+      `cowstack_cache:replica`,
+      `cowstack_origin:${origin}`,
+      `cowstack_cstate:${o.state ?? 'complete'}`,
+      `cowstack_copied:${o.copied ?? 64 * MiB}`,
+      `cowstack_sha256:${o.sha ?? REPLICA_SHA}`,
+      ...(o.used ? [`cowstack_used:${o.used}`] : []),
+    ],
+  });
+};
+export const cacheVgRow = (free: number, size = 2048 * MiB) => ({
+  vg_name: CACHE_VG,
+  vg_uuid: 'cAcHe0-0000-0000-0000-0000-0000-000000',
+  vg_size: size,
+  vg_free: free,
+  vg_extent_size: 4 * MiB,
+  vg_lock_type: '',
+  vg_lock_args: '',
+  vg_shared: '',
+  vg_tags: '',
+  pv_count: 1,
+  lv_count: 1,
+});
+/** observeCache: the cache VG's vgs and lvs (free bytes of the VG as given). */
+export const expectCache = (r: RecordingRunner, rows: Array<Record<string, unknown>>, free = 1024 * MiB) =>
+  r
+    .expect(vgsArgv(CACHE_VG), { kind: 'read', stdout: vgsJson([cacheVgRow(free)]) })
+    .expect(lvsArgv(CACHE_VG), { kind: 'read', stdout: lvsJson(rows) });

@@ -15,6 +15,8 @@ import {
   VG,
   cloneRow,
   commitMarkArgv,
+  DM_STATUS,
+  dmStatus,
   lvcreateArgv,
   imageRow,
   journalBegin,
@@ -722,6 +724,79 @@ describe('tm monitor', () => {
     const info: string[] = [];
     await rejectionOf(tm('monitor', ['0'], { node1: unreachable, node2: down }, XML, info), EXIT.UNREACHABLE);
     expect(info).toEqual(['host node1 is unreachable', 'host node2 is unreachable']);
+  });
+
+  // The VMs' disks: 7 runs on node1 (disk 0 live on snapshot 3), 8 has a volatile disk, 9's COW
+  // overflowed on node2, 10's disk is mapped nowhere (no figure: oned keeps its last one).
+  const vmRows = [
+    img('shared'),
+    top({ active: 'exclusive', open: true, minor: 8 }, U.c2),
+    snap3(U.c2),
+    imageRow('one-8-1', U.n1, { state: 'writable', size: 1024 * MiB }),
+    cloneRow('one-9-0', U.d1, U.image),
+    cloneRow('one-10-0', U.c1, U.image),
+  ];
+  const vmXml = (flag?: string) =>
+    Buffer.from(
+      `<DS_DRIVER_ACTION_DATA><DATASTORE><TEMPLATE><BRIDGE_LIST>node1</BRIDGE_LIST></TEMPLATE></DATASTORE>` +
+        `${flag === undefined ? '' : `<MONITOR_VM_DISKS>${flag}</MONITOR_VM_DISKS>`}</DS_DRIVER_ACTION_DATA>`,
+    ).toString('base64');
+  const node1 = (...then: Step[]) =>
+    script(
+      recorder('node1'),
+      [{ rows: vmRows, devs: mapped().devs }],
+      [O, rd(vgsArgv(VG), { stdout: VGS_ROW }), ...then],
+    );
+  // 6160 sectors allocated = 3 MiB of chunks + 16 metadata sectors; 2064 = 1 MiB + 16.
+  const statusNode1 = rd(DM_STATUS, {
+    stdout: dmStatus({
+      [rwName(U.c3)]: '0 131072 snapshot 6160/32768 16',
+      [roName(U.c2)]: '0 131072 snapshot 2064/32768 16',
+    }),
+  });
+  const statusNode2 = rd(DM_STATUS, { stdout: dmStatus({ [rwName(U.d1)]: '0 131072 snapshot Overflow' }) });
+  const decode = (line: string) => {
+    const m = /^VM=\[ID=(\d+),MONITOR="([A-Za-z0-9+/= ]*)"\]$/.exec(line);
+    expect(m, line).not.toBeNull();
+    return [Number(m![1]), m![2]!.split(' ').map((b) => Buffer.from(b, 'base64').toString())];
+  };
+
+  it("prints each VM's disk use: a COW's allocated sectors rounded up to MiB, a volatile LV whole", async () => {
+    const r2 = script(recorder('node2'), [], [statusNode2]);
+    const { out } = await tm('monitor', ['0'], { node1: node1(statusNode1), node2: r2 }, vmXml('1'));
+    const lines = out.join('').split('\n').filter(Boolean);
+    expect(lines.slice(0, 3)).toEqual(TOTALS.trim().split('\n'));
+    expect(lines.slice(3).map(decode)).toEqual([
+      [7, ['DISK_SIZE=[ID=0,SIZE=4]', 'SNAPSHOT_SIZE=[ID=3,DISK_ID=0,SIZE=2]']],
+      [8, ['DISK_SIZE=[ID=1,SIZE=1024]']],
+      // overflowed: the whole 16 MiB COW is used
+      [9, ['DISK_SIZE=[ID=0,SIZE=16]']],
+    ]);
+    // each entry is base64-encoded on its own, as the fs_lvm and lvm drivers do
+    expect(lines[3]).toBe(
+      `VM=[ID=7,MONITOR="${Buffer.from('DISK_SIZE=[ID=0,SIZE=4]').toString('base64')} ` +
+        `${Buffer.from('SNAPSHOT_SIZE=[ID=3,DISK_ID=0,SIZE=2]').toString('base64')}"]`,
+    );
+  });
+
+  it('MONITOR_VM_DISKS=0 (oned between its VM disk cycles): the totals only, no host is asked', async () => {
+    const { out } = await tm('monitor', ['0'], { node1: node1(), node2: recorder('node2') }, vmXml('0'));
+    expect(out).toEqual([TOTALS]);
+  });
+
+  it('a host that cannot be reached to measure its disks is named; the others are still reported', async () => {
+    const info: string[] = [];
+    const down = { ...unreachable, target: 'node2' };
+    const { out } = await tm('monitor', ['0'], { node1: node1(statusNode1), node2: down }, vmXml('1'), info);
+    expect(info).toEqual(['host node2 is unreachable: its VM disks are not measured']);
+    expect(
+      out
+        .join('')
+        .split('\n')
+        .filter((l) => l.startsWith('VM='))
+        .map(decode)
+        .map(([vm]) => vm),
+    ).toEqual([7, 8]);
   });
 
   it('a host that does not see the VG: not found (7), naming the host', async () => {

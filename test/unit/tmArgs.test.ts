@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { CowstackError, EXIT } from '../../src/exec/errors.js';
-import { decodeXml, diskLv, parseTmArgs, snapLv, vmLvPattern, xmlValue } from '../../src/tm/args.js';
+import { decodeXml, diskLv, parseTmArgs, parseVmLv, snapLv, vmLvPattern, xmlValue } from '../../src/tm/args.js';
 import { persistentPattern, snapshotPattern } from '../../src/core/vmDisks.js';
 
 const D = 'node1:/var/lib/one//datastores/0/42/disk.0';
@@ -133,6 +133,11 @@ describe('real argument shapes', () => {
     expect(vmLvPattern(42).test('one-42-0-s3')).toBe(true);
     expect(vmLvPattern(42).test('one-420-0')).toBe(false);
     expect(vmLvPattern(4).test('one-42-0')).toBe(false);
+    // read back by monitor: the ids of a disk or snapshot name, nothing for any other name
+    expect(parseVmLv(diskLv(42, 1))).toEqual({ vmId: 42, diskId: 1 });
+    expect(parseVmLv(snapLv(42, 1, 3))).toEqual({ vmId: 42, diskId: 1, snapId: 3 });
+    for (const other of ['img-p1', 'one-42', 'one-042-0', 'one-42-0-p1', 'one-42-0-s'])
+      expect(parseVmLv(other), other).toBeUndefined();
     expect(snapshotPattern(diskLv(42, 1)).test('one-42-1-s0')).toBe(true);
     expect(snapshotPattern(diskLv(42, 1)).test('one-42-10-s0')).toBe(false);
     expect(persistentPattern('db.v1').exec('db.v1-p12')?.[1]).toBe('12');

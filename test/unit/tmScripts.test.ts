@@ -5,7 +5,17 @@
  * And `cowstack tm` itself: commander must pass cpds's "-1" through as an argument.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync, chmodSync, statSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -50,6 +60,43 @@ describe('tm/cowstack scripts', () => {
     const r = runScript('monitor', ['103'], { COWSTACK_BIN: f.bin, COWSTACK_TM_LOCK_DIR: f.dir });
     expect(r.status, r.stderr).toBe(0);
     expect(readdirSync(f.dir)).toContain('cowstack-ds-103.lock');
+  });
+
+  it("monitor passes cowstack's output and exit code through; with OpenNebula's scripts it sends the VM lines", () => {
+    const f = fakeCowstack();
+    const out = 'USED_MB=1\nFREE_MB=2\nTOTAL_MB=3\nVM=[ID=7,MONITOR="QUJD"]\nVM=[ID=8,MONITOR="REVG"]\n';
+    // A cowstack that prints a monitor answer, and an OpenNebula whose send_to_monitor records its arguments.
+    writeFileSync(f.bin, `#!/bin/sh\ncat > '${f.log}'\nprintf '%s' '${out}'\n`);
+    const one = join(f.dir, 'one');
+    mkdirSync(join(one, 'lib/sh'), { recursive: true });
+    writeFileSync(join(one, 'lib/sh/scripts_common.sh'), `send_to_monitor() { printf '%s|' "$@" > '${one}/sent'; }\n`);
+    const env = { COWSTACK_BIN: f.bin, COWSTACK_TM_LOCK_DIR: f.dir };
+    const monitor = (extra: Record<string, string>) =>
+      spawnSync(join(TM, 'monitor'), ['0'], {
+        encoding: 'utf8',
+        input: 'PERBVEE+',
+        env: { PATH: process.env.PATH!, ...env, ...extra },
+      });
+
+    const without = monitor({ ONE_LOCATION: join(f.dir, 'nowhere') });
+    expect(without.status, without.stderr).toBe(0);
+    expect(without.stdout).toBe(out);
+    expect(readFileSync(f.log, 'utf8')).toBe('PERBVEE+'); // the XML reached cowstack
+    expect(existsSync(join(one, 'sent'))).toBe(false);
+
+    const withOne = monitor({ ONE_LOCATION: one });
+    expect(withOne.stdout).toBe(out);
+    const vms = out
+      .split('\n')
+      .filter((l) => l.startsWith('VM='))
+      .join('\n');
+    expect(readFileSync(join(one, 'sent'), 'utf8')).toBe(`MONITOR_VM|0|-1|${vms}|`);
+
+    writeFileSync(f.bin, '#!/bin/sh\necho "cowstack: error: x" >&2\nexit 7\n');
+    rmSync(join(one, 'sent'));
+    const failed = monitor({ ONE_LOCATION: one });
+    expect([failed.status, failed.stdout]).toEqual([7, '']);
+    expect(existsSync(join(one, 'sent'))).toBe(false);
   });
 
   it.each([['0;id'], ['../x'], [''], ['$(id)']])('refuse datastore id %j before running anything', (ds) => {
