@@ -15,6 +15,7 @@ import { EXIT } from '../../src/exec/errors.js';
 import type { RecordingRunner } from '../../src/exec/recordingRunner.js';
 import { parseLvs } from '../../src/tools/lvm.js';
 import {
+  lvcreateInactive,
   cloneRow,
   compact,
   expectObserve,
@@ -189,29 +190,18 @@ describe('cache replicate', () => {
     expectObserve(r, [img()]);
     expectCache(r, []);
     r.expect(
-      [
-        'lvcreate',
-        '-an',
-        '-Zn',
-        '-Wn',
-        '--setautoactivation',
-        'n',
-        '-L',
-        `${128 * MiB}b`,
-        '-n',
+      lvcreateInactive(
         RP,
-        '--addtag',
-        'cowstack_cache:replica',
-        '--addtag',
-        `cowstack_origin:${U.image}`,
-        '--addtag',
-        'cowstack_cstate:copying',
-        '--addtag',
-        'cowstack_copied:0',
-        '--addtag',
-        `cowstack_sha256:${SHA}`,
+        128 * MiB,
+        [
+          'cowstack_cache:replica',
+          `cowstack_origin:${U.image}`,
+          'cowstack_cstate:copying',
+          'cowstack_copied:0',
+          `cowstack_sha256:${SHA}`,
+        ],
         CVG,
-      ],
+      ),
       { kind: 'write' },
     )
       .expect(['lvchange', '-aey', `${CVG}/${RP}`], { kind: 'write' })
@@ -307,29 +297,20 @@ describe('cache replicate', () => {
       '-y',
       `${CVG}/rp_${compact(oldUuid)}`,
     ]);
-    r.expect([
-      'lvcreate',
-      '-an',
-      '-Zn',
-      '-Wn',
-      '--setautoactivation',
-      'n',
-      '-L',
-      `${128 * MiB}b`,
-      '-n',
-      RP,
-      '--addtag',
-      'cowstack_cache:replica',
-      '--addtag',
-      `cowstack_origin:${U.image}`,
-      '--addtag',
-      'cowstack_cstate:copying',
-      '--addtag',
-      'cowstack_copied:0',
-      '--addtag',
-      `cowstack_sha256:${SHA}`,
-      CVG,
-    ])
+    r.expect(
+      lvcreateInactive(
+        RP,
+        128 * MiB,
+        [
+          'cowstack_cache:replica',
+          `cowstack_origin:${U.image}`,
+          'cowstack_cstate:copying',
+          'cowstack_copied:0',
+          `cowstack_sha256:${SHA}`,
+        ],
+        CVG,
+      ),
+    )
       .expect(['lvchange', '-aey', `${CVG}/${RP}`])
       .expect(['lvchange', '-asy', `${VG}/image`], { exitCode: 5, stderr: 'I/O error' })
       // A failed step undoes the ones before it: no half-made replica is left behind.
@@ -448,29 +429,20 @@ describe('clone map --cache replica', () => {
     // replicate()
     expectObserve(r, rows);
     expectCache(r, []);
-    r.expect([
-      'lvcreate',
-      '-an',
-      '-Zn',
-      '-Wn',
-      '--setautoactivation',
-      'n',
-      '-L',
-      `${64 * MiB}b`,
-      '-n',
-      RP,
-      '--addtag',
-      'cowstack_cache:replica',
-      '--addtag',
-      `cowstack_origin:${U.image}`,
-      '--addtag',
-      'cowstack_cstate:copying',
-      '--addtag',
-      'cowstack_copied:0',
-      '--addtag',
-      `cowstack_sha256:${SHA}`,
-      CVG,
-    ])
+    r.expect(
+      lvcreateInactive(
+        RP,
+        64 * MiB,
+        [
+          'cowstack_cache:replica',
+          `cowstack_origin:${U.image}`,
+          'cowstack_cstate:copying',
+          'cowstack_copied:0',
+          `cowstack_sha256:${SHA}`,
+        ],
+        CVG,
+      ),
+    )
       .expect(['lvchange', '-aey', `${CVG}/${RP}`])
       .expect(['lvchange', '-asy', `${VG}/image`])
       .expect([

@@ -186,8 +186,8 @@ export const DM_INFO = [
   '-o',
   'name,uuid,open,major,minor,attr,devs_used',
 ];
-/** lvcreate of a new image LV (image create, image import, catalog sync). */
-export const newImageLv = (name: string, bytes: number, vg = VG) => [
+/** lvcreate of an LV made inactive, unzeroed and tagged: images, copies and cache LVs alike. */
+export const lvcreateInactive = (name: string, bytes: number, tags: readonly string[], vg: string) => [
   'lvcreate',
   '-an',
   '-Zn',
@@ -198,12 +198,12 @@ export const newImageLv = (name: string, bytes: number, vg = VG) => [
   `${bytes}b`,
   '-n',
   name,
-  '--addtag',
-  'cowstack_role:image',
-  '--addtag',
-  'cowstack_state:initializing',
+  ...tags.flatMap((t) => ['--addtag', t]),
   vg,
 ];
+/** lvcreate of a new image LV (image create, image import, catalog sync). */
+export const newImageLv = (name: string, bytes: number, vg = VG) =>
+  lvcreateInactive(name, bytes, ['cowstack_role:image', 'cowstack_state:initializing'], vg);
 
 /** Every dm device's status in one call (`dmsetup status`), and its answer: `NAME: START LEN TARGET ARGS` lines. */
 export const DM_STATUS = ['dmsetup', 'status'];

@@ -12,6 +12,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EXIT } from '../../src/exec/errors.js';
 import {
+  lvcreateInactive,
   DM_INFO,
   MiB,
   U,
@@ -268,25 +269,7 @@ const savedRow = (mark = MARK) => {
 /** copyIntoNewImage from `from` (the disk's device) into the new image `saved`, to its final re-read. */
 const copyInto = (from: string, o: { failDd?: boolean; mark?: string } = {}): Step[] => [
   wr(journalBegin('saved', 'flatten')),
-  wr([
-    'lvcreate',
-    '-an',
-    '-Zn',
-    '-Wn',
-    '--setautoactivation',
-    'n',
-    '-L',
-    `${64 * MiB}b`,
-    '-n',
-    'saved',
-    '--addtag',
-    'cowstack_role:image',
-    '--addtag',
-    'cowstack_state:initializing',
-    '--addtag',
-    o.mark ?? MARK,
-    'vg',
-  ]),
+  wr(lvcreateInactive('saved', 64 * MiB, ['cowstack_role:image', 'cowstack_state:initializing', o.mark ?? MARK], 'vg')),
   wr(['lvchange', '-aey', 'vg/saved']),
   wr(
     ['dd', `if=${from}`, `of=${SAVED}`, 'bs=4M', 'iflag=direct', 'oflag=direct', 'conv=fsync', 'status=none'],
