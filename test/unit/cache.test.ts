@@ -15,6 +15,7 @@ import { EXIT } from '../../src/exec/errors.js';
 import type { RecordingRunner } from '../../src/exec/recordingRunner.js';
 import { parseLvs } from '../../src/tools/lvm.js';
 import {
+  newReplicaLv,
   lvcreateInactive,
   cloneRow,
   compact,
@@ -189,21 +190,7 @@ describe('cache replicate', () => {
     const r = recorder();
     expectObserve(r, [img()]);
     expectCache(r, []);
-    r.expect(
-      lvcreateInactive(
-        RP,
-        128 * MiB,
-        [
-          'cowstack_cache:replica',
-          `cowstack_origin:${U.image}`,
-          'cowstack_cstate:copying',
-          'cowstack_copied:0',
-          `cowstack_sha256:${SHA}`,
-        ],
-        CVG,
-      ),
-      { kind: 'write' },
-    )
+    r.expect(newReplicaLv(128 * MiB), { kind: 'write' })
       .expect(['lvchange', '-aey', `${CVG}/${RP}`], { kind: 'write' })
       .expect(['lvchange', '-asy', `${VG}/image`], { kind: 'write' })
       .expect(copyArgv(0, 16), { kind: 'write' })
@@ -297,20 +284,7 @@ describe('cache replicate', () => {
       '-y',
       `${CVG}/rp_${compact(oldUuid)}`,
     ]);
-    r.expect(
-      lvcreateInactive(
-        RP,
-        128 * MiB,
-        [
-          'cowstack_cache:replica',
-          `cowstack_origin:${U.image}`,
-          'cowstack_cstate:copying',
-          'cowstack_copied:0',
-          `cowstack_sha256:${SHA}`,
-        ],
-        CVG,
-      ),
-    )
+    r.expect(newReplicaLv(128 * MiB))
       .expect(['lvchange', '-aey', `${CVG}/${RP}`])
       .expect(['lvchange', '-asy', `${VG}/image`], { exitCode: 5, stderr: 'I/O error' })
       // A failed step undoes the ones before it: no half-made replica is left behind.

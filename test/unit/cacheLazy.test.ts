@@ -19,6 +19,7 @@ import { DryRunRunner } from '../../src/exec/dryRunRunner.js';
 import type { RecordingRunner } from '../../src/exec/recordingRunner.js';
 import { parseCacheStatus, parseDmLines, parseNamedLines } from '../../src/tools/dmsetup.js';
 import {
+  newReplicaLv,
   lvcreateInactive,
   cloneRow,
   compact,
@@ -565,21 +566,7 @@ describe('lazy cache teardown, eviction, drop, recover', () => {
       stdout: lvsJson(pairRows({ origin: other })),
     });
     rr.expect(['lvremove', '-y', `${CVG}/lc_${compact(other)}`, `${CVG}/lm_${compact(other)}`], W)
-      .expect(
-        lvcreateInactive(
-          `rp_${compact(U.image)}`,
-          128 * MiB,
-          [
-            'cowstack_cache:replica',
-            `cowstack_origin:${U.image}`,
-            'cowstack_cstate:copying',
-            'cowstack_copied:0',
-            `cowstack_sha256:${SHA}`,
-          ],
-          CVG,
-        ),
-        W,
-      )
+      .expect(newReplicaLv(128 * MiB), W)
       .expect(['lvchange', '-aey', `${CVG}/rp_${compact(U.image)}`], { exitCode: 5, stderr: 'stop here' })
       .expect(['lvremove', '-y', `${CVG}/rp_${compact(U.image)}`], W);
     await expect(replicate(ctxOf(rr), 'image')).rejects.toThrow();

@@ -534,6 +534,20 @@ export const replicaRow = (o: ReplicaOpts = {}) => {
     ],
   });
 };
+/** The lvcreate with which replicate starts a replica of `origin` (copying, nothing copied yet). */
+export const newReplicaLv = (bytes: number, origin = U.image, sha = REPLICA_SHA) =>
+  lvcreateInactive(
+    `rp_${compact(origin)}`,
+    bytes,
+    [
+      'cowstack_cache:replica',
+      `cowstack_origin:${origin}`,
+      'cowstack_cstate:copying',
+      'cowstack_copied:0',
+      `cowstack_sha256:${sha}`,
+    ],
+    CACHE_VG,
+  );
 export const cacheVgRow = (free: number, size = 2048 * MiB) => ({
   vg_name: CACHE_VG,
   vg_uuid: 'cAcHe0-0000-0000-0000-0000-0000-000000',
