@@ -10,6 +10,7 @@ import { register as registerDoctor } from './commands/doctor.js';
 import { register as registerInitiator } from './commands/initiator.js';
 import { register as registerImage } from './commands/image.js';
 import { register as registerClone } from './commands/clone.js';
+import { register as registerBackup } from './commands/backup.js';
 import { register as registerReport } from './commands/report.js';
 import { register as registerMetrics } from './commands/metrics.js';
 import { register as registerTarget } from './commands/target.js';
@@ -47,6 +48,7 @@ export function buildProgram(): Command {
   registerInitiator(program);
   registerImage(program);
   registerClone(program);
+  registerBackup(program);
   registerReport(program);
   registerMetrics(program);
   registerTarget(program);

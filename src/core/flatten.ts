@@ -73,8 +73,7 @@ export function existingCopy(
 }
 
 /**
- * Map the clone here, copy what its stack reads into a new image LV tagged with `marker`
- * (journalled: a crash leaves an "initializing" LV recover removes), checksum and seal it.
+ * Map the clone here and copy what its stack reads into a new image (fillNewImage).
  * `release` undoes the mapping this call made.
  */
 export async function copyIntoNewImage(
@@ -86,9 +85,31 @@ export async function copyIntoNewImage(
   what: string,
   release: () => Promise<unknown>,
 ): Promise<FlattenResult> {
-  const name = o.name;
   const image = state.repo.chain(o).at(-1)!;
-  const mapped = await mapClone(ctx, name);
+  const mapped = await mapClone(ctx, o.name);
+  try {
+    const filled = await fillNewImage(ctx, imageName, image.sizeBytes, marker, (device) => ({
+      title: `${what} ${ctx.vg}/${imageName}`,
+      req: blockData.copyReq(mapped.device!, device),
+    }));
+    return { name: o.name, ...filled, action: 'flattened' };
+  } finally {
+    if (!ctx.dryRun && mapped.action === 'mapped') await release();
+  }
+}
+
+/**
+ * A new image LV of `bytes` tagged with `marker`, filled by the step `fill` builds for its
+ * device (journalled: a crash leaves an "initializing" LV recover removes), checksummed and
+ * sealed.
+ */
+export async function fillNewImage(
+  ctx: NodeSession,
+  imageName: string,
+  bytes: number,
+  marker: string,
+  fill: (device: string) => Step,
+): Promise<Omit<FlattenResult, 'name' | 'action'>> {
   const ref = `${ctx.vg}/${imageName}`;
   const target = { vg: ctx.vg, name: imageName } as ImageObj;
   const journal = { op: 'flatten' as const, vg: ctx.vg, name: imageName };
@@ -100,7 +121,7 @@ export async function copyIntoNewImage(
         {
           vg: ctx.vg,
           name: imageName,
-          bytes: image.sizeBytes,
+          bytes,
           tags: [roleTag('image'), stateTag('initializing'), marker],
         },
         ctx.scope,
@@ -108,30 +129,15 @@ export async function copyIntoNewImage(
       undo: [lvm.removeLvReq(ref, ctx.scope)],
     },
     activateStep(target, 'exclusive', ctx.scope),
-    {
-      title: `${what} ${ref}`,
-      req: blockData.copyReq(mapped.device!, lvMapperPath(ctx.vg, imageName)),
-    },
+    fill(lvMapperPath(ctx.vg, imageName)),
   ];
-  try {
-    await runGuarded(ctx, steps);
-    const sha = await lvChecksum(ctx, imageName);
-    await runGuarded(ctx, [
-      sealStep(ctx, imageName, 'initializing', sha),
-      deactivateStep(target, ctx.scope),
-      endStep(journal),
-    ]);
-    const lv = ctx.dryRun ? undefined : await lvm.findLv(ctx.runner, ctx.vg, imageName, ctx.scope);
-    return {
-      name,
-      image: imageName,
-      vg: ctx.vg,
-      uuid: lv?.uuid,
-      sizeBytes: image.sizeBytes,
-      sha256: sha,
-      action: 'flattened',
-    };
-  } finally {
-    if (!ctx.dryRun && mapped.action === 'mapped') await release();
-  }
+  await runGuarded(ctx, steps);
+  const sha = await lvChecksum(ctx, imageName);
+  await runGuarded(ctx, [
+    sealStep(ctx, imageName, 'initializing', sha),
+    deactivateStep(target, ctx.scope),
+    endStep(journal),
+  ]);
+  const lv = ctx.dryRun ? undefined : await lvm.findLv(ctx.runner, ctx.vg, imageName, ctx.scope);
+  return { image: imageName, vg: ctx.vg, uuid: lv?.uuid, sizeBytes: bytes, sha256: sha };
 }

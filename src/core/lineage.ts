@@ -52,8 +52,16 @@ export async function saveLiveAsImage(ctx: NodeSession, name: string, imageName:
   const marker = `cowstack_saved_from:${o.uuid}`;
   const done = existingCopy(ctx, state, name, imageName, marker);
   if (done) return done;
-  // udev's probe after a map (or after a write) holds the disk open for a moment (as for
-  // clone unmap and commit).
+  const seen = await refuseOpen(ctx, state, o, 'power the VM off first, or save one of its snapshots');
+  return copyIntoNewImage(ctx, seen, o, imageName, marker, `copy ${name} into`, () => unmapClone(ctx, name));
+}
+
+/**
+ * Refuse a live clone whose writable device is open here (a running VM changes it under a
+ * reader), after giving udev's probe (which holds a disk open for a moment after a map or a
+ * write, as for clone unmap and commit) time to let go. Returns the state it last saw.
+ */
+export async function refuseOpen(ctx: NodeSession, state: NodeState, o: CowObj, hint: string): Promise<NodeState> {
   const top = (s: NodeState) => s.devices.get(dmName('rw', o.uuid));
   const seen = await lookAgainAfterUdev(
     ctx.runner,
@@ -62,11 +70,8 @@ export async function saveLiveAsImage(ctx: NodeSession, name: string, imageName:
     () => observe(ctx.runner, ctx.vg, ctx.scope),
   );
   if ((top(seen)?.open ?? 0) > 0)
-    throw refused(
-      `${lvRef(o)} is open on ${ctx.runner.target} (a running VM?): its content is changing`,
-      'power the VM off first, or save one of its snapshots',
-    );
-  return copyIntoNewImage(ctx, seen, o, imageName, marker, `copy ${name} into`, () => unmapClone(ctx, name));
+    throw refused(`${lvRef(o)} is open on ${ctx.runner.target} (a running VM?): its content is changing`, hint);
+  return seen;
 }
 
 /** Grow a writable image (a volatile VM disk) to at least `bytes`; never shrinks. */

@@ -20,14 +20,21 @@ export const snapshotName = (top: string, snapId: number): string => `${top}-s${
 /** A disk's snapshots; group 1 is the snapshot number. */
 export const snapshotPattern = (top: string): RegExp =>
   new RegExp(`^${top.replace(/[.+]/g, '\\$&')}-s(0|[1-9][0-9]*)$`);
+/** Backup point N of the disk whose top is `top` (core/backups.ts). */
+export const backupPointName = (top: string, n: number): string => `${top}-b${n}`;
+/** A disk's backup points; a point of an earlier backup chain carries its LV uuid's start. */
+export const backupPointPattern = (top: string): RegExp =>
+  new RegExp(`^${top.replace(/[.+]/g, '\\$&')}-b(0|[1-9][0-9]*)(\\.[A-Za-z0-9]{8})?$`);
 /** The sync-backs of a persistent image: `<image>-p<K>`. */
 export const persistentPattern = (image: string): RegExp =>
   new RegExp(`^${image.replace(/[.+]/g, '\\$&')}-p([1-9][0-9]*)$`);
 
-/** The LVs one disk consists of: its top and its snapshots (a persistent lineage is not the disk's). */
+/** The LVs one disk consists of: its top, snapshots and backup points (a persistent lineage is not the disk's). */
 export function diskLvs(state: NodeState, top: string): string[] {
-  const re = snapshotPattern(top);
-  return [...state.repo.byName.values()].filter((o) => o.name === top || re.test(o.name)).map((o) => o.name);
+  const re = [snapshotPattern(top), backupPointPattern(top)];
+  return [...state.repo.byName.values()]
+    .filter((o) => o.name === top || re.some((r) => r.test(o.name)))
+    .map((o) => o.name);
 }
 
 /** The newest sync-back of a persistent image (`<image>-p<K>`, committed), or the image. */

@@ -10,6 +10,8 @@ import path from 'node:path';
 import { CowstackError, EXIT, notFound, refused, usageError } from '../exec/errors.js';
 import type { Runner } from '../exec/types.js';
 import * as dmsetup from '../tools/dmsetup.js';
+import * as backupFiles from '../tools/backupFiles.js';
+import { installFileReq } from '../tools/files.js';
 import * as lvm from '../tools/lvm.js';
 import { createAndMapClone, growClone, mapClone, unmapClone } from '../core/clones.js';
 import { runGuarded } from '../core/executor.js';
@@ -19,6 +21,7 @@ import { dmName, lvMapperName, lvMapperPath } from '../core/dmNames.js';
 import { isTransientLockError } from '../core/locks.js';
 import { flattenClone } from '../core/flatten.js';
 import { removeLvs } from '../core/gc.js';
+import { backupDisk } from '../core/backups.js';
 import { createImage } from '../core/images.js';
 import { growVolatile, saveLiveAsImage } from '../core/lineage.js';
 import type { CowObj } from '../core/metadata.js';
@@ -38,6 +41,7 @@ import {
   type DiskSnapshot,
 } from '../core/vmDisks.js';
 import {
+  backupIncrement,
   diskLv,
   DS_LOCATION,
   snapLv,
@@ -454,6 +458,41 @@ async function snapshot(
   env.info(`snapshot ${req.snapId} of disk ${d.diskId}: ${snap}`);
 }
 
+// ---- backups -----------------------------------------------------------------------------------------
+
+type BackupRequest = Extract<TmRequest, { action: 'prebackup' | 'prebackup_live' | 'postbackup' | 'postbackup_live' }>;
+
+/**
+ * Fill `<vm_dir>/backup` as OpenNebula's drivers do, for the backup datastore's driver to
+ * take: `vm.xml` (the VM XML, base64) and `disk.<id>.<N>` per disk (core/backups.ts). In
+ * incremental mode the backup point is a commit, so the disk is linked again to its new top.
+ */
+async function prebackup(env: TmEnv, req: BackupRequest): Promise<void> {
+  const increment = backupIncrement(req.xml);
+  const ctx = ctxOf(env, req.host);
+  const dir = `${req.vmDir}/backup`;
+  await ctx.runner.run(backupFiles.removeTreeReq(dir));
+  await ctx.runner.run(backupFiles.mkdirReq(dir));
+  await ctx.runner.run(installFileReq(`${dir}/vm.xml`, Buffer.from(req.xml).toString('base64'), '0600'));
+  for (const diskId of req.diskIds) {
+    const top = diskLv(req.vmId, diskId);
+    const file = `${dir}/disk.${diskId}.${increment ?? 0}`;
+    const b = await backupDisk(ctx, { top, file, increment, cow: cowOpts(env) });
+    if (b.point) {
+      const d = parseTmPath(`${req.host}:${req.vmDir}/disk.${diskId}`, 'disk', { vmId: req.vmId, dir: 'no' });
+      await link(ctx.runner, (await mapOwnRelease(env, ctx, top)).device!, d);
+    }
+    const what = b.kind === 'full' ? 'full backup' : `increment ${increment} (${b.ranges!.length} changed range(s))`;
+    env.info(`disk ${diskId}: ${what} of ${b.bytes} bytes in ${file}${b.point ? ` at point ${b.point}` : ''}`);
+  }
+}
+
+async function backup(env: TmEnv, req: BackupRequest): Promise<void> {
+  if (req.action === 'prebackup' || req.action === 'prebackup_live') return prebackup(env, req);
+  // After the datastore driver took the files (or failed to): they go, the backup points stay.
+  await env.runnerFor(req.host).run(backupFiles.removeTreeReq(`${req.vmDir}/backup`));
+}
+
 // ---- monitor, migration hooks, activate ----------------------------------------------------------------
 
 async function monitor(env: TmEnv, req: Extract<TmRequest, { action: 'monitor' }>): Promise<void> {
@@ -590,6 +629,11 @@ export async function runTm(env: TmEnv, req: TmRequest): Promise<void> {
       return monitor(env, req);
     case 'activate':
       return activate(env, req.host);
+    case 'prebackup':
+    case 'prebackup_live':
+    case 'postbackup':
+    case 'postbackup_live':
+      return backup(env, req);
   }
 }
 

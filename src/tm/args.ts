@@ -39,6 +39,10 @@ export const TM_ACTIONS = [
   'snap_delete',
   'snap_revert',
   'activate',
+  'prebackup',
+  'prebackup_live',
+  'postbackup',
+  'postbackup_live',
 ] as const;
 export type TmAction = (typeof TM_ACTIONS)[number];
 
@@ -94,6 +98,18 @@ export type TmRequest =
       dsId: number;
     }
   | { action: 'monitor'; dsId: number; xml: string }
+  | {
+      action: 'prebackup' | 'prebackup_live' | 'postbackup' | 'postbackup_live';
+      host: string;
+      vmDir: string;
+      diskIds: number[];
+      deployId: string;
+      /** The backup job's id; undefined for a VM's own backup (oned passes "-"). */
+      jobId?: number;
+      vmId: number;
+      dsId: number;
+      xml: string;
+    }
   | { action: 'activate'; host: string };
 
 const bad = (what: string, value: string | undefined, rule: string) =>
@@ -210,10 +226,27 @@ export function decodeXml(stdin: string, what: string): string {
   return xml;
 }
 
+/** The VM XML oned's VMM driver gives the backup actions on stdin: plain XML, or base64 (accepted too). */
+export function decodeVmXml(stdin: string): string {
+  return stdin.trimStart().startsWith('<') ? stdin : decodeXml(stdin, 'the VM XML');
+}
+
 /** The text of the first `<TAG>` element (CDATA unwrapped), or undefined. */
 export function xmlValue(xml: string, tag: string): string | undefined {
   const m = new RegExp(`<${tag}>(?:<!\\[CDATA\\[)?([^<\\]]*)(?:\\]\\]>)?</${tag}>`).exec(xml);
   return m ? m[1]!.trim() : undefined;
+}
+
+/**
+ * The VM's backup configuration (BACKUPS/BACKUP_CONFIG of the VM XML): undefined for a full
+ * backup, else the increment this backup is (LAST_INCREMENT_ID + 1; 0 starts a chain).
+ */
+export function backupIncrement(xml: string): number | undefined {
+  const config = /<BACKUP_CONFIG>([\s\S]*?)<\/BACKUP_CONFIG>/.exec(xml)?.[1] ?? '';
+  const mode = (xmlValue(config, 'MODE') ?? 'FULL').toUpperCase();
+  if (mode === 'FULL') return undefined;
+  if (mode !== 'INCREMENT') throw bad('backup MODE', mode, 'FULL or INCREMENT');
+  return parseId(xmlValue(config, 'LAST_INCREMENT_ID') ?? '-1', 'LAST_INCREMENT_ID', { allowMinusOne: true }) + 1;
 }
 
 function arity(action: string, args: readonly string[], n: number | [number, number], shape: string): void {
@@ -225,14 +258,18 @@ function arity(action: string, args: readonly string[], n: number | [number, num
     );
 }
 
+const BACKUP_ACTIONS = new Set(['prebackup', 'prebackup_live', 'postbackup', 'postbackup_live']);
+
 /**
- * No OpenNebula TM argument starts with "-" except cpds's snapshot id "-1". One that does is
+ * No OpenNebula TM argument starts with "-" except cpds's snapshot id "-1" and the backup
+ * actions' job id "-" (a VM's own backup, not a backup job's). One that does is
  * an option smuggled in through a VM template (--config=..., --dry-run, --help): refused by
  * position and value before any other check, whatever the action.
  */
 function refuseOptionShaped(action: string, args: readonly string[]): void {
   args.forEach((arg, i) => {
     if (!arg.startsWith('-') || (action === 'cpds' && i === 2 && arg === '-1')) return;
+    if (BACKUP_ACTIONS.has(action) && args.length === 6 && i === 3 && arg === '-') return;
     throw usageError(
       `tm ${action}: argument ${i + 1} "${arg}" looks like an option: no OpenNebula TM argument starts with "-"`,
       'this is what OpenNebula passes to the TM driver; check the datastore and VM template',
@@ -397,6 +434,31 @@ export function parseTmArgs(action: string, args: readonly string[], stdin = '')
       arity(action, a, 1, 'DS_ID');
       return { action, dsId: parseId(a[0], 'datastore id'), xml: decodeXml(stdin, 'the datastore XML') };
     }
+    case 'prebackup':
+    case 'prebackup_live':
+    case 'postbackup':
+    case 'postbackup_live': {
+      arity(action, a, 6, 'HOST:VM_DIR DISK_ID[:DISK_ID...] DEPLOY_ID JOB_ID|- VM_ID DS_ID');
+      const vmId = parseId(a[4], 'VM id');
+      const dir = parseTmPath(a[0], 'VM directory', { vmId, dir: 'required' });
+      const ids = a[1]!.split(':');
+      if (!a[1] || new Set(ids).size !== ids.length) throw bad('disk ids', a[1], 'DISK_ID[:DISK_ID...], each once');
+      const diskIds = ids.map((d) => parseId(d, 'disk id'));
+      // The hypervisor's name of the VM: reported only, never run.
+      if (!/^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$/.test(a[2]!))
+        throw bad('deploy id', a[2], 'letters, digits and _ . : - only');
+      return {
+        action,
+        host: dir.host,
+        vmDir: dir.vmDir,
+        diskIds,
+        deployId: a[2]!,
+        ...(a[3] === '-' ? {} : { jobId: parseId(a[3], 'backup job id') }),
+        vmId,
+        dsId: parseId(a[5], 'datastore id'),
+        xml: decodeVmXml(stdin),
+      };
+    }
     case 'activate': {
       arity(action, a, 1, 'HOST');
       try {
@@ -415,8 +477,9 @@ export function parseTmArgs(action: string, args: readonly string[], stdin = '')
 export const diskLv = (vmId: number, diskId: number): string => `one-${vmId}-${diskId}`;
 export const snapLv = (vmId: number, diskId: number, snapId: number): string =>
   snapshotName(diskLv(vmId, diskId), snapId);
-/** Every LV of one VM: its disks and their snapshots (core/vmDisks.ts names the snapshots). */
-export const vmLvPattern = (vmId: number): RegExp => new RegExp(`^one-${vmId}-(0|[1-9][0-9]*)(-s(0|[1-9][0-9]*))?$`);
+/** Every LV of one VM: its disks, their snapshots and backup points (core/vmDisks.ts names those). */
+export const vmLvPattern = (vmId: number): RegExp =>
+  new RegExp(`^one-${vmId}-(0|[1-9][0-9]*)(-s(0|[1-9][0-9]*)|-b(0|[1-9][0-9]*)(\\.[A-Za-z0-9]{8})?)?$`);
 
 /** The VM, disk and (for a snapshot) snapshot ids an LV name of the driver's stands for; undefined for others. */
 export function parseVmLv(name: string): { vmId: number; diskId: number; snapId?: number } | undefined {

@@ -28,6 +28,10 @@ export function hostsToLock(req: TmRequest, frontends: readonly string[]): strin
       case 'snap_revert':
         return [req.target.host];
       case 'activate':
+      case 'prebackup':
+      case 'prebackup_live':
+      case 'postbackup':
+      case 'postbackup_live':
         return [req.host];
       case 'premigrate':
       case 'postmigrate':

@@ -15,8 +15,17 @@ import { globalOptions } from '../context.js';
 import { createProgress } from '../progress.js';
 import { vgOption } from './shared.js';
 
-/** Actions that get base64 XML on stdin from oned. */
-const READS_STDIN = new Set(['premigrate', 'postmigrate', 'failmigrate', 'monitor']);
+/** Actions that get XML on stdin from oned (base64; the VM's plain XML for the backup actions). */
+const READS_STDIN = new Set([
+  'premigrate',
+  'postmigrate',
+  'failmigrate',
+  'monitor',
+  'prebackup',
+  'prebackup_live',
+  'postbackup',
+  'postbackup_live',
+]);
 
 async function readStdin(): Promise<string> {
   if (process.stdin.isTTY) return '';

@@ -1,0 +1,256 @@
+/**
+ * Backups of a clone's disk into files OpenNebula's backup datastores (rsync, restic) take:
+ * qcow2, `disk.<id>.0` a full copy, `disk.<id>.<N>` an increment (its allocated clusters are
+ * what changed since backup N-1, zero clusters what was zeroed; no backing file: OpenNebula
+ * rebuilds the chain on restore). A consistent point of a disk is what a commit gives: in
+ * incremental mode each backup commits the disk's top as the backup point `<top>-b<N>`
+ * (the snapshot algebra of vmDisks.ts) and starts a new top on it. The changes since
+ * point N-1 are then exactly the chunks the COWs between N-1 and N hold: read from their
+ * dm-snapshot exception tables, never by comparing data. A full-mode backup only reads
+ * the top. Both need the disk closed (the VM powered off): a commit needs it.
+ *
+ * `restoreImage` writes a full backup plus its increments into a new sealed image, which a
+ * disk is then a clone of.
+ */
+import { notFound, refused, usageError } from '../exec/errors.js';
+import type { RunRequest } from '../exec/types.js';
+import * as files from '../tools/backupFiles.js';
+import * as store from '../tools/exceptionStore.js';
+import * as qemu from '../tools/qemuImg.js';
+import { mapClone, unmapClone } from './clones.js';
+import { lvMapperPath, compactUuid } from './dmNames.js';
+import { existingCopy, fillNewImage } from './flatten.js';
+import { refuseOpen, renameClone } from './lineage.js';
+import type { CloneObj } from './metadata.js';
+import type { NodeSession } from './node.js';
+import { observe, type NodeState } from './observe.js';
+import { lvRef } from './stack.js';
+import { EXTENT, roundUp, validateLvName } from './validate.js';
+import { backupPointName, backupPointPattern, takeSnapshot, type CowOptions } from './vmDisks.js';
+
+/** Absolute paths of plain names only: they go to qemu's option syntax, where "," separates. */
+export function validateBackupPath(p: string, what: string): string {
+  if (!/^\/[A-Za-z0-9._/+-]+$/.test(p ?? '') || p.split('/').some((s) => s === '..' || s === '.'))
+    throw usageError(
+      `${what} "${p}" is not a plain absolute path`,
+      'use letters, digits and . _ / + - only, without "." or ".." parts',
+    );
+  return p;
+}
+
+export interface BackupOptions {
+  /** The disk's top: a live clone. */
+  top: string;
+  /** The file to write, e.g. `<vm_dir>/backup/disk.0.3`. */
+  file: string;
+  /** Incremental mode: backup N of the chain (0: its full backup). Undefined: full mode. */
+  increment?: number;
+  cow: CowOptions;
+}
+
+export interface BackupResult {
+  top: string;
+  file: string;
+  kind: 'full' | 'increment';
+  /** The backup point this backup read (incremental mode). */
+  point?: string;
+  /** Bytes of the disk the file holds: the whole disk, or the changed clusters. */
+  bytes: number;
+  /** The changed ranges an increment copied (merged, whole 64 KiB clusters). */
+  ranges?: qemu.Range[];
+}
+
+const run = (ctx: NodeSession, req: RunRequest) => ctx.runner.run(req);
+
+function liveTopOf(state: NodeState, top: string): CloneObj {
+  const o = state.repo.byName.get(top);
+  if (!o) throw notFound(`${state.vg}/${top} does not exist`, 'the disk is not a cowstack disk');
+  if (o.kind !== 'clone')
+    throw refused(`${lvRef(o)} is a volatile disk: cowstack backs up image-backed (COW clone) disks`);
+  if (o.state !== 'live') throw refused(`${lvRef(o)} is ${o.state}, not live`, 'run cowstack recover, then retry');
+  return o;
+}
+
+/** Back up one disk into `file` on the node of `ctx`. Idempotent: a re-run writes the same file. */
+export async function backupDisk(ctx: NodeSession, o: BackupOptions): Promise<BackupResult> {
+  validateBackupPath(o.file, 'backup file');
+  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const dir = o.file.slice(0, o.file.lastIndexOf('/')) || '/';
+  const point = o.increment === undefined ? undefined : await takePoint(ctx, state, o.top, o.increment, o.cow);
+  if (point === undefined)
+    await refuseOpen(ctx, state, liveTopOf(state, o.top), 'power the VM off for the backup: its disk is changing');
+  const source = point ?? o.top;
+  await run(ctx, files.mkdirReq(dir));
+  const mapped = await mapClone(ctx, source);
+  try {
+    const device = mapped.device!;
+    const now = await observe(ctx.runner, ctx.vg, ctx.scope);
+    const src = now.repo.byName.get(source)!;
+    const size = now.repo.chain(src).at(-1)!.sizeBytes;
+    if (!o.increment) {
+      await run(ctx, qemu.toQcow2Req(device, o.file));
+      return { top: o.top, file: o.file, kind: 'full', point, bytes: size };
+    }
+    const levels = levelsSince(now, src as CloneObj, backupPointName(o.top, o.increment - 1));
+    const ranges = clusterRanges(await changedBytes(ctx, levels), size);
+    await writeIncrement(ctx, device, o.file, size, ranges);
+    const bytes = ranges.reduce((n, r) => n + r.length, 0);
+    return { top: o.top, file: o.file, kind: 'increment', point, bytes, ranges };
+  } finally {
+    if (!ctx.dryRun && mapped.action === 'mapped') await unmapClone(ctx, source);
+  }
+}
+
+/**
+ * Commit the top as backup point N and start a new top on it (or find that a previous run
+ * did). Point 0 begins a new chain: the points of an earlier one are renamed aside (they
+ * stay chain levels under the disk); point N needs point N-1 under the top.
+ */
+async function takePoint(ctx: NodeSession, state: NodeState, top: string, n: number, cow: CowOptions) {
+  const name = backupPointName(top, n);
+  const o = state.repo.byName.get(top);
+  const p = state.repo.byName.get(name);
+  if (o && p && o.kind === 'clone' && o.parentUuid === p.uuid) return name;
+  const t = liveTopOf(state, top);
+  if (n === 0) {
+    const re = backupPointPattern(top);
+    // Only points of the current chain: a renamed one already carries its uuid's start.
+    for (const old of state.repo.byName.values())
+      if (re.exec(old.name)?.[2] === undefined && re.test(old.name))
+        await renameClone(ctx, old.name, `${old.name}.${compactUuid(old.uuid).slice(0, 8)}`);
+  } else if (!state.repo.chain(t).some((l) => l.name === backupPointName(top, n - 1)))
+    throw refused(
+      `${lvRef(t)} has no backup point ${n - 1} (${backupPointName(top, n - 1)}) to take increment ${n} from`,
+      'take a full backup first (in OpenNebula: reset the backup chain, or back up in FULL mode)',
+    );
+  const seen = await refuseOpen(ctx, state, t, 'power the VM off for the backup: a backup point is a commit');
+  const disk = `disk ${top}`;
+  await takeSnapshot(ctx, seen, { top, snap: name, snapId: n, disk, snapshot: `backup point ${n} of ${disk}` }, cow);
+  return name;
+}
+
+/** The chain levels written since backup point `prev`: from `point` down to, not including, `prev`. */
+function levelsSince(state: NodeState, point: CloneObj, prev: string): CloneObj[] {
+  const chain = state.repo.chain(point);
+  const at = chain.findIndex((l) => l.name === prev);
+  if (at < 0)
+    throw refused(
+      `${lvRef(point)} does not descend from backup point ${prev}`,
+      'take a full backup first (in OpenNebula: reset the backup chain)',
+    );
+  return chain.slice(0, at) as CloneObj[];
+}
+
+/** The byte offsets of the origin chunks each level's COW holds (its exception table), with their size. */
+async function changedBytes(ctx: NodeSession, levels: CloneObj[]): Promise<Array<{ at: number; bytes: number }>> {
+  const out: Array<{ at: number; bytes: number }> = [];
+  for (const l of levels) {
+    const cow = lvMapperPath(ctx.vg, l.name);
+    const chunk = store.parseHeader((await run(ctx, store.headerReq(cow))).stdout, cow) * 512;
+    const areas = Math.ceil(l.sizeBytes / ((store.perArea(chunk) + 1) * chunk)) + 1;
+    for (let i = 0; i < areas; i++) {
+      const { chunks, ended } = store.parseArea(
+        (await run(ctx, store.readWordsReq(cow, store.areaOffset(i, chunk), chunk))).stdout,
+      );
+      for (const c of chunks) out.push({ at: c * chunk, bytes: chunk });
+      if (ended) break;
+    }
+  }
+  return out;
+}
+
+/** Changed byte spans rounded out to whole qcow2 clusters, merged, within the disk. */
+export function clusterRanges(spans: ReadonlyArray<{ at: number; bytes: number }>, size: number): qemu.Range[] {
+  const C = qemu.CLUSTER;
+  const clusters = new Set<number>();
+  for (const s of spans)
+    for (let c = Math.floor(s.at / C); c * C < Math.min(s.at + s.bytes, size); c++) clusters.add(c);
+  const out: qemu.Range[] = [];
+  for (const c of [...clusters].sort((a, b) => a - b)) {
+    const last = out.at(-1);
+    const end = Math.min((c + 1) * C, size);
+    if (last && last.start + last.length === c * C) last.length = end - last.start;
+    else out.push({ start: c * C, length: end - c * C });
+  }
+  return out;
+}
+
+/** The parts of `ranges` (cluster-aligned) no data range of the written file covers. */
+export function uncovered(ranges: readonly qemu.Range[], data: readonly qemu.Range[]): qemu.Range[] {
+  const C = qemu.CLUSTER;
+  const covered = (at: number) => data.some((d) => d.start <= at && at < d.start + d.length);
+  const out: qemu.Range[] = [];
+  for (const r of ranges)
+    for (let at = r.start; at < r.start + r.length; at += C) {
+      const len = Math.min(C, r.start + r.length - at);
+      if (covered(at)) continue;
+      const last = out.at(-1);
+      if (last && last.start + last.length === at) last.length += len;
+      else out.push({ start: at, length: len });
+    }
+  return out;
+}
+
+/**
+ * The changed clusters, copied from the point's device onto a sparse canvas, into a qcow2
+ * file: qemu-img leaves the canvas's holes (unchanged) unallocated, and also the clusters the
+ * VM zeroed, which qemu-io then marks as zero clusters.
+ */
+async function writeIncrement(ctx: NodeSession, device: string, file: string, size: number, ranges: qemu.Range[]) {
+  if (!ranges.length) {
+    await run(ctx, qemu.createQcow2Req(file, size));
+    return;
+  }
+  const canvas = `${file}.canvas`;
+  const C = qemu.CLUSTER;
+  await run(ctx, files.removeFileReq(canvas));
+  await run(ctx, files.sparseFileReq(canvas, size));
+  try {
+    for (const r of ranges)
+      await run(ctx, files.copyBlocksReq(device, canvas, C, r.start / C, Math.ceil(r.length / C)));
+    await run(ctx, qemu.toQcow2Req(canvas, file));
+    if (ctx.dryRun) return;
+    const zeros = uncovered(ranges, qemu.parseDataRanges((await run(ctx, qemu.mapReq(file))).stdout));
+    if (zeros.length) await run(ctx, qemu.writeZeroesReq(file, zeros));
+  } finally {
+    await run(ctx, files.removeFileReq(canvas));
+  }
+}
+
+export interface RestoreResult {
+  image: string;
+  vg: string;
+  uuid?: string;
+  sizeBytes: number;
+  sha256?: string;
+  files: string[];
+  action: 'restored' | 'none';
+}
+
+/**
+ * Write a backup (its full file, then its increments in order; files on the node of `ctx`)
+ * into a new sealed image `image`. Idempotent: the image a previous run made is the answer.
+ */
+export async function restoreImage(ctx: NodeSession, image: string, chain: readonly string[]): Promise<RestoreResult> {
+  validateLvName(image, 'image name');
+  if (!chain.length) throw usageError('restore needs the backup files', 'give the full backup, then its increments');
+  chain.forEach((f) => validateBackupPath(f, 'backup file'));
+  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const last = chain.at(-1)!;
+  const marker = `cowstack_restored_from:${last.slice(last.lastIndexOf('/') + 1)}`;
+  const done = existingCopy(ctx, state, image, image, marker);
+  if (done) return { ...done, files: [...chain], action: 'none' };
+  const sizes = new Set<number>();
+  for (const f of chain) sizes.add(qemu.parseVirtualSize((await run(ctx, qemu.infoReq(f))).stdout));
+  if (sizes.size !== 1)
+    throw usageError(
+      `the backup files ${chain.join(', ')} have different disk sizes (${[...sizes].join(', ')} bytes)`,
+      'give the files of one backup chain: the full backup, then its increments',
+    );
+  const bytes = [...sizes][0]!;
+  const made = await fillNewImage(ctx, image, roundUp(bytes, EXTENT), marker, (device) => ({
+    title: `restore ${chain.length} backup file(s) into ${ctx.vg}/${image}`,
+    req: qemu.chainToDeviceReq(chain, device),
+  }));
+  return { ...made, files: [...chain], action: 'restored' };
+}
