@@ -18,7 +18,8 @@ import * as files from '../tools/backupFiles.js';
 import * as store from '../tools/exceptionStore.js';
 import * as qemu from '../tools/qemuImg.js';
 import { mapClone, unmapClone } from './clones.js';
-import { lvMapperPath, compactUuid } from './dmNames.js';
+import { compactUuid, dmName, dmPath, lvMapperPath } from './dmNames.js';
+import { withLockRetry } from './plan.js';
 import { existingCopy, fillNewImage } from './flatten.js';
 import { refuseOpen, renameClone } from './lineage.js';
 import type { CloneObj } from './metadata.js';
@@ -71,21 +72,27 @@ function liveTopOf(state: NodeState, top: string): CloneObj {
   return o;
 }
 
-/** Back up one disk into `file` on the node of `ctx`. Idempotent: a re-run writes the same file. */
+/**
+ * Back up one disk into `file` on the node of `ctx`. Idempotent: a re-run writes the same
+ * file. The disk is mapped here for it (in incremental mode its new top, with the point
+ * read-only beneath it) and left mapped only if it was.
+ */
 export async function backupDisk(ctx: NodeSession, o: BackupOptions): Promise<BackupResult> {
   validateBackupPath(o.file, 'backup file');
   const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const before = state.repo.byName.get(o.top);
+  const wasMapped = before !== undefined && state.devices.has(dmName('rw', before.uuid));
   const dir = o.file.slice(0, o.file.lastIndexOf('/')) || '/';
   const point = o.increment === undefined ? undefined : await takePoint(ctx, state, o.top, o.increment, o.cow);
   if (point === undefined)
     await refuseOpen(ctx, state, liveTopOf(state, o.top), 'power the VM off for the backup: its disk is changing');
-  const source = point ?? o.top;
   await run(ctx, files.mkdirReq(dir));
-  const mapped = await mapClone(ctx, source);
+  // Right after a commit this host may still be releasing the point's exclusive lease.
+  const mapped = await withLockRetry(ctx, () => mapClone(ctx, o.top), { on: 'own-release' });
   try {
-    const device = mapped.device!;
     const now = await observe(ctx.runner, ctx.vg, ctx.scope);
-    const src = now.repo.byName.get(source)!;
+    const src = now.repo.byName.get(point ?? o.top)!;
+    const device = point ? dmPath('ro', src.uuid) : mapped.device!;
     const size = now.repo.chain(src).at(-1)!.sizeBytes;
     if (!o.increment) {
       await run(ctx, qemu.toQcow2Req(device, o.file));
@@ -97,7 +104,7 @@ export async function backupDisk(ctx: NodeSession, o: BackupOptions): Promise<Ba
     const bytes = ranges.reduce((n, r) => n + r.length, 0);
     return { top: o.top, file: o.file, kind: 'increment', point, bytes, ranges };
   } finally {
-    if (!ctx.dryRun && mapped.action === 'mapped') await unmapClone(ctx, source);
+    if (!ctx.dryRun && !wasMapped && mapped.action === 'mapped') await unmapClone(ctx, o.top);
   }
 }
 

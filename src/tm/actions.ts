@@ -478,9 +478,10 @@ async function prebackup(env: TmEnv, req: BackupRequest): Promise<void> {
     const top = diskLv(req.vmId, diskId);
     const file = `${dir}/disk.${diskId}.${increment ?? 0}`;
     const b = await backupDisk(ctx, { top, file, increment, cow: cowOpts(env) });
+    // The disk stays mapped (backupDisk maps it); after a backup point its device is its new top's.
     if (b.point) {
       const d = parseTmPath(`${req.host}:${req.vmDir}/disk.${diskId}`, 'disk', { vmId: req.vmId, dir: 'no' });
-      await link(ctx.runner, (await mapOwnRelease(env, ctx, top)).device!, d);
+      await link(ctx.runner, (await mapClone(ctx, top)).device!, d);
     }
     const what = b.kind === 'full' ? 'full backup' : `increment ${increment} (${b.ranges!.length} changed range(s))`;
     env.info(`disk ${diskId}: ${what} of ${b.bytes} bytes in ${file}${b.point ? ` at point ${b.point}` : ''}`);
