@@ -10,11 +10,10 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import type { Testbed } from '../testbed/index.js';
-import { attachMine } from './testbeds.js';
 import { clusterCli } from './cli.js';
 import { REPO_VG } from './cluster.js';
 import { MiB, overlay, pattern, sha256, writeAt } from './data.js';
-import { DS, FE, tmHarness, type TmHarness } from './tm-harness.js';
+import { DS, FE, tmWithImage, type TmHarness } from './tm-harness.js';
 
 let tb: Testbed;
 let tm: TmHarness;
@@ -55,12 +54,7 @@ const dataBytes = async (file: string) =>
     .reduce((n, r) => n + r.length, 0);
 
 beforeAll(async () => {
-  tb = await attachMine();
-  tm = await tmHarness(tb);
-  const file = path.join(tm.dir, 'img.raw');
-  await fsp.writeFile(file, IMG);
-  const r = await clusterCli(tb, 'node1', ['image', 'import', img, file]);
-  expect(r.exitCode, r.stderr).toBe(0);
+  ({ tb, tm } = await tmWithImage(img, IMG));
 });
 
 describe.sequential('backups: full + two increments on node1, restored on node2', () => {
@@ -117,7 +111,7 @@ describe.sequential('backups: full + two increments on node1, restored on node2'
     expect(await ssh('node1', ['sha256sum', disk])).toMatch(sha256(c2));
   });
 
-  it("each increment holds the changed clusters only, zeroed ones as zero clusters, not the disk's 16 MiB", async () => {
+  it("increments hold the changed clusters only (zeroed ones as zero clusters), not the disk's 16 MiB", async () => {
     expect(await dataBytes(`${carried}/disk.0.0`)).toBe(16 * MiB);
     expect(await dataBytes(`${carried}/disk.0.1`)).toBe(2 * CLUSTER); // the zeroed cluster holds no data
     expect(await dataBytes(`${carried}/disk.0.2`)).toBe(2 * CLUSTER);

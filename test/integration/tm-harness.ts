@@ -8,7 +8,8 @@ import { promises as fsp } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Testbed } from '../testbed/index.js';
-import { CLI, ROOT } from './cli.js';
+import { CLI, clusterCli, ROOT } from './cli.js';
+import { attachMine } from './testbeds.js';
 import { REPO_VG } from './cluster.js';
 
 export const FE = hostname();
@@ -77,4 +78,15 @@ export async function tmHarness(
       return r;
     },
   };
+}
+
+/** Every TM test file's set-up: its testbed, a harness on it, and `content` imported on node1 as image `name`. */
+export async function tmWithImage(name: string, content: Buffer): Promise<{ tb: Testbed; tm: TmHarness }> {
+  const tb = await attachMine();
+  const tm = await tmHarness(tb);
+  const file = path.join(tm.dir, `${name}.raw`);
+  await fsp.writeFile(file, content);
+  const r = await clusterCli(tb, 'node1', ['image', 'import', name, file]);
+  if (r.exitCode !== 0) throw new Error(`image import ${name} failed (exit ${r.exitCode}): ${r.stderr}`);
+  return { tb, tm };
 }

@@ -8,11 +8,10 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import type { Testbed } from '../testbed/index.js';
-import { attachMine } from './testbeds.js';
 import { clusterCli } from './cli.js';
 import { REPO_VG } from './cluster.js';
 import { deviceSha, MiB, overlay, pattern, sha256, writeAt } from './data.js';
-import { DS, FE, tmHarness, type TmHarness } from './tm-harness.js';
+import { DS, FE, tmWithImage, type TmHarness } from './tm-harness.js';
 
 let tb: Testbed;
 let tm: TmHarness;
@@ -65,12 +64,7 @@ async function checkDisk(
 }
 
 beforeAll(async () => {
-  tb = await attachMine();
-  tm = await tmHarness(tb);
-  const file = path.join(tm.dir, 'img.raw');
-  await fsp.writeFile(file, IMG);
-  const r = await clusterCli(tb, 'node1', ['image', 'import', img, file]);
-  expect(r.exitCode, r.stderr).toBe(0);
+  ({ tb, tm } = await tmWithImage(img, IMG));
   await fsp.writeFile(path.join(tm.dir, 'context.sh'), `ETH0_IP='10.0.0.${VM % 250}'\nHOSTNAME='vm${VM}'\n`);
 });
 

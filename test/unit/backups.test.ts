@@ -63,7 +63,7 @@ describe('TM backup arguments, as oned passes them', () => {
     expect(() => parseTmArgs('prebackup', [DIR, '0', 'one-42', '-', '42', '0'], 'not xml')).toThrow(CowstackError);
   });
 
-  it("the backup mode is BACKUP_CONFIG's MODE (not another element's): full, or increment LAST_INCREMENT_ID + 1", () => {
+  it("the mode is BACKUP_CONFIG's MODE (no other element's): full, or increment LAST_INCREMENT_ID + 1", () => {
     expect(backupIncrement(xml('FULL'))).toBeUndefined();
     expect(backupIncrement('<VM><ID>1</ID></VM>')).toBeUndefined();
     expect(backupIncrement(xml('INCREMENT', -1))).toBe(0);
@@ -111,7 +111,9 @@ describe('the dm-snapshot exception table', () => {
 
   it('lists origin chunks until the COW chunk 0 that ends the table', () => {
     const od =
-      '                  512                    2\n                 2304                    3\n                    0                    0\n';
+      '                  512                    2\n' +
+      '                 2304                    3\n' +
+      '                    0                    0\n';
     expect(store.parseArea(od)).toEqual({ chunks: [512, 2304], ended: true });
     expect(store.parseArea('5 2\n6 3\n')).toEqual({ chunks: [5, 6], ended: false });
   });
@@ -147,7 +149,7 @@ describe('increments: changed chunks as whole qcow2 clusters', () => {
     expect(uncovered(ranges, [{ start: 0, length: 11 * K }])).toEqual([]);
   });
 
-  it('qemu-img and qemu-io argv: qcow2 with 64 KiB clusters, zero clusters, the chain opened without touching the files', () => {
+  it('qemu-img, qemu-io: qcow2 with 64 KiB clusters, zero clusters, a chain opened without touching the files', () => {
     expect(qemu.toQcow2Req('/dev/mapper/x', '/b/disk.0.0').argv).toEqual([
       'qemu-img',
       'convert',
@@ -184,7 +186,8 @@ describe('increments: changed chunks as whole qcow2 clusters', () => {
     ]);
     expect(
       qemu.parseDataRanges(
-        '[{ "start": 0, "length": 65536, "depth": 0, "present": true, "zero": false, "data": true, "offset": 327680},\n' +
+        '[{ "start": 0, "length": 65536, "depth": 0, "present": true, "zero": false, "data": true, ' +
+          '"offset": 327680},\n' +
           '{ "start": 65536, "length": 983040, "depth": 0, "present": false, "zero": true, "data": false}]',
       ),
     ).toEqual([{ start: 0, length: K }]);
