@@ -91,7 +91,11 @@ export async function backupDisk(ctx: NodeSession, o: BackupOptions): Promise<Ba
   const mapped = await withLockRetry(ctx, () => mapClone(ctx, o.top), { on: 'own-release' });
   try {
     const now = await observe(ctx.runner, ctx.vg, ctx.scope);
-    const src = now.repo.byName.get(point ?? o.top)!;
+    const src = now.repo.byName.get(point ?? o.top);
+    // A dry run took no point: the plan so far is what it shows.
+    if (!src && ctx.dryRun)
+      return { top: o.top, file: o.file, kind: o.increment ? 'increment' : 'full', point, bytes: 0 };
+    if (!src) throw notFound(`${ctx.vg}/${point ?? o.top} is gone`, 'run cowstack recover, then retry the backup');
     const device = point ? dmPath('ro', src.uuid) : mapped.device!;
     const size = now.repo.chain(src).at(-1)!.sizeBytes;
     if (!o.increment) {
@@ -182,15 +186,16 @@ export function clusterRanges(spans: ReadonlyArray<{ at: number; bytes: number }
   return out;
 }
 
-/** The parts of `ranges` (cluster-aligned) no data range of the written file covers. */
+/** The parts of `ranges` (cluster-aligned, sorted) no data range of the written file (sorted) covers. */
 export function uncovered(ranges: readonly qemu.Range[], data: readonly qemu.Range[]): qemu.Range[] {
   const C = qemu.CLUSTER;
-  const covered = (at: number) => data.some((d) => d.start <= at && at < d.start + d.length);
   const out: qemu.Range[] = [];
+  let d = 0;
   for (const r of ranges)
     for (let at = r.start; at < r.start + r.length; at += C) {
+      while (d < data.length && data[d]!.start + data[d]!.length <= at) d++;
+      if (d < data.length && data[d]!.start <= at) continue;
       const len = Math.min(C, r.start + r.length - at);
-      if (covered(at)) continue;
       const last = out.at(-1);
       if (last && last.start + last.length === at) last.length += len;
       else out.push({ start: at, length: len });
@@ -244,7 +249,7 @@ export async function restoreImage(ctx: NodeSession, image: string, chain: reado
   chain.forEach((f) => validateBackupPath(f, 'backup file'));
   const state = await observe(ctx.runner, ctx.vg, ctx.scope);
   const last = chain.at(-1)!;
-  const marker = `cowstack_restored_from:${last.slice(last.lastIndexOf('/') + 1)}`;
+  const marker = `cowstack_restored_from:${last}`;
   const done = existingCopy(ctx, state, image, image, marker);
   if (done) return { ...done, files: [...chain], action: 'none' };
   const sizes = new Set<number>();

@@ -1,16 +1,22 @@
 /**
  * The TM backup actions end to end against the recording runner (tmFixtures' script
  * language): prebackup of a powered-off VM in FULL mode, prebackup_live of a running one
- * (refused, nothing backed up), postbackup. The increments' exception-table arithmetic is in
- * backups.test.ts; the whole incremental flow runs on the testbed (integration/backup.test.ts).
+ * (refused, nothing backed up), postbackup, and `backup restore` into a new image. The
+ * increments' exception-table arithmetic is in backups.test.ts; the whole incremental flow
+ * runs on the testbed (integration/backup.test.ts).
  * SYNTHETIC: LV rows and dm devices come from repoFixtures; the VM is 7, its disk 0 `one-7-0`.
  */
 import { describe, expect, it } from 'vitest';
 import { EXIT } from '../../src/exec/errors.js';
 import { settleReq } from '../../src/tools/udevadm.js';
-import { U } from './repoFixtures.js';
+import { restoreImage } from '../../src/core/backups.js';
+import { nodeSession } from '../../src/core/node.js';
+import { chainToDeviceReq } from '../../src/tools/qemuImg.js';
+import { MiB, U, imageRow, journalBegin, journalEnd, lvcreateInactive } from './repoFixtures.js';
 import { recorder, rejectionOf } from './support.js';
-import { DIR, O, mapped, rd, rwName, script, tm, wr, type Step } from './tmFixtures.js';
+import { DIR, O, img, lv, mapped, rd, rwName, script, tm, wr, type Step } from './tmFixtures.js';
+
+const qemuChain = (files: string[], device: string) => chainToDeviceReq(files, device).argv;
 
 const ARGS = ['node1:/var/lib/one//datastores/0/7', '0', 'one-7', '-', '7', '0'];
 const BK = `${DIR}/backup`;
@@ -58,5 +64,78 @@ describe('tm prebackup / postbackup', () => {
   it('postbackup removes the backup directory, whatever the backup did', async () => {
     const r = script(recorder('node1'), [], [wr(['rm', '-rf', '--', BK])]);
     await tm('postbackup', ARGS, { node1: r }, XML.replace('</VM>', '<BACKUP_RESULT>FAILURE</BACKUP_RESULT></VM>'));
+  });
+});
+
+describe('backup restore: a full backup and its increments into a new sealed image', () => {
+  const FILES = ['/var/tmp/bk/disk.0.0', '/var/tmp/bk/disk.0.1', '/var/tmp/bk/disk.0.2'];
+  const SHA = 'b'.repeat(64);
+  const DEV = '/dev/mapper/vg-restored';
+  const MARK = `cowstack_restored_from:${FILES[2]}`;
+  const info = (bytes: number) => `{"virtual-size": ${bytes}, "filename": "x", "format": "qcow2"}`;
+  const restoredRow = () => {
+    const row = imageRow('restored', U.img2, { sha: SHA });
+    return { ...row, lv_tags: [...(row.lv_tags as string[]), MARK] };
+  };
+
+  it('writes the chain (qemu opens the files as one, untouched) into a new image, sealed with its sha256', async () => {
+    const r = script(
+      recorder('node2'),
+      [{ rows: [img()] }, { rows: [img(), restoredRow()] }],
+      [
+        O,
+        ...FILES.map((f) => rd(['qemu-img', 'info', '--output=json', '-f', 'qcow2', f], { stdout: info(64 * MiB) })),
+        wr(journalBegin('restored', 'flatten')),
+        wr(lvcreateInactive('restored', 64 * MiB, ['cowstack_role:image', 'cowstack_state:initializing', MARK], 'vg')),
+        wr(['lvchange', '-aey', 'vg/restored']),
+        wr(qemuChain(FILES, DEV)),
+        rd(['sha256sum', DEV], { stdout: `${SHA}  ${DEV}\n` }),
+        wr([
+          'lvchange',
+          '--permission',
+          'r',
+          '--deltag',
+          'cowstack_state:initializing',
+          '--addtag',
+          'cowstack_state:sealed',
+          '--addtag',
+          `cowstack_sha256:${SHA}`,
+          'vg/restored',
+        ]),
+        wr(['lvchange', '-an', 'vg/restored']),
+        wr(journalEnd('restored', 'flatten')),
+        lv('restored'),
+      ],
+    );
+    const res = await restoreImage(nodeSession({ runner: r, vg: 'vg' }), 'restored', FILES);
+    r.verify();
+    expect(res).toMatchObject({ image: 'restored', sha256: SHA, sizeBytes: 64 * MiB, action: 'restored' });
+    // A re-run finds the image by its marker and writes nothing.
+    const again = script(recorder('node2'), [{ rows: [img(), restoredRow()] }], [O]);
+    expect((await restoreImage(nodeSession({ runner: again, vg: 'vg' }), 'restored', FILES)).action).toBe('none');
+    again.verify();
+  });
+
+  it('refuses files of different disks, and hostile names, before creating anything', async () => {
+    const r = script(
+      recorder('node2'),
+      [{ rows: [img()] }],
+      [
+        O,
+        rd(['qemu-img', 'info', '--output=json', '-f', 'qcow2', FILES[0]!], { stdout: info(64 * MiB) }),
+        rd(['qemu-img', 'info', '--output=json', '-f', 'qcow2', FILES[1]!], { stdout: info(32 * MiB) }),
+      ],
+    );
+    const e = await rejectionOf(restoreImage(nodeSession({ runner: r, vg: 'vg' }), 'x', FILES.slice(0, 2)), EXIT.USAGE);
+    expect(e.message).toMatch(/different disk sizes/);
+    r.verify();
+    const none = recorder('node2');
+    for (const [name, files] of [
+      ['-rf', FILES],
+      ['ok', ['/var/tmp/bk/disk.0.0,file.filename=/etc/shadow']],
+      ['ok', []],
+    ] as Array<[string, string[]]>)
+      await rejectionOf(restoreImage(nodeSession({ runner: none, vg: 'vg' }), name, files), EXIT.USAGE);
+    none.verify();
   });
 });
