@@ -9,7 +9,7 @@ import { BaseSequencer, type TestSpecification } from 'vitest/node';
 
 const SECONDS: Record<string, number> = {
   'crash.test.ts': 730,
-  'nodelocal.test.ts': 505,
+  'nodelocal.test.ts': 420,
   'clones.test.ts': 500,
   'cache.test.ts': 390,
   'races.test.ts': 310,

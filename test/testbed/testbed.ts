@@ -96,8 +96,17 @@ export interface UpOptions {
   cacheDir?: string;
   /** Bound for each guest's boot-to-ssh (default 240 s). */
   bootTimeoutMs?: number;
+  /**
+   * The physical sector size the LUN reports: 4096 (tgt's default for a file on this host's
+   * filesystem) or 512. lvmlockd lays sanlock's leases out for it: 8 MiB or 1 MiB a lease.
+   * Default: COWSTACK_TESTBED_LUN_PBS, else 4096.
+   */
+  lunSectorBytes?: 512 | 4096;
   log?: (s: string) => void;
 }
+
+/** The LUN's physical sector size asked for by COWSTACK_TESTBED_LUN_PBS (4096 unless it says 512). */
+export const envLunSectorBytes = (): 512 | 4096 => (process.env.COWSTACK_TESTBED_LUN_PBS === '512' ? 512 : 4096);
 
 interface NodeState extends TestbedNode {
   /** 'server': the repository-server guest (not a cluster node; booted on demand). */
@@ -368,7 +377,13 @@ async function pickControlPort(): Promise<number> {
   }
 }
 
-async function startTgtd(stateDir: string, port: number, lunPath: string, log: (s: string) => void) {
+async function startTgtd(
+  stateDir: string,
+  port: number,
+  lunPath: string,
+  lunSectorBytes: 512 | 4096,
+  log: (s: string) => void,
+) {
   const logFile = path.join(stateDir, 'tgtd.log');
   let pid: number | undefined;
   let controlPort = 0;
@@ -432,9 +447,9 @@ async function startTgtd(stateDir: string, port: number, lunPath: string, log: (
     await runOk(lu);
   }
   // tgt reports the backing file's block size (4096 here) as the physical sector size, and
-  // lvmlockd lays sanlock's leases out for 4K sectors then. COWSTACK_TESTBED_LUN_PBS=512 makes
-  // a LUN with 512-byte physical sectors, to measure what that layout costs (bench lockio).
-  if (process.env.COWSTACK_TESTBED_LUN_PBS === '512') {
+  // lvmlockd lays sanlock's leases out for 4K sectors then. lbppbe=0 makes the LUN report
+  // 512-byte physical sectors: 1 MiB leases, an eighth of the lock I/O (bench lockio).
+  if (lunSectorBytes === 512) {
     const lun = ['--tid', '1', '--lun', '1'];
     await runOk([
       'tgtadm',
@@ -861,7 +876,7 @@ export async function up(opts: UpOptions = {}): Promise<Testbed> {
     await fsp.writeFile(st.sshConfig, sshConfigText(st));
 
     log(`testbed: tgtd on 127.0.0.1:${iscsiPort} serving ${TARGET_IQN} (${lunGiB} GiB sparse LUN)`);
-    const tgt = await startTgtd(stateDir, iscsiPort, lunPath, log);
+    const tgt = await startTgtd(stateDir, iscsiPort, lunPath, opts.lunSectorBytes ?? envLunSectorBytes(), log);
     st.tgtd.pid = tgt.pid;
     st.tgtd.controlPort = tgt.controlPort;
     await writeJsonAtomic(stateFile(stateDir), st);
