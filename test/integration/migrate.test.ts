@@ -165,7 +165,9 @@ afterAll(async () => {
 });
 
 describe.sequential('live migration of a running VM disk', () => {
-  it('refuses acquire while the source holds the COW and release while its qemu has it open, then hands over', async () => {
+  const guarded =
+    'refuses acquire while the source holds the COW and release while its qemu has it open, then hands over';
+  it(guarded, async () => {
     await writeThroughVm('node1', 0xab, 0, 64 * 1024);
     expect(await deviceSha(tb, 'node1', device)).toBe(sha256(content));
     const t = await handOver({ guards: true });

@@ -16,6 +16,7 @@ import {
   chainRows,
   cloneRow,
   createRo,
+  createRw,
   dmRemove,
   expectObserve,
   expectObserveDevicesFirst,
@@ -76,10 +77,7 @@ describe('prepareMigration (destination)', () => {
       .expect(createRo(U.c1, snapTable('/dev/mapper/vg-image', '/dev/mapper/vg-c1', 'P', 8)), W)
       .expect(['lvchange', '-asy', 'vg/c2'], W)
       .expect(createRo(U.c2, snapTable(`/dev/mapper/${ro(U.c1)}`, '/dev/mapper/vg-c2', 'P', 16)), W)
-      .expect(
-        ['dmsetup', 'create', rw(U.c3), '--uuid', `COWSTACK-rw-${U.c3.replace(/-/g, '')}`, '--table', PLACEHOLDER],
-        W,
-      )
+      .expect(createRw(U.c3, PLACEHOLDER), W)
       .expect(journalEnd('c3', 'migrate-prepare'), W);
     expect(await prepareMigration(ctxOf(r), 'c3')).toEqual({
       name: 'c3',
