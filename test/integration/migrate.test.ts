@@ -12,13 +12,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { promises as fsp } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { MIGRATE_GUEST_PORT } from '../testbed/testbed.js';
 import type { Testbed } from '../testbed/index.js';
 import { attachMine } from './testbeds.js';
 import { clusterCli } from './cli.js';
 import { REPO_VG } from './cluster.js';
 import { deviceSha, MiB, overlay, pattern, sha256 } from './data.js';
+import { hmp, installQmpClient, migrateVm, qmp, startQemu, stopQemu } from './qemuVm.js';
 
 let tb: Testbed;
 const run = Date.now().toString(36).slice(-5);
@@ -27,9 +26,6 @@ const clone = `migvm-${run}`;
 const IMG = pattern(16 * MiB, 131);
 /** Migrations there and back: each costs about a minute under TCG (measured: see the README). */
 const ROUND_TRIPS = Number(process.env.COWSTACK_MIGRATE_ROUND_TRIPS ?? 1);
-const QMP = '/run/cowstack-mig.qmp';
-const PIDFILE = '/run/cowstack-mig.pid';
-const QMP_CLIENT = path.join(path.dirname(fileURLToPath(import.meta.url)), 'qmp.py');
 let device = '';
 let content = IMG;
 let where = 'node1';
@@ -42,57 +38,10 @@ const ok = async (node: string, args: string[]) => {
   return r.json.result;
 };
 
-/** QMP commands on node's qemu; their answers (an error answer fails the test). */
-async function qmp(node: string, ...commands: object[]): Promise<Array<{ return?: unknown }>> {
-  const r = await tb.ssh(node, ['python3', '/root/qmp.py', QMP, ...commands.map((c) => JSON.stringify(c))]);
-  expect(r.exitCode, `${node}: qmp ${JSON.stringify(commands)}: ${r.stdout}${r.stderr}`).toBe(0);
-  return JSON.parse(r.stdout);
-}
-const hmp = (node: string, line: string) =>
-  qmp(node, { execute: 'human-monitor-command', arguments: { 'command-line': line } });
-
 /** qemu-io writes `byte` over [offset, offset+len) through the VM's drive; the expected content follows. */
 async function writeThroughVm(node: string, byte: number, offset: number, len: number): Promise<void> {
-  await hmp(node, `qemu-io d0 "write -P 0x${byte.toString(16)} ${offset} ${len}"`);
+  await hmp(tb, node, `qemu-io d0 "write -P 0x${byte.toString(16)} ${offset} ${len}"`);
   content = overlay(content, offset, Buffer.alloc(len, byte));
-}
-
-/** A paused qemu (no OS) with the clone's device as its drive; `incoming`: waiting for a migration. */
-async function startQemu(node: string, incoming: boolean): Promise<void> {
-  const r = await tb.ssh(node, [
-    'qemu-system-x86_64',
-    ...['-accel', 'tcg', '-m', '32', '-nodefaults', '-display', 'none', '-S'],
-    ...['-drive', `file=${device},if=none,id=d0,format=raw,cache=none,aio=threads`],
-    ...['-device', 'virtio-blk-pci,drive=d0'],
-    ...['-qmp', `unix:${QMP},server=on,wait=off`, '-daemonize', '-pidfile', PIDFILE],
-    ...(incoming ? ['-incoming', `tcp:0.0.0.0:${MIGRATE_GUEST_PORT}`] : []),
-  ]);
-  expect(r.exitCode, `${node}: qemu: ${r.stderr}`).toBe(0);
-}
-
-async function stopQemu(node: string): Promise<void> {
-  // Gone for good before returning: its file descriptors (the disk) are closed with the process.
-  const script =
-    `if test -f ${PIDFILE}; then p=$(cat ${PIDFILE}); kill $p; ` +
-    `while kill -0 $p 2>/dev/null; do sleep 0.1; done; fi; rm -f ${PIDFILE} ${QMP}`;
-  await tb.ssh(node, ['sh', '-c', script]);
-}
-
-/** Start the migration on `from` to `to`'s forward, wait for qemu's verdict. */
-async function migrate(from: string, to: string): Promise<{ status: string; ms: number }> {
-  const port = tb.nodes.find((n) => n.name === to)!.migratePort;
-  expect(port, `${to} has no migration port forward (testbed started before it existed?)`).toBeTruthy();
-  // Not through qmp(): a migration that cannot connect may be refused by the command itself.
-  const start = { execute: 'migrate', arguments: { uri: `tcp:10.0.2.2:${port}` } };
-  const r = await tb.ssh(from, ['python3', '/root/qmp.py', QMP, JSON.stringify(start)]);
-  if (r.exitCode !== 0) return { status: 'failed', ms: 0 };
-  for (const started = Date.now(); Date.now() - started < 120_000;) {
-    const [a] = await qmp(from, { execute: 'query-migrate' });
-    const m = a!.return as { status: string; 'total-time'?: number };
-    if (['completed', 'failed', 'cancelled'].includes(m.status)) return { status: m.status, ms: m['total-time'] ?? 0 };
-    await new Promise((res) => setTimeout(res, 300));
-  }
-  throw new Error(`migration ${from} -> ${to} did not finish in 120 s`);
 }
 
 const rwTarget = async (node: string) =>
@@ -113,7 +62,7 @@ async function handOver(o: { guards?: boolean } = {}): Promise<{ migrationMs: nu
   const to = other(from);
   await ok(to, ['clone', 'migrate', 'prepare', clone]);
   expect(await rwTarget(to)).toBe('error');
-  await startQemu(to, true);
+  await startQemu(tb, to, device, true);
   if (o.guards) {
     // acquire while the source holds the COW: refused (4), nothing changes on the destination.
     const early = await cs(to, ['clone', 'migrate', 'acquire', clone, '--wait', '0']);
@@ -121,7 +70,7 @@ async function handOver(o: { guards?: boolean } = {}): Promise<{ migrationMs: nu
     expect(await rwTarget(to)).toBe('error');
     expect(await cowActive(to)).toBe('');
   }
-  const m = await migrate(from, to);
+  const m = await migrateVm(tb, from, to);
   expect(m.status).toBe('completed');
   if (o.guards) {
     // The source qemu (paused, post-migration) still has the disk open: release refused (6).
@@ -130,20 +79,20 @@ async function handOver(o: { guards?: boolean } = {}): Promise<{ migrationMs: nu
     expect(open.json.message).toContain('qemu-system-x86');
     expect(await rwTarget(from)).toBe('snapshot');
   }
-  await stopQemu(from); // as libvirt does once the migration succeeded
+  await stopQemu(tb, from); // as libvirt does once the migration succeeded
   const t0 = Date.now();
   const released = await ok(from, ['clone', 'migrate', 'release', clone]);
   const acquired = await ok(to, ['clone', 'migrate', 'acquire', clone]);
   const handoverMs = Date.now() - t0;
   // The destination loaded exactly what the source had: same allocated and metadata sectors.
   expect(acquired.handover).toEqual(released.handover);
-  await qmp(to, { execute: 'cont' });
+  await qmp(tb, to, { execute: 'cont' });
   where = to;
   expect(await rwTarget(from)).toBe('none');
   expect(await deviceSha(tb, to, device), `read on ${to} after the hand-over`).toBe(sha256(content));
   await ok(from, ['clone', 'migrate', 'release', clone]); // postmigrate: the ancestors go
   expect(await ourDevices(from)).toEqual([]);
-  return { migrationMs: m.ms, handoverMs };
+  return { migrationMs: m.totalMs, handoverMs };
 }
 
 beforeAll(async () => {
@@ -152,13 +101,13 @@ beforeAll(async () => {
   await fsp.writeFile(path.join(work, 'img.raw'), IMG);
   await ok('node1', ['image', 'import', img, path.join(work, 'img.raw')]);
   device = (await ok('node1', ['clone', 'create', clone, '--from', img, '--map'])).device;
-  for (const n of ['node1', 'node2']) await tb.copyTo(n, QMP_CLIENT, '/root/qmp.py');
-  await startQemu('node1', false);
+  await installQmpClient(tb);
+  await startQemu(tb, 'node1', device, false);
 });
 
 afterAll(async () => {
   if (!tb) return;
-  for (const n of ['node1', 'node2']) await stopQemu(n);
+  for (const n of ['node1', 'node2']) await stopQemu(tb, n);
   for (const n of ['node1', 'node2']) await cs(n, ['clone', 'migrate', 'abort', clone, '--force']);
   await cs(where, ['clone', 'discard', clone, '--force']);
   await cs('node1', ['image', 'rm', img]);
@@ -194,10 +143,10 @@ describe.sequential('live migration of a running VM disk', () => {
     const from = where;
     const to = other(from);
     await ok(to, ['clone', 'migrate', 'prepare', clone]);
-    await startQemu(to, true);
+    await startQemu(tb, to, device, true);
     // The destination dies before the migration: nothing listens on the forwarded port.
-    await stopQemu(to);
-    expect((await migrate(from, to)).status).toBe('failed');
+    await stopQemu(tb, to);
+    expect((await migrateVm(tb, from, to)).status).toBe('failed');
     const aborted = await ok(to, ['clone', 'migrate', 'abort', clone]);
     expect(aborted.action).toBe('aborted');
     expect(await ourDevices(to)).toEqual([]);

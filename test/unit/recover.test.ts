@@ -220,7 +220,7 @@ describe('recover', () => {
     r.verify();
   });
 
-  it('finishes an interrupted migrate-release from the record its entry kept, then releases the ancestors', async () => {
+  it('finishes an interrupted migrate-release from the record its entry kept, then frees the ancestors', async () => {
     const HANDOVER = 'cowstack_handover:2048:16';
     const rows = chainRows({ mapped: true });
     const devs = chainDevs()
