@@ -35,7 +35,15 @@ export interface TestbedNode {
   initiatorIqn: string;
   /** guest path of the node's extra local disk (its "fast disk" for caches) */
   localDisk: string;
+  /**
+   * Host port forwarded to the guest's MIGRATE_GUEST_PORT: another guest reaches a service there
+   * (a qemu waiting for an incoming live migration) at 10.0.2.2:<this port>. Absent in old states.
+   */
+  migratePort?: number;
 }
+
+/** The guest port a node's migratePort forwards to. */
+export const MIGRATE_GUEST_PORT = 4444;
 
 export interface ExecResult {
   stdout: string;
@@ -475,6 +483,7 @@ function qemuArgv(o: {
   memMiB: number;
   sshPort: number;
   iscsiPort?: number;
+  migratePort?: number;
   disk: string;
   stateDisk: string;
   consoleLog: string;
@@ -482,7 +491,8 @@ function qemuArgv(o: {
 }): string[] {
   // A target inside the guest is offered to the other guests on the host's loopback only.
   const iscsiFwd = o.iscsiPort ? `,hostfwd=tcp:127.0.0.1:${o.iscsiPort}-:3260` : '';
-  const fwd = `hostfwd=tcp:127.0.0.1:${o.sshPort}-:22${iscsiFwd}`;
+  const migrateFwd = o.migratePort ? `,hostfwd=tcp:127.0.0.1:${o.migratePort}-:${MIGRATE_GUEST_PORT}` : '';
+  const fwd = `hostfwd=tcp:127.0.0.1:${o.sshPort}-:22${iscsiFwd}${migrateFwd}`;
   for (const p of [o.disk, o.stateDisk, o.consoleLog, o.imageDir]) {
     if (/[,\s]/.test(p)) throw new Error(`paths with commas or spaces are not supported by this testbed: ${p}`);
   }
@@ -666,12 +676,13 @@ function makeTestbed(st0: State, log: (s: string) => void): Testbed {
     sshConfig: st0.sshConfig,
     nodes: st0.nodes
       .filter((n) => n.role !== 'server')
-      .map(({ name, sshPort, hostId, initiatorIqn, localDisk }) => ({
+      .map(({ name, sshPort, hostId, initiatorIqn, localDisk, migratePort }) => ({
         name,
         sshPort,
         hostId,
         initiatorIqn,
         localDisk,
+        ...(migratePort ? { migratePort } : {}),
       })),
     server: serverOf(st0),
     portal: st0.portal,
@@ -783,7 +794,7 @@ export async function up(opts: UpOptions = {}): Promise<Testbed> {
 
     // distinct free ports on 127.0.0.1
     const ports = new Set<number>();
-    while (ports.size < count + 3) ports.add(await freePort());
+    while (ports.size < 2 * count + 3) ports.add(await freePort());
     const [iscsiPort, serverSshPort, serverIscsiPort, ...sshPorts] = [...ports] as [
       number,
       number,
@@ -807,19 +818,31 @@ export async function up(opts: UpOptions = {}): Promise<Testbed> {
       const consoleLog = path.join(stateDir, `${name}.console.log`);
       const pidFile = path.join(stateDir, `${name}.pid`);
       const sshPort = sshPorts[k - 1]!;
+      const migratePort = sshPorts[count + k - 1]!;
       nodes.push({
         name,
         sshPort,
         hostId: k,
         initiatorIqn: `iqn.2003-01.org.example.${name}:initiator`,
         localDisk: '/dev/vda',
+        migratePort,
         pid: null,
         poweredOff: false,
         pidFile,
         consoleLog,
         localDiskFile: disk,
         stateDiskFile: stateDisk,
-        qemuArgv: qemuArgv({ name, imageDir: image.dir, memMiB, sshPort, disk, stateDisk, consoleLog, pidFile }),
+        qemuArgv: qemuArgv({
+          name,
+          imageDir: image.dir,
+          memMiB,
+          sshPort,
+          migratePort,
+          disk,
+          stateDisk,
+          consoleLog,
+          pidFile,
+        }),
       });
     }
     {

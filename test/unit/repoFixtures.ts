@@ -374,6 +374,14 @@ export const createRw = (uuid: string, table: string) => [
 ];
 export const dmRemove = (name: string) => ['dmsetup', 'remove', '--retry', name];
 
+/** The chain's read-only ancestors released once nothing uses them: c2's snapshot and LV, then c1's with the image. */
+export const expectAncestorsReleased = (r: RecordingRunner): RecordingRunner =>
+  r
+    .expect(dmRemove(ro(U.c2)), W)
+    .expect(['lvchange', '-an', 'vg/c2'], W)
+    .expect(dmRemove(ro(U.c1)), W)
+    .expect(['lvchange', '-an', 'vg/c1', 'vg/image'], W);
+
 /** lvcreate of a clone's COW: created, active exclusively and its first 4 KiB zeroed in one command. */
 export const lvcreateArgv = (name: string, parentUuid: string, bytes: number, chunk: number, vg = VG) => [
   'lvcreate',
