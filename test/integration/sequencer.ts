@@ -14,6 +14,7 @@ const SECONDS: Record<string, number> = {
   'cache.test.ts': 390,
   'races.test.ts': 310,
   'tm.test.ts': 310,
+  'migrate.test.ts': 200,
   'target.test.ts': 175,
   'foundation.test.ts': 115,
   'sizing.test.ts': 105,
