@@ -340,3 +340,40 @@ export async function exportImage(ctx: NodeSession, name: string, target: string
     seconds: (Date.now() - started) / 1000,
   };
 }
+
+export interface ExposedImage {
+  name: string;
+  vg: string;
+  uuid: string;
+  /** The device on the session's node that reads the image. */
+  device: string;
+  sizeBytes: number;
+  sha256?: string;
+  action: 'activated' | 'none';
+}
+
+/**
+ * A sealed image made readable on this node for someone else to stream out (the datastore
+ * driver's export: the marketplace reads the device over ssh). Activated shared, since a
+ * sealed image is never written, and left so: the reader comes after this command has ended.
+ */
+export async function exposeImage(ctx: NodeSession, name: string): Promise<ExposedImage> {
+  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const o = findImage(state, name);
+  if (o.state !== 'sealed')
+    throw refused(
+      `${lvRef(o)} is ${o.state}; only a sealed image has stable content to export`,
+      `seal it first: cowstack image seal ${name}`,
+    );
+  const activate = !o.lv.activeLocally;
+  if (activate) await runGuarded(ctx, [activateStep(o, 'shared', ctx.scope)], o);
+  return {
+    name,
+    vg: ctx.vg,
+    uuid: o.uuid,
+    device: lvMapperPath(o.vg, o.name),
+    sizeBytes: o.sizeBytes,
+    sha256: o.sha256,
+    action: activate ? 'activated' : 'none',
+  };
+}

@@ -18,7 +18,7 @@ import { vgOption } from './shared.js';
 /** Actions that get base64 XML on stdin from oned. */
 const READS_STDIN = new Set(['premigrate', 'postmigrate', 'failmigrate', 'monitor']);
 
-async function readStdin(): Promise<string> {
+export async function readStdin(): Promise<string> {
   if (process.stdin.isTTY) return '';
   const chunks: Buffer[] = [];
   for await (const c of process.stdin) chunks.push(c as Buffer);
@@ -42,15 +42,17 @@ function firstOperand(program: Command, args: readonly string[]): number {
  * an option. commander finds the program's options anywhere in argv, so oned's arguments
  * (from VM templates) could say --config=evil.yaml, --dry-run or --help. When the first
  * operand is `tm`, the program parses its options positionally (only before `tm`) and tm
- * passes everything from the action on through as data, to parseTmArgs. main calls this
- * before parsing; other commands keep global options anywhere. Returns how many of argv's
- * words are the program's own (before `tm`), or undefined when this is not `tm`.
+ * passes everything from the action on through as data, to parseTmArgs. The datastore
+ * driver's `ds` is treated alike. main calls this before parsing; other commands keep global
+ * options anywhere. Returns how many of argv's words are the program's own (before `tm` or
+ * `ds`), or undefined when this is neither.
  */
 export function positionalTm(program: Command, argv: readonly string[]): number | undefined {
   const i = firstOperand(program, argv.slice(2));
-  if (argv[i + 2] !== 'tm') return undefined;
+  const driver = argv[i + 2];
+  if (driver !== 'tm' && driver !== 'ds') return undefined;
   program.enablePositionalOptions();
-  program.commands.find((c) => c.name() === 'tm')!.passThroughOptions();
+  program.commands.find((c) => c.name() === driver)!.passThroughOptions();
   return i + 2;
 }
 
