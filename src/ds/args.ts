@@ -36,10 +36,10 @@ interface Base {
 }
 
 export type DsRequest =
-  | (Base & { action: 'cp'; image: number; path: string; restricted: string[]; safe: string[] })
+  | (Base & { action: 'cp'; image: number; path: string })
   | (Base & { action: 'mkfs'; image: number; sizeMb: number; saveAs: boolean; fs?: string; format: string })
   | (Base & { action: 'rm'; image: number; source: { vg: string; lv: string } })
-  | (Base & { action: 'stat'; path: string; restricted: string[]; safe: string[] })
+  | (Base & { action: 'stat'; path: string })
   | (Base & { action: 'monitor' })
   | (Base & { action: 'clone'; image: number; from: { vg: string; lv: string } })
   | (Base & { action: 'export'; source: { vg: string; lv: string }; sizeMb?: number })
@@ -164,26 +164,16 @@ export function parseDsArgs(action: string, args: readonly string[], stdin = '')
     return r.length ? r : DEFAULT_RESTRICTED;
   };
   const safe = () => dirList(xmlText(root, 'DATASTORE/TEMPLATE/SAFE_DIRS'));
+  const imagePath = () => {
+    const path = parseImagePath(xmlText(root, 'IMAGE/PATH'));
+    refuseRestricted(path, restricted(), safe());
+    return path;
+  };
   switch (action as DsAction) {
     case 'cp':
-      return {
-        action: 'cp',
-        id,
-        ds,
-        image: imageId(),
-        path: parseImagePath(xmlText(root, 'IMAGE/PATH')),
-        restricted: restricted(),
-        safe: safe(),
-      };
+      return { action: 'cp', id, ds, image: imageId(), path: imagePath() };
     case 'stat':
-      return {
-        action: 'stat',
-        id,
-        ds,
-        path: parseImagePath(xmlText(root, 'IMAGE/PATH')),
-        restricted: restricted(),
-        safe: safe(),
-      };
+      return { action: 'stat', id, ds, path: imagePath() };
     case 'mkfs': {
       const format = xmlText(root, 'IMAGE/FORMAT') || 'raw';
       const fs = xmlText(root, 'IMAGE/FS') || undefined;

@@ -2,10 +2,15 @@
  * The OpenNebula TM driver on the real-kernel testbed: the sequences oned runs for a VM's
  * life, played through tm/cowstack/<action> with real argument strings. After every step:
  * the symlink at D, the device behind it, the LV tags and the data (sha256); after
- * terminate, that nothing of the VM is left on either node or in the repository.
+ * terminate, that nothing of the VM is left on either node or in the repository. The
+ * datastore driver (datastore/cowstack/<action>) too: an image imported, deployed, saved,
+ * exported and removed.
  */
 import { beforeAll, describe, expect, it } from 'vitest';
+import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
+import { gzipSync } from 'node:zlib';
+import { execa } from 'execa';
 import path from 'node:path';
 import type { Testbed } from '../testbed/index.js';
 import { attachMine } from './testbeds.js';
@@ -316,5 +321,107 @@ describe.sequential('a persistent disk: undeploy and redeploy through ln/mvds', 
       expect((await clusterCli(tb, 'node1', ['clone', 'rm', name])).exitCode).toBe(0);
     for (const name of [saved, img]) expect((await clusterCli(tb, 'node1', ['image', 'rm', name])).exitCode).toBe(0);
     for (const node of ['node1', 'node2']) expect(await cowstackDevices(node)).toEqual([]);
+  });
+});
+
+describe.sequential('the datastore driver: cp, deploy, save-as, export, rm', () => {
+  // Image ids unique per run, as the VM ids: a kept testbed can run this file again.
+  const ID = 5000 + (parseInt(run, 36) % 5000);
+  const SAVED = ID + 1;
+  const DV = VM + 3000;
+  const RAW = pattern(10 * MiB, 71);
+  const GZ = gzipSync(RAW, { level: 1 });
+  // An image is whole 4 MiB extents: the 10 MiB source reads back zero-padded to 12 MiB.
+  const PADDED = Buffer.concat([RAW, Buffer.alloc(2 * MiB)]);
+  const WRITTEN = overlay(PADDED, 3 * MiB, pattern(1 * MiB, 72));
+  const source = `${REPO_VG}/one-img-${ID}`;
+  const savedSource = `${REPO_VG}/one-img-${SAVED}`;
+  /** The driver action oned sends: base64 DS_DRIVER_ACTION_DATA, the datastore reaching the VG through node1. */
+  const action = (image: Record<string, string | number>) =>
+    Buffer.from(
+      '<DS_DRIVER_ACTION_DATA><IMAGE>' +
+        Object.entries(image)
+          .map(([k, v]) => `<${k}><![CDATA[${v}]]></${k}>`)
+          .join('') +
+        `</IMAGE><DATASTORE><ID>${IDS}</ID><TEMPLATE><BRIDGE_LIST><![CDATA[node1]]></BRIDGE_LIST></TEMPLATE>` +
+        '</DATASTORE></DS_DRIVER_ACTION_DATA>',
+    ).toString('base64');
+  const times: Record<string, number> = {};
+  const started = Date.now();
+
+  it('stat and cp import a gzip file from the front-end; the TM deploys it (clone)', async () => {
+    const file = path.join(tm.dir, 'ds-image.raw.gz');
+    await fsp.writeFile(file, GZ);
+    const st = await tm.ds.ok('stat', ['3'], action({ PATH: file }));
+    expect(st.stdout).toBe('10\n');
+    const cp = await tm.ds.ok('cp', [String(ID)], action({ ID, PATH: file, SIZE: 10 }));
+    times.cp = cp.seconds;
+    expect(cp.stdout).toBe(`${source} raw\n`);
+    expect(await lvTags('node1', `one-img-${ID}`)).toEqual(
+      expect.arrayContaining([
+        'cowstack_role:image',
+        'cowstack_state:sealed',
+        `cowstack_sha256:${sha256(PADDED)}`,
+        `cowstack_srcsha256:${sha256(GZ)}`,
+      ]),
+    );
+    await tm.ok('clone', [`${FE}:${source}`, D('node1', DV, 0), String(DV), String(IDS)]);
+    await checkDisk('node1', DV, 0, PADDED);
+  });
+
+  it('save-as: mkfs (save_as) names the image, cpds makes it; rm refuses while the disk depends on it', async () => {
+    await writeAt(tb, 'node1', `${vmDir(DV)}/disk.0`, 3, pattern(1 * MiB, 72));
+    const mk = await tm.ds.ok('mkfs', [String(SAVED)], action({ ID: SAVED, SIZE: 12, FORMAT: 'save_as' }));
+    expect(mk.stdout).toBe(`${savedSource}\n`);
+    expect(await lvTags('node1', `one-img-${SAVED}`)).toBeUndefined();
+    await tm.ok('cpds', [D('node1', DV, 0), `${FE}:${savedSource}`, '-1', String(DV), String(SYS)]);
+    expect(await lvTags('node1', `one-img-${SAVED}`)).toEqual(
+      expect.arrayContaining(['cowstack_state:sealed', `cowstack_sha256:${sha256(WRITTEN)}`]),
+    );
+
+    const rm = await tm.ds.run('rm', [String(ID)], action({ ID, SOURCE: source }));
+    expect(rm.exitCode).toBe(6);
+    expect(rm.stderr).toMatch(
+      new RegExp(`^ERROR: rm: image ${source} cannot be removed: 1 clone\\(s\\) depend on it: one-${DV}-0`, 'm'),
+    );
+    expect(await lvTags('node1', `one-img-${ID}`)).toContain('cowstack_state:sealed');
+  });
+
+  it('export: the stream the marketplace reads (ssh HOST cat DEVICE) has the sha256 of the saved disk', async () => {
+    const ex = await tm.ds.ok('export', ['42'], action({ ID: SAVED, SOURCE: savedSource, SIZE: 12 }));
+    times.export = ex.seconds;
+    const field = (name: string) => new RegExp(`<${name}><!\\[CDATA\\[([^\\]]*)\\]\\]></${name}>`).exec(ex.stdout)?.[1];
+    expect([field('SIZE'), field('FORMAT'), field('SHA256')]).toEqual(['12', 'raw', sha256(WRITTEN)]);
+    expect(ex.stdout).toMatch(/^<IMPORT_INFO>.*<DISPOSE>NO<\/DISPOSE><\/IMPORT_INFO>$/m);
+    const m = /^ssh:\/\/([^:]+):(.+)$/.exec(field('IMPORT_SOURCE') ?? '');
+    expect(m, ex.stdout).not.toBeNull();
+    // As OpenNebula's downloader.sh does for ssh:// sources; hashed here, on the host.
+    const hash = createHash('sha256');
+    let bytes = 0;
+    const cat = execa('ssh', ['-F', tb.sshConfig, m![1]!, `cat '${m![2]}'`], { buffer: false, stdout: 'pipe' });
+    for await (const c of cat.stdout!) {
+      hash.update(c as Buffer);
+      bytes += (c as Buffer).length;
+    }
+    await cat;
+    expect([bytes, hash.digest('hex')]).toEqual([WRITTEN.length, sha256(WRITTEN)]);
+  });
+
+  it('rm succeeds once the VM is gone, a second rm is a no-op; monitor reports the VG', async () => {
+    await tm.ok('delete', [`node1:${DS}/${SYS}/${DV}/`, String(DV), String(SYS)]);
+    for (const [id, src] of [
+      [ID, source],
+      [SAVED, savedSource],
+    ] as const) {
+      times.rm = (await tm.ds.ok('rm', [String(id)], action({ ID: id, SOURCE: src }))).seconds;
+      expect(await lvTags('node1', `one-img-${id}`)).toBeUndefined();
+    }
+    await tm.ds.ok('rm', [String(ID)], action({ ID, SOURCE: source }));
+    const mon = await tm.ds.ok('monitor', [String(IDS)], action({}));
+    expect(mon.stdout).toMatch(/^USED_MB=\d+\nFREE_MB=\d+\nTOTAL_MB=\d+\n$/);
+    expect(await cowstackDevices('node1')).toEqual([]);
+    process.stderr.write(
+      `[ds] seconds per action: ${JSON.stringify(times)}; the whole block ${(Date.now() - started) / 1000} s\n`,
+    );
   });
 });

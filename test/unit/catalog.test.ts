@@ -7,9 +7,8 @@
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import type { Readable } from 'node:stream';
 import { gunzipSync, gzipSync } from 'node:zlib';
-import { afterAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { approve, revoke } from '../../src/core/catalog/approval.js';
 import { parsePublicKey } from '../../src/core/catalog/minisign.js';
 import { catalogStatus } from '../../src/core/catalog/status.js';
@@ -35,7 +34,7 @@ import {
   R,
   W,
 } from './repoFixtures.js';
-import { recorder, rejectionOf, vgsArgv, vgsJson } from './support.js';
+import { ddInput, recorder, rejectionOf, vgsArgv, vgsJson } from './support.js';
 
 const DIR = new URL('../fixtures/minisign-0.11/', import.meta.url).pathname;
 const KEY = parsePublicKey(readFileSync(path.join(DIR, 'test.pub'), 'utf8'));
@@ -61,18 +60,6 @@ const stateRead = (r: RecordingRunner, version?: number) =>
       : { stdout: JSON.stringify({ id: 'fixture-site', version, list: { images: [] } }) }),
   });
 const stateWrite = (r: RecordingRunner) => r.expect(['install', '-D', '-m', '0644', '/proc/self/fd/0', STATE], W);
-
-/** RecordingRunner ignores stdin: read dd's stream as dd would. */
-async function ddInput(r: RecordingRunner): Promise<Buffer> {
-  const dd = await vi.waitFor(() => {
-    const c = r.calls.find((x) => x.argv[0] === 'dd');
-    if (!c) throw new Error('dd has not run yet');
-    return c;
-  });
-  const chunks: Buffer[] = [];
-  for await (const c of dd.stdin as Readable) chunks.push(c as Buffer);
-  return Buffer.concat(chunks);
-}
 
 const DD = [
   'dd',

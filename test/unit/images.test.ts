@@ -3,9 +3,8 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import type { Readable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
-import { afterAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { nodeSession, type NodeSession } from '../../src/core/node.js';
 import { detectFormat, prepareSource } from '../../src/core/imageSource.js';
 import { createImage, importImage, removeImage, renameImage, sealImage } from '../../src/core/images.js';
@@ -25,7 +24,7 @@ import {
   lvDev,
   newImageLv,
 } from './repoFixtures.js';
-import { lvsArgv, lvsJson, recorder, rejectionOf } from './support.js';
+import { ddInput, lvsArgv, lvsJson, recorder, rejectionOf } from './support.js';
 
 // SYNTHETIC: LV rows come from repoFixtures; sha256sum, realpath and fuser outputs are hand-written
 // in those tools' formats.
@@ -376,19 +375,6 @@ describe('importImage', () => {
         ]),
       });
   };
-
-  /** RecordingRunner ignores stdin: read the dd's stream ourselves, as dd would. */
-  async function ddInput(r: RecordingRunner): Promise<Buffer> {
-    const dd = await vi.waitFor(() => {
-      const c = r.calls.find((x) => x.argv[0] === 'dd');
-      if (!c) throw new Error('dd has not run yet');
-      return c;
-    });
-    expect(dd).toMatchObject({ kind: 'write', root: true, timeout: 'data' });
-    const chunks: Buffer[] = [];
-    for await (const c of dd.stdin as Readable) chunks.push(c as Buffer);
-    return Buffer.concat(chunks);
-  }
 
   const importPadsAndSeals =
     'writes the raw file padded with zeros to whole extents, and seals it with the sha256 of what was written';

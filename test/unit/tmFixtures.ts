@@ -16,6 +16,7 @@ import {
   expectObserve,
   expectObserveRepo,
   lvcreateArgv,
+  lvcreateInactive,
   imageRow,
   journalBegin,
   journalEnd,
@@ -261,3 +262,48 @@ export const heldBy = (name: string, uuid: string, hostId: 1 | 2): Step[] => [
   rd(vgsArgv(VG), { stdout: VGS_ROW }),
   rd(deltaDumpArgv(VG), { stdout: capture('sanlock-dump-delta.txt').replace(/lvm_repo/g, 'lvm_vg') }),
 ];
+
+// ---- copies into a new image (cpds, ds clone) --------------------------------------------------------
+
+export const SHA = 'a'.repeat(64);
+export const SAVED = '/dev/mapper/vg-saved';
+export const MARK = `cowstack_saved_from:${U.c3}`;
+/** The image a copy made: sealed, its checksum and the marker naming what it was copied from. */
+export const savedRow = (mark = MARK, name = 'saved') => {
+  const row = imageRow(name, U.img2, { sha: SHA });
+  return { ...row, lv_tags: [...(row.lv_tags as string[]), mark] };
+};
+/** copyDeviceIntoImage from `from` (a device) into the new 64 MiB image `name`, to its final re-read. */
+export const copyInto = (from: string, o: { failDd?: boolean; mark?: string; name?: string } = {}): Step[] => {
+  const name = o.name ?? 'saved';
+  const dev = `/dev/mapper/vg-${name.replace(/-/g, '--')}`;
+  return [
+    wr(journalBegin(name, 'flatten')),
+    wr(lvcreateInactive(name, 64 * MiB, ['cowstack_role:image', 'cowstack_state:initializing', o.mark ?? MARK], 'vg')),
+    wr(['lvchange', '-aey', `vg/${name}`]),
+    wr(
+      ['dd', `if=${from}`, `of=${dev}`, 'bs=4M', 'iflag=direct', 'oflag=direct', 'conv=fsync', 'status=none'],
+      o.failDd ? { exitCode: 1 } : {},
+    ),
+    ...(o.failDd
+      ? [wr(['lvchange', '-an', `vg/${name}`]), wr(['lvremove', '-y', `vg/${name}`]), wr(journalEnd(name, 'flatten'))]
+      : [
+          rd(['sha256sum', dev], { stdout: `${SHA}  ${dev}\n` }),
+          wr([
+            'lvchange',
+            '--permission',
+            'r',
+            '--deltag',
+            'cowstack_state:initializing',
+            '--addtag',
+            'cowstack_state:sealed',
+            '--addtag',
+            `cowstack_sha256:${SHA}`,
+            `vg/${name}`,
+          ]),
+          wr(['lvchange', '-an', `vg/${name}`]),
+          wr(journalEnd(name, 'flatten')),
+          lv(name),
+        ]),
+  ];
+};
