@@ -11,7 +11,7 @@ import type { NodeSession } from './node.js';
 import { lvMapperPath } from './dmNames.js';
 import { beginStep, endStep } from './journal.js';
 import { roleTag, stateTag, type CloneObj, type ImageObj } from './metadata.js';
-import { lvChecksum, sealStep } from './images.js';
+import { lvChecksum, readSealed, sealStep } from './images.js';
 import { findClone, findImage, observe, type NodeState } from './observe.js';
 import type { Step } from './plan.js';
 import { activateStep, deactivateStep, lvRef } from './stack.js';
@@ -153,13 +153,7 @@ export async function copyImage(ctx: NodeSession, from: string, imageName: strin
   const marker = `cowstack_copied_from:${o.uuid}`;
   const done = existingCopy(ctx, state, from, imageName, marker);
   if (done) return done;
-  if (o.state !== 'sealed')
-    throw refused(
-      `${lvRef(o)} is ${o.state}; only a sealed image has stable content to copy`,
-      `seal it first: cowstack image seal ${from}`,
-    );
-  const mine = !o.lv.activeLocally;
-  if (mine) await runGuarded(ctx, [activateStep(o, 'shared', ctx.scope)], o);
+  const mine = await readSealed(ctx, o, 'copy');
   try {
     const device = lvMapperPath(o.vg, o.name);
     const r = await copyDeviceIntoImage(ctx, {

@@ -358,15 +358,8 @@ export interface ExposedImage {
  * sealed image is never written, and left so: the reader comes after this command has ended.
  */
 export async function exposeImage(ctx: NodeSession, name: string): Promise<ExposedImage> {
-  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
-  const o = findImage(state, name);
-  if (o.state !== 'sealed')
-    throw refused(
-      `${lvRef(o)} is ${o.state}; only a sealed image has stable content to export`,
-      `seal it first: cowstack image seal ${name}`,
-    );
-  const activate = !o.lv.activeLocally;
-  if (activate) await runGuarded(ctx, [activateStep(o, 'shared', ctx.scope)], o);
+  const o = findImage(await observe(ctx.runner, ctx.vg, ctx.scope), name);
+  const activate = await readSealed(ctx, o, 'export');
   return {
     name,
     vg: ctx.vg,
@@ -376,4 +369,20 @@ export async function exposeImage(ctx: NodeSession, name: string): Promise<Expos
     sha256: o.sha256,
     action: activate ? 'activated' : 'none',
   };
+}
+
+/**
+ * A sealed image made readable on this node: activated shared unless it is active here
+ * already. Anything else is refused: only a sealed image has content that stays as read.
+ * Returns whether this call activated it (the caller's to release).
+ */
+export async function readSealed(ctx: NodeSession, o: ImageObj, purpose: string): Promise<boolean> {
+  if (o.state !== 'sealed')
+    throw refused(
+      `${lvRef(o)} is ${o.state}; only a sealed image has stable content to ${purpose}`,
+      `seal it first: cowstack image seal ${o.name}`,
+    );
+  if (o.lv.activeLocally) return false;
+  await runGuarded(ctx, [activateStep(o, 'shared', ctx.scope)], o);
+  return true;
 }

@@ -14,7 +14,7 @@ import { removeImageAndLineage } from '../core/gc.js';
 import { prepareSource } from '../core/imageSource.js';
 import { createImage, exposeImage, importImage, sealImage } from '../core/images.js';
 import { nodeSession, type NodeSession } from '../core/node.js';
-import { defaultLockPolicy, withLockRetry, type LockPolicy } from '../core/plan.js';
+import { retryAction, type LockPolicy } from '../core/plan.js';
 import { formatSize } from '../core/validate.js';
 import { sizeMb, totalsText } from '../tm/monitorFormat.js';
 import { imageLv, type DsRequest } from './args.js';
@@ -193,9 +193,5 @@ export async function runDs(env: DsEnv, req: DsRequest): Promise<void> {
 
 /** Runs the action, again from a fresh observation on a transient lock error: each is idempotent. */
 export async function runDsWithRetry(env: DsEnv, req: DsRequest): Promise<void> {
-  return withLockRetry({ lockPolicy: env.lockPolicy ?? defaultLockPolicy }, () => runDs(env, req), {
-    on: 'action',
-    onRetry: (e, next, attempts) =>
-      env.info(`transient lock manager error (${(e as Error).message.split('\n')[0]}); again (${next}/${attempts})`),
-  });
+  return retryAction(env.lockPolicy, env.info, () => runDs(env, req));
 }

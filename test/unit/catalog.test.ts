@@ -31,6 +31,7 @@ import {
   markLiveArgv,
   markLiveLog,
   newImageLv,
+  sealArgv,
   R,
   W,
 } from './repoFixtures.js';
@@ -116,24 +117,7 @@ describe('catalog sync', () => {
     vgTags(r, ['cowstack_approved:tiny:1.0']);
     expectWrite(r)
       .expect(
-        [
-          'lvchange',
-          '--permission',
-          'r',
-          '--deltag',
-          'cowstack_state:initializing',
-          '--addtag',
-          'cowstack_state:sealed',
-          '--addtag',
-          `cowstack_sha256:${GOOD.images[0]!.sha256}`,
-          '--addtag',
-          ORIGIN[0]!,
-          '--addtag',
-          ORIGIN[1]!,
-          '--addtag',
-          `cowstack_endorsed:${UNTIL}`,
-          `vg/${LV}`,
-        ],
+        sealArgv(`vg/${LV}`, 'initializing', GOOD.images[0]!.sha256, [...ORIGIN, `cowstack_endorsed:${UNTIL}`]),
         W,
       )
       .expect(['lvchange', '-an', `vg/${LV}`], W)

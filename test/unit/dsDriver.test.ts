@@ -16,9 +16,36 @@ import { parseDsArgs } from '../../src/ds/args.js';
 import { parseXml } from '../../src/ds/xml.js';
 import { EXIT } from '../../src/exec/errors.js';
 import type { RecordingRunner } from '../../src/exec/recordingRunner.js';
-import { MiB, U, VG, cloneRow, imageRow, journalBegin, journalEnd, lvDev, newImageLv } from './repoFixtures.js';
+import {
+  MiB,
+  U,
+  VG,
+  cloneRow,
+  imageRow,
+  journalBegin,
+  journalEnd,
+  lvDev,
+  newImageLv,
+  sealArgv,
+} from './repoFixtures.js';
 import { ddInput, recorder, rejectionOf, thrownBy, vgsArgv } from './support.js';
-import { O, SHA, VGS_ROW, copyInto, img, lv, rd, savedRow, script, top, wr, type Step } from './tmFixtures.js';
+import {
+  O,
+  SHA,
+  VGS_ROW,
+  copyInto,
+  createImageSteps,
+  img,
+  lv,
+  rd,
+  runnerOf,
+  savedRow,
+  script,
+  top,
+  verifyAll,
+  wr,
+  type Step,
+} from './tmFixtures.js';
 
 const esc = (v: string) => v.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 /** The driver action as oned sends it: IMAGE fields, then the DATASTORE with its template. */
@@ -43,11 +70,7 @@ async function ds(action: string, id: string, xml: string, runners: Record<strin
   const env: DsEnv = {
     vg: VG,
     scope: {},
-    runnerFor: (h) => {
-      const r = runners[h];
-      if (!r) throw new Error(`no runner for ${h}`);
-      return r;
-    },
+    runnerFor: runnerOf(runners),
     hosts: [],
     locked: (_host, _change, fn) => fn(),
     info: (m) => info.push(m),
@@ -59,7 +82,7 @@ async function ds(action: string, id: string, xml: string, runners: Record<strin
   } catch (e) {
     error = e;
   }
-  for (const r of Object.values(runners)) r.verify();
+  verifyAll(runners);
   if (error) throw error;
   return { out: out.join(''), info };
 }
@@ -181,20 +204,7 @@ describe('ds actions against the recording runner', () => {
       wr(newImageLv('one-img-7', 8 * MiB)),
       wr(['lvchange', '-aey', 'vg/one-img-7']),
       wr(['dd', `of=${dev}`, 'bs=4M', 'iflag=fullblock', 'oflag=direct', 'conv=fsync', 'status=none']),
-      wr([
-        'lvchange',
-        '--permission',
-        'r',
-        '--deltag',
-        'cowstack_state:initializing',
-        '--addtag',
-        'cowstack_state:sealed',
-        '--addtag',
-        `cowstack_sha256:${sealed.sha}`,
-        '--addtag',
-        `cowstack_srcsha256:${sealed.srcSha}`,
-        'vg/one-img-7',
-      ]),
+      wr(sealArgv('vg/one-img-7', 'initializing', sealed.sha, [`cowstack_srcsha256:${sealed.srcSha}`])),
       wr(['lvchange', '-an', 'vg/one-img-7']),
       wr(journalEnd('one-img-7', 'import')),
       lv('one-img-7'),
@@ -217,36 +227,11 @@ describe('ds actions against the recording runner', () => {
     const writable = newImg('one-img-9', { state: 'writable', size: 8 * MiB });
     const steps: Step[] = [
       O,
-      wr(journalBegin('one-img-9', 'create-image')),
-      wr(newImageLv('one-img-9', 8 * MiB)),
-      wr(['lvchange', '-aey', 'vg/one-img-9']),
-      wr(['dd', 'if=/dev/zero', `of=${dev}`, 'bs=4M', 'count=2', 'oflag=direct', 'conv=fsync', 'status=none']),
-      wr(['lvchange', '-an', 'vg/one-img-9']),
-      wr([
-        'lvchange',
-        '--deltag',
-        'cowstack_state:initializing',
-        '--addtag',
-        'cowstack_state:writable',
-        'vg/one-img-9',
-      ]),
-      wr(journalEnd('one-img-9', 'create-image')),
-      lv('one-img-9'),
+      ...createImageSteps('one-img-9', 8 * MiB),
       O,
       wr(['lvchange', '-aey', 'vg/one-img-9']),
       rd(['sha256sum', dev], { stdout: `${SHA}  ${dev}\n` }),
-      wr([
-        'lvchange',
-        '--permission',
-        'r',
-        '--deltag',
-        'cowstack_state:writable',
-        '--addtag',
-        'cowstack_state:sealed',
-        '--addtag',
-        `cowstack_sha256:${SHA}`,
-        'vg/one-img-9',
-      ]),
+      wr(sealArgv('vg/one-img-9', 'writable', SHA)),
       wr(['lvchange', '-an', 'vg/one-img-9']),
     ];
     const r = script(recorder('node1'), [{ rows: [img()] }, { rows: [img(), writable] }], steps);

@@ -23,6 +23,7 @@ import {
   journalEnd,
   lvDev,
   newImageLv,
+  sealArgv,
 } from './repoFixtures.js';
 import { ddInput, lvsArgv, lvsJson, recorder, rejectionOf } from './support.js';
 
@@ -133,18 +134,7 @@ describe('createImage', () => {
 });
 
 describe('sealImage', () => {
-  const SEAL = [
-    'lvchange',
-    '--permission',
-    'r',
-    '--deltag',
-    'cowstack_state:writable',
-    '--addtag',
-    'cowstack_state:sealed',
-    '--addtag',
-    `cowstack_sha256:${SHA}`,
-    'vg/image',
-  ];
+  const SEAL = sealArgv('vg/image', 'writable', SHA);
 
   it('holds the image exclusively, records its sha256, makes it read-only and releases it', async () => {
     const r = expectObserve(recorder(), [imageRow('image', U.image, { state: 'writable' })])

@@ -26,6 +26,8 @@ import {
   type Dev,
   markLiveArgv,
   markLiveLog,
+  newImageLv,
+  sealArgv,
 } from './repoFixtures.js';
 import { capture, deltaDumpArgv, leaseDump, leaseDumpArgv, lvsArgv, lvsJson, vgsArgv, vgsJson } from './support.js';
 
@@ -102,11 +104,7 @@ export async function tm(
   const env: TmEnv = {
     vg: VG,
     scope: {},
-    runnerFor: (h) => {
-      const r = runners[h];
-      if (!r) throw new Error(`no runner for ${h}`);
-      return r;
-    },
+    runnerFor: runnerOf(runners),
     hosts: ['node1', 'node2'],
     cowPercent: 25,
     chunk: '4K',
@@ -120,9 +118,23 @@ export async function tm(
   } catch (e) {
     error = e;
   }
-  for (const r of Object.values(runners)) if ('verify' in r) (r as RecordingRunner).verify();
+  verifyAll(runners);
   if (error) throw error;
   return { info, out };
+}
+
+/** The runner a test gave for a host; any other host is an error. */
+export const runnerOf =
+  <R extends Runner>(runners: Record<string, R>) =>
+  (host: string): R => {
+    const r = runners[host];
+    if (!r) throw new Error(`no runner for ${host}`);
+    return r;
+  };
+
+/** Every recording runner must have run exactly its script. */
+export function verifyAll(runners: Record<string, Runner>): void {
+  for (const r of Object.values(runners)) if ('verify' in r) (r as RecordingRunner).verify();
 }
 export const on = (r: RecordingRunner) => ({ node1: r });
 
@@ -289,20 +301,36 @@ export const copyInto = (from: string, o: { failDd?: boolean; mark?: string; nam
       ? [wr(['lvchange', '-an', `vg/${name}`]), wr(['lvremove', '-y', `vg/${name}`]), wr(journalEnd(name, 'flatten'))]
       : [
           rd(['sha256sum', dev], { stdout: `${SHA}  ${dev}\n` }),
+          wr(sealArgv(`vg/${name}`, 'initializing', SHA)),
+          wr(['lvchange', '-an', `vg/${name}`]),
+          wr(journalEnd(name, 'flatten')),
+          lv(name),
+        ]),
+  ];
+};
+
+/** createImage of a zeroed image `name` (an empty VG: after its vgs), to its final re-read. */
+export const createImageSteps = (name: string, bytes: number, o: { failDd?: boolean } = {}): Step[] => {
+  const dev = `/dev/mapper/vg-${name.replace(/-/g, '--')}`;
+  const zero = ['dd', 'if=/dev/zero', `of=${dev}`, 'bs=4M', `count=${bytes / (4 * MiB)}`, 'oflag=direct'];
+  return [
+    wr(journalBegin(name, 'create-image')),
+    wr(newImageLv(name, bytes)),
+    wr(['lvchange', '-aey', `vg/${name}`]),
+    wr([...zero, 'conv=fsync', 'status=none'], o.failDd ? { exitCode: 1 } : {}),
+    wr(['lvchange', '-an', `vg/${name}`]),
+    ...(o.failDd
+      ? [wr(['lvremove', '-y', `vg/${name}`]), wr(journalEnd(name, 'create-image'))]
+      : [
           wr([
             'lvchange',
-            '--permission',
-            'r',
             '--deltag',
             'cowstack_state:initializing',
             '--addtag',
-            'cowstack_state:sealed',
-            '--addtag',
-            `cowstack_sha256:${SHA}`,
+            'cowstack_state:writable',
             `vg/${name}`,
           ]),
-          wr(['lvchange', '-an', `vg/${name}`]),
-          wr(journalEnd(name, 'flatten')),
+          wr(journalEnd(name, 'create-image')),
           lv(name),
         ]),
   ];

@@ -6,13 +6,12 @@
  * `INFO:`/`ERROR:` lines go to stderr.
  */
 import type { Command } from 'commander';
-import { createRunner, CowstackError, EXIT, type Runner } from '../../exec/index.js';
 import { loadConfig } from '../../core/config.js';
 import { withNodeLocks } from '../../core/nodeLock.js';
 import { runDsWithRetry } from '../../ds/actions.js';
 import { DS_ACTIONS, parseDsArgs } from '../../ds/args.js';
 import { globalOptions } from '../context.js';
-import { createProgress } from '../progress.js';
+import { driverBase, driverError } from '../driverHosts.js';
 import { vgOption } from './shared.js';
 import { readStdin } from './tm.js';
 
@@ -28,46 +27,23 @@ export function register(program: Command): void {
       .argument('[args...]'),
   ).action(async (action: string, args: string[], o: { vg?: string }, cmd: Command) => {
     const opts = globalOptions(cmd);
-    const say = (line: string) => process.stderr.write(`${line}\n`);
     try {
       // One argument: OpenNebula 6.8+ sends the driver action on stdin; two: it is the first.
       const req = parseDsArgs(action, args, args.length === 1 ? await readStdin() : '');
       const { config } = loadConfig(opts.config);
-      const progress = createProgress({ quiet: !opts.verbose, verbose: opts.verbose });
-      const runners = new Map<string, Runner>();
-      const runnerFor = (host: string): Runner => {
-        let r = runners.get(host);
-        if (!r) {
-          r = createRunner({
-            host,
-            sudo: cmd.optsWithGlobals().sudo ? opts.sudo : config.sudo,
-            dryRun: opts.dryRun,
-            sshConfig: config.ssh.config,
-            hooks: { onCommand: (h, argv, kind) => progress.command(h, argv, kind) },
-          });
-          runners.set(host, r);
-        }
-        return r;
-      };
       const vg = o.vg ?? config.repository.vg;
+      const base = driverBase(action, cmd, opts, config, vg);
       const lock = { waitSeconds: config.node.lockWaitSeconds, command: `ds ${action} ${req.id}`, dryRun: opts.dryRun };
       await runDsWithRetry(
         {
-          vg,
-          scope: { devices: config.repository.devices },
-          runnerFor,
-          hosts: config.tm.hosts,
-          locked: (host, change, fn) => (change ? withNodeLocks([{ runner: runnerFor(host) }], vg, lock, fn) : fn()),
-          info: (m) => say(`INFO: ${action}: ${m}`),
-          out: (t) => process.stdout.write(t),
-          observer: progress,
+          ...base,
+          locked: (host, change, fn) =>
+            change ? withNodeLocks([{ runner: base.runnerFor(host) }], vg, lock, fn) : fn(),
         },
         req,
       );
     } catch (e) {
-      const err = e instanceof CowstackError ? e : new CowstackError(EXIT.FAILED, (e as Error)?.message ?? String(e));
-      say(`ERROR: ${action}: ${err.message}`);
-      throw err;
+      throw driverError(action, e);
     }
   });
 }
