@@ -11,8 +11,8 @@ import type { NodeSession } from './node.js';
 import { lvMapperPath } from './dmNames.js';
 import { beginStep, endStep } from './journal.js';
 import { roleTag, stateTag, type CloneObj, type ImageObj } from './metadata.js';
-import { lvChecksum, sealStep } from './images.js';
-import { findClone, observe, type NodeState } from './observe.js';
+import { lvChecksum, readSealed, sealStep } from './images.js';
+import { findClone, findImage, observe, type NodeState } from './observe.js';
 import type { Step } from './plan.js';
 import { activateStep, deactivateStep, lvRef } from './stack.js';
 import { validateLvName } from './validate.js';
@@ -73,8 +73,7 @@ export function existingCopy(
 }
 
 /**
- * Map the clone here, copy what its stack reads into a new image LV tagged with `marker`
- * (journalled: a crash leaves an "initializing" LV recover removes), checksum and seal it.
+ * Map the clone here and copy what its stack reads into a new image (copyDeviceIntoImage).
  * `release` undoes the mapping this call made.
  */
 export async function copyIntoNewImage(
@@ -86,9 +85,31 @@ export async function copyIntoNewImage(
   what: string,
   release: () => Promise<unknown>,
 ): Promise<FlattenResult> {
-  const name = o.name;
   const image = state.repo.chain(o).at(-1)!;
-  const mapped = await mapClone(ctx, name);
+  const mapped = await mapClone(ctx, o.name);
+  try {
+    const r = await copyDeviceIntoImage(ctx, {
+      device: mapped.device!,
+      sizeBytes: image.sizeBytes,
+      imageName,
+      marker,
+      what,
+    });
+    return { ...r, name: o.name };
+  } finally {
+    if (!ctx.dryRun && mapped.action === 'mapped') await release();
+  }
+}
+
+/**
+ * Copy a device into a new image LV tagged with `marker` (journalled: a crash leaves an
+ * "initializing" LV recover removes), checksum and seal it.
+ */
+async function copyDeviceIntoImage(
+  ctx: NodeSession,
+  o: { device: string; sizeBytes: number; imageName: string; marker: string; what: string },
+): Promise<Omit<FlattenResult, 'name'>> {
+  const { imageName } = o;
   const ref = `${ctx.vg}/${imageName}`;
   const target = { vg: ctx.vg, name: imageName } as ImageObj;
   const journal = { op: 'flatten' as const, vg: ctx.vg, name: imageName };
@@ -100,38 +121,50 @@ export async function copyIntoNewImage(
         {
           vg: ctx.vg,
           name: imageName,
-          bytes: image.sizeBytes,
-          tags: [roleTag('image'), stateTag('initializing'), marker],
+          bytes: o.sizeBytes,
+          tags: [roleTag('image'), stateTag('initializing'), o.marker],
         },
         ctx.scope,
       ),
       undo: [lvm.removeLvReq(ref, ctx.scope)],
     },
     activateStep(target, 'exclusive', ctx.scope),
-    {
-      title: `${what} ${ref}`,
-      req: blockData.copyReq(mapped.device!, lvMapperPath(ctx.vg, imageName)),
-    },
+    { title: `${o.what} ${ref}`, req: blockData.copyReq(o.device, lvMapperPath(ctx.vg, imageName)) },
   ];
+  await runGuarded(ctx, steps);
+  const sha = await lvChecksum(ctx, imageName);
+  await runGuarded(ctx, [
+    sealStep(ctx, imageName, 'initializing', sha),
+    deactivateStep(target, ctx.scope),
+    endStep(journal),
+  ]);
+  const lv = ctx.dryRun ? undefined : await lvm.findLv(ctx.runner, ctx.vg, imageName, ctx.scope);
+  return { image: imageName, vg: ctx.vg, uuid: lv?.uuid, sizeBytes: o.sizeBytes, sha256: sha, action: 'flattened' };
+}
+
+/**
+ * `ds clone`: a sealed image copied into a new sealed image (OpenNebula's image clone). The
+ * source is activated shared for the copy, and released again if this call activated it.
+ */
+export async function copyImage(ctx: NodeSession, from: string, imageName: string): Promise<FlattenResult> {
+  validateLvName(imageName, 'image name');
+  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const o = findImage(state, from);
+  const marker = `cowstack_copied_from:${o.uuid}`;
+  const done = existingCopy(ctx, state, from, imageName, marker);
+  if (done) return done;
+  const mine = await readSealed(ctx, o, 'copy');
   try {
-    await runGuarded(ctx, steps);
-    const sha = await lvChecksum(ctx, imageName);
-    await runGuarded(ctx, [
-      sealStep(ctx, imageName, 'initializing', sha),
-      deactivateStep(target, ctx.scope),
-      endStep(journal),
-    ]);
-    const lv = ctx.dryRun ? undefined : await lvm.findLv(ctx.runner, ctx.vg, imageName, ctx.scope);
-    return {
-      name,
-      image: imageName,
-      vg: ctx.vg,
-      uuid: lv?.uuid,
-      sizeBytes: image.sizeBytes,
-      sha256: sha,
-      action: 'flattened',
-    };
+    const device = lvMapperPath(o.vg, o.name);
+    const r = await copyDeviceIntoImage(ctx, {
+      device,
+      sizeBytes: o.sizeBytes,
+      imageName,
+      marker,
+      what: `copy ${from} into`,
+    });
+    return { ...r, name: from };
   } finally {
-    if (!ctx.dryRun && mapped.action === 'mapped') await release();
+    if (mine && !ctx.dryRun) await collectGarbage(ctx, from);
   }
 }

@@ -15,7 +15,7 @@ import { createAndMapClone, growClone, mapClone, unmapClone } from '../core/clon
 import { abortMigration, acquireMigration, prepareMigration, releaseMigration } from '../core/migrate.js';
 import { runGuarded } from '../core/executor.js';
 import { nodeSession, type NodeSession } from '../core/node.js';
-import { defaultLockPolicy, withLockRetry, type LockPolicy } from '../core/plan.js';
+import { retryAction, withLockRetry, type LockPolicy } from '../core/plan.js';
 import { dmName, lvMapperName, lvMapperPath } from '../core/dmNames.js';
 import { isTransientLockError } from '../core/locks.js';
 import { flattenClone } from '../core/flatten.js';
@@ -661,14 +661,7 @@ export { isTransientLockError };
 
 /** Runs the action, again from a fresh observation on a transient lock error (lockPolicy.action). */
 export async function runTmWithRetry(env: TmEnv, req: TmRequest): Promise<void> {
-  return withLockRetry({ lockPolicy: env.lockPolicy ?? defaultLockPolicy }, () => runTm(env, req), {
-    on: 'action',
-    onRetry: (e, next, attempts) =>
-      env.info(
-        `transient lock manager error (${(e as Error).message.split('\n')[0]}); ` +
-          `running the action again (${next}/${attempts})`,
-      ),
-  });
+  return retryAction(env.lockPolicy, env.info, () => runTm(env, req));
 }
 
 export const defaultFrontends = (): string[] => [hostname(), hostname().split('.')[0]!];

@@ -574,3 +574,18 @@ export const expectCache = (r: RecordingRunner, rows: Array<Record<string, unkno
   r
     .expect(vgsArgv(CACHE_VG), { kind: 'read', stdout: vgsJson([cacheVgRow(free)]) })
     .expect(lvsArgv(CACHE_VG), { kind: 'read', stdout: lvsJson(rows) });
+
+/** The lvchange that seals an image: read-only, state `from` -> sealed, its sha256 and any further tags. */
+export const sealArgv = (ref: string, from: string, sha: string, tags: readonly string[] = []) => [
+  'lvchange',
+  '--permission',
+  'r',
+  '--deltag',
+  `cowstack_state:${from}`,
+  '--addtag',
+  'cowstack_state:sealed',
+  '--addtag',
+  `cowstack_sha256:${sha}`,
+  ...tags.flatMap((t) => ['--addtag', t]),
+  ref,
+];

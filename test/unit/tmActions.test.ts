@@ -29,6 +29,7 @@ import {
 } from './repoFixtures.js';
 import { conflictStderr, lvsArgv, lvsJson, recorder, rejectionOf, vgsArgv, vgsJson } from './support.js';
 import {
+  createImageSteps,
   D,
   DIR,
   O,
@@ -62,53 +63,7 @@ const vol = (o: Parameters<typeof imageRow>[2] = {}) =>
   imageRow('one-7-0', U.n1, { state: 'writable', size: 1024 * MiB, ...o });
 const createVol = (o: { failDd?: boolean } = {}): Step[] => [
   rd(vgsArgv(VG), { stdout: VGS_ROW }),
-  wr(journalBegin('one-7-0', 'create-image')),
-  wr([
-    'lvcreate',
-    '-an',
-    '-Zn',
-    '-Wn',
-    '--setautoactivation',
-    'n',
-    '-L',
-    `${1024 * MiB}b`,
-    '-n',
-    'one-7-0',
-    '--addtag',
-    'cowstack_role:image',
-    '--addtag',
-    'cowstack_state:initializing',
-    VG,
-  ]),
-  wr(['lvchange', '-aey', 'vg/one-7-0']),
-  wr(
-    [
-      'dd',
-      'if=/dev/zero',
-      'of=/dev/mapper/vg-one--7--0',
-      'bs=4M',
-      'count=256',
-      'oflag=direct',
-      'conv=fsync',
-      'status=none',
-    ],
-    o.failDd ? { exitCode: 1 } : {},
-  ),
-  wr(['lvchange', '-an', 'vg/one-7-0']),
-  ...(o.failDd
-    ? [wr(['lvremove', '-y', 'vg/one-7-0']), wr(journalEnd('one-7-0', 'create-image'))]
-    : [
-        wr([
-          'lvchange',
-          '--deltag',
-          'cowstack_state:initializing',
-          '--addtag',
-          'cowstack_state:writable',
-          'vg/one-7-0',
-        ]),
-        wr(journalEnd('one-7-0', 'create-image')),
-        lv('one-7-0'),
-      ]),
+  ...createImageSteps('one-7-0', 1024 * MiB, o),
 ];
 const VOL_DEV = '/dev/mapper/vg-one--7--0';
 const mkfs = (fmt: string) => wr(fmt === 'swap' ? ['mkswap', VOL_DEV] : ['mkfs', '-t', fmt, VOL_DEV]);
