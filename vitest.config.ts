@@ -17,6 +17,9 @@ export default defineConfig({
         test: {
           name: 'unit',
           include: ['test/unit/**/*.test.ts'],
+          // Some unit tests start the CLI (node) a few times; they run while the testbed's
+          // guests boot (global-setup.ts) and share the cores with them, so 5 s is too short.
+          testTimeout: 30_000,
           sequence: { groupOrder: 0 },
         },
       },

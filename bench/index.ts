@@ -4,6 +4,7 @@ import { benchClone } from './clone.js';
 import { benchDeploys } from './deploys.js';
 import { benchLimit } from './limit.js';
 import { benchLockio } from './lockio.js';
+import { benchMigrate } from './migrate.js';
 import { benchTm } from './tm.js';
 
 const benches: Record<string, () => Promise<void>> = {
@@ -13,6 +14,7 @@ const benches: Record<string, () => Promise<void>> = {
   limit: benchLimit,
   deploys: benchDeploys,
   lockio: benchLockio,
+  migrate: benchMigrate,
 };
 const name = process.argv[2] ?? '';
 const fn = benches[name];

@@ -16,6 +16,7 @@ import { register as registerMetrics } from './commands/metrics.js';
 import { register as registerTarget } from './commands/target.js';
 import { register as registerInstall } from './commands/install.js';
 import { positionalTm, register as registerTm } from './commands/tm.js';
+import { register as registerDs } from './commands/ds.js';
 import { register as registerCache } from './commands/cache.js';
 import { register as registerCompletion } from './commands/completion.js';
 import { register as registerCatalog } from './commands/catalog.js';
@@ -54,6 +55,7 @@ export function buildProgram(): Command {
   registerTarget(program);
   registerInstall(program);
   registerTm(program);
+  registerDs(program);
   registerCache(program);
   registerCompletion(program);
   registerCatalog(program);

@@ -11,8 +11,8 @@ import type { NodeSession } from './node.js';
 import { lvMapperPath } from './dmNames.js';
 import { beginStep, endStep } from './journal.js';
 import { roleTag, stateTag, type CloneObj, type ImageObj } from './metadata.js';
-import { lvChecksum, sealStep } from './images.js';
-import { findClone, observe, type NodeState } from './observe.js';
+import { lvChecksum, readSealed, sealStep } from './images.js';
+import { findClone, findImage, observe, type NodeState } from './observe.js';
 import type { Step } from './plan.js';
 import { activateStep, deactivateStep, lvRef } from './stack.js';
 import { validateLvName } from './validate.js';
@@ -73,7 +73,7 @@ export function existingCopy(
 }
 
 /**
- * Map the clone here and copy what its stack reads into a new image (fillNewImage).
+ * Map the clone here and copy what its stack reads into a new image (copyDeviceIntoImage).
  * `release` undoes the mapping this call made.
  */
 export async function copyIntoNewImage(
@@ -88,20 +88,35 @@ export async function copyIntoNewImage(
   const image = state.repo.chain(o).at(-1)!;
   const mapped = await mapClone(ctx, o.name);
   try {
-    const filled = await fillNewImage(ctx, imageName, image.sizeBytes, marker, (device) => ({
-      title: `${what} ${ctx.vg}/${imageName}`,
-      req: blockData.copyReq(mapped.device!, device),
-    }));
-    return { name: o.name, ...filled, action: 'flattened' };
+    const r = await copyDeviceIntoImage(ctx, {
+      device: mapped.device!,
+      sizeBytes: image.sizeBytes,
+      imageName,
+      marker,
+      what,
+    });
+    return { ...r, name: o.name };
   } finally {
     if (!ctx.dryRun && mapped.action === 'mapped') await release();
   }
 }
 
+/** Copy a device into a new image (fillNewImage). */
+async function copyDeviceIntoImage(
+  ctx: NodeSession,
+  o: { device: string; sizeBytes: number; imageName: string; marker: string; what: string },
+): Promise<Omit<FlattenResult, 'name'>> {
+  const r = await fillNewImage(ctx, o.imageName, o.sizeBytes, o.marker, (device) => ({
+    title: `${o.what} ${ctx.vg}/${o.imageName}`,
+    req: blockData.copyReq(o.device, device),
+  }));
+  return { ...r, action: 'flattened' };
+}
+
 /**
  * A new image LV of `bytes` tagged with `marker`, filled by the step `fill` builds for its
  * device (journalled: a crash leaves an "initializing" LV recover removes), checksummed and
- * sealed.
+ * sealed. Also core/backups.ts's restore (qemu-img writes a backup chain).
  */
 export async function fillNewImage(
   ctx: NodeSession,
@@ -118,12 +133,7 @@ export async function fillNewImage(
     {
       title: `create image LV ${ref}`,
       req: lvm.createLvReq(
-        {
-          vg: ctx.vg,
-          name: imageName,
-          bytes,
-          tags: [roleTag('image'), stateTag('initializing'), marker],
-        },
+        { vg: ctx.vg, name: imageName, bytes, tags: [roleTag('image'), stateTag('initializing'), marker] },
         ctx.scope,
       ),
       undo: [lvm.removeLvReq(ref, ctx.scope)],
@@ -140,4 +150,31 @@ export async function fillNewImage(
   ]);
   const lv = ctx.dryRun ? undefined : await lvm.findLv(ctx.runner, ctx.vg, imageName, ctx.scope);
   return { image: imageName, vg: ctx.vg, uuid: lv?.uuid, sizeBytes: bytes, sha256: sha };
+}
+
+/**
+ * `ds clone`: a sealed image copied into a new sealed image (OpenNebula's image clone). The
+ * source is activated shared for the copy, and released again if this call activated it.
+ */
+export async function copyImage(ctx: NodeSession, from: string, imageName: string): Promise<FlattenResult> {
+  validateLvName(imageName, 'image name');
+  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const o = findImage(state, from);
+  const marker = `cowstack_copied_from:${o.uuid}`;
+  const done = existingCopy(ctx, state, from, imageName, marker);
+  if (done) return done;
+  const mine = await readSealed(ctx, o, 'copy');
+  try {
+    const device = lvMapperPath(o.vg, o.name);
+    const r = await copyDeviceIntoImage(ctx, {
+      device,
+      sizeBytes: o.sizeBytes,
+      imageName,
+      marker,
+      what: `copy ${from} into`,
+    });
+    return { ...r, name: from };
+  } finally {
+    if (mine && !ctx.dryRun) await collectGarbage(ctx, from);
+  }
 }

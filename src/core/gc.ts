@@ -39,3 +39,36 @@ export async function removeLvs(ctx: NodeSession, names: Set<string>, seen?: Nod
     state = await observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg);
   }
 }
+
+/**
+ * An image and its persistent lineage (`<image>-p<K>`, their snapshots `-s<N>`: the sync-backs
+ * of a persistent image, core/vmDisks.ts) removed together, as OpenNebula removes an image.
+ * Anything else that descends from it (a VM's disk, a clone made by hand) refuses the whole
+ * removal before anything changes, naming what depends on it. Returns what it removed.
+ */
+export async function removeImageAndLineage(ctx: NodeSession, name: string): Promise<string[]> {
+  const state = await observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg);
+  const o = state.repo.byName.get(name);
+  if (!o) return [];
+  if (o.kind !== 'image') throw refused(`${ctx.vg}/${name} is a clone, not an image`, 'check the image SOURCE');
+  const lineage = new RegExp(`^${name.replace(/[.+]/g, '\\$&')}-p(0|[1-9][0-9]*)(-s(0|[1-9][0-9]*))?$`);
+  const names = new Set([name]);
+  const others: string[] = [];
+  for (let todo: CowObj[] = [o]; todo.length;) {
+    const next: CowObj[] = [];
+    for (const p of todo)
+      for (const k of state.repo.childrenOf(p)) {
+        if (lineage.test(k.name)) next.push(k);
+        else others.push(`${k.name} (on ${p.name})`);
+      }
+    next.forEach((k) => names.add(k.name));
+    todo = next;
+  }
+  if (others.length)
+    throw refused(
+      `image ${ctx.vg}/${name} cannot be removed: ${others.length} clone(s) depend on it: ${others.join(', ')}`,
+      'terminate the VMs using it (or remove or flatten those clones) first',
+      { children: others },
+    );
+  return removeLvs(ctx, names, state);
+}

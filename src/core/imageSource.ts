@@ -1,5 +1,5 @@
 /**
- * Turning an import source (a file, or '-' for stdin) into a raw stream of known size on the
+ * Turning an import source (a file, an http(s) URL, or '-' for stdin) into a raw stream of known size on the
  * machine running cowstack. The format comes from the content, never the name: raw, gzip,
  * zstd, xz, bzip2 or qcow2 (expanded into a temporary raw file first: the LV must be created
  * at its final size before the first byte is written). VMDK, VDI and VHD/VHDX are recognised
@@ -15,6 +15,7 @@ import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { execa } from 'execa';
 import { CowstackError, EXIT, notFound, usageError } from '../exec/errors.js';
+import { isUrl, openSource } from './catalog/stream.js';
 import { EXPANDERS, qcow2InfoArgv, qcow2OtherFile, type ExpandFormat } from '../tools/expand.js';
 
 /** Formats cowstack imports. */
@@ -118,6 +119,10 @@ export async function prepareSource(source: string, opts: { format?: SourceForma
     if (source === '-') {
       file = path.join(work, 'stdin');
       await pipeline(process.stdin, createWriteStream(file));
+    } else if (isUrl(source)) {
+      // Fetched once into the work directory: the format is read from its first and last bytes.
+      file = path.join(work, 'download');
+      await pipeline(await openSource(source), createWriteStream(file));
     } else {
       const st = await fsp.stat(source).catch(() => undefined);
       if (!st) throw notFound(`import source ${source} does not exist`);

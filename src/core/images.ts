@@ -340,3 +340,49 @@ export async function exportImage(ctx: NodeSession, name: string, target: string
     seconds: (Date.now() - started) / 1000,
   };
 }
+
+export interface ExposedImage {
+  name: string;
+  vg: string;
+  uuid: string;
+  /** The device on the session's node that reads the image. */
+  device: string;
+  sizeBytes: number;
+  sha256?: string;
+  action: 'activated' | 'none';
+}
+
+/**
+ * A sealed image made readable on this node for someone else to stream out (the datastore
+ * driver's export: the marketplace reads the device over ssh). Activated shared, since a
+ * sealed image is never written, and left so: the reader comes after this command has ended.
+ */
+export async function exposeImage(ctx: NodeSession, name: string): Promise<ExposedImage> {
+  const o = findImage(await observe(ctx.runner, ctx.vg, ctx.scope), name);
+  const activate = await readSealed(ctx, o, 'export');
+  return {
+    name,
+    vg: ctx.vg,
+    uuid: o.uuid,
+    device: lvMapperPath(o.vg, o.name),
+    sizeBytes: o.sizeBytes,
+    sha256: o.sha256,
+    action: activate ? 'activated' : 'none',
+  };
+}
+
+/**
+ * A sealed image made readable on this node: activated shared unless it is active here
+ * already. Anything else is refused: only a sealed image has content that stays as read.
+ * Returns whether this call activated it (the caller's to release).
+ */
+export async function readSealed(ctx: NodeSession, o: ImageObj, purpose: string): Promise<boolean> {
+  if (o.state !== 'sealed')
+    throw refused(
+      `${lvRef(o)} is ${o.state}; only a sealed image has stable content to ${purpose}`,
+      `seal it first: cowstack image seal ${o.name}`,
+    );
+  if (o.lv.activeLocally) return false;
+  await runGuarded(ctx, [activateStep(o, 'shared', ctx.scope)], o);
+  return true;
+}

@@ -23,10 +23,10 @@ export const SUDOERS_PATH = '/etc/sudoers.d/cowstack';
 export const UDEV_RULE_PATH = '/etc/udev/rules.d/99-cowstack.rules';
 export const CONFIG_PATH = '/etc/cowstack/cowstack.yaml';
 
-/** OpenNebula's remotes directory on the front-end: oned runs <remotes>/tm/<driver>/<action>. */
+/** OpenNebula's remotes directory on the front-end: oned runs <remotes>/{tm,datastore}/<driver>/<action>. */
 export const REMOTES_DIR = '/var/lib/one/remotes';
 /** The driver directories of the package a front-end gets, each at the same path under the remotes. */
-export const FRONTEND_DRIVERS = ['tm/cowstack'] as const;
+export const FRONTEND_DRIVERS = ['tm/cowstack', 'datastore/cowstack'] as const;
 
 /**
  * What oned.conf needs for the TM driver (the README explains each attribute). Printed, not
@@ -40,6 +40,15 @@ export const ONED_TM_STANZA =
   `TM_MAD = [ EXECUTABLE = "one_tm", ARGUMENTS = "-t 15 -d ${TM_DRIVERS}" ]\n` +
   'TM_MAD_CONF = [ NAME = "cowstack", LN_TARGET = "NONE", CLONE_TARGET = "SELF", SHARED = "YES",\n' +
   '                DS_MIGRATE = "NO", DRIVER = "raw", ALLOW_ORPHANS = "NO", TM_MAD_SYSTEM = "" ]\n';
+
+/** OpenNebula's datastore drivers as its oned.conf lists them (-d), the system ones (-s), then cowstack. */
+const DS_DRIVERS = 'dummy,fs,lvm,ceph,dev,iscsi_libvirt,restic,rsync,netapp,purefa,virtiofs,interactive,cowstack';
+const DS_SYSTEM = 'dummy,lvm,shared,ssh,local,ceph,fs_lvm,fs_lvm_ssh,qcow2,netapp,purefa,cowstack';
+/** What oned.conf needs for the datastore driver (README "OpenNebula datastore driver"); printed, as the TM one. */
+export const ONED_DS_STANZA =
+  '# add cowstack to both lists (-d: image datastores, -s: system datastores) of your DATASTORE_MAD line, e.g.\n' +
+  `DATASTORE_MAD = [ EXECUTABLE = "one_datastore", ARGUMENTS = "-t 15 -d ${DS_DRIVERS} -s ${DS_SYSTEM}" ]\n` +
+  'DS_MAD_CONF = [ NAME = "cowstack", REQUIRED_ATTRS = "", PERSISTENT_ONLY = "NO", MARKETPLACE_ACTIONS = "export" ]\n';
 
 export type InstallRole = 'node' | 'server' | 'frontend';
 
@@ -62,7 +71,7 @@ export interface InstalledFile {
 export interface InstallResult {
   role: InstallRole;
   files: InstalledFile[];
-  /** Front-end: what oned.conf needs (printed; see ONED_TM_STANZA). */
+  /** Front-end: what oned.conf needs (printed; see ONED_TM_STANZA and ONED_DS_STANZA). */
   onedConf?: string;
 }
 
@@ -217,7 +226,7 @@ export async function install(ctx: NodeSession, opts: Omit<InstallOptions, 'vg'>
     await must(runner, installFileReq(CONFIG_PATH, frontend ? frontendConfigFor(o.vg) : configFor(o.vg), '0644'));
     files.push({ path: CONFIG_PATH, action: 'installed' });
   } else files.push({ path: CONFIG_PATH, action: 'kept' });
-  return { role: o.role, files, ...(frontend ? { onedConf: ONED_TM_STANZA } : {}) };
+  return { role: o.role, files, ...(frontend ? { onedConf: ONED_TM_STANZA + ONED_DS_STANZA } : {}) };
 }
 
 /** sudoers: written beside, checked, then moved into place. */

@@ -18,7 +18,18 @@ import type { Step } from './plan.js';
 
 export { JOURNAL_DIR };
 
-export type JournalOp = 'map' | 'unmap' | 'commit' | 'create-clone' | 'create-image' | 'import' | 'flatten' | 'discard';
+export type JournalOp =
+  | 'map'
+  | 'unmap'
+  | 'commit'
+  | 'create-clone'
+  | 'create-image'
+  | 'import'
+  | 'flatten'
+  | 'discard'
+  | 'migrate-prepare'
+  | 'migrate-release'
+  | 'migrate-acquire';
 
 export interface JournalEntry {
   op: JournalOp;
@@ -28,6 +39,8 @@ export interface JournalEntry {
   started: string;
   /** The operation that wrote it (absent in entries written before operation ids). */
   opId?: string;
+  /** migrate-release: the hand-over record (handoverTag) it writes, so that recover can finish it. */
+  handover?: string;
 }
 
 /** A line of the journal log. `lock`: who took the node lock (named to a waiter that gives up). */

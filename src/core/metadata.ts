@@ -11,6 +11,8 @@
  *   cowstack_catalog:LIST:NAME:VER  imported by `catalog sync` from that list (images; none: by hand)
  *   cowstack_sha512:HEX             the raw disk's sha512 the list endorsed, checked before sealing
  *   cowstack_endorsed:UNIXTIME      the last accepted list names it, until that list expires
+ *   cowstack_handover:ALLOC:META    a live clone released by its source host for a live migration: the
+ *                                   snapshot's allocated and metadata sectors there (acquire compares)
  * and on the repository VG itself (site decisions that exist before any LV does):
  *   cowstack_approved:NAME:VER      the site approved that catalogue image version
  */
@@ -27,6 +29,7 @@ export const TAG = {
   sha512: 'cowstack_sha512:',
   endorsed: 'cowstack_endorsed:',
   approved: 'cowstack_approved:',
+  handover: 'cowstack_handover:',
 } as const;
 
 /** Where a catalogue image came from: the list's id and the image's name and version in it. */
@@ -64,6 +67,13 @@ export interface CloneObj extends Base {
   state: CloneState;
   parentUuid: string;
   chunkSectors: number;
+  /** Set by a live migration's release on the source, cleared by the acquire on the destination. */
+  handover?: Handover;
+}
+/** What a source host recorded of a clone's snapshot when it released it (dm-snapshot status). */
+export interface Handover {
+  allocatedSectors: number;
+  metadataSectors: number;
 }
 export type CowObj = ImageObj | CloneObj;
 
@@ -77,6 +87,15 @@ function parseOrigin(v: string | undefined): CatalogOrigin | undefined {
 
 const numberOrUndefined = (v: string | undefined): number | undefined =>
   v !== undefined && /^\d+$/.test(v) ? Number(v) : undefined;
+
+/** The hand-over record among a clone's tags, if its value has the right shape. */
+function handoverOf(tags: string[]): { handover?: Handover } {
+  const m = /^(\d+):(\d+)$/.exec(tagValue(tags, TAG.handover) ?? '');
+  return m ? { handover: { allocatedSectors: Number(m[1]), metadataSectors: Number(m[2]) } } : {};
+}
+
+/** Every hand-over tag on an LV (normally none or one). */
+export const handoverTags = (tags: readonly string[]): string[] => tags.filter((t) => t.startsWith(TAG.handover));
 
 /** Read-only parents: a sealed image or a committed clone. Only these may have children. */
 export const isFrozen = (o: CowObj): boolean => (o.kind === 'image' ? o.state === 'sealed' : o.state === 'committed');
@@ -103,6 +122,7 @@ export function fromLv(lv: LvInfo): CowObj | undefined {
       state: (tagValue(lv.tags, TAG.state) ?? 'initializing') as CloneState,
       parentUuid: tagValue(lv.tags, TAG.parent) ?? '',
       chunkSectors: Number(tagValue(lv.tags, TAG.chunk) ?? 8),
+      ...handoverOf(lv.tags),
     };
   }
   return undefined;
@@ -174,6 +194,7 @@ export const sourceShaTag = (hex: string): string => `${TAG.sourceSha256}${hex}`
 export const catalogTag = (o: CatalogOrigin): string => `${TAG.catalog}${o.list}:${o.name}:${o.version}`;
 export const sha512Tag = (hex: string): string => `${TAG.sha512}${hex}`;
 export const endorsedTag = (unixSeconds: number): string => `${TAG.endorsed}${unixSeconds}`;
+export const handoverTag = (h: Handover): string => `${TAG.handover}${h.allocatedSectors}:${h.metadataSectors}`;
 export const approvedTag = (name: string, version: string): string => `${TAG.approved}${name}:${version}`;
 
 /** The image versions a VG's tags approve, as NAME:VERSION keys. */

@@ -85,6 +85,25 @@ const retriable = (on: LockRetryOn, e: unknown): boolean =>
   on === 'own-release' ? e instanceof CowstackError && e.exitCode === EXIT.LOCK_CONFLICT : isTransientLockError(e);
 
 /**
+ * A whole driver action (TM or datastore) run again, from a fresh observation, on a transient
+ * lock manager error (the policy's `action` attempts): every driver action is idempotent.
+ */
+export function retryAction<T>(
+  policy: LockPolicy | undefined,
+  info: (msg: string) => void,
+  fn: () => Promise<T>,
+): Promise<T> {
+  return withLockRetry({ lockPolicy: policy ?? defaultLockPolicy }, fn, {
+    on: 'action',
+    onRetry: (e, next, attempts) =>
+      info(
+        `transient lock manager error (${(e as Error).message.split('\n')[0]}); ` +
+          `running the action again (${next}/${attempts})`,
+      ),
+  });
+}
+
+/**
  * Runs fn, and again after the policy's pause while it fails in the way `on` names, up to the
  * policy's attempts in all; any other error, or the last attempt's, is thrown as it is.
  * `onRetry` hears of each retry before the pause (next: the attempt about to run).

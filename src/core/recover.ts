@@ -5,6 +5,9 @@
  *                  finished and a VM uses it, so it is kept
  *   unmap, commit, discard   finish (the admin asked for them; all are idempotent)
  *   create-*, import, flatten undo (remove the half-made LV still marked initializing)
+ *   migrate-prepare   undo (remove the placeholder) unless it is open: a qemu waits on it, kept
+ *   migrate-release   finish (with the hand-over record the entry keeps)
+ *   migrate-acquire   finish while the placeholder (or the loaded snapshot) is there, once
  * Then, whatever the journal says: a writable device over a committed clone is removed when
  * nothing opens it, and cowstack devices and shared activations nothing uses are released.
  */
@@ -13,6 +16,7 @@ import * as dmsetup from '../tools/dmsetup.js';
 import * as host from '../tools/host.js';
 import * as lvm from '../tools/lvm.js';
 import { collectGarbage, commitClone, discardClone, unmapClone } from './clones.js';
+import { abortMigration, acquireMigration, releaseMigration } from './migrate.js';
 import type { NodeSession } from './node.js';
 import { lazyDeviceName } from './cache/lazy.js';
 import { wbHostOf } from './cache/meta.js';
@@ -111,6 +115,19 @@ async function settle(ctx: NodeSession, entry: JournalEntry & { file: string }):
       return 'finished';
     case 'discard':
       await discardClone(ctx, o.name);
+      return 'finished';
+    case 'migrate-prepare': {
+      if ((state.devices.get(dmName('rw', o.uuid))?.open ?? 0) > 0) return 'kept';
+      await abortMigration(ctx, o.name);
+      return 'undone';
+    }
+    case 'migrate-release':
+      await releaseMigration(ctx, o.name, entry.handover ? { record: entry.handover } : {});
+      return 'finished';
+    case 'migrate-acquire':
+      // Without the device the hand-over was aborted here (or the node rebooted): nothing waits.
+      if (!state.devices.has(dmName('rw', o.uuid))) return 'nothing-to-do';
+      await acquireMigration(ctx, o.name, { waitSeconds: 0 });
       return 'finished';
     case 'create-clone':
     case 'create-image':

@@ -87,13 +87,21 @@ export function foldRelease(
  * refused (the plan is undone, so the COW is released again) unless the clone is still
  * live, writable and the same LV. Placed right after the step that takes or holds the lock.
  */
-export const stillLiveStep = (o: CowObj, verb: string, scope: lvm.LvmScope = {}): Step => ({
+export const stillLiveStep = (
+  o: CowObj,
+  verb: string,
+  scope: lvm.LvmScope = {},
+  seen?: (now: CloneObj) => void,
+): Step => ({
   title: `check ${lvRef(o)} is still live and writable under its lock`,
   req: lvm.lvsRequest(lvRef(o), scope),
   check: (r) => {
     const lv = r.exitCode === 0 ? lvm.parseLvs(r.stdout)[0] : undefined;
     const now = lv ? fromLv(lv) : undefined;
-    if (now?.kind === 'clone' && now.state === 'live' && !lv!.readOnly && sameUuid(now.uuid, o.uuid)) return;
+    if (now?.kind === 'clone' && now.state === 'live' && !lv!.readOnly && sameUuid(now.uuid, o.uuid)) {
+      seen?.(now);
+      return;
+    }
     const what =
       !now || !sameUuid(now.uuid, o.uuid)
         ? 'was removed'
@@ -134,6 +142,8 @@ export interface StackPlan extends BottomCacheNames {
     altOriginDevices?: string[];
   }>;
   sectors: number;
+  /** The top device when this plan creates it: its name and table (a migration loads that table instead). */
+  top?: { name: string; table: string };
 }
 
 /**
@@ -149,6 +159,11 @@ export interface StackOptions {
    * neither a refresh nor a re-read is needed before its writable device.
    */
   createdHere?: string;
+  /**
+   * Hears the live clone as re-read under its lock (stillLiveStep), when this plan takes that
+   * lock: a live migration's acquire reads the source's hand-over record there.
+   */
+  underLock?: (now: CloneObj) => void;
 }
 
 export function planStack(
@@ -169,6 +184,7 @@ export function planStack(
   const steps: Step[] = [];
   const layers: StackLayer[] = [];
   const verify: StackPlan['verify'] = [];
+  let top: StackPlan['top'];
   // A cache device holding the image's bytes on this node stands in for the image LV at the
   // bottom (the first cache kind that has one ready): the node then reads less, or nothing,
   // from the repository for this stack.
@@ -215,11 +231,11 @@ export function planStack(
       // Already active here: refresh (another node may have grown it) unless it is already
       // mapped, in which case the mapping is verified below and nothing runs at all.
       if (!o.lv.activeLocally)
-        steps.push(activateStep(o, 'exclusive', scope), stillLiveStep(o, 'map it writable', scope));
+        steps.push(activateStep(o, 'exclusive', scope), stillLiveStep(o, 'map it writable', scope, opts.underLock));
       else if (!state.devices.has(dmName('rw', o.uuid)) && o.uuid !== opts.createdHere) {
         steps.push(
           { title: `refresh ${lvRef(o)}`, req: lvm.lvmRequest('lvchange', ['--refresh', lvRef(o)], 'write', scope) },
-          stillLiveStep(o, 'map it writable', scope),
+          stillLiveStep(o, 'map it writable', scope, opts.underLock),
         );
       }
     } else if (!o.lv.activeLocally) {
@@ -249,6 +265,7 @@ export function planStack(
         ...(layers.length === 1 && altBottom.length ? { altOriginDevices: altBottom } : {}),
       });
     } else {
+      if (o === target) top = { name, table };
       steps.push({
         title: `map ${live ? 'writable' : 'read-only'} snapshot ${name} (${o.name})`,
         req: dmsetup.createReq(name, dmUuid(role, o.uuid), table, { readOnly: !live }),
@@ -260,7 +277,7 @@ export function planStack(
   }
   // The bottom cache's own steps (activate it, mark it used) go first, if the kind wants them.
   if (bottom) steps.unshift(...bottom.steps(steps.length > 0));
-  return { steps, layers, device: origin, verify, sectors, ...bottom?.names };
+  return { steps, layers, device: origin, verify, sectors, ...(top ? { top } : {}), ...bottom?.names };
 }
 
 /**

@@ -14,9 +14,10 @@ import * as backupFiles from '../tools/backupFiles.js';
 import { installFileReq } from '../tools/files.js';
 import * as lvm from '../tools/lvm.js';
 import { createAndMapClone, growClone, mapClone, unmapClone } from '../core/clones.js';
+import { abortMigration, acquireMigration, prepareMigration, releaseMigration } from '../core/migrate.js';
 import { runGuarded } from '../core/executor.js';
 import { nodeSession, type NodeSession } from '../core/node.js';
-import { defaultLockPolicy, withLockRetry, type LockPolicy } from '../core/plan.js';
+import { retryAction, withLockRetry, type LockPolicy } from '../core/plan.js';
 import { dmName, lvMapperName, lvMapperPath } from '../core/dmNames.js';
 import { isTransientLockError } from '../core/locks.js';
 import { flattenClone } from '../core/flatten.js';
@@ -588,6 +589,73 @@ async function activate(env: TmEnv, host: string): Promise<void> {
   if (failed) throw failed;
 }
 
+// ---- live migration (README "Live migration"; the hand-over itself: vmm/kvm/migrate) -----------
+
+type MigrateRequest = Extract<TmRequest, { action: 'premigrate' | 'postmigrate' | 'failmigrate' }>;
+
+/** The VM's disks that live migration hands over: its live clones. A volatile disk has no hand-over: refused. */
+async function migratingDisks(ctx: NodeSession, req: MigrateRequest): Promise<Array<{ name: string; diskId: number }>> {
+  const state = await observeNode(ctx);
+  const tops = disksOf(state, req.vmId).filter((o) => /^one-\d+-\d+$/.test(o.name));
+  const volatile = tops.filter((o) => o.kind === 'image');
+  if (volatile.length && req.action === 'premigrate')
+    throw refused(
+      `VM ${req.vmId} has volatile disk(s) ${volatile.map((o) => o.name).join(', ')}: live migration hands over ` +
+        'image-backed (clone) disks only',
+      'use cold migration for this VM (poweroff, migrate, resume)',
+    );
+  return tops
+    .filter((o) => o.kind === 'clone' && o.state === 'live')
+    .map((o) => ({ name: o.name, diskId: Number(o.name.split('-')[2]) }));
+}
+
+const diskLink = (req: MigrateRequest, diskId: number) => `${req.vmDir}/disk.${diskId}`;
+
+/**
+ * Destination, before the VMM migrate: the VM directory's files (context ISO...) copied over,
+ * each clone disk prepared (ancestors mapped, an EIO placeholder under the disk's final device
+ * name) and linked where qemu opens it. The hand-over happens in the VMM migrate action.
+ */
+async function premigrate(env: TmEnv, req: MigrateRequest): Promise<void> {
+  const ctx = ctxOf(env, req.dstHost);
+  const disks = await migratingDisks(ctx, req);
+  const dir = { host: req.srcHost, path: req.vmDir, vmDir: req.vmDir, vmId: req.vmId, dsId: req.dsId };
+  const copied = await copyFiles(env, dir, { ...dir, host: req.dstHost });
+  if (copied) env.info(`copied ${copied} file(s) of ${req.vmDir} from ${req.srcHost} to ${req.dstHost}`);
+  for (const d of disks) {
+    const r = await prepareMigration(ctx, d.name);
+    await link(ctx.runner, r.device!, { ...dir, host: req.dstHost, path: diskLink(req, d.diskId) });
+    env.info(`${req.dstHost}: ${d.name} prepared (${r.action}), ${diskLink(req, d.diskId)} -> ${r.device}`);
+  }
+}
+
+/**
+ * After the VMM migrate: the source releases what it still holds (a no-op after the VMM
+ * action's release, apart from the ancestors nothing uses any more), the destination acquires
+ * (a no-op when the VMM action did).
+ */
+async function postmigrate(env: TmEnv, req: MigrateRequest): Promise<void> {
+  const src = ctxOf(env, req.srcHost);
+  const dst = ctxOf(env, req.dstHost);
+  for (const d of await migratingDisks(src, req)) {
+    const released = await releaseMigration(src, d.name);
+    const acquired = await acquireMigration(dst, d.name);
+    env.info(`${d.name}: ${req.srcHost} ${released.action}, ${req.dstHost} ${acquired.action}`);
+    await run(src.runner, ['rm', '-f', '--', diskLink(req, d.diskId)]);
+  }
+}
+
+/** The migration failed: the destination's placeholders and links go; the source kept running untouched. */
+async function failmigrate(env: TmEnv, req: MigrateRequest): Promise<void> {
+  const ctx = ctxOf(env, req.dstHost);
+  for (const d of await migratingDisks(ctx, req)) {
+    const r = await abortMigration(ctx, d.name);
+    env.info(`${req.dstHost}: ${d.name} ${r.action}${r.warnings ? ` (${r.warnings.join('; ')})` : ''}`);
+    // A destination that holds the disk (the hand-over completed) keeps its link.
+    if (!r.warnings?.length) await run(ctx.runner, ['rm', '-f', '--', diskLink(req, d.diskId)]);
+  }
+}
+
 export async function runTm(env: TmEnv, req: TmRequest): Promise<void> {
   switch (req.action) {
     case 'clone':
@@ -611,16 +679,11 @@ export async function runTm(env: TmEnv, req: TmRequest): Promise<void> {
     case 'resize':
       return resize(env, req);
     case 'premigrate':
-      throw refused(
-        `live migration of VM ${req.vmId} from ${req.srcHost} to ${req.dstHost} is not supported by the cowstack TM ` +
-          'driver',
-        'a writable COW can be open on one host only: use cold migration (poweroff, migrate, resume), ' +
-          'or undeploy and deploy on the other host',
-      );
+      return premigrate(env, req);
     case 'postmigrate':
+      return postmigrate(env, req);
     case 'failmigrate':
-      // premigrate refuses, so no live migration ever starts: nothing to hand over or undo.
-      return;
+      return failmigrate(env, req);
     case 'snap_create':
     case 'snap_create_live':
     case 'snap_delete':
@@ -643,14 +706,7 @@ export { isTransientLockError };
 
 /** Runs the action, again from a fresh observation on a transient lock error (lockPolicy.action). */
 export async function runTmWithRetry(env: TmEnv, req: TmRequest): Promise<void> {
-  return withLockRetry({ lockPolicy: env.lockPolicy ?? defaultLockPolicy }, () => runTm(env, req), {
-    on: 'action',
-    onRetry: (e, next, attempts) =>
-      env.info(
-        `transient lock manager error (${(e as Error).message.split('\n')[0]}); ` +
-          `running the action again (${next}/${attempts})`,
-      ),
-  });
+  return retryAction(env.lockPolicy, env.info, () => runTm(env, req));
 }
 
 export const defaultFrontends = (): string[] => [hostname(), hostname().split('.')[0]!];

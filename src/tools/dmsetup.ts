@@ -21,6 +21,9 @@ export type SnapshotMode = 'P' | 'PO' | 'N';
 export const linearTable = (sectors: number, device: string, offset = 0): string =>
   `0 ${sectors} linear ${device} ${offset}`;
 
+/** Every I/O fails at once with EIO (a placeholder a process may open and probe without hanging). */
+export const errorTable = (sectors: number): string => `0 ${sectors} error`;
+
 export function snapshotTable(
   sectors: number,
   origin: string,
@@ -305,8 +308,10 @@ export async function table(runner: Runner, name: string): Promise<DmLine[]> {
   return parseDmLines((await runner.run(req(['table', name], 'read'))).stdout);
 }
 
+export const statusReq = (name: string): RunRequest => req(['status', name], 'read');
+
 export async function status(runner: Runner, name: string): Promise<DmLine[]> {
-  return parseDmLines((await runner.run(req(['status', name], 'read'))).stdout);
+  return parseDmLines((await runner.run(statusReq(name))).stdout);
 }
 
 /** `dmsetup status` of every device in one call: "name: start len target args". */
@@ -354,6 +359,8 @@ export const createReq = (
   });
 export const reloadReq = (name: string, tableText: string): RunRequest =>
   req(['reload', name, '--table', tableText], 'write');
+/** Drops a device's inactive table (one `reload` loaded and no resume swapped in). */
+export const clearReq = (name: string): RunRequest => req(['clear', name], 'write');
 export const suspendReq = (name: string, noflush = false): RunRequest =>
   req(['suspend', ...(noflush ? ['--noflush'] : []), name], 'write');
 export const resumeReq = (name: string): RunRequest => req(['resume', name], 'write');

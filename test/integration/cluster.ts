@@ -12,14 +12,17 @@ export async function bringUpCluster(
   log: (s: string) => void = () => {},
 ): Promise<{ device: string; seconds: number }> {
   const started = Date.now();
-  let device = '';
-  for (const node of tb.nodes) {
-    const r = await cowstack(tb, ['--host', node.name, '--json', 'initiator', 'login', tb.portal, tb.targetIqn], {
-      check: true,
-    });
-    device = r.json.result.device;
-    log(`${node.name}: logged in, ${device}`);
-  }
+  // The logins are independent of each other: all nodes at once.
+  const devices = await Promise.all(
+    tb.nodes.map(async (node) => {
+      const r = await cowstack(tb, ['--host', node.name, '--json', 'initiator', 'login', tb.portal, tb.targetIqn], {
+        check: true,
+      });
+      log(`${node.name}: logged in, ${r.json.result.device}`);
+      return r.json.result.device as string;
+    }),
+  );
+  const device = devices[0]!;
   for (const node of tb.nodes) {
     const args = node.hostId === 1 ? ['cluster', 'init', device] : ['cluster', 'join'];
     const r = await cowstack(

@@ -11,8 +11,9 @@
  * time. Each has its own state dir (.testbed, .testbed-2), ports, tgtd and LUN.
  */
 import type { TestProject } from 'vitest/node';
-import { attach, down, ensureImage, resolveStateDir, up, type Testbed } from '../testbed/index.js';
+import { attach, down, ensureImage, envLunSectorBytes, resolveStateDir, up, type Testbed } from '../testbed/index.js';
 import { bringUpCluster } from './cluster.js';
+import { clearReadiness, recordReadiness } from './readiness.js';
 import { testbedCount } from './testbedCount.js';
 
 const log = (s: string) => process.stderr.write(`[testbed] ${s}\n`);
@@ -22,15 +23,27 @@ export function stateDirs(count = testbedCount()): string[] {
   return Array.from({ length: count }, (_, i) => (i === 0 ? first : `${first}-${i + 1}`));
 }
 
-async function bringUp(stateDir: string, tag: string): Promise<{ tb: Testbed; reused: boolean }> {
+/**
+ * The LUN's physical sector size for cluster i. The first reports 4096 bytes (what tgt gives a
+ * file here, and what many SANs report), the others 512: every run proves both sanlock lease
+ * layouts (8 MiB and 1 MiB leases), and 512-byte leases cost an eighth of the lock I/O, which
+ * under TCG is guest CPU the other tests want. COWSTACK_TESTBED_LUN_PBS=512 or 4096 sets all.
+ */
+const lunSectorBytes = (i: number): 512 | 4096 =>
+  process.env.COWSTACK_TESTBED_LUN_PBS ? envLunSectorBytes() : i === 0 ? 4096 : 512;
+
+async function bringUp(stateDir: string, tag: string, i: number): Promise<{ tb: Testbed; reused: boolean }> {
   const t0 = Date.now();
   const say = (s: string) => log(`${tag}${s}`);
   let tb: Testbed | undefined;
   if (process.env.COWSTACK_TESTBED_REUSE) tb = await attach(stateDir).catch(() => undefined);
   const reused = Boolean(tb);
   if (!tb) {
-    tb = await up({ nodes: 2, stateDir, log: say });
-    say(`booted ${tb.nodes.length} nodes in ${((Date.now() - t0) / 1000).toFixed(0)}s`);
+    tb = await up({ nodes: 2, stateDir, log: say, lunSectorBytes: lunSectorBytes(i) });
+    say(
+      `booted ${tb.nodes.length} nodes in ${((Date.now() - t0) / 1000).toFixed(0)}s ` +
+        `(LUN: ${lunSectorBytes(i)}-byte physical sectors)`,
+    );
   }
   // Idempotent: on a reused testbed it only checks that everything is in place.
   const c = await bringUpCluster(tb, say);
@@ -38,16 +51,39 @@ async function bringUp(stateDir: string, tag: string): Promise<{ tb: Testbed; re
   return { tb, reused };
 }
 
-export default async function setup(project: TestProject) {
-  const image = await ensureImage({ log });
-  log(`image ${image.hash} ${image.built ? `built in ${image.seconds.toFixed(0)}s` : 'cached'}`);
+export default function setup(project: TestProject) {
   const dirs = stateDirs();
-  // All at once: booting and lock-space start-up mostly wait, so they overlap well. Each is
-  // started even when another fails, and all of them are stopped on a failure.
-  const settled = await Promise.allSettled(dirs.map((d, i) => bringUp(d, dirs.length > 1 ? `#${i + 1} ` : '')));
-  const ok = settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
-  const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
-  const stop = async () => {
+  for (const d of dirs) clearReadiness(d);
+  // Not awaited: the clusters boot while the unit tests run (vitest waits for a global setup
+  // before it starts any file, and the unit phase is a minute and a half of the bring-up's
+  // four). Each integration file waits for its cluster's readiness record (testbeds.ts).
+  const bringUps = (async () => {
+    const image = await ensureImage({ log });
+    log(`image ${image.hash} ${image.built ? `built in ${image.seconds.toFixed(0)}s` : 'cached'}`);
+    // All at once: booting and lock-space start-up mostly wait, so they overlap well. Each is
+    // started even when another fails, and all of them are stopped on a failure.
+    return Promise.allSettled(
+      dirs.map(async (d, i) => {
+        try {
+          const r = await bringUp(d, dirs.length > 1 ? `#${i + 1} ` : '', i);
+          recordReadiness(d, { ok: true });
+          return r;
+        } catch (e) {
+          recordReadiness(d, { ok: false, error: e instanceof Error ? e.message : String(e) });
+          throw e;
+        }
+      }),
+    );
+  })().catch((e: unknown) => {
+    // The image could not be built: no cluster can come up.
+    const error = e instanceof Error ? e.message : String(e);
+    for (const d of dirs) recordReadiness(d, { ok: false, error });
+    return [] as PromiseSettledResult<{ tb: Testbed; reused: boolean }>[];
+  });
+  project.provide('testbedStates', dirs);
+  return async () => {
+    const settled = await bringUps;
+    const ok = settled.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
     for (const { tb, reused } of ok) {
       if (process.env.COWSTACK_TESTBED_KEEP || reused) {
         log(
@@ -60,15 +96,6 @@ export default async function setup(project: TestProject) {
       log(`testbed ${tb.stateDir} stopped`);
     }
   };
-  if (failed) {
-    await stop();
-    throw failed.reason;
-  }
-  project.provide(
-    'testbedStates',
-    ok.map(({ tb }) => tb.stateDir),
-  );
-  return stop;
 }
 
 declare module 'vitest' {

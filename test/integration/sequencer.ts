@@ -9,11 +9,12 @@ import { BaseSequencer, type TestSpecification } from 'vitest/node';
 
 const SECONDS: Record<string, number> = {
   'crash.test.ts': 730,
-  'nodelocal.test.ts': 505,
+  'nodelocal.test.ts': 420,
   'clones.test.ts': 500,
   'cache.test.ts': 390,
   'races.test.ts': 310,
   'tm.test.ts': 310,
+  'migrate.test.ts': 200,
   'target.test.ts': 175,
   'foundation.test.ts': 115,
   'sizing.test.ts': 105,

@@ -14,7 +14,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Check } from '../../src/core/doctor.js';
 import type { Testbed } from '../testbed/index.js';
-import { attachMine } from './testbeds.js';
+import { attachMine, repoDevice } from './testbeds.js';
 import { cowstack } from './cli.js';
 import { REPO_VG } from './cluster.js';
 
@@ -46,6 +46,13 @@ async function mda(): Promise<{ size: number; free: number }> {
   return { size: size!, free: free! };
 }
 
+/** The physical sector size the repository LUN reports on node1, as lvmlockd saw it at vgcreate. */
+async function lunSectorBytes(): Promise<number> {
+  const r = await tb.ssh('node1', ['blockdev', '--getpbsz', repoDevice(tb)]);
+  expect(r.exitCode, r.stderr).toBe(0);
+  return Number(r.stdout.trim());
+}
+
 async function doctorChecks(): Promise<Record<string, Check>> {
   const r = await cowstack(tb, ['--host', 'node1', '--json', 'doctor', '--vg', REPO_VG]);
   return Object.fromEntries(r.json.result.checks.map((c: Check) => [c.id, c]));
@@ -63,14 +70,19 @@ describe('repository sizing', () => {
     const checks = await doctorChecks();
     for (const id of ['capacity:metadata', 'capacity:leases', 'capacity:extents'])
       expect(checks[id]?.status, `${id}: ${checks[id]?.message}`).toBe('ok');
-    expect(checks['capacity:leases']!.message).toMatch(/in a 1 GiB lvmlock \(8 MiB each/);
-    // The testbed's LUN reports 4096-byte physical sectors (bench lockio measured what that costs).
-    expect(checks['repository:lock-io']!.message).toMatch(/^sanlock leases on 4096-byte sectors: .* about 8 MiB /);
+    // The testbed's clusters differ here (global-setup.ts): 4096-byte sectors make 8 MiB leases,
+    // 512-byte ones 1 MiB leases (bench lockio measured what each costs).
+    const sector = await lunSectorBytes();
+    const leaseMiB = sector === 4096 ? 8 : 1;
+    expect(checks['capacity:leases']!.message).toContain(`lvmlock (${leaseMiB} MiB each`);
+    expect(checks['repository:lock-io']!.message).toMatch(
+      new RegExp(`^sanlock leases on ${sector}-byte sectors: .* about ${leaseMiB} MiB `),
+    );
     const s = await cowstack(tb, ['--host', 'node1', '--json', 'status', '--vg', REPO_VG], { check: true });
     const c = s.json.result.capacity;
     expect(c.metadata.freeBytes).toBe(m.free);
     expect(c.metadata.areaBytes).toBe(m.size);
-    expect(c.leases.alignBytes).toBe(8 * 2 ** 20);
+    expect(c.leases.alignBytes).toBe(leaseMiB * 2 ** 20);
     expect(c.extents.free).toBeGreaterThan(0);
     // cowstack metrics publishes the same capacity (the file node_exporter's textfile collector reads).
     const dir = await mkdtemp(path.join(tmpdir(), 'cowstack-metrics-'));

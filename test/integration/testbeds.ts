@@ -12,6 +12,7 @@ import { closeSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:f
 import path from 'node:path';
 import { inject } from 'vitest';
 import { attach, type Testbed } from '../testbed/index.js';
+import { readiness } from './readiness.js';
 
 const claimFile = (stateDir: string) => path.join(stateDir, 'claimed-by-pid');
 
@@ -56,19 +57,24 @@ process.on('exit', () => {
   }
 });
 
-/** The first cluster no running file holds; waits (bounded) while all are held. */
-export async function attachMine(timeoutMs = 600_000): Promise<Testbed> {
+/**
+ * The first cluster that is up and that no running file holds; waits (bounded) while all are
+ * held or still coming up (the global setup boots them while the unit tests run).
+ */
+export async function attachMine(timeoutMs = 1_100_000): Promise<Testbed> {
   const dirs = inject('testbedStates');
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const dir = dirs.find((d) => claim(d));
+    const dir = dirs.find((d) => readiness(d) === 'ready' && claim(d));
     if (dir) {
       held.add(dir);
       return attach(dir);
     }
     // The previous file's worker may still be exiting: its claim goes with its process.
     if (Date.now() > deadline)
-      throw new Error(`no free testbed cluster among ${dirs.join(', ')} after ${timeoutMs / 1000} s`);
+      throw new Error(
+        `no free testbed cluster (up and unclaimed) among ${dirs.join(', ')} after ${timeoutMs / 1000} s`,
+      );
     await new Promise((r) => setTimeout(r, 500));
   }
 }

@@ -26,6 +26,8 @@ export interface TmHarness {
   run(action: string, args: string[], input?: string): Promise<TmResult>;
   /** Runs an action and fails with its output unless it exits 0. */
   ok(action: string, args: string[], input?: string): Promise<TmResult>;
+  /** The datastore driver: datastore/cowstack/<action>, as oned's one_datastore runs it. */
+  ds: Pick<TmHarness, 'run' | 'ok'>;
   dir: string;
 }
 
@@ -53,31 +55,34 @@ export async function tmHarness(
     COWSTACK_TM_LOCK_DIR: path.join(dir, 'lock'),
     NO_COLOR: '1',
   };
-  const run = async (action: string, args: string[], input?: string): Promise<TmResult> => {
-    const started = Date.now();
-    const r = await execa(path.join(ROOT, 'tm/cowstack', action), args, {
-      reject: false,
-      env,
-      input: input ?? '',
-      timeout: 600_000,
-    });
-    return {
-      exitCode: r.exitCode ?? -1,
-      stdout: String(r.stdout),
-      stderr: String(r.stderr),
-      seconds: (Date.now() - started) / 1000,
+  const runIn =
+    (driver: string) =>
+    async (action: string, args: string[], input?: string): Promise<TmResult> => {
+      const started = Date.now();
+      const r = await execa(path.join(ROOT, driver, action), args, {
+        reject: false,
+        env,
+        input: input ?? '',
+        timeout: 600_000,
+      });
+      return {
+        exitCode: r.exitCode ?? -1,
+        stdout: String(r.stdout),
+        stderr: String(r.stderr),
+        seconds: (Date.now() - started) / 1000,
+      };
     };
-  };
-  return {
-    dir,
-    run,
-    async ok(action, args, input) {
+  const driver = (dir: string, what: string) => {
+    const run = runIn(dir);
+    const ok = async (action: string, args: string[], input?: string) => {
       const r = await run(action, args, input);
       if (r.exitCode !== 0)
-        throw new Error(`tm ${action} ${args.join(' ')} exited ${r.exitCode}\n${r.stdout}\n${r.stderr}`);
+        throw new Error(`${what} ${action} ${args.join(' ')} exited ${r.exitCode}\n${r.stdout}\n${r.stderr}`);
       return r;
-    },
+    };
+    return { run, ok };
   };
+  return { dir, ...driver('tm/cowstack', 'tm'), ds: driver('datastore/cowstack', 'ds') };
 }
 
 /** Every TM test file's set-up: its testbed, a harness on it, and `content` imported on node1 as image `name`. */

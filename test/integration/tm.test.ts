@@ -2,30 +2,54 @@
  * The OpenNebula TM driver on the real-kernel testbed: the sequences oned runs for a VM's
  * life, played through tm/cowstack/<action> with real argument strings. After every step:
  * the symlink at D, the device behind it, the LV tags and the data (sha256); after
- * terminate, that nothing of the VM is left on either node or in the repository.
+ * terminate, that nothing of the VM is left on either node or in the repository. The image
+ * itself goes through the datastore driver (datastore/cowstack/<action>) as oned would send it:
+ * stat and cp bring it in, mkfs names the save-as, export streams it out, rm refuses while a
+ * disk depends on it and removes it (with its persistent lineage) at the end.
  */
 import { beforeAll, describe, expect, it } from 'vitest';
+import { createHash } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
+import { gzipSync } from 'node:zlib';
+import { execa } from 'execa';
 import path from 'node:path';
 import type { Testbed } from '../testbed/index.js';
+import { attachMine } from './testbeds.js';
 import { clusterCli } from './cli.js';
 import { REPO_VG } from './cluster.js';
 import { deviceSha, MiB, overlay, pattern, sha256, writeAt } from './data.js';
-import { DS, FE, tmWithImage, type TmHarness } from './tm-harness.js';
+import { DS, FE, tmHarness, type TmHarness } from './tm-harness.js';
 
 let tb: Testbed;
 let tm: TmHarness;
 const run = Date.now().toString(36).slice(-5);
 const IMG = pattern(16 * MiB, 61);
-const img = `tmimg-${run}`;
-const saved = `tmsaved-${run}`;
-// VM ids unique per run, so a kept testbed can run this file again.
+// VM and image ids unique per run, so a kept testbed can run this file again. The image comes in
+// through the datastore driver (ds cp) as OpenNebula image IMGID, the save-as (ds mkfs + cpds)
+// makes image SAVEDID: in the repository VG they are one-img-<id>.
+const IMGID = 5000 + (parseInt(run, 36) % 5000);
+const SAVEDID = IMGID + 1;
+const img = `one-img-${IMGID}`;
+const saved = `one-img-${SAVEDID}`;
 const VM = 700 + (parseInt(run, 36) % 200);
 const PVM = VM + 1000;
 const SYS = 0; // system datastore
 const IDS = 1; // image datastore
 const vmDir = (vm: number) => `/var/lib/one/datastores/${SYS}/${vm}`;
 const D = (host: string, vm: number, disk: number) => `${host}:${DS}/${SYS}/${vm}/disk.${disk}`;
+/** The datastore driver action oned sends: base64 DS_DRIVER_ACTION_DATA, the datastore reaching the VG via node1. */
+const dsAction = (image: Record<string, string | number>) =>
+  Buffer.from(
+    '<DS_DRIVER_ACTION_DATA><IMAGE>' +
+      Object.entries(image)
+        .map(([k, v]) => `<${k}><![CDATA[${v}]]></${k}>`)
+        .join('') +
+      `</IMAGE><DATASTORE><ID>${IDS}</ID><TEMPLATE><BRIDGE_LIST><![CDATA[node1]]></BRIDGE_LIST></TEMPLATE>` +
+      '</DATASTORE></DS_DRIVER_ACTION_DATA>',
+  ).toString('base64');
+/** What the datastore driver printed when the image came in (beforeAll), checked by the first test. */
+const imported = { stat: '', cp: '', seconds: 0 };
+const IMG_GZ = gzipSync(IMG, { level: 1 });
 
 const ssh = async (node: string, argv: string[]) => {
   const r = await tb.ssh(node, argv);
@@ -64,7 +88,14 @@ async function checkDisk(
 }
 
 beforeAll(async () => {
-  ({ tb, tm } = await tmWithImage(img, IMG));
+  tb = await attachMine();
+  tm = await tmHarness(tb);
+  // As oned registers an image: stat (its size), then cp from the front-end (here: gzip).
+  const file = path.join(tm.dir, 'img.raw.gz');
+  await fsp.writeFile(file, IMG_GZ);
+  imported.stat = (await tm.ds.ok('stat', ['1'], dsAction({ PATH: file }))).stdout;
+  const cp = await tm.ds.ok('cp', [String(IMGID)], dsAction({ ID: IMGID, PATH: file, SIZE: 16 }));
+  Object.assign(imported, { cp: cp.stdout, seconds: cp.seconds });
   await fsp.writeFile(path.join(tm.dir, 'context.sh'), `ETH0_IP='10.0.0.${VM % 250}'\nHOSTNAME='vm${VM}'\n`);
 });
 
@@ -74,6 +105,20 @@ describe.sequential('a non-persistent VM: deploy, snapshots, cold migration, sav
   const withA = overlay(IMG, 2 * MiB, A);
   const withAB = overlay(withA, 5 * MiB, B);
   const times: Record<string, number> = {};
+
+  it('ds stat and cp imported the gzip file as a sealed image and printed SOURCE and FORMAT', async () => {
+    // execa drops the final newline.
+    expect(imported).toMatchObject({ stat: '16', cp: `${REPO_VG}/${img} raw` });
+    expect(await lvTags('node1', img)).toEqual(
+      expect.arrayContaining([
+        'cowstack_role:image',
+        'cowstack_state:sealed',
+        `cowstack_sha256:${sha256(IMG)}`,
+        `cowstack_srcsha256:${sha256(IMG_GZ)}`,
+      ]),
+    );
+    times.ds_cp = imported.seconds;
+  });
 
   it('deploy: clone + context on node1', async () => {
     times.clone = (
@@ -149,7 +194,11 @@ describe.sequential('a non-persistent VM: deploy, snapshots, cold migration, sav
     expect(await cowstackDevices('node1')).toEqual([]);
   });
 
-  it('save-as (cpds) of the current state', async () => {
+  it('save-as (ds mkfs save_as, then cpds) of the current state', async () => {
+    // oned asks the datastore for the new image's SOURCE first: nothing is created yet.
+    const mk = await tm.ds.ok('mkfs', [String(SAVEDID)], dsAction({ ID: SAVEDID, SIZE: 16, FORMAT: 'save_as' }));
+    expect(mk.stdout).toBe(`${REPO_VG}/${saved}`);
+    expect(await lvTags('node2', saved)).toBeUndefined();
     times.cpds = (
       await tm.ok('cpds', [D('node2', VM, 0), `${FE}:${REPO_VG}/${saved}`, '-1', String(VM), String(SYS)])
     ).seconds;
@@ -158,6 +207,39 @@ describe.sequential('a non-persistent VM: deploy, snapshots, cold migration, sav
     );
     // The VM's disk is still mapped and intact.
     await checkDisk('node2', VM, 0, withA);
+  });
+
+  it('ds rm refuses the image while the VM disk depends on it; nothing changes', async () => {
+    const rm = await tm.ds.run('rm', [String(IMGID)], dsAction({ ID: IMGID, SOURCE: `${REPO_VG}/${img}` }));
+    times.ds_rm_refused = rm.seconds;
+    expect(rm.exitCode).toBe(6);
+    expect(rm.stderr).toMatch(
+      new RegExp(
+        `^ERROR: rm: image ${REPO_VG}/${img} cannot be removed: 1 clone\\(s\\) depend on it: one-${VM}-0-s0`,
+        'm',
+      ),
+    );
+    expect(await lvTags('node1', img)).toContain('cowstack_state:sealed');
+  });
+
+  it('ds export: the stream the marketplace reads (ssh HOST cat DEVICE) has the saved image sha256', async () => {
+    const ex = await tm.ds.ok('export', ['42'], dsAction({ ID: SAVEDID, SOURCE: `${REPO_VG}/${saved}`, SIZE: 16 }));
+    times.ds_export = ex.seconds;
+    const field = (name: string) => new RegExp(`<${name}><!\\[CDATA\\[([^\\]]*)\\]\\]></${name}>`).exec(ex.stdout)?.[1];
+    expect([field('SIZE'), field('FORMAT'), field('SHA256')]).toEqual(['16', 'raw', sha256(withA)]);
+    expect(ex.stdout).toMatch(/^<IMPORT_INFO>.*<DISPOSE>NO<\/DISPOSE><\/IMPORT_INFO>$/);
+    const m = /^ssh:\/\/([^:]+):(.+)$/.exec(field('IMPORT_SOURCE') ?? '');
+    expect(m, ex.stdout).not.toBeNull();
+    // As OpenNebula's downloader.sh reads an ssh:// source; hashed here, on the host.
+    const hash = createHash('sha256');
+    let bytes = 0;
+    const cat = execa('ssh', ['-F', tb.sshConfig, m![1]!, `cat '${m![2]}'`], { buffer: false });
+    for await (const c of cat.stdout!) {
+      hash.update(c as Buffer);
+      bytes += (c as Buffer).length;
+    }
+    await cat;
+    expect([bytes, hash.digest('hex')]).toEqual([withA.length, sha256(withA)]);
   });
 
   it("monitor reports the repository VG and the VM disk's allocated COW; metrics the same COW", async () => {
@@ -305,10 +387,16 @@ describe.sequential('a persistent disk: undeploy and redeploy through ln/mvds', 
     expect((await clusterCli(tb, 'node1', ['clone', 'unmap', `${img}-p2`])).exitCode).toBe(0);
   });
 
-  it("clean up: the test's images and lineage", async () => {
-    for (const name of [`${img}-p2`, `${img}-p1`])
-      expect((await clusterCli(tb, 'node1', ['clone', 'rm', name])).exitCode).toBe(0);
-    for (const name of [saved, img]) expect((await clusterCli(tb, 'node1', ['image', 'rm', name])).exitCode).toBe(0);
+  it('ds rm, once no VM uses them: the saved image, then the image with its persistent lineage', async () => {
+    for (const [id, name] of [
+      [SAVEDID, saved],
+      [IMGID, img],
+    ] as const) {
+      const r = await tm.ds.ok('rm', [String(id)], dsAction({ ID: id, SOURCE: `${REPO_VG}/${name}` }));
+      process.stderr.write(`[tm] ds rm ${name}: ${r.seconds} s\n`);
+    }
+    const left = (await lvNames('node1')).filter((n) => n === saved || n === img || n.startsWith(`${img}-`));
+    expect(left).toEqual([]);
     for (const node of ['node1', 'node2']) expect(await cowstackDevices(node)).toEqual([]);
   });
 });

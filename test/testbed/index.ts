@@ -8,6 +8,7 @@ export {
   down,
   status,
   resolveStateDir,
+  envLunSectorBytes,
   TARGET_IQN,
   type Testbed,
   type TestbedNode,

@@ -35,7 +35,15 @@ export interface TestbedNode {
   initiatorIqn: string;
   /** guest path of the node's extra local disk (its "fast disk" for caches) */
   localDisk: string;
+  /**
+   * Host port forwarded to the guest's MIGRATE_GUEST_PORT: another guest reaches a service there
+   * (a qemu waiting for an incoming live migration) at 10.0.2.2:<this port>. Absent in old states.
+   */
+  migratePort?: number;
 }
+
+/** The guest port a node's migratePort forwards to. */
+export const MIGRATE_GUEST_PORT = 4444;
 
 export interface ExecResult {
   stdout: string;
@@ -96,8 +104,17 @@ export interface UpOptions {
   cacheDir?: string;
   /** Bound for each guest's boot-to-ssh (default 240 s). */
   bootTimeoutMs?: number;
+  /**
+   * The physical sector size the LUN reports: 4096 (tgt's default for a file on this host's
+   * filesystem) or 512. lvmlockd lays sanlock's leases out for it: 8 MiB or 1 MiB a lease.
+   * Default: COWSTACK_TESTBED_LUN_PBS, else 4096.
+   */
+  lunSectorBytes?: 512 | 4096;
   log?: (s: string) => void;
 }
+
+/** The LUN's physical sector size asked for by COWSTACK_TESTBED_LUN_PBS (4096 unless it says 512). */
+export const envLunSectorBytes = (): 512 | 4096 => (process.env.COWSTACK_TESTBED_LUN_PBS === '512' ? 512 : 4096);
 
 interface NodeState extends TestbedNode {
   /** 'server': the repository-server guest (not a cluster node; booted on demand). */
@@ -368,7 +385,13 @@ async function pickControlPort(): Promise<number> {
   }
 }
 
-async function startTgtd(stateDir: string, port: number, lunPath: string, log: (s: string) => void) {
+async function startTgtd(
+  stateDir: string,
+  port: number,
+  lunPath: string,
+  lunSectorBytes: 512 | 4096,
+  log: (s: string) => void,
+) {
   const logFile = path.join(stateDir, 'tgtd.log');
   let pid: number | undefined;
   let controlPort = 0;
@@ -432,9 +455,9 @@ async function startTgtd(stateDir: string, port: number, lunPath: string, log: (
     await runOk(lu);
   }
   // tgt reports the backing file's block size (4096 here) as the physical sector size, and
-  // lvmlockd lays sanlock's leases out for 4K sectors then. COWSTACK_TESTBED_LUN_PBS=512 makes
-  // a LUN with 512-byte physical sectors, to measure what that layout costs (bench lockio).
-  if (process.env.COWSTACK_TESTBED_LUN_PBS === '512') {
+  // lvmlockd lays sanlock's leases out for 4K sectors then. lbppbe=0 makes the LUN report
+  // 512-byte physical sectors: 1 MiB leases, an eighth of the lock I/O (bench lockio).
+  if (lunSectorBytes === 512) {
     const lun = ['--tid', '1', '--lun', '1'];
     await runOk([
       'tgtadm',
@@ -460,6 +483,7 @@ function qemuArgv(o: {
   memMiB: number;
   sshPort: number;
   iscsiPort?: number;
+  migratePort?: number;
   disk: string;
   stateDisk: string;
   consoleLog: string;
@@ -467,7 +491,8 @@ function qemuArgv(o: {
 }): string[] {
   // A target inside the guest is offered to the other guests on the host's loopback only.
   const iscsiFwd = o.iscsiPort ? `,hostfwd=tcp:127.0.0.1:${o.iscsiPort}-:3260` : '';
-  const fwd = `hostfwd=tcp:127.0.0.1:${o.sshPort}-:22${iscsiFwd}`;
+  const migrateFwd = o.migratePort ? `,hostfwd=tcp:127.0.0.1:${o.migratePort}-:${MIGRATE_GUEST_PORT}` : '';
+  const fwd = `hostfwd=tcp:127.0.0.1:${o.sshPort}-:22${iscsiFwd}${migrateFwd}`;
   for (const p of [o.disk, o.stateDisk, o.consoleLog, o.imageDir]) {
     if (/[,\s]/.test(p)) throw new Error(`paths with commas or spaces are not supported by this testbed: ${p}`);
   }
@@ -651,12 +676,13 @@ function makeTestbed(st0: State, log: (s: string) => void): Testbed {
     sshConfig: st0.sshConfig,
     nodes: st0.nodes
       .filter((n) => n.role !== 'server')
-      .map(({ name, sshPort, hostId, initiatorIqn, localDisk }) => ({
+      .map(({ name, sshPort, hostId, initiatorIqn, localDisk, migratePort }) => ({
         name,
         sshPort,
         hostId,
         initiatorIqn,
         localDisk,
+        ...(migratePort ? { migratePort } : {}),
       })),
     server: serverOf(st0),
     portal: st0.portal,
@@ -768,7 +794,7 @@ export async function up(opts: UpOptions = {}): Promise<Testbed> {
 
     // distinct free ports on 127.0.0.1
     const ports = new Set<number>();
-    while (ports.size < count + 3) ports.add(await freePort());
+    while (ports.size < 2 * count + 3) ports.add(await freePort());
     const [iscsiPort, serverSshPort, serverIscsiPort, ...sshPorts] = [...ports] as [
       number,
       number,
@@ -792,19 +818,31 @@ export async function up(opts: UpOptions = {}): Promise<Testbed> {
       const consoleLog = path.join(stateDir, `${name}.console.log`);
       const pidFile = path.join(stateDir, `${name}.pid`);
       const sshPort = sshPorts[k - 1]!;
+      const migratePort = sshPorts[count + k - 1]!;
       nodes.push({
         name,
         sshPort,
         hostId: k,
         initiatorIqn: `iqn.2003-01.org.example.${name}:initiator`,
         localDisk: '/dev/vda',
+        migratePort,
         pid: null,
         poweredOff: false,
         pidFile,
         consoleLog,
         localDiskFile: disk,
         stateDiskFile: stateDisk,
-        qemuArgv: qemuArgv({ name, imageDir: image.dir, memMiB, sshPort, disk, stateDisk, consoleLog, pidFile }),
+        qemuArgv: qemuArgv({
+          name,
+          imageDir: image.dir,
+          memMiB,
+          sshPort,
+          migratePort,
+          disk,
+          stateDisk,
+          consoleLog,
+          pidFile,
+        }),
       });
     }
     {
@@ -861,7 +899,7 @@ export async function up(opts: UpOptions = {}): Promise<Testbed> {
     await fsp.writeFile(st.sshConfig, sshConfigText(st));
 
     log(`testbed: tgtd on 127.0.0.1:${iscsiPort} serving ${TARGET_IQN} (${lunGiB} GiB sparse LUN)`);
-    const tgt = await startTgtd(stateDir, iscsiPort, lunPath, log);
+    const tgt = await startTgtd(stateDir, iscsiPort, lunPath, opts.lunSectorBytes ?? envLunSectorBytes(), log);
     st.tgtd.pid = tgt.pid;
     st.tgtd.controlPort = tgt.controlPort;
     await writeJsonAtomic(stateFile(stateDir), st);

@@ -7,9 +7,8 @@
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import type { Readable } from 'node:stream';
 import { gunzipSync, gzipSync } from 'node:zlib';
-import { afterAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { approve, revoke } from '../../src/core/catalog/approval.js';
 import { parsePublicKey } from '../../src/core/catalog/minisign.js';
 import { catalogStatus } from '../../src/core/catalog/status.js';
@@ -32,10 +31,11 @@ import {
   markLiveArgv,
   markLiveLog,
   newImageLv,
+  sealArgv,
   R,
   W,
 } from './repoFixtures.js';
-import { recorder, rejectionOf, vgsArgv, vgsJson } from './support.js';
+import { ddInput, recorder, rejectionOf, vgsArgv, vgsJson } from './support.js';
 
 const DIR = new URL('../fixtures/minisign-0.11/', import.meta.url).pathname;
 const KEY = parsePublicKey(readFileSync(path.join(DIR, 'test.pub'), 'utf8'));
@@ -61,18 +61,6 @@ const stateRead = (r: RecordingRunner, version?: number) =>
       : { stdout: JSON.stringify({ id: 'fixture-site', version, list: { images: [] } }) }),
   });
 const stateWrite = (r: RecordingRunner) => r.expect(['install', '-D', '-m', '0644', '/proc/self/fd/0', STATE], W);
-
-/** RecordingRunner ignores stdin: read dd's stream as dd would. */
-async function ddInput(r: RecordingRunner): Promise<Buffer> {
-  const dd = await vi.waitFor(() => {
-    const c = r.calls.find((x) => x.argv[0] === 'dd');
-    if (!c) throw new Error('dd has not run yet');
-    return c;
-  });
-  const chunks: Buffer[] = [];
-  for await (const c of dd.stdin as Readable) chunks.push(c as Buffer);
-  return Buffer.concat(chunks);
-}
 
 const DD = [
   'dd',
@@ -129,24 +117,7 @@ describe('catalog sync', () => {
     vgTags(r, ['cowstack_approved:tiny:1.0']);
     expectWrite(r)
       .expect(
-        [
-          'lvchange',
-          '--permission',
-          'r',
-          '--deltag',
-          'cowstack_state:initializing',
-          '--addtag',
-          'cowstack_state:sealed',
-          '--addtag',
-          `cowstack_sha256:${GOOD.images[0]!.sha256}`,
-          '--addtag',
-          ORIGIN[0]!,
-          '--addtag',
-          ORIGIN[1]!,
-          '--addtag',
-          `cowstack_endorsed:${UNTIL}`,
-          `vg/${LV}`,
-        ],
+        sealArgv(`vg/${LV}`, 'initializing', GOOD.images[0]!.sha256, [...ORIGIN, `cowstack_endorsed:${UNTIL}`]),
         W,
       )
       .expect(['lvchange', '-an', `vg/${LV}`], W)

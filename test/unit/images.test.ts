@@ -3,9 +3,8 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import type { Readable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
-import { afterAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { nodeSession, type NodeSession } from '../../src/core/node.js';
 import { detectFormat, prepareSource } from '../../src/core/imageSource.js';
 import { createImage, importImage, removeImage, renameImage, sealImage } from '../../src/core/images.js';
@@ -24,8 +23,9 @@ import {
   journalEnd,
   lvDev,
   newImageLv,
+  sealArgv,
 } from './repoFixtures.js';
-import { lvsArgv, lvsJson, recorder, rejectionOf } from './support.js';
+import { ddInput, lvsArgv, lvsJson, recorder, rejectionOf } from './support.js';
 
 // SYNTHETIC: LV rows come from repoFixtures; sha256sum, realpath and fuser outputs are hand-written
 // in those tools' formats.
@@ -134,18 +134,7 @@ describe('createImage', () => {
 });
 
 describe('sealImage', () => {
-  const SEAL = [
-    'lvchange',
-    '--permission',
-    'r',
-    '--deltag',
-    'cowstack_state:writable',
-    '--addtag',
-    'cowstack_state:sealed',
-    '--addtag',
-    `cowstack_sha256:${SHA}`,
-    'vg/image',
-  ];
+  const SEAL = sealArgv('vg/image', 'writable', SHA);
 
   it('holds the image exclusively, records its sha256, makes it read-only and releases it', async () => {
     const r = expectObserve(recorder(), [imageRow('image', U.image, { state: 'writable' })])
@@ -376,19 +365,6 @@ describe('importImage', () => {
         ]),
       });
   };
-
-  /** RecordingRunner ignores stdin: read the dd's stream ourselves, as dd would. */
-  async function ddInput(r: RecordingRunner): Promise<Buffer> {
-    const dd = await vi.waitFor(() => {
-      const c = r.calls.find((x) => x.argv[0] === 'dd');
-      if (!c) throw new Error('dd has not run yet');
-      return c;
-    });
-    expect(dd).toMatchObject({ kind: 'write', root: true, timeout: 'data' });
-    const chunks: Buffer[] = [];
-    for await (const c of dd.stdin as Readable) chunks.push(c as Buffer);
-    return Buffer.concat(chunks);
-  }
 
   const importPadsAndSeals =
     'writes the raw file padded with zeros to whole extents, and seals it with the sha256 of what was written';

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
   CONFIG_PATH,
+  ONED_DS_STANZA,
   ONED_TM_STANZA,
   REMOTES_DIR,
   SUDOERS_PATH,
@@ -119,28 +120,51 @@ describe('install', () => {
   });
 });
 
-/** The package's TM driver as install --frontend must reproduce it: name, content, mode. */
-const TM_DIR = path.join(ROOT, 'tm', 'cowstack');
-const TM_FILES = readdirSync(TM_DIR)
-  .sort()
-  .map((name) => {
-    const st = statSync(path.join(TM_DIR, name));
-    return { name, content: readFileSync(path.join(TM_DIR, name), 'utf8'), mode: st.mode & 0o111 ? '755' : '644' };
-  });
+/** The package's TM and datastore drivers as install --frontend must reproduce them: name, content, mode. */
+const driverFiles = (driver: string) => {
+  const dir = path.join(ROOT, driver);
+  return readdirSync(dir)
+    .sort()
+    .map((name) => {
+      const st = statSync(path.join(dir, name));
+      return { name, content: readFileSync(path.join(dir, name), 'utf8'), mode: st.mode & 0o111 ? '755' : '644' };
+    });
+};
+const TM_FILES = driverFiles('tm/cowstack');
+const DS_FILES = driverFiles('datastore/cowstack');
 
 describe('install --frontend', () => {
   const session = (r: RecordingRunner | DryRunRunner) => nodeSession({ runner: r, vg: 'repo' });
   const target = (remotes = REMOTES_DIR) => `${remotes}/tm/cowstack`;
+  const dsTarget = (remotes = REMOTES_DIR) => `${remotes}/datastore/cowstack`;
   /** `find -printf '%f %m\\n'` of the driver directory: `files` with their modes. */
   const modes = (files: Array<{ name: string; mode: string }>) => ({
     ...R,
     stdout: files.map((f) => `${f.name} ${f.mode}\n`).join(''),
   });
+  /** The datastore driver's files, all there already as they should be: read, never written. */
+  const dsUnchanged = (r: RecordingRunner, remotes = REMOTES_DIR) => {
+    r.expect(fileModesArgv(dsTarget(remotes)), modes(DS_FILES));
+    for (const f of DS_FILES) r.expect(catArgv(`${dsTarget(remotes)}/${f.name}`), { ...R, stdout: f.content });
+    return r;
+  };
 
   it('sees the driver it installs (the test is not vacuous)', () => {
     expect(TM_FILES.map((f) => f.name)).toEqual(expect.arrayContaining(['cowstack_tm.sh', 'ln', 'clone', 'monitor']));
     expect(TM_FILES.find((f) => f.name === 'ln')!.mode).toBe('755');
     expect(TM_FILES.find((f) => f.name === 'cowstack_tm.sh')!.mode).toBe('644');
+    expect(DS_FILES.map((f) => f.name)).toEqual([
+      'clone',
+      'cowstack_ds.sh',
+      'cp',
+      'export',
+      'mkfs',
+      'monitor',
+      'rm',
+      'snap_flatten',
+      'stat',
+    ]);
+    expect(DS_FILES.filter((f) => f.mode === '644').map((f) => f.name)).toEqual(['cowstack_ds.sh']);
   });
 
   const freshFrontend =
@@ -154,16 +178,21 @@ describe('install --frontend', () => {
         stderr: `find: '${target()}': No such file or directory\n`,
       });
     for (const f of TM_FILES) r.expect(installFromStdinArgv(`${target()}/${f.name}`, `0${f.mode}`), W);
+    r.expect(fileModesArgv(dsTarget()), { ...R, exitCode: 1 });
+    for (const f of DS_FILES) r.expect(installFromStdinArgv(`${dsTarget()}/${f.name}`, `0${f.mode}`), W);
     r.expect(catArgv(CONFIG_PATH), { ...R, exitCode: 1 }).expect(installFromStdinArgv(CONFIG_PATH, '0644'), W);
     const out = await install(session(r), { role: 'frontend', users: [] });
     r.verify();
     expect(out.files).toEqual([
       ...TM_FILES.map((f) => ({ path: `${target()}/${f.name}`, action: 'installed' })),
+      ...DS_FILES.map((f) => ({ path: `${dsTarget()}/${f.name}`, action: 'installed' })),
       { path: CONFIG_PATH, action: 'installed' },
     ]);
     TM_FILES.forEach((f, i) => expect(r.calls[2 + i]!.input, f.name).toBe(f.content));
+    DS_FILES.forEach((f, i) => expect(r.calls[3 + TM_FILES.length + i]!.input, f.name).toBe(f.content));
     expect(r.calls.at(-1)!.input).toBe(frontendConfigFor('repo'));
-    expect(out.onedConf).toBe(ONED_TM_STANZA);
+    expect(out.onedConf).toBe(ONED_TM_STANZA + ONED_DS_STANZA);
+    expect(out.onedConf).toContain('DS_MAD_CONF = [ NAME = "cowstack"');
     expect(out.onedConf).toContain('TM_MAD_CONF = [ NAME = "cowstack"');
   });
 
@@ -172,10 +201,10 @@ describe('install --frontend', () => {
       .expect(userIdArgv, { ...R, stdout: '0\n' })
       .expect(fileModesArgv(target()), modes(TM_FILES));
     for (const f of TM_FILES) r.expect(catArgv(`${target()}/${f.name}`), { ...R, stdout: f.content });
-    r.expect(catArgv(CONFIG_PATH), { ...R, stdout: frontendConfigFor('repo') });
+    dsUnchanged(r).expect(catArgv(CONFIG_PATH), { ...R, stdout: frontendConfigFor('repo') });
     const out = await install(session(r), { role: 'frontend', users: [] });
     r.verify();
-    expect(out.files.map((f) => f.action)).toEqual([...TM_FILES.map(() => 'unchanged'), 'kept']);
+    expect(out.files.map((f) => f.action)).toEqual([...[...TM_FILES, ...DS_FILES].map(() => 'unchanged'), 'kept']);
   });
 
   it('rewrites only a file whose content or mode differs, under --remotes', async () => {
@@ -195,7 +224,7 @@ describe('install --frontend', () => {
       if (f === changed || f === notExecutable)
         r.expect(installFromStdinArgv(`${target(remotes)}/${f.name}`, '0755'), W);
     }
-    r.expect(catArgv(CONFIG_PATH), { ...R, stdout: configFor('repo') });
+    dsUnchanged(r, remotes).expect(catArgv(CONFIG_PATH), { ...R, stdout: configFor('repo') });
     const out = await install(session(r), { role: 'frontend', users: [], remotes });
     r.verify();
     const rewritten = out.files.filter((f) => f.action !== 'unchanged' && f.action !== 'kept');
@@ -211,7 +240,7 @@ describe('install --frontend', () => {
       .expect(userIdArgv, { ...R, stdout: '0\n' })
       .expect(fileModesArgv(target()), modes(present));
     for (const f of present) r.expect(catArgv(`${target()}/${f.name}`), { ...R, stdout: f.content });
-    r.expect(catArgv(CONFIG_PATH), { ...R, stdout: frontendConfigFor('repo') });
+    dsUnchanged(r).expect(catArgv(CONFIG_PATH), { ...R, stdout: frontendConfigFor('repo') });
     const dry = new DryRunRunner(r);
     const out = await install(session(dry), { role: 'frontend', users: [] });
     r.verify();
@@ -233,10 +262,11 @@ describe('install --frontend', () => {
 
   it("prints the README's oned.conf lines", () => {
     const readme = readFileSync(path.join(ROOT, 'README.md'), 'utf8').split('\n');
-    const lines = ONED_TM_STANZA.trimEnd()
+    const lines = (ONED_TM_STANZA + ONED_DS_STANZA)
+      .trimEnd()
       .split('\n')
       .filter((l) => !l.startsWith('#'));
-    expect(lines).toHaveLength(3);
+    expect(lines).toHaveLength(5);
     for (const line of lines) expect(readme).toContain(line);
   });
 

@@ -12,6 +12,7 @@ import {
   chainRows,
   cloneRow,
   expectObserve,
+  expectAncestorsReleased,
   expectObserveDevicesFirst,
   imageRow,
   journalBegin,
@@ -20,6 +21,7 @@ import {
   lvDev,
   ro,
   rw,
+  rwDev,
   type Dev,
   W,
   dmRemove,
@@ -216,6 +218,58 @@ describe('recover', () => {
     r.expect(journalEnd('c3', 'commit'), W);
     expectAftermath(r, chainRows({ c3: { state: 'committed' } }));
     expect((await recover(ctxOf(r))).actions).toEqual([{ op: 'commit', name: 'c3', decision: 'finished' }]);
+    r.verify();
+  });
+
+  it('finishes an interrupted migrate-release from the record its entry kept, then frees the ancestors', async () => {
+    const HANDOVER = 'cowstack_handover:2048:16';
+    const rows = chainRows({ mapped: true });
+    const devs = chainDevs()
+      .filter((d) => d.name !== rw(U.c3))
+      .map((d) => (d.name === ro(U.c2) || d.name === 'vg-c3' ? { ...d, open: 0 } : d));
+    const released = chainRows({ mapped: true, c3: { active: undefined, open: false } });
+    released[3] = { ...released[3]!, lv_tags: [...(released[3]!.lv_tags as string[]), HANDOVER] };
+    const line = { op: 'migrate-release', vg: VG, name: 'c3', uuid: U.c3, started: STARTED, handover: HANDOVER };
+    const r = expectJournal(recorder(), { 'vg.c3.migrate-release.json': `${JSON.stringify(line)}\n` });
+    expectObserve(r, rows, devs);
+    expectObserve(r, rows, devs)
+      .expect(journalBegin('c3', 'migrate-release'), W)
+      .expect(['lvchange', '-an', '--addtag', HANDOVER, 'vg/c3'], W)
+      .expect(journalEnd('c3', 'migrate-release'), W);
+    r.expect(journalEnd('c3', 'migrate-release'), W);
+    const unheld = devs.filter((d) => d.name !== 'vg-c3');
+    expectAncestorsReleased(expectObserve(r, released, unheld));
+    expectAftermath(r, chainRows());
+    expect((await recover(ctxOf(r))).actions).toEqual([
+      { op: 'migrate-release', name: 'c3', decision: 'finished' },
+      {
+        op: 'unused',
+        name: 'c2',
+        decision: 'finished',
+        detail: `${ro(U.c2)} was not open: released with what only it used (4 step(s))`,
+      },
+    ]);
+    r.verify();
+  });
+
+  it('undoes an interrupted migrate-prepare whose placeholder nothing opened', async () => {
+    const rows = chainRows({ mapped: true, c3: { active: undefined, open: false } });
+    const devs = [
+      ...chainDevs()
+        .slice(0, 5)
+        .map((d) => (d.name === ro(U.c2) ? { ...d, open: 0 } : d)),
+      rwDev(U.c3, 9, 0),
+    ];
+    const r = expectJournal(recorder(), { 'vg.c3.migrate-prepare.json': entry('migrate-prepare', 'c3', U.c3) });
+    expectObserve(r, rows, devs);
+    expectObserve(r, rows, devs).expect(['dmsetup', 'table', rw(U.c3)], { kind: 'read', stdout: '0 131072 error\n' });
+    const unmap = expectObserveDevicesFirst(r, rows, devs)
+      .expect(journalBegin('c3', 'unmap'), W)
+      .expect(remove(rw(U.c3)), W);
+    expectAncestorsReleased(unmap).expect(journalEnd('c3', 'unmap'), W);
+    r.expect(journalEnd('c3', 'migrate-prepare'), W);
+    expectAftermath(r, chainRows());
+    expect((await recover(ctxOf(r))).actions).toEqual([{ op: 'migrate-prepare', name: 'c3', decision: 'undone' }]);
     r.verify();
   });
 

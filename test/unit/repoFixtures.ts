@@ -374,6 +374,14 @@ export const createRw = (uuid: string, table: string) => [
 ];
 export const dmRemove = (name: string) => ['dmsetup', 'remove', '--retry', name];
 
+/** The chain's read-only ancestors released once nothing uses them: c2's snapshot and LV, then c1's with the image. */
+export const expectAncestorsReleased = (r: RecordingRunner): RecordingRunner =>
+  r
+    .expect(dmRemove(ro(U.c2)), W)
+    .expect(['lvchange', '-an', 'vg/c2'], W)
+    .expect(dmRemove(ro(U.c1)), W)
+    .expect(['lvchange', '-an', 'vg/c1', 'vg/image'], W);
+
 /** lvcreate of a clone's COW: created, active exclusively and its first 4 KiB zeroed in one command. */
 export const lvcreateArgv = (name: string, parentUuid: string, bytes: number, chunk: number, vg = VG) => [
   'lvcreate',
@@ -566,3 +574,18 @@ export const expectCache = (r: RecordingRunner, rows: Array<Record<string, unkno
   r
     .expect(vgsArgv(CACHE_VG), { kind: 'read', stdout: vgsJson([cacheVgRow(free)]) })
     .expect(lvsArgv(CACHE_VG), { kind: 'read', stdout: lvsJson(rows) });
+
+/** The lvchange that seals an image: read-only, state `from` -> sealed, its sha256 and any further tags. */
+export const sealArgv = (ref: string, from: string, sha: string, tags: readonly string[] = []) => [
+  'lvchange',
+  '--permission',
+  'r',
+  '--deltag',
+  `cowstack_state:${from}`,
+  '--addtag',
+  'cowstack_state:sealed',
+  '--addtag',
+  `cowstack_sha256:${sha}`,
+  ...tags.flatMap((t) => ['--addtag', t]),
+  ref,
+];

@@ -4,7 +4,8 @@
  * so a change to what cowstack sends to LVM fails a test.
  */
 import { readFileSync } from 'node:fs';
-import { expect } from 'vitest';
+import type { Readable } from 'node:stream';
+import { expect, vi } from 'vitest';
 import { CowstackError, type ExitCode } from '../../src/exec/errors.js';
 import { RecordingRunner } from '../../src/exec/recordingRunner.js';
 
@@ -186,3 +187,16 @@ export const installFromStdinArgv = (file: string, mode: string) => [
 ];
 export const fileModesArgv = (dir: string) => ['find', dir, '-maxdepth', '1', '-type', 'f', '-printf', '%f %m\\n'];
 export const userIdArgv = ['id', '-u'];
+
+/** RecordingRunner ignores stdin: read the stream given to the first dd as dd would. */
+export async function ddInput(r: RecordingRunner): Promise<Buffer> {
+  const dd = await vi.waitFor(() => {
+    const c = r.calls.find((x) => x.argv[0] === 'dd');
+    if (!c) throw new Error('dd has not run yet');
+    return c;
+  });
+  expect(dd).toMatchObject({ kind: 'write', root: true, timeout: 'data' });
+  const chunks: Buffer[] = [];
+  for await (const c of dd.stdin as Readable) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}

@@ -15,7 +15,10 @@ import {
   VG,
   cloneRow,
   commitMarkArgv,
+  createRw,
+  DM_INFO,
   DM_STATUS,
+  dmInfo,
   dmStatus,
   lvcreateArgv,
   imageRow,
@@ -24,8 +27,9 @@ import {
   lvDev,
   rwDev,
 } from './repoFixtures.js';
-import { conflictStderr, recorder, rejectionOf, vgsArgv, vgsJson } from './support.js';
+import { conflictStderr, lvsArgv, lvsJson, recorder, rejectionOf, vgsArgv, vgsJson } from './support.js';
 import {
+  createImageSteps,
   D,
   DIR,
   O,
@@ -59,53 +63,7 @@ const vol = (o: Parameters<typeof imageRow>[2] = {}) =>
   imageRow('one-7-0', U.n1, { state: 'writable', size: 1024 * MiB, ...o });
 const createVol = (o: { failDd?: boolean } = {}): Step[] => [
   rd(vgsArgv(VG), { stdout: VGS_ROW }),
-  wr(journalBegin('one-7-0', 'create-image')),
-  wr([
-    'lvcreate',
-    '-an',
-    '-Zn',
-    '-Wn',
-    '--setautoactivation',
-    'n',
-    '-L',
-    `${1024 * MiB}b`,
-    '-n',
-    'one-7-0',
-    '--addtag',
-    'cowstack_role:image',
-    '--addtag',
-    'cowstack_state:initializing',
-    VG,
-  ]),
-  wr(['lvchange', '-aey', 'vg/one-7-0']),
-  wr(
-    [
-      'dd',
-      'if=/dev/zero',
-      'of=/dev/mapper/vg-one--7--0',
-      'bs=4M',
-      'count=256',
-      'oflag=direct',
-      'conv=fsync',
-      'status=none',
-    ],
-    o.failDd ? { exitCode: 1 } : {},
-  ),
-  wr(['lvchange', '-an', 'vg/one-7-0']),
-  ...(o.failDd
-    ? [wr(['lvremove', '-y', 'vg/one-7-0']), wr(journalEnd('one-7-0', 'create-image'))]
-    : [
-        wr([
-          'lvchange',
-          '--deltag',
-          'cowstack_state:initializing',
-          '--addtag',
-          'cowstack_state:writable',
-          'vg/one-7-0',
-        ]),
-        wr(journalEnd('one-7-0', 'create-image')),
-        lv('one-7-0'),
-      ]),
+  ...createImageSteps('one-7-0', 1024 * MiB, o),
 ];
 const VOL_DEV = '/dev/mapper/vg-one--7--0';
 const mkfs = (fmt: string) => wr(fmt === 'swap' ? ['mkswap', VOL_DEV] : ['mkfs', '-t', fmt, VOL_DEV]);
@@ -808,10 +766,73 @@ describe('tm monitor', () => {
 
 describe('tm premigrate / postmigrate / failmigrate', () => {
   const args = ['node1', 'node2', DIR, '7', '0'];
-  it('premigrate refuses (6) live migration before anything runs, every time', async () => {
-    for (let i = 0; i < 2; i++) await rejectionOf(tm('premigrate', args, on(recorder('node1'))), EXIT.REFUSED);
+  const PLACEHOLDER = ['dmsetup', 'table', rwName(U.c3)];
+  const placeholderTable = rd(PLACEHOLDER, { stdout: '0 131072 error\n' });
+  const noFiles = rd(['find', DIR, '-maxdepth', '1', '-type', 'f', '-printf', '%f\\n']);
+  // node2 after premigrate: the image shared, the placeholder open by the incoming qemu.
+  const prepared = (open = 1): World => ({
+    rows: [img('shared'), top()],
+    devs: [lvDev('img', U.image, 3, 0, true), rwDev(U.c3, 9, open)],
   });
-  it.each(['postmigrate', 'failmigrate'])('%s runs nothing (no live migration ever starts)', async (action) => {
-    await tm(action, args, on(recorder('node1')));
+
+  it('premigrate prepares each clone disk on the destination and links it there', async () => {
+    const src = script(recorder('node1'), [], [noFiles]);
+    const dst = script(
+      recorder('node2'),
+      [{ rows: [img(), top()] }],
+      [
+        O,
+        O,
+        wr(journalBegin('one-7-0', 'migrate-prepare')),
+        wr(['lvchange', '-asy', 'vg/img']),
+        wr(createRw(U.c3, '0 131072 error')),
+        wr(journalEnd('one-7-0', 'migrate-prepare')),
+        ...link(`/dev/mapper/${rwName(U.c3)}`),
+      ],
+    );
+    const { info } = await tm('premigrate', args, { node1: src, node2: dst });
+    expect(info).toEqual([`node2: one-7-0 prepared (prepared), ${DIR}/disk.0 -> /dev/mapper/${rwName(U.c3)}`]);
+  });
+
+  it('premigrate refuses (6) a VM with a volatile disk before anything is written', async () => {
+    const dst = script(recorder('node2'), [{ rows: [img(), imageRow('one-7-1', U.n1, { state: 'writable' })] }], [O]);
+    const e = await rejectionOf(tm('premigrate', args, { node1: recorder('node1'), node2: dst }), EXIT.REFUSED);
+    expect(e.message).toContain('volatile disk(s) one-7-1');
+  });
+
+  it('failmigrate removes the closed placeholder and its link on the destination', async () => {
+    const dst = script(
+      recorder('node2'),
+      [prepared(0)],
+      [
+        O,
+        O,
+        placeholderTable,
+        rd(DM_INFO, { stdout: dmInfo(prepared(0).devs!) }),
+        rd(lvsArgv(VG), { stdout: lvsJson(prepared(0).rows) }),
+        wr(journalBegin('one-7-0', 'unmap')),
+        wr(['dmsetup', 'remove', '--retry', rwName(U.c3)]),
+        wr(['lvchange', '-an', 'vg/img']),
+        wr(journalEnd('one-7-0', 'unmap')),
+        wr(['rm', '-f', '--', `${DIR}/disk.0`]),
+      ],
+    );
+    const { info } = await tm('failmigrate', args, { node1: recorder('node1'), node2: dst });
+    expect(info).toEqual(['node2: one-7-0 aborted']);
+  });
+
+  it('postmigrate after the hand-over: nothing left to release or acquire; the source link goes', async () => {
+    const src = script(
+      recorder('node1'),
+      [{ rows: [img(), top()] }],
+      [O, O, O, wr(['rm', '-f', '--', `${DIR}/disk.0`])],
+    );
+    const dst = script(
+      recorder('node2'),
+      [mapped(1)],
+      [O, rd(PLACEHOLDER, { stdout: '0 131072 snapshot 253:3 253:8 PO 8\n' })],
+    );
+    const { info } = await tm('postmigrate', args, { node1: src, node2: dst });
+    expect(info).toEqual(['one-7-0: node1 none, node2 none']);
   });
 });

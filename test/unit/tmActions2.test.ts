@@ -12,7 +12,6 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EXIT } from '../../src/exec/errors.js';
 import {
-  lvcreateInactive,
   DM_INFO,
   MiB,
   U,
@@ -28,6 +27,10 @@ import {
 import { conflictStderr, lvsArgv, lvsJson, recorder, rejectionOf } from './support.js';
 import {
   DIR,
+  SAVED,
+  SHA,
+  copyInto,
+  savedRow,
   O,
   heldBy,
   roName,
@@ -257,45 +260,6 @@ describe('tm mv of a volatile disk', () => {
 });
 
 // ---- cpds -------------------------------------------------------------------------------------------
-
-const SHA = 'a'.repeat(64);
-const SAVED = '/dev/mapper/vg-saved';
-const MARK = `cowstack_saved_from:${U.c3}`;
-/** The image a copy made: sealed, its checksum and the marker naming what it was copied from. */
-const savedRow = (mark = MARK) => {
-  const row = imageRow('saved', U.img2, { sha: SHA });
-  return { ...row, lv_tags: [...(row.lv_tags as string[]), mark] };
-};
-/** copyIntoNewImage from `from` (the disk's device) into the new image `saved`, to its final re-read. */
-const copyInto = (from: string, o: { failDd?: boolean; mark?: string } = {}): Step[] => [
-  wr(journalBegin('saved', 'flatten')),
-  wr(lvcreateInactive('saved', 64 * MiB, ['cowstack_role:image', 'cowstack_state:initializing', o.mark ?? MARK], 'vg')),
-  wr(['lvchange', '-aey', 'vg/saved']),
-  wr(
-    ['dd', `if=${from}`, `of=${SAVED}`, 'bs=4M', 'iflag=direct', 'oflag=direct', 'conv=fsync', 'status=none'],
-    o.failDd ? { exitCode: 1 } : {},
-  ),
-  ...(o.failDd
-    ? [wr(['lvchange', '-an', 'vg/saved']), wr(['lvremove', '-y', 'vg/saved']), wr(journalEnd('saved', 'flatten'))]
-    : [
-        rd(['sha256sum', SAVED], { stdout: `${SHA}  ${SAVED}\n` }),
-        wr([
-          'lvchange',
-          '--permission',
-          'r',
-          '--deltag',
-          'cowstack_state:initializing',
-          '--addtag',
-          'cowstack_state:sealed',
-          '--addtag',
-          `cowstack_sha256:${SHA}`,
-          'vg/saved',
-        ]),
-        wr(['lvchange', '-an', 'vg/saved']),
-        wr(journalEnd('saved', 'flatten')),
-        lv('saved'),
-      ]),
-];
 
 describe('tm cpds', () => {
   const CPDS = [`node1:${DIR}/disk.0`, 'fe:vg/saved', '-1', '7', '0'];

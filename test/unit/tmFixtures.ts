@@ -16,6 +16,7 @@ import {
   expectObserve,
   expectObserveRepo,
   lvcreateArgv,
+  lvcreateInactive,
   imageRow,
   journalBegin,
   journalEnd,
@@ -25,6 +26,8 @@ import {
   type Dev,
   markLiveArgv,
   markLiveLog,
+  newImageLv,
+  sealArgv,
 } from './repoFixtures.js';
 import { capture, deltaDumpArgv, leaseDump, leaseDumpArgv, lvsArgv, lvsJson, vgsArgv, vgsJson } from './support.js';
 
@@ -101,11 +104,7 @@ export async function tm(
   const env: TmEnv = {
     vg: VG,
     scope: {},
-    runnerFor: (h) => {
-      const r = runners[h];
-      if (!r) throw new Error(`no runner for ${h}`);
-      return r;
-    },
+    runnerFor: runnerOf(runners),
     hosts: ['node1', 'node2'],
     cowPercent: 25,
     chunk: '4K',
@@ -119,9 +118,23 @@ export async function tm(
   } catch (e) {
     error = e;
   }
-  for (const r of Object.values(runners)) if ('verify' in r) (r as RecordingRunner).verify();
+  verifyAll(runners);
   if (error) throw error;
   return { info, out };
+}
+
+/** The runner a test gave for a host; any other host is an error. */
+export const runnerOf =
+  <R extends Runner>(runners: Record<string, R>) =>
+  (host: string): R => {
+    const r = runners[host];
+    if (!r) throw new Error(`no runner for ${host}`);
+    return r;
+  };
+
+/** Every recording runner must have run exactly its script. */
+export function verifyAll(runners: Record<string, Runner>): void {
+  for (const r of Object.values(runners)) if ('verify' in r) (r as RecordingRunner).verify();
 }
 export const on = (r: RecordingRunner) => ({ node1: r });
 
@@ -261,3 +274,64 @@ export const heldBy = (name: string, uuid: string, hostId: 1 | 2): Step[] => [
   rd(vgsArgv(VG), { stdout: VGS_ROW }),
   rd(deltaDumpArgv(VG), { stdout: capture('sanlock-dump-delta.txt').replace(/lvm_repo/g, 'lvm_vg') }),
 ];
+
+// ---- copies into a new image (cpds, ds clone) --------------------------------------------------------
+
+export const SHA = 'a'.repeat(64);
+export const SAVED = '/dev/mapper/vg-saved';
+export const MARK = `cowstack_saved_from:${U.c3}`;
+/** The image a copy made: sealed, its checksum and the marker naming what it was copied from. */
+export const savedRow = (mark = MARK, name = 'saved') => {
+  const row = imageRow(name, U.img2, { sha: SHA });
+  return { ...row, lv_tags: [...(row.lv_tags as string[]), mark] };
+};
+/** copyDeviceIntoImage from `from` (a device) into the new 64 MiB image `name`, to its final re-read. */
+export const copyInto = (from: string, o: { failDd?: boolean; mark?: string; name?: string } = {}): Step[] => {
+  const name = o.name ?? 'saved';
+  const dev = `/dev/mapper/vg-${name.replace(/-/g, '--')}`;
+  return [
+    wr(journalBegin(name, 'flatten')),
+    wr(lvcreateInactive(name, 64 * MiB, ['cowstack_role:image', 'cowstack_state:initializing', o.mark ?? MARK], 'vg')),
+    wr(['lvchange', '-aey', `vg/${name}`]),
+    wr(
+      ['dd', `if=${from}`, `of=${dev}`, 'bs=4M', 'iflag=direct', 'oflag=direct', 'conv=fsync', 'status=none'],
+      o.failDd ? { exitCode: 1 } : {},
+    ),
+    ...(o.failDd
+      ? [wr(['lvchange', '-an', `vg/${name}`]), wr(['lvremove', '-y', `vg/${name}`]), wr(journalEnd(name, 'flatten'))]
+      : [
+          rd(['sha256sum', dev], { stdout: `${SHA}  ${dev}\n` }),
+          wr(sealArgv(`vg/${name}`, 'initializing', SHA)),
+          wr(['lvchange', '-an', `vg/${name}`]),
+          wr(journalEnd(name, 'flatten')),
+          lv(name),
+        ]),
+  ];
+};
+
+/** createImage of a zeroed image `name` (an empty VG: after its vgs), to its final re-read. */
+export const createImageSteps = (name: string, bytes: number, o: { failDd?: boolean } = {}): Step[] => {
+  const dev = `/dev/mapper/vg-${name.replace(/-/g, '--')}`;
+  const zero = ['dd', 'if=/dev/zero', `of=${dev}`, 'bs=4M', `count=${bytes / (4 * MiB)}`, 'oflag=direct'];
+  return [
+    wr(journalBegin(name, 'create-image')),
+    wr(newImageLv(name, bytes)),
+    wr(['lvchange', '-aey', `vg/${name}`]),
+    wr([...zero, 'conv=fsync', 'status=none'], o.failDd ? { exitCode: 1 } : {}),
+    wr(['lvchange', '-an', `vg/${name}`]),
+    ...(o.failDd
+      ? [wr(['lvremove', '-y', `vg/${name}`]), wr(journalEnd(name, 'create-image'))]
+      : [
+          wr([
+            'lvchange',
+            '--deltag',
+            'cowstack_state:initializing',
+            '--addtag',
+            'cowstack_state:writable',
+            `vg/${name}`,
+          ]),
+          wr(journalEnd(name, 'create-image')),
+          lv(name),
+        ]),
+  ];
+};

@@ -19,10 +19,12 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { DS_ACTIONS } from '../../src/ds/args.js';
 import { TM_ACTIONS } from '../../src/tm/args.js';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
 const TM = join(ROOT, 'tm/cowstack');
+const DSD = join(ROOT, 'datastore/cowstack');
 
 function fakeCowstack(): { dir: string; bin: string; log: string } {
   const dir = mkdtempSync(join(tmpdir(), 'cowstack-tm-'));
@@ -112,11 +114,35 @@ describe('tm/cowstack scripts', () => {
   });
 });
 
+describe('datastore/cowstack scripts', () => {
+  it('exist and are executable for every action', () => {
+    for (const a of DS_ACTIONS) expect(statSync(join(DSD, a)).mode & 0o111, `${a} is executable`).not.toBe(0);
+  });
+
+  it.each([
+    ['OpenNebula >= 6.8: ID, the XML on stdin', ['42']],
+    ['before 6.8: DRV_ACTION ID', ['PERTX0RSSVZFUl9BQ1RJT05fREFUQS8+', '42']],
+    ['hostile words, one argument each', ["--config=x;$(id)'`", '4 2']],
+  ])('%s: arguments and stdin reach cowstack ds untouched', (_what, args) => {
+    const f = fakeCowstack();
+    writeFileSync(f.bin, `#!/bin/sh\nfor a in "$@"; do printf '%s\\n' "$a"; done > '${f.log}'\ncat > '${f.log}.in'\n`);
+    const r = spawnSync(join(DSD, 'cp'), args, {
+      encoding: 'utf8',
+      input: 'PERTX0RSSVZFUl9BQ1RJT05fREFUQS8+',
+      env: { PATH: process.env.PATH!, COWSTACK_BIN: f.bin },
+    });
+    expect(r.status, r.stderr).toBe(0);
+    expect(readFileSync(f.log, 'utf8')).toBe(['ds', '--', 'cp', ...args].join('\n') + '\n');
+    expect(readFileSync(`${f.log}.in`, 'utf8')).toBe('PERTX0RSSVZFUl9BQ1RJT05fREFUQS8+');
+  });
+});
+
 // Each spawns node with tsx: seconds on a loaded machine, more than vitest's default 5 s.
 describe('cowstack tm (the CLI from source)', { timeout: 30_000 }, () => {
-  const cli = (args: string[]) =>
-    spawnSync('node', ['--import', 'tsx', join(ROOT, 'src/index.ts'), 'tm', ...args], {
+  const cli = (args: string[], driver = 'tm', input = '') =>
+    spawnSync('node', ['--import', 'tsx', join(ROOT, 'src/index.ts'), driver, ...args], {
       encoding: 'utf8',
+      input,
       env: { ...process.env, COWSTACK_CONFIG: '/dev/null' },
     });
 
@@ -133,5 +159,12 @@ describe('cowstack tm (the CLI from source)', { timeout: 30_000 }, () => {
     expect(r.stderr).toMatch(
       /^ERROR: delete: path "node1:\/var\/lib\/one\/datastores\/0\/42\/..\/..\/..\/..\/etc" is invalid/m,
     );
+  });
+
+  it('cowstack ds takes an option-shaped id as data and refuses it, before reading any config or host', () => {
+    const r = cli(['cp', '--config=/etc/shadow'], 'ds', 'PERTX0RSSVZFUl9BQ1RJT05fREFUQS8+');
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/^ERROR: cp: ds cp: argument 1 "--config=\/etc\/shadow" looks like an option/m);
+    expect(r.stdout).toBe('');
   });
 });

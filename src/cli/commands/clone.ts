@@ -13,6 +13,7 @@ import { flattenClone, type FlattenResult } from '../../core/flatten.js';
 import { parseCacheModes } from '../../core/config.js';
 import { formatSize } from '../../core/validate.js';
 import { createContext } from '../context.js';
+import { registerMigrate } from './cloneMigrate.js';
 import { vgOption } from './shared.js';
 
 const describe = (r: CloneResult): string => {
@@ -134,6 +135,8 @@ export function register(program: Command): void {
     const ctx = createContext(cmd);
     await ctx.finish(await ctx.locked(o.vg, (op) => growClone(op, name, o.cowSize)), describe);
   });
+
+  registerMigrate(clone);
 
   vgOption(
     clone

@@ -5,14 +5,13 @@
  * only monitor prints on stdout.
  */
 import type { Command } from 'commander';
-import { createRunner, CowstackError, EXIT, type Runner } from '../../exec/index.js';
 import { loadConfig } from '../../core/config.js';
 import { withNodeLocks } from '../../core/nodeLock.js';
 import { defaultFrontends, runTmWithRetry } from '../../tm/actions.js';
 import { hostsToLock } from '../../tm/lockHosts.js';
 import { parseTmArgs, TM_ACTIONS } from '../../tm/args.js';
 import { globalOptions } from '../context.js';
-import { createProgress } from '../progress.js';
+import { driverBase, driverError } from '../driverHosts.js';
 import { vgOption } from './shared.js';
 
 /** Actions that get XML on stdin from oned (base64; the VM's plain XML for the backup actions). */
@@ -27,7 +26,7 @@ const READS_STDIN = new Set([
   'postbackup_live',
 ]);
 
-async function readStdin(): Promise<string> {
+export async function readStdin(): Promise<string> {
   if (process.stdin.isTTY) return '';
   const chunks: Buffer[] = [];
   for await (const c of process.stdin) chunks.push(c as Buffer);
@@ -51,15 +50,17 @@ function firstOperand(program: Command, args: readonly string[]): number {
  * an option. commander finds the program's options anywhere in argv, so oned's arguments
  * (from VM templates) could say --config=evil.yaml, --dry-run or --help. When the first
  * operand is `tm`, the program parses its options positionally (only before `tm`) and tm
- * passes everything from the action on through as data, to parseTmArgs. main calls this
- * before parsing; other commands keep global options anywhere. Returns how many of argv's
- * words are the program's own (before `tm`), or undefined when this is not `tm`.
+ * passes everything from the action on through as data, to parseTmArgs. The datastore
+ * driver's `ds` is treated alike. main calls this before parsing; other commands keep global
+ * options anywhere. Returns how many of argv's words are the program's own (before `tm` or
+ * `ds`), or undefined when this is neither.
  */
 export function positionalTm(program: Command, argv: readonly string[]): number | undefined {
   const i = firstOperand(program, argv.slice(2));
-  if (argv[i + 2] !== 'tm') return undefined;
+  const driver = argv[i + 2];
+  if (driver !== 'tm' && driver !== 'ds') return undefined;
   program.enablePositionalOptions();
-  program.commands.find((c) => c.name() === 'tm')!.passThroughOptions();
+  program.commands.find((c) => c.name() === driver)!.passThroughOptions();
   return i + 2;
 }
 
@@ -73,27 +74,12 @@ export function register(program: Command): void {
       .argument('[args...]'),
   ).action(async (action: string, args: string[], o: { vg?: string }, cmd: Command) => {
     const opts = globalOptions(cmd);
-    const say = (line: string) => process.stderr.write(`${line}\n`);
     try {
       const req = parseTmArgs(action, args, READS_STDIN.has(action) ? await readStdin() : '');
       const { config } = loadConfig(opts.config);
-      const progress = createProgress({ quiet: !opts.verbose, verbose: opts.verbose });
-      const runners = new Map<string, Runner>();
-      const runnerFor = (host: string): Runner => {
-        let r = runners.get(host);
-        if (!r) {
-          r = createRunner({
-            host,
-            sudo: cmd.optsWithGlobals().sudo ? opts.sudo : config.sudo,
-            dryRun: opts.dryRun,
-            sshConfig: config.ssh.config,
-            hooks: { onCommand: (h, argv, kind) => progress.command(h, argv, kind) },
-          });
-          runners.set(host, r);
-        }
-        return r;
-      };
       const vg = o.vg ?? config.repository.vg;
+      const base = driverBase(action, cmd, opts, config, vg);
+      const { runnerFor } = base;
       const frontends = defaultFrontends();
       // delete works through another node when its host is down: then nothing runs there to wait for.
       const unreachableOk = action === 'delete';
@@ -101,28 +87,12 @@ export function register(program: Command): void {
       const command = `tm ${action} ${args.join(' ')}`;
       const lock = { waitSeconds: config.node.lockWaitSeconds, command, dryRun: opts.dryRun };
       await withNodeLocks(nodes, vg, lock, () =>
-        runTmWithRetry(
-          {
-            vg,
-            scope: { devices: config.repository.devices },
-            runnerFor,
-            hosts: config.tm.hosts,
-            cowPercent: config.tm.cowPercent,
-            chunk: config.cow.chunk,
-            frontends,
-            info: (m) => say(`INFO: ${action}: ${m}`),
-            out: (t) => process.stdout.write(t),
-            observer: progress,
-          },
-          req,
-        ),
+        runTmWithRetry({ ...base, cowPercent: config.tm.cowPercent, chunk: config.cow.chunk, frontends }, req),
       );
     } catch (e) {
-      const err = e instanceof CowstackError ? e : new CowstackError(EXIT.FAILED, (e as Error)?.message ?? String(e));
       // The ERROR: line goes to the VM log; the boundary then prints the reason (and what
       // to do) as plain stderr, which oned shows as the failure message.
-      say(`ERROR: ${action}: ${err.message}`);
-      throw err;
+      throw driverError(action, e);
     }
   });
 }

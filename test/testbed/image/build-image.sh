@@ -200,6 +200,12 @@ rm -rf "$ROOT"/usr/share/{doc,man,info,lintian,linda,bug}/* \
   "$ROOT"/var/cache/apt/* "$ROOT"/var/lib/apt/lists/* \
   "$ROOT"/var/cache/debconf/*-old "$ROOT"/var/log/* \
   "$ROOT"/debootstrap
+# qemu (migration tests) needs only qemu-system-x86_64 and the PC firmware: drop the i386 and
+# microvm builds and the firmware of other machines.
+rm -f "$ROOT"/usr/bin/qemu-system-i386 "$ROOT"/usr/bin/qemu-system-x86_64-microvm
+find "$ROOT/usr/share/qemu" -maxdepth 1 -type f \( -name 'edk2-*' -o -name 'openbios-*' -o -name 'u-boot*' \
+  -o -name 'slof.bin' -o -name 'skiboot.lid' -o -name 'opensbi-*' -o -name 'hppa-*' -o -name 's390-*' \
+  -o -name 'qemu_vga.ndrv' -o -name 'npcm7xx_*' -o -name 'palcode-*' -o -name 'petalogix-*' \) -delete 2>/dev/null || true
 find "$ROOT/usr/share/locale" -mindepth 1 -maxdepth 1 ! -name 'locale.alias' -exec rm -rf {} + 2>/dev/null || true
 
 # ---------------------------------------------------------------- initramfs
