@@ -13,7 +13,7 @@ const SECONDS: Record<string, number> = {
   'clones.test.ts': 500,
   'cache.test.ts': 390,
   'races.test.ts': 310,
-  'tm.test.ts': 330,
+  'tm.test.ts': 400,
   'backup.test.ts': 260,
   'migrate.test.ts': 200,
   'target.test.ts': 175,

@@ -177,11 +177,23 @@ describe.sequential('a non-persistent VM: deploy, snapshots, cold migration, sav
     expect(live.stderr).toMatch(/^ERROR: snap_create_live: live disk snapshots are not supported/m);
   });
 
-  it('live migration is refused by premigrate; cold migration (mv) moves disks and files to node2', async () => {
+  it('premigrate prepares node2, failmigrate undoes it; cold migration (mv) moves disks and files', async () => {
+    // A live migration that failed in the VMM step: oned runs premigrate, then failmigrate.
+    // The hand-over itself (qemu, release, acquire) is migrate.test.ts.
     const xml = Buffer.from(`<VM><ID>${VM}</ID></VM>`).toString('base64');
-    const pre = await tm.run('premigrate', ['node1', 'node2', `${DS}/${SYS}/${VM}`, String(VM), String(SYS)], xml);
-    expect(pre.exitCode).toBe(6);
-    expect(pre.stderr).toMatch(/live migration of VM \d+ from node1 to node2 is not supported/);
+    const migArgs = ['node1', 'node2', `${DS}/${SYS}/${VM}`, String(VM), String(SYS)];
+    const pre = await tm.run('premigrate', migArgs, xml);
+    expect(pre.exitCode, pre.stderr).toBe(0);
+    expect(pre.stderr).toMatch(new RegExp(`node2: one-${VM}-0 prepared`));
+    // The placeholder under the disk's final name, an error table until acquire loads the real one.
+    const placeholder = (await cowstackDevices('node2')).filter((d) => d.startsWith('cowstack-rw-'));
+    expect(placeholder).toHaveLength(1);
+    expect((await ssh('node2', ['dmsetup', 'table', placeholder[0]!])).out).toMatch(/^0 \d+ error$/);
+    const fail = await tm.run('failmigrate', migArgs, xml);
+    expect(fail.exitCode, fail.stderr).toBe(0);
+    expect(await cowstackDevices('node2')).toEqual([]);
+    // The VM kept running on node1, its disk untouched.
+    await checkDisk('node1', VM, 0, withA);
 
     times.mv = (
       await tm.ok('mv', [`node1:${DS}/${SYS}/${VM}`, `node2:${DS}/${SYS}/${VM}/`, String(VM), String(SYS)])
