@@ -14,7 +14,7 @@ import { parsePublicKey } from '../../src/core/catalog/minisign.js';
 import { catalogStatus } from '../../src/core/catalog/status.js';
 import { syncCatalog } from '../../src/core/catalog/sync.js';
 import { createClone } from '../../src/core/clones.js';
-import { nodeSession, type NodeSession } from '../../src/core/node.js';
+import { nodeSession } from '../../src/core/node.js';
 import { EXIT } from '../../src/exec/errors.js';
 import { DryRunRunner } from '../../src/exec/dryRunRunner.js';
 import type { RecordingRunner } from '../../src/exec/recordingRunner.js';
@@ -34,6 +34,7 @@ import {
   sealArgv,
   R,
   W,
+  ctxOf,
 } from './repoFixtures.js';
 import { ddInput, recorder, rejectionOf, vgsArgv, vgsJson } from './support.js';
 
@@ -46,7 +47,6 @@ const STATE = '/var/lib/cowstack/catalog/fixture-site.json';
 const LV = 'tiny-1.0';
 const UNTIL = Date.parse('2099-01-01T00:00:00Z') / 1000;
 const ORIGIN = ['cowstack_catalog:fixture-site:tiny:1.0', `cowstack_sha512:${GOOD.images[0]!.sha512}`];
-const ctxOf = (r: RecordingRunner): NodeSession => nodeSession({ runner: r, vg: VG });
 /** A hand-imported image: the repository is not empty (observe reads vgs only for an empty one). */
 const BASE = imageRow('base', U.image);
 

@@ -8,7 +8,6 @@ import {
   mapClone,
   unmapClone,
 } from '../../src/core/clones.js';
-import { nodeSession, type NodeSession } from '../../src/core/node.js';
 import { EXIT } from '../../src/exec/errors.js';
 import type { RecordingRunner } from '../../src/exec/recordingRunner.js';
 import {
@@ -43,6 +42,7 @@ import {
   markLiveArgv,
   markLiveLog,
   expectObserveDevicesFirst,
+  ctxOf,
 } from './repoFixtures.js';
 import {
   capture,
@@ -61,7 +61,6 @@ import {
 // SYNTHETIC unless marked REAL: LV rows come from repoFixtures, dmsetup/dd outputs are hand-written;
 // REAL ones come from test/fixtures/lvm2-2.03.16-bookworm.
 
-const ctxOf = (r: RecordingRunner): NodeSession => nodeSession({ runner: r, vg: VG });
 const SETTLE = ['udevadm', 'settle', '--timeout=10'];
 
 const T = snapTable;

@@ -5,7 +5,6 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { afterAll, describe, expect, it } from 'vitest';
-import { nodeSession, type NodeSession } from '../../src/core/node.js';
 import { detectFormat, prepareSource } from '../../src/core/imageSource.js';
 import { createImage, importImage, removeImage, renameImage, sealImage } from '../../src/core/images.js';
 import { EXIT } from '../../src/exec/errors.js';
@@ -24,13 +23,13 @@ import {
   lvDev,
   newImageLv,
   sealArgv,
+  ctxOf,
 } from './repoFixtures.js';
 import { ddInput, lvsArgv, lvsJson, recorder, rejectionOf } from './support.js';
 
 // SYNTHETIC: LV rows come from repoFixtures; sha256sum, realpath and fuser outputs are hand-written
 // in those tools' formats.
 
-const ctxOf = (r: RecordingRunner): NodeSession => nodeSession({ runner: r, vg: VG });
 const W = { kind: 'write' } as const;
 const SHA = '9f2c1b7e4a6d3c5b8e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f';
 

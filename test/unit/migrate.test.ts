@@ -6,7 +6,6 @@
  */
 import { describe, expect, it } from 'vitest';
 import { abortMigration, acquireMigration, prepareMigration, releaseMigration } from '../../src/core/migrate.js';
-import { nodeSession, type NodeSession } from '../../src/core/node.js';
 import { EXIT } from '../../src/exec/errors.js';
 import type { RecordingRunner } from '../../src/exec/recordingRunner.js';
 import {
@@ -30,10 +29,10 @@ import {
   stillLive,
   W,
   R,
+  ctxOf,
 } from './repoFixtures.js';
 import { conflictStderr, lvsArgv, lvsJson, recorder, rejectionOf } from './support.js';
 
-const ctxOf = (r: RecordingRunner): NodeSession => nodeSession({ runner: r, vg: VG });
 const HANDOVER = 'cowstack_handover:2048:16';
 const PLACEHOLDER = '0 131072 error';
 const C3_TABLE = snapTable(`/dev/mapper/${ro(U.c2)}`, '/dev/mapper/vg-c3', 'PO', 128);

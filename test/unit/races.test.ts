@@ -8,7 +8,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { commitClone, createClone, mapClone, unmapClone } from '../../src/core/clones.js';
-import { nodeSession, type NodeSession } from '../../src/core/node.js';
+import { nodeSession } from '../../src/core/node.js';
 import { recover } from '../../src/core/recover.js';
 import { nodeStatus, tree } from '../../src/core/report.js';
 import { planStack } from '../../src/core/stack.js';
@@ -40,10 +40,10 @@ import {
   createRo,
   snapTable,
   dmRemove,
+  ctxOf,
 } from './repoFixtures.js';
 import { lvsArgv, lvsJson, recorder, rejectionOf, thrownBy, vgsArgv, vgsJson } from './support.js';
 
-const ctxOf = (r: RecordingRunner): NodeSession => nodeSession({ runner: r, vg: VG });
 const T = snapTable;
 const remove = dmRemove;
 const COMMIT = commitMarkArgv('vg/c3');

@@ -1,5 +1,4 @@
 import { describe, expect, it } from 'vitest';
-import { nodeSession, type NodeSession } from '../../src/core/node.js';
 import { JOURNAL_DIR, readJournal } from '../../src/core/journal.js';
 import { recover } from '../../src/core/recover.js';
 import type { RecordingRunner } from '../../src/exec/recordingRunner.js';
@@ -27,12 +26,12 @@ import {
   dmRemove,
   expectJournalRead,
   JOURNAL_LS,
+  ctxOf,
 } from './repoFixtures.js';
 import { recorder } from './support.js';
 
 // SYNTHETIC: LV rows and dm devices come from repoFixtures; journal entries and dmsetup outputs are hand-written.
 
-const ctxOf = (r: RecordingRunner): NodeSession => nodeSession({ runner: r, vg: VG });
 const STARTED = '2026-01-12T10:31:02.417Z';
 const remove = dmRemove;
 

@@ -5,6 +5,7 @@
  * uuids, sizes and device numbers are made up but have the shapes LVM and the kernel print.
  */
 import { Repo } from '../../src/core/metadata.js';
+import { nodeSession, type NodeSession, type NodeSessionOptions } from '../../src/core/node.js';
 import type { NodeState } from '../../src/core/observe.js';
 import type { RecordingRunner } from '../../src/exec/recordingRunner.js';
 import { parseInfoColumns } from '../../src/tools/dmsetup.js';
@@ -12,6 +13,10 @@ import { parseLvs } from '../../src/tools/lvm.js';
 import { lvsArgv, lvsJson, PV_COLUMNS, REPORT, vgsArgv, vgsJson } from './support.js';
 
 export const VG = 'vg';
+
+/** The node session every core test drives: the recording runner on repository VG `vg`. */
+export const ctxOf = (r: RecordingRunner, extra: Partial<NodeSessionOptions> = {}): NodeSession =>
+  nodeSession({ runner: r, vg: VG, ...extra });
 export const MiB = 1024 * 1024;
 
 /** LV uuids as LVM prints them (6-4-4-4-4-4-6) and compacted the way dm names use them. */
