@@ -17,6 +17,7 @@ import { clusterCli, cowstack } from './cli.js';
 import { REPO_VG } from './cluster.js';
 import { deviceSha, MiB, overlay, pattern, sha256, writeAt } from './data.js';
 import { DS, FE, tmHarness } from './tm-harness.js';
+import { hmp, installQmpClient, migrateVm, qmp, startQemu, stopQemu } from './qemuVm.js';
 
 let tb: Testbed;
 const run = Date.now().toString(36).slice(-5);
@@ -46,6 +47,22 @@ async function consistent(node: string): Promise<void> {
     st.devices.filter((d: DeviceStatus) => d.problem),
     'no orphan devices',
   ).toEqual([]);
+}
+
+/** A copy of the testbed's ssh config in which `node` answers on a closed port (no shared master connection). */
+async function unreachable(node: string): Promise<string> {
+  const text = await fsp.readFile(tb.sshConfig, 'utf8');
+  const blocks = text.split(/(?=^Host )/m).map((b) =>
+    b.startsWith(`Host ${node}\n`)
+      ? b
+          .replace(/^ {2}Port \d+$/m, '  Port 1')
+          .replace(/^ {2}ControlMaster .*$/m, '  ControlMaster no')
+          .replace(/^ {2}ControlPath .*$/m, '  ControlPath none')
+      : b,
+  );
+  const file = path.join(await fsp.mkdtemp(path.join(tmpdir(), 'cowstack-cut-')), 'ssh_config');
+  await fsp.writeFile(file, blocks.join(''));
+  return file;
 }
 
 beforeAll(async () => {
@@ -173,7 +190,20 @@ describe.sequential('a node loses power with a clone mapped', () => {
     await writeAt(tb, 'node1', mk.device, 1, kd); // O_DIRECT + fsync: committed in the cache
     const dirty = (await ok('node1', ['status'])).devices.find((d: DeviceStatus) => d.name === mk.writeback);
     expect(dirty.writeback.dirtyBlocks).toBeGreaterThan(0);
+    // And a VM live-migrated to node2 (qemu's migration completed, node2 paused) whose disk
+    // node1 had not released yet: the hand-over must wait for node1's lease, not for node1.
+    const mv = n('mv');
+    const md = (await ok('node1', ['clone', 'create', mv, '--from', img, '--map'])).device;
+    await installQmpClient(tb);
+    await startQemu(tb, 'node1', md, false);
+    await hmp(tb, 'node1', 'qemu-io d0 "write -P 0x6e 2M 64k"');
+    const mvData = overlay(IMG, 2 * MiB, Buffer.alloc(64 * 1024, 0x6e));
+    await ok('node2', ['clone', 'migrate', 'prepare', mv]);
+    await startQemu(tb, 'node2', md, true);
+    expect((await migrateVm(tb, 'node1', 'node2')).status).toBe('completed');
     await tb.powerOff('node1');
+    const early2 = await clusterCli(tb, 'node2', ['clone', 'migrate', 'acquire', mv, '--wait', '0']);
+    expect(early2.exitCode, 'acquire while the dead source still holds the lease').toBe(4);
 
     // Its blocks may sit only in node1's cache: node2 refuses it even after the lease expires.
     const wbRefused = await clusterCli(tb, 'node2', ['clone', 'map', k]);
@@ -186,6 +216,21 @@ describe.sequential('a node loses power with a clone mapped', () => {
     expect(early.exitCode, early.stderr).toBe(4);
     expect(early.stderr).toMatch(/^INFO: delete: node1 is unreachable: removing 1 LV\(s\) of VM \d+ through node2/m);
     expect(early.stderr).toMatch(/node1 is unreachable and still holds the lease/);
+
+    // node1 powers on and rejoins at once, with the project's own commands. Its lockstart waits
+    // as long as node2 does (sanlock acquires a host_id that was not released only after
+    // host_dead_seconds), so the two waits overlap; node2's takeover below must not depend on it.
+    const rejoined = (async () => {
+      await tb.boot('node1');
+      const journal = await tb.sh('node1', 'cat /var/lib/cowstack/journal/*');
+      const login = await cowstack(tb, ['--host', 'node1', '--json', 'initiator', 'login', tb.portal, tb.targetIqn]);
+      const join = await cowstack(
+        tb,
+        ['--host', 'node1', '--json', 'cluster', 'join', '--vg', REPO_VG, '--host-id', '1'],
+        { timeoutMs: 900_000 },
+      );
+      return { journal, login, join };
+    })();
 
     const started = Date.now();
     let took: CloneResult;
@@ -204,32 +249,36 @@ describe.sequential('a node loses power with a clone mapped', () => {
     );
     expect(await deviceSha(tb, 'node2', took.device!)).toBe(sha256(overlay(IMG, 1 * MiB, p)));
     await ok('node2', ['clone', 'commit', c]);
+    // The lease is gone: the migrated VM's disk is acquired with no hand-over record (a warning
+    // says so) and its data is what node1's qemu wrote; the VM, paused until now, runs.
+    const [paused] = await qmp(tb, 'node2', { execute: 'query-status' });
+    expect((paused!.return as { running: boolean }).running, 'paused until the disk is handed over').toBe(false);
+    const acquired = await clusterCli(tb, 'node2', ['clone', 'migrate', 'acquire', mv, '--wait', '0']);
+    expect(acquired.exitCode, acquired.stdout + acquired.stderr).toBe(0);
+    expect(acquired.json.result.warnings.join(' ')).toContain('no hand-over record');
+    expect(await deviceSha(tb, 'node2', md)).toBe(sha256(mvData));
+    await qmp(tb, 'node2', { execute: 'cont' });
+    await stopQemu(tb, 'node2');
+    await ok('node2', ['clone', 'discard', mv]);
 
-    // The lease has expired: the retried delete succeeds and the VM is deployed again on node2.
-    const late = await tm.run('delete', [`node1:${vmDir}/`, String(vm), '0']);
+    // The lease has expired: the retried delete succeeds through node2 and the VM is deployed
+    // again there. node1 is up again by now, so the front-end's view of it is cut (its ssh
+    // goes to a closed port, as while it rebooted or behind a partition).
+    const cut = await tmHarness({ sshConfig: await unreachable('node1') });
+    const late = await cut.run('delete', [`node1:${vmDir}/`, String(vm), '0']);
     expect(late.exitCode, late.stderr).toBe(0);
+    expect(late.stderr).toMatch(/node1 is unreachable: removing 1 LV\(s\) of VM \d+ through node2/);
     expect(
       (await tb.ssh('node2', ['lvs', '--nolocking', '--noheadings', '-o', 'lv_name', `${REPO_VG}/one-${vm}-0`]))
         .exitCode,
     ).not.toBe(0);
-    // node1 powers on meanwhile (nothing of the cluster starts before its join below): the
-    // redeploy on node2 does not depend on it, and the boot's half minute overlaps it.
-    const booting = tb.boot('node1');
     await tm.ok('clone', [`${FE}:${REPO_VG}/${img}`, `node2:${vmDir}/disk.0`, String(vm), '1']);
     expect(await deviceSha(tb, 'node2', `${vmDir}/disk.0`)).toBe(sha256(IMG));
     await tm.ok('delete', [`node2:${vmDir}/`, String(vm), '0']);
 
-    // node1 comes back: the project's own commands bring it into the cluster again.
-    await booting;
-    const journal = await tb.sh('node1', 'cat /var/lib/cowstack/journal/*');
+    const { journal, login, join } = await rejoined;
     expect(journal.stdout, 'the journal entry written before the power-off is still there').toContain(`"${inFlight}"`);
-    const login = await cowstack(tb, ['--host', 'node1', '--json', 'initiator', 'login', tb.portal, tb.targetIqn]);
     expect(login.exitCode, login.stderr).toBe(0);
-    const join = await cowstack(
-      tb,
-      ['--host', 'node1', '--json', 'cluster', 'join', '--vg', REPO_VG, '--host-id', '1'],
-      { timeoutMs: 900_000 },
-    );
     expect(join.exitCode, join.stdout + join.stderr).toBe(0);
     // recover re-attaches the cache LV over the COW and writes it back before anything else.
     const r = await ok('node1', ['recover']);
