@@ -24,7 +24,7 @@ import { existingCopy, fillNewImage } from './flatten.js';
 import { refuseOpen, renameClone } from './lineage.js';
 import type { CloneObj } from './metadata.js';
 import type { NodeSession } from './node.js';
-import { observe, type NodeState } from './observe.js';
+import { type NodeState, observeNode } from './observe.js';
 import { lvRef } from './stack.js';
 import { EXTENT, roundUp, validateLvName } from './validate.js';
 import { backupPointName, backupPointPattern, takeSnapshot, type CowOptions } from './vmDisks.js';
@@ -79,7 +79,7 @@ function liveTopOf(state: NodeState, top: string): CloneObj {
  */
 export async function backupDisk(ctx: NodeSession, o: BackupOptions): Promise<BackupResult> {
   validateBackupPath(o.file, 'backup file');
-  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const state = await observeNode(ctx);
   const before = state.repo.byName.get(o.top);
   const wasMapped = before !== undefined && state.devices.has(dmName('rw', before.uuid));
   const dir = o.file.slice(0, o.file.lastIndexOf('/')) || '/';
@@ -90,7 +90,7 @@ export async function backupDisk(ctx: NodeSession, o: BackupOptions): Promise<Ba
   // Right after a commit this host may still be releasing the point's exclusive lease.
   const mapped = await withLockRetry(ctx, () => mapClone(ctx, o.top), { on: 'own-release' });
   try {
-    const now = await observe(ctx.runner, ctx.vg, ctx.scope);
+    const now = await observeNode(ctx);
     const src = now.repo.byName.get(point ?? o.top);
     // A dry run took no point: the plan so far is what it shows.
     if (!src && ctx.dryRun)
@@ -247,7 +247,7 @@ export async function restoreImage(ctx: NodeSession, image: string, chain: reado
   validateLvName(image, 'image name');
   if (!chain.length) throw usageError('restore needs the backup files', 'give the full backup, then its increments');
   chain.forEach((f) => validateBackupPath(f, 'backup file'));
-  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const state = await observeNode(ctx);
   const last = chain.at(-1)!;
   const marker = `cowstack_restored_from:${last}`;
   const done = existingCopy(ctx, state, image, image, marker);

@@ -18,16 +18,7 @@ import { beginStep, endStep } from './journal.js';
 import { chunkTag, isFrozen, parentTag, roleTag, stateTag, type CloneObj, type CowObj, type Repo } from './metadata.js';
 import { leaseSpaceRefusal, refuseIfNoRoom } from './capacity.js';
 import { plainMapping, type PlainMapping } from './deviceGraph.js';
-import {
-  findClone,
-  findObj,
-  observe,
-  observeGiven,
-  observeRepo,
-  observeStaged,
-  withLv,
-  type NodeState,
-} from './observe.js';
+import { findClone, findObj, withLv, type NodeState, observeNode } from './observe.js';
 import { runPlan, type Step } from './plan.js';
 import {
   activateStep,
@@ -117,7 +108,7 @@ export async function createCloneLv(
   validateLvName(opts.name, 'clone name');
   const chunkSectors = chunkSectorsOf(opts.chunk ?? '4K');
   // Only names, tags and sizes matter here: the repository, not the node's devices.
-  const state = seen ?? (await observeRepo(ctx.runner, ctx.vg, ctx.scope));
+  const state = seen ?? (await observeNode(ctx, { repoOnly: true }));
   const parent = findObj(state, opts.from);
   if (!isFrozen(parent)) {
     throw refused(
@@ -339,7 +330,7 @@ export async function createAndMapClone(
   // node's devices are read only for anything else (an existing name, a committed parent).
   const plain = !ctx.cacheVg && !(mapOpts.cache ?? ctx.cacheMap ?? []).length;
   let state = plain
-    ? await observeStaged(ctx.runner, ctx.vg, ctx.scope, (repo) => !newCloneOfImage(repo, opts))
+    ? await observeNode(ctx, { needsDevices: (repo) => !newCloneOfImage(repo, opts) })
     : await observeForMap(ctx, mapOpts);
   const existing = state.repo.byName.get(opts.name);
   if (mapOpts.reuseLive && existing?.kind === 'clone' && existing.state === 'live') {
@@ -427,7 +418,7 @@ export interface MapOptions {
 export function observeForMap(ctx: NodeSession, opts: Pick<MapOptions, 'cache'> = {}): Promise<NodeState> {
   const modes = opts.cache ?? ctx.cacheMap ?? [];
   const cacheWhen = CACHE_KINDS.some((k) => modes.includes(k.mode)) ? 'always' : 'auto';
-  return observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg, cacheWhen);
+  return observeNode(ctx, { caches: cacheWhen });
 }
 
 export async function mapClone(ctx: NodeSession, name: string, opts: MapOptions = {}): Promise<CloneResult> {
@@ -511,7 +502,7 @@ async function refuseIfOpen(
     ctx.runner,
     state,
     (s) => !!openDevice(s, findObj(s, o.name)),
-    () => observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg),
+    () => observeNode(ctx, { caches: 'auto' }),
   );
   o = findObj(state, o.name);
   if (!openDevice(state, o)) return state;
@@ -539,7 +530,7 @@ export async function unmapClone(ctx: NodeSession, name: string, opts: { force?:
   const devices = await dmsetup.listDevices(ctx.runner);
   const plain = plainMapping(ctx.vg, name, new Map(devices.map((d) => [d.name, d])));
   if (plain && plain.rw.open === 0) return unmapPlain(ctx, name, plain);
-  const seen = await observeGiven(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg, devices);
+  const seen = await observeNode(ctx, { caches: 'auto', devices });
   let state = await refuseIfOpen(ctx, seen, findClone(seen, name), opts.force, 'unmap it');
   let o = findClone(state, name);
   const journal = { op: 'unmap' as const, vg: ctx.vg, name, uuid: o.uuid };
@@ -548,7 +539,7 @@ export async function unmapClone(ctx: NodeSession, name: string, opts: { force?:
     releaseWriteback(ctx, state, o, { flush: true, force: opts.force }),
   );
   if (wb.released && !ctx.dryRun) {
-    state = await observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg);
+    state = await observeNode(ctx, { caches: 'auto' });
     o = findClone(state, name);
   }
   const { own, ancestors } = teardownParts(state, o, {
@@ -650,7 +641,7 @@ export async function commitClone(
   name: string,
   opts: { force?: boolean } = {},
 ): Promise<CloneResult> {
-  let state = await observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg);
+  let state = await observeNode(ctx, { caches: 'auto' });
   let o = findClone(state, name);
   const base: CloneResult = {
     name,
@@ -703,7 +694,7 @@ export async function commitClone(
     releaseWriteback(ctx, state, held, { flush: true, force: opts.force }),
   );
   if (wb.released && !ctx.dryRun) {
-    state = await observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg);
+    state = await observeNode(ctx, { caches: 'auto' });
     o = findClone(state, name);
   }
   if (wb.flushedBlocks !== undefined)
@@ -763,7 +754,7 @@ export async function discardClone(
   name: string,
   opts: { force?: boolean; mustBeUnmapped?: boolean; seen?: NodeState } = {},
 ): Promise<CloneResult> {
-  let state = opts.seen ?? (await observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg));
+  let state = opts.seen ?? (await observeNode(ctx, { caches: 'auto' }));
   const o = state.repo.byName.get(name);
   if (!o) {
     validateLvName(name, 'clone name');
@@ -780,7 +771,7 @@ export async function discardClone(
   state = await refuseIfOpen(ctx, state, o, opts.force, 'discard it');
   // Nothing goes back on discard: the write-back cache is dropped, not flushed.
   const dropped = await releaseWriteback(ctx, state, o, { flush: false, force: opts.force });
-  if (dropped.released && !ctx.dryRun) state = await observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg);
+  if (dropped.released && !ctx.dryRun) state = await observeNode(ctx, { caches: 'auto' });
   const own: Step[] = [];
   for (const role of ['rw', 'ro'] as const) {
     const dev = state.devices.get(dmName(role, o.uuid));
@@ -818,7 +809,7 @@ export async function discardClone(
 }
 
 export async function growClone(ctx: NodeSession, name: string, sizeText: string): Promise<CloneResult> {
-  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const state = await observeNode(ctx);
   const o = findClone(state, name);
   if (o.state !== 'live') throw refused(`${lvRef(o)} is ${o.state}; only a live clone's COW can grow`);
   const size = roundUp(parseSize(sizeText, 'COW size'), EXTENT);

@@ -12,7 +12,7 @@ import { lvMapperPath } from './dmNames.js';
 import { beginStep, endStep } from './journal.js';
 import { roleTag, stateTag, type CloneObj, type ImageObj } from './metadata.js';
 import { lvChecksum, readSealed, sealStep } from './images.js';
-import { findClone, findImage, observe, type NodeState } from './observe.js';
+import { findClone, findImage, type NodeState, observeNode } from './observe.js';
 import type { Step } from './plan.js';
 import { activateStep, deactivateStep, lvRef } from './stack.js';
 import { validateLvName } from './validate.js';
@@ -29,7 +29,7 @@ export interface FlattenResult {
 
 export async function flattenClone(ctx: NodeSession, name: string, imageName: string): Promise<FlattenResult> {
   validateLvName(imageName, 'image name');
-  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const state = await observeNode(ctx);
   const o = findClone(state, name);
   const marker = `cowstack_flattened_from:${o.uuid}`;
   const done = existingCopy(ctx, state, name, imageName, marker);
@@ -158,7 +158,7 @@ export async function fillNewImage(
  */
 export async function copyImage(ctx: NodeSession, from: string, imageName: string): Promise<FlattenResult> {
   validateLvName(imageName, 'image name');
-  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const state = await observeNode(ctx);
   const o = findImage(state, from);
   const marker = `cowstack_copied_from:${o.uuid}`;
   const done = existingCopy(ctx, state, from, imageName, marker);

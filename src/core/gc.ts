@@ -7,7 +7,7 @@ import { discardClone } from './clones.js';
 import type { NodeSession } from './node.js';
 import { removeImage } from './images.js';
 import type { CowObj } from './metadata.js';
-import { observe, type NodeState } from './observe.js';
+import { type NodeState, observeNode } from './observe.js';
 
 /**
  * Remove LVs leaf first (a snapshot only after what stands on it), observing again after
@@ -17,7 +17,7 @@ import { observe, type NodeState } from './observe.js';
  */
 export async function removeLvs(ctx: NodeSession, names: Set<string>, seen?: NodeState): Promise<string[]> {
   const removed: string[] = [];
-  let state = seen ?? (await observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg));
+  let state = seen ?? (await observeNode(ctx, { caches: 'auto' }));
   for (;;) {
     const left = [...names].map((n) => state.repo.byName.get(n)).filter((o): o is CowObj => Boolean(o));
     if (!left.length) return removed;
@@ -36,7 +36,7 @@ export async function removeLvs(ctx: NodeSession, names: Set<string>, seen?: Nod
       removed.push(o.name);
     }
     if (leaves.length === left.length) return removed;
-    state = await observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg);
+    state = await observeNode(ctx, { caches: 'auto' });
   }
 }
 
@@ -47,7 +47,7 @@ export async function removeLvs(ctx: NodeSession, names: Set<string>, seen?: Nod
  * removal before anything changes, naming what depends on it. Returns what it removed.
  */
 export async function removeImageAndLineage(ctx: NodeSession, name: string): Promise<string[]> {
-  const state = await observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg);
+  const state = await observeNode(ctx, { caches: 'auto' });
   const o = state.repo.byName.get(name);
   if (!o) return [];
   if (o.kind !== 'image') throw refused(`${ctx.vg}/${name} is a clone, not an image`, 'check the image SOURCE');

@@ -10,7 +10,7 @@ import * as lvm from '../tools/lvm.js';
 import { lvMapperName, lvMapperPath } from './dmNames.js';
 import { beginStep, endStep } from './journal.js';
 import { roleTag, shaTag, sourceShaTag, stateTag, type ImageObj, type ImageState } from './metadata.js';
-import { findImage, observe } from './observe.js';
+import { findImage, observeNode } from './observe.js';
 import type { Step } from './plan.js';
 import { activateStep, deactivateStep, lvRef } from './stack.js';
 import { collectGarbage } from './clones.js';
@@ -66,7 +66,7 @@ async function refuseExisting(
   ctx: NodeSession,
   name: string,
 ): Promise<{ existing?: ImageObj; lvs: readonly lvm.LvInfo[] }> {
-  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const state = await observeNode(ctx);
   const o = state.repo.byName.get(name);
   if (o?.kind === 'image') return { existing: o, lvs: state.repo.lvs };
   if (o || state.repo.foreign.some((l) => l.name === name))
@@ -238,7 +238,7 @@ export async function importImage(
 }
 
 export async function sealImage(ctx: NodeSession, name: string): Promise<ImageResult> {
-  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const state = await observeNode(ctx);
   const o = findImage(state, name);
   if (o.state === 'sealed') return { name, vg: ctx.vg, uuid: o.uuid, sha256: o.sha256, state: o.state, action: 'none' };
   if (o.state !== 'writable')
@@ -264,7 +264,7 @@ export async function sealImage(ctx: NodeSession, name: string): Promise<ImageRe
 
 export async function renameImage(ctx: NodeSession, from: string, to: string): Promise<ImageResult> {
   validateLvName(to, 'new name');
-  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const state = await observeNode(ctx);
   const src = state.repo.byName.get(from);
   const dst = state.repo.byName.get(to);
   if (!src && dst?.kind === 'image') return { name: to, vg: ctx.vg, uuid: dst.uuid, action: 'none' };
@@ -281,7 +281,7 @@ export async function renameImage(ctx: NodeSession, from: string, to: string): P
 }
 
 export async function removeImage(ctx: NodeSession, name: string): Promise<ImageResult> {
-  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const state = await observeNode(ctx);
   const o = state.repo.byName.get(name);
   if (!o) {
     validateLvName(name, 'image name');
@@ -308,7 +308,7 @@ export async function removeImage(ctx: NodeSession, name: string): Promise<Image
 }
 
 export async function exportImage(ctx: NodeSession, name: string, target: string): Promise<ImageResult> {
-  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const state = await observeNode(ctx);
   const o = state.repo.byName.get(name);
   if (!o) throw notFound(`no image named ${name} in ${ctx.vg}`);
   if (o.kind !== 'image')
@@ -358,7 +358,7 @@ export interface ExposedImage {
  * sealed image is never written, and left so: the reader comes after this command has ended.
  */
 export async function exposeImage(ctx: NodeSession, name: string): Promise<ExposedImage> {
-  const o = findImage(await observe(ctx.runner, ctx.vg, ctx.scope), name);
+  const o = findImage(await observeNode(ctx), name);
   const activate = await readSealed(ctx, o, 'export');
   return {
     name,

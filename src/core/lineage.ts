@@ -10,7 +10,7 @@ import { runGuarded } from './executor.js';
 import type { NodeSession } from './node.js';
 import { dmName } from './dmNames.js';
 import type { CowObj, ImageObj } from './metadata.js';
-import { findClone, observe, type NodeState } from './observe.js';
+import { findClone, type NodeState, observeNode } from './observe.js';
 import { lvRef } from './stack.js';
 import { copyIntoNewImage, existingCopy, type FlattenResult } from './flatten.js';
 import { EXTENT, roundUp, validateLvName } from './validate.js';
@@ -23,7 +23,7 @@ import { lookAgainAfterUdev } from './holders.js';
  */
 export async function renameClone(ctx: NodeSession, from: string, to: string): Promise<'renamed' | 'none'> {
   validateLvName(to, 'new name');
-  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const state = await observeNode(ctx);
   const src = state.repo.byName.get(from);
   const dst = state.repo.byName.get(to);
   if (!src && dst?.kind === 'clone') return 'none';
@@ -45,7 +45,7 @@ export async function renameClone(ctx: NodeSession, from: string, to: string): P
  */
 export async function saveLiveAsImage(ctx: NodeSession, name: string, imageName: string): Promise<FlattenResult> {
   validateLvName(imageName, 'image name');
-  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const state = await observeNode(ctx);
   const o = findClone(state, name);
   if (o.state !== 'live')
     throw usageError(`${lvRef(o)} is ${o.state}, not live`, `use cowstack clone flatten ${name} --to ${imageName}`);
@@ -67,7 +67,7 @@ export async function refuseOpen(ctx: NodeSession, state: NodeState, o: CowObj, 
     ctx.runner,
     state,
     (s) => (top(s)?.open ?? 0) > 0,
-    () => observe(ctx.runner, ctx.vg, ctx.scope),
+    () => observeNode(ctx),
   );
   if ((top(seen)?.open ?? 0) > 0)
     throw refused(`${lvRef(o)} is open on ${ctx.runner.target} (a running VM?): its content is changing`, hint);

@@ -29,7 +29,7 @@ import { beginStep, endStep } from './journal.js';
 import { handoverTag, handoverTags, type CloneObj, type Handover } from './metadata.js';
 import type { NodeSession } from './node.js';
 import { collectGarbage } from './nodeGc.js';
-import { findClone, observe, type NodeState } from './observe.js';
+import { findClone, type NodeState, observeNode } from './observe.js';
 import type { Step } from './plan.js';
 import { lvRef, planStack, verifyExisting } from './stack.js';
 import { validateLvName } from './validate.js';
@@ -134,7 +134,7 @@ export async function prepareMigration(ctx: NodeSession, name: string): Promise<
 async function refuseOpen(ctx: NodeSession, state: NodeState, o: CloneObj): Promise<NodeState> {
   const rw = dmName('rw', o.uuid);
   const open = (s: NodeState) => (s.devices.get(rw)?.open ?? 0) > 0;
-  state = await lookAgainAfterUdev(ctx.runner, state, open, () => observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg));
+  state = await lookAgainAfterUdev(ctx.runner, state, open, () => observeNode(ctx, { caches: 'auto' }));
   if (!open(state)) return state;
   const users = await whoHolds(ctx.runner, dmPath('rw', o.uuid));
   throw refused(
@@ -160,7 +160,7 @@ export async function releaseMigration(
   opts: { record?: string } = {},
 ): Promise<MigrateResult> {
   validateLvName(name, 'clone name');
-  let state = await observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg);
+  let state = await observeNode(ctx, { caches: 'auto' });
   let o = liveClone(state, name);
   const base = { name, vg: ctx.vg, uuid: o.uuid, step: 'release' as const };
   const top = await topOf(ctx, state, o);
@@ -200,7 +200,7 @@ export async function releaseMigration(
     const wb = await releaseWriteback(ctx, state, o, { flush: true });
     if (wb.flushedBlocks !== undefined) flushed = { flushedBlocks: wb.flushedBlocks, flushSeconds: wb.flushSeconds };
     if (wb.released && !ctx.dryRun) {
-      state = await observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg);
+      state = await observeNode(ctx, { caches: 'auto' });
       o = findClone(state, name);
     }
   }
@@ -365,7 +365,7 @@ export async function abortMigration(
   opts: { force?: boolean } = {},
 ): Promise<MigrateResult> {
   validateLvName(name, 'clone name');
-  const state = await observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg);
+  const state = await observeNode(ctx, { caches: 'auto' });
   const found = state.repo.byName.get(name);
   const base = { name, vg: ctx.vg, step: 'abort' as const };
   if (!found) return { ...base, action: 'none' };

@@ -4,7 +4,7 @@
  * observation). Nothing in the repository is removed here.
  */
 import { dmName } from './dmNames.js';
-import { observe } from './observe.js';
+import { observeNode } from './observe.js';
 import type { NodeSession } from './node.js';
 import { runGuarded } from './executor.js';
 import { bottomTables, teardownPlan } from './stack.js';
@@ -12,7 +12,7 @@ import { bottomTables, teardownPlan } from './stack.js';
 /** Unmap read-only ancestors nothing uses any more and release their shared activation. */
 export async function collectGarbage(ctx: NodeSession, fromName: string): Promise<void> {
   // With the cache VG: a snapshot on a local replica does not hold the image LV open.
-  const state = await observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg);
+  const state = await observeNode(ctx, { caches: 'auto' });
   const o = state.repo.byName.get(fromName);
   if (!o) return;
   const parent = o.kind === 'clone' ? state.repo.byUuid.get(o.parentUuid) : undefined;

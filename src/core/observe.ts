@@ -98,7 +98,7 @@ async function withDevices(
 }
 
 /** observe, with the node's devices already read by the caller (one dmsetup info, not two). */
-export async function observeGiven(
+async function observeGiven(
   runner: Runner,
   vg: string,
   scope: lvm.LvmScope = {},
@@ -117,7 +117,7 @@ export async function observeGiven(
  * the devices say changes its plan; its only LVs are that image (frozen: read, never
  * written) and the new COW, so no lock mode matters either. One command less than observe.
  */
-export async function observeStaged(
+async function observeStaged(
   runner: Runner,
   vg: string,
   scope: lvm.LvmScope = {},
@@ -135,7 +135,7 @@ export async function observeStaged(
  * here): for operations that decide from names, tags and sizes, never from the node's
  * devices (clone create). `devices` is empty.
  */
-export async function observeRepo(runner: Runner, vg: string, scope: lvm.LvmScope = {}): Promise<NodeState> {
+async function observeRepo(runner: Runner, vg: string, scope: lvm.LvmScope = {}): Promise<NodeState> {
   validateVgName(vg);
   const reported = await lvm.lvs(runner, vg, scope);
   if (!reported.length && !(await lvm.vgs(runner, vg, scope)).length) throw vgMissing(runner, vg);
@@ -179,9 +179,27 @@ export function findImage(state: NodeState, name: string): ImageObj {
   return o;
 }
 
+/** What an operation needs to see of its node; every field is optional (all: the full observation). */
+export interface ObserveOptions {
+  /** The node's cache VG too (see observe's cacheWhen); without it the cache VG is not read. */
+  caches?: 'auto' | 'always';
+  /** The node's devices, already read by the caller (one dmsetup info, not two). */
+  devices?: dmsetup.DmDevice[];
+  /** Read the devices only when the repository says the plan can depend on them (observeStaged). */
+  needsDevices?: (repo: Repo) => boolean;
+  /** The repository alone, no devices (clone create decides from names, tags and sizes). */
+  repoOnly?: boolean;
+}
+
 /**
- * observe for a node session (what cli and tm call): its VG and device filter, and with
- * `caches` its cache VG too (see observe's cacheWhen).
+ * The one observation of a node session (what core, cli and tm call): its VG and device
+ * filter, and with `caches` its cache VG too. The options choose the cheapest read that
+ * still shows the operation everything its plan depends on.
  */
-export const observeNode = (ctx: NodeSession, o: { caches?: 'auto' | 'always' } = {}): Promise<NodeState> =>
-  observe(ctx.runner, ctx.vg, ctx.scope, o.caches ? ctx.cacheVg : undefined, o.caches);
+export function observeNode(ctx: NodeSession, o: ObserveOptions = {}): Promise<NodeState> {
+  const cacheVg = o.caches ? ctx.cacheVg : undefined;
+  if (o.repoOnly) return observeRepo(ctx.runner, ctx.vg, ctx.scope);
+  if (o.devices) return observeGiven(ctx.runner, ctx.vg, ctx.scope, cacheVg, o.devices);
+  if (o.needsDevices) return observeStaged(ctx.runner, ctx.vg, ctx.scope, o.needsDevices);
+  return observe(ctx.runner, ctx.vg, ctx.scope, cacheVg, o.caches);
+}

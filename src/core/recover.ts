@@ -26,7 +26,7 @@ import { readJournal, endStep, type JournalEntry } from './journal.js';
 import { journalSinkOf } from './journalSink.js';
 import { truncateLogReq } from '../tools/flock.js';
 import { isFrozen, type CowObj } from './metadata.js';
-import { observe, type NodeState } from './observe.js';
+import { type NodeState, observeNode } from './observe.js';
 import { runGuarded } from './executor.js';
 import { nodeStatus, writableOverFrozen } from './report.js';
 import { deactivateStep, lvRef, bottomTables, teardownPlan } from './stack.js';
@@ -69,14 +69,11 @@ export async function recover(ctx: NodeSession): Promise<RecoverReport> {
   if (settled && !ctx.dryRun && journalSinkOf(ctx.runner.target)) await ctx.runner.run(truncateLogReq(ctx.vg));
   actions.push(...(await recoverWriteback(ctx)));
   actions.push(...(await recoverLazy(ctx)));
-  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const state = await observeNode(ctx);
   const repaired = await recoverWritableOverFrozen(ctx, state);
   actions.push(...repaired);
   actions.push(
-    ...(await releaseUnused(
-      ctx,
-      repaired.some((a) => a.decision === 'finished') ? await observe(ctx.runner, ctx.vg, ctx.scope) : state,
-    )),
+    ...(await releaseUnused(ctx, repaired.some((a) => a.decision === 'finished') ? await observeNode(ctx) : state)),
   );
   const status = await nodeStatus(ctx);
   const warnings = [...status.warnings];
@@ -92,7 +89,7 @@ export async function recover(ctx: NodeSession): Promise<RecoverReport> {
 
 async function settle(ctx: NodeSession, entry: JournalEntry & { file: string }): Promise<RecoverAction['decision']> {
   if (!entry.vg) return 'nothing-to-do'; // torn journal write: nothing had started
-  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const state = await observeNode(ctx);
   const o = state.repo.byName.get(entry.name);
   if (!o) return 'nothing-to-do';
   // An entry names the LV it was about by uuid: an LV of that name made since is another one.
@@ -157,7 +154,7 @@ export type { Runner };
  */
 async function recoverWriteback(ctx: NodeSession): Promise<RecoverAction[]> {
   if (!ctx.cacheVg) return [];
-  const state = await observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg, 'always');
+  const state = await observeNode(ctx, { caches: 'always' });
   const me =
     state.cache?.exists || [...state.repo.byName.values()].some((o) => o.kind === 'clone' && wbHostOf(o))
       ? await nodeName(ctx)
@@ -196,7 +193,7 @@ async function recoverWriteback(ctx: NodeSession): Promise<RecoverAction[]> {
  */
 async function recoverLazy(ctx: NodeSession): Promise<RecoverAction[]> {
   if (!ctx.cacheVg) return [];
-  const state = await observe(ctx.runner, ctx.vg, ctx.scope, ctx.cacheVg, 'always');
+  const state = await observeNode(ctx, { caches: 'always' });
   const out: RecoverAction[] = [];
   for (const d of state.devices.values()) {
     const p = parseDmUuid(d.uuid);
@@ -354,7 +351,7 @@ async function releaseUnused(ctx: NodeSession, first: NodeState): Promise<Recove
     } catch (e) {
       out.push({ op: 'unused', name: c.o?.name ?? key, decision: 'failed', detail: (e as Error).message });
     }
-    state = await observe(ctx.runner, ctx.vg, ctx.scope);
+    state = await observeNode(ctx);
   }
   return out;
 }

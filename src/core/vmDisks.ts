@@ -12,7 +12,7 @@ import { commitClone, createClone, discardClone } from './clones.js';
 import type { NodeSession } from './node.js';
 import { renameClone } from './lineage.js';
 import type { CloneObj, CowObj } from './metadata.js';
-import { observe, type NodeState } from './observe.js';
+import { type NodeState, observeNode } from './observe.js';
 import { lvRef } from './stack.js';
 
 /** The N-th snapshot of the disk whose top is `top`. */
@@ -99,7 +99,7 @@ export async function syncBack(ctx: NodeSession, state: NodeState, top: string, 
   if (!state.repo.chain(o).some((p) => p.name === image))
     throw refused(`${lvRef(o)} does not descend from ${image}`, 'the SOURCE does not match the disk: check the image');
   if (o.state === 'live') await commitClone(ctx, top);
-  const now = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const now = await observeNode(ctx);
   const { next } = persistentHead(now, image);
   const target = `${image}-p${next}`;
   const snaps = [...now.repo.byName.values()].filter((s) => snapshotPattern(top).test(s.name));

@@ -9,7 +9,7 @@ import * as lvm from '../../tools/lvm.js';
 import type { NodeSession } from '../node.js';
 import { sameUuid } from '../dmNames.js';
 import type { Repo } from '../metadata.js';
-import { findImage, observe } from '../observe.js';
+import { findImage, observeNode } from '../observe.js';
 import { runGuarded } from '../executor.js';
 import type { Step } from '../plan.js';
 import { formatSize } from '../validate.js';
@@ -107,7 +107,7 @@ export async function dropCaches(ctx: NodeSession, target: { image?: string; sta
   if (!target.image && !target.stale) throw usageError('say what to drop: an IMAGE name or --stale');
   const cache = await observeCache(ctx.runner, cacheVg);
   if (!cache.exists) return { cacheVg, dropped: [], action: 'none' };
-  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const state = await observeNode(ctx);
   let victims: CacheLv[];
   if (target.image) {
     const image = findImage(state, target.image);

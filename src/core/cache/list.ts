@@ -3,7 +3,7 @@ import * as dmsetup from '../../tools/dmsetup.js';
 import type { NodeSession } from '../node.js';
 import { dmName } from '../dmNames.js';
 import type { Repo } from '../metadata.js';
-import { observe } from '../observe.js';
+import { observeNode } from '../observe.js';
 import { unitBytes, units } from './eviction.js';
 import type { CacheLv, CacheState } from './meta.js';
 import { cacheVgOf, observeCache } from './vg.js';
@@ -63,7 +63,7 @@ export interface CacheReport {
 export async function listCaches(ctx: NodeSession): Promise<CacheReport> {
   const cacheVg = cacheVgOf(ctx);
   const cache = await observeCache(ctx.runner, cacheVg);
-  const repo = cache.exists ? (await observe(ctx.runner, ctx.vg, ctx.scope)).repo : undefined;
+  const repo = cache.exists ? (await observeNode(ctx)).repo : undefined;
   // Write-back caches report their counters through their dm device (one status call for all).
   const statuses = cache.lvs.some((c) => c.kind === 'writeback' || (c.kind === 'lazy' && c.lv.open))
     ? await dmsetup.statusAll(ctx.runner)

@@ -12,7 +12,7 @@ import { collectGarbage } from '../nodeGc.js';
 import { runGuarded } from '../executor.js';
 import type { NodeSession } from '../node.js';
 import { dmName, lvMapperPath } from '../dmNames.js';
-import { findImage, observe } from '../observe.js';
+import { findImage, observeNode } from '../observe.js';
 import type { Step } from '../plan.js';
 import { activateStep, lvRef } from '../lvSteps.js';
 import { EXTENT, formatSize } from '../validate.js';
@@ -56,7 +56,7 @@ export async function replicate(ctx: NodeSession, name: string, opts: ReplicateO
   const cacheVg = cacheVgOf(ctx);
   if (opts.rateMiBps !== undefined && !(opts.rateMiBps > 0))
     throw usageError(`rate limit "${opts.rateMiBps}" must be a positive number of MiB/s`);
-  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const state = await observeNode(ctx);
   const image = findImage(state, name);
   if (image.state !== 'sealed')
     throw refused(

@@ -3,7 +3,7 @@
  * are each authoritative for one thing: the lists this node accepted (endorsed), the VG's
  * approval tags (approved, cluster-wide) and the repository's LVs (present, sealed).
  */
-import { observe } from '../observe.js';
+import { observeNode } from '../observe.js';
 import type { NodeSession } from '../node.js';
 import { vgApprovals, trustOf } from './gate.js';
 import { lvNameOf } from './list.js';
@@ -34,7 +34,7 @@ export interface CatalogStatus {
 export async function catalogStatus(ctx: NodeSession, now = new Date()): Promise<CatalogStatus> {
   const accepted = await readAllAccepted(ctx.runner);
   const approved = await vgApprovals(ctx);
-  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const state = await observeNode(ctx);
   const rows = new Map<string, CatalogRow>();
   const row = (name: string, version: string): CatalogRow => {
     const key = `${name}:${version}`;

@@ -11,7 +11,7 @@ import { lvMapperName } from '../dmNames.js';
 import { runGuarded } from '../executor.js';
 import { endorsedTag, TAG, type ImageObj } from '../metadata.js';
 import type { NodeSession } from '../node.js';
-import { observe } from '../observe.js';
+import { observeNode } from '../observe.js';
 import { deactivateStep, lvRef } from '../stack.js';
 import { endorsedUntil, importVerified } from './importVerified.js';
 import { lvNameOf, type ImageList } from './list.js';
@@ -85,7 +85,7 @@ export async function syncCatalog(
       list,
     }),
   );
-  const state = await observe(ctx.runner, ctx.vg, ctx.scope);
+  const state = await observeNode(ctx);
   const approved = await vgApprovals(ctx);
   const until = endorsedUntil(list);
   const result: SyncResult = {
