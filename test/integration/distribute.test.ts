@@ -29,6 +29,7 @@ const FIXTURES = path.join(ROOT, 'test/fixtures/minisign-0.11');
 const KEY = path.join(FIXTURES, 'test.key');
 const PUB = path.join(FIXTURES, 'test.pub');
 const EXIT_REFUSED = 6;
+const EXIT_NOT_FOUND = 7;
 const run = Date.now().toString(36).slice(-5);
 const LIST_ID = `p2p-${run}`;
 const BIG = `p2p${run}`;
@@ -152,9 +153,19 @@ describe.sequential('peer-to-peer staging (catalog stage)', () => {
     expect(lvs, 'nothing of the tampered image is sealed').not.toContain(`${BAD}-1`);
     uuid = new RegExp(`${BIG}-1\\s+(\\S+)`).exec(lvs)![1]!;
     // Nor can it be staged: there is no such image.
-    const refused = await cowstack(tb, ['--json', 'catalog', 'stage', `${BAD}-1`, '--hosts', 'node1,node2']);
+    const refused = await cowstack(tb, [
+      '--json',
+      'catalog',
+      'stage',
+      `${BAD}-1`,
+      '--vg',
+      REPO_VG,
+      '--hosts',
+      'node1,node2',
+    ]);
     expect(refused.exitCode, refused.stdout).not.toBe(0);
-    expect(refused.json.message).toMatch(new RegExp(`${BAD}-1`));
+    expect(refused.exitCode).toBe(EXIT_NOT_FOUND);
+    expect(refused.json.message).toBe(`no image or clone named ${BAD}-1 in ${REPO_VG}`);
   });
 
   it('stages an image to node1..3 by BitTorrent: replicas verified on each node, the LUN read about once', async () => {

@@ -15,6 +15,7 @@
  *    kept, aria2 continues from its control file, a copying replica from its progress tag.
  */
 import { CowstackError, EXIT, refused } from '../../exec/errors.js';
+import { plannedCommand, plannedNote, type PlannedCommand } from '../../exec/dryRunRunner.js';
 import type { RunRequest } from '../../exec/types.js';
 import * as aria2 from '../../tools/aria2.js';
 import * as blockData from '../../tools/blockData.js';
@@ -88,7 +89,7 @@ export interface StageResult {
   seedSentBytes?: number;
   hosts: StageHostResult[];
   /** Under --dry-run: the commands, per node, in order. */
-  plan?: Array<{ host: string; argv: readonly string[]; title?: string }>;
+  plan?: PlannedCommand[];
   seconds: number;
 }
 
@@ -276,28 +277,28 @@ async function replicaFromFile(o: StageOptions, plan: StagePlan, host: string, i
   return r;
 }
 
-function dryRunPlan(plan: StagePlan, infoHash = '<info hash of the new torrent>'): StageResult['plan'] {
+function dryRunPlan(plan: StagePlan, infoHash = '<info hash of the new torrent>'): PlannedCommand[] {
   const seed = plan.seed.host;
-  const at = (host: string, reqs: RunRequest[]) => reqs.map((r) => ({ host, argv: r.argv, title: r.title }));
+  const at = (host: string, reqs: RunRequest[]) => reqs.map((r) => plannedCommand(host, r));
+  const each = (cmds: Array<{ host: string; req: RunRequest }>) => cmds.map((c) => plannedCommand(c.host, c.req));
   return [
     ...at(seed, plan.copy),
     ...at(seed, [blockData.checksumReq(stagingFiles(plan.image.uuid).image)]),
     ...at(seed, plan.torrent),
     ...(plan.tracker.runOnSeedPort ? at(seed, [whitelistWriteReq(plan.image.uuid, infoHash)]) : []),
     ...at(seed, plan.seedStart),
-    ...plan.prepare.map((c) => ({ host: c.host, argv: c.req.argv, title: c.req.title })),
-    ...plan.downloaders.map((p) => ({
-      host: p.host,
-      argv: torrentWriteReq(plan.image.uuid, Buffer.alloc(0)).argv,
-      title: `write the torrent (${infoHash})`,
-    })),
-    ...plan.peerStart.map((c) => ({ host: c.host, argv: c.req.argv, title: c.req.title })),
-    ...plan.replicas.map((host) => ({
-      host,
-      argv: [],
-      title: `verify the staged file's sha256 (${plan.image.sha256}), then cache replicate from it`,
-    })),
-    ...[...plan.stop, ...plan.cleanup].map((c) => ({ host: c.host, argv: c.req.argv, title: c.req.title })),
+    ...each(plan.prepare),
+    ...plan.downloaders.map((p) =>
+      plannedCommand(p.host, {
+        ...torrentWriteReq(plan.image.uuid, Buffer.alloc(0)),
+        title: `write the torrent (${infoHash})`,
+      }),
+    ),
+    ...each(plan.peerStart),
+    ...plan.replicas.map((host) =>
+      plannedNote(host, `verify the staged file's sha256 (${plan.image.sha256}), then cache replicate from it`),
+    ),
+    ...each([...plan.stop, ...plan.cleanup]),
   ];
 }
 
