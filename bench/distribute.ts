@@ -12,24 +12,14 @@ import path from 'node:path';
 import { cowstack } from '../test/integration/cli.js';
 import { pattern } from '../test/integration/data.js';
 import type { Testbed } from '../test/testbed/index.js';
-import { REPO_VG, table, timedCli, withCluster } from './harness.js';
+import { lunReadSectors, REPO_VG, table, timedCli, withCluster } from './harness.js';
 
 const IMAGE_MIB = Number(process.env.BENCH_IMAGE_MIB ?? 64);
 const MiB = 2 ** 20;
 const tag = Date.now().toString(36).slice(-4);
 const image = `dist${tag}`;
 
-/** LUN bytes a node read since boot, the sanlock lease LV's reads excluded (counted on both). */
-async function lunBytes(tb: Testbed, node: string): Promise<number> {
-  const r = await tb.sh(
-    node,
-    'd=$(basename $(readlink -f /dev/disk/by-path/*-iscsi-*-lun-1)); ' +
-      `l=$(basename $(readlink -f /dev/mapper/${REPO_VG}-lvmlock)); echo $(awk '{print $3}' /sys/block/$d/stat) ` +
-      `$(awk '{print $3}' /sys/block/$l/stat)`,
-  );
-  const [disk, lock] = r.stdout.trim().split(/\s+/).map(Number);
-  return (disk! - lock!) * 512;
-}
+const lunBytes = async (tb: Testbed, node: string): Promise<number> => (await lunReadSectors(tb, node)) * 512;
 
 async function measured<T>(tb: Testbed, fn: () => Promise<T>) {
   const all = tb.nodes.map((n) => n.name);

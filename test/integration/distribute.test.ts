@@ -13,8 +13,7 @@
  * 10.0.2.2 and hands out 10.0.2.2:P, which every guest reaches.
  */
 import { promises as fsp } from 'node:fs';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -23,6 +22,7 @@ import type { Testbed, TestbedNode } from '../testbed/index.js';
 import { attachMine, repoDevice } from './testbeds.js';
 import { clusterCli, cowstack, ROOT } from './cli.js';
 import { REPO_VG } from './cluster.js';
+import { serveDir } from './serveDir.js';
 import { MiB, pattern, sha256 } from './data.js';
 
 const FIXTURES = path.join(ROOT, 'test/fixtures/minisign-0.11');
@@ -92,15 +92,7 @@ beforeAll(async () => {
   const at = MiB / 2 + 3; // one bit of one byte
   bad[at] = bad[at]! ^ 0x01;
   await fsp.writeFile(path.join(dir, 'bad.raw'), bad);
-  server = createServer((req, res) => {
-    const file = path.join(dir, path.basename(decodeURIComponent(req.url ?? '/')));
-    fsp.readFile(file).then(
-      (b) => res.end(b),
-      () => ((res.statusCode = 404), res.end()),
-    );
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  ({ server, base } = await serveDir(dir));
   for (const n of nodes) {
     const [sdx, lockDm] = (await sh(n.name, `readlink -f ${repoDevice(tb)} /dev/mapper/${REPO_VG}-lvmlock`))
       .trim()

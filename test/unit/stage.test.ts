@@ -49,28 +49,7 @@ beforeEach(() => {
 });
 afterEach(() => vi.useRealTimers());
 
-const peer = (port: number, rate = 0) => [
-  '/usr/bin/aria2c',
-  `--dir=${F.dir}`,
-  `--listen-port=${port}`,
-  '--enable-dht=false',
-  '--enable-dht6=false',
-  '--bt-enable-lpd=false',
-  '--enable-peer-exchange=false',
-  '--seed-ratio=0.0',
-  '--check-integrity=true',
-  '--file-allocation=none',
-  '--bt-tracker-interval=5',
-  '--bt-max-peers=0',
-  '--auto-save-interval=1',
-  `--max-overall-upload-limit=${rate}`,
-  `--max-overall-download-limit=${rate}`,
-  '--console-log-level=error',
-  '--summary-interval=0',
-  `--log=${F.log}`,
-  '--log-level=notice',
-  F.torrent,
-];
+const peer = (port: number) => peerArgv(F.torrent, { dir: F.dir, port, rateBytes: 0, log: F.log });
 const ssd = (pid: string, argv: string[]) => [
   'start-stop-daemon',
   '--start',
@@ -106,6 +85,31 @@ const NET = [
 ].join('\n');
 const NET_AFTER = NET.replace(' 4000 ', ` ${4000 + SIZE} `);
 
+/** The seed, once its verified file is there: torrent, info hash, tracker, seeding client. */
+const expectSeeding = (r: RecordingRunner, torrentBase64: string) =>
+  r
+    .expect(['rm', '-f', '--', F.torrent], { kind: 'write' })
+    .expect(['mktorrent', '-p', '-l', '20', '-a', TRACKER.url, '-o', F.torrent, F.image], { kind: 'write' })
+    .expect(['aria2c', '--show-files=true', F.torrent], { stdout: `Info Hash: ${HASH}\n` })
+    .expect(['base64', '-w0', '--', F.torrent], { stdout: torrentBase64 })
+    .expect(install(F.record), { kind: 'write' })
+    .expect(install(F.whitelist), { kind: 'write' })
+    .expect(ssdStop(F.trackerPid), { kind: 'write' })
+    .expect(ssd(F.trackerPid, trackerArgv(6969, F.whitelist)), { kind: 'write' })
+    .expect(ssd(F.pid, peer(7001)), { kind: 'write' });
+
+/** A downloader: the seed's torrent (same info hash checked), its client, then its whole file's checksum. */
+const expectDownload = (r: RecordingRunner, sha: string) =>
+  r
+    .expect(['install', '-d', '-m', '0755', F.dir])
+    .expect(install(F.torrent))
+    .expect(['aria2c', '--show-files=true', F.torrent], { stdout: `Info Hash: ${HASH}\n` })
+    .expect(install(F.record))
+    .expect(ssd(F.pid, peer(7002)))
+    .expect(stat, { stdout: `${SIZE} ${SIZE / 512} 512\n` })
+    .expect(['test', '-f', F.control], { exitCode: 1 })
+    .expect(['sha256sum', F.image], { stdout: `${sha}  ${F.image}\n` });
+
 describe('catalog stage: arguments', () => {
   it('takes HOST or HOST:PORT, refuses a bad port, an empty list and a host named twice', () => {
     expect(parsePeer('node1')).toEqual({ host: 'node1', port: 6881 });
@@ -133,8 +137,12 @@ describe('catalog stage: arguments', () => {
 
 describe('catalog stage: tools', () => {
   it('spells aria2c, mktorrent, opentracker and start-stop-daemon exactly', () => {
-    expect(peerArgv(F.torrent, { dir: F.dir, port: 7001, rateBytes: 5 * MiB, log: F.log })).toEqual(
-      peer(7001, 5 * MiB),
+    expect(peerArgv(F.torrent, { dir: F.dir, port: 7001, rateBytes: 5 * MiB, log: F.log }).join(' ')).toBe(
+      `/usr/bin/aria2c --dir=${F.dir} --listen-port=7001 --enable-dht=false --enable-dht6=false ` +
+        '--bt-enable-lpd=false --enable-peer-exchange=false --seed-ratio=0.0 --check-integrity=true ' +
+        '--file-allocation=none --bt-tracker-interval=5 --bt-max-peers=0 --auto-save-interval=1 ' +
+        `--max-overall-upload-limit=${5 * MiB} --max-overall-download-limit=${5 * MiB} --console-log-level=error ` +
+        `--summary-interval=0 --log=${F.log} --log-level=notice ${F.torrent}`,
     );
     expect(makeTorrentReq(F.image, F.torrent, TRACKER.url).argv).toEqual([
       'mktorrent',
@@ -270,26 +278,10 @@ describe('catalog stage: runs', () => {
       });
     expectObserve(n1, [sealed({ active: true })], [lvDev('image', U.image, 3, 0, true)])
       .expect(['lvchange', '-an', `${VG}/image`], { kind: 'write' })
-      .expect(['sha256sum', F.image], { stdout: `${SHA}  ${F.image}\n` })
-      .expect(['rm', '-f', '--', F.torrent], { kind: 'write' })
-      .expect(['mktorrent', '-p', '-l', '20', '-a', TRACKER.url, '-o', F.torrent, F.image], { kind: 'write' })
-      .expect(['aria2c', '--show-files=true', F.torrent], { stdout: `Info Hash: ${HASH}\n` })
-      .expect(['base64', '-w0', '--', F.torrent], { stdout: torrent.toString('base64') })
-      .expect(install(F.record), { kind: 'write' })
-      .expect(install(F.whitelist), { kind: 'write' })
-      .expect(ssdStop(F.trackerPid), { kind: 'write' })
-      .expect(ssd(F.trackerPid, trackerArgv(6969, F.whitelist)), { kind: 'write' })
-      .expect(ssd(F.pid, peer(7001)), { kind: 'write' });
+      .expect(['sha256sum', F.image], { stdout: `${SHA}  ${F.image}\n` });
+    expectSeeding(n1, torrent.toString('base64'));
     // node2: the seed's torrent (same info hash), its client; then its file, checked, into the replica.
-    n2.expect(['install', '-d', '-m', '0755', F.dir])
-      .expect(install(F.torrent))
-      .expect(['aria2c', '--show-files=true', F.torrent], { stdout: `Info Hash: ${HASH}\n` })
-      .expect(install(F.record))
-      .expect(ssd(F.pid, peer(7002)))
-      .expect(stat, { stdout: `${SIZE} ${SIZE / 512} 512\n` })
-      .expect(['test', '-f', F.control], { exitCode: 1 })
-      .expect(['sha256sum', F.image], { stdout: `${SHA}  ${F.image}\n` })
-      .expect(install(F.record));
+    expectDownload(n2, SHA).expect(install(F.record));
     expectObserve(n2, [sealed()]);
     expectCache(n2, []);
     n2.expect(newReplicaLv(SIZE), { kind: 'write' })
@@ -327,26 +319,9 @@ describe('catalog stage: runs', () => {
     n1.expect(['cat', '--', '/proc/net/dev'], { stdout: NET })
       .expect(stat, { stdout: `${SIZE} ${SIZE / 512} 512\n` })
       .expect(['test', '-f', F.control], { exitCode: 1 })
-      .expect(['sha256sum', F.image], { stdout: `${SHA}  ${F.image}\n` })
-      .expect(['rm', '-f', '--', F.torrent])
-      .expect(['mktorrent', '-p', '-l', '20', '-a', TRACKER.url, '-o', F.torrent, F.image])
-      .expect(['aria2c', '--show-files=true', F.torrent], { stdout: `Info Hash: ${HASH}\n` })
-      .expect(['base64', '-w0', '--', F.torrent], { stdout: 'ZA==' })
-      .expect(install(F.record))
-      .expect(install(F.whitelist))
-      .expect(ssdStop(F.trackerPid))
-      .expect(ssd(F.trackerPid, trackerArgv(6969, F.whitelist)))
-      .expect(ssd(F.pid, peer(7001)))
-      .expect(ssdStop(F.pid))
-      .expect(ssdStop(F.trackerPid));
-    n2.expect(['install', '-d', '-m', '0755', F.dir])
-      .expect(install(F.torrent))
-      .expect(['aria2c', '--show-files=true', F.torrent], { stdout: `Info Hash: ${HASH}\n` })
-      .expect(install(F.record))
-      .expect(ssd(F.pid, peer(7002)))
-      .expect(stat, { stdout: `${SIZE} ${SIZE / 512} 512\n` })
-      .expect(['test', '-f', F.control], { exitCode: 1 })
-      .expect(['sha256sum', F.image], { stdout: `${'ee'.repeat(32)}  ${F.image}\n` })
+      .expect(['sha256sum', F.image], { stdout: `${SHA}  ${F.image}\n` });
+    expectSeeding(n1, 'ZA==').expect(ssdStop(F.pid)).expect(ssdStop(F.trackerPid));
+    expectDownload(n2, 'ee'.repeat(32))
       .expect(['test', '-f', F.control], { exitCode: 1 })
       .expect(stat, { stdout: `${SIZE} ${SIZE / 512} 512\n` })
       .expect(ssdStop(F.pid));
