@@ -320,13 +320,16 @@ describe('catalog stage: runs', () => {
       .expect(stat, { stdout: `${SIZE} ${SIZE / 512} 512\n` })
       .expect(['test', '-f', F.control], { exitCode: 1 })
       .expect(['sha256sum', F.image], { stdout: `${SHA}  ${F.image}\n` });
-    expectSeeding(n1, 'ZA==').expect(ssdStop(F.pid)).expect(ssdStop(F.trackerPid));
+    expectSeeding(n1, 'ZA==').expect(ssdStop(F.pid)).expect(ssdStop(F.trackerPid)).expect(install(F.record));
     expectDownload(n2, 'ee'.repeat(32))
       .expect(['test', '-f', F.control], { exitCode: 1 })
       .expect(stat, { stdout: `${SIZE} ${SIZE / 512} 512\n` })
-      .expect(ssdStop(F.pid));
+      .expect(ssdStop(F.pid))
+      .expect(install(F.record));
     const e = await rejectionOf(stage(optsFor({ node1: n1, node2: n2 })), EXIT.FAILED);
     expect(e.message).toContain(`does not have the image's sha256 ${SHA}`);
+    // Both records say so (cache list shows them): the last write of each node is the failed record.
+    for (const r of [n1, n2]) expect(JSON.parse(String(r.calls.at(-1)!.input)).phase).toBe('failed');
     n1.verify();
     n2.verify();
   });

@@ -357,6 +357,10 @@ export async function stage(o: StageOptions): Promise<StageResult> {
     hosts.push(...results);
   } catch (e) {
     await stopAll();
+    // Each node's record says the run failed and why (cache list shows it); its files stay for a re-run.
+    const why = e instanceof Error ? e.message : String(e);
+    for (const host of [o.seed.host, ...plan.downloaders.map((p) => p.host)])
+      await run(o.node(host).session, recordWriteReq(record(image, infoHash, 'failed', why))).catch(() => undefined);
     throw e;
   }
   await stopAll();
