@@ -200,9 +200,9 @@ describe.sequential('peer-to-peer staging (catalog stage)', () => {
         `${res.hosts.map((h: { completeAt: number }) => h.completeAt.toFixed(1)).join(' / ')} s\n`,
     );
     expect(total).toBeLessThanOrEqual(1.5 * RAW.length);
-    expect(read[1]! + read[2]!, 'node2 and node3 read (almost) nothing of the image from the LUN').toBeLessThan(
-      0.1 * RAW.length,
-    );
+    // What node2 and node3 read from the LUN is LVM metadata (a few MiB, whatever the image's size), no image copy.
+    for (const i of [1, 2])
+      expect(read[i]!, `${nodes[i]!.name} read no copy of the image`).toBeLessThan(RAW.length / 4);
 
     // Each replica, read on its node, is the content computed here.
     const rp = `rp_${uuid.replace(/-/g, '')}`;
