@@ -7,7 +7,7 @@
  *  2. A write burst into a mapped clone with and without the write-back cache while node1's
  *     path to the repository is slowed by tc netem inside the guest; the flush cost at commit.
  */
-import { REPO_VG, table, timedCli, timedSsh, withCluster } from './harness.js';
+import { lunReadSectors, REPO_VG, table, timedCli, timedSsh, withCluster } from './harness.js';
 import type { CacheReport } from '../src/core/cache/list.js';
 import type { CloneResult } from '../src/core/clones.js';
 import type { Testbed } from '../test/testbed/index.js';
@@ -29,16 +29,7 @@ function offsets(): number[] {
   return [...out];
 }
 
-async function repoReadSectors(tb: Testbed): Promise<number> {
-  const r = await tb.sh(
-    node,
-    'd=$(basename $(readlink -f /dev/disk/by-path/*-iscsi-*-lun-1)); ' +
-      `l=$(basename $(readlink -f /dev/mapper/${REPO_VG}-lvmlock)); echo $(awk '{print $3}' /sys/block/$d/stat) ` +
-      `$(awk '{print $3}' /sys/block/$l/stat)`,
-  );
-  const [disk, lock] = r.stdout.trim().split(/\s+/).map(Number);
-  return disk! - lock!;
-}
+const repoReadSectors = (tb: Testbed): Promise<number> => lunReadSectors(tb, node);
 
 async function boots(tb: Testbed, image: string, mode: string): Promise<Record<string, string | number>> {
   const offs = offsets().join(' ');

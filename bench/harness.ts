@@ -57,6 +57,21 @@ export async function timedSsh(
   return { seconds, stdout: r.stdout, stderr: r.stderr };
 }
 
+/**
+ * Sectors a node read from the repository LUN since boot, those of sanlock's lease LV (the
+ * `lvmlock` LV, whose reads are counted on the LUN too) left out: the repository's own data.
+ */
+export async function lunReadSectors(tb: Testbed, node: string): Promise<number> {
+  const r = await tb.sh(
+    node,
+    'd=$(basename $(readlink -f /dev/disk/by-path/*-iscsi-*-lun-1)); ' +
+      `l=$(basename $(readlink -f /dev/mapper/${REPO_VG}-lvmlock)); echo $(awk '{print $3}' /sys/block/$d/stat) ` +
+      `$(awk '{print $3}' /sys/block/$l/stat)`,
+  );
+  const [disk, lock] = r.stdout.trim().split(/\s+/).map(Number);
+  return disk! - lock!;
+}
+
 /** Sequential O_DIRECT read of a whole device; returns MB/s as dd measured it. */
 export async function readThroughput(tb: Testbed, node: string, device: string): Promise<number> {
   const r = await timedSsh(tb, node, ['dd', `if=${device}`, 'of=/dev/null', 'bs=1M', 'iflag=direct']);

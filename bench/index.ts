@@ -2,6 +2,7 @@
 import { benchCache } from './cache.js';
 import { benchClone } from './clone.js';
 import { benchDeploys } from './deploys.js';
+import { benchDistribute } from './distribute.js';
 import { benchLimit } from './limit.js';
 import { benchLockio } from './lockio.js';
 import { benchMigrate } from './migrate.js';
@@ -15,6 +16,7 @@ const benches: Record<string, () => Promise<void>> = {
   deploys: benchDeploys,
   lockio: benchLockio,
   migrate: benchMigrate,
+  distribute: benchDistribute,
 };
 const name = process.argv[2] ?? '';
 const fn = benches[name];

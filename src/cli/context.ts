@@ -38,6 +38,11 @@ export interface Context {
    * Read-only commands use op() directly; under --dry-run no lock is taken.
    */
   locked<T>(vg: string | undefined, fn: (op: NodeSession) => Promise<T>): Promise<T>;
+  /**
+   * The same on another node, reached as the config says (ssh, sudo, dry-run): commands that
+   * act on several nodes (catalog stage). One runner per host, kept for the command's life.
+   */
+  at(host: string): Pick<Context, 'runner' | 'op' | 'locked'>;
   config: Config;
   runner: Runner;
   progress: ReturnType<typeof createProgress>;
@@ -76,35 +81,53 @@ export function createContext(cmd: Command): Context {
   const opts = globalOptions(cmd);
   const { config } = loadConfig(opts.config);
   const progress = createProgress({ quiet: opts.quiet || (opts.json && !opts.verbose), verbose: opts.verbose });
-  const runner = createRunner({
-    host: opts.host,
-    sudo: cmd.optsWithGlobals().sudo ? opts.sudo : config.sudo,
-    dryRun: opts.dryRun,
-    sshConfig: config.ssh.config,
-    hooks: { onCommand: (host, argv, kind) => progress.command(host, argv, kind) },
-  });
-  const op = (vg?: string) =>
-    nodeSession({
-      runner,
-      vg: vg ?? config.repository.vg,
-      scope: { devices: config.repository.devices },
-      observer: progress,
+  const runnerFor = (host?: string) =>
+    createRunner({
+      host,
+      sudo: cmd.optsWithGlobals().sudo ? opts.sudo : config.sudo,
       dryRun: opts.dryRun,
-      cacheVg: config.cache.vg,
-      cacheMap: config.cache.map,
-      cacheRateMiBps: config.cache.rateMiBps,
-      cacheLazySize: config.cache.lazySize,
+      sshConfig: config.ssh.config,
+      hooks: { onCommand: (h, argv, kind) => progress.command(h, argv, kind) },
     });
+  const on = (runner: Runner): Pick<Context, 'runner' | 'op' | 'locked'> => {
+    const op = (vg?: string) =>
+      nodeSession({
+        runner,
+        vg: vg ?? config.repository.vg,
+        scope: { devices: config.repository.devices },
+        observer: progress,
+        dryRun: opts.dryRun,
+        cacheVg: config.cache.vg,
+        cacheMap: config.cache.map,
+        cacheRateMiBps: config.cache.rateMiBps,
+        cacheLazySize: config.cache.lazySize,
+      });
+    return {
+      runner,
+      op,
+      locked(vg, fn) {
+        const o = op(vg);
+        const lock = { waitSeconds: config.node.lockWaitSeconds, command: commandLine(cmd), dryRun: opts.dryRun };
+        return withNodeLock(runner, o.vg, lock, () => fn(o));
+      },
+    };
+  };
+  const here = on(runnerFor(opts.host));
+  const runner = here.runner;
+  const others = new Map<string, Pick<Context, 'runner' | 'op' | 'locked'>>();
   return {
     opts,
     config,
     runner,
     progress,
-    op,
-    locked(vg, fn) {
-      const o = op(vg);
-      const lock = { waitSeconds: config.node.lockWaitSeconds, command: commandLine(cmd), dryRun: opts.dryRun };
-      return withNodeLock(runner, o.vg, lock, () => fn(o));
+    op: here.op,
+    locked: here.locked,
+    at(host) {
+      const name = validateHostName(host);
+      if (name === (opts.host ?? 'local')) return here;
+      let o = others.get(name);
+      if (!o) others.set(name, (o = on(runnerFor(name))));
+      return o;
     },
     async finish(result, human, failure) {
       const planned = runner instanceof DryRunRunner ? runner.planned : undefined;

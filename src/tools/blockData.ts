@@ -69,6 +69,13 @@ export const copyRangeReq = (from: string, to: string, at: number, blocks: numbe
     'write',
   );
 
+/**
+ * Copy a device into a regular file (the staging copy of a sealed image that a node seeds).
+ * Direct reads: the shared LUN is read once, at 4 MiB a request, and leaves no page cache.
+ */
+export const copyToFileReq = (device: string, file: string): RunRequest =>
+  dd([`if=${device}`, `of=${file}`, `bs=${BULK_BLOCK}`, 'iflag=direct', 'conv=fsync', 'status=none'], 'write');
+
 /** Write stdin onto a device (fullblock: a pipe delivers short reads that would misalign direct writes). */
 export const writeFromStdinReq = (device: string, stdin: NodeJS.ReadableStream): RunRequest =>
   dd([`of=${device}`, `bs=${BULK_BLOCK}`, 'iflag=fullblock', 'oflag=direct', 'conv=fsync', 'status=none'], 'write', {

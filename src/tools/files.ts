@@ -75,7 +75,7 @@ export function writeFileReqs(path: string, content: string, mode = '0644') {
  * A small root-owned file written whole from stdin in one command (no rename: a reader
  * that finds it cut short refuses it as damaged rather than trusting part of it).
  */
-export const writeRootFileReq = (path: string, content: string, mode = '0644'): RunRequest => ({
+export const writeRootFileReq = (path: string, content: string | Buffer, mode = '0644'): RunRequest => ({
   argv: ['install', '-D', '-m', mode, STDIN_PATH, path],
   kind: 'write',
   root: true,

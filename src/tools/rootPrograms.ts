@@ -5,9 +5,11 @@
  * (test/unit/deployment.test.ts). `doctor` and `target` use it to find a program's path.
  */
 import type { RootProgram } from '../exec/types.js';
+import * as aria2 from './aria2.js';
 import * as blockData from './blockData.js';
 import * as blockdev from './blockdev.js';
 import * as cacheCheck from './cacheCheck.js';
+import * as daemon from './daemon.js';
 import * as dmsetup from './dmsetup.js';
 import * as files from './files.js';
 import * as flock from './flock.js';
@@ -15,8 +17,10 @@ import * as host from './host.js';
 import * as iscsiadm from './iscsiadm.js';
 import * as lio from './lio.js';
 import * as lvm from './lvm.js';
+import * as mktorrent from './mktorrent.js';
 import * as sanlock from './sanlock.js';
 import * as service from './service.js';
+import * as staging from './staging.js';
 import * as tgt from './tgt.js';
 import * as udevadm from './udevadm.js';
 
@@ -24,9 +28,11 @@ export type { RootProgram } from '../exec/types.js';
 
 /** The modules and what each declares, for a test that checks each module builds only its own. */
 export const ROOT_PROGRAMS_BY_MODULE: Readonly<Record<string, readonly RootProgram[]>> = {
+  aria2: aria2.ROOT_PROGRAMS,
   blockData: blockData.ROOT_PROGRAMS,
   blockdev: blockdev.ROOT_PROGRAMS,
   cacheCheck: cacheCheck.ROOT_PROGRAMS,
+  daemon: daemon.ROOT_PROGRAMS,
   dmsetup: dmsetup.ROOT_PROGRAMS,
   files: files.ROOT_PROGRAMS,
   flock: flock.ROOT_PROGRAMS,
@@ -34,8 +40,10 @@ export const ROOT_PROGRAMS_BY_MODULE: Readonly<Record<string, readonly RootProgr
   iscsiadm: iscsiadm.ROOT_PROGRAMS,
   lio: lio.ROOT_PROGRAMS,
   lvm: lvm.ROOT_PROGRAMS,
+  mktorrent: mktorrent.ROOT_PROGRAMS,
   sanlock: sanlock.ROOT_PROGRAMS,
   service: service.ROOT_PROGRAMS,
+  staging: staging.ROOT_PROGRAMS,
   tgt: tgt.ROOT_PROGRAMS,
   udevadm: udevadm.ROOT_PROGRAMS,
 };

@@ -7,8 +7,7 @@
  * node2 sees the same approval (a VG tag).
  */
 import { promises as fsp } from 'node:fs';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -17,6 +16,7 @@ import type { Testbed } from '../testbed/index.js';
 import { attachMine } from './testbeds.js';
 import { clusterCli, cowstack, ROOT } from './cli.js';
 import { REPO_VG } from './cluster.js';
+import { serveDir } from './serveDir.js';
 import { MiB, pattern, sha256 } from './data.js';
 
 const FIXTURES = path.join(ROOT, 'test/fixtures/minisign-0.11');
@@ -63,15 +63,7 @@ beforeAll(async () => {
   const bad = await fsp.readFile(path.join(dir, 'bad.raw'));
   bad[MiB / 2] = bad[MiB / 2]! ^ 0xff;
   await fsp.writeFile(path.join(dir, 'bad.raw'), bad);
-  server = createServer((req, res) => {
-    const file = path.join(dir, path.basename(decodeURIComponent(req.url ?? '/')));
-    fsp.readFile(file).then(
-      (b) => res.end(b),
-      () => ((res.statusCode = 404), res.end()),
-    );
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  ({ server, base } = await serveDir(dir));
 }, 120_000);
 
 // One shell per node (not cowstack calls): what this file made goes, so a later file on the cluster sees none of it.

@@ -32,6 +32,14 @@ export function stateDirs(count = testbedCount()): string[] {
 const lunSectorBytes = (i: number): 512 | 4096 =>
   process.env.COWSTACK_TESTBED_LUN_PBS ? envLunSectorBytes() : i === 0 ? 4096 : 512;
 
+/**
+ * The first cluster has a third, smaller node for peer-to-peer staging (distribute.test.ts);
+ * the others keep two. 2 GiB is enough for a node that maps small clones (its root is its
+ * RAM-backed initramfs); two clusters plus it fit the machine's 24 GiB.
+ */
+export const CLUSTER_NODES = (i: number): { nodes: number; nodeMemMiB?: Record<number, number> } =>
+  i === 0 ? { nodes: 3, nodeMemMiB: { 3: 2048 } } : { nodes: 2 };
+
 async function bringUp(stateDir: string, tag: string, i: number): Promise<{ tb: Testbed; reused: boolean }> {
   const t0 = Date.now();
   const say = (s: string) => log(`${tag}${s}`);
@@ -39,7 +47,7 @@ async function bringUp(stateDir: string, tag: string, i: number): Promise<{ tb: 
   if (process.env.COWSTACK_TESTBED_REUSE) tb = await attach(stateDir).catch(() => undefined);
   const reused = Boolean(tb);
   if (!tb) {
-    tb = await up({ nodes: 2, stateDir, log: say, lunSectorBytes: lunSectorBytes(i) });
+    tb = await up({ ...CLUSTER_NODES(i), stateDir, log: say, lunSectorBytes: lunSectorBytes(i) });
     say(
       `booted ${tb.nodes.length} nodes in ${((Date.now() - t0) / 1000).toFixed(0)}s ` +
         `(LUN: ${lunSectorBytes(i)}-byte physical sectors)`,

@@ -21,6 +21,7 @@ const SECONDS: Record<string, number> = {
   'sizing.test.ts': 105,
   'unprivileged.test.ts': 95,
   'catalog.test.ts': 90,
+  'distribute.test.ts': 240,
 };
 
 const weight = (spec: TestSpecification): number => SECONDS[spec.moduleId.split('/').pop() ?? ''] ?? 0;

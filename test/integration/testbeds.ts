@@ -57,23 +57,37 @@ process.on('exit', () => {
   }
 });
 
+/** How many cluster nodes the testbed in stateDir has (its state file; 0 when unreadable). */
+function nodeCount(stateDir: string): number {
+  try {
+    const st = JSON.parse(readFileSync(path.join(stateDir, 'state.json'), 'utf8')) as { nodes: { role?: string }[] };
+    return st.nodes.filter((n) => n.role !== 'server').length;
+  } catch {
+    return 0;
+  }
+}
+
 /**
- * The first cluster that is up and that no running file holds; waits (bounded) while all are
- * held or still coming up (the global setup boots them while the unit tests run).
+ * The first cluster that is up, has at least `nodes` nodes and that no running file holds;
+ * waits (bounded) while all are held or still coming up (the global setup boots them while
+ * the unit tests run). The file sees only its first `nodes` nodes (default 2): a file written
+ * for two nodes behaves the same on the cluster that has a third (which joined the lockspace,
+ * and is otherwise left alone).
  */
-export async function attachMine(timeoutMs = 1_100_000): Promise<Testbed> {
+export async function attachMine(timeoutMs = 1_100_000, nodes = 2): Promise<Testbed> {
   const dirs = inject('testbedStates');
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const dir = dirs.find((d) => readiness(d) === 'ready' && claim(d));
+    const dir = dirs.find((d) => readiness(d) === 'ready' && nodeCount(d) >= nodes && claim(d));
     if (dir) {
       held.add(dir);
-      return attach(dir);
+      const tb = await attach(dir);
+      return { ...tb, nodes: tb.nodes.slice(0, nodes) };
     }
     // The previous file's worker may still be exiting: its claim goes with its process.
     if (Date.now() > deadline)
       throw new Error(
-        `no free testbed cluster (up and unclaimed) among ${dirs.join(', ')} after ${timeoutMs / 1000} s`,
+        `no free testbed cluster (up, unclaimed, ${nodes} nodes) among ${dirs.join(', ')} after ${timeoutMs / 1000} s`,
       );
     await new Promise((r) => setTimeout(r, 500));
   }

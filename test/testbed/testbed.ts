@@ -40,6 +40,15 @@ export interface TestbedNode {
    * (a qemu waiting for an incoming live migration) at 10.0.2.2:<this port>. Absent in old states.
    */
   migratePort?: number;
+  /**
+   * Two host ports forwarded to the SAME port number in the guest, for peer-to-peer staging
+   * (catalog stage): a BitTorrent client listening on peerPort and announcing it, a tracker on
+   * trackerPort. Every guest reaches the others at 10.0.2.2:<port>, so a tracker inside a guest
+   * (which sees every peer as 10.0.2.2) hands out addresses that work from every guest.
+   * Absent in old states.
+   */
+  peerPort?: number;
+  trackerPort?: number;
 }
 
 /** The guest port a node's migratePort forwards to. */
@@ -100,6 +109,8 @@ export interface UpOptions {
   nodes?: number;
   stateDir?: string;
   memMiB?: number;
+  /** Guest memory of node k (1-based) where it differs from memMiB: a small extra node. */
+  nodeMemMiB?: Record<number, number>;
   lunGiB?: number;
   cacheDir?: string;
   /** Bound for each guest's boot-to-ssh (default 240 s). */
@@ -121,6 +132,8 @@ interface NodeState extends TestbedNode {
   role?: 'node' | 'server';
   /** Host port forwarded to the guest's 3260 (server only). */
   iscsiPort?: number;
+  /** Its guest memory when not the testbed's memMiB. */
+  memMiB?: number;
   pid: number | null;
   poweredOff: boolean;
   pidFile: string;
@@ -484,6 +497,7 @@ function qemuArgv(o: {
   sshPort: number;
   iscsiPort?: number;
   migratePort?: number;
+  samePorts?: number[];
   disk: string;
   stateDisk: string;
   consoleLog: string;
@@ -492,7 +506,8 @@ function qemuArgv(o: {
   // A target inside the guest is offered to the other guests on the host's loopback only.
   const iscsiFwd = o.iscsiPort ? `,hostfwd=tcp:127.0.0.1:${o.iscsiPort}-:3260` : '';
   const migrateFwd = o.migratePort ? `,hostfwd=tcp:127.0.0.1:${o.migratePort}-:${MIGRATE_GUEST_PORT}` : '';
-  const fwd = `hostfwd=tcp:127.0.0.1:${o.sshPort}-:22${iscsiFwd}${migrateFwd}`;
+  const sameFwd = (o.samePorts ?? []).map((p) => `,hostfwd=tcp:127.0.0.1:${p}-:${p}`).join('');
+  const fwd = `hostfwd=tcp:127.0.0.1:${o.sshPort}-:22${iscsiFwd}${migrateFwd}${sameFwd}`;
   for (const p of [o.disk, o.stateDisk, o.consoleLog, o.imageDir]) {
     if (/[,\s]/.test(p)) throw new Error(`paths with commas or spaces are not supported by this testbed: ${p}`);
   }
@@ -676,13 +691,14 @@ function makeTestbed(st0: State, log: (s: string) => void): Testbed {
     sshConfig: st0.sshConfig,
     nodes: st0.nodes
       .filter((n) => n.role !== 'server')
-      .map(({ name, sshPort, hostId, initiatorIqn, localDisk, migratePort }) => ({
+      .map(({ name, sshPort, hostId, initiatorIqn, localDisk, migratePort, peerPort, trackerPort }) => ({
         name,
         sshPort,
         hostId,
         initiatorIqn,
         localDisk,
         ...(migratePort ? { migratePort } : {}),
+        ...(peerPort && trackerPort ? { peerPort, trackerPort } : {}),
       })),
     server: serverOf(st0),
     portal: st0.portal,
@@ -794,7 +810,7 @@ export async function up(opts: UpOptions = {}): Promise<Testbed> {
 
     // distinct free ports on 127.0.0.1
     const ports = new Set<number>();
-    while (ports.size < 2 * count + 3) ports.add(await freePort());
+    while (ports.size < 4 * count + 3) ports.add(await freePort());
     const [iscsiPort, serverSshPort, serverIscsiPort, ...sshPorts] = [...ports] as [
       number,
       number,
@@ -819,6 +835,9 @@ export async function up(opts: UpOptions = {}): Promise<Testbed> {
       const pidFile = path.join(stateDir, `${name}.pid`);
       const sshPort = sshPorts[k - 1]!;
       const migratePort = sshPorts[count + k - 1]!;
+      const peerPort = sshPorts[2 * count + k - 1]!;
+      const trackerPort = sshPorts[3 * count + k - 1]!;
+      const nodeMem = opts.nodeMemMiB?.[k] ?? memMiB;
       nodes.push({
         name,
         sshPort,
@@ -826,6 +845,9 @@ export async function up(opts: UpOptions = {}): Promise<Testbed> {
         initiatorIqn: `iqn.2003-01.org.example.${name}:initiator`,
         localDisk: '/dev/vda',
         migratePort,
+        peerPort,
+        trackerPort,
+        ...(nodeMem !== memMiB ? { memMiB: nodeMem } : {}),
         pid: null,
         poweredOff: false,
         pidFile,
@@ -835,9 +857,10 @@ export async function up(opts: UpOptions = {}): Promise<Testbed> {
         qemuArgv: qemuArgv({
           name,
           imageDir: image.dir,
-          memMiB,
+          memMiB: nodeMem,
           sshPort,
           migratePort,
+          samePorts: [peerPort, trackerPort],
           disk,
           stateDisk,
           consoleLog,
@@ -912,7 +935,7 @@ export async function up(opts: UpOptions = {}): Promise<Testbed> {
     }
 
     const cluster = nodes.filter((n) => n.role !== 'server');
-    log(`testbed: booting ${cluster.map((n) => n.name).join(', ')} (qemu TCG, ${memMiB} MiB each)`);
+    log(`testbed: booting ${cluster.map((n) => `${n.name} (${n.memMiB ?? memMiB} MiB)`).join(', ')} (qemu TCG)`);
     const tBoot = Date.now();
     const pids = await Promise.all(cluster.map((n) => startQemu(n)));
     cluster.forEach((n, i) => (n.pid = pids[i]!));

@@ -24,7 +24,13 @@ import * as flock from '../../src/tools/flock.js';
 import { DM_UUID_PREFIX, dmName, dmPath, dmUuid, lvMapperPath } from '../../src/core/dmNames.js';
 import { ROOT_PROGRAMS, ROOT_PROGRAMS_BY_MODULE, rootProgram } from '../../src/tools/rootPrograms.js';
 import type { RunRequest, RunResult, Runner } from '../../src/exec/types.js';
+import { stagingFiles } from '../../src/core/stage/files.js';
+import * as aria2 from '../../src/tools/aria2.js';
 import * as blockdev from '../../src/tools/blockdev.js';
+import * as daemon from '../../src/tools/daemon.js';
+import * as mktorrent from '../../src/tools/mktorrent.js';
+import { trackerArgv } from '../../src/tools/opentracker.js';
+import * as staging from '../../src/tools/staging.js';
 import * as dmsetup from '../../src/tools/dmsetup.js';
 import * as blockData from '../../src/tools/blockData.js';
 import * as cacheCheck from '../../src/tools/cacheCheck.js';
@@ -419,6 +425,33 @@ async function builtRequests(): Promise<Map<string, RunRequest[]>> {
     host.backupOnceReq('/etc/lvm/lvmlocal.conf'),
     host.removeRootFileReq('/var/lib/cowstack/journal/repo.c-1.import.json'),
   );
+  // Peer-to-peer staging (catalog stage): every shape of a run's plan, by the module that spells it.
+  const st = stagingFiles('Ab12cD-34eF-56gH-78iJ-90kL-12mN-34oP56');
+  const peer = aria2.peerArgv(st.torrent, { dir: st.dir, port: 6881, rateBytes: 8 << 20, log: st.log });
+  add('aria2', aria2.showTorrentReq(st.torrent));
+  add(
+    'daemon',
+    daemon.startReq(st.pid, peer, 'peer'),
+    daemon.startReq(st.trackerPid, trackerArgv(6969, st.whitelist), 'tracker'),
+    daemon.stopReq(st.pid, 'stop'),
+    daemon.stopReq(st.trackerPid, 'stop'),
+    daemon.runningReq(st.pid),
+  );
+  add('mktorrent', mktorrent.makeTorrentReq(st.image, st.torrent, 'http://10.0.2.2:6969/announce'));
+  add('staging', staging.makeDirReq(st.dir), staging.readBase64Req(st.torrent), staging.sizesReq(st.image));
+  add(
+    'blockData',
+    blockData.copyToFileReq(lvMapperPath('repo', 'img'), st.image),
+    blockData.copyRangeReq(st.image, replica, 16, 16),
+    blockData.checksumReq(st.image),
+  );
+  add(
+    'files',
+    files.writeRootFileReq(st.torrent, Buffer.from('d4:infod')),
+    files.writeRootFileReq(st.record, '{}'),
+    files.writeRootFileReq(st.whitelist, 'x\n'),
+  );
+  add('host', host.removeRootFileReq(st.image), host.removeRootFileReq(st.torrent));
   for (const [module, r] of runners) add(module, ...r.requests);
   return built;
 }

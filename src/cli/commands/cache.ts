@@ -4,12 +4,29 @@ import { flushCaches, type FlushEntry, type FlushResult } from '../../core/cache
 import { listCaches, type CacheReport } from '../../core/cache/list.js';
 import { replicate, type ReplicateResult } from '../../core/cache/replicate.js';
 import { initCache } from '../../core/cache/vg.js';
+import { stagingStatus, type StagingEntry } from '../../core/stage/status.js';
 import { formatSize } from '../../core/validate.js';
 import { usageError } from '../../exec/errors.js';
 import { createContext } from '../context.js';
 import { vgOption } from './shared.js';
 
-const listText = (r: CacheReport): string => {
+const stagingText = (staging: StagingEntry[]): string[] =>
+  staging.length
+    ? [
+        'staging (catalog stage):',
+        ...staging.map(
+          (s) =>
+            `  ${s.vg}/${s.image}`.padEnd(34) +
+            ` ${s.phase.padEnd(11)} ${Math.floor((100 * s.stagedBytes) / Math.max(s.sizeBytes, 1))}% of ` +
+            `${formatSize(s.sizeBytes)}  torrent ${s.infoHash}${s.error ? `  ${s.error}` : ''}`,
+        ),
+      ]
+    : [];
+
+const listText = (r: CacheReport & { staging: StagingEntry[] }): string =>
+  [cacheText(r), ...stagingText(r.staging)].join('\n');
+
+const cacheText = (r: CacheReport): string => {
   if (!r.exists)
     return (
       `no cache VG ${r.cacheVg} on this node: everything runs uncached (create one with: ` +
@@ -120,7 +137,8 @@ export function register(program: Command): void {
         ),
     ).action(async (o, cmd: Command) => {
       const ctx = createContext(cmd);
-      await ctx.finish(await listCaches(ctx.op(o.vg)), listText);
+      const op = ctx.op(o.vg);
+      await ctx.finish({ ...(await listCaches(op)), staging: await stagingStatus(op) }, listText);
     });
   }
 

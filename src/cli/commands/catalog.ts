@@ -7,6 +7,8 @@ import { readAccepted } from '../../core/catalog/state.js';
 import { catalogStatus, type CatalogRow, type CatalogStatus } from '../../core/catalog/status.js';
 import { fetchVerified, syncCatalog, type SyncResult } from '../../core/catalog/sync.js';
 import { refuseRollback } from '../../core/catalog/verify.js';
+import { stage, type StageResult } from '../../core/stage/run.js';
+import { parsePeer, parsePeers, parseTracker } from '../../core/stage/spec.js';
 import { formatSize } from '../../core/validate.js';
 import { notFound, usageError } from '../../exec/errors.js';
 import { createContext, type Context } from '../context.js';
@@ -76,6 +78,24 @@ const describeApproval = (all: ApprovalResult[]): string =>
         : `${r.name}@${r.versions.join(',')}: ${r.action}`,
     )
     .join('\n');
+
+const describeStage = (r: StageResult): string =>
+  r.plan
+    ? [
+        `stage ${r.vg}/${r.image} (${formatSize(r.sizeBytes)}, sha256 ${r.sha256}) from ${r.seed} via ${r.tracker}:`,
+        ...r.plan.map((p) => `  ${p.host}: ${p.title ?? ''}${p.argv.length ? `\n      ${p.argv.join(' ')}` : ''}`),
+      ].join('\n')
+    : [
+        `${r.vg}/${r.image} (${formatSize(r.sizeBytes)}) from ${r.seed}` +
+          (r.infoHash ? `, torrent ${r.infoHash}` : '') +
+          (r.seedSentBytes !== undefined ? `, seed sent ${formatSize(r.seedSentBytes)}` : '') +
+          ` in ${r.seconds.toFixed(1)}s`,
+        ...r.hosts.map((h) =>
+          h.action === 'none'
+            ? `  ${h.host}: replica already complete: nothing to do`
+            : `  ${h.host}: ${h.action}, sha256 verified, complete after ${h.completeAt?.toFixed(1)}s`,
+        ),
+      ].join('\n');
 
 export function register(program: Command): void {
   const catalog = program
@@ -158,6 +178,46 @@ export function register(program: Command): void {
       syncCatalog(op, { source, key, prune: o.prune, onProgress: (what, n, total) => progress(what, n, total) }),
     );
     await ctx.finish(result, describeSync, error);
+  });
+
+  vgOption(
+    catalog
+      .command('stage')
+      .description(
+        'pre-stage verified replicas of an image on many nodes through BitTorrent: the seed reads the image ' +
+          'once, every node downloads from the others while it seeds, checks the sha256, then fills its replica',
+      )
+      .argument('<image>')
+      .requiredOption('--hosts <host[:port],...>', 'the nodes that get a replica (port: what its client listens on)')
+      .option('--seed <host[:port]>', 'the node that reads the image and seeds it (default: the first of --hosts)')
+      .option('--tracker <url>', 'announce URL (default: http://SEED:6969/announce, opentracker run on the seed)')
+      .option('--tracker-port <port>', 'run opentracker on the seed at this port (default 6969 without --tracker)')
+      .option('--rate <MiB/s>', 'upload and download limit of every client, and of the copy into the replica')
+      .option('--timeout <seconds>', 'give up waiting for the downloads after this long (a re-run resumes)', '3600'),
+  ).action(async (name: string, o, cmd: Command) => {
+    const ctx = createContext(cmd);
+    const hosts = parsePeers(o.hosts);
+    const seed = o.seed ? parsePeer(o.seed, '--seed') : hosts[0]!;
+    const tracker = parseTracker(seed, o.tracker, o.trackerPort);
+    const rate = o.rate !== undefined ? Number(o.rate) : undefined;
+    const timeout = Number(o.timeout);
+    if (!(timeout > 0)) throw usageError(`--timeout "${o.timeout}" must be a positive number of seconds`);
+    const r = await stage({
+      image: name,
+      seed,
+      hosts,
+      tracker,
+      rateMiBps: rate,
+      timeoutSeconds: timeout,
+      dryRun: ctx.opts.dryRun,
+      node: (host) => {
+        const at = ctx.at(host);
+        const session = at.op(o.vg);
+        return { session, locked: (fn) => at.locked(o.vg, () => fn()) };
+      },
+      onProgress: (host, what) => ctx.progress.info(`${host}: ${what}`),
+    });
+    await ctx.finish(r, describeStage);
   });
 
   vgOption(

@@ -31,6 +31,12 @@ export interface ReplicateOptions {
   onProgress?: (bytes: number, total: number) => void;
   /** Bytes per recorded progress step (tests). */
   chunkBytes?: number;
+  /**
+   * Copy from this local file (a staged copy that arrived peer to peer, core/stage) instead of
+   * the image LV: the repository is not read. The replica is verified against the image's
+   * sha256 all the same.
+   */
+  sourceFile?: string;
 }
 
 export interface ReplicateResult {
@@ -126,14 +132,15 @@ export async function replicate(ctx: NodeSession, name: string, opts: ReplicateO
     });
   }
   if (!rp?.lv.activeLocally) steps.push(activateCacheLv({ vg: cacheVg, name: lvName }));
-  const imageWasActive = image.lv.activeLocally;
+  // A staged file needs no access to the image LV at all.
+  const imageWasActive = image.lv.activeLocally || opts.sourceFile !== undefined;
   if (!imageWasActive) steps.push(activateStep(image, 'shared', ctx.scope));
   await runGuarded(ctx, steps, image);
 
   let copied = rp?.copiedBytes ?? 0;
   const resumed = copied > 0;
   const chunk = opts.chunkBytes ?? COPY_CHUNK;
-  const src = lvMapperPath(ctx.vg, image.name);
+  const src = opts.sourceFile ?? lvMapperPath(ctx.vg, image.name);
   const dst = base.device;
   try {
     while (copied < image.sizeBytes) {

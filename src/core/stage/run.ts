@@ -1,0 +1,377 @@
+/**
+ * `catalog stage`: pre-stage the verified replica of one image on many nodes through
+ * BitTorrent, so that the repository side sends about one copy whatever the number of nodes.
+ *
+ * 1. The seed node reads the sealed image LV once (activated shared) into its staging file and
+ *    checks it against the image's recorded sha256; nothing is seeded unless it matches.
+ * 2. It makes the torrent of that file (info hash recorded), starts the tracker (or uses the
+ *    one given) and seeds.
+ * 3. Every other node downloads with its own client, which seeds what it has to the others
+ *    while it downloads. A finished file is checked against the sha256 on the node; only then
+ *    is it copied into the node's replica LV by `cache replicate`'s own path (chunked direct
+ *    writes, progress in tags, sha256 of the replica device, then complete and read-only).
+ * 4. The clients and the tracker are stopped, also after a failure; the staged image files
+ *    are removed once every replica is complete. A re-run resumes: a verified seed copy is
+ *    kept, aria2 continues from its control file, a copying replica from its progress tag.
+ */
+import { CowstackError, EXIT, refused } from '../../exec/errors.js';
+import { plannedCommand, plannedNote, type PlannedCommand } from '../../exec/dryRunRunner.js';
+import type { RunRequest } from '../../exec/types.js';
+import * as aria2 from '../../tools/aria2.js';
+import * as blockData from '../../tools/blockData.js';
+import * as daemon from '../../tools/daemon.js';
+import { readOwnFileReq } from '../../tools/files.js';
+import { existsReq, removeRootFileReq } from '../../tools/host.js';
+import * as staging from '../../tools/staging.js';
+import { replicate } from '../cache/replicate.js';
+import { usableReplica } from '../cache/replica.js';
+import { cacheVgOf, observeCache } from '../cache/vg.js';
+import { lvMapperPath } from '../dmNames.js';
+import { runGuarded } from '../executor.js';
+import { activateStep, lvRef } from '../lvSteps.js';
+import type { NodeSession } from '../node.js';
+import { collectGarbage } from '../nodeGc.js';
+import type { ImageObj } from '../metadata.js';
+import { findImage, observe } from '../observe.js';
+import { stagingFiles, type StagePhase, type StageRecord } from './files.js';
+import {
+  recordWriteReq,
+  stagePlan,
+  torrentWriteReq,
+  whitelistWriteReq,
+  type StageImage,
+  type StagePlan,
+} from './plan.js';
+import { rateBytes, type StagePeer, type StageTracker } from './spec.js';
+
+export interface StageNode {
+  session: NodeSession;
+  /** Run fn holding this node's node lock (what `cache replicate` runs under). */
+  locked<T>(fn: () => Promise<T>): Promise<T>;
+}
+
+export interface StageOptions {
+  image: string;
+  seed: StagePeer;
+  hosts: StagePeer[];
+  tracker: StageTracker;
+  rateMiBps?: number;
+  /** Give up waiting for the downloads after this long (default 3600 s); a re-run resumes. */
+  timeoutSeconds?: number;
+  pollMs?: number;
+  node(host: string): StageNode;
+  onProgress?(host: string, what: string): void;
+  dryRun?: boolean;
+}
+
+export interface StageHostResult {
+  host: string;
+  action: 'replicated' | 'resumed' | 'none';
+  /** Seconds from the start of the run until the node's staged file verified. */
+  downloadedAt?: number;
+  /** Seconds from the start of the run until its replica was complete. */
+  completeAt?: number;
+  sha256?: string;
+}
+
+export interface StageResult {
+  image: string;
+  vg: string;
+  uuid: string;
+  sizeBytes: number;
+  sha256: string;
+  seed: string;
+  tracker: string;
+  infoHash?: string;
+  /** The seed read the image LV in this run (false: a verified staged copy was there already). */
+  seedCopied: boolean;
+  /** Bytes the seed's network interfaces sent during the run (its uploads, and ssh). */
+  seedSentBytes?: number;
+  hosts: StageHostResult[];
+  /** Under --dry-run: the commands, per node, in order. */
+  plan?: PlannedCommand[];
+  seconds: number;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Bytes sent by all interfaces but lo, from /proc/net/dev. */
+export function sentBytes(netDev: string | undefined): number | undefined {
+  if (!netDev) return undefined;
+  let sum = 0;
+  for (const line of netDev.split('\n').slice(2)) {
+    const [name, rest] = line.split(':');
+    if (!rest || name!.trim() === 'lo') continue;
+    sum += Number(rest.trim().split(/\s+/)[8] ?? 0);
+  }
+  return sum;
+}
+
+type SeedImage = StageImage & { active: boolean; obj: ImageObj };
+
+async function imageOnSeed(seed: NodeSession, name: string): Promise<SeedImage> {
+  const image = findImage(await observe(seed.runner, seed.vg, seed.scope), name);
+  if (image.state !== 'sealed')
+    throw refused(
+      `${lvRef(image)} is ${image.state}; only sealed images are staged`,
+      `seal it first: cowstack image seal ${name}`,
+    );
+  if (!image.sha256)
+    throw refused(`${lvRef(image)} has no recorded sha256, so no copy could be verified`, 're-import it');
+  return {
+    name: image.name,
+    vg: image.vg,
+    uuid: image.uuid,
+    sha256: image.sha256,
+    sizeBytes: image.sizeBytes,
+    device: lvMapperPath(image.vg, image.name),
+    active: image.lv.activeLocally,
+    obj: image,
+  };
+}
+
+async function run(s: NodeSession, req: RunRequest) {
+  return s.runner.run(req);
+}
+
+async function fileSha256(s: NodeSession, file: string): Promise<string> {
+  return blockData.parseChecksum((await run(s, blockData.checksumReq(file))).stdout);
+}
+
+/** A staged file that is whole (size right, no aria2 resume record) and has the image's sha256. */
+async function verifiedFile(s: NodeSession, image: StageImage): Promise<boolean | 'partial'> {
+  const f = stagingFiles(image.uuid);
+  const sizes = staging.parseSizes((await run(s, staging.sizesReq(f.image))).stdout);
+  if (!sizes) return false;
+  if (sizes.size !== image.sizeBytes || (await run(s, existsReq(f.control, 'file'))).exitCode === 0) return 'partial';
+  return (await fileSha256(s, f.image)) === image.sha256;
+}
+
+function record(image: StageImage, infoHash: string, phase: StagePhase, error?: string): StageRecord {
+  return {
+    image: image.name,
+    vg: image.vg,
+    uuid: image.uuid,
+    sha256: image.sha256,
+    infoHash,
+    sizeBytes: image.sizeBytes,
+    phase,
+    updated: new Date().toISOString(),
+    ...(error ? { error } : {}),
+  };
+}
+
+/** Steps 1 and 2 on the seed: the verified copy, its torrent; returns the torrent bytes. */
+async function prepareSeed(
+  o: StageOptions,
+  plan: StagePlan,
+  image: SeedImage,
+): Promise<{ copied: boolean; torrent: Buffer; infoHash: string }> {
+  const seed = o.node(o.seed.host);
+  const s = seed.session;
+  const f = stagingFiles(image.uuid);
+  let copied = false;
+  if ((await verifiedFile(s, image)) !== true) {
+    copied = true;
+    await seed.locked(async () => {
+      const lv = findImage(await observe(s.runner, s.vg, s.scope), image.name);
+      if (!image.active) await runGuarded(s, [activateStep(lv, 'shared', s.scope)], lv);
+      try {
+        o.onProgress?.(o.seed.host, `reading ${image.vg}/${image.name} into ${f.image}`);
+        for (const req of plan.copy) await run(s, req);
+      } finally {
+        if (!image.active) await collectGarbage(s, image.name);
+      }
+    });
+    const sha = await fileSha256(s, f.image);
+    if (sha !== image.sha256) {
+      await run(s, removeRootFileReq(f.image));
+      throw new CowstackError(
+        EXIT.FAILED,
+        `the copy of ${image.vg}/${image.name} read on ${o.seed.host} has sha256 ${sha}, the image records ` +
+          `${image.sha256}: nothing is seeded`,
+        {
+          hint: `check the image (cowstack image verify ${image.name}) and ${o.seed.host}'s path to the LUN`,
+          data: { sha256: sha, expected: image.sha256 },
+        },
+      );
+    }
+  }
+  for (const req of plan.torrent) await run(s, req);
+  const infoHash = aria2.parseInfoHash((await run(s, aria2.showTorrentReq(f.torrent))).stdout);
+  if (!infoHash) throw new CowstackError(EXIT.FAILED, `aria2c shows no info hash for ${f.torrent} on ${o.seed.host}`);
+  const torrent = Buffer.from((await run(s, staging.readBase64Req(f.torrent))).stdout.trim(), 'base64');
+  return { copied, torrent, infoHash };
+}
+
+/** A downloader's torrent, checked to be the seed's (same info hash) before its client starts. */
+async function startPeer(o: StageOptions, plan: StagePlan, p: StagePeer, torrent: Buffer, infoHash: string) {
+  const s = o.node(p.host).session;
+  const f = stagingFiles(plan.image.uuid);
+  for (const c of plan.prepare.filter((x) => x.host === p.host)) await run(s, c.req);
+  await run(s, torrentWriteReq(plan.image.uuid, torrent));
+  const got = aria2.parseInfoHash((await run(s, aria2.showTorrentReq(f.torrent))).stdout);
+  if (got !== infoHash)
+    throw new CowstackError(EXIT.FAILED, `the torrent written on ${p.host} has info hash ${got}, not ${infoHash}`);
+  await run(s, recordWriteReq(record(plan.image, infoHash, 'downloading')));
+  for (const c of plan.peerStart.filter((x) => x.host === p.host)) await run(s, c.req);
+}
+
+/** A file the service user may read (/proc, the client's log); undefined when it cannot. */
+async function readOwn(s: NodeSession, file: string): Promise<string | undefined> {
+  const r = await run(s, readOwnFileReq(file));
+  return r.exitCode === 0 ? r.stdout : undefined;
+}
+
+async function logTail(s: NodeSession, log: string): Promise<string> {
+  const text = (await readOwn(s, log)) ?? '';
+  return text.trim().split('\n').slice(-5).join('\n');
+}
+
+/** Wait until the node's staged file is whole and has the image's sha256. */
+async function awaitDownload(o: StageOptions, plan: StagePlan, host: string, deadline: number): Promise<void> {
+  const s = o.node(host).session;
+  const f = stagingFiles(plan.image.uuid);
+  let lastShown = 0;
+  for (;;) {
+    const v = await verifiedFile(s, plan.image);
+    if (v === true) return;
+    if (v === false && (await run(s, existsReq(f.control, 'file'))).exitCode !== 0) {
+      const sizes = staging.parseSizes((await run(s, staging.sizesReq(f.image))).stdout);
+      if (sizes && sizes.size === plan.image.sizeBytes)
+        throw new CowstackError(
+          EXIT.FAILED,
+          `the file downloaded on ${host} does not have the image's sha256 ${plan.image.sha256}: not used`,
+          { hint: `remove ${f.image} on ${host} and run the same command again` },
+        );
+    }
+    if ((await run(s, daemon.runningReq(f.pid))).exitCode !== 0)
+      throw new CowstackError(EXIT.FAILED, `the BitTorrent client on ${host} stopped before its download completed`, {
+        hint: `see ${f.log} on ${host}: ${await logTail(s, f.log)}; then run the same command again (it resumes)`,
+      });
+    if (Date.now() > deadline)
+      throw new CowstackError(EXIT.FAILED, `${host} has not finished downloading ${plan.image.name} in time`, {
+        hint: 'run the same command again: the download resumes from where it is (aria2 control file)',
+      });
+    if (Date.now() - lastShown > 5000) {
+      const sizes = staging.parseSizes((await run(s, staging.sizesReq(f.image))).stdout);
+      const pct = sizes
+        ? Math.floor((100 * Math.min(sizes.allocated, plan.image.sizeBytes)) / plan.image.sizeBytes)
+        : 0;
+      o.onProgress?.(host, `${pct}% downloaded`);
+      lastShown = Date.now();
+    }
+    await sleep(o.pollMs ?? 1000);
+  }
+}
+
+/** Step 3's end on one node: the replica made from its verified staged file. */
+async function replicaFromFile(o: StageOptions, plan: StagePlan, host: string, infoHash: string) {
+  const node = o.node(host);
+  const f = stagingFiles(plan.image.uuid);
+  await run(node.session, recordWriteReq(record(plan.image, infoHash, 'copying')));
+  const r = await node.locked(() =>
+    replicate(node.session, plan.image.name, { sourceFile: f.image, rateMiBps: o.rateMiBps }),
+  );
+  await run(node.session, recordWriteReq(record(plan.image, infoHash, 'complete')));
+  return r;
+}
+
+function dryRunPlan(plan: StagePlan, infoHash = '<info hash of the new torrent>'): PlannedCommand[] {
+  const seed = plan.seed.host;
+  const at = (host: string, reqs: RunRequest[]) => reqs.map((r) => plannedCommand(host, r));
+  const each = (cmds: Array<{ host: string; req: RunRequest }>) => cmds.map((c) => plannedCommand(c.host, c.req));
+  return [
+    ...at(seed, plan.copy),
+    ...at(seed, [blockData.checksumReq(stagingFiles(plan.image.uuid).image)]),
+    ...at(seed, plan.torrent),
+    ...(plan.tracker.runOnSeedPort ? at(seed, [whitelistWriteReq(plan.image.uuid, infoHash)]) : []),
+    ...at(seed, plan.seedStart),
+    ...each(plan.prepare),
+    ...plan.downloaders.map((p) =>
+      plannedCommand(p.host, {
+        ...torrentWriteReq(plan.image.uuid, Buffer.alloc(0)),
+        title: `write the torrent (${infoHash})`,
+      }),
+    ),
+    ...each(plan.peerStart),
+    ...plan.replicas.map((host) =>
+      plannedNote(host, `verify the staged file's sha256 (${plan.image.sha256}), then cache replicate from it`),
+    ),
+    ...each([...plan.stop, ...plan.cleanup]),
+  ];
+}
+
+export async function stage(o: StageOptions): Promise<StageResult> {
+  const started = Date.now();
+  const rate = rateBytes(o.rateMiBps);
+  const seed = o.node(o.seed.host).session;
+  const image = await imageOnSeed(seed, o.image);
+  const since = () => (Date.now() - started) / 1000;
+
+  // Nodes that already hold a verified replica of exactly this LV and content: nothing to do.
+  const hosts: StageHostResult[] = [];
+  const targets: StagePeer[] = [];
+  for (const p of o.hosts) {
+    const s = o.node(p.host).session;
+    const cache = await observeCache(s.runner, cacheVgOf(s));
+    const done = usableReplica(cache, image.obj);
+    if (done) hosts.push({ host: p.host, action: 'none', sha256: done.sha256 });
+    else targets.push(p);
+  }
+  const base = {
+    image: image.name,
+    vg: image.vg,
+    uuid: image.uuid,
+    sizeBytes: image.sizeBytes,
+    sha256: image.sha256,
+    seed: o.seed.host,
+    tracker: o.tracker.url,
+  };
+  if (!targets.length) return { ...base, seedCopied: false, hosts, seconds: since() };
+  const { obj: _obj, active: _active, ...planned } = image;
+  const plan = stagePlan(planned, o.seed, targets, o.tracker, rate);
+  if (o.dryRun) return { ...base, seedCopied: false, hosts, plan: dryRunPlan(plan), seconds: since() };
+
+  const netBefore = sentBytes(await readOwn(seed, '/proc/net/dev'));
+  const { copied, torrent, infoHash } = await prepareSeed(o, plan, image);
+  const stopAll = async () => {
+    for (const c of plan.stop) await run(o.node(c.host).session, c.req).catch(() => undefined);
+  };
+  try {
+    await run(seed, recordWriteReq(record(image, infoHash, 'seeding')));
+    if (o.tracker.runOnSeedPort) await run(seed, whitelistWriteReq(image.uuid, infoHash));
+    for (const req of plan.seedStart) await run(seed, req);
+    await Promise.all(plan.downloaders.map((p) => startPeer(o, plan, p, torrent, infoHash)));
+    const deadline = Date.now() + (o.timeoutSeconds ?? 3600) * 1000;
+    // Each node's replica is made as soon as its own file verified; its client keeps seeding.
+    const results = await Promise.all(
+      plan.replicas.map(async (host) => {
+        if (host !== o.seed.host) await awaitDownload(o, plan, host, deadline);
+        const downloadedAt = since();
+        o.onProgress?.(host, `staged file verified (sha256 ${image.sha256.slice(0, 12)}…); copying into the replica`);
+        const r = await replicaFromFile(o, plan, host, infoHash);
+        return { host, action: r.action, downloadedAt, completeAt: since(), sha256: r.sha256 } as StageHostResult;
+      }),
+    );
+    hosts.push(...results);
+  } catch (e) {
+    await stopAll();
+    // Each node's record says the run failed and why (cache list shows it); its files stay for a re-run.
+    const why = e instanceof Error ? e.message : String(e);
+    for (const host of [o.seed.host, ...plan.downloaders.map((p) => p.host)])
+      await run(o.node(host).session, recordWriteReq(record(image, infoHash, 'failed', why))).catch(() => undefined);
+    throw e;
+  }
+  await stopAll();
+  const netAfter = sentBytes(await readOwn(seed, '/proc/net/dev'));
+  for (const c of plan.cleanup) await run(o.node(c.host).session, c.req);
+  return {
+    ...base,
+    infoHash,
+    seedCopied: copied,
+    ...(netBefore !== undefined && netAfter !== undefined ? { seedSentBytes: netAfter - netBefore } : {}),
+    hosts,
+    seconds: since(),
+  };
+}
