@@ -15,6 +15,7 @@ import { attach, down, ensureImage, envLunSectorBytes, resolveStateDir, up, type
 import { bringUpCluster } from './cluster.js';
 import { clearReadiness, recordReadiness } from './readiness.js';
 import { testbedCount } from './testbedCount.js';
+import { CLUSTER_NODES } from './clusterShape.js';
 
 const log = (s: string) => process.stderr.write(`[testbed] ${s}\n`);
 
@@ -31,14 +32,6 @@ export function stateDirs(count = testbedCount()): string[] {
  */
 const lunSectorBytes = (i: number): 512 | 4096 =>
   process.env.COWSTACK_TESTBED_LUN_PBS ? envLunSectorBytes() : i === 0 ? 4096 : 512;
-
-/**
- * The first cluster has a third, smaller node for peer-to-peer staging (distribute.test.ts);
- * the others keep two. 2 GiB is enough for a node that maps small clones (its root is its
- * RAM-backed initramfs); two clusters plus it fit the machine's 24 GiB.
- */
-export const CLUSTER_NODES = (i: number): { nodes: number; nodeMemMiB?: Record<number, number> } =>
-  i === 0 ? { nodes: 3, nodeMemMiB: { 3: 2048 } } : { nodes: 2 };
 
 async function bringUp(stateDir: string, tag: string, i: number): Promise<{ tb: Testbed; reused: boolean }> {
   const t0 = Date.now();

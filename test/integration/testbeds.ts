@@ -13,6 +13,7 @@ import path from 'node:path';
 import { inject } from 'vitest';
 import { attach, type Testbed } from '../testbed/index.js';
 import { readiness } from './readiness.js';
+import { CLUSTER_NODES } from './clusterShape.js';
 
 const claimFile = (stateDir: string) => path.join(stateDir, 'claimed-by-pid');
 
@@ -57,37 +58,40 @@ process.on('exit', () => {
   }
 });
 
-/** How many cluster nodes the testbed in stateDir has (its state file; 0 when unreadable). */
-function nodeCount(stateDir: string): number {
-  try {
-    const st = JSON.parse(readFileSync(path.join(stateDir, 'state.json'), 'utf8')) as { nodes: { role?: string }[] };
-    return st.nodes.filter((n) => n.role !== 'server').length;
-  } catch {
-    return 0;
-  }
-}
-
 /**
- * The first cluster that is up, has at least `nodes` nodes and that no running file holds;
- * waits (bounded) while all are held or still coming up (the global setup boots them while
+ * A cluster that is up, has at least `nodes` nodes and that no running file holds: the
+ * smallest such one, and a larger one only while every smaller fitting cluster is up and
+ * held. So a two-node file never takes the three-node cluster while the two-node one is
+ * still booting, and distribute.test (first in the sequencer's order) finds it free.
+ * Waits (bounded) while all are held or still coming up (the global setup boots them while
  * the unit tests run). The file sees only its first `nodes` nodes (default 2): a file written
  * for two nodes behaves the same on the cluster that has a third (which joined the lockspace,
  * and is otherwise left alone).
  */
 export async function attachMine(timeoutMs = 1_100_000, nodes = 2): Promise<Testbed> {
-  const dirs = inject('testbedStates');
+  const fitting = inject('testbedStates')
+    .map((dir, i) => ({ dir, size: CLUSTER_NODES(i).nodes }))
+    .filter((c) => c.size >= nodes)
+    .sort((a, b) => a.size - b.size);
+  if (!fitting.length) throw new Error(`no testbed cluster of this run has ${nodes} nodes`);
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const dir = dirs.find((d) => readiness(d) === 'ready' && nodeCount(d) >= nodes && claim(d));
-    if (dir) {
-      held.add(dir);
-      const tb = await attach(dir);
+    const mine = fitting.find(
+      (c) =>
+        readiness(c.dir) === 'ready' &&
+        fitting.every((s) => s.size >= c.size || readiness(s.dir) === 'ready') &&
+        claim(c.dir),
+    );
+    if (mine) {
+      held.add(mine.dir);
+      const tb = await attach(mine.dir);
       return { ...tb, nodes: tb.nodes.slice(0, nodes) };
     }
     // The previous file's worker may still be exiting: its claim goes with its process.
     if (Date.now() > deadline)
       throw new Error(
-        `no free testbed cluster (up, unclaimed, ${nodes} nodes) among ${dirs.join(', ')} after ${timeoutMs / 1000} s`,
+        `no free testbed cluster (up, unclaimed, ${nodes} nodes) among ${fitting.map((c) => c.dir).join(', ')} ` +
+          `after ${timeoutMs / 1000} s`,
       );
     await new Promise((r) => setTimeout(r, 500));
   }
