@@ -32,7 +32,7 @@ import { activateStep, lvRef } from '../lvSteps.js';
 import type { NodeSession } from '../node.js';
 import { collectGarbage } from '../nodeGc.js';
 import type { ImageObj } from '../metadata.js';
-import { findImage, observe } from '../observe.js';
+import { findImage, observeNode } from '../observe.js';
 import { stagingFiles, type StagePhase, type StageRecord } from './files.js';
 import {
   recordWriteReq,
@@ -110,7 +110,7 @@ export function sentBytes(netDev: string | undefined): number | undefined {
 type SeedImage = StageImage & { active: boolean; obj: ImageObj };
 
 async function imageOnSeed(seed: NodeSession, name: string): Promise<SeedImage> {
-  const image = findImage(await observe(seed.runner, seed.vg, seed.scope), name);
+  const image = findImage(await observeNode(seed), name);
   if (image.state !== 'sealed')
     throw refused(
       `${lvRef(image)} is ${image.state}; only sealed images are staged`,
@@ -174,7 +174,7 @@ async function prepareSeed(
   if ((await verifiedFile(s, image)) !== true) {
     copied = true;
     await seed.locked(async () => {
-      const lv = findImage(await observe(s.runner, s.vg, s.scope), image.name);
+      const lv = findImage(await observeNode(s), image.name);
       if (!image.active) await runGuarded(s, [activateStep(lv, 'shared', s.scope)], lv);
       try {
         o.onProgress?.(o.seed.host, `reading ${image.vg}/${image.name} into ${f.image}`);
