@@ -17,6 +17,8 @@ import { attachMine } from './testbeds.js';
 import { clusterCli } from './cli.js';
 import { REPO_VG } from './cluster.js';
 import { deviceSha, MiB, overlay, pattern, sha256 } from './data.js';
+import { writebackLvName } from '../../src/core/cache/meta.js';
+import type { DeviceStatus } from '../../src/core/report.js';
 import { hmp, installQmpClient, migrateVm, qmp, startQemu, stopQemu } from './qemuVm.js';
 
 let tb: Testbed;
@@ -32,6 +34,7 @@ const IMG = pattern(4 * MiB, 131);
  */
 const ROUND_TRIPS = Number(process.env.COWSTACK_MIGRATE_ROUND_TRIPS ?? 1);
 let device = '';
+let uuid = '';
 let content = IMG;
 let where = 'node1';
 const other = (node: string) => (node === 'node1' ? 'node2' : 'node1');
@@ -62,7 +65,9 @@ const ourDevices = async (node: string) =>
  * One migration with the hand-over, from the host running the VM to the other one. Returns
  * qemu's migration time and the hand-over's (release + acquire, while the VM is paused).
  */
-async function handOver(o: { guards?: boolean } = {}): Promise<{ migrationMs: number; handoverMs: number }> {
+async function handOver(
+  o: { guards?: boolean } = {},
+): Promise<{ migrationMs: number; handoverMs: number; flushedBlocks?: number }> {
   const from = where;
   const to = other(from);
   await ok(to, ['clone', 'migrate', 'prepare', clone]);
@@ -97,7 +102,7 @@ async function handOver(o: { guards?: boolean } = {}): Promise<{ migrationMs: nu
   expect(await deviceSha(tb, to, device), `read on ${to} after the hand-over`).toBe(sha256(content));
   await ok(from, ['clone', 'migrate', 'release', clone]); // postmigrate: the ancestors go
   expect(await ourDevices(from)).toEqual([]);
-  return { migrationMs: m.totalMs, handoverMs };
+  return { migrationMs: m.totalMs, handoverMs, flushedBlocks: released.flushedBlocks };
 }
 
 beforeAll(async () => {
@@ -105,7 +110,7 @@ beforeAll(async () => {
   const work = await fsp.mkdtemp(path.join(tmpdir(), 'cowstack-mig-'));
   await fsp.writeFile(path.join(work, 'img.raw'), IMG);
   await ok('node1', ['image', 'import', img, path.join(work, 'img.raw')]);
-  device = (await ok('node1', ['clone', 'create', clone, '--from', img, '--map'])).device;
+  ({ device, uuid } = await ok('node1', ['clone', 'create', clone, '--from', img, '--map']));
   await installQmpClient(tb);
   await startQemu(tb, 'node1', device, false);
 });
@@ -160,5 +165,28 @@ describe.sequential('live migration of a running VM disk', () => {
     await writeThroughVm(from, 0x5a, 3 * MiB + 512 * 1024, 64 * 1024);
     expect(await deviceSha(tb, from, device)).toBe(sha256(content));
     expect(await rwTarget(from)).toBe('snapshot');
+  });
+
+  it('a write-back cache on the source: dirty blocks drained at release, the destination reads them', async () => {
+    // node1 holds a cache VG on its local disk; every migration above ends there (an even number).
+    expect(where).toBe('node1');
+    if (!(await ok('node1', ['cache', 'list'])).exists) await ok('node1', ['cache', 'init', '/dev/vda']);
+    // The VM's disk remapped with a write-back cache, as `clone map --cache write` does for a VM.
+    await stopQemu(tb, 'node1');
+    await ok('node1', ['clone', 'unmap', clone]);
+    const m = await ok('node1', ['clone', 'map', clone, '--cache', 'write']);
+    expect(m.device).toBe(device);
+    expect(m.writeback).toMatch(/^cowstack-wb-/);
+    await startQemu(tb, 'node1', device, false);
+    await writeThroughVm('node1', 0x3c, 1536 * 1024, 256 * 1024);
+    const wb = (await ok('node1', ['status'])).devices.find((d: DeviceStatus) => d.name === m.writeback);
+    expect(wb.writeback.dirtyBlocks, 'the blocks sit dirty in the cache before release').toBeGreaterThan(0);
+    const t = await handOver();
+    console.log(`write-back hand-over node1 -> ${where}: ${t.flushedBlocks} block(s) drained, ${t.handoverMs} ms`);
+    expect(t.flushedBlocks).toBeGreaterThan(0);
+    // handOver checked node2's device against the content; node1 keeps no cache LV for the clone.
+    const lvs = await tb.ssh('node1', ['lvs', '--nolocking', '--noheadings', '-o', 'lv_name', 'cowstack_cache']);
+    expect(lvs.exitCode, lvs.stderr).toBe(0);
+    expect(lvs.stdout.split(/\s+/)).not.toContain(writebackLvName(uuid));
   });
 });
