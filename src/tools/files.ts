@@ -48,6 +48,21 @@ export async function realpath(runner: Runner, path: string): Promise<string | u
   return r.exitCode === 0 ? r.stdout.trim() : undefined;
 }
 
+export const readLinkReq = (path: string): RunRequest => ({
+  argv: ['readlink', '--', path],
+  kind: 'read',
+  allowFailure: true,
+});
+
+/**
+ * A symlink's target, one level (a /dev/mapper/<name> link is not followed on to its /dev/dm-N,
+ * which `realpath` would); undefined when the path is not a symlink.
+ */
+export async function readLink(runner: Runner, path: string): Promise<string | undefined> {
+  const r = await runner.run(readLinkReq(path));
+  return r.exitCode === 0 ? r.stdout.trim() : undefined;
+}
+
 /**
  * Where a program reads its stdin as a file. /dev/stdin is a symlink that udev or systemd
  * creates and minimal systems lack; /proc/self/fd/0 exists wherever /proc is mounted.
