@@ -42,8 +42,8 @@ export interface VmmStep {
   step: 'migrate' | 'release' | 'acquire' | 'resume';
   /** release/acquire: the clone. */
   disk?: string;
-  /** migrate/resume: the virsh command; release/acquire: the cowstack command to run by hand. */
-  argv: readonly string[];
+  /** migrate/resume: the virsh command; release/acquire: the cowstack command that does it by hand. */
+  command: readonly string[];
 }
 
 export interface VmmMigrateResult {
@@ -72,10 +72,19 @@ export function planMigration(req: VmmMigrateRequest, env: VmmEnv, source: strin
   const dest = req.destHost;
   const wait = env.acquireWaitSeconds;
   return [
-    { host: source, step: 'migrate', argv: virsh.migrateReq(env.uri, req.deployId, virsh.destinationUri(dest)).argv },
-    ...disks.map((d) => ({ host: source, step: 'release' as const, disk: d.lv, argv: handBy('release', d.lv, wait) })),
-    ...disks.map((d) => ({ host: dest, step: 'acquire' as const, disk: d.lv, argv: handBy('acquire', d.lv, wait) })),
-    { host: dest, step: 'resume', argv: virsh.resumeReq(env.uri, req.deployId).argv },
+    {
+      host: source,
+      step: 'migrate',
+      command: virsh.migrateReq(env.uri, req.deployId, virsh.destinationUri(dest)).argv,
+    },
+    ...disks.map((d) => ({
+      host: source,
+      step: 'release' as const,
+      disk: d.lv,
+      command: handBy('release', d.lv, wait),
+    })),
+    ...disks.map((d) => ({ host: dest, step: 'acquire' as const, disk: d.lv, command: handBy('acquire', d.lv, wait) })),
+    { host: dest, step: 'resume', command: virsh.resumeReq(env.uri, req.deployId).argv },
   ];
 }
 
@@ -83,7 +92,7 @@ async function mustRun(runner: Runner, req: RunRequest): Promise<void> {
   const r = await runner.run(req);
   if (r.exitCode !== 0 && !r.skipped)
     throw new CowstackError(EXIT.FAILED, (r.stderr || r.stdout).trim() || `exit code ${r.exitCode}`, {
-      data: { argv: r.argv, exitCode: r.exitCode },
+      data: { command: r.argv, exitCode: r.exitCode },
     });
 }
 
@@ -119,7 +128,7 @@ export async function vmmMigrate(env: VmmEnv, req: VmmMigrateRequest): Promise<V
     const todo =
       step.step === 'resume'
         ? 'nothing more for the disks (they are handed over)'
-        : `${step.argv.join(' ')} (on ${step.host})`;
+        : `${step.command.join(' ')} (on ${step.host})`;
     return new CowstackError(
       EXIT.FAILED,
       `${what} (${cause}); the VM is paused on ${dest} and must not be resumed on ${source}`,

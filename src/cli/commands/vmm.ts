@@ -28,7 +28,7 @@ const libvirtUri = (v: string): string => {
 };
 
 const describe = (r: VmmMigrateResult, dryRun: boolean): string => {
-  const plan = r.plan.map((s) => `  on ${s.host}: ${shellJoin(s.argv)}`).join('\n');
+  const plan = r.plan.map((s) => `  on ${s.host}: ${shellJoin(s.command)}`).join('\n');
   const others = r.others.map((o) => `\n  ${o.target}${o.source ? ` ${o.source}` : ''}: ${o.why}`).join('');
   const head = dryRun
     ? `${r.deployId}: would migrate to ${r.destination}, handing over ${r.disks.length} cowstack disk(s):`
