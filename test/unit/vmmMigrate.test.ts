@@ -167,58 +167,42 @@ describe('vmm migrate: failures', () => {
     dst.verify();
   });
 
-  it('a failed release: the VM stays paused there, never resumed here; says what to run where', async () => {
-    sourceReads(src).expect(MIGRATE, W);
-    handed.fail = { step: 'release', error: refused('vg/one-42-0 is open on this host', 'stop its user') };
-    const e = await rejectionOf(vmmMigrate(env(), REQ), EXIT.FAILED);
-    expect(e.message).toBe(
-      'release of one-42-0 on node1 failed (vg/one-42-0 is open on this host); ' +
-        'the VM is paused on node2 and must not be resumed on node1',
-    );
-    expect(e.hint).toBe(
-      'fix the cause, then run: cowstack clone migrate release one-42-0 (on node1); then virsh resume one-42 on node2',
-    );
-    expect(e.data).toMatchObject({ causeExitCode: EXIT.REFUSED });
-    expect(handed.calls).toEqual(HANDED.slice(0, 1));
-    // No virsh resume anywhere: dst expects nothing, src nothing after the migration.
-    src.verify();
-    dst.verify();
-  });
-
-  it('a failed acquire (the lock still held): paused there, the acquire to run on the destination', async () => {
-    sourceReads(src).expect(MIGRATE, W);
-    handed.fail = {
+  // After the point of no return: the VM stays paused on node2, is never resumed here, and the
+  // error says which command to run where, then the resume.
+  it.each([
+    {
+      step: 'release',
+      error: refused('vg/one-42-0 is open on this host', 'stop its user'),
+      what: 'release of one-42-0 on node1 failed (vg/one-42-0 is open on this host)',
+      todo: 'cowstack clone migrate release one-42-0 (on node1)',
+      at: 0,
+    },
+    {
       step: 'acquire',
       error: new CowstackError(EXIT.LOCK_CONFLICT, 'vg/one-42-0 is locked by another host'),
-    };
-    const e = await rejectionOf(vmmMigrate(env(), REQ), EXIT.FAILED);
-    expect(e.message).toContain('acquire of one-42-0 on node2 failed (vg/one-42-0 is locked by another host)');
-    expect(e.hint).toBe(
-      'fix the cause, then run: cowstack clone migrate acquire one-42-0 --wait 60 (on node2); ' +
-        'then virsh resume one-42 on node2',
-    );
-    expect((e.data as { remaining: Array<{ step: string }> }).remaining.map((s) => s.step)).toEqual([
-      'acquire',
-      'acquire',
-      'resume',
-    ]);
-    expect(handed.calls).toEqual(HANDED.slice(0, 3));
-    src.verify();
-    dst.verify();
-  });
-
-  it('a failed resume: the disks are handed over, only the resume is left', async () => {
+      what: 'acquire of one-42-0 on node2 failed (vg/one-42-0 is locked by another host)',
+      todo: 'cowstack clone migrate acquire one-42-0 --wait 60 (on node2)',
+      at: 2,
+    },
+    {
+      step: 'resume',
+      what: 'virsh resume on node2 failed (error: Failed to resume domain one-42)',
+      todo: 'nothing more for the disks (they are handed over)',
+      at: 4,
+    },
+  ])('a failed $step: paused on the destination, what to run where (exit 1)', async (c) => {
     sourceReads(src).expect(MIGRATE, W);
-    dst.expect(RESUME, { kind: 'write', exitCode: 1, stderr: 'error: Failed to resume domain one-42' });
+    if (c.error) handed.fail = { step: c.step, error: c.error };
+    else dst.expect(RESUME, { kind: 'write', exitCode: 1, stderr: 'error: Failed to resume domain one-42' });
     const e = await rejectionOf(vmmMigrate(env(), REQ), EXIT.FAILED);
-    expect(e.message).toBe(
-      'virsh resume on node2 failed (error: Failed to resume domain one-42); ' +
-        'the VM is paused on node2 and must not be resumed on node1',
-    );
-    expect(e.hint).toBe(
-      'fix the cause, then run: nothing more for the disks (they are handed over); then virsh resume one-42 on node2',
-    );
-    expect(handed.calls).toEqual(HANDED);
+    expect(e.message).toBe(`${c.what}; the VM is paused on node2 and must not be resumed on node1`);
+    expect(e.hint).toBe(`fix the cause, then run: ${c.todo}; then virsh resume one-42 on node2`);
+    if (c.error) expect(e.data).toMatchObject({ causeExitCode: c.error.exitCode });
+    const remaining = (e.data as { remaining: Array<{ step: string }> }).remaining.map((s) => s.step);
+    // The failed step (at: its place in the plan after the migration) and all after it.
+    expect(remaining).toEqual(['release', 'release', 'acquire', 'acquire', 'resume'].slice(c.at));
+    expect(handed.calls).toEqual(HANDED.slice(0, Math.min(c.at + 1, HANDED.length)));
+    // No virsh resume on the source: it expects nothing after the migration.
     src.verify();
     dst.verify();
   });
