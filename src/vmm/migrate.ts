@@ -26,6 +26,8 @@ import { vmDisks, type OtherDrive, type VmDisk } from './disks.js';
 export interface VmmEnv {
   /** This host's (the source's) session; its runner is local under oned. */
   source: NodeSession;
+  /** This host's name for messages when oned does not pass SRC_HOST (the runner's target is "local"). */
+  sourceName: string;
   /** A session on another host (the destination), over ssh. */
   sessionFor(host: string): NodeSession;
   /** Run fn holding the node lock of the session's host (the CLI's; tests pass fn through). */
@@ -97,7 +99,7 @@ async function mustRun(runner: Runner, req: RunRequest): Promise<void> {
 }
 
 export async function vmmMigrate(env: VmmEnv, req: VmmMigrateRequest): Promise<VmmMigrateResult> {
-  const source = req.srcHost ?? env.source.node;
+  const source = req.srcHost ?? env.sourceName;
   const dest = req.destHost;
   const { disks, others } = await vmDisks(env.source.runner, env.uri, req.deployId);
   const plan = planMigration(req, env, source, disks);

@@ -74,6 +74,7 @@ let dst: RecordingRunner;
 const info: string[] = [];
 const env = (o: { dryRun?: boolean } = {}) => ({
   source: ctxOf(src, o),
+  sourceName: 'node1',
   sessionFor: (host: string) => {
     expect(host).toBe('node2');
     return ctxOf(dst);

@@ -4,6 +4,7 @@
  * on the source host). As for those, nothing after the action is parsed as an option (see
  * positionalTm): oned's arguments are data. `INFO:`/`ERROR:` lines go to stderr (the VM log).
  */
+import { hostname } from 'node:os';
 import { InvalidArgumentError, type Command } from 'commander';
 import { nodeSession, type NodeSession } from '../../core/node.js';
 import { withNodeLock } from '../../core/nodeLock.js';
@@ -11,6 +12,7 @@ import { parseVmmArgs, VMM_ACTIONS } from '../../vmm/args.js';
 import { vmmMigrate, type VmmMigrateResult } from '../../vmm/migrate.js';
 import { DEFAULT_URI } from '../../tools/virsh.js';
 import { shellJoin } from '../../exec/quote.js';
+import { DryRunRunner } from '../../exec/dryRunRunner.js';
 import { commandLine, createContext } from '../context.js';
 import { driverBase, driverError } from '../driverHosts.js';
 import { vgOption } from './shared.js';
@@ -28,12 +30,12 @@ const libvirtUri = (v: string): string => {
 };
 
 const describe = (r: VmmMigrateResult, dryRun: boolean): string => {
-  const plan = r.plan.map((s) => `  on ${s.host}: ${shellJoin(s.command)}`).join('\n');
+  const plan = dryRun ? '' : `\n${r.plan.map((s) => `  on ${s.host}: ${shellJoin(s.command)}`).join('\n')}`;
   const others = r.others.map((o) => `\n  ${o.target}${o.source ? ` ${o.source}` : ''}: ${o.why}`).join('');
   const head = dryRun
-    ? `${r.deployId}: would migrate to ${r.destination}, handing over ${r.disks.length} cowstack disk(s):`
+    ? `${r.deployId}: would migrate to ${r.destination}, handing over ${r.disks.length} cowstack disk(s) (above)`
     : `${r.deployId}: migrated from ${r.source} to ${r.destination} and resumed there; the steps were:`;
-  return `${head}\n${plan}${others ? `\nnot handed over:${others}` : ''}`;
+  return `${head}${plan}${others ? `\nnot handed over:${others}` : ''}`;
 };
 
 export function register(program: Command): void {
@@ -63,6 +65,7 @@ export function register(program: Command): void {
         const result = await vmmMigrate(
           {
             source,
+            sourceName: hostname(),
             sessionFor: (host) => nodeSession({ ...source, runner: base.runnerFor(host) }),
             locked: <T>(s: NodeSession, fn: () => Promise<T>) => withNodeLock(s.runner, s.vg, lock, fn),
             uri: o.uri,
@@ -71,6 +74,9 @@ export function register(program: Command): void {
           },
           req,
         );
+        // The plan's writes never reach the dry-run runner (each depends on the one before): list them as its plan.
+        if (ctx.runner instanceof DryRunRunner)
+          for (const s of result.plan) ctx.runner.note(`on ${s.host}: ${shellJoin(s.command)}`);
         await ctx.finish(result, (r) => describe(r, ctx.opts.dryRun));
       } catch (e) {
         throw driverError(action, e);
