@@ -17,6 +17,7 @@ import { register as registerTarget } from './commands/target.js';
 import { register as registerInstall } from './commands/install.js';
 import { positionalTm, register as registerTm } from './commands/tm.js';
 import { register as registerDs } from './commands/ds.js';
+import { register as registerVmm } from './commands/vmm.js';
 import { register as registerCache } from './commands/cache.js';
 import { register as registerCompletion } from './commands/completion.js';
 import { register as registerCatalog } from './commands/catalog.js';
@@ -56,6 +57,7 @@ export function buildProgram(): Command {
   registerInstall(program);
   registerTm(program);
   registerDs(program);
+  registerVmm(program);
   registerCache(program);
   registerCompletion(program);
   registerCatalog(program);

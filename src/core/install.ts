@@ -50,6 +50,20 @@ export const ONED_DS_STANZA =
   `DATASTORE_MAD = [ EXECUTABLE = "one_datastore", ARGUMENTS = "-t 15 -d ${DS_DRIVERS} -s ${DS_SYSTEM}" ]\n` +
   'DS_MAD_CONF = [ NAME = "cowstack", REQUIRED_ATTRS = "", PERSISTENT_ONLY = "NO", MARKETPLACE_ACTIONS = "export" ]\n';
 
+/**
+ * The VMM action live migration needs (README "Live migration"): oned runs <remotes>/vmm/kvm/migrate
+ * on the source host, and a VMM driver directory must hold every action, so cowstack's replaces
+ * that one file of the stock kvm driver rather than being a driver of its own. The stock action is
+ * moved aside to migrate.stock (moving it back undoes the install); oned.conf does not change.
+ */
+export const VMM_ACTION = 'vmm/kvm/migrate';
+export const VMM_STOCK_SUFFIX = '.stock';
+/** A line every version of cowstack's action carries (the bash one too): such a file is not the stock one. */
+const VMM_OURS = 'OpenNebula VMM action "migrate" for KVM hosts whose VM disks are cowstack clones';
+export const ONED_VMM_STANZA =
+  "# VM_MAD kvm: no change. Its migrate action (remotes/vmm/kvm/migrate) is now cowstack's; the stock one\n" +
+  '# is kept as migrate.stock (move it back to undo). Copy the remotes to the hosts: onehost sync --force\n';
+
 export type InstallRole = 'node' | 'server' | 'frontend';
 
 export interface InstallOptions {
@@ -71,7 +85,7 @@ export interface InstalledFile {
 export interface InstallResult {
   role: InstallRole;
   files: InstalledFile[];
-  /** Front-end: what oned.conf needs (printed; see ONED_TM_STANZA and ONED_DS_STANZA). */
+  /** Front-end: what oned.conf needs (printed; see ONED_TM_STANZA, ONED_DS_STANZA, ONED_VMM_STANZA). */
   onedConf?: string;
 }
 
@@ -169,6 +183,30 @@ async function installDrivers(runner: Runner, root: string, remotes: string): Pr
   return files;
 }
 
+/**
+ * cowstack's VMM migrate action over the stock one, which is moved to migrate.stock first (a
+ * stock file that an OpenNebula upgrade put back replaces an older backup). A re-run writes nothing.
+ */
+async function installVmmAction(runner: Runner, root: string, remotes: string): Promise<InstalledFile[]> {
+  const ours = readFileSync(path.join(root, VMM_ACTION), 'utf8');
+  const file = `${remotes}/${VMM_ACTION}`;
+  const stock = `${file}${VMM_STOCK_SUFFIX}`;
+  const name = path.posix.basename(file);
+  const modes = host.parseFileModes((await runner.run(host.fileModesReq(path.posix.dirname(file)))).stdout);
+  const had = modes.has(name) ? await current(runner, file) : undefined;
+  const files: InstalledFile[] = [];
+  if (had !== undefined && !had.includes(VMM_OURS)) {
+    await must(runner, { ...moveReq(file, stock), title: `keep OpenNebula's migrate action as ${stock}` });
+    files.push({ path: stock, action: 'installed' });
+  } else if (modes.has(`${name}${VMM_STOCK_SUFFIX}`)) files.push({ path: stock, action: 'kept' });
+  if (had === ours && modes.get(name) === 0o755) files.push({ path: file, action: 'unchanged' });
+  else {
+    await must(runner, installFileReq(file, ours, '0755'));
+    files.push({ path: file, action: had === undefined ? 'installed' : 'updated' });
+  }
+  return files;
+}
+
 async function current(runner: Runner, file: string): Promise<string | undefined> {
   const r = await runner.run(readOwnFileReq(file));
   return r.exitCode === 0 ? r.stdout : undefined;
@@ -191,8 +229,9 @@ export async function install(ctx: NodeSession, opts: Omit<InstallOptions, 'vg'>
   validateVgName(o.vg);
   const remotes = validateRemotesDir(o.remotes ?? REMOTES_DIR);
   const root = o.from ?? packageRoot();
-  const needs = frontend ? FRONTEND_DRIVERS[0] : path.join('sudoers', 'cowstack');
-  if (!root || !existsSync(path.join(root, needs))) {
+  const needed = frontend ? [...FRONTEND_DRIVERS, VMM_ACTION] : [path.join('sudoers', 'cowstack')];
+  const needs = needed.find((n) => !root || !existsSync(path.join(root, n)));
+  if (!root || needs) {
     throw usageError(
       `cannot find ${needs}${o.from ? ` under ${o.from}` : ' next to cowstack'}`,
       'run from a cowstack checkout or package, or give --from DIR (the single-file bundle has no data files)',
@@ -207,7 +246,8 @@ export async function install(ctx: NodeSession, opts: Omit<InstallOptions, 'vg'>
     );
 
   const files: InstalledFile[] = [];
-  if (frontend) files.push(...(await installDrivers(runner, root, remotes)));
+  if (frontend)
+    files.push(...(await installDrivers(runner, root, remotes)), ...(await installVmmAction(runner, root, remotes)));
   else files.push(await installSudoers(runner, root, o.users));
 
   if (o.role === 'node') {
@@ -226,7 +266,7 @@ export async function install(ctx: NodeSession, opts: Omit<InstallOptions, 'vg'>
     await must(runner, installFileReq(CONFIG_PATH, frontend ? frontendConfigFor(o.vg) : configFor(o.vg), '0644'));
     files.push({ path: CONFIG_PATH, action: 'installed' });
   } else files.push({ path: CONFIG_PATH, action: 'kept' });
-  return { role: o.role, files, ...(frontend ? { onedConf: ONED_TM_STANZA + ONED_DS_STANZA } : {}) };
+  return { role: o.role, files, ...(frontend ? { onedConf: ONED_TM_STANZA + ONED_DS_STANZA + ONED_VMM_STANZA } : {}) };
 }
 
 /** sudoers: written beside, checked, then moved into place. */

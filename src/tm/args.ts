@@ -126,6 +126,13 @@ export function parseId(text: string | undefined, what: string, opts: { allowMin
   return Number(text);
 }
 
+/** The hypervisor's name of the VM (libvirt's domain, `one-<vm_id>`): never starts with "-". */
+export function parseDeployId(text: string | undefined): string {
+  if (text === undefined || !/^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$/.test(text))
+    throw bad('deploy id', text, 'letters, digits and _ . : - only');
+  return text;
+}
+
 function parseSizeMb(text: string | undefined, what: string): number {
   const n = parseId(text, what);
   if (n < 1) throw bad(what, text, 'must be at least 1 (MiB)');
@@ -444,15 +451,12 @@ export function parseTmArgs(action: string, args: readonly string[], stdin = '')
       const ids = a[1]!.split(':');
       if (!a[1] || new Set(ids).size !== ids.length) throw bad('disk ids', a[1], 'DISK_ID[:DISK_ID...], each once');
       const diskIds = ids.map((d) => parseId(d, 'disk id'));
-      // The hypervisor's name of the VM: reported only, never run.
-      if (!/^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}$/.test(a[2]!))
-        throw bad('deploy id', a[2], 'letters, digits and _ . : - only');
       return {
         action,
         host: dir.host,
         vmDir: dir.vmDir,
         diskIds,
-        deployId: a[2]!,
+        deployId: parseDeployId(a[2]),
         ...(a[3] === '-' ? {} : { jobId: parseId(a[3], 'backup job id') }),
         vmId,
         dsId: parseId(a[5], 'datastore id'),

@@ -36,17 +36,27 @@ export async function listDir(runner: Runner, path: string): Promise<string[]> {
   return r.exitCode === 0 ? r.stdout.split('\n').filter(Boolean) : [];
 }
 
+/** Resolve symlinks all the way; the path does not exist: a failure. */
 export const realpathReq = (path: string): RunRequest => ({
   argv: ['realpath', '-e', '--', path],
   kind: 'read',
   allowFailure: true,
 });
 
-/** Resolve symlinks; undefined when the path does not exist. */
-export async function realpath(runner: Runner, path: string): Promise<string | undefined> {
-  const r = await runner.run(realpathReq(path));
+/**
+ * A symlink's target, one level: a /dev/mapper/<name> link is not followed on to its /dev/dm-N,
+ * which realpath does. Not a symlink: a failure.
+ */
+export const readLinkReq = (path: string): RunRequest => ({ ...realpathReq(path), argv: ['readlink', '--', path] });
+
+/** The path a path request answers; undefined when it failed. */
+async function pathAnswer(runner: Runner, req: RunRequest): Promise<string | undefined> {
+  const r = await runner.run(req);
   return r.exitCode === 0 ? r.stdout.trim() : undefined;
 }
+
+export const realpath = (runner: Runner, path: string) => pathAnswer(runner, realpathReq(path));
+export const readLink = (runner: Runner, path: string) => pathAnswer(runner, readLinkReq(path));
 
 /**
  * Where a program reads its stdin as a file. /dev/stdin is a symlink that udev or systemd

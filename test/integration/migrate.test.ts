@@ -6,7 +6,8 @@
  * is gone, acquire on the destination, `cont`. Patterns go in through the monitor's qemu-io;
  * every check reads the device from outside and compares its sha256 with the content the host
  * computed. The ordering guards (acquire while the source holds the COW, release while the
- * source qemu has the disk open) and a failed migration are checked on the way.
+ * source qemu has the disk open) and a failed migration are checked on the way. The disk starts
+ * with a write-back cache on node1, so the first release drains dirty blocks the VM wrote.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { promises as fsp } from 'node:fs';
@@ -17,6 +18,8 @@ import { attachMine } from './testbeds.js';
 import { clusterCli } from './cli.js';
 import { REPO_VG } from './cluster.js';
 import { deviceSha, MiB, overlay, pattern, sha256 } from './data.js';
+import { writebackLvName } from '../../src/core/cache/meta.js';
+import type { DeviceStatus } from '../../src/core/report.js';
 import { hmp, installQmpClient, migrateVm, qmp, startQemu, stopQemu } from './qemuVm.js';
 
 let tb: Testbed;
@@ -32,6 +35,8 @@ const IMG = pattern(4 * MiB, 131);
  */
 const ROUND_TRIPS = Number(process.env.COWSTACK_MIGRATE_ROUND_TRIPS ?? 1);
 let device = '';
+let uuid = '';
+let writeback = '';
 let content = IMG;
 let where = 'node1';
 const other = (node: string) => (node === 'node1' ? 'node2' : 'node1');
@@ -62,22 +67,26 @@ const ourDevices = async (node: string) =>
  * One migration with the hand-over, from the host running the VM to the other one. Returns
  * qemu's migration time and the hand-over's (release + acquire, while the VM is paused).
  */
-async function handOver(o: { guards?: boolean } = {}): Promise<{ migrationMs: number; handoverMs: number }> {
+async function handOver(
+  o: { earlyAcquire?: 'lock' | 'writeback'; openRelease?: boolean } = {},
+): Promise<{ migrationMs: number; handoverMs: number; flushedBlocks?: number }> {
   const from = where;
   const to = other(from);
   await ok(to, ['clone', 'migrate', 'prepare', clone]);
   expect(await rwTarget(to)).toBe('error');
   await startQemu(tb, to, device, true);
-  if (o.guards) {
-    // acquire while the source holds the COW: refused (4), nothing changes on the destination.
+  if (o.earlyAcquire) {
+    // acquire while the source holds the COW: refused, nothing changes on the destination. The
+    // lock manager says so (4); a write-back marker of the source is looked at first (6).
     const early = await cs(to, ['clone', 'migrate', 'acquire', clone, '--wait', '0']);
-    expect(early.exitCode, early.stdout).toBe(4);
+    expect(early.exitCode, early.stdout).toBe(o.earlyAcquire === 'lock' ? 4 : 6);
+    if (o.earlyAcquire === 'writeback') expect(early.json.message).toContain(`write-back cache of ${from}`);
     expect(await rwTarget(to)).toBe('error');
     expect(await cowActive(to)).toBe('');
   }
   const m = await migrateVm(tb, from, to);
   expect(m.status).toBe('completed');
-  if (o.guards) {
+  if (o.openRelease) {
     // The source qemu (paused, post-migration) still has the disk open: release refused (6).
     const open = await cs(from, ['clone', 'migrate', 'release', clone]);
     expect(open.exitCode, open.stdout).toBe(6);
@@ -97,7 +106,7 @@ async function handOver(o: { guards?: boolean } = {}): Promise<{ migrationMs: nu
   expect(await deviceSha(tb, to, device), `read on ${to} after the hand-over`).toBe(sha256(content));
   await ok(from, ['clone', 'migrate', 'release', clone]); // postmigrate: the ancestors go
   expect(await ourDevices(from)).toEqual([]);
-  return { migrationMs: m.totalMs, handoverMs };
+  return { migrationMs: m.totalMs, handoverMs, flushedBlocks: released.flushedBlocks };
 }
 
 beforeAll(async () => {
@@ -105,7 +114,12 @@ beforeAll(async () => {
   const work = await fsp.mkdtemp(path.join(tmpdir(), 'cowstack-mig-'));
   await fsp.writeFile(path.join(work, 'img.raw'), IMG);
   await ok('node1', ['image', 'import', img, path.join(work, 'img.raw')]);
-  device = (await ok('node1', ['clone', 'create', clone, '--from', img, '--map'])).device;
+  // The disk starts on node1 with a write-back cache (node1's local disk holds the cache VG):
+  // the first hand-over drains it at release; the later ones have none (acquire maps no cache).
+  if (!(await ok('node1', ['cache', 'list'])).exists) await ok('node1', ['cache', 'init', '/dev/vda']);
+  uuid = (await ok('node1', ['clone', 'create', clone, '--from', img])).uuid;
+  ({ device, writeback } = await ok('node1', ['clone', 'map', clone, '--cache', 'write']));
+  expect(writeback).toMatch(/^cowstack-wb-/);
   await installQmpClient(tb);
   await startQemu(tb, 'node1', device, false);
 });
@@ -120,21 +134,33 @@ afterAll(async () => {
 
 describe.sequential('live migration of a running VM disk', () => {
   const guarded =
-    'refuses acquire while the source holds the COW and release while its qemu has it open, then hands over';
+    "refuses acquire while the source's write-back marker is on the COW and release while its qemu has it open, " +
+    'then hands over, the write-back cache drained at release';
   it(guarded, async () => {
     await writeThroughVm('node1', 0xab, 0, 64 * 1024);
     expect(await deviceSha(tb, 'node1', device)).toBe(sha256(content));
-    const t = await handOver({ guards: true });
-    console.log(`migration node1 -> node2: qemu ${t.migrationMs} ms, hand-over ${t.handoverMs} ms`);
+    const wb = (await ok('node1', ['status'])).devices.find((d: DeviceStatus) => d.name === writeback);
+    expect(wb.writeback.dirtyBlocks, 'the blocks sit dirty in the cache before release').toBeGreaterThan(0);
+    const t = await handOver({ earlyAcquire: 'writeback', openRelease: true });
+    console.log(
+      `migration node1 -> node2: qemu ${t.migrationMs} ms, hand-over ${t.handoverMs} ms ` +
+        `(${t.flushedBlocks} write-back blocks drained)`,
+    );
+    // handOver read node2's device against the content; node1 drained and dropped its cache LV.
+    expect(t.flushedBlocks).toBeGreaterThan(0);
+    const lvs = await tb.ssh('node1', ['lvs', '--nolocking', '--noheadings', '-o', 'lv_name', 'cowstack_cache']);
+    expect(lvs.exitCode, lvs.stderr).toBe(0);
+    expect(lvs.stdout.split(/\s+/)).not.toContain(writebackLvName(uuid));
     await writeThroughVm('node2', 0xcd, 1 * MiB, 128 * 1024);
     expect(await deviceSha(tb, 'node2', device)).toBe(sha256(content));
   });
 
-  it(`migrates back and forth ${ROUND_TRIPS} time(s), the data checked after each hand-over`, async () => {
+  const trips = `migrates back and forth ${ROUND_TRIPS} time(s), the data checked after each hand-over`;
+  it(`${trips}; the first acquire refused (4) while the source holds the COW's lock`, async () => {
     for (let i = 0; i < ROUND_TRIPS * 2 - 1; i++) {
       const started = Date.now();
       const from = where;
-      const t = await handOver();
+      const t = await handOver(i === 0 ? { earlyAcquire: 'lock' } : {});
       await writeThroughVm(where, 0x10 + i, 2 * MiB + (i % 15) * 68 * 1024, 64 * 1024);
       expect(await deviceSha(tb, where, device)).toBe(sha256(content));
       console.log(

@@ -7,6 +7,8 @@ import {
   CONFIG_PATH,
   ONED_DS_STANZA,
   ONED_TM_STANZA,
+  ONED_VMM_STANZA,
+  VMM_ACTION,
   REMOTES_DIR,
   SUDOERS_PATH,
   UDEV_RULE_PATH,
@@ -132,6 +134,8 @@ const driverFiles = (driver: string) => {
 };
 const TM_FILES = driverFiles('tm/cowstack');
 const DS_FILES = driverFiles('datastore/cowstack');
+const VMM = readFileSync(path.join(ROOT, VMM_ACTION), 'utf8');
+const STOCK_MIGRATE = '#!/bin/bash\n# stock OpenNebula migrate\nvirsh migrate --live "$1" "qemu+ssh://$2/system"\n';
 
 describe('install --frontend', () => {
   const session = (r: RecordingRunner | DryRunRunner) => nodeSession({ runner: r, vg: 'repo' });
@@ -146,8 +150,21 @@ describe('install --frontend', () => {
   const dsUnchanged = (r: RecordingRunner, remotes = REMOTES_DIR) => {
     r.expect(fileModesArgv(dsTarget(remotes)), modes(DS_FILES));
     for (const f of DS_FILES) r.expect(catArgv(`${dsTarget(remotes)}/${f.name}`), { ...R, stdout: f.content });
-    return r;
+    return vmmUnchanged(r, remotes);
   };
+  const vmmDir = (remotes = REMOTES_DIR) => `${remotes}/vmm/kvm`;
+  /** The stock kvm driver's directory with cowstack's migrate action in place, the stock one kept. */
+  const vmmUnchanged = (r: RecordingRunner, remotes = REMOTES_DIR) =>
+    r
+      .expect(fileModesArgv(vmmDir(remotes)), { ...R, stdout: 'deploy 755\nmigrate 755\nmigrate.stock 755\n' })
+      .expect(catArgv(`${vmmDir(remotes)}/migrate`), { ...R, stdout: VMM });
+  /** The stock action moved aside to migrate.stock, then cowstack's written in its place. */
+  const vmmOverStock = (r: RecordingRunner) =>
+    r
+      .expect(fileModesArgv(vmmDir()), { ...R, stdout: 'deploy 755\nmigrate 755\n' })
+      .expect(catArgv(`${vmmDir()}/migrate`), { ...R, stdout: STOCK_MIGRATE })
+      .expect(['mv', '-f', '--', `${vmmDir()}/migrate`, `${vmmDir()}/migrate.stock`], W)
+      .expect(installFromStdinArgv(`${vmmDir()}/migrate`, '0755'), W);
 
   it('sees the driver it installs (the test is not vacuous)', () => {
     expect(TM_FILES.map((f) => f.name)).toEqual(expect.arrayContaining(['cowstack_tm.sh', 'ln', 'clone', 'monitor']));
@@ -180,18 +197,23 @@ describe('install --frontend', () => {
     for (const f of TM_FILES) r.expect(installFromStdinArgv(`${target()}/${f.name}`, `0${f.mode}`), W);
     r.expect(fileModesArgv(dsTarget()), { ...R, exitCode: 1 });
     for (const f of DS_FILES) r.expect(installFromStdinArgv(`${dsTarget()}/${f.name}`, `0${f.mode}`), W);
+    vmmOverStock(r);
     r.expect(catArgv(CONFIG_PATH), { ...R, exitCode: 1 }).expect(installFromStdinArgv(CONFIG_PATH, '0644'), W);
     const out = await install(session(r), { role: 'frontend', users: [] });
     r.verify();
     expect(out.files).toEqual([
       ...TM_FILES.map((f) => ({ path: `${target()}/${f.name}`, action: 'installed' })),
       ...DS_FILES.map((f) => ({ path: `${dsTarget()}/${f.name}`, action: 'installed' })),
+      { path: `${vmmDir()}/migrate.stock`, action: 'installed' },
+      { path: `${vmmDir()}/migrate`, action: 'updated' },
       { path: CONFIG_PATH, action: 'installed' },
     ]);
+    expect(r.calls.find((c) => c.argv.includes(`${vmmDir()}/migrate`) && c.argv[0] === 'install')!.input).toBe(VMM);
     TM_FILES.forEach((f, i) => expect(r.calls[2 + i]!.input, f.name).toBe(f.content));
     DS_FILES.forEach((f, i) => expect(r.calls[3 + TM_FILES.length + i]!.input, f.name).toBe(f.content));
     expect(r.calls.at(-1)!.input).toBe(frontendConfigFor('repo'));
-    expect(out.onedConf).toBe(ONED_TM_STANZA + ONED_DS_STANZA);
+    expect(out.onedConf).toBe(ONED_TM_STANZA + ONED_DS_STANZA + ONED_VMM_STANZA);
+    expect(out.onedConf).toContain('migrate.stock');
     expect(out.onedConf).toContain('DS_MAD_CONF = [ NAME = "cowstack"');
     expect(out.onedConf).toContain('TM_MAD_CONF = [ NAME = "cowstack"');
   });
@@ -204,7 +226,12 @@ describe('install --frontend', () => {
     dsUnchanged(r).expect(catArgv(CONFIG_PATH), { ...R, stdout: frontendConfigFor('repo') });
     const out = await install(session(r), { role: 'frontend', users: [] });
     r.verify();
-    expect(out.files.map((f) => f.action)).toEqual([...[...TM_FILES, ...DS_FILES].map(() => 'unchanged'), 'kept']);
+    expect(out.files.map((f) => f.action)).toEqual([
+      ...[...TM_FILES, ...DS_FILES].map(() => 'unchanged'),
+      'kept',
+      'unchanged',
+      'kept',
+    ]);
   });
 
   it('rewrites only a file whose content or mode differs, under --remotes', async () => {
@@ -247,6 +274,28 @@ describe('install --frontend', () => {
     expect(dry.planned.map((p) => p.argv)).toEqual([installFromStdinArgv(`${target()}/ln`, '0755')]);
     expect(out.files.filter((f) => f.action === 'installed')).toEqual([
       { path: `${target()}/ln`, action: 'installed' },
+    ]);
+  });
+
+  it('replaces an earlier cowstack migrate action without taking it for the stock one', async () => {
+    const old =
+      '#!/bin/bash\n# OpenNebula VMM action "migrate" for KVM hosts whose VM disks are cowstack clones (README,\n';
+    const r = recorder()
+      .expect(userIdArgv, { ...R, stdout: '0\n' })
+      .expect(fileModesArgv(target()), modes(TM_FILES));
+    for (const f of TM_FILES) r.expect(catArgv(`${target()}/${f.name}`), { ...R, stdout: f.content });
+    r.expect(fileModesArgv(dsTarget()), modes(DS_FILES));
+    for (const f of DS_FILES) r.expect(catArgv(`${dsTarget()}/${f.name}`), { ...R, stdout: f.content });
+    r.expect(fileModesArgv(vmmDir()), { ...R, stdout: 'migrate 755\nmigrate.stock 755\n' })
+      .expect(catArgv(`${vmmDir()}/migrate`), { ...R, stdout: old })
+      .expect(installFromStdinArgv(`${vmmDir()}/migrate`, '0755'), W)
+      .expect(catArgv(CONFIG_PATH), { ...R, stdout: frontendConfigFor('repo') });
+    const out = await install(session(r), { role: 'frontend', users: [] });
+    r.verify();
+    expect(out.files.slice(-3)).toEqual([
+      { path: `${vmmDir()}/migrate.stock`, action: 'kept' },
+      { path: `${vmmDir()}/migrate`, action: 'updated' },
+      { path: CONFIG_PATH, action: 'kept' },
     ]);
   });
 

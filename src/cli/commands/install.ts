@@ -19,7 +19,11 @@ export function register(program: Command): void {
     )
     .option('--node', 'a hypervisor node: sudoers, udev rule for the VM disks, config')
     .option('--server', 'the repository server: sudoers (for cowstack target), config')
-    .option('--frontend', `the OpenNebula front-end: tm/cowstack into the remotes, config; prints oned.conf's stanza`)
+    .option(
+      '--frontend',
+      'the OpenNebula front-end: tm/cowstack, datastore/cowstack and vmm/kvm/migrate (stock one kept as ' +
+        "migrate.stock) into the remotes, config; prints oned.conf's stanza",
+    )
     .option('--remotes <dir>', `--frontend: OpenNebula's remotes directory (default ${REMOTES_DIR})`)
     .option('--user <name...>', 'service user(s) for sudoers; the first also owns the VM disks (udev)', ['oneadmin'])
     .option('--vg <name>', 'repository VG written into a new config (an existing config is kept)')

@@ -51,14 +51,14 @@ function firstOperand(program: Command, args: readonly string[]): number {
  * (from VM templates) could say --config=evil.yaml, --dry-run or --help. When the first
  * operand is `tm`, the program parses its options positionally (only before `tm`) and tm
  * passes everything from the action on through as data, to parseTmArgs. The datastore
- * driver's `ds` is treated alike. main calls this before parsing; other commands keep global
- * options anywhere. Returns how many of argv's words are the program's own (before `tm` or
- * `ds`), or undefined when this is neither.
+ * driver's `ds` and the VMM driver's `vmm` are treated alike. main calls this before parsing;
+ * other commands keep global options anywhere. Returns how many of argv's words are the
+ * program's own (before `tm`, `ds` or `vmm`), or undefined when this is none of them.
  */
 export function positionalTm(program: Command, argv: readonly string[]): number | undefined {
   const i = firstOperand(program, argv.slice(2));
   const driver = argv[i + 2];
-  if (driver !== 'tm' && driver !== 'ds') return undefined;
+  if (driver !== 'tm' && driver !== 'ds' && driver !== 'vmm') return undefined;
   program.enablePositionalOptions();
   program.commands.find((c) => c.name() === driver)!.passThroughOptions();
   return i + 2;
