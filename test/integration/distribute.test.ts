@@ -235,5 +235,9 @@ describe.sequential('peer-to-peer staging (catalog stage)', () => {
     const sum = await sh('node3', `dd if=${map.device} bs=4M iflag=direct status=none | sha256sum`);
     expect(sum.split(/\s+/)[0]).toBe(expected);
     await ok('node3', ['clone', 'unmap', CLONE]);
+    // catalog list on node3 says which catalogue images it holds a verified replica of.
+    const listed = (await ok('node3', ['catalog', 'list'])).images as Array<{ lv: string; replicated: boolean }>;
+    expect(listed.find((i) => i.lv === `${BIG}-1`)?.replicated).toBe(true);
+    expect(listed.find((i) => i.lv === `${SMALL}-1`)?.replicated).toBe(false);
   });
 });

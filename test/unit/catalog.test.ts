@@ -35,6 +35,9 @@ import {
   R,
   W,
   ctxOf,
+  expectCache,
+  replicaRow,
+  REPLICA_SHA,
 } from './repoFixtures.js';
 import { ddInput, recorder, rejectionOf, vgsArgv, vgsJson } from './support.js';
 
@@ -262,10 +265,20 @@ describe('catalog approve / revoke', () => {
     const present = imageRow(LV, U.img2, { size: 4 * MiB, tags: [...ORIGIN, `cowstack_endorsed:${UNTIL}`] });
     const r = vgTags(accepted(recorder()), ['cowstack_approved:tiny:1.0', 'cowstack_approved:other:2']);
     expectObserve(r, [present]);
+    expectCache(r, []);
     const s = await catalogStatus(ctxOf(r));
     expect(s.lists).toEqual([expect.objectContaining({ id: 'fixture-site', version: 5, expired: false, images: 1 })]);
     expect(s.images).toEqual([
-      { name: 'other', version: '2', lv: 'other-2', endorsed: false, approved: true, present: false, clonable: false },
+      {
+        name: 'other',
+        version: '2',
+        lv: 'other-2',
+        endorsed: false,
+        approved: true,
+        present: false,
+        clonable: false,
+        replicated: false,
+      },
       expect.objectContaining({
         lv: LV,
         list: 'fixture-site',
@@ -273,9 +286,27 @@ describe('catalog approve / revoke', () => {
         approved: true,
         present: true,
         clonable: true,
+        replicated: false,
       }),
     ]);
     r.verify();
+  });
+
+  it('says replicated only for a complete replica of this LV with its sha256', async () => {
+    const sha = 'cd'.repeat(32);
+    const present = imageRow(LV, U.img2, { size: 4 * MiB, sha, tags: [...ORIGIN, `cowstack_endorsed:${UNTIL}`] });
+    const listed = async (replicas: Array<Record<string, unknown>>) => {
+      const r = vgTags(accepted(recorder()), ['cowstack_approved:tiny:1.0']);
+      expectObserve(r, [present]);
+      expectCache(r, replicas);
+      const row = (await catalogStatus(ctxOf(r))).images.find((i) => i.lv === LV);
+      r.verify();
+      return row?.replicated;
+    };
+    expect(await listed([replicaRow({ origin: U.img2, sha })])).toBe(true);
+    expect(await listed([replicaRow({ origin: U.img2, sha, state: 'copying', copied: MiB })])).toBe(false);
+    expect(await listed([replicaRow({ origin: U.img2, sha: REPLICA_SHA })])).toBe(false);
+    expect(await listed([replicaRow({ sha })])).toBe(false); // another LV's
   });
 });
 

@@ -45,7 +45,8 @@ function transferProgress(ctx: Context) {
 
 const row = (r: CatalogRow): string =>
   `${r.lv.padEnd(28)} ${(r.endorsed ? 'endorsed' : '-').padEnd(9)} ${(r.approved ? 'approved' : '-').padEnd(9)} ` +
-  `${(r.present ? 'present' : '-').padEnd(8)} ${r.clonable ? 'clonable' : 'not clonable'}`;
+  `${(r.present ? 'present' : '-').padEnd(8)} ${(r.clonable ? 'clonable' : 'not clonable').padEnd(12)} ` +
+  (r.replicated ? 'replicated' : '-');
 
 const describeStatus = (s: CatalogStatus): string =>
   [
@@ -243,7 +244,7 @@ export function register(program: Command): void {
   vgOption(
     catalog
       .command('list')
-      .description('catalogue images: endorsed, approved, present, clonable (as seen from this node)'),
+      .description('catalogue images: endorsed, approved, present, clonable, replicated (as seen from this node)'),
   ).action(async (o, cmd: Command) => {
     const ctx = createContext(cmd);
     await ctx.finish(await catalogStatus(ctx.op(o.vg)), describeStatus);

@@ -1,8 +1,11 @@
 /**
- * `catalog list/show`: every catalogue image this node knows of, from three sources that
+ * `catalog list/show`: every catalogue image this node knows of, from four sources that
  * are each authoritative for one thing: the lists this node accepted (endorsed), the VG's
- * approval tags (approved, cluster-wide) and the repository's LVs (present, sealed).
+ * approval tags (approved, cluster-wide), the repository's LVs (present, sealed) and this
+ * node's cache VG (replicated: what `cache replicate` or `catalog stage` left here).
  */
+import { usableReplica } from '../cache/replica.js';
+import { cacheVgOf, observeCache } from '../cache/vg.js';
 import { observeNode } from '../observe.js';
 import type { NodeSession } from '../node.js';
 import { vgApprovals, trustOf } from './gate.js';
@@ -20,6 +23,8 @@ export interface CatalogRow {
   present: boolean;
   /** present and both endorsed and approved: clone create accepts it. */
   clonable: boolean;
+  /** This node holds a complete replica made from this LV and verified against its sha256. */
+  replicated: boolean;
   size?: number;
   sha256?: string;
   clones?: number;
@@ -35,13 +40,23 @@ export async function catalogStatus(ctx: NodeSession, now = new Date()): Promise
   const accepted = await readAllAccepted(ctx.runner);
   const approved = await vgApprovals(ctx);
   const state = await observeNode(ctx);
+  const cache = await observeCache(ctx.runner, cacheVgOf(ctx));
   const rows = new Map<string, CatalogRow>();
   const row = (name: string, version: string): CatalogRow => {
     const key = `${name}:${version}`;
     let r = rows.get(key);
     if (!r) {
       const lv = lvNameOf({ name, version });
-      r = { name, version, lv, endorsed: false, approved: approved.has(key), present: false, clonable: false };
+      r = {
+        name,
+        version,
+        lv,
+        endorsed: false,
+        approved: approved.has(key),
+        present: false,
+        clonable: false,
+        replicated: false,
+      };
       rows.set(key, r);
     }
     return r;
@@ -66,6 +81,7 @@ export async function catalogStatus(ctx: NodeSession, now = new Date()): Promise
     r.sha256 = o.sha256;
     r.clones = state.repo.childrenOf(o).length;
     r.clonable = r.present && t.endorsed && t.approved;
+    r.replicated = r.present && Boolean(usableReplica(cache, o));
   }
   for (const k of approved) {
     const [name, version] = k.split(':');
