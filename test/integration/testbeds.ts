@@ -65,8 +65,8 @@ process.on('exit', () => {
  * still booting, and distribute.test (first in the sequencer's order) finds it free.
  * Waits (bounded) while all are held or still coming up (the global setup boots them while
  * the unit tests run). The file sees only its first `nodes` nodes (default 2): a file written
- * for two nodes behaves the same on the cluster that has a third (which joined the lockspace,
- * and is otherwise left alone).
+ * for two nodes behaves the same on the cluster that has a third (it joined the lockspace;
+ * distribute.test, the only file that uses it, powers it off when it is done).
  */
 export async function attachMine(timeoutMs = 1_100_000, nodes = 2): Promise<Testbed> {
   const fitting = inject('testbedStates')
