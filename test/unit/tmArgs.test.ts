@@ -270,6 +270,13 @@ describe('transient lock manager errors are retried (every action is idempotent)
       isTransientLockError(err('VG repo lock skipped: error -221\n  Cannot access VG repo due to failed lock.')),
     ).toBe(true);
     expect(isTransientLockError(err('  LV locked by other host: repo/x'))).toBe(false);
+    // REAL (full testbed run): a new LV's lease slot, freed by the other node's lvremove 8 s before.
+    const newLv = [
+      '  LV locked by other host: repo/k3',
+      '  Failed to lock logical volume repo/k3.',
+      '  Failed to activate new LV repo/k3.',
+    ].join('\n');
+    expect(isTransientLockError(err(newLv))).toBe(true);
     expect(isTransientLockError(err('  Volume group "repo" not found'))).toBe(false);
     expect(isTransientLockError(new Error('VG repo lock failed: error -221'))).toBe(false);
   });
