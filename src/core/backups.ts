@@ -26,6 +26,7 @@ import type { CloneObj } from './metadata.js';
 import type { NodeSession } from './node.js';
 import { type NodeState, observeNode } from './observe.js';
 import { lvRef } from './stack.js';
+import { takeLivePoint } from './livePoint.js';
 import { EXTENT, roundUp, validateLvName } from './validate.js';
 import { backupPointName, backupPointPattern, takeSnapshot, type CowOptions } from './vmDisks.js';
 
@@ -47,6 +48,11 @@ export interface BackupOptions {
   /** Incremental mode: backup N of the chain (0: its full backup). Undefined: full mode. */
   increment?: number;
   cow: CowOptions;
+  /**
+   * The VM runs (TM prebackup_live): the point is taken without closing the disk
+   * (core/livePoint.ts), also in full mode, whose file is then read from that point.
+   */
+  live?: boolean;
 }
 
 export interface BackupResult {
@@ -59,6 +65,8 @@ export interface BackupResult {
   bytes: number;
   /** The changed ranges an increment copied (merged, whole 64 KiB clusters). */
   ranges?: qemu.Range[];
+  /** A live point: how long the VM's disk was suspended for it (ms). */
+  pauseMs?: number;
 }
 
 const run = (ctx: NodeSession, req: RunRequest) => ctx.runner.run(req);
@@ -83,7 +91,10 @@ export async function backupDisk(ctx: NodeSession, o: BackupOptions): Promise<Ba
   const before = state.repo.byName.get(o.top);
   const wasMapped = before !== undefined && state.devices.has(dmName('rw', before.uuid));
   const dir = o.file.slice(0, o.file.lastIndexOf('/')) || '/';
-  const point = o.increment === undefined ? undefined : await takePoint(ctx, state, o.top, o.increment, o.cow);
+  const n = o.increment ?? (o.live ? 0 : undefined);
+  const taken = n === undefined ? undefined : await takePoint(ctx, state, o.top, n, o.cow, o.live);
+  const point = taken?.name;
+  const paused = taken?.pauseMs === undefined ? {} : { pauseMs: taken.pauseMs };
   if (point === undefined)
     await refuseOpen(ctx, state, liveTopOf(state, o.top), 'power the VM off for the backup: its disk is changing');
   await run(ctx, files.mkdirReq(dir));
@@ -94,19 +105,19 @@ export async function backupDisk(ctx: NodeSession, o: BackupOptions): Promise<Ba
     const src = now.repo.byName.get(point ?? o.top);
     // A dry run took no point: the plan so far is what it shows.
     if (!src && ctx.dryRun)
-      return { top: o.top, file: o.file, kind: o.increment ? 'increment' : 'full', point, bytes: 0 };
+      return { top: o.top, file: o.file, kind: o.increment ? 'increment' : 'full', point, bytes: 0, ...paused };
     if (!src) throw notFound(`${ctx.vg}/${point ?? o.top} is gone`, 'run cowstack recover, then retry the backup');
     const device = point ? dmPath('ro', src.uuid) : mapped.device!;
     const size = now.repo.chain(src).at(-1)!.sizeBytes;
     if (!o.increment) {
       await run(ctx, qemu.toQcow2Req(device, o.file));
-      return { top: o.top, file: o.file, kind: 'full', point, bytes: size };
+      return { top: o.top, file: o.file, kind: 'full', point, bytes: size, ...paused };
     }
     const levels = levelsSince(now, src as CloneObj, backupPointName(o.top, o.increment - 1));
     const ranges = clusterRanges(await changedBytes(ctx, levels), size);
     await writeIncrement(ctx, device, o.file, size, ranges);
     const bytes = ranges.reduce((n, r) => n + r.length, 0);
-    return { top: o.top, file: o.file, kind: 'increment', point, bytes, ranges };
+    return { top: o.top, file: o.file, kind: 'increment', point, bytes, ranges, ...paused };
   } finally {
     if (!ctx.dryRun && !wasMapped && mapped.action === 'mapped') await unmapClone(ctx, o.top);
   }
@@ -117,11 +128,18 @@ export async function backupDisk(ctx: NodeSession, o: BackupOptions): Promise<Ba
  * did). Point 0 begins a new chain: the points of an earlier one are renamed aside (they
  * stay chain levels under the disk); point N needs point N-1 under the top.
  */
-async function takePoint(ctx: NodeSession, state: NodeState, top: string, n: number, cow: CowOptions) {
+async function takePoint(
+  ctx: NodeSession,
+  state: NodeState,
+  top: string,
+  n: number,
+  cow: CowOptions,
+  live = false,
+): Promise<{ name: string; pauseMs?: number }> {
   const name = backupPointName(top, n);
   const o = state.repo.byName.get(top);
   const p = state.repo.byName.get(name);
-  if (o && p && o.kind === 'clone' && o.parentUuid === p.uuid) return name;
+  if (o && p && o.kind === 'clone' && o.parentUuid === p.uuid) return { name };
   const t = liveTopOf(state, top);
   if (n === 0) {
     const re = backupPointPattern(top);
@@ -134,10 +152,24 @@ async function takePoint(ctx: NodeSession, state: NodeState, top: string, n: num
       `${lvRef(t)} has no backup point ${n - 1} (${backupPointName(top, n - 1)}) to take increment ${n} from`,
       'take a full backup first (in OpenNebula: reset the backup chain, or back up in FULL mode)',
     );
-  const seen = await refuseOpen(ctx, state, t, 'power the VM off for the backup: a backup point is a commit');
+  if (p && n !== 0)
+    throw refused(
+      `backup point ${n} of ${lvRef(t)} (${name}) exists but the disk does not stand on it`,
+      'run cowstack recover; if it stays, reset the backup chain (a full backup renames old points aside)',
+    );
+  if (live) {
+    const r = await takeLivePoint(ctx, n === 0 ? await observeNode(ctx) : state, t, name);
+    return { name, pauseMs: r.pauseMs };
+  }
+  const seen = await refuseOpen(
+    ctx,
+    state,
+    t,
+    'power the VM off for the backup (a backup point is a commit), or back it up live (prebackup_live, --live)',
+  );
   const disk = `disk ${top}`;
   await takeSnapshot(ctx, seen, { top, snap: name, snapId: n, disk, snapshot: `backup point ${n} of ${disk}` }, cow);
-  return name;
+  return { name };
 }
 
 /** The chain levels written since backup point `prev`: from `point` down to, not including, `prev`. */

@@ -33,6 +33,19 @@ export function parseDmUuid(uuid: string): { role: DmRole; lvUuid: string } | un
   return { role: m[1] as DmRole, lvUuid: m[2]! };
 }
 
+/**
+ * The role and LV of one of our devices, from its name first, then its uuid. The kernel sets
+ * a device's uuid once; its name can change while it is open. A live backup point
+ * (core/livePoint.ts) moves a running disk's writable layer onto a new COW and renames the
+ * VM's device after that COW's LV, so its uuid still names the LV that became the backup
+ * point: the name is the one that follows the LV the device stands for now.
+ */
+export function dmIdentity(d: { name: string; uuid: string }): { role: DmRole; lvUuid: string } | undefined {
+  const m = /^cowstack-([a-z]+)-([A-Za-z0-9]{32})$/.exec(d.name);
+  if (m && ROLES.includes(m[1] as DmRole) && parseDmUuid(d.uuid)) return { role: m[1] as DmRole, lvUuid: m[2]! };
+  return parseDmUuid(d.uuid);
+}
+
 export const sameUuid = (a: string, b: string): boolean => compactUuid(a) === compactUuid(b);
 
 /** Device-mapper name of an LV (dashes doubled) and its /dev/mapper path. */

@@ -29,7 +29,8 @@ export type JournalOp =
   | 'discard'
   | 'migrate-prepare'
   | 'migrate-release'
-  | 'migrate-acquire';
+  | 'migrate-acquire'
+  | 'live-backup';
 
 export interface JournalEntry {
   op: JournalOp;
@@ -41,6 +42,8 @@ export interface JournalEntry {
   opId?: string;
   /** migrate-release: the hand-over record (handoverTag) it writes, so that recover can finish it. */
   handover?: string;
+  /** live-backup: the backup point the disk's top becomes (core/livePoint.ts). */
+  point?: string;
 }
 
 /** A line of the journal log. `lock`: who took the node lock (named to a waiter that gives up). */

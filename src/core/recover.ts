@@ -8,6 +8,7 @@
  *   migrate-prepare   undo (remove the placeholder) unless it is open: a qemu waits on it, kept
  *   migrate-release   finish (with the hand-over record the entry keeps)
  *   migrate-acquire   finish while the placeholder (or the loaded snapshot) is there, once
+ *   live-backup    undo before the hand-over of the exception store, finish after it (livePoint.ts)
  * Then, whatever the journal says: a writable device over a committed clone is removed when
  * nothing opens it, and cowstack devices and shared activations nothing uses are released.
  */
@@ -16,12 +17,13 @@ import * as dmsetup from '../tools/dmsetup.js';
 import * as host from '../tools/host.js';
 import * as lvm from '../tools/lvm.js';
 import { collectGarbage, commitClone, discardClone, unmapClone } from './clones.js';
+import { settleLivePoint } from './livePoint.js';
 import { abortMigration, acquireMigration, releaseMigration } from './migrate.js';
 import type { NodeSession } from './node.js';
 import { lazyDeviceName } from './cache/lazy.js';
 import { wbHostOf } from './cache/meta.js';
 import { writebackLv, nodeName } from './cache/writeback.js';
-import { dmName, lvMapperName, parseDmUuid, sameUuid } from './dmNames.js';
+import { dmIdentity, dmName, lvMapperName, sameUuid } from './dmNames.js';
 import { readJournal, endStep, type JournalEntry } from './journal.js';
 import { journalSinkOf } from './journalSink.js';
 import { truncateLogReq } from '../tools/flock.js';
@@ -89,6 +91,8 @@ export async function recover(ctx: NodeSession): Promise<RecoverReport> {
 
 async function settle(ctx: NodeSession, entry: JournalEntry & { file: string }): Promise<RecoverAction['decision']> {
   if (!entry.vg) return 'nothing-to-do'; // torn journal write: nothing had started
+  // Named by its top, which the point's own renames take away for a moment: settled by uuid.
+  if (entry.op === 'live-backup') return settleLivePoint(ctx, entry);
   const state = await observeNode(ctx);
   const o = state.repo.byName.get(entry.name);
   if (!o) return 'nothing-to-do';
@@ -196,7 +200,7 @@ async function recoverLazy(ctx: NodeSession): Promise<RecoverAction[]> {
   const state = await observeNode(ctx, { caches: 'always' });
   const out: RecoverAction[] = [];
   for (const d of state.devices.values()) {
-    const p = parseDmUuid(d.uuid);
+    const p = dmIdentity(d);
     if (p?.role !== 'lc' || d.open > 0) continue;
     const image = objectOfDm(state, p.lvUuid);
     if (!image) {
@@ -252,7 +256,7 @@ const objectOfDm = (state: NodeState, lvUuid: string): CowObj | undefined =>
 async function recoverWritableOverFrozen(ctx: NodeSession, state: NodeState): Promise<RecoverAction[]> {
   const out: RecoverAction[] = [];
   for (const d of state.devices.values()) {
-    const p = parseDmUuid(d.uuid);
+    const p = dmIdentity(d);
     if (!p) continue;
     const o = objectOfDm(state, p.lvUuid);
     const problem = writableOverFrozen(o, p.role);
@@ -301,7 +305,7 @@ async function releaseUnused(ctx: NodeSession, first: NodeState): Promise<Recove
   let state = first;
   const candidate = (): { o?: CowObj; device?: string; held?: boolean } | undefined => {
     for (const d of state.devices.values()) {
-      const p = parseDmUuid(d.uuid);
+      const p = dmIdentity(d);
       if (p?.role !== 'ro' || d.open > 0 || tried.has(d.name)) continue;
       return { o: objectOfDm(state, p.lvUuid), device: d.name };
     }

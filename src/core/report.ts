@@ -5,7 +5,7 @@
 import * as dmsetup from '../tools/dmsetup.js';
 import * as lvm from '../tools/lvm.js';
 import { cacheVgOf } from './cache/vg.js';
-import { compactUuid, dmName, parseDmUuid, type DmRole } from './dmNames.js';
+import { compactUuid, dmIdentity, dmName, type DmRole } from './dmNames.js';
 import { readJournal, type JournalEntry } from './journal.js';
 import { leaseOwners } from './locks.js';
 import type { CowObj } from './metadata.js';
@@ -158,7 +158,7 @@ export async function observeStatus(
   const devices: DeviceStatus[] = [];
   const warnings: string[] = [];
   for (const d of state.devices.values()) {
-    const parsed = parseDmUuid(d.uuid);
+    const parsed = dmIdentity(d);
     if (!parsed) continue;
     const lines = tables.get(d.name);
     if (!lines) continue;

@@ -467,6 +467,8 @@ type BackupRequest = Extract<TmRequest, { action: 'prebackup' | 'prebackup_live'
  * Fill `<vm_dir>/backup` as OpenNebula's drivers do, for the backup datastore's driver to
  * take: `vm.xml` (the VM XML, base64) and `disk.<id>.<N>` per disk (core/backups.ts). In
  * incremental mode the backup point is a commit, so the disk is linked again to its new top.
+ * prebackup_live (a running VM) takes the point without closing the disk (core/livePoint.ts),
+ * also in full mode, so that the file is one consistent point of the disk.
  */
 async function prebackup(env: TmEnv, req: BackupRequest): Promise<void> {
   const increment = backupIncrement(req.xml);
@@ -478,14 +480,16 @@ async function prebackup(env: TmEnv, req: BackupRequest): Promise<void> {
   for (const diskId of req.diskIds) {
     const top = diskLv(req.vmId, diskId);
     const file = `${dir}/disk.${diskId}.${increment ?? 0}`;
-    const b = await backupDisk(ctx, { top, file, increment, cow: cowOpts(env) });
+    const live = req.action === 'prebackup_live';
+    const b = await backupDisk(ctx, { top, file, increment, cow: cowOpts(env), live });
     // The disk stays mapped (backupDisk maps it); after a backup point its device is its new top's.
     if (b.point) {
       const d = parseTmPath(`${req.host}:${req.vmDir}/disk.${diskId}`, 'disk', { vmId: req.vmId, dir: 'no' });
       await link(ctx.runner, (await mapClone(ctx, top)).device!, d);
     }
     const what = b.kind === 'full' ? 'full backup' : `increment ${increment} (${b.ranges!.length} changed range(s))`;
-    env.info(`disk ${diskId}: ${what} of ${b.bytes} bytes in ${file}${b.point ? ` at point ${b.point}` : ''}`);
+    const pause = b.pauseMs === undefined ? '' : ` (VM disk paused ${b.pauseMs} ms)`;
+    env.info(`disk ${diskId}: ${what} of ${b.bytes} bytes in ${file}${b.point ? ` at point ${b.point}` : ''}${pause}`);
   }
 }
 

@@ -12,8 +12,9 @@ import path from 'node:path';
 import type { Testbed } from '../testbed/index.js';
 import { clusterCli } from './cli.js';
 import { REPO_VG } from './cluster.js';
-import { MiB, overlay, pattern, sha256, writeAt } from './data.js';
+import { MiB, deviceSha, overlay, pattern, sha256, writeAt } from './data.js';
 import { DS, FE, tmWithImage, type TmHarness } from './tm-harness.js';
+import { hmp, installQmpClient, qmp, startQemu, stopQemu } from './qemuVm.js';
 
 let tb: Testbed;
 let tm: TmHarness;
@@ -53,8 +54,31 @@ const dataBytes = async (file: string) =>
     .filter((r) => r.data)
     .reduce((n, r) => n + r.length, 0);
 
+/**
+ * The backup datastore's part and OpenNebula's restore: the files carried from node1 to node2
+ * (through this host), then each point's chain (full + increments up to it) restored there into
+ * image `<prefix><N>-<run>`, whose sha256 (computed on node2) must be the content at point N.
+ */
+async function restoreEach(dir: string, prefix: string, contents: Buffer[]) {
+  await ssh('node2', ['mkdir', '-p', dir]);
+  const ns = contents.map((_, n) => n);
+  for (const n of ns) {
+    const b64 = await ssh('node1', ['base64', '-w0', `${dir}/disk.0.${n}`]);
+    const local = path.join(tm.dir, `${prefix}.disk.0.${n}`);
+    await fsp.writeFile(local, Buffer.from(b64, 'base64'));
+    await tb.copyTo('node2', local, `${dir}/disk.0.${n}`);
+  }
+  for (const n of ns) {
+    const files = ns.slice(0, n + 1).map((k) => `${dir}/disk.0.${k}`);
+    const r = await clusterCli(tb, 'node2', ['backup', 'restore', `${prefix}${n}-${run}`, ...files]);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout).result.sha256, `${prefix}: restored at point ${n}`).toBe(sha256(contents[n]!));
+  }
+}
+
 beforeAll(async () => {
   ({ tb, tm } = await tmWithImage(img, IMG));
+  await installQmpClient(tb);
 });
 
 describe.sequential('backups: full + two increments on node1, restored on node2', () => {
@@ -122,19 +146,7 @@ describe.sequential('backups: full + two increments on node1, restored on node2'
   });
 
   it('restored on node2 at each point: sha256 equal to the content at that point', async () => {
-    await ssh('node2', ['mkdir', '-p', carried]);
-    for (const n of [0, 1, 2]) {
-      const b64 = await ssh('node1', ['base64', '-w0', `${carried}/disk.0.${n}`]);
-      const local = path.join(tm.dir, `disk.0.${n}`);
-      await fsp.writeFile(local, Buffer.from(b64, 'base64'));
-      await tb.copyTo('node2', local, `${carried}/disk.0.${n}`);
-    }
-    for (const n of [0, 1, 2]) {
-      const files = [0, 1, 2].slice(0, n + 1).map((k) => `${carried}/disk.0.${k}`);
-      const r = await clusterCli(tb, 'node2', ['backup', 'restore', `bkrst${n}-${run}`, ...files]);
-      expect(r.exitCode, r.stderr).toBe(0);
-      expect(JSON.parse(r.stdout).result.sha256).toBe(sha256(contents[n]!));
-    }
+    await restoreEach(carried, 'bkrst', contents);
     // And read back independently: the last one activated by hand and hashed on node2.
     const lv = `${REPO_VG}/bkrst2-${run}`;
     await ssh('node2', ['lvchange', '-asy', lv]);
@@ -151,10 +163,121 @@ describe.sequential('backups: full + two increments on node1, restored on node2'
     expect(lvs.split(/\s+/).filter((n) => n.startsWith(`one-${VM}-`))).toEqual([]);
     for (const n of [0, 1, 2])
       expect((await clusterCli(tb, 'node1', ['image', 'rm', `bkrst${n}-${run}`])).exitCode).toBe(0);
-    expect((await clusterCli(tb, 'node1', ['image', 'rm', img])).exitCode).toBe(0);
     for (const node of ['node1', 'node2']) await ssh(node, ['rm', '-rf', carried]);
     console.log(
       `backup.test: ${((Date.now() - started) / 1000).toFixed(1)} s; TM actions (s): ${JSON.stringify(times)}`,
+    );
+  });
+});
+
+describe.sequential("live backups (prebackup_live) of a running qemu VM's disk, restored on node2", () => {
+  // A second VM on the same image: qemu (TCG, running its firmware) holds the disk open from
+  // before the first backup to after the last; it writes through its own block layer (the
+  // monitor's qemu-io), and reads each earlier write back after every switch.
+  const LVM = VM + 200;
+  const lvDir = `${DS}/${SYS}/${LVM}`;
+  const ldisk = `${vmDir.replace(`/${VM}`, `/${LVM}`)}/disk.0`;
+  const largs = [`node1:${lvDir}`, '0', `one-${LVM}`, '-', String(LVM), String(SYS)];
+  const lxml = (last: number) => vmXml('INCREMENT', last).replace(`<ID>${VM}</ID>`, `<ID>${LVM}</ID>`);
+  const lcarried = `/var/tmp/bkl-${run}`;
+  const fill = (byte: number, len: number) => Buffer.alloc(len, byte);
+  // What the VM writes before point N (qemu-io "write -P byte offset length"), and the disk after.
+  const writes: Array<Array<[number, number, number]>> = [
+    [[0x5a, 2 * MiB, MiB]],
+    [
+      [0x6b, 5 * MiB, 4 * KiB],
+      [0x00, 12 * MiB, CLUSTER],
+    ],
+    [
+      [0x7c, 2 * MiB, 8 * KiB],
+      [0x8d, 15 * MiB, 4 * KiB],
+    ],
+  ];
+  const contents: Buffer[] = [];
+  writes.reduce((c, ws) => {
+    const next = ws.reduce((b, [byte, at, len]) => overlay(b, at, fill(byte, len)), c);
+    contents.push(next);
+    return next;
+  }, IMG);
+  const started = Date.now();
+  const pauses: number[] = [];
+  const vmWrite = async (ws: Array<[number, number, number]>) => {
+    for (const [byte, at, len] of ws) await hmp(tb, 'node1', `qemu-io d0 "write -P ${byte} ${at} ${len}"`);
+  };
+  /** qemu reads every write so far back through its open disk: what the guest sees never changed. */
+  const vmReadsBack = async (upTo: number) => {
+    for (const [byte, at, len] of writes.slice(0, upTo + 1).flat()) {
+      const [a] = await hmp(tb, 'node1', `qemu-io d0 "read -P ${byte} ${at} ${len}"`);
+      expect(String(a!.return), `qemu read of ${len} at ${at}`).not.toMatch(/fail|error/i);
+    }
+  };
+  const lvUuid = async (name: string) =>
+    (await ssh('node1', ['lvs', '--nolocking', '--noheadings', '-o', 'lv_uuid', `${REPO_VG}/${name}`])).trim();
+
+  it('three live backup points (full, two increments) while qemu keeps the disk open and writes', async () => {
+    await tm.ok('clone', [`${FE}:${REPO_VG}/${img}`, `node1:${lvDir}/disk.0`, String(LVM), String(IDS)]);
+    await startQemu(tb, 'node1', ldisk, false);
+    await qmp(tb, 'node1', { execute: 'cont' });
+    const pid = await ssh('node1', ['cat', '/run/cowstack-mig.pid']);
+    await ssh('node1', ['mkdir', '-p', lcarried]);
+    for (const n of [0, 1, 2]) {
+      await vmWrite(writes[n]!);
+      const before = await ssh('node1', ['readlink', ldisk]);
+      const r = await tm.ok('prebackup_live', largs, lxml(n - 1));
+      pauses.push(Number(/VM disk paused (\d+) ms/.exec(r.stderr)?.[1]));
+      expect(pauses[n], r.stderr).toBeGreaterThan(0);
+      if (n === 1) expect(r.stderr).toMatch(/increment 1 \(2 changed range\(s\)\) of 131072 bytes/);
+      await ssh('node1', ['cp', '--sparse=always', `${lvDir.replace('//', '/')}/backup/disk.0.${n}`, `${lcarried}/`]);
+      await tm.ok('postbackup_live', largs, lxml(n - 1));
+      // The same qemu process, the disk still open, linked to the device renamed after its new top.
+      expect(await ssh('node1', ['cat', '/run/cowstack-mig.pid'])).toBe(pid);
+      const after = await ssh('node1', ['readlink', ldisk]);
+      expect(after).not.toBe(before);
+      expect(after).toBe(`/dev/mapper/cowstack-rw-${(await lvUuid(`one-${LVM}-0`)).replace(/-/g, '')}`);
+      expect(await ssh('node1', ['dmsetup', 'info', '-c', '--noheadings', '-o', 'open', after])).toBe('1');
+      await vmReadsBack(n);
+      // Backup point N, read through its own read-only device on node1: the disk at point N.
+      const ro = `/dev/mapper/cowstack-ro-${(await lvUuid(`one-${LVM}-0-b${n}`)).replace(/-/g, '')}`;
+      expect(await deviceSha(tb, 'node1', ro), `point ${n}`).toBe(sha256(contents[n]!));
+      expect(
+        await ssh('node1', [
+          'lvs',
+          '--nolocking',
+          '--noheadings',
+          '-o',
+          'lv_tags,lv_attr',
+          `${REPO_VG}/one-${LVM}-0-b${n}`,
+        ]),
+      ).toMatch(/cowstack_state:committed.*\s-ri-ao/);
+    }
+    // The running disk as a whole (qemu idle: nothing in flight) is the content after the last write.
+    expect(await deviceSha(tb, 'node1', ldisk)).toBe(sha256(contents[2]!));
+    // Nothing left for recover: the journal holds no live-backup in flight.
+    const rec = await clusterCli(tb, 'node1', ['recover']);
+    expect(rec.exitCode, rec.stderr).toBe(0);
+    expect(JSON.stringify(JSON.parse(rec.stdout).result.actions)).not.toMatch(/live-backup|writable-over/);
+  });
+
+  it("restored on node2 at each point, and a new VM's disk there from the last", async () => {
+    await restoreEach(lcarried, 'bklrst', contents);
+    const NEW = LVM + 1;
+    const nd = `node2:${DS}/${SYS}/${NEW}/disk.0`;
+    await tm.ok('clone', [`${FE}:${REPO_VG}/bklrst2-${run}`, nd, String(NEW), String(IDS)]);
+    expect(await deviceSha(tb, 'node2', `${DS}/${SYS}/${NEW}/disk.0`)).toBe(sha256(contents[2]!));
+    await tm.ok('delete', [`node2:${DS}/${SYS}/${NEW}/`, String(NEW), String(SYS)]);
+  });
+
+  it('the VM stops; terminate removes the disk and its live points', async () => {
+    await stopQemu(tb, 'node1');
+    await tm.ok('delete', [`node1:${lvDir}/`, String(LVM), String(SYS)]);
+    const lvs = await ssh('node1', ['lvs', '--nolocking', '--noheadings', '-o', 'lv_name', REPO_VG]);
+    expect(lvs.split(/\s+/).filter((n) => n.startsWith(`one-${LVM}-`))).toEqual([]);
+    for (const n of [0, 1, 2])
+      expect((await clusterCli(tb, 'node1', ['image', 'rm', `bklrst${n}-${run}`])).exitCode).toBe(0);
+    expect((await clusterCli(tb, 'node1', ['image', 'rm', img])).exitCode).toBe(0);
+    for (const node of ['node1', 'node2']) await ssh(node, ['rm', '-rf', lcarried]);
+    console.log(
+      `backup.test live: ${((Date.now() - started) / 1000).toFixed(1)} s; VM disk pauses (ms): ${pauses.join(', ')}`,
     );
   });
 });

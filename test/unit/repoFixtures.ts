@@ -149,6 +149,8 @@ export interface Dev {
   readOnly?: boolean;
   /** devs_used: the devices this one stands on (empty when not given). */
   uses?: string[];
+  /** dmsetup's attr (LIsw: live table, inactive table, suspended, mode); a live table by default. */
+  attr?: string;
 }
 
 /** An LVM-owned dm device (uuid "LVM-" + VG uuid + LV uuid). */
@@ -176,8 +178,8 @@ export const rwDev = (lvUuid: string, minor: number, open: number): Dev => ({
 /** `dmsetup info -c --noheadings --separator '|' -o name,uuid,open,major,minor,attr,devs_used`. */
 export function dmInfo(devs: Dev[]): string {
   if (!devs.length) return 'No devices found\n';
-  const line = (d: Dev) =>
-    `${d.name}|${d.uuid}|${d.open}|253|${d.minor}|L--${d.readOnly ? 'r' : 'w'}|${(d.uses ?? []).join(',')}`;
+  const attr = (d: Dev) => d.attr ?? `L--${d.readOnly ? 'r' : 'w'}`;
+  const line = (d: Dev) => `${d.name}|${d.uuid}|${d.open}|253|${d.minor}|${attr(d)}|${(d.uses ?? []).join(',')}`;
   return devs.map(line).join('\n') + '\n';
 }
 

@@ -1,20 +1,20 @@
 /**
  * The TM backup actions end to end against the recording runner (tmFixtures' script
- * language): prebackup of a powered-off VM in FULL mode, prebackup_live of a running one
- * (refused, nothing backed up), postbackup, and `backup restore` into a new image. The
+ * language): prebackup of a powered-off VM in FULL mode, prebackup_live on a host without
+ * the disk (refused, nothing backed up; the live point itself: livePoint.test.ts),
+ * postbackup, and `backup restore` into a new image. The
  * increments' exception-table arithmetic is in backups.test.ts; the whole incremental flow
  * runs on the testbed (integration/backup.test.ts).
  * SYNTHETIC: LV rows and dm devices come from repoFixtures; the VM is 7, its disk 0 `one-7-0`.
  */
 import { describe, expect, it } from 'vitest';
 import { EXIT } from '../../src/exec/errors.js';
-import { settleReq } from '../../src/tools/udevadm.js';
 import { restoreImage } from '../../src/core/backups.js';
 import { nodeSession } from '../../src/core/node.js';
 import { chainToDeviceReq } from '../../src/tools/qemuImg.js';
 import { MiB, U, imageRow, journalBegin, journalEnd, lvcreateInactive } from './repoFixtures.js';
 import { recorder, rejectionOf } from './support.js';
-import { DIR, O, img, lv, mapped, rd, rwName, script, tm, wr, type Step } from './tmFixtures.js';
+import { DIR, O, img, lv, mapped, rd, rwName, script, tm, top, wr, type Step } from './tmFixtures.js';
 
 const qemuChain = (files: string[], device: string) => chainToDeviceReq(files, device).argv;
 
@@ -53,12 +53,12 @@ describe('tm prebackup / postbackup', () => {
     expect(r.calls[2]!.input).toBe(Buffer.from(XML).toString('base64'));
   });
 
-  it('prebackup_live of a running VM is refused before anything is read or committed', async () => {
-    const settle = rd(settleReq(10).argv);
-    const r = script(recorder('node1'), [mapped(1)], [...freshDir, O, settle, O, settle, O, settle, O]);
+  it('prebackup_live where the disk is not mapped: refused before anything is read or committed', async () => {
+    const unmapped = { rows: [img(), top()] };
+    const r = script(recorder('node1'), [unmapped, unmapped], [...freshDir, O, O]);
     const e = await rejectionOf(tm('prebackup_live', ARGS, { node1: r }, XML), EXIT.REFUSED);
-    expect(e.message).toMatch(/vg\/one-7-0 is open on node1 \(a running VM\?\)/);
-    expect(e.hint).toMatch(/power the VM off for the backup/);
+    expect(e.message).toMatch(/vg\/one-7-0 is not mapped on node1: there is no running disk to back up/);
+    expect(e.hint).toMatch(/on the host that runs the VM/);
   });
 
   it('postbackup removes the backup directory, whatever the backup did', async () => {

@@ -28,23 +28,28 @@ export function register(program: Command): void {
   vgOption(
     backup
       .command('create')
-      .description('back up a live clone (not open) into a qcow2 file on this node')
+      .description('back up a live clone into a qcow2 file on this node (not open, or --live)')
       .argument('<clone>')
       .requiredOption('--file <path>', 'the backup file to write (absolute path)')
       .option(
         '--increment <n>',
         'incremental mode: take backup point N (0: the full backup of a new chain; N: what changed since N-1)',
+      )
+      .option(
+        '--live',
+        'the disk is open here (a running VM): take the point without closing it, pausing its I/O for the switch',
       ),
-  ).action(async (name: string, o: { file: string; increment?: string; vg?: string }, cmd: Command) => {
+  ).action(async (name: string, o: { file: string; increment?: string; live?: boolean; vg?: string }, cmd: Command) => {
     const ctx = createContext(cmd);
     const increment = parseIncrement(o.increment);
     const cow = { chunk: ctx.config.cow.chunk, defaultPercent: ctx.config.tm.cowPercent };
-    const r = await ctx.locked(o.vg, (op) => backupDisk(op, { top: name, file: o.file, increment, cow }));
+    const r = await ctx.locked(o.vg, (op) => backupDisk(op, { top: name, file: o.file, increment, cow, live: o.live }));
     await ctx.finish(
       r,
       (x: BackupResult) =>
         `${x.top}: ${x.kind} backup of ${formatSize(x.bytes)} in ${x.file}` +
-        `${x.point ? ` (point ${x.point})` : ''}${x.ranges ? `, ${x.ranges.length} changed range(s)` : ''}`,
+        `${x.point ? ` (point ${x.point})` : ''}${x.ranges ? `, ${x.ranges.length} changed range(s)` : ''}` +
+        `${x.pauseMs === undefined ? '' : `; the disk was paused ${x.pauseMs} ms`}`,
     );
   });
 
