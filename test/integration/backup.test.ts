@@ -249,6 +249,9 @@ describe.sequential("live backups (prebackup_live) of a running qemu VM's disk, 
           `${REPO_VG}/one-${LVM}-0-b${n}`,
         ]),
       ).toMatch(/cowstack_state:committed.*\s-ri-ao/);
+      // Shared, as every committed layer: another node may stand on it (a migration's destination).
+      const locks = await ssh('node1', ['lvmlockctl', '--info']);
+      expect(locks).toContain(`LK LV sh ${await lvUuid(`one-${LVM}-0-b${n}`)}`);
     }
     // The running disk as a whole (qemu idle: nothing in flight) is the content after the last write.
     expect(await deviceSha(tb, 'node1', ldisk)).toBe(sha256(contents[2]!));

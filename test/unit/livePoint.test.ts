@@ -12,11 +12,6 @@ import { settleLivePoint, takeLivePoint } from '../../src/core/livePoint.js';
 import { backupPointName } from '../../src/core/vmDisks.js';
 import type { CloneObj } from '../../src/core/metadata.js';
 import {
-  IMAGE_SECTORS,
-  R,
-  U,
-  VG,
-  W,
   chainDevs,
   chainRows,
   cloneRow,
@@ -24,13 +19,18 @@ import {
   ctxOf,
   dmRemove,
   expectObserve,
+  stateOf,
   journalBegin,
   journalEnd,
   lvDev,
-  ro,
   roDev,
+  ro,
   rw,
-  stateOf,
+  IMAGE_SECTORS,
+  R,
+  U,
+  VG,
+  W,
   type Dev,
 } from './repoFixtures.js';
 import { lvsArgv, lvsJson, recorder, rejectionOf } from './support.js';
