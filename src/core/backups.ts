@@ -15,6 +15,7 @@
 import { notFound, refused, usageError } from '../exec/errors.js';
 import type { RunRequest } from '../exec/types.js';
 import * as files from '../tools/backupFiles.js';
+import * as blockdev from '../tools/blockdev.js';
 import * as store from '../tools/exceptionStore.js';
 import * as qemu from '../tools/qemuImg.js';
 import { mapClone, unmapClone } from './clones.js';
@@ -189,6 +190,10 @@ async function changedBytes(ctx: NodeSession, levels: CloneObj[]): Promise<Array
   const out: Array<{ at: number; bytes: number }> = [];
   for (const l of levels) {
     const cow = lvMapperPath(ctx.vg, l.name);
+    // The kernel wrote this table below the LV's page cache (dm-io), and a COW made while its
+    // disk ran (a live point's) had its first pages cached when udev probed the new LV: those
+    // stale zeros would read as "no exceptions". The cache goes first.
+    await run(ctx, blockdev.flushReq(cow));
     const chunk = store.parseHeader((await run(ctx, store.headerReq(cow))).stdout, cow) * 512;
     const areas = Math.ceil(l.sizeBytes / ((store.perArea(chunk) + 1) * chunk)) + 1;
     for (let i = 0; i < areas; i++) {

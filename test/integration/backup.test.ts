@@ -211,6 +211,38 @@ describe.sequential("live backups (prebackup_live) of a running qemu VM's disk, 
       expect(String(a!.return), `qemu read of ${len} at ${at}`).not.toMatch(/fail|error/i);
     }
   };
+  const suspended = async (dev: string) =>
+    (await ssh('node1', ['dmsetup', 'info', '-c', '--noheadings', '-o', 'attr', dev])).trim()[2] === 's';
+  const recoverDid = async (decision: string) => {
+    const rec = await clusterCli(tb, 'node1', ['recover']);
+    expect(rec.exitCode, rec.stderr).toBe(0);
+    const actions = JSON.parse(rec.stdout).result.actions as Array<{ op: string; decision: string }>;
+    expect(actions.filter((a) => a.op === 'live-backup')).toEqual([expect.objectContaining({ decision })]);
+  };
+  /**
+   * backup create --live killed (COWSTACK_FAULT_AFTER_STEP) with the VM's disk suspended: after
+   * step 5 (suspend; the exception table not yet handed over) recover resumes it on its own table
+   * and removes what was prepared; after step 6 (handed over) it loads the new top's table,
+   * resumes, and finishes the point. qemu reads everything back after each.
+   */
+  const crashesRecovered = async (device: string) => {
+    const args = ['backup', 'create', `one-${LVM}-0`, '--file', `${lcarried}/crash.qcow2`, '--increment', '1'];
+    for (const [step, decision] of [
+      [5, 'undone'],
+      [6, 'finished'],
+    ] as const) {
+      const r = await clusterCli(tb, 'node1', [...args, '--live'], { COWSTACK_FAULT_AFTER_STEP: String(step) });
+      expect(r.exitCode, `expected a kill: ${r.stdout}${r.stderr}`).not.toBe(0);
+      expect(await suspended(device), `killed after step ${step}: the VM's disk is suspended`).toBe(true);
+      await recoverDid(decision);
+      const now = await ssh('node1', ['readlink', '-f', device]).catch(() => '');
+      if (step === 5) expect(await suspended(device)).toBe(false);
+      else expect(now, 'renamed after its new top: the old name is gone').toBe('');
+      await vmReadsBack(1);
+    }
+    const st = await clusterCli(tb, 'node1', ['status']);
+    expect(JSON.parse(st.stdout).result.inFlight).toEqual([]);
+  };
   const lvUuid = async (name: string) =>
     (await ssh('node1', ['lvs', '--nolocking', '--noheadings', '-o', 'lv_uuid', `${REPO_VG}/${name}`])).trim();
 
@@ -223,9 +255,11 @@ describe.sequential("live backups (prebackup_live) of a running qemu VM's disk, 
     for (const n of [0, 1, 2]) {
       await vmWrite(writes[n]!);
       const before = await ssh('node1', ['readlink', ldisk]);
+      if (n === 1) await crashesRecovered(before);
       const r = await tm.ok('prebackup_live', largs, lxml(n - 1));
-      pauses.push(Number(/VM disk paused (\d+) ms/.exec(r.stderr)?.[1]));
-      expect(pauses[n], r.stderr).toBeGreaterThan(0);
+      // Point 1 was taken by the recover of the second crash: the TM finds it and only reads it.
+      if (n !== 1) pauses.push(Number(/VM disk paused (\d+) ms/.exec(r.stderr)?.[1]));
+      if (n !== 1) expect(pauses.at(-1), r.stderr).toBeGreaterThan(0);
       if (n === 1) expect(r.stderr).toMatch(/increment 1 \(2 changed range\(s\)\) of 131072 bytes/);
       await ssh('node1', ['cp', '--sparse=always', `${lvDir.replace('//', '/')}/backup/disk.0.${n}`, `${lcarried}/`]);
       await tm.ok('postbackup_live', largs, lxml(n - 1));
@@ -255,10 +289,11 @@ describe.sequential("live backups (prebackup_live) of a running qemu VM's disk, 
     }
     // The running disk as a whole (qemu idle: nothing in flight) is the content after the last write.
     expect(await deviceSha(tb, 'node1', ldisk)).toBe(sha256(contents[2]!));
-    // Nothing left for recover: the journal holds no live-backup in flight.
-    const rec = await clusterCli(tb, 'node1', ['recover']);
-    expect(rec.exitCode, rec.stderr).toBe(0);
-    expect(JSON.stringify(JSON.parse(rec.stdout).result.actions)).not.toMatch(/live-backup|writable-over/);
+    // No device reported as a problem: the VM's device, renamed after its top, keeps the dm uuid
+    // of point 0 (the kernel sets it once), and is not taken for a writable device over it.
+    const st = JSON.parse((await clusterCli(tb, 'node1', ['status'])).stdout).result;
+    expect(st.inFlight).toEqual([]);
+    expect(st.devices.filter((d: { problem?: string }) => d.problem)).toEqual([]);
   });
 
   it("restored on node2 at each point, and a new VM's disk there from the last", async () => {
