@@ -18,10 +18,11 @@
  * The pause is the switch alone: four dmsetup calls, measured and reported.
  *
  * Journalled as `live-backup`; the hand-over is the point of no return. `cowstack recover`
- * (settleLivePoint) decides from what the node shows:
- *   read-only device without a live table (no hand-over yet): undo. The VM's device is resumed
- *     on its own table (if a crash left it suspended), the read-only device removed, the new COW
- *     removed; the disk is as before.
+ * resumes a suspended VM device first, from dmsetup alone (resumeLivePoint: a suspended device
+ * blocks every LVM scan on the node), then settles the rest (settleLivePoint):
+ *   read-only device without a live table (no hand-over yet): undo. The read-only device is
+ *     removed, the VM's device resumed on its own table (if a crash left it suspended; in that
+ *     order: a pending hand-over keeps it from resuming), the new COW removed; the disk is as before.
  *   read-only device live (handed over): finish. The VM's device, if suspended, gets the new
  *     table (loaded unless already there) and is resumed; then the finish steps that remain.
  *     Never resumed on its old table: that snapshot was invalidated by the hand-over.
@@ -29,14 +30,13 @@
 import { CowstackError, EXIT, refused } from '../exec/errors.js';
 import * as dmsetup from '../tools/dmsetup.js';
 import * as lvm from '../tools/lvm.js';
-import type { DmDevice } from '../tools/dmsetup.js';
 import { dmName, dmPath, dmUuid, lvMapperName, lvMapperPath, sameUuid } from './dmNames.js';
 import { runGuarded } from './executor.js';
 import { beginStep, endStep, type JournalEntry } from './journal.js';
 import { chunkTag, parentTag, roleTag, stateTag, type CloneObj } from './metadata.js';
 import type { NodeSession } from './node.js';
 import { type NodeState, observeNode } from './observe.js';
-import { runPlan, type Step } from './plan.js';
+import type { Step } from './plan.js';
 import { lvRef } from './stack.js';
 import { validateLvName } from './validate.js';
 
@@ -159,12 +159,10 @@ export async function takeLivePoint(
   const made = await runGuarded(ctx, prepare, t);
   const created = made.results[1]!;
   s.nextUuid = created.skipped ? undefined : (await lvm.findLv(ctx.runner, ctx.vg, next, ctx.scope))?.uuid;
+  // No undo on the suspend: a suspended snapshot with a hand-over pending cannot resume
+  // (EINVAL) until that read-only device is gone, so the undo below goes in that order.
   const handover: Step[] = [
-    {
-      title: `suspend ${rwName} (the VM's I/O waits)`,
-      req: dmsetup.suspendReq(rwName),
-      undo: [dmsetup.resumeReq(rwName)],
-    },
+    { title: `suspend ${rwName} (the VM's I/O waits)`, req: dmsetup.suspendReq(rwName) },
     { title: `resume ${roName}: the exception store of ${t.name} is handed over`, req: dmsetup.resumeReq(roName) },
   ];
   const t0 = Date.now();
@@ -172,13 +170,8 @@ export async function takeLivePoint(
     await runGuarded(ctx, handover);
   } catch (e) {
     // No hand-over: the VM's device runs on its own table again; what prepare made goes.
-    await runPlan(
-      ctx.runner,
-      prepare
-        .slice(1)
-        .reverse()
-        .flatMap((p) => (p.undo ?? []).map((req) => ({ title: 'undo', req }))),
-    ).catch(() => undefined);
+    const undo = [dmsetup.removeReq(roName), dmsetup.resumeReq(rwName), lvm.removeLvReq(ref, ctx.scope)];
+    for (const req of undo) await ctx.runner.run(req).catch(() => undefined);
     await runGuarded(ctx, [endStep(journal)]).catch(() => undefined);
     throw e;
   }
@@ -249,16 +242,43 @@ function finishSteps(ctx: NodeSession, s: Switch, state: NodeState | undefined):
   return steps;
 }
 
-/** The VM's device of a live backup: its dm uuid is the point's (the old top's) whatever its name now. */
-const vmDevice = (state: NodeState, oldUuid: string): DmDevice | undefined =>
-  [...state.devices.values()].find((d) => d.uuid === dmUuid('rw', oldUuid));
+/**
+ * First thing recover does for an interrupted live backup, from dmsetup alone: while the VM's
+ * device is suspended every LVM scan on this node (lvs, and so any observation) blocks on it.
+ * Before the hand-over: the read-only device goes first (a suspended snapshot with a hand-over
+ * pending refuses to resume), then the device resumes on its own table. After it: the new
+ * top's table is loaded (unless a load got that far) and the device resumed.
+ */
+export async function resumeLivePoint(ctx: NodeSession, entry: JournalEntry): Promise<boolean> {
+  if (entry.op !== 'live-backup' || !entry.uuid || !entry.point) return false;
+  const devices = new Map((await dmsetup.listDevices(ctx.runner)).map((d) => [d.name, d]));
+  const dev = devices.get(dmName('rw', entry.uuid));
+  if (!dev?.suspended) return false;
+  const ro = devices.get(dmName('ro', entry.uuid));
+  const steps: Step[] = [];
+  if (ro && ro.attr[0] === 'L') {
+    if (dev.attr[1] !== 'I') {
+      const [line] = await dmsetup.table(ctx.runner, ro.name);
+      const next = lvMapperPath(ctx.vg, nextTopName(entry.point));
+      const table = dmsetup.snapshotTable(line!.length, dmPath('ro', entry.uuid), next, 'PO', Number(line!.args[3]));
+      steps.push({ title: `load ${dev.name} with the new top's table`, req: dmsetup.loadReq(dev.name, table) });
+    }
+  } else {
+    if (dev.attr[1] === 'I') steps.push({ title: `drop ${dev.name}'s loaded table`, req: dmsetup.clearReq(dev.name) });
+    if (ro) steps.push({ title: `remove ${ro.name} (never live)`, req: dmsetup.removeReq(ro.name) });
+  }
+  steps.push({ title: `resume ${dev.name} (the VM's I/O goes on)`, req: dmsetup.resumeReq(dev.name) });
+  await runGuarded(ctx, steps);
+  return true;
+}
 
-/** `cowstack recover` of an interrupted live backup point: see the module comment. */
+/** `cowstack recover` of an interrupted live backup point, once resumeLivePoint ran: see the module comment. */
 export async function settleLivePoint(
   ctx: NodeSession,
   entry: JournalEntry,
 ): Promise<'finished' | 'undone' | 'nothing-to-do'> {
   if (!entry.uuid || !entry.point) return 'nothing-to-do';
+  const resumed = await resumeLivePoint(ctx, entry);
   const state = await observeNode(ctx);
   const old = [...state.repo.byUuid.values()].find((o) => sameUuid(o.uuid, entry.uuid!)) as CloneObj | undefined;
   if (!old) return 'nothing-to-do';
@@ -268,51 +288,31 @@ export async function settleLivePoint(
       sameUuid(o.parentUuid, old.uuid) &&
       (o.name === nextTopName(entry.point!) || o.name === entry.name),
   ) as CloneObj | undefined;
-  const dev = vmDevice(state, old.uuid);
   const ro = state.devices.get(dmName('ro', old.uuid));
-  const handedOver = ro !== undefined && ro.attr[0] === 'L';
-  if (!handedOver) {
+  if (!ro || ro.attr[0] !== 'L') {
     const steps: Step[] = [];
-    if (dev?.suspended) {
-      if (dev.attr[1] === 'I')
-        steps.push({ title: `drop ${dev.name}'s loaded table`, req: dmsetup.clearReq(dev.name) });
-      steps.push({ title: `resume ${dev.name} on its own table`, req: dmsetup.resumeReq(dev.name) });
-    }
     if (ro) steps.push({ title: `remove ${ro.name} (never live)`, req: dmsetup.removeReq(ro.name) });
     if (next?.state === 'initializing')
       steps.push({ title: `remove the unused new COW ${lvRef(next)}`, req: lvm.removeLvReq(lvRef(next), ctx.scope) });
     await runGuarded(ctx, steps);
-    return steps.length ? 'undone' : 'nothing-to-do';
+    return steps.length || resumed ? 'undone' : 'nothing-to-do';
   }
-  if (!next)
+  // The VM's device is named after the old top until the finish renames it after the new one.
+  const dev = state.devices.get(dmName('rw', old.uuid)) ?? (next && state.devices.get(dmName('rw', next.uuid)));
+  if (!next || !dev)
     throw refused(
-      `${ro.name} was handed ${lvRef(old)}'s exceptions but the new top's COW (${nextTopName(entry.point)}) is gone`,
-      `the VM's disk cannot go on: remove ${dev?.name ?? 'its device'} once the VM is stopped, then map it again`,
+      `${ro.name} was handed ${lvRef(old)}'s exceptions but the new top's COW or the VM's device is gone`,
+      `the VM's disk cannot go on: stop the VM, remove its device (dmsetup remove), then map the disk again`,
     );
   const s: Switch = {
     top: entry.name,
     point: entry.point,
     old,
     nextUuid: next.uuid,
-    rwDevice: dev?.name ?? dmName('rw', next.uuid),
+    rwDevice: dev.name,
     roTable: '',
     rwTable: '',
   };
-  const steps: Step[] = [];
-  if (dev?.suspended) {
-    if (dev.attr[1] !== 'I') {
-      const [line] = await dmsetup.table(ctx.runner, ro.name);
-      const rwTable = dmsetup.snapshotTable(
-        line!.length,
-        dmPath('ro', old.uuid),
-        lvMapperPath(ctx.vg, next.name),
-        'PO',
-        next.chunkSectors,
-      );
-      steps.push(switchSteps({ ...s, rwTable })[0]!);
-    }
-    steps.push(switchSteps(s)[1]!);
-  }
-  await runGuarded(ctx, [...steps, ...finishSteps(ctx, s, state)]);
+  await runGuarded(ctx, finishSteps(ctx, s, state));
   return 'finished';
 }

@@ -17,7 +17,7 @@ import * as dmsetup from '../tools/dmsetup.js';
 import * as host from '../tools/host.js';
 import * as lvm from '../tools/lvm.js';
 import { collectGarbage, commitClone, discardClone, unmapClone } from './clones.js';
-import { settleLivePoint } from './livePoint.js';
+import { resumeLivePoint, settleLivePoint } from './livePoint.js';
 import { abortMigration, acquireMigration, releaseMigration } from './migrate.js';
 import type { NodeSession } from './node.js';
 import { lazyDeviceName } from './cache/lazy.js';
@@ -49,6 +49,11 @@ export interface RecoverReport {
 export async function recover(ctx: NodeSession): Promise<RecoverReport> {
   const actions: RecoverAction[] = [];
   const entries = (await readJournal(ctx.runner)).filter((j) => j.vg === ctx.vg || !j.vg);
+  // A VM device a live backup left suspended blocks every LVM scan here: resumed before anything.
+  for (const entry of entries)
+    await resumeLivePoint(ctx, entry).catch((e: unknown) =>
+      actions.push({ op: entry.op, name: entry.name, decision: 'failed', detail: (e as Error).message }),
+    );
   for (const entry of entries) {
     try {
       const decision = await settle(ctx, entry);

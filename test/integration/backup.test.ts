@@ -216,8 +216,9 @@ describe.sequential("live backups (prebackup_live) of a running qemu VM's disk, 
   const recoverDid = async (decision: string) => {
     const rec = await clusterCli(tb, 'node1', ['recover']);
     expect(rec.exitCode, rec.stderr).toBe(0);
-    const actions = JSON.parse(rec.stdout).result.actions as Array<{ op: string; decision: string }>;
-    expect(actions.filter((a) => a.op === 'live-backup')).toEqual([expect.objectContaining({ decision })]);
+    const actions = JSON.parse(rec.stdout).result.actions as Array<{ op: string; name: string; decision: string }>;
+    const mine = actions.filter((a) => a.op === 'live-backup' && a.name === `one-${LVM}-0`);
+    expect(mine).toEqual([expect.objectContaining({ decision })]);
   };
   /**
    * backup create --live killed (COWSTACK_FAULT_AFTER_STEP) with the VM's disk suspended: after

@@ -16,6 +16,8 @@ import {
   chainRows,
   cloneRow,
   compact,
+  dmInfo,
+  DM_INFO,
   ctxOf,
   dmRemove,
   expectObserve,
@@ -111,14 +113,14 @@ describe('live backup point of a running disk', () => {
     r.verify();
   });
 
-  it('a failed hand-over resumes the VM on its own table and removes what was prepared', async () => {
+  it('a failed hand-over: the point device goes, then the VM resumes on its own table', async () => {
     const rows = chainRows({ mapped: true });
     const devs = chainDevs(1);
     const r = prepared(looked(recorder()))
       .expect(['dmsetup', 'suspend', rw(U.c3)], W)
       .expect(['dmsetup', 'resume', ro(U.c3)], { ...W, exitCode: 1, stderr: 'device-mapper: resume ioctl failed' })
-      .expect(['dmsetup', 'resume', rw(U.c3)], W)
       .expect(dmRemove(ro(U.c3)), W)
+      .expect(['dmsetup', 'resume', rw(U.c3)], W)
       .expect(lvm.removeLvReq(`${VG}/${NEXT_NAME}`, {}).argv, W)
       .expect(journalEnd('c3', 'live-backup'), W);
     await expect(takeLivePoint(ctxOf(r), stateOf(rows, devs), c3Of(rows, devs), POINT)).rejects.toThrow(
@@ -155,34 +157,38 @@ describe('live backup point of a running disk', () => {
 describe('recover of an interrupted live backup point', () => {
   const entry = { op: 'live-backup' as const, vg: VG, name: 'c3', uuid: U.c3, point: POINT, started: '' };
   const rows = [...chainRows({ mapped: true }), nextRow()];
+  const suspendedTop = chainDevs(1).map((d) => (d.name === rw(U.c3) ? { ...d, attr: 'L-sw' } : d));
+  const nextDev = lvDev(NEXT_NAME, NEXT, 11, 0);
+  /** Before any lvs (which would block on the suspended device): dmsetup alone. */
+  const devicesFirst = (r: ReturnType<typeof recorder>, devs: Dev[]) =>
+    r.expect(DM_INFO, { ...R, stdout: dmInfo(devs) });
 
-  it('killed while the VM was suspended, before the hand-over: undone (the VM resumes on its own table)', async () => {
-    const devs = [
-      ...chainDevs(1).map((d) => (d.name === rw(U.c3) ? { ...d, attr: 'L-sw' } : d)),
-      { ...roDev(U.c3, 10, 0), attr: '-I-r' },
-      lvDev(NEXT_NAME, NEXT, 11, 0),
-    ];
-    const r = expectObserve(recorder(), rows, devs)
-      .expect(['dmsetup', 'resume', rw(U.c3)], W)
+  it('killed while the VM was suspended, before the hand-over: undone (point device first, then resume)', async () => {
+    const r = devicesFirst(recorder(), [...suspendedTop, { ...roDev(U.c3, 10, 0), attr: '-I-r' }, nextDev])
       .expect(dmRemove(ro(U.c3)), W)
-      .expect(lvm.removeLvReq(`${VG}/${NEXT_NAME}`, {}).argv, W);
+      .expect(['dmsetup', 'resume', rw(U.c3)], W);
+    expectObserve(r, rows, [...chainDevs(1), nextDev]).expect(lvm.removeLvReq(`${VG}/${NEXT_NAME}`, {}).argv, W);
     expect(await settleLivePoint(ctxOf(r), entry)).toBe('undone');
     r.verify();
   });
 
   it('killed after the hand-over: finished (new table loaded, VM resumed, never on the invalidated one)', async () => {
-    const devs = [
-      ...chainDevs(1).map((d) => (d.name === rw(U.c3) ? { ...d, attr: 'L-sw' } : d)),
-      { ...roDev(U.c3, 10, 1), attr: 'L--r' },
-      lvDev(NEXT_NAME, NEXT, 11, 0),
-    ];
-    const r = finished(
-      expectObserve(recorder(), rows, devs)
-        .expect(['dmsetup', 'table', ro(U.c3)], { ...R, stdout: `${RO_TABLE}\n` })
-        .expect(['dmsetup', 'load', rw(U.c3), '--table', NEW_RW_TABLE], W)
-        .expect(['dmsetup', 'resume', rw(U.c3)], W),
-    );
+    const ro1 = { ...roDev(U.c3, 10, 0), attr: 'L--r' };
+    const r = devicesFirst(recorder(), [...suspendedTop, ro1, nextDev])
+      .expect(['dmsetup', 'table', ro(U.c3)], { ...R, stdout: `${RO_TABLE}\n` })
+      .expect(['dmsetup', 'load', rw(U.c3), '--table', NEW_RW_TABLE], W)
+      .expect(['dmsetup', 'resume', rw(U.c3)], W);
+    finished(expectObserve(r, rows, [...chainDevs(1), { ...ro1, open: 1 }, nextDev]));
     expect(await settleLivePoint(ctxOf(r), entry)).toBe('finished');
+    r.verify();
+  });
+
+  it("the second live point of a disk: its VM device is found by name (its dm uuid is the first top's)", async () => {
+    const first = 'Fi1Rs2-tT3o-p4Xy-Z5ab-c6De-F7gH-i8Jk9L';
+    const byName = chainDevs(1).map((d) => (d.name === rw(U.c3) ? { ...d, uuid: `COWSTACK-rw-${compact(first)}` } : d));
+    const r = devicesFirst(recorder(), [...byName, nextDev]);
+    expectObserve(r, rows, [...byName, nextDev]).expect(lvm.removeLvReq(`${VG}/${NEXT_NAME}`, {}).argv, W);
+    expect(await settleLivePoint(ctxOf(r), entry)).toBe('undone');
     r.verify();
   });
 });
