@@ -73,14 +73,22 @@ const journalOf = (ctx: NodeSession, s: Pick<Switch, 'top' | 'point' | 'old'>) =
 
 /** The tables of the switch, from the VM device's own table: its origin stays, its COW is frozen. */
 function tablesOf(ctx: NodeSession, state: NodeState, t: CloneObj, line: dmsetup.DmLine, next: string) {
-  const [origin, cow, , chunk] = line.args;
+  const [originNum, cow, , chunk] = line.args;
   const cowDev = state.devices.get(lvMapperName(t.vg, t.name));
+  // By its /dev/mapper name, as every table cowstack loads (and its sudoers rules) spells it.
+  const origin = [...state.devices.values()].find((d) => `${d.major}:${d.minor}` === originNum)?.name;
   if (line.target !== 'snapshot' || !origin || !cowDev || cow !== `${cowDev.major}:${cowDev.minor}`)
     throw refused(
       `${dmName('rw', t.uuid)} is not a snapshot on ${lvRef(t)} (table: ${line.target} ${line.args.join(' ')})`,
       'a write-back cached or hand-built device cannot be backed up live: power the VM off and use prebackup',
     );
-  const roTable = dmsetup.snapshotTable(line.length, origin, lvMapperPath(t.vg, t.name), 'P', Number(chunk));
+  const roTable = dmsetup.snapshotTable(
+    line.length,
+    `/dev/mapper/${origin}`,
+    lvMapperPath(t.vg, t.name),
+    'P',
+    Number(chunk),
+  );
   const rwTable = dmsetup.snapshotTable(
     line.length,
     dmPath('ro', t.uuid),

@@ -280,6 +280,22 @@ async function builtRequests(): Promise<Map<string, RunRequest[]>> {
     ),
     dmsetup.removeReq(dmName('rw', U)),
     dmsetup.removeReq(dmName('rw', U), true),
+    // A live backup point (core/livePoint.ts) and its recover.
+    dmsetup.createEmptyReq(dmName('ro', U), dmUuid('ro', U)),
+    dmsetup.loadReq(
+      dmName('ro', U),
+      dmsetup.snapshotTable(131072, dmPath('ro', U), lvMapperPath('repo', 'one-7-0'), 'P', 8),
+      { readOnly: true },
+    ),
+    dmsetup.loadReq(
+      dmName('rw', U),
+      dmsetup.snapshotTable(131072, dmPath('ro', U), lvMapperPath('repo', 'one-7-0-b1-next'), 'PO', 8),
+    ),
+    dmsetup.suspendReq(dmName('rw', U)),
+    dmsetup.resumeReq(dmName('rw', U)),
+    dmsetup.resumeReq(dmName('ro', U)),
+    dmsetup.clearReq(dmName('rw', U)),
+    dmsetup.renameReq(dmName('rw', U), dmName('rw', [...U].reverse().join(''))),
     dmsetup.versionReq(),
   );
 

@@ -41,7 +41,7 @@ const NEXT = 'Nx1Ab2-Cd3E-f4Gh-I5jK-l6Mn-O7pQ-r8St9u';
 const POINT = backupPointName('c3', 0);
 const NEXT_NAME = `${POINT}-next`;
 const RW_TABLE = `0 ${IMAGE_SECTORS} snapshot 253:7 253:8 PO 128`;
-const RO_TABLE = `0 ${IMAGE_SECTORS} snapshot 253:7 /dev/mapper/vg-c3 P 128`;
+const RO_TABLE = `0 ${IMAGE_SECTORS} snapshot /dev/mapper/${ro(U.c2)} /dev/mapper/vg-c3 P 128`;
 const NEW_RW_TABLE = `0 ${IMAGE_SECTORS} snapshot /dev/mapper/${ro(U.c3)} /dev/mapper/vg-c3--b0--next PO 128`;
 const c3Of = (rows: Array<Record<string, unknown>>, devs: Dev[]) =>
   stateOf(rows, devs).repo.byName.get('c3') as CloneObj;
