@@ -199,7 +199,7 @@ describe.sequential("live backups (prebackup_live) of a running qemu VM's disk, 
     contents.push(next);
     return next;
   }, IMG);
-  const started = Date.now();
+  let started = 0;
   const pauses: number[] = [];
   const vmWrite = async (ws: Array<[number, number, number]>) => {
     for (const [byte, at, len] of ws) await hmp(tb, 'node1', `qemu-io d0 "write -P ${byte} ${at} ${len}"`);
@@ -247,6 +247,7 @@ describe.sequential("live backups (prebackup_live) of a running qemu VM's disk, 
     (await ssh('node1', ['lvs', '--nolocking', '--noheadings', '-o', 'lv_uuid', `${REPO_VG}/${name}`])).trim();
 
   it('three live backup points (full, two increments) while qemu keeps the disk open and writes', async () => {
+    started = Date.now();
     await tm.ok('clone', [`${FE}:${REPO_VG}/${img}`, `node1:${lvDir}/disk.0`, String(LVM), String(IDS)]);
     await startQemu(tb, 'node1', ldisk, false);
     await qmp(tb, 'node1', { execute: 'cont' });
