@@ -91,7 +91,6 @@ async function leftovers(node: string, names: string[]): Promise<string[]> {
 beforeAll(async () => {
   tb = await attachMine();
   work = await fsp.mkdtemp(path.join(tmpdir(), 'cowstack-nl-'));
-  await execa('node', [path.join(ROOT, 'scripts/bundle.mjs')], { cwd: ROOT });
   for (const node of tb.nodes) {
     await tb.copyTo(node.name, path.join(ROOT, 'dist/cowstack.mjs'), BUNDLE);
     const r = await tb.sh(
