@@ -411,6 +411,7 @@ async function builtRequests(): Promise<Map<string, RunRequest[]>> {
     blockData.copyRangeReq(cow, replica, 16, 16), // a replica's copy
     blockData.checksumReq(cow),
     blockData.checksumReq(replica),
+    blockData.md5Req(lvMapperPath('repo', 'one-img-8')), // ds export
     blockData.signaturesReq('/dev/sdb'),
     blockData.signaturesReq('/dev/vda'),
     blockData.wipeSignaturesReq('/dev/sdb'),

@@ -174,8 +174,7 @@ export async function replicate(ctx: NodeSession, name: string, opts: ReplicateO
     }
     let sha: string | undefined;
     if (!ctx.dryRun) {
-      const r = await ctx.runner.run({ argv: ['sha256sum', dst], kind: 'read', root: true, timeout: 'data' });
-      sha = r.stdout.split(/\s+/)[0]!;
+      sha = blockData.parseChecksum((await ctx.runner.run(blockData.checksumReq(dst))).stdout);
       if (sha !== image.sha256) {
         // Start over next time rather than keep a copy that is known to be wrong.
         await runGuarded(ctx, [
