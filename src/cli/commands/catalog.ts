@@ -115,6 +115,11 @@ export function register(program: Command): void {
     .option('--expires <days|time>', 'days from now, or a UTC time', '30')
     .option('--endorser <name>', 'who endorses the list')
     .option('--url-base <url>', 'where the image files will be served (default: beside the list)')
+    .option(
+      '--torrent-tracker <url>',
+      'make NAME-VERSION.torrent of every raw image beside the list, announced here, its info hash signed',
+    )
+    .option('--web-seed <url>', 'where peers fetch the raw files over http as web seed (default: --url-base)')
     .action(async (out: string, images: string[], o, cmd: Command) => {
       const ctx = createContext(cmd);
       const password = o.passwordFile ? await readSecret(o.passwordFile) : undefined;
@@ -131,6 +136,8 @@ export function register(program: Command): void {
         endorser: o.endorser,
         expires: o.expires,
         urlBase: o.urlBase,
+        torrentTracker: o.torrentTracker,
+        webSeedBase: o.webSeed,
         images,
         onProgress: (file, bytes) => progress(`read ${file}`, bytes),
       });
