@@ -1,7 +1,7 @@
 /**
  * A directory served over http on the host's loopback (catalogue lists and images): the
  * cowstack CLI on the host fetches from it and streams to the nodes. Only base names are
- * served, so a request never leaves the directory.
+ * served, so a request never leaves the directory. Ranges are served (a torrent's web seed).
  */
 import { promises as fsp } from 'node:fs';
 import { createServer, type Server } from 'node:http';
@@ -12,7 +12,15 @@ export async function serveDir(dir: string): Promise<{ server: Server; base: str
   const server = createServer((req, res) => {
     const file = path.join(dir, path.basename(decodeURIComponent(req.url ?? '/')));
     fsp.readFile(file).then(
-      (b) => res.end(b),
+      (b) => {
+        // aria2 fetches a torrent's web seed (BEP 19) piece by piece, with Range requests.
+        const range = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '');
+        if (!range) return res.end(b);
+        const end = range[2] ? Math.min(Number(range[2]), b.length - 1) : b.length - 1;
+        res.statusCode = 206;
+        res.setHeader('Content-Range', `bytes ${range[1]}-${end}/${b.length}`);
+        res.end(b.subarray(Number(range[1]), end + 1));
+      },
       () => ((res.statusCode = 404), res.end()),
     );
   });

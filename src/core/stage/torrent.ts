@@ -104,7 +104,10 @@ export function infoHashOf(torrent: Buffer, where: string): string {
       const keyEnd = skip(torrent, p);
       const key = torrent.subarray(torrent.indexOf(':', p) + 1, keyEnd).toString('latin1');
       const valueEnd = skip(torrent, keyEnd);
-      if (key === 'info') return createHash('sha1').update(torrent.subarray(keyEnd, valueEnd)).digest('hex');
+      if (key === 'info') {
+        if (torrent[keyEnd] !== 0x64) throw new Error('its info is not a dictionary');
+        return createHash('sha1').update(torrent.subarray(keyEnd, valueEnd)).digest('hex');
+      }
       p = valueEnd;
     }
     throw new Error('no info dictionary');
