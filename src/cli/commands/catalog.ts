@@ -202,7 +202,7 @@ export function register(program: Command): void {
         "instead: give this node a verified replica of every approved, present image through the list's " +
           'torrents (downloaded peer to peer, sha512 checked, then copied into the replica)',
       )
-      .option('--peer-port <port>', 'with --replicas: the port this node’s BitTorrent client listens on', '6881')
+      .option('--peer-port <port>', 'with --replicas: the port the BitTorrent client of this node listens on', '6881')
       .option('--rate <MiB/s>', 'with --replicas: download/upload limit, and of the copy into the replica')
       .option('--timeout <seconds>', 'with --replicas: give up waiting for a download (a re-run resumes)', '3600'),
   ).action(async (source: string, o, cmd: Command) => {
