@@ -17,8 +17,12 @@ import type { ImageObj } from '../../src/core/metadata.js';
 import { stagingFiles } from '../../src/core/stage/files.js';
 import { infoHashOf } from '../../src/core/stage/torrent.js';
 import { EXIT } from '../../src/exec/errors.js';
-import { MiB, U } from './repoFixtures.js';
-import { rejectionOf, thrownBy } from './support.js';
+import { DryRunRunner } from '../../src/exec/dryRunRunner.js';
+import { nodeSession } from '../../src/core/node.js';
+import { pullReplicas } from '../../src/core/catalog/replicas.js';
+import { ctxOf, expectCache, expectObserve, imageRow, MiB, replicaRow, U, VG, W } from './repoFixtures.js';
+import { recorder, rejectionOf, thrownBy, vgsArgv, vgsJson } from './support.js';
+import type { RecordingRunner } from '../../src/exec/recordingRunner.js';
 
 const FIX = new URL('../fixtures/minisign-0.11/', import.meta.url).pathname;
 const text = (f: string) => readFileSync(path.join(FIX, f), 'utf8');
@@ -32,7 +36,8 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 const RAW = Buffer.from(Array.from({ length: 2.5 * MiB }, (_, i) => (i * 7 + (i >> 12)) & 0xff));
 const sha1 = (b: Buffer) => createHash('sha1').update(b).digest();
 
-async function published() {
+/** urlBase: where the list says the files are; without one, beside the list (what a node reads here). */
+async function published(urlBase: string | null = 'http://repo.example/images') {
   writeFileSync(path.join(dir, 'disk.raw'), RAW);
   writeFileSync(path.join(dir, 'disk.raw.gz'), readFileSync(path.join(FIX, 'tiny.raw.gz')));
   const out = path.join(dir, 'list.json');
@@ -42,7 +47,7 @@ async function published() {
     id: 'site',
     version: 3,
     expires: '30',
-    urlBase: 'http://repo.example/images',
+    urlBase: urlBase ?? undefined,
     torrentTracker: TRACKER,
     images: [`disk@2=${path.join(dir, 'disk.raw')}`, `tiny@1.0=${path.join(dir, 'disk.raw.gz')}`],
     now: NOW,
@@ -136,5 +141,79 @@ describe('the pull plan (catalog sync --replicas)', () => {
     expect(plan.dryRun[4]!.title).toBe(`wait until ${f.image} is whole with the signed sha512 ${image.sha512}`);
     // A raw disk of whole extents needs no extension.
     expect(pullPlan('node2', image, { ...obj, sizeBytes: image.size } as ImageObj, 7002, 0).extend).toBeUndefined();
+  });
+});
+
+describe('catalog sync --replicas (recorded)', () => {
+  const STATE = '/var/lib/cowstack/catalog/site.json';
+  const F = stagingFiles(U.img2);
+  /** The node's reads: accepted version, the repository (disk-2 imported from the list), approvals, cache VG. */
+  const reads = async (r: RecordingRunner, replicas: Array<Record<string, unknown>>, write: boolean) => {
+    const { r: pub } = await published(null);
+    const disk = pub.list.images[0]!;
+    r.expect(['cat', '--', STATE], { kind: 'read', exitCode: 1, stderr: 'No such file or directory' });
+    if (write) r.expect(['install', '-D', '-m', '0644', '/proc/self/fd/0', STATE], W);
+    const tags = [`cowstack_catalog:site:disk:2`, `cowstack_sha512:${disk.sha512}`];
+    expectObserve(r, [imageRow('disk-2', U.img2, { size: 4 * MiB, sha: disk.sha256, tags })]);
+    r.expect(vgsArgv(VG), {
+      kind: 'read',
+      stdout: vgsJson([{ vg_name: VG, vg_lock_type: 'sanlock', vg_tags: ['cowstack_approved:disk:2'] }]),
+    });
+    expectCache(r, replicas);
+    return disk;
+  };
+  const node = (ctx: ReturnType<typeof ctxOf>) => ({ session: ctx, locked: <T>(fn: () => Promise<T>) => fn() });
+  const source = () => path.join(dir, 'list.json');
+
+  it('under --dry-run prints the exact plan for an approved, present image with a torrent; changes nothing', async () => {
+    const r = recorder();
+    const disk = await reads(r, [], false);
+    const ctx = nodeSession({ runner: new DryRunRunner(r), vg: VG, dryRun: true });
+    const { result, error } = await pullReplicas({
+      source: source(),
+      key: PUB,
+      node: node(ctx),
+      port: 7002,
+      dryRun: true,
+    });
+    expect(error).toBeUndefined();
+    expect(result.images.map((i) => [i.lv, i.action])).toEqual([
+      ['disk-2', 'would-replicate'],
+      ['tiny-1.0', 'not-approved'],
+    ]);
+    expect(result.plan!.map((p) => p.argv[0] ?? p.title)).toEqual([
+      'install',
+      'install',
+      'aria2c',
+      'start-stop-daemon',
+      `wait until ${F.image} is whole with the signed sha512 ${disk.sha512}`,
+      'truncate',
+      `cache replicate disk-2 from ${F.image} (checks its sha256 ${disk.sha256})`,
+      'start-stop-daemon',
+      'rm',
+    ]);
+    r.verify();
+  });
+
+  it('leaves a complete replica of the LV alone; refuses (6) a torrent with another info hash before any write', async () => {
+    const r = recorder();
+    const disk = await reads(r, [replicaRow({ origin: U.img2, sha: 'ab'.repeat(32) })], true);
+    // No replica with the image's sha256: it is pulled, and the torrent is checked first.
+    r.expect(['stat', '-c', '%s %b %B', '--', F.image], { kind: 'read', exitCode: 1 });
+    const torrent = path.join(dir, 'disk-2.torrent');
+    const good = readFileSync(torrent);
+    writeFileSync(torrent, Buffer.from(good.toString('latin1').replace('disk-2.img', 'disk-2.imh'), 'latin1'));
+    const { result, error } = await pullReplicas({ source: source(), key: PUB, node: node(ctxOf(r)), port: 7002 });
+    writeFileSync(torrent, good);
+    expect(error?.exitCode).toBe(EXIT.REFUSED);
+    expect(result.images[0]).toMatchObject({ lv: 'disk-2', action: 'failed', infoHash: disk.torrent!.infoHash });
+    expect(result.images[0]!.error).toMatch(/has info hash [0-9a-f]{40}, the signed list says [0-9a-f]{40}: not used/);
+    r.verify();
+
+    const again = recorder();
+    await reads(again, [replicaRow({ origin: U.img2, sha: disk.sha256 })], true);
+    const done = await pullReplicas({ source: source(), key: PUB, node: node(ctxOf(again)), port: 7002 });
+    expect(done.result.images[0]).toMatchObject({ lv: 'disk-2', action: 'none', sha256: disk.sha256 });
+    again.verify();
   });
 });

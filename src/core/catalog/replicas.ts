@@ -24,7 +24,6 @@ import { removeRootFileReq } from '../../tools/host.js';
 import * as staging from '../../tools/staging.js';
 import { usableReplica } from '../cache/replica.js';
 import { cacheVgOf, observeCache } from '../cache/vg.js';
-import { runGuarded } from '../executor.js';
 import type { ImageObj, CowObj } from '../metadata.js';
 import { observeNode } from '../observe.js';
 import {
@@ -45,10 +44,8 @@ import { infoHashOf } from '../stage/torrent.js';
 import { vgApprovals } from './gate.js';
 import { lvNameOf, type ImageList, type ListImage } from './list.js';
 import type { PublicKey } from './minisign.js';
-import { readAccepted, writeAcceptedSteps } from './state.js';
 import { readSmall, resolveUrl } from './stream.js';
-import { fetchVerified } from './sync.js';
-import { refuseRollback } from './verify.js';
+import { acceptList } from './sync.js';
 
 export interface PullOptions {
   source: string;
@@ -165,10 +162,12 @@ async function pullOne(o: PullOptions, host: string, image: ListImage, obj: Imag
     whose: 'the signed',
   };
   const sealed: StagedWant = { ...signed, sizeBytes: obj.sizeBytes, algo: 'sha256', digest: obj.sha256!, whose: '' };
+  // A staged file that verified and was extended in an interrupted run goes straight to the copy.
+  const staged = plan.extend !== undefined && (await verifiedFile(s, sealed)) === true;
+  // Fetched and checked before anything is written on the node: a refused torrent leaves nothing.
+  const torrent = staged ? undefined : await fetchTorrent(o.source, image);
   try {
-    // A staged file that verified and was extended in an interrupted run goes straight to the copy.
-    if (!plan.extend || (await verifiedFile(s, sealed)) !== true) {
-      const torrent = await fetchTorrent(o.source, image);
+    if (torrent) {
       await run(s, plan.prepare);
       await writeTorrent(s, host, obj.uuid, torrent, infoHash);
       await run(s, recordWriteReq(record(rec, infoHash, 'downloading')));
@@ -207,29 +206,13 @@ export async function pullReplicas(o: PullOptions): Promise<{ result: PullResult
   const s = o.node.session;
   const host = s.runner.target;
   const now = o.now ?? new Date();
-  const { list } = await fetchVerified(o.source, o.key, now);
-  const last = await readAccepted(s.runner, list.id);
-  refuseRollback(list, last, o.source);
   rateBytes(o.rateMiBps);
+  const { list, last } = await acceptList(s, o.source, o.key, now, (fn) => o.node.locked(fn));
   const result: PullResult = {
     host,
     list: { id: list.id, version: list.version, expires: list.expires, previous: last?.version },
     images: [],
   };
-  if (!o.dryRun)
-    await o.node.locked(() =>
-      runGuarded(
-        s,
-        writeAcceptedSteps({
-          id: list.id,
-          version: list.version,
-          keyId: o.key.keyId,
-          expires: list.expires,
-          acceptedAt: now.toISOString(),
-          list,
-        }),
-      ),
-    );
   const state = await observeNode(s);
   const approved = await vgApprovals(s);
   const cache = await observeCache(s.runner, cacheVgOf(s));
