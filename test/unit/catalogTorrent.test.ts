@@ -165,7 +165,7 @@ describe('catalog sync --replicas (recorded)', () => {
   const node = (ctx: ReturnType<typeof ctxOf>) => ({ session: ctx, locked: <T>(fn: () => Promise<T>) => fn() });
   const source = () => path.join(dir, 'list.json');
 
-  it('under --dry-run prints the exact plan for an approved, present image with a torrent; changes nothing', async () => {
+  it('under --dry-run: the exact plan for an approved, present image with a torrent; nothing changed', async () => {
     const r = recorder();
     const disk = await reads(r, [], false);
     const ctx = nodeSession({ runner: new DryRunRunner(r), vg: VG, dryRun: true });
@@ -195,7 +195,7 @@ describe('catalog sync --replicas (recorded)', () => {
     r.verify();
   });
 
-  it('leaves a complete replica of the LV alone; refuses (6) a torrent with another info hash before any write', async () => {
+  it('refuses (6) a torrent of another info hash before any write; leaves a complete replica alone', async () => {
     const r = recorder();
     const disk = await reads(r, [replicaRow({ origin: U.img2, sha: 'ab'.repeat(32) })], true);
     // No replica with the image's sha256: it is pulled, and the torrent is checked first.
