@@ -29,7 +29,8 @@ export type JournalOp =
   | 'discard'
   | 'migrate-prepare'
   | 'migrate-release'
-  | 'migrate-acquire';
+  | 'migrate-acquire'
+  | 'stage';
 
 export interface JournalEntry {
   op: JournalOp;

@@ -51,6 +51,7 @@ let nodes: TestbedNode[];
 let dir: string;
 let server: Server;
 let base: string;
+let served: Map<string, number>;
 const lun: Record<string, { sdx: string; lockDm: string }> = {};
 
 const ok = async (node: string, args: string[]) => {
@@ -90,7 +91,7 @@ beforeAll(async () => {
     `${SMALL}@1=${path.join(dir, 'small.raw')}`,
     `${BAD}@1=${path.join(dir, 'bad.raw')}`,
   ];
-  ({ server, base } = await serveDir(dir));
+  ({ server, base, sent: served } = await serveDir(dir));
   // The guests reach the host's loopback as 10.0.2.2; the tracker runs inside node1.
   const tracker = `http://10.0.2.2:${nodes[0]!.trackerPort}/announce`;
   const pub = await cowstack(tb, [
@@ -320,8 +321,14 @@ describe.sequential('pull mode (catalog sync --replicas)', () => {
     expect(plan.find((p) => p.argv.includes('--start'))?.argv).toContain(`--listen-port=${nodes[0]!.peerPort}`);
 
     const t0 = Date.now();
+    const fromRepo = served.get('small.raw') ?? 0; // sync read it once to import it
     const results = await Promise.all(nodes.map((n) => pull(n)));
-    process.stderr.write(`[distribute] pull: ${PULLED.length / MiB} MiB on 3 nodes in ${(Date.now() - t0) / 1000} s\n`);
+    // The web seed's share: what the repository's http server sent of the 3 copies the nodes needed.
+    const web = ((served.get('small.raw') ?? 0) - fromRepo) / MiB;
+    process.stderr.write(
+      `[distribute] pull: ${PULLED.length / MiB} MiB on 3 nodes in ${(Date.now() - t0) / 1000} s; ` +
+        `the web seed sent ${web.toFixed(2)} MiB of ${(3 * PULLED.length) / MiB}\n`,
+    );
     for (const [i, r] of results.entries()) {
       expect(r.exitCode, `${nodes[i]!.name}: ${r.stdout}\n${r.stderr}`).toBe(0);
       const byLv = Object.fromEntries(r.json.result.images.map((x: { lv: string }) => [x.lv, x]));

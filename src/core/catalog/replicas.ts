@@ -28,6 +28,7 @@ import type { ImageObj, CowObj } from '../metadata.js';
 import { observeNode } from '../observe.js';
 import {
   awaitDownload,
+  journalStaging,
   record,
   replicaFromFile,
   run,
@@ -171,6 +172,7 @@ async function pullOne(o: PullOptions, host: string, image: ListImage, obj: Imag
       await run(s, plan.prepare);
       await writeTorrent(s, host, obj.uuid, torrent, infoHash);
       await run(s, recordWriteReq(record(rec, infoHash, 'downloading')));
+      await journalStaging(o.node, obj);
       await run(s, plan.start);
       o.onProgress?.(host, `downloading ${signed.name} (torrent ${infoHash})`);
       await awaitDownload(s, host, signed, {
@@ -184,6 +186,7 @@ async function pullOne(o: PullOptions, host: string, image: ListImage, obj: Imag
     }
     const r = await replicaFromFile(o.node, rec, infoHash, o.rateMiBps);
     await run(s, plan.stop);
+    await journalStaging(o.node, obj, true);
     await run(s, plan.cleanup);
     return {
       name: image.name,
@@ -196,6 +199,7 @@ async function pullOne(o: PullOptions, host: string, image: ListImage, obj: Imag
     };
   } catch (e) {
     await run(s, plan.stop).catch(() => undefined);
+    await journalStaging(o.node, obj, true).catch(() => undefined);
     const why = e instanceof Error ? e.message : String(e);
     await run(s, recordWriteReq(record(rec, infoHash, 'failed', why))).catch(() => undefined);
     throw e;

@@ -14,6 +14,8 @@ import { readOwnFileReq } from '../../tools/files.js';
 import { existsReq } from '../../tools/host.js';
 import * as staging from '../../tools/staging.js';
 import { replicate, type ReplicateResult } from '../cache/replicate.js';
+import { runGuarded } from '../executor.js';
+import { beginStep, endStep } from '../journal.js';
 import type { NodeSession } from '../node.js';
 import { stagingFiles, type StagePhase, type StageRecord } from './files.js';
 import { recordWriteReq, torrentWriteReq, type StageImage } from './plan.js';
@@ -143,4 +145,14 @@ export async function replicaFromFile(
   const r = await node.locked(() => replicate(node.session, image.name, { sourceFile: f.image, rateMiBps }));
   await run(node.session, recordWriteReq(record(image, infoHash, 'complete')));
   return r;
+}
+
+/**
+ * A node's part in a staging or pull run, journalled: begun before its BitTorrent client (or
+ * tracker) starts, ended once they are stopped. An entry left by a killed run is how
+ * `cowstack recover` knows to stop what it left running (by the pid files of the LV uuid).
+ */
+export async function journalStaging(node: StageNode, image: Pick<StageImage, 'vg' | 'name' | 'uuid'>, end = false) {
+  const entry = { op: 'stage' as const, vg: image.vg, name: image.name, uuid: image.uuid };
+  await node.locked(() => runGuarded(node.session, [end ? endStep(entry) : beginStep(entry)]));
 }

@@ -33,6 +33,7 @@ import { findImage, observeNode } from '../observe.js';
 import {
   awaitDownload,
   fileDigest,
+  journalStaging,
   readOwn,
   record,
   replicaFromFile,
@@ -192,6 +193,7 @@ async function startPeer(o: StageOptions, plan: StagePlan, p: StagePeer, torrent
   for (const c of plan.prepare.filter((x) => x.host === p.host)) await run(s, c.req);
   await writeTorrent(s, p.host, plan.image.uuid, torrent, infoHash);
   await run(s, recordWriteReq(record(plan.image, infoHash, 'downloading')));
+  await journalStaging(o.node(p.host), plan.image);
   for (const c of plan.peerStart.filter((x) => x.host === p.host)) await run(s, c.req);
 }
 
@@ -255,10 +257,13 @@ export async function stage(o: StageOptions): Promise<StageResult> {
   const { copied, torrent, infoHash } = await prepareSeed(o, plan, image);
   const stopAll = async () => {
     for (const c of plan.stop) await run(o.node(c.host).session, c.req).catch(() => undefined);
+    for (const host of [o.seed.host, ...plan.downloaders.map((p) => p.host)])
+      await journalStaging(o.node(host), image, true).catch(() => undefined);
   };
   try {
     await run(seed, recordWriteReq(record(image, infoHash, 'seeding')));
     if (o.tracker.runOnSeedPort) await run(seed, whitelistWriteReq(image.uuid, infoHash));
+    await journalStaging(o.node(o.seed.host), image);
     for (const req of plan.seedStart) await run(seed, req);
     await Promise.all(plan.downloaders.map((p) => startPeer(o, plan, p, torrent, infoHash)));
     const deadline = Date.now() + (o.timeoutSeconds ?? 3600) * 1000;
