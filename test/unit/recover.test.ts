@@ -28,6 +28,7 @@ import {
   expectJournalRead,
   JOURNAL_LS,
   ctxOf,
+  daemonStopArgv,
 } from './repoFixtures.js';
 import { recorder } from './support.js';
 
@@ -322,20 +323,10 @@ describe('recover', () => {
 
   it('stops the BitTorrent client and tracker a killed staging run left, whatever became of its LV', async () => {
     const f = stagingFiles(U.image);
-    const stop = (pid: string) => [
-      'start-stop-daemon',
-      '--stop',
-      '--pidfile',
-      pid,
-      '--remove-pidfile',
-      '--retry',
-      'TERM/10/KILL/5',
-      '--oknodo',
-    ];
     const rows = [imageRow('other', U.c1)];
     const r = expectJournal(recorder(), { 'vg.image.stage.json': entry('stage', 'image', U.image) })
-      .expect(stop(f.pid), W)
-      .expect(stop(f.trackerPid), W)
+      .expect(daemonStopArgv(f.pid), W)
+      .expect(daemonStopArgv(f.trackerPid), W)
       .expect(journalEnd('image', 'stage'), W);
     expectAftermath(r, rows);
     expect((await recover(ctxOf(r))).actions).toEqual([{ op: 'stage', name: 'image', decision: 'finished' }]);

@@ -20,6 +20,7 @@ import { parseSizes } from '../../src/tools/staging.js';
 import {
   CACHE_VG,
   compact,
+  daemonStopArgv,
   expectCache,
   expectObserve,
   imageRow,
@@ -65,16 +66,7 @@ const ssd = (pid: string, argv: string[]) => [
   '--',
   ...argv.slice(1),
 ];
-const ssdStop = (pid: string) => [
-  'start-stop-daemon',
-  '--stop',
-  '--pidfile',
-  pid,
-  '--remove-pidfile',
-  '--retry',
-  'TERM/10/KILL/5',
-  '--oknodo',
-];
+const ssdStop = daemonStopArgv;
 const install = (file: string) => ['install', '-D', '-m', '0644', '/proc/self/fd/0', file];
 const stat = ['stat', '-c', '%s %b %B', '--', F.image];
 /** /proc/net/dev: eth0 sent 4000 bytes, lo is not counted. */
