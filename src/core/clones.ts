@@ -785,7 +785,7 @@ export async function discardClone(
   const journal = { op: 'discard' as const, vg: ctx.vg, name, uuid: o.uuid };
   const remove: Step = {
     title: `remove COW ${lvRef(o)}`,
-    req: lvm.lvmRequest('lvremove', ['-y', lvRef(o)], 'write', ctx.scope),
+    req: lvm.removeLvReq(lvRef(o), ctx.scope),
   };
   const { ancestors } = teardownParts(state, o, {
     removeTop: true,
@@ -820,7 +820,7 @@ export async function growClone(ctx: NodeSession, name: string, sizeText: string
     [
       {
         title: `grow COW ${lvRef(o)} to ${formatSize(size)}`,
-        req: lvm.lvmRequest('lvextend', ['-L', `${size}b`, lvRef(o)], 'write', ctx.scope),
+        req: lvm.extendLvReq(lvRef(o), size, ctx.scope),
       },
     ],
     o,

@@ -349,6 +349,8 @@ export interface ExposedImage {
   device: string;
   sizeBytes: number;
   sha256?: string;
+  /** With `md5`: the device's MD5, read on the node (what OpenNebula's marketplace records). */
+  md5?: string;
   action: 'activated' | 'none';
 }
 
@@ -357,16 +359,23 @@ export interface ExposedImage {
  * driver's export: the marketplace reads the device over ssh). Activated shared, since a
  * sealed image is never written, and left so: the reader comes after this command has ended.
  */
-export async function exposeImage(ctx: NodeSession, name: string): Promise<ExposedImage> {
+export async function exposeImage(ctx: NodeSession, name: string, opts: { md5?: boolean } = {}): Promise<ExposedImage> {
   const o = findImage(await observeNode(ctx), name);
   const activate = await readSealed(ctx, o, 'export');
+  const device = lvMapperPath(o.vg, o.name);
+  // A sealed image never changes, so its MD5 read now is the MD5 of what is streamed later.
+  const md5 =
+    opts.md5 && !ctx.dryRun
+      ? blockData.parseChecksum((await ctx.runner.run(blockData.md5Req(device))).stdout)
+      : undefined;
   return {
     name,
     vg: ctx.vg,
     uuid: o.uuid,
-    device: lvMapperPath(o.vg, o.name),
+    device,
     sizeBytes: o.sizeBytes,
     sha256: o.sha256,
+    ...(md5 ? { md5 } : {}),
     action: activate ? 'activated' : 'none',
   };
 }

@@ -11,7 +11,7 @@
  * removed by a command each; entries of both kinds are read back alike.
  */
 import type { Runner } from '../exec/types.js';
-import { listDir, readFile, STDIN_PATH } from '../tools/files.js';
+import { listDir, readFile, writeRootFileReq } from '../tools/files.js';
 import { appendLogReq, JOURNAL_DIR, journalLog } from '../tools/flock.js';
 import { removeRootFileReq } from '../tools/host.js';
 import type { Step } from './plan.js';
@@ -30,6 +30,7 @@ export type JournalOp =
   | 'migrate-prepare'
   | 'migrate-release'
   | 'migrate-acquire'
+  | 'stage'
   | 'live-backup';
 
 export interface JournalEntry {
@@ -69,6 +70,12 @@ export function setOperationId(id: string | undefined): void {
 
 const fileOf = (vg: string, name: string, op: JournalOp) => `${JOURNAL_DIR}/${vg}.${name}.${op}.json`;
 
+/** The entry's file, written whole by install(1); the step's own title says what it is. */
+function journalFileReq(file: string, content: string) {
+  const { title: _written, ...req } = writeRootFileReq(file, content, '0600');
+  return req;
+}
+
 export function beginStep(entry: Omit<JournalEntry, 'started' | 'opId'>): Step {
   const opId = operationId;
   const full: JournalEntry = { ...entry, started: new Date().toISOString(), ...(opId ? { opId } : {}) };
@@ -76,12 +83,7 @@ export function beginStep(entry: Omit<JournalEntry, 'started' | 'opId'>): Step {
   const end = removeStep(entry, file);
   return {
     title: `journal: ${entry.op} ${entry.vg}/${entry.name} begins`,
-    req: {
-      argv: ['install', '-D', '-m', '0600', STDIN_PATH, file],
-      kind: 'write',
-      root: true,
-      input: `${JSON.stringify(full)}\n`,
-    },
+    req: journalFileReq(file, `${JSON.stringify(full)}\n`),
     record: recordLine({ rec: 'begin', ...full }),
     // If the plan is undone, nothing is in flight any more.
     undo: [end.req],

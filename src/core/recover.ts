@@ -9,10 +9,12 @@
  *   migrate-release   finish (with the hand-over record the entry keeps)
  *   migrate-acquire   finish while the placeholder (or the loaded snapshot) is there, once
  *   live-backup    undo before the hand-over of the exception store, finish after it (livePoint.ts)
+ *   stage          finish: stop the BitTorrent client and tracker a killed staging/pull run left
  * Then, whatever the journal says: a writable device over a committed clone is removed when
  * nothing opens it, and cowstack devices and shared activations nothing uses are released.
  */
 import type { Runner } from '../exec/types.js';
+import * as daemon from '../tools/daemon.js';
 import * as dmsetup from '../tools/dmsetup.js';
 import * as host from '../tools/host.js';
 import * as lvm from '../tools/lvm.js';
@@ -26,6 +28,7 @@ import { writebackLv, nodeName } from './cache/writeback.js';
 import { dmIdentity, dmName, lvMapperName, sameUuid } from './dmNames.js';
 import { readJournal, endStep, type JournalEntry } from './journal.js';
 import { journalSinkOf } from './journalSink.js';
+import { stagingFiles } from './stage/files.js';
 import { truncateLogReq } from '../tools/flock.js';
 import { isFrozen, type CowObj } from './metadata.js';
 import { type NodeState, observeNode } from './observe.js';
@@ -96,6 +99,16 @@ export async function recover(ctx: NodeSession): Promise<RecoverReport> {
 
 async function settle(ctx: NodeSession, entry: JournalEntry & { file: string }): Promise<RecoverAction['decision']> {
   if (!entry.vg) return 'nothing-to-do'; // torn journal write: nothing had started
+  // A killed staging or pull run: its client (and a tracker) may still run, whatever became of the LV.
+  if (entry.op === 'stage') {
+    if (!entry.uuid) return 'nothing-to-do';
+    const f = stagingFiles(entry.uuid);
+    await runGuarded(ctx, [
+      { title: 'stop the BitTorrent client left by a staging run', req: daemon.stopReq(f.pid, 'stop the client') },
+      { title: 'stop a tracker left by a staging run', req: daemon.stopReq(f.trackerPid, 'stop the tracker') },
+    ]);
+    return 'finished';
+  }
   // Named by its top, which the point's own renames take away for a moment: settled by uuid.
   if (entry.op === 'live-backup') return settleLivePoint(ctx, entry);
   const state = await observeNode(ctx);

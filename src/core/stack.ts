@@ -234,7 +234,7 @@ export function planStack(
         steps.push(activateStep(o, 'exclusive', scope), stillLiveStep(o, 'map it writable', scope, opts.underLock));
       else if (!state.devices.has(dmName('rw', o.uuid)) && o.uuid !== opts.createdHere) {
         steps.push(
-          { title: `refresh ${lvRef(o)}`, req: lvm.lvmRequest('lvchange', ['--refresh', lvRef(o)], 'write', scope) },
+          { title: `refresh ${lvRef(o)}`, req: lvm.refreshReq(lvRef(o), scope) },
           stillLiveStep(o, 'map it writable', scope, opts.underLock),
         );
       }

@@ -140,19 +140,21 @@ const cdata = (s: string) => `<![CDATA[${s.replace(/]]>/g, ']]]]><![CDATA[>')}]]
 /**
  * What the marketplace needs to fetch the image (OpenNebula's IMPORT_INFO): an ssh:// source
  * its downloader reads with `cat` on the node where the image is active, its size and format,
- * and the sha256 recorded when it was sealed (cowstack's checksum of the whole LV).
+ * its MD5 (read on the node, as OpenNebula's own export does: the marketplace records it) and
+ * the sha256 recorded when it was sealed (cowstack's checksum of the whole LV).
  */
 async function exportInfo(env: DsEnv, req: Req<'export'>): Promise<void> {
   checkVg(env, req.source);
   let host = '';
   const x = await onNode(env, req, true, (ctx) => {
     host = ctx.runner.target;
-    return exposeImage(ctx, req.source.lv);
+    return exposeImage(ctx, req.source.lv, { md5: true });
   });
   env.info(`${env.vg}/${x.name} is readable at ${x.device} on ${host}`);
   env.out(
     '<IMPORT_INFO>' +
       `<IMPORT_SOURCE>${cdata(`ssh://${host}:${x.device}`)}</IMPORT_SOURCE>` +
+      (x.md5 ? `<MD5>${cdata(x.md5)}</MD5>` : '') +
       (x.sha256 ? `<SHA256>${cdata(x.sha256)}</SHA256>` : '') +
       `<SIZE>${cdata(String(req.sizeMb ?? sizeMb(x.sizeBytes)))}</SIZE>` +
       `<FORMAT>${cdata('raw')}</FORMAT>` +

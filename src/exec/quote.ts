@@ -7,6 +7,11 @@ const SAFE = /^[A-Za-z0-9_@%+=:,./-]+$/;
 
 export function shellQuote(word: string): string {
   if (word !== '' && SAFE.test(word)) return word;
+  return alwaysQuoted(word);
+}
+
+/** Quoted even when plain: a command's name so quoted is never a keyword or an assignment. */
+export function alwaysQuoted(word: string): string {
   return `'${word.replace(/'/g, `'\\''`)}'`;
 }
 

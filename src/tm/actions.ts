@@ -11,6 +11,8 @@ import { CowstackError, EXIT, notFound, refused, usageError } from '../exec/erro
 import type { Runner } from '../exec/types.js';
 import * as dmsetup from '../tools/dmsetup.js';
 import * as backupFiles from '../tools/backupFiles.js';
+import * as blockData from '../tools/blockData.js';
+import * as fsReq from '../tools/host.js';
 import { installFileReq } from '../tools/files.js';
 import * as lvm from '../tools/lvm.js';
 import { createAndMapClone, growClone, mapClone, unmapClone } from '../core/clones.js';
@@ -95,13 +97,10 @@ function checkVg(env: TmEnv, src: TmSource): void {
     );
 }
 
-const run = (r: Runner, argv: string[], kind: 'read' | 'write' = 'write', extra: object = {}) =>
-  r.run({ argv, kind, ...extra });
-
 /** D becomes a symlink to the device, as the hypervisor expects; the VM directory is created. */
 async function link(r: Runner, device: string, d: TmPath): Promise<void> {
-  await run(r, ['mkdir', '-p', '--', d.vmDir]);
-  await run(r, ['ln', '-sfn', '--', device, d.path]);
+  await r.run(fsReq.mkdirReq(d.vmDir));
+  await r.run(fsReq.linkReq(device, d.path));
 }
 
 function disksOf(state: NodeState, vmId: number): CowObj[] {
@@ -181,7 +180,7 @@ async function mvds(env: TmEnv, req: Extract<TmRequest, { action: 'mvds' }>): Pr
       ? `synced ${name} back into ${req.dst.lv}'s lineage as ${target}`
       : `${name} is not in ${env.vg}: already synced back`,
   );
-  await run(ctx.runner, ['rm', '-f', '--', req.src.path]);
+  await ctx.runner.run(fsReq.removeReq(req.src.path));
 }
 
 async function cpds(env: TmEnv, req: Extract<TmRequest, { action: 'cpds' }>): Promise<void> {
@@ -255,7 +254,7 @@ async function del(env: TmEnv, req: Extract<TmRequest, { action: 'delete' }>): P
   // The directory or link on a dead host goes with the host; on a live one it is removed.
   if (via === t.host || fe) {
     const r = fe ? env.runnerFor('localhost') : ctx.runner;
-    await run(r, t.diskId === undefined ? ['rm', '-rf', '--', t.vmDir] : ['rm', '-f', '--', t.path]);
+    await r.run(t.diskId === undefined ? fsReq.removeReq(t.vmDir, { recursive: true }) : fsReq.removeReq(t.path));
   }
 }
 
@@ -263,23 +262,18 @@ async function del(env: TmEnv, req: Extract<TmRequest, { action: 'delete' }>): P
 async function copyFiles(env: TmEnv, src: TmPath, dst: TmPath, only?: string): Promise<number> {
   const a = env.runnerFor(isFrontend(env, src.host) ? 'localhost' : src.host);
   const b = env.runnerFor(isFrontend(env, dst.host) ? 'localhost' : dst.host);
-  const list = await run(a, ['find', src.vmDir, '-maxdepth', '1', '-type', 'f', '-printf', '%f\\n'], 'read', {
-    allowFailure: true,
-  });
+  const list = await a.run(fsReq.listFilesReq(src.vmDir));
   const files =
     list.exitCode === 0 ? list.stdout.split('\n').filter((f) => /^[A-Za-z0-9_+-][A-Za-z0-9._+-]*$/.test(f)) : [];
   const chosen = only ? files.filter((f) => f === only) : files;
   if (!chosen.length) return 0;
-  await run(b, ['mkdir', '-p', '--', dst.vmDir]);
+  await b.run(fsReq.mkdirReq(dst.vmDir));
   const tmp = await fsp.mkdtemp(path.join(tmpdir(), 'cowstack-tm-'));
   try {
     for (const f of chosen) {
       const local = path.join(tmp, f);
-      await run(a, ['cat', '--', `${src.vmDir}/${f}`], 'read', { stdoutFile: local, timeout: 'data' });
-      await run(b, ['dd', `of=${dst.vmDir}/${f}`, 'bs=1M', 'status=none'], 'write', {
-        stdin: createReadStream(local),
-        timeout: 'data',
-      });
+      await a.run(fsReq.fetchFileReq(`${src.vmDir}/${f}`, local));
+      await b.run(fsReq.storeFileReq(`${dst.vmDir}/${f}`, createReadStream(local), { timeout: 'data' }));
     }
   } finally {
     await fsp.rm(tmp, { recursive: true, force: true });
@@ -322,7 +316,7 @@ async function mv(env: TmEnv, req: Extract<TmRequest, { action: 'mv' }>): Promis
     }
   }
   const a = env.runnerFor(feA ? 'localhost' : src.host);
-  await run(a, src.diskId === undefined ? ['rm', '-rf', '--', src.vmDir] : ['rm', '-f', '--', src.path]);
+  await a.run(src.diskId === undefined ? fsReq.removeReq(src.vmDir, { recursive: true }) : fsReq.removeReq(src.path));
   env.info(`moved ${tops.map((o) => o.name).join(', ') || 'no disks'} from ${src.host} to ${dst.host}`);
 }
 
@@ -339,22 +333,8 @@ async function mkimage(env: TmEnv, d: Disk, vmId: number, sizeMb: number, format
   const device = await attach(ctx, o);
   // Formatting only a disk this run created keeps a re-run from wiping a disk in use.
   if (r.action === 'created' && format !== 'raw') {
-    if (format === 'swap')
-      await ctx.runner.run({
-        argv: ['mkswap', device],
-        kind: 'write',
-        root: true,
-        timeout: 'data',
-        title: `format ${name} as swap`,
-      });
-    else
-      await ctx.runner.run({
-        argv: ['mkfs', '-t', format, device],
-        kind: 'write',
-        root: true,
-        timeout: 'data',
-        title: `format ${name} as ${format}`,
-      });
+    if (format === 'swap') await ctx.runner.run({ ...blockData.mkswapReq(device), title: `format ${name} as swap` });
+    else await ctx.runner.run({ ...blockData.mkfsReq(device, format), title: `format ${name} as ${format}` });
   }
   await link(ctx.runner, device, d);
   env.info(`volatile disk ${env.vg}/${name} (${sizeMb} MiB, ${format}) at ${d.path}`);
@@ -365,14 +345,13 @@ async function context(env: TmEnv, req: Extract<TmRequest, { action: 'context' }
     if (!existsSync(f.path)) throw notFound(`context file ${f.path} does not exist on the front-end`);
   const r = env.runnerFor(req.dst.host);
   const dir = `${req.dst.vmDir}/.context.${req.dst.diskId}`;
-  await run(r, ['rm', '-rf', '--', dir]);
-  await run(r, ['mkdir', '-p', '--', dir]);
-  for (const f of req.files)
-    await run(r, ['dd', `of=${dir}/${f.name}`, 'bs=1M', 'status=none'], 'write', { stdin: createReadStream(f.path) });
+  await r.run(fsReq.removeReq(dir, { recursive: true }));
+  await r.run(fsReq.mkdirReq(dir));
+  for (const f of req.files) await r.run(fsReq.storeFileReq(`${dir}/${f.name}`, createReadStream(f.path)));
   // As fs_lvm does: an ISO 9660 image labelled CONTEXT, placed at D as a file.
-  await run(r, ['rm', '-f', '--', req.dst.path]);
-  await run(r, ['genisoimage', '-quiet', '-o', req.dst.path, '-V', 'CONTEXT', '-J', '-R', dir]);
-  await run(r, ['rm', '-rf', '--', dir]);
+  await r.run(fsReq.removeReq(req.dst.path));
+  await r.run(fsReq.isoImageReq(req.dst.path, 'CONTEXT', dir));
+  await r.run(fsReq.removeReq(dir, { recursive: true }));
   env.info(`context ISO with ${req.files.length} file(s) at ${req.dst.path} on ${req.dst.host}`);
 }
 
@@ -561,12 +540,7 @@ async function activate(env: TmEnv, host: string): Promise<void> {
   const ctx = ctxOf(env, host);
   const rec = await recover(ctx);
   env.info(`recover on ${host}: ${rec.actions.length} action(s)`);
-  const found = await run(
-    ctx.runner,
-    ['find', DS_LOCATION, '-mindepth', '3', '-maxdepth', '3', '-type', 'l', '-name', 'disk.*'],
-    'read',
-    { allowFailure: true },
-  );
+  const found = await ctx.runner.run(fsReq.findLinksReq(DS_LOCATION, 3, 'disk.*'));
   const links = found.exitCode === 0 ? found.stdout.split('\n').filter(Boolean) : [];
   const state = await observeNode(ctx);
   let failed: unknown;
@@ -645,7 +619,7 @@ async function postmigrate(env: TmEnv, req: MigrateRequest): Promise<void> {
     const released = await releaseMigration(src, d.name);
     const acquired = await acquireMigration(dst, d.name);
     env.info(`${d.name}: ${req.srcHost} ${released.action}, ${req.dstHost} ${acquired.action}`);
-    await run(src.runner, ['rm', '-f', '--', diskLink(req, d.diskId)]);
+    await src.runner.run(fsReq.removeReq(diskLink(req, d.diskId)));
   }
 }
 
@@ -656,7 +630,7 @@ async function failmigrate(env: TmEnv, req: MigrateRequest): Promise<void> {
     const r = await abortMigration(ctx, d.name);
     env.info(`${req.dstHost}: ${d.name} ${r.action}${r.warnings ? ` (${r.warnings.join('; ')})` : ''}`);
     // A destination that holds the disk (the hand-over completed) keeps its link.
-    if (!r.warnings?.length) await run(ctx.runner, ['rm', '-f', '--', diskLink(req, d.diskId)]);
+    if (!r.warnings?.length) await ctx.runner.run(fsReq.removeReq(diskLink(req, d.diskId)));
   }
 }
 

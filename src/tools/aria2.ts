@@ -17,6 +17,8 @@ export interface Aria2Options {
   /** Upload and download limit, bytes/s (0: none). */
   rateBytes?: number;
   log: string;
+  /** The file's name in dir when it differs from the torrent's (--index-out of file 1). */
+  out?: string;
 }
 
 /** argv of a peer that seeds (a complete file, hash-checked first) or downloads then seeds. */
@@ -40,6 +42,7 @@ export const peerArgv = (torrent: string, o: Aria2Options): string[] => [
   '--summary-interval=0',
   `--log=${o.log}`,
   '--log-level=notice',
+  ...(o.out ? [`--index-out=1=${o.out}`] : []),
   torrent,
 ];
 

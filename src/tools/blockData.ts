@@ -1,5 +1,5 @@
 /**
- * Block data adapter (dd, sha256sum, blkid, wipefs): the commands that read or write the
+ * Block data adapter (dd, sha256sum, sha512sum, md5sum, blkid, wipefs): the commands that read or write the
  * bytes of a device rather than its metadata. Every dd shape here is one that
  * sudoers/cowstack allows verbatim (dd with free arguments could overwrite any file), so a
  * new shape needs a new sudoers rule. Bulk copies keep one 4 MiB direct request in flight:
@@ -86,14 +86,23 @@ export const writeFromStdinReq = (device: string, stdin: NodeJS.ReadableStream):
 export const readToFileReq = (device: string, stdoutFile: string): RunRequest =>
   dd([`if=${device}`, `bs=${BULK_BLOCK}`, 'iflag=direct', 'status=none'], 'read', { stdoutFile });
 
-export const checksumReq = (device: string): RunRequest => ({
-  argv: ['sha256sum', device],
+/** sha256 (what cowstack records) or sha512 (what a catalogue list endorses) of a device or file. */
+export const checksumReq = (device: string, algo: 'sha256' | 'sha512' = 'sha256'): RunRequest => ({
+  argv: [`${algo}sum`, device],
   kind: 'read',
   root: true,
   timeout: 'data',
 });
 
-/** sha256sum prints "HEX  NAME". */
+/** The MD5 OpenNebula's marketplace records for an exported image (its own drivers run md5sum). */
+export const md5Req = (device: string): RunRequest => ({
+  argv: ['md5sum', device],
+  kind: 'read',
+  root: true,
+  timeout: 'data',
+});
+
+/** sha256sum, sha512sum and md5sum print "HEX  NAME". */
 export const parseChecksum = (stdout: string): string => stdout.split(/\s+/)[0]!;
 
 /** Probe a device for any signature (file system, partition table, PV): `-p` reads the device, not a cache. */
@@ -131,6 +140,8 @@ export const ROOT_PROGRAMS: readonly RootProgram[] = [
   sbin('wipefs', 'util-linux', 'wipe the LUN with cluster init --force', SETUP),
   bin('dd', 'coreutils', 'zero a COW header, import/export/flatten image data'),
   bin('sha256sum', 'coreutils', 'checksum a sealed image'),
+  bin('sha512sum', 'coreutils', 'check a downloaded catalogue image against its signed sha512'),
+  bin('md5sum', 'coreutils', "the MD5 of an image exported to OpenNebula's marketplace (ds export)"),
   sbin('mkswap', 'util-linux', 'format a volatile swap disk (tm mkswap/mkimage)'),
   sbin('mkfs', 'util-linux', 'format a volatile disk with a file system (tm mkimage)'),
 ];

@@ -29,6 +29,14 @@ export function parseSizes(stdout: string): { size: number; allocated: number } 
   return { size: size!, allocated: blocks! * unit! };
 }
 
+/** A verified raw disk extended with zeros to whole extents: the bytes of the sealed image. */
+export const extendReq = (file: string, bytes: number): RunRequest => ({
+  argv: ['truncate', '-s', String(bytes), '--', file],
+  kind: 'write',
+  root: true,
+  title: `extend ${file} to ${bytes} bytes (zeros, as the sealed image is padded)`,
+});
+
 /** A (binary) file as base64 on stdout: the runners carry text. */
 export const readBase64Req = (file: string): RunRequest => ({
   argv: ['base64', '-w0', '--', file],

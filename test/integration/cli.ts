@@ -1,4 +1,7 @@
-/** Runs the built cowstack CLI (dist/) on the host against the testbed, as a user would. */
+/**
+ * Runs the built cowstack CLI on the host against the testbed, as a user would: the single-file
+ * bundle bin/cowstack runs (it starts in about half the time of the tsc output's hundred modules).
+ */
 import { execa } from 'execa';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
@@ -6,7 +9,7 @@ import type { Testbed } from '../testbed/index.js';
 import { trace } from '../../src/exec/trace.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-export const CLI = path.join(ROOT, 'dist/index.js');
+export const CLI = path.join(ROOT, 'dist/cowstack.mjs');
 
 export interface CliResult {
   exitCode: number;

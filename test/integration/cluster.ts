@@ -23,7 +23,7 @@ export async function bringUpCluster(
     }),
   );
   const device = devices[0]!;
-  for (const node of tb.nodes) {
+  const setUp = async (node: Testbed['nodes'][number]) => {
     const args = node.hostId === 1 ? ['cluster', 'init', device] : ['cluster', 'join'];
     const r = await cowstack(
       tb,
@@ -31,6 +31,10 @@ export async function bringUpCluster(
       { check: true, timeoutMs: 900_000 },
     );
     log(`${node.name}: ${args[1]} done: ${r.json.result.changed.join('; ')}`);
-  }
+  };
+  // init first (it creates the VG); then every other node joins at the same instant, as an
+  // admin joining a rack would: each acquires its own host_id's delta lease (tens of seconds).
+  await setUp(tb.nodes.find((n) => n.hostId === 1)!);
+  await Promise.all(tb.nodes.filter((n) => n.hostId !== 1).map(setUp));
   return { device, seconds: (Date.now() - started) / 1000 };
 }

@@ -14,6 +14,7 @@ import type { DeviceStatus } from '../../src/core/report.js';
 import type { Testbed } from '../testbed/index.js';
 import { attachMine } from './testbeds.js';
 import { clusterCli, cowstack } from './cli.js';
+import { unreachableConfig } from './sshConfigVariant.js';
 import { REPO_VG } from './cluster.js';
 import { deviceSha, MiB, overlay, pattern, sha256, writeAt } from './data.js';
 import { DS, FE, tmHarness } from './tm-harness.js';
@@ -47,22 +48,6 @@ async function consistent(node: string): Promise<void> {
     st.devices.filter((d: DeviceStatus) => d.problem),
     'no orphan devices',
   ).toEqual([]);
-}
-
-/** A copy of the testbed's ssh config in which `node` answers on a closed port (no shared master connection). */
-async function unreachable(node: string): Promise<string> {
-  const text = await fsp.readFile(tb.sshConfig, 'utf8');
-  const blocks = text.split(/(?=^Host )/m).map((b) =>
-    b.startsWith(`Host ${node}\n`)
-      ? b
-          .replace(/^ {2}Port \d+$/m, '  Port 1')
-          .replace(/^ {2}ControlMaster .*$/m, '  ControlMaster no')
-          .replace(/^ {2}ControlPath .*$/m, '  ControlPath none')
-      : b,
-  );
-  const file = path.join(await fsp.mkdtemp(path.join(tmpdir(), 'cowstack-cut-')), 'ssh_config');
-  await fsp.writeFile(file, blocks.join(''));
-  return file;
 }
 
 beforeAll(async () => {
@@ -264,7 +249,7 @@ describe.sequential('a node loses power with a clone mapped', () => {
     // The lease has expired: the retried delete succeeds through node2 and the VM is deployed
     // again there. node1 is up again by now, so the front-end's view of it is cut (its ssh
     // goes to a closed port, as while it rebooted or behind a partition).
-    const cut = await tmHarness({ sshConfig: await unreachable('node1') });
+    const cut = await tmHarness({ sshConfig: await unreachableConfig(tb, 'node1') });
     const late = await cut.run('delete', [`node1:${vmDir}/`, String(vm), '0']);
     expect(late.exitCode, late.stderr).toBe(0);
     expect(late.stderr).toMatch(/node1 is unreachable: removing 1 LV\(s\) of VM \d+ through node2/);

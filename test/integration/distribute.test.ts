@@ -6,6 +6,10 @@
  * computed on its node, is the one computed here on the host; the LUN is read about once in
  * total (all nodes' iSCSI disk reads, sanlock's lease reads excluded); a clone mapped on node3
  * stands on node3's replica (the image LV is not even active there) and reads the image.
+ * Pull mode: the list also signs the info hash of the raw image's torrent; every node runs
+ * `catalog sync --replicas` at once, downloading from each other and the repository's http
+ * server (the torrent's web seed); each replica's sha256 and sha512, read on its node, are
+ * the ones computed here; a torrent whose info hash is not the signed one is refused.
  *
  * Networking: qemu user networking puts every guest behind 10.0.2.2. Each node's client
  * listens on its own port P, forwarded 127.0.0.1:P -> guest:P, and announces P to a tracker
@@ -23,6 +27,7 @@ import { attachMine, repoDevice } from './testbeds.js';
 import { clusterCli, cowstack, ROOT } from './cli.js';
 import { REPO_VG } from './cluster.js';
 import { serveDir } from './serveDir.js';
+import { createHash } from 'node:crypto';
 import { MiB, pattern, sha256 } from './data.js';
 
 const FIXTURES = path.join(ROOT, 'test/fixtures/minisign-0.11');
@@ -37,12 +42,16 @@ const SMALL = `p2s${run}`;
 const BAD = `p2b${run}`;
 const RAW = pattern(32 * MiB, 1401);
 const CLONE = `p2c${run}`;
+// Pulled by every node: 6 MiB, so its sealed image (whole 4 MiB extents) is padded with zeros.
+const PULLED = pattern(6 * MiB, 1402);
+const TRACKER_PID = '/run/cowstack-test-tracker.pid';
 
 let tb: Testbed;
 let nodes: TestbedNode[];
 let dir: string;
 let server: Server;
 let base: string;
+let served: Map<string, number>;
 const lun: Record<string, { sdx: string; lockDm: string }> = {};
 
 const ok = async (node: string, args: string[]) => {
@@ -75,24 +84,31 @@ beforeAll(async () => {
     expect(n.peerPort && n.trackerPort, `${n.name} has no peer/tracker port forwards`).toBeTruthy();
   dir = await fsp.mkdtemp(path.join(tmpdir(), 'cowstack-p2p-'));
   await fsp.writeFile(path.join(dir, 'big.raw.gz'), gzipSync(RAW, { level: 1 }));
-  await fsp.writeFile(path.join(dir, 'small.raw'), pattern(MiB, 1402));
+  await fsp.writeFile(path.join(dir, 'small.raw'), PULLED);
   await fsp.writeFile(path.join(dir, 'bad.raw'), pattern(MiB, 1403));
   const images = [
     `${BIG}@1=${path.join(dir, 'big.raw.gz')}`,
     `${SMALL}@1=${path.join(dir, 'small.raw')}`,
     `${BAD}@1=${path.join(dir, 'bad.raw')}`,
   ];
+  ({ server, base, sent: served } = await serveDir(dir));
+  // The guests reach the host's loopback as 10.0.2.2; the tracker runs inside node1.
+  const tracker = `http://10.0.2.2:${nodes[0]!.trackerPort}/announce`;
   const pub = await cowstack(tb, [
     ...['--json', 'catalog', 'publish', path.join(dir, 'list.json'), ...images],
     ...['--key', KEY, '--id', LIST_ID, '--list-version', '1'],
+    ...['--torrent-tracker', tracker, '--web-seed', base.replace('127.0.0.1', '10.0.2.2')],
   ]);
   expect(pub.exitCode, pub.stdout + pub.stderr).toBe(0);
+  // Raw images get a torrent (its info hash signed), the gzip-compressed one none.
+  const torrents = pub.json.result.images.map((i: { torrent?: { infoHash: string } }) => i.torrent?.infoHash);
+  expect(torrents[0]).toBeUndefined();
+  expect(torrents[1]).toMatch(/^[0-9a-f]{40}$/);
   // Flipped after signing: the list still says what the endorser published.
   const bad = await fsp.readFile(path.join(dir, 'bad.raw'));
   const at = MiB / 2 + 3; // one bit of one byte
   bad[at] = bad[at]! ^ 0x01;
   await fsp.writeFile(path.join(dir, 'bad.raw'), bad);
-  ({ server, base } = await serveDir(dir));
   for (const n of nodes) {
     const [sdx, lockDm] = (await sh(n.name, `readlink -f ${repoDevice(tb)} /dev/mapper/${REPO_VG}-lvmlock`))
       .trim()
@@ -112,9 +128,11 @@ afterAll(async () => {
   server?.close();
   if (dir) await fsp.rm(dir, { recursive: true, force: true });
   if (!tb) return;
+  await tb.sh('node1', `start-stop-daemon --stop --pidfile ${TRACKER_PID} --remove-pidfile --oknodo`);
   await clusterCli(tb, 'node3', ['clone', 'discard', CLONE]);
   for (const n of nodes ?? []) {
     await clusterCli(tb, n.name, ['cache', 'drop', `${BIG}-1`]);
+    await clusterCli(tb, n.name, ['cache', 'drop', `${SMALL}-1`]);
     await tb.sh(n.name, 'rm -rf /var/lib/cowstack/staging');
   }
   const vgTags = [BIG, SMALL, BAD].map((x) => `--deltag cowstack_approved:${x}:1`).join(' ');
@@ -245,4 +263,100 @@ describe.sequential('peer-to-peer staging (catalog stage)', () => {
     expect(listed.find((i) => i.lv === `${BIG}-1`)?.replicated).toBe(true);
     expect(listed.find((i) => i.lv === `${SMALL}-1`)?.replicated).toBe(false);
   });
+});
+
+describe.sequential('pull mode (catalog sync --replicas)', () => {
+  const listUrl = () => `${base}/list.json`;
+  const pull = (node: TestbedNode, dryRun: string[] = []) =>
+    cowstack(tb, [
+      ...[...dryRun, '--host', node.name, '--json', 'catalog', 'sync', listUrl(), '--pubkey', PUB, '--replicas'],
+      ...['--peer-port', String(node.peerPort), '--vg', REPO_VG],
+    ]);
+  const padded = Buffer.concat([PULLED, Buffer.alloc(8 * MiB - PULLED.length)]);
+  const sha512 = createHash('sha512').update(PULLED).digest('hex');
+  let rp: string;
+
+  beforeAll(async () => {
+    const uuid = (await sh('node1', `lvs --noheadings -o lv_uuid ${REPO_VG}/${SMALL}-1`)).trim();
+    rp = `rp_${uuid.replace(/-/g, '')}`;
+    // The repository side's tracker (Debian's opentracker tracks only whitelisted info hashes).
+    const list = JSON.parse(await fsp.readFile(path.join(dir, 'list.json'), 'utf8'));
+    const hash = list.images.find((i: { name: string }) => i.name === SMALL).torrent.infoHash;
+    await sh(
+      'node1',
+      `echo ${hash} > /run/cowstack-test-tracker.wl && start-stop-daemon --start --background --make-pidfile ` +
+        `--pidfile ${TRACKER_PID} --oknodo --exec /usr/bin/opentracker -- -p ${nodes[0]!.trackerPort} ` +
+        '-w /run/cowstack-test-tracker.wl',
+    );
+  });
+
+  it('refuses a torrent whose info hash is not the signed one; nothing is staged or replicated', async () => {
+    const file = path.join(dir, `${SMALL}-1.torrent`);
+    const good = await fsp.readFile(file);
+    const bad = Buffer.from(good);
+    bad[bad.indexOf('.img')] = 'x'.charCodeAt(0); // the file's name, inside the info dictionary
+    await fsp.writeFile(file, bad);
+    try {
+      const r = await pull(nodes[1]!);
+      expect(r.exitCode, r.stdout + r.stderr).toBe(EXIT_REFUSED);
+      const entry = r.json.result.images.find((i: { lv: string }) => i.lv === `${SMALL}-1`);
+      expect(entry.action).toBe('failed');
+      expect(entry.error).toMatch(/has info hash [0-9a-f]{40}, the signed list says [0-9a-f]{40}: not used/);
+    } finally {
+      await fsp.writeFile(file, good);
+    }
+    const uuid = rp.slice(3);
+    const left = await sh('node2', `ls /var/lib/cowstack/staging 2>/dev/null | tr -d - | grep ${uuid} || true`);
+    expect(left, 'no torrent or image file of it on node2').not.toMatch(/\.(torrent|img)$/m);
+    expect((await ok('node2', ['cache', 'list'])).caches).not.toContainEqual(expect.objectContaining({ name: rp }));
+  });
+
+  it('every node pulls at once: replicas complete, their sha256 and sha512 the ones computed here', async () => {
+    const dry = await pull(nodes[0]!, ['--dry-run']);
+    expect(dry.exitCode, dry.stdout + dry.stderr).toBe(0);
+    const plan = dry.json.result.plan as Array<{ argv: string[] }>;
+    expect(plan.map((p) => p.argv[0])).toEqual(
+      expect.arrayContaining(['install', 'aria2c', 'start-stop-daemon', 'truncate', 'rm']),
+    );
+    expect(plan.find((p) => p.argv.includes('--start'))?.argv).toContain(`--listen-port=${nodes[0]!.peerPort}`);
+
+    const t0 = Date.now();
+    const fromRepo = served.get('small.raw') ?? 0; // sync read it once to import it
+    const results = await Promise.all(nodes.map((n) => pull(n)));
+    // The web seed's share: what the repository's http server sent of the 3 copies the nodes needed.
+    const web = ((served.get('small.raw') ?? 0) - fromRepo) / MiB;
+    process.stderr.write(
+      `[distribute] pull: ${PULLED.length / MiB} MiB on 3 nodes in ${(Date.now() - t0) / 1000} s; ` +
+        `the web seed sent ${web.toFixed(2)} MiB of ${(3 * PULLED.length) / MiB}\n`,
+    );
+    for (const [i, r] of results.entries()) {
+      expect(r.exitCode, `${nodes[i]!.name}: ${r.stdout}\n${r.stderr}`).toBe(0);
+      const byLv = Object.fromEntries(r.json.result.images.map((x: { lv: string }) => [x.lv, x]));
+      expect(byLv[`${SMALL}-1`]).toMatchObject({ action: 'replicated', sha256: sha256(padded) });
+      expect(byLv[`${BIG}-1`].action).toBe('no-torrent');
+      expect(byLv[`${BAD}-1`].action).toBe('not-present');
+    }
+    for (const n of nodes) {
+      const dev = `/dev/mapper/cowstack_cache-${rp}`;
+      const [s256, s512] = (
+        await sh(
+          n.name,
+          `dd if=${dev} bs=4M iflag=direct status=none | sha256sum; head -c ${PULLED.length} ${dev} | sha512sum`,
+        )
+      )
+        .trim()
+        .split('\n')
+        .map((l) => l.split(/\s+/)[0]);
+      expect(s256, `${n.name}'s replica`).toBe(sha256(padded));
+      expect(s512, `${n.name}'s replica`).toBe(sha512);
+      const list = await ok(n.name, ['cache', 'list']);
+      expect(list.caches).toContainEqual(expect.objectContaining({ name: rp, state: 'complete' }));
+      expect(list.staging).toContainEqual(expect.objectContaining({ image: `${SMALL}-1`, phase: 'complete' }));
+      expect(await sh(n.name, 'pgrep -c aria2c || true')).toBe('0\n');
+    }
+    // Again: nothing to do.
+    const again = await pull(nodes[2]!);
+    expect(again.exitCode, again.stdout + again.stderr).toBe(0);
+    expect(again.json.result.images.find((x: { lv: string }) => x.lv === `${SMALL}-1`).action).toBe('none');
+  }, 600_000);
 });

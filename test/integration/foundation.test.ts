@@ -4,7 +4,6 @@
  * an LV exclusive on node1 is refused on node2 with cowstack's lock-conflict exit code.
  */
 import { beforeAll, describe, expect, it } from 'vitest';
-import { execa } from 'execa';
 import path from 'node:path';
 import type { ClusterStatus } from '../../src/core/cluster.js';
 import type { Check } from '../../src/core/doctor.js';
@@ -48,7 +47,7 @@ describe('doctor', () => {
   });
 
   it('runs as the single-file bundle on a guest with only node installed', async () => {
-    await execa('node', [path.join(ROOT, 'scripts/bundle.mjs')], { cwd: ROOT });
+    // npm run build wrote the bundle (the CLI the tests run is the same file).
     const node = tb.nodes[1]!;
     await tb.copyTo(node.name, path.join(ROOT, 'dist/cowstack.mjs'), '/root/cowstack.mjs');
     const r = await tb.ssh(node.name, ['node', '/root/cowstack.mjs', '--json', 'doctor', '--vg', REPO_VG]);

@@ -20,6 +20,7 @@ import type { Testbed } from '../testbed/index.js';
 import { attachMine } from './testbeds.js';
 import { cowstack, ROOT, type CliResult } from './cli.js';
 import { REPO_VG } from './cluster.js';
+import { sshConfigVariant } from './sshConfigVariant.js';
 import { inFlight } from '../../src/core/journal.js';
 import { deviceSha, MiB, overlay, pattern, sha256, writeAt } from './data.js';
 
@@ -91,7 +92,6 @@ async function leftovers(node: string, names: string[]): Promise<string[]> {
 beforeAll(async () => {
   tb = await attachMine();
   work = await fsp.mkdtemp(path.join(tmpdir(), 'cowstack-nl-'));
-  await execa('node', [path.join(ROOT, 'scripts/bundle.mjs')], { cwd: ROOT });
   for (const node of tb.nodes) {
     await tb.copyTo(node.name, path.join(ROOT, 'dist/cowstack.mjs'), BUNDLE);
     const r = await tb.sh(
@@ -106,9 +106,11 @@ beforeAll(async () => {
     const install = ['install', '--node', '--user', USER, '--vg', REPO_VG];
     await cowstack(tb, ['--host', node.name, '--json', ...install], { check: true });
   }
-  const text = await fsp.readFile(tb.sshConfig, 'utf8');
-  userSsh = path.join(work, 'ssh_config');
-  await fsp.writeFile(userSsh, text.replace(/User root/g, `User ${USER}`).replace(/cm-%n/g, `cm-nl-${USER}-%n`));
+  userSsh = await sshConfigVariant(
+    tb,
+    { User: () => USER, ControlPath: (old) => old.replace(/cm-%n$/, `cm-nl-${USER}-%n`) },
+    { file: path.join(work, 'ssh_config') },
+  );
 }, 300_000);
 
 describe('the COW lifecycle on the node itself', () => {

@@ -234,11 +234,12 @@ describe.sequential('a non-persistent VM: deploy, snapshots, cold migration, sav
     expect(await lvTags('node1', img)).toContain('cowstack_state:sealed');
   });
 
-  it('ds export: the stream the marketplace reads (ssh HOST cat DEVICE) has the saved image sha256', async () => {
+  it('ds export: the marketplace stream (ssh HOST cat DEVICE) has the saved image sha256 and MD5', async () => {
     const ex = await tm.ds.ok('export', ['42'], dsAction({ ID: SAVEDID, SOURCE: `${REPO_VG}/${saved}`, SIZE: 16 }));
     times.ds_export = ex.seconds;
     const field = (name: string) => new RegExp(`<${name}><!\\[CDATA\\[([^\\]]*)\\]\\]></${name}>`).exec(ex.stdout)?.[1];
     expect([field('SIZE'), field('FORMAT'), field('SHA256')]).toEqual(['16', 'raw', sha256(withA)]);
+    expect(field('MD5')).toBe(createHash('md5').update(withA).digest('hex'));
     expect(ex.stdout).toMatch(/^<IMPORT_INFO>.*<DISPOSE>NO<\/DISPOSE><\/IMPORT_INFO>$/);
     const m = /^ssh:\/\/([^:]+):(.+)$/.exec(field('IMPORT_SOURCE') ?? '');
     expect(m, ex.stdout).not.toBeNull();

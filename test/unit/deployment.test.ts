@@ -427,6 +427,7 @@ async function builtRequests(): Promise<Map<string, RunRequest[]>> {
     blockData.copyRangeReq(cow, replica, 16, 16), // a replica's copy
     blockData.checksumReq(cow),
     blockData.checksumReq(replica),
+    blockData.md5Req(lvMapperPath('repo', 'one-img-8')), // ds export
     blockData.signaturesReq('/dev/sdb'),
     blockData.signaturesReq('/dev/vda'),
     blockData.wipeSignaturesReq('/dev/sdb'),
@@ -448,18 +449,30 @@ async function builtRequests(): Promise<Map<string, RunRequest[]>> {
   add(
     'daemon',
     daemon.startReq(st.pid, peer, 'peer'),
+    daemon.startReq(
+      st.pid,
+      aria2.peerArgv(st.torrent, { dir: st.dir, port: 6881, log: st.log, out: 'x-1.img' }),
+      'pull',
+    ),
     daemon.startReq(st.trackerPid, trackerArgv(6969, st.whitelist), 'tracker'),
     daemon.stopReq(st.pid, 'stop'),
     daemon.stopReq(st.trackerPid, 'stop'),
     daemon.runningReq(st.pid),
   );
   add('mktorrent', mktorrent.makeTorrentReq(st.image, st.torrent, 'http://10.0.2.2:6969/announce'));
-  add('staging', staging.makeDirReq(st.dir), staging.readBase64Req(st.torrent), staging.sizesReq(st.image));
+  add(
+    'staging',
+    staging.makeDirReq(st.dir),
+    staging.readBase64Req(st.torrent),
+    staging.sizesReq(st.image),
+    staging.extendReq(st.image, 8 << 20),
+  );
   add(
     'blockData',
     blockData.copyToFileReq(lvMapperPath('repo', 'img'), st.image),
     blockData.copyRangeReq(st.image, replica, 16, 16),
     blockData.checksumReq(st.image),
+    blockData.checksumReq(st.image, 'sha512'),
   );
   add(
     'files',
@@ -542,6 +555,7 @@ describe('sudoers/cowstack', () => {
 const BORROWED: Record<string, string[]> = {
   service: ['sanlock'], // `sanlock daemon` starts the program sanlock.ts declares
   flock: ['tee', 'truncate'], // the journal log is appended and emptied with lio's tee and tgt's truncate
+  staging: ['truncate'], // a pulled raw disk is extended to whole extents with tgt's truncate
 };
 
 describe('root programs of the tools adapters', () => {

@@ -292,14 +292,20 @@ describe('ds actions against the recording runner', () => {
   });
 
   it('export activates the sealed image shared and prints the IMPORT_INFO the marketplace reads', async () => {
+    const MD5 = 'd41d8cd98f00b204e9800998ecf8427e';
     const r = script(
       recorder('node1'),
       [{ rows: [imageRow('img', U.image, { sha: SHA })] }],
-      [O, wr(['lvchange', '-asy', 'vg/img'])],
+      [
+        O,
+        wr(['lvchange', '-asy', 'vg/img']),
+        rd(['md5sum', '/dev/mapper/vg-img'], { stdout: `${MD5}  /dev/mapper/vg-img\n` }),
+      ],
     );
     const { out } = await ds('export', '4', xmlOf({ ID: 3, SOURCE: 'vg/img', SIZE: 64 }), { node1: r });
     expect(out).toBe(
       '<IMPORT_INFO><IMPORT_SOURCE><![CDATA[ssh://node1:/dev/mapper/vg-img]]></IMPORT_SOURCE>' +
+        `<MD5><![CDATA[${MD5}]]></MD5>` +
         `<SHA256><![CDATA[${SHA}]]></SHA256><SIZE><![CDATA[64]]></SIZE><FORMAT><![CDATA[raw]]></FORMAT>` +
         '<DISPOSE>NO</DISPOSE></IMPORT_INFO>\n',
     );

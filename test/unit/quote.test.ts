@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -87,9 +87,23 @@ describe('shellQuote', () => {
 });
 
 describe('SshRunner.remoteCommand', () => {
-  it('prefixes env with LC_ALL=C and quotes every word', () => {
-    expect(SshRunner.remoteCommand(['lvs', 'repo/a b'])).toBe("env LC_ALL=C lvs 'repo/a b'");
-    expect(SshRunner.remoteCommand(['true'], { DM_DISABLE_UDEV: '1' })).toBe('env LC_ALL=C DM_DISABLE_UDEV=1 true');
+  it('sets LC_ALL=C, execs the quoted program and quotes every word', () => {
+    expect(SshRunner.remoteCommand(['lvs', 'repo/a b'])).toBe("LC_ALL=C exec 'lvs' 'repo/a b'");
+    expect(SshRunner.remoteCommand(['true'], { DM_DISABLE_UDEV: '1' })).toBe("LC_ALL=C DM_DISABLE_UDEV=1 exec 'true'");
+  });
+
+  it('never reads the program as a keyword, an assignment or a function', () => {
+    // Looked up as programs (not found: 127), not parsed as a keyword (a syntax error: 2)
+    // nor taken as an assignment (0), by dash and bash alike; a function of that name is not run.
+    for (const shell of ['sh', 'bash'])
+      for (const argv of [['if', 'x'], ['A=1', 'x'], ['f']]) {
+        const r = spawnSync(shell, ['-c', `f() { echo function; }; ${SshRunner.remoteCommand(argv)}`], {
+          encoding: 'utf8',
+        });
+        expect([shell, argv[0], r.status, r.stdout]).toEqual([shell, argv[0], 127, '']);
+      }
+    expect(() => SshRunner.remoteCommand([])).toThrow(/no program/);
+    expect(() => SshRunner.remoteCommand(['true'], { 'A B': '1' })).toThrow(/A B/);
   });
 
   it('delivers hostile argv to the remote program word for word', () => {

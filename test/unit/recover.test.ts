@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { JOURNAL_DIR, readJournal } from '../../src/core/journal.js';
 import { recover } from '../../src/core/recover.js';
+import { stagingFiles } from '../../src/core/stage/files.js';
 import type { RecordingRunner } from '../../src/exec/recordingRunner.js';
 import {
   commitMarkArgv,
@@ -27,6 +28,7 @@ import {
   expectJournalRead,
   JOURNAL_LS,
   ctxOf,
+  daemonStopArgv,
 } from './repoFixtures.js';
 import { recorder } from './support.js';
 
@@ -316,6 +318,18 @@ describe('recover', () => {
     expectObserve(r, rows).expect(journalEnd('n1', 'discard'), W);
     expectAftermath(r, rows);
     expect((await recover(ctxOf(r))).actions).toEqual([{ op: 'discard', name: 'n1', decision: 'nothing-to-do' }]);
+    r.verify();
+  });
+
+  it('stops the BitTorrent client and tracker a killed staging run left, whatever became of its LV', async () => {
+    const f = stagingFiles(U.image);
+    const rows = [imageRow('other', U.c1)];
+    const r = expectJournal(recorder(), { 'vg.image.stage.json': entry('stage', 'image', U.image) })
+      .expect(daemonStopArgv(f.pid), W)
+      .expect(daemonStopArgv(f.trackerPid), W)
+      .expect(journalEnd('image', 'stage'), W);
+    expectAftermath(r, rows);
+    expect((await recover(ctxOf(r))).actions).toEqual([{ op: 'stage', name: 'image', decision: 'finished' }]);
     r.verify();
   });
 

@@ -596,3 +596,15 @@ export const sealArgv = (ref: string, from: string, sha: string, tags: readonly 
   ...tags.flatMap((t) => ['--addtag', t]),
   ref,
 ];
+
+/** start-stop-daemon stopping what a pid file names (a BitTorrent client or tracker of a staging run). */
+export const daemonStopArgv = (pid: string) => [
+  'start-stop-daemon',
+  '--stop',
+  '--pidfile',
+  pid,
+  '--remove-pidfile',
+  '--retry',
+  'TERM/10/KILL/5',
+  '--oknodo',
+];

@@ -20,9 +20,12 @@ import { parseSizes } from '../../src/tools/staging.js';
 import {
   CACHE_VG,
   compact,
+  daemonStopArgv,
   expectCache,
   expectObserve,
   imageRow,
+  journalBegin,
+  journalEnd,
   lvDev,
   MiB,
   newReplicaLv,
@@ -63,16 +66,7 @@ const ssd = (pid: string, argv: string[]) => [
   '--',
   ...argv.slice(1),
 ];
-const ssdStop = (pid: string) => [
-  'start-stop-daemon',
-  '--stop',
-  '--pidfile',
-  pid,
-  '--remove-pidfile',
-  '--retry',
-  'TERM/10/KILL/5',
-  '--oknodo',
-];
+const ssdStop = daemonStopArgv;
 const install = (file: string) => ['install', '-D', '-m', '0644', '/proc/self/fd/0', file];
 const stat = ['stat', '-c', '%s %b %B', '--', F.image];
 /** /proc/net/dev: eth0 sent 4000 bytes, lo is not counted. */
@@ -94,6 +88,7 @@ const expectSeeding = (r: RecordingRunner, torrentBase64: string) =>
     .expect(['base64', '-w0', '--', F.torrent], { stdout: torrentBase64 })
     .expect(install(F.record), { kind: 'write' })
     .expect(install(F.whitelist), { kind: 'write' })
+    .expect(journalBegin('image', 'stage'), { kind: 'write' })
     .expect(ssdStop(F.trackerPid), { kind: 'write' })
     .expect(ssd(F.trackerPid, trackerArgv(6969, F.whitelist)), { kind: 'write' })
     .expect(ssd(F.pid, peer(7001)), { kind: 'write' });
@@ -105,6 +100,7 @@ const expectDownload = (r: RecordingRunner, sha: string) =>
     .expect(install(F.torrent))
     .expect(['aria2c', '--show-files=true', F.torrent], { stdout: `Info Hash: ${HASH}\n` })
     .expect(install(F.record))
+    .expect(journalBegin('image', 'stage'))
     .expect(ssd(F.pid, peer(7002)))
     .expect(stat, { stdout: `${SIZE} ${SIZE / 512} 512\n` })
     .expect(['test', '-f', F.control], { exitCode: 1 })
@@ -298,9 +294,12 @@ describe('catalog stage: runs', () => {
       ])
       .expect(install(F.record))
       .expect(ssdStop(F.pid))
+      .expect(journalEnd('image', 'stage'))
       .expect(['rm', '-f', '--', F.image]);
+    // Every node's journal entry of the run ends once its client is stopped.
     n1.expect(ssdStop(F.pid))
       .expect(ssdStop(F.trackerPid))
+      .expect(journalEnd('image', 'stage'))
       .expect(['cat', '--', '/proc/net/dev'], { stdout: NET_AFTER })
       .expect(['rm', '-f', '--', F.image]);
     const r = await stage(optsFor({ node1: n1, node2: n2 }));
@@ -320,11 +319,16 @@ describe('catalog stage: runs', () => {
       .expect(stat, { stdout: `${SIZE} ${SIZE / 512} 512\n` })
       .expect(['test', '-f', F.control], { exitCode: 1 })
       .expect(['sha256sum', F.image], { stdout: `${SHA}  ${F.image}\n` });
-    expectSeeding(n1, 'ZA==').expect(ssdStop(F.pid)).expect(ssdStop(F.trackerPid)).expect(install(F.record));
+    expectSeeding(n1, 'ZA==')
+      .expect(ssdStop(F.pid))
+      .expect(ssdStop(F.trackerPid))
+      .expect(journalEnd('image', 'stage'))
+      .expect(install(F.record));
     expectDownload(n2, 'ee'.repeat(32))
       .expect(['test', '-f', F.control], { exitCode: 1 })
       .expect(stat, { stdout: `${SIZE} ${SIZE / 512} 512\n` })
       .expect(ssdStop(F.pid))
+      .expect(journalEnd('image', 'stage'))
       .expect(install(F.record));
     const e = await rejectionOf(stage(optsFor({ node1: n1, node2: n2 })), EXIT.FAILED);
     expect(e.message).toContain(`does not have the image's sha256 ${SHA}`);

@@ -229,6 +229,7 @@ describe('block data verbs', () => {
   it('checksums a device and reads the digest', () => {
     expect(data.checksumReq(dev)).toEqual({ argv: ['sha256sum', dev], kind: 'read', root: true, timeout: 'data' });
     expect(data.parseChecksum(`${'ab'.repeat(32)}  ${dev}\n`)).toBe('ab'.repeat(32));
+    expect(data.md5Req(dev)).toEqual({ argv: ['md5sum', dev], kind: 'read', root: true, timeout: 'data' });
   });
 
   it('probes and wipes signatures, formats volatile disks', () => {

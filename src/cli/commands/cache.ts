@@ -13,7 +13,7 @@ import { vgOption } from './shared.js';
 const stagingText = (staging: StagingEntry[]): string[] =>
   staging.length
     ? [
-        'staging (catalog stage):',
+        'staging (catalog stage, catalog sync --replicas):',
         ...staging.map(
           (s) =>
             `  ${s.vg}/${s.image}`.padEnd(34) +

@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import { approve, revoke, type ApprovalResult } from '../../core/catalog/approval.js';
 import { parsePublicKey, parseSecretKey, type PublicKey } from '../../core/catalog/minisign.js';
 import { publishList } from '../../core/catalog/publish.js';
+import { pullReplicas, type PullResult } from '../../core/catalog/replicas.js';
 import { readAccepted } from '../../core/catalog/state.js';
 import { catalogStatus, type CatalogRow, type CatalogStatus } from '../../core/catalog/status.js';
 import { fetchVerified, syncCatalog, type SyncResult } from '../../core/catalog/sync.js';
@@ -10,6 +11,7 @@ import { refuseRollback } from '../../core/catalog/verify.js';
 import { stage, type StageResult } from '../../core/stage/run.js';
 import { parsePeer, parsePeers, parseTracker } from '../../core/stage/spec.js';
 import { formatSize } from '../../core/validate.js';
+import type { PlannedCommand } from '../../exec/dryRunRunner.js';
 import { notFound, usageError } from '../../exec/errors.js';
 import { createContext, type Context } from '../context.js';
 import { readSecret } from '../secret.js';
@@ -71,6 +73,23 @@ const describeSync = (r: SyncResult): string =>
     ...r.pruned.map((p) => `  ${p.lv}: ${p.action} (${p.why}${p.reason ? `; ${p.reason}` : ''})`),
   ].join('\n');
 
+/** One command of a --dry-run plan made as data. */
+const planLine = (p: PlannedCommand): string =>
+  `  ${p.host}: ${p.title ?? ''}${p.argv.length ? `\n      ${p.argv.join(' ')}` : ''}`;
+
+const describePull = (r: PullResult): string =>
+  [
+    `list ${r.list.id} version ${r.list.version} accepted` +
+      (r.list.previous !== undefined ? ` (was ${r.list.previous})` : '') +
+      `; replicas on ${r.host}:`,
+    ...r.images.map(
+      (i) =>
+        `  ${i.lv}: ${i.action}${i.sha256 ? ` (sha256 ${i.sha256})` : ''}` +
+        `${i.seconds ? ` in ${i.seconds.toFixed(1)}s` : ''}${i.error ? `: ${i.error}` : ''}`,
+    ),
+    ...(r.plan ?? []).map(planLine),
+  ].join('\n');
+
 const describeApproval = (all: ApprovalResult[]): string =>
   all
     .map((r) =>
@@ -84,7 +103,7 @@ const describeStage = (r: StageResult): string =>
   r.plan
     ? [
         `stage ${r.vg}/${r.image} (${formatSize(r.sizeBytes)}, sha256 ${r.sha256}) from ${r.seed} via ${r.tracker}:`,
-        ...r.plan.map((p) => `  ${p.host}: ${p.title ?? ''}${p.argv.length ? `\n      ${p.argv.join(' ')}` : ''}`),
+        ...r.plan.map(planLine),
       ].join('\n')
     : [
         `${r.vg}/${r.image} (${formatSize(r.sizeBytes)}) from ${r.seed}` +
@@ -115,6 +134,11 @@ export function register(program: Command): void {
     .option('--expires <days|time>', 'days from now, or a UTC time', '30')
     .option('--endorser <name>', 'who endorses the list')
     .option('--url-base <url>', 'where the image files will be served (default: beside the list)')
+    .option(
+      '--torrent-tracker <url>',
+      'make NAME-VERSION.torrent of every raw image beside the list, announced here, its info hash signed',
+    )
+    .option('--web-seed <url>', 'where peers fetch the raw files over http as web seed (default: --url-base)')
     .action(async (out: string, images: string[], o, cmd: Command) => {
       const ctx = createContext(cmd);
       const password = o.passwordFile ? await readSecret(o.passwordFile) : undefined;
@@ -131,6 +155,8 @@ export function register(program: Command): void {
         endorser: o.endorser,
         expires: o.expires,
         urlBase: o.urlBase,
+        torrentTracker: o.torrentTracker,
+        webSeedBase: o.webSeed,
         images,
         onProgress: (file, bytes) => progress(`read ${file}`, bytes),
       });
@@ -170,10 +196,33 @@ export function register(program: Command): void {
       )
       .argument('<list>', 'a path or an http(s) URL (its signature: LIST.minisig)')
       .option('--pubkey <file>', "the endorser's minisign public key (default: catalog.publicKey)")
-      .option('--no-prune', 'keep catalogue images that are no longer endorsed or approved'),
+      .option('--no-prune', 'keep catalogue images that are no longer endorsed or approved')
+      .option(
+        '--replicas',
+        "instead: give this node a verified replica of every approved, present image through the list's " +
+          'torrents (downloaded peer to peer, sha512 checked, then copied into the replica)',
+      )
+      .option('--peer-port <port>', 'with --replicas: the port the BitTorrent client of this node listens on', '6881')
+      .option('--rate <MiB/s>', 'with --replicas: download/upload limit, and of the copy into the replica')
+      .option('--timeout <seconds>', 'with --replicas: give up waiting for a download (a re-run resumes)', '3600'),
   ).action(async (source: string, o, cmd: Command) => {
     const ctx = createContext(cmd);
     const key = trustedKey(ctx, o.pubkey);
+    if (o.replicas) {
+      const timeout = Number(o.timeout);
+      if (!(timeout > 0)) throw usageError(`--timeout "${o.timeout}" must be a positive number of seconds`);
+      const { result, error } = await pullReplicas({
+        source,
+        key,
+        port: parsePeer(`node:${o.peerPort}`, '--peer-port').port,
+        rateMiBps: o.rate !== undefined ? Number(o.rate) : undefined,
+        timeoutSeconds: timeout,
+        dryRun: ctx.opts.dryRun,
+        node: { session: ctx.op(o.vg), locked: (fn) => ctx.locked(o.vg, () => fn()) },
+        onProgress: (host, what) => ctx.progress.info(`${host}: ${what}`),
+      });
+      return ctx.finish(result, describePull, error);
+    }
     const progress = transferProgress(ctx);
     const { result, error } = await ctx.locked(o.vg, (op) =>
       syncCatalog(op, { source, key, prune: o.prune, onProgress: (what, n, total) => progress(what, n, total) }),

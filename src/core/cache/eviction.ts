@@ -86,11 +86,11 @@ export async function removeCacheLv(ctx: NodeSession, c: CacheLv, cache?: CacheS
   if (active.length)
     steps.push({
       title: `deactivate ${refs(active).join(' ')}`,
-      req: lvm.lvmRequest('lvchange', ['-an', ...refs(active)], 'write'),
+      req: lvm.deactivateReq(refs(active)),
     });
   steps.push({
     title: `remove cache LV ${refs(group).join(' ')}`,
-    req: lvm.lvmRequest('lvremove', ['-y', ...refs(group)], 'write'),
+    req: lvm.removeLvReq(refs(group)),
   });
   await runGuarded(ctx, steps);
 }

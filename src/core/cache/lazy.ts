@@ -21,6 +21,8 @@
  * (names and tags): an image re-created under the same name never sees the old cache.
  */
 import { CowstackError, EXIT } from '../../exec/errors.js';
+import * as blockData from '../../tools/blockData.js';
+import * as cacheCheck from '../../tools/cacheCheck.js';
 import * as dmsetup from '../../tools/dmsetup.js';
 import * as lvm from '../../tools/lvm.js';
 import {
@@ -99,21 +101,7 @@ const pairRefs = (cacheVg: string, image: Pick<ImageObj, 'uuid'>): [string, stri
 /** Zero the first 4 KiB of the metadata LV: dm-cache then formats it afresh (nothing cached). */
 export const zeroMetaStep = (cacheVg: string, image: Pick<ImageObj, 'uuid'>, why: string): Step => ({
   title: `zero the metadata of ${cacheVg}/${lazyMetaLvName(image.uuid)} (${why})`,
-  req: {
-    argv: [
-      'dd',
-      'if=/dev/zero',
-      `of=${cacheLvPath({ vg: cacheVg, name: lazyMetaLvName(image.uuid) })}`,
-      'bs=4096',
-      'count=1',
-      'oflag=direct',
-      'conv=fsync',
-      'status=none',
-    ],
-    kind: 'write',
-    root: true,
-    timeout: 'change',
-  },
+  req: blockData.zeroHeaderReq(cacheLvPath({ vg: cacheVg, name: lazyMetaLvName(image.uuid) }), 4096),
 });
 
 const createDeviceStep = (cacheVg: string, image: ImageObj): Step => ({
@@ -141,14 +129,13 @@ export function detachLazySteps(
   const from = data?.lazyState ?? 'attached';
   const used = data?.usedAt;
   // One LVM command: ready (the remove wrote the metadata cleanly), last used now, deactivated.
-  const args = [
-    '-an',
-    ...(from !== 'ready' ? ['--deltag', cacheTag.state(from), '--addtag', cacheTag.state('ready')] : []),
-    ...(used !== now ? [...(used ? ['--deltag', cacheTag.used(used)] : []), '--addtag', cacheTag.used(now)] : []),
+  const tags: lvm.TagChange[] = [
+    ...(from !== 'ready' ? [{ del: [cacheTag.state(from)], add: [cacheTag.state('ready')] }] : []),
+    ...(used !== now ? [{ del: used ? [cacheTag.used(used)] : [], add: [cacheTag.used(now)] }] : []),
   ];
   steps.push({
     title: `mark the lazy cache of ${image.name} ready and deactivate its LVs`,
-    req: lvm.lvmRequest('lvchange', [...args, ...pairRefs(vg, image)], 'write'),
+    req: lvm.changeLvReq(pairRefs(vg, image), { activate: 'n', tags }),
   });
   return steps;
 }
@@ -205,13 +192,9 @@ export async function attachLazy(
     // Created "attached": until its device has been removed cleanly, an attach resets it
     // (a crash before the metadata was zeroed included). One LVM command fewer than new -> ready.
     const tags = (kind: 'lazy' | 'lazymeta') => [
-      '--addtag',
       cacheTag.kind(kind),
-      '--addtag',
       cacheTag.origin(image.uuid),
-      '--addtag',
       cacheTag.state('attached'),
-      '--addtag',
       cacheTag.used(now),
     ];
     for (const [kind, name, bytes, ref] of [
@@ -222,12 +205,8 @@ export async function attachLazy(
         title:
           `create lazy cache ${kind === 'lazy' ? 'data' : 'metadata'} LV ${ref} (${formatSize(bytes)}) ` +
           `for ${lvRef(image)}`,
-        req: lvm.lvmRequest(
-          'lvcreate',
-          ['-an', '-Zn', '-Wn', '--setautoactivation', 'n', '-L', `${bytes}b`, '-n', name, ...tags(kind), vg],
-          'write',
-        ),
-        undo: [lvm.lvmRequest('lvremove', ['-y', ref], 'write')],
+        req: lvm.createLvReq({ vg, name, bytes, tags: tags(kind) }),
+        undo: [lvm.removeLvReq(ref)],
       });
     }
   }
@@ -237,19 +216,16 @@ export async function attachLazy(
   const needsActivation = !data?.lv.activeLocally || !meta?.lv.activeLocally;
   const retag = data && (from !== 'attached' || data.usedAt !== now);
   if (needsActivation || retag) {
-    const args = [
-      ...(needsActivation ? ['-aey'] : []),
-      ...(data && from !== 'attached'
-        ? ['--deltag', cacheTag.state(from!), '--addtag', cacheTag.state('attached')]
-        : []),
+    const tags: lvm.TagChange[] = [
+      ...(data && from !== 'attached' ? [{ del: [cacheTag.state(from!)], add: [cacheTag.state('attached')] }] : []),
       ...(data && data.usedAt !== now
-        ? [...(data.usedAt ? ['--deltag', cacheTag.used(data.usedAt)] : []), '--addtag', cacheTag.used(now)]
+        ? [{ del: data.usedAt ? [cacheTag.used(data.usedAt)] : [], add: [cacheTag.used(now)] }]
         : []),
     ];
     steps.push({
       title: `${needsActivation ? 'activate' : 'mark'} the lazy cache LVs of ${image.name}${data ? ' (attached)' : ''}`,
-      req: lvm.lvmRequest('lvchange', [...args, metaRef, dataRef], 'write'),
-      ...(needsActivation ? { undo: [lvm.lvmRequest('lvchange', ['-an', metaRef, dataRef], 'write')] } : {}),
+      req: lvm.changeLvReq([metaRef, dataRef], { ...(needsActivation ? { activate: 'ey' as const } : {}), tags }),
+      ...(needsActivation ? { undo: [lvm.deactivateReq([metaRef, dataRef])] } : {}),
     });
   }
   await runGuarded(ctx, steps);
@@ -260,13 +236,7 @@ export async function attachLazy(
     resetReason =
       'it was left attached by a crash or an interrupted creation (unclean: dm-cache would count every block dirty)';
   if (from === 'ready' && !ctx.dryRun) {
-    const chk = await ctx.runner.run({
-      argv: ['cache_check', '-q', cacheLvPath({ vg, name: lazyMetaLvName(image.uuid) })],
-      kind: 'read',
-      root: true,
-      allowFailure: true,
-      timeout: 'change',
-    });
+    const chk = await ctx.runner.run(cacheCheck.checkReq(cacheLvPath({ vg, name: lazyMetaLvName(image.uuid) })));
     if (chk.exitCode !== 0)
       resetReason =
         'cache_check failed ' +

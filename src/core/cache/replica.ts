@@ -30,10 +30,10 @@ export function usableReplica(cache: CacheState | undefined, image: ImageObj): C
  * Never --deltag the tag it adds (twice in one second): lvchange adds before it deletes.
  */
 export function touchStep(c: CacheLv, now = Math.floor(Date.now() / 1000)): Step {
-  const old = c.usedAt && c.usedAt !== now ? ['--deltag', cacheTag.used(c.usedAt)] : [];
+  const old = c.usedAt && c.usedAt !== now ? [cacheTag.used(c.usedAt)] : [];
   return {
     title: `mark ${c.vg}/${c.name} used`,
-    req: lvm.lvmRequest('lvchange', [...old, '--addtag', cacheTag.used(now), `${c.vg}/${c.name}`], 'write'),
+    req: lvm.tagLvReq(`${c.vg}/${c.name}`, { del: old, add: [cacheTag.used(now)] }),
   };
 }
 

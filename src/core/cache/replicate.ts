@@ -157,11 +157,7 @@ export async function replicate(ctx: NodeSession, name: string, opts: ReplicateO
         },
         {
           title: `record progress of ${ref}`,
-          req: lvm.lvmRequest(
-            'lvchange',
-            ['--deltag', cacheTag.copied(copied), '--addtag', cacheTag.copied(next), ref],
-            'write',
-          ),
+          req: lvm.tagLvReq(ref, { del: [cacheTag.copied(copied)], add: [cacheTag.copied(next)] }),
         },
       ]);
       copied = next;
@@ -174,18 +170,13 @@ export async function replicate(ctx: NodeSession, name: string, opts: ReplicateO
     }
     let sha: string | undefined;
     if (!ctx.dryRun) {
-      const r = await ctx.runner.run({ argv: ['sha256sum', dst], kind: 'read', root: true, timeout: 'data' });
-      sha = r.stdout.split(/\s+/)[0]!;
+      sha = blockData.parseChecksum((await ctx.runner.run(blockData.checksumReq(dst))).stdout);
       if (sha !== image.sha256) {
         // Start over next time rather than keep a copy that is known to be wrong.
         await runGuarded(ctx, [
           {
             title: `restart ${ref} from zero`,
-            req: lvm.lvmRequest(
-              'lvchange',
-              ['--deltag', cacheTag.copied(copied), '--addtag', cacheTag.copied(0), ref],
-              'write',
-            ),
+            req: lvm.tagLvReq(ref, { del: [cacheTag.copied(copied)], add: [cacheTag.copied(0)] }),
           },
         ]);
         throw new CowstackError(
@@ -202,29 +193,19 @@ export async function replicate(ctx: NodeSession, name: string, opts: ReplicateO
     }
     // The last progress step recorded copied = size: deleting and adding that same tag here
     // removed it (lvchange applies --addtag before --deltag), so cache list said 0 copied.
-    const copiedTags =
-      copied === image.sizeBytes
-        ? []
-        : ['--deltag', cacheTag.copied(copied), '--addtag', cacheTag.copied(image.sizeBytes)];
+    const copiedTags: lvm.TagChange[] =
+      copied === image.sizeBytes ? [] : [{ del: [cacheTag.copied(copied)], add: [cacheTag.copied(image.sizeBytes)] }];
     await runGuarded(ctx, [
       {
         title: `mark ${ref} complete and read-only`,
-        req: lvm.lvmRequest(
-          'lvchange',
-          [
-            '--permission',
-            'r',
-            '--deltag',
-            cacheTag.state('copying'),
-            '--addtag',
-            cacheTag.state('complete'),
+        req: lvm.changeLvReq(ref, {
+          readOnly: true,
+          tags: [
+            { del: [cacheTag.state('copying')], add: [cacheTag.state('complete')] },
             ...copiedTags,
-            '--addtag',
-            cacheTag.used(Math.floor(Date.now() / 1000)),
-            ref,
+            { add: [cacheTag.used(Math.floor(Date.now() / 1000))] },
           ],
-          'write',
-        ),
+        }),
       },
     ]);
     return {

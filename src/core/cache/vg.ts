@@ -5,6 +5,7 @@
  */
 import { notFound, refused, usageError } from '../../exec/errors.js';
 import type { Runner } from '../../exec/types.js';
+import * as blockData from '../../tools/blockData.js';
 import { holders, realpath } from '../../tools/files.js';
 import * as lvm from '../../tools/lvm.js';
 import type { NodeSession } from '../node.js';
@@ -78,12 +79,7 @@ export async function initCache(ctx: NodeSession, device: string): Promise<Cache
   const users = await holders(ctx.runner, real);
   if (users.length)
     throw refused(`${device} is in use by ${users.map((h) => h.name).join(', ')}`, 'give an unused local disk');
-  const sig = await ctx.runner.run({
-    argv: ['blkid', '-p', '-o', 'export', real],
-    kind: 'read',
-    root: true,
-    allowFailure: true,
-  });
+  const sig = await ctx.runner.run(blockData.signaturesReq(real));
   if (sig.exitCode === 0 && sig.stdout.trim()) {
     throw refused(
       `${device} is not empty: ${sig.stdout.trim().split('\n').join(', ')}`,
@@ -94,8 +90,8 @@ export async function initCache(ctx: NodeSession, device: string): Promise<Cache
   await runGuarded(ctx, [
     {
       title: `create local cache VG ${vg} on ${device}`,
-      req: lvm.lvmRequest('vgcreate', ['--setautoactivation', 'n', vg, real], 'write'),
-      undo: [lvm.lvmRequest('vgremove', ['-y', vg], 'write')],
+      req: lvm.createVgReq(vg, real),
+      undo: [lvm.removeVgReq(vg)],
     },
   ]);
   const [info] = ctx.dryRun ? [] : await lvm.vgs(ctx.runner, vg);
@@ -106,6 +102,6 @@ export async function initCache(ctx: NodeSession, device: string): Promise<Cache
 export const activateCacheLv = (c: Pick<CacheLv, 'vg' | 'name'>): Step => ({
   title: `activate cache LV ${c.vg}/${c.name}`,
   // A local VG: -aey is plain local activation (no lvmlockd lock is involved).
-  req: lvm.lvmRequest('lvchange', ['-aey', `${c.vg}/${c.name}`], 'write'),
-  undo: [lvm.lvmRequest('lvchange', ['-an', `${c.vg}/${c.name}`], 'write')],
+  req: lvm.activateReq(`${c.vg}/${c.name}`, 'exclusive'),
+  undo: [lvm.deactivateReq(`${c.vg}/${c.name}`)],
 });

@@ -17,7 +17,9 @@
  * re-initialises it (only a new cache LV gets its superblock zeroed).
  */
 import { CowstackError, EXIT } from '../../exec/errors.js';
+import * as blockData from '../../tools/blockData.js';
 import * as dmsetup from '../../tools/dmsetup.js';
+import * as host from '../../tools/host.js';
 import * as lvm from '../../tools/lvm.js';
 import {
   cacheLvPath,
@@ -79,21 +81,7 @@ export function createWritebackSteps(cacheVg: string, clone: CloneObj): Step[] {
     activateCacheLv({ vg: cacheVg, name }),
     {
       title: `zero the superblock of ${ref}`,
-      req: {
-        argv: [
-          'dd',
-          'if=/dev/zero',
-          `of=${cacheLvPath({ vg: cacheVg, name })}`,
-          `bs=${WB_BLOCK_BYTES}`,
-          'count=1',
-          'oflag=direct',
-          'conv=fsync',
-          'status=none',
-        ],
-        kind: 'write',
-        root: true,
-        timeout: 'change',
-      },
+      req: blockData.zeroHeaderReq(cacheLvPath({ vg: cacheVg, name }), WB_BLOCK_BYTES),
     },
   ];
 }
@@ -111,15 +99,12 @@ export function attachWritebackSteps(wb: CacheLv, clone: CloneObj): Step[] {
   ];
 }
 
-export async function nodeName(ctx: NodeSession): Promise<string> {
-  const r = await ctx.runner.run({ argv: ['uname', '-n'], kind: 'read' });
-  return r.stdout.trim();
-}
+export const nodeName = (ctx: NodeSession): Promise<string> => host.nodeName(ctx.runner);
 
 export const markWbHostStep = (ctx: NodeSession, clone: CloneObj, host: string): Step => ({
   title: `mark ${lvRef(clone)} write-back cached on ${host}`,
-  req: lvm.lvmRequest('lvchange', ['--addtag', `${WB_HOST_TAG}${host}`, lvRef(clone)], 'write', ctx.scope),
-  undo: [lvm.lvmRequest('lvchange', ['--deltag', `${WB_HOST_TAG}${host}`, lvRef(clone)], 'write', ctx.scope)],
+  req: lvm.tagLvReq(lvRef(clone), { add: [`${WB_HOST_TAG}${host}`] }, ctx.scope),
+  undo: [lvm.tagLvReq(lvRef(clone), { del: [`${WB_HOST_TAG}${host}`] }, ctx.scope)],
 });
 
 /** Refuse to use a clone whose newest blocks may sit in another node's write-back cache. */
@@ -221,7 +206,7 @@ export async function releaseWriteback(
       await runGuarded(ctx, [
         {
           title: `clear the write-back marker of ${lvRef(clone)}`,
-          req: lvm.lvmRequest('lvchange', ['--deltag', `${WB_HOST_TAG}${host}`, lvRef(clone)], 'write', ctx.scope),
+          req: lvm.tagLvReq(lvRef(clone), { del: [`${WB_HOST_TAG}${host}`] }, ctx.scope),
         },
       ]);
       return { released: true };
@@ -253,15 +238,15 @@ export async function releaseWriteback(
     });
   if (lv) {
     const ref = `${lv.vg}/${lv.name}`;
-    last.push({ title: `deactivate ${ref}`, req: lvm.lvmRequest('lvchange', ['-an', ref], 'write') });
-    last.push({ title: `remove write-back cache LV ${ref}`, req: lvm.lvmRequest('lvremove', ['-y', ref], 'write') });
+    last.push({ title: `deactivate ${ref}`, req: lvm.deactivateReq(ref) });
+    last.push({ title: `remove write-back cache LV ${ref}`, req: lvm.removeLvReq(ref) });
   }
   // Only now is everything on the COW: other nodes may use the clone again.
   const host = wbHostOf(clone);
   if (host && opts.flush)
     last.push({
       title: `clear the write-back marker of ${lvRef(clone)}`,
-      req: lvm.lvmRequest('lvchange', ['--deltag', `${WB_HOST_TAG}${host}`, lvRef(clone)], 'write', ctx.scope),
+      req: lvm.tagLvReq(lvRef(clone), { del: [`${WB_HOST_TAG}${host}`] }, ctx.scope),
     });
   await runGuarded(ctx, last);
   return {

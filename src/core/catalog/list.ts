@@ -26,6 +26,17 @@ export interface ListImage {
   sha256: string;
   /** Where to fetch it: http(s) URLs, or paths relative to the list's own location. */
   urls: string[];
+  /**
+   * Where distributed peer to peer: the info hash of the torrent of the raw disk (the bytes
+   * `sha512` covers) and where its .torrent is fetched (a URL, or a path relative to the list).
+   * Signed with the rest: a node refuses a torrent with any other info hash.
+   */
+  torrent?: ListTorrent;
+}
+
+export interface ListTorrent {
+  infoHash: string;
+  url: string;
 }
 
 export interface ImageList {
@@ -101,7 +112,14 @@ function parseImage(v: unknown, at: number): ListImage {
     sha512: hex(o.sha512, 128, `${where} (${name}) sha512`),
     sha256: hex(o.sha256, 64, `${where} (${name}) sha256`),
     urls: urls as string[],
+    ...(o.torrent === undefined ? {} : { torrent: parseTorrent(o.torrent, `${where} (${name}) torrent`) }),
   };
+}
+
+function parseTorrent(v: unknown, where: string): ListTorrent {
+  const o = (v ?? {}) as Record<string, unknown>;
+  if (typeof o.url !== 'string' || !o.url) throw refused(`${where} has no url`);
+  return { infoHash: hex(o.infoHash, 40, `${where} infoHash`), url: o.url };
 }
 
 /** The list's JSON, checked field by field; the trusted comment must say the same id, version, expiry. */

@@ -19,9 +19,13 @@ import {
   type ImageList,
   type ListCompression,
   type ListImage,
+  type ListTorrent,
+  lvNameOf,
 } from './list.js';
 import { signData, type SecretKey } from './minisign.js';
-import { decompress } from './stream.js';
+import { decompress, isUrl } from './stream.js';
+import { validateAnnounce } from '../stage/spec.js';
+import { PieceHasher } from '../stage/torrent.js';
 
 export interface PublishOptions {
   out: string;
@@ -33,6 +37,14 @@ export interface PublishOptions {
   expires: string;
   /** Prefix for the image URLs (default: the file's name, relative to the list). */
   urlBase?: string;
+  /**
+   * Announce URL: make the torrent of every raw image (NAME-VERSION.torrent beside the list)
+   * and sign its info hash into the list. Compressed files get none: a web seed serves the
+   * file as it is, and a torrent carries the raw disk.
+   */
+  torrentTracker?: string;
+  /** Where peers fetch the raw files over http as a BEP 19 web seed (default: --url-base). */
+  webSeedBase?: string;
   /** NAME@VERSION=FILE each. */
   images: string[];
   now?: Date;
@@ -73,10 +85,12 @@ async function describeFile(spec: string, o: PublishOptions): Promise<ListImage>
   const format = detected as ListCompression;
   const sha512 = createHash('sha512');
   const sha256 = createHash('sha256');
+  const pieces = o.torrentTracker && format === 'raw' ? new PieceHasher() : undefined;
   let size = 0;
   for await (const chunk of decompress(createReadStream(file, { highWaterMark: 4 << 20 }), format)) {
     sha512.update(chunk as Buffer);
     sha256.update(chunk as Buffer);
+    pieces?.update(chunk as Buffer);
     size += (chunk as Buffer).length;
     o.onProgress?.(file, size);
   }
@@ -87,6 +101,7 @@ async function describeFile(spec: string, o: PublishOptions): Promise<ListImage>
   for (let left = roundUp(size, EXTENT) - size; left > 0; left -= zero.length)
     sha256.update(left >= zero.length ? zero : zero.subarray(0, left));
   const base = path.basename(file);
+  const url = under(o.urlBase, base);
   return {
     name,
     version,
@@ -94,12 +109,30 @@ async function describeFile(spec: string, o: PublishOptions): Promise<ListImage>
     format,
     sha512: sha512.digest('hex'),
     sha256: sha256.digest('hex'),
-    urls: [o.urlBase ? new URL(base, o.urlBase.endsWith('/') ? o.urlBase : `${o.urlBase}/`).toString() : base],
+    urls: [url],
+    ...(pieces ? { torrent: await writeTorrent(o, lvNameOf({ name, version }), pieces, base) } : {}),
   };
+}
+
+/** NAME relative to a base URL, or as it is (beside the list) without one. */
+const under = (base: string | undefined, name: string): string =>
+  base ? new URL(name, base.endsWith('/') ? base : `${base}/`).toString() : name;
+
+/** LV.torrent beside the list; the raw file is its web seed when it is served at a known URL. */
+async function writeTorrent(o: PublishOptions, lv: string, pieces: PieceHasher, raw: string): Promise<ListTorrent> {
+  const file = `${lv}.torrent`;
+  const seedBase = o.webSeedBase ?? o.urlBase;
+  const seeds = seedBase ? [under(seedBase, raw)] : [];
+  const t = pieces.torrent(`${lv}.img`, o.torrentTracker!, seeds);
+  await fsp.writeFile(path.join(path.dirname(o.out), file), t.bytes);
+  return { infoHash: t.infoHash, url: under(o.urlBase, file) };
 }
 
 export async function publishList(o: PublishOptions): Promise<{ list: ImageList; out: string; signature: string }> {
   validateWord(o.id, 'list id');
+  if (o.torrentTracker !== undefined) validateAnnounce(o.torrentTracker, '--torrent-tracker');
+  if (o.webSeedBase !== undefined && !isUrl(o.webSeedBase))
+    throw usageError(`--web-seed "${o.webSeedBase}" is not an http(s) URL`);
   if (!Number.isSafeInteger(o.version) || o.version < 0)
     throw usageError(`--version "${o.version}" is not a whole number`);
   if (!o.images.length) throw usageError('give at least one image: NAME@VERSION=FILE');

@@ -27,6 +27,8 @@ export interface CatalogRow {
   replicated: boolean;
   size?: number;
   sha256?: string;
+  /** The signed info hash of its torrent, when the list distributes it peer to peer. */
+  infoHash?: string;
   clones?: number;
 }
 
@@ -67,6 +69,7 @@ export async function catalogStatus(ctx: NodeSession, now = new Date()): Promise
       const r = row(i.name, i.version);
       r.list = a.id;
       r.size = i.size;
+      if (i.torrent) r.infoHash = i.torrent.infoHash;
       r.endorsed ||= current;
     }
   }

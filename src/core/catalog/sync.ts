@@ -66,25 +66,31 @@ export async function fetchVerified(
   return { list: verifyList({ data, signature: sig?.toString('utf8'), key, now, where: source }), data };
 }
 
+/**
+ * Fetch and verify the list, refuse a rollback, and remember it as accepted on this node
+ * (`locked`: around that write, for callers not already holding the node lock).
+ */
+export async function acceptList(
+  ctx: NodeSession,
+  source: string,
+  key: PublicKey,
+  now: Date,
+  locked: (fn: () => Promise<unknown>) => Promise<unknown> = (fn) => fn(),
+): Promise<{ list: ImageList; last?: { version: number } }> {
+  const { list } = await fetchVerified(source, key, now);
+  const last = await readAccepted(ctx.runner, list.id);
+  refuseRollback(list, last, source);
+  const accepted = { id: list.id, version: list.version, keyId: key.keyId, expires: list.expires, list };
+  await locked(() => runGuarded(ctx, writeAcceptedSteps({ ...accepted, acceptedAt: now.toISOString() })));
+  return { list, last };
+}
+
 export async function syncCatalog(
   ctx: NodeSession,
   o: SyncOptions,
 ): Promise<{ result: SyncResult; error?: CowstackError }> {
   const now = o.now ?? new Date();
-  const { list } = await fetchVerified(o.source, o.key, now);
-  const last = await readAccepted(ctx.runner, list.id);
-  refuseRollback(list, last, o.source);
-  await runGuarded(
-    ctx,
-    writeAcceptedSteps({
-      id: list.id,
-      version: list.version,
-      keyId: o.key.keyId,
-      expires: list.expires,
-      acceptedAt: now.toISOString(),
-      list,
-    }),
-  );
+  const { list, last } = await acceptList(ctx, o.source, o.key, now);
   const state = await observeNode(ctx);
   const approved = await vgApprovals(ctx);
   const until = endorsedUntil(list);

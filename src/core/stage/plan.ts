@@ -53,6 +53,12 @@ export interface StagePlan {
   cleanup: PlannedCommand[];
 }
 
+/** A node's BitTorrent client for the image of uuid: downloads (if need be) and seeds from its staging dir. */
+export function peerStartReq(uuid: string, port: number, rateBytes: number, title: string, out?: string): RunRequest {
+  const f = stagingFiles(uuid);
+  return daemon.startReq(f.pid, aria2.peerArgv(f.torrent, { dir: f.dir, port, rateBytes, log: f.log, out }), title);
+}
+
 export function stagePlan(
   image: StageImage,
   seed: StagePeer,
@@ -61,8 +67,7 @@ export function stagePlan(
   rateBytes: number,
 ): StagePlan {
   const f = stagingFiles(image.uuid);
-  const peer = (p: StagePeer, title: string) =>
-    daemon.startReq(f.pid, aria2.peerArgv(f.torrent, { dir: f.dir, port: p.port, rateBytes, log: f.log }), title);
+  const peer = (p: StagePeer, title: string) => peerStartReq(image.uuid, p.port, rateBytes, title);
   const downloaders = targets.filter((t) => t.host !== seed.host);
   const all = [seed, ...downloaders];
   return {

@@ -19,11 +19,8 @@ import { plannedCommand, plannedNote, type PlannedCommand } from '../../exec/dry
 import type { RunRequest } from '../../exec/types.js';
 import * as aria2 from '../../tools/aria2.js';
 import * as blockData from '../../tools/blockData.js';
-import * as daemon from '../../tools/daemon.js';
-import { readOwnFileReq } from '../../tools/files.js';
-import { existsReq, removeRootFileReq } from '../../tools/host.js';
+import { removeRootFileReq } from '../../tools/host.js';
 import * as staging from '../../tools/staging.js';
-import { replicate } from '../cache/replicate.js';
 import { usableReplica } from '../cache/replica.js';
 import { cacheVgOf, observeCache } from '../cache/vg.js';
 import { lvMapperPath } from '../dmNames.js';
@@ -33,7 +30,20 @@ import type { NodeSession } from '../node.js';
 import { collectGarbage } from '../nodeGc.js';
 import type { ImageObj } from '../metadata.js';
 import { findImage, observeNode } from '../observe.js';
-import { stagingFiles, type StagePhase, type StageRecord } from './files.js';
+import {
+  awaitDownload,
+  fileDigest,
+  journalStaging,
+  readOwn,
+  record,
+  replicaFromFile,
+  run,
+  verifiedFile,
+  writeTorrent,
+  type StageNode,
+  type StagedWant,
+} from './download.js';
+import { stagingFiles } from './files.js';
 import {
   recordWriteReq,
   stagePlan,
@@ -44,11 +54,17 @@ import {
 } from './plan.js';
 import { rateBytes, type StagePeer, type StageTracker } from './spec.js';
 
-export interface StageNode {
-  session: NodeSession;
-  /** Run fn holding this node's node lock (what `cache replicate` runs under). */
-  locked<T>(fn: () => Promise<T>): Promise<T>;
-}
+export type { StageNode };
+
+/** A staged copy of the sealed image: whole extents, the image's recorded sha256. */
+const wantOf = (i: StageImage): StagedWant => ({
+  uuid: i.uuid,
+  name: i.name,
+  sizeBytes: i.sizeBytes,
+  algo: 'sha256',
+  digest: i.sha256,
+  whose: "the image's",
+});
 
 export interface StageOptions {
   image: string;
@@ -93,8 +109,6 @@ export interface StageResult {
   seconds: number;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 /** Bytes sent by all interfaces but lo, from /proc/net/dev. */
 export function sentBytes(netDev: string | undefined): number | undefined {
   if (!netDev) return undefined;
@@ -130,37 +144,6 @@ async function imageOnSeed(seed: NodeSession, name: string): Promise<SeedImage> 
   };
 }
 
-async function run(s: NodeSession, req: RunRequest) {
-  return s.runner.run(req);
-}
-
-async function fileSha256(s: NodeSession, file: string): Promise<string> {
-  return blockData.parseChecksum((await run(s, blockData.checksumReq(file))).stdout);
-}
-
-/** A staged file that is whole (size right, no aria2 resume record) and has the image's sha256. */
-async function verifiedFile(s: NodeSession, image: StageImage): Promise<boolean | 'partial'> {
-  const f = stagingFiles(image.uuid);
-  const sizes = staging.parseSizes((await run(s, staging.sizesReq(f.image))).stdout);
-  if (!sizes) return false;
-  if (sizes.size !== image.sizeBytes || (await run(s, existsReq(f.control, 'file'))).exitCode === 0) return 'partial';
-  return (await fileSha256(s, f.image)) === image.sha256;
-}
-
-function record(image: StageImage, infoHash: string, phase: StagePhase, error?: string): StageRecord {
-  return {
-    image: image.name,
-    vg: image.vg,
-    uuid: image.uuid,
-    sha256: image.sha256,
-    infoHash,
-    sizeBytes: image.sizeBytes,
-    phase,
-    updated: new Date().toISOString(),
-    ...(error ? { error } : {}),
-  };
-}
-
 /** Steps 1 and 2 on the seed: the verified copy, its torrent; returns the torrent bytes. */
 async function prepareSeed(
   o: StageOptions,
@@ -171,7 +154,7 @@ async function prepareSeed(
   const s = seed.session;
   const f = stagingFiles(image.uuid);
   let copied = false;
-  if ((await verifiedFile(s, image)) !== true) {
+  if ((await verifiedFile(s, wantOf(image))) !== true) {
     copied = true;
     await seed.locked(async () => {
       const lv = findImage(await observeNode(s), image.name);
@@ -183,7 +166,7 @@ async function prepareSeed(
         if (!image.active) await collectGarbage(s, image.name);
       }
     });
-    const sha = await fileSha256(s, f.image);
+    const sha = await fileDigest(s, f.image, 'sha256');
     if (sha !== image.sha256) {
       await run(s, removeRootFileReq(f.image));
       throw new CowstackError(
@@ -207,74 +190,11 @@ async function prepareSeed(
 /** A downloader's torrent, checked to be the seed's (same info hash) before its client starts. */
 async function startPeer(o: StageOptions, plan: StagePlan, p: StagePeer, torrent: Buffer, infoHash: string) {
   const s = o.node(p.host).session;
-  const f = stagingFiles(plan.image.uuid);
   for (const c of plan.prepare.filter((x) => x.host === p.host)) await run(s, c.req);
-  await run(s, torrentWriteReq(plan.image.uuid, torrent));
-  const got = aria2.parseInfoHash((await run(s, aria2.showTorrentReq(f.torrent))).stdout);
-  if (got !== infoHash)
-    throw new CowstackError(EXIT.FAILED, `the torrent written on ${p.host} has info hash ${got}, not ${infoHash}`);
+  await writeTorrent(s, p.host, plan.image.uuid, torrent, infoHash);
   await run(s, recordWriteReq(record(plan.image, infoHash, 'downloading')));
+  await journalStaging(o.node(p.host), plan.image);
   for (const c of plan.peerStart.filter((x) => x.host === p.host)) await run(s, c.req);
-}
-
-/** A file the service user may read (/proc, the client's log); undefined when it cannot. */
-async function readOwn(s: NodeSession, file: string): Promise<string | undefined> {
-  const r = await run(s, readOwnFileReq(file));
-  return r.exitCode === 0 ? r.stdout : undefined;
-}
-
-async function logTail(s: NodeSession, log: string): Promise<string> {
-  const text = (await readOwn(s, log)) ?? '';
-  return text.trim().split('\n').slice(-5).join('\n');
-}
-
-/** Wait until the node's staged file is whole and has the image's sha256. */
-async function awaitDownload(o: StageOptions, plan: StagePlan, host: string, deadline: number): Promise<void> {
-  const s = o.node(host).session;
-  const f = stagingFiles(plan.image.uuid);
-  let lastShown = 0;
-  for (;;) {
-    const v = await verifiedFile(s, plan.image);
-    if (v === true) return;
-    if (v === false && (await run(s, existsReq(f.control, 'file'))).exitCode !== 0) {
-      const sizes = staging.parseSizes((await run(s, staging.sizesReq(f.image))).stdout);
-      if (sizes && sizes.size === plan.image.sizeBytes)
-        throw new CowstackError(
-          EXIT.FAILED,
-          `the file downloaded on ${host} does not have the image's sha256 ${plan.image.sha256}: not used`,
-          { hint: `remove ${f.image} on ${host} and run the same command again` },
-        );
-    }
-    if ((await run(s, daemon.runningReq(f.pid))).exitCode !== 0)
-      throw new CowstackError(EXIT.FAILED, `the BitTorrent client on ${host} stopped before its download completed`, {
-        hint: `see ${f.log} on ${host}: ${await logTail(s, f.log)}; then run the same command again (it resumes)`,
-      });
-    if (Date.now() > deadline)
-      throw new CowstackError(EXIT.FAILED, `${host} has not finished downloading ${plan.image.name} in time`, {
-        hint: 'run the same command again: the download resumes from where it is (aria2 control file)',
-      });
-    if (Date.now() - lastShown > 5000) {
-      const sizes = staging.parseSizes((await run(s, staging.sizesReq(f.image))).stdout);
-      const pct = sizes
-        ? Math.floor((100 * Math.min(sizes.allocated, plan.image.sizeBytes)) / plan.image.sizeBytes)
-        : 0;
-      o.onProgress?.(host, `${pct}% downloaded`);
-      lastShown = Date.now();
-    }
-    await sleep(o.pollMs ?? 1000);
-  }
-}
-
-/** Step 3's end on one node: the replica made from its verified staged file. */
-async function replicaFromFile(o: StageOptions, plan: StagePlan, host: string, infoHash: string) {
-  const node = o.node(host);
-  const f = stagingFiles(plan.image.uuid);
-  await run(node.session, recordWriteReq(record(plan.image, infoHash, 'copying')));
-  const r = await node.locked(() =>
-    replicate(node.session, plan.image.name, { sourceFile: f.image, rateMiBps: o.rateMiBps }),
-  );
-  await run(node.session, recordWriteReq(record(plan.image, infoHash, 'complete')));
-  return r;
 }
 
 function dryRunPlan(plan: StagePlan, infoHash = '<info hash of the new torrent>'): PlannedCommand[] {
@@ -337,20 +257,29 @@ export async function stage(o: StageOptions): Promise<StageResult> {
   const { copied, torrent, infoHash } = await prepareSeed(o, plan, image);
   const stopAll = async () => {
     for (const c of plan.stop) await run(o.node(c.host).session, c.req).catch(() => undefined);
+    for (const host of [o.seed.host, ...plan.downloaders.map((p) => p.host)])
+      await journalStaging(o.node(host), image, true).catch(() => undefined);
   };
   try {
     await run(seed, recordWriteReq(record(image, infoHash, 'seeding')));
     if (o.tracker.runOnSeedPort) await run(seed, whitelistWriteReq(image.uuid, infoHash));
+    await journalStaging(o.node(o.seed.host), image);
     for (const req of plan.seedStart) await run(seed, req);
     await Promise.all(plan.downloaders.map((p) => startPeer(o, plan, p, torrent, infoHash)));
     const deadline = Date.now() + (o.timeoutSeconds ?? 3600) * 1000;
     // Each node's replica is made as soon as its own file verified; its client keeps seeding.
     const results = await Promise.all(
       plan.replicas.map(async (host) => {
-        if (host !== o.seed.host) await awaitDownload(o, plan, host, deadline);
+        if (host !== o.seed.host)
+          await awaitDownload(o.node(host).session, host, wantOf(image), {
+            deadline,
+            pollMs: o.pollMs,
+            onProgress: o.onProgress,
+            again: 'run the same command again',
+          });
         const downloadedAt = since();
         o.onProgress?.(host, `staged file verified (sha256 ${image.sha256.slice(0, 12)}…); copying into the replica`);
-        const r = await replicaFromFile(o, plan, host, infoHash);
+        const r = await replicaFromFile(o.node(host), image, infoHash, o.rateMiBps);
         return { host, action: r.action, downloadedAt, completeAt: since(), sha256: r.sha256 } as StageHostResult;
       }),
     );

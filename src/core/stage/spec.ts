@@ -60,9 +60,14 @@ export function parsePeers(text: string): StagePeer[] {
 export function parseTracker(seed: StagePeer, url?: string, trackerPort?: string): StageTracker {
   const runOnSeedPort =
     trackerPort !== undefined ? port(trackerPort, 'tracker') : url === undefined ? DEFAULT_TRACKER_PORT : undefined;
-  if (url !== undefined && !/^http:\/\/[A-Za-z0-9.-]+(:\d+)?\/announce$/.test(url))
-    throw usageError(`--tracker "${url}" must be an http://HOST[:PORT]/announce URL`);
+  if (url !== undefined) validateAnnounce(url, '--tracker');
   return { url: url ?? `http://${seed.host}:${runOnSeedPort}/announce`, runOnSeedPort };
+}
+
+export function validateAnnounce(url: string, what: string): string {
+  if (!/^http:\/\/[A-Za-z0-9.-]+(:\d+)?\/announce$/.test(url))
+    throw usageError(`${what} "${url}" must be an http://HOST[:PORT]/announce URL`);
+  return url;
 }
 
 /** A copy rate in MiB/s as aria2 takes it (bytes/s; 0 = none). */
