@@ -59,7 +59,8 @@ const dataBytes = async (file: string) =>
  * (through this host), then each point's chain (full + increments up to it) restored there into
  * image `<prefix><N>-<run>`, whose sha256 (computed on node2) must be the content at point N.
  */
-async function restoreEach(dir: string, prefix: string, contents: Buffer[]) {
+/** Restore on node2 the chains up to each of `points` (default: every point). */
+async function restoreEach(dir: string, prefix: string, contents: Buffer[], points = contents.map((_, n) => n)) {
   await ssh('node2', ['mkdir', '-p', dir]);
   const ns = contents.map((_, n) => n);
   for (const n of ns) {
@@ -68,7 +69,7 @@ async function restoreEach(dir: string, prefix: string, contents: Buffer[]) {
     await fsp.writeFile(local, Buffer.from(b64, 'base64'));
     await tb.copyTo('node2', local, `${dir}/disk.0.${n}`);
   }
-  for (const n of ns) {
+  for (const n of points) {
     const files = ns.slice(0, n + 1).map((k) => `${dir}/disk.0.${k}`);
     const r = await clusterCli(tb, 'node2', ['backup', 'restore', `${prefix}${n}-${run}`, ...files]);
     expect(r.exitCode, r.stderr).toBe(0);
@@ -145,8 +146,9 @@ describe.sequential('backups: full + two increments on node1, restored on node2'
     }
   });
 
-  it('restored on node2 at each point: sha256 equal to the content at that point', async () => {
-    await restoreEach(carried, 'bkrst', contents);
+  // Each point's own restore is the live describe's (same restore path): here the whole chain only.
+  it('restored on node2 from the full backup and both increments: sha256 equal to the content', async () => {
+    await restoreEach(carried, 'bkrst', contents, [2]);
     // And read back independently: the last one activated by hand and hashed on node2.
     const lv = `${REPO_VG}/bkrst2-${run}`;
     await ssh('node2', ['lvchange', '-asy', lv]);
@@ -161,8 +163,7 @@ describe.sequential('backups: full + two increments on node1, restored on node2'
     await tm.ok('delete', [`node1:${DS}/${SYS}/${VM}/`, String(VM), String(SYS)]);
     const lvs = await ssh('node1', ['lvs', '--nolocking', '--noheadings', '-o', 'lv_name', REPO_VG]);
     expect(lvs.split(/\s+/).filter((n) => n.startsWith(`one-${VM}-`))).toEqual([]);
-    for (const n of [0, 1, 2])
-      expect((await clusterCli(tb, 'node1', ['image', 'rm', `bkrst${n}-${run}`])).exitCode).toBe(0);
+    expect((await clusterCli(tb, 'node1', ['image', 'rm', `bkrst2-${run}`])).exitCode).toBe(0);
     for (const node of ['node1', 'node2']) await ssh(node, ['rm', '-rf', carried]);
     console.log(
       `backup.test: ${((Date.now() - started) / 1000).toFixed(1)} s; TM actions (s): ${JSON.stringify(times)}`,
