@@ -161,7 +161,7 @@ export async function takeLivePoint(
     },
     {
       title: `load the read-only table of ${point} into ${roName}`,
-      req: dmsetup.loadReq(roName, s.roTable, { readOnly: true }),
+      req: dmsetup.reloadReq(roName, s.roTable, { readOnly: true }),
     },
   ];
   const made = await runGuarded(ctx, prepare, t);
@@ -197,7 +197,7 @@ export async function takeLivePoint(
 
 /** After the hand-over: the VM's device on the new COW, resumed. */
 const switchSteps = (s: Switch): Step[] => [
-  { title: `load ${s.rwDevice} with the new top's table`, req: dmsetup.loadReq(s.rwDevice, s.rwTable) },
+  { title: `load ${s.rwDevice} with the new top's table`, req: dmsetup.reloadReq(s.rwDevice, s.rwTable) },
   { title: `resume ${s.rwDevice} (the VM's I/O goes on)`, req: dmsetup.resumeReq(s.rwDevice) },
 ];
 
@@ -269,7 +269,7 @@ export async function resumeLivePoint(ctx: NodeSession, entry: JournalEntry): Pr
       const [line] = await dmsetup.table(ctx.runner, ro.name);
       const next = lvMapperPath(ctx.vg, nextTopName(entry.point));
       const table = dmsetup.snapshotTable(line!.length, dmPath('ro', entry.uuid), next, 'PO', Number(line!.args[3]));
-      steps.push({ title: `load ${dev.name} with the new top's table`, req: dmsetup.loadReq(dev.name, table) });
+      steps.push({ title: `load ${dev.name} with the new top's table`, req: dmsetup.reloadReq(dev.name, table) });
     }
   } else {
     if (dev.attr[1] === 'I') steps.push({ title: `drop ${dev.name}'s loaded table`, req: dmsetup.clearReq(dev.name) });
@@ -280,13 +280,16 @@ export async function resumeLivePoint(ctx: NodeSession, entry: JournalEntry): Pr
   return true;
 }
 
-/** `cowstack recover` of an interrupted live backup point, once resumeLivePoint ran: see the module comment. */
+/**
+ * `cowstack recover` of an interrupted live backup point, after resumeLivePoint ran (recover runs
+ * it for every entry before anything else); `resumed` is what it answered: see the module comment.
+ */
 export async function settleLivePoint(
   ctx: NodeSession,
   entry: JournalEntry,
+  resumed: boolean,
 ): Promise<'finished' | 'undone' | 'nothing-to-do'> {
   if (!entry.uuid || !entry.point) return 'nothing-to-do';
-  const resumed = await resumeLivePoint(ctx, entry);
   const state = await observeNode(ctx);
   const old = [...state.repo.byUuid.values()].find((o) => sameUuid(o.uuid, entry.uuid!)) as CloneObj | undefined;
   if (!old) return 'nothing-to-do';

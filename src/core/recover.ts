@@ -53,13 +53,16 @@ export async function recover(ctx: NodeSession): Promise<RecoverReport> {
   const actions: RecoverAction[] = [];
   const entries = (await readJournal(ctx.runner)).filter((j) => j.vg === ctx.vg || !j.vg);
   // A VM device a live backup left suspended blocks every LVM scan here: resumed before anything.
+  const resumed = new Set<JournalEntry>();
   for (const entry of entries)
-    await resumeLivePoint(ctx, entry).catch((e: unknown) =>
-      actions.push({ op: entry.op, name: entry.name, decision: 'failed', detail: (e as Error).message }),
+    await resumeLivePoint(ctx, entry).then(
+      (r) => r && resumed.add(entry),
+      (e: unknown) =>
+        actions.push({ op: entry.op, name: entry.name, decision: 'failed', detail: (e as Error).message }),
     );
   for (const entry of entries) {
     try {
-      const decision = await settle(ctx, entry);
+      const decision = await settle(ctx, entry, resumed.has(entry));
       // An entry without a VG is a torn write (or not ours): report the file, not a made-up op.
       actions.push(
         entry.vg
@@ -97,7 +100,11 @@ export async function recover(ctx: NodeSession): Promise<RecoverReport> {
   return { vg: ctx.vg, actions, warnings };
 }
 
-async function settle(ctx: NodeSession, entry: JournalEntry & { file: string }): Promise<RecoverAction['decision']> {
+async function settle(
+  ctx: NodeSession,
+  entry: JournalEntry & { file: string },
+  resumedLive: boolean,
+): Promise<RecoverAction['decision']> {
   if (!entry.vg) return 'nothing-to-do'; // torn journal write: nothing had started
   // A killed staging or pull run: its client (and a tracker) may still run, whatever became of the LV.
   if (entry.op === 'stage') {
@@ -110,7 +117,7 @@ async function settle(ctx: NodeSession, entry: JournalEntry & { file: string }):
     return 'finished';
   }
   // Named by its top, which the point's own renames take away for a moment: settled by uuid.
-  if (entry.op === 'live-backup') return settleLivePoint(ctx, entry);
+  if (entry.op === 'live-backup') return settleLivePoint(ctx, entry, resumedLive);
   const state = await observeNode(ctx);
   const o = state.repo.byName.get(entry.name);
   if (!o) return 'nothing-to-do';

@@ -8,7 +8,7 @@
 import { describe, expect, it } from 'vitest';
 import { EXIT } from '../../src/exec/errors.js';
 import * as lvm from '../../src/tools/lvm.js';
-import { settleLivePoint, takeLivePoint } from '../../src/core/livePoint.js';
+import { resumeLivePoint, settleLivePoint, takeLivePoint } from '../../src/core/livePoint.js';
 import { backupPointName } from '../../src/core/vmDisks.js';
 import type { CloneObj } from '../../src/core/metadata.js';
 import {
@@ -73,7 +73,7 @@ const prepared = (r: ReturnType<typeof recorder>) =>
       W,
     )
     .expect(['dmsetup', 'create', ro(U.c3), '--uuid', `COWSTACK-ro-${compact(U.c3)}`, '--notable'], W)
-    .expect(['dmsetup', 'load', ro(U.c3), '--readonly', '--table', RO_TABLE], W)
+    .expect(['dmsetup', 'reload', ro(U.c3), '--readonly', '--table', RO_TABLE], W)
     .expect(lvsArgv(`${VG}/${NEXT_NAME}`), { ...R, stdout: lvsJson([nextRow()]) });
 
 /** After the switch: the VM's device named after the new COW, the point committed, read-only, shared. */
@@ -104,7 +104,7 @@ describe('live backup point of a running disk', () => {
       prepared(looked(recorder()))
         .expect(['dmsetup', 'suspend', rw(U.c3)], W)
         .expect(['dmsetup', 'resume', ro(U.c3)], W)
-        .expect(['dmsetup', 'load', rw(U.c3), '--table', NEW_RW_TABLE], W)
+        .expect(['dmsetup', 'reload', rw(U.c3), '--table', NEW_RW_TABLE], W)
         .expect(['dmsetup', 'resume', rw(U.c3)], W),
     ).expect(journalEnd('c3', 'live-backup'), W);
     const res = await takeLivePoint(ctxOf(r), stateOf(rows, devs), c3Of(rows, devs), POINT);
@@ -168,7 +168,7 @@ describe('recover of an interrupted live backup point', () => {
       .expect(dmRemove(ro(U.c3)), W)
       .expect(['dmsetup', 'resume', rw(U.c3)], W);
     expectObserve(r, rows, [...chainDevs(1), nextDev]).expect(lvm.removeLvReq(`${VG}/${NEXT_NAME}`, {}).argv, W);
-    expect(await settleLivePoint(ctxOf(r), entry)).toBe('undone');
+    expect(await settleLivePoint(ctxOf(r), entry, await resumeLivePoint(ctxOf(r), entry))).toBe('undone');
     r.verify();
   });
 
@@ -176,10 +176,10 @@ describe('recover of an interrupted live backup point', () => {
     const ro1 = { ...roDev(U.c3, 10, 0), attr: 'L--r' };
     const r = devicesFirst(recorder(), [...suspendedTop, ro1, nextDev])
       .expect(['dmsetup', 'table', ro(U.c3)], { ...R, stdout: `${RO_TABLE}\n` })
-      .expect(['dmsetup', 'load', rw(U.c3), '--table', NEW_RW_TABLE], W)
+      .expect(['dmsetup', 'reload', rw(U.c3), '--table', NEW_RW_TABLE], W)
       .expect(['dmsetup', 'resume', rw(U.c3)], W);
     finished(expectObserve(r, rows, [...chainDevs(1), { ...ro1, open: 1 }, nextDev]));
-    expect(await settleLivePoint(ctxOf(r), entry)).toBe('finished');
+    expect(await settleLivePoint(ctxOf(r), entry, await resumeLivePoint(ctxOf(r), entry))).toBe('finished');
     r.verify();
   });
 
@@ -188,7 +188,7 @@ describe('recover of an interrupted live backup point', () => {
     const byName = chainDevs(1).map((d) => (d.name === rw(U.c3) ? { ...d, uuid: `COWSTACK-rw-${compact(first)}` } : d));
     const r = devicesFirst(recorder(), [...byName, nextDev]);
     expectObserve(r, rows, [...byName, nextDev]).expect(lvm.removeLvReq(`${VG}/${NEXT_NAME}`, {}).argv, W);
-    expect(await settleLivePoint(ctxOf(r), entry)).toBe('undone');
+    expect(await settleLivePoint(ctxOf(r), entry, await resumeLivePoint(ctxOf(r), entry))).toBe('undone');
     r.verify();
   });
 });
