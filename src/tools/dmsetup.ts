@@ -357,8 +357,12 @@ export const createReq = (
   req(['create', name, '--uuid', uuid, ...(opts.readOnly ? ['--readonly'] : []), '--table', tableText], 'write', {
     title: `map ${name}`,
   });
-export const reloadReq = (name: string, tableText: string): RunRequest =>
-  req(['reload', name, '--table', tableText], 'write');
+/**
+ * Load a table into the inactive slot (`resume` swaps it in); read-only for a device nothing
+ * may write. (`dmsetup load` is the same command under another name.)
+ */
+export const reloadReq = (name: string, tableText: string, opts: { readOnly?: boolean } = {}): RunRequest =>
+  req(['reload', name, ...(opts.readOnly ? ['--readonly'] : []), '--table', tableText], 'write');
 /**
  * A device with no table yet (`--notable`): a table is then `load`ed into its inactive slot and
  * swapped in by `resume` when the caller chooses (a live backup point's read-only layer, which
@@ -366,9 +370,6 @@ export const reloadReq = (name: string, tableText: string): RunRequest =>
  */
 export const createEmptyReq = (name: string, uuid: string): RunRequest =>
   req(['create', name, '--uuid', uuid, '--notable'], 'write', { title: `create ${name} without a table` });
-/** Load a table into the inactive slot (`resume` swaps it in); read-only for a device nothing may write. */
-export const loadReq = (name: string, tableText: string, opts: { readOnly?: boolean } = {}): RunRequest =>
-  req(['load', name, ...(opts.readOnly ? ['--readonly'] : []), '--table', tableText], 'write');
 /** Rename a device (open or not: its users keep it; only /dev/mapper/<name> changes). Its uuid stays. */
 export const renameReq = (from: string, to: string): RunRequest => req(['rename', from, to], 'write');
 /** Drops a device's inactive table (one `reload` loaded and no resume swapped in). */

@@ -282,12 +282,12 @@ async function builtRequests(): Promise<Map<string, RunRequest[]>> {
     dmsetup.removeReq(dmName('rw', U), true),
     // A live backup point (core/livePoint.ts) and its recover.
     dmsetup.createEmptyReq(dmName('ro', U), dmUuid('ro', U)),
-    dmsetup.loadReq(
+    dmsetup.reloadReq(
       dmName('ro', U),
       dmsetup.snapshotTable(131072, dmPath('ro', U), lvMapperPath('repo', 'one-7-0'), 'P', 8),
       { readOnly: true },
     ),
-    dmsetup.loadReq(
+    dmsetup.reloadReq(
       dmName('rw', U),
       dmsetup.snapshotTable(131072, dmPath('ro', U), lvMapperPath('repo', 'one-7-0-b1-next'), 'PO', 8),
     ),
