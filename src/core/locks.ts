@@ -28,9 +28,20 @@ export const isTransientLockError = (e: unknown): boolean => {
   const text = `${e.message}\n${(e as { stderr?: string }).stderr ?? ''}`;
   return (
     /lock (failed|skipped): error -2(1[0-9]|2[01])\b|lease io error|sanlock lease I\/O/i.test(text) ||
-    newLvLeaseStillHeld(text)
+    newLvLeaseStillHeld(text) ||
+    leaseDeviceNotYetLinked(text)
   );
 };
+
+/**
+ * `vgchange --lockstart` activates the lvmlock LV and at once asks lvmlockd to start the
+ * lockspace on /dev/mapper/VG-lvmlock; when udev has not made that link yet, lvmlockd answers
+ * -EARGS, worded "VG repo start failed: invalid parameters for sanlock" (seen in the testbed
+ * with two nodes joining at the same instant; lvmlockd's log: "prepare_lockspace_san stat error
+ * 2 disk_path /dev/mapper/repo-lvmlock"). Nothing was started; the LV stays active, so the
+ * same command a moment later finds the link.
+ */
+const leaseDeviceNotYetLinked = (text: string): boolean => /start failed: invalid parameters for sanlock/.test(text);
 
 /**
  * lvcreate -aey of a NEW LV refused as "locked by other host": no host can hold the lock of an

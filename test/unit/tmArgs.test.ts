@@ -277,6 +277,10 @@ describe('transient lock manager errors are retried (every action is idempotent)
       '  Failed to activate new LV repo/k3.',
     ].join('\n');
     expect(isTransientLockError(err(newLv))).toBe(true);
+    // REAL (testbed, two nodes joining at once): lockstart before udev linked the lease LV.
+    const lockstart =
+      'Skipping global lock: lockspace not found or started\n  VG repo start failed: invalid parameters for sanlock';
+    expect(isTransientLockError(err(lockstart))).toBe(true);
     expect(isTransientLockError(err('  Volume group "repo" not found'))).toBe(false);
     expect(isTransientLockError(new Error('VG repo lock failed: error -221'))).toBe(false);
   });
