@@ -45,6 +45,7 @@ const CLONE = `p2c${run}`;
 // Pulled by every node: 6 MiB, so its sealed image (whole 4 MiB extents) is padded with zeros.
 const PULLED = pattern(6 * MiB, 1402);
 const TRACKER_PID = '/run/cowstack-test-tracker.pid';
+const CACHE_VG = 'cowstack_cache';
 
 let tb: Testbed;
 let nodes: TestbedNode[];
@@ -53,6 +54,7 @@ let server: Server;
 let base: string;
 let served: Map<string, number>;
 const lun: Record<string, { sdx: string; lockDm: string }> = {};
+const cacheVgMadeOn: TestbedNode[] = [];
 
 const ok = async (node: string, args: string[]) => {
   const r = await clusterCli(tb, node, args);
@@ -119,7 +121,10 @@ beforeAll(async () => {
     lun[n.name] = { sdx: sdx!, lockDm: lockDm! };
     // Every node's own disk holds its cache VG (created here unless an earlier file did).
     const list = await ok(n.name, ['cache', 'list']);
-    if (!list.exists) await ok(n.name, ['cache', 'init', n.localDisk]);
+    if (!list.exists) {
+      await ok(n.name, ['cache', 'init', n.localDisk]);
+      cacheVgMadeOn.push(n);
+    }
   }
 });
 
@@ -134,6 +139,18 @@ afterAll(async () => {
     await clusterCli(tb, n.name, ['cache', 'drop', `${BIG}-1`]);
     await clusterCli(tb, n.name, ['cache', 'drop', `${SMALL}-1`]);
     await tb.sh(n.name, 'rm -rf /var/lib/cowstack/staging');
+  }
+  // A later file on this cluster may start from "node2 has no cache VG" (cache.test does).
+  for (const n of cacheVgMadeOn) {
+    const gone = await tb.ssh(n.name, [
+      'sh',
+      '-c',
+      'vgremove -y "$1" && pvremove -y "$2"',
+      'sh',
+      CACHE_VG,
+      n.localDisk,
+    ]);
+    expect(gone.exitCode, `${n.name}: removing the cache VG this file made\n${gone.stderr}`).toBe(0);
   }
   const vgTags = [BIG, SMALL, BAD].map((x) => `--deltag cowstack_approved:${x}:1`).join(' ');
   await tb.sh(

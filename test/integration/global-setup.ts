@@ -71,6 +71,10 @@ export default function setup(project: TestProject) {
           return r;
         } catch (e) {
           recordReadiness(d, { ok: false, error: e instanceof Error ? e.message : String(e) });
+          // A cluster that booted but could not be brought up is stopped here: the teardown
+          // below sees only the ones that came up, and running guests keep vitest from exiting.
+          if (!process.env.COWSTACK_TESTBED_KEEP && !process.env.COWSTACK_TESTBED_REUSE)
+            await down(d).catch((err: unknown) => log(`stopping ${d} after its failure: ${String(err)}`));
           throw e;
         }
       }),
