@@ -6,8 +6,12 @@
 import type { RootProgram, RunRequest } from '../exec/types.js';
 import { sbin } from './program.js';
 
-/** Start argv in the background, its pid in pidFile; "already running" (same pid file) is success. */
-export const startReq = (pidFile: string, argv: readonly string[], title: string): RunRequest => ({
+/**
+ * Start argv in the background, its pid in pidFile; "already running" (same pid file) is
+ * success. With `asUser` (user:group) it runs as that user: start-stop-daemon switches before
+ * the exec, and the pid file (root's) is written before the switch.
+ */
+export const startReq = (pidFile: string, argv: readonly string[], title: string, asUser?: string): RunRequest => ({
   argv: [
     'start-stop-daemon',
     '--start',
@@ -16,6 +20,7 @@ export const startReq = (pidFile: string, argv: readonly string[], title: string
     '--pidfile',
     pidFile,
     '--oknodo',
+    ...(asUser ? ['--chuid', asUser] : []),
     '--exec',
     argv[0]!,
     '--',

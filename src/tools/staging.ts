@@ -1,20 +1,32 @@
 /**
  * The node's staging directory of peer-to-peer distribution (core/stage): a verified image
  * file that the BitTorrent client seeds or fills, its .torrent, the client's pid file and log,
- * and a small state record that `cache list` shows. Root-owned: the image bytes in it are
- * verified before anything trusts them, and only root may replace them.
+ * and a small state record that `cache list` shows.
+ *
+ * The client and the tracker talk to the network, so they do not run as root: they run as
+ * PEER_USER, and the only place they may write is PEER_DIR (the image file, aria2's resume
+ * record, its log). The torrents, pid files, records and the tracker's whitelist stay in the
+ * root-owned STAGING_DIR. Nothing trusts the bytes in PEER_DIR: a staged file is checked
+ * before it is seeded or copied, and the replica's own sha256 is checked on its LV afterwards.
  */
 import type { RootProgram, RunRequest } from '../exec/types.js';
 import { bin } from './program.js';
 
 export const STAGING_DIR = '/var/lib/cowstack/staging';
+export const PEER_DIR = `${STAGING_DIR}/peer`;
+/** Debian's unprivileged account (uid/gid 65534): owns no file outside PEER_DIR on a node. */
+export const PEER_USER = 'nobody:nogroup';
 
-export const makeDirReq = (dir: string): RunRequest => ({
-  argv: ['install', '-d', '-m', '0755', dir],
-  kind: 'write',
-  root: true,
-  title: `make ${dir}`,
-});
+/** The staging directory (root's) and in it the peer directory, owned by PEER_USER; idempotent. */
+export const makeDirReq = (peerDir: string = PEER_DIR): RunRequest => {
+  const [user, group] = PEER_USER.split(':');
+  return {
+    argv: ['install', '-d', '-m', '0755', '-o', user!, '-g', group!, peerDir],
+    kind: 'write',
+    root: true,
+    title: `make ${peerDir} (${PEER_USER}'s, in a root-owned directory)`,
+  };
+};
 
 /** "SIZE ALLOCATED" of a file (bytes): how far a sparse download got. Fails when it is missing. */
 export const sizesReq = (file: string): RunRequest => ({

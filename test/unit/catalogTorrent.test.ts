@@ -119,7 +119,8 @@ describe('the pull plan (catalog sync --replicas)', () => {
     const plan = pullPlan('node2', image, obj, 7002, 0);
     expect(plan.start.argv).toEqual([
       ...['start-stop-daemon', '--start', '--background', '--make-pidfile', '--pidfile', f.pid, '--oknodo'],
-      ...['--exec', '/usr/bin/aria2c', '--', `--dir=${f.dir}`, '--listen-port=7002', '--enable-dht=false'],
+      ...['--chuid', 'nobody:nogroup', '--exec', '/usr/bin/aria2c', '--', `--dir=${f.peerDir}`],
+      ...['--listen-port=7002', '--enable-dht=false'],
       ...['--enable-dht6=false', '--bt-enable-lpd=false', '--enable-peer-exchange=false', '--seed-ratio=0.0'],
       ...['--check-integrity=true', '--file-allocation=none', '--bt-tracker-interval=5', '--bt-max-peers=0'],
       ...['--auto-save-interval=1', '--max-overall-upload-limit=0', '--max-overall-download-limit=0'],

@@ -444,17 +444,18 @@ async function builtRequests(): Promise<Map<string, RunRequest[]>> {
   );
   // Peer-to-peer staging (catalog stage): every shape of a run's plan, by the module that spells it.
   const st = stagingFiles('Ab12cD-34eF-56gH-78iJ-90kL-12mN-34oP56');
-  const peer = aria2.peerArgv(st.torrent, { dir: st.dir, port: 6881, rateBytes: 8 << 20, log: st.log });
+  const peer = aria2.peerArgv(st.torrent, { dir: st.peerDir, port: 6881, rateBytes: 8 << 20, log: st.log });
   add('aria2', aria2.showTorrentReq(st.torrent));
   add(
     'daemon',
-    daemon.startReq(st.pid, peer, 'peer'),
+    daemon.startReq(st.pid, peer, 'peer', staging.PEER_USER),
     daemon.startReq(
       st.pid,
-      aria2.peerArgv(st.torrent, { dir: st.dir, port: 6881, log: st.log, out: 'x-1.img' }),
+      aria2.peerArgv(st.torrent, { dir: st.peerDir, port: 6881, log: st.log, out: 'x-1.img' }),
       'pull',
+      staging.PEER_USER,
     ),
-    daemon.startReq(st.trackerPid, trackerArgv(6969, st.whitelist), 'tracker'),
+    daemon.startReq(st.trackerPid, trackerArgv(6969, st.whitelist), 'tracker', staging.PEER_USER),
     daemon.stopReq(st.pid, 'stop'),
     daemon.stopReq(st.trackerPid, 'stop'),
     daemon.runningReq(st.pid),
@@ -462,7 +463,7 @@ async function builtRequests(): Promise<Map<string, RunRequest[]>> {
   add('mktorrent', mktorrent.makeTorrentReq(st.image, st.torrent, 'http://10.0.2.2:6969/announce'));
   add(
     'staging',
-    staging.makeDirReq(st.dir),
+    staging.makeDirReq(st.peerDir),
     staging.readBase64Req(st.torrent),
     staging.sizesReq(st.image),
     staging.extendReq(st.image, 8 << 20),

@@ -52,7 +52,7 @@ beforeEach(() => {
 });
 afterEach(() => vi.useRealTimers());
 
-const peer = (port: number) => peerArgv(F.torrent, { dir: F.dir, port, rateBytes: 0, log: F.log });
+const peer = (port: number) => peerArgv(F.torrent, { dir: F.peerDir, port, rateBytes: 0, log: F.log });
 const ssd = (pid: string, argv: string[]) => [
   'start-stop-daemon',
   '--start',
@@ -61,6 +61,8 @@ const ssd = (pid: string, argv: string[]) => [
   '--pidfile',
   pid,
   '--oknodo',
+  // The client and the tracker talk to the network: never as root.
+  ...['--chuid', 'nobody:nogroup'],
   '--exec',
   argv[0]!,
   '--',
@@ -96,7 +98,7 @@ const expectSeeding = (r: RecordingRunner, torrentBase64: string) =>
 /** A downloader: the seed's torrent (same info hash checked), its client, then its whole file's checksum. */
 const expectDownload = (r: RecordingRunner, sha: string) =>
   r
-    .expect(['install', '-d', '-m', '0755', F.dir])
+    .expect(['install', '-d', '-m', '0755', '-o', 'nobody', '-g', 'nogroup', F.peerDir])
     .expect(install(F.torrent))
     .expect(['aria2c', '--show-files=true', F.torrent], { stdout: `Info Hash: ${HASH}\n` })
     .expect(install(F.record))
@@ -133,8 +135,8 @@ describe('catalog stage: arguments', () => {
 
 describe('catalog stage: tools', () => {
   it('spells aria2c, mktorrent, opentracker and start-stop-daemon exactly', () => {
-    expect(peerArgv(F.torrent, { dir: F.dir, port: 7001, rateBytes: 5 * MiB, log: F.log }).join(' ')).toBe(
-      `/usr/bin/aria2c --dir=${F.dir} --listen-port=7001 --enable-dht=false --enable-dht6=false ` +
+    expect(peerArgv(F.torrent, { dir: F.peerDir, port: 7001, rateBytes: 5 * MiB, log: F.log }).join(' ')).toBe(
+      `/usr/bin/aria2c --dir=${F.peerDir} --listen-port=7001 --enable-dht=false --enable-dht6=false ` +
         '--bt-enable-lpd=false --enable-peer-exchange=false --seed-ratio=0.0 --check-integrity=true ' +
         '--file-allocation=none --bt-tracker-interval=5 --bt-max-peers=0 --auto-save-interval=1 ' +
         `--max-overall-upload-limit=${5 * MiB} --max-overall-download-limit=${5 * MiB} --console-log-level=error ` +
@@ -152,11 +154,16 @@ describe('catalog stage: tools', () => {
       F.image,
     ]);
     expect(trackerArgv(6969, F.whitelist)).toEqual(['/usr/bin/opentracker', '-p', '6969', '-w', F.whitelist]);
-    expect(startReq(F.pid, ['/usr/bin/x', '-a'], 't')).toMatchObject({
+    expect(startReq(F.pid, ['/usr/bin/x', '-a'], 't', 'nobody:nogroup')).toMatchObject({
       argv: ssd(F.pid, ['/usr/bin/x', '-a']),
       root: true,
     });
     expect(stopReq(F.pid, 't').argv).toEqual(ssdStop(F.pid));
+    // Without a user it runs as the caller (root): nothing of staging starts that way.
+    expect(startReq(F.pid, ['/usr/bin/x'], 't').argv).not.toContain('--chuid');
+    // The peer's files sit in its own directory, the root-owned ones beside it.
+    expect([F.image, F.control, F.log].every((p) => p.startsWith(`${F.peerDir}/`))).toBe(true);
+    expect([F.torrent, F.pid, F.record, F.whitelist].every((p) => !p.startsWith(`${F.peerDir}/`))).toBe(true);
   });
 
   it('reads the info hash, a sparse file’s sizes and the bytes a node sent', () => {
@@ -268,7 +275,7 @@ describe('catalog stage: runs', () => {
     n1.expect(['cat', '--', '/proc/net/dev'], { stdout: NET }).expect(stat, { exitCode: 1 });
     expectObserve(n1, [sealed()])
       .expect(['lvchange', '-asy', `${VG}/image`], { kind: 'write' })
-      .expect(['install', '-d', '-m', '0755', F.dir], { kind: 'write' })
+      .expect(['install', '-d', '-m', '0755', '-o', 'nobody', '-g', 'nogroup', F.peerDir], { kind: 'write' })
       .expect(['dd', `if=${IMG}`, `of=${F.image}`, 'bs=4M', 'iflag=direct', 'conv=fsync', 'status=none'], {
         kind: 'write',
       });

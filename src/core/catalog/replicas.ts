@@ -121,7 +121,7 @@ export async function fetchTorrent(source: string, image: ListImage): Promise<Bu
 export function pullPlan(host: string, image: ListImage, obj: ImageObj, port: number, rate: number) {
   const f = stagingFiles(obj.uuid);
   const plan = {
-    prepare: staging.makeDirReq(f.dir),
+    prepare: staging.makeDirReq(f.peerDir),
     start: peerStartReq(
       obj.uuid,
       port,

@@ -6,7 +6,10 @@
 import { STAGING_DIR } from '../../tools/staging.js';
 
 export interface StagingFiles {
+  /** Root's: torrents, pid files, records, the tracker's whitelist. */
   dir: string;
+  /** The BitTorrent client's (tools/staging.ts PEER_USER): the image file, resume record, log. */
+  peerDir: string;
   /** The image bytes: verified before seeding, filled by the download on the other nodes. */
   image: string;
   /** aria2's resume record next to the file; gone once the download completed. */
@@ -22,15 +25,18 @@ export interface StagingFiles {
 
 export function stagingFiles(uuid: string, dir = STAGING_DIR): StagingFiles {
   const base = `${dir}/${uuid}`;
+  const peerDir = `${dir}/peer`;
+  const peer = `${peerDir}/${uuid}`;
   return {
     dir,
-    image: `${base}.img`,
-    control: `${base}.img.aria2`,
+    peerDir,
+    image: `${peer}.img`,
+    control: `${peer}.img.aria2`,
     torrent: `${base}.torrent`,
     pid: `${base}.peer.pid`,
     trackerPid: `${dir}/tracker.pid`,
     whitelist: `${dir}/tracker.whitelist`,
-    log: `${base}.log`,
+    log: `${peer}.log`,
     record: `${base}.json`,
   };
 }

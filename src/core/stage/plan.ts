@@ -10,7 +10,7 @@ import { writeRootFileReq } from '../../tools/files.js';
 import { removeRootFileReq } from '../../tools/host.js';
 import * as mktorrent from '../../tools/mktorrent.js';
 import * as opentracker from '../../tools/opentracker.js';
-import { makeDirReq } from '../../tools/staging.js';
+import { makeDirReq, PEER_USER } from '../../tools/staging.js';
 import { stagingFiles, type StageRecord } from './files.js';
 import type { StagePeer, StageTracker } from './spec.js';
 
@@ -56,7 +56,8 @@ export interface StagePlan {
 /** A node's BitTorrent client for the image of uuid: downloads (if need be) and seeds from its staging dir. */
 export function peerStartReq(uuid: string, port: number, rateBytes: number, title: string, out?: string): RunRequest {
   const f = stagingFiles(uuid);
-  return daemon.startReq(f.pid, aria2.peerArgv(f.torrent, { dir: f.dir, port, rateBytes, log: f.log, out }), title);
+  const argv = aria2.peerArgv(f.torrent, { dir: f.peerDir, port, rateBytes, log: f.log, out });
+  return daemon.startReq(f.pid, argv, title, PEER_USER);
 }
 
 export function stagePlan(
@@ -76,7 +77,7 @@ export function stagePlan(
     tracker,
     downloaders,
     replicas: targets.map((t) => t.host),
-    copy: [makeDirReq(f.dir), blockData.copyToFileReq(image.device, f.image)],
+    copy: [makeDirReq(f.peerDir), blockData.copyToFileReq(image.device, f.image)],
     torrent: [removeRootFileReq(f.torrent), mktorrent.makeTorrentReq(f.image, f.torrent, tracker.url)],
     seedStart: [
       // Restarted: a tracker left by an earlier run would not know this run's whitelist.
@@ -87,12 +88,13 @@ export function stagePlan(
               f.trackerPid,
               opentracker.trackerArgv(tracker.runOnSeedPort, f.whitelist),
               `start the tracker on port ${tracker.runOnSeedPort}`,
+              PEER_USER,
             ),
           ]
         : []),
       peer(seed, `seed ${image.vg}/${image.name} on port ${seed.port}`),
     ],
-    prepare: downloaders.map((p) => ({ host: p.host, req: makeDirReq(f.dir) })),
+    prepare: downloaders.map((p) => ({ host: p.host, req: makeDirReq(f.peerDir) })),
     peerStart: downloaders.map((p) => ({ host: p.host, req: peer(p, `download and seed on port ${p.port}`) })),
     stop: [
       ...all.map((p) => ({ host: p.host, req: daemon.stopReq(f.pid, 'stop the BitTorrent client') })),
