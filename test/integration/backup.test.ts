@@ -156,6 +156,72 @@ describe.sequential('backups: full + two increments on node1, restored on node2'
     await ssh('node2', ['lvchange', '-an', lv]);
   });
 
+  // oned's `onevm restore` through the TM action, the backup on an rsync datastore on this host
+  // (test/integration/one-remotes plays its drivers), into a new VM deployed on node2.
+  it('TM restore into a new VM on node2: at the full backup, then the whole chain; refused while open', async () => {
+    const t0 = Date.now();
+    const NEW = VM + 100;
+    const BK = 900 + (VM % 100);
+    const BKDS = 100;
+    const base = path.join(tm.dir, 'bkds');
+    for (const n of [0, 1, 2]) {
+      await fsp.mkdir(path.join(base, String(VM), `b${n}`), { recursive: true });
+      await fsp.copyFile(path.join(tm.dir, `bkrst.disk.0.${n}`), path.join(base, String(VM), `b${n}`, `disk.0.${n}`));
+    }
+    const incs = [0, 1, 2].map((n) => `<INCREMENT><ID>${n}</ID><SOURCE>b${n}</SOURCE></INCREMENT>`).join('');
+    await tm.oneXml(
+      'onevm',
+      NEW,
+      `<VM><ID>${NEW}</ID><STATE>8</STATE><TEMPLATE><DISK><DISK_ID>0</DISK_ID></DISK></TEMPLATE></VM>`,
+    );
+    await tm.oneXml(
+      'oneimage',
+      BK,
+      `<IMAGE><ID>${BK}</ID><TYPE>6</TYPE><DATASTORE_ID>${BKDS}</DATASTORE_ID><SOURCE>b0</SOURCE>` +
+        `<VMS><ID>${VM}</ID></VMS><BACKUP_INCREMENTS>${incs}</BACKUP_INCREMENTS><FORMAT>raw</FORMAT></IMAGE>`,
+    );
+    await tm.oneXml(
+      'onedatastore',
+      BKDS,
+      `<DATASTORE><ID>${BKDS}</ID><DS_MAD><![CDATA[rsync]]></DS_MAD><BASE_PATH>${base}</BASE_PATH></DATASTORE>`,
+    );
+    const ndir = `${DS}/${SYS}/${NEW}`;
+    const ndisk = `${ndir}/disk.0`;
+    const restore = (inc: string) => tm.run('restore', [`node2:${ndir}`, String(NEW), String(BK), inc, '0']);
+    const restored = async () =>
+      (await ssh('node2', ['lvs', '--nolocking', '--noheadings', '-o', 'lv_name', REPO_VG]))
+        .split(/\s+/)
+        .filter((n) => n.startsWith(`one-${NEW}-0-r`));
+    // The new VM as oned deployed it (a clone of the original image), then powered off.
+    await tm.ok('clone', [`${FE}:${REPO_VG}/${img}`, `node2:${ndisk}`, String(NEW), String(IDS)]);
+    for (const [inc, n] of [
+      ['0', 0],
+      ['-1', 2],
+    ] as const) {
+      const r = await restore(inc);
+      expect(r.exitCode, r.stderr).toBe(0);
+      times[`restore ${inc}`] = r.seconds;
+      expect(await deviceSha(tb, 'node2', ndisk), `restored at point ${n}`).toBe(sha256(contents[n]!));
+      // One restored image per disk: the earlier one went with the disk it replaced.
+      expect(await restored()).toHaveLength(1);
+      expect((await tb.ssh('node2', ['test', '-e', `${ndir}/disk.0.backup`])).exitCode).toBe(1);
+    }
+    // A running VM (the disk held open) is refused before anything is downloaded or changed.
+    const holder = await ssh('node2', ['sh', '-c', `sleep 600 < ${ndisk} > /dev/null 2>&1 & echo $!`]);
+    try {
+      const r = await restore('0');
+      expect(r.exitCode).not.toBe(0);
+      expect(r.stderr).toMatch(`one-${NEW}-0 is open on node2`);
+      expect(r.stderr).toMatch('power the VM off before restoring');
+      expect(await deviceSha(tb, 'node2', ndisk)).toBe(sha256(contents[2]!));
+    } finally {
+      await ssh('node2', ['kill', holder]);
+    }
+    await tm.ok('delete', [`node2:${ndir}/`, String(NEW), String(SYS)]);
+    expect(await restored()).toEqual([]);
+    times['restore test'] = (Date.now() - t0) / 1000;
+  });
+
   it('a full-mode backup reads the disk as it is; terminate removes the backup points', async () => {
     await timed('prebackup full', tm.ok('prebackup', tmArgs, vmXml('FULL', -1)));
     await ssh('node1', ['qemu-img', 'compare', '-q', '-f', 'qcow2', '-F', 'raw', `${bkDir}/disk.0.0`, disk]);
