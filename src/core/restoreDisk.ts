@@ -3,18 +3,22 @@
  * node written into a new sealed image (core/backups.ts restoreImage), then the disk's old
  * LVs (its top, snapshots, backup points and an earlier restored image) removed and the top
  * made again as a fresh COW clone of the restored image, mapped here. The plan is data, made
- * from one observation: `--dry-run` prints it. Each step is idempotent and journalled by the
- * operation it uses (fill of the image, discard, create, map), so a re-run after a crash
- * finishes the restore: the restored image, once sealed, is found again by its name and
- * marker and is not read twice.
+ * from one observation: `--dry-run` prints it. The whole is one journal entry (`restore`,
+ * naming the top and the image), around the entries of the operations it uses (fill of the
+ * image, discard, create, map): after a crash, recover undoes it while the image is not sealed
+ * (the disk was not touched yet; the fill's own entry removes the half-made image) and finishes
+ * it once it is (the old LVs go, the top is made on the image). A re-run does the same: the
+ * sealed image is found again by its name and marker and not read twice.
  */
 import { refused } from '../exec/errors.js';
 import { restoreImage } from './backups.js';
-import { createAndMapClone } from './clones.js';
+import { createAndMapClone, createClone } from './clones.js';
+import { runGuarded } from './executor.js';
 import { removeLvs } from './gc.js';
 import { refuseOpen } from './lineage.js';
+import { beginStep, endStep, type JournalEntry } from './journal.js';
 import type { NodeSession } from './node.js';
-import type { NodeState } from './observe.js';
+import { type NodeState, observeNode } from './observe.js';
 import { lvRef } from './stack.js';
 import { type CowOptions, diskLvs } from './vmDisks.js';
 
@@ -60,8 +64,39 @@ export async function restoreDisk(
   files: readonly string[],
   cow: CowOptions,
 ): Promise<{ device: string; sha256?: string }> {
-  const made = plan.fill ? await restoreImage(ctx, plan.image, files) : undefined;
+  const journal = { op: 'restore' as const, vg: ctx.vg, name: plan.top, restored: plan.image };
+  await runGuarded(ctx, [beginStep(journal)]);
+  let made: Awaited<ReturnType<typeof restoreImage>> | undefined;
+  try {
+    made = plan.fill ? await restoreImage(ctx, plan.image, files) : undefined;
+  } catch (e) {
+    // Nothing of the disk was touched: nothing is in flight.
+    await runGuarded(ctx, [endStep(journal)]).catch(() => undefined);
+    throw e;
+  }
+  // From here on a failure leaves the entry in flight: recover (or the re-run) finishes it.
   if (plan.remove.length) await removeLvs(ctx, new Set(plan.remove));
   const { mapped } = await createAndMapClone(ctx, { name: plan.top, from: plan.image, ...cow });
+  await runGuarded(ctx, [endStep(journal)]);
   return { device: mapped.device!, sha256: made?.sha256 };
+}
+
+/**
+ * recover's part: an interrupted restore is undone while its image is not sealed, else finished
+ * (the disk's old LVs removed, its top created on the image, unmapped: the host's TM links it
+ * when the VM starts). A top already standing on the image means it had got that far.
+ */
+export async function settleRestore(
+  ctx: NodeSession,
+  entry: Pick<JournalEntry, 'name' | 'restored'>,
+): Promise<'finished' | 'undone' | 'nothing-to-do'> {
+  const state = await observeNode(ctx);
+  const image = entry.restored ? state.repo.byName.get(entry.restored) : undefined;
+  if (!(image?.kind === 'image' && image.state === 'sealed')) return 'undone';
+  const top = state.repo.byName.get(entry.name);
+  if (top?.kind === 'clone' && top.state === 'live' && top.parentUuid === image.uuid) return 'nothing-to-do';
+  const old = diskLvs(state, entry.name).filter((n) => n !== image.name);
+  if (old.length) await removeLvs(ctx, new Set(old), state);
+  await createClone(ctx, { name: entry.name, from: image.name });
+  return 'finished';
 }

@@ -77,6 +77,8 @@ export interface TmEnv {
   lockPolicy?: LockPolicy;
   /** OpenNebula's remotes directory on the front-end (restore runs its datastore drivers there). */
   oneRemotes?: string;
+  /** --dry-run (the runners print writes instead of running them); restore then only says its plan. */
+  dryRun?: boolean;
 }
 
 type Disk = TmPath & { diskId: number };
@@ -485,6 +487,7 @@ async function restoreVm(env: TmEnv, req: RestoreRequest): Promise<void> {
       local: env.runnerFor('localhost'),
       remotes,
       cow: cowOpts(env),
+      dryRun: env.dryRun,
       info: env.info,
       link: (device, p) => link(ctx.runner, device, parseTmPath(`${req.host}:${p}`, 'disk', { vmId: req.vmId })),
     },

@@ -35,6 +35,8 @@ export interface RestoreDeps {
   local: Runner;
   remotes: string;
   cow: CowOptions;
+  /** --dry-run: the plan is said (INFO lines) and nothing is downloaded or changed. */
+  dryRun?: boolean;
   info(msg: string): void;
   /** D becomes a symlink to the disk's device (the TM's link). */
   link(device: string, diskPath: string): Promise<void>;
@@ -99,10 +101,10 @@ export async function restore(deps: RestoreDeps, req: RestoreRequest): Promise<v
   for (const p of plans) state = await refuseOpenDisk(ctx, state, p.plan.top);
   for (const { diskId, url, file, plan } of plans) {
     const gone = plan.remove.length ? `, replacing ${plan.remove.join(', ')}` : '';
-    const src = plan.fill ? `${url} via ${file}` : `${plan.image} (restored already)`;
-    info(`disk ${diskId}: ${plan.top} becomes a clone of ${plan.image} from ${src}${gone}`);
+    const src = plan.fill ? ` from ${url} via ${file}` : ' (restored already)';
+    info(`disk ${diskId}: ${plan.top} becomes a clone of ${plan.image}${src}${gone}`);
   }
-  if (ctx.dryRun) return;
+  if (deps.dryRun) return;
   for (const { diskId, url, file, plan } of plans) {
     if (plan.fill) await download(deps, url, file);
     try {

@@ -93,6 +93,7 @@ export function register(program: Command): void {
             cowPercent: config.tm.cowPercent,
             chunk: config.cow.chunk,
             frontends,
+            dryRun: opts.dryRun,
             // restore runs OpenNebula's datastore drivers: tm/cowstack/restore says where its remotes are.
             oneRemotes: process.env.COWSTACK_ONE_REMOTES || undefined,
           },
