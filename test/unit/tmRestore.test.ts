@@ -15,8 +15,7 @@ import { listBackup, restore, type RestoreRequest } from '../../src/tm/restore.j
 import { nodeSession } from '../../src/core/node.js';
 import { settleRestore } from '../../src/core/restoreDisk.js';
 import { restoredName } from '../../src/core/vmDisks.js';
-import { chainToDeviceReq } from '../../src/tools/qemuImg.js';
-import { MiB, U, imageRow, journalBegin, journalEnd, lvcreateArgv, lvcreateInactive } from './repoFixtures.js';
+import { MiB, U, imageRow, journalBegin, journalEnd, lvcreateArgv } from './repoFixtures.js';
 import { recorder, rejectionOf, thrownBy } from './support.js';
 import {
   DIR,
@@ -25,10 +24,10 @@ import {
   createTop,
   img,
   link,
-  lv,
   mapped,
   mark,
   rd,
+  restoreImageSteps,
   rwName,
   script,
   snap3,
@@ -154,27 +153,7 @@ describe('tm restore: the disk becomes a clone of the backup point', () => {
           wr(['dd', `of=${FILE}`, 'bs=1M', 'status=none']),
           wr(journalBegin('one-7-0', 'restore')),
           O,
-          rd(['qemu-img', 'info', '--output=json', '-f', 'qcow2', FILE], { stdout: `{"virtual-size": ${64 * MiB}}` }),
-          wr(journalBegin(IMAGE, 'flatten')),
-          wr(lvcreateInactive(IMAGE, 64 * MiB, ['cowstack_role:image', 'cowstack_state:initializing', MARK], 'vg')),
-          wr(['lvchange', '-aey', `vg/${IMAGE}`]),
-          wr(chainToDeviceReq([FILE], DEV).argv),
-          rd(['sha256sum', DEV], { stdout: `${SHA}  ${DEV}\n` }),
-          wr([
-            'lvchange',
-            '--permission',
-            'r',
-            '--deltag',
-            'cowstack_state:initializing',
-            '--addtag',
-            'cowstack_state:sealed',
-            '--addtag',
-            `cowstack_sha256:${SHA}`,
-            `vg/${IMAGE}`,
-          ]),
-          wr(['lvchange', '-an', `vg/${IMAGE}`]),
-          wr(journalEnd(IMAGE, 'flatten')),
-          lv(IMAGE),
+          ...restoreImageSteps(IMAGE, [FILE], { sha: SHA, mark: MARK }),
           O,
           wr(journalBegin('one-7-0', 'discard')),
           wr(['dmsetup', 'remove', '--retry', rwName(U.c3)]),
@@ -257,7 +236,7 @@ describe('recover of an interrupted restore', () => {
   const entry = { name: 'one-7-0', restored: IMAGE };
   const restoredRow = (state: 'sealed' | 'initializing') => imageRow(IMAGE, U.img2, { state });
 
-  it("undone while the image is not sealed: the disk was not touched (the fill's entry removes the image)", async () => {
+  it("undone while the image is not sealed: the disk is untouched (the fill's entry removes the image)", async () => {
     const r = script(recorder('node1'), [{ rows: [img(), top(), restoredRow('initializing')] }], [O]);
     expect(await settleRestore(nodeSession({ runner: r, vg: 'vg' }), entry)).toBe('undone');
     r.verify();

@@ -69,7 +69,8 @@ describe('tm/cowstack scripts', () => {
     // The fake records the environment it ran with too.
     writeFileSync(
       f.bin,
-      `#!/bin/sh\nfor a in "$@"; do printf '%s\\n' "$a"; done > '${f.log}'\necho "$COWSTACK_ONE_REMOTES" >> '${f.log}'\n`,
+      `#!/bin/sh\nfor a in "$@"; do printf '%s\\n' "$a"; done > '${f.log}'\n` +
+        `echo "$COWSTACK_ONE_REMOTES" >> '${f.log}'\n`,
     );
     const args = ['node2:/var/lib/one//datastores/104/7', '7', '12', '-1', '-1'];
     const r = runScript('restore', args, { COWSTACK_BIN: f.bin, COWSTACK_TM_LOCK_DIR: f.dir });
