@@ -11,7 +11,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream, promises as fsp } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { notFound, usageError } from '../exec/errors.js';
+import { notFound, refused, usageError } from '../exec/errors.js';
 import type { Runner } from '../exec/types.js';
 import * as backupFiles from '../tools/backupFiles.js';
 import * as fsReq from '../tools/host.js';
@@ -42,12 +42,15 @@ export interface RestoreDeps {
   link(device: string, diskPath: string): Promise<void>;
 }
 
-/** The URL of each disk's backup, from the backup datastore's `ls`; `tpm` (a TPM state, not a disk) is left. */
+/**
+ * The URL of each disk's backup, from the backup datastore's `ls` (`tpm`, a TPM state and not
+ * a disk, is left), and the VM's XML.
+ */
 export async function listBackup(
   local: Runner,
   remotes: string,
   req: Pick<RestoreRequest, 'vmId' | 'imgId' | 'incId' | 'diskId'>,
-): Promise<Map<number, string>> {
+): Promise<{ urls: Map<number, string>; vmXml: string }> {
   const vmXml = (await local.run(one.showXmlReq('onevm', req.vmId))).stdout.trim();
   const imgXml = (await local.run(one.showXmlReq('oneimage', req.imgId))).stdout.trim();
   const dsId = parseId(xmlValue(imgXml, 'DATASTORE_ID'), `DATASTORE_ID of backup image ${req.imgId}`);
@@ -75,7 +78,17 @@ export async function listBackup(
       throw usageError(`the ${mad} datastore listed disk ${id} as ${JSON.stringify(url)}, not a URL`);
     if (req.diskId === -1 || diskId === req.diskId) urls.set(diskId, url);
   }
-  return urls;
+  return { urls, vmXml };
+}
+
+/** The ids of the VM's persistent disks (TEMPLATE/DISK with PERSISTENT=YES in its XML). */
+export function persistentDisks(vmXml: string): Set<number> {
+  const ids = new Set<number>();
+  for (const [, disk] of vmXml.matchAll(/<DISK>([\s\S]*?)<\/DISK>/g)) {
+    const id = xmlValue(disk!, 'DISK_ID');
+    if (id !== undefined && (xmlValue(disk!, 'PERSISTENT') ?? '').toUpperCase() === 'YES') ids.add(Number(id));
+  }
+  return ids;
 }
 
 /** The point's short name in the restored image's name: same URL, same content. */
@@ -83,12 +96,20 @@ const pointKey = (url: string) => createHash('sha256').update(url).digest('hex')
 
 export async function restore(deps: RestoreDeps, req: RestoreRequest): Promise<void> {
   const { ctx, info } = deps;
-  const urls = await listBackup(deps.local, deps.remotes, req);
+  const { urls, vmXml } = await listBackup(deps.local, deps.remotes, req);
   const what = `backup image ${req.imgId}${req.incId === -1 ? '' : ` up to increment ${req.incId}`}`;
   if (!urls.size)
     throw notFound(
       `${what} has ${req.diskId === -1 ? 'no disks' : `no disk ${req.diskId}`}`,
       'check the backup (oneimage show) and the disk id',
+    );
+  // A persistent disk's top is a COW on its image's lineage, which undeploy syncs back into
+  // (mvds): a top made on a restored image could not go back there.
+  const persistent = [...urls.keys()].filter((d) => persistentDisks(vmXml).has(d));
+  if (persistent.length)
+    throw refused(
+      `disk(s) ${persistent.join(', ')} of VM ${req.vmId} are persistent: cowstack restores non-persistent disks`,
+      'restore the backup as new images (oneimage restore) and attach those, or restore the other disks by id',
     );
   let state = await observeNode(ctx);
   const plans: Array<{ diskId: number; url: string; file: string; plan: DiskRestorePlan }> = [];

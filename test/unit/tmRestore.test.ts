@@ -11,7 +11,7 @@ import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { EXIT } from '../../src/exec/errors.js';
 import { parseTmArgs, vmLvPattern } from '../../src/tm/args.js';
-import { listBackup, restore, type RestoreRequest } from '../../src/tm/restore.js';
+import { listBackup, persistentDisks, restore, type RestoreRequest } from '../../src/tm/restore.js';
 import { nodeSession } from '../../src/core/node.js';
 import { settleRestore } from '../../src/core/restoreDisk.js';
 import { restoredName } from '../../src/core/vmDisks.js';
@@ -96,9 +96,10 @@ describe('tm restore: arguments as oned passes them', () => {
 describe('tm restore: where the backup is (oned and the backup datastore)', () => {
   it('the driver action XML on ls -i stdin: datastore, VM, image; a TPM state and other disks left', async () => {
     const r = script(recorder('localhost'), [], asked(LISTED.replace('}', ',"1":"rsync://100//0:b/x/disk.1.1"}'), '3'));
-    const urls = await listBackup(r, REMOTES, { vmId: 7, imgId: 12, incId: 3, diskId: 0 });
+    const { urls, vmXml } = await listBackup(r, REMOTES, { vmId: 7, imgId: 12, incId: 3, diskId: 0 });
     r.verify();
     expect([...urls]).toEqual([[0, URL0]]);
+    expect(vmXml).toBe(VM_XML);
     expect(r.calls[3]!.input).toBe(
       `<DS_DRIVER_ACTION_DATA>\n${DS_XML}\n${VM_XML}\n${IMG_XML}\n</DS_DRIVER_ACTION_DATA>\n`,
     );
@@ -219,6 +220,20 @@ describe('tm restore: the disk becomes a clone of the backup point', () => {
     const e = await rejectionOf(tm('restore', ARGS, { localhost: fe, node1: node }), EXIT.REFUSED);
     expect(e.message).toMatch(/vg\/one-7-0 is open on node1/);
     expect(e.hint).toMatch(/power the VM off before restoring its disks/);
+  });
+
+  it('a persistent disk (its top is in its image lineage, mvds syncs it back) is refused first', async () => {
+    const disk = (id: number, p: string) => `<DISK><DISK_ID>${id}</DISK_ID><PERSISTENT>${p}</PERSISTENT></DISK>`;
+    const xml = `<VM><ID>7</ID><TEMPLATE>${disk(0, 'NO')}${disk(1, 'YES')}</TEMPLATE></VM>`;
+    expect([...persistentDisks(xml)]).toEqual([1]);
+    const listed = JSON.stringify({ 0: URL0, 1: URL0.replace('disk.0.1', 'disk.1.1') });
+    const fe = script(
+      recorder('localhost'),
+      [],
+      [rd(['onevm', 'show', '-x', '7'], { stdout: xml }), ...asked(listed).slice(1)],
+    );
+    const e = await rejectionOf(tm('restore', ARGS, { localhost: fe, node1: recorder('node1') }), EXIT.REFUSED);
+    expect(e.message).toBe('disk(s) 1 of VM 7 are persistent: cowstack restores non-persistent disks');
   });
 
   it('a backup without the disk asked for is not found; nothing touches the host', async () => {
