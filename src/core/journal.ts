@@ -31,7 +31,8 @@ export type JournalOp =
   | 'migrate-release'
   | 'migrate-acquire'
   | 'stage'
-  | 'live-backup';
+  | 'live-backup'
+  | 'restore';
 
 export interface JournalEntry {
   op: JournalOp;
@@ -45,6 +46,8 @@ export interface JournalEntry {
   handover?: string;
   /** live-backup: the backup point the disk's top becomes (core/livePoint.ts). */
   point?: string;
+  /** restore: the sealed image the disk's top (the entry's name) becomes a clone of (core/restoreDisk.ts). */
+  restored?: string;
 }
 
 /** A line of the journal log. `lock`: who took the node lock (named to a waiter that gives up). */

@@ -20,6 +20,7 @@ import * as host from '../tools/host.js';
 import * as lvm from '../tools/lvm.js';
 import { collectGarbage, commitClone, discardClone, unmapClone } from './clones.js';
 import { resumeLivePoint, settleLivePoint } from './livePoint.js';
+import { settleRestore } from './restoreDisk.js';
 import { abortMigration, acquireMigration, releaseMigration } from './migrate.js';
 import type { NodeSession } from './node.js';
 import { lazyDeviceName } from './cache/lazy.js';
@@ -118,6 +119,8 @@ async function settle(
   }
   // Named by its top, which the point's own renames take away for a moment: settled by uuid.
   if (entry.op === 'live-backup') return settleLivePoint(ctx, entry, resumedLive);
+  // Named by the disk's top, which the restore itself removes and makes again.
+  if (entry.op === 'restore') return settleRestore(ctx, entry);
   const state = await observeNode(ctx);
   const o = state.repo.byName.get(entry.name);
   if (!o) return 'nothing-to-do';

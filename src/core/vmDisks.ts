@@ -25,13 +25,23 @@ export const backupPointName = (top: string, n: number): string => `${top}-b${n}
 /** A disk's backup points; a point of an earlier backup chain carries its LV uuid's start. */
 export const backupPointPattern = (top: string): RegExp =>
   new RegExp(`^${top.replace(/[.+]/g, '\\$&')}-b(0|[1-9][0-9]*)(\\.[A-Za-z0-9]{8})?$`);
+/**
+ * The sealed image a disk was restored into from a backup (TM restore), which the disk's top
+ * is then a clone of: `<top>-r<backup image id>.<8 hex naming the backup point>`. It belongs
+ * to the disk: removing the disk removes it.
+ */
+export const restoredName = (top: string, backupId: number, point: string): string => `${top}-r${backupId}.${point}`;
+/** The suffix restoredName adds, as a regular expression source without groups that capture. */
+export const RESTORED_SUFFIX = '-r(?:0|[1-9][0-9]*)\\.[0-9a-f]{8}';
+export const restoredPattern = (top: string): RegExp =>
+  new RegExp(`^${top.replace(/[.+]/g, '\\$&')}${RESTORED_SUFFIX}$`);
 /** The sync-backs of a persistent image: `<image>-p<K>`. */
 export const persistentPattern = (image: string): RegExp =>
   new RegExp(`^${image.replace(/[.+]/g, '\\$&')}-p([1-9][0-9]*)$`);
 
 /** The LVs one disk consists of: its top, snapshots and backup points (a persistent lineage is not the disk's). */
 export function diskLvs(state: NodeState, top: string): string[] {
-  const re = [snapshotPattern(top), backupPointPattern(top)];
+  const re = [snapshotPattern(top), backupPointPattern(top), restoredPattern(top)];
   return [...state.repo.byName.values()]
     .filter((o) => o.name === top || re.some((r) => r.test(o.name)))
     .map((o) => o.name);

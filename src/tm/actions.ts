@@ -24,7 +24,7 @@ import { dmName, lvMapperName, lvMapperPath } from '../core/dmNames.js';
 import { isTransientLockError } from '../core/locks.js';
 import { flattenClone } from '../core/flatten.js';
 import { removeLvs } from '../core/gc.js';
-import { backupDisk } from '../core/backups.js';
+import { backupDisk, validateBackupPath } from '../core/backups.js';
 import { createImage } from '../core/images.js';
 import { growVolatile, saveLiveAsImage } from '../core/lineage.js';
 import type { CowObj } from '../core/metadata.js';
@@ -57,6 +57,7 @@ import {
   type TmSource,
 } from './args.js';
 import { totalsText, vmDisksText, type DiskUsage } from './monitorFormat.js';
+import { DEFAULT_ONE_REMOTES, restore, type RestoreRequest } from './restore.js';
 
 export interface TmEnv {
   vg: string;
@@ -74,6 +75,10 @@ export interface TmEnv {
   observer?: NodeSession['observer'];
   /** The lock-error policy of every session the action opens; default: core/plan.ts defaultLockPolicy. */
   lockPolicy?: LockPolicy;
+  /** OpenNebula's remotes directory on the front-end (restore runs its datastore drivers there). */
+  oneRemotes?: string;
+  /** --dry-run (the runners print writes instead of running them); restore then only says its plan. */
+  dryRun?: boolean;
 }
 
 type Disk = TmPath & { diskId: number };
@@ -472,6 +477,24 @@ async function prebackup(env: TmEnv, req: BackupRequest): Promise<void> {
   }
 }
 
+/** oned's restore of a powered-off VM's disks from a backup image: src/tm/restore.ts. */
+async function restoreVm(env: TmEnv, req: RestoreRequest): Promise<void> {
+  const ctx = ctxOf(env, req.host);
+  const remotes = validateBackupPath(env.oneRemotes ?? DEFAULT_ONE_REMOTES, 'OpenNebula remotes directory');
+  await restore(
+    {
+      ctx,
+      local: env.runnerFor('localhost'),
+      remotes,
+      cow: cowOpts(env),
+      dryRun: env.dryRun,
+      info: env.info,
+      link: (device, p) => link(ctx.runner, device, parseTmPath(`${req.host}:${p}`, 'disk', { vmId: req.vmId })),
+    },
+    req,
+  );
+}
+
 async function backup(env: TmEnv, req: BackupRequest): Promise<void> {
   if (req.action === 'prebackup' || req.action === 'prebackup_live') return prebackup(env, req);
   // After the datastore driver took the files (or failed to): they go, the backup points stay.
@@ -676,6 +699,8 @@ export async function runTm(env: TmEnv, req: TmRequest): Promise<void> {
     case 'postbackup':
     case 'postbackup_live':
       return backup(env, req);
+    case 'restore':
+      return restoreVm(env, req);
   }
 }
 

@@ -14,7 +14,7 @@
  */
 import { usageError } from '../exec/errors.js';
 import { validateHostName, validateLvName, validateVgName } from '../core/validate.js';
-import { snapshotName } from '../core/vmDisks.js';
+import { RESTORED_SUFFIX, snapshotName } from '../core/vmDisks.js';
 
 /** OpenNebula's default DATASTORE_LOCATION on the hosts. */
 export const DS_LOCATION = '/var/lib/one/datastores';
@@ -43,6 +43,7 @@ export const TM_ACTIONS = [
   'prebackup_live',
   'postbackup',
   'postbackup_live',
+  'restore',
 ] as const;
 export type TmAction = (typeof TM_ACTIONS)[number];
 
@@ -109,6 +110,20 @@ export type TmRequest =
       vmId: number;
       dsId: number;
       xml: string;
+    }
+  | {
+      /** oned's RESTORE (TransferManager::trigger_restore): the VM's disks from backup image imgId. */
+      action: 'restore';
+      host: string;
+      vmDir: string;
+      /** The backup image (its datastore's driver lists and downloads the backup). */
+      imgId: number;
+      /** The increment to restore up to; -1: the backup's whole chain. */
+      incId: number;
+      /** The disk to restore; -1: every disk of the backup. */
+      diskId: number;
+      vmId: number;
+      dsId: number;
     }
   | { action: 'activate'; host: string };
 
@@ -268,8 +283,9 @@ function arity(action: string, args: readonly string[], n: number | [number, num
 const BACKUP_ACTIONS = new Set(['prebackup', 'prebackup_live', 'postbackup', 'postbackup_live']);
 
 /**
- * No OpenNebula TM argument starts with "-" except cpds's snapshot id "-1" and the backup
- * actions' job id "-" (a VM's own backup, not a backup job's). One that does is
+ * No OpenNebula TM argument starts with "-" except cpds's snapshot id "-1", the backup
+ * actions' job id "-" (a VM's own backup, not a backup job's) and restore's increment and
+ * disk ids "-1" (the whole chain, every disk). One that does is
  * an option smuggled in through a VM template (--config=..., --dry-run, --help): refused by
  * position and value before any other check, whatever the action.
  */
@@ -277,6 +293,7 @@ function refuseOptionShaped(action: string, args: readonly string[]): void {
   args.forEach((arg, i) => {
     if (!arg.startsWith('-') || (action === 'cpds' && i === 2 && arg === '-1')) return;
     if (BACKUP_ACTIONS.has(action) && args.length === 6 && i === 3 && arg === '-') return;
+    if (action === 'restore' && (i === 3 || i === 4) && arg === '-1') return;
     throw usageError(
       `tm ${action}: argument ${i + 1} "${arg}" looks like an option: no OpenNebula TM argument starts with "-"`,
       'this is what OpenNebula passes to the TM driver; check the datastore and VM template',
@@ -463,6 +480,22 @@ export function parseTmArgs(action: string, args: readonly string[], stdin = '')
         xml: decodeVmXml(stdin),
       };
     }
+    case 'restore': {
+      // host:remote_system_ds vm_id img_id inc_id disk_id (src/tm/TransferManager.cc, trigger_restore).
+      arity(action, a, 5, 'HOST:VM_DIR VM_ID IMG_ID INC_ID|-1 DISK_ID|-1');
+      const vmId = parseId(a[1], 'VM id');
+      const dir = parseTmPath(a[0], 'VM directory', { vmId, dir: 'required' });
+      return {
+        action,
+        host: dir.host,
+        vmDir: dir.vmDir,
+        imgId: parseId(a[2], 'backup image id'),
+        incId: parseId(a[3], 'increment id', { allowMinusOne: true }),
+        diskId: parseId(a[4], 'disk id', { allowMinusOne: true }),
+        vmId,
+        dsId: dir.dsId,
+      };
+    }
     case 'activate': {
       arity(action, a, 1, 'HOST');
       try {
@@ -481,9 +514,11 @@ export function parseTmArgs(action: string, args: readonly string[], stdin = '')
 export const diskLv = (vmId: number, diskId: number): string => `one-${vmId}-${diskId}`;
 export const snapLv = (vmId: number, diskId: number, snapId: number): string =>
   snapshotName(diskLv(vmId, diskId), snapId);
-/** Every LV of one VM: its disks, their snapshots and backup points (core/vmDisks.ts names those). */
+/** Every LV of one VM: its disks, their snapshots, backup points and restored images (core/vmDisks.ts names those). */
 export const vmLvPattern = (vmId: number): RegExp =>
-  new RegExp(`^one-${vmId}-(0|[1-9][0-9]*)(-s(0|[1-9][0-9]*)|-b(0|[1-9][0-9]*)(\\.[A-Za-z0-9]{8})?)?$`);
+  new RegExp(
+    `^one-${vmId}-(0|[1-9][0-9]*)(-s(0|[1-9][0-9]*)|-b(0|[1-9][0-9]*)(\\.[A-Za-z0-9]{8})?|${RESTORED_SUFFIX})?$`,
+  );
 
 /** The VM, disk and (for a snapshot) snapshot ids an LV name of the driver's stands for; undefined for others. */
 export function parseVmLv(name: string): { vmId: number; diskId: number; snapId?: number } | undefined {

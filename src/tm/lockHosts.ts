@@ -32,6 +32,7 @@ export function hostsToLock(req: TmRequest, frontends: readonly string[]): strin
       case 'prebackup_live':
       case 'postbackup':
       case 'postbackup_live':
+      case 'restore':
         return [req.host];
       case 'premigrate':
       case 'postmigrate':

@@ -1,10 +1,11 @@
 /**
  * Backups through the OpenNebula TM driver on the real-kernel testbed: a clone's disk backed
  * up in incremental mode (the chain's full backup, then two increments, as oned's
- * prebackup calls with the VM XML on stdin), the files carried to the other node (the
- * backup datastore's part) and restored there at each point. Every restored image's
- * sha256 equals the content computed here from what was written; each increment holds
- * only the clusters that changed (qemu-img map, read on the node).
+ * prebackup calls with the VM XML on stdin), the files carried to this host (the backup
+ * datastore's part) and restored on the other node: through the TM restore action into a
+ * new VM (offline describe), with `cowstack backup restore` at each point (live describe).
+ * Every restored disk's or image's sha256 equals the content computed here from what was
+ * written; each increment holds only the clusters that changed (qemu-img map, read on the node).
  */
 import { beforeAll, describe, expect, it } from 'vitest';
 import { promises as fsp } from 'node:fs';
@@ -59,16 +60,22 @@ const dataBytes = async (file: string) =>
  * (through this host), then each point's chain (full + increments up to it) restored there into
  * image `<prefix><N>-<run>`, whose sha256 (computed on node2) must be the content at point N.
  */
+/** Backup files `<dir>/disk.0.<n>` (n < count) of node1 copied to this host, to `local(n)`. */
+async function fetchBackups(dir: string, count: number, local: (n: number) => string): Promise<void> {
+  for (let n = 0; n < count; n++) {
+    const b64 = await ssh('node1', ['base64', '-w0', `${dir}/disk.0.${n}`]);
+    await fsp.mkdir(path.dirname(local(n)), { recursive: true });
+    await fsp.writeFile(local(n), Buffer.from(b64, 'base64'));
+  }
+}
+
 /** Restore on node2 the chains up to each of `points` (default: every point). */
 async function restoreEach(dir: string, prefix: string, contents: Buffer[], points = contents.map((_, n) => n)) {
   await ssh('node2', ['mkdir', '-p', dir]);
   const ns = contents.map((_, n) => n);
-  for (const n of ns) {
-    const b64 = await ssh('node1', ['base64', '-w0', `${dir}/disk.0.${n}`]);
-    const local = path.join(tm.dir, `${prefix}.disk.0.${n}`);
-    await fsp.writeFile(local, Buffer.from(b64, 'base64'));
-    await tb.copyTo('node2', local, `${dir}/disk.0.${n}`);
-  }
+  const local = (n: number) => path.join(tm.dir, `${prefix}.disk.0.${n}`);
+  await fetchBackups(dir, ns.length, local);
+  for (const n of ns) await tb.copyTo('node2', local(n), `${dir}/disk.0.${n}`);
   for (const n of points) {
     const files = ns.slice(0, n + 1).map((k) => `${dir}/disk.0.${k}`);
     const r = await clusterCli(tb, 'node2', ['backup', 'restore', `${prefix}${n}-${run}`, ...files]);
@@ -146,14 +153,68 @@ describe.sequential('backups: full + two increments on node1, restored on node2'
     }
   });
 
-  // Each point's own restore is the live describe's (same restore path): here the whole chain only.
-  it('restored on node2 from the full backup and both increments: sha256 equal to the content', async () => {
-    await restoreEach(carried, 'bkrst', contents, [2]);
-    // And read back independently: the last one activated by hand and hashed on node2.
-    const lv = `${REPO_VG}/bkrst2-${run}`;
-    await ssh('node2', ['lvchange', '-asy', lv]);
-    expect(await ssh('node2', ['sha256sum', `/dev/${lv}`])).toMatch(sha256(c2));
-    await ssh('node2', ['lvchange', '-an', lv]);
+  // oned's `onevm restore` through the TM action, the backup on an rsync datastore on this host
+  // (test/integration/one-remotes plays its drivers), into a new VM deployed on node2.
+  it('TM restore into a new VM on node2: at the full backup, then the whole chain; refused while open', async () => {
+    const t0 = Date.now();
+    const NEW = VM + 100;
+    const BK = 900 + (VM % 100);
+    const BKDS = 100;
+    // The rsync datastore's layout: <BASE_PATH>/<backed-up VM>/<backup dir>/disk.<id>.<increment>.
+    const base = path.join(tm.dir, 'bkds');
+    await fetchBackups(carried, 3, (n) => path.join(base, String(VM), `b${n}`, `disk.0.${n}`));
+    const incs = [0, 1, 2].map((n) => `<INCREMENT><ID>${n}</ID><SOURCE>b${n}</SOURCE></INCREMENT>`).join('');
+    await tm.oneXml(
+      'onevm',
+      NEW,
+      `<VM><ID>${NEW}</ID><STATE>8</STATE><TEMPLATE><DISK><DISK_ID>0</DISK_ID></DISK></TEMPLATE></VM>`,
+    );
+    await tm.oneXml(
+      'oneimage',
+      BK,
+      `<IMAGE><ID>${BK}</ID><TYPE>6</TYPE><DATASTORE_ID>${BKDS}</DATASTORE_ID><SOURCE>b0</SOURCE>` +
+        `<VMS><ID>${VM}</ID></VMS><BACKUP_INCREMENTS>${incs}</BACKUP_INCREMENTS><FORMAT>raw</FORMAT></IMAGE>`,
+    );
+    await tm.oneXml(
+      'onedatastore',
+      BKDS,
+      `<DATASTORE><ID>${BKDS}</ID><DS_MAD><![CDATA[rsync]]></DS_MAD><BASE_PATH>${base}</BASE_PATH></DATASTORE>`,
+    );
+    const ndir = `${DS}/${SYS}/${NEW}`;
+    const ndisk = `${ndir}/disk.0`;
+    const restore = (inc: string) => tm.run('restore', [`node2:${ndir}`, String(NEW), String(BK), inc, '0']);
+    const restored = async () =>
+      (await ssh('node2', ['lvs', '--nolocking', '--noheadings', '-o', 'lv_name', REPO_VG]))
+        .split(/\s+/)
+        .filter((n) => n.startsWith(`one-${NEW}-0-r`));
+    // The new VM as oned deployed it (a clone of the original image), then powered off.
+    await tm.ok('clone', [`${FE}:${REPO_VG}/${img}`, `node2:${ndisk}`, String(NEW), String(IDS)]);
+    for (const [inc, n] of [
+      ['0', 0],
+      ['-1', 2],
+    ] as const) {
+      const r = await restore(inc);
+      expect(r.exitCode, r.stderr).toBe(0);
+      times[`restore ${inc}`] = r.seconds;
+      expect(await deviceSha(tb, 'node2', ndisk), `restored at point ${n}`).toBe(sha256(contents[n]!));
+      // One restored image per disk: the earlier one went with the disk it replaced.
+      expect(await restored()).toHaveLength(1);
+      expect((await tb.ssh('node2', ['test', '-e', `${ndir}/disk.0.backup`])).exitCode).toBe(1);
+    }
+    // A running VM (the disk held open) is refused before anything is downloaded or changed.
+    const holder = await ssh('node2', ['sh', '-c', `sleep 600 < ${ndisk} > /dev/null 2>&1 & echo $!`]);
+    try {
+      const r = await restore('0');
+      expect(r.exitCode).not.toBe(0);
+      expect(r.stderr).toMatch(`one-${NEW}-0 is open on node2`);
+      expect(r.stderr).toMatch('power the VM off before restoring');
+      expect(await deviceSha(tb, 'node2', ndisk)).toBe(sha256(contents[2]!));
+    } finally {
+      await ssh('node2', ['kill', holder]);
+    }
+    await tm.ok('delete', [`node2:${ndir}/`, String(NEW), String(SYS)]);
+    expect(await restored()).toEqual([]);
+    times['restore test'] = (Date.now() - t0) / 1000;
   });
 
   it('a full-mode backup reads the disk as it is; terminate removes the backup points', async () => {
@@ -163,7 +224,6 @@ describe.sequential('backups: full + two increments on node1, restored on node2'
     await tm.ok('delete', [`node1:${DS}/${SYS}/${VM}/`, String(VM), String(SYS)]);
     const lvs = await ssh('node1', ['lvs', '--nolocking', '--noheadings', '-o', 'lv_name', REPO_VG]);
     expect(lvs.split(/\s+/).filter((n) => n.startsWith(`one-${VM}-`))).toEqual([]);
-    expect((await clusterCli(tb, 'node1', ['image', 'rm', `bkrst2-${run}`])).exitCode).toBe(0);
     for (const node of ['node1', 'node2']) await ssh(node, ['rm', '-rf', carried]);
     console.log(
       `backup.test: ${((Date.now() - started) / 1000).toFixed(1)} s; TM actions (s): ${JSON.stringify(times)}`,

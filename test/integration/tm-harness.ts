@@ -2,6 +2,9 @@
  * Plays oned's part for the TM driver: runs the tm/cowstack/<action> scripts themselves on
  * this host (the "front-end"), with real argument strings, a `cowstack` on PATH that runs
  * the built CLI, a config naming the repository VG, the testbed's ssh config and its nodes.
+ * oned's CLI (`onevm`, `oneimage`, `onedatastore` `show -x ID`, which TM restore reads) answers
+ * with the XML a test put in `<dir>/one/<command>-<id>.xml` (oneXml); OpenNebula's remotes
+ * (the backup datastore drivers restore runs) are test/integration/one-remotes: an rsync datastore.
  */
 import { execa } from 'execa';
 import { promises as fsp } from 'node:fs';
@@ -29,6 +32,8 @@ export interface TmHarness {
   /** The datastore driver: datastore/cowstack/<action>, as oned's one_datastore runs it. */
   ds: Pick<TmHarness, 'run' | 'ok'>;
   dir: string;
+  /** What oned's CLI prints for `<cli> show -x <id>`. */
+  oneXml(cli: 'onevm' | 'oneimage' | 'onedatastore', id: number, xml: string): Promise<void>;
 }
 
 /** `verbose`: cowstack prints every command it runs (the bench counts them: one ssh round trip each). */
@@ -40,6 +45,11 @@ export async function tmHarness(
   const dir = await fsp.mkdtemp(path.join(tmpdir(), 'cowstack-tm-'));
   await fsp.mkdir(path.join(dir, 'bin'));
   await fsp.mkdir(path.join(dir, 'lock'));
+  await fsp.mkdir(path.join(dir, 'one'));
+  for (const cli of ['onevm', 'oneimage', 'onedatastore'])
+    await fsp.writeFile(path.join(dir, 'bin', cli), `#!/bin/sh\nexec cat "${dir}/one/${cli}-$3.xml"\n`, {
+      mode: 0o755,
+    });
   await fsp.writeFile(
     path.join(dir, 'bin/cowstack'),
     `#!/bin/sh\nexec node '${CLI}' ${opts.verbose ? '--verbose ' : ''}"$@"\n`,
@@ -53,6 +63,7 @@ export async function tmHarness(
     PATH: `${path.join(dir, 'bin')}:${process.env.PATH}`,
     COWSTACK_CONFIG: path.join(dir, 'cowstack.yaml'),
     COWSTACK_TM_LOCK_DIR: path.join(dir, 'lock'),
+    COWSTACK_ONE_REMOTES: path.join(ROOT, 'test/integration/one-remotes'),
     NO_COLOR: '1',
   };
   const runIn =
@@ -82,7 +93,9 @@ export async function tmHarness(
     };
     return { run, ok };
   };
-  return { dir, ...driver('tm/cowstack', 'tm'), ds: driver('datastore/cowstack', 'ds') };
+  const oneXml = (cli: string, id: number, xml: string) =>
+    fsp.writeFile(path.join(dir, 'one', `${cli}-${id}.xml`), xml);
+  return { dir, oneXml, ...driver('tm/cowstack', 'tm'), ds: driver('datastore/cowstack', 'ds') };
 }
 
 /** Every TM test file's set-up: its testbed, a harness on it, and `content` imported on node1 as image `name`. */

@@ -11,12 +11,9 @@ import { describe, expect, it } from 'vitest';
 import { EXIT } from '../../src/exec/errors.js';
 import { restoreImage } from '../../src/core/backups.js';
 import { nodeSession } from '../../src/core/node.js';
-import { chainToDeviceReq } from '../../src/tools/qemuImg.js';
-import { MiB, U, imageRow, journalBegin, journalEnd, lvcreateInactive } from './repoFixtures.js';
+import { MiB, U, imageRow } from './repoFixtures.js';
 import { recorder, rejectionOf } from './support.js';
-import { DIR, O, img, lv, mapped, rd, rwName, script, tm, top, wr, type Step } from './tmFixtures.js';
-
-const qemuChain = (files: string[], device: string) => chainToDeviceReq(files, device).argv;
+import { DIR, O, img, mapped, rd, restoreImageSteps, rwName, script, tm, top, wr, type Step } from './tmFixtures.js';
 
 const ARGS = ['node1:/var/lib/one//datastores/0/7', '0', 'one-7', '-', '7', '0'];
 const BK = `${DIR}/backup`;
@@ -70,7 +67,6 @@ describe('tm prebackup / postbackup', () => {
 describe('backup restore: a full backup and its increments into a new sealed image', () => {
   const FILES = ['/var/tmp/bk/disk.0.0', '/var/tmp/bk/disk.0.1', '/var/tmp/bk/disk.0.2'];
   const SHA = 'b'.repeat(64);
-  const DEV = '/dev/mapper/vg-restored';
   const MARK = `cowstack_restored_from:${FILES[2]}`;
   const info = (bytes: number) => `{"virtual-size": ${bytes}, "filename": "x", "format": "qcow2"}`;
   const restoredRow = () => {
@@ -82,30 +78,7 @@ describe('backup restore: a full backup and its increments into a new sealed ima
     const r = script(
       recorder('node2'),
       [{ rows: [img()] }, { rows: [img(), restoredRow()] }],
-      [
-        O,
-        ...FILES.map((f) => rd(['qemu-img', 'info', '--output=json', '-f', 'qcow2', f], { stdout: info(64 * MiB) })),
-        wr(journalBegin('restored', 'flatten')),
-        wr(lvcreateInactive('restored', 64 * MiB, ['cowstack_role:image', 'cowstack_state:initializing', MARK], 'vg')),
-        wr(['lvchange', '-aey', 'vg/restored']),
-        wr(qemuChain(FILES, DEV)),
-        rd(['sha256sum', DEV], { stdout: `${SHA}  ${DEV}\n` }),
-        wr([
-          'lvchange',
-          '--permission',
-          'r',
-          '--deltag',
-          'cowstack_state:initializing',
-          '--addtag',
-          'cowstack_state:sealed',
-          '--addtag',
-          `cowstack_sha256:${SHA}`,
-          'vg/restored',
-        ]),
-        wr(['lvchange', '-an', 'vg/restored']),
-        wr(journalEnd('restored', 'flatten')),
-        lv('restored'),
-      ],
+      [O, ...restoreImageSteps('restored', FILES, { sha: SHA, mark: MARK })],
     );
     const res = await restoreImage(nodeSession({ runner: r, vg: 'vg' }), 'restored', FILES);
     r.verify();

@@ -29,6 +29,7 @@ import {
   newImageLv,
   sealArgv,
 } from './repoFixtures.js';
+import { chainToDeviceReq } from '../../src/tools/qemuImg.js';
 import { capture, deltaDumpArgv, leaseDump, leaseDumpArgv, lvsArgv, lvsJson, vgsArgv, vgsJson } from './support.js';
 
 // ---- a small script language over the recording runner ------------------------------------------
@@ -333,5 +334,26 @@ export const createImageSteps = (name: string, bytes: number, o: { failDd?: bool
           wr(journalEnd(name, 'create-image')),
           lv(name),
         ]),
+  ];
+};
+
+/**
+ * core/backups.ts restoreImage after its observation: each file's virtual size, then the new
+ * image `name` filled from the chain (qemu opens the files as one), checksummed and sealed.
+ */
+export const restoreImageSteps = (name: string, files: readonly string[], o: { sha: string; mark: string }): Step[] => {
+  const dev = `/dev/mapper/vg-${name.replace(/-/g, '--')}`;
+  const info = `{"virtual-size": ${64 * MiB}, "filename": "x", "format": "qcow2"}`;
+  return [
+    ...files.map((f) => rd(['qemu-img', 'info', '--output=json', '-f', 'qcow2', f], { stdout: info })),
+    wr(journalBegin(name, 'flatten')),
+    wr(lvcreateInactive(name, 64 * MiB, ['cowstack_role:image', 'cowstack_state:initializing', o.mark], VG)),
+    wr(['lvchange', '-aey', `${VG}/${name}`]),
+    wr(chainToDeviceReq(files, dev).argv),
+    rd(['sha256sum', dev], { stdout: `${o.sha}  ${dev}\n` }),
+    wr(sealArgv(`${VG}/${name}`, 'initializing', o.sha)),
+    wr(['lvchange', '-an', `${VG}/${name}`]),
+    wr(journalEnd(name, 'flatten')),
+    lv(name),
   ];
 };

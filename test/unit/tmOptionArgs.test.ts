@@ -58,6 +58,7 @@ const VALID: Record<string, string[]> = {
   prebackup_live: ['node1:/var/lib/one//datastores/0/42', '0', 'one-42', '7', '42', '0'],
   postbackup: ['node1:/var/lib/one//datastores/0/42', '0:1', 'one-42', '-', '42', '0'],
   postbackup_live: ['node1:/var/lib/one//datastores/0/42', '1', 'one-42', '7', '42', '0'],
+  restore: ['node1:/var/lib/one//datastores/0/42', '42', '12', '-1', '-1'],
 };
 /** The backup actions' job id is "-" for a VM's own backup: that one value, in that one place, is data. */
 const BACKUP = /^(pre|post)backup(_live)?$/;

@@ -64,6 +64,24 @@ describe('tm/cowstack scripts', () => {
     expect(readdirSync(f.dir)).toContain('cowstack-ds-103.lock');
   });
 
+  it("restore locks the VM directory's system datastore and says where OpenNebula's remotes are", () => {
+    const f = fakeCowstack();
+    // The fake records the environment it ran with too.
+    writeFileSync(
+      f.bin,
+      `#!/bin/sh\nfor a in "$@"; do printf '%s\\n' "$a"; done > '${f.log}'\n` +
+        `echo "$COWSTACK_ONE_REMOTES" >> '${f.log}'\n`,
+    );
+    const args = ['node2:/var/lib/one//datastores/104/7', '7', '12', '-1', '-1'];
+    const r = runScript('restore', args, { COWSTACK_BIN: f.bin, COWSTACK_TM_LOCK_DIR: f.dir });
+    expect(r.status, r.stderr).toBe(0);
+    expect(readdirSync(f.dir)).toContain('cowstack-ds-104.lock');
+    // Two levels above tm/cowstack/restore, as OpenNebula's own restore finds datastore/<DS_MAD>/ls.
+    expect(readFileSync(f.log, 'utf8')).toBe(
+      [...['tm', '--', 'restore', ...args], ROOT.replace(/\/$/, '')].join('\n') + '\n',
+    );
+  });
+
   it("monitor passes cowstack's output and exit code through; with OpenNebula's scripts it sends the VM lines", () => {
     const f = fakeCowstack();
     const out = 'USED_MB=1\nFREE_MB=2\nTOTAL_MB=3\nVM=[ID=7,MONITOR="QUJD"]\nVM=[ID=8,MONITOR="REVG"]\n';

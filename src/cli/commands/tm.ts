@@ -87,7 +87,18 @@ export function register(program: Command): void {
       const command = `tm ${action} ${args.join(' ')}`;
       const lock = { waitSeconds: config.node.lockWaitSeconds, command, dryRun: opts.dryRun };
       await withNodeLocks(nodes, vg, lock, () =>
-        runTmWithRetry({ ...base, cowPercent: config.tm.cowPercent, chunk: config.cow.chunk, frontends }, req),
+        runTmWithRetry(
+          {
+            ...base,
+            cowPercent: config.tm.cowPercent,
+            chunk: config.cow.chunk,
+            frontends,
+            dryRun: opts.dryRun,
+            // restore runs OpenNebula's datastore drivers: tm/cowstack/restore says where its remotes are.
+            oneRemotes: process.env.COWSTACK_ONE_REMOTES || undefined,
+          },
+          req,
+        ),
       );
     } catch (e) {
       // The ERROR: line goes to the VM log; the boundary then prints the reason (and what
