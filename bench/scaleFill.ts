@@ -3,16 +3,20 @@
  * minutes, where one `lvcreate` at a time in a sanlock VG takes seconds each under TCG (each
  * takes the VG lease, writes the whole metadata and initializes a lease).
  *
- * How, with LVM's own supported tools (lvmlockd(8), "changing a local VG to a lockd VG"):
- *   1. every node but node1 stops the lockspace (`vgchange --lockstop`), node1 deactivates
- *      the VG's LVs and makes it local (`vgchange --lock-type none`: lvmlock goes away);
- *   2. node1 backs the metadata up (`vgcfgbackup`), the host appends the filler LVs to the
+ * How, with LVM's own supported tools (lvmlockd(8): "changing a local VG to a lockd VG"):
+ *   1. node1 makes a small temporary sanlock VG on a loop device (GL_VG) and moves the global
+ *      lock there (`lvmlockctl --gl-disable repo`, `--gl-enable GL_VG`): changing a VG's lock
+ *      type takes the global lock, and a VG that is local holds none;
+ *   2. every other node stops the lockspace (`vgchange --lockstop`), node1 deactivates the
+ *      VG's LVs and makes it local (`vgchange --lock-type none`: lvmlock goes away);
+ *   3. node1 backs the metadata up (`vgcfgbackup`), the host appends the filler LVs to the
  *      text, each a copy of a real clone's entry that cowstack created (same status, flags
  *      and tags: so the metadata bytes per LV are the real ones) with its own name, uuid and
  *      one extent, and node1 restores it (`vgcfgrestore`): one metadata write for all of them;
- *   3. node1 makes the VG shared again (`vgchange --lock-type sanlock`), which creates
- *      `lvmlock` sized for every LV and initializes one sanlock lease per LV, and every node
- *      starts the lockspace again.
+ *   4. node1 makes the VG shared again (`vgchange --lock-type sanlock`), which creates
+ *      `lvmlock` sized for every LV and initializes one sanlock lease per LV, starts its
+ *      lockspace, moves the global lock back and removes GL_VG; the other nodes start the
+ *      lockspace again.
  * The PV, its metadata area (sized by `cluster init --max-lvs`) and the VG's tags are those
  * cluster init made; only lvmlock is recreated, by LVM, as it would be for any converted VG.
  */
@@ -21,11 +25,14 @@ import type { Testbed } from '../test/testbed/index.js';
 import { REPO_VG } from './harness.js';
 
 export const FILLER_PREFIX = 'fill-';
+/** The temporary VG that holds the global lock while the repository VG is local. */
+const GL_VG = 'scalegl';
+const GL_FILE = '/root/scalegl.img';
 
 export interface FillResult {
   added: number;
   seconds: number;
-  /** Seconds of each phase: stop + make local, generate + restore, make shared + start. */
+  /** Seconds of each phase: global lock moved + stop + make local, generate + restore, make shared + start. */
   phases: { local: number; restore: number; shared: number };
 }
 
@@ -113,6 +120,19 @@ async function run(tb: Testbed, node: string, argv: string[], input?: string): P
 
 const seconds = (t0: bigint) => Number(process.hrtime.bigint() - t0) / 1e9;
 
+/** The global lock back in the repository VG, GL_VG removed, the lockspace started everywhere. */
+async function dropGlVg(tb: Testbed, others: string[]): Promise<void> {
+  await run(tb, 'node1', ['lvmlockctl', '--gl-disable', GL_VG]);
+  await run(tb, 'node1', ['lvmlockctl', '--gl-enable', REPO_VG]);
+  await run(tb, 'node1', ['vgremove', '-y', GL_VG]);
+  await run(tb, 'node1', [
+    'bash',
+    '-c',
+    `for l in $(losetup -j ${GL_FILE} -O NAME -n); do losetup -d $l; done; rm -f ${GL_FILE}`,
+  ]);
+  for (const node of others) await run(tb, node, ['vgchange', '--lockstart', REPO_VG]);
+}
+
 /**
  * Adds fillers until the VG holds `target` LVs (hidden ones not counted), copying `template`.
  * Nothing of the VG may be active on any node (the bench unmaps all first).
@@ -127,10 +147,27 @@ export async function fillTo(tb: Testbed, target: number, template: string): Pro
     .split('\n')
     .filter((l) => l.trim().startsWith(FILLER_PREFIX)).length;
   const others = tb.nodes.filter((n) => n.name !== 'node1').map((n) => n.name);
+  // A fill that failed half-way left the global lock in GL_VG: put it back first.
+  if ((await tb.ssh('node1', ['vgs', GL_VG])).exitCode === 0) await dropGlVg(tb, others);
   const t0 = process.hrtime.bigint();
+  const loop = (
+    await run(tb, 'node1', ['bash', '-c', `truncate -s 400M ${GL_FILE} && losetup -f --show ${GL_FILE}`])
+  ).trim();
+  await run(tb, 'node1', ['vgcreate', '--shared', GL_VG, loop]);
+  await run(tb, 'node1', ['vgchange', '--lockstart', GL_VG]);
+  // lvmlockd refuses a second enabled global lock: disable first, then enable.
+  await run(tb, 'node1', ['lvmlockctl', '--gl-disable', REPO_VG]);
+  await run(tb, 'node1', ['lvmlockctl', '--gl-enable', GL_VG]);
   for (const node of others) await run(tb, node, ['vgchange', '--lockstop', REPO_VG]);
   await run(tb, 'node1', ['vgchange', '-an', REPO_VG]);
-  await run(tb, 'node1', ['vgchange', '--lock-type', 'none', REPO_VG]);
+  // node1's sanlock sees the others' released host leases at its next renewal (every 20 s).
+  for (let tries = 1; ; tries++) {
+    const r = await tb.ssh('node1', ['vgchange', '--lock-type', 'none', REPO_VG], { timeoutMs: 600_000 });
+    if (r.exitCode === 0) break;
+    if (tries >= 12 || !/not stopped on other hosts/.test(r.stderr))
+      throw new Error(`node1: vgchange --lock-type none ${REPO_VG} failed: ${r.stderr.trim()}`);
+    await new Promise((res) => setTimeout(res, 5000));
+  }
   const local = seconds(t0);
   const t1 = process.hrtime.bigint();
   await run(tb, 'node1', ['vgcfgbackup', '-f', '/root/scale-before.vg', REPO_VG]);
@@ -141,7 +178,7 @@ export async function fillTo(tb: Testbed, target: number, template: string): Pro
   const t2 = process.hrtime.bigint();
   await run(tb, 'node1', ['vgchange', '--lock-type', 'sanlock', REPO_VG]);
   await run(tb, 'node1', ['vgchange', '--lockstart', REPO_VG]);
-  for (const node of others) await run(tb, node, ['vgchange', '--lockstart', REPO_VG]);
+  await dropGlVg(tb, others);
   const shared = seconds(t2);
   const now = await count();
   if (now !== target) throw new Error(`fill: the VG holds ${now} LVs, expected ${target}`);

@@ -2,7 +2,33 @@
 import { describe, expect, it } from 'vitest';
 import { addFillers, lvmUuid } from '../../bench/scaleFill.js';
 
-// The shape of `vgcfgbackup` output (lvm2 2.03.16) for a local VG with an image and a clone.
+/** One LV entry as `vgcfgbackup` writes it (lvm2 2.03.16): a single striped segment on pv0. */
+const lv = (name: string, status: string, tags: string, extents: number, pe: number): string =>
+  [
+    `\t\t${name} {`,
+    `\t\t\tid = "${name.padEnd(6, 'x').slice(0, 6)}-0000-0000-0000-0000-0000-000000"`,
+    `\t\t\tstatus = [${status}]`,
+    '\t\t\tflags = []',
+    `\t\t\ttags = [${tags}]`,
+    '\t\t\tsegment_count = 1',
+    '',
+    '\t\t\tsegment1 {',
+    '\t\t\t\tstart_extent = 0',
+    `\t\t\t\textent_count = ${extents}`,
+    '',
+    '\t\t\t\ttype = "striped"',
+    '\t\t\t\tstripe_count = 1',
+    '',
+    '\t\t\t\tstripes = [',
+    `\t\t\t\t\t"pv0", ${pe}`,
+    '\t\t\t\t]',
+    '\t\t\t}',
+    '\t\t}',
+  ].join('\n');
+
+const CLONE_TAGS = '"cowstack_role:clone", "cowstack_state:live", "cowstack_parent:imgimg"';
+
+// A local VG with an image (extents 0-1) and a clone (extent 3), 8 extents in all.
 const VG = `repo {
 \tid = "Ab12Cd-0000-0000-0000-0000-0000-000000"
 \tseqno = 9
@@ -25,45 +51,9 @@ const VG = `repo {
 
 \tlogical_volumes {
 
-\t\timg {
-\t\t\tid = "imgimg-0000-0000-0000-0000-0000-000000"
-\t\t\tstatus = ["READ", "VISIBLE"]
-\t\t\tflags = []
-\t\t\ttags = ["cowstack_role:image", "cowstack_state:sealed"]
-\t\t\tsegment_count = 1
+${lv('img', '"READ", "VISIBLE"', '"cowstack_role:image", "cowstack_state:sealed"', 2, 0)}
 
-\t\t\tsegment1 {
-\t\t\t\tstart_extent = 0
-\t\t\t\textent_count = 2
-
-\t\t\t\ttype = "striped"
-\t\t\t\tstripe_count = 1
-
-\t\t\t\tstripes = [
-\t\t\t\t\t"pv0", 0
-\t\t\t\t]
-\t\t\t}
-\t\t}
-
-\t\ttpl {
-\t\t\tid = "tpltpl-0000-0000-0000-0000-0000-000000"
-\t\t\tstatus = ["READ", "WRITE", "VISIBLE"]
-\t\t\tflags = []
-\t\t\ttags = ["cowstack_role:clone", "cowstack_state:live", "cowstack_parent:imgimg", "cowstack_chunk:8"]
-\t\t\tsegment_count = 1
-
-\t\t\tsegment1 {
-\t\t\t\tstart_extent = 0
-\t\t\t\textent_count = 1
-
-\t\t\t\ttype = "striped"
-\t\t\t\tstripe_count = 1
-
-\t\t\t\tstripes = [
-\t\t\t\t\t"pv0", 3
-\t\t\t\t]
-\t\t\t}
-\t\t}
+${lv('tpl', '"READ", "WRITE", "VISIBLE"', CLONE_TAGS, 1, 3)}
 \t}
 }
 `;
@@ -78,6 +68,7 @@ describe('scale bench fill', () => {
     const stripes = [...out.matchAll(/"pv0", (\d+)/g)].map((m) => Number(m[1]));
     expect(stripes).toEqual([0, 3, 2, 4, 5]);
     expect(out.match(/cowstack_parent:imgimg/g)).toHaveLength(4);
+    expect(out.match(/"cowstack_role:image"/g)).toHaveLength(1);
     const ids = [...out.matchAll(/\t\t\tid = "([^"]+)"/g)].map((m) => m[1]);
     expect(new Set(ids).size).toBe(ids.length);
     // Braces still balance and the VG's closing lines are where they were.
