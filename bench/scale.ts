@@ -183,12 +183,14 @@ async function measureAt(tb: Testbed, image: string, count: number, template: st
       res.reads[op] = r.reads;
     }
     res.cow.push(s);
+    process.stderr.write(`  ${count} LVs: cowstack ${s.toFixed(2)} s\n`);
   };
   const lvcSide = async (i: number) => {
     const name = `lv${count}-${i}-${tag}`;
     const c = await timedSsh(tb, node, ['lvcreate', '-an', '-Zn', '-L', '4m', '-n', name, REPO_VG]);
     const d = await timedSsh(tb, node, ['lvremove', '-y', `${REPO_VG}/${name}`]);
     res.lvc.push(c.seconds + d.seconds);
+    process.stderr.write(`  ${count} LVs: lvcreate + lvremove ${(c.seconds + d.seconds).toFixed(2)} s\n`);
   };
   // One untimed round first: the first LVM commands after a fill find sanlock's and the
   // guest's caches cold (measured: 45 s against 27 s for the same round).
@@ -247,6 +249,68 @@ async function proof(tb: Testbed, image: string, count: number): Promise<string[
   return out;
 }
 
+/** The bench's tables for the counts measured so far. */
+async function printTables(tb: Testbed, results: CountResult[]): Promise<void> {
+  const base = results[0]!;
+  const [c0, l0] = [median(base.cow), median(base.lvc)];
+  const lunBytes = (await stat(tb.lunPath)).size;
+  console.log(
+    `\n[scale] VG by cluster init (--max-lvs ${DEFAULT_MAX_LVS}), ${lunBytes / 2 ** 30} GiB sparse LUN, ` +
+      `${PBS}-byte physical sectors, ${node}, ${REPS} interleaved repetitions, medians:`,
+  );
+  console.log(
+    table(
+      results.map((r) => {
+        const [c, l] = [median(r.cow), median(r.lvc)];
+        return {
+          LVs: r.count,
+          'cowstack s (create+map+unmap+discard)': c.toFixed(2),
+          'lvcreate -an + lvremove s': l.toFixed(2),
+          'cowstack growth': (c / c0).toFixed(2),
+          'lvcreate growth': (l / l0).toFixed(2),
+          'ratio of ratios (<= 1.1)': (c / c0 / (l / l0)).toFixed(2),
+        };
+      }),
+    ),
+  );
+  console.log('\ncowstack commands per operation (lvs/vgs reads among them):');
+  console.log(
+    table(
+      results.map((r) => ({
+        LVs: r.count,
+        ...Object.fromEntries(Object.keys(r.commands).map((op) => [op, `${r.commands[op]} (${r.reads[op]})`])),
+      })),
+    ),
+  );
+  console.log('\nVG metadata and lease space before each count (LVM, and cowstack status --json capacity):');
+  console.log(
+    table(
+      results.map((r) => ({
+        LVs: r.lvm.lvCount,
+        'vg_mda_free/vg_mda_size': `${r.lvm.mdaFree}/${r.lvm.mdaSize}`,
+        'metadata used %': r.capacity.metadata.usedPercent,
+        'bytes/LV': r.capacity.metadata.bytesPerLv ?? '-',
+        'lvmlock MiB': r.lvm.lvmlockBytes / MiB,
+        leases: `${r.lvm.leases} (${r.capacity.leases?.inUse}/${r.capacity.leases?.slots} slots)`,
+        'free GiB': (r.capacity.extents.freeBytes / 2 ** 30).toFixed(2),
+      })),
+    ),
+  );
+  console.log('\nFill (lock-type none, vgcfgrestore of generated metadata, lock-type sanlock, lockstart):');
+  console.log(
+    table(
+      results.map((r) => ({
+        'to LVs': r.count - 1,
+        added: r.fill.added,
+        's total': r.fill.seconds.toFixed(1),
+        's stop+local': r.fill.phases.local.toFixed(1),
+        's restore': r.fill.phases.restore.toFixed(1),
+        's shared+start': r.fill.phases.shared.toFixed(1),
+      })),
+    ),
+  );
+}
+
 export async function benchScale(): Promise<void> {
   const top = Math.max(...COUNTS);
   if (COUNTS.some((c) => !Number.isInteger(c) || c < 4))
@@ -262,67 +326,13 @@ export async function benchScale(): Promise<void> {
     const template = `tpl-${tag}`;
     await cow(tb, ['clone', 'create', template, '--from', image]);
     const results: CountResult[] = [];
-    for (const count of [...COUNTS].sort((a, b) => a - b)) results.push(await measureAt(tb, image, count, template));
+    // The tables are printed after every count: the fill to the largest count is long
+    // (README: Sizing), and what was measured before it must not be lost with it.
+    for (const count of [...COUNTS].sort((a, b) => a - b)) {
+      results.push(await measureAt(tb, image, count, template));
+      await printTables(tb, results);
+    }
     const lines = await proof(tb, image, top);
-
-    const base = results[0]!;
-    const [c0, l0] = [median(base.cow), median(base.lvc)];
-    const lunBytes = (await stat(tb.lunPath)).size;
-    console.log(
-      `\n[scale] VG by cluster init (--max-lvs ${DEFAULT_MAX_LVS}), ${lunBytes / 2 ** 30} GiB sparse LUN, ` +
-        `${PBS}-byte physical sectors, ${node}, ${REPS} interleaved repetitions, medians:`,
-    );
-    console.log(
-      table(
-        results.map((r) => {
-          const [c, l] = [median(r.cow), median(r.lvc)];
-          return {
-            LVs: r.count,
-            'cowstack s (create+map+unmap+discard)': c.toFixed(2),
-            'lvcreate -an + lvremove s': l.toFixed(2),
-            'cowstack growth': (c / c0).toFixed(2),
-            'lvcreate growth': (l / l0).toFixed(2),
-            'ratio of ratios (<= 1.1)': (c / c0 / (l / l0)).toFixed(2),
-          };
-        }),
-      ),
-    );
-    console.log('\ncowstack commands per operation (lvs/vgs reads among them):');
-    console.log(
-      table(
-        results.map((r) => ({
-          LVs: r.count,
-          ...Object.fromEntries(Object.keys(r.commands).map((op) => [op, `${r.commands[op]} (${r.reads[op]})`])),
-        })),
-      ),
-    );
-    console.log('\nVG metadata and lease space before each count (LVM, and cowstack status --json capacity):');
-    console.log(
-      table(
-        results.map((r) => ({
-          LVs: r.lvm.lvCount,
-          'vg_mda_free/vg_mda_size': `${r.lvm.mdaFree}/${r.lvm.mdaSize}`,
-          'metadata used %': r.capacity.metadata.usedPercent,
-          'bytes/LV': r.capacity.metadata.bytesPerLv ?? '-',
-          'lvmlock MiB': r.lvm.lvmlockBytes / MiB,
-          leases: `${r.lvm.leases} (${r.capacity.leases?.inUse}/${r.capacity.leases?.slots} slots)`,
-          'free GiB': (r.capacity.extents.freeBytes / 2 ** 30).toFixed(2),
-        })),
-      ),
-    );
-    console.log('\nFill (lock-type none, vgcfgrestore of generated metadata, lock-type sanlock, lockstart):');
-    console.log(
-      table(
-        results.map((r) => ({
-          'to LVs': r.count - 1,
-          added: r.fill.added,
-          's total': r.fill.seconds.toFixed(1),
-          's stop+local': r.fill.phases.local.toFixed(1),
-          's restore': r.fill.phases.restore.toFixed(1),
-          's shared+start': r.fill.phases.shared.toFixed(1),
-        })),
-      ),
-    );
     console.log(`\nProof at ${top} LVs:`);
     for (const l of lines) console.log(`  ${l}`);
   });
