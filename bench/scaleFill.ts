@@ -112,6 +112,18 @@ function segmentText(indent: string, pe: number): string {
   );
 }
 
+/** The metadata text without its last `count` fillers (a VG shrunk to a smaller count). */
+export function dropFillers(text: string, count: number): string {
+  const at = [...text.matchAll(new RegExp(`\\n(\\t+)${FILLER_PREFIX}\\d+ \\{`, 'g'))];
+  if (at.length < count) throw new Error(`the VG holds ${at.length} fillers, ${count} were to go`);
+  let out = text;
+  for (const m of at.slice(at.length - count).reverse()) {
+    const { end } = blockAt(out, m.index + 1 + m[1]!.length);
+    out = out.slice(0, m.index) + out.slice(end);
+  }
+  return out;
+}
+
 async function run(tb: Testbed, node: string, argv: string[], input?: string): Promise<string> {
   const r = await tb.ssh(node, argv, { timeoutMs: 3_600_000, ...(input !== undefined ? { input } : {}) });
   if (r.exitCode !== 0) throw new Error(`${node}: ${argv.join(' ')} failed (${r.exitCode}): ${r.stderr.trim()}`);
@@ -142,7 +154,7 @@ export async function fillTo(tb: Testbed, target: number, template: string): Pro
     Number((await run(tb, 'node1', ['vgs', '--nolocking', '--noheadings', '-o', 'lv_count', REPO_VG])).trim());
   const have = await count();
   const add = target - have;
-  if (add <= 0) return { added: 0, seconds: 0, phases: { local: 0, restore: 0, shared: 0 } };
+  if (add === 0) return { added: 0, seconds: 0, phases: { local: 0, restore: 0, shared: 0 } };
   const existing = (await run(tb, 'node1', ['lvs', '--nolocking', '--noheadings', '-o', 'lv_name', REPO_VG]))
     .split('\n')
     .filter((l) => l.trim().startsWith(FILLER_PREFIX)).length;
@@ -172,7 +184,12 @@ export async function fillTo(tb: Testbed, target: number, template: string): Pro
   const t1 = process.hrtime.bigint();
   await run(tb, 'node1', ['vgcfgbackup', '-f', '/root/scale-before.vg', REPO_VG]);
   const text = await run(tb, 'node1', ['cat', '/root/scale-before.vg']);
-  await run(tb, 'node1', ['dd', 'of=/root/scale-after.vg', 'status=none'], addFillers(text, template, add, existing));
+  await run(
+    tb,
+    'node1',
+    ['dd', 'of=/root/scale-after.vg', 'status=none'],
+    add > 0 ? addFillers(text, template, add, existing) : dropFillers(text, -add),
+  );
   await run(tb, 'node1', ['vgcfgrestore', '-f', '/root/scale-after.vg', REPO_VG]);
   const restore = seconds(t1);
   const t2 = process.hrtime.bigint();

@@ -1,6 +1,6 @@
 /** The scale bench's filler metadata: copies of a real clone's entry, each on its own free extent. */
 import { describe, expect, it } from 'vitest';
-import { addFillers, lvmUuid } from '../../bench/scaleFill.js';
+import { addFillers, dropFillers, lvmUuid } from '../../bench/scaleFill.js';
 
 /** One LV entry as `vgcfgbackup` writes it (lvm2 2.03.16): a single striped segment on pv0. */
 const lv = (name: string, status: string, tags: string, extents: number, pe: number): string =>
@@ -74,6 +74,16 @@ describe('scale bench fill', () => {
     // Braces still balance and the VG's closing lines are where they were.
     expect(out.split('{').length).toBe(out.split('}').length);
     expect(out.endsWith('\t}\n}\n')).toBe(true);
+  });
+
+  it('drops the last fillers, and nothing else', () => {
+    const out = dropFillers(addFillers(VG, 'tpl', 3, 0), 2);
+    const lvs = out.slice(out.indexOf('logical_volumes'));
+    expect([...lvs.matchAll(/\n\t\t(\S+) \{/g)].map((m) => m[1])).toEqual(['img', 'tpl', 'fill-00000']);
+    expect(out.split('{').length).toBe(out.split('}').length);
+    const blank = (t: string) => t.replace(/\n\n+/g, '\n');
+    expect(blank(dropFillers(addFillers(VG, 'tpl', 1, 0), 1))).toBe(blank(VG));
+    expect(() => dropFillers(VG, 1)).toThrow('the VG holds 0 fillers, 1 were to go');
   });
 
   it('refuses when the extents or the template are missing', () => {
