@@ -15,6 +15,10 @@
  * capacity report against LVM's own numbers, doctor, and a real clone created, mapped with its
  * content checked by sha256 against the host's, unmapped and discarded.
  *
+ * With lvm2 2.03.16 the fill's lease initialization slows with every lease already in lvmlock
+ * (20 min for 490 LVs on the testbed, hours for 2000: README, Sizing, Scale); BENCH_SCALE_COUNTS
+ * in the order given lets a VG already filled be measured again, or shrunk ("500,10").
+ *
  * COWSTACK_TESTBED_LUN_PBS=4096 runs it on a LUN with 4K physical sectors (8 MiB leases: the
  * fill then writes 16 GiB of lease area); the default here is 512 (1 MiB leases).
  */
