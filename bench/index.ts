@@ -6,6 +6,7 @@ import { benchDistribute } from './distribute.js';
 import { benchLimit } from './limit.js';
 import { benchLockio } from './lockio.js';
 import { benchMigrate } from './migrate.js';
+import { benchScale } from './scale.js';
 import { benchTm } from './tm.js';
 
 const benches: Record<string, () => Promise<void>> = {
@@ -17,6 +18,7 @@ const benches: Record<string, () => Promise<void>> = {
   lockio: benchLockio,
   migrate: benchMigrate,
   distribute: benchDistribute,
+  scale: benchScale,
 };
 const name = process.argv[2] ?? '';
 const fn = benches[name];
