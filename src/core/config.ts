@@ -20,6 +20,12 @@ export interface Config {
     iqn?: string;
   };
   /**
+   * More than one repository (README "Growing a site: several repositories"): the VG of each
+   * OpenNebula datastore id (image and system datastores) that is not in repository.vg.
+   * Keys are decimal datastore ids; an unmapped datastore uses repository.vg.
+   */
+  repositories: Record<string, string>;
+  /**
    * lockWaitSeconds: how long an operation waits for another one on the same node to
    * finish (the node lock, core/nodeLock.ts) before it gives up naming the holder.
    */
@@ -77,6 +83,7 @@ export function parseCacheModes(text: string | string[], where = '--cache'): Cac
 
 export const defaultConfig = (): Config => ({
   repository: { vg: 'cowstack', lockType: 'sanlock', devices: [] },
+  repositories: {},
   node: { lockWaitSeconds: 120 },
   ssh: {},
   sudo: 'auto',
@@ -131,6 +138,40 @@ function oneOf<T extends string>(v: unknown, allowed: readonly T[]): v is T {
 
 const list = (v: unknown): string[] => ([] as unknown[]).concat(v).map(String);
 
+/** `repositories:` as datastore id -> VG, each validated; the bad key or value is named. */
+function repositoryMap(v: unknown, file: string): Record<string, string> {
+  if (typeof v !== 'object' || v === null || Array.isArray(v))
+    throw usageError(
+      `${file}: repositories must be a mapping of OpenNebula datastore ids to VG names`,
+      'e.g. repositories: { "100": repo2, "101": repo2 }',
+    );
+  const out: Record<string, string> = {};
+  for (const [id, vg] of Object.entries(v as Section)) {
+    if (!/^(0|[1-9][0-9]{0,9})$/.test(id))
+      throw usageError(
+        `${file}: repositories: datastore id "${id}" is not a number`,
+        'use the id `onedatastore list` shows',
+      );
+    if (typeof vg !== 'string' && typeof vg !== 'number')
+      throw usageError(`${file}: repositories.${id} must be a VG name, got ${JSON.stringify(vg)}`);
+    try {
+      out[id] = validateVgName(String(vg));
+    } catch (e) {
+      throw usageError(`${file}: repositories.${id}: ${(e as Error).message}`, 'name the VG `cluster init` made');
+    }
+  }
+  return out;
+}
+
+/** The repository VG of an OpenNebula datastore: its entry in `repositories`, else repository.vg. */
+export const vgOfDatastore = (config: Pick<Config, 'repository' | 'repositories'>, dsId: number): string =>
+  config.repositories[String(dsId)] ?? config.repository.vg;
+
+/** Every repository VG the config names, the default first. */
+export const repositoryVgs = (config: Pick<Config, 'repository' | 'repositories'>): string[] => [
+  ...new Set([config.repository.vg, ...Object.values(config.repositories)]),
+];
+
 function merge(config: Config, doc: unknown, file: string): void {
   if (typeof doc !== 'object' || Array.isArray(doc)) throw usageError(`config file ${file} must be a YAML mapping`);
   const d = section(doc);
@@ -144,6 +185,7 @@ function merge(config: Config, doc: unknown, file: string): void {
   if (r.devices !== undefined) config.repository.devices = list(r.devices);
   if (r.portal !== undefined) config.repository.portal = validatePortal(String(r.portal));
   if (r.iqn !== undefined) config.repository.iqn = validateIqn(String(r.iqn));
+  if (d.repositories !== undefined) config.repositories = repositoryMap(d.repositories, file);
   const node = section(d.node);
   if (node.hostId !== undefined) config.node.hostId = Number(node.hostId);
   if (node.lockWaitSeconds !== undefined) {

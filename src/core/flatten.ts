@@ -2,7 +2,7 @@
  * `clone flatten NAME --to IMAGE`: copy what a committed clone's chain reads into a new
  * standalone sealed image, to cut chain depth (each level costs an exception lookup).
  */
-import { refused } from '../exec/errors.js';
+import { CowstackError, EXIT, refused } from '../exec/errors.js';
 import * as blockData from '../tools/blockData.js';
 import * as lvm from '../tools/lvm.js';
 import { collectGarbage, mapClone } from './clones.js';
@@ -114,16 +114,19 @@ async function copyDeviceIntoImage(
 }
 
 /**
- * A new image LV of `bytes` tagged with `marker`, filled by the step `fill` builds for its
+ * A new image LV of `bytes` tagged with `marker`, filled by the step(s) `fill` builds for its
  * device (journalled: a crash leaves an "initializing" LV recover removes), checksummed and
- * sealed. Also core/backups.ts's restore (qemu-img writes a backup chain).
+ * sealed. Also core/backups.ts's restore (qemu-img writes a backup chain). `expectSha`: the
+ * checksum the content must have (a copy of a sealed image); a different one removes the new
+ * LV and fails, so no unverified copy is ever sealed.
  */
 export async function fillNewImage(
   ctx: NodeSession,
   imageName: string,
   bytes: number,
   marker: string,
-  fill: (device: string) => Step,
+  fill: (device: string) => Step | Step[],
+  expectSha?: string,
 ): Promise<Omit<FlattenResult, 'name' | 'action'>> {
   const ref = `${ctx.vg}/${imageName}`;
   const target = { vg: ctx.vg, name: imageName } as ImageObj;
@@ -139,10 +142,20 @@ export async function fillNewImage(
       undo: [lvm.removeLvReq(ref, ctx.scope)],
     },
     activateStep(target, 'exclusive', ctx.scope),
-    fill(lvMapperPath(ctx.vg, imageName)),
+    ...[fill(lvMapperPath(ctx.vg, imageName))].flat(),
   ];
   await runGuarded(ctx, steps);
   const sha = await lvChecksum(ctx, imageName);
+  if (expectSha && sha && sha !== expectSha) {
+    await runGuarded(ctx, [
+      deactivateStep(target, ctx.scope),
+      { title: `remove the unverified ${ref}`, req: lvm.removeLvReq(ref, ctx.scope) },
+      endStep(journal),
+    ]);
+    throw new CowstackError(EXIT.FAILED, `${ref} read sha256 ${sha} after the copy, not ${expectSha}: removed it`, {
+      hint: 'check the paths to the LUNs (multipath, iSCSI sessions, dmesg) and run the copy again',
+    });
+  }
   await runGuarded(ctx, [
     sealStep(ctx, imageName, 'initializing', sha),
     deactivateStep(target, ctx.scope),

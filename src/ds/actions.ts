@@ -45,11 +45,12 @@ const ctxOf = (env: DsEnv, host: string): NodeSession =>
     lockPolicy: env.lockPolicy,
   });
 
-function checkVg(env: DsEnv, src: { vg: string; lv: string }): void {
+function checkVg(env: DsEnv, src: { vg: string; lv: string }, dsId: number): void {
   if (src.vg !== env.vg)
     throw usageError(
-      `image SOURCE ${src.vg}/${src.lv} is not in the repository VG ${env.vg}`,
-      'set repository.vg in /etc/cowstack/cowstack.yaml to the VG the datastore uses',
+      `image SOURCE ${src.vg}/${src.lv} is not in VG ${env.vg}, the repository of datastore ${dsId}`,
+      `map datastore ${dsId} to ${src.vg} in config repositories (or repository.vg); to use the image in ` +
+        `${env.vg}, copy it there: cowstack image copy ${src.lv} --vg ${src.vg} --to-vg ${env.vg}`,
     );
 }
 
@@ -118,7 +119,7 @@ async function mkfs(env: DsEnv, req: Req<'mkfs'>): Promise<void> {
 }
 
 async function rm(env: DsEnv, req: Req<'rm'>): Promise<void> {
-  checkVg(env, req.source);
+  checkVg(env, req.source, req.ds.id);
   const removed = await onNode(env, req, true, (ctx) => removeImageAndLineage(ctx, req.source.lv));
   env.info(
     removed.length ? `removed ${removed.join(', ')}` : `${env.vg}/${req.source.lv} does not exist: nothing to do`,
@@ -126,7 +127,7 @@ async function rm(env: DsEnv, req: Req<'rm'>): Promise<void> {
 }
 
 async function clone(env: DsEnv, req: Req<'clone'>): Promise<void> {
-  checkVg(env, req.from);
+  checkVg(env, req.from, req.ds.id);
   const name = imageLv(req.image);
   const r = await onNode(env, req, true, (ctx) => copyImage(ctx, req.from.lv, name));
   env.info(
@@ -144,7 +145,7 @@ const cdata = (s: string) => `<![CDATA[${s.replace(/]]>/g, ']]]]><![CDATA[>')}]]
  * the sha256 recorded when it was sealed (cowstack's checksum of the whole LV).
  */
 async function exportInfo(env: DsEnv, req: Req<'export'>): Promise<void> {
-  checkVg(env, req.source);
+  checkVg(env, req.source, req.ds.id);
   let host = '';
   const x = await onNode(env, req, true, (ctx) => {
     host = ctx.runner.target;

@@ -79,6 +79,11 @@ export interface TmEnv {
   oneRemotes?: string;
   /** --dry-run (the runners print writes instead of running them); restore then only says its plan. */
   dryRun?: boolean;
+  /**
+   * The repository VG of a datastore id (config repositories): activate brings up only the
+   * disks of datastores in `vg`. Unset: every datastore is in `vg`.
+   */
+  vgOf?: (dsId: number) => string;
 }
 
 type Disk = TmPath & { diskId: number };
@@ -94,11 +99,18 @@ const ctxOf = (env: TmEnv, host: string): NodeSession =>
 const cowOpts = (env: TmEnv): CowOptions => ({ chunk: env.chunk, defaultPercent: env.cowPercent });
 const isFrontend = (env: TmEnv, host: string) => env.frontends.includes(host) || host === 'localhost';
 
-function checkVg(env: TmEnv, src: TmSource): void {
+/**
+ * A VM disk lives in its system datastore's VG (tm/repository.ts), and a COW in its image's
+ * VG: cowstack's lineage is by LV UUID within one VG. An image of another repository is refused.
+ */
+function checkVg(env: TmEnv, src: TmSource, disk: TmPath): void {
   if (src.vg !== env.vg)
     throw usageError(
-      `image SOURCE ${src.vg}/${src.lv} is not in the repository VG ${env.vg}`,
-      'set repository.vg in /etc/cowstack/cowstack.yaml to the VG the datastore uses',
+      `image SOURCE ${src.vg}/${src.lv} is not in VG ${env.vg}, the repository of system datastore ${disk.dsId} ` +
+        `that VM ${disk.vmId} is deployed on`,
+      `copy the image into that repository (cowstack image copy ${src.lv} --vg ${src.vg} --to-vg ${env.vg}) and ` +
+        `register the copy in an image datastore mapped to ${env.vg}, or deploy the VM on a system datastore of ` +
+        `${src.vg} (SCHED_DS_REQUIREMENTS); the mapping is config repositories (or repository.vg)`,
     );
 }
 
@@ -142,7 +154,7 @@ async function release(ctx: NodeSession, state: NodeState, o: CowObj): Promise<v
 // ---- clone / ln / mvds / cpds -------------------------------------------------------------------
 
 async function clone(env: TmEnv, req: Extract<TmRequest, { action: 'clone' | 'ln' }>): Promise<void> {
-  checkVg(env, req.src);
+  checkVg(env, req.src, req.dst);
   const ctx = ctxOf(env, req.dst.host);
   const name = diskLv(req.vmId, req.dst.diskId);
   // One operation: one observation, the COW held from its lvcreate on, the image activated
@@ -160,7 +172,7 @@ async function clone(env: TmEnv, req: Extract<TmRequest, { action: 'clone' | 'ln
 }
 
 async function ln(env: TmEnv, req: Extract<TmRequest, { action: 'clone' | 'ln' }>): Promise<void> {
-  checkVg(env, req.src);
+  checkVg(env, req.src, req.dst);
   const ctx = ctxOf(env, req.dst.host);
   const name = diskLv(req.vmId, req.dst.diskId);
   const state = await observeNode(ctx);
@@ -175,7 +187,7 @@ async function ln(env: TmEnv, req: Extract<TmRequest, { action: 'clone' | 'ln' }
 }
 
 async function mvds(env: TmEnv, req: Extract<TmRequest, { action: 'mvds' }>): Promise<void> {
-  checkVg(env, req.dst);
+  checkVg(env, req.dst, req.src);
   const ctx = ctxOf(env, req.src.host);
   const name = diskLv(req.vmId, req.src.diskId);
   const state = await observeNode(ctx);
@@ -189,7 +201,7 @@ async function mvds(env: TmEnv, req: Extract<TmRequest, { action: 'mvds' }>): Pr
 }
 
 async function cpds(env: TmEnv, req: Extract<TmRequest, { action: 'cpds' }>): Promise<void> {
-  checkVg(env, req.dst);
+  checkVg(env, req.dst, req.src);
   const ctx = ctxOf(env, req.src.host);
   const name = req.snapId < 0 ? diskLv(req.vmId, req.src.diskId) : snapLv(req.vmId, req.src.diskId, req.snapId);
   const state = await observeNode(ctx);
@@ -574,6 +586,7 @@ async function activate(env: TmEnv, host: string): Promise<void> {
     } catch {
       continue; // not a disk path of ours
     }
+    if (env.vgOf && env.vgOf(d.dsId) !== env.vg) continue; // another repository's disk: its own pass
     const o = state.repo.byName.get(diskLv(d.vmId, d.diskId!));
     if (!o || (o.kind === 'clone' && o.state !== 'live')) continue;
     try {

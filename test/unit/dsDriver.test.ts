@@ -322,6 +322,6 @@ describe('ds actions against the recording runner', () => {
     const e = await rejectionOf(ds('snap_flatten', '3', xmlOf({ ID: 3 }), { node1: r }), EXIT.REFUSED);
     expect(e.message).toBe('image 3 has no image snapshots to flatten: the cowstack datastore keeps none');
     const other = await rejectionOf(ds('rm', '3', xmlOf({ ID: 3, SOURCE: 'other/img' }), { node1: r }), EXIT.USAGE);
-    expect(other.message).toBe('image SOURCE other/img is not in the repository VG vg');
+    expect(other.message).toBe('image SOURCE other/img is not in VG vg, the repository of datastore 100');
   });
 });

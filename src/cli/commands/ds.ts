@@ -6,10 +6,11 @@
  * `INFO:`/`ERROR:` lines go to stderr.
  */
 import type { Command } from 'commander';
-import { loadConfig } from '../../core/config.js';
+import { loadConfig, repositoryVgs, vgOfDatastore } from '../../core/config.js';
 import { withNodeLocks } from '../../core/nodeLock.js';
 import { runDsWithRetry } from '../../ds/actions.js';
 import { DS_ACTIONS, parseDsArgs } from '../../ds/args.js';
+import { dsRepository } from '../../ds/repository.js';
 import { globalOptions } from '../context.js';
 import { driverBase, driverError } from '../driverHosts.js';
 import { vgOption } from './shared.js';
@@ -31,7 +32,8 @@ export function register(program: Command): void {
       // One argument: OpenNebula 6.8+ sends the driver action on stdin; two: it is the first.
       const req = parseDsArgs(action, args, args.length === 1 ? await readStdin() : '');
       const { config } = loadConfig(opts.config);
-      const vg = o.vg ?? config.repository.vg;
+      // --vg: one VG for every datastore; else the datastore's repository (ds/repository.ts).
+      const vg = o.vg ?? dsRepository(req, vgOfDatastore(config, req.ds.id), repositoryVgs(config));
       const base = driverBase(action, cmd, opts, config, vg);
       const lock = { waitSeconds: config.node.lockWaitSeconds, command: `ds ${action} ${req.id}`, dryRun: opts.dryRun };
       await runDsWithRetry(

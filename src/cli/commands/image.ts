@@ -9,9 +9,10 @@ import {
   sealImage,
   type ImageResult,
 } from '../../core/images.js';
+import { copyImageToVg, type ImageCopyResult } from '../../core/imageCopy.js';
 import type { ImageObj } from '../../core/metadata.js';
 import { findImage, observeNode } from '../../core/observe.js';
-import { formatSize } from '../../core/validate.js';
+import { formatSize, validateVgName } from '../../core/validate.js';
 import { createContext } from '../context.js';
 import { vgOption } from './shared.js';
 
@@ -181,6 +182,29 @@ export function register(program: Command): void {
   ).action(async (name: string, to: string, o, cmd: Command) => {
     const ctx = createContext(cmd);
     await ctx.finish(await ctx.locked(o.vg, (op) => renameImage(op, name, to)), describe);
+  });
+
+  vgOption(
+    image
+      .command('copy')
+      .description('copy a sealed image into another repository VG (verified against its recorded sha256, then sealed)')
+      .argument('<name>')
+      .requiredOption('--to-vg <vg>', 'the repository VG to copy it into')
+      .option('--as <new-name>', "the copy's name (default: the same name)"),
+  ).action(async (name: string, o: { vg?: string; toVg: string; as?: string }, cmd: Command) => {
+    const ctx = createContext(cmd);
+    const to = validateVgName(o.toVg);
+    const from = o.vg ?? ctx.config.repository.vg;
+    // Both VGs' node locks, in name order (two copies in opposite directions cannot deadlock).
+    const [first, second] = [from, to].sort();
+    const r = await ctx.locked(first, () =>
+      ctx.locked(second, () => copyImageToVg(ctx.op(from), ctx.op(to), name, o.as)),
+    );
+    await ctx.finish(r, (c: ImageCopyResult) =>
+      c.action === 'none'
+        ? `${c.vg}/${c.image}: already a copy of ${c.fromVg}/${c.name}: nothing to do`
+        : `${c.fromVg}/${c.name} copied to ${c.vg}/${c.image} (${formatSize(c.sizeBytes)}, sha256 ${c.sha256} verified, sealed)`,
+    );
   });
 
   vgOption(

@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { repositoryVgs } from '../../core/config.js';
 import { recover, type RecoverReport } from '../../core/recover.js';
 import { repoCapacity, type CapacityReport } from '../../core/capacity.js';
 import { nodeStatus, tree, type NodeStatus, type TreeNode } from '../../core/report.js';
@@ -120,14 +121,19 @@ export function register(program: Command): void {
       .description('finish or undo interrupted operations on this node and report what looks wrong (run at boot)'),
   ).action(async (o, cmd: Command) => {
     const ctx = createContext(cmd);
-    const r = await ctx.locked(o.vg, (op) => recover(op));
-    await ctx.finish(r, (x: RecoverReport) =>
+    const one = (x: RecoverReport) =>
       [
         x.actions.length
           ? x.actions.map((a) => `${a.op} ${a.name}: ${a.decision}${a.detail ? ` (${a.detail})` : ''}`).join('\n')
           : 'nothing was in flight',
         ...x.warnings.map((w) => `warning: ${w}`),
-      ].join('\n'),
-    );
+      ].join('\n');
+    // Without --vg, every repository of the config (README "Growing a site"): one report each
+    // when there are several, the single report as before when there is one.
+    const vgs = o.vg ? [o.vg as string] : repositoryVgs(ctx.config);
+    if (vgs.length === 1) return ctx.finish(await ctx.locked(vgs[0], (op) => recover(op)), one);
+    const all: RecoverReport[] = [];
+    for (const vg of vgs) all.push(await ctx.locked(vg, (op) => recover(op)));
+    await ctx.finish(all, (l: RecoverReport[]) => l.map((x) => `VG ${x.vg}:\n${one(x)}`).join('\n'));
   });
 }

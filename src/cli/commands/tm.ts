@@ -5,11 +5,12 @@
  * only monitor prints on stdout.
  */
 import type { Command } from 'commander';
-import { loadConfig } from '../../core/config.js';
+import { loadConfig, repositoryVgs, vgOfDatastore } from '../../core/config.js';
 import { withNodeLocks } from '../../core/nodeLock.js';
 import { defaultFrontends, runTmWithRetry } from '../../tm/actions.js';
 import { hostsToLock } from '../../tm/lockHosts.js';
 import { parseTmArgs, TM_ACTIONS } from '../../tm/args.js';
+import { repositoryOf } from '../../tm/repository.js';
 import { globalOptions } from '../context.js';
 import { driverBase, driverError } from '../driverHosts.js';
 import { vgOption } from './shared.js';
@@ -77,8 +78,10 @@ export function register(program: Command): void {
     try {
       const req = parseTmArgs(action, args, READS_STDIN.has(action) ? await readStdin() : '');
       const { config } = loadConfig(opts.config);
-      const vg = o.vg ?? config.repository.vg;
-      const base = driverBase(action, cmd, opts, config, vg);
+      // --vg: one VG for every datastore; else each datastore's repository (tm/repository.ts).
+      const vgOf = (ds: number) => o.vg ?? vgOfDatastore(config, ds);
+      const own = repositoryOf(req, vgOf);
+      const base = driverBase(action, cmd, opts, config, own ?? config.repository.vg);
       const { runnerFor } = base;
       const frontends = defaultFrontends();
       // delete works through another node when its host is down: then nothing runs there to wait for.
@@ -86,20 +89,29 @@ export function register(program: Command): void {
       const nodes = hostsToLock(req, frontends).map((h) => ({ runner: runnerFor(h), unreachableOk }));
       const command = `tm ${action} ${args.join(' ')}`;
       const lock = { waitSeconds: config.node.lockWaitSeconds, command, dryRun: opts.dryRun };
-      await withNodeLocks(nodes, vg, lock, () =>
-        runTmWithRetry(
-          {
-            ...base,
-            cowPercent: config.tm.cowPercent,
-            chunk: config.cow.chunk,
-            frontends,
-            dryRun: opts.dryRun,
-            // restore runs OpenNebula's datastore drivers: tm/cowstack/restore says where its remotes are.
-            oneRemotes: process.env.COWSTACK_ONE_REMOTES || undefined,
-          },
-          req,
-        ),
-      );
+      const env = {
+        ...base,
+        cowPercent: config.tm.cowPercent,
+        chunk: config.cow.chunk,
+        frontends,
+        vgOf,
+        dryRun: opts.dryRun,
+        // restore runs OpenNebula's datastore drivers: tm/cowstack/restore says where its remotes are.
+        oneRemotes: process.env.COWSTACK_ONE_REMOTES || undefined,
+      };
+      // activate (host boot) brings up every repository's disks, each under its VG's node lock;
+      // one repository that fails does not keep the others' disks down.
+      let failed: unknown;
+      for (const vg of own ? [own] : o.vg ? [o.vg] : repositoryVgs(config)) {
+        try {
+          await withNodeLocks(nodes, vg, lock, () => runTmWithRetry({ ...env, vg }, req));
+        } catch (e) {
+          if (own) throw e;
+          base.info(`VG ${vg}: ${(e as Error).message}`);
+          failed ??= e;
+        }
+      }
+      if (failed) throw failed;
     } catch (e) {
       // The ERROR: line goes to the VM log; the boundary then prints the reason (and what
       // to do) as plain stderr, which oned shows as the failure message.
