@@ -516,6 +516,15 @@ describe('tm activate', () => {
     expect((await tm('activate', ['node1'], { node1: r2 })).info).toEqual(INFO);
   });
 
+  // Several repositories: `cowstack tm activate` runs once per VG; each pass leaves the links of
+  // datastores another VG holds to that VG's pass, although a disk of that name is in this VG.
+  it('with several repositories it brings up only the disks of datastores mapped to its VG', async () => {
+    const r = script(recorder('node1'), [rebooted], [...recoverNothing(), FIND_LINKS, O]);
+    const vgOf = (ds: number) => (ds === 0 ? 'repo2' : 'vg');
+    const { info } = await tm('activate', ['node1'], { node1: r }, '', [], { vgOf });
+    expect(info).toEqual(['recover on node1: 0 action(s)']);
+  });
+
   // A stale link after a failover: VM 7 runs on node2 now, its COW is locked there.
   it('a COW locked by another host is reported, the next disk still comes up, the action fails (4)', async () => {
     const r = script(

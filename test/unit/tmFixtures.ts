@@ -100,6 +100,7 @@ export async function tm(
   runners: Record<string, Runner>,
   stdin = '',
   info: string[] = [],
+  extra: Partial<TmEnv> = {},
 ) {
   const out: string[] = [];
   const env: TmEnv = {
@@ -112,6 +113,7 @@ export async function tm(
     frontends: ['fe'],
     info: (m) => info.push(m),
     out: (t) => out.push(t),
+    ...extra,
   };
   let error: unknown;
   try {
