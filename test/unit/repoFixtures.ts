@@ -8,6 +8,7 @@ import { Repo } from '../../src/core/metadata.js';
 import { nodeSession, type NodeSession, type NodeSessionOptions } from '../../src/core/node.js';
 import type { NodeState } from '../../src/core/observe.js';
 import type { RecordingRunner } from '../../src/exec/recordingRunner.js';
+import type { Runner } from '../../src/exec/types.js';
 import { parseInfoColumns } from '../../src/tools/dmsetup.js';
 import { parseLvs } from '../../src/tools/lvm.js';
 import { lvsArgv, lvsJson, PV_COLUMNS, REPORT, vgsArgv, vgsJson } from './support.js';
@@ -15,7 +16,7 @@ import { lvsArgv, lvsJson, PV_COLUMNS, REPORT, vgsArgv, vgsJson } from './suppor
 export const VG = 'vg';
 
 /** The node session every core test drives: the recording runner on repository VG `vg`. */
-export const ctxOf = (r: RecordingRunner, extra: Partial<NodeSessionOptions> = {}): NodeSession =>
+export const ctxOf = (r: Runner, extra: Partial<NodeSessionOptions> = {}): NodeSession =>
   nodeSession({ runner: r, vg: VG, ...extra });
 export const MiB = 1024 * 1024;
 

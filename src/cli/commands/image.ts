@@ -203,7 +203,8 @@ export function register(program: Command): void {
     await ctx.finish(r, (c: ImageCopyResult) =>
       c.action === 'none'
         ? `${c.vg}/${c.image}: already a copy of ${c.fromVg}/${c.name}: nothing to do`
-        : `${c.fromVg}/${c.name} copied to ${c.vg}/${c.image} (${formatSize(c.sizeBytes)}, sha256 ${c.sha256} verified, sealed)`,
+        : `${c.fromVg}/${c.name} copied to ${c.vg}/${c.image} ` +
+          `(${formatSize(c.sizeBytes)}, sha256 ${c.sha256} verified, sealed)`,
     );
   });
 
