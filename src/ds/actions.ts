@@ -10,6 +10,7 @@ import { CowstackError, EXIT, refused, usageError } from '../exec/errors.js';
 import type { Runner } from '../exec/types.js';
 import * as lvm from '../tools/lvm.js';
 import { copyImage } from '../core/flatten.js';
+import { copyImageToVg } from '../core/imageCopy.js';
 import { removeImageAndLineage } from '../core/gc.js';
 import { prepareSource } from '../core/imageSource.js';
 import { createImage, exposeImage, importImage, sealImage } from '../core/images.js';
@@ -26,8 +27,13 @@ export interface DsEnv {
   runnerFor(host: string): Runner;
   /** Cluster nodes to use after the datastore's BRIDGE_LIST (config tm.hosts). */
   hosts: string[];
-  /** Runs `fn` holding `host`'s node lock (core/nodeLock.ts); `change`: the action writes there. */
-  locked<T>(host: string, change: boolean, fn: () => Promise<T>): Promise<T>;
+  /**
+   * Runs `fn` holding `host`'s node lock of `vg` (core/nodeLock.ts), and of `also` (another
+   * repository VG the action reads from) when given; `change`: the action writes there.
+   */
+  locked<T>(host: string, change: boolean, fn: () => Promise<T>, also?: string): Promise<T>;
+  /** Every configured repository VG (config repositories): clone copies an image from any of them. */
+  repositories?: readonly string[];
   info(msg: string): void;
   out(text: string): void;
   observer?: NodeSession['observer'];
@@ -55,7 +61,13 @@ function checkVg(env: DsEnv, src: { vg: string; lv: string }, dsId: number): voi
 }
 
 /** Runs `fn` on the first node that answers: BRIDGE_LIST first, then tm.hosts. */
-async function onNode<T>(env: DsEnv, req: DsRequest, change: boolean, fn: (ctx: NodeSession) => Promise<T>) {
+async function onNode<T>(
+  env: DsEnv,
+  req: DsRequest,
+  change: boolean,
+  fn: (ctx: NodeSession) => Promise<T>,
+  also?: string,
+) {
   const hosts = [...new Set([...req.ds.bridges, ...env.hosts])];
   if (!hosts.length)
     throw usageError(
@@ -65,7 +77,7 @@ async function onNode<T>(env: DsEnv, req: DsRequest, change: boolean, fn: (ctx: 
   let last: unknown;
   for (const host of hosts) {
     try {
-      return await env.locked(host, change, () => fn(ctxOf(env, host)));
+      return await env.locked(host, change, () => fn(ctxOf(env, host)), also);
     } catch (e) {
       if (!(e instanceof CowstackError && e.exitCode === EXIT.UNREACHABLE)) throw e;
       env.info(`host ${host} is unreachable`);
@@ -126,9 +138,29 @@ async function rm(env: DsEnv, req: Req<'rm'>): Promise<void> {
   );
 }
 
+/**
+ * OpenNebula's image clone. Into the same repository: copyImage. From another configured
+ * repository (`oneimage clone IMG NAME --datastore ID` onto a datastore mapped to another VG):
+ * the image is copied across (core/imageCopy.ts, verified against its recorded sha256): how
+ * an image reaches a second repository (README "Growing a site: several repositories").
+ */
 async function clone(env: DsEnv, req: Req<'clone'>): Promise<void> {
-  checkVg(env, req.from, req.ds.id);
   const name = imageLv(req.image);
+  if (req.from.vg !== env.vg && env.repositories?.includes(req.from.vg)) {
+    const c = await onNode(
+      env,
+      req,
+      true,
+      (ctx) => copyImageToVg({ ...ctx, vg: req.from.vg }, ctx, req.from.lv, name),
+      req.from.vg,
+    );
+    env.info(
+      `image ${req.image}: ${c.action === 'none' ? 'already copied' : 'copied'} from ${req.from.vg}/${req.from.lv} ` +
+        `into repository ${env.vg} (sha256 ${c.sha256} verified)`,
+    );
+    return env.out(`${env.vg}/${name} raw\n`);
+  }
+  checkVg(env, req.from, req.ds.id);
   const r = await onNode(env, req, true, (ctx) => copyImage(ctx, req.from.lv, name));
   env.info(
     `image ${req.image}: ${r.action === 'none' ? 'already copied' : 'copied'} from ${req.from.lv} (sha256 ${r.sha256})`,

@@ -11,6 +11,7 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadConfig, repositoryVgs, vgOfDatastore, type Config } from '../../src/core/config.js';
 import { copyImageToVg, copySteps } from '../../src/core/imageCopy.js';
+import { runDs, type DsEnv } from '../../src/ds/actions.js';
 import { parseDsArgs } from '../../src/ds/args.js';
 import { dsRepository } from '../../src/ds/repository.js';
 import { DryRunRunner } from '../../src/exec/dryRunRunner.js';
@@ -111,16 +112,18 @@ describe('the VG of a TM request: its system datastore, from the path', () => {
   });
 });
 
+/** The datastore driver action (base64) for image `id` in datastore `ds`. */
+const dsXml = (ds: number, image: string, id = 7) =>
+  Buffer.from(
+    `<DS_DRIVER_ACTION_DATA><IMAGE><ID>${id}</ID>${image}</IMAGE>` +
+      `<DATASTORE><ID>${ds}</ID><TEMPLATE><BRIDGE_LIST>node1</BRIDGE_LIST></TEMPLATE></DATASTORE>` +
+      '</DS_DRIVER_ACTION_DATA>',
+  ).toString('base64');
+
 describe('the VG of a datastore driver request', () => {
   const c = configOf('repository: { vg: repo }\nrepositories: { 100: repo2 }\n');
-  const xml = (ds: number, image: string) =>
-    Buffer.from(
-      `<DS_DRIVER_ACTION_DATA><IMAGE><ID>7</ID>${image}</IMAGE>` +
-        `<DATASTORE><ID>${ds}</ID><TEMPLATE><BRIDGE_LIST>node1</BRIDGE_LIST></TEMPLATE></DATASTORE>` +
-        '</DS_DRIVER_ACTION_DATA>',
-    ).toString('base64');
   const vgOfDs = (action: string, ds: number, image: string) => {
-    const req = parseDsArgs(action, ['7'], xml(ds, image));
+    const req = parseDsArgs(action, ['7'], dsXml(ds, image));
     return dsRepository(req, vgOfDatastore(c, req.ds.id), repositoryVgs(c));
   };
 
@@ -145,10 +148,10 @@ describe('image copy between repository VGs', () => {
   const SIZE = 1536 * MiB; // two copy ranges: 1 GiB and 512 MiB
   const MARK = `cowstack_copied_from:${U.image}`;
   const FROM = '/dev/mapper/vg-img';
-  const TO = '/dev/mapper/vg2-img';
+  const to = (lv: string) => `/dev/mapper/vg2-${lv.replace(/-/g, '--')}`;
   const source = (active?: 'shared') => imageRow('img', U.image, { sha: SHA, size: SIZE, active, minor: 3 });
-  const copyRow = (state: 'initializing' | 'sealed') => ({
-    ...imageRow('img', U.img2, { sha: state === 'sealed' ? SHA : undefined, size: SIZE, state, vg: VG2 }),
+  const copyRow = (state: 'initializing' | 'sealed', lv = 'img') => ({
+    ...imageRow(lv, U.img2, { sha: state === 'sealed' ? SHA : undefined, size: SIZE, state, vg: VG2 }),
     lv_tags: [
       'cowstack_role:image',
       `cowstack_state:${state}`,
@@ -156,10 +159,10 @@ describe('image copy between repository VGs', () => {
       MARK,
     ],
   });
-  const range = (at: number, n: number) => [
+  const range = (at: number, n: number, lv = 'img') => [
     'dd',
     `if=${FROM}`,
-    `of=${TO}`,
+    `of=${to(lv)}`,
     'bs=4M',
     `skip=${at}`,
     `seek=${at}`,
@@ -177,26 +180,30 @@ describe('image copy between repository VGs', () => {
     expectObserve(r, [base, ...target], [], VG2);
   };
   /** From the source's shared activation to the copy's checksum (answered with `sha`). */
-  const copyUpToChecksum = (sha: string): Step[] => [
+  const copyUpToChecksum = (sha: string, lv = 'img'): Step[] => [
     wr(['lvchange', '-asy', 'vg/img']),
-    wr(journalBegin('img', 'flatten', VG2)),
-    wr(lvcreateInactive('img', SIZE, ['cowstack_role:image', 'cowstack_state:initializing', MARK], VG2)),
-    wr(['lvchange', '-aey', 'vg2/img']),
-    wr(range(0, 256)),
-    wr(range(256, 128)),
-    rd(['sha256sum', TO], { stdout: `${sha}  ${TO}\n` }),
+    wr(journalBegin(lv, 'flatten', VG2)),
+    wr(lvcreateInactive(lv, SIZE, ['cowstack_role:image', 'cowstack_state:initializing', MARK], VG2)),
+    wr(['lvchange', '-aey', `vg2/${lv}`]),
+    wr(range(0, 256, lv)),
+    wr(range(256, 128, lv)),
+    rd(['sha256sum', to(lv)], { stdout: `${sha}  ${to(lv)}\n` }),
   ];
   /** The source released again: the activation this copy made. */
   const releaseSource: Step[] = [O, wr(['lvchange', '-an', 'vg/img'])];
   const released = { rows: [source('shared')], devs: [lvDev('img', U.image, 3, 0, true)] };
 
-  it('streams the sealed image in 1 GiB ranges, checks its sha256, seals it, releases the source', async () => {
-    const r = recorder('node1');
+  /** A whole copy into vg2/`lv`: observations, copy, seal, re-read, the source released. */
+  const copyAll = (r: RecordingRunner, lv: string) => {
     observeBoth(r, []);
-    script(r, [released], [...copyUpToChecksum(SHA), wr(sealArgv('vg2/img', 'initializing', SHA))]);
-    script(r, [released], [wr(['lvchange', '-an', 'vg2/img']), wr(journalEnd('img', 'flatten', VG2))]);
-    r.expect(lvsArgv('vg2/img'), { kind: 'read', stdout: lvsJson([copyRow('sealed')]) });
-    script(r, [released], releaseSource);
+    script(r, [released], [...copyUpToChecksum(SHA, lv), wr(sealArgv(`vg2/${lv}`, 'initializing', SHA))]);
+    script(r, [released], [wr(['lvchange', '-an', `vg2/${lv}`]), wr(journalEnd(lv, 'flatten', VG2))]);
+    r.expect(lvsArgv(`vg2/${lv}`), { kind: 'read', stdout: lvsJson([copyRow('sealed', lv)]) });
+    return script(r, [released], releaseSource);
+  };
+
+  it('streams the sealed image in 1 GiB ranges, checks its sha256, seals it, releases the source', async () => {
+    const r = copyAll(recorder('node1'), 'img');
     const res = await copyImageToVg(ctxOf(r), ctxOf(r, { vg: VG2 }), 'img');
     r.verify();
     expect(res).toEqual({
@@ -274,6 +281,25 @@ describe('image copy between repository VGs', () => {
       ['lvchange', '-an', 'vg2/img'],
       journalEnd('img', 'flatten', VG2),
     ]);
+  });
+
+  it("ds clone onto a datastore of another repository copies the image across, under both VGs' locks", async () => {
+    const r = copyAll(recorder('node1'), 'one-img-9');
+    const out: string[] = [];
+    const locks: Array<string | undefined> = [];
+    const env: DsEnv = {
+      vg: VG2,
+      scope: {},
+      runnerFor: () => r,
+      hosts: [],
+      repositories: [VG, VG2],
+      locked: (_host, _change, fn, also) => (locks.push(also), fn()),
+      info: () => {},
+      out: (t) => out.push(t),
+    };
+    await runDs(env, parseDsArgs('clone', ['9'], dsXml(101, '<PATH>vg/img</PATH>', 9)));
+    r.verify();
+    expect([out.join(''), locks]).toEqual(['vg2/one-img-9 raw\n', [VG]]);
   });
 
   it('copySteps: one dd per 1 GiB range, the last one short, titled with the progress', () => {

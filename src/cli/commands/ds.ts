@@ -36,11 +36,18 @@ export function register(program: Command): void {
       const vg = o.vg ?? dsRepository(req, vgOfDatastore(config, req.ds.id), repositoryVgs(config));
       const base = driverBase(action, cmd, opts, config, vg);
       const lock = { waitSeconds: config.node.lockWaitSeconds, command: `ds ${action} ${req.id}`, dryRun: opts.dryRun };
+      const nodeLocks = (host: string, v: string, fn: () => Promise<unknown>) =>
+        withNodeLocks([{ runner: base.runnerFor(host) }], v, lock, fn);
       await runDsWithRetry(
         {
           ...base,
-          locked: (host, change, fn) =>
-            change ? withNodeLocks([{ runner: base.runnerFor(host) }], vg, lock, fn) : fn(),
+          repositories: o.vg ? [o.vg] : repositoryVgs(config),
+          // Two VGs (a clone from another repository): both node locks, in name order.
+          locked: <T>(host: string, change: boolean, fn: () => Promise<T>, also?: string) => {
+            if (!change) return fn();
+            const [a, b] = [vg, also ?? vg].sort();
+            return nodeLocks(host, a!, () => (b === a ? fn() : nodeLocks(host, b!, fn))) as Promise<T>;
+          },
         },
         req,
       );
