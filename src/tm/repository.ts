@@ -10,37 +10,11 @@ import type { TmRequest } from './args.js';
 
 /** The system datastore a request acts in; undefined for activate (every datastore on the host). */
 export function systemDatastore(req: TmRequest): number | undefined {
-  switch (req.action) {
-    case 'clone':
-    case 'ln':
-    case 'mkimage':
-    case 'mkswap':
-    case 'context':
-      return req.dst.dsId;
-    case 'mvds':
-    case 'cpds':
-      return req.src.dsId;
-    case 'mv':
-      return req.src.dsId;
-    case 'delete':
-    case 'resize':
-    case 'snap_create':
-    case 'snap_create_live':
-    case 'snap_delete':
-    case 'snap_revert':
-      return req.target.dsId;
-    case 'premigrate':
-    case 'postmigrate':
-    case 'failmigrate':
-    case 'prebackup':
-    case 'prebackup_live':
-    case 'postbackup':
-    case 'postbackup_live':
-    case 'monitor':
-      return req.dsId;
-    case 'activate':
-      return undefined;
-  }
+  if (req.action === 'activate') return undefined;
+  if ('target' in req) return req.target.dsId; // delete, resize, snapshots
+  if (req.action === 'mvds' || req.action === 'cpds' || req.action === 'mv') return req.src.dsId;
+  if (req.action === 'clone' || req.action === 'ln' || 'sizeMb' in req || req.action === 'context') return req.dst.dsId; // clone, ln, mkimage, mkswap, context
+  return req.dsId; // migration hooks, backups and monitor: their argument is the system datastore
 }
 
 /**

@@ -592,8 +592,7 @@ export const sealArgv = (ref: string, from: string, sha: string, tags: readonly 
   `cowstack_state:${from}`,
   '--addtag',
   'cowstack_state:sealed',
-  '--addtag',
-  `cowstack_sha256:${sha}`,
+  ...(sha ? ['--addtag', `cowstack_sha256:${sha}`] : []), // none under --dry-run: nothing was read
   ...tags.flatMap((t) => ['--addtag', t]),
   ref,
 ];

@@ -147,6 +147,7 @@ describe('image copy between repository VGs', () => {
   const VG2 = 'vg2';
   const SIZE = 1536 * MiB; // two copy ranges: 1 GiB and 512 MiB
   const MARK = `cowstack_copied_from:${U.image}`;
+  const DIRECT = ['iflag=direct', 'oflag=direct', 'conv=fsync,notrunc', 'status=none'];
   const FROM = '/dev/mapper/vg-img';
   const to = (lv: string) => `/dev/mapper/vg2-${lv.replace(/-/g, '--')}`;
   const source = (active?: 'shared') => imageRow('img', U.image, { sha: SHA, size: SIZE, active, minor: 3 });
@@ -159,19 +160,9 @@ describe('image copy between repository VGs', () => {
       MARK,
     ],
   });
-  const range = (at: number, n: number, lv = 'img') => [
-    'dd',
-    `if=${FROM}`,
-    `of=${to(lv)}`,
-    'bs=4M',
-    `skip=${at}`,
-    `seek=${at}`,
-    `count=${n}`,
-    'iflag=direct',
-    'oflag=direct',
-    'conv=fsync,notrunc',
-    'status=none',
-  ];
+  /** dd of blocks [at, at + n) of 4 MiB, each at its place. */
+  const range = (at: number, n: number, lv = 'img') =>
+    ['dd', `if=${FROM}`, `of=${to(lv)}`, 'bs=4M', `skip=${at}`, `seek=${at}`, `count=${n}`].concat(DIRECT);
   /** Another image already in the target VG (an empty VG is checked with vgs as well). */
   const base = imageRow('base', U.c1, { vg: VG2 });
   /** Both observations: the source VG, then the target VG. */
@@ -268,16 +259,7 @@ describe('image copy between repository VGs', () => {
       ['lvchange', '-aey', 'vg2/img'],
       range(0, 256),
       range(256, 128),
-      [
-        'lvchange',
-        '--permission',
-        'r',
-        '--deltag',
-        'cowstack_state:initializing',
-        '--addtag',
-        'cowstack_state:sealed',
-        'vg2/img',
-      ],
+      sealArgv('vg2/img', 'initializing', ''),
       ['lvchange', '-an', 'vg2/img'],
       journalEnd('img', 'flatten', VG2),
     ]);
