@@ -13,7 +13,10 @@ export function systemDatastore(req: TmRequest): number | undefined {
   if (req.action === 'activate') return undefined;
   if ('target' in req) return req.target.dsId; // delete, resize, snapshots
   if (req.action === 'mvds' || req.action === 'cpds' || req.action === 'mv') return req.src.dsId;
-  if (req.action === 'clone' || req.action === 'ln' || 'sizeMb' in req || req.action === 'context') return req.dst.dsId; // clone, ln, mkimage, mkswap, context
+  // clone, ln, mkimage, mkswap, context: the new disk's path
+  if (req.action === 'clone' || req.action === 'ln' || 'sizeMb' in req || req.action === 'context') {
+    return req.dst.dsId;
+  }
   return req.dsId; // migration hooks, backups and monitor: their argument is the system datastore
 }
 
