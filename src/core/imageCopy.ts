@@ -66,6 +66,14 @@ export async function copyImageToVg(
       `${lvRef(o)} is ${o.state}; only a sealed image has stable content to copy`,
       `seal it first: cowstack image seal ${name} --vg ${src.vg}`,
     );
+  // A catalogue image's trust (endorsement, the site's approval) is per repository VG: a
+  // plain copy would shed it and be clonable unchecked. The catalogue brings it in instead.
+  if (o.catalog)
+    throw refused(
+      `${lvRef(o)} is catalogue image ${o.catalog.name}@${o.catalog.version} of list ${o.catalog.list}: ` +
+        'its endorsement and approval do not follow a copy',
+      `import it into ${dst.vg} from the signed list: cowstack catalog sync LIST --vg ${dst.vg}`,
+    );
   if (!o.sha256)
     throw refused(
       `${lvRef(o)} has no recorded sha256: its copy could not be verified`,

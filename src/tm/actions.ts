@@ -103,15 +103,21 @@ const isFrontend = (env: TmEnv, host: string) => env.frontends.includes(host) ||
  * A VM disk lives in its system datastore's VG (tm/repository.ts), and a COW in its image's
  * VG: cowstack's lineage is by LV UUID within one VG. An image of another repository is refused.
  */
-function checkVg(env: TmEnv, src: TmSource, disk: TmPath): void {
-  if (src.vg !== env.vg)
+function checkVg(env: TmEnv, src: TmSource, disk: TmPath, saving = false): void {
+  if (src.vg === env.vg) return;
+  const where = `VG ${env.vg}, the repository of system datastore ${disk.dsId} that VM ${disk.vmId} is deployed on`;
+  if (saving)
     throw usageError(
-      `image SOURCE ${src.vg}/${src.lv} is not in VG ${env.vg}, the repository of system datastore ${disk.dsId} ` +
-        `that VM ${disk.vmId} is deployed on`,
-      `copy the image into that repository (cowstack image copy ${src.lv} --vg ${src.vg} --to-vg ${env.vg}) and ` +
-        `register the copy in an image datastore mapped to ${env.vg}, or deploy the VM on a system datastore of ` +
-        `${src.vg} (SCHED_DS_REQUIREMENTS); the mapping is config repositories (or repository.vg)`,
+      `image SOURCE ${src.vg}/${src.lv} is not in ${where}`,
+      `save the disk into an image datastore mapped to ${env.vg} (config repositories), then copy the image ` +
+        `across if needed: cowstack image copy ${src.lv} --vg ${env.vg} --to-vg ${src.vg}`,
     );
+  throw usageError(
+    `image SOURCE ${src.vg}/${src.lv} is not in ${where}`,
+    `copy the image into that repository (cowstack image copy ${src.lv} --vg ${src.vg} --to-vg ${env.vg}, or ` +
+      `oneimage clone onto an image datastore mapped to ${env.vg}), or deploy the VM on a system datastore of ` +
+      `${src.vg} (SCHED_DS_REQUIREMENTS); the mapping is config repositories (or repository.vg)`,
+  );
 }
 
 /** D becomes a symlink to the device, as the hypervisor expects; the VM directory is created. */
@@ -187,7 +193,7 @@ async function ln(env: TmEnv, req: Extract<TmRequest, { action: 'clone' | 'ln' }
 }
 
 async function mvds(env: TmEnv, req: Extract<TmRequest, { action: 'mvds' }>): Promise<void> {
-  checkVg(env, req.dst, req.src);
+  checkVg(env, req.dst, req.src, true);
   const ctx = ctxOf(env, req.src.host);
   const name = diskLv(req.vmId, req.src.diskId);
   const state = await observeNode(ctx);
@@ -201,7 +207,7 @@ async function mvds(env: TmEnv, req: Extract<TmRequest, { action: 'mvds' }>): Pr
 }
 
 async function cpds(env: TmEnv, req: Extract<TmRequest, { action: 'cpds' }>): Promise<void> {
-  checkVg(env, req.dst, req.src);
+  checkVg(env, req.dst, req.src, true);
   const ctx = ctxOf(env, req.src.host);
   const name = req.snapId < 0 ? diskLv(req.vmId, req.src.diskId) : snapLv(req.vmId, req.src.diskId, req.snapId);
   const state = await observeNode(ctx);

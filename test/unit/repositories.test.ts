@@ -232,7 +232,7 @@ describe('image copy between repository VGs', () => {
     expect(e.message).toBe(`vg2/img read sha256 ${other} after the copy, not ${SHA}: removed it`);
   });
 
-  it('refuses an unsealed source, a copy left half-made, and the same VG, before changing anything', async () => {
+  it('refuses an unsealed source, a copy left half-made, a catalogue image and the same VG, before changing anything', async () => {
     const writable = recorder('node1');
     expectObserve(writable, [imageRow('img', U.image, { state: 'writable' })]);
     const w = await rejectionOf(copyImageToVg(ctxOf(writable), ctxOf(writable, { vg: VG2 }), 'img'), EXIT.REFUSED);
@@ -241,9 +241,17 @@ describe('image copy between repository VGs', () => {
     observeBoth(half, [copyRow('initializing')]);
     const h = await rejectionOf(copyImageToVg(ctxOf(half), ctxOf(half, { vg: VG2 }), 'img'), EXIT.REFUSED);
     expect(h.hint).toContain('cowstack recover --vg vg2');
+    const listed = recorder('node1');
+    const tags = ['cowstack_catalog:site:debian:12.5'];
+    expectObserve(listed, [imageRow('img', U.image, { sha: SHA, tags })]);
+    const c = await rejectionOf(copyImageToVg(ctxOf(listed), ctxOf(listed, { vg: VG2 }), 'img'), EXIT.REFUSED);
+    expect([c.message, c.hint]).toEqual([
+      'vg/img is catalogue image debian@12.5 of list site: its endorsement and approval do not follow a copy',
+      'import it into vg2 from the signed list: cowstack catalog sync LIST --vg vg2',
+    ]);
     const same = recorder('node1');
     await rejectionOf(copyImageToVg(ctxOf(same), ctxOf(same), 'img'), EXIT.USAGE);
-    for (const x of [writable, half, same]) x.verify();
+    for (const x of [writable, half, listed, same]) x.verify();
   });
 
   it('--dry-run plans the exact commands and changes nothing (the reads run)', async () => {
