@@ -232,7 +232,7 @@ describe('image copy between repository VGs', () => {
     expect(e.message).toBe(`vg2/img read sha256 ${other} after the copy, not ${SHA}: removed it`);
   });
 
-  it('refuses an unsealed source, a copy left half-made, a catalogue image and the same VG, before changing anything', async () => {
+  it('refuses an unsealed source, a half-made copy, a catalogue image, the same VG: nothing changes', async () => {
     const writable = recorder('node1');
     expectObserve(writable, [imageRow('img', U.image, { state: 'writable' })]);
     const w = await rejectionOf(copyImageToVg(ctxOf(writable), ctxOf(writable, { vg: VG2 }), 'img'), EXIT.REFUSED);
