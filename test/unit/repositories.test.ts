@@ -88,6 +88,7 @@ describe('the VG of a TM request: its system datastore, from the path', () => {
     expect(vgOfReq('monitor', ['101'])).toBe('repo2');
     expect(vgOfReq('monitor', ['0'])).toBe('repo');
     expect(vgOfReq('mv', [D(101), 'node2:/var/lib/one/datastores/100/7/disk.0', '7', '101'])).toBe('repo2');
+    expect(vgOfReq('restore', ['node1:/var/lib/one//datastores/101/7', '7', '5', '-1', '-1'])).toBe('repo2');
     expect(vgOfReq('activate', ['node1'])).toBeUndefined();
   });
 
