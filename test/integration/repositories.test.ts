@@ -1,0 +1,135 @@
+/**
+ * More than one repository on the real stack (README "Growing a site: several repositories"):
+ * a second LUN on the testbed's iSCSI target (a sparse file, `--lun 2`), the nodes rescan
+ * their sessions, `cluster init`/`join` make the shared VG repo2 on it, `image copy` puts a
+ * verified, sealed copy of a repo image there, and the TM driver, with datastore 101 mapped
+ * to repo2, deploys a VM disk in repo2 and refuses an image of repo. Checksums are computed
+ * on the host from the data written and compared with `sha256sum` read on the nodes.
+ * Everything it adds (VG, SCSI disks, LUN, file) is removed again, so later files on this
+ * cluster see the testbed as it was.
+ */
+import { execa } from 'execa';
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Testbed } from '../testbed/index.js';
+import { clusterCli, cowstack } from './cli.js';
+import { MiB, deviceSha, pattern, sha256 } from './data.js';
+import { DS, FE, tmHarness, type TmHarness } from './tm-harness.js';
+import { attachMine } from './testbeds.js';
+
+const VG2 = 'repo2';
+const CONTENT = pattern(16 * MiB, 1201);
+const SHA = sha256(CONTENT);
+let tb: Testbed;
+let tm: TmHarness;
+let lunFile: string;
+let controlPort: number;
+
+const lun2 = () => `/dev/disk/by-path/ip-${tb.portal}-iscsi-${tb.targetIqn}-lun-2`;
+const nodes = () => tb.nodes.map((n) => n.name);
+const tgtLun2 = (op: string, more: string[] = []) =>
+  execa(
+    'tgtadm',
+    ['-C', String(controlPort), '--lld', 'iscsi', '--op', op, '--mode', 'logicalunit'].concat([
+      '--tid',
+      '1',
+      '--lun',
+      '2',
+      ...more,
+    ]),
+    { reject: false },
+  );
+
+async function sh(node: string, script: string, timeoutMs = 300_000): Promise<string> {
+  const r = await tb.sh(node, script, { timeoutMs });
+  expect(r.exitCode, `${node}: ${script}\n${r.stderr}`).toBe(0);
+  return r.stdout;
+}
+
+/** The names of the LVs of `vg`, read on node1 without locks. */
+async function lvNames(vg: string): Promise<string[]> {
+  return (await sh('node1', `lvs --nolocking --noheadings -o lv_name ${vg}`)).split(/\s+/).filter(Boolean);
+}
+
+beforeAll(async () => {
+  tb = await attachMine();
+  const state = JSON.parse(await fsp.readFile(path.join(tb.stateDir, 'state.json'), 'utf8'));
+  controlPort = state.tgtd.controlPort;
+  // 3 GiB sparse: on 4K sectors lvmlock starts at 1 GiB (README "Sizing").
+  lunFile = path.join(tb.stateDir, 'lun2.img');
+  await fsp.writeFile(lunFile, '');
+  await fsp.truncate(lunFile, 3 * 2 ** 30);
+  const made = await tgtLun2('new', ['-b', lunFile]);
+  expect(made.exitCode, made.stderr).toBe(0);
+  for (const n of nodes())
+    await sh(
+      n,
+      `iscsiadm -m session --rescan >/dev/null; udevadm settle; for i in $(seq 60); do \
+      [ -e '${lun2()}' ] && exit 0; sleep 0.5; done; echo 'no LUN 2' >&2; exit 1`,
+    );
+  await cowstack(tb, ['--host', 'node1', '--json', 'cluster', 'init', lun2(), '--vg', VG2, '--host-id', '1'], {
+    check: true,
+    timeoutMs: 900_000,
+  });
+  for (const n of tb.nodes.filter((x) => x.hostId !== 1))
+    await cowstack(tb, ['--host', n.name, '--json', 'cluster', 'join', '--vg', VG2, '--host-id', String(n.hostId)], {
+      check: true,
+      timeoutMs: 900_000,
+    });
+  const file = path.join(tb.stateDir, 'repos-img.raw');
+  await fsp.writeFile(file, CONTENT);
+  const imported = await clusterCli(tb, 'node1', ['image', 'import', 'rimg', file]);
+  expect(imported.exitCode, imported.stderr).toBe(0);
+  await fsp.rm(file);
+  tm = await tmHarness(tb);
+  await fsp.appendFile(path.join(tm.dir, 'cowstack.yaml'), `repositories:\n  "100": ${VG2}\n  "101": ${VG2}\n`);
+}, 1_800_000);
+
+afterAll(async () => {
+  if (!tb) return;
+  // Best effort, each step on its own: what one could not undo must not keep the rest.
+  await tb.ssh('node1', ['lvremove', '-y', 'repo/rimg']);
+  for (const n of nodes()) await tb.ssh(n, ['vgchange', '-an', VG2]);
+  await tb.ssh('node1', ['lvremove', '-y', VG2]);
+  for (const n of nodes().filter((x) => x !== 'node1')) await tb.ssh(n, ['vgchange', '--lockstop', VG2]);
+  await tb.ssh('node1', ['vgremove', '-y', VG2]);
+  for (const n of nodes())
+    await tb.sh(n, `d=$(readlink -f '${lun2()}') && echo 1 > /sys/block/$(basename "$d")/device/delete`);
+  await tgtLun2('delete');
+  if (lunFile) await fsp.rm(lunFile, { force: true });
+  if (tm) await fsp.rm(tm.dir, { recursive: true, force: true });
+}, 600_000);
+
+describe('several repositories on one target', () => {
+  it('image copy puts a verified, sealed copy into repo2; again it finds it and does nothing', async () => {
+    const args = ['--host', 'node2', '--json', 'image', 'copy', 'rimg', '--vg', 'repo', '--to-vg', VG2];
+    const first = await cowstack(tb, args, { check: true });
+    expect(first.json.result).toMatchObject({ action: 'copied', vg: VG2, fromVg: 'repo', sha256: SHA });
+    // Read back independently on the other node: the data, read-only, sealed, not active.
+    const attrs = await sh('node1', `lvs --nolocking --noheadings -o lv_attr,lv_tags ${VG2}/rimg`);
+    expect(attrs.trim()).toMatch(/^-r.-.*cowstack_state:sealed/);
+    await sh('node1', `lvchange -asy ${VG2}/rimg`);
+    expect(await deviceSha(tb, 'node1', `/dev/mapper/${VG2}-rimg`)).toBe(SHA);
+    await sh('node1', `lvchange -an ${VG2}/rimg`);
+    const again = await cowstack(tb, args, { check: true });
+    expect(again.json.result).toMatchObject({ action: 'none', sha256: SHA });
+    expect(await lvNames(VG2)).toEqual(['rimg']);
+  });
+
+  it("the TM deploys datastore 101's disk in repo2 from its image there, refuses repo's image", async () => {
+    const d = `node2:${DS}/101/7/disk.0`;
+    const refused = await tm.run('clone', [`${FE}:repo/rimg`, d, '7', '1']);
+    expect(refused.exitCode).not.toBe(0);
+    expect(refused.stderr).toContain(
+      'image SOURCE repo/rimg is not in VG repo2, the repository of system datastore 101',
+    );
+    expect(await lvNames(VG2)).toEqual(['rimg']);
+    await tm.ok('clone', [`${FE}:${VG2}/rimg`, d, '7', '100']);
+    expect(await deviceSha(tb, 'node2', '/var/lib/one/datastores/101/7/disk.0')).toBe(SHA);
+    expect((await lvNames(VG2)).sort()).toEqual(['one-7-0', 'rimg']);
+    expect(await lvNames('repo')).not.toContain('one-7-0');
+    await tm.ok('delete', [`node2:${DS}/101/7`, '7', '101']);
+    expect(await lvNames(VG2)).toEqual(['rimg']);
+  });
+});
