@@ -16,11 +16,12 @@ const SECONDS: Record<string, number> = {
   'cache.test.ts': 390,
   'races.test.ts': 310,
   'tm.test.ts': 400,
-  'backup.test.ts': 470, // with the live backups of a running VM (session 7)
+  'backup.test.ts': 530, // with the live backups of a running VM (session 7) and TM restore (session 8)
   'migrate.test.ts': 200,
   'target.test.ts': 175,
   'foundation.test.ts': 115,
   'sizing.test.ts': 105,
+  'repositories.test.ts': 160, // a second LUN, its VG's init and join (session 8)
   'unprivileged.test.ts': 95,
   'catalog.test.ts': 90,
 };
