@@ -194,6 +194,20 @@ export async function withNodeLocks<T>(
   }
 }
 
+/**
+ * Run fn holding one node lock per VG (given by lockOne), taken in name order: two operations
+ * over the same two VGs in opposite directions (an image copied each way) cannot deadlock.
+ */
+export function inVgNameOrder<T>(
+  vgs: readonly string[],
+  lockOne: (vg: string, fn: () => Promise<T>) => Promise<T>,
+  fn: () => Promise<T>,
+): Promise<T> {
+  const order = [...new Set(vgs)].sort();
+  const from = (i: number): Promise<T> => (i === order.length ? fn() : lockOne(order[i]!, () => from(i + 1)));
+  return from(0);
+}
+
 const where = (runner: Runner) => (runner.target === 'local' ? '' : ` on ${runner.target}`);
 
 async function busy(runner: Runner, vg: string, wait: number): Promise<CowstackError> {

@@ -6,7 +6,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { beginStep, endStep, inFlight, setOperationId } from '../../src/core/journal.js';
 import { runPlan } from '../../src/core/plan.js';
-import { acquireNodeLock, withNodeLock, withNodeLocks } from '../../src/core/nodeLock.js';
+import { acquireNodeLock, inVgNameOrder, withNodeLock, withNodeLocks } from '../../src/core/nodeLock.js';
 import { CowstackError, EXIT } from '../../src/exec/errors.js';
 import { DryRunRunner } from '../../src/exec/dryRunRunner.js';
 import { RecordingRunner } from '../../src/exec/recordingRunner.js';
@@ -208,6 +208,14 @@ describe('node lock', () => {
     await expect(both).rejects.toBe(unreachable);
     // The lock already taken on node1 was released.
     expect((c.calls[0]!.stdin as unknown as { writableEnded: boolean }).writableEnded).toBe(true);
+  });
+
+  it('several VGs on one node: locked in name order whatever order they are given, each once', async () => {
+    const r = held(held(new RecordingRunner('node1'), 'alpha'), 'zeta');
+    const lockOne = <T>(vg: string, fn: () => Promise<T>) => withNodeLock(r, vg, { command: 'image copy' }, fn);
+    expect(await inVgNameOrder(['zeta', 'alpha', 'zeta'], lockOne, async () => 'copied')).toBe('copied');
+    r.verify();
+    expect(r.calls.map((c) => c.argv.at(-1))).toEqual([`${J}/alpha.log`, `${J}/zeta.log`]);
   });
 });
 

@@ -7,7 +7,7 @@
  */
 import type { Command } from 'commander';
 import { loadConfig, repositoryVgs, vgOfDatastore } from '../../core/config.js';
-import { withNodeLocks } from '../../core/nodeLock.js';
+import { inVgNameOrder, withNodeLocks } from '../../core/nodeLock.js';
 import { runDsWithRetry } from '../../ds/actions.js';
 import { DS_ACTIONS, parseDsArgs } from '../../ds/args.js';
 import { dsRepository } from '../../ds/repository.js';
@@ -36,18 +36,15 @@ export function register(program: Command): void {
       const vg = o.vg ?? dsRepository(req, vgOfDatastore(config, req.ds.id), repositoryVgs(config));
       const base = driverBase(action, cmd, opts, config, vg);
       const lock = { waitSeconds: config.node.lockWaitSeconds, command: `ds ${action} ${req.id}`, dryRun: opts.dryRun };
-      const nodeLocks = (host: string, v: string, fn: () => Promise<unknown>) =>
+      const nodeLocks = <T>(host: string, v: string, fn: () => Promise<T>) =>
         withNodeLocks([{ runner: base.runnerFor(host) }], v, lock, fn);
       await runDsWithRetry(
         {
           ...base,
           repositories: o.vg ? [o.vg] : repositoryVgs(config),
           // Two VGs (a clone from another repository): both node locks, in name order.
-          locked: <T>(host: string, change: boolean, fn: () => Promise<T>, also?: string) => {
-            if (!change) return fn();
-            const [a, b] = [vg, also ?? vg].sort();
-            return nodeLocks(host, a!, () => (b === a ? fn() : nodeLocks(host, b!, fn))) as Promise<T>;
-          },
+          locked: <T>(host: string, change: boolean, fn: () => Promise<T>, also?: string) =>
+            change ? inVgNameOrder([vg, also ?? vg], (v, next) => nodeLocks(host, v, next), fn) : fn(),
         },
         req,
       );

@@ -12,6 +12,7 @@ import {
 import { copyImageToVg, type ImageCopyResult } from '../../core/imageCopy.js';
 import type { ImageObj } from '../../core/metadata.js';
 import { findImage, observeNode } from '../../core/observe.js';
+import { inVgNameOrder } from '../../core/nodeLock.js';
 import { formatSize, validateVgName } from '../../core/validate.js';
 import { createContext } from '../context.js';
 import { vgOption } from './shared.js';
@@ -195,10 +196,10 @@ export function register(program: Command): void {
     const ctx = createContext(cmd);
     const to = validateVgName(o.toVg);
     const from = o.vg ?? ctx.config.repository.vg;
-    // Both VGs' node locks, in name order (two copies in opposite directions cannot deadlock).
-    const [first, second] = [from, to].sort();
-    const r = await ctx.locked(first, () =>
-      ctx.locked(second, () => copyImageToVg(ctx.op(from), ctx.op(to), name, o.as)),
+    const r = await inVgNameOrder(
+      [from, to],
+      (vg, fn) => ctx.locked(vg, fn),
+      () => copyImageToVg(ctx.op(from), ctx.op(to), name, o.as),
     );
     await ctx.finish(r, (c: ImageCopyResult) =>
       c.action === 'none'
