@@ -27,9 +27,13 @@ export interface Check {
   status: CheckStatus;
   message: string;
   fix?: string;
+  /** The repository VG a repository check is about. */
+  vg?: string;
 }
 export interface DoctorReport {
   host: string;
+  /** The repository VGs checked. */
+  vgs: string[];
   ok: boolean;
   errors: number;
   warnings: number;
@@ -59,20 +63,22 @@ const REQUIRED_TARGETS = ['linear', 'snapshot', 'cache', 'writecache'];
 export interface DoctorOptions {
   /** Capacity warnings at this percentage (config capacity.warnPercent). */
   warnPercent?: number;
+  /** The repository VGs to check (default: the session's VG). */
+  vgs?: readonly string[];
 }
 
-/** Checks the session's node and its repository VG. */
+/** Checks the session's node and its repository VGs. */
 export async function doctor(ctx: NodeSession, o: DoctorOptions = {}): Promise<DoctorReport> {
   const { runner } = ctx;
-  const opts = { vg: ctx.vg, ...o };
+  const opts = { ...o, vgs: o.vgs?.length ? [...new Set(o.vgs)] : [ctx.vg] };
   const checks: Check[] = [];
   const add = (c: Check) => checks.push(c);
-  const guard = async (id: string, fn: () => Promise<void>) => {
+  const guard = async (id: string, fn: () => Promise<void>, vg?: string) => {
     try {
       await fn();
     } catch (e) {
       const err = e as CowstackError;
-      add({ id, status: 'error', message: err.message, fix: err.hint });
+      add({ id, status: 'error', message: err.message, fix: err.hint, ...(vg ? { vg } : {}) });
     }
   };
 
@@ -157,115 +163,124 @@ export async function doctor(ctx: NodeSession, o: DoctorOptions = {}): Promise<D
     }
   });
 
-  await guard('repository:vg', async () => {
-    const vg = (await lvm.vgs(runner, opts.vg))[0];
-    if (!vg) {
-      add({
-        id: 'repository:vg',
-        status: 'error',
-        message: `repository VG ${opts.vg} is not visible`,
-        fix: 'cowstack initiator login PORTAL IQN, then cowstack cluster join',
-      });
-      return;
-    }
-    add(
-      vg.shared
-        ? {
-            id: 'repository:vg',
-            status: 'ok',
-            message: `VG ${opts.vg} visible, shared (${vg.lockType}), ${vg.lvCount} LVs`,
-          }
-        : {
-            id: 'repository:vg',
-            status: 'error',
-            message: `VG ${opts.vg} is visible but not shared (lock type "${vg.lockType || 'none'}")`,
-            fix: `vgchange --lock-type sanlock ${opts.vg}`,
-          },
-    );
-    if (hostId !== undefined) {
-      const owner = hostMapFromTags(vg.tags).get(hostId);
-      const me = await host.nodeName(runner);
-      if (owner && owner !== me) {
+  // Each repository VG of the node (config repositories: several on a site that grew), each
+  // check naming its VG: a full second repository is as urgent as a full first one.
+  // Asked once for all VGs.
+  let lockspaces: ReturnType<Runner['run']> | undefined;
+  let pvs: ReturnType<typeof lvm.pvs> | undefined;
+  let nodeName: Promise<string> | undefined;
+  for (const vg of opts.vgs) {
+    const add = (c: Check) => checks.push({ ...c, vg });
+    const guardVg = (id: string, fn: () => Promise<void>) => guard(id, fn, vg);
+    await guardVg('repository:vg', async () => {
+      const info = (await lvm.vgs(runner, vg))[0];
+      if (!info) {
         add({
-          id: 'cluster:host_id-unique',
+          id: 'repository:vg',
           status: 'error',
-          message: `host_id ${hostId} is registered to ${owner}, not to this host (${me})`,
-          fix: 'give this host a unique id: cowstack cluster join --host-id N',
+          message: `repository VG ${vg} is not visible`,
+          fix: 'cowstack initiator login PORTAL IQN, then cowstack cluster join',
         });
-      } else {
-        add({
-          id: 'cluster:host_id-unique',
-          status: owner ? 'ok' : 'warning',
-          message: owner
-            ? `host_id ${hostId} registered to this host`
-            : `host_id ${hostId} not registered in ${opts.vg}`,
-          fix: owner ? undefined : 'cowstack cluster join',
-        });
+        return;
       }
-    }
-  });
-
-  await guard('repository:lockspace', async () => {
-    const r = await runner.run(sanlock.clientGetsReq());
-    const ls =
-      r.exitCode === 0 ? sanlock.parseGets(r.stdout).find((l) => l.name === sanlock.lockspaceName(opts.vg)) : undefined;
-    add(
-      ls
-        ? {
-            id: 'repository:lockspace',
-            status: 'ok',
-            message: `lockspace ${ls.name} started with host_id ${ls.hostId}`,
-          }
-        : {
-            id: 'repository:lockspace',
-            status: 'error',
-            message: `lockspace ${sanlock.lockspaceName(opts.vg)} is not started on this host`,
-            fix: `cowstack cluster join (or vgchange --lockstart ${opts.vg})`,
-          },
-    );
-  });
-
-  await guard('repository:single-path', async () => {
-    const pv = (await lvm.pvs(runner)).find((p) => p.vg === opts.vg);
-    if (!pv) return; // repository:vg already says the VG is missing
-    add(await pathCheck(runner, pv.name));
-  });
-
-  // Before an lvcreate fails: metadata area, lease space and extents, each with its fix.
-  await guard('repository:capacity', async () => {
-    const c = await repoCapacity(runner, opts.vg, { warnPercent: opts.warnPercent });
-    if (!c) return; // repository:vg already says the VG is missing
-    const warned = new Map(c.warnings.map((w) => [w.what, w]));
-    const check = (what: 'metadata' | 'leases' | 'extents', message: string) => {
-      const w = warned.get(what);
-      add({
-        id: `capacity:${what}`,
-        status: w ? 'warning' : 'ok',
-        message: w ? w.message : message,
-        ...(w ? { fix: w.fix } : {}),
-      });
-    };
-    const m = c.metadata;
-    check(
-      'metadata',
-      `metadata area ${m.usedPercent}% used (${c.lvCount} LVs, ` +
-        `${formatSize(m.freeBytes)} of ${formatSize(m.usableBytes)} free` +
-        `, room for about ${m.lvsLeft} more LVs)`,
-    );
-    if (c.leases)
-      check(
-        'leases',
-        `lease space: ${c.leases.inUse} of ${c.leases.slots} leases ` +
-          `in a ${formatSize(c.leases.lvmlockBytes)} lvmlock ` +
-          `(${formatSize(c.leases.alignBytes)} each; grows by ${formatSize(c.leases.growBytes)} from free extents)`,
+      add(
+        info.shared
+          ? {
+              id: 'repository:vg',
+              status: 'ok',
+              message: `VG ${vg} visible, shared (${info.lockType}), ${info.lvCount} LVs`,
+            }
+          : {
+              id: 'repository:vg',
+              status: 'error',
+              message: `VG ${vg} is visible but not shared (lock type "${info.lockType || 'none'}")`,
+              fix: `vgchange --lock-type sanlock ${vg}`,
+            },
       );
-    if (c.leases) add(lockIo(c.leases.alignBytes));
-    check(
-      'extents',
-      `${c.extents.usedPercent}% allocated, ${c.extents.free} of ${c.extents.total} extents free ` +
-        `(${formatSize(c.extents.freeBytes)})`,
-    );
-  });
+      if (hostId !== undefined) {
+        const owner = hostMapFromTags(info.tags).get(hostId);
+        const me = await (nodeName ??= host.nodeName(runner));
+        if (owner && owner !== me) {
+          add({
+            id: 'cluster:host_id-unique',
+            status: 'error',
+            message: `host_id ${hostId} is registered to ${owner}, not to this host (${me})`,
+            fix: 'give this host a unique id: cowstack cluster join --host-id N',
+          });
+        } else {
+          add({
+            id: 'cluster:host_id-unique',
+            status: owner ? 'ok' : 'warning',
+            message: owner ? `host_id ${hostId} registered to this host` : `host_id ${hostId} not registered in ${vg}`,
+            fix: owner ? undefined : 'cowstack cluster join',
+          });
+        }
+      }
+    });
+
+    await guardVg('repository:lockspace', async () => {
+      const r = await (lockspaces ??= runner.run(sanlock.clientGetsReq()));
+      const ls =
+        r.exitCode === 0 ? sanlock.parseGets(r.stdout).find((l) => l.name === sanlock.lockspaceName(vg)) : undefined;
+      add(
+        ls
+          ? {
+              id: 'repository:lockspace',
+              status: 'ok',
+              message: `lockspace ${ls.name} started with host_id ${ls.hostId}`,
+            }
+          : {
+              id: 'repository:lockspace',
+              status: 'error',
+              message: `lockspace ${sanlock.lockspaceName(vg)} is not started on this host`,
+              fix: `cowstack cluster join (or vgchange --lockstart ${vg})`,
+            },
+      );
+    });
+
+    await guardVg('repository:single-path', async () => {
+      const pv = (await (pvs ??= lvm.pvs(runner))).find((p) => p.vg === vg);
+      if (!pv) return; // repository:vg already says the VG is missing
+      add(await pathCheck(runner, pv.name));
+    });
+
+    // Before an lvcreate fails: metadata area, lease space and extents, each with its fix.
+    await guardVg('repository:capacity', async () => {
+      const pv = (await (pvs ??= lvm.pvs(runner))).find((p) => p.vg === vg)?.name;
+      const c = await repoCapacity(runner, vg, { warnPercent: opts.warnPercent, ...(pv ? { pvDevice: pv } : {}) });
+      if (!c) return; // repository:vg already says the VG is missing
+      const warned = new Map(c.warnings.map((w) => [w.what, w]));
+      const check = (what: 'metadata' | 'leases' | 'extents', message: string) => {
+        const w = warned.get(what);
+        add({
+          id: `capacity:${what}`,
+          status: w ? 'warning' : 'ok',
+          message: w ? w.message : message,
+          ...(w ? { fix: w.fix } : {}),
+        });
+      };
+      const m = c.metadata;
+      check(
+        'metadata',
+        `metadata area ${m.usedPercent}% used (${c.lvCount} LVs, ` +
+          `${formatSize(m.freeBytes)} of ${formatSize(m.usableBytes)} free` +
+          `, room for about ${m.lvsLeft} more LVs)`,
+      );
+      if (c.leases)
+        check(
+          'leases',
+          `lease space: ${c.leases.inUse} of ${c.leases.slots} leases ` +
+            `in a ${formatSize(c.leases.lvmlockBytes)} lvmlock ` +
+            `(${formatSize(c.leases.alignBytes)} each; grows by ${formatSize(c.leases.growBytes)} from free extents)`,
+        );
+      if (c.leases) add(lockIo(c.leases.alignBytes));
+      check(
+        'extents',
+        `${c.extents.usedPercent}% allocated, ${c.extents.free} of ${c.extents.total} extents free ` +
+          `(${formatSize(c.extents.freeBytes)})`,
+      );
+    });
+  }
 
   // What `cowstack install` puts in place. Warnings: a root-only node works without them.
   for (const [id, file, what] of [
@@ -288,7 +303,7 @@ export async function doctor(ctx: NodeSession, o: DoctorOptions = {}): Promise<D
 
   const errors = checks.filter((c) => c.status === 'error').length;
   const warnings = checks.filter((c) => c.status === 'warning').length;
-  return { host: runner.target, ok: errors === 0, errors, warnings, checks };
+  return { host: runner.target, vgs: opts.vgs, ok: errors === 0, errors, warnings, checks };
 }
 
 const sysRead = async (runner: Runner, file: string): Promise<string | undefined> => {
