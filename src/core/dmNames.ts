@@ -46,6 +46,14 @@ export function dmIdentity(d: { name: string; uuid: string }): { role: DmRole; l
   return parseDmUuid(d.uuid);
 }
 
+/**
+ * The LV uuid (compact) in the dm uuid of one of LVM's own devices: `LVM-<VG uuid><LV uuid>`,
+ * 32 characters each, then a layer's suffix if any (`-real`, `-cow`, `-pool`).
+ */
+export function lvmDeviceLvUuid(uuid: string): string | undefined {
+  return /^LVM-[A-Za-z0-9]{32}([A-Za-z0-9]{32})(-|$)/.exec(uuid)?.[1];
+}
+
 export const sameUuid = (a: string, b: string): boolean => compactUuid(a) === compactUuid(b);
 
 /** Device-mapper name of an LV (dashes doubled) and its /dev/mapper path. */

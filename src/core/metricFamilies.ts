@@ -185,3 +185,18 @@ export function metricFamilies(m: NodeMetrics): MetricFamily[] {
     ),
   ];
 }
+
+/**
+ * The families of several collections (one per repository VG of the node) as one list: the
+ * text format allows each family once, so same-named families are joined, their samples told
+ * apart by the vg label every sample carries.
+ */
+export function familiesOf(collections: readonly NodeMetrics[]): MetricFamily[] {
+  const byName = new Map<string, MetricFamily>();
+  for (const f of collections.flatMap(metricFamilies)) {
+    const seen = byName.get(f.name);
+    if (seen) seen.samples.push(...f.samples);
+    else byName.set(f.name, { ...f, samples: [...f.samples] });
+  }
+  return [...byName.values()];
+}

@@ -145,3 +145,19 @@ export async function collectMetrics(
     interrupted: status.inFlight.map((j) => ({ op: j.op, name: j.name, started: j.started })),
   };
 }
+
+/**
+ * The collections of a node's several repositories, each keeping only its own replicas. The
+ * node's one cache VG holds the replicas of every repository's images, so each collection
+ * sees the others' as replicas of an LV it does not have ("stale"); the collection whose VG
+ * holds the image reports it.
+ */
+export function acrossRepositories(collections: readonly NodeMetrics[]): NodeMetrics[] {
+  const owned = new Set(
+    collections.flatMap((m) => m.replicas.filter((r) => r.image !== undefined).map((r) => r.originUuid)),
+  );
+  return collections.map((m) => ({
+    ...m,
+    replicas: m.replicas.filter((r) => r.image !== undefined || !owned.has(r.originUuid)),
+  }));
+}

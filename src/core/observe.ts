@@ -5,7 +5,7 @@ import * as dmsetup from '../tools/dmsetup.js';
 import * as lvm from '../tools/lvm.js';
 import * as sanlock from '../tools/sanlock.js';
 import { observeCache } from './cache/vg.js';
-import { dmName, lvMapperName } from './dmNames.js';
+import { compactUuid, dmIdentity, dmName, lvmDeviceLvUuid, lvMapperName } from './dmNames.js';
 import { WB_HOST_TAG, type CacheState } from './cache/meta.js';
 import { fromLv, isFrozen, Repo, type CloneObj, type CowObj, type ImageObj } from './metadata.js';
 import type { NodeSession } from './node.js';
@@ -65,6 +65,23 @@ export async function observe(
   return withDevices(runner, vg, scope, reported, devices, cacheVg, early);
 }
 
+/**
+ * The node's devices less those cowstack built for another VG's LVs. A node can serve several
+ * repositories (config repositories); the devices of another VG's clones are that VG's: left
+ * in, this VG's status would call them orphans and its recover would remove the unopened
+ * ones. An LV uuid that is not this VG's but that one of LVM's own devices carries is another
+ * VG's LV (cowstack's devices stand on active LVs). A cowstack device whose LV has no device
+ * at all stays in: that is an orphan.
+ */
+function withoutForeign(devices: dmsetup.DmDevice[], reported: lvm.LvInfo[]): dmsetup.DmDevice[] {
+  const ours = new Set(reported.map((l) => compactUuid(l.uuid)));
+  const lvmLvs = new Set(devices.map((d) => lvmDeviceLvUuid(d.uuid)).filter((u) => u !== undefined));
+  return devices.filter((d) => {
+    const id = dmIdentity(d);
+    return !id || ours.has(id.lvUuid) || !lvmLvs.has(id.lvUuid);
+  });
+}
+
 /** The observation from the two reports: lock modes and the cache VG where they can matter. */
 async function withDevices(
   runner: Runner,
@@ -75,7 +92,7 @@ async function withDevices(
   cacheVg?: string,
   early?: CacheState,
 ): Promise<NodeState> {
-  const byName = new Map(devices.map((d) => [d.name, d]));
+  const byName = new Map(withoutForeign(devices, reported).map((d) => [d.name, d]));
   // An LV under a writable snapshot cowstack built here was activated exclusively for it.
   const unmapped = reported.filter((l) => !byName.has(dmName('rw', l.uuid)));
   const lvs = sanlock.withLockModes(reported, await lockModesIfNeeded(runner, unmapped));

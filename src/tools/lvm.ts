@@ -525,6 +525,17 @@ export async function leaseLvs(runner: Runner, vg: string, scope: LvmScope = {})
   }));
 }
 
+/**
+ * The uuids (compact) of every LV of every VG the node sees: a cache whose origin is in none
+ * of them is stale. Without the session's device filter, which names one repository's LUN:
+ * another repository's LVs must count too.
+ */
+export async function allLvUuids(runner: Runner): Promise<Set<string>> {
+  const r = await runner.run(lvmRequest('lvs', ['--nolocking', ...REPORT, '-o', 'lv_uuid'], 'read', {}));
+  if (r.exitCode !== 0) throw commandFailed(runner.target, r);
+  return new Set(parseReport(r.stdout, 'lv').map((row) => str(row.lv_uuid).replace(/-/g, '')));
+}
+
 /** The byte offset of an LV's lease in lvmlock, from lock args "1.0.0:562036736". */
 export function leaseOffset(lockArgs: string): number | undefined {
   const m = /^\d+\.\d+\.\d+:(\d+)$/.exec(lockArgs.trim());

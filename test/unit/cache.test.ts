@@ -31,6 +31,7 @@ import {
   stillLive,
   CACHE_VG,
   cacheVgRow,
+  expectAllLvUuids,
   expectCache,
   REPLICA_SHA,
   replicaRow,
@@ -277,6 +278,7 @@ describe('cache replicate', () => {
       [replicaRow({ origin: staleUuid }), replicaRow({ origin: oldUuid, sha: OTHER_SHA, used: 5, active: true })],
       8 * MiB,
     );
+    expectAllLvUuids(r, [U.image, oldUuid]);
     r.expect(['lvremove', '-y', `${CVG}/rp_${compact(staleUuid)}`]);
     expectCache(r, [replicaRow({ origin: oldUuid, sha: OTHER_SHA, used: 5, active: true })], 72 * MiB);
     r.expect(['lvchange', '-an', `${CVG}/rp_${compact(oldUuid)}`]).expect([
@@ -380,6 +382,26 @@ describe('cache init and drop', () => {
     });
     expect(await dropCaches(ctxOf(d), { image: 'image' })).toMatchObject({ dropped: [RP], action: 'dropped' });
     d.verify();
+  });
+
+  it("drop --stale keeps the caches of another repository's LVs: only an origin no VG has is stale", async () => {
+    // One cache VG serves every repository of the node: d1 is a clone in another VG, its
+    // write-back cache may hold the only copy of a VM's writes; s2 exists nowhere.
+    const wb = (origin: string) => ({
+      ...replicaRow({ origin, name: `wb_${compact(origin)}` }),
+      lv_tags: ['cowstack_cache:writeback', `cowstack_origin:${origin}`],
+    });
+    const r = recorder();
+    expectCache(r, [replicaRow({ origin: U.img2 }), wb(U.d1), replicaRow({ origin: U.s2 })]);
+    expectObserve(r, [imageRow('image', U.image, { sha: SHA })]);
+    expectAllLvUuids(r, [U.image, U.img2, U.d1, 'Xx0000-aaaa-bbbb-cccc-dddd-eeee-ffffff']);
+    r.expect(['lvremove', '-y', `${CVG}/rp_${compact(U.s2)}`], { kind: 'write' });
+    expect(await dropCaches(ctxOf(r), { stale: true })).toEqual({
+      cacheVg: CVG,
+      dropped: [`rp_${compact(U.s2)}`],
+      action: 'dropped',
+    });
+    r.verify();
   });
 });
 

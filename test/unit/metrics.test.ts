@@ -11,8 +11,8 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { writeFileAtomic } from '../../src/cli/atomicFile.js';
 import { validateOutput } from '../../src/cli/commands/metrics.js';
-import { metricFamilies } from '../../src/core/metricFamilies.js';
-import { collectMetrics } from '../../src/core/metrics.js';
+import { familiesOf, metricFamilies } from '../../src/core/metricFamilies.js';
+import { acrossRepositories, collectMetrics } from '../../src/core/metrics.js';
 import { nodeSession } from '../../src/core/node.js';
 import { escapeLabelValue, promText } from '../../src/core/promText.js';
 import { EXIT } from '../../src/exec/errors.js';
@@ -178,6 +178,40 @@ describe('collectMetrics', () => {
     const text = promText(metricFamilies(m));
     expect(text).toContain('# TYPE cowstack_cow_allocated_bytes gauge\n# HELP cowstack_cow_size_bytes');
     expect(text).toContain('cowstack_interrupted_operations{vg="vg"} 0\n');
+  });
+
+  it('several repositories: one text, each family once, every sample labelled with its VG', async () => {
+    const r = expectCollection(recorder('node1'));
+    const first = await collectMetrics(nodeSession({ runner: r, vg: VG, cacheVg: CACHE_VG }), { now: () => 0 });
+    // The second repository's view of the node's one cache VG: the first's image replica is
+    // not its LV (stale to it); its own image's replica is complete.
+    const mine = { image: 'base2', originUuid: U.d1, state: 'complete' as const, sizeBytes: 1, copiedBytes: 1 };
+    const second = {
+      ...first,
+      vg: 'repo2',
+      cows: [],
+      caches: [],
+      locks: [],
+      interrupted: [],
+      replicas: [{ originUuid: U.image, state: 'stale' as const, sizeBytes: 1, copiedBytes: 1 }, mine],
+      capacity: { ...first.capacity!, vg: 'repo2', lvCount: 7 },
+    };
+    const both = acrossRepositories([first, second]);
+    // Each collection keeps its own replicas only: the stale-looking one is the first VG's image.
+    expect(both[1]!.replicas).toEqual([mine]);
+    expect(both[0]!.replicas.map((x) => x.originUuid)).toEqual([U.image, U.img2]);
+    const lines = promText(familiesOf(both)).split('\n');
+    const helps = lines.filter((l) => l.startsWith('# HELP '));
+    expect(new Set(helps).size).toBe(helps.length);
+    expect(lines).toContain('cowstack_vg_lvs{vg="vg"} 62');
+    expect(lines).toContain('cowstack_vg_lvs{vg="repo2"} 7');
+    expect(lines).toContain(
+      `cowstack_replica_state{vg="repo2",image="base2",origin_uuid="${U.d1}",state="complete"} 1`,
+    );
+    expect(lines.filter((l) => l.startsWith('cowstack_metrics_collected_time_seconds{'))).toEqual([
+      'cowstack_metrics_collected_time_seconds{vg="vg"} 0',
+      'cowstack_metrics_collected_time_seconds{vg="repo2"} 0',
+    ]);
   });
 });
 

@@ -22,6 +22,8 @@ import {
   ro,
   rw,
   rwDev,
+  roDev,
+  compact,
   type Dev,
   W,
   dmRemove,
@@ -125,6 +127,17 @@ describe('recover', () => {
   it('does nothing when nothing was in flight', async () => {
     const r = expectAftermath(expectJournal(recorder(), {}), chainRows());
     expect(await recover(ctxOf(r))).toEqual({ vg: VG, actions: [], warnings: [] });
+    r.verify();
+  });
+
+  it("leaves another repository's devices alone: an unopened one over its LV is not an orphan", async () => {
+    // A second repository VG on the node (config repositories): its clone d1 mapped read-only
+    // here and unopened. The LV's own device names the other VG's uuid; this VG has no d1.
+    const other = { name: 'repo2-d1', uuid: `LVM-${'Q'.repeat(32)}${compact(U.d1)}`, open: 1, minor: 30 };
+    const devs = [other, roDev(U.d1, 31, 0)];
+    const r = expectAftermath(expectJournal(recorder(), {}), chainRows(), devs);
+    const rep = await recover(ctxOf(r));
+    expect(rep).toEqual({ vg: VG, actions: [], warnings: [] });
     r.verify();
   });
 

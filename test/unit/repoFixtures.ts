@@ -583,6 +583,13 @@ export const expectCache = (r: RecordingRunner, rows: Array<Record<string, unkno
     .expect(vgsArgv(CACHE_VG), { kind: 'read', stdout: vgsJson([cacheVgRow(free)]) })
     .expect(lvsArgv(CACHE_VG), { kind: 'read', stdout: lvsJson(rows) });
 
+/** The uuids of every LV of every VG (a cache whose origin is in none of them is stale). */
+export const expectAllLvUuids = (r: RecordingRunner, uuids: readonly string[]) =>
+  r.expect(['lvs', '--nolocking', ...REPORT, '-o', 'lv_uuid'], {
+    kind: 'read',
+    stdout: lvsJson(uuids.map((lv_uuid) => ({ lv_uuid }))),
+  });
+
 /** The lvchange that seals an image: read-only, state `from` -> sealed, its sha256 and any further tags. */
 export const sealArgv = (ref: string, from: string, sha: string, tags: readonly string[] = []) => [
   'lvchange',

@@ -7,7 +7,7 @@
 import { refused, usageError } from '../../exec/errors.js';
 import * as lvm from '../../tools/lvm.js';
 import type { NodeSession } from '../node.js';
-import { sameUuid } from '../dmNames.js';
+import { compactUuid, sameUuid } from '../dmNames.js';
 import type { Repo } from '../metadata.js';
 import { findImage, observeNode } from '../observe.js';
 import { runGuarded } from '../executor.js';
@@ -16,11 +16,24 @@ import { formatSize } from '../validate.js';
 import type { CacheLv, CacheState } from './meta.js';
 import { cacheVgOf, observeCache } from './vg.js';
 
+/**
+ * The caches whose origin LV exists in no VG of the node. One cache VG serves every repository
+ * of the node (config repositories): an origin that is not in this repository may be in
+ * another one, and its write-back cache may hold the only copy of a VM's writes. The other
+ * VGs are asked once, and only when some origin is not here.
+ */
+export async function staleCaches(ctx: NodeSession, lvs: readonly CacheLv[], repo: Repo): Promise<CacheLv[]> {
+  const elsewhere = lvs.filter((c) => !repo.byUuid.has(c.originUuid));
+  if (!elsewhere.length) return [];
+  const known = await lvm.allLvUuids(ctx.runner);
+  return elsewhere.filter((c) => !known.has(compactUuid(c.originUuid)));
+}
+
 /** Caches whose origin LV is gone can never be used again: drop them (if not open). */
 export async function dropStale(ctx: NodeSession, cache: CacheState, repo: Repo): Promise<string[]> {
   const dropped: string[] = [];
-  for (const c of units(cache.lvs)) {
-    if (repo.byUuid.has(c.originUuid) || c.lv.open) continue;
+  for (const c of await staleCaches(ctx, units(cache.lvs), repo)) {
+    if (c.lv.open) continue;
     await removeCacheLv(ctx, c, cache);
     dropped.push(c.name);
   }
@@ -113,7 +126,7 @@ export async function dropCaches(ctx: NodeSession, target: { image?: string; sta
     const image = findImage(state, target.image);
     victims = cache.lvs.filter((c) => sameUuid(c.originUuid, image.uuid));
   } else {
-    victims = cache.lvs.filter((c) => !state.repo.byUuid.has(c.originUuid));
+    victims = await staleCaches(ctx, cache.lvs, state.repo);
   }
   const open = victims.filter((c) => c.lv.open);
   if (open.length) {
