@@ -3,7 +3,8 @@
  * a second LUN on the testbed's iSCSI target (a sparse file, `--lun 2`), the nodes rescan
  * their sessions, `cluster init`/`join` make the shared VG repo2 on it, `image copy` puts a
  * verified, sealed copy of a repo image there, and the TM driver, with datastore 101 mapped
- * to repo2, deploys a VM disk in repo2 and refuses an image of repo. Checksums are computed
+ * to repo2, deploys a VM disk in repo2 and refuses an image of repo; repo's status and recover
+ * leave that disk alone, doctor and metrics cover both VGs. Checksums are computed
  * on the host from the data written and compared with `sha256sum` read on the nodes.
  * Everything it adds (VG, SCSI disks, LUN, file) is removed again, so later files on this
  * cluster see the testbed as it was.
@@ -129,6 +130,41 @@ describe('several repositories on one target', () => {
     expect(await deviceSha(tb, 'node2', '/var/lib/one/datastores/101/7/disk.0')).toBe(SHA);
     expect((await lvNames(VG2)).sort()).toEqual(['one-7-0', 'rimg']);
     expect(await lvNames('repo')).not.toContain('one-7-0');
+
+    // repo's view of node2 leaves repo2's disk alone: its status lists no device of repo2 (no
+    // orphan), its recover changes nothing, and the disk reads the same after both.
+    const uuid = (await sh('node1', `lvs --nolocking --noheadings -o lv_uuid ${VG2}/one-7-0`)).trim();
+    const disk = `cowstack-rw-${uuid.replace(/-/g, '')}`;
+    const status = await clusterCli(tb, 'node2', ['status']);
+    expect(status.exitCode, status.stderr).toBe(0);
+    expect(status.json.result.devices.map((d: { name: string }) => d.name)).not.toContain(disk);
+    expect(status.json.result.warnings.join('\n')).not.toContain(disk);
+    const rec = await clusterCli(tb, 'node2', ['recover']);
+    expect(rec.exitCode, rec.stderr).toBe(0);
+    expect(JSON.stringify(rec.json.result.actions)).not.toContain(disk);
+    await sh('node2', `dmsetup info ${disk} >/dev/null`);
+    expect(await deviceSha(tb, 'node2', '/var/lib/one/datastores/101/7/disk.0')).toBe(SHA);
+    // With both repositories configured, doctor checks each VG and metrics labels each VG's samples.
+    const both = { COWSTACK_CONFIG: path.join(tm.dir, 'cowstack.yaml') };
+    const doc = await cowstack(tb, ['--host', 'node2', '--json', 'doctor'], { env: both });
+    expect(doc.json.result.vgs).toEqual(['repo', VG2]);
+    const ofVg = (vg: string) =>
+      (doc.json.result.checks as Array<{ id: string; vg?: string; status: string }>).filter((c) => c.vg === vg);
+    for (const vg of ['repo', VG2]) {
+      expect(ofVg(vg).find((c) => c.id === 'repository:lockspace')?.status, vg).toBe('ok');
+      expect(ofVg(vg).find((c) => c.id === 'capacity:leases')?.status, vg).toBe('ok');
+    }
+    const met = await cowstack(tb, ['--host', 'node2', '--json', 'metrics'], { env: both });
+    expect(met.exitCode, met.stderr).toBe(0);
+    const byVg = new Map(
+      (met.json.result.repositories as Array<{ vg: string; cows: unknown[]; capacity: { lvCount: number } }>).map(
+        (m) => [m.vg, m],
+      ),
+    );
+    expect([...byVg.keys()]).toEqual(['repo', VG2]);
+    expect(byVg.get(VG2)!.cows).toHaveLength(1);
+    expect(byVg.get('repo')!.cows).toEqual([]);
+    expect(byVg.get(VG2)!.capacity.lvCount).toBe(2);
     await tm.ok('delete', [`node2:${DS}/101/7`, '7', '101']);
     expect(await lvNames(VG2)).toEqual(['rimg']);
   });
