@@ -149,11 +149,23 @@ describe('several repositories on one target', () => {
     const doc = await cowstack(tb, ['--host', 'node2', '--json', 'doctor'], { env: both });
     expect(doc.json.result.vgs).toEqual(['repo', VG2]);
     const ofVg = (vg: string) =>
-      (doc.json.result.checks as Array<{ id: string; vg?: string; status: string }>).filter((c) => c.vg === vg);
+      (doc.json.result.checks as Array<{ id: string; vg?: string; status: string; message: string }>).filter(
+        (c) => c.vg === vg,
+      );
     for (const vg of ['repo', VG2]) {
       expect(ofVg(vg).find((c) => c.id === 'repository:lockspace')?.status, vg).toBe('ok');
       expect(ofVg(vg).find((c) => c.id === 'capacity:leases')?.status, vg).toBe('ok');
     }
+    // LUN 2 keeps tgt's 4096-byte physical sectors (the suite's LUNs report 512): every run
+    // proves the 4K lease layout here. lvmlockd spaces the leases 8 MiB apart after 67 slots.
+    expect((await sh('node1', `blockdev --getpbsz ${lun2()}`)).trim()).toBe('4096');
+    expect(ofVg(VG2).find((c) => c.id === 'capacity:leases')?.message).toContain('(8 MiB each');
+    const offsets = (await sh('node1', `lvs --nolocking --noheadings -o lv_lock_args ${VG2}`))
+      .split(/\s+/)
+      .filter(Boolean)
+      .map((a) => Number(a.split(':')[1]));
+    expect(offsets).toHaveLength(2);
+    for (const o of offsets) expect(o % (8 * MiB) === 0 && o >= 67 * 8 * MiB, String(o)).toBe(true);
     const met = await cowstack(tb, ['--host', 'node2', '--json', 'metrics'], { env: both });
     expect(met.exitCode, met.stderr).toBe(0);
     const byVg = new Map(

@@ -70,8 +70,9 @@ describe('repository sizing', () => {
     const checks = await doctorChecks();
     for (const id of ['capacity:metadata', 'capacity:leases', 'capacity:extents'])
       expect(checks[id]?.status, `${id}: ${checks[id]?.message}`).toBe('ok');
-    // The testbed's clusters differ here (global-setup.ts): 4096-byte sectors make 8 MiB leases,
-    // 512-byte ones 1 MiB leases (bench lockio measured what each costs).
+    // 4096-byte sectors make 8 MiB leases, 512-byte ones 1 MiB leases (bench lockio measured what
+    // each costs). The suite's LUNs report 512 (global-setup.ts; COWSTACK_TESTBED_LUN_PBS=4096
+    // runs it on 4K); repositories.test proves the 4K layout on its second LUN.
     const sector = await lunSectorBytes();
     const leaseMiB = sector === 4096 ? 8 : 1;
     expect(checks['capacity:leases']!.message).toContain(`lvmlock (${leaseMiB} MiB each`);
