@@ -147,6 +147,26 @@ describe.sequential('killed in the middle', () => {
     await consistent('node1');
     await ok('node2', ['clone', 'rm', c]);
   });
+
+  it('clone migrate release: killed after the snapshot went, the COW stays held; recover hands it over', async () => {
+    const c = n('k6');
+    const m = await ok('node1', ['clone', 'create', c, '--from', img, '--map']);
+    const p = pattern(2 * MiB, 61);
+    await writeAt(tb, 'node1', m.device, 3, p);
+    await ok('node2', ['clone', 'migrate', 'prepare', c]);
+    await crashAfter('node1', 2, ['clone', 'migrate', 'release', c]); // journal (with the record), unmap
+    // The writable snapshot is gone but node1 still holds the COW: the destination must wait.
+    const early = await clusterCli(tb, 'node2', ['clone', 'migrate', 'acquire', c, '--wait', '0']);
+    expect(early.exitCode, early.stdout + early.stderr).toBe(4);
+    const r = await ok('node1', ['recover']);
+    expect(r.actions).toContainEqual(expect.objectContaining({ op: 'migrate-release', name: c, decision: 'finished' }));
+    await consistent('node1');
+    // The record the killed release journalled matches the COW: the acquire's check passes.
+    const got = await ok('node2', ['clone', 'migrate', 'acquire', c, '--wait', '0']);
+    expect(got).toMatchObject({ action: 'acquired' });
+    expect(await deviceSha(tb, 'node2', m.device)).toBe(sha256(overlay(IMG, 3 * MiB, p)));
+    await ok('node2', ['clone', 'discard', c]);
+  });
 });
 
 describe.sequential('a node loses power with a clone mapped', () => {
