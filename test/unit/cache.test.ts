@@ -4,6 +4,7 @@
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { dropCaches } from '../../src/core/cache/eviction.js';
+import { listCaches } from '../../src/core/cache/list.js';
 import { replicate } from '../../src/core/cache/replicate.js';
 import { initCache } from '../../src/core/cache/vg.js';
 import { mapClone } from '../../src/core/clones.js';
@@ -402,6 +403,20 @@ describe('cache init and drop', () => {
       action: 'dropped',
     });
     r.verify();
+  });
+
+  it("cache list calls stale only a cache whose origin no VG has, not another repository's", async () => {
+    const r = recorder();
+    expectCache(r, [replicaRow({ origin: U.img2 }), replicaRow({ origin: U.s2 }), replicaRow()]);
+    expectObserve(r, [imageRow('image', U.image, { sha: SHA })]);
+    expectAllLvUuids(r, [U.image, U.img2]);
+    const list = await listCaches(ctxOf(r));
+    r.verify();
+    expect(list.caches.map((c) => [c.origin.uuid, c.origin.name, c.state])).toEqual([
+      [U.img2, undefined, 'complete'],
+      [U.s2, undefined, 'stale'],
+      [U.image, 'image', 'complete'],
+    ]);
   });
 });
 

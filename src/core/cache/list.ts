@@ -4,7 +4,7 @@ import type { NodeSession } from '../node.js';
 import { dmName } from '../dmNames.js';
 import type { Repo } from '../metadata.js';
 import { observeNode } from '../observe.js';
-import { unitBytes, units } from './eviction.js';
+import { staleCaches, unitBytes, units } from './eviction.js';
 import type { CacheLv, CacheState } from './meta.js';
 import { cacheVgOf, observeCache } from './vg.js';
 
@@ -15,7 +15,7 @@ export interface CacheEntry {
   uuid: string;
   cacheVg: string;
   /**
-   * Replicas: complete / copying, or stale when the origin LV no longer exists. Write-back
+   * Replicas: complete / copying, or stale when the origin LV exists in no VG of the node. Write-back
    * caches: attached (its device is up), or detached (a crash left it: mapping or recovering
    * the clone here re-attaches it and writes it back). Lazy caches: attached (its device
    * is up), ready (cleanly detached: re-attached with its mappings), new (never attached),
@@ -68,18 +68,22 @@ export async function listCaches(ctx: NodeSession): Promise<CacheReport> {
   const statuses = cache.lvs.some((c) => c.kind === 'writeback' || (c.kind === 'lazy' && c.lv.open))
     ? await dmsetup.statusAll(ctx.runner)
     : new Map<string, dmsetup.DmLine[]>();
+  // Stale: the origin LV is in no VG of the node (another repository's image is not stale).
+  const all = units(cache.lvs);
+  const stale = new Set(repo ? (await staleCaches(ctx, all, repo)).map((c) => c.name) : []);
   return {
     cacheVg,
     exists: cache.exists,
     sizeBytes: cache.sizeBytes,
     freeBytes: cache.freeBytes,
-    caches: units(cache.lvs).map((c) => toEntry(c, repo, statuses, cache)),
+    caches: all.map((c) => toEntry(c, repo, stale.has(c.name), statuses, cache)),
   };
 }
 
 function toEntry(
   c: CacheLv,
   repo: Repo | undefined,
+  stale: boolean,
   statuses: Map<string, dmsetup.DmLine[]>,
   cache: CacheState,
 ): CacheEntry {
@@ -129,7 +133,7 @@ function toEntry(
     name: c.name,
     uuid: c.uuid,
     cacheVg: c.vg,
-    state: repo && !origin ? 'stale' : c.state,
+    state: stale ? 'stale' : c.state,
     ...wb,
     origin: { uuid: c.originUuid, name: origin?.name },
     sizeBytes: c.sizeBytes,
@@ -138,6 +142,6 @@ function toEntry(
     open: c.lv.open,
     lastUsed: c.usedAt ? new Date(c.usedAt * 1000).toISOString() : undefined,
     // Whatever else it is, a cache whose origin LV is gone can never be used again.
-    ...(repo && !origin ? { state: 'stale' as const } : {}),
+    ...(stale ? { state: 'stale' as const } : {}),
   };
 }
