@@ -245,6 +245,7 @@ async function builtRequests(): Promise<Map<string, RunRequest[]>> {
     await tolerate(() => lvm.vgSpace(runner('lvm'), 'repo', scope));
     await tolerate(() => lvm.leaseLvs(runner('lvm'), 'repo', scope));
   }
+  await tolerate(() => lvm.allLvUuids(runner('lvm')));
 
   await tolerate(() => dmsetup.listDevices(runner('dmsetup')));
   await tolerate(() => dmsetup.deviceInfo(runner('dmsetup'), dmName('rw', U)));
