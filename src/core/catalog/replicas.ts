@@ -41,7 +41,7 @@ import {
 import { stagingFiles } from '../stage/files.js';
 import { peerStartReq, recordWriteReq, torrentWriteReq } from '../stage/plan.js';
 import { rateBytes } from '../stage/spec.js';
-import { infoHashOf } from '../stage/torrent.js';
+import { infoHashOf, withoutWebSeeds } from '../stage/torrent.js';
 import { vgApprovals } from './gate.js';
 import { lvNameOf, type ImageList, type ListImage } from './list.js';
 import type { PublicKey } from './minisign.js';
@@ -55,6 +55,12 @@ export interface PullOptions {
   /** The TCP port this node's client listens on and announces. */
   port: number;
   rateMiBps?: number;
+  /**
+   * Also download from the torrent's web seed (the repository's http server), default. false:
+   * the torrent is written without its web seeds, so the pieces come only from BitTorrent peers
+   * (the repository side's `catalog seed` and the other nodes).
+   */
+  webSeed?: boolean;
   timeoutSeconds?: number;
   pollMs?: number;
   now?: Date;
@@ -84,8 +90,8 @@ export interface PullResult {
   plan?: PlannedCommand[];
 }
 
-/** The image this node can make a replica of, or why not. */
-function candidate(
+/** The image this node can make a replica of (or seed), or why not. */
+export function candidate(
   image: ListImage,
   list: ImageList,
   have: CowObj | undefined,
@@ -118,7 +124,7 @@ export async function fetchTorrent(source: string, image: ListImage): Promise<Bu
 }
 
 /** The commands of one image's pull on this node, as data (what --dry-run prints, what runs). */
-export function pullPlan(host: string, image: ListImage, obj: ImageObj, port: number, rate: number) {
+export function pullPlan(host: string, image: ListImage, obj: ImageObj, port: number, rate: number, webSeed = true) {
   const f = stagingFiles(obj.uuid);
   const plan = {
     prepare: staging.makeDirReq(f.peerDir),
@@ -136,7 +142,10 @@ export function pullPlan(host: string, image: ListImage, obj: ImageObj, port: nu
   const at = (req: RunRequest) => plannedCommand(host, req);
   const dryRun: PlannedCommand[] = [
     at(plan.prepare),
-    at({ ...torrentWriteReq(obj.uuid, Buffer.alloc(0)), title: `write the torrent from ${image.torrent!.url}` }),
+    at({
+      ...torrentWriteReq(obj.uuid, Buffer.alloc(0)),
+      title: `write the torrent from ${image.torrent!.url}${webSeed ? '' : ' without its web seeds'}`,
+    }),
     at({ ...aria2.showTorrentReq(f.torrent), title: `check its info hash is the signed ${image.torrent!.infoHash}` }),
     at(plan.start),
     plannedNote(host, `wait until ${f.image} is whole with the signed sha512 ${image.sha512}`),
@@ -166,7 +175,8 @@ async function pullOne(o: PullOptions, host: string, image: ListImage, obj: Imag
   // A staged file that verified and was extended in an interrupted run goes straight to the copy.
   const staged = plan.extend !== undefined && (await verifiedFile(s, sealed)) === true;
   // Fetched and checked before anything is written on the node: a refused torrent leaves nothing.
-  const torrent = staged ? undefined : await fetchTorrent(o.source, image);
+  const fetched = staged ? undefined : await fetchTorrent(o.source, image);
+  const torrent = fetched && o.webSeed === false ? withoutWebSeeds(fetched, image.torrent!.url) : fetched;
   try {
     if (torrent) {
       await run(s, plan.prepare);
@@ -237,7 +247,10 @@ export async function pullReplicas(o: PullOptions): Promise<{ result: PullResult
     }
     if (o.dryRun) {
       entry.action = 'would-replicate';
-      result.plan = [...(result.plan ?? []), ...pullPlan(host, image, c, o.port, rateBytes(o.rateMiBps)).dryRun];
+      result.plan = [
+        ...(result.plan ?? []),
+        ...pullPlan(host, image, c, o.port, rateBytes(o.rateMiBps), o.webSeed).dryRun,
+      ];
       continue;
     }
     try {
