@@ -243,8 +243,6 @@ export function register(program: Command): void {
       .option('--rate <MiB/s>', 'with --replicas: download/upload limit, and of the copy into the replica')
       .option('--timeout <seconds>', 'with --replicas: give up waiting for a download (a re-run resumes)', '3600'),
   ).action(async (source: string, o, cmd: Command) => {
-    const ctx = createContext(cmd);
-    const key = trustedKey(ctx, o.pubkey);
     for (const [opt, given] of [
       ['--hosts', o.hosts],
       ['--no-web-seed', o.webSeed === false],
@@ -257,6 +255,8 @@ export function register(program: Command): void {
       ['--keep-seeding', o.keepSeeding],
     ] as const)
       if (given && !o.hosts) throw usageError(`${opt} goes with --hosts`, 'or run catalog seed on the seed node');
+    const ctx = createContext(cmd);
+    const key = trustedKey(ctx, o.pubkey);
     if (o.replicas && o.hosts) {
       const timeout = Number(o.timeout);
       if (!(timeout > 0)) throw usageError(`--timeout "${o.timeout}" must be a positive number of seconds`);
