@@ -373,6 +373,8 @@ describe.sequential('pull mode (catalog sync --replicas)', () => {
         `the seed on node1 sent ${(sent.sentBytes / MiB).toFixed(2)} MiB, the web seed ${(web / MiB).toFixed(2)} ` +
         `MiB; nodes done at ${res.hosts.map((h: { seconds: number }) => h.seconds.toFixed(1)).join(' / ')} s\n`,
     );
+    if (sent.sentBytes > 1.5 * PULLED.length)
+      process.stderr.write(await sh('node1', 'tail -n 60 /var/lib/cowstack/staging/seed/peer/*.log || true'));
     expect(web, 'the http server sent none of it').toBe(0);
     // Every byte of the first copy came from the seed (nobody else had any), at most half a copy more.
     expect(sent.sentBytes).toBeGreaterThanOrEqual(PULLED.length);

@@ -17,6 +17,7 @@ import type { ImageObj } from '../../src/core/metadata.js';
 import { stagingFiles } from '../../src/core/stage/files.js';
 import { infoHashOf, withoutWebSeeds } from '../../src/core/stage/torrent.js';
 import { parseWrittenBytes, seedCatalog, seedFiles, SEED_DIR } from '../../src/core/catalog/seed.js';
+import { swarm } from '../../src/core/catalog/pullHosts.js';
 import { EXIT } from '../../src/exec/errors.js';
 import { DryRunRunner } from '../../src/exec/dryRunRunner.js';
 import { nodeSession } from '../../src/core/node.js';
@@ -344,5 +345,27 @@ describe('the repository seed (catalog seed)', () => {
   it('reads what a process wrote from /proc/PID/io', () => {
     expect(parseWrittenBytes('rchar: 5\nwchar: 123\n')).toBe(123);
     expect(parseWrittenBytes(undefined)).toBeUndefined();
+  });
+});
+
+describe('the swarm of a pull on many nodes', () => {
+  it('settles an image once every node that joined has left; a node that never joined is not waited for', async () => {
+    const s = swarm();
+    await s.settled('disk-2'); // nobody downloads it
+    s.join('disk-2', 'node1');
+    s.join('disk-2', 'node2');
+    let settled = false;
+    const waited = s.settled('disk-2').then(() => (settled = true));
+    s.leave('disk-2', 'node1');
+    await Promise.resolve();
+    expect(settled).toBe(false);
+    s.join('tiny-1.0', 'node3'); // another image: its own swarm
+    s.leave('disk-2', 'node2');
+    await waited;
+    expect(settled).toBe(true);
+    let tiny = false;
+    void s.settled('tiny-1.0').then(() => (tiny = true));
+    await Promise.resolve();
+    expect(tiny).toBe(false);
   });
 });

@@ -6,14 +6,16 @@
  * side's BitTorrent seed (`catalog seed`) is started first on HOST and the nodes download
  * without the web seed: the repository side then sends what its seed uploads, not one copy per
  * node. The seed is stopped at the end (what it sent reported) unless it was running before
- * the command or --keep-seeding is given. A node that fails does not stop the others: each
- * node's result or error is reported.
+ * the command or --keep-seeding is given. Every node's client keeps seeding until no node is
+ * still downloading that image (as in `catalog stage`), so the seed is not asked for pieces
+ * again by the last ones. A node that fails does not stop the others: each node's result or
+ * error is reported.
  */
 import { CowstackError } from '../../exec/errors.js';
 import type { StageNode } from '../stage/download.js';
 import type { StagePeer } from '../stage/spec.js';
 import type { PublicKey } from './minisign.js';
-import { pullReplicas, type PullResult } from './replicas.js';
+import { pullReplicas, type PullResult, type Swarm } from './replicas.js';
 import { seedCatalog, type SeedResult } from './seed.js';
 
 export interface PullHostsOptions {
@@ -49,6 +51,28 @@ export interface PullHostsResult {
   seconds: number;
 }
 
+/** The nodes still downloading each image (by LV name), and who waits for them to finish. */
+export function swarm(): Swarm {
+  const pending = new Map<string, Set<string>>();
+  const waiting = new Map<string, Array<() => void>>();
+  return {
+    join(lv, host) {
+      if (!pending.has(lv)) pending.set(lv, new Set());
+      pending.get(lv)!.add(host);
+    },
+    leave(lv, host) {
+      pending.get(lv)?.delete(host);
+      if (pending.get(lv)?.size) return;
+      for (const wake of waiting.get(lv) ?? []) wake();
+      waiting.delete(lv);
+    },
+    settled(lv) {
+      if (!pending.get(lv)?.size) return Promise.resolve();
+      return new Promise((resolve) => waiting.set(lv, [...(waiting.get(lv) ?? []), resolve]));
+    },
+  };
+}
+
 export async function pullHosts(o: PullHostsOptions): Promise<{ result: PullHostsResult; error?: CowstackError }> {
   const started = Date.now();
   const since = () => (Date.now() - started) / 1000;
@@ -70,6 +94,7 @@ export async function pullHosts(o: PullHostsOptions): Promise<{ result: PullHost
     if (error) return { result: { ...result, seconds: since() }, error };
   }
   let error: CowstackError | undefined;
+  const together = swarm();
   result.hosts = await Promise.all(
     o.hosts.map(async (p): Promise<PullHostResult> => {
       try {
@@ -80,6 +105,7 @@ export async function pullHosts(o: PullHostsOptions): Promise<{ result: PullHost
           port: p.port,
           rateMiBps: o.rateMiBps,
           webSeed: o.seed === undefined,
+          swarm: together,
           timeoutSeconds: o.timeoutSeconds,
           pollMs: o.pollMs,
           dryRun: o.dryRun,

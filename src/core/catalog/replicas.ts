@@ -61,11 +61,24 @@ export interface PullOptions {
    * (the repository side's `catalog seed` and the other nodes).
    */
   webSeed?: boolean;
+  /** The other nodes of a run (pullHosts): a node's client keeps seeding until they all have the file. */
+  swarm?: Swarm;
   timeoutSeconds?: number;
   pollMs?: number;
   now?: Date;
   dryRun?: boolean;
   onProgress?(host: string, what: string): void;
+}
+
+/**
+ * The nodes pulling one image together. A node joins before its client starts and leaves once
+ * its file verified (or its pull failed); its client stops only when no node that joined is
+ * still downloading: what it has goes to the others, not once more from the repository seed.
+ */
+export interface Swarm {
+  join(lv: string, host: string): void;
+  leave(lv: string, host: string): void;
+  settled(lv: string): Promise<void>;
 }
 
 export type PullAction =
@@ -177,6 +190,7 @@ async function pullOne(o: PullOptions, host: string, image: ListImage, obj: Imag
   // Fetched and checked before anything is written on the node: a refused torrent leaves nothing.
   const fetched = staged ? undefined : await fetchTorrent(o.source, image);
   const torrent = fetched && o.webSeed === false ? withoutWebSeeds(fetched, image.torrent!.url) : fetched;
+  o.swarm?.join(obj.name, host);
   try {
     if (torrent) {
       await run(s, plan.prepare);
@@ -194,7 +208,12 @@ async function pullOne(o: PullOptions, host: string, image: ListImage, obj: Imag
       o.onProgress?.(host, `${signed.name}: sha512 verified; copying into the replica`);
       if (plan.extend) await run(s, plan.extend);
     }
+    o.swarm?.leave(obj.name, host);
     const r = await replicaFromFile(o.node, rec, infoHash, o.rateMiBps);
+    if (o.swarm) {
+      o.onProgress?.(host, `${signed.name}: replica complete; seeding until the other nodes have the file`);
+      await o.swarm.settled(obj.name);
+    }
     await run(s, plan.stop);
     await journalStaging(o.node, obj, true);
     await run(s, plan.cleanup);
@@ -208,6 +227,7 @@ async function pullOne(o: PullOptions, host: string, image: ListImage, obj: Imag
       seconds: (Date.now() - started) / 1000,
     };
   } catch (e) {
+    o.swarm?.leave(obj.name, host);
     await run(s, plan.stop).catch(() => undefined);
     await journalStaging(o.node, obj, true).catch(() => undefined);
     const why = e instanceof Error ? e.message : String(e);
