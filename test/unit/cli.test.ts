@@ -88,6 +88,10 @@ describe('cowstack CLI', () => {
     [['--json', 'catalog', 'sync', 'l.json', '--seed', 'node1'], '--seed goes with --hosts'],
     [['--json', 'catalog', 'sync', 'l.json', '--hosts', 'node1,node2'], '--hosts goes with --replicas'],
     [['--json', 'catalog', 'sync', 'l.json', '--no-web-seed'], '--no-web-seed goes with --replicas'],
+    [
+      ['--json', 'catalog', 'sync', 'l.json', '--replicas', '--hosts', 'node1,node2', '--seed', 'node1:6881'],
+      "--seed node1:6881 is the port of node1's own pull in --hosts",
+    ],
   ])('--json %j: pull mode options out of place are refused before anything runs', (args, message) => {
     const r = cowstack(...args);
     expect(r.code).toBe(EXIT.USAGE);

@@ -5,7 +5,7 @@ import { parsePublicKey, parseSecretKey, type PublicKey } from '../../core/catal
 import { publishList } from '../../core/catalog/publish.js';
 import { pullHosts, type PullHostsResult } from '../../core/catalog/pullHosts.js';
 import { pullReplicas, type PullResult } from '../../core/catalog/replicas.js';
-import { seedCatalog, type SeedResult } from '../../core/catalog/seed.js';
+import { DEFAULT_SEED_PORT, seedCatalog, type SeedResult } from '../../core/catalog/seed.js';
 import { readAccepted } from '../../core/catalog/state.js';
 import { catalogStatus, type CatalogRow, type CatalogStatus } from '../../core/catalog/status.js';
 import { fetchVerified, syncCatalog, type SyncResult } from '../../core/catalog/sync.js';
@@ -141,6 +141,23 @@ const describeStage = (r: StageResult): string =>
         ),
       ].join('\n');
 
+/** --hosts (HOST alone: on --peer-port) and --seed (default port DEFAULT_SEED_PORT), checked together. */
+function pullPeers(hostsText: string, peerPort: string, seedText?: string) {
+  const port = parsePeer(`node:${peerPort}`, '--peer-port').port;
+  const hosts = parsePeers(
+    hostsText
+      .split(',')
+      .map((t) => (t.includes(':') || !t.trim() ? t : `${t.trim()}:${port}`))
+      .join(','),
+  );
+  const seed = seedText
+    ? parsePeer(seedText.includes(':') ? seedText : `${seedText}:${DEFAULT_SEED_PORT}`, '--seed')
+    : undefined;
+  if (seed && hosts.some((h) => h.host === seed.host && h.port === seed.port))
+    throw usageError(`--seed ${seed.host}:${seed.port} is the port of ${seed.host}'s own pull in --hosts`);
+  return { hosts, seed };
+}
+
 export function register(program: Command): void {
   const catalog = program
     .command('catalog')
@@ -255,20 +272,13 @@ export function register(program: Command): void {
       ['--keep-seeding', o.keepSeeding],
     ] as const)
       if (given && !o.hosts) throw usageError(`${opt} goes with --hosts`, 'or run catalog seed on the seed node');
+    const many = o.replicas && o.hosts ? pullPeers(o.hosts, o.peerPort, o.seed) : undefined;
     const ctx = createContext(cmd);
     const key = trustedKey(ctx, o.pubkey);
-    if (o.replicas && o.hosts) {
+    if (many) {
+      const { hosts, seed } = many;
       const timeout = Number(o.timeout);
       if (!(timeout > 0)) throw usageError(`--timeout "${o.timeout}" must be a positive number of seconds`);
-      const port = parsePeer(`node:${o.peerPort}`, '--peer-port').port;
-      // HOST alone listens on --peer-port.
-      const hosts = parsePeers(
-        String(o.hosts)
-          .split(',')
-          .map((t) => (t.includes(':') || !t.trim() ? t : `${t.trim()}:${port}`))
-          .join(','),
-      );
-      const seed = o.seed ? parsePeer(o.seed.includes(':') ? o.seed : `${o.seed}:6882`, '--seed') : undefined;
       const { result, error } = await pullHosts({
         source,
         key,
@@ -320,7 +330,11 @@ export function register(program: Command): void {
       )
       .argument('<list>', 'a path or an http(s) URL (its signature: LIST.minisig)')
       .option('--pubkey <file>', "the endorser's minisign public key (default: catalog.publicKey)")
-      .option('--seed-port <port>', "the port the seed listens on (not this node's own --peer-port)", '6882')
+      .option(
+        '--seed-port <port>',
+        "the port the seed listens on (not this node's own --peer-port)",
+        String(DEFAULT_SEED_PORT),
+      )
       .option('--rate <MiB/s>', "the seed's upload limit")
       .option('--peers <n>', 'peers the seed uploads to at once (default 1: the nodes trade the rest)')
       .option('--stop', "stop the seeds of the list's images and remove their files; says what each sent"),

@@ -63,6 +63,9 @@ export const seedFiles = (uuid: string): StagingFiles => stagingFiles(uuid, SEED
  */
 export const SEED_PEERS = 1;
 
+/** The seed's port by default: next to the nodes' 6881, so the seed node can pull as well. */
+export const DEFAULT_SEED_PORT = 6882;
+
 export interface SeedOptions {
   source: string;
   key: PublicKey;
