@@ -349,23 +349,37 @@ describe('the repository seed (catalog seed)', () => {
 });
 
 describe('the swarm of a pull on many nodes', () => {
-  it('settles an image once every node that joined has left; a node that never joined is not waited for', async () => {
-    const s = swarm();
-    await s.settled('disk-2'); // nobody downloads it
-    s.join('disk-2', 'node1');
-    s.join('disk-2', 'node2');
+  const tick = () => new Promise((r) => setTimeout(r, 0));
+  it('the others start once the leader is done (its hook first); clients stop once every node is done', async () => {
+    const events: string[] = [];
+    const s = swarm(['node1', 'node2', 'node3'], 'node1', async (lv, ok) => {
+      events.push(`leader ${lv} ${ok}`);
+    });
+    await s.ready('disk-2', 'node1'); // the leader does not wait
+    const others = ['node2', 'node3'].map((h) => s.ready('disk-2', h).then(() => events.push(`${h} starts`)));
+    await tick();
+    expect(events).toEqual([]);
+    await s.leave('disk-2', 'node1', true);
+    await Promise.all(others);
+    expect(events).toEqual(['leader disk-2 true', 'node2 starts', 'node3 starts']);
     let settled = false;
     const waited = s.settled('disk-2').then(() => (settled = true));
-    s.leave('disk-2', 'node1');
-    await Promise.resolve();
+    await s.leave('disk-2', 'node2', true);
+    await s.leave('disk-2', 'node2', false); // a second leave changes nothing
+    await tick();
     expect(settled).toBe(false);
-    s.join('tiny-1.0', 'node3'); // another image: its own swarm
-    s.leave('disk-2', 'node2');
+    await s.end('node3'); // its pull ended (an error, say): nobody waits for it
     await waited;
     expect(settled).toBe(true);
-    let tiny = false;
-    void s.settled('tiny-1.0').then(() => (tiny = true));
-    await Promise.resolve();
-    expect(tiny).toBe(false);
+  });
+
+  it('a leader whose pull ended opens every image, also those it never reached', async () => {
+    const s = swarm(['node1', 'node2'], 'node1');
+    const waiting = s.ready('tiny-1.0', 'node2');
+    await s.end('node1');
+    await waiting;
+    await s.ready('other-1', 'node2');
+    await s.leave('tiny-1.0', 'node2', false);
+    await s.settled('tiny-1.0');
   });
 });

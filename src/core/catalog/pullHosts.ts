@@ -5,11 +5,12 @@
  * `--host`, so the nodes download from each other. With `--seed HOST[:PORT]` the repository
  * side's BitTorrent seed (`catalog seed`) is started first on HOST and the nodes download
  * without the web seed: the repository side then sends what its seed uploads, not one copy per
- * node. The seed is stopped at the end (what it sent reported) unless it was running before
- * the command or --keep-seeding is given. Every node's client keeps seeding until no node is
- * still downloading that image (as in `catalog stage`), so the seed is not asked for pieces
- * again by the last ones. A node that fails does not stop the others: each node's result or
- * error is reported.
+ * node. One node (the seed's own, if it pulls too) downloads each image first; once its copy
+ * verified, the seed is stopped (what it sent reported) and the other nodes download from it
+ * and from each other: the repository sends one copy (unless the seed ran before the command,
+ * or --keep-seeding). Every node's client keeps seeding until no node of the run still needs
+ * that image (as in `catalog stage`). A node that fails does not stop the others: each node's
+ * result or error is reported.
  */
 import { CowstackError } from '../../exec/errors.js';
 import type { StageNode } from '../stage/download.js';
@@ -51,24 +52,55 @@ export interface PullHostsResult {
   seconds: number;
 }
 
-/** The nodes still downloading each image (by LV name), and who waits for them to finish. */
-export function swarm(): Swarm {
-  const pending = new Map<string, Set<string>>();
-  const waiting = new Map<string, Array<() => void>>();
+/**
+ * The nodes of one run and each image: every node must be done with it (its file verified, or
+ * nothing to pull, or failed, or its pull ended) before any node's client stops seeding it; with
+ * a leader, the other nodes start on an image only once the leader is done with it, and
+ * onLeader runs first (pullHosts stops the repository seed there once the leader holds a
+ * verified copy: the others get theirs from the nodes, and the repository sent one copy).
+ */
+export function swarm(hosts: string[], leader?: string, onLeader?: (lv: string, ok: boolean) => Promise<void>): Swarm {
+  const done = new Map<string, Set<string>>();
+  const ended = new Set<string>();
+  const gates = new Map<string, { open: Promise<void>; release: () => void }>();
+  let waiting: Array<{ lv: string; wake: () => void }> = [];
+  const isSettled = (lv: string) => hosts.every((h) => ended.has(h) || done.get(lv)?.has(h));
+  const check = () => {
+    const now = waiting.filter((w) => isSettled(w.lv));
+    waiting = waiting.filter((w) => !now.includes(w));
+    for (const w of now) w.wake();
+  };
+  const gate = (lv: string) => {
+    if (!gates.has(lv)) {
+      let release = () => {};
+      const open = new Promise<void>((r) => (release = r));
+      gates.set(lv, { open, release });
+      if (leader && ended.has(leader)) release();
+    }
+    return gates.get(lv)!;
+  };
   return {
-    join(lv, host) {
-      if (!pending.has(lv)) pending.set(lv, new Set());
-      pending.get(lv)!.add(host);
+    async ready(lv, host) {
+      if (leader && host !== leader) await gate(lv).open;
     },
-    leave(lv, host) {
-      pending.get(lv)?.delete(host);
-      if (pending.get(lv)?.size) return;
-      for (const wake of waiting.get(lv) ?? []) wake();
-      waiting.delete(lv);
+    async leave(lv, host, ok) {
+      if (done.get(lv)?.has(host)) return;
+      if (!done.has(lv)) done.set(lv, new Set());
+      done.get(lv)!.add(host);
+      if (host === leader) {
+        await onLeader?.(lv, ok);
+        gate(lv).release();
+      }
+      check();
     },
     settled(lv) {
-      if (!pending.get(lv)?.size) return Promise.resolve();
-      return new Promise((resolve) => waiting.set(lv, [...(waiting.get(lv) ?? []), resolve]));
+      if (isSettled(lv)) return Promise.resolve();
+      return new Promise((wake) => waiting.push({ lv, wake }));
+    },
+    async end(host) {
+      ended.add(host);
+      if (host === leader) for (const g of gates.values()) g.release();
+      check();
     },
   };
 }
@@ -94,7 +126,30 @@ export async function pullHosts(o: PullHostsOptions): Promise<{ result: PullHost
     if (error) return { result: { ...result, seconds: since() }, error };
   }
   let error: CowstackError | undefined;
-  const together = swarm();
+  // The seed's node pulls first when it is one of the nodes (its download stays on the node).
+  const leader = o.seed ? (o.hosts.find((h) => h.host === o.seed!.host) ?? o.hosts[0]!).host : undefined;
+  const startedHere = new Set((result.seed?.images ?? []).filter((i) => i.action === 'seeding').map((i) => i.lv));
+  const stopSeed = async (lvs: string[]) => {
+    if (!seedOpts || !lvs.length) return;
+    const stopped = await seedCatalog({ ...seedOpts, stop: true, only: lvs });
+    for (const lv of lvs) startedHere.delete(lv);
+    result.seedStopped = {
+      ...stopped.result,
+      images: [...(result.seedStopped?.images ?? []), ...stopped.result.images],
+    };
+    error ??= stopped.error;
+  };
+  const together = swarm(
+    o.hosts.map((h) => h.host),
+    leader,
+    async (lv, ok) => {
+      // The leader holds a verified copy: from here on the nodes seed each other.
+      if (ok && startedHere.has(lv) && !o.keepSeeding) {
+        o.onProgress?.(o.seed!.host, `${leader} has ${lv}: stopping the repository seed, the nodes seed each other`);
+        await stopSeed([lv]);
+      }
+    },
+  );
   result.hosts = await Promise.all(
     o.hosts.map(async (p): Promise<PullHostResult> => {
       try {
@@ -126,12 +181,7 @@ export async function pullHosts(o: PullHostsOptions): Promise<{ result: PullHost
     }),
   );
   // Stopped only when this command started it: a seed that ran before is someone else's.
-  const startedHere = (result.seed?.images ?? []).filter((i) => i.action === 'seeding').map((i) => i.lv);
-  if (seedOpts && startedHere.length && !o.keepSeeding && !o.dryRun) {
-    const stopped = await seedCatalog({ ...seedOpts, stop: true, only: startedHere });
-    result.seedStopped = stopped.result;
-    error ??= stopped.error;
-  }
+  if (!o.keepSeeding && !o.dryRun) await stopSeed([...startedHere]);
   result.seconds = since();
   if (error && result.hosts.filter((h) => h.error).length > 1)
     error = new CowstackError(

@@ -61,7 +61,7 @@ export interface PullOptions {
    * (the repository side's `catalog seed` and the other nodes).
    */
   webSeed?: boolean;
-  /** The other nodes of a run (pullHosts): a node's client keeps seeding until they all have the file. */
+  /** The nodes of one run (pullHosts): when each may start, and how long each keeps seeding. */
   swarm?: Swarm;
   timeoutSeconds?: number;
   pollMs?: number;
@@ -71,14 +71,17 @@ export interface PullOptions {
 }
 
 /**
- * The nodes pulling one image together. A node joins before its client starts and leaves once
- * its file verified (or its pull failed); its client stops only when no node that joined is
- * still downloading: what it has goes to the others, not once more from the repository seed.
+ * The nodes of one run pulling each image together (core/catalog/pullHosts.ts).
  */
 export interface Swarm {
-  join(lv: string, host: string): void;
-  leave(lv: string, host: string): void;
+  /** Wait until this node may start downloading lv. */
+  ready(lv: string, host: string): Promise<void>;
+  /** This node is done with lv: its file verified (ok), or it failed or had nothing to pull. */
+  leave(lv: string, host: string, ok: boolean): Promise<void>;
+  /** Resolves once every node of the run is done with lv: until then a node's client seeds it. */
   settled(lv: string): Promise<void>;
+  /** This node's pull ended (also by an error before any image): nobody waits for it any more. */
+  end(host: string): Promise<void>;
 }
 
 export type PullAction =
@@ -172,6 +175,7 @@ export function pullPlan(host: string, image: ListImage, obj: ImageObj, port: nu
 
 async function pullOne(o: PullOptions, host: string, image: ListImage, obj: ImageObj): Promise<PullImage> {
   const s = o.node.session;
+  await o.swarm?.ready(obj.name, host);
   const started = Date.now();
   const plan = pullPlan(host, image, obj, o.port, rateBytes(o.rateMiBps));
   const infoHash = image.torrent!.infoHash;
@@ -190,7 +194,6 @@ async function pullOne(o: PullOptions, host: string, image: ListImage, obj: Imag
   // Fetched and checked before anything is written on the node: a refused torrent leaves nothing.
   const fetched = staged ? undefined : await fetchTorrent(o.source, image);
   const torrent = fetched && o.webSeed === false ? withoutWebSeeds(fetched, image.torrent!.url) : fetched;
-  o.swarm?.join(obj.name, host);
   try {
     if (torrent) {
       await run(s, plan.prepare);
@@ -208,7 +211,7 @@ async function pullOne(o: PullOptions, host: string, image: ListImage, obj: Imag
       o.onProgress?.(host, `${signed.name}: sha512 verified; copying into the replica`);
       if (plan.extend) await run(s, plan.extend);
     }
-    o.swarm?.leave(obj.name, host);
+    await o.swarm?.leave(obj.name, host, true);
     const r = await replicaFromFile(o.node, rec, infoHash, o.rateMiBps);
     if (o.swarm) {
       o.onProgress?.(host, `${signed.name}: replica complete; seeding until the other nodes have the file`);
@@ -227,7 +230,7 @@ async function pullOne(o: PullOptions, host: string, image: ListImage, obj: Imag
       seconds: (Date.now() - started) / 1000,
     };
   } catch (e) {
-    o.swarm?.leave(obj.name, host);
+    await o.swarm?.leave(obj.name, host, false);
     await run(s, plan.stop).catch(() => undefined);
     await journalStaging(o.node, obj, true).catch(() => undefined);
     const why = e instanceof Error ? e.message : String(e);
@@ -236,7 +239,7 @@ async function pullOne(o: PullOptions, host: string, image: ListImage, obj: Imag
   }
 }
 
-export async function pullReplicas(o: PullOptions): Promise<{ result: PullResult; error?: CowstackError }> {
+async function pullEach(o: PullOptions): Promise<{ result: PullResult; error?: CowstackError }> {
   const s = o.node.session;
   const host = s.runner.target;
   const now = o.now ?? new Date();
@@ -252,34 +255,64 @@ export async function pullReplicas(o: PullOptions): Promise<{ result: PullResult
   const cache = await observeCache(s.runner, cacheVgOf(s));
   let error: CowstackError | undefined;
   for (const image of list.images) {
-    const c = candidate(image, list, state.repo.byName.get(lvNameOf(image)), approved);
-    const entry: PullImage = { name: image.name, version: image.version, lv: lvNameOf(image), action: 'failed' };
-    result.images.push(entry);
-    if (typeof c === 'string') {
-      entry.action = c;
-      continue;
-    }
-    entry.infoHash = image.torrent!.infoHash;
-    const done = usableReplica(cache, c);
-    if (done) {
-      Object.assign(entry, { action: 'none', sha256: done.sha256 });
-      continue;
-    }
-    if (o.dryRun) {
-      entry.action = 'would-replicate';
-      result.plan = [
-        ...(result.plan ?? []),
-        ...pullPlan(host, image, c, o.port, rateBytes(o.rateMiBps), o.webSeed).dryRun,
-      ];
-      continue;
-    }
     try {
-      Object.assign(entry, await pullOne(o, host, image, c));
-    } catch (e) {
-      if (!(e instanceof CowstackError)) throw e;
-      entry.error = e.message;
+      const e = await pullImage(o, host, list, image, state, approved, cache, result);
       error ??= e;
+    } finally {
+      // Done with it here (pulled, failed or nothing to pull): the others do not wait for this node.
+      await o.swarm?.leave(lvNameOf(image), host, false);
     }
   }
   return { result, error };
+}
+
+/** One image of the list on this node; an error is recorded in the result and returned. */
+async function pullImage(
+  o: PullOptions,
+  host: string,
+  list: ImageList,
+  image: ListImage,
+  state: Awaited<ReturnType<typeof observeNode>>,
+  approved: Set<string>,
+  cache: Awaited<ReturnType<typeof observeCache>>,
+  result: PullResult,
+): Promise<CowstackError | undefined> {
+  const c = candidate(image, list, state.repo.byName.get(lvNameOf(image)), approved);
+  const entry: PullImage = { name: image.name, version: image.version, lv: lvNameOf(image), action: 'failed' };
+  result.images.push(entry);
+  if (typeof c === 'string') {
+    entry.action = c;
+    return undefined;
+  }
+  entry.infoHash = image.torrent!.infoHash;
+  const done = usableReplica(cache, c);
+  if (done) {
+    Object.assign(entry, { action: 'none', sha256: done.sha256 });
+    return undefined;
+  }
+  if (o.dryRun) {
+    entry.action = 'would-replicate';
+    result.plan = [
+      ...(result.plan ?? []),
+      ...pullPlan(host, image, c, o.port, rateBytes(o.rateMiBps), o.webSeed).dryRun,
+    ];
+    return undefined;
+  }
+  try {
+    Object.assign(entry, await pullOne(o, host, image, c));
+    return undefined;
+  } catch (e) {
+    if (!(e instanceof CowstackError)) throw e;
+    entry.error = e.message;
+    return e;
+  }
+}
+
+export async function pullReplicas(o: PullOptions): Promise<{ result: PullResult; error?: CowstackError }> {
+  // However this node's pull ends, the other nodes of the run do not wait for it.
+  try {
+    return await pullEach(o);
+  } finally {
+    await o.swarm?.end(o.node.session.runner.target);
+  }
 }
