@@ -19,6 +19,8 @@ export interface Aria2Options {
   log: string;
   /** The file's name in dir when it differs from the torrent's (--index-out of file 1). */
   out?: string;
+  /** Peers connected at once (0: no limit, what every node uses; a repository seed: few). */
+  maxPeers?: number;
 }
 
 /** argv of a peer that seeds (a complete file, hash-checked first) or downloads then seeds. */
@@ -34,7 +36,7 @@ export const peerArgv = (torrent: string, o: Aria2Options): string[] => [
   '--check-integrity=true',
   '--file-allocation=none',
   '--bt-tracker-interval=5',
-  '--bt-max-peers=0',
+  `--bt-max-peers=${o.maxPeers ?? 0}`,
   '--auto-save-interval=1',
   `--max-overall-upload-limit=${o.rateBytes ?? 0}`,
   `--max-overall-download-limit=${o.rateBytes ?? 0}`,

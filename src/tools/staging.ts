@@ -49,6 +49,14 @@ export const extendReq = (file: string, bytes: number): RunRequest => ({
   title: `extend ${file} to ${bytes} bytes (zeros, as the sealed image is padded)`,
 });
 
+/** A sealed image's copy cut back to the raw disk's size (the padding of zeros off): what was signed. */
+export const cutReq = (file: string, bytes: number): RunRequest => ({
+  argv: ['truncate', '-s', String(bytes), '--', file],
+  kind: 'write',
+  root: true,
+  title: `cut ${file} to ${bytes} bytes (the raw disk's size, without the sealed image's padding)`,
+});
+
 /** A (binary) file as base64 on stdout: the runners carry text. */
 export const readBase64Req = (file: string): RunRequest => ({
   argv: ['base64', '-w0', '--', file],

@@ -6,15 +6,21 @@
  * computed on its node, is the one computed here on the host; the LUN is read about once in
  * total (all nodes' iSCSI disk reads, sanlock's lease reads excluded); a clone mapped on node3
  * stands on node3's replica (the image LV is not even active there) and reads the image.
- * Pull mode: the list also signs the info hash of the raw image's torrent; every node runs
- * `catalog sync --replicas` at once, downloading from each other and the repository's http
- * server (the torrent's web seed); each replica's sha256 and sha512, read on its node, are
- * the ones computed here; a torrent whose info hash is not the signed one is refused.
+ * Pull mode: the list also signs the info hash of the raw image's torrent; one front-end command
+ * (`catalog sync --replicas --hosts node1,node2,node3 --seed node1`) starts the repository
+ * side's BitTorrent seed on node1 (the image LV read once, its sha512 checked, aria2c as nobody)
+ * and runs every node's pull without the web seed (node1 first; once its copy verified the seed
+ * stops and node2 and node3 get theirs from the nodes): the http server sends nothing and the
+ * seed at most 1.5x the image (its process's own write count); each replica's sha256 and
+ * sha512, read on its node, are the ones computed here; a torrent whose info hash is not the
+ * signed one is refused; `catalog seed` alone is idempotent and `--stop` ends it.
  *
  * Networking: qemu user networking puts every guest behind 10.0.2.2. Each node's client
  * listens on its own port P, forwarded 127.0.0.1:P -> guest:P, and announces P to a tracker
  * inside node1 reached by all (itself too) at 10.0.2.2:T; the tracker sees every peer as
- * 10.0.2.2 and hands out 10.0.2.2:P, which every guest reaches.
+ * 10.0.2.2 and hands out 10.0.2.2:P, which every guest reaches. In pull mode the tracker runs
+ * inside node2 (at node2's tracker port) and node1's repository seed listens on node1's tracker
+ * port, free by then.
  */
 import { promises as fsp } from 'node:fs';
 import type { Server } from 'node:http';
@@ -94,8 +100,8 @@ beforeAll(async () => {
     `${BAD}@1=${path.join(dir, 'bad.raw')}`,
   ];
   ({ server, base, sent: served } = await serveDir(dir));
-  // The guests reach the host's loopback as 10.0.2.2; the tracker runs inside node1.
-  const tracker = `http://10.0.2.2:${nodes[0]!.trackerPort}/announce`;
+  // The guests reach the host's loopback as 10.0.2.2; pull mode's tracker runs inside node2.
+  const tracker = `http://10.0.2.2:${nodes[1]!.trackerPort}/announce`;
   const pub = await cowstack(tb, [
     ...['--json', 'catalog', 'publish', path.join(dir, 'list.json'), ...images],
     ...['--key', KEY, '--id', LIST_ID, '--list-version', '1'],
@@ -133,7 +139,13 @@ afterAll(async () => {
   server?.close();
   if (dir) await fsp.rm(dir, { recursive: true, force: true });
   if (!tb) return;
-  await tb.sh('node1', `start-stop-daemon --stop --pidfile ${TRACKER_PID} --remove-pidfile --oknodo`);
+  await tb.sh('node2', `start-stop-daemon --stop --pidfile ${TRACKER_PID} --remove-pidfile --oknodo`);
+  // A repository seed left by a failed pull test (catalog seed --stop is what a site runs).
+  await tb.sh(
+    'node1',
+    'for p in /var/lib/cowstack/staging/seed/*.pid; do [ -e "$p" ] && start-stop-daemon --stop --pidfile "$p" ' +
+      '--remove-pidfile --retry TERM/10/KILL/5 --oknodo; done; true',
+  );
   await clusterCli(tb, 'node3', ['clone', 'discard', CLONE]);
   for (const n of nodes ?? []) {
     await clusterCli(tb, n.name, ['cache', 'drop', `${BIG}-1`]);
@@ -290,6 +302,8 @@ describe.sequential('pull mode (catalog sync --replicas)', () => {
       ...['--peer-port', String(node.peerPort), '--vg', REPO_VG],
     ]);
   const padded = Buffer.concat([PULLED, Buffer.alloc(8 * MiB - PULLED.length)]);
+  // node1's tracker port: the stage test's tracker has stopped; pull mode's runs inside node2.
+  const seedAt = () => `node1:${nodes[0]!.trackerPort}`;
   const sha512 = createHash('sha512').update(PULLED).digest('hex');
   let rp: string;
 
@@ -300,9 +314,9 @@ describe.sequential('pull mode (catalog sync --replicas)', () => {
     const list = JSON.parse(await fsp.readFile(path.join(dir, 'list.json'), 'utf8'));
     const hash = list.images.find((i: { name: string }) => i.name === SMALL).torrent.infoHash;
     await sh(
-      'node1',
+      'node2',
       `echo ${hash} > /run/cowstack-test-tracker.wl && start-stop-daemon --start --background --make-pidfile ` +
-        `--pidfile ${TRACKER_PID} --oknodo --exec /usr/bin/opentracker -- -p ${nodes[0]!.trackerPort} ` +
+        `--pidfile ${TRACKER_PID} --oknodo --exec /usr/bin/opentracker -- -p ${nodes[1]!.trackerPort} ` +
         '-w /run/cowstack-test-tracker.wl',
     );
   });
@@ -328,7 +342,7 @@ describe.sequential('pull mode (catalog sync --replicas)', () => {
     expect((await ok('node2', ['cache', 'list'])).caches).not.toContainEqual(expect.objectContaining({ name: rp }));
   });
 
-  it('every node pulls at once: replicas complete, their sha256 and sha512 the ones computed here', async () => {
+  it('one command pulls on every node at once from the repository seed: web seed 0, seed at most 1.5x', async () => {
     const dry = await pull(nodes[0]!, ['--dry-run']);
     expect(dry.exitCode, dry.stdout + dry.stderr).toBe(0);
     const plan = dry.json.result.plan as Array<{ argv: string[] }>;
@@ -339,16 +353,38 @@ describe.sequential('pull mode (catalog sync --replicas)', () => {
 
     const t0 = Date.now();
     const fromRepo = served.get('small.raw') ?? 0; // sync read it once to import it
-    const results = await Promise.all(nodes.map((n) => pull(n)));
-    // The web seed's share: what the repository's http server sent of the 3 copies the nodes needed.
-    const web = ((served.get('small.raw') ?? 0) - fromRepo) / MiB;
-    process.stderr.write(
-      `[distribute] pull: ${PULLED.length / MiB} MiB on 3 nodes in ${(Date.now() - t0) / 1000} s; ` +
-        `the web seed sent ${web.toFixed(2)} MiB of ${(3 * PULLED.length) / MiB}\n`,
+    const r = await cowstack(
+      tb,
+      [
+        ...['--json', 'catalog', 'sync', listUrl(), '--pubkey', PUB, '--replicas', '--vg', REPO_VG],
+        ...['--hosts', nodes.map((n) => `${n.name}:${n.peerPort}`).join(','), '--seed', seedAt()],
+      ],
+      { timeoutMs: 600_000 },
     );
-    for (const [i, r] of results.entries()) {
-      expect(r.exitCode, `${nodes[i]!.name}: ${r.stdout}\n${r.stderr}`).toBe(0);
-      const byLv = Object.fromEntries(r.json.result.images.map((x: { lv: string }) => [x.lv, x]));
+    expect(r.exitCode, r.stdout + r.stderr).toBe(0);
+    const res = r.json.result;
+    // What the repository side sent: its http server (the web seed), and its BitTorrent seed.
+    const web = (served.get('small.raw') ?? 0) - fromRepo;
+    const seeded = res.seed.images.find((x: { lv: string }) => x.lv === `${SMALL}-1`);
+    expect(seeded).toMatchObject({ action: 'seeding', readLun: true, port: nodes[0]!.trackerPort });
+    const sent = res.seedStopped.images.find((x: { lv: string }) => x.lv === `${SMALL}-1`);
+    expect(sent.action).toBe('stopped');
+    process.stderr.write(
+      `[distribute] pull: ${PULLED.length / MiB} MiB on 3 nodes in ${(Date.now() - t0) / 1000} s (one command); ` +
+        `the seed on node1 sent ${(sent.sentBytes / MiB).toFixed(2)} MiB, the web seed ${(web / MiB).toFixed(2)} ` +
+        `MiB; nodes done at ${res.hosts.map((h: { seconds: number }) => h.seconds.toFixed(1)).join(' / ')} s\n`,
+    );
+    // aria2's own count, as it logged it when it stopped: the same bytes less its log and announces.
+    const own = await sh('node1', 'grep -h "share ratio" /var/lib/cowstack/staging/seed/peer/*.log || true');
+    process.stderr.write(`[distribute] pull: the seed's aria2c said: ${own.trim().split('] ').pop()}\n`);
+    expect(web, 'the http server sent none of it').toBe(0);
+    // Every byte of the first copy came from the seed (nobody else had any), at most half a copy more.
+    expect(sent.sentBytes).toBeGreaterThanOrEqual(PULLED.length);
+    expect(sent.sentBytes).toBeLessThanOrEqual(1.5 * PULLED.length);
+    expect(res.hosts.map((h: { host: string }) => h.host)).toEqual(nodes.map((n) => n.name));
+    for (const h of res.hosts) {
+      expect(h.error, `${h.host}: ${h.error?.message}`).toBeUndefined();
+      const byLv = Object.fromEntries(h.result.images.map((x: { lv: string }) => [x.lv, x]));
       expect(byLv[`${SMALL}-1`]).toMatchObject({ action: 'replicated', sha256: sha256(padded) });
       expect(byLv[`${BIG}-1`].action).toBe('no-torrent');
       expect(byLv[`${BAD}-1`].action).toBe('not-present');
@@ -375,5 +411,27 @@ describe.sequential('pull mode (catalog sync --replicas)', () => {
     const again = await pull(nodes[2]!);
     expect(again.exitCode, again.stdout + again.stderr).toBe(0);
     expect(again.json.result.images.find((x: { lv: string }) => x.lv === `${SMALL}-1`).action).toBe('none');
+
+    // The seed alone (pull mode from timers): runs as nobody, a second start is a no-op, --stop ends it.
+    const seed = (more: string[] = []) =>
+      cowstack(tb, [
+        ...['--host', 'node1', '--json', 'catalog', 'seed', listUrl(), '--pubkey', PUB, '--vg', REPO_VG],
+        ...['--seed-port', String(nodes[0]!.trackerPort), ...more],
+      ]);
+    const small = (x: { json: { result: { images: Array<{ lv: string; action: string }> } } }) =>
+      x.json.result.images.find((i) => i.lv === `${SMALL}-1`);
+    const first = await seed();
+    expect(first.exitCode, first.stdout + first.stderr).toBe(0);
+    expect(small(first)?.action).toBe('seeding');
+    const user = await sh('node1', 'ps -o user= -p "$(cat /var/lib/cowstack/staging/seed/*.peer.pid)"');
+    expect(user.trim()).toBe('nobody');
+    const second = await seed();
+    expect(second.exitCode, second.stdout + second.stderr).toBe(0);
+    expect(small(second)?.action).toBe('none');
+    const stop = await seed(['--stop']);
+    expect(stop.exitCode, stop.stdout + stop.stderr).toBe(0);
+    expect(small(stop)?.action).toBe('stopped');
+    expect(await sh('node1', 'pgrep -c aria2c || true')).toBe('0\n');
+    expect(await sh('node1', 'ls /var/lib/cowstack/staging/seed/peer')).not.toMatch(/\.img\b/);
   }, 600_000);
 });

@@ -15,7 +15,9 @@ import { fetchTorrent, pullPlan } from '../../src/core/catalog/replicas.js';
 import { verifyList } from '../../src/core/catalog/verify.js';
 import type { ImageObj } from '../../src/core/metadata.js';
 import { stagingFiles } from '../../src/core/stage/files.js';
-import { infoHashOf } from '../../src/core/stage/torrent.js';
+import { infoHashOf, withoutWebSeeds } from '../../src/core/stage/torrent.js';
+import { parseWrittenBytes, seedCatalog, seedFiles, SEED_DIR } from '../../src/core/catalog/seed.js';
+import { swarm } from '../../src/core/catalog/pullHosts.js';
 import { EXIT } from '../../src/exec/errors.js';
 import { DryRunRunner } from '../../src/exec/dryRunRunner.js';
 import { nodeSession } from '../../src/core/node.js';
@@ -216,5 +218,168 @@ describe('catalog sync --replicas (recorded)', () => {
     const done = await pullReplicas({ source: source(), key: PUB, node: node(ctxOf(again)), port: 7002 });
     expect(done.result.images[0]).toMatchObject({ lv: 'disk-2', action: 'none', sha256: disk.sha256 });
     again.verify();
+  });
+});
+
+describe('the repository seed (catalog seed)', () => {
+  const STATE = '/var/lib/cowstack/catalog/site.json';
+  const S = seedFiles(U.img2);
+  /** The node's reads: accepted version, the repository (disk-2 imported from the list), approvals. */
+  const reads = async (r: RecordingRunner, write: boolean) => {
+    const { r: pub } = await published(null);
+    const disk = pub.list.images[0]!;
+    r.expect(['cat', '--', STATE], { kind: 'read', exitCode: 1, stderr: 'No such file or directory' });
+    if (write) r.expect(['install', '-D', '-m', '0644', '/proc/self/fd/0', STATE], W);
+    const tags = [`cowstack_catalog:site:disk:2`, `cowstack_sha512:${disk.sha512}`];
+    expectObserve(r, [imageRow('disk-2', U.img2, { size: 4 * MiB, sha: disk.sha256, tags })]);
+    r.expect(vgsArgv(VG), {
+      kind: 'read',
+      stdout: vgsJson([{ vg_name: VG, vg_lock_type: 'sanlock', vg_tags: ['cowstack_approved:disk:2'] }]),
+    });
+    return disk;
+  };
+  const node = (ctx: ReturnType<typeof ctxOf>) => ({ session: ctx, locked: <T>(fn: () => Promise<T>) => fn() });
+  const source = () => path.join(dir, 'list.json');
+
+  it('drops the web seeds of a torrent and nothing else: the info hash stays', async () => {
+    await published();
+    const torrent = readFileSync(path.join(dir, 'disk-2.torrent'));
+    const bare = withoutWebSeeds(torrent, 't');
+    expect(bare.toString('latin1')).not.toContain('url-list');
+    expect(torrent.length - bare.length).toBe('8:url-listl35:http://repo.example/images/disk.rawe'.length);
+    expect(infoHashOf(bare, 't')).toBe(infoHashOf(torrent, 't'));
+    expect(() => withoutWebSeeds(Buffer.from('not a torrent'), 'x')).toThrow(/x is not a torrent/);
+  });
+
+  it('--dry-run: reads the LV once, cuts it to the signed size, checks sha512, seeds to one peer', async () => {
+    const r = recorder();
+    const disk = await reads(r, false);
+    const ctx = nodeSession({ runner: new DryRunRunner(r), vg: VG, dryRun: true });
+    const { result, error } = await seedCatalog({
+      source: source(),
+      key: PUB,
+      node: node(ctx),
+      port: 7100,
+      dryRun: true,
+    });
+    expect(error).toBeUndefined();
+    expect(result.images.map((i) => [i.lv, i.action])).toEqual([
+      ['disk-2', 'would-seed'],
+      ['tiny-1.0', 'not-approved'],
+    ]);
+    const plan = result.plan!;
+    expect(plan.map((p) => p.argv.slice(0, 2).join(' ') || p.title)).toEqual([
+      'unless disk-2 is seeded already',
+      'install -d',
+      `dd if=/dev/mapper/${VG}-disk--2`,
+      'truncate -s',
+      `sha512sum ${S.image}`,
+      'install -D',
+      'aria2c --show-files=true',
+      'start-stop-daemon --start',
+    ]);
+    expect(plan[1]!.argv).toEqual(['install', '-d', '-m', '0755', '-o', 'nobody', '-g', 'nogroup', S.peerDir]);
+    expect(plan[3]!.argv).toEqual(['truncate', '-s', String(disk.size), '--', S.image]);
+    expect(plan[4]!.title).toBe(`check its sha512 is the signed ${disk.sha512}`);
+    const start = plan[7]!.argv;
+    expect(start.slice(0, 11)).toEqual([
+      ...['start-stop-daemon', '--start', '--background', '--make-pidfile', '--pidfile', S.pid, '--oknodo'],
+      ...['--chuid', 'nobody:nogroup', '--exec', '/usr/bin/aria2c'],
+    ]);
+    expect(start).toEqual(
+      expect.arrayContaining([`--dir=${S.peerDir}`, '--listen-port=7100', '--bt-max-peers=1', S.torrent]),
+    );
+    // The seed's files are not a pull's on the same node.
+    expect(S.image).toBe(`/var/lib/cowstack/staging/seed/peer/${U.img2}.img`);
+    expect(S.pid).not.toBe(stagingFiles(U.img2).pid);
+    r.verify();
+  });
+
+  it('leaves a running seed of the signed torrent alone (none, what it sent so far); --stop ends it', async () => {
+    const r = recorder();
+    const disk = await reads(r, true);
+    const rec = { image: 'disk-2', vg: VG, uuid: U.img2, infoHash: disk.torrent!.infoHash, phase: 'seeding' };
+    r.expect(['start-stop-daemon', '--status', '--pidfile', S.pid], { kind: 'read' });
+    r.expect(['cat', '--', S.record], { kind: 'read', stdout: JSON.stringify(rec) });
+    r.expect(['cat', '--', S.pid], { kind: 'read', stdout: '4242\n' });
+    r.expect(['cat', '--', '/proc/4242/io'], { kind: 'read', stdout: 'rchar: 1\nwchar: 7340032\nsyscr: 3\n' });
+    const { result, error } = await seedCatalog({ source: source(), key: PUB, node: node(ctxOf(r)), port: 7100 });
+    expect(error).toBeUndefined();
+    expect(result.images[0]).toMatchObject({ lv: 'disk-2', action: 'none', port: 7100, sentBytes: 7 * MiB });
+    r.verify();
+
+    const stop = recorder();
+    await reads(stop, true);
+    stop.expect(['find', SEED_DIR, '-maxdepth', '1', '-type', 'f', '-printf', '%f\\n'], {
+      kind: 'read',
+      stdout: `${U.img2}.json\n${U.img2}.torrent\n`,
+    });
+    stop.expect(['cat', '--', S.record], { kind: 'read', stdout: JSON.stringify(rec) });
+    stop.expect(['start-stop-daemon', '--status', '--pidfile', S.pid], { kind: 'read' });
+    stop.expect(['cat', '--', S.pid], { kind: 'read', stdout: '4242\n' });
+    stop.expect(['cat', '--', '/proc/4242/io'], { kind: 'read', stdout: 'wchar: 100\n' });
+    stop.expect(
+      ['start-stop-daemon', '--stop', '--pidfile', S.pid, '--remove-pidfile', '--retry', 'TERM/10/KILL/5', '--oknodo'],
+      W,
+    );
+    stop.expect(['rm', '-f', '--', S.image], W);
+    stop.expect(['rm', '-f', '--', S.record], W);
+    const stopped = await seedCatalog({ source: source(), key: PUB, node: node(ctxOf(stop)), port: 7100, stop: true });
+    expect(stopped.result.images.map((i) => [i.lv, i.action, i.sentBytes])).toEqual([
+      ['disk-2', 'stopped', 100],
+      ['tiny-1.0', 'not-seeding', undefined],
+    ]);
+    stop.verify();
+  });
+
+  it('refuses a bad peer count before reading anything', async () => {
+    const r = recorder();
+    const e = await rejectionOf(
+      seedCatalog({ source: source(), key: PUB, node: node(ctxOf(r)), port: 7100, peers: 0 }),
+      EXIT.USAGE,
+    );
+    expect(e.message).toBe('--seed-peers "0" must be a whole number of 1 or more');
+    r.verify();
+  });
+
+  it('reads what a process wrote from /proc/PID/io', () => {
+    expect(parseWrittenBytes('rchar: 5\nwchar: 123\n')).toBe(123);
+    expect(parseWrittenBytes(undefined)).toBeUndefined();
+  });
+});
+
+describe('the swarm of a pull on many nodes', () => {
+  const tick = () => new Promise((r) => setTimeout(r, 0));
+  it('the others start once the leader is done (its hook first); clients stop once every node is done', async () => {
+    const events: string[] = [];
+    const s = swarm(['node1', 'node2', 'node3'], 'node1', async (lv, ok) => {
+      events.push(`leader ${lv} ${ok}`);
+    });
+    await s.ready('disk-2', 'node1'); // the leader does not wait
+    const others = ['node2', 'node3'].map((h) => s.ready('disk-2', h).then(() => events.push(`${h} starts`)));
+    await tick();
+    expect(events).toEqual([]);
+    await s.leave('disk-2', 'node1', true);
+    await Promise.all(others);
+    expect(events).toEqual(['leader disk-2 true', 'node2 starts', 'node3 starts']);
+    let settled = false;
+    const waited = s.settled('disk-2').then(() => (settled = true));
+    await s.leave('disk-2', 'node2', true);
+    await s.leave('disk-2', 'node2', false); // a second leave changes nothing
+    await tick();
+    expect(settled).toBe(false);
+    await s.end('node3'); // its pull ended (an error, say): nobody waits for it
+    await waited;
+    expect(settled).toBe(true);
+  });
+
+  it('a leader whose pull ended opens every image, also those it never reached', async () => {
+    const s = swarm(['node1', 'node2'], 'node1');
+    const waiting = s.ready('tiny-1.0', 'node2');
+    await s.end('node1');
+    await waiting;
+    await s.ready('other-1', 'node2');
+    await s.leave('tiny-1.0', 'node2', false);
+    await s.settled('tiny-1.0');
   });
 });

@@ -85,6 +85,20 @@ describe('cowstack CLI', () => {
   });
 
   it.each([
+    [['--json', 'catalog', 'sync', 'l.json', '--seed', 'node1'], '--seed goes with --hosts'],
+    [['--json', 'catalog', 'sync', 'l.json', '--hosts', 'node1,node2'], '--hosts goes with --replicas'],
+    [['--json', 'catalog', 'sync', 'l.json', '--no-web-seed'], '--no-web-seed goes with --replicas'],
+    [
+      ['--json', 'catalog', 'sync', 'l.json', '--replicas', '--hosts', 'node1,node2', '--seed', 'node1:6881'],
+      "--seed node1:6881 is the port of node1's own pull in --hosts",
+    ],
+  ])('--json %j: pull mode options out of place are refused before anything runs', (args, message) => {
+    const r = cowstack(...args);
+    expect(r.code).toBe(EXIT.USAGE);
+    expect(onlyJson(r.stdout)).toMatchObject({ ok: false, error: 'usage', exitCode: 2, message });
+  });
+
+  it.each([
     [['--json', 'no-such-command'], "unknown command 'no-such-command'"],
     [['--json', 'activate'], "missing required argument 'vg/lv'"],
     [['--json', 'activate', 'repo/x', '--exclusiv'], "unknown option '--exclusiv'\n(Did you mean --exclusive?)"],

@@ -3,7 +3,9 @@ import type { Command } from 'commander';
 import { approve, revoke, type ApprovalResult } from '../../core/catalog/approval.js';
 import { parsePublicKey, parseSecretKey, type PublicKey } from '../../core/catalog/minisign.js';
 import { publishList } from '../../core/catalog/publish.js';
+import { pullHosts, type PullHostsResult } from '../../core/catalog/pullHosts.js';
 import { pullReplicas, type PullResult } from '../../core/catalog/replicas.js';
+import { DEFAULT_SEED_PORT, seedCatalog, type SeedResult } from '../../core/catalog/seed.js';
 import { readAccepted } from '../../core/catalog/state.js';
 import { catalogStatus, type CatalogRow, type CatalogStatus } from '../../core/catalog/status.js';
 import { fetchVerified, syncCatalog, type SyncResult } from '../../core/catalog/sync.js';
@@ -90,6 +92,28 @@ const describePull = (r: PullResult): string =>
     ...(r.plan ?? []).map(planLine),
   ].join('\n');
 
+const describeSeed = (r: SeedResult): string =>
+  [
+    `list ${r.list.id} version ${r.list.version}; seeds on ${r.host}:`,
+    ...r.images.map(
+      (i) =>
+        `  ${i.lv}: ${i.action}${i.port ? ` on port ${i.port}` : ''}` +
+        `${i.infoHash && i.action !== 'no-torrent' ? ` (torrent ${i.infoHash})` : ''}` +
+        `${i.sentBytes !== undefined ? `, sent ${formatSize(i.sentBytes)}` : ''}${i.error ? `: ${i.error}` : ''}`,
+    ),
+    ...(r.plan ?? []).map(planLine),
+  ].join('\n');
+
+const describePullHosts = (r: PullHostsResult): string =>
+  [
+    ...(r.seed ? [describeSeed(r.seed)] : []),
+    ...r.hosts.map((h) =>
+      h.result ? describePull(h.result) + (h.error ? `\n  ${h.error.message}` : '') : `${h.host}: ${h.error?.message}`,
+    ),
+    ...(r.seedStopped ? [describeSeed(r.seedStopped)] : []),
+    `all nodes done in ${r.seconds.toFixed(1)}s`,
+  ].join('\n');
+
 const describeApproval = (all: ApprovalResult[]): string =>
   all
     .map((r) =>
@@ -116,6 +140,23 @@ const describeStage = (r: StageResult): string =>
             : `  ${h.host}: ${h.action}, sha256 verified, complete after ${h.completeAt?.toFixed(1)}s`,
         ),
       ].join('\n');
+
+/** --hosts (HOST alone: on --peer-port) and --seed (default port DEFAULT_SEED_PORT), checked together. */
+function pullPeers(hostsText: string, peerPort: string, seedText?: string) {
+  const port = parsePeer(`node:${peerPort}`, '--peer-port').port;
+  const hosts = parsePeers(
+    hostsText
+      .split(',')
+      .map((t) => (t.includes(':') || !t.trim() ? t : `${t.trim()}:${port}`))
+      .join(','),
+  );
+  const seed = seedText
+    ? parsePeer(seedText.includes(':') ? seedText : `${seedText}:${DEFAULT_SEED_PORT}`, '--seed')
+    : undefined;
+  if (seed && hosts.some((h) => h.host === seed.host && h.port === seed.port))
+    throw usageError(`--seed ${seed.host}:${seed.port} is the port of ${seed.host}'s own pull in --hosts`);
+  return { hosts, seed };
+}
 
 export function register(program: Command): void {
   const catalog = program
@@ -203,15 +244,65 @@ export function register(program: Command): void {
           'torrents (downloaded peer to peer, sha512 checked, then copied into the replica)',
       )
       .option('--peer-port <port>', 'with --replicas: the port the BitTorrent client of this node listens on', '6881')
+      .option(
+        '--hosts <host[:port],...>',
+        "with --replicas: pull on each of these nodes at once from here (port: its client's, default --peer-port)",
+      )
+      .option(
+        '--seed <host[:port]>',
+        "with --hosts: first start the repository side's seed (catalog seed) on this node, at this port " +
+          '(default 6882); the nodes then download without the web seed. Stopped at the end if started here',
+      )
+      .option('--seed-rate <MiB/s>', "with --seed: the seed's upload limit")
+      .option('--seed-peers <n>', 'with --seed: peers the seed uploads to at once (default 1: about one copy sent)')
+      .option('--keep-seeding', 'with --seed: leave the seed running at the end (catalog seed --stop stops it)')
+      .option('--no-web-seed', "with --replicas: download from BitTorrent peers only, never the torrent's web seed")
       .option('--rate <MiB/s>', 'with --replicas: download/upload limit, and of the copy into the replica')
       .option('--timeout <seconds>', 'with --replicas: give up waiting for a download (a re-run resumes)', '3600'),
   ).action(async (source: string, o, cmd: Command) => {
+    for (const [opt, given] of [
+      ['--hosts', o.hosts],
+      ['--no-web-seed', o.webSeed === false],
+    ] as const)
+      if (given && !o.replicas) throw usageError(`${opt} goes with --replicas`);
+    for (const [opt, given] of [
+      ['--seed', o.seed],
+      ['--seed-rate', o.seedRate],
+      ['--seed-peers', o.seedPeers],
+      ['--keep-seeding', o.keepSeeding],
+    ] as const)
+      if (given && !o.hosts) throw usageError(`${opt} goes with --hosts`, 'or run catalog seed on the seed node');
+    const many = o.replicas && o.hosts ? pullPeers(o.hosts, o.peerPort, o.seed) : undefined;
     const ctx = createContext(cmd);
     const key = trustedKey(ctx, o.pubkey);
+    if (many) {
+      const { hosts, seed } = many;
+      const timeout = Number(o.timeout);
+      if (!(timeout > 0)) throw usageError(`--timeout "${o.timeout}" must be a positive number of seconds`);
+      const { result, error } = await pullHosts({
+        source,
+        key,
+        hosts,
+        seed,
+        seedRateMiBps: o.seedRate !== undefined ? Number(o.seedRate) : undefined,
+        seedPeers: o.seedPeers !== undefined ? Number(o.seedPeers) : undefined,
+        keepSeeding: o.keepSeeding,
+        rateMiBps: o.rate !== undefined ? Number(o.rate) : undefined,
+        timeoutSeconds: timeout,
+        dryRun: ctx.opts.dryRun,
+        node: (host) => {
+          const at = ctx.at(host);
+          return { session: at.op(o.vg), locked: (fn) => at.locked(o.vg, () => fn()) };
+        },
+        onProgress: (host, what) => ctx.progress.info(`${host}: ${what}`),
+      });
+      return ctx.finish(result, describePullHosts, error);
+    }
     if (o.replicas) {
       const timeout = Number(o.timeout);
       if (!(timeout > 0)) throw usageError(`--timeout "${o.timeout}" must be a positive number of seconds`);
       const { result, error } = await pullReplicas({
+        webSeed: o.webSeed,
         source,
         key,
         port: parsePeer(`node:${o.peerPort}`, '--peer-port').port,
@@ -228,6 +319,39 @@ export function register(program: Command): void {
       syncCatalog(op, { source, key, prune: o.prune, onProgress: (what, n, total) => progress(what, n, total) }),
     );
     await ctx.finish(result, describeSync, error);
+  });
+
+  vgOption(
+    catalog
+      .command('seed')
+      .description(
+        "the repository side's BitTorrent seed of pull mode: read each approved, present image of a verified list " +
+          'with a signed torrent once, check its sha512, seed it (aria2c as nobody); a running seed is left alone',
+      )
+      .argument('<list>', 'a path or an http(s) URL (its signature: LIST.minisig)')
+      .option('--pubkey <file>', "the endorser's minisign public key (default: catalog.publicKey)")
+      .option(
+        '--seed-port <port>',
+        "the port the seed listens on (not this node's own --peer-port)",
+        String(DEFAULT_SEED_PORT),
+      )
+      .option('--rate <MiB/s>', "the seed's upload limit")
+      .option('--peers <n>', 'peers the seed uploads to at once (default 1: the nodes trade the rest)')
+      .option('--stop', "stop the seeds of the list's images and remove their files; says what each sent"),
+  ).action(async (source: string, o, cmd: Command) => {
+    const ctx = createContext(cmd);
+    const { result, error } = await seedCatalog({
+      source,
+      key: trustedKey(ctx, o.pubkey),
+      port: parsePeer(`node:${o.seedPort}`, '--seed-port').port,
+      rateMiBps: o.rate !== undefined ? Number(o.rate) : undefined,
+      peers: o.peers !== undefined ? Number(o.peers) : undefined,
+      stop: o.stop,
+      dryRun: ctx.opts.dryRun,
+      node: { session: ctx.op(o.vg), locked: (fn) => ctx.locked(o.vg, () => fn()) },
+      onProgress: (host, what) => ctx.progress.info(`${host}: ${what}`),
+    });
+    await ctx.finish(result, describeSeed, error);
   });
 
   vgOption(

@@ -41,7 +41,7 @@ import {
 import { stagingFiles } from '../stage/files.js';
 import { peerStartReq, recordWriteReq, torrentWriteReq } from '../stage/plan.js';
 import { rateBytes } from '../stage/spec.js';
-import { infoHashOf } from '../stage/torrent.js';
+import { infoHashOf, withoutWebSeeds } from '../stage/torrent.js';
 import { vgApprovals } from './gate.js';
 import { lvNameOf, type ImageList, type ListImage } from './list.js';
 import type { PublicKey } from './minisign.js';
@@ -55,11 +55,33 @@ export interface PullOptions {
   /** The TCP port this node's client listens on and announces. */
   port: number;
   rateMiBps?: number;
+  /**
+   * Also download from the torrent's web seed (the repository's http server), default. false:
+   * the torrent is written without its web seeds, so the pieces come only from BitTorrent peers
+   * (the repository side's `catalog seed` and the other nodes).
+   */
+  webSeed?: boolean;
+  /** The nodes of one run (pullHosts): when each may start, and how long each keeps seeding. */
+  swarm?: Swarm;
   timeoutSeconds?: number;
   pollMs?: number;
   now?: Date;
   dryRun?: boolean;
   onProgress?(host: string, what: string): void;
+}
+
+/**
+ * The nodes of one run pulling each image together (core/catalog/pullHosts.ts).
+ */
+export interface Swarm {
+  /** Wait until this node may start downloading lv. */
+  ready(lv: string, host: string): Promise<void>;
+  /** This node is done with lv: its file verified (ok), or it failed or had nothing to pull. */
+  leave(lv: string, host: string, ok: boolean): Promise<void>;
+  /** Resolves once every node of the run is done with lv: until then a node's client seeds it. */
+  settled(lv: string): Promise<void>;
+  /** This node's pull ended (also by an error before any image): nobody waits for it any more. */
+  end(host: string): Promise<void>;
 }
 
 export type PullAction =
@@ -84,8 +106,8 @@ export interface PullResult {
   plan?: PlannedCommand[];
 }
 
-/** The image this node can make a replica of, or why not. */
-function candidate(
+/** The image this node can make a replica of (or seed), or why not. */
+export function candidate(
   image: ListImage,
   list: ImageList,
   have: CowObj | undefined,
@@ -118,7 +140,7 @@ export async function fetchTorrent(source: string, image: ListImage): Promise<Bu
 }
 
 /** The commands of one image's pull on this node, as data (what --dry-run prints, what runs). */
-export function pullPlan(host: string, image: ListImage, obj: ImageObj, port: number, rate: number) {
+export function pullPlan(host: string, image: ListImage, obj: ImageObj, port: number, rate: number, webSeed = true) {
   const f = stagingFiles(obj.uuid);
   const plan = {
     prepare: staging.makeDirReq(f.peerDir),
@@ -136,7 +158,10 @@ export function pullPlan(host: string, image: ListImage, obj: ImageObj, port: nu
   const at = (req: RunRequest) => plannedCommand(host, req);
   const dryRun: PlannedCommand[] = [
     at(plan.prepare),
-    at({ ...torrentWriteReq(obj.uuid, Buffer.alloc(0)), title: `write the torrent from ${image.torrent!.url}` }),
+    at({
+      ...torrentWriteReq(obj.uuid, Buffer.alloc(0)),
+      title: `write the torrent from ${image.torrent!.url}${webSeed ? '' : ' without its web seeds'}`,
+    }),
     at({ ...aria2.showTorrentReq(f.torrent), title: `check its info hash is the signed ${image.torrent!.infoHash}` }),
     at(plan.start),
     plannedNote(host, `wait until ${f.image} is whole with the signed sha512 ${image.sha512}`),
@@ -150,6 +175,7 @@ export function pullPlan(host: string, image: ListImage, obj: ImageObj, port: nu
 
 async function pullOne(o: PullOptions, host: string, image: ListImage, obj: ImageObj): Promise<PullImage> {
   const s = o.node.session;
+  await o.swarm?.ready(obj.name, host);
   const started = Date.now();
   const plan = pullPlan(host, image, obj, o.port, rateBytes(o.rateMiBps));
   const infoHash = image.torrent!.infoHash;
@@ -166,7 +192,8 @@ async function pullOne(o: PullOptions, host: string, image: ListImage, obj: Imag
   // A staged file that verified and was extended in an interrupted run goes straight to the copy.
   const staged = plan.extend !== undefined && (await verifiedFile(s, sealed)) === true;
   // Fetched and checked before anything is written on the node: a refused torrent leaves nothing.
-  const torrent = staged ? undefined : await fetchTorrent(o.source, image);
+  const fetched = staged ? undefined : await fetchTorrent(o.source, image);
+  const torrent = fetched && o.webSeed === false ? withoutWebSeeds(fetched, image.torrent!.url) : fetched;
   try {
     if (torrent) {
       await run(s, plan.prepare);
@@ -184,7 +211,12 @@ async function pullOne(o: PullOptions, host: string, image: ListImage, obj: Imag
       o.onProgress?.(host, `${signed.name}: sha512 verified; copying into the replica`);
       if (plan.extend) await run(s, plan.extend);
     }
+    await o.swarm?.leave(obj.name, host, true);
     const r = await replicaFromFile(o.node, rec, infoHash, o.rateMiBps);
+    if (o.swarm) {
+      o.onProgress?.(host, `${signed.name}: replica complete; seeding until the other nodes have the file`);
+      await o.swarm.settled(obj.name);
+    }
     await run(s, plan.stop);
     await journalStaging(o.node, obj, true);
     await run(s, plan.cleanup);
@@ -198,6 +230,7 @@ async function pullOne(o: PullOptions, host: string, image: ListImage, obj: Imag
       seconds: (Date.now() - started) / 1000,
     };
   } catch (e) {
+    await o.swarm?.leave(obj.name, host, false);
     await run(s, plan.stop).catch(() => undefined);
     await journalStaging(o.node, obj, true).catch(() => undefined);
     const why = e instanceof Error ? e.message : String(e);
@@ -206,7 +239,7 @@ async function pullOne(o: PullOptions, host: string, image: ListImage, obj: Imag
   }
 }
 
-export async function pullReplicas(o: PullOptions): Promise<{ result: PullResult; error?: CowstackError }> {
+async function pullEach(o: PullOptions): Promise<{ result: PullResult; error?: CowstackError }> {
   const s = o.node.session;
   const host = s.runner.target;
   const now = o.now ?? new Date();
@@ -222,31 +255,64 @@ export async function pullReplicas(o: PullOptions): Promise<{ result: PullResult
   const cache = await observeCache(s.runner, cacheVgOf(s));
   let error: CowstackError | undefined;
   for (const image of list.images) {
-    const c = candidate(image, list, state.repo.byName.get(lvNameOf(image)), approved);
-    const entry: PullImage = { name: image.name, version: image.version, lv: lvNameOf(image), action: 'failed' };
-    result.images.push(entry);
-    if (typeof c === 'string') {
-      entry.action = c;
-      continue;
-    }
-    entry.infoHash = image.torrent!.infoHash;
-    const done = usableReplica(cache, c);
-    if (done) {
-      Object.assign(entry, { action: 'none', sha256: done.sha256 });
-      continue;
-    }
-    if (o.dryRun) {
-      entry.action = 'would-replicate';
-      result.plan = [...(result.plan ?? []), ...pullPlan(host, image, c, o.port, rateBytes(o.rateMiBps)).dryRun];
-      continue;
-    }
     try {
-      Object.assign(entry, await pullOne(o, host, image, c));
-    } catch (e) {
-      if (!(e instanceof CowstackError)) throw e;
-      entry.error = e.message;
+      const e = await pullImage(o, host, list, image, state, approved, cache, result);
       error ??= e;
+    } finally {
+      // Done with it here (pulled, failed or nothing to pull): the others do not wait for this node.
+      await o.swarm?.leave(lvNameOf(image), host, false);
     }
   }
   return { result, error };
+}
+
+/** One image of the list on this node; an error is recorded in the result and returned. */
+async function pullImage(
+  o: PullOptions,
+  host: string,
+  list: ImageList,
+  image: ListImage,
+  state: Awaited<ReturnType<typeof observeNode>>,
+  approved: Set<string>,
+  cache: Awaited<ReturnType<typeof observeCache>>,
+  result: PullResult,
+): Promise<CowstackError | undefined> {
+  const c = candidate(image, list, state.repo.byName.get(lvNameOf(image)), approved);
+  const entry: PullImage = { name: image.name, version: image.version, lv: lvNameOf(image), action: 'failed' };
+  result.images.push(entry);
+  if (typeof c === 'string') {
+    entry.action = c;
+    return undefined;
+  }
+  entry.infoHash = image.torrent!.infoHash;
+  const done = usableReplica(cache, c);
+  if (done) {
+    Object.assign(entry, { action: 'none', sha256: done.sha256 });
+    return undefined;
+  }
+  if (o.dryRun) {
+    entry.action = 'would-replicate';
+    result.plan = [
+      ...(result.plan ?? []),
+      ...pullPlan(host, image, c, o.port, rateBytes(o.rateMiBps), o.webSeed).dryRun,
+    ];
+    return undefined;
+  }
+  try {
+    Object.assign(entry, await pullOne(o, host, image, c));
+    return undefined;
+  } catch (e) {
+    if (!(e instanceof CowstackError)) throw e;
+    entry.error = e.message;
+    return e;
+  }
+}
+
+export async function pullReplicas(o: PullOptions): Promise<{ result: PullResult; error?: CowstackError }> {
+  // However this node's pull ends, the other nodes of the run do not wait for it.
+  try {
+    return await pullEach(o);
+  } finally {
+    await o.swarm?.end(o.node.session.runner.target);
+  }
 }

@@ -10,7 +10,7 @@ import type { RunRequest } from '../../exec/types.js';
 import * as aria2 from '../../tools/aria2.js';
 import * as blockData from '../../tools/blockData.js';
 import * as daemon from '../../tools/daemon.js';
-import { readOwnFileReq } from '../../tools/files.js';
+import { readOwnFileReq, writeRootFileReq } from '../../tools/files.js';
 import { existsReq } from '../../tools/host.js';
 import * as staging from '../../tools/staging.js';
 import { replicate, type ReplicateResult } from '../cache/replicate.js';
@@ -18,7 +18,7 @@ import { runGuarded } from '../executor.js';
 import { beginStep, endStep } from '../journal.js';
 import type { NodeSession } from '../node.js';
 import { stagingFiles, type StagePhase, type StageRecord } from './files.js';
-import { recordWriteReq, torrentWriteReq, type StageImage } from './plan.js';
+import { recordWriteReq, type StageImage } from './plan.js';
 
 export interface StageNode {
   session: NodeSession;
@@ -50,8 +50,11 @@ export async function fileDigest(s: NodeSession, file: string, algo: StagedWant[
 }
 
 /** A staged file that is whole (size right, no aria2 resume record) and has the wanted digest. */
-export async function verifiedFile(s: NodeSession, want: StagedWant): Promise<boolean | 'partial'> {
-  const f = stagingFiles(want.uuid);
+export async function verifiedFile(
+  s: NodeSession,
+  want: StagedWant,
+  f = stagingFiles(want.uuid),
+): Promise<boolean | 'partial'> {
   const sizes = staging.parseSizes((await run(s, staging.sizesReq(f.image))).stdout);
   if (!sizes) return false;
   if (sizes.size !== want.sizeBytes || (await run(s, existsReq(f.control, 'file'))).exitCode === 0) return 'partial';
@@ -73,9 +76,16 @@ export function record(image: RecordedImage, infoHash: string, phase: StagePhase
 }
 
 /** The torrent written on a node and read back by aria2: it must show the expected info hash. */
-export async function writeTorrent(s: NodeSession, host: string, uuid: string, torrent: Buffer, infoHash: string) {
-  await run(s, torrentWriteReq(uuid, torrent));
-  const got = aria2.parseInfoHash((await run(s, aria2.showTorrentReq(stagingFiles(uuid).torrent))).stdout);
+export async function writeTorrent(
+  s: NodeSession,
+  host: string,
+  uuid: string,
+  torrent: Buffer,
+  infoHash: string,
+  file = stagingFiles(uuid).torrent,
+) {
+  await run(s, writeRootFileReq(file, torrent));
+  const got = aria2.parseInfoHash((await run(s, aria2.showTorrentReq(file))).stdout);
   if (got !== infoHash)
     throw new CowstackError(EXIT.FAILED, `the torrent written on ${host} has info hash ${got}, not ${infoHash}`);
 }

@@ -115,3 +115,22 @@ export function infoHashOf(torrent: Buffer, where: string): string {
     throw refused(`${where} is not a torrent: ${(e as Error).message}`);
   }
 }
+
+/**
+ * The same torrent without its web seeds (BEP 19 url-list, BEP 17 httpseeds): the info
+ * dictionary, so the info hash, is untouched. A node that downloads only from peers (the
+ * repository side's BitTorrent seed, the other nodes) gets this, so the http server sends nothing.
+ */
+export function withoutWebSeeds(torrent: Buffer, where: string): Buffer {
+  infoHashOf(torrent, where); // a torrent at all, before it is taken apart
+  const kept: Buffer[] = [Buffer.from('d')];
+  for (let p = 1; torrent[p] !== 0x65;) {
+    const keyEnd = skip(torrent, p);
+    const key = torrent.subarray(torrent.indexOf(':', p) + 1, keyEnd).toString('latin1');
+    const valueEnd = skip(torrent, keyEnd);
+    if (key !== 'url-list' && key !== 'httpseeds') kept.push(torrent.subarray(p, valueEnd));
+    p = valueEnd;
+  }
+  kept.push(Buffer.from('e'));
+  return Buffer.concat(kept);
+}
