@@ -4,29 +4,29 @@
  * and a small state record that `cache list` shows.
  *
  * The client and the tracker talk to the network, so they do not run as root: they run as
- * PEER_USER, and the only place they may write is PEER_DIR (the image file, aria2's resume
+ * PEER_USER, and the only place they may write is the peer directory (PEER_SUBDIR: the image file, aria2's resume
  * record, its log). The torrents, pid files, records and the tracker's whitelist stay in the
- * root-owned STAGING_DIR. Nothing trusts the bytes in PEER_DIR: a staged file is checked
+ * root-owned STAGING_DIR. Nothing trusts the bytes in a peer directory: a staged file is checked
  * before it is seeded or copied, and the replica's own sha256 is checked on its LV afterwards.
  */
 import type { RootProgram, RunRequest } from '../exec/types.js';
 import { bin } from './program.js';
 
 export const STAGING_DIR = '/var/lib/cowstack/staging';
-export const PEER_DIR = `${STAGING_DIR}/peer`;
-/** Debian's unprivileged account (uid/gid 65534): owns no file outside PEER_DIR on a node. */
-export const PEER_USER = 'nobody:nogroup';
+/** The peer directory's name in a staging directory (core/stage/files.ts, core/catalog/seed.ts). */
+export const PEER_SUBDIR = 'peer';
+/** Debian's unprivileged account (uid/gid 65534): owns no file outside the peer directories of a node. */
+const PEER_OWNER = { user: 'nobody', group: 'nogroup' } as const;
+/** The same as start-stop-daemon's --chuid takes it. */
+export const PEER_USER = `${PEER_OWNER.user}:${PEER_OWNER.group}`;
 
 /** The staging directory (root's) and in it the peer directory, owned by PEER_USER; idempotent. */
-export const makeDirReq = (peerDir: string = PEER_DIR): RunRequest => {
-  const [user, group] = PEER_USER.split(':');
-  return {
-    argv: ['install', '-d', '-m', '0755', '-o', user!, '-g', group!, peerDir],
-    kind: 'write',
-    root: true,
-    title: `make ${peerDir} (${PEER_USER}'s, in a root-owned directory)`,
-  };
-};
+export const makeDirReq = (peerDir: string): RunRequest => ({
+  argv: ['install', '-d', '-m', '0755', '-o', PEER_OWNER.user, '-g', PEER_OWNER.group, peerDir],
+  kind: 'write',
+  root: true,
+  title: `make ${peerDir} (${PEER_USER}'s, in a root-owned directory)`,
+});
 
 /** "SIZE ALLOCATED" of a file (bytes): how far a sparse download got. Fails when it is missing. */
 export const sizesReq = (file: string): RunRequest => ({

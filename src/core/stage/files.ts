@@ -3,7 +3,7 @@
  * re-created image has a new uuid and never meets the old one's bytes), and the per-node
  * record that `cache list` shows.
  */
-import { STAGING_DIR } from '../../tools/staging.js';
+import { PEER_SUBDIR, STAGING_DIR } from '../../tools/staging.js';
 
 export interface StagingFiles {
   /** Root's: torrents, pid files, records, the tracker's whitelist. */
@@ -25,7 +25,7 @@ export interface StagingFiles {
 
 export function stagingFiles(uuid: string, dir = STAGING_DIR): StagingFiles {
   const base = `${dir}/${uuid}`;
-  const peerDir = `${dir}/peer`;
+  const peerDir = `${dir}/${PEER_SUBDIR}`;
   const peer = `${peerDir}/${uuid}`;
   return {
     dir,
