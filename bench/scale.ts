@@ -33,7 +33,7 @@ import { bringUpCluster } from '../test/integration/cluster.js';
 import { CLI } from '../test/integration/cli.js';
 import { pattern, sha256, deviceSha, MiB } from '../test/integration/data.js';
 import { REPO_VG, table, timedSsh } from './harness.js';
-import { fillTo, type FillResult } from './scaleFill.js';
+import { FILLER_PREFIX, fillTo, type FillResult } from './scaleFill.js';
 
 const tag = Date.now().toString(36).slice(-4);
 const node = 'node1';
@@ -160,7 +160,7 @@ interface CountResult {
 async function measureAt(tb: Testbed, image: string, count: number, template: string): Promise<CountResult> {
   // The measured clone (or LV) is the count-th LV while it exists.
   process.stderr.write(`  fill to ${count - 1} LVs\n`);
-  const fill = await fillTo(tb, count - 1, template);
+  const fill = await fillTo(tb, count - 1, template, PBS);
   if (fill.added) process.stderr.write(`  filled ${fill.added} LVs in ${fill.seconds.toFixed(1)} s\n`);
   const res: CountResult = {
     count,
@@ -250,7 +250,47 @@ async function proof(tb: Testbed, image: string, count: number): Promise<string[
   const after = await lvmView(tb);
   if (after.lvCount !== count - 1) throw new Error(`proof at ${count}: ${after.lvCount} LVs after the discard`);
   out.push(`unmapped and discarded: ${after.lvCount} LVs left, ${after.leases} leases`);
+  out.push(...(await fillerProof(tb)));
   return out;
+}
+
+/**
+ * A filler is an LV lvmlockd accepts: its lease (written by the fill, not by lvmlockd) is
+ * granted on the other node (`lvchange -aey`: sanlock holds it at the filler's offset), and
+ * `lvremove` frees it (lvmlockd writes `#unused` there, as for any LV). The VG is one LV
+ * shorter afterwards; the next fill puts it back.
+ */
+async function fillerProof(tb: Testbed): Promise<string[]> {
+  const other = tb.nodes.find((n) => n.name !== node)!.name;
+  const fillers = (await lvmReport(tb, ['lvs'], 'lv_name,lv_uuid,lv_lock_args')).filter((r) =>
+    r[0]!.startsWith(FILLER_PREFIX),
+  );
+  const [name, uuid, args] = fillers[fillers.length - 1] ?? [];
+  if (!name || !uuid || !args) throw new Error('filler proof: no filler LV in the VG');
+  const offset = args.split(':')[1]!;
+  await timedSsh(tb, other, ['lvchange', '-aey', `${REPO_VG}/${name}`]);
+  const held = (await timedSsh(tb, other, ['sanlock', 'status'])).stdout
+    .split('\n')
+    .find((l) => l.startsWith(`r lvm_${REPO_VG}:${uuid}:`));
+  await timedSsh(tb, other, ['lvchange', '-an', `${REPO_VG}/${name}`]);
+  if (!held || held.split(':')[3] !== offset)
+    throw new Error(`filler proof: ${other} holds no lease of ${name} at ${offset} (${held ?? 'none'})`);
+  await timedSsh(tb, node, ['lvremove', '-y', `${REPO_VG}/${name}`]);
+  const leader = (
+    await timedSsh(tb, node, [
+      'sanlock',
+      'direct',
+      'read_leader',
+      '-r',
+      `lvm_${REPO_VG}:${uuid}:/dev/mapper/${REPO_VG}-lvmlock:${offset}`,
+    ])
+  ).stdout;
+  const resource = /resource_name (\S+)/.exec(leader)?.[1];
+  if (resource !== '#unused') throw new Error(`filler proof: ${name}'s lease reads ${resource} after lvremove`);
+  return [
+    `filler ${name}: lvchange -aey on ${other} granted its lease (${held.split(' ')[1]}), ` +
+      `lvchange -an, lvremove on ${node}: its lease at ${offset} reads ${resource}`,
+  ];
 }
 
 /** The bench's tables for the counts measured so far. */
@@ -300,16 +340,18 @@ async function printTables(tb: Testbed, results: CountResult[]): Promise<void> {
       })),
     ),
   );
-  console.log('\nFill (lock-type none, vgcfgrestore of generated metadata, lock-type sanlock, lockstart):');
+  console.log('\nFill (lockstop, vgcfgrestore of generated metadata, leases written, lockstart):');
   console.log(
     table(
       results.map((r) => ({
         'to LVs': r.count - 1,
         added: r.fill.added,
+        'leases written': r.fill.leases,
         's total': r.fill.seconds.toFixed(1),
-        's stop+local': r.fill.phases.local.toFixed(1),
+        's stop+read': r.fill.phases.stop.toFixed(1),
         's restore': r.fill.phases.restore.toFixed(1),
-        's shared+start': r.fill.phases.shared.toFixed(1),
+        's leases': r.fill.phases.leases.toFixed(1),
+        's start': r.fill.phases.start.toFixed(1),
       })),
     ),
   );
@@ -319,7 +361,9 @@ export async function benchScale(): Promise<void> {
   const top = Math.max(...COUNTS);
   if (COUNTS.some((c) => !Number.isInteger(c) || c < 4))
     throw new Error(`BENCH_SCALE_COUNTS must be integers of at least 4, got ${COUNTS.join(',')}`);
-  const lunGiB = lunGiBFor(top, PBS);
+  // Sparse: sized for the largest count or the default --max-lvs, whichever is more, so that a
+  // cluster kept from a run at small counts can be filled further without a new one.
+  const lunGiB = lunGiBFor(Math.max(top, DEFAULT_MAX_LVS), PBS);
   await withScaleCluster(lunGiB, async (tb) => {
     // An image and template a previous run left (the same bytes: IMAGE is deterministic) are
     // reused, so that a VG already filled to a count is measured again without a new fill.
