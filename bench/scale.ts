@@ -276,16 +276,19 @@ async function fillerProof(tb: Testbed): Promise<string[]> {
   if (!held || held.split(':')[3] !== offset)
     throw new Error(`filler proof: ${other} holds no lease of ${name} at ${offset} (${held ?? 'none'})`);
   await timedSsh(tb, node, ['lvremove', '-y', `${REPO_VG}/${name}`]);
-  const leader = (
+  // dump, not read_leader: read_leader exits 1 even when it read the leader.
+  const dump = (
     await timedSsh(tb, node, [
       'sanlock',
       'direct',
-      'read_leader',
-      '-r',
-      `lvm_${REPO_VG}:${uuid}:/dev/mapper/${REPO_VG}-lvmlock:${offset}`,
+      'dump',
+      `/dev/mapper/${REPO_VG}-lvmlock:${offset}:${leaseAlignBytes(PBS)}`,
     ])
   ).stdout;
-  const resource = /resource_name (\S+)/.exec(leader)?.[1];
+  const resource = dump
+    .split('\n')
+    .map((l) => l.trim().split(/\s+/))
+    .find((f) => f[0] === offset)?.[2];
   if (resource !== '#unused') throw new Error(`filler proof: ${name}'s lease reads ${resource} after lvremove`);
   return [
     `filler ${name}: lvchange -aey on ${other} granted its lease (${held.split(' ')[1]}), ` +

@@ -198,6 +198,8 @@ export function addFillers(
     const offset = slot * alignBytes;
     if (held.has(offset)) continue;
     const name = `${FILLER_PREFIX}${String(firstIndex + leases.length).padStart(5, '0')}`;
+    // vgcfgrestore keeps one of two LVs of the same name without a word: refuse it here.
+    if (new RegExp(`\\n\\t+${name} \\{`).test(text)) throw new Error(`LV ${name} is already in the VG metadata`);
     leases.push({ name, uuid: lvmUuid(), offset });
   }
   const last = leases.length ? leases[leases.length - 1]!.offset + alignBytes : 0;
@@ -282,9 +284,12 @@ export async function fillTo(tb: Testbed, target: number, template: string, sect
   const have = await count();
   const add = target - have;
   if (add === 0) return { added: 0, seconds: 0, leases: 0, phases: { stop: 0, restore: 0, leases: 0, start: 0 } };
+  // New fillers are numbered after the highest one (a proof may have removed one below it).
   const existing = (await run(tb, 'node1', ['lvs', '--nolocking', '--noheadings', '-o', 'lv_name', REPO_VG]))
     .split('\n')
-    .filter((l) => l.trim().startsWith(FILLER_PREFIX)).length;
+    .map((l) => l.trim())
+    .filter((l) => l.startsWith(FILLER_PREFIX))
+    .reduce((n, l) => Math.max(n, Number(l.slice(FILLER_PREFIX.length)) + 1), 0);
   const others = tb.nodes.filter((n) => n.name !== 'node1').map((n) => n.name);
   const align = leaseAlignBytes(sectorBytes);
   const t0 = process.hrtime.bigint();

@@ -142,6 +142,8 @@ describe('scale bench fill', () => {
   it('refuses when the extents, the template or its lease are missing', () => {
     expect(() => addFillers(VG, 'tpl', 42, 0, ALIGN)).toThrow('no free extent left for filler 42 of 42');
     expect(() => addFillers(VG, 'nope', 1, 0, ALIGN)).toThrow('no LV nope');
+    const one = addFillers(VG, 'tpl', 1, 4, ALIGN).text;
+    expect(() => addFillers(one, 'tpl', 2, 3, ALIGN)).toThrow('LV fill-00004 is already in the VG metadata');
     expect(() => addFillers(VG.replace(/\t\t\tlock_args = .*\n/g, ''), 'tpl', 1, 0, ALIGN)).toThrow(
       'LV tpl has no lock_args',
     );
