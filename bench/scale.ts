@@ -13,11 +13,14 @@
  * goal: at most 1.1), cowstack's commands and lvs/vgs reads per operation (COWSTACK_TRACE),
  * the VG metadata and lease space. At the largest count the proof the issue asks for: the
  * capacity report against LVM's own numbers, doctor, and a real clone created, mapped with its
- * content checked by sha256 against the host's, unmapped and discarded.
+ * content checked by sha256 against the host's, unmapped and discarded, and a filler whose
+ * lease lvmlockd grants on the other node and frees at its lvremove (the fill wrote it).
  *
- * With lvm2 2.03.16 the fill's lease initialization slows with every lease already in lvmlock
- * (20 min for 490 LVs on the testbed, hours for 2000: README, Sizing, Scale); BENCH_SCALE_COUNTS
- * in the order given lets a VG already filled be measured again, or shrunk ("500,10").
+ * The fill keeps the VG shared and writes the fillers' leases itself (bench/scaleFill.ts);
+ * BENCH_SCALE_COUNTS in the order given lets a VG already filled be measured again, or shrunk
+ * ("500,10"). The LUN is sized for at least DEFAULT_MAX_LVS (sparse), so a cluster kept with
+ * COWSTACK_TESTBED_KEEP from a run at small counts takes a larger one.
+ * MEASURED
  *
  * COWSTACK_TESTBED_LUN_PBS=4096 runs it on a LUN with 4K physical sectors (8 MiB leases: the
  * fill then writes 16 GiB of lease area); the default here is 512 (1 MiB leases).
@@ -43,10 +46,13 @@ const PBS: 512 | 4096 = process.env.COWSTACK_TESTBED_LUN_PBS === '4096' ? 4096 :
 const IMAGE = pattern(16 * MiB, 12);
 const EXTENT = 4 * MiB;
 
-/** The LUN for `lvs` LVs of one extent each, their leases and metadata, plus 1 GiB for the rest. */
-export function lunGiBFor(lvs: number, pbs: number): number {
+/**
+ * The LUN for `lvs` LVs of one extent each, their leases and metadata, plus 1 GiB for the rest;
+ * with `headroom`, so much more that they fill no more than 3/4 of it (doctor warns at 80 %).
+ */
+export function lunGiBFor(lvs: number, pbs: number, headroom = false): number {
   const bytes = lvs * EXTENT + leaseBytesFor(lvs + 8, leaseAlignBytes(pbs)) + metadataMiBFor(DEFAULT_MAX_LVS) * MiB;
-  return Math.ceil(bytes / 2 ** 30) + 1;
+  return Math.ceil(bytes / 2 ** 30 / (headroom ? 0.75 : 1)) + 1;
 }
 
 const median = (xs: number[]): number => {
@@ -96,7 +102,7 @@ async function cow(tb: Testbed, args: string[]): Promise<Op> {
 }
 
 /** A cluster with a LUN big enough: the running one in the state dir if its LUN is, else a new one. */
-async function withScaleCluster<T>(lunGiB: number, fn: (tb: Testbed) => Promise<T>): Promise<T> {
+async function withScaleCluster<T>(lunGiB: number, newLunGiB: number, fn: (tb: Testbed) => Promise<T>): Promise<T> {
   const log = (s: string) => process.stderr.write(`  ${s}\n`);
   await ensureImage({ log });
   let tb = await attach(undefined, { log }).catch(() => undefined);
@@ -109,7 +115,7 @@ async function withScaleCluster<T>(lunGiB: number, fn: (tb: Testbed) => Promise<
   }
   const mine = !tb;
   if (!tb) {
-    tb = await up({ nodes: 2, lunGiB, lunSectorBytes: PBS, log });
+    tb = await up({ nodes: 2, lunGiB: newLunGiB, lunSectorBytes: PBS, log });
     await bringUpCluster(tb, log);
   }
   try {
@@ -238,7 +244,12 @@ async function proof(tb: Testbed, image: string, count: number): Promise<string[
   const doctor = (await cow(tb, ['doctor'])).json as { checks: Array<{ id: string; status: string; message: string }> };
   for (const c of doctor.checks.filter((c) => c.id.startsWith('capacity:')))
     out.push(`doctor ${c.id}: ${c.status} (${c.message})`);
-  const bad = doctor.checks.filter((c) => c.id.startsWith('capacity:') && c.status !== 'ok');
+  // Doctor warns about extents at the report's threshold (the LUN of a kept cluster may be the
+  // bare minimum): that warning is right, any other is not.
+  const expected = (c: { id: string; status: string }) =>
+    c.status === 'ok' ||
+    (c.id === 'capacity:extents' && c.status === 'warn' && cap.extents.usedPercent >= cap.warnPercent);
+  const bad = doctor.checks.filter((c) => c.id.startsWith('capacity:') && !expected(c));
   if (bad.length) throw new Error(`proof at ${count}: doctor says ${bad.map((c) => c.message).join('; ')}`);
   const m = await cow(tb, ['clone', 'map', name]);
   const sha = await deviceSha(tb, node, m.json.device);
@@ -366,8 +377,8 @@ export async function benchScale(): Promise<void> {
     throw new Error(`BENCH_SCALE_COUNTS must be integers of at least 4, got ${COUNTS.join(',')}`);
   // Sparse: sized for the largest count or the default --max-lvs, whichever is more, so that a
   // cluster kept from a run at small counts can be filled further without a new one.
-  const lunGiB = lunGiBFor(Math.max(top, DEFAULT_MAX_LVS), PBS);
-  await withScaleCluster(lunGiB, async (tb) => {
+  const lvs = Math.max(top, DEFAULT_MAX_LVS);
+  await withScaleCluster(lunGiBFor(lvs, PBS), lunGiBFor(lvs, PBS, true), async (tb) => {
     // An image and template a previous run left (the same bytes: IMAGE is deterministic) are
     // reused, so that a VG already filled to a count is measured again without a new fill.
     const names = (await lvmReport(tb, ['lvs'], 'lv_name')).map((r) => r[0]!);

@@ -1,24 +1,28 @@
 /**
  * The scale bench's fill: thousands of cowstack-shaped clone LVs in the repository VG in
- * minutes, where one `lvcreate` at a time in a sanlock VG takes seconds each under TCG (each
- * takes the VG lease, writes the whole metadata and initializes a lease).
+ * minutes, where one `lvcreate` at a time in a sanlock VG takes seconds each (each takes the
+ * VG lease, writes the whole metadata and looks for a free lease from where it last found one).
  *
- * How, with LVM's own supported tools (lvmlockd(8): "changing a local VG to a lockd VG"):
- *   1. node1 makes a small temporary sanlock VG on a loop device (GL_VG) and moves the global
- *      lock there (`lvmlockctl --gl-disable repo`, `--gl-enable GL_VG`): changing a VG's lock
- *      type takes the global lock, and a VG that is local holds none;
- *   2. every other node stops the lockspace (`vgchange --lockstop`), node1 deactivates the
- *      VG's LVs and makes it local (`vgchange --lock-type none`: lvmlock goes away);
- *   3. node1 backs the metadata up (`vgcfgbackup`), the host appends the filler LVs to the
- *      text, each a copy of a real clone's entry that cowstack created (same status, flags
- *      and tags: so the metadata bytes per LV are the real ones) with its own name, uuid and
- *      one extent, and node1 restores it (`vgcfgrestore`): one metadata write for all of them;
- *   4. node1 makes the VG shared again (`vgchange --lock-type sanlock`), which creates
- *      `lvmlock` sized for every LV and initializes one sanlock lease per LV, starts its
- *      lockspace, moves the global lock back and removes GL_VG; the other nodes start the
+ * The VG stays shared (its lock type is never changed) and keeps the PV, metadata area (sized
+ * by `cluster init --max-lvs`), tags and lvmlock that cluster init made:
+ *   1. every other node stops the lockspace (`vgchange --lockstop`); node1 deactivates the VG's
+ *      LVs (lvmlock stays: it holds node1's lockspace) and backs the metadata up;
+ *   2. the host appends the fillers to the text, each a copy of a real clone's entry that
+ *      cowstack created (same status, flags and tags: so the metadata bytes per LV are the real
+ *      ones) with its own name, uuid, one extent and `lock_args = "1.0.0:OFFSET"` at the next
+ *      lease slot no LV holds (slots `align` apart from slot 67, as lvmlockd lays them out);
+ *      when the last slot is past lvmlock's end, lvmlock grows in the same text by 256 MiB steps
+ *      (new segments on free extents, as lvcreate would grow it);
+ *   3. node1 restores it (`vgcfgrestore --force --yes`: the global lock lives in this VG, so
+ *      node1 stays in the lockspace and LVM asks about the active lvmlock); when lvmlock grew,
+ *      node1 stops and starts the lockspace so that lvmlock is active at its new size;
+ *   4. node1 writes each filler's lease in one ssh, `sanlock direct init -r
+ *      lvm_VG:LVUUID:/dev/mapper/VG-lvmlock:OFFSET` with the LUN's sector and align size
+ *      (lvmlockd grants an LV lock only where the lease carries the LV's uuid; a dropped
+ *      filler's lease gets `#unused`, as lvremove leaves it); the other nodes start the
  *      lockspace again.
- * The PV, its metadata area (sized by `cluster init --max-lvs`) and the VG's tags are those
- * cluster init made; only lvmlock is recreated, by LVM, as it would be for any converted VG.
+ * lvm2 2.03.16's own `vgchange --lock-type sanlock` (the previous fill) initialized the leases
+ * one by one, each searched for from the start of lvmlock: 20 min for 490 LVs.
  */
 import { randomBytes } from 'node:crypto';
 import type { Testbed } from '../test/testbed/index.js';
