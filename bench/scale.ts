@@ -248,7 +248,7 @@ async function proof(tb: Testbed, image: string, count: number): Promise<string[
   // bare minimum): that warning is right, any other is not.
   const expected = (c: { id: string; status: string }) =>
     c.status === 'ok' ||
-    (c.id === 'capacity:extents' && c.status === 'warn' && cap.extents.usedPercent >= cap.warnPercent);
+    (c.id === 'capacity:extents' && c.status === 'warning' && cap.extents.usedPercent >= cap.warnPercent);
   const bad = doctor.checks.filter((c) => c.id.startsWith('capacity:') && !expected(c));
   if (bad.length) throw new Error(`proof at ${count}: doctor says ${bad.map((c) => c.message).join('; ')}`);
   const m = await cow(tb, ['clone', 'map', name]);
