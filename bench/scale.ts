@@ -20,7 +20,8 @@
  * BENCH_SCALE_COUNTS in the order given lets a VG already filled be measured again, or shrunk
  * ("500,10"). The LUN is sized for at least DEFAULT_MAX_LVS (sparse), so a cluster kept with
  * COWSTACK_TESTBED_KEEP from a run at small counts takes a larger one.
- * MEASURED
+ * Measured 2026-12-01 at 0f2602b (512-byte sectors, README: Sizing, Scale): ratio of ratios
+ * 0.83 at 500 and at 2000 LVs against 10; the fill wrote 1500 leases in 303 s.
  *
  * COWSTACK_TESTBED_LUN_PBS=4096 runs it on a LUN with 4K physical sectors (8 MiB leases: the
  * fill then writes 16 GiB of lease area); the default here is 512 (1 MiB leases).
