@@ -147,38 +147,45 @@ describe('the pull plan (catalog sync --replicas)', () => {
   });
 });
 
+/** A catalogue command's reads: accepted version, the repository (disk-2, imported from the list), approvals. */
+async function catalogReads(r: RecordingRunner, write: boolean) {
+  const { r: pub } = await published(null);
+  const disk = pub.list.images[0]!;
+  r.expect(['cat', '--', STATE], { kind: 'read', exitCode: 1, stderr: 'No such file or directory' });
+  if (write) r.expect(['install', '-D', '-m', '0644', '/proc/self/fd/0', STATE], W);
+  const tags = [`cowstack_catalog:site:disk:2`, `cowstack_sha512:${disk.sha512}`];
+  expectObserve(r, [imageRow('disk-2', U.img2, { size: 4 * MiB, sha: disk.sha256, tags })]);
+  r.expect(vgsArgv(VG), {
+    kind: 'read',
+    stdout: vgsJson([{ vg_name: VG, vg_lock_type: 'sanlock', vg_tags: ['cowstack_approved:disk:2'] }]),
+  });
+  return disk;
+}
+const STATE = '/var/lib/cowstack/catalog/site.json';
+const node = (ctx: ReturnType<typeof ctxOf>) => ({ session: ctx, locked: <T>(fn: () => Promise<T>) => fn() });
+const source = () => path.join(dir, 'list.json');
+/** A catalogue command's options on r under --dry-run. */
+const dryRunOn = (r: RecordingRunner, port: number) => ({
+  source: source(),
+  key: PUB,
+  node: node(nodeSession({ runner: new DryRunRunner(r), vg: VG, dryRun: true })),
+  port,
+  dryRun: true as const,
+});
+
 describe('catalog sync --replicas (recorded)', () => {
-  const STATE = '/var/lib/cowstack/catalog/site.json';
   const F = stagingFiles(U.img2);
-  /** The node's reads: accepted version, the repository (disk-2 imported from the list), approvals, cache VG. */
+  /** The node's reads, then the cache VG. */
   const reads = async (r: RecordingRunner, replicas: Array<Record<string, unknown>>, write: boolean) => {
-    const { r: pub } = await published(null);
-    const disk = pub.list.images[0]!;
-    r.expect(['cat', '--', STATE], { kind: 'read', exitCode: 1, stderr: 'No such file or directory' });
-    if (write) r.expect(['install', '-D', '-m', '0644', '/proc/self/fd/0', STATE], W);
-    const tags = [`cowstack_catalog:site:disk:2`, `cowstack_sha512:${disk.sha512}`];
-    expectObserve(r, [imageRow('disk-2', U.img2, { size: 4 * MiB, sha: disk.sha256, tags })]);
-    r.expect(vgsArgv(VG), {
-      kind: 'read',
-      stdout: vgsJson([{ vg_name: VG, vg_lock_type: 'sanlock', vg_tags: ['cowstack_approved:disk:2'] }]),
-    });
+    const disk = await catalogReads(r, write);
     expectCache(r, replicas);
     return disk;
   };
-  const node = (ctx: ReturnType<typeof ctxOf>) => ({ session: ctx, locked: <T>(fn: () => Promise<T>) => fn() });
-  const source = () => path.join(dir, 'list.json');
 
   it('under --dry-run: the exact plan for an approved, present image with a torrent; nothing changed', async () => {
     const r = recorder();
     const disk = await reads(r, [], false);
-    const ctx = nodeSession({ runner: new DryRunRunner(r), vg: VG, dryRun: true });
-    const { result, error } = await pullReplicas({
-      source: source(),
-      key: PUB,
-      node: node(ctx),
-      port: 7002,
-      dryRun: true,
-    });
+    const { result, error } = await pullReplicas(dryRunOn(r, 7002));
     expect(error).toBeUndefined();
     expect(result.images.map((i) => [i.lv, i.action])).toEqual([
       ['disk-2', 'would-replicate'],
@@ -222,24 +229,8 @@ describe('catalog sync --replicas (recorded)', () => {
 });
 
 describe('the repository seed (catalog seed)', () => {
-  const STATE = '/var/lib/cowstack/catalog/site.json';
   const S = seedFiles(U.img2);
-  /** The node's reads: accepted version, the repository (disk-2 imported from the list), approvals. */
-  const reads = async (r: RecordingRunner, write: boolean) => {
-    const { r: pub } = await published(null);
-    const disk = pub.list.images[0]!;
-    r.expect(['cat', '--', STATE], { kind: 'read', exitCode: 1, stderr: 'No such file or directory' });
-    if (write) r.expect(['install', '-D', '-m', '0644', '/proc/self/fd/0', STATE], W);
-    const tags = [`cowstack_catalog:site:disk:2`, `cowstack_sha512:${disk.sha512}`];
-    expectObserve(r, [imageRow('disk-2', U.img2, { size: 4 * MiB, sha: disk.sha256, tags })]);
-    r.expect(vgsArgv(VG), {
-      kind: 'read',
-      stdout: vgsJson([{ vg_name: VG, vg_lock_type: 'sanlock', vg_tags: ['cowstack_approved:disk:2'] }]),
-    });
-    return disk;
-  };
-  const node = (ctx: ReturnType<typeof ctxOf>) => ({ session: ctx, locked: <T>(fn: () => Promise<T>) => fn() });
-  const source = () => path.join(dir, 'list.json');
+  const reads = catalogReads;
 
   it('drops the web seeds of a torrent and nothing else: the info hash stays', async () => {
     await published();
@@ -254,14 +245,7 @@ describe('the repository seed (catalog seed)', () => {
   it('--dry-run: reads the LV once, cuts it to the signed size, checks sha512, seeds to one peer', async () => {
     const r = recorder();
     const disk = await reads(r, false);
-    const ctx = nodeSession({ runner: new DryRunRunner(r), vg: VG, dryRun: true });
-    const { result, error } = await seedCatalog({
-      source: source(),
-      key: PUB,
-      node: node(ctx),
-      port: 7100,
-      dryRun: true,
-    });
+    const { result, error } = await seedCatalog(dryRunOn(r, 7100));
     expect(error).toBeUndefined();
     expect(result.images.map((i) => [i.lv, i.action])).toEqual([
       ['disk-2', 'would-seed'],
