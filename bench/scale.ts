@@ -20,7 +20,7 @@
  * BENCH_SCALE_COUNTS in the order given lets a VG already filled be measured again, or shrunk
  * ("500,10"). The LUN is sized for at least DEFAULT_MAX_LVS (sparse), so a cluster kept with
  * COWSTACK_TESTBED_KEEP from a run at small counts takes a larger one.
- * Measured 2026-12-01 at 0f2602b (512-byte sectors, README: Sizing, Scale): ratio of ratios
+ * Measured 2026-12-01 at fa1e369 (512-byte sectors, README: Sizing, Scale): ratio of ratios
  * 0.83 at 500 and at 2000 LVs against 10; the fill wrote 1500 leases in 303 s. On 4K sectors
  * (8 MiB leases) 0.47 at 2000; the fill wrote 1990 leases (15.5 GiB) in 851 s.
  *

@@ -2,7 +2,7 @@
  * Integration files run on COWSTACK_TESTBEDS clusters at once; the pool hands them out in
  * this order, so the longest go first (longest-processing-time-first keeps the clusters
  * finishing together). Weights are measured run times in seconds on the project's machine;
- * a file not listed runs last. From the full run of 2026-12-01 06:31 (at 25d9a66, both clusters'
+ * a file not listed runs last. From the full run of 2026-12-01 06:31 (at 21c1c51, both clusters'
  * LUNs at 512-byte sectors; the first files' times include their wait for the cluster's bring-up).
  * Set as the root config's sequencer (vitest.config.ts).
  */
