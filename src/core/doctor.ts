@@ -18,6 +18,8 @@ import { LVMLOCAL_CONF } from './cluster.js';
 import { CONFIG_PATH, SUDOERS_PATH, UDEV_RULE_PATH } from './install.js';
 import { hostMapFromTags } from './hostMap.js';
 import { getConfValue } from './lvmConf.js';
+import { JOURNAL_DIR } from '../tools/flock.js';
+import { readJournalSync, type JournalSync } from './journalSync.js';
 import type { NodeSession } from './node.js';
 import { formatSize } from './validate.js';
 
@@ -144,6 +146,10 @@ export async function doctor(ctx: NodeSession, o: DoctorOptions = {}): Promise<D
             fix: 'cowstack cluster join --host-id N (sets it), or edit /etc/lvm/lvm.conf',
           },
     );
+  });
+
+  await guard('journal:synchronous', async () => {
+    add(journalCheck(await readJournalSync(runner)));
   });
 
   let hostId: number | undefined;
@@ -316,6 +322,31 @@ const sysRead = async (runner: Runner, file: string): Promise<string | undefined
  * plain paths LVM sees the same PV twice and may pick either, and a lost path fails I/O
  * instead of failing over. SCSI disks of one LUN share the wwid in sysfs.
  */
+/** Whether a record the node lock wrote survives a power cut (core/journalSync.ts). */
+export function journalCheck(j: JournalSync): Check {
+  const id = 'journal:synchronous';
+  const dir = JOURNAL_DIR;
+  if (j.state === 'synchronous')
+    return { id, status: 'ok', message: `${dir} and its logs are synchronous (chattr +S)` };
+  if (j.state === 'absent')
+    return { id, status: 'ok', message: `${dir} not made yet: the first operation makes it synchronous` };
+  if (j.state === 'lacking')
+    return {
+      id,
+      status: 'warning',
+      message:
+        `journal records can be lost in a power cut: ${j.paths.join(', ')} lack(s) the synchronous attribute ` +
+        '(made by an older cowstack)',
+      fix: `cowstack install --node --user USER (as root), or: chattr +S ${j.paths.join(' ')}`,
+    };
+  return {
+    id,
+    status: 'warning',
+    message: `cannot tell whether journal records survive a power cut: ${j.error}`,
+    fix: 'keep /var/lib/cowstack on a disk file system with attributes (ext4, XFS, btrfs)',
+  };
+}
+
 export async function pathCheck(runner: Runner, pvDevice: string): Promise<Check> {
   const id = 'repository:single-path';
   const kname = (await runner.run(realpathReq(pvDevice))).stdout.trim().replace(/^\/dev\//, '');

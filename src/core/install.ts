@@ -14,8 +14,10 @@ import { fileURLToPath } from 'node:url';
 import { CowstackError, EXIT, commandFailed, refused, usageError } from '../exec/errors.js';
 import type { RunRequest, Runner } from '../exec/types.js';
 import { installFileReq, moveReq, readOwnFileReq } from '../tools/files.js';
+import * as flock from '../tools/flock.js';
 import * as host from '../tools/host.js';
 import * as udevadm from '../tools/udevadm.js';
+import { readJournalSync } from './journalSync.js';
 import type { NodeSession } from './node.js';
 import { validateVgName } from './validate.js';
 
@@ -261,12 +263,40 @@ export async function install(ctx: NodeSession, opts: Omit<InstallOptions, 'vg'>
     }
   }
 
+  if (o.role === 'node') files.push(await syncJournal(runner));
+
   // The config is the site's: written once, never overwritten.
   if ((await current(runner, CONFIG_PATH)) === undefined) {
     await must(runner, installFileReq(CONFIG_PATH, frontend ? frontendConfigFor(o.vg) : configFor(o.vg), '0644'));
     files.push({ path: CONFIG_PATH, action: 'installed' });
   } else files.push({ path: CONFIG_PATH, action: 'kept' });
   return { role: o.role, files, ...(frontend ? { onedConf: ONED_TM_STANZA + ONED_DS_STANZA + ONED_VMM_STANZA } : {}) };
+}
+
+/**
+ * The journal directory synchronous (core/journalSync.ts): made so if absent; on a node an
+ * older cowstack set up, the attribute added to the directory and the logs already in it.
+ */
+async function syncJournal(runner: Runner): Promise<InstalledFile> {
+  const now = await readJournalSync(runner);
+  const file = (action: InstalledFile['action']): InstalledFile => ({ path: flock.JOURNAL_DIR, action });
+  if (now.state === 'synchronous') return file('unchanged');
+  if (now.state === 'absent') {
+    await must(runner, flock.lockDirReq());
+    await must(runner, flock.syncAttrReq());
+    return file('installed');
+  }
+  if (now.state === 'unknown')
+    throw new CowstackError(EXIT.FAILED, `cannot read the attributes of ${flock.JOURNAL_DIR}: ${now.error}`, {
+      hint:
+        'keep /var/lib/cowstack on a disk file system with attributes (ext4, XFS, btrfs): ' +
+        'the journal must survive a power cut',
+    });
+  await must(runner, {
+    ...flock.syncAttrReq(now.paths),
+    title: `make the journal synchronous: ${now.paths.join(' ')}`,
+  });
+  return file('updated');
 }
 
 /** sudoers: written beside, checked, then moved into place. */

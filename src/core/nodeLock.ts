@@ -19,6 +19,7 @@ import type { RunResult, Runner } from '../exec/types.js';
 import * as flock from '../tools/flock.js';
 import { recordLine, setOperationId, type JournalRecord } from './journal.js';
 import { setJournalSink } from './journalSink.js';
+import { makeJournalDir } from './journalSync.js';
 import { DryRunRunner } from '../exec/dryRunRunner.js';
 
 export const DEFAULT_LOCK_WAIT_SECONDS = 120;
@@ -61,7 +62,7 @@ export async function acquireNodeLock(runner: Runner, vg: string, opts: NodeLock
   let first = await keeper.first;
   if (first !== 'held' && first.exitCode === flock.FLOCK_NO_FILE) {
     // A fresh node (or /var/lib/cowstack just mounted): make the directory, then once more.
-    await runner.run(flock.lockDirReq());
+    await makeJournalDir(runner);
     keeper = startKeeper(runner, vg, wait, holderLine);
     first = await keeper.first;
   }
@@ -99,7 +100,7 @@ interface Keeper {
   /** 'held' once the holder record came back; the keeper's result if it ended before. */
   first: Promise<'held' | RunResult>;
   done: Promise<RunResult>;
-  /** Writes a line and resolves once tee has echoed it (so it is in the log). */
+  /** Writes a line and resolves once it is in the log (tools/flock.ts: holdReq). */
   append(line: string): Promise<void>;
 }
 
@@ -111,12 +112,18 @@ function startKeeper(runner: Runner, vg: string, wait: number, holderLine: strin
   const flush = () => {
     while (waiters.length && echoed >= waiters[0]!.upTo) waiters.shift()!.resolve();
   };
-  const write = (line: string): Promise<void> =>
+  const send = (text: string): Promise<void> =>
     new Promise((resolve, reject) => {
-      written += Buffer.byteLength(line);
+      written += Buffer.byteLength(text);
       waiters.push({ upTo: written, resolve, reject });
-      stdin.write(line);
+      stdin.write(text);
     });
+  // The line's echo comes before tee writes it to the log; the newline's echo after that
+  // write has returned, since tee reads the newline, sent after the echo, only then.
+  const write = async (line: string): Promise<void> => {
+    await send(line);
+    await send('\n');
+  };
   const done = runner.run({
     ...flock.holdReq(vg, wait),
     stdin,

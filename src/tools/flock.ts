@@ -8,6 +8,11 @@
  * could be flocked by anyone (flock needs only read access), which would stall every
  * operation on the node. When the directory is missing (a fresh node), flock cannot open the
  * lock file and exits 66; the caller creates the directory and tries once more.
+ *
+ * The directory carries the synchronous-update attribute (chattr +S, inherited by the files
+ * made in it; ext4, XFS and btrfs keep it): each of tee's writes to the log returns only once
+ * the record is on the node's disk, so a power cut cannot take a record whose step ran. It
+ * costs no command per operation, only a disk flush per record.
  */
 import type { RootProgram, RunRequest } from '../exec/types.js';
 import { bin } from './program.js';
@@ -29,13 +34,42 @@ export const lockDirReq = (): RunRequest => ({
   root: true,
 });
 
+/** Makes the journal directory's records synchronous (a fresh node; `install --node` on an older one). */
+export const syncAttrReq = (paths: readonly string[] = [JOURNAL_DIR]): RunRequest => ({
+  argv: ['chattr', '+S', '--', ...paths],
+  kind: 'write',
+  root: true,
+});
+
+/** The attributes of the journal directory (`.`) and of each file in it, one `lsattr` line each. */
+export const attrsReq = (): RunRequest => ({
+  argv: ['lsattr', '-a', '--', JOURNAL_DIR],
+  kind: 'read',
+  root: true,
+  allowFailure: true,
+});
+
+/** lsattr's lines as path -> whether the synchronous-update attribute (S) is set; `..` left out. */
+export function parseSyncAttrs(stdout: string): Map<string, boolean> {
+  const out = new Map<string, boolean>();
+  for (const line of stdout.split('\n')) {
+    const m = /^(\S+)\s+(.+)$/.exec(line.trim());
+    if (!m || m[2]!.endsWith('/..')) continue;
+    const file = m[2]!.endsWith('/.') ? m[2]!.slice(0, -2) : m[2]!;
+    out.set(file, m[1]!.includes('S'));
+  }
+  return out;
+}
+
 /**
  * Wait up to waitSeconds for the lock, then run `tee -a LOG`, which appends what the caller
  * writes to its stdin (its first line, the holder record, comes back once the lock is held)
  * until stdin closes: the caller's end, closed on release or by the kernel when the caller
  * dies (also through ssh, whose channel closes with the client). The lock goes with flock's
- * process. tee writes a line to its stdout before the log, in the same pass: by the time
- * the caller has seen the echo and sent its next command, the line is in the log.
+ * process. tee writes what it read to its stdout first, then to the log: the echo of a
+ * record says tee has it, not that it is in the log. The caller therefore sends a newline
+ * after each echo and waits for that echo too: tee reads the newline only after its write
+ * of the record to the log has returned (on disk, in the synchronous directory).
  */
 export const holdReq = (key: string, waitSeconds: number): RunRequest => ({
   argv: ['flock', '-w', String(waitSeconds), '-E', String(FLOCK_BUSY), lockFile(key), 'tee', '-a', journalLog(key)],
@@ -71,4 +105,6 @@ export const truncateLogReq = (key: string): RunRequest => ({
 export const ROOT_PROGRAMS: readonly RootProgram[] = [
   bin('flock', 'util-linux', "hold the node lock while tee appends the operation's records to the VG's journal log"),
   bin('tail', 'coreutils', "read a journal log's end to name the lock holder"),
+  bin('chattr', 'e2fsprogs', 'make the journal directory synchronous (its records survive a power cut)'),
+  bin('lsattr', 'e2fsprogs', 'check that the journal directory and its logs are synchronous (doctor)'),
 ];

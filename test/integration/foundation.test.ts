@@ -38,6 +38,7 @@ describe('doctor', () => {
         'repository:vg',
         'repository:lockspace',
         'cluster:host_id-unique',
+        'journal:synchronous',
       ]) {
         expect(checks[id]?.status, `${node.name} ${id}: ${checks[id]?.message}`).toBe('ok');
       }

@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { InstalledFile } from '../../src/core/install.js';
+import type { Check } from '../../src/core/doctor.js';
 import type { Testbed } from '../testbed/index.js';
 import { attachMine } from './testbeds.js';
 import { CLI, cowstack } from './cli.js';
@@ -73,14 +74,28 @@ describe(`the service user (${USER}) with only sudoers/cowstack`, () => {
       expect(first.json.result.files.map((f: InstalledFile) => f.path)).toEqual([
         '/etc/sudoers.d/cowstack',
         '/etc/udev/rules.d/99-cowstack.rules',
+        '/var/lib/cowstack/journal',
         '/etc/cowstack/cowstack.yaml',
       ]);
+      // The journal directory and every log in it carry the synchronous-update attribute.
+      const attrs = await tb.ssh(n.name, ['lsattr', '-a', '--', '/var/lib/cowstack/journal']);
+      expect(attrs.exitCode, attrs.stderr).toBe(0);
+      for (const line of attrs.stdout
+        .trim()
+        .split('\n')
+        .filter((l) => !l.endsWith('/..')))
+        expect(line.split(/\s+/)[0], line).toContain('S');
       const again = await cowstack(
         tb,
         ['--host', n.name, '--json', 'install', '--node', '--user', USER, '--vg', REPO_VG],
         { check: true },
       );
-      expect(again.json.result.files.map((f: InstalledFile) => f.action)).toEqual(['unchanged', 'unchanged', 'kept']);
+      expect(again.json.result.files.map((f: InstalledFile) => f.action)).toEqual([
+        'unchanged',
+        'unchanged',
+        'unchanged',
+        'kept',
+      ]);
       const mode = await tb.ssh(n.name, ['stat', '-c', '%a %U', '/etc/sudoers.d/cowstack']);
       expect(mode.stdout.trim()).toBe('440 root');
       // As the service user, install is refused: it is root's job.
@@ -97,6 +112,11 @@ describe(`the service user (${USER}) with only sudoers/cowstack`, () => {
     expect(String(who.stdout).trim()).toBe(USER);
     const doctor = await asUser(n1, ['doctor', '--vg', REPO_VG]);
     expect(doctor.exitCode, String(doctor.stdout)).toBe(0);
+    // Read through sudo's lsattr rule: the journal install --node made synchronous.
+    const journal = (JSON.parse(String(doctor.stdout)).result.checks as Check[]).find(
+      (c) => c.id === 'journal:synchronous',
+    );
+    expect(journal?.status, journal?.message).toBe('ok');
 
     const imported = await ok(n1, ['image', 'import', IMG, '-', '--vg', REPO_VG], BASE);
     expect(imported.sha256).toBe(sha256(BASE));

@@ -409,6 +409,8 @@ async function builtRequests(): Promise<Map<string, RunRequest[]>> {
   add(
     'flock',
     flock.lockDirReq(),
+    flock.syncAttrReq(),
+    flock.attrsReq(),
     flock.holdReq('repo', 120),
     flock.readHolderReq('repo'),
     flock.appendLogReq(flock.journalLog('repo'), '{}\n'),

@@ -23,6 +23,10 @@ const vgRow = (vg: string) => ({
   lv_count: 62,
 });
 
+const J = '/var/lib/cowstack/journal';
+/** A journal made by an older cowstack: the directory synchronous (install --node ran), one log not. */
+const journalAttrs = `--S------e----- ${J}/.\n---------e----- ${J}/repo.log\n--S------e----- ${J}/repo2.log\n`;
+
 function expectNode(r: ReturnType<typeof recorder>) {
   const ok = (argv: string[], stdout = '') => r.expect(argv, { kind: 'read', stdout });
   ok(['lvm', 'version'], '  LVM version:     2.03.16(2) (2022-05-18)\n');
@@ -36,6 +40,7 @@ function expectNode(r: ReturnType<typeof recorder>) {
   ok(['dmsetup', 'targets'], 'writecache v1.6.0\ncache v2.2.0\nsnapshot v1.16.0\nlinear v1.4.0\n');
   for (const d of ['iscsid', 'sanlock', 'lvmlockd']) ok(['pidof', d], '123\n');
   ok(['lvmconfig', '--typeconfig', 'full', 'global/use_lvmlockd'], 'use_lvmlockd=1\n');
+  ok(['lsattr', '-a', '--', J], journalAttrs);
   ok(['cat', '--', '/etc/lvm/lvmlocal.conf'], 'local {\n\thost_id = 1\n}\n');
   return ok;
 }
@@ -97,5 +102,11 @@ describe('doctor', () => {
     );
     expect(report.warnings).toBeGreaterThanOrEqual(1);
     expect(report.errors).toBe(0);
+    // The journal: the log an older cowstack made without the attribute is named, with the fix.
+    const journal = report.checks.find((c) => c.id === 'journal:synchronous')!;
+    expect(journal.status).toBe('warning');
+    expect(journal.message).toContain(`${J}/repo.log lack(s) the synchronous attribute`);
+    expect(journal.message).not.toContain('repo2.log');
+    expect(journal.fix).toContain(`chattr +S ${J}/repo.log`);
   });
 });

@@ -30,6 +30,11 @@ const SUDOERS = readFileSync(path.join(ROOT, 'sudoers/cowstack'), 'utf8');
 const RULE = readFileSync(path.join(ROOT, 'cluster-conf/99-cowstack.rules'), 'utf8');
 const R = { kind: 'read' as const };
 const W = { kind: 'write' as const };
+const J = '/var/lib/cowstack/journal';
+/** lsattr -a of a journal directory made synchronous, with a log made before it was (an older cowstack). */
+const journalAttrs = [`--S------e----- ${J}/.`, `---------e----- ${J}/repo.log`, `-----I---e----- ${J}/..`, ''].join(
+  '\n',
+);
 
 describe('install', () => {
   it('finds the package root from the module', () => {
@@ -89,17 +94,56 @@ describe('install', () => {
       .expect(['visudo', '-cf', tmp], W)
       .expect(['mv', '-f', '--', tmp, SUDOERS_PATH], W)
       .expect(['cat', '--', UDEV_RULE_PATH], { ...R, stdout: udevRuleFor(RULE, 'oneadmin') })
+      // A node an older cowstack set up: its journal log lacks the synchronous attribute.
+      .expect(['lsattr', '-a', '--', J], { ...R, stdout: journalAttrs })
+      .expect(['chattr', '+S', '--', `${J}/repo.log`], W)
       .expect(['cat', '--', CONFIG_PATH], { ...R, exitCode: 1 })
       .expect(['install', '-D', '-m', '0644', '/proc/self/fd/0', CONFIG_PATH], W);
     const out = await install(nodeSession({ runner: r, vg: 'repo' }), { role: 'node', users: ['oneadmin'] });
     expect(out.files).toEqual([
       { path: SUDOERS_PATH, action: 'installed' },
       { path: UDEV_RULE_PATH, action: 'unchanged' },
+      { path: J, action: 'updated' },
       { path: CONFIG_PATH, action: 'installed' },
     ]);
     expect(r.calls[2]!.input).toBe(sudoersFor(SUDOERS, ['oneadmin']));
-    expect(r.calls[7]!.input).toBe(configFor('repo'));
+    expect(r.calls[9]!.input).toBe(configFor('repo'));
     r.verify();
+  });
+
+  it('the journal directory: made synchronous when absent, left alone when so, refused without attrs', async () => {
+    const head = (r: RecordingRunner) =>
+      r
+        .expect(['id', '-u'], { ...R, stdout: '0\n' })
+        .expect(['cat', '--', SUDOERS_PATH], { ...R, stdout: sudoersFor(SUDOERS, ['oneadmin']) })
+        .expect(['cat', '--', UDEV_RULE_PATH], { ...R, stdout: udevRuleFor(RULE, 'oneadmin') });
+    const tail = (r: RecordingRunner) => r.expect(['cat', '--', CONFIG_PATH], { ...R, stdout: 'x' });
+    const run = (r: RecordingRunner) =>
+      install(nodeSession({ runner: r, vg: 'repo' }), { role: 'node', users: ['oneadmin'] });
+    const absent = head(recorder())
+      .expect(['lsattr', '-a', '--', J], {
+        ...R,
+        exitCode: 1,
+        stderr: `lsattr: No such file or directory while trying to stat ${J}`,
+      })
+      .expect(['install', '-d', '-m', '0700', J], W)
+      .expect(['chattr', '+S', '--', J], W);
+    expect((await run(tail(absent))).files[2]).toEqual({ path: J, action: 'installed' });
+    absent.verify();
+    const synced = head(recorder()).expect(['lsattr', '-a', '--', J], {
+      ...R,
+      stdout: journalAttrs.replace('---------e----- ', '--S------e----- '),
+    });
+    expect((await run(tail(synced))).files[2]).toEqual({ path: J, action: 'unchanged' });
+    synced.verify();
+    const tmpfs = head(recorder()).expect(['lsattr', '-a', '--', J], {
+      ...R,
+      exitCode: 1,
+      stderr: `lsattr: Inappropriate ioctl for device While reading flags on ${J}/.`,
+    });
+    const e = await rejectionOf(run(tmpfs), EXIT.FAILED);
+    expect(e.message).toContain(`cannot read the attributes of ${J}: lsattr: Inappropriate ioctl`);
+    tmpfs.verify();
   });
 
   it('leaves nothing behind when visudo rejects the file', async () => {

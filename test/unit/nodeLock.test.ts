@@ -31,6 +31,9 @@ const HOLD = (wait = 120, vg = 'repo') => [
 
 afterEach(() => setOperationId(undefined));
 
+/** The log's lines without the newlines the keeper sends after each record (see holdReq). */
+const recordsOf = (log: string) => log.split('\n').filter((l) => l !== '');
+
 /** The lock: one keeper, which echoes (and appends to the log) every line written to it. */
 const held = (r: RecordingRunner, vg = 'repo') => r.expect(HOLD(120, vg), { echoStdin: true, kind: 'write' });
 
@@ -72,6 +75,8 @@ describe('node lock', () => {
   it('a fresh node: flock cannot open the lock file (66), the directory is made, then the lock', async () => {
     const r = new RecordingRunner().expect(HOLD(), { exitCode: 66, stderr: 'flock: cannot open lock file' });
     r.expect(DIR, { kind: 'write' });
+    // Synchronous before its first record; a file system without the attribute does not stop the node.
+    r.expect(['chattr', '+S', '--', J], { kind: 'write', exitCode: 1 });
     held(r);
     const lock = await acquireNodeLock(r, 'repo', { command: 'x' });
     await lock.release();
@@ -145,10 +150,7 @@ describe('node lock', () => {
     await lock.release();
     r.verify();
     const log = r.echoed.get(0) ?? '';
-    const recs = log
-      .trim()
-      .split('\n')
-      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    const recs = recordsOf(log).map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(recs.map((x) => x.rec)).toEqual(['lock', 'begin', 'end']);
     expect(recs[1]).toMatchObject({ op: 'map', vg: 'repo', name: 'vm1', opId: lock.opId });
     // Read back: begun and ended, so nothing is in flight.
@@ -163,18 +165,46 @@ describe('node lock', () => {
     await expect(runPlan(r, [beginStep(entry), step, endStep(entry)])).rejects.toThrow();
     await lock.release();
     const log = r.echoed.get(0) ?? '';
-    expect(
-      log
-        .trim()
-        .split('\n')
-        .map((l) => (JSON.parse(l) as { rec: string }).rec),
-    ).toEqual(['lock', 'begin', 'end']);
-    const killed = log.split('\n').slice(0, 2).join('\n');
+    expect(recordsOf(log).map((l) => (JSON.parse(l) as { rec: string }).rec)).toEqual(['lock', 'begin', 'end']);
+    const killed = recordsOf(log).slice(0, 2).join('\n');
     expect(inFlight(`${J}/repo.log`, `${killed}\n`)).toMatchObject([{ op: 'map', name: 'vm1', fromLog: true }]);
     // recover ends it by appending to that log; without the lock, by its own tee -a.
     const end = endStep(inFlight(`${J}/repo.log`, `${killed}\n`)[0]!);
     expect(end.req.argv).toEqual(['tee', '-a', `${J}/repo.log`]);
     expect(inFlight(`${J}/repo.log`, `${killed}\n${end.record}`)).toEqual([]);
+  });
+
+  it('a record counts as written once tee read the newline sent after its echo (after the log write)', async () => {
+    // A keeper whose echoes the test releases one by one: tee echoes what it read, then writes
+    // the log, then reads again; only the newline's echo says the record's write returned.
+    const echoes: Array<() => void> = [];
+    let onStdout: ((c: string) => void) | undefined;
+    const sent: string[] = [];
+    const runner = {
+      target: 'node1',
+      run: (req: RunRequest) =>
+        new Promise<never>(() => {
+          onStdout = req.onStdout;
+          (req.stdin as NodeJS.ReadableStream).on('data', (c: Buffer | string) => {
+            sent.push(String(c));
+            echoes.push(() => onStdout!(String(c)));
+          });
+        }),
+      close: async () => {},
+    };
+    const tick = () => new Promise((res) => setImmediate(res));
+    const lock = acquireNodeLock(runner, 'repo', { command: 'x' });
+    let held = false;
+    void lock.then(() => (held = true));
+    await tick();
+    expect(sent).toHaveLength(1); // the holder record, and nothing more before its echo
+    echoes.shift()!();
+    await tick();
+    expect(sent).toEqual([sent[0], '\n']);
+    expect(held).toBe(false);
+    echoes.shift()!();
+    await tick();
+    expect(held).toBe(true);
   });
 
   it('without the lock an entry is a file of its own, and a re-run overwrites what a killed run left', async () => {
