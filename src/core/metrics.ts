@@ -5,6 +5,7 @@
  * list; nothing else is asked. metricFamilies.ts turns it into Prometheus families.
  */
 import * as sanlock from '../tools/sanlock.js';
+import { staleCaches } from './cache/eviction.js';
 import { repoCapacity, type CapacityReport } from './capacity.js';
 import { isFrozen } from './metadata.js';
 import type { NodeSession } from './node.js';
@@ -113,8 +114,12 @@ export async function collectMetrics(
         ? { allocatedBytes: d.usage!.allocatedBytes, sizeBytes: d.usage!.totalBytes }
         : {}),
     }));
-  const replicas = (state.cache?.lvs ?? [])
-    .filter((c) => c.kind === 'replica')
+  // The node's one cache VG holds the replicas of every repository's images: one whose image
+  // is in another repository VG is that collection's, one whose image is in none is stale.
+  const replicaLvs = (state.cache?.lvs ?? []).filter((c) => c.kind === 'replica');
+  const stale = new Set((await staleCaches(ctx, replicaLvs, state.repo)).map((c) => c.name));
+  const replicas = replicaLvs
+    .filter((c) => state.repo.byUuid.has(c.originUuid) || stale.has(c.name))
     .map((c) => {
       const origin = state.repo.byUuid.get(c.originUuid);
       return {
@@ -147,17 +152,19 @@ export async function collectMetrics(
 }
 
 /**
- * The collections of a node's several repositories, each keeping only its own replicas. The
- * node's one cache VG holds the replicas of every repository's images, so each collection
- * sees the others' as replicas of an LV it does not have ("stale"); the collection whose VG
- * holds the image reports it.
+ * The collections of a node's several repositories, each replica reported once. Each collection
+ * reports the replicas of its own images, and a stale one (its image in no VG) like every other
+ * collection does: the first collection keeps it.
  */
 export function acrossRepositories(collections: readonly NodeMetrics[]): NodeMetrics[] {
-  const owned = new Set(
-    collections.flatMap((m) => m.replicas.filter((r) => r.image !== undefined).map((r) => r.originUuid)),
-  );
+  const seen = new Set<string>();
   return collections.map((m) => ({
     ...m,
-    replicas: m.replicas.filter((r) => r.image !== undefined || !owned.has(r.originUuid)),
+    replicas: m.replicas.filter((r) => {
+      if (r.image !== undefined) return true;
+      if (seen.has(r.originUuid)) return false;
+      seen.add(r.originUuid);
+      return true;
+    }),
   }));
 }

@@ -27,6 +27,7 @@ import {
   DM_TABLE,
   dmInfo,
   dmStatus,
+  expectAllLvUuids,
   expectCache,
   expectCapacityReads,
   expectJournalRead,
@@ -64,8 +65,11 @@ const tables = dmStatus(
   Object.fromEntries(devs.filter((d) => d.uuid.startsWith('COWSTACK-')).map((d) => [d.name, '0 131072 zero'])),
 );
 
-/** One collection's reads, in the order collectMetrics makes them. */
-function expectCollection(r: RecordingRunner): RecordingRunner {
+/**
+ * One collection's reads, in the order collectMetrics makes them. `elsewhere`: the uuids of the
+ * LVs of every VG (asked because the img2 replica's image is not in this VG).
+ */
+function expectCollection(r: RecordingRunner, elsewhere: readonly string[] = [U.image]): RecordingRunner {
   // The observation with the cache VG (replicas: the image's complete one, a stale one of a gone LV).
   expectCache(r, [replicaRow(), replicaRow({ origin: U.img2, state: 'copying', copied: 16 * 2 ** 20 })]);
   r.expect(lvsArgv(VG), { kind: 'read', stdout: lvsJson(rows) }).expect(DM_INFO, {
@@ -77,7 +81,8 @@ function expectCollection(r: RecordingRunner): RecordingRunner {
     [`${VG}.c9.commit.json`]: JSON.stringify({ op: 'commit', vg: VG, name: 'c9', started: STARTED }),
   });
   expectCapacityReads(r, spaceRow({ vg: VG }), leaseRows(62), '4096', VG);
-  return r.expect(LOCK_INFO, { kind: 'read', stdout: lockInfo(rows) });
+  r.expect(LOCK_INFO, { kind: 'read', stdout: lockInfo(rows) });
+  return expectAllLvUuids(r, elsewhere);
 }
 
 describe('collectMetrics', () => {
@@ -180,11 +185,19 @@ describe('collectMetrics', () => {
     expect(text).toContain('cowstack_interrupted_operations{vg="vg"} 0\n');
   });
 
+  it("a replica of another repository's image is that repository's, not stale here", async () => {
+    // img2 is an LV of another VG (lvs of every VG lists it): this collection leaves it out.
+    const r = expectCollection(recorder('node1'), [U.image, U.img2]);
+    const m = await collectMetrics(nodeSession({ runner: r, vg: VG, cacheVg: CACHE_VG }), { now: () => 0 });
+    r.verify();
+    expect(m.replicas.map((x) => [x.image, x.state])).toEqual([['image', 'complete']]);
+  });
+
   it('several repositories: one text, each family once, every sample labelled with its VG', async () => {
     const r = expectCollection(recorder('node1'));
     const first = await collectMetrics(nodeSession({ runner: r, vg: VG, cacheVg: CACHE_VG }), { now: () => 0 });
-    // The second repository's view of the node's one cache VG: the first's image replica is
-    // not its LV (stale to it); its own image's replica is complete.
+    // The second repository's view of the node's one cache VG: its own image's replica, and the
+    // stale one (its image in no VG), which every collection reports.
     const mine = { image: 'base2', originUuid: U.d1, state: 'complete' as const, sizeBytes: 1, copiedBytes: 1 };
     const second = {
       ...first,
@@ -193,11 +206,11 @@ describe('collectMetrics', () => {
       caches: [],
       locks: [],
       interrupted: [],
-      replicas: [{ originUuid: U.image, state: 'stale' as const, sizeBytes: 1, copiedBytes: 1 }, mine],
+      replicas: [{ originUuid: U.img2, state: 'stale' as const, sizeBytes: 1, copiedBytes: 1 }, mine],
       capacity: { ...first.capacity!, vg: 'repo2', lvCount: 7 },
     };
     const both = acrossRepositories([first, second]);
-    // Each collection keeps its own replicas only: the stale-looking one is the first VG's image.
+    // Each replica once: the stale one in the first collection only.
     expect(both[1]!.replicas).toEqual([mine]);
     expect(both[0]!.replicas.map((x) => x.originUuid)).toEqual([U.image, U.img2]);
     const lines = promText(familiesOf(both)).split('\n');
