@@ -157,12 +157,22 @@ export async function observeStatus(
   const [statuses, tables] = await Promise.all([dmsetup.statusAll(runner), dmsetup.tableAll(runner)]);
   const devices: DeviceStatus[] = [];
   const warnings: string[] = [];
+  const lvOf = (lvUuid: string) => [...state.repo.byUuid.values()].find((o) => compactUuid(o.uuid) === lvUuid);
+  // A device of ours whose LV is not in this VG may be another repository's that stands on
+  // none of its LVs' devices (a migration's placeholder, an `error` table, before its COW is
+  // active here): asked of every VG once, and only then, so it is not taken for an orphan.
+  const unexplained = [...state.devices.values()].some((d) => {
+    const id = dmIdentity(d);
+    return id && !lvOf(id.lvUuid);
+  });
+  const elsewhere = unexplained ? await lvm.allLvUuids(runner) : new Set<string>();
   for (const d of state.devices.values()) {
     const parsed = dmIdentity(d);
     if (!parsed) continue;
     const lines = tables.get(d.name);
     if (!lines) continue;
-    const lv = [...state.repo.byUuid.values()].find((o) => compactUuid(o.uuid) === parsed.lvUuid);
+    const lv = lvOf(parsed.lvUuid);
+    if (!lv && elsewhere.has(parsed.lvUuid)) continue;
     const table = lines.map((l) => `${l.start} ${l.length} ${l.target} ${l.args.join(' ')}`).join('\n');
     const usage = usageOf(statuses.get(d.name)?.[0], opts.warnPercent ?? 80);
     const problem = !lv

@@ -2,7 +2,7 @@ import { nodeSession } from '../../src/core/node.js';
 import { describe, expect, it } from 'vitest';
 import { nodeStatus, tree, usageOf } from '../../src/core/report.js';
 import { parseDmLines } from '../../src/tools/dmsetup.js';
-import { MiB, U, VG, chainDevs, chainRows, cloneRow, expectObserve, ro, rw } from './repoFixtures.js';
+import { MiB, U, VG, chainDevs, chainRows, cloneRow, expectAllLvUuids, expectObserve, ro, rw } from './repoFixtures.js';
 import { capture, deltaDumpArgv, leaseDump, recorder, vgsArgv, vgsJson } from './support.js';
 
 // SYNTHETIC unless marked REAL: LV rows and dm devices come from repoFixtures, dmsetup outputs are hand-written.
@@ -84,7 +84,11 @@ describe('nodeStatus', () => {
       minor: 20,
       readOnly: true,
     };
-    const devs = [...chainDevs(1), orphan];
+    // Another repository's clone arriving by migration: its placeholder (an `error` table) stands
+    // on no LV's device, and its LV is in that other VG (lvs of every VG lists it): not an orphan.
+    const elsewhere = U.d1.replace(/-/g, '');
+    const placeholder = { name: `cowstack-rw-${elsewhere}`, uuid: `COWSTACK-rw-${elsewhere}`, open: 0, minor: 21 };
+    const devs = [...chainDevs(1), orphan, { ...placeholder, readOnly: false }];
     const r = expectObserve(recorder(), chainRows({ mapped: true }), devs).expect(['dmsetup', 'status'], {
       kind: 'read',
       stdout: STATUS,
@@ -94,6 +98,7 @@ describe('nodeStatus', () => {
       [ro(U.c2)]: '0 131072 snapshot 253:5 253:6 P 16',
       [rw(U.c3)]: '0 131072 snapshot 253:7 253:8 PO 128',
       [orphan.name]: '0 131072 snapshot 253:3 253:19 P 16',
+      [placeholder.name]: '0 131072 error',
     };
     r.expect(['dmsetup', 'table'], {
       kind: 'read',
@@ -101,6 +106,7 @@ describe('nodeStatus', () => {
         .map(([n, t]) => `${n}: ${t}\n`)
         .join(''),
     });
+    expectAllLvUuids(r, [U.image, U.d1]);
     r.expect(['ls', '-1', '-A', '--', '/var/lib/cowstack/journal'], { kind: 'read', stdout: '' });
     const s = await nodeStatus(nodeSession({ runner: r, vg: VG }));
     expect(
