@@ -146,14 +146,15 @@ describe('several repositories on one target', () => {
     expect(await deviceSha(tb, 'node2', '/var/lib/one/datastores/101/7/disk.0')).toBe(SHA);
     // A hand-over of that disk to node1 under way: its placeholder there (an `error` table on
     // none of repo2's LVs, the COW still node2's) is repo2's too, not an orphan in repo's status.
-    const prepared = await clusterCli(tb, 'node1', ['clone', 'migrate', 'prepare', 'one-7-0', '--vg', VG2]);
+    const inVg2 = (args: string[]) => cowstack(tb, ['--host', 'node1', '--json', ...args, '--vg', VG2]);
+    const prepared = await inVg2(['clone', 'migrate', 'prepare', 'one-7-0']);
     expect(prepared.exitCode, prepared.stdout + prepared.stderr).toBe(0);
     expect((await sh('node1', `dmsetup table ${disk}`)).trim()).toMatch(/ error$/);
     const during = await clusterCli(tb, 'node1', ['status']);
     expect(during.exitCode, during.stderr).toBe(0);
     expect(during.json.result.devices.map((d: { name: string }) => d.name)).not.toContain(disk);
     expect(during.json.result.warnings.join('\n')).not.toContain(disk);
-    const aborted = await clusterCli(tb, 'node1', ['clone', 'migrate', 'abort', 'one-7-0', '--vg', VG2]);
+    const aborted = await inVg2(['clone', 'migrate', 'abort', 'one-7-0']);
     expect(aborted.exitCode, aborted.stdout + aborted.stderr).toBe(0);
     expect((await tb.ssh('node1', ['dmsetup', 'info', disk])).exitCode).not.toBe(0);
     // With both repositories configured, doctor checks each VG and metrics labels each VG's samples.
