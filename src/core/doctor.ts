@@ -317,11 +317,6 @@ const sysRead = async (runner: Runner, file: string): Promise<string | undefined
   return r.exitCode === 0 ? r.stdout.trim() : undefined;
 };
 
-/**
- * The repository PV must be reached through exactly one path, or through multipath: with two
- * plain paths LVM sees the same PV twice and may pick either, and a lost path fails I/O
- * instead of failing over. SCSI disks of one LUN share the wwid in sysfs.
- */
 /** Whether a record the node lock wrote survives a power cut (core/journalSync.ts). */
 export function journalCheck(j: JournalSync): Check {
   const id = 'journal:synchronous';
@@ -347,6 +342,11 @@ export function journalCheck(j: JournalSync): Check {
   };
 }
 
+/**
+ * The repository PV must be reached through exactly one path, or through multipath: with two
+ * plain paths LVM sees the same PV twice and may pick either, and a lost path fails I/O
+ * instead of failing over. SCSI disks of one LUN share the wwid in sysfs.
+ */
 export async function pathCheck(runner: Runner, pvDevice: string): Promise<Check> {
   const id = 'repository:single-path';
   const kname = (await runner.run(realpathReq(pvDevice))).stdout.trim().replace(/^\/dev\//, '');

@@ -157,7 +157,8 @@ export async function observeStatus(
   const [statuses, tables] = await Promise.all([dmsetup.statusAll(runner), dmsetup.tableAll(runner)]);
   const devices: DeviceStatus[] = [];
   const warnings: string[] = [];
-  const lvOf = (lvUuid: string) => [...state.repo.byUuid.values()].find((o) => compactUuid(o.uuid) === lvUuid);
+  const byCompact = new Map([...state.repo.byUuid.values()].map((o) => [compactUuid(o.uuid), o]));
+  const lvOf = (lvUuid: string) => byCompact.get(lvUuid);
   // A device of ours whose LV is not in this VG may be another repository's that stands on
   // none of its LVs' devices (a migration's placeholder, an `error` table, before its COW is
   // active here): asked of every VG once, and only then, so it is not taken for an orphan.
