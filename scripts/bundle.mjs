@@ -23,10 +23,17 @@ const program = await build({
   ...common,
   entryPoints: ['src/index.ts'],
   format: 'cjs',
+  charset: 'ascii',
   define: { 'import.meta.url': '__cowstackUrl' },
   logOverride: { 'empty-import-meta': 'error' },
 });
-const body = program.outputFiles[0].text;
+// esbuild escapes every non-ASCII character in code (charset ascii); what it leaves is in
+// comments, where the escape is as good. An ASCII program is a one-byte string in V8: half the
+// memory, faster to read and scan.
+const body = program.outputFiles[0].text.replace(
+  /[^\x00-\x7f]/g,
+  (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
+);
 // The wrapper supplies require and the URL; anything else CommonJS would give is not there.
 const code = (await transform(body, { minifyWhitespace: true, legalComments: 'none' })).code; // without comments
 const cjsOnly = /\b(module\.exports|exports\.[A-Za-z_$]|__dirname|__filename)\b/.exec(code);

@@ -15,7 +15,7 @@ import { PROGRAM_END, PROGRAM_START, unescapeProgram } from './programText.js';
 declare const __COWSTACK_PROGRAM_HASH__: string;
 
 const self = fileURLToPath(import.meta.url);
-const text = readFileSync(self, 'utf8');
+const text = readFileSync(self, 'latin1');
 const start = text.lastIndexOf(PROGRAM_START);
 const end = text.lastIndexOf(PROGRAM_END);
 if (start < 0 || end < start) throw new Error(`${self}: no program after the launcher; rebuild with npm run build`);
