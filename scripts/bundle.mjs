@@ -28,10 +28,11 @@ const program = await build({
   logOverride: { 'empty-import-meta': 'error' },
 });
 // esbuild escapes every non-ASCII character in code (charset ascii); what it leaves is in
-// comments, where the escape is as good. An ASCII program is a one-byte string in V8: half the
-// memory, faster to read and scan.
+// comments, and control characters in strings, where the escape is as good. An ASCII program is
+// a one-byte string in V8 (half the memory, faster to read and scan) and has no \x01 (the
+// launcher's escape, src/launch/programText.ts).
 const body = program.outputFiles[0].text.replace(
-  /[^\x00-\x7f]/g,
+  /[^\n\x20-\x7e\t\r]/g,
   (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
 );
 // The wrapper supplies require and the URL; anything else CommonJS would give is not there.
