@@ -34,6 +34,8 @@ import vm from 'node:vm';
 const MAGIC = 'cowstack-v8cache 1';
 /** Cache files of this program: the sweep after a write removes only these. */
 const OURS = /^cowstack-[0-9a-f]+-.+\.v8cache$/;
+/** How many of them a sweep keeps (the newest): enough for a few bundles in use at once. */
+export const KEEP = 4;
 
 /**
  * Where the cache lives: COWSTACK_CODE_CACHE (a directory, or "off"), else
@@ -48,9 +50,18 @@ export function codeCacheDir(env: NodeJS.ProcessEnv, home: string | undefined): 
   return home && path.isAbsolute(home) ? path.join(home, '.cache', 'cowstack') : undefined;
 }
 
-/** One file per bundle build, node version and architecture (V8's bytecode depends on all three). */
-export function cacheFileName(sourceHash: string, nodeVersion = process.version, arch = process.arch): string {
-  return `cowstack-${sourceHash}-${nodeVersion}-${arch}.v8cache`;
+/**
+ * One file per bundle build, copy of it (`fileKey`: its size and mtime) and node version and
+ * architecture (V8's bytecode depends on both): two bundles in use side by side (a checkout and
+ * an installed copy) each keep theirs.
+ */
+export function cacheFileName(
+  sourceHash: string,
+  fileKey: string,
+  nodeVersion = process.version,
+  arch = process.arch,
+): string {
+  return `cowstack-${sourceHash}-${fileKey}-${nodeVersion}-${arch}.v8cache`;
 }
 
 /** Owned by the effective user and writable by nobody else. */
@@ -103,8 +114,8 @@ export function readCodeCache(dir: string, name: string, key: string): Buffer | 
 
 /**
  * Stores `data` for `key` (a new file renamed into place, so a reader never sees half of one)
- * and removes this program's other cache files there (older builds, other node versions).
- * Returns whether it wrote; never throws.
+ * and removes this program's cache files there beyond the KEEP newest (older builds, other node
+ * versions). Returns whether it wrote; never throws.
  */
 export function writeCodeCache(dir: string, name: string, key: string, data: Buffer): boolean {
   const file = path.join(dir, name);
@@ -120,7 +131,11 @@ export function writeCodeCache(dir: string, name: string, key: string, data: Buf
     return false;
   }
   try {
-    for (const other of readdirSync(dir)) if (other !== name && OURS.test(other)) rmSync(path.join(dir, other));
+    const others = readdirSync(dir)
+      .filter((other) => other !== name && OURS.test(other))
+      .map((other) => ({ other, mtime: lstatSync(path.join(dir, other)).mtimeMs }))
+      .sort((a, b) => b.mtime - a.mtime);
+    for (const { other } of others.slice(KEEP - 1)) rmSync(path.join(dir, other));
   } catch {
     // Another start may be sweeping the same directory; what is left goes next time.
   }

@@ -27,11 +27,12 @@ try {
 } catch {
   home = undefined;
 }
+// The exact file: an edited or re-copied bundle gets a fresh cache.
+const fileKey = `${st.size}-${Math.trunc(st.mtimeMs)}`;
 const cached = runWithCodeCache(unescapeProgram(text.slice(start + PROGRAM_START.length, end)), {
   dir: codeCacheDir(process.env, home),
-  name: cacheFileName(__COWSTACK_PROGRAM_HASH__),
-  // The exact file: an edited or re-copied bundle gets a fresh cache.
-  key: `${st.size}:${Math.trunc(st.mtimeMs)}`,
+  name: cacheFileName(__COWSTACK_PROGRAM_HASH__, fileKey),
+  key: fileKey,
   filename: self,
   lineOffset: before.split('\n').length - 1,
 });

@@ -13,6 +13,7 @@ import {
   rmSync,
   statSync,
   symlinkSync,
+  utimesSync,
   writeFileSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -22,6 +23,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
   cacheFileName,
   codeCacheDir,
+  KEEP,
   readCodeCache,
   runWithCodeCache,
   writeCodeCache,
@@ -43,7 +45,7 @@ afterEach(() => {
 // the test computes itself.
 const SOURCE = `(() => { const f = (n) => n < 2 ? n : f(n - 1) + f(n - 2); return { fib20: f(20), s: 'x*/y' }; })()`;
 const expected = { fib20: 6765, s: 'x*/y' };
-const NAME = cacheFileName('0123456789abcdef');
+const NAME = cacheFileName('0123456789abcdef', '1000-1');
 const run = (dir: string | undefined, key = 'k1', name = NAME) =>
   runWithCodeCache(SOURCE, { dir, name, key, filename: '/test/program.js' });
 
@@ -65,7 +67,9 @@ describe('codeCacheDir', () => {
   });
 
   it('names a file per build, node version and architecture', () => {
-    expect(cacheFileName('abc', 'v20.20.2', 'x64')).toBe('cowstack-abc-v20.20.2-x64.v8cache');
+    expect(cacheFileName('abc', '1203-1764577000', 'v20.20.2', 'x64')).toBe(
+      'cowstack-abc-1203-1764577000-v20.20.2-x64.v8cache',
+    );
   });
 });
 
@@ -106,13 +110,17 @@ describe('runWithCodeCache', () => {
     expect(run(dir, 'old').cacheUsed).toBe(false);
   });
 
-  it("sweeps this program's other cache files (older builds) but nothing else", () => {
+  it("keeps the newest of this program's cache files (bundles in use side by side), nothing else touched", () => {
     const dir = temp();
-    const older = cacheFileName('fedcba9876543210');
-    run(dir, 'k', older).save();
     writeFileSync(join(dir, 'notes.txt'), 'kept');
+    const older = Array.from({ length: KEEP + 1 }, (_, i) => cacheFileName('fedcba9876543210', `${i}-1`));
+    older.forEach((name, i) => {
+      run(dir, 'k', name).save();
+      utimesSync(join(dir, name), 1000 + i, 1000 + i); // written in this order
+    });
+    expect(readdirSync(dir)).toHaveLength(KEEP + 1); // notes.txt and the KEEP newest
     run(dir, 'k').save();
-    expect(readdirSync(dir).sort()).toEqual([NAME, 'notes.txt'].sort());
+    expect(readdirSync(dir).sort()).toEqual([NAME, 'notes.txt', ...older.slice(-(KEEP - 1))].sort());
   });
 
   it('refuses a damaged file before V8 sees it, runs from source and writes a good one', () => {
@@ -199,7 +207,8 @@ describe('programText', () => {
   });
 
   it('refuses a program it could not give back', () => {
-    expect(() => programComment('a\x01b')).toThrow(/x01/);
+    expect(() => programComment('a\x01b')).toThrow(/U\+1\b/);
+    expect(() => programComment('a\u201cb')).toThrow(/U\+201c/);
     expect(() => programComment(`x${PROGRAM_START}y`)).toThrow(/marker/);
   });
 });
@@ -227,7 +236,7 @@ describe('the bundle', () => {
     expect(off.stdout).toBe(`${version}\n`);
     expect(start(dir, '--version')).toMatchObject({ status: 0, stdout: off.stdout, stderr: '' });
     const [file] = readdirSync(dir);
-    expect(file).toMatch(/^cowstack-[0-9a-f]{16}-v\d+\.\d+\.\d+-\w+\.v8cache$/);
+    expect(file).toMatch(/^cowstack-[0-9a-f]{16}-\d+-\d+-v\d+\.\d+\.\d+-\w+\.v8cache$/);
     const written = statSync(join(dir, file!)).mtimeMs;
     expect(start(dir, '--version')).toMatchObject({ status: 0, stdout: off.stdout, stderr: '' });
     expect(statSync(join(dir, file!)).mtimeMs).toBe(written); // used, not rewritten
