@@ -5,8 +5,10 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createProgress, loadProgressRenderer } from '../../src/cli/progress.js';
 import type { Step } from '../../src/core/plan.js';
+import type { RunResult } from '../../src/exec/types.js';
 
 const step = { title: 'create repo/c1' } as Step;
+const ok: RunResult = { argv: ['true'], exitCode: 0, stdout: '', stderr: '', durationMs: 1 };
 
 function stderrOf(fn: () => void): string {
   const lines: string[] = [];
@@ -29,9 +31,9 @@ describe('createProgress', () => {
     vi.stubEnv('NO_COLOR', '1');
     const p = createProgress({ quiet: false, verbose: true, isTTY: false });
     const out = stderrOf(() => {
-      p.start(step, 0, 2);
-      p.done(step);
-      p.failed(step);
+      p.start!(step, 0, 2);
+      p.done!(step, ok);
+      p.failed!(step, new Error('x'));
       p.command('node1', ['lvs', '-o', 'lv_name'], 'read');
     });
     expect(out).toBe(
@@ -44,13 +46,13 @@ describe('createProgress', () => {
     vi.stubEnv('FORCE_COLOR', '1');
     await loadProgressRenderer(true);
     // listr2 keeps the stream's write method when the logger is made: make it under the spy.
-    const out = stderrOf(() => createProgress({ quiet: false, verbose: false, isTTY: true }).done(step));
+    const out = stderrOf(() => createProgress({ quiet: false, verbose: false, isTTY: true }).done!(step, ok));
     expect(out).toContain('create repo/c1');
     expect(out).not.toMatch(/^done /);
   });
 
   it('prints nothing with quiet', () => {
     const p = createProgress({ quiet: true, verbose: true, isTTY: false });
-    expect(stderrOf(() => p.done(step))).toBe('');
+    expect(stderrOf(() => p.done!(step, ok))).toBe('');
   });
 });
