@@ -7,6 +7,10 @@
  * Each repetition starts from the same node state (image inactive here, nothing mapped), the
  * order of the two sides alternates, and medians are printed with their ratio. Then the
  * commands every operation runs (from --verbose), against the targets of issue 11.
+ *
+ * BENCH_BASELINE_CLI=FILE (another build of dist/cowstack.mjs, e.g. main's) adds clone create +
+ * clone map and clone create --map with that bundle as sides of the same interleaved runs, so a
+ * change to the CLI's start is measured against its baseline under the same load.
  */
 import { execa } from 'execa';
 import { REPO_VG, table, timedCli, timedSsh, withCluster } from './harness.js';
@@ -17,6 +21,7 @@ import type { Testbed } from '../test/testbed/index.js';
 const tag = Date.now().toString(36).slice(-4);
 const node = 'node1';
 const REPS = Math.max(5, Number(process.env.BENCH_REPS ?? 5));
+const BASELINE = process.env.BENCH_BASELINE_CLI;
 const IMAGE_MIB = 64;
 const COW_MIB = 16;
 
@@ -28,9 +33,13 @@ const median = (xs: number[]): number => {
 const commandsOf = (stderr: string) => stderr.split('\n').filter((l) => /\] [$>] /.test(l)).length;
 
 /** cowstack with --verbose: seconds and the commands it ran on the node. */
-async function cow(tb: Testbed, args: string[]): Promise<{ seconds: number; commands: number; json: unknown }> {
+async function cow(
+  tb: Testbed,
+  args: string[],
+  cli = CLI,
+): Promise<{ seconds: number; commands: number; json: unknown }> {
   const started = process.hrtime.bigint();
-  const r = await execa('node', [CLI, '--host', node, '--json', '--verbose', ...args, '--vg', REPO_VG], {
+  const r = await execa('node', [cli, '--host', node, '--json', '--verbose', ...args, '--vg', REPO_VG], {
     reject: false,
     env: { COWSTACK_SSH_CONFIG: tb.sshConfig, COWSTACK_CONFIG: '/dev/null', NO_COLOR: '1' },
   });
@@ -85,10 +94,10 @@ export async function benchLimit(): Promise<void> {
       await ssh(tb, ['lvchange', '-an', `${REPO_VG}/${image}`]);
       return s;
     };
-    const createMap = async (i: number) => {
-      const name = `cm${i}-${tag}`;
-      const c = await cow(tb, ['clone', 'create', name, '--from', image]);
-      const m = await cow(tb, ['clone', 'map', name]);
+    const createMap = async (i: number, cli = CLI) => {
+      const name = `cm${i}${cli === CLI ? '' : 'b'}-${tag}`;
+      const c = await cow(tb, ['clone', 'create', name, '--from', image], cli);
+      const m = await cow(tb, ['clone', 'map', name], cli);
       const u = await cow(tb, ['clone', 'unmap', name]);
       await cow(tb, ['clone', 'map', name]);
       const k = await cow(tb, ['clone', 'commit', name]);
@@ -102,9 +111,9 @@ export async function benchLimit(): Promise<void> {
         discard: d.commands,
       };
     };
-    const createMapped = async (i: number) => {
-      const name = `cx${i}-${tag}`;
-      const c = await cow(tb, ['clone', 'create', name, '--from', image, '--map']);
+    const createMapped = async (i: number, cli = CLI) => {
+      const name = `cx${i}${cli === CLI ? '' : 'b'}-${tag}`;
+      const c = await cow(tb, ['clone', 'create', name, '--from', image, '--map'], cli);
       await cow(tb, ['clone', 'discard', name]);
       return { seconds: c.seconds, commands: c.commands };
     };
@@ -120,6 +129,8 @@ export async function benchLimit(): Promise<void> {
       createMap: [] as number[],
       createMapped: [] as number[],
       tmClone: [] as number[],
+      baseCreateMap: [] as number[],
+      baseCreateMapped: [] as number[],
     };
     const counts: Record<string, number[]> = {};
     const count = (k: string, n: number) => (counts[k] ??= []).push(n);
@@ -144,6 +155,11 @@ export async function benchLimit(): Promise<void> {
           count('TM delete', r.del);
         },
       ];
+      if (BASELINE)
+        sides.push(
+          async () => times.baseCreateMap.push((await createMap(i, BASELINE)).seconds),
+          async () => times.baseCreateMapped.push((await createMapped(i, BASELINE)).seconds),
+        );
       // Alternate the order so that neither side always runs on a warmer node.
       for (const side of i % 2 ? sides.reverse() : sides) await side();
     }
@@ -174,6 +190,20 @@ export async function benchLimit(): Promise<void> {
           'median s': median(times.tmClone).toFixed(2),
           ratio: (median(times.tmClone) / h).toFixed(2),
         },
+        ...(BASELINE
+          ? [
+              {
+                way: 'baseline bundle: clone create + clone map',
+                'median s': median(times.baseCreateMap).toFixed(2),
+                ratio: (median(times.baseCreateMap) / h).toFixed(2),
+              },
+              {
+                way: 'baseline bundle: clone create --map',
+                'median s': median(times.baseCreateMapped).toFixed(2),
+                ratio: (median(times.baseCreateMapped) / h).toFixed(2),
+              },
+            ]
+          : []),
       ]),
     );
     const targets: Record<string, number | undefined> = {

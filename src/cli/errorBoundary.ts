@@ -2,9 +2,10 @@
 import { CommanderError } from 'commander';
 import { CowstackError, EXIT } from '../exec/errors.js';
 import { colorEnabled } from './progress.js';
-import { Chalk } from 'chalk';
 
-export function reportError(error: unknown, json: boolean): number {
+const plain = (s: string) => s;
+
+export async function reportError(error: unknown, json: boolean): Promise<number> {
   if (error instanceof CommanderError) {
     // commander already printed usage problems on stderr; --help/--version exit 0.
     if (error.exitCode === 0) return EXIT.OK;
@@ -31,7 +32,8 @@ export function reportError(error: unknown, json: boolean): number {
   if (json) {
     process.stdout.write(`${JSON.stringify({ ok: false, ...err.toJSON() }, null, 2)}\n`);
   } else {
-    const c = new Chalk({ level: colorEnabled() ? 1 : 0 });
+    // chalk loads for a coloured error only: most starts (and every non-terminal one) never need it.
+    const c = colorEnabled() ? new (await import('chalk')).Chalk({ level: 1 }) : { red: plain, yellow: plain };
     process.stderr.write(`${c.red('cowstack: error:')} ${err.message}\n`);
     if (err.hint) process.stderr.write(`  ${c.yellow('what to do:')} ${err.hint}\n`);
     if (process.env.COWSTACK_DEBUG && (error as Error)?.stack) process.stderr.write(`${(error as Error).stack}\n`);

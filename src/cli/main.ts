@@ -4,6 +4,7 @@
  */
 import { Command, Option } from 'commander';
 import { reportError } from './errorBoundary.js';
+import { loadProgressRenderer } from './progress.js';
 import { register as registerActivate } from './commands/activate.js';
 import { register as registerCluster } from './commands/cluster.js';
 import { register as registerDoctor } from './commands/doctor.js';
@@ -71,10 +72,11 @@ export async function main(argv = process.argv): Promise<number> {
   const program = buildProgram();
   const tmAt = positionalTm(program, argv);
   try {
+    await loadProgressRenderer();
     await program.parseAsync(argv);
     return 0;
   } catch (error) {
-    return reportError(error, jsonRequested(program, argv, tmAt));
+    return await reportError(error, jsonRequested(program, argv, tmAt));
   }
 }
 
