@@ -419,6 +419,7 @@ describe.sequential("live backups (prebackup_live) of a running qemu VM's disk, 
         await recoverDid('finished');
       }
       const r = await tm.ok('prebackup_live', largs, lxml(n - 1));
+      process.stderr.write(`[backup] write-back point ${n}: ${r.stderr.trim()}\n`);
       if (n === 3) {
         cachedPauses.push(Number(/VM disk paused (\d+) ms/.exec(r.stderr)?.[1]));
         expect(r.stderr).toMatch(/write-back cache drained \(\d+ block\(s\) before the pause\)/);
@@ -429,7 +430,7 @@ describe.sequential("live backups (prebackup_live) of a running qemu VM's disk, 
       expect(after).toBe(`/dev/mapper/cowstack-rw-${(await lvUuid(top)).replace(/-/g, '')}`);
       // The VM's device stands on the new top's own cache; the old cache device and LV are gone.
       const newWb = await wbOf(top);
-      const [, , , cow] = (await ssh('node1', ['dmsetup', 'table', after])).split(/\s+/);
+      const [, , , , cow] = (await ssh('node1', ['dmsetup', 'table', after])).split(/\s+/);
       expect(cow).toBe(await ssh('node1', ['dmsetup', 'info', '-c', '--noheadings', '-o', 'major,minor', newWb]));
       expect((await tb.ssh('node1', ['dmsetup', 'info', oldWb])).exitCode).not.toBe(0);
       expect(await cacheLvs()).toContain(newWb.replace('cowstack-wb-', 'wb_'));
