@@ -61,21 +61,30 @@ const dataBytes = async (file: string) =>
  * image `<prefix><N>-<run>`, whose sha256 (computed on node2) must be the content at point N.
  */
 /** Backup files `<dir>/disk.0.<n>` (n < count) of node1 copied to this host, to `local(n)`. */
-async function fetchBackups(dir: string, count: number, local: (n: number) => string): Promise<void> {
-  for (let n = 0; n < count; n++) {
+async function fetchBackups(dir: string, count: number, local: (n: number) => string, from = 0): Promise<void> {
+  for (let n = from; n < count; n++) {
     const b64 = await ssh('node1', ['base64', '-w0', `${dir}/disk.0.${n}`]);
     await fsp.mkdir(path.dirname(local(n)), { recursive: true });
     await fsp.writeFile(local(n), Buffer.from(b64, 'base64'));
   }
 }
 
-/** Restore on node2 the chains up to each of `points` (default: every point). */
-async function restoreEach(dir: string, prefix: string, contents: Buffer[], points = contents.map((_, n) => n)) {
+/**
+ * Restore on node2 the chains up to each of `points` (default: every point); the files before
+ * `carriedFrom` are on node2 already (an earlier restore carried them).
+ */
+async function restoreEach(
+  dir: string,
+  prefix: string,
+  contents: Buffer[],
+  points = contents.map((_, n) => n),
+  carriedFrom = 0,
+) {
   await ssh('node2', ['mkdir', '-p', dir]);
   const ns = contents.map((_, n) => n);
   const local = (n: number) => path.join(tm.dir, `${prefix}.disk.0.${n}`);
-  await fetchBackups(dir, ns.length, local);
-  for (const n of ns) await tb.copyTo('node2', local(n), `${dir}/disk.0.${n}`);
+  await fetchBackups(dir, ns.length, local, carriedFrom);
+  for (const n of ns.slice(carriedFrom)) await tb.copyTo('node2', local(n), `${dir}/disk.0.${n}`);
   for (const n of points) {
     const files = ns.slice(0, n + 1).map((k) => `${dir}/disk.0.${k}`);
     const r = await clusterCli(tb, 'node2', ['backup', 'restore', `${prefix}${n}-${run}`, ...files]);
@@ -395,6 +404,8 @@ describe.sequential("live backups (prebackup_live) of a running qemu VM's disk, 
     expect((await cli(['clone', 'map', top, '--cache', 'write'])).writeback).toMatch(/^cowstack-wb-/);
     await startQemu(tb, 'node1', ldisk, false);
     await qmp(tb, 'node1', { execute: 'cont' });
+    const remapS = (Date.now() - t0) / 1000;
+    let crashS = 0;
     const wbOf = async (name: string) => `cowstack-wb-${(await lvUuid(name)).replace(/-/g, '')}`;
     /** Blocks in use in a cache device (every one may be dirty in ssd mode), read from the kernel. */
     const used = async (dev: string) => {
@@ -412,11 +423,13 @@ describe.sequential("live backups (prebackup_live) of a running qemu VM's disk, 
       expect(await used(oldWb), `point ${n}: dirty blocks in the cache before`).toBeGreaterThan(0);
       const before = await ssh('node1', ['readlink', ldisk]);
       if (n === 4) {
+        const tc = Date.now();
         const args = ['backup', 'create', top, '--file', `${lcarried}/crash.qcow2`, '--increment', '4', '--live'];
         const r = await clusterCli(tb, 'node1', args, { COWSTACK_FAULT_AFTER_STEP: '12' });
         expect(r.exitCode, `expected a kill: ${r.stdout}${r.stderr}`).not.toBe(0);
         expect(await suspended(before), "killed after step 12: the VM's disk is suspended").toBe(true);
         await recoverDid('finished');
+        crashS = (Date.now() - tc) / 1000;
       }
       const r = await tm.ok('prebackup_live', largs, lxml(n - 1));
       process.stderr.write(`[backup] write-back point ${n}: ${r.stderr.trim()}\n`);
@@ -445,9 +458,12 @@ describe.sequential("live backups (prebackup_live) of a running qemu VM's disk, 
     await hmp(tb, 'node1', `qemu-io d0 "write -P 0 ${3 * MiB} 4096"`);
     expect(await used(await wbOf(top))).toBeGreaterThan(0);
     await hmp(tb, 'node1', `qemu-io d0 "write -P 0x9e ${3 * MiB} 4096"`);
-    await restoreEach(lcarried, 'bklwb', contents, [3, 4]);
+    const t1 = Date.now();
+    await restoreEach(lcarried, 'bklwb', contents, [3, 4], 3);
+    const restoreS = (Date.now() - t1) / 1000;
     console.log(
-      `backup.test live write-back: ${((Date.now() - t0) / 1000).toFixed(1)} s; ` +
+      `backup.test live write-back: ${((Date.now() - t0) / 1000).toFixed(1)} s (re-map ${remapS.toFixed(1)} s, ` +
+        `crash and recover ${crashS.toFixed(1)} s, restores ${restoreS.toFixed(1)} s); ` +
         `VM disk pause with the cache (ms): ${cachedPauses.join(', ')}`,
     );
   });
