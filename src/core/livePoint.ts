@@ -67,7 +67,7 @@ export interface LivePointResult {
   point: string;
   /** How long the VM's disk was suspended (suspend to resume), in milliseconds. */
   pauseMs: number;
-  /** A write-back cached disk: blocks written back while the VM ran, and under the suspend. */
+  /** A write-back cached disk: blocks written back while the VM ran (before the pause), its new cache. */
   writeback?: { drainedBlocks: number; cache: string };
 }
 
@@ -86,12 +86,13 @@ interface Switch {
   wb?: WritebackSwitch;
 }
 
-const journalOf = (ctx: NodeSession, s: Pick<Switch, 'top' | 'point' | 'old'>) => ({
+const journalOf = (ctx: NodeSession, s: Pick<Switch, 'top' | 'point' | 'old' | 'wb'>) => ({
   op: 'live-backup' as const,
   vg: ctx.vg,
   name: s.top,
   uuid: s.old.uuid,
   point: s.point,
+  ...(s.wb ? { writeback: s.wb.cacheVg } : {}),
 });
 
 /** The tables of the switch, from the VM device's own table: its origin stays, its COW is frozen. */
@@ -400,11 +401,16 @@ async function newCacheDevice(
 }
 
 /** What of the old top's write-back cache is still here (recover's finish removes it). */
-async function leftWriteback(ctx: NodeSession, state: NodeState, old: CloneObj): Promise<WritebackSwitch | undefined> {
+async function leftWriteback(
+  ctx: NodeSession,
+  entry: JournalEntry,
+  state: NodeState,
+  old: CloneObj,
+): Promise<WritebackSwitch | undefined> {
   const device = dmName('wb', old.uuid);
   const host = wbHostOf(old);
   if (!host && !state.devices.has(device)) return undefined;
-  const cacheVg = cacheVgOf(ctx);
+  const cacheVg = entry.writeback ?? cacheVgOf(ctx);
   const lv = await lvm.findLv(ctx.runner, cacheVg, writebackLvName(old.uuid));
   if (state.devices.has(device)) {
     // Drained under the suspend and written to by nothing since; checked again before it goes.
@@ -447,7 +453,7 @@ export async function settleLivePoint(
     if (next?.state === 'initializing' && state.devices.has(dmName('wb', next.uuid)))
       steps.push({ title: `remove the unused new cache device`, req: dmsetup.removeReq(dmName('wb', next.uuid)) });
     if (next?.state === 'initializing' && wbHostOf(next)) {
-      const cacheVg = cacheVgOf(ctx);
+      const cacheVg = entry.writeback ?? cacheVgOf(ctx);
       const lv = await lvm.findLv(ctx.runner, cacheVg, writebackLvName(next.uuid));
       if (lv)
         steps.push({
@@ -476,7 +482,7 @@ export async function settleLivePoint(
     roTable: '',
     rwTable: '',
   };
-  const wb = await leftWriteback(ctx, state, old);
+  const wb = await leftWriteback(ctx, entry, state, old);
   if (wb) s.wb = wb;
   await runGuarded(ctx, finishSteps(ctx, s, state));
   return 'finished';

@@ -385,7 +385,15 @@ describe('live backup point of a write-back cached disk', () => {
   });
 
   describe('recover', () => {
-    const entry = { op: 'live-backup' as const, vg: VG, name: 'c3', uuid: U.c3, point: POINT, started: '' };
+    const entry = {
+      op: 'live-backup' as const,
+      vg: VG,
+      name: 'c3',
+      uuid: U.c3,
+      point: POINT,
+      started: '',
+      writeback: CVG,
+    };
     const nextDev = lvDev(NEXT_NAME, NEXT, 11, 1);
     const newWb = wbDev(NEXT, 13, 0);
     const rowsWithNext = [...rows, marked(nextRow())];
