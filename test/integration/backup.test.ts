@@ -446,11 +446,13 @@ describe.sequential("live backups (prebackup_live) of a running qemu VM's disk, 
       const [, , , , cow] = (await ssh('node1', ['dmsetup', 'table', after])).split(/\s+/);
       expect(cow).toBe(await ssh('node1', ['dmsetup', 'info', '-c', '--noheadings', '-o', 'major,minor', newWb]));
       expect((await tb.ssh('node1', ['dmsetup', 'info', oldWb])).exitCode).not.toBe(0);
-      expect(await cacheLvs()).toContain(newWb.replace('cowstack-wb-', 'wb_'));
-      expect(await cacheLvs()).not.toContain(oldWb.replace('cowstack-wb-', 'wb_'));
+      const lvs = await cacheLvs();
+      expect(lvs).toContain(newWb.replace('cowstack-wb-', 'wb_'));
+      expect(lvs).not.toContain(oldWb.replace('cowstack-wb-', 'wb_'));
       expect(await tags(top)).toContain('cowstack_wbhost:node1');
       expect(await tags(`${top}-b${n}`)).not.toContain('cowstack_wbhost');
-      await vmReadsBack(n);
+      // What qemu reads back through its open disk (every write so far): after the recover.
+      if (n === 4) await vmReadsBack(n);
       const ro = `/dev/mapper/cowstack-ro-${(await lvUuid(`${top}-b${n}`)).replace(/-/g, '')}`;
       expect(await deviceSha(tb, 'node1', ro), `point ${n}`).toBe(sha256(contents[n]!));
     }
