@@ -68,6 +68,8 @@ export interface BackupResult {
   ranges?: qemu.Range[];
   /** A live point: how long the VM's disk was suspended for it (ms). */
   pauseMs?: number;
+  /** A live point of a write-back cached disk: blocks written back before the suspend, the new cache. */
+  writeback?: { drainedBlocks: number; cache: string };
 }
 
 const run = (ctx: NodeSession, req: RunRequest) => ctx.runner.run(req);
@@ -95,7 +97,10 @@ export async function backupDisk(ctx: NodeSession, o: BackupOptions): Promise<Ba
   const n = o.increment ?? (o.live ? 0 : undefined);
   const taken = n === undefined ? undefined : await takePoint(ctx, state, o.top, n, o.cow, o.live);
   const point = taken?.name;
-  const paused = taken?.pauseMs === undefined ? {} : { pauseMs: taken.pauseMs };
+  const paused = {
+    ...(taken?.pauseMs === undefined ? {} : { pauseMs: taken.pauseMs }),
+    ...(taken?.writeback ? { writeback: taken.writeback } : {}),
+  };
   if (point === undefined)
     await refuseOpen(ctx, state, liveTopOf(state, o.top), 'power the VM off for the backup: its disk is changing');
   await run(ctx, files.mkdirReq(dir));
@@ -136,7 +141,7 @@ async function takePoint(
   n: number,
   cow: CowOptions,
   live = false,
-): Promise<{ name: string; pauseMs?: number }> {
+): Promise<{ name: string; pauseMs?: number; writeback?: BackupResult['writeback'] }> {
   const name = backupPointName(top, n);
   const o = state.repo.byName.get(top);
   const p = state.repo.byName.get(name);
@@ -160,7 +165,7 @@ async function takePoint(
     );
   if (live) {
     const r = await takeLivePoint(ctx, n === 0 ? await observeNode(ctx) : state, t, name);
-    return { name, pauseMs: r.pauseMs };
+    return { name, pauseMs: r.pauseMs, ...(r.writeback ? { writeback: r.writeback } : {}) };
   }
   const seen = await refuseOpen(
     ctx,

@@ -46,6 +46,8 @@ export interface JournalEntry {
   handover?: string;
   /** live-backup: the backup point the disk's top becomes (core/livePoint.ts). */
   point?: string;
+  /** live-backup of a write-back cached disk: the cache VG of its old and new caches (core/liveWriteback.ts). */
+  writeback?: string;
   /** restore: the sealed image the disk's top (the entry's name) becomes a clone of (core/restoreDisk.ts). */
   restored?: string;
 }

@@ -17,6 +17,11 @@
  *                        and is shared; the new COW becomes the live `<top>`.
  * The pause is the switch alone: four dmsetup calls, measured and reported.
  *
+ * A disk with a write-back cache on this node (dm-writecache between the VM's snapshot and its
+ * COW) is drained into the COW first, and gets a fresh cache on the new top: liveWriteback.ts.
+ * Its switch has no hand-over (the point's table is read from the drained COW under the
+ * suspend) and two more calls in the window: the last flush and the status that must say 0.
+ *
  * Journalled as `live-backup`; the hand-over is the point of no return. `cowstack recover`
  * resumes a suspended VM device first, from dmsetup alone (resumeLivePoint: a suspended device
  * blocks every LVM scan on the node), then settles the rest (settleLivePoint):
@@ -30,6 +35,9 @@
 import { CowstackError, EXIT, refused } from '../exec/errors.js';
 import * as dmsetup from '../tools/dmsetup.js';
 import * as lvm from '../tools/lvm.js';
+import { wbHostOf, writebackLvName } from './cache/meta.js';
+import { cacheVgOf } from './cache/vg.js';
+import { nodeName, writecacheStatus } from './cache/writeback.js';
 import { dmName, dmPath, dmUuid, lvMapperName, lvMapperPath, sameUuid } from './dmNames.js';
 import { runGuarded } from './executor.js';
 import { beginStep, endStep, type JournalEntry } from './journal.js';
@@ -39,6 +47,17 @@ import { type NodeState, observeNode } from './observe.js';
 import type { Step } from './plan.js';
 import { lvRef } from './stack.js';
 import { validateLvName } from './validate.js';
+import {
+  dropNewCacheReqs,
+  flushStep,
+  markerOf,
+  newCachePath,
+  newCacheSteps,
+  oldCacheSteps,
+  PLANNED_UUID,
+  refuseDirty,
+  type WritebackSwitch,
+} from './liveWriteback.js';
 
 /** The new top's COW until the switch is finished: then it takes the top's name. */
 export const nextTopName = (point: string): string => `${point}-next`;
@@ -48,6 +67,8 @@ export interface LivePointResult {
   point: string;
   /** How long the VM's disk was suspended (suspend to resume), in milliseconds. */
   pauseMs: number;
+  /** A write-back cached disk: blocks written back while the VM ran (before the pause), its new cache. */
+  writeback?: { drainedBlocks: number; cache: string };
 }
 
 interface Switch {
@@ -61,26 +82,37 @@ interface Switch {
   /** The read-only snapshot table of the point, and the VM device's table on the new COW. */
   roTable: string;
   rwTable: string;
+  /** The disk has a write-back cache here: drained, then a new one on the new top. */
+  wb?: WritebackSwitch;
 }
 
-const journalOf = (ctx: NodeSession, s: Pick<Switch, 'top' | 'point' | 'old'>) => ({
+const journalOf = (ctx: NodeSession, s: Pick<Switch, 'top' | 'point' | 'old' | 'wb'>) => ({
   op: 'live-backup' as const,
   vg: ctx.vg,
   name: s.top,
   uuid: s.old.uuid,
   point: s.point,
+  ...(s.wb ? { writeback: s.wb.cacheVg } : {}),
 });
 
 /** The tables of the switch, from the VM device's own table: its origin stays, its COW is frozen. */
-function tablesOf(ctx: NodeSession, state: NodeState, t: CloneObj, line: dmsetup.DmLine, next: string) {
+function tablesOf(
+  ctx: NodeSession,
+  state: NodeState,
+  t: CloneObj,
+  line: dmsetup.DmLine,
+  next: { name: string; cow: string },
+  cached: boolean,
+) {
   const [originNum, cow, , chunk] = line.args;
-  const cowDev = state.devices.get(lvMapperName(t.vg, t.name));
+  // A write-back cached disk's snapshot stands on the cache device over the COW.
+  const cowDev = state.devices.get(cached ? dmName('wb', t.uuid) : lvMapperName(t.vg, t.name));
   // By its /dev/mapper name, as every table cowstack loads (and its sudoers rules) spells it.
   const origin = [...state.devices.values()].find((d) => `${d.major}:${d.minor}` === originNum)?.name;
   if (line.target !== 'snapshot' || !origin || !cowDev || cow !== `${cowDev.major}:${cowDev.minor}`)
     throw refused(
       `${dmName('rw', t.uuid)} is not a snapshot on ${lvRef(t)} (table: ${line.target} ${line.args.join(' ')})`,
-      'a write-back cached or hand-built device cannot be backed up live: power the VM off and use prebackup',
+      'a hand-built device cannot be backed up live: power the VM off and use prebackup',
     );
   const roTable = dmsetup.snapshotTable(
     line.length,
@@ -89,13 +121,7 @@ function tablesOf(ctx: NodeSession, state: NodeState, t: CloneObj, line: dmsetup
     'P',
     Number(chunk),
   );
-  const rwTable = dmsetup.snapshotTable(
-    line.length,
-    dmPath('ro', t.uuid),
-    lvMapperPath(ctx.vg, next),
-    'PO',
-    t.chunkSectors,
-  );
+  const rwTable = dmsetup.snapshotTable(line.length, dmPath('ro', t.uuid), next.cow, 'PO', t.chunkSectors);
   return { roTable, rwTable };
 }
 
@@ -117,8 +143,7 @@ export async function takeLivePoint(
   const hint = 'run the backup on the host that runs the VM, or power the VM off and use prebackup';
   if (!dev)
     throw refused(`${lvRef(t)} is not mapped on ${ctx.runner.target}: there is no running disk to back up`, hint);
-  if (state.devices.has(dmName('wb', t.uuid)))
-    throw refused(`${lvRef(t)} has a write-back cache on this node: a live backup point needs the COW itself`, hint);
+  const cached = state.devices.has(dmName('wb', t.uuid));
   if (dev.suspended || state.devices.has(dmName('ro', t.uuid)) || state.repo.byName.has(next))
     throw refused(
       `a live backup of ${lvRef(t)} was interrupted (${rwName} suspended, or ${next} left)`,
@@ -132,7 +157,15 @@ export async function takeLivePoint(
     );
   const [line] = await dmsetup.table(ctx.runner, rwName);
   if (!line) throw refused(`${rwName} has no table`, 'run cowstack recover');
-  const s: Switch = { top: t.name, point, old: t, rwDevice: rwName, ...tablesOf(ctx, state, t, line, next) };
+  const wb = cached ? await writebackOf(ctx, t) : undefined;
+  const s: Switch = {
+    top: t.name,
+    point,
+    old: t,
+    rwDevice: rwName,
+    ...tablesOf(ctx, state, t, line, { name: next, cow: lvMapperPath(ctx.vg, next) }, cached),
+    ...(wb ? { wb } : {}),
+  };
   const journal = journalOf(ctx, s);
   const roName = dmName('ro', t.uuid);
   const ref = `${ctx.vg}/${next}`;
@@ -148,7 +181,14 @@ export async function takeLivePoint(
           bytes: t.sizeBytes,
           activate: 'ey',
           zero: true,
-          tags: [roleTag('clone'), stateTag('initializing'), parentTag(t.uuid), chunkTag(t.chunkSectors)],
+          tags: [
+            roleTag('clone'),
+            stateTag('initializing'),
+            parentTag(t.uuid),
+            chunkTag(t.chunkSectors),
+            // Its cache may hold its newest blocks from the switch on: marked before it has one.
+            ...(wb ? [markerOf(wb.host)] : []),
+          ],
         },
         ctx.scope,
       ),
@@ -159,28 +199,62 @@ export async function takeLivePoint(
       req: dmsetup.createEmptyReq(roName, dmUuid('ro', t.uuid)),
       undo: [dmsetup.removeReq(roName)],
     },
-    {
-      title: `load the read-only table of ${point} into ${roName}`,
-      req: dmsetup.reloadReq(roName, s.roTable, { readOnly: true }),
-    },
+    // A cached disk's COW is not complete before the drain: its table is loaded under the suspend.
+    ...(wb
+      ? []
+      : [
+          {
+            title: `load the read-only table of ${point} into ${roName}`,
+            req: dmsetup.reloadReq(roName, s.roTable, { readOnly: true }),
+          },
+        ]),
   ];
   const made = await runGuarded(ctx, prepare, t);
   const created = made.results[1]!;
   s.nextUuid = created.skipped ? undefined : (await lvm.findLv(ctx.runner, ctx.vg, next, ctx.scope))?.uuid;
-  // No undo on the suspend: a suspended snapshot with a hand-over pending cannot resume
-  // (EINVAL) until that read-only device is gone, so the undo below goes in that order.
-  const handover: Step[] = [
-    { title: `suspend ${rwName} (the VM's I/O waits)`, req: dmsetup.suspendReq(rwName) },
-    { title: `resume ${roName}: the exception store of ${t.name} is handed over`, req: dmsetup.resumeReq(roName) },
-  ];
-  const t0 = Date.now();
-  try {
-    await runGuarded(ctx, handover);
-  } catch (e) {
-    // No hand-over: the VM's device runs on its own table again; what prepare made goes.
-    const undo = [dmsetup.removeReq(roName), dmsetup.resumeReq(rwName), lvm.removeLvReq(ref, ctx.scope)];
+  const undoPrepared = async (also: Array<ReturnType<typeof dmsetup.removeReq>> = []) => {
+    const undo = [dmsetup.removeReq(roName), dmsetup.resumeReq(rwName), ...also, lvm.removeLvReq(ref, ctx.scope)];
     for (const req of undo) await ctx.runner.run(req).catch(() => undefined);
     await runGuarded(ctx, [endStep(journal)]).catch(() => undefined);
+  };
+  let drained = 0;
+  if (wb) {
+    s.rwTable = rwTableOf(line, t, newCachePath(s.nextUuid));
+    const nextObj = { ...t, name: next, uuid: s.nextUuid ?? PLANNED_UUID };
+    const before = ctx.dryRun ? undefined : await writecacheStatus(ctx, wb.oldDevice!);
+    try {
+      await runGuarded(ctx, [...newCacheSteps(wb, nextObj), flushStep(wb.oldDevice!, 'most of it, while the VM runs')]);
+    } catch (e) {
+      await undoPrepared(dropNewCacheReqs(wb, s.nextUuid));
+      throw e;
+    }
+    drained = before ? before.dirtyBlocks : 0;
+  }
+  // No undo on the suspend: a suspended snapshot with a hand-over pending cannot resume
+  // (EINVAL) until that read-only device is gone, so the undo below goes in that order.
+  const t0 = Date.now();
+  try {
+    if (wb) {
+      await runGuarded(ctx, [
+        { title: `suspend ${rwName} (the VM's I/O waits)`, req: dmsetup.suspendReq(rwName) },
+        flushStep(wb.oldDevice!, 'what the VM wrote since, under the suspend'),
+      ]);
+      await refuseDirty(ctx, wb.oldDevice!);
+      await runGuarded(ctx, [
+        {
+          title: `load the read-only table of ${point} into ${roName} (its exception store, from the drained COW)`,
+          req: dmsetup.reloadReq(roName, s.roTable, { readOnly: true }),
+        },
+        { title: `resume ${roName}: ${point} is live`, req: dmsetup.resumeReq(roName) },
+      ]);
+    } else
+      await runGuarded(ctx, [
+        { title: `suspend ${rwName} (the VM's I/O waits)`, req: dmsetup.suspendReq(rwName) },
+        { title: `resume ${roName}: the exception store of ${t.name} is handed over`, req: dmsetup.resumeReq(roName) },
+      ]);
+  } catch (e) {
+    // No hand-over: the VM's device runs on its own table again; what prepare made goes.
+    await undoPrepared(wb ? dropNewCacheReqs(wb, s.nextUuid) : []);
     throw e;
   }
   try {
@@ -192,7 +266,30 @@ export async function takeLivePoint(
   }
   const pauseMs = Date.now() - t0;
   await runGuarded(ctx, [...finishSteps(ctx, s, undefined), endStep(journal)]);
-  return { top: t.name, point, pauseMs };
+  return {
+    top: t.name,
+    point,
+    pauseMs,
+    ...(wb ? { writeback: { drainedBlocks: drained, cache: newCachePath(s.nextUuid) } } : {}),
+  };
+}
+
+/** The VM device's table on the read-only point and the new top's COW (or its cache). */
+const rwTableOf = (line: dmsetup.DmLine, t: CloneObj, cow: string): string =>
+  dmsetup.snapshotTable(line.length, dmPath('ro', t.uuid), cow, 'PO', t.chunkSectors);
+
+/** The write-back cache of `t` on this node, as the switch drains and replaces it. */
+async function writebackOf(ctx: NodeSession, t: CloneObj): Promise<WritebackSwitch> {
+  const cacheVg = cacheVgOf(ctx);
+  const host = await nodeName(ctx);
+  const marker = wbHostOf(t);
+  return {
+    cacheVg,
+    host,
+    oldDevice: dmName('wb', t.uuid),
+    oldLv: `${cacheVg}/${writebackLvName(t.uuid)}`,
+    ...(marker ? { marker: markerOf(marker) } : {}),
+  };
 }
 
 /** After the hand-over: the VM's device on the new COW, resumed. */
@@ -217,6 +314,7 @@ function finishSteps(ctx: NodeSession, s: Switch, state: NodeState | undefined):
   if (s.rwDevice !== rwNew)
     steps.push({ title: `rename ${s.rwDevice} to ${rwNew}`, req: dmsetup.renameReq(s.rwDevice, rwNew) });
   const oldName = old?.name ?? s.top;
+  if (s.wb) steps.push(...oldCacheSteps(ctx, s.wb, `${ctx.vg}/${oldName}`));
   if (!old || old.state === 'live' || !old.lv.readOnly)
     steps.push({
       title: `mark ${ctx.vg}/${oldName} committed and read-only`,
@@ -267,7 +365,8 @@ export async function resumeLivePoint(ctx: NodeSession, entry: JournalEntry): Pr
   if (ro && ro.attr[0] === 'L') {
     if (dev.attr[1] !== 'I') {
       const [line] = await dmsetup.table(ctx.runner, ro.name);
-      const next = lvMapperPath(ctx.vg, nextTopName(entry.point));
+      const next =
+        (await newCacheDevice(ctx, devices, entry.uuid, entry.point)) ?? lvMapperPath(ctx.vg, nextTopName(entry.point));
       const table = dmsetup.snapshotTable(line!.length, dmPath('ro', entry.uuid), next, 'PO', Number(line!.args[3]));
       steps.push({ title: `load ${dev.name} with the new top's table`, req: dmsetup.reloadReq(dev.name, table) });
     }
@@ -278,6 +377,53 @@ export async function resumeLivePoint(ctx: NodeSession, entry: JournalEntry): Pr
   steps.push({ title: `resume ${dev.name} (the VM's I/O goes on)`, req: dmsetup.resumeReq(dev.name) });
   await runGuarded(ctx, steps);
   return true;
+}
+
+/**
+ * A write-back cached disk's new top has its own cache device, made before the suspend: the
+ * writecache device whose origin is the new top's LV (dmsetup alone: LVM scans would block).
+ * Without one (never the case after a suspend) the VM's device goes on the new COW itself.
+ */
+async function newCacheDevice(
+  ctx: NodeSession,
+  devices: Map<string, dmsetup.DmDevice>,
+  oldUuid: string,
+  point: string,
+): Promise<string | undefined> {
+  const nextLv = devices.get(lvMapperName(ctx.vg, nextTopName(point)));
+  if (!devices.has(dmName('wb', oldUuid)) || !nextLv) return undefined;
+  const tables = await dmsetup.tableAll(ctx.runner);
+  const origin = `${nextLv.major}:${nextLv.minor}`;
+  const found = [...tables].find(
+    ([name, [line]]) => name.startsWith('cowstack-wb-') && line?.target === 'writecache' && line.args[1] === origin,
+  );
+  return found && `/dev/mapper/${found[0]}`;
+}
+
+/** What of the old top's write-back cache is still here (recover's finish removes it). */
+async function leftWriteback(
+  ctx: NodeSession,
+  entry: JournalEntry,
+  state: NodeState,
+  old: CloneObj,
+): Promise<WritebackSwitch | undefined> {
+  const device = dmName('wb', old.uuid);
+  const host = wbHostOf(old);
+  if (!host && !state.devices.has(device)) return undefined;
+  const cacheVg = entry.writeback ?? cacheVgOf(ctx);
+  const lv = await lvm.findLv(ctx.runner, cacheVg, writebackLvName(old.uuid));
+  if (state.devices.has(device)) {
+    // Drained under the suspend and written to by nothing since; checked again before it goes.
+    await runGuarded(ctx, [flushStep(device, 'before it is removed')]);
+    await refuseDirty(ctx, device, 'run cowstack recover again once the repository path works');
+  }
+  return {
+    cacheVg,
+    host: host ?? '',
+    ...(state.devices.has(device) ? { oldDevice: device } : {}),
+    ...(lv ? { oldLv: `${cacheVg}/${lv.name}` } : {}),
+    ...(host ? { marker: markerOf(host) } : {}),
+  };
 }
 
 /**
@@ -303,6 +449,18 @@ export async function settleLivePoint(
   if (!ro || ro.attr[0] !== 'L') {
     const steps: Step[] = [];
     if (ro) steps.push({ title: `remove ${ro.name} (never live)`, req: dmsetup.removeReq(ro.name) });
+    // The new top's cache (a cached disk): never used, the VM stayed on the old one.
+    if (next?.state === 'initializing' && state.devices.has(dmName('wb', next.uuid)))
+      steps.push({ title: `remove the unused new cache device`, req: dmsetup.removeReq(dmName('wb', next.uuid)) });
+    if (next?.state === 'initializing' && wbHostOf(next)) {
+      const cacheVg = entry.writeback ?? cacheVgOf(ctx);
+      const lv = await lvm.findLv(ctx.runner, cacheVg, writebackLvName(next.uuid));
+      if (lv)
+        steps.push({
+          title: `remove the unused new cache LV ${lv.name}`,
+          req: lvm.removeLvReq(`${cacheVg}/${lv.name}`),
+        });
+    }
     if (next?.state === 'initializing')
       steps.push({ title: `remove the unused new COW ${lvRef(next)}`, req: lvm.removeLvReq(lvRef(next), ctx.scope) });
     await runGuarded(ctx, steps);
@@ -324,6 +482,8 @@ export async function settleLivePoint(
     roTable: '',
     rwTable: '',
   };
+  const wb = await leftWriteback(ctx, entry, state, old);
+  if (wb) s.wb = wb;
   await runGuarded(ctx, finishSteps(ctx, s, state));
   return 'finished';
 }

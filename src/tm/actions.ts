@@ -490,7 +490,11 @@ async function prebackup(env: TmEnv, req: BackupRequest): Promise<void> {
       await link(ctx.runner, (await mapClone(ctx, top)).device!, d);
     }
     const what = b.kind === 'full' ? 'full backup' : `increment ${increment} (${b.ranges!.length} changed range(s))`;
-    const pause = b.pauseMs === undefined ? '' : ` (VM disk paused ${b.pauseMs} ms)`;
+    const cached = b.writeback
+      ? `; write-back cache drained (${b.writeback.drainedBlocks} block(s) before the pause), ` +
+        `new one ${b.writeback.cache}`
+      : '';
+    const pause = b.pauseMs === undefined ? '' : ` (VM disk paused ${b.pauseMs} ms${cached})`;
     env.info(`disk ${diskId}: ${what} of ${b.bytes} bytes in ${file}${b.point ? ` at point ${b.point}` : ''}${pause}`);
   }
 }

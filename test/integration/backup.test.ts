@@ -61,21 +61,30 @@ const dataBytes = async (file: string) =>
  * image `<prefix><N>-<run>`, whose sha256 (computed on node2) must be the content at point N.
  */
 /** Backup files `<dir>/disk.0.<n>` (n < count) of node1 copied to this host, to `local(n)`. */
-async function fetchBackups(dir: string, count: number, local: (n: number) => string): Promise<void> {
-  for (let n = 0; n < count; n++) {
+async function fetchBackups(dir: string, count: number, local: (n: number) => string, from = 0): Promise<void> {
+  for (let n = from; n < count; n++) {
     const b64 = await ssh('node1', ['base64', '-w0', `${dir}/disk.0.${n}`]);
     await fsp.mkdir(path.dirname(local(n)), { recursive: true });
     await fsp.writeFile(local(n), Buffer.from(b64, 'base64'));
   }
 }
 
-/** Restore on node2 the chains up to each of `points` (default: every point). */
-async function restoreEach(dir: string, prefix: string, contents: Buffer[], points = contents.map((_, n) => n)) {
+/**
+ * Restore on node2 the chains up to each of `points` (default: every point); the files before
+ * `carriedFrom` are on node2 already (an earlier restore carried them).
+ */
+async function restoreEach(
+  dir: string,
+  prefix: string,
+  contents: Buffer[],
+  points = contents.map((_, n) => n),
+  carriedFrom = 0,
+) {
   await ssh('node2', ['mkdir', '-p', dir]);
   const ns = contents.map((_, n) => n);
   const local = (n: number) => path.join(tm.dir, `${prefix}.disk.0.${n}`);
-  await fetchBackups(dir, ns.length, local);
-  for (const n of ns) await tb.copyTo('node2', local(n), `${dir}/disk.0.${n}`);
+  await fetchBackups(dir, ns.length, local, carriedFrom);
+  for (const n of ns.slice(carriedFrom)) await tb.copyTo('node2', local(n), `${dir}/disk.0.${n}`);
   for (const n of points) {
     const files = ns.slice(0, n + 1).map((k) => `${dir}/disk.0.${k}`);
     const r = await clusterCli(tb, 'node2', ['backup', 'restore', `${prefix}${n}-${run}`, ...files]);
@@ -253,6 +262,12 @@ describe.sequential("live backups (prebackup_live) of a running qemu VM's disk, 
       [0x7c, 2 * MiB, 8 * KiB],
       [0x8d, 15 * MiB, 4 * KiB],
     ],
+    // Points 3 and 4: the disk has a write-back cache, these writes sit in it, dirty.
+    [[0x9e, 3 * MiB, 256 * KiB]],
+    [
+      [0xaf, 7 * MiB, 64 * KiB],
+      [0x9e, 3 * MiB + 64 * KiB, 4 * KiB],
+    ],
   ];
   const contents: Buffer[] = [];
   writes.reduce((c, ws) => {
@@ -262,6 +277,7 @@ describe.sequential("live backups (prebackup_live) of a running qemu VM's disk, 
   }, IMG);
   let started = 0;
   const pauses: number[] = [];
+  const cachedPauses: number[] = [];
   const vmWrite = async (ws: Array<[number, number, number]>) => {
     for (const [byte, at, len] of ws) await hmp(tb, 'node1', `qemu-io d0 "write -P ${byte} ${at} ${len}"`);
   };
@@ -359,12 +375,99 @@ describe.sequential("live backups (prebackup_live) of a running qemu VM's disk, 
   });
 
   it("restored on node2 at each point, and a new VM's disk there from the last", async () => {
-    await restoreEach(lcarried, 'bklrst', contents);
+    await restoreEach(lcarried, 'bklrst', contents.slice(0, 3));
     const NEW = LVM + 1;
     const nd = `node2:${DS}/${SYS}/${NEW}/disk.0`;
     await tm.ok('clone', [`${FE}:${REPO_VG}/bklrst2-${run}`, nd, String(NEW), String(IDS)]);
     expect(await deviceSha(tb, 'node2', `${DS}/${SYS}/${NEW}/disk.0`)).toBe(sha256(contents[2]!));
     await tm.ok('delete', [`node2:${DS}/${SYS}/${NEW}/`, String(NEW), String(SYS)]);
+  });
+
+  /**
+   * The same disk, now with a write-back cache on node1 (qemu closes it for the re-map, then runs
+   * on). Point 3: the dirty blocks are drained into the COW, the point taken, the new top cached
+   * afresh. Point 4: backup create --live killed after step 12 (the point's table live on the
+   * drained COW, the VM's device still suspended on the old cache): recover finds the new top's
+   * cache device from dmsetup alone, loads the VM's device on it, resumes, finishes.
+   */
+  it('a write-back cached disk: drained into each point, cached again on the new top', async () => {
+    const t0 = Date.now();
+    const top = `one-${LVM}-0`;
+    const cli = async (args: string[], env?: Record<string, string>) => {
+      const r = await clusterCli(tb, 'node1', args, env);
+      expect(r.exitCode, `${args.join(' ')}: ${r.stderr}`).toBe(0);
+      return JSON.parse(r.stdout).result;
+    };
+    if (!(await cli(['cache', 'list'])).exists) await cli(['cache', 'init', '/dev/vda']);
+    await stopQemu(tb, 'node1');
+    await cli(['clone', 'unmap', top]);
+    expect((await cli(['clone', 'map', top, '--cache', 'write'])).writeback).toMatch(/^cowstack-wb-/);
+    await startQemu(tb, 'node1', ldisk, false);
+    await qmp(tb, 'node1', { execute: 'cont' });
+    const remapS = (Date.now() - t0) / 1000;
+    let crashS = 0;
+    const wbOf = async (name: string) => `cowstack-wb-${(await lvUuid(name)).replace(/-/g, '')}`;
+    /** Blocks in use in a cache device (every one may be dirty in ssd mode), read from the kernel. */
+    const used = async (dev: string) => {
+      const f = (await ssh('node1', ['dmsetup', 'status', dev])).split(/\s+/);
+      expect(f[2]).toBe('writecache');
+      return Number(f[4]) - Number(f[5]);
+    };
+    const cacheLvs = async () =>
+      (await ssh('node1', ['lvs', '--noheadings', '-o', 'lv_name', 'cowstack_cache'])).split(/\s+/).filter(Boolean);
+    const tags = async (name: string) =>
+      ssh('node1', ['lvs', '--nolocking', '--noheadings', '-o', 'lv_tags', `${REPO_VG}/${name}`]);
+    for (const n of [3, 4]) {
+      await vmWrite(writes[n]!);
+      const oldWb = await wbOf(top);
+      expect(await used(oldWb), `point ${n}: dirty blocks in the cache before`).toBeGreaterThan(0);
+      const before = await ssh('node1', ['readlink', ldisk]);
+      if (n === 4) {
+        const tc = Date.now();
+        const args = ['backup', 'create', top, '--file', `${lcarried}/crash.qcow2`, '--increment', '4', '--live'];
+        const r = await clusterCli(tb, 'node1', args, { COWSTACK_FAULT_AFTER_STEP: '12' });
+        expect(r.exitCode, `expected a kill: ${r.stdout}${r.stderr}`).not.toBe(0);
+        expect(await suspended(before), "killed after step 12: the VM's disk is suspended").toBe(true);
+        await recoverDid('finished');
+        crashS = (Date.now() - tc) / 1000;
+      }
+      const r = await tm.ok('prebackup_live', largs, lxml(n - 1));
+      process.stderr.write(`[backup] write-back point ${n}: ${r.stderr.trim()}\n`);
+      if (n === 3) {
+        cachedPauses.push(Number(/VM disk paused (\d+) ms/.exec(r.stderr)?.[1]));
+        expect(r.stderr).toMatch(/write-back cache drained \(\d+ block\(s\) before the pause\)/);
+      }
+      await ssh('node1', ['cp', '--sparse=always', `${lvDir.replace('//', '/')}/backup/disk.0.${n}`, `${lcarried}/`]);
+      await tm.ok('postbackup_live', largs, lxml(n - 1));
+      const after = await ssh('node1', ['readlink', ldisk]);
+      expect(after).toBe(`/dev/mapper/cowstack-rw-${(await lvUuid(top)).replace(/-/g, '')}`);
+      // The VM's device stands on the new top's own cache; the old cache device and LV are gone.
+      const newWb = await wbOf(top);
+      const [, , , , cow] = (await ssh('node1', ['dmsetup', 'table', after])).split(/\s+/);
+      expect(cow).toBe(await ssh('node1', ['dmsetup', 'info', '-c', '--noheadings', '-o', 'major,minor', newWb]));
+      expect((await tb.ssh('node1', ['dmsetup', 'info', oldWb])).exitCode).not.toBe(0);
+      const lvs = await cacheLvs();
+      expect(lvs).toContain(newWb.replace('cowstack-wb-', 'wb_'));
+      expect(lvs).not.toContain(oldWb.replace('cowstack-wb-', 'wb_'));
+      expect(await tags(top)).toContain('cowstack_wbhost:node1');
+      expect(await tags(`${top}-b${n}`)).not.toContain('cowstack_wbhost');
+      // What qemu reads back through its open disk (every write so far): after the recover.
+      if (n === 4) await vmReadsBack(n);
+      const ro = `/dev/mapper/cowstack-ro-${(await lvUuid(`${top}-b${n}`)).replace(/-/g, '')}`;
+      expect(await deviceSha(tb, 'node1', ro), `point ${n}`).toBe(sha256(contents[n]!));
+    }
+    // Still cached: a new write is in the new top's cache.
+    await hmp(tb, 'node1', `qemu-io d0 "write -P 0 ${3 * MiB} 4096"`);
+    expect(await used(await wbOf(top))).toBeGreaterThan(0);
+    await hmp(tb, 'node1', `qemu-io d0 "write -P 0x9e ${3 * MiB} 4096"`);
+    const t1 = Date.now();
+    await restoreEach(lcarried, 'bklwb', contents, [3, 4], 3);
+    const restoreS = (Date.now() - t1) / 1000;
+    console.log(
+      `backup.test live write-back: ${((Date.now() - t0) / 1000).toFixed(1)} s (re-map ${remapS.toFixed(1)} s, ` +
+        `crash and recover ${crashS.toFixed(1)} s, restores ${restoreS.toFixed(1)} s); ` +
+        `VM disk pause with the cache (ms): ${cachedPauses.join(', ')}`,
+    );
   });
 
   it('the VM stops; terminate removes the disk and its live points', async () => {
@@ -374,6 +477,8 @@ describe.sequential("live backups (prebackup_live) of a running qemu VM's disk, 
     expect(lvs.split(/\s+/).filter((n) => n.startsWith(`one-${LVM}-`))).toEqual([]);
     for (const n of [0, 1, 2])
       expect((await clusterCli(tb, 'node1', ['image', 'rm', `bklrst${n}-${run}`])).exitCode).toBe(0);
+    for (const n of [3, 4])
+      expect((await clusterCli(tb, 'node1', ['image', 'rm', `bklwb${n}-${run}`])).exitCode).toBe(0);
     expect((await clusterCli(tb, 'node1', ['image', 'rm', img])).exitCode).toBe(0);
     for (const node of ['node1', 'node2']) await ssh(node, ['rm', '-rf', lcarried]);
     console.log(

@@ -10,6 +10,7 @@ import { EXIT } from '../../src/exec/errors.js';
 import * as lvm from '../../src/tools/lvm.js';
 import { resumeLivePoint, settleLivePoint, takeLivePoint } from '../../src/core/livePoint.js';
 import { backupPointName } from '../../src/core/vmDisks.js';
+import { nodeSession } from '../../src/core/node.js';
 import type { CloneObj } from '../../src/core/metadata.js';
 import {
   chainDevs,
@@ -25,6 +26,7 @@ import {
   journalBegin,
   journalEnd,
   lvDev,
+  lvRow,
   roDev,
   ro,
   rw,
@@ -190,5 +192,283 @@ describe('recover of an interrupted live backup point', () => {
     expectObserve(r, rows, [...byName, nextDev]).expect(lvm.removeLvReq(`${VG}/${NEXT_NAME}`, {}).argv, W);
     expect(await settleLivePoint(ctxOf(r), entry, await resumeLivePoint(ctxOf(r), entry))).toBe('undone');
     r.verify();
+  });
+});
+
+/**
+ * A disk with a write-back cache on this node (dm-writecache `cowstack-wb-<c3>`, minor 12, over
+ * c3's COW): drained while the VM runs, drained again under the suspend and checked (0 blocks in
+ * use), the point's table loaded on the drained COW, the new top cached afresh (`wb_<NEXT>`).
+ */
+describe('live backup point of a write-back cached disk', () => {
+  const CVG = 'cowstack_cache';
+  const MARKER = 'cowstack_wbhost:node1';
+  const wb = (uuid: string) => `cowstack-wb-${compact(uuid)}`;
+  const WB_RW_TABLE = `0 ${IMAGE_SECTORS} snapshot 253:7 253:12 PO 128`;
+  const WB_NEW_RW_TABLE = `0 ${IMAGE_SECTORS} snapshot /dev/mapper/${ro(U.c3)} /dev/mapper/${wb(NEXT)} PO 128`;
+  const NEXT_WB_TABLE =
+    `0 ${(16 * 1024 * 1024) / 512} writecache s /dev/mapper/vg-c3--b0--next ` +
+    `/dev/mapper/${CVG}-wb_${compact(NEXT)} 4096 0`;
+  const marked = (row: Record<string, unknown>): Record<string, unknown> => ({
+    ...row,
+    lv_tags: [...(row.lv_tags as string[]), MARKER],
+  });
+  const rows = chainRows({ mapped: true }).map((row) => (row.lv_name === 'c3' ? marked(row) : row));
+  const wbDev = (uuid: string, minor: number, open = 1): Dev => ({
+    name: wb(uuid),
+    uuid: `COWSTACK-wb-${compact(uuid)}`,
+    open,
+    minor,
+  });
+  const devs = [...chainDevs(1), wbDev(U.c3, 12)];
+  const status = (used: number) => `0 32768 writecache 0 4080 ${4080 - used} 0 10 5 ${used} 0 0 0 ${used} 0 0 0\n`;
+
+  /** Steps 1-8: journal, new COW (marked), empty point device, the new cache, the drain while the VM runs. */
+  const preparedWb = (r: ReturnType<typeof recorder>, dirty = 256) =>
+    r
+      .expect(['dmsetup', 'status', rw(U.c3)], { ...R, stdout: `0 ${IMAGE_SECTORS} snapshot 16/32768 16\n` })
+      .expect(['dmsetup', 'table', rw(U.c3)], { ...R, stdout: `${WB_RW_TABLE}\n` })
+      .expect(['uname', '-n'], { ...R, stdout: 'node1\n' })
+      .expect(journalBegin('c3', 'live-backup'), W)
+      .expect(
+        lvm.createLvReq(
+          {
+            vg: VG,
+            name: NEXT_NAME,
+            bytes: 16 * 1024 * 1024,
+            activate: 'ey',
+            zero: true,
+            tags: [
+              'cowstack_role:clone',
+              'cowstack_state:initializing',
+              `cowstack_parent:${U.c3}`,
+              'cowstack_chunk:128',
+              MARKER,
+            ],
+          },
+          {},
+        ).argv,
+        W,
+      )
+      .expect(['dmsetup', 'create', ro(U.c3), '--uuid', `COWSTACK-ro-${compact(U.c3)}`, '--notable'], W)
+      .expect(lvsArgv(`${VG}/${NEXT_NAME}`), { ...R, stdout: lvsJson([marked(nextRow())]) })
+      .expect(['dmsetup', 'status', wb(U.c3)], { ...R, stdout: status(dirty) })
+      .expect(
+        lvm.createLvReq({
+          vg: CVG,
+          name: `wb_${compact(NEXT)}`,
+          bytes: 16 * 1024 * 1024,
+          tags: ['cowstack_cache:writeback', `cowstack_origin:${NEXT}`],
+        }).argv,
+        W,
+      )
+      .expect(lvm.activateReq(`${CVG}/wb_${compact(NEXT)}`, 'exclusive').argv, W)
+      .expect(
+        [
+          'dd',
+          'if=/dev/zero',
+          `of=/dev/mapper/${CVG}-wb_${compact(NEXT)}`,
+          'bs=4096',
+          'count=1',
+          'oflag=direct',
+          'conv=fsync',
+          'status=none',
+        ],
+        W,
+      )
+      .expect(['dmsetup', 'create', wb(NEXT), '--uuid', `COWSTACK-wb-${compact(NEXT)}`, '--table', NEXT_WB_TABLE], W)
+      .expect(['dmsetup', 'message', wb(U.c3), '0', 'flush'], W);
+
+  /** Steps 9-10 and the check: suspend, the last flush, the status that must say 0. */
+  const drained = (r: ReturnType<typeof recorder>, left = 0) =>
+    r
+      .expect(['dmsetup', 'suspend', rw(U.c3)], W)
+      .expect(['dmsetup', 'message', wb(U.c3), '0', 'flush'], W)
+      .expect(['dmsetup', 'status', wb(U.c3)], { ...R, stdout: status(left) });
+
+  /** The old cache goes before the point is committed, then the point's marker. */
+  const oldCacheGone = (r: ReturnType<typeof recorder>) =>
+    r
+      .expect(dmRemove(wb(U.c3)), W)
+      .expect(lvm.deactivateReq(`${CVG}/wb_${compact(U.c3)}`).argv, W)
+      .expect(lvm.removeLvReq(`${CVG}/wb_${compact(U.c3)}`).argv, W)
+      .expect(lvm.tagLvReq(`${VG}/c3`, { del: [MARKER] }, {}).argv, W);
+
+  /** The usual finish after the rename (finished() without the rename: the old cache goes in between). */
+  const committed = (r: ReturnType<typeof recorder>) =>
+    r
+      .expect(
+        lvm.changeLvReq(
+          `${VG}/c3`,
+          { readOnly: true, tags: { del: ['cowstack_state:live'], add: ['cowstack_state:committed'] } },
+          {},
+        ).argv,
+        W,
+      )
+      .expect(lvm.renameLvReq(VG, 'c3', POINT).argv, W)
+      .expect(lvm.renameLvReq(VG, NEXT_NAME, 'c3').argv, W)
+      .expect(
+        lvm.tagLvReq(`${VG}/c3`, { del: ['cowstack_state:initializing'], add: ['cowstack_state:live'] }, {}).argv,
+        W,
+      )
+      .expect(lvm.activateReq(`${VG}/${POINT}`, 'shared', {}).argv, W);
+
+  const takeWb = (r: ReturnType<typeof recorder>) =>
+    takeLivePoint(ctxOf(r), stateOf(rows, devs), stateOf(rows, devs).repo.byName.get('c3') as CloneObj, POINT);
+
+  it('drains, checks 0 under the suspend, loads the point on the drained COW, caches the new top afresh', async () => {
+    const r = drained(preparedWb(recorder()))
+      .expect(['dmsetup', 'reload', ro(U.c3), '--readonly', '--table', RO_TABLE], W)
+      .expect(['dmsetup', 'resume', ro(U.c3)], W)
+      .expect(['dmsetup', 'reload', rw(U.c3), '--table', WB_NEW_RW_TABLE], W)
+      .expect(['dmsetup', 'resume', rw(U.c3)], W)
+      .expect(['dmsetup', 'rename', rw(U.c3), rw(NEXT)], W);
+    committed(oldCacheGone(r)).expect(journalEnd('c3', 'live-backup'), W);
+    const res = await takeWb(r);
+    expect(res).toMatchObject({
+      top: 'c3',
+      point: POINT,
+      writeback: { drainedBlocks: 256, cache: `/dev/mapper/${wb(NEXT)}` },
+    });
+    r.verify();
+  });
+
+  it('refuses when blocks are still in the cache under the suspend: undone, the VM resumed on its table', async () => {
+    const undone = (r: ReturnType<typeof recorder>) =>
+      r
+        .expect(dmRemove(ro(U.c3)), W)
+        .expect(['dmsetup', 'resume', rw(U.c3)], W)
+        .expect(dmRemove(wb(NEXT)), W)
+        .expect(lvm.removeLvReq(`${CVG}/wb_${compact(NEXT)}`).argv, W)
+        .expect(lvm.removeLvReq(`${VG}/${NEXT_NAME}`, {}).argv, W)
+        .expect(journalEnd('c3', 'live-backup'), W);
+    const r = undone(drained(preparedWb(recorder()), 3));
+    const e = await rejectionOf(takeWb(r), EXIT.REFUSED);
+    expect(e.message).toMatch(`${wb(U.c3)} still holds 3 block(s) not on the COW after its flush`);
+    r.verify();
+    // A re-run after that failure starts from the top again, on the disk as it was, and succeeds.
+    const again = drained(preparedWb(recorder(), 5))
+      .expect(['dmsetup', 'reload', ro(U.c3), '--readonly', '--table', RO_TABLE], W)
+      .expect(['dmsetup', 'resume', ro(U.c3)], W)
+      .expect(['dmsetup', 'reload', rw(U.c3), '--table', WB_NEW_RW_TABLE], W)
+      .expect(['dmsetup', 'resume', rw(U.c3)], W)
+      .expect(['dmsetup', 'rename', rw(U.c3), rw(NEXT)], W);
+    committed(oldCacheGone(again)).expect(journalEnd('c3', 'live-backup'), W);
+    expect((await takeWb(again)).writeback?.drainedBlocks).toBe(5);
+    again.verify();
+  });
+
+  it('--dry-run prints the whole plan (the new cache named for the uuid to come) and runs no write', async () => {
+    const { DryRunRunner } = await import('../../src/exec/dryRunRunner.js');
+    const r = recorder()
+      .expect(['dmsetup', 'status', rw(U.c3)], { ...R, stdout: `0 ${IMAGE_SECTORS} snapshot 16/32768 16\n` })
+      .expect(['dmsetup', 'table', rw(U.c3)], { ...R, stdout: `${WB_RW_TABLE}\n` })
+      .expect(['uname', '-n'], { ...R, stdout: 'node1\n' });
+    const dry = new DryRunRunner(r);
+    const ctx = nodeSession({ runner: dry, vg: VG, dryRun: true });
+    await takeLivePoint(ctx, stateOf(rows, devs), stateOf(rows, devs).repo.byName.get('c3') as CloneObj, POINT);
+    r.verify();
+    const planned = dry.planned.map((p) => p.argv.filter((a) => !a.startsWith('--config')).join(' '));
+    expect(planned.filter((p) => p.startsWith('dmsetup'))).toEqual([
+      `dmsetup create ${ro(U.c3)} --uuid COWSTACK-ro-${compact(U.c3)} --notable`,
+      expect.stringMatching(`^dmsetup create cowstack-wb-NEWTOPUUID --uuid COWSTACK-wb-NEWTOPUUID --table `),
+      `dmsetup message ${wb(U.c3)} 0 flush`,
+      `dmsetup suspend ${rw(U.c3)}`,
+      `dmsetup message ${wb(U.c3)} 0 flush`,
+      `dmsetup reload ${ro(U.c3)} --readonly --table ${RO_TABLE}`,
+      `dmsetup resume ${ro(U.c3)}`,
+      `dmsetup reload ${rw(U.c3)} --table ${WB_NEW_RW_TABLE.replace(compact(NEXT), 'NEWTOPUUID')}`,
+      `dmsetup resume ${rw(U.c3)}`,
+      `dmsetup rename ${rw(U.c3)} cowstack-rw-<the new COW uuid>`,
+      `dmsetup remove --retry ${wb(U.c3)}`,
+    ]);
+  });
+
+  describe('recover', () => {
+    const entry = {
+      op: 'live-backup' as const,
+      vg: VG,
+      name: 'c3',
+      uuid: U.c3,
+      point: POINT,
+      started: '',
+      writeback: CVG,
+    };
+    const nextDev = lvDev(NEXT_NAME, NEXT, 11, 1);
+    const newWb = wbDev(NEXT, 13, 0);
+    const rowsWithNext = [...rows, marked(nextRow())];
+    const suspendedTop = devs.map((d) => (d.name === rw(U.c3) ? { ...d, attr: 'L-sw' } : d));
+
+    it('killed after step 12 (point live, VM suspended on the old cache): the new cache found, finished', async () => {
+      const ro1 = { ...roDev(U.c3, 10, 0), attr: 'L--r' };
+      const r = recorder()
+        .expect(DM_INFO, { ...R, stdout: dmInfo([...suspendedTop, ro1, nextDev, newWb]) })
+        .expect(['dmsetup', 'table', ro(U.c3)], { ...R, stdout: `${RO_TABLE}\n` })
+        .expect(['dmsetup', 'table'], {
+          ...R,
+          stdout:
+            `${wb(U.c3)}: 0 32768 writecache s 253:8 253:20 4096 0\n` +
+            `${wb(NEXT)}: 0 32768 writecache s 253:11 253:21 4096 0\n`,
+        })
+        .expect(['dmsetup', 'reload', rw(U.c3), '--table', WB_NEW_RW_TABLE], W)
+        .expect(['dmsetup', 'resume', rw(U.c3)], W);
+      expectObserve(r, rowsWithNext, [...devs, { ...ro1, open: 1 }, nextDev, { ...newWb, open: 1 }])
+        .expect(lvsArgv(`${CVG}/wb_${compact(U.c3)}`), {
+          ...R,
+          stdout: lvsJson([
+            lvRow({
+              vg: CVG,
+              name: `wb_${compact(U.c3)}`,
+              uuid: 'Wb',
+              size: 16 * 1024 * 1024,
+              tags: [],
+              active: 'exclusive',
+            }),
+          ]),
+        })
+        .expect(['dmsetup', 'message', wb(U.c3), '0', 'flush'], W)
+        .expect(['dmsetup', 'status', wb(U.c3)], { ...R, stdout: status(0) })
+        .expect(['dmsetup', 'rename', rw(U.c3), rw(NEXT)], W);
+      committed(oldCacheGone(r));
+      expect(await settleLivePoint(ctxOf(r), entry, await resumeLivePoint(ctxOf(r), entry))).toBe('finished');
+      r.verify();
+    });
+
+    it('killed after step 10 (drained, point not live): undone, the new cache and COW removed', async () => {
+      const r = recorder()
+        .expect(DM_INFO, {
+          ...R,
+          stdout: dmInfo([...suspendedTop, { ...roDev(U.c3, 10, 0), attr: '---r' }, nextDev, newWb]),
+        })
+        .expect(dmRemove(ro(U.c3)), W)
+        .expect(['dmsetup', 'resume', rw(U.c3)], W);
+      expectObserve(r, rowsWithNext, [...devs, nextDev, newWb])
+        .expect(lvsArgv(`${CVG}/wb_${compact(NEXT)}`), {
+          ...R,
+          stdout: lvsJson([
+            lvRow({ vg: CVG, name: `wb_${compact(NEXT)}`, uuid: 'Wn', size: 16 * 1024 * 1024, tags: [] }),
+          ]),
+        })
+        .expect(dmRemove(wb(NEXT)), W)
+        .expect(lvm.removeLvReq(`${CVG}/wb_${compact(NEXT)}`).argv, W)
+        .expect(lvm.removeLvReq(`${VG}/${NEXT_NAME}`, {}).argv, W);
+      expect(await settleLivePoint(ctxOf(r), entry, await resumeLivePoint(ctxOf(r), entry))).toBe('undone');
+      r.verify();
+    });
+
+    it('a re-run after a finished recover does nothing', async () => {
+      const done = rows.map((row) =>
+        row.lv_name === 'c3'
+          ? cloneRow(POINT, U.c3, U.c2, { state: 'committed', chunk: 128, active: 'shared', open: true, minor: 8 })
+          : row,
+      );
+      const top = marked(cloneRow('c3', NEXT, U.c3, { chunk: 128, active: 'exclusive', open: true, minor: 11 }));
+      const renamed = { ...chainDevs(1).find((d) => d.name === rw(U.c3))!, name: rw(NEXT) };
+      const after = [...chainDevs(1).filter((d) => d.name !== rw(U.c3)), renamed, roDev(U.c3, 10, 1), wbDev(NEXT, 13)];
+      const r = recorder().expect(DM_INFO, { ...R, stdout: dmInfo(after) });
+      expectObserve(r, [...done, top], after);
+      expect(await settleLivePoint(ctxOf(r), entry, await resumeLivePoint(ctxOf(r), entry))).toBe('finished');
+      r.verify();
+    });
   });
 });

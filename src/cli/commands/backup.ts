@@ -49,7 +49,8 @@ export function register(program: Command): void {
       (x: BackupResult) =>
         `${x.top}: ${x.kind} backup of ${formatSize(x.bytes)} in ${x.file}` +
         `${x.point ? ` (point ${x.point})` : ''}${x.ranges ? `, ${x.ranges.length} changed range(s)` : ''}` +
-        `${x.pauseMs === undefined ? '' : `; the disk was paused ${x.pauseMs} ms`}`,
+        `${x.pauseMs === undefined ? '' : `; the disk was paused ${x.pauseMs} ms`}` +
+        `${x.writeback ? ` (write-back cache drained: ${x.writeback.drainedBlocks} block(s) before the pause)` : ''}`,
     );
   });
 
