@@ -18,9 +18,15 @@ export const domblklistReq = (uri: string, domain: string): RunRequest => ({
  * Live migration to `destUri`, the destination left paused (--suspend: qemu's -incoming -S)
  * so that nothing runs there until the disks are handed over. The source qemu exits once it
  * succeeded (libvirt's default without --persistent/--undefinesource changes nothing else).
+ * `options`: the site's (kvmrc MIGRATE_OPTIONS), already validated (vmm/migrateOptions.ts).
  */
-export const migrateReq = (uri: string, domain: string, destUri: string): RunRequest => ({
-  argv: ['virsh', '-c', uri, 'migrate', '--live', '--suspend', domain, destUri],
+export const migrateReq = (
+  uri: string,
+  domain: string,
+  destUri: string,
+  options: readonly string[] = [],
+): RunRequest => ({
+  argv: ['virsh', '-c', uri, 'migrate', '--live', '--suspend', ...options, domain, destUri],
   kind: 'write',
   timeout: 'data',
   allowFailure: true,

@@ -34,6 +34,8 @@ export interface VmmEnv {
   locked<T>(s: NodeSession, fn: () => Promise<T>): Promise<T>;
   /** libvirt's URI on both hosts (LIBVIRT_URI). */
   uri: string;
+  /** The site's extra virsh migrate options (kvmrc MIGRATE_OPTIONS), validated argv elements. */
+  migrateOptions?: readonly string[];
   /** How long acquire keeps asking for a COW's lock the source has not let go of yet (seconds). */
   acquireWaitSeconds: number;
   info(msg: string): void;
@@ -70,6 +72,9 @@ const handBy = (step: 'release' | 'acquire', lv: string, wait: number) => [
   ...(step === 'acquire' ? ['--wait', String(wait)] : []),
 ];
 
+const migrateRequest = (env: VmmEnv, req: VmmMigrateRequest) =>
+  virsh.migrateReq(env.uri, req.deployId, virsh.destinationUri(req.destHost), env.migrateOptions);
+
 export function planMigration(req: VmmMigrateRequest, env: VmmEnv, source: string, disks: VmDisk[]): VmmStep[] {
   const dest = req.destHost;
   const wait = env.acquireWaitSeconds;
@@ -77,7 +82,7 @@ export function planMigration(req: VmmMigrateRequest, env: VmmEnv, source: strin
     {
       host: source,
       step: 'migrate',
-      command: virsh.migrateReq(env.uri, req.deployId, virsh.destinationUri(dest)).argv,
+      command: migrateRequest(env, req).argv,
     },
     ...disks.map((d) => ({
       host: source,
@@ -109,7 +114,7 @@ export async function vmmMigrate(env: VmmEnv, req: VmmMigrateRequest): Promise<V
 
   const [migrate, ...rest] = plan;
   try {
-    await mustRun(env.source.runner, virsh.migrateReq(env.uri, req.deployId, virsh.destinationUri(dest)));
+    await mustRun(env.source.runner, migrateRequest(env, req));
   } catch (e) {
     throw new CowstackError(
       EXIT.FAILED,

@@ -39,6 +39,7 @@ vi.mock('../../src/core/migrate.js', () => {
 
 const { vmmMigrate } = await import('../../src/vmm/migrate.js');
 const { parseVmmArgs } = await import('../../src/vmm/args.js');
+const { parseMigrateOptions } = await import('../../src/vmm/migrateOptions.js');
 const { main } = await import('../../src/cli/main.js');
 
 const URI = 'qemu:///system';
@@ -154,6 +155,88 @@ describe('vmm migrate: the hand-over in order', () => {
     expect(handed.calls).toEqual([]);
     src.verify();
     dst.verify();
+  });
+});
+
+describe("vmm migrate: the site's virsh migrate options (kvmrc MIGRATE_OPTIONS)", () => {
+  it('passes them after --live --suspend as argv elements, in the plan too', async () => {
+    const opts = ['--p2p', '--tunnelled', '--bandwidth', '100'];
+    const migrate = [...MIGRATE.slice(0, 6), ...opts, ...MIGRATE.slice(6)];
+    sourceReads(src).expect(migrate, W);
+    dst.expect(RESUME, W);
+    const r = await vmmMigrate({ ...env(), migrateOptions: opts }, REQ);
+    expect(r.plan[0]!.command).toEqual(migrate);
+    expect(handed.calls).toEqual(HANDED);
+    src.verify();
+    dst.verify();
+  });
+
+  it.each([
+    ['', []],
+    ['  ', []],
+    ['--unsafe', ['--unsafe']],
+    ['--p2p --tunnelled', ['--p2p', '--tunnelled']],
+    [
+      '--migrateuri=tcp://10.0.2.2:5000  --bandwidth 100',
+      ['--migrateuri', 'tcp://10.0.2.2:5000', '--bandwidth', '100'],
+    ],
+    [
+      '--listen-address 0.0.0.0 --parallel --parallel-connections=4',
+      ['--listen-address', '0.0.0.0', '--parallel', '--parallel-connections', '4'],
+    ],
+  ])('parses %j', (text, argv) => {
+    expect(parseMigrateOptions(text)).toEqual(argv);
+  });
+
+  it.each([
+    ['--copy-storage-all', 'copies the disk through qemu'],
+    ['--copy-storage-inc', 'copies the disk through qemu'],
+    ['--offline', 'no paused destination'],
+    ['--suspend', 'cowstack always passes it'],
+    ['--desturi=qemu:///x', 'the destination is the host oned names'],
+    ['--xml /tmp/evil.xml', 'not an option cowstack passes to virsh migrate'],
+    ['; rm -rf /', 'not an option cowstack passes'],
+    ['--unsafe=1', 'it takes no value'],
+    ['--bandwidth', 'its value is missing'],
+    ['--bandwidth fast', 'its value "fast" is not MiB/s'],
+    ['--migrateuri tcp://h:1;x', 'is not tcp://HOST[:PORT]'],
+    ['--tunnelled', '--tunnelled needs --p2p'],
+    ['--p2p --tunnelled --migrateuri tcp://h:1', '--migrateuri has no use with --tunnelled'],
+  ])('refuses %j, naming why (exit 2)', (text, message) => {
+    let e: unknown;
+    try {
+      parseMigrateOptions(text);
+    } catch (err) {
+      e = err;
+    }
+    expect(e).toBeInstanceOf(CowstackError);
+    expect((e as CowstackError).exitCode).toBe(EXIT.USAGE);
+    expect((e as CowstackError).message).toContain(message);
+  });
+
+  it('a refused option through the CLI: exit 2 before anything runs', async () => {
+    let err = '';
+    vi.spyOn(process.stderr, 'write').mockImplementation((s) => ((err += String(s)), true));
+    vi.spyOn(process.stdout, 'write').mockImplementation(() => true);
+    process.env.COWSTACK_CONFIG = '/dev/null';
+    try {
+      const argv = [
+        'node',
+        'cowstack',
+        'vmm',
+        '--migrate-options=--copy-storage-all',
+        '--',
+        'migrate',
+        'one-42',
+        'node2',
+      ];
+      expect(await main(argv), err).toBe(2);
+      expect(err).toContain('migrate option "--copy-storage-all" (MIGRATE_OPTIONS "--copy-storage-all") is refused');
+    } finally {
+      vi.restoreAllMocks();
+      delete process.env.COWSTACK_CONFIG;
+    }
+    expect(handed.calls).toEqual([]);
   });
 });
 
@@ -280,13 +363,19 @@ describe('vmm/kvm/migrate', () => {
     const args = ['one-42', 'node2', '--dry-run', '42'];
     const r = spawnSync(script, args, {
       encoding: 'utf8',
-      env: { PATH: process.env.PATH!, COWSTACK_BIN: bin, COWSTACK_ACQUIRE_WAIT: '30' },
+      env: {
+        PATH: process.env.PATH!,
+        COWSTACK_BIN: bin,
+        COWSTACK_ACQUIRE_WAIT: '30',
+        MIGRATE_OPTIONS: '--p2p --tunnelled',
+      },
     });
     expect(r.status, r.stderr).toBe(0);
     expect(readFileSync(log, 'utf8').split('\n').slice(0, -1)).toEqual([
       'vmm',
       '--uri',
       URI,
+      '--migrate-options=--p2p --tunnelled',
       '--acquire-wait',
       '30',
       '--',

@@ -1,6 +1,6 @@
 /**
- * `cowstack vmm [--uri URI] [--acquire-wait S] [--] migrate DEPLOY_ID DEST_HOST [SRC_HOST VM_ID ...]`:
- * the OpenNebula VMM (KVM) driver's entry point, beside `tm` and `ds` (vmm/kvm/migrate execs it
+ * `cowstack vmm [--uri URI] [--migrate-options OPTS] [--acquire-wait S] [--] migrate DEPLOY_ID DEST_HOST
+ * [SRC_HOST VM_ID ...]`: the OpenNebula VMM (KVM) driver's entry point, beside `tm` and `ds` (vmm/kvm/migrate execs it
  * on the source host). As for those, nothing after the action is parsed as an option (see
  * positionalTm): oned's arguments are data. `INFO:`/`ERROR:` lines go to stderr (the VM log).
  */
@@ -9,6 +9,7 @@ import { InvalidArgumentError, type Command } from 'commander';
 import { nodeSession, type NodeSession } from '../../core/node.js';
 import { withNodeLock } from '../../core/nodeLock.js';
 import { parseVmmArgs, VMM_ACTIONS } from '../../vmm/args.js';
+import { parseMigrateOptions } from '../../vmm/migrateOptions.js';
 import { vmmMigrate, type VmmMigrateResult } from '../../vmm/migrate.js';
 import { DEFAULT_URI } from '../../tools/virsh.js';
 import { shellJoin } from '../../exec/quote.js';
@@ -46,14 +47,25 @@ export function register(program: Command): void {
         `OpenNebula VMM (KVM) driver action (${VMM_ACTIONS.join(', ')}); arguments exactly as oned passes them`,
       )
       .option('--uri <uri>', 'libvirt URI on both hosts (kvmrc LIBVIRT_URI)', libvirtUri, DEFAULT_URI)
+      .option(
+        '--migrate-options <options>',
+        'extra virsh migrate options, one string as kvmrc MIGRATE_OPTIONS (e.g. "--p2p --tunnelled"); validated',
+        '',
+      )
       .option('--acquire-wait <seconds>', "keep asking for a disk's lock this long on the destination", seconds, 60)
       .argument('<action>')
       // Data, never options: see positionalTm.
       .argument('[args...]'),
   ).action(
-    async (action: string, args: string[], o: { vg?: string; uri: string; acquireWait: number }, cmd: Command) => {
+    async (
+      action: string,
+      args: string[],
+      o: { vg?: string; uri: string; acquireWait: number; migrateOptions: string },
+      cmd: Command,
+    ) => {
       try {
         const req = parseVmmArgs(action, args);
+        const migrateOptions = parseMigrateOptions(o.migrateOptions);
         const ctx = createContext(cmd);
         const source = ctx.op(o.vg);
         const base = driverBase(action, cmd, ctx.opts, ctx.config, source.vg);
@@ -69,6 +81,7 @@ export function register(program: Command): void {
             sessionFor: (host) => nodeSession({ ...source, runner: base.runnerFor(host) }),
             locked: <T>(s: NodeSession, fn: () => Promise<T>) => withNodeLock(s.runner, s.vg, lock, fn),
             uri: o.uri,
+            migrateOptions,
             acquireWaitSeconds: o.acquireWait,
             info: base.info,
           },
