@@ -56,32 +56,38 @@ const looked = (r: ReturnType<typeof recorder>, status = `0 ${IMAGE_SECTORS} sna
     .expect(['dmsetup', 'status', rw(U.c3)], { ...R, stdout: `${status}\n` })
     .expect(['dmsetup', 'table', rw(U.c3)], { ...R, stdout: `${RW_TABLE}\n` });
 
+/** The new top's COW: -aey, zeroed, initializing, on c3 with its chunk (and, cached, the marker). */
+const newCowArgv = (extraTags: string[] = []) =>
+  lvm.createLvReq(
+    {
+      vg: VG,
+      name: NEXT_NAME,
+      bytes: 16 * 1024 * 1024,
+      activate: 'ey',
+      zero: true,
+      tags: [
+        'cowstack_role:clone',
+        'cowstack_state:initializing',
+        `cowstack_parent:${U.c3}`,
+        'cowstack_chunk:128',
+        ...extraTags,
+      ],
+    },
+    {},
+  ).argv;
+
 /** Prepare: the journal entry, the new COW (-aey, zeroed, initializing), the point's ro device loaded, not live. */
 const prepared = (r: ReturnType<typeof recorder>) =>
   r
     .expect(journalBegin('c3', 'live-backup'), W)
-    .expect(
-      lvm.createLvReq(
-        {
-          vg: VG,
-          name: NEXT_NAME,
-          bytes: 16 * 1024 * 1024,
-          activate: 'ey',
-          zero: true,
-          tags: ['cowstack_role:clone', 'cowstack_state:initializing', `cowstack_parent:${U.c3}`, 'cowstack_chunk:128'],
-        },
-        {},
-      ).argv,
-      W,
-    )
+    .expect(newCowArgv(), W)
     .expect(['dmsetup', 'create', ro(U.c3), '--uuid', `COWSTACK-ro-${compact(U.c3)}`, '--notable'], W)
     .expect(['dmsetup', 'reload', ro(U.c3), '--readonly', '--table', RO_TABLE], W)
     .expect(lvsArgv(`${VG}/${NEXT_NAME}`), { ...R, stdout: lvsJson([nextRow()]) });
 
-/** After the switch: the VM's device named after the new COW, the point committed, read-only, shared. */
-const finished = (r: ReturnType<typeof recorder>, device = rw(U.c3)) =>
+/** The point committed (read-only) and renamed, the new COW named after the top and live; not shared yet. */
+const pointCommitted = (r: ReturnType<typeof recorder>) =>
   r
-    .expect(['dmsetup', 'rename', device, rw(NEXT)], W)
     .expect(
       lvm.changeLvReq(
         `${VG}/c3`,
@@ -95,8 +101,14 @@ const finished = (r: ReturnType<typeof recorder>, device = rw(U.c3)) =>
     .expect(
       lvm.tagLvReq(`${VG}/c3`, { del: ['cowstack_state:initializing'], add: ['cowstack_state:live'] }, {}).argv,
       W,
-    )
-    .expect(lvm.activateReq(`${VG}/${POINT}`, 'shared', {}).argv, W);
+    );
+
+/** After the switch: the VM's device named after the new COW, the point committed, read-only, shared. */
+const finished = (r: ReturnType<typeof recorder>, device = rw(U.c3)) =>
+  pointCommitted(r.expect(['dmsetup', 'rename', device, rw(NEXT)], W)).expect(
+    lvm.activateReq(`${VG}/${POINT}`, 'shared', {}).argv,
+    W,
+  );
 
 describe('live backup point of a running disk', () => {
   it('prepares, switches in four dmsetup calls (suspend, hand-over, load, resume), commits the point', async () => {
@@ -230,26 +242,7 @@ describe('live backup point of a write-back cached disk', () => {
       .expect(['dmsetup', 'table', rw(U.c3)], { ...R, stdout: `${WB_RW_TABLE}\n` })
       .expect(['uname', '-n'], { ...R, stdout: 'node1\n' })
       .expect(journalBegin('c3', 'live-backup'), W)
-      .expect(
-        lvm.createLvReq(
-          {
-            vg: VG,
-            name: NEXT_NAME,
-            bytes: 16 * 1024 * 1024,
-            activate: 'ey',
-            zero: true,
-            tags: [
-              'cowstack_role:clone',
-              'cowstack_state:initializing',
-              `cowstack_parent:${U.c3}`,
-              'cowstack_chunk:128',
-              MARKER,
-            ],
-          },
-          {},
-        ).argv,
-        W,
-      )
+      .expect(newCowArgv([MARKER]), W)
       .expect(['dmsetup', 'create', ro(U.c3), '--uuid', `COWSTACK-ro-${compact(U.c3)}`, '--notable'], W)
       .expect(lvsArgv(`${VG}/${NEXT_NAME}`), { ...R, stdout: lvsJson([marked(nextRow())]) })
       .expect(['dmsetup', 'status', wb(U.c3)], { ...R, stdout: status(dirty) })
@@ -296,22 +289,7 @@ describe('live backup point of a write-back cached disk', () => {
 
   /** The usual finish after the rename (finished() without the rename: the old cache goes in between). */
   const committed = (r: ReturnType<typeof recorder>) =>
-    r
-      .expect(
-        lvm.changeLvReq(
-          `${VG}/c3`,
-          { readOnly: true, tags: { del: ['cowstack_state:live'], add: ['cowstack_state:committed'] } },
-          {},
-        ).argv,
-        W,
-      )
-      .expect(lvm.renameLvReq(VG, 'c3', POINT).argv, W)
-      .expect(lvm.renameLvReq(VG, NEXT_NAME, 'c3').argv, W)
-      .expect(
-        lvm.tagLvReq(`${VG}/c3`, { del: ['cowstack_state:initializing'], add: ['cowstack_state:live'] }, {}).argv,
-        W,
-      )
-      .expect(lvm.activateReq(`${VG}/${POINT}`, 'shared', {}).argv, W);
+    pointCommitted(r).expect(lvm.activateReq(`${VG}/${POINT}`, 'shared', {}).argv, W);
 
   const takeWb = (r: ReturnType<typeof recorder>) =>
     takeLivePoint(ctxOf(r), stateOf(rows, devs), stateOf(rows, devs).repo.byName.get('c3') as CloneObj, POINT);
