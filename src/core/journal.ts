@@ -46,6 +46,11 @@ export interface JournalEntry {
   handover?: string;
   /** live-backup: the backup point the disk's top becomes (core/livePoint.ts). */
   point?: string;
+  /**
+   * live-backup: the new top's COW (its LV uuid), recorded once it is made and its header zeroed:
+   * only from then on does a snapshot header on it mean the VM's device was switched onto it.
+   */
+  next?: string;
   /** live-backup of a write-back cached disk: the cache VG of its old and new caches (core/liveWriteback.ts). */
   writeback?: string;
   /** restore: the sealed image the disk's top (the entry's name) becomes a clone of (core/restoreDisk.ts). */

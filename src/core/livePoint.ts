@@ -33,11 +33,13 @@
  *     Never resumed on its old table: that snapshot was invalidated by the hand-over.
  */
 import { CowstackError, EXIT, refused } from '../exec/errors.js';
+import * as blockdev from '../tools/blockdev.js';
 import * as dmsetup from '../tools/dmsetup.js';
+import * as store from '../tools/exceptionStore.js';
 import * as lvm from '../tools/lvm.js';
 import { wbHostOf, writebackLvName } from './cache/meta.js';
 import { cacheVgOf } from './cache/vg.js';
-import { nodeName, writecacheStatus } from './cache/writeback.js';
+import { nodeName, releaseWriteback, writecacheStatus } from './cache/writeback.js';
 import { dmName, dmPath, dmUuid, lvMapperName, lvMapperPath, sameUuid } from './dmNames.js';
 import { runGuarded } from './executor.js';
 import { beginStep, endStep, type JournalEntry } from './journal.js';
@@ -45,6 +47,7 @@ import { chunkTag, parentTag, roleTag, stateTag, type CloneObj } from './metadat
 import type { NodeSession } from './node.js';
 import { type NodeState, observeNode } from './observe.js';
 import type { Step } from './plan.js';
+import { activateStep, deactivateStep } from './lvSteps.js';
 import { lvRef } from './stack.js';
 import { validateLvName } from './validate.js';
 import {
@@ -77,8 +80,8 @@ interface Switch {
   old: Pick<CloneObj, 'vg' | 'name' | 'uuid' | 'chunkSectors'>;
   /** The new COW, once its uuid is known. */
   nextUuid?: string;
-  /** The VM's device as it is named now. */
-  rwDevice: string;
+  /** The VM's device as it is named now; none after a power cut. */
+  rwDevice?: string;
   /** The read-only snapshot table of the point, and the VM device's table on the new COW. */
   roTable: string;
   rwTable: string;
@@ -217,6 +220,17 @@ export async function takeLivePoint(
     for (const req of undo) await ctx.runner.run(req).catch(() => undefined);
     await runGuarded(ctx, [endStep(journal)]).catch(() => undefined);
   };
+  if (s.nextUuid) {
+    // After a power cut recover tells a switched disk by a snapshot header on the new COW; that
+    // header means something only once the COW is made and zeroed, which this record says.
+    const { undo: _undo, undoRecord: _undoRecord, ...named } = beginStep({ ...journal, next: s.nextUuid });
+    try {
+      await runGuarded(ctx, [{ ...named, title: `journal: live-backup ${ref} is the new top` }]);
+    } catch (e) {
+      await undoPrepared();
+      throw e;
+    }
+  }
   let drained = 0;
   if (wb) {
     s.rwTable = rwTableOf(line, t, newCachePath(s.nextUuid));
@@ -258,7 +272,7 @@ export async function takeLivePoint(
     throw e;
   }
   try {
-    await runGuarded(ctx, switchSteps(s));
+    await runGuarded(ctx, switchSteps(s, rwName));
   } catch (e) {
     throw new CowstackError(EXIT.FAILED, `${rwName} stays suspended after the hand-over: ${(e as Error).message}`, {
       hint: 'run cowstack recover now: it loads the new table and resumes the VM',
@@ -293,9 +307,9 @@ async function writebackOf(ctx: NodeSession, t: CloneObj): Promise<WritebackSwit
 }
 
 /** After the hand-over: the VM's device on the new COW, resumed. */
-const switchSteps = (s: Switch): Step[] => [
-  { title: `load ${s.rwDevice} with the new top's table`, req: dmsetup.reloadReq(s.rwDevice, s.rwTable) },
-  { title: `resume ${s.rwDevice} (the VM's I/O goes on)`, req: dmsetup.resumeReq(s.rwDevice) },
+const switchSteps = (s: Switch, rw: string): Step[] => [
+  { title: `load ${rw} with the new top's table`, req: dmsetup.reloadReq(rw, s.rwTable) },
+  { title: `resume ${rw} (the VM's I/O goes on)`, req: dmsetup.resumeReq(rw) },
 ];
 
 /**
@@ -311,7 +325,7 @@ function finishSteps(ctx: NodeSession, s: Switch, state: NodeState | undefined):
   const steps: Step[] = [];
   // A dry run has no new COW, so no uuid to name the device after.
   const rwNew = s.nextUuid ? dmName('rw', s.nextUuid) : 'cowstack-rw-<the new COW uuid>';
-  if (s.rwDevice !== rwNew)
+  if (s.rwDevice && s.rwDevice !== rwNew)
     steps.push({ title: `rename ${s.rwDevice} to ${rwNew}`, req: dmsetup.renameReq(s.rwDevice, rwNew) });
   const oldName = old?.name ?? s.top;
   if (s.wb) steps.push(...oldCacheSteps(ctx, s.wb, `${ctx.vg}/${oldName}`));
@@ -446,6 +460,16 @@ export async function settleLivePoint(
       (o.name === nextTopName(entry.point!) || o.name === entry.name),
   ) as CloneObj | undefined;
   const ro = state.devices.get(dmName('ro', old.uuid));
+  // The VM's device is named after the old top until the finish renames it after the new one.
+  const dev = state.devices.get(dmName('rw', old.uuid)) ?? (next && state.devices.get(dmName('rw', next.uuid)));
+  if (!ro && !dev && next && (await switchedOnDisk(ctx, entry, next))) {
+    // A power cut after the switch: no device is left, the new top's COW holds what the VM wrote since.
+    const s: Switch = { top: entry.name, point: entry.point, old, nextUuid: next.uuid, roTable: '', rwTable: '' };
+    const wb = await leftWriteback(ctx, entry, state, old);
+    if (wb) s.wb = wb;
+    await runGuarded(ctx, finishSteps(ctx, s, await observeNode(ctx)));
+    return 'finished';
+  }
   if (!ro || ro.attr[0] !== 'L') {
     const steps: Step[] = [];
     if (ro) steps.push({ title: `remove ${ro.name} (never live)`, req: dmsetup.removeReq(ro.name) });
@@ -466,8 +490,6 @@ export async function settleLivePoint(
     await runGuarded(ctx, steps);
     return steps.length || resumed ? 'undone' : 'nothing-to-do';
   }
-  // The VM's device is named after the old top until the finish renames it after the new one.
-  const dev = state.devices.get(dmName('rw', old.uuid)) ?? (next && state.devices.get(dmName('rw', next.uuid)));
   if (!next || !dev)
     throw refused(
       `${ro.name} was handed ${lvRef(old)}'s exceptions but the new top's COW or the VM's device is gone`,
@@ -486,4 +508,39 @@ export async function settleLivePoint(
   if (wb) s.wb = wb;
   await runGuarded(ctx, finishSteps(ctx, s, state));
   return 'finished';
+}
+
+/**
+ * After a power cut no device of the switch is left, and the new top's COW alone says whether
+ * the VM's device was loaded on it: the snapshot constructor writes its header there at that
+ * load, and nothing else does. Trusted only once the journal names that COW (made and zeroed:
+ * before, its first bytes may be a removed LV's). A new top the finish already marked live was
+ * switched to. A write-back cached one is written back first (the header, and the VM's writes
+ * since, may be in its cache only); the old top's cache was drained before the switch.
+ */
+async function switchedOnDisk(ctx: NodeSession, entry: JournalEntry, next: CloneObj): Promise<boolean> {
+  if (next.state === 'initializing' && !(entry.next && sameUuid(entry.next, next.uuid))) return false;
+  if (ctx.dryRun && (next.state === 'initializing' || wbHostOf(next)))
+    throw refused(
+      `after a power cut, only ${lvRef(next)} itself says whether the live backup's switch was made`,
+      'run cowstack recover without --dry-run: it activates that COW to read its header (and writes back its cache)',
+    );
+  let active = next.lv.activeLocally;
+  if (wbHostOf(next)) {
+    const cached = { ...ctx, cacheVg: entry.writeback ?? ctx.cacheVg };
+    await releaseWriteback(cached, await observeNode(cached, { caches: 'always' }), next, { flush: true });
+    active = true;
+  }
+  let switched = next.state !== 'initializing';
+  if (!switched) {
+    const cow = lvMapperPath(ctx.vg, next.name);
+    if (!active) await runGuarded(ctx, [activateStep(next, 'exclusive', ctx.scope)]);
+    active = true;
+    // Read below any page cache udev filled at activation.
+    await runGuarded(ctx, [{ title: `drop cached pages of ${cow}`, req: blockdev.flushReq(cow) }]);
+    switched = store.hasMagic((await ctx.runner.run(store.headerReq(cow))).stdout);
+  }
+  // Unmapped, as the VM's disk is after a power cut (a re-map activates it again).
+  if (active) await runGuarded(ctx, [deactivateStep(next, ctx.scope)]);
+  return switched;
 }

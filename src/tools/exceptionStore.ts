@@ -25,6 +25,9 @@ const numbers = (stdout: string): bigint[] =>
     .filter(Boolean)
     .map((w) => BigInt(w));
 
+/** Whether a header read by headerReq starts with the snapshot magic: the kernel has written it there. */
+export const hasMagic = (stdout: string): boolean => Number(numbers(stdout)[0] ?? -1) === SNAP_MAGIC;
+
 /** The header: the chunk size in sectors of a valid persistent COW; refuses anything else. */
 export function parseHeader(stdout: string, device: string): number {
   const [magic, valid, , chunk] = numbers(stdout);

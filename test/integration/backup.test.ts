@@ -299,21 +299,21 @@ describe.sequential("live backups (prebackup_live) of a running qemu VM's disk, 
   };
   /**
    * backup create --live killed (COWSTACK_FAULT_AFTER_STEP) with the VM's disk suspended: after
-   * step 5 (suspend; the exception table not yet handed over) recover resumes it on its own table
-   * and removes what was prepared; after step 6 (handed over) it loads the new top's table,
+   * step 6 (suspend; the exception table not yet handed over) recover resumes it on its own table
+   * and removes what was prepared; after step 7 (handed over) it loads the new top's table,
    * resumes, and finishes the point. qemu reads everything back after each.
    */
   const crashesRecovered = async (device: string) => {
     const args = ['backup', 'create', `one-${LVM}-0`, '--file', `${lcarried}/crash.qcow2`, '--increment', '1'];
     for (const [step, decision] of [
-      [5, 'undone'],
-      [6, 'finished'],
+      [6, 'undone'],
+      [7, 'finished'],
     ] as const) {
       const r = await clusterCli(tb, 'node1', [...args, '--live'], { COWSTACK_FAULT_AFTER_STEP: String(step) });
       expect(r.exitCode, `expected a kill: ${r.stdout}${r.stderr}`).not.toBe(0);
       expect(await suspended(device), `killed after step ${step}: the VM's disk is suspended`).toBe(true);
       await recoverDid(decision);
-      if (step === 5) expect(await suspended(device)).toBe(false);
+      if (step === 6) expect(await suspended(device)).toBe(false);
       else expect((await tb.ssh('node1', ['test', '-e', device])).exitCode, 'renamed: the old name is gone').toBe(1);
       await vmReadsBack(1);
     }
@@ -386,7 +386,7 @@ describe.sequential("live backups (prebackup_live) of a running qemu VM's disk, 
   /**
    * The same disk, now with a write-back cache on node1 (qemu closes it for the re-map, then runs
    * on). Point 3: the dirty blocks are drained into the COW, the point taken, the new top cached
-   * afresh. Point 4: backup create --live killed after step 12 (the point's table live on the
+   * afresh. Point 4: backup create --live killed after step 13 (the point's table live on the
    * drained COW, the VM's device still suspended on the old cache): recover finds the new top's
    * cache device from dmsetup alone, loads the VM's device on it, resumes, finishes.
    */
@@ -425,9 +425,9 @@ describe.sequential("live backups (prebackup_live) of a running qemu VM's disk, 
       if (n === 4) {
         const tc = Date.now();
         const args = ['backup', 'create', top, '--file', `${lcarried}/crash.qcow2`, '--increment', '4', '--live'];
-        const r = await clusterCli(tb, 'node1', args, { COWSTACK_FAULT_AFTER_STEP: '12' });
+        const r = await clusterCli(tb, 'node1', args, { COWSTACK_FAULT_AFTER_STEP: '13' });
         expect(r.exitCode, `expected a kill: ${r.stdout}${r.stderr}`).not.toBe(0);
-        expect(await suspended(before), "killed after step 12: the VM's disk is suspended").toBe(true);
+        expect(await suspended(before), "killed after step 13: the VM's disk is suspended").toBe(true);
         await recoverDid('finished');
         crashS = (Date.now() - tc) / 1000;
       }

@@ -10,6 +10,7 @@ import { promises as fsp } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { CloneResult } from '../../src/core/clones.js';
+import { backupPointName } from '../../src/core/vmDisks.js';
 import type { DeviceStatus } from '../../src/core/report.js';
 import type { Testbed } from '../testbed/index.js';
 import { attachMine } from './testbeds.js';
@@ -203,6 +204,21 @@ describe.sequential('a node loses power with a clone mapped', () => {
     await ok('node2', ['clone', 'migrate', 'prepare', mv]);
     await startQemu(tb, 'node2', md, true);
     expect((await migrateVm(tb, 'node1', 'node2')).status).toBe('completed');
+    // And a live backup point killed right after its switch (the disk on its new top, resumed),
+    // then written to there: after the cut no device is left, and only the new top's COW (the
+    // snapshot header the switch's load wrote) tells recover that the switch was made.
+    const lp = n('lp');
+    const lm = await ok('node1', ['clone', 'create', lp, '--from', img, '--map']);
+    const atSwitch = pattern(1 * MiB, 54);
+    await writeAt(tb, 'node1', lm.device, 2, atSwitch);
+    // Steps: journal, new COW, point device, its table, journal naming the COW, suspend,
+    // hand-over, new table, resume.
+    const lpKill = await clusterCli(tb, 'node1', ['backup', 'create', lp, '--file', `/var/tmp/${lp}.qcow2`, '--live'], {
+      COWSTACK_FAULT_AFTER_STEP: '9',
+    });
+    expect(lpKill.exitCode, `expected a kill: ${lpKill.stdout}${lpKill.stderr}`).not.toBe(0);
+    const afterSwitch = pattern(1 * MiB, 55);
+    await writeAt(tb, 'node1', lm.device, 4, afterSwitch);
     // An operation in flight when the power goes, cut the moment it died: its journal entry
     // must be on the node's own disk (/var/lib/cowstack, the testbed's state disk) for recover
     // to act on. Nothing syncs it: the journal directory is synchronous (chattr +S), so the
@@ -295,7 +311,13 @@ describe.sequential('a node loses power with a clone mapped', () => {
     // map, say, which recover would otherwise settle by unmapping it).
     expect(r.actions.filter((a: { decision: string }) => a.decision === 'failed')).toEqual([]);
     const inFlightOps = r.actions.filter((a: { op: string }) => a.op !== 'write-back');
-    expect(inFlightOps).toEqual([expect.objectContaining({ op: 'create-clone', name: inFlight, decision: 'undone' })]);
+    expect(inFlightOps).toHaveLength(2);
+    expect(inFlightOps).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ op: 'create-clone', name: inFlight, decision: 'undone' }),
+        expect.objectContaining({ op: 'live-backup', name: lp, decision: 'finished' }),
+      ]),
+    );
     const wb = r.actions.filter((a: { op: string; name: string }) => a.name === k && a.op === 'write-back');
     expect(wb, 'k written back by the write-back pass').toHaveLength(1);
     process.stderr.write(
@@ -311,5 +333,18 @@ describe.sequential('a node loses power with a clone mapped', () => {
     const ro = await ok('node1', ['clone', 'map', c]);
     expect(await deviceSha(tb, 'node1', ro.device)).toBe(sha256(overlay(IMG, 1 * MiB, p)));
     await ok('node1', ['clone', 'unmap', c]);
+    // The live point: the disk as it was at the switch; the top holds the write made after it.
+    const point = backupPointName(lp, 0);
+    expect(await lvTags('node1', point)).toContain('cowstack_state:committed');
+    const pm = await ok('node1', ['clone', 'map', point]);
+    expect(await deviceSha(tb, 'node1', pm.device), 'the point: the disk at the switch').toBe(
+      sha256(overlay(IMG, 2 * MiB, atSwitch)),
+    );
+    await ok('node1', ['clone', 'unmap', point]);
+    const top = await ok('node1', ['clone', 'map', lp]);
+    expect(await deviceSha(tb, 'node1', top.device), 'the top: the write after the switch too').toBe(
+      sha256(overlay(overlay(IMG, 2 * MiB, atSwitch), 4 * MiB, afterSwitch)),
+    );
+    await ok('node1', ['clone', 'unmap', lp]);
   }, 900_000); // the lease expiry (~150 s), a reboot and a cluster join under TCG
 });

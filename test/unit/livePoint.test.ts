@@ -37,7 +37,7 @@ import {
   W,
   type Dev,
 } from './repoFixtures.js';
-import { lvsArgv, lvsJson, recorder, rejectionOf } from './support.js';
+import { lvsArgv, lvsJson, recorder, rejectionOf, vgsArgv, vgsJson } from './support.js';
 
 const NEXT = 'Nx1Ab2-Cd3E-f4Gh-I5jK-l6Mn-O7pQ-r8St9u';
 const POINT = backupPointName('c3', 0);
@@ -83,7 +83,9 @@ const prepared = (r: ReturnType<typeof recorder>) =>
     .expect(newCowArgv(), W)
     .expect(['dmsetup', 'create', ro(U.c3), '--uuid', `COWSTACK-ro-${compact(U.c3)}`, '--notable'], W)
     .expect(['dmsetup', 'reload', ro(U.c3), '--readonly', '--table', RO_TABLE], W)
-    .expect(lvsArgv(`${VG}/${NEXT_NAME}`), { ...R, stdout: lvsJson([nextRow()]) });
+    .expect(lvsArgv(`${VG}/${NEXT_NAME}`), { ...R, stdout: lvsJson([nextRow()]) })
+    // The entry again, naming the new COW: from now on its header is recover's proof of a switch.
+    .expect(journalBegin('c3', 'live-backup'), W);
 
 /** The point committed (read-only) and renamed, the new COW named after the top and live; not shared yet. */
 const pointCommitted = (r: ReturnType<typeof recorder>) =>
@@ -208,6 +210,77 @@ describe('recover of an interrupted live backup point', () => {
 });
 
 /**
+ * A power cut after the switch leaves no device at all: the new top's COW alone says whether the
+ * VM's device was loaded on it (the snapshot constructor wrote its header there), and only once
+ * the journal entry names that COW (made and zeroed).
+ */
+describe('recover of a live backup point after a power cut', () => {
+  const named = { op: 'live-backup' as const, vg: VG, name: 'c3', uuid: U.c3, point: POINT, started: '', next: NEXT };
+  const cold = [...chainRows(), cloneRow(NEXT_NAME, NEXT, U.c3, { chunk: 128, state: 'initializing' })];
+  const nextCow = `/dev/mapper/vg-${POINT.replace(/-/g, '--')}--next`;
+  const HEADER = '  1883336275           1\n           1         128\n';
+  const ZEROS = '           0           0\n           0           0\n';
+  /** Nothing to resume (no device), the one observation, then the new COW's header read and closed again. */
+  const headerRead = (r: ReturnType<typeof recorder>, header: string) =>
+    expectObserve(r.expect(DM_INFO, { ...R, stdout: dmInfo([]) }), cold, [])
+      .expect(lvm.activateReq(`${VG}/${NEXT_NAME}`, 'exclusive', {}).argv, W)
+      .expect(['blockdev', '--flushbufs', nextCow], W)
+      .expect(['od', '-An', '-v', '-tu4', '-w8', '-j', '0', '-N', '16', nextCow], { ...R, stdout: header })
+      .expect(lvm.deactivateReq(`${VG}/${NEXT_NAME}`, {}).argv, W);
+  const settle = async (
+    r: ReturnType<typeof recorder>,
+    entry: typeof named | Omit<typeof named, 'next'>,
+    dry = false,
+  ) => settleLivePoint(ctxOf(r, { dryRun: dry }), entry, await resumeLivePoint(ctxOf(r), entry));
+
+  it('the header is there: finished (the point committed, the new COW the live top, both unmapped)', async () => {
+    const r = pointCommitted(expectObserve(headerRead(recorder(), HEADER), cold, []));
+    expect(await settle(r, named)).toBe('finished');
+    r.verify();
+  });
+
+  it('no header: the switch was not made, undone (the new COW removed, the disk is the old top)', async () => {
+    const r = headerRead(recorder(), ZEROS).expect(lvm.removeLvReq(`${VG}/${NEXT_NAME}`, {}).argv, W);
+    expect(await settle(r, named)).toBe('undone');
+    r.verify();
+  });
+
+  it('an entry that does not name the new COW: undone without reading it (its bytes may be stale)', async () => {
+    const { next: _next, ...unnamed } = named;
+    const r = expectObserve(recorder().expect(DM_INFO, { ...R, stdout: dmInfo([]) }), cold, []).expect(
+      lvm.removeLvReq(`${VG}/${NEXT_NAME}`, {}).argv,
+      W,
+    );
+    expect(await settle(r, unnamed)).toBe('undone');
+    r.verify();
+  });
+
+  it('--dry-run refuses: the header cannot be read without activating the COW', async () => {
+    const r = expectObserve(recorder().expect(DM_INFO, { ...R, stdout: dmInfo([]) }), cold, []);
+    const e = await rejectionOf(settle(r, named, true), EXIT.REFUSED);
+    expect(e.message).toContain(`${VG}/${NEXT_NAME}`);
+    r.verify();
+  });
+
+  it('the finish had marked the new top live: finished without reading anything', async () => {
+    const live = [...chainRows(), cloneRow(NEXT_NAME, NEXT, U.c3, { chunk: 128 })];
+    const r = expectObserve(expectObserve(recorder().expect(DM_INFO, { ...R, stdout: dmInfo([]) }), live, []), live, [])
+      .expect(
+        lvm.changeLvReq(
+          `${VG}/c3`,
+          { readOnly: true, tags: { del: ['cowstack_state:live'], add: ['cowstack_state:committed'] } },
+          {},
+        ).argv,
+        W,
+      )
+      .expect(lvm.renameLvReq(VG, 'c3', POINT).argv, W)
+      .expect(lvm.renameLvReq(VG, NEXT_NAME, 'c3').argv, W);
+    expect(await settle(r, named)).toBe('finished');
+    r.verify();
+  });
+});
+
+/**
  * A disk with a write-back cache on this node (dm-writecache `cowstack-wb-<c3>`, minor 12, over
  * c3's COW): drained while the VM runs, drained again under the suspend and checked (0 blocks in
  * use), the point's table loaded on the drained COW, the new top cached afresh (`wb_<NEXT>`).
@@ -235,7 +308,7 @@ describe('live backup point of a write-back cached disk', () => {
   const devs = [...chainDevs(1), wbDev(U.c3, 12)];
   const status = (used: number) => `0 32768 writecache 0 4080 ${4080 - used} 0 10 5 ${used} 0 0 0 ${used} 0 0 0\n`;
 
-  /** Steps 1-8: journal, new COW (marked), empty point device, the new cache, the drain while the VM runs. */
+  /** Steps 1-9: journal, new COW (marked), empty point device, journal naming it, new cache, drain (VM runs). */
   const preparedWb = (r: ReturnType<typeof recorder>, dirty = 256) =>
     r
       .expect(['dmsetup', 'status', rw(U.c3)], { ...R, stdout: `0 ${IMAGE_SECTORS} snapshot 16/32768 16\n` })
@@ -245,6 +318,7 @@ describe('live backup point of a write-back cached disk', () => {
       .expect(newCowArgv([MARKER]), W)
       .expect(['dmsetup', 'create', ro(U.c3), '--uuid', `COWSTACK-ro-${compact(U.c3)}`, '--notable'], W)
       .expect(lvsArgv(`${VG}/${NEXT_NAME}`), { ...R, stdout: lvsJson([marked(nextRow())]) })
+      .expect(journalBegin('c3', 'live-backup'), W)
       .expect(['dmsetup', 'status', wb(U.c3)], { ...R, stdout: status(dirty) })
       .expect(
         lvm.createLvReq({
@@ -272,7 +346,7 @@ describe('live backup point of a write-back cached disk', () => {
       .expect(['dmsetup', 'create', wb(NEXT), '--uuid', `COWSTACK-wb-${compact(NEXT)}`, '--table', NEXT_WB_TABLE], W)
       .expect(['dmsetup', 'message', wb(U.c3), '0', 'flush'], W);
 
-  /** Steps 9-10 and the check: suspend, the last flush, the status that must say 0. */
+  /** Steps 10-11 and the check: suspend, the last flush, the status that must say 0. */
   const drained = (r: ReturnType<typeof recorder>, left = 0) =>
     r
       .expect(['dmsetup', 'suspend', rw(U.c3)], W)
@@ -377,7 +451,7 @@ describe('live backup point of a write-back cached disk', () => {
     const rowsWithNext = [...rows, marked(nextRow())];
     const suspendedTop = devs.map((d) => (d.name === rw(U.c3) ? { ...d, attr: 'L-sw' } : d));
 
-    it('killed after step 12 (point live, VM suspended on the old cache): the new cache found, finished', async () => {
+    it('killed after step 13 (point live, VM suspended on the old cache): the new cache found, finished', async () => {
       const ro1 = { ...roDev(U.c3, 10, 0), attr: 'L--r' };
       const r = recorder()
         .expect(DM_INFO, { ...R, stdout: dmInfo([...suspendedTop, ro1, nextDev, newWb]) })
@@ -412,7 +486,7 @@ describe('live backup point of a write-back cached disk', () => {
       r.verify();
     });
 
-    it('killed after step 10 (drained, point not live): undone, the new cache and COW removed', async () => {
+    it('killed after step 11 (drained, point not live): undone, the new cache and COW removed', async () => {
       const r = recorder()
         .expect(DM_INFO, {
           ...R,
@@ -431,6 +505,56 @@ describe('live backup point of a write-back cached disk', () => {
         .expect(lvm.removeLvReq(`${CVG}/wb_${compact(NEXT)}`).argv, W)
         .expect(lvm.removeLvReq(`${VG}/${NEXT_NAME}`, {}).argv, W);
       expect(await settleLivePoint(ctxOf(r), entry, await resumeLivePoint(ctxOf(r), entry))).toBe('undone');
+      r.verify();
+    });
+
+    it('a power cut after the switch: the new cache written back into the new COW, header read, finished', async () => {
+      const coldRows = [
+        ...chainRows().map((row) => (row.lv_name === 'c3' ? marked(row) : row)),
+        marked(cloneRow(NEXT_NAME, NEXT, U.c3, { chunk: 128, state: 'initializing' })),
+      ];
+      const cacheLv = (uuid: string) =>
+        lvRow({
+          vg: CVG,
+          name: `wb_${compact(uuid)}`,
+          uuid: `Wb${uuid.slice(2)}`,
+          size: 16 * 1024 * 1024,
+          tags: ['cowstack_cache:writeback', `cowstack_origin:${uuid}`],
+        });
+      const cvg = { vg_name: CVG, vg_uuid: 'x', vg_size: 2 ** 31, vg_free: 2 ** 30, vg_extent_size: 4 * 2 ** 20 };
+      const nextCow = `/dev/mapper/vg-${POINT.replace(/-/g, '--')}--next`;
+      const newCache = `${CVG}/wb_${compact(NEXT)}`;
+      const r = expectObserve(recorder().expect(DM_INFO, { ...R, stdout: dmInfo([]) }), coldRows, [])
+        .expect(vgsArgv(CVG), { ...R, stdout: vgsJson([{ ...cvg, lv_count: 2 }]) })
+        .expect(lvsArgv(CVG), { ...R, stdout: lvsJson([cacheLv(U.c3), cacheLv(NEXT)]) });
+      expectObserve(r, coldRows, [])
+        // The new cache, attached again over the new COW and written back: the header may be in it only.
+        .expect(lvm.activateReq(`${VG}/${NEXT_NAME}`, 'exclusive', {}).argv, W)
+        .expect(lvm.activateReq(newCache, 'exclusive').argv, W)
+        .expect(['dmsetup', 'create', wb(NEXT), '--uuid', `COWSTACK-wb-${compact(NEXT)}`, '--table', NEXT_WB_TABLE], W)
+        .expect(['dmsetup', 'status', wb(NEXT)], { ...R, stdout: status(3) })
+        .expect(['dmsetup', 'message', wb(NEXT), '0', 'flush'], W)
+        .expect(['dmsetup', 'message', wb(NEXT), '0', 'cleaner'], W)
+        .expect(['dmsetup', 'status', wb(NEXT)], { ...R, stdout: status(0) })
+        .expect(dmRemove(wb(NEXT)), W)
+        .expect(lvm.deactivateReq(newCache).argv, W)
+        .expect(lvm.removeLvReq(newCache).argv, W)
+        .expect(lvm.tagLvReq(`${VG}/${NEXT_NAME}`, { del: [MARKER] }, {}).argv, W)
+        .expect(['blockdev', '--flushbufs', nextCow], W)
+        .expect(['od', '-An', '-v', '-tu4', '-w8', '-j', '0', '-N', '16', nextCow], {
+          ...R,
+          stdout: '  1883336275           1\n           1         128\n',
+        })
+        .expect(lvm.deactivateReq(`${VG}/${NEXT_NAME}`, {}).argv, W)
+        // The old cache was drained before the switch: removed unread.
+        .expect(lvsArgv(`${CVG}/wb_${compact(U.c3)}`), { ...R, stdout: lvsJson([cacheLv(U.c3)]) });
+      expectObserve(r, coldRows, [])
+        .expect(lvm.deactivateReq(`${CVG}/wb_${compact(U.c3)}`).argv, W)
+        .expect(lvm.removeLvReq(`${CVG}/wb_${compact(U.c3)}`).argv, W)
+        .expect(lvm.tagLvReq(`${VG}/c3`, { del: [MARKER] }, {}).argv, W);
+      pointCommitted(r);
+      const cold = { ...entry, next: NEXT };
+      expect(await settleLivePoint(ctxOf(r), cold, await resumeLivePoint(ctxOf(r), cold))).toBe('finished');
       r.verify();
     });
 
