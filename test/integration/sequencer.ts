@@ -4,7 +4,8 @@
  * finishing together). Weights are measured run times in seconds on the project's machine;
  * a file not listed runs last. From the full run of 2026-12-01 06:31 (at 21c1c51; the first files'
  * times include their wait for the bring-up), backup.test and migrate.test raised by what the
- * write-back live points and the libvirt migration added in their own runs.
+ * write-back live points and the libvirt migration added in their own runs; crash.test and
+ * backup.test from their own runs of 2026-12-02 (power-cut live point, writes through a switch).
  * Set as the root config's sequencer (vitest.config.ts).
  */
 import { BaseSequencer, type TestSpecification } from 'vitest/node';
@@ -12,8 +13,8 @@ import { BaseSequencer, type TestSpecification } from 'vitest/node';
 const SECONDS: Record<string, number> = {
   // First: the only file that needs the three-node cluster takes it while it is free (testbeds.ts).
   'distribute.test.ts': 10_000,
-  'crash.test.ts': 440,
-  'backup.test.ts': 330,
+  'crash.test.ts': 490,
+  'backup.test.ts': 470,
   'clones.test.ts': 270,
   'cache.test.ts': 225,
   'nodelocal.test.ts': 220,
