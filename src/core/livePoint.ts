@@ -31,6 +31,8 @@
  *   read-only device live (handed over): finish. The VM's device, if suspended, gets the new
  *     table (loaded unless already there) and is resumed; then the finish steps that remain.
  *     Never resumed on its old table: that snapshot was invalidated by the hand-over.
+ *   no device at all (a power cut): the new top's COW says it. A snapshot header on it (written
+ *     when the VM's table was loaded on it) means switched: finish; none: undo (switchedOnDisk).
  */
 import { CowstackError, EXIT, refused } from '../exec/errors.js';
 import * as blockdev from '../tools/blockdev.js';
