@@ -469,7 +469,8 @@ export async function settleLivePoint(
     const s: Switch = { top: entry.name, point: entry.point, old, nextUuid: next.uuid, roTable: '', rwTable: '' };
     const wb = await leftWriteback(ctx, entry, state, old);
     if (wb) s.wb = wb;
-    await runGuarded(ctx, finishSteps(ctx, s, await observeNode(ctx)));
+    // switchedOnDisk touched only the new COW's activation and marker, which the finish does not read.
+    await runGuarded(ctx, finishSteps(ctx, s, state));
     return 'finished';
   }
   if (!ro || ro.attr[0] !== 'L') {
