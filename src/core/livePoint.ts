@@ -469,7 +469,8 @@ export async function settleLivePoint(
     const s: Switch = { top: entry.name, point: entry.point, old, nextUuid: next.uuid, roTable: '', rwTable: '' };
     const wb = await leftWriteback(ctx, entry, state, old);
     if (wb) s.wb = wb;
-    // switchedOnDisk touched only the new COW's activation and marker, which the finish does not read.
+    // switchedOnDisk touched only the new COW's activation and its write-back marker and cache,
+    // none of which the finish reads: the observation made above still holds for it.
     await runGuarded(ctx, finishSteps(ctx, s, state));
     return 'finished';
   }

@@ -174,8 +174,8 @@ describe.sequential('live migration of a running VM disk', () => {
             `whole step ${Date.now() - started} ms`,
         );
       }
-      // About 17 s per migration under TCG: the 20 round trips need more than the suite's 600 s per test.
     },
+    // About 17 s per migration under TCG: the 20 round trips need more than the suite's 600 s per test.
     Math.max(600_000, ROUND_TRIPS * 2 * 60_000),
   );
 
