@@ -66,6 +66,11 @@ export function metricFamilies(m: NodeMetrics): MetricFamily[] {
       m.cows.map((c) => ({ labels: cow(c), value: bool(SNAPSHOT_BROKEN.has(c.state)) })),
     ),
     gauge(
+      'cow_chain_levels',
+      'COWs a mapped device reads through down to its image, its own included (each backup point adds one).',
+      m.cows.filter((c) => c.levels !== undefined).map((c) => ({ labels: cow(c), value: c.levels! })),
+    ),
+    gauge(
       'cache_blocks',
       'Blocks of a write-back or lazy read cache attached on this node.',
       m.caches.map((c) => ({ labels: cache(c), value: c.blocks })),

@@ -16,6 +16,11 @@ export interface CowMetric {
   /** rw: a live clone's writable snapshot (a VM disk); ro: a committed clone under it. */
   mode: 'rw' | 'ro';
   state: string;
+  /**
+   * The COWs this device reads through down to its image, its own included: a disk that every
+   * incremental backup deepens by one (backup points are chain levels) shows it here.
+   */
+  levels?: number;
   allocatedBytes?: number;
   sizeBytes?: number;
 }
@@ -106,10 +111,15 @@ export async function collectMetrics(
   const modes = active.length ? await sanlock.lvLockModes(ctx.runner) : new Map<string, 'ex' | 'sh'>();
   const cows = status.devices
     .filter((d) => (d.role === 'rw' || d.role === 'ro') && d.usage)
-    .map((d) => ({
+    .map((d) => {
+      const o = d.clone === undefined ? undefined : state.repo.byName.get(d.clone);
+      return { d, levels: o ? state.repo.chain(o).length - 1 : undefined };
+    })
+    .map(({ d, levels }) => ({
       clone: d.clone ?? d.name,
       mode: d.role as 'rw' | 'ro',
       state: d.usage!.state,
+      ...(levels === undefined ? {} : { levels }),
       ...(d.usage!.allocatedBytes !== undefined
         ? { allocatedBytes: d.usage!.allocatedBytes, sizeBytes: d.usage!.totalBytes }
         : {}),

@@ -93,9 +93,10 @@ describe('collectMetrics', () => {
     expect(r.calls.every((c) => c.kind === 'read')).toBe(true);
     expect(m).toMatchObject({ vg: VG, host: 'node1', collectedAt: 1795000000 });
     expect(m.cows).toEqual([
-      { clone: 'c1', mode: 'ro', state: 'active', allocatedBytes: 96 * 512, sizeBytes: 32768 * 512 },
-      { clone: 'c2', mode: 'ro', state: 'active', allocatedBytes: 1040 * 512, sizeBytes: 32768 * 512 },
-      { clone: 'c3', mode: 'rw', state: 'overflow' },
+      // levels: the COWs down to the image (image -> c1 -> c2 -> c3)
+      { clone: 'c1', mode: 'ro', state: 'active', levels: 1, allocatedBytes: 96 * 512, sizeBytes: 32768 * 512 },
+      { clone: 'c2', mode: 'ro', state: 'active', levels: 2, allocatedBytes: 1040 * 512, sizeBytes: 32768 * 512 },
+      { clone: 'c3', mode: 'rw', state: 'overflow', levels: 3 },
     ]);
     expect(m.caches).toEqual([
       // 1024 - 1000 blocks in use; hits 400 read + 150 write; misses 500 reads - 400 hits
@@ -152,6 +153,7 @@ describe('collectMetrics', () => {
     has('cowstack_cow_allocated_bytes{vg="vg",clone="c2",mode="ro"} 532480');
     has('cowstack_cow_overflow{vg="vg",clone="c3",mode="rw"} 1');
     has('cowstack_cow_overflow{vg="vg",clone="c1",mode="ro"} 0');
+    has('cowstack_cow_chain_levels{vg="vg",clone="c3",mode="rw"} 3');
     has('cowstack_cache_dirty_blocks{vg="vg",kind="writeback",lv="c3"} 24');
     has('cowstack_cache_misses_total{vg="vg",kind="lazy",lv="image"} 60');
     has(`cowstack_replica_state{vg="vg",image="image",origin_uuid="${U.image}",state="complete"} 1`);
