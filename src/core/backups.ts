@@ -70,6 +70,11 @@ export interface BackupResult {
   pauseMs?: number;
   /** A live point of a write-back cached disk: blocks written back before the suspend, the new cache. */
   writeback?: { drainedBlocks: number; cache: string };
+  /**
+   * The COWs the disk reads through down to its image after this backup, its top included:
+   * backup points are chain levels and are not merged, so each increment adds one.
+   */
+  levels?: number;
 }
 
 const run = (ctx: NodeSession, req: RunRequest) => ctx.runner.run(req);
@@ -115,15 +120,17 @@ export async function backupDisk(ctx: NodeSession, o: BackupOptions): Promise<Ba
     if (!src) throw notFound(`${ctx.vg}/${point ?? o.top} is gone`, 'run cowstack recover, then retry the backup');
     const device = point ? dmPath('ro', src.uuid) : mapped.device!;
     const size = now.repo.chain(src).at(-1)!.sizeBytes;
+    const topNow = now.repo.byName.get(o.top);
+    const depth = topNow ? { levels: now.repo.chain(topNow).length - 1 } : {};
     if (!o.increment) {
       await run(ctx, qemu.toQcow2Req(device, o.file));
-      return { top: o.top, file: o.file, kind: 'full', point, bytes: size, ...paused };
+      return { top: o.top, file: o.file, kind: 'full', point, bytes: size, ...paused, ...depth };
     }
     const levels = levelsSince(now, src as CloneObj, backupPointName(o.top, o.increment - 1));
     const ranges = clusterRanges(await changedBytes(ctx, levels), size);
     await writeIncrement(ctx, device, o.file, size, ranges);
     const bytes = ranges.reduce((n, r) => n + r.length, 0);
-    return { top: o.top, file: o.file, kind: 'increment', point, bytes, ranges, ...paused };
+    return { top: o.top, file: o.file, kind: 'increment', point, bytes, ranges, ...paused, ...depth };
   } finally {
     if (!ctx.dryRun && !wasMapped && mapped.action === 'mapped') await unmapClone(ctx, o.top);
   }

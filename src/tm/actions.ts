@@ -495,7 +495,11 @@ async function prebackup(env: TmEnv, req: BackupRequest): Promise<void> {
         `new one ${b.writeback.cache}`
       : '';
     const pause = b.pauseMs === undefined ? '' : ` (VM disk paused ${b.pauseMs} ms${cached})`;
-    env.info(`disk ${diskId}: ${what} of ${b.bytes} bytes in ${file}${b.point ? ` at point ${b.point}` : ''}${pause}`);
+    // The depth, where a point was taken: each one deepens the disk (points are not merged).
+    const depth = b.point && b.levels !== undefined ? `; the disk now stands on ${b.levels} snapshot level(s)` : '';
+    env.info(
+      `disk ${diskId}: ${what} of ${b.bytes} bytes in ${file}${b.point ? ` at point ${b.point}` : ''}${pause}${depth}`,
+    );
   }
 }
 

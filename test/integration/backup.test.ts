@@ -12,7 +12,7 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import type { Testbed } from '../testbed/index.js';
 import { clusterCli } from './cli.js';
-import { REPO_VG } from './cluster.js';
+import { chainLevels, REPO_VG } from './cluster.js';
 import { MiB, deviceSha, overlay, pattern, sha256, writeAt } from './data.js';
 import { DS, FE, tmWithImage, type TmHarness } from './tm-harness.js';
 import { hmp, installQmpClient, qmp, startQemu, stopQemu } from './qemuVm.js';
@@ -141,6 +141,10 @@ describe.sequential('backups: full + two increments on node1, restored on node2'
     await writeAt(tb, 'node1', disk, 12, Buffer.alloc(CLUSTER));
     const inc1 = await timed('prebackup 1', tm.ok('prebackup', tmArgs, vmXml('INCREMENT', 0)));
     expect(inc1.stderr).toMatch(/increment 1 \(3 changed range\(s\)\) of 196608 bytes/);
+    // Each point is a chain level: image <- b0 <- b1 <- top, as the parent tags say.
+    const levels = await chainLevels(tb, 'node1', `one-${VM}-0`);
+    expect(levels).toBe(3);
+    expect(inc1.stderr).toContain(`the disk now stands on ${levels} snapshot level(s)`);
     await keep(1);
     await tm.ok('postbackup', tmArgs, vmXml('INCREMENT', 0));
 

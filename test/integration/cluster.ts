@@ -38,3 +38,26 @@ export async function bringUpCluster(
   await Promise.all(tb.nodes.filter((n) => n.hostId !== 1).map(setUp));
   return { device, seconds: (Date.now() - started) / 1000 };
 }
+
+/**
+ * The COWs `name` reads through down to its image, its own included, found by walking the
+ * parent tags as `lvs` shows them on `node`: the test's own count, not cowstack's.
+ */
+export async function chainLevels(tb: Testbed, node: string, name: string, vg = REPO_VG): Promise<number> {
+  const r = await tb.ssh(node, ['lvs', '--noheadings', '--separator', ';', '-o', 'lv_name,lv_uuid,lv_tags', vg]);
+  if (r.exitCode !== 0) throw new Error(`lvs on ${node}: ${r.stderr}`);
+  const rows = r.stdout
+    .split('\n')
+    .map((l) => l.trim().split(';'))
+    .filter((f) => f.length === 3);
+  const parentOf = (lv: string) => {
+    const tag = rows
+      .find((f) => f[0] === lv)?.[2]
+      ?.split(',')
+      .find((t) => t.startsWith('cowstack_parent:'));
+    return tag && rows.find((f) => f[1] === tag.slice('cowstack_parent:'.length))?.[0];
+  };
+  let levels = 0;
+  for (let lv: string | undefined = name; lv && parentOf(lv); lv = parentOf(lv)) levels++;
+  return levels;
+}

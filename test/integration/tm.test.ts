@@ -16,7 +16,7 @@ import path from 'node:path';
 import type { Testbed } from '../testbed/index.js';
 import { attachMine } from './testbeds.js';
 import { clusterCli } from './cli.js';
-import { REPO_VG } from './cluster.js';
+import { chainLevels, REPO_VG } from './cluster.js';
 import { deviceSha, MiB, overlay, pattern, sha256, writeAt } from './data.js';
 import { DS, FE, tmHarness, type TmHarness } from './tm-harness.js';
 
@@ -308,27 +308,15 @@ describe.sequential('a non-persistent VM: deploy, snapshots, cold migration, sav
       `cowstack_cow_allocated_bytes{vg="${REPO_VG}",clone="one-${VM}-0",mode="rw"} ${allocated}\n`,
     );
     expect(prom).toContain(`cowstack_cow_allocated_bytes{vg="${REPO_VG}",clone="one-${VM}-0-s0",mode="ro"} ${s0}\n`);
-    // The COWs under each device down to the image, walked here by the parent tags lvs shows.
-    const rows = (await ssh('node2', ['lvs', '--noheadings', '--separator', ';', '-o', 'lv_name,lv_uuid,lv_tags'])).out
-      .split('\n')
-      .map((l) => l.trim().split(';'))
-      .filter((f) => f.length === 3);
-    const parentOf = (name: string) => {
-      const tag = rows
-        .find((f) => f[0] === name)?.[2]
-        ?.split(',')
-        .find((t) => t.startsWith('cowstack_parent:'));
-      return tag && rows.find((f) => f[1] === tag.slice('cowstack_parent:'.length))?.[0];
-    };
-    const levels = (name: string | undefined): number => (name && parentOf(name) ? 1 + levels(parentOf(name)) : 0);
-    expect(levels(`one-${VM}-0`)).toBe(2);
+    // The COWs under each device down to the image, counted by the test from the parent tags.
+    expect(await chainLevels(tb, 'node2', `one-${VM}-0`)).toBe(2);
     for (const [clone, mode] of [
       [`one-${VM}-0`, 'rw'],
       [`one-${VM}-0-s0`, 'ro'],
-    ])
-      expect(prom).toContain(
-        `cowstack_cow_chain_levels{vg="${REPO_VG}",clone="${clone}",mode="${mode}"} ${levels(clone)}\n`,
-      );
+    ] as const) {
+      const levels = await chainLevels(tb, 'node2', clone);
+      expect(prom).toContain(`cowstack_cow_chain_levels{vg="${REPO_VG}",clone="${clone}",mode="${mode}"} ${levels}\n`);
+    }
     expect(prom).toMatch(
       new RegExp(
         `^cowstack_lv_lock_held\\{vg="${REPO_VG}",lv="one-${VM}-0",kind="clone",state="live",mode="ex"\\} 1$`,

@@ -50,7 +50,8 @@ export function register(program: Command): void {
         `${x.top}: ${x.kind} backup of ${formatSize(x.bytes)} in ${x.file}` +
         `${x.point ? ` (point ${x.point})` : ''}${x.ranges ? `, ${x.ranges.length} changed range(s)` : ''}` +
         `${x.pauseMs === undefined ? '' : `; the disk was paused ${x.pauseMs} ms`}` +
-        `${x.writeback ? ` (write-back cache drained: ${x.writeback.drainedBlocks} block(s) before the pause)` : ''}`,
+        `${x.writeback ? ` (write-back cache drained: ${x.writeback.drainedBlocks} block(s) before the pause)` : ''}` +
+        `${x.point && x.levels !== undefined ? `; ${x.top} now stands on ${x.levels} snapshot level(s)` : ''}`,
     );
   });
 
