@@ -121,7 +121,8 @@ export async function backupDisk(ctx: NodeSession, o: BackupOptions): Promise<Ba
     const device = point ? dmPath('ro', src.uuid) : mapped.device!;
     const size = now.repo.chain(src).at(-1)!.sizeBytes;
     const topNow = now.repo.byName.get(o.top);
-    const depth = topNow ? { levels: now.repo.chain(topNow).length - 1 } : {};
+    const standsOn = topNow && now.repo.levels(topNow);
+    const depth = standsOn === undefined ? {} : { levels: standsOn };
     if (!o.increment) {
       await run(ctx, qemu.toQcow2Req(device, o.file));
       return { top: o.top, file: o.file, kind: 'full', point, bytes: size, ...paused, ...depth };

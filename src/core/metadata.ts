@@ -179,6 +179,18 @@ export class Repo {
     return out;
   }
 
+  /**
+   * The COWs `o` reads through down to its image, its own included (0 for an image); undefined
+   * for a broken chain, which status reports (a reader of numbers does not fail on it).
+   */
+  levels(o: CowObj): number | undefined {
+    try {
+      return this.chain(o).length - 1;
+    } catch {
+      return undefined;
+    }
+  }
+
   /** Every descendant, depth first. */
   descendants(o: CowObj): CloneObj[] {
     return this.childrenOf(o).flatMap((c) => [c, ...this.descendants(c)]);

@@ -113,17 +113,17 @@ export async function collectMetrics(
     .filter((d) => (d.role === 'rw' || d.role === 'ro') && d.usage)
     .map((d) => {
       const o = d.clone === undefined ? undefined : state.repo.byName.get(d.clone);
-      return { d, levels: o ? state.repo.chain(o).length - 1 : undefined };
-    })
-    .map(({ d, levels }) => ({
-      clone: d.clone ?? d.name,
-      mode: d.role as 'rw' | 'ro',
-      state: d.usage!.state,
-      ...(levels === undefined ? {} : { levels }),
-      ...(d.usage!.allocatedBytes !== undefined
-        ? { allocatedBytes: d.usage!.allocatedBytes, sizeBytes: d.usage!.totalBytes }
-        : {}),
-    }));
+      const levels = o && state.repo.levels(o);
+      return {
+        clone: d.clone ?? d.name,
+        mode: d.role as 'rw' | 'ro',
+        state: d.usage!.state,
+        ...(levels === undefined ? {} : { levels }),
+        ...(d.usage!.allocatedBytes !== undefined
+          ? { allocatedBytes: d.usage!.allocatedBytes, sizeBytes: d.usage!.totalBytes }
+          : {}),
+      };
+    });
   // The node's one cache VG holds the replicas of every repository's images: one whose image
   // is in another repository VG is that collection's, one whose image is in none is stale.
   const replicaLvs = (state.cache?.lvs ?? []).filter((c) => c.kind === 'replica');

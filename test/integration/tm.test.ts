@@ -309,14 +309,13 @@ describe.sequential('a non-persistent VM: deploy, snapshots, cold migration, sav
     );
     expect(prom).toContain(`cowstack_cow_allocated_bytes{vg="${REPO_VG}",clone="one-${VM}-0-s0",mode="ro"} ${s0}\n`);
     // The COWs under each device down to the image, counted by the test from the parent tags.
-    expect(await chainLevels(tb, 'node2', `one-${VM}-0`)).toBe(2);
-    for (const [clone, mode] of [
-      [`one-${VM}-0`, 'rw'],
-      [`one-${VM}-0-s0`, 'ro'],
-    ] as const) {
-      const levels = await chainLevels(tb, 'node2', clone);
+    const chains = [
+      [`one-${VM}-0`, 'rw', await chainLevels(tb, 'node2', `one-${VM}-0`)],
+      [`one-${VM}-0-s0`, 'ro', await chainLevels(tb, 'node2', `one-${VM}-0-s0`)],
+    ] as const;
+    expect(chains[0][2]).toBe(2);
+    for (const [clone, mode, levels] of chains)
       expect(prom).toContain(`cowstack_cow_chain_levels{vg="${REPO_VG}",clone="${clone}",mode="${mode}"} ${levels}\n`);
-    }
     expect(prom).toMatch(
       new RegExp(
         `^cowstack_lv_lock_held\\{vg="${REPO_VG}",lv="one-${VM}-0",kind="clone",state="live",mode="ex"\\} 1$`,

@@ -123,6 +123,14 @@ describe('Repo', () => {
     );
   });
 
+  it('levels counts the COWs down to the image; a broken or cyclic chain has none', () => {
+    expect([repo.levels(get('c3')), repo.levels(get('s2')), repo.levels(get('image'))]).toEqual([3, 2, 0]);
+    const broken = repoOf([imageRow('image', U.image), cloneRow('c2', U.c2, U.c1), cloneRow('c3', U.c3, U.c2)]);
+    expect(broken.levels(broken.byName.get('c3')!)).toBeUndefined();
+    const cyclic = repoOf([cloneRow('a', U.c1, U.c2), cloneRow('b', U.c2, U.c1)]);
+    expect(cyclic.levels(cyclic.byName.get('a')!)).toBeUndefined();
+  });
+
   it('chain throws on a cycle instead of looping', () => {
     const cyclic = repoOf([cloneRow('a', U.c1, U.c2), cloneRow('b', U.c2, U.c1)]);
     expect(() => cyclic.chain(cyclic.byName.get('a')!)).toThrow('clone b has a cyclic parent chain');
