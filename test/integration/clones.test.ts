@@ -13,7 +13,7 @@ import type { DeviceStatus } from '../../src/core/report.js';
 import type { PlannedCommand } from '../../src/exec/dryRunRunner.js';
 import type { Testbed } from '../testbed/index.js';
 import { attachMine } from './testbeds.js';
-import { clusterCli } from './cli.js';
+import { clusterCli, cowstack } from './cli.js';
 import { REPO_VG } from './cluster.js';
 import { deviceSha, MiB, overlay, pattern, sha256, writeAt } from './data.js';
 
@@ -202,6 +202,13 @@ describe.sequential('images', () => {
     expect(argvs[0].slice(0, 1)).toEqual(['flock']);
     const notes = r.json.dryRun.filter((p: PlannedCommand) => !p.argv.length).map((p: PlannedCommand) => p.title);
     expect(notes).toEqual([expect.stringContaining('"rec":"begin"'), expect.stringContaining('"rec":"end"')]);
+    expect((await tb.ssh('node1', ['lvs', '--nolocking', `${REPO_VG}/${name}`])).exitCode).not.toBe(0);
+    // With --map, as an admin reads it: the map is not "already so", it comes once the COW exists.
+    const dryMap = ['--dry-run', 'clone', 'create', name, '--from', img, '--map', '--vg', REPO_VG];
+    const human = await cowstack(tb, ['--host', 'node1', ...dryMap]);
+    expect(human.exitCode, human.stderr).toBe(0);
+    expect(human.stdout).toContain(`${REPO_VG}/${name}: created on ${img}\n${REPO_VG}/${name}: mapped next`);
+    expect(human.stdout).not.toContain('already so');
     expect((await tb.ssh('node1', ['lvs', '--nolocking', `${REPO_VG}/${name}`])).exitCode).not.toBe(0);
   });
 

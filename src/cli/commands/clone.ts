@@ -16,7 +16,7 @@ import { createContext } from '../context.js';
 import { registerMigrate } from './cloneMigrate.js';
 import { vgOption } from './shared.js';
 
-const describe = (r: CloneResult): string => {
+const describe = (r: CloneResult, instead?: string): string => {
   const what: Record<CloneResult['action'], string> = {
     created: `created on ${r.parent}`,
     completed: `creation completed on ${r.parent}`,
@@ -34,7 +34,7 @@ const describe = (r: CloneResult): string => {
   const lazy = r.lazy ? ` (on lazy cache ${r.lazy.lv}: ${r.lazy.action}${reset})` : '';
   const dev = r.device ? `\n${r.device}${ro}${replica}${lazy}` : '';
   const warn = (r.warnings ?? []).map((w) => `\nwarning: ${w}`).join('');
-  return `${r.vg}/${r.name}: ${what[r.action]}${dev}${warn}`;
+  return `${r.vg}/${r.name}: ${instead ?? what[r.action]}${dev}${warn}`;
 };
 
 export function register(program: Command): void {
@@ -60,7 +60,10 @@ export function register(program: Command): void {
     // One operation: the COW is held from its lvcreate on and mapped from the same observation.
     const { created, mapped } = await ctx.locked(o.vg, (op) => createAndMapClone(op, spec));
     const r = { ...mapped, parent: created.parent, cowBytes: created.cowBytes, chunkSectors: created.chunkSectors };
-    await ctx.finish({ ...r, created: created.action }, (x) => `${describe(created)}\n${describe(x)}`);
+    // A dry run plans the creation only: the map is not "already so", it comes once the COW exists.
+    const deferred = ctx.opts.dryRun && created.action === 'created' && mapped.action === 'none';
+    const mapping = (x: CloneResult) => describe(x, deferred ? 'mapped next, on the new COW' : undefined);
+    await ctx.finish({ ...r, created: created.action }, (x) => `${describe(created)}\n${mapping(x)}`);
   });
 
   vgOption(
