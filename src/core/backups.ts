@@ -15,10 +15,10 @@
 import { notFound, refused, usageError } from '../exec/errors.js';
 import type { RunRequest } from '../exec/types.js';
 import * as files from '../tools/backupFiles.js';
-import * as blockdev from '../tools/blockdev.js';
 import * as store from '../tools/exceptionStore.js';
 import * as qemu from '../tools/qemuImg.js';
 import { mapClone, unmapClone } from './clones.js';
+import { readCowHeader } from './cowHeader.js';
 import { compactUuid, dmName, dmPath, lvMapperPath } from './dmNames.js';
 import { withLockRetry } from './plan.js';
 import { existingCopy, fillNewImage } from './flatten.js';
@@ -54,6 +54,11 @@ export interface BackupOptions {
    * (core/livePoint.ts), also in full mode, whose file is then read from that point.
    */
   live?: boolean;
+  /**
+   * After a backup point, leave the disk's new top mapped whether or not the old one was: the
+   * caller links the disk to it next (TM prebackup), so an unmap here would be mapped again.
+   */
+  keepMapped?: boolean;
 }
 
 export interface BackupResult {
@@ -75,6 +80,8 @@ export interface BackupResult {
    * backup points are chain levels and are not merged, so each increment adds one.
    */
   levels?: number;
+  /** The disk's device, when the backup leaves it mapped (it was, or keepMapped after a point). */
+  device?: string;
 }
 
 const run = (ctx: NodeSession, req: RunRequest) => ctx.runner.run(req);
@@ -111,6 +118,7 @@ export async function backupDisk(ctx: NodeSession, o: BackupOptions): Promise<Ba
   await run(ctx, files.mkdirReq(dir));
   // Right after a commit this host may still be releasing the point's exclusive lease.
   const mapped = await withLockRetry(ctx, () => mapClone(ctx, o.top), { on: 'own-release' });
+  const unmapAfter = !wasMapped && mapped.action === 'mapped' && !(o.keepMapped && point);
   try {
     const now = await observeNode(ctx);
     const src = now.repo.byName.get(point ?? o.top);
@@ -122,7 +130,10 @@ export async function backupDisk(ctx: NodeSession, o: BackupOptions): Promise<Ba
     const size = now.repo.chain(src).at(-1)!.sizeBytes;
     const topNow = now.repo.byName.get(o.top);
     const standsOn = topNow && now.repo.levels(topNow);
-    const depth = standsOn === undefined ? {} : { levels: standsOn };
+    const depth = {
+      ...(standsOn === undefined ? {} : { levels: standsOn }),
+      ...(unmapAfter ? {} : { device: mapped.device }),
+    };
     if (!o.increment) {
       await run(ctx, qemu.toQcow2Req(device, o.file));
       return { top: o.top, file: o.file, kind: 'full', point, bytes: size, ...paused, ...depth };
@@ -133,7 +144,7 @@ export async function backupDisk(ctx: NodeSession, o: BackupOptions): Promise<Ba
     const bytes = ranges.reduce((n, r) => n + r.length, 0);
     return { top: o.top, file: o.file, kind: 'increment', point, bytes, ranges, ...paused, ...depth };
   } finally {
-    if (!ctx.dryRun && !wasMapped && mapped.action === 'mapped') await unmapClone(ctx, o.top);
+    if (!ctx.dryRun && unmapAfter) await unmapClone(ctx, o.top);
   }
 }
 
@@ -203,11 +214,8 @@ async function changedBytes(ctx: NodeSession, levels: CloneObj[]): Promise<Array
   const out: Array<{ at: number; bytes: number }> = [];
   for (const l of levels) {
     const cow = lvMapperPath(ctx.vg, l.name);
-    // The kernel wrote this table below the LV's page cache (dm-io), and a COW made while its
-    // disk ran (a live point's) had its first pages cached when udev probed the new LV: those
-    // stale zeros would read as "no exceptions". The cache goes first.
-    await run(ctx, blockdev.flushReq(cow));
-    const chunk = store.parseHeader((await run(ctx, store.headerReq(cow))).stdout, cow) * 512;
+    // A live point's COW had its first pages cached by udev's probe: read below the cache.
+    const chunk = store.parseHeader(await readCowHeader(ctx, cow), cow) * 512;
     const areas = Math.ceil(l.sizeBytes / ((store.perArea(chunk) + 1) * chunk)) + 1;
     for (let i = 0; i < areas; i++) {
       const { chunks, ended } = store.parseArea(

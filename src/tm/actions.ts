@@ -483,11 +483,11 @@ async function prebackup(env: TmEnv, req: BackupRequest): Promise<void> {
     const top = diskLv(req.vmId, diskId);
     const file = `${dir}/disk.${diskId}.${increment ?? 0}`;
     const live = req.action === 'prebackup_live';
-    const b = await backupDisk(ctx, { top, file, increment, cow: cowOpts(env), live });
-    // The disk stays mapped (backupDisk maps it); after a backup point its device is its new top's.
+    const b = await backupDisk(ctx, { top, file, increment, cow: cowOpts(env), live, keepMapped: true });
+    // After a backup point the disk is its new top, left mapped by backupDisk: the link follows it.
     if (b.point) {
       const d = parseTmPath(`${req.host}:${req.vmDir}/disk.${diskId}`, 'disk', { vmId: req.vmId, dir: 'no' });
-      await link(ctx.runner, (await mapClone(ctx, top)).device!, d);
+      await link(ctx.runner, b.device ?? (await mapClone(ctx, top)).device!, d);
     }
     const what = b.kind === 'full' ? 'full backup' : `increment ${increment} (${b.ranges!.length} changed range(s))`;
     const cached = b.writeback

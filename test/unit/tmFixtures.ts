@@ -191,11 +191,11 @@ export const mapOnImage = (topUuid: string): Step[] => [
   ]),
   wr(journalEnd('one-7-0', 'map')),
 ];
-/** mapClone of top `topUuid` on snapshot `snapUuid` (one-7-0-s3) on the image, after its observation. */
-export const mapOnSnap = (snapUuid: string, topUuid: string): Step[] => [
+/** mapClone of top `topUuid` on snapshot `snapUuid` (`snap`, one-7-0-s3) on the image, after its observation. */
+export const mapOnSnap = (snapUuid: string, topUuid: string, snap = 'one-7-0-s3'): Step[] => [
   wr(journalBegin('one-7-0', 'map')),
   wr(['lvchange', '-asy', 'vg/img']),
-  wr(['lvchange', '-asy', 'vg/one-7-0-s3']),
+  wr(['lvchange', '-asy', `vg/${snap}`]),
   wr([
     'dmsetup',
     'create',
@@ -204,7 +204,7 @@ export const mapOnSnap = (snapUuid: string, topUuid: string): Step[] => [
     `COWSTACK-ro-${snapUuid.replace(/-/g, '')}`,
     '--readonly',
     '--table',
-    '0 131072 snapshot /dev/mapper/vg-img /dev/mapper/vg-one--7--0--s3 P 8',
+    `0 131072 snapshot /dev/mapper/vg-img /dev/mapper/vg-${snap.replace(/-/g, '--')} P 8`,
   ]),
   wr(['lvchange', '-aey', 'vg/one-7-0']),
   lv('one-7-0'),
