@@ -35,13 +35,13 @@
  *     when the VM's table was loaded on it) means switched: finish; none: undo (switchedOnDisk).
  */
 import { CowstackError, EXIT, refused } from '../exec/errors.js';
-import * as blockdev from '../tools/blockdev.js';
 import * as dmsetup from '../tools/dmsetup.js';
 import * as store from '../tools/exceptionStore.js';
 import * as lvm from '../tools/lvm.js';
 import { wbHostOf, writebackLvName } from './cache/meta.js';
 import { cacheVgOf } from './cache/vg.js';
 import { nodeName, releaseWriteback, writecacheStatus } from './cache/writeback.js';
+import { readCowHeader } from './cowHeader.js';
 import { dmName, dmPath, dmUuid, lvMapperName, lvMapperPath, sameUuid } from './dmNames.js';
 import { runGuarded } from './executor.js';
 import { beginStep, endStep, type JournalEntry } from './journal.js';
@@ -540,9 +540,7 @@ async function switchedOnDisk(ctx: NodeSession, entry: JournalEntry, next: Clone
     const cow = lvMapperPath(ctx.vg, next.name);
     if (!active) await runGuarded(ctx, [activateStep(next, 'exclusive', ctx.scope)]);
     active = true;
-    // Read below any page cache udev filled at activation.
-    await runGuarded(ctx, [{ title: `drop cached pages of ${cow}`, req: blockdev.flushReq(cow) }]);
-    switched = store.hasMagic((await ctx.runner.run(store.headerReq(cow))).stdout);
+    switched = store.hasMagic(await readCowHeader(ctx, cow));
   }
   // Unmapped, as the VM's disk is after a power cut (a re-map activates it again).
   if (active) await runGuarded(ctx, [deactivateStep(next, ctx.scope)]);
