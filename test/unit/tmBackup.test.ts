@@ -11,7 +11,18 @@ import { describe, expect, it } from 'vitest';
 import { EXIT } from '../../src/exec/errors.js';
 import { restoreImage } from '../../src/core/backups.js';
 import { nodeSession } from '../../src/core/node.js';
-import { MiB, U, cloneRow, commitMarkArgv, imageRow, journalBegin, journalEnd, lvDev } from './repoFixtures.js';
+import {
+  MiB,
+  U,
+  cloneRow,
+  commitMarkArgv,
+  createRo,
+  createRw,
+  imageRow,
+  journalBegin,
+  journalEnd,
+  lvDev,
+} from './repoFixtures.js';
 import { recorder, rejectionOf } from './support.js';
 import {
   DIR,
@@ -45,6 +56,9 @@ const freshDir: Step[] = [
   wr(['mkdir', '-p', '--', BK]),
   wr(['install', '-D', '-m', '0600', '/proc/self/fd/0', `${BK}/vm.xml`]),
 ];
+/** A raw device or canvas copied into a qcow2 file of 64 KiB clusters. */
+const toQcow2 = (from: string, file: string): Step =>
+  wr(['qemu-img', 'convert', '-q', '-f', 'raw', '-O', 'qcow2', '-o', 'cluster_size=65536', from, file]);
 /** mapClone of the disk mapped here already: it checks the table and does nothing. */
 const mapFound: Step[] = [
   O,
@@ -56,14 +70,7 @@ describe('tm prebackup / postbackup', () => {
     const r = script(
       recorder('node1'),
       [mapped(), mapped(), mapped()],
-      [
-        ...freshDir,
-        O,
-        wr(['mkdir', '-p', '--', BK]),
-        ...mapFound,
-        O,
-        wr(['qemu-img', 'convert', '-q', '-f', 'raw', '-O', 'qcow2', '-o', 'cluster_size=65536', RW, `${BK}/disk.0.0`]),
-      ],
+      [...freshDir, O, wr(['mkdir', '-p', '--', BK]), ...mapFound, O, toQcow2(RW, `${BK}/disk.0.0`)],
     );
     const { info } = await tm('prebackup', ARGS, { node1: r }, XML);
     expect(info).toEqual([`disk 0: full backup of ${64 * 1024 * 1024} bytes in ${BK}/disk.0.0`]);
@@ -133,19 +140,7 @@ describe('tm prebackup in INCREMENT mode: the backup point is a commit, the disk
       O,
       ...mapOnSnap(U.c3, U.n1, 'one-7-0-b0'),
       O,
-      wr([
-        'qemu-img',
-        'convert',
-        '-q',
-        '-f',
-        'raw',
-        '-O',
-        'qcow2',
-        '-o',
-        'cluster_size=65536',
-        `/dev/mapper/${roName(U.c3)}`,
-        `${BK}/disk.0.0`,
-      ]),
+      toQcow2(`/dev/mapper/${roName(U.c3)}`, `${BK}/disk.0.0`),
       // No unmap and map again: the new top stays mapped, and D follows it.
       ...link(`/dev/mapper/${rwName(U.n1)}`),
     ]);
@@ -227,38 +222,12 @@ describe("tm prebackup, increment 1: the changed chunks from the new point's exc
       wr(journalBegin('one-7-0', 'map')),
       wr(['lvchange', '-asy', 'vg/img']),
       wr(['lvchange', '-asy', 'vg/one-7-0-b0']),
-      wr([
-        'dmsetup',
-        'create',
-        roName(U.c3),
-        '--uuid',
-        `COWSTACK-ro-${U.c3.replace(/-/g, '')}`,
-        '--readonly',
-        '--table',
-        '0 131072 snapshot /dev/mapper/vg-img /dev/mapper/vg-one--7--0--b0 P 8',
-      ]),
+      wr(createRo(U.c3, '0 131072 snapshot /dev/mapper/vg-img /dev/mapper/vg-one--7--0--b0 P 8')),
       wr(['lvchange', '-asy', 'vg/one-7-0-b1']),
-      wr([
-        'dmsetup',
-        'create',
-        roName(U.n1),
-        '--uuid',
-        `COWSTACK-ro-${U.n1.replace(/-/g, '')}`,
-        '--readonly',
-        '--table',
-        `0 131072 snapshot /dev/mapper/${roName(U.c3)} ${B1} P 8`,
-      ]),
+      wr(createRo(U.n1, `0 131072 snapshot /dev/mapper/${roName(U.c3)} ${B1} P 8`)),
       wr(['lvchange', '-aey', 'vg/one-7-0']),
       lv('one-7-0'),
-      wr([
-        'dmsetup',
-        'create',
-        rwName(U.d1),
-        '--uuid',
-        `COWSTACK-rw-${U.d1.replace(/-/g, '')}`,
-        '--table',
-        `0 131072 snapshot ${RO1} /dev/mapper/vg-one--7--0 PO 8`,
-      ]),
+      wr(createRw(U.d1, `0 131072 snapshot ${RO1} /dev/mapper/vg-one--7--0 PO 8`)),
       wr(journalEnd('one-7-0', 'map')),
       O,
       // Only point b1's COW holds what changed since point 0: its page cache dropped, its header
@@ -271,7 +240,7 @@ describe("tm prebackup, increment 1: the changed chunks from the new point's exc
       wr(['truncate', '-s', String(64 * MiB), '--', CANVAS]),
       wr(copy(RO1, CANVAS, 1, 1)),
       wr(copy(RO1, CANVAS, 16, 1)),
-      wr(['qemu-img', 'convert', '-q', '-f', 'raw', '-O', 'qcow2', '-o', 'cluster_size=65536', CANVAS, FILE]),
+      toQcow2(CANVAS, FILE),
       // The VM zeroed cluster 16: the written file holds no data there, so it is marked zero.
       rd(['qemu-img', 'map', '--output=json', '-f', 'qcow2', FILE], {
         stdout: JSON.stringify([
