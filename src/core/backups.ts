@@ -23,7 +23,7 @@ import { compactUuid, dmName, dmPath, lvMapperPath } from './dmNames.js';
 import { withLockRetry } from './plan.js';
 import { existingCopy, fillNewImage } from './flatten.js';
 import { refuseOpen, renameClone } from './lineage.js';
-import type { CloneObj } from './metadata.js';
+import type { CloneObj, CowObj } from './metadata.js';
 import type { NodeSession } from './node.js';
 import { type NodeState, observeNode } from './observe.js';
 import { lvRef } from './stack.js';
@@ -150,8 +150,9 @@ export async function backupDisk(ctx: NodeSession, o: BackupOptions): Promise<Ba
 
 /**
  * Commit the top as backup point N and start a new top on it (or find that a previous run
- * did). Point 0 begins a new chain: the points of an earlier one are renamed aside (they
- * stay chain levels under the disk); point N needs point N-1 under the top.
+ * did, or finish what a cut one began). Point 0 begins a new chain: the points of an earlier
+ * one are renamed aside (they stay chain levels under the disk); point N needs point N-1
+ * under the top.
  */
 async function takePoint(
   ctx: NodeSession,
@@ -164,14 +165,26 @@ async function takePoint(
   const name = backupPointName(top, n);
   const o = state.repo.byName.get(top);
   const p = state.repo.byName.get(name);
-  if (o && p && o.kind === 'clone' && o.parentUuid === p.uuid) return { name };
+  const disk = `disk ${top}`;
+  const snap = { top, snap: name, snapId: n, disk, snapshot: `backup point ${n} of ${disk}` };
+  // The top on point N: a re-run after success. Never for point 0: a chain that had only its
+  // full backup leaves the disk on its point 0 too, and a new chain's full backup must read
+  // the disk as it is now, not that old point. A re-run of point 0 takes it again (one more
+  // chain level), which reads the same data.
+  if (n > 0 && o && p && o.kind === 'clone' && o.parentUuid === p.uuid) return { name };
+  if (!live && cutShort(state, o, p, n > 0 ? backupPointName(top, n - 1) : undefined)) {
+    await takeSnapshot(ctx, state, snap, cow);
+    return { name };
+  }
   const t = liveTopOf(state, top);
+  let now = state;
   if (n === 0) {
     const re = backupPointPattern(top);
     // Only points of the current chain: a renamed one already carries its uuid's start.
-    for (const old of state.repo.byName.values())
-      if (re.exec(old.name)?.[2] === undefined && re.test(old.name))
-        await renameClone(ctx, old.name, `${old.name}.${compactUuid(old.uuid).slice(0, 8)}`);
+    const old = [...state.repo.byName.values()].filter((l) => re.exec(l.name)?.[2] === undefined && re.test(l.name));
+    for (const l of old) await renameClone(ctx, l.name, `${l.name}.${compactUuid(l.uuid).slice(0, 8)}`);
+    // The point is planned on the names as they are now: the old point 0 is no longer one.
+    if (old.length) now = await observeNode(ctx);
   } else if (!state.repo.chain(t).some((l) => l.name === backupPointName(top, n - 1)))
     throw refused(
       `${lvRef(t)} has no backup point ${n - 1} (${backupPointName(top, n - 1)}) to take increment ${n} from`,
@@ -183,18 +196,28 @@ async function takePoint(
       'run cowstack recover; if it stays, reset the backup chain (a full backup renames old points aside)',
     );
   if (live) {
-    const r = await takeLivePoint(ctx, n === 0 ? await observeNode(ctx) : state, t, name);
+    const r = await takeLivePoint(ctx, now, t, name);
     return { name, pauseMs: r.pauseMs, ...(r.writeback ? { writeback: r.writeback } : {}) };
   }
   const seen = await refuseOpen(
     ctx,
-    state,
+    now,
     t,
     'power the VM off for the backup (a backup point is a commit), or back it up live (prebackup_live, --live)',
   );
-  const disk = `disk ${top}`;
-  await takeSnapshot(ctx, seen, { top, snap: name, snapId: n, disk, snapshot: `backup point ${n} of ${disk}` }, cow);
+  await takeSnapshot(ctx, seen, snap, cow);
   return { name };
+}
+
+/**
+ * A cold point cut short after its commit (the top committed, not renamed yet) or after its
+ * rename (no top, the point with no child yet), on point `prev` for an increment:
+ * takeSnapshot finishes either. Nothing else leaves a disk's top committed or missing.
+ */
+function cutShort(state: NodeState, o: CowObj | undefined, p: CowObj | undefined, prev?: string): boolean {
+  const x = o && !p ? o : !o && p ? p : undefined;
+  if (x?.kind !== 'clone' || x.state !== 'committed' || state.repo.childrenOf(x).length) return false;
+  return prev === undefined || (state.repo.levels(x) !== undefined && state.repo.chain(x).some((l) => l.name === prev));
 }
 
 /** The chain levels written since backup point `prev`: from `point` down to, not including, `prev`. */

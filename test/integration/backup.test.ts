@@ -230,6 +230,30 @@ describe.sequential('backups: full + two increments on node1, restored on node2'
     times['restore test'] = (Date.now() - t0) / 1000;
   });
 
+  it('a reset chain starts from the disk as it is, also where the disk stands on the last full backup', async () => {
+    // sha256 of a backup file's disk content, converted to raw on node1 and summed there.
+    const fileSha = async (file: string) => {
+      const raw = `/var/tmp/bk-check-${run}.raw`;
+      await ssh('node1', ['qemu-img', 'convert', '-q', '-f', 'qcow2', '-O', 'raw', file, raw]);
+      const sum = (await ssh('node1', ['sha256sum', raw])).split(/\s+/)[0];
+      await ssh('node1', ['rm', '-f', raw]);
+      return sum;
+    };
+    // Reset after the full + two increments (LAST_INCREMENT_ID -1 again): the old points go
+    // aside, point 0 is taken anew and read whole.
+    await timed('prebackup 0, reset', tm.ok('prebackup', tmArgs, vmXml('INCREMENT', -1)));
+    expect(await fileSha(`${bkDir}/disk.0.0`)).toBe(sha256(c2));
+    await tm.ok('postbackup', tmArgs, vmXml('INCREMENT', -1));
+    // That chain had only its full backup, so the disk stands right on its point 0. Written
+    // since, and reset again: the new full backup holds the write, not the old point.
+    const c3 = overlay(c2, 7 * MiB, pattern(CLUSTER, 77));
+    await writeAt(tb, 'node1', disk, 7, pattern(CLUSTER, 77));
+    await timed('prebackup 0, reset on b0', tm.ok('prebackup', tmArgs, vmXml('INCREMENT', -1)));
+    expect(await fileSha(`${bkDir}/disk.0.0`), 'the full backup of a reset chain is the disk now').toBe(sha256(c3));
+    await tm.ok('postbackup', tmArgs, vmXml('INCREMENT', -1));
+    expect(await ssh('node1', ['sha256sum', disk])).toMatch(sha256(c3));
+  });
+
   it('a full-mode backup reads the disk as it is; terminate removes the backup points', async () => {
     await timed('prebackup full', tm.ok('prebackup', tmArgs, vmXml('FULL', -1)));
     await ssh('node1', ['qemu-img', 'compare', '-q', '-f', 'qcow2', '-F', 'raw', `${bkDir}/disk.0.0`, disk]);

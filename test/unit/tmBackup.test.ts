@@ -79,7 +79,7 @@ describe('tm prebackup / postbackup', () => {
 
   it('prebackup_live where the disk is not mapped: refused before anything is read or committed', async () => {
     const unmapped = { rows: [img(), top()] };
-    const r = script(recorder('node1'), [unmapped, unmapped], [...freshDir, O, O]);
+    const r = script(recorder('node1'), [unmapped], [...freshDir, O]);
     const e = await rejectionOf(tm('prebackup_live', ARGS, { node1: r }, XML), EXIT.REFUSED);
     expect(e.message).toMatch(/vg\/one-7-0 is not mapped on node1: there is no running disk to back up/);
     expect(e.hint).toMatch(/on the host that runs the VM/);
@@ -150,6 +150,57 @@ describe('tm prebackup in INCREMENT mode: the backup point is a commit, the disk
         'the disk now stands on 2 snapshot level(s)',
     ]);
   });
+  it("a new chain's backup 0 on the last chain's point 0 reads the disk as it is, not that point", async () => {
+    // The last chain had only its full backup: img <- one-7-0-b0 (U.c3) <- one-7-0 (U.n1), written since.
+    const OLD = 'one-7-0-b0.Zk8Lm2Pq';
+    const old = cloneRow(OLD, U.c3, U.image, { state: 'committed' });
+    const newB0 = cloneRow('one-7-0-b0', U.n1, U.c3, { state: 'committed' });
+    const onOld = { rows: [img(), old, top({}, U.c3, U.n1)] };
+    const worlds: World[] = [
+      { rows: [img(), b0(), top({}, U.c3, U.n1)] },
+      { rows: [img(), b0(), top({}, U.c3, U.n1)] },
+      onOld,
+      onOld,
+      { rows: [img(), old, top({ state: 'committed' }, U.c3, U.n1)] },
+      { rows: [img(), old, newB0] },
+      { rows: [img(), old, newB0, top({}, U.n1, U.d1)] },
+    ];
+    const RO = `/dev/mapper/${roName(U.n1)}`;
+    const r = script(recorder('node1'), worlds, [
+      ...freshDir,
+      O,
+      // The old point 0 goes aside under its uuid's start; the point is planned on the names as they are then.
+      O,
+      wr(['lvrename', 'vg', 'one-7-0-b0', OLD]),
+      O,
+      O,
+      ...commitTop,
+      O,
+      wr(['lvrename', 'vg', 'one-7-0', 'one-7-0-b0']),
+      R,
+      ...createTop(U.n1),
+      wr(['mkdir', '-p', '--', BK]),
+      O,
+      wr(journalBegin('one-7-0', 'map')),
+      wr(['lvchange', '-asy', 'vg/img']),
+      wr(['lvchange', '-asy', `vg/${OLD}`]),
+      wr(createRo(U.c3, `0 131072 snapshot /dev/mapper/vg-img /dev/mapper/vg-one--7--0--b0.Zk8Lm2Pq P 8`)),
+      wr(['lvchange', '-asy', 'vg/one-7-0-b0']),
+      wr(createRo(U.n1, `0 131072 snapshot /dev/mapper/${roName(U.c3)} /dev/mapper/vg-one--7--0--b0 P 8`)),
+      wr(['lvchange', '-aey', 'vg/one-7-0']),
+      lv('one-7-0'),
+      wr(createRw(U.d1, `0 131072 snapshot ${RO} /dev/mapper/vg-one--7--0 PO 8`)),
+      wr(journalEnd('one-7-0', 'map')),
+      O,
+      toQcow2(RO, `${BK}/disk.0.0`),
+      ...link(`/dev/mapper/${rwName(U.d1)}`),
+    ]);
+    const { info } = await tm('prebackup', ARGS, { node1: r }, INC0);
+    expect(info).toEqual([
+      `disk 0: full backup of ${64 * MiB} bytes in ${BK}/disk.0.0 at point one-7-0-b0; ` +
+        'the disk now stands on 3 snapshot level(s)',
+    ]);
+  });
 });
 
 describe("tm prebackup, increment 1: the changed chunks from the new point's exception table", () => {
@@ -195,69 +246,93 @@ describe("tm prebackup, increment 1: the changed chunks from the new point's exc
   const od = (offset: number, bytes: number, width: 4 | 8) =>
     ['od', '-An', '-v', `-tu${width}`, `-w${width * 2}`, '-j', String(offset), '-N', String(bytes), B1] as const;
 
+  /** All after the top's commit: renamed to point 1, a new top on it, mapped, the increment written, D linked. */
+  const afterCommit: Step[] = [
+    O,
+    wr(['lvrename', 'vg', 'one-7-0', 'one-7-0-b1']),
+    R,
+    ...createTop(U.n1),
+    wr(['mkdir', '-p', '--', BK]),
+    O,
+    wr(journalBegin('one-7-0', 'map')),
+    wr(['lvchange', '-asy', 'vg/img']),
+    wr(['lvchange', '-asy', 'vg/one-7-0-b0']),
+    wr(createRo(U.c3, '0 131072 snapshot /dev/mapper/vg-img /dev/mapper/vg-one--7--0--b0 P 8')),
+    wr(['lvchange', '-asy', 'vg/one-7-0-b1']),
+    wr(createRo(U.n1, `0 131072 snapshot /dev/mapper/${roName(U.c3)} ${B1} P 8`)),
+    wr(['lvchange', '-aey', 'vg/one-7-0']),
+    lv('one-7-0'),
+    wr(createRw(U.d1, `0 131072 snapshot ${RO1} /dev/mapper/vg-one--7--0 PO 8`)),
+    wr(journalEnd('one-7-0', 'map')),
+    O,
+    // Only point b1's COW holds what changed since point 0: its page cache dropped, its header
+    // (magic "SnAp", valid, version 1, 8 sectors a chunk), then its first area's exceptions:
+    // origin chunks 16 and 17 (64 KiB cluster 1) and 256 (1 MiB: cluster 16); COW chunk 0 ends it.
+    wr(['blockdev', '--flushbufs', B1]),
+    rd(od(0, 16, 4), { stdout: ' 1883336275 1\n 1 8\n' }),
+    rd(od(4096, 4096, 8), { stdout: ' 16 2\n 17 3\n 256 4\n 0 0\n 0 0\n' }),
+    wr(['rm', '-f', '--', CANVAS]),
+    wr(['truncate', '-s', String(64 * MiB), '--', CANVAS]),
+    wr(copy(RO1, CANVAS, 1, 1)),
+    wr(copy(RO1, CANVAS, 16, 1)),
+    toQcow2(CANVAS, FILE),
+    // The VM zeroed cluster 16: the written file holds no data there, so it is marked zero.
+    rd(['qemu-img', 'map', '--output=json', '-f', 'qcow2', FILE], {
+      stdout: JSON.stringify([
+        { start: 0, length: 65536, depth: 0, present: false, zero: true, data: false },
+        { start: 65536, length: 65536, depth: 0, present: true, zero: false, data: true, offset: 327680 },
+        { start: 131072, length: 64 * MiB - 131072, depth: 0, present: false, zero: true, data: false },
+      ]),
+    }),
+    wr(['qemu-io', '-f', 'qcow2', '-c', `write -z ${16 * 65536} 65536`, FILE]),
+    wr(['rm', '-f', '--', CANVAS]),
+    ...link(`/dev/mapper/${rwName(U.d1)}`),
+  ];
+  const commit: Step[] = [
+    wr(journalBegin('one-7-0', 'commit')),
+    wr(['lvchange', '-aey', 'vg/one-7-0']),
+    lv('one-7-0'),
+    wr(commitMarkArgv('vg/one-7-0')),
+    wr(journalEnd('one-7-0', 'commit')),
+  ];
+  const onB0 = { rows: [img(), b0(), top({}, U.c3, U.n1)] };
+  const committed = { rows: [img(), b0(), top({ state: 'committed' }, U.c3, U.n1)] };
+  const worlds: World[] = [
+    onB0,
+    onB0,
+    committed,
+    { rows: [img(), b0(), b1()] },
+    { rows: [img(), b0(), b1(), top({}, U.n1, U.d1)] },
+    onPoint1,
+  ];
+  const INFO1 =
+    `disk 0: increment 1 (2 changed range(s)) of ${2 * 65536} bytes in ${FILE} at point one-7-0-b1; ` +
+    'the disk now stands on 3 snapshot level(s)';
+
   it('commits the top as point b1, maps the new top, copies the clusters b1 holds, marks the zeroed ones', async () => {
-    const worlds: World[] = [
-      { rows: [img(), b0(), top({}, U.c3, U.n1)] },
-      { rows: [img(), b0(), top({}, U.c3, U.n1)] },
-      { rows: [img(), b0(), top({ state: 'committed' }, U.c3, U.n1)] },
-      { rows: [img(), b0(), b1()] },
-      { rows: [img(), b0(), b1(), top({}, U.n1, U.d1)] },
-      onPoint1,
-    ];
-    const r = script(recorder('node1'), worlds, [
+    const r = script(recorder('node1'), worlds, [...freshDir, O, O, ...commit, ...afterCommit]);
+    expect((await tm('prebackup', ARGS, { node1: r }, INC1)).info).toEqual([INFO1]);
+  });
+
+  it('a run cut after the commit (the rename failed) is finished by the re-run: no second commit', async () => {
+    const r1 = script(recorder('node1'), worlds.slice(0, 3), [
       ...freshDir,
       O,
       O,
-      wr(journalBegin('one-7-0', 'commit')),
-      wr(['lvchange', '-aey', 'vg/one-7-0']),
-      lv('one-7-0'),
-      wr(commitMarkArgv('vg/one-7-0')),
-      wr(journalEnd('one-7-0', 'commit')),
+      ...commit,
       O,
-      wr(['lvrename', 'vg', 'one-7-0', 'one-7-0-b1']),
-      R,
-      ...createTop(U.n1),
-      wr(['mkdir', '-p', '--', BK]),
-      O,
-      wr(journalBegin('one-7-0', 'map')),
-      wr(['lvchange', '-asy', 'vg/img']),
-      wr(['lvchange', '-asy', 'vg/one-7-0-b0']),
-      wr(createRo(U.c3, '0 131072 snapshot /dev/mapper/vg-img /dev/mapper/vg-one--7--0--b0 P 8')),
-      wr(['lvchange', '-asy', 'vg/one-7-0-b1']),
-      wr(createRo(U.n1, `0 131072 snapshot /dev/mapper/${roName(U.c3)} ${B1} P 8`)),
-      wr(['lvchange', '-aey', 'vg/one-7-0']),
-      lv('one-7-0'),
-      wr(createRw(U.d1, `0 131072 snapshot ${RO1} /dev/mapper/vg-one--7--0 PO 8`)),
-      wr(journalEnd('one-7-0', 'map')),
-      O,
-      // Only point b1's COW holds what changed since point 0: its page cache dropped, its header
-      // (magic "SnAp", valid, version 1, 8 sectors a chunk), then its first area's exceptions:
-      // origin chunks 16 and 17 (64 KiB cluster 1) and 256 (1 MiB: cluster 16); COW chunk 0 ends it.
-      wr(['blockdev', '--flushbufs', B1]),
-      rd(od(0, 16, 4), { stdout: ' 1883336275 1\n 1 8\n' }),
-      rd(od(4096, 4096, 8), { stdout: ' 16 2\n 17 3\n 256 4\n 0 0\n 0 0\n' }),
-      wr(['rm', '-f', '--', CANVAS]),
-      wr(['truncate', '-s', String(64 * MiB), '--', CANVAS]),
-      wr(copy(RO1, CANVAS, 1, 1)),
-      wr(copy(RO1, CANVAS, 16, 1)),
-      toQcow2(CANVAS, FILE),
-      // The VM zeroed cluster 16: the written file holds no data there, so it is marked zero.
-      rd(['qemu-img', 'map', '--output=json', '-f', 'qcow2', FILE], {
-        stdout: JSON.stringify([
-          { start: 0, length: 65536, depth: 0, present: false, zero: true, data: false },
-          { start: 65536, length: 65536, depth: 0, present: true, zero: false, data: true, offset: 327680 },
-          { start: 131072, length: 64 * MiB - 131072, depth: 0, present: false, zero: true, data: false },
-        ]),
-      }),
-      wr(['qemu-io', '-f', 'qcow2', '-c', `write -z ${16 * 65536} 65536`, FILE]),
-      wr(['rm', '-f', '--', CANVAS]),
-      ...link(`/dev/mapper/${rwName(U.d1)}`),
+      wr(['lvrename', 'vg', 'one-7-0', 'one-7-0-b1'], { exitCode: 5 }),
     ]);
-    const { info } = await tm('prebackup', ARGS, { node1: r }, INC1);
-    expect(info).toEqual([
-      `disk 0: increment 1 (2 changed range(s)) of ${2 * 65536} bytes in ${FILE} at point one-7-0-b1; ` +
-        'the disk now stands on 3 snapshot level(s)',
-    ]);
+    await rejectionOf(tm('prebackup', ARGS, { node1: r1 }, INC1), EXIT.FAILED);
+    const r2 = script(recorder('node1'), [committed, ...worlds.slice(2)], [...freshDir, O, ...afterCommit]);
+    expect((await tm('prebackup', ARGS, { node1: r2 }, INC1)).info).toEqual([INFO1]);
+  });
+
+  it('a run cut after the rename (no new top yet) is finished by the re-run', async () => {
+    const renamed = { rows: [img(), b0(), b1()] };
+    const cut = afterCommit.indexOf(R);
+    const r = script(recorder('node1'), [renamed, ...worlds.slice(3)], [...freshDir, O, ...afterCommit.slice(cut)]);
+    expect((await tm('prebackup', ARGS, { node1: r }, INC1)).info).toEqual([INFO1]);
   });
 });
 
