@@ -34,6 +34,7 @@ import {
   DIR,
   O,
   R,
+  commitTop,
   createTop,
   heldBy,
   VGS_ROW,
@@ -142,13 +143,6 @@ const snapMapped = (snapUuid: string): World => ({
 const verifySnapMapped = (snapUuid: string): Step[] => [
   rd(['dmsetup', 'table', roName(snapUuid)], { stdout: '0 131072 snapshot 253:3 253:4 P 8\n' }),
   rd(['dmsetup', 'table', rwName(U.n1)], { stdout: '0 131072 snapshot 253:5 253:6 PO 8\n' }),
-];
-const commitTop: Step[] = [
-  wr(journalBegin('one-7-0', 'commit')),
-  wr(['lvchange', '-aey', 'vg/one-7-0']),
-  lv('one-7-0'),
-  wr(commitMarkArgv('vg/one-7-0')),
-  wr(journalEnd('one-7-0', 'commit')),
 ];
 
 describe('tm snap_create', () => {

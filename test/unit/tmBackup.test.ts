@@ -11,23 +11,13 @@ import { describe, expect, it } from 'vitest';
 import { EXIT } from '../../src/exec/errors.js';
 import { restoreImage } from '../../src/core/backups.js';
 import { nodeSession } from '../../src/core/node.js';
-import {
-  MiB,
-  U,
-  cloneRow,
-  commitMarkArgv,
-  createRo,
-  createRw,
-  imageRow,
-  journalBegin,
-  journalEnd,
-  lvDev,
-} from './repoFixtures.js';
+import { MiB, U, cloneRow, createRo, createRw, imageRow, journalBegin, journalEnd, lvDev } from './repoFixtures.js';
 import { recorder, rejectionOf } from './support.js';
 import {
   DIR,
   O,
   R,
+  commitTop,
   createTop,
   img,
   link,
@@ -110,13 +100,6 @@ describe('tm prebackup in INCREMENT mode: the backup point is a commit, the disk
       { name: rwName(U.n1), uuid: `COWSTACK-rw-${U.n1.replace(/-/g, '')}`, open: 0, minor: 7 },
     ],
   };
-  const commitTop: Step[] = [
-    wr(journalBegin('one-7-0', 'commit')),
-    wr(['lvchange', '-aey', 'vg/one-7-0']),
-    lv('one-7-0'),
-    wr(commitMarkArgv('vg/one-7-0')),
-    wr(journalEnd('one-7-0', 'commit')),
-  ];
 
   it('backup 0 of a disk not mapped: point b0 taken, copied whole, the disk left mapped on its new top', async () => {
     const worlds: World[] = [
@@ -288,13 +271,6 @@ describe("tm prebackup, increment 1: the changed chunks from the new point's exc
     wr(['rm', '-f', '--', CANVAS]),
     ...link(`/dev/mapper/${rwName(U.d1)}`),
   ];
-  const commit: Step[] = [
-    wr(journalBegin('one-7-0', 'commit')),
-    wr(['lvchange', '-aey', 'vg/one-7-0']),
-    lv('one-7-0'),
-    wr(commitMarkArgv('vg/one-7-0')),
-    wr(journalEnd('one-7-0', 'commit')),
-  ];
   const onB0 = { rows: [img(), b0(), top({}, U.c3, U.n1)] };
   const committed = { rows: [img(), b0(), top({ state: 'committed' }, U.c3, U.n1)] };
   const worlds: World[] = [
@@ -310,7 +286,7 @@ describe("tm prebackup, increment 1: the changed chunks from the new point's exc
     'the disk now stands on 3 snapshot level(s)';
 
   it('commits the top as point b1, maps the new top, copies the clusters b1 holds, marks the zeroed ones', async () => {
-    const r = script(recorder('node1'), worlds, [...freshDir, O, O, ...commit, ...afterCommit]);
+    const r = script(recorder('node1'), worlds, [...freshDir, O, O, ...commitTop, ...afterCommit]);
     expect((await tm('prebackup', ARGS, { node1: r }, INC1)).info).toEqual([INFO1]);
   });
 
@@ -319,7 +295,7 @@ describe("tm prebackup, increment 1: the changed chunks from the new point's exc
       ...freshDir,
       O,
       O,
-      ...commit,
+      ...commitTop,
       O,
       wr(['lvrename', 'vg', 'one-7-0', 'one-7-0-b1'], { exitCode: 5 }),
     ]);

@@ -18,6 +18,7 @@ import {
   lvcreateArgv,
   lvcreateInactive,
   imageRow,
+  commitMarkArgv,
   journalBegin,
   journalEnd,
   lvDev,
@@ -174,6 +175,14 @@ export const createTop = (parentUuid: string, o: { failAt?: 'lvcreate' } = {}): 
     wr(journalEnd('one-7-0', 'create-clone')),
   ];
 };
+/** commitClone of the disk's unmapped top after its observation: held, re-read under its lock, marked, released. */
+export const commitTop: Step[] = [
+  wr(journalBegin('one-7-0', 'commit')),
+  wr(['lvchange', '-aey', 'vg/one-7-0']),
+  lv('one-7-0'),
+  wr(commitMarkArgv('vg/one-7-0')),
+  wr(journalEnd('one-7-0', 'commit')),
+];
 /** mapClone of a new top `topUuid` straight on the image, after its observation. */
 export const mapOnImage = (topUuid: string): Step[] => [
   wr(journalBegin('one-7-0', 'map')),
