@@ -190,11 +190,16 @@ export const userIdArgv = ['id', '-u'];
 
 /** RecordingRunner ignores stdin: read the stream given to the first dd as dd would. */
 export async function ddInput(r: RecordingRunner): Promise<Buffer> {
-  const dd = await vi.waitFor(() => {
-    const c = r.calls.find((x) => x.argv[0] === 'dd');
-    if (!c) throw new Error('dd has not run yet');
-    return c;
-  });
+  // Before dd the source may be expanded by a real gzip/zstd/qemu-img: on a machine busy with
+  // testbed guests that took over waitFor's default second (a CI run failed so).
+  const dd = await vi.waitFor(
+    () => {
+      const c = r.calls.find((x) => x.argv[0] === 'dd');
+      if (!c) throw new Error('dd has not run yet');
+      return c;
+    },
+    { timeout: 60_000, interval: 20 },
+  );
   expect(dd).toMatchObject({ kind: 'write', root: true, timeout: 'data' });
   const chunks: Buffer[] = [];
   for await (const c of dd.stdin as Readable) chunks.push(c as Buffer);
