@@ -182,6 +182,16 @@ async function takePoint(
     const re = backupPointPattern(top);
     // Only points of the current chain: a renamed one already carries its uuid's start.
     const old = [...state.repo.byName.values()].filter((l) => re.exec(l.name)?.[2] === undefined && re.test(l.name));
+    // lvmlockd renames an LV only under its exclusive lock, which an old point active shared
+    // under the mapped disk never gives (lvrename: "already locked with incompatible mode").
+    if (old.length && live)
+      throw refused(
+        `${lvRef(t)} stands on backup points of an earlier chain, which LVM renames only while ` +
+          'nothing maps them: a running disk cannot start a new backup chain',
+        'power the VM off for the first backup of the new chain (prebackup), then back it up live again',
+      );
+    // A cold disk is unmapped first (its old points released with it); the backup maps it again.
+    if (old.length && state.devices.has(dmName('rw', t.uuid))) await unmapClone(ctx, top);
     for (const l of old) await renameClone(ctx, l.name, `${l.name}.${compactUuid(l.uuid).slice(0, 8)}`);
     // The point is planned on the names as they are now: the old point 0 is no longer one.
     if (old.length) now = await observeNode(ctx);

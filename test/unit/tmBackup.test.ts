@@ -184,6 +184,13 @@ describe('tm prebackup in INCREMENT mode: the backup point is a commit, the disk
         'the disk now stands on 3 snapshot level(s)',
     ]);
   });
+  it('a new chain of a running disk on old points is refused before anything is renamed', async () => {
+    const onOld = { rows: [img(), b0(), top({}, U.c3, U.n1)] };
+    const r = script(recorder('node1'), [onOld], [...freshDir, O]);
+    const e = await rejectionOf(tm('prebackup_live', ARGS, { node1: r }, INC0), EXIT.REFUSED);
+    expect(e.message).toMatch(/stands on backup points of an earlier chain/);
+    expect(e.hint).toMatch(/power the VM off for the first backup of the new chain/);
+  });
 });
 
 describe("tm prebackup, increment 1: the changed chunks from the new point's exception table", () => {
