@@ -83,6 +83,9 @@ describe('tm prebackup / postbackup', () => {
 
 describe('tm prebackup in INCREMENT mode: the backup point is a commit, the disk goes on a new top', () => {
   const INC0 = XML.replace('<MODE>FULL</MODE>', '<MODE>INCREMENT</MODE>');
+  const fullAtB0 = (levels: number) =>
+    `disk 0: full backup of ${64 * MiB} bytes in ${BK}/disk.0.0 at point one-7-0-b0; ` +
+    `the disk now stands on ${levels} snapshot level(s)`;
   const b0 = (o: Parameters<typeof cloneRow>[3] = {}) =>
     cloneRow('one-7-0-b0', U.c3, U.image, { state: 'committed', ...o });
   /** The disk after point 0, mapped here: img <- one-7-0-b0 (ro) <- one-7-0 (U.n1, rw). */
@@ -127,12 +130,9 @@ describe('tm prebackup in INCREMENT mode: the backup point is a commit, the disk
       // No unmap and map again: the new top stays mapped, and D follows it.
       ...link(`/dev/mapper/${rwName(U.n1)}`),
     ]);
-    const { info } = await tm('prebackup', ARGS, { node1: r }, INC0);
-    expect(info).toEqual([
-      `disk 0: full backup of ${64 * MiB} bytes in ${BK}/disk.0.0 at point one-7-0-b0; ` +
-        'the disk now stands on 2 snapshot level(s)',
-    ]);
+    expect((await tm('prebackup', ARGS, { node1: r }, INC0)).info).toEqual([fullAtB0(2)]);
   });
+
   it("a new chain's backup 0 on the last chain's point 0 reads the disk as it is, not that point", async () => {
     // The last chain had only its full backup: img <- one-7-0-b0 (U.c3) <- one-7-0 (U.n1), written since.
     const OLD = 'one-7-0-b0.Zk8Lm2Pq';
@@ -178,12 +178,9 @@ describe('tm prebackup in INCREMENT mode: the backup point is a commit, the disk
       toQcow2(RO, `${BK}/disk.0.0`),
       ...link(`/dev/mapper/${rwName(U.d1)}`),
     ]);
-    const { info } = await tm('prebackup', ARGS, { node1: r }, INC0);
-    expect(info).toEqual([
-      `disk 0: full backup of ${64 * MiB} bytes in ${BK}/disk.0.0 at point one-7-0-b0; ` +
-        'the disk now stands on 3 snapshot level(s)',
-    ]);
+    expect((await tm('prebackup', ARGS, { node1: r }, INC0)).info).toEqual([fullAtB0(3)]);
   });
+
   it('a new chain of a running disk on old points is refused before anything is renamed', async () => {
     const onOld = { rows: [img(), b0(), top({}, U.c3, U.n1)] };
     const r = script(recorder('node1'), [onOld], [...freshDir, O]);
