@@ -130,19 +130,20 @@ export async function backupDisk(ctx: NodeSession, o: BackupOptions): Promise<Ba
     const size = now.repo.chain(src).at(-1)!.sizeBytes;
     const topNow = now.repo.byName.get(o.top);
     const standsOn = topNow && now.repo.levels(topNow);
-    const depth = {
+    // How the disk is left: its depth, and its device unless it is unmapped again below.
+    const leftAs = {
       ...(standsOn === undefined ? {} : { levels: standsOn }),
       ...(unmapAfter ? {} : { device: mapped.device }),
     };
     if (!o.increment) {
       await run(ctx, qemu.toQcow2Req(device, o.file));
-      return { top: o.top, file: o.file, kind: 'full', point, bytes: size, ...paused, ...depth };
+      return { top: o.top, file: o.file, kind: 'full', point, bytes: size, ...paused, ...leftAs };
     }
     const levels = levelsSince(now, src as CloneObj, backupPointName(o.top, o.increment - 1));
     const ranges = clusterRanges(await changedBytes(ctx, levels), size);
     await writeIncrement(ctx, device, o.file, size, ranges);
     const bytes = ranges.reduce((n, r) => n + r.length, 0);
-    return { top: o.top, file: o.file, kind: 'increment', point, bytes, ranges, ...paused, ...depth };
+    return { top: o.top, file: o.file, kind: 'increment', point, bytes, ranges, ...paused, ...leftAs };
   } finally {
     if (!ctx.dryRun && unmapAfter) await unmapClone(ctx, o.top);
   }
@@ -165,6 +166,7 @@ async function takePoint(
   const name = backupPointName(top, n);
   const o = state.repo.byName.get(top);
   const p = state.repo.byName.get(name);
+  const prev = n > 0 ? backupPointName(top, n - 1) : undefined;
   const disk = `disk ${top}`;
   const snap = { top, snap: name, snapId: n, disk, snapshot: `backup point ${n} of ${disk}` };
   // The top on point N: a re-run after success. Never for point 0: a chain that had only its
@@ -172,7 +174,7 @@ async function takePoint(
   // the disk as it is now, not that old point. A re-run of point 0 takes it again (one more
   // chain level), which reads the same data.
   if (n > 0 && o && p && o.kind === 'clone' && o.parentUuid === p.uuid) return { name };
-  if (!live && cutShort(state, o, p, n > 0 ? backupPointName(top, n - 1) : undefined)) {
+  if (!live && cutShort(state, o, p, prev)) {
     await takeSnapshot(ctx, state, snap, cow);
     return { name };
   }
@@ -195,9 +197,9 @@ async function takePoint(
     for (const l of old) await renameClone(ctx, l.name, `${l.name}.${compactUuid(l.uuid).slice(0, 8)}`);
     // The point is planned on the names as they are now: the old point 0 is no longer one.
     if (old.length) now = await observeNode(ctx);
-  } else if (!state.repo.chain(t).some((l) => l.name === backupPointName(top, n - 1)))
+  } else if (!state.repo.chain(t).some((l) => l.name === prev))
     throw refused(
-      `${lvRef(t)} has no backup point ${n - 1} (${backupPointName(top, n - 1)}) to take increment ${n} from`,
+      `${lvRef(t)} has no backup point ${n - 1} (${prev}) to take increment ${n} from`,
       'take a full backup first (in OpenNebula: reset the backup chain, or back up in FULL mode)',
     );
   if (p && n !== 0)
